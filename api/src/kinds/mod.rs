@@ -1,0 +1,129 @@
+//! The kinds of `univrs.io/v1` (design.md §3).
+
+mod attestation;
+mod credit_grant;
+mod lease;
+mod node;
+mod node_offer;
+mod replica;
+mod reputation;
+mod transfer;
+mod trust_policy;
+mod workload;
+
+pub use attestation::*;
+pub use credit_grant::*;
+pub use lease::*;
+pub use node::*;
+pub use node_offer::*;
+pub use replica::*;
+pub use reputation::*;
+pub use transfer::*;
+pub use trust_policy::*;
+pub use workload::*;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::object::{KindInfo, Object};
+
+/// A Workload object.
+pub type Workload = Object<WorkloadSpec>;
+/// A Replica object.
+pub type Replica = Object<ReplicaSpec>;
+/// A TrustPolicy object.
+pub type TrustPolicy = Object<TrustPolicySpec>;
+/// A NodeOffer object.
+pub type NodeOffer = Object<NodeOfferSpec>;
+/// A Node object.
+pub type Node = Object<NodeSpec>;
+/// A CreditGrant object.
+pub type CreditGrant = Object<CreditGrantSpec>;
+/// An Attestation object.
+pub type Attestation = Object<AttestationSpec>;
+/// A Reputation object.
+pub type Reputation = Object<ReputationSpec>;
+/// A Transfer object.
+pub type Transfer = Object<TransferSpec>;
+/// A Lease object.
+pub type Lease = Object<LeaseSpec>;
+
+/// Every kind, in the order of design.md §3.
+pub static KINDS: [KindInfo; 10] = [
+    KindInfo::of::<WorkloadSpec>(),
+    KindInfo::of::<ReplicaSpec>(),
+    KindInfo::of::<TrustPolicySpec>(),
+    KindInfo::of::<NodeOfferSpec>(),
+    KindInfo::of::<NodeSpec>(),
+    KindInfo::of::<CreditGrantSpec>(),
+    KindInfo::of::<AttestationSpec>(),
+    KindInfo::of::<ReputationSpec>(),
+    KindInfo::of::<TransferSpec>(),
+    KindInfo::of::<LeaseSpec>(),
+];
+
+/// The kind with this exact `kind` value.
+pub fn by_kind(kind: &str) -> Option<&'static KindInfo> {
+    KINDS.iter().find(|k| k.kind == kind)
+}
+
+/// The kind a user means by `name`: kind, plural, singular or short name (as kubectl).
+pub fn lookup(name: &str) -> Option<&'static KindInfo> {
+    KINDS.iter().find(|k| k.is_named(name))
+}
+
+/// Whether the subject of an attestation or reputation is an operator or a node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum SubjectKind {
+    /// An operator, named by its did:key.
+    Operator,
+    /// A node, named by its Node object's name.
+    Node,
+}
+
+/// A status with nothing in it, for kinds whose state is all in `spec`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NoStatus {}
+
+fn check_subject(
+    kind: SubjectKind,
+    subject: &str,
+    path: &crate::FieldPath,
+    errors: &mut Vec<crate::FieldError>,
+) {
+    let result = match kind {
+        SubjectKind::Operator => crate::identity::Did::parse(subject).map(drop).map_err(|e| e.to_string()),
+        SubjectKind::Node => crate::validation::check_dns1123_subdomain(subject),
+    };
+    if let Err(e) = result {
+        errors.push(path.error(e));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_are_found_by_every_name_kubectl_accepts() {
+        assert_eq!(lookup("workloads").unwrap().kind, "Workload");
+        assert_eq!(lookup("Workload").unwrap().kind, "Workload");
+        assert_eq!(lookup("workload").unwrap().kind, "Workload");
+        assert_eq!(lookup("wl").unwrap().kind, "Workload");
+        assert_eq!(lookup("tp").unwrap().kind, "TrustPolicy");
+        assert!(lookup("pods").is_none());
+    }
+
+    #[test]
+    fn names_are_unique_across_kinds() {
+        let mut names: Vec<&str> = KINDS
+            .iter()
+            .flat_map(|k| [k.plural, k.singular].into_iter().chain(k.short_names.iter().copied()))
+            .collect();
+        let n = names.len();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), n, "a plural, singular or short name is used twice");
+    }
+}

@@ -1,0 +1,112 @@
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::ContainerSpec;
+use crate::meta::{Condition, Time};
+use crate::object::{KindSpec, Scope};
+use crate::quantity::Resources;
+use crate::validation::{FieldError, FieldPath, Validate, check_dns1123_subdomain};
+
+/// One instance of a Workload, created by the workload controller and bound to a node by the
+/// scheduler.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ReplicaSpec {
+    /// Name of the owning Workload (same namespace).
+    pub workload: String,
+    /// The node this replica is bound to; set once, by the scheduler.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_name: Option<String>,
+    /// What to run, copied from the Workload at creation.
+    pub container: ContainerSpec,
+}
+
+impl Validate for ReplicaSpec {
+    fn validate(&self, path: &FieldPath, errors: &mut Vec<FieldError>) {
+        if let Err(e) = check_dns1123_subdomain(&self.workload) {
+            errors.push(path.child("workload").error(e));
+        }
+        if let Some(node) = &self.node_name
+            && let Err(e) = check_dns1123_subdomain(node)
+        {
+            errors.push(path.child("nodeName").error(e));
+        }
+        self.container.validate(&path.child("container"), errors);
+    }
+}
+
+/// Lifecycle phase of a replica.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum ReplicaPhase {
+    /// Not running yet: unscheduled, or being started.
+    #[default]
+    Pending,
+    /// The process runs.
+    Running,
+    /// Exited with status 0 and will not be restarted.
+    Succeeded,
+    /// Exited with an error (or was killed) and will not be restarted.
+    Failed,
+    /// The node stopped reporting.
+    Unknown,
+}
+
+impl ReplicaPhase {
+    /// Whether the replica has finished for good.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Self::Succeeded | Self::Failed)
+    }
+}
+
+/// Types of Replica conditions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum ReplicaConditionType {
+    /// Bound to a node (or why not).
+    Scheduled,
+    /// Running and ready.
+    Ready,
+}
+
+/// What the node agent (and scheduler) observed.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ReplicaStatus {
+    /// Lifecycle phase.
+    #[serde(default)]
+    pub phase: ReplicaPhase,
+    /// How many times the process was restarted.
+    #[serde(default)]
+    pub restarts: u32,
+    /// Exit code of the last run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    /// One CamelCase word: `OOMKilled`, `Error`, `Completed`, `Unschedulable`, …
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// A sentence for people.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// When the current run started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<Time>,
+    /// When the last run ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<Time>,
+    /// Measured peak usage (for honesty scoring).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Resources>,
+    /// Conditions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition<ReplicaConditionType>>,
+}
+
+impl KindSpec for ReplicaSpec {
+    type Status = ReplicaStatus;
+    const KIND: &'static str = "Replica";
+    const PLURAL: &'static str = "replicas";
+    const SINGULAR: &'static str = "replica";
+    const SHORT_NAMES: &'static [&'static str] = &["rp"];
+    const SCOPE: Scope = Scope::Namespaced;
+    const SIGNED: bool = false;
+    const DESCRIPTION: &'static str = "One instance of a Workload, bound to a node by the scheduler.";
+}

@@ -1,0 +1,251 @@
+use std::collections::{BTreeMap, BTreeSet};
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::identity::Jurisdiction;
+use crate::meta::{Condition, Time};
+use crate::object::{KindSpec, Scope};
+use crate::quantity::Resources;
+use crate::validation::{FieldError, FieldPath, Validate, check_dns1123_subdomain, check_label_value, check_qualified_name};
+
+/// Most replicas one Workload may ask for.
+pub const MAX_REPLICAS: i32 = 10_000;
+
+/// What a user wants run: a container image or rootfs, how many copies, under which policy.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WorkloadSpec {
+    /// How many copies to run (default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<i32>,
+    /// An OCI image reference. Exactly one of `image` and `rootfs` is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// A root filesystem (directory or OCI image layout) prepared on the nodes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rootfs: Option<String>,
+    /// The program to run and its arguments (the image's entrypoint when empty).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub command: Vec<String>,
+    /// Arguments appended to `command`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<String>,
+    /// Environment variables; secret values are sealed with age to the allowed nodes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<EnvVar>,
+    /// Resources each replica needs (reserved on the node and enforced as limits).
+    #[serde(default)]
+    pub resources: Resources,
+    /// What to do when a replica's process exits (default `Always`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart_policy: Option<RestartPolicy>,
+    /// Name of the TrustPolicy, in the same namespace, whose hard constraints placement obeys.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trust_policy: Option<String>,
+    /// Further placement constraints of this workload.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placement: Option<Placement>,
+}
+
+/// One environment variable: a plain `value`, or a `sealed` age ciphertext.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EnvVar {
+    /// Variable name.
+    pub name: String,
+    /// Plain value, visible to the control plane.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    /// ASCII-armored age ciphertext; only the admitted nodes and the owner can open it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sealed: Option<String>,
+}
+
+/// When a replica's process is restarted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum RestartPolicy {
+    /// Restart whenever it exits.
+    #[default]
+    Always,
+    /// Restart only after a non-zero exit.
+    OnFailure,
+    /// Never restart.
+    Never,
+}
+
+/// Per-workload placement constraints (hard, like the TrustPolicy's).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Placement {
+    /// Labels a node's offer must carry.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+    /// Jurisdictions the replicas may run in (empty: any the TrustPolicy allows).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub jurisdictions: Vec<Jurisdiction>,
+    /// At most this many replicas on nodes of one operator.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_replicas_per_operator: Option<u32>,
+}
+
+/// What one replica runs: the part of a Workload copied into each Replica.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ContainerSpec {
+    /// An OCI image reference.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// A root filesystem prepared on the node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rootfs: Option<String>,
+    /// The program and its arguments.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub command: Vec<String>,
+    /// Arguments appended to `command`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<String>,
+    /// Environment variables.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<EnvVar>,
+    /// Resources reserved and enforced.
+    #[serde(default)]
+    pub resources: Resources,
+    /// What to do when the process exits.
+    #[serde(default)]
+    pub restart_policy: RestartPolicy,
+}
+
+impl WorkloadSpec {
+    /// The number of replicas asked for (default 1).
+    pub fn replicas(&self) -> i32 {
+        self.replicas.unwrap_or(1)
+    }
+
+    /// What each replica runs, defaults applied.
+    pub fn container(&self) -> ContainerSpec {
+        ContainerSpec {
+            image: self.image.clone(),
+            rootfs: self.rootfs.clone(),
+            command: self.command.clone(),
+            args: self.args.clone(),
+            env: self.env.clone(),
+            resources: self.resources.clone(),
+            restart_policy: self.restart_policy.unwrap_or_default(),
+        }
+    }
+}
+
+impl Validate for WorkloadSpec {
+    fn validate(&self, path: &FieldPath, errors: &mut Vec<FieldError>) {
+        if let Some(n) = self.replicas
+            && !(0..=MAX_REPLICAS).contains(&n)
+        {
+            let msg = if n < 0 { "must be >= 0".to_owned() } else { format!("must be <= {MAX_REPLICAS}") };
+            errors.push(path.child("replicas").error(msg));
+        }
+        self.container().validate(path, errors);
+        if let Some(tp) = &self.trust_policy
+            && let Err(e) = check_dns1123_subdomain(tp)
+        {
+            errors.push(path.child("trustPolicy").error(e));
+        }
+        self.placement.validate(&path.child("placement"), errors);
+    }
+}
+
+impl Validate for ContainerSpec {
+    fn validate(&self, path: &FieldPath, errors: &mut Vec<FieldError>) {
+        match (&self.image, &self.rootfs) {
+            (None, None) => errors.push(path.child("image").error("required: set image or rootfs")),
+            (Some(_), Some(_)) => errors.push(path.child("rootfs").error("set image or rootfs, not both")),
+            (Some(s), None) | (None, Some(s)) if s.trim().is_empty() => {
+                let field = if self.image.is_some() { "image" } else { "rootfs" };
+                errors.push(path.child(field).error("must not be empty"));
+            }
+            _ => {}
+        }
+        let mut seen = BTreeSet::new();
+        for (i, var) in self.env.iter().enumerate() {
+            let p = path.child("env").index(i);
+            let valid_name = var.name.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                && var.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !valid_name {
+                errors.push(p.child("name").error(format!(
+                    "{:?} is not a valid variable name: use letters, digits and '_', not starting with a digit",
+                    var.name
+                )));
+            } else if !seen.insert(var.name.as_str()) {
+                errors.push(p.child("name").error(format!("duplicate variable {:?}", var.name)));
+            }
+            match (&var.value, &var.sealed) {
+                (Some(_), Some(_)) => errors.push(p.child("sealed").error("set value or sealed, not both")),
+                (None, None) => errors.push(p.child("value").error("required: set value or sealed")),
+                (None, Some(s)) if !s.trim_start().starts_with("-----BEGIN AGE ENCRYPTED FILE-----") => {
+                    errors.push(p.child("sealed").error("must be an ASCII-armored age ciphertext (ui seal makes one)"))
+                }
+                _ => {}
+            }
+        }
+        self.resources.validate(&path.child("resources"), errors);
+    }
+}
+
+impl Validate for Placement {
+    fn validate(&self, path: &FieldPath, errors: &mut Vec<FieldError>) {
+        for (k, v) in &self.node_selector {
+            if let Err(e) = check_qualified_name(k).and_then(|()| check_label_value(v)) {
+                errors.push(path.child("nodeSelector").key(k).error(e));
+            }
+        }
+        if self.max_replicas_per_operator == Some(0) {
+            errors.push(path.child("maxReplicasPerOperator").error("must be >= 1"));
+        }
+    }
+}
+
+/// Types of Workload conditions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum WorkloadConditionType {
+    /// Enough replicas are running.
+    Available,
+    /// A rollout is under way.
+    Progressing,
+    /// A replica could not be created or placed.
+    ReplicaFailure,
+}
+
+/// What the workload controller observed.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WorkloadStatus {
+    /// The generation this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Replicas that exist.
+    #[serde(default)]
+    pub replicas: i32,
+    /// Replicas that are running.
+    #[serde(default)]
+    pub ready_replicas: i32,
+    /// Replicas already on the current spec.
+    #[serde(default)]
+    pub updated_replicas: i32,
+    /// Conditions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition<WorkloadConditionType>>,
+    /// When the status was last written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_update_time: Option<Time>,
+}
+
+impl KindSpec for WorkloadSpec {
+    type Status = WorkloadStatus;
+    const KIND: &'static str = "Workload";
+    const PLURAL: &'static str = "workloads";
+    const SINGULAR: &'static str = "workload";
+    const SHORT_NAMES: &'static [&'static str] = &["wl"];
+    const SCOPE: Scope = Scope::Namespaced;
+    const SIGNED: bool = true;
+    const DESCRIPTION: &'static str = "A user's signed request to run replicas of a container under a trust policy.";
+}

@@ -1,0 +1,239 @@
+//! Reading manifests: multi-document YAML (or JSON) into objects, and checking each against
+//! its kind.
+//!
+//! YAML is read with `serde-saphyr` under strict settings: YAML 1.2 booleans only (`no` stays
+//! the string "no", not false), duplicate keys rejected, numbers with leading zeros or
+//! underscores kept as strings, and budgets that stop alias bombs and deep nesting.
+
+use serde_json::Value;
+
+use crate::API_VERSION;
+use crate::kinds;
+use crate::object::KindInfo;
+use crate::validation::{FieldError, FieldPath};
+
+/// Largest manifest file accepted (bytes).
+pub const MAX_MANIFEST_BYTES: usize = 4 * 1024 * 1024;
+/// Most documents in one file.
+pub const MAX_DOCUMENTS: usize = 1024;
+
+/// A YAML document that could not be read.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct YamlError {
+    /// Line (1-based) where the problem is, when known.
+    pub line: Option<usize>,
+    /// Column (1-based), when known.
+    pub column: Option<usize>,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl YamlError {
+    /// `line 3 column 7: …`, or just the message.
+    pub fn located(&self) -> String {
+        match (self.line, self.column) {
+            (Some(l), Some(c)) => format!("line {l} column {c}: {}", self.message),
+            (Some(l), None) => format!("line {l}: {}", self.message),
+            _ => self.message.clone(),
+        }
+    }
+}
+
+fn yaml_options() -> serde_saphyr::Options {
+    serde_saphyr::options! {
+        strict_booleans: true,
+        duplicate_keys: serde_saphyr::DuplicateKeyPolicy::Error,
+        leading_zero_numbers_as_strings: true,
+        underscored_numbers_as_strings: true,
+        with_snippet: false,
+        budget: serde_saphyr::budget! {
+            max_documents: MAX_DOCUMENTS,
+            max_depth: 64,
+            max_nodes: 200_000,
+            max_aliases: 1_000,
+            max_total_scalar_bytes: MAX_MANIFEST_BYTES,
+        },
+    }
+}
+
+/// Parses every non-empty document of a YAML (or JSON) text.
+pub fn parse_documents(text: &str) -> Result<Vec<Value>, YamlError> {
+    if text.len() > MAX_MANIFEST_BYTES {
+        return Err(YamlError {
+            line: None,
+            column: None,
+            message: format!("{} bytes is more than the limit of {MAX_MANIFEST_BYTES}", text.len()),
+        });
+    }
+    serde_saphyr::from_multiple_with_options::<Value>(text, yaml_options()).map_err(|e| {
+        let loc = e.location();
+        let message = e.without_snippet().to_string();
+        // The message may already carry the location; keep just the first line of it.
+        let message = message.lines().next().unwrap_or_default().to_owned();
+        YamlError {
+            line: loc.as_ref().map(|l| l.line() as usize).filter(|&l| l > 0),
+            column: loc.as_ref().map(|l| l.column() as usize).filter(|&c| c > 0),
+            message,
+        }
+    })
+}
+
+/// The kind of `object` per its `apiVersion` and `kind`, or the errors that say why not.
+pub fn kind_of(object: &Value) -> Result<&'static KindInfo, Vec<FieldError>> {
+    let root = FieldPath::root();
+    let Some(map) = object.as_object() else {
+        return Err(vec![root.error("a manifest must be a mapping with apiVersion, kind, metadata and spec")]);
+    };
+    let mut errors = Vec::new();
+    match map.get("apiVersion") {
+        None => errors.push(root.child("apiVersion").error(format!("required: set apiVersion: {API_VERSION}"))),
+        Some(Value::String(v)) if v == API_VERSION => {}
+        Some(v) => errors.push(root.child("apiVersion").error(format!(
+            "unknown apiVersion {}: univrs kinds are {API_VERSION}",
+            short(v)
+        ))),
+    }
+    let kind = match map.get("kind") {
+        None => {
+            errors.push(root.child("kind").error(format!("required: one of {}", kind_names())));
+            None
+        }
+        Some(Value::String(k)) => {
+            let found = kinds::by_kind(k);
+            if found.is_none() {
+                let hint = kinds::lookup(k).map(|info| format!(" (did you mean {}?)", info.kind)).unwrap_or_default();
+                errors.push(root.child("kind").error(format!("unknown kind {k:?}{hint}: one of {}", kind_names())));
+            }
+            found
+        }
+        Some(v) => {
+            errors.push(root.child("kind").error(format!("must be a string, not {}", short(v))));
+            None
+        }
+    };
+    match kind {
+        Some(k) if errors.is_empty() => Ok(k),
+        _ => Err(errors),
+    }
+}
+
+/// Checks `object` completely: known apiVersion and kind, every field typed and valid.
+pub fn check(object: &Value) -> Result<&'static KindInfo, Vec<FieldError>> {
+    let kind = kind_of(object)?;
+    (kind.check)(object)?;
+    Ok(kind)
+}
+
+fn kind_names() -> String {
+    kinds::KINDS.iter().map(|k| k.kind).collect::<Vec<_>>().join(", ")
+}
+
+fn short(v: &Value) -> String {
+    let s = v.to_string();
+    if s.len() > 40 { format!("{}…", &s[..s.floor_char_boundary(40)]) } else { s }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_multiple_documents_and_skips_empty_ones() {
+        let docs = parse_documents("a: 1\n---\n---\nb: [x, y]\n").unwrap();
+        assert_eq!(docs, vec![serde_json::json!({"a": 1}), serde_json::json!({"b": ["x", "y"]})]);
+    }
+
+    #[test]
+    fn yaml_1_1_booleans_stay_strings() {
+        let docs = parse_documents("country: no\nflag: yes\non: off\nreal: true\nmode: 0755\nn: 1_000\n").unwrap();
+        assert_eq!(
+            docs[0],
+            serde_json::json!({"country": "no", "flag": "yes", "on": "off", "real": true, "mode": "0755", "n": "1_000"})
+        );
+    }
+
+    #[test]
+    fn duplicate_keys_are_refused_with_a_line() {
+        let err = parse_documents("a: 1\nb: 2\na: 3\n").unwrap_err();
+        assert!(err.message.to_lowercase().contains("duplicate"), "{err:?}");
+        assert_eq!(err.line, Some(3));
+    }
+
+    #[test]
+    fn alias_bombs_are_stopped() {
+        let mut bomb = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+        for i in 1..10 {
+            let refs = vec![format!("*a{}", i - 1); 10].join(", ");
+            bomb.push_str(&format!("a{i}: &a{i} [{refs}]\n"));
+        }
+        let err = parse_documents(&bomb).unwrap_err();
+        assert!(err.message.to_lowercase().contains("budget") || err.message.contains("alias"), "{err:?}");
+    }
+
+    #[test]
+    fn deep_nesting_is_stopped() {
+        let deep = format!("{}1{}", "[".repeat(10_000), "]".repeat(10_000));
+        assert!(parse_documents(&deep).is_err());
+    }
+
+    #[test]
+    fn malformed_yaml_names_the_line() {
+        let err = parse_documents("a: 1\nb: [1, 2\nc: 3\n").unwrap_err();
+        assert!(err.line.is_some(), "{err:?}");
+    }
+
+    #[test]
+    fn unknown_kind_and_api_version_are_named() {
+        let errs = kind_of(&serde_json::json!({"apiVersion": "v1", "kind": "Pod"})).unwrap_err();
+        let text: Vec<String> = errs.iter().map(ToString::to_string).collect();
+        assert!(text[0].starts_with("apiVersion: unknown apiVersion \"v1\""), "{text:?}");
+        assert!(text[1].starts_with("kind: unknown kind \"Pod\""), "{text:?}");
+        let errs = kind_of(&serde_json::json!({"apiVersion": "univrs.io/v1", "kind": "workloads"})).unwrap_err();
+        assert!(errs[0].message.contains("did you mean Workload?"), "{errs:?}");
+    }
+
+    #[test]
+    fn typed_errors_name_the_field_path() {
+        let obj = serde_json::json!({
+            "apiVersion": "univrs.io/v1", "kind": "Workload", "metadata": {"name": "w"},
+            "spec": {"image": "busybox", "env": [{"name": "A", "value": 5}]}
+        });
+        let errs = check(&obj).unwrap_err();
+        assert_eq!(errs[0].path, "spec.env[0].value", "{errs:?}");
+        let obj = serde_json::json!({
+            "apiVersion": "univrs.io/v1", "kind": "Workload", "metadata": {"name": "w"},
+            "spec": {"image": "busybox", "replica": 3}
+        });
+        let errs = check(&obj).unwrap_err();
+        assert!(errs[0].to_string().contains("unknown field `replica`"), "{errs:?}");
+        assert!(errs[0].path.starts_with("spec"), "{errs:?}");
+    }
+
+    #[test]
+    fn validation_reports_every_problem() {
+        let obj = serde_json::json!({
+            "apiVersion": "univrs.io/v1", "kind": "Workload", "metadata": {"name": "Bad"},
+            "spec": {"replicas": -1}
+        });
+        let errs: Vec<String> = check(&obj).unwrap_err().iter().map(ToString::to_string).collect();
+        assert_eq!(
+            errs,
+            [
+                "metadata.name: \"Bad\" is not a valid name: use lowercase letters, digits, '-' and '.', starting and ending with a letter or digit",
+                "spec.replicas: must be >= 0",
+                "spec.image: required: set image or rootfs",
+            ]
+        );
+    }
+
+    #[test]
+    fn cluster_scoped_kinds_refuse_a_namespace() {
+        let obj = serde_json::json!({
+            "apiVersion": "univrs.io/v1", "kind": "Attestation", "metadata": {"name": "a", "namespace": "default"},
+            "spec": {"subjectKind": "Node", "subject": "node-1"}
+        });
+        let errs = check(&obj).unwrap_err();
+        assert_eq!(errs[0].path, "metadata.namespace");
+    }
+}

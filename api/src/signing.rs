@@ -1,0 +1,341 @@
+//! Signed manifests (design.md §4).
+//!
+//! A signature lives in three annotations: `univrs.io/signer` (did:key), `univrs.io/signed-at`
+//! (RFC 3339) and `univrs.io/signature` (standard base64 of an Ed25519 signature). It covers
+//! the RFC 8785 (JCS) canonical JSON of the object's *signed projection*: the object without
+//! the fields a server or client tool owns, so a manifest signed once still verifies after
+//! `ui apply`, `kubectl apply` or a Git round trip.
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use chrono::{DateTime, SecondsFormat, Utc};
+use ed25519_dalek::{Signature, Signer, SigningKey};
+use serde_json::{Map, Value};
+
+use crate::identity::{Did, IdentityError};
+
+/// Annotation holding the signer's did:key.
+pub const SIGNER: &str = "univrs.io/signer";
+/// Annotation holding the signing time (RFC 3339).
+pub const SIGNED_AT: &str = "univrs.io/signed-at";
+/// Annotation holding the base64 Ed25519 signature.
+pub const SIGNATURE: &str = "univrs.io/signature";
+/// kubectl's client-side apply bookkeeping; never signed.
+pub const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// Top-level fields outside the signed projection.
+const UNSIGNED_TOP: &[&str] = &["status"];
+/// `metadata` fields outside the signed projection: all owned by the server.
+const UNSIGNED_METADATA: &[&str] = &[
+    "uid",
+    "resourceVersion",
+    "generation",
+    "creationTimestamp",
+    "deletionTimestamp",
+    "deletionGracePeriodSeconds",
+    "managedFields",
+    "ownerReferences",
+    "finalizers",
+    "selfLink",
+];
+/// Annotations outside the signed projection.
+const UNSIGNED_ANNOTATIONS: &[&str] = &[SIGNATURE, LAST_APPLIED];
+
+/// Why an object could not be signed.
+#[derive(Debug, thiserror::Error)]
+pub enum SignError {
+    /// The document is not a JSON/YAML object.
+    #[error("a manifest must be a mapping with apiVersion, kind and metadata")]
+    NotAnObject,
+    /// `metadata` or `metadata.annotations` has the wrong type.
+    #[error("{0}: must be a mapping")]
+    BadField(&'static str),
+    /// JCS could not canonicalize the object (e.g. a number JSON cannot represent exactly).
+    #[error("cannot canonicalize the object: {0}")]
+    Canonical(String),
+}
+
+/// Why an object's signature does not verify.
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    /// No signature annotations at all.
+    #[error("not signed: metadata.annotations has no {SIGNATURE}")]
+    Unsigned,
+    /// One of the three annotations is missing.
+    #[error("metadata.annotations[{0}]: missing")]
+    Missing(&'static str),
+    /// The signer is not a valid did:key.
+    #[error("metadata.annotations[{SIGNER}]: {0}")]
+    BadSigner(IdentityError),
+    /// The signing time is not RFC 3339.
+    #[error("metadata.annotations[{SIGNED_AT}]: {0:?} is not an RFC 3339 time")]
+    BadSignedAt(String),
+    /// The signature is not base64 of 64 bytes.
+    #[error("metadata.annotations[{SIGNATURE}]: not a base64 Ed25519 signature")]
+    BadEncoding,
+    /// The signature does not match the content and signer.
+    #[error("signature does not match: the manifest was changed after it was signed, or not signed by {0}")]
+    Mismatch(Did),
+    /// The object could not be projected.
+    #[error(transparent)]
+    Shape(#[from] SignError),
+}
+
+/// A verified signature.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Verified {
+    /// Who signed.
+    pub signer: Did,
+    /// When they say they signed.
+    pub signed_at: DateTime<Utc>,
+}
+
+/// The bytes a signature covers: JCS of the signed projection of `object`.
+pub fn signing_payload(object: &Value) -> Result<Vec<u8>, SignError> {
+    let projection = signed_projection(object)?;
+    serde_json_canonicalizer::to_vec(&projection).map_err(|e| SignError::Canonical(e.to_string()))
+}
+
+/// `object` without the fields a signature does not cover.
+pub fn signed_projection(object: &Value) -> Result<Value, SignError> {
+    let mut obj = object.as_object().ok_or(SignError::NotAnObject)?.clone();
+    for field in UNSIGNED_TOP {
+        obj.remove(*field);
+    }
+    if let Some(meta) = obj.get_mut("metadata") {
+        let meta = meta.as_object_mut().ok_or(SignError::BadField("metadata"))?;
+        for field in UNSIGNED_METADATA {
+            meta.remove(*field);
+        }
+        if let Some(ann) = meta.get_mut("annotations") {
+            let ann = ann.as_object_mut().ok_or(SignError::BadField("metadata.annotations"))?;
+            for key in UNSIGNED_ANNOTATIONS {
+                ann.remove(*key);
+            }
+            // `annotations: {}` and no annotations are the same statement.
+            if ann.is_empty() {
+                meta.remove("annotations");
+            }
+        }
+    }
+    Ok(Value::Object(obj))
+}
+
+/// Signs `object` in place as `key`'s owner at time `at`: sets the signer and signed-at
+/// annotations, then the signature over the result.
+pub fn sign(object: &mut Value, key: &SigningKey, at: DateTime<Utc>) -> Result<Verified, SignError> {
+    let signer = Did::from_key(&key.verifying_key());
+    // Whole seconds: what RFC 3339 text we write is what we sign and later compare.
+    let at_text = at.to_rfc3339_opts(SecondsFormat::Secs, true);
+    {
+        let ann = annotations_mut(object)?;
+        ann.insert(SIGNER.into(), signer.as_str().into());
+        ann.insert(SIGNED_AT.into(), at_text.clone().into());
+        ann.remove(SIGNATURE);
+    }
+    let signature = key.sign(&signing_payload(object)?);
+    annotations_mut(object)?.insert(SIGNATURE.into(), BASE64.encode(signature.to_bytes()).into());
+    let signed_at = DateTime::parse_from_rfc3339(&at_text).expect("we wrote RFC 3339").with_timezone(&Utc);
+    Ok(Verified { signer, signed_at })
+}
+
+/// Checks the signature of `object` and returns who signed it and when.
+pub fn verify(object: &Value) -> Result<Verified, VerifyError> {
+    let ann = object
+        .get("metadata")
+        .and_then(|m| m.get("annotations"))
+        .and_then(Value::as_object);
+    let get = |key: &'static str| ann.and_then(|a| a.get(key)).and_then(Value::as_str);
+    let (signer, signed_at, signature) = match (get(SIGNER), get(SIGNED_AT), get(SIGNATURE)) {
+        (None, None, None) => return Err(VerifyError::Unsigned),
+        (Some(a), Some(b), Some(c)) => (a, b, c),
+        (None, ..) => return Err(VerifyError::Missing(SIGNER)),
+        (_, None, _) => return Err(VerifyError::Missing(SIGNED_AT)),
+        (.., None) => return Err(VerifyError::Missing(SIGNATURE)),
+    };
+    let signer = Did::parse(signer).map_err(VerifyError::BadSigner)?;
+    let signed_at = DateTime::parse_from_rfc3339(signed_at)
+        .map_err(|_| VerifyError::BadSignedAt(signed_at.to_owned()))?
+        .with_timezone(&Utc);
+    let bytes = BASE64.decode(signature).map_err(|_| VerifyError::BadEncoding)?;
+    let signature = Signature::from_slice(&bytes).map_err(|_| VerifyError::BadEncoding)?;
+    let payload = signing_payload(object)?;
+    signer
+        .verifying_key()
+        .verify_strict(&payload, &signature)
+        .map_err(|_| VerifyError::Mismatch(signer.clone()))?;
+    Ok(Verified { signer, signed_at })
+}
+
+fn annotations_mut(object: &mut Value) -> Result<&mut Map<String, Value>, SignError> {
+    let obj = object.as_object_mut().ok_or(SignError::NotAnObject)?;
+    let meta = obj.entry("metadata").or_insert_with(|| Value::Object(Map::new()));
+    let meta = meta.as_object_mut().ok_or(SignError::BadField("metadata"))?;
+    let ann = meta.entry("annotations").or_insert_with(|| Value::Object(Map::new()));
+    ann.as_object_mut().ok_or(SignError::BadField("metadata.annotations"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    fn key(seed: u8) -> SigningKey {
+        SigningKey::from_bytes(&[seed; 32])
+    }
+
+    fn at() -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339("2026-11-24T10:00:00Z").unwrap().with_timezone(&Utc)
+    }
+
+    fn workload() -> Value {
+        json!({
+            "apiVersion": "univrs.io/v1",
+            "kind": "Workload",
+            "metadata": { "name": "hello", "namespace": "default", "labels": { "app": "hello" },
+                          "annotations": { "team": "web" } },
+            "spec": { "replicas": 3, "image": "busybox", "command": ["sh", "-c", "echo hi"],
+                      "resources": { "cpu": "500m", "memory": "64Mi" } }
+        })
+    }
+
+    fn signed() -> Value {
+        let mut w = workload();
+        sign(&mut w, &key(1), at()).unwrap();
+        w
+    }
+
+    #[test]
+    fn round_trip() {
+        let v = verify(&signed()).unwrap();
+        assert_eq!(v.signer, Did::from_key(&key(1).verifying_key()));
+        assert_eq!(v.signed_at, at());
+    }
+
+    #[test]
+    fn any_change_to_signed_content_fails() {
+        let changes: [(&str, fn(&mut Value)); 8] = [
+            ("name", |o| o["metadata"]["name"] = json!("other")),
+            ("namespace", |o| o["metadata"]["namespace"] = json!("prod")),
+            ("label", |o| o["metadata"]["labels"]["app"] = json!("x")),
+            ("new label", |o| o["metadata"]["labels"]["tier"] = json!("x")),
+            ("spec", |o| o["spec"]["replicas"] = json!(4)),
+            ("annotation", |o| o["metadata"]["annotations"]["team"] = json!("ops")),
+            ("signed-at", |o| o["metadata"]["annotations"][SIGNED_AT] = json!("2030-01-01T00:00:00Z")),
+            ("kind", |o| o["kind"] = json!("TrustPolicy")),
+        ];
+        for (what, change) in changes {
+            let mut o = signed();
+            change(&mut o);
+            assert!(matches!(verify(&o), Err(VerifyError::Mismatch(_))), "changing {what} must break the signature");
+        }
+    }
+
+    #[test]
+    fn server_and_tool_fields_do_not_matter() {
+        let mut o = signed();
+        o["status"] = json!({ "replicas": 3 });
+        let meta = o["metadata"].as_object_mut().unwrap();
+        meta.insert("resourceVersion".into(), json!("42"));
+        meta.insert("uid".into(), json!("0b5c…"));
+        meta.insert("generation".into(), json!(2));
+        meta.insert("creationTimestamp".into(), json!("2026-01-01T00:00:00Z"));
+        meta.insert("managedFields".into(), json!([{ "manager": "kubectl" }]));
+        meta.insert("ownerReferences".into(), json!([]));
+        meta.insert("finalizers".into(), json!(["univrs.io/x"]));
+        meta["annotations"][LAST_APPLIED] = json!("{\"whatever\":1}");
+        verify(&o).unwrap();
+    }
+
+    #[test]
+    fn another_key_cannot_claim_a_signature() {
+        let mut o = signed();
+        o["metadata"]["annotations"][SIGNER] = json!(Did::from_key(&key(2).verifying_key()).as_str());
+        assert!(matches!(verify(&o), Err(VerifyError::Mismatch(_))));
+    }
+
+    #[test]
+    fn missing_and_malformed_annotations_are_named() {
+        assert!(matches!(verify(&workload()), Err(VerifyError::Unsigned)));
+        let mut o = signed();
+        o["metadata"]["annotations"].as_object_mut().unwrap().remove(SIGNED_AT);
+        assert!(matches!(verify(&o), Err(VerifyError::Missing(SIGNED_AT))));
+        let mut o = signed();
+        o["metadata"]["annotations"][SIGNATURE] = json!("!!!");
+        assert!(matches!(verify(&o), Err(VerifyError::BadEncoding)));
+        let mut o = signed();
+        o["metadata"]["annotations"][SIGNER] = json!("did:web:x");
+        assert!(matches!(verify(&o), Err(VerifyError::BadSigner(_))));
+    }
+
+    #[test]
+    fn payload_is_jcs_of_the_projection() {
+        let o = signed();
+        let payload = String::from_utf8(signing_payload(&o).unwrap()).unwrap();
+        assert!(payload.starts_with(r#"{"apiVersion":"univrs.io/v1","kind":"Workload","metadata":{"annotations":{"team":"web","univrs.io/signed-at""#), "{payload}");
+        assert!(!payload.contains(SIGNATURE));
+    }
+
+    /// Any JSON value, for the property tests.
+    fn arb_json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i32>().prop_map(Value::from),
+            (-1e6f64..1e6).prop_map(Value::from),
+            "\\PC{0,12}".prop_map(Value::from),
+        ];
+        leaf.prop_recursive(3, 24, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
+                prop::collection::btree_map("[a-zA-Z0-9_.-]{1,8}", inner, 0..5)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    fn arb_object() -> impl Strategy<Value = Value> {
+        (arb_json(), "[a-z0-9]{1,10}", prop::collection::btree_map("[a-z]{1,6}", "\\PC{0,8}", 0..3))
+            .prop_map(|(spec, name, labels)| {
+                json!({ "apiVersion": "univrs.io/v1", "kind": "Workload",
+                        "metadata": { "name": name, "labels": labels }, "spec": spec })
+            })
+    }
+
+    /// Rebuilds every map of `v` with its keys in reverse order.
+    fn reverse_keys(v: &Value) -> Value {
+        match v {
+            Value::Object(m) => Value::Object(m.iter().rev().map(|(k, v)| (k.clone(), reverse_keys(v))).collect()),
+            Value::Array(a) => Value::Array(a.iter().map(reverse_keys).collect()),
+            other => other.clone(),
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn signed_objects_verify_and_any_spec_change_breaks_them(obj in arb_object(), other in arb_json()) {
+            let mut o = obj;
+            sign(&mut o, &key(3), at()).unwrap();
+            prop_assert!(verify(&o).is_ok());
+            prop_assert!(verify(&reverse_keys(&o)).is_ok(), "key order must not matter");
+            if o["spec"] != other {
+                let mut changed = o.clone();
+                changed["spec"] = other;
+                prop_assert!(verify(&changed).is_err());
+            }
+        }
+
+        #[test]
+        fn payload_survives_yaml_and_json_round_trips(obj in arb_object()) {
+            let payload = signing_payload(&obj).unwrap();
+            let json_text = serde_json::to_string_pretty(&obj).unwrap();
+            let from_json: Value = serde_json::from_str(&json_text).unwrap();
+            prop_assert_eq!(&signing_payload(&from_json).unwrap(), &payload);
+            let yaml_text = serde_saphyr::to_string(&obj).unwrap();
+            let from_yaml = crate::manifest::parse_documents(&yaml_text).unwrap();
+            prop_assert_eq!(from_yaml.len(), 1);
+            prop_assert_eq!(&signing_payload(&from_yaml[0]).unwrap(), &payload, "yaml was:\n{}", yaml_text);
+        }
+    }
+}
