@@ -246,7 +246,9 @@ mod tests {
     fn peer_ids_and_age_recipients_are_checked() {
         assert!(PeerId::parse("12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA").is_ok());
         assert!(PeerId::parse("12D3").is_err());
-        assert!(AgeRecipient::parse("age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p").is_ok());
+        assert!(
+            AgeRecipient::parse("age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p").is_ok()
+        );
         assert!(AgeRecipient::parse("age1short").is_err());
     }
 }

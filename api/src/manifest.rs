@@ -68,9 +68,7 @@ pub fn parse_documents(text: &str) -> Result<Vec<Value>, YamlError> {
     }
     serde_saphyr::from_multiple_with_options::<Value>(text, yaml_options()).map_err(|e| {
         let loc = e.location();
-        let message = e.without_snippet().to_string();
-        // The message may already carry the location; keep just the first line of it.
-        let message = message.lines().next().unwrap_or_default().to_owned();
+        let message = plain_message(&e.without_snippet().to_string());
         YamlError {
             line: loc.as_ref().map(|l| l.line() as usize).filter(|&l| l > 0),
             column: loc.as_ref().map(|l| l.column() as usize).filter(|&c| c > 0),
@@ -79,20 +77,42 @@ pub fn parse_documents(text: &str) -> Result<Vec<Value>, YamlError> {
     })
 }
 
+/// The parser's message without what we say ourselves (the location, which we prefix) or
+/// what is advice to the parser's programmer rather than to the user.
+fn plain_message(raw: &str) -> String {
+    let first = raw.lines().next().unwrap_or_default();
+    let mut msg = match first.find(" at line ") {
+        Some(i) => &first[..i],
+        None => first,
+    };
+    if let Some(i) = msg.find(", set DuplicateKeyPolicy") {
+        msg = &msg[..i];
+    }
+    if msg.contains("budget breached") {
+        format!("document too large, too deeply nested or too many aliases (an alias bomb?): {msg}")
+    } else {
+        msg.to_owned()
+    }
+}
+
 /// The kind of `object` per its `apiVersion` and `kind`, or the errors that say why not.
 pub fn kind_of(object: &Value) -> Result<&'static KindInfo, Vec<FieldError>> {
     let root = FieldPath::root();
     let Some(map) = object.as_object() else {
-        return Err(vec![root.error("a manifest must be a mapping with apiVersion, kind, metadata and spec")]);
+        return Err(vec![
+            root.error("a manifest must be a mapping with apiVersion, kind, metadata and spec"),
+        ]);
     };
     let mut errors = Vec::new();
     match map.get("apiVersion") {
-        None => errors.push(root.child("apiVersion").error(format!("required: set apiVersion: {API_VERSION}"))),
+        None => {
+            errors.push(root.child("apiVersion").error(format!("required: set apiVersion: {API_VERSION}")))
+        }
         Some(Value::String(v)) if v == API_VERSION => {}
-        Some(v) => errors.push(root.child("apiVersion").error(format!(
-            "unknown apiVersion {}: univrs kinds are {API_VERSION}",
-            short(v)
-        ))),
+        Some(v) => errors.push(
+            root.child("apiVersion")
+                .error(format!("unknown apiVersion {}: univrs kinds are {API_VERSION}", short(v))),
+        ),
     }
     let kind = match map.get("kind") {
         None => {
@@ -102,8 +122,12 @@ pub fn kind_of(object: &Value) -> Result<&'static KindInfo, Vec<FieldError>> {
         Some(Value::String(k)) => {
             let found = kinds::by_kind(k);
             if found.is_none() {
-                let hint = kinds::lookup(k).map(|info| format!(" (did you mean {}?)", info.kind)).unwrap_or_default();
-                errors.push(root.child("kind").error(format!("unknown kind {k:?}{hint}: one of {}", kind_names())));
+                let hint = kinds::lookup(k)
+                    .map(|info| format!(" (did you mean {}?)", info.kind))
+                    .unwrap_or_default();
+                errors.push(
+                    root.child("kind").error(format!("unknown kind {k:?}{hint}: one of {}", kind_names())),
+                );
             }
             found
         }
@@ -146,7 +170,8 @@ mod tests {
 
     #[test]
     fn yaml_1_1_booleans_stay_strings() {
-        let docs = parse_documents("country: no\nflag: yes\non: off\nreal: true\nmode: 0755\nn: 1_000\n").unwrap();
+        let docs =
+            parse_documents("country: no\nflag: yes\non: off\nreal: true\nmode: 0755\nn: 1_000\n").unwrap();
         assert_eq!(
             docs[0],
             serde_json::json!({"country": "no", "flag": "yes", "on": "off", "real": true, "mode": "0755", "n": "1_000"})
@@ -189,7 +214,8 @@ mod tests {
         let text: Vec<String> = errs.iter().map(ToString::to_string).collect();
         assert!(text[0].starts_with("apiVersion: unknown apiVersion \"v1\""), "{text:?}");
         assert!(text[1].starts_with("kind: unknown kind \"Pod\""), "{text:?}");
-        let errs = kind_of(&serde_json::json!({"apiVersion": "univrs.io/v1", "kind": "workloads"})).unwrap_err();
+        let errs =
+            kind_of(&serde_json::json!({"apiVersion": "univrs.io/v1", "kind": "workloads"})).unwrap_err();
         assert!(errs[0].message.contains("did you mean Workload?"), "{errs:?}");
     }
 

@@ -11,8 +11,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::validation::{
-    FieldError, FieldPath, Validate, check_dns1123_label, check_dns1123_subdomain,
-    check_label_value, check_qualified_name,
+    FieldError, FieldPath, Validate, check_dns1123_label, check_dns1123_subdomain, check_label_value,
+    check_qualified_name,
 };
 
 /// A point in time, written as RFC 3339 in UTC with second precision (`2026-01-02T03:04:05Z`),

@@ -26,7 +26,15 @@ pub trait KindSpec:
     Serialize + DeserializeOwned + JsonSchema + Validate + Clone + fmt::Debug + PartialEq + Send + Sync + 'static
 {
     /// The observed state, written by controllers and agents.
-    type Status: Serialize + DeserializeOwned + JsonSchema + Clone + fmt::Debug + PartialEq + Send + Sync + 'static;
+    type Status: Serialize
+        + DeserializeOwned
+        + JsonSchema
+        + Clone
+        + fmt::Debug
+        + PartialEq
+        + Send
+        + Sync
+        + 'static;
     /// `kind`, e.g. `Workload`.
     const KIND: &'static str;
     /// Resource name in URLs, e.g. `workloads`.
@@ -91,10 +99,11 @@ impl<S: KindSpec> Object<S> {
         }
         self.metadata.validate(&root.child("metadata"), &mut errors);
         if S::SCOPE == Scope::Cluster && self.metadata.namespace.as_deref().is_some_and(|ns| !ns.is_empty()) {
-            errors.push(root.child("metadata").child("namespace").error(format!(
-                "must not be set: {} is cluster-scoped",
-                S::KIND
-            )));
+            errors.push(
+                root.child("metadata")
+                    .child("namespace")
+                    .error(format!("must not be set: {} is cluster-scoped", S::KIND)),
+            );
         }
         self.spec.validate(&root.child("spec"), &mut errors);
         errors

@@ -119,7 +119,9 @@ fn parse_scaled(s: &str, extra_pow10: u32) -> Result<i128, QuantityError> {
     let pow10 = dec_pow - frac_len + i32::try_from(extra_pow10).map_err(|_| overflow())?;
     let mut value = digits.checked_mul(1i128 << bin_pow).ok_or_else(overflow)?;
     if pow10 >= 0 {
-        value = value.checked_mul(10i128.checked_pow(pow10.unsigned_abs()).ok_or_else(overflow)?).ok_or_else(overflow)?;
+        value = value
+            .checked_mul(10i128.checked_pow(pow10.unsigned_abs()).ok_or_else(overflow)?)
+            .ok_or_else(overflow)?;
     } else {
         let div = 10i128.checked_pow(pow10.unsigned_abs()).ok_or_else(overflow)?;
         value = value / div + i128::from(value % div != 0);
@@ -187,16 +189,21 @@ impl JsonSchema for Quantity {
 impl Millicores {
     /// Whole cores (`2`) where exact, else millicores (`500m`).
     pub fn to_quantity(self) -> Quantity {
-        if self.0 % 1000 == 0 { Quantity((self.0 / 1000).to_string()) } else { Quantity(format!("{}m", self.0)) }
+        if self.0.is_multiple_of(1000) {
+            Quantity((self.0 / 1000).to_string())
+        } else {
+            Quantity(format!("{}m", self.0))
+        }
     }
 }
 
 impl Bytes {
     /// The largest binary suffix that divides exactly (`256Mi`), else plain bytes.
     pub fn to_quantity(self) -> Quantity {
-        const SUFFIXES: [(&str, u32); 6] = [("Ei", 60), ("Pi", 50), ("Ti", 40), ("Gi", 30), ("Mi", 20), ("Ki", 10)];
+        const SUFFIXES: [(&str, u32); 6] =
+            [("Ei", 60), ("Pi", 50), ("Ti", 40), ("Gi", 30), ("Mi", 20), ("Ki", 10)];
         for (suffix, shift) in SUFFIXES {
-            if self.0 != 0 && self.0 % (1u64 << shift) == 0 {
+            if self.0 != 0 && self.0.is_multiple_of(1u64 << shift) {
                 return Quantity(format!("{}{suffix}", self.0 >> shift));
             }
         }

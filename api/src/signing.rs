@@ -141,10 +141,7 @@ pub fn sign(object: &mut Value, key: &SigningKey, at: DateTime<Utc>) -> Result<V
 
 /// Checks the signature of `object` and returns who signed it and when.
 pub fn verify(object: &Value) -> Result<Verified, VerifyError> {
-    let ann = object
-        .get("metadata")
-        .and_then(|m| m.get("annotations"))
-        .and_then(Value::as_object);
+    let ann = object.get("metadata").and_then(|m| m.get("annotations")).and_then(Value::as_object);
     let get = |key: &'static str| ann.and_then(|a| a.get(key)).and_then(Value::as_str);
     let (signer, signed_at, signature) = match (get(SIGNER), get(SIGNED_AT), get(SIGNATURE)) {
         (None, None, None) => return Err(VerifyError::Unsigned),
@@ -215,7 +212,8 @@ mod tests {
 
     #[test]
     fn any_change_to_signed_content_fails() {
-        let changes: [(&str, fn(&mut Value)); 8] = [
+        type Change = (&'static str, fn(&mut Value));
+        let changes: [Change; 8] = [
             ("name", |o| o["metadata"]["name"] = json!("other")),
             ("namespace", |o| o["metadata"]["namespace"] = json!("prod")),
             ("label", |o| o["metadata"]["labels"]["app"] = json!("x")),
@@ -228,7 +226,10 @@ mod tests {
         for (what, change) in changes {
             let mut o = signed();
             change(&mut o);
-            assert!(matches!(verify(&o), Err(VerifyError::Mismatch(_))), "changing {what} must break the signature");
+            assert!(
+                matches!(verify(&o), Err(VerifyError::Mismatch(_))),
+                "changing {what} must break the signature"
+            );
         }
     }
 
@@ -296,17 +297,20 @@ mod tests {
     }
 
     fn arb_object() -> impl Strategy<Value = Value> {
-        (arb_json(), "[a-z0-9]{1,10}", prop::collection::btree_map("[a-z]{1,6}", "\\PC{0,8}", 0..3))
-            .prop_map(|(spec, name, labels)| {
+        (arb_json(), "[a-z0-9]{1,10}", prop::collection::btree_map("[a-z]{1,6}", "\\PC{0,8}", 0..3)).prop_map(
+            |(spec, name, labels)| {
                 json!({ "apiVersion": "univrs.io/v1", "kind": "Workload",
                         "metadata": { "name": name, "labels": labels }, "spec": spec })
-            })
+            },
+        )
     }
 
     /// Rebuilds every map of `v` with its keys in reverse order.
     fn reverse_keys(v: &Value) -> Value {
         match v {
-            Value::Object(m) => Value::Object(m.iter().rev().map(|(k, v)| (k.clone(), reverse_keys(v))).collect()),
+            Value::Object(m) => {
+                Value::Object(m.iter().rev().map(|(k, v)| (k.clone(), reverse_keys(v))).collect())
+            }
             Value::Array(a) => Value::Array(a.iter().map(reverse_keys).collect()),
             other => other.clone(),
         }

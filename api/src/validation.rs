@@ -20,11 +20,7 @@ impl FieldPath {
     /// A named child field: `spec` → `spec.replicas`.
     #[must_use]
     pub fn child(&self, name: &str) -> Self {
-        if self.0.is_empty() {
-            Self(name.to_owned())
-        } else {
-            Self(format!("{}.{name}", self.0))
-        }
+        if self.0.is_empty() { Self(name.to_owned()) } else { Self(format!("{}.{name}", self.0)) }
     }
 
     /// An element of a list: `spec.env` → `spec.env[2]`.
@@ -170,7 +166,9 @@ pub fn check_label_value(s: &str) -> Result<(), String> {
     let ok_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
     let edge = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric());
     if !s.chars().all(ok_char) || !edge(s.chars().next()) || !edge(s.chars().last()) {
-        return Err("use letters, digits, '-', '_' and '.', starting and ending with a letter or digit".into());
+        return Err(
+            "use letters, digits, '-', '_' and '.', starting and ending with a letter or digit".into()
+        );
     }
     Ok(())
 }
@@ -183,7 +181,10 @@ mod tests {
     fn paths_read_like_kubernetes() {
         let p = FieldPath::root().child("spec").child("env").index(2).child("name");
         assert_eq!(p.as_str(), "spec.env[2].name");
-        assert_eq!(FieldPath::root().child("metadata").child("labels").key("app").as_str(), "metadata.labels[app]");
+        assert_eq!(
+            FieldPath::root().child("metadata").child("labels").key("app").as_str(),
+            "metadata.labels[app]"
+        );
         assert_eq!(p.error("must not be empty").to_string(), "spec.env[2].name: must not be empty");
     }
 

@@ -48,10 +48,7 @@ fn schemas_are_fresh() {
         .filter(|name| name.ends_with(".json") && !expected.contains(name))
         .collect();
     assert!(extra.is_empty(), "schemas/ has files for no kind: {extra:?}; delete them");
-    assert!(
-        stale.is_empty(),
-        "stale schemas (rewritten now unless CI is set; commit them): {stale:?}"
-    );
+    assert!(stale.is_empty(), "stale schemas (rewritten now unless CI is set; commit them): {stale:?}");
 }
 
 #[test]
@@ -80,7 +77,8 @@ fn every_example_manifest_matches_its_schema_and_validates() {
     let mut kinds_seen = BTreeSet::new();
     for file in &files {
         let text = fs::read_to_string(file).unwrap();
-        let docs = api::manifest::parse_documents(&text).unwrap_or_else(|e| panic!("{}: {}", file.display(), e.located()));
+        let docs = api::manifest::parse_documents(&text)
+            .unwrap_or_else(|e| panic!("{}: {}", file.display(), e.located()));
         for (i, doc) in docs.iter().enumerate() {
             let at = format!("{} document {}", file.display(), i + 1);
             let kind = api::manifest::check(doc).unwrap_or_else(|errs| panic!("{at}: {errs:?}"));

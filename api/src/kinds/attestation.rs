@@ -54,5 +54,6 @@ impl KindSpec for AttestationSpec {
     const SHORT_NAMES: &'static [&'static str] = &["att"];
     const SCOPE: Scope = Scope::Cluster;
     const SIGNED: bool = true;
-    const DESCRIPTION: &'static str = "An operator's signed statement vouching for another operator or a node.";
+    const DESCRIPTION: &'static str =
+        "An operator's signed statement vouching for another operator or a node.";
 }

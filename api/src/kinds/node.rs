@@ -34,7 +34,11 @@ impl Validate for NodeSpec {
         self.capacity.validate(&path.child("capacity"), errors);
         for (i, addr) in self.addresses.iter().enumerate() {
             if !addr.starts_with('/') || addr.len() > 256 {
-                errors.push(path.child("addresses").index(i).error(format!("{addr:?} is not a multiaddr (/ip4/…/tcp/…)")));
+                errors.push(
+                    path.child("addresses")
+                        .index(i)
+                        .error(format!("{addr:?} is not a multiaddr (/ip4/…/tcp/…)")),
+                );
             }
         }
     }

@@ -49,7 +49,9 @@ impl Validate for NodeOfferSpec {
         if self.resources.cpu.is_none() && self.resources.memory.is_none() {
             errors.push(path.child("resources").error("offer at least cpu or memory"));
         }
-        for (name, v) in [("cpu", self.price.cpu), ("memory", self.price.memory), ("storage", self.price.storage)] {
+        for (name, v) in
+            [("cpu", self.price.cpu), ("memory", self.price.memory), ("storage", self.price.storage)]
+        {
             if v.is_negative() {
                 errors.push(path.child("price").child(name).error("must be >= 0"));
             }
@@ -94,5 +96,6 @@ impl KindSpec for NodeOfferSpec {
     const SHORT_NAMES: &'static [&'static str] = &["offer", "offers"];
     const SCOPE: Scope = Scope::Cluster;
     const SIGNED: bool = true;
-    const DESCRIPTION: &'static str = "An operator's signed offer of a node's resources at a price, in a jurisdiction.";
+    const DESCRIPTION: &'static str =
+        "An operator's signed offer of a node's resources at a price, in a jurisdiction.";
 }

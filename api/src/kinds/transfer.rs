@@ -52,7 +52,8 @@ impl Validate for TransferSpec {
             }
             (_, Some(r)) => {
                 let valid = r.split_once('/').is_some_and(|(ns, name)| {
-                    crate::validation::check_dns1123_label(ns).is_ok() && check_dns1123_subdomain(name).is_ok()
+                    crate::validation::check_dns1123_label(ns).is_ok()
+                        && check_dns1123_subdomain(name).is_ok()
                 });
                 if !valid {
                     errors.push(path.child("replica").error(format!("{r:?} is not namespace/name")));

@@ -55,9 +55,11 @@ impl Validate for TrustPolicySpec {
         let denied: BTreeSet<&Did> = self.denied_operators.iter().collect();
         for (i, op) in self.allowed_operators.iter().enumerate() {
             if denied.contains(op) {
-                errors.push(path.child("allowedOperators").index(i).error(format!(
-                    "{op} is also in deniedOperators: an operator cannot be both"
-                )));
+                errors.push(
+                    path.child("allowedOperators")
+                        .index(i)
+                        .error(format!("{op} is also in deniedOperators: an operator cannot be both")),
+                );
             }
         }
         if let Some(s) = &self.spending {

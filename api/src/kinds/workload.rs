@@ -7,7 +7,9 @@ use crate::identity::Jurisdiction;
 use crate::meta::{Condition, Time};
 use crate::object::{KindSpec, Scope};
 use crate::quantity::Resources;
-use crate::validation::{FieldError, FieldPath, Validate, check_dns1123_subdomain, check_label_value, check_qualified_name};
+use crate::validation::{
+    FieldError, FieldPath, Validate, check_dns1123_subdomain, check_label_value, check_qualified_name,
+};
 
 /// Most replicas one Workload may ask for.
 pub const MAX_REPLICAS: i32 = 10_000;
@@ -182,7 +184,10 @@ impl Validate for ContainerSpec {
                 (Some(_), Some(_)) => errors.push(p.child("sealed").error("set value or sealed, not both")),
                 (None, None) => errors.push(p.child("value").error("required: set value or sealed")),
                 (None, Some(s)) if !s.trim_start().starts_with("-----BEGIN AGE ENCRYPTED FILE-----") => {
-                    errors.push(p.child("sealed").error("must be an ASCII-armored age ciphertext (ui seal makes one)"))
+                    errors.push(
+                        p.child("sealed")
+                            .error("must be an ASCII-armored age ciphertext (ui seal makes one)"),
+                    )
                 }
                 _ => {}
             }
@@ -247,5 +252,6 @@ impl KindSpec for WorkloadSpec {
     const SHORT_NAMES: &'static [&'static str] = &["wl"];
     const SCOPE: Scope = Scope::Namespaced;
     const SIGNED: bool = true;
-    const DESCRIPTION: &'static str = "A user's signed request to run replicas of a container under a trust policy.";
+    const DESCRIPTION: &'static str =
+        "A user's signed request to run replicas of a container under a trust policy.";
 }
