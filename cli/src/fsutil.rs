@@ -3,7 +3,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::Path;
 
 use anyhow::Context;
@@ -13,10 +13,10 @@ pub const PRIVATE_FILE: u32 = 0o600;
 /// Mode of private directories.
 pub const PRIVATE_DIR: u32 = 0o700;
 
-/// Creates `dir` and missing parents; `dir` itself gets mode 0700 (tightened if it exists).
+/// Creates `dir` and missing parents with mode 0700. A directory that already exists keeps
+/// its mode: it may be one the user chose and shares on purpose.
 pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
-    fs::DirBuilder::new().recursive(true).mode(PRIVATE_DIR).create(dir)?;
-    fs::set_permissions(dir, fs::Permissions::from_mode(PRIVATE_DIR))
+    fs::DirBuilder::new().recursive(true).mode(PRIVATE_DIR).create(dir)
 }
 
 /// Writes `contents` to `path` atomically: a temporary file in the same directory, created
