@@ -1,5 +1,10 @@
 //! The univrs apiserver: Kubernetes-compatible REST (axum), admission, Raft (openraft) over
 //! durable storage, and watch fan-out (design.md §5).
 //!
-//! Empty so far: the foundation issue creates the crate so the workspace has its final shape;
-//! the apiserver issue fills it. Nothing here pretends to work yet.
+//! So far: [`raft`], the replicated log and state machine on disk. The REST layer, admission
+//! and watch come with the rest of the apiserver issue.
+
+// openraft's storage traits return its `StorageError`, which is large; the helpers that feed
+// them return the same type rather than converting at every call.
+#[allow(clippy::result_large_err)]
+pub mod raft;

@@ -1,0 +1,182 @@
+//! The Raft log on disk: a redb database with the entries (by index) and the vote, the
+//! committed id and the last purged id.
+//!
+//! Every `append` is one redb transaction committed with fsync before openraft is told the
+//! entries are durable. openraft hands over every entry pending at that moment in one call, so
+//! concurrent client writes share one fsync: that is the group commit.
+
+use std::fmt::Debug;
+use std::ops::{Bound, RangeBounds};
+use std::path::Path;
+use std::sync::Arc;
+
+use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
+use openraft::{Entry, ErrorSubject, ErrorVerb, LogId, OptionalSend, RaftLogReader, StorageError, Vote};
+use redb::{Database, Durability, ReadableTable, TableDefinition};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::{NodeId, TypeConfig, io_err};
+
+const LOG: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("log");
+const META: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("meta");
+const VOTE: &str = "vote";
+const COMMITTED: &str = "committed";
+const LAST_PURGED: &str = "last_purged";
+
+type Result<T> = std::result::Result<T, StorageError<NodeId>>;
+
+/// The durable Raft log. Cheap to clone: clones share the database.
+#[derive(Clone)]
+pub struct LogStore {
+    db: Arc<Database>,
+}
+
+impl Debug for LogStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogStore").finish_non_exhaustive()
+    }
+}
+
+fn read_err(e: impl std::error::Error + 'static) -> StorageError<NodeId> {
+    io_err(ErrorSubject::Logs, ErrorVerb::Read, e)
+}
+
+fn write_err(e: impl std::error::Error + 'static) -> StorageError<NodeId> {
+    io_err(ErrorSubject::Logs, ErrorVerb::Write, e)
+}
+
+impl LogStore {
+    /// Opens (or creates) the log at `path`.
+    pub fn open(path: &Path) -> std::result::Result<Self, redb::DatabaseError> {
+        let db = Database::create(path)?;
+        Ok(Self { db: Arc::new(db) })
+    }
+
+    fn get_meta<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
+        let txn = self.db.begin_read().map_err(read_err)?;
+        let table = match txn.open_table(META) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(read_err(e)),
+        };
+        let Some(bytes) = table.get(key).map_err(read_err)? else { return Ok(None) };
+        serde_json::from_slice(bytes.value()).map(Some).map_err(read_err)
+    }
+
+    fn put_meta<T: Serialize>(&self, key: &str, value: &T, subject: ErrorSubject<NodeId>) -> Result<()> {
+        let err = |e| io_err(subject.clone(), ErrorVerb::Write, e);
+        let bytes = serde_json::to_vec(value).map_err(|e| io_err(subject.clone(), ErrorVerb::Write, e))?;
+        let txn = self.db.begin_write().map_err(|e| err(redb::Error::from(e)))?;
+        {
+            let mut table = txn.open_table(META).map_err(|e| err(e.into()))?;
+            table.insert(key, bytes.as_slice()).map_err(|e| err(e.into()))?;
+        }
+        txn.commit().map_err(|e| err(e.into()))
+    }
+
+    /// Removes the entries with index in `range`, and records `purged` if given, in one
+    /// durable transaction.
+    fn remove(&self, range: impl RangeBounds<u64>, purged: Option<&LogId<NodeId>>) -> Result<()> {
+        let txn = self.db.begin_write().map_err(write_err)?;
+        {
+            let mut log = txn.open_table(LOG).map_err(write_err)?;
+            log.retain_in(range, |_, _| false).map_err(write_err)?;
+            if let Some(p) = purged {
+                let mut meta = txn.open_table(META).map_err(write_err)?;
+                let bytes = serde_json::to_vec(p).map_err(write_err)?;
+                meta.insert(LAST_PURGED, bytes.as_slice()).map_err(write_err)?;
+            }
+        }
+        txn.commit().map_err(write_err)
+    }
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry<TypeConfig>>> {
+        let txn = self.db.begin_read().map_err(read_err)?;
+        let table = match txn.open_table(LOG) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(read_err(e)),
+        };
+        let bounds = (range.start_bound().cloned(), range.end_bound().cloned());
+        let mut out = Vec::new();
+        for item in table.range::<u64>(bounds).map_err(read_err)? {
+            let (_, bytes) = item.map_err(read_err)?;
+            out.push(serde_json::from_slice(bytes.value()).map_err(read_err)?);
+        }
+        Ok(out)
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = Self;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>> {
+        let last_purged_log_id: Option<LogId<NodeId>> = self.get_meta(LAST_PURGED)?;
+        let txn = self.db.begin_read().map_err(read_err)?;
+        let last = match txn.open_table(LOG) {
+            Ok(table) => match table.last().map_err(read_err)? {
+                Some((_, bytes)) => {
+                    let entry: Entry<TypeConfig> = serde_json::from_slice(bytes.value()).map_err(read_err)?;
+                    Some(entry.log_id)
+                }
+                None => None,
+            },
+            Err(redb::TableError::TableDoesNotExist(_)) => None,
+            Err(e) => return Err(read_err(e)),
+        };
+        Ok(LogState { last_purged_log_id, last_log_id: last.or(last_purged_log_id) })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<()> {
+        self.put_meta(VOTE, vote, ErrorSubject::Vote)
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>> {
+        self.get_meta(VOTE)
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId<NodeId>>) -> Result<()> {
+        self.put_meta(COMMITTED, &committed, ErrorSubject::Store)
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId<NodeId>>> {
+        Ok(self.get_meta::<Option<LogId<NodeId>>>(COMMITTED)?.flatten())
+    }
+
+    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<()>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut txn = self.db.begin_write().map_err(write_err)?;
+        txn.set_durability(Durability::Immediate);
+        {
+            let mut table = txn.open_table(LOG).map_err(write_err)?;
+            for entry in entries {
+                let bytes = serde_json::to_vec(&entry).map_err(write_err)?;
+                table.insert(entry.log_id.index, bytes.as_slice()).map_err(write_err)?;
+            }
+        }
+        txn.commit().map_err(write_err)?;
+        callback.log_io_completed(Ok(()));
+        Ok(())
+    }
+
+    async fn truncate(&mut self, log_id: LogId<NodeId>) -> Result<()> {
+        self.remove((Bound::Included(log_id.index), Bound::Unbounded), None)
+    }
+
+    async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<()> {
+        self.remove(..=log_id.index, Some(&log_id))
+    }
+}

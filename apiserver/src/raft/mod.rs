@@ -1,0 +1,25 @@
+//! Raft: the types of the replicated state machine, and its durable storage (openraft's
+//! storage-v2 traits on redb).
+//!
+//! Every write of the apiserver becomes one [`Request`]: a transaction of puts and deletes,
+//! each with a precondition, applied atomically or not at all. Preconditions are checked when
+//! the entry is *applied*, so they are linearizable: two writers racing on one
+//! `resourceVersion` cannot both win. The revision of a change is the Raft log index of the
+//! entry that made it; that is the object's `resourceVersion`.
+
+mod log_store;
+mod state_machine;
+mod types;
+
+pub use log_store::LogStore;
+pub use state_machine::StateMachine;
+pub use types::{Expect, NodeId, Op, Outcome, Request, Response, Stored, TypeConfig};
+
+/// Maps any error into openraft's storage error for `subject` and `verb`.
+fn io_err(
+    subject: openraft::ErrorSubject<NodeId>,
+    verb: openraft::ErrorVerb,
+    e: impl std::error::Error + 'static,
+) -> openraft::StorageError<NodeId> {
+    openraft::StorageIOError::new(subject, verb, openraft::AnyError::new(&e)).into()
+}

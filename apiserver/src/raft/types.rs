@@ -1,0 +1,153 @@
+//! What the replicated state machine stores and how it is changed.
+
+use std::io::Cursor;
+
+use serde::{Deserialize, Serialize};
+
+/// A control-plane member's Raft id.
+pub type NodeId = u64;
+
+openraft::declare_raft_types!(
+    /// The Raft type configuration of the apiserver.
+    pub TypeConfig:
+        D = Request,
+        R = Response,
+        NodeId = NodeId,
+        Node = openraft::BasicNode,
+        Entry = openraft::Entry<TypeConfig>,
+        SnapshotData = Cursor<Vec<u8>>,
+        AsyncRuntime = openraft::TokioRuntime,
+);
+
+/// One write: applied all or nothing, after every precondition holds.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Request {
+    /// The operations, on distinct keys.
+    pub ops: Vec<Op>,
+}
+
+/// One operation of a [`Request`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Op {
+    /// Sets `key` to `value`.
+    Put {
+        /// The key.
+        key: String,
+        /// The new value (the object's JSON).
+        value: String,
+        /// What must hold of the current value.
+        expect: Expect,
+    },
+    /// Removes `key`.
+    Delete {
+        /// The key.
+        key: String,
+        /// What must hold of the current value.
+        expect: Expect,
+    },
+}
+
+impl Op {
+    /// The key this operation is on.
+    pub fn key(&self) -> &str {
+        match self {
+            Op::Put { key, .. } | Op::Delete { key, .. } => key,
+        }
+    }
+
+    fn expect(&self) -> Expect {
+        match self {
+            Op::Put { expect, .. } | Op::Delete { expect, .. } => *expect,
+        }
+    }
+}
+
+/// A precondition on the current value of a key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Expect {
+    /// Nothing required.
+    Any,
+    /// The key must not exist (create).
+    Absent,
+    /// The key must exist (any revision).
+    Present,
+    /// The key must exist and have been last changed at exactly this revision.
+    ModRevision(u64),
+}
+
+impl Expect {
+    /// Whether the expectation holds for a key whose current value is `current`.
+    pub fn holds(self, current: Option<&Stored>) -> bool {
+        match (self, current) {
+            (Expect::Any, _) => true,
+            (Expect::Absent, None) | (Expect::Present, Some(_)) => true,
+            (Expect::ModRevision(r), Some(s)) => s.mod_revision == r,
+            _ => false,
+        }
+    }
+}
+
+/// A stored value with its revisions.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stored {
+    /// The revision that created the key (its current incarnation).
+    pub create_revision: u64,
+    /// The revision that last changed the key.
+    pub mod_revision: u64,
+    /// The value (an object's JSON).
+    pub value: String,
+}
+
+/// What applying one log entry did.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Response {
+    /// The revision of the entry (its log index).
+    pub revision: u64,
+    /// Whether the request was applied.
+    pub outcome: Outcome,
+}
+
+/// The result of a [`Request`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Outcome {
+    /// Not a request (a blank or membership entry).
+    #[default]
+    None,
+    /// Applied. `prev` holds the value each op replaced, in order.
+    Applied {
+        /// The previous value of each op's key.
+        prev: Vec<Option<Stored>>,
+    },
+    /// Not applied: the precondition of op `op` failed; `current` is what the key held.
+    PreconditionFailed {
+        /// Index of the first failing op.
+        op: usize,
+        /// The key's value at that moment.
+        current: Option<Stored>,
+    },
+    /// Not applied: two ops were on the same key.
+    DuplicateKey {
+        /// The key.
+        key: String,
+    },
+}
+
+impl Request {
+    /// Checks every precondition against `current` (a lookup of a key's value); returns the
+    /// outcome that refuses the request, if any.
+    pub(crate) fn refusal(&self, mut current: impl FnMut(&str) -> Option<Stored>) -> Option<Outcome> {
+        let mut seen = std::collections::BTreeSet::new();
+        for op in &self.ops {
+            if !seen.insert(op.key()) {
+                return Some(Outcome::DuplicateKey { key: op.key().to_owned() });
+            }
+        }
+        for (i, op) in self.ops.iter().enumerate() {
+            let cur = current(op.key());
+            if !op.expect().holds(cur.as_ref()) {
+                return Some(Outcome::PreconditionFailed { op: i, current: cur });
+            }
+        }
+        None
+    }
+}
