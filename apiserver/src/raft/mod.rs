@@ -8,10 +8,12 @@
 //! entry that made it; that is the object's `resourceVersion`.
 
 mod log_store;
+mod node;
 mod state_machine;
 mod types;
 
 pub use log_store::LogStore;
+pub use node::{NoPeers, Options, RaftNode, ReadError, SINGLE_NODE_ID, StartError, WriteError};
 pub use state_machine::StateMachine;
 pub use types::{Expect, NodeId, Op, Outcome, Request, Response, Stored, TypeConfig};
 

@@ -1,0 +1,234 @@
+//! A running Raft member: openraft's `Raft` over [`LogStore`] and [`StateMachine`].
+//!
+//! The embedded single-node default is a one-voter cluster that goes through exactly this code:
+//! every write is a Raft entry, appended, fsync'd, committed and applied before it is
+//! acknowledged. Multi-member clusters only add a peer transport (the control-plane cluster
+//! issue); until then [`NoPeers`] refuses to reach any other member, loudly.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::error::{
+    CheckIsLeaderError, ClientWriteError, InstallSnapshotError, NetworkError, RPCError, RaftError,
+};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use openraft::{BasicNode, Config, Raft, ServerState, SnapshotPolicy};
+
+use super::{LogStore, NodeId, Request, Response, StateMachine, TypeConfig};
+
+/// Why a member could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A database file could not be opened (locked by another process, corrupt, no access).
+    #[error("cannot open {path}: {source}")]
+    Open {
+        /// The file.
+        path: String,
+        /// Why.
+        source: redb::DatabaseError,
+    },
+    /// openraft refused to start.
+    #[error("raft: {0}")]
+    Raft(String),
+}
+
+/// Why a write was not committed.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    /// This member is not the leader (and cannot forward yet).
+    #[error("not the leader: {0}")]
+    NotLeader(String),
+    /// The member is shutting down or broken.
+    #[error("raft is not running: {0}")]
+    Fatal(String),
+}
+
+/// Why a linearizable read could not be served.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot confirm leadership for a linearizable read: {0}")]
+pub struct ReadError(String);
+
+/// Tunables of a member.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Build a snapshot (and purge the log behind it) after this many entries.
+    pub snapshot_every: u64,
+    /// Entries kept in the log behind a snapshot, for slow followers.
+    pub keep_behind_snapshot: u64,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self { snapshot_every: 10_000, keep_behind_snapshot: 1_000 }
+    }
+}
+
+/// A running member.
+#[derive(Clone)]
+pub struct RaftNode {
+    raft: Raft<TypeConfig>,
+    state: StateMachine,
+}
+
+impl std::fmt::Debug for RaftNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RaftNode").finish_non_exhaustive()
+    }
+}
+
+/// The only member's id in a single-voter cluster.
+pub const SINGLE_NODE_ID: NodeId = 1;
+
+impl RaftNode {
+    /// Starts (or resumes) the single-voter cluster whose data is in `dir`, and waits until it
+    /// leads.
+    pub async fn start_single(dir: &Path, options: Options) -> Result<Self, StartError> {
+        let open_err = |path: &Path| {
+            let path = path.display().to_string();
+            move |source| StartError::Open { path, source }
+        };
+        let log_path = dir.join("raft-log.redb");
+        let sm_path = dir.join("state.redb");
+        let log = LogStore::open(&log_path).map_err(open_err(&log_path))?;
+        let state = StateMachine::open(&sm_path).map_err(open_err(&sm_path))?;
+        let config = Config {
+            cluster_name: "univrs".into(),
+            heartbeat_interval: 100,
+            election_timeout_min: 300,
+            election_timeout_max: 600,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(options.snapshot_every),
+            max_in_snapshot_log_to_keep: options.keep_behind_snapshot,
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|e| StartError::Raft(e.to_string()))?;
+        let raft = Raft::new(SINGLE_NODE_ID, Arc::new(config), NoPeers, log, state.clone())
+            .await
+            .map_err(|e| StartError::Raft(e.to_string()))?;
+        if !raft.is_initialized().await.map_err(|e| StartError::Raft(e.to_string()))? {
+            let members = BTreeMap::from([(SINGLE_NODE_ID, BasicNode::default())]);
+            raft.initialize(members).await.map_err(|e| StartError::Raft(e.to_string()))?;
+        }
+        raft.wait(Some(Duration::from_secs(30)))
+            .state(ServerState::Leader, "single voter becomes leader")
+            .await
+            .map_err(|e| StartError::Raft(e.to_string()))?;
+        Ok(Self { raft, state })
+    }
+
+    /// Commits `request` through Raft and returns what applying it did.
+    pub async fn write(&self, request: Request) -> Result<Response, WriteError> {
+        match self.raft.client_write(request).await {
+            Ok(r) => Ok(r.data),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                Err(WriteError::NotLeader(format!("leader is {:?}", f.leader_id)))
+            }
+            Err(RaftError::APIError(e)) => Err(WriteError::NotLeader(e.to_string())),
+            Err(RaftError::Fatal(e)) => Err(WriteError::Fatal(e.to_string())),
+        }
+    }
+
+    /// Waits until this member may serve a linearizable read (read index: leadership confirmed
+    /// and everything committed before now applied); then read from [`Self::state`].
+    pub async fn read_barrier(&self) -> Result<(), ReadError> {
+        self.raft
+            .ensure_linearizable()
+            .await
+            .map(drop)
+            .map_err(|e: RaftError<NodeId, CheckIsLeaderError<NodeId, BasicNode>>| ReadError(e.to_string()))
+    }
+
+    /// The local state machine, for reads.
+    pub fn state(&self) -> &StateMachine {
+        &self.state
+    }
+
+    /// The index of the last entry applied here.
+    pub fn last_applied(&self) -> u64 {
+        self.raft.metrics().borrow().last_applied.map_or(0, |l| l.index)
+    }
+
+    /// Builds a snapshot of everything applied so far and waits until it exists; openraft
+    /// then purges the log behind it (log compaction).
+    pub async fn snapshot(&self) -> Result<u64, WriteError> {
+        let applied = self.last_applied();
+        self.raft.trigger().snapshot().await.map_err(|e| WriteError::Fatal(e.to_string()))?;
+        let metrics = self
+            .raft
+            .wait(Some(Duration::from_secs(30)))
+            .metrics(|m| m.snapshot.is_some_and(|s| s.index >= applied), "snapshot covers what was applied")
+            .await
+            .map_err(|e| WriteError::Fatal(e.to_string()))?;
+        Ok(metrics.snapshot.map_or(0, |s| s.index))
+    }
+
+    /// The index of the first entry still in the log (entries before it were compacted).
+    pub fn first_log_index(&self) -> u64 {
+        self.raft.metrics().borrow().purged.map_or(0, |p| p.index + 1)
+    }
+
+    /// Stops the member; its data stays for the next start.
+    pub async fn shutdown(&self) {
+        let _ = self.raft.shutdown().await;
+    }
+}
+
+/// The peer transport of a single-voter cluster: there are no peers, so every attempt to
+/// reach one is an error that says so.
+#[derive(Clone, Copy, Debug)]
+pub struct NoPeers;
+
+fn no_peer<E: std::error::Error>(target: NodeId) -> RPCError<NodeId, BasicNode, E> {
+    RPCError::Network(NetworkError::new(&std::io::Error::other(format!(
+        "member {target} is unreachable: this build runs single-member clusters only"
+    ))))
+}
+
+impl RaftNetworkFactory<TypeConfig> for NoPeers {
+    type Network = NoPeerClient;
+
+    async fn new_client(&mut self, target: NodeId, _node: &BasicNode) -> Self::Network {
+        NoPeerClient { target }
+    }
+}
+
+/// A client for a peer that cannot be reached.
+#[derive(Debug)]
+pub struct NoPeerClient {
+    target: NodeId,
+}
+
+impl RaftNetwork<TypeConfig> for NoPeerClient {
+    async fn append_entries(
+        &mut self,
+        _rpc: AppendEntriesRequest<TypeConfig>,
+        _option: RPCOption,
+    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
+        Err(no_peer(self.target))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        _rpc: InstallSnapshotRequest<TypeConfig>,
+        _option: RPCOption,
+    ) -> Result<
+        InstallSnapshotResponse<NodeId>,
+        RPCError<NodeId, BasicNode, RaftError<NodeId, InstallSnapshotError>>,
+    > {
+        Err(no_peer(self.target))
+    }
+
+    async fn vote(
+        &mut self,
+        _rpc: VoteRequest<NodeId>,
+        _option: RPCOption,
+    ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
+        Err(no_peer(self.target))
+    }
+}
