@@ -23,6 +23,9 @@ pub const SIGNATURE: &str = "univrs.io/signature";
 /// kubectl's client-side apply bookkeeping; never signed.
 pub const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
+/// The namespace of a namespaced object that names none.
+pub const DEFAULT_NAMESPACE: &str = "default";
+
 /// Top-level fields outside the signed projection.
 const UNSIGNED_TOP: &[&str] = &["status"];
 /// `metadata` fields outside the signed projection: all owned by the server.
@@ -102,10 +105,22 @@ pub fn signed_projection(object: &Value) -> Result<Value, SignError> {
     for field in UNSIGNED_TOP {
         obj.remove(*field);
     }
+    let namespaced = obj
+        .get("kind")
+        .and_then(Value::as_str)
+        .and_then(crate::kinds::by_kind)
+        .is_some_and(|k| k.scope == crate::Scope::Namespaced);
     if let Some(meta) = obj.get_mut("metadata") {
         let meta = meta.as_object_mut().ok_or(SignError::BadField("metadata"))?;
         for field in UNSIGNED_METADATA {
             meta.remove(*field);
+        }
+        // The server stores the namespace it defaults to; an absent namespace of a namespaced
+        // kind *means* `default`, so both forms sign the same. Any other namespace is signed
+        // as written: applying the manifest elsewhere breaks the signature.
+        let unset = meta.get("namespace").is_none_or(|ns| ns.as_str() == Some(""));
+        if namespaced && unset {
+            meta.insert("namespace".into(), Value::from(DEFAULT_NAMESPACE));
         }
         if let Some(ann) = meta.get_mut("annotations") {
             let ann = ann.as_object_mut().ok_or(SignError::BadField("metadata.annotations"))?;
@@ -247,6 +262,25 @@ mod tests {
         meta.insert("finalizers".into(), json!(["univrs.io/x"]));
         meta["annotations"][LAST_APPLIED] = json!("{\"whatever\":1}");
         verify(&o).unwrap();
+    }
+
+    #[test]
+    fn an_absent_namespace_means_default_and_no_other() {
+        let mut o = workload();
+        o["metadata"].as_object_mut().unwrap().remove("namespace");
+        sign(&mut o, &key(1), at()).unwrap();
+        let mut stored = o.clone();
+        stored["metadata"]["namespace"] = json!("default");
+        verify(&stored).expect("the server's defaulted namespace keeps the signature");
+        stored["metadata"]["namespace"] = json!("prod");
+        assert!(matches!(verify(&stored), Err(VerifyError::Mismatch(_))), "moved to another namespace");
+
+        // Cluster-scoped kinds get no namespace.
+        let mut offer =
+            json!({"apiVersion": "univrs.io/v1", "kind": "NodeOffer", "metadata": {"name": "n"}, "spec": {}});
+        sign(&mut offer, &key(1), at()).unwrap();
+        offer["metadata"]["namespace"] = json!("default");
+        assert!(verify(&offer).is_err());
     }
 
     #[test]
