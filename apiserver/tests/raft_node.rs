@@ -61,7 +61,7 @@ async fn acknowledged_writes_survive_a_restart_with_their_revisions() {
         let stored = node.state().get(key).unwrap().unwrap_or_else(|| panic!("{key} lost after restart"));
         assert_eq!(stored.mod_revision, *rev, "{key}");
     }
-    assert_eq!(node.state().list("/t/").unwrap().len(), 320);
+    assert_eq!(node.state().list("/t/").unwrap().0.len(), 320);
     assert!(node.first_log_index() > 1, "the log was never compacted");
     let r = node.write(put("/t/after", "x", Expect::Absent)).await.unwrap();
     assert!(r.revision > before, "revision went back: {} after {before}", r.revision);

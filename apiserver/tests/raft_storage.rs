@@ -103,7 +103,7 @@ fn a_snapshot_moves_the_whole_state_to_another_member() {
     assert_eq!(snap.meta.last_log_id.map(|l| l.index), Some(50));
     rt.block_on(b.install_snapshot(&snap.meta, Box::new(Cursor::new(snap.snapshot.into_inner())))).unwrap();
     assert_eq!(b.list("/").unwrap(), a.list("/").unwrap());
-    assert_eq!(b.list("/k/").unwrap().len(), 50);
+    assert_eq!(b.list("/k/").unwrap().0.len(), 50);
     let (last, _) = rt.block_on(b.applied_state()).unwrap();
     assert_eq!(last.map(|l| l.index), Some(50));
     assert!(rt.block_on(b.get_current_snapshot()).unwrap().is_some());

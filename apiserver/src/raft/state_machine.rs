@@ -111,12 +111,22 @@ impl StateMachine {
         table.get(key).map_err(read_err)?.map(|v| decode(v.value())).transpose()
     }
 
-    /// Every key starting with `prefix`, in key order, with its value.
-    pub fn list(&self, prefix: &str) -> Result<Vec<(String, Stored)>> {
+    /// Every key starting with `prefix`, in key order, with its value, and the revision this
+    /// list is exactly the state at. Both come from one read transaction, so a watch started
+    /// at that revision misses nothing and repeats nothing.
+    pub fn list(&self, prefix: &str) -> Result<(Vec<(String, Stored)>, u64)> {
         let txn = self.db.begin_read().map_err(read_err)?;
+        let revision = match txn.open_table(META) {
+            Ok(t) => {
+                let bytes = t.get(LAST_APPLIED).map_err(read_err)?.map(|v| v.value().to_vec());
+                parse_json::<LogId<NodeId>>(bytes)?.map_or(0, |l| l.index)
+            }
+            Err(redb::TableError::TableDoesNotExist(_)) => 0,
+            Err(e) => return Err(read_err(e)),
+        };
         let table = match txn.open_table(OBJECTS) {
             Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok((Vec::new(), revision)),
             Err(e) => return Err(read_err(e)),
         };
         let mut out = Vec::new();
@@ -127,7 +137,7 @@ impl StateMachine {
             }
             out.push((k.value().to_owned(), decode(v.value())?));
         }
-        Ok(out)
+        Ok((out, revision))
     }
 
     fn meta<T: for<'de> Deserialize<'de>>(&self, key: &str) -> Result<Option<T>> {
