@@ -39,6 +39,12 @@ enum Command {
     #[command(subcommand)]
     Config(commands::config::Command),
     Version(commands::version::Args),
+    Apiserver(commands::apiserver::Args),
+    /// Run univrs on this machine: for now the apiserver of a one-member control plane
+    ///
+    /// The same as `ui apiserver` today; the controllers and a local node agent join it as
+    /// they are built.
+    Up(commands::apiserver::Args),
 }
 
 fn run(cli: Cli) -> anyhow::Result<Outcome> {
@@ -52,6 +58,7 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Sign(args) => commands::sign::run(&ctx, args),
         Command::Verify(args) => commands::verify::run(&ctx, args),
         Command::Config(cmd) => commands::config::run(&ctx, cmd),
+        Command::Apiserver(args) | Command::Up(args) => commands::apiserver::run(&ctx, args),
         Command::Version(_) => unreachable!("handled above"),
     }
 }

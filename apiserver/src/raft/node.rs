@@ -95,8 +95,8 @@ impl RaftNode {
         };
         let log_path = dir.join("raft-log.redb");
         let sm_path = dir.join("state.redb");
-        let log = LogStore::open(&log_path).map_err(open_err(&log_path))?;
-        let state = StateMachine::open(&sm_path).map_err(open_err(&sm_path))?;
+        let log = open_when_released(|| LogStore::open(&log_path)).await.map_err(open_err(&log_path))?;
+        let state = open_when_released(|| StateMachine::open(&sm_path)).await.map_err(open_err(&sm_path))?;
         let config = Config {
             cluster_name: "univrs".into(),
             heartbeat_interval: 100,
@@ -178,6 +178,27 @@ impl RaftNode {
         let _ = self.raft.shutdown().await;
     }
 }
+
+/// Opens a database, waiting up to [`RELEASE_WAIT`] while it is still held. After a member
+/// in this process shuts down, openraft tasks spawned apart from its core (snapshot building)
+/// may still hold the storage for a moment; a restart in the same process waits for them. A
+/// database held for longer (another running member) is reported as the error it is.
+async fn open_when_released<T>(
+    open: impl Fn() -> Result<T, redb::DatabaseError>,
+) -> Result<T, redb::DatabaseError> {
+    let deadline = tokio::time::Instant::now() + RELEASE_WAIT;
+    loop {
+        match open() {
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// How long a restart waits for a stopped member's storage to be released.
+const RELEASE_WAIT: Duration = Duration::from_secs(3);
 
 /// The peer transport of a single-voter cluster: there are no peers, so every attempt to
 /// reach one is an error that says so.

@@ -1,5 +1,6 @@
 //! One file per command.
 
+pub mod apiserver;
 pub mod config;
 pub mod identity;
 pub mod init;

@@ -1,0 +1,43 @@
+//! Errors as Kubernetes `Status` objects, which kubectl and client libraries print as they do
+//! for Kubernetes.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use crate::registry::ApiError;
+
+/// A `Status` with `status: Failure`.
+pub fn failure(code: u16, reason: &str, message: &str, details: Value) -> Response {
+    let body = json!({
+        "kind": "Status", "apiVersion": "v1", "metadata": {},
+        "status": "Failure", "message": message, "reason": reason, "details": details, "code": code,
+    });
+    let code = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (code, Json(body)).into_response()
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let message = self.to_string();
+        let details = match &self {
+            ApiError::NotFound { kind, name }
+            | ApiError::AlreadyExists { kind, name }
+            | ApiError::Conflict { kind, name } => json!({ "name": name, "group": api::GROUP, "kind": kind }),
+            ApiError::Invalid { kind, name, causes } => json!({
+                "name": name, "group": api::GROUP, "kind": kind,
+                "causes": causes.iter().map(|c| json!({
+                    "reason": "FieldValueInvalid", "message": c.message, "field": c.path,
+                })).collect::<Vec<_>>(),
+            }),
+            ApiError::BadRequest(_) | ApiError::Unavailable(_) => json!({}),
+        };
+        failure(self.code(), self.reason(), &message, details)
+    }
+}
+
+/// Any path the API does not serve.
+pub async fn not_found_route() -> Response {
+    failure(404, "NotFound", "the server could not find the requested resource", json!({}))
+}

@@ -1,0 +1,149 @@
+//! The real kubectl against `ui apiserver` on a real port: discovery, create, get, errors,
+//! delete, and a restart that resumes from the data dir.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use support::{User, workspace};
+
+/// A running `ui apiserver`, stopped with SIGTERM when dropped.
+struct Server {
+    child: Child,
+}
+
+impl Server {
+    fn start(u: &User, data: &Path) -> Self {
+        let mut child = u
+            .cmd(&["apiserver", "--data-dir", data.to_str().unwrap(), "--listen", "127.0.0.1:0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let first = lines.next().expect("apiserver printed nothing").unwrap();
+        assert!(first.starts_with("listening on http://127.0.0.1:"), "{first}");
+        // Keep draining stdout so the server never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Self { child }
+    }
+
+    fn stop(mut self) {
+        terminate(&mut self.child);
+    }
+}
+
+fn terminate(child: &mut Child) {
+    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "apiserver did not shut down cleanly: {status}");
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct Kubectl {
+    kubeconfig: PathBuf,
+    cache: PathBuf,
+}
+
+struct Out {
+    ok: bool,
+    stdout: String,
+    stderr: String,
+}
+
+impl Kubectl {
+    fn run(&self, args: &[&str]) -> Out {
+        let out = Command::new("kubectl")
+            .args(args)
+            .arg("--cache-dir")
+            .arg(&self.cache)
+            .env("KUBECONFIG", &self.kubeconfig)
+            .output()
+            .expect("kubectl is installed");
+        Out {
+            ok: out.status.success(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    #[track_caller]
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(out.ok, "kubectl {args:?} failed:\n{}{}", out.stdout, out.stderr);
+        out.stdout
+    }
+
+    #[track_caller]
+    fn fails(&self, args: &[&str], needle: &str) {
+        let out = self.run(args);
+        assert!(!out.ok, "kubectl {args:?} succeeded:\n{}", out.stdout);
+        assert!(out.stderr.contains(needle), "kubectl {args:?}: stderr lacks {needle:?}:\n{}", out.stderr);
+    }
+}
+
+#[test]
+fn kubectl_creates_gets_and_deletes_signed_objects_and_a_restart_resumes() {
+    let u = User::new();
+    u.init_plain();
+    let data = u.path("data");
+    let server = Server::start(&u, &data);
+    let k = Kubectl { kubeconfig: u.config().join("kubeconfig"), cache: u.path("kube-cache") };
+
+    let resources = k.ok(&["api-resources", "--api-group=univrs.io"]);
+    for line in ["workloads", "wl", "trustpolicies", "nodeoffers"] {
+        assert!(resources.contains(line), "{resources}");
+    }
+    let empty = k.run(&["get", "workloads"]);
+    assert!(empty.ok && empty.stderr.contains("No resources found in default namespace"), "{}", empty.stderr);
+
+    let signed = u.run(&["sign", "-f", workspace().join("manifests").to_str().unwrap()]).ok().stdout;
+    let file = u.path("signed.yaml");
+    std::fs::write(&file, signed).unwrap();
+    let file = file.to_str().unwrap();
+    let created = k.ok(&["create", "-f", file, "--validate=false"]);
+    for line in [
+        "workload.univrs.io/hello created",
+        "trustpolicy.univrs.io/eu-only created",
+        "nodeoffer.univrs.io/berlin-1 created",
+    ] {
+        assert!(created.contains(line), "{created}");
+    }
+    k.fails(&["create", "-f", file, "--validate=false"], "(AlreadyExists)");
+
+    assert!(k.ok(&["get", "wl"]).contains("hello"));
+    assert!(k.ok(&["get", "nodeoffers"]).contains("berlin-1"));
+    let json = k.ok(&["get", "workload", "hello", "-o", "json"]);
+    let obj: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(obj["metadata"]["namespace"], "default");
+    assert_eq!(obj["metadata"]["generation"], 1);
+    // What kubectl reads back is still exactly what was signed.
+    u.run_with_stdin(&["verify", "-f", "-"], &json).ok();
+
+    server.stop();
+    let server = Server::start(&u, &data);
+    let again: serde_json::Value =
+        serde_json::from_str(&k.ok(&["get", "workload", "hello", "-o", "json"])).unwrap();
+    assert_eq!(again, obj, "the object changed across a restart");
+
+    assert!(k.ok(&["delete", "workload", "hello"]).contains("workload.univrs.io \"hello\" deleted"));
+    k.fails(&["get", "workload", "hello"], "(NotFound)");
+    k.fails(&["get", "pods"], "the server doesn't have a resource type \"pods\"");
+    server.stop();
+}
+
+#[test]
+fn the_unauthenticated_api_refuses_to_listen_beyond_loopback() {
+    let u = User::new();
+    let r = u.run(&["apiserver", "--data-dir", u.path("d").to_str().unwrap(), "--listen", "0.0.0.0:0"]);
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("loopback"), "{}", r.stderr);
+}
