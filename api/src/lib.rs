@@ -6,6 +6,7 @@
 //! controllers, the CLI and tests.
 
 pub mod credits;
+mod de;
 pub mod identity;
 pub mod kinds;
 pub mod manifest;

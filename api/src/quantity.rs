@@ -155,18 +155,7 @@ impl Serialize for Quantity {
 
 impl<'de> Deserialize<'de> for Quantity {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Int(u64),
-            Float(f64),
-            Text(String),
-        }
-        let text = match Raw::deserialize(d)? {
-            Raw::Int(n) => n.to_string(),
-            Raw::Float(x) => x.to_string(),
-            Raw::Text(s) => s,
-        };
+        let text = crate::de::number_or_string(d)?;
         Quantity::parse(&text).map_err(serde::de::Error::custom)
     }
 }
