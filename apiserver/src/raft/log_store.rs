@@ -16,7 +16,7 @@ use redb::{Database, Durability, ReadableTable, TableDefinition};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::{NodeId, TypeConfig, io_err};
+use super::{NodeId, TypeConfig, io_err, read_table};
 
 const LOG: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("log");
 const META: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("meta");
@@ -55,11 +55,7 @@ impl LogStore {
 
     fn get_meta<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
         let txn = self.db.begin_read().map_err(read_err)?;
-        let table = match txn.open_table(META) {
-            Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
-            Err(e) => return Err(read_err(e)),
-        };
+        let Some(table) = read_table(&txn, META).map_err(read_err)? else { return Ok(None) };
         let Some(bytes) = table.get(key).map_err(read_err)? else { return Ok(None) };
         serde_json::from_slice(bytes.value()).map(Some).map_err(read_err)
     }
@@ -98,11 +94,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
         range: RB,
     ) -> Result<Vec<Entry<TypeConfig>>> {
         let txn = self.db.begin_read().map_err(read_err)?;
-        let table = match txn.open_table(LOG) {
-            Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-            Err(e) => return Err(read_err(e)),
-        };
+        let Some(table) = read_table(&txn, LOG).map_err(read_err)? else { return Ok(Vec::new()) };
         let bounds = (range.start_bound().cloned(), range.end_bound().cloned());
         let mut out = Vec::new();
         for item in table.range::<u64>(bounds).map_err(read_err)? {
@@ -119,17 +111,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>> {
         let last_purged_log_id: Option<LogId<NodeId>> = self.get_meta(LAST_PURGED)?;
         let txn = self.db.begin_read().map_err(read_err)?;
-        let last = match txn.open_table(LOG) {
-            Ok(table) => match table.last().map_err(read_err)? {
-                Some((_, bytes)) => {
-                    let entry: Entry<TypeConfig> = serde_json::from_slice(bytes.value()).map_err(read_err)?;
-                    Some(entry.log_id)
-                }
-                None => None,
-            },
-            Err(redb::TableError::TableDoesNotExist(_)) => None,
-            Err(e) => return Err(read_err(e)),
-        };
+        let mut last = None;
+        if let Some(table) = read_table(&txn, LOG).map_err(read_err)?
+            && let Some((_, bytes)) = table.last().map_err(read_err)?
+        {
+            let entry: Entry<TypeConfig> = serde_json::from_slice(bytes.value()).map_err(read_err)?;
+            last = Some(entry.log_id);
+        }
         Ok(LogState { last_purged_log_id, last_log_id: last.or(last_purged_log_id) })
     }
 

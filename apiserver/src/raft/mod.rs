@@ -25,3 +25,15 @@ fn io_err(
 ) -> openraft::StorageError<NodeId> {
     openraft::StorageIOError::new(subject, verb, openraft::AnyError::new(&e)).into()
 }
+
+/// Opens `table` for reading; a table nothing was ever written to reads as `None` (empty).
+fn read_table<K: redb::Key + 'static, V: redb::Value + 'static>(
+    txn: &redb::ReadTransaction,
+    table: redb::TableDefinition<'_, K, V>,
+) -> Result<Option<redb::ReadOnlyTable<K, V>>, redb::TableError> {
+    match txn.open_table(table) {
+        Ok(t) => Ok(Some(t)),
+        Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),
+        Err(e) => Err(e),
+    }
+}

@@ -20,7 +20,7 @@ use openraft::{
 use redb::{Database, Durability, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
-use super::{NodeId, Outcome, Request, Response, Stored, TypeConfig, io_err};
+use super::{NodeId, Outcome, Request, Response, Stored, TypeConfig, io_err, read_table};
 
 /// Key → 8-byte create revision ‖ 8-byte mod revision ‖ value.
 const OBJECTS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("objects");
@@ -103,11 +103,7 @@ impl StateMachine {
     /// The current value of `key`.
     pub fn get(&self, key: &str) -> Result<Option<Stored>> {
         let txn = self.db.begin_read().map_err(read_err)?;
-        let table = match txn.open_table(OBJECTS) {
-            Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
-            Err(e) => return Err(read_err(e)),
-        };
+        let Some(table) = read_table(&txn, OBJECTS).map_err(read_err)? else { return Ok(None) };
         table.get(key).map_err(read_err)?.map(|v| decode(v.value())).transpose()
     }
 
@@ -116,18 +112,9 @@ impl StateMachine {
     /// at that revision misses nothing and repeats nothing.
     pub fn list(&self, prefix: &str) -> Result<(Vec<(String, Stored)>, u64)> {
         let txn = self.db.begin_read().map_err(read_err)?;
-        let revision = match txn.open_table(META) {
-            Ok(t) => {
-                let bytes = t.get(LAST_APPLIED).map_err(read_err)?.map(|v| v.value().to_vec());
-                parse_json::<LogId<NodeId>>(bytes)?.map_or(0, |l| l.index)
-            }
-            Err(redb::TableError::TableDoesNotExist(_)) => 0,
-            Err(e) => return Err(read_err(e)),
-        };
-        let table = match txn.open_table(OBJECTS) {
-            Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok((Vec::new(), revision)),
-            Err(e) => return Err(read_err(e)),
+        let revision = meta_in::<LogId<NodeId>>(&txn, LAST_APPLIED)?.map_or(0, |l| l.index);
+        let Some(table) = read_table(&txn, OBJECTS).map_err(read_err)? else {
+            return Ok((Vec::new(), revision));
         };
         let mut out = Vec::new();
         for item in table.range(prefix..).map_err(read_err)? {
@@ -141,14 +128,7 @@ impl StateMachine {
     }
 
     fn meta<T: for<'de> Deserialize<'de>>(&self, key: &str) -> Result<Option<T>> {
-        let txn = self.db.begin_read().map_err(read_err)?;
-        let table = match txn.open_table(META) {
-            Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
-            Err(e) => return Err(read_err(e)),
-        };
-        let Some(v) = table.get(key).map_err(read_err)? else { return Ok(None) };
-        serde_json::from_slice(v.value()).map(Some).map_err(|e| sm_err(ErrorVerb::Read, e))
+        meta_in(&self.db.begin_read().map_err(read_err)?, key)
     }
 
     /// Forces every applied change to disk.
@@ -159,8 +139,11 @@ impl StateMachine {
     }
 }
 
-fn parse_json<T: for<'de> Deserialize<'de>>(bytes: Option<Vec<u8>>) -> Result<Option<T>> {
-    bytes.map(|b| serde_json::from_slice(&b).map_err(|e| sm_err(ErrorVerb::Read, e))).transpose()
+/// Reads the JSON value of meta `key` within `txn`.
+fn meta_in<T: for<'de> Deserialize<'de>>(txn: &redb::ReadTransaction, key: &str) -> Result<Option<T>> {
+    let Some(table) = read_table(txn, META).map_err(read_err)? else { return Ok(None) };
+    let Some(v) = table.get(key).map_err(read_err)? else { return Ok(None) };
+    serde_json::from_slice(v.value()).map(Some).map_err(|e| sm_err(ErrorVerb::Read, e))
 }
 
 fn put_meta(txn: &redb::WriteTransaction, key: &str, value: &impl Serialize) -> Result<()> {
@@ -212,25 +195,14 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
         // Durable first: openraft purges the log up to this snapshot afterwards.
         self.sync()?;
         let txn = self.db.begin_read().map_err(read_err)?;
-        let read_meta = |key: &str| -> Result<Option<Vec<u8>>> {
-            match txn.open_table(META) {
-                Ok(t) => Ok(t.get(key).map_err(read_err)?.map(|v| v.value().to_vec())),
-                Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),
-                Err(e) => Err(read_err(e)),
-            }
-        };
-        let last_applied: Option<LogId<NodeId>> = parse_json(read_meta(LAST_APPLIED)?)?;
-        let membership: Membership = parse_json(read_meta(MEMBERSHIP)?)?.unwrap_or_default();
+        let last_applied: Option<LogId<NodeId>> = meta_in(&txn, LAST_APPLIED)?;
+        let membership: Membership = meta_in(&txn, MEMBERSHIP)?.unwrap_or_default();
         let mut objects = Vec::new();
-        match txn.open_table(OBJECTS) {
-            Ok(table) => {
-                for item in table.iter().map_err(read_err)? {
-                    let (k, v) = item.map_err(read_err)?;
-                    objects.push((k.value().to_owned(), decode(v.value())?));
-                }
+        if let Some(table) = read_table(&txn, OBJECTS).map_err(read_err)? {
+            for item in table.iter().map_err(read_err)? {
+                let (k, v) = item.map_err(read_err)?;
+                objects.push((k.value().to_owned(), decode(v.value())?));
             }
-            Err(redb::TableError::TableDoesNotExist(_)) => {}
-            Err(e) => return Err(read_err(e)),
         }
         drop(txn);
         let data =
