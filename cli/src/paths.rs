@@ -14,6 +14,15 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 
+/// An XDG base directory: `$VAR` if it is an absolute path, else `$HOME/fallback`; `None`
+/// when neither is set.
+pub fn xdg_base(var: &str, fallback: &str) -> Option<PathBuf> {
+    let from_var = std::env::var_os(var).map(PathBuf::from).filter(|p| p.is_absolute());
+    from_var.or_else(|| {
+        std::env::var_os("HOME").filter(|h| !h.is_empty()).map(|h| PathBuf::from(h).join(fallback))
+    })
+}
+
 /// The resolved configuration directory and the paths inside it.
 #[derive(Clone, Debug)]
 pub struct ConfigDirs {
@@ -27,16 +36,8 @@ impl ConfigDirs {
         if let Some(dir) = flag.filter(|d| !d.as_os_str().is_empty()) {
             return Ok(Self { root: dir });
         }
-        let xdg = std::env::var_os("XDG_CONFIG_HOME").map(PathBuf::from).filter(|p| p.is_absolute());
-        let base = match xdg {
-            Some(x) => x,
-            None => {
-                let home = std::env::var_os("HOME").filter(|h| !h.is_empty());
-                let Some(home) = home else {
-                    bail!("cannot find your config directory: set UNIVRS_CONFIG_DIR, XDG_CONFIG_HOME or HOME")
-                };
-                PathBuf::from(home).join(".config")
-            }
+        let Some(base) = xdg_base("XDG_CONFIG_HOME", ".config") else {
+            bail!("cannot find your config directory: set UNIVRS_CONFIG_DIR, XDG_CONFIG_HOME or HOME")
         };
         Ok(Self { root: base.join("univrs") })
     }

@@ -29,15 +29,9 @@ pub struct Args {
 }
 
 fn default_data_dir() -> anyhow::Result<PathBuf> {
-    let xdg = std::env::var_os("XDG_DATA_HOME").map(PathBuf::from).filter(|p| p.is_absolute());
-    match xdg {
-        Some(x) => Ok(x.join("univrs")),
-        None => {
-            let home =
-                std::env::var_os("HOME").filter(|h| !h.is_empty()).context("set --data-dir or HOME")?;
-            Ok(PathBuf::from(home).join(".local/share/univrs"))
-        }
-    }
+    let base = crate::paths::xdg_base("XDG_DATA_HOME", ".local/share")
+        .context("cannot find a data directory: pass --data-dir, or set XDG_DATA_HOME or HOME")?;
+    Ok(base.join("univrs"))
 }
 
 fn kubeconfig(server: &str) -> String {
