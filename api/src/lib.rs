@@ -13,7 +13,9 @@ pub mod manifest;
 pub mod meta;
 pub mod object;
 pub mod quantity;
+pub mod selector;
 pub mod signing;
+pub mod unknown_fields;
 pub mod validation;
 
 /// The API group of every univrs kind.

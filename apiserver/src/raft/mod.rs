@@ -7,6 +7,7 @@
 //! `resourceVersion` cannot both win. The revision of a change is the Raft log index of the
 //! entry that made it; that is the object's `resourceVersion`.
 
+pub mod history;
 mod log_store;
 mod node;
 mod state_machine;

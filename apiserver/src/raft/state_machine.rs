@@ -20,12 +20,17 @@ use openraft::{
 use redb::{Database, Durability, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
+use super::history::{Change, Changes, Compacted, Record, Retention, state_at};
 use super::{NodeId, Outcome, Request, Response, Stored, TypeConfig, io_err, read_table};
 
 /// Key → 8-byte create revision ‖ 8-byte mod revision ‖ value.
 const OBJECTS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("objects");
 const META: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("meta");
+/// Revision → the JSON of its [`Record`] (see [`super::history`]).
+const HISTORY: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("history");
 const LAST_APPLIED: &str = "last_applied";
+/// Every history record at or below this revision has been dropped.
+const HISTORY_COMPACTED: &str = "history_compacted";
 const MEMBERSHIP: &str = "membership";
 const SNAPSHOT: &str = "snapshot";
 
@@ -36,6 +41,8 @@ type Membership = StoredMembership<NodeId, openraft::BasicNode>;
 #[derive(Clone)]
 pub struct StateMachine {
     db: Arc<Database>,
+    /// The last applied revision, announced after every apply commits (watchers wait on it).
+    applied: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 impl Debug for StateMachine {
@@ -97,7 +104,104 @@ impl StateMachine {
     /// Opens (or creates) the state machine at `path`.
     pub fn open(path: &Path) -> std::result::Result<Self, redb::DatabaseError> {
         let db = Database::create(path)?;
-        Ok(Self { db: Arc::new(db) })
+        let sm = Self { db: Arc::new(db), applied: Arc::new(tokio::sync::watch::Sender::new(0)) };
+        let applied = sm.applied_revision().unwrap_or(0);
+        sm.applied.send_replace(applied);
+        Ok(sm)
+    }
+
+    /// The revision of the last applied entry.
+    pub fn applied_revision(&self) -> Result<u64> {
+        Ok(self.meta::<LogId<NodeId>>(LAST_APPLIED)?.map_or(0, |l| l.index))
+    }
+
+    /// A receiver that sees the last applied revision change.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.applied.subscribe()
+    }
+
+    /// The changes after revision `after`, at most `max` revisions of them. Fails with
+    /// [`Compacted`] when the history no longer reaches back to `after`.
+    pub fn changes_after(&self, after: u64, max: usize) -> Result<std::result::Result<Changes, Compacted>> {
+        let txn = self.db.begin_read().map_err(read_err)?;
+        let compacted = meta_in::<u64>(&txn, HISTORY_COMPACTED)?.unwrap_or(0);
+        if after < compacted {
+            return Ok(Err(Compacted { asked: after, compacted }));
+        }
+        let mut upto = meta_in::<LogId<NodeId>>(&txn, LAST_APPLIED)?.map_or(0, |l| l.index).max(after);
+        let mut changes = Vec::new();
+        if let Some(table) = read_table(&txn, HISTORY).map_err(read_err)? {
+            for (n, item) in table.range(after + 1..).map_err(read_err)?.enumerate() {
+                let (rev, record) = item.map_err(read_err)?;
+                if n == max {
+                    // Stop short: everything before this revision has been read.
+                    upto = rev.value() - 1;
+                    break;
+                }
+                let record: Record =
+                    serde_json::from_slice(record.value()).map_err(|e| sm_err(ErrorVerb::Read, e))?;
+                changes.extend(record.changes.into_iter().map(|c| (rev.value(), c)));
+            }
+        }
+        Ok(Ok(Changes { changes, upto }))
+    }
+
+    /// Every key starting with `prefix` as it was at revision `at` (`None`: now), and the
+    /// revision of that state. Fails with [`Compacted`] when the history no longer reaches
+    /// back to `at`. Current state and history come from one read transaction.
+    pub fn list_at(
+        &self,
+        prefix: &str,
+        at: Option<u64>,
+    ) -> Result<std::result::Result<(Vec<(String, Stored)>, u64), Compacted>> {
+        let txn = self.db.begin_read().map_err(read_err)?;
+        let (current, now) = list_in(&txn, prefix)?;
+        let Some(at) = at.filter(|&at| at < now) else { return Ok(Ok((current, now))) };
+        let compacted = meta_in::<u64>(&txn, HISTORY_COMPACTED)?.unwrap_or(0);
+        if at < compacted {
+            return Ok(Err(Compacted { asked: at, compacted }));
+        }
+        let mut since = Vec::new();
+        if let Some(table) = read_table(&txn, HISTORY).map_err(read_err)? {
+            for item in table.range(at + 1..).map_err(read_err)? {
+                let (_, record) = item.map_err(read_err)?;
+                let record: Record =
+                    serde_json::from_slice(record.value()).map_err(|e| sm_err(ErrorVerb::Read, e))?;
+                since.extend(record.changes);
+            }
+        }
+        Ok(Ok((state_at(current, since, |k| k.starts_with(prefix)), at)))
+    }
+
+    /// Drops history older than `retention` allows, as of `now_ms`.
+    pub fn compact_history(&self, retention: Retention, now_ms: u64) -> Result<()> {
+        let oldest_kept_ms = now_ms.saturating_sub(retention.max_age.as_millis() as u64);
+        let txn = self.db.begin_write().map_err(write_err)?;
+        let applied = meta_in_write::<LogId<NodeId>>(&txn, LAST_APPLIED)?.map_or(0, |l| l.index);
+        let keep_from = applied.saturating_sub(retention.max_revisions);
+        let mut dropped = None;
+        {
+            let mut table = txn.open_table(HISTORY).map_err(write_err)?;
+            let mut doomed = Vec::new();
+            for item in table.iter().map_err(read_err)? {
+                let (rev, record) = item.map_err(read_err)?;
+                let record: Record =
+                    serde_json::from_slice(record.value()).map_err(|e| sm_err(ErrorVerb::Read, e))?;
+                if rev.value() >= keep_from && record.applied_at_ms >= oldest_kept_ms {
+                    break;
+                }
+                doomed.push(rev.value());
+            }
+            for rev in doomed {
+                table.remove(rev).map_err(write_err)?;
+                dropped = Some(rev);
+            }
+        }
+        if let Some(rev) = dropped {
+            let before = meta_in_write::<u64>(&txn, HISTORY_COMPACTED)?.unwrap_or(0);
+            put_meta(&txn, HISTORY_COMPACTED, &before.max(rev))?;
+        }
+        txn.commit().map_err(write_err)
     }
 
     /// The current value of `key`.
@@ -111,20 +215,7 @@ impl StateMachine {
     /// list is exactly the state at. Both come from one read transaction, so a watch started
     /// at that revision misses nothing and repeats nothing.
     pub fn list(&self, prefix: &str) -> Result<(Vec<(String, Stored)>, u64)> {
-        let txn = self.db.begin_read().map_err(read_err)?;
-        let revision = meta_in::<LogId<NodeId>>(&txn, LAST_APPLIED)?.map_or(0, |l| l.index);
-        let Some(table) = read_table(&txn, OBJECTS).map_err(read_err)? else {
-            return Ok((Vec::new(), revision));
-        };
-        let mut out = Vec::new();
-        for item in table.range(prefix..).map_err(read_err)? {
-            let (k, v) = item.map_err(read_err)?;
-            if !k.value().starts_with(prefix) {
-                break;
-            }
-            out.push((k.value().to_owned(), decode(v.value())?));
-        }
-        Ok((out, revision))
+        list_in(&self.db.begin_read().map_err(read_err)?, prefix)
     }
 
     fn meta<T: for<'de> Deserialize<'de>>(&self, key: &str) -> Result<Option<T>> {
@@ -137,6 +228,29 @@ impl StateMachine {
         txn.set_durability(Durability::Immediate);
         txn.commit().map_err(write_err)
     }
+}
+
+fn list_in(txn: &redb::ReadTransaction, prefix: &str) -> Result<(Vec<(String, Stored)>, u64)> {
+    let revision = meta_in::<LogId<NodeId>>(txn, LAST_APPLIED)?.map_or(0, |l| l.index);
+    let Some(table) = read_table(txn, OBJECTS).map_err(read_err)? else {
+        return Ok((Vec::new(), revision));
+    };
+    let mut out = Vec::new();
+    for item in table.range(prefix..).map_err(read_err)? {
+        let (k, v) = item.map_err(read_err)?;
+        if !k.value().starts_with(prefix) {
+            break;
+        }
+        out.push((k.value().to_owned(), decode(v.value())?));
+    }
+    Ok((out, revision))
+}
+
+/// Reads the JSON value of meta `key` within a write transaction.
+fn meta_in_write<T: for<'de> Deserialize<'de>>(txn: &redb::WriteTransaction, key: &str) -> Result<Option<T>> {
+    let table = txn.open_table(META).map_err(write_err)?;
+    let Some(v) = table.get(key).map_err(read_err)? else { return Ok(None) };
+    serde_json::from_slice(v.value()).map(Some).map_err(|e| sm_err(ErrorVerb::Read, e))
 }
 
 /// Reads the JSON value of meta `key` within `txn`.
@@ -153,8 +267,13 @@ fn put_meta(txn: &redb::WriteTransaction, key: &str, value: &impl Serialize) -> 
     Ok(())
 }
 
-/// Applies one request inside `table` at `revision`.
-fn apply_request(table: &mut redb::Table<'_, &str, &[u8]>, req: &Request, revision: u64) -> Result<Outcome> {
+/// Applies one request inside `table` at `revision`; returns what it did and the changes it
+/// made, for the history.
+fn apply_request(
+    table: &mut redb::Table<'_, &str, &[u8]>,
+    req: &Request,
+    revision: u64,
+) -> Result<(Outcome, Vec<Change>)> {
     let mut lookup_err = None;
     let refusal = req.refusal(|key| match table.get(key) {
         Ok(v) => v.and_then(|v| decode(v.value()).map_err(|e| lookup_err = Some(e)).ok()),
@@ -167,9 +286,10 @@ fn apply_request(table: &mut redb::Table<'_, &str, &[u8]>, req: &Request, revisi
         return Err(e);
     }
     if let Some(refused) = refusal {
-        return Ok(refused);
+        return Ok((refused, Vec::new()));
     }
     let mut prev = Vec::with_capacity(req.ops.len());
+    let mut changes = Vec::with_capacity(req.ops.len());
     for op in &req.ops {
         match op {
             super::Op::Put { key, value, .. } => {
@@ -178,16 +298,18 @@ fn apply_request(table: &mut redb::Table<'_, &str, &[u8]>, req: &Request, revisi
                 let create_revision = old.as_ref().map_or(revision, |o| o.create_revision);
                 let new = Stored { create_revision, mod_revision: revision, value: value.clone() };
                 table.insert(key.as_str(), encode(&new).as_slice()).map_err(write_err)?;
+                changes.push(Change { key: key.clone(), prev: old.clone(), new: Some(new) });
                 prev.push(old);
             }
             super::Op::Delete { key, .. } => {
                 let old =
                     table.remove(key.as_str()).map_err(write_err)?.map(|v| decode(v.value())).transpose()?;
+                changes.push(Change { key: key.clone(), prev: old.clone(), new: None });
                 prev.push(old);
             }
         }
     }
-    Ok(Outcome::Applied { prev })
+    Ok((Outcome::Applied { prev }, changes))
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
@@ -246,13 +368,25 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         txn.set_durability(Durability::None);
         let mut responses = Vec::new();
         let mut last = None;
+        let applied_at_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
         {
             let mut table = txn.open_table(OBJECTS).map_err(write_err)?;
+            let mut history = txn.open_table(HISTORY).map_err(write_err)?;
             for entry in entries {
                 let revision = entry.log_id.index;
                 let outcome = match &entry.payload {
                     EntryPayload::Blank => Outcome::None,
-                    EntryPayload::Normal(req) => apply_request(&mut table, req, revision)?,
+                    EntryPayload::Normal(req) => {
+                        let (outcome, changes) = apply_request(&mut table, req, revision)?;
+                        if !changes.is_empty() {
+                            let record = serde_json::to_vec(&Record { applied_at_ms, changes })
+                                .map_err(|e| sm_err(ErrorVerb::Write, e))?;
+                            history.insert(revision, record.as_slice()).map_err(write_err)?;
+                        }
+                        outcome
+                    }
                     EntryPayload::Membership(m) => {
                         put_meta(&txn, MEMBERSHIP, &Membership::new(Some(entry.log_id), m.clone()))?;
                         Outcome::None
@@ -266,6 +400,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             put_meta(&txn, LAST_APPLIED, &last)?;
         }
         txn.commit().map_err(write_err)?;
+        if let Some(last) = last {
+            self.applied.send_replace(last.index);
+        }
         Ok(responses)
     }
 
@@ -303,7 +440,14 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         }
         put_meta(&txn, MEMBERSHIP, &meta.last_membership)?;
         put_meta(&txn, SNAPSHOT, &StoredSnapshot { meta: meta.clone(), data: bytes })?;
-        txn.commit().map_err(write_err)
+        // The history does not travel with a snapshot: what it held no longer leads to the
+        // installed state, so every revision up to the snapshot counts as compacted.
+        let installed = meta.last_log_id.map_or(0, |l| l.index);
+        txn.open_table(HISTORY).map_err(write_err)?.retain(|_, _| false).map_err(write_err)?;
+        put_meta(&txn, HISTORY_COMPACTED, &installed)?;
+        txn.commit().map_err(write_err)?;
+        self.applied.send_replace(installed);
+        Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>> {

@@ -1,0 +1,318 @@
+//! Label and field selectors, as the Kubernetes API takes them in `labelSelector` and
+//! `fieldSelector` (`app=web,tier!=db,env in (a,b),!canary`).
+
+use std::fmt;
+
+use serde_json::Value;
+
+/// A selector that could not be parsed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("invalid selector {selector:?}: {reason}")]
+pub struct SelectorError {
+    /// The selector as given.
+    pub selector: String,
+    /// What is wrong.
+    pub reason: String,
+}
+
+/// One requirement of a label selector.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Requirement {
+    /// `key=value` or `key==value`.
+    Equals(String, String),
+    /// `key!=value` (also true when the label is absent).
+    NotEquals(String, String),
+    /// `key in (a,b)`.
+    In(String, Vec<String>),
+    /// `key notin (a,b)` (also true when the label is absent).
+    NotIn(String, Vec<String>),
+    /// `key`.
+    Exists(String),
+    /// `!key`.
+    DoesNotExist(String),
+}
+
+impl Requirement {
+    fn matches(&self, get: &impl Fn(&str) -> Option<String>) -> bool {
+        match self {
+            Requirement::Equals(k, v) => get(k).as_deref() == Some(v),
+            Requirement::NotEquals(k, v) => get(k).as_deref() != Some(v),
+            Requirement::In(k, vs) => get(k).is_some_and(|x| vs.contains(&x)),
+            Requirement::NotIn(k, vs) => get(k).is_none_or(|x| !vs.contains(&x)),
+            Requirement::Exists(k) => get(k).is_some(),
+            Requirement::DoesNotExist(k) => get(k).is_none(),
+        }
+    }
+}
+
+/// A label selector: every requirement must hold. Empty selects everything.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LabelSelector(Vec<Requirement>);
+
+impl LabelSelector {
+    /// Parses the `labelSelector` syntax of Kubernetes.
+    pub fn parse(s: &str) -> Result<Self, SelectorError> {
+        let err = |reason: String| SelectorError { selector: s.to_owned(), reason };
+        let mut out = Vec::new();
+        for part in split_top_level(s) {
+            let part = part.trim();
+            if part.is_empty() {
+                continue;
+            }
+            out.push(parse_requirement(part).map_err(err)?);
+        }
+        Ok(Self(out))
+    }
+
+    /// Whether an object with these labels is selected.
+    pub fn matches(&self, labels: Option<&serde_json::Map<String, Value>>) -> bool {
+        let get = |k: &str| labels.and_then(|l| l.get(k)).and_then(Value::as_str).map(str::to_owned);
+        self.0.iter().all(|r| r.matches(&get))
+    }
+
+    /// Whether the selector selects everything.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// Splits on commas outside parentheses.
+fn split_top_level(s: &str) -> Vec<&str> {
+    let (mut parts, mut depth, mut start) = (Vec::new(), 0i32, 0);
+    for (i, c) in s.char_indices() {
+        match c {
+            '(' => depth += 1,
+            ')' => depth -= 1,
+            ',' if depth == 0 => {
+                parts.push(&s[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    parts.push(&s[start..]);
+    parts
+}
+
+fn check_key(k: &str) -> Result<String, String> {
+    crate::validation::check_qualified_name(k).map_err(|e| format!("label key {k:?}: {e}"))?;
+    Ok(k.to_owned())
+}
+
+fn check_value(v: &str) -> Result<String, String> {
+    crate::validation::check_label_value(v).map_err(|e| format!("label value {v:?}: {e}"))?;
+    Ok(v.to_owned())
+}
+
+fn parse_requirement(part: &str) -> Result<Requirement, String> {
+    if let Some(key) = part.strip_prefix('!') {
+        return Ok(Requirement::DoesNotExist(check_key(key.trim())?));
+    }
+    for (op, ctor) in [("!=", 0), ("==", 1), ("=", 1)] {
+        if let Some((k, v)) = part.split_once(op) {
+            let (k, v) = (check_key(k.trim())?, check_value(v.trim())?);
+            return Ok(if ctor == 0 { Requirement::NotEquals(k, v) } else { Requirement::Equals(k, v) });
+        }
+    }
+    let words: Vec<&str> = part.splitn(2, char::is_whitespace).collect();
+    if let [key, rest] = words[..] {
+        let rest = rest.trim();
+        let (notin, set) = if let Some(set) = rest.strip_prefix("notin") {
+            (true, set)
+        } else if let Some(set) = rest.strip_prefix("in") {
+            (false, set)
+        } else {
+            return Err(format!("expected `in` or `notin` after {key:?}, found {rest:?}"));
+        };
+        let set = set.trim();
+        let inner = set
+            .strip_prefix('(')
+            .and_then(|x| x.strip_suffix(')'))
+            .ok_or_else(|| format!("expected a set in parentheses, like (a,b), found {set:?}"))?;
+        let values = inner.split(',').map(|v| check_value(v.trim())).collect::<Result<Vec<_>, _>>()?;
+        let key = check_key(key)?;
+        return Ok(if notin { Requirement::NotIn(key, values) } else { Requirement::In(key, values) });
+    }
+    Ok(Requirement::Exists(check_key(part)?))
+}
+
+/// A field selector: `metadata.name=x,metadata.namespace!=y`. Any dotted path to a string,
+/// number or boolean field of the object can be selected on (an absent field compares as
+/// the empty string, as in Kubernetes).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FieldSelector(Vec<(String, bool, String)>);
+
+impl FieldSelector {
+    /// Parses the `fieldSelector` syntax of Kubernetes (`=`, `==`, `!=`).
+    pub fn parse(s: &str) -> Result<Self, SelectorError> {
+        let err = |reason: String| SelectorError { selector: s.to_owned(), reason };
+        let mut out = Vec::new();
+        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (path, equal, value) = if let Some((k, v)) = part.split_once("!=") {
+                (k, false, v)
+            } else if let Some((k, v)) = part.split_once("==").or_else(|| part.split_once('=')) {
+                (k, true, v)
+            } else {
+                return Err(err(format!("{part:?} is not of the form field=value or field!=value")));
+            };
+            let path = path.trim();
+            if path.is_empty() || path.split('.').any(str::is_empty) {
+                return Err(err(format!("{path:?} is not a field path like metadata.name")));
+            }
+            out.push((path.to_owned(), equal, value.trim().to_owned()));
+        }
+        Ok(Self(out))
+    }
+
+    /// Whether `object` is selected.
+    pub fn matches(&self, object: &Value) -> bool {
+        self.0.iter().all(|(path, equal, value)| {
+            let found = path.split('.').try_fold(object, |v, k| v.get(k));
+            let found = match found {
+                Some(Value::String(s)) => s.clone(),
+                Some(Value::Null) | None => String::new(),
+                Some(other) => other.to_string(),
+            };
+            (found == *value) == *equal
+        })
+    }
+
+    /// Whether the selector selects everything.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// A label and a field selector together.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Selector {
+    /// On `metadata.labels`.
+    pub labels: LabelSelector,
+    /// On fields.
+    pub fields: FieldSelector,
+}
+
+impl Selector {
+    /// Whether `object` is selected by both.
+    pub fn matches(&self, object: &Value) -> bool {
+        let labels = object.get("metadata").and_then(|m| m.get("labels")).and_then(Value::as_object);
+        self.labels.matches(labels) && self.fields.matches(object)
+    }
+}
+
+impl fmt::Display for Requirement {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Requirement::Equals(k, v) => write!(f, "{k}={v}"),
+            Requirement::NotEquals(k, v) => write!(f, "{k}!={v}"),
+            Requirement::In(k, vs) => write!(f, "{k} in ({})", vs.join(",")),
+            Requirement::NotIn(k, vs) => write!(f, "{k} notin ({})", vs.join(",")),
+            Requirement::Exists(k) => write!(f, "{k}"),
+            Requirement::DoesNotExist(k) => write!(f, "!{k}"),
+        }
+    }
+}
+
+impl fmt::Display for LabelSelector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let parts: Vec<String> = self.0.iter().map(ToString::to_string).collect();
+        f.write_str(&parts.join(","))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    use super::*;
+
+    fn labels(v: Value) -> serde_json::Map<String, Value> {
+        v.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn every_operator_selects_as_kubernetes_does() {
+        let l = labels(json!({"app": "web", "tier": "front", "env": "prod"}));
+        let yes = [
+            "",
+            "app=web",
+            "app==web",
+            "tier!=db",
+            "missing!=x",
+            "env in (prod, staging)",
+            "env notin (dev)",
+            "missing notin (dev)",
+            "app",
+            "!missing",
+            "app=web,env in (prod),!canary",
+        ];
+        for s in yes {
+            assert!(LabelSelector::parse(s).unwrap().matches(Some(&l)), "{s} should select");
+        }
+        let no = [
+            "app=db",
+            "tier!=front",
+            "env in (dev)",
+            "env notin (prod)",
+            "missing",
+            "!app",
+            "app=web,tier=db",
+        ];
+        for s in no {
+            assert!(!LabelSelector::parse(s).unwrap().matches(Some(&l)), "{s} should not select");
+        }
+        assert!(LabelSelector::parse("!app").unwrap().matches(None));
+    }
+
+    #[test]
+    fn bad_selectors_say_what_is_wrong() {
+        for s in ["app in web", "bad key=x", "app=-x", "env foo (a)"] {
+            let e = LabelSelector::parse(s).unwrap_err();
+            assert_eq!(e.selector, s);
+            assert!(!e.reason.is_empty());
+        }
+        assert!(FieldSelector::parse("metadata.name").is_err());
+        assert!(FieldSelector::parse("metadata..name=x").is_err());
+    }
+
+    #[test]
+    fn field_selectors_compare_fields() {
+        let obj =
+            json!({"metadata": {"name": "a", "namespace": "ns"}, "spec": {"nodeName": "n1", "replicas": 3}});
+        let yes = [
+            "metadata.name=a",
+            "metadata.namespace==ns",
+            "metadata.name!=b",
+            "spec.nodeName=n1",
+            "spec.replicas=3",
+            "spec.missing=",
+        ];
+        for s in yes {
+            assert!(FieldSelector::parse(s).unwrap().matches(&obj), "{s}");
+        }
+        for s in ["metadata.name=b", "spec.nodeName!=n1", "spec.missing=x"] {
+            assert!(!FieldSelector::parse(s).unwrap().matches(&obj), "{s}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn a_printed_selector_parses_back_the_same(
+            reqs in prop::collection::vec(
+                (0usize..6, "[a-z][a-z0-9]{0,6}", prop::collection::vec("[a-z0-9]{1,5}", 1..3)),
+                0..4,
+            )
+        ) {
+            let sel = LabelSelector(reqs.into_iter().map(|(op, k, vs)| match op {
+                0 => Requirement::Equals(k, vs[0].clone()),
+                1 => Requirement::NotEquals(k, vs[0].clone()),
+                2 => Requirement::In(k, vs),
+                3 => Requirement::NotIn(k, vs),
+                4 => Requirement::Exists(k),
+                _ => Requirement::DoesNotExist(k),
+            }).collect());
+            prop_assert_eq!(LabelSelector::parse(&sel.to_string()).unwrap(), sel);
+        }
+    }
+}
