@@ -8,6 +8,8 @@
 // openraft's storage traits return its `StorageError`, which is large; the helpers that feed
 // them return the same type rather than converting at every call.
 pub mod http;
+pub mod patch;
 #[allow(clippy::result_large_err)]
 pub mod raft;
 pub mod registry;
+pub mod watch;

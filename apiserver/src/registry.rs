@@ -1,21 +1,32 @@
 //! Objects of the univrs kinds on the Raft state machine, with Kubernetes semantics: keys,
-//! server-owned metadata, `resourceVersion` preconditions and the errors of the Kubernetes API
-//! (`NotFound`, `AlreadyExists`, `Conflict`, `Invalid`).
+//! server-owned metadata, `resourceVersion` preconditions, the `status` subresource,
+//! finalizers, patches, field validation, dry runs, consistent pagination and the errors of
+//! the Kubernetes API.
 //!
 //! An object is stored as the JSON it was written as, plus the server-owned metadata that the
 //! signed projection leaves out (`uid`, `creationTimestamp`, `generation`, the defaulted
-//! `namespace`). `resourceVersion` is not stored: it is the revision of the entry that last
-//! changed the key, put into the object when it is read. So the server never rewrites a field
-//! a signature covers.
+//! `namespace`, `deletionTimestamp`, `managedFields`). `resourceVersion` is not stored: it is
+//! the revision of the entry that last changed the key, put into the object when it is read.
+//! So the server never rewrites a field a signature covers.
 //!
-//! Admission (schema, signatures, anti-rollback, authorization) is not here: it runs before a
-//! request reaches the registry.
+//! Every change is one Raft entry whose precondition is the revision the change was computed
+//! from, so read-modify-write (update, patch, status, finalizers) is compare-and-swap.
+//!
+//! Admission (signatures, anti-rollback, authorization) is not here: it runs before a request
+//! reaches the registry.
 
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use api::selector::Selector;
 use api::signing::DEFAULT_NAMESPACE;
 use api::{FieldError, KindInfo, Scope};
+use base64::Engine as _;
 use chrono::{SecondsFormat, Utc};
-use serde_json::{Map, Value};
+use serde_json::{Map, Value, json};
 
+use crate::patch;
 use crate::raft::{Expect, Op, Outcome, RaftNode, Request, Stored};
 
 /// A request that failed, as the Kubernetes API reports it.
@@ -60,6 +71,15 @@ pub enum ApiError {
     /// 400.
     #[error("{0}")]
     BadRequest(String),
+    /// 410: a revision that is no longer kept.
+    #[error("{0}")]
+    Expired(String),
+    /// 415.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// 504: a revision asked for was not reached in time.
+    #[error("{0}")]
+    Timeout(String),
     /// 503: no leader, shutting down, or storage failing.
     #[error("the control plane cannot serve this now: {0}")]
     Unavailable(String),
@@ -73,6 +93,9 @@ impl ApiError {
             ApiError::AlreadyExists { .. } | ApiError::Conflict { .. } => 409,
             ApiError::Invalid { .. } => 422,
             ApiError::BadRequest(_) => 400,
+            ApiError::Expired(_) => 410,
+            ApiError::UnsupportedMediaType(_) => 415,
+            ApiError::Timeout(_) => 504,
             ApiError::Unavailable(_) => 503,
         }
     }
@@ -85,6 +108,9 @@ impl ApiError {
             ApiError::Conflict { .. } => "Conflict",
             ApiError::Invalid { .. } => "Invalid",
             ApiError::BadRequest(_) => "BadRequest",
+            ApiError::Expired(_) => "Expired",
+            ApiError::UnsupportedMediaType(_) => "UnsupportedMediaType",
+            ApiError::Timeout(_) => "Timeout",
             ApiError::Unavailable(_) => "ServiceUnavailable",
         }
     }
@@ -94,6 +120,88 @@ fn unavailable(e: impl std::fmt::Display) -> ApiError {
     ApiError::Unavailable(e.to_string())
 }
 
+/// What `fieldValidation` asks of fields the schema does not know.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum FieldValidation {
+    /// Refuse the request (400), naming every unknown field. The default: unknown fields are
+    /// errors everywhere in univrs.
+    #[default]
+    Strict,
+    /// Drop them and say so in `Warning` headers.
+    Warn,
+    /// Drop them silently.
+    Ignore,
+}
+
+/// Options of a write.
+#[derive(Clone, Debug, Default)]
+pub struct WriteOptions {
+    /// `dryRun=All`: run everything but the commit.
+    pub dry_run: bool,
+    /// `fieldValidation`.
+    pub validation: FieldValidation,
+    /// `fieldManager` (required for server-side apply).
+    pub field_manager: Option<String>,
+}
+
+/// A successful write.
+#[derive(Debug)]
+pub struct Written {
+    /// The object as it now is (or would be, on a dry run).
+    pub object: Value,
+    /// Whether it was created by this request.
+    pub created: bool,
+    /// `Warning` headers for the client.
+    pub warnings: Vec<String>,
+}
+
+/// Which part of an object a write is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Part {
+    /// Spec and metadata; `status` is kept as it is.
+    Main,
+    /// The `status` subresource; everything else is kept as it is.
+    Status,
+}
+
+/// A patch, by its content type.
+#[derive(Clone, Debug)]
+pub enum Patch {
+    /// `application/merge-patch+json` (RFC 7386).
+    Merge(Value),
+    /// `application/json-patch+json` (RFC 6902).
+    Json(Value),
+    /// `application/apply-patch+yaml`: server-side apply of a (partial) configuration.
+    Apply(Value),
+}
+
+/// Which state a read serves.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ReadAt {
+    /// The latest committed state (linearizable: read index). The default.
+    #[default]
+    Latest,
+    /// Whatever this member has applied (`resourceVersion=0`).
+    Any,
+    /// At least revision N: waits until this member has applied it.
+    NotOlderThan(u64),
+    /// Exactly revision N, from the history (410 once compacted).
+    Exact(u64),
+}
+
+/// Options of a list.
+#[derive(Clone, Debug, Default)]
+pub struct ListOptions {
+    /// Label and field selector.
+    pub selector: Selector,
+    /// At most this many items (0: all).
+    pub limit: usize,
+    /// The `continue` token of the previous page.
+    pub continue_token: Option<String>,
+    /// Which state to list.
+    pub read: ReadAt,
+}
+
 /// A list of objects and the revision it is the state at.
 #[derive(Debug)]
 pub struct List {
@@ -101,17 +209,46 @@ pub struct List {
     pub items: Vec<Value>,
     /// The list's `resourceVersion`.
     pub revision: u64,
+    /// The token for the next page, if there is one.
+    pub continue_token: Option<String>,
+    /// How many more items the next pages hold (when paginating).
+    pub remaining: Option<usize>,
 }
+
+/// Options of a delete.
+#[derive(Clone, Debug, Default)]
+pub struct DeleteOptions {
+    /// `preconditions.resourceVersion`.
+    pub resource_version: Option<u64>,
+    /// `preconditions.uid`.
+    pub uid: Option<String>,
+    /// `dryRun=All`.
+    pub dry_run: bool,
+}
+
+/// What a delete did.
+#[derive(Debug)]
+pub enum Deleted {
+    /// The object is gone; this is what it was.
+    Gone(Value),
+    /// Finalizers hold it: it now has a `deletionTimestamp` and is this.
+    Pending(Value),
+}
+
+/// How long a read waits for a `resourceVersion` this member has not applied yet.
+const WAIT_FOR_REVISION: Duration = Duration::from_secs(3);
 
 /// The objects of every kind, on one Raft member.
 #[derive(Clone, Debug)]
 pub struct Registry {
     node: RaftNode,
+    /// Set once the server stops: open watches end.
+    stopping: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 /// The storage key of an object: `/registry/{plural}/{namespace}/{name}`, or without the
 /// namespace for cluster-scoped kinds.
-fn key(kind: &KindInfo, namespace: Option<&str>, name: &str) -> String {
+pub(crate) fn key(kind: &KindInfo, namespace: Option<&str>, name: &str) -> String {
     match (kind.scope, namespace) {
         (Scope::Namespaced, ns) => {
             format!("/registry/{}/{}/{name}", kind.plural, ns.unwrap_or(DEFAULT_NAMESPACE))
@@ -121,18 +258,23 @@ fn key(kind: &KindInfo, namespace: Option<&str>, name: &str) -> String {
 }
 
 /// The key prefix of a list: one namespace, or all of them (`None`).
-fn prefix(kind: &KindInfo, namespace: Option<&str>) -> String {
+pub(crate) fn prefix(kind: &KindInfo, namespace: Option<&str>) -> String {
     match (kind.scope, namespace) {
         (Scope::Namespaced, Some(ns)) => format!("/registry/{}/{ns}/", kind.plural),
         _ => format!("/registry/{}/", kind.plural),
     }
 }
 
+/// The object as stored, with `resourceVersion` set to `revision`.
+pub(crate) fn at_revision(value: &str, revision: u64) -> Result<Value, ApiError> {
+    let mut obj: Value = serde_json::from_str(value).map_err(unavailable)?;
+    meta_mut(&mut obj).insert("resourceVersion".into(), revision.to_string().into());
+    Ok(obj)
+}
+
 /// The object as stored, with its `resourceVersion`.
 fn with_revision(stored: &Stored) -> Result<Value, ApiError> {
-    let mut obj: Value = serde_json::from_str(&stored.value).map_err(unavailable)?;
-    meta_mut(&mut obj).insert("resourceVersion".into(), stored.mod_revision.to_string().into());
-    Ok(obj)
+    at_revision(&stored.value, stored.mod_revision)
 }
 
 fn meta_mut(obj: &mut Value) -> &mut Map<String, Value> {
@@ -148,16 +290,91 @@ fn meta_str<'a>(obj: &'a Value, field: &str) -> Option<&'a str> {
     obj.get("metadata")?.get(field)?.as_str()
 }
 
+fn meta_field<'a>(obj: &'a Value, field: &str) -> Option<&'a Value> {
+    obj.get("metadata")?.get(field)
+}
+
+fn now() -> String {
+    Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+/// The JSON Schema of each kind, built once.
+fn schema(kind: &KindInfo) -> &'static Value {
+    static SCHEMAS: OnceLock<HashMap<&'static str, Value>> = OnceLock::new();
+    let all =
+        SCHEMAS.get_or_init(|| api::kinds::KINDS.iter().map(|k| (k.kind, (k.schema)().to_value())).collect());
+    &all[kind.kind]
+}
+
+/// Parses a `resourceVersion` this server handed out.
+pub fn parse_revision(rv: &str, field: &str) -> Result<u64, ApiError> {
+    rv.parse()
+        .map_err(|_| ApiError::BadRequest(format!("{field}: {rv:?} is not a resourceVersion of this server")))
+}
+
+/// The revision a non-empty `metadata.resourceVersion` in `obj` asks for.
+fn precondition_in(obj: &Value) -> Result<Option<u64>, ApiError> {
+    match meta_str(obj, "resourceVersion").filter(|s| !s.is_empty()) {
+        Some(rv) => parse_revision(rv, "metadata.resourceVersion").map(Some),
+        None => Ok(None),
+    }
+}
+
+/// A position in a paginated list: the revision it is served at and the last key served.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Continue {
+    rv: u64,
+    start: String,
+}
+
+fn encode_continue(c: &Continue) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(serde_json::to_vec(c).expect("serializable"))
+}
+
+fn decode_continue(token: &str) -> Result<Continue, ApiError> {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(token)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .ok_or_else(|| {
+            ApiError::BadRequest(format!("continue: {token:?} is not a continue token of this server"))
+        })
+}
+
 impl Registry {
     /// A registry on `node`.
     pub fn new(node: RaftNode) -> Self {
-        Self { node }
+        Self { node, stopping: Arc::new(tokio::sync::watch::Sender::new(false)) }
     }
 
-    /// Checks `obj` as an object of `kind` and returns its namespace (defaulted) and name.
-    fn admit(kind: &KindInfo, obj: &mut Value) -> Result<(Option<String>, String), ApiError> {
+    /// The Raft member under this registry.
+    pub fn node(&self) -> &RaftNode {
+        &self.node
+    }
+
+    /// Ends every open watch (the server is stopping).
+    pub fn stop_watches(&self) {
+        self.stopping.send_replace(true);
+    }
+
+    /// A receiver that turns true when the server stops.
+    pub(crate) fn stopping(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.stopping.subscribe()
+    }
+
+    /// Checks `obj` as an object of `kind` (unknown fields per `validation`, then every
+    /// field's type and value) and returns its namespace (defaulted) and name.
+    fn admit(
+        kind: &KindInfo,
+        obj: &mut Value,
+        validation: FieldValidation,
+        warnings: &mut Vec<String>,
+    ) -> Result<(Option<String>, String), ApiError> {
         let label = |o: &Value| meta_str(o, "name").unwrap_or_default().to_owned();
-        match api::manifest::check(obj) {
+        if !obj.is_object() {
+            return Err(ApiError::BadRequest("the object is not a JSON object".into()));
+        }
+        match api::manifest::kind_of(obj) {
             Ok(k) if k.kind == kind.kind => {}
             Ok(k) => {
                 return Err(ApiError::BadRequest(format!(
@@ -168,6 +385,25 @@ impl Registry {
             Err(causes) => {
                 return Err(ApiError::Invalid { kind: kind.kind.into(), name: label(obj), causes });
             }
+        }
+        match validation {
+            FieldValidation::Strict => {
+                let unknown = api::unknown_fields::unknown_fields(schema(kind), obj);
+                if !unknown.is_empty() {
+                    let list: Vec<String> = unknown.iter().map(|p| format!("unknown field {p:?}")).collect();
+                    return Err(ApiError::BadRequest(format!("strict decoding error: {}", list.join(", "))));
+                }
+            }
+            FieldValidation::Warn => {
+                let pruned = api::unknown_fields::prune_unknown_fields(schema(kind), obj);
+                warnings.extend(pruned.iter().map(|p| format!("unknown field {p:?}")));
+            }
+            FieldValidation::Ignore => {
+                api::unknown_fields::prune_unknown_fields(schema(kind), obj);
+            }
+        }
+        if let Err(causes) = (kind.check)(obj) {
+            return Err(ApiError::Invalid { kind: kind.kind.into(), name: label(obj), causes });
         }
         let namespace = match kind.scope {
             Scope::Namespaced => {
@@ -181,11 +417,38 @@ impl Registry {
             Scope::Cluster => None,
         };
         let name = meta_str(obj, "name")
-            .ok_or_else(|| {
-                ApiError::BadRequest("metadata.name is required (generateName is not supported yet)".into())
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| ApiError::Invalid {
+                kind: kind.kind.into(),
+                name: String::new(),
+                causes: vec![api::FieldPath::root().child("metadata").child("name").error("required")],
             })?
             .to_owned();
         Ok((namespace, name))
+    }
+
+    /// Waits until this member may serve `read`.
+    async fn ready_for(&self, read: ReadAt) -> Result<(), ApiError> {
+        match read {
+            ReadAt::Latest => self.node.read_barrier().await.map_err(unavailable),
+            ReadAt::Any | ReadAt::Exact(_) => Ok(()),
+            ReadAt::NotOlderThan(n) => self.wait_for_revision(n).await,
+        }
+    }
+
+    /// Waits (briefly) until this member has applied revision `n`.
+    pub async fn wait_for_revision(&self, n: u64) -> Result<(), ApiError> {
+        let mut applied = self.node.state().subscribe();
+        let reached =
+            tokio::time::timeout(WAIT_FOR_REVISION, applied.wait_for(|&a| a >= n)).await.map(|r| r.map(drop));
+        match reached {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(unavailable("the member is stopping")),
+            Err(_) => Err(ApiError::Timeout(format!(
+                "Too large resource version: {n}, current: {}",
+                *applied.borrow()
+            ))),
+        }
     }
 
     async fn current(&self, key: &str) -> Result<Option<Stored>, ApiError> {
@@ -200,25 +463,40 @@ impl Registry {
 
     /// Creates `obj`. The server sets `uid`, `creationTimestamp`, `generation` and a missing
     /// namespace; `status` is for controllers and is dropped.
-    pub async fn create(&self, kind: &KindInfo, mut obj: Value) -> Result<Value, ApiError> {
-        if meta_str(&obj, "resourceVersion").is_some_and(|rv| !rv.is_empty()) {
+    pub async fn create(
+        &self,
+        kind: &KindInfo,
+        mut obj: Value,
+        opts: &WriteOptions,
+    ) -> Result<Written, ApiError> {
+        if obj.is_object() && meta_str(&obj, "resourceVersion").is_some_and(|rv| !rv.is_empty()) {
             return Err(ApiError::BadRequest(
                 "resourceVersion should not be set on objects to be created".into(),
             ));
         }
-        let (namespace, name) = Self::admit(kind, &mut obj)?;
+        let mut warnings = Vec::new();
+        let (namespace, name) = Self::admit(kind, &mut obj, opts.validation, &mut warnings)?;
         obj.as_object_mut().expect("admitted objects are maps").remove("status");
         let meta = meta_mut(&mut obj);
-        meta.remove("resourceVersion");
+        for server_owned in ["resourceVersion", "deletionTimestamp", "deletionGracePeriodSeconds"] {
+            meta.remove(server_owned);
+        }
         meta.insert("uid".into(), uuid::Uuid::new_v4().to_string().into());
-        meta.insert("creationTimestamp".into(), Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true).into());
+        meta.insert("creationTimestamp".into(), now().into());
         meta.insert("generation".into(), 1.into());
         let key = key(kind, namespace.as_deref(), &name);
+        if opts.dry_run {
+            // What would be: only whether the name is free is left to find out.
+            if self.current(&key).await?.is_some() {
+                return Err(ApiError::AlreadyExists { kind: kind.plural.into(), name });
+            }
+            return Ok(Written { object: obj, created: true, warnings });
+        }
         let op = Op::Put { key, value: obj.to_string(), expect: Expect::Absent };
         match self.commit(vec![op]).await? {
             (revision, Outcome::Applied { .. }) => {
                 meta_mut(&mut obj).insert("resourceVersion".into(), revision.to_string().into());
-                Ok(obj)
+                Ok(Written { object: obj, created: true, warnings })
             }
             (_, Outcome::PreconditionFailed { .. }) => {
                 Err(ApiError::AlreadyExists { kind: kind.plural.into(), name })
@@ -227,112 +505,418 @@ impl Registry {
         }
     }
 
-    /// Reads one object (linearizable).
-    pub async fn get(&self, kind: &KindInfo, namespace: Option<&str>, name: &str) -> Result<Value, ApiError> {
-        match self.current(&key(kind, namespace, name)).await? {
+    /// Reads one object.
+    pub async fn get(
+        &self,
+        kind: &KindInfo,
+        namespace: Option<&str>,
+        name: &str,
+        read: ReadAt,
+    ) -> Result<Value, ApiError> {
+        let not_found = || ApiError::NotFound { kind: kind.plural.into(), name: name.into() };
+        let key = key(kind, namespace, name);
+        if let ReadAt::Exact(rev) = read {
+            let (items, _) = self.list_state(&key, Some(rev))?;
+            let stored = items.into_iter().find(|(k, _)| *k == key).ok_or_else(not_found)?;
+            return with_revision(&stored.1);
+        }
+        self.ready_for(read).await?;
+        match self.node.state().get(&key).map_err(unavailable)? {
             Some(stored) => with_revision(&stored),
-            None => Err(ApiError::NotFound { kind: kind.plural.into(), name: name.into() }),
+            None => Err(not_found()),
         }
     }
 
-    /// Lists the objects of `kind` in `namespace`, or in all namespaces (linearizable).
-    pub async fn list(&self, kind: &KindInfo, namespace: Option<&str>) -> Result<List, ApiError> {
-        self.node.read_barrier().await.map_err(unavailable)?;
-        let (entries, revision) = self.node.state().list(&prefix(kind, namespace)).map_err(unavailable)?;
-        let items = entries.iter().map(|(_, s)| with_revision(s)).collect::<Result<_, _>>()?;
-        Ok(List { items, revision })
+    fn list_state(&self, prefix: &str, at: Option<u64>) -> Result<(Vec<(String, Stored)>, u64), ApiError> {
+        match self.node.state().list_at(prefix, at).map_err(unavailable)? {
+            Ok(found) => Ok(found),
+            Err(compacted) => Err(ApiError::Expired(format!(
+                "The resourceVersion for the provided list is too old (compacted: {compacted})"
+            ))),
+        }
     }
 
-    /// Replaces the spec and metadata of an existing object. A `metadata.resourceVersion` in
-    /// `obj` is a precondition (stale → Conflict); without one the update is unconditional.
-    /// `generation` is bumped when the spec changes; `status` is kept as it is.
-    pub async fn update(&self, kind: &KindInfo, mut obj: Value) -> Result<Value, ApiError> {
-        let (namespace, name) = Self::admit(kind, &mut obj)?;
-        let wanted = match meta_str(&obj, "resourceVersion").filter(|s| !s.is_empty()) {
-            Some(rv) => Some(rv.parse::<u64>().map_err(|_| {
-                ApiError::BadRequest(format!(
-                    "metadata.resourceVersion: {rv:?} is not a resourceVersion of this server"
-                ))
-            })?),
-            None => None,
-        };
-        let key = key(kind, namespace.as_deref(), &name);
-        // Without a precondition, retry if a concurrent writer gets in between our read and
-        // our write: the caller asked for last-writer-wins.
-        for _ in 0..8 {
-            let current = self
-                .current(&key)
-                .await?
-                .ok_or_else(|| ApiError::NotFound { kind: kind.plural.into(), name: name.clone() })?;
-            if wanted.is_some_and(|rv| rv != current.mod_revision) {
-                return Err(ApiError::Conflict { kind: kind.plural.into(), name });
-            }
-            let old: Value = serde_json::from_str(&current.value).map_err(unavailable)?;
-            if meta_str(&obj, "uid").is_some_and(|uid| Some(uid) != meta_str(&old, "uid")) {
-                return Err(ApiError::Conflict { kind: kind.plural.into(), name });
-            }
-            let mut new = obj.clone();
-            let generation =
-                old.get("metadata").and_then(|m| m.get("generation")).and_then(Value::as_i64).unwrap_or(1);
-            let generation = if new.get("spec") == old.get("spec") { generation } else { generation + 1 };
-            let map = new.as_object_mut().expect("admitted objects are maps");
-            match old.get("status") {
-                Some(status) => map.insert("status".into(), status.clone()),
-                None => map.remove("status"),
-            };
-            let meta = meta_mut(&mut new);
-            meta.remove("resourceVersion");
-            for field in ["uid", "creationTimestamp"] {
-                if let Some(v) = old.get("metadata").and_then(|m| m.get(field)) {
-                    meta.insert(field.into(), v.clone());
+    /// Lists the objects of `kind` in `namespace`, or in all namespaces, that the selector
+    /// selects; page by page when `limit` is set, every page at the revision of the first.
+    pub async fn list(
+        &self,
+        kind: &KindInfo,
+        namespace: Option<&str>,
+        opts: &ListOptions,
+    ) -> Result<List, ApiError> {
+        let prefix = prefix(kind, namespace);
+        let (at, start) = match &opts.continue_token {
+            Some(token) => {
+                let c = decode_continue(token)?;
+                if !c.start.starts_with(&prefix) {
+                    return Err(ApiError::BadRequest("continue: the token is for another list".into()));
                 }
+                (Some(c.rv), Some(c.start))
             }
-            meta.insert("generation".into(), generation.into());
-            let op = Op::Put {
-                key: key.clone(),
-                value: new.to_string(),
-                expect: Expect::ModRevision(current.mod_revision),
+            None => {
+                self.ready_for(opts.read).await?;
+                (if let ReadAt::Exact(n) = opts.read { Some(n) } else { None }, None)
+            }
+        };
+        let (entries, revision) = self.list_state(&prefix, at).map_err(|e| match (&e, &opts.continue_token) {
+            (ApiError::Expired(_), Some(_)) => ApiError::Expired(
+                "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter.".into(),
+            ),
+            _ => e,
+        })?;
+        let mut items = Vec::new();
+        let mut last_key = None;
+        let mut matched_after = 0;
+        for (k, stored) in entries {
+            if start.as_deref().is_some_and(|s| k.as_str() <= s) {
+                continue;
+            }
+            let obj = with_revision(&stored)?;
+            if !opts.selector.matches(&obj) {
+                continue;
+            }
+            if opts.limit > 0 && items.len() == opts.limit {
+                matched_after += 1;
+                continue;
+            }
+            last_key = Some(k);
+            items.push(obj);
+        }
+        let continue_token = (matched_after > 0).then(|| {
+            encode_continue(&Continue { rv: revision, start: last_key.expect("a full page has a last key") })
+        });
+        let remaining = continue_token.as_ref().map(|_| matched_after);
+        Ok(List { items, revision, continue_token, remaining })
+    }
+
+    /// Changes an existing object: `change` gets the current object (with its
+    /// `resourceVersion`) and returns what the writer wants; server-owned fields and the part
+    /// not written (`status` for [`Part::Main`], everything else for [`Part::Status`]) are
+    /// then taken from the current object. A `resourceVersion` in what `change` returns, or
+    /// `precondition`, must match the current one (409 otherwise); without one, a concurrent
+    /// change is retried on the new current object (last writer wins).
+    async fn modify(
+        &self,
+        kind: &KindInfo,
+        part: Part,
+        namespace: Option<&str>,
+        name: &str,
+        opts: &WriteOptions,
+        change: impl Fn(Value) -> Result<Value, ApiError>,
+    ) -> Result<Written, ApiError> {
+        let key = key(kind, namespace, name);
+        let not_found = || ApiError::NotFound { kind: kind.plural.into(), name: name.into() };
+        let conflict = || ApiError::Conflict { kind: kind.plural.into(), name: name.into() };
+        for _ in 0..16 {
+            let current = self.current(&key).await?.ok_or_else(not_found)?;
+            let old = with_revision(&current)?;
+            let wanted = change(old.clone())?;
+            if !wanted.is_object() {
+                return Err(ApiError::BadRequest("the object is not a JSON object".into()));
+            }
+            let precondition = precondition_in(&wanted)?;
+            if precondition.is_some_and(|rv| rv != current.mod_revision) {
+                return Err(conflict());
+            }
+            if meta_str(&wanted, "uid").is_some_and(|uid| Some(uid) != meta_str(&old, "uid")) {
+                return Err(conflict());
+            }
+            let mut new = merge_server_owned(part, &old, wanted);
+            let mut warnings = Vec::new();
+            let (ns, new_name) = Self::admit(kind, &mut new, opts.validation, &mut warnings)?;
+            if new_name != name || (namespace.is_some() && ns.as_deref() != namespace) {
+                return Err(ApiError::BadRequest(format!(
+                    "the name or namespace of the object cannot change (the request is for {name:?})"
+                )));
+            }
+            bump_generation(&old, &mut new);
+            meta_mut(&mut new).remove("resourceVersion");
+            let mut unchanged = old.clone();
+            meta_mut(&mut unchanged).remove("resourceVersion");
+            if new == unchanged {
+                // Nothing changed: no write, no new revision (as Kubernetes).
+                return Ok(Written { object: old, created: false, warnings });
+            }
+            let finalized = meta_field(&new, "deletionTimestamp").is_some()
+                && meta_field(&new, "finalizers").and_then(Value::as_array).is_none_or(Vec::is_empty);
+            if opts.dry_run {
+                meta_mut(&mut new).insert("resourceVersion".into(), current.mod_revision.to_string().into());
+                return Ok(Written { object: new, created: false, warnings });
+            }
+            let expect = Expect::ModRevision(current.mod_revision);
+            let op = if finalized {
+                // The last finalizer of an object being deleted is gone: now it goes.
+                Op::Delete { key: key.clone(), expect }
+            } else {
+                Op::Put { key: key.clone(), value: new.to_string(), expect }
             };
             match self.commit(vec![op]).await? {
                 (revision, Outcome::Applied { .. }) => {
                     meta_mut(&mut new).insert("resourceVersion".into(), revision.to_string().into());
-                    return Ok(new);
+                    return Ok(Written { object: new, created: false, warnings });
                 }
-                (_, Outcome::PreconditionFailed { current: None, .. }) => {
-                    return Err(ApiError::NotFound { kind: kind.plural.into(), name });
-                }
-                (_, Outcome::PreconditionFailed { .. }) if wanted.is_none() => continue,
-                (_, Outcome::PreconditionFailed { .. }) => {
-                    return Err(ApiError::Conflict { kind: kind.plural.into(), name });
-                }
+                (_, Outcome::PreconditionFailed { current: None, .. }) => return Err(not_found()),
+                (_, Outcome::PreconditionFailed { .. }) if precondition.is_none() => continue,
+                (_, Outcome::PreconditionFailed { .. }) => return Err(conflict()),
                 (_, other) => return Err(unavailable(format!("unexpected outcome {other:?}"))),
             }
         }
-        Err(ApiError::Conflict { kind: kind.plural.into(), name })
+        Err(conflict())
     }
 
-    /// Deletes an object and returns it as it was. `resource_version` is a precondition.
+    /// Replaces an object (PUT): spec and metadata for [`Part::Main`], status for
+    /// [`Part::Status`]. A `metadata.resourceVersion` in `obj` is a precondition (stale →
+    /// Conflict); without one the update is unconditional.
+    pub async fn update(
+        &self,
+        kind: &KindInfo,
+        part: Part,
+        namespace: Option<&str>,
+        name: &str,
+        obj: Value,
+        opts: &WriteOptions,
+    ) -> Result<Written, ApiError> {
+        self.modify(kind, part, namespace, name, opts, |_| Ok(obj.clone())).await
+    }
+
+    /// Patches an object. Server-side apply creates it when it does not exist.
+    pub async fn patch(
+        &self,
+        kind: &KindInfo,
+        part: Part,
+        namespace: Option<&str>,
+        name: &str,
+        patch: &Patch,
+        opts: &WriteOptions,
+    ) -> Result<Written, ApiError> {
+        let manager = match patch {
+            Patch::Apply(_) => {
+                Some(opts.field_manager.clone().filter(|m| !m.is_empty()).ok_or_else(|| {
+                    ApiError::BadRequest(
+                        "fieldManager is required for apply requests (set ?fieldManager=NAME)".into(),
+                    )
+                })?)
+            }
+            _ => None,
+        };
+        let result = self
+            .modify(kind, part, namespace, name, opts, |mut current| {
+                match patch {
+                    Patch::Merge(p) => patch::merge_patch(&mut current, p),
+                    Patch::Json(p) => {
+                        // A test of resourceVersion must see the current one; a patch that
+                        // does not mention it must not turn it into a precondition.
+                        let rv = meta_str(&current, "resourceVersion").map(str::to_owned);
+                        patch::json_patch(&mut current, p)
+                            .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+                        if meta_str(&current, "resourceVersion").map(str::to_owned) == rv {
+                            meta_mut(&mut current).remove("resourceVersion");
+                        }
+                        return Ok(current);
+                    }
+                    Patch::Apply(config) => {
+                        let manager = manager.as_deref().expect("apply has a manager");
+                        let previous = applied_fields(&current, manager);
+                        meta_mut(&mut current).remove("resourceVersion");
+                        patch::apply(&mut current, config, previous.as_ref());
+                        record_manager(&mut current, manager, config);
+                        return Ok(current);
+                    }
+                }
+                // A merge patch that does not set resourceVersion is unconditional.
+                if let (Patch::Merge(p), Some(meta)) = (patch, current.get_mut("metadata")) {
+                    if p.get("metadata").and_then(|m| m.get("resourceVersion")).is_none() {
+                        meta.as_object_mut().map(|m| m.remove("resourceVersion"));
+                    }
+                }
+                Ok(current)
+            })
+            .await;
+        match (result, patch) {
+            (Err(ApiError::NotFound { .. }), Patch::Apply(config)) if part == Part::Main => {
+                let mut obj = config.clone();
+                if !obj.is_object() {
+                    return Err(ApiError::BadRequest("an apply configuration is an object".into()));
+                }
+                let meta = meta_mut(&mut obj);
+                meta.entry("name").or_insert_with(|| name.into());
+                if let Some(ns) = namespace {
+                    meta.entry("namespace").or_insert_with(|| ns.into());
+                }
+                if meta_str(&obj, "name").is_some_and(|n| n != name) {
+                    return Err(ApiError::BadRequest(format!(
+                        "the name of the object does not match the name on the URL ({name})"
+                    )));
+                }
+                let manager = manager.as_deref().expect("apply has a manager");
+                record_manager(&mut obj, manager, config);
+                self.create(kind, obj, opts).await
+            }
+            (result, _) => result,
+        }
+    }
+
+    /// Deletes an object. With finalizers it is only marked (`deletionTimestamp`) and goes
+    /// when the last finalizer is removed.
     pub async fn delete(
         &self,
         kind: &KindInfo,
         namespace: Option<&str>,
         name: &str,
-        resource_version: Option<u64>,
-    ) -> Result<Value, ApiError> {
+        opts: &DeleteOptions,
+    ) -> Result<Deleted, ApiError> {
         let key = key(kind, namespace, name);
         let not_found = || ApiError::NotFound { kind: kind.plural.into(), name: name.into() };
-        let current = self.current(&key).await?.ok_or_else(not_found)?;
-        if resource_version.is_some_and(|rv| rv != current.mod_revision) {
-            return Err(ApiError::Conflict { kind: kind.plural.into(), name: name.into() });
-        }
-        let expect = Expect::ModRevision(resource_version.unwrap_or(current.mod_revision));
-        match self.commit(vec![Op::Delete { key, expect }]).await? {
-            (_, Outcome::Applied { .. }) => with_revision(&current),
-            (_, Outcome::PreconditionFailed { current: None, .. }) => Err(not_found()),
-            (_, Outcome::PreconditionFailed { .. }) => {
-                Err(ApiError::Conflict { kind: kind.plural.into(), name: name.into() })
+        let conflict = || ApiError::Conflict { kind: kind.plural.into(), name: name.into() };
+        for _ in 0..16 {
+            let current = self.current(&key).await?.ok_or_else(not_found)?;
+            let old = with_revision(&current)?;
+            if opts.resource_version.is_some_and(|rv| rv != current.mod_revision)
+                || opts.uid.as_deref().is_some_and(|uid| Some(uid) != meta_str(&old, "uid"))
+            {
+                return Err(conflict());
             }
-            (_, other) => Err(unavailable(format!("unexpected outcome {other:?}"))),
+            let has_finalizers =
+                meta_field(&old, "finalizers").and_then(Value::as_array).is_some_and(|f| !f.is_empty());
+            let expect = Expect::ModRevision(current.mod_revision);
+            let (op, pending) = if !has_finalizers {
+                (Op::Delete { key: key.clone(), expect }, None)
+            } else if meta_field(&old, "deletionTimestamp").is_some() {
+                return Ok(Deleted::Pending(old));
+            } else {
+                let mut marked = old.clone();
+                let meta = meta_mut(&mut marked);
+                meta.remove("resourceVersion");
+                meta.insert("deletionTimestamp".into(), now().into());
+                meta.insert("deletionGracePeriodSeconds".into(), 0.into());
+                let generation = meta.get("generation").and_then(Value::as_i64).unwrap_or(1);
+                meta.insert("generation".into(), (generation + 1).into());
+                (Op::Put { key: key.clone(), value: marked.to_string(), expect }, Some(marked))
+            };
+            if opts.dry_run {
+                return Ok(match pending {
+                    Some(marked) => Deleted::Pending(marked),
+                    None => Deleted::Gone(old),
+                });
+            }
+            match self.commit(vec![op]).await? {
+                (revision, Outcome::Applied { .. }) => {
+                    return Ok(match pending {
+                        Some(mut marked) => {
+                            meta_mut(&mut marked)
+                                .insert("resourceVersion".into(), revision.to_string().into());
+                            Deleted::Pending(marked)
+                        }
+                        None => Deleted::Gone(old),
+                    });
+                }
+                (_, Outcome::PreconditionFailed { current: None, .. }) => return Err(not_found()),
+                (_, Outcome::PreconditionFailed { .. }) if opts.resource_version.is_none() => continue,
+                (_, Outcome::PreconditionFailed { .. }) => return Err(conflict()),
+                (_, other) => return Err(unavailable(format!("unexpected outcome {other:?}"))),
+            }
+        }
+        Err(conflict())
+    }
+}
+
+/// The object a writer wants, with what it may not write taken from `old`.
+fn merge_server_owned(part: Part, old: &Value, wanted: Value) -> Value {
+    let mut new = match part {
+        Part::Main => {
+            let mut new = wanted;
+            let map = new.as_object_mut().expect("checked by the caller");
+            match old.get("status") {
+                Some(status) => map.insert("status".into(), status.clone()),
+                None => map.remove("status"),
+            };
+            new
+        }
+        Part::Status => {
+            let mut new = old.clone();
+            let map = new.as_object_mut().expect("stored objects are maps");
+            match wanted.get("status") {
+                Some(status) => map.insert("status".into(), status.clone()),
+                None => map.remove("status"),
+            };
+            // The precondition of a status write is the one it carries.
+            match meta_field(&wanted, "resourceVersion") {
+                Some(rv) => meta_mut(&mut new).insert("resourceVersion".into(), rv.clone()),
+                None => meta_mut(&mut new).remove("resourceVersion"),
+            };
+            return new;
+        }
+    };
+    let old_meta = old.get("metadata").and_then(Value::as_object);
+    let meta = meta_mut(&mut new);
+    for field in ["uid", "creationTimestamp", "generation", "deletionTimestamp", "deletionGracePeriodSeconds"]
+    {
+        match old_meta.and_then(|m| m.get(field)) {
+            Some(v) => meta.insert(field.into(), v.clone()),
+            None => meta.remove(field),
+        };
+    }
+    // A writer that does not send managedFields keeps them (as Kubernetes).
+    if !meta.contains_key("managedFields")
+        && let Some(mf) = old_meta.and_then(|m| m.get("managedFields"))
+    {
+        meta.insert("managedFields".into(), mf.clone());
+    }
+    new
+}
+
+/// Bumps `generation` when the spec changed.
+fn bump_generation(old: &Value, new: &mut Value) {
+    let generation = meta_field(old, "generation").and_then(Value::as_i64).unwrap_or(1);
+    let generation = if new.get("spec") == old.get("spec") { generation } else { generation + 1 };
+    meta_mut(new).insert("generation".into(), generation.into());
+}
+
+/// The field set `manager` last applied, from `managedFields`.
+fn applied_fields(obj: &Value, manager: &str) -> Option<Value> {
+    meta_field(obj, "managedFields")?
+        .as_array()?
+        .iter()
+        .find(|e| {
+            e.get("manager").and_then(Value::as_str) == Some(manager)
+                && e.get("operation").and_then(Value::as_str) == Some("Apply")
+        })
+        .and_then(|e| e.get("fieldsV1").cloned())
+}
+
+/// Records in `managedFields` that `manager` applied `config`.
+fn record_manager(obj: &mut Value, manager: &str, config: &Value) {
+    let mut fields = config.clone();
+    if let Some(map) = fields.as_object_mut() {
+        map.remove("apiVersion");
+        map.remove("kind");
+        if let Some(meta) = map.get_mut("metadata").and_then(Value::as_object_mut) {
+            for identity in ["name", "namespace", "resourceVersion", "uid"] {
+                meta.remove(identity);
+            }
+            if meta.is_empty() {
+                map.remove("metadata");
+            }
         }
     }
+    let fields = patch::fields_of(&fields);
+    let is_mine = |e: &Value| {
+        e.get("manager").and_then(Value::as_str) == Some(manager)
+            && e.get("operation").and_then(Value::as_str) == Some("Apply")
+    };
+    let meta = meta_mut(obj);
+    let entries = meta.entry("managedFields").or_insert_with(|| Value::Array(Vec::new()));
+    if !entries.is_array() {
+        *entries = Value::Array(Vec::new());
+    }
+    let list = entries.as_array_mut().expect("made an array above");
+    // The same fields applied again keep their time, so a repeated apply changes nothing.
+    if list.iter().any(|e| is_mine(e) && e.get("fieldsV1") == Some(&fields)) {
+        return;
+    }
+    list.retain(|e| !is_mine(e));
+    list.push(json!({
+        "manager": manager, "operation": "Apply", "apiVersion": api::API_VERSION,
+        "time": now(), "fieldsType": "FieldsV1", "fieldsV1": fields,
+    }));
 }

@@ -1,8 +1,8 @@
 //! The Kubernetes-compatible REST API over the [`Registry`](crate::registry::Registry).
 //!
-//! So far: discovery (`/version`, `/api`, `/apis`, `/apis/univrs.io/v1`), health endpoints, and
-//! get/list/create/update/delete of every kind with `Status` errors. Patch, watch, selectors,
-//! pagination, OpenAPI, tables, TLS and authentication are still to come.
+//! Discovery (`/version`, `/api`, `/apis`, `/apis/univrs.io/v1`), health endpoints, and the
+//! objects of every kind (get, list, watch, create, update, patch, delete, the `status`
+//! subresource) with `Status` errors. TLS and authentication are still to come.
 
 mod discovery;
 mod objects;
@@ -33,17 +33,12 @@ pub fn router(registry: Registry) -> Router {
         .route("/readyz", get(discovery::ok))
         .route("/livez", get(discovery::ok))
         .route(
-            &format!("{v1}/namespaces/{{namespace}}/{{plural}}"),
-            get(objects::list_ns).post(objects::create_ns),
-        )
-        .route(
-            &format!("{v1}/namespaces/{{namespace}}/{{plural}}/{{name}}"),
-            get(objects::get_ns).put(objects::update_ns).delete(objects::delete_ns),
-        )
-        .route(&format!("{v1}/{{plural}}"), get(objects::list_all).post(objects::create_cluster))
-        .route(
-            &format!("{v1}/{{plural}}/{{name}}"),
-            get(objects::get_cluster).put(objects::update_cluster).delete(objects::delete_cluster),
+            &format!("{v1}/{{*rest}}"),
+            get(objects::get)
+                .post(objects::post)
+                .put(objects::put)
+                .patch(objects::patch)
+                .delete(objects::delete),
         )
         .fallback(status::not_found_route)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -56,5 +51,11 @@ pub async fn serve(
     registry: Registry,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(registry)).with_graceful_shutdown(shutdown).await
+    let app = router(registry.clone());
+    let shutdown = async move {
+        shutdown.await;
+        // Open watches would hold the graceful shutdown open for as long as they last.
+        registry.stop_watches();
+    };
+    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
 }

@@ -1,17 +1,38 @@
-//! get, list, create, update and delete of objects.
+//! The object routes: get, list, watch, create, update, patch and delete of every kind, and
+//! the `status` subresource, with the query parameters of the Kubernetes API.
+//!
+//! Paths under `/apis/univrs.io/v1/` are parsed here rather than by the router, so that the
+//! namespaced, cluster-scoped and subresource forms share one set of handlers.
 
+use std::time::Duration;
+
+use api::selector::{FieldSelector, LabelSelector, Selector};
 use api::{KindInfo, Scope};
 use axum::Json;
-use axum::body::Bytes;
-use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::registry::{ApiError, Registry};
+use crate::registry::{
+    ApiError, DeleteOptions, Deleted, FieldValidation, ListOptions, Part, Patch, ReadAt, Registry,
+    WriteOptions, Written, parse_revision,
+};
+use crate::watch::{self, Start, Watch};
 
 type Result<T> = std::result::Result<T, ApiError>;
+
+/// What a path under `/apis/univrs.io/v1/` names.
+#[derive(Debug)]
+struct Target {
+    kind: &'static KindInfo,
+    /// The namespace in the path (`None`: cluster-scoped, or all namespaces).
+    namespace: Option<String>,
+    name: Option<String>,
+    part: Part,
+}
 
 fn kind_of(plural: &str) -> Result<&'static KindInfo> {
     api::kinds::KINDS
@@ -20,30 +41,173 @@ fn kind_of(plural: &str) -> Result<&'static KindInfo> {
         .ok_or_else(|| ApiError::NotFound { kind: "resource".into(), name: plural.into() })
 }
 
-fn namespaced(plural: &str) -> Result<&'static KindInfo> {
+fn parse_target(rest: &str) -> Result<Target> {
+    let segments: Vec<&str> = rest.split('/').collect();
+    let (namespace, rest) = match segments.as_slice() {
+        ["namespaces", ns, rest @ ..] if !rest.is_empty() => (Some((*ns).to_owned()), rest),
+        rest => (None, rest),
+    };
+    let (plural, name, part) = match rest {
+        [plural] => (*plural, None, Part::Main),
+        [plural, name] => (*plural, Some((*name).to_owned()), Part::Main),
+        [plural, name, "status"] => (*plural, Some((*name).to_owned()), Part::Status),
+        _ => return Err(ApiError::NotFound { kind: "resource".into(), name: rest.join("/") }),
+    };
     let kind = kind_of(plural)?;
-    match kind.scope {
-        Scope::Namespaced => Ok(kind),
-        Scope::Cluster => {
-            Err(ApiError::NotFound { kind: "resource".into(), name: format!("namespaces/…/{plural}") })
+    match (kind.scope, &namespace, &name) {
+        (Scope::Cluster, Some(_), _) => {
+            return Err(ApiError::NotFound {
+                kind: "resource".into(),
+                name: format!("namespaces/…/{plural}"),
+            });
+        }
+        (Scope::Namespaced, None, Some(_)) => {
+            return Err(ApiError::BadRequest(format!(
+                "{plural} are namespaced: use /apis/univrs.io/v1/namespaces/NAMESPACE/{plural}/NAME"
+            )));
+        }
+        _ => {}
+    }
+    Ok(Target { kind, namespace, name, part })
+}
+
+impl Target {
+    fn name(&self) -> Result<&str> {
+        self.name
+            .as_deref()
+            .ok_or_else(|| ApiError::BadRequest("this request needs an object name in the path".into()))
+    }
+
+    fn collection(&self) -> Result<()> {
+        match (&self.name, self.kind.scope, &self.namespace) {
+            (None, Scope::Namespaced, None) => Err(ApiError::BadRequest(format!(
+                "create {} in a namespace: POST /apis/univrs.io/v1/namespaces/NAMESPACE/{}",
+                self.kind.plural, self.kind.plural
+            ))),
+            (None, _, _) => Ok(()),
+            (Some(_), _, _) => Err(method_not_allowed("POST to an object: use PUT or PATCH")),
         }
     }
 }
 
-fn cluster(plural: &str) -> Result<&'static KindInfo> {
-    let kind = kind_of(plural)?;
-    match kind.scope {
-        Scope::Cluster => Ok(kind),
-        Scope::Namespaced => {
-            Err(ApiError::BadRequest(format!("{plural} are namespaced: use /namespaces/NAMESPACE/{plural}")))
+fn method_not_allowed(msg: &str) -> ApiError {
+    ApiError::BadRequest(format!("the method is not allowed here: {msg}"))
+}
+
+/// The query parameters of the Kubernetes API, all as text: each is parsed where it is used,
+/// so a bad value gets an error that names it. Unknown parameters are ignored, as Kubernetes
+/// does (`pretty`, `timeout`, …).
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Query {
+    watch: Option<String>,
+    resource_version: Option<String>,
+    resource_version_match: Option<String>,
+    label_selector: Option<String>,
+    field_selector: Option<String>,
+    limit: Option<String>,
+    #[serde(rename = "continue")]
+    continue_token: Option<String>,
+    allow_watch_bookmarks: Option<String>,
+    timeout_seconds: Option<String>,
+    send_initial_events: Option<String>,
+    dry_run: Option<String>,
+    field_validation: Option<String>,
+    field_manager: Option<String>,
+    propagation_policy: Option<String>,
+}
+
+fn nonempty(v: &Option<String>) -> Option<&str> {
+    v.as_deref().filter(|s| !s.is_empty())
+}
+
+fn parse_bool(v: &Option<String>, name: &str) -> Result<bool> {
+    match nonempty(v) {
+        None | Some("0" | "false" | "False") => Ok(false),
+        Some("1" | "true" | "True") => Ok(true),
+        Some(other) => {
+            Err(ApiError::BadRequest(format!("{name}: {other:?} is not a boolean (true or false)")))
         }
     }
 }
 
-/// Parses a JSON body and checks the namespace and name it names against the URL.
-fn body(bytes: &Bytes, namespace: Option<&str>, name: Option<&str>) -> Result<Value> {
-    let mut obj: Value = serde_json::from_slice(bytes)
-        .map_err(|e| ApiError::BadRequest(format!("the request body is not a JSON object: {e}")))?;
+impl Query {
+    fn parse(raw: Option<&str>) -> Result<Self> {
+        // Tolerate what real clients send: kube-rs sends `?&…`, others repeat separators.
+        let raw = raw.unwrap_or_default();
+        serde_urlencoded::from_str(raw)
+            .map_err(|e| ApiError::BadRequest(format!("the query {raw:?} is malformed: {e}")))
+    }
+
+    fn write_options(&self) -> Result<WriteOptions> {
+        let dry_run = match nonempty(&self.dry_run) {
+            None => false,
+            Some("All") => true,
+            Some(other) => {
+                return Err(ApiError::BadRequest(format!("dryRun: {other:?} is not supported (only All)")));
+            }
+        };
+        let validation = match nonempty(&self.field_validation) {
+            None | Some("Strict") => FieldValidation::Strict,
+            Some("Warn") => FieldValidation::Warn,
+            Some("Ignore") => FieldValidation::Ignore,
+            Some(other) => {
+                return Err(ApiError::BadRequest(format!(
+                    "fieldValidation: {other:?} is not one of Strict, Warn, Ignore"
+                )));
+            }
+        };
+        Ok(WriteOptions { dry_run, validation, field_manager: self.field_manager.clone() })
+    }
+
+    fn selector(&self) -> Result<Selector> {
+        let bad = |e: api::selector::SelectorError| ApiError::BadRequest(e.to_string());
+        Ok(Selector {
+            labels: LabelSelector::parse(nonempty(&self.label_selector).unwrap_or_default()).map_err(bad)?,
+            fields: FieldSelector::parse(nonempty(&self.field_selector).unwrap_or_default()).map_err(bad)?,
+        })
+    }
+
+    /// The state a get or list reads, from `resourceVersion` and `resourceVersionMatch`.
+    fn read_at(&self) -> Result<ReadAt> {
+        let rv = nonempty(&self.resource_version);
+        match (rv, nonempty(&self.resource_version_match)) {
+            (None, None) => Ok(ReadAt::Latest),
+            (None, Some(m)) => {
+                Err(ApiError::BadRequest(format!("resourceVersionMatch={m} needs a resourceVersion")))
+            }
+            (Some("0"), None | Some("NotOlderThan")) => Ok(ReadAt::Any),
+            (Some(rv), None | Some("NotOlderThan")) => {
+                Ok(ReadAt::NotOlderThan(parse_revision(rv, "resourceVersion")?))
+            }
+            (Some(rv), Some("Exact")) => Ok(ReadAt::Exact(parse_revision(rv, "resourceVersion")?)),
+            (_, Some(m)) => Err(ApiError::BadRequest(format!(
+                "resourceVersionMatch: {m:?} is not one of NotOlderThan, Exact"
+            ))),
+        }
+    }
+
+    fn list_options(&self) -> Result<ListOptions> {
+        let limit = match nonempty(&self.limit) {
+            None => 0,
+            Some(l) => l
+                .parse::<i64>()
+                .map_err(|_| ApiError::BadRequest(format!("limit: {l:?} is not a number")))?
+                .max(0) as usize,
+        };
+        Ok(ListOptions {
+            selector: self.selector()?,
+            limit,
+            continue_token: nonempty(&self.continue_token).map(str::to_owned),
+            read: self.read_at()?,
+        })
+    }
+}
+
+/// Parses a JSON (or YAML) request body into an object and checks the namespace and name it
+/// names against the path.
+fn body(bytes: &Bytes, headers: &HeaderMap, target: &Target) -> Result<Value> {
+    let mut obj = parse_body(bytes, headers)?;
     let meta = obj
         .as_object_mut()
         .ok_or_else(|| ApiError::BadRequest("the request body is not a JSON object".into()))?
@@ -51,10 +215,10 @@ fn body(bytes: &Bytes, namespace: Option<&str>, name: Option<&str>) -> Result<Va
         .or_insert_with(|| json!({}));
     let meta =
         meta.as_object_mut().ok_or_else(|| ApiError::BadRequest("metadata must be an object".into()))?;
-    if let Some(ns) = namespace {
+    if let Some(ns) = &target.namespace {
         match meta.get("namespace").and_then(Value::as_str) {
             None | Some("") => {
-                meta.insert("namespace".into(), ns.into());
+                meta.insert("namespace".into(), ns.clone().into());
             }
             Some(other) if other != ns => {
                 return Err(ApiError::BadRequest(format!(
@@ -64,7 +228,7 @@ fn body(bytes: &Bytes, namespace: Option<&str>, name: Option<&str>) -> Result<Va
             Some(_) => {}
         }
     }
-    if let Some(name) = name
+    if let Some(name) = &target.name
         && meta.get("name").and_then(Value::as_str) != Some(name)
     {
         return Err(ApiError::BadRequest(format!(
@@ -74,22 +238,211 @@ fn body(bytes: &Bytes, namespace: Option<&str>, name: Option<&str>) -> Result<Va
     Ok(obj)
 }
 
-fn list_response(kind: &KindInfo, list: crate::registry::List) -> Response {
-    Json(json!({
-        "apiVersion": api::API_VERSION,
-        "kind": format!("{}List", kind.kind),
-        "metadata": { "resourceVersion": list.revision.to_string() },
-        "items": list.items,
-    }))
-    .into_response()
+fn content_type(headers: &HeaderMap) -> &str {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(str::trim)
+        .unwrap_or("application/json")
 }
 
-/// Delete options and preconditions, from the body or the query.
+fn parse_body(bytes: &Bytes, headers: &HeaderMap) -> Result<Value> {
+    let text = std::str::from_utf8(bytes)
+        .map_err(|e| ApiError::BadRequest(format!("the request body is not UTF-8: {e}")))?;
+    if content_type(headers).ends_with("yaml") {
+        return parse_yaml(text);
+    }
+    serde_json::from_str(text)
+        .map_err(|e| ApiError::BadRequest(format!("the request body is not valid JSON: {e}")))
+}
+
+fn parse_yaml(text: &str) -> Result<Value> {
+    let mut docs = api::manifest::parse_documents(text)
+        .map_err(|e| ApiError::BadRequest(format!("the request body is not valid YAML: {}", e.located())))?;
+    match docs.len() {
+        1 => Ok(docs.remove(0)),
+        n => Err(ApiError::BadRequest(format!("the request body must be one document, not {n}"))),
+    }
+}
+
+/// A response with the object and `Warning` headers.
+fn written(code: StatusCode, w: Written) -> Response {
+    let mut response = (code, Json(w.object)).into_response();
+    for warning in w.warnings {
+        let text = format!("299 - {:?}", warning);
+        if let Ok(v) = HeaderValue::from_str(&text) {
+            response.headers_mut().append(header::WARNING, v);
+        }
+    }
+    response
+}
+
+/// `GET`: one object, a list, or a watch.
+pub async fn get(
+    State(reg): State<Registry>,
+    Path(rest): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response> {
+    let target = parse_target(&rest)?;
+    let query = Query::parse(raw.as_deref())?;
+    let ns = target.namespace.as_deref();
+    if let Some(name) = &target.name {
+        let obj = reg.get(target.kind, ns, name, query.read_at()?).await?;
+        return Ok(Json(obj).into_response());
+    }
+    if parse_bool(&query.watch, "watch")? {
+        return start_watch(&reg, &target, &query);
+    }
+    let list = reg.list(target.kind, ns, &query.list_options()?).await?;
+    let mut metadata = json!({ "resourceVersion": list.revision.to_string() });
+    if let Some(token) = &list.continue_token {
+        metadata["continue"] = token.clone().into();
+        metadata["remainingItemCount"] = list.remaining.unwrap_or(0).into();
+    }
+    Ok(Json(json!({
+        "apiVersion": api::API_VERSION,
+        "kind": format!("{}List", target.kind.kind),
+        "metadata": metadata,
+        "items": list.items,
+    }))
+    .into_response())
+}
+
+/// A watch's length when the client does not say: 30 to 60 minutes, spread so that the
+/// watches of many clients do not all end at once.
+fn default_watch_timeout() -> Duration {
+    let jitter = uuid::Uuid::new_v4().as_u128() % 1800;
+    Duration::from_secs(1800 + jitter as u64)
+}
+
+fn start_watch(reg: &Registry, target: &Target, query: &Query) -> Result<Response> {
+    let send_initial = match nonempty(&query.send_initial_events) {
+        None => None,
+        Some(_) => Some(parse_bool(&query.send_initial_events, "sendInitialEvents")?),
+    };
+    let bookmarks = parse_bool(&query.allow_watch_bookmarks, "allowWatchBookmarks")?;
+    let (start, initial_events) = match nonempty(&query.resource_version) {
+        None | Some("0") => (Start::Now, send_initial.unwrap_or(true)),
+        Some(rv) => (Start::After(parse_revision(rv, "resourceVersion")?), send_initial.unwrap_or(false)),
+    };
+    if send_initial == Some(true) && !bookmarks {
+        return Err(ApiError::BadRequest("sendInitialEvents=true needs allowWatchBookmarks=true".into()));
+    }
+    let timeout = match nonempty(&query.timeout_seconds) {
+        None => default_watch_timeout(),
+        Some(t) => Duration::from_secs(
+            t.parse::<u64>()
+                .map_err(|_| ApiError::BadRequest(format!("timeoutSeconds: {t:?} is not a number")))?,
+        ),
+    };
+    let events = watch::start(
+        reg,
+        Watch {
+            kind: target.kind,
+            namespace: target.namespace.clone(),
+            selector: query.selector()?,
+            start,
+            initial_events,
+            initial_events_end: send_initial == Some(true),
+            bookmarks,
+            timeout,
+        },
+    );
+    let lines = futures_util::stream::unfold(events, |mut events| async move {
+        let event = events.recv().await?;
+        let mut line = serde_json::to_vec(&json!({ "type": event.kind, "object": event.object }))
+            .expect("events serialize");
+        line.push(b'\n');
+        Some((Ok::<_, std::convert::Infallible>(Bytes::from(line)), events))
+    });
+    Ok(Response::builder()
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::CACHE_CONTROL, "no-cache, private")
+        .body(Body::from_stream(lines))
+        .expect("a valid response"))
+}
+
+/// `POST`: create.
+pub async fn post(
+    State(reg): State<Registry>,
+    Path(rest): Path<String>,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
+    bytes: Bytes,
+) -> Result<Response> {
+    let target = parse_target(&rest)?;
+    target.collection()?;
+    let opts = Query::parse(raw.as_deref())?.write_options()?;
+    let created = reg.create(target.kind, body(&bytes, &headers, &target)?, &opts).await?;
+    Ok(written(StatusCode::CREATED, created))
+}
+
+/// `PUT`: replace an object or its status.
+pub async fn put(
+    State(reg): State<Registry>,
+    Path(rest): Path<String>,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
+    bytes: Bytes,
+) -> Result<Response> {
+    let target = parse_target(&rest)?;
+    let opts = Query::parse(raw.as_deref())?.write_options()?;
+    let obj = body(&bytes, &headers, &target)?;
+    let ns = target.namespace.as_deref();
+    let updated = reg.update(target.kind, target.part, ns, target.name()?, obj, &opts).await?;
+    Ok(written(StatusCode::OK, updated))
+}
+
+/// `PATCH`: merge patch, JSON patch or server-side apply, of an object or its status.
+pub async fn patch(
+    State(reg): State<Registry>,
+    Path(rest): Path<String>,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
+    bytes: Bytes,
+) -> Result<Response> {
+    let target = parse_target(&rest)?;
+    let opts = Query::parse(raw.as_deref())?.write_options()?;
+    let text = std::str::from_utf8(&bytes)
+        .map_err(|e| ApiError::BadRequest(format!("the patch is not UTF-8: {e}")))?;
+    let json = || {
+        serde_json::from_str::<Value>(text)
+            .map_err(|e| ApiError::BadRequest(format!("the patch is not valid JSON: {e}")))
+    };
+    let patch = match content_type(&headers) {
+        "application/merge-patch+json" => Patch::Merge(json()?),
+        "application/json-patch+json" => Patch::Json(json()?),
+        // JSON is YAML: clients that send JSON as an apply patch are served too.
+        "application/apply-patch+yaml" => Patch::Apply(parse_yaml(text)?),
+        "application/strategic-merge-patch+json" => {
+            return Err(ApiError::UnsupportedMediaType(
+                "strategic merge patch is not supported for univrs kinds: use --type=merge or --type=json"
+                    .into(),
+            ));
+        }
+        other => {
+            return Err(ApiError::UnsupportedMediaType(format!(
+                "the patch content type {other:?} is not one of application/merge-patch+json, application/json-patch+json, application/apply-patch+yaml"
+            )));
+        }
+    };
+    let ns = target.namespace.as_deref();
+    let result = reg.patch(target.kind, target.part, ns, target.name()?, &patch, &opts).await?;
+    let code = if result.created { StatusCode::CREATED } else { StatusCode::OK };
+    Ok(written(code, result))
+}
+
+/// `DeleteOptions`, from the body.
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct DeleteOptions {
+struct DeleteBody {
     #[serde(default)]
     preconditions: Option<Preconditions>,
+    #[serde(default)]
+    dry_run: Option<Vec<String>>,
+    #[serde(default)]
+    propagation_policy: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -97,111 +450,55 @@ struct DeleteOptions {
 struct Preconditions {
     #[serde(default)]
     resource_version: Option<String>,
+    #[serde(default)]
+    uid: Option<String>,
 }
 
-async fn delete(
-    reg: &Registry,
-    kind: &KindInfo,
-    ns: Option<&str>,
-    name: &str,
-    bytes: &Bytes,
+/// `DELETE`: delete an object (or mark it, while finalizers hold it).
+pub async fn delete(
+    State(reg): State<Registry>,
+    Path(rest): Path<String>,
+    RawQuery(raw): RawQuery,
+    bytes: Bytes,
 ) -> Result<Response> {
-    let options: DeleteOptions = if bytes.is_empty() {
-        DeleteOptions::default()
+    let target = parse_target(&rest)?;
+    if target.part == Part::Status {
+        return Err(method_not_allowed("the status subresource cannot be deleted"));
+    }
+    let query = Query::parse(raw.as_deref())?;
+    let options: DeleteBody = if bytes.iter().all(u8::is_ascii_whitespace) {
+        DeleteBody::default()
     } else {
-        serde_json::from_slice(bytes).map_err(|e| ApiError::BadRequest(format!("DeleteOptions: {e}")))?
+        serde_json::from_slice(&bytes).map_err(|e| ApiError::BadRequest(format!("DeleteOptions: {e}")))?
     };
-    let rv = match options.preconditions.and_then(|p| p.resource_version) {
-        Some(rv) => Some(
-            rv.parse().map_err(|_| ApiError::BadRequest(format!("preconditions.resourceVersion {rv:?}")))?,
-        ),
-        None => None,
+    let dry_run = query.write_options()?.dry_run
+        || options.dry_run.as_ref().is_some_and(|d| d.iter().any(|x| x == "All"));
+    // Dependents are collected by the garbage collector whatever the policy; the policy is
+    // checked so that a typo is not silently taken for another.
+    if let Some(p) = options.propagation_policy.as_deref().or(nonempty(&query.propagation_policy))
+        && !matches!(p, "Orphan" | "Background" | "Foreground")
+    {
+        return Err(ApiError::BadRequest(format!(
+            "propagationPolicy: {p:?} is not one of Orphan, Background, Foreground"
+        )));
+    }
+    let preconditions = options.preconditions.unwrap_or_default();
+    let opts = DeleteOptions {
+        resource_version: preconditions
+            .resource_version
+            .filter(|rv| !rv.is_empty())
+            .map(|rv| parse_revision(&rv, "preconditions.resourceVersion"))
+            .transpose()?,
+        uid: preconditions.uid.filter(|u| !u.is_empty()),
+        dry_run,
     };
-    let deleted = reg.delete(kind, ns, name, rv).await?;
-    Ok(Json(json!({
-        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
-        "details": { "name": name, "group": api::GROUP, "kind": kind.plural, "uid": deleted["metadata"]["uid"] },
-    }))
-    .into_response())
-}
-
-pub async fn list_ns(
-    State(reg): State<Registry>,
-    Path((ns, plural)): Path<(String, String)>,
-) -> Result<Response> {
-    let kind = namespaced(&plural)?;
-    Ok(list_response(kind, reg.list(kind, Some(&ns)).await?))
-}
-
-pub async fn list_all(State(reg): State<Registry>, Path(plural): Path<String>) -> Result<Response> {
-    let kind = kind_of(&plural)?;
-    Ok(list_response(kind, reg.list(kind, None).await?))
-}
-
-pub async fn create_ns(
-    State(reg): State<Registry>,
-    Path((ns, plural)): Path<(String, String)>,
-    bytes: Bytes,
-) -> Result<Response> {
-    let kind = namespaced(&plural)?;
-    let created = reg.create(kind, body(&bytes, Some(&ns), None)?).await?;
-    Ok((StatusCode::CREATED, Json(created)).into_response())
-}
-
-pub async fn create_cluster(
-    State(reg): State<Registry>,
-    Path(plural): Path<String>,
-    bytes: Bytes,
-) -> Result<Response> {
-    let kind = cluster(&plural)?;
-    let created = reg.create(kind, body(&bytes, None, None)?).await?;
-    Ok((StatusCode::CREATED, Json(created)).into_response())
-}
-
-pub async fn get_ns(
-    State(reg): State<Registry>,
-    Path((ns, plural, name)): Path<(String, String, String)>,
-) -> Result<Json<Value>> {
-    Ok(Json(reg.get(namespaced(&plural)?, Some(&ns), &name).await?))
-}
-
-pub async fn get_cluster(
-    State(reg): State<Registry>,
-    Path((plural, name)): Path<(String, String)>,
-) -> Result<Json<Value>> {
-    Ok(Json(reg.get(cluster(&plural)?, None, &name).await?))
-}
-
-pub async fn update_ns(
-    State(reg): State<Registry>,
-    Path((ns, plural, name)): Path<(String, String, String)>,
-    bytes: Bytes,
-) -> Result<Json<Value>> {
-    let kind = namespaced(&plural)?;
-    Ok(Json(reg.update(kind, body(&bytes, Some(&ns), Some(&name))?).await?))
-}
-
-pub async fn update_cluster(
-    State(reg): State<Registry>,
-    Path((plural, name)): Path<(String, String)>,
-    bytes: Bytes,
-) -> Result<Json<Value>> {
-    let kind = cluster(&plural)?;
-    Ok(Json(reg.update(kind, body(&bytes, None, Some(&name))?).await?))
-}
-
-pub async fn delete_ns(
-    State(reg): State<Registry>,
-    Path((ns, plural, name)): Path<(String, String, String)>,
-    bytes: Bytes,
-) -> Result<Response> {
-    delete(&reg, namespaced(&plural)?, Some(&ns), &name, &bytes).await
-}
-
-pub async fn delete_cluster(
-    State(reg): State<Registry>,
-    Path((plural, name)): Path<(String, String)>,
-    bytes: Bytes,
-) -> Result<Response> {
-    delete(&reg, cluster(&plural)?, None, &name, &bytes).await
+    let name = target.name()?;
+    match reg.delete(target.kind, target.namespace.as_deref(), name, &opts).await? {
+        Deleted::Gone(old) => Ok(Json(json!({
+            "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
+            "details": { "name": name, "group": api::GROUP, "kind": target.kind.plural, "uid": old["metadata"]["uid"] },
+        }))
+        .into_response()),
+        Deleted::Pending(obj) => Ok((StatusCode::ACCEPTED, Json(obj)).into_response()),
+    }
 }

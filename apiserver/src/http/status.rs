@@ -31,7 +31,11 @@ impl IntoResponse for ApiError {
                     "reason": "FieldValueInvalid", "message": c.message, "field": c.path,
                 })).collect::<Vec<_>>(),
             }),
-            ApiError::BadRequest(_) | ApiError::Unavailable(_) => json!({}),
+            ApiError::BadRequest(_)
+            | ApiError::Expired(_)
+            | ApiError::UnsupportedMediaType(_)
+            | ApiError::Timeout(_)
+            | ApiError::Unavailable(_) => json!({}),
         };
         failure(self.code(), self.reason(), &message, details)
     }

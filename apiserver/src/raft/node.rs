@@ -20,6 +20,7 @@ use openraft::raft::{
 };
 use openraft::{BasicNode, Config, Raft, ServerState, SnapshotPolicy};
 
+use super::history::Retention;
 use super::{LogStore, NodeId, Request, Response, StateMachine, TypeConfig};
 
 /// Why a member could not start.
@@ -61,19 +62,26 @@ pub struct Options {
     pub snapshot_every: u64,
     /// Entries kept in the log behind a snapshot, for slow followers.
     pub keep_behind_snapshot: u64,
+    /// How much change history (for watches) is kept.
+    pub history: Retention,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Self { snapshot_every: 10_000, keep_behind_snapshot: 1_000 }
+        Self { snapshot_every: 10_000, keep_behind_snapshot: 1_000, history: Retention::default() }
     }
 }
+
+/// How often old history is dropped.
+const COMPACT_HISTORY_EVERY: Duration = Duration::from_secs(10);
 
 /// A running member.
 #[derive(Clone)]
 pub struct RaftNode {
     raft: Raft<TypeConfig>,
     state: StateMachine,
+    /// Drops old history now and then; aborted when the member shuts down.
+    compactor: Arc<tokio::task::JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for RaftNode {
@@ -119,7 +127,8 @@ impl RaftNode {
             .state(ServerState::Leader, "single voter becomes leader")
             .await
             .map_err(|e| StartError::Raft(e.to_string()))?;
-        Ok(Self { raft, state })
+        let compactor = tokio::spawn(compact_history(state.clone(), options.history));
+        Ok(Self { raft, state, compactor: Arc::new(compactor) })
     }
 
     /// Commits `request` through Raft and returns what applying it did.
@@ -175,7 +184,26 @@ impl RaftNode {
 
     /// Stops the member; its data stays for the next start.
     pub async fn shutdown(&self) {
+        self.compactor.abort();
         let _ = self.raft.shutdown().await;
+    }
+}
+
+/// Drops history older than `retention` allows, every [`COMPACT_HISTORY_EVERY`].
+async fn compact_history(state: StateMachine, retention: Retention) {
+    let mut tick = tokio::time::interval(COMPACT_HISTORY_EVERY);
+    loop {
+        tick.tick().await;
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let state = state.clone();
+        // redb blocks: keep it off the async workers.
+        if let Ok(Err(e)) =
+            tokio::task::spawn_blocking(move || state.compact_history(retention, now_ms)).await
+        {
+            eprintln!("warning: cannot compact the watch history: {e}");
+        }
     }
 }
 
