@@ -477,6 +477,7 @@ impl Registry {
         let mut warnings = Vec::new();
         let (namespace, name) = Self::admit(kind, &mut obj, opts.validation, &mut warnings)?;
         obj.as_object_mut().expect("admitted objects are maps").remove("status");
+        drop_empty_metadata(&mut obj);
         let meta = meta_mut(&mut obj);
         for server_owned in ["resourceVersion", "deletionTimestamp", "deletionGracePeriodSeconds"] {
             meta.remove(server_owned);
@@ -622,6 +623,7 @@ impl Registry {
                 return Err(conflict());
             }
             let mut new = merge_server_owned(part, &old, wanted);
+            drop_empty_metadata(&mut new);
             let mut warnings = Vec::new();
             let (ns, new_name) = Self::admit(kind, &mut new, opts.validation, &mut warnings)?;
             if new_name != name || (namespace.is_some() && ns.as_deref() != namespace) {
@@ -701,18 +703,12 @@ impl Registry {
         };
         let result = self
             .modify(kind, part, namespace, name, opts, |mut current| {
+                let read_rv = meta_str(&current, "resourceVersion").map(str::to_owned);
                 match patch {
                     Patch::Merge(p) => patch::merge_patch(&mut current, p),
                     Patch::Json(p) => {
-                        // A test of resourceVersion must see the current one; a patch that
-                        // does not mention it must not turn it into a precondition.
-                        let rv = meta_str(&current, "resourceVersion").map(str::to_owned);
                         patch::json_patch(&mut current, p)
                             .map_err(|e| ApiError::BadRequest(e.to_string()))?;
-                        if meta_str(&current, "resourceVersion").map(str::to_owned) == rv {
-                            meta_mut(&mut current).remove("resourceVersion");
-                        }
-                        return Ok(current);
                     }
                     Patch::Apply(config) => {
                         let manager = manager.as_deref().expect("apply has a manager");
@@ -720,14 +716,11 @@ impl Registry {
                         meta_mut(&mut current).remove("resourceVersion");
                         patch::apply(&mut current, config, previous.as_ref());
                         record_manager(&mut current, manager, config);
-                        return Ok(current);
                     }
                 }
-                // A merge patch that does not set resourceVersion is unconditional.
-                if let (Patch::Merge(p), Some(meta)) = (patch, current.get_mut("metadata")) {
-                    if p.get("metadata").and_then(|m| m.get("resourceVersion")).is_none() {
-                        meta.as_object_mut().map(|m| m.remove("resourceVersion"));
-                    }
+                // The revision read here is not a precondition: only one the patch sets is.
+                if meta_str(&current, "resourceVersion").map(str::to_owned) == read_rv {
+                    meta_mut(&mut current).remove("resourceVersion");
                 }
                 Ok(current)
             })
@@ -863,6 +856,24 @@ fn merge_server_owned(part: Part, old: &Value, wanted: Value) -> Value {
         meta.insert("managedFields".into(), mf.clone());
     }
     new
+}
+
+/// Removes metadata collections left empty (a patch that removes the last finalizer or
+/// annotation), as Kubernetes does not keep them either. `labels` stay as written: an empty
+/// label map is part of what a signature covers, an empty annotation map is not.
+fn drop_empty_metadata(obj: &mut Value) {
+    let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) else { return };
+    for field in ["annotations", "finalizers", "ownerReferences", "managedFields"] {
+        let empty = match meta.get(field) {
+            Some(Value::Object(m)) => m.is_empty(),
+            Some(Value::Array(a)) => a.is_empty(),
+            Some(Value::Null) => true,
+            _ => false,
+        };
+        if empty {
+            meta.remove(field);
+        }
+    }
 }
 
 /// Bumps `generation` when the spec changed.

@@ -13,7 +13,7 @@ fn put(key: &str, value: &str, expect: Expect) -> Request {
 
 /// Small snapshot interval so that log compaction happens during the test.
 fn options() -> Options {
-    Options { snapshot_every: 50, keep_behind_snapshot: 10 }
+    Options { snapshot_every: 50, keep_behind_snapshot: 10, ..Options::default() }
 }
 
 async fn start(dir: &Path) -> RaftNode {

@@ -163,3 +163,188 @@ async fn a_stored_signed_manifest_still_verifies() {
     api::signing::verify(&updated).expect("an update that changes nothing signed keeps it valid");
     api::signing::verify(&reg.read(wl, "signed").await.unwrap()).unwrap();
 }
+
+fn merge(v: Value) -> apiserver::registry::Patch {
+    apiserver::registry::Patch::Merge(v)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_and_spec_are_written_separately() {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = registry(dir.path()).await;
+    let wl = by_kind("Workload").unwrap();
+    let opts = WriteOptions::default();
+    reg.make(wl, workload("web", 1)).await.unwrap();
+
+    let status = json!({ "status": { "replicas": 1, "readyReplicas": 1 }, "spec": { "replicas": 9 } });
+    let w = reg.patch(wl, Part::Status, Some("default"), "web", &merge(status), &opts).await.unwrap();
+    assert_eq!(w.object["status"]["readyReplicas"], 1);
+    assert_eq!(w.object["spec"]["replicas"], 1, "a status write changed the spec");
+    assert_eq!(w.object["metadata"]["generation"], 1, "a status write bumped the generation");
+
+    let spec = json!({ "spec": { "replicas": 2 }, "status": { "readyReplicas": 0 } });
+    let w = reg.patch(wl, Part::Main, Some("default"), "web", &merge(spec), &opts).await.unwrap();
+    assert_eq!(w.object["spec"]["replicas"], 2);
+    assert_eq!(w.object["status"]["readyReplicas"], 1, "a spec write changed the status");
+    assert_eq!(w.object["metadata"]["generation"], 2);
+
+    // A write that changes nothing makes no revision.
+    let before = reg.read(wl, "web").await.unwrap();
+    let w = reg
+        .patch(wl, Part::Main, Some("default"), "web", &merge(json!({"spec": {"replicas": 2}})), &opts)
+        .await
+        .unwrap();
+    assert_eq!(w.object["metadata"]["resourceVersion"], before["metadata"]["resourceVersion"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finalizers_hold_a_deleted_object_until_the_last_is_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = registry(dir.path()).await;
+    let wl = by_kind("Workload").unwrap();
+    let opts = WriteOptions::default();
+    let mut obj = workload("held", 1);
+    obj["metadata"]["finalizers"] = json!(["a.example/x", "b.example/y"]);
+    reg.make(wl, obj).await.unwrap();
+
+    let pending = reg.delete(wl, Some("default"), "held", &DeleteOptions::default()).await.unwrap();
+    let Deleted::Pending(pending) = pending else { panic!("deleted despite finalizers") };
+    assert!(pending["metadata"]["deletionTimestamp"].is_string());
+    // Deleting again changes nothing.
+    let Deleted::Pending(again) =
+        reg.delete(wl, Some("default"), "held", &DeleteOptions::default()).await.unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(again["metadata"]["resourceVersion"], pending["metadata"]["resourceVersion"]);
+
+    let one = merge(json!({ "metadata": { "finalizers": ["b.example/y"] } }));
+    reg.patch(wl, Part::Main, Some("default"), "held", &one, &opts).await.unwrap();
+    assert!(reg.read(wl, "held").await.is_ok(), "went with a finalizer left");
+    let none = apiserver::registry::Patch::Json(json!([{ "op": "remove", "path": "/metadata/finalizers" }]));
+    reg.patch(wl, Part::Main, Some("default"), "held", &none, &opts).await.unwrap();
+    assert!(matches!(reg.read(wl, "held").await, Err(ApiError::NotFound { .. })));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_side_apply_creates_merges_and_records_the_manager() {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = registry(dir.path()).await;
+    let wl = by_kind("Workload").unwrap();
+    let apply = |v: Value| apiserver::registry::Patch::Apply(v);
+    let opts = WriteOptions { field_manager: Some("gitops".into()), ..Default::default() };
+
+    let missing = reg
+        .patch(wl, Part::Main, Some("default"), "web", &apply(workload("web", 1)), &WriteOptions::default())
+        .await;
+    assert!(matches!(missing, Err(ApiError::BadRequest(m)) if m.contains("fieldManager")));
+
+    let created =
+        reg.patch(wl, Part::Main, Some("default"), "web", &apply(workload("web", 1)), &opts).await.unwrap();
+    assert!(created.created);
+    let managers = &created.object["metadata"]["managedFields"];
+    assert_eq!(managers[0]["manager"], "gitops");
+    assert_eq!(managers[0]["operation"], "Apply");
+    assert!(managers[0]["fieldsV1"]["f:spec"]["f:replicas"].is_object(), "{managers}");
+
+    // Another writer labels it; the manager applies a new replica count: both stay.
+    let label = merge(json!({ "metadata": { "labels": { "extra": "1" } } }));
+    reg.patch(wl, Part::Main, Some("default"), "web", &label, &WriteOptions::default()).await.unwrap();
+    let again =
+        reg.patch(wl, Part::Main, Some("default"), "web", &apply(workload("web", 3)), &opts).await.unwrap();
+    assert!(!again.created);
+    assert_eq!(again.object["spec"]["replicas"], 3);
+    assert_eq!(again.object["metadata"]["labels"]["extra"], "1");
+    // Applying the same thing again changes nothing.
+    let same =
+        reg.patch(wl, Part::Main, Some("default"), "web", &apply(workload("web", 3)), &opts).await.unwrap();
+    assert_eq!(same.object["metadata"]["resourceVersion"], again.object["metadata"]["resourceVersion"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dry_runs_and_field_validation_change_nothing_they_should_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = registry(dir.path()).await;
+    let wl = by_kind("Workload").unwrap();
+    let before = reg.all(wl, None).await.revision;
+    let dry = WriteOptions { dry_run: true, ..Default::default() };
+    let w = reg.create(wl, workload("dry", 1), &dry).await.unwrap();
+    assert_eq!(w.object["metadata"]["name"], "dry");
+    assert!(matches!(reg.read(wl, "dry").await, Err(ApiError::NotFound { .. })));
+    assert_eq!(reg.all(wl, None).await.revision, before, "a dry run was committed");
+
+    let mut unknown = workload("u", 1);
+    unknown["spec"]["replica"] = json!(3);
+    unknown["spec"]["bogus"] = json!({});
+    let err = reg.make(wl, unknown.clone()).await.unwrap_err();
+    assert_eq!(err.code(), 400);
+    assert_eq!(
+        err.to_string(),
+        r#"strict decoding error: unknown field "spec.replica", unknown field "spec.bogus""#
+    );
+    let warn = WriteOptions { validation: apiserver::registry::FieldValidation::Warn, ..Default::default() };
+    let w = reg.create(wl, unknown, &warn).await.unwrap();
+    assert_eq!(w.warnings, [r#"unknown field "spec.replica""#, r#"unknown field "spec.bogus""#]);
+    assert!(w.object["spec"].get("replica").is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_are_served_at_the_revision_of_the_first_and_selectors_apply() {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = registry(dir.path()).await;
+    let wl = by_kind("Workload").unwrap();
+    for i in 0..7 {
+        let mut obj = workload(&format!("w{i}"), 1);
+        obj["metadata"]["labels"]["parity"] = json!(if i % 2 == 0 { "even" } else { "odd" });
+        reg.make(wl, obj).await.unwrap();
+    }
+    let page = |token: Option<String>| ListOptions { limit: 3, continue_token: token, ..Default::default() };
+    let first = reg.list(wl, None, &page(None)).await.unwrap();
+    assert_eq!(first.items.len(), 3);
+    assert_eq!(first.remaining, Some(4));
+    // Changes after the first page do not show in the next ones.
+    reg.remove(wl, "w4", None).await.unwrap();
+    reg.make(wl, workload("w9", 1)).await.unwrap();
+    let mut replicas = reg.read(wl, "w5").await.unwrap();
+    replicas["spec"]["replicas"] = json!(5);
+    reg.put(wl, replicas).await.unwrap();
+    let second = reg.list(wl, None, &page(first.continue_token.clone())).await.unwrap();
+    let third = reg.list(wl, None, &page(second.continue_token.clone())).await.unwrap();
+    assert_eq!(second.revision, first.revision);
+    assert!(third.continue_token.is_none());
+    let names: Vec<String> = [&first, &second, &third]
+        .iter()
+        .flat_map(|l| l.items.iter().map(|o| o["metadata"]["name"].as_str().unwrap().to_owned()))
+        .collect();
+    assert_eq!(names, ["w0", "w1", "w2", "w3", "w4", "w5", "w6"]);
+    assert_eq!(second.items[2]["spec"]["replicas"], 1, "w5 as it was at the first page's revision");
+
+    let odd = ListOptions {
+        selector: api::selector::Selector {
+            labels: api::selector::LabelSelector::parse("parity=odd").unwrap(),
+            fields: api::selector::FieldSelector::parse("metadata.name!=w1").unwrap(),
+        },
+        ..Default::default()
+    };
+    let names: Vec<_> =
+        reg.list(wl, None, &odd).await.unwrap().items.iter().map(|o| o["metadata"]["name"].clone()).collect();
+    assert_eq!(names, [json!("w3"), json!("w5")]);
+
+    let err = reg.list(wl, None, &page(Some("garbage".into()))).await.unwrap_err();
+    assert_eq!(err.code(), 400);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_wait_for_a_revision_not_yet_applied_and_time_out_past_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = registry(dir.path()).await;
+    let wl = by_kind("Workload").unwrap();
+    let created = reg.make(wl, workload("w", 1)).await.unwrap();
+    let at = rv(&created);
+    let got = reg.get(wl, Some("default"), "w", ReadAt::NotOlderThan(at)).await.unwrap();
+    assert_eq!(rv(&got), at);
+    let err = reg.get(wl, Some("default"), "w", ReadAt::NotOlderThan(at + 1000)).await.unwrap_err();
+    assert_eq!(err.code(), 504, "{err}");
+    let exact = ListOptions { read: ReadAt::Exact(at - 1), ..Default::default() };
+    assert!(reg.list(wl, None, &exact).await.unwrap().items.is_empty(), "the state before the create");
+}

@@ -35,6 +35,8 @@ const MEMBERSHIP: &str = "membership";
 const SNAPSHOT: &str = "snapshot";
 
 type Result<T> = std::result::Result<T, StorageError<NodeId>>;
+/// Keys with their values, and the revision they are the state at.
+pub type Listing = (Vec<(String, Stored)>, u64);
 type Membership = StoredMembership<NodeId, openraft::BasicNode>;
 
 /// The durable state machine. Cheap to clone: clones share the database.
@@ -149,11 +151,7 @@ impl StateMachine {
     /// Every key starting with `prefix` as it was at revision `at` (`None`: now), and the
     /// revision of that state. Fails with [`Compacted`] when the history no longer reaches
     /// back to `at`. Current state and history come from one read transaction.
-    pub fn list_at(
-        &self,
-        prefix: &str,
-        at: Option<u64>,
-    ) -> Result<std::result::Result<(Vec<(String, Stored)>, u64), Compacted>> {
+    pub fn list_at(&self, prefix: &str, at: Option<u64>) -> Result<std::result::Result<Listing, Compacted>> {
         let txn = self.db.begin_read().map_err(read_err)?;
         let (current, now) = list_in(&txn, prefix)?;
         let Some(at) = at.filter(|&at| at < now) else { return Ok(Ok((current, now))) };
