@@ -1,11 +1,12 @@
 //! The Kubernetes-compatible REST API over the [`Registry`](crate::registry::Registry).
 //!
-//! So far: discovery (`/version`, `/api`, `/apis`, `/apis/univrs.io/v1`), health endpoints, and
-//! get/list/create/update/delete of every kind with `Status` errors. Patch, watch, selectors,
-//! pagination, OpenAPI, tables, TLS and authentication are still to come.
+//! So far: discovery (`/version`, `/api`, `/apis`, `/apis/univrs.io/v1`), OpenAPI v3
+//! (`/openapi/v3`), health endpoints, and get/list/create/update/delete of every kind with
+//! `Status` errors. Patch, watch, selectors, pagination, TLS and authentication are still to come.
 
 mod discovery;
 mod objects;
+mod openapi;
 mod status;
 
 use std::future::Future;
@@ -32,6 +33,8 @@ pub fn router(registry: Registry) -> Router {
         .route("/healthz", get(discovery::ok))
         .route("/readyz", get(discovery::ok))
         .route("/livez", get(discovery::ok))
+        .route("/openapi/v3", get(openapi::root))
+        .route("/openapi/v3/apis/univrs.io/v1", get(openapi::group_version))
         .route(
             &format!("{v1}/namespaces/{{namespace}}/{{plural}}"),
             get(objects::list_ns).post(objects::create_ns),
