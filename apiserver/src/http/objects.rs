@@ -9,6 +9,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::table::Format;
 use crate::registry::{ApiError, Registry};
 
 type Result<T> = std::result::Result<T, ApiError>;
@@ -74,7 +75,10 @@ fn body(bytes: &Bytes, namespace: Option<&str>, name: Option<&str>) -> Result<Va
     Ok(obj)
 }
 
-fn list_response(kind: &KindInfo, list: crate::registry::List) -> Response {
+fn list_response(kind: &KindInfo, list: crate::registry::List, format: Format) -> Response {
+    if let Some(table) = format.table_of_list(kind, &list.items, &list.revision.to_string()) {
+        return table;
+    }
     Json(json!({
         "apiVersion": api::API_VERSION,
         "kind": format!("{}List", kind.kind),
@@ -128,14 +132,19 @@ async fn delete(
 pub async fn list_ns(
     State(reg): State<Registry>,
     Path((ns, plural)): Path<(String, String)>,
+    format: Format,
 ) -> Result<Response> {
     let kind = namespaced(&plural)?;
-    Ok(list_response(kind, reg.list(kind, Some(&ns)).await?))
+    Ok(list_response(kind, reg.list(kind, Some(&ns)).await?, format))
 }
 
-pub async fn list_all(State(reg): State<Registry>, Path(plural): Path<String>) -> Result<Response> {
+pub async fn list_all(
+    State(reg): State<Registry>,
+    Path(plural): Path<String>,
+    format: Format,
+) -> Result<Response> {
     let kind = kind_of(&plural)?;
-    Ok(list_response(kind, reg.list(kind, None).await?))
+    Ok(list_response(kind, reg.list(kind, None).await?, format))
 }
 
 pub async fn create_ns(
@@ -161,15 +170,19 @@ pub async fn create_cluster(
 pub async fn get_ns(
     State(reg): State<Registry>,
     Path((ns, plural, name)): Path<(String, String, String)>,
-) -> Result<Json<Value>> {
-    Ok(Json(reg.get(namespaced(&plural)?, Some(&ns), &name).await?))
+    format: Format,
+) -> Result<Response> {
+    let kind = namespaced(&plural)?;
+    Ok(format.object(kind, reg.get(kind, Some(&ns), &name).await?))
 }
 
 pub async fn get_cluster(
     State(reg): State<Registry>,
     Path((plural, name)): Path<(String, String)>,
-) -> Result<Json<Value>> {
-    Ok(Json(reg.get(cluster(&plural)?, None, &name).await?))
+    format: Format,
+) -> Result<Response> {
+    let kind = cluster(&plural)?;
+    Ok(format.object(kind, reg.get(kind, None, &name).await?))
 }
 
 pub async fn update_ns(
