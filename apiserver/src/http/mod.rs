@@ -2,7 +2,8 @@
 //!
 //! So far: discovery (`/version`, `/api`, `/apis`, `/apis/univrs.io/v1`), OpenAPI v3
 //! (`/openapi/v3`), health endpoints, and get/list/create/update/delete of every kind with
-//! `Status` errors and `Table`s for `kubectl get`. Patch, watch, selectors, pagination, TLS and authentication are still to come.
+//! `Status` errors and `Table`s for `kubectl get`. Patch, watch, selectors, pagination, TLS and
+//! authentication are still to come.
 
 mod discovery;
 mod objects;

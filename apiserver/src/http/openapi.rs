@@ -351,7 +351,10 @@ fn list_schema(kind: &KindInfo) -> Value {
         "properties": {
             "apiVersion": { "type": "string", "description": "Always `univrs.io/v1`." },
             "kind": { "type": "string", "description": format!("Always `{}List`.", kind.kind) },
-            "metadata": { "allOf": [schema_ref(&format!("{META}.ListMeta"))], "description": "Standard list metadata." },
+            "metadata": {
+                "allOf": [schema_ref(&format!("{META}.ListMeta"))],
+                "description": "Standard list metadata.",
+            },
             "items": { "type": "array", "items": schema_ref(&format!("{PREFIX}.{}", kind.kind)) },
         },
         "x-kubernetes-group-version-kind": [gvk(&format!("{}List", kind.kind))],
@@ -372,15 +375,23 @@ fn standard_schemas() -> Map<String, Value> {
             "description": "Metadata of a list.",
             "type": "object",
             "properties": {
-                "resourceVersion": string("The revision the list was read at; watch from it to see every later change."),
-                "continue": string("Set when the list is partial: pass it as `continue` to get the next page."),
-                "remainingItemCount": { "type": "integer", "format": "int64", "description": "How many items the next pages hold, when known." },
+                "resourceVersion":
+                    string("The revision the list was read at; watch from it to see every later change."),
+                "continue":
+                    string("Set when the list is partial: pass it as `continue` to get the next page."),
+                "remainingItemCount": {
+                    "type": "integer", "format": "int64",
+                    "description": "How many items the next pages hold, when known.",
+                },
             },
         }),
     );
     m.insert(
         format!("{META}.Patch"),
-        json!({ "type": "object", "description": "The body of a PATCH request, in the format its Content-Type names." }),
+        json!({
+            "type": "object",
+            "description": "The body of a PATCH request, in the format its Content-Type names.",
+        }),
     );
     m.insert(
         format!("{META}.Preconditions"),
@@ -401,10 +412,21 @@ fn standard_schemas() -> Map<String, Value> {
             "properties": {
                 "apiVersion": string("`v1`."),
                 "kind": string("`DeleteOptions`."),
-                "preconditions": { "allOf": [schema_ref(&format!("{META}.Preconditions"))], "description": "Conditions the deletion requires." },
-                "dryRun": { "type": "array", "items": { "type": "string" }, "description": "`All` to check the request without persisting it." },
-                "gracePeriodSeconds": { "type": "integer", "format": "int64", "description": "Seconds before the object is deleted." },
-                "propagationPolicy": string("Whether and how dependents are garbage-collected: `Orphan`, `Background` or `Foreground`."),
+                "preconditions": {
+                    "allOf": [schema_ref(&format!("{META}.Preconditions"))],
+                    "description": "Conditions the deletion requires.",
+                },
+                "dryRun": {
+                    "type": "array", "items": { "type": "string" },
+                    "description": "`All` to check the request without persisting it.",
+                },
+                "gracePeriodSeconds": {
+                    "type": "integer", "format": "int64",
+                    "description": "Seconds before the object is deleted.",
+                },
+                "propagationPolicy": string(
+                    "How dependents are garbage-collected: `Orphan`, `Background` or `Foreground`."
+                ),
             },
             "x-kubernetes-group-version-kind": [{ "group": "", "version": "v1", "kind": "DeleteOptions" }],
         }),
@@ -444,7 +466,10 @@ fn standard_schemas() -> Map<String, Value> {
                         "causes": { "type": "array", "items": schema_ref(&format!("{META}.StatusCause")) },
                     },
                 },
-                "metadata": { "allOf": [schema_ref(&format!("{META}.ListMeta"))], "description": "Standard list metadata." },
+                "metadata": {
+                    "allOf": [schema_ref(&format!("{META}.ListMeta"))],
+                    "description": "Standard list metadata.",
+                },
             },
             "x-kubernetes-group-version-kind": [{ "group": "", "version": "v1", "kind": "Status" }],
         }),
@@ -457,7 +482,10 @@ fn query(name: &str, ty: &str, description: &str) -> Value {
 }
 
 fn path_param(name: &str, description: &str) -> Value {
-    json!({ "name": name, "in": "path", "required": true, "description": description, "schema": { "type": "string" } })
+    json!({
+        "name": name, "in": "path", "required": true, "description": description,
+        "schema": { "type": "string" },
+    })
 }
 
 fn write_params() -> Vec<Value> {
@@ -590,17 +618,23 @@ fn kind_paths(kind: &KindInfo) -> Vec<(String, Value)> {
                         query("propagationPolicy", "string", "`Orphan`, `Background` or `Foreground`."),
                     ],
                     Some(json_content(schema_ref(&format!("{META}.DeleteOptions")))),
-                    &json!({ "200": ok(&status), "202": { "description": "Accepted", "content": json_content(status.clone()) }, "401": { "description": "Unauthorized" } })),
+                    &json!({
+                        "200": ok(&status),
+                        "202": { "description": "Accepted", "content": json_content(status.clone()) },
+                        "401": { "description": "Unauthorized" },
+                    })),
             }),
         ),
         (
             format!("{collection}/{{name}}/status"),
             json!({
                 "parameters": item_params,
-                "get": op(id("read", "Status"), "get", format!("read status of the specified {k}"), vec![], None, &read),
+                "get": op(id("read", "Status"), "get", format!("read status of the specified {k}"),
+                    vec![], None, &read),
                 "put": op(id("replace", "Status"), "put", format!("replace status of the specified {k}"),
                     write_params(), Some(json_content(object.clone())), &written),
-                "patch": op(id("patch", "Status"), "patch", format!("partially update status of the specified {k}"),
+                "patch": op(id("patch", "Status"), "patch",
+                    format!("partially update status of the specified {k}"),
                     patch_params, Some(patch_body.into()), &written),
             }),
         ),

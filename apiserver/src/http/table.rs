@@ -129,7 +129,6 @@ pub fn table(
 ) -> Value {
     let columns = columns(kind.kind);
     let (narrow, wide): (Vec<&Column>, Vec<&Column>) = columns.iter().partition(|c| c.priority == 0);
-    let definition = |name: &str, ty: &str, format: &str, description: &str, priority: u8| json!({ "name": name, "type": ty, "format": format, "description": description, "priority": priority });
     let mut definitions = vec![definition("Name", "string", "name", "Name of the object.", 0)];
     definitions.extend(narrow.iter().map(|c| definition(c.name, c.ty, "", c.description, 0)));
     definitions.push(definition("Age", "string", "", "Time since the object was created.", 0));
@@ -167,6 +166,11 @@ pub fn table(
         "columnDefinitions": definitions,
         "rows": rows,
     })
+}
+
+/// A `columnDefinitions` entry.
+fn definition(name: &str, ty: &str, format: &str, description: &str, priority: u8) -> Value {
+    json!({ "name": name, "type": ty, "format": format, "description": description, "priority": priority })
 }
 
 /// One column of a kind: its header, OpenAPI type, what it means, whether only `-o wide` shows
