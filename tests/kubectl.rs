@@ -3,92 +3,7 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-
-use support::{User, workspace};
-
-/// A running `ui apiserver`, stopped with SIGTERM when dropped.
-struct Server {
-    child: Child,
-}
-
-impl Server {
-    fn start(u: &User, data: &Path) -> Self {
-        let mut child = u
-            .cmd(&["apiserver", "--data-dir", data.to_str().unwrap(), "--listen", "127.0.0.1:0"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let first = lines.next().expect("apiserver printed nothing").unwrap();
-        assert!(first.starts_with("listening on http://127.0.0.1:"), "{first}");
-        // Keep draining stdout so the server never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
-        Self { child }
-    }
-
-    fn stop(mut self) {
-        terminate(&mut self.child);
-    }
-}
-
-fn terminate(child: &mut Child) {
-    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
-    let status = child.wait().unwrap();
-    assert!(status.success(), "apiserver did not shut down cleanly: {status}");
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-struct Kubectl {
-    kubeconfig: PathBuf,
-    cache: PathBuf,
-}
-
-struct Out {
-    ok: bool,
-    stdout: String,
-    stderr: String,
-}
-
-impl Kubectl {
-    fn run(&self, args: &[&str]) -> Out {
-        let out = Command::new("kubectl")
-            .args(args)
-            .arg("--cache-dir")
-            .arg(&self.cache)
-            .env("KUBECONFIG", &self.kubeconfig)
-            .output()
-            .expect("kubectl is installed");
-        Out {
-            ok: out.status.success(),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
-    }
-
-    #[track_caller]
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(out.ok, "kubectl {args:?} failed:\n{}{}", out.stdout, out.stderr);
-        out.stdout
-    }
-
-    #[track_caller]
-    fn fails(&self, args: &[&str], needle: &str) {
-        let out = self.run(args);
-        assert!(!out.ok, "kubectl {args:?} succeeded:\n{}", out.stdout);
-        assert!(out.stderr.contains(needle), "kubectl {args:?}: stderr lacks {needle:?}:\n{}", out.stderr);
-    }
-}
+use support::{Kubectl, Server, User, workspace};
 
 #[test]
 fn kubectl_creates_gets_and_deletes_signed_objects_and_a_restart_resumes() {
@@ -109,7 +24,7 @@ fn kubectl_creates_gets_and_deletes_signed_objects_and_a_restart_resumes() {
     let file = u.path("signed.yaml");
     std::fs::write(&file, signed).unwrap();
     let file = file.to_str().unwrap();
-    let created = k.ok(&["create", "-f", file, "--validate=false"]);
+    let created = k.ok(&["create", "-f", file]);
     for line in [
         "workload.univrs.io/hello created",
         "trustpolicy.univrs.io/eu-only created",
@@ -117,7 +32,7 @@ fn kubectl_creates_gets_and_deletes_signed_objects_and_a_restart_resumes() {
     ] {
         assert!(created.contains(line), "{created}");
     }
-    k.fails(&["create", "-f", file, "--validate=false"], "(AlreadyExists)");
+    k.fails(&["create", "-f", file], "(AlreadyExists)");
 
     assert!(k.ok(&["get", "wl"]).contains("hello"));
     assert!(k.ok(&["get", "nodeoffers"]).contains("berlin-1"));

@@ -2,8 +2,9 @@
 
 #![allow(dead_code)]
 
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 
 /// A user with their own config dir.
 pub struct User {
@@ -124,5 +125,90 @@ pub fn copy_examples(dest: &Path) {
         if p.extension().is_some_and(|e| e == "yaml") {
             std::fs::copy(&p, dest.join(p.file_name().unwrap())).unwrap();
         }
+    }
+}
+
+/// A running `ui apiserver`: `stop` ends it with SIGTERM and checks it drains cleanly; dropping it
+/// kills it.
+pub struct Server {
+    child: Child,
+}
+
+impl Server {
+    pub fn start(u: &User, data: &Path) -> Self {
+        let mut child = u
+            .cmd(&["apiserver", "--data-dir", data.to_str().unwrap(), "--listen", "127.0.0.1:0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let first = lines.next().expect("apiserver printed nothing").unwrap();
+        assert!(first.starts_with("listening on http://127.0.0.1:"), "{first}");
+        // Keep draining stdout so the server never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Self { child }
+    }
+
+    pub fn stop(mut self) {
+        terminate(&mut self.child);
+    }
+}
+
+fn terminate(child: &mut Child) {
+    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "apiserver did not shut down cleanly: {status}");
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The real kubectl with a kubeconfig and its own cache dir (OpenAPI and discovery are cached
+/// there, so tests never share what they fetched).
+pub struct Kubectl {
+    pub kubeconfig: PathBuf,
+    pub cache: PathBuf,
+}
+
+/// The result of one kubectl run.
+pub struct Out {
+    pub ok: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Kubectl {
+    pub fn run(&self, args: &[&str]) -> Out {
+        let out = Command::new("kubectl")
+            .args(args)
+            .arg("--cache-dir")
+            .arg(&self.cache)
+            .env("KUBECONFIG", &self.kubeconfig)
+            .output()
+            .expect("kubectl is installed");
+        Out {
+            ok: out.status.success(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    #[track_caller]
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(out.ok, "kubectl {args:?} failed:\n{}{}", out.stdout, out.stderr);
+        out.stdout
+    }
+
+    #[track_caller]
+    pub fn fails(&self, args: &[&str], needle: &str) {
+        let out = self.run(args);
+        assert!(!out.ok, "kubectl {args:?} succeeded:\n{}", out.stdout);
+        assert!(out.stderr.contains(needle), "kubectl {args:?}: stderr lacks {needle:?}:\n{}", out.stderr);
     }
 }

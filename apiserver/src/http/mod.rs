@@ -2,11 +2,15 @@
 //!
 //! Discovery (`/version`, `/api`, `/apis`, `/apis/univrs.io/v1`), health endpoints, and the
 //! objects of every kind (get, list, watch, create, update, patch, delete, the `status`
-//! subresource) with `Status` errors. TLS and authentication are still to come.
+//! subresource) with `Status` errors, `Table`s for `kubectl get`, and OpenAPI v3
+//! (`/openapi/v3`) for `kubectl explain` and server-side validation. TLS and authentication
+//! are still to come.
 
 mod discovery;
 mod objects;
+mod openapi;
 mod status;
+mod table;
 
 use std::future::Future;
 
@@ -32,6 +36,8 @@ pub fn router(registry: Registry) -> Router {
         .route("/healthz", get(discovery::ok))
         .route("/readyz", get(discovery::ok))
         .route("/livez", get(discovery::ok))
+        .route("/openapi/v3", get(openapi::root))
+        .route("/openapi/v3/apis/univrs.io/v1", get(openapi::group_version))
         .route(
             &format!("{v1}/{{*rest}}"),
             get(objects::get)

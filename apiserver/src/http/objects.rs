@@ -16,6 +16,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::table::Format;
 use crate::registry::{
     ApiError, DeleteOptions, Deleted, FieldValidation, ListOptions, Part, Patch, ReadAt, Registry,
     WriteOptions, Written, parse_revision,
@@ -283,18 +284,22 @@ pub async fn get(
     State(reg): State<Registry>,
     Path(rest): Path<String>,
     RawQuery(raw): RawQuery,
+    format: Format,
 ) -> Result<Response> {
     let target = parse_target(&rest)?;
     let query = Query::parse(raw.as_deref())?;
     let ns = target.namespace.as_deref();
     if let Some(name) = &target.name {
         let obj = reg.get(target.kind, ns, name, query.read_at()?).await?;
-        return Ok(Json(obj).into_response());
+        return Ok(format.object(target.kind, obj));
     }
     if parse_bool(&query.watch, "watch")? {
-        return start_watch(&reg, &target, &query);
+        return start_watch(&reg, &target, &query, format);
     }
     let list = reg.list(target.kind, ns, &query.list_options()?).await?;
+    if let Some(table) = format.table_of_list(target.kind, &list.items, &list.revision.to_string()) {
+        return Ok(table);
+    }
     let mut metadata = json!({ "resourceVersion": list.revision.to_string() });
     if let Some(token) = &list.continue_token {
         metadata["continue"] = token.clone().into();
@@ -316,7 +321,7 @@ fn default_watch_timeout() -> Duration {
     Duration::from_secs(1800 + jitter as u64)
 }
 
-fn start_watch(reg: &Registry, target: &Target, query: &Query) -> Result<Response> {
+fn start_watch(reg: &Registry, target: &Target, query: &Query, format: Format) -> Result<Response> {
     let send_initial = match nonempty(&query.send_initial_events) {
         None => None,
         Some(_) => Some(parse_bool(&query.send_initial_events, "sendInitialEvents")?),
@@ -349,10 +354,16 @@ fn start_watch(reg: &Registry, target: &Target, query: &Query) -> Result<Respons
             timeout,
         },
     );
-    let lines = futures_util::stream::unfold(events, |mut events| async move {
+    let kind = target.kind;
+    let lines = futures_util::stream::unfold(events, move |mut events| async move {
         let event = events.recv().await?;
-        let mut line = serde_json::to_vec(&json!({ "type": event.kind, "object": event.object }))
-            .expect("events serialize");
+        // `kubectl get -w` asks for Tables: each changed object comes as a one-row Table.
+        let object = match event.kind {
+            "ADDED" | "MODIFIED" | "DELETED" => format.watch_object(kind, event.object),
+            _ => event.object,
+        };
+        let mut line =
+            serde_json::to_vec(&json!({ "type": event.kind, "object": object })).expect("events serialize");
         line.push(b'\n');
         Some((Ok::<_, std::convert::Infallible>(Bytes::from(line)), events))
     });
