@@ -3,50 +3,10 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
+use std::process::Command;
 
-use support::{User, workspace};
-
-/// A running `ui apiserver`, stopped with SIGTERM when dropped.
-struct Server {
-    child: Child,
-}
-
-impl Server {
-    fn start(u: &User, data: &Path) -> Self {
-        let mut child = u
-            .cmd(&["apiserver", "--data-dir", data.to_str().unwrap(), "--listen", "127.0.0.1:0"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let first = lines.next().expect("apiserver printed nothing").unwrap();
-        assert!(first.starts_with("listening on http://127.0.0.1:"), "{first}");
-        // Keep draining stdout so the server never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
-        Self { child }
-    }
-
-    fn stop(mut self) {
-        terminate(&mut self.child);
-    }
-}
-
-fn terminate(child: &mut Child) {
-    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
-    let status = child.wait().unwrap();
-    assert!(status.success(), "apiserver did not shut down cleanly: {status}");
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use support::{Server, User, workspace};
 
 struct Kubectl {
     kubeconfig: PathBuf,
@@ -96,7 +56,7 @@ fn kubectl_creates_gets_and_deletes_signed_objects_and_a_restart_resumes() {
     u.init_plain();
     let data = u.path("data");
     let server = Server::start(&u, &data);
-    let k = Kubectl { kubeconfig: u.config().join("kubeconfig"), cache: u.path("kube-cache") };
+    let k = Kubectl { kubeconfig: server.kubeconfig.clone(), cache: u.path("kube-cache") };
 
     let resources = k.ok(&["api-resources", "--api-group=univrs.io"]);
     for line in ["workloads", "wl", "trustpolicies", "nodeoffers"] {
