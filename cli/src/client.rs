@@ -335,20 +335,23 @@ impl Client {
         self.json(Method::Delete, &Self::path(kind, ns, Some(name)), query, None, Some(&options))
     }
 
-    /// Starts a watch of `kind` from `resource_version`: newline-delimited events.
+    /// Starts a watch of `kind` from `resource_version`: newline-delimited events, whose
+    /// objects are Tables when `table` and the server can.
     pub fn watch(
         &self,
         kind: &KindInfo,
         ns: Option<&str>,
         selector: Option<&str>,
         resource_version: &str,
+        table: bool,
     ) -> Result<Watch, ClientError> {
         let mut query =
             vec![("watch", "1"), ("resourceVersion", resource_version), ("allowWatchBookmarks", "true")];
         if let Some(s) = selector {
             query.push(("labelSelector", s));
         }
-        let response = self.send(Method::Get, &Self::path(kind, ns, None), &query, None, None)?;
+        let accept = table.then_some(ACCEPT_TABLE);
+        let response = self.send(Method::Get, &Self::path(kind, ns, None), &query, accept, None)?;
         Ok(Watch { lines: Box::new(BufReader::new(response.into_body().into_reader())) })
     }
 }

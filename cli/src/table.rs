@@ -20,6 +20,17 @@ pub fn is_table(v: &Value) -> bool {
     v.get("kind").and_then(Value::as_str) == Some("Table")
 }
 
+/// What a value is about: the object of the first row of a Table (a watch event's Table has
+/// one row), or the value itself.
+pub fn subject(v: &Value) -> &Value {
+    if is_table(v)
+        && let Some(obj) = v.pointer("/rows/0/object")
+    {
+        return obj;
+    }
+    v
+}
+
 /// The objects of a list, or the one object.
 pub fn items(v: &Value) -> Vec<&Value> {
     match v.get("items").and_then(Value::as_array) {
@@ -162,6 +173,14 @@ mod tests {
             Table::of(&t, true, true, now).render(),
             "NAMESPACE   NAME    REPLICAS   TRUST POLICY\ndefault     hello   2          eu-only\n"
         );
+    }
+
+    #[test]
+    fn a_watch_event_table_stands_for_its_row_object() {
+        let t = json!({"kind": "Table", "rows": [{"cells": ["a"], "object": {"metadata": {"name": "a"}}}]});
+        assert_eq!(subject(&t)["metadata"]["name"], "a");
+        let obj = json!({"kind": "Workload", "metadata": {"name": "b"}});
+        assert_eq!(subject(&obj), &obj);
     }
 
     #[test]

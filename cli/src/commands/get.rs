@@ -154,7 +154,8 @@ fn watch(
     printer: &mut Printer,
 ) -> anyhow::Result<()> {
     loop {
-        let mut stream = client.watch(kind, ns, args.selector.as_deref(), &rv)?;
+        let tabular = matches!(args.output, Format::Table | Format::Wide);
+        let mut stream = client.watch(kind, ns, args.selector.as_deref(), &rv, tabular)?;
         let mut events = 0;
         while let Some((event, object)) = stream.next_event()? {
             events += 1;
@@ -169,13 +170,15 @@ fn watch(
                 }
                 "BOOKMARK" => {}
                 _ => {
-                    let name = objects::name_of(&object);
+                    let name = objects::name_of(table::subject(&object));
                     if args.names.is_empty() || args.names.iter().any(|n| n == name) {
                         printer.event(client, kind, &object)?;
                     }
                 }
             }
-            if let Some(v) = objects::meta_str(&object, "resourceVersion") {
+            if let Some(v) = objects::meta_str(table::subject(&object), "resourceVersion")
+                .or_else(|| objects::meta_str(&object, "resourceVersion"))
+            {
                 rv = v.to_owned();
             }
         }
@@ -191,12 +194,14 @@ struct Printer {
     format: Format,
     namespaces: bool,
     widths: Vec<usize>,
-    server_table: bool,
+    /// The `columnDefinitions` of the server's first Table, if it sent one: later Tables (in
+    /// watch events) may leave them out.
+    columns: Option<Value>,
 }
 
 impl Printer {
     fn new(format: Format, namespaces: bool) -> Self {
-        Self { format, namespaces, widths: Vec::new(), server_table: false }
+        Self { format, namespaces, widths: Vec::new(), columns: None }
     }
 
     /// Prints the first answer; returns whether it had no objects.
@@ -208,7 +213,7 @@ impl Printer {
         };
         match self.format {
             Format::Table | Format::Wide => {
-                self.server_table = table::is_table(answer);
+                self.columns = answer.get("columnDefinitions").filter(|_| table::is_table(answer)).cloned();
                 let t = Table::of(answer, self.format == Format::Wide, self.namespaces, Utc::now());
                 if !t.rows.is_empty() {
                     self.widths = t.widths();
@@ -252,14 +257,25 @@ impl Printer {
         match self.format {
             Format::Table | Format::Wide => {
                 let wide = self.format == Format::Wide;
-                // A server that sends tables in lists may send plain objects in a watch: ask
-                // for the object's row, so the columns stay those of the header.
-                let row_source = if !table::is_table(obj) && self.server_table {
-                    let ns = objects::meta_str(obj, "namespace");
-                    client.get_table(kind, ns, objects::name_of(obj)).unwrap_or_else(|_| obj.clone())
-                } else {
-                    obj.clone()
-                };
+                let mut row_source = obj.clone();
+                match &self.columns {
+                    // As Kubernetes, a watch event's Table may omit the column definitions.
+                    Some(columns) if table::is_table(obj) => {
+                        let defined = obj.get("columnDefinitions").and_then(Value::as_array);
+                        if defined.is_none_or(Vec::is_empty) {
+                            row_source["columnDefinitions"] = columns.clone();
+                        }
+                    }
+                    // A server that sent a Table for the list but plain objects in the watch:
+                    // ask for the object's row, so the columns stay those of the header.
+                    Some(_) => {
+                        let ns = objects::meta_str(obj, "namespace");
+                        if let Ok(t) = client.get_table(kind, ns, objects::name_of(obj)) {
+                            row_source = t;
+                        }
+                    }
+                    None => {}
+                }
                 let t = Table::of(&row_source, wide, self.namespaces, Utc::now());
                 if self.widths.is_empty() {
                     self.widths = t.widths();
