@@ -11,7 +11,7 @@ fn kubectl_creates_gets_and_deletes_signed_objects_and_a_restart_resumes() {
     u.init_plain();
     let data = u.path("data");
     let server = Server::start(&u, &data);
-    let k = Kubectl { kubeconfig: u.config().join("kubeconfig"), cache: u.path("kube-cache") };
+    let k = Kubectl { kubeconfig: server.kubeconfig.clone(), cache: u.path("kube-cache") };
 
     let resources = k.ok(&["api-resources", "--api-group=univrs.io"]);
     for line in ["workloads", "wl", "trustpolicies", "nodeoffers"] {

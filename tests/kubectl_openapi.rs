@@ -11,7 +11,7 @@ fn cluster() -> (User, String, Server, Kubectl) {
     let u = User::new();
     let did = u.init_plain();
     let server = Server::start(&u, &u.path("data"));
-    let k = Kubectl { kubeconfig: u.config().join("kubeconfig"), cache: u.path("kube-cache") };
+    let k = Kubectl { kubeconfig: server.kubeconfig.clone(), cache: u.path("kube-cache") };
     (u, did, server, k)
 }
 
@@ -79,7 +79,8 @@ fn kubectl_create_validates_on_the_server_without_validate_false() {
     assert!(!out.ok, "{}", out.stdout);
     // kubectl sends fieldValidation=Strict: the server names the field, as Kubernetes does.
     assert!(
-        out.stderr.contains("(BadRequest)") && out.stderr.contains(r#"strict decoding error: unknown field "spec.replicaz""#),
+        out.stderr.contains("(BadRequest)")
+            && out.stderr.contains(r#"strict decoding error: unknown field "spec.replicaz""#),
         "{}",
         out.stderr
     );

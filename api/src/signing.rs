@@ -99,8 +99,11 @@ pub fn signing_payload(object: &Value) -> Result<Vec<u8>, SignError> {
     serde_json_canonicalizer::to_vec(&projection).map_err(|e| SignError::Canonical(e.to_string()))
 }
 
-/// `object` without the fields a signature does not cover.
-pub fn signed_projection(object: &Value) -> Result<Value, SignError> {
+/// `object` as its author wrote it: without `status` and the server-owned metadata, with
+/// the namespace a namespaced kind defaults to, and with an empty annotations map counted as
+/// none. Two objects with the same authored view say the same thing, so clients compare
+/// these to tell whether applying a manifest would change anything.
+pub fn authored(object: &Value) -> Result<Value, SignError> {
     let mut obj = object.as_object().ok_or(SignError::NotAnObject)?.clone();
     for field in UNSIGNED_TOP {
         obj.remove(*field);
@@ -122,18 +125,35 @@ pub fn signed_projection(object: &Value) -> Result<Value, SignError> {
         if namespaced && unset {
             meta.insert("namespace".into(), Value::from(DEFAULT_NAMESPACE));
         }
-        if let Some(ann) = meta.get_mut("annotations") {
-            let ann = ann.as_object_mut().ok_or(SignError::BadField("metadata.annotations"))?;
+        drop_empty_annotations(meta)?;
+    }
+    Ok(Value::Object(obj))
+}
+
+/// `annotations: {}` and no annotations are the same statement.
+fn drop_empty_annotations(meta: &mut Map<String, Value>) -> Result<(), SignError> {
+    if let Some(ann) = meta.get("annotations") {
+        let ann = ann.as_object().ok_or(SignError::BadField("metadata.annotations"))?;
+        if ann.is_empty() {
+            meta.remove("annotations");
+        }
+    }
+    Ok(())
+}
+
+/// `object` without the fields a signature does not cover: its [`authored`] view without the
+/// signature and kubectl's last-applied annotations.
+pub fn signed_projection(object: &Value) -> Result<Value, SignError> {
+    let mut obj = authored(object)?;
+    if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+        if let Some(ann) = meta.get_mut("annotations").and_then(Value::as_object_mut) {
             for key in UNSIGNED_ANNOTATIONS {
                 ann.remove(*key);
             }
-            // `annotations: {}` and no annotations are the same statement.
-            if ann.is_empty() {
-                meta.remove("annotations");
-            }
         }
+        drop_empty_annotations(meta)?;
     }
-    Ok(Value::Object(obj))
+    Ok(obj)
 }
 
 /// Signs `object` in place as `key`'s owner at time `at`: sets the signer and signed-at
@@ -262,6 +282,21 @@ mod tests {
         meta.insert("finalizers".into(), json!(["univrs.io/x"]));
         meta["annotations"][LAST_APPLIED] = json!("{\"whatever\":1}");
         verify(&o).unwrap();
+    }
+
+    #[test]
+    fn the_authored_view_keeps_the_signature_and_drops_what_the_server_owns() {
+        let written = signed();
+        let mut stored = written.clone();
+        stored["status"] = json!({ "replicas": 3 });
+        let meta = stored["metadata"].as_object_mut().unwrap();
+        meta.insert("resourceVersion".into(), json!("42"));
+        meta.insert("uid".into(), json!("0b5c…"));
+        meta.insert("finalizers".into(), json!(["univrs.io/x"]));
+        assert_eq!(authored(&stored).unwrap(), authored(&written).unwrap());
+        let mut resigned = written.clone();
+        resigned["metadata"]["annotations"][SIGNATURE] = json!("b3RoZXI=");
+        assert_ne!(authored(&resigned).unwrap(), authored(&written).unwrap(), "a new signature is a change");
     }
 
     #[test]

@@ -1,13 +1,16 @@
 //! `ui`: the univrs command line.
 
+mod client;
 mod commands;
 mod config;
 mod fsutil;
 mod keystore;
 mod manifest_files;
+mod objects;
 mod output;
 mod passphrase;
 mod paths;
+mod table;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -18,7 +21,8 @@ use commands::{Context, Outcome};
 
 /// univrs: run workloads on machines offered by independent operators, under your own keys
 ///
-/// Start with `ui init` to create your identity, then sign manifests with `ui sign`.
+/// Start with `ui init` to create your identity, then sign manifests with `ui sign`, run a
+/// cluster with `ui up` and apply them with `ui apply -f`.
 #[derive(Debug, Parser)]
 #[command(name = "ui", version, propagate_version = true, max_term_width = 100)]
 struct Cli {
@@ -38,6 +42,11 @@ enum Command {
     Verify(commands::verify::Args),
     #[command(subcommand)]
     Config(commands::config::Command),
+    Apply(commands::apply::Args),
+    Get(commands::get::Args),
+    Describe(commands::describe::Args),
+    Delete(commands::delete::Args),
+    Diff(commands::diff::Args),
     Version(commands::version::Args),
     Apiserver(commands::apiserver::Args),
     /// Run univrs on this machine: for now the apiserver of a one-member control plane
@@ -58,6 +67,11 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Sign(args) => commands::sign::run(&ctx, args),
         Command::Verify(args) => commands::verify::run(&ctx, args),
         Command::Config(cmd) => commands::config::run(&ctx, cmd),
+        Command::Apply(args) => commands::apply::run(&ctx, args),
+        Command::Get(args) => commands::get::run(&ctx, args),
+        Command::Describe(args) => commands::describe::run(&ctx, args),
+        Command::Delete(args) => commands::delete::run(&ctx, args),
+        Command::Diff(args) => commands::diff::run(&ctx, args),
         Command::Apiserver(args) | Command::Up(args) => commands::apiserver::run(&ctx, args),
         Command::Version(_) => unreachable!("handled above"),
     }
@@ -66,10 +80,9 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
-        Ok(Outcome::Success) => ExitCode::SUCCESS,
-        Ok(Outcome::Failure) => ExitCode::from(1),
+        Ok(outcome) => ExitCode::from(outcome.code()),
         Err(e) => {
-            eprintln!("error: {e:#}");
+            commands::print_error(&e);
             ExitCode::from(1)
         }
     }

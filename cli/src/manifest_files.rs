@@ -161,9 +161,12 @@ pub fn to_yaml(docs: &[Document]) -> anyhow::Result<String> {
         if i > 0 {
             out.push_str("---\n");
         }
-        out.push_str(
-            &serde_saphyr::to_string(&d.value).with_context(|| format!("cannot write {}", d.place()))?,
-        );
+        out.push_str(&value_to_yaml(&d.value).with_context(|| format!("cannot write {}", d.place()))?);
     }
     Ok(out)
+}
+
+/// Serializes one object as YAML (strings a YAML 1.1 reader could misread are quoted).
+pub fn value_to_yaml(value: &Value) -> anyhow::Result<String> {
+    Ok(serde_saphyr::to_string(value)?)
 }

@@ -128,37 +128,49 @@ pub fn copy_examples(dest: &Path) {
     }
 }
 
-/// A running `ui apiserver`: `stop` ends it with SIGTERM and checks it drains cleanly; dropping it
-/// kills it.
+/// A running `ui apiserver` on a free loopback port, stopped with SIGTERM by `stop` (and
+/// killed if dropped).
 pub struct Server {
     child: Child,
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+    /// The kubeconfig it wrote (in the user's temp dir).
+    pub kubeconfig: PathBuf,
 }
 
 impl Server {
+    /// Starts `ui apiserver` on `data`, writing its kubeconfig to the user's temp dir.
     pub fn start(u: &User, data: &Path) -> Self {
+        let kubeconfig = u.path("kubeconfig");
         let mut child = u
-            .cmd(&["apiserver", "--data-dir", data.to_str().unwrap(), "--listen", "127.0.0.1:0"])
+            .cmd(&[
+                "apiserver",
+                "--data-dir",
+                data.to_str().unwrap(),
+                "--listen",
+                "127.0.0.1:0",
+                "--kubeconfig",
+                kubeconfig.to_str().unwrap(),
+            ])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
         let first = lines.next().expect("apiserver printed nothing").unwrap();
-        assert!(first.starts_with("listening on http://127.0.0.1:"), "{first}");
+        let url = first.strip_prefix("listening on ").unwrap_or_else(|| panic!("{first}")).to_owned();
+        assert!(url.starts_with("http://127.0.0.1:"), "{first}");
         // Keep draining stdout so the server never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
-        Self { child }
+        Self { child, url, kubeconfig }
     }
 
+    /// Stops the server with SIGTERM and checks that it shut down cleanly.
     pub fn stop(mut self) {
-        terminate(&mut self.child);
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "apiserver did not shut down cleanly: {status}");
     }
-}
-
-fn terminate(child: &mut Child) {
-    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
-    let status = child.wait().unwrap();
-    assert!(status.success(), "apiserver did not shut down cleanly: {status}");
 }
 
 impl Drop for Server {

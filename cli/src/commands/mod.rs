@@ -1,7 +1,12 @@
 //! One file per command.
 
 pub mod apiserver;
+pub mod apply;
 pub mod config;
+pub mod delete;
+pub mod describe;
+pub mod diff;
+pub mod get;
 pub mod identity;
 pub mod init;
 pub mod sign;
@@ -24,4 +29,23 @@ pub enum Outcome {
     Success,
     /// Ran, but the answer is "no" (e.g. a signature did not verify): exit 1.
     Failure,
+    /// Exit with this code, for commands whose codes say more than yes or no (`ui diff`:
+    /// 1 for differences, 2 for an error).
+    Exit(u8),
+}
+
+impl Outcome {
+    /// The process exit code.
+    pub fn code(self) -> u8 {
+        match self {
+            Outcome::Success => 0,
+            Outcome::Failure => 1,
+            Outcome::Exit(code) => code,
+        }
+    }
+}
+
+/// Prints an error that ends a command, with its causes.
+pub fn print_error(e: &anyhow::Error) {
+    eprintln!("error: {e:#}");
 }

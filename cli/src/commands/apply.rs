@@ -1,0 +1,177 @@
+//! `ui apply`: create or update every object of the given manifests.
+
+use std::path::PathBuf;
+
+use serde::Serialize;
+use serde_json::Value;
+
+use super::{Context, Outcome};
+use crate::client::{Client, ClientError, ClusterArgs};
+use crate::manifest_files::{self, Document};
+use crate::objects::{self, Target};
+use crate::output::OutputArgs;
+
+/// How often a write that lost a race (409 Conflict) is retried after reading again.
+const ATTEMPTS: usize = 5;
+
+/// Create or update objects from manifests, idempotently
+///
+/// For each document: an object that does not exist is created; one that differs from the
+/// document (server-owned metadata and status aside) is replaced by it, keeping its
+/// finalizers and owner references; one that already says the same is left alone. Prints a
+/// line per object: created, configured or unchanged. Errors are reported per object, with
+/// the file and document; the others are still applied, and the exit code is 1.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Manifest file, directory (recursive: *.yaml, *.yml, *.json) or - for standard input
+    #[arg(short = 'f', long = "filename", value_name = "FILE|DIR", required = true)]
+    files: Vec<PathBuf>,
+    /// `server`: ask the server to check every change without storing it
+    #[arg(long, value_name = "MODE", value_parser = ["server"])]
+    dry_run: Option<String>,
+    #[command(flatten)]
+    cluster: ClusterArgs,
+    #[command(flatten)]
+    output: OutputArgs,
+}
+
+/// What happened to one document.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Report {
+    file: String,
+    document: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    kind: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    namespace: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<String>,
+    /// `created`, `configured` or `unchanged`; absent on error.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    result: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+pub fn run(ctx: &Context, args: &Args) -> anyhow::Result<Outcome> {
+    let sources = manifest_files::expand(&args.files)?;
+    let all = manifest_files::read_all(&sources)?;
+    let client = Client::new(ctx, &args.cluster)?;
+    let dry_run = args.dry_run.is_some();
+    let suffix = if dry_run { " (server dry run)" } else { "" };
+    let mut reports = Vec::new();
+    for doc in all.iter().flat_map(|s| &s.docs) {
+        let (target, result) = match Target::of(&client, doc) {
+            Err(e) => (None, Err(format!("{e:#}"))),
+            Ok(t) => match apply_one(&client, &t, doc, dry_run) {
+                Ok(r) => (Some(t), Ok(r)),
+                // An unreachable server fails every document alike: say it once.
+                Err(e @ ClientError::Unreachable { .. }) => return Err(e.into()),
+                Err(e) => (Some(t), Err(e.to_string())),
+            },
+        };
+        let t = target;
+        let report = Report {
+            file: doc.source.to_string(),
+            document: doc.index,
+            kind: t.as_ref().map(|t| t.kind.kind.to_owned()),
+            namespace: t.as_ref().and_then(|t| t.namespace.clone()),
+            name: t.as_ref().map(|t| t.name.clone()),
+            result: result.as_ref().ok().copied(),
+            error: result.err(),
+        };
+        if args.output.format == crate::output::Format::Text {
+            match (&t, &report.result, &report.error) {
+                (Some(t), Some(r), _) => println!("{} {r}{suffix}", t.reference()),
+                (_, _, Some(e)) => eprintln!("error: {}: {e}", doc.place()),
+                _ => {}
+            }
+        }
+        reports.push(report);
+    }
+    if reports.is_empty() {
+        anyhow::bail!(
+            "no objects to apply in {}",
+            sources.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+        );
+    }
+    args.output.print_structured(&reports)?;
+    Ok(if reports.iter().all(|r| r.error.is_none()) { Outcome::Success } else { Outcome::Failure })
+}
+
+/// Creates, updates or leaves one object; retries when another writer got in between.
+fn apply_one(
+    client: &Client,
+    t: &Target,
+    doc: &Document,
+    dry_run: bool,
+) -> Result<&'static str, ClientError> {
+    let mut desired = doc.value.clone();
+    if let (Some(ns), Some(meta)) = (&t.namespace, desired.get_mut("metadata").and_then(Value::as_object_mut))
+    {
+        meta.insert("namespace".into(), ns.clone().into());
+    }
+    let ns = t.namespace.as_deref();
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let retry = |e: &ClientError| e.code() == Some(409) && attempt < ATTEMPTS;
+        match client.get(t.kind, ns, &t.name) {
+            Err(e) if e.is_not_found() => match client.create(t.kind, ns, &desired, dry_run) {
+                Ok(_) => return Ok("created"),
+                Err(e) if retry(&e) => continue,
+                Err(e) => return Err(e),
+            },
+            Err(e) => return Err(e),
+            Ok(current) => {
+                if objects::authored(&current) == objects::authored(&desired) {
+                    return Ok("unchanged");
+                }
+                let body = carry_over(&desired, &current);
+                match client.update(t.kind, ns, &t.name, &body, dry_run) {
+                    Ok(_) => return Ok("configured"),
+                    Err(e) if retry(&e) => continue,
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+    }
+}
+
+/// The document to PUT: what the user wrote, with the current `resourceVersion` as the
+/// precondition and the current finalizers and owner references, which apply never drops.
+fn carry_over(desired: &Value, current: &Value) -> Value {
+    let mut body = desired.clone();
+    if let (Some(meta), Some(cur)) = (
+        body.get_mut("metadata").and_then(Value::as_object_mut),
+        current.get("metadata").and_then(Value::as_object),
+    ) {
+        for field in ["resourceVersion", "finalizers", "ownerReferences"] {
+            match cur.get(field) {
+                Some(v) => meta.insert(field.into(), v.clone()),
+                None => meta.remove(field),
+            };
+        }
+    }
+    body
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn an_update_keeps_finalizers_and_owner_references_and_uses_the_current_version() {
+        let desired =
+            json!({"kind": "Workload", "metadata": {"name": "a", "finalizers": ["mine"]}, "spec": {}});
+        let current = json!({"kind": "Workload", "metadata": {
+            "name": "a", "resourceVersion": "7", "finalizers": ["gc"], "ownerReferences": [{"name": "o"}]
+        }});
+        let body = carry_over(&desired, &current);
+        assert_eq!(body["metadata"]["resourceVersion"], "7");
+        assert_eq!(body["metadata"]["finalizers"], json!(["gc"]));
+        assert_eq!(body["metadata"]["ownerReferences"], json!([{"name": "o"}]));
+    }
+}

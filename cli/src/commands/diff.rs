@@ -1,0 +1,101 @@
+//! `ui diff`: what `ui apply` would change, as a unified diff.
+
+use std::path::PathBuf;
+
+use serde::Serialize;
+use serde_json::Value;
+use similar::TextDiff;
+
+use super::{Context, Outcome};
+use crate::client::{Client, ClusterArgs};
+use crate::manifest_files;
+use crate::objects::{self, Target};
+use crate::output::OutputArgs;
+
+/// Show what applying manifests would change
+///
+/// A unified diff per object, of the object on the server (without server-owned metadata and
+/// status) against the document; an object that does not exist yet diffs against nothing.
+/// Exit code: 0 when nothing would change, 1 when something would, 2 on an error.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Manifest file, directory (recursive: *.yaml, *.yml, *.json) or - for standard input
+    #[arg(short = 'f', long = "filename", value_name = "FILE|DIR", required = true)]
+    files: Vec<PathBuf>,
+    #[command(flatten)]
+    cluster: ClusterArgs,
+    #[command(flatten)]
+    output: OutputArgs,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Report {
+    file: String,
+    document: usize,
+    kind: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    namespace: Option<String>,
+    name: String,
+    /// Whether the object exists on the server.
+    exists: bool,
+    /// The unified diff; empty when nothing would change.
+    diff: String,
+}
+
+pub fn run(ctx: &Context, args: &Args) -> anyhow::Result<Outcome> {
+    match diff(ctx, args) {
+        Ok(outcome) => Ok(outcome),
+        Err(e) => {
+            // Exit 2, not 1: 1 means "there are differences".
+            super::print_error(&e);
+            Ok(Outcome::Exit(2))
+        }
+    }
+}
+
+fn diff(ctx: &Context, args: &Args) -> anyhow::Result<Outcome> {
+    let all = manifest_files::read_all(&manifest_files::expand(&args.files)?)?;
+    let client = Client::new(ctx, &args.cluster)?;
+    let mut reports = Vec::new();
+    for doc in all.iter().flat_map(|s| &s.docs) {
+        let place = || doc.place();
+        let t = Target::of(&client, doc).map_err(|e| anyhow::anyhow!("{}: {e:#}", place()))?;
+        let mut desired = doc.value.clone();
+        if let (Some(ns), Some(meta)) =
+            (&t.namespace, desired.get_mut("metadata").and_then(Value::as_object_mut))
+        {
+            meta.insert("namespace".into(), ns.clone().into());
+        }
+        let (exists, live) = match client.get(t.kind, t.namespace.as_deref(), &t.name) {
+            Ok(current) => (true, objects::to_yaml(&objects::authored(&current))?),
+            Err(e) if e.is_not_found() => (false, String::new()),
+            Err(e) => return Err(anyhow::anyhow!("{}: {e}", place())),
+        };
+        let wanted = objects::to_yaml(&objects::authored(&desired))?;
+        let ns = t.namespace.as_deref().map(|n| format!("{n}/")).unwrap_or_default();
+        let old = format!("live/{}.{}/{ns}{}", t.kind.singular, api::GROUP, t.name);
+        let new = format!("{}#{}", doc.source, doc.index);
+        let text = TextDiff::from_lines(&live, &wanted);
+        let unified = if live == wanted {
+            String::new()
+        } else {
+            text.unified_diff().context_radius(3).header(&old, &new).to_string()
+        };
+        reports.push(Report {
+            file: doc.source.to_string(),
+            document: doc.index,
+            kind: t.kind.kind.to_owned(),
+            namespace: t.namespace.clone(),
+            name: t.name.clone(),
+            exists,
+            diff: unified,
+        });
+    }
+    if !args.output.print_structured(&reports)? {
+        for r in &reports {
+            print!("{}", r.diff);
+        }
+    }
+    Ok(if reports.iter().all(|r| r.diff.is_empty()) { Outcome::Success } else { Outcome::Exit(1) })
+}

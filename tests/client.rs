@@ -1,0 +1,219 @@
+//! `ui apply`, `get`, `describe`, `diff` and `delete` against a real `ui apiserver` on a real
+//! port.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use support::{Run, Server, User, copy_examples};
+
+/// `ui ARGS --kubeconfig K`: the way a user names the cluster without touching their own.
+fn ui(u: &User, server: &Server, args: &[&str]) -> Run {
+    let mut all = args.to_vec();
+    all.extend(["--kubeconfig", server.kubeconfig.to_str().unwrap()]);
+    u.run(&all)
+}
+
+fn write(path: &Path, text: &str) -> String {
+    std::fs::write(path, text).unwrap();
+    path.to_str().unwrap().to_owned()
+}
+
+fn workload(name: &str, namespace: &str, replicas: u32) -> String {
+    format!(
+        "apiVersion: univrs.io/v1\nkind: Workload\nmetadata:\n  name: {name}\n  namespace: {namespace}\n  labels:\n    app: {name}\n\
+         spec:\n  replicas: {replicas}\n  rootfs: busybox\n  command: [\"/bin/true\"]\n  trustPolicy: eu-only\n"
+    )
+}
+
+#[test]
+fn apply_is_idempotent_and_get_diff_describe_and_delete_see_what_it_did() {
+    let u = User::new();
+    let server = Server::start(&u, &u.path("data"));
+    let dir = u.path("manifests");
+    copy_examples(&dir);
+    let m = dir.to_str().unwrap();
+
+    // Created, then unchanged.
+    let first = ui(&u, &server, &["apply", "-f", m]).ok().stdout;
+    for line in [
+        "workload.univrs.io/hello created",
+        "trustpolicy.univrs.io/eu-only created",
+        "nodeoffer.univrs.io/berlin-1 created",
+    ] {
+        assert!(first.contains(line), "{first}");
+    }
+    let again = ui(&u, &server, &["apply", "-f", m]).ok().stdout;
+    assert_eq!(again.lines().count(), first.lines().count(), "{again}");
+    assert!(again.lines().all(|l| l.ends_with(" unchanged")), "{again}");
+    let nothing = ui(&u, &server, &["diff", "-f", m]);
+    assert_eq!((nothing.code, nothing.stdout.as_str()), (0, ""), "{}", nothing.stderr);
+
+    // A changed file: diff says what, apply configures it, get shows it.
+    let hello = dir.join("hello-workload.yaml");
+    let text = std::fs::read_to_string(&hello).unwrap().replace("replicas: 2", "replicas: 3");
+    std::fs::write(&hello, text).unwrap();
+    let d = ui(&u, &server, &["diff", "-f", m]);
+    assert_eq!(d.code, 1, "{}{}", d.stdout, d.stderr);
+    assert!(d.stdout.contains("--- live/workload.univrs.io/default/hello\n"), "{}", d.stdout);
+    assert!(d.stdout.contains("-  replicas: 2\n+  replicas: 3\n"), "{}", d.stdout);
+    let applied = ui(&u, &server, &["apply", "-f", hello.to_str().unwrap(), "-o", "json"]).ok().json();
+    assert_eq!(applied[0]["result"], "configured", "{applied}");
+    assert_eq!(applied[0]["file"], hello.to_str().unwrap());
+    let obj = ui(&u, &server, &["get", "workload", "hello", "-o", "json"]).ok().json();
+    assert_eq!(obj["spec"]["replicas"], 3);
+    assert_eq!(obj["metadata"]["generation"], 2);
+    assert_eq!(ui(&u, &server, &["diff", "-f", m]).code, 0);
+
+    // Every name kubectl accepts for a kind.
+    for form in ["workloads", "workload", "wl", "Workload"] {
+        let names = ui(&u, &server, &["get", form, "-o", "name"]).ok().stdout;
+        assert_eq!(names, "workload.univrs.io/hello\n", "ui get {form}");
+    }
+    let table = ui(&u, &server, &["get", "wl"]).ok().stdout;
+    assert!(table.starts_with("NAME "), "{table}");
+    assert!(table.lines().nth(1).is_some_and(|l| l.starts_with("hello ")), "{table}");
+    let yaml = ui(&u, &server, &["get", "wl", "hello", "-o", "yaml"]).ok().stdout;
+    assert!(yaml.contains("  name: hello\n") && yaml.contains("  replicas: 3\n"), "{yaml}");
+    let list = ui(&u, &server, &["get", "wl", "-o", "json"]).ok().json();
+    assert_eq!((list["kind"].as_str(), list["items"].as_array().map(Vec::len)), (Some("List"), Some(1)));
+    let offers = ui(&u, &server, &["get", "offer", "-o", "name"]).ok().stdout;
+    assert_eq!(offers, "nodeoffer.univrs.io/berlin-1\n");
+
+    // Namespaces: -n, and -A with its NAMESPACE column.
+    let team = write(&u.path("team.yaml"), &workload("web", "team", 1));
+    ui(&u, &server, &["apply", "-f", &team]).ok();
+    assert!(!ui(&u, &server, &["get", "wl"]).ok().stdout.contains("web"));
+    assert!(ui(&u, &server, &["get", "wl", "-n", "team", "-o", "name"]).ok().stdout.contains("/web"));
+    let all = ui(&u, &server, &["get", "wl", "-A"]).ok().stdout;
+    assert!(all.starts_with("NAMESPACE   NAME"), "{all}");
+    assert!(all.contains("\ndefault     hello") && all.contains("\nteam        web"), "{all}");
+
+    // describe
+    let text = ui(&u, &server, &["describe", "wl", "hello"]).ok().stdout;
+    for needle in [
+        "Name:         hello\n",
+        "Namespace:    default\n",
+        "Labels:       app=hello\n",
+        "Spec:\n",
+        "  replicas: 3\n",
+    ] {
+        assert!(text.contains(needle), "describe lacks {needle:?}:\n{text}");
+    }
+
+    // A new object diffs against nothing; a bad document is exit 2 with its place.
+    let fresh = write(&u.path("fresh.yaml"), &workload("fresh", "default", 1));
+    let d = ui(&u, &server, &["diff", "-f", &fresh]);
+    assert_eq!(d.code, 1, "{}", d.stderr);
+    assert!(d.stdout.contains("+kind: Workload\n") && d.stdout.contains("+  name: fresh\n"), "{}", d.stdout);
+    let bad = write(&u.path("pod.yaml"), "apiVersion: univrs.io/v1\nkind: Pod\nmetadata:\n  name: p\n");
+    let d = ui(&u, &server, &["diff", "-f", &bad]);
+    assert_eq!(d.code, 2, "{}", d.stderr);
+    assert!(
+        d.stderr.contains("pod.yaml: document 1") && d.stderr.contains("unknown kind \"Pod\""),
+        "{}",
+        d.stderr
+    );
+
+    // apply reports a failing document with its file and position and applies the others.
+    let mixed = u.path("mixed");
+    std::fs::create_dir(&mixed).unwrap();
+    write(&mixed.join("a.yaml"), &workload("bad", "default", 1).replace("replicas: 1", "replicas: many"));
+    write(&mixed.join("b.yaml"), &workload("good", "default", 1));
+    ui(&u, &server, &["apply", "-f", mixed.to_str().unwrap()]).fails_with(&[
+        "a.yaml: document 1 (Workload/default/bad)",
+        "(Invalid)",
+        "spec.replicas",
+    ]);
+    ui(&u, &server, &["get", "wl", "good"]).ok();
+
+    // delete by name, NotFound, --ignore-not-found, delete -f.
+    let gone = ui(&u, &server, &["delete", "wl", "hello"]).ok().stdout;
+    assert_eq!(gone, "workload.univrs.io/hello deleted\n");
+    ui(&u, &server, &["get", "wl", "hello"])
+        .fails_with(&["Error from server (NotFound)", "\"hello\" not found"]);
+    ui(&u, &server, &["delete", "wl", "hello"]).fails_with(&["Error from server (NotFound)"]);
+    ui(&u, &server, &["delete", "wl", "hello", "--ignore-not-found"]).ok();
+    let deleted = ui(&u, &server, &["delete", "-f", m, "--ignore-not-found"]).ok().stdout;
+    assert!(deleted.contains("nodeoffer.univrs.io/berlin-1 deleted"), "{deleted}");
+    assert!(!deleted.contains("hello"), "{deleted}");
+    assert_eq!(ui(&u, &server, &["get", "offers", "-o", "name"]).ok().stdout, "");
+
+    ui(&u, &server, &["get", "pods"])
+        .fails_with(&["the server doesn't have a resource type \"pods\"", "workloads (wl)"]);
+    server.stop();
+}
+
+#[test]
+fn an_unreachable_server_or_no_kubeconfig_is_a_clear_error() {
+    let u = User::new();
+    u.run(&["get", "wl"]).fails_with(&["cannot read the kubeconfig", "ui up", "--server"]);
+    u.run(&["get", "wl", "--server", "http://127.0.0.1:1"])
+        .fails_with(&["cannot reach the apiserver at http://127.0.0.1:1: connection refused", "ui up"]);
+
+    // $KUBECONFIG names the cluster; once it is stopped, the same clear error.
+    let server = Server::start(&u, &u.path("data"));
+    let url = server.url.clone();
+    let kubeconfig = server.kubeconfig.clone();
+    let get = |u: &User| {
+        let out = u.cmd(&["get", "wl", "-o", "json"]).env("KUBECONFIG", &kubeconfig).output().unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    assert_eq!(get(&u).0, Some(0));
+    server.stop();
+    let (code, stderr) = get(&u);
+    assert_eq!(code, Some(1));
+    assert!(stderr.contains(&format!("cannot reach the apiserver at {url}: connection refused")), "{stderr}");
+}
+
+/// Needs `labelSelector` on the server (expected with the watch/selector work on main).
+#[test]
+fn a_label_selector_picks_the_objects() {
+    let u = User::new();
+    let server = Server::start(&u, &u.path("data"));
+    let both = format!("{}---\n{}", workload("one", "default", 1), workload("two", "default", 1));
+    ui(&u, &server, &["apply", "-f", &write(&u.path("w.yaml"), &both)]).ok();
+    let one = ui(&u, &server, &["get", "wl", "-l", "app=one", "-o", "name"]).ok().stdout;
+    assert_eq!(one, "workload.univrs.io/one\n");
+    server.stop();
+}
+
+/// Needs `?watch=1` on the server (expected with the watch work on main).
+#[test]
+fn get_watch_prints_each_change() {
+    let u = User::new();
+    let server = Server::start(&u, &u.path("data"));
+    let file = write(&u.path("w.yaml"), &workload("watched", "default", 1));
+    ui(&u, &server, &["apply", "-f", &file]).ok();
+
+    let mut child = u
+        .cmd(&["get", "wl", "-w", "-o", "name", "--kubeconfig", server.kubeconfig.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let next = |what: &str| {
+        rx.recv_timeout(Duration::from_secs(20)).unwrap_or_else(|e| {
+            panic!("no line for {what}: {e} (the watch ended, or printed nothing for 20s)")
+        })
+    };
+    assert_eq!(next("the initial list"), "workload.univrs.io/watched");
+    ui(&u, &server, &["apply", "-f", &write(&u.path("w.yaml"), &workload("watched", "default", 2))]).ok();
+    assert_eq!(next("the update"), "workload.univrs.io/watched");
+    ui(&u, &server, &["delete", "wl", "watched"]).ok();
+    assert_eq!(next("the deletion"), "workload.univrs.io/watched");
+    let _ = child.kill();
+    let _ = child.wait();
+    server.stop();
+}
