@@ -1,6 +1,8 @@
 //! Discovery: what kubectl asks before anything else.
 
 use axum::Json;
+use axum::http::{HeaderMap, header};
+use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 /// `GET /version`.
@@ -12,10 +14,33 @@ pub async fn version() -> Json<Value> {
     }))
 }
 
+/// The media type of aggregated discovery (one request for every group, version and
+/// resource), which kubectl and client-go ask for first.
+const AGGREGATED: &str = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
+
+/// Whether the client asks for aggregated discovery (`as=APIGroupDiscoveryList`, v2) before
+/// the plain lists.
+fn wants_aggregated(headers: &HeaderMap) -> bool {
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let Some(first) = accept.split(',').next() else { return false };
+    let params: Vec<&str> = first.split(';').map(str::trim).collect();
+    params.contains(&"as=APIGroupDiscoveryList")
+        && params.contains(&"g=apidiscovery.k8s.io")
+        && params.contains(&"v=v2")
+}
+
+fn aggregated(items: Value) -> Response {
+    let body = json!({ "kind": "APIGroupDiscoveryList", "apiVersion": "apidiscovery.k8s.io/v2", "metadata": {}, "items": items });
+    ([(header::CONTENT_TYPE, AGGREGATED)], Json(body)).into_response()
+}
+
 /// `GET /api`: the core group. univrs serves none of its resources, so it lists no versions
 /// (kubectl treats an empty `v1` resource list as an error, but no `v1` as nothing to find).
-pub async fn api_versions() -> Json<Value> {
-    Json(json!({ "kind": "APIVersions", "versions": [], "serverAddressByClientCIDRs": [] }))
+pub async fn api_versions(headers: HeaderMap) -> Response {
+    if wants_aggregated(&headers) {
+        return aggregated(json!([]));
+    }
+    Json(json!({ "kind": "APIVersions", "versions": [], "serverAddressByClientCIDRs": [] })).into_response()
 }
 
 fn group() -> Value {
@@ -23,9 +48,36 @@ fn group() -> Value {
     json!({ "name": api::GROUP, "versions": [gv.clone()], "preferredVersion": gv })
 }
 
-/// `GET /apis`.
-pub async fn api_groups() -> Json<Value> {
-    Json(json!({ "kind": "APIGroupList", "apiVersion": "v1", "groups": [group()] }))
+/// `GET /apis`: the univrs group, or with aggregated discovery every resource of it.
+pub async fn api_groups(headers: HeaderMap) -> Response {
+    if wants_aggregated(&headers) {
+        return aggregated(json!([group_discovery()]));
+    }
+    Json(json!({ "kind": "APIGroupList", "apiVersion": "v1", "groups": [group()] })).into_response()
+}
+
+/// Verbs of every kind's resource and of its `status` subresource.
+const VERBS: [&str; 7] = ["create", "delete", "get", "list", "patch", "update", "watch"];
+const STATUS_VERBS: [&str; 3] = ["get", "patch", "update"];
+
+/// The univrs group as an `APIGroupDiscovery` (aggregated discovery v2).
+fn group_discovery() -> Value {
+    let resources: Vec<Value> = api::kinds::KINDS
+        .iter()
+        .map(|k| {
+            let gvk = json!({ "group": api::GROUP, "version": api::VERSION, "kind": k.kind });
+            let scope = if k.scope == api::Scope::Namespaced { "Namespaced" } else { "Cluster" };
+            json!({
+                "resource": k.plural, "responseKind": gvk, "scope": scope, "singularResource": k.singular,
+                "verbs": VERBS, "shortNames": k.short_names, "categories": ["univrs"],
+                "subresources": [{ "subresource": "status", "responseKind": gvk, "verbs": STATUS_VERBS }],
+            })
+        })
+        .collect();
+    json!({
+        "metadata": { "name": api::GROUP },
+        "versions": [{ "version": api::VERSION, "resources": resources, "freshness": "Current" }],
+    })
 }
 
 /// `GET /apis/univrs.io`.
@@ -38,17 +90,16 @@ pub async fn api_group() -> Json<Value> {
 
 /// `GET /apis/univrs.io/v1`: every kind and its `status` subresource.
 pub async fn api_resources() -> Json<Value> {
-    let verbs = ["create", "delete", "get", "list", "update"];
     let mut resources = Vec::new();
     for k in &api::kinds::KINDS {
         let namespaced = k.scope == api::Scope::Namespaced;
         resources.push(json!({
             "name": k.plural, "singularName": k.singular, "namespaced": namespaced, "kind": k.kind,
-            "verbs": verbs, "shortNames": k.short_names, "categories": ["univrs"],
+            "verbs": VERBS, "shortNames": k.short_names, "categories": ["univrs"],
         }));
         resources.push(json!({
             "name": format!("{}/status", k.plural), "singularName": "", "namespaced": namespaced,
-            "kind": k.kind, "verbs": ["get", "update"],
+            "kind": k.kind, "verbs": STATUS_VERBS,
         }));
     }
     Json(
