@@ -165,6 +165,12 @@ impl Server {
         Self { child, url, kubeconfig }
     }
 
+    /// Kills the server with SIGKILL (no chance to flush or drain anything).
+    pub fn kill_9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Stops the server with SIGTERM and checks that it shut down cleanly.
     pub fn stop(mut self) {
         let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();

@@ -1,0 +1,84 @@
+//! An acknowledged write is never lost: `ui apiserver` is killed with SIGKILL while clients
+//! write concurrently, restarted on its data dir, and every write it acknowledged is there
+//! with the revision it was acknowledged at.
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use support::{Server, User};
+
+fn workload(name: &str) -> String {
+    serde_json::json!({ "apiVersion": "univrs.io/v1", "kind": "Workload",
+        "metadata": { "name": name }, "spec": { "rootfs": "busybox" } })
+    .to_string()
+}
+
+#[test]
+fn acknowledged_writes_survive_kill_9_of_the_server() {
+    let u = User::new();
+    let data = u.path("data");
+    let server = Server::start(&u, &data);
+    let url = format!("{}/apis/univrs.io/v1/namespaces/default/workloads", server.url);
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            let (url, stop) = (url.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let agent: ureq::Agent = ureq::Agent::config_builder()
+                    .timeout_global(Some(Duration::from_secs(5)))
+                    .http_status_as_error(false)
+                    .build()
+                    .into();
+                let mut acked = Vec::new();
+                for i in 0.. {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let name = format!("w{w}-{i}");
+                    let Ok(mut response) =
+                        agent.post(&url).content_type("application/json").send(workload(&name))
+                    else {
+                        break; // the server is gone
+                    };
+                    if response.status() != 201 {
+                        break;
+                    }
+                    let body: serde_json::Value =
+                        serde_json::from_str(&response.body_mut().read_to_string().unwrap()).unwrap();
+                    acked.push((name, body["metadata"]["resourceVersion"].as_str().unwrap().to_owned()));
+                }
+                acked
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(1500));
+    server.kill_9();
+    stop.store(true, Ordering::Relaxed);
+    let acked: Vec<(String, String)> = writers.into_iter().flat_map(|w| w.join().unwrap()).collect();
+    assert!(acked.len() > 20, "the writers got too little done to prove anything: {}", acked.len());
+
+    let server = Server::start(&u, &data);
+    let agent: ureq::Agent =
+        ureq::Agent::config_builder().timeout_global(Some(Duration::from_secs(10))).build().into();
+    let url = format!("{}/apis/univrs.io/v1/namespaces/default/workloads", server.url);
+    let list: serde_json::Value =
+        serde_json::from_str(&agent.get(&url).call().unwrap().body_mut().read_to_string().unwrap()).unwrap();
+    let stored: std::collections::HashMap<String, String> = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| {
+            (
+                o["metadata"]["name"].as_str().unwrap().to_owned(),
+                o["metadata"]["resourceVersion"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    for (name, rv) in &acked {
+        assert_eq!(stored.get(name), Some(rv), "acknowledged write {name} at {rv} was lost or changed");
+    }
+    server.stop();
+}
