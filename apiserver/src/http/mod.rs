@@ -47,6 +47,7 @@ pub fn router(registry: Registry) -> Router {
                 .delete(objects::delete),
         )
         .fallback(status::not_found_route)
+        .method_not_allowed_fallback(status::method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(registry)
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use api::selector::{FieldSelector, LabelSelector, Selector};
 use api::{KindInfo, Scope};
 use axum::Json;
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -24,6 +24,28 @@ use crate::registry::{
 use crate::watch::{self, Start, Watch};
 
 type Result<T> = std::result::Result<T, ApiError>;
+
+/// A request body, read whole up to the size limit; a body over it is refused with a 413
+/// `Status` (axum's own rejection is plain text, which kubectl cannot print as an error).
+pub struct Body(Bytes);
+
+impl<S: Send + Sync> axum::extract::FromRequest<S> for Body {
+    type Rejection = Response;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> std::result::Result<Self, Response> {
+        Bytes::from_request(req, state).await.map(Body).map_err(|rejection| {
+            let code = rejection.status();
+            let reason =
+                if code == StatusCode::PAYLOAD_TOO_LARGE { "RequestEntityTooLarge" } else { "BadRequest" };
+            let message = format!(
+                "the request body cannot be read: {} (the limit is {} bytes)",
+                rejection.body_text(),
+                super::MAX_BODY_BYTES
+            );
+            super::status::failure(code.as_u16(), reason, &message, json!({}))
+        })
+    }
+}
 
 /// What a path under `/apis/univrs.io/v1/` names.
 #[derive(Debug)]
@@ -370,7 +392,7 @@ fn start_watch(reg: &Registry, target: &Target, query: &Query, format: Format) -
     Ok(Response::builder()
         .header(header::CONTENT_TYPE, "application/json")
         .header(header::CACHE_CONTROL, "no-cache, private")
-        .body(Body::from_stream(lines))
+        .body(axum::body::Body::from_stream(lines))
         .expect("a valid response"))
 }
 
@@ -380,7 +402,7 @@ pub async fn post(
     Path(rest): Path<String>,
     RawQuery(raw): RawQuery,
     headers: HeaderMap,
-    bytes: Bytes,
+    Body(bytes): Body,
 ) -> Result<Response> {
     let target = parse_target(&rest)?;
     target.collection()?;
@@ -395,7 +417,7 @@ pub async fn put(
     Path(rest): Path<String>,
     RawQuery(raw): RawQuery,
     headers: HeaderMap,
-    bytes: Bytes,
+    Body(bytes): Body,
 ) -> Result<Response> {
     let target = parse_target(&rest)?;
     let opts = Query::parse(raw.as_deref())?.write_options()?;
@@ -411,7 +433,7 @@ pub async fn patch(
     Path(rest): Path<String>,
     RawQuery(raw): RawQuery,
     headers: HeaderMap,
-    bytes: Bytes,
+    Body(bytes): Body,
 ) -> Result<Response> {
     let target = parse_target(&rest)?;
     let opts = Query::parse(raw.as_deref())?.write_options()?;
@@ -470,7 +492,7 @@ pub async fn delete(
     State(reg): State<Registry>,
     Path(rest): Path<String>,
     RawQuery(raw): RawQuery,
-    bytes: Bytes,
+    Body(bytes): Body,
 ) -> Result<Response> {
     let target = parse_target(&rest)?;
     if target.part == Part::Status {

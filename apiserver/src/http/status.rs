@@ -45,3 +45,13 @@ impl IntoResponse for ApiError {
 pub async fn not_found_route() -> Response {
     failure(404, "NotFound", "the server could not find the requested resource", json!({}))
 }
+
+/// A method the path does not serve.
+pub async fn method_not_allowed() -> Response {
+    failure(
+        405,
+        "MethodNotAllowed",
+        "the server does not allow this method on the requested resource",
+        json!({}),
+    )
+}
