@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use apiserver::raft::{Options, RaftNode};
@@ -26,6 +27,10 @@ pub struct Args {
     /// Where to write the kubeconfig [default: CONFIG_DIR/kubeconfig]
     #[arg(long, value_name = "FILE")]
     kubeconfig: Option<PathBuf>,
+    /// Seconds of change history kept for watches [default: 900]. Shorter is for tests and
+    /// small machines: a watcher that falls further behind gets 410 Expired and relists
+    #[arg(long, value_name = "SECONDS")]
+    watch_history_seconds: Option<u64>,
 }
 
 fn default_data_dir() -> anyhow::Result<PathBuf> {
@@ -57,7 +62,11 @@ pub fn run(ctx: &Context, args: &Args) -> anyhow::Result<Outcome> {
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start tokio")?;
     runtime.block_on(async {
-        let node = RaftNode::start_single(&data_dir, Options::default())
+        let mut options = Options::default();
+        if let Some(secs) = args.watch_history_seconds {
+            options.history.max_age = Duration::from_secs(secs);
+        }
+        let node = RaftNode::start_single(&data_dir, options)
             .await
             .with_context(|| format!("cannot start the control plane in {}", data_dir.display()))?;
         let listener = tokio::net::TcpListener::bind(args.listen)
