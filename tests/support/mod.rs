@@ -141,21 +141,28 @@ pub struct Server {
 impl Server {
     /// Starts `ui apiserver` on `data`, writing its kubeconfig to the user's temp dir.
     pub fn start(u: &User, data: &Path) -> Self {
+        Self::spawn(u, data, "127.0.0.1:0", &[], Stdio::null())
+    }
+
+    /// Starts `ui apiserver` on `data` listening on `listen` (port 0: any free port), with
+    /// `extra` arguments; its stderr goes to the test's, so a failure shows what it said.
+    pub fn start_with(u: &User, data: &Path, listen: &str, extra: &[&str]) -> Self {
+        Self::spawn(u, data, listen, extra, Stdio::inherit())
+    }
+
+    fn spawn(u: &User, data: &Path, listen: &str, extra: &[&str], stderr: Stdio) -> Self {
         let kubeconfig = u.path("kubeconfig");
-        let mut child = u
-            .cmd(&[
-                "apiserver",
-                "--data-dir",
-                data.to_str().unwrap(),
-                "--listen",
-                "127.0.0.1:0",
-                "--kubeconfig",
-                kubeconfig.to_str().unwrap(),
-            ])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut args = vec![
+            "apiserver",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--listen",
+            listen,
+            "--kubeconfig",
+            kubeconfig.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        let mut child = u.cmd(&args).stdout(Stdio::piped()).stderr(stderr).spawn().unwrap();
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
         let first = lines.next().expect("apiserver printed nothing").unwrap();
         let url = first.strip_prefix("listening on ").unwrap_or_else(|| panic!("{first}")).to_owned();
@@ -163,6 +170,11 @@ impl Server {
         // Keep draining stdout so the server never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
         Self { child, url, kubeconfig }
+    }
+
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.url.rsplit(':').next().unwrap().parse().unwrap()
     }
 
     /// Kills the server with SIGKILL (no chance to flush or drain anything).
@@ -184,6 +196,12 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A loopback port that was free a moment ago, for a server that must come back on the same
+/// port after a restart.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// The real kubectl with a kubeconfig and its own cache dir (OpenAPI and discovery are cached

@@ -1,0 +1,295 @@
+//! kube-rs's `watcher` (the list+watch loop under every kube-rs controller and reflector)
+//! against `ui apiserver` on a real port: the initial list, live events, the relist after an
+//! in-stream 410 Expired, and resuming across a server restart on the same port.
+//!
+//! What kube-runtime 5's watcher does, read from its `watcher.rs`: with the default
+//! `ListWatch` strategy it lists (yielding `Init`, an `InitApply` per object, `InitDone`) and
+//! only on the next poll starts a watch from the list's `resourceVersion`; a watch stream that
+//! ends is restarted from the last `resourceVersion` seen (no relist); an in-stream `ERROR`
+//! with code 410 is yielded as `Error::WatchError` and the next poll relists from scratch;
+//! with `streaming_lists()` the initial state comes from one watch with
+//! `sendInitialEvents=true`, ended by a `BOOKMARK` annotated `k8s.io/initial-events-end`.
+
+mod support;
+
+use std::time::Duration;
+
+use futures_util::{Stream, StreamExt};
+use kube::api::{
+    Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams,
+    PostParams, WatchEvent, WatchParams,
+};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::runtime::WatchStreamExt as _;
+use kube::runtime::watcher::{self, Event};
+use kube::{Client, Config, ResourceExt as _};
+use serde_json::json;
+use support::{Server, User, free_port};
+
+/// How long any one expected event may take.
+const EVENT_WAIT: Duration = Duration::from_secs(30);
+
+/// A client configured from the kubeconfig the server wrote, as a user's program would be.
+async fn client(server: &Server) -> Client {
+    let kubeconfig = Kubeconfig::read_from(&server.kubeconfig).unwrap();
+    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await.unwrap();
+    assert_eq!(config.cluster_url.to_string().trim_end_matches('/'), server.url);
+    Client::try_from(config).unwrap()
+}
+
+fn workloads(client: Client) -> Api<DynamicObject> {
+    let gvk = GroupVersionKind::gvk("univrs.io", "v1", "Workload");
+    Api::namespaced_with(client, "default", &ApiResource::from_gvk_with_plural(&gvk, "workloads"))
+}
+
+fn workload(name: &str, replicas: u32) -> DynamicObject {
+    serde_json::from_value(json!({
+        "apiVersion": "univrs.io/v1",
+        "kind": "Workload",
+        "metadata": { "name": name, "labels": { "app": name } },
+        "spec": {
+            "replicas": replicas,
+            "rootfs": "busybox",
+            "command": ["/bin/sh", "-c", "sleep 3600"],
+            "resources": { "cpu": "100m", "memory": "32Mi" },
+            "trustPolicy": "eu-only",
+        },
+    }))
+    .unwrap()
+}
+
+async fn create(api: &Api<DynamicObject>, name: &str, replicas: u32) -> DynamicObject {
+    api.create(&PostParams::default(), &workload(name, replicas)).await.unwrap()
+}
+
+async fn scale(api: &Api<DynamicObject>, name: &str, replicas: u32) -> DynamicObject {
+    let patch = Patch::Merge(json!({ "spec": { "replicas": replicas } }));
+    api.patch(name, &PatchParams::default(), &patch).await.unwrap()
+}
+
+fn replicas(o: &DynamicObject) -> u64 {
+    o.data["spec"]["replicas"].as_u64().unwrap()
+}
+
+/// An event in a form that is easy to compare: `"Apply a 3 @17"` is an `Apply` of workload
+/// `a` with 3 replicas at resourceVersion 17 (`"Apply a 3"` without `with_rv`).
+fn describe(e: &Result<Event<DynamicObject>, watcher::Error>, with_rv: bool) -> String {
+    let obj = |verb: &str, o: &DynamicObject| {
+        let rv = if with_rv { format!(" @{}", o.resource_version().unwrap()) } else { String::new() };
+        format!("{verb} {} {}{rv}", o.name_any(), replicas(o))
+    };
+    match e {
+        Ok(Event::Init) => "Init".into(),
+        Ok(Event::InitApply(o)) => obj("InitApply", o),
+        Ok(Event::InitDone) => "InitDone".into(),
+        Ok(Event::Apply(o)) => obj("Apply", o),
+        Ok(Event::Delete(o)) => obj("Delete", o),
+        Err(watcher::Error::WatchError(s)) => format!("WatchError {} {}", s.code, s.reason),
+        Err(other) => format!("Err {other}"),
+    }
+}
+
+fn brief(e: &Result<Event<DynamicObject>, watcher::Error>) -> String {
+    describe(e, false)
+}
+
+/// The next `n` items of `stream`, failing the test if one takes longer than [`EVENT_WAIT`].
+async fn next_n<S>(stream: &mut S, n: usize) -> Vec<Result<Event<DynamicObject>, watcher::Error>>
+where
+    S: Stream<Item = Result<Event<DynamicObject>, watcher::Error>> + Unpin,
+{
+    let mut out = Vec::new();
+    while out.len() < n {
+        match tokio::time::timeout(EVENT_WAIT, stream.next()).await {
+            Ok(Some(e)) => out.push(e),
+            Ok(None) => panic!("the watcher ended after {:?}", out.iter().map(brief).collect::<Vec<_>>()),
+            Err(_) => panic!(
+                "no watcher event within {EVENT_WAIT:?} after {:?}",
+                out.iter().map(brief).collect::<Vec<_>>()
+            ),
+        }
+    }
+    out
+}
+
+async fn next_briefs<S>(stream: &mut S, n: usize) -> Vec<String>
+where
+    S: Stream<Item = Result<Event<DynamicObject>, watcher::Error>> + Unpin,
+{
+    next_n(stream, n).await.iter().map(brief).collect()
+}
+
+/// Objects made before the watch appear in its initial sequence; a create, a merge patch, a
+/// replace and a delete made through the API after it appear as `Apply`/`Delete`, in order,
+/// each at the resourceVersion the write returned.
+async fn initial_state_then_every_change(config: watcher::Config) {
+    let u = User::new();
+    let server = Server::start_with(&u, &u.path("data"), "127.0.0.1:0", &[]);
+    let api = workloads(client(&server).await);
+    create(&api, "a", 1).await;
+    create(&api, "b", 1).await;
+
+    let mut events = watcher::watcher(api.clone(), config).boxed();
+    assert_eq!(next_briefs(&mut events, 4).await, ["Init", "InitApply a 1", "InitApply b 1", "InitDone"]);
+
+    let c = create(&api, "c", 1).await;
+    let a = scale(&api, "a", 3).await;
+    let mut b = api.get("b").await.unwrap();
+    b.data["spec"]["replicas"] = json!(2);
+    let b = api.replace("b", &PostParams::default(), &b).await.unwrap();
+    api.delete("c", &DeleteParams::default()).await.unwrap();
+    let rv = |o: &DynamicObject| o.resource_version().unwrap();
+    let deleted_at = api.list(&ListParams::default()).await.unwrap().metadata.resource_version.unwrap();
+
+    let seen: Vec<String> = next_n(&mut events, 4).await.iter().map(|e| describe(e, true)).collect();
+    assert_eq!(
+        seen,
+        [
+            format!("Apply c 1 @{}", rv(&c)),
+            format!("Apply a 3 @{}", rv(&a)),
+            format!("Apply b 2 @{}", rv(&b)),
+            // A deleted object is sent as it was last, at the revision of its deletion.
+            format!("Delete c 1 @{deleted_at}"),
+        ]
+    );
+    drop(events);
+    server.stop();
+}
+
+#[tokio::test]
+async fn watcher_lists_then_watches_every_change() {
+    initial_state_then_every_change(watcher::Config::default()).await;
+}
+
+#[tokio::test]
+async fn watcher_with_streaming_lists_gets_the_initial_state_from_the_watch() {
+    initial_state_then_every_change(watcher::Config::default().streaming_lists()).await;
+}
+
+#[tokio::test]
+async fn watcher_pages_through_the_initial_list() {
+    // `limit=1` and a `continue` token per page; the watch starts from the first page's version.
+    initial_state_then_every_change(watcher::Config::default().page_size(1)).await;
+}
+
+#[tokio::test]
+async fn watcher_lists_from_any_version() {
+    // `resourceVersion=0&resourceVersionMatch=NotOlderThan`: the list may come from a cache.
+    initial_state_then_every_change(watcher::Config::default().any_semantic()).await;
+}
+
+/// The watcher lists, then (before it starts its watch) the server's history moves past the
+/// list's resourceVersion and is compacted: the watch from that version gets an in-stream
+/// `ERROR` 410 Expired, and the watcher relists, now seeing the changes it missed, and goes
+/// on watching.
+#[tokio::test]
+async fn watcher_relists_after_an_in_stream_410_expired() {
+    let u = User::new();
+    // One second of history: compaction (every 10 s on the server) soon drops every change.
+    let server = Server::start_with(&u, &u.path("data"), "127.0.0.1:0", &["--watch-history-seconds", "1"]);
+    let api = workloads(client(&server).await);
+    create(&api, "a", 1).await;
+
+    let mut events = watcher::watcher(api.clone(), watcher::Config::default()).boxed();
+    assert_eq!(next_briefs(&mut events, 3).await, ["Init", "InitApply a 1", "InitDone"]);
+    // The watcher now holds the list's resourceVersion and starts its watch from it on its
+    // next poll; nothing was written since, so it is this list's version too (or older).
+    let listed = api.list(&ListParams::default()).await.unwrap().metadata.resource_version.unwrap();
+
+    create(&api, "b", 1).await;
+    scale(&api, "a", 5).await;
+
+    // Wait for the server to compact those changes: a watch from `listed` then starts (HTTP
+    // 200) and its first event is ERROR 410 Expired.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(40);
+    let expired = loop {
+        let mut stream = api.watch(&WatchParams::default().timeout(2), &listed).await.unwrap().boxed();
+        match tokio::time::timeout(EVENT_WAIT, stream.next()).await.unwrap() {
+            Some(Ok(WatchEvent::Error(status))) => break status,
+            Some(Ok(WatchEvent::Added(_) | WatchEvent::Modified(_))) => {}
+            other => panic!("unexpected first event of a watch from {listed}: {other:?}"),
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the history was not compacted within 40 s");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert_eq!((expired.code, expired.reason.as_str()), (410, "Expired"), "{expired:?}");
+
+    // kube-rs yields the 410 as an error, then relists from scratch.
+    assert_eq!(
+        next_briefs(&mut events, 5).await,
+        ["WatchError 410 Expired", "Init", "InitApply a 5", "InitApply b 1", "InitDone"]
+    );
+    // And it watches again from the new list.
+    create(&api, "c", 2).await;
+    api.delete("b", &DeleteParams::default()).await.unwrap();
+    assert_eq!(next_briefs(&mut events, 2).await, ["Apply c 2", "Delete b 1"]);
+    drop(events);
+    server.stop();
+}
+
+/// The server is stopped (SIGTERM) and started again on the same data dir and port while a
+/// watcher runs: the watcher restarts its watch from the last resourceVersion it saw, so it
+/// gets exactly the changes made after the restart, without a relist and without a repeated
+/// `Apply` of an unchanged object.
+#[tokio::test]
+async fn watcher_resumes_across_a_server_restart_on_the_same_port() {
+    let u = User::new();
+    let data = u.path("data");
+    let listen = format!("127.0.0.1:{}", free_port());
+    let server = Server::start_with(&u, &data, &listen, &[]);
+    let api = workloads(client(&server).await);
+    create(&api, "a", 1).await;
+    create(&api, "b", 1).await;
+
+    // The watcher runs in its own task, polled all along, as in a controller; the backoff is
+    // what a controller uses, so that it does not spin while the server is down.
+    let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+    let watching = tokio::spawn(async move {
+        let mut events = watcher::watcher(api, watcher::Config::default()).default_backoff().boxed();
+        while let Some(e) = events.next().await {
+            if tx.send(e).await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut events = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)).boxed();
+    assert_eq!(next_briefs(&mut events, 4).await, ["Init", "InitApply a 1", "InitApply b 1", "InitDone"]);
+    let writer = workloads(client(&server).await);
+    scale(&writer, "a", 2).await;
+    assert_eq!(next_briefs(&mut events, 1).await, ["Apply a 2"]);
+
+    server.stop();
+    let server = Server::start_with(&u, &data, &listen, &[]);
+    assert_eq!(server.port().to_string(), listen.rsplit(':').next().unwrap());
+    let writer = workloads(client(&server).await);
+    let a = scale(&writer, "a", 7).await;
+    let c = create(&writer, "c", 1).await;
+
+    // Errors while the server was down (the stream broke, a new watch could not connect)
+    // are reported and retried; every event after them is a change made after the restart.
+    let mut errors = Vec::new();
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
+        for e in next_n(&mut events, 1).await {
+            match e {
+                Err(e) => errors.push(e.to_string()),
+                ok => seen.push(describe(&ok, true)),
+            }
+        }
+    }
+    let rv = |o: &DynamicObject| o.resource_version().unwrap();
+    assert_eq!(
+        seen,
+        [format!("Apply a 7 @{}", rv(&a)), format!("Apply c 1 @{}", rv(&c))],
+        "errors: {errors:?}"
+    );
+    // Nothing else is pending: no relist, no repeated Apply of b.
+    let quiet = tokio::time::timeout(Duration::from_secs(2), events.next()).await;
+    assert!(
+        quiet.is_err(),
+        "an unexpected event after the restart: {:?}",
+        quiet.unwrap().as_ref().map(brief)
+    );
+    watching.abort();
+    server.stop();
+}
