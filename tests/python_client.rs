@@ -1,0 +1,34 @@
+//! The official Python `kubernetes` client against `ui apiserver` on a real port: the checks
+//! are in `tests/python/client_test.py` (CustomObjectsApi CRUD, label selectors, merge patch,
+//! 409 on a stale replace, the status subresource, watch, the dynamic client's discovery).
+//! Needs `python3` with `pip install kubernetes`; without it the test fails, never skips.
+
+mod support;
+
+use std::process::Command;
+
+use support::{Server, User, workspace};
+
+#[test]
+fn the_python_kubernetes_client_works_unchanged() {
+    let u = User::new();
+    let server = Server::start(&u, &u.path("data"));
+    let script = workspace().join("tests/python/client_test.py");
+    let out = Command::new("python3")
+        .arg(&script)
+        .arg(&server.kubeconfig)
+        // The client honours proxy settings; the server is on loopback.
+        .env("NO_PROXY", "127.0.0.1,localhost")
+        .env("no_proxy", "127.0.0.1,localhost")
+        .output()
+        .expect("python3 is installed");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.code() != Some(3),
+        "the Python kubernetes client is missing: pip install kubernetes (see .ci/run)\n{stderr}"
+    );
+    assert!(out.status.success(), "{} failed ({}):\n{stdout}\n{stderr}", script.display(), out.status);
+    assert!(stdout.contains("all checks passed"), "{stdout}");
+    server.stop();
+}
