@@ -178,6 +178,89 @@ async fn watcher_lists_from_any_version() {
     initial_state_then_every_change(watcher::Config::default().any_semantic()).await;
 }
 
+/// Generic kube-rs tools choose what to watch from discovery: they skip a resource unless
+/// `ApiCapabilities::supports_operation(verbs::WATCH)` (and often `LIST`, `PATCH`), so the
+/// verbs the server serves must be the verbs it advertises.
+#[tokio::test]
+async fn discovery_advertises_every_verb_a_watcher_and_a_controller_use() {
+    use kube::discovery::{Discovery, verbs};
+    let u = User::new();
+    let server = Server::start_with(&u, &u.path("data"), "127.0.0.1:0", &[]);
+    let discovery = Discovery::new(client(&server).await).filter(&["univrs.io"]).run().await.unwrap();
+    let (ar, caps) = discovery
+        .resolve_gvk(&GroupVersionKind::gvk("univrs.io", "v1", "Workload"))
+        .expect("Workload is discovered");
+    assert_eq!(ar.plural, "workloads");
+    let wanted =
+        [verbs::GET, verbs::LIST, verbs::WATCH, verbs::CREATE, verbs::UPDATE, verbs::PATCH, verbs::DELETE];
+    let missing: Vec<_> = wanted.into_iter().filter(|v| !caps.supports_operation(v)).collect();
+    let (_, status) = caps
+        .subresources
+        .iter()
+        .find(|(r, _)| r.plural == "status")
+        .expect("the status subresource is discovered");
+    let status_missing: Vec<_> = [verbs::GET, verbs::UPDATE, verbs::PATCH]
+        .into_iter()
+        .filter(|v| !status.supports_operation(v))
+        .collect();
+    assert!(
+        missing.is_empty() && status_missing.is_empty(),
+        "the server serves these verbs but discovery does not advertise them: workloads {missing:?}, \
+         workloads/status {status_missing:?} (advertised: {:?}, status: {:?})",
+        caps.operations,
+        status.operations,
+    );
+    server.stop();
+}
+
+/// The server ends each watch after `timeoutSeconds` (with a last BOOKMARK, as the watcher
+/// asks for bookmarks); the watcher starts a new watch from the version it has reached, again
+/// and again, and still gets each later change exactly once.
+#[tokio::test]
+async fn watcher_rewatches_from_its_version_when_the_server_ends_a_watch() {
+    let u = User::new();
+    let server = Server::start_with(&u, &u.path("data"), "127.0.0.1:0", &[]);
+    let api = workloads(client(&server).await);
+    create(&api, "a", 1).await;
+
+    let mut events = watcher::watcher(api.clone(), watcher::Config::default().timeout(1)).boxed();
+    assert_eq!(next_briefs(&mut events, 3).await, ["Init", "InitApply a 1", "InitDone"]);
+    // Poll through a few server-side timeouts with nothing to report.
+    let quiet = tokio::time::timeout(Duration::from_millis(3500), events.next()).await;
+    assert!(quiet.is_err(), "an event with no change: {:?}", quiet.unwrap().as_ref().map(brief));
+    let a = scale(&api, "a", 2).await;
+    let seen: Vec<String> = next_n(&mut events, 1).await.iter().map(|e| describe(e, true)).collect();
+    assert_eq!(seen, [format!("Apply a 2 @{}", a.resource_version().unwrap())]);
+    let quiet = tokio::time::timeout(Duration::from_millis(2500), events.next()).await;
+    assert!(quiet.is_err(), "a repeated event: {:?}", quiet.unwrap().as_ref().map(brief));
+    drop(events);
+    server.stop();
+}
+
+/// With a label selector, an object that comes to match is an `Apply` and one that stops
+/// matching is a `Delete`, as a reflector's store needs.
+#[tokio::test]
+async fn watcher_with_a_label_selector_sees_objects_join_and_leave() {
+    let u = User::new();
+    let server = Server::start_with(&u, &u.path("data"), "127.0.0.1:0", &[]);
+    let api = workloads(client(&server).await);
+    create(&api, "a", 1).await;
+    create(&api, "b", 1).await;
+    let relabel = |tier: &'static str| Patch::Merge(json!({ "metadata": { "labels": { "tier": tier } } }));
+    api.patch("a", &PatchParams::default(), &relabel("web")).await.unwrap();
+
+    let config = watcher::Config::default().labels("tier=web");
+    let mut events = watcher::watcher(api.clone(), config).boxed();
+    assert_eq!(next_briefs(&mut events, 3).await, ["Init", "InitApply a 1", "InitDone"]);
+    api.patch("b", &PatchParams::default(), &relabel("web")).await.unwrap();
+    api.patch("a", &PatchParams::default(), &relabel("db")).await.unwrap();
+    scale(&api, "a", 4).await; // no longer matches: nothing
+    scale(&api, "b", 3).await;
+    assert_eq!(next_briefs(&mut events, 3).await, ["Apply b 1", "Delete a 1", "Apply b 3"]);
+    drop(events);
+    server.stop();
+}
+
 /// The watcher lists, then (before it starts its watch) the server's history moves past the
 /// list's resourceVersion and is compacted: the watch from that version gets an in-stream
 /// `ERROR` 410 Expired, and the watcher relists, now seeing the changes it missed, and goes
