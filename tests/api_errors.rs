@@ -4,24 +4,24 @@
 
 mod support;
 
-use std::time::Duration;
-
 use serde_json::{Value, json};
 use support::{Server, User};
 
 struct Http {
     agent: ureq::Agent,
     base: String,
+    /// `Bearer …`, or empty to send no credentials.
+    bearer: String,
 }
 
 impl Http {
     fn new(server: &Server) -> Self {
-        let agent = ureq::Agent::config_builder()
-            .timeout_global(Some(Duration::from_secs(10)))
-            .http_status_as_error(false)
-            .build()
-            .into();
-        Self { agent, base: server.url.clone() }
+        Self { agent: server.agent(), base: server.url.clone(), bearer: format!("Bearer {}", server.token()) }
+    }
+
+    /// The same client with another `Authorization` header (empty: none).
+    fn with_authorization(&self, value: &str) -> Self {
+        Self { agent: self.agent.clone(), base: self.base.clone(), bearer: value.to_owned() }
     }
 
     /// Sends `method path` with `body` of `content_type`; returns the status and the JSON body.
@@ -29,9 +29,10 @@ impl Http {
         let request = ureq::http::Request::builder()
             .method(method)
             .uri(format!("{}{path}", self.base))
-            .header("content-type", content_type)
-            .body(body)
-            .unwrap();
+            .header("content-type", content_type);
+        let request =
+            if self.bearer.is_empty() { request } else { request.header("authorization", &self.bearer) };
+        let request = request.body(body).unwrap();
         let mut response = self.agent.run(request).unwrap();
         let text = response.body_mut().with_config().limit(64 << 20).read_to_string().unwrap();
         (response.status().as_u16(), serde_json::from_str(&text).unwrap_or(Value::String(text)))
@@ -43,7 +44,12 @@ impl Http {
 
     /// The lines of a (watch) response.
     fn lines(&self, path: &str) -> (u16, Vec<Value>) {
-        let mut response = self.agent.get(format!("{}{path}", self.base)).call().unwrap();
+        let mut response = self
+            .agent
+            .get(format!("{}{path}", self.base))
+            .header("authorization", &self.bearer)
+            .call()
+            .unwrap();
         let text = response.body_mut().read_to_string().unwrap();
         (response.status().as_u16(), text.lines().map(|l| serde_json::from_str(l).unwrap()).collect())
     }

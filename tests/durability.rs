@@ -22,24 +22,23 @@ fn acknowledged_writes_survive_kill_9_of_the_server() {
     let data = u.path("data");
     let server = Server::start(&u, &data);
     let url = format!("{}/apis/univrs.io/v1/namespaces/default/workloads", server.url);
+    let bearer = format!("Bearer {}", server.token());
     let stop = Arc::new(AtomicBool::new(false));
     let writers: Vec<_> = (0..4)
         .map(|w| {
-            let (url, stop) = (url.clone(), stop.clone());
+            let (url, stop, bearer, agent) = (url.clone(), stop.clone(), bearer.clone(), server.agent());
             std::thread::spawn(move || {
-                let agent: ureq::Agent = ureq::Agent::config_builder()
-                    .timeout_global(Some(Duration::from_secs(5)))
-                    .http_status_as_error(false)
-                    .build()
-                    .into();
                 let mut acked = Vec::new();
                 for i in 0.. {
                     if stop.load(Ordering::Relaxed) {
                         break;
                     }
                     let name = format!("w{w}-{i}");
-                    let Ok(mut response) =
-                        agent.post(&url).content_type("application/json").send(workload(&name))
+                    let Ok(mut response) = agent
+                        .post(&url)
+                        .header("Authorization", &bearer)
+                        .content_type("application/json")
+                        .send(workload(&name))
                     else {
                         break; // the server is gone
                     };
@@ -61,11 +60,19 @@ fn acknowledged_writes_survive_kill_9_of_the_server() {
     assert!(acked.len() > 20, "the writers got too little done to prove anything: {}", acked.len());
 
     let server = Server::start(&u, &data);
-    let agent: ureq::Agent =
-        ureq::Agent::config_builder().timeout_global(Some(Duration::from_secs(10))).build().into();
+    let agent = server.agent();
     let url = format!("{}/apis/univrs.io/v1/namespaces/default/workloads", server.url);
-    let list: serde_json::Value =
-        serde_json::from_str(&agent.get(&url).call().unwrap().body_mut().read_to_string().unwrap()).unwrap();
+    let list: serde_json::Value = serde_json::from_str(
+        &agent
+            .get(&url)
+            .header("Authorization", &bearer)
+            .call()
+            .unwrap()
+            .body_mut()
+            .read_to_string()
+            .unwrap(),
+    )
+    .unwrap();
     let stored: std::collections::HashMap<String, String> = list["items"]
         .as_array()
         .unwrap()

@@ -58,9 +58,11 @@ fn kubectl_creates_gets_and_deletes_signed_objects_and_a_restart_resumes() {
 }
 
 #[test]
-fn the_unauthenticated_api_refuses_to_listen_beyond_loopback() {
+fn plain_http_is_refused_beyond_loopback() {
     let u = User::new();
-    let r = u.run(&["apiserver", "--data-dir", u.path("d").to_str().unwrap(), "--listen", "0.0.0.0:0"]);
+    let d = u.path("d");
+    let r =
+        u.run(&["apiserver", "--data-dir", d.to_str().unwrap(), "--listen", "0.0.0.0:0", "--insecure-http"]);
     assert_ne!(r.code, 0);
     assert!(r.stderr.contains("loopback"), "{}", r.stderr);
 }

@@ -15,6 +15,7 @@ pub mod object;
 pub mod quantity;
 pub mod selector;
 pub mod signing;
+pub mod token;
 pub mod unknown_fields;
 pub mod validation;
 

@@ -7,6 +7,7 @@
 
 // openraft's storage traits return its `StorageError`, which is large; the helpers that feed
 // them return the same type rather than converting at every call.
+pub mod access;
 pub mod http;
 pub mod patch;
 #[allow(clippy::result_large_err)]

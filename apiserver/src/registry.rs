@@ -26,6 +26,7 @@ use base64::Engine as _;
 use chrono::{SecondsFormat, Utc};
 use serde_json::{Map, Value, json};
 
+use crate::access::{self, Caller, Verb};
 use crate::patch;
 use crate::raft::{Expect, Op, Outcome, RaftNode, Request, Stored};
 
@@ -71,6 +72,12 @@ pub enum ApiError {
     /// 400.
     #[error("{0}")]
     BadRequest(String),
+    /// 401: no credentials, or credentials that do not verify.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// 403: authenticated, but not allowed.
+    #[error("{0}")]
+    Forbidden(String),
     /// 410: a revision that is no longer kept.
     #[error("{0}")]
     Expired(String),
@@ -93,6 +100,8 @@ impl ApiError {
             ApiError::AlreadyExists { .. } | ApiError::Conflict { .. } => 409,
             ApiError::Invalid { .. } => 422,
             ApiError::BadRequest(_) => 400,
+            ApiError::Unauthorized(_) => 401,
+            ApiError::Forbidden(_) => 403,
             ApiError::Expired(_) => 410,
             ApiError::UnsupportedMediaType(_) => 415,
             ApiError::Timeout(_) => 504,
@@ -108,6 +117,8 @@ impl ApiError {
             ApiError::Conflict { .. } => "Conflict",
             ApiError::Invalid { .. } => "Invalid",
             ApiError::BadRequest(_) => "BadRequest",
+            ApiError::Unauthorized(_) => "Unauthorized",
+            ApiError::Forbidden(_) => "Forbidden",
             ApiError::Expired(_) => "Expired",
             ApiError::UnsupportedMediaType(_) => "UnsupportedMediaType",
             ApiError::Timeout(_) => "Timeout",
@@ -306,6 +317,43 @@ fn schema(kind: &KindInfo) -> &'static Value {
     &all[kind.kind]
 }
 
+/// The compiled JSON Schema validator of each kind, built once.
+fn validator(kind: &KindInfo) -> &'static jsonschema::Validator {
+    static VALIDATORS: OnceLock<HashMap<&'static str, jsonschema::Validator>> = OnceLock::new();
+    let all = VALIDATORS.get_or_init(|| {
+        api::kinds::KINDS
+            .iter()
+            .map(|k| (k.kind, jsonschema::validator_for(schema(k)).expect("the generated schemas compile")))
+            .collect()
+    });
+    &all[kind.kind]
+}
+
+/// A JSON pointer (`/spec/env/0/value`) as a field path (`spec.env[0].value`).
+fn field_path(pointer: &str) -> String {
+    let mut path = api::FieldPath::root();
+    for token in pointer.split('/').skip(1) {
+        let token = token.replace("~1", "/").replace("~0", "~");
+        path = match token.parse::<usize>() {
+            Ok(i) => path.index(i),
+            Err(_) => path.child(&token),
+        };
+    }
+    path.to_string()
+}
+
+/// Node keys read from this member's state, for the access rules.
+struct StateNodes<'a>(&'a crate::raft::StateMachine);
+
+impl access::Nodes for StateNodes<'_> {
+    fn node_key(&self, name: &str) -> Option<String> {
+        let kind = api::kinds::by_kind("Node").expect("Node is a kind");
+        let stored = self.0.get(&key(kind, None, name)).ok()??;
+        let node: Value = serde_json::from_str(&stored.value).ok()?;
+        node.pointer("/spec/nodeKey")?.as_str().map(str::to_owned)
+    }
+}
+
 /// Parses a `resourceVersion` this server handed out.
 pub fn parse_revision(rv: &str, field: &str) -> Result<u64, ApiError> {
     rv.parse()
@@ -402,6 +450,16 @@ impl Registry {
                 api::unknown_fields::prune_unknown_fields(schema(kind), obj);
             }
         }
+        let causes: Vec<FieldError> = validator(kind)
+            .iter_errors(obj)
+            .map(|e| FieldError { path: field_path(&e.instance_path().to_string()), message: e.to_string() })
+            .collect();
+        if !causes.is_empty() {
+            return Err(ApiError::Invalid { kind: kind.kind.into(), name: label(obj), causes });
+        }
+        if kind.signed {
+            access::check_signature(kind, obj)?;
+        }
         if let Err(causes) = (kind.check)(obj) {
             return Err(ApiError::Invalid { kind: kind.kind.into(), name: label(obj), causes });
         }
@@ -465,6 +523,7 @@ impl Registry {
     /// namespace; `status` is for controllers and is dropped.
     pub async fn create(
         &self,
+        who: &Caller,
         kind: &KindInfo,
         mut obj: Value,
         opts: &WriteOptions,
@@ -476,6 +535,7 @@ impl Registry {
         }
         let mut warnings = Vec::new();
         let (namespace, name) = Self::admit(kind, &mut obj, opts.validation, &mut warnings)?;
+        access::authorize(who, Verb::Create, kind, None, Some(&obj), &self.nodes())?;
         obj.as_object_mut().expect("admitted objects are maps").remove("status");
         drop_empty_metadata(&mut obj);
         let meta = meta_mut(&mut obj);
@@ -509,6 +569,7 @@ impl Registry {
     /// Reads one object.
     pub async fn get(
         &self,
+        who: &Caller,
         kind: &KindInfo,
         namespace: Option<&str>,
         name: &str,
@@ -519,13 +580,22 @@ impl Registry {
         if let ReadAt::Exact(rev) = read {
             let (items, _) = self.list_state(&key, Some(rev))?;
             let stored = items.into_iter().find(|(k, _)| *k == key).ok_or_else(not_found)?;
-            return with_revision(&stored.1);
+            return Ok(self.redact(who, kind, with_revision(&stored.1)?));
         }
         self.ready_for(read).await?;
         match self.node.state().get(&key).map_err(unavailable)? {
-            Some(stored) => with_revision(&stored),
+            Some(stored) => Ok(self.redact(who, kind, with_revision(&stored)?)),
             None => Err(not_found()),
         }
+    }
+
+    fn nodes(&self) -> StateNodes<'_> {
+        StateNodes(self.node.state())
+    }
+
+    /// What `who` may see of `obj` (see [`access::redact`]).
+    pub fn redact(&self, who: &Caller, kind: &KindInfo, obj: Value) -> Value {
+        access::redact(who, kind, obj, &self.nodes())
     }
 
     fn list_state(&self, prefix: &str, at: Option<u64>) -> Result<(Vec<(String, Stored)>, u64), ApiError> {
@@ -541,6 +611,7 @@ impl Registry {
     /// selects; page by page when `limit` is set, every page at the revision of the first.
     pub async fn list(
         &self,
+        who: &Caller,
         kind: &KindInfo,
         namespace: Option<&str>,
         opts: &ListOptions,
@@ -572,7 +643,8 @@ impl Registry {
             if start.as_deref().is_some_and(|s| k.as_str() <= s) {
                 continue;
             }
-            let obj = with_revision(&stored)?;
+            // Redacted first: a selector must not probe what the caller may not see.
+            let obj = self.redact(who, kind, with_revision(&stored)?);
             if !opts.selector.matches(&obj) {
                 continue;
             }
@@ -596,8 +668,10 @@ impl Registry {
     /// then taken from the current object. A `resourceVersion` in what `change` returns, or
     /// `precondition`, must match the current one (409 otherwise); without one, a concurrent
     /// change is retried on the new current object (last writer wins).
+    #[allow(clippy::too_many_arguments)]
     async fn modify(
         &self,
+        who: &Caller,
         kind: &KindInfo,
         part: Part,
         namespace: Option<&str>,
@@ -631,6 +705,8 @@ impl Registry {
                     "the name or namespace of the object cannot change (the request is for {name:?})"
                 )));
             }
+            let verb = if part == Part::Status { Verb::UpdateStatus } else { Verb::Update };
+            access::authorize(who, verb, kind, Some(&old), Some(&new), &self.nodes())?;
             bump_generation(&old, &mut new);
             meta_mut(&mut new).remove("resourceVersion");
             let mut unchanged = old.clone();
@@ -669,8 +745,10 @@ impl Registry {
     /// Replaces an object (PUT): spec and metadata for [`Part::Main`], status for
     /// [`Part::Status`]. A `metadata.resourceVersion` in `obj` is a precondition (stale →
     /// Conflict); without one the update is unconditional.
+    #[allow(clippy::too_many_arguments)]
     pub async fn update(
         &self,
+        who: &Caller,
         kind: &KindInfo,
         part: Part,
         namespace: Option<&str>,
@@ -678,12 +756,14 @@ impl Registry {
         obj: Value,
         opts: &WriteOptions,
     ) -> Result<Written, ApiError> {
-        self.modify(kind, part, namespace, name, opts, |_| Ok(obj.clone())).await
+        self.modify(who, kind, part, namespace, name, opts, |_| Ok(obj.clone())).await
     }
 
     /// Patches an object. Server-side apply creates it when it does not exist.
+    #[allow(clippy::too_many_arguments)]
     pub async fn patch(
         &self,
+        who: &Caller,
         kind: &KindInfo,
         part: Part,
         namespace: Option<&str>,
@@ -702,7 +782,7 @@ impl Registry {
             _ => None,
         };
         let result = self
-            .modify(kind, part, namespace, name, opts, |mut current| {
+            .modify(who, kind, part, namespace, name, opts, |mut current| {
                 let read_rv = meta_str(&current, "resourceVersion").map(str::to_owned);
                 match patch {
                     Patch::Merge(p) => patch::merge_patch(&mut current, p),
@@ -743,7 +823,7 @@ impl Registry {
                 }
                 let manager = manager.as_deref().expect("apply has a manager");
                 record_manager(&mut obj, manager, config);
-                self.create(kind, obj, opts).await
+                self.create(who, kind, obj, opts).await
             }
             (result, _) => result,
         }
@@ -753,6 +833,7 @@ impl Registry {
     /// when the last finalizer is removed.
     pub async fn delete(
         &self,
+        who: &Caller,
         kind: &KindInfo,
         namespace: Option<&str>,
         name: &str,
@@ -769,6 +850,7 @@ impl Registry {
             {
                 return Err(conflict());
             }
+            access::authorize(who, Verb::Delete, kind, Some(&old), None, &self.nodes())?;
             let has_finalizers =
                 meta_field(&old, "finalizers").and_then(Value::as_array).is_some_and(|f| !f.is_empty());
             let expect = Expect::ModRevision(current.mod_revision);

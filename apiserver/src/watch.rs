@@ -41,6 +41,8 @@ pub enum Start {
 /// What to watch and how.
 #[derive(Clone, Debug)]
 pub struct Watch {
+    /// Who is watching (what they may see of each object).
+    pub who: crate::access::Caller,
     /// The kind.
     pub kind: &'static KindInfo,
     /// One namespace, or all.
@@ -113,13 +115,18 @@ fn bookmark(kind: &KindInfo, revision: u64, initial_events_end: bool) -> Event {
 /// The event a change is to a watcher with `selector`, if any. An object that stops matching
 /// is `DELETED` for it, one that starts matching `ADDED`.
 fn event_for(
-    selector: &Selector,
+    registry: &Registry,
+    watch: &Watch,
     revision: u64,
     prev: Option<&Stored>,
     new: Option<&Stored>,
 ) -> Result<Option<Event>, ApiError> {
-    let prev = prev.map(|p| at_revision(&p.value, revision)).transpose()?.filter(|o| selector.matches(o));
-    let new = new.map(|n| at_revision(&n.value, revision)).transpose()?;
+    let selector = &watch.selector;
+    // Redacted first: a selector must not probe what the watcher may not see.
+    let seen = |o: Value| registry.redact(&watch.who, watch.kind, o);
+    let prev =
+        prev.map(|p| at_revision(&p.value, revision).map(seen)).transpose()?.filter(|o| selector.matches(o));
+    let new = new.map(|n| at_revision(&n.value, revision).map(seen)).transpose()?;
     let new_matches = new.as_ref().is_some_and(|o| selector.matches(o));
     Ok(match (prev, new) {
         (None, Some(n)) if new_matches => Some(Event { kind: "ADDED", object: n }),
@@ -149,7 +156,8 @@ async fn run(registry: &Registry, watch: &Watch, tx: &mpsc::Sender<Event>) -> Re
                 .map_err(|e| ApiError::Unavailable(e.to_string()))?
                 .map_err(|e| ApiError::Expired(e.to_string()))?;
             for (_, stored) in &items {
-                let obj = at_revision(&stored.value, stored.mod_revision)?;
+                let obj =
+                    registry.redact(&watch.who, watch.kind, at_revision(&stored.value, stored.mod_revision)?);
                 if watch.selector.matches(&obj) && !send(Event { kind: "ADDED", object: obj }).await {
                     return Ok(());
                 }
@@ -174,7 +182,7 @@ async fn run(registry: &Registry, watch: &Watch, tx: &mpsc::Sender<Event>) -> Re
                 continue;
             }
             if let Some(event) =
-                event_for(&watch.selector, *revision, change.prev.as_ref(), change.new.as_ref())?
+                event_for(registry, watch, *revision, change.prev.as_ref(), change.new.as_ref())?
                 && !send(event).await
             {
                 return Ok(());

@@ -1,7 +1,11 @@
 //! Kubernetes object semantics on a real single-voter Raft member.
 
 use api::kinds::by_kind;
+use apiserver::access::Caller;
 use apiserver::raft::{Options, RaftNode};
+
+/// The server itself: these tests are about object semantics, not access.
+static SYS: std::sync::LazyLock<Caller> = std::sync::LazyLock::new(Caller::system);
 use apiserver::registry::{
     ApiError, DeleteOptions, Deleted, ListOptions, Part, ReadAt, Registry, WriteOptions,
 };
@@ -22,22 +26,24 @@ trait Short {
 
 impl Short for Registry {
     async fn make(&self, kind: &api::KindInfo, obj: Value) -> Result<Value, ApiError> {
-        self.create(kind, obj, &WriteOptions::default()).await.map(|w| w.object)
+        self.create(&SYS, kind, obj, &WriteOptions::default()).await.map(|w| w.object)
     }
     async fn put(&self, kind: &api::KindInfo, obj: Value) -> Result<Value, ApiError> {
         let name = obj["metadata"]["name"].as_str().unwrap().to_owned();
         let ns = obj["metadata"]["namespace"].as_str().unwrap_or("default").to_owned();
-        self.update(kind, Part::Main, Some(&ns), &name, obj, &WriteOptions::default()).await.map(|w| w.object)
+        self.update(&SYS, kind, Part::Main, Some(&ns), &name, obj, &WriteOptions::default())
+            .await
+            .map(|w| w.object)
     }
     async fn read(&self, kind: &api::KindInfo, name: &str) -> Result<Value, ApiError> {
-        self.get(kind, Some("default"), name, ReadAt::Latest).await
+        self.get(&SYS, kind, Some("default"), name, ReadAt::Latest).await
     }
     async fn all(&self, kind: &api::KindInfo, ns: Option<&str>) -> apiserver::registry::List {
-        self.list(kind, ns, &ListOptions::default()).await.unwrap()
+        self.list(&SYS, kind, ns, &ListOptions::default()).await.unwrap()
     }
     async fn remove(&self, kind: &api::KindInfo, name: &str, rv: Option<u64>) -> Result<Value, ApiError> {
         let opts = DeleteOptions { resource_version: rv, ..Default::default() };
-        match self.delete(kind, Some("default"), name, &opts).await? {
+        match self.delete(&SYS, kind, Some("default"), name, &opts).await? {
             Deleted::Gone(v) | Deleted::Pending(v) => Ok(v),
         }
     }
@@ -177,13 +183,13 @@ async fn status_and_spec_are_written_separately() {
     reg.make(wl, workload("web", 1)).await.unwrap();
 
     let status = json!({ "status": { "replicas": 1, "readyReplicas": 1 }, "spec": { "replicas": 9 } });
-    let w = reg.patch(wl, Part::Status, Some("default"), "web", &merge(status), &opts).await.unwrap();
+    let w = reg.patch(&SYS, wl, Part::Status, Some("default"), "web", &merge(status), &opts).await.unwrap();
     assert_eq!(w.object["status"]["readyReplicas"], 1);
     assert_eq!(w.object["spec"]["replicas"], 1, "a status write changed the spec");
     assert_eq!(w.object["metadata"]["generation"], 1, "a status write bumped the generation");
 
     let spec = json!({ "spec": { "replicas": 2 }, "status": { "readyReplicas": 0 } });
-    let w = reg.patch(wl, Part::Main, Some("default"), "web", &merge(spec), &opts).await.unwrap();
+    let w = reg.patch(&SYS, wl, Part::Main, Some("default"), "web", &merge(spec), &opts).await.unwrap();
     assert_eq!(w.object["spec"]["replicas"], 2);
     assert_eq!(w.object["status"]["readyReplicas"], 1, "a spec write changed the status");
     assert_eq!(w.object["metadata"]["generation"], 2);
@@ -191,7 +197,7 @@ async fn status_and_spec_are_written_separately() {
     // A write that changes nothing makes no revision.
     let before = reg.read(wl, "web").await.unwrap();
     let w = reg
-        .patch(wl, Part::Main, Some("default"), "web", &merge(json!({"spec": {"replicas": 2}})), &opts)
+        .patch(&SYS, wl, Part::Main, Some("default"), "web", &merge(json!({"spec": {"replicas": 2}})), &opts)
         .await
         .unwrap();
     assert_eq!(w.object["metadata"]["resourceVersion"], before["metadata"]["resourceVersion"]);
@@ -207,22 +213,22 @@ async fn finalizers_hold_a_deleted_object_until_the_last_is_removed() {
     obj["metadata"]["finalizers"] = json!(["a.example/x", "b.example/y"]);
     reg.make(wl, obj).await.unwrap();
 
-    let pending = reg.delete(wl, Some("default"), "held", &DeleteOptions::default()).await.unwrap();
+    let pending = reg.delete(&SYS, wl, Some("default"), "held", &DeleteOptions::default()).await.unwrap();
     let Deleted::Pending(pending) = pending else { panic!("deleted despite finalizers") };
     assert!(pending["metadata"]["deletionTimestamp"].is_string());
     // Deleting again changes nothing.
     let Deleted::Pending(again) =
-        reg.delete(wl, Some("default"), "held", &DeleteOptions::default()).await.unwrap()
+        reg.delete(&SYS, wl, Some("default"), "held", &DeleteOptions::default()).await.unwrap()
     else {
         panic!()
     };
     assert_eq!(again["metadata"]["resourceVersion"], pending["metadata"]["resourceVersion"]);
 
     let one = merge(json!({ "metadata": { "finalizers": ["b.example/y"] } }));
-    reg.patch(wl, Part::Main, Some("default"), "held", &one, &opts).await.unwrap();
+    reg.patch(&SYS, wl, Part::Main, Some("default"), "held", &one, &opts).await.unwrap();
     assert!(reg.read(wl, "held").await.is_ok(), "went with a finalizer left");
     let none = apiserver::registry::Patch::Json(json!([{ "op": "remove", "path": "/metadata/finalizers" }]));
-    reg.patch(wl, Part::Main, Some("default"), "held", &none, &opts).await.unwrap();
+    reg.patch(&SYS, wl, Part::Main, Some("default"), "held", &none, &opts).await.unwrap();
     assert!(matches!(reg.read(wl, "held").await, Err(ApiError::NotFound { .. })));
 }
 
@@ -235,12 +241,22 @@ async fn server_side_apply_creates_merges_and_records_the_manager() {
     let opts = WriteOptions { field_manager: Some("gitops".into()), ..Default::default() };
 
     let missing = reg
-        .patch(wl, Part::Main, Some("default"), "web", &apply(workload("web", 1)), &WriteOptions::default())
+        .patch(
+            &SYS,
+            wl,
+            Part::Main,
+            Some("default"),
+            "web",
+            &apply(workload("web", 1)),
+            &WriteOptions::default(),
+        )
         .await;
     assert!(matches!(missing, Err(ApiError::BadRequest(m)) if m.contains("fieldManager")));
 
-    let created =
-        reg.patch(wl, Part::Main, Some("default"), "web", &apply(workload("web", 1)), &opts).await.unwrap();
+    let created = reg
+        .patch(&SYS, wl, Part::Main, Some("default"), "web", &apply(workload("web", 1)), &opts)
+        .await
+        .unwrap();
     assert!(created.created);
     let managers = &created.object["metadata"]["managedFields"];
     assert_eq!(managers[0]["manager"], "gitops");
@@ -249,15 +265,19 @@ async fn server_side_apply_creates_merges_and_records_the_manager() {
 
     // Another writer labels it; the manager applies a new replica count: both stay.
     let label = merge(json!({ "metadata": { "labels": { "extra": "1" } } }));
-    reg.patch(wl, Part::Main, Some("default"), "web", &label, &WriteOptions::default()).await.unwrap();
-    let again =
-        reg.patch(wl, Part::Main, Some("default"), "web", &apply(workload("web", 3)), &opts).await.unwrap();
+    reg.patch(&SYS, wl, Part::Main, Some("default"), "web", &label, &WriteOptions::default()).await.unwrap();
+    let again = reg
+        .patch(&SYS, wl, Part::Main, Some("default"), "web", &apply(workload("web", 3)), &opts)
+        .await
+        .unwrap();
     assert!(!again.created);
     assert_eq!(again.object["spec"]["replicas"], 3);
     assert_eq!(again.object["metadata"]["labels"]["extra"], "1");
     // Applying the same thing again changes nothing.
-    let same =
-        reg.patch(wl, Part::Main, Some("default"), "web", &apply(workload("web", 3)), &opts).await.unwrap();
+    let same = reg
+        .patch(&SYS, wl, Part::Main, Some("default"), "web", &apply(workload("web", 3)), &opts)
+        .await
+        .unwrap();
     assert_eq!(same.object["metadata"]["resourceVersion"], again.object["metadata"]["resourceVersion"]);
 }
 
@@ -268,7 +288,7 @@ async fn dry_runs_and_field_validation_change_nothing_they_should_not() {
     let wl = by_kind("Workload").unwrap();
     let before = reg.all(wl, None).await.revision;
     let dry = WriteOptions { dry_run: true, ..Default::default() };
-    let w = reg.create(wl, workload("dry", 1), &dry).await.unwrap();
+    let w = reg.create(&SYS, wl, workload("dry", 1), &dry).await.unwrap();
     assert_eq!(w.object["metadata"]["name"], "dry");
     assert!(matches!(reg.read(wl, "dry").await, Err(ApiError::NotFound { .. })));
     assert_eq!(reg.all(wl, None).await.revision, before, "a dry run was committed");
@@ -283,7 +303,7 @@ async fn dry_runs_and_field_validation_change_nothing_they_should_not() {
         r#"strict decoding error: unknown field "spec.replica", unknown field "spec.bogus""#
     );
     let warn = WriteOptions { validation: apiserver::registry::FieldValidation::Warn, ..Default::default() };
-    let w = reg.create(wl, unknown, &warn).await.unwrap();
+    let w = reg.create(&SYS, wl, unknown, &warn).await.unwrap();
     assert_eq!(w.warnings, [r#"unknown field "spec.replica""#, r#"unknown field "spec.bogus""#]);
     assert!(w.object["spec"].get("replica").is_none());
 }
@@ -299,7 +319,7 @@ async fn pages_are_served_at_the_revision_of_the_first_and_selectors_apply() {
         reg.make(wl, obj).await.unwrap();
     }
     let page = |token: Option<String>| ListOptions { limit: 3, continue_token: token, ..Default::default() };
-    let first = reg.list(wl, None, &page(None)).await.unwrap();
+    let first = reg.list(&SYS, wl, None, &page(None)).await.unwrap();
     assert_eq!(first.items.len(), 3);
     assert_eq!(first.remaining, Some(4));
     // Changes after the first page do not show in the next ones.
@@ -308,8 +328,8 @@ async fn pages_are_served_at_the_revision_of_the_first_and_selectors_apply() {
     let mut replicas = reg.read(wl, "w5").await.unwrap();
     replicas["spec"]["replicas"] = json!(5);
     reg.put(wl, replicas).await.unwrap();
-    let second = reg.list(wl, None, &page(first.continue_token.clone())).await.unwrap();
-    let third = reg.list(wl, None, &page(second.continue_token.clone())).await.unwrap();
+    let second = reg.list(&SYS, wl, None, &page(first.continue_token.clone())).await.unwrap();
+    let third = reg.list(&SYS, wl, None, &page(second.continue_token.clone())).await.unwrap();
     assert_eq!(second.revision, first.revision);
     assert!(third.continue_token.is_none());
     let names: Vec<String> = [&first, &second, &third]
@@ -326,11 +346,17 @@ async fn pages_are_served_at_the_revision_of_the_first_and_selectors_apply() {
         },
         ..Default::default()
     };
-    let names: Vec<_> =
-        reg.list(wl, None, &odd).await.unwrap().items.iter().map(|o| o["metadata"]["name"].clone()).collect();
+    let names: Vec<_> = reg
+        .list(&SYS, wl, None, &odd)
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .map(|o| o["metadata"]["name"].clone())
+        .collect();
     assert_eq!(names, [json!("w3"), json!("w5")]);
 
-    let err = reg.list(wl, None, &page(Some("garbage".into()))).await.unwrap_err();
+    let err = reg.list(&SYS, wl, None, &page(Some("garbage".into()))).await.unwrap_err();
     assert_eq!(err.code(), 400);
 }
 
@@ -341,10 +367,10 @@ async fn reads_wait_for_a_revision_not_yet_applied_and_time_out_past_it() {
     let wl = by_kind("Workload").unwrap();
     let created = reg.make(wl, workload("w", 1)).await.unwrap();
     let at = rv(&created);
-    let got = reg.get(wl, Some("default"), "w", ReadAt::NotOlderThan(at)).await.unwrap();
+    let got = reg.get(&SYS, wl, Some("default"), "w", ReadAt::NotOlderThan(at)).await.unwrap();
     assert_eq!(rv(&got), at);
-    let err = reg.get(wl, Some("default"), "w", ReadAt::NotOlderThan(at + 1000)).await.unwrap_err();
+    let err = reg.get(&SYS, wl, Some("default"), "w", ReadAt::NotOlderThan(at + 1000)).await.unwrap_err();
     assert_eq!(err.code(), 504, "{err}");
     let exact = ListOptions { read: ReadAt::Exact(at - 1), ..Default::default() };
-    assert!(reg.list(wl, None, &exact).await.unwrap().items.is_empty(), "the state before the create");
+    assert!(reg.list(&SYS, wl, None, &exact).await.unwrap().items.is_empty(), "the state before the create");
 }

@@ -5,8 +5,12 @@ use std::time::Duration;
 
 use api::kinds::by_kind;
 use api::selector::{LabelSelector, Selector};
+use apiserver::access::Caller;
 use apiserver::raft::history::Retention;
 use apiserver::raft::{Options, RaftNode};
+
+/// The server itself: these tests are about object semantics, not access.
+static SYS: std::sync::LazyLock<Caller> = std::sync::LazyLock::new(Caller::system);
 use apiserver::registry::{Part, Patch, Registry, WriteOptions};
 use apiserver::watch::{self, Event, Start, Watch};
 use serde_json::{Value, json};
@@ -27,6 +31,7 @@ fn rv(obj: &Value) -> u64 {
 
 fn watch_workloads(start: Start, initial_events: bool) -> Watch {
     Watch {
+        who: Caller::system(),
         kind: by_kind("Workload").unwrap(),
         namespace: None,
         selector: Selector::default(),
@@ -51,12 +56,12 @@ fn summary(e: &Event) -> (String, String) {
 
 async fn create(reg: &Registry, obj: Value) -> Value {
     let kind = api::kinds::by_kind(obj["kind"].as_str().unwrap()).unwrap();
-    reg.create(kind, obj, &WriteOptions::default()).await.unwrap().object
+    reg.create(&SYS, kind, obj, &WriteOptions::default()).await.unwrap().object
 }
 
 async fn patch(reg: &Registry, name: &str, p: Value) -> Value {
     let wl = by_kind("Workload").unwrap();
-    reg.patch(wl, Part::Main, Some("default"), name, &Patch::Merge(p), &WriteOptions::default())
+    reg.patch(&SYS, wl, Part::Main, Some("default"), name, &Patch::Merge(p), &WriteOptions::default())
         .await
         .unwrap()
         .object
@@ -114,7 +119,7 @@ async fn every_change_arrives_once_in_revision_order_from_any_revision() {
     assert_eq!(summary(&modified), ("MODIFIED".into(), "a".into()));
     assert_eq!(modified.object["spec"]["replicas"], 2);
     let wl = by_kind("Workload").unwrap();
-    reg.delete(wl, Some("default"), "a", &Default::default()).await.unwrap();
+    reg.delete(&SYS, wl, Some("default"), "a", &Default::default()).await.unwrap();
     let deleted = next(&mut from_now).await;
     assert_eq!(summary(&deleted), ("DELETED".into(), "a".into()));
     assert_eq!(deleted.object["spec"]["replicas"], 2);

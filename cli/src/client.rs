@@ -119,6 +119,8 @@ impl Status {
 pub struct Client {
     agent: ureq::Agent,
     server: String,
+    /// `Bearer …`, from the kubeconfig's user (a token, or an exec plugin run once).
+    authorization: Option<String>,
     namespace: String,
     namespace_from_flag: bool,
 }
@@ -135,28 +137,32 @@ enum Method {
 impl Client {
     /// The server and namespace from the flags, else the kubeconfig.
     pub fn new(ctx: &Context, args: &ClusterArgs) -> anyhow::Result<Self> {
-        let (server, kube_ns) = match &args.server {
-            Some(s) => (s.clone(), None),
-            None => {
-                let path = kubeconfig_path(ctx, args);
-                let (server, ns) = read_kubeconfig(&path)?;
-                (server, ns)
-            }
+        let path = kubeconfig_path(ctx, args);
+        let kube = match (&args.server, path.exists()) {
+            // --server alone: no kubeconfig to take a CA or credentials from.
+            (Some(_), false) => Kubeconfig::default(),
+            _ => read_kubeconfig(&path)?,
         };
+        let server = args.server.clone().unwrap_or_else(|| kube.server.clone());
         let server = server.trim_end_matches('/').to_owned();
-        if !server.starts_with("http://") {
-            bail!(
-                "server {server:?}: only http:// URLs are supported until TLS lands (pass --server http://HOST:PORT)"
-            );
+        if !server.starts_with("http://") && !server.starts_with("https://") {
+            bail!("server {server:?} is not an http:// or https:// URL");
         }
         let namespace_from_flag = args.namespace.is_some();
-        let namespace = args.namespace.clone().or(kube_ns).unwrap_or_else(|| "default".into());
-        let config = ureq::Agent::config_builder()
+        let namespace = args.namespace.clone().or(kube.namespace.clone()).unwrap_or_else(|| "default".into());
+        let mut config = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_connect(Some(CONNECT_TIMEOUT))
-            .timeout_recv_response(Some(RESPONSE_TIMEOUT))
-            .build();
-        Ok(Self { agent: config.into(), server, namespace, namespace_from_flag })
+            .timeout_recv_response(Some(RESPONSE_TIMEOUT));
+        if let Some(pem) = &kube.ca_pem {
+            let cert = ureq::tls::Certificate::from_pem(pem.as_bytes()).map_err(|e| {
+                anyhow::anyhow!("kubeconfig {}: certificate-authority-data: {e}", path.display())
+            })?;
+            let roots = ureq::tls::RootCerts::Specific(std::sync::Arc::new(vec![cert.to_owned()]));
+            config = config.tls_config(ureq::tls::TlsConfig::builder().root_certs(roots).build());
+        }
+        let authorization = kube.credential.bearer(&path)?.map(|t| format!("Bearer {t}"));
+        Ok(Self { agent: config.build().into(), server, authorization, namespace, namespace_from_flag })
     }
 
     /// The namespace of `-n`, the kubeconfig context, or `default`.
@@ -211,12 +217,14 @@ impl Client {
             url.push_str(&format!("{k}={}", encode(v)));
         }
         let accept = accept.unwrap_or("application/json");
+        let auth = self.authorization.as_deref().unwrap_or_default();
         let result = match method {
-            Method::Get => self.agent.get(&url).header("Accept", accept).call(),
+            Method::Get => self.agent.get(&url).header("Accept", accept).header("Authorization", auth).call(),
             Method::Delete => {
                 let b = body.cloned().unwrap_or_else(|| json!({}));
                 self.agent
                     .delete(&url)
+                    .header("Authorization", auth)
                     .header("Accept", accept)
                     .header("Content-Type", "application/json")
                     .force_send_body()
@@ -228,7 +236,10 @@ impl Client {
                     Method::Post => self.agent.post(&url),
                     _ => self.agent.put(&url),
                 };
-                req.header("Accept", accept).header("Content-Type", "application/json").send(b)
+                req.header("Accept", accept)
+                    .header("Authorization", auth)
+                    .header("Content-Type", "application/json")
+                    .send(b)
             }
         };
         let response = result.map_err(|e| self.transport_error(e))?;
@@ -419,8 +430,61 @@ fn kubeconfig_path(ctx: &Context, args: &ClusterArgs) -> PathBuf {
     ctx.dirs.root().join("kubeconfig")
 }
 
-/// The server and namespace of the current context of the kubeconfig at `path`.
-fn read_kubeconfig(path: &Path) -> anyhow::Result<(String, Option<String>)> {
+/// What the current context of a kubeconfig says.
+#[derive(Debug, Default)]
+struct Kubeconfig {
+    server: String,
+    namespace: Option<String>,
+    /// The cluster's CA (PEM), from `certificate-authority-data`.
+    ca_pem: Option<String>,
+    credential: Credential,
+}
+
+/// How the kubeconfig's user authenticates.
+#[derive(Debug, Default)]
+enum Credential {
+    #[default]
+    None,
+    /// `user.token`.
+    Token(String),
+    /// `user.exec`: a client-go credential plugin (as `ui up` writes: `ui token`).
+    Exec { command: String, args: Vec<String>, env: Vec<(String, String)> },
+}
+
+impl Credential {
+    /// The bearer token, running the exec plugin if there is one.
+    fn bearer(&self, kubeconfig: &Path) -> anyhow::Result<Option<String>> {
+        let (command, args, env) = match self {
+            Credential::None => return Ok(None),
+            Credential::Token(t) => return Ok(Some(t.clone())),
+            Credential::Exec { command, args, env } => (command, args, env),
+        };
+        // As client-go does: the plugin may prompt on the terminal (stdin and stderr are ours).
+        let out = std::process::Command::new(command)
+            .args(args)
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .stdin(std::process::Stdio::inherit())
+            .stderr(std::process::Stdio::inherit())
+            .output()
+            .with_context(|| {
+                format!("kubeconfig {}: cannot run the credential plugin {command}", kubeconfig.display())
+            })?;
+        if !out.status.success() {
+            bail!("the credential plugin {command} failed ({}); see its message above", out.status);
+        }
+        let credential: Value = serde_json::from_slice(&out.stdout)
+            .with_context(|| format!("the credential plugin {command} printed no ExecCredential"))?;
+        let token = credential.pointer("/status/token").and_then(Value::as_str);
+        Ok(Some(
+            token
+                .with_context(|| format!("the credential plugin {command} printed no status.token"))?
+                .to_owned(),
+        ))
+    }
+}
+
+/// The current context of the kubeconfig at `path`.
+fn read_kubeconfig(path: &Path) -> anyhow::Result<Kubeconfig> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         anyhow::anyhow!(
             "cannot read the kubeconfig {} ({e}): start a cluster with `ui up`, or pass --server URL or --kubeconfig FILE",
@@ -433,8 +497,9 @@ fn read_kubeconfig(path: &Path) -> anyhow::Result<(String, Option<String>)> {
     kubeconfig_server(&config).map_err(|e| anyhow::anyhow!("kubeconfig {}: {e}", path.display()))
 }
 
-/// `current-context` → its cluster's `server`, and the context's namespace.
-fn kubeconfig_server(config: &Value) -> Result<(String, Option<String>), String> {
+/// `current-context` → its cluster's `server` and CA, its user's credential, and the context's
+/// namespace.
+fn kubeconfig_server(config: &Value) -> Result<Kubeconfig, String> {
     let current = config.get("current-context").and_then(Value::as_str).ok_or("current-context: not set")?;
     let named = |list: &str, name: &str| {
         config
@@ -456,7 +521,49 @@ fn kubeconfig_server(config: &Value) -> Result<(String, Option<String>), String>
         .and_then(Value::as_str)
         .ok_or_else(|| format!("clusters[{cluster_name}].cluster.server: not set"))?;
     let ns = context.pointer("/context/namespace").and_then(Value::as_str).filter(|s| !s.is_empty());
-    Ok((server.to_owned(), ns.map(str::to_owned)))
+    let ca_pem = match cluster.pointer("/cluster/certificate-authority-data").and_then(Value::as_str) {
+        Some(b64) => {
+            use base64::Engine as _;
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(b64.trim())
+                .map_err(|e| format!("clusters[{cluster_name}].cluster.certificate-authority-data: {e}"))?;
+            Some(
+                String::from_utf8(bytes)
+                    .map_err(|_| "certificate-authority-data is not PEM text".to_owned())?,
+            )
+        }
+        None => None,
+    };
+    let user = context.pointer("/context/user").and_then(Value::as_str).and_then(|u| named("users", u));
+    let credential = match user.as_ref().and_then(|u| u.get("user")) {
+        Some(u) if u.get("token").and_then(Value::as_str).is_some() => {
+            Credential::Token(u["token"].as_str().unwrap_or_default().to_owned())
+        }
+        Some(u) if u.get("exec").is_some() => {
+            let exec = &u["exec"];
+            let strings = |v: Option<&Value>| -> Vec<String> {
+                v.and_then(Value::as_array)
+                    .map(|a| a.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+                    .unwrap_or_default()
+            };
+            let env = exec
+                .get("env")
+                .and_then(Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|e| {
+                            Some((e.get("name")?.as_str()?.to_owned(), e.get("value")?.as_str()?.to_owned()))
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            let command =
+                exec.get("command").and_then(Value::as_str).ok_or("users[].user.exec.command: not set")?;
+            Credential::Exec { command: command.to_owned(), args: strings(exec.get("args")), env }
+        }
+        _ => Credential::None,
+    };
+    Ok(Kubeconfig { server: server.to_owned(), namespace: ns.map(str::to_owned), ca_pem, credential })
 }
 
 #[cfg(test)]
@@ -469,7 +576,9 @@ mod tests {
                     - name: b\n  cluster:\n    server: http://127.0.0.1:2\ncontexts:\n- name: x\n  context:\n    cluster: b\n    namespace: team\n\
                     current-context: x\n";
         let doc = api::manifest::parse_documents(text).unwrap().remove(0);
-        assert_eq!(kubeconfig_server(&doc).unwrap(), ("http://127.0.0.1:2".into(), Some("team".into())));
+        let k = kubeconfig_server(&doc).unwrap();
+        assert_eq!((k.server.as_str(), k.namespace.as_deref()), ("http://127.0.0.1:2", Some("team")));
+        assert!(k.ca_pem.is_none() && matches!(k.credential, Credential::None));
         let bad = api::manifest::parse_documents("current-context: y\ncontexts: []\n").unwrap().remove(0);
         assert!(kubeconfig_server(&bad).unwrap_err().contains("no context named \"y\""));
     }

@@ -48,6 +48,7 @@ enum Command {
     Delete(commands::delete::Args),
     Diff(commands::diff::Args),
     Version(commands::version::Args),
+    Token(commands::token::Args),
     Apiserver(commands::apiserver::Args),
     /// Run univrs on this machine: for now the apiserver of a one-member control plane
     ///
@@ -73,6 +74,7 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Delete(args) => commands::delete::run(&ctx, args),
         Command::Diff(args) => commands::diff::run(&ctx, args),
         Command::Apiserver(args) | Command::Up(args) => commands::apiserver::run(&ctx, args),
+        Command::Token(args) => commands::token::run(&ctx, args),
         Command::Version(_) => unreachable!("handled above"),
     }
 }

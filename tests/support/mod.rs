@@ -132,10 +132,16 @@ pub fn copy_examples(dest: &Path) {
 /// killed if dropped).
 pub struct Server {
     child: Child,
-    /// `http://127.0.0.1:PORT`.
+    /// `https://127.0.0.1:PORT`.
     pub url: String,
     /// The kubeconfig it wrote (in the user's temp dir).
     pub kubeconfig: PathBuf,
+    /// The audience of its tokens (`univrs:<cluster id>`).
+    pub audience: String,
+    /// Its data dir.
+    pub data: PathBuf,
+    /// The user whose identity the kubeconfig authenticates as.
+    config_dir: PathBuf,
 }
 
 impl Server {
@@ -151,6 +157,11 @@ impl Server {
     }
 
     fn spawn(u: &User, data: &Path, listen: &str, extra: &[&str], stderr: Stdio) -> Self {
+        // The kubeconfig authenticates as the user: it needs an identity (without a passphrase,
+        // so kubectl's credential plugin runs unattended).
+        if !u.config().join("identity").join("public.key").exists() {
+            u.init_plain();
+        }
         let kubeconfig = u.path("kubeconfig");
         let mut args = vec![
             "apiserver",
@@ -166,10 +177,38 @@ impl Server {
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
         let first = lines.next().expect("apiserver printed nothing").unwrap();
         let url = first.strip_prefix("listening on ").unwrap_or_else(|| panic!("{first}")).to_owned();
-        assert!(url.starts_with("http://127.0.0.1:"), "{first}");
+        assert!(url.starts_with("https://127.0.0.1:") || url.starts_with("http://127.0.0.1:"), "{first}");
+        let second = lines.next().expect("apiserver printed no cluster").unwrap();
+        let audience = second.strip_prefix("cluster: ").unwrap_or_else(|| panic!("{second}")).to_owned();
         // Keep draining stdout so the server never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
-        Self { child, url, kubeconfig }
+        Self { child, url, kubeconfig, audience, data: data.to_owned(), config_dir: u.config() }
+    }
+
+    /// A bearer token of the user, for this cluster.
+    pub fn token(&self) -> String {
+        let out = Command::new(env!("CARGO_BIN_EXE_ui"))
+            .args(["token", "--audience", &self.audience])
+            .env("UNIVRS_CONFIG_DIR", &self.config_dir)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "ui token: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    }
+
+    /// An HTTP client that trusts the cluster's CA and reports every status as a response.
+    pub fn agent(&self) -> ureq::Agent {
+        let pem = std::fs::read(self.data.join("tls").join("ca.crt")).unwrap();
+        let ca = ureq::tls::Certificate::from_pem(&pem).unwrap().to_owned();
+        let tls = ureq::tls::TlsConfig::builder()
+            .root_certs(ureq::tls::RootCerts::Specific(std::sync::Arc::new(vec![ca])))
+            .build();
+        ureq::Agent::config_builder()
+            .tls_config(tls)
+            .http_status_as_error(false)
+            .timeout_global(Some(std::time::Duration::from_secs(20)))
+            .build()
+            .into()
     }
 
     /// The port it listens on.

@@ -17,6 +17,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::table::Format;
+use crate::access::Caller;
 use crate::registry::{
     ApiError, DeleteOptions, Deleted, FieldValidation, ListOptions, Part, Patch, ReadAt, Registry,
     WriteOptions, Written, parse_revision,
@@ -304,6 +305,7 @@ fn written(code: StatusCode, w: Written) -> Response {
 /// `GET`: one object, a list, or a watch.
 pub async fn get(
     State(reg): State<Registry>,
+    who: Caller,
     Path(rest): Path<String>,
     RawQuery(raw): RawQuery,
     format: Format,
@@ -312,13 +314,13 @@ pub async fn get(
     let query = Query::parse(raw.as_deref())?;
     let ns = target.namespace.as_deref();
     if let Some(name) = &target.name {
-        let obj = reg.get(target.kind, ns, name, query.read_at()?).await?;
+        let obj = reg.get(&who, target.kind, ns, name, query.read_at()?).await?;
         return Ok(format.object(target.kind, obj));
     }
     if parse_bool(&query.watch, "watch")? {
-        return start_watch(&reg, &target, &query, format);
+        return start_watch(&reg, who, &target, &query, format);
     }
-    let list = reg.list(target.kind, ns, &query.list_options()?).await?;
+    let list = reg.list(&who, target.kind, ns, &query.list_options()?).await?;
     if let Some(table) = format.table_of_list(target.kind, &list.items, &list.revision.to_string()) {
         return Ok(table);
     }
@@ -343,7 +345,13 @@ fn default_watch_timeout() -> Duration {
     Duration::from_secs(1800 + jitter as u64)
 }
 
-fn start_watch(reg: &Registry, target: &Target, query: &Query, format: Format) -> Result<Response> {
+fn start_watch(
+    reg: &Registry,
+    who: Caller,
+    target: &Target,
+    query: &Query,
+    format: Format,
+) -> Result<Response> {
     let send_initial = match nonempty(&query.send_initial_events) {
         None => None,
         Some(_) => Some(parse_bool(&query.send_initial_events, "sendInitialEvents")?),
@@ -366,6 +374,7 @@ fn start_watch(reg: &Registry, target: &Target, query: &Query, format: Format) -
     let events = watch::start(
         reg,
         Watch {
+            who,
             kind: target.kind,
             namespace: target.namespace.clone(),
             selector: query.selector()?,
@@ -399,6 +408,7 @@ fn start_watch(reg: &Registry, target: &Target, query: &Query, format: Format) -
 /// `POST`: create.
 pub async fn post(
     State(reg): State<Registry>,
+    who: Caller,
     Path(rest): Path<String>,
     RawQuery(raw): RawQuery,
     headers: HeaderMap,
@@ -407,13 +417,14 @@ pub async fn post(
     let target = parse_target(&rest)?;
     target.collection()?;
     let opts = Query::parse(raw.as_deref())?.write_options()?;
-    let created = reg.create(target.kind, body(&bytes, &headers, &target)?, &opts).await?;
+    let created = reg.create(&who, target.kind, body(&bytes, &headers, &target)?, &opts).await?;
     Ok(written(StatusCode::CREATED, created))
 }
 
 /// `PUT`: replace an object or its status.
 pub async fn put(
     State(reg): State<Registry>,
+    who: Caller,
     Path(rest): Path<String>,
     RawQuery(raw): RawQuery,
     headers: HeaderMap,
@@ -423,13 +434,14 @@ pub async fn put(
     let opts = Query::parse(raw.as_deref())?.write_options()?;
     let obj = body(&bytes, &headers, &target)?;
     let ns = target.namespace.as_deref();
-    let updated = reg.update(target.kind, target.part, ns, target.name()?, obj, &opts).await?;
+    let updated = reg.update(&who, target.kind, target.part, ns, target.name()?, obj, &opts).await?;
     Ok(written(StatusCode::OK, updated))
 }
 
 /// `PATCH`: merge patch, JSON patch or server-side apply, of an object or its status.
 pub async fn patch(
     State(reg): State<Registry>,
+    who: Caller,
     Path(rest): Path<String>,
     RawQuery(raw): RawQuery,
     headers: HeaderMap,
@@ -461,7 +473,7 @@ pub async fn patch(
         }
     };
     let ns = target.namespace.as_deref();
-    let result = reg.patch(target.kind, target.part, ns, target.name()?, &patch, &opts).await?;
+    let result = reg.patch(&who, target.kind, target.part, ns, target.name()?, &patch, &opts).await?;
     let code = if result.created { StatusCode::CREATED } else { StatusCode::OK };
     Ok(written(code, result))
 }
@@ -490,6 +502,7 @@ struct Preconditions {
 /// `DELETE`: delete an object (or mark it, while finalizers hold it).
 pub async fn delete(
     State(reg): State<Registry>,
+    who: Caller,
     Path(rest): Path<String>,
     RawQuery(raw): RawQuery,
     Body(bytes): Body,
@@ -526,7 +539,7 @@ pub async fn delete(
         dry_run,
     };
     let name = target.name()?;
-    match reg.delete(target.kind, target.namespace.as_deref(), name, &opts).await? {
+    match reg.delete(&who, target.kind, target.namespace.as_deref(), name, &opts).await? {
         Deleted::Gone(old) => Ok(Json(json!({
             "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
             "details": { "name": name, "group": api::GROUP, "kind": target.kind.plural, "uid": old["metadata"]["uid"] },

@@ -32,6 +32,8 @@ impl IntoResponse for ApiError {
                 })).collect::<Vec<_>>(),
             }),
             ApiError::BadRequest(_)
+            | ApiError::Unauthorized(_)
+            | ApiError::Forbidden(_)
             | ApiError::Expired(_)
             | ApiError::UnsupportedMediaType(_)
             | ApiError::Timeout(_)

@@ -5,6 +5,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
+use apiserver::http::AppState;
+use apiserver::http::authn::Authn;
 use apiserver::raft::{Options, RaftNode};
 use apiserver::registry::Registry;
 
@@ -13,9 +15,11 @@ use crate::fsutil::{self, PRIVATE_FILE};
 
 /// Run the apiserver: a Kubernetes-compatible API on a one-voter Raft cluster
 ///
-/// Data is kept in --data-dir; a second start on the same directory resumes. A kubeconfig for
-/// kubectl is written to the config directory. Until TLS and authentication land, the API is
-/// plain HTTP without authentication and is served on loopback addresses only.
+/// Data is kept in --data-dir; a second start on the same directory resumes. At its first start
+/// a cluster makes its id, its CA (for TLS) and its member key, all kept in the data dir. The API
+/// is served over TLS, and every object request must carry a token its client minted from its
+/// own key (`ui token`). A kubeconfig for kubectl is written to the config directory: kubectl
+/// trusts the cluster's CA and runs `ui token` to authenticate as your identity (`ui init`).
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Directory of the Raft log and state [default: $XDG_DATA_HOME/univrs or ~/.local/share/univrs]
@@ -31,6 +35,17 @@ pub struct Args {
     /// small machines: a watcher that falls further behind gets 410 Expired and relists
     #[arg(long, value_name = "SECONDS")]
     watch_history_seconds: Option<u64>,
+    /// Another control-plane member's or controller's did:key (repeatable). The apiserver's own
+    /// member key (in the data dir) is always one
+    #[arg(long = "member", value_name = "DID")]
+    members: Vec<String>,
+    /// Another name or address the server certificate must be valid for (repeatable)
+    #[arg(long = "tls-san", value_name = "NAME")]
+    tls_sans: Vec<String>,
+    /// DEVELOPMENT ONLY: serve plain HTTP, on loopback only. Tokens are still required, and
+    /// kubectl sends none over plain HTTP, so only `ui` and other token-aware clients work
+    #[arg(long)]
+    insecure_http: bool,
 }
 
 fn default_data_dir() -> anyhow::Result<PathBuf> {
@@ -39,18 +54,73 @@ fn default_data_dir() -> anyhow::Result<PathBuf> {
     Ok(base.join("univrs"))
 }
 
-fn kubeconfig(server: &str) -> String {
+/// Quotes a string for YAML (JSON strings are YAML).
+fn q(s: &str) -> String {
+    serde_json::Value::from(s).to_string()
+}
+
+/// A kubeconfig for `server` whose user runs `ui token` as a client-go exec credential plugin.
+fn kubeconfig(
+    server: &str,
+    ca_pem: Option<&str>,
+    audience: &str,
+    token_args: &[String],
+    env: &[(&str, String)],
+) -> String {
+    use base64::Engine as _;
+    let ca = ca_pem.map_or_else(String::new, |pem| {
+        format!("    certificate-authority-data: {}\n", base64::engine::general_purpose::STANDARD.encode(pem))
+    });
+    let ui = std::env::current_exe().map_or_else(|_| "ui".to_owned(), |p| p.display().to_string());
+    let mut args: Vec<String> =
+        ["token", "--exec-credential", "--audience", audience].map(String::from).to_vec();
+    args.extend(token_args.iter().cloned());
+    let args: Vec<String> = args.iter().map(|a| q(a)).collect();
+    let env: Vec<String> =
+        env.iter().map(|(k, v)| format!("{{\"name\": {}, \"value\": {}}}", q(k), q(v))).collect();
     format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: univrs\n  cluster:\n    server: {server}\n\
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: univrs\n  cluster:\n    server: {server}\n{ca}\
          contexts:\n- name: univrs\n  context:\n    cluster: univrs\n    user: univrs\n    namespace: default\n\
-         current-context: univrs\nusers:\n- name: univrs\n  user: {{}}\n"
+         current-context: univrs\nusers:\n- name: univrs\n  user:\n    exec:\n      apiVersion: client.authentication.k8s.io/v1\n\
+         \x20     command: {}\n      args: [{}]\n      env: [{}]\n      interactiveMode: IfAvailable\n      provideClusterInfo: false\n",
+        q(&ui),
+        args.join(", "),
+        env.join(", "),
     )
 }
 
+/// The cluster's id, made at its first start.
+fn cluster_id(data_dir: &std::path::Path) -> anyhow::Result<String> {
+    let path = data_dir.join("cluster-id");
+    if !path.exists() {
+        fsutil::write_atomic(&path, uuid_like().as_bytes(), PRIVATE_FILE)?;
+    }
+    let id = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    Ok(id.trim().to_owned())
+}
+
+fn uuid_like() -> String {
+    let mut bytes = [0u8; 16];
+    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut bytes);
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The member key of this apiserver (its control-plane identity), made at its first start.
+fn member_key(data_dir: &std::path::Path) -> anyhow::Result<(PathBuf, ed25519_dalek::SigningKey)> {
+    let path = data_dir.join("member.key");
+    if !path.exists() {
+        let key = ed25519_dalek::SigningKey::generate(&mut rand_core::OsRng);
+        let hex: String = key.to_bytes().iter().map(|b| format!("{b:02x}")).collect();
+        fsutil::write_atomic(&path, hex.as_bytes(), PRIVATE_FILE)?;
+    }
+    let key = super::token::read_key_file(&path)?;
+    Ok((path, key))
+}
+
 pub fn run(ctx: &Context, args: &Args) -> anyhow::Result<Outcome> {
-    if !args.listen.ip().is_loopback() {
+    if args.insecure_http && !args.listen.ip().is_loopback() {
         bail!(
-            "refusing to serve on {}: the API has no TLS or authentication yet, so it may only listen on loopback (127.0.0.1, ::1)",
+            "refusing to serve plain HTTP on {}: --insecure-http is for loopback development only (127.0.0.1, ::1)",
             args.listen
         );
     }
@@ -59,6 +129,27 @@ pub fn run(ctx: &Context, args: &Args) -> anyhow::Result<Outcome> {
         None => default_data_dir()?,
     };
     fsutil::create_private_dir(&data_dir).with_context(|| format!("cannot create {}", data_dir.display()))?;
+    let cluster = cluster_id(&data_dir)?;
+    let audience = format!("univrs:{cluster}");
+    let (member_key_path, member) = member_key(&data_dir)?;
+    let mut members = vec![api::identity::Did::from_key(&member.verifying_key())];
+    for m in &args.members {
+        members.push(api::identity::Did::parse(m).with_context(|| format!("--member {m}"))?);
+    }
+    let tls = if args.insecure_http {
+        None
+    } else {
+        let mut names: Vec<String> = vec!["localhost".into(), "127.0.0.1".into(), "::1".into()];
+        if !args.listen.ip().is_unspecified() {
+            names.push(args.listen.ip().to_string());
+        }
+        names.extend(args.tls_sans.iter().cloned());
+        names.dedup();
+        Some(
+            apiserver::http::tls::load_or_create(&data_dir.join("tls"), &cluster, &names)
+                .context("cannot set up TLS")?,
+        )
+    };
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start tokio")?;
     runtime.block_on(async {
@@ -73,12 +164,27 @@ pub fn run(ctx: &Context, args: &Args) -> anyhow::Result<Outcome> {
             .await
             .with_context(|| format!("cannot listen on {}", args.listen))?;
         let addr = listener.local_addr()?;
-        let server = format!("http://{addr}");
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let host = if addr.ip().is_unspecified() { "127.0.0.1".to_owned() } else { addr.ip().to_string() };
+        let host = if host.contains(':') { format!("[{host}]") } else { host };
+        let server = format!("{scheme}://{host}:{}", addr.port());
+        let ca_pem = tls.as_ref().map(|t| t.ca_pem.clone());
         let kubeconfig_path = args.kubeconfig.clone().unwrap_or_else(|| ctx.dirs.root().join("kubeconfig"));
         ctx.dirs.ensure_root()?;
-        fsutil::write_atomic(&kubeconfig_path, kubeconfig(&server).as_bytes(), PRIVATE_FILE)?;
-        eprintln!("warning: plain HTTP without authentication (loopback only); TLS and tokens are not implemented yet");
+        let user_env = [("UNIVRS_CONFIG_DIR", ctx.dirs.root().display().to_string())];
+        let user = kubeconfig(&server, ca_pem.as_deref(), &audience, &[], &user_env);
+        fsutil::write_atomic(&kubeconfig_path, user.as_bytes(), PRIVATE_FILE)?;
+        // The control plane's own clients (controllers run by `ui up`) authenticate as the member.
+        let member_args = ["--key-file".to_owned(), member_key_path.display().to_string()];
+        let member_kubeconfig = kubeconfig(&server, ca_pem.as_deref(), &audience, &member_args, &[]);
+        fsutil::write_atomic(&data_dir.join("member.kubeconfig"), member_kubeconfig.as_bytes(), PRIVATE_FILE)?;
+        if tls.is_none() {
+            eprintln!(
+                "WARNING: --insecure-http: the API is served WITHOUT TLS on loopback, for development only; kubectl cannot authenticate over it"
+            );
+        }
         println!("listening on {server}");
+        println!("cluster: {audience}");
         println!("data dir: {}", data_dir.display());
         println!("kubeconfig: {}", kubeconfig_path.display());
         println!("try: KUBECONFIG={} kubectl get workloads", kubeconfig_path.display());
@@ -91,7 +197,8 @@ pub fn run(ctx: &Context, args: &Args) -> anyhow::Result<Outcome> {
             }
             eprintln!("shutting down");
         };
-        apiserver::http::serve(listener, Registry::new(node.clone()), shutdown).await?;
+        let state = AppState { registry: Registry::new(node.clone()), authn: Authn::new(audience.clone(), members) };
+        apiserver::http::serve(listener, state, tls, shutdown).await?;
         node.shutdown().await;
         anyhow::Ok(())
     })?;

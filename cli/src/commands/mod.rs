@@ -10,6 +10,7 @@ pub mod get;
 pub mod identity;
 pub mod init;
 pub mod sign;
+pub mod token;
 pub mod verify;
 pub mod version;
 

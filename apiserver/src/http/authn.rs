@@ -1,0 +1,69 @@
+//! Authentication: every object request carries a bearer token the client minted from its
+//! own key (`api::token`); the token's did:key is who the caller is, and the member list says
+//! whether it is a control-plane member. No shared secret, no account.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use api::identity::Did;
+use axum::extract::{FromRef, FromRequestParts};
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+
+use super::AppState;
+use crate::access::Caller;
+use crate::registry::ApiError;
+
+/// Verifies tokens for one cluster.
+#[derive(Clone, Debug)]
+pub struct Authn {
+    audience: String,
+    members: Arc<BTreeSet<String>>,
+}
+
+impl Authn {
+    /// Tokens for `audience` (the cluster); `members` are the control-plane members.
+    pub fn new(audience: impl Into<String>, members: impl IntoIterator<Item = Did>) -> Self {
+        let members = members.into_iter().map(|d| d.as_str().to_owned()).collect();
+        Self { audience: audience.into(), members: Arc::new(members) }
+    }
+
+    /// The audience tokens must name.
+    pub fn audience(&self) -> &str {
+        &self.audience
+    }
+
+    /// Who sent `authorization` (the header's value), or why they are not let in.
+    pub fn caller(&self, authorization: Option<&str>, now: i64) -> Result<Caller, ApiError> {
+        let header = authorization.ok_or_else(|| {
+            ApiError::Unauthorized(
+                "no credentials: send a bearer token minted with `ui token` (kubectl: use the kubeconfig `ui up` writes)"
+                    .into(),
+            )
+        })?;
+        let token = header
+            .strip_prefix("Bearer ")
+            .ok_or_else(|| ApiError::Unauthorized("the Authorization header is not a bearer token".into()))?;
+        let (did, _) = api::token::verify(token.trim(), &self.audience, now)
+            .map_err(|e| ApiError::Unauthorized(format!("the bearer token is refused: {e}")))?;
+        let member = self.members.contains(did.as_str());
+        Ok(Caller::identity(did, member))
+    }
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Caller
+where
+    AppState: FromRef<S>,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let state = AppState::from_ref(state);
+        let header = parts.headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok());
+        state.authn.caller(header, now())
+    }
+}

@@ -1,0 +1,86 @@
+//! `ui token`: mint a short-lived bearer token from your own key.
+
+use std::path::PathBuf;
+
+use anyhow::{Context as _, bail};
+use ed25519_dalek::SigningKey;
+use serde_json::json;
+
+use super::{Context, Outcome};
+use crate::keystore;
+use crate::passphrase::{PassphraseArgs, Purpose};
+
+/// Mint a bearer token for the apiserver, signed with your key
+///
+/// The token is a JWT signed with your Ed25519 key (EdDSA), bound to one cluster (--audience),
+/// valid for a few minutes, and names your did:key: the apiserver verifies it against the did,
+/// so no account or shared secret exists anywhere. kubectl runs this command itself through the
+/// kubeconfig `ui up` writes (--exec-credential prints the client-go ExecCredential it reads).
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The cluster the token is for (`univrs:<cluster id>`; in the kubeconfig `ui up` writes)
+    #[arg(long, value_name = "AUDIENCE")]
+    audience: String,
+    /// Lifetime in seconds (at most 900)
+    #[arg(long, value_name = "SECONDS", default_value_t = 300)]
+    lifetime: i64,
+    /// Print a client.authentication.k8s.io/v1 ExecCredential (for kubectl and other clients)
+    #[arg(long)]
+    exec_credential: bool,
+    /// Sign with this unencrypted key file (a control-plane member's key in its data dir)
+    /// instead of your identity
+    #[arg(long, value_name = "FILE")]
+    key_file: Option<PathBuf>,
+    #[command(flatten)]
+    passphrase: PassphraseArgs,
+}
+
+/// Reads a member key file: the 32-byte Ed25519 secret, hex-encoded.
+pub fn read_key_file(path: &std::path::Path) -> anyhow::Result<SigningKey> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let bytes: Vec<u8> = (0..text.trim().len())
+        .step_by(2)
+        .map(|i| text.trim().get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
+        .collect::<Option<_>>()
+        .with_context(|| format!("{} is not a hex key", path.display()))?;
+    let secret: [u8; 32] =
+        bytes.try_into().map_err(|_| anyhow::anyhow!("{} does not hold a 32-byte key", path.display()))?;
+    Ok(SigningKey::from_bytes(&secret))
+}
+
+pub fn run(ctx: &Context, args: &Args) -> anyhow::Result<Outcome> {
+    if !(1..=api::token::MAX_LIFETIME_SECS).contains(&args.lifetime) {
+        bail!("--lifetime {} is out of range: 1 to {} seconds", args.lifetime, api::token::MAX_LIFETIME_SECS);
+    }
+    let key = match &args.key_file {
+        Some(path) => read_key_file(path)?,
+        None => {
+            if !keystore::exists(&ctx.dirs) {
+                bail!(
+                    "no identity in {}: create one with `ui init` (the token is signed with your key)",
+                    ctx.dirs.root().display()
+                );
+            }
+            let identity =
+                keystore::load(&ctx.dirs, || args.passphrase.get(Purpose::Existing, "your identity"))?;
+            identity.signing_key().clone()
+        }
+    };
+    let now = chrono::Utc::now();
+    let token = api::token::mint(&key, &args.audience, now.timestamp(), args.lifetime);
+    if args.exec_credential {
+        let expires = now + chrono::Duration::seconds(args.lifetime);
+        let credential = json!({
+            "apiVersion": "client.authentication.k8s.io/v1",
+            "kind": "ExecCredential",
+            "status": {
+                "token": token,
+                "expirationTimestamp": expires.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            },
+        });
+        println!("{credential}");
+    } else {
+        println!("{token}");
+    }
+    Ok(Outcome::Success)
+}
