@@ -185,6 +185,23 @@ impl Server {
         Self { child, url, kubeconfig, audience, data: data.to_owned(), config_dir: u.config() }
     }
 
+    /// The kubeconfig the server wrote for its own control-plane clients: it authenticates as
+    /// the member key (a control-plane member may write any kind, e.g. Replicas).
+    pub fn member_kubeconfig(&self) -> PathBuf {
+        self.data.join("member.kubeconfig")
+    }
+
+    /// A bearer token of the control-plane member, for this cluster.
+    pub fn member_token(&self) -> String {
+        let key = self.data.join("member.key");
+        let out = Command::new(env!("CARGO_BIN_EXE_ui"))
+            .args(["token", "--audience", &self.audience, "--key-file", key.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "ui token: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    }
+
     /// A bearer token of the user, for this cluster.
     pub fn token(&self) -> String {
         let out = Command::new(env!("CARGO_BIN_EXE_ui"))
