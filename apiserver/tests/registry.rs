@@ -15,6 +15,13 @@ async fn registry(dir: &std::path::Path) -> Registry {
     Registry::new(RaftNode::start_single(dir, Options::default()).await.unwrap())
 }
 
+/// `obj` signed by the test's owner key now (objects of signed kinds must verify).
+fn signed(mut obj: Value) -> Value {
+    let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
+    api::signing::sign(&mut obj, &key, chrono::Utc::now()).unwrap();
+    obj
+}
+
 /// Shorthands for the calls these tests make over and over.
 trait Short {
     async fn make(&self, kind: &api::KindInfo, obj: Value) -> Result<Value, ApiError>;
@@ -26,11 +33,13 @@ trait Short {
 
 impl Short for Registry {
     async fn make(&self, kind: &api::KindInfo, obj: Value) -> Result<Value, ApiError> {
+        let obj = if kind.signed { signed(obj) } else { obj };
         self.create(&SYS, kind, obj, &WriteOptions::default()).await.map(|w| w.object)
     }
     async fn put(&self, kind: &api::KindInfo, obj: Value) -> Result<Value, ApiError> {
         let name = obj["metadata"]["name"].as_str().unwrap().to_owned();
         let ns = obj["metadata"]["namespace"].as_str().unwrap_or("default").to_owned();
+        let obj = if kind.signed { signed(obj) } else { obj };
         self.update(&SYS, kind, Part::Main, Some(&ns), &name, obj, &WriteOptions::default())
             .await
             .map(|w| w.object)
@@ -188,8 +197,12 @@ async fn status_and_spec_are_written_separately() {
     assert_eq!(w.object["spec"]["replicas"], 1, "a status write changed the spec");
     assert_eq!(w.object["metadata"]["generation"], 1, "a status write bumped the generation");
 
-    let spec = json!({ "spec": { "replicas": 2 }, "status": { "readyReplicas": 0 } });
-    let w = reg.patch(&SYS, wl, Part::Main, Some("default"), "web", &merge(spec), &opts).await.unwrap();
+    // The owner changes the spec (signing it again); the status it sends is not taken.
+    let mut spec = reg.read(wl, "web").await.unwrap();
+    spec["spec"]["replicas"] = json!(2);
+    spec["status"] = json!({ "readyReplicas": 0 });
+    let spec = signed(spec);
+    let w = reg.update(&SYS, wl, Part::Main, Some("default"), "web", spec, &opts).await.unwrap();
     assert_eq!(w.object["spec"]["replicas"], 2);
     assert_eq!(w.object["status"]["readyReplicas"], 1, "a spec write changed the status");
     assert_eq!(w.object["metadata"]["generation"], 2);
@@ -247,14 +260,14 @@ async fn server_side_apply_creates_merges_and_records_the_manager() {
             Part::Main,
             Some("default"),
             "web",
-            &apply(workload("web", 1)),
+            &apply(signed(workload("web", 1))),
             &WriteOptions::default(),
         )
         .await;
     assert!(matches!(missing, Err(ApiError::BadRequest(m)) if m.contains("fieldManager")));
 
     let created = reg
-        .patch(&SYS, wl, Part::Main, Some("default"), "web", &apply(workload("web", 1)), &opts)
+        .patch(&SYS, wl, Part::Main, Some("default"), "web", &apply(signed(workload("web", 1))), &opts)
         .await
         .unwrap();
     assert!(created.created);
@@ -263,21 +276,17 @@ async fn server_side_apply_creates_merges_and_records_the_manager() {
     assert_eq!(managers[0]["operation"], "Apply");
     assert!(managers[0]["fieldsV1"]["f:spec"]["f:replicas"].is_object(), "{managers}");
 
-    // Another writer labels it; the manager applies a new replica count: both stay.
-    let label = merge(json!({ "metadata": { "labels": { "extra": "1" } } }));
-    reg.patch(&SYS, wl, Part::Main, Some("default"), "web", &label, &WriteOptions::default()).await.unwrap();
-    let again = reg
-        .patch(&SYS, wl, Part::Main, Some("default"), "web", &apply(workload("web", 3)), &opts)
-        .await
-        .unwrap();
+    // Another writer adds a finalizer; the manager applies a new replica count: both stay.
+    let hold = merge(json!({ "metadata": { "finalizers": ["example.com/hold"] } }));
+    reg.patch(&SYS, wl, Part::Main, Some("default"), "web", &hold, &WriteOptions::default()).await.unwrap();
+    let three = apply(signed(workload("web", 3)));
+    let again = reg.patch(&SYS, wl, Part::Main, Some("default"), "web", &three, &opts).await.unwrap();
     assert!(!again.created);
     assert_eq!(again.object["spec"]["replicas"], 3);
-    assert_eq!(again.object["metadata"]["labels"]["extra"], "1");
+    assert_eq!(again.object["metadata"]["finalizers"], json!(["example.com/hold"]));
+    api::signing::verify(&again.object).expect("the applied object is the signed manifest");
     // Applying the same thing again changes nothing.
-    let same = reg
-        .patch(&SYS, wl, Part::Main, Some("default"), "web", &apply(workload("web", 3)), &opts)
-        .await
-        .unwrap();
+    let same = reg.patch(&SYS, wl, Part::Main, Some("default"), "web", &three, &opts).await.unwrap();
     assert_eq!(same.object["metadata"]["resourceVersion"], again.object["metadata"]["resourceVersion"]);
 }
 
@@ -288,15 +297,16 @@ async fn dry_runs_and_field_validation_change_nothing_they_should_not() {
     let wl = by_kind("Workload").unwrap();
     let before = reg.all(wl, None).await.revision;
     let dry = WriteOptions { dry_run: true, ..Default::default() };
-    let w = reg.create(&SYS, wl, workload("dry", 1), &dry).await.unwrap();
+    let w = reg.create(&SYS, wl, signed(workload("dry", 1)), &dry).await.unwrap();
     assert_eq!(w.object["metadata"]["name"], "dry");
     assert!(matches!(reg.read(wl, "dry").await, Err(ApiError::NotFound { .. })));
     assert_eq!(reg.all(wl, None).await.revision, before, "a dry run was committed");
 
-    let mut unknown = workload("u", 1);
+    // Signed without the unknown fields: once they are dropped (Warn), it verifies.
+    let mut unknown = signed(workload("u", 1));
     unknown["spec"]["replica"] = json!(3);
     unknown["spec"]["bogus"] = json!({});
-    let err = reg.make(wl, unknown.clone()).await.unwrap_err();
+    let err = reg.create(&SYS, wl, unknown.clone(), &WriteOptions::default()).await.unwrap_err();
     assert_eq!(err.code(), 400);
     assert_eq!(
         err.to_string(),

@@ -11,7 +11,7 @@ use apiserver::raft::{Options, RaftNode};
 
 /// The server itself: these tests are about object semantics, not access.
 static SYS: std::sync::LazyLock<Caller> = std::sync::LazyLock::new(Caller::system);
-use apiserver::registry::{Part, Patch, Registry, WriteOptions};
+use apiserver::registry::{Part, ReadAt, Registry, WriteOptions};
 use apiserver::watch::{self, Event, Start, Watch};
 use serde_json::{Value, json};
 
@@ -54,14 +54,26 @@ fn summary(e: &Event) -> (String, String) {
     (e.kind.to_owned(), e.object["metadata"]["name"].as_str().unwrap_or_default().to_owned())
 }
 
+/// `obj` signed by the test's owner key now.
+fn signed(mut obj: Value) -> Value {
+    let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
+    api::signing::sign(&mut obj, &key, chrono::Utc::now()).unwrap();
+    obj
+}
+
 async fn create(reg: &Registry, obj: Value) -> Value {
     let kind = api::kinds::by_kind(obj["kind"].as_str().unwrap()).unwrap();
+    let obj = if kind.signed { signed(obj) } else { obj };
     reg.create(&SYS, kind, obj, &WriteOptions::default()).await.unwrap().object
 }
 
+/// The owner changes a Workload: merge `p` into it, sign it again and update it.
 async fn patch(reg: &Registry, name: &str, p: Value) -> Value {
     let wl = by_kind("Workload").unwrap();
-    reg.patch(&SYS, wl, Part::Main, Some("default"), name, &Patch::Merge(p), &WriteOptions::default())
+    let mut obj = reg.get(&SYS, wl, Some("default"), name, ReadAt::Latest).await.unwrap();
+    apiserver::patch::merge_patch(&mut obj, &p);
+    let obj = signed(obj);
+    reg.update(&SYS, wl, Part::Main, Some("default"), name, obj, &WriteOptions::default())
         .await
         .unwrap()
         .object
