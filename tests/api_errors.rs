@@ -16,7 +16,12 @@ struct Http {
 
 impl Http {
     fn new(server: &Server) -> Self {
-        Self { agent: server.agent(), base: server.url.clone(), bearer: format!("Bearer {}", server.token()) }
+        // As the control-plane member: these requests are about the API, not about ownership.
+        Self {
+            agent: server.agent(),
+            base: server.url.clone(),
+            bearer: format!("Bearer {}", server.member_token()),
+        }
     }
 
     /// The same client with another `Authorization` header (empty: none).
@@ -65,15 +70,15 @@ fn status(response: (u16, Value), code: u16, reason: &str) -> Value {
     body
 }
 
-const WL: &str = "/apis/univrs.io/v1/namespaces/default/workloads";
+const WL: &str = "/apis/univrs.io/v1/namespaces/default/replicas";
 
 #[test]
 fn bad_requests_get_a_status_and_change_nothing() {
     let u = User::new();
     let server = Server::start(&u, &u.path("data"));
     let http = Http::new(&server);
-    let good = json!({ "apiVersion": "univrs.io/v1", "kind": "Workload", "metadata": { "name": "w" },
-                       "spec": { "rootfs": "busybox" } });
+    let good = json!({ "apiVersion": "univrs.io/v1", "kind": "Replica", "metadata": { "name": "w" },
+                       "spec": { "workload": "web", "container": { "rootfs": "busybox" } } });
     let (code, created) = http.send("POST", WL, "application/json", good.to_string().into_bytes());
     assert_eq!(code, 201, "{created}");
     let rv = created["metadata"]["resourceVersion"].clone();
@@ -95,7 +100,7 @@ fn bad_requests_get_a_status_and_change_nothing() {
         "UnsupportedMediaType",
     );
     assert!(body["message"].as_str().unwrap().contains("--type=merge"), "{body}");
-    let test_fails = json!([{ "op": "test", "path": "/spec/replicas", "value": 7 }]).to_string();
+    let test_fails = json!([{ "op": "test", "path": "/spec/workload", "value": "other" }]).to_string();
     status(
         http.send("PATCH", &format!("{WL}/w"), "application/json-patch+json", test_fails.into_bytes()),
         400,
@@ -103,12 +108,12 @@ fn bad_requests_get_a_status_and_change_nothing() {
     );
     let mut invalid = good.clone();
     invalid["metadata"]["name"] = json!("Not_A_Name");
-    invalid["spec"]["replicas"] = json!(-1);
+    invalid["spec"]["workload"] = json!("Bad Workload");
     let body =
         status(http.send("POST", WL, "application/json", invalid.to_string().into_bytes()), 422, "Invalid");
     let fields: Vec<&str> =
         body["details"]["causes"].as_array().unwrap().iter().map(|c| c["field"].as_str().unwrap()).collect();
-    assert_eq!(fields, ["metadata.name", "spec.replicas"]);
+    assert_eq!(fields, ["metadata.name", "spec.workload"]);
     let mut unknown = good.clone();
     unknown["spec"]["replica"] = json!(2);
     let body = status(
@@ -137,8 +142,8 @@ fn what_real_clients_send_is_understood() {
     let server = Server::start(&u, &u.path("data"));
     let http = Http::new(&server);
     // kube-rs sends `?&…`; JSON is valid YAML for server-side apply; watch=true and watch=1.
-    let apply = json!({ "apiVersion": "univrs.io/v1", "kind": "Workload", "metadata": { "name": "w" },
-                        "spec": { "rootfs": "busybox", "replicas": 2 } });
+    let apply = json!({ "apiVersion": "univrs.io/v1", "kind": "Replica", "metadata": { "name": "w" },
+                        "spec": { "workload": "web", "container": { "rootfs": "busybox" } } });
     let (code, obj) = http.send(
         "PATCH",
         &format!("{WL}/w?&fieldManager=kube-rs&"),

@@ -10,9 +10,10 @@ use std::time::Duration;
 
 use support::{Server, User};
 
-fn workload(name: &str) -> String {
-    serde_json::json!({ "apiVersion": "univrs.io/v1", "kind": "Workload",
-        "metadata": { "name": name }, "spec": { "rootfs": "busybox" } })
+/// A Replica: unsigned, written by the control plane (the test writes as its member).
+fn replica(name: &str) -> String {
+    serde_json::json!({ "apiVersion": "univrs.io/v1", "kind": "Replica",
+        "metadata": { "name": name }, "spec": { "workload": "w", "container": { "rootfs": "busybox" } } })
     .to_string()
 }
 
@@ -21,8 +22,8 @@ fn acknowledged_writes_survive_kill_9_of_the_server() {
     let u = User::new();
     let data = u.path("data");
     let server = Server::start(&u, &data);
-    let url = format!("{}/apis/univrs.io/v1/namespaces/default/workloads", server.url);
-    let bearer = format!("Bearer {}", server.token());
+    let url = format!("{}/apis/univrs.io/v1/namespaces/default/replicas", server.url);
+    let bearer = format!("Bearer {}", server.member_token());
     let stop = Arc::new(AtomicBool::new(false));
     let writers: Vec<_> = (0..4)
         .map(|w| {
@@ -38,7 +39,7 @@ fn acknowledged_writes_survive_kill_9_of_the_server() {
                         .post(&url)
                         .header("Authorization", &bearer)
                         .content_type("application/json")
-                        .send(workload(&name))
+                        .send(replica(&name))
                     else {
                         break; // the server is gone
                     };
@@ -61,7 +62,7 @@ fn acknowledged_writes_survive_kill_9_of_the_server() {
 
     let server = Server::start(&u, &data);
     let agent = server.agent();
-    let url = format!("{}/apis/univrs.io/v1/namespaces/default/workloads", server.url);
+    let url = format!("{}/apis/univrs.io/v1/namespaces/default/replicas", server.url);
     let list: serde_json::Value = serde_json::from_str(
         &agent
             .get(&url)

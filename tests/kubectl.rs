@@ -67,12 +67,19 @@ fn plain_http_is_refused_beyond_loopback() {
     assert!(r.stderr.contains("loopback"), "{}", r.stderr);
 }
 
-/// A workload manifest with `replicas` and labels `app=NAME` (unsigned: signatures are not
-/// checked by the apiserver yet).
+/// A workload manifest with `replicas` and labels `app=NAME`.
 fn workload_yaml(name: &str, replicas: u32) -> String {
     format!(
         "apiVersion: univrs.io/v1\nkind: Workload\nmetadata:\n  name: {name}\n  labels:\n    app: {name}\n\
          spec:\n  rootfs: busybox\n  replicas: {replicas}\n"
+    )
+}
+
+/// A replica manifest (written by the control plane: the test uses the member's kubeconfig).
+fn replica_yaml(name: &str, node: &str) -> String {
+    format!(
+        "apiVersion: univrs.io/v1\nkind: Replica\nmetadata:\n  name: {name}\n  labels:\n    app: {name}\n\
+         spec:\n  workload: web\n  nodeName: {node}\n  container:\n    rootfs: busybox\n"
     )
 }
 
@@ -82,22 +89,74 @@ fn write(u: &User, file: &str, text: &str) -> String {
     path.to_str().unwrap().to_owned()
 }
 
+/// Writes `text` to `file` signed by the user (`ui sign --in-place`).
+fn write_signed(u: &User, file: &str, text: &str) -> String {
+    let path = write(u, file, text);
+    u.run(&["sign", "-f", &path, "--in-place"]).ok();
+    path
+}
+
 fn get_json(k: &Kubectl, what: &[&str]) -> serde_json::Value {
     let args: Vec<&str> = ["get"].iter().chain(what).chain(&["-o", "json"]).copied().collect();
     serde_json::from_str(&k.ok(&args)).unwrap()
 }
 
 #[test]
-fn kubectl_applies_patches_watches_and_gets_conflicts() {
+fn kubectl_applies_signed_manifests_client_and_server_side() {
     let u = User::new();
     let server = Server::start(&u, &u.path("data"));
     let k = Kubectl { kubeconfig: server.kubeconfig.clone(), cache: u.path("kube-cache") };
 
+    // Client-side apply: create, unchanged, then configure (signed again, later).
+    let v1 = write_signed(&u, "web.yaml", &workload_yaml("web", 1));
+    assert!(k.ok(&["apply", "-f", &v1]).contains("workload.univrs.io/web created"));
+    assert!(k.ok(&["apply", "-f", &v1]).contains("workload.univrs.io/web unchanged"));
+    let v2 = write_signed(&u, "web2.yaml", &workload_yaml("web", 2));
+    let diff = k.run(&["diff", "-f", &v2]);
+    assert!(!diff.ok && diff.stdout.contains("+  replicas: 2"), "{}{}", diff.stdout, diff.stderr);
+    assert!(k.ok(&["apply", "-f", &v2]).contains("workload.univrs.io/web configured"));
+    let web = get_json(&k, &["workload", "web"]);
+    assert_eq!(web["spec"]["replicas"], 2);
+    assert_eq!(web["metadata"]["generation"], 2);
+    assert!(k.run(&["diff", "-f", &v2]).ok, "no difference left after apply");
+    let yaml = k.ok(&["get", "workload", "web", "-o", "yaml"]);
+    assert!(yaml.contains("kind: Workload") && yaml.contains("replicas: 2"), "{yaml}");
+    u.run_with_stdin(&["verify", "-f", "-"], &k.ok(&["get", "workload", "web", "-o", "json"])).ok();
+
+    // A server-side dry run changes nothing.
+    let v3 = write_signed(&u, "web3.yaml", &workload_yaml("web", 3));
+    assert!(k.ok(&["apply", "--dry-run=server", "-f", &v3]).contains("(server dry run)"));
+    assert_eq!(get_json(&k, &["workload", "web"])["spec"]["replicas"], 2);
+
+    // Server-side apply: create, then change; the field manager is recorded.
+    let api = write_signed(&u, "api.yaml", &workload_yaml("api", 1));
+    assert!(
+        k.ok(&["apply", "--server-side", "-f", &api]).contains("workload.univrs.io/api serverside-applied")
+    );
+    let api2 = write_signed(&u, "api2.yaml", &workload_yaml("api", 4));
+    k.ok(&["apply", "--server-side", "-f", &api2]);
+    let obj = get_json(&k, &["workload", "api", "--show-managed-fields"]);
+    assert_eq!(obj["spec"]["replicas"], 4);
+    assert_eq!(obj["metadata"]["managedFields"][0]["manager"], "kubectl");
+    assert_eq!(obj["metadata"]["managedFields"][0]["operation"], "Apply");
+
+    // A label is part of what the owner signed: changing it without signing is refused.
+    k.fails(&["label", "workload", "web", "tier=front"], "must be signed by their owner");
+    server.stop();
+}
+
+#[test]
+fn kubectl_patches_watches_and_gets_conflicts() {
+    let u = User::new();
+    let server = Server::start(&u, &u.path("data"));
+    // Replicas are the control plane's: this kubectl authenticates as the member.
+    let k = Kubectl { kubeconfig: server.member_kubeconfig(), cache: u.path("kube-cache") };
+
     // `kubectl get -w` sees every change made below, from its own process.
     let mut watcher = std::process::Command::new("kubectl")
-        .args(["get", "workloads", "-w", "--output-watch-events", "--cache-dir"])
+        .args(["get", "replicas", "-w", "--output-watch-events", "--cache-dir"])
         .arg(u.path("watch-cache"))
-        .env("KUBECONFIG", &server.kubeconfig)
+        .env("KUBECONFIG", server.member_kubeconfig())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -110,103 +169,77 @@ fn kubectl_applies_patches_watches_and_gets_conflicts() {
         }
     });
 
-    // Client-side apply: create, unchanged, then configure.
-    let v1 = write(&u, "web.yaml", &workload_yaml("web", 1));
-    assert!(k.ok(&["apply", "-f", &v1]).contains("workload.univrs.io/web created"));
-    assert!(k.ok(&["apply", "-f", &v1]).contains("workload.univrs.io/web unchanged"));
-    let v2 = write(&u, "web2.yaml", &workload_yaml("web", 2));
-    let diff = k.run(&["diff", "-f", &v2]);
-    assert!(!diff.ok && diff.stdout.contains("+  replicas: 2"), "{}{}", diff.stdout, diff.stderr);
-    assert!(k.ok(&["apply", "-f", &v2]).contains("workload.univrs.io/web configured"));
-    let web = get_json(&k, &["workload", "web"]);
-    assert_eq!(web["spec"]["replicas"], 2);
-    assert_eq!(web["metadata"]["generation"], 2);
-    assert!(k.run(&["diff", "-f", &v2]).ok, "no difference left after apply");
-    let yaml = k.ok(&["get", "workload", "web", "-o", "yaml"]);
-    assert!(yaml.contains("kind: Workload") && yaml.contains("replicas: 2"), "{yaml}");
-
-    // A server-side dry run changes nothing.
-    let v3 = write(&u, "web3.yaml", &workload_yaml("web", 3));
-    assert!(k.ok(&["apply", "--dry-run=server", "-f", &v3]).contains("(server dry run)"));
-    assert_eq!(get_json(&k, &["workload", "web"])["spec"]["replicas"], 2);
-
-    // Server-side apply: create, then change; the field manager is recorded.
-    let api = write(&u, "api.yaml", &workload_yaml("api", 1));
-    assert!(
-        k.ok(&["apply", "--server-side", "-f", &api]).contains("workload.univrs.io/api serverside-applied")
-    );
-    let api2 = write(&u, "api2.yaml", &workload_yaml("api", 4));
-    k.ok(&["apply", "--server-side", "-f", &api2]);
-    let obj = get_json(&k, &["workload", "api", "--show-managed-fields"]);
-    assert_eq!(obj["spec"]["replicas"], 4);
-    assert_eq!(obj["metadata"]["managedFields"][0]["manager"], "kubectl");
-    assert_eq!(obj["metadata"]["managedFields"][0]["operation"], "Apply");
+    let r = write(&u, "r.yaml", &replica_yaml("web-1", "node-a"));
+    assert!(k.ok(&["create", "-f", &r]).contains("replica.univrs.io/web-1 created"));
+    k.ok(&["create", "-f", &write(&u, "r2.yaml", &replica_yaml("web-2", "node-b"))]);
 
     // label, JSON patch, the status subresource, and selectors.
-    k.ok(&["label", "workload", "web", "tier=front"]);
+    k.ok(&["label", "replica", "web-1", "tier=front"]);
     k.ok(&[
         "patch",
-        "workload",
-        "web",
+        "replica",
+        "web-1",
         "--type=json",
         "-p",
-        r#"[{"op":"replace","path":"/spec/replicas","value":5}]"#,
+        r#"[{"op":"replace","path":"/spec/nodeName","value":"node-c"}]"#,
     ]);
     k.ok(&[
         "patch",
-        "workload",
-        "web",
+        "replica",
+        "web-1",
         "--subresource=status",
         "--type=merge",
         "-p",
-        r#"{"status":{"replicas":5,"readyReplicas":3}}"#,
+        r#"{"status":{"phase":"Running","restarts":2}}"#,
     ]);
-    let web = get_json(&k, &["workload", "web"]);
+    let web = get_json(&k, &["replica", "web-1"]);
     assert_eq!(web["metadata"]["labels"]["tier"], "front");
-    assert_eq!(web["spec"]["replicas"], 5);
-    assert_eq!(web["status"]["readyReplicas"], 3);
-    assert!(k.ok(&["get", "workload", "web"]).contains("3/5"), "READY column from the status");
-    let selected = get_json(&k, &["workloads", "-l", "tier=front"]);
+    assert_eq!(web["spec"]["nodeName"], "node-c");
+    assert_eq!(web["status"]["phase"], "Running");
+    assert_eq!(web["metadata"]["generation"], 2, "spec changed once; label and status do not count");
+    let selected = get_json(&k, &["replicas", "-l", "tier=front"]);
     assert_eq!(selected["items"].as_array().unwrap().len(), 1);
-    let paged = get_json(&k, &["workloads", "--chunk-size=1"]);
+    let by_field = get_json(&k, &["replicas", "--field-selector", "spec.nodeName=node-b"]);
+    assert_eq!(by_field["items"][0]["metadata"]["name"], "web-2");
+    let paged = get_json(&k, &["replicas", "--chunk-size=1"]);
     assert_eq!(paged["items"].as_array().unwrap().len(), 2, "pages put together");
     k.fails(
-        &["patch", "workload", "web", "-p", r#"{"spec":{"replicas":1}}"#],
+        &["patch", "replica", "web-1", "-p", r#"{"spec":{"nodeName":"x"}}"#],
         "strategic merge patch is not supported",
     );
 
     // A PUT with a stale resourceVersion is a 409 Conflict.
     let mut stale = web.clone();
     stale["metadata"]["resourceVersion"] = serde_json::json!("1");
-    stale["spec"]["replicas"] = serde_json::json!(9);
+    stale["spec"]["nodeName"] = serde_json::json!("node-z");
     let stale = write(&u, "stale.json", &stale.to_string());
     k.fails(&["replace", "-f", &stale], "the object has been modified");
 
     // A finalizer holds a deleted object until it is removed.
     k.ok(&[
         "patch",
-        "workload",
-        "web",
+        "replica",
+        "web-1",
         "--type=merge",
         "-p",
         r#"{"metadata":{"finalizers":["example.com/hold"]}}"#,
     ]);
-    k.ok(&["delete", "workload", "web", "--wait=false"]);
-    assert!(get_json(&k, &["workload", "web"])["metadata"]["deletionTimestamp"].is_string());
+    k.ok(&["delete", "replica", "web-1", "--wait=false"]);
+    assert!(get_json(&k, &["replica", "web-1"])["metadata"]["deletionTimestamp"].is_string());
     k.ok(&[
         "patch",
-        "workload",
-        "web",
+        "replica",
+        "web-1",
         "--type=json",
         "-p",
         r#"[{"op":"remove","path":"/metadata/finalizers"}]"#,
     ]);
-    k.fails(&["get", "workload", "web"], "(NotFound)");
+    k.fails(&["get", "replica", "web-1"], "(NotFound)");
 
     // The watcher saw it all, in order.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     let mut seen = Vec::new();
-    while !seen.iter().any(|l: &String| l.starts_with("DELETED") && l.contains("web")) {
+    while !seen.iter().any(|l: &String| l.starts_with("DELETED") && l.contains("web-1")) {
         let left = deadline.saturating_duration_since(std::time::Instant::now());
         match lines.recv_timeout(left) {
             Ok(line) => seen.push(line),
@@ -216,7 +249,7 @@ fn kubectl_applies_patches_watches_and_gets_conflicts() {
     let _ = watcher.kill();
     let _ = watcher.wait();
     let kinds: Vec<&str> =
-        seen.iter().filter(|l| l.contains("web")).map(|l| l.split_whitespace().next().unwrap()).collect();
+        seen.iter().filter(|l| l.contains("web-1")).map(|l| l.split_whitespace().next().unwrap()).collect();
     assert_eq!(kinds.first(), Some(&"ADDED"), "{seen:?}");
     assert!(kinds.iter().filter(|k| **k == "MODIFIED").count() >= 5, "{seen:?}");
     assert_eq!(kinds.last(), Some(&"DELETED"), "{seen:?}");

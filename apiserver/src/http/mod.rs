@@ -11,6 +11,7 @@
 
 pub mod authn;
 mod discovery;
+mod json;
 mod objects;
 mod openapi;
 mod status;
@@ -69,7 +70,8 @@ pub fn router(state: AppState) -> Router {
         )
         .fallback(status::not_found_route)
         .method_not_allowed_fallback(status::method_not_allowed)
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        // The object routes enforce MAX_BODY_BYTES themselves (objects::Body), answering 413.
+        .layer(DefaultBodyLimit::disable())
         .with_state(state)
 }
 

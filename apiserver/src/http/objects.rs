@@ -33,18 +33,35 @@ pub struct Body(Bytes);
 impl<S: Send + Sync> axum::extract::FromRequest<S> for Body {
     type Rejection = Response;
 
-    async fn from_request(req: axum::extract::Request, state: &S) -> std::result::Result<Self, Response> {
-        Bytes::from_request(req, state).await.map(Body).map_err(|rejection| {
-            let code = rejection.status();
-            let reason =
-                if code == StatusCode::PAYLOAD_TOO_LARGE { "RequestEntityTooLarge" } else { "BadRequest" };
-            let message = format!(
-                "the request body cannot be read: {} (the limit is {} bytes)",
-                rejection.body_text(),
-                super::MAX_BODY_BYTES
-            );
-            super::status::failure(code.as_u16(), reason, &message, json!({}))
-        })
+    async fn from_request(req: axum::extract::Request, _: &S) -> std::result::Result<Self, Response> {
+        use futures_util::StreamExt as _;
+        let limit = super::MAX_BODY_BYTES;
+        let mut stream = req.into_body().into_data_stream();
+        let mut body = Vec::new();
+        let mut seen = 0usize;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| {
+                super::status::failure(
+                    400,
+                    "BadRequest",
+                    &format!("the request body cannot be read: {e}"),
+                    json!({}),
+                )
+            })?;
+            seen += chunk.len();
+            if seen <= limit {
+                body.extend_from_slice(&chunk);
+            } else if seen > 4 * limit {
+                // Read on a little past the limit, so that an ordinary client gets the 413
+                // rather than a reset while it is still sending; a flood is cut off.
+                break;
+            }
+        }
+        if seen > limit {
+            let message = format!("the request body is larger than the limit of {limit} bytes");
+            return Err(super::status::failure(413, "RequestEntityTooLarge", &message, json!({})));
+        }
+        Ok(Body(Bytes::from(body)))
     }
 }
 
@@ -277,7 +294,7 @@ fn parse_body(bytes: &Bytes, headers: &HeaderMap) -> Result<Value> {
     if content_type(headers).ends_with("yaml") {
         return parse_yaml(text);
     }
-    serde_json::from_str(text)
+    super::json::parse(text)
         .map_err(|e| ApiError::BadRequest(format!("the request body is not valid JSON: {e}")))
 }
 
@@ -452,7 +469,7 @@ pub async fn patch(
     let text = std::str::from_utf8(&bytes)
         .map_err(|e| ApiError::BadRequest(format!("the patch is not UTF-8: {e}")))?;
     let json = || {
-        serde_json::from_str::<Value>(text)
+        super::json::parse(text)
             .map_err(|e| ApiError::BadRequest(format!("the patch is not valid JSON: {e}")))
     };
     let patch = match content_type(&headers) {
