@@ -19,6 +19,14 @@ fn manifest(name: &str) -> String {
     workspace().join("manifests").join(name).to_str().unwrap().to_owned()
 }
 
+/// An example manifest signed by the user, in the user's temp dir.
+fn signed_manifest(u: &User, name: &str) -> String {
+    let signed = u.run(&["sign", "-f", &manifest(name)]).ok().stdout;
+    let path = u.path(&format!("signed-{name}"));
+    std::fs::write(&path, signed).unwrap();
+    path.to_str().unwrap().to_owned()
+}
+
 /// The whitespace-separated words of line `n` of kubectl's table output.
 fn words(out: &str, n: usize) -> Vec<&str> {
     out.lines().nth(n).unwrap_or_else(|| panic!("no line {n} in:\n{out}")).split_whitespace().collect()
@@ -66,7 +74,7 @@ fn kubectl_create_validates_on_the_server_without_validate_false() {
 
     // kubectl's default is --validate=strict: it creates only because the OpenAPI tells it the
     // server validates fields itself.
-    let created = k.ok(&["create", "-f", &manifest("hello-workload.yaml")]);
+    let created = k.ok(&["create", "-f", &signed_manifest(&u, "hello-workload.yaml")]);
     assert!(created.contains("workload.univrs.io/hello created"), "{created}");
 
     let typo = std::fs::read_to_string(manifest("hello-workload.yaml"))
@@ -98,7 +106,7 @@ fn kubectl_get_prints_the_columns_of_each_kind() {
     let file = u.path("hello.yaml");
     std::fs::write(&file, signed).unwrap();
     k.ok(&["create", "-f", file.to_str().unwrap()]);
-    k.ok(&["create", "-f", &manifest("nodeoffer.yaml")]);
+    k.ok(&["create", "-f", &signed_manifest(&u, "nodeoffer.yaml")]);
 
     let get = k.ok(&["get", "workloads"]);
     assert_eq!(words(&get, 0), ["NAME", "REPLICAS", "READY", "AGE"], "{get}");

@@ -77,6 +77,28 @@ pub fn authored(obj: &Value) -> Value {
     api::signing::authored(obj).unwrap_or_else(|_| obj.clone())
 }
 
+/// Whether a document is a signed manifest (carries `univrs.io/signature`).
+pub fn is_signed(obj: &Value) -> bool {
+    obj.pointer("/metadata/annotations").and_then(|a| a.get(api::signing::SIGNATURE)).is_some()
+}
+
+/// The [`authored`] view without the three signature annotations: what an unsigned document
+/// is compared by, since `ui apply` signs it only when it changes something.
+pub fn authored_unsigned(obj: &Value) -> Value {
+    let mut view = authored(obj);
+    if let Some(meta) = view.get_mut("metadata").and_then(Value::as_object_mut) {
+        if let Some(a) = meta.get_mut("annotations").and_then(Value::as_object_mut) {
+            for k in [api::signing::SIGNER, api::signing::SIGNED_AT, api::signing::SIGNATURE] {
+                a.remove(k);
+            }
+            if a.is_empty() {
+                meta.remove("annotations");
+            }
+        }
+    }
+    view
+}
+
 /// The age of an object as kubectl prints it (`45s`, `5m3s`, `95m`, `7h`, `3d`), or
 /// `<unknown>`.
 pub fn age(obj: &Value, now: DateTime<Utc>) -> String {

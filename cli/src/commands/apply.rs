@@ -21,6 +21,10 @@ const ATTEMPTS: usize = 5;
 /// finalizers and owner references; one that already says the same is left alone. Prints a
 /// line per object: created, configured or unchanged. Errors are reported per object, with
 /// the file and document; the others are still applied, and the exit code is 1.
+///
+/// Documents of signed kinds (Workload, TrustPolicy, NodeOffer, …) that carry no signature are
+/// signed with your key (`ui init`) as they are sent, and only when they change something;
+/// signed documents (`ui sign`, e.g. from Git) are sent exactly as they are.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Manifest file, directory (recursive: *.yaml, *.yml, *.json) or - for standard input
@@ -31,6 +35,8 @@ pub struct Args {
     dry_run: Option<String>,
     #[command(flatten)]
     cluster: ClusterArgs,
+    #[command(flatten)]
+    passphrase: crate::passphrase::PassphraseArgs,
     #[command(flatten)]
     output: OutputArgs,
 }
@@ -60,11 +66,14 @@ pub fn run(ctx: &Context, args: &Args) -> anyhow::Result<Outcome> {
     let client = Client::new(ctx, &args.cluster)?;
     let dry_run = args.dry_run.is_some();
     let suffix = if dry_run { " (server dry run)" } else { "" };
+    // The key is loaded once, and only if some document needs signing.
+    let key = std::cell::OnceCell::new();
+    let signer = Signer { ctx, args, key: &key };
     let mut reports = Vec::new();
     for doc in all.iter().flat_map(|s| &s.docs) {
         let (target, result) = match Target::of(&client, doc) {
             Err(e) => (None, Err(format!("{e:#}"))),
-            Ok(t) => match apply_one(&client, &t, doc, dry_run) {
+            Ok(t) => match apply_one(&client, &t, doc, dry_run, &signer) {
                 Ok(r) => (Some(t), Ok(r)),
                 // An unreachable server fails every document alike: say it once.
                 Err(e @ ClientError::Unreachable { .. }) => return Err(e.into()),
@@ -101,11 +110,37 @@ pub fn run(ctx: &Context, args: &Args) -> anyhow::Result<Outcome> {
 }
 
 /// Creates, updates or leaves one object; retries when another writer got in between.
+/// Signs unsigned documents of signed kinds with the user's key, loaded on first use.
+struct Signer<'a> {
+    ctx: &'a Context,
+    args: &'a Args,
+    key: &'a std::cell::OnceCell<ed25519_dalek::SigningKey>,
+}
+
+impl Signer<'_> {
+    fn sign(&self, obj: &mut Value) -> Result<(), ClientError> {
+        let key = match self.key.get() {
+            Some(k) => k,
+            None => {
+                let identity = crate::keystore::load(&self.ctx.dirs, || {
+                    self.args.passphrase.get(crate::passphrase::Purpose::Existing, "your identity")
+                })
+                .map_err(|e| ClientError::Other(format!("cannot sign: {e:#}")))?;
+                self.key.get_or_init(|| identity.signing_key().clone())
+            }
+        };
+        api::signing::sign(obj, key, chrono::Utc::now())
+            .map(drop)
+            .map_err(|e| ClientError::Other(format!("cannot sign: {e}")))
+    }
+}
+
 fn apply_one(
     client: &Client,
     t: &Target,
     doc: &Document,
     dry_run: bool,
+    signer: &Signer<'_>,
 ) -> Result<&'static str, ClientError> {
     let mut desired = doc.value.clone();
     if let (Some(ns), Some(meta)) = (&t.namespace, desired.get_mut("metadata").and_then(Value::as_object_mut))
@@ -113,22 +148,37 @@ fn apply_one(
         meta.insert("namespace".into(), ns.clone().into());
     }
     let ns = t.namespace.as_deref();
+    let sign = t.kind.signed && !objects::is_signed(&desired);
     let mut attempt = 0;
     loop {
         attempt += 1;
         let retry = |e: &ClientError| e.code() == Some(409) && attempt < ATTEMPTS;
         match client.get(t.kind, ns, &t.name) {
-            Err(e) if e.is_not_found() => match client.create(t.kind, ns, &desired, dry_run) {
+            Err(e) if e.is_not_found() => match {
+                let mut body = desired.clone();
+                if sign {
+                    signer.sign(&mut body)?;
+                }
+                client.create(t.kind, ns, &body, dry_run)
+            } {
                 Ok(_) => return Ok("created"),
                 Err(e) if retry(&e) => continue,
                 Err(e) => return Err(e),
             },
             Err(e) => return Err(e),
             Ok(current) => {
-                if objects::authored(&current) == objects::authored(&desired) {
+                let same = if sign {
+                    objects::authored_unsigned(&current) == objects::authored_unsigned(&desired)
+                } else {
+                    objects::authored(&current) == objects::authored(&desired)
+                };
+                if same {
                     return Ok("unchanged");
                 }
-                let body = carry_over(&desired, &current);
+                let mut body = carry_over(&desired, &current);
+                if sign {
+                    signer.sign(&mut body)?;
+                }
                 match client.update(t.kind, ns, &t.name, &body, dry_run) {
                     Ok(_) => return Ok("configured"),
                     Err(e) if retry(&e) => continue,

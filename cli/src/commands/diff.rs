@@ -67,12 +67,19 @@ fn diff(ctx: &Context, args: &Args) -> anyhow::Result<Outcome> {
         {
             meta.insert("namespace".into(), ns.clone().into());
         }
+        // An unsigned document is signed by `ui apply` only when it changes something: compare
+        // it without the signature annotations.
+        let view = if t.kind.signed && !objects::is_signed(&desired) {
+            objects::authored_unsigned
+        } else {
+            objects::authored
+        };
         let (exists, live) = match client.get(t.kind, t.namespace.as_deref(), &t.name) {
-            Ok(current) => (true, objects::to_yaml(&objects::authored(&current))?),
+            Ok(current) => (true, objects::to_yaml(&view(&current))?),
             Err(e) if e.is_not_found() => (false, String::new()),
             Err(e) => return Err(anyhow::anyhow!("{}: {e}", place())),
         };
-        let wanted = objects::to_yaml(&objects::authored(&desired))?;
+        let wanted = objects::to_yaml(&view(&desired))?;
         let ns = t.namespace.as_deref().map(|n| format!("{n}/")).unwrap_or_default();
         let old = format!("live/{}.{}/{ns}{}", t.kind.singular, api::GROUP, t.name);
         let new = format!("{}#{}", doc.source, doc.index);
