@@ -1,6 +1,9 @@
 //! What the REST API answers to requests real clients send, good and bad, on a real port:
 //! every error is a Kubernetes `Status` with the right code and reason, and the server keeps
-//! serving after each.
+//! serving after each. Also the bad-input catalogue of admission and access: tokens
+//! (missing, expired, not yet valid, for another cluster, forged), signatures (missing,
+//! tampered, claimed for another key), replays, someone else's objects, nodes writing what is
+//! not theirs, oversized, deep, duplicate-keyed and alias-bombed bodies.
 
 mod support;
 
@@ -173,6 +176,224 @@ fn what_real_clients_send_is_understood() {
     assert_eq!(
         events[1]["object"]["metadata"]["annotations"]["k8s.io/initial-events-end"], "true",
         "{events:?}"
+    );
+    server.stop();
+}
+
+/// Signs `obj` as the user, with `ui sign`.
+fn signed_by(u: &User, obj: &Value) -> Value {
+    let out = u.run_with_stdin(&["sign", "-f", "-"], &obj.to_string()).ok().stdout;
+    api::manifest::parse_documents(&out).unwrap().remove(0)
+}
+
+fn member_key(server: &Server) -> ed25519_dalek::SigningKey {
+    let hex = std::fs::read_to_string(server.data.join("member.key")).unwrap();
+    let bytes: Vec<u8> =
+        (0..64).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap()).collect();
+    ed25519_dalek::SigningKey::from_bytes(&bytes.try_into().unwrap())
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
+}
+
+fn bearer(key: &ed25519_dalek::SigningKey, audience: &str, at: i64) -> String {
+    format!("Bearer {}", api::token::mint(key, audience, at, 300))
+}
+
+const WORKLOADS: &str = "/apis/univrs.io/v1/namespaces/default/workloads";
+
+fn workload(name: &str, replicas: u32) -> Value {
+    json!({ "apiVersion": "univrs.io/v1", "kind": "Workload", "metadata": { "name": name },
+            "spec": { "rootfs": "busybox", "replicas": replicas,
+                      "env": [{ "name": "TOKEN", "value": "s3cret" }] } })
+}
+
+#[test]
+fn only_valid_tokens_get_in() {
+    let u = User::new();
+    let server = Server::start(&u, &u.path("data"));
+    let http = Http::new(&server);
+    let key = member_key(&server);
+    let ok = bearer(&key, &server.audience, now());
+    assert_eq!(http.with_authorization(&ok).get(WL).0, 200);
+    let refused = |auth: &str, needle: &str| {
+        let body = status(http.with_authorization(auth).get(WL), 401, "Unauthorized");
+        assert!(body["message"].as_str().unwrap().contains(needle), "{body}");
+    };
+    refused("", "no credentials");
+    refused("Basic dXNlcjpwYXNz", "not a bearer token");
+    refused("Bearer not.a.token", "malformed");
+    refused(&bearer(&key, &server.audience, now() - 3600), "expired");
+    refused(&bearer(&key, &server.audience, now() + 3600), "not valid before");
+    refused(&bearer(&key, "univrs:another-cluster", now()), "another cluster");
+    // A token whose claims were changed after signing (another did).
+    let other = ed25519_dalek::SigningKey::from_bytes(&[9; 32]);
+    let theirs = api::token::mint(&other, &server.audience, now(), 300);
+    let mine = ok.strip_prefix("Bearer ").unwrap();
+    let forged: Vec<&str> = theirs.split('.').take(2).chain(mine.split('.').skip(2)).collect();
+    refused(&format!("Bearer {}", forged.join(".")), "signature");
+    // Discovery and health need no credentials; objects do.
+    assert_eq!(http.with_authorization("").get("/apis/univrs.io/v1").0, 200);
+    assert_eq!(http.with_authorization("").get("/version").0, 200);
+    server.stop();
+}
+
+#[test]
+fn nothing_unsigned_replayed_or_someone_elses_gets_in() {
+    let u = User::new();
+    let server = Server::start(&u, &u.path("data"));
+    let me = Http::new(&server).with_authorization(&format!("Bearer {}", server.token()));
+    let other = User::new();
+    other.init_plain();
+    let out = other.run(&["token", "--audience", &server.audience]).ok().stdout;
+    let them = me.with_authorization(&format!("Bearer {}", out.trim()));
+    let post =
+        |h: &Http, v: &Value| h.send("POST", WORKLOADS, "application/json", v.to_string().into_bytes());
+    let put = |h: &Http, v: &Value| {
+        h.send("PUT", &format!("{WORKLOADS}/web"), "application/json", v.to_string().into_bytes())
+    };
+
+    let unsigned = status(post(&me, &workload("web", 1)), 422, "Invalid");
+    assert!(unsigned["message"].as_str().unwrap().contains("not signed"), "{unsigned}");
+    let v1 = signed_by(&u, &workload("web", 1));
+    std::thread::sleep(std::time::Duration::from_millis(1100)); // signed-at has second precision
+    let v2 = signed_by(&u, &workload("web", 2));
+
+    // A valid signature over other content; a signature claimed for another key.
+    let mut tampered = v2.clone();
+    tampered["spec"]["replicas"] = json!(50);
+    let body = status(post(&me, &tampered), 422, "Invalid");
+    assert!(
+        body["details"]["causes"][0]["field"].as_str().unwrap().contains("univrs.io/signature"),
+        "{body}"
+    );
+    let mut claimed = v2.clone();
+    let stranger =
+        api::identity::Did::from_key(&ed25519_dalek::SigningKey::from_bytes(&[5; 32]).verifying_key());
+    claimed["metadata"]["annotations"]["univrs.io/signer"] = json!(stranger.as_str());
+    status(post(&me, &claimed), 422, "Invalid");
+    // Someone else cannot create what I signed.
+    let body = status(post(&them, &v2), 403, "Forbidden");
+    assert!(body["message"].as_str().unwrap().contains("created by its signer"), "{body}");
+
+    let (code, created) = post(&me, &v2);
+    assert_eq!(code, 201, "{created}");
+    // The older manifest replayed: refused, nothing changes.
+    let body = status(put(&me, &v1), 422, "Invalid");
+    assert!(body["message"].as_str().unwrap().contains("older manifest"), "{body}");
+    // Another identity can neither replace (with its own signature) nor delete it.
+    let theirs = {
+        let out = other.run_with_stdin(&["sign", "-f", "-"], &workload("web", 9).to_string()).ok().stdout;
+        api::manifest::parse_documents(&out).unwrap().remove(0)
+    };
+    status(put(&them, &theirs), 403, "Forbidden");
+    status(
+        them.send("DELETE", &format!("{WORKLOADS}/web"), "application/json", Vec::new()),
+        403,
+        "Forbidden",
+    );
+    // It may read it, but not its environment.
+    let (code, seen) = them.get(&format!("{WORKLOADS}/web"));
+    assert_eq!(code, 200);
+    assert_eq!(seen["spec"]["env"], json!([{ "name": "TOKEN" }]), "{seen}");
+    assert_eq!(seen["metadata"]["annotations"]["univrs.io/redacted"], "spec.env");
+    let (_, listed) = them.get(&format!("{WORKLOADS}?fieldSelector=spec.env!=x"));
+    assert_eq!(listed["items"][0]["spec"]["env"], json!([{ "name": "TOKEN" }]));
+    let (_, mine) = me.get(&format!("{WORKLOADS}/web"));
+    assert_eq!(mine["spec"]["env"][0]["value"], "s3cret");
+    assert_eq!(mine["spec"]["replicas"], 2, "a refused request changed the object");
+
+    // Users do not write the control plane's kinds.
+    let replica = json!({ "apiVersion": "univrs.io/v1", "kind": "Replica", "metadata": { "name": "r" },
+                          "spec": { "workload": "web", "container": { "rootfs": "busybox" } } });
+    let replicas = "/apis/univrs.io/v1/namespaces/default/replicas";
+    status(me.send("POST", replicas, "application/json", replica.to_string().into_bytes()), 403, "Forbidden");
+    server.stop();
+}
+
+#[test]
+fn a_node_writes_only_its_own_node_lease_and_replica_status() {
+    let u = User::new();
+    let server = Server::start(&u, &u.path("data"));
+    let member = Http::new(&server);
+    let operator = ed25519_dalek::SigningKey::from_bytes(&[3; 32]);
+    let keys =
+        [ed25519_dalek::SigningKey::from_bytes(&[1; 32]), ed25519_dalek::SigningKey::from_bytes(&[2; 32])];
+    for (i, key) in keys.iter().enumerate() {
+        let mut node = json!({ "apiVersion": "univrs.io/v1", "kind": "Node", "metadata": { "name": format!("n{i}") },
+            "spec": {
+                "peerId": "12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA",
+                "operator": api::identity::Did::from_key(&operator.verifying_key()).as_str(),
+                "nodeKey": api::identity::Did::from_key(&key.verifying_key()).as_str(),
+                "ageRecipient": age::x25519::Identity::generate().to_public().to_string(),
+                "capacity": { "cpu": "2", "memory": "1Gi" },
+            } });
+        api::signing::sign(&mut node, &operator, chrono::Utc::now()).unwrap();
+        let (code, body) = member.send(
+            "POST",
+            "/apis/univrs.io/v1/nodes",
+            "application/json",
+            node.to_string().into_bytes(),
+        );
+        assert_eq!(code, 201, "{body}");
+        let replica = json!({ "apiVersion": "univrs.io/v1", "kind": "Replica", "metadata": { "name": format!("r{i}") },
+            "spec": { "workload": "web", "nodeName": format!("n{i}"), "container": { "rootfs": "busybox" } } });
+        let (code, body) = member.send("POST", WL, "application/json", replica.to_string().into_bytes());
+        assert_eq!(code, 201, "{body}");
+    }
+    let node0 = member.with_authorization(&bearer(&keys[0], &server.audience, now()));
+    let status_patch = |path: &str, body: Value| {
+        node0.send("PATCH", path, "application/merge-patch+json", body.to_string().into_bytes())
+    };
+    let ready = json!({ "status": { "conditions": [{ "type": "Ready", "status": "True" }] } });
+    assert_eq!(status_patch("/apis/univrs.io/v1/nodes/n0/status", ready.clone()).0, 200);
+    status(status_patch("/apis/univrs.io/v1/nodes/n1/status", ready), 403, "Forbidden");
+    let running = json!({ "status": { "phase": "Running" } });
+    assert_eq!(status_patch(&format!("{WL}/r0/status"), running.clone()).0, 200);
+    status(status_patch(&format!("{WL}/r1/status"), running), 403, "Forbidden");
+    status(status_patch(&format!("{WL}/r0"), json!({ "spec": { "nodeName": "n1" } })), 403, "Forbidden");
+    let leases = "/apis/univrs.io/v1/namespaces/default/leases";
+    let lease = |name: &str| {
+        json!({ "apiVersion": "univrs.io/v1", "kind": "Lease", "metadata": { "name": name },
+                                     "spec": { "holderIdentity": name, "leaseDurationSeconds": 10 } })
+    };
+    assert_eq!(node0.send("POST", leases, "application/json", lease("n0").to_string().into_bytes()).0, 201);
+    status(
+        node0.send("POST", leases, "application/json", lease("n1").to_string().into_bytes()),
+        403,
+        "Forbidden",
+    );
+    server.stop();
+}
+
+#[test]
+fn malformed_bodies_are_refused_with_what_is_wrong() {
+    let u = User::new();
+    let server = Server::start(&u, &u.path("data"));
+    let http = Http::new(&server);
+    let dup =
+        r#"{"apiVersion":"univrs.io/v1","kind":"Replica","metadata":{"name":"a","name":"b"},"spec":{}}"#;
+    let body = status(http.send("POST", WL, "application/json", dup.into()), 400, "BadRequest");
+    assert!(body["message"].as_str().unwrap().contains("duplicate key \"name\""), "{body}");
+    let deep = format!("{}{}", "{\"a\":".repeat(1000), "}".repeat(1000));
+    status(http.send("POST", WL, "application/json", deep.into_bytes()), 400, "BadRequest");
+    let mut bomb = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+    for i in 1..10 {
+        bomb.push_str(&format!("a{i}: &a{i} [{}]\n", vec![format!("*a{}", i - 1); 10].join(", ")));
+    }
+    let body = status(http.send("POST", WL, "application/yaml", bomb.into_bytes()), 400, "BadRequest");
+    assert!(body["message"].as_str().unwrap().contains("alias"), "{body}");
+    let wrong =
+        json!({ "apiVersion": "univrs.io/v1", "kind": "Lease", "metadata": { "name": "x" }, "spec": {} });
+    let body =
+        status(http.send("POST", WL, "application/json", wrong.to_string().into_bytes()), 400, "BadRequest");
+    assert!(body["message"].as_str().unwrap().contains("Lease"), "{body}");
+    let (code, list) = http.get(WL);
+    assert_eq!(
+        (code, list["items"].as_array().unwrap().len()),
+        (200, 0),
+        "a refused request changed something"
     );
     server.stop();
 }

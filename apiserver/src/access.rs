@@ -125,8 +125,10 @@ pub fn authorize(
     nodes: &dyn Nodes,
 ) -> Result<(), ApiError> {
     let obj = new.or(old).expect("a write has an object");
-    if kind.signed {
-        if let (Some(old), Some(new)) = (old, new) {
+    if kind.signed
+        && let (Some(old), Some(new)) = (old, new)
+    {
+        {
             if signer(old) != signer(new) {
                 return Err(forbidden(
                     who,

@@ -86,14 +86,14 @@ pub fn is_signed(obj: &Value) -> bool {
 /// is compared by, since `ui apply` signs it only when it changes something.
 pub fn authored_unsigned(obj: &Value) -> Value {
     let mut view = authored(obj);
-    if let Some(meta) = view.get_mut("metadata").and_then(Value::as_object_mut) {
-        if let Some(a) = meta.get_mut("annotations").and_then(Value::as_object_mut) {
-            for k in [api::signing::SIGNER, api::signing::SIGNED_AT, api::signing::SIGNATURE] {
-                a.remove(k);
-            }
-            if a.is_empty() {
-                meta.remove("annotations");
-            }
+    if let Some(meta) = view.get_mut("metadata").and_then(Value::as_object_mut)
+        && let Some(a) = meta.get_mut("annotations").and_then(Value::as_object_mut)
+    {
+        for k in [api::signing::SIGNER, api::signing::SIGNED_AT, api::signing::SIGNATURE] {
+            a.remove(k);
+        }
+        if a.is_empty() {
+            meta.remove("annotations");
         }
     }
     view

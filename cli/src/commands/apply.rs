@@ -154,17 +154,13 @@ fn apply_one(
         attempt += 1;
         let retry = |e: &ClientError| e.code() == Some(409) && attempt < ATTEMPTS;
         match client.get(t.kind, ns, &t.name) {
-            Err(e) if e.is_not_found() => match {
-                let mut body = desired.clone();
-                if sign {
-                    signer.sign(&mut body)?;
+            Err(e) if e.is_not_found() => {
+                match create(client, t, &desired, dry_run, sign.then_some(signer)) {
+                    Ok(_) => return Ok("created"),
+                    Err(e) if retry(&e) => continue,
+                    Err(e) => return Err(e),
                 }
-                client.create(t.kind, ns, &body, dry_run)
-            } {
-                Ok(_) => return Ok("created"),
-                Err(e) if retry(&e) => continue,
-                Err(e) => return Err(e),
-            },
+            }
             Err(e) => return Err(e),
             Ok(current) => {
                 let same = if sign {
@@ -187,6 +183,21 @@ fn apply_one(
             }
         }
     }
+}
+
+/// Creates `desired`, signed first if `signer` is given.
+fn create(
+    client: &Client,
+    t: &Target,
+    desired: &Value,
+    dry_run: bool,
+    signer: Option<&Signer<'_>>,
+) -> Result<Value, ClientError> {
+    let mut body = desired.clone();
+    if let Some(signer) = signer {
+        signer.sign(&mut body)?;
+    }
+    client.create(t.kind, t.namespace.as_deref(), &body, dry_run)
 }
 
 /// The document to PUT: what the user wrote, with the current `resourceVersion` as the
