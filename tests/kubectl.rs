@@ -255,3 +255,61 @@ fn kubectl_patches_watches_and_gets_conflicts() {
     assert_eq!(kinds.last(), Some(&"DELETED"), "{seen:?}");
     server.stop();
 }
+
+#[test]
+fn kubectl_authenticates_each_identity_with_its_own_key() {
+    let owner = User::new();
+    let server = Server::start(&owner, &owner.path("data"));
+    let k = Kubectl { kubeconfig: server.kubeconfig.clone(), cache: owner.path("kube-cache") };
+
+    // A second identity with its own config dir and its own kubeconfig for the same cluster.
+    let other = User::new();
+    other.init_plain();
+    let ca = server.data.join("tls").join("ca.crt");
+    let other_kubeconfig = other.path("kubeconfig");
+    other
+        .run(&[
+            "config",
+            "kubeconfig",
+            "--server",
+            &server.url,
+            "--certificate-authority",
+            ca.to_str().unwrap(),
+            "--cluster",
+            &server.audience,
+            "--out",
+            other_kubeconfig.to_str().unwrap(),
+        ])
+        .ok();
+    let k2 = Kubectl { kubeconfig: other_kubeconfig, cache: other.path("kube-cache") };
+
+    let v1 = write_signed(&owner, "web.yaml", &workload_yaml("web", 1));
+    std::thread::sleep(std::time::Duration::from_millis(1100)); // signed-at has second precision
+    let v2 = write_signed(&owner, "web2.yaml", &workload_yaml("web", 2));
+    assert!(k.ok(&["apply", "-f", &v2]).contains("workload.univrs.io/web created"));
+
+    // The other identity reads it, but may neither delete nor change it.
+    assert!(k2.ok(&["get", "workloads"]).contains("web"));
+    k2.fails(&["delete", "workload", "web"], "(Forbidden)");
+    let theirs = write_signed(&other, "theirs.yaml", &workload_yaml("web", 9));
+    k2.fails(&["apply", "-f", &theirs], "(Forbidden)");
+    // A tampered manifest and a replayed older one are refused, saying why.
+    let tampered = std::fs::read_to_string(&v2).unwrap().replace("replicas: 2", "replicas: 20");
+    let tampered = write(&owner, "tampered.yaml", &tampered);
+    k.fails(&["apply", "-f", &tampered], "signature");
+    k.fails(&["apply", "-f", &v1], "older manifest");
+    assert_eq!(get_json(&k, &["workload", "web"])["spec"]["replicas"], 2);
+    // Credentials that are not a token minted from a key: 401. (With no credentials at all
+    // kubectl asks for a password instead; tests/api_errors.rs checks the 401 itself.)
+    let anonymous = std::fs::read_to_string(&server.kubeconfig).unwrap();
+    let anonymous = anonymous[..anonymous.find("users:").unwrap()].to_owned()
+        + "users:\n- name: univrs\n  user:\n    token: not-a-token\n";
+    let k0 = Kubectl {
+        kubeconfig: write(&owner, "anonymous", &anonymous).into(),
+        cache: owner.path("kube-cache-0"),
+    };
+    k0.fails(&["get", "workloads"], "You must be logged in to the server");
+    // The owner deletes it.
+    assert!(k.ok(&["delete", "workload", "web"]).contains("deleted"));
+    server.stop();
+}

@@ -5,6 +5,7 @@ mod commands;
 mod config;
 mod fsutil;
 mod keystore;
+mod kubeconfig;
 mod manifest_files;
 mod objects;
 mod output;

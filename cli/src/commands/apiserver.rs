@@ -54,41 +54,6 @@ fn default_data_dir() -> anyhow::Result<PathBuf> {
     Ok(base.join("univrs"))
 }
 
-/// Quotes a string for YAML (JSON strings are YAML).
-fn q(s: &str) -> String {
-    serde_json::Value::from(s).to_string()
-}
-
-/// A kubeconfig for `server` whose user runs `ui token` as a client-go exec credential plugin.
-fn kubeconfig(
-    server: &str,
-    ca_pem: Option<&str>,
-    audience: &str,
-    token_args: &[String],
-    env: &[(&str, String)],
-) -> String {
-    use base64::Engine as _;
-    let ca = ca_pem.map_or_else(String::new, |pem| {
-        format!("    certificate-authority-data: {}\n", base64::engine::general_purpose::STANDARD.encode(pem))
-    });
-    let ui = std::env::current_exe().map_or_else(|_| "ui".to_owned(), |p| p.display().to_string());
-    let mut args: Vec<String> =
-        ["token", "--exec-credential", "--audience", audience].map(String::from).to_vec();
-    args.extend(token_args.iter().cloned());
-    let args: Vec<String> = args.iter().map(|a| q(a)).collect();
-    let env: Vec<String> =
-        env.iter().map(|(k, v)| format!("{{\"name\": {}, \"value\": {}}}", q(k), q(v))).collect();
-    format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: univrs\n  cluster:\n    server: {server}\n{ca}\
-         contexts:\n- name: univrs\n  context:\n    cluster: univrs\n    user: univrs\n    namespace: default\n\
-         current-context: univrs\nusers:\n- name: univrs\n  user:\n    exec:\n      apiVersion: client.authentication.k8s.io/v1\n\
-         \x20     command: {}\n      args: [{}]\n      env: [{}]\n      interactiveMode: IfAvailable\n      provideClusterInfo: false\n",
-        q(&ui),
-        args.join(", "),
-        env.join(", "),
-    )
-}
-
 /// The cluster's id, made at its first start.
 fn cluster_id(data_dir: &std::path::Path) -> anyhow::Result<String> {
     let path = data_dir.join("cluster-id");
@@ -172,11 +137,11 @@ pub fn run(ctx: &Context, args: &Args) -> anyhow::Result<Outcome> {
         let kubeconfig_path = args.kubeconfig.clone().unwrap_or_else(|| ctx.dirs.root().join("kubeconfig"));
         ctx.dirs.ensure_root()?;
         let user_env = [("UNIVRS_CONFIG_DIR", ctx.dirs.root().display().to_string())];
-        let user = kubeconfig(&server, ca_pem.as_deref(), &audience, &[], &user_env);
+        let user = crate::kubeconfig::render(&server, ca_pem.as_deref(), &audience, &[], &user_env);
         fsutil::write_atomic(&kubeconfig_path, user.as_bytes(), PRIVATE_FILE)?;
         // The control plane's own clients (controllers run by `ui up`) authenticate as the member.
         let member_args = ["--key-file".to_owned(), member_key_path.display().to_string()];
-        let member_kubeconfig = kubeconfig(&server, ca_pem.as_deref(), &audience, &member_args, &[]);
+        let member_kubeconfig = crate::kubeconfig::render(&server, ca_pem.as_deref(), &audience, &member_args, &[]);
         fsutil::write_atomic(&data_dir.join("member.kubeconfig"), member_kubeconfig.as_bytes(), PRIVATE_FILE)?;
         if tls.is_none() {
             eprintln!(
