@@ -1,6 +1,12 @@
-"""The official Python `kubernetes` client against a running `ui apiserver`.
+"""The official Python `kubernetes` client against a running `ui apiserver` (TLS, tokens).
 
-Usage: python3 client_test.py KUBECONFIG
+Usage: python3 client_test.py MEMBER_KUBECONFIG USER_KUBECONFIG
+
+MEMBER_KUBECONFIG authenticates as a control-plane member, which may write Replicas (the kind
+these checks create, patch, replace and delete freely); USER_KUBECONFIG as an ordinary user,
+who may read them but not write them. Both come from the server: they trust the cluster's CA
+(`certificate-authority-data`) and get their bearer token from the exec credential plugin
+(`ui token --exec-credential`), and `load_kube_config` is expected to use both.
 
 Run by tests/python_client.rs, which starts the server. Exits non-zero, saying what broke, on
 the first failed check; exits 3 when the `kubernetes` module is missing.
@@ -16,7 +22,7 @@ except ImportError as e:
     print(f"the Python kubernetes client is not installed ({e}): pip install kubernetes", file=sys.stderr)
     sys.exit(3)
 
-GROUP, VERSION, PLURAL, NS = "univrs.io", "v1", "workloads", "default"
+GROUP, VERSION, PLURAL, NS = "univrs.io", "v1", "replicas", "default"
 
 
 def check(ok, what):
@@ -24,17 +30,20 @@ def check(ok, what):
         raise AssertionError(what)
 
 
-def workload(name, replicas=1, app=None):
+def replica(name, node="n1", app=None):
+    """Replica `name` of workload `web`, bound to `node` (the field the checks change)."""
     return {
         "apiVersion": "univrs.io/v1",
-        "kind": "Workload",
+        "kind": "Replica",
         "metadata": {"name": name, "labels": {"app": app or name}},
         "spec": {
-            "replicas": replicas,
-            "rootfs": "busybox",
-            "command": ["/bin/sh", "-c", "sleep 3600"],
-            "resources": {"cpu": "100m", "memory": "32Mi"},
-            "trustPolicy": "eu-only",
+            "workload": "web",
+            "nodeName": node,
+            "container": {
+                "rootfs": "busybox",
+                "command": ["/bin/sh", "-c", "sleep 3600"],
+                "resources": {"cpu": "100m", "memory": "32Mi"},
+            },
         },
     }
 
@@ -48,10 +57,22 @@ def expect_api_error(status, call, *args, **kwargs):
     raise AssertionError(f"expected HTTP {status}, the call succeeded")
 
 
-def main(kubeconfig):
+def load(kubeconfig):
+    """A client configuration from `kubeconfig`, checked to use TLS with the cluster's CA and
+    a bearer token from the exec plugin."""
+    cfg = client.Configuration()
+    config.load_kube_config(config_file=kubeconfig, client_configuration=cfg)
+    check(cfg.host.startswith("https://127.0.0.1:"), f"not https: {cfg.host}")
+    check(cfg.verify_ssl and cfg.ssl_ca_cert, f"the cluster's CA is not used: {cfg.ssl_ca_cert}")
+    token = cfg.api_key.get("authorization", "")
+    check(token.startswith("Bearer ey"), f"the exec plugin gave no bearer token: {cfg.api_key}")
+    return cfg
+
+
+def main(kubeconfig, user_kubeconfig):
     print(f"kubernetes {kubernetes.__version__}")
-    config.load_kube_config(config_file=kubeconfig)
-    api_client = client.ApiClient()
+    member_cfg = load(kubeconfig)
+    api_client = client.ApiClient(member_cfg)
     objects = client.CustomObjectsApi(api_client)
     args = (GROUP, VERSION, NS, PLURAL)
 
@@ -60,14 +81,14 @@ def main(kubeconfig):
     start_rv = start["metadata"]["resourceVersion"]
 
     # create and get
-    created = objects.create_namespaced_custom_object(*args, workload("web", 1, app="web"))
+    created = objects.create_namespaced_custom_object(*args, replica("web", "n1", app="web"))
     check(created["metadata"]["namespace"] == NS, created)
     check(created["metadata"]["generation"] == 1, created)
     check(created["metadata"]["uid"], created)
     got = objects.get_namespaced_custom_object(*args, "web")
     check(got == created, f"get differs from create:\n{got}\n{created}")
-    expect_api_error(409, objects.create_namespaced_custom_object, *args, workload("web"))
-    objects.create_namespaced_custom_object(*args, workload("batch", 2, app="jobs"))
+    expect_api_error(409, objects.create_namespaced_custom_object, *args, replica("web"))
+    objects.create_namespaced_custom_object(*args, replica("batch", "n2", app="jobs"))
     print("ok: create, get, AlreadyExists")
 
     # list with a label selector
@@ -89,42 +110,42 @@ def main(kubeconfig):
     print("ok: pagination")
 
     # a dry run changes nothing
-    dry = objects.create_namespaced_custom_object(*args, workload("dry"), dry_run="All")
+    dry = objects.create_namespaced_custom_object(*args, replica("dry"), dry_run="All")
     check(dry["metadata"]["name"] == "dry", dry)
     expect_api_error(404, objects.get_namespaced_custom_object, *args, "dry")
     print("ok: dryRun")
 
     # merge patch
-    patched = objects.patch_namespaced_custom_object(*args, "web", {"spec": {"replicas": 3}})
-    check(patched["spec"]["replicas"] == 3, patched)
-    check(patched["spec"]["rootfs"] == "busybox", patched)
+    patched = objects.patch_namespaced_custom_object(*args, "web", {"spec": {"nodeName": "n3"}})
+    check(patched["spec"]["nodeName"] == "n3", patched)
+    check(patched["spec"]["container"]["rootfs"] == "busybox", patched)
     check(patched["metadata"]["generation"] == 2, patched)
     check(int(patched["metadata"]["resourceVersion"]) > int(created["metadata"]["resourceVersion"]), patched)
     print("ok: merge patch")
 
     # replace with a stale resourceVersion: 409 Conflict, nothing changed
     stale = dict(created)
-    stale["spec"] = dict(created["spec"], replicas=9)
+    stale["spec"] = dict(created["spec"], nodeName="n9")
     e = expect_api_error(409, objects.replace_namespaced_custom_object, *args, "web", stale)
     check('"Conflict"' in e.body, e.body)
-    check(objects.get_namespaced_custom_object(*args, "web")["spec"]["replicas"] == 3, "a stale replace changed the object")
+    check(objects.get_namespaced_custom_object(*args, "web")["spec"]["nodeName"] == "n3", "a stale replace changed the object")
     fresh = objects.get_namespaced_custom_object(*args, "web")
-    fresh["spec"]["replicas"] = 4
+    fresh["spec"]["nodeName"] = "n4"
     replaced = objects.replace_namespaced_custom_object(*args, "web", fresh)
-    check(replaced["spec"]["replicas"] == 4, replaced)
+    check(replaced["spec"]["nodeName"] == "n4", replaced)
     print("ok: replace, and 409 Conflict on a stale resourceVersion")
 
     # the status subresource
-    status = {"status": {"observedGeneration": replaced["metadata"]["generation"], "replicas": 4, "readyReplicas": 2}}
+    status = {"status": {"phase": "Running", "restarts": 2}}
     with_status = objects.patch_namespaced_custom_object_status(*args, "web", status)
-    check(with_status["status"]["readyReplicas"] == 2, with_status)
+    check(with_status["status"]["phase"] == "Running" and with_status["status"]["restarts"] == 2, with_status)
     check(with_status["spec"] == replaced["spec"], with_status)
     check(with_status["metadata"]["generation"] == replaced["metadata"]["generation"], "a status write bumped the generation")
     got = objects.get_namespaced_custom_object_status(*args, "web")
-    check(got["status"]["readyReplicas"] == 2, got)
+    check(got["status"]["restarts"] == 2, got)
     # A status in a main-resource patch is ignored, as Kubernetes does with a status subresource.
-    ignored = objects.patch_namespaced_custom_object(*args, "web", {"status": {"readyReplicas": 0}})
-    check(ignored["status"]["readyReplicas"] == 2, ignored)
+    ignored = objects.patch_namespaced_custom_object(*args, "web", {"status": {"restarts": 0}})
+    check(ignored["status"]["restarts"] == 2, ignored)
     print("ok: status subresource")
 
     # delete
@@ -140,58 +161,77 @@ def main(kubeconfig):
     seen = []
     for event in w.stream(objects.list_namespaced_custom_object, *args, resource_version=start_rv, timeout_seconds=10):
         obj = event["object"]
-        seen.append((event["type"], obj["metadata"]["name"], obj["spec"]["replicas"]))
+        seen.append((event["type"], obj["metadata"]["name"], obj["spec"]["nodeName"]))
         if len(seen) == 6:
             w.stop()
     expected = [
-        ("ADDED", "web", 1),
-        ("ADDED", "batch", 2),
-        ("MODIFIED", "web", 3),
-        ("MODIFIED", "web", 4),
-        ("MODIFIED", "web", 4),  # the status write
-        ("DELETED", "batch", 2),
+        ("ADDED", "web", "n1"),
+        ("ADDED", "batch", "n2"),
+        ("MODIFIED", "web", "n3"),
+        ("MODIFIED", "web", "n4"),
+        ("MODIFIED", "web", "n4"),  # the status write
+        ("DELETED", "batch", "n2"),
     ]
     check(seen == expected, f"watch events:\n{seen}\nexpected:\n{expected}")
     print("ok: watch from a resourceVersion: ADDED, MODIFIED, DELETED in order")
 
     # a watch with a label selector, started now: the changes after it, of matching objects only
     now_rv = objects.list_namespaced_custom_object(*args)["metadata"]["resourceVersion"]
-    objects.create_namespaced_custom_object(*args, workload("other", 1, app="other"))
-    objects.patch_namespaced_custom_object(*args, "web", {"spec": {"replicas": 5}})
+    objects.create_namespaced_custom_object(*args, replica("other", "n1", app="other"))
+    objects.patch_namespaced_custom_object(*args, "web", {"spec": {"nodeName": "n5"}})
     objects.delete_namespaced_custom_object(*args, "web")
     seen = []
     for event in w.stream(
         objects.list_namespaced_custom_object, *args, label_selector="app=web", resource_version=now_rv, timeout_seconds=10
     ):
-        seen.append((event["type"], event["object"]["metadata"]["name"], event["object"]["spec"]["replicas"]))
+        seen.append((event["type"], event["object"]["metadata"]["name"], event["object"]["spec"]["nodeName"]))
         if len(seen) == 2:
             w.stop()
-    check(seen == [("MODIFIED", "web", 5), ("DELETED", "web", 5)], seen)
+    check(seen == [("MODIFIED", "web", "n5"), ("DELETED", "web", "n5")], seen)
     print("ok: watch with a label selector")
 
     # the dynamic client, which finds the resource through discovery
     dyn = dynamic.DynamicClient(api_client)
-    workloads = dyn.resources.get(api_version="univrs.io/v1", kind="Workload")
-    check(workloads.namespaced and workloads.name == "workloads", workloads)
-    made = workloads.create(body=workload("dyn", 1), namespace=NS)
-    check(made.metadata.name == "dyn" and made.spec.replicas == 1, made)
-    listed = workloads.get(namespace=NS, label_selector="app=dyn")
+    replicas = dyn.resources.get(api_version="univrs.io/v1", kind="Replica")
+    check(replicas.namespaced and replicas.name == "replicas", replicas)
+    made = replicas.create(body=replica("dyn", "n1"), namespace=NS)
+    check(made.metadata.name == "dyn" and made.spec.nodeName == "n1", made)
+    listed = replicas.get(namespace=NS, label_selector="app=dyn")
     check([i.metadata.name for i in listed.items] == ["dyn"], listed)
-    patched = workloads.patch(
-        name="dyn", namespace=NS, body={"spec": {"replicas": 2}}, content_type="application/merge-patch+json"
+    patched = replicas.patch(
+        name="dyn", namespace=NS, body={"spec": {"nodeName": "n2"}}, content_type="application/merge-patch+json"
     )
-    check(patched.spec.replicas == 2, patched)
-    workloads.delete(name="dyn", namespace=NS)
-    check([i.metadata.name for i in workloads.get(namespace=NS).items] == ["other"], "dyn was not deleted")
+    check(patched.spec.nodeName == "n2", patched)
+    replicas.delete(name="dyn", namespace=NS)
+    check([i.metadata.name for i in replicas.get(namespace=NS).items] == ["other"], "dyn was not deleted")
     print("ok: dynamic client: discovery, create, list, patch, delete")
 
+    # the user's kubeconfig authenticates (it may read replicas) but may not write them: 403
+    user = client.CustomObjectsApi(client.ApiClient(load(user_kubeconfig)))
+    names = [o["metadata"]["name"] for o in user.list_namespaced_custom_object(*args)["items"]]
+    check(names == ["other"], names)
+    e = expect_api_error(403, user.create_namespaced_custom_object, *args, replica("mine"))
+    check('"Forbidden"' in e.body, e.body)
+    expect_api_error(403, user.patch_namespaced_custom_object, *args, "other", {"spec": {"nodeName": "n6"}})
+    expect_api_error(403, user.delete_namespaced_custom_object, *args, "other")
+    expect_api_error(404, objects.get_namespaced_custom_object, *args, "mine")
+    check(objects.get_namespaced_custom_object(*args, "other")["spec"]["nodeName"] == "n1", "the user changed a replica")
+    print("ok: the user's kubeconfig: read, but 403 Forbidden on create, patch, delete")
+
+    # no credentials at all (the CA trusted, no token): 401
+    anonymous = client.Configuration()
+    anonymous.host = member_cfg.host
+    anonymous.ssl_ca_cert = member_cfg.ssl_ca_cert
+    nobody = client.CustomObjectsApi(client.ApiClient(anonymous))
+    expect_api_error(401, nobody.list_namespaced_custom_object, *args)
+    print("ok: no credentials: 401 Unauthorized")
 
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
+    if len(sys.argv) != 3:
         print(__doc__, file=sys.stderr)
         sys.exit(2)
     try:
-        main(sys.argv[1])
+        main(sys.argv[1], sys.argv[2])
     except AssertionError as e:
         print(f"FAILED: {e}", file=sys.stderr)
         sys.exit(1)
