@@ -389,6 +389,10 @@ fn malformed_bodies_are_refused_with_what_is_wrong() {
     let body =
         status(http.send("POST", WL, "application/json", wrong.to_string().into_bytes()), 400, "BadRequest");
     assert!(body["message"].as_str().unwrap().contains("Lease"), "{body}");
+    let old = json!({ "apiVersion": "v1", "kind": "Replica", "metadata": { "name": "x" }, "spec": {} });
+    let body =
+        status(http.send("POST", WL, "application/json", old.to_string().into_bytes()), 422, "Invalid");
+    assert_eq!(body["details"]["causes"][0]["field"], "apiVersion", "{body}");
     let (code, list) = http.get(WL);
     assert_eq!(
         (code, list["items"].as_array().unwrap().len()),
