@@ -42,7 +42,7 @@ fn kubeconfig(server: &str) -> String {
     )
 }
 
-pub fn run(ctx: &Context, args: &Args) -> anyhow::Result<Outcome> {
+pub fn run(ctx: &Context, args: &Args, with_controllers: bool) -> anyhow::Result<Outcome> {
     if !args.listen.ip().is_loopback() {
         bail!(
             "refusing to serve on {}: the API has no TLS or authentication yet, so it may only listen on loopback (127.0.0.1, ::1)",
@@ -82,7 +82,26 @@ pub fn run(ctx: &Context, args: &Args) -> anyhow::Result<Outcome> {
             }
             eprintln!("shutting down");
         };
-        apiserver::http::serve(listener, Registry::new(node.clone()), shutdown).await?;
+        // `ui up`: the controllers, as clients of the API just started, through its kubeconfig;
+        // they stop (closing their watches) as soon as the server starts draining.
+        let stopping = tokio_util::sync::CancellationToken::new();
+        let shutdown = {
+            let stopping = stopping.clone();
+            async move {
+                shutdown.await;
+                stopping.cancel();
+            }
+        };
+        let serving = tokio::spawn(apiserver::http::serve(listener, Registry::new(node.clone()), shutdown));
+        let controllers = match with_controllers {
+            true => Some(super::controllers::InProcess::start(&kubeconfig_path, stopping).await?),
+            false => None,
+        };
+        let served = serving.await.context("apiserver task");
+        if let Some(c) = controllers {
+            c.stop(std::time::Duration::from_secs(5)).await;
+        }
+        served??;
         node.shutdown().await;
         anyhow::Ok(())
     })?;

@@ -1,0 +1,299 @@
+//! The scheduler: binds each pending Replica to a node that every hard constraint accepts
+//! (`core::filter`), the best by `core::score`; or says in the Replica's status why none does.
+//!
+//! Binding is an update with the cached `resourceVersion` as precondition, so two schedulers can
+//! never bind one Replica twice: the second gets 409 and re-reads. Placements this process made
+//! but its cache does not show yet are remembered (`assumed`) and counted against capacity, so
+//! back-to-back placements never overcommit a node.
+
+pub mod core;
+pub mod snapshot;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use api::kinds::{
+    AttestationSpec, NodeOfferSpec, NodeSpec, ReplicaConditionType, ReplicaPhase, ReplicaSpec, ReplicaStatus,
+    ReputationSpec, TrustPolicySpec, WorkloadSpec,
+};
+use api::meta::{Condition, ConditionStatus, Time};
+use chrono::Utc;
+use futures_util::stream;
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::runtime::controller::{Action, trigger_self};
+use kube::runtime::reflector::{ObjectRef, Store};
+use serde_json::json;
+
+use self::core::{Amount, Constraints, Policy, Request, Weights};
+use crate::Error;
+use crate::resource::{Kube, api_in, is_conflict};
+use crate::runtime::{self, Shared, cache, fill_only, ready};
+
+/// The scheduler's settings.
+#[derive(Clone, Copy, Debug)]
+pub struct Config {
+    /// Weights of the score plugins.
+    pub weights: Weights,
+    /// How often a Replica that cannot be placed is tried again.
+    pub retry_unschedulable: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self { weights: Weights::default(), retry_unschedulable: Duration::from_secs(5) }
+    }
+}
+
+/// A replica bound by this process, by (namespace, name, uid): its node and reservation.
+type Assumed = HashMap<(String, String, String), (String, Amount)>;
+
+struct Ctx {
+    shared: Shared,
+    config: Config,
+    replicas: Store<Kube<ReplicaSpec>>,
+    workloads: Store<Kube<WorkloadSpec>>,
+    policies: Store<Kube<TrustPolicySpec>>,
+    nodes: Store<Kube<NodeSpec>>,
+    offers: Store<Kube<NodeOfferSpec>>,
+    reputations: Store<Kube<ReputationSpec>>,
+    attestations: Store<Kube<AttestationSpec>>,
+    assumed: Mutex<Assumed>,
+}
+
+/// Runs the scheduler until shutdown (call through `runtime::run_elected`).
+pub async fn run(shared: Shared, config: Config) {
+    let client = shared.client.clone();
+    let (replicas, replica_changes) = cache::<ReplicaSpec>(&client);
+    let (workloads, w) = cache::<WorkloadSpec>(&client);
+    let (policies, p) = cache::<TrustPolicySpec>(&client);
+    let (nodes, n) = cache::<NodeSpec>(&client);
+    let (offers, o) = cache::<NodeOfferSpec>(&client);
+    let (reputations, r) = cache::<ReputationSpec>(&client);
+    let (attestations, a) = cache::<AttestationSpec>(&client);
+    let queue = stream::select_all([
+        Box::pin(trigger_self(replica_changes, ())) as runtime::Queue<Kube<ReplicaSpec>>,
+        Box::pin(fill_only(w)),
+        Box::pin(fill_only(p)),
+        Box::pin(fill_only(n)),
+        Box::pin(fill_only(o)),
+        Box::pin(fill_only(r)),
+        Box::pin(fill_only(a)),
+    ]);
+    let ctx = Arc::new(Ctx {
+        shared: shared.clone(),
+        config,
+        replicas: replicas.clone(),
+        workloads,
+        policies,
+        nodes,
+        offers,
+        reputations,
+        attestations,
+        assumed: Mutex::default(),
+    });
+    runtime::drive("scheduler", &shared, replicas, queue, |r, c| Box::pin(reconcile(r, c)), ctx).await;
+}
+
+async fn reconcile(replica: Arc<Kube<ReplicaSpec>>, ctx: Arc<Ctx>) -> Result<Action, Error> {
+    if replica.spec.node_name.is_some() || replica.is_deleting() {
+        return Ok(Action::await_change());
+    }
+    for (store_ready, what) in [
+        (ready(&ctx.workloads, "workloads").await, "workloads"),
+        (ready(&ctx.policies, "trustpolicies").await, "trustpolicies"),
+        (ready(&ctx.nodes, "nodes").await, "nodes"),
+        (ready(&ctx.offers, "nodeoffers").await, "nodeoffers"),
+        (ready(&ctx.reputations, "reputations").await, "reputations"),
+        (ready(&ctx.attestations, "attestations").await, "attestations"),
+    ] {
+        store_ready.map_err(|_| Error::CacheStopped(what))?;
+    }
+    let ns = replica.namespace().unwrap_or("default").to_owned();
+    let retry = Action::requeue(ctx.config.retry_unschedulable);
+    let Some(workload) = ctx.workloads.get(&ObjectRef::new(&replica.spec.workload).within(&ns)) else {
+        set_unschedulable(
+            &ctx,
+            &replica,
+            "WorkloadNotFound",
+            format!("workload {} not found", replica.spec.workload),
+        )
+        .await?;
+        return Ok(retry);
+    };
+    let policy = match &workload.spec.trust_policy {
+        None => None,
+        Some(name) => match ctx.policies.get(&ObjectRef::new(name).within(&ns)) {
+            Some(p) => Some(Policy::of(&p.spec)),
+            None => {
+                // A policy named but not found constrains everything: place nothing.
+                set_unschedulable(
+                    &ctx,
+                    &replica,
+                    "TrustPolicyNotFound",
+                    format!("trust policy {name} not found"),
+                )
+                .await?;
+                return Ok(retry);
+            }
+        },
+    };
+    let constraints = Constraints::of(workload.spec.placement.as_ref());
+
+    let constraints = &constraints;
+    let need = Amount::of(&replica.spec.container.resources);
+    // Decide and record the decision under one lock, so that concurrent reconciles place one
+    // replica at a time, each seeing the ones placed before it (capacity and spread).
+    let decision = {
+        let mut assumed = ctx.assumed.lock().expect("assumed lock");
+        decide(&ctx, &mut assumed, &replica, &ns, policy.as_ref(), constraints, need)
+    };
+    match decision {
+        Err(why) => {
+            set_unschedulable(&ctx, &replica, "Unschedulable", why.to_string()).await?;
+            Ok(retry)
+        }
+        Ok(node) => {
+            let result = bind(&ctx, &replica, &node).await;
+            if !matches!(result, Ok(Bound::Yes)) {
+                ctx.assumed.lock().expect("assumed lock").remove(&assumed_key(&replica));
+            }
+            if let Bound::Yes = result? {
+                let status = ReplicaStatus {
+                    phase: replica.status.as_ref().map_or(ReplicaPhase::Pending, |s| s.phase),
+                    conditions: vec![condition(
+                        ConditionStatus::True,
+                        "Scheduled",
+                        format!("bound to {node}"),
+                    )],
+                    ..Default::default()
+                };
+                write_status(&ctx, &replica, &status).await?;
+            }
+            Ok(Action::await_change())
+        }
+    }
+}
+
+fn assumed_key(replica: &Kube<ReplicaSpec>) -> (String, String, String) {
+    (replica.namespace().unwrap_or("default").to_owned(), replica.name().to_owned(), replica.uid().to_owned())
+}
+
+/// Places `replica` on the candidates the caches (and the placements assumed) show, and
+/// assumes the placement.
+fn decide(
+    ctx: &Ctx,
+    assumed: &mut Assumed,
+    replica: &Kube<ReplicaSpec>,
+    ns: &str,
+    policy: Option<&Policy>,
+    constraints: &Constraints,
+    need: Amount,
+) -> Result<String, core::Unschedulable> {
+    // Forget placements the cache now shows (or whose replica is gone).
+    assumed.retain(|(ns, name, uid), _| {
+        ctx.replicas
+            .get(&ObjectRef::new(name).within(ns))
+            .is_some_and(|r| r.uid() == uid && r.spec.node_name.is_none())
+    });
+    let all_replicas = ctx.replicas.state();
+    let mut used = snapshot::usage(all_replicas.iter().map(AsRef::as_ref));
+    for (node, amount) in assumed.values() {
+        let e = used.entry(node.clone()).or_default();
+        *e = e.plus(*amount);
+    }
+    let objects = snapshot::Objects {
+        nodes: ctx.nodes.state(),
+        offers: ctx.offers.state(),
+        reputations: ctx.reputations.state(),
+        attestations: ctx.attestations.state(),
+    };
+    let candidates = snapshot::candidates(&objects, &used, Utc::now());
+    let operator_of: HashMap<&str, &str> =
+        candidates.iter().map(|c| (c.name.as_str(), c.operator.as_str())).collect();
+    // Where the workload's other replicas are (bound, or assumed bound).
+    let mut per_operator: HashMap<String, u32> = HashMap::new();
+    let same_workload = all_replicas.iter().filter(|r| {
+        r.namespace() == Some(ns) && r.spec.workload == replica.spec.workload && !r.is_deleting()
+    });
+    let bound = same_workload.filter_map(|r| r.spec.node_name.clone());
+    let pending = assumed.iter().filter_map(|((ans, name, _), (node, _))| {
+        let r = ctx.replicas.get(&ObjectRef::new(name).within(ans))?;
+        (ans == ns && r.spec.workload == replica.spec.workload).then(|| node.clone())
+    });
+    for node in bound.chain(pending) {
+        if let Some(op) = operator_of.get(node.as_str()) {
+            *per_operator.entry((*op).to_owned()).or_default() += 1;
+        }
+    }
+    let request = Request { need, policy, constraints, per_operator: &per_operator };
+    let i = core::place(&candidates, &request, &ctx.config.weights)?;
+    let node = candidates[i].name.clone();
+    assumed.insert(assumed_key(replica), (node.clone(), need));
+    Ok(node)
+}
+
+/// How a bind ended.
+enum Bound {
+    /// Bound.
+    Yes,
+    /// Someone else changed the replica first: its new version comes through the watch.
+    Conflict,
+}
+
+/// Binds with the cached `resourceVersion` as precondition.
+async fn bind(ctx: &Ctx, replica: &Kube<ReplicaSpec>, node: &str) -> Result<Bound, Error> {
+    let ns = replica.namespace().unwrap_or("default");
+    let api = api_in::<ReplicaSpec>(&ctx.shared.client, ns);
+    let mut bound = replica.clone();
+    bound.spec.node_name = Some(node.to_owned());
+    bound.status = None;
+    match api.replace(replica.name(), &PostParams::default(), &bound).await {
+        Ok(_) => {}
+        Err(e) if is_conflict(&e) => return Ok(Bound::Conflict),
+        Err(e) => return Err(e.into()),
+    }
+    tracing::info!(replica = replica.name(), node, "bound");
+    Ok(Bound::Yes)
+}
+
+fn condition(status: ConditionStatus, reason: &str, message: String) -> Condition<ReplicaConditionType> {
+    Condition {
+        type_: ReplicaConditionType::Scheduled,
+        status,
+        reason: Some(reason.to_owned()),
+        message: Some(message),
+        last_transition_time: Some(Time(Utc::now())),
+        observed_generation: None,
+    }
+}
+
+async fn set_unschedulable(
+    ctx: &Ctx,
+    replica: &Kube<ReplicaSpec>,
+    reason: &str,
+    message: String,
+) -> Result<(), Error> {
+    let current = replica.status.clone().unwrap_or_default();
+    if current.reason.as_deref() == Some(reason) && current.message.as_deref() == Some(message.as_str()) {
+        return Ok(());
+    }
+    let status = ReplicaStatus {
+        phase: ReplicaPhase::Pending,
+        reason: Some(reason.to_owned()),
+        message: Some(message.clone()),
+        conditions: vec![condition(ConditionStatus::False, reason, message)],
+        ..Default::default()
+    };
+    write_status(ctx, replica, &status).await
+}
+
+async fn write_status(ctx: &Ctx, replica: &Kube<ReplicaSpec>, status: &ReplicaStatus) -> Result<(), Error> {
+    let api = api_in::<ReplicaSpec>(&ctx.shared.client, replica.namespace().unwrap_or("default"));
+    let patch = json!({ "status": status });
+    match api.patch_status(replica.name(), &PatchParams::default(), &Patch::Merge(&patch)).await {
+        Ok(_) => Ok(()),
+        Err(e) if crate::resource::is_not_found(&e) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
