@@ -65,6 +65,11 @@ pub fn candidates(objects: &Objects, used: &HashMap<String, Amount>, now: DateTi
             attesters.entry(a.spec.subject.as_str()).or_default().insert(signer);
         }
     }
+    // Each node's offers signed by its operator, found by node name.
+    let mut offers: HashMap<&str, Vec<&Kube<NodeOfferSpec>>> = HashMap::new();
+    for o in objects.offers.iter().filter(|o| !o.is_deleting()) {
+        offers.entry(o.spec.node.as_str()).or_default().push(o);
+    }
     let mut out: Vec<Candidate> = objects
         .nodes
         .iter()
@@ -72,10 +77,11 @@ pub fn candidates(objects: &Objects, used: &HashMap<String, Amount>, now: DateTi
         .map(|n| {
             let operator = n.spec.operator.as_str();
             // The smallest-named offer signed by the operator, so the choice is deterministic.
-            let offer = objects
-                .offers
-                .iter()
-                .filter(|o| o.spec.node == n.name() && o.signer() == Some(operator) && !o.is_deleting())
+            let offer = offers
+                .get(n.name())
+                .into_iter()
+                .flatten()
+                .filter(|o| o.signer() == Some(operator))
                 .min_by(|a, b| a.name().cmp(b.name()));
             let node_cap = Amount::of(&n.spec.capacity);
             let capacity = offer.map_or(Amount::default(), |o| {
@@ -110,4 +116,115 @@ pub fn candidates(objects: &Objects, used: &HashMap<String, Amount>, now: DateTi
         .collect();
     out.sort_by(|a, b| a.name.cmp(&b.name));
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use api::identity::Did;
+    use ed25519_dalek::SigningKey;
+    use serde_json::json;
+
+    use super::*;
+
+    fn did(seed: u8) -> String {
+        Did::from_key(&SigningKey::from_bytes(&[seed; 32]).verifying_key()).as_str().to_owned()
+    }
+
+    fn node(name: &str, operator: &str, ready: bool) -> Arc<Kube<NodeSpec>> {
+        let mut peer = vec![0x12, 0x20];
+        peer.extend_from_slice(&[7; 32]);
+        Arc::new(
+            serde_json::from_value(json!({
+                "apiVersion": "univrs.io/v1", "kind": "Node", "metadata": { "name": name },
+                "spec": {
+                    "peerId": bs58::encode(peer).into_string(), "operator": operator, "nodeKey": did(99),
+                    "ageRecipient": format!("age1{}", "q".repeat(58)),
+                    "capacity": { "cpu": "4", "memory": "8Gi", "storage": "10Gi" },
+                },
+                "status": { "conditions": [{ "type": "Ready", "status": if ready { "True" } else { "False" } }] },
+            }))
+            .unwrap(),
+        )
+    }
+
+    fn offer(name: &str, node: &str, signer: &str, cpu: &str) -> Arc<Kube<NodeOfferSpec>> {
+        Arc::new(
+            serde_json::from_value(json!({
+                "apiVersion": "univrs.io/v1", "kind": "NodeOffer",
+                "metadata": { "name": name, "labels": { "disk": "ssd" }, "annotations": { "univrs.io/signer": signer } },
+                "spec": { "node": node, "resources": { "cpu": cpu, "memory": "16Gi" }, "jurisdiction": "DE" },
+            }))
+            .unwrap(),
+        )
+    }
+
+    fn attestation(signer: &str, subject: &str, expires: Option<&str>) -> Arc<Kube<AttestationSpec>> {
+        let mut spec = json!({ "subjectKind": "Operator", "subject": subject });
+        if let Some(t) = expires {
+            spec["expires"] = json!(t);
+        }
+        Arc::new(
+            serde_json::from_value(json!({
+                "apiVersion": "univrs.io/v1", "kind": "Attestation",
+                "metadata": { "name": format!("a{}", signer.len()), "annotations": { "univrs.io/signer": signer } },
+                "spec": spec,
+            }))
+            .unwrap(),
+        )
+    }
+
+    fn reputation(kind: &str, subject: &str, composite: f64) -> Arc<Kube<ReputationSpec>> {
+        Arc::new(
+            serde_json::from_value(json!({
+                "apiVersion": "univrs.io/v1", "kind": "Reputation", "metadata": { "name": "r" },
+                "spec": { "subjectKind": kind, "subject": subject }, "status": { "composite": composite },
+            }))
+            .unwrap(),
+        )
+    }
+
+    #[test]
+    fn candidates_take_only_offers_signed_by_the_operator_and_cap_them_by_the_node() {
+        let (op, other) = (did(1), did(2));
+        let objects = Objects {
+            nodes: vec![node("n2", &op, false), node("n1", &op, true)],
+            offers: vec![
+                offer("forged", "n1", &other, "64"),
+                offer("n1", "n1", &op, "64"),
+                offer("n2", "n2", &other, "1"),
+            ],
+            ..Objects::default()
+        };
+        let used = HashMap::from([("n1".to_owned(), Amount { cpu: 500, memory: 0, storage: 0 })]);
+        let c = candidates(&objects, &used, Utc::now());
+        assert_eq!(c.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(), ["n1", "n2"]);
+        assert!(c[0].ready && !c[1].ready);
+        assert_eq!(c[0].offer.as_ref().unwrap().labels.get("disk").map(String::as_str), Some("ssd"));
+        // The offer asks 64 cores of a 4-core node: 4; memory 16Gi of 8Gi: 8Gi; storage unset: the node's.
+        assert_eq!(c[0].capacity, Amount { cpu: 4000, memory: 8 << 30, storage: 10 << 30 });
+        assert_eq!(c[0].used.cpu, 500);
+        // n2's only offer is signed by someone else: no offer.
+        assert!(c[1].offer.is_none());
+    }
+
+    #[test]
+    fn reputation_defaults_to_zero_and_attesters_are_independent_and_live() {
+        let (op, a, b) = (did(1), did(2), did(3));
+        let now = Utc::now();
+        let objects = Objects {
+            nodes: vec![node("n1", &op, true)],
+            reputations: vec![reputation("Operator", &op, 0.8)],
+            attestations: vec![
+                attestation(&a, &op, None),
+                attestation(&a, &op, None),  // the same attester twice
+                attestation(&op, &op, None), // self-attestation
+                attestation(&b, &op, Some("2000-01-01T00:00:00Z")), // expired
+            ],
+            ..Objects::default()
+        };
+        let c = candidates(&objects, &HashMap::new(), now);
+        assert_eq!(c[0].operator_reputation, 0.8);
+        assert_eq!(c[0].node_reputation, 0.0);
+        assert_eq!(c[0].attesters, 1);
+    }
 }
