@@ -219,7 +219,7 @@ impl Controllers {
                 "--metrics-addr",
                 "127.0.0.1:0",
                 "--lease-duration",
-                "3",
+                "4",
                 "--lease-renew",
                 "1",
                 "--retry-unschedulable",
@@ -568,8 +568,8 @@ fn a_lapsed_node_lease_moves_its_replicas_and_its_return_makes_no_duplicates() {
         if ok { Ok(rs) } else { Err(summary(&rs)) }
     });
     let took = started.elapsed();
-    // Lease 2 s + eviction timeout 1 s + rechecks and placement: well within 15 s.
-    assert!(took < Duration::from_secs(15), "redistribution took {took:?}");
+    // Lease 2 s + eviction timeout 1 s + rechecks and placement: a bound, well within 20 s.
+    assert!(took < Duration::from_secs(20), "redistribution took {took:?}");
 
     // The victim comes back: Ready again, and still exactly two replicas, each bound once.
     agents.set_alive(&victim, true);

@@ -44,9 +44,17 @@ impl LeaseConfig {
     /// How long after starting a successful renewal this process may still act. Others may
     /// take over `duration` after the `renewTime` written, which has whole seconds (so may be up
     /// to a second early); stopping a renewal period and a second before that keeps two leaders
-    /// from ever acting at once, clocks agreeing.
+    /// from ever acting at once, clocks agreeing. For renewals to keep up, `duration` must be
+    /// more than twice `renew_every` plus a second (`is_valid`).
     pub fn act_for(&self) -> Duration {
         self.duration.saturating_sub(self.renew_every + Duration::from_secs(1))
+    }
+}
+
+impl LeaseConfig {
+    /// Whether a holder renews (every `renew_every`) well before it must stop acting.
+    pub fn is_valid(&self) -> bool {
+        self.act_for() > self.renew_every
     }
 }
 
@@ -67,33 +75,54 @@ pub async fn run(
     shutdown: CancellationToken,
 ) {
     let api = api_in::<LeaseSpec>(&client, &config.namespace);
+    // While leading: when this process must stop acting unless it has renewed by then.
     let mut deadline: Option<Instant> = None;
+    let publish = |deadline: Option<Instant>| {
+        let now = deadline.is_some();
+        leading.send_if_modified(|l| std::mem::replace(l, now) != now);
+    };
     loop {
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            deadline = None;
+            publish(deadline);
+        }
         let started = Instant::now();
-        let budget = deadline.map_or(config.renew_every, |d| d.saturating_duration_since(started));
         let attempt = tokio::select! {
             () = shutdown.cancelled() => break,
-            r = tokio::time::timeout(budget.max(Duration::from_millis(1)), try_acquire(&api, &config, &name)) => r,
+            // The lease runs out before the renewal answers: stop acting now, not after.
+            () = until(deadline) => None,
+            r = tokio::time::timeout(config.renew_every, try_acquire(&api, &config, &name)) => Some(r),
         };
         match attempt {
-            Ok(Ok(Attempt::Held)) => deadline = Some(started + config.act_for()),
-            Ok(Ok(Attempt::HeldByOther)) => deadline = None,
-            Ok(Err(e)) => tracing::warn!(lease = %name, error = %e, "lease: cannot reach the apiserver"),
-            Err(_) => tracing::warn!(lease = %name, "lease: renewal timed out"),
+            Some(Ok(Ok(Attempt::Held))) => deadline = Some(started + config.act_for()),
+            Some(Ok(Ok(Attempt::HeldByOther))) => deadline = None,
+            Some(Ok(Err(e))) => {
+                tracing::warn!(lease = %name, error = %e, "lease: cannot reach the apiserver")
+            }
+            Some(Err(_)) => tracing::warn!(lease = %name, "lease: renewal timed out"),
+            None => {}
         }
         if deadline.is_some_and(|d| Instant::now() >= d) {
             deadline = None;
         }
-        leading.send_if_modified(|l| std::mem::replace(l, deadline.is_some()) != deadline.is_some());
-        let wake = deadline.map_or(started + config.renew_every, |d| d.min(started + config.renew_every));
+        publish(deadline);
         tokio::select! {
             () = shutdown.cancelled() => break,
-            () = tokio::time::sleep_until(wake) => {}
+            () = tokio::time::sleep_until(started + config.renew_every) => {}
+            () = until(deadline) => {}
         }
     }
     if deadline.is_some() {
         leading.send_replace(false);
         release(&api, &config, &name).await;
+    }
+}
+
+/// Sleeps until `t`, or forever when there is none.
+async fn until(t: Option<Instant>) {
+    match t {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -161,5 +190,24 @@ async fn release(api: &kube::Api<Kube<LeaseSpec>>, config: &LeaseConfig, name: &
     lease.spec.renew_time = None;
     if let Err(e) = api.replace(name, &PostParams::default(), &lease).await {
         tracing::warn!(lease = %name, error = %e, "lease: release failed; it lapses on its own");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_holder_stops_acting_a_renewal_and_a_second_before_others_may_take_over() {
+        let mut c = LeaseConfig::new("me".into());
+        assert_eq!(c.act_for(), Duration::from_secs(12));
+        assert!(c.is_valid());
+        c.duration = Duration::from_secs(4);
+        c.renew_every = Duration::from_secs(1);
+        assert_eq!(c.act_for(), Duration::from_secs(2));
+        assert!(c.is_valid());
+        // Renewing every second with a 3 s lease leaves no time to renew before stopping.
+        c.duration = Duration::from_secs(3);
+        assert!(!c.is_valid());
     }
 }

@@ -53,16 +53,17 @@ pub struct RunArgs {
 
 pub fn run(ctx: &Context, cmd: &Command) -> anyhow::Result<Outcome> {
     let Command::Run(args) = cmd;
-    if args.lease_duration < args.lease_renew + 2 {
-        anyhow::bail!(
-            "--lease-duration must be at least --lease-renew + 2 seconds, so a leader stops before another may start"
-        );
-    }
     let path = kubeconfig_path(ctx, args.kubeconfig.as_deref());
     let mut options =
         Options { only: args.only.clone(), concurrency: args.concurrency.max(1), ..Options::default() };
     options.lease.duration = Duration::from_secs(args.lease_duration);
     options.lease.renew_every = Duration::from_secs(args.lease_renew);
+    if args.lease_renew == 0 || !options.lease.is_valid() {
+        anyhow::bail!(
+            "--lease-duration must be more than twice --lease-renew plus 1 second (and --lease-renew at least 1), \
+             so that a leader renews in time and stops acting before another may start"
+        );
+    }
     options.scheduler.retry_unschedulable = Duration::from_secs(args.retry_unschedulable.max(1));
     options.node_lifecycle.eviction_timeout = Duration::from_secs(args.eviction_timeout);
     let runtime =

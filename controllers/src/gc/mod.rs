@@ -73,11 +73,12 @@ pub async fn run(shared: Shared, config: Config) {
         let writer = Writer::new(ar.clone());
         stores.push((kind.kind, writer.as_reader()));
         // Only changes that can matter start a pass: not, say, every renewal of a Lease.
+        let mut seen = Relevant::default();
         let changes =
             watcher(Api::<DynamicObject>::all_with(client.clone(), &ar), watcher::Config::default())
                 .default_backoff()
                 .reflect(writer)
-                .filter_map(|event| future::ready(matters(&event).then_some(())));
+                .filter_map(move |event| future::ready(seen.matters(&event).then_some(())));
         streams.push(changes.boxed());
     }
     let mut changes = stream::select_all(streams);
@@ -114,18 +115,43 @@ pub async fn run(shared: Shared, config: Config) {
     }
 }
 
-/// Whether a watch event can change what the collector does: an object with owners,
-/// finalizers or a deletion timestamp changed, an object went, or a (re)list ended.
-fn matters(event: &Result<watcher::Event<DynamicObject>, watcher::Error>) -> bool {
-    match event {
-        Ok(watcher::Event::Apply(o)) => {
+/// The objects of one kind that had owners, finalizers or a deletion timestamp when last seen.
+#[derive(Default)]
+struct Relevant(std::collections::HashSet<String>);
+
+impl Relevant {
+    /// Whether a watch event can change what the collector does: an object that has (or had:
+    /// its owner references were just removed) owners, finalizers or a deletion timestamp
+    /// changed, an object went, or a (re)list ended.
+    fn matters(&mut self, event: &Result<watcher::Event<DynamicObject>, watcher::Error>) -> bool {
+        let has = |o: &DynamicObject| {
             let m = &o.metadata;
             m.owner_references.as_ref().is_some_and(|v| !v.is_empty())
                 || m.finalizers.as_ref().is_some_and(|v| !v.is_empty())
                 || m.deletion_timestamp.is_some()
+        };
+        let uid = |o: &DynamicObject| o.metadata.uid.clone().unwrap_or_default();
+        match event {
+            Ok(watcher::Event::Apply(o)) => {
+                let had = if has(o) { !self.0.insert(uid(o)) } else { self.0.remove(&uid(o)) };
+                has(o) || had
+            }
+            Ok(watcher::Event::InitApply(o)) => {
+                if has(o) {
+                    self.0.insert(uid(o));
+                }
+                false
+            }
+            Ok(watcher::Event::Init) => {
+                self.0.clear();
+                false
+            }
+            Ok(watcher::Event::Delete(o)) => {
+                self.0.remove(&uid(o));
+                true
+            }
+            Ok(watcher::Event::InitDone) | Err(_) => true,
         }
-        Ok(watcher::Event::InitApply(_) | watcher::Event::Init) => false,
-        Ok(watcher::Event::Delete(_) | watcher::Event::InitDone) | Err(_) => true,
     }
 }
 
@@ -254,5 +280,31 @@ async fn act(
             }});
             ignore(api.patch(&target.name, &PatchParams::default(), &Patch::Merge(&patch)).await.map(drop))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn obj(uid: &str, owned: bool) -> DynamicObject {
+        let mut v = serde_json::json!({ "metadata": { "name": "r", "uid": uid } });
+        if owned {
+            v["metadata"]["ownerReferences"] = serde_json::json!([{ "apiVersion": "univrs.io/v1", "kind": "Workload", "name": "w", "uid": "w1" }]);
+        }
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn removing_the_last_owner_reference_starts_a_pass() {
+        // Caught by the orphan end-to-end test: the pass that releases the owner's `orphan`
+        // finalizer must follow the change that removed the dependent's reference.
+        let mut seen = Relevant::default();
+        assert!(seen.matters(&Ok(watcher::Event::Apply(obj("r1", true)))));
+        assert!(seen.matters(&Ok(watcher::Event::Apply(obj("r1", false)))));
+        // An object with no owners that never had any (a Lease renewal, say) does not.
+        assert!(!seen.matters(&Ok(watcher::Event::Apply(obj("r1", false)))));
+        assert!(!seen.matters(&Ok(watcher::Event::Apply(obj("l1", false)))));
+        assert!(seen.matters(&Ok(watcher::Event::Delete(obj("l1", false)))));
     }
 }
