@@ -624,7 +624,19 @@ fn only_the_lease_holder_acts_and_a_standby_takes_over_when_it_dies() {
     wait_ready(&api, &["n1"]);
     apply_signed(&u, &server, "eu.yaml", &policy_yaml("eu", &["DE"], &[]));
     apply_signed(&u, &server, "one.yaml", &workload_yaml("one", 1, "registry.example/one:1", "eu"));
-    wait_bound(&api, "one", 1, &[]);
+    let bound = wait_bound(&api, "one", 1, &[]).remove(0);
+    // Binding is compare-and-swap: a scheduler with a stale cache (the replica as it was before
+    // the bind) gets 409 and binds nothing.
+    let name = bound["metadata"]["name"].as_str().unwrap();
+    let path = format!("{V1}/namespaces/default/replicas/{name}");
+    let mut stale = bound.clone();
+    stale["metadata"]["resourceVersion"] = json!(
+        (bound["metadata"]["resourceVersion"].as_str().unwrap().parse::<u64>().unwrap() - 1).to_string()
+    );
+    stale["spec"]["nodeName"] = json!("n2");
+    let (code, _) = api.send("PUT", &path, Some(("application/json", &stale)));
+    assert_eq!(code, 409);
+    assert_eq!(api.get(&path).unwrap()["spec"]["nodeName"], "n1");
     // The standby acted on nothing: it leads nothing and reconciled nothing.
     let m = second.metrics();
     assert!(!m.contains("univrs_controller_reconciles_total"), "the standby reconciled:\n{m}");

@@ -113,11 +113,19 @@ pub async fn drive<K, Ctx>(
     let failures: Arc<Mutex<HashMap<ObjectRef<K>, u32>>> = Arc::default();
     let queue = {
         let waiting = waiting.clone();
+        let failures = failures.clone();
         let metrics = metrics.clone();
+        let store = store.clone();
         queue
             .inspect_ok(move |req| {
                 let mut w = waiting.lock().expect("waiting lock");
                 w.entry(req.obj_ref.clone()).or_insert_with(Instant::now);
+                // Objects deleted before their reconcile are never reconciled: forget them now
+                // and then, so that neither map grows without bound.
+                if w.len() % 256 == 0 {
+                    w.retain(|k, _| store.get(k).is_some());
+                    failures.lock().expect("failures lock").retain(|k, _| store.get(k).is_some());
+                }
                 metrics.set_queue_depth(name, w.len());
             })
             .take_until(shared.shutdown.clone().cancelled_owned())
