@@ -244,6 +244,13 @@ impl Controllers {
         ureq::get(&self.metrics).call().unwrap().body_mut().read_to_string().unwrap()
     }
 
+    /// SIGTERM, then a clean exit.
+    fn stop(&mut self) {
+        let _ = std::process::Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "controllers did not shut down cleanly: {status}");
+    }
+
     fn kill_9(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -656,6 +663,12 @@ fn only_the_lease_holder_acts_and_a_standby_takes_over_when_it_dies() {
             .metrics()
             .contains("univrs_controller_reconciles_total{controller=\"scheduler\",result=\"ok\"}")
     );
+
+    // A graceful stop drains, then releases every lease for the next process to take at once.
+    let mut second = second;
+    second.stop();
+    let h = holders(&api);
+    assert!(names.iter().all(|n| h.get(*n).is_some_and(String::is_empty)), "{h:?}");
 }
 
 #[test]

@@ -122,7 +122,7 @@ pub async fn drive<K, Ctx>(
                 w.entry(req.obj_ref.clone()).or_insert_with(Instant::now);
                 // Objects deleted before their reconcile are never reconciled: forget them now
                 // and then, so that neither map grows without bound.
-                if w.len() % 256 == 0 {
+                if w.len().is_multiple_of(256) {
                     w.retain(|k, _| store.get(k).is_some());
                     failures.lock().expect("failures lock").retain(|k, _| store.get(k).is_some());
                 }
@@ -184,12 +184,15 @@ where
     Fut: Future<Output = ()>,
 {
     let (tx, mut leading) = watch::channel(false);
+    // The election outlives shutdown until the controller has drained: the lease is held while
+    // running reconciles finish, then released.
+    let stop_election = CancellationToken::new();
     let election = tokio::spawn(leader::run(
         shared.client.clone(),
         shared.lease.clone(),
         format!("controller-{name}"),
         tx,
-        shared.shutdown.clone(),
+        stop_election.clone(),
     ));
     loop {
         shared.metrics.set_leader(name, false);
@@ -212,6 +215,7 @@ where
         }
     }
     shared.metrics.set_leader(name, false);
-    // The election releases the lease on shutdown.
+    // The election releases the lease when stopped.
+    stop_election.cancel();
     let _ = election.await;
 }

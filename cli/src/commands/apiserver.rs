@@ -94,7 +94,11 @@ pub fn run(ctx: &Context, args: &Args, with_controllers: bool) -> anyhow::Result
         };
         let serving = tokio::spawn(apiserver::http::serve(listener, Registry::new(node.clone()), shutdown));
         let controllers = match with_controllers {
-            true => Some(super::controllers::InProcess::start(&kubeconfig_path, stopping).await?),
+            true => {
+                // One data dir is one `ui up` at a time (its store is locked): a stable identity.
+                let identity = format!("ui-up:{}", data_dir.display());
+                Some(super::controllers::InProcess::start(&kubeconfig_path, identity, stopping).await?)
+            }
             false => None,
         };
         let served = serving.await.context("apiserver task");

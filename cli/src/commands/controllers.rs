@@ -66,6 +66,13 @@ pub fn run(ctx: &Context, cmd: &Command) -> anyhow::Result<Outcome> {
     }
     options.scheduler.retry_unschedulable = Duration::from_secs(args.retry_unschedulable.max(1));
     options.node_lifecycle.eviction_timeout = Duration::from_secs(args.eviction_timeout);
+    // What the controllers do (bindings, evictions, leadership, failed reconciles), on stderr.
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_max_level(tracing_subscriber::filter::LevelFilter::INFO)
+        .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start tokio")?;
     runtime.block_on(async {
@@ -131,10 +138,14 @@ pub struct InProcess {
 
 impl InProcess {
     /// Starts every controller against the apiserver of the kubeconfig at `path`; they stop
-    /// when `shutdown` is cancelled.
-    pub async fn start(path: &Path, shutdown: CancellationToken) -> anyhow::Result<Self> {
+    /// when `shutdown` is cancelled. `identity` names this `ui up` in the controllers' Leases:
+    /// a stable one lets a restarted `ui up` take its leases back at once instead of waiting
+    /// for them to lapse.
+    pub async fn start(path: &Path, identity: String, shutdown: CancellationToken) -> anyhow::Result<Self> {
         let client = manager::client_from_kubeconfig(path).await?;
-        let task = tokio::spawn(manager::run(client, Options::default(), Metrics::new(), shutdown.clone()));
+        let mut options = Options::default();
+        options.lease.identity = identity;
+        let task = tokio::spawn(manager::run(client, options, Metrics::new(), shutdown.clone()));
         Ok(Self { shutdown, task })
     }
 

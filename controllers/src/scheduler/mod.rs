@@ -121,22 +121,14 @@ async fn reconcile(replica: Arc<Kube<ReplicaSpec>>, ctx: Arc<Ctx>) -> Result<Act
         .await?;
         return Ok(retry);
     };
-    let policy = match &workload.spec.trust_policy {
-        None => None,
-        Some(name) => match ctx.policies.get(&ObjectRef::new(name).within(&ns)) {
-            Some(p) => Some(Policy::of(&p.spec)),
-            None => {
-                // A policy named but not found constrains everything: place nothing.
-                set_unschedulable(
-                    &ctx,
-                    &replica,
-                    "TrustPolicyNotFound",
-                    format!("trust policy {name} not found"),
-                )
-                .await?;
-                return Ok(retry);
-            }
-        },
+    let named =
+        workload.spec.trust_policy.as_ref().map(|n| (n, ctx.policies.get(&ObjectRef::new(n).within(&ns))));
+    let policy = match owner_policy(&workload, named.as_ref().map(|(n, p)| (n.as_str(), p.as_deref()))) {
+        Ok(policy) => policy,
+        Err((reason, message)) => {
+            set_unschedulable(&ctx, &replica, reason, message).await?;
+            return Ok(retry);
+        }
     };
     let constraints = Constraints::of(workload.spec.placement.as_ref());
 
@@ -172,6 +164,28 @@ async fn reconcile(replica: Arc<Kube<ReplicaSpec>>, ctx: Arc<Ctx>) -> Result<Act
             }
             Ok(Action::await_change())
         }
+    }
+}
+
+/// The constraints of the TrustPolicy a workload names (`named`: its name and the cached
+/// object, if any). A policy named but missing, or signed by someone other than the workload's
+/// signer, places nothing: a workload never runs under a policy its owner did not write.
+pub fn owner_policy(
+    workload: &Kube<WorkloadSpec>,
+    named: Option<(&str, Option<&Kube<TrustPolicySpec>>)>,
+) -> Result<Option<Policy>, (&'static str, String)> {
+    match named {
+        None => Ok(None),
+        Some((name, None)) => Err(("TrustPolicyNotFound", format!("trust policy {name} not found"))),
+        Some((name, Some(p))) if p.signer() != workload.signer() => Err((
+            "TrustPolicyNotOwners",
+            format!(
+                "trust policy {name} is signed by {}, not by the workload's signer {}",
+                p.signer().unwrap_or("nobody"),
+                workload.signer().unwrap_or("nobody")
+            ),
+        )),
+        Some((_, Some(p))) => Ok(Some(Policy::of(&p.spec))),
     }
 }
 
@@ -295,5 +309,32 @@ async fn write_status(ctx: &Ctx, replica: &Kube<ReplicaSpec>, status: &ReplicaSt
         Ok(_) => Ok(()),
         Err(e) if crate::resource::is_not_found(&e) => Ok(()),
         Err(e) => Err(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+    use super::*;
+
+    fn signed_by<S: api::KindSpec>(signer: Option<&str>, spec: S) -> Kube<S> {
+        let annotations = signer.map(|s| [("univrs.io/signer".to_owned(), s.to_owned())].into());
+        Kube::new(ObjectMeta { name: Some("x".into()), annotations, ..Default::default() }, spec)
+    }
+
+    #[test]
+    fn a_workload_runs_only_under_a_policy_its_own_signer_wrote() {
+        let w = signed_by(Some("did:key:alice"), WorkloadSpec::default());
+        let tp = |s| signed_by(s, TrustPolicySpec { min_reputation: Some(0.5), ..Default::default() });
+        assert_eq!(owner_policy(&w, None), Ok(None));
+        let mine = tp(Some("did:key:alice"));
+        assert_eq!(owner_policy(&w, Some(("eu", Some(&mine)))).unwrap().unwrap().min_reputation, Some(0.5));
+        let (reason, message) =
+            owner_policy(&w, Some(("eu", Some(&tp(Some("did:key:mallory")))))).unwrap_err();
+        assert_eq!(reason, "TrustPolicyNotOwners");
+        assert!(message.contains("did:key:mallory"), "{message}");
+        assert_eq!(owner_policy(&w, Some(("eu", Some(&tp(None))))).unwrap_err().0, "TrustPolicyNotOwners");
+        assert_eq!(owner_policy(&w, Some(("eu", None))).unwrap_err().0, "TrustPolicyNotFound");
     }
 }
