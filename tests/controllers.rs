@@ -126,7 +126,7 @@ fn register_node(api: &Api, name: &str, operator: &SigningKey, jurisdiction: &st
     api.create(&format!("{V1}/nodeoffers"), &signed(offer, operator));
     let lease = json!({
         "apiVersion": "univrs.io/v1", "kind": "Lease", "metadata": { "name": name, "namespace": NODE_LEASES },
-        "spec": { "holderIdentity": name, "leaseDurationSeconds": 2, "renewTime": Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string() },
+        "spec": { "holderIdentity": name, "leaseDurationSeconds": 3, "renewTime": Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string() },
     });
     api.create(&format!("{V1}/namespaces/{NODE_LEASES}/leases"), &lease);
 }
@@ -575,7 +575,7 @@ fn a_lapsed_node_lease_moves_its_replicas_and_its_return_makes_no_duplicates() {
         if ok { Ok(rs) } else { Err(summary(&rs)) }
     });
     let took = started.elapsed();
-    // Lease 2 s + eviction timeout 1 s + rechecks and placement: a bound, well within 20 s.
+    // Lease 3 s + eviction timeout 1 s + rechecks and placement: a bound, well within 20 s.
     assert!(took < Duration::from_secs(20), "redistribution took {took:?}");
 
     // The victim comes back: Ready again, and still exactly two replicas, each bound once.

@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use controllers::manager::{self, Name, Options};
 use controllers::metrics::Metrics;
+use controllers::scheduler::core::Weights;
 use tokio_util::sync::CancellationToken;
 
 use super::{Context, Outcome};
@@ -46,6 +47,15 @@ pub struct RunArgs {
     /// How often a replica that cannot be placed is tried again, in seconds
     #[arg(long, value_name = "SECONDS", default_value_t = 5)]
     retry_unschedulable: u64,
+    /// Scheduler: weight of the reputation score (node and operator)
+    #[arg(long, value_name = "W", default_value_t = Weights::default().reputation)]
+    weight_reputation: f64,
+    /// Scheduler: weight of the spread score (operators running fewer of the workload's replicas)
+    #[arg(long, value_name = "W", default_value_t = Weights::default().spread)]
+    weight_spread: f64,
+    /// Scheduler: weight of the free-capacity score
+    #[arg(long, value_name = "W", default_value_t = Weights::default().free_capacity)]
+    weight_free_capacity: f64,
     /// How long a node's heartbeat lease stays lapsed before its replicas are evicted, in seconds
     #[arg(long, value_name = "SECONDS", default_value_t = 30)]
     eviction_timeout: u64,
@@ -66,6 +76,15 @@ pub fn run(ctx: &Context, cmd: &Command) -> anyhow::Result<Outcome> {
     }
     options.scheduler.retry_unschedulable = Duration::from_secs(args.retry_unschedulable.max(1));
     options.node_lifecycle.eviction_timeout = Duration::from_secs(args.eviction_timeout);
+    let weights = [args.weight_reputation, args.weight_spread, args.weight_free_capacity];
+    if weights.iter().any(|w| !w.is_finite() || *w < 0.0) {
+        anyhow::bail!("score weights must be finite and >= 0");
+    }
+    options.scheduler.weights = Weights {
+        reputation: args.weight_reputation,
+        spread: args.weight_spread,
+        free_capacity: args.weight_free_capacity,
+    };
     // What the controllers do (bindings, evictions, leadership, failed reconciles), on stderr.
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
