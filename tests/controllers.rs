@@ -645,6 +645,15 @@ fn only_the_lease_holder_acts_and_a_standby_takes_over_when_it_dies() {
     assert_eq!(code, 409);
     assert_eq!(api.get(&path).unwrap()["spec"]["nodeName"], "n1");
     // The standby acted on nothing: it leads nothing and reconciled nothing.
+    let leader_metrics = first.metrics();
+    for family in [
+        "univrs_controller_reconciles_total{controller=\"scheduler\",result=\"ok\"}",
+        "univrs_controller_reconcile_duration_seconds_count{controller=\"workload\"}",
+        "univrs_controller_queue_depth{controller=\"scheduler\"}",
+        "univrs_controller_queue_latency_seconds_count{controller=\"workload\"}",
+    ] {
+        assert!(leader_metrics.contains(family), "no {family} in:\n{leader_metrics}");
+    }
     let m = second.metrics();
     assert!(!m.contains("univrs_controller_reconciles_total"), "the standby reconciled:\n{m}");
     assert!(m.contains("univrs_controller_leader{controller=\"workload\"} 0"), "{m}");
