@@ -60,10 +60,20 @@ pub type Changes<S> = Pin<Box<dyn Stream<Item = Result<Kube<S>, watcher::Error>>
 /// A cache of every object of kind `S` (all namespaces) and the stream of its changes. The
 /// stream must be polled for the cache to fill: merge it into a controller's queue.
 pub fn cache<S: KindSpec>(client: &Client) -> (Store<Kube<S>>, Changes<S>) {
+    cache_observed(client, |_| {})
+}
+
+/// As [`cache`], calling `observe` with each watch event once the cache holds it (so that
+/// state derived from the events is never behind the cache).
+pub fn cache_observed<S: KindSpec>(
+    client: &Client,
+    mut observe: impl FnMut(&watcher::Event<Kube<S>>) + Send + 'static,
+) -> (Store<Kube<S>>, Changes<S>) {
     let (reader, writer) = reflector::store();
     let stream = watcher(api_all::<S>(client), watcher::Config::default().any_semantic())
         .default_backoff()
         .reflect(writer)
+        .inspect_ok(move |event| observe(event))
         .touched_objects();
     (reader, Box::pin(stream))
 }

@@ -10,8 +10,9 @@ pub mod core;
 pub mod snapshot;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use api::kinds::{
     AttestationSpec, NodeOfferSpec, NodeSpec, ReplicaConditionType, ReplicaPhase, ReplicaSpec, ReplicaStatus,
@@ -25,10 +26,11 @@ use kube::runtime::controller::{Action, trigger_self};
 use kube::runtime::reflector::{ObjectRef, Store};
 use serde_json::json;
 
-use self::core::{Amount, Constraints, Policy, Request, Weights};
+use self::core::{Amount, Constraints, Policy, Weights};
+use self::snapshot::{Assumed, Topology, Usage};
 use crate::Error;
 use crate::resource::{Kube, api_in, is_conflict};
-use crate::runtime::{self, Shared, cache, fill_only, ready};
+use crate::runtime::{self, Shared, cache, cache_observed, fill_only, ready};
 
 /// The scheduler's settings.
 #[derive(Clone, Copy, Debug)]
@@ -45,8 +47,18 @@ impl Default for Config {
     }
 }
 
-/// A replica bound by this process, by (namespace, name, uid): its node and reservation.
-type Assumed = HashMap<(String, String, String), (String, Amount)>;
+/// Replicas bound by this process that the cache does not show bound yet, by
+/// (namespace, name, uid).
+type AssumedMap = HashMap<(String, String, String), Assumed>;
+
+/// What decisions share: the placements assumed and the candidates, rebuilt when a Node,
+/// NodeOffer, Reputation or Attestation changed (`topology_changes`) or a second went by
+/// (attestations expire).
+#[derive(Default)]
+struct State {
+    assumed: AssumedMap,
+    topology: Option<(u64, Instant, Topology)>,
+}
 
 struct Ctx {
     shared: Shared,
@@ -58,19 +70,26 @@ struct Ctx {
     offers: Store<Kube<NodeOfferSpec>>,
     reputations: Store<Kube<ReputationSpec>>,
     attestations: Store<Kube<AttestationSpec>>,
-    assumed: Mutex<Assumed>,
+    usage: Arc<Mutex<Usage>>,
+    topology_changes: Arc<AtomicU64>,
+    state: Mutex<State>,
 }
 
 /// Runs the scheduler until shutdown (call through `runtime::run_elected`).
 pub async fn run(shared: Shared, config: Config) {
     let client = shared.client.clone();
-    let (replicas, replica_changes) = cache::<ReplicaSpec>(&client);
+    let usage: Arc<Mutex<Usage>> = Arc::default();
+    let (replicas, replica_changes) = {
+        let usage = usage.clone();
+        cache_observed::<ReplicaSpec>(&client, move |e| usage.lock().expect("usage lock").apply(e))
+    };
     let (workloads, w) = cache::<WorkloadSpec>(&client);
     let (policies, p) = cache::<TrustPolicySpec>(&client);
-    let (nodes, n) = cache::<NodeSpec>(&client);
-    let (offers, o) = cache::<NodeOfferSpec>(&client);
-    let (reputations, r) = cache::<ReputationSpec>(&client);
-    let (attestations, a) = cache::<AttestationSpec>(&client);
+    let topology_changes: Arc<AtomicU64> = Arc::default();
+    let (nodes, n) = cache_observed::<NodeSpec>(&client, counter(&topology_changes));
+    let (offers, o) = cache_observed::<NodeOfferSpec>(&client, counter(&topology_changes));
+    let (reputations, r) = cache_observed::<ReputationSpec>(&client, counter(&topology_changes));
+    let (attestations, a) = cache_observed::<AttestationSpec>(&client, counter(&topology_changes));
     let queue = stream::select_all([
         Box::pin(trigger_self(replica_changes, ())) as runtime::Queue<Kube<ReplicaSpec>>,
         Box::pin(fill_only(w)),
@@ -90,9 +109,19 @@ pub async fn run(shared: Shared, config: Config) {
         offers,
         reputations,
         attestations,
-        assumed: Mutex::default(),
+        usage,
+        topology_changes,
+        state: Mutex::default(),
     });
     runtime::drive("scheduler", &shared, replicas, queue, |r, c| Box::pin(reconcile(r, c)), ctx).await;
+}
+
+/// Counts the events it is called with.
+fn counter<T>(changes: &Arc<AtomicU64>) -> impl FnMut(&T) + Send + 'static {
+    let changes = changes.clone();
+    move |_| {
+        changes.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 async fn reconcile(replica: Arc<Kube<ReplicaSpec>>, ctx: Arc<Ctx>) -> Result<Action, Error> {
@@ -137,8 +166,8 @@ async fn reconcile(replica: Arc<Kube<ReplicaSpec>>, ctx: Arc<Ctx>) -> Result<Act
     // Decide and record the decision under one lock, so that concurrent reconciles place one
     // replica at a time, each seeing the ones placed before it (capacity and spread).
     let decision = {
-        let mut assumed = ctx.assumed.lock().expect("assumed lock");
-        decide(&ctx, &mut assumed, &replica, &ns, policy.as_ref(), constraints, need)
+        let mut state = ctx.state.lock().expect("scheduler state lock");
+        decide(&ctx, &mut state, &replica, &ns, policy.as_ref(), constraints, need)
     };
     match decision {
         Err(why) => {
@@ -148,7 +177,7 @@ async fn reconcile(replica: Arc<Kube<ReplicaSpec>>, ctx: Arc<Ctx>) -> Result<Act
         Ok(node) => {
             let result = bind(&ctx, &replica, &node).await;
             if !matches!(result, Ok(Bound::Yes)) {
-                ctx.assumed.lock().expect("assumed lock").remove(&assumed_key(&replica));
+                ctx.state.lock().expect("scheduler state lock").assumed.remove(&assumed_key(&replica));
             }
             if let Bound::Yes = result? {
                 let status = ReplicaStatus {
@@ -197,7 +226,7 @@ fn assumed_key(replica: &Kube<ReplicaSpec>) -> (String, String, String) {
 /// assumes the placement.
 fn decide(
     ctx: &Ctx,
-    assumed: &mut Assumed,
+    state: &mut State,
     replica: &Kube<ReplicaSpec>,
     ns: &str,
     policy: Option<&Policy>,
@@ -205,45 +234,40 @@ fn decide(
     need: Amount,
 ) -> Result<String, core::Unschedulable> {
     // Forget placements the cache now shows (or whose replica is gone).
-    assumed.retain(|(ns, name, uid), _| {
+    state.assumed.retain(|(ns, name, uid), _| {
         ctx.replicas
             .get(&ObjectRef::new(name).within(ns))
             .is_some_and(|r| r.uid() == uid && r.spec.node_name.is_none())
     });
-    let all_replicas = ctx.replicas.state();
-    let mut used = snapshot::usage(all_replicas.iter().map(AsRef::as_ref));
-    for (node, amount) in assumed.values() {
-        let e = used.entry(node.clone()).or_default();
-        *e = e.plus(*amount);
+    let changes = ctx.topology_changes.load(Ordering::Relaxed);
+    let stale = state
+        .topology
+        .as_ref()
+        .is_none_or(|(seen, built, _)| *seen != changes || built.elapsed() >= Duration::from_secs(1));
+    if stale {
+        let objects = snapshot::Objects {
+            nodes: ctx.nodes.state(),
+            offers: ctx.offers.state(),
+            reputations: ctx.reputations.state(),
+            attestations: ctx.attestations.state(),
+        };
+        state.topology = Some((changes, Instant::now(), Topology::build(&objects, Utc::now())));
     }
-    let objects = snapshot::Objects {
-        nodes: ctx.nodes.state(),
-        offers: ctx.offers.state(),
-        reputations: ctx.reputations.state(),
-        attestations: ctx.attestations.state(),
-    };
-    let candidates = snapshot::candidates(&objects, &used, Utc::now());
-    let operator_of: HashMap<&str, &str> =
-        candidates.iter().map(|c| (c.name.as_str(), c.operator.as_str())).collect();
-    // Where the workload's other replicas are (bound, or assumed bound).
-    let mut per_operator: HashMap<String, u32> = HashMap::new();
-    let same_workload = all_replicas.iter().filter(|r| {
-        r.namespace() == Some(ns) && r.spec.workload == replica.spec.workload && !r.is_deleting()
-    });
-    let bound = same_workload.filter_map(|r| r.spec.node_name.clone());
-    let pending = assumed.iter().filter_map(|((ans, name, _), (node, _))| {
-        let r = ctx.replicas.get(&ObjectRef::new(name).within(ans))?;
-        (ans == ns && r.spec.workload == replica.spec.workload).then(|| node.clone())
-    });
-    for node in bound.chain(pending) {
-        if let Some(op) = operator_of.get(node.as_str()) {
-            *per_operator.entry((*op).to_owned()).or_default() += 1;
-        }
-    }
-    let request = Request { need, policy, constraints, per_operator: &per_operator };
-    let i = core::place(&candidates, &request, &ctx.config.weights)?;
-    let node = candidates[i].name.clone();
-    assumed.insert(assumed_key(replica), (node.clone(), need));
+    let State { assumed, topology } = state;
+    let (_, _, topology) = topology.as_mut().expect("topology just built");
+    let usage = ctx.usage.lock().expect("usage lock");
+    let node = topology.place(
+        &usage,
+        assumed.values(),
+        (ns, &replica.spec.workload),
+        need,
+        policy,
+        constraints,
+        &ctx.config.weights,
+    )?;
+    drop(usage);
+    let workload = (ns.to_owned(), replica.spec.workload.clone());
+    assumed.insert(assumed_key(replica), Assumed { node: node.clone(), amount: need, workload });
     Ok(node)
 }
 
