@@ -233,11 +233,14 @@ fn decide(
     constraints: &Constraints,
     need: Amount,
 ) -> Result<String, core::Unschedulable> {
-    // Forget placements the cache now shows (or whose replica is gone).
+    let usage = ctx.usage.lock().expect("usage lock");
+    // Forget placements the usage now counts (or whose replica is gone or finished). The cache
+    // is updated just before the usage: asking the usage leaves no moment counted by neither.
     state.assumed.retain(|(ns, name, uid), _| {
-        ctx.replicas
-            .get(&ObjectRef::new(name).within(ns))
-            .is_some_and(|r| r.uid() == uid && r.spec.node_name.is_none())
+        ctx.replicas.get(&ObjectRef::new(name).within(ns)).is_some_and(|r| {
+            let finished = r.status.as_ref().is_some_and(|s| s.phase.is_terminal());
+            r.uid() == uid && !(r.spec.node_name.is_some() && (usage.counts(uid) || finished))
+        })
     });
     let changes = ctx.topology_changes.load(Ordering::Relaxed);
     let stale = state
@@ -255,7 +258,6 @@ fn decide(
     }
     let State { assumed, topology } = state;
     let (_, _, topology) = topology.as_mut().expect("topology just built");
-    let usage = ctx.usage.lock().expect("usage lock");
     let node = topology.place(
         &usage,
         assumed.values(),

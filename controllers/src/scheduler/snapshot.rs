@@ -186,6 +186,11 @@ impl Usage {
         }
     }
 
+    /// Whether the replica with this uid is counted (bound, unfinished).
+    pub fn counts(&self, uid: &str) -> bool {
+        self.by_uid.contains_key(uid)
+    }
+
     /// What replicas bound to `node` reserve.
     pub fn on(&self, node: &str) -> Amount {
         self.nodes.get(node).copied().unwrap_or_default()
