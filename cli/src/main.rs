@@ -48,13 +48,18 @@ enum Command {
     Describe(commands::describe::Args),
     Delete(commands::delete::Args),
     Diff(commands::diff::Args),
+    Scale(commands::scale::Args),
+    Status(commands::status::Args),
     Version(commands::version::Args),
     Token(commands::token::Args),
     Apiserver(commands::apiserver::Args),
-    /// Run univrs on this machine: for now the apiserver of a one-member control plane
+    #[command(subcommand)]
+    Controllers(commands::controllers::Command),
+    /// Run univrs on this machine: the apiserver of a one-member control plane and every
+    /// controller
     ///
-    /// The same as `ui apiserver` today; the controllers and a local node agent join it as
-    /// they are built.
+    /// `ui apiserver` with the controllers (workload, scheduler, gc, nodelifecycle) running in the same process
+    /// against it, through its API. The local node agent joins it when it is built.
     Up(commands::apiserver::Args),
 }
 
@@ -74,8 +79,12 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Describe(args) => commands::describe::run(&ctx, args),
         Command::Delete(args) => commands::delete::run(&ctx, args),
         Command::Diff(args) => commands::diff::run(&ctx, args),
-        Command::Apiserver(args) | Command::Up(args) => commands::apiserver::run(&ctx, args),
+        Command::Apiserver(args) => commands::apiserver::run(&ctx, args, false),
+        Command::Up(args) => commands::apiserver::run(&ctx, args, true),
         Command::Token(args) => commands::token::run(&ctx, args),
+        Command::Scale(args) => commands::scale::run(&ctx, args),
+        Command::Status(args) => commands::status::run(&ctx, args),
+        Command::Controllers(cmd) => commands::controllers::run(&ctx, cmd),
         Command::Version(_) => unreachable!("handled above"),
     }
 }

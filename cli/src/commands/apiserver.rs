@@ -82,7 +82,7 @@ fn member_key(data_dir: &std::path::Path) -> anyhow::Result<(PathBuf, ed25519_da
     Ok((path, key))
 }
 
-pub fn run(ctx: &Context, args: &Args) -> anyhow::Result<Outcome> {
+pub fn run(ctx: &Context, args: &Args, with_controllers: bool) -> anyhow::Result<Outcome> {
     if args.insecure_http && !args.listen.ip().is_loopback() {
         bail!(
             "refusing to serve plain HTTP on {}: --insecure-http is for loopback development only (127.0.0.1, ::1)",
@@ -162,8 +162,32 @@ pub fn run(ctx: &Context, args: &Args) -> anyhow::Result<Outcome> {
             }
             eprintln!("shutting down");
         };
+        // `ui up`: the controllers, as clients of the API just started, authenticated as the
+        // control-plane member (its kubeconfig); they stop (closing their watches) as soon as the server starts draining.
+        let stopping = tokio_util::sync::CancellationToken::new();
+        let shutdown = {
+            let stopping = stopping.clone();
+            async move {
+                shutdown.await;
+                stopping.cancel();
+            }
+        };
         let state = AppState { registry: Registry::new(node.clone()), authn: Authn::new(audience.clone(), members) };
-        apiserver::http::serve(listener, state, tls, shutdown).await?;
+        let serving = tokio::spawn(apiserver::http::serve(listener, state, tls, shutdown));
+        let controllers = match with_controllers {
+            true => {
+                // One data dir is one `ui up` at a time (its store is locked): a stable identity.
+                let identity = format!("ui-up:{}", data_dir.display());
+                let member_kubeconfig = data_dir.join("member.kubeconfig");
+                Some(super::controllers::InProcess::start(&member_kubeconfig, identity, stopping).await?)
+            }
+            false => None,
+        };
+        let served = serving.await.context("apiserver task");
+        if let Some(c) = controllers {
+            c.stop(std::time::Duration::from_secs(5)).await;
+        }
+        served??;
         node.shutdown().await;
         anyhow::Ok(())
     })?;

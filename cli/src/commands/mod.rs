@@ -3,13 +3,16 @@
 pub mod apiserver;
 pub mod apply;
 pub mod config;
+pub mod controllers;
 pub mod delete;
 pub mod describe;
 pub mod diff;
 pub mod get;
 pub mod identity;
 pub mod init;
+pub mod scale;
 pub mod sign;
+pub mod status;
 pub mod token;
 pub mod verify;
 pub mod version;

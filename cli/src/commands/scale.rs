@@ -1,0 +1,60 @@
+//! `ui scale workload NAME N`: change how many replicas a workload runs.
+
+use anyhow::{Context as _, bail};
+use chrono::Utc;
+use serde_json::Value;
+
+use super::{Context, Outcome};
+use crate::client::{Client, ClusterArgs};
+use crate::keystore;
+use crate::passphrase::{PassphraseArgs, Purpose};
+
+/// Set the number of replicas of a workload
+///
+/// Reads the Workload, sets `spec.replicas`, signs it again with your identity (a Workload's
+/// spec is signed by its owner, so a changed spec needs a new signature) and writes it back
+/// with its resourceVersion as precondition: if someone changed it meanwhile, nothing is
+/// written and you are told to retry. The workload controller then adds or removes replicas.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The kind: only workloads scale (`workload`, `workloads`, `wl`)
+    kind: String,
+    /// The workload's name
+    name: String,
+    /// How many replicas to run
+    #[arg(value_parser = clap::value_parser!(i32).range(0..=i64::from(api::kinds::MAX_REPLICAS)))]
+    replicas: i32,
+    #[command(flatten)]
+    cluster: ClusterArgs,
+    #[command(flatten)]
+    passphrase: PassphraseArgs,
+}
+
+pub fn run(ctx: &Context, args: &Args) -> anyhow::Result<Outcome> {
+    let kind = api::kinds::lookup(&args.kind).filter(|k| k.kind == "Workload");
+    let Some(kind) = kind else {
+        bail!("cannot scale {:?}: only workloads scale (ui scale workload NAME N)", args.kind);
+    };
+    let client = Client::new(ctx, &args.cluster)?;
+    let ns = client.namespace().to_owned();
+    let mut obj = client.get(kind, Some(&ns), &args.name)?;
+    if obj["spec"]["replicas"].as_i64() == Some(i64::from(args.replicas)) {
+        println!("workload.univrs.io/{} unchanged ({} replicas)", args.name, args.replicas);
+        return Ok(Outcome::Success);
+    }
+    obj["spec"]["replicas"] = Value::from(args.replicas);
+    let identity = keystore::load(&ctx.dirs, || args.passphrase.get(Purpose::Existing, "your identity"))?;
+    api::signing::sign(&mut obj, identity.signing_key(), Utc::now())
+        .map_err(|e| anyhow::anyhow!("cannot sign workload {}: {e}", args.name))?;
+    client
+        .update(kind, Some(&ns), &args.name, &obj, false)
+        .map_err(|e| match e.code() {
+            Some(409) => {
+                anyhow::anyhow!("workload {} changed while scaling it: run ui scale again", args.name)
+            }
+            _ => anyhow::Error::new(e),
+        })
+        .with_context(|| format!("cannot scale workload {}", args.name))?;
+    println!("workload.univrs.io/{} scaled to {} replicas", args.name, args.replicas);
+    Ok(Outcome::Success)
+}

@@ -1,0 +1,114 @@
+//! `ui status`: your workloads, their replicas, where each runs and why a pending one waits.
+
+use serde::Serialize;
+use serde_json::Value;
+
+use super::{Context, Outcome};
+use crate::client::{Client, ClusterArgs};
+use crate::output::OutputArgs;
+
+/// Show your workloads and their replicas
+///
+/// For each workload in the namespace (or all with -A): replicas wanted, existing and running,
+/// and each replica with its phase, its node, and, for a pending one, why it is pending (from
+/// the replica's status, e.g. what the scheduler found: "0/5 nodes available: 3 nodes:
+/// jurisdiction not allowed; 2 nodes: operator denied").
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Every namespace
+    #[arg(short = 'A', long)]
+    all_namespaces: bool,
+    #[command(flatten)]
+    cluster: ClusterArgs,
+    #[command(flatten)]
+    output: OutputArgs,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct WorkloadReport {
+    namespace: String,
+    name: String,
+    desired: i64,
+    replicas: i64,
+    ready: i64,
+    items: Vec<ReplicaReport>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ReplicaReport {
+    name: String,
+    phase: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    node: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message: Option<String>,
+}
+
+fn items(list: &Value) -> &[Value] {
+    list["items"].as_array().map(Vec::as_slice).unwrap_or_default()
+}
+
+fn text(v: &Value) -> Option<String> {
+    v.as_str().map(str::to_owned)
+}
+
+pub fn run(ctx: &Context, args: &Args) -> anyhow::Result<Outcome> {
+    let client = Client::new(ctx, &args.cluster)?;
+    let ns = (!args.all_namespaces).then(|| client.namespace().to_owned());
+    let workloads =
+        client.list(api::kinds::lookup("workloads").expect("kind"), ns.as_deref(), None, false)?;
+    let replicas = client.list(api::kinds::lookup("replicas").expect("kind"), ns.as_deref(), None, false)?;
+    let mut report = Vec::new();
+    for w in items(&workloads) {
+        let uid = &w["metadata"]["uid"];
+        let wns = text(&w["metadata"]["namespace"]).unwrap_or_else(|| "default".into());
+        let mut owned: Vec<ReplicaReport> = items(&replicas)
+            .iter()
+            .filter(|r| {
+                r["metadata"]["namespace"] == w["metadata"]["namespace"]
+                    && r["metadata"]["ownerReferences"]
+                        .as_array()
+                        .is_some_and(|o| o.iter().any(|o| &o["uid"] == uid))
+            })
+            .map(|r| ReplicaReport {
+                name: text(&r["metadata"]["name"]).unwrap_or_default(),
+                phase: text(&r["status"]["phase"]).unwrap_or_else(|| "Pending".into()),
+                node: text(&r["spec"]["nodeName"]),
+                reason: text(&r["status"]["reason"]),
+                message: text(&r["status"]["message"]),
+            })
+            .collect();
+        owned.sort_by(|a, b| a.name.cmp(&b.name));
+        report.push(WorkloadReport {
+            namespace: wns,
+            name: text(&w["metadata"]["name"]).unwrap_or_default(),
+            desired: w["spec"]["replicas"].as_i64().unwrap_or(1),
+            replicas: owned.len() as i64,
+            ready: owned.iter().filter(|r| r.phase == "Running").count() as i64,
+            items: owned,
+        });
+    }
+    if args.output.print_structured(&report)? {
+        return Ok(Outcome::Success);
+    }
+    if report.is_empty() {
+        println!("No workloads{}.", ns.map(|n| format!(" in namespace {n}")).unwrap_or_default());
+    }
+    for w in &report {
+        let prefix = if args.all_namespaces { format!("{}/", w.namespace) } else { String::new() };
+        println!("{prefix}{}: {}/{} running, {} replicas", w.name, w.ready, w.desired, w.replicas);
+        for r in &w.items {
+            let place = match (&r.node, &r.message) {
+                (Some(node), _) => format!("on {node}"),
+                (None, Some(why)) => format!("pending: {why}"),
+                (None, None) => "waiting for the scheduler".to_owned(),
+            };
+            println!("  {}  {}  {place}", r.name, r.phase);
+        }
+    }
+    Ok(Outcome::Success)
+}

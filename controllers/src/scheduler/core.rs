@@ -1,0 +1,337 @@
+//! Placement as a pure function: filter plugins (hard constraints) and score plugins (weighted
+//! preferences) over a snapshot of candidate nodes. No I/O, no clock, no randomness: the same
+//! inputs give the same placement, whatever order the nodes come in.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt;
+
+use api::kinds::{Placement, TrustPolicySpec};
+use api::quantity::Resources;
+
+/// Amounts of cpu (millicores), memory and storage (bytes).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Amount {
+    /// Millicores.
+    pub cpu: u64,
+    /// Bytes.
+    pub memory: u64,
+    /// Bytes.
+    pub storage: u64,
+}
+
+impl Amount {
+    /// The amounts of `r` (unset = 0).
+    pub fn of(r: &Resources) -> Self {
+        Self { cpu: r.cpu_millicores().0, memory: r.memory_bytes().0, storage: r.storage_bytes().0 }
+    }
+
+    /// `self + other`, saturating.
+    #[must_use]
+    pub fn plus(self, other: Self) -> Self {
+        Self {
+            cpu: self.cpu.saturating_add(other.cpu),
+            memory: self.memory.saturating_add(other.memory),
+            storage: self.storage.saturating_add(other.storage),
+        }
+    }
+
+    /// `self - other`, saturating at 0.
+    #[must_use]
+    pub fn minus(self, other: Self) -> Self {
+        Self {
+            cpu: self.cpu.saturating_sub(other.cpu),
+            memory: self.memory.saturating_sub(other.memory),
+            storage: self.storage.saturating_sub(other.storage),
+        }
+    }
+}
+
+/// A node's open offer, as placement sees it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Offer {
+    /// ISO country code.
+    pub jurisdiction: String,
+    /// The offer's labels (matched by a workload's `nodeSelector`).
+    pub labels: BTreeMap<String, String>,
+}
+
+/// One node as placement sees it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Candidate {
+    /// Node name.
+    pub name: String,
+    /// Operator did:key.
+    pub operator: String,
+    /// Condition Ready is True.
+    pub ready: bool,
+    /// `spec.unschedulable` (drained).
+    pub unschedulable: bool,
+    /// The NodeOffer of this node signed by its operator, if any.
+    pub offer: Option<Offer>,
+    /// What replicas may use in all.
+    pub capacity: Amount,
+    /// What bound replicas use.
+    pub used: Amount,
+    /// Composite reputation of the node (0 when it has none).
+    pub node_reputation: f64,
+    /// Composite reputation of its operator (0 when it has none).
+    pub operator_reputation: f64,
+    /// Independent operators (not the operator itself) with a live attestation of the operator.
+    pub attesters: u32,
+}
+
+/// A TrustPolicy's hard constraints, in the form filters check fast.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Policy {
+    /// Lowest reputation of the node and of its operator.
+    pub min_reputation: Option<f64>,
+    /// If not empty, only these operators.
+    pub allowed_operators: BTreeSet<String>,
+    /// Never these operators.
+    pub denied_operators: BTreeSet<String>,
+    /// Independent attesters the operator needs.
+    pub required_attestations: u32,
+    /// If not empty, only these jurisdictions.
+    pub allowed_jurisdictions: BTreeSet<String>,
+}
+
+impl Policy {
+    /// The constraints of a TrustPolicy.
+    pub fn of(spec: &TrustPolicySpec) -> Self {
+        Self {
+            min_reputation: spec.min_reputation,
+            allowed_operators: spec.allowed_operators.iter().map(|d| d.as_str().to_owned()).collect(),
+            denied_operators: spec.denied_operators.iter().map(|d| d.as_str().to_owned()).collect(),
+            required_attestations: spec.required_attestations.unwrap_or(0),
+            allowed_jurisdictions: spec.allowed_jurisdictions.iter().map(|j| j.as_str().to_owned()).collect(),
+        }
+    }
+}
+
+/// A workload's own placement constraints.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Constraints {
+    /// Labels the offer must carry.
+    pub node_selector: BTreeMap<String, String>,
+    /// If not empty, only these jurisdictions.
+    pub jurisdictions: BTreeSet<String>,
+    /// At most this many replicas of the workload per operator.
+    pub max_per_operator: Option<u32>,
+}
+
+impl Constraints {
+    /// The constraints of a Workload's `spec.placement`.
+    pub fn of(p: Option<&Placement>) -> Self {
+        p.map_or_else(Self::default, |p| Self {
+            node_selector: p.node_selector.clone(),
+            jurisdictions: p.jurisdictions.iter().map(|j| j.as_str().to_owned()).collect(),
+            max_per_operator: p.max_replicas_per_operator,
+        })
+    }
+}
+
+/// What one replica needs.
+#[derive(Clone, Copy, Debug)]
+pub struct Request<'a> {
+    /// Resources it reserves.
+    pub need: Amount,
+    /// Its owner's TrustPolicy (none: the workload names no policy).
+    pub policy: Option<&'a Policy>,
+    /// Its workload's placement constraints.
+    pub constraints: &'a Constraints,
+    /// Replicas of the same workload already placed, per operator.
+    pub per_operator: &'a HashMap<String, u32>,
+}
+
+/// Why a filter rejected a node. The order is the order filters run in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Reason {
+    /// Condition Ready is not True.
+    NotReady,
+    /// Drained.
+    Unschedulable,
+    /// No NodeOffer signed by the node's operator.
+    NoOffer,
+    /// The operator is not in the policy's allowed operators.
+    OperatorNotAllowed,
+    /// The operator is in the policy's denied operators.
+    OperatorDenied,
+    /// The node or its operator is below the policy's reputation floor.
+    ReputationTooLow,
+    /// Too few independent operators attest the node's operator.
+    TooFewAttestations,
+    /// The offer's jurisdiction is not allowed by the policy or the workload.
+    JurisdictionNotAllowed,
+    /// The offer lacks a label of the workload's node selector.
+    NodeSelectorMismatch,
+    /// The workload already has its most replicas on this operator.
+    OperatorLimit,
+    /// Not enough cpu left.
+    InsufficientCpu,
+    /// Not enough memory left.
+    InsufficientMemory,
+    /// Not enough storage left.
+    InsufficientStorage,
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::NotReady => "node not ready",
+            Self::Unschedulable => "node unschedulable",
+            Self::NoOffer => "no offer signed by the node's operator",
+            Self::OperatorNotAllowed => "operator not allowed",
+            Self::OperatorDenied => "operator denied",
+            Self::ReputationTooLow => "reputation below the policy's floor",
+            Self::TooFewAttestations => "too few independent attestations",
+            Self::JurisdictionNotAllowed => "jurisdiction not allowed",
+            Self::NodeSelectorMismatch => "node selector does not match",
+            Self::OperatorLimit => "workload's per-operator limit reached",
+            Self::InsufficientCpu => "insufficient cpu",
+            Self::InsufficientMemory => "insufficient memory",
+            Self::InsufficientStorage => "insufficient storage",
+        })
+    }
+}
+
+/// The hard constraints, in order; the first one a node breaks is why it is rejected.
+pub fn filter(c: &Candidate, r: &Request<'_>) -> Result<(), Reason> {
+    if !c.ready {
+        return Err(Reason::NotReady);
+    }
+    if c.unschedulable {
+        return Err(Reason::Unschedulable);
+    }
+    let Some(offer) = &c.offer else { return Err(Reason::NoOffer) };
+    if let Some(p) = r.policy {
+        if !p.allowed_operators.is_empty() && !p.allowed_operators.contains(&c.operator) {
+            return Err(Reason::OperatorNotAllowed);
+        }
+        if p.denied_operators.contains(&c.operator) {
+            return Err(Reason::OperatorDenied);
+        }
+        if let Some(floor) = p.min_reputation
+            && !(c.node_reputation >= floor && c.operator_reputation >= floor)
+        {
+            return Err(Reason::ReputationTooLow);
+        }
+        if c.attesters < p.required_attestations {
+            return Err(Reason::TooFewAttestations);
+        }
+        if !p.allowed_jurisdictions.is_empty() && !p.allowed_jurisdictions.contains(&offer.jurisdiction) {
+            return Err(Reason::JurisdictionNotAllowed);
+        }
+    }
+    let k = r.constraints;
+    if !k.jurisdictions.is_empty() && !k.jurisdictions.contains(&offer.jurisdiction) {
+        return Err(Reason::JurisdictionNotAllowed);
+    }
+    if k.node_selector.iter().any(|(key, v)| offer.labels.get(key) != Some(v)) {
+        return Err(Reason::NodeSelectorMismatch);
+    }
+    if let Some(max) = k.max_per_operator
+        && r.per_operator.get(&c.operator).copied().unwrap_or(0) >= max
+    {
+        return Err(Reason::OperatorLimit);
+    }
+    let after = c.used.plus(r.need);
+    if after.cpu > c.capacity.cpu {
+        return Err(Reason::InsufficientCpu);
+    }
+    if after.memory > c.capacity.memory {
+        return Err(Reason::InsufficientMemory);
+    }
+    if after.storage > c.capacity.storage {
+        return Err(Reason::InsufficientStorage);
+    }
+    Ok(())
+}
+
+/// Weights of the score plugins (each plugin scores from 0 to 1).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Weights {
+    /// Prefer nodes (and operators) of higher reputation.
+    pub reputation: f64,
+    /// Prefer operators that run fewer replicas of the workload (decentralization).
+    pub spread: f64,
+    /// Prefer nodes with more capacity left.
+    pub free_capacity: f64,
+}
+
+impl Default for Weights {
+    fn default() -> Self {
+        Self { reputation: 1.0, spread: 2.0, free_capacity: 1.0 }
+    }
+}
+
+/// How much a (feasible) node is preferred.
+pub fn score(c: &Candidate, r: &Request<'_>, w: &Weights) -> f64 {
+    let reputation = (c.node_reputation.clamp(0.0, 1.0) + c.operator_reputation.clamp(0.0, 1.0)) / 2.0;
+    let on_operator = r.per_operator.get(&c.operator).copied().unwrap_or(0);
+    let spread = 1.0 / (1.0 + f64::from(on_operator));
+    let left = c.capacity.minus(c.used.plus(r.need));
+    let mut free = 0.0;
+    let mut dims = 0.0;
+    for (l, cap) in
+        [(left.cpu, c.capacity.cpu), (left.memory, c.capacity.memory), (left.storage, c.capacity.storage)]
+    {
+        if cap > 0 {
+            free += l as f64 / cap as f64;
+            dims += 1.0;
+        }
+    }
+    let free = if dims > 0.0 { free / dims } else { 0.0 };
+    w.reputation * reputation + w.spread * spread + w.free_capacity * free
+}
+
+/// Why a replica could not be placed: how many nodes each filter rejected.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Unschedulable {
+    /// Nodes considered.
+    pub nodes: usize,
+    /// Nodes rejected, by the first filter each failed.
+    pub rejected: BTreeMap<Reason, usize>,
+}
+
+impl fmt::Display for Unschedulable {
+    /// `0/5 nodes available: 3 nodes: jurisdiction not allowed; 2 nodes: operator denied`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.nodes == 0 {
+            return f.write_str("no nodes registered");
+        }
+        write!(f, "0/{} nodes available: ", self.nodes)?;
+        let mut parts: Vec<(&Reason, &usize)> = self.rejected.iter().collect();
+        parts.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+        let parts: Vec<String> = parts
+            .into_iter()
+            .map(|(reason, n)| format!("{n} node{}: {reason}", if *n == 1 { "" } else { "s" }))
+            .collect();
+        f.write_str(&parts.join("; "))
+    }
+}
+
+/// The index of the best node for `r`: of the nodes every filter accepts, the highest score,
+/// ties going to the smallest name.
+pub fn place(candidates: &[Candidate], r: &Request<'_>, w: &Weights) -> Result<usize, Unschedulable> {
+    let mut best: Option<(usize, f64)> = None;
+    let mut why = Unschedulable { nodes: candidates.len(), rejected: BTreeMap::new() };
+    for (i, c) in candidates.iter().enumerate() {
+        match filter(c, r) {
+            Err(reason) => *why.rejected.entry(reason).or_insert(0) += 1,
+            Ok(()) => {
+                let s = score(c, r, w);
+                let better = match best {
+                    None => true,
+                    Some((j, bs)) => s > bs || (s == bs && c.name < candidates[j].name),
+                };
+                if better {
+                    best = Some((i, s));
+                }
+            }
+        }
+    }
+    best.map(|(i, _)| i).ok_or(why)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,366 @@
+//! The scheduler: binds each pending Replica to a node that every hard constraint accepts
+//! (`core::filter`), the best by `core::score`; or says in the Replica's status why none does.
+//!
+//! Binding is an update with the cached `resourceVersion` as precondition, so two schedulers can
+//! never bind one Replica twice: the second gets 409 and re-reads. Placements this process made
+//! but its cache does not show yet are remembered (`assumed`) and counted against capacity, so
+//! back-to-back placements never overcommit a node.
+
+pub mod core;
+pub mod snapshot;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use api::kinds::{
+    AttestationSpec, NodeOfferSpec, NodeSpec, ReplicaConditionType, ReplicaPhase, ReplicaSpec, ReplicaStatus,
+    ReputationSpec, TrustPolicySpec, WorkloadSpec,
+};
+use api::meta::{Condition, ConditionStatus, Time};
+use chrono::Utc;
+use futures_util::stream;
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::runtime::controller::{Action, trigger_self};
+use kube::runtime::reflector::{ObjectRef, Store};
+use serde_json::json;
+
+use self::core::{Amount, Constraints, Policy, Weights};
+use self::snapshot::{Assumed, Topology, Usage};
+use crate::Error;
+use crate::resource::{Kube, api_in, is_conflict};
+use crate::runtime::{self, Shared, cache, cache_observed, fill_only, ready};
+
+/// The scheduler's settings.
+#[derive(Clone, Copy, Debug)]
+pub struct Config {
+    /// Weights of the score plugins.
+    pub weights: Weights,
+    /// How often a Replica that cannot be placed is tried again.
+    pub retry_unschedulable: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self { weights: Weights::default(), retry_unschedulable: Duration::from_secs(5) }
+    }
+}
+
+/// Replicas bound by this process that the cache does not show bound yet, by
+/// (namespace, name, uid).
+type AssumedMap = HashMap<(String, String, String), Assumed>;
+
+/// What decisions share: the placements assumed and the candidates, rebuilt when a Node,
+/// NodeOffer, Reputation or Attestation changed (`topology_changes`) or a second went by
+/// (attestations expire).
+#[derive(Default)]
+struct State {
+    assumed: AssumedMap,
+    topology: Option<(u64, Instant, Topology)>,
+}
+
+struct Ctx {
+    shared: Shared,
+    config: Config,
+    replicas: Store<Kube<ReplicaSpec>>,
+    workloads: Store<Kube<WorkloadSpec>>,
+    policies: Store<Kube<TrustPolicySpec>>,
+    nodes: Store<Kube<NodeSpec>>,
+    offers: Store<Kube<NodeOfferSpec>>,
+    reputations: Store<Kube<ReputationSpec>>,
+    attestations: Store<Kube<AttestationSpec>>,
+    usage: Arc<Mutex<Usage>>,
+    topology_changes: Arc<AtomicU64>,
+    state: Mutex<State>,
+}
+
+/// Runs the scheduler until shutdown (call through `runtime::run_elected`).
+pub async fn run(shared: Shared, config: Config) {
+    let client = shared.client.clone();
+    let usage: Arc<Mutex<Usage>> = Arc::default();
+    let (replicas, replica_changes) = {
+        let usage = usage.clone();
+        cache_observed::<ReplicaSpec>(&client, move |e| usage.lock().expect("usage lock").apply(e))
+    };
+    let (workloads, w) = cache::<WorkloadSpec>(&client);
+    let (policies, p) = cache::<TrustPolicySpec>(&client);
+    let topology_changes: Arc<AtomicU64> = Arc::default();
+    let (nodes, n) = cache_observed::<NodeSpec>(&client, counter(&topology_changes));
+    let (offers, o) = cache_observed::<NodeOfferSpec>(&client, counter(&topology_changes));
+    let (reputations, r) = cache_observed::<ReputationSpec>(&client, counter(&topology_changes));
+    let (attestations, a) = cache_observed::<AttestationSpec>(&client, counter(&topology_changes));
+    let queue = stream::select_all([
+        Box::pin(trigger_self(replica_changes, ())) as runtime::Queue<Kube<ReplicaSpec>>,
+        Box::pin(fill_only(w)),
+        Box::pin(fill_only(p)),
+        Box::pin(fill_only(n)),
+        Box::pin(fill_only(o)),
+        Box::pin(fill_only(r)),
+        Box::pin(fill_only(a)),
+    ]);
+    let ctx = Arc::new(Ctx {
+        shared: shared.clone(),
+        config,
+        replicas: replicas.clone(),
+        workloads,
+        policies,
+        nodes,
+        offers,
+        reputations,
+        attestations,
+        usage,
+        topology_changes,
+        state: Mutex::default(),
+    });
+    runtime::drive("scheduler", &shared, replicas, queue, |r, c| Box::pin(reconcile(r, c)), ctx).await;
+}
+
+/// Counts the events it is called with.
+fn counter<T>(changes: &Arc<AtomicU64>) -> impl FnMut(&T) + Send + 'static {
+    let changes = changes.clone();
+    move |_| {
+        changes.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+async fn reconcile(replica: Arc<Kube<ReplicaSpec>>, ctx: Arc<Ctx>) -> Result<Action, Error> {
+    if replica.spec.node_name.is_some() || replica.is_deleting() {
+        return Ok(Action::await_change());
+    }
+    for (store_ready, what) in [
+        (ready(&ctx.workloads, "workloads").await, "workloads"),
+        (ready(&ctx.policies, "trustpolicies").await, "trustpolicies"),
+        (ready(&ctx.nodes, "nodes").await, "nodes"),
+        (ready(&ctx.offers, "nodeoffers").await, "nodeoffers"),
+        (ready(&ctx.reputations, "reputations").await, "reputations"),
+        (ready(&ctx.attestations, "attestations").await, "attestations"),
+    ] {
+        store_ready.map_err(|_| Error::CacheStopped(what))?;
+    }
+    let ns = replica.namespace().unwrap_or("default").to_owned();
+    let retry = Action::requeue(ctx.config.retry_unschedulable);
+    let Some(workload) = ctx.workloads.get(&ObjectRef::new(&replica.spec.workload).within(&ns)) else {
+        set_unschedulable(
+            &ctx,
+            &replica,
+            "WorkloadNotFound",
+            format!("workload {} not found", replica.spec.workload),
+        )
+        .await?;
+        return Ok(retry);
+    };
+    let named =
+        workload.spec.trust_policy.as_ref().map(|n| (n, ctx.policies.get(&ObjectRef::new(n).within(&ns))));
+    let policy = match owner_policy(&workload, named.as_ref().map(|(n, p)| (n.as_str(), p.as_deref()))) {
+        Ok(policy) => policy,
+        Err((reason, message)) => {
+            set_unschedulable(&ctx, &replica, reason, message).await?;
+            return Ok(retry);
+        }
+    };
+    let constraints = Constraints::of(workload.spec.placement.as_ref());
+
+    let constraints = &constraints;
+    let need = Amount::of(&replica.spec.container.resources);
+    // Decide and record the decision under one lock, so that concurrent reconciles place one
+    // replica at a time, each seeing the ones placed before it (capacity and spread).
+    let decision = {
+        let mut state = ctx.state.lock().expect("scheduler state lock");
+        decide(&ctx, &mut state, &replica, &ns, policy.as_ref(), constraints, need)
+    };
+    match decision {
+        Err(why) => {
+            set_unschedulable(&ctx, &replica, "Unschedulable", why.to_string()).await?;
+            Ok(retry)
+        }
+        Ok(node) => {
+            let result = bind(&ctx, &replica, &node).await;
+            if !matches!(result, Ok(Bound::Yes)) {
+                ctx.state.lock().expect("scheduler state lock").assumed.remove(&assumed_key(&replica));
+            }
+            if let Bound::Yes = result? {
+                let status = ReplicaStatus {
+                    phase: replica.status.as_ref().map_or(ReplicaPhase::Pending, |s| s.phase),
+                    conditions: vec![condition(
+                        ConditionStatus::True,
+                        "Scheduled",
+                        format!("bound to {node}"),
+                    )],
+                    ..Default::default()
+                };
+                write_status(&ctx, &replica, &status).await?;
+            }
+            Ok(Action::await_change())
+        }
+    }
+}
+
+/// The constraints of the TrustPolicy a workload names (`named`: its name and the cached
+/// object, if any). A policy named but missing, or signed by someone other than the workload's
+/// signer, places nothing: a workload never runs under a policy its owner did not write.
+pub fn owner_policy(
+    workload: &Kube<WorkloadSpec>,
+    named: Option<(&str, Option<&Kube<TrustPolicySpec>>)>,
+) -> Result<Option<Policy>, (&'static str, String)> {
+    match named {
+        None => Ok(None),
+        Some((name, None)) => Err(("TrustPolicyNotFound", format!("trust policy {name} not found"))),
+        Some((name, Some(p))) if p.signer() != workload.signer() => Err((
+            "TrustPolicyNotOwners",
+            format!(
+                "trust policy {name} is signed by {}, not by the workload's signer {}",
+                p.signer().unwrap_or("nobody"),
+                workload.signer().unwrap_or("nobody")
+            ),
+        )),
+        Some((_, Some(p))) => Ok(Some(Policy::of(&p.spec))),
+    }
+}
+
+fn assumed_key(replica: &Kube<ReplicaSpec>) -> (String, String, String) {
+    (replica.namespace().unwrap_or("default").to_owned(), replica.name().to_owned(), replica.uid().to_owned())
+}
+
+/// Places `replica` on the candidates the caches (and the placements assumed) show, and
+/// assumes the placement.
+fn decide(
+    ctx: &Ctx,
+    state: &mut State,
+    replica: &Kube<ReplicaSpec>,
+    ns: &str,
+    policy: Option<&Policy>,
+    constraints: &Constraints,
+    need: Amount,
+) -> Result<String, core::Unschedulable> {
+    let usage = ctx.usage.lock().expect("usage lock");
+    // Forget placements the usage now counts (or whose replica is gone or finished). The cache
+    // is updated just before the usage: asking the usage leaves no moment counted by neither.
+    state.assumed.retain(|(ns, name, uid), _| {
+        ctx.replicas.get(&ObjectRef::new(name).within(ns)).is_some_and(|r| {
+            let finished = r.status.as_ref().is_some_and(|s| s.phase.is_terminal());
+            r.uid() == uid && !(r.spec.node_name.is_some() && (usage.counts(uid) || finished))
+        })
+    });
+    let changes = ctx.topology_changes.load(Ordering::Relaxed);
+    let stale = state
+        .topology
+        .as_ref()
+        .is_none_or(|(seen, built, _)| *seen != changes || built.elapsed() >= Duration::from_secs(1));
+    if stale {
+        let objects = snapshot::Objects {
+            nodes: ctx.nodes.state(),
+            offers: ctx.offers.state(),
+            reputations: ctx.reputations.state(),
+            attestations: ctx.attestations.state(),
+        };
+        state.topology = Some((changes, Instant::now(), Topology::build(&objects, Utc::now())));
+    }
+    let State { assumed, topology } = state;
+    let (_, _, topology) = topology.as_mut().expect("topology just built");
+    let node = topology.place(
+        &usage,
+        assumed.values(),
+        (ns, &replica.spec.workload),
+        need,
+        policy,
+        constraints,
+        &ctx.config.weights,
+    )?;
+    drop(usage);
+    let workload = (ns.to_owned(), replica.spec.workload.clone());
+    assumed.insert(assumed_key(replica), Assumed { node: node.clone(), amount: need, workload });
+    Ok(node)
+}
+
+/// How a bind ended.
+enum Bound {
+    /// Bound.
+    Yes,
+    /// Someone else changed the replica first: its new version comes through the watch.
+    Conflict,
+}
+
+/// Binds with the cached `resourceVersion` as precondition.
+async fn bind(ctx: &Ctx, replica: &Kube<ReplicaSpec>, node: &str) -> Result<Bound, Error> {
+    let ns = replica.namespace().unwrap_or("default");
+    let api = api_in::<ReplicaSpec>(&ctx.shared.client, ns);
+    let mut bound = replica.clone();
+    bound.spec.node_name = Some(node.to_owned());
+    bound.status = None;
+    match api.replace(replica.name(), &PostParams::default(), &bound).await {
+        Ok(_) => {}
+        Err(e) if is_conflict(&e) => return Ok(Bound::Conflict),
+        Err(e) => return Err(e.into()),
+    }
+    tracing::info!(replica = replica.name(), node, "bound");
+    Ok(Bound::Yes)
+}
+
+fn condition(status: ConditionStatus, reason: &str, message: String) -> Condition<ReplicaConditionType> {
+    Condition {
+        type_: ReplicaConditionType::Scheduled,
+        status,
+        reason: Some(reason.to_owned()),
+        message: Some(message),
+        last_transition_time: Some(Time(Utc::now())),
+        observed_generation: None,
+    }
+}
+
+async fn set_unschedulable(
+    ctx: &Ctx,
+    replica: &Kube<ReplicaSpec>,
+    reason: &str,
+    message: String,
+) -> Result<(), Error> {
+    let current = replica.status.clone().unwrap_or_default();
+    if current.reason.as_deref() == Some(reason) && current.message.as_deref() == Some(message.as_str()) {
+        return Ok(());
+    }
+    let status = ReplicaStatus {
+        phase: ReplicaPhase::Pending,
+        reason: Some(reason.to_owned()),
+        message: Some(message.clone()),
+        conditions: vec![condition(ConditionStatus::False, reason, message)],
+        ..Default::default()
+    };
+    write_status(ctx, replica, &status).await
+}
+
+async fn write_status(ctx: &Ctx, replica: &Kube<ReplicaSpec>, status: &ReplicaStatus) -> Result<(), Error> {
+    let api = api_in::<ReplicaSpec>(&ctx.shared.client, replica.namespace().unwrap_or("default"));
+    let patch = json!({ "status": status });
+    match api.patch_status(replica.name(), &PatchParams::default(), &Patch::Merge(&patch)).await {
+        Ok(_) => Ok(()),
+        Err(e) if crate::resource::is_not_found(&e) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+    use super::*;
+
+    fn signed_by<S: api::KindSpec>(signer: Option<&str>, spec: S) -> Kube<S> {
+        let annotations = signer.map(|s| [("univrs.io/signer".to_owned(), s.to_owned())].into());
+        Kube::new(ObjectMeta { name: Some("x".into()), annotations, ..Default::default() }, spec)
+    }
+
+    #[test]
+    fn a_workload_runs_only_under_a_policy_its_own_signer_wrote() {
+        let w = signed_by(Some("did:key:alice"), WorkloadSpec::default());
+        let tp = |s| signed_by(s, TrustPolicySpec { min_reputation: Some(0.5), ..Default::default() });
+        assert_eq!(owner_policy(&w, None), Ok(None));
+        let mine = tp(Some("did:key:alice"));
+        assert_eq!(owner_policy(&w, Some(("eu", Some(&mine)))).unwrap().unwrap().min_reputation, Some(0.5));
+        let (reason, message) =
+            owner_policy(&w, Some(("eu", Some(&tp(Some("did:key:mallory")))))).unwrap_err();
+        assert_eq!(reason, "TrustPolicyNotOwners");
+        assert!(message.contains("did:key:mallory"), "{message}");
+        assert_eq!(owner_policy(&w, Some(("eu", Some(&tp(None))))).unwrap_err().0, "TrustPolicyNotOwners");
+        assert_eq!(owner_policy(&w, Some(("eu", None))).unwrap_err().0, "TrustPolicyNotFound");
+    }
+}

@@ -1,0 +1,468 @@
+//! From cached objects to the candidates placement sees: a pure function of the objects and
+//! the time, tested without I/O.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use api::kinds::{
+    AttestationSpec, NodeConditionType, NodeOfferSpec, NodeSpec, ReplicaSpec, ReputationSpec, SubjectKind,
+};
+use api::meta::ConditionStatus;
+use chrono::{DateTime, Utc};
+
+use super::core::{Amount, Candidate, Offer};
+use crate::resource::Kube;
+
+/// Whether a node's condition Ready is True.
+pub fn is_ready(node: &Kube<NodeSpec>) -> bool {
+    node.status.as_ref().is_some_and(|s| {
+        s.conditions.iter().any(|c| c.type_ == NodeConditionType::Ready && c.status == ConditionStatus::True)
+    })
+}
+
+/// Resources each node's bound, unfinished replicas reserve.
+pub fn usage<'a>(replicas: impl IntoIterator<Item = &'a Kube<ReplicaSpec>>) -> HashMap<String, Amount> {
+    let mut used: HashMap<String, Amount> = HashMap::new();
+    for r in replicas {
+        let finished = r.status.as_ref().is_some_and(|s| s.phase.is_terminal());
+        if let (Some(node), false) = (&r.spec.node_name, finished) {
+            let e = used.entry(node.clone()).or_default();
+            *e = e.plus(Amount::of(&r.spec.container.resources));
+        }
+    }
+    used
+}
+
+/// The objects placement reads, as they are in the caches.
+#[derive(Debug, Default)]
+pub struct Objects {
+    /// Every Node.
+    pub nodes: Vec<Arc<Kube<NodeSpec>>>,
+    /// Every NodeOffer.
+    pub offers: Vec<Arc<Kube<NodeOfferSpec>>>,
+    /// Every Reputation.
+    pub reputations: Vec<Arc<Kube<ReputationSpec>>>,
+    /// Every Attestation.
+    pub attestations: Vec<Arc<Kube<AttestationSpec>>>,
+}
+
+/// The candidates, sorted by name: each node with its offer (only one signed by the node's
+/// operator counts), capacity (the offer's, within the node's), usage, reputations (none counts
+/// as 0) and independent attesters of its operator (not itself, not expired at `now`).
+pub fn candidates(objects: &Objects, used: &HashMap<String, Amount>, now: DateTime<Utc>) -> Vec<Candidate> {
+    // Keyed by (is a node, subject).
+    let mut reputation: HashMap<(bool, &str), f64> = HashMap::new();
+    for r in &objects.reputations {
+        let composite = r.status.as_ref().map_or(0.0, |s| s.composite);
+        reputation.insert((r.spec.subject_kind == SubjectKind::Node, r.spec.subject.as_str()), composite);
+    }
+    let mut attesters: HashMap<&str, BTreeSet<&str>> = HashMap::new();
+    for a in &objects.attestations {
+        let live = a.spec.expires.is_none_or(|t| t.0 > now);
+        if let (SubjectKind::Operator, true, Some(signer)) = (a.spec.subject_kind, live, a.signer())
+            && signer != a.spec.subject
+        {
+            attesters.entry(a.spec.subject.as_str()).or_default().insert(signer);
+        }
+    }
+    // Each node's offers signed by its operator, found by node name.
+    let mut offers: HashMap<&str, Vec<&Kube<NodeOfferSpec>>> = HashMap::new();
+    for o in objects.offers.iter().filter(|o| !o.is_deleting()) {
+        offers.entry(o.spec.node.as_str()).or_default().push(o);
+    }
+    let mut out: Vec<Candidate> = objects
+        .nodes
+        .iter()
+        .filter(|n| !n.is_deleting())
+        .map(|n| {
+            let operator = n.spec.operator.as_str();
+            // The smallest-named offer signed by the operator, so the choice is deterministic.
+            let offer = offers
+                .get(n.name())
+                .into_iter()
+                .flatten()
+                .filter(|o| o.signer() == Some(operator))
+                .min_by(|a, b| a.name().cmp(b.name()));
+            let node_cap = Amount::of(&n.spec.capacity);
+            let capacity = offer.map_or(Amount::default(), |o| {
+                let offered = Amount::of(&o.spec.resources);
+                let within = |offered: u64, cap: u64| match (offered, cap) {
+                    (0, c) => c,
+                    (o, 0) => o,
+                    (o, c) => o.min(c),
+                };
+                Amount {
+                    cpu: within(offered.cpu, node_cap.cpu),
+                    memory: within(offered.memory, node_cap.memory),
+                    storage: within(offered.storage, node_cap.storage),
+                }
+            });
+            Candidate {
+                name: n.name().to_owned(),
+                operator: operator.to_owned(),
+                ready: is_ready(n),
+                unschedulable: n.spec.unschedulable,
+                offer: offer.map(|o| Offer {
+                    jurisdiction: o.spec.jurisdiction.as_str().to_owned(),
+                    labels: o.metadata.labels.clone().unwrap_or_default(),
+                }),
+                capacity,
+                used: used.get(n.name()).copied().unwrap_or_default(),
+                node_reputation: reputation.get(&(true, n.name())).copied().unwrap_or(0.0),
+                operator_reputation: reputation.get(&(false, operator)).copied().unwrap_or(0.0),
+                attesters: attesters.get(operator).map_or(0, |s| u32::try_from(s.len()).unwrap_or(u32::MAX)),
+            }
+        })
+        .collect();
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out
+}
+
+/// What bound replicas reserve on each node, and where each workload's replicas are: kept up to
+/// date from the replica watch's events, so a placement costs O(nodes), not O(replicas).
+#[derive(Debug, Default)]
+pub struct Usage {
+    by_uid: HashMap<String, Reserved>,
+    nodes: HashMap<String, Amount>,
+    /// (namespace, workload) → node → replicas of it there (not being deleted).
+    workloads: HashMap<(String, String), HashMap<String, u32>>,
+    /// The objects of a relist under way.
+    relist: Option<Vec<Kube<ReplicaSpec>>>,
+}
+
+#[derive(Debug)]
+struct Reserved {
+    node: String,
+    amount: Amount,
+    workload: Option<(String, String)>,
+}
+
+impl Usage {
+    /// Follows one watch event of Replicas.
+    pub fn apply(&mut self, event: &kube::runtime::watcher::Event<Kube<ReplicaSpec>>) {
+        use kube::runtime::watcher::Event;
+        match event {
+            Event::Init => self.relist = Some(Vec::new()),
+            Event::InitApply(r) => self.relist.get_or_insert_with(Vec::new).push(r.clone()),
+            Event::InitDone => {
+                let all = self.relist.take().unwrap_or_default();
+                *self = Self::default();
+                for r in &all {
+                    self.add(r);
+                }
+            }
+            Event::Apply(r) => {
+                self.remove(r.uid());
+                self.add(r);
+            }
+            Event::Delete(r) => self.remove(r.uid()),
+        }
+    }
+
+    fn add(&mut self, r: &Kube<ReplicaSpec>) {
+        let finished = r.status.as_ref().is_some_and(|s| s.phase.is_terminal());
+        let (Some(node), false) = (&r.spec.node_name, finished) else { return };
+        let amount = Amount::of(&r.spec.container.resources);
+        let e = self.nodes.entry(node.clone()).or_default();
+        *e = e.plus(amount);
+        let workload = (!r.is_deleting())
+            .then(|| (r.namespace().unwrap_or("default").to_owned(), r.spec.workload.clone()));
+        if let Some(w) = &workload {
+            *self.workloads.entry(w.clone()).or_default().entry(node.clone()).or_default() += 1;
+        }
+        self.by_uid.insert(r.uid().to_owned(), Reserved { node: node.clone(), amount, workload });
+    }
+
+    fn remove(&mut self, uid: &str) {
+        let Some(old) = self.by_uid.remove(uid) else { return };
+        if let Some(e) = self.nodes.get_mut(&old.node) {
+            *e = e.minus(old.amount);
+        }
+        if let Some(w) = old.workload
+            && let Some(nodes) = self.workloads.get_mut(&w)
+            && let Some(n) = nodes.get_mut(&old.node)
+        {
+            *n = n.saturating_sub(1);
+        }
+    }
+
+    /// Whether the replica with this uid is counted (bound, unfinished).
+    pub fn counts(&self, uid: &str) -> bool {
+        self.by_uid.contains_key(uid)
+    }
+
+    /// What replicas bound to `node` reserve.
+    pub fn on(&self, node: &str) -> Amount {
+        self.nodes.get(node).copied().unwrap_or_default()
+    }
+
+    /// Where the replicas of workload `name` in `namespace` are: node → how many.
+    pub fn of_workload(&self, namespace: &str, name: &str) -> Option<&HashMap<String, u32>> {
+        self.workloads.get(&(namespace.to_owned(), name.to_owned()))
+    }
+}
+
+/// The candidates without usage, built from the cached objects once and reused until they
+/// change; `place` adds the usage of the moment.
+#[derive(Debug)]
+pub struct Topology {
+    candidates: Vec<Candidate>,
+    index: HashMap<String, usize>,
+}
+
+/// A placement not yet visible in the cache: node, reservation, and its workload.
+#[derive(Clone, Debug)]
+pub struct Assumed {
+    /// The node.
+    pub node: String,
+    /// What it reserves.
+    pub amount: Amount,
+    /// (namespace, workload).
+    pub workload: (String, String),
+}
+
+impl Topology {
+    /// The candidates of `objects` at `now`.
+    pub fn build(objects: &Objects, now: DateTime<Utc>) -> Self {
+        let candidates = candidates(objects, &HashMap::new(), now);
+        let index = candidates.iter().enumerate().map(|(i, c)| (c.name.clone(), i)).collect();
+        Self { candidates, index }
+    }
+
+    /// Places one replica of workload `workload` (namespace, name) needing `need`, counting
+    /// what `usage` and the `assumed` placements reserve and where they are.
+    #[allow(clippy::too_many_arguments)]
+    pub fn place<'a>(
+        &mut self,
+        usage: &Usage,
+        assumed: impl Iterator<Item = &'a Assumed> + Clone,
+        workload: (&str, &str),
+        need: Amount,
+        policy: Option<&super::core::Policy>,
+        constraints: &super::core::Constraints,
+        weights: &super::core::Weights,
+    ) -> Result<String, super::core::Unschedulable> {
+        for c in &mut self.candidates {
+            c.used = usage.on(&c.name);
+        }
+        let mut per_operator: HashMap<String, u32> = HashMap::new();
+        for a in assumed {
+            if let Some(&i) = self.index.get(&a.node) {
+                let c = &mut self.candidates[i];
+                c.used = c.used.plus(a.amount);
+                if a.workload.0 == workload.0 && a.workload.1 == workload.1 {
+                    *per_operator.entry(c.operator.clone()).or_default() += 1;
+                }
+            }
+        }
+        for (node, n) in usage.of_workload(workload.0, workload.1).into_iter().flatten() {
+            if let Some(&i) = self.index.get(node) {
+                *per_operator.entry(self.candidates[i].operator.clone()).or_default() += n;
+            }
+        }
+        let request = super::core::Request { need, policy, constraints, per_operator: &per_operator };
+        let i = super::core::place(&self.candidates, &request, weights)?;
+        Ok(self.candidates[i].name.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use api::identity::Did;
+    use ed25519_dalek::SigningKey;
+    use serde_json::json;
+
+    use super::*;
+
+    fn did(seed: u8) -> String {
+        Did::from_key(&SigningKey::from_bytes(&[seed; 32]).verifying_key()).as_str().to_owned()
+    }
+
+    fn node(name: &str, operator: &str, ready: bool) -> Arc<Kube<NodeSpec>> {
+        let mut peer = vec![0x12, 0x20];
+        peer.extend_from_slice(&[7; 32]);
+        Arc::new(
+            serde_json::from_value(json!({
+                "apiVersion": "univrs.io/v1", "kind": "Node", "metadata": { "name": name },
+                "spec": {
+                    "peerId": bs58::encode(peer).into_string(), "operator": operator, "nodeKey": did(99),
+                    "ageRecipient": format!("age1{}", "q".repeat(58)),
+                    "capacity": { "cpu": "4", "memory": "8Gi", "storage": "10Gi" },
+                },
+                "status": { "conditions": [{ "type": "Ready", "status": if ready { "True" } else { "False" } }] },
+            }))
+            .unwrap(),
+        )
+    }
+
+    fn offer(name: &str, node: &str, signer: &str, cpu: &str) -> Arc<Kube<NodeOfferSpec>> {
+        Arc::new(
+            serde_json::from_value(json!({
+                "apiVersion": "univrs.io/v1", "kind": "NodeOffer",
+                "metadata": { "name": name, "labels": { "disk": "ssd" }, "annotations": { "univrs.io/signer": signer } },
+                "spec": { "node": node, "resources": { "cpu": cpu, "memory": "16Gi" }, "jurisdiction": "DE" },
+            }))
+            .unwrap(),
+        )
+    }
+
+    fn attestation(signer: &str, subject: &str, expires: Option<&str>) -> Arc<Kube<AttestationSpec>> {
+        let mut spec = json!({ "subjectKind": "Operator", "subject": subject });
+        if let Some(t) = expires {
+            spec["expires"] = json!(t);
+        }
+        Arc::new(
+            serde_json::from_value(json!({
+                "apiVersion": "univrs.io/v1", "kind": "Attestation",
+                "metadata": { "name": format!("a{}", signer.len()), "annotations": { "univrs.io/signer": signer } },
+                "spec": spec,
+            }))
+            .unwrap(),
+        )
+    }
+
+    fn reputation(kind: &str, subject: &str, composite: f64) -> Arc<Kube<ReputationSpec>> {
+        Arc::new(
+            serde_json::from_value(json!({
+                "apiVersion": "univrs.io/v1", "kind": "Reputation", "metadata": { "name": "r" },
+                "spec": { "subjectKind": kind, "subject": subject }, "status": { "composite": composite },
+            }))
+            .unwrap(),
+        )
+    }
+
+    #[test]
+    fn candidates_take_only_offers_signed_by_the_operator_and_cap_them_by_the_node() {
+        let (op, other) = (did(1), did(2));
+        let objects = Objects {
+            nodes: vec![node("n2", &op, false), node("n1", &op, true)],
+            offers: vec![
+                offer("forged", "n1", &other, "64"),
+                offer("n1", "n1", &op, "64"),
+                offer("n2", "n2", &other, "1"),
+            ],
+            ..Objects::default()
+        };
+        let used = HashMap::from([("n1".to_owned(), Amount { cpu: 500, memory: 0, storage: 0 })]);
+        let c = candidates(&objects, &used, Utc::now());
+        assert_eq!(c.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(), ["n1", "n2"]);
+        assert!(c[0].ready && !c[1].ready);
+        assert_eq!(c[0].offer.as_ref().unwrap().labels.get("disk").map(String::as_str), Some("ssd"));
+        // The offer asks 64 cores of a 4-core node: 4; memory 16Gi of 8Gi: 8Gi; storage unset: the node's.
+        assert_eq!(c[0].capacity, Amount { cpu: 4000, memory: 8 << 30, storage: 10 << 30 });
+        assert_eq!(c[0].used.cpu, 500);
+        // n2's only offer is signed by someone else: no offer.
+        assert!(c[1].offer.is_none());
+    }
+
+    #[test]
+    fn reputation_defaults_to_zero_and_attesters_are_independent_and_live() {
+        let (op, a, b) = (did(1), did(2), did(3));
+        let now = Utc::now();
+        let objects = Objects {
+            nodes: vec![node("n1", &op, true)],
+            reputations: vec![reputation("Operator", &op, 0.8)],
+            attestations: vec![
+                attestation(&a, &op, None),
+                attestation(&a, &op, None),  // the same attester twice
+                attestation(&op, &op, None), // self-attestation
+                attestation(&b, &op, Some("2000-01-01T00:00:00Z")), // expired
+            ],
+            ..Objects::default()
+        };
+        let c = candidates(&objects, &HashMap::new(), now);
+        assert_eq!(c[0].operator_reputation, 0.8);
+        assert_eq!(c[0].node_reputation, 0.0);
+        assert_eq!(c[0].attesters, 1);
+    }
+
+    fn replica(uid: &str, workload: &str, node: Option<&str>, phase: &str) -> Kube<ReplicaSpec> {
+        serde_json::from_value(json!({
+            "apiVersion": "univrs.io/v1", "kind": "Replica",
+            "metadata": { "name": uid, "namespace": "default", "uid": uid },
+            "spec": { "workload": workload, "nodeName": node,
+                      "container": { "image": "x", "resources": { "cpu": "100m", "memory": "1Mi" } } },
+            "status": { "phase": phase },
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn usage_follows_the_watch_events_as_a_full_recount_would() {
+        use kube::runtime::watcher::Event;
+        let mut usage = Usage::default();
+        let mut all: HashMap<String, Kube<ReplicaSpec>> = HashMap::new();
+        let events = vec![
+            replica("a", "web", Some("n1"), "Running"),
+            replica("b", "web", None, "Pending"),
+            replica("b", "web", Some("n2"), "Pending"), // bound
+            replica("c", "db", Some("n1"), "Running"),
+            replica("a", "web", Some("n1"), "Failed"), // finished: reserves nothing
+            replica("d", "web", Some("n2"), "Running"),
+        ];
+        for r in events {
+            usage.apply(&Event::Apply(r.clone()));
+            all.insert(r.uid().to_owned(), r);
+            let recount = usage_of(all.values());
+            for n in ["n1", "n2"] {
+                assert_eq!(usage.on(n), recount.get(n).copied().unwrap_or_default(), "{n}");
+            }
+        }
+        assert_eq!(usage.of_workload("default", "web").unwrap().get("n2"), Some(&2));
+        usage.apply(&Event::Delete(all["d"].clone()));
+        assert_eq!(usage.on("n2").cpu, 100);
+        assert_eq!(usage.of_workload("default", "web").unwrap().get("n2"), Some(&1));
+        // A relist replaces everything once it is complete.
+        usage.apply(&Event::Init);
+        usage.apply(&Event::InitApply(replica("z", "web", Some("n3"), "Running")));
+        assert_eq!(usage.on("n2").cpu, 100, "a relist under way changes nothing yet");
+        usage.apply(&Event::InitDone);
+        assert_eq!((usage.on("n1"), usage.on("n2")), (Amount::default(), Amount::default()));
+        assert_eq!(usage.on("n3").cpu, 100);
+    }
+
+    fn usage_of<'a>(rs: impl Iterator<Item = &'a Kube<ReplicaSpec>>) -> HashMap<String, Amount> {
+        usage(rs)
+    }
+
+    #[test]
+    fn topology_places_as_candidates_rebuilt_from_scratch_would() {
+        use kube::runtime::watcher::Event;
+        let ops = [did(1), did(2), did(3)];
+        let nodes: Vec<_> = (0..6).map(|i| node(&format!("n{i}"), &ops[i % 3], true)).collect();
+        let offers: Vec<_> =
+            (0..6).map(|i| offer(&format!("n{i}"), &format!("n{i}"), &ops[i % 3], "300m")).collect();
+        let objects = Objects { nodes, offers, ..Objects::default() };
+        let mut topology = Topology::build(&objects, Utc::now());
+        let mut usage = Usage::default();
+        let mut placed: Vec<Kube<ReplicaSpec>> = Vec::new();
+        let k = super::super::core::Constraints::default();
+        let w = super::super::core::Weights::default();
+        let need = Amount { cpu: 100, memory: 1 << 20, storage: 0 };
+        for i in 0..20 {
+            let fast = topology.place(&usage, [].iter(), ("default", "web"), need, None, &k, &w);
+            // The reference: every candidate and count rebuilt from all replicas.
+            let candidates = candidates(&objects, &usage_of(placed.iter()), Utc::now());
+            let mut per_operator: HashMap<String, u32> = HashMap::new();
+            for r in &placed {
+                let c = candidates.iter().find(|c| Some(&c.name) == r.spec.node_name.as_ref()).unwrap();
+                *per_operator.entry(c.operator.clone()).or_default() += 1;
+            }
+            let request = super::super::core::Request {
+                need,
+                policy: None,
+                constraints: &k,
+                per_operator: &per_operator,
+            };
+            let slow =
+                super::super::core::place(&candidates, &request, &w).map(|i| candidates[i].name.clone());
+            assert_eq!(fast, slow, "placement {i}");
+            let Ok(node) = fast else { break };
+            let r = replica(&format!("r{i}"), "web", Some(&node), "Running");
+            usage.apply(&Event::Apply(r.clone()));
+            placed.push(r);
+        }
+        // 6 nodes × 300m / 100m: the 19th replica finds no room.
+        assert_eq!(placed.len(), 18);
+    }
+}

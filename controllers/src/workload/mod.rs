@@ -1,0 +1,237 @@
+//! The workload controller: keeps the Replicas a Workload owns (ownerReferences, by uid, with
+//! `controller: true`) equal to `spec.replicas` of its current template, rolls out template
+//! changes (`plan`), and reports `status` through the status subresource.
+
+pub mod plan;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use api::kinds::{ReplicaPhase, ReplicaSpec, WorkloadConditionType, WorkloadSpec, WorkloadStatus};
+use api::meta::{Condition, ConditionStatus, Time};
+use chrono::Utc;
+use futures_util::stream;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::runtime::controller::{Action, trigger_owners, trigger_self};
+use kube::runtime::reflector::Store;
+use serde_json::json;
+
+use self::plan::{Have, TEMPLATE_LABEL, WORKLOAD_LABEL};
+use crate::Error;
+use crate::resource::{Kube, api_in, is_conflict, is_not_found};
+use crate::runtime::{self, Shared, cache, ready};
+
+/// The workload controller's settings.
+#[derive(Clone, Copy, Debug)]
+pub struct Config {
+    /// Replicas a rollout may create above `spec.replicas`.
+    pub surge: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self { surge: 1 }
+    }
+}
+
+struct Ctx {
+    shared: Shared,
+    config: Config,
+    replicas: Store<Kube<ReplicaSpec>>,
+}
+
+/// Runs the workload controller until shutdown (call through `runtime::run_elected`).
+pub async fn run(shared: Shared, config: Config) {
+    let client = shared.client.clone();
+    let (workloads, workload_changes) = cache::<WorkloadSpec>(&client);
+    let (replicas, replica_changes) = cache::<ReplicaSpec>(&client);
+    let queue = stream::select(
+        Box::pin(trigger_self(workload_changes, ())) as runtime::Queue<Kube<WorkloadSpec>>,
+        Box::pin(trigger_owners(replica_changes, (), ())),
+    );
+    let ctx = Arc::new(Ctx { shared: shared.clone(), config, replicas });
+    runtime::drive("workload", &shared, workloads, queue, |w, c| Box::pin(reconcile(w, c)), ctx).await;
+}
+
+/// The replicas `workload` controls, from the cache.
+pub fn owned(
+    replicas: &Store<Kube<ReplicaSpec>>,
+    workload: &Kube<WorkloadSpec>,
+) -> Vec<Arc<Kube<ReplicaSpec>>> {
+    replicas
+        .state()
+        .into_iter()
+        .filter(|r| {
+            r.namespace() == workload.namespace()
+                && r.metadata
+                    .owner_references
+                    .iter()
+                    .flatten()
+                    .any(|o| o.uid == workload.uid() && o.controller == Some(true))
+        })
+        .collect()
+}
+
+async fn reconcile(workload: Arc<Kube<WorkloadSpec>>, ctx: Arc<Ctx>) -> Result<Action, Error> {
+    if workload.is_deleting() {
+        // Its replicas are the garbage collector's.
+        return Ok(Action::await_change());
+    }
+    ready(&ctx.replicas, "replicas").await?;
+    let ns = workload.namespace().unwrap_or("default");
+    let api = api_in::<ReplicaSpec>(&ctx.shared.client, ns);
+    let container = workload.spec.container();
+    let hash = plan::template_hash(&container);
+    let desired = u32::try_from(workload.spec.replicas().max(0)).unwrap_or(0);
+    let owned = owned(&ctx.replicas, &workload);
+    let have: Vec<Have> = owned
+        .iter()
+        .map(|r| Have {
+            name: r.name().to_owned(),
+            hash: r.metadata.labels.as_ref().and_then(|l| l.get(TEMPLATE_LABEL)).cloned().unwrap_or_default(),
+            ready: r.status.as_ref().is_some_and(|s| s.phase == ReplicaPhase::Running),
+            bound: r.spec.node_name.is_some(),
+            deleting: r.is_deleting(),
+        })
+        .collect();
+    let todo = plan::plan(workload.name(), &hash, desired, ctx.config.surge, &have);
+
+    for name in &todo.create {
+        let labels = BTreeMap::from([
+            (WORKLOAD_LABEL.to_owned(), workload.name().to_owned()),
+            (TEMPLATE_LABEL.to_owned(), hash.clone()),
+        ]);
+        let meta = ObjectMeta {
+            name: Some(name.clone()),
+            namespace: Some(ns.to_owned()),
+            labels: Some(labels),
+            owner_references: Some(vec![workload.controller_ref()]),
+            ..Default::default()
+        };
+        let spec = ReplicaSpec {
+            workload: workload.name().to_owned(),
+            node_name: None,
+            container: container.clone(),
+        };
+        match api.create(&PostParams::default(), &Kube::new(meta, spec)).await {
+            // 409: it exists already (the cache had not shown it yet): nothing to do.
+            Ok(_) => {}
+            Err(e) if is_conflict(&e) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    for name in &todo.delete {
+        let Some(r) = owned.iter().find(|r| r.name() == name) else { continue };
+        let dp = DeleteParams {
+            preconditions: Some(Preconditions { uid: Some(r.uid().to_owned()), resource_version: None }),
+            ..Default::default()
+        };
+        match api.delete(name, &dp).await {
+            Ok(_) => {}
+            Err(e) if is_not_found(&e) || is_conflict(&e) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+
+    let status = status(&workload, &hash, desired, &owned);
+    let current = workload.status.clone().unwrap_or_default();
+    if !same_status(&current, &status) {
+        let wapi = api_in::<WorkloadSpec>(&ctx.shared.client, ns);
+        let patch = json!({ "status": with_transition_times(&current, status) });
+        match wapi.patch_status(workload.name(), &PatchParams::default(), &Patch::Merge(&patch)).await {
+            Ok(_) => {}
+            Err(e) if is_not_found(&e) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(Action::await_change())
+}
+
+/// The status the owned replicas show.
+fn status(
+    workload: &Kube<WorkloadSpec>,
+    hash: &str,
+    desired: u32,
+    owned: &[Arc<Kube<ReplicaSpec>>],
+) -> WorkloadStatus {
+    let active: Vec<_> = owned.iter().filter(|r| !r.is_deleting()).collect();
+    let count = |f: &dyn Fn(&Kube<ReplicaSpec>) -> bool| {
+        i32::try_from(active.iter().filter(|r| f(r)).count()).unwrap_or(i32::MAX)
+    };
+    let replicas = count(&|_| true);
+    let ready = count(&|r| r.status.as_ref().is_some_and(|s| s.phase == ReplicaPhase::Running));
+    let updated = count(&|r| {
+        r.metadata.labels.as_ref().and_then(|l| l.get(TEMPLATE_LABEL)).map(String::as_str) == Some(hash)
+    });
+    let desired = i32::try_from(desired).unwrap_or(i32::MAX);
+    let generation = workload.metadata.generation;
+    let cond = |type_, ok: bool, reason: &str, message: String| Condition {
+        type_,
+        status: if ok { ConditionStatus::True } else { ConditionStatus::False },
+        reason: Some(reason.to_owned()),
+        message: Some(message),
+        last_transition_time: None,
+        observed_generation: generation,
+    };
+    let pending = active.iter().find_map(|r| {
+        let s = r.status.as_ref()?;
+        (r.spec.node_name.is_none() && s.reason.is_some())
+            .then(|| format!("{}: {}", r.name(), s.message.as_deref().unwrap_or_default()))
+    });
+    let rolling = updated != replicas || replicas != desired;
+    WorkloadStatus {
+        observed_generation: generation,
+        replicas,
+        ready_replicas: ready,
+        updated_replicas: updated,
+        conditions: vec![
+            cond(
+                WorkloadConditionType::Available,
+                ready >= desired,
+                if ready >= desired { "ReplicasReady" } else { "ReplicasNotReady" },
+                format!("{ready}/{desired} replicas running"),
+            ),
+            cond(
+                WorkloadConditionType::Progressing,
+                rolling,
+                if rolling { "RollingOut" } else { "Complete" },
+                format!("{updated}/{desired} replicas on the current template, {replicas} in all"),
+            ),
+            cond(
+                WorkloadConditionType::ReplicaFailure,
+                pending.is_some(),
+                if pending.is_some() { "Unschedulable" } else { "AllPlaced" },
+                pending.unwrap_or_else(|| "every replica is placed or being placed".to_owned()),
+            ),
+        ],
+        last_update_time: None,
+    }
+}
+
+/// Equal but for times.
+fn same_status(a: &WorkloadStatus, b: &WorkloadStatus) -> bool {
+    let strip = |s: &WorkloadStatus| {
+        let mut s = s.clone();
+        s.last_update_time = None;
+        for c in &mut s.conditions {
+            c.last_transition_time = None;
+        }
+        s
+    };
+    strip(a) == strip(b)
+}
+
+/// Keeps each condition's transition time while its status holds; stamps the changed ones.
+fn with_transition_times(old: &WorkloadStatus, mut new: WorkloadStatus) -> WorkloadStatus {
+    let now = Time(Utc::now());
+    for c in &mut new.conditions {
+        let before = old.conditions.iter().find(|o| o.type_ == c.type_);
+        c.last_transition_time = match before {
+            Some(o) if o.status == c.status => o.last_transition_time.or(Some(now)),
+            _ => Some(now),
+        };
+    }
+    new.last_update_time = Some(now);
+    new
+}

@@ -1,0 +1,752 @@
+//! The controllers end to end: a real `ui apiserver`, real `ui controllers run` processes, and
+//! this test playing the node agents (it registers signed Node and NodeOffer objects for test
+//! node identities, renews their heartbeat Leases and reports bound replicas as running).
+//! Every assertion is about the state of the world, read back from the API.
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use api::identity::Did;
+use chrono::Utc;
+use ed25519_dalek::SigningKey;
+use serde_json::{Value, json};
+use support::{Run, Server, User};
+
+const V1: &str = "/apis/univrs.io/v1";
+const NODE_LEASES: &str = "univrs-node-lease";
+
+/// A small JSON client of the API.
+#[derive(Clone)]
+struct Api {
+    agent: ureq::Agent,
+    base: String,
+    bearer: String,
+}
+
+impl Api {
+    /// As the control-plane member: the test plays the node agents and the operators.
+    fn new(server: &Server) -> Self {
+        Self {
+            agent: server.agent(),
+            base: server.url.clone(),
+            bearer: format!("Bearer {}", server.member_token()),
+        }
+    }
+
+    fn send(&self, method: &str, path: &str, body: Option<(&str, &Value)>) -> (u16, Value) {
+        let url = format!("{}{path}", self.base);
+        let result = match (method, body) {
+            ("GET", _) => self.agent.get(&url).header("Authorization", &self.bearer).call(),
+            ("DELETE", _) => self.agent.delete(&url).header("Authorization", &self.bearer).call(),
+            ("POST", Some((ct, b))) => self
+                .agent
+                .post(&url)
+                .header("Authorization", &self.bearer)
+                .header("Content-Type", ct)
+                .send(b.to_string()),
+            ("PUT", Some((ct, b))) => self
+                .agent
+                .put(&url)
+                .header("Authorization", &self.bearer)
+                .header("Content-Type", ct)
+                .send(b.to_string()),
+            ("PATCH", Some((ct, b))) => self
+                .agent
+                .patch(&url)
+                .header("Authorization", &self.bearer)
+                .header("Content-Type", ct)
+                .send(b.to_string()),
+            _ => unreachable!("{method}"),
+        };
+        let mut response = result.unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        let code = response.status().as_u16();
+        let text = response.body_mut().read_to_string().unwrap_or_default();
+        (code, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    #[track_caller]
+    fn create(&self, collection: &str, obj: &Value) -> Value {
+        let (code, out) = self.send("POST", collection, Some(("application/json", obj)));
+        assert!(code == 201 || code == 200, "create in {collection}: {code} {out}");
+        out
+    }
+
+    fn get(&self, path: &str) -> Option<Value> {
+        let (code, out) = self.send("GET", path, None);
+        (code == 200).then_some(out)
+    }
+
+    fn list(&self, collection: &str) -> Vec<Value> {
+        let (code, out) = self.send("GET", collection, None);
+        assert_eq!(code, 200, "list {collection}: {out}");
+        out["items"].as_array().cloned().unwrap_or_default()
+    }
+
+    #[track_caller]
+    fn merge(&self, path: &str, patch: &Value) -> Value {
+        let (code, out) = self.send("PATCH", path, Some(("application/merge-patch+json", patch)));
+        assert_eq!(code, 200, "patch {path}: {out}");
+        out
+    }
+
+    fn delete(&self, path: &str) -> u16 {
+        self.send("DELETE", path, None).0
+    }
+}
+
+fn did(key: &SigningKey) -> String {
+    Did::from_key(&key.verifying_key()).as_str().to_owned()
+}
+
+/// A deterministic test key.
+fn key(seed: &str) -> SigningKey {
+    let mut bytes = [0u8; 32];
+    for (i, b) in seed.bytes().enumerate() {
+        bytes[i % 32] ^= b.wrapping_add(i as u8);
+    }
+    bytes[31] ^= 0x5a;
+    SigningKey::from_bytes(&bytes)
+}
+
+fn signed(mut obj: Value, key: &SigningKey) -> Value {
+    api::signing::sign(&mut obj, key, Utc::now()).unwrap();
+    obj
+}
+
+/// A node identity registered by its operator: a signed Node and NodeOffer, a heartbeat Lease.
+fn register_node(api: &Api, name: &str, operator: &SigningKey, jurisdiction: &str) {
+    let node_key = key(&format!("node {name}"));
+    let mut peer = vec![0x12, 0x20];
+    peer.extend_from_slice(node_key.verifying_key().as_bytes());
+    let node = json!({
+        "apiVersion": "univrs.io/v1", "kind": "Node", "metadata": { "name": name },
+        "spec": {
+            "peerId": bs58::encode(peer).into_string(),
+            "operator": did(operator),
+            "nodeKey": did(&node_key),
+            "ageRecipient": format!("age1{}", "q".repeat(58)),
+            "capacity": { "cpu": "4", "memory": "8Gi", "storage": "100Gi" },
+        },
+    });
+    api.create(&format!("{V1}/nodes"), &signed(node, operator));
+    let offer = json!({
+        "apiVersion": "univrs.io/v1", "kind": "NodeOffer", "metadata": { "name": name },
+        "spec": { "node": name, "resources": { "cpu": "2", "memory": "4Gi" }, "jurisdiction": jurisdiction },
+    });
+    api.create(&format!("{V1}/nodeoffers"), &signed(offer, operator));
+    let lease = json!({
+        "apiVersion": "univrs.io/v1", "kind": "Lease", "metadata": { "name": name, "namespace": NODE_LEASES },
+        "spec": { "holderIdentity": name, "leaseDurationSeconds": 3, "renewTime": Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string() },
+    });
+    api.create(&format!("{V1}/namespaces/{NODE_LEASES}/leases"), &lease);
+}
+
+/// The node agents of the test: while a node is in `alive`, its Lease is renewed and the
+/// replicas bound to it are reported running.
+struct Agents {
+    alive: Arc<Mutex<HashSet<String>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Agents {
+    fn start(api: &Api) -> Self {
+        let alive: Arc<Mutex<HashSet<String>>> = Arc::default();
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (api, alive, stop) = (api.clone(), alive.clone(), stop.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let nodes: Vec<String> = alive.lock().unwrap().iter().cloned().collect();
+                    let now = Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string();
+                    for n in &nodes {
+                        api.send(
+                            "PATCH",
+                            &format!("{V1}/namespaces/{NODE_LEASES}/leases/{n}"),
+                            Some(("application/merge-patch+json", &json!({ "spec": { "renewTime": now } }))),
+                        );
+                    }
+                    for r in api.list(&format!("{V1}/replicas")) {
+                        let bound =
+                            r["spec"]["nodeName"].as_str().is_some_and(|n| nodes.iter().any(|x| x == n));
+                        if bound
+                            && r["status"]["phase"] != "Running"
+                            && r["metadata"]["deletionTimestamp"].is_null()
+                        {
+                            let ns = r["metadata"]["namespace"].as_str().unwrap();
+                            let name = r["metadata"]["name"].as_str().unwrap();
+                            api.send(
+                                "PATCH",
+                                &format!("{V1}/namespaces/{ns}/replicas/{name}/status"),
+                                Some((
+                                    "application/merge-patch+json",
+                                    &json!({ "status": { "phase": "Running" } }),
+                                )),
+                            );
+                        }
+                    }
+                    std::thread::sleep(Duration::from_millis(300));
+                }
+            })
+        };
+        Self { alive, stop, thread: Some(thread) }
+    }
+
+    fn set_alive(&self, node: &str, alive: bool) {
+        let mut set = self.alive.lock().unwrap();
+        if alive {
+            set.insert(node.to_owned())
+        } else {
+            set.remove(node)
+        };
+    }
+}
+
+impl Drop for Agents {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A running `ui controllers run`, killed when dropped.
+struct Controllers {
+    child: Child,
+    identity: String,
+    metrics: String,
+}
+
+impl Controllers {
+    fn start(u: &User, server: &Server) -> Self {
+        let mut child = u
+            .cmd(&[
+                "controllers",
+                "run",
+                // The controllers authenticate as the control-plane member.
+                "--kubeconfig",
+                server.member_kubeconfig().to_str().unwrap(),
+                "--metrics-addr",
+                "127.0.0.1:0",
+                "--lease-duration",
+                "4",
+                "--lease-renew",
+                "1",
+                "--retry-unschedulable",
+                "1",
+                "--eviction-timeout",
+                "1",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let first = lines.next().expect("controllers printed nothing").unwrap();
+        let metrics = first.strip_prefix("metrics on ").unwrap_or_else(|| panic!("{first}")).to_owned();
+        let second = lines.next().expect("controllers printed one line").unwrap();
+        let identity = second.rsplit_once("(as ").map(|(_, id)| id.trim_end_matches(')').to_owned()).unwrap();
+        std::thread::spawn(move || for _ in lines {});
+        Self { child, identity, metrics }
+    }
+
+    fn metrics(&self) -> String {
+        ureq::get(&self.metrics).call().unwrap().body_mut().read_to_string().unwrap()
+    }
+
+    /// SIGTERM, then a clean exit.
+    fn stop(&mut self) {
+        let _ = std::process::Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "controllers did not shut down cleanly: {status}");
+    }
+
+    fn kill_9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Controllers {
+    fn drop(&mut self) {
+        self.kill_9();
+    }
+}
+
+/// Polls `check` until it returns Some, or panics after `secs` with `what` and the last state.
+#[track_caller]
+fn wait_for<T>(secs: u64, what: &str, mut check: impl FnMut() -> Result<T, String>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        match check() {
+            Ok(t) => return t,
+            Err(last) if Instant::now() >= deadline => {
+                panic!("timed out waiting for {what}; last seen: {last}")
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(200)),
+        }
+    }
+}
+
+/// Waits until the node lifecycle controller has seen every one of `nodes` heartbeat.
+#[track_caller]
+fn wait_ready(api: &Api, nodes: &[&str]) {
+    wait_for(30, "the nodes Ready", || {
+        let not_ready: Vec<&str> = nodes
+            .iter()
+            .copied()
+            .filter(|n| {
+                let node = api.get(&format!("{V1}/nodes/{n}")).unwrap_or_default();
+                !node["status"]["conditions"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|c| c["type"] == "Ready" && c["status"] == "True")
+            })
+            .collect();
+        if not_ready.is_empty() { Ok(()) } else { Err(format!("{not_ready:?}")) }
+    });
+}
+
+fn ui(u: &User, server: &Server, args: &[&str]) -> Run {
+    let mut all = args.to_vec();
+    all.extend(["--kubeconfig", server.kubeconfig.to_str().unwrap()]);
+    u.run(&all)
+}
+
+/// Signs a manifest with the user's own identity (`ui sign`) and applies it (`ui apply`).
+fn apply_signed(u: &User, server: &Server, file: &str, yaml: &str) {
+    let path = u.path(file);
+    std::fs::write(&path, yaml).unwrap();
+    let signed = u.run(&["sign", "-f", path.to_str().unwrap()]).ok().stdout;
+    std::fs::write(&path, signed).unwrap();
+    ui(u, server, &["apply", "-f", path.to_str().unwrap()]).ok();
+}
+
+fn workload_yaml(name: &str, replicas: u32, image: &str, policy: &str) -> String {
+    format!(
+        "apiVersion: univrs.io/v1\nkind: Workload\nmetadata:\n  name: {name}\n  namespace: default\n\
+         spec:\n  replicas: {replicas}\n  image: {image}\n  resources:\n    cpu: 100m\n    memory: 64Mi\n  trustPolicy: {policy}\n"
+    )
+}
+
+fn policy_yaml(name: &str, jurisdictions: &[&str], denied: &[String]) -> String {
+    let denied = if denied.is_empty() {
+        String::new()
+    } else {
+        format!("  deniedOperators: [{}]\n", denied.join(", "))
+    };
+    format!(
+        "apiVersion: univrs.io/v1\nkind: TrustPolicy\nmetadata:\n  name: {name}\n  namespace: default\n\
+         spec:\n  allowedJurisdictions: [{}]\n{denied}",
+        jurisdictions.join(", ")
+    )
+}
+
+/// The replicas of workload `name` (by label), not being deleted.
+fn replicas_of(api: &Api, name: &str) -> Vec<Value> {
+    api.list(&format!("{V1}/namespaces/default/replicas"))
+        .into_iter()
+        .filter(|r| {
+            r["metadata"]["labels"]["univrs.io/workload"] == name
+                && r["metadata"]["deletionTimestamp"].is_null()
+        })
+        .collect()
+}
+
+fn node_of(r: &Value) -> Option<String> {
+    r["spec"]["nodeName"].as_str().map(str::to_owned)
+}
+
+fn summary(rs: &[Value]) -> String {
+    rs.iter()
+        .map(|r| format!("{}@{:?}:{}", r["metadata"]["name"], node_of(r), r["status"]["message"]))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Waits until workload `name` has exactly `n` replicas, all bound, and returns them. Checks
+/// on every look that none is bound to a node in `forbidden` (the trust policy's invariant).
+#[track_caller]
+fn wait_bound(api: &Api, name: &str, n: usize, forbidden: &[&str]) -> Vec<Value> {
+    wait_for(60, &format!("{n} bound replicas of {name}"), || {
+        let rs = replicas_of(api, name);
+        for r in &rs {
+            if let Some(node) = node_of(r) {
+                assert!(
+                    !forbidden.contains(&node.as_str()),
+                    "trust policy violated: {} on {node}",
+                    r["metadata"]["name"]
+                );
+            }
+        }
+        if rs.len() == n && rs.iter().all(|r| node_of(r).is_some()) { Ok(rs) } else { Err(summary(&rs)) }
+    })
+}
+
+#[test]
+fn replicas_spread_across_operators_obey_the_trust_policy_scale_roll_out_and_are_collected() {
+    let u = User::new();
+    u.init_plain();
+    let server = Server::start(&u, &u.path("data"));
+    let api = Api::new(&server);
+    let _controllers = Controllers::start(&u, &server);
+    let agents = Agents::start(&api);
+    let ops: BTreeMap<&str, SigningKey> =
+        ["A", "B", "C", "D", "E"].into_iter().map(|o| (o, key(&format!("operator {o}")))).collect();
+    for (node, op, jurisdiction) in [
+        ("a1", "A", "DE"),
+        ("a2", "A", "DE"),
+        ("b1", "B", "FR"),
+        ("e1", "E", "CH"),
+        ("c1", "C", "US"),
+        ("d1", "D", "DE"),
+    ] {
+        register_node(&api, node, &ops[op], jurisdiction);
+        agents.set_alive(node, true);
+    }
+    // Nodes are named after their operator: a1 is operator A's.
+    let operator_of = |node: &str| Some(node[..1].to_uppercase());
+    wait_ready(&api, &["a1", "a2", "b1", "e1", "c1", "d1"]);
+    // c1 is in a jurisdiction the policy does not allow; d1's operator is denied.
+    let forbidden = ["c1", "d1"];
+    apply_signed(&u, &server, "eu.yaml", &policy_yaml("eu", &["DE", "FR", "CH"], &[did(&ops["D"])]));
+    apply_signed(&u, &server, "web.yaml", &workload_yaml("web", 3, "registry.example/web:1", "eu"));
+
+    // Three replicas, one on each eligible operator (A, B, E): spread, never on c1 or d1.
+    let rs = wait_bound(&api, "web", 3, &forbidden);
+    let operators: BTreeSet<String> = rs.iter().filter_map(|r| operator_of(&node_of(r)?)).collect();
+    assert_eq!(operators, ["A", "B", "E"].map(String::from).into(), "{}", summary(&rs));
+    for r in &rs {
+        let owner = &r["metadata"]["ownerReferences"][0];
+        assert_eq!(
+            (owner["kind"].as_str(), owner["name"].as_str(), owner["controller"].as_bool()),
+            (Some("Workload"), Some("web"), Some(true))
+        );
+    }
+    // The workload's status, once the agents report the replicas running.
+    let web = wait_for(30, "web's status", || {
+        let w = api.get(&format!("{V1}/namespaces/default/workloads/web")).unwrap();
+        let s = &w["status"];
+        let available = s["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|c| c["type"] == "Available" && c["status"] == "True");
+        if s["replicas"] == 3 && s["readyReplicas"] == 3 && s["updatedReplicas"] == 3 && available {
+            Ok(w)
+        } else {
+            Err(w["status"].to_string())
+        }
+    });
+    assert_eq!(web["status"]["observedGeneration"], web["metadata"]["generation"]);
+
+    // A workload no node may take says why, in the replica's status and in `ui status`.
+    apply_signed(&u, &server, "jp.yaml", &policy_yaml("jp-only", &["JP"], &[]));
+    apply_signed(
+        &u,
+        &server,
+        "nowhere.yaml",
+        &workload_yaml("nowhere", 1, "registry.example/x:1", "jp-only"),
+    );
+    wait_for(30, "the reason nowhere is pending", || {
+        let rs = replicas_of(&api, "nowhere");
+        let msg =
+            rs.first().and_then(|r| r["status"]["message"].as_str().map(str::to_owned)).unwrap_or_default();
+        if msg == "0/6 nodes available: 6 nodes: jurisdiction not allowed" {
+            Ok(())
+        } else {
+            Err(summary(&rs))
+        }
+    });
+    let status = ui(&u, &server, &["status"]).ok().stdout;
+    assert!(status.contains("pending: 0/6 nodes available: 6 nodes: jurisdiction not allowed"), "{status}");
+    assert!(status.contains("web: 3/3 running, 3 replicas"), "{status}");
+
+    // Scale up and down with `ui scale` (re-signed by the owner).
+    ui(&u, &server, &["scale", "workload", "web", "5"]).ok();
+    wait_bound(&api, "web", 5, &forbidden);
+    ui(&u, &server, &["scale", "workload", "web", "2"]).ok();
+    wait_bound(&api, "web", 2, &forbidden);
+    let w = api.get(&format!("{V1}/namespaces/default/workloads/web")).unwrap();
+    let verified = u.run_with_stdin(&["verify", "-f", "-"], &w.to_string());
+    assert_eq!(verified.code, 0, "ui scale left web unsigned: {}{}", verified.stdout, verified.stderr);
+
+    // A new image rolls out: never more than 2 + 1 (surge) replicas, then all on the new template.
+    apply_signed(&u, &server, "web.yaml", &workload_yaml("web", 2, "registry.example/web:2", "eu"));
+    wait_for(60, "web rolled out to image 2", || {
+        let rs = replicas_of(&api, "web");
+        assert!(rs.len() <= 3, "more than the surge: {}", summary(&rs));
+        let new = rs.iter().filter(|r| r["spec"]["container"]["image"] == "registry.example/web:2").count();
+        if rs.len() == 2 && new == 2 && rs.iter().all(|r| node_of(r).is_some()) {
+            Ok(())
+        } else {
+            Err(summary(&rs))
+        }
+    });
+
+    // Deleting the workload removes its replicas (background propagation).
+    assert_eq!(api.delete(&format!("{V1}/namespaces/default/workloads/web")), 200);
+    wait_for(30, "web's replicas collected", || {
+        let rs = api.list(&format!("{V1}/namespaces/default/replicas"));
+        let left: Vec<_> = rs.into_iter().filter(|r| r["spec"]["workload"] == "web").collect();
+        if left.is_empty() { Ok(()) } else { Err(summary(&left)) }
+    });
+
+    // Foreground: the workload stays (deletionTimestamp set) until its replicas are gone.
+    apply_signed(&u, &server, "fg.yaml", &workload_yaml("fg", 2, "registry.example/fg:1", "eu"));
+    wait_bound(&api, "fg", 2, &forbidden);
+    api.merge(
+        &format!("{V1}/namespaces/default/workloads/fg"),
+        &json!({ "metadata": { "finalizers": ["foregroundDeletion"] } }),
+    );
+    assert_eq!(api.delete(&format!("{V1}/namespaces/default/workloads/fg")), 202);
+    wait_for(30, "fg and its replicas gone", || {
+        let left: Vec<_> = api
+            .list(&format!("{V1}/namespaces/default/replicas"))
+            .into_iter()
+            .filter(|r| r["spec"]["workload"] == "fg")
+            .collect();
+        let owner = api.get(&format!("{V1}/namespaces/default/workloads/fg"));
+        if let Some(o) = &owner {
+            assert!(!o["metadata"]["deletionTimestamp"].is_null());
+        }
+        if left.is_empty() && owner.is_none() {
+            Ok(())
+        } else {
+            Err(format!("{} replicas, owner {}", left.len(), owner.is_some()))
+        }
+    });
+
+    // Orphan: the workload goes, its replica stays without the reference.
+    apply_signed(&u, &server, "orph.yaml", &workload_yaml("orph", 1, "registry.example/o:1", "eu"));
+    let orphan = wait_bound(&api, "orph", 1, &forbidden).remove(0);
+    let orphan_name = orphan["metadata"]["name"].as_str().unwrap().to_owned();
+    api.merge(
+        &format!("{V1}/namespaces/default/workloads/orph"),
+        &json!({ "metadata": { "finalizers": ["orphan"] } }),
+    );
+    api.delete(&format!("{V1}/namespaces/default/workloads/orph"));
+    wait_for(30, "orph gone and its replica orphaned", || {
+        let owner = api.get(&format!("{V1}/namespaces/default/workloads/orph"));
+        let r = api
+            .get(&format!("{V1}/namespaces/default/replicas/{orphan_name}"))
+            .expect("the orphan replica stays");
+        if owner.is_none() && r["metadata"]["ownerReferences"].is_null() {
+            Ok(())
+        } else {
+            Err(r["metadata"].to_string())
+        }
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        api.get(&format!("{V1}/namespaces/default/replicas/{orphan_name}")).is_some(),
+        "the orphan was collected"
+    );
+}
+
+#[test]
+fn a_lapsed_node_lease_moves_its_replicas_and_its_return_makes_no_duplicates() {
+    let u = User::new();
+    u.init_plain();
+    let server = Server::start(&u, &u.path("data"));
+    let api = Api::new(&server);
+    let _controllers = Controllers::start(&u, &server);
+    let agents = Agents::start(&api);
+    for (node, op) in [("n1", "A"), ("n2", "B"), ("n3", "C")] {
+        register_node(&api, node, &key(&format!("operator {op}")), "DE");
+        agents.set_alive(node, true);
+    }
+    wait_ready(&api, &["n1", "n2", "n3"]);
+    apply_signed(&u, &server, "eu.yaml", &policy_yaml("eu", &["DE"], &[]));
+    apply_signed(&u, &server, "app.yaml", &workload_yaml("app", 2, "registry.example/app:1", "eu"));
+    let rs = wait_bound(&api, "app", 2, &[]);
+    let victim = node_of(&rs[0]).unwrap();
+
+    // The victim stops heartbeating: NotReady, and its replica is placed elsewhere.
+    let started = Instant::now();
+    agents.set_alive(&victim, false);
+    wait_for(30, "the victim NotReady", || {
+        let n = api.get(&format!("{V1}/nodes/{victim}")).unwrap();
+        let ready = n["status"]["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|c| c["type"] == "Ready")
+            .cloned();
+        match ready {
+            Some(c) if c["status"] == "False" && c["reason"] == "NodeLeaseLapsed" => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    });
+    let moved = wait_for(30, "the replicas off the victim", || {
+        let rs = replicas_of(&api, "app");
+        let ok = rs.len() == 2 && rs.iter().all(|r| node_of(r).is_some_and(|n| n != victim));
+        if ok { Ok(rs) } else { Err(summary(&rs)) }
+    });
+    let took = started.elapsed();
+    // Lease 3 s + eviction timeout 1 s + rechecks and placement: a bound, well within 20 s.
+    assert!(took < Duration::from_secs(20), "redistribution took {took:?}");
+
+    // The victim comes back: Ready again, and still exactly two replicas, each bound once.
+    agents.set_alive(&victim, true);
+    wait_for(30, "the victim Ready again", || {
+        let n = api.get(&format!("{V1}/nodes/{victim}")).unwrap();
+        let ready = n["status"]["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True");
+        if ready { Ok(()) } else { Err(n["status"].to_string()) }
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let after = replicas_of(&api, "app");
+    assert_eq!(after.len(), 2, "{}", summary(&after));
+    let names: BTreeSet<_> = after.iter().map(|r| r["metadata"]["name"].to_string()).collect();
+    assert_eq!(names.len(), 2);
+    assert_eq!(
+        after.iter().map(|r| r["metadata"]["uid"].clone()).collect::<Vec<_>>(),
+        moved.iter().map(|r| r["metadata"]["uid"].clone()).collect::<Vec<_>>(),
+        "replicas changed after the node came back"
+    );
+}
+
+#[test]
+fn only_the_lease_holder_acts_and_a_standby_takes_over_when_it_dies() {
+    let u = User::new();
+    u.init_plain();
+    let server = Server::start(&u, &u.path("data"));
+    let api = Api::new(&server);
+    let mut first = Controllers::start(&u, &server);
+    let holders = |api: &Api| -> BTreeMap<String, String> {
+        api.list(&format!("{V1}/namespaces/univrs-system/leases"))
+            .into_iter()
+            .map(|l| {
+                (
+                    l["metadata"]["name"].as_str().unwrap().to_owned(),
+                    l["spec"]["holderIdentity"].as_str().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect()
+    };
+    let names = ["controller-gc", "controller-nodelifecycle", "controller-scheduler", "controller-workload"];
+    wait_for(20, "the first process to lead every controller", || {
+        let h = holders(&api);
+        if names.iter().all(|n| h.get(*n) == Some(&first.identity)) { Ok(()) } else { Err(format!("{h:?}")) }
+    });
+    let second = Controllers::start(&u, &server);
+    let agents = Agents::start(&api);
+    register_node(&api, "n1", &key("operator A"), "DE");
+    agents.set_alive("n1", true);
+    wait_ready(&api, &["n1"]);
+    apply_signed(&u, &server, "eu.yaml", &policy_yaml("eu", &["DE"], &[]));
+    apply_signed(&u, &server, "one.yaml", &workload_yaml("one", 1, "registry.example/one:1", "eu"));
+    let bound = wait_bound(&api, "one", 1, &[]).remove(0);
+    // Binding is compare-and-swap: a scheduler with a stale cache (the replica as it was before
+    // the bind) gets 409 and binds nothing.
+    let name = bound["metadata"]["name"].as_str().unwrap();
+    let path = format!("{V1}/namespaces/default/replicas/{name}");
+    let mut stale = bound.clone();
+    stale["metadata"]["resourceVersion"] = json!(
+        (bound["metadata"]["resourceVersion"].as_str().unwrap().parse::<u64>().unwrap() - 1).to_string()
+    );
+    stale["spec"]["nodeName"] = json!("n2");
+    let (code, _) = api.send("PUT", &path, Some(("application/json", &stale)));
+    assert_eq!(code, 409);
+    assert_eq!(api.get(&path).unwrap()["spec"]["nodeName"], "n1");
+    // The standby acted on nothing: it leads nothing and reconciled nothing.
+    let leader_metrics = first.metrics();
+    for family in [
+        "univrs_controller_reconciles_total{controller=\"scheduler\",result=\"ok\"}",
+        "univrs_controller_reconcile_duration_seconds_count{controller=\"workload\"}",
+        "univrs_controller_queue_depth{controller=\"scheduler\"}",
+        "univrs_controller_queue_latency_seconds_count{controller=\"workload\"}",
+    ] {
+        assert!(leader_metrics.contains(family), "no {family} in:\n{leader_metrics}");
+    }
+    let m = second.metrics();
+    assert!(!m.contains("univrs_controller_reconciles_total"), "the standby reconciled:\n{m}");
+    assert!(m.contains("univrs_controller_leader{controller=\"workload\"} 0"), "{m}");
+    assert!(first.metrics().contains("univrs_controller_leader{controller=\"workload\"} 1"));
+
+    // The leader dies without releasing its leases: the standby takes over once they lapse.
+    first.kill_9();
+    wait_for(20, "the standby to lead every controller", || {
+        let h = holders(&api);
+        if names.iter().all(|n| h.get(*n) == Some(&second.identity)) { Ok(()) } else { Err(format!("{h:?}")) }
+    });
+    apply_signed(&u, &server, "two.yaml", &workload_yaml("two", 2, "registry.example/two:1", "eu"));
+    wait_bound(&api, "two", 2, &[]);
+    assert!(
+        second
+            .metrics()
+            .contains("univrs_controller_reconciles_total{controller=\"scheduler\",result=\"ok\"}")
+    );
+
+    // A graceful stop drains, then releases every lease for the next process to take at once.
+    let mut second = second;
+    second.stop();
+    let h = holders(&api);
+    assert!(names.iter().all(|n| h.get(*n).is_some_and(String::is_empty)), "{h:?}");
+}
+
+#[test]
+fn ui_up_runs_the_controllers_next_to_the_apiserver() {
+    let u = User::new();
+    let kubeconfig = u.path("kubeconfig");
+    let mut child = u
+        .cmd(&[
+            "up",
+            "--data-dir",
+            u.path("data").to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            "--kubeconfig",
+            kubeconfig.to_str().unwrap(),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    let url = first.strip_prefix("listening on ").unwrap().to_owned();
+    let second = lines.next().unwrap().unwrap();
+    let audience = second.strip_prefix("cluster: ").unwrap().to_owned();
+    std::thread::spawn(move || for _ in lines {});
+    // Read as the member (a token from its key) over TLS (the cluster's CA).
+    let data = u.path("data");
+    let token =
+        u.run(&["token", "--audience", &audience, "--key-file", data.join("member.key").to_str().unwrap()]);
+    let bearer = format!("Bearer {}", token.ok().stdout.trim());
+    let ca = ureq::tls::Certificate::from_pem(&std::fs::read(data.join("tls/ca.crt")).unwrap())
+        .unwrap()
+        .to_owned();
+    let tls = ureq::tls::TlsConfig::builder()
+        .root_certs(ureq::tls::RootCerts::Specific(std::sync::Arc::new(vec![ca])))
+        .build();
+    let agent: ureq::Agent =
+        ureq::Agent::config_builder().tls_config(tls).http_status_as_error(false).build().into();
+    let leases = wait_for(20, "the controllers' leases", || {
+        let mut r = agent
+            .get(&format!("{url}{V1}/namespaces/univrs-system/leases"))
+            .header("Authorization", &bearer)
+            .call()
+            .map_err(|e| e.to_string())?;
+        let v: Value = serde_json::from_str(&r.body_mut().read_to_string().unwrap()).unwrap();
+        let n = v["items"].as_array().map_or(0, Vec::len);
+        if n == 4 { Ok(v) } else { Err(v.to_string()) }
+    });
+    assert_eq!(leases["items"].as_array().unwrap().len(), 4);
+    let _ = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "ui up did not shut down cleanly: {status}");
+}
