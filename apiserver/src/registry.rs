@@ -235,6 +235,11 @@ pub struct DeleteOptions {
     pub uid: Option<String>,
     /// `dryRun=All`.
     pub dry_run: bool,
+    /// `propagationPolicy`: `Foreground` and `Orphan` hold the object with the
+    /// `foregroundDeletion` or `orphan` finalizer, which the garbage collector removes once
+    /// the dependents are gone or released (as Kubernetes); `Background` (the default) deletes
+    /// it at once and leaves the dependents to the collector.
+    pub propagation: Option<String>,
 }
 
 /// What a delete did.
@@ -851,8 +856,13 @@ impl Registry {
                 return Err(conflict());
             }
             access::authorize(who, Verb::Delete, kind, Some(&old), None, &self.nodes())?;
-            let has_finalizers =
-                meta_field(&old, "finalizers").and_then(Value::as_array).is_some_and(|f| !f.is_empty());
+            let propagation_finalizer = match opts.propagation.as_deref() {
+                Some("Foreground") => Some("foregroundDeletion"),
+                Some("Orphan") => Some("orphan"),
+                _ => None,
+            };
+            let has_finalizers = propagation_finalizer.is_some()
+                || meta_field(&old, "finalizers").and_then(Value::as_array).is_some_and(|f| !f.is_empty());
             let expect = Expect::ModRevision(current.mod_revision);
             let (op, pending) = if !has_finalizers {
                 (Op::Delete { key: key.clone(), expect }, None)
@@ -861,6 +871,14 @@ impl Registry {
             } else {
                 let mut marked = old.clone();
                 let meta = meta_mut(&mut marked);
+                if let Some(f) = propagation_finalizer {
+                    let list = meta.entry("finalizers").or_insert_with(|| Value::Array(Vec::new()));
+                    if let Some(list) = list.as_array_mut()
+                        && !list.iter().any(|x| x == f)
+                    {
+                        list.push(f.into());
+                    }
+                }
                 meta.remove("resourceVersion");
                 meta.insert("deletionTimestamp".into(), now().into());
                 meta.insert("deletionGracePeriodSeconds".into(), 0.into());

@@ -384,3 +384,23 @@ async fn reads_wait_for_a_revision_not_yet_applied_and_time_out_past_it() {
     let exact = ListOptions { read: ReadAt::Exact(at - 1), ..Default::default() };
     assert!(reg.list(&SYS, wl, None, &exact).await.unwrap().items.is_empty(), "the state before the create");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn foreground_and_orphan_deletion_hold_the_object_for_the_garbage_collector() {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = registry(dir.path()).await;
+    let wl = by_kind("Workload").unwrap();
+    for (name, policy, finalizer) in [("fg", "Foreground", "foregroundDeletion"), ("or", "Orphan", "orphan")]
+    {
+        reg.make(wl, workload(name, 1)).await.unwrap();
+        let opts = DeleteOptions { propagation: Some(policy.into()), ..Default::default() };
+        let Deleted::Pending(held) = reg.delete(&SYS, wl, Some("default"), name, &opts).await.unwrap() else {
+            panic!("{policy} deleted at once")
+        };
+        assert_eq!(held["metadata"]["finalizers"], json!([finalizer]));
+        assert!(held["metadata"]["deletionTimestamp"].is_string());
+    }
+    let opts = DeleteOptions { propagation: Some("Background".into()), ..Default::default() };
+    reg.make(wl, workload("bg", 1)).await.unwrap();
+    assert!(matches!(reg.delete(&SYS, wl, Some("default"), "bg", &opts).await.unwrap(), Deleted::Gone(_)));
+}

@@ -536,9 +536,9 @@ pub async fn delete(
     };
     let dry_run = query.write_options()?.dry_run
         || options.dry_run.as_ref().is_some_and(|d| d.iter().any(|x| x == "All"));
-    // Dependents are collected by the garbage collector whatever the policy; the policy is
-    // checked so that a typo is not silently taken for another.
-    if let Some(p) = options.propagation_policy.as_deref().or(nonempty(&query.propagation_policy))
+    let propagation =
+        options.propagation_policy.clone().or(nonempty(&query.propagation_policy).map(str::to_owned));
+    if let Some(p) = propagation.as_deref()
         && !matches!(p, "Orphan" | "Background" | "Foreground")
     {
         return Err(ApiError::BadRequest(format!(
@@ -554,6 +554,7 @@ pub async fn delete(
             .transpose()?,
         uid: preconditions.uid.filter(|u| !u.is_empty()),
         dry_run,
+        propagation,
     };
     let name = target.name()?;
     match reg.delete(&who, target.kind, target.namespace.as_deref(), name, &opts).await? {
