@@ -233,3 +233,20 @@ fn stdin_works_for_sign_and_verify() {
     u.run_with_stdin(&["sign", "-f", "-", "--in-place"], &text)
         .fails_with(&["--in-place cannot rewrite standard input"]);
 }
+
+#[test]
+fn output_into_a_closed_pipe_ends_quietly() {
+    // `ui sign -f manifests/ | head -1`: the reader goes away early; ui must not panic.
+    let u = User::new();
+    u.init_plain();
+    let mut child = u
+        .cmd(&["sign", "-f", workspace().join("manifests").to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}

@@ -90,6 +90,9 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
 }
 
 fn main() -> ExitCode {
+    // `ui get … | head` should end quietly when `head` closes the pipe, as Unix tools do,
+    // rather than panic in println!.
+    sigpipe::reset();
     let cli = Cli::parse();
     match run(cli) {
         Ok(outcome) => ExitCode::from(outcome.code()),
