@@ -89,10 +89,28 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
     }
 }
 
+/// `ui get … | head` ends quietly when `head` closes the pipe, as Unix tools do, instead of
+/// panicking in `println!`. SIGPIPE itself stays ignored (Rust's default): a server whose client
+/// went away must get EPIPE on the socket, not die.
+fn quiet_on_closed_stdout() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        if message.starts_with("failed printing to stdout") && message.contains("Broken pipe") {
+            // 128 + SIGPIPE, what a shell reports for a process the closed pipe ended.
+            std::process::exit(141);
+        }
+        default(info);
+    }));
+}
+
 fn main() -> ExitCode {
-    // `ui get … | head` should end quietly when `head` closes the pipe, as Unix tools do,
-    // rather than panic in println!.
-    sigpipe::reset();
+    quiet_on_closed_stdout();
     let cli = Cli::parse();
     match run(cli) {
         Ok(outcome) => ExitCode::from(outcome.code()),
