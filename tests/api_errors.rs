@@ -34,16 +34,9 @@ impl Http {
 
     /// Sends `method path` with `body` of `content_type`; returns the status and the JSON body.
     fn send(&self, method: &str, path: &str, content_type: &str, body: Vec<u8>) -> (u16, Value) {
-        let request = ureq::http::Request::builder()
-            .method(method)
-            .uri(format!("{}{path}", self.base))
-            .header("content-type", content_type);
-        let request =
-            if self.bearer.is_empty() { request } else { request.header("authorization", &self.bearer) };
-        let request = request.body(body).unwrap();
-        let mut response = self.agent.run(request).unwrap();
-        let text = response.body_mut().with_config().limit(64 << 20).read_to_string().unwrap();
-        (response.status().as_u16(), serde_json::from_str(&text).unwrap_or(Value::String(text)))
+        let url = format!("{}{path}", self.base);
+        let (code, text) = support::send(&self.agent, method, &url, &self.bearer, content_type, body);
+        (code, serde_json::from_str(&text).unwrap_or(Value::String(text)))
     }
 
     fn get(&self, path: &str) -> (u16, Value) {

@@ -42,32 +42,9 @@ impl Api {
 
     fn send(&self, method: &str, path: &str, body: Option<(&str, &Value)>) -> (u16, Value) {
         let url = format!("{}{path}", self.base);
-        let result = match (method, body) {
-            ("GET", _) => self.agent.get(&url).header("Authorization", &self.bearer).call(),
-            ("DELETE", _) => self.agent.delete(&url).header("Authorization", &self.bearer).call(),
-            ("POST", Some((ct, b))) => self
-                .agent
-                .post(&url)
-                .header("Authorization", &self.bearer)
-                .header("Content-Type", ct)
-                .send(b.to_string()),
-            ("PUT", Some((ct, b))) => self
-                .agent
-                .put(&url)
-                .header("Authorization", &self.bearer)
-                .header("Content-Type", ct)
-                .send(b.to_string()),
-            ("PATCH", Some((ct, b))) => self
-                .agent
-                .patch(&url)
-                .header("Authorization", &self.bearer)
-                .header("Content-Type", ct)
-                .send(b.to_string()),
-            _ => unreachable!("{method}"),
-        };
-        let mut response = result.unwrap_or_else(|e| panic!("{method} {path}: {e}"));
-        let code = response.status().as_u16();
-        let text = response.body_mut().read_to_string().unwrap_or_default();
+        let (content_type, body) =
+            body.map_or(("application/json", Vec::new()), |(ct, b)| (ct, b.to_string().into_bytes()));
+        let (code, text) = support::send(&self.agent, method, &url, &self.bearer, content_type, body);
         (code, serde_json::from_str(&text).unwrap_or(Value::Null))
     }
 

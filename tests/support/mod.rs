@@ -254,6 +254,25 @@ impl Drop for Server {
     }
 }
 
+/// Sends `method url` with `authorization` (empty: none) and a `content_type` body; returns the
+/// status and the body as text. For tests that speak to the API without a client library.
+pub fn send(
+    agent: &ureq::Agent,
+    method: &str,
+    url: &str,
+    authorization: &str,
+    content_type: &str,
+    body: Vec<u8>,
+) -> (u16, String) {
+    let request = ureq::http::Request::builder().method(method).uri(url).header("content-type", content_type);
+    let request =
+        if authorization.is_empty() { request } else { request.header("authorization", authorization) };
+    let mut response =
+        agent.run(request.body(body).unwrap()).unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+    let text = response.body_mut().with_config().limit(64 << 20).read_to_string().unwrap_or_default();
+    (response.status().as_u16(), text)
+}
+
 /// A loopback port that was free a moment ago, for a server that must come back on the same
 /// port after a restart.
 pub fn free_port() -> u16 {
