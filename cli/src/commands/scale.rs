@@ -1,6 +1,6 @@
 //! `ui scale workload NAME N`: change how many replicas a workload runs.
 
-use anyhow::{Context as _, bail};
+use anyhow::bail;
 use chrono::Utc;
 use serde_json::Value;
 
@@ -9,12 +9,16 @@ use crate::client::{Client, ClusterArgs};
 use crate::keystore;
 use crate::passphrase::{PassphraseArgs, Purpose};
 
+/// How often a write that lost a race (409 Conflict) is retried after reading again.
+const ATTEMPTS: usize = 5;
+
 /// Set the number of replicas of a workload
 ///
 /// Reads the Workload, sets `spec.replicas`, signs it again with your identity (a Workload's
 /// spec is signed by its owner, so a changed spec needs a new signature) and writes it back
-/// with its resourceVersion as precondition: if someone changed it meanwhile, nothing is
-/// written and you are told to retry. The workload controller then adds or removes replicas.
+/// with its resourceVersion as precondition: if someone changed it meanwhile (the workload
+/// controller writes its status all the time), it is read and signed again, a few times. The
+/// workload controller then adds or removes replicas.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The kind: only workloads scale (`workload`, `workloads`, `wl`)
@@ -37,24 +41,38 @@ pub fn run(ctx: &Context, args: &Args) -> anyhow::Result<Outcome> {
     };
     let client = Client::new(ctx, &args.cluster)?;
     let ns = client.namespace().to_owned();
-    let mut obj = client.get(kind, Some(&ns), &args.name)?;
-    if obj["spec"]["replicas"].as_i64() == Some(i64::from(args.replicas)) {
-        println!("workload.univrs.io/{} unchanged ({} replicas)", args.name, args.replicas);
-        return Ok(Outcome::Success);
-    }
-    obj["spec"]["replicas"] = Value::from(args.replicas);
-    let identity = keystore::load(&ctx.dirs, || args.passphrase.get(Purpose::Existing, "your identity"))?;
-    api::signing::sign(&mut obj, identity.signing_key(), Utc::now())
-        .map_err(|e| anyhow::anyhow!("cannot sign workload {}: {e}", args.name))?;
-    client
-        .update(kind, Some(&ns), &args.name, &obj, false)
-        .map_err(|e| match e.code() {
-            Some(409) => {
-                anyhow::anyhow!("workload {} changed while scaling it: run ui scale again", args.name)
+    let mut key = None;
+    for _ in 0..ATTEMPTS {
+        let mut obj = client.get(kind, Some(&ns), &args.name)?;
+        if obj["spec"]["replicas"].as_i64() == Some(i64::from(args.replicas)) {
+            println!("workload.univrs.io/{} unchanged ({} replicas)", args.name, args.replicas);
+            return Ok(Outcome::Success);
+        }
+        obj["spec"]["replicas"] = Value::from(args.replicas);
+        let signing_key = match &key {
+            Some(k) => k,
+            None => {
+                let identity =
+                    keystore::load(&ctx.dirs, || args.passphrase.get(Purpose::Existing, "your identity"))?;
+                key.insert(identity.signing_key().clone())
             }
-            _ => anyhow::Error::new(e),
-        })
-        .with_context(|| format!("cannot scale workload {}", args.name))?;
-    println!("workload.univrs.io/{} scaled to {} replicas", args.name, args.replicas);
-    Ok(Outcome::Success)
+        };
+        api::signing::sign(&mut obj, signing_key, Utc::now())
+            .map_err(|e| anyhow::anyhow!("cannot sign workload {}: {e}", args.name))?;
+        match client.update(kind, Some(&ns), &args.name, &obj, false) {
+            Ok(_) => {
+                println!("workload.univrs.io/{} scaled to {} replicas", args.name, args.replicas);
+                return Ok(Outcome::Success);
+            }
+            // Written by someone else between our read and our write: read it again.
+            Err(e) if e.code() == Some(409) => continue,
+            Err(e) => {
+                return Err(anyhow::Error::new(e).context(format!("cannot scale workload {}", args.name)));
+            }
+        }
+    }
+    bail!(
+        "cannot scale workload {}: it kept changing while scaling it ({ATTEMPTS} attempts); run ui scale again",
+        args.name
+    )
 }
