@@ -167,14 +167,25 @@ impl RaftNode {
     /// then purges the log behind it (log compaction).
     pub async fn snapshot(&self) -> Result<u64, WriteError> {
         let applied = self.last_applied();
-        self.raft.trigger().snapshot().await.map_err(|e| WriteError::Fatal(e.to_string()))?;
-        let metrics = self
-            .raft
-            .wait(Some(Duration::from_secs(30)))
-            .metrics(|m| m.snapshot.is_some_and(|s| s.index >= applied), "snapshot covers what was applied")
-            .await
-            .map_err(|e| WriteError::Fatal(e.to_string()))?;
-        Ok(metrics.snapshot.map_or(0, |s| s.index))
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        // openraft ignores a trigger while a snapshot is being built (an automatic one, say, that
+        // stops short of `applied`): trigger again until one covers what was applied.
+        loop {
+            self.raft.trigger().snapshot().await.map_err(|e| WriteError::Fatal(e.to_string()))?;
+            let covered = self
+                .raft
+                .wait(Some(Duration::from_secs(1)))
+                .metrics(
+                    |m| m.snapshot.is_some_and(|s| s.index >= applied),
+                    "snapshot covers what was applied",
+                )
+                .await;
+            match covered {
+                Ok(metrics) => return Ok(metrics.snapshot.map_or(0, |s| s.index)),
+                Err(_) if tokio::time::Instant::now() < deadline => continue,
+                Err(e) => return Err(WriteError::Fatal(e.to_string())),
+            }
+        }
     }
 
     /// The index of the first entry still in the log (entries before it were compacted).
