@@ -7,16 +7,20 @@
 //! `resourceVersion` cannot both win. The revision of a change is the Raft log index of the
 //! entry that made it; that is the object's `resourceVersion`.
 
+mod cluster;
 pub mod history;
 mod log_store;
 mod node;
+pub mod rpc;
 mod state_machine;
+pub mod transport;
 mod types;
 
+pub use cluster::{ClusterError, JoinTarget, MemberConfig, MemberInfo, PROMOTE_LAG, member_id};
 pub use log_store::LogStore;
 pub use node::{NoPeers, Options, RaftNode, ReadError, SINGLE_NODE_ID, StartError, WriteError};
 pub use state_machine::StateMachine;
-pub use types::{Expect, NodeId, Op, Outcome, Request, Response, Stored, TypeConfig};
+pub use types::{Expect, Member, NodeId, Op, Outcome, Request, Response, Stored, TypeConfig};
 
 /// Maps any error into openraft's storage error for `subject` and `verb`.
 fn io_err(

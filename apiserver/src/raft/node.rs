@@ -2,8 +2,9 @@
 //!
 //! The embedded single-node default is a one-voter cluster that goes through exactly this code:
 //! every write is a Raft entry, appended, fsync'd, committed and applied before it is
-//! acknowledged. Multi-member clusters only add a peer transport (the control-plane cluster
-//! issue); until then [`NoPeers`] refuses to reach any other member, loudly.
+//! acknowledged. A member of a cluster of several runs the same code with a peer transport
+//! ([`super::rpc::Network`] on libp2p) instead of [`NoPeers`]; see [`super::cluster`] for
+//! joining, forwarding and read index.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -18,10 +19,11 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
 };
-use openraft::{BasicNode, Config, Raft, ServerState, SnapshotPolicy};
+use openraft::{Config, Raft, ServerState, SnapshotPolicy};
 
+use super::cluster::Peers;
 use super::history::Retention;
-use super::{LogStore, NodeId, Request, Response, StateMachine, TypeConfig};
+use super::{LogStore, Member, NodeId, Request, Response, StateMachine, TypeConfig};
 
 /// Why a member could not start.
 #[derive(Debug, thiserror::Error)]
@@ -42,9 +44,13 @@ pub enum StartError {
 /// Why a write was not committed.
 #[derive(Debug, thiserror::Error)]
 pub enum WriteError {
-    /// This member is not the leader (and cannot forward yet).
-    #[error("not the leader: {0}")]
+    /// No leader could take the write (none elected, or this member cannot reach it).
+    #[error("no leader can take the write now: {0}")]
     NotLeader(String),
+    /// The write was sent to the leader but its outcome is unknown (the leader failed or
+    /// did not answer in time): it may or may not be committed.
+    #[error("the write's outcome is unknown: {0}")]
+    Unknown(String),
     /// The member is shutting down or broken.
     #[error("raft is not running: {0}")]
     Fatal(String),
@@ -53,7 +59,7 @@ pub enum WriteError {
 /// Why a linearizable read could not be served.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot confirm leadership for a linearizable read: {0}")]
-pub struct ReadError(String);
+pub struct ReadError(pub(super) String);
 
 /// Tunables of a member.
 #[derive(Clone, Debug)]
@@ -78,8 +84,10 @@ const COMPACT_HISTORY_EVERY: Duration = Duration::from_secs(10);
 /// A running member.
 #[derive(Clone)]
 pub struct RaftNode {
-    raft: Raft<TypeConfig>,
+    pub(super) raft: Raft<TypeConfig>,
     state: StateMachine,
+    /// The other members, when this one runs with a transport.
+    pub(super) peers: Option<Peers>,
     /// Drops old history now and then; aborted when the member shuts down.
     compactor: Arc<tokio::task::JoinHandle<()>>,
 }
@@ -97,42 +105,42 @@ impl RaftNode {
     /// Starts (or resumes) the single-voter cluster whose data is in `dir`, and waits until it
     /// leads.
     pub async fn start_single(dir: &Path, options: Options) -> Result<Self, StartError> {
-        let open_err = |path: &Path| {
-            let path = path.display().to_string();
-            move |source| StartError::Open { path, source }
-        };
-        let log_path = dir.join("raft-log.redb");
-        let sm_path = dir.join("state.redb");
-        let log = open_when_released(|| LogStore::open(&log_path)).await.map_err(open_err(&log_path))?;
-        let state = open_when_released(|| StateMachine::open(&sm_path)).await.map_err(open_err(&sm_path))?;
-        let config = Config {
-            cluster_name: "univrs".into(),
-            heartbeat_interval: 100,
-            election_timeout_min: 300,
-            election_timeout_max: 600,
-            snapshot_policy: SnapshotPolicy::LogsSinceLast(options.snapshot_every),
-            max_in_snapshot_log_to_keep: options.keep_behind_snapshot,
-            ..Default::default()
-        }
-        .validate()
-        .map_err(|e| StartError::Raft(e.to_string()))?;
-        let raft = Raft::new(SINGLE_NODE_ID, Arc::new(config), NoPeers, log, state.clone())
+        let (log, state) = open_storage(dir).await?;
+        let raft = Raft::new(SINGLE_NODE_ID, raft_config(&options, false)?, NoPeers, log, state.clone())
             .await
             .map_err(|e| StartError::Raft(e.to_string()))?;
         if !raft.is_initialized().await.map_err(|e| StartError::Raft(e.to_string()))? {
-            let members = BTreeMap::from([(SINGLE_NODE_ID, BasicNode::default())]);
+            let members = BTreeMap::from([(SINGLE_NODE_ID, Member::default())]);
             raft.initialize(members).await.map_err(|e| StartError::Raft(e.to_string()))?;
         }
         raft.wait(Some(Duration::from_secs(30)))
             .state(ServerState::Leader, "single voter becomes leader")
             .await
             .map_err(|e| StartError::Raft(e.to_string()))?;
-        let compactor = tokio::spawn(compact_history(state.clone(), options.history));
-        Ok(Self { raft, state, compactor: Arc::new(compactor) })
+        Ok(Self::assemble(raft, state, None, &options))
     }
 
-    /// Commits `request` through Raft and returns what applying it did.
+    pub(super) fn assemble(
+        raft: Raft<TypeConfig>,
+        state: StateMachine,
+        peers: Option<Peers>,
+        options: &Options,
+    ) -> Self {
+        let compactor = tokio::spawn(compact_history(state.clone(), options.history));
+        Self { raft, state, peers, compactor: Arc::new(compactor) }
+    }
+
+    /// Commits `request` through Raft and returns what applying it did. On a follower the
+    /// request is forwarded to the leader.
     pub async fn write(&self, request: Request) -> Result<Response, WriteError> {
+        match &self.peers {
+            None => self.write_here(request).await,
+            Some(peers) => peers.write(self, request).await,
+        }
+    }
+
+    /// Commits `request` if this member leads.
+    pub(super) async fn write_here(&self, request: Request) -> Result<Response, WriteError> {
         match self.raft.client_write(request).await {
             Ok(r) => Ok(r.data),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
@@ -144,13 +152,22 @@ impl RaftNode {
     }
 
     /// Waits until this member may serve a linearizable read (read index: leadership confirmed
-    /// and everything committed before now applied); then read from [`Self::state`].
+    /// and everything committed before now applied); then read from [`Self::state`]. On a
+    /// follower the leader is asked for its read index.
     pub async fn read_barrier(&self) -> Result<(), ReadError> {
+        match &self.peers {
+            None => self.read_index_here().await.map(drop),
+            Some(peers) => peers.read_barrier(self).await,
+        }
+    }
+
+    /// The read index, if this member leads (and has applied up to it).
+    pub(super) async fn read_index_here(&self) -> Result<u64, ReadError> {
         self.raft
             .ensure_linearizable()
             .await
-            .map(drop)
-            .map_err(|e: RaftError<NodeId, CheckIsLeaderError<NodeId, BasicNode>>| ReadError(e.to_string()))
+            .map(|log_id| log_id.map_or(0, |l| l.index))
+            .map_err(|e: RaftError<NodeId, CheckIsLeaderError<NodeId, Member>>| ReadError(e.to_string()))
     }
 
     /// The local state machine, for reads.
@@ -196,8 +213,49 @@ impl RaftNode {
     /// Stops the member; its data stays for the next start.
     pub async fn shutdown(&self) {
         self.compactor.abort();
+        if let Some(peers) = &self.peers {
+            peers.stop();
+        }
         let _ = self.raft.shutdown().await;
     }
+}
+
+/// Opens the log and the state machine in `dir`.
+pub(super) async fn open_storage(dir: &Path) -> Result<(LogStore, StateMachine), StartError> {
+    let open_err = |path: &Path| {
+        let path = path.display().to_string();
+        move |source| StartError::Open { path, source }
+    };
+    let log_path = dir.join("raft-log.redb");
+    let sm_path = dir.join("state.redb");
+    let log = open_when_released(|| LogStore::open(&log_path)).await.map_err(open_err(&log_path))?;
+    let state = open_when_released(|| StateMachine::open(&sm_path)).await.map_err(open_err(&sm_path))?;
+    Ok((log, state))
+}
+
+/// Entries per AppendEntries message: objects may be up to 3 MiB, so a batch stays well
+/// under the transport's message limit.
+const MAX_PAYLOAD_ENTRIES: u64 = 64;
+
+/// openraft's configuration of a member.
+/// A lone voter elects itself after one election timeout, so it gets a short one; members of
+/// a cluster wait longer, so that a busy machine does not make them depose a healthy leader.
+pub(super) fn raft_config(options: &Options, with_peers: bool) -> Result<Arc<Config>, StartError> {
+    let (election_timeout_min, election_timeout_max) = if with_peers { (500, 1000) } else { (300, 600) };
+    let config = Config {
+        cluster_name: "univrs".into(),
+        heartbeat_interval: 100,
+        election_timeout_min,
+        election_timeout_max,
+        max_payload_entries: MAX_PAYLOAD_ENTRIES,
+        snapshot_max_chunk_size: 1024 * 1024,
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(options.snapshot_every),
+        max_in_snapshot_log_to_keep: options.keep_behind_snapshot,
+        ..Default::default()
+    }
+    .validate()
+    .map_err(|e| StartError::Raft(e.to_string()))?;
+    Ok(Arc::new(config))
 }
 
 /// Drops history older than `retention` allows, every [`COMPACT_HISTORY_EVERY`].
@@ -244,7 +302,7 @@ const RELEASE_WAIT: Duration = Duration::from_secs(3);
 #[derive(Clone, Copy, Debug)]
 pub struct NoPeers;
 
-fn no_peer<E: std::error::Error>(target: NodeId) -> RPCError<NodeId, BasicNode, E> {
+fn no_peer<E: std::error::Error>(target: NodeId) -> RPCError<NodeId, Member, E> {
     RPCError::Network(NetworkError::new(&std::io::Error::other(format!(
         "member {target} is unreachable: this build runs single-member clusters only"
     ))))
@@ -253,7 +311,7 @@ fn no_peer<E: std::error::Error>(target: NodeId) -> RPCError<NodeId, BasicNode, 
 impl RaftNetworkFactory<TypeConfig> for NoPeers {
     type Network = NoPeerClient;
 
-    async fn new_client(&mut self, target: NodeId, _node: &BasicNode) -> Self::Network {
+    async fn new_client(&mut self, target: NodeId, _node: &Member) -> Self::Network {
         NoPeerClient { target }
     }
 }
@@ -269,7 +327,7 @@ impl RaftNetwork<TypeConfig> for NoPeerClient {
         &mut self,
         _rpc: AppendEntriesRequest<TypeConfig>,
         _option: RPCOption,
-    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
+    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, Member, RaftError<NodeId>>> {
         Err(no_peer(self.target))
     }
 
@@ -279,7 +337,7 @@ impl RaftNetwork<TypeConfig> for NoPeerClient {
         _option: RPCOption,
     ) -> Result<
         InstallSnapshotResponse<NodeId>,
-        RPCError<NodeId, BasicNode, RaftError<NodeId, InstallSnapshotError>>,
+        RPCError<NodeId, Member, RaftError<NodeId, InstallSnapshotError>>,
     > {
         Err(no_peer(self.target))
     }
@@ -288,7 +346,7 @@ impl RaftNetwork<TypeConfig> for NoPeerClient {
         &mut self,
         _rpc: VoteRequest<NodeId>,
         _option: RPCOption,
-    ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
+    ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, Member, RaftError<NodeId>>> {
         Err(no_peer(self.target))
     }
 }

@@ -37,7 +37,7 @@ const SNAPSHOT: &str = "snapshot";
 type Result<T> = std::result::Result<T, StorageError<NodeId>>;
 /// Keys with their values, and the revision they are the state at.
 pub type Listing = (Vec<(String, Stored)>, u64);
-type Membership = StoredMembership<NodeId, openraft::BasicNode>;
+type Membership = StoredMembership<NodeId, super::Member>;
 
 /// The durable state machine. Cheap to clone: clones share the database.
 #[derive(Clone)]
@@ -64,7 +64,7 @@ struct SnapshotData {
 /// A stored snapshot: its meta and data, kept so a restarted member can serve it.
 #[derive(Serialize, Deserialize)]
 struct StoredSnapshot {
-    meta: SnapshotMeta<NodeId, openraft::BasicNode>,
+    meta: SnapshotMeta<NodeId, super::Member>,
     data: Vec<u8>,
 }
 
@@ -339,7 +339,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
 }
 
 impl StateMachine {
-    fn save_snapshot(&self, meta: &SnapshotMeta<NodeId, openraft::BasicNode>, data: &[u8]) -> Result<()> {
+    fn save_snapshot(&self, meta: &SnapshotMeta<NodeId, super::Member>, data: &[u8]) -> Result<()> {
         let stored = StoredSnapshot { meta: meta.clone(), data: data.to_vec() };
         let mut txn = self.db.begin_write().map_err(write_err)?;
         txn.set_durability(Durability::Immediate);
@@ -414,7 +414,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 
     async fn install_snapshot(
         &mut self,
-        meta: &SnapshotMeta<NodeId, openraft::BasicNode>,
+        meta: &SnapshotMeta<NodeId, super::Member>,
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<()> {
         let bytes = snapshot.into_inner();

@@ -13,11 +13,33 @@ openraft::declare_raft_types!(
         D = Request,
         R = Response,
         NodeId = NodeId,
-        Node = openraft::BasicNode,
+        Node = Member,
         Entry = openraft::Entry<TypeConfig>,
         SnapshotData = Cursor<Vec<u8>>,
         AsyncRuntime = openraft::TokioRuntime,
 );
+
+/// What the cluster knows of a member: its identity and where to reach it. Stored in Raft's
+/// membership, so every member knows every other's address and key.
+///
+/// A data dir started before members had identities holds `{"addr": ""}` here: every field
+/// defaults, so it still reads.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Member {
+    /// The member's did:key (its `member.key`); its libp2p PeerId derives from the same key.
+    pub did: String,
+    /// Where its member-to-member transport listens (`HOST:PORT`).
+    pub p2p: String,
+    /// Where it serves the client API (`https://HOST:PORT`), for `ui cluster members`.
+    pub api: String,
+}
+
+impl std::fmt::Display for Member {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} at {}", self.did, self.p2p)
+    }
+}
 
 /// One write: applied all or nothing, after every precondition holds.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,0 +1,589 @@
+//! A member of a cluster of several: starting, joining, serving peers, forwarding, read index
+//! and membership changes.
+//!
+//! **Who may talk to a member.** Every request arrives over Noise with the sender's PeerId
+//! proven; it is served only if that PeerId is the key of a node in the current Raft
+//! membership (voter or learner), or of a member named by the cluster this member joined.
+//! Anyone else gets [`Reply::Forbidden`]: it cannot append, vote, install a snapshot, read or
+//! write.
+//!
+//! **How a member joins.** An existing member adds the newcomer's did and address
+//! (`ui cluster add`, member role required): that commits it as a *learner*, so the leader
+//! starts replicating to it. The newcomer, started with `--join DID@ADDR` (the did of the
+//! member it contacts, so it authenticates the cluster as well), asks that member for the
+//! cluster's members and bootstrap (id, CA), catches up, and asks the leader to promote it;
+//! the leader makes it a voter once it is less than [`PROMOTE_LAG`] entries behind. A key that
+//! no member added is refused at the first step.
+//!
+//! **Forwarding and reads.** A write on a follower is sent to the leader, which commits it
+//! and answers its outcome. A linearizable read on a follower asks the leader for its read
+//! index (the leader confirms its leadership with a quorum first) and waits until that index
+//! is applied locally.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use libp2p::PeerId;
+use openraft::{ChangeMembers, Raft, ServerState};
+use tokio::sync::Semaphore;
+
+use super::node::{Options, RaftNode, ReadError, StartError, WriteError, open_storage, raft_config};
+use super::rpc::{MemberStatus, Network, Refusal, Reply, Rpc};
+use super::transport::{Inbound, Transport, peer_id};
+use super::{Member, NodeId, Request, Response, TypeConfig};
+
+/// A learner this close to the leader's log is promoted to voter.
+pub const PROMOTE_LAG: u64 = 100;
+
+/// Peer requests served at once; more wait.
+const SERVE_CONCURRENCY: usize = 64;
+
+/// How long a write or read waits for a leader to be elected.
+const LEADER_WAIT: Duration = Duration::from_secs(10);
+
+/// How long a forwarded write or read index may take.
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How to start a member of a cluster.
+#[derive(Debug)]
+pub struct MemberConfig {
+    /// The member's identity (`member.key`).
+    pub key: ed25519_dalek::SigningKey,
+    /// Where the member transport listens.
+    pub listen: SocketAddr,
+    /// The transport address other members use (default: the listen address).
+    pub advertise: Option<String>,
+    /// The client API's URL, shown by `ui cluster members`.
+    pub api: String,
+    /// Join the cluster of this member (used only when the data dir is new).
+    pub join: Option<JoinTarget>,
+    /// What this member hands to members that join (cluster id and CA); empty on a member that
+    /// still has to join (it gets the cluster's).
+    pub bootstrap: Vec<u8>,
+}
+
+/// A member to join through: its did and transport address, written `DID@HOST:PORT`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JoinTarget {
+    /// Its did:key.
+    pub did: String,
+    /// Its transport address.
+    pub addr: String,
+}
+
+impl std::str::FromStr for JoinTarget {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (did, addr) = s.rsplit_once('@').ok_or_else(|| {
+            format!("{s:?}: expected DID@HOST:PORT (the did and member address of a member)")
+        })?;
+        if peer_id(did).is_none() {
+            return Err(format!("{did:?} is not a did:key"));
+        }
+        addr.parse::<SocketAddr>().map_err(|_| format!("{addr:?}: expected an IP:PORT member address"))?;
+        Ok(Self { did: did.to_owned(), addr: addr.to_owned() })
+    }
+}
+
+/// Why a membership operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// This member runs without a transport (a lone voter).
+    #[error("this member runs alone: restart it with --peer-listen to grow the cluster")]
+    Alone,
+    /// The request is wrong.
+    #[error("{0}")]
+    Invalid(String),
+    /// No leader could do it.
+    #[error("no leader can change the membership now: {0}")]
+    Unavailable(String),
+}
+
+/// A member as `ui cluster members` shows it.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct MemberInfo {
+    /// Raft id.
+    pub id: NodeId,
+    /// did:key.
+    pub did: String,
+    /// Transport address.
+    pub address: String,
+    /// Client API.
+    pub api: String,
+    /// `voter` or `learner`.
+    pub role: &'static str,
+    /// Whether it leads (as this member sees it).
+    pub leader: bool,
+    /// What it says of itself, or `None` when it did not answer.
+    pub status: Option<MemberStatus>,
+}
+
+/// The Raft id of the member whose did is `did`: derived from its key, so every member computes
+/// the same id for it without asking.
+pub fn member_id(did: &str) -> NodeId {
+    use sha2::Digest as _;
+    let hash = sha2::Sha256::digest(did.as_bytes());
+    let mut bytes = [0u8; 8];
+    bytes.copy_from_slice(&hash[..8]);
+    // Keep it positive in every language's JSON and never 0 or 1 (the lone voter's id).
+    (u64::from_be_bytes(bytes) >> 12).max(2)
+}
+
+/// The transport side of a member of a cluster.
+#[derive(Clone, Debug)]
+pub(crate) struct Peers {
+    transport: Transport,
+    id: NodeId,
+    did: String,
+    /// Members named by the cluster this member joined, trusted until its own log says more.
+    trusted: Arc<RwLock<BTreeMap<PeerId, NodeId>>>,
+    bootstrap: Arc<RwLock<Vec<u8>>>,
+    server: Arc<Mutex<Option<tokio::task::JoinHandle<()>>>>,
+}
+
+impl Peers {
+    pub(crate) fn stop(&self) {
+        if let Some(task) = self.server.lock().expect("server lock").take() {
+            task.abort();
+        }
+        self.transport.stop();
+    }
+
+    /// Which member `peer` is, if it is one.
+    fn member_of(&self, raft: &Raft<TypeConfig>, peer: &PeerId) -> Option<NodeId> {
+        let metrics = raft.metrics();
+        let metrics = metrics.borrow();
+        let known = metrics
+            .membership_config
+            .membership()
+            .nodes()
+            .find(|(_, m)| peer_id(&m.did).as_ref() == Some(peer));
+        if let Some((id, _)) = known {
+            return Some(*id);
+        }
+        self.trusted.read().expect("trusted lock").get(peer).copied()
+    }
+
+    /// The transport address and PeerId of member `id`.
+    fn locate(&self, raft: &Raft<TypeConfig>, id: NodeId) -> Option<(PeerId, String)> {
+        let metrics = raft.metrics();
+        let metrics = metrics.borrow();
+        let member = metrics.membership_config.membership().get_node(&id)?;
+        Some((peer_id(&member.did)?, member.p2p.clone()))
+    }
+
+    async fn call(
+        &self,
+        raft: &Raft<TypeConfig>,
+        id: NodeId,
+        rpc: Rpc,
+        timeout: Duration,
+    ) -> Result<Reply, String> {
+        let (peer, addr) =
+            self.locate(raft, id).ok_or_else(|| format!("member {id} is not in the membership"))?;
+        match self.transport.call(peer, &addr, rpc, timeout).await {
+            Ok(Reply::Forbidden(why)) => Err(format!("member {id} refused: {why}")),
+            Ok(reply) => Ok(reply),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// Waits (up to [`LEADER_WAIT`]) until some member is known to lead.
+    async fn leader(&self, raft: &Raft<TypeConfig>) -> Option<NodeId> {
+        raft.wait(Some(LEADER_WAIT))
+            .metrics(|m| m.current_leader.is_some(), "a leader is known")
+            .await
+            .ok()
+            .and_then(|m| m.current_leader)
+    }
+
+    pub(crate) async fn write(&self, node: &RaftNode, request: Request) -> Result<Response, WriteError> {
+        let leader =
+            self.leader(&node.raft).await.ok_or_else(|| WriteError::NotLeader("no leader elected".into()))?;
+        if leader == self.id {
+            // A leader cut off from a quorum cannot commit; the write's fate is then unknown
+            // (a later leader may or may not keep it), and the client must not wait forever.
+            return match tokio::time::timeout(FORWARD_TIMEOUT, node.write_here(request)).await {
+                Ok(r) => r,
+                Err(_) => Err(WriteError::Unknown(format!("not committed within {FORWARD_TIMEOUT:?}"))),
+            };
+        }
+        // Once the write has left, any failure leaves its outcome unknown: never resend it
+        // (the leader may have committed it), let the client decide.
+        match self.call(&node.raft, leader, Rpc::Write(request), FORWARD_TIMEOUT).await {
+            Ok(Reply::Write(Ok(response))) => Ok(response),
+            Ok(Reply::Write(Err(Refusal::NotLeader(l)))) => {
+                Err(WriteError::NotLeader(format!("member {leader} no longer leads (leader: {l:?})")))
+            }
+            Ok(Reply::Write(Err(Refusal::Failed(e)))) => Err(WriteError::Unknown(e)),
+            Ok(other) => Err(WriteError::Unknown(format!("unexpected reply from the leader: {other:?}"))),
+            Err(e) => Err(WriteError::Unknown(format!("forwarding to leader {leader}: {e}"))),
+        }
+    }
+
+    pub(crate) async fn read_barrier(&self, node: &RaftNode) -> Result<(), ReadError> {
+        let leader = self.leader(&node.raft).await.ok_or_else(|| ReadError("no leader elected".into()))?;
+        if leader == self.id {
+            return match tokio::time::timeout(FORWARD_TIMEOUT, node.read_index_here()).await {
+                Ok(r) => r.map(drop),
+                Err(_) => {
+                    Err(ReadError(format!("no quorum confirmed the leadership within {FORWARD_TIMEOUT:?}")))
+                }
+            };
+        }
+        let index = match self.call(&node.raft, leader, Rpc::ReadIndex, FORWARD_TIMEOUT).await {
+            Ok(Reply::ReadIndex(Ok(index))) => index,
+            Ok(Reply::ReadIndex(Err(e))) => return Err(ReadError(format!("leader {leader}: {e}"))),
+            Ok(other) => return Err(ReadError(format!("unexpected reply from the leader: {other:?}"))),
+            Err(e) => return Err(ReadError(format!("asking leader {leader} for its read index: {e}"))),
+        };
+        node.raft
+            .wait(Some(FORWARD_TIMEOUT))
+            .applied_index_at_least(Some(index), "read index applied here")
+            .await
+            .map(drop)
+            .map_err(|e| ReadError(format!("waiting to apply the read index {index}: {e}")))
+    }
+}
+
+impl RaftNode {
+    /// Starts (or resumes) a member of a cluster of several in `dir`. A new data dir either
+    /// founds a cluster (this member its only voter) or, with `config.join`, joins one; then the
+    /// cluster's bootstrap is returned. Resuming ignores `config.join`.
+    pub async fn start_member(
+        dir: &std::path::Path,
+        options: Options,
+        config: MemberConfig,
+    ) -> Result<(Self, Option<Vec<u8>>), StartError> {
+        let did = api::identity::Did::from_key(&config.key.verifying_key()).as_str().to_owned();
+        let id = member_id(&did);
+        let (transport, inbound) = Transport::start(&config.key, config.listen)
+            .await
+            .map_err(|e| StartError::Raft(e.to_string()))?;
+        let me = Member {
+            did,
+            p2p: config.advertise.clone().unwrap_or_else(|| transport.listen_addr().to_string()),
+            api: config.api.clone(),
+        };
+        let (log, state) = open_storage(dir).await?;
+        let network = Network { transport: transport.clone() };
+        let raft = Raft::new(id, raft_config(&options, true)?, network, log, state.clone())
+            .await
+            .map_err(|e| StartError::Raft(e.to_string()))?;
+        let peers = Peers {
+            transport,
+            id,
+            did: me.did.clone(),
+            trusted: Arc::default(),
+            bootstrap: Arc::new(RwLock::new(config.bootstrap)),
+            server: Arc::default(),
+        };
+        let node = RaftNode::assemble(raft.clone(), state, Some(peers.clone()), &options);
+        let server = tokio::spawn(serve(node.clone(), inbound));
+        *peers.server.lock().expect("server lock") = Some(server);
+        let fail = |e: String| StartError::Raft(e);
+        if raft.is_initialized().await.map_err(|e| fail(e.to_string()))? {
+            return Ok((node, None));
+        }
+        match config.join {
+            None => {
+                raft.initialize(BTreeMap::from([(id, me)])).await.map_err(|e| fail(e.to_string()))?;
+                raft.wait(Some(Duration::from_secs(30)))
+                    .state(ServerState::Leader, "the founding voter leads")
+                    .await
+                    .map_err(|e| fail(e.to_string()))?;
+                Ok((node, None))
+            }
+            Some(target) => {
+                let bootstrap = node.join(&target).await.inspect_err(|_| peers.stop())?;
+                *peers.bootstrap.write().expect("bootstrap lock") = bootstrap.clone();
+                Ok((node, Some(bootstrap)))
+            }
+        }
+    }
+
+    /// Joins through `target`, then waits until promoted to voter.
+    async fn join(&self, target: &JoinTarget) -> Result<Vec<u8>, StartError> {
+        let peers = self.peers.as_ref().expect("a member with peers joins");
+        let peer = peer_id(&target.did)
+            .ok_or_else(|| StartError::Raft(format!("{:?} is not a did:key", target.did)))?;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        let (members, bootstrap) = loop {
+            match peers.transport.call(peer, &target.addr, Rpc::Join, Duration::from_secs(5)).await {
+                Ok(Reply::Joined { members, bootstrap }) => break (members, bootstrap),
+                Ok(Reply::Forbidden(why)) => {
+                    return Err(StartError::Raft(format!(
+                        "{} refused to let this member join ({why}): on a member, run `ui cluster add {} {}` first",
+                        target.addr,
+                        peers.did,
+                        peers.transport.listen_addr()
+                    )));
+                }
+                Ok(other) => return Err(StartError::Raft(format!("unexpected reply to join: {other:?}"))),
+                Err(e) if tokio::time::Instant::now() > deadline => {
+                    return Err(StartError::Raft(format!("cannot reach {} to join: {e}", target.addr)));
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(300)).await,
+            }
+        };
+        *peers.trusted.write().expect("trusted lock") =
+            members.iter().filter_map(|(id, m)| Some((peer_id(&m.did)?, *id))).collect();
+        // Catch up (the leader replicates to the learner it added), then ask to be a voter.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(300);
+        loop {
+            if tokio::time::Instant::now() > deadline {
+                return Err(StartError::Raft("not promoted to voter within 5 minutes".into()));
+            }
+            let voter = self
+                .raft
+                .metrics()
+                .borrow()
+                .membership_config
+                .membership()
+                .voter_ids()
+                .any(|v| v == peers.id);
+            if voter {
+                return Ok(bootstrap);
+            }
+            let leader = self.raft.metrics().borrow().current_leader;
+            if let Some(leader) = leader
+                && leader != peers.id
+            {
+                let _ = peers.call(&self.raft, leader, Rpc::Promote, Duration::from_secs(30)).await;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// This member's Raft id.
+    pub fn id(&self) -> NodeId {
+        self.peers.as_ref().map_or(super::SINGLE_NODE_ID, |p| p.id)
+    }
+
+    /// Adds a member as a learner (it becomes a voter when it has joined and caught up);
+    /// returns its id.
+    pub async fn add_member(&self, did: &str, p2p: &str, api: &str) -> Result<NodeId, ClusterError> {
+        let peers = self.peers.as_ref().ok_or(ClusterError::Alone)?;
+        if peer_id(did).is_none() {
+            return Err(ClusterError::Invalid(format!("{did:?} is not a did:key")));
+        }
+        super::transport::multiaddr(p2p).map_err(|e| ClusterError::Invalid(e.to_string()))?;
+        let id = member_id(did);
+        let member = Member { did: did.to_owned(), p2p: p2p.to_owned(), api: api.to_owned() };
+        self.on_leader(peers, Rpc::AddLearner(id, member.clone()), || {
+            self.add_learner_here(id, member.clone())
+        })
+        .await?;
+        Ok(id)
+    }
+
+    /// Removes member `id` (voter or learner).
+    pub async fn remove_member(&self, id: NodeId) -> Result<(), ClusterError> {
+        let peers = self.peers.as_ref().ok_or(ClusterError::Alone)?;
+        self.on_leader(peers, Rpc::Remove(id), || self.remove_here(id)).await
+    }
+
+    /// Runs `here` if this member leads, else sends `rpc` to the leader.
+    async fn on_leader<F: std::future::Future<Output = Result<(), Refusal>>>(
+        &self,
+        peers: &Peers,
+        rpc: Rpc,
+        here: impl FnOnce() -> F,
+    ) -> Result<(), ClusterError> {
+        let leader =
+            peers.leader(&self.raft).await.ok_or_else(|| ClusterError::Unavailable("no leader".into()))?;
+        let result = if leader == peers.id {
+            here().await
+        } else {
+            match peers.call(&self.raft, leader, rpc, FORWARD_TIMEOUT).await {
+                Ok(Reply::Changed(r)) => r,
+                Ok(other) => Err(Refusal::Failed(format!("unexpected reply: {other:?}"))),
+                Err(e) => return Err(ClusterError::Unavailable(e)),
+            }
+        };
+        result.map_err(|e| match e {
+            Refusal::NotLeader(_) => ClusterError::Unavailable(e.to_string()),
+            Refusal::Failed(e) => ClusterError::Invalid(e),
+        })
+    }
+
+    async fn add_learner_here(&self, id: NodeId, member: Member) -> Result<(), Refusal> {
+        let metrics = self.raft.metrics().borrow().clone();
+        let membership = metrics.membership_config.membership();
+        if let Some(existing) = membership.get_node(&id) {
+            if existing == &member {
+                return Ok(());
+            }
+            return Err(Refusal::Failed(format!("{} is already a member, at {}", member.did, existing.p2p)));
+        }
+        self.raft.add_learner(id, member, false).await.map(drop).map_err(refusal)
+    }
+
+    async fn remove_here(&self, id: NodeId) -> Result<(), Refusal> {
+        let metrics = self.raft.metrics().borrow().clone();
+        let membership = metrics.membership_config.membership();
+        let change = if membership.voter_ids().any(|v| v == id) {
+            if membership.voter_ids().count() == 1 {
+                return Err(Refusal::Failed("cannot remove the last voter".into()));
+            }
+            ChangeMembers::RemoveVoters(BTreeSet::from([id]))
+        } else if membership.get_node(&id).is_some() {
+            ChangeMembers::RemoveNodes(BTreeSet::from([id]))
+        } else {
+            return Err(Refusal::Failed(format!("no member has id {id}")));
+        };
+        self.raft.change_membership(change, false).await.map(drop).map_err(refusal)
+    }
+
+    async fn promote_here(&self, id: NodeId) -> Result<bool, Refusal> {
+        let metrics = self.raft.metrics().borrow().clone();
+        if metrics.current_leader != Some(metrics.id) {
+            return Err(Refusal::NotLeader(metrics.current_leader));
+        }
+        let membership = metrics.membership_config.membership();
+        if membership.voter_ids().any(|v| v == id) {
+            return Ok(true);
+        }
+        let matched =
+            metrics.replication.as_ref().and_then(|r| r.get(&id).copied().flatten()).map_or(0, |l| l.index);
+        if matched + PROMOTE_LAG < metrics.last_log_index.unwrap_or(0) {
+            return Ok(false);
+        }
+        self.raft
+            .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
+            .await
+            .map_err(refusal)?;
+        Ok(true)
+    }
+
+    /// What this member says of itself.
+    pub fn status(&self) -> MemberStatus {
+        let m = self.raft.metrics().borrow().clone();
+        MemberStatus {
+            id: m.id,
+            state: format!("{:?}", m.state),
+            leader: m.current_leader,
+            term: m.current_term,
+            last_applied: m.last_applied.map_or(0, |l| l.index),
+        }
+    }
+
+    /// Every member in the membership, with what each says of itself (asked over the
+    /// transport, one second each, in parallel).
+    pub async fn members(&self) -> Vec<MemberInfo> {
+        let m = self.raft.metrics().borrow().clone();
+        let membership = m.membership_config.membership();
+        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+        let asks = membership.nodes().map(|(id, member)| {
+            let id = *id;
+            let member = member.clone();
+            let role = if voters.contains(&id) { "voter" } else { "learner" };
+            async move {
+                let status = if id == m.id {
+                    Some(self.status())
+                } else if let Some(peers) = &self.peers {
+                    match peers.call(&self.raft, id, Rpc::Status, Duration::from_secs(1)).await {
+                        Ok(Reply::Status(s)) => Some(s),
+                        _ => None,
+                    }
+                } else {
+                    None
+                };
+                MemberInfo {
+                    id,
+                    did: member.did,
+                    address: member.p2p,
+                    api: member.api,
+                    role,
+                    leader: m.current_leader == Some(id),
+                    status,
+                }
+            }
+        });
+        futures_util::future::join_all(asks).await
+    }
+
+    /// Fault injection for tests: drops all traffic with the members in `ids` (and restores
+    /// it with everyone else).
+    pub fn isolate_from(&self, ids: &[NodeId]) -> Result<(), ClusterError> {
+        let peers = self.peers.as_ref().ok_or(ClusterError::Alone)?;
+        let blocked: Vec<PeerId> =
+            ids.iter().filter_map(|id| peers.locate(&self.raft, *id).map(|(p, _)| p)).collect();
+        peers.transport.block(blocked);
+        Ok(())
+    }
+}
+
+fn refusal(
+    e: openraft::error::RaftError<NodeId, openraft::error::ClientWriteError<NodeId, Member>>,
+) -> Refusal {
+    match e {
+        openraft::error::RaftError::APIError(openraft::error::ClientWriteError::ForwardToLeader(f)) => {
+            Refusal::NotLeader(f.leader_id)
+        }
+        other => Refusal::Failed(other.to_string()),
+    }
+}
+
+/// Serves peers' requests, at most [`SERVE_CONCURRENCY`] at once.
+async fn serve(node: RaftNode, mut inbound: tokio::sync::mpsc::Receiver<Inbound>) {
+    let limit = Arc::new(Semaphore::new(SERVE_CONCURRENCY));
+    let mut tasks = tokio::task::JoinSet::new();
+    while let Some(request) = inbound.recv().await {
+        let Ok(permit) = limit.clone().acquire_owned().await else { return };
+        let node = node.clone();
+        tasks.spawn(async move {
+            let Inbound { peer, rpc, responder } = request;
+            let reply = handle(&node, peer, rpc).await;
+            responder.respond(reply).await;
+            drop(permit);
+        });
+        while tasks.try_join_next().is_some() {}
+    }
+}
+
+async fn handle(node: &RaftNode, peer: PeerId, rpc: Rpc) -> Reply {
+    let peers = node.peers.as_ref().expect("a member with peers serves them");
+    let Some(from) = peers.member_of(&node.raft, &peer) else {
+        return Reply::Forbidden(format!("{peer} is not a member of this cluster"));
+    };
+    let raft = &node.raft;
+    match rpc {
+        Rpc::Append(r) => Reply::Append(raft.append_entries(r).await),
+        Rpc::Vote(r) => Reply::Vote(raft.vote(r).await),
+        Rpc::Snapshot(r) => Reply::Snapshot(raft.install_snapshot(r).await),
+        Rpc::Write(r) => Reply::Write(node.write_here(r).await.map_err(|e| match e {
+            WriteError::NotLeader(_) => Refusal::NotLeader(raft.metrics().borrow().current_leader),
+            other => Refusal::Failed(other.to_string()),
+        })),
+        Rpc::ReadIndex => {
+            Reply::ReadIndex(match tokio::time::timeout(FORWARD_TIMEOUT, node.read_index_here()).await {
+                Ok(r) => r.map_err(|e| {
+                    let leader = raft.metrics().borrow().current_leader;
+                    if leader == Some(peers.id) {
+                        Refusal::Failed(e.to_string())
+                    } else {
+                        Refusal::NotLeader(leader)
+                    }
+                }),
+                Err(_) => Err(Refusal::Failed("no quorum confirmed the leadership in time".into())),
+            })
+        }
+        Rpc::Join => {
+            let m = raft.metrics().borrow().clone();
+            let membership = m.membership_config.membership();
+            if membership.get_node(&from).is_none() {
+                return Reply::Forbidden(format!("{peer} is not a member of this cluster"));
+            }
+            let members = membership.nodes().map(|(id, m)| (*id, m.clone())).collect();
+            Reply::Joined { members, bootstrap: peers.bootstrap.read().expect("bootstrap lock").clone() }
+        }
+        Rpc::Promote => Reply::Promoted(node.promote_here(from).await),
+        Rpc::AddLearner(id, member) => Reply::Changed(node.add_learner_here(id, member).await),
+        Rpc::Remove(id) => Reply::Changed(node.remove_here(id).await),
+        Rpc::Status => Reply::Status(node.status()),
+    }
+}

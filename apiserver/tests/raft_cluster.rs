@@ -1,0 +1,259 @@
+//! Real members of one cluster in one process, on temp dirs, talking over the real libp2p
+//! transport on loopback: joining (learner → voter), catching up by log and by snapshot,
+//! forwarding writes, read index on followers, failover, and the transport refusing peers that
+//! are not members.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use apiserver::raft::rpc::{Reply, Rpc};
+use apiserver::raft::transport::{Transport, peer_id};
+use apiserver::raft::{Expect, JoinTarget, MemberConfig, Op, Options, Outcome, RaftNode, Request, member_id};
+use ed25519_dalek::SigningKey;
+
+fn put(key: &str, value: &str) -> Request {
+    Request { ops: vec![Op::Put { key: key.into(), value: value.into(), expect: Expect::Any }] }
+}
+
+fn options() -> Options {
+    Options { snapshot_every: 40, keep_behind_snapshot: 5, ..Options::default() }
+}
+
+fn free_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+}
+
+struct Spec {
+    key: SigningKey,
+    addr: SocketAddr,
+}
+
+impl Spec {
+    fn new() -> Self {
+        Self { key: SigningKey::generate(&mut rand_core::OsRng), addr: free_addr() }
+    }
+
+    fn did(&self) -> String {
+        api::identity::Did::from_key(&self.key.verifying_key()).as_str().to_owned()
+    }
+
+    fn target(&self) -> JoinTarget {
+        JoinTarget { did: self.did(), addr: self.addr.to_string() }
+    }
+
+    async fn start(&self, dir: &Path, join: Option<JoinTarget>) -> RaftNode {
+        let config = MemberConfig {
+            key: self.key.clone(),
+            listen: self.addr,
+            advertise: None,
+            api: format!("https://{}", self.addr),
+            join,
+            bootstrap: b"cluster-bootstrap".to_vec(),
+        };
+        let (node, joined) = RaftNode::start_member(dir, options(), config).await.expect("member starts");
+        if let Some(b) = joined {
+            assert_eq!(b, b"cluster-bootstrap", "a joiner gets the cluster's bootstrap");
+        }
+        node
+    }
+}
+
+async fn wait_for(what: &str, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !check().await {
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Founds a cluster on the first spec and joins the others, one at a time.
+async fn cluster(specs: &[Spec], dirs: &[tempfile::TempDir]) -> Vec<RaftNode> {
+    let mut nodes = vec![specs[0].start(dirs[0].path(), None).await];
+    for (spec, dir) in specs.iter().zip(dirs).skip(1) {
+        let id = nodes[0].add_member(&spec.did(), &spec.addr.to_string(), "https://x").await.expect("add");
+        assert_eq!(id, member_id(&spec.did()));
+        nodes.push(spec.start(dir.path(), Some(specs[0].target())).await);
+    }
+    nodes
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_members_join_forward_writes_and_serve_linearizable_reads_on_followers() {
+    let specs: Vec<Spec> = (0..3).map(|_| Spec::new()).collect();
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    // Writes before the others join: they catch up by snapshot (the log behind it is purged).
+    let first = specs[0].start(dirs[0].path(), None).await;
+    for i in 0..100 {
+        first.write(put(&format!("/k/{i:03}"), "before")).await.unwrap();
+    }
+    first.snapshot().await.unwrap();
+    assert!(first.first_log_index() > 1, "the log was compacted");
+    let mut nodes = vec![first];
+    for (spec, dir) in specs.iter().zip(&dirs).skip(1) {
+        nodes[0].add_member(&spec.did(), &spec.addr.to_string(), "https://x").await.unwrap();
+        nodes.push(spec.start(dir.path(), Some(specs[0].target())).await);
+    }
+
+    let members = nodes[1].members().await;
+    assert_eq!(members.len(), 3, "{members:?}");
+    assert!(members.iter().all(|m| m.role == "voter"), "{members:?}");
+    assert_eq!(members.iter().filter(|m| m.leader).count(), 1, "{members:?}");
+    assert!(members.iter().all(|m| m.status.is_some()), "every member answers: {members:?}");
+
+    // A write on a follower is forwarded and acknowledged with the leader's revision; a
+    // linearizable read on another follower sees it right after.
+    let leader = nodes.iter().position(|n| n.status().leader == Some(n.id())).unwrap();
+    let followers: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
+    let r = nodes[followers[0]].write(put("/k/forwarded", "yes")).await.unwrap();
+    assert!(matches!(r.outcome, Outcome::Applied { .. }), "{r:?}");
+    for i in 0..20 {
+        let key = format!("/k/follow/{i}");
+        let r = nodes[followers[i % 2]].write(put(&key, "v")).await.unwrap();
+        let reader = &nodes[followers[(i + 1) % 2]];
+        reader.read_barrier().await.unwrap();
+        let got = reader.state().get(&key).unwrap().expect("a read after an acknowledged write sees it");
+        assert_eq!(got.mod_revision, r.revision);
+    }
+    // Everyone holds the same keys at the same revisions, including those from the snapshot.
+    let (reference, rev) = nodes[leader].state().list("/k/").unwrap();
+    assert_eq!(reference.len(), 121);
+    for n in &nodes {
+        wait_for("every member applies everything", async || n.last_applied() >= rev).await;
+        assert_eq!(n.state().list("/k/").unwrap().0, reference);
+    }
+
+    // The leader stops: the others elect a new one and keep taking writes.
+    nodes[leader].shutdown().await;
+    let survivor = &nodes[followers[0]];
+    wait_for("a new leader", async || {
+        let s = survivor.status();
+        s.leader.is_some() && s.leader != Some(nodes[leader].id())
+    })
+    .await;
+    survivor.write(put("/k/after", "failover")).await.unwrap();
+    nodes[followers[1]].read_barrier().await.unwrap();
+    assert!(nodes[followers[1]].state().get("/k/after").unwrap().is_some());
+    for n in &nodes {
+        n.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_peer_that_is_not_a_member_cannot_append_vote_install_a_snapshot_write_or_join() {
+    let specs: Vec<Spec> = (0..2).map(|_| Spec::new()).collect();
+    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let nodes = cluster(&specs, &dirs).await;
+    nodes[0].write(put("/k/a", "1")).await.unwrap();
+
+    // A swarm with a key no member added, speaking the same protocol.
+    let stranger_key = SigningKey::generate(&mut rand_core::OsRng);
+    let (stranger, _inbound) = Transport::start(&stranger_key, "127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let target = peer_id(&specs[0].did()).unwrap();
+    let addr = specs[0].addr.to_string();
+    let vote = openraft::raft::VoteRequest::new(openraft::Vote::new(1000, 99), None);
+    let append = openraft::raft::AppendEntriesRequest {
+        vote: openraft::Vote::new_committed(1000, 99),
+        prev_log_id: None,
+        entries: vec![],
+        leader_commit: None,
+    };
+    let snapshot = openraft::raft::InstallSnapshotRequest {
+        vote: openraft::Vote::new_committed(1000, 99),
+        meta: Default::default(),
+        offset: 0,
+        data: b"{}".to_vec(),
+        done: true,
+    };
+    let rpcs = [
+        ("append", Rpc::Append(append)),
+        ("vote", Rpc::Vote(vote)),
+        ("snapshot", Rpc::Snapshot(snapshot)),
+        ("write", Rpc::Write(put("/k/evil", "x"))),
+        ("read index", Rpc::ReadIndex),
+        ("join", Rpc::Join),
+        ("promote", Rpc::Promote),
+        ("status", Rpc::Status),
+        ("remove", Rpc::Remove(member_id(&specs[1].did()))),
+    ];
+    for (what, rpc) in rpcs {
+        let reply = stranger.call(target, &addr, rpc, Duration::from_secs(5)).await.unwrap();
+        assert!(
+            matches!(reply, Reply::Forbidden(_)),
+            "{what} from a stranger must be refused, got {reply:?}"
+        );
+    }
+    // Nothing changed: same leader and term, no foreign key, both members still there.
+    let status = nodes[0].status();
+    assert!(status.term < 1000, "{status:?}");
+    assert!(nodes[0].state().get("/k/evil").unwrap().is_none());
+    assert_eq!(nodes[0].members().await.len(), 2);
+
+    // A stranger started as a member with --join is refused with what to do.
+    let dir = tempfile::tempdir().unwrap();
+    let config = MemberConfig {
+        key: stranger_key,
+        listen: free_addr(),
+        advertise: None,
+        api: String::new(),
+        join: Some(specs[0].target()),
+        bootstrap: vec![],
+    };
+    stranger.stop();
+    let err = RaftNode::start_member(dir.path(), options(), config).await.expect_err("join is refused");
+    assert!(err.to_string().contains("ui cluster add"), "{err}");
+    for n in &nodes {
+        n.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_partitioned_minority_refuses_writes_and_reads_and_converges_after_healing() {
+    let specs: Vec<Spec> = (0..3).map(|_| Spec::new()).collect();
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let nodes = cluster(&specs, &dirs).await;
+    let leader = nodes.iter().position(|n| n.status().leader == Some(n.id())).unwrap();
+    // Cut the leader off from both others: it is the minority.
+    let others: Vec<u64> =
+        nodes.iter().enumerate().filter(|(i, _)| *i != leader).map(|(_, n)| n.id()).collect();
+    nodes[leader].isolate_from(&others).unwrap();
+    for (i, n) in nodes.iter().enumerate() {
+        if i != leader {
+            n.isolate_from(&[nodes[leader].id()]).unwrap();
+        }
+    }
+    let majority: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
+    wait_for("the majority elects a new leader", async || {
+        let s = nodes[majority[0]].status();
+        s.leader.is_some() && s.leader != Some(nodes[leader].id())
+    })
+    .await;
+    let w = nodes[majority[1]].write(put("/k/majority", "1")).await.unwrap();
+    assert!(matches!(w.outcome, Outcome::Applied { .. }));
+    let minority_write =
+        tokio::time::timeout(Duration::from_secs(5), nodes[leader].write(put("/k/minority", "1"))).await;
+    assert!(
+        !matches!(minority_write, Ok(Ok(_))),
+        "the minority must not acknowledge a write: {minority_write:?}"
+    );
+    let minority_read = tokio::time::timeout(Duration::from_secs(5), nodes[leader].read_barrier()).await;
+    assert!(!matches!(minority_read, Ok(Ok(()))), "the minority must refuse linearizable reads");
+
+    for n in &nodes {
+        n.isolate_from(&[]).unwrap();
+    }
+    // Right after healing the old leader learns the new term; then it serves reads again.
+    wait_for("the healed member serves linearizable reads", async || {
+        nodes[leader].read_barrier().await.is_ok()
+    })
+    .await;
+    let (reference, rev) = nodes[majority[0]].state().list("/k/").unwrap();
+    for n in &nodes {
+        wait_for("convergence", async || n.last_applied() >= rev).await;
+        assert_eq!(n.state().list("/k/").unwrap().0, reference, "every member converges to the same state");
+    }
+    assert!(nodes[leader].state().get("/k/minority").unwrap().is_none(), "the refused write never appears");
+    for n in &nodes {
+        n.shutdown().await;
+    }
+}
