@@ -119,6 +119,11 @@ impl Status {
 pub struct Client {
     agent: ureq::Agent,
     server: String,
+    /// Every member's URL, `server` first (the kubeconfig's `univrs.io/servers` extension);
+    /// a request that cannot connect to one tries the next.
+    servers: Vec<String>,
+    /// The index in `servers` of the one that answered last.
+    current: std::sync::atomic::AtomicUsize,
     /// `Bearer …`, from the kubeconfig's user (a token, or an exec plugin run once).
     authorization: Option<String>,
     namespace: String,
@@ -145,6 +150,12 @@ impl Client {
         };
         let server = args.server.clone().unwrap_or_else(|| kube.server.clone());
         let server = server.trim_end_matches('/').to_owned();
+        let mut servers = vec![server.clone()];
+        if args.server.is_none() {
+            servers.extend(
+                kube.servers.iter().map(|s| s.trim_end_matches('/').to_owned()).filter(|s| *s != server),
+            );
+        }
         if !server.starts_with("http://") && !server.starts_with("https://") {
             bail!("server {server:?} is not an http:// or https:// URL");
         }
@@ -162,7 +173,15 @@ impl Client {
             config = config.tls_config(ureq::tls::TlsConfig::builder().root_certs(roots).build());
         }
         let authorization = kube.credential.bearer(&path)?.map(|t| format!("Bearer {t}"));
-        Ok(Self { agent: config.build().into(), server, authorization, namespace, namespace_from_flag })
+        Ok(Self {
+            agent: config.build().into(),
+            server,
+            servers,
+            current: Default::default(),
+            authorization,
+            namespace,
+            namespace_from_flag,
+        })
     }
 
     /// The namespace of `-n`, the kubeconfig context, or `default`.
@@ -202,7 +221,9 @@ impl Client {
         p
     }
 
-    /// Sends one request and returns the response, or the server's `Status` error.
+    /// Sends one request and returns the response, or the server's `Status` error. A server
+    /// that cannot be connected to (so it never saw the request) is skipped for the next one
+    /// the kubeconfig lists.
     fn send(
         &self,
         method: Method,
@@ -211,7 +232,33 @@ impl Client {
         accept: Option<&str>,
         body: Option<&Value>,
     ) -> Result<ureq::http::Response<ureq::Body>, ClientError> {
-        let mut url = format!("{}{path}", self.server);
+        use std::sync::atomic::Ordering;
+        let first = self.current.load(Ordering::Relaxed);
+        let mut last = None;
+        for i in 0..self.servers.len() {
+            let at = (first + i) % self.servers.len();
+            match self.send_to(&self.servers[at], method, path, query, accept, body) {
+                Err(SendError::NotConnected(e)) => last = Some(e),
+                Err(SendError::Failed(e)) => return Err(e),
+                Ok(r) => {
+                    self.current.store(at, Ordering::Relaxed);
+                    return Ok(r);
+                }
+            }
+        }
+        Err(last.expect("at least one server"))
+    }
+
+    fn send_to(
+        &self,
+        server: &str,
+        method: Method,
+        path: &str,
+        query: &[(&str, &str)],
+        accept: Option<&str>,
+        body: Option<&Value>,
+    ) -> Result<ureq::http::Response<ureq::Body>, SendError> {
+        let mut url = format!("{server}{path}");
         for (i, (k, v)) in query.iter().enumerate() {
             url.push(if i == 0 { '?' } else { '&' });
             url.push_str(&format!("{k}={}", encode(v)));
@@ -242,31 +289,70 @@ impl Client {
                     .send(b)
             }
         };
-        let response = result.map_err(|e| self.transport_error(e))?;
+        let response = match result {
+            Ok(r) => r,
+            Err(e) if never_connected(&e) => return Err(SendError::NotConnected(transport_error(server, e))),
+            Err(e) => return Err(SendError::Failed(transport_error(server, e))),
+        };
         let code = response.status().as_u16();
         if code >= 400 {
             let mut response = response;
             let body =
                 response.body_mut().with_config().limit(1024 * 1024).read_to_string().unwrap_or_default();
-            return Err(ClientError::Status(Status::from_response(code, &body)));
+            return Err(SendError::Failed(ClientError::Status(Status::from_response(code, &body))));
         }
         Ok(response)
     }
 
-    fn transport_error(&self, e: ureq::Error) -> ClientError {
-        let cause = match &e {
-            ureq::Error::Io(io) => match io.kind() {
-                std::io::ErrorKind::ConnectionRefused => "connection refused".to_owned(),
-                _ => io.to_string(),
-            },
-            ureq::Error::ConnectionFailed => "connection failed".to_owned(),
-            ureq::Error::HostNotFound => "host not found".to_owned(),
-            ureq::Error::Timeout(t) => format!("timed out ({t})"),
-            other => return ClientError::Other(format!("request to {} failed: {other}", self.server)),
-        };
-        ClientError::Unreachable { server: self.server.clone(), cause }
+    /// GET any path of the server (such as `/cluster/members`) as JSON.
+    pub fn get_json(&self, path: &str) -> Result<Value, ClientError> {
+        self.json(Method::Get, path, &[], None, None)
     }
 
+    /// POST `body` to any path of the server, answering JSON.
+    pub fn post_json(&self, path: &str, body: &Value) -> Result<Value, ClientError> {
+        self.json(Method::Post, path, &[], None, Some(body))
+    }
+
+    /// DELETE any path of the server, answering JSON.
+    pub fn delete_json(&self, path: &str) -> Result<Value, ClientError> {
+        self.json(Method::Delete, path, &[], None, None)
+    }
+}
+
+/// How one attempt at one server failed.
+enum SendError {
+    /// The connection was never made: the request is safe to send to another server.
+    NotConnected(ClientError),
+    /// Anything else.
+    Failed(ClientError),
+}
+
+/// Whether `e` happened before the request could reach the server.
+fn never_connected(e: &ureq::Error) -> bool {
+    match e {
+        ureq::Error::Io(io) => io.kind() == std::io::ErrorKind::ConnectionRefused,
+        ureq::Error::ConnectionFailed | ureq::Error::HostNotFound => true,
+        ureq::Error::Timeout(t) => matches!(t, ureq::Timeout::Connect | ureq::Timeout::Resolve),
+        _ => false,
+    }
+}
+
+fn transport_error(server: &str, e: ureq::Error) -> ClientError {
+    let cause = match &e {
+        ureq::Error::Io(io) => match io.kind() {
+            std::io::ErrorKind::ConnectionRefused => "connection refused".to_owned(),
+            _ => io.to_string(),
+        },
+        ureq::Error::ConnectionFailed => "connection failed".to_owned(),
+        ureq::Error::HostNotFound => "host not found".to_owned(),
+        ureq::Error::Timeout(t) => format!("timed out ({t})"),
+        other => return ClientError::Other(format!("request to {server} failed: {other}")),
+    };
+    ClientError::Unreachable { server: server.to_owned(), cause }
+}
+
+impl Client {
     fn json(
         &self,
         method: Method,
@@ -434,6 +520,9 @@ fn kubeconfig_path(ctx: &Context, args: &ClusterArgs) -> PathBuf {
 #[derive(Debug, Default)]
 struct Kubeconfig {
     server: String,
+    /// Every member's URL, from the cluster's `univrs.io/servers` extension (`ui` fails over
+    /// between them; kubectl only knows `server`).
+    servers: Vec<String>,
     namespace: Option<String>,
     /// The cluster's CA (PEM), from `certificate-authority-data`.
     ca_pem: Option<String>,
@@ -520,6 +609,16 @@ fn kubeconfig_server(config: &Value) -> Result<Kubeconfig, String> {
         .pointer("/cluster/server")
         .and_then(Value::as_str)
         .ok_or_else(|| format!("clusters[{cluster_name}].cluster.server: not set"))?;
+    let servers = cluster
+        .pointer("/cluster/extensions")
+        .and_then(Value::as_array)
+        .and_then(|exts| {
+            exts.iter().find(|e| e.get("name").and_then(Value::as_str) == Some("univrs.io/servers"))
+        })
+        .and_then(|e| e.pointer("/extension/servers"))
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+        .unwrap_or_default();
     let ns = context.pointer("/context/namespace").and_then(Value::as_str).filter(|s| !s.is_empty());
     let ca_pem = match cluster.pointer("/cluster/certificate-authority-data").and_then(Value::as_str) {
         Some(b64) => {
@@ -563,7 +662,13 @@ fn kubeconfig_server(config: &Value) -> Result<Kubeconfig, String> {
         }
         _ => Credential::None,
     };
-    Ok(Kubeconfig { server: server.to_owned(), namespace: ns.map(str::to_owned), ca_pem, credential })
+    Ok(Kubeconfig {
+        server: server.to_owned(),
+        servers,
+        namespace: ns.map(str::to_owned),
+        ca_pem,
+        credential,
+    })
 }
 
 #[cfg(test)]

@@ -54,6 +54,8 @@ enum Command {
     Token(commands::token::Args),
     Apiserver(commands::apiserver::Args),
     #[command(subcommand)]
+    Cluster(commands::cluster::Command),
+    #[command(subcommand)]
     Controllers(commands::controllers::Command),
     /// Run univrs on this machine: the apiserver of a one-member control plane and every
     /// controller
@@ -85,6 +87,7 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Scale(args) => commands::scale::run(&ctx, args),
         Command::Status(args) => commands::status::run(&ctx, args),
         Command::Controllers(cmd) => commands::controllers::run(&ctx, cmd),
+        Command::Cluster(cmd) => commands::cluster::run(&ctx, cmd),
         Command::Version(_) => unreachable!("handled above"),
     }
 }

@@ -19,13 +19,22 @@ use crate::registry::ApiError;
 pub struct Authn {
     audience: String,
     members: Arc<BTreeSet<String>>,
+    /// The member whose Raft membership also names members (every member's key is one).
+    cluster: Option<crate::raft::RaftNode>,
 }
 
 impl Authn {
     /// Tokens for `audience` (the cluster); `members` are the control-plane members.
     pub fn new(audience: impl Into<String>, members: impl IntoIterator<Item = Did>) -> Self {
         let members = members.into_iter().map(|d| d.as_str().to_owned()).collect();
-        Self { audience: audience.into(), members: Arc::new(members) }
+        Self { audience: audience.into(), members: Arc::new(members), cluster: None }
+    }
+
+    /// Also counts as members the keys of every member in `node`'s Raft membership.
+    #[must_use]
+    pub fn with_cluster(mut self, node: crate::raft::RaftNode) -> Self {
+        self.cluster = Some(node);
+        self
     }
 
     /// The audience tokens must name.
@@ -46,7 +55,8 @@ impl Authn {
             .ok_or_else(|| ApiError::Unauthorized("the Authorization header is not a bearer token".into()))?;
         let (did, _) = api::token::verify(token.trim(), &self.audience, now)
             .map_err(|e| ApiError::Unauthorized(format!("the bearer token is refused: {e}")))?;
-        let member = self.members.contains(did.as_str());
+        let member = self.members.contains(did.as_str())
+            || self.cluster.as_ref().is_some_and(|n| n.is_member(did.as_str()));
         Ok(Caller::identity(did, member))
     }
 }

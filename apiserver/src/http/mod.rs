@@ -10,6 +10,7 @@
 //! say nothing about any object); every object request needs a token.
 
 pub mod authn;
+mod cluster;
 mod discovery;
 mod json;
 mod objects;
@@ -58,6 +59,9 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(discovery::ok))
         .route("/readyz", get(discovery::ok))
         .route("/livez", get(discovery::ok))
+        .route("/cluster/members", get(cluster::members).post(cluster::add))
+        .route("/cluster/members/{id}", axum::routing::delete(cluster::remove))
+        .route("/cluster/isolate", axum::routing::post(cluster::isolate))
         .route("/openapi/v3", get(openapi::root))
         .route("/openapi/v3/apis/univrs.io/v1", get(openapi::group_version))
         .route(

@@ -268,6 +268,7 @@ impl RaftNode {
             p2p: config.advertise.clone().unwrap_or_else(|| transport.listen_addr().to_string()),
             api: config.api.clone(),
         };
+        let resuming = config.join.is_none() || !config.bootstrap.is_empty();
         let (log, state) = open_storage(dir).await?;
         let network = Network { transport: transport.clone() };
         let raft = Raft::new(id, raft_config(&options, true)?, network, log, state.clone())
@@ -285,7 +286,9 @@ impl RaftNode {
         let server = tokio::spawn(serve(node.clone(), inbound));
         *peers.server.lock().expect("server lock") = Some(server);
         let fail = |e: String| StartError::Raft(e);
-        if raft.is_initialized().await.map_err(|e| fail(e.to_string()))? {
+        // A member that has not kept the cluster's bootstrap yet (it stopped while joining)
+        // joins again; the join is idempotent.
+        if raft.is_initialized().await.map_err(|e| fail(e.to_string()))? && resuming {
             return Ok((node, None));
         }
         match config.join {
@@ -356,6 +359,11 @@ impl RaftNode {
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+    }
+
+    /// Whether `did` is the key of a node in the current membership.
+    pub fn is_member(&self, did: &str) -> bool {
+        self.raft.metrics().borrow().membership_config.membership().nodes().any(|(_, m)| m.did == did)
     }
 
     /// This member's Raft id.

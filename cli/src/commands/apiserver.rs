@@ -1,4 +1,5 @@
-//! `ui apiserver`: run the apiserver of a single-member control plane.
+//! `ui apiserver`: run a member of the control plane (alone, or one of several with
+//! `--peer-listen`, founding a cluster or joining one with `--join`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -7,7 +8,7 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use apiserver::http::AppState;
 use apiserver::http::authn::Authn;
-use apiserver::raft::{Options, RaftNode};
+use apiserver::raft::{JoinTarget, MemberConfig, Options, RaftNode};
 use apiserver::registry::Registry;
 
 use super::{Context, Outcome};
@@ -42,6 +43,18 @@ pub struct Args {
     /// Another name or address the server certificate must be valid for (repeatable)
     #[arg(long = "tls-san", value_name = "NAME")]
     tls_sans: Vec<String>,
+    /// Address of the member-to-member transport (libp2p, Noise-authenticated by the member
+    /// key). Without it the member runs alone and cannot grow into a cluster
+    #[arg(long, value_name = "IP:PORT")]
+    peer_listen: Option<SocketAddr>,
+    /// The transport address other members reach this one at [default: --peer-listen]
+    #[arg(long, value_name = "IP:PORT", requires = "peer_listen")]
+    peer_advertise: Option<String>,
+    /// Join the cluster of the member DID at ADDR (its transport address). A member of that
+    /// cluster must first have run `ui cluster add` with this member's did (printed at start)
+    /// and transport address. Ignored once the data dir has joined
+    #[arg(long, value_name = "DID@IP:PORT", requires = "peer_listen")]
+    join: Option<JoinTarget>,
     /// DEVELOPMENT ONLY: serve plain HTTP, on loopback only. Tokens are still required, and
     /// kubectl sends none over plain HTTP, so only `ui` and other token-aware clients work
     #[arg(long)]
@@ -82,6 +95,51 @@ fn member_key(data_dir: &std::path::Path) -> anyhow::Result<(PathBuf, ed25519_da
     Ok((path, key))
 }
 
+/// What a cluster hands to a member that joins: its id and CA.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Bootstrap {
+    cluster: String,
+    ca_cert: Option<String>,
+    ca_key: Option<String>,
+}
+
+impl Bootstrap {
+    fn read(data_dir: &std::path::Path, cluster: &str) -> anyhow::Result<Vec<u8>> {
+        let read = |name: &str| std::fs::read_to_string(data_dir.join("tls").join(name)).ok();
+        let b = Bootstrap { cluster: cluster.to_owned(), ca_cert: read("ca.crt"), ca_key: read("ca.key") };
+        Ok(serde_json::to_vec(&b)?)
+    }
+
+    /// Keeps the cluster's id and CA in the data dir of a member that just joined.
+    fn write(bytes: &[u8], data_dir: &std::path::Path) -> anyhow::Result<()> {
+        let b: Bootstrap =
+            serde_json::from_slice(bytes).context("the cluster sent a bootstrap this member cannot read")?;
+        fsutil::write_atomic(&data_dir.join("cluster-id"), b.cluster.as_bytes(), PRIVATE_FILE)?;
+        if let (Some(cert), Some(key)) = (b.ca_cert, b.ca_key) {
+            let tls = data_dir.join("tls");
+            fsutil::create_private_dir(&tls)?;
+            fsutil::write_atomic(&tls.join("ca.crt"), cert.as_bytes(), PRIVATE_FILE)?;
+            fsutil::write_atomic(&tls.join("ca.key"), key.as_bytes(), PRIVATE_FILE)?;
+        }
+        Ok(())
+    }
+}
+
+/// Adds the other members' API URLs to a kubeconfig's cluster, for `ui` to fail over to
+/// (kubectl ignores the extension and uses `server`).
+fn with_failover(kubeconfig: String, server: &str, others: &[String]) -> String {
+    if others.is_empty() {
+        return kubeconfig;
+    }
+    let mut all = vec![server.to_owned()];
+    all.extend(others.iter().cloned());
+    let list = serde_json::to_string(&all).expect("strings serialize");
+    let extension = format!(
+        "    server: {server}\n    extensions:\n    - name: univrs.io/servers\n      extension: {{\"servers\": {list}}}\n"
+    );
+    kubeconfig.replacen(&format!("    server: {server}\n"), &extension, 1)
+}
+
 pub fn run(ctx: &Context, args: &Args, with_controllers: bool) -> anyhow::Result<Outcome> {
     if args.insecure_http && !args.listen.ip().is_loopback() {
         bail!(
@@ -94,26 +152,29 @@ pub fn run(ctx: &Context, args: &Args, with_controllers: bool) -> anyhow::Result
         None => default_data_dir()?,
     };
     fsutil::create_private_dir(&data_dir).with_context(|| format!("cannot create {}", data_dir.display()))?;
-    let cluster = cluster_id(&data_dir)?;
-    let audience = format!("univrs:{cluster}");
+    // A member that joins gets the cluster's id and CA from the cluster, after joining.
+    // (`cluster-id` is written once it has joined: until then, every start with --join joins.)
+    let fresh_join = args.join.is_some() && !data_dir.join("cluster-id").exists();
     let (member_key_path, member) = member_key(&data_dir)?;
-    let mut members = vec![api::identity::Did::from_key(&member.verifying_key())];
+    let member_did = api::identity::Did::from_key(&member.verifying_key());
+    let mut members = vec![member_did.clone()];
     for m in &args.members {
         members.push(api::identity::Did::parse(m).with_context(|| format!("--member {m}"))?);
     }
-    let tls = if args.insecure_http {
-        None
-    } else {
+    let make_tls = |cluster: &str| -> anyhow::Result<Option<apiserver::http::tls::Tls>> {
+        if args.insecure_http {
+            return Ok(None);
+        }
         let mut names: Vec<String> = vec!["localhost".into(), "127.0.0.1".into(), "::1".into()];
         if !args.listen.ip().is_unspecified() {
             names.push(args.listen.ip().to_string());
         }
         names.extend(args.tls_sans.iter().cloned());
         names.dedup();
-        Some(
-            apiserver::http::tls::load_or_create(&data_dir.join("tls"), &cluster, &names)
+        Ok(Some(
+            apiserver::http::tls::load_or_create(&data_dir.join("tls"), cluster, &names)
                 .context("cannot set up TLS")?,
-        )
+        ))
     };
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start tokio")?;
@@ -122,26 +183,75 @@ pub fn run(ctx: &Context, args: &Args, with_controllers: bool) -> anyhow::Result
         if let Some(secs) = args.watch_history_seconds {
             options.history.max_age = Duration::from_secs(secs);
         }
-        let node = RaftNode::start_single(&data_dir, options)
-            .await
-            .with_context(|| format!("cannot start the control plane in {}", data_dir.display()))?;
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
             .with_context(|| format!("cannot listen on {}", args.listen))?;
         let addr = listener.local_addr()?;
-        let scheme = if tls.is_some() { "https" } else { "http" };
+        let scheme = if args.insecure_http { "http" } else { "https" };
         let host = if addr.ip().is_unspecified() { "127.0.0.1".to_owned() } else { addr.ip().to_string() };
         let host = if host.contains(':') { format!("[{host}]") } else { host };
         let server = format!("{scheme}://{host}:{}", addr.port());
+        let started = |e| format!("cannot start the control plane in {}: {e}", data_dir.display());
+        let (node, cluster, tls) = match args.peer_listen {
+            None => {
+                let cluster = cluster_id(&data_dir)?;
+                let tls = make_tls(&cluster)?;
+                let node = RaftNode::start_single(&data_dir, options).await.map_err(|e| anyhow::anyhow!(started(e)))?;
+                (node, cluster, tls)
+            }
+            Some(peer_listen) => {
+                let (cluster, tls, bootstrap) = if fresh_join {
+                    (None, None, Vec::new())
+                } else {
+                    let cluster = cluster_id(&data_dir)?;
+                    let tls = make_tls(&cluster)?;
+                    let bootstrap = Bootstrap::read(&data_dir, &cluster)?;
+                    (Some(cluster), tls, bootstrap)
+                };
+                let config = MemberConfig {
+                    key: member.clone(),
+                    listen: peer_listen,
+                    advertise: args.peer_advertise.clone(),
+                    api: server.clone(),
+                    join: args.join.clone(),
+                    bootstrap,
+                };
+                let (node, joined) = RaftNode::start_member(&data_dir, options, config)
+                    .await
+                    .map_err(|e| anyhow::anyhow!(started(e)))?;
+                match (cluster, joined) {
+                    (Some(cluster), _) => (node, cluster, tls),
+                    (None, joined) => {
+                        let Some(joined) = joined else {
+                            bail!("{} already holds a member: start it without --join", data_dir.display())
+                        };
+                        Bootstrap::write(&joined, &data_dir)?;
+                        let cluster = cluster_id(&data_dir)?;
+                        let tls = make_tls(&cluster)?;
+                        (node, cluster, tls)
+                    }
+                }
+            }
+        };
+        let audience = format!("univrs:{cluster}");
         let ca_pem = tls.as_ref().map(|t| t.ca_pem.clone());
+        let others: Vec<String> = node
+            .members()
+            .await
+            .into_iter()
+            .filter(|m| m.id != node.id() && !m.api.is_empty())
+            .map(|m| m.api)
+            .collect();
         let kubeconfig_path = args.kubeconfig.clone().unwrap_or_else(|| ctx.dirs.root().join("kubeconfig"));
         ctx.dirs.ensure_root()?;
         let user_env = [("UNIVRS_CONFIG_DIR", ctx.dirs.root().display().to_string())];
         let user = crate::kubeconfig::render(&server, ca_pem.as_deref(), &audience, &[], &user_env);
+        let user = with_failover(user, &server, &others);
         fsutil::write_atomic(&kubeconfig_path, user.as_bytes(), PRIVATE_FILE)?;
         // The control plane's own clients (controllers run by `ui up`) authenticate as the member.
         let member_args = ["--key-file".to_owned(), member_key_path.display().to_string()];
         let member_kubeconfig = crate::kubeconfig::render(&server, ca_pem.as_deref(), &audience, &member_args, &[]);
+        let member_kubeconfig = with_failover(member_kubeconfig, &server, &others);
         fsutil::write_atomic(&data_dir.join("member.kubeconfig"), member_kubeconfig.as_bytes(), PRIVATE_FILE)?;
         if tls.is_none() {
             eprintln!(
@@ -153,6 +263,11 @@ pub fn run(ctx: &Context, args: &Args, with_controllers: bool) -> anyhow::Result
         println!("data dir: {}", data_dir.display());
         println!("kubeconfig: {}", kubeconfig_path.display());
         println!("try: KUBECONFIG={} kubectl get workloads", kubeconfig_path.display());
+        if let Some(peer) = args.peer_listen {
+            let address = args.peer_advertise.clone().unwrap_or_else(|| peer.to_string());
+            println!("member {} (did {member_did}) at {address}", node.id());
+            println!("to grow the cluster: ui cluster add NEW_DID NEW_ADDRESS, then start the new member with --join {member_did}@{address}");
+        }
         let shutdown = async {
             let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
                 .expect("can install a SIGTERM handler");
@@ -172,7 +287,8 @@ pub fn run(ctx: &Context, args: &Args, with_controllers: bool) -> anyhow::Result
                 stopping.cancel();
             }
         };
-        let state = AppState { registry: Registry::new(node.clone()), authn: Authn::new(audience.clone(), members) };
+        let authn = Authn::new(audience.clone(), members).with_cluster(node.clone());
+        let state = AppState { registry: Registry::new(node.clone()), authn };
         let serving = tokio::spawn(apiserver::http::serve(listener, state, tls, shutdown));
         let controllers = match with_controllers {
             true => {

@@ -2,6 +2,7 @@
 
 pub mod apiserver;
 pub mod apply;
+pub mod cluster;
 pub mod config;
 pub mod controllers;
 pub mod delete;

@@ -1,0 +1,277 @@
+//! A control plane of three `ui apiserver` processes on loopback: grown with `ui cluster add`
+//! and `--join`, writes through any member, `ui cluster members`, kill -9 of the leader under
+//! writes from several clients (a new leader within seconds, no acknowledged write lost, none
+//! applied twice), `ui` failing over between the kubeconfig's servers, a restarted member
+//! catching up, and a wiped member removed, re-added and catching up.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::{Server, User, free_port, send};
+
+/// Makes `data`'s member key up front, so the test knows the member's did before it starts
+/// (an operator reads it from the refused `--join`, or from the member's first start).
+fn member_key(data: &Path) -> String {
+    std::fs::create_dir_all(data).unwrap();
+    let key = ed25519_dalek::SigningKey::generate(&mut rand_core::OsRng);
+    let hex: String = key.to_bytes().iter().map(|b| format!("{b:02x}")).collect();
+    std::fs::write(data.join("member.key"), hex).unwrap();
+    api::identity::Did::from_key(&key.verifying_key()).as_str().to_owned()
+}
+
+struct Member {
+    user: User,
+    server: Option<Server>,
+    data: std::path::PathBuf,
+    peer: String,
+    did: String,
+}
+
+impl Member {
+    fn server(&self) -> &Server {
+        self.server.as_ref().unwrap()
+    }
+}
+
+fn start(user: &User, data: &Path, peer: &str, join: Option<&str>) -> Server {
+    let mut extra = vec!["--peer-listen", peer];
+    if let Some(j) = join {
+        extra.extend(["--join", j]);
+    }
+    Server::start_with(user, data, "127.0.0.1:0", &extra)
+}
+
+/// `ui cluster members -o json` through `kubeconfig`.
+fn members(user: &User, kubeconfig: &Path) -> Vec<Value> {
+    let out =
+        user.run(&["cluster", "members", "-o", "json", "--kubeconfig", kubeconfig.to_str().unwrap()]).ok();
+    out.json().as_array().unwrap().clone()
+}
+
+fn replica(name: &str) -> String {
+    serde_json::json!({ "apiVersion": "univrs.io/v1", "kind": "Replica",
+        "metadata": { "name": name }, "spec": { "workload": "w", "container": { "rootfs": "busybox" } } })
+    .to_string()
+}
+
+/// name → resourceVersion of every Replica, read (linearizably) from `server`.
+fn replicas(server: &Server, bearer: &str) -> BTreeMap<String, String> {
+    let url = format!("{}/apis/univrs.io/v1/namespaces/default/replicas", server.url);
+    let (code, body) = send(&server.agent(), "GET", &url, bearer, "application/json", vec![]);
+    assert_eq!(code, 200, "{body}");
+    let list: Value = serde_json::from_str(&body).unwrap();
+    list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            let m = &i["metadata"];
+            (m["name"].as_str().unwrap().to_owned(), m["resourceVersion"].as_str().unwrap().to_owned())
+        })
+        .collect()
+}
+
+fn wait_until(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn three_members_survive_kill_9_of_the_leader_under_writes_and_a_wiped_member_rejoins() {
+    // Grow 1 → 3: the founder, then two members added by a member and started with --join.
+    let founder_user = User::new();
+    let founder_data = founder_user.path("data");
+    let founder_peer = format!("127.0.0.1:{}", free_port());
+    let founder = start(&founder_user, &founder_data, &founder_peer, None);
+    let founder_did = {
+        let key = std::fs::read_to_string(founder_data.join("member.key")).unwrap();
+        let bytes: Vec<u8> =
+            (0..32).map(|i| u8::from_str_radix(&key.trim()[2 * i..2 * i + 2], 16).unwrap()).collect();
+        let key = ed25519_dalek::SigningKey::from_bytes(&bytes.try_into().unwrap());
+        api::identity::Did::from_key(&key.verifying_key()).as_str().to_owned()
+    };
+    let join = format!("{founder_did}@{founder_peer}");
+    let mut all = vec![Member {
+        user: founder_user,
+        server: Some(founder),
+        data: founder_data,
+        peer: founder_peer,
+        did: founder_did,
+    }];
+    for _ in 0..2 {
+        let user = User::new();
+        let data = user.path("data");
+        let did = member_key(&data);
+        let peer = format!("127.0.0.1:{}", free_port());
+        // A member that nobody added is refused, and told what to do.
+        let refused = user
+            .run(&[
+                "apiserver",
+                "--data-dir",
+                data.to_str().unwrap(),
+                "--listen",
+                "127.0.0.1:0",
+                "--peer-listen",
+                &peer,
+                "--join",
+                &join,
+            ])
+            .fails_with(&["ui cluster add", &did]);
+        drop(refused);
+        // Only a member may add one: the user's own kubeconfig is refused.
+        let user_kubeconfig = all[0].server().kubeconfig.clone();
+        all[0]
+            .user
+            .run(&["cluster", "add", &did, &peer, "--kubeconfig", user_kubeconfig.to_str().unwrap()])
+            .fails_with(&["Forbidden"]);
+        let member_kubeconfig = all[0].server().member_kubeconfig();
+        all[0]
+            .user
+            .run(&["cluster", "add", &did, &peer, "--kubeconfig", member_kubeconfig.to_str().unwrap()])
+            .ok();
+        let server = start(&user, &data, &peer, Some(&join));
+        all.push(Member { user, server: Some(server), data, peer, did });
+    }
+    let list = members(&all[2].user, &all[2].server().member_kubeconfig());
+    assert_eq!(list.len(), 3, "{list:?}");
+    assert!(list.iter().all(|m| m["role"] == "voter" && m["lastApplied"].as_u64().is_some()), "{list:?}");
+    assert_eq!(list.iter().filter(|m| m["leader"] == true).count(), 1, "{list:?}");
+
+    // Clients write through every member at once, each acknowledged write recorded.
+    let bearer = format!("Bearer {}", all[0].server().member_token());
+    let stop = Arc::new(AtomicBool::new(false));
+    let targets: Vec<(String, ureq::Agent)> =
+        all.iter().map(|m| (m.server().url.clone(), m.server().agent())).collect();
+    let targets = Arc::new(targets);
+    let started = Instant::now();
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            let (stop, bearer, targets) = (stop.clone(), bearer.clone(), targets.clone());
+            std::thread::spawn(move || {
+                let (mut acked, mut failed_at) = (Vec::new(), Vec::new());
+                let mut at = w % targets.len();
+                for i in 0.. {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let name = format!("w{w}-{i}");
+                    let (url, agent) = &targets[at];
+                    let url = format!("{url}/apis/univrs.io/v1/namespaces/default/replicas");
+                    let response = agent
+                        .post(&url)
+                        .header("Authorization", &bearer)
+                        .content_type("application/json")
+                        .send(replica(&name));
+                    match response {
+                        Ok(mut r) if r.status() == 201 => {
+                            let body: Value =
+                                serde_json::from_str(&r.body_mut().read_to_string().unwrap()).unwrap();
+                            let rv = body["metadata"]["resourceVersion"].as_str().unwrap().to_owned();
+                            acked.push((name, rv, started.elapsed()));
+                        }
+                        // Unknown outcome (member gone, no leader yet): try another member.
+                        _ => {
+                            failed_at.push(started.elapsed());
+                            at = (at + 1) % targets.len();
+                            std::thread::sleep(Duration::from_millis(50));
+                        }
+                    }
+                }
+                (acked, failed_at)
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(1500));
+    let list = members(&all[0].user, &all[0].server().member_kubeconfig());
+    let leader_api = list.iter().find(|m| m["leader"] == true).unwrap()["api"].as_str().unwrap().to_owned();
+    let leader = all.iter().position(|m| m.server().url == leader_api).unwrap();
+    let killed_at = started.elapsed();
+    all[leader].server.take().unwrap().kill_9();
+    std::thread::sleep(Duration::from_millis(3000));
+    stop.store(true, Ordering::Relaxed);
+    let mut acked = Vec::new();
+    for w in writers {
+        let (a, _) = w.join().unwrap();
+        acked.extend(a);
+    }
+    let first_after = acked.iter().filter(|(_, _, t)| *t > killed_at).map(|(_, _, t)| *t).min();
+    let first_after = first_after.expect("writes succeed again after the leader was killed");
+    assert!(
+        first_after - killed_at < Duration::from_secs(8),
+        "a new leader took {:?}",
+        first_after - killed_at
+    );
+    eprintln!("leader kill to first acknowledged write: {:?}", first_after - killed_at);
+
+    // No acknowledged write lost, each at the revision it was acknowledged at; the survivors
+    // agree; nothing was applied twice (every revision holds one object).
+    let survivors: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
+    let state = replicas(all[survivors[0]].server(), &bearer);
+    for (name, rv, _) in &acked {
+        assert_eq!(state.get(name), Some(rv), "acknowledged write {name} at {rv} is lost or changed");
+    }
+    let mut revisions: Vec<&String> = state.values().collect();
+    revisions.sort();
+    revisions.dedup();
+    assert_eq!(revisions.len(), state.len(), "two objects share a revision");
+    assert_eq!(replicas(all[survivors[1]].server(), &bearer), state);
+
+    // `ui` fails over: the kubeconfig written by the last member lists all three, and the
+    // killed one may be first.
+    let kubeconfig = all[2].server().member_kubeconfig();
+    let text = std::fs::read_to_string(&kubeconfig).unwrap();
+    assert!(text.contains("univrs.io/servers"), "{text}");
+    let get = all[2]
+        .user
+        .run(&["get", "replicas", "-o", "json", "--kubeconfig", kubeconfig.to_str().unwrap()])
+        .ok();
+    assert_eq!(get.json()["items"].as_array().unwrap().len(), state.len());
+
+    // The killed member restarts on its data dir and catches up.
+    let restarted = Server::start_with(
+        &all[leader].user,
+        &all[leader].data,
+        "127.0.0.1:0",
+        &["--peer-listen", &all[leader].peer],
+    );
+    all[leader].server = Some(restarted);
+    wait_until("the restarted member catches up", Duration::from_secs(30), || {
+        replicas(all[leader].server(), &bearer) == replicas(all[survivors[0]].server(), &bearer)
+    });
+
+    // A member loses its data: it is removed, wiped, added again with its new key and joins;
+    // it gets everything.
+    let wiped = survivors[1];
+    let member_kubeconfig = all[survivors[0]].server().member_kubeconfig();
+    let kc = member_kubeconfig.to_str().unwrap();
+    let old_did = all[wiped].did.clone();
+    all[wiped].server.take().unwrap().kill_9();
+    all[survivors[0]].user.run(&["cluster", "remove", &old_did, "--kubeconfig", kc]).ok();
+    std::fs::remove_dir_all(&all[wiped].data).unwrap();
+    let did = member_key(&all[wiped].data);
+    all[survivors[0]].user.run(&["cluster", "add", &did, &all[wiped].peer, "--kubeconfig", kc]).ok();
+    let server =
+        start(&all[wiped].user, &all[wiped].data, &all[wiped].peer, Some(&join_through(&all[survivors[0]])));
+    all[wiped].server = Some(server);
+    all[wiped].did = did;
+    assert_eq!(replicas(all[wiped].server(), &bearer), replicas(all[survivors[0]].server(), &bearer));
+    let list = members(&all[0].user, &member_kubeconfig);
+    assert_eq!(list.len(), 3, "{list:?}");
+    assert!(list.iter().all(|m| m["role"] == "voter" && m["did"] != old_did.as_str()), "{list:?}");
+    for m in &mut all {
+        m.server.take().unwrap().stop();
+    }
+}
+
+fn join_through(m: &Member) -> String {
+    format!("{}@{}", m.did, m.peer)
+}
