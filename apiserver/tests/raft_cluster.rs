@@ -257,3 +257,84 @@ async fn a_partitioned_minority_refuses_writes_and_reads_and_converges_after_hea
         n.shutdown().await;
     }
 }
+
+mod lincheck;
+
+/// A small deterministic generator, so a failing history can be replayed from its seed.
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self, n: u64) -> u64 {
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (self.0 >> 33) % n
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_clients_on_every_member_stay_linearizable_through_a_partition_of_the_leader() {
+    use lincheck::{Kind, Operation};
+    let specs: Vec<Spec> = (0..3).map(|_| Spec::new()).collect();
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let nodes = std::sync::Arc::new(cluster(&specs, &dirs).await);
+    let start = tokio::time::Instant::now();
+    let run_for = Duration::from_secs(5);
+    let mut clients = tokio::task::JoinSet::new();
+    for c in 0..4u64 {
+        let nodes = nodes.clone();
+        clients.spawn(async move {
+            let mut rng = Lcg(c + 1);
+            let mut history = Vec::new();
+            let mut n = 0;
+            while start.elapsed() < run_for {
+                let node = &nodes[rng.next(3) as usize];
+                let key = format!("/reg/{}", rng.next(3));
+                let call = start.elapsed().as_nanos() as u64;
+                if rng.next(2) == 0 {
+                    n += 1;
+                    let value = format!("c{c}-{n}");
+                    let done =
+                        tokio::time::timeout(Duration::from_secs(3), node.write(put(&key, &value))).await;
+                    let ret = matches!(done, Ok(Ok(_))).then(|| start.elapsed().as_nanos() as u64);
+                    history.push(Operation { key, call, ret, kind: Kind::Put(value) });
+                } else {
+                    let read = tokio::time::timeout(Duration::from_secs(3), async {
+                        node.read_barrier().await.ok()?;
+                        Some(node.state().get(&key).unwrap().map(|s| s.value))
+                    })
+                    .await;
+                    if let Ok(Some(seen)) = read {
+                        let ret = Some(start.elapsed().as_nanos() as u64);
+                        history.push(Operation { key, call, ret, kind: Kind::Get(seen) });
+                    }
+                }
+            }
+            history
+        });
+    }
+    // The fault: the leader is cut off from the others for a while, then the partition heals.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let leader = nodes.iter().position(|n| n.status().leader == Some(n.id())).unwrap();
+    let ids: Vec<u64> = nodes.iter().map(|n| n.id()).filter(|id| *id != nodes[leader].id()).collect();
+    nodes[leader].isolate_from(&ids).unwrap();
+    for (i, n) in nodes.iter().enumerate() {
+        if i != leader {
+            n.isolate_from(&[nodes[leader].id()]).unwrap();
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    for n in nodes.iter() {
+        n.isolate_from(&[]).unwrap();
+    }
+    let mut history = Vec::new();
+    while let Some(h) = clients.join_next().await {
+        history.extend(h.unwrap());
+    }
+    let answered = history.iter().filter(|o| o.ret.is_some()).count();
+    let unknown = history.len() - answered;
+    eprintln!("history: {} operations, {answered} answered, {unknown} with unknown outcome", history.len());
+    assert!(answered > 50, "too few operations completed to say anything: {answered}");
+    lincheck::check(&history).unwrap();
+    for n in nodes.iter() {
+        n.shutdown().await;
+    }
+}
