@@ -123,6 +123,16 @@ async fn three_members_join_forward_writes_and_serve_linearizable_reads_on_follo
         assert_eq!(n.state().list("/k/").unwrap().0, reference);
     }
 
+    // Watches read the change history: every member holds the same changes in the same order
+    // (from the first write after all had joined).
+    let since = r.revision - 1;
+    let history = |n: &RaftNode| n.state().changes_after(since, 100_000).unwrap().unwrap().changes;
+    let leader_history = history(&nodes[leader]);
+    assert_eq!(leader_history.len(), 21);
+    for n in &nodes {
+        assert_eq!(history(n), leader_history, "a watch on any member sees the same events in the same order");
+    }
+
     // The leader stops: the others elect a new one and keep taking writes.
     nodes[leader].shutdown().await;
     let survivor = &nodes[followers[0]];
