@@ -275,3 +275,106 @@ fn three_members_survive_kill_9_of_the_leader_under_writes_and_a_wiped_member_re
 fn join_through(m: &Member) -> String {
     format!("{}@{}", m.did, m.peer)
 }
+
+/// The did of the member key in `data`.
+fn did_of(data: &Path) -> String {
+    let key = std::fs::read_to_string(data.join("member.key")).unwrap();
+    let bytes: Vec<u8> =
+        (0..32).map(|i| u8::from_str_radix(&key.trim()[2 * i..2 * i + 2], 16).unwrap()).collect();
+    let key = ed25519_dalek::SigningKey::from_bytes(&bytes.try_into().unwrap());
+    api::identity::Did::from_key(&key.verifying_key()).as_str().to_owned()
+}
+
+/// Three members started with `extra` arguments.
+fn three(extra: &[&str]) -> Vec<Member> {
+    let mut all: Vec<Member> = Vec::new();
+    for i in 0..3 {
+        let user = User::new();
+        let data = user.path("data");
+        let peer = format!("127.0.0.1:{}", free_port());
+        let mut args = vec!["--peer-listen", peer.as_str()];
+        args.extend_from_slice(extra);
+        let (did, join) = if i == 0 {
+            (None, None)
+        } else {
+            let did = member_key(&data);
+            let kubeconfig = all[0].server().member_kubeconfig();
+            all[0]
+                .user
+                .run(&["cluster", "add", &did, &peer, "--kubeconfig", kubeconfig.to_str().unwrap()])
+                .ok();
+            (Some(did), Some(join_through(&all[0])))
+        };
+        if let Some(j) = &join {
+            args.extend(["--join", j.as_str()]);
+        }
+        let server = Server::start_with(&user, &data, "127.0.0.1:0", &args);
+        let did = did.unwrap_or_else(|| did_of(&data));
+        all.push(Member { user, server: Some(server), data, peer, did });
+    }
+    all
+}
+
+#[test]
+fn a_partitioned_minority_of_processes_refuses_writes_and_reads_then_converges() {
+    let all = three(&["--fault-injection"]);
+    let bearer = format!("Bearer {}", all[0].server().member_token());
+    let list = members(&all[0].user, &all[0].server().member_kubeconfig());
+    let id_of =
+        |m: &Member| list.iter().find(|l| l["did"] == m.did.as_str()).unwrap()["id"].as_u64().unwrap();
+    let leader = all
+        .iter()
+        .position(|m| list.iter().any(|l| l["did"] == m.did.as_str() && l["leader"] == true))
+        .unwrap();
+    let isolate = |m: &Member, ids: Vec<u64>| {
+        let url = format!("{}/cluster/isolate", m.server().url);
+        let body = serde_json::json!({ "ids": ids }).to_string().into_bytes();
+        let (code, text) = send(&m.server().agent(), "POST", &url, &bearer, "application/json", body);
+        assert_eq!(code, 200, "{text}");
+    };
+    let others: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
+    isolate(&all[leader], others.iter().map(|i| id_of(&all[*i])).collect());
+    for i in &others {
+        isolate(&all[*i], vec![id_of(&all[leader])]);
+    }
+    let post = |m: &Member, name: &str| {
+        let url = format!("{}/apis/univrs.io/v1/namespaces/default/replicas", m.server().url);
+        send(&m.server().agent(), "POST", &url, &bearer, "application/json", replica(name).into_bytes())
+    };
+    // The majority elects a leader and takes writes, through either of its members.
+    wait_until("the majority takes writes", Duration::from_secs(20), || {
+        post(&all[others[0]], "majority-1").0 == 201
+    });
+    assert_eq!(post(&all[others[1]], "majority-2").0, 201);
+    // The minority acknowledges nothing and serves no linearizable read.
+    let (code, text) = post(&all[leader], "minority");
+    assert_eq!(code, 503, "{text}");
+    let url = format!("{}/apis/univrs.io/v1/namespaces/default/replicas", all[leader].server().url);
+    let (code, text) = send(&all[leader].server().agent(), "GET", &url, &bearer, "", vec![]);
+    assert_eq!(code, 503, "a linearizable read on the minority: {text}");
+
+    // Healed, every member converges to the same state, without the refused write.
+    for m in &all {
+        isolate(m, vec![]);
+    }
+    wait_until("convergence", Duration::from_secs(30), || {
+        let states: Vec<_> = all
+            .iter()
+            .map(|m| {
+                let url = format!("{}/apis/univrs.io/v1/namespaces/default/replicas", m.server().url);
+                send(&m.server().agent(), "GET", &url, &bearer, "", vec![])
+            })
+            .collect();
+        states.iter().all(|(code, _)| *code == 200) && states.iter().all(|s| s.1 == states[0].1)
+    });
+    let state = replicas(all[leader].server(), &bearer);
+    assert!(
+        state.contains_key("majority-1")
+            && state.contains_key("majority-2")
+            && !state.contains_key("minority"),
+        "{state:?}"
+    );
+    for mut m in all {
+        m.server.take().unwrap().stop();
+    }
+}

@@ -130,7 +130,11 @@ async fn three_members_join_forward_writes_and_serve_linearizable_reads_on_follo
     let leader_history = history(&nodes[leader]);
     assert_eq!(leader_history.len(), 21);
     for n in &nodes {
-        assert_eq!(history(n), leader_history, "a watch on any member sees the same events in the same order");
+        assert_eq!(
+            history(n),
+            leader_history,
+            "a watch on any member sees the same events in the same order"
+        );
     }
 
     // The leader stops: the others elect a new one and keep taking writes.

@@ -75,7 +75,9 @@ fn load(
 
 fn report(what: &str, seconds: u64, mut latencies: Vec<Duration>, failed: usize) {
     latencies.sort();
-    let pct = |p: f64| latencies.get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1)));
+    let pct = |p: f64| {
+        latencies.get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1)))
+    };
     println!(
         "{what:<28} {:>8.0} writes/s   p50 {:>7.2?}   p99 {:>7.2?}   ({} ok, {failed} failed)",
         latencies.len() as f64 / seconds as f64,
@@ -92,7 +94,8 @@ struct Cluster {
 
 fn did_of(data: &Path) -> String {
     let key = std::fs::read_to_string(data.join("member.key")).unwrap();
-    let bytes: Vec<u8> = (0..32).map(|i| u8::from_str_radix(&key.trim()[2 * i..2 * i + 2], 16).unwrap()).collect();
+    let bytes: Vec<u8> =
+        (0..32).map(|i| u8::from_str_radix(&key.trim()[2 * i..2 * i + 2], 16).unwrap()).collect();
     let key = ed25519_dalek::SigningKey::from_bytes(&bytes.try_into().unwrap());
     api::identity::Did::from_key(&key.verifying_key()).as_str().to_owned()
 }
@@ -119,7 +122,8 @@ fn cluster(n: usize) -> Cluster {
         let did = member_key(&data);
         let peer = format!("127.0.0.1:{}", free_port());
         c.users[0].run(&["cluster", "add", &did, &peer, "--kubeconfig", kubeconfig.to_str().unwrap()]).ok();
-        let server = Server::start_with(&user, &data, "127.0.0.1:0", &["--peer-listen", &peer, "--join", &join]);
+        let server =
+            Server::start_with(&user, &data, "127.0.0.1:0", &["--peer-listen", &peer, "--join", &join]);
         c.users.push(user);
         c.servers.push(Some(server));
     }
@@ -143,9 +147,14 @@ fn writer(c: &Cluster) -> impl Fn(u64, u64) -> bool + Send + Sync + 'static {
 
 fn leader_index(c: &Cluster) -> usize {
     let kubeconfig = c.servers[0].as_ref().unwrap().member_kubeconfig();
-    let out = c.users[0].run(&["cluster", "members", "-o", "json", "--kubeconfig", kubeconfig.to_str().unwrap()]).ok();
+    let out = c.users[0]
+        .run(&["cluster", "members", "-o", "json", "--kubeconfig", kubeconfig.to_str().unwrap()])
+        .ok();
     let members = out.json();
-    let api = members.as_array().unwrap().iter().find(|m| m["leader"] == true).unwrap()["api"].as_str().unwrap().to_owned();
+    let api = members.as_array().unwrap().iter().find(|m| m["leader"] == true).unwrap()["api"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     c.servers.iter().position(|s| s.as_ref().is_some_and(|s| s.url == api)).unwrap()
 }
 

@@ -4,8 +4,8 @@
 //! transport.
 //!
 //! `POST /cluster/isolate` is fault injection for the failure tests (drop all member traffic
-//! with the given member ids); it exists only when the server was started with
-//! `UNIVRS_FAULT_INJECTION=1` in its environment, and needs a member.
+//! with the given member ids); it exists only once [`enable_fault_injection`] was called (`ui
+//! apiserver --fault-injection`, a hidden flag), and needs a member.
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -35,6 +35,13 @@ pub(super) struct AddMember {
 #[serde(deny_unknown_fields)]
 pub(super) struct Isolate {
     ids: Vec<NodeId>,
+}
+
+static FAULT_INJECTION: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Serves `POST /cluster/isolate` from now on: for failure tests only.
+pub fn enable_fault_injection() {
+    FAULT_INJECTION.store(true, std::sync::atomic::Ordering::Relaxed);
 }
 
 fn api_error(e: ClusterError) -> ApiError {
@@ -86,7 +93,7 @@ pub(super) async fn isolate(
     State(registry): State<Registry>,
     Json(body): Json<Isolate>,
 ) -> Result<Response, ApiError> {
-    if std::env::var("UNIVRS_FAULT_INJECTION").as_deref() != Ok("1") {
+    if !FAULT_INJECTION.load(std::sync::atomic::Ordering::Relaxed) {
         return Err(ApiError::NotFound { kind: "route".into(), name: "/cluster/isolate".into() });
     }
     members_only(&who, "inject faults")?;

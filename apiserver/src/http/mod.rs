@@ -10,7 +10,7 @@
 //! say nothing about any object); every object request needs a token.
 
 pub mod authn;
-mod cluster;
+pub mod cluster;
 mod discovery;
 mod json;
 mod objects;

@@ -55,6 +55,9 @@ pub struct Args {
     /// and transport address. Ignored once the data dir has joined
     #[arg(long, value_name = "DID@IP:PORT", requires = "peer_listen")]
     join: Option<JoinTarget>,
+    /// FAILURE TESTS ONLY: serve POST /cluster/isolate, which drops member traffic on request
+    #[arg(long, hide = true)]
+    fault_injection: bool,
     /// DEVELOPMENT ONLY: serve plain HTTP, on loopback only. Tokens are still required, and
     /// kubectl sends none over plain HTTP, so only `ui` and other token-aware clients work
     #[arg(long)]
@@ -176,6 +179,9 @@ pub fn run(ctx: &Context, args: &Args, with_controllers: bool) -> anyhow::Result
                 .context("cannot set up TLS")?,
         ))
     };
+    if args.fault_injection {
+        apiserver::http::cluster::enable_fault_injection();
+    }
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start tokio")?;
     runtime.block_on(async {
