@@ -134,6 +134,9 @@ fn three_members_survive_kill_9_of_the_leader_under_writes_and_a_wiped_member_re
             .run(&["cluster", "add", &did, &peer, "--kubeconfig", user_kubeconfig.to_str().unwrap()])
             .fails_with(&["Forbidden"]);
         let member_kubeconfig = all[0].server().member_kubeconfig();
+        let kc = member_kubeconfig.to_str().unwrap();
+        all[0].user.run(&["cluster", "add", "nonsense", &peer, "--kubeconfig", kc]).fails_with(&["did"]);
+        all[0].user.run(&["cluster", "add", &did, "somewhere", "--kubeconfig", kc]).fails_with(&["IP:PORT"]);
         all[0]
             .user
             .run(&["cluster", "add", &did, &peer, "--kubeconfig", member_kubeconfig.to_str().unwrap()])
@@ -255,7 +258,12 @@ fn three_members_survive_kill_9_of_the_leader_under_writes_and_a_wiped_member_re
     let kc = member_kubeconfig.to_str().unwrap();
     let old_did = all[wiped].did.clone();
     all[wiped].server.take().unwrap().kill_9();
-    all[survivors[0]].user.run(&["cluster", "remove", &old_did, "--kubeconfig", kc]).ok();
+    // If it led, the others need an election first: until then the removal is refused (503).
+    wait_until("the dead member is removed", Duration::from_secs(30), || {
+        let run = all[survivors[0]].user.run(&["cluster", "remove", &old_did, "--kubeconfig", kc]);
+        assert!(run.code == 0 || run.stderr.contains("ServiceUnavailable"), "{}", run.stderr);
+        run.code == 0
+    });
     std::fs::remove_dir_all(&all[wiped].data).unwrap();
     let did = member_key(&all[wiped].data);
     all[survivors[0]].user.run(&["cluster", "add", &did, &all[wiped].peer, "--kubeconfig", kc]).ok();

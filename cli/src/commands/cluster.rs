@@ -79,7 +79,7 @@ pub fn run(ctx: &Context, cmd: &Command) -> anyhow::Result<Outcome> {
             Ok(Outcome::Success)
         }
         Command::Add { did, address, api, cluster } => {
-            api::identity::Did::parse(did).with_context(|| format!("{did:?} is not a did:key"))?;
+            api::identity::Did::parse(did).map_err(|e| anyhow::anyhow!("{e}: pass the new member's did"))?;
             if address.parse::<std::net::SocketAddr>().is_err() {
                 bail!(
                     "{address:?} is not an IP:PORT transport address (what the new member passes to --peer-listen)"
