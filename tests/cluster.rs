@@ -146,6 +146,11 @@ fn three_members_survive_kill_9_of_the_leader_under_writes_and_a_wiped_member_re
     }
     let list = members(&all[2].user, &all[2].server().member_kubeconfig());
     assert_eq!(list.len(), 3, "{list:?}");
+    // The founder's kubeconfigs follow the membership: they come to list every member.
+    wait_until("the founder's kubeconfig lists every member", Duration::from_secs(15), || {
+        let text = std::fs::read_to_string(all[0].server().member_kubeconfig()).unwrap();
+        all.iter().all(|m| text.contains(&m.server().url))
+    });
     assert!(list.iter().all(|m| m["role"] == "voter" && m["lastApplied"].as_u64().is_some()), "{list:?}");
     assert_eq!(list.iter().filter(|m| m["leader"] == true).count(), 1, "{list:?}");
 

@@ -186,7 +186,7 @@ async fn a_peer_that_is_not_a_member_cannot_append_vote_install_a_snapshot_write
         ("write", Rpc::Write(put("/k/evil", "x"))),
         ("read index", Rpc::ReadIndex),
         ("join", Rpc::Join),
-        ("promote", Rpc::Promote),
+        ("promote", Rpc::Promote(String::new())),
         ("status", Rpc::Status),
         ("remove", Rpc::Remove(member_id(&specs[1].did()))),
     ];

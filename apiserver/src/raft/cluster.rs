@@ -138,6 +138,8 @@ pub(crate) struct Peers {
     transport: Transport,
     id: NodeId,
     did: String,
+    /// This member's API URL.
+    api: String,
     /// Members named by the cluster this member joined, trusted until its own log says more.
     trusted: Arc<RwLock<BTreeMap<PeerId, NodeId>>>,
     bootstrap: Arc<RwLock<Vec<u8>>>,
@@ -224,8 +226,28 @@ impl Peers {
         }
     }
 
+    /// A read is idempotent: when the leadership moves while it is being confirmed, it is
+    /// asked again of the new leader (within [`LEADER_WAIT`]).
     pub(crate) async fn read_barrier(&self, node: &RaftNode) -> Result<(), ReadError> {
-        let leader = self.leader(&node.raft).await.ok_or_else(|| ReadError("no leader elected".into()))?;
+        let deadline = tokio::time::Instant::now() + LEADER_WAIT;
+        loop {
+            let leader =
+                self.leader(&node.raft).await.ok_or_else(|| ReadError("no leader elected".into()))?;
+            match self.read_barrier_through(node, leader).await {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    let now = node.raft.metrics().borrow().current_leader;
+                    if now != Some(leader) && tokio::time::Instant::now() < deadline {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        continue;
+                    }
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    async fn read_barrier_through(&self, node: &RaftNode, leader: NodeId) -> Result<(), ReadError> {
         if leader == self.id {
             return match tokio::time::timeout(FORWARD_TIMEOUT, node.read_index_here()).await {
                 Ok(r) => r.map(drop),
@@ -278,6 +300,7 @@ impl RaftNode {
             transport,
             id,
             did: me.did.clone(),
+            api: me.api.clone(),
             trusted: Arc::default(),
             bootstrap: Arc::new(RwLock::new(config.bootstrap)),
             server: Arc::default(),
@@ -355,10 +378,19 @@ impl RaftNode {
             if let Some(leader) = leader
                 && leader != peers.id
             {
-                let _ = peers.call(&self.raft, leader, Rpc::Promote, Duration::from_secs(30)).await;
+                let _ = peers
+                    .call(&self.raft, leader, Rpc::Promote(peers.api.clone()), Duration::from_secs(30))
+                    .await;
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+    }
+
+    /// The nodes of the current membership (voters and learners), as this member knows them.
+    pub fn membership(&self) -> BTreeMap<NodeId, Member> {
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow();
+        metrics.membership_config.membership().nodes().map(|(id, m)| (*id, m.clone())).collect()
     }
 
     /// Whether `did` is the key of a node in the current membership.
@@ -446,7 +478,7 @@ impl RaftNode {
         self.raft.change_membership(change, false).await.map(drop).map_err(refusal)
     }
 
-    async fn promote_here(&self, id: NodeId) -> Result<bool, Refusal> {
+    async fn promote_here(&self, id: NodeId, api: String) -> Result<bool, Refusal> {
         let metrics = self.raft.metrics().borrow().clone();
         if metrics.current_leader != Some(metrics.id) {
             return Err(Refusal::NotLeader(metrics.current_leader));
@@ -454,6 +486,17 @@ impl RaftNode {
         let membership = metrics.membership_config.membership();
         if membership.voter_ids().any(|v| v == id) {
             return Ok(true);
+        }
+        // Record the API URL the member gives for itself (only that: its key and transport
+        // address stay as the member that added it wrote them).
+        if let Some(node) = membership.get_node(&id)
+            && !api.is_empty()
+            && node.api != api
+        {
+            let node = Member { api, ..node.clone() };
+            let set = ChangeMembers::SetNodes(BTreeMap::from([(id, node)]));
+            self.raft.change_membership(set, true).await.map_err(refusal)?;
+            return Ok(false);
         }
         let matched =
             metrics.replication.as_ref().and_then(|r| r.get(&id).copied().flatten()).map_or(0, |l| l.index);
@@ -589,7 +632,7 @@ async fn handle(node: &RaftNode, peer: PeerId, rpc: Rpc) -> Reply {
             let members = membership.nodes().map(|(id, m)| (*id, m.clone())).collect();
             Reply::Joined { members, bootstrap: peers.bootstrap.read().expect("bootstrap lock").clone() }
         }
-        Rpc::Promote => Reply::Promoted(node.promote_here(from).await),
+        Rpc::Promote(api) => Reply::Promoted(node.promote_here(from, api).await),
         Rpc::AddLearner(id, member) => Reply::Changed(node.add_learner_here(id, member).await),
         Rpc::Remove(id) => Reply::Changed(node.remove_here(id).await),
         Rpc::Status => Reply::Status(node.status()),

@@ -31,8 +31,9 @@ pub enum Rpc {
     ReadIndex,
     /// A new member (already added as a learner) asks what it needs to start.
     Join,
-    /// A learner asks to become a voter once it has caught up.
-    Promote,
+    /// A learner asks to become a voter once it has caught up; it says its API URL (which
+    /// whoever added it may not have known).
+    Promote(String),
     /// Add a learner (from `ui cluster add` on a follower).
     AddLearner(NodeId, Member),
     /// Remove a member (from `ui cluster remove` on a follower).

@@ -128,6 +128,33 @@ impl Bootstrap {
     }
 }
 
+/// The kubeconfigs a member writes (the user's and its own), each with the members' URLs.
+struct Kubeconfigs {
+    server: String,
+    /// Each file and its text without the other members.
+    files: Vec<(PathBuf, String)>,
+}
+
+impl Kubeconfigs {
+    fn write(&self, others: &[String]) -> anyhow::Result<()> {
+        for (path, text) in &self.files {
+            let text = with_failover(text.clone(), &self.server, others);
+            fsutil::write_atomic(path, text.as_bytes(), PRIVATE_FILE)?;
+        }
+        Ok(())
+    }
+}
+
+/// The API URLs of the other members.
+fn other_apis(node: &RaftNode) -> Vec<String> {
+    let me = node.id();
+    node.membership()
+        .into_iter()
+        .filter(|(id, m)| *id != me && !m.api.is_empty())
+        .map(|(_, m)| m.api)
+        .collect()
+}
+
 /// Adds the other members' API URLs to a kubeconfig's cluster, for `ui` to fail over to
 /// (kubectl ignores the extension and uses `server`).
 fn with_failover(kubeconfig: String, server: &str, others: &[String]) -> String {
@@ -241,24 +268,35 @@ pub fn run(ctx: &Context, args: &Args, with_controllers: bool) -> anyhow::Result
         };
         let audience = format!("univrs:{cluster}");
         let ca_pem = tls.as_ref().map(|t| t.ca_pem.clone());
-        let others: Vec<String> = node
-            .members()
-            .await
-            .into_iter()
-            .filter(|m| m.id != node.id() && !m.api.is_empty())
-            .map(|m| m.api)
-            .collect();
         let kubeconfig_path = args.kubeconfig.clone().unwrap_or_else(|| ctx.dirs.root().join("kubeconfig"));
         ctx.dirs.ensure_root()?;
         let user_env = [("UNIVRS_CONFIG_DIR", ctx.dirs.root().display().to_string())];
         let user = crate::kubeconfig::render(&server, ca_pem.as_deref(), &audience, &[], &user_env);
-        let user = with_failover(user, &server, &others);
-        fsutil::write_atomic(&kubeconfig_path, user.as_bytes(), PRIVATE_FILE)?;
         // The control plane's own clients (controllers run by `ui up`) authenticate as the member.
         let member_args = ["--key-file".to_owned(), member_key_path.display().to_string()];
         let member_kubeconfig = crate::kubeconfig::render(&server, ca_pem.as_deref(), &audience, &member_args, &[]);
-        let member_kubeconfig = with_failover(member_kubeconfig, &server, &others);
-        fsutil::write_atomic(&data_dir.join("member.kubeconfig"), member_kubeconfig.as_bytes(), PRIVATE_FILE)?;
+        let kubeconfigs = Kubeconfigs {
+            server: server.clone(),
+            files: vec![(kubeconfig_path.clone(), user), (data_dir.join("member.kubeconfig"), member_kubeconfig)],
+        };
+        let mut others = other_apis(&node);
+        kubeconfigs.write(&others)?;
+        // As members come and go, the kubeconfigs follow, so `ui` can fail over to every member.
+        let refresher = args.peer_listen.is_some().then(|| {
+            let node = node.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                    let now = other_apis(&node);
+                    if now != others {
+                        if let Err(e) = kubeconfigs.write(&now) {
+                            eprintln!("warning: cannot update the kubeconfigs with the members: {e:#}");
+                        }
+                        others = now;
+                    }
+                }
+            })
+        });
         if tls.is_none() {
             eprintln!(
                 "WARNING: --insecure-http: the API is served WITHOUT TLS on loopback, for development only; kubectl cannot authenticate over it"
@@ -306,6 +344,9 @@ pub fn run(ctx: &Context, args: &Args, with_controllers: bool) -> anyhow::Result
             false => None,
         };
         let served = serving.await.context("apiserver task");
+        if let Some(r) = refresher {
+            r.abort();
+        }
         if let Some(c) = controllers {
             c.stop(std::time::Duration::from_secs(5)).await;
         }
