@@ -391,3 +391,76 @@ fn a_partitioned_minority_of_processes_refuses_writes_and_reads_then_converges()
         m.server.take().unwrap().stop();
     }
 }
+
+#[test]
+fn a_watch_on_any_member_sees_the_same_events_in_the_same_order() {
+    use std::io::BufRead as _;
+    let all = three(&[]);
+    let bearer = format!("Bearer {}", all[0].server().member_token());
+    let collection = |m: &Member| format!("{}/apis/univrs.io/v1/namespaces/default/replicas", m.server().url);
+    let (code, body) = send(&all[1].server().agent(), "GET", &collection(&all[1]), &bearer, "", vec![]);
+    assert_eq!(code, 200, "{body}");
+    let from: Value = serde_json::from_str(&body).unwrap();
+    let from = from["metadata"]["resourceVersion"].as_str().unwrap().to_owned();
+    const EVENTS: usize = 30;
+    let watches: Vec<_> = all
+        .iter()
+        .map(|m| {
+            let url = format!("{}?watch=1&resourceVersion={from}", collection(m));
+            let (agent, bearer) = (m.server().agent(), bearer.clone());
+            std::thread::spawn(move || {
+                let response = agent.get(&url).header("Authorization", &bearer).call().unwrap();
+                let lines = std::io::BufReader::new(response.into_body().into_reader()).lines();
+                let mut events = Vec::new();
+                for line in lines {
+                    let event: Value = serde_json::from_str(&line.unwrap()).unwrap();
+                    if event["type"] == "BOOKMARK" {
+                        continue;
+                    }
+                    let meta = &event["object"]["metadata"];
+                    events.push(format!("{} {} {}", event["type"], meta["name"], meta["resourceVersion"]));
+                    if events.len() == EVENTS {
+                        break;
+                    }
+                }
+                events
+            })
+        })
+        .collect();
+    // Writes through every member: creates, and updates of the first objects.
+    for i in 0..EVENTS {
+        let m = &all[i % 3];
+        let (code, text) = if i < 20 {
+            send(
+                &m.server().agent(),
+                "POST",
+                &collection(m),
+                &bearer,
+                "application/json",
+                replica(&format!("r{i}")).into_bytes(),
+            )
+        } else {
+            let url = format!("{}/r{}", collection(m), i - 20);
+            let patch =
+                serde_json::json!({ "metadata": { "labels": { "step": i.to_string() } } }).to_string();
+            send(
+                &m.server().agent(),
+                "PATCH",
+                &url,
+                &bearer,
+                "application/merge-patch+json",
+                patch.into_bytes(),
+            )
+        };
+        assert!(code == 200 || code == 201, "{code} {text}");
+    }
+    let seen: Vec<Vec<String>> = watches.into_iter().map(|w| w.join().unwrap()).collect();
+    assert_eq!(seen[0].len(), EVENTS, "{:?}", seen[0]);
+    assert!(seen[0][..20].iter().all(|e| e.starts_with("\"ADDED\"")), "{:?}", seen[0]);
+    assert!(seen[0][20..].iter().all(|e| e.starts_with("\"MODIFIED\"")), "{:?}", seen[0]);
+    assert_eq!(seen[1], seen[0], "a follower's watch differs from another member's");
+    assert_eq!(seen[2], seen[0], "a follower's watch differs from another member's");
+    for mut m in all {
+        m.server.take().unwrap().stop();
+    }
+}

@@ -126,6 +126,9 @@ async fn serve_tls(
             },
             () = &mut shutdown => break,
         };
+        // Small responses go out at once: with Nagle's algorithm a response written in two
+        // pieces waits for the client's delayed ACK (40 ms per request).
+        let _ = stream.set_nodelay(true);
         let acceptor = acceptor.clone();
         let service = TowerToHyperService::new(app.clone());
         let builder = Builder::new(TokioExecutor::new());
