@@ -372,6 +372,8 @@ impl RaftNode {
                 .voter_ids()
                 .any(|v| v == peers.id);
             if voter {
+                // From now on its own log says who the members are.
+                peers.trusted.write().expect("trusted lock").clear();
                 return Ok(bootstrap);
             }
             let leader = self.raft.metrics().borrow().current_leader;
