@@ -28,6 +28,11 @@ impl Authn {
         Self { audience: audience.into(), members: Arc::new(members) }
     }
 
+    /// The control-plane members' did:keys.
+    pub fn members(&self) -> Vec<String> {
+        self.members.iter().cloned().collect()
+    }
+
     /// The audience tokens must name.
     pub fn audience(&self) -> &str {
         &self.audience

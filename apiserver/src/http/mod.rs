@@ -12,6 +12,7 @@
 pub mod authn;
 mod discovery;
 mod json;
+pub mod logs;
 mod objects;
 mod openapi;
 mod status;
@@ -35,6 +36,8 @@ pub struct AppState {
     pub registry: Registry,
     /// Who is asking.
     pub authn: Authn,
+    /// How the apiserver calls node agents (for `replicas/NAME/log`).
+    pub node_proxy: logs::NodeProxy,
 }
 
 impl FromRef<AppState> for Registry {
@@ -58,6 +61,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(discovery::ok))
         .route("/readyz", get(discovery::ok))
         .route("/livez", get(discovery::ok))
+        .route("/members", get(logs::members))
         .route("/openapi/v3", get(openapi::root))
         .route("/openapi/v3/apis/univrs.io/v1", get(openapi::group_version))
         .route(
