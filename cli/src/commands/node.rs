@@ -330,12 +330,19 @@ fn create_or_replace(client: &Client, obj: &Value) -> anyhow::Result<&'static st
             return Err(anyhow::Error::new(e).context(format!("cannot create {} {name}", kind.singular)));
         }
     }
-    let current = client.get(kind, None, name)?;
-    let mut obj = obj.clone();
-    obj["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"].clone();
-    client
-        .update(kind, None, name, &obj, false)
-        .with_context(|| format!("cannot update {} {name}", kind.singular))?;
+    // The agent and the controllers write the status meanwhile: a conflict is read again.
+    for attempt in 1.. {
+        let current = client.get(kind, None, name)?;
+        let mut obj = obj.clone();
+        obj["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"].clone();
+        match client.update(kind, None, name, &obj, false) {
+            Ok(_) => break,
+            Err(e) if e.code() == Some(409) && attempt < 10 => continue,
+            Err(e) => {
+                return Err(anyhow::Error::new(e).context(format!("cannot update {} {name}", kind.singular)));
+            }
+        }
+    }
     Ok("configured")
 }
 
@@ -765,14 +772,24 @@ async fn put_signed(client: &kube::Client, obj: &Value) -> anyhow::Result<()> {
         }
     }
     let path = format!("{collection}/{name}");
-    let current: Value = client.request(http::Request::get(&path).body(Vec::new())?).await?;
-    let mut obj = obj.clone();
-    obj["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"].clone();
-    let put = http::Request::put(&path)
-        .header("Content-Type", "application/json")
-        .body(serde_json::to_vec(&obj)?)?;
-    client.request::<Value>(put).await.with_context(|| format!("cannot update {} {name}", kind.singular))?;
-    Ok(())
+    // Replaced with the stored resourceVersion as precondition; the controllers write the
+    // status meanwhile, so a conflict is read again.
+    for attempt in 1.. {
+        let current: Value = client.request(http::Request::get(&path).body(Vec::new())?).await?;
+        let mut obj = obj.clone();
+        obj["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"].clone();
+        let put = http::Request::put(&path)
+            .header("Content-Type", "application/json")
+            .body(serde_json::to_vec(&obj)?)?;
+        match client.request::<Value>(put).await {
+            Ok(_) => return Ok(()),
+            Err(kube::Error::Api(s)) if s.code == 409 && attempt < 10 => continue,
+            Err(e) => {
+                return Err(anyhow::Error::new(e).context(format!("cannot update {} {name}", kind.singular)));
+            }
+        }
+    }
+    unreachable!("the loop returns")
 }
 
 /// Starts the local node of `ui up` in `data_dir/node`: its Node and offer (signed by the

@@ -24,7 +24,7 @@ use futures_util::stream;
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, trigger_self};
 use kube::runtime::reflector::{ObjectRef, Store};
-use serde_json::json;
+use serde_json::{Value, json};
 
 use self::core::{Amount, Constraints, Policy, Weights};
 use self::snapshot::{Assumed, Topology, Usage};
@@ -180,16 +180,17 @@ async fn reconcile(replica: Arc<Kube<ReplicaSpec>>, ctx: Arc<Ctx>) -> Result<Act
                 ctx.state.lock().expect("scheduler state lock").assumed.remove(&assumed_key(&replica));
             }
             if let Bound::Yes = result? {
-                let status = ReplicaStatus {
-                    phase: replica.status.as_ref().map_or(ReplicaPhase::Pending, |s| s.phase),
-                    conditions: vec![condition(
-                        ConditionStatus::True,
-                        "Scheduled",
-                        format!("bound to {node}"),
-                    )],
-                    ..Default::default()
-                };
-                write_status(&ctx, &replica, &status).await?;
+                // Only the condition: the phase is the node agent's, which may already have
+                // started the replica (a merge patch of the whole status would set it back).
+                let scheduled = condition(ConditionStatus::True, "Scheduled", format!("bound to {node}"));
+                let mut patch = json!({ "status": { "conditions": [scheduled] } });
+                // Why it was unschedulable before (the agent cannot have written yet: it was
+                // not bound).
+                if replica.status.as_ref().is_some_and(|s| s.reason.is_some()) {
+                    patch["status"]["reason"] = Value::Null;
+                    patch["status"]["message"] = Value::Null;
+                }
+                patch_status(&ctx, &replica, &patch).await?;
             }
             Ok(Action::await_change())
         }
@@ -329,9 +330,12 @@ async fn set_unschedulable(
 }
 
 async fn write_status(ctx: &Ctx, replica: &Kube<ReplicaSpec>, status: &ReplicaStatus) -> Result<(), Error> {
+    patch_status(ctx, replica, &json!({ "status": status })).await
+}
+
+async fn patch_status(ctx: &Ctx, replica: &Kube<ReplicaSpec>, patch: &Value) -> Result<(), Error> {
     let api = api_in::<ReplicaSpec>(&ctx.shared.client, replica.namespace().unwrap_or("default"));
-    let patch = json!({ "status": status });
-    match api.patch_status(replica.name(), &PatchParams::default(), &Patch::Merge(&patch)).await {
+    match api.patch_status(replica.name(), &PatchParams::default(), &Patch::Merge(patch)).await {
         Ok(_) => Ok(()),
         Err(e) if crate::resource::is_not_found(&e) => Ok(()),
         Err(e) => Err(e.into()),
