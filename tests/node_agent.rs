@@ -289,6 +289,9 @@ fn memory_limits_and_restart_policies_are_enforced() {
     assert_eq!(done["status"]["exitCode"], 0);
     assert_eq!(done["status"]["restarts"], 0);
     assert!(done["status"]["finishedAt"].is_string());
+    // Following the output of a replica that has ended prints it and ends.
+    let followed = ui(&u, &["logs", "-f", done["metadata"]["name"].as_str().unwrap()]).ok();
+    assert_eq!(followed.stdout, "ok\n");
 
     for name in ["retry", "always"] {
         wait_for(30, &format!("{name} restarted twice"), || {
@@ -412,15 +415,7 @@ fn a_dead_node_s_replica_runs_on_another_and_withdraw_drains_a_node() {
         offers["items"].as_array().unwrap().iter().filter_map(|o| o["metadata"]["name"].as_str()).collect();
     assert_eq!(names, [dead.as_str()]);
     let status = u
-        .run(&[
-            "node",
-            "status",
-            alive,
-            "-o",
-            "json",
-            "--kubeconfig",
-            u.path("kubeconfig").to_str().unwrap(),
-        ])
+        .run(&["node", "status", alive, "-o", "json", "--kubeconfig", u.path("kubeconfig").to_str().unwrap()])
         .ok()
         .json();
     assert_eq!(status["unschedulable"], true);

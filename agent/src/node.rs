@@ -172,15 +172,16 @@ fn reconcile(
 fn clean_up_stale(config: &Config, store: &Store<Kube<ReplicaSpec>>) {
     let wanted = wanted(config, store);
     let Ok(dir) = std::fs::read_dir(config.runs()) else { return };
+    // Containers with a live shim are its to stop; the others are orphans.
     let mut live_ids = BTreeSet::new();
     for entry in dir.flatten() {
         let uid = entry.file_name().to_string_lossy().into_owned();
         let path = entry.path();
         let shim = live_shim(&path);
+        if shim.is_some() {
+            live_ids.insert(uid.clone());
+        }
         if wanted.contains_key(&uid) {
-            if shim.is_some() {
-                live_ids.insert(uid);
-            }
             continue;
         }
         if let Some(pid) = shim {
