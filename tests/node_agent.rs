@@ -306,6 +306,54 @@ fn memory_limits_and_restart_policies_are_enforced() {
     }
 }
 
+#[test]
+fn the_process_runtime_runs_replicas_as_plain_processes_when_asked() {
+    let u = User::new();
+    u.init_plain();
+    let data = u.path("data");
+    let mut child = u
+        .cmd(&[
+            "up",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            "--kubeconfig",
+            u.path("kubeconfig").to_str().unwrap(),
+            "--node-name",
+            "plain",
+            "--runtime",
+            "process",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let said: Vec<String> = (&mut lines).take(6).map(|l| l.unwrap()).collect();
+    std::thread::spawn(move || for _ in lines {});
+    assert!(said.iter().any(|l| l.contains("runs replicas as plain processes")), "{said:?}");
+    apply(
+        &u,
+        "plain",
+        &workload(
+            "plain",
+            "echo pid=$$; echo ran-on-host",
+            "  restartPolicy: Never
+",
+        ),
+    );
+    let r = wait_phase(&u, "plain", "Succeeded", 60);
+    let out = ui(&u, &["logs", r["metadata"]["name"].as_str().unwrap()]).ok().stdout;
+    assert!(out.contains("ran-on-host"), "{out}");
+    assert!(!out.contains("pid=1\n"), "a plain process is not PID 1 of a namespace: {out}");
+    let node = ui(&u, &["get", "node", "plain", "-o", "json"]).ok().json();
+    assert_eq!(node["status"]["runtime"], "process");
+    let _ = child.kill();
+    let _ = child.wait();
+    stop_shims(&data);
+}
+
 /// A node agent of its own (`ui node init/register/offer/run`), for the operator `u`.
 struct Agent {
     dir: PathBuf,

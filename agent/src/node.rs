@@ -27,6 +27,9 @@ use crate::images::Images;
 use crate::run::{LOG_FILE, RESULT_FILE, RunResult, RunSpec, RuntimeKind, SPEC_FILE, read_json, write_json};
 use crate::shim::PID_FILE;
 
+/// How often a running replica's usage is reported.
+const USAGE_EVERY: Duration = Duration::from_secs(15);
+
 /// A marker in a run directory while the replica waits to be started again.
 pub const RESTARTING: &str = "restarting";
 
@@ -502,19 +505,39 @@ async fn run_once(
             RuntimeKind::Process => "plain process (no isolation, no limits)",
         }, config.node),
     });
+    let started_at = Utc::now();
     report(client, replica, status, stop).await;
-    tokio::select! {
-        exit = child.wait() => {
-            if let Err(e) = exit {
-                return Some(failed(&format!("cannot wait for the shim: {e}")));
+    // While it runs, what it uses is measured and reported now and then (for the honesty of
+    // the offer: resources delivered against resources asked for).
+    let mut measure = tokio::time::interval_at(tokio::time::Instant::now() + USAGE_EVERY, USAGE_EVERY);
+    loop {
+        tokio::select! {
+            exit = child.wait() => {
+                if let Err(e) = exit {
+                    return Some(failed(&format!("cannot wait for the shim: {e}")));
+                }
+                break;
             }
-        }
-        () = stop.cancelled() => {
-            if let Some(pid) = child.id() {
-                stop_pid(pid as i32).await;
+            () = stop.cancelled() => {
+                if let Some(pid) = child.id() {
+                    stop_pid(pid as i32).await;
+                }
+                let _ = child.wait().await;
+                return None;
             }
-            let _ = child.wait().await;
-            return None;
+            _ = measure.tick(), if spec.runtime == RuntimeKind::Container => {
+                let u = crate::cgroup::usage(&spec.cgroup);
+                let so_far = RunResult {
+                    started_at: Some(started_at),
+                    finished_at: Some(Utc::now()),
+                    peak_memory_bytes: u.peak_memory_bytes,
+                    cpu_nanos: u.cpu_nanos,
+                    ..RunResult::default()
+                };
+                if let Err(e) = set_status(client, replica, json!({ "usage": usage(&so_far) })).await {
+                    tracing::debug!(error = %e, "cannot report usage");
+                }
+            }
         }
     }
     Some(read_json::<RunResult>(dir, RESULT_FILE).unwrap_or_else(|_| {

@@ -26,6 +26,14 @@ pub enum RuntimeKind {
 }
 
 impl RuntimeKind {
+    /// How replicas run, for people: `in containers`, `as plain processes`.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::Container => "in containers",
+            Self::Process => "as plain processes (no isolation, no limits)",
+        }
+    }
+
     /// Its name, as `--runtime` and `Node.status.runtime` say it.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -494,7 +494,7 @@ fn run_agent(ctx: &Context, args: &RunArgs) -> anyhow::Result<Outcome> {
             eprintln!("stopping the agent (replicas keep running; a restarted agent adopts them)");
             stop.cancel();
         });
-        println!("node {} running replicas as {}s", node.file.name, runtime.as_str());
+        println!("node {} runs replicas {}", node.file.name, runtime.describe());
         agent::run(client, config, listener, shutdown).await
     })?;
     Ok(Outcome::Success)
@@ -829,11 +829,11 @@ pub async fn start_local(
     let config = agent_config(&node, runtime, None, args.lease_seconds)?;
     let client = controllers::manager::client_from_kubeconfig(&node.kubeconfig()).await?;
     println!(
-        "local node {} ({}, offer in {}) runs replicas as {}s",
+        "local node {} ({}, offer in {}) runs replicas {}",
         args.node_name,
         path.display(),
         args.jurisdiction,
-        runtime.as_str()
+        runtime.describe()
     );
     Ok(Some(tokio::spawn(agent::run(client, config, listener, shutdown))))
 }
