@@ -22,7 +22,7 @@ use api::meta::{Condition, ConditionStatus, Time};
 use chrono::Utc;
 use futures_util::stream;
 use kube::api::{Patch, PatchParams, PostParams};
-use kube::runtime::controller::{Action, trigger_self};
+use kube::runtime::controller::{Action, trigger_self, trigger_with};
 use kube::runtime::reflector::{ObjectRef, Store};
 use serde_json::{Value, json};
 
@@ -94,8 +94,10 @@ pub async fn run(shared: Shared, config: Config) {
         Box::pin(trigger_self(replica_changes, ())) as runtime::Queue<Kube<ReplicaSpec>>,
         Box::pin(fill_only(w)),
         Box::pin(fill_only(p)),
-        Box::pin(fill_only(n)),
-        Box::pin(fill_only(o)),
+        // A node or offer that changes (a node turning Ready, a new offer) may make the
+        // pending replicas placeable: look at them again now, not at their next retry.
+        Box::pin(trigger_with(n, pending(&replicas))),
+        Box::pin(trigger_with(o, pending(&replicas))),
         Box::pin(fill_only(r)),
         Box::pin(fill_only(a)),
     ]);
@@ -114,6 +116,21 @@ pub async fn run(shared: Shared, config: Config) {
         state: Mutex::default(),
     });
     runtime::drive("scheduler", &shared, replicas, queue, |r, c| Box::pin(reconcile(r, c)), ctx).await;
+}
+
+/// Maps any change to the replicas not bound yet.
+fn pending<T>(
+    replicas: &Store<Kube<ReplicaSpec>>,
+) -> impl Fn(T) -> Vec<ObjectRef<Kube<ReplicaSpec>>> + Send + Sync + 'static {
+    let replicas = replicas.clone();
+    move |_| {
+        replicas
+            .state()
+            .iter()
+            .filter(|r| r.spec.node_name.is_none() && !r.is_deleting())
+            .map(|r| ObjectRef::from_obj(r.as_ref()))
+            .collect()
+    }
 }
 
 /// Counts the events it is called with.
