@@ -92,7 +92,12 @@ async fn log(
             if done {
                 return None;
             }
+            let mut offset = offset;
             loop {
+                // The log was rotated (emptied) under us: go on from its new start.
+                if file.metadata().is_ok_and(|m| m.len() < offset) {
+                    offset = 0;
+                }
                 let mut buf = Vec::new();
                 if file.seek(SeekFrom::Start(offset)).is_err() {
                     return None;

@@ -525,7 +525,11 @@ async fn run_once(
                 let _ = child.wait().await;
                 return None;
             }
-            _ = measure.tick(), if spec.runtime == RuntimeKind::Container => {
+            _ = measure.tick() => {
+                rotate_log(dir);
+                if spec.runtime != RuntimeKind::Container {
+                    continue;
+                }
                 let u = crate::cgroup::usage(&spec.cgroup);
                 let so_far = RunResult {
                     started_at: Some(started_at),
@@ -545,6 +549,25 @@ async fn run_once(
         let last = log.lines().last().unwrap_or("no output").to_owned();
         failed(&format!("the shim ended without a result: {last}"))
     }))
+}
+
+/// A replica's output is kept up to this size, plus one older part (`output.log.1`).
+const MAX_LOG_BYTES: u64 = 16 << 20;
+
+/// Keeps a replica's output bounded: past [`MAX_LOG_BYTES`] it is copied to `output.log.1` and
+/// emptied. The replica appends (`O_APPEND`), so it goes on writing at the new end; what it
+/// writes between the copy and the truncation is lost, as with logrotate's copytruncate.
+fn rotate_log(dir: &Path) {
+    let log = dir.join(LOG_FILE);
+    if std::fs::metadata(&log).map_or(0, |m| m.len()) <= MAX_LOG_BYTES {
+        return;
+    }
+    let old = dir.join(format!("{LOG_FILE}.1"));
+    if std::fs::copy(&log, &old).is_ok()
+        && let Ok(f) = std::fs::OpenOptions::new().write(true).open(&log)
+    {
+        let _ = f.set_len(0);
+    }
 }
 
 /// SIGTERM to a shim (which passes it on, then kills), then waits for it to go.
@@ -593,6 +616,19 @@ mod tests {
         assert!(restarts_after(RestartPolicy::OnFailure, &ended(1)));
         assert!(!restarts_after(RestartPolicy::Never, &ended(1)));
         assert!(restarts_after(RestartPolicy::OnFailure, &failed("no image")));
+    }
+
+    #[test]
+    fn output_past_the_limit_is_kept_as_one_older_part() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join(LOG_FILE);
+        std::fs::write(&log, b"x").unwrap();
+        rotate_log(dir.path());
+        assert_eq!(std::fs::read(&log).unwrap(), b"x", "small logs stay");
+        std::fs::write(&log, vec![b'y'; MAX_LOG_BYTES as usize + 1]).unwrap();
+        rotate_log(dir.path());
+        assert_eq!(std::fs::metadata(&log).unwrap().len(), 0);
+        assert_eq!(std::fs::metadata(dir.path().join("output.log.1")).unwrap().len(), MAX_LOG_BYTES + 1);
     }
 
     #[test]
