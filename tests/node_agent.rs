@@ -71,10 +71,17 @@ struct Up {
     data: PathBuf,
     url: String,
     audience: String,
+    /// What it said about its local node.
+    local: String,
 }
 
 impl Up {
     fn start(u: &User, node: &str) -> Self {
+        Self::start_with(u, node, "container")
+    }
+
+    /// `ui up` with its local node `node` running replicas with `runtime`.
+    fn start_with(u: &User, node: &str, runtime: &str) -> Self {
         u.init_plain();
         let data = u.path("data");
         let mut child = u
@@ -89,19 +96,20 @@ impl Up {
                 "--node-name",
                 node,
                 "--runtime",
-                "container",
+                runtime,
             ])
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
             .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let first = lines.next().unwrap().unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines().map(|l| l.unwrap());
+        let first = lines.next().unwrap();
         let url = first.strip_prefix("listening on ").unwrap_or_else(|| panic!("{first}")).to_owned();
-        let second = lines.next().unwrap().unwrap();
+        let second = lines.next().unwrap();
         let audience = second.strip_prefix("cluster: ").unwrap().to_owned();
+        let local = lines.find(|l| l.starts_with("local node ")).expect("ui up says how its local node runs");
         std::thread::spawn(move || for _ in lines {});
-        Self { child, data, url, audience }
+        Self { child, data, url, audience, local }
     }
 }
 
@@ -179,7 +187,8 @@ fn ui_up_runs_a_workload_in_its_own_container_and_ui_logs_shows_its_output() {
     let script = format!(
         "echo pid=$$; echo host=$(hostname); test -e {} && echo host-file-visible || echo host-file-hidden; \
          touch /written 2>/dev/null && echo root-writable || echo root-read-only; echo tmp-ok > /tmp/t && cat /tmp/t; \
-         echo env=$GREETING; echo started; sleep 600",
+         echo env=$GREETING; unshare -U true 2>/dev/null && echo userns-made || echo userns-refused; \
+         echo started; sleep 600",
         secret.display()
     );
     let extra =
@@ -201,7 +210,16 @@ fn ui_up_runs_a_workload_in_its_own_container_and_ui_logs_shows_its_output() {
     });
     // Its own PID namespace (its shell is PID 1), UTS namespace (named after the replica),
     // root filesystem (the host's file is not there, and the image is read-only), its env.
-    for line in ["pid=1", &format!("host={name}"), "host-file-hidden", "root-read-only", "tmp-ok", "env=hi"] {
+    // And no user namespace of its own (seccomp).
+    for line in [
+        "pid=1",
+        &format!("host={name}"),
+        "host-file-hidden",
+        "root-read-only",
+        "tmp-ok",
+        "env=hi",
+        "userns-refused",
+    ] {
         assert!(logs.lines().any(|l| l == line), "{line:?} not in the output:\n{logs}");
     }
     // The workload's name gives every replica's output, prefixed when there are several.
@@ -214,6 +232,11 @@ fn ui_up_runs_a_workload_in_its_own_container_and_ui_logs_shows_its_output() {
             .or_else(|_| std::fs::read_to_string(format!("/sys/fs/cgroup/univrs/iso/{uid}/memory.max")))
             .unwrap();
     assert_eq!(memory.trim(), (64u64 << 20).to_string());
+    if let Ok(quota) =
+        std::fs::read_to_string(format!("/sys/fs/cgroup/cpu/univrs/iso/{uid}/cpu.cfs_quota_us"))
+    {
+        assert_eq!(quota.trim(), "20000", "200m of a 100 ms period");
+    }
 
     // Only the workload's owner reads its output.
     let other = User::new();
@@ -309,49 +332,61 @@ fn memory_limits_and_restart_policies_are_enforced() {
 #[test]
 fn the_process_runtime_runs_replicas_as_plain_processes_when_asked() {
     let u = User::new();
-    u.init_plain();
-    let data = u.path("data");
-    let mut child = u
-        .cmd(&[
-            "up",
-            "--data-dir",
-            data.to_str().unwrap(),
-            "--listen",
-            "127.0.0.1:0",
-            "--kubeconfig",
-            u.path("kubeconfig").to_str().unwrap(),
-            "--node-name",
-            "plain",
-            "--runtime",
-            "process",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let said: Vec<String> = (&mut lines).take(6).map(|l| l.unwrap()).collect();
-    std::thread::spawn(move || for _ in lines {});
-    assert!(said.iter().any(|l| l.contains("runs replicas as plain processes")), "{said:?}");
-    apply(
-        &u,
-        "plain",
-        &workload(
-            "plain",
-            "echo pid=$$; echo ran-on-host",
-            "  restartPolicy: Never
-",
-        ),
-    );
+    let up = Up::start_with(&u, "plain", "process");
+    assert!(up.local.contains("runs replicas as plain processes"), "{}", up.local);
+    apply(&u, "plain", &workload("plain", "echo pid=$$; echo ran-on-host", "  restartPolicy: Never\n"));
     let r = wait_phase(&u, "plain", "Succeeded", 60);
     let out = ui(&u, &["logs", r["metadata"]["name"].as_str().unwrap()]).ok().stdout;
     assert!(out.contains("ran-on-host"), "{out}");
     assert!(!out.contains("pid=1\n"), "a plain process is not PID 1 of a namespace: {out}");
     let node = ui(&u, &["get", "node", "plain", "-o", "json"]).ok().json();
     assert_eq!(node["status"]["runtime"], "process");
-    let _ = child.kill();
-    let _ = child.wait();
-    stop_shims(&data);
+
+    // A plain process has the agent's rights on the host: only workloads of signers the
+    // node trusts run (here the user of `ui up`), not a stranger's.
+    let stranger = User::new();
+    stranger.init_plain();
+    let ca = up.data.join("tls/ca.crt");
+    stranger
+        .run(&[
+            "config",
+            "kubeconfig",
+            "--server",
+            &up.url,
+            "--certificate-authority",
+            ca.to_str().unwrap(),
+            "--cluster",
+            &up.audience,
+            "--out",
+            stranger.path("kubeconfig").to_str().unwrap(),
+        ])
+        .ok();
+    apply(&stranger, "theirs", &workload("theirs", "echo should-not-run", "  restartPolicy: Never\n"));
+    let r = wait_phase(&stranger, "theirs", "Failed", 60);
+    assert_eq!(r["status"]["reason"], "UntrustedSigner", "{r}");
+}
+
+#[test]
+fn the_examples_run_on_ui_up_and_show_their_output() {
+    require_root();
+    let u = User::new();
+    let _up = Up::start(&u, "examples");
+    let dir = u.path("manifests");
+    support::copy_examples(&dir);
+    ui(&u, &["apply", "-f", dir.to_str().unwrap()]).ok();
+    wait_for(60, "hello 2/2 running", || {
+        let out = ui(&u, &["status"]).ok().stdout;
+        if out.contains("hello: 2/2 running") { Ok(()) } else { Err(out) }
+    });
+    let logs = wait_for(20, "hello's output", || {
+        let out = ui(&u, &["logs", "hello"]).ok().stdout;
+        if out.lines().filter(|l| l.contains("] hello from hello-")).count() >= 2 {
+            Ok(out)
+        } else {
+            Err(out)
+        }
+    });
+    assert!(logs.starts_with("[hello-"), "{logs}");
 }
 
 /// A node agent of its own (`ui node init/register/offer/run`), for the operator `u`.
@@ -376,7 +411,7 @@ impl Agent {
 
     fn start(&mut self, u: &User) {
         let child = u
-            .cmd(&["node", "run", "--node-dir", self.dir.to_str().unwrap(), "--lease-seconds", "2"])
+            .cmd(&["node", "run", "--node-dir", self.dir.to_str().unwrap(), "--lease-seconds", "4"])
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
@@ -468,4 +503,28 @@ fn a_dead_node_s_replica_runs_on_another_and_withdraw_drains_a_node() {
         .json();
     assert_eq!(status["unschedulable"], true);
     assert_eq!(status["replicas"].as_array().unwrap().len(), 0);
+}
+
+#[test]
+fn a_run_that_ends_while_its_agent_is_down_is_neither_lost_nor_repeated() {
+    require_root();
+    let u = User::new();
+    let server = Server::start(&u, &u.path("data"));
+    let _controllers = support::Controllers::start(&u, &server);
+    let mut agent = Agent::new(&u, "node-r");
+    apply(&u, "job", &workload("job", "echo ran; sleep 1; exit 0", "  restartPolicy: Never\n"));
+    let r = wait_phase(&u, "job", "Running", 60);
+    // The agent goes away (its lease lasts 4 s) and the run ends meanwhile.
+    agent.kill_9();
+    let runs = agent.dir.join("state/runs");
+    wait_for(20, "the run's end", || {
+        let left = processes_under(&runs);
+        if left.is_empty() { Ok(()) } else { Err(format!("{left:?}")) }
+    });
+    agent.start(&u);
+    let done = wait_phase(&u, "job", "Succeeded", 30);
+    assert_eq!(done["metadata"]["uid"], r["metadata"]["uid"]);
+    assert_eq!(done["status"]["restarts"], 0);
+    let out = ui(&u, &["logs", "job"]).ok().stdout;
+    assert_eq!(out.matches("ran").count(), 1, "it ran once: {out}");
 }

@@ -55,18 +55,37 @@ pub fn usage(cgroup: &str) -> Usage {
     }
 }
 
-/// Removes the folders of `parent` (e.g. `/univrs/NODE`) and its parents up to the root, in
-/// every hierarchy, where they are empty. Best effort: a sibling container still running keeps
-/// them (the kernel refuses to remove a cgroup with children), which is what we want.
-pub fn remove_empty_parents(parent: &str) {
-    let hierarchies: Vec<PathBuf> = if is_v2() {
+fn hierarchies() -> Vec<PathBuf> {
+    if is_v2() {
         vec![PathBuf::from(ROOT)]
     } else {
         std::fs::read_dir(ROOT)
             .map(|d| d.flatten().map(|e| e.path()).filter(|p| p.is_dir()).collect())
             .unwrap_or_default()
-    };
-    for h in hierarchies {
+    }
+}
+
+/// Makes the folder `folder` (e.g. `/univrs/NODE`) in every hierarchy. Retried: another
+/// node's agent on this machine may be removing an empty `/univrs` at the same moment.
+pub fn ensure_folder(folder: &str) -> std::io::Result<()> {
+    for h in hierarchies() {
+        let path = h.join(folder.trim_start_matches('/'));
+        let mut attempt = 0;
+        while let Err(e) = std::fs::create_dir_all(&path) {
+            attempt += 1;
+            if attempt == 5 {
+                return Err(std::io::Error::new(e.kind(), format!("cannot make {}: {e}", path.display())));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Removes the folders of `parent` (e.g. `/univrs/NODE`) and its parents up to the root, in
+/// every hierarchy, where they are empty. Best effort: a sibling container still running keeps
+/// them (the kernel refuses to remove a cgroup with children), which is what we want.
+pub fn remove_empty_parents(parent: &str) {
+    for h in hierarchies() {
         let mut rel = PathBuf::from(parent.trim_start_matches('/'));
         loop {
             if rel.as_os_str().is_empty() || std::fs::remove_dir(h.join(&rel)).is_err() {

@@ -18,7 +18,6 @@ use axum::routing::get;
 use serde::Deserialize;
 
 use crate::run::{LOG_FILE, RESULT_FILE};
-use crate::shim::PID_FILE;
 
 /// The audience of tokens for the agent of `node`.
 pub fn audience(node: &str) -> String {
@@ -86,18 +85,12 @@ async fn log(
         None => 0,
     };
     let follow = matches!(q.follow.as_deref(), Some("true" | "1"));
-    let stream = futures_util::stream::unfold((file, start, false), move |(mut file, offset, done)| {
+    let stream = futures_util::stream::unfold((file, start), move |(mut file, offset)| {
         let dir = dir.clone();
+        let path = path.clone();
         async move {
-            if done {
-                return None;
-            }
             let mut offset = offset;
             loop {
-                // The log was rotated (emptied) under us: go on from its new start.
-                if file.metadata().is_ok_and(|m| m.len() < offset) {
-                    offset = 0;
-                }
                 let mut buf = Vec::new();
                 if file.seek(SeekFrom::Start(offset)).is_err() {
                     return None;
@@ -105,7 +98,15 @@ async fn log(
                 let read = (&mut file).take(64 * 1024).read_to_end(&mut buf).unwrap_or(0);
                 if read > 0 {
                     let next = offset + read as u64;
-                    return Some((Ok::<_, std::io::Error>(Bytes::from(buf)), (file, next, false)));
+                    return Some((Ok::<_, std::io::Error>(Bytes::from(buf)), (file, next)));
+                }
+                // The shim started a new file (the old one became output.log.1): go on there.
+                if let Ok(newer) = std::fs::File::open(&path)
+                    && !same_file(&file, &newer)
+                {
+                    file = newer;
+                    offset = 0;
+                    continue;
                 }
                 if !follow || finished(&dir) {
                     return None;
@@ -120,33 +121,45 @@ async fn log(
         .expect("a valid response")
 }
 
+fn same_file(a: &std::fs::File, b: &std::fs::File) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (a.metadata(), b.metadata()) {
+        (Ok(a), Ok(b)) => a.ino() == b.ino() && a.dev() == b.dev(),
+        _ => true,
+    }
+}
+
 /// The run is over for good: gone, or ended without a shim that could start it again.
 fn finished(dir: &std::path::Path) -> bool {
     if !dir.exists() {
         return true;
     }
-    let shim_alive = crate::run::read_json::<u32>(dir, PID_FILE)
-        .ok()
-        .is_some_and(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists());
-    !shim_alive && dir.join(RESULT_FILE).exists() && !dir.join(crate::node::RESTARTING).exists()
+    crate::node::live_shim(dir).is_none()
+        && dir.join(RESULT_FILE).exists()
+        && !dir.join(crate::node::RESTARTING).exists()
 }
 
-/// The offset of the last `n` lines of `file`.
+/// How far back from the end `--tail` looks for line starts.
+const TAIL_WINDOW: u64 = 1 << 20;
+
+/// The offset of the last `n` lines of `file` (within its last [`TAIL_WINDOW`] bytes).
 fn tail_offset(file: &mut std::fs::File, n: usize) -> std::io::Result<u64> {
+    let len = file.metadata()?.len();
+    let from = len.saturating_sub(TAIL_WINDOW);
     let mut text = Vec::new();
-    file.seek(SeekFrom::Start(0))?;
-    file.read_to_end(&mut text)?;
+    file.seek(SeekFrom::Start(from))?;
+    (&mut *file).take(TAIL_WINDOW).read_to_end(&mut text)?;
     let mut newlines = 0;
     let body = text.strip_suffix(b"\n").unwrap_or(&text);
     for (i, b) in body.iter().enumerate().rev() {
         if *b == b'\n' {
             newlines += 1;
             if newlines == n {
-                return Ok(i as u64 + 1);
+                return Ok(from + i as u64 + 1);
             }
         }
     }
-    Ok(0)
+    Ok(from)
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use api::kinds::{LeaseSpec, NodeSpec, ReplicaPhase, ReplicaSpec, RestartPolicy};
+use api::kinds::{LeaseSpec, NodeSpec, ReplicaPhase, ReplicaSpec, RestartPolicy, WorkloadSpec};
 use api::quantity::{Bytes, Millicores, Resources};
 use chrono::Utc;
 use futures_util::StreamExt;
@@ -48,6 +48,8 @@ pub struct Config {
     pub shim: Vec<String>,
     /// The Lease's duration; it is renewed every quarter of it.
     pub lease_seconds: u32,
+    /// With the process runtime: whose workloads run, besides the operator's.
+    pub trusted: Trusted,
 }
 
 impl Config {
@@ -57,6 +59,11 @@ impl Config {
 
     fn containers(&self) -> PathBuf {
         self.state_dir.join("containers")
+    }
+
+    /// The cgroup folder of this node's containers (in every hierarchy).
+    pub fn cgroup_parent(&self) -> String {
+        format!("/univrs/{}", self.node)
     }
 
     /// The run directory of a replica.
@@ -76,6 +83,11 @@ struct Supervised {
 pub async fn run(client: Client, config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     std::fs::create_dir_all(config.runs())?;
     std::fs::create_dir_all(config.containers())?;
+    if config.runtime == RuntimeKind::Container {
+        // The node's cgroup folder stays while the agent runs, so a container that ends never
+        // removes it under one being made.
+        crate::cgroup::ensure_folder(&config.cgroup_parent())?;
+    }
     let config = Arc::new(config);
     report_runtime(&client, &config).await;
     let heartbeat = tokio::spawn(heartbeat(client.clone(), config.clone(), shutdown.clone()));
@@ -112,6 +124,8 @@ pub async fn run(client: Client, config: Config, shutdown: CancellationToken) ->
     for (_, s) in supervised {
         s.task.abort();
     }
+    // Empty only if no container is left (the kernel refuses to remove one with children).
+    crate::cgroup::remove_empty_parents(&config.cgroup_parent());
     Ok(())
 }
 
@@ -132,6 +146,11 @@ fn wanted(config: &Config, store: &Store<Kube<ReplicaSpec>>) -> BTreeMap<String,
         .state()
         .into_iter()
         .filter(|r| r.spec.node_name.as_deref() == Some(config.node.as_str()) && !r.is_deleting())
+        // The uid names the run's directory and container: nothing but a uid's characters.
+        .filter(|r| {
+            let uid = r.uid();
+            !uid.is_empty() && uid.len() <= 64 && uid.chars().all(|c| c.is_ascii_hexdigit() || c == '-')
+        })
         .map(|r| (r.uid().to_owned(), r))
         .collect()
 }
@@ -213,7 +232,7 @@ fn clean_up_stale(config: &Config, store: &Store<Kube<ReplicaSpec>>) {
 }
 
 /// The pid of the shim still running for the run in `dir`, if any.
-fn live_shim(dir: &Path) -> Option<i32> {
+pub(crate) fn live_shim(dir: &Path) -> Option<i32> {
     let pid: u32 = read_json(dir, PID_FILE).ok()?;
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
     let dir = dir.to_string_lossy();
@@ -321,6 +340,57 @@ fn restart_delay(n: u32) -> Duration {
     Duration::from_secs(1u64 << n.saturating_sub(1).min(5)).min(Duration::from_secs(30))
 }
 
+/// What an earlier agent left of a replica's run.
+enum Left {
+    /// Its shim still runs (pid).
+    Running(i32),
+    /// It ended, unreported.
+    Ended(RunResult),
+    /// Nothing to take over.
+    Nothing,
+}
+
+/// Whether this node runs `replica` as a plain process on its host: only for the workloads of
+/// signers its operator trusts (the operator and `Config::trusted`), since a plain process
+/// has the agent's rights on the machine.
+async fn may_run_as_process(
+    client: &Client,
+    config: &Config,
+    replica: &Kube<ReplicaSpec>,
+) -> Result<(), String> {
+    let ns = replica.namespace().unwrap_or("default");
+    let workload = api_in::<WorkloadSpec>(client, ns)
+        .get(&replica.spec.workload)
+        .await
+        .map_err(|e| format!("cannot read workload {ns}/{}: {e}", replica.spec.workload))?;
+    let owned = replica.metadata.owner_references.iter().flatten().any(|o| o.uid == workload.uid());
+    let signer = workload.signer().filter(|_| owned).unwrap_or_default().to_owned();
+    let operator = api_all::<NodeSpec>(client)
+        .get(&config.node)
+        .await
+        .map(|n| n.spec.operator.as_str().to_owned())
+        .unwrap_or_default();
+    if !signer.is_empty() && (signer == operator || (config.trusted.0)().contains(&signer)) {
+        return Ok(());
+    }
+    Err(format!(
+        "node {} runs replicas as plain processes on its host (no isolation), only for workloads of its operator or of signers it trusts; {} is not one",
+        config.node,
+        if signer.is_empty() { "this workload's signer" } else { &signer }
+    ))
+}
+
+/// Signers whose workloads a plain-process node runs besides its operator's (read each time:
+/// `ui up` trusts the user's identity, which may be made after it started).
+#[derive(Clone)]
+pub struct Trusted(pub Arc<dyn Fn() -> Vec<String> + Send + Sync>);
+
+impl std::fmt::Debug for Trusted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Trusted").field(&(self.0)()).finish()
+    }
+}
+
 /// Runs one replica, run after run, until it is finished (by its restart policy) or `stop`.
 async fn supervise(
     client: Client,
@@ -332,11 +402,27 @@ async fn supervise(
     let container = replica.spec.container.clone();
     let mut restarts = replica.status.as_ref().map_or(0, |s| s.restarts);
     let mut backoff = 0u32;
-    // A shim an earlier agent started is adopted: its run goes on.
-    let mut adopt = live_shim(&dir);
+    // What an earlier agent left: a shim still running is adopted (its run goes on); a run
+    // that ended while no agent was there is taken as it ended (never run twice), unless it
+    // was already reported and waiting to be started again.
+    let mut left = match live_shim(&dir) {
+        Some(pid) => Left::Running(pid),
+        None if !dir.join(RESTARTING).exists() => {
+            read_json::<RunResult>(&dir, RESULT_FILE).map_or(Left::Nothing, Left::Ended)
+        }
+        None => Left::Nothing,
+    };
+    if config.runtime == RuntimeKind::Process
+        && let Err(message) = may_run_as_process(&client, &config, &replica).await
+    {
+        let status = json!({ "phase": ReplicaPhase::Failed, "reason": "UntrustedSigner", "message": message,
+            "finishedAt": time(Some(Utc::now())) });
+        report(&client, &replica, status, &stop).await;
+        return;
+    }
     loop {
-        let outcome = match adopt.take() {
-            Some(pid) => {
+        let outcome = match std::mem::replace(&mut left, Left::Nothing) {
+            Left::Running(pid) => {
                 tracing::info!(replica = replica.name(), pid, "adopting a running replica");
                 wait_for_pid(pid, &stop).await;
                 if stop.is_cancelled() {
@@ -346,7 +432,8 @@ async fn supervise(
                 read_json::<RunResult>(&dir, RESULT_FILE)
                     .unwrap_or_else(|_| failed("the replica's shim ended without a result"))
             }
-            None => {
+            Left::Ended(result) => result,
+            Left::Nothing => {
                 let spec = match prepare(&config, &replica, &container) {
                     Ok(spec) => spec,
                     Err((reason, message)) => {
@@ -388,9 +475,10 @@ async fn supervise(
                 delay.as_secs(),
                 container.restart_policy
             ));
-            report(&client, &replica, status, &stop).await;
-            // Tells a following `ui logs -f` that more output is to come.
+            // Tells a following `ui logs -f` that more output is to come (before the status, so
+            // no reader sees the run ended without it).
             let _ = std::fs::write(dir.join(RESTARTING), b"");
+            report(&client, &replica, status, &stop).await;
             tokio::select! {
                 () = stop.cancelled() => return,
                 () = tokio::time::sleep(delay) => {}
@@ -460,7 +548,7 @@ fn prepare(
         hostname: replica.name().chars().take(63).collect(),
         cpu_millis: cpu.filter(|m| *m > 0),
         memory_bytes: memory.filter(|b| *b > 0),
-        cgroup: format!("/univrs/{}/{}", config.node, replica.uid()),
+        cgroup: format!("{}/{}", config.cgroup_parent(), replica.uid()),
         state_root: config.containers(),
     })
 }
@@ -525,11 +613,7 @@ async fn run_once(
                 let _ = child.wait().await;
                 return None;
             }
-            _ = measure.tick() => {
-                rotate_log(dir);
-                if spec.runtime != RuntimeKind::Container {
-                    continue;
-                }
+            _ = measure.tick(), if spec.runtime == RuntimeKind::Container => {
                 let u = crate::cgroup::usage(&spec.cgroup);
                 let so_far = RunResult {
                     started_at: Some(started_at),
@@ -549,25 +633,6 @@ async fn run_once(
         let last = log.lines().last().unwrap_or("no output").to_owned();
         failed(&format!("the shim ended without a result: {last}"))
     }))
-}
-
-/// A replica's output is kept up to this size, plus one older part (`output.log.1`).
-const MAX_LOG_BYTES: u64 = 16 << 20;
-
-/// Keeps a replica's output bounded: past [`MAX_LOG_BYTES`] it is copied to `output.log.1` and
-/// emptied. The replica appends (`O_APPEND`), so it goes on writing at the new end; what it
-/// writes between the copy and the truncation is lost, as with logrotate's copytruncate.
-fn rotate_log(dir: &Path) {
-    let log = dir.join(LOG_FILE);
-    if std::fs::metadata(&log).map_or(0, |m| m.len()) <= MAX_LOG_BYTES {
-        return;
-    }
-    let old = dir.join(format!("{LOG_FILE}.1"));
-    if std::fs::copy(&log, &old).is_ok()
-        && let Ok(f) = std::fs::OpenOptions::new().write(true).open(&log)
-    {
-        let _ = f.set_len(0);
-    }
 }
 
 /// SIGTERM to a shim (which passes it on, then kills), then waits for it to go.
@@ -616,19 +681,6 @@ mod tests {
         assert!(restarts_after(RestartPolicy::OnFailure, &ended(1)));
         assert!(!restarts_after(RestartPolicy::Never, &ended(1)));
         assert!(restarts_after(RestartPolicy::OnFailure, &failed("no image")));
-    }
-
-    #[test]
-    fn output_past_the_limit_is_kept_as_one_older_part() {
-        let dir = tempfile::tempdir().unwrap();
-        let log = dir.path().join(LOG_FILE);
-        std::fs::write(&log, b"x").unwrap();
-        rotate_log(dir.path());
-        assert_eq!(std::fs::read(&log).unwrap(), b"x", "small logs stay");
-        std::fs::write(&log, vec![b'y'; MAX_LOG_BYTES as usize + 1]).unwrap();
-        rotate_log(dir.path());
-        assert_eq!(std::fs::metadata(&log).unwrap().len(), 0);
-        assert_eq!(std::fs::metadata(dir.path().join("output.log.1")).unwrap().len(), MAX_LOG_BYTES + 1);
     }
 
     #[test]

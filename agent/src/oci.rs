@@ -9,6 +9,65 @@ use crate::run::RunSpec;
 /// The CFS period the CPU limit is expressed in.
 const CPU_PERIOD_MICROS: u64 = 100_000;
 
+/// The smallest CFS quota the kernel takes.
+const MIN_CPU_QUOTA_MICROS: u64 = 1_000;
+
+/// A quota of 1024 CPUs: more than any node, and well within what the kernel takes.
+const MAX_CPU_QUOTA_MICROS: u64 = 1024 * CPU_PERIOD_MICROS;
+
+/// Syscalls a replica may not make (EPERM), after Docker's default profile: kernel keyrings,
+/// BPF, new user namespaces and other namespaces, mounts, modules, kexec, reboot, swap,
+/// accounting, file handles (a classic container escape), fanotify-style userfaults and
+/// perf. Everything else is allowed; the capability set does the rest.
+const DENIED_SYSCALLS: &[&str] = &[
+    "add_key",
+    "request_key",
+    "keyctl",
+    "bpf",
+    "userfaultfd",
+    "perf_event_open",
+    "unshare",
+    "setns",
+    "mount",
+    "umount2",
+    "pivot_root",
+    "fsopen",
+    "fsmount",
+    "fsconfig",
+    "move_mount",
+    "open_tree",
+    "kexec_load",
+    "kexec_file_load",
+    "init_module",
+    "finit_module",
+    "delete_module",
+    "reboot",
+    "swapon",
+    "swapoff",
+    "acct",
+    "open_by_handle_at",
+    "name_to_handle_at",
+    "quotactl",
+];
+
+/// `CLONE_NEWUSER`: `clone` with it is refused, so no user namespace can be made.
+const CLONE_NEWUSER: u64 = 0x1000_0000;
+
+/// The seccomp filter of every replica.
+fn seccomp() -> Value {
+    json!({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "syscalls": [
+            { "names": DENIED_SYSCALLS, "action": "SCMP_ACT_ERRNO", "errnoRet": 1 },
+            { "names": ["clone"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1,
+              "args": [{ "index": 0, "value": CLONE_NEWUSER, "valueTwo": CLONE_NEWUSER, "op": "SCMP_CMP_MASKED_EQ" }] },
+            // Its flags cannot be filtered (they are behind a pointer): ENOSYS makes libc fall
+            // back to clone, which is.
+            { "names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": 38 },
+        ],
+    })
+}
+
 /// The capabilities a replica keeps (Docker's default set, without `NET_RAW`).
 const CAPABILITIES: &[&str] = &[
     "CAP_CHOWN",
@@ -34,10 +93,14 @@ pub fn config(run: &RunSpec) -> Value {
         default_path.into_iter().chain(run.env.iter().map(|(k, v)| format!("{k}={v}"))).collect();
     let mut resources = json!({ "devices": [{ "allow": false, "access": "rwm" }] });
     if let Some(bytes) = run.memory_bytes {
-        resources["memory"] = json!({ "limit": bytes });
+        // Memory and swap together: with swap on the host the limit is still a hard one.
+        resources["memory"] = json!({ "limit": bytes, "swap": bytes });
     }
     if let Some(millis) = run.cpu_millis {
-        resources["cpu"] = json!({ "quota": millis * CPU_PERIOD_MICROS / 1000, "period": CPU_PERIOD_MICROS });
+        // The kernel's smallest quota is 1 ms per period.
+        let quota =
+            millis.saturating_mul(CPU_PERIOD_MICROS / 1000).clamp(MIN_CPU_QUOTA_MICROS, MAX_CPU_QUOTA_MICROS);
+        resources["cpu"] = json!({ "quota": quota, "period": CPU_PERIOD_MICROS });
     }
     resources["pids"] = json!({ "limit": 1024 });
     json!({
@@ -88,6 +151,7 @@ pub fn config(run: &RunSpec) -> Value {
             "readonlyPaths": [
                 "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger",
             ],
+            "seccomp": seccomp(),
         },
     })
 }
@@ -118,6 +182,8 @@ mod tests {
         assert_eq!(c["root"], json!({ "path": "/images/busybox", "readonly": true }));
         assert_eq!(c["linux"]["resources"]["memory"]["limit"], 32 << 20);
         assert_eq!(c["linux"]["resources"]["cpu"], json!({ "quota": 25_000, "period": 100_000 }));
+        assert_eq!(c["linux"]["resources"]["memory"]["swap"], 32 << 20);
+        assert_eq!(c["linux"]["seccomp"]["defaultAction"], "SCMP_ACT_ALLOW");
         assert_eq!(c["linux"]["cgroupsPath"], "/univrs/n1/c1");
         let ns: Vec<&str> = c["linux"]["namespaces"]
             .as_array()
@@ -128,6 +194,14 @@ mod tests {
         assert_eq!(ns, ["pid", "network", "ipc", "uts", "mount"]);
         assert_eq!(c["process"]["env"][1], "GREETING=hello");
         assert_eq!(c["process"]["args"][2], "echo hi");
+    }
+
+    #[test]
+    fn a_tiny_cpu_limit_is_the_kernel_s_smallest_quota() {
+        let c = config(&RunSpec { cpu_millis: Some(1), ..spec() });
+        assert_eq!(c["linux"]["resources"]["cpu"]["quota"], 1_000);
+        let c = config(&RunSpec { cpu_millis: Some(u64::MAX), ..spec() });
+        assert_eq!(c["linux"]["resources"]["cpu"]["quota"], 1024 * 100_000);
     }
 
     #[test]

@@ -93,13 +93,22 @@ pub async fn proxy(
     let system = Caller::system();
     let replica = reg.get(&system, kind("Replica"), Some(ns), name, ReadAt::Latest).await?;
     let workload = replica.pointer("/spec/workload").and_then(Value::as_str).unwrap_or_default();
+    // The owner is the signer of the workload the replica belongs to: the one its owner
+    // reference names (by uid, so a new workload of the same name owns nothing of the old).
+    let owned_by = |w: &Value| {
+        let uid = w.pointer("/metadata/uid").and_then(Value::as_str);
+        replica
+            .pointer("/metadata/ownerReferences")
+            .and_then(Value::as_array)
+            .is_some_and(|refs| refs.iter().any(|r| r["kind"] == "Workload" && r["uid"].as_str() == uid))
+    };
     let owner = match reg.get(&system, kind("Workload"), Some(ns), workload, ReadAt::Latest).await {
-        Ok(w) => w
+        Ok(w) if owned_by(&w) => w
             .pointer("/metadata/annotations")
             .and_then(|a| a.get(api::signing::SIGNER))
             .and_then(Value::as_str)
             .map(str::to_owned),
-        Err(ApiError::NotFound { .. }) => None,
+        Ok(_) | Err(ApiError::NotFound { .. }) => None,
         Err(e) => return Err(e),
     };
     let is_owner = owner.is_some() && who.did.as_ref().map(|d| d.as_str().to_owned()) == owner;
@@ -150,14 +159,24 @@ pub async fn proxy(
         .header(header::AUTHORIZATION, format!("Bearer {token}"))
         .body(http_body_util::Empty::<axum::body::Bytes>::new())
         .map_err(|e| unreachable(e.to_string()))?;
-    let response = sender.send_request(request).await.map_err(|e| unreachable(e.to_string()))?;
+    let response = tokio::time::timeout(Duration::from_secs(10), sender.send_request(request))
+        .await
+        .map_err(|_| unreachable("no answer in 10 s".into()))?
+        .map_err(|e| unreachable(e.to_string()))?;
     let status = response.status();
     if status == StatusCode::NOT_FOUND {
         return Err(ApiError::NotFound { kind: "replicas/log".into(), name: name.into() });
     }
     if !status.is_success() {
         use http_body_util::BodyExt;
-        let body = response.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+        // What the agent says is shown to the caller: a little of it, and not waited for long.
+        let body = http_body_util::Limited::new(response.into_body(), 4096).collect();
+        let body = tokio::time::timeout(Duration::from_secs(5), body)
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
         return Err(bad_gateway(format!(
             "the agent of node {node_name} answered {status}: {}",
             String::from_utf8_lossy(&body).trim()

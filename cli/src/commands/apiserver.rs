@@ -215,6 +215,7 @@ pub fn run(ctx: &Context, args: &Args, up: Option<&super::node::LocalNodeArgs>) 
                     audience: &audience,
                     operator: &member,
                     member_kubeconfig: &data_dir.join("member.kubeconfig"),
+                    user_config: ctx.dirs.root(),
                 };
                 super::node::start_local(&data_dir, cluster, node_args, stopping.clone()).await?
             }

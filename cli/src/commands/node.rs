@@ -441,6 +441,11 @@ pub struct RunArgs {
     /// How long the node's lease lasts without renewal (it is renewed every quarter of it)
     #[arg(long, value_name = "SECONDS", default_value_t = 40)]
     lease_seconds: u32,
+    /// With --runtime process: also run the workloads of this signer (repeatable); plain
+    /// processes have the agent's rights on this machine, so by default only the
+    /// operator's own workloads run
+    #[arg(long = "trust-signer", value_name = "DID")]
+    trust_signers: Vec<String>,
 }
 
 /// The agent's configuration for the node in `node`.
@@ -449,6 +454,7 @@ pub fn agent_config(
     runtime: agent::RuntimeKind,
     images: Option<PathBuf>,
     lease_seconds: u32,
+    trusted: agent::node::Trusted,
 ) -> anyhow::Result<agent::Config> {
     let ui = std::env::current_exe().context("cannot find the ui binary for the shims")?;
     let images = images.unwrap_or_else(|| node.path.join("images"));
@@ -466,6 +472,7 @@ pub fn agent_config(
         runtime,
         shim: vec![ui.display().to_string(), "node".into(), "shim".into()],
         lease_seconds,
+        trusted,
     })
 }
 
@@ -475,7 +482,12 @@ fn run_agent(ctx: &Context, args: &RunArgs) -> anyhow::Result<Outcome> {
         bail!("node {} is not registered: run `ui node register` first", node.file.name);
     }
     let runtime = args.runtime.resolve()?;
-    let config = agent_config(&node, runtime, args.images.clone(), args.lease_seconds)?;
+    for d in &args.trust_signers {
+        Did::parse(d).map_err(|e| anyhow::anyhow!("--trust-signer {d}: {e}"))?;
+    }
+    let signers = args.trust_signers.clone();
+    let trusted = agent::node::Trusted(std::sync::Arc::new(move || signers.clone()));
+    let config = agent_config(&node, runtime, args.images.clone(), args.lease_seconds, trusted)?;
     let runtime_tokio = tokio::runtime::Runtime::new()?;
     runtime_tokio.block_on(async {
         let client = controllers::manager::client_from_kubeconfig(&node.kubeconfig()).await?;
@@ -611,8 +623,8 @@ fn status(ctx: &Context, args: &StatusArgs) -> anyhow::Result<Outcome> {
 ///
 /// Marks the Node unschedulable (signed again by you, its operator); the node lifecycle
 /// controller then evicts its replicas, which the workload controller recreates and the
-/// scheduler places on other nodes. Once none is left here, your NodeOffers for the node are
-/// deleted. The Node itself stays (delete it with `ui delete node NAME` when the machine goes).
+/// scheduler places on other nodes. Once none is left here and every workload that had one
+/// runs all its replicas again, your NodeOffers for the node are deleted. The Node itself stays (delete it with `ui delete node NAME` when the machine goes).
 #[derive(Debug, clap::Args)]
 pub struct WithdrawArgs {
     #[command(flatten)]
@@ -628,6 +640,13 @@ pub struct WithdrawArgs {
     passphrase: PassphraseArgs,
 }
 
+fn is_finished(replica: &Value) -> bool {
+    replica
+        .pointer("/status/phase")
+        .and_then(Value::as_str)
+        .is_some_and(|p| p == "Succeeded" || p == "Failed")
+}
+
 fn withdraw(ctx: &Context, args: &WithdrawArgs) -> anyhow::Result<Outcome> {
     let name = match &args.name {
         Some(n) => n.clone(),
@@ -635,6 +654,19 @@ fn withdraw(ctx: &Context, args: &WithdrawArgs) -> anyhow::Result<Outcome> {
     };
     let client = Client::new(ctx, &args.cluster)?;
     let operator = keystore::load(&ctx.dirs, || args.passphrase.get(Purpose::Existing, "your identity"))?;
+    // The workloads with replicas here: the offer goes only once they run elsewhere again.
+    let mut moving: Vec<(String, String)> = replicas_on(&client, &name)?
+        .iter()
+        .filter(|r| !is_finished(r))
+        .filter_map(|r| {
+            Some((
+                r.pointer("/metadata/namespace")?.as_str()?.to_owned(),
+                r.pointer("/spec/workload")?.as_str()?.to_owned(),
+            ))
+        })
+        .collect();
+    moving.sort();
+    moving.dedup();
     for attempt in 0.. {
         let mut node = client.get(kind("Node"), None, &name).with_context(|| format!("node {name}"))?;
         if node.pointer("/spec/unschedulable").and_then(Value::as_bool) == Some(true) {
@@ -655,14 +687,7 @@ fn withdraw(ctx: &Context, args: &WithdrawArgs) -> anyhow::Result<Outcome> {
     let deadline = Instant::now() + Duration::from_secs(args.timeout);
     let mut last = usize::MAX;
     loop {
-        let left: Vec<Value> = replicas_on(&client, &name)?
-            .into_iter()
-            .filter(|r| {
-                !r.pointer("/status/phase")
-                    .and_then(Value::as_str)
-                    .is_some_and(|p| p == "Succeeded" || p == "Failed")
-            })
-            .collect();
+        let left: Vec<Value> = replicas_on(&client, &name)?.into_iter().filter(|r| !is_finished(r)).collect();
         if left.is_empty() {
             break;
         }
@@ -674,6 +699,44 @@ fn withdraw(ctx: &Context, args: &WithdrawArgs) -> anyhow::Result<Outcome> {
             bail!(
                 "{} replica(s) still on node {name} after {} s; it stays unschedulable, run ui node withdraw again to wait longer",
                 left.len(),
+                args.timeout
+            );
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    // No replica lost: every workload that had one here runs all of its replicas again.
+    let mut last = String::new();
+    loop {
+        let mut short = Vec::new();
+        for (ns, w) in &moving {
+            let wanted = match client.get(kind("Workload"), Some(ns), w) {
+                Ok(obj) => obj.pointer("/spec/replicas").and_then(Value::as_u64).unwrap_or(1),
+                Err(e) if e.is_not_found() => continue,
+                Err(e) => return Err(e.into()),
+            };
+            let list = client.list(kind("Replica"), Some(ns), None, false)?;
+            let running = list["items"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|r| r.pointer("/spec/workload").and_then(Value::as_str) == Some(w.as_str()))
+                .filter(|r| r.pointer("/status/phase").and_then(Value::as_str) == Some("Running"))
+                .count() as u64;
+            if running < wanted {
+                short.push(format!("{ns}/{w} ({running}/{wanted} running)"));
+            }
+        }
+        if short.is_empty() {
+            break;
+        }
+        let now = short.join(", ");
+        if now != last {
+            println!("waiting for the moved replicas to run elsewhere: {now}");
+            last = now;
+        }
+        if Instant::now() >= deadline {
+            bail!(
+                "after {} s not every moved replica runs elsewhere ({last}); node {name} stays unschedulable and its offer stays; run ui node withdraw again to wait longer",
                 args.timeout
             );
         }
@@ -753,6 +816,8 @@ pub struct LocalCluster<'a> {
     pub operator: &'a ed25519_dalek::SigningKey,
     /// The member's kubeconfig, to write the Node and its offer.
     pub member_kubeconfig: &'a Path,
+    /// The user's config dir (whose workloads a plain-process local node runs).
+    pub user_config: &'a Path,
 }
 
 /// POSTs `obj` as it is (a signed object must not be re-encoded), or PUTs it over the stored
@@ -813,20 +878,37 @@ pub async fn start_local(
     let listen = listener.local_addr()?;
     let node = NodeDir::create(&path, &args.node_name, listen)?;
     node.write_kubeconfig(cluster.server, cluster.ca_pem, cluster.audience)?;
+    let user_config = cluster.user_config;
     let operator = Did::from_key(&cluster.operator.verifying_key());
     let capacity = machine_capacity();
     let now = Utc::now();
     let mut obj = node.node_object(&operator, &capacity)?;
+    let member = controllers::manager::client_from_kubeconfig(cluster.member_kubeconfig).await?;
+    // A node withdrawn earlier stays withdrawn across restarts.
+    let stored = format!("/apis/univrs.io/v1/nodes/{}", args.node_name);
+    if let Ok(stored) = member.request::<Value>(http::Request::get(&stored).body(Vec::new())?).await
+        && stored.pointer("/spec/unschedulable").and_then(Value::as_bool) == Some(true)
+    {
+        obj["spec"]["unschedulable"] = json!(true);
+    }
     check_object(&obj, "the local node")?;
     api::signing::sign(&mut obj, cluster.operator, now).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let member = controllers::manager::client_from_kubeconfig(cluster.member_kubeconfig).await?;
     put_signed(&member, &obj).await?;
     let price = json!({ "cpu": 0, "memory": 0, "storage": 0 });
     let mut offer = offer_object(&args.node_name, &capacity, &price, &args.jurisdiction, None, &json!({}));
     check_object(&offer, "the local node's offer")?;
     api::signing::sign(&mut offer, cluster.operator, now).map_err(|e| anyhow::anyhow!("{e}"))?;
     put_signed(&member, &offer).await?;
-    let config = agent_config(&node, runtime, None, args.lease_seconds)?;
+    // A plain-process local node runs the workloads of the user of this config dir (whose
+    // identity may be made after `ui up` started: read each time).
+    let root = user_config.to_owned();
+    let trusted = agent::node::Trusted(std::sync::Arc::new(move || {
+        ConfigDirs::resolve(Some(root.clone()))
+            .and_then(|dirs| keystore::load_public(&dirs))
+            .map(|p| vec![p.did.as_str().to_owned()])
+            .unwrap_or_default()
+    }));
+    let config = agent_config(&node, runtime, None, args.lease_seconds, trusted)?;
     let client = controllers::manager::client_from_kubeconfig(&node.kubeconfig()).await?;
     println!(
         "local node {} ({}, offer in {}) runs replicas {}",

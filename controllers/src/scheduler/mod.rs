@@ -200,13 +200,10 @@ async fn reconcile(replica: Arc<Kube<ReplicaSpec>>, ctx: Arc<Ctx>) -> Result<Act
                 // Only the condition: the phase is the node agent's, which may already have
                 // started the replica (a merge patch of the whole status would set it back).
                 let scheduled = condition(ConditionStatus::True, "Scheduled", format!("bound to {node}"));
-                let mut patch = json!({ "status": { "conditions": [scheduled] } });
-                // Why it was unschedulable before (the agent cannot have written yet: it was
-                // not bound).
-                if replica.status.as_ref().is_some_and(|s| s.reason.is_some()) {
-                    patch["status"]["reason"] = Value::Null;
-                    patch["status"]["message"] = Value::Null;
-                }
+                // Why it was unschedulable before stays until the agent reports the run
+                // (which sets reason and message): clearing it here could erase a failure the
+                // agent has just reported.
+                let patch = json!({ "status": { "conditions": [scheduled] } });
                 patch_status(&ctx, &replica, &patch).await?;
             }
             Ok(Action::await_change())
