@@ -7,7 +7,7 @@ mod support;
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -17,7 +17,7 @@ use api::identity::Did;
 use chrono::Utc;
 use ed25519_dalek::SigningKey;
 use serde_json::{Value, json};
-use support::{Run, Server, User};
+use support::{Controllers, Run, Server, User};
 
 const V1: &str = "/apis/univrs.io/v1";
 const NODE_LEASES: &str = "univrs-node-lease";
@@ -196,68 +196,6 @@ impl Drop for Agents {
 }
 
 /// A running `ui controllers run`, killed when dropped.
-struct Controllers {
-    child: Child,
-    identity: String,
-    metrics: String,
-}
-
-impl Controllers {
-    fn start(u: &User, server: &Server) -> Self {
-        let mut child = u
-            .cmd(&[
-                "controllers",
-                "run",
-                // The controllers authenticate as the control-plane member.
-                "--kubeconfig",
-                server.member_kubeconfig().to_str().unwrap(),
-                "--metrics-addr",
-                "127.0.0.1:0",
-                "--lease-duration",
-                "4",
-                "--lease-renew",
-                "1",
-                "--retry-unschedulable",
-                "1",
-                "--eviction-timeout",
-                "1",
-            ])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let first = lines.next().expect("controllers printed nothing").unwrap();
-        let metrics = first.strip_prefix("metrics on ").unwrap_or_else(|| panic!("{first}")).to_owned();
-        let second = lines.next().expect("controllers printed one line").unwrap();
-        let identity = second.rsplit_once("(as ").map(|(_, id)| id.trim_end_matches(')').to_owned()).unwrap();
-        std::thread::spawn(move || for _ in lines {});
-        Self { child, identity, metrics }
-    }
-
-    fn metrics(&self) -> String {
-        ureq::get(&self.metrics).call().unwrap().body_mut().read_to_string().unwrap()
-    }
-
-    /// SIGTERM, then a clean exit.
-    fn stop(&mut self) {
-        let _ = std::process::Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
-        let status = self.child.wait().unwrap();
-        assert!(status.success(), "controllers did not shut down cleanly: {status}");
-    }
-
-    fn kill_9(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Controllers {
-    fn drop(&mut self) {
-        self.kill_9();
-    }
-}
-
 /// Polls `check` until it returns Some, or panics after `secs` with `what` and the last state.
 #[track_caller]
 fn wait_for<T>(secs: u64, what: &str, mut check: impl FnMut() -> Result<T, String>) -> T {

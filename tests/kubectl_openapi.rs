@@ -120,7 +120,7 @@ fn kubectl_get_prints_the_columns_of_each_kind() {
     );
     let row = words(&wide, 1);
     assert_eq!(row[..3], ["hello", "2", "0/0"], "{wide}");
-    assert_eq!(row[4..], ["busybox", "eu-only", short.as_str()], "{wide}");
+    assert_eq!(row[4..], ["busybox", "<none>", short.as_str()], "{wide}");
 
     let all = k.ok(&["get", "workloads", "--all-namespaces", "--show-labels"]);
     assert_eq!(words(&all, 0), ["NAMESPACE", "NAME", "REPLICAS", "READY", "AGE", "LABELS"], "{all}");

@@ -105,6 +105,14 @@ impl PeerId {
         }
     }
 
+    /// The peer id libp2p derives from an Ed25519 key: the identity multihash of the key's
+    /// protobuf encoding (`KeyType::Ed25519 = 1`, 32 bytes), in base58: `12D3KooW…`.
+    pub fn from_key(key: &VerifyingKey) -> Self {
+        let mut bytes = vec![0x00, 36, 0x08, 0x01, 0x12, 32];
+        bytes.extend_from_slice(key.as_bytes());
+        Self(bs58::encode(bytes).into_string())
+    }
+
     /// The peer id as text.
     pub fn as_str(&self) -> &str {
         &self.0
@@ -246,6 +254,10 @@ mod tests {
     fn peer_ids_and_age_recipients_are_checked() {
         assert!(PeerId::parse("12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA").is_ok());
         assert!(PeerId::parse("12D3").is_err());
+        let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]).verifying_key();
+        let id = PeerId::from_key(&key);
+        assert!(id.as_str().starts_with("12D3KooW"), "{}", id.as_str());
+        assert_eq!(PeerId::parse(id.as_str()).unwrap(), id);
         assert!(
             AgeRecipient::parse("age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p").is_ok()
         );

@@ -35,6 +35,32 @@ pub struct ClusterArgs {
     namespace: Option<String>,
 }
 
+impl ClusterArgs {
+    /// The cluster of the kubeconfig at `path`.
+    pub fn for_kubeconfig(path: PathBuf) -> Self {
+        Self { server: None, kubeconfig: Some(path), namespace: None }
+    }
+}
+
+/// The server, CA (PEM) and token audience of the cluster `args` and the kubeconfig name, for
+/// writing a kubeconfig of another identity on the same cluster (a node's).
+pub fn cluster_of(ctx: &Context, args: &ClusterArgs) -> anyhow::Result<(String, Option<String>, String)> {
+    let path = kubeconfig_path(ctx, args);
+    let kube = read_kubeconfig(&path)?;
+    let audience = match &kube.credential {
+        Credential::Exec { args, .. } => args.iter().skip_while(|a| *a != "--audience").nth(1).cloned(),
+        _ => None,
+    };
+    let audience = audience.with_context(|| {
+        format!(
+            "kubeconfig {}: its user is not `ui token --audience …`, so the cluster's audience is unknown",
+            path.display()
+        )
+    })?;
+    let server = args.server.clone().unwrap_or(kube.server);
+    Ok((server, kube.ca_pem, audience))
+}
+
 /// Why a request failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -430,6 +456,16 @@ impl Client {
         let query: &[(&str, &str)] = if dry_run { &[("dryRun", "All")] } else { &[] };
         let options = json!({ "kind": "DeleteOptions", "apiVersion": "v1" });
         self.json(Method::Delete, &Self::path(kind, ns, Some(name)), query, None, Some(&options))
+    }
+
+    /// GET a stream of text (a replica's log), read as it comes.
+    pub fn stream(
+        &self,
+        path: &str,
+        query: &[(&str, &str)],
+    ) -> Result<Box<dyn std::io::Read + Send>, ClientError> {
+        let response = self.send(Method::Get, path, query, Some("text/plain"), None)?;
+        Ok(Box::new(response.into_body().into_reader()))
     }
 
     /// Starts a watch of `kind` from `resource_version`: newline-delimited events, whose

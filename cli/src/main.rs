@@ -57,12 +57,10 @@ enum Command {
     Cluster(commands::cluster::Command),
     #[command(subcommand)]
     Controllers(commands::controllers::Command),
-    /// Run univrs on this machine: the apiserver of a one-member control plane and every
-    /// controller
-    ///
-    /// `ui apiserver` with the controllers (workload, scheduler, gc, nodelifecycle) running in the same process
-    /// against it, through its API. The local node agent joins it when it is built.
-    Up(commands::apiserver::Args),
+    #[command(subcommand)]
+    Node(commands::node::Command),
+    Logs(commands::logs::Args),
+    Up(commands::apiserver::UpArgs),
 }
 
 fn run(cli: Cli) -> anyhow::Result<Outcome> {
@@ -81,13 +79,15 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Describe(args) => commands::describe::run(&ctx, args),
         Command::Delete(args) => commands::delete::run(&ctx, args),
         Command::Diff(args) => commands::diff::run(&ctx, args),
-        Command::Apiserver(args) => commands::apiserver::run(&ctx, args, false),
-        Command::Up(args) => commands::apiserver::run(&ctx, args, true),
+        Command::Apiserver(args) => commands::apiserver::run(&ctx, args, None),
+        Command::Up(args) => commands::apiserver::up(&ctx, args),
         Command::Token(args) => commands::token::run(&ctx, args),
         Command::Scale(args) => commands::scale::run(&ctx, args),
         Command::Status(args) => commands::status::run(&ctx, args),
         Command::Controllers(cmd) => commands::controllers::run(&ctx, cmd),
         Command::Cluster(cmd) => commands::cluster::run(&ctx, cmd),
+        Command::Node(cmd) => commands::node::run(&ctx, cmd),
+        Command::Logs(args) => commands::logs::run(&ctx, args),
         Command::Version(_) => unreachable!("handled above"),
     }
 }

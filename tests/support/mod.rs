@@ -323,3 +323,67 @@ impl Kubectl {
         assert!(out.stderr.contains(needle), "kubectl {args:?}: stderr lacks {needle:?}:\n{}", out.stderr);
     }
 }
+
+/// `ui controllers run` as the control-plane member, with short leases, retries and eviction
+/// timeout for tests.
+pub struct Controllers {
+    child: Child,
+    pub identity: String,
+    pub metrics: String,
+}
+
+impl Controllers {
+    pub fn start(u: &User, server: &Server) -> Self {
+        let mut child = u
+            .cmd(&[
+                "controllers",
+                "run",
+                // The controllers authenticate as the control-plane member.
+                "--kubeconfig",
+                server.member_kubeconfig().to_str().unwrap(),
+                "--metrics-addr",
+                "127.0.0.1:0",
+                "--lease-duration",
+                "4",
+                "--lease-renew",
+                "1",
+                "--retry-unschedulable",
+                "1",
+                "--eviction-timeout",
+                "1",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let first = lines.next().expect("controllers printed nothing").unwrap();
+        let metrics = first.strip_prefix("metrics on ").unwrap_or_else(|| panic!("{first}")).to_owned();
+        let second = lines.next().expect("controllers printed one line").unwrap();
+        let identity = second.rsplit_once("(as ").map(|(_, id)| id.trim_end_matches(')').to_owned()).unwrap();
+        std::thread::spawn(move || for _ in lines {});
+        Self { child, identity, metrics }
+    }
+
+    pub fn metrics(&self) -> String {
+        ureq::get(&self.metrics).call().unwrap().body_mut().read_to_string().unwrap()
+    }
+
+    /// SIGTERM, then a clean exit.
+    pub fn stop(&mut self) {
+        let _ = std::process::Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "controllers did not shut down cleanly: {status}");
+    }
+
+    pub fn kill_9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Controllers {
+    fn drop(&mut self) {
+        self.kill_9();
+    }
+}

@@ -37,6 +37,11 @@ impl Authn {
         self
     }
 
+    /// The control-plane members' did:keys.
+    pub fn members(&self) -> Vec<String> {
+        self.members.iter().cloned().collect()
+    }
+
     /// The audience tokens must name.
     pub fn audience(&self) -> &str {
         &self.audience

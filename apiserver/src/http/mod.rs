@@ -13,6 +13,7 @@ pub mod authn;
 pub mod cluster;
 mod discovery;
 mod json;
+pub mod logs;
 mod objects;
 mod openapi;
 mod status;
@@ -36,6 +37,8 @@ pub struct AppState {
     pub registry: Registry,
     /// Who is asking.
     pub authn: Authn,
+    /// How the apiserver calls node agents (for `replicas/NAME/log`).
+    pub node_proxy: logs::NodeProxy,
 }
 
 impl FromRef<AppState> for Registry {
@@ -62,6 +65,7 @@ pub fn router(state: AppState) -> Router {
         .route("/cluster/members", get(cluster::members).post(cluster::add))
         .route("/cluster/members/{id}", axum::routing::delete(cluster::remove))
         .route("/cluster/isolate", axum::routing::post(cluster::isolate))
+        .route("/members", get(logs::members))
         .route("/openapi/v3", get(openapi::root))
         .route("/openapi/v3/apis/univrs.io/v1", get(openapi::group_version))
         .route(

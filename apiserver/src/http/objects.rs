@@ -322,11 +322,15 @@ fn written(code: StatusCode, w: Written) -> Response {
 /// `GET`: one object, a list, or a watch.
 pub async fn get(
     State(reg): State<Registry>,
+    State(node_proxy): State<super::logs::NodeProxy>,
     who: Caller,
     Path(rest): Path<String>,
     RawQuery(raw): RawQuery,
     format: Format,
 ) -> Result<Response> {
+    if let Some((ns, name)) = super::logs::log_target(&rest) {
+        return super::logs::proxy(&reg, &node_proxy, &who, ns, name, raw.as_deref()).await;
+    }
     let target = parse_target(&rest)?;
     let query = Query::parse(raw.as_deref())?;
     let ns = target.namespace.as_deref();

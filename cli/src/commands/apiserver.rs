@@ -64,6 +64,25 @@ pub struct Args {
     insecure_http: bool,
 }
 
+/// Run univrs on this machine: a one-member control plane, every controller, and a local node
+///
+/// `ui apiserver` with the controllers (workload, scheduler, gc, nodelifecycle) running in the
+/// same process against it, through its API, and a node agent for this machine (node `local`,
+/// operated by the control plane's member key, its offer in --jurisdiction). As root, replicas
+/// run in containers; otherwise as plain processes, with a warning.
+#[derive(Debug, clap::Args)]
+pub struct UpArgs {
+    #[command(flatten)]
+    server: Args,
+    #[command(flatten)]
+    node: super::node::LocalNodeArgs,
+}
+
+/// `ui up`.
+pub fn up(ctx: &Context, args: &UpArgs) -> anyhow::Result<Outcome> {
+    run(ctx, &args.server, Some(&args.node))
+}
+
 fn default_data_dir() -> anyhow::Result<PathBuf> {
     let base = crate::paths::xdg_base("XDG_DATA_HOME", ".local/share")
         .context("cannot find a data directory: pass --data-dir, or set XDG_DATA_HOME or HOME")?;
@@ -170,7 +189,8 @@ fn with_failover(kubeconfig: String, server: &str, others: &[String]) -> String 
     kubeconfig.replacen(&format!("    server: {server}\n"), &extension, 1)
 }
 
-pub fn run(ctx: &Context, args: &Args, with_controllers: bool) -> anyhow::Result<Outcome> {
+pub fn run(ctx: &Context, args: &Args, up: Option<&super::node::LocalNodeArgs>) -> anyhow::Result<Outcome> {
+    let with_controllers = up.is_some();
     if args.insecure_http && !args.listen.ip().is_loopback() {
         bail!(
             "refusing to serve plain HTTP on {}: --insecure-http is for loopback development only (127.0.0.1, ::1)",
@@ -331,21 +351,41 @@ pub fn run(ctx: &Context, args: &Args, with_controllers: bool) -> anyhow::Result
                 stopping.cancel();
             }
         };
-        let authn = Authn::new(audience.clone(), members).with_cluster(node.clone());
-        let state = AppState { registry: Registry::new(node.clone()), authn };
+        let state = AppState {
+            registry: Registry::new(node.clone()),
+            authn: Authn::new(audience.clone(), members).with_cluster(node.clone()),
+            node_proxy: apiserver::http::logs::NodeProxy(Some(std::sync::Arc::new(member.clone()))),
+        };
         let serving = tokio::spawn(apiserver::http::serve(listener, state, tls, shutdown));
         let controllers = match with_controllers {
             true => {
                 // One data dir is one `ui up` at a time (its store is locked): a stable identity.
                 let identity = format!("ui-up:{}", data_dir.display());
                 let member_kubeconfig = data_dir.join("member.kubeconfig");
-                Some(super::controllers::InProcess::start(&member_kubeconfig, identity, stopping).await?)
+                Some(super::controllers::InProcess::start(&member_kubeconfig, identity, stopping.clone()).await?)
             }
             false => None,
+        };
+        let local_node = match up {
+            Some(node_args) => {
+                let cluster = super::node::LocalCluster {
+                    server: &server,
+                    ca_pem: ca_pem.as_deref(),
+                    audience: &audience,
+                    operator: &member,
+                    member_kubeconfig: &data_dir.join("member.kubeconfig"),
+                    user_config: ctx.dirs.root(),
+                };
+                super::node::start_local(&data_dir, cluster, node_args, stopping.clone()).await?
+            }
+            None => None,
         };
         let served = serving.await.context("apiserver task");
         if let Some(r) = refresher {
             r.abort();
+        }
+        if let Some(agent) = local_node {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), agent).await;
         }
         if let Some(c) = controllers {
             c.stop(std::time::Duration::from_secs(5)).await;

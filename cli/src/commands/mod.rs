@@ -11,6 +11,8 @@ pub mod diff;
 pub mod get;
 pub mod identity;
 pub mod init;
+pub mod logs;
+pub mod node;
 pub mod scale;
 pub mod sign;
 pub mod status;

@@ -102,7 +102,9 @@ pub fn run(ctx: &Context, args: &Args) -> anyhow::Result<Outcome> {
         let prefix = if args.all_namespaces { format!("{}/", w.namespace) } else { String::new() };
         println!("{prefix}{}: {}/{} running, {} replicas", w.name, w.ready, w.desired, w.replicas);
         for r in &w.items {
+            let ended = r.phase == "Failed" || r.phase == "Succeeded";
             let place = match (&r.node, &r.message) {
+                (Some(node), Some(how)) if ended => format!("on {node}: {how}"),
                 (Some(node), _) => format!("on {node}"),
                 (None, Some(why)) => format!("pending: {why}"),
                 (None, None) => "waiting for the scheduler".to_owned(),

@@ -3,7 +3,8 @@
 //! (`decide`) and, once a node has been lapsed for the eviction timeout, deletes the Replicas
 //! bound to it, so the workload controller makes new ones that the scheduler places elsewhere.
 //! Deleted, not just marked: a node that comes back finds nothing bound to it, so there are
-//! never two copies of one replica.
+//! never two copies of one replica. A node its operator withdrew (`spec.unschedulable`) is
+//! drained the same way, at once.
 
 pub mod decide;
 
@@ -123,10 +124,14 @@ async fn reconcile(node: Arc<Kube<NodeSpec>>, ctx: Arc<Ctx>) -> Result<Action, E
             Err(e) => return Err(e.into()),
         }
     }
-    if d.evict {
+    if d.evict || node.spec.unschedulable {
+        // Lapsed for the eviction timeout, or withdrawn by its operator (`ui node withdraw`):
+        // its replicas go, and are made again elsewhere.
         evict(&ctx, node.name()).await?;
     }
-    Ok(Action::requeue(d.recheck_after))
+    let recheck =
+        if node.spec.unschedulable { d.recheck_after.min(Duration::from_secs(2)) } else { d.recheck_after };
+    Ok(Action::requeue(recheck))
 }
 
 /// Deletes every unfinished replica bound to `node`.

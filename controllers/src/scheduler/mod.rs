@@ -22,9 +22,9 @@ use api::meta::{Condition, ConditionStatus, Time};
 use chrono::Utc;
 use futures_util::stream;
 use kube::api::{Patch, PatchParams, PostParams};
-use kube::runtime::controller::{Action, trigger_self};
+use kube::runtime::controller::{Action, trigger_self, trigger_with};
 use kube::runtime::reflector::{ObjectRef, Store};
-use serde_json::json;
+use serde_json::{Value, json};
 
 use self::core::{Amount, Constraints, Policy, Weights};
 use self::snapshot::{Assumed, Topology, Usage};
@@ -94,8 +94,10 @@ pub async fn run(shared: Shared, config: Config) {
         Box::pin(trigger_self(replica_changes, ())) as runtime::Queue<Kube<ReplicaSpec>>,
         Box::pin(fill_only(w)),
         Box::pin(fill_only(p)),
-        Box::pin(fill_only(n)),
-        Box::pin(fill_only(o)),
+        // A node or offer that changes (a node turning Ready, a new offer) may make the
+        // pending replicas placeable: look at them again now, not at their next retry.
+        Box::pin(trigger_with(n, pending(&replicas))),
+        Box::pin(trigger_with(o, pending(&replicas))),
         Box::pin(fill_only(r)),
         Box::pin(fill_only(a)),
     ]);
@@ -114,6 +116,21 @@ pub async fn run(shared: Shared, config: Config) {
         state: Mutex::default(),
     });
     runtime::drive("scheduler", &shared, replicas, queue, |r, c| Box::pin(reconcile(r, c)), ctx).await;
+}
+
+/// Maps any change to the replicas not bound yet.
+fn pending<T>(
+    replicas: &Store<Kube<ReplicaSpec>>,
+) -> impl Fn(T) -> Vec<ObjectRef<Kube<ReplicaSpec>>> + Send + Sync + 'static {
+    let replicas = replicas.clone();
+    move |_| {
+        replicas
+            .state()
+            .iter()
+            .filter(|r| r.spec.node_name.is_none() && !r.is_deleting())
+            .map(|r| ObjectRef::from_obj(r.as_ref()))
+            .collect()
+    }
 }
 
 /// Counts the events it is called with.
@@ -180,16 +197,14 @@ async fn reconcile(replica: Arc<Kube<ReplicaSpec>>, ctx: Arc<Ctx>) -> Result<Act
                 ctx.state.lock().expect("scheduler state lock").assumed.remove(&assumed_key(&replica));
             }
             if let Bound::Yes = result? {
-                let status = ReplicaStatus {
-                    phase: replica.status.as_ref().map_or(ReplicaPhase::Pending, |s| s.phase),
-                    conditions: vec![condition(
-                        ConditionStatus::True,
-                        "Scheduled",
-                        format!("bound to {node}"),
-                    )],
-                    ..Default::default()
-                };
-                write_status(&ctx, &replica, &status).await?;
+                // Only the condition: the phase is the node agent's, which may already have
+                // started the replica (a merge patch of the whole status would set it back).
+                let scheduled = condition(ConditionStatus::True, "Scheduled", format!("bound to {node}"));
+                // Why it was unschedulable before stays until the agent reports the run
+                // (which sets reason and message): clearing it here could erase a failure the
+                // agent has just reported.
+                let patch = json!({ "status": { "conditions": [scheduled] } });
+                patch_status(&ctx, &replica, &patch).await?;
             }
             Ok(Action::await_change())
         }
@@ -329,9 +344,12 @@ async fn set_unschedulable(
 }
 
 async fn write_status(ctx: &Ctx, replica: &Kube<ReplicaSpec>, status: &ReplicaStatus) -> Result<(), Error> {
+    patch_status(ctx, replica, &json!({ "status": status })).await
+}
+
+async fn patch_status(ctx: &Ctx, replica: &Kube<ReplicaSpec>, patch: &Value) -> Result<(), Error> {
     let api = api_in::<ReplicaSpec>(&ctx.shared.client, replica.namespace().unwrap_or("default"));
-    let patch = json!({ "status": status });
-    match api.patch_status(replica.name(), &PatchParams::default(), &Patch::Merge(&patch)).await {
+    match api.patch_status(replica.name(), &PatchParams::default(), &Patch::Merge(patch)).await {
         Ok(_) => Ok(()),
         Err(e) if crate::resource::is_not_found(&e) => Ok(()),
         Err(e) => Err(e.into()),

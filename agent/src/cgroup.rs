@@ -1,0 +1,114 @@
+//! What a container's cgroup measured (peak memory, CPU time, OOM kills), on cgroup v1 (one
+//! hierarchy per controller, as on this project's CI machines) and v2, and removing the
+//! intermediate cgroup folders the agent's containers were nested in.
+
+use std::path::{Path, PathBuf};
+
+/// Where cgroup hierarchies are mounted.
+const ROOT: &str = "/sys/fs/cgroup";
+
+/// What a cgroup measured.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// Peak memory in bytes.
+    pub peak_memory_bytes: Option<u64>,
+    /// CPU time in nanoseconds.
+    pub cpu_nanos: Option<u64>,
+    /// Times the OOM killer killed a process in it.
+    pub oom_kills: u64,
+}
+
+fn read_u64(path: &Path) -> Option<u64> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+/// The value of `key` in a flat-keyed file (`memory.oom_control`, `memory.events`, `cpu.stat`).
+fn keyed(path: &Path, key: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(path).ok()?;
+    text.lines().find_map(|l| l.strip_prefix(key)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+fn v1(controller: &str, cgroup: &str) -> PathBuf {
+    Path::new(ROOT).join(controller).join(cgroup.trim_start_matches('/'))
+}
+
+fn is_v2() -> bool {
+    Path::new(ROOT).join("cgroup.controllers").exists()
+}
+
+/// Reads the measurements of `cgroup` (e.g. `/univrs/NODE/ID`); call before it is removed.
+pub fn usage(cgroup: &str) -> Usage {
+    if is_v2() {
+        let dir = Path::new(ROOT).join(cgroup.trim_start_matches('/'));
+        return Usage {
+            peak_memory_bytes: read_u64(&dir.join("memory.peak")),
+            cpu_nanos: keyed(&dir.join("cpu.stat"), "usage_usec").map(|us| us * 1000),
+            oom_kills: keyed(&dir.join("memory.events"), "oom_kill").unwrap_or(0),
+        };
+    }
+    let memory = v1("memory", cgroup);
+    // `oom_kill` exists since Linux 4.13; `under_oom`/failcnt are weaker signs, not used.
+    Usage {
+        peak_memory_bytes: read_u64(&memory.join("memory.max_usage_in_bytes")),
+        cpu_nanos: read_u64(&v1("cpuacct", cgroup).join("cpuacct.usage")),
+        oom_kills: keyed(&memory.join("memory.oom_control"), "oom_kill").unwrap_or(0),
+    }
+}
+
+fn hierarchies() -> Vec<PathBuf> {
+    if is_v2() {
+        vec![PathBuf::from(ROOT)]
+    } else {
+        std::fs::read_dir(ROOT)
+            .map(|d| d.flatten().map(|e| e.path()).filter(|p| p.is_dir()).collect())
+            .unwrap_or_default()
+    }
+}
+
+/// Makes the folder `folder` (e.g. `/univrs/NODE`) in every hierarchy. Retried: another
+/// node's agent on this machine may be removing an empty `/univrs` at the same moment.
+pub fn ensure_folder(folder: &str) -> std::io::Result<()> {
+    for h in hierarchies() {
+        let path = h.join(folder.trim_start_matches('/'));
+        let mut attempt = 0;
+        while let Err(e) = std::fs::create_dir_all(&path) {
+            attempt += 1;
+            if attempt == 5 {
+                return Err(std::io::Error::new(e.kind(), format!("cannot make {}: {e}", path.display())));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Removes the folders of `parent` (e.g. `/univrs/NODE`) and its parents up to the root, in
+/// every hierarchy, where they are empty. Best effort: a sibling container still running keeps
+/// them (the kernel refuses to remove a cgroup with children), which is what we want.
+pub fn remove_empty_parents(parent: &str) {
+    for h in hierarchies() {
+        let mut rel = PathBuf::from(parent.trim_start_matches('/'));
+        loop {
+            if rel.as_os_str().is_empty() || std::fs::remove_dir(h.join(&rel)).is_err() {
+                break;
+            }
+            if !rel.pop() {
+                break;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keyed_files_are_read_by_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("memory.oom_control");
+        std::fs::write(&f, "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n").unwrap();
+        assert_eq!(keyed(&f, "oom_kill"), Some(2));
+        assert_eq!(keyed(&f, "under_oom"), Some(0));
+        assert_eq!(keyed(&f, "missing"), None);
+    }
+}

@@ -1,0 +1,106 @@
+//! The node agent (`ui node run`): registers nothing by itself (its Node is signed by the
+//! operator with `ui node register`), heartbeats the node's Lease, runs the Replicas bound to
+//! the node in containers (libcontainer) or plain processes, reports their status, and serves
+//! their output to the control plane.
+//!
+//! - `node.rs`: the agent's loop (Lease, watch of bound Replicas, one supervisor per replica,
+//!   restart policy, adoption of runs an earlier agent left).
+//! - `shim.rs`: the per-run process that makes the container and waits for it.
+//! - `oci.rs`: the container's OCI configuration. `cgroup.rs`: what a cgroup measured.
+//! - `images.rs`: root filesystems by name. `logs.rs`: the log endpoint. `run.rs`: the files
+//!   agent and shim exchange.
+
+pub mod cgroup;
+pub mod images;
+pub mod logs;
+pub mod node;
+pub mod oci;
+pub mod run;
+pub mod shim;
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use kube::Client;
+use tokio_util::sync::CancellationToken;
+
+pub use node::Config;
+pub use run::RuntimeKind;
+
+/// Whether containers can run here: root, and cgroups to write. `Err` says why not.
+pub fn containers_possible() -> Result<(), String> {
+    if !nix::unistd::Uid::effective().is_root() {
+        return Err("containers need root (namespaces and cgroups); this agent runs as a normal user".into());
+    }
+    let cgroups = std::path::Path::new("/sys/fs/cgroup");
+    let writable = nix::unistd::access(cgroups, nix::unistd::AccessFlags::W_OK).is_ok()
+        || std::fs::read_dir(cgroups)
+            .map(|d| {
+                d.flatten().any(|e| nix::unistd::access(&e.path(), nix::unistd::AccessFlags::W_OK).is_ok())
+            })
+            .unwrap_or(false);
+    if !writable {
+        return Err("containers need a writable /sys/fs/cgroup".into());
+    }
+    Ok(())
+}
+
+/// Runs the agent and its log endpoint on `logs` until `shutdown`.
+pub async fn run(
+    client: Client,
+    config: Config,
+    logs: tokio::net::TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let members = Arc::new(RwLock::new(BTreeSet::new()));
+    let refresh = tokio::spawn(refresh_members(client.clone(), members.clone(), shutdown.clone()));
+    let server = logs::LogServer { node: config.node.clone(), runs: config.state_dir.join("runs"), members };
+    let app = logs::router(server);
+    let stop = shutdown.clone();
+    let serve = tokio::spawn(async move {
+        let _ = axum::serve(logs, app).with_graceful_shutdown(async move { stop.cancelled().await }).await;
+    });
+    let result = node::run(client, config, shutdown).await;
+    refresh.abort();
+    serve.abort();
+    result
+}
+
+/// The control plane's members, from the apiserver (`GET /members`), every minute.
+async fn refresh_members(
+    client: Client,
+    members: Arc<RwLock<BTreeSet<String>>>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let request = http::Request::get("/members").body(Vec::new()).expect("a valid request");
+        let every = match client.request::<serde_json::Value>(request).await {
+            Ok(v) => {
+                let set: BTreeSet<String> = v["members"]
+                    .as_array()
+                    .map(|a| a.iter().filter_map(|m| m.as_str().map(str::to_owned)).collect())
+                    .unwrap_or_default();
+                *members.write().expect("not poisoned") = set;
+                Duration::from_secs(60)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the control plane's members");
+                Duration::from_secs(2)
+            }
+        };
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(every) => {}
+        }
+    }
+}
+
+/// The address the log endpoint is reached at, as a Node address (multiaddr).
+pub fn log_multiaddr(addr: SocketAddr) -> String {
+    match addr {
+        SocketAddr::V4(a) => format!("/ip4/{}/tcp/{}/http", a.ip(), a.port()),
+        SocketAddr::V6(a) => format!("/ip6/{}/tcp/{}/http", a.ip(), a.port()),
+    }
+}

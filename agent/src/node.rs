@@ -1,0 +1,691 @@
+//! The agent of one node: heartbeats its Lease, reports its runtime, watches the Replicas bound
+//! to it and runs each under a supervisor (one shim process per run), reporting their status.
+//!
+//! Only the API is shared state: the agent reaches the control plane through its client with
+//! the node's own key, so it may write only its Node, its Lease and its replicas' status.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use api::kinds::{LeaseSpec, NodeSpec, ReplicaPhase, ReplicaSpec, RestartPolicy, WorkloadSpec};
+use api::quantity::{Bytes, Millicores, Resources};
+use chrono::Utc;
+use futures_util::StreamExt;
+use kube::Client;
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+use controllers::nodelifecycle::LEASE_NAMESPACE;
+use controllers::resource::{Kube, api_all, api_in, is_conflict, is_not_found};
+
+use crate::images::Images;
+use crate::run::{LOG_FILE, RESULT_FILE, RunResult, RunSpec, RuntimeKind, SPEC_FILE, read_json, write_json};
+use crate::shim::PID_FILE;
+
+/// How often a running replica's usage is reported.
+const USAGE_EVERY: Duration = Duration::from_secs(15);
+
+/// A marker in a run directory while the replica waits to be started again.
+pub const RESTARTING: &str = "restarting";
+
+/// How an agent runs.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The Node's name.
+    pub node: String,
+    /// Where runs (`runs/UID/`) and libcontainer's state (`containers/`) are kept.
+    pub state_dir: PathBuf,
+    /// Where images (root filesystems) are found by name.
+    pub images: PathBuf,
+    /// Containers or plain processes.
+    pub runtime: RuntimeKind,
+    /// The command that runs a shim, before the run directory (`[ui, node, shim]`).
+    pub shim: Vec<String>,
+    /// The Lease's duration; it is renewed every quarter of it.
+    pub lease_seconds: u32,
+    /// With the process runtime: whose workloads run, besides the operator's.
+    pub trusted: Trusted,
+}
+
+impl Config {
+    fn runs(&self) -> PathBuf {
+        self.state_dir.join("runs")
+    }
+
+    fn containers(&self) -> PathBuf {
+        self.state_dir.join("containers")
+    }
+
+    /// The cgroup folder of this node's containers (in every hierarchy).
+    pub fn cgroup_parent(&self) -> String {
+        format!("/univrs/{}", self.node)
+    }
+
+    /// The run directory of a replica.
+    pub fn run_dir(&self, uid: &str) -> PathBuf {
+        self.runs().join(uid)
+    }
+}
+
+/// A replica being run.
+struct Supervised {
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// Runs the agent until `shutdown`. Replicas keep running in their shims when the agent
+/// stops; a restarted agent adopts them.
+pub async fn run(client: Client, config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    std::fs::create_dir_all(config.runs())?;
+    std::fs::create_dir_all(config.containers())?;
+    if config.runtime == RuntimeKind::Container {
+        // The node's cgroup folder stays while the agent runs, so a container that ends never
+        // removes it under one being made.
+        crate::cgroup::ensure_folder(&config.cgroup_parent())?;
+    }
+    let config = Arc::new(config);
+    report_runtime(&client, &config).await;
+    let heartbeat = tokio::spawn(heartbeat(client.clone(), config.clone(), shutdown.clone()));
+
+    let replicas = api_all::<ReplicaSpec>(&client);
+    let watch = watcher::Config::default().fields(&format!("spec.nodeName={}", config.node));
+    let (store, writer) = reflector::store::<Kube<ReplicaSpec>>();
+    let mut events = Box::pin(
+        reflector::reflector(writer, watcher(replicas, watch).default_backoff())
+            .applied_objects()
+            .map(|_| ()),
+    );
+    let mut supervised: BTreeMap<String, Supervised> = BTreeMap::new();
+    let mut adopted = false;
+    let mut tick = tokio::time::interval(Duration::from_secs(2));
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            _ = events.next() => {}
+            _ = tick.tick() => {}
+        }
+        if store.wait_until_ready().now_or_never_ready() {
+            if !adopted {
+                // Only now the bound replicas are known: runs left by an earlier agent are
+                // adopted or stopped.
+                clean_up_stale(&config, &store);
+                adopted = true;
+            }
+            reconcile(&client, &config, &store, &mut supervised);
+        }
+    }
+    heartbeat.abort();
+    // The shims go on; the next agent adopts them.
+    for (_, s) in supervised {
+        s.task.abort();
+    }
+    // Empty only if no container is left (the kernel refuses to remove one with children).
+    crate::cgroup::remove_empty_parents(&config.cgroup_parent());
+    Ok(())
+}
+
+/// `Store::wait_until_ready` without waiting.
+trait ReadyNow {
+    fn now_or_never_ready(self) -> bool;
+}
+
+impl<F: std::future::Future<Output = Result<(), reflector::store::WriterDropped>>> ReadyNow for F {
+    fn now_or_never_ready(self) -> bool {
+        futures_util::FutureExt::now_or_never(self).is_some_and(|r| r.is_ok())
+    }
+}
+
+/// The replicas this node should be running, by uid.
+fn wanted(config: &Config, store: &Store<Kube<ReplicaSpec>>) -> BTreeMap<String, Arc<Kube<ReplicaSpec>>> {
+    store
+        .state()
+        .into_iter()
+        .filter(|r| r.spec.node_name.as_deref() == Some(config.node.as_str()) && !r.is_deleting())
+        // The uid names the run's directory and container: nothing but a uid's characters.
+        .filter(|r| {
+            let uid = r.uid();
+            !uid.is_empty() && uid.len() <= 64 && uid.chars().all(|c| c.is_ascii_hexdigit() || c == '-')
+        })
+        .map(|r| (r.uid().to_owned(), r))
+        .collect()
+}
+
+fn reconcile(
+    client: &Client,
+    config: &Arc<Config>,
+    store: &Store<Kube<ReplicaSpec>>,
+    supervised: &mut BTreeMap<String, Supervised>,
+) {
+    let wanted = wanted(config, store);
+    // Gone, deleted or bound elsewhere: stop it.
+    let unwanted: Vec<String> = supervised.keys().filter(|uid| !wanted.contains_key(*uid)).cloned().collect();
+    for uid in unwanted {
+        if let Some(s) = supervised.remove(&uid) {
+            tracing::info!(%uid, "replica no longer bound here: stopping it");
+            s.stop.cancel();
+            let dir = config.run_dir(&uid);
+            tokio::spawn(async move {
+                let _ = s.task.await;
+                let _ = tokio::fs::remove_dir_all(dir).await;
+            });
+        }
+    }
+    for (uid, replica) in wanted {
+        if supervised.contains_key(&uid) {
+            continue;
+        }
+        let finished = replica.status.as_ref().is_some_and(|s| s.phase.is_terminal());
+        if finished {
+            continue;
+        }
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(supervise(client.clone(), config.clone(), replica, stop.clone()));
+        supervised.insert(uid, Supervised { stop, task });
+    }
+}
+
+/// Runs left in `runs/` by an earlier agent: those of replicas no longer bound here are stopped
+/// and removed, and so are containers without a shim (their shim was killed).
+fn clean_up_stale(config: &Config, store: &Store<Kube<ReplicaSpec>>) {
+    let wanted = wanted(config, store);
+    let Ok(dir) = std::fs::read_dir(config.runs()) else { return };
+    // Containers with a live shim are its to stop; the others are orphans.
+    let mut live_ids = BTreeSet::new();
+    for entry in dir.flatten() {
+        let uid = entry.file_name().to_string_lossy().into_owned();
+        let path = entry.path();
+        let shim = live_shim(&path);
+        if shim.is_some() {
+            live_ids.insert(uid.clone());
+        }
+        if wanted.contains_key(&uid) {
+            continue;
+        }
+        if let Some(pid) = shim {
+            tracing::info!(%uid, pid, "stopping the run of a replica no longer bound here");
+            let _ =
+                nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM);
+            continue; // its directory goes once the shim has ended, at the next start
+        }
+        let _ = std::fs::remove_dir_all(&path);
+    }
+    // Containers whose shim is gone are orphans: nothing waits for them.
+    if let Ok(dir) = std::fs::read_dir(config.containers()) {
+        for entry in dir.flatten() {
+            let id = entry.file_name().to_string_lossy().into_owned();
+            if live_ids.contains(&id) {
+                continue;
+            }
+            if let Ok(mut c) = libcontainer::container::Container::load(entry.path()) {
+                tracing::info!(%id, "removing an orphaned container");
+                let _ = c.kill(nix::sys::signal::Signal::SIGKILL, true);
+                let _ = c.delete(true);
+            }
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
+/// The pid of the shim still running for the run in `dir`, if any.
+pub(crate) fn live_shim(dir: &Path) -> Option<i32> {
+    let pid: u32 = read_json(dir, PID_FILE).ok()?;
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let dir = dir.to_string_lossy();
+    let is_ours = cmdline.split(|b| *b == 0).any(|arg| arg == dir.as_bytes());
+    is_ours.then_some(pid as i32)
+}
+
+/// Keeps the node's Lease renewed until `shutdown`.
+async fn heartbeat(client: Client, config: Arc<Config>, shutdown: CancellationToken) {
+    let leases = api_in::<LeaseSpec>(&client, LEASE_NAMESPACE);
+    let every = Duration::from_millis(u64::from(config.lease_seconds) * 250).max(Duration::from_millis(250));
+    loop {
+        let now = api::meta::Time(Utc::now());
+        let patch = json!({ "spec": {
+            "holderIdentity": config.node,
+            "leaseDurationSeconds": config.lease_seconds,
+            "renewTime": now,
+        }});
+        match leases.patch(&config.node, &PatchParams::default(), &Patch::Merge(&patch)).await {
+            Ok(_) => {}
+            Err(e) if is_not_found(&e) => {
+                let lease: Kube<LeaseSpec> = serde_json::from_value(json!({
+                    "apiVersion": "univrs.io/v1", "kind": "Lease",
+                    "metadata": { "name": config.node, "namespace": LEASE_NAMESPACE },
+                    "spec": patch["spec"],
+                }))
+                .expect("a lease is well formed");
+                if let Err(e) = leases.create(&PostParams::default(), &lease).await
+                    && !is_conflict(&e)
+                {
+                    tracing::warn!(error = %e, "cannot create the node lease");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot renew the node lease"),
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(every) => {}
+        }
+    }
+}
+
+/// Writes `status.runtime` of the Node (the conditions are the node lifecycle controller's).
+async fn report_runtime(client: &Client, config: &Config) {
+    let nodes = api_all::<NodeSpec>(client);
+    let patch = json!({ "status": { "runtime": config.runtime.as_str() } });
+    if let Err(e) = nodes.patch_status(&config.node, &PatchParams::default(), &Patch::Merge(&patch)).await {
+        tracing::warn!(node = config.node, error = %e, "cannot report the node's runtime");
+    }
+}
+
+/// Writes a replica's status (merge patch: `null` clears a field).
+async fn set_status(client: &Client, replica: &Kube<ReplicaSpec>, status: Value) -> Result<(), kube::Error> {
+    let api = api_in::<ReplicaSpec>(client, replica.namespace().unwrap_or("default"));
+    match api
+        .patch_status(replica.name(), &PatchParams::default(), &Patch::Merge(&json!({ "status": status })))
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(e) if is_not_found(&e) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Retries a status write until it lands or the run is stopped.
+async fn report(client: &Client, replica: &Kube<ReplicaSpec>, status: Value, stop: &CancellationToken) {
+    let mut failures = 0;
+    while let Err(e) = set_status(client, replica, status.clone()).await {
+        failures += 1;
+        tracing::warn!(replica = replica.name(), error = %e, "cannot write the replica's status");
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(controllers::runtime::backoff(failures)) => {}
+        }
+    }
+}
+
+fn time(t: Option<chrono::DateTime<Utc>>) -> Value {
+    t.map_or(Value::Null, |t| json!(api::meta::Time(t)))
+}
+
+/// What a finished run measured, as `status.usage`: average CPU over the run and peak memory.
+fn usage(result: &RunResult) -> Value {
+    let mut usage = Resources::default();
+    if let (Some(nanos), Some(start), Some(end)) = (result.cpu_nanos, result.started_at, result.finished_at) {
+        let wall = (end - start).num_nanoseconds().unwrap_or(0).max(1) as u128;
+        usage.cpu = Some(Millicores((u128::from(nanos) * 1000 / wall) as u64).to_quantity());
+    }
+    usage.memory = result.peak_memory_bytes.map(|b| Bytes(b).to_quantity());
+    if usage.cpu.is_none() && usage.memory.is_none() { Value::Null } else { json!(usage) }
+}
+
+/// Whether a run that ended with `result` is started again under `policy`.
+pub fn restarts_after(policy: RestartPolicy, result: &RunResult) -> bool {
+    match policy {
+        RestartPolicy::Always => true,
+        RestartPolicy::OnFailure => !result.succeeded(),
+        RestartPolicy::Never => false,
+    }
+}
+
+/// The wait before restart number `n` (1, 2, 4 … 30 s; from the start again after a run of a
+/// minute or more).
+fn restart_delay(n: u32) -> Duration {
+    Duration::from_secs(1u64 << n.saturating_sub(1).min(5)).min(Duration::from_secs(30))
+}
+
+/// What an earlier agent left of a replica's run.
+enum Left {
+    /// Its shim still runs (pid).
+    Running(i32),
+    /// It ended, unreported.
+    Ended(RunResult),
+    /// Nothing to take over.
+    Nothing,
+}
+
+/// Whether this node runs `replica` as a plain process on its host: only for the workloads of
+/// signers its operator trusts (the operator and `Config::trusted`), since a plain process
+/// has the agent's rights on the machine.
+async fn may_run_as_process(
+    client: &Client,
+    config: &Config,
+    replica: &Kube<ReplicaSpec>,
+) -> Result<(), String> {
+    let ns = replica.namespace().unwrap_or("default");
+    let workload = api_in::<WorkloadSpec>(client, ns)
+        .get(&replica.spec.workload)
+        .await
+        .map_err(|e| format!("cannot read workload {ns}/{}: {e}", replica.spec.workload))?;
+    let owned = replica.metadata.owner_references.iter().flatten().any(|o| o.uid == workload.uid());
+    let signer = workload.signer().filter(|_| owned).unwrap_or_default().to_owned();
+    let operator = api_all::<NodeSpec>(client)
+        .get(&config.node)
+        .await
+        .map(|n| n.spec.operator.as_str().to_owned())
+        .unwrap_or_default();
+    if !signer.is_empty() && (signer == operator || (config.trusted.0)().contains(&signer)) {
+        return Ok(());
+    }
+    Err(format!(
+        "node {} runs replicas as plain processes on its host (no isolation), only for workloads of its operator or of signers it trusts; {} is not one",
+        config.node,
+        if signer.is_empty() { "this workload's signer" } else { &signer }
+    ))
+}
+
+/// Signers whose workloads a plain-process node runs besides its operator's (read each time:
+/// `ui up` trusts the user's identity, which may be made after it started).
+#[derive(Clone)]
+pub struct Trusted(pub Arc<dyn Fn() -> Vec<String> + Send + Sync>);
+
+impl std::fmt::Debug for Trusted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Trusted").field(&(self.0)()).finish()
+    }
+}
+
+/// Runs one replica, run after run, until it is finished (by its restart policy) or `stop`.
+async fn supervise(
+    client: Client,
+    config: Arc<Config>,
+    replica: Arc<Kube<ReplicaSpec>>,
+    stop: CancellationToken,
+) {
+    let dir = config.run_dir(replica.uid());
+    let container = replica.spec.container.clone();
+    let mut restarts = replica.status.as_ref().map_or(0, |s| s.restarts);
+    let mut backoff = 0u32;
+    // What an earlier agent left: a shim still running is adopted (its run goes on); a run
+    // that ended while no agent was there is taken as it ended (never run twice), unless it
+    // was already reported and waiting to be started again.
+    let mut left = match live_shim(&dir) {
+        Some(pid) => Left::Running(pid),
+        None if !dir.join(RESTARTING).exists() => {
+            read_json::<RunResult>(&dir, RESULT_FILE).map_or(Left::Nothing, Left::Ended)
+        }
+        None => Left::Nothing,
+    };
+    if config.runtime == RuntimeKind::Process
+        && let Err(message) = may_run_as_process(&client, &config, &replica).await
+    {
+        let status = json!({ "phase": ReplicaPhase::Failed, "reason": "UntrustedSigner", "message": message,
+            "finishedAt": time(Some(Utc::now())) });
+        report(&client, &replica, status, &stop).await;
+        return;
+    }
+    loop {
+        let outcome = match std::mem::replace(&mut left, Left::Nothing) {
+            Left::Running(pid) => {
+                tracing::info!(replica = replica.name(), pid, "adopting a running replica");
+                wait_for_pid(pid, &stop).await;
+                if stop.is_cancelled() {
+                    stop_pid(pid).await;
+                    return;
+                }
+                read_json::<RunResult>(&dir, RESULT_FILE)
+                    .unwrap_or_else(|_| failed("the replica's shim ended without a result"))
+            }
+            Left::Ended(result) => result,
+            Left::Nothing => {
+                let spec = match prepare(&config, &replica, &container) {
+                    Ok(spec) => spec,
+                    Err((reason, message)) => {
+                        let status = json!({ "phase": ReplicaPhase::Failed, "reason": reason, "message": message,
+                            "finishedAt": time(Some(Utc::now())) });
+                        report(&client, &replica, status, &stop).await;
+                        return;
+                    }
+                };
+                match run_once(&client, &config, &replica, &dir, &spec, restarts, &stop).await {
+                    Some(result) => result,
+                    None => return, // stopped
+                }
+            }
+        };
+        let ran_long = match (outcome.started_at, outcome.finished_at) {
+            (Some(s), Some(e)) => (e - s) >= chrono::Duration::minutes(1),
+            _ => false,
+        };
+        if ran_long {
+            backoff = 0;
+        }
+        let base = json!({
+            "exitCode": outcome.exit_code,
+            "reason": outcome.reason(),
+            "finishedAt": time(outcome.finished_at),
+            "usage": usage(&outcome),
+        });
+        if restarts_after(container.restart_policy, &outcome) {
+            backoff += 1;
+            restarts += 1;
+            let delay = restart_delay(backoff);
+            let mut status = base;
+            status["phase"] = json!(ReplicaPhase::Running);
+            status["restarts"] = json!(restarts);
+            status["message"] = json!(format!(
+                "{}; restarting in {} s (restartPolicy {:?}, restart {restarts})",
+                describe(&outcome),
+                delay.as_secs(),
+                container.restart_policy
+            ));
+            // Tells a following `ui logs -f` that more output is to come (before the status, so
+            // no reader sees the run ended without it).
+            let _ = std::fs::write(dir.join(RESTARTING), b"");
+            report(&client, &replica, status, &stop).await;
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(delay) => {}
+            }
+            continue;
+        }
+        let mut status = base;
+        status["phase"] =
+            json!(if outcome.succeeded() { ReplicaPhase::Succeeded } else { ReplicaPhase::Failed });
+        status["message"] = json!(describe(&outcome));
+        report(&client, &replica, status, &stop).await;
+        return;
+    }
+}
+
+fn failed(message: &str) -> RunResult {
+    RunResult { finished_at: Some(Utc::now()), error: Some(message.to_owned()), ..RunResult::default() }
+}
+
+fn describe(r: &RunResult) -> String {
+    if let Some(e) = &r.error {
+        return format!("could not run: {e}");
+    }
+    match (r.oom_killed, r.signal, r.exit_code) {
+        (true, _, _) => "killed by the kernel: the memory limit was exceeded".to_owned(),
+        (false, Some(sig), _) => format!("ended by signal {sig}"),
+        (false, None, Some(code)) => format!("exited with code {code}"),
+        _ => "ended".to_owned(),
+    }
+}
+
+/// The run of a replica: image, command, environment and limits, or why it cannot run.
+fn prepare(
+    config: &Config,
+    replica: &Kube<ReplicaSpec>,
+    c: &api::kinds::ContainerSpec,
+) -> Result<RunSpec, (&'static str, String)> {
+    let argv: Vec<String> = c.command.iter().chain(c.args.iter()).cloned().collect();
+    if argv.is_empty() {
+        return Err(("NoCommand", "the workload has no command: set spec.command".to_owned()));
+    }
+    let mut env = Vec::new();
+    for var in &c.env {
+        match (&var.value, &var.sealed) {
+            (Some(v), _) => env.push((var.name.clone(), v.clone())),
+            (None, Some(_)) => {
+                return Err((
+                    "SealedSecretUnsupported",
+                    format!("env {}: this node agent cannot open sealed secrets yet", var.name),
+                ));
+            }
+            (None, None) => env.push((var.name.clone(), String::new())),
+        }
+    }
+    let rootfs = match config.runtime {
+        RuntimeKind::Container => Images::new(&config.images).resolve(c).map_err(|e| ("ImageNotFound", e))?,
+        RuntimeKind::Process => PathBuf::from("/"),
+    };
+    let cpu = c.resources.cpu.as_ref().and_then(|q| q.millicores().ok()).map(|m| m.0);
+    let memory = c.resources.memory.as_ref().and_then(|q| q.bytes().ok()).map(|b| b.0);
+    Ok(RunSpec {
+        id: replica.uid().to_owned(),
+        runtime: config.runtime,
+        rootfs,
+        argv,
+        env,
+        hostname: replica.name().chars().take(63).collect(),
+        cpu_millis: cpu.filter(|m| *m > 0),
+        memory_bytes: memory.filter(|b| *b > 0),
+        cgroup: format!("{}/{}", config.cgroup_parent(), replica.uid()),
+        state_root: config.containers(),
+    })
+}
+
+/// Starts one run and waits for it. `None` when it was stopped (the replica went away).
+async fn run_once(
+    client: &Client,
+    config: &Config,
+    replica: &Kube<ReplicaSpec>,
+    dir: &Path,
+    spec: &RunSpec,
+    restarts: u32,
+    stop: &CancellationToken,
+) -> Option<RunResult> {
+    let started = async {
+        tokio::fs::create_dir_all(dir).await?;
+        let _ = tokio::fs::remove_file(dir.join(RESULT_FILE)).await;
+        let _ = tokio::fs::remove_file(dir.join(RESTARTING)).await;
+        write_json(dir, SPEC_FILE, spec)?;
+        let shim_log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("shim.log"))?;
+        let (program, args) = config.shim.split_first().expect("the shim command is set");
+        tokio::process::Command::new(program)
+            .args(args)
+            .arg(dir)
+            .stdin(std::process::Stdio::null())
+            .stdout(shim_log.try_clone()?)
+            .stderr(shim_log)
+            // The shim must outlive the agent: its own process group, so a ^C to the agent's
+            // terminal does not reach it.
+            .process_group(0)
+            .spawn()
+    };
+    let mut child = match started.await {
+        Ok(child) => child,
+        Err(e) => return Some(failed(&format!("cannot start the shim: {e}"))),
+    };
+    let status = json!({
+        "phase": ReplicaPhase::Running, "restarts": restarts, "startedAt": time(Some(Utc::now())),
+        "exitCode": null, "reason": null, "finishedAt": null,
+        "message": format!("running in a {} on {}", match spec.runtime {
+            RuntimeKind::Container => "container",
+            RuntimeKind::Process => "plain process (no isolation, no limits)",
+        }, config.node),
+    });
+    let started_at = Utc::now();
+    report(client, replica, status, stop).await;
+    // While it runs, what it uses is measured and reported now and then (for the honesty of
+    // the offer: resources delivered against resources asked for).
+    let mut measure = tokio::time::interval_at(tokio::time::Instant::now() + USAGE_EVERY, USAGE_EVERY);
+    loop {
+        tokio::select! {
+            exit = child.wait() => {
+                if let Err(e) = exit {
+                    return Some(failed(&format!("cannot wait for the shim: {e}")));
+                }
+                break;
+            }
+            () = stop.cancelled() => {
+                if let Some(pid) = child.id() {
+                    stop_pid(pid as i32).await;
+                }
+                let _ = child.wait().await;
+                return None;
+            }
+            _ = measure.tick(), if spec.runtime == RuntimeKind::Container => {
+                let u = crate::cgroup::usage(&spec.cgroup);
+                let so_far = RunResult {
+                    started_at: Some(started_at),
+                    finished_at: Some(Utc::now()),
+                    peak_memory_bytes: u.peak_memory_bytes,
+                    cpu_nanos: u.cpu_nanos,
+                    ..RunResult::default()
+                };
+                if let Err(e) = set_status(client, replica, json!({ "usage": usage(&so_far) })).await {
+                    tracing::debug!(error = %e, "cannot report usage");
+                }
+            }
+        }
+    }
+    Some(read_json::<RunResult>(dir, RESULT_FILE).unwrap_or_else(|_| {
+        let log = std::fs::read_to_string(dir.join("shim.log")).unwrap_or_default();
+        let last = log.lines().last().unwrap_or("no output").to_owned();
+        failed(&format!("the shim ended without a result: {last}"))
+    }))
+}
+
+/// SIGTERM to a shim (which passes it on, then kills), then waits for it to go.
+async fn stop_pid(pid: i32) {
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM);
+    let never = CancellationToken::new();
+    wait_for_pid(pid, &never).await;
+}
+
+/// Waits until process `pid` is gone (it is not our child: polled).
+async fn wait_for_pid(pid: i32, stop: &CancellationToken) {
+    let proc = PathBuf::from(format!("/proc/{pid}"));
+    while proc.exists() && !is_zombie(&proc) {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(Duration::from_millis(100)) => {}
+        }
+    }
+}
+
+fn is_zombie(proc: &Path) -> bool {
+    std::fs::read_to_string(proc.join("stat"))
+        .ok()
+        .and_then(|s| s.rsplit_once(')').map(|(_, rest)| rest.trim_start().starts_with('Z')))
+        .unwrap_or(false)
+}
+
+/// The replica's output so far (the run directory's log), for the log server.
+pub fn log_path(config: &Config, uid: &str) -> PathBuf {
+    config.run_dir(uid).join(LOG_FILE)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ended(code: i32) -> RunResult {
+        RunResult { exit_code: Some(code), ..RunResult::default() }
+    }
+
+    #[test]
+    fn restart_policies_decide_as_kubernetes_does() {
+        assert!(restarts_after(RestartPolicy::Always, &ended(0)));
+        assert!(restarts_after(RestartPolicy::Always, &ended(1)));
+        assert!(!restarts_after(RestartPolicy::OnFailure, &ended(0)));
+        assert!(restarts_after(RestartPolicy::OnFailure, &ended(1)));
+        assert!(!restarts_after(RestartPolicy::Never, &ended(1)));
+        assert!(restarts_after(RestartPolicy::OnFailure, &failed("no image")));
+    }
+
+    #[test]
+    fn restarts_back_off_up_to_thirty_seconds() {
+        let delays: Vec<u64> = (1..=7).map(|n| restart_delay(n).as_secs()).collect();
+        assert_eq!(delays, [1, 2, 4, 8, 16, 30, 30]);
+    }
+}

@@ -1,0 +1,114 @@
+//! `ui logs REPLICA|WORKLOAD [-f]`: a replica's output, from its node through the apiserver.
+
+use std::io::{BufRead, BufReader, Read, Write};
+
+use anyhow::{Context as _, bail};
+use serde_json::Value;
+
+use super::{Context, Outcome};
+use crate::client::{Client, ClusterArgs};
+
+/// Print the output of a replica, or of every replica of a workload
+///
+/// The output comes from the node the replica runs on, through the apiserver, which lets only
+/// the workload's owner (and the control plane) read it. With several replicas each line is
+/// prefixed with the replica's name.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// A replica's name, or a workload's (then all its replicas)
+    name: String,
+    /// Keep printing output as it comes, until the replica ends
+    #[arg(short = 'f', long)]
+    follow: bool,
+    /// Only the last N lines
+    #[arg(long, value_name = "N")]
+    tail: Option<usize>,
+    #[command(flatten)]
+    cluster: ClusterArgs,
+}
+
+fn kind(name: &str) -> &'static api::KindInfo {
+    api::kinds::lookup(name).expect("a built-in kind")
+}
+
+pub fn run(ctx: &Context, args: &Args) -> anyhow::Result<Outcome> {
+    let client = Client::new(ctx, &args.cluster)?;
+    let ns = client.namespace().to_owned();
+    let name =
+        args.name.strip_prefix("replica/").or(args.name.strip_prefix("workload/")).unwrap_or(&args.name);
+    let replicas: Vec<String> = match client.get(kind("Replica"), Some(&ns), name) {
+        Ok(_) if !args.name.starts_with("workload/") => vec![name.to_owned()],
+        Err(e) if !e.is_not_found() => return Err(e.into()),
+        _ => {
+            match client.get(kind("Workload"), Some(&ns), name) {
+                Ok(_) => {}
+                Err(e) if e.is_not_found() => {
+                    bail!("no replica or workload named {name} in namespace {ns}")
+                }
+                Err(e) => return Err(e.into()),
+            }
+            let list = client.list(kind("Replica"), Some(&ns), None, false)?;
+            let mut names: Vec<String> = list["items"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|r| r.pointer("/spec/workload").and_then(Value::as_str) == Some(name))
+                .filter_map(|r| r.pointer("/metadata/name").and_then(Value::as_str).map(str::to_owned))
+                .collect();
+            names.sort();
+            if names.is_empty() {
+                bail!("workload {name} has no replicas yet (ui status shows why)");
+            }
+            names
+        }
+    };
+    let tail = args.tail.map(|n| n.to_string());
+    let mut query: Vec<(&str, &str)> = Vec::new();
+    if args.follow {
+        query.push(("follow", "true"));
+    }
+    if let Some(t) = &tail {
+        query.push(("tailLines", t));
+    }
+    let prefix = replicas.len() > 1;
+    let open = |r: &str| -> anyhow::Result<Box<dyn Read + Send>> {
+        let path = format!("/apis/univrs.io/v1/namespaces/{ns}/replicas/{r}/log");
+        client.stream(&path, &query).with_context(|| format!("logs of replica {r}"))
+    };
+    if !args.follow || !prefix {
+        for r in &replicas {
+            let stream = open(r)?;
+            copy(stream, prefix.then_some(r.as_str()))?;
+        }
+        return Ok(Outcome::Success);
+    }
+    // Following several replicas: one reader each, lines interleaved as they come.
+    let streams = replicas.iter().map(|r| Ok((r.clone(), open(r)?))).collect::<anyhow::Result<Vec<_>>>()?;
+    std::thread::scope(|s| {
+        let handles: Vec<_> =
+            streams.into_iter().map(|(r, stream)| s.spawn(move || copy(stream, Some(&r)))).collect();
+        for h in handles {
+            h.join().map_err(|_| anyhow::anyhow!("a log reader panicked"))??;
+        }
+        anyhow::Ok(())
+    })?;
+    Ok(Outcome::Success)
+}
+
+/// Copies `stream` to stdout, line by line, prefixed with `[prefix] ` if given.
+fn copy(stream: Box<dyn Read + Send>, prefix: Option<&str>) -> anyhow::Result<()> {
+    let mut reader = BufReader::new(stream);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        if reader.read_until(b'\n', &mut line)? == 0 {
+            return Ok(());
+        }
+        let mut out = std::io::stdout().lock();
+        if let Some(p) = prefix {
+            write!(out, "[{p}] ")?;
+        }
+        out.write_all(&line)?;
+        out.flush()?;
+    }
+}

@@ -1,0 +1,921 @@
+//! `ui node`: what an operator does to offer a machine. `init` makes the node's own identity,
+//! `offer` signs and applies a NodeOffer, `register` signs the Node with the operator's key and
+//! writes it with the node's, `run` is the agent, `status` shows it, `withdraw` drains it.
+//!
+//! A node directory (default `CONFIG_DIR/node`) holds the node's identity (in the clear, like
+//! every server key: the agent runs unattended), `node.json` (its name and the address of its
+//! log endpoint), its kubeconfig (after `register`), `state/` and `images/`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use api::identity::{Did, PeerId};
+use api::kinds::lookup;
+use chrono::Utc;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::{Context, Outcome};
+use crate::client::{Client, ClusterArgs};
+use crate::fsutil::{self, PRIVATE_FILE};
+use crate::keystore::{self, Identity, Protection};
+use crate::output::OutputArgs;
+use crate::passphrase::{PassphraseArgs, Purpose};
+use crate::paths::ConfigDirs;
+
+/// Operate a node: offer this machine to the network and run replicas on it
+///
+/// The usual order: `ui node init`, `ui node register`, `ui node offer --jurisdiction CC`, then
+/// `ui node run` (as root, for containers). `ui up` does all of this for its local node.
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    Init(InitArgs),
+    Offer(OfferArgs),
+    Register(RegisterArgs),
+    Run(RunArgs),
+    Status(StatusArgs),
+    Withdraw(WithdrawArgs),
+    /// Runs one replica (started by the agent; not for people)
+    #[command(hide = true)]
+    Shim {
+        /// The run's directory
+        dir: PathBuf,
+    },
+}
+
+/// Where the node's files are.
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct NodeDirArgs {
+    /// The node's directory [default: CONFIG_DIR/node]
+    #[arg(long, value_name = "DIR", env = "UNIVRS_NODE_DIR")]
+    node_dir: Option<PathBuf>,
+}
+
+impl NodeDirArgs {
+    fn dir(&self, ctx: &Context) -> PathBuf {
+        self.node_dir.clone().unwrap_or_else(|| ctx.dirs.root().join("node"))
+    }
+}
+
+/// `node.json`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NodeFile {
+    /// The Node's name.
+    pub name: String,
+    /// Where the agent serves replica output to the control plane.
+    pub listen: SocketAddr,
+}
+
+/// A node directory.
+#[derive(Debug)]
+pub struct NodeDir {
+    /// Its path.
+    pub path: PathBuf,
+    /// `node.json`.
+    pub file: NodeFile,
+}
+
+impl NodeDir {
+    /// The node directory at `path`, made by `ui node init`.
+    pub fn open(path: &Path) -> anyhow::Result<Self> {
+        let json = path.join("node.json");
+        let bytes = fsutil::read_limited(&json, 64 * 1024).map_err(|e| {
+            anyhow::anyhow!("{e:#}: no node here; make one with `ui node init --node-dir {}`", path.display())
+        })?;
+        let file =
+            serde_json::from_slice(&bytes).with_context(|| format!("{} is corrupt", json.display()))?;
+        Ok(Self { path: path.to_owned(), file })
+    }
+
+    /// Makes a node directory with a new identity.
+    pub fn create(path: &Path, name: &str, listen: SocketAddr) -> anyhow::Result<Self> {
+        api::validation::check_dns1123_subdomain(name)
+            .map_err(|e| anyhow::anyhow!("node name {name:?}: {e}"))?;
+        fsutil::create_private_dir(path)?;
+        let dirs = ConfigDirs::resolve(Some(path.to_owned()))?;
+        if !keystore::exists(&dirs) {
+            keystore::store(&dirs, &Identity::generate(), &Protection::None, false)?;
+        }
+        let file = NodeFile { name: name.to_owned(), listen };
+        fsutil::write_atomic(&path.join("node.json"), &serde_json::to_vec_pretty(&file)?, PRIVATE_FILE)?;
+        Ok(Self { path: path.to_owned(), file })
+    }
+
+    /// The node's identity (stored in the clear).
+    pub fn identity(&self) -> anyhow::Result<Identity> {
+        let dirs = ConfigDirs::resolve(Some(self.path.clone()))?;
+        keystore::load(&dirs, || bail!("the node's key is encrypted; node keys are kept in the clear"))
+    }
+
+    /// The kubeconfig the agent uses (written by `register`).
+    pub fn kubeconfig(&self) -> PathBuf {
+        self.path.join("kubeconfig")
+    }
+
+    /// Writes the node's kubeconfig: `server` with `ca`, tokens minted with the node's key.
+    pub fn write_kubeconfig(&self, server: &str, ca: Option<&str>, audience: &str) -> anyhow::Result<()> {
+        let env = [("UNIVRS_CONFIG_DIR", self.path.display().to_string())];
+        let text = crate::kubeconfig::render(server, ca, audience, &[], &env);
+        fsutil::write_atomic(&self.kubeconfig(), text.as_bytes(), PRIVATE_FILE)
+    }
+
+    /// The Node object (unsigned) for this node, run by `operator`, with `capacity`.
+    pub fn node_object(&self, operator: &Did, capacity: &Value) -> anyhow::Result<Value> {
+        let id = self.identity()?;
+        let key = id.signing_key().verifying_key();
+        Ok(json!({
+            "apiVersion": "univrs.io/v1", "kind": "Node",
+            "metadata": { "name": self.file.name },
+            "spec": {
+                "peerId": PeerId::from_key(&key).as_str(),
+                "operator": operator.as_str(),
+                "nodeKey": id.did().as_str(),
+                "addresses": [agent::log_multiaddr(self.file.listen)],
+                "ageRecipient": id.age_recipient().as_str(),
+                "capacity": capacity,
+            },
+        }))
+    }
+}
+
+/// This machine's CPUs and memory, as Kubernetes quantities.
+pub fn machine_capacity() -> Value {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mem_kib = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .unwrap_or(1024 * 1024);
+    json!({ "cpu": cpus.to_string(), "memory": format!("{}Mi", mem_kib / 1024), "storage": "10Gi" })
+}
+
+/// Make this node's identity: an Ed25519 key (its did:key and libp2p PeerId) and an age key
+///
+/// The keys are kept in the clear in the node directory (the agent runs unattended), readable
+/// by the owner only.
+#[derive(Debug, clap::Args)]
+pub struct InitArgs {
+    #[command(flatten)]
+    dir: NodeDirArgs,
+    /// The node's name in the cluster (a DNS subdomain name)
+    #[arg(long)]
+    name: String,
+    /// Where the agent serves replica output to the control plane
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:10250")]
+    listen: SocketAddr,
+    /// Replace an existing node directory's name and address (the identity is kept)
+    #[arg(long)]
+    force: bool,
+    #[command(flatten)]
+    output: OutputArgs,
+}
+
+fn init(ctx: &Context, args: &InitArgs) -> anyhow::Result<Outcome> {
+    let path = args.dir.dir(ctx);
+    if path.join("node.json").exists() && !args.force {
+        bail!("{} already holds a node; pass --force to rename it (its keys stay)", path.display());
+    }
+    let node = NodeDir::create(&path, &args.name, args.listen)?;
+    let id = node.identity()?;
+    let shown = json!({
+        "name": node.file.name,
+        "did": id.did().as_str(),
+        "peerId": PeerId::from_key(&id.signing_key().verifying_key()).as_str(),
+        "ageRecipient": id.age_recipient().as_str(),
+        "nodeDir": path.display().to_string(),
+    });
+    if !args.output.print_structured(&shown)? {
+        println!("node {} initialised in {}", node.file.name, path.display());
+        println!("did:     {}", shown["did"].as_str().unwrap_or_default());
+        println!("peer id: {}", shown["peerId"].as_str().unwrap_or_default());
+        println!("age:     {}", shown["ageRecipient"].as_str().unwrap_or_default());
+        println!("next: ui node register, then ui node offer --jurisdiction CC, then ui node run");
+    }
+    Ok(Outcome::Success)
+}
+
+/// Sign a NodeOffer for this node with your (the operator's) key and apply it
+///
+/// What the node offers to the network: resources, prices per resource-hour in credits,
+/// jurisdiction (ISO 3166 country code) and region, labels that workloads select on.
+#[derive(Debug, clap::Args)]
+pub struct OfferArgs {
+    #[command(flatten)]
+    dir: NodeDirArgs,
+    /// CPUs offered (e.g. 2, 500m) [default: all of this machine's]
+    #[arg(long)]
+    cpu: Option<String>,
+    /// Memory offered (e.g. 4Gi) [default: all of this machine's]
+    #[arg(long)]
+    memory: Option<String>,
+    /// Storage offered (e.g. 100Gi)
+    #[arg(long, default_value = "10Gi")]
+    storage: String,
+    /// Price of one CPU for one hour, in credits
+    #[arg(long, default_value = "0")]
+    price_cpu: String,
+    /// Price of one GiB of memory for one hour, in credits
+    #[arg(long, default_value = "0")]
+    price_memory: String,
+    /// Price of one GiB of storage for one hour, in credits
+    #[arg(long, default_value = "0")]
+    price_storage: String,
+    /// Where the machine is: an ISO 3166-1 alpha-2 country code (DE, FR, US, …)
+    #[arg(long)]
+    jurisdiction: String,
+    /// The region within the jurisdiction
+    #[arg(long)]
+    region: Option<String>,
+    /// A label workloads can select on (KEY=VALUE, repeatable)
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    labels: Vec<String>,
+    /// Print the signed offer as YAML instead of applying it
+    #[arg(long)]
+    print: bool,
+    #[command(flatten)]
+    cluster: ClusterArgs,
+    #[command(flatten)]
+    passphrase: PassphraseArgs,
+}
+
+/// The NodeOffer (unsigned) for node `name`.
+pub fn offer_object(
+    name: &str,
+    resources: &Value,
+    price: &Value,
+    jurisdiction: &str,
+    region: Option<&str>,
+    labels: &Value,
+) -> Value {
+    let mut offer = json!({
+        "apiVersion": "univrs.io/v1", "kind": "NodeOffer",
+        "metadata": { "name": name },
+        "spec": { "node": name, "resources": resources, "price": price, "jurisdiction": jurisdiction },
+    });
+    if let Some(r) = region {
+        offer["spec"]["region"] = json!(r);
+    }
+    if labels.as_object().is_some_and(|l| !l.is_empty()) {
+        offer["metadata"]["labels"] = labels.clone();
+    }
+    offer
+}
+
+fn check_object(obj: &Value, what: &str) -> anyhow::Result<()> {
+    let kind = lookup(obj["kind"].as_str().unwrap_or_default()).context("a known kind")?;
+    if let Err(errors) = (kind.check)(obj) {
+        let list: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        bail!("{what} is not valid: {}", list.join("; "));
+    }
+    Ok(())
+}
+
+fn offer(ctx: &Context, args: &OfferArgs) -> anyhow::Result<Outcome> {
+    let node = NodeDir::open(&args.dir.dir(ctx))?;
+    let machine = machine_capacity();
+    let mut labels = serde_json::Map::new();
+    for l in &args.labels {
+        let (k, v) = l.split_once('=').with_context(|| format!("--label {l:?}: expected KEY=VALUE"))?;
+        labels.insert(k.to_owned(), json!(v));
+    }
+    let resources = json!({
+        "cpu": args.cpu.clone().unwrap_or_else(|| machine["cpu"].as_str().unwrap_or("1").to_owned()),
+        "memory": args.memory.clone().unwrap_or_else(|| machine["memory"].as_str().unwrap_or("1Gi").to_owned()),
+        "storage": args.storage,
+    });
+    let number = |flag: &str, v: &str| -> anyhow::Result<Value> {
+        let n: f64 = v.parse().map_err(|_| anyhow::anyhow!("--{flag} {v:?}: not a number of credits"))?;
+        Ok(json!(n))
+    };
+    let price = json!({
+        "cpu": number("price-cpu", &args.price_cpu)?,
+        "memory": number("price-memory", &args.price_memory)?,
+        "storage": number("price-storage", &args.price_storage)?,
+    });
+    let mut obj = offer_object(
+        &node.file.name,
+        &resources,
+        &price,
+        &args.jurisdiction,
+        args.region.as_deref(),
+        &Value::Object(labels),
+    );
+    check_object(&obj, "the offer")?;
+    let operator = keystore::load(&ctx.dirs, || args.passphrase.get(Purpose::Existing, "your identity"))?;
+    api::signing::sign(&mut obj, operator.signing_key(), Utc::now()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    if args.print {
+        print!("{}", serde_saphyr::to_string(&obj)?);
+        return Ok(Outcome::Success);
+    }
+    let client = Client::new(ctx, &args.cluster)?;
+    let verb = create_or_replace(&client, &obj)?;
+    println!("nodeoffer.univrs.io/{} {verb}", node.file.name);
+    Ok(Outcome::Success)
+}
+
+/// Creates `obj`, or replaces the stored one (keeping its resourceVersion as precondition).
+fn create_or_replace(client: &Client, obj: &Value) -> anyhow::Result<&'static str> {
+    let kind = lookup(obj["kind"].as_str().unwrap_or_default()).context("a known kind")?;
+    let name = obj["metadata"]["name"].as_str().unwrap_or_default();
+    match client.create(kind, None, obj, false) {
+        Ok(_) => return Ok("created"),
+        Err(e) if e.code() == Some(409) => {}
+        Err(e) => {
+            return Err(anyhow::Error::new(e).context(format!("cannot create {} {name}", kind.singular)));
+        }
+    }
+    // The agent and the controllers write the status meanwhile: a conflict is read again.
+    for attempt in 1.. {
+        let current = client.get(kind, None, name)?;
+        let mut obj = obj.clone();
+        obj["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"].clone();
+        match client.update(kind, None, name, &obj, false) {
+            Ok(_) => break,
+            Err(e) if e.code() == Some(409) && attempt < 10 => continue,
+            Err(e) => {
+                return Err(anyhow::Error::new(e).context(format!("cannot update {} {name}", kind.singular)));
+            }
+        }
+    }
+    Ok("configured")
+}
+
+/// Register this node: the Node, signed by you (its operator), written with the node's key
+///
+/// Writes the node's kubeconfig (same cluster as yours, tokens minted with the node's key) and
+/// creates or updates its Node: PeerId, node key, operator, age recipient, capacity, and the
+/// address of its log endpoint.
+#[derive(Debug, clap::Args)]
+pub struct RegisterArgs {
+    #[command(flatten)]
+    dir: NodeDirArgs,
+    /// CPUs replicas may use in all [default: all of this machine's]
+    #[arg(long)]
+    cpu: Option<String>,
+    /// Memory replicas may use in all [default: all of this machine's]
+    #[arg(long)]
+    memory: Option<String>,
+    /// Storage replicas may use in all
+    #[arg(long, default_value = "10Gi")]
+    storage: String,
+    #[command(flatten)]
+    cluster: ClusterArgs,
+    #[command(flatten)]
+    passphrase: PassphraseArgs,
+}
+
+fn register(ctx: &Context, args: &RegisterArgs) -> anyhow::Result<Outcome> {
+    let node = NodeDir::open(&args.dir.dir(ctx))?;
+    let (server, ca, audience) = crate::client::cluster_of(ctx, &args.cluster)?;
+    node.write_kubeconfig(&server, ca.as_deref(), &audience)?;
+    let machine = machine_capacity();
+    let capacity = json!({
+        "cpu": args.cpu.clone().unwrap_or_else(|| machine["cpu"].as_str().unwrap_or("1").to_owned()),
+        "memory": args.memory.clone().unwrap_or_else(|| machine["memory"].as_str().unwrap_or("1Gi").to_owned()),
+        "storage": args.storage,
+    });
+    let operator = keystore::load(&ctx.dirs, || args.passphrase.get(Purpose::Existing, "your identity"))?;
+    let mut obj = node.node_object(&operator.did(), &capacity)?;
+    check_object(&obj, "the node")?;
+    api::signing::sign(&mut obj, operator.signing_key(), Utc::now()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let as_node = ClusterArgs::for_kubeconfig(node.kubeconfig());
+    let client = Client::new(ctx, &as_node)?;
+    let verb = create_or_replace(&client, &obj)?;
+    println!("node.univrs.io/{} {verb}", node.file.name);
+    println!("kubeconfig of the node: {}", node.kubeconfig().display());
+    Ok(Outcome::Success)
+}
+
+/// How replicas run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum RuntimeArg {
+    /// Containers if this machine can run them (root, cgroups), else plain processes, saying so
+    Auto,
+    /// Containers (libcontainer): namespaces, cgroup limits, read-only image rootfs; needs root
+    Container,
+    /// Plain processes on the host: no isolation, no limits; for machines without containers
+    Process,
+}
+
+impl RuntimeArg {
+    /// The runtime to use, or why the one asked for is impossible here.
+    pub fn resolve(self) -> anyhow::Result<agent::RuntimeKind> {
+        match (self, agent::containers_possible()) {
+            (RuntimeArg::Process, _) => Ok(agent::RuntimeKind::Process),
+            (_, Ok(())) => Ok(agent::RuntimeKind::Container),
+            (RuntimeArg::Container, Err(why)) => {
+                bail!(
+                    "cannot run containers: {why}; run as root, or pass --runtime process to run replicas as plain processes (no isolation)"
+                )
+            }
+            (RuntimeArg::Auto, Err(why)) => {
+                eprintln!(
+                    "WARNING: {why}: replicas run as PLAIN PROCESSES on this machine, without isolation or limits (--runtime process)"
+                );
+                Ok(agent::RuntimeKind::Process)
+            }
+        }
+    }
+}
+
+/// The node agent: heartbeats, runs the replicas bound to this node, reports their status
+///
+/// Needs `ui node register` first (for the node's kubeconfig). Containers need root; replicas
+/// keep running when the agent stops, and a restarted agent adopts them.
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    dir: NodeDirArgs,
+    /// How replicas run
+    #[arg(long, value_enum, default_value_t = RuntimeArg::Container)]
+    runtime: RuntimeArg,
+    /// Where images (root filesystems, one directory per name) are [default: NODE_DIR/images]
+    #[arg(long, value_name = "DIR")]
+    images: Option<PathBuf>,
+    /// How long the node's lease lasts without renewal (it is renewed every quarter of it)
+    #[arg(long, value_name = "SECONDS", default_value_t = 40)]
+    lease_seconds: u32,
+    /// With --runtime process: also run the workloads of this signer (repeatable); plain
+    /// processes have the agent's rights on this machine, so by default only the
+    /// operator's own workloads run
+    #[arg(long = "trust-signer", value_name = "DID")]
+    trust_signers: Vec<String>,
+}
+
+/// The agent's configuration for the node in `node`.
+pub fn agent_config(
+    node: &NodeDir,
+    runtime: agent::RuntimeKind,
+    images: Option<PathBuf>,
+    lease_seconds: u32,
+    trusted: agent::node::Trusted,
+) -> anyhow::Result<agent::Config> {
+    let ui = std::env::current_exe().context("cannot find the ui binary for the shims")?;
+    let images = images.unwrap_or_else(|| node.path.join("images"));
+    let made = agent::images::Images::new(&images).ensure_busybox().unwrap_or(false);
+    if !made && runtime == agent::RuntimeKind::Container {
+        eprintln!(
+            "note: no busybox image in {} (install Debian's busybox-static to have one made)",
+            images.display()
+        );
+    }
+    Ok(agent::Config {
+        node: node.file.name.clone(),
+        state_dir: node.path.join("state"),
+        images,
+        runtime,
+        shim: vec![ui.display().to_string(), "node".into(), "shim".into()],
+        lease_seconds,
+        trusted,
+    })
+}
+
+fn run_agent(ctx: &Context, args: &RunArgs) -> anyhow::Result<Outcome> {
+    let node = NodeDir::open(&args.dir.dir(ctx))?;
+    if !node.kubeconfig().exists() {
+        bail!("node {} is not registered: run `ui node register` first", node.file.name);
+    }
+    let runtime = args.runtime.resolve()?;
+    for d in &args.trust_signers {
+        Did::parse(d).map_err(|e| anyhow::anyhow!("--trust-signer {d}: {e}"))?;
+    }
+    let signers = args.trust_signers.clone();
+    let trusted = agent::node::Trusted(std::sync::Arc::new(move || signers.clone()));
+    let config = agent_config(&node, runtime, args.images.clone(), args.lease_seconds, trusted)?;
+    let runtime_tokio = tokio::runtime::Runtime::new()?;
+    runtime_tokio.block_on(async {
+        let client = controllers::manager::client_from_kubeconfig(&node.kubeconfig()).await?;
+        let listener = tokio::net::TcpListener::bind(node.file.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", node.file.listen))?;
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .expect("can install a SIGTERM handler");
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            eprintln!("stopping the agent (replicas keep running; a restarted agent adopts them)");
+            stop.cancel();
+        });
+        println!("node {} runs replicas {}", node.file.name, runtime.describe());
+        agent::run(client, config, listener, shutdown).await
+    })?;
+    Ok(Outcome::Success)
+}
+
+/// Show this node: readiness, heartbeat, offer, and the replicas bound to it
+#[derive(Debug, clap::Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    dir: NodeDirArgs,
+    /// The node to show [default: the one in the node directory]
+    name: Option<String>,
+    #[command(flatten)]
+    cluster: ClusterArgs,
+    #[command(flatten)]
+    output: OutputArgs,
+}
+
+fn kind(name: &str) -> &'static api::KindInfo {
+    lookup(name).expect("a built-in kind")
+}
+
+/// The replicas bound to `node`, in every namespace.
+fn replicas_on(client: &Client, node: &str) -> anyhow::Result<Vec<Value>> {
+    let list = client.list(kind("Replica"), None, None, false)?;
+    Ok(list["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| r.pointer("/spec/nodeName").and_then(Value::as_str) == Some(node))
+        .cloned()
+        .collect())
+}
+
+fn status(ctx: &Context, args: &StatusArgs) -> anyhow::Result<Outcome> {
+    let name = match &args.name {
+        Some(n) => n.clone(),
+        None => NodeDir::open(&args.dir.dir(ctx))?.file.name,
+    };
+    let client = Client::new(ctx, &args.cluster)?;
+    let node = client.get(kind("Node"), None, &name).with_context(|| format!("node {name}"))?;
+    let offers: Vec<Value> = client.list(kind("NodeOffer"), None, None, false)?["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|o| o.pointer("/spec/node").and_then(Value::as_str) == Some(name.as_str()))
+        .cloned()
+        .collect();
+    let replicas = replicas_on(&client, &name)?;
+    let ready = node.pointer("/status/conditions").and_then(Value::as_array).and_then(|cs| {
+        cs.iter()
+            .find(|c| c["type"] == "Ready")
+            .map(|c| json!({ "status": c["status"], "reason": c["reason"], "message": c["message"] }))
+    });
+    let shown = json!({
+        "name": name,
+        "ready": ready,
+        "unschedulable": node.pointer("/spec/unschedulable").and_then(Value::as_bool).unwrap_or(false),
+        "runtime": node.pointer("/status/runtime"),
+        "lastHeartbeatTime": node.pointer("/status/lastHeartbeatTime"),
+        "operator": node.pointer("/spec/operator"),
+        "capacity": node.pointer("/spec/capacity"),
+        "offers": offers.iter().map(|o| json!({
+            "name": o["metadata"]["name"], "jurisdiction": o["spec"]["jurisdiction"],
+            "region": o["spec"]["region"], "resources": o["spec"]["resources"],
+        })).collect::<Vec<_>>(),
+        "replicas": replicas.iter().map(|r| json!({
+            "namespace": r["metadata"]["namespace"], "name": r["metadata"]["name"],
+            "phase": r.pointer("/status/phase").cloned().unwrap_or(json!("Pending")),
+            "restarts": r.pointer("/status/restarts").cloned().unwrap_or(json!(0)),
+        })).collect::<Vec<_>>(),
+    });
+    if args.output.print_structured(&shown)? {
+        return Ok(Outcome::Success);
+    }
+    let s = |v: &Value| v.as_str().map_or_else(|| v.to_string(), str::to_owned);
+    println!("Node:        {name}");
+    match &ready {
+        Some(r) => println!("Ready:       {} ({}: {})", s(&r["status"]), s(&r["reason"]), s(&r["message"])),
+        None => println!("Ready:       Unknown (no report from the node lifecycle controller yet)"),
+    }
+    if shown["unschedulable"] == true {
+        println!("Scheduling:  disabled (withdrawn)");
+    }
+    println!("Runtime:     {}", shown["runtime"].as_str().unwrap_or("unknown (agent not seen)"));
+    println!("Heartbeat:   {}", shown["lastHeartbeatTime"].as_str().unwrap_or("never"));
+    println!("Operator:    {}", s(&shown["operator"]));
+    println!("Capacity:    {}", shown["capacity"]);
+    if offers.is_empty() {
+        println!("Offer:       none (no replicas are placed here without one: ui node offer)");
+    }
+    for o in &offers {
+        println!(
+            "Offer:       {} in {} {}",
+            s(&o["metadata"]["name"]),
+            s(&o["spec"]["jurisdiction"]),
+            o["spec"]["resources"]
+        );
+    }
+    println!("Replicas:    {}", replicas.len());
+    for r in shown["replicas"].as_array().into_iter().flatten() {
+        println!(
+            "  {}/{}  {}  restarts {}",
+            s(&r["namespace"]),
+            s(&r["name"]),
+            s(&r["phase"]),
+            r["restarts"]
+        );
+    }
+    Ok(Outcome::Success)
+}
+
+/// Withdraw this node: no new placements, its replicas moved elsewhere, then its offer removed
+///
+/// Marks the Node unschedulable (signed again by you, its operator); the node lifecycle
+/// controller then evicts its replicas, which the workload controller recreates and the
+/// scheduler places on other nodes. Once none is left here and every workload that had one
+/// runs all its replicas again, your NodeOffers for the node are deleted. The Node itself stays (delete it with `ui delete node NAME` when the machine goes).
+#[derive(Debug, clap::Args)]
+pub struct WithdrawArgs {
+    #[command(flatten)]
+    dir: NodeDirArgs,
+    /// The node to withdraw [default: the one in the node directory]
+    name: Option<String>,
+    /// How long to wait for the replicas to leave
+    #[arg(long, value_name = "SECONDS", default_value_t = 300)]
+    timeout: u64,
+    #[command(flatten)]
+    cluster: ClusterArgs,
+    #[command(flatten)]
+    passphrase: PassphraseArgs,
+}
+
+fn is_finished(replica: &Value) -> bool {
+    replica
+        .pointer("/status/phase")
+        .and_then(Value::as_str)
+        .is_some_and(|p| p == "Succeeded" || p == "Failed")
+}
+
+fn withdraw(ctx: &Context, args: &WithdrawArgs) -> anyhow::Result<Outcome> {
+    let name = match &args.name {
+        Some(n) => n.clone(),
+        None => NodeDir::open(&args.dir.dir(ctx))?.file.name,
+    };
+    let client = Client::new(ctx, &args.cluster)?;
+    let operator = keystore::load(&ctx.dirs, || args.passphrase.get(Purpose::Existing, "your identity"))?;
+    // The workloads with replicas here: the offer goes only once they run elsewhere again.
+    let mut moving: Vec<(String, String)> = replicas_on(&client, &name)?
+        .iter()
+        .filter(|r| !is_finished(r))
+        .filter_map(|r| {
+            Some((
+                r.pointer("/metadata/namespace")?.as_str()?.to_owned(),
+                r.pointer("/spec/workload")?.as_str()?.to_owned(),
+            ))
+        })
+        .collect();
+    moving.sort();
+    moving.dedup();
+    for attempt in 0.. {
+        let mut node = client.get(kind("Node"), None, &name).with_context(|| format!("node {name}"))?;
+        if node.pointer("/spec/unschedulable").and_then(Value::as_bool) == Some(true) {
+            break;
+        }
+        node["spec"]["unschedulable"] = json!(true);
+        api::signing::sign(&mut node, operator.signing_key(), Utc::now())
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        match client.update(kind("Node"), None, &name, &node, false) {
+            Ok(_) => break,
+            Err(e) if e.code() == Some(409) && attempt < 5 => continue,
+            Err(e) => {
+                return Err(anyhow::Error::new(e).context(format!("cannot mark node {name} unschedulable")));
+            }
+        }
+    }
+    println!("node.univrs.io/{name} cordoned: no new replicas are placed on it");
+    let deadline = Instant::now() + Duration::from_secs(args.timeout);
+    let mut last = usize::MAX;
+    loop {
+        let left: Vec<Value> = replicas_on(&client, &name)?.into_iter().filter(|r| !is_finished(r)).collect();
+        if left.is_empty() {
+            break;
+        }
+        if left.len() != last {
+            println!("waiting for {} replica(s) to move off {name}", left.len());
+            last = left.len();
+        }
+        if Instant::now() >= deadline {
+            bail!(
+                "{} replica(s) still on node {name} after {} s; it stays unschedulable, run ui node withdraw again to wait longer",
+                left.len(),
+                args.timeout
+            );
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    // No replica lost: every workload that had one here runs all of its replicas again.
+    let mut last = String::new();
+    loop {
+        let mut short = Vec::new();
+        for (ns, w) in &moving {
+            let wanted = match client.get(kind("Workload"), Some(ns), w) {
+                Ok(obj) => obj.pointer("/spec/replicas").and_then(Value::as_u64).unwrap_or(1),
+                Err(e) if e.is_not_found() => continue,
+                Err(e) => return Err(e.into()),
+            };
+            let list = client.list(kind("Replica"), Some(ns), None, false)?;
+            let running = list["items"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|r| r.pointer("/spec/workload").and_then(Value::as_str) == Some(w.as_str()))
+                .filter(|r| r.pointer("/status/phase").and_then(Value::as_str) == Some("Running"))
+                .count() as u64;
+            if running < wanted {
+                short.push(format!("{ns}/{w} ({running}/{wanted} running)"));
+            }
+        }
+        if short.is_empty() {
+            break;
+        }
+        let now = short.join(", ");
+        if now != last {
+            println!("waiting for the moved replicas to run elsewhere: {now}");
+            last = now;
+        }
+        if Instant::now() >= deadline {
+            bail!(
+                "after {} s not every moved replica runs elsewhere ({last}); node {name} stays unschedulable and its offer stays; run ui node withdraw again to wait longer",
+                args.timeout
+            );
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let me = operator.did();
+    let offers = client.list(kind("NodeOffer"), None, None, false)?;
+    for o in offers["items"].as_array().into_iter().flatten() {
+        let signer = o
+            .pointer("/metadata/annotations")
+            .and_then(|a| a.get(api::signing::SIGNER))
+            .and_then(Value::as_str);
+        if o.pointer("/spec/node").and_then(Value::as_str) != Some(name.as_str())
+            || signer != Some(me.as_str())
+        {
+            continue;
+        }
+        let offer = o["metadata"]["name"].as_str().unwrap_or_default();
+        match client.delete(kind("NodeOffer"), None, offer, false) {
+            Ok(_) => println!("nodeoffer.univrs.io/{offer} deleted"),
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(anyhow::Error::new(e).context(format!("cannot delete offer {offer}"))),
+        }
+    }
+    println!("node {name} withdrawn: no replicas left on it, no offer");
+    Ok(Outcome::Success)
+}
+
+pub fn run(ctx: &Context, cmd: &Command) -> anyhow::Result<Outcome> {
+    match cmd {
+        Command::Init(a) => init(ctx, a),
+        Command::Offer(a) => offer(ctx, a),
+        Command::Register(a) => register(ctx, a),
+        Command::Run(a) => run_agent(ctx, a),
+        Command::Status(a) => status(ctx, a),
+        Command::Withdraw(a) => withdraw(ctx, a),
+        Command::Shim { dir } => {
+            agent::shim::main(dir)?;
+            Ok(Outcome::Success)
+        }
+    }
+}
+
+/// The local node of `ui up`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct LocalNodeArgs {
+    /// Run no node agent (only the control plane)
+    #[arg(long)]
+    no_node: bool,
+    /// The local node's name
+    #[arg(long, value_name = "NAME", default_value = "local")]
+    node_name: String,
+    /// The local node's jurisdiction in its offer (ISO 3166-1 alpha-2)
+    #[arg(long, value_name = "CC", env = "UNIVRS_JURISDICTION", default_value = "DE")]
+    jurisdiction: String,
+    /// How the local node runs replicas
+    #[arg(long, value_enum, default_value_t = RuntimeArg::Auto)]
+    runtime: RuntimeArg,
+    /// Where the local node's agent serves replica output (port 0: any free port)
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
+    node_listen: SocketAddr,
+    /// How long the local node's lease lasts without renewal
+    #[arg(long, value_name = "SECONDS", default_value_t = 40)]
+    lease_seconds: u32,
+}
+
+/// The cluster a local node joins.
+#[derive(Debug)]
+pub struct LocalCluster<'a> {
+    /// The apiserver's URL.
+    pub server: &'a str,
+    /// Its CA.
+    pub ca_pem: Option<&'a str>,
+    /// Its token audience.
+    pub audience: &'a str,
+    /// The member key: the local node's operator.
+    pub operator: &'a ed25519_dalek::SigningKey,
+    /// The member's kubeconfig, to write the Node and its offer.
+    pub member_kubeconfig: &'a Path,
+    /// The user's config dir (whose workloads a plain-process local node runs).
+    pub user_config: &'a Path,
+}
+
+/// POSTs `obj` as it is (a signed object must not be re-encoded), or PUTs it over the stored
+/// one.
+async fn put_signed(client: &kube::Client, obj: &Value) -> anyhow::Result<()> {
+    let kind = lookup(obj["kind"].as_str().unwrap_or_default()).context("a known kind")?;
+    let name = obj["metadata"]["name"].as_str().unwrap_or_default();
+    let collection = format!("/apis/univrs.io/v1/{}", kind.plural);
+    let post = http::Request::post(&collection)
+        .header("Content-Type", "application/json")
+        .body(serde_json::to_vec(obj)?)?;
+    match client.request::<Value>(post).await {
+        Ok(_) => return Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 409 => {}
+        Err(e) => {
+            return Err(anyhow::Error::new(e).context(format!("cannot create {} {name}", kind.singular)));
+        }
+    }
+    let path = format!("{collection}/{name}");
+    // Replaced with the stored resourceVersion as precondition; the controllers write the
+    // status meanwhile, so a conflict is read again.
+    for attempt in 1.. {
+        let current: Value = client.request(http::Request::get(&path).body(Vec::new())?).await?;
+        let mut obj = obj.clone();
+        obj["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"].clone();
+        let put = http::Request::put(&path)
+            .header("Content-Type", "application/json")
+            .body(serde_json::to_vec(&obj)?)?;
+        match client.request::<Value>(put).await {
+            Ok(_) => return Ok(()),
+            Err(kube::Error::Api(s)) if s.code == 409 && attempt < 10 => continue,
+            Err(e) => {
+                return Err(anyhow::Error::new(e).context(format!("cannot update {} {name}", kind.singular)));
+            }
+        }
+    }
+    unreachable!("the loop returns")
+}
+
+/// Starts the local node of `ui up` in `data_dir/node`: its Node and offer (signed by the
+/// member key, its operator) and its agent, until `shutdown`.
+pub async fn start_local(
+    data_dir: &Path,
+    cluster: LocalCluster<'_>,
+    args: &LocalNodeArgs,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> anyhow::Result<Option<tokio::task::JoinHandle<anyhow::Result<()>>>> {
+    if args.no_node {
+        return Ok(None);
+    }
+    api::identity::Jurisdiction::parse(&args.jurisdiction)
+        .map_err(|e| anyhow::anyhow!("--jurisdiction: {e}"))?;
+    let runtime = args.runtime.resolve()?;
+    let path = data_dir.join("node");
+    let listener = tokio::net::TcpListener::bind(args.node_listen)
+        .await
+        .with_context(|| format!("cannot listen on {} for the local node", args.node_listen))?;
+    let listen = listener.local_addr()?;
+    let node = NodeDir::create(&path, &args.node_name, listen)?;
+    node.write_kubeconfig(cluster.server, cluster.ca_pem, cluster.audience)?;
+    let user_config = cluster.user_config;
+    let operator = Did::from_key(&cluster.operator.verifying_key());
+    let capacity = machine_capacity();
+    let now = Utc::now();
+    let mut obj = node.node_object(&operator, &capacity)?;
+    let member = controllers::manager::client_from_kubeconfig(cluster.member_kubeconfig).await?;
+    // A node withdrawn earlier stays withdrawn across restarts.
+    let stored = format!("/apis/univrs.io/v1/nodes/{}", args.node_name);
+    if let Ok(stored) = member.request::<Value>(http::Request::get(&stored).body(Vec::new())?).await
+        && stored.pointer("/spec/unschedulable").and_then(Value::as_bool) == Some(true)
+    {
+        obj["spec"]["unschedulable"] = json!(true);
+    }
+    check_object(&obj, "the local node")?;
+    api::signing::sign(&mut obj, cluster.operator, now).map_err(|e| anyhow::anyhow!("{e}"))?;
+    put_signed(&member, &obj).await?;
+    let price = json!({ "cpu": 0, "memory": 0, "storage": 0 });
+    let mut offer = offer_object(&args.node_name, &capacity, &price, &args.jurisdiction, None, &json!({}));
+    check_object(&offer, "the local node's offer")?;
+    api::signing::sign(&mut offer, cluster.operator, now).map_err(|e| anyhow::anyhow!("{e}"))?;
+    put_signed(&member, &offer).await?;
+    // A plain-process local node runs the workloads of the user of this config dir (whose
+    // identity may be made after `ui up` started: read each time).
+    let root = user_config.to_owned();
+    let trusted = agent::node::Trusted(std::sync::Arc::new(move || {
+        ConfigDirs::resolve(Some(root.clone()))
+            .and_then(|dirs| keystore::load_public(&dirs))
+            .map(|p| vec![p.did.as_str().to_owned()])
+            .unwrap_or_default()
+    }));
+    let config = agent_config(&node, runtime, None, args.lease_seconds, trusted)?;
+    let client = controllers::manager::client_from_kubeconfig(&node.kubeconfig()).await?;
+    println!(
+        "local node {} ({}, offer in {}) runs replicas {}",
+        args.node_name,
+        path.display(),
+        args.jurisdiction,
+        runtime.describe()
+    );
+    Ok(Some(tokio::spawn(agent::run(client, config, listener, shutdown))))
+}

@@ -1,0 +1,530 @@
+//! The node agent end to end: real `ui up` / `ui apiserver` / `ui controllers run` / `ui node
+//! run` processes, replicas in real containers (libcontainer; these tests need root, which CI
+//! has), their output through `ui logs`. Every assertion reads the world back: the API, the
+//! replica's own output, the host's processes and cgroups.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::{Server, User, free_port};
+
+/// Containers need root; CI runs as root. Elsewhere these tests say so and fail loudly rather
+/// than pass without having run anything.
+fn require_root() {
+    let uid = std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:").map(|r| r.split_whitespace().next().unwrap().to_owned()))
+        .unwrap();
+    assert_eq!(uid, "0", "the node agent tests run containers and need root (CI runs as root)");
+}
+
+/// Polls `check` until it returns Ok, or panics after `secs` with `what` and the last state.
+#[track_caller]
+fn wait_for<T>(secs: u64, what: &str, mut check: impl FnMut() -> Result<T, String>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        match check() {
+            Ok(t) => return t,
+            Err(last) if Instant::now() >= deadline => {
+                panic!("timed out waiting for {what}; last seen: {last}")
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(200)),
+        }
+    }
+}
+
+/// The pids of processes whose command line mentions `dir` (the shims of a node's runs).
+fn processes_under(dir: &Path) -> Vec<i32> {
+    let needle = dir.to_string_lossy().into_owned();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&needle))
+        })
+        .collect()
+}
+
+/// Stops every shim of the node in `dir` (SIGTERM: each stops its container, SIGKILL after its
+/// grace period) and waits for them, so a test leaves no container behind.
+fn stop_shims(dir: &Path) {
+    for pid in processes_under(dir) {
+        let _ = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !processes_under(dir).is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// `ui up` with its local node, for one user.
+struct Up {
+    child: Child,
+    data: PathBuf,
+    url: String,
+    audience: String,
+    /// What it said about its local node.
+    local: String,
+}
+
+impl Up {
+    fn start(u: &User, node: &str) -> Self {
+        Self::start_with(u, node, "container")
+    }
+
+    /// `ui up` with its local node `node` running replicas with `runtime`.
+    fn start_with(u: &User, node: &str, runtime: &str) -> Self {
+        u.init_plain();
+        let data = u.path("data");
+        let mut child = u
+            .cmd(&[
+                "up",
+                "--data-dir",
+                data.to_str().unwrap(),
+                "--listen",
+                "127.0.0.1:0",
+                "--kubeconfig",
+                u.path("kubeconfig").to_str().unwrap(),
+                "--node-name",
+                node,
+                "--runtime",
+                runtime,
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines().map(|l| l.unwrap());
+        let first = lines.next().unwrap();
+        let url = first.strip_prefix("listening on ").unwrap_or_else(|| panic!("{first}")).to_owned();
+        let second = lines.next().unwrap();
+        let audience = second.strip_prefix("cluster: ").unwrap().to_owned();
+        let local = lines.find(|l| l.starts_with("local node ")).expect("ui up says how its local node runs");
+        std::thread::spawn(move || for _ in lines {});
+        Self { child, data, url, audience, local }
+    }
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        stop_shims(&self.data);
+    }
+}
+
+fn ui(u: &User, args: &[&str]) -> support::Run {
+    let kubeconfig = u.path("kubeconfig");
+    let mut all = args.to_vec();
+    all.extend(["--kubeconfig", kubeconfig.to_str().unwrap()]);
+    u.run(&all)
+}
+
+fn apply(u: &User, name: &str, yaml: &str) {
+    let file = u.path(&format!("{name}.yaml"));
+    std::fs::write(&file, yaml).unwrap();
+    ui(u, &["apply", "-f", file.to_str().unwrap()]).ok();
+}
+
+fn workload(name: &str, script: &str, extra: &str) -> String {
+    let script = script.replace('"', "\\\"");
+    format!(
+        "apiVersion: univrs.io/v1\nkind: Workload\nmetadata:\n  name: {name}\nspec:\n  replicas: 1\n  rootfs: busybox\n  command: [\"/bin/sh\", \"-c\", \"{script}\"]\n{extra}"
+    )
+}
+
+/// The replicas of `workload`, as the API has them.
+fn replicas(u: &User, workload: &str) -> Vec<Value> {
+    let list = ui(u, &["get", "replicas", "-o", "json"]).ok().json();
+    list["items"].as_array().unwrap().iter().filter(|r| r["spec"]["workload"] == workload).cloned().collect()
+}
+
+fn summary(rs: &[Value]) -> String {
+    rs.iter()
+        .map(|r| {
+            format!(
+                "{} on {} {} (restarts {}, reason {}, {})",
+                r["metadata"]["name"].as_str().unwrap_or("?"),
+                r["spec"]["nodeName"].as_str().unwrap_or("-"),
+                r["status"]["phase"].as_str().unwrap_or("-"),
+                r["status"]["restarts"],
+                r["status"]["reason"],
+                r["status"]["message"]
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Waits until `workload` has exactly one replica, in `phase`, and returns it.
+#[track_caller]
+fn wait_phase(u: &User, workload: &str, phase: &str, secs: u64) -> Value {
+    wait_for(secs, &format!("{workload} {phase}"), || {
+        let rs = replicas(u, workload);
+        match rs.as_slice() {
+            [r] if r["status"]["phase"] == phase => Ok(r.clone()),
+            _ => Err(summary(&rs)),
+        }
+    })
+}
+
+#[test]
+fn ui_up_runs_a_workload_in_its_own_container_and_ui_logs_shows_its_output() {
+    require_root();
+    let u = User::new();
+    let up = Up::start(&u, "iso");
+    // A file on the host the container must not see.
+    let secret = u.path("host-secret");
+    std::fs::write(&secret, "host").unwrap();
+    let script = format!(
+        "echo pid=$$; echo host=$(hostname); test -e {} && echo host-file-visible || echo host-file-hidden; \
+         touch /written 2>/dev/null && echo root-writable || echo root-read-only; echo tmp-ok > /tmp/t && cat /tmp/t; \
+         echo env=$GREETING; unshare -U true 2>/dev/null && echo userns-made || echo userns-refused; \
+         echo started; sleep 600",
+        secret.display()
+    );
+    let extra =
+        "  env:\n    - name: GREETING\n      value: hi\n  resources:\n    cpu: 200m\n    memory: 64Mi\n";
+    let applied = Instant::now();
+    apply(&u, "iso", &workload("iso", &script, extra));
+    let r = wait_phase(&u, "iso", "Running", 60);
+    println!("apply to Running: {:?}", applied.elapsed());
+    let name = r["metadata"]["name"].as_str().unwrap().to_owned();
+    assert_eq!(r["spec"]["nodeName"], "iso");
+
+    let logs = wait_for(20, "the replica's output", || {
+        let out = ui(&u, &["logs", &name]);
+        if out.stdout.contains("started") {
+            Ok(out.stdout)
+        } else {
+            Err(format!("{}{}", out.stdout, out.stderr))
+        }
+    });
+    // Its own PID namespace (its shell is PID 1), UTS namespace (named after the replica),
+    // root filesystem (the host's file is not there, and the image is read-only), its env.
+    // And no user namespace of its own (seccomp).
+    for line in [
+        "pid=1",
+        &format!("host={name}"),
+        "host-file-hidden",
+        "root-read-only",
+        "tmp-ok",
+        "env=hi",
+        "userns-refused",
+    ] {
+        assert!(logs.lines().any(|l| l == line), "{line:?} not in the output:\n{logs}");
+    }
+    // The workload's name gives every replica's output, prefixed when there are several.
+    assert!(ui(&u, &["logs", "iso", "--tail", "1"]).ok().stdout.contains("started"));
+
+    // The cgroup holds the limits asked for.
+    let uid = r["metadata"]["uid"].as_str().unwrap();
+    let memory =
+        std::fs::read_to_string(format!("/sys/fs/cgroup/memory/univrs/iso/{uid}/memory.limit_in_bytes"))
+            .or_else(|_| std::fs::read_to_string(format!("/sys/fs/cgroup/univrs/iso/{uid}/memory.max")))
+            .unwrap();
+    assert_eq!(memory.trim(), (64u64 << 20).to_string());
+    if let Ok(quota) =
+        std::fs::read_to_string(format!("/sys/fs/cgroup/cpu/univrs/iso/{uid}/cpu.cfs_quota_us"))
+    {
+        assert_eq!(quota.trim(), "20000", "200m of a 100 ms period");
+    }
+
+    // Only the workload's owner reads its output.
+    let other = User::new();
+    other.init_plain();
+    let ca = up.data.join("tls/ca.crt");
+    other
+        .run(&[
+            "config",
+            "kubeconfig",
+            "--server",
+            &up.url,
+            "--certificate-authority",
+            ca.to_str().unwrap(),
+            "--cluster",
+            &up.audience,
+            "--out",
+            other.path("kubeconfig").to_str().unwrap(),
+        ])
+        .ok();
+    ui(&other, &["logs", &name]).fails_with(&["only the owner of workload iso"]);
+
+    // `ui node status` shows the node and what runs on it.
+    let status = u
+        .run(&[
+            "node",
+            "status",
+            "--node-dir",
+            up.data.join("node").to_str().unwrap(),
+            "-o",
+            "json",
+            "--kubeconfig",
+            u.path("kubeconfig").to_str().unwrap(),
+        ])
+        .ok()
+        .json();
+    assert_eq!(status["ready"]["status"], "True", "{status}");
+    assert_eq!(status["runtime"], "container");
+    assert_eq!(status["replicas"][0]["phase"], "Running", "{status}");
+
+    // Deleting the workload stops its container and removes its cgroup.
+    ui(&u, &["delete", "workload", "iso"]).ok();
+    let runs = up.data.join("node/state/runs");
+    wait_for(30, "the container stopped", || {
+        let left = processes_under(&runs);
+        if left.is_empty() { Ok(()) } else { Err(format!("shims still running: {left:?}")) }
+    });
+    assert!(!Path::new(&format!("/sys/fs/cgroup/memory/univrs/iso/{uid}")).exists());
+}
+
+#[test]
+fn memory_limits_and_restart_policies_are_enforced() {
+    require_root();
+    let u = User::new();
+    let _up = Up::start(&u, "policies");
+    let limit = "  resources:\n    memory: 16Mi\n  restartPolicy: Never\n";
+    apply(&u, "oom", &workload("oom", "x=aaaaaaaaaaaaaaaa; while true; do x=$x$x; done", limit));
+    apply(&u, "never", &workload("never", "exit 3", "  restartPolicy: Never\n"));
+    apply(&u, "done", &workload("done", "echo ok", "  restartPolicy: OnFailure\n"));
+    apply(&u, "retry", &workload("retry", "exit 1", "  restartPolicy: OnFailure\n"));
+    apply(&u, "always", &workload("always", "exit 0", "  restartPolicy: Always\n"));
+
+    let oom = wait_phase(&u, "oom", "Failed", 60);
+    assert_eq!(oom["status"]["reason"], "OOMKilled", "{oom}");
+    assert_eq!(oom["status"]["exitCode"], 137);
+    assert!(oom["status"]["usage"]["memory"].is_string(), "measured usage: {oom}");
+
+    let never = wait_phase(&u, "never", "Failed", 30);
+    assert_eq!(never["status"]["exitCode"], 3);
+    assert_eq!(never["status"]["reason"], "Error");
+    assert_eq!(never["status"]["restarts"], 0);
+
+    let done = wait_phase(&u, "done", "Succeeded", 30);
+    assert_eq!(done["status"]["exitCode"], 0);
+    assert_eq!(done["status"]["restarts"], 0);
+    assert!(done["status"]["finishedAt"].is_string());
+    // Following the output of a replica that has ended prints it and ends.
+    let followed = ui(&u, &["logs", "-f", done["metadata"]["name"].as_str().unwrap()]).ok();
+    assert_eq!(followed.stdout, "ok\n");
+
+    for name in ["retry", "always"] {
+        wait_for(30, &format!("{name} restarted twice"), || {
+            let rs = replicas(&u, name);
+            match rs.as_slice() {
+                [r] if r["status"]["restarts"].as_u64() >= Some(2) && r["status"]["phase"] == "Running" => {
+                    Ok(())
+                }
+                _ => Err(summary(&rs)),
+            }
+        });
+    }
+}
+
+#[test]
+fn the_process_runtime_runs_replicas_as_plain_processes_when_asked() {
+    let u = User::new();
+    let up = Up::start_with(&u, "plain", "process");
+    assert!(up.local.contains("runs replicas as plain processes"), "{}", up.local);
+    apply(&u, "plain", &workload("plain", "echo pid=$$; echo ran-on-host", "  restartPolicy: Never\n"));
+    let r = wait_phase(&u, "plain", "Succeeded", 60);
+    let out = ui(&u, &["logs", r["metadata"]["name"].as_str().unwrap()]).ok().stdout;
+    assert!(out.contains("ran-on-host"), "{out}");
+    assert!(!out.contains("pid=1\n"), "a plain process is not PID 1 of a namespace: {out}");
+    let node = ui(&u, &["get", "node", "plain", "-o", "json"]).ok().json();
+    assert_eq!(node["status"]["runtime"], "process");
+
+    // A plain process has the agent's rights on the host: only workloads of signers the
+    // node trusts run (here the user of `ui up`), not a stranger's.
+    let stranger = User::new();
+    stranger.init_plain();
+    let ca = up.data.join("tls/ca.crt");
+    stranger
+        .run(&[
+            "config",
+            "kubeconfig",
+            "--server",
+            &up.url,
+            "--certificate-authority",
+            ca.to_str().unwrap(),
+            "--cluster",
+            &up.audience,
+            "--out",
+            stranger.path("kubeconfig").to_str().unwrap(),
+        ])
+        .ok();
+    apply(&stranger, "theirs", &workload("theirs", "echo should-not-run", "  restartPolicy: Never\n"));
+    let r = wait_phase(&stranger, "theirs", "Failed", 60);
+    assert_eq!(r["status"]["reason"], "UntrustedSigner", "{r}");
+}
+
+#[test]
+fn the_examples_run_on_ui_up_and_show_their_output() {
+    require_root();
+    let u = User::new();
+    let _up = Up::start(&u, "examples");
+    let dir = u.path("manifests");
+    support::copy_examples(&dir);
+    ui(&u, &["apply", "-f", dir.to_str().unwrap()]).ok();
+    wait_for(60, "hello 2/2 running", || {
+        let out = ui(&u, &["status"]).ok().stdout;
+        if out.contains("hello: 2/2 running") { Ok(()) } else { Err(out) }
+    });
+    let logs = wait_for(20, "hello's output", || {
+        let out = ui(&u, &["logs", "hello"]).ok().stdout;
+        if out.lines().filter(|l| l.contains("] hello from hello-")).count() >= 2 {
+            Ok(out)
+        } else {
+            Err(out)
+        }
+    });
+    assert!(logs.starts_with("[hello-"), "{logs}");
+}
+
+/// A node agent of its own (`ui node init/register/offer/run`), for the operator `u`.
+struct Agent {
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl Agent {
+    fn new(u: &User, name: &str) -> Self {
+        let dir = u.path(&format!("node-{name}"));
+        let listen = format!("127.0.0.1:{}", free_port());
+        let d = dir.to_str().unwrap();
+        u.run(&["node", "init", "--node-dir", d, "--name", name, "--listen", &listen]).ok();
+        ui(u, &["node", "register", "--node-dir", d, "--cpu", "2", "--memory", "2Gi"]).ok();
+        ui(u, &["node", "offer", "--node-dir", d, "--jurisdiction", "DE", "--cpu", "2", "--memory", "2Gi"])
+            .ok();
+        let mut agent = Self { dir, child: None };
+        agent.start(u);
+        agent
+    }
+
+    fn start(&mut self, u: &User) {
+        let child = u
+            .cmd(&["node", "run", "--node-dir", self.dir.to_str().unwrap(), "--lease-seconds", "4"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+    }
+
+    fn kill_9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.kill_9();
+        stop_shims(&self.dir);
+    }
+}
+
+fn node_of(r: &Value) -> String {
+    r["spec"]["nodeName"].as_str().unwrap_or_default().to_owned()
+}
+
+#[test]
+fn a_dead_node_s_replica_runs_on_another_and_withdraw_drains_a_node() {
+    require_root();
+    let u = User::new();
+    let server = Server::start(&u, &u.path("data"));
+    let _controllers = support::Controllers::start(&u, &server);
+    let mut agents = [Agent::new(&u, "node-a"), Agent::new(&u, "node-b")];
+    let index = |node: &str| usize::from(node == "node-b");
+
+    apply(
+        &u,
+        "web",
+        &workload("web", "echo up; sleep 600", "  resources:\n    cpu: 100m\n    memory: 32Mi\n"),
+    );
+    let first = wait_phase(&u, "web", "Running", 60);
+    let dead = node_of(&first);
+    let alive = if dead == "node-a" { "node-b" } else { "node-a" };
+
+    // The node dies (its agent killed, its container left running): its lease lapses, the
+    // node goes NotReady, its replica is evicted and made again on the other node.
+    agents[index(&dead)].kill_9();
+    let moved = wait_for(60, "the replica running on the other node", || {
+        let rs = replicas(&u, "web");
+        match rs.as_slice() {
+            [r] if node_of(r) == alive && r["status"]["phase"] == "Running" => Ok(r.clone()),
+            _ => Err(summary(&rs)),
+        }
+    });
+    assert_ne!(moved["metadata"]["uid"], first["metadata"]["uid"]);
+    let node = ui(&u, &["get", "node", &dead, "-o", "json"]).ok().json();
+    let ready =
+        node["status"]["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "Ready").unwrap();
+    assert_eq!(ready["status"], "False", "{node}");
+
+    // The node comes back: its agent stops the container of the replica no longer bound to
+    // it. No duplicate runs anywhere.
+    let dead_runs = agents[index(&dead)].dir.join("state/runs");
+    assert!(!processes_under(&dead_runs).is_empty(), "the orphan should still run before the agent returns");
+    agents[index(&dead)].start(&u);
+    wait_for(30, "the orphaned container stopped", || {
+        let left = processes_under(&dead_runs);
+        if left.is_empty() { Ok(()) } else { Err(format!("{left:?}")) }
+    });
+    let rs = replicas(&u, "web");
+    assert_eq!(rs.len(), 1, "{}", summary(&rs));
+
+    // Withdraw the node it runs on now: it moves back, and the offer goes.
+    let out = ui(
+        &u,
+        &["node", "withdraw", "--node-dir", agents[index(alive)].dir.to_str().unwrap(), "--timeout", "60"],
+    )
+    .ok();
+    assert!(out.stdout.contains(&format!("node {alive} withdrawn")), "{}", out.stdout);
+    let back = wait_phase(&u, "web", "Running", 60);
+    assert_eq!(node_of(&back), dead);
+    let offers = ui(&u, &["get", "nodeoffers", "-o", "json"]).ok().json();
+    let names: Vec<&str> =
+        offers["items"].as_array().unwrap().iter().filter_map(|o| o["metadata"]["name"].as_str()).collect();
+    assert_eq!(names, [dead.as_str()]);
+    let status = u
+        .run(&["node", "status", alive, "-o", "json", "--kubeconfig", u.path("kubeconfig").to_str().unwrap()])
+        .ok()
+        .json();
+    assert_eq!(status["unschedulable"], true);
+    assert_eq!(status["replicas"].as_array().unwrap().len(), 0);
+}
+
+#[test]
+fn a_run_that_ends_while_its_agent_is_down_is_neither_lost_nor_repeated() {
+    require_root();
+    let u = User::new();
+    let server = Server::start(&u, &u.path("data"));
+    let _controllers = support::Controllers::start(&u, &server);
+    let mut agent = Agent::new(&u, "node-r");
+    apply(&u, "job", &workload("job", "echo ran; sleep 1; exit 0", "  restartPolicy: Never\n"));
+    let r = wait_phase(&u, "job", "Running", 60);
+    // The agent goes away (its lease lasts 4 s) and the run ends meanwhile.
+    agent.kill_9();
+    let runs = agent.dir.join("state/runs");
+    wait_for(20, "the run's end", || {
+        let left = processes_under(&runs);
+        if left.is_empty() { Ok(()) } else { Err(format!("{left:?}")) }
+    });
+    agent.start(&u);
+    let done = wait_phase(&u, "job", "Succeeded", 30);
+    assert_eq!(done["metadata"]["uid"], r["metadata"]["uid"]);
+    assert_eq!(done["status"]["restarts"], 0);
+    let out = ui(&u, &["logs", "job"]).ok().stdout;
+    assert_eq!(out.matches("ran").count(), 1, "it ran once: {out}");
+}
