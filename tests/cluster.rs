@@ -460,6 +460,17 @@ fn a_watch_on_any_member_sees_the_same_events_in_the_same_order() {
     assert!(seen[0][20..].iter().all(|e| e.starts_with("\"MODIFIED\"")), "{:?}", seen[0]);
     assert_eq!(seen[1], seen[0], "a follower's watch differs from another member's");
     assert_eq!(seen[2], seen[0], "a follower's watch differs from another member's");
+    // `NotOlderThan` on any member waits until that member has applied the revision.
+    let last: u64 = seen[0].last().unwrap().rsplit(' ').next().unwrap().trim_matches('"').parse().unwrap();
+    for m in &all {
+        let url = format!("{}?resourceVersion={last}&resourceVersionMatch=NotOlderThan", collection(m));
+        let (code, body) = send(&m.server().agent(), "GET", &url, &bearer, "", vec![]);
+        assert_eq!(code, 200, "{body}");
+        let list: Value = serde_json::from_str(&body).unwrap();
+        let rv: u64 = list["metadata"]["resourceVersion"].as_str().unwrap().parse().unwrap();
+        assert!(rv >= last, "a NotOlderThan read at {rv} is older than {last}");
+        assert_eq!(list["items"].as_array().unwrap().len(), 20);
+    }
     for mut m in all {
         m.server.take().unwrap().stop();
     }
