@@ -352,3 +352,39 @@ async fn concurrent_clients_on_every_member_stay_linearizable_through_a_partitio
         n.shutdown().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cluster_grows_to_five_voters_and_shrinks_back_to_three() {
+    let specs: Vec<Spec> = (0..5).map(|_| Spec::new()).collect();
+    let dirs: Vec<_> = (0..5).map(|_| tempfile::tempdir().unwrap()).collect();
+    let nodes = cluster(&specs, &dirs).await;
+    let members = nodes[4].members().await;
+    assert_eq!(members.iter().filter(|m| m.role == "voter").count(), 5, "{members:?}");
+    nodes[3].write(put("/k/five", "1")).await.unwrap();
+
+    // Remove two members, the leader among them if it is one of the last two.
+    let removed = [nodes[3].id(), nodes[4].id()];
+    for id in removed {
+        let via = &nodes[0];
+        let mut tries = 0;
+        while let Err(e) = via.remove_member(id).await {
+            tries += 1;
+            assert!(tries < 50, "cannot remove member {id}: {e}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    wait_for("the membership has three voters", async || {
+        let m = nodes[0].members().await;
+        m.len() == 3 && m.iter().all(|m| !removed.contains(&m.id))
+    })
+    .await;
+    // The three that remain still commit, and still agree.
+    let w = nodes[1].write(put("/k/three", "1")).await.unwrap();
+    for n in &nodes[..3] {
+        wait_for("the remaining members apply the write", async || n.last_applied() >= w.revision).await;
+        assert!(n.state().get("/k/three").unwrap().is_some());
+    }
+    for n in &nodes {
+        n.shutdown().await;
+    }
+}
