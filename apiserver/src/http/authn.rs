@@ -37,9 +37,14 @@ impl Authn {
         self
     }
 
-    /// The control-plane members' did:keys.
+    /// The control-plane members' did:keys: the configured ones and, in a cluster, the keys of
+    /// its current membership.
     pub fn members(&self) -> Vec<String> {
-        self.members.iter().cloned().collect()
+        let mut all: BTreeSet<String> = self.members.iter().cloned().collect();
+        if let Some(node) = &self.cluster {
+            all.extend(node.membership().into_values().map(|m| m.did));
+        }
+        all.into_iter().collect()
     }
 
     /// The audience tokens must name.
