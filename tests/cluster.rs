@@ -63,7 +63,16 @@ fn replica(name: &str) -> String {
 /// name → resourceVersion of every Replica, read (linearizably) from `server`.
 fn replicas(server: &Server, bearer: &str) -> BTreeMap<String, String> {
     let url = format!("{}/apis/univrs.io/v1/namespaces/default/replicas", server.url);
-    let (code, body) = send(&server.agent(), "GET", &url, bearer, "application/json", vec![]);
+    // A linearizable read is refused (503) while no leader is known, e.g. during an election
+    // that a loaded machine made slow: asked again until one is.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (code, body) = loop {
+        let (code, body) = send(&server.agent(), "GET", &url, bearer, "application/json", vec![]);
+        if code != 503 || Instant::now() >= deadline {
+            break (code, body);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
     assert_eq!(code, 200, "{body}");
     let list: Value = serde_json::from_str(&body).unwrap();
     list["items"]
@@ -157,6 +166,9 @@ fn three_members_survive_kill_9_of_the_leader_under_writes_and_a_wiped_member_re
     // Clients write through every member at once, each acknowledged write recorded.
     let bearer = format!("Bearer {}", all[0].server().member_token());
     let stop = Arc::new(AtomicBool::new(false));
+    // Set when the leader is killed; writers count what they get acknowledged after it.
+    let killed = Arc::new(AtomicBool::new(false));
+    let acked_after_kill = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let targets: Vec<(String, ureq::Agent)> =
         all.iter().map(|m| (m.server().url.clone(), m.server().agent())).collect();
     let targets = Arc::new(targets);
@@ -164,6 +176,7 @@ fn three_members_survive_kill_9_of_the_leader_under_writes_and_a_wiped_member_re
     let writers: Vec<_> = (0..4)
         .map(|w| {
             let (stop, bearer, targets) = (stop.clone(), bearer.clone(), targets.clone());
+            let (killed, acked_after_kill) = (killed.clone(), acked_after_kill.clone());
             std::thread::spawn(move || {
                 let (mut acked, mut failed_at) = (Vec::new(), Vec::new());
                 let mut at = w % targets.len();
@@ -185,6 +198,9 @@ fn three_members_survive_kill_9_of_the_leader_under_writes_and_a_wiped_member_re
                                 serde_json::from_str(&r.body_mut().read_to_string().unwrap()).unwrap();
                             let rv = body["metadata"]["resourceVersion"].as_str().unwrap().to_owned();
                             acked.push((name, rv, started.elapsed()));
+                            if killed.load(Ordering::Relaxed) {
+                                acked_after_kill.fetch_add(1, Ordering::Relaxed);
+                            }
                         }
                         // Unknown outcome (member gone, no leader yet): try another member.
                         _ => {
@@ -203,8 +219,14 @@ fn three_members_survive_kill_9_of_the_leader_under_writes_and_a_wiped_member_re
     let leader_api = list.iter().find(|m| m["leader"] == true).unwrap()["api"].as_str().unwrap().to_owned();
     let leader = all.iter().position(|m| m.server().url == leader_api).unwrap();
     let killed_at = started.elapsed();
+    killed.store(true, Ordering::Relaxed);
     all[leader].server.take().unwrap().kill_9();
-    std::thread::sleep(Duration::from_millis(3000));
+    // Writes go on until some are acknowledged by the new leader (or 20 s: the test fails
+    // below), however slow the election is on a loaded machine.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while acked_after_kill.load(Ordering::Relaxed) < 10 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
     stop.store(true, Ordering::Relaxed);
     let mut acked = Vec::new();
     for w in writers {
