@@ -17,7 +17,7 @@ use api::identity::Did;
 use chrono::Utc;
 use ed25519_dalek::SigningKey;
 use serde_json::{Value, json};
-use support::{Controllers, Run, Server, User};
+use support::{Controllers, Run, Server, User, wait_for};
 
 const V1: &str = "/apis/univrs.io/v1";
 const NODE_LEASES: &str = "univrs-node-lease";
@@ -191,22 +191,6 @@ impl Drop for Agents {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
-        }
-    }
-}
-
-/// A running `ui controllers run`, killed when dropped.
-/// Polls `check` until it returns Some, or panics after `secs` with `what` and the last state.
-#[track_caller]
-fn wait_for<T>(secs: u64, what: &str, mut check: impl FnMut() -> Result<T, String>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        match check() {
-            Ok(t) => return t,
-            Err(last) if Instant::now() >= deadline => {
-                panic!("timed out waiting for {what}; last seen: {last}")
-            }
-            Err(_) => std::thread::sleep(Duration::from_millis(200)),
         }
     }
 }

@@ -11,7 +11,7 @@ use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::{Server, User, free_port};
+use support::{Server, User, free_port, wait_for};
 
 /// Containers need root; CI runs as root. Elsewhere these tests say so and fail loudly rather
 /// than pass without having run anything.
@@ -22,21 +22,6 @@ fn require_root() {
         .find_map(|l| l.strip_prefix("Uid:").map(|r| r.split_whitespace().next().unwrap().to_owned()))
         .unwrap();
     assert_eq!(uid, "0", "the node agent tests run containers and need root (CI runs as root)");
-}
-
-/// Polls `check` until it returns Ok, or panics after `secs` with `what` and the last state.
-#[track_caller]
-fn wait_for<T>(secs: u64, what: &str, mut check: impl FnMut() -> Result<T, String>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        match check() {
-            Ok(t) => return t,
-            Err(last) if Instant::now() >= deadline => {
-                panic!("timed out waiting for {what}; last seen: {last}")
-            }
-            Err(_) => std::thread::sleep(Duration::from_millis(200)),
-        }
-    }
 }
 
 /// The pids of processes whose command line mentions `dir` (the shims of a node's runs).
@@ -110,6 +95,31 @@ impl Up {
         let local = lines.find(|l| l.starts_with("local node ")).expect("ui up says how its local node runs");
         std::thread::spawn(move || for _ in lines {});
         Self { child, data, url, audience, local }
+    }
+}
+
+impl Up {
+    /// A second identity with its own config dir and a kubeconfig for this cluster.
+    fn another_user(&self) -> User {
+        let other = User::new();
+        other.init_plain();
+        let ca = self.data.join("tls/ca.crt");
+        let kubeconfig = other.path("kubeconfig");
+        other
+            .run(&[
+                "config",
+                "kubeconfig",
+                "--server",
+                &self.url,
+                "--certificate-authority",
+                ca.to_str().unwrap(),
+                "--cluster",
+                &self.audience,
+                "--out",
+                kubeconfig.to_str().unwrap(),
+            ])
+            .ok();
+        other
     }
 }
 
@@ -239,23 +249,7 @@ fn ui_up_runs_a_workload_in_its_own_container_and_ui_logs_shows_its_output() {
     }
 
     // Only the workload's owner reads its output.
-    let other = User::new();
-    other.init_plain();
-    let ca = up.data.join("tls/ca.crt");
-    other
-        .run(&[
-            "config",
-            "kubeconfig",
-            "--server",
-            &up.url,
-            "--certificate-authority",
-            ca.to_str().unwrap(),
-            "--cluster",
-            &up.audience,
-            "--out",
-            other.path("kubeconfig").to_str().unwrap(),
-        ])
-        .ok();
+    let other = up.another_user();
     ui(&other, &["logs", &name]).fails_with(&["only the owner of workload iso"]);
 
     // `ui node status` shows the node and what runs on it.
@@ -344,23 +338,7 @@ fn the_process_runtime_runs_replicas_as_plain_processes_when_asked() {
 
     // A plain process has the agent's rights on the host: only workloads of signers the
     // node trusts run (here the user of `ui up`), not a stranger's.
-    let stranger = User::new();
-    stranger.init_plain();
-    let ca = up.data.join("tls/ca.crt");
-    stranger
-        .run(&[
-            "config",
-            "kubeconfig",
-            "--server",
-            &up.url,
-            "--certificate-authority",
-            ca.to_str().unwrap(),
-            "--cluster",
-            &up.audience,
-            "--out",
-            stranger.path("kubeconfig").to_str().unwrap(),
-        ])
-        .ok();
+    let stranger = up.another_user();
     apply(&stranger, "theirs", &workload("theirs", "echo should-not-run", "  restartPolicy: Never\n"));
     let r = wait_phase(&stranger, "theirs", "Failed", 60);
     assert_eq!(r["status"]["reason"], "UntrustedSigner", "{r}");

@@ -387,3 +387,18 @@ impl Drop for Controllers {
         self.kill_9();
     }
 }
+
+/// Polls `check` until it returns Ok, or panics after `secs` with `what` and the last state.
+#[track_caller]
+pub fn wait_for<T>(secs: u64, what: &str, mut check: impl FnMut() -> Result<T, String>) -> T {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        match check() {
+            Ok(t) => return t,
+            Err(last) if std::time::Instant::now() >= deadline => {
+                panic!("timed out waiting for {what}; last seen: {last}")
+            }
+            Err(_) => std::thread::sleep(std::time::Duration::from_millis(200)),
+        }
+    }
+}

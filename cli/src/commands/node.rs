@@ -155,6 +155,16 @@ pub fn machine_capacity() -> Value {
     json!({ "cpu": cpus.to_string(), "memory": format!("{}Mi", mem_kib / 1024), "storage": "10Gi" })
 }
 
+/// Resources from the flags, each missing one all of this machine's.
+fn resources_or_machine(cpu: Option<&str>, memory: Option<&str>, storage: &str) -> Value {
+    let machine = machine_capacity();
+    json!({
+        "cpu": cpu.map_or_else(|| machine["cpu"].clone(), |c| json!(c)),
+        "memory": memory.map_or_else(|| machine["memory"].clone(), |m| json!(m)),
+        "storage": storage,
+    })
+}
+
 /// Make this node's identity: an Ed25519 key (its did:key and libp2p PeerId) and an age key
 ///
 /// The keys are kept in the clear in the node directory (the agent runs unattended), readable
@@ -278,17 +288,12 @@ fn check_object(obj: &Value, what: &str) -> anyhow::Result<()> {
 
 fn offer(ctx: &Context, args: &OfferArgs) -> anyhow::Result<Outcome> {
     let node = NodeDir::open(&args.dir.dir(ctx))?;
-    let machine = machine_capacity();
     let mut labels = serde_json::Map::new();
     for l in &args.labels {
         let (k, v) = l.split_once('=').with_context(|| format!("--label {l:?}: expected KEY=VALUE"))?;
         labels.insert(k.to_owned(), json!(v));
     }
-    let resources = json!({
-        "cpu": args.cpu.clone().unwrap_or_else(|| machine["cpu"].as_str().unwrap_or("1").to_owned()),
-        "memory": args.memory.clone().unwrap_or_else(|| machine["memory"].as_str().unwrap_or("1Gi").to_owned()),
-        "storage": args.storage,
-    });
+    let resources = resources_or_machine(args.cpu.as_deref(), args.memory.as_deref(), &args.storage);
     let number = |flag: &str, v: &str| -> anyhow::Result<Value> {
         let n: f64 = v.parse().map_err(|_| anyhow::anyhow!("--{flag} {v:?}: not a number of credits"))?;
         Ok(json!(n))
@@ -374,12 +379,7 @@ fn register(ctx: &Context, args: &RegisterArgs) -> anyhow::Result<Outcome> {
     let node = NodeDir::open(&args.dir.dir(ctx))?;
     let (server, ca, audience) = crate::client::cluster_of(ctx, &args.cluster)?;
     node.write_kubeconfig(&server, ca.as_deref(), &audience)?;
-    let machine = machine_capacity();
-    let capacity = json!({
-        "cpu": args.cpu.clone().unwrap_or_else(|| machine["cpu"].as_str().unwrap_or("1").to_owned()),
-        "memory": args.memory.clone().unwrap_or_else(|| machine["memory"].as_str().unwrap_or("1Gi").to_owned()),
-        "storage": args.storage,
-    });
+    let capacity = resources_or_machine(args.cpu.as_deref(), args.memory.as_deref(), &args.storage);
     let operator = keystore::load(&ctx.dirs, || args.passphrase.get(Purpose::Existing, "your identity"))?;
     let mut obj = node.node_object(&operator.did(), &capacity)?;
     check_object(&obj, "the node")?;
