@@ -17,6 +17,11 @@ pub struct ReplicaSpec {
     /// The node this replica is bound to; set once, by the scheduler.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_name: Option<String>,
+    /// The `metadata.uid` of the Node bound to, set with `nodeName`. The replica belongs to
+    /// that Node object only: a Node registered later under the same name (after the first
+    /// was deleted) is another node, and the replica is evicted rather than handed to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_uid: Option<String>,
     /// What to run, copied from the Workload at creation.
     pub container: ContainerSpec,
 }
@@ -30,6 +35,9 @@ impl Validate for ReplicaSpec {
             && let Err(e) = check_dns1123_subdomain(node)
         {
             errors.push(path.child("nodeName").error(e));
+        }
+        if self.node_uid.is_some() && self.node_name.is_none() {
+            errors.push(path.child("nodeUid").error("set only together with nodeName"));
         }
         self.container.validate(&path.child("container"), errors);
     }

@@ -112,6 +112,7 @@ async fn reconcile(workload: Arc<Kube<WorkloadSpec>>, ctx: Arc<Ctx>) -> Result<A
         let spec = ReplicaSpec {
             workload: workload.name().to_owned(),
             node_name: None,
+            node_uid: None,
             container: container.clone(),
         };
         match api.create(&PostParams::default(), &Kube::new(meta, spec)).await {
