@@ -3,12 +3,48 @@
 
 use serde_json::{Map, Value};
 
+/// Most operations in one JSON patch (as Kubernetes).
+pub const MAX_JSON_PATCH_OPS: usize = 10_000;
+/// Largest document a JSON patch may build along the way, in (roughly) serialized bytes: a
+/// few whole-document `copy`s would otherwise double memory each.
+pub const MAX_DOCUMENT_BYTES: usize = 8 * 1024 * 1024;
+/// Deepest nesting any document may reach: below the 128 levels of serde_json, so every
+/// recursive walk (validation, serialization, drop) stays far from the stack's end.
+pub const MAX_DEPTH: usize = 100;
+
+/// The size of `v` in roughly serialized bytes, and its depth, walked without recursion (so a
+/// hostile document cannot overflow the stack while being measured).
+pub fn measure(v: &Value) -> (usize, usize) {
+    let mut bytes = 0usize;
+    let mut deepest = 0usize;
+    let mut stack = vec![(v, 1usize)];
+    while let Some((v, depth)) = stack.pop() {
+        deepest = deepest.max(depth);
+        bytes = bytes.saturating_add(match v {
+            Value::Null | Value::Bool(_) | Value::Number(_) => 8,
+            Value::String(s) => s.len() + 2,
+            Value::Array(a) => {
+                stack.extend(a.iter().map(|x| (x, depth + 1)));
+                2 + a.len()
+            }
+            Value::Object(m) => {
+                stack.extend(m.values().map(|x| (x, depth + 1)));
+                2 + m.keys().map(|k| k.len() + 4).sum::<usize>()
+            }
+        });
+    }
+    (bytes, deepest)
+}
+
 /// Why a patch could not be applied.
 #[derive(Debug, thiserror::Error)]
 pub enum PatchError {
     /// The patch document is not of its format.
     #[error("the patch is malformed: {0}")]
     Malformed(String),
+    /// The patch or what it builds is over a bound.
+    #[error("the patch is too large: {0}")]
+    TooLarge(String),
     /// A JSON patch operation failed (a `test` that did not hold, a path that is not there).
     #[error("operation {index} ({op} {path}) failed: {reason}")]
     Failed {
@@ -114,14 +150,25 @@ fn remove(doc: &mut Value, tokens: &[String]) -> Result<Value, String> {
     }
 }
 
-/// Applies a JSON patch (RFC 6902) to `target`, all or nothing.
+/// Applies a JSON patch (RFC 6902) to `target`, all or nothing, within
+/// [`MAX_JSON_PATCH_OPS`], [`MAX_DOCUMENT_BYTES`] and [`MAX_DEPTH`].
 ///
 /// One leniency, which Kubernetes has too and kube-rs's finalizer helper relies on: a `test`
-/// that the value is `null` holds when the path is absent.
+/// that the value is `null` holds when the path is absent. A failed `test` does not show the
+/// value it found (errors never repeat stored values).
 pub fn json_patch(target: &mut Value, patch: &Value) -> Result<(), PatchError> {
     let ops = patch
         .as_array()
         .ok_or_else(|| PatchError::Malformed("a JSON patch is an array of operations".into()))?;
+    if ops.len() > MAX_JSON_PATCH_OPS {
+        return Err(PatchError::TooLarge(format!(
+            "{} operations, more than the limit of {MAX_JSON_PATCH_OPS}",
+            ops.len()
+        )));
+    }
+    // What the document may grow to: every value added counts in full, nothing removed is
+    // taken back, so the bound holds whatever the order of operations.
+    let mut size = measure(target).0;
     let mut doc = target.clone();
     for (index, op) in ops.iter().enumerate() {
         let field = |name: &str| op.get(name).and_then(Value::as_str).map(str::to_owned);
@@ -132,41 +179,70 @@ pub fn json_patch(target: &mut Value, patch: &Value) -> Result<(), PatchError> {
         let fail =
             |reason: String| PatchError::Failed { index, op: name.clone(), path: path.clone(), reason };
         let tokens = split_pointer(&path).map_err(fail)?;
+        let mut grow = |v: &Value| -> Result<(), PatchError> {
+            let (bytes, depth) = measure(v);
+            size = size.saturating_add(bytes);
+            if size > MAX_DOCUMENT_BYTES {
+                return Err(PatchError::TooLarge(format!(
+                    "operation {index} grows the document past {MAX_DOCUMENT_BYTES} bytes"
+                )));
+            }
+            if tokens.len() + depth > MAX_DEPTH {
+                return Err(PatchError::TooLarge(format!(
+                    "operation {index} nests the document deeper than {MAX_DEPTH} levels"
+                )));
+            }
+            Ok(())
+        };
         let value = || op.get("value").cloned().ok_or_else(|| fail("it has no \"value\"".into()));
         let from = || -> Result<Vec<String>, PatchError> {
             let from = field("from").ok_or_else(|| fail("it has no \"from\"".into()))?;
             split_pointer(&from).map_err(fail)
         };
         match name.as_str() {
-            "add" => add(&mut doc, &tokens, value()?).map_err(fail)?,
+            "add" => {
+                let v = value()?;
+                grow(&v)?;
+                add(&mut doc, &tokens, v).map_err(fail)?;
+            }
             "remove" => drop(remove(&mut doc, &tokens).map_err(fail)?),
             "replace" => {
                 let v = value()?;
+                grow(&v)?;
                 let slot =
                     get_mut(&mut doc, &tokens).ok_or_else(|| fail("the path does not exist".into()))?;
                 *slot = v;
             }
             "move" => {
                 let from = from()?;
+                if tokens.len() > from.len() && tokens.starts_with(&from) {
+                    return Err(fail(
+                        "\"from\" is a parent of \"path\": a value cannot move into itself".into(),
+                    ));
+                }
                 let v = remove(&mut doc, &from).map_err(fail)?;
+                // Moved, not copied: only its new depth can break a bound.
+                if tokens.len() + measure(&v).1 > MAX_DEPTH {
+                    return Err(PatchError::TooLarge(format!(
+                        "operation {index} nests the document deeper than {MAX_DEPTH} levels"
+                    )));
+                }
                 add(&mut doc, &tokens, v).map_err(fail)?;
             }
             "copy" => {
-                let v = get(&doc, &from()?).cloned().ok_or_else(|| fail("\"from\" does not exist".into()))?;
+                let v = get(&doc, &from()?).ok_or_else(|| fail("\"from\" does not exist".into()))?;
+                grow(v)?;
+                let v = v.clone();
                 add(&mut doc, &tokens, v).map_err(fail)?;
             }
             "test" => {
                 let want = value()?;
-                let found = get(&doc, &tokens);
-                let holds = match found {
+                let holds = match get(&doc, &tokens) {
                     Some(v) => *v == want,
                     None => want.is_null(),
                 };
                 if !holds {
-                    return Err(fail(format!(
-                        "test failed: the value is {}, not {want}",
-                        found.map_or("absent".to_owned(), ToString::to_string)
-                    )));
+                    return Err(fail("test failed: the value there is not the one given".into()));
                 }
             }
             other => return Err(PatchError::Malformed(format!("operation {index}: unknown op {other:?}"))),

@@ -19,6 +19,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use api::kinds::NodeSpec;
+use api::object::KindSpec as _;
 use api::selector::Selector;
 use api::signing::DEFAULT_NAMESPACE;
 use api::{FieldError, KindInfo, Scope};
@@ -28,6 +30,7 @@ use serde_json::{Map, Value, json};
 
 use crate::access::{self, Caller, Verb};
 use crate::patch;
+use crate::quota;
 use crate::raft::{Expect, Op, Outcome, RaftNode, Request, Stored};
 
 /// A request that failed, as the Kubernetes API reports it.
@@ -87,6 +90,17 @@ pub enum ApiError {
     /// 504: a revision asked for was not reached in time.
     #[error("{0}")]
     Timeout(String),
+    /// 413: a request or the object it makes is over a size or depth bound.
+    #[error("{0}")]
+    TooLarge(String),
+    /// 429: a quota or rate of the caller is used up; try again after `retry_after` seconds.
+    #[error("{message}")]
+    TooManyRequests {
+        /// Which quota, how much is used and what to do.
+        message: String,
+        /// Seconds after which trying again may succeed.
+        retry_after: u64,
+    },
     /// 503: no leader, shutting down, or storage failing.
     #[error("the control plane cannot serve this now: {0}")]
     Unavailable(String),
@@ -105,6 +119,8 @@ impl ApiError {
             ApiError::Expired(_) => 410,
             ApiError::UnsupportedMediaType(_) => 415,
             ApiError::Timeout(_) => 504,
+            ApiError::TooLarge(_) => 413,
+            ApiError::TooManyRequests { .. } => 429,
             ApiError::Unavailable(_) => 503,
         }
     }
@@ -122,6 +138,8 @@ impl ApiError {
             ApiError::Expired(_) => "Expired",
             ApiError::UnsupportedMediaType(_) => "UnsupportedMediaType",
             ApiError::Timeout(_) => "Timeout",
+            ApiError::TooLarge(_) => "RequestEntityTooLarge",
+            ApiError::TooManyRequests { .. } => "TooManyRequests",
             ApiError::Unavailable(_) => "ServiceUnavailable",
         }
     }
@@ -260,6 +278,38 @@ pub struct Registry {
     node: RaftNode,
     /// Set once the server stops: open watches end.
     stopping: Arc<tokio::sync::watch::Sender<bool>>,
+    /// What one identity may cost (members are exempt).
+    limits: quota::Limits,
+    /// What each signer's objects cost, followed from the change history.
+    ledger: Arc<std::sync::Mutex<quota::Ledger>>,
+    /// Open watches per identity.
+    watches: quota::Watches,
+}
+
+/// Largest object stored, as its JSON (as a request body: 3 MiB).
+pub const MAX_OBJECT_BYTES: usize = 3 * 1024 * 1024;
+
+/// Where the tombstones of deleted signed objects are kept: the same path as the object
+/// under this prefix instead of `/registry/`.
+pub const TOMBSTONES: &str = "/tombstones/";
+
+/// How long a deleted signed object's newest `signed-at` is remembered, so that an older
+/// version cannot be created again (anti-rollback across deletion). At least as long as the
+/// change history (15 minutes by default).
+pub const TOMBSTONE_TTL: Duration = Duration::from_secs(3600);
+
+/// What a tombstone records.
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Tombstone {
+    signer: Option<String>,
+    signed_at: String,
+    /// When the object was deleted (RFC 3339).
+    deleted_at: String,
+}
+
+fn tombstone_key(key: &str) -> String {
+    format!("{TOMBSTONES}{}", key.strip_prefix("/registry/").unwrap_or(key))
 }
 
 /// The storage key of an object: `/registry/{plural}/{namespace}/{name}`, or without the
@@ -347,15 +397,35 @@ fn field_path(pointer: &str) -> String {
     path.to_string()
 }
 
-/// Node keys read from this member's state, for the access rules.
-struct StateNodes<'a>(&'a crate::raft::StateMachine);
+/// Facts about stored objects read from this member's state, for the access rules.
+struct StateLookup<'a>(&'a crate::raft::StateMachine);
 
-impl access::Nodes for StateNodes<'_> {
-    fn node_key(&self, name: &str) -> Option<String> {
-        let kind = api::kinds::by_kind("Node").expect("Node is a kind");
-        let stored = self.0.get(&key(kind, None, name)).ok()??;
-        let node: Value = serde_json::from_str(&stored.value).ok()?;
-        node.pointer("/spec/nodeKey")?.as_str().map(str::to_owned)
+impl StateLookup<'_> {
+    fn read(&self, kind: &KindInfo, namespace: Option<&str>, name: &str) -> Option<Value> {
+        let stored = self.0.get(&key(kind, namespace, name)).ok()??;
+        serde_json::from_str(&stored.value).ok()
+    }
+}
+
+impl access::Lookup for StateLookup<'_> {
+    fn node(&self, name: &str) -> Option<access::NodeFacts> {
+        let node = self.read(api::kinds::by_kind(NodeSpec::KIND).expect("Node is a kind"), None, name)?;
+        Some(access::NodeFacts {
+            key: node.pointer("/spec/nodeKey")?.as_str()?.to_owned(),
+            uid: meta_str(&node, "uid")?.to_owned(),
+        })
+    }
+
+    fn object(&self, kind: &KindInfo, namespace: Option<&str>, name: &str) -> Option<access::ObjectFacts> {
+        let obj = self.read(kind, namespace, name)?;
+        Some(access::ObjectFacts {
+            uid: meta_str(&obj, "uid")?.to_owned(),
+            signer: obj
+                .pointer("/metadata/annotations")
+                .and_then(|a| a.get(api::signing::SIGNER))
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+        })
     }
 }
 
@@ -397,7 +467,86 @@ fn decode_continue(token: &str) -> Result<Continue, ApiError> {
 impl Registry {
     /// A registry on `node`.
     pub fn new(node: RaftNode) -> Self {
-        Self { node, stopping: Arc::new(tokio::sync::watch::Sender::new(false)) }
+        Self {
+            node,
+            stopping: Arc::new(tokio::sync::watch::Sender::new(false)),
+            limits: quota::Limits::default(),
+            ledger: Arc::default(),
+            watches: quota::Watches::default(),
+        }
+    }
+
+    /// The same registry with other quotas.
+    #[must_use]
+    pub fn with_limits(mut self, limits: quota::Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// The quotas.
+    pub fn limits(&self) -> &quota::Limits {
+        &self.limits
+    }
+
+    /// Opens a watch for `who`, within its quota of open watches.
+    pub fn open_watch(&self, who: &Caller) -> Result<Option<quota::WatchSlot>, ApiError> {
+        match (&who.did, who.member) {
+            (Some(did), false) => self.watches.open(did.as_str(), self.limits.watches).map(Some),
+            _ => Ok(None),
+        }
+    }
+
+    /// What `signer` uses now, counted up to the last applied revision.
+    fn usage_of(&self, signer: &str) -> Result<quota::Usage, ApiError> {
+        let state = self.node.state();
+        let mut ledger = self.ledger.lock().expect("quota ledger lock");
+        loop {
+            let Some(at) = ledger.at() else {
+                let (all, revision) = state.list("/").map_err(unavailable)?;
+                ledger.reset(revision, all.iter().map(|(k, v)| (k.as_str(), v.value.as_str())));
+                continue;
+            };
+            let applied = *state.subscribe().borrow();
+            match state.changes_after(at, 4096).map_err(unavailable)? {
+                // Fell behind the history: count again from the current state.
+                Err(_) => *ledger = quota::Ledger::default(),
+                Ok(batch) => {
+                    for (revision, c) in &batch.changes {
+                        let (prev, new) = (c.prev.as_ref(), c.new.as_ref());
+                        ledger.change(
+                            *revision,
+                            &c.key,
+                            prev.map(|s| s.value.as_str()),
+                            new.map(|s| s.value.as_str()),
+                        );
+                    }
+                    ledger.advance(batch.upto);
+                    if batch.upto >= applied {
+                        return Ok(ledger.usage(signer));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Checks that writing `new` at `key` in place of `old` keeps the signer within its
+    /// quotas (members are exempt).
+    fn charge(&self, who: &Caller, key: &str, old: Option<&str>, new: Option<&str>) -> Result<(), ApiError> {
+        if who.member {
+            return Ok(());
+        }
+        let new_cost = new.and_then(|n| quota::cost(key, n));
+        let Some((signer, added)) = new_cost else { return Ok(()) };
+        let before = self.usage_of(&signer)?;
+        let mut after = before;
+        after.add(added);
+        if let Some((_, removed)) = old.and_then(|o| quota::cost(key, o)).filter(|(s, _)| *s == signer) {
+            after.sub(removed);
+        }
+        match quota::breach(&self.limits, before, after) {
+            None => Ok(()),
+            Some(message) => Err(ApiError::TooManyRequests { message, retry_after: 60 }),
+        }
     }
 
     /// The Raft member under this registry.
@@ -457,7 +606,11 @@ impl Registry {
         }
         let causes: Vec<FieldError> = validator(kind)
             .iter_errors(obj)
-            .map(|e| FieldError { path: field_path(&e.instance_path().to_string()), message: e.to_string() })
+            // Masked: a message never repeats a value (it may come from a stored object).
+            .map(|e| FieldError {
+                path: field_path(&e.instance_path().to_string()),
+                message: e.masked().to_string(),
+            })
             .collect();
         if !causes.is_empty() {
             return Err(ApiError::Invalid { kind: kind.kind.into(), name: label(obj), causes });
@@ -540,7 +693,7 @@ impl Registry {
         }
         let mut warnings = Vec::new();
         let (namespace, name) = Self::admit(kind, &mut obj, opts.validation, &mut warnings)?;
-        access::authorize(who, Verb::Create, kind, None, Some(&obj), &self.nodes())?;
+        access::authorize(who, Verb::Create, kind, None, Some(&obj), &self.lookup())?;
         obj.as_object_mut().expect("admitted objects are maps").remove("status");
         drop_empty_metadata(&mut obj);
         let meta = meta_mut(&mut obj);
@@ -551,6 +704,32 @@ impl Registry {
         meta.insert("creationTimestamp".into(), now().into());
         meta.insert("generation".into(), 1.into());
         let key = key(kind, namespace.as_deref(), &name);
+        let value = stored_json(&obj)?;
+        self.charge(who, &key, None, Some(&value))?;
+        let mut ops = vec![Op::Put { key: key.clone(), value, expect: Expect::Absent }];
+        if kind.signed {
+            let tkey = tombstone_key(&key);
+            if let Some(tomb) = self.live_tombstone(&tkey)? {
+                if let Some(after) = access::signed_at(&obj)
+                    && access::rollback(&tomb.signed_at, after)
+                {
+                    let path = api::FieldPath::root()
+                        .child("metadata")
+                        .child("annotations")
+                        .key(api::signing::SIGNED_AT);
+                    return Err(ApiError::Invalid {
+                        kind: kind.kind.into(),
+                        name,
+                        causes: vec![path.error(format!(
+                            "signed at {after}, before the version deleted at {} (signed at {}): an older manifest cannot come back (a replay?); sign it again",
+                            tomb.deleted_at, tomb.signed_at
+                        ))],
+                    });
+                }
+                // Created again: its own signed-at guards it from now on.
+                ops.push(Op::Delete { key: tkey, expect: Expect::Any });
+            }
+        }
         if opts.dry_run {
             // What would be: only whether the name is free is left to find out.
             if self.current(&key).await?.is_some() {
@@ -558,8 +737,7 @@ impl Registry {
             }
             return Ok(Written { object: obj, created: true, warnings });
         }
-        let op = Op::Put { key, value: obj.to_string(), expect: Expect::Absent };
-        match self.commit(vec![op]).await? {
+        match self.commit(ops).await? {
             (revision, Outcome::Applied { .. }) => {
                 meta_mut(&mut obj).insert("resourceVersion".into(), revision.to_string().into());
                 Ok(Written { object: obj, created: true, warnings })
@@ -569,6 +747,60 @@ impl Registry {
             }
             (_, other) => Err(unavailable(format!("unexpected outcome {other:?}"))),
         }
+    }
+
+    /// The tombstone at `tkey`, if one is there and younger than [`TOMBSTONE_TTL`].
+    fn live_tombstone(&self, tkey: &str) -> Result<Option<Tombstone>, ApiError> {
+        let Some(stored) = self.node.state().get(tkey).map_err(unavailable)? else { return Ok(None) };
+        let Ok(tomb) = serde_json::from_str::<Tombstone>(&stored.value) else { return Ok(None) };
+        let deleted = chrono::DateTime::parse_from_rfc3339(&tomb.deleted_at).ok();
+        let live = deleted.is_some_and(|d| {
+            Utc::now().signed_duration_since(d).to_std().unwrap_or_default() < TOMBSTONE_TTL
+        });
+        Ok(live.then_some(tomb))
+    }
+
+    /// Removes the tombstones older than [`TOMBSTONE_TTL`] at `now` (up to 1000 per call);
+    /// returns how many went. Run now and then by one member (the leader).
+    pub async fn sweep_tombstones(&self, now: chrono::DateTime<Utc>) -> Result<usize, ApiError> {
+        let (all, _) = self.node.state().list(TOMBSTONES).map_err(unavailable)?;
+        let ops: Vec<Op> = all
+            .into_iter()
+            .filter(|(_, stored)| {
+                serde_json::from_str::<Tombstone>(&stored.value)
+                    .ok()
+                    .and_then(|t| chrono::DateTime::parse_from_rfc3339(&t.deleted_at).ok())
+                    .is_none_or(|d| {
+                        now.signed_duration_since(d).to_std().unwrap_or_default() >= TOMBSTONE_TTL
+                    })
+            })
+            .take(1000)
+            .map(|(key, stored)| Op::Delete { key, expect: Expect::ModRevision(stored.mod_revision) })
+            .collect();
+        let n = ops.len();
+        if n > 0 {
+            // A tombstone renewed meanwhile fails the precondition: the next sweep sees it again.
+            self.commit(ops).await?;
+        }
+        Ok(n)
+    }
+
+    /// The operations that delete the object at `key` (stored as `old`) for good: the delete,
+    /// and for signed kinds the tombstone that keeps its newest `signed-at`.
+    fn delete_ops(kind: &KindInfo, key: &str, old: &Value, expect: Expect) -> Vec<Op> {
+        let mut ops = vec![Op::Delete { key: key.to_owned(), expect }];
+        if kind.signed
+            && let Some(signed_at) = access::signed_at(old)
+        {
+            let tomb = Tombstone {
+                signer: access::signer(old).map(str::to_owned),
+                signed_at: signed_at.to_owned(),
+                deleted_at: now(),
+            };
+            let value = serde_json::to_string(&tomb).expect("a tombstone serializes");
+            ops.push(Op::Put { key: tombstone_key(key), value, expect: Expect::Any });
+        }
+        ops
     }
 
     /// Reads one object.
@@ -594,13 +826,13 @@ impl Registry {
         }
     }
 
-    fn nodes(&self) -> StateNodes<'_> {
-        StateNodes(self.node.state())
+    fn lookup(&self) -> StateLookup<'_> {
+        StateLookup(self.node.state())
     }
 
     /// What `who` may see of `obj` (see [`access::redact`]).
     pub fn redact(&self, who: &Caller, kind: &KindInfo, obj: Value) -> Value {
-        access::redact(who, kind, obj, &self.nodes())
+        access::redact(who, kind, obj, &self.lookup())
     }
 
     fn list_state(&self, prefix: &str, at: Option<u64>) -> Result<(Vec<(String, Stored)>, u64), ApiError> {
@@ -690,6 +922,10 @@ impl Registry {
         for _ in 0..16 {
             let current = self.current(&key).await?.ok_or_else(not_found)?;
             let old = with_revision(&current)?;
+            let verb = if part == Part::Status { Verb::UpdateStatus } else { Verb::Update };
+            // Before any work on the stored object: a caller who may not write it learns nothing
+            // of it from a patch or a validation error, and costs no more than a refusal.
+            access::may_write(who, verb, kind, &old, &self.lookup())?;
             let wanted = change(old.clone())?;
             if !wanted.is_object() {
                 return Err(ApiError::BadRequest("the object is not a JSON object".into()));
@@ -710,8 +946,7 @@ impl Registry {
                     "the name or namespace of the object cannot change (the request is for {name:?})"
                 )));
             }
-            let verb = if part == Part::Status { Verb::UpdateStatus } else { Verb::Update };
-            access::authorize(who, verb, kind, Some(&old), Some(&new), &self.nodes())?;
+            access::authorize(who, verb, kind, Some(&old), Some(&new), &self.lookup())?;
             bump_generation(&old, &mut new);
             meta_mut(&mut new).remove("resourceVersion");
             let mut unchanged = old.clone();
@@ -722,18 +957,20 @@ impl Registry {
             }
             let finalized = meta_field(&new, "deletionTimestamp").is_some()
                 && meta_field(&new, "finalizers").and_then(Value::as_array).is_none_or(Vec::is_empty);
+            let value = stored_json(&new)?;
+            self.charge(who, &key, Some(&current.value), Some(&value))?;
             if opts.dry_run {
                 meta_mut(&mut new).insert("resourceVersion".into(), current.mod_revision.to_string().into());
                 return Ok(Written { object: new, created: false, warnings });
             }
             let expect = Expect::ModRevision(current.mod_revision);
-            let op = if finalized {
+            let ops = if finalized {
                 // The last finalizer of an object being deleted is gone: now it goes.
-                Op::Delete { key: key.clone(), expect }
+                Self::delete_ops(kind, &key, &old, expect)
             } else {
-                Op::Put { key: key.clone(), value: new.to_string(), expect }
+                vec![Op::Put { key: key.clone(), value, expect }]
             };
-            match self.commit(vec![op]).await? {
+            match self.commit(ops).await? {
                 (revision, Outcome::Applied { .. }) => {
                     meta_mut(&mut new).insert("resourceVersion".into(), revision.to_string().into());
                     return Ok(Written { object: new, created: false, warnings });
@@ -792,8 +1029,10 @@ impl Registry {
                 match patch {
                     Patch::Merge(p) => patch::merge_patch(&mut current, p),
                     Patch::Json(p) => {
-                        patch::json_patch(&mut current, p)
-                            .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+                        patch::json_patch(&mut current, p).map_err(|e| match e {
+                            patch::PatchError::TooLarge(_) => ApiError::TooLarge(e.to_string()),
+                            _ => ApiError::BadRequest(e.to_string()),
+                        })?;
                     }
                     Patch::Apply(config) => {
                         let manager = manager.as_deref().expect("apply has a manager");
@@ -855,7 +1094,7 @@ impl Registry {
             {
                 return Err(conflict());
             }
-            access::authorize(who, Verb::Delete, kind, Some(&old), None, &self.nodes())?;
+            access::authorize(who, Verb::Delete, kind, Some(&old), None, &self.lookup())?;
             let propagation_finalizer = match opts.propagation.as_deref() {
                 Some("Foreground") => Some("foregroundDeletion"),
                 Some("Orphan") => Some("orphan"),
@@ -864,8 +1103,8 @@ impl Registry {
             let has_finalizers = propagation_finalizer.is_some()
                 || meta_field(&old, "finalizers").and_then(Value::as_array).is_some_and(|f| !f.is_empty());
             let expect = Expect::ModRevision(current.mod_revision);
-            let (op, pending) = if !has_finalizers {
-                (Op::Delete { key: key.clone(), expect }, None)
+            let (ops, pending) = if !has_finalizers {
+                (Self::delete_ops(kind, &key, &old, expect), None)
             } else if meta_field(&old, "deletionTimestamp").is_some() {
                 return Ok(Deleted::Pending(old));
             } else {
@@ -884,7 +1123,7 @@ impl Registry {
                 meta.insert("deletionGracePeriodSeconds".into(), 0.into());
                 let generation = meta.get("generation").and_then(Value::as_i64).unwrap_or(1);
                 meta.insert("generation".into(), (generation + 1).into());
-                (Op::Put { key: key.clone(), value: marked.to_string(), expect }, Some(marked))
+                (vec![Op::Put { key: key.clone(), value: marked.to_string(), expect }], Some(marked))
             };
             if opts.dry_run {
                 return Ok(match pending {
@@ -892,7 +1131,7 @@ impl Registry {
                     None => Deleted::Gone(old),
                 });
             }
-            match self.commit(vec![op]).await? {
+            match self.commit(ops).await? {
                 (revision, Outcome::Applied { .. }) => {
                     return Ok(match pending {
                         Some(mut marked) => {
@@ -956,6 +1195,18 @@ fn merge_server_owned(part: Part, old: &Value, wanted: Value) -> Value {
         meta.insert("managedFields".into(), mf.clone());
     }
     new
+}
+
+/// The JSON an object is stored as, within [`MAX_OBJECT_BYTES`].
+fn stored_json(obj: &Value) -> Result<String, ApiError> {
+    let value = obj.to_string();
+    if value.len() > MAX_OBJECT_BYTES {
+        return Err(ApiError::TooLarge(format!(
+            "the object would be {} bytes, more than the limit of {MAX_OBJECT_BYTES}",
+            value.len()
+        )));
+    }
+    Ok(value)
 }
 
 /// Removes metadata collections left empty (a patch that removes the last finalizer or

@@ -21,13 +21,29 @@ pub struct Authn {
     members: Arc<BTreeSet<String>>,
     /// The member whose Raft membership also names members (every member's key is one).
     cluster: Option<crate::raft::RaftNode>,
+    /// The request rate each identity may keep up (members are exempt).
+    limits: crate::quota::Limits,
+    rates: crate::quota::Rates,
 }
 
 impl Authn {
     /// Tokens for `audience` (the cluster); `members` are the control-plane members.
     pub fn new(audience: impl Into<String>, members: impl IntoIterator<Item = Did>) -> Self {
         let members = members.into_iter().map(|d| d.as_str().to_owned()).collect();
-        Self { audience: audience.into(), members: Arc::new(members), cluster: None }
+        Self {
+            audience: audience.into(),
+            members: Arc::new(members),
+            cluster: None,
+            limits: crate::quota::Limits::default(),
+            rates: crate::quota::Rates::default(),
+        }
+    }
+
+    /// Limits the request rate of each identity that is not a member to `limits`.
+    #[must_use]
+    pub fn with_limits(mut self, limits: crate::quota::Limits) -> Self {
+        self.limits = limits;
+        self
     }
 
     /// Also counts as members the keys of every member in `node`'s Raft membership.
@@ -67,6 +83,9 @@ impl Authn {
             .map_err(|e| ApiError::Unauthorized(format!("the bearer token is refused: {e}")))?;
         let member = self.members.contains(did.as_str())
             || self.cluster.as_ref().is_some_and(|n| n.is_member(did.as_str()));
+        if !member {
+            self.rates.request(did.as_str(), &self.limits, std::time::Instant::now())?;
+        }
         Ok(Caller::identity(did, member))
     }
 }

@@ -11,6 +11,7 @@
 
 pub mod authn;
 pub mod cluster;
+mod conn;
 mod discovery;
 mod json;
 pub mod logs;
@@ -21,6 +22,7 @@ mod table;
 pub mod tls;
 
 use std::future::Future;
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, FromRef};
@@ -83,12 +85,38 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Serves the API on `listener` (over TLS unless `tls` is `None`) until `shutdown`
-/// completes, then drains open requests.
+/// Bounds on connections: what one client, or many, can hold open.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConnLimits {
+    /// Connections open at once, in all; more are closed as soon as they are accepted.
+    pub max_connections: usize,
+    /// Connections open at once from one IP address.
+    pub max_per_address: usize,
+    /// Time to send a request's head, from the connection's start or the end of the previous
+    /// response (so an idle keep-alive connection is closed after it, too).
+    pub header_timeout: Duration,
+    /// Time to finish the TLS handshake.
+    pub handshake_timeout: Duration,
+}
+
+impl Default for ConnLimits {
+    fn default() -> Self {
+        Self {
+            max_connections: 4096,
+            max_per_address: 256,
+            header_timeout: Duration::from_secs(15),
+            handshake_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Serves the API on `listener` (over TLS unless `tls` is `None`) within `limits` until
+/// `shutdown` completes, then drains open requests.
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
     tls: Option<tls::Tls>,
+    limits: ConnLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let registry = state.registry.clone();
@@ -98,53 +126,5 @@ pub async fn serve(
         // Open watches would hold the graceful shutdown open for as long as they last.
         registry.stop_watches();
     };
-    match tls {
-        None => axum::serve(listener, app).with_graceful_shutdown(shutdown).await,
-        Some(tls) => serve_tls(listener, app, tls, shutdown).await,
-    }
-}
-
-/// How long open connections get to finish after shutdown starts.
-const DRAIN: std::time::Duration = std::time::Duration::from_secs(10);
-
-async fn serve_tls(
-    listener: TcpListener,
-    app: Router,
-    tls: tls::Tls,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    use hyper_util::rt::{TokioExecutor, TokioIo};
-    use hyper_util::server::conn::auto::Builder;
-    use hyper_util::service::TowerToHyperService;
-
-    let acceptor = tokio_rustls::TlsAcceptor::from(tls.config);
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let mut shutdown = std::pin::pin!(shutdown);
-    loop {
-        let (stream, _) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(conn) => conn,
-                // A connection that failed before it was accepted (reset, no file descriptors
-                // left) is that connection's problem, not the server's.
-                Err(_) => continue,
-            },
-            () = &mut shutdown => break,
-        };
-        // Small responses go out at once: with Nagle's algorithm a response written in two
-        // pieces waits for the client's delayed ACK (40 ms per request).
-        let _ = stream.set_nodelay(true);
-        let acceptor = acceptor.clone();
-        let service = TowerToHyperService::new(app.clone());
-        let builder = Builder::new(TokioExecutor::new());
-        let watcher = graceful.watcher();
-        tokio::spawn(async move {
-            // The handshake is bounded: a client that never finishes it holds nothing long.
-            let handshake = tokio::time::timeout(std::time::Duration::from_secs(10), acceptor.accept(stream));
-            let Ok(Ok(stream)) = handshake.await else { return };
-            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
-            let _ = watcher.watch(conn).await;
-        });
-    }
-    let _ = tokio::time::timeout(DRAIN, graceful.shutdown()).await;
-    Ok(())
+    conn::serve(listener, app, tls.map(|t| tokio_rustls::TlsAcceptor::from(t.config)), limits, shutdown).await
 }

@@ -26,6 +26,12 @@ use crate::watch::{self, Start, Watch};
 
 type Result<T> = std::result::Result<T, ApiError>;
 
+/// How long a client has to send a request body.
+const BODY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The longest watch a client may ask for (`timeoutSeconds`).
+const MAX_WATCH_TIMEOUT: Duration = Duration::from_secs(3600);
+
 /// A request body, read whole up to the size limit; a body over it is refused with a 413
 /// `Status` (axum's own rejection is plain text, which kubectl cannot print as an error).
 pub struct Body(Bytes);
@@ -39,7 +45,18 @@ impl<S: Send + Sync> axum::extract::FromRequest<S> for Body {
         let mut stream = req.into_body().into_data_stream();
         let mut body = Vec::new();
         let mut seen = 0usize;
-        while let Some(chunk) = stream.next().await {
+        // The whole body within BODY_TIMEOUT: a client that sends it a byte at a time holds a
+        // connection and a buffer no longer than that.
+        let deadline = tokio::time::Instant::now() + BODY_TIMEOUT;
+        loop {
+            let chunk = match tokio::time::timeout_at(deadline, stream.next()).await {
+                Ok(Some(chunk)) => chunk,
+                Ok(None) => break,
+                Err(_) => {
+                    let message = format!("the request body was not sent within {BODY_TIMEOUT:?}");
+                    return Err(super::status::failure(408, "Timeout", &message, json!({})));
+                }
+            };
             let chunk = chunk.map_err(|e| {
                 super::status::failure(
                     400,
@@ -387,11 +404,14 @@ fn start_watch(
     }
     let timeout = match nonempty(&query.timeout_seconds) {
         None => default_watch_timeout(),
+        // Clamped: a watch never outlives MAX_WATCH_TIMEOUT, and no deadline overflows.
         Some(t) => Duration::from_secs(
             t.parse::<u64>()
                 .map_err(|_| ApiError::BadRequest(format!("timeoutSeconds: {t:?} is not a number")))?,
-        ),
+        )
+        .min(MAX_WATCH_TIMEOUT),
     };
+    let slot = reg.open_watch(&who)?;
     let events = watch::start(
         reg,
         Watch {
@@ -407,7 +427,8 @@ fn start_watch(
         },
     );
     let kind = target.kind;
-    let lines = futures_util::stream::unfold(events, move |mut events| async move {
+    // The watch's slot in its caller's quota is held as long as the stream is.
+    let lines = futures_util::stream::unfold((events, slot), move |(mut events, slot)| async move {
         let event = events.recv().await?;
         // `kubectl get -w` asks for Tables: each changed object comes as a one-row Table.
         let object = match event.kind {
@@ -417,7 +438,7 @@ fn start_watch(
         let mut line =
             serde_json::to_vec(&json!({ "type": event.kind, "object": object })).expect("events serialize");
         line.push(b'\n');
-        Some((Ok::<_, std::convert::Infallible>(Bytes::from(line)), events))
+        Some((Ok::<_, std::convert::Infallible>(Bytes::from(line)), (events, slot)))
     });
     Ok(Response::builder()
         .header(header::CONTENT_TYPE, "application/json")

@@ -37,9 +37,15 @@ impl IntoResponse for ApiError {
             | ApiError::Expired(_)
             | ApiError::UnsupportedMediaType(_)
             | ApiError::Timeout(_)
+            | ApiError::TooLarge(_)
             | ApiError::Unavailable(_) => json!({}),
+            ApiError::TooManyRequests { retry_after, .. } => json!({ "retryAfterSeconds": retry_after }),
         };
-        failure(self.code(), self.reason(), &message, details)
+        let mut response = failure(self.code(), self.reason(), &message, details);
+        if let ApiError::TooManyRequests { retry_after, .. } = &self {
+            response.headers_mut().insert(axum::http::header::RETRY_AFTER, (*retry_after).into());
+        }
+        response
     }
 }
 

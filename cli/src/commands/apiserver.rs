@@ -6,8 +6,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
-use apiserver::http::AppState;
 use apiserver::http::authn::Authn;
+use apiserver::http::{AppState, ConnLimits};
+use apiserver::quota::Limits;
 use apiserver::raft::{JoinTarget, MemberConfig, Options, RaftNode};
 use apiserver::registry::Registry;
 
@@ -58,10 +59,70 @@ pub struct Args {
     /// FAILURE TESTS ONLY: serve POST /cluster/isolate, which drops member traffic on request
     #[arg(long, hide = true)]
     fault_injection: bool,
+    #[command(flatten)]
+    limits: LimitArgs,
     /// DEVELOPMENT ONLY: serve plain HTTP, on loopback only. Tokens are still required, and
     /// kubectl sends none over plain HTTP, so only `ui` and other token-aware clients work
     #[arg(long)]
     insecure_http: bool,
+}
+
+/// What one identity (not a member) may cost, and bounds on connections. Any key is a user:
+/// these bound what a stranger with a fresh key can make the control plane store and serve.
+#[derive(Debug, clap::Args)]
+struct LimitArgs {
+    /// Objects one signer may own (of signed kinds; those it deleted count for an hour)
+    #[arg(long, value_name = "N", default_value_t = Limits::default().objects)]
+    quota_objects: u64,
+    /// Bytes of those objects per signer
+    #[arg(long, value_name = "BYTES", default_value_t = Limits::default().bytes)]
+    quota_bytes: u64,
+    /// Replicas the workloads of one signer may ask for in all
+    #[arg(long, value_name = "N", default_value_t = Limits::default().replicas)]
+    quota_replicas: u64,
+    /// Bytes of those replicas per signer (a workload's size × its replicas)
+    #[arg(long, value_name = "BYTES", default_value_t = Limits::default().replica_bytes)]
+    quota_replica_bytes: u64,
+    /// Watches one identity may hold open at once
+    #[arg(long, value_name = "N", default_value_t = Limits::default().watches)]
+    quota_watches: u64,
+    /// Requests per second one identity may keep up
+    #[arg(long, value_name = "N", default_value_t = Limits::default().rate)]
+    rate_limit: f64,
+    /// Requests one identity may send in a burst
+    #[arg(long, value_name = "N", default_value_t = Limits::default().burst)]
+    rate_burst: f64,
+    /// Connections open at once, in all
+    #[arg(long, value_name = "N", default_value_t = ConnLimits::default().max_connections)]
+    max_connections: usize,
+    /// Connections open at once from one IP address
+    #[arg(long, value_name = "N", default_value_t = ConnLimits::default().max_per_address)]
+    max_connections_per_address: usize,
+}
+
+impl LimitArgs {
+    fn quotas(&self) -> anyhow::Result<Limits> {
+        if !(self.rate_limit > 0.0 && self.rate_burst >= 1.0) {
+            bail!("--rate-limit must be > 0 and --rate-burst >= 1");
+        }
+        Ok(Limits {
+            objects: self.quota_objects,
+            bytes: self.quota_bytes,
+            replicas: self.quota_replicas,
+            replica_bytes: self.quota_replica_bytes,
+            watches: self.quota_watches,
+            rate: self.rate_limit,
+            burst: self.rate_burst,
+        })
+    }
+
+    fn connections(&self) -> ConnLimits {
+        ConnLimits {
+            max_connections: self.max_connections.max(1),
+            max_per_address: self.max_connections_per_address.max(1),
+            ..ConnLimits::default()
+        }
+    }
 }
 
 /// Run univrs on this machine: a one-member control plane, every controller, and a local node
@@ -202,6 +263,12 @@ pub fn run(ctx: &Context, args: &Args, up: Option<&super::node::LocalNodeArgs>) 
         None => default_data_dir()?,
     };
     fsutil::create_private_dir(&data_dir).with_context(|| format!("cannot create {}", data_dir.display()))?;
+    // Private even if it existed: the state holds every object, env values included.
+    let private = || {
+        fsutil::make_private(&data_dir, &["tls"])
+            .with_context(|| format!("cannot make {} private (mode 0700, files 0600)", data_dir.display()))
+    };
+    private()?;
     // A member that joins gets the cluster's id and CA from the cluster, after joining.
     // (`cluster-id` is written once it has joined: until then, every start with --join joins.)
     let fresh_join = args.join.is_some() && !data_dir.join("cluster-id").exists();
@@ -351,12 +418,17 @@ pub fn run(ctx: &Context, args: &Args, up: Option<&super::node::LocalNodeArgs>) 
                 stopping.cancel();
             }
         };
+        // The storage files the member just created, too.
+        private()?;
+        let quotas = args.limits.quotas()?;
         let state = AppState {
-            registry: Registry::new(node.clone()),
-            authn: Authn::new(audience.clone(), members).with_cluster(node.clone()),
+            registry: Registry::new(node.clone()).with_limits(quotas),
+            authn: Authn::new(audience.clone(), members).with_cluster(node.clone()).with_limits(quotas),
             node_proxy: apiserver::http::logs::NodeProxy(Some(std::sync::Arc::new(member.clone()))),
         };
-        let serving = tokio::spawn(apiserver::http::serve(listener, state, tls, shutdown));
+        let sweeper = tokio::spawn(sweep_tombstones(state.registry.clone()));
+        let serving =
+            tokio::spawn(apiserver::http::serve(listener, state, tls, args.limits.connections(), shutdown));
         let controllers = match with_controllers {
             true => {
                 // One data dir is one `ui up` at a time (its store is locked): a stable identity.
@@ -384,6 +456,7 @@ pub fn run(ctx: &Context, args: &Args, up: Option<&super::node::LocalNodeArgs>) 
         if let Some(r) = refresher {
             r.abort();
         }
+        sweeper.abort();
         if let Some(agent) = local_node {
             let _ = tokio::time::timeout(std::time::Duration::from_secs(5), agent).await;
         }
@@ -395,4 +468,19 @@ pub fn run(ctx: &Context, args: &Args, up: Option<&super::node::LocalNodeArgs>) 
         anyhow::Ok(())
     })?;
     Ok(Outcome::Success)
+}
+
+/// Removes expired tombstones (anti-rollback records of deleted objects) every few minutes,
+/// on the member that leads (one member is enough; the others would only repeat it).
+async fn sweep_tombstones(registry: Registry) {
+    loop {
+        tokio::time::sleep(Duration::from_secs(300)).await;
+        let me = registry.node().status();
+        if me.leader != Some(me.id) {
+            continue;
+        }
+        if let Err(e) = registry.sweep_tombstones(chrono::Utc::now()).await {
+            eprintln!("warning: cannot remove expired tombstones: {e}");
+        }
+    }
 }

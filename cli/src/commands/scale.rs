@@ -16,7 +16,8 @@ const ATTEMPTS: usize = 5;
 ///
 /// Reads the Workload, sets `spec.replicas`, signs it again with your identity (a Workload's
 /// spec is signed by its owner, so a changed spec needs a new signature) and writes it back
-/// with its resourceVersion as precondition: if someone changed it meanwhile (the workload
+/// with its resourceVersion as precondition (only a workload that verifies as signed by you is
+/// signed again): if someone changed it meanwhile (the workload
 /// controller writes its status all the time), it is read and signed again, a few times. The
 /// workload controller then adds or removes replicas.
 #[derive(Debug, clap::Args)]
@@ -41,9 +42,26 @@ pub fn run(ctx: &Context, args: &Args) -> anyhow::Result<Outcome> {
     };
     let client = Client::new(ctx, &args.cluster)?;
     let ns = client.namespace().to_owned();
+    let me = keystore::load_public(&ctx.dirs)?.did;
     let mut key = None;
     for _ in 0..ATTEMPTS {
         let mut obj = client.get(kind, Some(&ns), &args.name)?;
+        // What is signed again must be what its owner signed: never put your signature on a
+        // stored object that does not verify, or that someone else wrote.
+        let stored = api::signing::verify(&obj).map_err(|e| {
+            anyhow::anyhow!(
+                "workload {} as stored does not verify ({e}): refusing to sign it; apply your own manifest instead",
+                args.name
+            )
+        })?;
+        if stored.signer != me {
+            bail!(
+                "workload {} is signed by {}, not by you ({}): only its owner can scale it",
+                args.name,
+                stored.signer,
+                me
+            );
+        }
         if obj["spec"]["replicas"].as_i64() == Some(i64::from(args.replicas)) {
             println!("workload.univrs.io/{} unchanged ({} replicas)", args.name, args.replicas);
             return Ok(Outcome::Success);

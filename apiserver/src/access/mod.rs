@@ -1,0 +1,409 @@
+//! Who may do what: the caller of a request, the per-kind write rules ([`rules`]), the
+//! invariants that bind every writer, and what one identity may read of another's objects.
+//!
+//! Any key is a user: anyone who reaches the API can mint a token from a fresh key. So:
+//! - a **control-plane member** (its did is in the member list) may write any object, within
+//!   the invariants that bind everyone (a signed object verifies, keeps its signer and never
+//!   goes back to an older `signed-at`; a Node is signed by its operator; a Transfer is never
+//!   rewritten);
+//! - anyone else may write a part of an object only by holding a [`Role`] the kind's
+//!   [`rules::Rules`] list for it (owner = signer; the node itself; the node a replica is bound
+//!   to; a node's own heartbeat lease), checked against the stored object **before** any work
+//!   is done on it ([`may_write`]) and against the result after ([`authorize`]);
+//! - `univrs-system` is the members' namespace; node leases live in `univrs-node-lease` only;
+//! - a user's object may name as owner (`ownerReferences`) only objects of the same owner, so a
+//!   stranger's object never takes part in the life of yours.
+//!
+//! Reads (metadata minimization): every authenticated identity may get, list and watch every
+//! object — placement, reputation and credit are shared facts of the network — except the
+//! [`rules::Secret`] parts: the environment of a Workload is shown only to its owner and to
+//! members, that of a Replica only to members and the node it is bound to. Others see an
+//! allow-listed view (the variables' names), no `last-applied-configuration` (it holds the
+//! whole manifest), and the annotation `univrs.io/redacted`.
+
+pub mod rules;
+
+use api::identity::Did;
+use api::{FieldPath, KindInfo, Scope};
+use serde_json::Value;
+
+pub use self::rules::Role;
+use crate::registry::ApiError;
+
+/// Who is asking.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Caller {
+    /// The identity the request authenticated as (`None`: the server itself).
+    pub did: Option<Did>,
+    /// Whether it is a control-plane member.
+    pub member: bool,
+}
+
+impl Caller {
+    /// The server itself (in-process callers and tests): a member without an identity.
+    pub fn system() -> Self {
+        Self { did: None, member: true }
+    }
+
+    /// An authenticated identity, a member or not.
+    pub fn identity(did: Did, member: bool) -> Self {
+        Self { did: Some(did), member }
+    }
+
+    fn is(&self, did: Option<&str>) -> bool {
+        matches!((&self.did, did), (Some(me), Some(d)) if me.as_str() == d)
+    }
+
+    /// The caller's did, or "the server".
+    pub fn name(&self) -> String {
+        self.did.as_ref().map_or_else(|| "the server".to_owned(), |d| d.as_str().to_owned())
+    }
+}
+
+/// The annotation a redacted copy carries.
+pub const REDACTED: &str = "univrs.io/redacted";
+/// The control-plane members' namespace (controller leases).
+pub const SYSTEM_NAMESPACE: &str = "univrs-system";
+/// The namespace of node heartbeat leases, each named after its node.
+pub const NODE_LEASE_NAMESPACE: &str = "univrs-node-lease";
+
+/// A Node as the rules need it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeFacts {
+    /// `spec.nodeKey`.
+    pub key: String,
+    /// `metadata.uid`.
+    pub uid: String,
+}
+
+/// An object as the rules need it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObjectFacts {
+    /// `metadata.uid`.
+    pub uid: String,
+    /// Its signer, for signed kinds.
+    pub signer: Option<String>,
+}
+
+/// Facts from stored state the rules need (the registry reads them from the state machine;
+/// unit tests from a map).
+pub trait Lookup {
+    /// The Node named `name`, if it exists.
+    fn node(&self, name: &str) -> Option<NodeFacts>;
+    /// The object of `kind` named `name` (in `namespace` for namespaced kinds), if it exists.
+    fn object(&self, kind: &KindInfo, namespace: Option<&str>, name: &str) -> Option<ObjectFacts>;
+}
+
+/// What a write does, for the rules.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verb {
+    /// Create.
+    Create,
+    /// Change spec or metadata.
+    Update,
+    /// Change the `status` subresource.
+    UpdateStatus,
+    /// Delete.
+    Delete,
+}
+
+impl Verb {
+    fn as_str(self) -> &'static str {
+        match self {
+            Verb::Create => "create",
+            Verb::Update => "update",
+            Verb::UpdateStatus => "update the status of",
+            Verb::Delete => "delete",
+        }
+    }
+
+    fn roles(self, rules: &rules::Rules) -> &'static [Role] {
+        match self {
+            Verb::Create => rules.create,
+            Verb::Update => rules.update,
+            Verb::UpdateStatus => rules.status,
+            Verb::Delete => rules.delete,
+        }
+    }
+}
+
+pub(crate) fn signer(obj: &Value) -> Option<&str> {
+    obj.pointer("/metadata/annotations")?.get(api::signing::SIGNER)?.as_str()
+}
+
+pub(crate) fn signed_at(obj: &Value) -> Option<&str> {
+    obj.pointer("/metadata/annotations")?.get(api::signing::SIGNED_AT)?.as_str()
+}
+
+fn meta_str<'a>(obj: &'a Value, field: &str) -> Option<&'a str> {
+    obj.get("metadata")?.get(field)?.as_str()
+}
+
+fn name_of(obj: &Value) -> &str {
+    meta_str(obj, "name").unwrap_or_default()
+}
+
+fn forbidden(who: &Caller, verb: Verb, kind: &KindInfo, name: &str, why: &str) -> ApiError {
+    ApiError::Forbidden(format!("{} cannot {} {} {name:?}: {why}", who.name(), verb.as_str(), kind.plural))
+}
+
+fn invalid(kind: &KindInfo, name: &str, path: FieldPath, message: String) -> ApiError {
+    ApiError::Invalid { kind: kind.kind.into(), name: name.into(), causes: vec![path.error(message)] }
+}
+
+/// "only X or Y may …", from the roles of a verb.
+fn only(roles: &[Role]) -> String {
+    if roles.is_empty() {
+        return "only the control plane may".into();
+    }
+    let who: Vec<&str> = roles.iter().map(|r| r.describe()).collect();
+    format!("only {} may", who.join(" or "))
+}
+
+/// Checks a signed object's signature; the errors name the annotation at fault.
+pub fn check_signature(kind: &KindInfo, obj: &Value) -> Result<(), ApiError> {
+    api::signing::verify(obj).map(drop).map_err(|e| {
+        let path = FieldPath::root().child("metadata").child("annotations").key(api::signing::SIGNATURE);
+        invalid(
+            kind,
+            name_of(obj),
+            path,
+            format!("{e} ({} objects must be signed by their owner: ui sign)", kind.kind),
+        )
+    })
+}
+
+/// Whether `who` holds `role` towards `obj` (an object of `kind`).
+fn holds(role: Role, who: &Caller, kind: &KindInfo, obj: &Value, lookup: &dyn Lookup) -> bool {
+    let node_key_is_caller = |name: Option<&str>, uid: Option<&str>| {
+        name.and_then(|n| lookup.node(n))
+            .is_some_and(|n| who.is(Some(&n.key)) && uid.is_none_or(|uid| uid == n.uid))
+    };
+    match role {
+        Role::Owner => kind.signed && who.is(signer(obj)),
+        Role::TheNode => who.is(obj.pointer("/spec/nodeKey").and_then(Value::as_str)),
+        Role::BoundNode => {
+            // Bound to the Node object, not to its name: without a uid nobody holds it.
+            let uid = obj.pointer("/spec/nodeUid").and_then(Value::as_str);
+            uid.is_some() && node_key_is_caller(obj.pointer("/spec/nodeName").and_then(Value::as_str), uid)
+        }
+        Role::LeaseOfTheNode => {
+            meta_str(obj, "namespace") == Some(NODE_LEASE_NAMESPACE)
+                && node_key_is_caller(meta_str(obj, "name"), None)
+        }
+    }
+}
+
+/// Whether `who` may attempt `verb` on the stored object `old` at all: checked before any work
+/// is done on it (a patch applied, a schema validated), so a caller who may not write an object
+/// learns nothing about it from a write attempt and costs no more than a refused request.
+pub fn may_write(
+    who: &Caller,
+    verb: Verb,
+    kind: &KindInfo,
+    old: &Value,
+    lookup: &dyn Lookup,
+) -> Result<(), ApiError> {
+    if who.member {
+        return Ok(());
+    }
+    let rules = rules::of(kind.kind);
+    if meta_str(old, "namespace") == Some(SYSTEM_NAMESPACE) {
+        let why = format!("{SYSTEM_NAMESPACE} is the control plane's namespace");
+        return Err(forbidden(who, verb, kind, name_of(old), &why));
+    }
+    let roles = verb.roles(rules);
+    if roles.iter().any(|&r| holds(r, who, kind, old, lookup)) {
+        return Ok(());
+    }
+    let why = format!("{} {} it", only(roles), verb.as_str());
+    Err(forbidden(who, verb, kind, name_of(old), &why))
+}
+
+/// Decides whether `who` may do `verb` to an object of `kind` that is `old` (before) and
+/// becomes `new` (after). Signatures of `new` are checked before this is called.
+pub fn authorize(
+    who: &Caller,
+    verb: Verb,
+    kind: &KindInfo,
+    old: Option<&Value>,
+    new: Option<&Value>,
+    lookup: &dyn Lookup,
+) -> Result<(), ApiError> {
+    assert!(old.is_some() || new.is_some(), "a write has an object");
+    let rules = rules::of(kind.kind);
+    invariants(who, verb, kind, rules, old, new)?;
+    if who.member {
+        return Ok(());
+    }
+    // The role must hold before and after: a node cannot re-key its Node, an owner cannot hand
+    // an object to someone else, a lease cannot move to another node's name.
+    for obj in [old, new].into_iter().flatten() {
+        may_write(who, verb, kind, obj, lookup)?;
+    }
+    if let Some(new) = new {
+        user_rules(who, verb, kind, old, new, lookup)?;
+    }
+    Ok(())
+}
+
+/// What holds for every writer, members included.
+fn invariants(
+    who: &Caller,
+    verb: Verb,
+    kind: &KindInfo,
+    rules: &rules::Rules,
+    old: Option<&Value>,
+    new: Option<&Value>,
+) -> Result<(), ApiError> {
+    let annotations = || FieldPath::root().child("metadata").child("annotations");
+    if let (Some(old), Some(new)) = (old, new) {
+        if kind.signed && signer(old) != signer(new) {
+            let why = "the signer of an object is its owner and cannot change";
+            return Err(forbidden(who, verb, kind, name_of(new), why));
+        }
+        if let (Some(before), Some(after)) = (signed_at(old), signed_at(new))
+            && rollback(before, after)
+        {
+            return Err(invalid(
+                kind,
+                name_of(new),
+                annotations().key(api::signing::SIGNED_AT),
+                format!(
+                    "signed at {after}, before the stored object ({before}): an older manifest cannot replace a newer one (a replay?); sign it again"
+                ),
+            ));
+        }
+        if rules.spec_immutable && old.get("spec") != new.get("spec") {
+            return Err(invalid(
+                kind,
+                name_of(new),
+                FieldPath::root().child("spec"),
+                format!("a {} cannot change once written: create a new one", kind.kind),
+            ));
+        }
+    }
+    if let Some(new) = new
+        && kind.kind == <api::kinds::NodeSpec as api::object::KindSpec>::KIND
+    {
+        let operator = new.pointer("/spec/operator").and_then(Value::as_str);
+        if operator != signer(new) {
+            return Err(invalid(
+                kind,
+                name_of(new),
+                FieldPath::root().child("spec").child("operator"),
+                format!(
+                    "must be the Node's signer ({}): a Node is signed by its operator",
+                    signer(new).unwrap_or("none")
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Whether `after` is older than `before` (both RFC 3339); unparsable times were refused by
+/// the signature check.
+pub fn rollback(before: &str, after: &str) -> bool {
+    chrono::DateTime::parse_from_rfc3339(after).ok() < chrono::DateTime::parse_from_rfc3339(before).ok()
+}
+
+/// What binds writers who are not members, beyond their role.
+fn user_rules(
+    who: &Caller,
+    verb: Verb,
+    kind: &KindInfo,
+    old: Option<&Value>,
+    new: &Value,
+    lookup: &dyn Lookup,
+) -> Result<(), ApiError> {
+    if kind.kind == <api::kinds::TransferSpec as api::object::KindSpec>::KIND {
+        let payment = new.pointer("/spec/reason").and_then(Value::as_str) == Some("Payment");
+        let from = new.pointer("/spec/from").and_then(Value::as_str);
+        if !payment || from != signer(new) {
+            let why = "a user's transfer is a Payment from their own account (spec.from must be the signer); metering is the control plane's";
+            return Err(forbidden(who, verb, kind, name_of(new), why));
+        }
+    }
+    // References the writer adds must name objects of its own: a stranger's object never
+    // takes part in the life (garbage collection, foreground deletion) of yours.
+    let refs = |o: Option<&Value>| -> Vec<Value> {
+        o.and_then(|o| o.pointer("/metadata/ownerReferences"))
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default()
+    };
+    let before = refs(old);
+    for (i, r) in refs(Some(new)).iter().enumerate() {
+        if before.contains(r) {
+            continue;
+        }
+        let path = FieldPath::root().child("metadata").child("ownerReferences").index(i);
+        let owner_kind = r
+            .get("kind")
+            .and_then(Value::as_str)
+            .and_then(api::kinds::by_kind)
+            .filter(|_| r.get("apiVersion").and_then(Value::as_str) == Some(api::API_VERSION));
+        let Some(owner_kind) = owner_kind else {
+            return Err(invalid(kind, name_of(new), path, "names no univrs.io/v1 kind".into()));
+        };
+        let namespace = match (owner_kind.scope, kind.scope) {
+            (Scope::Cluster, _) => None,
+            (Scope::Namespaced, Scope::Namespaced) => meta_str(new, "namespace"),
+            (Scope::Namespaced, Scope::Cluster) => {
+                return Err(invalid(
+                    kind,
+                    name_of(new),
+                    path,
+                    "a cluster-scoped object cannot be owned by a namespaced one".into(),
+                ));
+            }
+        };
+        let owner_name = r.get("name").and_then(Value::as_str).unwrap_or_default();
+        let found = lookup.object(owner_kind, namespace, owner_name);
+        let mine = found.as_ref().is_some_and(|f| {
+            Some(f.uid.as_str()) == r.get("uid").and_then(Value::as_str) && who.is(f.signer.as_deref())
+        });
+        if !mine {
+            return Err(invalid(
+                kind,
+                name_of(new),
+                path,
+                format!(
+                    "{} {owner_name:?} with that uid is not an object of yours: an object may name as owner only objects of its own owner",
+                    owner_kind.kind
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// What `who` may see of `obj`: everything, or the allow-listed view of the kind's secret.
+pub fn redact(who: &Caller, kind: &KindInfo, mut obj: Value, lookup: &dyn Lookup) -> Value {
+    let Some(secret) = rules::of(kind.kind).secret else { return obj };
+    if who.member || secret.readers.iter().any(|&r| holds(r, who, kind, &obj, lookup)) {
+        return obj;
+    }
+    if let Some(entries) = obj.pointer_mut(secret.path).and_then(Value::as_array_mut) {
+        for entry in entries.iter_mut() {
+            match entry.as_object_mut() {
+                Some(fields) => fields.retain(|k, _| secret.shown.contains(&k.as_str())),
+                None => *entry = Value::Null,
+            }
+        }
+    }
+    let field = secret.path.trim_start_matches('/').replace('/', ".");
+    if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+        let annotations = meta.entry("annotations").or_insert_with(|| Value::Object(Default::default()));
+        if let Some(a) = annotations.as_object_mut() {
+            // The last applied configuration is the whole manifest, secrets included.
+            a.remove(api::signing::LAST_APPLIED);
+            a.insert(REDACTED.into(), field.into());
+        }
+    }
+    obj
+}
+
+#[cfg(test)]
+mod tests;
