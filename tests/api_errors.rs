@@ -268,7 +268,10 @@ fn nothing_unsigned_replayed_or_someone_elses_gets_in() {
     status(post(&me, &claimed), 422, "Invalid");
     // Someone else cannot create what I signed.
     let body = status(post(&them, &v2), 403, "Forbidden");
-    assert!(body["message"].as_str().unwrap().contains("created by its signer"), "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("only its owner (the signer) may create it"),
+        "{body}"
+    );
 
     let (code, created) = post(&me, &v2);
     assert_eq!(code, 201, "{created}");
@@ -330,8 +333,10 @@ fn a_node_writes_only_its_own_node_lease_and_replica_status() {
             node.to_string().into_bytes(),
         );
         assert_eq!(code, 201, "{body}");
+        // Bound to the Node object (its uid), as the scheduler binds.
         let replica = json!({ "apiVersion": "univrs.io/v1", "kind": "Replica", "metadata": { "name": format!("r{i}") },
-            "spec": { "workload": "web", "nodeName": format!("n{i}"), "container": { "rootfs": "busybox" } } });
+            "spec": { "workload": "web", "nodeName": format!("n{i}"), "nodeUid": body["metadata"]["uid"],
+                      "container": { "rootfs": "busybox" } } });
         let (code, body) = member.send("POST", WL, "application/json", replica.to_string().into_bytes());
         assert_eq!(code, 201, "{body}");
     }
@@ -346,17 +351,20 @@ fn a_node_writes_only_its_own_node_lease_and_replica_status() {
     assert_eq!(status_patch(&format!("{WL}/r0/status"), running.clone()).0, 200);
     status(status_patch(&format!("{WL}/r1/status"), running), 403, "Forbidden");
     status(status_patch(&format!("{WL}/r0"), json!({ "spec": { "nodeName": "n1" } })), 403, "Forbidden");
-    let leases = "/apis/univrs.io/v1/namespaces/default/leases";
+    let leases = |ns: &str| format!("/apis/univrs.io/v1/namespaces/{ns}/leases");
     let lease = |name: &str| {
         json!({ "apiVersion": "univrs.io/v1", "kind": "Lease", "metadata": { "name": name },
                                      "spec": { "holderIdentity": name, "leaseDurationSeconds": 10 } })
     };
-    assert_eq!(node0.send("POST", leases, "application/json", lease("n0").to_string().into_bytes()).0, 201);
-    status(
-        node0.send("POST", leases, "application/json", lease("n1").to_string().into_bytes()),
-        403,
-        "Forbidden",
-    );
+    let post_lease = |ns: &str, name: &str| {
+        node0.send("POST", &leases(ns), "application/json", lease(name).to_string().into_bytes())
+    };
+    assert_eq!(post_lease("univrs-node-lease", "n0").0, 201);
+    status(post_lease("univrs-node-lease", "n1"), 403, "Forbidden");
+    // Node leases live in univrs-node-lease only; univrs-system is the members'.
+    status(post_lease("default", "n0"), 403, "Forbidden");
+    let body = status(post_lease("univrs-system", "n0"), 403, "Forbidden");
+    assert!(body["message"].as_str().unwrap().contains("control plane's namespace"), "{body}");
     server.stop();
 }
 

@@ -156,7 +156,24 @@ impl Server {
         Self::spawn(u, data, listen, extra, Stdio::inherit())
     }
 
+    /// Starts `ui apiserver` under `prlimit` limits (e.g. `--as=BYTES`, `--nofile=N`), so a
+    /// test can show that what it throws at the server stays within them.
+    pub fn start_limited(u: &User, data: &Path, prlimit: &[&str], extra: &[&str]) -> Self {
+        Self::spawn_in(u, data, "127.0.0.1:0", extra, Stdio::inherit(), prlimit)
+    }
+
     fn spawn(u: &User, data: &Path, listen: &str, extra: &[&str], stderr: Stdio) -> Self {
+        Self::spawn_in(u, data, listen, extra, stderr, &[])
+    }
+
+    fn spawn_in(
+        u: &User,
+        data: &Path,
+        listen: &str,
+        extra: &[&str],
+        stderr: Stdio,
+        prlimit: &[&str],
+    ) -> Self {
         // The kubeconfig authenticates as the user: it needs an identity (without a passphrase,
         // so kubectl's credential plugin runs unattended).
         if !u.config().join("identity").join("public.key").exists() {
@@ -173,7 +190,21 @@ impl Server {
             kubeconfig.to_str().unwrap(),
         ];
         args.extend_from_slice(extra);
-        let mut child = u.cmd(&args).stdout(Stdio::piped()).stderr(stderr).spawn().unwrap();
+        let mut command = u.cmd(&args);
+        if !prlimit.is_empty() {
+            let ui = env!("CARGO_BIN_EXE_ui");
+            let mut wrapped = Command::new("prlimit");
+            wrapped.args(prlimit).arg("--").arg(ui).args(&args);
+            for (k, v) in command.get_envs() {
+                match v {
+                    Some(v) => wrapped.env(k, v),
+                    None => wrapped.env_remove(k),
+                };
+            }
+            command = wrapped;
+            command.stdin(Stdio::null());
+        }
+        let mut child = command.stdout(Stdio::piped()).stderr(stderr).spawn().unwrap();
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
         let first = lines.next().expect("apiserver printed nothing").unwrap();
         let url = first.strip_prefix("listening on ").unwrap_or_else(|| panic!("{first}")).to_owned();
@@ -226,6 +257,16 @@ impl Server {
             .timeout_global(Some(std::time::Duration::from_secs(20)))
             .build()
             .into()
+    }
+
+    /// Its process id (with `start_limited`, prlimit execs the server in place).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Whether it is still running.
+    pub fn running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
     }
 
     /// The port it listens on.

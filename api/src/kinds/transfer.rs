@@ -10,8 +10,11 @@ use crate::validation::{FieldError, FieldPath, Validate, check_dns1123_subdomain
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TransferSpec {
-    /// The account debited; must be the signer for a payment.
-    pub from: Did,
+    /// The account debited. A Payment's payer is its signer: `from` may be left out, and if
+    /// given must be the signer (the apiserver checks). Required for Metering (the workload's
+    /// owner).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<Did>,
     /// The account credited.
     pub to: Did,
     /// How much; more than zero.
@@ -40,8 +43,11 @@ impl Validate for TransferSpec {
         if self.amount <= Credits::ZERO {
             errors.push(path.child("amount").error("must be > 0"));
         }
-        if self.from == self.to {
+        if self.from.as_ref() == Some(&self.to) {
             errors.push(path.child("to").error("must differ from `from`"));
+        }
+        if self.reason == TransferReason::Metering && self.from.is_none() {
+            errors.push(path.child("from").error("required for a Metering transfer (the workload's owner)"));
         }
         if self.memo.as_ref().is_some_and(|m| m.len() > 256) {
             errors.push(path.child("memo").error("must be at most 256 bytes"));

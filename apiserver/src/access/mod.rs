@@ -320,7 +320,7 @@ fn user_rules(
     if kind.kind == <api::kinds::TransferSpec as api::object::KindSpec>::KIND {
         let payment = new.pointer("/spec/reason").and_then(Value::as_str) == Some("Payment");
         let from = new.pointer("/spec/from").and_then(Value::as_str);
-        if !payment || from != signer(new) {
+        if !payment || from.is_some_and(|f| Some(f) != signer(new)) {
             let why = "a user's transfer is a Payment from their own account (spec.from must be the signer); metering is the control plane's";
             return Err(forbidden(who, verb, kind, name_of(new), why));
         }

@@ -106,6 +106,12 @@ fn transfer(signer: &Did, from: &Did, reason: &str) -> Value {
     )
 }
 
+fn payment_from_signer() -> Value {
+    let mut t = transfer(&alice(), &alice(), "Payment");
+    t["spec"].as_object_mut().unwrap().remove("from");
+    t
+}
+
 fn with_status(mut obj: Value) -> Value {
     obj["status"] = json!({ "x": 1 });
     obj
@@ -355,6 +361,13 @@ fn transfers_are_payments_from_the_signer_and_never_change() {
     more["spec"]["amount"] = "1000".into();
     check(vec![
         case("a payment from oneself", user(alice()), Verb::Create, None, Some(pay.clone())),
+        case(
+            "a payment by its signer, from left out",
+            user(alice()),
+            Verb::Create,
+            None,
+            Some(payment_from_signer()),
+        ),
         case(
             "a payment from someone else",
             user(alice()),

@@ -95,6 +95,8 @@ pub struct ConnLimits {
     /// Time to send a request's head, from the connection's start or the end of the previous
     /// response (so an idle keep-alive connection is closed after it, too).
     pub header_timeout: Duration,
+    /// Time to send a request's body.
+    pub body_timeout: Duration,
     /// Time to finish the TLS handshake.
     pub handshake_timeout: Duration,
 }
@@ -105,6 +107,7 @@ impl Default for ConnLimits {
             max_connections: 4096,
             max_per_address: 256,
             header_timeout: Duration::from_secs(15),
+            body_timeout: Duration::from_secs(30),
             handshake_timeout: Duration::from_secs(10),
         }
     }
@@ -120,7 +123,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let registry = state.registry.clone();
-    let app = router(state);
+    let app = router(state).layer(axum::Extension(objects::BodyTimeout(limits.body_timeout)));
     let shutdown = async move {
         shutdown.await;
         // Open watches would hold the graceful shutdown open for as long as they last.

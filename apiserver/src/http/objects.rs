@@ -26,8 +26,10 @@ use crate::watch::{self, Start, Watch};
 
 type Result<T> = std::result::Result<T, ApiError>;
 
-/// How long a client has to send a request body.
-const BODY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a client has to send a request body (`ConnLimits::body_timeout`, carried to the
+/// handlers as a request extension).
+#[derive(Clone, Copy, Debug)]
+pub struct BodyTimeout(pub Duration);
 
 /// The longest watch a client may ask for (`timeoutSeconds`).
 const MAX_WATCH_TIMEOUT: Duration = Duration::from_secs(3600);
@@ -42,18 +44,19 @@ impl<S: Send + Sync> axum::extract::FromRequest<S> for Body {
     async fn from_request(req: axum::extract::Request, _: &S) -> std::result::Result<Self, Response> {
         use futures_util::StreamExt as _;
         let limit = super::MAX_BODY_BYTES;
+        let timeout = req.extensions().get::<BodyTimeout>().map_or(Duration::from_secs(30), |t| t.0);
         let mut stream = req.into_body().into_data_stream();
         let mut body = Vec::new();
         let mut seen = 0usize;
-        // The whole body within BODY_TIMEOUT: a client that sends it a byte at a time holds a
-        // connection and a buffer no longer than that.
-        let deadline = tokio::time::Instant::now() + BODY_TIMEOUT;
+        // The whole body in time: a client that sends it a byte at a time holds a connection
+        // and a buffer no longer than that.
+        let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let chunk = match tokio::time::timeout_at(deadline, stream.next()).await {
                 Ok(Some(chunk)) => chunk,
                 Ok(None) => break,
                 Err(_) => {
-                    let message = format!("the request body was not sent within {BODY_TIMEOUT:?}");
+                    let message = format!("the request body was not sent within {timeout:?}");
                     return Err(super::status::failure(408, "Timeout", &message, json!({})));
                 }
             };

@@ -309,7 +309,15 @@ fn columns(kind: &str) -> Vec<Column> {
             }),
         ],
         "Transfer" => vec![
-            col("From", "string", "The paying account, abbreviated.", |o| did(o, "/spec/from")),
+            col(
+                "From",
+                "string",
+                "The paying account (a payment's signer), abbreviated.",
+                |o| match present(o, "/spec/from") {
+                    Some(_) => did(o, "/spec/from"),
+                    None => signer(o),
+                },
+            ),
             col("To", "string", "The paid account, abbreviated.", |o| did(o, "/spec/to")),
             col("Amount", "string", "Credits moved.", |o| text(o, "/spec/amount")),
             col("Reason", "string", "Metering or Payment.", |o| text(o, "/spec/reason")),

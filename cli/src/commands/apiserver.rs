@@ -98,6 +98,12 @@ struct LimitArgs {
     /// Connections open at once from one IP address
     #[arg(long, value_name = "N", default_value_t = ConnLimits::default().max_per_address)]
     max_connections_per_address: usize,
+    /// Seconds a client has to send a request's head (an idle connection is closed after it)
+    #[arg(long, value_name = "SECONDS", default_value_t = ConnLimits::default().header_timeout.as_secs())]
+    header_timeout: u64,
+    /// Seconds a client has to send a request's body
+    #[arg(long, value_name = "SECONDS", default_value_t = ConnLimits::default().body_timeout.as_secs())]
+    body_timeout: u64,
 }
 
 impl LimitArgs {
@@ -120,6 +126,8 @@ impl LimitArgs {
         ConnLimits {
             max_connections: self.max_connections.max(1),
             max_per_address: self.max_connections_per_address.max(1),
+            header_timeout: Duration::from_secs(self.header_timeout.max(1)),
+            body_timeout: Duration::from_secs(self.body_timeout.max(1)),
             ..ConnLimits::default()
         }
     }
@@ -389,6 +397,8 @@ pub fn run(ctx: &Context, args: &Args, up: Option<&super::node::LocalNodeArgs>) 
                 "WARNING: --insecure-http: the API is served WITHOUT TLS on loopback, for development only; kubectl cannot authenticate over it"
             );
         }
+        // The storage files and kubeconfig the member just created, too.
+        private()?;
         println!("listening on {server}");
         println!("cluster: {audience}");
         println!("data dir: {}", data_dir.display());
@@ -418,8 +428,6 @@ pub fn run(ctx: &Context, args: &Args, up: Option<&super::node::LocalNodeArgs>) 
                 stopping.cancel();
             }
         };
-        // The storage files the member just created, too.
-        private()?;
         let quotas = args.limits.quotas()?;
         let state = AppState {
             registry: Registry::new(node.clone()).with_limits(quotas),

@@ -47,21 +47,21 @@ pub fn run(ctx: &Context, args: &Args) -> anyhow::Result<Outcome> {
     for _ in 0..ATTEMPTS {
         let mut obj = client.get(kind, Some(&ns), &args.name)?;
         // What is signed again must be what its owner signed: never put your signature on a
-        // stored object that does not verify, or that someone else wrote.
-        let stored = api::signing::verify(&obj).map_err(|e| {
+        // workload someone else wrote, or on a stored object that does not verify.
+        let signer = obj.pointer("/metadata/annotations").and_then(|a| a.get(api::signing::SIGNER));
+        if signer.and_then(|s| s.as_str()) != Some(me.as_str()) {
+            bail!(
+                "workload {} is signed by {}, not by you ({me}): only its owner can scale it",
+                args.name,
+                signer.and_then(|s| s.as_str()).unwrap_or("nobody")
+            );
+        }
+        api::signing::verify(&obj).map_err(|e| {
             anyhow::anyhow!(
                 "workload {} as stored does not verify ({e}): refusing to sign it; apply your own manifest instead",
                 args.name
             )
         })?;
-        if stored.signer != me {
-            bail!(
-                "workload {} is signed by {}, not by you ({}): only its owner can scale it",
-                args.name,
-                stored.signer,
-                me
-            );
-        }
         if obj["spec"]["replicas"].as_i64() == Some(i64::from(args.replicas)) {
             println!("workload.univrs.io/{} unchanged ({} replicas)", args.name, args.replicas);
             return Ok(Outcome::Success);
