@@ -35,7 +35,7 @@ use tokio::sync::Semaphore;
 
 use super::node::{Options, RaftNode, ReadError, StartError, WriteError, open_storage, raft_config};
 use super::rpc::{MemberStatus, Network, Refusal, Reply, Rpc};
-use super::transport::{Inbound, Transport, peer_id};
+use super::transport::{Inbound, Transport, TransportError, peer_id};
 use super::{Member, NodeId, Request, Response, TypeConfig};
 
 /// A learner this close to the leader's log is promoted to voter.
@@ -49,6 +49,10 @@ const LEADER_WAIT: Duration = Duration::from_secs(10);
 
 /// How long a forwarded write or read index may take.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How many times in a row a joiner's member closes the connection before the joiner takes it
+/// as a refusal.
+const JOIN_CLOSED_TRIES: u32 = 3;
 
 /// Nodes (voters and learners) a membership may hold. Raft clusters have a handful; the bound
 /// keeps a membership, which travels in snapshots and join answers, within the transport's
@@ -380,26 +384,40 @@ impl RaftNode {
             .ok_or_else(|| StartError::Raft(format!("{:?} is not a did:key", target.did)))?;
         // The member joined through is the first one this member may connect with.
         peers.set_trusted(&self.raft, BTreeMap::from([(peer, member_id(&target.did))]));
+        let refused = |why: &str| {
+            StartError::Raft(format!(
+                "{} refused to let this member join ({why}): on a member, run `ui cluster add {} {}` first",
+                target.addr,
+                peers.did,
+                peers.transport.listen_addr()
+            ))
+        };
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        let mut closed = 0;
         let (members, bootstrap) = loop {
             match peers.transport.call(peer, &target.addr, Rpc::Join, Duration::from_secs(5)).await {
                 Ok(Reply::Joined { members, bootstrap }) => break (members, bootstrap),
-                Ok(Reply::Forbidden(why)) => {
-                    return Err(StartError::Raft(format!(
-                        "{} refused to let this member join ({why}): on a member, run `ui cluster add {} {}` first",
-                        target.addr,
-                        peers.did,
-                        peers.transport.listen_addr()
-                    )));
-                }
+                Ok(Reply::Forbidden(why)) => return Err(refused(&why)),
                 Ok(other) => return Err(StartError::Raft(format!("unexpected reply to join: {other:?}"))),
+                // A member closes the connection of a key it does not know right after the
+                // handshake, without a word; once could be a member going down, three times in a
+                // row is a refusal.
+                Err(TransportError::Closed(_)) if closed >= JOIN_CLOSED_TRIES - 1 => {
+                    return Err(refused("it closed the connection right after the handshake every time"));
+                }
                 Err(e) if tokio::time::Instant::now() > deadline => {
                     return Err(StartError::Raft(format!("cannot reach {} to join: {e}", target.addr)));
                 }
-                Err(_) => tokio::time::sleep(Duration::from_millis(300)).await,
+                Err(e) => {
+                    closed = if matches!(e, TransportError::Closed(_)) { closed + 1 } else { 0 };
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                }
             }
         };
-        peers.set_trusted(&self.raft, members.iter().filter_map(|(id, m)| Some((peer_id(&m.did)?, *id))).collect());
+        peers.set_trusted(
+            &self.raft,
+            members.iter().filter_map(|(id, m)| Some((peer_id(&m.did)?, *id))).collect(),
+        );
         // Catch up (the leader replicates to the learner it added), then ask to be a voter.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(300);
         loop {
@@ -741,5 +759,7 @@ async fn handle(node: &RaftNode, peer: PeerId, rpc: Rpc) -> Reply {
 /// Why a Raft message that names a leader or candidate other than its sender is refused.
 fn impersonation(from: NodeId, peer: &PeerId, message: &str, role: &str, claimed: Option<NodeId>) -> String {
     let claimed = claimed.map_or_else(|| "no member".to_owned(), |c| format!("member {c}"));
-    format!("member {from} ({peer}) sent {message} naming {claimed} as its {role}: a member speaks only for itself")
+    format!(
+        "member {from} ({peer}) sent {message} naming {claimed} as its {role}: a member speaks only for itself"
+    )
 }

@@ -376,3 +376,27 @@ impl RaftNetwork<TypeConfig> for NoPeerClient {
         Err(no_peer(self.target))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::raft::{Expect, Op};
+
+    fn put(i: usize, value: String) -> Op {
+        Op::Put { key: format!("/k/{i}"), value, expect: Expect::Any }
+    }
+
+    #[test]
+    fn a_write_one_entry_cannot_hold_is_refused() {
+        let fits = Request { ops: vec![put(0, "x".repeat(3 * 1024 * 1024))] };
+        assert!(check_size(&fits).is_ok());
+        let too_large = Request { ops: vec![put(0, "x".repeat(MAX_ENTRY_BYTES))] };
+        assert!(matches!(check_size(&too_large), Err(WriteError::TooLarge(why)) if why.contains("smaller")));
+        let split = Request { ops: (0..2).map(|i| put(i, "x".repeat(MAX_ENTRY_BYTES / 2))).collect() };
+        assert!(matches!(check_size(&split), Err(WriteError::TooLarge(_))), "the sum counts");
+        let many = Request { ops: (0..=MAX_OPS).map(|i| put(i, String::new())).collect() };
+        assert!(matches!(check_size(&many), Err(WriteError::TooLarge(why)) if why.contains("operations")));
+        let enough = Request { ops: (0..MAX_OPS).map(|i| put(i, String::new())).collect() };
+        assert!(check_size(&enough).is_ok());
+    }
+}

@@ -53,7 +53,8 @@ pub const SNAPSHOT_CHUNK_BYTES: usize = 1024 * 1024;
 pub const ENVELOPE_BYTES: u64 = 1024 * 1024;
 
 /// The largest request a member reads: 4 MiB + 1 MiB (see the module doc).
-pub const MAX_REQUEST_BYTES: u64 = max(MAX_ENTRY_BYTES, max(APPEND_BUDGET, SNAPSHOT_CHUNK_BYTES)) as u64 + ENVELOPE_BYTES;
+pub const MAX_REQUEST_BYTES: u64 =
+    max(MAX_ENTRY_BYTES, max(APPEND_BUDGET, SNAPSHOT_CHUNK_BYTES)) as u64 + ENVELOPE_BYTES;
 
 /// The largest reply a member reads: 8 × 4 MiB + 1 MiB (see the module doc).
 pub const MAX_REPLY_BYTES: u64 = (MAX_OPS * MAX_ENTRY_BYTES) as u64 + ENVELOPE_BYTES;
@@ -302,5 +303,108 @@ impl RaftNetwork<TypeConfig> for PeerClient {
             Reply::Vote(r) => r.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e))),
             other => Err(unexpected(&other)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use libp2p::StreamProtocol;
+    use libp2p::request_response::Codec as _;
+    use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId, Membership};
+
+    use super::*;
+    use crate::raft::Expect;
+    use crate::raft::transport::{FrameCodec, Limits};
+
+    fn entry(index: u64, payload: EntryPayload<TypeConfig>) -> Entry<TypeConfig> {
+        Entry { log_id: LogId::new(CommittedLeaderId::new(u64::MAX, u64::MAX), index), payload }
+    }
+
+    fn put(value_len: usize) -> EntryPayload<TypeConfig> {
+        EntryPayload::Normal(Request {
+            ops: vec![Op::Put {
+                key: "/registry/workloads/default/web".into(),
+                value: "v".repeat(value_len),
+                expect: Expect::ModRevision(u64::MAX),
+            }],
+        })
+    }
+
+    async fn encoded(rpc: Rpc) -> usize {
+        let limits = Limits { request: u64::from(u32::MAX), reply: u64::from(u32::MAX) };
+        let mut wire = Vec::new();
+        FrameCodec::new(limits).write_request(&StreamProtocol::new("/t"), &mut wire, rpc).await.unwrap();
+        wire.len()
+    }
+
+    fn append(entries: Vec<Entry<TypeConfig>>) -> Rpc {
+        Rpc::Append(AppendEntriesRequest {
+            vote: openraft::Vote::new_committed(u64::MAX, u64::MAX),
+            prev_log_id: Some(LogId::new(CommittedLeaderId::new(u64::MAX, u64::MAX), u64::MAX)),
+            entries,
+            leader_commit: Some(LogId::new(CommittedLeaderId::new(u64::MAX, u64::MAX), u64::MAX)),
+        })
+    }
+
+    #[tokio::test]
+    async fn entry_bytes_bounds_what_an_entry_takes_on_the_wire() {
+        let member = |i: usize| Member {
+            did: format!("did:key:z6Mk{}", "a".repeat(44 + i)),
+            p2p: "[2001:db8::1234:5678]:65535".into(),
+            api: format!("https://{}", "h".repeat(1000)),
+        };
+        let nodes: BTreeMap<NodeId, Member> = (0..64).map(|i| (u64::MAX - i as u64, member(i))).collect();
+        let voters = BTreeSet::from_iter(nodes.keys().copied().take(33));
+        let membership = Membership::new(vec![voters.clone(), voters], nodes);
+        let delete = EntryPayload::Normal(Request {
+            ops: (0..MAX_OPS)
+                .map(|i| Op::Delete {
+                    key: format!("/registry/k/{i}"),
+                    expect: Expect::ModRevision(u64::MAX),
+                })
+                .collect(),
+        });
+        let entries = vec![
+            entry(u64::MAX, EntryPayload::Blank),
+            entry(u64::MAX, put(0)),
+            entry(u64::MAX, put(70_000)),
+            entry(u64::MAX, put(5_000_000)),
+            entry(u64::MAX, delete),
+            entry(u64::MAX, EntryPayload::Membership(membership)),
+        ];
+        let empty = encoded(append(vec![])).await;
+        assert!(empty < 1024, "an AppendEntries without entries is {empty} bytes");
+        for e in entries {
+            let bound = entry_bytes(&e);
+            let taken = encoded(append(vec![e.clone()])).await - empty;
+            assert!(taken <= bound, "{:?} takes {taken} bytes, bound {bound}", e.payload);
+            assert!(bound - taken < 64 * 1024 + taken / 10, "the bound is close: {taken} vs {bound}");
+        }
+    }
+
+    #[test]
+    fn an_append_carries_entries_up_to_its_budget_and_always_one() {
+        let small: Vec<_> = (0..64).map(|i| entry(i, put(1000))).collect();
+        assert_eq!(entries_that_fit(&small), 64, "small entries go as openraft batches them");
+        let large: Vec<_> = (0..10).map(|i| entry(i, put(300 * 1024))).collect();
+        assert_eq!(entries_that_fit(&large), 3, "300 KiB entries go three to a 1 MiB message");
+        let huge: Vec<_> = (0..3).map(|i| entry(i, put(MAX_ENTRY_BYTES - 1024))).collect();
+        assert_eq!(entries_that_fit(&huge), 1, "an entry over the budget goes alone");
+        assert_eq!(entries_that_fit(&[]), 0);
+    }
+
+    #[test]
+    fn the_frame_limits_hold_the_largest_messages() {
+        // One entry as large as a write may make, or a full snapshot chunk, fits in a request
+        // with its envelope; a forwarded write's answer with MAX_OPS replaced values fits in a
+        // reply.
+        assert!(MAX_ENTRY_BYTES as u64 + ENVELOPE_BYTES <= MAX_REQUEST_BYTES);
+        assert!(APPEND_BUDGET as u64 + ENVELOPE_BYTES <= MAX_REQUEST_BYTES);
+        assert!(SNAPSHOT_CHUNK_BYTES as u64 + ENVELOPE_BYTES <= MAX_REQUEST_BYTES);
+        assert!((MAX_OPS * MAX_ENTRY_BYTES) as u64 + ENVELOPE_BYTES <= MAX_REPLY_BYTES);
+        assert_eq!(MAX_REQUEST_BYTES, 5 * 1024 * 1024);
+        assert_eq!(MAX_REPLY_BYTES, 33 * 1024 * 1024);
     }
 }

@@ -69,6 +69,14 @@ pub enum TransportError {
         /// What failed.
         reason: String,
     },
+    /// The peer is not one this transport may connect with (not a member here).
+    #[error("{0} is not a member this one may connect with")]
+    NotAllowed(PeerId),
+    /// The peer closed the connection before answering. A member does that right after the
+    /// handshake with a key it does not know, so when it happens again and again the peer does
+    /// not take this key for a member.
+    #[error("member {0} closed the connection before answering")]
+    Closed(PeerId),
     /// No answer in time.
     #[error("member {0} did not answer in time")]
     Timeout(PeerId),
@@ -260,7 +268,8 @@ impl Transport {
         let (inbound_tx, inbound_rx) = mpsc::channel(INBOUND_QUEUE);
         let (allowed, allowed_rx) = watch::channel(BTreeSet::new());
         let blocked = Arc::new(Mutex::new(BTreeSet::new()));
-        let task = tokio::spawn(run(swarm, command_rx, commands.clone(), inbound_tx, allowed_rx, blocked.clone()));
+        let task =
+            tokio::spawn(run(swarm, command_rx, commands.clone(), inbound_tx, allowed_rx, blocked.clone()));
         let listen = SocketAddr::new(listen.ip(), port);
         let transport = Self {
             commands,
@@ -376,6 +385,11 @@ async fn run(
                     if allowed.has_changed().unwrap_or(false) {
                         apply_allowed(&mut swarm, &allowed.borrow_and_update());
                     }
+                    // libp2p would deny the dial too, but say why here, where it is known.
+                    if !swarm.behaviour().allowed.allowed_peers().contains(&peer) {
+                        let _ = reply.send(Err(TransportError::NotAllowed(peer)));
+                        continue;
+                    }
                     // Callers that gave up leave closed senders behind: drop those first.
                     if pending.len() >= MAX_PENDING {
                         pending.retain(|_, s| !s.is_closed());
@@ -414,7 +428,10 @@ async fn run(
                 },
                 SwarmEvent::Behaviour(BehaviourEvent::Rpc(request_response::Event::OutboundFailure { peer, request_id, error, .. })) => {
                     if let Some(reply) = pending.remove(&request_id) {
-                        let _ = reply.send(Err(TransportError::Unreachable { peer, reason: error.to_string() }));
+                        let _ = reply.send(Err(match error {
+                            request_response::OutboundFailure::ConnectionClosed => TransportError::Closed(peer),
+                            error => TransportError::Unreachable { peer, reason: error.to_string() },
+                        }));
                     }
                 }
                 _ => {}
@@ -565,5 +582,91 @@ impl request_response::Codec for FrameCodec {
             self.cbor.write_response(protocol, &mut body, reply).await?;
             write_frame(io, &body, self.limits.reply, "reply").await
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::task::{Context, Poll};
+
+    use libp2p::futures::io::Cursor;
+    use libp2p::request_response::Codec as _;
+
+    use super::*;
+    use crate::raft::{Expect, Op, Request};
+
+    /// A stream that holds a 4-byte length and fails any read past it: reading the body of the
+    /// frame it announces would show.
+    struct PrefixOnly(Option<[u8; 4]>);
+
+    impl AsyncRead for PrefixOnly {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &mut [u8],
+        ) -> Poll<io::Result<usize>> {
+            Poll::Ready(match self.0.take() {
+                Some(prefix) => {
+                    buf[..4].copy_from_slice(&prefix);
+                    Ok(4)
+                }
+                None => Err(io::Error::other("read past the length prefix")),
+            })
+        }
+    }
+
+    fn protocol() -> StreamProtocol {
+        StreamProtocol::new(PROTOCOL)
+    }
+
+    fn write(value: &str) -> Rpc {
+        Rpc::Write(Request {
+            ops: vec![Op::Put { key: "/k".into(), value: value.into(), expect: Expect::Any }],
+        })
+    }
+
+    #[tokio::test]
+    async fn a_frame_over_the_limit_is_refused_from_its_length_without_reading_it() {
+        let mut codec = FrameCodec::new(Limits::default());
+        for (len, limit) in [(MAX_REQUEST_BYTES + 1, "request"), (u64::from(u32::MAX), "request")] {
+            let mut io = PrefixOnly(Some(u32::try_from(len).unwrap().to_be_bytes()));
+            let err = codec.read_request(&protocol(), &mut io).await.unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{err}");
+            assert!(err.to_string().contains("over the limit"), "{limit}: {err}");
+        }
+        let mut io = PrefixOnly(Some(u32::try_from(MAX_REPLY_BYTES + 1).unwrap().to_be_bytes()));
+        let err = codec.read_response(&protocol(), &mut io).await.unwrap_err();
+        assert!(err.to_string().contains("over the limit"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn frames_within_the_limit_round_trip_and_larger_ones_are_not_sent() {
+        let limits = Limits { request: 1024, reply: 1024 };
+        let mut codec = FrameCodec::new(limits);
+        let mut wire = Vec::new();
+        codec.write_request(&protocol(), &mut wire, write("small")).await.unwrap();
+        let len = u32::from_be_bytes(wire[..4].try_into().unwrap()) as usize;
+        assert_eq!(len, wire.len() - 4, "the prefix is the body's length");
+        let read = codec.read_request(&protocol(), &mut Cursor::new(wire)).await.unwrap();
+        assert_eq!(format!("{read:?}"), format!("{:?}", write("small")));
+
+        let mut wire = Vec::new();
+        codec.write_response(&protocol(), &mut wire, Reply::Forbidden("no".into())).await.unwrap();
+        let read = codec.read_response(&protocol(), &mut Cursor::new(wire)).await.unwrap();
+        assert!(matches!(read, Reply::Forbidden(ref why) if why == "no"), "{read:?}");
+
+        let mut wire = Vec::new();
+        let err = codec.write_request(&protocol(), &mut wire, write(&"x".repeat(2000))).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{err}");
+        assert!(wire.is_empty(), "nothing of a frame over the limit is written");
+    }
+
+    #[tokio::test]
+    async fn a_frame_shorter_than_its_length_is_an_error() {
+        let mut codec = FrameCodec::new(Limits::default());
+        let mut wire = Vec::new();
+        codec.write_request(&protocol(), &mut wire, write("value")).await.unwrap();
+        wire.truncate(wire.len() - 2);
+        assert!(codec.read_request(&protocol(), &mut Cursor::new(wire)).await.is_err());
     }
 }
