@@ -1,10 +1,13 @@
 //! The member-to-member transport: a libp2p swarm (TCP, Noise, Yamux) speaking one
-//! request-response protocol with CBOR messages ([`Rpc`] → [`Reply`]).
+//! request-response protocol with length-framed CBOR messages ([`Rpc`] → [`Reply`]).
 //!
 //! Noise authenticates both ends by their Ed25519 keys: a member's libp2p identity is its
-//! `member.key`, so the `PeerId` of every inbound request is proven, and the layer above
-//! ([`super::cluster`]) decides from it whether the peer is a member. The swarm lives in one
-//! task; callers talk to it through a bounded channel.
+//! `member.key`, so the `PeerId` of every connection is proven. A connection, inbound or
+//! outbound, is kept only with a peer in the allowed set ([`Transport::allow`], which the layer
+//! above, [`super::cluster`], keeps equal to the membership): anyone else is dropped right after
+//! the handshake, before it can open a stream, so nothing it sends is read, decoded or queued.
+//! A frame over its limit ([`Limits`]) is refused from its length prefix, unread. The swarm
+//! lives in one task; callers talk to it through bounded channels.
 
 use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
@@ -37,15 +40,15 @@ const COMMAND_QUEUE: usize = 256;
 /// [`MAX_STREAMS`], so what waits here is bounded by the connections of members as well.
 const INBOUND_QUEUE: usize = 256;
 
-/// Calls waiting for their answer. Every caller bounds its own calls (openraft sends one
-/// message at a time per member, forwarded writes and reads are bounded by the API's
-/// connections), so this is only reached when a peer stops answering; then a call fails at
-/// once rather than growing the table until the 120 s request timeout empties it.
+/// Calls waiting for their answer. openraft sends one message at a time per member and the
+/// other calls are a client's forwarded write or read, so this is only reached when a peer
+/// stops answering under load; then a call fails at once rather than growing the table until
+/// the 120 s request timeout empties it.
 const MAX_PENDING: usize = 1024;
 
 /// Streams (requests either way) open at once on one connection, libp2p's default made
-/// explicit: the memory a connection may hold is this many frames (at most
-/// [`MAX_REQUEST_BYTES`] in, [`MAX_REPLY_BYTES`] out), and only members get a connection.
+/// explicit: the requests a member's connection may hold in memory are at most 100 × 5 MiB
+/// ([`MAX_REQUEST_BYTES`]); only members get a connection.
 const MAX_STREAMS: usize = 100;
 
 /// Connections still in their handshake (TCP accepted, Noise not done): anyone can open them,
