@@ -561,3 +561,31 @@ async fn entries_larger_than_one_message_reach_a_member_that_fell_behind() {
         n.shutdown().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_removed_member_is_disconnected_and_refused_from_then_on() {
+    let specs: Vec<Spec> = (0..2).map(|_| Spec::new()).collect();
+    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let (nodes, key, member) = cluster_and_member_key(&specs, &dirs).await;
+    let did = api::identity::Did::from_key(&key.verifying_key()).as_str().to_owned();
+    let target = peer_id(&specs[0].did()).unwrap();
+    let addr = specs[0].addr.to_string();
+    member.allow([target]);
+    // While it is a member (a learner), it is served.
+    let reply = member.call(target, &addr, Rpc::Status, Duration::from_secs(5)).await.unwrap();
+    assert!(matches!(&reply, Reply::Status(s) if s.id == nodes[0].id()), "{reply:?}");
+
+    nodes[0].remove_member(member_id(&did)).await.unwrap();
+    wait_for("the removal reaches every member", async || nodes.iter().all(|n| !n.is_member(&did))).await;
+    // Its open connection is closed and a new one is refused, before any request is read.
+    wait_for("the removed member's calls are refused", async || {
+        let r = member.call(target, &addr, Rpc::Status, Duration::from_secs(5)).await;
+        matches!(r, Err(TransportError::Closed(p)) if p == target)
+    })
+    .await;
+    let w = nodes[1].write(put("/k/after-removal", "1")).await.unwrap();
+    assert!(matches!(w.outcome, Outcome::Applied { .. }));
+    for n in &nodes {
+        n.shutdown().await;
+    }
+}

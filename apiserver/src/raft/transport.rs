@@ -306,11 +306,6 @@ impl Transport {
         });
     }
 
-    /// The peers connections may be made with.
-    pub fn allowed(&self) -> BTreeSet<PeerId> {
-        self.allowed.borrow().clone()
-    }
-
     /// Sends `rpc` to `peer` at `addr` and waits up to `timeout` for its reply.
     pub async fn call(
         &self,
