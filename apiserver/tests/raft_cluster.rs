@@ -1,15 +1,18 @@
 //! Real members of one cluster in one process, on temp dirs, talking over the real libp2p
 //! transport on loopback: joining (learner → voter), catching up by log and by snapshot,
-//! forwarding writes, read index on followers, failover, and the transport refusing peers that
-//! are not members.
+//! forwarding writes, read index on followers, failover, large entries, and the transport
+//! refusing peers that are not members, members that speak for another, and frames over the
+//! limit.
 
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use apiserver::raft::rpc::{Reply, Rpc};
-use apiserver::raft::transport::{Transport, peer_id};
-use apiserver::raft::{Expect, JoinTarget, MemberConfig, Op, Options, Outcome, RaftNode, Request, member_id};
+use apiserver::raft::rpc::{MAX_ENTRY_BYTES, MAX_REQUEST_BYTES, Reply, Rpc};
+use apiserver::raft::transport::{Limits, Transport, TransportError, peer_id};
+use apiserver::raft::{
+    Expect, JoinTarget, MemberConfig, Op, Options, Outcome, RaftNode, Request, WriteError, member_id,
+};
 use ed25519_dalek::SigningKey;
 
 fn put(key: &str, value: &str) -> Request {
@@ -190,18 +193,33 @@ async fn a_peer_that_is_not_a_member_cannot_append_vote_install_a_snapshot_write
         ("status", Rpc::Status),
         ("remove", Rpc::Remove(member_id(&specs[1].did()))),
     ];
+    // A transport connects only with the peers it allows: the stranger's own refuses to dial.
+    let own = stranger.call(target, &addr, Rpc::Status, Duration::from_secs(5)).await;
+    assert!(matches!(own, Err(TransportError::NotAllowed(p)) if p == target), "{own:?}");
+    // The stranger allows the member, so only the member can refuse: it closes the connection
+    // right after the handshake, before any request is read (no Forbidden reply, which would
+    // mean the request had been decoded and handled).
+    stranger.allow([target]);
     for (what, rpc) in rpcs {
-        let reply = stranger.call(target, &addr, rpc, Duration::from_secs(5)).await.unwrap();
+        let result = stranger.call(target, &addr, rpc, Duration::from_secs(5)).await;
         assert!(
-            matches!(reply, Reply::Forbidden(_)),
-            "{what} from a stranger must be refused, got {reply:?}"
+            matches!(result, Err(TransportError::Closed(p)) if p == target),
+            "a stranger's connection must be closed before its {what} is read, got {result:?}"
         );
     }
-    // Nothing changed: same leader and term, no foreign key, both members still there.
+    // Nothing changed: same leader and term, no foreign key, both members still there and
+    // still serving each other.
     let status = nodes[0].status();
     assert!(status.term < 1000, "{status:?}");
     assert!(nodes[0].state().get("/k/evil").unwrap().is_none());
-    assert_eq!(nodes[0].members().await.len(), 2);
+    let members = nodes[0].members().await;
+    assert_eq!(members.len(), 2);
+    assert!(members.iter().all(|m| m.status.is_some()), "both members still answer: {members:?}");
+    let w = nodes[1].write(put("/k/b", "2")).await.unwrap();
+    for n in &nodes {
+        wait_for("both members apply a write after the stranger", async || n.last_applied() >= w.revision)
+            .await;
+    }
 
     // A stranger started as a member with --join is refused with what to do.
     let dir = tempfile::tempdir().unwrap();
@@ -384,6 +402,189 @@ async fn a_cluster_grows_to_five_voters_and_shrinks_back_to_three() {
         wait_for("the remaining members apply the write", async || n.last_applied() >= w.revision).await;
         assert!(n.state().get("/k/three").unwrap().is_some());
     }
+    for n in &nodes {
+        n.shutdown().await;
+    }
+}
+
+/// Two members and a third key added as a learner but never started: a member key in the
+/// hands of a test, which can send what it likes over the real transport.
+async fn cluster_and_member_key(
+    specs: &[Spec],
+    dirs: &[tempfile::TempDir],
+) -> (Vec<RaftNode>, SigningKey, Transport) {
+    let nodes = cluster(specs, dirs).await;
+    let key = SigningKey::generate(&mut rand_core::OsRng);
+    let did = api::identity::Did::from_key(&key.verifying_key()).as_str().to_owned();
+    nodes[0].add_member(&did, &free_addr().to_string(), "https://x").await.unwrap();
+    for n in &nodes {
+        wait_for("the learner is in every member's membership", async || n.is_member(&did)).await;
+    }
+    let (transport, _inbound) = Transport::start(&key, "127.0.0.1:0".parse().unwrap()).await.unwrap();
+    (nodes, key, transport)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_member_cannot_vote_append_or_install_a_snapshot_in_another_members_name() {
+    let specs: Vec<Spec> = (0..2).map(|_| Spec::new()).collect();
+    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let (nodes, key, rogue) = cluster_and_member_key(&specs, &dirs).await;
+    let rogue_id = member_id(api::identity::Did::from_key(&key.verifying_key()).as_str());
+    nodes[0].write(put("/k/a", "1")).await.unwrap();
+    let target = peer_id(&specs[0].did()).unwrap();
+    let addr = specs[0].addr.to_string();
+    rogue.allow([target]);
+    let before = nodes[0].status();
+    let (keys_before, _) = nodes[0].state().list("/k/").unwrap();
+
+    // Each names the other member, nodes[1], as its candidate or leader, at a term that would
+    // depose the leader if it were believed.
+    let other = nodes[1].id();
+    let term = before.term + 100;
+    let last = openraft::LogId::new(openraft::CommittedLeaderId::new(before.term, other), 1_000_000);
+    let vote = openraft::raft::VoteRequest::new(openraft::Vote::new(term, other), Some(last));
+    let append = openraft::raft::AppendEntriesRequest {
+        vote: openraft::Vote::new_committed(term, other),
+        prev_log_id: None,
+        entries: vec![],
+        leader_commit: None,
+    };
+    let snapshot = openraft::raft::InstallSnapshotRequest {
+        vote: openraft::Vote::new_committed(term, other),
+        meta: Default::default(),
+        offset: 0,
+        data: b"{}".to_vec(),
+        done: true,
+    };
+    let rpcs =
+        [("vote", Rpc::Vote(vote)), ("append", Rpc::Append(append)), ("snapshot", Rpc::Snapshot(snapshot))];
+    for (what, rpc) in rpcs {
+        let reply = rogue.call(target, &addr, rpc, Duration::from_secs(5)).await.unwrap();
+        let Reply::Forbidden(why) = &reply else {
+            panic!("a {what} in another member's name must be refused, got {reply:?}");
+        };
+        assert!(
+            why.contains(&format!("member {rogue_id}")) && why.contains(&format!("member {other}")),
+            "the refusal names the sender and the member it claimed to be: {why}"
+        );
+    }
+    // Nothing changed: same term, same leader, same log, same keys.
+    let after = nodes[0].status();
+    assert_eq!(
+        (after.term, after.leader, after.last_applied),
+        (before.term, before.leader, before.last_applied)
+    );
+    assert_eq!(nodes[0].state().list("/k/").unwrap().0, keys_before);
+
+    // In its own name the same member is heard (and, with a stale term, not granted).
+    let own = openraft::raft::VoteRequest::new(openraft::Vote::new(0, rogue_id), None);
+    let reply = rogue.call(target, &addr, Rpc::Vote(own), Duration::from_secs(5)).await.unwrap();
+    assert!(matches!(&reply, Reply::Vote(Ok(r)) if !r.vote_granted), "{reply:?}");
+    assert_eq!(nodes[0].status().term, before.term);
+    for n in &nodes {
+        n.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_frame_over_the_limit_is_refused_unread_and_the_member_keeps_serving() {
+    let specs: Vec<Spec> = (0..2).map(|_| Spec::new()).collect();
+    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let (nodes, key, _) = cluster_and_member_key(&specs, &dirs).await;
+    let target = peer_id(&specs[0].did()).unwrap();
+    let addr = specs[0].addr.to_string();
+    let huge = "x".repeat(MAX_REQUEST_BYTES as usize + 1);
+
+    // A member's own transport does not send a frame over the limit.
+    let (member, _inbound) = Transport::start(&key, "127.0.0.1:0".parse().unwrap()).await.unwrap();
+    member.allow([target]);
+    let sent = member.call(target, &addr, Rpc::Write(put("/k/huge", &huge)), Duration::from_secs(10)).await;
+    assert!(
+        matches!(&sent, Err(TransportError::Unreachable { reason, .. }) if reason.contains("over the limit")),
+        "{sent:?}"
+    );
+    member.stop();
+
+    // One that ignores the limit (the same member key) has its frame refused by the member.
+    let big = Limits { request: 4 * MAX_REQUEST_BYTES, ..Limits::default() };
+    let (rogue, _inbound) =
+        Transport::start_with_limits(&key, "127.0.0.1:0".parse().unwrap(), big).await.unwrap();
+    rogue.allow([target]);
+    let sent = rogue.call(target, &addr, Rpc::Write(put("/k/huge", &huge)), Duration::from_secs(10)).await;
+    assert!(sent.is_err(), "a frame over the limit must be refused, got {sent:?}");
+    // The member stands: it still answers that member, and the cluster still commits.
+    let reply = rogue.call(target, &addr, Rpc::Status, Duration::from_secs(5)).await.unwrap();
+    assert!(matches!(&reply, Reply::Status(s) if s.id == nodes[0].id()), "{reply:?}");
+    let w = nodes[1].write(put("/k/after", "1")).await.unwrap();
+    assert!(matches!(w.outcome, Outcome::Applied { .. }));
+    assert!(nodes[0].state().get("/k/huge").unwrap().is_none());
+
+    // A write larger than one entry may be is refused before it goes anywhere, on any member.
+    let too_big = "x".repeat(MAX_ENTRY_BYTES);
+    for n in &nodes {
+        let err = n.write(put("/k/too-big", &too_big)).await.unwrap_err();
+        assert!(matches!(err, WriteError::TooLarge(_)), "{err}");
+    }
+    for n in &nodes {
+        n.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn entries_larger_than_one_message_reach_a_member_that_fell_behind() {
+    let specs: Vec<Spec> = (0..3).map(|_| Spec::new()).collect();
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let nodes = cluster(&specs, &dirs).await;
+    let leader = nodes.iter().position(|n| n.status().leader == Some(n.id())).unwrap();
+    let behind = (leader + 1) % 3;
+    nodes[behind].isolate_from(&[nodes[leader].id(), nodes[(leader + 2) % 3].id()]).unwrap();
+    for (i, n) in nodes.iter().enumerate() {
+        if i != behind {
+            n.isolate_from(&[nodes[behind].id()]).unwrap();
+        }
+    }
+    // Eight 600 KiB entries and one of 3 MiB (an object as large as the API takes): more than
+    // one AppendEntries may carry, so they go in parts.
+    let mut last = 0;
+    for i in 0..8 {
+        let value = format!("{i}").repeat(600 * 1024);
+        last = nodes[leader].write(put(&format!("/k/large/{i}"), &value)).await.unwrap().revision;
+    }
+    let largest = "y".repeat(3 * 1024 * 1024);
+    last = last.max(nodes[leader].write(put("/k/largest", &largest)).await.unwrap().revision);
+    for n in &nodes {
+        n.isolate_from(&[]).unwrap();
+    }
+    wait_for("the member that fell behind catches up", async || nodes[behind].last_applied() >= last).await;
+    assert_eq!(nodes[behind].state().list("/k/").unwrap().0, nodes[leader].state().list("/k/").unwrap().0);
+    for n in &nodes {
+        n.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_removed_member_is_disconnected_and_refused_from_then_on() {
+    let specs: Vec<Spec> = (0..2).map(|_| Spec::new()).collect();
+    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let (nodes, key, member) = cluster_and_member_key(&specs, &dirs).await;
+    let did = api::identity::Did::from_key(&key.verifying_key()).as_str().to_owned();
+    let target = peer_id(&specs[0].did()).unwrap();
+    let addr = specs[0].addr.to_string();
+    member.allow([target]);
+    // While it is a member (a learner), it is served.
+    let reply = member.call(target, &addr, Rpc::Status, Duration::from_secs(5)).await.unwrap();
+    assert!(matches!(&reply, Reply::Status(s) if s.id == nodes[0].id()), "{reply:?}");
+
+    nodes[0].remove_member(member_id(&did)).await.unwrap();
+    wait_for("the removal reaches every member", async || nodes.iter().all(|n| !n.is_member(&did))).await;
+    // Its open connection is closed and a new one is refused, before any request is read.
+    wait_for("the removed member's calls are refused", async || {
+        let r = member.call(target, &addr, Rpc::Status, Duration::from_secs(5)).await;
+        matches!(r, Err(TransportError::Closed(p)) if p == target)
+    })
+    .await;
+    let w = nodes[1].write(put("/k/after-removal", "1")).await.unwrap();
+    assert!(matches!(w.outcome, Outcome::Applied { .. }));
     for n in &nodes {
         n.shutdown().await;
     }

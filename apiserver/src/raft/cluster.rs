@@ -1,11 +1,15 @@
 //! A member of a cluster of several: starting, joining, serving peers, forwarding, read index
 //! and membership changes.
 //!
-//! **Who may talk to a member.** Every request arrives over Noise with the sender's PeerId
-//! proven; it is served only if that PeerId is the key of a node in the current Raft
-//! membership (voter or learner), or of a member named by the cluster this member joined.
-//! Anyone else gets [`Reply::Forbidden`]: it cannot append, vote, install a snapshot, read or
-//! write.
+//! **Who may talk to a member.** The transport makes connections (either way) only with the
+//! allowed peers: the keys of the nodes in the current Raft membership (voters and learners),
+//! and, while this member joins, the member named by `--join` and then the members its cluster
+//! named. A task follows the membership and keeps the transport's allowed set in step with it,
+//! so a removed member's connections are closed. Anyone else is refused right after the Noise
+//! handshake, before it can open a stream: none of its bytes is decoded, nothing of it queued.
+//! Every request is checked again when it is handled ([`Reply::Forbidden`] for a non-member),
+//! and a Raft message must come from the member it names as its leader or candidate: a member
+//! cannot speak for another.
 //!
 //! **How a member joins.** An existing member adds the newcomer's did and address
 //! (`ui cluster add`, member role required): that commits it as a *learner*, so the leader
@@ -31,7 +35,7 @@ use tokio::sync::Semaphore;
 
 use super::node::{Options, RaftNode, ReadError, StartError, WriteError, open_storage, raft_config};
 use super::rpc::{MemberStatus, Network, Refusal, Reply, Rpc};
-use super::transport::{Inbound, Transport, peer_id};
+use super::transport::{Inbound, Transport, TransportError, peer_id};
 use super::{Member, NodeId, Request, Response, TypeConfig};
 
 /// A learner this close to the leader's log is promoted to voter.
@@ -45,6 +49,18 @@ const LEADER_WAIT: Duration = Duration::from_secs(10);
 
 /// How long a forwarded write or read index may take.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How many times in a row a joiner's member closes the connection before the joiner takes it
+/// as a refusal.
+const JOIN_CLOSED_TRIES: u32 = 3;
+
+/// Nodes (voters and learners) a membership may hold. Raft clusters have a handful; the bound
+/// keeps a membership, which travels in snapshots and join answers, within the transport's
+/// envelope (see `rpc.rs`).
+pub const MAX_MEMBERS: usize = 64;
+
+/// The longest API URL a member may have (it is stored in the membership).
+pub const MAX_API_URL_BYTES: usize = 1024;
 
 /// How to start a member of a cluster.
 #[derive(Debug)]
@@ -140,15 +156,18 @@ pub(crate) struct Peers {
     did: String,
     /// This member's API URL.
     api: String,
-    /// Members named by the cluster this member joined, trusted until its own log says more.
-    trusted: Arc<RwLock<BTreeMap<PeerId, NodeId>>>,
+    /// While this member joins: the member it joins through, then the members its cluster
+    /// named; trusted until its own log says more. Its lock is also held while the
+    /// transport's allowed set is computed and set, so two updates never interleave.
+    trusted: Arc<Mutex<BTreeMap<PeerId, NodeId>>>,
     bootstrap: Arc<RwLock<Vec<u8>>>,
-    server: Arc<Mutex<Option<tokio::task::JoinHandle<()>>>>,
+    /// The tasks serving peers and following the membership; aborted when the member stops.
+    tasks: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
 }
 
 impl Peers {
     pub(crate) fn stop(&self) {
-        if let Some(task) = self.server.lock().expect("server lock").take() {
+        for task in self.tasks.lock().expect("tasks lock").drain(..) {
             task.abort();
         }
         self.transport.stop();
@@ -156,17 +175,43 @@ impl Peers {
 
     /// Which member `peer` is, if it is one.
     fn member_of(&self, raft: &Raft<TypeConfig>, peer: &PeerId) -> Option<NodeId> {
-        let metrics = raft.metrics();
-        let metrics = metrics.borrow();
-        let known = metrics
+        let known = raft
+            .metrics()
+            .borrow()
             .membership_config
             .membership()
             .nodes()
-            .find(|(_, m)| peer_id(&m.did).as_ref() == Some(peer));
-        if let Some((id, _)) = known {
-            return Some(*id);
-        }
-        self.trusted.read().expect("trusted lock").get(peer).copied()
+            .find(|(_, m)| peer_id(&m.did).as_ref() == Some(peer))
+            .map(|(id, _)| *id);
+        known.or_else(|| self.trusted.lock().expect("trusted lock").get(peer).copied())
+    }
+
+    /// Replaces the trusted members (see [`Self::trusted`]) and lets the transport connect with
+    /// them.
+    fn set_trusted(&self, raft: &Raft<TypeConfig>, trusted: BTreeMap<PeerId, NodeId>) {
+        let mut guard = self.trusted.lock().expect("trusted lock");
+        *guard = trusted;
+        self.allow(raft, &guard);
+    }
+
+    /// Sets the transport's allowed peers from the membership and the trusted members.
+    fn sync_allowed(&self, raft: &Raft<TypeConfig>) {
+        let guard = self.trusted.lock().expect("trusted lock");
+        self.allow(raft, &guard);
+    }
+
+    fn allow(&self, raft: &Raft<TypeConfig>, trusted: &BTreeMap<PeerId, NodeId>) {
+        let members: Vec<PeerId> = raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .nodes()
+            .filter_map(|(_, m)| peer_id(&m.did))
+            .collect();
+        let me = self.transport.local_peer_id();
+        let allowed = members.into_iter().chain(trusted.keys().copied()).filter(|p| *p != me);
+        self.transport.allow(allowed);
     }
 
     /// The transport address and PeerId of member `id`.
@@ -303,11 +348,12 @@ impl RaftNode {
             api: me.api.clone(),
             trusted: Arc::default(),
             bootstrap: Arc::new(RwLock::new(config.bootstrap)),
-            server: Arc::default(),
+            tasks: Arc::default(),
         };
         let node = RaftNode::assemble(raft.clone(), state, Some(peers.clone()), &options);
         let server = tokio::spawn(serve(node.clone(), inbound));
-        *peers.server.lock().expect("server lock") = Some(server);
+        let follower = tokio::spawn(follow_membership(raft.clone(), peers.clone()));
+        peers.tasks.lock().expect("tasks lock").extend([server, follower]);
         let fail = |e: String| StartError::Raft(e);
         // A member that has not kept the cluster's bootstrap yet (it stopped while joining)
         // joins again; the join is idempotent.
@@ -336,27 +382,42 @@ impl RaftNode {
         let peers = self.peers.as_ref().expect("a member with peers joins");
         let peer = peer_id(&target.did)
             .ok_or_else(|| StartError::Raft(format!("{:?} is not a did:key", target.did)))?;
+        // The member joined through is the first one this member may connect with.
+        peers.set_trusted(&self.raft, BTreeMap::from([(peer, member_id(&target.did))]));
+        let refused = |why: &str| {
+            StartError::Raft(format!(
+                "{} refused to let this member join ({why}): on a member, run `ui cluster add {} {}` first",
+                target.addr,
+                peers.did,
+                peers.transport.listen_addr()
+            ))
+        };
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        let mut closed = 0;
         let (members, bootstrap) = loop {
             match peers.transport.call(peer, &target.addr, Rpc::Join, Duration::from_secs(5)).await {
                 Ok(Reply::Joined { members, bootstrap }) => break (members, bootstrap),
-                Ok(Reply::Forbidden(why)) => {
-                    return Err(StartError::Raft(format!(
-                        "{} refused to let this member join ({why}): on a member, run `ui cluster add {} {}` first",
-                        target.addr,
-                        peers.did,
-                        peers.transport.listen_addr()
-                    )));
-                }
+                Ok(Reply::Forbidden(why)) => return Err(refused(&why)),
                 Ok(other) => return Err(StartError::Raft(format!("unexpected reply to join: {other:?}"))),
+                // A member closes the connection of a key it does not know right after the
+                // handshake, without a word; once could be a member going down, three times in a
+                // row is a refusal.
+                Err(TransportError::Closed(_)) if closed >= JOIN_CLOSED_TRIES - 1 => {
+                    return Err(refused("it closed the connection right after the handshake every time"));
+                }
                 Err(e) if tokio::time::Instant::now() > deadline => {
                     return Err(StartError::Raft(format!("cannot reach {} to join: {e}", target.addr)));
                 }
-                Err(_) => tokio::time::sleep(Duration::from_millis(300)).await,
+                Err(e) => {
+                    closed = if matches!(e, TransportError::Closed(_)) { closed + 1 } else { 0 };
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                }
             }
         };
-        *peers.trusted.write().expect("trusted lock") =
-            members.iter().filter_map(|(id, m)| Some((peer_id(&m.did)?, *id))).collect();
+        peers.set_trusted(
+            &self.raft,
+            members.iter().filter_map(|(id, m)| Some((peer_id(&m.did)?, *id))).collect(),
+        );
         // Catch up (the leader replicates to the learner it added), then ask to be a voter.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(300);
         loop {
@@ -373,7 +434,7 @@ impl RaftNode {
                 .any(|v| v == peers.id);
             if voter {
                 // From now on its own log says who the members are.
-                peers.trusted.write().expect("trusted lock").clear();
+                peers.set_trusted(&self.raft, BTreeMap::new());
                 return Ok(bootstrap);
             }
             let leader = self.raft.metrics().borrow().current_leader;
@@ -409,12 +470,9 @@ impl RaftNode {
     /// returns its id.
     pub async fn add_member(&self, did: &str, p2p: &str, api: &str) -> Result<NodeId, ClusterError> {
         let peers = self.peers.as_ref().ok_or(ClusterError::Alone)?;
-        if peer_id(did).is_none() {
-            return Err(ClusterError::Invalid(format!("{did:?} is not a did:key")));
-        }
-        super::transport::multiaddr(p2p).map_err(|e| ClusterError::Invalid(e.to_string()))?;
         let id = member_id(did);
         let member = Member { did: did.to_owned(), p2p: p2p.to_owned(), api: api.to_owned() };
+        check_member(id, &member).map_err(ClusterError::Invalid)?;
         self.on_leader(peers, Rpc::AddLearner(id, member.clone()), || {
             self.add_learner_here(id, member.clone())
         })
@@ -453,6 +511,8 @@ impl RaftNode {
     }
 
     async fn add_learner_here(&self, id: NodeId, member: Member) -> Result<(), Refusal> {
+        // Again here: a member's forwarded request arrives here without passing `add_member`.
+        check_member(id, &member).map_err(Refusal::Failed)?;
         let metrics = self.raft.metrics().borrow().clone();
         let membership = metrics.membership_config.membership();
         if let Some(existing) = membership.get_node(&id) {
@@ -460,6 +520,11 @@ impl RaftNode {
                 return Ok(());
             }
             return Err(Refusal::Failed(format!("{} is already a member, at {}", member.did, existing.p2p)));
+        }
+        if membership.nodes().count() >= MAX_MEMBERS {
+            return Err(Refusal::Failed(format!(
+                "the cluster has {MAX_MEMBERS} members, as many as it may have: remove one first"
+            )));
         }
         self.raft.add_learner(id, member, false).await.map(drop).map_err(refusal)
     }
@@ -491,6 +556,12 @@ impl RaftNode {
         }
         // Record the API URL the member gives for itself (only that: its key and transport
         // address stay as the member that added it wrote them).
+        if api.len() > MAX_API_URL_BYTES {
+            return Err(Refusal::Failed(format!(
+                "an API URL of {} bytes is longer than {MAX_API_URL_BYTES}: give a shorter one",
+                api.len()
+            )));
+        }
         if let Some(node) = membership.get_node(&id)
             && !api.is_empty()
             && node.api != api
@@ -570,6 +641,37 @@ impl RaftNode {
     }
 }
 
+/// Checks what a new member's entry in the membership would hold: a did:key whose derived id is
+/// `id`, an `IP:PORT` transport address and an API URL of bounded length.
+fn check_member(id: NodeId, member: &Member) -> Result<(), String> {
+    if peer_id(&member.did).is_none() {
+        return Err(format!("{:?} is not a did:key", member.did));
+    }
+    if id != member_id(&member.did) {
+        return Err(format!("member id {id} is not the id of {} ({})", member.did, member_id(&member.did)));
+    }
+    super::transport::multiaddr(&member.p2p).map_err(|e| e.to_string())?;
+    if member.api.len() > MAX_API_URL_BYTES {
+        return Err(format!(
+            "an API URL of {} bytes is longer than {MAX_API_URL_BYTES}: give a shorter one",
+            member.api.len()
+        ));
+    }
+    Ok(())
+}
+
+/// Keeps the transport's allowed peers in step with the membership, until the member stops.
+async fn follow_membership(raft: Raft<TypeConfig>, peers: Peers) {
+    let mut metrics = raft.metrics();
+    loop {
+        metrics.mark_unchanged();
+        peers.sync_allowed(&raft);
+        if metrics.changed().await.is_err() {
+            return; // raft stopped
+        }
+    }
+}
+
 fn refusal(
     e: openraft::error::RaftError<NodeId, openraft::error::ClientWriteError<NodeId, Member>>,
 ) -> Refusal {
@@ -604,6 +706,19 @@ async fn handle(node: &RaftNode, peer: PeerId, rpc: Rpc) -> Reply {
         return Reply::Forbidden(format!("{peer} is not a member of this cluster"));
     };
     let raft = &node.raft;
+    let claimed = match &rpc {
+        Rpc::Append(r) => Some(("AppendEntries", "leader", r.vote.leader_id().voted_for())),
+        Rpc::Snapshot(r) => Some(("InstallSnapshot", "leader", r.vote.leader_id().voted_for())),
+        Rpc::Vote(r) => Some(("Vote", "candidate", r.vote.leader_id().voted_for())),
+        _ => None,
+    };
+    if let Some((message, role, claimed)) = claimed
+        && claimed != Some(from)
+    {
+        let why = impersonation(from, &peer, message, role, claimed);
+        eprintln!("warning: refused a Raft message: {why}");
+        return Reply::Forbidden(why);
+    }
     match rpc {
         Rpc::Append(r) => Reply::Append(raft.append_entries(r).await),
         Rpc::Vote(r) => Reply::Vote(raft.vote(r).await),
@@ -639,4 +754,12 @@ async fn handle(node: &RaftNode, peer: PeerId, rpc: Rpc) -> Reply {
         Rpc::Remove(id) => Reply::Changed(node.remove_here(id).await),
         Rpc::Status => Reply::Status(node.status()),
     }
+}
+
+/// Why a Raft message that names a leader or candidate other than its sender is refused.
+fn impersonation(from: NodeId, peer: &PeerId, message: &str, role: &str, claimed: Option<NodeId>) -> String {
+    let claimed = claimed.map_or_else(|| "no member".to_owned(), |c| format!("member {c}"));
+    format!(
+        "member {from} ({peer}) sent {message} naming {claimed} as its {role}: a member speaks only for itself"
+    )
 }

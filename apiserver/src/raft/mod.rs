@@ -16,7 +16,10 @@ mod state_machine;
 pub mod transport;
 mod types;
 
-pub use cluster::{ClusterError, JoinTarget, MemberConfig, MemberInfo, PROMOTE_LAG, member_id};
+pub use cluster::{
+    ClusterError, JoinTarget, MAX_API_URL_BYTES, MAX_MEMBERS, MemberConfig, MemberInfo, PROMOTE_LAG,
+    member_id,
+};
 pub use log_store::LogStore;
 pub use node::{NoPeers, Options, RaftNode, ReadError, SINGLE_NODE_ID, StartError, WriteError};
 pub use state_machine::StateMachine;

@@ -23,6 +23,7 @@ use openraft::{Config, Raft, ServerState, SnapshotPolicy};
 
 use super::cluster::Peers;
 use super::history::Retention;
+use super::rpc::{MAX_ENTRY_BYTES, MAX_OPS, SNAPSHOT_CHUNK_BYTES, request_bytes};
 use super::{LogStore, Member, NodeId, Request, Response, StateMachine, TypeConfig};
 
 /// Why a member could not start.
@@ -54,6 +55,9 @@ pub enum WriteError {
     /// The member is shutting down or broken.
     #[error("raft is not running: {0}")]
     Fatal(String),
+    /// The write is larger than one log entry may be; it was not sent anywhere.
+    #[error("the write is too large: {0}")]
+    TooLarge(String),
 }
 
 /// Why a linearizable read could not be served.
@@ -133,6 +137,7 @@ impl RaftNode {
     /// Commits `request` through Raft and returns what applying it did. On a follower the
     /// request is forwarded to the leader.
     pub async fn write(&self, request: Request) -> Result<Response, WriteError> {
+        check_size(&request)?;
         match &self.peers {
             None => self.write_here(request).await,
             Some(peers) => peers.write(self, request).await,
@@ -141,6 +146,8 @@ impl RaftNode {
 
     /// Commits `request` if this member leads.
     pub(super) async fn write_here(&self, request: Request) -> Result<Response, WriteError> {
+        // Again here: a member's forwarded write arrives here without passing `write`.
+        check_size(&request)?;
         match self.raft.client_write(request).await {
             Ok(r) => Ok(r.data),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
@@ -233,9 +240,28 @@ pub(super) async fn open_storage(dir: &Path) -> Result<(LogStore, StateMachine),
     Ok((log, state))
 }
 
-/// Entries per AppendEntries message: objects may be up to 3 MiB, so a batch stays well
-/// under the transport's message limit.
+/// Entries per AppendEntries message, as openraft counts them; the network sends fewer when
+/// they pass [`APPEND_BUDGET`](super::rpc::APPEND_BUDGET) bytes.
 const MAX_PAYLOAD_ENTRIES: u64 = 64;
+
+/// Refuses a write that one log entry may not hold: every frame limit between members is
+/// derived from [`MAX_ENTRY_BYTES`] and [`MAX_OPS`], so a larger entry, once appended, could
+/// never be replicated.
+fn check_size(request: &Request) -> Result<(), WriteError> {
+    if request.ops.len() > MAX_OPS {
+        return Err(WriteError::TooLarge(format!(
+            "{} operations, more than the {MAX_OPS} one write may hold",
+            request.ops.len()
+        )));
+    }
+    let bytes = request_bytes(request);
+    if bytes > MAX_ENTRY_BYTES {
+        return Err(WriteError::TooLarge(format!(
+            "about {bytes} bytes, more than the {MAX_ENTRY_BYTES} one write may hold: make the object smaller"
+        )));
+    }
+    Ok(())
+}
 
 /// openraft's configuration of a member.
 /// A lone voter elects itself after one election timeout, so it gets a short one; members of
@@ -248,7 +274,7 @@ pub(super) fn raft_config(options: &Options, with_peers: bool) -> Result<Arc<Con
         election_timeout_min,
         election_timeout_max,
         max_payload_entries: MAX_PAYLOAD_ENTRIES,
-        snapshot_max_chunk_size: 1024 * 1024,
+        snapshot_max_chunk_size: SNAPSHOT_CHUNK_BYTES as u64,
         snapshot_policy: SnapshotPolicy::LogsSinceLast(options.snapshot_every),
         max_in_snapshot_log_to_keep: options.keep_behind_snapshot,
         ..Default::default()
@@ -348,5 +374,29 @@ impl RaftNetwork<TypeConfig> for NoPeerClient {
         _option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, Member, RaftError<NodeId>>> {
         Err(no_peer(self.target))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::raft::{Expect, Op};
+
+    fn put(i: usize, value: String) -> Op {
+        Op::Put { key: format!("/k/{i}"), value, expect: Expect::Any }
+    }
+
+    #[test]
+    fn a_write_one_entry_cannot_hold_is_refused() {
+        let fits = Request { ops: vec![put(0, "x".repeat(3 * 1024 * 1024))] };
+        assert!(check_size(&fits).is_ok());
+        let too_large = Request { ops: vec![put(0, "x".repeat(MAX_ENTRY_BYTES))] };
+        assert!(matches!(check_size(&too_large), Err(WriteError::TooLarge(why)) if why.contains("smaller")));
+        let split = Request { ops: (0..2).map(|i| put(i, "x".repeat(MAX_ENTRY_BYTES / 2))).collect() };
+        assert!(matches!(check_size(&split), Err(WriteError::TooLarge(_))), "the sum counts");
+        let many = Request { ops: (0..=MAX_OPS).map(|i| put(i, String::new())).collect() };
+        assert!(matches!(check_size(&many), Err(WriteError::TooLarge(why)) if why.contains("operations")));
+        let enough = Request { ops: (0..MAX_OPS).map(|i| put(i, String::new())).collect() };
+        assert!(check_size(&enough).is_ok());
     }
 }

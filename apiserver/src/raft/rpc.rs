@@ -1,5 +1,23 @@
-//! What members say to each other, and openraft's network (`RaftNetworkFactory`) on the
-//! libp2p [`Transport`].
+//! What members say to each other, how large it may be, and openraft's network
+//! (`RaftNetworkFactory`) on the libp2p [`Transport`].
+//!
+//! **Sizes.** Every frame limit of the transport is derived here from the largest message a
+//! member sends, so a limit can never refuse a message the cluster needs (which would stop
+//! replication for good) and nothing larger is ever read:
+//!
+//! - one write is at most [`MAX_ENTRY_BYTES`] as a log entry and holds at most [`MAX_OPS`]
+//!   operations (checked when it is written, see `node.rs`);
+//! - an AppendEntries carries entries up to [`APPEND_BUDGET`] bytes, and always at least one
+//!   entry, so at most `max(APPEND_BUDGET, MAX_ENTRY_BYTES)` = 4 MiB of entries (openraft's
+//!   batch cap of 64 entries alone would allow 64 × 4 MiB = 256 MiB);
+//! - an InstallSnapshot carries [`SNAPSHOT_CHUNK_BYTES`] = 1 MiB of data;
+//! - a forwarded write carries one request (≤ 4 MiB);
+//! - everything else in a message (votes, log ids, a membership of at most 64 members with
+//!   URLs of at most 1 KiB, a joiner's bootstrap, enum tags) fits in [`ENVELOPE_BYTES`] = 1 MiB.
+//!
+//! So a request is at most [`MAX_REQUEST_BYTES`] = 4 MiB + 1 MiB = 5 MiB. A reply is small
+//! except the answer to a forwarded write, which holds the value each of its ops replaced
+//! (each was written by an entry, so ≤ 4 MiB): [`MAX_REPLY_BYTES`] = 8 × 4 MiB + 1 MiB = 33 MiB.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -13,7 +31,87 @@ use openraft::raft::{
 use serde::{Deserialize, Serialize};
 
 use super::transport::{Transport, TransportError, peer_id};
-use super::{Member, NodeId, Request, Response, TypeConfig};
+use super::{Member, NodeId, Op, Request, Response, TypeConfig};
+
+/// The largest log entry a write may make, as an upper bound of its encoded bytes
+/// ([`entry_bytes`]): an object the API accepted (its body is at most 3 MiB) and 1 MiB for what
+/// the server and the control plane add to it (metadata, managedFields, status).
+pub const MAX_ENTRY_BYTES: usize = 4 * 1024 * 1024;
+
+/// Operations in one write. The registry's writes have one or two; the answer to a forwarded
+/// write holds the value each op replaced, so this bounds the answer.
+pub const MAX_OPS: usize = 8;
+
+/// Bytes of entries one AppendEntries carries (at least one entry goes, however large): small
+/// entries still go 64 at a time (openraft's batch cap), large ones one or a few at a time.
+pub const APPEND_BUDGET: usize = 1024 * 1024;
+
+/// Bytes of snapshot data in one InstallSnapshot.
+pub const SNAPSHOT_CHUNK_BYTES: usize = 1024 * 1024;
+
+/// What a message holds besides its entries, snapshot data or write (see the module doc).
+pub const ENVELOPE_BYTES: u64 = 1024 * 1024;
+
+/// The largest request a member reads: 4 MiB + 1 MiB (see the module doc).
+pub const MAX_REQUEST_BYTES: u64 =
+    max(MAX_ENTRY_BYTES, max(APPEND_BUDGET, SNAPSHOT_CHUNK_BYTES)) as u64 + ENVELOPE_BYTES;
+
+/// The largest reply a member reads: 8 × 4 MiB + 1 MiB (see the module doc).
+pub const MAX_REPLY_BYTES: u64 = (MAX_OPS * MAX_ENTRY_BYTES) as u64 + ENVELOPE_BYTES;
+
+const fn max(a: usize, b: usize) -> usize {
+    if a > b { a } else { b }
+}
+
+/// What an entry adds to its payload's strings, at most: its log id and the names and headers
+/// of its fields.
+const ENTRY_OVERHEAD: usize = 256;
+
+/// What an op or a member adds to its strings, at most: field names, CBOR string headers (up
+/// to 9 bytes each), its precondition or id.
+const ITEM_OVERHEAD: usize = 128;
+
+/// An upper bound of the encoded size of `request` as a log entry.
+pub fn request_bytes(request: &Request) -> usize {
+    let ops: usize = request
+        .ops
+        .iter()
+        .map(|op| match op {
+            Op::Put { key, value, .. } => key.len() + value.len() + ITEM_OVERHEAD,
+            Op::Delete { key, .. } => key.len() + ITEM_OVERHEAD,
+        })
+        .sum();
+    ENTRY_OVERHEAD + ops
+}
+
+/// An upper bound of the encoded size of `entry`.
+pub fn entry_bytes(entry: &openraft::Entry<TypeConfig>) -> usize {
+    match &entry.payload {
+        openraft::EntryPayload::Blank => ENTRY_OVERHEAD,
+        openraft::EntryPayload::Normal(request) => request_bytes(request),
+        openraft::EntryPayload::Membership(m) => {
+            let nodes: usize =
+                m.nodes().map(|(_, n)| n.did.len() + n.p2p.len() + n.api.len() + ITEM_OVERHEAD).sum();
+            let voters: usize = m.get_joint_config().iter().map(|c| 16 + 16 * c.len()).sum();
+            ENTRY_OVERHEAD + nodes + voters
+        }
+    }
+}
+
+/// How many of `entries` one AppendEntries carries: as many as fit in [`APPEND_BUDGET`], and at
+/// least one.
+pub fn entries_that_fit(entries: &[openraft::Entry<TypeConfig>]) -> usize {
+    let mut total = 0;
+    let mut n = 0;
+    for entry in entries {
+        total += entry_bytes(entry);
+        if n > 0 && total > APPEND_BUDGET {
+            break;
+        }
+        n += 1;
+    }
+    n
+}
 
 /// A request from one member to another.
 #[derive(Debug, Serialize, Deserialize)]
@@ -152,12 +250,31 @@ fn unexpected<E: std::error::Error>(reply: &Reply) -> RPCError<NodeId, Member, E
 }
 
 impl RaftNetwork<TypeConfig> for PeerClient {
+    /// Sends the entries that fit in [`APPEND_BUDGET`]; when that is fewer than openraft gave,
+    /// a success is a partial one, up to the last entry sent (openraft then sends the rest).
     async fn append_entries(
         &mut self,
-        rpc: AppendEntriesRequest<TypeConfig>,
+        mut rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, Member, RaftError<NodeId>>> {
+        let fit = entries_that_fit(&rpc.entries);
+        let trimmed = fit < rpc.entries.len();
+        let last_sent = if trimmed {
+            rpc.entries.truncate(fit);
+            let last = rpc.entries.last().map(|e| e.log_id);
+            // The follower may commit no further than what it was sent (openraft's follower
+            // already takes the smaller of the two; this keeps the message true on its own).
+            if rpc.leader_commit > last {
+                rpc.leader_commit = last;
+            }
+            last
+        } else {
+            None
+        };
         match self.call(Rpc::Append(rpc), RPCTypes::AppendEntries, option.hard_ttl()).await? {
+            Reply::Append(Ok(AppendEntriesResponse::Success)) if trimmed => {
+                Ok(AppendEntriesResponse::PartialSuccess(last_sent))
+            }
             Reply::Append(r) => r.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e))),
             other => Err(unexpected(&other)),
         }
@@ -186,5 +303,108 @@ impl RaftNetwork<TypeConfig> for PeerClient {
             Reply::Vote(r) => r.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e))),
             other => Err(unexpected(&other)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use libp2p::StreamProtocol;
+    use libp2p::request_response::Codec as _;
+    use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId, Membership};
+
+    use super::*;
+    use crate::raft::Expect;
+    use crate::raft::transport::{FrameCodec, Limits};
+
+    fn entry(index: u64, payload: EntryPayload<TypeConfig>) -> Entry<TypeConfig> {
+        Entry { log_id: LogId::new(CommittedLeaderId::new(u64::MAX, u64::MAX), index), payload }
+    }
+
+    fn put(value_len: usize) -> EntryPayload<TypeConfig> {
+        EntryPayload::Normal(Request {
+            ops: vec![Op::Put {
+                key: "/registry/workloads/default/web".into(),
+                value: "v".repeat(value_len),
+                expect: Expect::ModRevision(u64::MAX),
+            }],
+        })
+    }
+
+    async fn encoded(rpc: Rpc) -> usize {
+        let limits = Limits { request: u64::from(u32::MAX), reply: u64::from(u32::MAX) };
+        let mut wire = Vec::new();
+        FrameCodec::new(limits).write_request(&StreamProtocol::new("/t"), &mut wire, rpc).await.unwrap();
+        wire.len()
+    }
+
+    fn append(entries: Vec<Entry<TypeConfig>>) -> Rpc {
+        Rpc::Append(AppendEntriesRequest {
+            vote: openraft::Vote::new_committed(u64::MAX, u64::MAX),
+            prev_log_id: Some(LogId::new(CommittedLeaderId::new(u64::MAX, u64::MAX), u64::MAX)),
+            entries,
+            leader_commit: Some(LogId::new(CommittedLeaderId::new(u64::MAX, u64::MAX), u64::MAX)),
+        })
+    }
+
+    #[tokio::test]
+    async fn entry_bytes_bounds_what_an_entry_takes_on_the_wire() {
+        let member = |i: usize| Member {
+            did: format!("did:key:z6Mk{}", "a".repeat(44 + i)),
+            p2p: "[2001:db8::1234:5678]:65535".into(),
+            api: format!("https://{}", "h".repeat(1000)),
+        };
+        let nodes: BTreeMap<NodeId, Member> = (0..64).map(|i| (u64::MAX - i as u64, member(i))).collect();
+        let voters = BTreeSet::from_iter(nodes.keys().copied().take(33));
+        let membership = Membership::new(vec![voters.clone(), voters], nodes);
+        let delete = EntryPayload::Normal(Request {
+            ops: (0..MAX_OPS)
+                .map(|i| Op::Delete {
+                    key: format!("/registry/k/{i}"),
+                    expect: Expect::ModRevision(u64::MAX),
+                })
+                .collect(),
+        });
+        let entries = vec![
+            entry(u64::MAX, EntryPayload::Blank),
+            entry(u64::MAX, put(0)),
+            entry(u64::MAX, put(70_000)),
+            entry(u64::MAX, put(5_000_000)),
+            entry(u64::MAX, delete),
+            entry(u64::MAX, EntryPayload::Membership(membership)),
+        ];
+        let empty = encoded(append(vec![])).await;
+        assert!(empty < 1024, "an AppendEntries without entries is {empty} bytes");
+        for e in entries {
+            let bound = entry_bytes(&e);
+            let taken = encoded(append(vec![e.clone()])).await - empty;
+            assert!(taken <= bound, "{:?} takes {taken} bytes, bound {bound}", e.payload);
+            assert!(bound - taken < 64 * 1024 + taken / 10, "the bound is close: {taken} vs {bound}");
+        }
+    }
+
+    #[test]
+    fn an_append_carries_entries_up_to_its_budget_and_always_one() {
+        let small: Vec<_> = (0..64).map(|i| entry(i, put(1000))).collect();
+        assert_eq!(entries_that_fit(&small), 64, "small entries go as openraft batches them");
+        let large: Vec<_> = (0..10).map(|i| entry(i, put(300 * 1024))).collect();
+        assert_eq!(entries_that_fit(&large), 3, "300 KiB entries go three to a 1 MiB message");
+        let huge: Vec<_> = (0..3).map(|i| entry(i, put(MAX_ENTRY_BYTES - 1024))).collect();
+        assert_eq!(entries_that_fit(&huge), 1, "an entry over the budget goes alone");
+        assert_eq!(entries_that_fit(&[]), 0);
+    }
+
+    #[test]
+    fn the_frame_limits_hold_the_largest_messages() {
+        // One entry as large as a write may make, or a full snapshot chunk, fits in a request
+        // with its envelope; a forwarded write's answer with MAX_OPS replaced values fits in a
+        // reply.
+        assert!(MAX_ENTRY_BYTES as u64 + ENVELOPE_BYTES <= MAX_REQUEST_BYTES);
+        assert!(APPEND_BUDGET as u64 + ENVELOPE_BYTES <= MAX_REQUEST_BYTES);
+        assert!(SNAPSHOT_CHUNK_BYTES as u64 + ENVELOPE_BYTES <= MAX_REQUEST_BYTES);
+        assert!((MAX_OPS * MAX_ENTRY_BYTES) as u64 + ENVELOPE_BYTES <= MAX_REPLY_BYTES);
+        assert_eq!(MAX_REQUEST_BYTES, 5 * 1024 * 1024);
+        assert_eq!(MAX_REPLY_BYTES, 33 * 1024 * 1024);
     }
 }
