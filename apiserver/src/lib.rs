@@ -15,3 +15,6 @@ pub mod quota;
 pub mod raft;
 pub mod registry;
 pub mod watch;
+
+#[cfg(test)]
+mod hostile_input;

@@ -445,7 +445,7 @@ fn precondition_in(obj: &Value) -> Result<Option<u64>, ApiError> {
 
 /// A position in a paginated list: the revision it is served at and the last key served.
 #[derive(serde::Serialize, serde::Deserialize)]
-struct Continue {
+pub(crate) struct Continue {
     rv: u64,
     start: String,
 }
@@ -454,7 +454,7 @@ fn encode_continue(c: &Continue) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(serde_json::to_vec(c).expect("serializable"))
 }
 
-fn decode_continue(token: &str) -> Result<Continue, ApiError> {
+pub(crate) fn decode_continue(token: &str) -> Result<Continue, ApiError> {
     base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(token)
         .ok()
@@ -673,7 +673,11 @@ impl Registry {
     }
 
     async fn commit(&self, ops: Vec<Op>) -> Result<(u64, Outcome), ApiError> {
-        let response = self.node.write(Request { ops }).await.map_err(unavailable)?;
+        let response = self.node.write(Request { ops }).await.map_err(|e| match e {
+            // Not sent anywhere: retrying cannot help, so not a 503.
+            crate::raft::WriteError::TooLarge(_) => ApiError::TooLarge(e.to_string()),
+            e => unavailable(e),
+        })?;
         Ok((response.revision, response.outcome))
     }
 

@@ -13,7 +13,7 @@ pub mod authn;
 pub mod cluster;
 mod conn;
 mod discovery;
-mod json;
+pub(crate) mod json;
 pub mod logs;
 mod objects;
 mod openapi;
