@@ -102,7 +102,7 @@ proptest! {
 
     #[test]
     fn continue_tokens_never_panic(text in prop_oneof![".{0,200}", "[A-Za-z0-9_-]{0,200}"]) {
-        let _ = crate::registry::decode_continue(&text);
+        let _ = crate::registry::paging::decode_continue(&text);
     }
 }
 

@@ -138,7 +138,7 @@ fn event_for(
 }
 
 async fn run(registry: &Registry, watch: &Watch, tx: &mpsc::Sender<Event>) -> Result<(), ApiError> {
-    let state = registry.node().state();
+    let state = registry.store();
     let mut applied = state.subscribe();
     let mut stopping = registry.stopping();
     let prefix = prefix(watch.kind, watch.namespace.as_deref());

@@ -1,18 +1,44 @@
-//! Kubernetes object semantics on a real single-voter Raft member.
+//! Kubernetes object semantics, and the access rules and quotas around them: a conformance
+//! suite every store passes, run on a real single-voter Raft member on disk and on the
+//! in-memory store (`MemStore`).
 
 use api::kinds::by_kind;
 use apiserver::access::Caller;
 use apiserver::raft::{Options, RaftNode};
+use apiserver::registry::MemStore;
 
 /// The server itself: these tests are about object semantics, not access.
 static SYS: std::sync::LazyLock<Caller> = std::sync::LazyLock::new(Caller::system);
 use apiserver::registry::{
-    ApiError, DeleteOptions, Deleted, ListOptions, Part, ReadAt, Registry, WriteOptions,
+    ApiError, DeleteOptions, Deleted, ListOptions, Part, Patch, ReadAt, Registry, WriteOptions,
 };
 use serde_json::{Value, json};
 
 async fn registry(dir: &std::path::Path) -> Registry {
     Registry::new(RaftNode::start_single(dir, Options::default()).await.unwrap())
+}
+
+/// Each test of the suite, once on a Raft member on disk and once in memory.
+macro_rules! on_every_store {
+    ($($name:ident),* $(,)?) => {
+        mod raft_store {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let dir = tempfile::tempdir().unwrap();
+                    super::$name(super::registry(dir.path()).await).await;
+                }
+            )*
+        }
+        mod memory_store {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::Registry::new(super::MemStore::new())).await;
+                }
+            )*
+        }
+    };
 }
 
 /// `obj` signed by the test's owner key now (objects of signed kinds must verify).
@@ -68,10 +94,7 @@ fn rv(obj: &Value) -> u64 {
     obj["metadata"]["resourceVersion"].as_str().unwrap().parse().unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn create_get_update_delete_with_kubernetes_semantics() {
-    let dir = tempfile::tempdir().unwrap();
-    let reg = registry(dir.path()).await;
+async fn create_get_update_delete_with_kubernetes_semantics(reg: Registry) {
     let wl = by_kind("Workload").unwrap();
 
     let created = reg.make(wl, workload("web", 2)).await.unwrap();
@@ -117,10 +140,7 @@ async fn create_get_update_delete_with_kubernetes_semantics() {
     assert!(matches!(reg.remove(wl, "web", None).await, Err(ApiError::NotFound { .. })));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn lists_are_per_namespace_or_all_and_carry_a_consistent_revision() {
-    let dir = tempfile::tempdir().unwrap();
-    let reg = registry(dir.path()).await;
+async fn lists_are_per_namespace_or_all_and_carry_a_consistent_revision(reg: Registry) {
     let wl = by_kind("Workload").unwrap();
     let mut last = 0;
     for (ns, name) in [("default", "a"), ("prod", "b"), ("prod", "c")] {
@@ -136,10 +156,7 @@ async fn lists_are_per_namespace_or_all_and_carry_a_consistent_revision() {
     assert!(reg.all(by_kind("Node").unwrap(), None).await.items.is_empty());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn invalid_objects_are_refused_with_field_paths_and_change_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let reg = registry(dir.path()).await;
+async fn invalid_objects_are_refused_with_field_paths_and_change_nothing(reg: Registry) {
     let wl = by_kind("Workload").unwrap();
     let before = reg.all(wl, None).await.revision;
 
@@ -162,10 +179,7 @@ async fn invalid_objects_are_refused_with_field_paths_and_change_nothing() {
     assert_eq!(reg.all(wl, None).await.revision, before, "a refused request was committed");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_stored_signed_manifest_still_verifies() {
-    let dir = tempfile::tempdir().unwrap();
-    let reg = registry(dir.path()).await;
+async fn a_stored_signed_manifest_still_verifies(reg: Registry) {
     let wl = by_kind("Workload").unwrap();
     let mut obj = workload("signed", 1); // no namespace: the server defaults it
     let key = ed25519_dalek::SigningKey::from_bytes(&[9; 32]);
@@ -183,10 +197,7 @@ fn merge(v: Value) -> apiserver::registry::Patch {
     apiserver::registry::Patch::Merge(v)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn status_and_spec_are_written_separately() {
-    let dir = tempfile::tempdir().unwrap();
-    let reg = registry(dir.path()).await;
+async fn status_and_spec_are_written_separately(reg: Registry) {
     let wl = by_kind("Workload").unwrap();
     let opts = WriteOptions::default();
     reg.make(wl, workload("web", 1)).await.unwrap();
@@ -216,10 +227,7 @@ async fn status_and_spec_are_written_separately() {
     assert_eq!(w.object["metadata"]["resourceVersion"], before["metadata"]["resourceVersion"]);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn finalizers_hold_a_deleted_object_until_the_last_is_removed() {
-    let dir = tempfile::tempdir().unwrap();
-    let reg = registry(dir.path()).await;
+async fn finalizers_hold_a_deleted_object_until_the_last_is_removed(reg: Registry) {
     let wl = by_kind("Workload").unwrap();
     let opts = WriteOptions::default();
     let mut obj = workload("held", 1);
@@ -245,10 +253,7 @@ async fn finalizers_hold_a_deleted_object_until_the_last_is_removed() {
     assert!(matches!(reg.read(wl, "held").await, Err(ApiError::NotFound { .. })));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn server_side_apply_creates_merges_and_records_the_manager() {
-    let dir = tempfile::tempdir().unwrap();
-    let reg = registry(dir.path()).await;
+async fn server_side_apply_creates_merges_and_records_the_manager(reg: Registry) {
     let wl = by_kind("Workload").unwrap();
     let apply = |v: Value| apiserver::registry::Patch::Apply(v);
     let opts = WriteOptions { field_manager: Some("gitops".into()), ..Default::default() };
@@ -290,10 +295,7 @@ async fn server_side_apply_creates_merges_and_records_the_manager() {
     assert_eq!(same.object["metadata"]["resourceVersion"], again.object["metadata"]["resourceVersion"]);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn dry_runs_and_field_validation_change_nothing_they_should_not() {
-    let dir = tempfile::tempdir().unwrap();
-    let reg = registry(dir.path()).await;
+async fn dry_runs_and_field_validation_change_nothing_they_should_not(reg: Registry) {
     let wl = by_kind("Workload").unwrap();
     let before = reg.all(wl, None).await.revision;
     let dry = WriteOptions { dry_run: true, ..Default::default() };
@@ -318,10 +320,7 @@ async fn dry_runs_and_field_validation_change_nothing_they_should_not() {
     assert!(w.object["spec"].get("replica").is_none());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pages_are_served_at_the_revision_of_the_first_and_selectors_apply() {
-    let dir = tempfile::tempdir().unwrap();
-    let reg = registry(dir.path()).await;
+async fn pages_are_served_at_the_revision_of_the_first_and_selectors_apply(reg: Registry) {
     let wl = by_kind("Workload").unwrap();
     for i in 0..7 {
         let mut obj = workload(&format!("w{i}"), 1);
@@ -370,10 +369,7 @@ async fn pages_are_served_at_the_revision_of_the_first_and_selectors_apply() {
     assert_eq!(err.code(), 400);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn reads_wait_for_a_revision_not_yet_applied_and_time_out_past_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let reg = registry(dir.path()).await;
+async fn reads_wait_for_a_revision_not_yet_applied_and_time_out_past_it(reg: Registry) {
     let wl = by_kind("Workload").unwrap();
     let created = reg.make(wl, workload("w", 1)).await.unwrap();
     let at = rv(&created);
@@ -385,10 +381,7 @@ async fn reads_wait_for_a_revision_not_yet_applied_and_time_out_past_it() {
     assert!(reg.list(&SYS, wl, None, &exact).await.unwrap().items.is_empty(), "the state before the create");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn foreground_and_orphan_deletion_hold_the_object_for_the_garbage_collector() {
-    let dir = tempfile::tempdir().unwrap();
-    let reg = registry(dir.path()).await;
+async fn foreground_and_orphan_deletion_hold_the_object_for_the_garbage_collector(reg: Registry) {
     let wl = by_kind("Workload").unwrap();
     for (name, policy, finalizer) in [("fg", "Foreground", "foregroundDeletion"), ("or", "Orphan", "orphan")]
     {
@@ -404,3 +397,98 @@ async fn foreground_and_orphan_deletion_hold_the_object_for_the_garbage_collecto
     reg.make(wl, workload("bg", 1)).await.unwrap();
     assert!(matches!(reg.delete(&SYS, wl, Some("default"), "bg", &opts).await.unwrap(), Deleted::Gone(_)));
 }
+
+fn key(seed: u8) -> ed25519_dalek::SigningKey {
+    ed25519_dalek::SigningKey::from_bytes(&[seed; 32])
+}
+
+fn caller(key: &ed25519_dalek::SigningKey) -> Caller {
+    Caller::identity(api::identity::Did::from_key(&key.verifying_key()), false)
+}
+
+fn signed_by(mut obj: Value, key: &ed25519_dalek::SigningKey, at: &str) -> Value {
+    let at = chrono::DateTime::parse_from_rfc3339(at).unwrap().with_timezone(&chrono::Utc);
+    api::signing::sign(&mut obj, key, at).unwrap();
+    obj
+}
+
+async fn a_stranger_is_refused_before_any_work_and_learns_nothing(reg: Registry) {
+    let (alice, bob) = (key(1), key(2));
+    let wl = by_kind("Workload").unwrap();
+    let mut w = workload("web", 1);
+    w["spec"]["env"] = json!([{ "name": "TOKEN", "value": "s3cret" }]);
+    let w = signed_by(w, &alice, "2026-01-01T00:00:00Z");
+    let created = reg.create(&caller(&alice), wl, w, &WriteOptions::default()).await.unwrap().object;
+    let bomb: Vec<Value> = (0..40)
+        .map(|i| json!({ "op": "copy", "from": "", "path": format!("/metadata/annotations/x{i}") }))
+        .collect();
+    let probe = json!([{ "op": "test", "path": "/spec/env/0/value", "value": "guess" }]);
+    for patch in
+        [Patch::Json(Value::Array(bomb)), Patch::Json(probe), merge(json!({ "spec": { "replicas": "x" } }))]
+    {
+        let e = reg
+            .patch(&caller(&bob), wl, Part::Main, Some("default"), "web", &patch, &WriteOptions::default())
+            .await
+            .unwrap_err();
+        assert!(matches!(e, ApiError::Forbidden(_)), "{e}");
+        assert!(!e.to_string().contains("s3cret") && e.to_string().contains("only its owner"), "{e}");
+    }
+    let seen = reg.get(&caller(&bob), wl, Some("default"), "web", ReadAt::Latest).await.unwrap();
+    assert_eq!(seen["spec"]["env"], json!([{ "name": "TOKEN" }]), "redacted for a stranger");
+    assert_eq!(rv(&reg.read(wl, "web").await.unwrap()), rv(&created), "nothing changed");
+}
+
+async fn a_deleted_signed_object_cannot_come_back_older(reg: Registry) {
+    let alice = key(1);
+    let (wl, me) = (by_kind("Workload").unwrap(), caller(&key(1)));
+    let opts = WriteOptions::default();
+    let newer = signed_by(workload("web", 2), &alice, "2026-02-01T00:00:00Z");
+    let older = signed_by(workload("web", 1), &alice, "2026-01-01T00:00:00Z");
+    reg.create(&me, wl, newer, &opts).await.unwrap();
+    reg.delete(&me, wl, Some("default"), "web", &DeleteOptions::default()).await.unwrap();
+    let e = reg.create(&me, wl, older.clone(), &opts).await.unwrap_err();
+    assert!(e.to_string().contains("an older manifest cannot come back"), "{e}");
+    // Once the tombstone has expired and is swept, the name is free of its past.
+    assert_eq!(reg.sweep_tombstones(chrono::Utc::now()).await.unwrap(), 0, "still fresh");
+    let later = chrono::Utc::now() + apiserver::registry::TOMBSTONE_TTL + std::time::Duration::from_secs(1);
+    assert_eq!(reg.sweep_tombstones(later).await.unwrap(), 1);
+    reg.create(&me, wl, older, &opts).await.unwrap();
+}
+
+async fn quotas_count_what_each_signer_stores(reg: Registry) {
+    let reg = reg.with_limits(apiserver::quota::Limits { objects: 2, replicas: 5, ..Default::default() });
+    let (alice, bob) = (key(1), key(2));
+    let wl = by_kind("Workload").unwrap();
+    let opts = WriteOptions::default();
+    let mine =
+        |name: &str, replicas: i64| signed_by(workload(name, replicas), &alice, "2026-01-01T00:00:00Z");
+    let e = reg.create(&caller(&alice), wl, mine("big", 6), &opts).await.unwrap_err();
+    assert!(e.to_string().contains("replicas per signer (6 of 5"), "{e}");
+    reg.create(&caller(&alice), wl, mine("a", 2), &opts).await.unwrap();
+    reg.create(&caller(&alice), wl, mine("b", 2), &opts).await.unwrap();
+    let e = reg.create(&caller(&alice), wl, mine("c", 1), &opts).await.unwrap_err();
+    assert!(matches!(e, ApiError::TooManyRequests { retry_after: 60, .. }), "{e}");
+    assert!(e.to_string().contains("objects per signer (3 of 2"), "{e}");
+    // Another signer has quotas of its own; the server itself (a member) has none.
+    reg.create(&caller(&bob), wl, signed_by(workload("c", 1), &bob, "2026-01-01T00:00:00Z"), &opts)
+        .await
+        .unwrap();
+    reg.create(&SYS, wl, mine("d", 1), &opts).await.unwrap();
+}
+
+on_every_store!(
+    create_get_update_delete_with_kubernetes_semantics,
+    lists_are_per_namespace_or_all_and_carry_a_consistent_revision,
+    invalid_objects_are_refused_with_field_paths_and_change_nothing,
+    a_stored_signed_manifest_still_verifies,
+    status_and_spec_are_written_separately,
+    finalizers_hold_a_deleted_object_until_the_last_is_removed,
+    server_side_apply_creates_merges_and_records_the_manager,
+    dry_runs_and_field_validation_change_nothing_they_should_not,
+    pages_are_served_at_the_revision_of_the_first_and_selectors_apply,
+    reads_wait_for_a_revision_not_yet_applied_and_time_out_past_it,
+    foreground_and_orphan_deletion_hold_the_object_for_the_garbage_collector,
+    a_stranger_is_refused_before_any_work_and_learns_nothing,
+    a_deleted_signed_object_cannot_come_back_older,
+    quotas_count_what_each_signer_stores,
+);

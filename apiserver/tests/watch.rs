@@ -177,28 +177,30 @@ async fn bookmarks_mark_the_end_of_initial_events_and_of_the_watch() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_compacted_revision_is_an_in_stream_410_and_history_survives_a_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let reg = registry(dir.path()).await;
+    let node = RaftNode::start_single(dir.path(), Options::default()).await.unwrap();
+    let reg = Registry::new(node.clone());
     let first = create(&reg, workload("a", "web")).await;
     let second = create(&reg, workload("b", "web")).await;
-    reg.node().shutdown().await;
-    drop(reg);
+    node.shutdown().await;
+    drop((reg, node));
 
     // After a restart, a client resumes from its revision and misses nothing.
-    let reg = registry(dir.path()).await;
+    let node = RaftNode::start_single(dir.path(), Options::default()).await.unwrap();
+    let reg = Registry::new(node.clone());
     let mut resumed = watch::start(&reg, watch_workloads(Start::After(rv(&first)), false));
     assert_eq!(summary(&next(&mut resumed).await), ("ADDED".into(), "b".into()));
     assert_eq!(rv(&next_after_create(&reg, &mut resumed, "c").await), rv(&second) + 1);
 
     // Keep only the last revision: a watch from the first gets an in-stream 410.
     let keep_one = Retention { max_age: Duration::from_secs(3600), max_revisions: 1 };
-    reg.node().state().compact_history(keep_one, u64::MAX / 2).unwrap();
+    node.state().compact_history(keep_one, u64::MAX / 2).unwrap();
     let mut stale = watch::start(&reg, watch_workloads(Start::After(rv(&first)), false));
     let e = next(&mut stale).await;
     assert_eq!(e.kind, "ERROR");
     assert_eq!(e.object["code"], 410);
     assert_eq!(e.object["reason"], "Expired");
     assert!(tokio::time::timeout(Duration::from_secs(5), stale.recv()).await.unwrap().is_none(), "closed");
-    reg.node().shutdown().await;
+    node.shutdown().await;
 }
 
 async fn next_after_create(

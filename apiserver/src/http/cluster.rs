@@ -15,8 +15,9 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::access::Caller;
+use crate::raft::RaftNode;
 use crate::raft::{ClusterError, NodeId};
-use crate::registry::{ApiError, Registry};
+use crate::registry::ApiError;
 
 /// The body of `POST /cluster/members`.
 #[derive(Debug, Deserialize)]
@@ -59,44 +60,44 @@ fn members_only(who: &Caller, what: &str) -> Result<(), ApiError> {
     }
 }
 
-pub(super) async fn members(_who: Caller, State(registry): State<Registry>) -> Response {
-    let members = registry.node().members().await;
-    Json(json!({ "self": registry.node().id(), "members": members })).into_response()
+pub(super) async fn members(_who: Caller, State(node): State<RaftNode>) -> Response {
+    let members = node.members().await;
+    Json(json!({ "self": node.id(), "members": members })).into_response()
 }
 
 pub(super) async fn add(
     who: Caller,
-    State(registry): State<Registry>,
+    State(node): State<RaftNode>,
     body: Result<Json<AddMember>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, ApiError> {
     members_only(&who, "add members")?;
     let Json(body) =
         body.map_err(|e| ApiError::BadRequest(format!("expected {{\"did\", \"address\", \"api\"}}: {e}")))?;
-    let id = registry.node().add_member(&body.did, &body.address, &body.api).await.map_err(api_error)?;
+    let id = node.add_member(&body.did, &body.address, &body.api).await.map_err(api_error)?;
     Ok((StatusCode::CREATED, Json(json!({ "id": id, "did": body.did, "address": body.address })))
         .into_response())
 }
 
 pub(super) async fn remove(
     who: Caller,
-    State(registry): State<Registry>,
+    State(node): State<RaftNode>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     members_only(&who, "remove members")?;
     let id: NodeId = id.parse().map_err(|_| ApiError::BadRequest(format!("{id:?} is not a member id")))?;
-    registry.node().remove_member(id).await.map_err(api_error)?;
+    node.remove_member(id).await.map_err(api_error)?;
     Ok(Json(json!({ "removed": id })).into_response())
 }
 
 pub(super) async fn isolate(
     who: Caller,
-    State(registry): State<Registry>,
+    State(node): State<RaftNode>,
     Json(body): Json<Isolate>,
 ) -> Result<Response, ApiError> {
     if !FAULT_INJECTION.load(std::sync::atomic::Ordering::Relaxed) {
         return Err(ApiError::NotFound { kind: "route".into(), name: "/cluster/isolate".into() });
     }
     members_only(&who, "inject faults")?;
-    registry.node().isolate_from(&body.ids).map_err(api_error)?;
+    node.isolate_from(&body.ids).map_err(api_error)?;
     Ok(Json(json!({ "isolatedFrom": body.ids })).into_response())
 }

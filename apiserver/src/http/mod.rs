@@ -37,10 +37,18 @@ use authn::Authn;
 pub struct AppState {
     /// The objects.
     pub registry: Registry,
+    /// The Raft member under them (its cluster's membership, for `/cluster/…`).
+    pub node: crate::raft::RaftNode,
     /// Who is asking.
     pub authn: Authn,
     /// How the apiserver calls node agents (for `replicas/NAME/log`).
     pub node_proxy: logs::NodeProxy,
+}
+
+impl FromRef<AppState> for crate::raft::RaftNode {
+    fn from_ref(state: &AppState) -> crate::raft::RaftNode {
+        state.node.clone()
+    }
 }
 
 impl FromRef<AppState> for Registry {

@@ -431,10 +431,11 @@ pub fn run(ctx: &Context, args: &Args, up: Option<&super::node::LocalNodeArgs>) 
         let quotas = args.limits.quotas()?;
         let state = AppState {
             registry: Registry::new(node.clone()).with_limits(quotas),
+            node: node.clone(),
             authn: Authn::new(audience.clone(), members).with_cluster(node.clone()).with_limits(quotas),
             node_proxy: apiserver::http::logs::NodeProxy(Some(std::sync::Arc::new(member.clone()))),
         };
-        let sweeper = tokio::spawn(sweep_tombstones(state.registry.clone()));
+        let sweeper = tokio::spawn(sweep_tombstones(state.registry.clone(), node.clone()));
         let serving =
             tokio::spawn(apiserver::http::serve(listener, state, tls, args.limits.connections(), shutdown));
         let controllers = match with_controllers {
@@ -480,10 +481,10 @@ pub fn run(ctx: &Context, args: &Args, up: Option<&super::node::LocalNodeArgs>) 
 
 /// Removes expired tombstones (anti-rollback records of deleted objects) every few minutes,
 /// on the member that leads (one member is enough; the others would only repeat it).
-async fn sweep_tombstones(registry: Registry) {
+async fn sweep_tombstones(registry: Registry, node: RaftNode) {
     loop {
         tokio::time::sleep(Duration::from_secs(300)).await;
-        let me = registry.node().status();
+        let me = node.status();
         if me.leader != Some(me.id) {
             continue;
         }

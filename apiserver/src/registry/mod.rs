@@ -1,5 +1,5 @@
-//! Objects of the univrs kinds on the Raft state machine, with Kubernetes semantics: keys,
-//! server-owned metadata, `resourceVersion` preconditions, the `status` subresource,
+//! Objects of the univrs kinds on a [`Store`] (a Raft member), with Kubernetes semantics:
+//! keys, server-owned metadata, `resourceVersion` preconditions, the `status` subresource,
 //! finalizers, patches, field validation, dry runs, consistent pagination and the errors of
 //! the Kubernetes API.
 //!
@@ -12,142 +12,50 @@
 //! Every change is one Raft entry whose precondition is the revision the change was computed
 //! from, so read-modify-write (update, patch, status, finalizers) is compare-and-swap.
 //!
-//! Admission (signatures, anti-rollback, authorization) is not here: it runs before a request
-//! reaches the registry.
+//! A write goes through these stages: the caller's role against the stored object
+//! ([`access::may_write`], before any work on it) → the change (patch, apply, update) →
+//! [`admission`] of the result (kind, unknown fields, schema, signature, typed validation) →
+//! [`access::authorize`] (the invariants, the role before and after) → quota ([`usage`]) →
+//! commit. The parts: [`error`] (`ApiError`), [`meta`] (`ObjectRef`, server-owned metadata),
+//! [`apply`] (server-side apply bookkeeping), [`paging`] (continue tokens), [`tombstone`]
+//! (anti-rollback across deletion), [`store`] (the storage seam).
 
-use std::collections::HashMap;
-use std::sync::{Arc, OnceLock};
+mod admission;
+mod apply;
+mod error;
+pub mod meta;
+pub(crate) mod paging;
+pub mod store;
+mod tombstone;
+mod usage;
+
+use std::sync::Arc;
 use std::time::Duration;
 
+use api::KindInfo;
 use api::kinds::NodeSpec;
 use api::object::KindSpec as _;
 use api::selector::Selector;
-use api::signing::DEFAULT_NAMESPACE;
-use api::{FieldError, KindInfo, Scope};
-use base64::Engine as _;
-use chrono::{SecondsFormat, Utc};
-use serde_json::{Map, Value, json};
+use serde_json::Value;
 
+use self::admission::admit;
+use self::apply::{applied_fields, record_manager};
+pub use self::error::ApiError;
+pub(crate) use self::error::unavailable;
+pub use self::meta::{MAX_OBJECT_BYTES, ObjectRef, parse_revision};
+pub(crate) use self::meta::{at_revision, prefix};
+use self::meta::{
+    bump_generation, drop_empty_metadata, merge_server_owned, meta_field, meta_mut, meta_str, now,
+    precondition_in, stored_json, with_revision,
+};
+use self::paging::{Continue, decode_continue, encode_continue};
+pub use self::store::{MemStore, Store, StoreError};
+use self::tombstone::tombstone_key;
+pub use self::tombstone::{TOMBSTONE_TTL, TOMBSTONES};
 use crate::access::{self, Caller, Verb};
 use crate::patch;
 use crate::quota;
-use crate::raft::{Expect, Op, Outcome, RaftNode, Request, Stored};
-
-/// A request that failed, as the Kubernetes API reports it.
-#[derive(Debug, thiserror::Error)]
-pub enum ApiError {
-    /// 404.
-    #[error("{kind} {name:?} not found")]
-    NotFound {
-        /// The kind's plural (as Kubernetes names the resource in messages).
-        kind: String,
-        /// The object's name.
-        name: String,
-    },
-    /// 409, on create.
-    #[error("{kind} {name:?} already exists")]
-    AlreadyExists {
-        /// The kind's plural.
-        kind: String,
-        /// The object's name.
-        name: String,
-    },
-    /// 409, on a stale `resourceVersion` or `uid`.
-    #[error(
-        "Operation cannot be fulfilled on {kind} {name:?}: the object has been modified; please apply your changes to the latest version and try again"
-    )]
-    Conflict {
-        /// The kind's plural.
-        kind: String,
-        /// The object's name.
-        name: String,
-    },
-    /// 422, with every problem and its field path.
-    #[error("{kind} {name:?} is invalid: {}", causes.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
-    Invalid {
-        /// The kind.
-        kind: String,
-        /// The object's name.
-        name: String,
-        /// Every problem.
-        causes: Vec<FieldError>,
-    },
-    /// 400.
-    #[error("{0}")]
-    BadRequest(String),
-    /// 401: no credentials, or credentials that do not verify.
-    #[error("{0}")]
-    Unauthorized(String),
-    /// 403: authenticated, but not allowed.
-    #[error("{0}")]
-    Forbidden(String),
-    /// 410: a revision that is no longer kept.
-    #[error("{0}")]
-    Expired(String),
-    /// 415.
-    #[error("{0}")]
-    UnsupportedMediaType(String),
-    /// 504: a revision asked for was not reached in time.
-    #[error("{0}")]
-    Timeout(String),
-    /// 413: a request or the object it makes is over a size or depth bound.
-    #[error("{0}")]
-    TooLarge(String),
-    /// 429: a quota or rate of the caller is used up; try again after `retry_after` seconds.
-    #[error("{message}")]
-    TooManyRequests {
-        /// Which quota, how much is used and what to do.
-        message: String,
-        /// Seconds after which trying again may succeed.
-        retry_after: u64,
-    },
-    /// 503: no leader, shutting down, or storage failing.
-    #[error("the control plane cannot serve this now: {0}")]
-    Unavailable(String),
-}
-
-impl ApiError {
-    /// The HTTP status code.
-    pub fn code(&self) -> u16 {
-        match self {
-            ApiError::NotFound { .. } => 404,
-            ApiError::AlreadyExists { .. } | ApiError::Conflict { .. } => 409,
-            ApiError::Invalid { .. } => 422,
-            ApiError::BadRequest(_) => 400,
-            ApiError::Unauthorized(_) => 401,
-            ApiError::Forbidden(_) => 403,
-            ApiError::Expired(_) => 410,
-            ApiError::UnsupportedMediaType(_) => 415,
-            ApiError::Timeout(_) => 504,
-            ApiError::TooLarge(_) => 413,
-            ApiError::TooManyRequests { .. } => 429,
-            ApiError::Unavailable(_) => 503,
-        }
-    }
-
-    /// The Kubernetes `Status.reason`.
-    pub fn reason(&self) -> &'static str {
-        match self {
-            ApiError::NotFound { .. } => "NotFound",
-            ApiError::AlreadyExists { .. } => "AlreadyExists",
-            ApiError::Conflict { .. } => "Conflict",
-            ApiError::Invalid { .. } => "Invalid",
-            ApiError::BadRequest(_) => "BadRequest",
-            ApiError::Unauthorized(_) => "Unauthorized",
-            ApiError::Forbidden(_) => "Forbidden",
-            ApiError::Expired(_) => "Expired",
-            ApiError::UnsupportedMediaType(_) => "UnsupportedMediaType",
-            ApiError::Timeout(_) => "Timeout",
-            ApiError::TooLarge(_) => "RequestEntityTooLarge",
-            ApiError::TooManyRequests { .. } => "TooManyRequests",
-            ApiError::Unavailable(_) => "ServiceUnavailable",
-        }
-    }
-}
-
-fn unavailable(e: impl std::fmt::Display) -> ApiError {
-    ApiError::Unavailable(e.to_string())
-}
+use crate::raft::{Expect, Op, Outcome, Request, Stored};
 
 /// What `fieldValidation` asks of fields the schema does not know.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -272,10 +180,10 @@ pub enum Deleted {
 /// How long a read waits for a `resourceVersion` this member has not applied yet.
 const WAIT_FOR_REVISION: Duration = Duration::from_secs(3);
 
-/// The objects of every kind, on one Raft member.
+/// The objects of every kind, on one store (a Raft member).
 #[derive(Clone, Debug)]
 pub struct Registry {
-    node: RaftNode,
+    store: Arc<dyn Store>,
     /// Set once the server stops: open watches end.
     stopping: Arc<tokio::sync::watch::Sender<bool>>,
     /// What one identity may cost (members are exempt).
@@ -286,128 +194,17 @@ pub struct Registry {
     watches: quota::Watches,
 }
 
-/// Largest object stored, as its JSON (as a request body: 3 MiB).
-pub const MAX_OBJECT_BYTES: usize = 3 * 1024 * 1024;
-
-/// Where the tombstones of deleted signed objects are kept: the same path as the object
-/// under this prefix instead of `/registry/`.
-pub const TOMBSTONES: &str = "/tombstones/";
-
-/// How long a deleted signed object's newest `signed-at` is remembered, so that an older
-/// version cannot be created again (anti-rollback across deletion). At least as long as the
-/// change history (15 minutes by default).
-pub const TOMBSTONE_TTL: Duration = Duration::from_secs(3600);
-
-/// What a tombstone records.
-#[derive(serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Tombstone {
-    signer: Option<String>,
-    signed_at: String,
-    /// When the object was deleted (RFC 3339).
-    deleted_at: String,
-}
-
-fn tombstone_key(key: &str) -> String {
-    format!("{TOMBSTONES}{}", key.strip_prefix("/registry/").unwrap_or(key))
-}
-
-/// The storage key of an object: `/registry/{plural}/{namespace}/{name}`, or without the
-/// namespace for cluster-scoped kinds.
-pub(crate) fn key(kind: &KindInfo, namespace: Option<&str>, name: &str) -> String {
-    match (kind.scope, namespace) {
-        (Scope::Namespaced, ns) => {
-            format!("/registry/{}/{}/{name}", kind.plural, ns.unwrap_or(DEFAULT_NAMESPACE))
-        }
-        (Scope::Cluster, _) => format!("/registry/{}/{name}", kind.plural),
-    }
-}
-
-/// The key prefix of a list: one namespace, or all of them (`None`).
-pub(crate) fn prefix(kind: &KindInfo, namespace: Option<&str>) -> String {
-    match (kind.scope, namespace) {
-        (Scope::Namespaced, Some(ns)) => format!("/registry/{}/{ns}/", kind.plural),
-        _ => format!("/registry/{}/", kind.plural),
-    }
-}
-
-/// The object as stored, with `resourceVersion` set to `revision`.
-pub(crate) fn at_revision(value: &str, revision: u64) -> Result<Value, ApiError> {
-    let mut obj: Value = serde_json::from_str(value).map_err(unavailable)?;
-    meta_mut(&mut obj).insert("resourceVersion".into(), revision.to_string().into());
-    Ok(obj)
-}
-
-/// The object as stored, with its `resourceVersion`.
-fn with_revision(stored: &Stored) -> Result<Value, ApiError> {
-    at_revision(&stored.value, stored.mod_revision)
-}
-
-fn meta_mut(obj: &mut Value) -> &mut Map<String, Value> {
-    let map = obj.as_object_mut().expect("checked objects are maps");
-    let meta = map.entry("metadata").or_insert_with(|| Value::Object(Map::new()));
-    if !meta.is_object() {
-        *meta = Value::Object(Map::new());
-    }
-    meta.as_object_mut().expect("made a map above")
-}
-
-fn meta_str<'a>(obj: &'a Value, field: &str) -> Option<&'a str> {
-    obj.get("metadata")?.get(field)?.as_str()
-}
-
-fn meta_field<'a>(obj: &'a Value, field: &str) -> Option<&'a Value> {
-    obj.get("metadata")?.get(field)
-}
-
-fn now() -> String {
-    Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true)
-}
-
-/// The JSON Schema of each kind, built once.
-fn schema(kind: &KindInfo) -> &'static Value {
-    static SCHEMAS: OnceLock<HashMap<&'static str, Value>> = OnceLock::new();
-    let all =
-        SCHEMAS.get_or_init(|| api::kinds::KINDS.iter().map(|k| (k.kind, (k.schema)().to_value())).collect());
-    &all[kind.kind]
-}
-
-/// The compiled JSON Schema validator of each kind, built once.
-fn validator(kind: &KindInfo) -> &'static jsonschema::Validator {
-    static VALIDATORS: OnceLock<HashMap<&'static str, jsonschema::Validator>> = OnceLock::new();
-    let all = VALIDATORS.get_or_init(|| {
-        api::kinds::KINDS
-            .iter()
-            .map(|k| (k.kind, jsonschema::validator_for(schema(k)).expect("the generated schemas compile")))
-            .collect()
-    });
-    &all[kind.kind]
-}
-
-/// A JSON pointer (`/spec/env/0/value`) as a field path (`spec.env[0].value`).
-fn field_path(pointer: &str) -> String {
-    let mut path = api::FieldPath::root();
-    for token in pointer.split('/').skip(1) {
-        let token = token.replace("~1", "/").replace("~0", "~");
-        path = match token.parse::<usize>() {
-            Ok(i) => path.index(i),
-            Err(_) => path.child(&token),
-        };
-    }
-    path.to_string()
-}
-
 /// Facts about stored objects read from this member's state, for the access rules.
-struct StateLookup<'a>(&'a crate::raft::StateMachine);
+pub(crate) struct StoreLookup<'a>(pub(crate) &'a dyn Store);
 
-impl StateLookup<'_> {
+impl StoreLookup<'_> {
     fn read(&self, kind: &KindInfo, namespace: Option<&str>, name: &str) -> Option<Value> {
-        let stored = self.0.get(&key(kind, namespace, name)).ok()??;
+        let stored = self.0.get(&ObjectRef::new(kind, namespace, name).key()).ok()??;
         serde_json::from_str(&stored.value).ok()
     }
 }
 
-impl access::Lookup for StateLookup<'_> {
+impl access::Lookup for StoreLookup<'_> {
     fn node(&self, name: &str) -> Option<access::NodeFacts> {
         let node = self.read(api::kinds::by_kind(NodeSpec::KIND).expect("Node is a kind"), None, name)?;
         Some(access::NodeFacts {
@@ -429,46 +226,11 @@ impl access::Lookup for StateLookup<'_> {
     }
 }
 
-/// Parses a `resourceVersion` this server handed out.
-pub fn parse_revision(rv: &str, field: &str) -> Result<u64, ApiError> {
-    rv.parse()
-        .map_err(|_| ApiError::BadRequest(format!("{field}: {rv:?} is not a resourceVersion of this server")))
-}
-
-/// The revision a non-empty `metadata.resourceVersion` in `obj` asks for.
-fn precondition_in(obj: &Value) -> Result<Option<u64>, ApiError> {
-    match meta_str(obj, "resourceVersion").filter(|s| !s.is_empty()) {
-        Some(rv) => parse_revision(rv, "metadata.resourceVersion").map(Some),
-        None => Ok(None),
-    }
-}
-
-/// A position in a paginated list: the revision it is served at and the last key served.
-#[derive(serde::Serialize, serde::Deserialize)]
-pub(crate) struct Continue {
-    rv: u64,
-    start: String,
-}
-
-fn encode_continue(c: &Continue) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(serde_json::to_vec(c).expect("serializable"))
-}
-
-pub(crate) fn decode_continue(token: &str) -> Result<Continue, ApiError> {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(token)
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .ok_or_else(|| {
-            ApiError::BadRequest(format!("continue: {token:?} is not a continue token of this server"))
-        })
-}
-
 impl Registry {
-    /// A registry on `node`.
-    pub fn new(node: RaftNode) -> Self {
+    /// A registry on `store` (a Raft member; a [`MemStore`] in unit tests).
+    pub fn new(store: impl Store) -> Self {
         Self {
-            node,
+            store: Arc::new(store),
             stopping: Arc::new(tokio::sync::watch::Sender::new(false)),
             limits: quota::Limits::default(),
             ledger: Arc::default(),
@@ -496,62 +258,9 @@ impl Registry {
         }
     }
 
-    /// What `signer` uses now, counted up to the last applied revision.
-    fn usage_of(&self, signer: &str) -> Result<quota::Usage, ApiError> {
-        let state = self.node.state();
-        let mut ledger = self.ledger.lock().expect("quota ledger lock");
-        loop {
-            let Some(at) = ledger.at() else {
-                let (all, revision) = state.list("/").map_err(unavailable)?;
-                ledger.reset(revision, all.iter().map(|(k, v)| (k.as_str(), v.value.as_str())));
-                continue;
-            };
-            let applied = *state.subscribe().borrow();
-            match state.changes_after(at, 4096).map_err(unavailable)? {
-                // Fell behind the history: count again from the current state.
-                Err(_) => *ledger = quota::Ledger::default(),
-                Ok(batch) => {
-                    for (revision, c) in &batch.changes {
-                        let (prev, new) = (c.prev.as_ref(), c.new.as_ref());
-                        ledger.change(
-                            *revision,
-                            &c.key,
-                            prev.map(|s| s.value.as_str()),
-                            new.map(|s| s.value.as_str()),
-                        );
-                    }
-                    ledger.advance(batch.upto);
-                    if batch.upto >= applied {
-                        return Ok(ledger.usage(signer));
-                    }
-                }
-            }
-        }
-    }
-
-    /// Checks that writing `new` at `key` in place of `old` keeps the signer within its
-    /// quotas (members are exempt).
-    fn charge(&self, who: &Caller, key: &str, old: Option<&str>, new: Option<&str>) -> Result<(), ApiError> {
-        if who.member {
-            return Ok(());
-        }
-        let new_cost = new.and_then(|n| quota::cost(key, n));
-        let Some((signer, added)) = new_cost else { return Ok(()) };
-        let before = self.usage_of(&signer)?;
-        let mut after = before;
-        after.add(added);
-        if let Some((_, removed)) = old.and_then(|o| quota::cost(key, o)).filter(|(s, _)| *s == signer) {
-            after.sub(removed);
-        }
-        match quota::breach(&self.limits, before, after) {
-            None => Ok(()),
-            Some(message) => Err(ApiError::TooManyRequests { message, retry_after: 60 }),
-        }
-    }
-
-    /// The Raft member under this registry.
-    pub fn node(&self) -> &RaftNode {
-        &self.node
+    /// The store under this registry.
+    pub fn store(&self) -> &dyn Store {
+        &*self.store
     }
 
     /// Ends every open watch (the server is stopping).
@@ -564,89 +273,10 @@ impl Registry {
         self.stopping.subscribe()
     }
 
-    /// Checks `obj` as an object of `kind` (unknown fields per `validation`, then every
-    /// field's type and value) and returns its namespace (defaulted) and name.
-    fn admit(
-        kind: &KindInfo,
-        obj: &mut Value,
-        validation: FieldValidation,
-        warnings: &mut Vec<String>,
-    ) -> Result<(Option<String>, String), ApiError> {
-        let label = |o: &Value| meta_str(o, "name").unwrap_or_default().to_owned();
-        if !obj.is_object() {
-            return Err(ApiError::BadRequest("the object is not a JSON object".into()));
-        }
-        match api::manifest::kind_of(obj) {
-            Ok(k) if k.kind == kind.kind => {}
-            Ok(k) => {
-                return Err(ApiError::BadRequest(format!(
-                    "the object is a {}, but the request is for {}",
-                    k.kind, kind.plural
-                )));
-            }
-            Err(causes) => {
-                return Err(ApiError::Invalid { kind: kind.kind.into(), name: label(obj), causes });
-            }
-        }
-        match validation {
-            FieldValidation::Strict => {
-                let unknown = api::unknown_fields::unknown_fields(schema(kind), obj);
-                if !unknown.is_empty() {
-                    let list: Vec<String> = unknown.iter().map(|p| format!("unknown field {p:?}")).collect();
-                    return Err(ApiError::BadRequest(format!("strict decoding error: {}", list.join(", "))));
-                }
-            }
-            FieldValidation::Warn => {
-                let pruned = api::unknown_fields::prune_unknown_fields(schema(kind), obj);
-                warnings.extend(pruned.iter().map(|p| format!("unknown field {p:?}")));
-            }
-            FieldValidation::Ignore => {
-                api::unknown_fields::prune_unknown_fields(schema(kind), obj);
-            }
-        }
-        let causes: Vec<FieldError> = validator(kind)
-            .iter_errors(obj)
-            // Masked: a message never repeats a value (it may come from a stored object).
-            .map(|e| FieldError {
-                path: field_path(&e.instance_path().to_string()),
-                message: e.masked().to_string(),
-            })
-            .collect();
-        if !causes.is_empty() {
-            return Err(ApiError::Invalid { kind: kind.kind.into(), name: label(obj), causes });
-        }
-        if kind.signed {
-            access::check_signature(kind, obj)?;
-        }
-        if let Err(causes) = (kind.check)(obj) {
-            return Err(ApiError::Invalid { kind: kind.kind.into(), name: label(obj), causes });
-        }
-        let namespace = match kind.scope {
-            Scope::Namespaced => {
-                let ns = meta_str(obj, "namespace")
-                    .filter(|s| !s.is_empty())
-                    .unwrap_or(DEFAULT_NAMESPACE)
-                    .to_owned();
-                meta_mut(obj).insert("namespace".into(), ns.clone().into());
-                Some(ns)
-            }
-            Scope::Cluster => None,
-        };
-        let name = meta_str(obj, "name")
-            .filter(|s| !s.is_empty())
-            .ok_or_else(|| ApiError::Invalid {
-                kind: kind.kind.into(),
-                name: String::new(),
-                causes: vec![api::FieldPath::root().child("metadata").child("name").error("required")],
-            })?
-            .to_owned();
-        Ok((namespace, name))
-    }
-
     /// Waits until this member may serve `read`.
     async fn ready_for(&self, read: ReadAt) -> Result<(), ApiError> {
         match read {
-            ReadAt::Latest => self.node.read_barrier().await.map_err(unavailable),
+            ReadAt::Latest => self.store.read_barrier().await.map_err(unavailable),
             ReadAt::Any | ReadAt::Exact(_) => Ok(()),
             ReadAt::NotOlderThan(n) => self.wait_for_revision(n).await,
         }
@@ -654,7 +284,7 @@ impl Registry {
 
     /// Waits (briefly) until this member has applied revision `n`.
     pub async fn wait_for_revision(&self, n: u64) -> Result<(), ApiError> {
-        let mut applied = self.node.state().subscribe();
+        let mut applied = self.store.subscribe();
         let reached =
             tokio::time::timeout(WAIT_FOR_REVISION, applied.wait_for(|&a| a >= n)).await.map(|r| r.map(drop));
         match reached {
@@ -668,12 +298,12 @@ impl Registry {
     }
 
     async fn current(&self, key: &str) -> Result<Option<Stored>, ApiError> {
-        self.node.read_barrier().await.map_err(unavailable)?;
-        self.node.state().get(key).map_err(unavailable)
+        self.store.read_barrier().await.map_err(unavailable)?;
+        self.store.get(key).map_err(unavailable)
     }
 
     async fn commit(&self, ops: Vec<Op>) -> Result<(u64, Outcome), ApiError> {
-        let response = self.node.write(Request { ops }).await.map_err(|e| match e {
+        let response = self.store.write(Request { ops }).await.map_err(|e| match e {
             // Not sent anywhere: retrying cannot help, so not a 503.
             crate::raft::WriteError::TooLarge(_) => ApiError::TooLarge(e.to_string()),
             e => unavailable(e),
@@ -696,7 +326,7 @@ impl Registry {
             ));
         }
         let mut warnings = Vec::new();
-        let (namespace, name) = Self::admit(kind, &mut obj, opts.validation, &mut warnings)?;
+        let (namespace, name) = admit(kind, &mut obj, opts.validation, &mut warnings)?;
         access::authorize(who, Verb::Create, kind, None, Some(&obj), &self.lookup())?;
         obj.as_object_mut().expect("admitted objects are maps").remove("status");
         drop_empty_metadata(&mut obj);
@@ -707,7 +337,7 @@ impl Registry {
         meta.insert("uid".into(), uuid::Uuid::new_v4().to_string().into());
         meta.insert("creationTimestamp".into(), now().into());
         meta.insert("generation".into(), 1.into());
-        let key = key(kind, namespace.as_deref(), &name);
+        let key = ObjectRef::new(kind, namespace.as_deref(), &name).key();
         let value = stored_json(&obj)?;
         self.charge(who, &key, None, Some(&value))?;
         let mut ops = vec![Op::Put { key: key.clone(), value, expect: Expect::Absent }];
@@ -753,60 +383,6 @@ impl Registry {
         }
     }
 
-    /// The tombstone at `tkey`, if one is there and younger than [`TOMBSTONE_TTL`].
-    fn live_tombstone(&self, tkey: &str) -> Result<Option<Tombstone>, ApiError> {
-        let Some(stored) = self.node.state().get(tkey).map_err(unavailable)? else { return Ok(None) };
-        let Ok(tomb) = serde_json::from_str::<Tombstone>(&stored.value) else { return Ok(None) };
-        let deleted = chrono::DateTime::parse_from_rfc3339(&tomb.deleted_at).ok();
-        let live = deleted.is_some_and(|d| {
-            Utc::now().signed_duration_since(d).to_std().unwrap_or_default() < TOMBSTONE_TTL
-        });
-        Ok(live.then_some(tomb))
-    }
-
-    /// Removes the tombstones older than [`TOMBSTONE_TTL`] at `now` (up to 1000 per call);
-    /// returns how many went. Run now and then by one member (the leader).
-    pub async fn sweep_tombstones(&self, now: chrono::DateTime<Utc>) -> Result<usize, ApiError> {
-        let (all, _) = self.node.state().list(TOMBSTONES).map_err(unavailable)?;
-        let ops: Vec<Op> = all
-            .into_iter()
-            .filter(|(_, stored)| {
-                serde_json::from_str::<Tombstone>(&stored.value)
-                    .ok()
-                    .and_then(|t| chrono::DateTime::parse_from_rfc3339(&t.deleted_at).ok())
-                    .is_none_or(|d| {
-                        now.signed_duration_since(d).to_std().unwrap_or_default() >= TOMBSTONE_TTL
-                    })
-            })
-            .take(1000)
-            .map(|(key, stored)| Op::Delete { key, expect: Expect::ModRevision(stored.mod_revision) })
-            .collect();
-        let n = ops.len();
-        if n > 0 {
-            // A tombstone renewed meanwhile fails the precondition: the next sweep sees it again.
-            self.commit(ops).await?;
-        }
-        Ok(n)
-    }
-
-    /// The operations that delete the object at `key` (stored as `old`) for good: the delete,
-    /// and for signed kinds the tombstone that keeps its newest `signed-at`.
-    fn delete_ops(kind: &KindInfo, key: &str, old: &Value, expect: Expect) -> Vec<Op> {
-        let mut ops = vec![Op::Delete { key: key.to_owned(), expect }];
-        if kind.signed
-            && let Some(signed_at) = access::signed_at(old)
-        {
-            let tomb = Tombstone {
-                signer: access::signer(old).map(str::to_owned),
-                signed_at: signed_at.to_owned(),
-                deleted_at: now(),
-            };
-            let value = serde_json::to_string(&tomb).expect("a tombstone serializes");
-            ops.push(Op::Put { key: tombstone_key(key), value, expect: Expect::Any });
-        }
-        ops
-    }
-
     /// Reads one object.
     pub async fn get(
         &self,
@@ -817,21 +393,21 @@ impl Registry {
         read: ReadAt,
     ) -> Result<Value, ApiError> {
         let not_found = || ApiError::NotFound { kind: kind.plural.into(), name: name.into() };
-        let key = key(kind, namespace, name);
+        let key = ObjectRef::new(kind, namespace, name).key();
         if let ReadAt::Exact(rev) = read {
             let (items, _) = self.list_state(&key, Some(rev))?;
             let stored = items.into_iter().find(|(k, _)| *k == key).ok_or_else(not_found)?;
             return Ok(self.redact(who, kind, with_revision(&stored.1)?));
         }
         self.ready_for(read).await?;
-        match self.node.state().get(&key).map_err(unavailable)? {
+        match self.store.get(&key).map_err(unavailable)? {
             Some(stored) => Ok(self.redact(who, kind, with_revision(&stored)?)),
             None => Err(not_found()),
         }
     }
 
-    fn lookup(&self) -> StateLookup<'_> {
-        StateLookup(self.node.state())
+    fn lookup(&self) -> StoreLookup<'_> {
+        StoreLookup(&*self.store)
     }
 
     /// What `who` may see of `obj` (see [`access::redact`]).
@@ -840,7 +416,7 @@ impl Registry {
     }
 
     fn list_state(&self, prefix: &str, at: Option<u64>) -> Result<(Vec<(String, Stored)>, u64), ApiError> {
-        match self.node.state().list_at(prefix, at).map_err(unavailable)? {
+        match self.store.list_at(prefix, at).map_err(unavailable)? {
             Ok(found) => Ok(found),
             Err(compacted) => Err(ApiError::Expired(format!(
                 "The resourceVersion for the provided list is too old (compacted: {compacted})"
@@ -920,7 +496,7 @@ impl Registry {
         opts: &WriteOptions,
         change: impl Fn(Value) -> Result<Value, ApiError>,
     ) -> Result<Written, ApiError> {
-        let key = key(kind, namespace, name);
+        let key = ObjectRef::new(kind, namespace, name).key();
         let not_found = || ApiError::NotFound { kind: kind.plural.into(), name: name.into() };
         let conflict = || ApiError::Conflict { kind: kind.plural.into(), name: name.into() };
         for _ in 0..16 {
@@ -944,7 +520,7 @@ impl Registry {
             let mut new = merge_server_owned(part, &old, wanted);
             drop_empty_metadata(&mut new);
             let mut warnings = Vec::new();
-            let (ns, new_name) = Self::admit(kind, &mut new, opts.validation, &mut warnings)?;
+            let (ns, new_name) = admit(kind, &mut new, opts.validation, &mut warnings)?;
             if new_name != name || (namespace.is_some() && ns.as_deref() != namespace) {
                 return Err(ApiError::BadRequest(format!(
                     "the name or namespace of the object cannot change (the request is for {name:?})"
@@ -1087,7 +663,7 @@ impl Registry {
         name: &str,
         opts: &DeleteOptions,
     ) -> Result<Deleted, ApiError> {
-        let key = key(kind, namespace, name);
+        let key = ObjectRef::new(kind, namespace, name).key();
         let not_found = || ApiError::NotFound { kind: kind.plural.into(), name: name.into() };
         let conflict = || ApiError::Conflict { kind: kind.plural.into(), name: name.into() };
         for _ in 0..16 {
@@ -1154,135 +730,4 @@ impl Registry {
         }
         Err(conflict())
     }
-}
-
-/// The object a writer wants, with what it may not write taken from `old`.
-fn merge_server_owned(part: Part, old: &Value, wanted: Value) -> Value {
-    let mut new = match part {
-        Part::Main => {
-            let mut new = wanted;
-            let map = new.as_object_mut().expect("checked by the caller");
-            match old.get("status") {
-                Some(status) => map.insert("status".into(), status.clone()),
-                None => map.remove("status"),
-            };
-            new
-        }
-        Part::Status => {
-            let mut new = old.clone();
-            let map = new.as_object_mut().expect("stored objects are maps");
-            match wanted.get("status") {
-                Some(status) => map.insert("status".into(), status.clone()),
-                None => map.remove("status"),
-            };
-            // The precondition of a status write is the one it carries.
-            match meta_field(&wanted, "resourceVersion") {
-                Some(rv) => meta_mut(&mut new).insert("resourceVersion".into(), rv.clone()),
-                None => meta_mut(&mut new).remove("resourceVersion"),
-            };
-            return new;
-        }
-    };
-    let old_meta = old.get("metadata").and_then(Value::as_object);
-    let meta = meta_mut(&mut new);
-    for field in ["uid", "creationTimestamp", "generation", "deletionTimestamp", "deletionGracePeriodSeconds"]
-    {
-        match old_meta.and_then(|m| m.get(field)) {
-            Some(v) => meta.insert(field.into(), v.clone()),
-            None => meta.remove(field),
-        };
-    }
-    // A writer that does not send managedFields keeps them (as Kubernetes).
-    if !meta.contains_key("managedFields")
-        && let Some(mf) = old_meta.and_then(|m| m.get("managedFields"))
-    {
-        meta.insert("managedFields".into(), mf.clone());
-    }
-    new
-}
-
-/// The JSON an object is stored as, within [`MAX_OBJECT_BYTES`].
-fn stored_json(obj: &Value) -> Result<String, ApiError> {
-    let value = obj.to_string();
-    if value.len() > MAX_OBJECT_BYTES {
-        return Err(ApiError::TooLarge(format!(
-            "the object would be {} bytes, more than the limit of {MAX_OBJECT_BYTES}",
-            value.len()
-        )));
-    }
-    Ok(value)
-}
-
-/// Removes metadata collections left empty (a patch that removes the last finalizer or
-/// annotation), as Kubernetes does not keep them either. `labels` stay as written: an empty
-/// label map is part of what a signature covers, an empty annotation map is not.
-fn drop_empty_metadata(obj: &mut Value) {
-    let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) else { return };
-    for field in ["annotations", "finalizers", "ownerReferences", "managedFields"] {
-        let empty = match meta.get(field) {
-            Some(Value::Object(m)) => m.is_empty(),
-            Some(Value::Array(a)) => a.is_empty(),
-            Some(Value::Null) => true,
-            _ => false,
-        };
-        if empty {
-            meta.remove(field);
-        }
-    }
-}
-
-/// Bumps `generation` when the spec changed.
-fn bump_generation(old: &Value, new: &mut Value) {
-    let generation = meta_field(old, "generation").and_then(Value::as_i64).unwrap_or(1);
-    let generation = if new.get("spec") == old.get("spec") { generation } else { generation + 1 };
-    meta_mut(new).insert("generation".into(), generation.into());
-}
-
-/// The field set `manager` last applied, from `managedFields`.
-fn applied_fields(obj: &Value, manager: &str) -> Option<Value> {
-    meta_field(obj, "managedFields")?
-        .as_array()?
-        .iter()
-        .find(|e| {
-            e.get("manager").and_then(Value::as_str) == Some(manager)
-                && e.get("operation").and_then(Value::as_str) == Some("Apply")
-        })
-        .and_then(|e| e.get("fieldsV1").cloned())
-}
-
-/// Records in `managedFields` that `manager` applied `config`.
-fn record_manager(obj: &mut Value, manager: &str, config: &Value) {
-    let mut fields = config.clone();
-    if let Some(map) = fields.as_object_mut() {
-        map.remove("apiVersion");
-        map.remove("kind");
-        if let Some(meta) = map.get_mut("metadata").and_then(Value::as_object_mut) {
-            for identity in ["name", "namespace", "resourceVersion", "uid"] {
-                meta.remove(identity);
-            }
-            if meta.is_empty() {
-                map.remove("metadata");
-            }
-        }
-    }
-    let fields = patch::fields_of(&fields);
-    let is_mine = |e: &Value| {
-        e.get("manager").and_then(Value::as_str) == Some(manager)
-            && e.get("operation").and_then(Value::as_str) == Some("Apply")
-    };
-    let meta = meta_mut(obj);
-    let entries = meta.entry("managedFields").or_insert_with(|| Value::Array(Vec::new()));
-    if !entries.is_array() {
-        *entries = Value::Array(Vec::new());
-    }
-    let list = entries.as_array_mut().expect("made an array above");
-    // The same fields applied again keep their time, so a repeated apply changes nothing.
-    if list.iter().any(|e| is_mine(e) && e.get("fieldsV1") == Some(&fields)) {
-        return;
-    }
-    list.retain(|e| !is_mine(e));
-    list.push(json!({
-        "manager": manager, "operation": "Apply", "apiVersion": api::API_VERSION,
-        "time": now(), "fieldsType": "FieldsV1", "fieldsV1": fields,
-    }));
 }

@@ -1,0 +1,119 @@
+//! The errors of the Kubernetes API: each with its HTTP code and `Status` reason.
+
+use api::FieldError;
+
+/// A request that failed, as the Kubernetes API reports it.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 404.
+    #[error("{kind} {name:?} not found")]
+    NotFound {
+        /// The kind's plural (as Kubernetes names the resource in messages).
+        kind: String,
+        /// The object's name.
+        name: String,
+    },
+    /// 409, on create.
+    #[error("{kind} {name:?} already exists")]
+    AlreadyExists {
+        /// The kind's plural.
+        kind: String,
+        /// The object's name.
+        name: String,
+    },
+    /// 409, on a stale `resourceVersion` or `uid`.
+    #[error(
+        "Operation cannot be fulfilled on {kind} {name:?}: the object has been modified; please apply your changes to the latest version and try again"
+    )]
+    Conflict {
+        /// The kind's plural.
+        kind: String,
+        /// The object's name.
+        name: String,
+    },
+    /// 422, with every problem and its field path.
+    #[error("{kind} {name:?} is invalid: {}", causes.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    Invalid {
+        /// The kind.
+        kind: String,
+        /// The object's name.
+        name: String,
+        /// Every problem.
+        causes: Vec<FieldError>,
+    },
+    /// 400.
+    #[error("{0}")]
+    BadRequest(String),
+    /// 401: no credentials, or credentials that do not verify.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// 403: authenticated, but not allowed.
+    #[error("{0}")]
+    Forbidden(String),
+    /// 410: a revision that is no longer kept.
+    #[error("{0}")]
+    Expired(String),
+    /// 415.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// 504: a revision asked for was not reached in time.
+    #[error("{0}")]
+    Timeout(String),
+    /// 413: a request or the object it makes is over a size or depth bound.
+    #[error("{0}")]
+    TooLarge(String),
+    /// 429: a quota or rate of the caller is used up; try again after `retry_after` seconds.
+    #[error("{message}")]
+    TooManyRequests {
+        /// Which quota, how much is used and what to do.
+        message: String,
+        /// Seconds after which trying again may succeed.
+        retry_after: u64,
+    },
+    /// 503: no leader, shutting down, or storage failing.
+    #[error("the control plane cannot serve this now: {0}")]
+    Unavailable(String),
+}
+
+impl ApiError {
+    /// The HTTP status code.
+    pub fn code(&self) -> u16 {
+        match self {
+            ApiError::NotFound { .. } => 404,
+            ApiError::AlreadyExists { .. } | ApiError::Conflict { .. } => 409,
+            ApiError::Invalid { .. } => 422,
+            ApiError::BadRequest(_) => 400,
+            ApiError::Unauthorized(_) => 401,
+            ApiError::Forbidden(_) => 403,
+            ApiError::Expired(_) => 410,
+            ApiError::UnsupportedMediaType(_) => 415,
+            ApiError::Timeout(_) => 504,
+            ApiError::TooLarge(_) => 413,
+            ApiError::TooManyRequests { .. } => 429,
+            ApiError::Unavailable(_) => 503,
+        }
+    }
+
+    /// The Kubernetes `Status.reason`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ApiError::NotFound { .. } => "NotFound",
+            ApiError::AlreadyExists { .. } => "AlreadyExists",
+            ApiError::Conflict { .. } => "Conflict",
+            ApiError::Invalid { .. } => "Invalid",
+            ApiError::BadRequest(_) => "BadRequest",
+            ApiError::Unauthorized(_) => "Unauthorized",
+            ApiError::Forbidden(_) => "Forbidden",
+            ApiError::Expired(_) => "Expired",
+            ApiError::UnsupportedMediaType(_) => "UnsupportedMediaType",
+            ApiError::Timeout(_) => "Timeout",
+            ApiError::TooLarge(_) => "RequestEntityTooLarge",
+            ApiError::TooManyRequests { .. } => "TooManyRequests",
+            ApiError::Unavailable(_) => "ServiceUnavailable",
+        }
+    }
+}
+
+pub(crate) fn unavailable(e: impl std::fmt::Display) -> ApiError {
+    ApiError::Unavailable(e.to_string())
+}
