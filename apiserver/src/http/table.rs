@@ -211,10 +211,16 @@ const fn wide(
     Column { name, ty, description, priority: 1, cell }
 }
 
-/// The columns of each kind, between NAME and AGE (and after AGE for the wide ones).
+/// The columns of each kind, between NAME and AGE (and after AGE for the wide ones); a test
+/// checks that every kind has some.
 fn columns(kind: &str) -> Vec<Column> {
+    use api::kinds::{
+        AttestationSpec, CreditGrantSpec, LeaseSpec, NodeOfferSpec, NodeSpec, ReplicaSpec, ReputationSpec,
+        TransferSpec, TrustPolicySpec, WorkloadSpec,
+    };
+    use api::object::KindSpec;
     match kind {
-        "Workload" => vec![
+        WorkloadSpec::KIND => vec![
             col("Replicas", "integer", "Replicas wanted (spec.replicas, default 1).", |o| {
                 int_or(o, "/spec/replicas", 1)
             }),
@@ -235,7 +241,7 @@ fn columns(kind: &str) -> Vec<Column> {
             }),
             wide("Signer", "string", "The did:key that signed the workload, abbreviated.", signer),
         ],
-        "Replica" => vec![
+        ReplicaSpec::KIND => vec![
             col("Phase", "string", "Lifecycle phase.", |o| text_or(o, "/status/phase", "Pending")),
             col("Restarts", "integer", "How many times the process was restarted.", |o| {
                 int_or(o, "/status/restarts", 0)
@@ -243,7 +249,7 @@ fn columns(kind: &str) -> Vec<Column> {
             col("Node", "string", "The node the replica is bound to.", |o| text(o, "/spec/nodeName")),
             wide("Workload", "string", "The Workload the replica belongs to.", |o| text(o, "/spec/workload")),
         ],
-        "TrustPolicy" => vec![
+        TrustPolicySpec::KIND => vec![
             col("Min-Reputation", "number", "Lowest reputation a node and its operator may have.", |o| {
                 text(o, "/spec/minReputation")
             }),
@@ -255,7 +261,7 @@ fn columns(kind: &str) -> Vec<Column> {
             }),
             wide("Signer", "string", "The did:key that signed the policy, abbreviated.", signer),
         ],
-        "NodeOffer" => vec![
+        NodeOfferSpec::KIND => vec![
             col("Node", "string", "The Node offered.", |o| text(o, "/spec/node")),
             col("CPU", "string", "CPU offered.", |o| text(o, "/spec/resources/cpu")),
             col("Memory", "string", "Memory offered.", |o| text(o, "/spec/resources/memory")),
@@ -267,7 +273,7 @@ fn columns(kind: &str) -> Vec<Column> {
             wide("Price-CPU", "string", "Credits per core-hour.", |o| text_or(o, "/spec/price/cpu", "0")),
             wide("Operator", "string", "The did:key that signed the offer, abbreviated.", signer),
         ],
-        "Node" => vec![
+        NodeSpec::KIND => vec![
             col("Status", "string", "Ready, NotReady or Unknown (the Ready condition).", node_status),
             col("Operator", "string", "The operator's did:key, abbreviated.", |o| did(o, "/spec/operator")),
             col("CPU", "string", "CPU capacity.", |o| text(o, "/spec/capacity/cpu")),
@@ -277,7 +283,7 @@ fn columns(kind: &str) -> Vec<Column> {
                 text(o, "/status/runtime")
             }),
         ],
-        "CreditGrant" => vec![
+        CreditGrantSpec::KIND => vec![
             col("Grantee", "string", "Who may spend the credit, abbreviated.", |o| did(o, "/spec/grantee")),
             col("Limit", "string", "The credit line.", |o| text(o, "/spec/limit")),
             col("Used", "string", "Credit drawn so far.", |o| text_or(o, "/status/used", "0")),
@@ -285,7 +291,7 @@ fn columns(kind: &str) -> Vec<Column> {
             wide("Expires", "string", "When the grant ends.", |o| text(o, "/spec/expires")),
             wide("Granter", "string", "The did:key that signed the grant, abbreviated.", signer),
         ],
-        "Attestation" => vec![
+        AttestationSpec::KIND => vec![
             col("Subject-Kind", "string", "Operator or Node.", |o| text(o, "/spec/subjectKind")),
             col("Subject", "string", "Who is vouched for.", |o| did(o, "/spec/subject")),
             col("Accepted", "boolean", "Whether the reputation controller counts it.", |o| {
@@ -294,7 +300,7 @@ fn columns(kind: &str) -> Vec<Column> {
             wide("Weight", "number", "The weight it carries.", |o| text(o, "/status/weight")),
             wide("Attester", "string", "The did:key that signed it, abbreviated.", signer),
         ],
-        "Reputation" => vec![
+        ReputationSpec::KIND => vec![
             col("Subject-Kind", "string", "Operator or Node.", |o| text(o, "/spec/subjectKind")),
             col("Subject", "string", "Whose reputation.", |o| did(o, "/spec/subject")),
             col("Composite", "number", "The weighted score, 0 to 1.", |o| {
@@ -308,7 +314,7 @@ fn columns(kind: &str) -> Vec<Column> {
                 text_or(o, "/status/honesty", "0")
             }),
         ],
-        "Transfer" => vec![
+        TransferSpec::KIND => vec![
             col(
                 "From",
                 "string",
@@ -327,7 +333,7 @@ fn columns(kind: &str) -> Vec<Column> {
             wide("Replica", "string", "The metered replica (namespace/name).", |o| text(o, "/spec/replica")),
             wide("Memo", "string", "A note from the sender.", |o| text(o, "/spec/memo")),
         ],
-        "Lease" => vec![
+        LeaseSpec::KIND => vec![
             col("Holder", "string", "Who holds the lease.", |o| text(o, "/spec/holderIdentity")),
             wide("Duration", "integer", "Seconds a holder keeps the lease without renewing.", |o| {
                 text(o, "/spec/leaseDurationSeconds")
@@ -461,6 +467,13 @@ mod tests {
 
     fn kind(name: &str) -> &'static KindInfo {
         api::kinds::by_kind(name).unwrap()
+    }
+
+    #[test]
+    fn every_kind_has_columns() {
+        for k in &api::kinds::KINDS {
+            assert!(!columns(k.kind).is_empty(), "{} has no columns: a kind missing from `columns`", k.kind);
+        }
     }
 
     fn headers(t: &Value) -> Vec<(String, i64)> {
