@@ -441,6 +441,24 @@ fn replicas_spread_across_operators_obey_the_trust_policy_scale_roll_out_and_are
         &format!("{V1}/namespaces/default/workloads/fg"),
         &json!({ "metadata": { "finalizers": ["foregroundDeletion"] } }),
     );
+    // A stranger's object names fg as its owner, blocking, and holds a finalizer nobody will
+    // remove. (Written by the member: the apiserver refuses such references from others now,
+    // but the collector must hold for objects written before.) It holds nothing.
+    let fg_uid = uid_of(&api, &format!("{V1}/namespaces/default/workloads/fg"));
+    let mut hold = signed(
+        json!({
+            "apiVersion": "univrs.io/v1", "kind": "TrustPolicy",
+            "metadata": { "name": "hold", "namespace": "default" }, "spec": {},
+        }),
+        &key("mallory"),
+    );
+    let reference = json!([{
+        "apiVersion": "univrs.io/v1", "kind": "Workload", "name": "fg", "uid": fg_uid,
+        "blockOwnerDeletion": true,
+    }]);
+    hold["metadata"]["ownerReferences"] = reference.clone();
+    hold["metadata"]["finalizers"] = json!(["mallory.example/hold"]);
+    api.create(&format!("{V1}/namespaces/default/trustpolicies"), &hold);
     assert_eq!(api.delete(&format!("{V1}/namespaces/default/workloads/fg")), 202);
     wait_for(30, "fg and its replicas gone", || {
         let left: Vec<_> = api
@@ -458,6 +476,10 @@ fn replicas_spread_across_operators_obey_the_trust_policy_scale_roll_out_and_are
             Err(format!("{} replicas, owner {}", left.len(), owner.is_some()))
         }
     });
+    // Nor was the stranger's object deleted with fg or rewritten.
+    let hold =
+        api.get(&format!("{V1}/namespaces/default/trustpolicies/hold")).expect("mallory's object stays");
+    assert_eq!(hold["metadata"]["ownerReferences"], reference);
 
     // Orphan: the workload goes, its replica stays without the reference.
     apply_signed(&u, &server, "orph.yaml", &workload_yaml("orph", 1, "registry.example/o:1", "eu"));

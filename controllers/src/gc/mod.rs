@@ -8,8 +8,9 @@
 //! with a live GET first, so a cache late to see a new owner never costs its dependents.
 //!
 //! References count only between objects of one owner (see `plan`): so that the plan knows who
-//! signed an owner already gone, the collector remembers the author of every object it sees
-//! deleted, for as long as some object still refers to it.
+//! signed an owner already gone, the collector remembers the author of every object it has
+//! seen (from every watch event, so an owner that went while a watch was being relisted is
+//! known too), for as long as the object is there or something refers to it.
 
 pub mod plan;
 
@@ -56,8 +57,8 @@ fn resource(kind: &api::KindInfo) -> ApiResource {
     }
 }
 
-/// Authors of deleted objects, by uid.
-type Gone = Arc<Mutex<HashMap<String, Author>>>;
+/// The author of every object seen, by uid.
+type Authors = Arc<Mutex<HashMap<String, Author>>>;
 
 fn namespaced(kind: &str) -> bool {
     api::kinds::by_kind(kind).is_some_and(|k| k.scope == api::Scope::Namespaced)
@@ -77,22 +78,29 @@ pub async fn run(shared: Shared, config: Config) {
     let client = shared.client.clone();
     let mut stores: Vec<(&'static str, Store<DynamicObject>)> = Vec::new();
     let mut streams = Vec::new();
-    let gone: Gone = Arc::default();
+    let authors: Authors = Arc::default();
     for kind in &api::kinds::KINDS {
         let ar = resource(kind);
         let writer = Writer::new(ar.clone());
         stores.push((kind.kind, writer.as_reader()));
         // Only changes that can matter start a pass: not, say, every renewal of a Lease.
         let mut seen = Relevant::default();
-        let (gone, kind_name) = (gone.clone(), kind.kind);
+        let (authors, kind_name) = (authors.clone(), kind.kind);
         let changes =
             watcher(Api::<DynamicObject>::all_with(client.clone(), &ar), watcher::Config::default())
                 .default_backoff()
                 .reflect(writer)
                 .inspect(move |event| {
-                    if let Ok(watcher::Event::Delete(o)) = event {
-                        let uid = o.metadata.uid.clone().unwrap_or_default();
-                        gone.lock().expect("gone lock").insert(uid, author(kind_name, o));
+                    if let Ok(
+                        watcher::Event::Apply(o) | watcher::Event::InitApply(o) | watcher::Event::Delete(o),
+                    ) = event
+                        && let Some(uid) = &o.metadata.uid
+                    {
+                        let mut authors = authors.lock().expect("authors lock");
+                        if !authors.contains_key(uid) {
+                            // A signer never changes (admission refuses it): the first is the one.
+                            authors.insert(uid.clone(), author(kind_name, o));
+                        }
                     }
                 })
                 .filter_map(move |event| future::ready(seen.matters(&event).then_some(())));
@@ -118,7 +126,7 @@ pub async fn run(shared: Shared, config: Config) {
                 if stores.iter().all(|(_, s)| s.wait_until_ready().now_or_never().is_some_and(|r| r.is_ok())) {
                     shared.metrics.queued_for("gc", since.elapsed());
                     let start = Instant::now();
-                    let result = pass(&client, &stores, &gone, &shared).await;
+                    let result = pass(&client, &stores, &authors, &shared).await;
                     shared.metrics.reconciled("gc", start.elapsed(), result.as_ref().err().map(Error::label));
                     if let Err(e) = result {
                         tracing::warn!(error = %e, "garbage collection pass failed");
@@ -213,7 +221,7 @@ fn view(kind: &str, o: &DynamicObject) -> Obj {
 async fn pass(
     client: &Client,
     stores: &[(&'static str, Store<DynamicObject>)],
-    gone: &Gone,
+    authors: &Authors,
     shared: &Shared,
 ) -> Result<(), Error> {
     let mut objects = Vec::new();
@@ -221,13 +229,15 @@ async fn pass(
         objects.extend(store.state().iter().map(|o| view(kind, o)));
     }
     let actions = {
-        let mut gone = gone.lock().expect("gone lock");
-        // Authors of deleted objects are kept while something still refers to them (the
-        // watch streams are not polled during a pass, so nothing is recorded meanwhile).
-        let referenced: HashSet<&str> =
-            objects.iter().flat_map(|o| o.owners.iter().map(|r| r.uid.as_str())).collect();
-        gone.retain(|uid, _| referenced.contains(uid.as_str()));
-        plan::plan(&objects, namespaced, &gone)
+        let mut authors = authors.lock().expect("authors lock");
+        // Kept while the object is there or something refers to it (the watch streams are not
+        // polled during a pass, so nothing is recorded meanwhile).
+        let keep: HashSet<&str> = objects
+            .iter()
+            .flat_map(|o| std::iter::once(o.key.uid.as_str()).chain(o.owners.iter().map(|r| r.uid.as_str())))
+            .collect();
+        authors.retain(|uid, _| keep.contains(uid.as_str()));
+        plan::plan(&objects, namespaced, &authors)
     };
     shared.metrics.set_queue_depth("gc", actions.len());
     for action in actions {

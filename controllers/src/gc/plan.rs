@@ -20,7 +20,7 @@
 //! of the owner. Every other reference is as if absent: the dependent is neither deleted with
 //! the owner nor waited on by its foreground deletion nor rewritten, and it keeps no owner's
 //! `orphan` finalizer. The signer of an owner already gone is the one the collector remembered
-//! when it saw it go; a signed dependent of an owner it never saw is left alone (its own
+//! while it was there; a signed dependent of an owner it never saw is left alone (its own
 //! signer can delete it).
 
 use std::collections::{BTreeSet, HashMap};
@@ -138,7 +138,8 @@ pub enum Action {
 
 /// Every action the objects call for. `namespaced(kind)` says whether a kind is namespaced (an
 /// owner of a namespaced dependent is looked up in the dependent's namespace); `gone` holds the
-/// authors of owners no longer among `objects`, by uid, as far as the caller remembers them.
+/// authors of objects by uid, as far as the caller remembers them: it is asked about owners no
+/// longer among `objects`.
 pub fn plan(
     objects: &[Obj],
     namespaced: impl Fn(&str) -> bool,
