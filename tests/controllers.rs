@@ -76,6 +76,19 @@ impl Api {
     fn delete(&self, path: &str) -> u16 {
         self.send("DELETE", path, None).0
     }
+
+    /// As the identity of `key`, with a token it minted itself: any stranger can.
+    fn as_key(server: &Server, key: &SigningKey) -> Self {
+        let token = api::token::mint(key, &server.audience, Utc::now().timestamp(), 600);
+        Self { agent: server.agent(), base: server.url.clone(), bearer: format!("Bearer {token}") }
+    }
+
+    /// Creates `obj`, or finds it there already (the same name, kept from before).
+    #[track_caller]
+    fn create_or_keep(&self, collection: &str, obj: &Value) {
+        let (code, out) = self.send("POST", collection, Some(("application/json", obj)));
+        assert!(code == 201 || code == 200 || code == 409, "create in {collection}: {code} {out}");
+    }
 }
 
 fn did(key: &SigningKey) -> String {
@@ -97,9 +110,30 @@ fn signed(mut obj: Value, key: &SigningKey) -> Value {
     obj
 }
 
+/// The control plane's member key (the apiserver's `DATA/member.key`, hex).
+fn member_key(server: &Server) -> SigningKey {
+    let hex = std::fs::read_to_string(server.data.join("member.key")).unwrap();
+    let bytes: Vec<u8> = (0..hex.trim().len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex.trim()[i..i + 2], 16).unwrap())
+        .collect();
+    SigningKey::from_bytes(&bytes.try_into().unwrap())
+}
+
 /// A node identity registered by its operator: a signed Node and NodeOffer, a heartbeat Lease.
 fn register_node(api: &Api, name: &str, operator: &SigningKey, jurisdiction: &str) {
-    let node_key = key(&format!("node {name}"));
+    register_node_with_key(api, name, &key(&format!("node {name}")), operator, jurisdiction);
+}
+
+/// As `register_node`, with the node's own key; an offer or lease of the name kept from before
+/// stays as it is.
+fn register_node_with_key(
+    api: &Api,
+    name: &str,
+    node_key: &SigningKey,
+    operator: &SigningKey,
+    jurisdiction: &str,
+) {
     let mut peer = vec![0x12, 0x20];
     peer.extend_from_slice(node_key.verifying_key().as_bytes());
     let node = json!({
@@ -107,7 +141,7 @@ fn register_node(api: &Api, name: &str, operator: &SigningKey, jurisdiction: &st
         "spec": {
             "peerId": bs58::encode(peer).into_string(),
             "operator": did(operator),
-            "nodeKey": did(&node_key),
+            "nodeKey": did(node_key),
             "ageRecipient": format!("age1{}", "q".repeat(58)),
             "capacity": { "cpu": "4", "memory": "8Gi", "storage": "100Gi" },
         },
@@ -117,12 +151,12 @@ fn register_node(api: &Api, name: &str, operator: &SigningKey, jurisdiction: &st
         "apiVersion": "univrs.io/v1", "kind": "NodeOffer", "metadata": { "name": name },
         "spec": { "node": name, "resources": { "cpu": "2", "memory": "4Gi" }, "jurisdiction": jurisdiction },
     });
-    api.create(&format!("{V1}/nodeoffers"), &signed(offer, operator));
+    api.create_or_keep(&format!("{V1}/nodeoffers"), &signed(offer, operator));
     let lease = json!({
         "apiVersion": "univrs.io/v1", "kind": "Lease", "metadata": { "name": name, "namespace": NODE_LEASES },
         "spec": { "holderIdentity": name, "leaseDurationSeconds": 3, "renewTime": Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string() },
     });
-    api.create(&format!("{V1}/namespaces/{NODE_LEASES}/leases"), &lease);
+    api.create_or_keep(&format!("{V1}/namespaces/{NODE_LEASES}/leases"), &lease);
 }
 
 /// The node agents of the test: while a node is in `alive`, its Lease is renewed and the
@@ -407,6 +441,24 @@ fn replicas_spread_across_operators_obey_the_trust_policy_scale_roll_out_and_are
         &format!("{V1}/namespaces/default/workloads/fg"),
         &json!({ "metadata": { "finalizers": ["foregroundDeletion"] } }),
     );
+    // A stranger's object names fg as its owner, blocking, and holds a finalizer nobody will
+    // remove. (Written by the member: the apiserver refuses such references from others now,
+    // but the collector must hold for objects written before.) It holds nothing.
+    let fg_uid = uid_of(&api, &format!("{V1}/namespaces/default/workloads/fg"));
+    let mut hold = signed(
+        json!({
+            "apiVersion": "univrs.io/v1", "kind": "TrustPolicy",
+            "metadata": { "name": "hold", "namespace": "default" }, "spec": {},
+        }),
+        &key("mallory"),
+    );
+    let reference = json!([{
+        "apiVersion": "univrs.io/v1", "kind": "Workload", "name": "fg", "uid": fg_uid,
+        "blockOwnerDeletion": true,
+    }]);
+    hold["metadata"]["ownerReferences"] = reference.clone();
+    hold["metadata"]["finalizers"] = json!(["mallory.example/hold"]);
+    api.create(&format!("{V1}/namespaces/default/trustpolicies"), &hold);
     assert_eq!(api.delete(&format!("{V1}/namespaces/default/workloads/fg")), 202);
     wait_for(30, "fg and its replicas gone", || {
         let left: Vec<_> = api
@@ -424,6 +476,10 @@ fn replicas_spread_across_operators_obey_the_trust_policy_scale_roll_out_and_are
             Err(format!("{} replicas, owner {}", left.len(), owner.is_some()))
         }
     });
+    // Nor was the stranger's object deleted with fg or rewritten.
+    let hold =
+        api.get(&format!("{V1}/namespaces/default/trustpolicies/hold")).expect("mallory's object stays");
+    assert_eq!(hold["metadata"]["ownerReferences"], reference);
 
     // Orphan: the workload goes, its replica stays without the reference.
     apply_signed(&u, &server, "orph.yaml", &workload_yaml("orph", 1, "registry.example/o:1", "eu"));
@@ -648,4 +704,240 @@ fn ui_up_runs_the_controllers_next_to_the_apiserver() {
     let _ = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
     let status = child.wait().unwrap();
     assert!(status.success(), "ui up did not shut down cleanly: {status}");
+}
+
+/// What a replica that no node may take without a TrustPolicy says to do.
+const NO_POLICY_HINT: &str = "no TrustPolicy: only nodes of your own or of the control plane; \
+                              name a TrustPolicy with allowedOperators to use others";
+/// What a replica whose operator lacks attestations with standing says.
+const STANDING_HINT: &str = "an attestation counts only from a control-plane member, an operator the policy \
+                             allows, or an operator with a reputation above 0 and at least the policy's minReputation";
+
+/// Waits until workload `name` has one replica, unbound, whose status says `message`.
+#[track_caller]
+fn wait_pending(api: &Api, name: &str, message: &str) {
+    wait_for(30, &format!("why {name} is pending"), || {
+        let rs = replicas_of(api, name);
+        match rs.as_slice() {
+            [r] if node_of(r).is_none() && r["status"]["message"] == message => Ok(()),
+            _ => Err(summary(&rs)),
+        }
+    });
+}
+
+/// A Workload of one replica signed by `owner`, under `policy` (none: it names none).
+fn workload_by(owner: &SigningKey, name: &str, policy: Option<&str>) -> Value {
+    let mut w = json!({
+        "apiVersion": "univrs.io/v1", "kind": "Workload", "metadata": { "name": name, "namespace": "default" },
+        "spec": { "replicas": 1, "image": "registry.example/x:1", "resources": { "cpu": "100m", "memory": "64Mi" } },
+    });
+    if let Some(p) = policy {
+        w["spec"]["trustPolicy"] = json!(p);
+    }
+    signed(w, owner)
+}
+
+/// An Attestation by `attester` vouching for the operator `subject`.
+fn attestation(attester: &SigningKey, name: &str, subject: &SigningKey) -> Value {
+    let a = json!({
+        "apiVersion": "univrs.io/v1", "kind": "Attestation", "metadata": { "name": name },
+        "spec": { "subjectKind": "Operator", "subject": did(subject) },
+    });
+    signed(a, attester)
+}
+
+fn uid_of(api: &Api, path: &str) -> String {
+    api.get(path).map(|o| o["metadata"]["uid"].as_str().unwrap_or_default().to_owned()).unwrap_or_default()
+}
+
+/// Every bound replica of `name` carries the uid of the Node now bearing its node's name.
+#[track_caller]
+fn bound_to_their_nodes(api: &Api, rs: &[Value]) -> Result<(), String> {
+    for r in rs {
+        let node = node_of(r).ok_or_else(|| summary(rs))?;
+        let uid = uid_of(api, &format!("{V1}/nodes/{node}"));
+        if r["spec"]["nodeUid"].as_str() != Some(uid.as_str()) {
+            return Err(format!(
+                "{} bound to {node} uid {} but the node is {uid}",
+                r["metadata"]["name"], r["spec"]["nodeUid"]
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn a_deleted_node_s_replicas_are_made_again_elsewhere_and_never_handed_to_the_name_s_next_holder() {
+    let u = User::new();
+    u.init_plain();
+    let server = Server::start(&u, &u.path("data"));
+    let api = Api::new(&server);
+    let mut controllers = Controllers::start(&u, &server);
+    let agents = Agents::start(&api);
+    for (node, op) in [("n1", "A"), ("n2", "B"), ("n3", "C")] {
+        register_node(&api, node, &key(&format!("operator {op}")), "DE");
+        agents.set_alive(node, true);
+    }
+    wait_ready(&api, &["n1", "n2", "n3"]);
+    apply_signed(&u, &server, "eu.yaml", &policy_yaml("eu", &["DE"], &[]));
+    apply_signed(&u, &server, "app.yaml", &workload_yaml("app", 2, "registry.example/app:1", "eu"));
+    let rs = wait_bound(&api, "app", 2, &[]);
+    // Bound to the Node object, not only to its name.
+    bound_to_their_nodes(&api, &rs).unwrap();
+
+    // The Node is deleted (its lease still renewed: only the Node goes). Its replicas are
+    // evicted and made again on the others.
+    let victim = node_of(&rs[0]).unwrap();
+    let old: BTreeSet<String> = rs
+        .iter()
+        .filter(|r| node_of(r).as_deref() == Some(victim.as_str()))
+        .map(|r| r["metadata"]["uid"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(api.delete(&format!("{V1}/nodes/{victim}")), 200);
+    wait_for(30, "the deleted node's replicas made again elsewhere", || {
+        let rs = replicas_of(&api, "app");
+        let moved = rs.len() == 2
+            && rs.iter().all(|r| {
+                node_of(r).is_some_and(|n| n != victim)
+                    && !old.contains(r["metadata"]["uid"].as_str().unwrap())
+            });
+        if moved { bound_to_their_nodes(&api, &rs) } else { Err(summary(&rs)) }
+    });
+    // A stranger registers the freed name with a key of its own: it gets nothing.
+    register_node_with_key(&api, &victim, &key("stranger's node"), &key("operator M"), "DE");
+    let rs = replicas_of(&api, "app");
+    assert!(rs.iter().all(|r| node_of(r).as_deref() != Some(victim.as_str())), "{}", summary(&rs));
+
+    // While no controller runs, a node hosting replicas is deleted and its name registered
+    // again at once (another node key, so another Node and uid). When the controllers come
+    // back, the replicas of the old Node are evicted, not handed to the new one.
+    controllers.stop();
+    let rs = replicas_of(&api, "app");
+    let host = node_of(&rs[0]).unwrap();
+    let old: BTreeSet<String> = rs
+        .iter()
+        .filter(|r| node_of(r).as_deref() == Some(host.as_str()))
+        .map(|r| r["metadata"]["uid"].as_str().unwrap().to_owned())
+        .collect();
+    let operator = key(&format!(
+        "operator {}",
+        if host == "n1" {
+            "A"
+        } else if host == "n2" {
+            "B"
+        } else {
+            "C"
+        }
+    ));
+    let before = uid_of(&api, &format!("{V1}/nodes/{host}"));
+    assert_eq!(api.delete(&format!("{V1}/nodes/{host}")), 200);
+    register_node_with_key(&api, &host, &key(&format!("node {host} again")), &operator, "DE");
+    let after = uid_of(&api, &format!("{V1}/nodes/{host}"));
+    assert_ne!(before, after);
+    let _controllers = Controllers::start(&u, &server);
+    wait_for(30, "the old Node's replicas evicted, two bound to the Nodes there now", || {
+        let rs = replicas_of(&api, "app");
+        if let Some(r) = rs.iter().find(|r| old.contains(r["metadata"]["uid"].as_str().unwrap())) {
+            return Err(format!("{} still there: {}", r["metadata"]["name"], summary(&rs)));
+        }
+        if rs.len() != 2 {
+            return Err(summary(&rs));
+        }
+        bound_to_their_nodes(&api, &rs)
+    });
+}
+
+#[test]
+fn attestations_by_fresh_keys_count_for_nothing_those_by_members_and_named_operators_do() {
+    let u = User::new();
+    u.init_plain();
+    let server = Server::start(&u, &u.path("data"));
+    let api = Api::new(&server);
+    let _controllers = Controllers::start(&u, &server);
+    let agents = Agents::start(&api);
+    let (a, c) = (key("operator A"), key("operator C"));
+    register_node(&api, "n1", &a, "DE");
+    agents.set_alive("n1", true);
+    wait_ready(&api, &["n1"]);
+
+    // Twenty fresh keys vouch for A, each with a token it minted itself.
+    for i in 0..20 {
+        let fresh = key(&format!("fresh key {i}"));
+        Api::as_key(&server, &fresh)
+            .create(&format!("{V1}/attestations"), &attestation(&fresh, &format!("fresh-{i}"), &a));
+    }
+    let named = format!(
+        "apiVersion: univrs.io/v1\nkind: TrustPolicy\nmetadata:\n  name: named\n  namespace: default\n\
+         spec:\n  requiredAttestations: 1\n  allowedOperators: [{}, {}]\n",
+        did(&a),
+        did(&c)
+    );
+    apply_signed(&u, &server, "named.yaml", &named);
+    apply_signed(&u, &server, "v1.yaml", &workload_yaml("v1", 1, "registry.example/v:1", "named"));
+    let too_few =
+        format!("0/1 nodes available: 1 node: too few attestations with standing ({STANDING_HINT})");
+    wait_pending(&api, "v1", &too_few);
+
+    // An operator the policy names vouches for A: that counts, under this policy.
+    let by_c = Api::as_key(&server, &c);
+    by_c.create(&format!("{V1}/attestations"), &attestation(&c, "c-vouches-a", &a));
+    wait_bound(&api, "v1", 1, &[]);
+
+    // Under a policy that names nobody, the 21 attestations the scheduler has now seen (C's came
+    // after the fresh ones, and v1's placement shows it saw C's) count for nothing.
+    let strict = "apiVersion: univrs.io/v1\nkind: TrustPolicy\nmetadata:\n  name: strict\n  namespace: default\n\
+                  spec:\n  requiredAttestations: 1\n";
+    apply_signed(&u, &server, "strict.yaml", strict);
+    apply_signed(&u, &server, "v2.yaml", &workload_yaml("v2", 1, "registry.example/v:1", "strict"));
+    wait_pending(&api, "v2", &too_few);
+
+    // A control-plane member vouches for A: that counts under every policy.
+    let member = member_key(&server);
+    api.create(&format!("{V1}/attestations"), &attestation(&member, "member-vouches-a", &a));
+    wait_bound(&api, "v2", 1, &[]);
+}
+
+#[test]
+fn a_workload_without_a_trust_policy_goes_only_to_nodes_of_its_signer_or_of_the_control_plane() {
+    let u = User::new();
+    u.init_plain();
+    let server = Server::start(&u, &u.path("data"));
+    let api = Api::new(&server);
+    let _controllers = Controllers::start(&u, &server);
+    let agents = Agents::start(&api);
+    // A stranger's node, ready and with room.
+    register_node(&api, "s1", &key("operator S"), "DE");
+    agents.set_alive("s1", true);
+    wait_ready(&api, &["s1"]);
+
+    // W's workload names no TrustPolicy: not on the stranger's node.
+    let w = key("workload owner W");
+    Api::as_key(&server, &w)
+        .create(&format!("{V1}/namespaces/default/workloads"), &workload_by(&w, "mine", None));
+    wait_pending(
+        &api,
+        "mine",
+        &format!("0/1 nodes available: 1 node: operator not trusted ({NO_POLICY_HINT})"),
+    );
+    // W's own node takes it.
+    register_node(&api, "w1", &w, "DE");
+    agents.set_alive("w1", true);
+    let rs = wait_bound(&api, "mine", 1, &["s1"]);
+    assert_eq!(node_of(&rs[0]).as_deref(), Some("w1"));
+
+    // V has no node: neither the stranger's nor W's will do, a member-operated one will.
+    let v = key("workload owner V");
+    Api::as_key(&server, &v)
+        .create(&format!("{V1}/namespaces/default/workloads"), &workload_by(&v, "theirs", None));
+    wait_pending(
+        &api,
+        "theirs",
+        &format!("0/2 nodes available: 2 nodes: operator not trusted ({NO_POLICY_HINT})"),
+    );
+    register_node(&api, "cp1", &member_key(&server), "DE");
+    agents.set_alive("cp1", true);
+    let rs = wait_bound(&api, "theirs", 1, &["s1", "w1"]);
+    assert_eq!(node_of(&rs[0]).as_deref(), Some("cp1"));
+    let rs = wait_bound(&api, "mine", 1, &["s1"]);
+    assert_eq!(node_of(&rs[0]).as_deref(), Some("w1"));
 }

@@ -1,5 +1,6 @@
 //! Placements per second: 10,000 replicas of 100 workloads under 10 trust policies onto 1,000
-//! nodes of 100 operators in 8 jurisdictions. Prints two figures:
+//! nodes of 100 operators in 8 jurisdictions, each operator attested by a few operators and by
+//! 200 fresh keys (which count for nothing, and must cost nothing either). Prints two figures:
 //!
 //! - `core`: `scheduler::core::place` alone, the snapshot kept up to date incrementally;
 //! - `decision`: what the scheduler does per replica before its bind request: the candidates
@@ -15,11 +16,13 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use api::identity::Did;
-use api::kinds::{NodeOfferSpec, NodeSpec, ReplicaSpec};
+use api::kinds::{AttestationSpec, NodeOfferSpec, NodeSpec, ReplicaSpec};
 use chrono::Utc;
 use controllers::resource::Kube;
-use controllers::scheduler::core::{self, Amount, Candidate, Constraints, Offer, Policy, Request, Weights};
-use controllers::scheduler::snapshot::{Objects, Topology, Usage};
+use controllers::scheduler::core::{
+    self, Amount, Attesters, Candidate, Constraints, Offer, Policy, Request, Weights,
+};
+use controllers::scheduler::snapshot::{Ask, Objects, Topology, Usage};
 use ed25519_dalek::SigningKey;
 use kube::runtime::watcher::Event;
 use serde_json::json;
@@ -54,12 +57,26 @@ fn main() {
     let constraints = Constraints { max_per_operator: Some(5), ..Constraints::default() };
     let need = Amount { cpu: 100, memory: 256 << 20, storage: 0 };
     let reputation = |i: usize| (i * 37 % 100) as f64 / 100.0;
+    let fresh: Vec<String> = (0..200).map(|k| format!("did:key:fresh{k}")).collect();
+    // Operator o is attested by the o % 5 operators after it (the first of them a member when
+    // o % 10 == 0) and by the fresh keys.
+    let attesters: Vec<Arc<Attesters>> = (0..OPERATORS)
+        .map(|o| {
+            let vouching: Vec<usize> = (1..=o % 5).map(|k| (o + k) % OPERATORS).collect();
+            let member = |d: &str| o % 10 == 0 && vouching.first().is_some_and(|&v| ops[v] == d);
+            let rep = |d: &str| ops.iter().position(|op| op == d).map_or(0.0, reputation);
+            let dids = vouching.iter().map(|&v| ops[v].as_str()).chain(fresh.iter().map(String::as_str));
+            Arc::new(Attesters::new(dids, member, rep))
+        })
+        .collect();
 
     // 1. The core alone.
     let mut nodes: Vec<Candidate> = (0..NODES)
         .map(|i| Candidate {
             name: format!("node-{i:04}"),
+            uid: format!("uid-{i:04}"),
             operator: ops[i % OPERATORS].clone(),
+            operator_is_member: false,
             ready: i % 50 != 0,
             unschedulable: false,
             offer: Some(Offer { jurisdiction: JURISDICTIONS[i % 8].to_owned(), labels: BTreeMap::new() }),
@@ -67,7 +84,7 @@ fn main() {
             used: Amount::default(),
             node_reputation: reputation(i),
             operator_reputation: reputation(i % OPERATORS + 1),
-            attesters: (i % OPERATORS % 5) as u32,
+            attesters: attesters[i % OPERATORS].clone(),
         })
         .collect();
     let mut per_workload: Vec<HashMap<String, u32>> = vec![HashMap::new(); WORKLOADS];
@@ -78,6 +95,7 @@ fn main() {
         let request = Request {
             need,
             policy: Some(&policies[w % 10]),
+            signer: None,
             constraints: &constraints,
             per_operator: &per_workload[w],
         };
@@ -134,7 +152,31 @@ fn main() {
             )
         })
         .collect();
-    let objects = Objects { nodes: node_objects, offers: offer_objects, ..Objects::default() };
+    let attestation_objects: Vec<Arc<Kube<AttestationSpec>>> = (0..OPERATORS)
+        .flat_map(|o| {
+            let vouching: Vec<&str> = (1..=o % 5).map(|k| ops[(o + k) % OPERATORS].as_str()).collect();
+            let by: Vec<String> =
+                vouching.into_iter().map(str::to_owned).chain(fresh.iter().cloned()).collect();
+            by.into_iter().enumerate().map(move |(k, signer)| (o, k, signer))
+        })
+        .map(|(o, k, signer)| {
+            Arc::new(
+                serde_json::from_value(json!({
+                    "apiVersion": "univrs.io/v1", "kind": "Attestation",
+                    "metadata": { "name": format!("a-{o}-{k}"), "annotations": { "univrs.io/signer": signer } },
+                    "spec": { "subjectKind": "Operator", "subject": ops[o] },
+                }))
+                .unwrap(),
+            )
+        })
+        .collect();
+    let objects = Objects {
+        nodes: node_objects,
+        offers: offer_objects,
+        attestations: attestation_objects,
+        members: Arc::new([ops[1].clone()].into()),
+        ..Objects::default()
+    };
     let replica = |name: &str, workload: &str, node: &str| -> Kube<ReplicaSpec> {
         serde_json::from_value(json!({
             "apiVersion": "univrs.io/v1", "kind": "Replica",
@@ -151,18 +193,16 @@ fn main() {
     for r in 0..REPLICAS {
         let w = r % WORKLOADS;
         let workload = format!("w{w}");
-        let placed = topology.place(
-            &usage,
-            [].iter(),
-            ("default", &workload),
+        let ask = Ask {
+            workload: ("default", &workload),
             need,
-            Some(&policies[w % 10]),
-            &constraints,
-            &Weights::default(),
-        );
-        if let Ok(node) = placed {
+            policy: Some(&policies[w % 10]),
+            signer: None,
+            constraints: &constraints,
+        };
+        if let Ok(placed) = topology.place(&usage, [].iter(), &ask, &Weights::default()) {
             // What the replica watch then reports.
-            usage.apply(&Event::Apply(replica(&format!("r{r}"), &workload, &node)));
+            usage.apply(&Event::Apply(replica(&format!("r{r}"), &workload, &placed.node)));
         }
     }
     let took = start.elapsed();

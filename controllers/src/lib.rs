@@ -12,6 +12,7 @@ pub mod error;
 pub mod gc;
 pub mod leader;
 pub mod manager;
+pub mod members;
 pub mod metrics;
 pub mod nodelifecycle;
 pub mod resource;

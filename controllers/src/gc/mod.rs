@@ -6,9 +6,16 @@
 //! changes (and every `resync`), plans over all of them at once — O(objects), no I/O — then
 //! does what the plan says through the API. Owners missing from the caches are confirmed gone
 //! with a live GET first, so a cache late to see a new owner never costs its dependents.
+//!
+//! References count only between objects of one owner (see `plan`): so that the plan knows who
+//! signed an owner already gone, the collector remembers the author of every object it has
+//! seen (from every watch event, so an owner that went while a watch was being relisted is
+//! known too), for as long as the object is there or something refers to it.
 
 pub mod plan;
 
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::{FutureExt, StreamExt, future, stream};
@@ -20,7 +27,7 @@ use kube::{Api, Client};
 use serde_json::json;
 use tokio::time::Instant;
 
-use self::plan::{Action, Key, Obj, Owner};
+use self::plan::{Action, Author, Key, Obj, Owner};
 use crate::Error;
 use crate::resource::{is_conflict, is_not_found};
 use crate::runtime::Shared;
@@ -50,6 +57,9 @@ fn resource(kind: &api::KindInfo) -> ApiResource {
     }
 }
 
+/// The author of every object seen, by uid.
+type Authors = Arc<Mutex<HashMap<String, Author>>>;
+
 fn namespaced(kind: &str) -> bool {
     api::kinds::by_kind(kind).is_some_and(|k| k.scope == api::Scope::Namespaced)
 }
@@ -68,16 +78,31 @@ pub async fn run(shared: Shared, config: Config) {
     let client = shared.client.clone();
     let mut stores: Vec<(&'static str, Store<DynamicObject>)> = Vec::new();
     let mut streams = Vec::new();
+    let authors: Authors = Arc::default();
     for kind in &api::kinds::KINDS {
         let ar = resource(kind);
         let writer = Writer::new(ar.clone());
         stores.push((kind.kind, writer.as_reader()));
         // Only changes that can matter start a pass: not, say, every renewal of a Lease.
         let mut seen = Relevant::default();
+        let (authors, kind_name) = (authors.clone(), kind.kind);
         let changes =
             watcher(Api::<DynamicObject>::all_with(client.clone(), &ar), watcher::Config::default())
                 .default_backoff()
                 .reflect(writer)
+                .inspect(move |event| {
+                    if let Ok(
+                        watcher::Event::Apply(o) | watcher::Event::InitApply(o) | watcher::Event::Delete(o),
+                    ) = event
+                        && let Some(uid) = &o.metadata.uid
+                    {
+                        let mut authors = authors.lock().expect("authors lock");
+                        if !authors.contains_key(uid) {
+                            // A signer never changes (admission refuses it): the first is the one.
+                            authors.insert(uid.clone(), author(kind_name, o));
+                        }
+                    }
+                })
                 .filter_map(move |event| future::ready(seen.matters(&event).then_some(())));
         streams.push(changes.boxed());
     }
@@ -101,7 +126,7 @@ pub async fn run(shared: Shared, config: Config) {
                 if stores.iter().all(|(_, s)| s.wait_until_ready().now_or_never().is_some_and(|r| r.is_ok())) {
                     shared.metrics.queued_for("gc", since.elapsed());
                     let start = Instant::now();
-                    let result = pass(&client, &stores, &shared).await;
+                    let result = pass(&client, &stores, &authors, &shared).await;
                     shared.metrics.reconciled("gc", start.elapsed(), result.as_ref().err().map(Error::label));
                     if let Err(e) = result {
                         tracing::warn!(error = %e, "garbage collection pass failed");
@@ -155,9 +180,17 @@ impl Relevant {
     }
 }
 
+fn author(kind: &str, o: &DynamicObject) -> Author {
+    let signed = api::kinds::by_kind(kind).is_some_and(|k| k.signed);
+    let signer =
+        o.metadata.annotations.as_ref().and_then(|a| a.get(api::signing::SIGNER)).map(String::as_str);
+    Author::of(kind, signed, signer)
+}
+
 fn view(kind: &str, o: &DynamicObject) -> Obj {
     let m = &o.metadata;
     Obj {
+        author: author(kind, o),
         key: Key {
             kind: kind.to_owned(),
             namespace: if namespaced(kind) {
@@ -188,13 +221,24 @@ fn view(kind: &str, o: &DynamicObject) -> Obj {
 async fn pass(
     client: &Client,
     stores: &[(&'static str, Store<DynamicObject>)],
+    authors: &Authors,
     shared: &Shared,
 ) -> Result<(), Error> {
     let mut objects = Vec::new();
     for (kind, store) in stores {
         objects.extend(store.state().iter().map(|o| view(kind, o)));
     }
-    let actions = plan::plan(&objects, namespaced);
+    let actions = {
+        let mut authors = authors.lock().expect("authors lock");
+        // Kept while the object is there or something refers to it (the watch streams are not
+        // polled during a pass, so nothing is recorded meanwhile).
+        let keep: HashSet<&str> = objects
+            .iter()
+            .flat_map(|o| std::iter::once(o.key.uid.as_str()).chain(o.owners.iter().map(|r| r.uid.as_str())))
+            .collect();
+        authors.retain(|uid, _| keep.contains(uid.as_str()));
+        plan::plan(&objects, namespaced, &authors)
+    };
     shared.metrics.set_queue_depth("gc", actions.len());
     for action in actions {
         act(client, stores, action).await?;

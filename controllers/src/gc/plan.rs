@@ -11,6 +11,17 @@
 //!
 //! An owner "gone" in a cache may only be late in it: the shell checks with the apiserver before
 //! acting on one (`Action::confirm_gone`).
+//!
+//! **A reference counts only between objects of one owner.** Anyone may write an object whose
+//! `ownerReferences` name someone else's, with `blockOwnerDeletion` and a finalizer of its own;
+//! if the collector honoured that, a stranger could hold another's foreground deletion forever,
+//! or have their references rewritten. So a reference counts only when the dependent is the
+//! control plane's (an unsigned kind only members write: a Replica) or is signed by the signer
+//! of the owner. Every other reference is as if absent: the dependent is neither deleted with
+//! the owner nor waited on by its foreground deletion nor rewritten, and it keeps no owner's
+//! `orphan` finalizer. The signer of an owner already gone is the one the collector remembered
+//! while it was there; a signed dependent of an owner it never saw is left alone (its own
+//! signer can delete it).
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -45,11 +56,48 @@ pub struct Owner {
     pub block: bool,
 }
 
+/// Whose an object is, as far as owner references go.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Author {
+    /// The control plane's: an unsigned kind that only members write (a Replica, a Reputation).
+    ControlPlane,
+    /// Signed by this did:key.
+    Signer(String),
+    /// Nobody the collector can vouch for: a signed object without a signer, or a Lease (nodes
+    /// write their own).
+    Unknown,
+}
+
+impl Author {
+    /// The author of an object of a kind that is `signed` (or not), with this signer
+    /// annotation.
+    pub fn of(kind: &str, signed: bool, signer: Option<&str>) -> Self {
+        match (signed, signer) {
+            (true, Some(s)) => Self::Signer(s.to_owned()),
+            (true, None) => Self::Unknown,
+            (false, _) if kind == <api::kinds::LeaseSpec as api::KindSpec>::KIND => Self::Unknown,
+            (false, _) => Self::ControlPlane,
+        }
+    }
+}
+
+/// Whether a reference of a dependent by `dependent` to an owner by `owner` (`None`: not known)
+/// counts.
+pub fn counts(dependent: &Author, owner: Option<&Author>) -> bool {
+    match (dependent, owner) {
+        (Author::ControlPlane, _) => true,
+        (Author::Signer(d), Some(Author::Signer(o))) => d == o,
+        _ => false,
+    }
+}
+
 /// An object as the collector sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Obj {
     /// Which object.
     pub key: Key,
+    /// Whose it is.
+    pub author: Author,
     /// Its owner references.
     pub owners: Vec<Owner>,
     /// It has a `deletionTimestamp`.
@@ -89,8 +137,14 @@ pub enum Action {
 }
 
 /// Every action the objects call for. `namespaced(kind)` says whether a kind is namespaced (an
-/// owner of a namespaced dependent is looked up in the dependent's namespace).
-pub fn plan(objects: &[Obj], namespaced: impl Fn(&str) -> bool) -> Vec<Action> {
+/// owner of a namespaced dependent is looked up in the dependent's namespace); `gone` holds the
+/// authors of objects by uid, as far as the caller remembers them: it is asked about owners no
+/// longer among `objects`.
+pub fn plan(
+    objects: &[Obj],
+    namespaced: impl Fn(&str) -> bool,
+    gone: &HashMap<String, Author>,
+) -> Vec<Action> {
     let by_name: HashMap<(&str, Option<&str>, &str), &Obj> = objects
         .iter()
         .map(|o| ((o.key.kind.as_str(), o.key.namespace.as_deref(), o.key.name.as_str()), o))
@@ -101,28 +155,39 @@ pub fn plan(objects: &[Obj], namespaced: impl Fn(&str) -> bool) -> Vec<Action> {
         name: r.name.clone(),
         uid: r.uid.clone(),
     };
+    // The owner a reference names, if it is among the objects (same kind, name and uid).
+    let owner_of = |dependent: &Obj, r: &Owner| {
+        let namespace = if namespaced(&r.kind) { dependent.key.namespace.as_deref() } else { None };
+        by_name.get(&(r.kind.as_str(), namespace, r.name.as_str())).copied().filter(|o| o.key.uid == r.uid)
+    };
+    // Who wrote it: the object's author, or the one remembered for an owner gone.
+    let owner_author = |dependent: &Obj, r: &Owner| match owner_of(dependent, r) {
+        Some(o) => Some(&o.author),
+        None => gone.get(&r.uid),
+    };
     let mut actions = Vec::new();
     // Uids of owners that some dependent (blocking, for foreground) still refers to.
     let mut referenced: BTreeSet<&str> = BTreeSet::new();
     let mut blocking: BTreeSet<&str> = BTreeSet::new();
     for d in objects {
-        for r in &d.owners {
+        // Only the references that count: the others are as if absent.
+        let owners: Vec<&Owner> = d.owners.iter().filter(|r| counts(&d.author, owner_author(d, r))).collect();
+        for r in &owners {
             referenced.insert(&r.uid);
             if r.block {
                 blocking.insert(&r.uid);
             }
         }
-        if d.owners.is_empty() || d.deleting {
+        if owners.is_empty() || d.deleting {
             continue;
         }
         let mut gone = Vec::new();
         let mut orphaning = Vec::new();
         let mut foreground = Vec::new();
         let mut solid = 0;
-        for r in &d.owners {
-            let k = owner_key(d, r);
-            match by_name.get(&(k.kind.as_str(), k.namespace.as_deref(), k.name.as_str())) {
-                Some(o) if o.key.uid == r.uid => {
+        for r in owners {
+            match owner_of(d, r) {
+                Some(o) => {
                     if o.deleting && o.finalizers.iter().any(|f| f == ORPHAN) {
                         orphaning.push(r.uid.clone());
                     } else if o.deleting && o.finalizers.iter().any(|f| f == FOREGROUND) {
@@ -131,7 +196,7 @@ pub fn plan(objects: &[Obj], namespaced: impl Fn(&str) -> bool) -> Vec<Action> {
                         solid += 1;
                     }
                 }
-                _ => gone.push((k, r.uid.clone())),
+                None => gone.push((owner_key(d, r), r.uid.clone())),
             }
         }
         let confirm_gone = gone.clone();
@@ -168,8 +233,20 @@ mod tests {
         Key { kind: kind.into(), namespace: Some("default".into()), name: name.into(), uid: uid.into() }
     }
 
+    /// An object of `kind`: Replicas are the control plane's, the rest signed by alice.
     fn obj(kind: &str, name: &str, uid: &str) -> Obj {
-        Obj { key: key(kind, name, uid), owners: vec![], deleting: false, finalizers: vec![] }
+        let author = Author::of(kind, kind != "Replica" && kind != "Lease", Some("did:key:alice"));
+        Obj { key: key(kind, name, uid), author, owners: vec![], deleting: false, finalizers: vec![] }
+    }
+
+    fn signed_by(signer: &str, mut o: Obj) -> Obj {
+        o.author = Author::Signer(signer.to_owned());
+        o
+    }
+
+    fn refers(mut o: Obj, kind: &str, name: &str, uid: &str) -> Obj {
+        o.owners.push(Owner { kind: kind.into(), name: name.into(), uid: uid.into(), block: true });
+        o
     }
 
     fn owned(name: &str, uid: &str, owners: &[(&str, &str)]) -> Obj {
@@ -182,7 +259,7 @@ mod tests {
     }
 
     fn plan_of(objects: &[Obj]) -> Vec<Action> {
-        plan(objects, |_| true)
+        plan(objects, |_| true, &HashMap::new())
     }
 
     #[test]
@@ -264,6 +341,104 @@ mod tests {
         node.key.namespace = None;
         let mut d = obj("Replica", "r", "r1");
         d.owners = vec![Owner { kind: "Node".into(), name: "n1".into(), uid: "n1uid".into(), block: false }];
-        assert_eq!(plan(&[node, d], |k| k != "Node"), vec![]);
+        assert_eq!(plan(&[node, d], |k| k != "Node", &HashMap::new()), vec![]);
+    }
+
+    #[test]
+    fn a_reference_counts_from_the_control_plane_or_between_objects_of_one_signer() {
+        let alice = Author::Signer("did:key:alice".into());
+        let mallory = Author::Signer("did:key:mallory".into());
+        assert!(counts(&Author::ControlPlane, Some(&alice)));
+        assert!(counts(&Author::ControlPlane, None), "a Replica of a workload gone before it was seen");
+        assert!(counts(&alice, Some(&alice)));
+        assert!(!counts(&mallory, Some(&alice)));
+        assert!(!counts(&alice, Some(&Author::ControlPlane)));
+        assert!(!counts(&alice, None), "an owner gone before the collector saw who signed it");
+        assert!(!counts(&Author::Unknown, Some(&Author::Unknown)));
+        // Nodes write their own Leases: a Lease is nobody's the collector can vouch for.
+        assert_eq!(Author::of("Lease", false, None), Author::Unknown);
+        assert_eq!(Author::of("Replica", false, Some("did:key:mallory")), Author::ControlPlane);
+        assert_eq!(Author::of("Workload", true, None), Author::Unknown);
+    }
+
+    #[test]
+    fn a_strangers_dependent_never_holds_a_foreground_deletion() {
+        // Mallory's object names Alice's workload as its owner, blocking, with a finalizer of
+        // its own that nobody will ever remove.
+        let mut w = obj("Workload", "web", "w1");
+        w.deleting = true;
+        w.finalizers = vec![FOREGROUND.into()];
+        let mut hold =
+            signed_by("did:key:mallory", refers(obj("Workload", "hold", "m1"), "Workload", "web", "w1"));
+        hold.finalizers = vec!["mallory.example/never".into()];
+        let mine = refers(obj("Replica", "r", "r1"), "Workload", "web", "w1");
+        // Alice's own replica goes; Mallory's object is neither deleted nor waited for.
+        assert_eq!(
+            plan_of(&[w.clone(), hold.clone(), mine]),
+            vec![Action::Delete { target: key("Replica", "r", "r1"), confirm_gone: vec![] }]
+        );
+        assert_eq!(
+            plan_of(&[w.clone(), hold.clone()]),
+            vec![Action::RemoveFinalizer { target: key("Workload", "web", "w1"), finalizer: FOREGROUND }]
+        );
+        // Even while Mallory's object is being deleted (and so never goes, held by its finalizer).
+        hold.deleting = true;
+        assert_eq!(
+            plan_of(&[w, hold]),
+            vec![Action::RemoveFinalizer { target: key("Workload", "web", "w1"), finalizer: FOREGROUND }]
+        );
+    }
+
+    #[test]
+    fn a_strangers_dependent_is_neither_deleted_with_the_owner_nor_rewritten() {
+        let alice = Author::Signer("did:key:alice".into());
+        let gone = HashMap::from([("w1".to_owned(), alice.clone())]);
+        let theirs =
+            signed_by("did:key:mallory", refers(obj("Workload", "x", "m1"), "Workload", "web", "w1"));
+        let own = refers(obj("TrustPolicy", "p", "p1"), "Workload", "web", "w1");
+        // Alice's workload is gone: her own policy goes with it, Mallory's object stays.
+        assert_eq!(
+            plan(&[theirs.clone(), own.clone()], |_| true, &gone),
+            vec![Action::Delete {
+                target: key("TrustPolicy", "p", "p1"),
+                confirm_gone: vec![(key("Workload", "web", "w1"), "w1".into())],
+            }]
+        );
+        // Who signed an owner gone before the collector saw it is unknown: a signed dependent
+        // stays; the control plane's Replica still goes.
+        let replica = refers(obj("Replica", "r", "r1"), "Workload", "web", "w1");
+        assert_eq!(
+            plan(&[own, replica], |_| true, &HashMap::new()),
+            vec![Action::Delete {
+                target: key("Replica", "r", "r1"),
+                confirm_gone: vec![(key("Workload", "web", "w1"), "w1".into())],
+            }]
+        );
+        // A live owner of Mallory's and a gone one of Alice's: the reference to Alice's is not
+        // removed (it is not the collector's to rewrite), nor does it keep anything alive.
+        let live = signed_by("did:key:mallory", obj("Workload", "mine", "m2"));
+        let both = refers(theirs.clone(), "Workload", "mine", "m2");
+        assert_eq!(plan(&[live, both], |_| true, &gone), vec![]);
+        // Orphaning: Mallory's reference is not removed, and holds no orphan finalizer.
+        let mut w = obj("Workload", "web", "w1");
+        w.deleting = true;
+        w.finalizers = vec![ORPHAN.into()];
+        assert_eq!(
+            plan_of(&[w, theirs]),
+            vec![Action::RemoveFinalizer { target: key("Workload", "web", "w1"), finalizer: ORPHAN }]
+        );
+    }
+
+    #[test]
+    fn references_between_objects_of_one_signer_are_followed() {
+        // Alice's policy owned by her workload: background, foreground and orphan as for Replicas.
+        let own = refers(obj("TrustPolicy", "p", "p1"), "Workload", "web", "w1");
+        assert_eq!(plan_of(&[obj("Workload", "web", "w1"), own.clone()]), vec![]);
+        let mut w = obj("Workload", "web", "w1");
+        w.deleting = true;
+        w.finalizers = vec![FOREGROUND.into()];
+        let mut dying = own.clone();
+        dying.deleting = true;
+        assert_eq!(plan_of(&[w, dying]), vec![], "her own blocking dependent holds her deletion");
     }
 }

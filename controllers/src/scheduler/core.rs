@@ -1,9 +1,23 @@
 //! Placement as a pure function: filter plugins (hard constraints) and score plugins (weighted
 //! preferences) over a snapshot of candidate nodes. No I/O, no clock, no randomness: the same
 //! inputs give the same placement, whatever order the nodes come in.
+//!
+//! Trust is what a stranger would like to mint, so the filters count only what fresh keys
+//! cannot make:
+//!
+//! - **Attestations count only from attesters with standing under the policy**: a control-plane
+//!   member, an operator the policy names in `allowedOperators`, or an operator whose
+//!   Reputation composite is > 0 and at least the policy's `minReputation` (0 when unset).
+//!   Reputation is computed by the control plane, so a thousand fresh keys vouching for an
+//!   operator (or for each other) count for nothing.
+//! - **A workload without a TrustPolicy** is placed only on nodes operated by its own signer or
+//!   by a control-plane member (members are trusted with placement anyway, and `ui up`'s local
+//!   node is operated by the member key). To use anyone else's nodes, its owner names a
+//!   TrustPolicy that says whom to trust (`allowedOperators`, reputation, attestations).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
+use std::sync::Arc;
 
 use api::kinds::{Placement, TrustPolicySpec};
 use api::quantity::Resources;
@@ -55,13 +69,80 @@ pub struct Offer {
     pub labels: BTreeMap<String, String>,
 }
 
+/// The independent operators with a live attestation of a node's operator, by the standing each
+/// has. Kept apart so that counting them under a policy never walks the fresh keys, which anyone
+/// can add by the thousand, except to look up the few operators a policy names.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Attesters {
+    /// Control-plane members: they count under every policy.
+    pub members: BTreeSet<String>,
+    /// Other attesters whose Reputation composite is > 0, with that composite.
+    pub reputed: BTreeMap<String, f64>,
+    /// The rest (every fresh key among them): they count only where a policy names them.
+    pub others: BTreeSet<String>,
+}
+
+impl Attesters {
+    /// Sorts attesters by standing: `member` says whether a did is a control-plane member,
+    /// `reputation` its composite reputation (0 when it has none). A did given twice counts once.
+    pub fn new<'a>(
+        attesters: impl IntoIterator<Item = &'a str>,
+        member: impl Fn(&str) -> bool,
+        reputation: impl Fn(&str) -> f64,
+    ) -> Self {
+        let mut out = Self::default();
+        for a in attesters {
+            let r = reputation(a);
+            if member(a) {
+                out.members.insert(a.to_owned());
+            } else if r > 0.0 {
+                out.reputed.insert(a.to_owned(), r);
+            } else {
+                out.others.insert(a.to_owned());
+            }
+        }
+        out
+    }
+
+    /// How many attesters have standing under `p`: members, operators `p` allows by name, and
+    /// operators with a composite reputation > 0 and at least `p`'s floor (0 when unset).
+    pub fn with_standing(&self, p: &Policy) -> usize {
+        let floor = p.min_reputation.unwrap_or(0.0);
+        let allowed = &p.allowed_operators;
+        let reputed =
+            self.reputed.iter().filter(|(a, r)| **r >= floor || allowed.contains(a.as_str())).count();
+        // The smaller of the two sets is walked: a policy's named operators, or the others.
+        let named = if allowed.len() < self.others.len() {
+            allowed.iter().filter(|a| self.others.contains(a.as_str())).count()
+        } else {
+            self.others.iter().filter(|a| allowed.contains(a.as_str())).count()
+        };
+        self.members.len() + reputed + named
+    }
+
+    /// Every attester, whatever its standing.
+    pub fn len(&self) -> usize {
+        self.members.len() + self.reputed.len() + self.others.len()
+    }
+
+    /// Whether nobody attests.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// One node as placement sees it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Candidate {
     /// Node name.
     pub name: String,
+    /// The Node's `metadata.uid`: a replica is bound to this very Node, not to whoever holds the
+    /// name later.
+    pub uid: String,
     /// Operator did:key.
     pub operator: String,
+    /// The operator is a control-plane member.
+    pub operator_is_member: bool,
     /// Condition Ready is True.
     pub ready: bool,
     /// `spec.unschedulable` (drained).
@@ -77,7 +158,7 @@ pub struct Candidate {
     /// Composite reputation of its operator (0 when it has none).
     pub operator_reputation: f64,
     /// Independent operators (not the operator itself) with a live attestation of the operator.
-    pub attesters: u32,
+    pub attesters: Arc<Attesters>,
 }
 
 /// A TrustPolicy's hard constraints, in the form filters check fast.
@@ -89,7 +170,7 @@ pub struct Policy {
     pub allowed_operators: BTreeSet<String>,
     /// Never these operators.
     pub denied_operators: BTreeSet<String>,
-    /// Independent attesters the operator needs.
+    /// Attesters with standing under this policy the operator needs.
     pub required_attestations: u32,
     /// If not empty, only these jurisdictions.
     pub allowed_jurisdictions: BTreeSet<String>,
@@ -135,8 +216,11 @@ impl Constraints {
 pub struct Request<'a> {
     /// Resources it reserves.
     pub need: Amount,
-    /// Its owner's TrustPolicy (none: the workload names no policy).
+    /// Its owner's TrustPolicy (none: the workload names no policy, and only nodes of its
+    /// signer or of control-plane members may take it).
     pub policy: Option<&'a Policy>,
+    /// The did:key that signed its workload.
+    pub signer: Option<&'a str>,
     /// Its workload's placement constraints.
     pub constraints: &'a Constraints,
     /// Replicas of the same workload already placed, per operator.
@@ -152,13 +236,15 @@ pub enum Reason {
     Unschedulable,
     /// No NodeOffer signed by the node's operator.
     NoOffer,
+    /// No TrustPolicy, and the operator is neither the workload's signer nor a member.
+    UntrustedOperator,
     /// The operator is not in the policy's allowed operators.
     OperatorNotAllowed,
     /// The operator is in the policy's denied operators.
     OperatorDenied,
     /// The node or its operator is below the policy's reputation floor.
     ReputationTooLow,
-    /// Too few independent operators attest the node's operator.
+    /// Too few attesters with standing under the policy attest the node's operator.
     TooFewAttestations,
     /// The offer's jurisdiction is not allowed by the policy or the workload.
     JurisdictionNotAllowed,
@@ -180,10 +266,11 @@ impl fmt::Display for Reason {
             Self::NotReady => "node not ready",
             Self::Unschedulable => "node unschedulable",
             Self::NoOffer => "no offer signed by the node's operator",
+            Self::UntrustedOperator => "operator not trusted",
             Self::OperatorNotAllowed => "operator not allowed",
             Self::OperatorDenied => "operator denied",
             Self::ReputationTooLow => "reputation below the policy's floor",
-            Self::TooFewAttestations => "too few independent attestations",
+            Self::TooFewAttestations => "too few attestations with standing",
             Self::JurisdictionNotAllowed => "jurisdiction not allowed",
             Self::NodeSelectorMismatch => "node selector does not match",
             Self::OperatorLimit => "workload's per-operator limit reached",
@@ -191,6 +278,21 @@ impl fmt::Display for Reason {
             Self::InsufficientMemory => "insufficient memory",
             Self::InsufficientStorage => "insufficient storage",
         })
+    }
+}
+
+impl Reason {
+    /// What a person can do about it, where the reason alone does not say.
+    pub fn hint(self) -> Option<&'static str> {
+        match self {
+            Self::UntrustedOperator => Some(
+                "no TrustPolicy: only nodes of your own or of the control plane; name a TrustPolicy with allowedOperators to use others",
+            ),
+            Self::TooFewAttestations => Some(
+                "an attestation counts only from a control-plane member, an operator the policy allows, or an operator with a reputation above 0 and at least the policy's minReputation",
+            ),
+            _ => None,
+        }
     }
 }
 
@@ -203,6 +305,9 @@ pub fn filter(c: &Candidate, r: &Request<'_>) -> Result<(), Reason> {
         return Err(Reason::Unschedulable);
     }
     let Some(offer) = &c.offer else { return Err(Reason::NoOffer) };
+    if r.policy.is_none() && !(c.operator_is_member || r.signer == Some(c.operator.as_str())) {
+        return Err(Reason::UntrustedOperator);
+    }
     if let Some(p) = r.policy {
         if !p.allowed_operators.is_empty() && !p.allowed_operators.contains(&c.operator) {
             return Err(Reason::OperatorNotAllowed);
@@ -215,7 +320,9 @@ pub fn filter(c: &Candidate, r: &Request<'_>) -> Result<(), Reason> {
         {
             return Err(Reason::ReputationTooLow);
         }
-        if c.attesters < p.required_attestations {
+        if p.required_attestations > 0
+            && c.attesters.with_standing(p) < usize::try_from(p.required_attestations).unwrap_or(usize::MAX)
+        {
             return Err(Reason::TooFewAttestations);
         }
         if !p.allowed_jurisdictions.is_empty() && !p.allowed_jurisdictions.contains(&offer.jurisdiction) {
@@ -294,7 +401,8 @@ pub struct Unschedulable {
 }
 
 impl fmt::Display for Unschedulable {
-    /// `0/5 nodes available: 3 nodes: jurisdiction not allowed; 2 nodes: operator denied`.
+    /// `0/5 nodes available: 3 nodes: jurisdiction not allowed; 2 nodes: operator denied`, and
+    /// in parentheses what to do about the reasons that need saying (`Reason::hint`).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.nodes == 0 {
             return f.write_str("no nodes registered");
@@ -306,7 +414,11 @@ impl fmt::Display for Unschedulable {
             .into_iter()
             .map(|(reason, n)| format!("{n} node{}: {reason}", if *n == 1 { "" } else { "s" }))
             .collect();
-        f.write_str(&parts.join("; "))
+        f.write_str(&parts.join("; "))?;
+        for hint in self.rejected.keys().filter_map(|r| r.hint()) {
+            write!(f, " ({hint})")?;
+        }
+        Ok(())
     }
 }
 

@@ -2,9 +2,17 @@
 //! (`core::filter`), the best by `core::score`; or says in the Replica's status why none does.
 //!
 //! Binding is an update with the cached `resourceVersion` as precondition, so two schedulers can
-//! never bind one Replica twice: the second gets 409 and re-reads. Placements this process made
-//! but its cache does not show yet are remembered (`assumed`) and counted against capacity, so
-//! back-to-back placements never overcommit a node.
+//! never bind one Replica twice: the second gets 409 and re-reads. It writes the Node's uid
+//! (`spec.nodeUid`) with its name, so the replica belongs to that Node object and never to
+//! whoever registers the name after it is deleted (the node lifecycle controller evicts it
+//! then). Placements this process made but its cache does not show yet are remembered
+//! (`assumed`) and counted against capacity, so back-to-back placements never overcommit a node.
+//!
+//! Trust (see `core`): an attestation counts only from an attester with standing under the
+//! policy (a member, an operator the policy names, or one with reputation at its floor), and a
+//! workload that names no TrustPolicy goes only to nodes operated by its own signer or by a
+//! control-plane member. The members come from `GET /members`, asked again every
+//! `Config::members_every`; the scheduler places nothing until it has heard them once.
 
 pub mod core;
 pub mod snapshot;
@@ -25,10 +33,12 @@ use kube::api::{Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, trigger_self, trigger_with};
 use kube::runtime::reflector::{ObjectRef, Store};
 use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
 
 use self::core::{Amount, Constraints, Policy, Weights};
-use self::snapshot::{Assumed, Topology, Usage};
+use self::snapshot::{Ask, Assumed, Placed, Topology, Usage};
 use crate::Error;
+use crate::members::{self, Members};
 use crate::resource::{Kube, api_in, is_conflict};
 use crate::runtime::{self, Shared, cache, cache_observed, fill_only, ready};
 
@@ -39,11 +49,17 @@ pub struct Config {
     pub weights: Weights,
     /// How often a Replica that cannot be placed is tried again.
     pub retry_unschedulable: Duration,
+    /// How often the control plane's members are asked again.
+    pub members_every: Duration,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Self { weights: Weights::default(), retry_unschedulable: Duration::from_secs(5) }
+        Self {
+            weights: Weights::default(),
+            retry_unschedulable: Duration::from_secs(5),
+            members_every: Duration::from_secs(30),
+        }
     }
 }
 
@@ -52,8 +68,8 @@ impl Default for Config {
 type AssumedMap = HashMap<(String, String, String), Assumed>;
 
 /// What decisions share: the placements assumed and the candidates, rebuilt when a Node,
-/// NodeOffer, Reputation or Attestation changed (`topology_changes`) or a second went by
-/// (attestations expire).
+/// NodeOffer, Reputation, Attestation or the members changed (`topology_changes`) or a second
+/// went by (attestations expire).
 #[derive(Default)]
 struct State {
     assumed: AssumedMap,
@@ -70,6 +86,7 @@ struct Ctx {
     offers: Store<Kube<NodeOfferSpec>>,
     reputations: Store<Kube<ReputationSpec>>,
     attestations: Store<Kube<AttestationSpec>>,
+    members: Members,
     usage: Arc<Mutex<Usage>>,
     topology_changes: Arc<AtomicU64>,
     state: Mutex<State>,
@@ -90,6 +107,7 @@ pub async fn run(shared: Shared, config: Config) {
     let (offers, o) = cache_observed::<NodeOfferSpec>(&client, counter(&topology_changes));
     let (reputations, r) = cache_observed::<ReputationSpec>(&client, counter(&topology_changes));
     let (attestations, a) = cache_observed::<AttestationSpec>(&client, counter(&topology_changes));
+    let (members_tx, members) = tokio::sync::watch::channel(None);
     let queue = stream::select_all([
         Box::pin(trigger_self(replica_changes, ())) as runtime::Queue<Kube<ReplicaSpec>>,
         Box::pin(fill_only(w)),
@@ -111,11 +129,23 @@ pub async fn run(shared: Shared, config: Config) {
         offers,
         reputations,
         attestations,
+        members,
         usage,
-        topology_changes,
+        topology_changes: topology_changes.clone(),
         state: Mutex::default(),
     });
-    runtime::drive("scheduler", &shared, replicas, queue, |r, c| Box::pin(reconcile(r, c)), ctx).await;
+    // The members are followed for as long as the scheduler drives; once it has drained, the
+    // follower stops too (not before: a reconcile still running may wait for them).
+    let stop = CancellationToken::new();
+    let changed = move || {
+        topology_changes.fetch_add(1, Ordering::Relaxed);
+    };
+    let follow = members::follow(client.clone(), members_tx, config.members_every, changed, stop.clone());
+    let drive = async {
+        runtime::drive("scheduler", &shared, replicas, queue, |r, c| Box::pin(reconcile(r, c)), ctx).await;
+        stop.cancel();
+    };
+    tokio::join!(drive, follow);
 }
 
 /// Maps any change to the replicas not bound yet.
@@ -155,6 +185,7 @@ async fn reconcile(replica: Arc<Kube<ReplicaSpec>>, ctx: Arc<Ctx>) -> Result<Act
     ] {
         store_ready.map_err(|_| Error::CacheStopped(what))?;
     }
+    ctx.members.clone().wait_for(Option::is_some).await.map_err(|_| Error::CacheStopped("members"))?;
     let ns = replica.namespace().unwrap_or("default").to_owned();
     let retry = Action::requeue(ctx.config.retry_unschedulable);
     let Some(workload) = ctx.workloads.get(&ObjectRef::new(&replica.spec.workload).within(&ns)) else {
@@ -182,17 +213,25 @@ async fn reconcile(replica: Arc<Kube<ReplicaSpec>>, ctx: Arc<Ctx>) -> Result<Act
     let need = Amount::of(&replica.spec.container.resources);
     // Decide and record the decision under one lock, so that concurrent reconciles place one
     // replica at a time, each seeing the ones placed before it (capacity and spread).
+    let ask = Ask {
+        workload: (&ns, &replica.spec.workload),
+        need,
+        policy: policy.as_ref(),
+        signer: workload.signer(),
+        constraints,
+    };
     let decision = {
         let mut state = ctx.state.lock().expect("scheduler state lock");
-        decide(&ctx, &mut state, &replica, &ns, policy.as_ref(), constraints, need)
+        decide(&ctx, &mut state, &replica, &ask)
     };
     match decision {
         Err(why) => {
             set_unschedulable(&ctx, &replica, "Unschedulable", why.to_string()).await?;
             Ok(retry)
         }
-        Ok(node) => {
-            let result = bind(&ctx, &replica, &node).await;
+        Ok(placed) => {
+            let node = placed.node.clone();
+            let result = bind(&ctx, &replica, placed).await;
             if !matches!(result, Ok(Bound::Yes)) {
                 ctx.state.lock().expect("scheduler state lock").assumed.remove(&assumed_key(&replica));
             }
@@ -243,11 +282,8 @@ fn decide(
     ctx: &Ctx,
     state: &mut State,
     replica: &Kube<ReplicaSpec>,
-    ns: &str,
-    policy: Option<&Policy>,
-    constraints: &Constraints,
-    need: Amount,
-) -> Result<String, core::Unschedulable> {
+    ask: &Ask<'_>,
+) -> Result<Placed, core::Unschedulable> {
     let usage = ctx.usage.lock().expect("usage lock");
     // Forget placements the usage now counts (or whose replica is gone or finished). The cache
     // is updated just before the usage: asking the usage leaves no moment counted by neither.
@@ -268,24 +304,17 @@ fn decide(
             offers: ctx.offers.state(),
             reputations: ctx.reputations.state(),
             attestations: ctx.attestations.state(),
+            members: ctx.members.borrow().clone().unwrap_or_default(),
         };
         state.topology = Some((changes, Instant::now(), Topology::build(&objects, Utc::now())));
     }
     let State { assumed, topology } = state;
     let (_, _, topology) = topology.as_mut().expect("topology just built");
-    let node = topology.place(
-        &usage,
-        assumed.values(),
-        (ns, &replica.spec.workload),
-        need,
-        policy,
-        constraints,
-        &ctx.config.weights,
-    )?;
+    let placed = topology.place(&usage, assumed.values(), ask, &ctx.config.weights)?;
     drop(usage);
-    let workload = (ns.to_owned(), replica.spec.workload.clone());
-    assumed.insert(assumed_key(replica), Assumed { node: node.clone(), amount: need, workload });
-    Ok(node)
+    let workload = (ask.workload.0.to_owned(), ask.workload.1.to_owned());
+    assumed.insert(assumed_key(replica), Assumed { node: placed.node.clone(), amount: ask.need, workload });
+    Ok(placed)
 }
 
 /// How a bind ended.
@@ -296,12 +325,15 @@ enum Bound {
     Conflict,
 }
 
-/// Binds with the cached `resourceVersion` as precondition.
-async fn bind(ctx: &Ctx, replica: &Kube<ReplicaSpec>, node: &str) -> Result<Bound, Error> {
+/// Binds to the Node's name and uid, in one write, with the cached `resourceVersion` as
+/// precondition.
+async fn bind(ctx: &Ctx, replica: &Kube<ReplicaSpec>, placed: Placed) -> Result<Bound, Error> {
     let ns = replica.namespace().unwrap_or("default");
     let api = api_in::<ReplicaSpec>(&ctx.shared.client, ns);
+    let node = placed.node.clone();
     let mut bound = replica.clone();
-    bound.spec.node_name = Some(node.to_owned());
+    bound.spec.node_name = Some(placed.node);
+    bound.spec.node_uid = Some(placed.uid);
     bound.status = None;
     match api.replace(replica.name(), &PostParams::default(), &bound).await {
         Ok(_) => {}

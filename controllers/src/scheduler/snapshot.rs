@@ -10,7 +10,9 @@ use api::kinds::{
 use api::meta::ConditionStatus;
 use chrono::{DateTime, Utc};
 
-use super::core::{Amount, Candidate, Offer};
+use super::core::{
+    Amount, Attesters, Candidate, Constraints, Offer, Policy, Request, Unschedulable, Weights,
+};
 use crate::resource::Kube;
 
 /// Whether a node's condition Ready is True.
@@ -44,11 +46,14 @@ pub struct Objects {
     pub reputations: Vec<Arc<Kube<ReputationSpec>>>,
     /// Every Attestation.
     pub attestations: Vec<Arc<Kube<AttestationSpec>>>,
+    /// The control plane's members (did:keys), from `GET /members`.
+    pub members: Arc<BTreeSet<String>>,
 }
 
-/// The candidates, sorted by name: each node with its offer (only one signed by the node's
-/// operator counts), capacity (the offer's, within the node's), usage, reputations (none counts
-/// as 0) and independent attesters of its operator (not itself, not expired at `now`).
+/// The candidates, sorted by name: each node with its uid, its offer (only one signed by the
+/// node's operator counts), capacity (the offer's, within the node's), usage, reputations (none
+/// counts as 0), whether its operator is a member, and the independent attesters of its operator
+/// (not itself, not expired at `now`) sorted by their standing (member, reputation).
 pub fn candidates(objects: &Objects, used: &HashMap<String, Amount>, now: DateTime<Utc>) -> Vec<Candidate> {
     // Keyed by (is a node, subject).
     let mut reputation: HashMap<(bool, &str), f64> = HashMap::new();
@@ -56,15 +61,25 @@ pub fn candidates(objects: &Objects, used: &HashMap<String, Amount>, now: DateTi
         let composite = r.status.as_ref().map_or(0.0, |s| s.composite);
         reputation.insert((r.spec.subject_kind == SubjectKind::Node, r.spec.subject.as_str()), composite);
     }
-    let mut attesters: HashMap<&str, BTreeSet<&str>> = HashMap::new();
+    let mut attested: HashMap<&str, BTreeSet<&str>> = HashMap::new();
     for a in &objects.attestations {
         let live = a.spec.expires.is_none_or(|t| t.0 > now);
         if let (SubjectKind::Operator, true, Some(signer)) = (a.spec.subject_kind, live, a.signer())
             && signer != a.spec.subject
         {
-            attesters.entry(a.spec.subject.as_str()).or_default().insert(signer);
+            attested.entry(a.spec.subject.as_str()).or_default().insert(signer);
         }
     }
+    // Sorted once per operator, shared by all of its nodes.
+    let member = |did: &str| objects.members.contains(did);
+    let attesters: HashMap<&str, Arc<Attesters>> = attested
+        .into_iter()
+        .map(|(operator, by)| {
+            let sorted =
+                Attesters::new(by, member, |did| reputation.get(&(false, did)).copied().unwrap_or(0.0));
+            (operator, Arc::new(sorted))
+        })
+        .collect();
     // Each node's offers signed by its operator, found by node name.
     let mut offers: HashMap<&str, Vec<&Kube<NodeOfferSpec>>> = HashMap::new();
     for o in objects.offers.iter().filter(|o| !o.is_deleting()) {
@@ -99,7 +114,9 @@ pub fn candidates(objects: &Objects, used: &HashMap<String, Amount>, now: DateTi
             });
             Candidate {
                 name: n.name().to_owned(),
+                uid: n.uid().to_owned(),
                 operator: operator.to_owned(),
+                operator_is_member: member(operator),
                 ready: is_ready(n),
                 unschedulable: n.spec.unschedulable,
                 offer: offer.map(|o| Offer {
@@ -110,7 +127,7 @@ pub fn candidates(objects: &Objects, used: &HashMap<String, Amount>, now: DateTi
                 used: used.get(n.name()).copied().unwrap_or_default(),
                 node_reputation: reputation.get(&(true, n.name())).copied().unwrap_or(0.0),
                 operator_reputation: reputation.get(&(false, operator)).copied().unwrap_or(0.0),
-                attesters: attesters.get(operator).map_or(0, |s| u32::try_from(s.len()).unwrap_or(u32::MAX)),
+                attesters: attesters.get(operator).cloned().unwrap_or_default(),
             }
         })
         .collect();
@@ -229,19 +246,16 @@ impl Topology {
         Self { candidates, index }
     }
 
-    /// Places one replica of workload `workload` (namespace, name) needing `need`, counting
-    /// what `usage` and the `assumed` placements reserve and where they are.
-    #[allow(clippy::too_many_arguments)]
+    /// Places one replica as `ask` says, counting what `usage` and the `assumed` placements
+    /// reserve and where they are.
     pub fn place<'a>(
         &mut self,
         usage: &Usage,
         assumed: impl Iterator<Item = &'a Assumed> + Clone,
-        workload: (&str, &str),
-        need: Amount,
-        policy: Option<&super::core::Policy>,
-        constraints: &super::core::Constraints,
-        weights: &super::core::Weights,
-    ) -> Result<String, super::core::Unschedulable> {
+        ask: &Ask<'_>,
+        weights: &Weights,
+    ) -> Result<Placed, Unschedulable> {
+        let workload = ask.workload;
         for c in &mut self.candidates {
             c.used = usage.on(&c.name);
         }
@@ -260,10 +274,41 @@ impl Topology {
                 *per_operator.entry(self.candidates[i].operator.clone()).or_default() += n;
             }
         }
-        let request = super::core::Request { need, policy, constraints, per_operator: &per_operator };
+        let request = Request {
+            need: ask.need,
+            policy: ask.policy,
+            signer: ask.signer,
+            constraints: ask.constraints,
+            per_operator: &per_operator,
+        };
         let i = super::core::place(&self.candidates, &request, weights)?;
-        Ok(self.candidates[i].name.clone())
+        let c = &self.candidates[i];
+        Ok(Placed { node: c.name.clone(), uid: c.uid.clone() })
     }
+}
+
+/// What one replica asks of placement.
+#[derive(Clone, Copy, Debug)]
+pub struct Ask<'a> {
+    /// Its workload: (namespace, name).
+    pub workload: (&'a str, &'a str),
+    /// What it reserves.
+    pub need: Amount,
+    /// Its owner's TrustPolicy, if the workload names one.
+    pub policy: Option<&'a Policy>,
+    /// The did:key that signed the workload.
+    pub signer: Option<&'a str>,
+    /// The workload's own placement constraints.
+    pub constraints: &'a Constraints,
+}
+
+/// Where a replica goes: the Node's name and uid, both written in its binding.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Placed {
+    /// `spec.nodeName`.
+    pub node: String,
+    /// `spec.nodeUid`.
+    pub uid: String,
 }
 
 #[cfg(test)]
@@ -283,7 +328,7 @@ mod tests {
         peer.extend_from_slice(&[7; 32]);
         Arc::new(
             serde_json::from_value(json!({
-                "apiVersion": "univrs.io/v1", "kind": "Node", "metadata": { "name": name },
+                "apiVersion": "univrs.io/v1", "kind": "Node", "metadata": { "name": name, "uid": format!("uid-{name}") },
                 "spec": {
                     "peerId": bs58::encode(peer).into_string(), "operator": operator, "nodeKey": did(99),
                     "ageRecipient": format!("age1{}", "q".repeat(58)),
@@ -314,7 +359,7 @@ mod tests {
         Arc::new(
             serde_json::from_value(json!({
                 "apiVersion": "univrs.io/v1", "kind": "Attestation",
-                "metadata": { "name": format!("a{}", signer.len()), "annotations": { "univrs.io/signer": signer } },
+                "metadata": { "name": format!("a-{signer}"), "annotations": { "univrs.io/signer": signer } },
                 "spec": spec,
             }))
             .unwrap(),
@@ -346,6 +391,7 @@ mod tests {
         let used = HashMap::from([("n1".to_owned(), Amount { cpu: 500, memory: 0, storage: 0 })]);
         let c = candidates(&objects, &used, Utc::now());
         assert_eq!(c.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(), ["n1", "n2"]);
+        assert_eq!(c[0].uid, "uid-n1");
         assert!(c[0].ready && !c[1].ready);
         assert_eq!(c[0].offer.as_ref().unwrap().labels.get("disk").map(String::as_str), Some("ssd"));
         // The offer asks 64 cores of a 4-core node: 4; memory 16Gi of 8Gi: 8Gi; storage unset: the node's.
@@ -373,7 +419,32 @@ mod tests {
         let c = candidates(&objects, &HashMap::new(), now);
         assert_eq!(c[0].operator_reputation, 0.8);
         assert_eq!(c[0].node_reputation, 0.0);
-        assert_eq!(c[0].attesters, 1);
+        assert_eq!(c[0].attesters.len(), 1);
+        assert!(c[0].attesters.others.contains(&a));
+    }
+
+    #[test]
+    fn attesters_are_sorted_by_their_standing_and_member_operators_marked() {
+        let (op, member, reputed, fresh, member_op) = (did(1), did(2), did(3), did(4), did(5));
+        let objects = Objects {
+            nodes: vec![node("n1", &op, true), node("n2", &member_op, true)],
+            reputations: vec![reputation("Operator", &reputed, 0.4), reputation("Node", &fresh, 0.9)],
+            attestations: vec![
+                attestation(&member, &op, None),
+                attestation(&reputed, &op, None),
+                attestation(&fresh, &op, None),
+            ],
+            members: Arc::new([member.clone(), member_op.clone()].into()),
+            ..Objects::default()
+        };
+        let c = candidates(&objects, &HashMap::new(), Utc::now());
+        let a = &c[0].attesters;
+        assert_eq!(a.members, [member].into());
+        assert_eq!(a.reputed, [(reputed, 0.4)].into());
+        // A Node's reputation is not its name-sake operator's: a fresh key has none.
+        assert_eq!(a.others, [fresh].into());
+        assert_eq!((c[0].operator_is_member, c[1].operator_is_member), (false, true));
+        assert!(c[1].attesters.is_empty());
     }
 
     fn replica(uid: &str, workload: &str, node: Option<&str>, phase: &str) -> Kube<ReplicaSpec> {
@@ -436,11 +507,14 @@ mod tests {
         let mut topology = Topology::build(&objects, Utc::now());
         let mut usage = Usage::default();
         let mut placed: Vec<Kube<ReplicaSpec>> = Vec::new();
-        let k = super::super::core::Constraints::default();
-        let w = super::super::core::Weights::default();
+        let k = Constraints::default();
+        let w = Weights::default();
+        let policy = Policy::default();
         let need = Amount { cpu: 100, memory: 1 << 20, storage: 0 };
+        let ask =
+            Ask { workload: ("default", "web"), need, policy: Some(&policy), signer: None, constraints: &k };
         for i in 0..20 {
-            let fast = topology.place(&usage, [].iter(), ("default", "web"), need, None, &k, &w);
+            let fast = topology.place(&usage, [].iter(), &ask, &w);
             // The reference: every candidate and count rebuilt from all replicas.
             let candidates = candidates(&objects, &usage_of(placed.iter()), Utc::now());
             let mut per_operator: HashMap<String, u32> = HashMap::new();
@@ -448,16 +522,17 @@ mod tests {
                 let c = candidates.iter().find(|c| Some(&c.name) == r.spec.node_name.as_ref()).unwrap();
                 *per_operator.entry(c.operator.clone()).or_default() += 1;
             }
-            let request = super::super::core::Request {
+            let request = Request {
                 need,
-                policy: None,
+                policy: Some(&policy),
+                signer: None,
                 constraints: &k,
                 per_operator: &per_operator,
             };
-            let slow =
-                super::super::core::place(&candidates, &request, &w).map(|i| candidates[i].name.clone());
+            let slow = super::super::core::place(&candidates, &request, &w)
+                .map(|i| Placed { node: candidates[i].name.clone(), uid: candidates[i].uid.clone() });
             assert_eq!(fast, slow, "placement {i}");
-            let Ok(node) = fast else { break };
+            let Ok(Placed { node, .. }) = fast else { break };
             let r = replica(&format!("r{i}"), "web", Some(&node), "Running");
             usage.apply(&Event::Apply(r.clone()));
             placed.push(r);

@@ -7,7 +7,9 @@ const GI: u64 = 1 << 30;
 fn node(name: &str, operator: &str, jurisdiction: &str) -> Candidate {
     Candidate {
         name: name.to_owned(),
+        uid: format!("uid-{name}"),
         operator: operator.to_owned(),
+        operator_is_member: false,
         ready: true,
         unschedulable: false,
         offer: Some(Offer { jurisdiction: jurisdiction.to_owned(), labels: BTreeMap::new() }),
@@ -15,8 +17,20 @@ fn node(name: &str, operator: &str, jurisdiction: &str) -> Candidate {
         used: Amount::default(),
         node_reputation: 0.5,
         operator_reputation: 0.5,
-        attesters: 0,
+        attesters: Arc::default(),
     }
+}
+
+/// Attesters of whom only the control-plane members (`m…`) and those with a reputation in
+/// `reputed` have standing of their own.
+fn attested_by(dids: &[&str], reputed: &[(&str, f64)]) -> Arc<Attesters> {
+    let reputation = |a: &str| reputed.iter().find(|(d, _)| *d == a).map_or(0.0, |(_, r)| *r);
+    Arc::new(Attesters::new(dids.iter().copied(), |a| a.starts_with('m'), reputation))
+}
+
+/// A TrustPolicy that constrains nothing.
+fn anyone() -> Policy {
+    Policy::default()
 }
 
 fn need() -> Amount {
@@ -24,7 +38,7 @@ fn need() -> Amount {
 }
 
 fn request<'a>(policy: Option<&'a Policy>, k: &'a Constraints, per: &'a HashMap<String, u32>) -> Request<'a> {
-    Request { need: need(), policy, constraints: k, per_operator: per }
+    Request { need: need(), policy, signer: Some("alice"), constraints: k, per_operator: per }
 }
 
 #[test]
@@ -40,7 +54,7 @@ fn each_filter_rejects_for_its_reason() {
     };
     let r = request(Some(&policy), &k, &per);
     let mut ok = node("ok", "a", "DE");
-    ok.attesters = 1;
+    ok.attesters = attested_by(&["m1"], &[]);
     assert_eq!(filter(&ok, &r), Ok(()));
     let cases: Vec<(Candidate, Reason)> = vec![
         (Candidate { ready: false, ..ok.clone() }, Reason::NotReady),
@@ -50,9 +64,12 @@ fn each_filter_rejects_for_its_reason() {
         (Candidate { operator: "b".into(), ..ok.clone() }, Reason::OperatorDenied),
         (Candidate { operator_reputation: 0.0, ..ok.clone() }, Reason::ReputationTooLow),
         (Candidate { node_reputation: 0.39, ..ok.clone() }, Reason::ReputationTooLow),
-        (Candidate { attesters: 0, ..ok.clone() }, Reason::TooFewAttestations),
+        (Candidate { attesters: Arc::default(), ..ok.clone() }, Reason::TooFewAttestations),
         (node("x", "a", "FR"), Reason::TooFewAttestations),
-        (Candidate { attesters: 1, ..node("x", "a", "FR") }, Reason::JurisdictionNotAllowed),
+        (
+            Candidate { attesters: attested_by(&["m1"], &[]), ..node("x", "a", "FR") },
+            Reason::JurisdictionNotAllowed,
+        ),
         (
             Candidate { used: Amount { cpu: 3600, ..Amount::default() }, ..ok.clone() },
             Reason::InsufficientCpu,
@@ -75,7 +92,8 @@ fn workload_constraints_are_hard_too() {
         jurisdictions: ["DE"].map(String::from).into(),
         max_per_operator: Some(2),
     };
-    let r = request(None, &k, &per);
+    let policy = anyone();
+    let r = request(Some(&policy), &k, &per);
     let mut n = node("n", "b", "DE");
     assert_eq!(filter(&n, &r), Err(Reason::NodeSelectorMismatch));
     n.offer.as_mut().unwrap().labels.insert("disk".into(), "ssd".into());
@@ -113,14 +131,80 @@ fn unschedulable_says_how_many_nodes_each_filter_rejected() {
 }
 
 #[test]
+fn attestations_count_only_from_attesters_with_standing_under_the_policy() {
+    // A thousand fresh keys: no reputation, not members, named by no policy.
+    let fresh: Vec<String> = (0..1000).map(|i| format!("fresh{i}")).collect();
+    let mut dids: Vec<&str> = fresh.iter().map(String::as_str).collect();
+    let strangers = attested_by(&dids, &[]);
+    assert_eq!((strangers.len(), strangers.with_standing(&anyone())), (1000, 0));
+    let one = Policy { required_attestations: 1, ..anyone() };
+    assert_eq!(strangers.with_standing(&one), 0);
+    // A member counts under every policy; an operator the policy names counts under that one.
+    dids.extend(["m1", "named"]);
+    let mixed = attested_by(&dids, &[]);
+    assert_eq!(mixed.with_standing(&one), 1);
+    let naming = Policy { allowed_operators: ["a", "named"].map(String::from).into(), ..one.clone() };
+    assert_eq!(mixed.with_standing(&naming), 2);
+    // Reputation: above 0 and at the policy's floor (0 when unset); a composite of 0 is none.
+    let rep = attested_by(&["good", "fair", "zero"], &[("good", 0.8), ("fair", 0.3), ("zero", 0.0)]);
+    assert_eq!(rep.with_standing(&one), 2);
+    let floor = Policy { min_reputation: Some(0.5), ..one.clone() };
+    assert_eq!(rep.with_standing(&floor), 1);
+    // Below the floor but named: the policy's own word counts.
+    let floor_naming = Policy { allowed_operators: ["fair".to_owned()].into(), ..floor.clone() };
+    assert_eq!(rep.with_standing(&floor_naming), 2);
+    // A did listed twice counts once.
+    assert_eq!(attested_by(&["m1", "m1"], &[]).with_standing(&one), 1);
+
+    let k = Constraints::default();
+    let per = HashMap::new();
+    let mut n = node("n", "a", "DE");
+    n.attesters = strangers;
+    let why = place(&[n], &request(Some(&one), &k, &per), &Weights::default()).unwrap_err();
+    assert_eq!(
+        why.to_string(),
+        "0/1 nodes available: 1 node: too few attestations with standing (an attestation counts only from \
+         a control-plane member, an operator the policy allows, or an operator with a reputation above 0 \
+         and at least the policy's minReputation)"
+    );
+}
+
+#[test]
+fn without_a_trust_policy_only_nodes_of_the_signer_or_of_members_take_a_workload() {
+    let k = Constraints::default();
+    let per = HashMap::new();
+    let stranger = node("s", "mallory", "DE");
+    let own = node("o", "alice", "DE");
+    let member = Candidate { operator_is_member: true, ..node("m", "member", "DE") };
+    let r = request(None, &k, &per);
+    assert_eq!(filter(&stranger, &r), Err(Reason::UntrustedOperator));
+    assert_eq!(filter(&own, &r), Ok(()));
+    assert_eq!(filter(&member, &r), Ok(()));
+    // A workload nobody signed has no nodes of its own.
+    let unsigned = Request { signer: None, ..r };
+    assert_eq!(filter(&own, &unsigned), Err(Reason::UntrustedOperator));
+    assert_eq!(filter(&member, &unsigned), Ok(()));
+    // Any TrustPolicy, even one that constrains nothing, is the owner's word instead.
+    let policy = anyone();
+    assert_eq!(filter(&stranger, &request(Some(&policy), &k, &per)), Ok(()));
+    let why = place(&[stranger, node("s2", "mallory", "DE")], &r, &Weights::default()).unwrap_err();
+    assert_eq!(
+        why.to_string(),
+        "0/2 nodes available: 2 nodes: operator not trusted (no TrustPolicy: only nodes of your own or of \
+         the control plane; name a TrustPolicy with allowedOperators to use others)"
+    );
+}
+
+#[test]
 fn spread_prefers_operators_without_replicas_of_the_workload() {
     let k = Constraints::default();
+    let policy = anyone();
     let nodes =
         vec![node("a1", "a", "DE"), node("a2", "a", "DE"), node("b1", "b", "DE"), node("c1", "c", "DE")];
     let mut per: HashMap<String, u32> = HashMap::new();
     let mut chosen = Vec::new();
     for _ in 0..3 {
-        let i = place(&nodes, &request(None, &k, &per), &Weights::default()).unwrap();
+        let i = place(&nodes, &request(Some(&policy), &k, &per), &Weights::default()).unwrap();
         *per.entry(nodes[i].operator.clone()).or_default() += 1;
         chosen.push(nodes[i].operator.clone());
     }
@@ -133,41 +217,67 @@ fn ties_go_to_the_smallest_name_whatever_the_order() {
     let k = Constraints::default();
     let per = HashMap::new();
     let nodes = vec![node("b", "x", "DE"), node("a", "x", "DE")];
-    let i = place(&nodes, &request(None, &k, &per), &Weights::default()).unwrap();
+    let policy = anyone();
+    let i = place(&nodes, &request(Some(&policy), &k, &per), &Weights::default()).unwrap();
     assert_eq!(nodes[i].name, "a");
 }
 
 // Property tests: random clusters, policies and replicas.
 
-fn arb_candidate(i: usize) -> impl Strategy<Value = Candidate> {
+/// Who attests a candidate's operator, as the world has it: did → (member, reputation).
+type Raw = BTreeMap<String, (bool, f64)>;
+
+fn arb_attesters() -> impl Strategy<Value = Raw> {
+    // The operators (who policies name) and fresh keys (whom nobody names).
+    let did = prop::sample::select(vec!["op0", "op1", "op2", "op3", "k0", "k1", "k2", "k3", "k4", "k5"]);
+    let standing = (prop::bool::weighted(0.15), prop::option::weighted(0.5, 1u32..=10))
+        .prop_map(|(member, r)| (member, r.map_or(0.0, |r| f64::from(r) / 10.0)));
+    prop::collection::btree_map(did.prop_map(String::from), standing, 0..6)
+}
+
+fn arb_candidate(i: usize) -> impl Strategy<Value = (Candidate, Raw)> {
     (
-        0..4usize,
+        (0..4usize, prop::bool::weighted(0.2)),
         any::<bool>(),
         prop::bool::weighted(0.1),
         prop::option::weighted(0.9, (0..4usize, prop::bool::ANY)),
         (0u64..8000, 0u64..16, 0u64..4),
         (0u64..4000, 0u64..8),
-        (0u32..=10, 0u32..=10, 0u32..4),
+        (0u32..=10, 0u32..=10, arb_attesters()),
     )
-        .prop_map(move |(op, ready, unsched, offer, cap, used, (nr, or, att))| Candidate {
-            name: format!("n{i:03}"),
-            operator: format!("op{op}"),
-            ready,
-            unschedulable: unsched,
-            offer: offer.map(|(j, ssd)| Offer {
-                jurisdiction: ["DE", "FR", "US", "CH"][j].to_owned(),
-                labels: if ssd { [("disk".to_owned(), "ssd".to_owned())].into() } else { BTreeMap::new() },
-            }),
-            capacity: Amount { cpu: cap.0, memory: cap.1 * GI, storage: cap.2 * GI },
-            used: Amount { cpu: used.0, memory: used.1 * GI, storage: 0 },
-            node_reputation: f64::from(nr) / 10.0,
-            operator_reputation: f64::from(or) / 10.0,
-            attesters: att,
+        .prop_map(move |((op, member), ready, unsched, offer, cap, used, (nr, or, raw))| {
+            let attesters = Attesters::new(raw.keys().map(String::as_str), |a| raw[a].0, |a| raw[a].1);
+            let c = Candidate {
+                name: format!("n{i:03}"),
+                uid: format!("u{i:03}"),
+                operator: format!("op{op}"),
+                operator_is_member: member,
+                ready,
+                unschedulable: unsched,
+                offer: offer.map(|(j, ssd)| Offer {
+                    jurisdiction: ["DE", "FR", "US", "CH"][j].to_owned(),
+                    labels: if ssd {
+                        [("disk".to_owned(), "ssd".to_owned())].into()
+                    } else {
+                        BTreeMap::new()
+                    },
+                }),
+                capacity: Amount { cpu: cap.0, memory: cap.1 * GI, storage: cap.2 * GI },
+                used: Amount { cpu: used.0, memory: used.1 * GI, storage: 0 },
+                node_reputation: f64::from(nr) / 10.0,
+                operator_reputation: f64::from(or) / 10.0,
+                attesters: Arc::new(attesters),
+            };
+            (c, raw)
         })
 }
 
-fn arb_nodes() -> impl Strategy<Value = Vec<Candidate>> {
-    (0..24usize).prop_flat_map(|n| (0..n).map(arb_candidate).collect::<Vec<_>>())
+/// Candidates, and who attests each one's operator (by candidate name).
+fn arb_nodes() -> impl Strategy<Value = (Vec<Candidate>, HashMap<String, Raw>)> {
+    (0..24usize).prop_flat_map(|n| (0..n).map(arb_candidate).collect::<Vec<_>>()).prop_map(|v| {
+        let raw = v.iter().map(|(c, r)| (c.name.clone(), r.clone())).collect();
+        (v.into_iter().map(|(c, _)| c).collect(), raw)
+    })
 }
 
 fn set(of: &'static [&'static str]) -> impl Strategy<Value = BTreeSet<String>> {
@@ -193,6 +303,10 @@ fn arb_policy() -> impl Strategy<Value = Option<Policy>> {
     )
 }
 
+fn arb_signer() -> impl Strategy<Value = Option<String>> {
+    prop::option::of(prop::sample::select(vec!["op0", "op1", "op2", "op3", "k0"]).prop_map(String::from))
+}
+
 fn arb_constraints() -> impl Strategy<Value = Constraints> {
     (any::<bool>(), set(&["DE", "FR", "US", "CH"]), prop::option::of(1u32..4)).prop_map(|(ssd, jur, max)| {
         Constraints {
@@ -203,22 +317,38 @@ fn arb_constraints() -> impl Strategy<Value = Constraints> {
     })
 }
 
-/// Every hard constraint, written out again independently of `filter`.
+/// Every hard constraint, written out again independently of `filter`, from what the world
+/// says of each attester (`raw`) rather than from `Attesters`.
 fn violates(
     c: &Candidate,
+    raw: &Raw,
     need: Amount,
     p: Option<&Policy>,
+    signer: Option<&str>,
     k: &Constraints,
     per: &HashMap<String, u32>,
 ) -> bool {
     let Some(offer) = &c.offer else { return true };
-    let policy_broken = p.is_some_and(|p| {
-        (!p.allowed_operators.is_empty() && !p.allowed_operators.contains(&c.operator))
-            || p.denied_operators.contains(&c.operator)
-            || p.min_reputation.is_some_and(|f| c.node_reputation < f || c.operator_reputation < f)
-            || c.attesters < p.required_attestations
-            || (!p.allowed_jurisdictions.is_empty() && !p.allowed_jurisdictions.contains(&offer.jurisdiction))
-    });
+    let policy_broken = match p {
+        // No TrustPolicy: the signer's own nodes and the control plane's, nobody else's.
+        None => !c.operator_is_member && signer != Some(c.operator.as_str()),
+        Some(p) => {
+            let standing = raw
+                .iter()
+                .filter(|(a, (member, rep))| {
+                    *member
+                        || p.allowed_operators.contains(*a)
+                        || (*rep > 0.0 && *rep >= p.min_reputation.unwrap_or(0.0))
+                })
+                .count();
+            (!p.allowed_operators.is_empty() && !p.allowed_operators.contains(&c.operator))
+                || p.denied_operators.contains(&c.operator)
+                || p.min_reputation.is_some_and(|f| c.node_reputation < f || c.operator_reputation < f)
+                || standing < p.required_attestations as usize
+                || (!p.allowed_jurisdictions.is_empty()
+                    && !p.allowed_jurisdictions.contains(&offer.jurisdiction))
+        }
+    };
     policy_broken
         || !c.ready
         || c.unschedulable
@@ -237,42 +367,62 @@ proptest! {
     /// placements that each use up capacity and count towards the per-operator limit.
     #[test]
     fn no_placement_ever_violates_a_hard_constraint(
-        mut nodes in arb_nodes(),
+        (mut nodes, raw) in arb_nodes(),
         policy in arb_policy(),
+        signer in arb_signer(),
         k in arb_constraints(),
         replicas in 1usize..30,
         cpu in 0u64..2000,
         mem in 0u64..4,
     ) {
         let need = Amount { cpu, memory: mem * GI, storage: 0 };
+        let signer = signer.as_deref();
         let mut per: HashMap<String, u32> = HashMap::new();
         for _ in 0..replicas {
-            let r = Request { need, policy: policy.as_ref(), constraints: &k, per_operator: &per };
+            let r = Request { need, policy: policy.as_ref(), signer, constraints: &k, per_operator: &per };
             match place(&nodes, &r, &Weights::default()) {
                 Ok(i) => {
-                    prop_assert!(!violates(&nodes[i], need, policy.as_ref(), &k, &per), "placed on {:?}", nodes[i]);
+                    let c = &nodes[i];
+                    prop_assert!(!violates(c, &raw[&c.name], need, policy.as_ref(), signer, &k, &per), "placed on {:?}", c);
                     nodes[i].used = nodes[i].used.plus(need);
                     *per.entry(nodes[i].operator.clone()).or_default() += 1;
                 }
                 Err(why) => {
                     // Unplaceable only when every node breaks a constraint, and every node is counted.
-                    prop_assert!(nodes.iter().all(|c| violates(c, need, policy.as_ref(), &k, &per)));
+                    prop_assert!(nodes.iter().all(|c| violates(c, &raw[&c.name], need, policy.as_ref(), signer, &k, &per)));
                     prop_assert_eq!(why.rejected.values().sum::<usize>(), nodes.len());
                 }
             }
         }
     }
 
+    /// Sorting attesters by standing and counting them under a policy agrees with counting
+    /// each attester of the world's list one by one.
+    #[test]
+    fn attesters_with_standing_are_counted_as_one_by_one(raw in arb_attesters(), policy in arb_policy()) {
+        let policy = policy.unwrap_or_default();
+        let a = Attesters::new(raw.keys().map(String::as_str), |d| raw[d].0, |d| raw[d].1);
+        let one_by_one = raw
+            .iter()
+            .filter(|(d, (member, rep))| {
+                *member || policy.allowed_operators.contains(*d) || (*rep > 0.0 && *rep >= policy.min_reputation.unwrap_or(0.0))
+            })
+            .count();
+        prop_assert_eq!(a.with_standing(&policy), one_by_one);
+        prop_assert_eq!(a.len(), raw.len());
+    }
+
     /// The same inputs give the same placement, in any order of the nodes.
     #[test]
     fn placement_is_deterministic_and_order_independent(
-        nodes in arb_nodes(),
+        (nodes, _raw) in arb_nodes(),
         policy in arb_policy(),
+        signer in arb_signer(),
         k in arb_constraints(),
         seed in any::<u64>(),
     ) {
         let per = HashMap::new();
-        let r = Request { need: need(), policy: policy.as_ref(), constraints: &k, per_operator: &per };
+        let r = Request { need: need(), policy: policy.as_ref(), signer: signer.as_deref(), constraints: &k, per_operator: &per };
         let first = place(&nodes, &r, &Weights::default()).map(|i| nodes[i].name.clone());
         let again = place(&nodes, &r, &Weights::default()).map(|i| nodes[i].name.clone());
         prop_assert_eq!(&first, &again);
