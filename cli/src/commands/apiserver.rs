@@ -399,6 +399,11 @@ pub fn run(ctx: &Context, args: &Args, up: Option<&super::node::LocalNodeArgs>) 
         }
         // The storage files and kubeconfig the member just created, too.
         private()?;
+        // Handlers first: whoever reads "listening on" may stop the server at once, and a
+        // signal before the handlers exist would kill it without draining.
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).context("cannot install a SIGTERM handler")?;
+        let mut interrupt = signal(SignalKind::interrupt()).context("cannot install a SIGINT handler")?;
         println!("listening on {server}");
         println!("cluster: {audience}");
         println!("data dir: {}", data_dir.display());
@@ -409,11 +414,9 @@ pub fn run(ctx: &Context, args: &Args, up: Option<&super::node::LocalNodeArgs>) 
             println!("member {} (did {member_did}) at {address}", node.id());
             println!("to grow the cluster: ui cluster add NEW_DID NEW_ADDRESS, then start the new member with --join {member_did}@{address}");
         }
-        let shutdown = async {
-            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                .expect("can install a SIGTERM handler");
+        let shutdown = async move {
             tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
+                _ = interrupt.recv() => {}
                 _ = term.recv() => {}
             }
             eprintln!("shutting down");
