@@ -119,16 +119,18 @@ fn apply_is_idempotent_and_get_diff_describe_and_delete_see_what_it_did() {
         d.stderr
     );
 
-    // apply reports a failing document with its file and position and applies the others.
+    // apply reports every problem of a failing document with its file, line, position and
+    // field, in the words of `ui sign` and the server, sends nothing of it, and applies the
+    // others.
     let mixed = u.path("mixed");
     std::fs::create_dir(&mixed).unwrap();
     write(&mixed.join("a.yaml"), &workload("bad", "default", 1).replace("replicas: 1", "replicas: many"));
     write(&mixed.join("b.yaml"), &workload("good", "default", 1));
-    ui(&u, &server, &["apply", "-f", mixed.to_str().unwrap()]).fails_with(&[
-        "a.yaml: document 1 (Workload/default/bad)",
-        "(Invalid)",
-        "spec.replicas",
-    ]);
+    let failed = ui(&u, &server, &["apply", "-f", mixed.to_str().unwrap()]);
+    let line = workload("bad", "default", 1).lines().position(|l| l.contains("replicas:")).unwrap() + 1;
+    failed.fails_with(&[&format!(
+        "a.yaml:{line}: document 1 (Workload/default/bad): spec.replicas: must be an integer"
+    )]);
     ui(&u, &server, &["get", "wl", "good"]).ok();
 
     // delete by name, NotFound, --ignore-not-found, delete -f.
@@ -138,7 +140,10 @@ fn apply_is_idempotent_and_get_diff_describe_and_delete_see_what_it_did() {
         .fails_with(&["Error from server (NotFound)", "\"hello\" not found"]);
     ui(&u, &server, &["delete", "wl", "hello"]).fails_with(&["Error from server (NotFound)"]);
     ui(&u, &server, &["delete", "wl", "hello", "--ignore-not-found"]).ok();
-    let deleted = ui(&u, &server, &["delete", "-f", m, "--ignore-not-found"]).ok().stdout;
+    // A transfer is a record: only the control plane removes it; the rest goes.
+    let deleted = ui(&u, &server, &["delete", "-f", m, "--ignore-not-found"])
+        .fails_with(&["transfer.yaml", "cannot delete transfers", "only the control plane may delete it"])
+        .stdout;
     assert!(deleted.contains("nodeoffer.univrs.io/berlin-1 deleted"), "{deleted}");
     assert!(!deleted.contains("hello"), "{deleted}");
     assert_eq!(ui(&u, &server, &["get", "offers", "-o", "name"]).ok().stdout, "");

@@ -13,6 +13,7 @@ pub mod manifest;
 pub mod meta;
 pub mod object;
 pub mod quantity;
+pub mod schema;
 pub mod selector;
 pub mod signing;
 pub mod token;

@@ -77,6 +77,114 @@ pub fn parse_documents(text: &str) -> Result<Vec<Value>, YamlError> {
     })
 }
 
+/// Where each field of a document is: field path (as [`FieldError::path`] writes it) → the
+/// 1-based line of its value, for errors that say file, document, line and field.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Lines(std::collections::BTreeMap<String, usize>);
+
+impl Lines {
+    /// The line of the field at `path`, or of its nearest ancestor the document has (a
+    /// missing field is reported where its parent is).
+    pub fn of(&self, path: &str) -> Option<usize> {
+        let mut p = path;
+        loop {
+            if let Some(&line) = self.0.get(p) {
+                return Some(line);
+            }
+            let cut = p.rfind(['.', '['])?;
+            p = &p[..cut];
+        }
+    }
+}
+
+/// A document as a tree of located nodes (read with the same options as
+/// [`parse_documents`], so the documents line up).
+#[derive(Default)]
+struct Located(Vec<(Step, serde_saphyr::Spanned<Located>)>);
+
+enum Step {
+    Key(String),
+    Index(usize),
+}
+
+impl<'de> serde::Deserialize<'de> for Located {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Located;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("any YAML value")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Located, A::Error> {
+                let mut out = Vec::new();
+                while let Some(k) = map.next_key::<serde_json::Value>()? {
+                    let key = k.as_str().map_or_else(|| k.to_string(), str::to_owned);
+                    out.push((Step::Key(key), map.next_value()?));
+                }
+                Ok(Located(out))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Located, A::Error> {
+                let mut out = Vec::new();
+                while let Some(v) = seq.next_element()? {
+                    out.push((Step::Index(out.len()), v));
+                }
+                Ok(Located(out))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Located, E> {
+                Ok(Located::default())
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Located, E> {
+                Ok(Located::default())
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Located, E> {
+                Ok(Located::default())
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Located, E> {
+                Ok(Located::default())
+            }
+            fn visit_str<E>(self, _: &str) -> Result<Located, E> {
+                Ok(Located::default())
+            }
+            fn visit_unit<E>(self) -> Result<Located, E> {
+                Ok(Located::default())
+            }
+            fn visit_none<E>(self) -> Result<Located, E> {
+                Ok(Located::default())
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl Located {
+    fn collect(&self, prefix: &FieldPath, out: &mut std::collections::BTreeMap<String, usize>) {
+        for (step, child) in &self.0 {
+            let path = match step {
+                Step::Key(k) => prefix.child(k),
+                Step::Index(i) => prefix.index(*i),
+            };
+            out.insert(path.to_string(), child.referenced.line() as usize);
+            child.value.collect(&path, out);
+        }
+    }
+}
+
+/// The [`Lines`] of every non-empty document of `text`, in the order of
+/// [`parse_documents`] (empty when the text does not parse).
+pub fn document_lines(text: &str) -> Vec<Lines> {
+    if text.len() > MAX_MANIFEST_BYTES {
+        return Vec::new();
+    }
+    let docs = serde_saphyr::from_multiple_with_options::<Located>(text, yaml_options()).unwrap_or_default();
+    docs.iter()
+        .map(|d| {
+            let mut lines = std::collections::BTreeMap::new();
+            d.collect(&FieldPath::root(), &mut lines);
+            Lines(lines)
+        })
+        .collect()
+}
+
 /// The parser's message without what we say ourselves (the location, which we prefix) or
 /// what is advice to the parser's programmer rather than to the user.
 fn plain_message(raw: &str) -> String {
@@ -145,8 +253,53 @@ pub fn kind_of(object: &Value) -> Result<&'static KindInfo, Vec<FieldError>> {
 /// Checks `object` completely: known apiVersion and kind, every field typed and valid.
 pub fn check(object: &Value) -> Result<&'static KindInfo, Vec<FieldError>> {
     let kind = kind_of(object)?;
-    (kind.check)(object)?;
-    Ok(kind)
+    let mut errors = crate::unknown_fields::unknown_field_errors(crate::schema::of(kind), object);
+    errors.extend(problems(kind, object));
+    if errors.is_empty() { Ok(kind) } else { Err(errors) }
+}
+
+/// Every problem of `object` as an object of `kind` beyond unknown fields: the JSON Schema's
+/// (every one, hinted, without values), and the typed validation's of the rest (the object
+/// without its unknown fields and the fields the schema refused, so that a wrong type in one
+/// place hides no problem elsewhere). What `ui sign`, `ui apply` and the apiserver report, in
+/// the same words.
+pub fn problems(kind: &KindInfo, object: &Value) -> Vec<FieldError> {
+    let located = crate::schema::located_errors(kind, object);
+    // The common case, valid, costs one schema pass and one typed check, no copy.
+    if located.is_empty() && (kind.check)(object).is_ok() {
+        return Vec::new();
+    }
+    let mut rest = object.clone();
+    crate::unknown_fields::prune_unknown_fields(crate::schema::of(kind), &mut rest);
+    for (tokens, _) in &located {
+        if let Some((last, parent)) = tokens.split_last() {
+            let pointer: String =
+                parent.iter().map(|t| format!("/{}", t.replace('~', "~0").replace('/', "~1"))).collect();
+            match rest.pointer_mut(&pointer) {
+                Some(Value::Object(m)) => drop(m.remove(last)),
+                Some(Value::Array(a)) => {
+                    if let Ok(i) = last.parse::<usize>()
+                        && i < a.len()
+                    {
+                        a[i] = Value::Null;
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    let mut errors: Vec<FieldError> = located.into_iter().map(|(_, e)| e).collect();
+    let covered = |path: &str| {
+        errors.iter().any(|e| {
+            path == e.path
+                || path.strip_prefix(e.path.as_str()).is_some_and(|r| r.starts_with(['.', '[']))
+                || e.path.strip_prefix(path).is_some_and(|r| r.starts_with(['.', '[']))
+        })
+    };
+    let typed: Vec<FieldError> =
+        (kind.check)(&rest).err().unwrap_or_default().into_iter().filter(|e| !covered(&e.path)).collect();
+    errors.extend(typed);
+    errors
 }
 
 fn kind_names() -> String {
@@ -220,6 +373,19 @@ mod tests {
     }
 
     #[test]
+    fn every_field_has_the_line_of_its_value() {
+        let text =
+            "a: 1\n---\napiVersion: univrs.io/v1\nspec:\n  env:\n  - name: A\n    value: x\n  replicas: 2\n";
+        let lines = document_lines(text);
+        assert_eq!(lines.len(), 2);
+        assert_eq!(lines[1].of("spec.replicas"), Some(8));
+        assert_eq!(lines[1].of("spec.env[0].value"), Some(7));
+        // A missing field: where its parent is.
+        assert_eq!(lines[1].of("spec.env[0].missing"), Some(6));
+        assert_eq!(lines[0].of("a"), Some(1));
+    }
+
+    #[test]
     fn typed_errors_name_the_field_path() {
         let obj = serde_json::json!({
             "apiVersion": "univrs.io/v1", "kind": "Workload", "metadata": {"name": "w"},
@@ -232,8 +398,8 @@ mod tests {
             "spec": {"image": "busybox", "replica": 3}
         });
         let errs = check(&obj).unwrap_err();
-        assert!(errs[0].to_string().contains("unknown field `replica`"), "{errs:?}");
-        assert!(errs[0].path.starts_with("spec"), "{errs:?}");
+        assert_eq!(errs[0].path, "spec.replica", "{errs:?}");
+        assert!(errs[0].message.starts_with("unknown field (known here: replicas, image"), "{errs:?}");
     }
 
     #[test]

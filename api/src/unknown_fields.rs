@@ -14,10 +14,19 @@ enum Step {
     Index(usize),
 }
 
-/// An unknown field: its path as Kubernetes prints it (`spec.env[0].foo`) and its steps.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// An unknown field: its path as Kubernetes prints it (`spec.env[0].foo`) and its steps, and
+/// the fields known where it is.
+#[derive(Clone, Debug)]
 struct Unknown {
     steps: Vec<Step>,
+    known: Vec<String>,
+}
+
+// The same field, whatever the branch that found it.
+impl PartialEq for Unknown {
+    fn eq(&self, other: &Self) -> bool {
+        self.steps == other.steps
+    }
 }
 
 impl Unknown {
@@ -43,6 +52,23 @@ pub fn unknown_fields(schema: &Value, value: &Value) -> Vec<String> {
     let mut out = Vec::new();
     walk(schema, schema, value, &mut Vec::new(), &mut out);
     out.iter().map(Unknown::path).collect()
+}
+
+/// Every field of `value` that `schema` does not know, as an error at its path that lists the
+/// fields known there.
+pub fn unknown_field_errors(schema: &Value, value: &Value) -> Vec<crate::FieldError> {
+    let mut out = Vec::new();
+    walk(schema, schema, value, &mut Vec::new(), &mut out);
+    out.iter()
+        .map(|u| crate::FieldError {
+            path: u.path(),
+            message: if u.known.is_empty() {
+                "unknown field".to_owned()
+            } else {
+                format!("unknown field (known here: {})", u.known.join(", "))
+            },
+        })
+        .collect()
 }
 
 /// Removes every field of `value` that `schema` does not know; returns their paths.
@@ -155,7 +181,15 @@ fn walk_object(
     for (k, v) in map {
         path.push(Step::Key(k.clone()));
         match schemas_for_key(&objects, k) {
-            None => out.push(Unknown { steps: path.clone() }),
+            None => {
+                let mut known: Vec<String> = objects
+                    .iter()
+                    .filter_map(|b| b.get("properties").and_then(Value::as_object))
+                    .flat_map(|p| p.keys().cloned())
+                    .collect();
+                known.dedup();
+                out.push(Unknown { steps: path.clone(), known });
+            }
             Some(schemas) if !schemas.is_empty() => walk_alternatives(root, &schemas, v, path, out),
             Some(_) => {}
         }

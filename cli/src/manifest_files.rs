@@ -36,6 +36,8 @@ pub struct Document {
     pub index: usize,
     /// The object.
     pub value: Value,
+    /// Where its fields are, for errors.
+    pub lines: manifest::Lines,
 }
 
 impl Document {
@@ -54,6 +56,23 @@ impl Document {
     /// `file: document N (Kind/name)`: where an error is.
     pub fn place(&self) -> String {
         format!("{}: document {} ({})", self.source, self.index, self.label())
+    }
+
+    /// Every problem of the document as a manifest (`api::manifest::check`: unknown fields,
+    /// the schema's, the typed validation's), one line each: `file:line: document N
+    /// (Kind/name): field: what is wrong`.
+    pub fn problems(&self) -> Vec<String> {
+        let Err(errors) = manifest::check(&self.value) else { return Vec::new() };
+        errors
+            .iter()
+            .map(|e| {
+                let at = match self.lines.of(&e.path) {
+                    Some(line) => format!("{}:{line}", self.source),
+                    None => self.source.to_string(),
+                };
+                format!("{at}: document {} ({}): {e}", self.index, self.label())
+            })
+            .collect()
     }
 }
 
@@ -130,10 +149,16 @@ pub fn read(source: &Source) -> anyhow::Result<SourceDocs> {
     })?;
     let values =
         manifest::parse_documents(&text).map_err(|e| anyhow::anyhow!("{source}: {}", e.located()))?;
+    let mut lines = manifest::document_lines(&text).into_iter();
     let docs = values
         .into_iter()
         .enumerate()
-        .map(|(i, value)| Document { source: source.clone(), index: i + 1, value })
+        .map(|(i, value)| Document {
+            source: source.clone(),
+            index: i + 1,
+            value,
+            lines: lines.next().unwrap_or_default(),
+        })
         .collect();
     Ok(SourceDocs { source: source.clone(), docs })
 }

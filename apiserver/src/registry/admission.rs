@@ -1,13 +1,12 @@
 //! Admission of an object's content, as explicit stages: its kind, unknown fields (per
-//! `fieldValidation`), the JSON Schema (messages masked: never a value), the signature of
-//! signed kinds, the typed validation, and its namespace and name. Who may write it is
+//! `fieldValidation`), every problem of the content (`api::manifest::problems`: the JSON
+//! Schema's, hinted and never with a value, then the typed validation's), the signature of
+//! signed kinds, and its namespace and name. Who may write it is
 //! [`crate::access`]'s, checked around these stages by the registry.
 
-use std::collections::HashMap;
-use std::sync::OnceLock;
-
+use api::schema::of as schema;
 use api::signing::DEFAULT_NAMESPACE;
-use api::{FieldError, KindInfo, Scope};
+use api::{KindInfo, Scope};
 use serde_json::Value;
 
 use super::meta::{meta_mut, meta_str};
@@ -29,11 +28,15 @@ pub(crate) fn admit(
     }
     check_kind(kind, obj)?;
     unknown_fields(kind, obj, validation, warnings)?;
-    schema_errors(kind, obj).map_err(|c| invalid(obj, c))?;
+    // Stage 3: every problem of the content at once (the schema's, hinted and without values;
+    // then the typed validation's), in the words `ui sign` and `ui apply` use too.
+    let problems = api::manifest::problems(kind, obj);
+    if !problems.is_empty() {
+        return Err(invalid(obj, problems));
+    }
     if kind.signed {
         access::check_signature(kind, obj)?;
     }
-    (kind.check)(obj).map_err(|c| invalid(obj, c))?;
     identity(kind, obj)
 }
 
@@ -62,9 +65,15 @@ fn unknown_fields(
 ) -> Result<(), ApiError> {
     match validation {
         FieldValidation::Strict => {
-            let unknown = api::unknown_fields::unknown_fields(schema(kind), obj);
+            let unknown = api::unknown_fields::unknown_field_errors(schema(kind), obj);
             if !unknown.is_empty() {
-                let list: Vec<String> = unknown.iter().map(|p| format!("unknown field {p:?}")).collect();
+                // Kubernetes' words (`unknown field "spec.x"`), and what is known there.
+                let list: Vec<String> = unknown
+                    .iter()
+                    .map(|e| {
+                        format!("unknown field {:?}{}", e.path, e.message.trim_start_matches("unknown field"))
+                    })
+                    .collect();
                 return Err(ApiError::BadRequest(format!("strict decoding error: {}", list.join(", "))));
             }
         }
@@ -77,19 +86,6 @@ fn unknown_fields(
         }
     }
     Ok(())
-}
-
-/// Stage 3: the JSON Schema. Masked: a message never repeats a value (it may come from a
-/// stored object).
-fn schema_errors(kind: &KindInfo, obj: &Value) -> Result<(), Vec<FieldError>> {
-    let causes: Vec<FieldError> = validator(kind)
-        .iter_errors(obj)
-        .map(|e| FieldError {
-            path: field_path(&e.instance_path().to_string()),
-            message: e.masked().to_string(),
-        })
-        .collect();
-    if causes.is_empty() { Ok(()) } else { Err(causes) }
 }
 
 /// Last stage: the namespace (defaulted for namespaced kinds) and the name.
@@ -112,37 +108,4 @@ fn identity(kind: &KindInfo, obj: &mut Value) -> Result<(Option<String>, String)
         })?
         .to_owned();
     Ok((namespace, name))
-}
-
-/// The JSON Schema of each kind, built once.
-fn schema(kind: &KindInfo) -> &'static Value {
-    static SCHEMAS: OnceLock<HashMap<&'static str, Value>> = OnceLock::new();
-    let all =
-        SCHEMAS.get_or_init(|| api::kinds::KINDS.iter().map(|k| (k.kind, (k.schema)().to_value())).collect());
-    &all[kind.kind]
-}
-
-/// The compiled JSON Schema validator of each kind, built once.
-fn validator(kind: &KindInfo) -> &'static jsonschema::Validator {
-    static VALIDATORS: OnceLock<HashMap<&'static str, jsonschema::Validator>> = OnceLock::new();
-    let all = VALIDATORS.get_or_init(|| {
-        api::kinds::KINDS
-            .iter()
-            .map(|k| (k.kind, jsonschema::validator_for(schema(k)).expect("the generated schemas compile")))
-            .collect()
-    });
-    &all[kind.kind]
-}
-
-/// A JSON pointer (`/spec/env/0/value`) as a field path (`spec.env[0].value`).
-fn field_path(pointer: &str) -> String {
-    let mut path = api::FieldPath::root();
-    for token in pointer.split('/').skip(1) {
-        let token = token.replace("~1", "/").replace("~0", "~");
-        path = match token.parse::<usize>() {
-            Ok(i) => path.index(i),
-            Err(_) => path.child(&token),
-        };
-    }
-    path.to_string()
 }

@@ -71,7 +71,11 @@ pub fn run(ctx: &Context, args: &Args) -> anyhow::Result<Outcome> {
     let signer = Signer { ctx, args, key: &key };
     let mut reports = Vec::new();
     for doc in all.iter().flat_map(|s| &s.docs) {
+        // Every problem of the manifest, found here, in the words `ui sign` and the server
+        // use: nothing is sent for a document that has any.
+        let problems = doc.problems();
         let (target, result) = match Target::of(&client, doc) {
+            _ if !problems.is_empty() => (None, Err(problems.join("\n"))),
             Err(e) => (None, Err(format!("{e:#}"))),
             Ok(t) => match apply_one(&client, &t, doc, dry_run, &signer) {
                 Ok(r) => (Some(t), Ok(r)),
@@ -93,6 +97,9 @@ pub fn run(ctx: &Context, args: &Args) -> anyhow::Result<Outcome> {
         if args.output.format == crate::output::Format::Text {
             match (&t, &report.result, &report.error) {
                 (Some(t), Some(r), _) => println!("{} {r}{suffix}", t.reference()),
+                (_, _, Some(e)) if !problems.is_empty() => {
+                    eprintln!("error: {}", e.replace('\n', "\nerror: "))
+                }
                 (_, _, Some(e)) => eprintln!("error: {}: {e}", doc.place()),
                 _ => {}
             }

@@ -38,9 +38,7 @@ pub fn run(ctx: &Context, args: &Args) -> anyhow::Result<Outcome> {
     let mut all = manifest_files::read_all(&sources)?;
     let mut problems = Vec::new();
     for doc in all.iter().flat_map(|s| &s.docs) {
-        if let Err(errors) = api::manifest::check(&doc.value) {
-            problems.extend(errors.iter().map(|e| format!("{}: {e}", doc.place())));
-        }
+        problems.extend(doc.problems());
     }
     if !problems.is_empty() {
         bail!("nothing was signed:\n{}", problems.join("\n"));
