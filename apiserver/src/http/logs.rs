@@ -196,7 +196,7 @@ pub async fn proxy(
     let tls = tokio::time::timeout(HANDSHAKE, connector.connect(server_name, tcp))
         .await
         .map_err(|_| not_the_node(format!("no handshake in {} s", HANDSHAKE.as_secs())))?
-        .map_err(|e| not_the_node(e.to_string()))?;
+        .map_err(|e| not_the_node(handshake_failure(&e)))?;
     // The agent proved the node key: now, and only now, the token.
     let failed = |e: String| unavailable(format!("the agent of node {node_name} at {addr} failed: {e}"));
     let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
@@ -235,6 +235,19 @@ pub async fn proxy(
     }
     Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], Body::new(response.into_body()))
         .into_response())
+}
+
+/// Why a handshake with a node's agent failed, in words.
+fn handshake_failure(e: &std::io::Error) -> String {
+    use rustls::{CertificateError, Error};
+    match e.get_ref().and_then(|inner| inner.downcast_ref::<Error>()) {
+        Some(Error::InvalidCertificate(CertificateError::ApplicationVerificationFailure)) => {
+            "its certificate is of another key".into()
+        }
+        Some(Error::InvalidCertificate(CertificateError::BadEncoding)) => "its certificate is not one".into(),
+        Some(Error::InvalidMessage(_)) => "it does not speak TLS".into(),
+        _ => e.to_string(),
+    }
 }
 
 #[cfg(test)]
