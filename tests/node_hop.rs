@@ -230,3 +230,74 @@ fn a_replica_bound_to_an_earlier_node_of_the_same_name_is_not_read_from_the_node
         other => panic!("the apiserver connected to the new node: {other:?}"),
     }
 }
+
+/// The node's key, from its node directory (kept in the clear, as agents do).
+fn node_key(u: &User) -> ed25519_dalek::SigningKey {
+    use base64::Engine as _;
+    let file = u.path("node-n1/identity/keypair.json");
+    let doc: Value = serde_json::from_slice(&std::fs::read(file).unwrap()).unwrap();
+    let seed = base64::engine::general_purpose::STANDARD.decode(doc["ed25519"].as_str().unwrap()).unwrap();
+    ed25519_dalek::SigningKey::from_bytes(seed.as_slice().try_into().unwrap())
+}
+
+#[test]
+fn the_agent_that_proves_the_node_key_gets_a_token_for_that_node_and_little_of_its_error_is_shown() {
+    let u = User::new();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = cluster_with_node_at(&u, addr, true);
+    // An agent's endpoint with the node's own key, answering an error with a long body full
+    // of terminal escapes.
+    let tls = agent::logs::tls_config("n1", &node_key(&u)).unwrap();
+    let requests = Arc::new(Mutex::new(Vec::<String>::new()));
+    let record = requests.clone();
+    std::thread::spawn(move || {
+        for tcp in listener.incoming().flatten() {
+            tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let mut stream =
+                rustls::StreamOwned::new(rustls::ServerConnection::new(tls.clone()).unwrap(), tcp);
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && stream.read_exact(&mut byte).is_ok() {
+                head.push(byte[0]);
+            }
+            record.lock().unwrap().push(String::from_utf8_lossy(&head).into_owned());
+            let body = format!("\x1b[31mboom{}", "x".repeat(100_000));
+            let answer =
+                format!("HTTP/1.1 500 Internal Server Error\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+            let _ = stream.write_all(answer.as_bytes());
+            let _ = stream.flush();
+        }
+    });
+
+    let (code, status) = read_log(&server);
+    assert_eq!(code, 503, "{status}");
+    let message = status["message"].as_str().unwrap_or_default();
+    assert!(message.contains("the agent of node n1") && message.contains("it answered 500"), "{message}");
+    assert!(message.contains("boom") && !message.contains('\x1b'), "{message}");
+    assert!(message.len() < 1500, "{} bytes of the agent's answer were shown", message.len());
+
+    // What reached it: a request for the replica's log, with a member's token for node n1.
+    let head = requests.lock().unwrap().first().cloned().unwrap();
+    let uid = ui(&u, &["get", "replica", "w-0", "-o", "json"]).ok().json()["metadata"]["uid"].clone();
+    assert!(head.starts_with(&format!("GET /replicas/{}/log HTTP/1.1\r\n", uid.as_str().unwrap())), "{head}");
+    let token = head
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("authorization: Bearer ").or_else(|| l.strip_prefix("Authorization: Bearer "))
+        })
+        .unwrap_or_else(|| panic!("no token in {head}"));
+    let now = chrono::Utc::now().timestamp();
+    let (did, _) = api::token::verify(token, "univrs-node:n1", now).unwrap();
+    let (_, members) = support::send(
+        &server.agent(),
+        "GET",
+        &format!("{}/members", server.url),
+        &format!("Bearer {}", server.token()),
+        "",
+        Vec::new(),
+    );
+    let members: Value = serde_json::from_str(&members).unwrap();
+    assert!(members["members"].as_array().unwrap().contains(&json!(did.as_str())), "{members}");
+    assert!(api::token::verify(token, "univrs-node:n2", now).is_err(), "a token for n1 only");
+}

@@ -220,17 +220,22 @@ pub async fn proxy(
     }
     if !status.is_success() {
         use http_body_util::BodyExt;
-        // What the agent says is shown to the caller: a little of it, as text, and not waited
+        // What the agent says is shown to the caller: its beginning, as text, and not waited
         // for long.
-        let body = http_body_util::Limited::new(response.into_body(), ERROR_BODY_BYTES).collect();
-        let body = tokio::time::timeout(ERROR_BODY_TIME, body)
-            .await
-            .ok()
-            .and_then(Result::ok)
-            .map(|b| b.to_bytes())
-            .unwrap_or_default();
+        let mut body = response.into_body();
+        let mut said = Vec::new();
+        let read = async {
+            while said.len() < ERROR_BODY_BYTES {
+                match body.frame().await {
+                    Some(Ok(frame)) => said.extend_from_slice(frame.data_ref().map_or(&[][..], |d| d)),
+                    _ => break,
+                }
+            }
+        };
+        let _ = tokio::time::timeout(ERROR_BODY_TIME, read).await;
+        said.truncate(ERROR_BODY_BYTES);
         let text: String =
-            String::from_utf8_lossy(&body).chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+            String::from_utf8_lossy(&said).chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
         return Err(failed(format!("it answered {status}: {}", text.trim())));
     }
     Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], Body::new(response.into_body()))
