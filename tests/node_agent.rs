@@ -370,11 +370,16 @@ fn the_examples_run_on_ui_up_and_show_their_output() {
 /// A node agent of its own (`ui node init/register/offer/run`), for the operator `u`.
 struct Agent {
     dir: PathBuf,
+    runtime: &'static str,
     child: Option<Child>,
 }
 
 impl Agent {
     fn new(u: &User, name: &str) -> Self {
+        Self::with_runtime(u, name, "container")
+    }
+
+    fn with_runtime(u: &User, name: &str, runtime: &'static str) -> Self {
         let dir = u.path(&format!("node-{name}"));
         let listen = format!("127.0.0.1:{}", free_port());
         let d = dir.to_str().unwrap();
@@ -382,14 +387,23 @@ impl Agent {
         ui(u, &["node", "register", "--node-dir", d, "--cpu", "2", "--memory", "2Gi"]).ok();
         ui(u, &["node", "offer", "--node-dir", d, "--jurisdiction", "DE", "--cpu", "2", "--memory", "2Gi"])
             .ok();
-        let mut agent = Self { dir, child: None };
+        let mut agent = Self { dir, runtime, child: None };
         agent.start(u);
         agent
     }
 
     fn start(&mut self, u: &User) {
         let child = u
-            .cmd(&["node", "run", "--node-dir", self.dir.to_str().unwrap(), "--lease-seconds", "4"])
+            .cmd(&[
+                "node",
+                "run",
+                "--node-dir",
+                self.dir.to_str().unwrap(),
+                "--lease-seconds",
+                "4",
+                "--runtime",
+                self.runtime,
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
@@ -420,7 +434,7 @@ fn node_of(r: &Value) -> String {
 fn a_dead_node_s_replica_runs_on_another_and_withdraw_drains_a_node() {
     require_root();
     let u = User::new();
-    let server = Server::start(&u, &u.path("data"));
+    let server = Server::start_with(&u, &u.path("data"), "127.0.0.1:0", &["--allow-loopback-nodes"]);
     let _controllers = support::Controllers::start(&u, &server);
     let mut agents = [Agent::new(&u, "node-a"), Agent::new(&u, "node-b")];
     let index = |node: &str| usize::from(node == "node-b");
@@ -487,7 +501,8 @@ fn a_dead_node_s_replica_runs_on_another_and_withdraw_drains_a_node() {
 fn a_run_that_ends_while_its_agent_is_down_is_neither_lost_nor_repeated() {
     require_root();
     let u = User::new();
-    let server = Server::start(&u, &u.path("data"));
+    // Its agent listens on loopback: the apiserver may call it there.
+    let server = Server::start_with(&u, &u.path("data"), "127.0.0.1:0", &["--allow-loopback-nodes"]);
     let _controllers = support::Controllers::start(&u, &server);
     let mut agent = Agent::new(&u, "node-r");
     apply(&u, "job", &workload("job", "echo ran; sleep 1; exit 0", "  restartPolicy: Never\n"));
@@ -505,4 +520,86 @@ fn a_run_that_ends_while_its_agent_is_down_is_neither_lost_nor_repeated() {
     assert_eq!(done["status"]["restarts"], 0);
     let out = ui(&u, &["logs", "job"]).ok().stdout;
     assert_eq!(out.matches("ran").count(), 1, "it ran once: {out}");
+}
+
+/// Creates replica `name` of workload `w` (as the member, like the workload controller and the
+/// scheduler) bound to node `node` with `spec.nodeUid` `node_uid`.
+fn bound_replica(server: &Server, u: &User, name: &str, node: &str, node_uid: &Value) {
+    let workload = ui(u, &["get", "workload", "w", "-o", "json"]).ok().json();
+    let replica = serde_json::json!({
+        "apiVersion": "univrs.io/v1", "kind": "Replica",
+        "metadata": { "name": name, "namespace": "default", "ownerReferences": [{
+            "apiVersion": "univrs.io/v1", "kind": "Workload", "name": "w",
+            "uid": workload["metadata"]["uid"], "controller": true }] },
+        "spec": { "workload": "w", "nodeName": node, "nodeUid": node_uid, "container": {
+            "rootfs": "busybox", "command": ["/bin/sh", "-c", format!("echo {name}; sleep 600")],
+            "restartPolicy": "Never" } },
+    });
+    let (code, body) = support::send(
+        &server.agent(),
+        "POST",
+        &format!("{}/apis/univrs.io/v1/namespaces/default/replicas", server.url),
+        &format!("Bearer {}", server.member_token()),
+        "application/json",
+        serde_json::to_vec(&replica).unwrap(),
+    );
+    assert_eq!(code, 201, "{body}");
+}
+
+fn replica_named(u: &User, name: &str) -> Value {
+    ui(u, &["get", "replica", name, "-o", "json"]).ok().json()
+}
+
+#[test]
+fn an_agent_runs_only_replicas_bound_to_its_node_s_uid() {
+    let u = User::new();
+    // No controllers: the test binds replicas itself. Plain processes: no root needed.
+    let server = Server::start_with(&u, &u.path("data"), "127.0.0.1:0", &["--allow-loopback-nodes"]);
+    let agent = Agent::with_runtime(&u, "node-u", "process");
+    apply(&u, "w", &workload("w", "echo unused", "  restartPolicy: Never\n"));
+    let node = || ui(&u, &["get", "node", "node-u", "-o", "json"]).ok().json();
+    let first = node()["metadata"]["uid"].clone();
+
+    // Bound to an earlier Node of this name, then to this one: only the second runs.
+    bound_replica(
+        &server,
+        &u,
+        "earlier",
+        "node-u",
+        &serde_json::json!("00000000-0000-0000-0000-0000000000e1"),
+    );
+    bound_replica(&server, &u, "now", "node-u", &first);
+    let now = wait_for(30, "the replica bound to this Node running", || {
+        let r = replica_named(&u, "now");
+        if r["status"]["phase"] == "Running" { Ok(r) } else { Err(r.to_string()) }
+    });
+    let out = wait_for(20, "its output", || {
+        let out = ui(&u, &["logs", "now"]);
+        if out.stdout.contains("now") { Ok(out.stdout) } else { Err(format!("{}{}", out.stdout, out.stderr)) }
+    });
+    assert_eq!(out, "now\n");
+    // The agent had seen both (it handles its replicas in one pass): the other never ran.
+    let earlier = replica_named(&u, "earlier");
+    assert!(earlier["status"]["phase"].is_null(), "{earlier}");
+    let runs = agent.dir.join("state/runs");
+    assert!(!runs.join(earlier["metadata"]["uid"].as_str().unwrap()).exists());
+
+    // The Node is deleted and registered again: another Node object (another uid). The run of
+    // the replica bound to the first one stops; a replica bound to the new one runs.
+    ui(&u, &["delete", "node", "node-u"]).ok();
+    let d = agent.dir.to_str().unwrap();
+    ui(&u, &["node", "register", "--node-dir", d, "--cpu", "2", "--memory", "2Gi"]).ok();
+    let second = node()["metadata"]["uid"].clone();
+    assert_ne!(second, first);
+    let old_run = runs.join(now["metadata"]["uid"].as_str().unwrap());
+    wait_for(30, "the run bound to the first Node stopped", || {
+        let left = processes_under(&old_run);
+        if left.is_empty() && !old_run.exists() { Ok(()) } else { Err(format!("{left:?}")) }
+    });
+    bound_replica(&server, &u, "next", "node-u", &second);
+    wait_for(30, "the replica bound to the new Node running", || {
+        let r = replica_named(&u, "next");
+        if r["status"]["phase"] == "Running" { Ok(()) } else { Err(r.to_string()) }
+    });
+    assert!(processes_under(&old_run).is_empty(), "the run bound to the first Node came back");
 }

@@ -7,8 +7,8 @@
 //!   restart policy, adoption of runs an earlier agent left).
 //! - `shim.rs`: the per-run process that makes the container and waits for it.
 //! - `oci.rs`: the container's OCI configuration. `cgroup.rs`: what a cgroup measured.
-//! - `images.rs`: root filesystems by name. `logs.rs`: the log endpoint. `run.rs`: the files
-//!   agent and shim exchange.
+//! - `images.rs`: root filesystems by name. `logs.rs`: the log endpoint (TLS with the node's
+//!   key, members only). `run.rs`: the files agent and shim exchange.
 
 pub mod cgroup;
 pub mod images;
@@ -47,21 +47,22 @@ pub fn containers_possible() -> Result<(), String> {
     Ok(())
 }
 
-/// Runs the agent and its log endpoint on `logs` until `shutdown`.
+/// Runs the agent and its log endpoint on `logs` (TLS with `node_key`, the node's own key)
+/// until `shutdown`.
 pub async fn run(
     client: Client,
     config: Config,
     logs: tokio::net::TcpListener,
+    node_key: ed25519_dalek::SigningKey,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    let tls = logs::tls_config(&config.node, &node_key)?;
+    // The key is in the TLS configuration now; this copy goes (and is zeroed) at once.
+    drop(node_key);
     let members = Arc::new(RwLock::new(BTreeSet::new()));
     let refresh = tokio::spawn(refresh_members(client.clone(), members.clone(), shutdown.clone()));
     let server = logs::LogServer { node: config.node.clone(), runs: config.state_dir.join("runs"), members };
-    let app = logs::router(server);
-    let stop = shutdown.clone();
-    let serve = tokio::spawn(async move {
-        let _ = axum::serve(logs, app).with_graceful_shutdown(async move { stop.cancelled().await }).await;
-    });
+    let serve = tokio::spawn(logs::serve(logs, server, tls, shutdown.clone()));
     let result = node::run(client, config, shutdown).await;
     refresh.abort();
     serve.abort();
@@ -97,10 +98,11 @@ async fn refresh_members(
     }
 }
 
-/// The address the log endpoint is reached at, as a Node address (multiaddr).
+/// The address the log endpoint is reached at, as a Node address (multiaddr): HTTP over TLS
+/// with the node's key.
 pub fn log_multiaddr(addr: SocketAddr) -> String {
     match addr {
-        SocketAddr::V4(a) => format!("/ip4/{}/tcp/{}/http", a.ip(), a.port()),
-        SocketAddr::V6(a) => format!("/ip6/{}/tcp/{}/http", a.ip(), a.port()),
+        SocketAddr::V4(a) => format!("/ip4/{}/tcp/{}/tls/http", a.ip(), a.port()),
+        SocketAddr::V6(a) => format!("/ip6/{}/tcp/{}/tls/http", a.ip(), a.port()),
     }
 }

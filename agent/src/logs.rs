@@ -2,12 +2,25 @@
 //! replica's output. Only the control plane calls it (`ui logs` goes through the apiserver,
 //! which checks that the caller owns the workload): a request needs a token minted by a
 //! control-plane member for this node (audience `univrs-node:NODE`).
+//!
+//! It is served over TLS 1.3 with a self-signed certificate of the node's own Ed25519 key, the
+//! key its operator signed into the Node (`spec.nodeKey`): the apiserver pins that key, so it
+//! sends its token only to this agent, never to whoever else answers at the Node's address.
+//! Connections are bounded in number, and so are the handshake and the request's headers in
+//! time.
 
 use std::collections::BTreeSet;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
+
+use ed25519_dalek::SigningKey;
+use rcgen::{CertificateParams, DnType, KeyPair};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use zeroize::Zeroizing;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
@@ -22,6 +35,106 @@ use crate::run::{LOG_FILE, RESULT_FILE};
 /// The audience of tokens for the agent of `node`.
 pub fn audience(node: &str) -> String {
     format!("univrs-node:{node}")
+}
+
+/// How many connections the endpoint serves at once (its one client is the control plane).
+const MAX_CONNECTIONS: usize = 64;
+/// How long a TLS handshake, and then a request's headers, may take.
+const HANDSHAKE: Duration = Duration::from_secs(10);
+const HEADERS: Duration = Duration::from_secs(10);
+
+/// Why the endpoint cannot serve TLS.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// rcgen refused the key or the certificate.
+    #[error("cannot make the node's certificate from its key: {0}")]
+    Cert(#[from] rcgen::Error),
+    /// rustls refused the certificate.
+    #[error("cannot configure TLS for the log endpoint: {0}")]
+    Rustls(#[from] rustls::Error),
+}
+
+/// The PKCS#8 (v1, RFC 8410) encoding of an Ed25519 private key: a fixed prefix, then the
+/// 32-byte seed. rcgen and rustls read keys in this form.
+fn ed25519_pkcs8(key: &SigningKey) -> Zeroizing<Vec<u8>> {
+    const PREFIX: [u8; 16] =
+        [0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20];
+    let mut der = Zeroizing::new(Vec::with_capacity(48));
+    der.extend_from_slice(&PREFIX);
+    der.extend_from_slice(key.as_bytes());
+    der
+}
+
+/// The TLS configuration of node `node`'s log endpoint: TLS 1.3 only, a self-signed
+/// certificate of the node key. (Its dates do not matter: the apiserver trusts the key the
+/// Node names, not a certificate authority.)
+pub fn tls_config(node: &str, key: &SigningKey) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let pkcs8 = ed25519_pkcs8(key);
+    let key_pair = KeyPair::from_pkcs8_der_and_sign_algo(
+        &PrivatePkcs8KeyDer::from(pkcs8.as_slice()),
+        &rcgen::PKCS_ED25519,
+    )?;
+    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    params.distinguished_name.push(DnType::CommonName, format!("univrs node {node}"));
+    let cert = params.self_signed(&key_pair)?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![CertificateDer::from(cert.der().to_vec())],
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(pkcs8.to_vec())),
+        )?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// Serves `server` over TLS on `listener` until `shutdown`; open connections (followed logs)
+/// end with it.
+pub async fn serve(
+    listener: TcpListener,
+    server: LogServer,
+    tls: Arc<rustls::ServerConfig>,
+    shutdown: CancellationToken,
+) {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use hyper_util::service::TowerToHyperService;
+
+    let app = router(server);
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let mut connections = tokio::task::JoinSet::new();
+    loop {
+        let stream = tokio::select! {
+            () = shutdown.cancelled() => break,
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                // Out of file descriptors, or a connection reset before it was accepted: wait a
+                // little rather than spin.
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        // At the limit a new connection is closed at once.
+        let Ok(slot) = slots.clone().try_acquire_owned() else { continue };
+        let acceptor = acceptor.clone();
+        let service = TowerToHyperService::new(app.clone());
+        connections.spawn(async move {
+            let _slot = slot;
+            let Ok(Ok(stream)) = tokio::time::timeout(HANDSHAKE, acceptor.accept(stream)).await else {
+                return;
+            };
+            let _ = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADERS)
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+    connections.abort_all();
 }
 
 /// Who may read logs, and where they are.
@@ -165,6 +278,150 @@ fn tail_offset(file: &mut std::fs::File, n: usize) -> std::io::Result<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+    use rustls::{DigitallySignedStruct, SignatureScheme};
+    use rustls_pki_types::{ServerName, SubjectPublicKeyInfoDer, UnixTime};
+
+    /// A client that talks only to the holder of one Ed25519 key (the apiserver's own check
+    /// lives in the apiserver; this one is enough to reach the endpoint in a test).
+    #[derive(Debug)]
+    struct Pinned(Vec<u8>);
+
+    impl Pinned {
+        fn new(key: &SigningKey) -> Self {
+            let prefix = [0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00];
+            Self([&prefix[..], key.verifying_key().as_bytes()].concat())
+        }
+    }
+
+    impl ServerCertVerifier for Pinned {
+        fn verify_server_cert(
+            &self,
+            cert: &CertificateDer<'_>,
+            _: &[CertificateDer<'_>],
+            _: &ServerName<'_>,
+            _: &[u8],
+            _: UnixTime,
+        ) -> Result<ServerCertVerified, rustls::Error> {
+            // The certificate carries the node key as its public key.
+            if cert.windows(self.0.len()).any(|w| w == self.0.as_slice()) {
+                Ok(ServerCertVerified::assertion())
+            } else {
+                Err(rustls::Error::General("not the node key".into()))
+            }
+        }
+
+        fn verify_tls12_signature(
+            &self,
+            _: &[u8],
+            _: &CertificateDer<'_>,
+            _: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            Err(rustls::Error::General("TLS 1.3 only".into()))
+        }
+
+        fn verify_tls13_signature(
+            &self,
+            message: &[u8],
+            _: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            let algorithms = rustls::crypto::ring::default_provider().signature_verification_algorithms;
+            let spki = SubjectPublicKeyInfoDer::from(self.0.as_slice());
+            rustls::crypto::verify_tls13_signature_with_raw_key(message, &spki, dss, &algorithms)
+        }
+
+        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+            vec![SignatureScheme::ED25519]
+        }
+    }
+
+    /// `GET path` over TLS to `addr`, pinned to `node_key`, with `token` (if any).
+    async fn get(
+        addr: std::net::SocketAddr,
+        node_key: &SigningKey,
+        path: &str,
+        token: Option<String>,
+    ) -> (StatusCode, String) {
+        use http_body_util::BodyExt;
+        let config =
+            rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_protocol_versions(&[&rustls::version::TLS13])
+                .unwrap()
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(Pinned::new(node_key)))
+                .with_no_client_auth();
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let name = ServerName::IpAddress(addr.ip().into());
+        let tls = tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp).await.unwrap();
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls)).await.unwrap();
+        tokio::spawn(conn);
+        let mut request = http::Request::get(path).header(header::HOST, addr.to_string());
+        if let Some(t) = token {
+            request = request.header(header::AUTHORIZATION, format!("Bearer {t}"));
+        }
+        let response =
+            sender.send_request(request.body(http_body_util::Empty::<Bytes>::new()).unwrap()).await.unwrap();
+        let status = response.status();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    #[tokio::test]
+    async fn the_endpoint_speaks_tls_with_the_node_key_and_serves_members_only() {
+        let (node_key, member, stranger) = (
+            SigningKey::from_bytes(&[1; 32]),
+            SigningKey::from_bytes(&[2; 32]),
+            SigningKey::from_bytes(&[3; 32]),
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let uid = "0f1e2d3c-0000-0000-0000-000000000001";
+        std::fs::create_dir_all(dir.path().join(uid)).unwrap();
+        std::fs::write(dir.path().join(uid).join(LOG_FILE), "hello\n").unwrap();
+        let members = [api::identity::Did::from_key(&member.verifying_key()).as_str().to_owned()];
+        let server = LogServer {
+            node: "n1".into(),
+            runs: dir.path().to_owned(),
+            members: Arc::new(RwLock::new(members.into_iter().collect())),
+        };
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let shutdown = CancellationToken::new();
+        let serving =
+            tokio::spawn(serve(listener, server, tls_config("n1", &node_key).unwrap(), shutdown.clone()));
+
+        let now = chrono::Utc::now().timestamp();
+        let path = format!("/replicas/{uid}/log");
+        let token = |key: &SigningKey, node: &str| Some(api::token::mint(key, &audience(node), now, 60));
+        assert_eq!(
+            get(addr, &node_key, &path, token(&member, "n1")).await,
+            (StatusCode::OK, "hello\n".into())
+        );
+        let (status, body) = get(addr, &node_key, &path, token(&stranger, "n1")).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+        assert!(body.contains("only the control plane"), "{body}");
+        // A member's token for another node is no token for this one.
+        assert_eq!(get(addr, &node_key, &path, token(&member, "n2")).await.0, StatusCode::UNAUTHORIZED);
+        assert_eq!(get(addr, &node_key, &path, None).await.0, StatusCode::UNAUTHORIZED);
+        // The endpoint proves the node key, and no other.
+        let other = SigningKey::from_bytes(&[4; 32]);
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let config =
+            rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_protocol_versions(&[&rustls::version::TLS13])
+                .unwrap()
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(Pinned::new(&other)))
+                .with_no_client_auth();
+        let connected = tokio_rustls::TlsConnector::from(Arc::new(config))
+            .connect(ServerName::IpAddress(addr.ip().into()), tcp)
+            .await;
+        assert!(connected.is_err());
+
+        shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(5), serving).await.unwrap().unwrap();
+    }
 
     #[test]
     fn the_tail_starts_after_the_nth_last_newline() {

@@ -100,6 +100,14 @@ pub async fn run(client: Client, config: Config, shutdown: CancellationToken) ->
             .applied_objects()
             .map(|_| ()),
     );
+    // This node's own Node, for its uid: replicas are bound to one Node object, not to a name
+    // (every event counts, its deletion too).
+    let own = watcher::Config::default().fields(&format!("metadata.name={}", config.node));
+    let (node_store, node_writer) = reflector::store::<Kube<NodeSpec>>();
+    let mut node_events = Box::pin(
+        reflector::reflector(node_writer, watcher(api_all::<NodeSpec>(&client), own).default_backoff())
+            .map(|_| ()),
+    );
     let mut supervised: BTreeMap<String, Supervised> = BTreeMap::new();
     let mut adopted = false;
     let mut tick = tokio::time::interval(Duration::from_secs(2));
@@ -107,16 +115,21 @@ pub async fn run(client: Client, config: Config, shutdown: CancellationToken) ->
         tokio::select! {
             () = shutdown.cancelled() => break,
             _ = events.next() => {}
+            _ = node_events.next() => {}
             _ = tick.tick() => {}
         }
-        if store.wait_until_ready().now_or_never_ready() {
+        if store.wait_until_ready().now_or_never_ready() && node_store.wait_until_ready().now_or_never_ready()
+        {
+            let node_uid =
+                node_store.state().into_iter().find(|n| n.name() == config.node).map(|n| n.uid().to_owned());
+            let wanted = wanted(&config, &store, node_uid.as_deref());
             if !adopted {
                 // Only now the bound replicas are known: runs left by an earlier agent are
                 // adopted or stopped.
-                clean_up_stale(&config, &store);
+                clean_up_stale(&config, &wanted);
                 adopted = true;
             }
-            reconcile(&client, &config, &store, &mut supervised);
+            reconcile(&client, &config, wanted, &mut supervised);
         }
     }
     heartbeat.abort();
@@ -140,17 +153,32 @@ impl<F: std::future::Future<Output = Result<(), reflector::store::WriterDropped>
     }
 }
 
+/// Whether `replica` is this node's to run: bound to node `node` *and* to its Node object of
+/// uid `node_uid` (`None`: no Node of that name now). A replica bound to an earlier Node of the
+/// same name (deleted, then registered again, maybe by someone else) is not this node's, nor is
+/// one bound without a uid.
+pub fn runs_here(replica: &Kube<ReplicaSpec>, node: &str, node_uid: Option<&str>) -> bool {
+    let uid = replica.uid();
+    replica.spec.node_name.as_deref() == Some(node)
+        && node_uid.is_some()
+        && replica.spec.node_uid.as_deref() == node_uid
+        && !replica.is_deleting()
+        // The uid names the run's directory and container: nothing but a uid's characters.
+        && !uid.is_empty()
+        && uid.len() <= 64
+        && uid.chars().all(|c| c.is_ascii_hexdigit() || c == '-')
+}
+
 /// The replicas this node should be running, by uid.
-fn wanted(config: &Config, store: &Store<Kube<ReplicaSpec>>) -> BTreeMap<String, Arc<Kube<ReplicaSpec>>> {
+fn wanted(
+    config: &Config,
+    store: &Store<Kube<ReplicaSpec>>,
+    node_uid: Option<&str>,
+) -> BTreeMap<String, Arc<Kube<ReplicaSpec>>> {
     store
         .state()
         .into_iter()
-        .filter(|r| r.spec.node_name.as_deref() == Some(config.node.as_str()) && !r.is_deleting())
-        // The uid names the run's directory and container: nothing but a uid's characters.
-        .filter(|r| {
-            let uid = r.uid();
-            !uid.is_empty() && uid.len() <= 64 && uid.chars().all(|c| c.is_ascii_hexdigit() || c == '-')
-        })
+        .filter(|r| runs_here(r, &config.node, node_uid))
         .map(|r| (r.uid().to_owned(), r))
         .collect()
 }
@@ -158,11 +186,10 @@ fn wanted(config: &Config, store: &Store<Kube<ReplicaSpec>>) -> BTreeMap<String,
 fn reconcile(
     client: &Client,
     config: &Arc<Config>,
-    store: &Store<Kube<ReplicaSpec>>,
+    wanted: BTreeMap<String, Arc<Kube<ReplicaSpec>>>,
     supervised: &mut BTreeMap<String, Supervised>,
 ) {
-    let wanted = wanted(config, store);
-    // Gone, deleted or bound elsewhere: stop it.
+    // Gone, deleted, bound elsewhere or to an earlier Node of this name: stop it.
     let unwanted: Vec<String> = supervised.keys().filter(|uid| !wanted.contains_key(*uid)).cloned().collect();
     for uid in unwanted {
         if let Some(s) = supervised.remove(&uid) {
@@ -191,8 +218,7 @@ fn reconcile(
 
 /// Runs left in `runs/` by an earlier agent: those of replicas no longer bound here are stopped
 /// and removed, and so are containers without a shim (their shim was killed).
-fn clean_up_stale(config: &Config, store: &Store<Kube<ReplicaSpec>>) {
-    let wanted = wanted(config, store);
+fn clean_up_stale(config: &Config, wanted: &BTreeMap<String, Arc<Kube<ReplicaSpec>>>) {
     let Ok(dir) = std::fs::read_dir(config.runs()) else { return };
     // Containers with a live shim are its to stop; the others are orphans.
     let mut live_ids = BTreeSet::new();
@@ -681,6 +707,36 @@ mod tests {
         assert!(restarts_after(RestartPolicy::OnFailure, &ended(1)));
         assert!(!restarts_after(RestartPolicy::Never, &ended(1)));
         assert!(restarts_after(RestartPolicy::OnFailure, &failed("no image")));
+    }
+
+    fn replica(node: Option<&str>, node_uid: Option<&str>) -> Kube<ReplicaSpec> {
+        serde_json::from_value(json!({
+            "apiVersion": "univrs.io/v1", "kind": "Replica",
+            "metadata": { "name": "web-1", "namespace": "default", "uid": "0f1e2d3c-aaaa-bbbb-cccc-000000000001" },
+            "spec": { "workload": "web", "nodeName": node, "nodeUid": node_uid,
+                      "container": { "image": "busybox", "command": ["true"] } },
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn an_agent_runs_only_replicas_bound_to_its_node_s_uid() {
+        let (node, uid) = ("n1", "uid-of-n1-now");
+        assert!(runs_here(&replica(Some(node), Some(uid)), node, Some(uid)));
+        // Bound to an earlier Node of the same name (deleted, registered again).
+        assert!(!runs_here(&replica(Some(node), Some("uid-of-an-earlier-n1")), node, Some(uid)));
+        // Bound by name only.
+        assert!(!runs_here(&replica(Some(node), None), node, Some(uid)));
+        // No Node of this name now: nothing is this node's, not even a replica without a uid.
+        assert!(!runs_here(&replica(Some(node), Some(uid)), node, None));
+        assert!(!runs_here(&replica(Some(node), None), node, None));
+        // Another node's, or no node's.
+        assert!(!runs_here(&replica(Some("n2"), Some(uid)), node, Some(uid)));
+        assert!(!runs_here(&replica(None, None), node, Some(uid)));
+        // Being deleted.
+        let mut deleting = serde_json::to_value(replica(Some(node), Some(uid))).unwrap();
+        deleting["metadata"]["deletionTimestamp"] = json!("2026-11-30T00:00:00Z");
+        assert!(!runs_here(&serde_json::from_value(deleting).unwrap(), node, Some(uid)));
     }
 
     #[test]

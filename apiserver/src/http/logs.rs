@@ -4,12 +4,20 @@
 //! log requests to accept.
 //!
 //! Only the workload's owner (its signer) and members may read a replica's output. The
-//! apiserver calls the agent with a token minted by its member key for that node only
-//! (audience `univrs-node:NODE`, one minute), at the agent's address from the Node (the
-//! operator-signed `spec.addresses` entry ending in `/http`). That hop is plain HTTP today:
-//! loopback and trusted networks only, until node traffic moves onto the libp2p transport.
+//! apiserver then calls the node's agent, in this order, stopping at the first refusal:
+//! 1. the address: one the node's operator signed into the Node, of the form
+//!    `/ip4/A/tcp/P/tls/http`, and allowed by the address policy ([`address`]: no loopback,
+//!    link-local, unspecified, multicast or broadcast, unless `--allow-loopback-nodes`);
+//! 2. TCP, then TLS 1.3 in which the peer must prove the Node's `spec.nodeKey` ([`node_tls`]);
+//! 3. only then the request, with a token minted by the member key for that node only
+//!    (audience `univrs-node:NODE`, one minute).
+//!
+//! Every step is bounded in time, and of an agent's error answer only its first KiB, as text,
+//! reaches the caller.
 
-use std::net::SocketAddr;
+mod address;
+mod node_tls;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,9 +34,30 @@ use super::authn::Authn;
 use crate::access::Caller;
 use crate::registry::{ApiError, ReadAt, Registry};
 
-/// The key the apiserver calls node agents with (its member key).
-#[derive(Clone)]
-pub struct NodeProxy(pub Option<Arc<SigningKey>>);
+pub use address::{
+    AddressPolicy, AddressRule, AgentEndpoint, EXPECTED_FORM, Refused, agent_endpoint, check_address,
+};
+pub use node_tls::{NodeKeyVerifier, client_config};
+
+/// How long the TCP connection to an agent may take.
+const CONNECT: Duration = Duration::from_secs(5);
+/// How long the TLS handshake with an agent may take.
+const HANDSHAKE: Duration = Duration::from_secs(5);
+/// How long an agent may take to answer (its headers; a followed log then streams).
+const ANSWER: Duration = Duration::from_secs(10);
+/// How much of an agent's error answer is read, and for how long.
+const ERROR_BODY_BYTES: usize = 1024;
+const ERROR_BODY_TIME: Duration = Duration::from_secs(5);
+
+/// How the apiserver calls node agents.
+#[derive(Clone, Default)]
+pub struct NodeProxy {
+    /// The key tokens for agents are minted with (the member key); `None`: this apiserver
+    /// calls no agent.
+    pub key: Option<Arc<SigningKey>>,
+    /// Which agent addresses it connects to.
+    pub policy: AddressPolicy,
+}
 
 impl std::fmt::Debug for NodeProxy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -65,19 +94,7 @@ fn kind(name: &str) -> &'static api::KindInfo {
     api::kinds::lookup(name).expect("a built-in kind")
 }
 
-/// The agent's address from a Node's multiaddrs: `/ip4/A/tcp/P/http` or `/ip6/A/tcp/P/http`.
-pub fn agent_address(node: &Value) -> Option<SocketAddr> {
-    node.pointer("/spec/addresses")?.as_array()?.iter().filter_map(Value::as_str).find_map(|a| {
-        match a.split('/').collect::<Vec<_>>().as_slice() {
-            ["", "ip4" | "ip6", ip, "tcp", port, "http"] => {
-                Some(SocketAddr::new(ip.parse().ok()?, port.parse().ok()?))
-            }
-            _ => None,
-        }
-    })
-}
-
-fn bad_gateway(message: String) -> ApiError {
+fn unavailable(message: String) -> ApiError {
     ApiError::Unavailable(message)
 }
 
@@ -124,14 +141,27 @@ pub async fn proxy(
         )));
     };
     let node = reg.get(&system, kind("Node"), None, node_name, ReadAt::Latest).await?;
-    let addr = agent_address(&node).ok_or_else(|| {
-        bad_gateway(format!(
-            "node {node_name} has no agent address (an /ip4/…/tcp/…/http entry in spec.addresses)"
-        ))
+    // The replica belongs to one Node object: a Node registered later under the same name is
+    // another node (perhaps another operator's), which never ran it.
+    let node_uid = node.pointer("/metadata/uid").and_then(Value::as_str);
+    let bound_uid = replica.pointer("/spec/nodeUid").and_then(Value::as_str);
+    if bound_uid.is_none() || bound_uid != node_uid {
+        let earlier = bound_uid.map_or_else(|| "an earlier node".to_owned(), |u| format!("node uid {u}"));
+        return Err(unavailable(format!(
+            "replica {ns}/{name} is bound to {earlier} named {node_name}, not to the node of that name now: that node never ran it"
+        )));
+    }
+    let key = proxy.key.as_ref().ok_or_else(|| unavailable("this apiserver calls no node agents".into()))?;
+    // Which address, and whose key: decided before any connection is made.
+    let endpoint = agent_endpoint(&node, proxy.policy).map_err(|refused| match refused {
+        Refused::Address { .. } | Refused::NotOperatorSigned { .. } => {
+            ApiError::Forbidden(refused.to_string())
+        }
+        Refused::NoAddress { .. } | Refused::PlainHttp { .. } | Refused::BadNodeKey { .. } => {
+            unavailable(refused.to_string())
+        }
     })?;
-    let key = proxy.0.as_ref().ok_or_else(|| bad_gateway("this apiserver cannot call node agents".into()))?;
-    let now = chrono::Utc::now().timestamp();
-    let token = api::token::mint(key, &format!("univrs-node:{node_name}"), now, 60);
+    let addr = endpoint.addr;
     let uid = replica.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or_default();
     let mut path = format!("/replicas/{uid}/log");
     let passed: Vec<(String, String)> =
@@ -144,46 +174,85 @@ pub async fn proxy(
         path.push('?');
         path.push_str(&serde_urlencoded::to_string(&passed).unwrap_or_default());
     }
-    let unreachable =
-        |e: String| bad_gateway(format!("cannot reach the agent of node {node_name} at {addr}: {e}"));
-    let stream = tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr))
+    // Whether the port was refused, filtered or slow is not said: a caller who registered the
+    // node chose the address, and the answer would make the apiserver a port scanner.
+    let no_connection = || {
+        unavailable(format!(
+            "no connection to the agent of node {node_name} at {addr}: check that its agent (ui node run) runs and is reachable from the control plane"
+        ))
+    };
+    let tcp = tokio::time::timeout(CONNECT, tokio::net::TcpStream::connect(addr))
         .await
-        .map_err(|_| unreachable("timed out".into()))?
-        .map_err(|e| unreachable(e.to_string()))?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+        .map_err(|_| no_connection())?
+        .map_err(|_| no_connection())?;
+    let connector = tokio_rustls::TlsConnector::from(client_config(&endpoint.node_key));
+    let server_name = rustls_pki_types::ServerName::IpAddress(addr.ip().into());
+    let not_the_node = |why: String| {
+        let node_key = node.pointer("/spec/nodeKey").and_then(Value::as_str).unwrap_or_default();
+        unavailable(format!(
+            "the peer at {addr} is not the agent of node {node_name}: it did not prove the node's key {node_key} in a TLS handshake ({why}); nothing was sent to it"
+        ))
+    };
+    let tls = tokio::time::timeout(HANDSHAKE, connector.connect(server_name, tcp))
         .await
-        .map_err(|e| unreachable(e.to_string()))?;
+        .map_err(|_| not_the_node(format!("no handshake in {} s", HANDSHAKE.as_secs())))?
+        .map_err(|e| not_the_node(handshake_failure(&e)))?;
+    // The agent proved the node key: now, and only now, the token.
+    let failed = |e: String| unavailable(format!("the agent of node {node_name} at {addr} failed: {e}"));
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+        .await
+        .map_err(|e| failed(e.to_string()))?;
     tokio::spawn(conn);
+    let now = chrono::Utc::now().timestamp();
+    let token = api::token::mint(key, &format!("univrs-node:{node_name}"), now, 60);
     let request = Request::get(path)
         .header(header::HOST, addr.to_string())
         .header(header::AUTHORIZATION, format!("Bearer {token}"))
         .body(http_body_util::Empty::<axum::body::Bytes>::new())
-        .map_err(|e| unreachable(e.to_string()))?;
-    let response = tokio::time::timeout(Duration::from_secs(10), sender.send_request(request))
+        .map_err(|e| failed(e.to_string()))?;
+    let response = tokio::time::timeout(ANSWER, sender.send_request(request))
         .await
-        .map_err(|_| unreachable("no answer in 10 s".into()))?
-        .map_err(|e| unreachable(e.to_string()))?;
+        .map_err(|_| failed(format!("no answer in {} s", ANSWER.as_secs())))?
+        .map_err(|e| failed(e.to_string()))?;
     let status = response.status();
     if status == StatusCode::NOT_FOUND {
         return Err(ApiError::NotFound { kind: "replicas/log".into(), name: name.into() });
     }
     if !status.is_success() {
         use http_body_util::BodyExt;
-        // What the agent says is shown to the caller: a little of it, and not waited for long.
-        let body = http_body_util::Limited::new(response.into_body(), 4096).collect();
-        let body = tokio::time::timeout(Duration::from_secs(5), body)
-            .await
-            .ok()
-            .and_then(Result::ok)
-            .map(|b| b.to_bytes())
-            .unwrap_or_default();
-        return Err(bad_gateway(format!(
-            "the agent of node {node_name} answered {status}: {}",
-            String::from_utf8_lossy(&body).trim()
-        )));
+        // What the agent says is shown to the caller: its beginning, as text, and not waited
+        // for long.
+        let mut body = response.into_body();
+        let mut said = Vec::new();
+        let read = async {
+            while said.len() < ERROR_BODY_BYTES {
+                match body.frame().await {
+                    Some(Ok(frame)) => said.extend_from_slice(frame.data_ref().map_or(&[][..], |d| d)),
+                    _ => break,
+                }
+            }
+        };
+        let _ = tokio::time::timeout(ERROR_BODY_TIME, read).await;
+        said.truncate(ERROR_BODY_BYTES);
+        let text: String =
+            String::from_utf8_lossy(&said).chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+        return Err(failed(format!("it answered {status}: {}", text.trim())));
     }
     Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], Body::new(response.into_body()))
         .into_response())
+}
+
+/// Why a handshake with a node's agent failed, in words.
+fn handshake_failure(e: &std::io::Error) -> String {
+    use rustls::{CertificateError, Error};
+    match e.get_ref().and_then(|inner| inner.downcast_ref::<Error>()) {
+        Some(Error::InvalidCertificate(CertificateError::ApplicationVerificationFailure)) => {
+            "its certificate is of another key".into()
+        }
+        Some(Error::InvalidCertificate(CertificateError::BadEncoding)) => "its certificate is not one".into(),
+        Some(Error::InvalidMessage(_)) => "it does not speak TLS".into(),
+        _ => e.to_string(),
+    }
 }
 
 #[cfg(test)]
@@ -191,11 +260,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_agent_address_is_the_http_multiaddr() {
-        let node = json!({ "spec": { "addresses": ["/ip4/10.0.0.1/udp/9000/quic-v1", "/ip4/127.0.0.1/tcp/10250/http"] } });
-        assert_eq!(agent_address(&node), Some("127.0.0.1:10250".parse().unwrap()));
-        assert_eq!(agent_address(&json!({ "spec": { "addresses": ["/ip4/1.2.3.4/tcp/1"] } })), None);
+    fn the_log_target_is_a_replica_s_log_subresource() {
         assert_eq!(log_target("namespaces/default/replicas/r1/log"), Some(("default", "r1")));
         assert_eq!(log_target("namespaces/default/replicas/r1"), None);
+        assert_eq!(log_target("namespaces/default/workloads/r1/log"), None);
     }
 }

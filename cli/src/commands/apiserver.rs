@@ -56,6 +56,12 @@ pub struct Args {
     /// and transport address. Ignored once the data dir has joined
     #[arg(long, value_name = "DID@IP:PORT", requires = "peer_listen")]
     join: Option<JoinTarget>,
+    /// Let the log proxy connect to node agents on loopback and link-local addresses
+    /// (127.0.0.0/8, ::1, 169.254.0.0/16, fe80::/10). Off by default: a Node's addresses are
+    /// written by whoever registers it, and such addresses reach this machine or its link. For
+    /// one-machine setups and tests (`ui up` sets it, for its local node on 127.0.0.1)
+    #[arg(long)]
+    allow_loopback_nodes: bool,
     /// FAILURE TESTS ONLY: serve POST /cluster/isolate, which drops member traffic on request
     #[arg(long, hide = true)]
     fault_injection: bool,
@@ -436,7 +442,13 @@ pub fn run(ctx: &Context, args: &Args, up: Option<&super::node::LocalNodeArgs>) 
             registry: Registry::new(node.clone()).with_limits(quotas),
             node: node.clone(),
             authn: Authn::new(audience.clone(), members).with_cluster(node.clone()).with_limits(quotas),
-            node_proxy: apiserver::http::logs::NodeProxy(Some(std::sync::Arc::new(member.clone()))),
+            node_proxy: apiserver::http::logs::NodeProxy {
+                key: Some(std::sync::Arc::new(member.clone())),
+                // `ui up`'s own node listens on loopback.
+                policy: apiserver::http::logs::AddressPolicy {
+                    allow_loopback: args.allow_loopback_nodes || up.is_some(),
+                },
+            },
         };
         let sweeper = tokio::spawn(sweep_tombstones(state.registry.clone(), node.clone()));
         let serving =

@@ -176,7 +176,9 @@ pub struct InitArgs {
     /// The node's name in the cluster (a DNS subdomain name)
     #[arg(long)]
     name: String,
-    /// Where the agent serves replica output to the control plane
+    /// Where the agent serves replica output to the control plane (over TLS with the node's
+    /// key). The Node names this address, so the control plane must reach it: an apiserver
+    /// refuses loopback and link-local addresses unless started with --allow-loopback-nodes
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:10250")]
     listen: SocketAddr,
     /// Replace an existing node directory's name and address (the identity is kept)
@@ -507,7 +509,8 @@ fn run_agent(ctx: &Context, args: &RunArgs) -> anyhow::Result<Outcome> {
             stop.cancel();
         });
         println!("node {} runs replicas {}", node.file.name, runtime.describe());
-        agent::run(client, config, listener, shutdown).await
+        let node_key = node.identity()?.signing_key().clone();
+        agent::run(client, config, listener, node_key, shutdown).await
     })?;
     Ok(Outcome::Success)
 }
@@ -917,5 +920,6 @@ pub async fn start_local(
         args.jurisdiction,
         runtime.describe()
     );
-    Ok(Some(tokio::spawn(agent::run(client, config, listener, shutdown))))
+    let node_key = node.identity()?.signing_key().clone();
+    Ok(Some(tokio::spawn(agent::run(client, config, listener, node_key, shutdown))))
 }
