@@ -5,7 +5,7 @@
 //!
 //! Placement attacks (attestations from throwaway keys, a deleted Node's replicas, workloads
 //! without a TrustPolicy) are in tests/controllers.rs, the node hop of the log proxy in
-//! tests/node_agent.rs, the member transport in apiserver/tests/raft_cluster.rs.
+//! tests/node_hop.rs, the member transport in apiserver/tests/raft_cluster.rs.
 
 mod support;
 
