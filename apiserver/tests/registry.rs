@@ -310,9 +310,12 @@ async fn dry_runs_and_field_validation_change_nothing_they_should_not(reg: Regis
     unknown["spec"]["bogus"] = json!({});
     let err = reg.create(&SYS, wl, unknown.clone(), &WriteOptions::default()).await.unwrap_err();
     assert_eq!(err.code(), 400);
+    let known = "(known here: replicas, image, rootfs, command, args, env, resources, restartPolicy, trustPolicy, placement)";
     assert_eq!(
         err.to_string(),
-        r#"strict decoding error: unknown field "spec.replica", unknown field "spec.bogus""#
+        format!(
+            r#"strict decoding error: unknown field "spec.replica" {known}, unknown field "spec.bogus" {known}"#
+        )
     );
     let warn = WriteOptions { validation: apiserver::registry::FieldValidation::Warn, ..Default::default() };
     let w = reg.create(&SYS, wl, unknown, &warn).await.unwrap();
