@@ -222,3 +222,35 @@ fn get_watch_prints_each_change() {
     let _ = child.wait();
     server.stop();
 }
+
+#[test]
+fn a_refused_token_is_minted_again_once_and_the_request_goes_through() {
+    let u = User::new();
+    let server = Server::start(&u, &u.path("data"));
+    // A credential plugin whose first token the server refuses (it is not a token at all):
+    // the client gets a 401, mints again, and the second token is let in.
+    let calls = u.path("calls");
+    let ui_bin = env!("CARGO_BIN_EXE_ui");
+    let script = u.path("plugin.sh");
+    write(
+        &script,
+        &format!(
+            "#!/bin/sh\necho x >> {calls}\nif [ $(wc -l < {calls}) -eq 1 ]; then\n  \
+             echo '{{\"apiVersion\":\"client.authentication.k8s.io/v1\",\"kind\":\"ExecCredential\",\"status\":{{\"token\":\"not-a-token\",\"expirationTimestamp\":\"2999-01-01T00:00:00Z\"}}}}'\n\
+             else\n  exec {ui_bin} token --exec-credential --audience {audience}\nfi\n",
+            calls = calls.display(),
+            audience = server.audience,
+        ),
+    );
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let kubeconfig = std::fs::read_to_string(&server.kubeconfig).unwrap();
+    let start = kubeconfig.find("      command: ").unwrap();
+    let end = start + kubeconfig[start..].find('\n').unwrap();
+    let patched = format!("{}      command: {}{}", &kubeconfig[..start], script.display(), &kubeconfig[end..]);
+    let patched = patched.replace("args: [\"token\"", "args: [\"unused\"");
+    let path = write(&u.path("refreshing.kubeconfig"), &patched);
+    let out = u.run(&["get", "workloads", "--kubeconfig", &path]).ok();
+    assert!(out.stdout.is_empty() || out.stdout.contains("NAME"), "{}", out.stdout);
+    assert_eq!(std::fs::read_to_string(&calls).unwrap().lines().count(), 2, "the plugin ran once more after the 401");
+    server.stop();
+}

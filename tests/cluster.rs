@@ -497,3 +497,102 @@ fn a_watch_on_any_member_sees_the_same_events_in_the_same_order() {
         m.server.take().unwrap().stop();
     }
 }
+
+/// GET `path` of `server` as its member; `None` while it does not answer 200.
+fn member_get(server: &Server, bearer: &str, path: &str) -> Option<Value> {
+    let (code, body) =
+        send(&server.agent(), "GET", &format!("{}{path}", server.url), bearer, "application/json", vec![]);
+    (code == 200).then(|| serde_json::from_str(&body).unwrap())
+}
+
+/// The Ready condition's status of Node `name` (`"True"`, `"False"`, or `""` without one).
+fn ready(node: &Value) -> String {
+    node.pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"))
+        .and_then(|c| c["status"].as_str())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[test]
+fn a_node_agent_and_the_controllers_fail_over_when_their_member_dies() {
+    let mut all = three(&["--allow-loopback-nodes"]);
+    // The founder's kubeconfigs (its user's and its member's) come to list every member.
+    wait_until("the founder's kubeconfigs list every member", Duration::from_secs(20), || {
+        let user = std::fs::read_to_string(&all[0].server().kubeconfig).unwrap();
+        let member = std::fs::read_to_string(all[0].server().member_kubeconfig()).unwrap();
+        all.iter().all(|m| user.contains(&m.server().url) && member.contains(&m.server().url))
+    });
+    let founder = &all[0];
+    let (user_kc, member_kc) = (founder.server().kubeconfig.clone(), founder.server().member_kubeconfig());
+    // The controllers and a node agent, each through the founder first (its kubeconfig's
+    // `server`), the others listed for failover.
+    let mut controllers = founder
+        .user
+        .cmd(&["controllers", "run", "--kubeconfig", member_kc.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let u = &founder.user;
+    let dir = u.path("node-n1");
+    let d = dir.to_str().unwrap();
+    let listen = format!("127.0.0.1:{}", free_port());
+    u.run(&["node", "init", "--node-dir", d, "--name", "n1", "--listen", &listen]).ok();
+    let kc = user_kc.to_str().unwrap();
+    u.run(&["node", "register", "--node-dir", d, "--cpu", "2", "--memory", "2Gi", "--kubeconfig", kc]).ok();
+    let node_kc = std::fs::read_to_string(dir.join("kubeconfig")).unwrap();
+    assert!(
+        all.iter().all(|m| node_kc.contains(&m.server().url)),
+        "the node's kubeconfig lists every member:\n{node_kc}"
+    );
+    let mut agent = u
+        .cmd(&["node", "run", "--node-dir", d, "--lease-seconds", "4", "--runtime", "process"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .unwrap();
+
+    let survivor = all[1].server();
+    let bearer = format!("Bearer {}", survivor.member_token());
+    let node = "/apis/univrs.io/v1/nodes/n1";
+    let lease = "/apis/univrs.io/v1/namespaces/univrs-node-lease/leases/n1";
+    wait_until("node n1 to be Ready", Duration::from_secs(30), || {
+        member_get(survivor, &bearer, node).is_some_and(|n| ready(&n) == "True")
+    });
+
+    // The member both talk to dies.
+    let renewed_before = member_get(all[1].server(), &bearer, lease).unwrap()["spec"]["renewTime"].clone();
+    all[0].server.take().unwrap().kill_9();
+    // For five lease periods the node stays Ready: its agent renews its lease through another
+    // member, and nobody marks it NotReady.
+    let until = Instant::now() + Duration::from_secs(20);
+    let mut renewals = std::collections::BTreeSet::new();
+    while Instant::now() < until {
+        if let Some(n) = member_get(all[1].server(), &bearer, node) {
+            assert_eq!(ready(&n), "True", "node n1 went NotReady after its member died: {n}");
+        }
+        if let Some(l) = member_get(all[1].server(), &bearer, lease) {
+            renewals.insert(l["spec"]["renewTime"].to_string());
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    renewals.remove(&renewed_before.to_string());
+    assert!(renewals.len() >= 3, "the lease was renewed only {} times after the kill", renewals.len());
+
+    // The controllers failed over too: once the agent is gone, the node lifecycle controller
+    // (whose watches were on the dead member) marks the node NotReady.
+    let _ = agent.kill();
+    let _ = agent.wait();
+    wait_until("node n1 to go NotReady once its agent is gone", Duration::from_secs(30), || {
+        member_get(all[1].server(), &bearer, node).is_some_and(|n| ready(&n) == "False")
+    });
+    let _ = controllers.kill();
+    let _ = controllers.wait();
+    for m in &mut all {
+        if let Some(s) = m.server.take() {
+            s.stop();
+        }
+    }
+}

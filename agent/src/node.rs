@@ -20,8 +20,8 @@ use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-use controllers::nodelifecycle::LEASE_NAMESPACE;
-use controllers::resource::{Kube, api_all, api_in, is_conflict, is_not_found};
+use api::kinds::NODE_LEASE_NAMESPACE;
+use client::resource::{Kube, api_all, api_in, is_conflict, is_not_found};
 
 use crate::images::Images;
 use crate::run::{LOG_FILE, RESULT_FILE, RunResult, RunSpec, RuntimeKind, SPEC_FILE, read_json, write_json};
@@ -268,7 +268,7 @@ pub(crate) fn live_shim(dir: &Path) -> Option<i32> {
 
 /// Keeps the node's Lease renewed until `shutdown`.
 async fn heartbeat(client: Client, config: Arc<Config>, shutdown: CancellationToken) {
-    let leases = api_in::<LeaseSpec>(&client, LEASE_NAMESPACE);
+    let leases = api_in::<LeaseSpec>(&client, NODE_LEASE_NAMESPACE);
     let every = Duration::from_millis(u64::from(config.lease_seconds) * 250).max(Duration::from_millis(250));
     loop {
         let now = api::meta::Time(Utc::now());
@@ -282,7 +282,7 @@ async fn heartbeat(client: Client, config: Arc<Config>, shutdown: CancellationTo
             Err(e) if is_not_found(&e) => {
                 let lease: Kube<LeaseSpec> = serde_json::from_value(json!({
                     "apiVersion": "univrs.io/v1", "kind": "Lease",
-                    "metadata": { "name": config.node, "namespace": LEASE_NAMESPACE },
+                    "metadata": { "name": config.node, "namespace": NODE_LEASE_NAMESPACE },
                     "spec": patch["spec"],
                 }))
                 .expect("a lease is well formed");
@@ -331,7 +331,7 @@ async fn report(client: &Client, replica: &Kube<ReplicaSpec>, status: Value, sto
         tracing::warn!(replica = replica.name(), error = %e, "cannot write the replica's status");
         tokio::select! {
             () = stop.cancelled() => return,
-            () = tokio::time::sleep(controllers::runtime::backoff(failures)) => {}
+            () = tokio::time::sleep(client::retry::backoff(failures)) => {}
         }
     }
 }

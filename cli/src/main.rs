@@ -1,8 +1,8 @@
 //! `ui`: the univrs command line.
 
-mod client;
 mod commands;
 mod config;
+mod connection;
 mod fsutil;
 mod keystore;
 mod kubeconfig;

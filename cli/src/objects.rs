@@ -6,7 +6,7 @@ use api::KindInfo;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-use crate::client::Client;
+use crate::connection::Client;
 use crate::manifest_files::Document;
 
 /// The object a manifest document names on the server.
@@ -29,7 +29,8 @@ impl Target {
         let Some(name) = meta_str(&doc.value, "name").filter(|n| !n.is_empty()) else {
             bail!("metadata.name: required: every object needs a name")
         };
-        let namespace = client.namespace_for(kind, meta_str(&doc.value, "namespace"))?;
+        let namespace =
+            client.namespace_for(kind, meta_str(&doc.value, "namespace")).map_err(anyhow::Error::msg)?;
         Ok(Self { kind, namespace, name: name.to_owned() })
     }
 

@@ -18,7 +18,7 @@ use std::time::Instant;
 use api::identity::Did;
 use api::kinds::{AttestationSpec, NodeOfferSpec, NodeSpec, ReplicaSpec};
 use chrono::Utc;
-use controllers::resource::Kube;
+use client::Kube;
 use controllers::scheduler::core::{
     self, Amount, Attesters, Candidate, Constraints, Offer, Policy, Request, Weights,
 };

@@ -15,7 +15,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::resource::{Kube, api_in, is_conflict, is_not_found};
+use client::resource::{Kube, api_in, is_conflict, is_not_found};
 
 /// Where leases live and how long they last.
 #[derive(Clone, Debug)]
@@ -34,7 +34,7 @@ impl LeaseConfig {
     /// Leases in `univrs-system`, 15 s long, renewed every 2 s, held by `identity`.
     pub fn new(identity: String) -> Self {
         Self {
-            namespace: "univrs-system".to_owned(),
+            namespace: api::kinds::SYSTEM_NAMESPACE.to_owned(),
             identity,
             duration: Duration::from_secs(15),
             renew_every: Duration::from_secs(2),

@@ -15,7 +15,6 @@ pub mod manager;
 pub mod members;
 pub mod metrics;
 pub mod nodelifecycle;
-pub mod resource;
 pub mod runtime;
 pub mod scheduler;
 pub mod workload;

@@ -6,7 +6,6 @@ use std::path::Path;
 use std::str::FromStr;
 
 use kube::Client;
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -96,26 +95,20 @@ impl Default for Options {
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     /// The kubeconfig could not be read or used.
-    #[error("kubeconfig {path}: {source}")]
+    #[error("kubeconfig {path}: {reason}")]
     Kubeconfig {
         /// Its path.
         path: String,
         /// Why.
-        source: kube::config::KubeconfigError,
+        reason: String,
     },
-    /// No client could be built from it.
-    #[error("cannot build a client: {0}")]
-    Client(#[from] kube::Error),
 }
 
-/// A client from the current context of the kubeconfig at `path` (TLS, tokens and exec plugins
-/// as the kubeconfig says).
+/// A client of every member the kubeconfig at `path` lists (its current context: TLS, the
+/// credential, failover; see `client::failover`).
 pub async fn client_from_kubeconfig(path: &Path) -> Result<Client, StartError> {
-    let err = |source| StartError::Kubeconfig { path: path.display().to_string(), source };
-    let kubeconfig = Kubeconfig::read_from(path).map_err(err)?;
-    let config =
-        kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await.map_err(err)?;
-    Ok(Client::try_from(config)?)
+    client::failover::connect_to(path)
+        .map_err(|e| StartError::Kubeconfig { path: path.display().to_string(), reason: e.to_string() })
 }
 
 /// Runs the selected controllers until `shutdown`, then waits for them to drain.

@@ -10,7 +10,6 @@ use std::fmt::Debug;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use api::KindSpec;
 use futures_util::{Stream, StreamExt, TryStreamExt, future};
@@ -25,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use crate::error::Error;
 use crate::leader::{self, LeaseConfig};
 use crate::metrics::Metrics;
-use crate::resource::{Kube, api_all};
+use client::resource::{Kube, api_all};
 
 /// What every controller gets: the client, metrics, shutdown, and its settings.
 #[derive(Clone)]
@@ -97,11 +96,6 @@ where
 pub type ReconcileFn<K, Ctx> =
     fn(Arc<K>, Arc<Ctx>) -> Pin<Box<dyn Future<Output = Result<Action, Error>> + Send>>;
 
-/// Backoff of a failing object: 1 s, doubling, at most 5 minutes.
-pub fn backoff(failures: u32) -> Duration {
-    Duration::from_secs(1u64 << failures.min(8)).min(Duration::from_secs(300))
-}
-
 /// Runs a controller's reconciles over `queue` until the queue ends or shutdown: changes are
 /// deduplicated per object, at most `shared.concurrency` reconciles run at once and never two
 /// for one object; a failing object is retried with exponential backoff. On shutdown, no new
@@ -169,7 +163,7 @@ pub async fn drive<K, Ctx>(
         let key = ObjectRef::from_obj(obj.as_ref());
         let mut f = failures.lock().expect("failures lock");
         let n = f.entry(key.clone()).or_insert(0);
-        let delay = backoff(*n);
+        let delay = client::retry::backoff(*n);
         *n += 1;
         tracing::warn!(controller = name, object = %key, error = %error, retry_in = ?delay, "reconcile failed");
         Action::requeue(delay)

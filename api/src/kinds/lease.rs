@@ -6,6 +6,12 @@ use crate::meta::Time;
 use crate::object::{KindSpec, Scope};
 use crate::validation::{FieldError, FieldPath, Validate};
 
+/// The namespace of node heartbeat leases, each named after its node.
+pub const NODE_LEASE_NAMESPACE: &str = "univrs-node-lease";
+
+/// The control plane's namespace (the controllers' leader-election leases): members only.
+pub const SYSTEM_NAMESPACE: &str = "univrs-system";
+
 /// A heartbeat or leader-election lease, as `coordination.k8s.io/v1` Lease.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]

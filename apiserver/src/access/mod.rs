@@ -62,10 +62,7 @@ impl Caller {
 
 /// The annotation a redacted copy carries.
 pub const REDACTED: &str = "univrs.io/redacted";
-/// The control-plane members' namespace (controller leases).
-pub const SYSTEM_NAMESPACE: &str = "univrs-system";
-/// The namespace of node heartbeat leases, each named after its node.
-pub const NODE_LEASE_NAMESPACE: &str = "univrs-node-lease";
+pub use api::kinds::{NODE_LEASE_NAMESPACE, SYSTEM_NAMESPACE};
 
 /// A Node as the rules need it.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -222,18 +222,19 @@ impl Bootstrap {
     }
 }
 
+/// How a kubeconfig is rendered for the other members' URLs.
+type Render = Box<dyn Fn(&[String]) -> String + Send>;
+
 /// The kubeconfigs a member writes (the user's and its own), each with the members' URLs.
 struct Kubeconfigs {
-    server: String,
-    /// Each file and its text without the other members.
-    files: Vec<(PathBuf, String)>,
+    /// Each file, and how to render it.
+    files: Vec<(PathBuf, Render)>,
 }
 
 impl Kubeconfigs {
     fn write(&self, others: &[String]) -> anyhow::Result<()> {
-        for (path, text) in &self.files {
-            let text = with_failover(text.clone(), &self.server, others);
-            fsutil::write_atomic(path, text.as_bytes(), PRIVATE_FILE)?;
+        for (path, render) in &self.files {
+            fsutil::write_atomic(path, render(others).as_bytes(), PRIVATE_FILE)?;
         }
         Ok(())
     }
@@ -247,21 +248,6 @@ fn other_apis(node: &RaftNode) -> Vec<String> {
         .filter(|(id, m)| *id != me && !m.api.is_empty())
         .map(|(_, m)| m.api)
         .collect()
-}
-
-/// Adds the other members' API URLs to a kubeconfig's cluster, for `ui` to fail over to
-/// (kubectl ignores the extension and uses `server`).
-fn with_failover(kubeconfig: String, server: &str, others: &[String]) -> String {
-    if others.is_empty() {
-        return kubeconfig;
-    }
-    let mut all = vec![server.to_owned()];
-    all.extend(others.iter().cloned());
-    let list = serde_json::to_string(&all).expect("strings serialize");
-    let extension = format!(
-        "    server: {server}\n    extensions:\n    - name: univrs.io/servers\n      extension: {{\"servers\": {list}}}\n"
-    );
-    kubeconfig.replacen(&format!("    server: {server}\n"), &extension, 1)
 }
 
 pub fn run(ctx: &Context, args: &Args, up: Option<&super::node::LocalNodeArgs>) -> anyhow::Result<Outcome> {
@@ -372,13 +358,26 @@ pub fn run(ctx: &Context, args: &Args, up: Option<&super::node::LocalNodeArgs>) 
         let kubeconfig_path = args.kubeconfig.clone().unwrap_or_else(|| ctx.dirs.root().join("kubeconfig"));
         ctx.dirs.ensure_root()?;
         let user_env = [("UNIVRS_CONFIG_DIR", ctx.dirs.root().display().to_string())];
-        let user = crate::kubeconfig::render(&server, ca_pem.as_deref(), &audience, &[], &user_env);
+        let user_env: Vec<(&'static str, String)> = user_env.into_iter().collect();
+        let user = {
+            let (server, ca, audience) = (server.clone(), ca_pem.clone(), audience.clone());
+            move |others: &[String]| {
+                crate::kubeconfig::render(&server, others, ca.as_deref(), &audience, &[], &user_env)
+            }
+        };
         // The control plane's own clients (controllers run by `ui up`) authenticate as the member.
         let member_args = ["--key-file".to_owned(), member_key_path.display().to_string()];
-        let member_kubeconfig = crate::kubeconfig::render(&server, ca_pem.as_deref(), &audience, &member_args, &[]);
+        let member_kubeconfig = {
+            let (server, ca, audience) = (server.clone(), ca_pem.clone(), audience.clone());
+            move |others: &[String]| {
+                crate::kubeconfig::render(&server, others, ca.as_deref(), &audience, &member_args, &[])
+            }
+        };
         let kubeconfigs = Kubeconfigs {
-            server: server.clone(),
-            files: vec![(kubeconfig_path.clone(), user), (data_dir.join("member.kubeconfig"), member_kubeconfig)],
+            files: vec![
+                (kubeconfig_path.clone(), Box::new(user)),
+                (data_dir.join("member.kubeconfig"), Box::new(member_kubeconfig)),
+            ],
         };
         let mut others = other_apis(&node);
         kubeconfigs.write(&others)?;

@@ -6,7 +6,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::{Context, Outcome};
-use crate::client::{Client, ClientError, ClusterArgs};
+use crate::connection::{Client, ClientError, ClusterArgs};
 use crate::manifest_files::{self, Document};
 use crate::objects::{self, Target};
 use crate::output::OutputArgs;
@@ -63,7 +63,7 @@ struct Report {
 pub fn run(ctx: &Context, args: &Args) -> anyhow::Result<Outcome> {
     let sources = manifest_files::expand(&args.files)?;
     let all = manifest_files::read_all(&sources)?;
-    let client = Client::new(ctx, &args.cluster)?;
+    let client = crate::connection::connect(ctx, &args.cluster)?;
     let dry_run = args.dry_run.is_some();
     let suffix = if dry_run { " (server dry run)" } else { "" };
     // The key is loaded once, and only if some document needs signing.

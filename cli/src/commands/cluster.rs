@@ -4,7 +4,7 @@ use anyhow::{Context as _, bail};
 use serde_json::{Value, json};
 
 use super::{Context, Outcome};
-use crate::client::{Client, ClusterArgs};
+use crate::connection::ClusterArgs;
 use crate::output::OutputArgs;
 
 /// The control plane's members: list, add, remove
@@ -47,7 +47,7 @@ pub enum Command {
 pub fn run(ctx: &Context, cmd: &Command) -> anyhow::Result<Outcome> {
     match cmd {
         Command::Members { cluster, output } => {
-            let client = Client::new(ctx, cluster)?;
+            let client = crate::connection::connect(ctx, cluster)?;
             let list = client.get_json("/cluster/members")?;
             let members = list.get("members").and_then(Value::as_array).cloned().unwrap_or_default();
             let rows: Vec<Value> = members.iter().map(row).collect();
@@ -85,7 +85,7 @@ pub fn run(ctx: &Context, cmd: &Command) -> anyhow::Result<Outcome> {
                     "{address:?} is not an IP:PORT transport address (what the new member passes to --peer-listen)"
                 );
             }
-            let client = Client::new(ctx, cluster)?;
+            let client = crate::connection::connect(ctx, cluster)?;
             let added = client
                 .post_json("/cluster/members", &json!({ "did": did, "address": address, "api": api }))?;
             println!("member {} added as a learner", added["id"]);
@@ -95,7 +95,7 @@ pub fn run(ctx: &Context, cmd: &Command) -> anyhow::Result<Outcome> {
             Ok(Outcome::Success)
         }
         Command::Remove { member, cluster } => {
-            let client = Client::new(ctx, cluster)?;
+            let client = crate::connection::connect(ctx, cluster)?;
             let id = match member.parse::<u64>() {
                 Ok(id) => id,
                 Err(_) => {

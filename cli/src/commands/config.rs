@@ -89,7 +89,7 @@ pub fn run(ctx: &Context, cmd: &Command) -> anyhow::Result<Outcome> {
             let path = out.clone().unwrap_or_else(|| dirs.root().join("kubeconfig"));
             dirs.ensure_root()?;
             let env = [("UNIVRS_CONFIG_DIR", dirs.root().display().to_string())];
-            let text = crate::kubeconfig::render(server, Some(&ca), cluster, &[], &env);
+            let text = crate::kubeconfig::render(server, &[], Some(&ca), cluster, &[], &env);
             crate::fsutil::write_atomic(&path, text.as_bytes(), crate::fsutil::PRIVATE_FILE)?;
             println!("kubeconfig: {}", path.display());
         }

@@ -7,7 +7,7 @@ use api::{KindInfo, Scope};
 use serde::Serialize;
 
 use super::{Context, Outcome};
-use crate::client::{Client, ClientError, ClusterArgs};
+use crate::connection::{ClientError, ClusterArgs};
 use crate::manifest_files;
 use crate::objects::{Target, kind_named};
 use crate::output::OutputArgs;
@@ -55,7 +55,7 @@ struct Report {
 }
 
 pub fn run(ctx: &Context, args: &Args) -> anyhow::Result<Outcome> {
-    let client = Client::new(ctx, &args.cluster)?;
+    let client = crate::connection::connect(ctx, &args.cluster)?;
     // Each target (with the document it came from, for -f), or why it cannot be deleted.
     let mut targets: Vec<(Option<String>, Result<Target, String>)> = Vec::new();
     if args.files.is_empty() {

@@ -6,7 +6,7 @@ use chrono::Utc;
 use serde_json::{Map, Value};
 
 use super::{Context, Outcome};
-use crate::client::{Client, ClusterArgs};
+use crate::connection::ClusterArgs;
 use crate::objects::{self, kind_named};
 use crate::output::OutputArgs;
 use crate::table::Table;
@@ -30,7 +30,7 @@ pub struct Args {
 
 pub fn run(ctx: &Context, args: &Args) -> anyhow::Result<Outcome> {
     let kind = kind_named(&args.kind)?;
-    let client = Client::new(ctx, &args.cluster)?;
+    let client = crate::connection::connect(ctx, &args.cluster)?;
     let ns = (kind.scope == Scope::Namespaced).then(|| client.namespace().to_owned());
     let obj = client.get(kind, ns.as_deref(), &args.name)?;
     if !args.output.print_structured(&obj)? {

@@ -7,7 +7,7 @@ use serde_json::Value;
 use similar::TextDiff;
 
 use super::{Context, Outcome};
-use crate::client::{Client, ClusterArgs};
+use crate::connection::ClusterArgs;
 use crate::manifest_files;
 use crate::objects::{self, Target};
 use crate::output::OutputArgs;
@@ -56,7 +56,7 @@ pub fn run(ctx: &Context, args: &Args) -> anyhow::Result<Outcome> {
 
 fn diff(ctx: &Context, args: &Args) -> anyhow::Result<Outcome> {
     let all = manifest_files::read_all(&manifest_files::expand(&args.files)?)?;
-    let client = Client::new(ctx, &args.cluster)?;
+    let client = crate::connection::connect(ctx, &args.cluster)?;
     let mut reports = Vec::new();
     for doc in all.iter().flat_map(|s| &s.docs) {
         let place = || doc.place();

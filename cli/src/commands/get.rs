@@ -7,7 +7,7 @@ use chrono::Utc;
 use serde_json::{Value, json};
 
 use super::{Context, Outcome};
-use crate::client::{Client, ClusterArgs};
+use crate::connection::{Client, ClusterArgs};
 use crate::objects::{self, kind_named};
 use crate::table::{self, Table, format_row};
 
@@ -57,7 +57,7 @@ pub struct Args {
 
 pub fn run(ctx: &Context, args: &Args) -> anyhow::Result<Outcome> {
     let kind = kind_named(&args.kind)?;
-    let client = Client::new(ctx, &args.cluster)?;
+    let client = crate::connection::connect(ctx, &args.cluster)?;
     if args.all_namespaces && !args.names.is_empty() {
         bail!("a name cannot be given with -A: objects are named within a namespace (use -n NAMESPACE)");
     }

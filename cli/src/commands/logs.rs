@@ -6,7 +6,7 @@ use anyhow::{Context as _, bail};
 use serde_json::Value;
 
 use super::{Context, Outcome};
-use crate::client::{Client, ClusterArgs};
+use crate::connection::ClusterArgs;
 
 /// Print the output of a replica, or of every replica of a workload
 ///
@@ -32,7 +32,7 @@ fn kind(name: &str) -> &'static api::KindInfo {
 }
 
 pub fn run(ctx: &Context, args: &Args) -> anyhow::Result<Outcome> {
-    let client = Client::new(ctx, &args.cluster)?;
+    let client = crate::connection::connect(ctx, &args.cluster)?;
     let ns = client.namespace().to_owned();
     let name =
         args.name.strip_prefix("replica/").or(args.name.strip_prefix("workload/")).unwrap_or(&args.name);

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::{Context, Outcome};
-use crate::client::{Client, ClusterArgs};
+use crate::connection::{Client, ClusterArgs};
 use crate::fsutil::{self, PRIVATE_FILE};
 use crate::keystore::{self, Identity, Protection};
 use crate::output::OutputArgs;
@@ -115,10 +115,17 @@ impl NodeDir {
         self.path.join("kubeconfig")
     }
 
-    /// Writes the node's kubeconfig: `server` with `ca`, tokens minted with the node's key.
-    pub fn write_kubeconfig(&self, server: &str, ca: Option<&str>, audience: &str) -> anyhow::Result<()> {
+    /// Writes the node's kubeconfig: `server` (and every other member, for failover) with
+    /// `ca`, tokens minted with the node's key.
+    pub fn write_kubeconfig(
+        &self,
+        server: &str,
+        others: &[String],
+        ca: Option<&str>,
+        audience: &str,
+    ) -> anyhow::Result<()> {
         let env = [("UNIVRS_CONFIG_DIR", self.path.display().to_string())];
-        let text = crate::kubeconfig::render(server, ca, audience, &[], &env);
+        let text = crate::kubeconfig::render(server, others, ca, audience, &[], &env);
         fsutil::write_atomic(&self.kubeconfig(), text.as_bytes(), PRIVATE_FILE)
     }
 
@@ -320,7 +327,7 @@ fn offer(ctx: &Context, args: &OfferArgs) -> anyhow::Result<Outcome> {
         print!("{}", serde_saphyr::to_string(&obj)?);
         return Ok(Outcome::Success);
     }
-    let client = Client::new(ctx, &args.cluster)?;
+    let client = crate::connection::connect(ctx, &args.cluster)?;
     let verb = create_or_replace(&client, &obj)?;
     println!("nodeoffer.univrs.io/{} {verb}", node.file.name);
     Ok(Outcome::Success)
@@ -379,15 +386,15 @@ pub struct RegisterArgs {
 
 fn register(ctx: &Context, args: &RegisterArgs) -> anyhow::Result<Outcome> {
     let node = NodeDir::open(&args.dir.dir(ctx))?;
-    let (server, ca, audience) = crate::client::cluster_of(ctx, &args.cluster)?;
-    node.write_kubeconfig(&server, ca.as_deref(), &audience)?;
+    let cluster = crate::connection::cluster_of(ctx, &args.cluster)?;
+    node.write_kubeconfig(&cluster.server, &cluster.others, cluster.ca_pem.as_deref(), &cluster.audience)?;
     let capacity = resources_or_machine(args.cpu.as_deref(), args.memory.as_deref(), &args.storage);
     let operator = keystore::load(&ctx.dirs, || args.passphrase.get(Purpose::Existing, "your identity"))?;
     let mut obj = node.node_object(&operator.did(), &capacity)?;
     check_object(&obj, "the node")?;
     api::signing::sign(&mut obj, operator.signing_key(), Utc::now()).map_err(|e| anyhow::anyhow!("{e}"))?;
     let as_node = ClusterArgs::for_kubeconfig(node.kubeconfig());
-    let client = Client::new(ctx, &as_node)?;
+    let client = crate::connection::connect(ctx, &as_node)?;
     let verb = create_or_replace(&client, &obj)?;
     println!("node.univrs.io/{} {verb}", node.file.name);
     println!("kubeconfig of the node: {}", node.kubeconfig().display());
@@ -549,7 +556,7 @@ fn status(ctx: &Context, args: &StatusArgs) -> anyhow::Result<Outcome> {
         Some(n) => n.clone(),
         None => NodeDir::open(&args.dir.dir(ctx))?.file.name,
     };
-    let client = Client::new(ctx, &args.cluster)?;
+    let client = crate::connection::connect(ctx, &args.cluster)?;
     let node = client.get(kind("Node"), None, &name).with_context(|| format!("node {name}"))?;
     let offers: Vec<Value> = client.list(kind("NodeOffer"), None, None, false)?["items"]
         .as_array()
@@ -655,7 +662,7 @@ fn withdraw(ctx: &Context, args: &WithdrawArgs) -> anyhow::Result<Outcome> {
         Some(n) => n.clone(),
         None => NodeDir::open(&args.dir.dir(ctx))?.file.name,
     };
-    let client = Client::new(ctx, &args.cluster)?;
+    let client = crate::connection::connect(ctx, &args.cluster)?;
     let operator = keystore::load(&ctx.dirs, || args.passphrase.get(Purpose::Existing, "your identity"))?;
     // The workloads with replicas here: the offer goes only once they run elsewhere again.
     let mut moving: Vec<(String, String)> = replicas_on(&client, &name)?
@@ -880,7 +887,7 @@ pub async fn start_local(
         .with_context(|| format!("cannot listen on {} for the local node", args.node_listen))?;
     let listen = listener.local_addr()?;
     let node = NodeDir::create(&path, &args.node_name, listen)?;
-    node.write_kubeconfig(cluster.server, cluster.ca_pem, cluster.audience)?;
+    node.write_kubeconfig(cluster.server, &[], cluster.ca_pem, cluster.audience)?;
     let user_config = cluster.user_config;
     let operator = Did::from_key(&cluster.operator.verifying_key());
     let capacity = machine_capacity();

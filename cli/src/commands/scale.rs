@@ -5,7 +5,7 @@ use chrono::Utc;
 use serde_json::Value;
 
 use super::{Context, Outcome};
-use crate::client::{Client, ClusterArgs};
+use crate::connection::ClusterArgs;
 use crate::keystore;
 use crate::passphrase::{PassphraseArgs, Purpose};
 
@@ -40,7 +40,7 @@ pub fn run(ctx: &Context, args: &Args) -> anyhow::Result<Outcome> {
     let Some(kind) = kind else {
         bail!("cannot scale {:?}: only workloads scale (ui scale workload NAME N)", args.kind);
     };
-    let client = Client::new(ctx, &args.cluster)?;
+    let client = crate::connection::connect(ctx, &args.cluster)?;
     let ns = client.namespace().to_owned();
     let me = keystore::load_public(&ctx.dirs)?.did;
     let mut key = None;

@@ -4,7 +4,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::{Context, Outcome};
-use crate::client::{Client, ClusterArgs};
+use crate::connection::ClusterArgs;
 use crate::output::OutputArgs;
 
 /// Show your workloads and their replicas
@@ -57,7 +57,7 @@ fn text(v: &Value) -> Option<String> {
 }
 
 pub fn run(ctx: &Context, args: &Args) -> anyhow::Result<Outcome> {
-    let client = Client::new(ctx, &args.cluster)?;
+    let client = crate::connection::connect(ctx, &args.cluster)?;
     let ns = (!args.all_namespaces).then(|| client.namespace().to_owned());
     let workloads =
         client.list(api::kinds::lookup("workloads").expect("kind"), ns.as_deref(), None, false)?;

@@ -29,8 +29,8 @@ use tokio::time::Instant;
 
 use self::plan::{Action, Author, Key, Obj, Owner};
 use crate::Error;
-use crate::resource::{is_conflict, is_not_found};
 use crate::runtime::Shared;
+use client::resource::{is_conflict, is_not_found};
 
 /// The collector's settings.
 #[derive(Clone, Copy, Debug)]

@@ -22,7 +22,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use api::kinds::{LeaseSpec, NodeConditionType, NodeSpec, NodeStatus, ReplicaSpec};
+use api::kinds::{LeaseSpec, NODE_LEASE_NAMESPACE, NodeConditionType, NodeSpec, NodeStatus, ReplicaSpec};
 use api::meta::{Condition, ConditionStatus, Time};
 use chrono::Utc;
 use futures_util::stream;
@@ -37,11 +37,8 @@ use tokio_util::sync::CancellationToken;
 use self::bindings::Binding;
 use self::decide::{Heartbeat, decide};
 use crate::Error;
-use crate::resource::{Kube, api_in, is_conflict, is_not_found};
 use crate::runtime::{self, Shared, cache, cache_observed, fill_only, ready};
-
-/// The namespace of node heartbeat Leases (each named after its node).
-pub const LEASE_NAMESPACE: &str = "univrs-node-lease";
+use client::resource::{Kube, api_in, is_conflict, is_not_found};
 
 /// The node lifecycle controller's settings.
 #[derive(Clone, Copy, Debug)]
@@ -94,7 +91,8 @@ pub async fn run(shared: Shared, config: Config) {
         })
     };
     let node_of_lease = |lease: Kube<LeaseSpec>| {
-        (lease.namespace() == Some(LEASE_NAMESPACE)).then(|| ObjectRef::<Kube<NodeSpec>>::new(lease.name()))
+        (lease.namespace() == Some(NODE_LEASE_NAMESPACE))
+            .then(|| ObjectRef::<Kube<NodeSpec>>::new(lease.name()))
     };
     let queue = stream::select_all([
         Box::pin(trigger_self(node_changes, ())) as runtime::Queue<Kube<NodeSpec>>,
@@ -207,7 +205,7 @@ async fn reconcile(node: Arc<Kube<NodeSpec>>, ctx: Arc<Ctx>) -> Result<Action, E
     ready(&ctx.leases, "leases").await?;
     ready(&ctx.replicas, "replicas").await?;
     let now = Utc::now();
-    let lease = ctx.leases.get(&ObjectRef::new(node.name()).within(LEASE_NAMESPACE));
+    let lease = ctx.leases.get(&ObjectRef::new(node.name()).within(NODE_LEASE_NAMESPACE));
     let heartbeat = lease.as_ref().and_then(|l| {
         Some(Heartbeat {
             renewed: l.spec.renew_time?.0,
@@ -227,9 +225,11 @@ async fn reconcile(node: Arc<Kube<NodeSpec>>, ctx: Arc<Ctx>) -> Result<Action, E
     if current.is_none_or(|c| c.status != wanted || c.reason.as_deref() != Some(d.why.reason())) {
         let message = match d.why {
             decide::Why::Heartbeat => "the node's lease is renewed in time".to_owned(),
-            decide::Why::LeaseLapsed => format!("the node's lease {LEASE_NAMESPACE}/{} lapsed", node.name()),
+            decide::Why::LeaseLapsed => {
+                format!("the node's lease {NODE_LEASE_NAMESPACE}/{} lapsed", node.name())
+            }
             decide::Why::NoLease => {
-                format!("the node never renewed its lease {LEASE_NAMESPACE}/{}", node.name())
+                format!("the node never renewed its lease {NODE_LEASE_NAMESPACE}/{}", node.name())
             }
         };
         let mut conditions: Vec<Condition<NodeConditionType>> =

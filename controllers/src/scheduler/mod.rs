@@ -39,8 +39,8 @@ use self::core::{Amount, Constraints, Policy, Weights};
 use self::snapshot::{Ask, Assumed, Placed, Topology, Usage};
 use crate::Error;
 use crate::members::{self, Members};
-use crate::resource::{Kube, api_in, is_conflict};
 use crate::runtime::{self, Shared, cache, cache_observed, fill_only, ready};
+use client::resource::{Kube, api_in, is_conflict};
 
 /// The scheduler's settings.
 #[derive(Clone, Copy, Debug)]
@@ -383,7 +383,7 @@ async fn patch_status(ctx: &Ctx, replica: &Kube<ReplicaSpec>, patch: &Value) -> 
     let api = api_in::<ReplicaSpec>(&ctx.shared.client, replica.namespace().unwrap_or("default"));
     match api.patch_status(replica.name(), &PatchParams::default(), &Patch::Merge(patch)).await {
         Ok(_) => Ok(()),
-        Err(e) if crate::resource::is_not_found(&e) => Ok(()),
+        Err(e) if client::is_not_found(&e) => Ok(()),
         Err(e) => Err(e.into()),
     }
 }

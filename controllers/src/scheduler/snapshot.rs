@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 use super::core::{
     Amount, Attesters, Candidate, Constraints, Offer, Policy, Request, Unschedulable, Weights,
 };
-use crate::resource::Kube;
+use client::resource::Kube;
 
 /// Whether a node's condition Ready is True.
 pub fn is_ready(node: &Kube<NodeSpec>) -> bool {

@@ -19,8 +19,8 @@ use serde_json::json;
 
 use self::plan::{Have, TEMPLATE_LABEL, WORKLOAD_LABEL};
 use crate::Error;
-use crate::resource::{Kube, api_in, is_conflict, is_not_found};
 use crate::runtime::{self, Shared, cache, ready};
+use client::resource::{Kube, api_in, is_conflict, is_not_found};
 
 /// The workload controller's settings.
 #[derive(Clone, Copy, Debug)]

@@ -1,4 +1,4 @@
-//! The univrs kinds as kube-rs resources.
+//! The univrs kinds as kube-rs resources: one typed API for every client.
 //!
 //! kube-rs needs `kube::Resource`, whose metadata is k8s-openapi's `ObjectMeta`; `api::Object<S>`
 //! carries univrs' own `ObjectMeta` (the same fields, our types). `Kube<S>` is the typed view the

@@ -1,0 +1,85 @@
+//! Bearer tokens from a kubeconfig's credential: a token as written, or one a client-go exec
+//! plugin (`ui token --exec-credential`) mints. Minted tokens are kept until shortly before
+//! they expire, and minted again at once when a server refuses one (401: a clock that
+//! jumped, a key the server no longer trusts).
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::kubeconfig::Credential;
+
+/// Why no token could be had.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Error(pub String);
+
+/// Tokens kept no longer than this when the plugin says no expiry.
+const DEFAULT_LIFETIME: Duration = Duration::from_secs(60);
+/// A token is minted again this long before it expires.
+const MARGIN: Duration = Duration::from_secs(30);
+
+/// The tokens of one credential.
+#[derive(Debug)]
+pub struct Tokens {
+    credential: Credential,
+    /// For messages: the kubeconfig the credential came from.
+    source: String,
+    cached: Mutex<Option<(String, Instant)>>,
+}
+
+impl Tokens {
+    /// The tokens of `credential` (from the kubeconfig `source`).
+    pub fn new(credential: Credential, source: impl Into<String>) -> Self {
+        Self { credential, source: source.into(), cached: Mutex::default() }
+    }
+
+    /// A bearer token (`None`: no credentials), minted again when `fresh` or when the kept one
+    /// is about to expire. Runs the exec plugin, which may prompt on the terminal (as
+    /// client-go lets it): call from a blocking context.
+    pub fn bearer(&self, fresh: bool) -> Result<Option<String>, Error> {
+        let (command, args, env) = match &self.credential {
+            Credential::None => return Ok(None),
+            Credential::Token(t) => return Ok(Some(t.clone())),
+            Credential::Exec { command, args, env } => (command, args, env),
+        };
+        let mut cached = self.cached.lock().expect("token cache lock");
+        if !fresh
+            && let Some((token, until)) = cached.as_ref()
+            && Instant::now() < *until
+        {
+            return Ok(Some(token.clone()));
+        }
+        let out = std::process::Command::new(command)
+            .args(args)
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .stdin(std::process::Stdio::inherit())
+            .stderr(std::process::Stdio::inherit())
+            .output()
+            .map_err(|e| {
+                Error(format!("kubeconfig {}: cannot run the credential plugin {command}: {e}", self.source))
+            })?;
+        if !out.status.success() {
+            return Err(Error(format!(
+                "the credential plugin {command} failed ({}); see its message above",
+                out.status
+            )));
+        }
+        let credential: Value = serde_json::from_slice(&out.stdout)
+            .map_err(|_| Error(format!("the credential plugin {command} printed no ExecCredential")))?;
+        let token = credential
+            .pointer("/status/token")
+            .and_then(Value::as_str)
+            .ok_or_else(|| Error(format!("the credential plugin {command} printed no status.token")))?
+            .to_owned();
+        let lifetime = credential
+            .pointer("/status/expirationTimestamp")
+            .and_then(Value::as_str)
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+            .and_then(|t| (t.with_timezone(&chrono::Utc) - chrono::Utc::now()).to_std().ok())
+            .map_or(DEFAULT_LIFETIME, |d| d.saturating_sub(MARGIN));
+        *cached = Some((token.clone(), Instant::now() + lifetime));
+        Ok(Some(token))
+    }
+}
