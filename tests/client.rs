@@ -246,11 +246,72 @@ fn a_refused_token_is_minted_again_once_and_the_request_goes_through() {
     let kubeconfig = std::fs::read_to_string(&server.kubeconfig).unwrap();
     let start = kubeconfig.find("      command: ").unwrap();
     let end = start + kubeconfig[start..].find('\n').unwrap();
-    let patched = format!("{}      command: {}{}", &kubeconfig[..start], script.display(), &kubeconfig[end..]);
+    let patched =
+        format!("{}      command: {}{}", &kubeconfig[..start], script.display(), &kubeconfig[end..]);
     let patched = patched.replace("args: [\"token\"", "args: [\"unused\"");
     let path = write(&u.path("refreshing.kubeconfig"), &patched);
     let out = u.run(&["get", "workloads", "--kubeconfig", &path]).ok();
     assert!(out.stdout.is_empty() || out.stdout.contains("NAME"), "{}", out.stdout);
-    assert_eq!(std::fs::read_to_string(&calls).unwrap().lines().count(), 2, "the plugin ran once more after the 401");
+    assert_eq!(
+        std::fs::read_to_string(&calls).unwrap().lines().count(),
+        2,
+        "the plugin ran once more after the 401"
+    );
+    server.stop();
+}
+
+#[test]
+fn get_takes_several_kinds_and_all_and_status_shows_your_own_workloads() {
+    let u = User::new();
+    let server = Server::start(&u, &u.path("data"));
+    let dir = u.path("m");
+    std::fs::create_dir(&dir).unwrap();
+    write(&dir.join("w.yaml"), &workload("mine", "default", 1));
+    write(
+        &dir.join("tp.yaml"),
+        "apiVersion: univrs.io/v1\nkind: TrustPolicy\nmetadata:\n  name: mine-policy\nspec:\n  allowedJurisdictions: [DE]\n",
+    );
+    ui(&u, &server, &["apply", "-f", dir.to_str().unwrap()]).ok();
+    // Someone else's workload, in the same namespace.
+    let stranger = ed25519_dalek::SigningKey::from_bytes(&[9; 32]);
+    let mut theirs: serde_json::Value =
+        api::manifest::parse_documents(&workload("theirs", "default", 1)).unwrap().remove(0);
+    api::signing::sign(&mut theirs, &stranger, chrono::Utc::now()).unwrap();
+    let token = api::token::mint(&stranger, &server.audience, chrono::Utc::now().timestamp(), 300);
+    let url = format!("{}/apis/univrs.io/v1/namespaces/default/workloads", server.url);
+    let (code, body) = support::send(
+        &server.agent(),
+        "POST",
+        &url,
+        &format!("Bearer {token}"),
+        "application/json",
+        theirs.to_string().into_bytes(),
+    );
+    assert_eq!(code, 201, "{body}");
+
+    let both = ui(&u, &server, &["get", "wl,tp"]).ok().stdout;
+    for want in ["workload.univrs.io/mine", "workload.univrs.io/theirs", "trustpolicy.univrs.io/mine-policy"]
+    {
+        assert!(both.contains(want), "{want} not in:\n{both}");
+    }
+    let all = ui(&u, &server, &["get", "all"]).ok().stdout;
+    assert!(all.contains("workload.univrs.io/mine") && !all.contains("trustpolicy"), "{all}");
+    let listed = ui(&u, &server, &["get", "workloads,trustpolicies", "-o", "json"]).ok().json();
+    let kinds: Vec<&str> =
+        listed["items"].as_array().unwrap().iter().map(|i| i["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["Workload", "Workload", "TrustPolicy"], "{listed}");
+    ui(&u, &server, &["get", "wl,tp", "mine"]).fails_with(&["names cannot be given with several kinds"]);
+
+    let status = ui(&u, &server, &["status"]).ok().stdout;
+    assert!(status.contains("mine:") && !status.contains("theirs"), "{status}");
+    let everyone = ui(&u, &server, &["status", "-A"]).ok().stdout;
+    assert!(everyone.contains("default/mine:") && everyone.contains("default/theirs:"), "{everyone}");
+    let scaled = ui(&u, &server, &["scale", "workload", "mine", "3", "-o", "json"]).ok().json();
+    assert_eq!(
+        scaled,
+        serde_json::json!({ "namespace": "default", "name": "mine", "replicas": 3, "changed": true })
+    );
+    let again = ui(&u, &server, &["scale", "workload", "mine", "3", "-o", "json"]).ok().json();
+    assert_eq!(again["changed"], false);
     server.stop();
 }

@@ -1,6 +1,6 @@
 //! The client for commands that are not async (`ui get`, `ui apply`, …): the same
 //! kubeconfig, credentials and failover as the async client ([`crate::failover`]), driven by
-//! a runtime of its own. Objects are JSON (`serde_json::Value`), errors are the server's
+//! a runtime of its own (one worker thread). Objects are JSON (`serde_json::Value`), errors are the server's
 //! `Status` as kubectl prints it. Not for use inside an async runtime.
 
 use std::io::{BufRead, BufReader, Read};
@@ -136,7 +136,11 @@ impl Client {
     /// A client of the cluster `kubeconfig` names (its servers, CA, credential), in
     /// `namespace` (else the context's, else `default`).
     pub fn new(kubeconfig: &Kubeconfig, namespace: Option<String>) -> Result<Self, ClientError> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
+        // One worker drives the connections, so several threads may wait on streams at once
+        // (`ui logs -f` of several replicas) and each is served as its data comes.
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("ui-client")
             .enable_all()
             .build()
             .map_err(|e| ClientError::Other(format!("cannot start the client's runtime: {e}")))?;

@@ -30,12 +30,14 @@ pub enum Format {
 /// Show objects: a table by default, or YAML, JSON or names
 ///
 /// KIND is a kind as kubectl names it: plural (workloads), singular (workload), short name
-/// (wl) or the kind itself (Workload). Without NAME, lists the objects of the namespace (or,
-/// with -A, of all namespaces). With -w, keeps printing each change after the first output,
-/// until interrupted.
+/// (wl) or the kind itself (Workload); several, comma-separated (`wl,tp`); or `all` (workloads
+/// and replicas, as kubectl's `all` is pods and their controllers). Without NAME, lists the
+/// objects of the namespace (or, with -A, of all namespaces). With -w, keeps printing each
+/// change after the first output, until interrupted.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The kind: plural, singular or short name (`workloads`, `workload`, `wl`)
+    /// The kind: plural, singular or short name (`workloads`, `workload`, `wl`); several,
+    /// comma-separated (`wl,tp`); or `all`
     kind: String,
     /// Names of objects to show [default: all]
     names: Vec<String>,
@@ -55,9 +57,34 @@ pub struct Args {
     cluster: ClusterArgs,
 }
 
+/// The kinds `ui get` is asked for: one, several (`wl,tp`) or `all`, each once, in order.
+fn kinds_named(arg: &str) -> anyhow::Result<Vec<&'static KindInfo>> {
+    let mut out: Vec<&'static KindInfo> = Vec::new();
+    for name in arg.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        let named: Vec<&'static KindInfo> = if name == "all" {
+            ["Workload", "Replica"].iter().filter_map(|k| api::kinds::by_kind(k)).collect()
+        } else {
+            vec![kind_named(name)?]
+        };
+        for k in named {
+            if !out.iter().any(|o| o.kind == k.kind) {
+                out.push(k);
+            }
+        }
+    }
+    if out.is_empty() {
+        bail!("no kind given: name one (`ui get workloads`), several (`wl,tp`) or `all`");
+    }
+    Ok(out)
+}
+
 pub fn run(ctx: &Context, args: &Args) -> anyhow::Result<Outcome> {
-    let kind = kind_named(&args.kind)?;
+    let kinds = kinds_named(&args.kind)?;
     let client = crate::connection::connect(ctx, &args.cluster)?;
+    if kinds.len() > 1 {
+        return get_several(&client, &kinds, args);
+    }
+    let kind = kinds[0];
     if args.all_namespaces && !args.names.is_empty() {
         bail!("a name cannot be given with -A: objects are named within a namespace (use -n NAMESPACE)");
     }
@@ -110,6 +137,56 @@ pub fn run(ctx: &Context, args: &Args) -> anyhow::Result<Outcome> {
         watch(&client, kind, ns.as_deref(), args, rv, &mut printer)?;
     }
     Ok(if failed { Outcome::Failure } else { Outcome::Success })
+}
+
+/// `ui get` of several kinds: each kind's list in turn (tables one after another, names as
+/// `kind.group/name`), or one List of them all for JSON and YAML.
+fn get_several(client: &Client, kinds: &[&'static KindInfo], args: &Args) -> anyhow::Result<Outcome> {
+    if !args.names.is_empty() {
+        bail!(
+            "names cannot be given with several kinds: ask for one kind (`ui get {} NAME`)",
+            kinds[0].singular
+        );
+    }
+    if args.watch {
+        bail!("-w watches one kind: run `ui get KIND -w` for each");
+    }
+    let tabular = matches!(args.output, Format::Table | Format::Wide);
+    let mut all = Vec::new();
+    let mut printed = 0;
+    for kind in kinds {
+        let show_ns = args.all_namespaces && kind.scope == Scope::Namespaced;
+        let ns = match kind.scope {
+            Scope::Namespaced if !args.all_namespaces => Some(client.namespace().to_owned()),
+            _ => None,
+        };
+        let list = client.list(kind, ns.as_deref(), args.selector.as_deref(), tabular)?;
+        if !tabular {
+            all.extend(table::items(&list).into_iter().cloned());
+            continue;
+        }
+        let mut t = Table::of(&list, args.output == Format::Wide, show_ns, Utc::now());
+        if t.rows.is_empty() {
+            continue;
+        }
+        // As kubectl: with several kinds, each name says its kind.
+        if let Some(i) = t.headers.iter().position(|h| h == "NAME") {
+            for row in &mut t.rows {
+                row[i] = objects::reference(kind, &row[i]);
+            }
+        }
+        if printed > 0 {
+            println!();
+        }
+        print!("{}", t.render());
+        printed += 1;
+    }
+    match args.output {
+        Format::Table | Format::Wide if printed == 0 => eprintln!("No resources found"),
+        Format::Table | Format::Wide => {}
+        _ => Printer::new(args.output, false).first(&list_of(all), false).map(drop)?,
+    }
+    Ok(Outcome::Success)
 }
 
 /// Several answers by name as one: the rows of several Tables, or a List of objects.

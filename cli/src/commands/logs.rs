@@ -7,6 +7,7 @@ use serde_json::Value;
 
 use super::{Context, Outcome};
 use crate::connection::ClusterArgs;
+use crate::output::{Format, OutputArgs};
 
 /// Print the output of a replica, or of every replica of a workload
 ///
@@ -25,6 +26,9 @@ pub struct Args {
     tail: Option<usize>,
     #[command(flatten)]
     cluster: ClusterArgs,
+    /// Output format: text as it comes, or one JSON object per line (`{"replica", "line"}`)
+    #[command(flatten)]
+    output: OutputArgs,
 }
 
 fn kind(name: &str) -> &'static api::KindInfo {
@@ -78,15 +82,16 @@ pub fn run(ctx: &Context, args: &Args) -> anyhow::Result<Outcome> {
     if !args.follow || !prefix {
         for r in &replicas {
             let stream = open(r)?;
-            copy(stream, prefix.then_some(r.as_str()))?;
+            copy(stream, r, prefix, args.output.format)?;
         }
         return Ok(Outcome::Success);
     }
     // Following several replicas: one reader each, lines interleaved as they come.
+    let format = args.output.format;
     let streams = replicas.iter().map(|r| Ok((r.clone(), open(r)?))).collect::<anyhow::Result<Vec<_>>>()?;
     std::thread::scope(|s| {
         let handles: Vec<_> =
-            streams.into_iter().map(|(r, stream)| s.spawn(move || copy(stream, Some(&r)))).collect();
+            streams.into_iter().map(|(r, stream)| s.spawn(move || copy(stream, &r, true, format))).collect();
         for h in handles {
             h.join().map_err(|_| anyhow::anyhow!("a log reader panicked"))??;
         }
@@ -95,8 +100,9 @@ pub fn run(ctx: &Context, args: &Args) -> anyhow::Result<Outcome> {
     Ok(Outcome::Success)
 }
 
-/// Copies `stream` to stdout, line by line, prefixed with `[prefix] ` if given.
-fn copy(stream: Box<dyn Read + Send>, prefix: Option<&str>) -> anyhow::Result<()> {
+/// Copies `stream` (the output of `replica`) to stdout line by line: as it is, prefixed
+/// with `[replica] ` when `prefix`, or as one JSON (or YAML) object per line.
+fn copy(stream: Box<dyn Read + Send>, replica: &str, prefix: bool, format: Format) -> anyhow::Result<()> {
     let mut reader = BufReader::new(stream);
     let mut line = Vec::new();
     loop {
@@ -105,10 +111,23 @@ fn copy(stream: Box<dyn Read + Send>, prefix: Option<&str>) -> anyhow::Result<()
             return Ok(());
         }
         let mut out = std::io::stdout().lock();
-        if let Some(p) = prefix {
-            write!(out, "[{p}] ")?;
+        match format {
+            Format::Text => {
+                if prefix {
+                    write!(out, "[{replica}] ")?;
+                }
+                out.write_all(&line)?;
+            }
+            Format::Json | Format::Yaml => {
+                let text = String::from_utf8_lossy(&line);
+                let entry =
+                    serde_json::json!({ "replica": replica, "line": text.trim_end_matches(['\n', '\r']) });
+                match format {
+                    Format::Json => writeln!(out, "{entry}")?,
+                    _ => write!(out, "---\n{}", serde_saphyr::to_string(&entry)?)?,
+                }
+            }
         }
-        out.write_all(&line)?;
         out.flush()?;
     }
 }

@@ -1,16 +1,14 @@
 //! `ui scale workload NAME N`: change how many replicas a workload runs.
 
-use anyhow::bail;
+use anyhow::{Context as _, bail};
 use chrono::Utc;
 use serde_json::Value;
 
 use super::{Context, Outcome};
 use crate::connection::ClusterArgs;
 use crate::keystore;
+use crate::output::OutputArgs;
 use crate::passphrase::{PassphraseArgs, Purpose};
-
-/// How often a write that lost a race (409 Conflict) is retried after reading again.
-const ATTEMPTS: usize = 5;
 
 /// Set the number of replicas of a workload
 ///
@@ -33,6 +31,17 @@ pub struct Args {
     cluster: ClusterArgs,
     #[command(flatten)]
     passphrase: PassphraseArgs,
+    #[command(flatten)]
+    output: OutputArgs,
+}
+
+/// What `ui scale` did, for `-o json`.
+#[derive(Debug, serde::Serialize)]
+struct Scaled<'a> {
+    namespace: &'a str,
+    name: &'a str,
+    replicas: i32,
+    changed: bool,
 }
 
 pub fn run(ctx: &Context, args: &Args) -> anyhow::Result<Outcome> {
@@ -44,11 +53,13 @@ pub fn run(ctx: &Context, args: &Args) -> anyhow::Result<Outcome> {
     let ns = client.namespace().to_owned();
     let me = keystore::load_public(&ctx.dirs)?.did;
     let mut key = None;
-    for _ in 0..ATTEMPTS {
-        let mut obj = client.get(kind, Some(&ns), &args.name)?;
+    // Read, check, sign again and write, read again when someone else wrote meanwhile (the
+    // workload controller writes its status all the time): the client's one conflict retry.
+    let written = client.modify(kind, Some(&ns), &args.name, |current| -> anyhow::Result<Option<Value>> {
+        let Some(current) = current else { bail!("workload {} not found in namespace {ns}", args.name) };
         // What is signed again must be what its owner signed: never put your signature on a
         // workload someone else wrote, or on a stored object that does not verify.
-        let signer = obj.pointer("/metadata/annotations").and_then(|a| a.get(api::signing::SIGNER));
+        let signer = current.pointer("/metadata/annotations").and_then(|a| a.get(api::signing::SIGNER));
         if signer.and_then(|s| s.as_str()) != Some(me.as_str()) {
             bail!(
                 "workload {} is signed by {}, not by you ({me}): only its owner can scale it",
@@ -56,16 +67,16 @@ pub fn run(ctx: &Context, args: &Args) -> anyhow::Result<Outcome> {
                 signer.and_then(|s| s.as_str()).unwrap_or("nobody")
             );
         }
-        api::signing::verify(&obj).map_err(|e| {
+        api::signing::verify(current).map_err(|e| {
             anyhow::anyhow!(
                 "workload {} as stored does not verify ({e}): refusing to sign it; apply your own manifest instead",
                 args.name
             )
         })?;
-        if obj["spec"]["replicas"].as_i64() == Some(i64::from(args.replicas)) {
-            println!("workload.univrs.io/{} unchanged ({} replicas)", args.name, args.replicas);
-            return Ok(Outcome::Success);
+        if current["spec"]["replicas"].as_i64() == Some(i64::from(args.replicas)) {
+            return Ok(None);
         }
+        let mut obj = current.clone();
         obj["spec"]["replicas"] = Value::from(args.replicas);
         let signing_key = match &key {
             Some(k) => k,
@@ -77,20 +88,15 @@ pub fn run(ctx: &Context, args: &Args) -> anyhow::Result<Outcome> {
         };
         api::signing::sign(&mut obj, signing_key, Utc::now())
             .map_err(|e| anyhow::anyhow!("cannot sign workload {}: {e}", args.name))?;
-        match client.update(kind, Some(&ns), &args.name, &obj, false) {
-            Ok(_) => {
-                println!("workload.univrs.io/{} scaled to {} replicas", args.name, args.replicas);
-                return Ok(Outcome::Success);
-            }
-            // Written by someone else between our read and our write: read it again.
-            Err(e) if e.code() == Some(409) => continue,
-            Err(e) => {
-                return Err(anyhow::Error::new(e).context(format!("cannot scale workload {}", args.name)));
-            }
+        Ok(Some(obj))
+    });
+    let changed = written.with_context(|| format!("cannot scale workload {}", args.name))?.is_some();
+    let report = Scaled { namespace: &ns, name: &args.name, replicas: args.replicas, changed };
+    if !args.output.print_structured(&report)? {
+        match changed {
+            true => println!("workload.univrs.io/{} scaled to {} replicas", args.name, args.replicas),
+            false => println!("workload.univrs.io/{} unchanged ({} replicas)", args.name, args.replicas),
         }
     }
-    bail!(
-        "cannot scale workload {}: it kept changing while scaling it ({ATTEMPTS} attempts); run ui scale again",
-        args.name
-    )
+    Ok(Outcome::Success)
 }

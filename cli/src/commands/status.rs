@@ -9,14 +9,15 @@ use crate::output::OutputArgs;
 
 /// Show your workloads and their replicas
 ///
-/// For each workload in the namespace (or all with -A): replicas wanted, existing and running,
+/// For each of your workloads (those signed by your identity) in the namespace, or every
+/// workload of everyone in every namespace with -A: replicas wanted, existing and running,
 /// and each replica with its phase, its node, and, for a pending one, why it is pending (from
 /// the replica's status, e.g. what the scheduler found: "0/5 nodes available: 3 nodes:
 /// jurisdiction not allowed; 2 nodes: operator denied").
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Every namespace
-    #[arg(short = 'A', long)]
+    /// Every workload, of everyone, in every namespace
+    #[arg(short = 'A', long = "all")]
     all_namespaces: bool,
     #[command(flatten)]
     cluster: ClusterArgs,
@@ -62,8 +63,20 @@ pub fn run(ctx: &Context, args: &Args) -> anyhow::Result<Outcome> {
     let workloads =
         client.list(api::kinds::lookup("workloads").expect("kind"), ns.as_deref(), None, false)?;
     let replicas = client.list(api::kinds::lookup("replicas").expect("kind"), ns.as_deref(), None, false)?;
+    // Yours (signed by your identity) unless -A; without an identity, everyone's.
+    let me =
+        if args.all_namespaces { None } else { crate::keystore::load_public(&ctx.dirs).ok().map(|p| p.did) };
+    let mine = |w: &Value| match &me {
+        None => true,
+        Some(me) => {
+            w.pointer("/metadata/annotations")
+                .and_then(|a| a.get(api::signing::SIGNER))
+                .and_then(Value::as_str)
+                == Some(me.as_str())
+        }
+    };
     let mut report = Vec::new();
-    for w in items(&workloads) {
+    for w in items(&workloads).iter().filter(|w| mine(w)) {
         let uid = &w["metadata"]["uid"];
         let wns = text(&w["metadata"]["namespace"]).unwrap_or_else(|| "default".into());
         let mut owned: Vec<ReplicaReport> = items(&replicas)
@@ -96,7 +109,9 @@ pub fn run(ctx: &Context, args: &Args) -> anyhow::Result<Outcome> {
         return Ok(Outcome::Success);
     }
     if report.is_empty() {
-        println!("No workloads{}.", ns.map(|n| format!(" in namespace {n}")).unwrap_or_default());
+        let whose = if me.is_some() { "No workloads of yours" } else { "No workloads" };
+        let hint = if me.is_some() { " (-A shows everyone's)" } else { "" };
+        println!("{whose}{}{hint}.", ns.map(|n| format!(" in namespace {n}")).unwrap_or_default());
     }
     for w in &report {
         let prefix = if args.all_namespaces { format!("{}/", w.namespace) } else { String::new() };
