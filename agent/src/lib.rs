@@ -16,6 +16,7 @@ pub mod logs;
 pub mod node;
 pub mod oci;
 pub mod run;
+pub mod setup;
 pub mod shim;
 
 use std::collections::BTreeSet;

@@ -463,15 +463,14 @@ pub fn run(ctx: &Context, args: &Args, up: Option<&super::node::LocalNodeArgs>) 
         };
         let local_node = match up {
             Some(node_args) => {
-                let cluster = super::node::LocalCluster {
+                let cluster = agent::setup::LocalCluster {
                     server: &server,
                     ca_pem: ca_pem.as_deref(),
                     audience: &audience,
                     operator: &member,
                     member_kubeconfig: &data_dir.join("member.kubeconfig"),
-                    user_config: ctx.dirs.root(),
                 };
-                super::node::start_local(&data_dir, cluster, node_args, stopping.clone()).await?
+                super::node::start_local(&data_dir, cluster, ctx.dirs.root(), node_args, stopping.clone()).await?
             }
             None => None,
         };

@@ -8,17 +8,17 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use agent::setup::{self, LocalCluster, NodeDir, NodeKey};
 use anyhow::{Context as _, bail};
 use api::identity::{Did, PeerId};
 use api::kinds::lookup;
 use chrono::Utc;
-use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::{Context, Outcome};
-use crate::connection::{Client, ClusterArgs};
+use crate::connection::ClusterArgs;
 use crate::fsutil::{self, PRIVATE_FILE};
 use crate::keystore::{self, Identity, Protection};
 use crate::output::OutputArgs;
@@ -59,117 +59,43 @@ impl NodeDirArgs {
     }
 }
 
-/// `node.json`.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct NodeFile {
-    /// The Node's name.
-    pub name: String,
-    /// Where the agent serves replica output to the control plane.
-    pub listen: SocketAddr,
+/// Makes (or renames) the node directory at `path`, with a new identity when it has none.
+fn create(path: &Path, name: &str, listen: SocketAddr) -> anyhow::Result<NodeDir> {
+    fsutil::create_private_dir(path)?;
+    let dirs = ConfigDirs::resolve(Some(path.to_owned()))?;
+    if !keystore::exists(&dirs) {
+        keystore::store(&dirs, &Identity::generate(), &Protection::None, false)?;
+    }
+    NodeDir::new(path, name, listen, |file, bytes| fsutil::write_atomic(file, bytes, PRIVATE_FILE))
 }
 
-/// A node directory.
-#[derive(Debug)]
-pub struct NodeDir {
-    /// Its path.
-    pub path: PathBuf,
-    /// `node.json`.
-    pub file: NodeFile,
+/// The node's identity (stored in the clear).
+fn identity(node: &NodeDir) -> anyhow::Result<Identity> {
+    let dirs = ConfigDirs::resolve(Some(node.path.clone()))?;
+    keystore::load(&dirs, || bail!("the node's key is encrypted; node keys are kept in the clear"))
 }
 
-impl NodeDir {
-    /// The node directory at `path`, made by `ui node init`.
-    pub fn open(path: &Path) -> anyhow::Result<Self> {
-        let json = path.join("node.json");
-        let bytes = fsutil::read_limited(&json, 64 * 1024).map_err(|e| {
-            anyhow::anyhow!("{e:#}: no node here; make one with `ui node init --node-dir {}`", path.display())
-        })?;
-        let file =
-            serde_json::from_slice(&bytes).with_context(|| format!("{} is corrupt", json.display()))?;
-        Ok(Self { path: path.to_owned(), file })
-    }
-
-    /// Makes a node directory with a new identity.
-    pub fn create(path: &Path, name: &str, listen: SocketAddr) -> anyhow::Result<Self> {
-        api::validation::check_dns1123_subdomain(name)
-            .map_err(|e| anyhow::anyhow!("node name {name:?}: {e}"))?;
-        fsutil::create_private_dir(path)?;
-        let dirs = ConfigDirs::resolve(Some(path.to_owned()))?;
-        if !keystore::exists(&dirs) {
-            keystore::store(&dirs, &Identity::generate(), &Protection::None, false)?;
-        }
-        let file = NodeFile { name: name.to_owned(), listen };
-        fsutil::write_atomic(&path.join("node.json"), &serde_json::to_vec_pretty(&file)?, PRIVATE_FILE)?;
-        Ok(Self { path: path.to_owned(), file })
-    }
-
-    /// The node's identity (stored in the clear).
-    pub fn identity(&self) -> anyhow::Result<Identity> {
-        let dirs = ConfigDirs::resolve(Some(self.path.clone()))?;
-        keystore::load(&dirs, || bail!("the node's key is encrypted; node keys are kept in the clear"))
-    }
-
-    /// The kubeconfig the agent uses (written by `register`).
-    pub fn kubeconfig(&self) -> PathBuf {
-        self.path.join("kubeconfig")
-    }
-
-    /// Writes the node's kubeconfig: `server` (and every other member, for failover) with
-    /// `ca`, tokens minted with the node's key.
-    pub fn write_kubeconfig(
-        &self,
-        server: &str,
-        others: &[String],
-        ca: Option<&str>,
-        audience: &str,
-    ) -> anyhow::Result<()> {
-        let env = [("UNIVRS_CONFIG_DIR", self.path.display().to_string())];
-        let text = crate::kubeconfig::render(server, others, ca, audience, &[], &env);
-        fsutil::write_atomic(&self.kubeconfig(), text.as_bytes(), PRIVATE_FILE)
-    }
-
-    /// The Node object (unsigned) for this node, run by `operator`, with `capacity`.
-    pub fn node_object(&self, operator: &Did, capacity: &Value) -> anyhow::Result<Value> {
-        let id = self.identity()?;
-        let key = id.signing_key().verifying_key();
-        Ok(json!({
-            "apiVersion": "univrs.io/v1", "kind": "Node",
-            "metadata": { "name": self.file.name },
-            "spec": {
-                "peerId": PeerId::from_key(&key).as_str(),
-                "operator": operator.as_str(),
-                "nodeKey": id.did().as_str(),
-                "addresses": [agent::log_multiaddr(self.file.listen)],
-                "ageRecipient": id.age_recipient().as_str(),
-                "capacity": capacity,
-            },
-        }))
-    }
-}
-
-/// This machine's CPUs and memory, as Kubernetes quantities.
-pub fn machine_capacity() -> Value {
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let mem_kib = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|m| {
-            m.lines()
-                .find_map(|l| l.strip_prefix("MemTotal:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        })
-        .unwrap_or(1024 * 1024);
-    json!({ "cpu": cpus.to_string(), "memory": format!("{}Mi", mem_kib / 1024), "storage": "10Gi" })
-}
-
-/// Resources from the flags, each missing one all of this machine's.
-fn resources_or_machine(cpu: Option<&str>, memory: Option<&str>, storage: &str) -> Value {
-    let machine = machine_capacity();
-    json!({
-        "cpu": cpu.map_or_else(|| machine["cpu"].clone(), |c| json!(c)),
-        "memory": memory.map_or_else(|| machine["memory"].clone(), |m| json!(m)),
-        "storage": storage,
+/// What the Node says of the node's key.
+fn node_key(node: &NodeDir) -> anyhow::Result<NodeKey> {
+    let id = identity(node)?;
+    Ok(NodeKey {
+        did: id.did(),
+        peer_id: PeerId::from_key(&id.signing_key().verifying_key()),
+        age_recipient: id.age_recipient().as_str().to_owned(),
     })
+}
+
+/// Writes the node's kubeconfig (tokens minted by this `ui` with the node's key).
+fn write_kubeconfig(
+    node: &NodeDir,
+    server: &str,
+    others: &[String],
+    ca: Option<&str>,
+    audience: &str,
+) -> anyhow::Result<()> {
+    let ui = std::env::current_exe().map_or_else(|_| "ui".to_owned(), |p| p.display().to_string());
+    let text = node.kubeconfig_text(&ui, server, others, ca, audience);
+    fsutil::write_atomic(&node.kubeconfig(), text.as_bytes(), PRIVATE_FILE)
 }
 
 /// Make this node's identity: an Ed25519 key (its did:key and libp2p PeerId) and an age key
@@ -200,8 +126,8 @@ fn init(ctx: &Context, args: &InitArgs) -> anyhow::Result<Outcome> {
     if path.join("node.json").exists() && !args.force {
         bail!("{} already holds a node; pass --force to rename it (its keys stay)", path.display());
     }
-    let node = NodeDir::create(&path, &args.name, args.listen)?;
-    let id = node.identity()?;
+    let node = create(&path, &args.name, args.listen)?;
+    let id = identity(&node)?;
     let shown = json!({
         "name": node.file.name,
         "did": id.did().as_str(),
@@ -263,38 +189,6 @@ pub struct OfferArgs {
     passphrase: PassphraseArgs,
 }
 
-/// The NodeOffer (unsigned) for node `name`.
-pub fn offer_object(
-    name: &str,
-    resources: &Value,
-    price: &Value,
-    jurisdiction: &str,
-    region: Option<&str>,
-    labels: &Value,
-) -> Value {
-    let mut offer = json!({
-        "apiVersion": "univrs.io/v1", "kind": "NodeOffer",
-        "metadata": { "name": name },
-        "spec": { "node": name, "resources": resources, "price": price, "jurisdiction": jurisdiction },
-    });
-    if let Some(r) = region {
-        offer["spec"]["region"] = json!(r);
-    }
-    if labels.as_object().is_some_and(|l| !l.is_empty()) {
-        offer["metadata"]["labels"] = labels.clone();
-    }
-    offer
-}
-
-fn check_object(obj: &Value, what: &str) -> anyhow::Result<()> {
-    let kind = lookup(obj["kind"].as_str().unwrap_or_default()).context("a known kind")?;
-    if let Err(errors) = (kind.check)(obj) {
-        let list: Vec<String> = errors.iter().map(ToString::to_string).collect();
-        bail!("{what} is not valid: {}", list.join("; "));
-    }
-    Ok(())
-}
-
 fn offer(ctx: &Context, args: &OfferArgs) -> anyhow::Result<Outcome> {
     let node = NodeDir::open(&args.dir.dir(ctx))?;
     let mut labels = serde_json::Map::new();
@@ -302,7 +196,7 @@ fn offer(ctx: &Context, args: &OfferArgs) -> anyhow::Result<Outcome> {
         let (k, v) = l.split_once('=').with_context(|| format!("--label {l:?}: expected KEY=VALUE"))?;
         labels.insert(k.to_owned(), json!(v));
     }
-    let resources = resources_or_machine(args.cpu.as_deref(), args.memory.as_deref(), &args.storage);
+    let resources = setup::resources_or_machine(args.cpu.as_deref(), args.memory.as_deref(), &args.storage);
     let number = |flag: &str, v: &str| -> anyhow::Result<Value> {
         let n: f64 = v.parse().map_err(|_| anyhow::anyhow!("--{flag} {v:?}: not a number of credits"))?;
         Ok(json!(n))
@@ -312,7 +206,7 @@ fn offer(ctx: &Context, args: &OfferArgs) -> anyhow::Result<Outcome> {
         "memory": number("price-memory", &args.price_memory)?,
         "storage": number("price-storage", &args.price_storage)?,
     });
-    let mut obj = offer_object(
+    let mut obj = setup::offer_object(
         &node.file.name,
         &resources,
         &price,
@@ -320,7 +214,7 @@ fn offer(ctx: &Context, args: &OfferArgs) -> anyhow::Result<Outcome> {
         args.region.as_deref(),
         &Value::Object(labels),
     );
-    check_object(&obj, "the offer")?;
+    setup::check(&obj, "the offer")?;
     let operator = keystore::load(&ctx.dirs, || args.passphrase.get(Purpose::Existing, "your identity"))?;
     api::signing::sign(&mut obj, operator.signing_key(), Utc::now()).map_err(|e| anyhow::anyhow!("{e}"))?;
     if args.print {
@@ -328,36 +222,9 @@ fn offer(ctx: &Context, args: &OfferArgs) -> anyhow::Result<Outcome> {
         return Ok(Outcome::Success);
     }
     let client = crate::connection::connect(ctx, &args.cluster)?;
-    let verb = create_or_replace(&client, &obj)?;
+    let verb = setup::apply_signed(&client, &obj)?;
     println!("nodeoffer.univrs.io/{} {verb}", node.file.name);
     Ok(Outcome::Success)
-}
-
-/// Creates `obj`, or replaces the stored one (keeping its resourceVersion as precondition).
-fn create_or_replace(client: &Client, obj: &Value) -> anyhow::Result<&'static str> {
-    let kind = lookup(obj["kind"].as_str().unwrap_or_default()).context("a known kind")?;
-    let name = obj["metadata"]["name"].as_str().unwrap_or_default();
-    match client.create(kind, None, obj, false) {
-        Ok(_) => return Ok("created"),
-        Err(e) if e.code() == Some(409) => {}
-        Err(e) => {
-            return Err(anyhow::Error::new(e).context(format!("cannot create {} {name}", kind.singular)));
-        }
-    }
-    // The agent and the controllers write the status meanwhile: a conflict is read again.
-    for attempt in 1.. {
-        let current = client.get(kind, None, name)?;
-        let mut obj = obj.clone();
-        obj["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"].clone();
-        match client.update(kind, None, name, &obj, false) {
-            Ok(_) => break,
-            Err(e) if e.code() == Some(409) && attempt < 10 => continue,
-            Err(e) => {
-                return Err(anyhow::Error::new(e).context(format!("cannot update {} {name}", kind.singular)));
-            }
-        }
-    }
-    Ok("configured")
 }
 
 /// Register this node: the Node, signed by you (its operator), written with the node's key
@@ -387,15 +254,15 @@ pub struct RegisterArgs {
 fn register(ctx: &Context, args: &RegisterArgs) -> anyhow::Result<Outcome> {
     let node = NodeDir::open(&args.dir.dir(ctx))?;
     let cluster = crate::connection::cluster_of(ctx, &args.cluster)?;
-    node.write_kubeconfig(&cluster.server, &cluster.others, cluster.ca_pem.as_deref(), &cluster.audience)?;
-    let capacity = resources_or_machine(args.cpu.as_deref(), args.memory.as_deref(), &args.storage);
+    write_kubeconfig(&node, &cluster.server, &cluster.others, cluster.ca_pem.as_deref(), &cluster.audience)?;
+    let capacity = setup::resources_or_machine(args.cpu.as_deref(), args.memory.as_deref(), &args.storage);
     let operator = keystore::load(&ctx.dirs, || args.passphrase.get(Purpose::Existing, "your identity"))?;
-    let mut obj = node.node_object(&operator.did(), &capacity)?;
-    check_object(&obj, "the node")?;
+    let mut obj = node.node_object(&operator.did(), &node_key(&node)?, &capacity);
+    setup::check(&obj, "the node")?;
     api::signing::sign(&mut obj, operator.signing_key(), Utc::now()).map_err(|e| anyhow::anyhow!("{e}"))?;
     let as_node = ClusterArgs::for_kubeconfig(node.kubeconfig());
     let client = crate::connection::connect(ctx, &as_node)?;
-    let verb = create_or_replace(&client, &obj)?;
+    let verb = setup::apply_signed(&client, &obj)?;
     println!("node.univrs.io/{} {verb}", node.file.name);
     println!("kubeconfig of the node: {}", node.kubeconfig().display());
     Ok(Outcome::Success)
@@ -499,7 +366,7 @@ fn run_agent(ctx: &Context, args: &RunArgs) -> anyhow::Result<Outcome> {
     let config = agent_config(&node, runtime, args.images.clone(), args.lease_seconds, trusted)?;
     let runtime_tokio = tokio::runtime::Runtime::new()?;
     runtime_tokio.block_on(async {
-        let client = controllers::manager::client_from_kubeconfig(&node.kubeconfig()).await?;
+        let client = client::failover::connect_to(&node.kubeconfig())?;
         let listener = tokio::net::TcpListener::bind(node.file.listen)
             .await
             .with_context(|| format!("cannot listen on {}", node.file.listen))?;
@@ -516,7 +383,7 @@ fn run_agent(ctx: &Context, args: &RunArgs) -> anyhow::Result<Outcome> {
             stop.cancel();
         });
         println!("node {} runs replicas {}", node.file.name, runtime.describe());
-        let node_key = node.identity()?.signing_key().clone();
+        let node_key = identity(&node)?.signing_key().clone();
         agent::run(client, config, listener, node_key, shutdown).await
     })?;
     Ok(Outcome::Success)
@@ -539,18 +406,6 @@ fn kind(name: &str) -> &'static api::KindInfo {
     lookup(name).expect("a built-in kind")
 }
 
-/// The replicas bound to `node`, in every namespace.
-fn replicas_on(client: &Client, node: &str) -> anyhow::Result<Vec<Value>> {
-    let list = client.list(kind("Replica"), None, None, false)?;
-    Ok(list["items"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|r| r.pointer("/spec/nodeName").and_then(Value::as_str) == Some(node))
-        .cloned()
-        .collect())
-}
-
 fn status(ctx: &Context, args: &StatusArgs) -> anyhow::Result<Outcome> {
     let name = match &args.name {
         Some(n) => n.clone(),
@@ -565,7 +420,7 @@ fn status(ctx: &Context, args: &StatusArgs) -> anyhow::Result<Outcome> {
         .filter(|o| o.pointer("/spec/node").and_then(Value::as_str) == Some(name.as_str()))
         .cloned()
         .collect();
-    let replicas = replicas_on(&client, &name)?;
+    let replicas = setup::replicas_on(&client, &name)?;
     let ready = node.pointer("/status/conditions").and_then(Value::as_array).and_then(|cs| {
         cs.iter()
             .find(|c| c["type"] == "Ready")
@@ -650,13 +505,6 @@ pub struct WithdrawArgs {
     passphrase: PassphraseArgs,
 }
 
-fn is_finished(replica: &Value) -> bool {
-    replica
-        .pointer("/status/phase")
-        .and_then(Value::as_str)
-        .is_some_and(|p| p == "Succeeded" || p == "Failed")
-}
-
 fn withdraw(ctx: &Context, args: &WithdrawArgs) -> anyhow::Result<Outcome> {
     let name = match &args.name {
         Some(n) => n.clone(),
@@ -664,112 +512,15 @@ fn withdraw(ctx: &Context, args: &WithdrawArgs) -> anyhow::Result<Outcome> {
     };
     let client = crate::connection::connect(ctx, &args.cluster)?;
     let operator = keystore::load(&ctx.dirs, || args.passphrase.get(Purpose::Existing, "your identity"))?;
-    // The workloads with replicas here: the offer goes only once they run elsewhere again.
-    let mut moving: Vec<(String, String)> = replicas_on(&client, &name)?
-        .iter()
-        .filter(|r| !is_finished(r))
-        .filter_map(|r| {
-            Some((
-                r.pointer("/metadata/namespace")?.as_str()?.to_owned(),
-                r.pointer("/spec/workload")?.as_str()?.to_owned(),
-            ))
-        })
-        .collect();
-    moving.sort();
-    moving.dedup();
-    for attempt in 0.. {
-        let mut node = client.get(kind("Node"), None, &name).with_context(|| format!("node {name}"))?;
-        if node.pointer("/spec/unschedulable").and_then(Value::as_bool) == Some(true) {
-            break;
-        }
-        node["spec"]["unschedulable"] = json!(true);
-        api::signing::sign(&mut node, operator.signing_key(), Utc::now())
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-        match client.update(kind("Node"), None, &name, &node, false) {
-            Ok(_) => break,
-            Err(e) if e.code() == Some(409) && attempt < 5 => continue,
-            Err(e) => {
-                return Err(anyhow::Error::new(e).context(format!("cannot mark node {name} unschedulable")));
-            }
-        }
-    }
-    println!("node.univrs.io/{name} cordoned: no new replicas are placed on it");
-    let deadline = Instant::now() + Duration::from_secs(args.timeout);
-    let mut last = usize::MAX;
-    loop {
-        let left: Vec<Value> = replicas_on(&client, &name)?.into_iter().filter(|r| !is_finished(r)).collect();
-        if left.is_empty() {
-            break;
-        }
-        if left.len() != last {
-            println!("waiting for {} replica(s) to move off {name}", left.len());
-            last = left.len();
-        }
-        if Instant::now() >= deadline {
-            bail!(
-                "{} replica(s) still on node {name} after {} s; it stays unschedulable, run ui node withdraw again to wait longer",
-                left.len(),
-                args.timeout
-            );
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
-    // No replica lost: every workload that had one here runs all of its replicas again.
-    let mut last = String::new();
-    loop {
-        let mut short = Vec::new();
-        for (ns, w) in &moving {
-            let wanted = match client.get(kind("Workload"), Some(ns), w) {
-                Ok(obj) => obj.pointer("/spec/replicas").and_then(Value::as_u64).unwrap_or(1),
-                Err(e) if e.is_not_found() => continue,
-                Err(e) => return Err(e.into()),
-            };
-            let list = client.list(kind("Replica"), Some(ns), None, false)?;
-            let running = list["items"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter(|r| r.pointer("/spec/workload").and_then(Value::as_str) == Some(w.as_str()))
-                .filter(|r| r.pointer("/status/phase").and_then(Value::as_str) == Some("Running"))
-                .count() as u64;
-            if running < wanted {
-                short.push(format!("{ns}/{w} ({running}/{wanted} running)"));
-            }
-        }
-        if short.is_empty() {
-            break;
-        }
-        let now = short.join(", ");
-        if now != last {
-            println!("waiting for the moved replicas to run elsewhere: {now}");
-            last = now;
-        }
-        if Instant::now() >= deadline {
-            bail!(
-                "after {} s not every moved replica runs elsewhere ({last}); node {name} stays unschedulable and its offer stays; run ui node withdraw again to wait longer",
-                args.timeout
-            );
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
-    let me = operator.did();
-    let offers = client.list(kind("NodeOffer"), None, None, false)?;
-    for o in offers["items"].as_array().into_iter().flatten() {
-        let signer = o
-            .pointer("/metadata/annotations")
-            .and_then(|a| a.get(api::signing::SIGNER))
-            .and_then(Value::as_str);
-        if o.pointer("/spec/node").and_then(Value::as_str) != Some(name.as_str())
-            || signer != Some(me.as_str())
-        {
-            continue;
-        }
-        let offer = o["metadata"]["name"].as_str().unwrap_or_default();
-        match client.delete(kind("NodeOffer"), None, offer, false) {
-            Ok(_) => println!("nodeoffer.univrs.io/{offer} deleted"),
-            Err(e) if e.is_not_found() => {}
-            Err(e) => return Err(anyhow::Error::new(e).context(format!("cannot delete offer {offer}"))),
-        }
+    let sign = |node: &mut Value| {
+        api::signing::sign(node, operator.signing_key(), Utc::now())
+            .map(drop)
+            .map_err(|e| anyhow::anyhow!("{e}"))
+    };
+    let timeout = Duration::from_secs(args.timeout);
+    let deleted = setup::withdraw(&client, &name, &operator.did(), timeout, sign, |step| println!("{step}"))?;
+    for offer in deleted {
+        println!("nodeoffer.univrs.io/{offer} deleted");
     }
     println!("node {name} withdrawn: no replicas left on it, no offer");
     Ok(Outcome::Success)
@@ -813,65 +564,13 @@ pub struct LocalNodeArgs {
     lease_seconds: u32,
 }
 
-/// The cluster a local node joins.
-#[derive(Debug)]
-pub struct LocalCluster<'a> {
-    /// The apiserver's URL.
-    pub server: &'a str,
-    /// Its CA.
-    pub ca_pem: Option<&'a str>,
-    /// Its token audience.
-    pub audience: &'a str,
-    /// The member key: the local node's operator.
-    pub operator: &'a ed25519_dalek::SigningKey,
-    /// The member's kubeconfig, to write the Node and its offer.
-    pub member_kubeconfig: &'a Path,
-    /// The user's config dir (whose workloads a plain-process local node runs).
-    pub user_config: &'a Path,
-}
-
-/// POSTs `obj` as it is (a signed object must not be re-encoded), or PUTs it over the stored
-/// one.
-async fn put_signed(client: &kube::Client, obj: &Value) -> anyhow::Result<()> {
-    let kind = lookup(obj["kind"].as_str().unwrap_or_default()).context("a known kind")?;
-    let name = obj["metadata"]["name"].as_str().unwrap_or_default();
-    let collection = format!("/apis/univrs.io/v1/{}", kind.plural);
-    let post = http::Request::post(&collection)
-        .header("Content-Type", "application/json")
-        .body(serde_json::to_vec(obj)?)?;
-    match client.request::<Value>(post).await {
-        Ok(_) => return Ok(()),
-        Err(kube::Error::Api(s)) if s.code == 409 => {}
-        Err(e) => {
-            return Err(anyhow::Error::new(e).context(format!("cannot create {} {name}", kind.singular)));
-        }
-    }
-    let path = format!("{collection}/{name}");
-    // Replaced with the stored resourceVersion as precondition; the controllers write the
-    // status meanwhile, so a conflict is read again.
-    for attempt in 1.. {
-        let current: Value = client.request(http::Request::get(&path).body(Vec::new())?).await?;
-        let mut obj = obj.clone();
-        obj["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"].clone();
-        let put = http::Request::put(&path)
-            .header("Content-Type", "application/json")
-            .body(serde_json::to_vec(&obj)?)?;
-        match client.request::<Value>(put).await {
-            Ok(_) => return Ok(()),
-            Err(kube::Error::Api(s)) if s.code == 409 && attempt < 10 => continue,
-            Err(e) => {
-                return Err(anyhow::Error::new(e).context(format!("cannot update {} {name}", kind.singular)));
-            }
-        }
-    }
-    unreachable!("the loop returns")
-}
-
 /// Starts the local node of `ui up` in `data_dir/node`: its Node and offer (signed by the
-/// member key, its operator) and its agent, until `shutdown`.
+/// member key, its operator) and its agent, until `shutdown`. A plain-process local node runs
+/// the workloads of the user of `user_config`.
 pub async fn start_local(
     data_dir: &Path,
     cluster: LocalCluster<'_>,
+    user_config: &Path,
     args: &LocalNodeArgs,
     shutdown: tokio_util::sync::CancellationToken,
 ) -> anyhow::Result<Option<tokio::task::JoinHandle<anyhow::Result<()>>>> {
@@ -886,29 +585,9 @@ pub async fn start_local(
         .await
         .with_context(|| format!("cannot listen on {} for the local node", args.node_listen))?;
     let listen = listener.local_addr()?;
-    let node = NodeDir::create(&path, &args.node_name, listen)?;
-    node.write_kubeconfig(cluster.server, &[], cluster.ca_pem, cluster.audience)?;
-    let user_config = cluster.user_config;
-    let operator = Did::from_key(&cluster.operator.verifying_key());
-    let capacity = machine_capacity();
-    let now = Utc::now();
-    let mut obj = node.node_object(&operator, &capacity)?;
-    let member = controllers::manager::client_from_kubeconfig(cluster.member_kubeconfig).await?;
-    // A node withdrawn earlier stays withdrawn across restarts.
-    let stored = format!("/apis/univrs.io/v1/nodes/{}", args.node_name);
-    if let Ok(stored) = member.request::<Value>(http::Request::get(&stored).body(Vec::new())?).await
-        && stored.pointer("/spec/unschedulable").and_then(Value::as_bool) == Some(true)
-    {
-        obj["spec"]["unschedulable"] = json!(true);
-    }
-    check_object(&obj, "the local node")?;
-    api::signing::sign(&mut obj, cluster.operator, now).map_err(|e| anyhow::anyhow!("{e}"))?;
-    put_signed(&member, &obj).await?;
-    let price = json!({ "cpu": 0, "memory": 0, "storage": 0 });
-    let mut offer = offer_object(&args.node_name, &capacity, &price, &args.jurisdiction, None, &json!({}));
-    check_object(&offer, "the local node's offer")?;
-    api::signing::sign(&mut offer, cluster.operator, now).map_err(|e| anyhow::anyhow!("{e}"))?;
-    put_signed(&member, &offer).await?;
+    let node = create(&path, &args.node_name, listen)?;
+    write_kubeconfig(&node, cluster.server, &[], cluster.ca_pem, cluster.audience)?;
+    setup::register_local(&node, &node_key(&node)?, &cluster, &args.jurisdiction).await?;
     // A plain-process local node runs the workloads of the user of this config dir (whose
     // identity may be made after `ui up` started: read each time).
     let root = user_config.to_owned();
@@ -919,7 +598,7 @@ pub async fn start_local(
             .unwrap_or_default()
     }));
     let config = agent_config(&node, runtime, None, args.lease_seconds, trusted)?;
-    let client = controllers::manager::client_from_kubeconfig(&node.kubeconfig()).await?;
+    let client = client::failover::connect_to(&node.kubeconfig())?;
     println!(
         "local node {} ({}, offer in {}) runs replicas {}",
         args.node_name,
@@ -927,6 +606,6 @@ pub async fn start_local(
         args.jurisdiction,
         runtime.describe()
     );
-    let node_key = node.identity()?.signing_key().clone();
+    let node_key = identity(&node)?.signing_key().clone();
     Ok(Some(tokio::spawn(agent::run(client, config, listener, node_key, shutdown))))
 }
