@@ -342,6 +342,18 @@ impl Client {
         kind: &KindInfo,
         ns: Option<&str>,
         name: &str,
+        change: impl FnMut(Option<&Value>) -> Result<Option<Value>, E>,
+    ) -> Result<Option<Value>, E> {
+        self.modify_dry(kind, ns, name, false, change)
+    }
+
+    /// [`Client::modify`], as a server-side dry run when `dry_run` (nothing is stored).
+    pub fn modify_dry<E: From<ClientError>>(
+        &self,
+        kind: &KindInfo,
+        ns: Option<&str>,
+        name: &str,
+        dry_run: bool,
         mut change: impl FnMut(Option<&Value>) -> Result<Option<Value>, E>,
     ) -> Result<Option<Value>, E> {
         for attempt in 0..crate::retry::CONFLICT_ATTEMPTS {
@@ -353,10 +365,10 @@ impl Client {
             };
             let Some(mut wanted) = change(current.as_ref())? else { return Ok(None) };
             let written = match &current {
-                None => self.create(kind, ns, &wanted, false),
+                None => self.create(kind, ns, &wanted, dry_run),
                 Some(c) => {
                     wanted["metadata"]["resourceVersion"] = c["metadata"]["resourceVersion"].clone();
-                    self.update(kind, ns, name, &wanted, false)
+                    self.update(kind, ns, name, &wanted, dry_run)
                 }
             };
             match written {

@@ -470,7 +470,15 @@ pub fn run(ctx: &Context, args: &Args, up: Option<&super::node::LocalNodeArgs>) 
                     operator: &member,
                     member_kubeconfig: &data_dir.join("member.kubeconfig"),
                 };
-                super::node::start_local(&data_dir, cluster, ctx.dirs.root(), node_args, stopping.clone()).await?
+                let started =
+                    super::node::start_local(&data_dir, cluster, ctx.dirs.root(), node_args, stopping.clone());
+                // Stopped while the local node was being set up (its requests then fail as the
+                // server drains): that is a stop, not an error.
+                match started.await {
+                    Ok(agent) => agent,
+                    Err(_) if stopping.is_cancelled() => None,
+                    Err(e) => return Err(e),
+                }
             }
             None => None,
         };

@@ -11,9 +11,6 @@ use crate::manifest_files::{self, Document};
 use crate::objects::{self, Target};
 use crate::output::OutputArgs;
 
-/// How often a write that lost a race (409 Conflict) is retried after reading again.
-const ATTEMPTS: usize = 5;
-
 /// Create or update objects from manifests, idempotently
 ///
 /// For each document: an object that does not exist is created; one that differs from the
@@ -156,55 +153,35 @@ fn apply_one(
     }
     let ns = t.namespace.as_deref();
     let sign = t.kind.signed && !objects::is_signed(&desired);
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        let retry = |e: &ClientError| e.code() == Some(409) && attempt < ATTEMPTS;
-        match client.get(t.kind, ns, &t.name) {
-            Err(e) if e.is_not_found() => {
-                match create(client, t, &desired, dry_run, sign.then_some(signer)) {
-                    Ok(_) => return Ok("created"),
-                    Err(e) if retry(&e) => continue,
-                    Err(e) => return Err(e),
-                }
+    // Read, compare, write (created, or put over the current one), read again on a conflict:
+    // the client's one conflict retry.
+    let mut verb = "unchanged";
+    client.modify_dry(t.kind, ns, &t.name, dry_run, |current| -> Result<Option<Value>, ClientError> {
+        let mut body = match current {
+            None => {
+                verb = "created";
+                desired.clone()
             }
-            Err(e) => return Err(e),
-            Ok(current) => {
+            Some(current) => {
                 let same = if sign {
-                    objects::authored_unsigned(&current) == objects::authored_unsigned(&desired)
+                    objects::authored_unsigned(current) == objects::authored_unsigned(&desired)
                 } else {
-                    objects::authored(&current) == objects::authored(&desired)
+                    objects::authored(current) == objects::authored(&desired)
                 };
                 if same {
-                    return Ok("unchanged");
+                    verb = "unchanged";
+                    return Ok(None);
                 }
-                let mut body = carry_over(&desired, &current);
-                if sign {
-                    signer.sign(&mut body)?;
-                }
-                match client.update(t.kind, ns, &t.name, &body, dry_run) {
-                    Ok(_) => return Ok("configured"),
-                    Err(e) if retry(&e) => continue,
-                    Err(e) => return Err(e),
-                }
+                verb = "configured";
+                carry_over(&desired, current)
             }
+        };
+        if sign {
+            signer.sign(&mut body)?;
         }
-    }
-}
-
-/// Creates `desired`, signed first if `signer` is given.
-fn create(
-    client: &Client,
-    t: &Target,
-    desired: &Value,
-    dry_run: bool,
-    signer: Option<&Signer<'_>>,
-) -> Result<Value, ClientError> {
-    let mut body = desired.clone();
-    if let Some(signer) = signer {
-        signer.sign(&mut body)?;
-    }
-    client.create(t.kind, t.namespace.as_deref(), &body, dry_run)
+        Ok(Some(body))
+    })?;
+    Ok(verb)
 }
 
 /// The document to PUT: what the user wrote, with the current `resourceVersion` as the
