@@ -315,3 +315,20 @@ fn get_takes_several_kinds_and_all_and_status_shows_your_own_workloads() {
     assert_eq!(again["changed"], false);
     server.stop();
 }
+
+#[test]
+fn a_kubeconfig_whose_ui_is_gone_says_how_to_write_it_anew() {
+    let u = User::new();
+    let server = Server::start(&u, &u.path("data"));
+    let kubeconfig = std::fs::read_to_string(&server.kubeconfig).unwrap();
+    let start = kubeconfig.find("      command: ").unwrap();
+    let end = start + kubeconfig[start..].find('\n').unwrap();
+    let moved =
+        format!("{}      command: /nonexistent/target/debug/ui{}", &kubeconfig[..start], &kubeconfig[end..]);
+    let path = write(&u.path("moved.kubeconfig"), &moved);
+    u.run(&["get", "workloads", "--kubeconfig", &path]).fails_with(&[
+        "its credential plugin /nonexistent/target/debug/ui is gone",
+        "start `ui up` again to write it anew",
+    ]);
+    server.stop();
+}

@@ -603,3 +603,77 @@ fn an_agent_runs_only_replicas_bound_to_its_node_s_uid() {
     });
     assert!(processes_under(&old_run).is_empty(), "the run bound to the first Node came back");
 }
+
+/// The shims of the runs of the node in `dir` (not other processes naming the dir).
+fn shims_under(dir: &Path) -> Vec<i32> {
+    processes_under(dir)
+        .into_iter()
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| c.split(|b| *b == 0).any(|a| a == b"shim"))
+        })
+        .collect()
+}
+
+#[test]
+fn ui_down_stops_ui_up_and_its_replicas_and_a_second_up_is_told_the_data_dir_is_in_use() {
+    require_root();
+    let u = User::new();
+    let mut up = Up::start(&u, "local");
+    let data = up.data.to_str().unwrap().to_owned();
+    // A second `ui up` on the same data dir: refused at once, saying what to do.
+    u.run(&[
+        "up",
+        "--data-dir",
+        &data,
+        "--listen",
+        "127.0.0.1:0",
+        "--kubeconfig",
+        u.path("other").to_str().unwrap(),
+    ])
+    .fails_with(&["is in use by another univrs member", "ui down"]);
+    apply(&u, "sleeper", &workload("sleeper", "sleep 1000", ""));
+    wait_phase(&u, "sleeper", "Running", 60);
+    assert!(!shims_under(&up.data).is_empty(), "the replica's shim runs");
+
+    // `ui down`: ui up stops (cleanly), and so does every replica of its local node.
+    let down = u.run(&["down", "--data-dir", &data, "-o", "json"]).ok().json();
+    assert_eq!(down["stoppedPid"], up.child.id(), "{down}");
+    let status = up.child.wait().unwrap();
+    assert!(status.success(), "ui up did not stop cleanly: {status}");
+    assert!(shims_under(&up.data).is_empty(), "a replica kept running: {:?}", shims_under(&up.data));
+    let again = u.run(&["down", "--data-dir", &data]).ok().stdout;
+    assert!(again.contains("no univrs member ran"), "{again}");
+
+    // With --keep-replicas they stay for the next `ui up`; `ui down` then stops them too.
+    let mut kept = u
+        .cmd(&[
+            "up",
+            "--data-dir",
+            &data,
+            "--listen",
+            "127.0.0.1:0",
+            "--kubeconfig",
+            u.path("kubeconfig").to_str().unwrap(),
+            "--keep-replicas",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(kept.stdout.take().unwrap()).lines().map(|l| l.unwrap());
+    assert!(lines.any(|l| l.starts_with("local node ")));
+    std::thread::spawn(move || for _ in lines {});
+    // Its status may still say Running from before: wait for the run itself.
+    wait_for(60, "the replica to run again", || {
+        if shims_under(&up.data).is_empty() { Err("no shim yet".to_owned()) } else { Ok(()) }
+    });
+    let _ = std::process::Command::new("kill").args(["-INT", &kept.id().to_string()]).status();
+    let out = kept.wait_with_output().unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("keep running: the next `ui up` adopts them, `ui down` stops them"), "{said}");
+    assert!(!shims_under(&up.data).is_empty(), "the kept replica stopped");
+    let down = u.run(&["down", "--data-dir", &data, "-o", "json"]).ok().json();
+    assert_eq!(down["replicasStopped"], 1, "{down}");
+    assert!(shims_under(&up.data).is_empty());
+}

@@ -219,7 +219,12 @@ fn reconcile(
 /// Runs left in `runs/` by an earlier agent: those of replicas no longer bound here are stopped
 /// and removed, and so are containers without a shim (their shim was killed).
 fn clean_up_stale(config: &Config, wanted: &BTreeMap<String, Arc<Kube<ReplicaSpec>>>) {
-    let Ok(dir) = std::fs::read_dir(config.runs()) else { return };
+    clean_up_stale_in(&config.runs(), &config.containers(), wanted);
+}
+
+/// [`clean_up_stale`] of the runs in `runs` and the containers in `containers`.
+fn clean_up_stale_in(runs: &Path, containers: &Path, wanted: &BTreeMap<String, Arc<Kube<ReplicaSpec>>>) {
+    let Ok(dir) = std::fs::read_dir(runs) else { return };
     // Containers with a live shim are its to stop; the others are orphans.
     let mut live_ids = BTreeSet::new();
     for entry in dir.flatten() {
@@ -241,7 +246,7 @@ fn clean_up_stale(config: &Config, wanted: &BTreeMap<String, Arc<Kube<ReplicaSpe
         let _ = std::fs::remove_dir_all(&path);
     }
     // Containers whose shim is gone are orphans: nothing waits for them.
-    if let Ok(dir) = std::fs::read_dir(config.containers()) {
+    if let Ok(dir) = std::fs::read_dir(containers) {
         for entry in dir.flatten() {
             let id = entry.file_name().to_string_lossy().into_owned();
             if live_ids.contains(&id) {
@@ -255,6 +260,38 @@ fn clean_up_stale(config: &Config, wanted: &BTreeMap<String, Arc<Kube<ReplicaSpe
             let _ = std::fs::remove_dir_all(entry.path());
         }
     }
+}
+
+/// How many runs of the node whose state is in `state_dir` have a live shim.
+pub fn running_runs(state_dir: &Path) -> usize {
+    std::fs::read_dir(state_dir.join("runs"))
+        .map(|d| d.flatten().filter(|e| live_shim(&e.path()).is_some()).count())
+        .unwrap_or(0)
+}
+
+/// Stops every run of the node whose state is in `state_dir` (each shim stops its container,
+/// then ends), waits up to `timeout` for the shims to go, and removes the containers left
+/// without one. For `ui down` and a stopping `ui up`: nothing of the node keeps running.
+/// Returns how many runs were stopped.
+pub fn stop_all_runs(state_dir: &Path, timeout: Duration) -> usize {
+    let runs = state_dir.join("runs");
+    let shims: Vec<i32> = std::fs::read_dir(&runs)
+        .map(|d| d.flatten().filter_map(|e| live_shim(&e.path())).collect())
+        .unwrap_or_default();
+    for pid in &shims {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(*pid), nix::sys::signal::Signal::SIGTERM);
+    }
+    let deadline = std::time::Instant::now() + timeout;
+    while shims.iter().any(|pid| {
+        let proc = PathBuf::from(format!("/proc/{pid}"));
+        proc.exists() && !is_zombie(&proc)
+    }) && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // What is left: runs whose shim is gone, and containers without one.
+    clean_up_stale_in(&runs, &state_dir.join("containers"), &BTreeMap::new());
+    shims.len()
 }
 
 /// The pid of the shim still running for the run in `dir`, if any.

@@ -61,6 +61,7 @@ enum Command {
     Node(commands::node::Command),
     Logs(commands::logs::Args),
     Up(commands::apiserver::UpArgs),
+    Down(commands::down::Args),
 }
 
 fn run(cli: Cli) -> anyhow::Result<Outcome> {
@@ -81,6 +82,7 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Diff(args) => commands::diff::run(&ctx, args),
         Command::Apiserver(args) => commands::apiserver::run(&ctx, args, None),
         Command::Up(args) => commands::apiserver::up(&ctx, args),
+        Command::Down(args) => commands::down::run(&ctx, args),
         Command::Token(args) => commands::token::run(&ctx, args),
         Command::Scale(args) => commands::scale::run(&ctx, args),
         Command::Status(args) => commands::status::run(&ctx, args),

@@ -58,7 +58,15 @@ impl Tokens {
             .stderr(std::process::Stdio::inherit())
             .output()
             .map_err(|e| {
-                Error(format!("kubeconfig {}: cannot run the credential plugin {command}: {e}", self.source))
+                if e.kind() == std::io::ErrorKind::NotFound {
+                    Error(format!(
+                        "kubeconfig {}: its credential plugin {command} is gone (the ui that wrote the kubeconfig was moved or removed): \
+                         start `ui up` again to write it anew, or run `ui config kubeconfig`, or set users[].user.exec.command to where ui is now",
+                        self.source
+                    ))
+                } else {
+                    Error(format!("kubeconfig {}: cannot run the credential plugin {command}: {e}", self.source))
+                }
             })?;
         if !out.status.success() {
             return Err(Error(format!(

@@ -37,6 +37,14 @@ pub enum StartError {
         /// Why.
         source: redb::DatabaseError,
     },
+    /// Another process holds the data dir's storage.
+    #[error(
+        "the data dir {dir} is in use by another univrs member on this machine (`ui up` or `ui apiserver`): stop it first, or pass --data-dir DIR to run another"
+    )]
+    InUse {
+        /// The data dir.
+        dir: String,
+    },
     /// openraft refused to start.
     #[error("raft: {0}")]
     Raft(String),
@@ -231,7 +239,11 @@ impl RaftNode {
 pub(super) async fn open_storage(dir: &Path) -> Result<(LogStore, StateMachine), StartError> {
     let open_err = |path: &Path| {
         let path = path.display().to_string();
-        move |source| StartError::Open { path, source }
+        let dir = dir.display().to_string();
+        move |source| match source {
+            redb::DatabaseError::DatabaseAlreadyOpen => StartError::InUse { dir },
+            source => StartError::Open { path, source },
+        }
     };
     let log_path = dir.join("raft-log.redb");
     let sm_path = dir.join("state.redb");

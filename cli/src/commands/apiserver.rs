@@ -158,10 +158,39 @@ pub fn up(ctx: &Context, args: &UpArgs) -> anyhow::Result<Outcome> {
     run(ctx, &args.server, Some(&args.node))
 }
 
-fn default_data_dir() -> anyhow::Result<PathBuf> {
+pub fn default_data_dir() -> anyhow::Result<PathBuf> {
     let base = crate::paths::xdg_base("XDG_DATA_HOME", ".local/share")
         .context("cannot find a data directory: pass --data-dir, or set XDG_DATA_HOME or HOME")?;
     Ok(base.join("univrs"))
+}
+
+/// Holds `data_dir` for this process (an exclusive lock on `DATA/lock`, which says its pid),
+/// or says that another has it.
+pub fn lock_data_dir(data_dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
+    let path = data_dir.join("lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => {
+            // Who holds it, for `ui down`.
+            use std::io::Write as _;
+            let mut f = &file;
+            f.set_len(0)?;
+            write!(f, "{}", std::process::id())?;
+            Ok(file)
+        }
+        Err(std::fs::TryLockError::WouldBlock) => bail!(
+            "the data dir {} is in use by another univrs member on this machine (`ui up` or `ui apiserver`): stop it first (ui down), or pass --data-dir DIR to run another",
+            data_dir.display()
+        ),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(anyhow::Error::new(e).context(format!("cannot lock {}", path.display())))
+        }
+    }
 }
 
 /// The cluster's id, made at its first start.
@@ -263,6 +292,9 @@ pub fn run(ctx: &Context, args: &Args, up: Option<&super::node::LocalNodeArgs>) 
         None => default_data_dir()?,
     };
     fsutil::create_private_dir(&data_dir).with_context(|| format!("cannot create {}", data_dir.display()))?;
+    // One member per data dir: a second `ui up` on it says so at once, before it touches
+    // anything (the lock goes with this process).
+    let _lock = lock_data_dir(&data_dir)?;
     // Private even if it existed: the state holds every object, env values included.
     let private = || {
         fsutil::make_private(&data_dir, &["tls"])
@@ -489,6 +521,24 @@ pub fn run(ctx: &Context, args: &Args, up: Option<&super::node::LocalNodeArgs>) 
         sweeper.abort();
         if let Some(agent) = local_node {
             let _ = tokio::time::timeout(std::time::Duration::from_secs(5), agent).await;
+        }
+        // The local node's replicas stop with `ui up`, unless asked to keep running (the next
+        // `ui up` adopts them; `ui down` stops them).
+        if let Some(node_args) = up.filter(|n| !n.no_node) {
+            let state = data_dir.join("node").join("state");
+            if node_args.keep_replicas {
+                let running = agent::node::running_runs(&state);
+                if running > 0 {
+                    eprintln!("{running} replica(s) of the local node keep running: the next `ui up` adopts them, `ui down` stops them");
+                }
+            } else {
+                let stopped = tokio::task::spawn_blocking(move || agent::node::stop_all_runs(&state, Duration::from_secs(20)))
+                    .await
+                    .unwrap_or(0);
+                if stopped > 0 {
+                    eprintln!("stopped {stopped} replica(s) of the local node (ui up --keep-replicas leaves them running)");
+                }
+            }
         }
         if let Some(c) = controllers {
             c.stop(std::time::Duration::from_secs(5)).await;

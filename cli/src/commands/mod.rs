@@ -8,6 +8,7 @@ pub mod controllers;
 pub mod delete;
 pub mod describe;
 pub mod diff;
+pub mod down;
 pub mod get;
 pub mod identity;
 pub mod init;

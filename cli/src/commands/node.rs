@@ -93,8 +93,7 @@ fn write_kubeconfig(
     ca: Option<&str>,
     audience: &str,
 ) -> anyhow::Result<()> {
-    let ui = std::env::current_exe().map_or_else(|_| "ui".to_owned(), |p| p.display().to_string());
-    let text = node.kubeconfig_text(&ui, server, others, ca, audience);
+    let text = node.kubeconfig_text(&crate::kubeconfig::plugin_command(), server, others, ca, audience);
     fsutil::write_atomic(&node.kubeconfig(), text.as_bytes(), PRIVATE_FILE)
 }
 
@@ -546,7 +545,7 @@ pub fn run(ctx: &Context, cmd: &Command) -> anyhow::Result<Outcome> {
 pub struct LocalNodeArgs {
     /// Run no node agent (only the control plane)
     #[arg(long)]
-    no_node: bool,
+    pub no_node: bool,
     /// The local node's name
     #[arg(long, value_name = "NAME", default_value = "local")]
     node_name: String,
@@ -562,6 +561,10 @@ pub struct LocalNodeArgs {
     /// How long the local node's lease lasts without renewal
     #[arg(long, value_name = "SECONDS", default_value_t = 40)]
     lease_seconds: u32,
+    /// Leave the local node's replicas running when `ui up` stops (the next `ui up` adopts
+    /// them; `ui down` stops them)
+    #[arg(long)]
+    pub keep_replicas: bool,
 }
 
 /// Starts the local node of `ui up` in `data_dir/node`: its Node and offer (signed by the
