@@ -172,3 +172,55 @@ fn help_explains_every_command() {
     assert!(sign.contains("--in-place") && sign.contains("-f"), "{sign}");
     u.run(&["sign"]).fails_with(&["--filename"]);
 }
+
+#[test]
+fn an_unlocked_key_signs_without_the_passphrase_until_locked_or_run_out() {
+    let u = User::new();
+    u.run_with_passphrase("correct horse", &["init"]).ok();
+    let manifest = u.path("w.yaml");
+    std::fs::write(
+        &manifest,
+        "apiVersion: univrs.io/v1\nkind: Workload\nmetadata:\n  name: w\nspec:\n  rootfs: busybox\n",
+    )
+    .unwrap();
+    let m = manifest.to_str().unwrap();
+    // Locked: no passphrase, no terminal, no signature.
+    u.run(&["sign", "-f", m]).fails_with(&["a passphrase is needed"]);
+    u.run_with_passphrase("wrong", &["unlock"]).fails_with(&["passphrase"]);
+
+    u.run_with_passphrase("correct horse", &["unlock", "--for", "60s"]).ok();
+    assert_eq!(support::mode(&u.config().join("agent.sock")), 0o600, "only the user reaches the agent");
+    let signed = u.run(&["sign", "-f", m]).ok().stdout;
+    let verified = u.run_with_stdin(&["verify", "-f", "-"], &signed);
+    assert_eq!(verified.code, 0, "{}", verified.stderr);
+    // kubectl's credential plugin, too.
+    let token = u.run(&["token", "--audience", "univrs:test", "--exec-credential"]).ok().json();
+    assert!(token["status"]["token"].as_str().is_some_and(|t| t.split('.').count() == 3), "{token}");
+
+    let locked = u.run(&["lock"]).ok().stdout;
+    assert!(locked.contains("forgot your key"), "{locked}");
+    u.run(&["sign", "-f", m]).fails_with(&["a passphrase is needed"]);
+    assert!(!u.config().join("agent.sock").exists());
+
+    // A passphrase typed on a terminal (a pty, as `script` gives one) keeps the key unlocked.
+    let ui = env!("CARGO_BIN_EXE_ui");
+    let typed = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("printf 'correct horse\\n' | script -qec '{ui} sign -f {m}' /dev/null"))
+        .env("UNIVRS_CONFIG_DIR", u.config())
+        .env_remove("UNIVRS_PASSPHRASE")
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&typed.stdout);
+    assert!(said.contains("your key stays unlocked for 15 min"), "{said}");
+    u.run(&["sign", "-f", m]).ok();
+    u.run(&["lock"]).ok();
+
+    // It runs out by itself.
+    u.run_with_passphrase("correct horse", &["unlock", "--for", "2s"]).ok();
+    u.run(&["sign", "-f", m]).ok();
+    support::wait_for(10, "the unlock to run out", || {
+        let r = u.run(&["sign", "-f", m]);
+        if r.code != 0 && r.stderr.contains("a passphrase is needed") { Ok(()) } else { Err(r.stderr) }
+    });
+}

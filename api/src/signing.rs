@@ -9,7 +9,7 @@
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use chrono::{DateTime, SecondsFormat, Utc};
-use ed25519_dalek::{Signature, Signer, SigningKey};
+use ed25519_dalek::{Signature, SigningKey};
 use serde_json::{Map, Value};
 
 use crate::identity::{Did, IdentityError};
@@ -56,6 +56,28 @@ pub enum SignError {
     /// JCS could not canonicalize the object (e.g. a number JSON cannot represent exactly).
     #[error("cannot canonicalize the object: {0}")]
     Canonical(String),
+    /// The signer could not sign (an agent holding the key went away).
+    #[error("cannot sign: {0}")]
+    Signer(String),
+}
+
+/// What signs with an Ed25519 key: the key itself, or an agent that holds it (`ui unlock`),
+/// so that a private key need not be in every process that signs.
+pub trait Sign {
+    /// The public key.
+    fn public(&self) -> ed25519_dalek::VerifyingKey;
+    /// The signature of `message`, or why none could be made.
+    fn try_sign(&self, message: &[u8]) -> Result<ed25519_dalek::Signature, String>;
+}
+
+impl Sign for SigningKey {
+    fn public(&self) -> ed25519_dalek::VerifyingKey {
+        self.verifying_key()
+    }
+
+    fn try_sign(&self, message: &[u8]) -> Result<ed25519_dalek::Signature, String> {
+        Ok(ed25519_dalek::Signer::sign(self, message))
+    }
 }
 
 /// Why an object's signature does not verify.
@@ -158,8 +180,12 @@ pub fn signed_projection(object: &Value) -> Result<Value, SignError> {
 
 /// Signs `object` in place as `key`'s owner at time `at`: sets the signer and signed-at
 /// annotations, then the signature over the result.
-pub fn sign(object: &mut Value, key: &SigningKey, at: DateTime<Utc>) -> Result<Verified, SignError> {
-    let signer = Did::from_key(&key.verifying_key());
+pub fn sign(
+    object: &mut Value,
+    key: &(impl Sign + ?Sized),
+    at: DateTime<Utc>,
+) -> Result<Verified, SignError> {
+    let signer = Did::from_key(&key.public());
     // Whole seconds: what RFC 3339 text we write is what we sign and later compare.
     let at_text = at.to_rfc3339_opts(SecondsFormat::Secs, true);
     {
@@ -168,7 +194,7 @@ pub fn sign(object: &mut Value, key: &SigningKey, at: DateTime<Utc>) -> Result<V
         ann.insert(SIGNED_AT.into(), at_text.clone().into());
         ann.remove(SIGNATURE);
     }
-    let signature = key.sign(&signing_payload(object)?);
+    let signature = key.try_sign(&signing_payload(object)?).map_err(SignError::Signer)?;
     annotations_mut(object)?.insert(SIGNATURE.into(), BASE64.encode(signature.to_bytes()).into());
     let signed_at = DateTime::parse_from_rfc3339(&at_text).expect("we wrote RFC 3339").with_timezone(&Utc);
     Ok(Verified { signer, signed_at })

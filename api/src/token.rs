@@ -6,7 +6,7 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
-use ed25519_dalek::{Signature, Signer as _, SigningKey};
+use ed25519_dalek::{Signature, SigningKey};
 use serde::{Deserialize, Serialize};
 
 use crate::identity::Did;
@@ -74,7 +74,17 @@ pub enum TokenError {
 
 /// Mints a token for `key`'s did, for `audience`, valid from `now` for `lifetime_secs`.
 pub fn mint(key: &SigningKey, audience: &str, now: i64, lifetime_secs: i64) -> String {
-    let did = Did::from_key(&key.verifying_key());
+    mint_with(key, audience, now, lifetime_secs).expect("a key at hand always signs")
+}
+
+/// [`mint`] with any [`crate::signing::Sign`]er (an agent holding the key may fail).
+pub fn mint_with(
+    key: &(impl crate::signing::Sign + ?Sized),
+    audience: &str,
+    now: i64,
+    lifetime_secs: i64,
+) -> Result<String, String> {
+    let did = Did::from_key(&key.public());
     let header = Header { alg: "EdDSA".into(), typ: Some("JWT".into()), kid: did.as_str().into() };
     let claims = Claims {
         iss: did.as_str().into(),
@@ -89,8 +99,8 @@ pub fn mint(key: &SigningKey, audience: &str, now: i64, lifetime_secs: i64) -> S
         B64.encode(serde_json::to_vec(&header).expect("serializable")),
         B64.encode(serde_json::to_vec(&claims).expect("serializable"))
     );
-    let signature = key.sign(signing_input.as_bytes());
-    format!("{signing_input}.{}", B64.encode(signature.to_bytes()))
+    let signature = key.try_sign(signing_input.as_bytes())?;
+    Ok(format!("{signing_input}.{}", B64.encode(signature.to_bytes())))
 }
 
 fn part<T: for<'de> Deserialize<'de>>(b64: &str, what: &str) -> Result<T, TokenError> {
@@ -212,7 +222,7 @@ mod tests {
             exp: NOW + 86_400,
         };
         let input = format!("{header}.{}", B64.encode(serde_json::to_vec(&claims).unwrap()));
-        let token = format!("{input}.{}", B64.encode(key(1).sign(input.as_bytes()).to_bytes()));
+        let token = format!("{input}.{}", B64.encode(ed25519_dalek::Signer::sign(&key(1), input.as_bytes()).to_bytes()));
         assert!(matches!(verify(&token, "c", NOW), Err(TokenError::TooLong(86_400))));
     }
 }

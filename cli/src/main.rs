@@ -12,6 +12,7 @@ mod output;
 mod passphrase;
 mod paths;
 mod table;
+mod unlock;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -62,6 +63,10 @@ enum Command {
     Logs(commands::logs::Args),
     Up(commands::apiserver::UpArgs),
     Down(commands::down::Args),
+    Unlock(commands::unlock::UnlockArgs),
+    Lock(commands::unlock::LockArgs),
+    #[command(hide = true)]
+    UnlockAgent(commands::unlock::AgentArgs),
 }
 
 fn run(cli: Cli) -> anyhow::Result<Outcome> {
@@ -83,6 +88,9 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Apiserver(args) => commands::apiserver::run(&ctx, args, None),
         Command::Up(args) => commands::apiserver::up(&ctx, args),
         Command::Down(args) => commands::down::run(&ctx, args),
+        Command::Unlock(args) => commands::unlock::unlock(&ctx, args),
+        Command::Lock(args) => commands::unlock::lock(&ctx, args),
+        Command::UnlockAgent(args) => commands::unlock::agent(args),
         Command::Token(args) => commands::token::run(&ctx, args),
         Command::Scale(args) => commands::scale::run(&ctx, args),
         Command::Status(args) => commands::status::run(&ctx, args),

@@ -118,7 +118,7 @@ pub fn run(ctx: &Context, args: &Args) -> anyhow::Result<Outcome> {
 struct Signer<'a> {
     ctx: &'a Context,
     args: &'a Args,
-    key: &'a std::cell::OnceCell<ed25519_dalek::SigningKey>,
+    key: &'a std::cell::OnceCell<Box<dyn api::signing::Sign>>,
 }
 
 impl Signer<'_> {
@@ -126,14 +126,14 @@ impl Signer<'_> {
         let key = match self.key.get() {
             Some(k) => k,
             None => {
-                let identity = crate::keystore::load(&self.ctx.dirs, || {
+                let signer = crate::unlock::signer(&self.ctx.dirs, || {
                     self.args.passphrase.get(crate::passphrase::Purpose::Existing, "your identity")
                 })
                 .map_err(|e| ClientError::Other(format!("cannot sign: {e:#}")))?;
-                self.key.get_or_init(|| identity.signing_key().clone())
+                self.key.get_or_init(|| signer)
             }
         };
-        api::signing::sign(obj, key, chrono::Utc::now())
+        api::signing::sign(obj, &**key, chrono::Utc::now())
             .map(drop)
             .map_err(|e| ClientError::Other(format!("cannot sign: {e}")))
     }

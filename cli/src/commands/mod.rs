@@ -18,6 +18,7 @@ pub mod scale;
 pub mod sign;
 pub mod status;
 pub mod token;
+pub mod unlock;
 pub mod verify;
 pub mod version;
 

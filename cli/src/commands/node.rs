@@ -214,8 +214,9 @@ fn offer(ctx: &Context, args: &OfferArgs) -> anyhow::Result<Outcome> {
         &Value::Object(labels),
     );
     setup::check(&obj, "the offer")?;
-    let operator = keystore::load(&ctx.dirs, || args.passphrase.get(Purpose::Existing, "your identity"))?;
-    api::signing::sign(&mut obj, operator.signing_key(), Utc::now()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let operator =
+        crate::unlock::signer(&ctx.dirs, || args.passphrase.get(Purpose::Existing, "your identity"))?;
+    api::signing::sign(&mut obj, &*operator, Utc::now()).map_err(|e| anyhow::anyhow!("{e}"))?;
     if args.print {
         print!("{}", serde_saphyr::to_string(&obj)?);
         return Ok(Outcome::Success);
@@ -255,10 +256,12 @@ fn register(ctx: &Context, args: &RegisterArgs) -> anyhow::Result<Outcome> {
     let cluster = crate::connection::cluster_of(ctx, &args.cluster)?;
     write_kubeconfig(&node, &cluster.server, &cluster.others, cluster.ca_pem.as_deref(), &cluster.audience)?;
     let capacity = setup::resources_or_machine(args.cpu.as_deref(), args.memory.as_deref(), &args.storage);
-    let operator = keystore::load(&ctx.dirs, || args.passphrase.get(Purpose::Existing, "your identity"))?;
-    let mut obj = node.node_object(&operator.did(), &node_key(&node)?, &capacity);
+    let operator =
+        crate::unlock::signer(&ctx.dirs, || args.passphrase.get(Purpose::Existing, "your identity"))?;
+    let operator_did = Did::from_key(&operator.public());
+    let mut obj = node.node_object(&operator_did, &node_key(&node)?, &capacity);
     setup::check(&obj, "the node")?;
-    api::signing::sign(&mut obj, operator.signing_key(), Utc::now()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    api::signing::sign(&mut obj, &*operator, Utc::now()).map_err(|e| anyhow::anyhow!("{e}"))?;
     let as_node = ClusterArgs::for_kubeconfig(node.kubeconfig());
     let client = crate::connection::connect(ctx, &as_node)?;
     let verb = setup::apply_signed(&client, &obj)?;
@@ -510,14 +513,14 @@ fn withdraw(ctx: &Context, args: &WithdrawArgs) -> anyhow::Result<Outcome> {
         None => NodeDir::open(&args.dir.dir(ctx))?.file.name,
     };
     let client = crate::connection::connect(ctx, &args.cluster)?;
-    let operator = keystore::load(&ctx.dirs, || args.passphrase.get(Purpose::Existing, "your identity"))?;
+    let operator =
+        crate::unlock::signer(&ctx.dirs, || args.passphrase.get(Purpose::Existing, "your identity"))?;
+    let operator_did = Did::from_key(&operator.public());
     let sign = |node: &mut Value| {
-        api::signing::sign(node, operator.signing_key(), Utc::now())
-            .map(drop)
-            .map_err(|e| anyhow::anyhow!("{e}"))
+        api::signing::sign(node, &*operator, Utc::now()).map(drop).map_err(|e| anyhow::anyhow!("{e}"))
     };
     let timeout = Duration::from_secs(args.timeout);
-    let deleted = setup::withdraw(&client, &name, &operator.did(), timeout, sign, |step| println!("{step}"))?;
+    let deleted = setup::withdraw(&client, &name, &operator_did, timeout, sign, |step| println!("{step}"))?;
     for offer in deleted {
         println!("nodeoffer.univrs.io/{offer} deleted");
     }

@@ -78,15 +78,13 @@ pub fn run(ctx: &Context, args: &Args) -> anyhow::Result<Outcome> {
         }
         let mut obj = current.clone();
         obj["spec"]["replicas"] = Value::from(args.replicas);
-        let signing_key = match &key {
+        let signer = match &key {
             Some(k) => k,
-            None => {
-                let identity =
-                    keystore::load(&ctx.dirs, || args.passphrase.get(Purpose::Existing, "your identity"))?;
-                key.insert(identity.signing_key().clone())
-            }
+            None => key.insert(crate::unlock::signer(&ctx.dirs, || {
+                args.passphrase.get(Purpose::Existing, "your identity")
+            })?),
         };
-        api::signing::sign(&mut obj, signing_key, Utc::now())
+        api::signing::sign(&mut obj, &**signer, Utc::now())
             .map_err(|e| anyhow::anyhow!("cannot sign workload {}: {e}", args.name))?;
         Ok(Some(obj))
     });

@@ -7,7 +7,6 @@ use chrono::Utc;
 
 use super::{Context, Outcome};
 use crate::fsutil;
-use crate::keystore;
 use crate::manifest_files::{self, Source};
 use crate::passphrase::{PassphraseArgs, Purpose};
 
@@ -50,10 +49,11 @@ pub fn run(ctx: &Context, args: &Args) -> anyhow::Result<Outcome> {
         );
     }
 
-    let identity = keystore::load(&ctx.dirs, || args.passphrase.get(Purpose::Existing, "your identity"))?;
+    let signer =
+        crate::unlock::signer(&ctx.dirs, || args.passphrase.get(Purpose::Existing, "your identity"))?;
     let now = Utc::now();
     for doc in all.iter_mut().flat_map(|s| &mut s.docs) {
-        api::signing::sign(&mut doc.value, identity.signing_key(), now)
+        api::signing::sign(&mut doc.value, &*signer, now)
             .map_err(|e| anyhow::anyhow!("{}: {e}", doc.place()))?;
     }
 
@@ -71,7 +71,11 @@ pub fn run(ctx: &Context, args: &Args) -> anyhow::Result<Outcome> {
             fsutil::write_atomic(path, text.as_bytes(), mode)?;
         }
         let n: usize = all.iter().map(|s| s.docs.len()).sum();
-        eprintln!("Signed {n} document(s) in {} file(s) as {}", all.len(), identity.did());
+        eprintln!(
+            "Signed {n} document(s) in {} file(s) as {}",
+            all.len(),
+            api::identity::Did::from_key(&signer.public())
+        );
     } else {
         let docs: Vec<_> = all.into_iter().flat_map(|s| s.docs).collect();
         print!("{}", manifest_files::to_yaml(&docs)?);

@@ -52,8 +52,8 @@ pub fn run(ctx: &Context, args: &Args) -> anyhow::Result<Outcome> {
     if !(1..=api::token::MAX_LIFETIME_SECS).contains(&args.lifetime) {
         bail!("--lifetime {} is out of range: 1 to {} seconds", args.lifetime, api::token::MAX_LIFETIME_SECS);
     }
-    let key = match &args.key_file {
-        Some(path) => read_key_file(path)?,
+    let key: Box<dyn api::signing::Sign> = match &args.key_file {
+        Some(path) => Box::new(read_key_file(path)?),
         None => {
             if !keystore::exists(&ctx.dirs) {
                 bail!(
@@ -61,13 +61,14 @@ pub fn run(ctx: &Context, args: &Args) -> anyhow::Result<Outcome> {
                     ctx.dirs.root().display()
                 );
             }
-            let identity =
-                keystore::load(&ctx.dirs, || args.passphrase.get(Purpose::Existing, "your identity"))?;
-            identity.signing_key().clone()
+            // The unlock agent's, when the key is unlocked: kubectl's credential plugin asks
+            // for no passphrase then.
+            crate::unlock::signer(&ctx.dirs, || args.passphrase.get(Purpose::Existing, "your identity"))?
         }
     };
     let now = chrono::Utc::now();
-    let token = api::token::mint(&key, &args.audience, now.timestamp(), args.lifetime);
+    let token = api::token::mint_with(&*key, &args.audience, now.timestamp(), args.lifetime)
+        .map_err(|e| anyhow::anyhow!("cannot sign the token: {e}"))?;
     if args.exec_credential {
         let expires = now + chrono::Duration::seconds(args.lifetime);
         let credential = json!({
