@@ -102,8 +102,5 @@ async fn refresh_members(
 /// The address the log endpoint is reached at, as a Node address (multiaddr): HTTP over TLS
 /// with the node's key.
 pub fn log_multiaddr(addr: SocketAddr) -> String {
-    match addr {
-        SocketAddr::V4(a) => format!("/ip4/{}/tcp/{}/tls/http", a.ip(), a.port()),
-        SocketAddr::V6(a) => format!("/ip6/{}/tcp/{}/tls/http", a.ip(), a.port()),
-    }
+    api::identity::NodeAddress(addr).to_string()
 }

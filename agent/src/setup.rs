@@ -3,6 +3,7 @@
 //! writing them, withdrawing the node (drain, then the offer goes), and the local node of
 //! `ui up`. The commands parse arguments and print; the work is here.
 
+use api::kinds::{NodeOfferSpec, NodeSpec, ReplicaSpec, WorkloadSpec, info};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -192,13 +193,9 @@ pub fn apply_signed(client: &Client, obj: &Value) -> anyhow::Result<&'static str
     Ok(if created { "created" } else { "configured" })
 }
 
-fn kind(name: &str) -> &'static api::KindInfo {
-    lookup(name).expect("a built-in kind")
-}
-
 /// The replicas bound to node `node`, in every namespace.
 pub fn replicas_on(client: &Client, node: &str) -> anyhow::Result<Vec<Value>> {
-    let list = client.list(kind("Replica"), None, None, false)?;
+    let list = client.list(info::<ReplicaSpec>(), None, None, false)?;
     Ok(list["items"]
         .as_array()
         .into_iter()
@@ -244,7 +241,7 @@ pub fn withdraw(
     moving.sort();
     moving.dedup();
     client
-        .modify(kind("Node"), None, name, |current| -> anyhow::Result<Option<Value>> {
+        .modify(info::<NodeSpec>(), None, name, |current| -> anyhow::Result<Option<Value>> {
             let Some(node) = current else { bail!("node {name} not found") };
             if node.pointer("/spec/unschedulable").and_then(Value::as_bool) == Some(true) {
                 return Ok(None);
@@ -295,7 +292,7 @@ pub fn withdraw(
         }
         std::thread::sleep(POLL);
     }
-    let offers = client.list(kind("NodeOffer"), None, None, false)?;
+    let offers = client.list(info::<NodeOfferSpec>(), None, None, false)?;
     let mut deleted = Vec::new();
     for o in offers["items"].as_array().into_iter().flatten() {
         let signer = o
@@ -307,7 +304,7 @@ pub fn withdraw(
             continue;
         }
         let offer = o["metadata"]["name"].as_str().unwrap_or_default();
-        match client.delete(kind("NodeOffer"), None, offer, false) {
+        match client.delete(info::<NodeOfferSpec>(), None, offer, false) {
             Ok(_) => deleted.push(offer.to_owned()),
             Err(e) if e.is_not_found() => {}
             Err(e) => return Err(anyhow::Error::new(e).context(format!("cannot delete offer {offer}"))),
@@ -320,12 +317,12 @@ pub fn withdraw(
 fn short_workloads(client: &Client, moving: &[(String, String)]) -> anyhow::Result<Vec<String>> {
     let mut short = Vec::new();
     for (ns, w) in moving {
-        let wanted = match client.get(kind("Workload"), Some(ns), w) {
+        let wanted = match client.get(info::<WorkloadSpec>(), Some(ns), w) {
             Ok(obj) => obj.pointer("/spec/replicas").and_then(Value::as_u64).unwrap_or(1),
             Err(e) if e.is_not_found() => continue,
             Err(e) => return Err(e.into()),
         };
-        let list = client.list(kind("Replica"), Some(ns), None, false)?;
+        let list = client.list(info::<ReplicaSpec>(), Some(ns), None, false)?;
         let running = list["items"]
             .as_array()
             .into_iter()

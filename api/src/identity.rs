@@ -264,3 +264,80 @@ mod tests {
         assert!(AgeRecipient::parse("age1short").is_err());
     }
 }
+
+/// Where a node's agent serves the control plane (replica output): a literal IP and port, over
+/// TLS with the node's own key, written as the multiaddr `/ip4/A/tcp/P/tls/http` (or
+/// `/ip6/…`). The agent advertises it in its Node; the apiserver's log proxy reads it back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NodeAddress(pub std::net::SocketAddr);
+
+/// Why a multiaddr is not a [`NodeAddress`].
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum NodeAddressError {
+    /// The older plain-HTTP form (`/…/tcp/P/http`), which no apiserver calls any more.
+    #[error(
+        "{0:?} is plain HTTP: the node must be registered again (its agent now serves TLS with the node key)"
+    )]
+    PlainHttp(String),
+    /// Anything else.
+    #[error("{0:?} is not a node address ({form})", form = NodeAddress::FORM)]
+    Other(String),
+}
+
+impl NodeAddress {
+    /// The form, for messages.
+    pub const FORM: &'static str = "/ip4/ADDRESS/tcp/PORT/tls/http (or /ip6/…)";
+
+    /// Reads a multiaddr.
+    pub fn parse(multiaddr: &str) -> Result<Self, NodeAddressError> {
+        let other = || NodeAddressError::Other(multiaddr.to_owned());
+        let socket = |ip: &str, port: &str| -> Option<std::net::SocketAddr> {
+            Some(std::net::SocketAddr::new(ip.parse().ok()?, port.parse().ok()?))
+        };
+        match multiaddr.split('/').collect::<Vec<_>>().as_slice() {
+            ["", proto @ ("ip4" | "ip6"), ip, "tcp", port, "tls", "http"] => {
+                let addr = socket(ip, port).ok_or_else(other)?;
+                // An /ip4 entry holds an IPv4 address and /ip6 an IPv6 one.
+                if addr.is_ipv4() == (*proto == "ip4") { Ok(Self(addr)) } else { Err(other()) }
+            }
+            ["", "ip4" | "ip6", _, "tcp", _, "http"] => {
+                Err(NodeAddressError::PlainHttp(multiaddr.to_owned()))
+            }
+            _ => Err(other()),
+        }
+    }
+}
+
+impl fmt::Display for NodeAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            std::net::SocketAddr::V4(a) => write!(f, "/ip4/{}/tcp/{}/tls/http", a.ip(), a.port()),
+            std::net::SocketAddr::V6(a) => write!(f, "/ip6/{}/tcp/{}/tls/http", a.ip(), a.port()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod node_address_tests {
+    use super::*;
+
+    #[test]
+    fn node_addresses_read_back_what_they_write() {
+        for text in ["/ip4/10.0.0.1/tcp/10250/tls/http", "/ip6/2001:db8::5/tcp/1/tls/http"] {
+            assert_eq!(NodeAddress::parse(text).unwrap().to_string(), text);
+        }
+        assert!(matches!(
+            NodeAddress::parse("/ip4/10.0.0.1/tcp/1/http"),
+            Err(NodeAddressError::PlainHttp(_))
+        ));
+        for bad in [
+            "/ip4/::1/tcp/1/tls/http",
+            "/ip6/10.0.0.1/tcp/1/tls/http",
+            "/dns4/x/tcp/1/tls/http",
+            "/ip4/1.2.3.4/tcp/99999/tls/http",
+            "",
+        ] {
+            assert!(matches!(NodeAddress::parse(bad), Err(NodeAddressError::Other(_))), "{bad}");
+        }
+    }
+}

@@ -222,7 +222,10 @@ mod tests {
             exp: NOW + 86_400,
         };
         let input = format!("{header}.{}", B64.encode(serde_json::to_vec(&claims).unwrap()));
-        let token = format!("{input}.{}", B64.encode(ed25519_dalek::Signer::sign(&key(1), input.as_bytes()).to_bytes()));
+        let token = format!(
+            "{input}.{}",
+            B64.encode(ed25519_dalek::Signer::sign(&key(1), input.as_bytes()).to_bytes())
+        );
         assert!(matches!(verify(&token, "c", NOW), Err(TokenError::TooLong(86_400))));
     }
 }

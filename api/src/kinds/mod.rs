@@ -62,6 +62,11 @@ pub static KINDS: [KindInfo; 10] = [
     KindInfo::of::<LeaseSpec>(),
 ];
 
+/// The facts of kind `S` (`info::<WorkloadSpec>()`): no name to mistype.
+pub fn info<S: crate::KindSpec>() -> &'static KindInfo {
+    by_kind(S::KIND).expect("every KindSpec is in KINDS")
+}
+
 /// The kind with this exact `kind` value.
 pub fn by_kind(kind: &str) -> Option<&'static KindInfo> {
     KINDS.iter().find(|k| k.kind == kind)

@@ -18,6 +18,8 @@
 mod address;
 mod node_tls;
 
+use api::KindSpec;
+use api::kinds::{NodeSpec, ReplicaSpec, WorkloadSpec};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -90,8 +92,9 @@ pub fn log_target(rest: &str) -> Option<(&str, &str)> {
     }
 }
 
-fn kind(name: &str) -> &'static api::KindInfo {
-    api::kinds::lookup(name).expect("a built-in kind")
+/// The facts of kind `S`.
+fn kind<S: KindSpec>() -> &'static api::KindInfo {
+    api::kinds::by_kind(S::KIND).expect("a built-in kind")
 }
 
 fn unavailable(message: String) -> ApiError {
@@ -108,18 +111,17 @@ pub async fn proxy(
     raw_query: Option<&str>,
 ) -> Result<Response, ApiError> {
     let system = Caller::system();
-    let replica = reg.get(&system, kind("Replica"), Some(ns), name, ReadAt::Latest).await?;
+    let replica = reg.get(&system, kind::<ReplicaSpec>(), Some(ns), name, ReadAt::Latest).await?;
     let workload = replica.pointer("/spec/workload").and_then(Value::as_str).unwrap_or_default();
     // The owner is the signer of the workload the replica belongs to: the one its owner
     // reference names (by uid, so a new workload of the same name owns nothing of the old).
     let owned_by = |w: &Value| {
         let uid = w.pointer("/metadata/uid").and_then(Value::as_str);
-        replica
-            .pointer("/metadata/ownerReferences")
-            .and_then(Value::as_array)
-            .is_some_and(|refs| refs.iter().any(|r| r["kind"] == "Workload" && r["uid"].as_str() == uid))
+        replica.pointer("/metadata/ownerReferences").and_then(Value::as_array).is_some_and(|refs| {
+            refs.iter().any(|r| r["kind"] == WorkloadSpec::KIND && r["uid"].as_str() == uid)
+        })
     };
-    let owner = match reg.get(&system, kind("Workload"), Some(ns), workload, ReadAt::Latest).await {
+    let owner = match reg.get(&system, kind::<WorkloadSpec>(), Some(ns), workload, ReadAt::Latest).await {
         Ok(w) if owned_by(&w) => w
             .pointer("/metadata/annotations")
             .and_then(|a| a.get(api::signing::SIGNER))
@@ -140,7 +142,7 @@ pub async fn proxy(
             "replica {ns}/{name} is not placed on a node yet: no output"
         )));
     };
-    let node = reg.get(&system, kind("Node"), None, node_name, ReadAt::Latest).await?;
+    let node = reg.get(&system, kind::<NodeSpec>(), None, node_name, ReadAt::Latest).await?;
     // The replica belongs to one Node object: a Node registered later under the same name is
     // another node (perhaps another operator's), which never ran it.
     let node_uid = node.pointer("/metadata/uid").and_then(Value::as_str);

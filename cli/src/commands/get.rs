@@ -62,7 +62,10 @@ fn kinds_named(arg: &str) -> anyhow::Result<Vec<&'static KindInfo>> {
     let mut out: Vec<&'static KindInfo> = Vec::new();
     for name in arg.split(',').map(str::trim).filter(|n| !n.is_empty()) {
         let named: Vec<&'static KindInfo> = if name == "all" {
-            ["Workload", "Replica"].iter().filter_map(|k| api::kinds::by_kind(k)).collect()
+            vec![
+                api::kinds::info::<api::kinds::WorkloadSpec>(),
+                api::kinds::info::<api::kinds::ReplicaSpec>(),
+            ]
         } else {
             vec![kind_named(name)?]
         };

@@ -1,5 +1,6 @@
 //! `ui logs REPLICA|WORKLOAD [-f]`: a replica's output, from its node through the apiserver.
 
+use api::kinds::{ReplicaSpec, WorkloadSpec, info};
 use std::io::{BufRead, BufReader, Read, Write};
 
 use anyhow::{Context as _, bail};
@@ -31,27 +32,23 @@ pub struct Args {
     output: OutputArgs,
 }
 
-fn kind(name: &str) -> &'static api::KindInfo {
-    api::kinds::lookup(name).expect("a built-in kind")
-}
-
 pub fn run(ctx: &Context, args: &Args) -> anyhow::Result<Outcome> {
     let client = crate::connection::connect(ctx, &args.cluster)?;
     let ns = client.namespace().to_owned();
     let name =
         args.name.strip_prefix("replica/").or(args.name.strip_prefix("workload/")).unwrap_or(&args.name);
-    let replicas: Vec<String> = match client.get(kind("Replica"), Some(&ns), name) {
+    let replicas: Vec<String> = match client.get(info::<ReplicaSpec>(), Some(&ns), name) {
         Ok(_) if !args.name.starts_with("workload/") => vec![name.to_owned()],
         Err(e) if !e.is_not_found() => return Err(e.into()),
         _ => {
-            match client.get(kind("Workload"), Some(&ns), name) {
+            match client.get(info::<WorkloadSpec>(), Some(&ns), name) {
                 Ok(_) => {}
                 Err(e) if e.is_not_found() => {
                     bail!("no replica or workload named {name} in namespace {ns}")
                 }
                 Err(e) => return Err(e.into()),
             }
-            let list = client.list(kind("Replica"), Some(&ns), None, false)?;
+            let list = client.list(info::<ReplicaSpec>(), Some(&ns), None, false)?;
             let mut names: Vec<String> = list["items"]
                 .as_array()
                 .into_iter()

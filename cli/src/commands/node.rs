@@ -6,6 +6,7 @@
 //! every server key: the agent runs unattended), `node.json` (its name and the address of its
 //! log endpoint), its kubeconfig (after `register`), `state/` and `images/`.
 
+use api::kinds::{NodeOfferSpec, NodeSpec, info};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -13,7 +14,6 @@ use std::time::Duration;
 use agent::setup::{self, LocalCluster, NodeDir, NodeKey};
 use anyhow::{Context as _, bail};
 use api::identity::{Did, PeerId};
-use api::kinds::lookup;
 use chrono::Utc;
 use serde_json::{Value, json};
 
@@ -404,18 +404,14 @@ pub struct StatusArgs {
     output: OutputArgs,
 }
 
-fn kind(name: &str) -> &'static api::KindInfo {
-    lookup(name).expect("a built-in kind")
-}
-
 fn status(ctx: &Context, args: &StatusArgs) -> anyhow::Result<Outcome> {
     let name = match &args.name {
         Some(n) => n.clone(),
         None => NodeDir::open(&args.dir.dir(ctx))?.file.name,
     };
     let client = crate::connection::connect(ctx, &args.cluster)?;
-    let node = client.get(kind("Node"), None, &name).with_context(|| format!("node {name}"))?;
-    let offers: Vec<Value> = client.list(kind("NodeOffer"), None, None, false)?["items"]
+    let node = client.get(info::<NodeSpec>(), None, &name).with_context(|| format!("node {name}"))?;
+    let offers: Vec<Value> = client.list(info::<NodeOfferSpec>(), None, None, false)?["items"]
         .as_array()
         .into_iter()
         .flatten()

@@ -61,8 +61,8 @@ pub fn run(ctx: &Context, args: &Args) -> anyhow::Result<Outcome> {
     let client = crate::connection::connect(ctx, &args.cluster)?;
     let ns = (!args.all_namespaces).then(|| client.namespace().to_owned());
     let workloads =
-        client.list(api::kinds::lookup("workloads").expect("kind"), ns.as_deref(), None, false)?;
-    let replicas = client.list(api::kinds::lookup("replicas").expect("kind"), ns.as_deref(), None, false)?;
+        client.list(api::kinds::info::<api::kinds::WorkloadSpec>(), ns.as_deref(), None, false)?;
+    let replicas = client.list(api::kinds::info::<api::kinds::ReplicaSpec>(), ns.as_deref(), None, false)?;
     // Yours (signed by your identity) unless -A; without an identity, everyone's.
     let me =
         if args.all_namespaces { None } else { crate::keystore::load_public(&ctx.dirs).ok().map(|p| p.did) };

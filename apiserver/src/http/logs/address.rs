@@ -15,13 +15,14 @@
 //! Private ranges (10/8, 172.16/12, 192.168/16, fc00::/7) are allowed: operators run nodes on
 //! their LANs.
 
+use api::identity::{NodeAddress, NodeAddressError};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use api::identity::Did;
 use serde_json::Value;
 
 /// The form of an agent's address in a Node's `spec.addresses`.
-pub const EXPECTED_FORM: &str = "/ip4/ADDRESS/tcp/PORT/tls/http (or /ip6/…)";
+pub const EXPECTED_FORM: &str = NodeAddress::FORM;
 
 /// Which addresses the apiserver connects to.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -193,18 +194,13 @@ pub struct AgentEndpoint {
     pub node_key: [u8; 32],
 }
 
-/// Parses one multiaddr: `Some(Ok(addr))` for `/ip4|ip6/A/tcp/P/tls/http`, `Some(Err(text))`
-/// for the older plain `/…/tcp/P/http`, `None` for anything else.
+/// Parses one multiaddr (`api::identity::NodeAddress`): `Some(Ok(addr))` for the TLS form,
+/// `Some(Err(text))` for the older plain `/…/tcp/P/http`, `None` for anything else.
 fn parse(multiaddr: &str) -> Option<Result<SocketAddr, String>> {
-    let socket = |ip: &str, port: &str| Some(SocketAddr::new(ip.parse().ok()?, port.parse().ok()?));
-    match multiaddr.split('/').collect::<Vec<_>>().as_slice() {
-        ["", proto @ ("ip4" | "ip6"), ip, "tcp", port, "tls", "http"] => {
-            let addr = socket(ip, port)?;
-            // An /ip4 entry must hold an IPv4 address and /ip6 an IPv6 one.
-            (addr.is_ipv4() == (*proto == "ip4")).then_some(Ok(addr))
-        }
-        ["", "ip4" | "ip6", _, "tcp", _, "http"] => Some(Err(multiaddr.to_owned())),
-        _ => None,
+    match NodeAddress::parse(multiaddr) {
+        Ok(a) => Some(Ok(a.0)),
+        Err(NodeAddressError::PlainHttp(text)) => Some(Err(text)),
+        Err(NodeAddressError::Other(_)) => None,
     }
 }
 
