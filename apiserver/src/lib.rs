@@ -9,6 +9,7 @@
 // them return the same type rather than converting at every call.
 pub mod access;
 pub mod http;
+pub mod member;
 pub mod patch;
 pub mod quota;
 #[allow(clippy::result_large_err)]

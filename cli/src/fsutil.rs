@@ -19,26 +19,6 @@ pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     fs::DirBuilder::new().recursive(true).mode(PRIVATE_DIR).create(dir)
 }
 
-/// Makes a server's state directory private, even when it existed before: the directory and
-/// its `subdirs` 0700, every file directly in them 0600 (the Raft log and state, keys, the
-/// CA). Other folders in it (a node's images) are left as they are.
-pub fn make_private(dir: &Path, subdirs: &[&str]) -> std::io::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    for d in std::iter::once(dir.to_path_buf()).chain(subdirs.iter().map(|s| dir.join(s))) {
-        if !d.is_dir() {
-            continue;
-        }
-        fs::set_permissions(&d, fs::Permissions::from_mode(PRIVATE_DIR))?;
-        for entry in fs::read_dir(&d)? {
-            let entry = entry?;
-            if entry.file_type()?.is_file() {
-                fs::set_permissions(entry.path(), fs::Permissions::from_mode(PRIVATE_FILE))?;
-            }
-        }
-    }
-    Ok(())
-}
-
 /// Writes `contents` to `path` atomically: a temporary file in the same directory, created
 /// with `mode`, written and fsync'd, then renamed over `path`, then the directory fsync'd.
 pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> anyhow::Result<()> {

@@ -2,7 +2,6 @@
 //! start and keeps it in the data dir; the server's certificate is issued by it at every start
 //! (for the names and addresses it serves on), and the kubeconfig carries the CA.
 
-use std::io::Write as _;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -49,17 +48,7 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> TlsError + '_ {
 
 /// Writes `bytes` to `path` atomically, readable by the owner only.
 fn write_private(path: &Path, bytes: &[u8]) -> Result<(), TlsError> {
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(io(&tmp))?;
-    f.write_all(bytes).and_then(|()| f.sync_all()).map_err(io(&tmp))?;
-    std::fs::rename(&tmp, path).map_err(io(path))
+    crate::member::write_private(path, bytes).map_err(io(path))
 }
 
 fn ca_params(cluster: &str) -> Result<CertificateParams, rcgen::Error> {

@@ -9,7 +9,7 @@ use anyhow::{Context as _, bail};
 use apiserver::http::authn::Authn;
 use apiserver::http::{AppState, ConnLimits};
 use apiserver::quota::Limits;
-use apiserver::raft::{JoinTarget, MemberConfig, Options, RaftNode};
+use apiserver::raft::{JoinTarget, Options, RaftNode};
 use apiserver::registry::Registry;
 
 use super::{Context, Outcome};
@@ -164,93 +164,6 @@ pub fn default_data_dir() -> anyhow::Result<PathBuf> {
     Ok(base.join("univrs"))
 }
 
-/// Holds `data_dir` for this process (an exclusive lock on `DATA/lock`, which says its pid),
-/// or says that another has it.
-pub fn lock_data_dir(data_dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
-    let path = data_dir.join("lock");
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .with_context(|| format!("cannot open {}", path.display()))?;
-    match file.try_lock() {
-        Ok(()) => {
-            // Who holds it, for `ui down`.
-            use std::io::Write as _;
-            let mut f = &file;
-            f.set_len(0)?;
-            write!(f, "{}", std::process::id())?;
-            Ok(file)
-        }
-        Err(std::fs::TryLockError::WouldBlock) => bail!(
-            "the data dir {} is in use by another univrs member on this machine (`ui up` or `ui apiserver`): stop it first (ui down), or pass --data-dir DIR to run another",
-            data_dir.display()
-        ),
-        Err(std::fs::TryLockError::Error(e)) => {
-            Err(anyhow::Error::new(e).context(format!("cannot lock {}", path.display())))
-        }
-    }
-}
-
-/// The cluster's id, made at its first start.
-fn cluster_id(data_dir: &std::path::Path) -> anyhow::Result<String> {
-    let path = data_dir.join("cluster-id");
-    if !path.exists() {
-        fsutil::write_atomic(&path, uuid_like().as_bytes(), PRIVATE_FILE)?;
-    }
-    let id = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
-    Ok(id.trim().to_owned())
-}
-
-fn uuid_like() -> String {
-    let mut bytes = [0u8; 16];
-    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut bytes);
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// The member key of this apiserver (its control-plane identity), made at its first start.
-fn member_key(data_dir: &std::path::Path) -> anyhow::Result<(PathBuf, ed25519_dalek::SigningKey)> {
-    let path = data_dir.join("member.key");
-    if !path.exists() {
-        let key = ed25519_dalek::SigningKey::generate(&mut rand_core::OsRng);
-        let hex: String = key.to_bytes().iter().map(|b| format!("{b:02x}")).collect();
-        fsutil::write_atomic(&path, hex.as_bytes(), PRIVATE_FILE)?;
-    }
-    let key = super::token::read_key_file(&path)?;
-    Ok((path, key))
-}
-
-/// What a cluster hands to a member that joins: its id and CA.
-#[derive(serde::Serialize, serde::Deserialize)]
-struct Bootstrap {
-    cluster: String,
-    ca_cert: Option<String>,
-    ca_key: Option<String>,
-}
-
-impl Bootstrap {
-    fn read(data_dir: &std::path::Path, cluster: &str) -> anyhow::Result<Vec<u8>> {
-        let read = |name: &str| std::fs::read_to_string(data_dir.join("tls").join(name)).ok();
-        let b = Bootstrap { cluster: cluster.to_owned(), ca_cert: read("ca.crt"), ca_key: read("ca.key") };
-        Ok(serde_json::to_vec(&b)?)
-    }
-
-    /// Keeps the cluster's id and CA in the data dir of a member that just joined.
-    fn write(bytes: &[u8], data_dir: &std::path::Path) -> anyhow::Result<()> {
-        let b: Bootstrap =
-            serde_json::from_slice(bytes).context("the cluster sent a bootstrap this member cannot read")?;
-        fsutil::write_atomic(&data_dir.join("cluster-id"), b.cluster.as_bytes(), PRIVATE_FILE)?;
-        if let (Some(cert), Some(key)) = (b.ca_cert, b.ca_key) {
-            let tls = data_dir.join("tls");
-            fsutil::create_private_dir(&tls)?;
-            fsutil::write_atomic(&tls.join("ca.crt"), cert.as_bytes(), PRIVATE_FILE)?;
-            fsutil::write_atomic(&tls.join("ca.key"), key.as_bytes(), PRIVATE_FILE)?;
-        }
-        Ok(())
-    }
-}
-
 /// How a kubeconfig is rendered for the other members' URLs.
 type Render = Box<dyn Fn(&[String]) -> String + Send>;
 
@@ -279,6 +192,55 @@ fn other_apis(node: &RaftNode) -> Vec<String> {
         .collect()
 }
 
+/// Writes the user's kubeconfig (`paths[0]`) and the member's (`paths[1]`, tokens from the
+/// member key at `member_key`) for the cluster at `server`, each listing every member; when
+/// `follow`, a task keeps them listing every member as members come and go (so every client
+/// can fail over to each).
+#[allow(clippy::too_many_arguments)]
+fn write_kubeconfigs(
+    ctx: &Context,
+    node: &RaftNode,
+    server: &str,
+    ca_pem: Option<&str>,
+    audience: &str,
+    paths: [PathBuf; 2],
+    member_key: &std::path::Path,
+    follow: bool,
+) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {
+    ctx.dirs.ensure_root()?;
+    let render = |token_args: Vec<String>, env: Vec<(&'static str, String)>| -> Render {
+        let (server, ca, audience) = (server.to_owned(), ca_pem.map(str::to_owned), audience.to_owned());
+        Box::new(move |others: &[String]| {
+            crate::kubeconfig::render(&server, others, ca.as_deref(), &audience, &token_args, &env)
+        })
+    };
+    let [user, member] = paths;
+    let kubeconfigs = Kubeconfigs {
+        files: vec![
+            (user, render(vec![], vec![("UNIVRS_CONFIG_DIR", ctx.dirs.root().display().to_string())])),
+            // The control plane's own clients (controllers run by `ui up`) authenticate as the member.
+            (member, render(vec!["--key-file".to_owned(), member_key.display().to_string()], vec![])),
+        ],
+    };
+    let mut others = other_apis(node);
+    kubeconfigs.write(&others)?;
+    Ok(follow.then(|| {
+        let node = node.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                let now = other_apis(&node);
+                if now != others {
+                    if let Err(e) = kubeconfigs.write(&now) {
+                        eprintln!("warning: cannot update the kubeconfigs with the members: {e:#}");
+                    }
+                    others = now;
+                }
+            }
+        })
+    }))
+}
+
 pub fn run(ctx: &Context, args: &Args, up: Option<&super::node::LocalNodeArgs>) -> anyhow::Result<Outcome> {
     let with_controllers = up.is_some();
     if args.insecure_http && !args.listen.ip().is_loopback() {
@@ -291,40 +253,15 @@ pub fn run(ctx: &Context, args: &Args, up: Option<&super::node::LocalNodeArgs>) 
         Some(d) => d.clone(),
         None => default_data_dir()?,
     };
-    fsutil::create_private_dir(&data_dir).with_context(|| format!("cannot create {}", data_dir.display()))?;
-    // One member per data dir: a second `ui up` on it says so at once, before it touches
-    // anything (the lock goes with this process).
-    let _lock = lock_data_dir(&data_dir)?;
-    // Private even if it existed: the state holds every object, env values included.
-    let private = || {
-        fsutil::make_private(&data_dir, &["tls"])
-            .with_context(|| format!("cannot make {} private (mode 0700, files 0600)", data_dir.display()))
-    };
-    private()?;
-    // A member that joins gets the cluster's id and CA from the cluster, after joining.
-    // (`cluster-id` is written once it has joined: until then, every start with --join joins.)
-    let fresh_join = args.join.is_some() && !data_dir.join("cluster-id").exists();
-    let (member_key_path, member) = member_key(&data_dir)?;
+    // One member per data dir (a second `ui up` on it is told so at once), private even if
+    // it existed: the state holds every object, env values included.
+    let dir = apiserver::member::DataDir::open(&data_dir)?;
+    let (member_key_path, member) = dir.member_key()?;
     let member_did = api::identity::Did::from_key(&member.verifying_key());
     let mut members = vec![member_did.clone()];
     for m in &args.members {
         members.push(api::identity::Did::parse(m).with_context(|| format!("--member {m}"))?);
     }
-    let make_tls = |cluster: &str| -> anyhow::Result<Option<apiserver::http::tls::Tls>> {
-        if args.insecure_http {
-            return Ok(None);
-        }
-        let mut names: Vec<String> = vec!["localhost".into(), "127.0.0.1".into(), "::1".into()];
-        if !args.listen.ip().is_unspecified() {
-            names.push(args.listen.ip().to_string());
-        }
-        names.extend(args.tls_sans.iter().cloned());
-        names.dedup();
-        Ok(Some(
-            apiserver::http::tls::load_or_create(&data_dir.join("tls"), cluster, &names)
-                .context("cannot set up TLS")?,
-        ))
-    };
     if args.fault_injection {
         apiserver::http::cluster::enable_fault_injection();
     }
@@ -343,99 +280,39 @@ pub fn run(ctx: &Context, args: &Args, up: Option<&super::node::LocalNodeArgs>) 
         let host = if addr.ip().is_unspecified() { "127.0.0.1".to_owned() } else { addr.ip().to_string() };
         let host = if host.contains(':') { format!("[{host}]") } else { host };
         let server = format!("{scheme}://{host}:{}", addr.port());
-        let started = |e| format!("cannot start the control plane in {}: {e}", data_dir.display());
-        let (node, cluster, tls) = match args.peer_listen {
-            None => {
-                let cluster = cluster_id(&data_dir)?;
-                let tls = make_tls(&cluster)?;
-                let node = RaftNode::start_single(&data_dir, options).await.map_err(|e| anyhow::anyhow!(started(e)))?;
-                (node, cluster, tls)
-            }
-            Some(peer_listen) => {
-                let (cluster, tls, bootstrap) = if fresh_join {
-                    (None, None, Vec::new())
-                } else {
-                    let cluster = cluster_id(&data_dir)?;
-                    let tls = make_tls(&cluster)?;
-                    let bootstrap = Bootstrap::read(&data_dir, &cluster)?;
-                    (Some(cluster), tls, bootstrap)
-                };
-                let config = MemberConfig {
-                    key: member.clone(),
-                    listen: peer_listen,
-                    advertise: args.peer_advertise.clone(),
-                    api: server.clone(),
-                    join: args.join.clone(),
-                    bootstrap,
-                };
-                let (node, joined) = RaftNode::start_member(&data_dir, options, config)
-                    .await
-                    .map_err(|e| anyhow::anyhow!(started(e)))?;
-                match (cluster, joined) {
-                    (Some(cluster), _) => (node, cluster, tls),
-                    (None, joined) => {
-                        let Some(joined) = joined else {
-                            bail!("{} already holds a member: start it without --join", data_dir.display())
-                        };
-                        Bootstrap::write(&joined, &data_dir)?;
-                        let cluster = cluster_id(&data_dir)?;
-                        let tls = make_tls(&cluster)?;
-                        (node, cluster, tls)
-                    }
-                }
-            }
+        let start = apiserver::member::Start {
+            options,
+            api: server.clone(),
+            listen_ip: args.listen.ip(),
+            tls_sans: args.tls_sans.clone(),
+            insecure_http: args.insecure_http,
+            peering: args.peer_listen.map(|listen| apiserver::member::Peering {
+                listen,
+                advertise: args.peer_advertise.clone(),
+                join: args.join.clone(),
+            }),
         };
+        let apiserver::member::Started { node, cluster, tls } = apiserver::member::start(&dir, &member, start).await?;
         let audience = format!("univrs:{cluster}");
         let ca_pem = tls.as_ref().map(|t| t.ca_pem.clone());
         let kubeconfig_path = args.kubeconfig.clone().unwrap_or_else(|| ctx.dirs.root().join("kubeconfig"));
-        ctx.dirs.ensure_root()?;
-        let user_env = [("UNIVRS_CONFIG_DIR", ctx.dirs.root().display().to_string())];
-        let user_env: Vec<(&'static str, String)> = user_env.into_iter().collect();
-        let user = {
-            let (server, ca, audience) = (server.clone(), ca_pem.clone(), audience.clone());
-            move |others: &[String]| {
-                crate::kubeconfig::render(&server, others, ca.as_deref(), &audience, &[], &user_env)
-            }
-        };
-        // The control plane's own clients (controllers run by `ui up`) authenticate as the member.
-        let member_args = ["--key-file".to_owned(), member_key_path.display().to_string()];
-        let member_kubeconfig = {
-            let (server, ca, audience) = (server.clone(), ca_pem.clone(), audience.clone());
-            move |others: &[String]| {
-                crate::kubeconfig::render(&server, others, ca.as_deref(), &audience, &member_args, &[])
-            }
-        };
-        let kubeconfigs = Kubeconfigs {
-            files: vec![
-                (kubeconfig_path.clone(), Box::new(user)),
-                (data_dir.join("member.kubeconfig"), Box::new(member_kubeconfig)),
-            ],
-        };
-        let mut others = other_apis(&node);
-        kubeconfigs.write(&others)?;
-        // As members come and go, the kubeconfigs follow, so `ui` can fail over to every member.
-        let refresher = args.peer_listen.is_some().then(|| {
-            let node = node.clone();
-            tokio::spawn(async move {
-                loop {
-                    tokio::time::sleep(Duration::from_secs(5)).await;
-                    let now = other_apis(&node);
-                    if now != others {
-                        if let Err(e) = kubeconfigs.write(&now) {
-                            eprintln!("warning: cannot update the kubeconfigs with the members: {e:#}");
-                        }
-                        others = now;
-                    }
-                }
-            })
-        });
+        let refresher = write_kubeconfigs(
+            ctx,
+            &node,
+            &server,
+            ca_pem.as_deref(),
+            &audience,
+            [kubeconfig_path.clone(), data_dir.join("member.kubeconfig")],
+            &member_key_path,
+            args.peer_listen.is_some(),
+        )?;
         if tls.is_none() {
             eprintln!(
                 "WARNING: --insecure-http: the API is served WITHOUT TLS on loopback, for development only; kubectl cannot authenticate over it"
             );
         }
         // The storage files and kubeconfig the member just created, too.
-        private()?;
+        dir.make_private()?;
         // Handlers first: whoever reads "listening on" may stop the server at once, and a
         // signal before the handlers exist would kill it without draining.
         use tokio::signal::unix::{SignalKind, signal};
@@ -481,7 +358,7 @@ pub fn run(ctx: &Context, args: &Args, up: Option<&super::node::LocalNodeArgs>) 
                 },
             },
         };
-        let sweeper = tokio::spawn(sweep_tombstones(state.registry.clone(), node.clone()));
+        let sweeper = tokio::spawn(apiserver::member::sweep_tombstones(state.registry.clone(), node.clone()));
         let serving =
             tokio::spawn(apiserver::http::serve(listener, state, tls, args.limits.connections(), shutdown));
         let controllers = match with_controllers {
@@ -548,19 +425,4 @@ pub fn run(ctx: &Context, args: &Args, up: Option<&super::node::LocalNodeArgs>) 
         anyhow::Ok(())
     })?;
     Ok(Outcome::Success)
-}
-
-/// Removes expired tombstones (anti-rollback records of deleted objects) every few minutes,
-/// on the member that leads (one member is enough; the others would only repeat it).
-async fn sweep_tombstones(registry: Registry, node: RaftNode) {
-    loop {
-        tokio::time::sleep(Duration::from_secs(300)).await;
-        let me = node.status();
-        if me.leader != Some(me.id) {
-            continue;
-        }
-        if let Err(e) = registry.sweep_tombstones(chrono::Utc::now()).await {
-            eprintln!("warning: cannot remove expired tombstones: {e}");
-        }
-    }
 }

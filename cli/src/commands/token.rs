@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context as _, bail};
+use anyhow::bail;
 use ed25519_dalek::SigningKey;
 use serde_json::json;
 
@@ -37,15 +37,7 @@ pub struct Args {
 
 /// Reads a member key file: the 32-byte Ed25519 secret, hex-encoded.
 pub fn read_key_file(path: &std::path::Path) -> anyhow::Result<SigningKey> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let bytes: Vec<u8> = (0..text.trim().len())
-        .step_by(2)
-        .map(|i| text.trim().get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
-        .collect::<Option<_>>()
-        .with_context(|| format!("{} is not a hex key", path.display()))?;
-    let secret: [u8; 32] =
-        bytes.try_into().map_err(|_| anyhow::anyhow!("{} does not hold a 32-byte key", path.display()))?;
-    Ok(SigningKey::from_bytes(&secret))
+    Ok(apiserver::member::read_key(path)?)
 }
 
 pub fn run(ctx: &Context, args: &Args) -> anyhow::Result<Outcome> {
