@@ -10,7 +10,7 @@ use apiserver::registry::MemStore;
 /// The server itself: these tests are about object semantics, not access.
 static SYS: std::sync::LazyLock<Caller> = std::sync::LazyLock::new(Caller::system);
 use apiserver::registry::{
-    ApiError, DeleteOptions, Deleted, ListOptions, Part, Patch, ReadAt, Registry, WriteOptions,
+    ApiError, DeleteOptions, Deleted, ListOptions, ObjectRef, Part, Patch, ReadAt, Registry, WriteOptions,
 };
 use serde_json::{Value, json};
 
@@ -66,19 +66,19 @@ impl Short for Registry {
         let name = obj["metadata"]["name"].as_str().unwrap().to_owned();
         let ns = obj["metadata"]["namespace"].as_str().unwrap_or("default").to_owned();
         let obj = if kind.signed { signed(obj) } else { obj };
-        self.update(&SYS, kind, Part::Main, Some(&ns), &name, obj, &WriteOptions::default())
+        self.update(&SYS, ObjectRef::new(kind, Some(&ns), &name), Part::Main, obj, &WriteOptions::default())
             .await
             .map(|w| w.object)
     }
     async fn read(&self, kind: &api::KindInfo, name: &str) -> Result<Value, ApiError> {
-        self.get(&SYS, kind, Some("default"), name, ReadAt::Latest).await
+        self.get(&SYS, ObjectRef::new(kind, Some("default"), name), ReadAt::Latest).await
     }
     async fn all(&self, kind: &api::KindInfo, ns: Option<&str>) -> apiserver::registry::List {
         self.list(&SYS, kind, ns, &ListOptions::default()).await.unwrap()
     }
     async fn remove(&self, kind: &api::KindInfo, name: &str, rv: Option<u64>) -> Result<Value, ApiError> {
         let opts = DeleteOptions { resource_version: rv, ..Default::default() };
-        match self.delete(&SYS, kind, Some("default"), name, &opts).await? {
+        match self.delete(&SYS, ObjectRef::new(kind, Some("default"), name), &opts).await? {
             Deleted::Gone(v) | Deleted::Pending(v) => Ok(v),
         }
     }
@@ -203,7 +203,10 @@ async fn status_and_spec_are_written_separately(reg: Registry) {
     reg.make(wl, workload("web", 1)).await.unwrap();
 
     let status = json!({ "status": { "replicas": 1, "readyReplicas": 1 }, "spec": { "replicas": 9 } });
-    let w = reg.patch(&SYS, wl, Part::Status, Some("default"), "web", &merge(status), &opts).await.unwrap();
+    let w = reg
+        .patch(&SYS, ObjectRef::new(wl, Some("default"), "web"), Part::Status, &merge(status), &opts)
+        .await
+        .unwrap();
     assert_eq!(w.object["status"]["readyReplicas"], 1);
     assert_eq!(w.object["spec"]["replicas"], 1, "a status write changed the spec");
     assert_eq!(w.object["metadata"]["generation"], 1, "a status write bumped the generation");
@@ -213,7 +216,8 @@ async fn status_and_spec_are_written_separately(reg: Registry) {
     spec["spec"]["replicas"] = json!(2);
     spec["status"] = json!({ "readyReplicas": 0 });
     let spec = signed(spec);
-    let w = reg.update(&SYS, wl, Part::Main, Some("default"), "web", spec, &opts).await.unwrap();
+    let w =
+        reg.update(&SYS, ObjectRef::new(wl, Some("default"), "web"), Part::Main, spec, &opts).await.unwrap();
     assert_eq!(w.object["spec"]["replicas"], 2);
     assert_eq!(w.object["status"]["readyReplicas"], 1, "a spec write changed the status");
     assert_eq!(w.object["metadata"]["generation"], 2);
@@ -221,7 +225,13 @@ async fn status_and_spec_are_written_separately(reg: Registry) {
     // A write that changes nothing makes no revision.
     let before = reg.read(wl, "web").await.unwrap();
     let w = reg
-        .patch(&SYS, wl, Part::Main, Some("default"), "web", &merge(json!({"spec": {"replicas": 2}})), &opts)
+        .patch(
+            &SYS,
+            ObjectRef::new(wl, Some("default"), "web"),
+            Part::Main,
+            &merge(json!({"spec": {"replicas": 2}})),
+            &opts,
+        )
         .await
         .unwrap();
     assert_eq!(w.object["metadata"]["resourceVersion"], before["metadata"]["resourceVersion"]);
@@ -234,22 +244,27 @@ async fn finalizers_hold_a_deleted_object_until_the_last_is_removed(reg: Registr
     obj["metadata"]["finalizers"] = json!(["a.example/x", "b.example/y"]);
     reg.make(wl, obj).await.unwrap();
 
-    let pending = reg.delete(&SYS, wl, Some("default"), "held", &DeleteOptions::default()).await.unwrap();
+    let pending = reg
+        .delete(&SYS, ObjectRef::new(wl, Some("default"), "held"), &DeleteOptions::default())
+        .await
+        .unwrap();
     let Deleted::Pending(pending) = pending else { panic!("deleted despite finalizers") };
     assert!(pending["metadata"]["deletionTimestamp"].is_string());
     // Deleting again changes nothing.
-    let Deleted::Pending(again) =
-        reg.delete(&SYS, wl, Some("default"), "held", &DeleteOptions::default()).await.unwrap()
+    let Deleted::Pending(again) = reg
+        .delete(&SYS, ObjectRef::new(wl, Some("default"), "held"), &DeleteOptions::default())
+        .await
+        .unwrap()
     else {
         panic!()
     };
     assert_eq!(again["metadata"]["resourceVersion"], pending["metadata"]["resourceVersion"]);
 
     let one = merge(json!({ "metadata": { "finalizers": ["b.example/y"] } }));
-    reg.patch(&SYS, wl, Part::Main, Some("default"), "held", &one, &opts).await.unwrap();
+    reg.patch(&SYS, ObjectRef::new(wl, Some("default"), "held"), Part::Main, &one, &opts).await.unwrap();
     assert!(reg.read(wl, "held").await.is_ok(), "went with a finalizer left");
     let none = apiserver::registry::Patch::Json(json!([{ "op": "remove", "path": "/metadata/finalizers" }]));
-    reg.patch(&SYS, wl, Part::Main, Some("default"), "held", &none, &opts).await.unwrap();
+    reg.patch(&SYS, ObjectRef::new(wl, Some("default"), "held"), Part::Main, &none, &opts).await.unwrap();
     assert!(matches!(reg.read(wl, "held").await, Err(ApiError::NotFound { .. })));
 }
 
@@ -261,10 +276,8 @@ async fn server_side_apply_creates_merges_and_records_the_manager(reg: Registry)
     let missing = reg
         .patch(
             &SYS,
-            wl,
+            ObjectRef::new(wl, Some("default"), "web"),
             Part::Main,
-            Some("default"),
-            "web",
             &apply(signed(workload("web", 1))),
             &WriteOptions::default(),
         )
@@ -272,7 +285,13 @@ async fn server_side_apply_creates_merges_and_records_the_manager(reg: Registry)
     assert!(matches!(missing, Err(ApiError::BadRequest(m)) if m.contains("fieldManager")));
 
     let created = reg
-        .patch(&SYS, wl, Part::Main, Some("default"), "web", &apply(signed(workload("web", 1))), &opts)
+        .patch(
+            &SYS,
+            ObjectRef::new(wl, Some("default"), "web"),
+            Part::Main,
+            &apply(signed(workload("web", 1))),
+            &opts,
+        )
         .await
         .unwrap();
     assert!(created.created);
@@ -283,15 +302,19 @@ async fn server_side_apply_creates_merges_and_records_the_manager(reg: Registry)
 
     // Another writer adds a finalizer; the manager applies a new replica count: both stay.
     let hold = merge(json!({ "metadata": { "finalizers": ["example.com/hold"] } }));
-    reg.patch(&SYS, wl, Part::Main, Some("default"), "web", &hold, &WriteOptions::default()).await.unwrap();
+    reg.patch(&SYS, ObjectRef::new(wl, Some("default"), "web"), Part::Main, &hold, &WriteOptions::default())
+        .await
+        .unwrap();
     let three = apply(signed(workload("web", 3)));
-    let again = reg.patch(&SYS, wl, Part::Main, Some("default"), "web", &three, &opts).await.unwrap();
+    let again =
+        reg.patch(&SYS, ObjectRef::new(wl, Some("default"), "web"), Part::Main, &three, &opts).await.unwrap();
     assert!(!again.created);
     assert_eq!(again.object["spec"]["replicas"], 3);
     assert_eq!(again.object["metadata"]["finalizers"], json!(["example.com/hold"]));
     api::signing::verify(&again.object).expect("the applied object is the signed manifest");
     // Applying the same thing again changes nothing.
-    let same = reg.patch(&SYS, wl, Part::Main, Some("default"), "web", &three, &opts).await.unwrap();
+    let same =
+        reg.patch(&SYS, ObjectRef::new(wl, Some("default"), "web"), Part::Main, &three, &opts).await.unwrap();
     assert_eq!(same.object["metadata"]["resourceVersion"], again.object["metadata"]["resourceVersion"]);
 }
 
@@ -376,9 +399,13 @@ async fn reads_wait_for_a_revision_not_yet_applied_and_time_out_past_it(reg: Reg
     let wl = by_kind("Workload").unwrap();
     let created = reg.make(wl, workload("w", 1)).await.unwrap();
     let at = rv(&created);
-    let got = reg.get(&SYS, wl, Some("default"), "w", ReadAt::NotOlderThan(at)).await.unwrap();
+    let got =
+        reg.get(&SYS, ObjectRef::new(wl, Some("default"), "w"), ReadAt::NotOlderThan(at)).await.unwrap();
     assert_eq!(rv(&got), at);
-    let err = reg.get(&SYS, wl, Some("default"), "w", ReadAt::NotOlderThan(at + 1000)).await.unwrap_err();
+    let err = reg
+        .get(&SYS, ObjectRef::new(wl, Some("default"), "w"), ReadAt::NotOlderThan(at + 1000))
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), 504, "{err}");
     let exact = ListOptions { read: ReadAt::Exact(at - 1), ..Default::default() };
     assert!(reg.list(&SYS, wl, None, &exact).await.unwrap().items.is_empty(), "the state before the create");
@@ -390,7 +417,9 @@ async fn foreground_and_orphan_deletion_hold_the_object_for_the_garbage_collecto
     {
         reg.make(wl, workload(name, 1)).await.unwrap();
         let opts = DeleteOptions { propagation: Some(policy.into()), ..Default::default() };
-        let Deleted::Pending(held) = reg.delete(&SYS, wl, Some("default"), name, &opts).await.unwrap() else {
+        let Deleted::Pending(held) =
+            reg.delete(&SYS, ObjectRef::new(wl, Some("default"), name), &opts).await.unwrap()
+        else {
             panic!("{policy} deleted at once")
         };
         assert_eq!(held["metadata"]["finalizers"], json!([finalizer]));
@@ -398,7 +427,10 @@ async fn foreground_and_orphan_deletion_hold_the_object_for_the_garbage_collecto
     }
     let opts = DeleteOptions { propagation: Some("Background".into()), ..Default::default() };
     reg.make(wl, workload("bg", 1)).await.unwrap();
-    assert!(matches!(reg.delete(&SYS, wl, Some("default"), "bg", &opts).await.unwrap(), Deleted::Gone(_)));
+    assert!(matches!(
+        reg.delete(&SYS, ObjectRef::new(wl, Some("default"), "bg"), &opts).await.unwrap(),
+        Deleted::Gone(_)
+    ));
 }
 
 fn key(seed: u8) -> ed25519_dalek::SigningKey {
@@ -430,13 +462,20 @@ async fn a_stranger_is_refused_before_any_work_and_learns_nothing(reg: Registry)
         [Patch::Json(Value::Array(bomb)), Patch::Json(probe), merge(json!({ "spec": { "replicas": "x" } }))]
     {
         let e = reg
-            .patch(&caller(&bob), wl, Part::Main, Some("default"), "web", &patch, &WriteOptions::default())
+            .patch(
+                &caller(&bob),
+                ObjectRef::new(wl, Some("default"), "web"),
+                Part::Main,
+                &patch,
+                &WriteOptions::default(),
+            )
             .await
             .unwrap_err();
         assert!(matches!(e, ApiError::Forbidden(_)), "{e}");
         assert!(!e.to_string().contains("s3cret") && e.to_string().contains("only its owner"), "{e}");
     }
-    let seen = reg.get(&caller(&bob), wl, Some("default"), "web", ReadAt::Latest).await.unwrap();
+    let seen =
+        reg.get(&caller(&bob), ObjectRef::new(wl, Some("default"), "web"), ReadAt::Latest).await.unwrap();
     assert_eq!(seen["spec"]["env"], json!([{ "name": "TOKEN" }]), "redacted for a stranger");
     assert_eq!(rv(&reg.read(wl, "web").await.unwrap()), rv(&created), "nothing changed");
 }
@@ -448,7 +487,7 @@ async fn a_deleted_signed_object_cannot_come_back_older(reg: Registry) {
     let newer = signed_by(workload("web", 2), &alice, "2026-02-01T00:00:00Z");
     let older = signed_by(workload("web", 1), &alice, "2026-01-01T00:00:00Z");
     reg.create(&me, wl, newer, &opts).await.unwrap();
-    reg.delete(&me, wl, Some("default"), "web", &DeleteOptions::default()).await.unwrap();
+    reg.delete(&me, ObjectRef::new(wl, Some("default"), "web"), &DeleteOptions::default()).await.unwrap();
     let e = reg.create(&me, wl, older.clone(), &opts).await.unwrap_err();
     assert!(e.to_string().contains("an older manifest cannot come back"), "{e}");
     // Once the tombstone has expired and is swept, the name is free of its past.

@@ -11,7 +11,7 @@ use apiserver::raft::{Options, RaftNode};
 
 /// The server itself: these tests are about object semantics, not access.
 static SYS: std::sync::LazyLock<Caller> = std::sync::LazyLock::new(Caller::system);
-use apiserver::registry::{Part, ReadAt, Registry, WriteOptions};
+use apiserver::registry::{ObjectRef, Part, ReadAt, Registry, WriteOptions};
 use apiserver::watch::{self, Event, Start, Watch};
 use serde_json::{Value, json};
 
@@ -70,10 +70,10 @@ async fn create(reg: &Registry, obj: Value) -> Value {
 /// The owner changes a Workload: merge `p` into it, sign it again and update it.
 async fn patch(reg: &Registry, name: &str, p: Value) -> Value {
     let wl = by_kind("Workload").unwrap();
-    let mut obj = reg.get(&SYS, wl, Some("default"), name, ReadAt::Latest).await.unwrap();
+    let mut obj = reg.get(&SYS, ObjectRef::new(wl, Some("default"), name), ReadAt::Latest).await.unwrap();
     apiserver::patch::merge_patch(&mut obj, &p);
     let obj = signed(obj);
-    reg.update(&SYS, wl, Part::Main, Some("default"), name, obj, &WriteOptions::default())
+    reg.update(&SYS, ObjectRef::new(wl, Some("default"), name), Part::Main, obj, &WriteOptions::default())
         .await
         .unwrap()
         .object
@@ -131,7 +131,7 @@ async fn every_change_arrives_once_in_revision_order_from_any_revision() {
     assert_eq!(summary(&modified), ("MODIFIED".into(), "a".into()));
     assert_eq!(modified.object["spec"]["replicas"], 2);
     let wl = by_kind("Workload").unwrap();
-    reg.delete(&SYS, wl, Some("default"), "a", &Default::default()).await.unwrap();
+    reg.delete(&SYS, ObjectRef::new(wl, Some("default"), "a"), &Default::default()).await.unwrap();
     let deleted = next(&mut from_now).await;
     assert_eq!(summary(&deleted), ("DELETED".into(), "a".into()));
     assert_eq!(deleted.object["spec"]["replicas"], 2);

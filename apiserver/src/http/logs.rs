@@ -34,7 +34,7 @@ use serde_json::{Value, json};
 use super::AppState;
 use super::authn::Authn;
 use crate::access::Caller;
-use crate::registry::{ApiError, ReadAt, Registry};
+use crate::registry::{ApiError, ObjectRef, ReadAt, Registry};
 
 pub use address::{
     AddressPolicy, AddressRule, AgentEndpoint, EXPECTED_FORM, Refused, agent_endpoint, check_address,
@@ -111,7 +111,8 @@ pub async fn proxy(
     raw_query: Option<&str>,
 ) -> Result<Response, ApiError> {
     let system = Caller::system();
-    let replica = reg.get(&system, kind::<ReplicaSpec>(), Some(ns), name, ReadAt::Latest).await?;
+    let replica =
+        reg.get(&system, ObjectRef::new(kind::<ReplicaSpec>(), Some(ns), name), ReadAt::Latest).await?;
     let workload = replica.pointer("/spec/workload").and_then(Value::as_str).unwrap_or_default();
     // The owner is the signer of the workload the replica belongs to: the one its owner
     // reference names (by uid, so a new workload of the same name owns nothing of the old).
@@ -121,7 +122,10 @@ pub async fn proxy(
             refs.iter().any(|r| r["kind"] == WorkloadSpec::KIND && r["uid"].as_str() == uid)
         })
     };
-    let owner = match reg.get(&system, kind::<WorkloadSpec>(), Some(ns), workload, ReadAt::Latest).await {
+    let owner = match reg
+        .get(&system, ObjectRef::new(kind::<WorkloadSpec>(), Some(ns), workload), ReadAt::Latest)
+        .await
+    {
         Ok(w) if owned_by(&w) => w
             .pointer("/metadata/annotations")
             .and_then(|a| a.get(api::signing::SIGNER))
@@ -142,7 +146,7 @@ pub async fn proxy(
             "replica {ns}/{name} is not placed on a node yet: no output"
         )));
     };
-    let node = reg.get(&system, kind::<NodeSpec>(), None, node_name, ReadAt::Latest).await?;
+    let node = reg.get(&system, ObjectRef::new(kind::<NodeSpec>(), None, node_name), ReadAt::Latest).await?;
     // The replica belongs to one Node object: a Node registered later under the same name is
     // another node (perhaps another operator's), which never ran it.
     let node_uid = node.pointer("/metadata/uid").and_then(Value::as_str);

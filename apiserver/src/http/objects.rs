@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 use super::table::Format;
 use crate::access::Caller;
 use crate::registry::{
-    ApiError, DeleteOptions, Deleted, FieldValidation, ListOptions, Part, Patch, ReadAt, Registry,
+    ApiError, DeleteOptions, Deleted, FieldValidation, ListOptions, ObjectRef, Part, Patch, ReadAt, Registry,
     WriteOptions, Written, parse_revision,
 };
 use crate::watch::{self, Start, Watch};
@@ -355,7 +355,7 @@ pub async fn get(
     let query = Query::parse(raw.as_deref())?;
     let ns = target.namespace.as_deref();
     if let Some(name) = &target.name {
-        let obj = reg.get(&who, target.kind, ns, name, query.read_at()?).await?;
+        let obj = reg.get(&who, ObjectRef::new(target.kind, ns, name), query.read_at()?).await?;
         return Ok(format.object(target.kind, obj));
     }
     if parse_bool(&query.watch, "watch")? {
@@ -479,7 +479,8 @@ pub async fn put(
     let opts = Query::parse(raw.as_deref())?.write_options()?;
     let obj = body(&bytes, &headers, &target)?;
     let ns = target.namespace.as_deref();
-    let updated = reg.update(&who, target.kind, target.part, ns, target.name()?, obj, &opts).await?;
+    let updated =
+        reg.update(&who, ObjectRef::new(target.kind, ns, target.name()?), target.part, obj, &opts).await?;
     Ok(written(StatusCode::OK, updated))
 }
 
@@ -518,7 +519,8 @@ pub async fn patch(
         }
     };
     let ns = target.namespace.as_deref();
-    let result = reg.patch(&who, target.kind, target.part, ns, target.name()?, &patch, &opts).await?;
+    let result =
+        reg.patch(&who, ObjectRef::new(target.kind, ns, target.name()?), target.part, &patch, &opts).await?;
     let code = if result.created { StatusCode::CREATED } else { StatusCode::OK };
     Ok(written(code, result))
 }
@@ -585,7 +587,7 @@ pub async fn delete(
         propagation,
     };
     let name = target.name()?;
-    match reg.delete(&who, target.kind, target.namespace.as_deref(), name, &opts).await? {
+    match reg.delete(&who, ObjectRef::new(target.kind, target.namespace.as_deref(), name), &opts).await? {
         Deleted::Gone(old) => Ok(Json(json!({
             "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
             "details": { "name": name, "group": api::GROUP, "kind": target.kind.plural, "uid": old["metadata"]["uid"] },

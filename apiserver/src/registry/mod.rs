@@ -384,14 +384,8 @@ impl Registry {
     }
 
     /// Reads one object.
-    pub async fn get(
-        &self,
-        who: &Caller,
-        kind: &KindInfo,
-        namespace: Option<&str>,
-        name: &str,
-        read: ReadAt,
-    ) -> Result<Value, ApiError> {
+    pub async fn get(&self, who: &Caller, at: ObjectRef<'_>, read: ReadAt) -> Result<Value, ApiError> {
+        let ObjectRef { kind, namespace, name } = at;
         let not_found = || ApiError::NotFound { kind: kind.plural.into(), name: name.into() };
         let key = ObjectRef::new(kind, namespace, name).key();
         if let ReadAt::Exact(rev) = read {
@@ -489,14 +483,13 @@ impl Registry {
     async fn modify(
         &self,
         who: &Caller,
-        kind: &KindInfo,
+        at: ObjectRef<'_>,
         part: Part,
-        namespace: Option<&str>,
-        name: &str,
         opts: &WriteOptions,
         change: impl Fn(Value) -> Result<Value, ApiError>,
     ) -> Result<Written, ApiError> {
-        let key = ObjectRef::new(kind, namespace, name).key();
+        let ObjectRef { kind, namespace, name } = at;
+        let key = at.key();
         let not_found = || ApiError::NotFound { kind: kind.plural.into(), name: name.into() };
         let conflict = || ApiError::Conflict { kind: kind.plural.into(), name: name.into() };
         for _ in 0..16 {
@@ -571,14 +564,12 @@ impl Registry {
     pub async fn update(
         &self,
         who: &Caller,
-        kind: &KindInfo,
+        at: ObjectRef<'_>,
         part: Part,
-        namespace: Option<&str>,
-        name: &str,
         obj: Value,
         opts: &WriteOptions,
     ) -> Result<Written, ApiError> {
-        self.modify(who, kind, part, namespace, name, opts, |_| Ok(obj.clone())).await
+        self.modify(who, at, part, opts, |_| Ok(obj.clone())).await
     }
 
     /// Patches an object. Server-side apply creates it when it does not exist.
@@ -586,13 +577,12 @@ impl Registry {
     pub async fn patch(
         &self,
         who: &Caller,
-        kind: &KindInfo,
+        at: ObjectRef<'_>,
         part: Part,
-        namespace: Option<&str>,
-        name: &str,
         patch: &Patch,
         opts: &WriteOptions,
     ) -> Result<Written, ApiError> {
+        let ObjectRef { kind, namespace, name } = at;
         let manager = match patch {
             Patch::Apply(_) => {
                 Some(opts.field_manager.clone().filter(|m| !m.is_empty()).ok_or_else(|| {
@@ -604,7 +594,7 @@ impl Registry {
             _ => None,
         };
         let result = self
-            .modify(who, kind, part, namespace, name, opts, |mut current| {
+            .modify(who, at, part, opts, |mut current| {
                 let read_rv = meta_str(&current, "resourceVersion").map(str::to_owned);
                 match patch {
                     Patch::Merge(p) => patch::merge_patch(&mut current, p),
@@ -658,12 +648,11 @@ impl Registry {
     pub async fn delete(
         &self,
         who: &Caller,
-        kind: &KindInfo,
-        namespace: Option<&str>,
-        name: &str,
+        at: ObjectRef<'_>,
         opts: &DeleteOptions,
     ) -> Result<Deleted, ApiError> {
-        let key = ObjectRef::new(kind, namespace, name).key();
+        let ObjectRef { kind, name, .. } = at;
+        let key = at.key();
         let not_found = || ApiError::NotFound { kind: kind.plural.into(), name: name.into() };
         let conflict = || ApiError::Conflict { kind: kind.plural.into(), name: name.into() };
         for _ in 0..16 {
