@@ -265,6 +265,8 @@ fn no_reader_sees_a_secret_it_may_not_through_any_view() {
         assert!(view.text.contains("web"), "view {i} does not show the workload: {}", view.text);
         assert!(!view.text.contains("s3cret"), "view {i} shows the secret: {}", view.text);
         assert!(!view.text.contains("last-applied-configuration"), "view {i}: {}", view.text);
+        // The signature covers the secret: it would let them test guesses offline.
+        assert!(!view.text.contains("univrs.io/signature"), "view {i}: {}", view.text);
     }
     let seen = &views[0].body;
     assert_eq!(seen["spec"]["env"], json!([{ "name": "TOKEN" }]));
@@ -686,6 +688,24 @@ fn a_deleted_object_cannot_come_back_as_an_older_version() {
     as_alice.post(&workloads(), &v2).ok(201);
     as_alice.delete(&path).ok(200);
     as_alice.post(&workloads(), &signed(workload("web", 3, "newest"), &alice)).ok(201);
+    as_alice.delete(&path).ok(200);
+    // Alice's past does not keep the name from anyone else.
+    let stranger = fresh();
+    Client::of(&server, &stranger)
+        .post(&workloads(), &signed(workload("web", 1, "theirs"), &stranger))
+        .ok(201);
+
+    // A Node its node key may create for its operator: once deleted, the node key cannot
+    // bring the very same manifest back; its operator can.
+    let machine = fresh();
+    let n1 = signed(node("n1", &alice, &machine), &alice);
+    let nodes = format!("{V1}/nodes");
+    Client::of(&server, &machine).post(&nodes, &n1).ok(201);
+    as_alice.delete(&format!("{nodes}/n1")).ok(200);
+    let e = Client::of(&server, &machine).post(&nodes, &n1);
+    e.refused(422, "Invalid", &["the very manifest that was deleted", "only its signer may create it again"]);
+    assert!(!e.text.contains("deleted at"), "{}", e.text);
+    as_alice.post(&nodes, &n1).ok(201);
     server.stop();
 }
 

@@ -189,7 +189,8 @@ fn an_unlocked_key_signs_without_the_passphrase_until_locked_or_run_out() {
     u.run_with_passphrase("wrong", &["unlock"]).fails_with(&["passphrase"]);
 
     u.run_with_passphrase("correct horse", &["unlock", "--for", "60s"]).ok();
-    assert_eq!(support::mode(&u.config().join("agent.sock")), 0o600, "only the user reaches the agent");
+    assert_eq!(support::mode(&u.config().join("agent/agent.sock")), 0o600, "only the user reaches the agent");
+    assert_eq!(support::mode(&u.config().join("agent")), 0o700, "in a directory only the user opens");
     let signed = u.run(&["sign", "-f", m]).ok().stdout;
     let verified = u.run_with_stdin(&["verify", "-f", "-"], &signed);
     assert_eq!(verified.code, 0, "{}", verified.stderr);
@@ -200,7 +201,7 @@ fn an_unlocked_key_signs_without_the_passphrase_until_locked_or_run_out() {
     let locked = u.run(&["lock"]).ok().stdout;
     assert!(locked.contains("forgot your key"), "{locked}");
     u.run(&["sign", "-f", m]).fails_with(&["a passphrase is needed"]);
-    assert!(!u.config().join("agent.sock").exists());
+    assert!(!u.config().join("agent/agent.sock").exists());
 
     // A passphrase typed on a terminal (a pty, as `script` gives one) keeps the key unlocked.
     let ui = env!("CARGO_BIN_EXE_ui");

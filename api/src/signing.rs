@@ -8,7 +8,7 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, SecondsFormat, SubsecRound as _, Utc};
 use ed25519_dalek::{Signature, SigningKey};
 use serde_json::{Map, Value};
 
@@ -186,8 +186,10 @@ pub fn sign(
     at: DateTime<Utc>,
 ) -> Result<Verified, SignError> {
     let signer = Did::from_key(&key.public());
-    // Whole seconds: what RFC 3339 text we write is what we sign and later compare.
-    let at_text = at.to_rfc3339_opts(SecondsFormat::Secs, true);
+    // Milliseconds (none shown when whole): what RFC 3339 text we write is what we sign and
+    // later compare, and two signings of one manifest in the same second still differ (the
+    // server tells a fresh signing from a replay of a deleted one by that).
+    let at_text = at.trunc_subsecs(3).to_rfc3339_opts(SecondsFormat::AutoSi, true);
     {
         let ann = annotations_mut(object)?;
         ann.insert(SIGNER.into(), signer.as_str().into());
@@ -269,6 +271,21 @@ mod tests {
         let v = verify(&signed()).unwrap();
         assert_eq!(v.signer, Did::from_key(&key(1).verifying_key()));
         assert_eq!(v.signed_at, at());
+    }
+
+    #[test]
+    fn signed_at_keeps_milliseconds_so_signings_in_one_second_differ() {
+        let later = at() + chrono::Duration::microseconds(123_456);
+        let mut w = workload();
+        let v = sign(&mut w, &key(1), later).unwrap();
+        assert_eq!(w["metadata"]["annotations"][SIGNED_AT], "2026-11-24T10:00:00.123Z");
+        assert_eq!(verify(&w).unwrap().signed_at, v.signed_at);
+        assert_ne!(w, signed(), "another signing in the same second");
+        assert_eq!(
+            signed()["metadata"]["annotations"][SIGNED_AT],
+            "2026-11-24T10:00:00Z",
+            "whole seconds as before"
+        );
     }
 
     #[test]

@@ -15,6 +15,12 @@
 //! - **Open watches** per identity ([`Watches`]).
 //! - **Request rate** per identity ([`Rates`]): a token bucket.
 //!
+//! - **Unsigned objects** a non-member writes (a node's Lease, the status of a Replica bound to
+//!   its node) count for nobody's quota; their number is bounded by the access rules (one
+//!   Lease per node, Replicas only the controllers create) and their size by
+//!   [`unsigned_breach`]: the status, and what is not the status, each at most
+//!   [`UNSIGNED_OBJECT_BYTES`] unless the control plane wrote it that large (413 above it).
+//!
 //! Every refusal is a 429 with `Retry-After` and a message that names the quota.
 
 use std::collections::HashMap;
@@ -24,6 +30,9 @@ use std::time::Instant;
 use serde::Deserialize;
 
 use crate::registry::ApiError;
+
+/// The largest object of an unsigned kind a non-member may write, in stored bytes.
+pub const UNSIGNED_OBJECT_BYTES: u64 = 64 << 10;
 
 /// The limits; members are exempt from all of them.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -140,6 +149,35 @@ pub fn cost(key: &str, value: &str) -> Option<(String, Usage)> {
         usage.replica_bytes = replicas.saturating_mul(bytes);
     }
     Some((signer, usage))
+}
+
+/// Why writing `new` (of an unsigned kind, by a non-member) in place of `old` makes an object
+/// too large, if it does: its `status` and the rest are each bounded by
+/// [`UNSIGNED_OBJECT_BYTES`], except that the rest may stay as large as it was (a Replica the
+/// workload controller copied a large Workload into).
+pub fn unsigned_breach(old: Option<&str>, new: &str) -> Option<String> {
+    fn sizes(json: &str) -> (u64, u64) {
+        let Ok(serde_json::Value::Object(mut map)) = serde_json::from_str(json) else {
+            return (0, json.len() as u64);
+        };
+        let status = map.remove("status").map_or(0, |s| s.to_string().len() as u64);
+        (status, serde_json::Value::Object(map).to_string().len() as u64)
+    }
+    let limit = UNSIGNED_OBJECT_BYTES;
+    if new.len() as u64 <= limit {
+        return None;
+    }
+    let (status, rest) = sizes(new);
+    let rest_before = old.map_or(0, |o| sizes(o).1);
+    if status > limit {
+        Some(format!("its status would be {status} bytes; a status may be at most {limit} bytes"))
+    } else if rest > limit && rest > rest_before {
+        Some(format!(
+            "this object would be {rest} bytes; objects that are not signed may be at most {limit} bytes"
+        ))
+    } else {
+        None
+    }
 }
 
 /// Which limit `after` breaks, if any (only limits `before` did not break already: a signer
@@ -316,6 +354,19 @@ mod tests {
         serde_json::json!({ "kind": "Workload", "metadata": { "name": "w", "annotations": { "univrs.io/signer": signer } },
                             "spec": { "replicas": replicas, "rootfs": "busybox" } })
         .to_string()
+    }
+
+    #[test]
+    fn unsigned_objects_are_bounded_but_may_keep_what_the_control_plane_wrote() {
+        let big = "x".repeat(UNSIGNED_OBJECT_BYTES as usize);
+        let lease = |holder: &str| format!(r#"{{"kind":"Lease","spec":{{"holderIdentity":"{holder}"}}}}"#);
+        assert_eq!(unsigned_breach(None, &lease("n1")), None);
+        assert!(unsigned_breach(Some(&lease("n1")), &lease(&big)).unwrap().contains("may be at most"));
+        let replica = |status: &str| {
+            format!(r#"{{"kind":"Replica","spec":{{"env":"{big}"}},"status":{{"m":"{status}"}}}}"#)
+        };
+        assert_eq!(unsigned_breach(Some(&replica("")), &replica("Running")), None);
+        assert!(unsigned_breach(Some(&replica("")), &replica(&big)).unwrap().contains("its status would be"));
     }
 
     #[test]

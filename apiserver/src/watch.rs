@@ -114,8 +114,9 @@ fn bookmark(kind: &KindInfo, revision: u64, initial_events_end: bool) -> Event {
 
 /// The event a change is to a watcher with `selector`, if any. An object that stops matching
 /// is `DELETED` for it, one that starts matching `ADDED`.
+/// `seen` is what the watcher may see of an object ([`Registry::redactor`]).
 fn event_for(
-    registry: &Registry,
+    seen: impl Fn(Value) -> Value,
     watch: &Watch,
     revision: u64,
     prev: Option<&Stored>,
@@ -123,10 +124,9 @@ fn event_for(
 ) -> Result<Option<Event>, ApiError> {
     let selector = &watch.selector;
     // Redacted first: a selector must not probe what the watcher may not see.
-    let seen = |o: Value| registry.redact(&watch.who, watch.kind, o);
     let prev =
-        prev.map(|p| at_revision(&p.value, revision).map(seen)).transpose()?.filter(|o| selector.matches(o));
-    let new = new.map(|n| at_revision(&n.value, revision).map(seen)).transpose()?;
+        prev.map(|p| at_revision(&p.value, revision).map(&seen)).transpose()?.filter(|o| selector.matches(o));
+    let new = new.map(|n| at_revision(&n.value, revision).map(&seen)).transpose()?;
     let new_matches = new.as_ref().is_some_and(|o| selector.matches(o));
     Ok(match (prev, new) {
         (None, Some(n)) if new_matches => Some(Event { kind: "ADDED", object: n }),
@@ -155,9 +155,9 @@ async fn run(registry: &Registry, watch: &Watch, tx: &mpsc::Sender<Event>) -> Re
                 .list_at(&prefix, None)
                 .map_err(|e| ApiError::Unavailable(e.to_string()))?
                 .map_err(|e| ApiError::Expired(e.to_string()))?;
+            let redact = registry.redactor(&watch.who, watch.kind);
             for (_, stored) in &items {
-                let obj =
-                    registry.redact(&watch.who, watch.kind, at_revision(&stored.value, stored.mod_revision)?);
+                let obj = redact(at_revision(&stored.value, stored.mod_revision)?);
                 if watch.selector.matches(&obj) && !send(Event { kind: "ADDED", object: obj }).await {
                     return Ok(());
                 }
@@ -177,12 +177,13 @@ async fn run(registry: &Registry, watch: &Watch, tx: &mpsc::Sender<Event>) -> Re
             ApiError::Expired(format!("too old resource version: {} ({})", c.asked, c.compacted))
         })?;
         let caught_up = batch.upto >= *applied.borrow();
+        let redact = registry.redactor(&watch.who, watch.kind);
         for (revision, change) in &batch.changes {
             if !change.key.starts_with(&prefix) {
                 continue;
             }
             if let Some(event) =
-                event_for(registry, watch, *revision, change.prev.as_ref(), change.new.as_ref())?
+                event_for(&redact, watch, *revision, change.prev.as_ref(), change.new.as_ref())?
                 && !send(event).await
             {
                 return Ok(());

@@ -481,19 +481,33 @@ async fn a_stranger_is_refused_before_any_work_and_learns_nothing(reg: Registry)
 }
 
 async fn a_deleted_signed_object_cannot_come_back_older(reg: Registry) {
-    let alice = key(1);
-    let (wl, me) = (by_kind("Workload").unwrap(), caller(&key(1)));
+    let (alice, bob) = (key(1), key(2));
+    let (wl, me, stranger) = (by_kind("Workload").unwrap(), caller(&alice), caller(&bob));
     let opts = WriteOptions::default();
+    let web = ObjectRef::new(wl, Some("default"), "web");
     let newer = signed_by(workload("web", 2), &alice, "2026-02-01T00:00:00Z");
     let older = signed_by(workload("web", 1), &alice, "2026-01-01T00:00:00Z");
-    reg.create(&me, wl, newer, &opts).await.unwrap();
-    reg.delete(&me, ObjectRef::new(wl, Some("default"), "web"), &DeleteOptions::default()).await.unwrap();
+    reg.create(&me, wl, newer.clone(), &opts).await.unwrap();
+    reg.delete(&me, web, &DeleteOptions::default()).await.unwrap();
     let e = reg.create(&me, wl, older.clone(), &opts).await.unwrap_err();
     assert!(e.to_string().contains("an older manifest cannot come back"), "{e}");
-    // Once the tombstone has expired and is swept, the name is free of its past.
+    assert!(e.to_string().contains("deleted at"), "its signer is told when: {e}");
+    // The very manifest that was deleted, replayed by someone who read it: not theirs.
+    let e = reg.create(&stranger, wl, newer.clone(), &opts).await.unwrap_err();
+    assert!(matches!(e, ApiError::Forbidden(_)), "{e}");
+    // Another signer's object may take the name, and its life leaves Alice's past alone.
+    let bobs = signed_by(workload("web", 1), &bob, "2026-01-01T00:00:00Z");
+    reg.create(&stranger, wl, bobs, &opts).await.unwrap();
+    reg.delete(&stranger, web, &DeleteOptions::default()).await.unwrap();
+    let e = reg.create(&me, wl, older.clone(), &opts).await.unwrap_err();
+    assert!(e.to_string().contains("an older manifest cannot come back"), "{e}");
+    // Its signer may apply the same manifest again (delete, then apply the same file).
+    reg.create(&me, wl, newer, &opts).await.unwrap();
+    reg.delete(&me, web, &DeleteOptions::default()).await.unwrap();
+    // Once the tombstones have expired and are swept, the name is free of its past.
     assert_eq!(reg.sweep_tombstones(chrono::Utc::now()).await.unwrap(), 0, "still fresh");
     let later = chrono::Utc::now() + apiserver::registry::TOMBSTONE_TTL + std::time::Duration::from_secs(1);
-    assert_eq!(reg.sweep_tombstones(later).await.unwrap(), 1);
+    assert_eq!(reg.sweep_tombstones(later).await.unwrap(), 2, "Alice's and Bob's");
     reg.create(&me, wl, older, &opts).await.unwrap();
 }
 

@@ -1,7 +1,8 @@
 //! The unlock agent, as ssh-agent: `ui unlock` (or the first command that asks for the
 //! passphrase on a terminal) keeps the identity's decrypted key in a process of the user's
 //! for a bounded time, reachable only through a Unix socket that only the user can open
-//! (mode 0600, in the 0700 config dir). Signatures and tokens are made there, so commands —
+//! (mode 0600, in a 0700 directory of the config dir), in a process that is not dumpable (no
+//! core file, no ptrace by the user's other processes). Signatures and tokens are made there, so commands —
 //! and kubectl's credential plugin, `ui token` — do not ask for the passphrase again, and the
 //! key itself never leaves that process. `ui lock` ends it; so does its time running out.
 //!
@@ -35,9 +36,9 @@ const TIMEOUT: Duration = Duration::from_secs(5);
 /// The largest request or answer line.
 const MAX_LINE: u64 = 64 * 1024;
 
-/// The agent's socket for the identity in `dirs`.
+/// The agent's socket for the identity in `dirs` (in a directory of its own, 0700).
 pub fn socket(dirs: &ConfigDirs) -> PathBuf {
-    dirs.root().join("agent.sock")
+    dirs.root().join("agent").join("agent.sock")
 }
 
 /// One request to the agent at `path`, and its answer.
@@ -165,18 +166,20 @@ pub fn start(dirs: &ConfigDirs, key: &SigningKey, lifetime: Duration) -> anyhow:
 /// Ends the agent of the identity in `dirs`; whether one ran.
 pub fn stop(dirs: &ConfigDirs) -> bool {
     let path = socket(dirs);
-    let stopped = ask(&path, &json!({ "op": "stop" })).is_ok();
-    if !stopped {
-        // A socket left by an agent that died.
+    if ask(&path, &json!({ "op": "stop" })).is_ok() {
+        return true;
+    }
+    // A socket left by an agent that died (nobody listens); one that is only slow keeps it.
+    if UnixStream::connect(&path).is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionRefused) {
         let _ = std::fs::remove_file(&path);
     }
-    stopped
+    false
 }
 
 /// The agent itself (`ui unlock-agent`): reads the key (hex) on stdin, serves `socket` until
 /// `lifetime` passes or it is told to stop, then removes the socket and ends.
 pub fn serve(socket: &Path, lifetime: Duration) -> anyhow::Result<()> {
-    use std::os::unix::fs::PermissionsExt as _;
+    use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
     let mut hex = Zeroizing::new(String::new());
     std::io::stdin().take(128).read_to_string(&mut hex)?;
     let bytes: Zeroizing<Vec<u8>> = Zeroizing::new(
@@ -189,10 +192,21 @@ pub fn serve(socket: &Path, lifetime: Duration) -> anyhow::Result<()> {
     let key = SigningKey::from_bytes(
         &<[u8; 32]>::try_from(bytes.as_slice()).context("the key given is not 32 bytes")?,
     );
+    // No core file holds the key, and the user's other processes cannot read it by ptrace.
+    nix::sys::prctl::set_dumpable(false).context("cannot make the unlock agent undumpable")?;
+    // Only the user: a directory of its own, 0700, whatever the config dir's mode, so the
+    // socket is never reachable by others, not even before its own mode is set.
+    let dir = socket.parent().context("the socket has no directory")?;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("cannot create {}", dir.display()))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("cannot make {} private", dir.display()))?;
     let _ = std::fs::remove_file(socket);
     let listener =
         UnixListener::bind(socket).with_context(|| format!("cannot listen on {}", socket.display()))?;
-    // Only the user (the config dir is 0700 too).
     std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600))?;
     let lifetime = lifetime.min(MAX_FOR);
     let owned = socket.to_owned();
@@ -239,12 +253,13 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         None => (t, "s"),
     };
     let n: u64 = number.parse().map_err(|_| format!("{text:?} is not a duration (e.g. 90s, 15m, 2h)"))?;
-    let secs = match unit {
-        "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
+    let unit = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
         _ => return Err(format!("{text:?} is not a duration (e.g. 90s, 15m, 2h)")),
     };
+    let secs = n.saturating_mul(unit);
     if secs == 0 || secs > MAX_FOR.as_secs() {
         return Err(format!("{text:?}: between 1 second and {} hours", MAX_FOR.as_secs() / 3600));
     }
@@ -262,7 +277,10 @@ mod tests {
         assert_eq!(parse_duration("2h").unwrap(), Duration::from_secs(7200));
         assert_eq!(parse_duration("30").unwrap(), Duration::from_secs(30));
         assert!(
-            parse_duration("0").is_err() && parse_duration("3d").is_err() && parse_duration("25h").is_err()
+            parse_duration("0").is_err()
+                && parse_duration("3d").is_err()
+                && parse_duration("25h").is_err()
+                && parse_duration("18446744073709551615h").is_err()
         );
     }
 }

@@ -35,19 +35,20 @@ impl Tokens {
         Self { credential, source: source.into(), cached: Mutex::default() }
     }
 
-    /// A bearer token (`None`: no credentials), minted again when `fresh` or when the kept one
-    /// is about to expire. Runs the exec plugin, which may prompt on the terminal (as
-    /// client-go lets it): call from a blocking context.
-    pub fn bearer(&self, fresh: bool) -> Result<Option<String>, Error> {
+    /// A bearer token (`None`: no credentials), minted again when the kept one is about to
+    /// expire or is `refused` (a server answered 401 to it; when many requests were refused
+    /// at once, the first mints and the others take its token). Runs the exec plugin, which
+    /// may prompt on the terminal (as client-go lets it): call from a blocking context.
+    pub fn bearer(&self, refused: Option<&str>) -> Result<Option<String>, Error> {
         let (command, args, env) = match &self.credential {
             Credential::None => return Ok(None),
             Credential::Token(t) => return Ok(Some(t.clone())),
             Credential::Exec { command, args, env } => (command, args, env),
         };
         let mut cached = self.cached.lock().expect("token cache lock");
-        if !fresh
-            && let Some((token, until)) = cached.as_ref()
+        if let Some((token, until)) = cached.as_ref()
             && Instant::now() < *until
+            && refused != Some(token.as_str())
         {
             return Ok(Some(token.clone()));
         }
@@ -85,9 +86,56 @@ impl Tokens {
             .pointer("/status/expirationTimestamp")
             .and_then(Value::as_str)
             .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
-            .and_then(|t| (t.with_timezone(&chrono::Utc) - chrono::Utc::now()).to_std().ok())
+            // Already expired (a clock that differs): used once, not kept.
+            .map(|t| (t.with_timezone(&chrono::Utc) - chrono::Utc::now()).to_std().unwrap_or_default())
             .map_or(DEFAULT_LIFETIME, |d| d.saturating_sub(MARGIN));
-        *cached = Some((token.clone(), Instant::now() + lifetime));
+        *cached = (!lifetime.is_zero()).then(|| (token.clone(), Instant::now() + lifetime));
         Ok(Some(token))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A credential plugin (a shell script) that mints `token-N` on its Nth run, expiring at
+    /// `expires`.
+    fn plugin(dir: &std::path::Path, expires: &str) -> Tokens {
+        let count = dir.join("count");
+        let script = format!(
+            "n=$(( $(cat {c} 2>/dev/null || echo 0) + 1 )); echo $n > {c}; \
+             printf '{{\"status\":{{\"token\":\"token-%s\",\"expirationTimestamp\":\"{expires}\"}}}}' $n",
+            c = count.display()
+        );
+        let credential = Credential::Exec {
+            command: "sh".into(),
+            args: vec!["-c".into(), script],
+            env: Default::default(),
+        };
+        Tokens::new(credential, "test")
+    }
+
+    fn token(tokens: &Tokens, refused: Option<&str>) -> String {
+        tokens.bearer(refused).unwrap().unwrap()
+    }
+
+    #[test]
+    fn a_token_is_kept_and_minted_again_once_when_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let in_an_hour = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
+        let tokens = plugin(dir.path(), &in_an_hour);
+        assert_eq!(token(&tokens, None), "token-1");
+        assert_eq!(token(&tokens, None), "token-1", "kept");
+        assert_eq!(token(&tokens, Some("token-1")), "token-2", "refused: minted again");
+        // Another request refused with the old token at the same time takes the new one.
+        assert_eq!(token(&tokens, Some("token-1")), "token-2");
+    }
+
+    #[test]
+    fn a_token_that_has_already_expired_is_not_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let tokens = plugin(dir.path(), "2020-01-01T00:00:00Z");
+        assert_eq!(token(&tokens, None), "token-1");
+        assert_eq!(token(&tokens, None), "token-2");
     }
 }

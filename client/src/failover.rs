@@ -133,10 +133,10 @@ impl Failover {
         &self.0.members[self.0.current.load(Ordering::Relaxed) % self.0.members.len()].url
     }
 
-    async fn token(&self, fresh: bool) -> Result<Option<String>, Error> {
+    async fn token(&self, refused: Option<String>) -> Result<Option<String>, Error> {
         let inner = self.0.clone();
         // The exec plugin is a process (and may prompt): not on an async worker.
-        tokio::task::spawn_blocking(move || inner.tokens.bearer(fresh))
+        tokio::task::spawn_blocking(move || inner.tokens.bearer(refused.as_deref()))
             .await
             .map_err(|e| Error::Config(format!("the credential task failed: {e}")))?
             .map_err(Error::from)
@@ -149,7 +149,7 @@ impl Failover {
         // A body that cannot be copied (a stream) is sent once, to one member.
         let copyable = body.try_clone().is_some();
         let mut body = Some(body);
-        let mut token = self.token(false).await?;
+        let mut token = self.token(None).await?;
         let mut refreshed = false;
         let n = self.0.members.len();
         let first = self.0.current.load(Ordering::Relaxed);
@@ -181,10 +181,16 @@ impl Failover {
                     i += 1;
                 }
                 Err(e) => return Err(Error::Failed { server: member.url.clone(), cause: cause(&e) }),
-                // A refused token may be stale: mint one and ask the same member again, once.
-                Ok(r) if r.status() == StatusCode::UNAUTHORIZED && !refreshed && token.is_some() => {
+                // A refused token may be stale: mint one and ask the same member again, once
+                // (if the body can be sent again; if not, the 401 is the answer).
+                Ok(r)
+                    if r.status() == StatusCode::UNAUTHORIZED
+                        && !refreshed
+                        && token.is_some()
+                        && copyable =>
+                {
                     refreshed = true;
-                    token = self.token(true).await?;
+                    token = self.token(token.take()).await?;
                 }
                 Ok(r) => {
                     self.0.current.store(at, Ordering::Relaxed);

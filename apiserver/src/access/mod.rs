@@ -91,6 +91,36 @@ pub trait Lookup {
     fn object(&self, kind: &KindInfo, namespace: Option<&str>, name: &str) -> Option<ObjectFacts>;
 }
 
+/// A [`Lookup`] that reads each Node once: for redacting a whole list or a batch of watch
+/// events, where every Replica on one node would otherwise read that Node again.
+#[derive(Debug)]
+pub struct Memo<L> {
+    inner: L,
+    nodes: std::cell::RefCell<std::collections::HashMap<String, Option<NodeFacts>>>,
+}
+
+impl<L: Lookup> Memo<L> {
+    /// Remembers what `inner` answers.
+    pub fn new(inner: L) -> Self {
+        Self { inner, nodes: Default::default() }
+    }
+}
+
+impl<L: Lookup> Lookup for Memo<L> {
+    fn node(&self, name: &str) -> Option<NodeFacts> {
+        if let Some(found) = self.nodes.borrow().get(name) {
+            return found.clone();
+        }
+        let found = self.inner.node(name);
+        self.nodes.borrow_mut().insert(name.to_owned(), found.clone());
+        found
+    }
+
+    fn object(&self, kind: &KindInfo, namespace: Option<&str>, name: &str) -> Option<ObjectFacts> {
+        self.inner.object(kind, namespace, name)
+    }
+}
+
 /// What a write does, for the rules.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Verb {
@@ -305,6 +335,9 @@ pub fn rollback(before: &str, after: &str) -> bool {
     chrono::DateTime::parse_from_rfc3339(after).ok() < chrono::DateTime::parse_from_rfc3339(before).ok()
 }
 
+/// How far in the future a user's `signed-at` may be (clocks differ).
+pub const MAX_CLOCK_SKEW: std::time::Duration = std::time::Duration::from_secs(600);
+
 /// What binds writers who are not members, beyond their role.
 fn user_rules(
     who: &Caller,
@@ -314,6 +347,22 @@ fn user_rules(
     new: &Value,
     lookup: &dyn Lookup,
 ) -> Result<(), ApiError> {
+    // A signature from the future would outrank every honest one for as long (anti-rollback).
+    if let Some(at) = signed_at(new).filter(|&at| old.and_then(signed_at) != Some(at))
+        && chrono::DateTime::parse_from_rfc3339(at).is_ok_and(|at| {
+            at > chrono::Utc::now() + chrono::Duration::from_std(MAX_CLOCK_SKEW).expect("small")
+        })
+    {
+        return Err(invalid(
+            kind,
+            name_of(new),
+            FieldPath::root().child("metadata").child("annotations").key(api::signing::SIGNED_AT),
+            format!(
+                "signed at {at}, more than {} minutes from now: check this computer's clock and sign it again",
+                MAX_CLOCK_SKEW.as_secs() / 60
+            ),
+        ));
+    }
     if kind.kind == <api::kinds::TransferSpec as api::object::KindSpec>::KIND {
         let payment = new.pointer("/spec/reason").and_then(Value::as_str) == Some("Payment");
         let from = new.pointer("/spec/from").and_then(Value::as_str);
@@ -394,8 +443,10 @@ pub fn redact(who: &Caller, kind: &KindInfo, mut obj: Value, lookup: &dyn Lookup
     if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
         let annotations = meta.entry("annotations").or_insert_with(|| Value::Object(Default::default()));
         if let Some(a) = annotations.as_object_mut() {
-            // The last applied configuration is the whole manifest, secrets included.
+            // The last applied configuration is the whole manifest, secrets included; the
+            // signature is over it, so it would let a reader test guesses of a secret offline.
             a.remove(api::signing::LAST_APPLIED);
+            a.remove(api::signing::SIGNATURE);
             a.insert(REDACTED.into(), field.into());
         }
     }

@@ -221,6 +221,29 @@ fn owners_write_their_objects_and_nobody_else_does() {
             Some(signed_by(&alice(), "2025-01-01T00:00:00Z", w.clone())),
         )
         .refused("an older manifest cannot replace a newer one"),
+        case(
+            "a manifest signed an hour from now",
+            user(alice()),
+            Verb::Create,
+            None,
+            Some(signed_by(
+                &alice(),
+                &(chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339(),
+                w.clone(),
+            )),
+        )
+        .refused("minutes from now: check this computer's clock"),
+        case(
+            "a manifest signed a minute from now (clocks differ)",
+            user(alice()),
+            Verb::Create,
+            None,
+            Some(signed_by(
+                &alice(),
+                &(chrono::Utc::now() + chrono::Duration::minutes(1)).to_rfc3339(),
+                w.clone(),
+            )),
+        ),
     ]);
 }
 
@@ -447,6 +470,7 @@ fn secrets_are_shown_to_their_readers_only() {
     let world = world();
     let mut w = workload(&alice(), "w");
     w["metadata"]["annotations"][api::signing::LAST_APPLIED] = json!(w.to_string());
+    w["metadata"]["annotations"][api::signing::SIGNATURE] = json!("c2lnbmF0dXJl");
     let kind_w = kind("Workload");
     let shown = |who: &Caller, obj: &Value, k: &KindInfo| redact(who, k, obj.clone(), &world);
     assert_eq!(shown(&user(alice()), &w, kind_w), w, "the owner sees it all");
@@ -456,6 +480,7 @@ fn secrets_are_shown_to_their_readers_only() {
     assert!(!seen.to_string().contains("s3cret"), "{seen}");
     assert_eq!(seen["metadata"]["annotations"][REDACTED], "spec.env");
     assert!(seen["metadata"]["annotations"].get(api::signing::LAST_APPLIED).is_none());
+    assert!(seen["metadata"]["annotations"].get(api::signing::SIGNATURE).is_none(), "{seen}");
 
     let k = kind("Replica");
     let mine = replica("n1", Some("u1"));

@@ -29,8 +29,22 @@ struct PerAddress(Arc<Mutex<HashMap<IpAddr, usize>>>);
 /// One open connection of an address; dropping it closes the count.
 struct AddressSlot(PerAddress, IpAddr);
 
+/// Whom an address counts for: itself, or for IPv6 its /64 (one host commonly holds a whole
+/// /64, so per single address the cap would not bound it). IPv4-mapped addresses count as
+/// their IPv4 address.
+fn holder(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(std::net::Ipv6Addr::from(u128::from(v6) & !((1u128 << 64) - 1))),
+        },
+        v4 => v4,
+    }
+}
+
 impl PerAddress {
     fn open(&self, ip: IpAddr, max: usize) -> Option<AddressSlot> {
+        let ip = holder(ip);
         let mut open = self.0.lock().expect("connection count lock");
         let n = open.entry(ip).or_default();
         if *n >= max {
@@ -121,4 +135,23 @@ pub async fn serve(
 
 fn warn_accept(e: &std::io::Error, backoff: Duration) {
     eprintln!("warning: cannot accept a connection ({e}); pausing {backoff:?}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_ipv6_slash_64_counts_as_one_address() {
+        let per = PerAddress::default();
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let a = per.open(ip("2001:db8:1:2::1"), 2).unwrap();
+        let _b = per.open(ip("2001:db8:1:2:ffff::9"), 2).unwrap();
+        assert!(per.open(ip("2001:db8:1:2::3"), 2).is_none(), "the /64 is full");
+        assert!(per.open(ip("2001:db8:1:3::1"), 2).is_some(), "another /64");
+        let _v4 = per.open(ip("192.0.2.1"), 1).unwrap();
+        assert!(per.open(ip("::ffff:192.0.2.1"), 1).is_none(), "IPv4-mapped is the IPv4 address");
+        drop(a);
+        assert!(per.open(ip("2001:db8:1:2::3"), 2).is_some(), "a closed connection frees its slot");
+    }
 }

@@ -50,7 +50,6 @@ use self::meta::{
 };
 use self::paging::{Continue, decode_continue, encode_continue};
 pub use self::store::{MemStore, Store, StoreError};
-use self::tombstone::tombstone_key;
 pub use self::tombstone::{TOMBSTONE_TTL, TOMBSTONES};
 use crate::access::{self, Caller, Verb};
 use crate::patch;
@@ -342,27 +341,7 @@ impl Registry {
         self.charge(who, &key, None, Some(&value))?;
         let mut ops = vec![Op::Put { key: key.clone(), value, expect: Expect::Absent }];
         if kind.signed {
-            let tkey = tombstone_key(&key);
-            if let Some(tomb) = self.live_tombstone(&tkey)? {
-                if let Some(after) = access::signed_at(&obj)
-                    && access::rollback(&tomb.signed_at, after)
-                {
-                    let path = api::FieldPath::root()
-                        .child("metadata")
-                        .child("annotations")
-                        .key(api::signing::SIGNED_AT);
-                    return Err(ApiError::Invalid {
-                        kind: kind.kind.into(),
-                        name,
-                        causes: vec![path.error(format!(
-                            "signed at {after}, before the version deleted at {} (signed at {}): an older manifest cannot come back (a replay?); sign it again",
-                            tomb.deleted_at, tomb.signed_at
-                        ))],
-                    });
-                }
-                // Created again: its own signed-at guards it from now on.
-                ops.push(Op::Delete { key: tkey, expect: Expect::Any });
-            }
+            ops.extend(self.tombstone_ops(who, kind, &key, &obj, &name)?);
         }
         if opts.dry_run {
             // What would be: only whether the name is free is left to find out.
@@ -376,8 +355,12 @@ impl Registry {
                 meta_mut(&mut obj).insert("resourceVersion".into(), revision.to_string().into());
                 Ok(Written { object: obj, created: true, warnings })
             }
-            (_, Outcome::PreconditionFailed { .. }) => {
+            (_, Outcome::PreconditionFailed { op: 0, .. }) => {
                 Err(ApiError::AlreadyExists { kind: kind.plural.into(), name })
+            }
+            // The tombstone of the name changed meanwhile (deleted on another member).
+            (_, Outcome::PreconditionFailed { .. }) => {
+                Err(ApiError::Conflict { kind: kind.plural.into(), name })
             }
             (_, other) => Err(unavailable(format!("unexpected outcome {other:?}"))),
         }
@@ -407,6 +390,13 @@ impl Registry {
     /// What `who` may see of `obj` (see [`access::redact`]).
     pub fn redact(&self, who: &Caller, kind: &KindInfo, obj: Value) -> Value {
         access::redact(who, kind, obj, &self.lookup())
+    }
+
+    /// What `who` may see of each of many objects read at once (a list, a batch of watch
+    /// events): as [`Self::redact`], reading each Node they are bound to once.
+    pub fn redactor<'a>(&'a self, who: &'a Caller, kind: &'a KindInfo) -> impl Fn(Value) -> Value + 'a {
+        let lookup = access::Memo::new(self.lookup());
+        move |obj| access::redact(who, kind, obj, &lookup)
     }
 
     fn list_state(&self, prefix: &str, at: Option<u64>) -> Result<(Vec<(String, Stored)>, u64), ApiError> {
@@ -450,12 +440,13 @@ impl Registry {
         let mut items = Vec::new();
         let mut last_key = None;
         let mut matched_after = 0;
+        let redact = self.redactor(who, kind);
         for (k, stored) in entries {
             if start.as_deref().is_some_and(|s| k.as_str() <= s) {
                 continue;
             }
             // Redacted first: a selector must not probe what the caller may not see.
-            let obj = self.redact(who, kind, with_revision(&stored)?);
+            let obj = redact(with_revision(&stored)?);
             if !opts.selector.matches(&obj) {
                 continue;
             }

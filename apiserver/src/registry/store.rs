@@ -200,7 +200,10 @@ impl Store for MemStore {
                                 None
                             }
                         };
-                        changes.push(Change { key: op.key().to_owned(), prev: old.clone(), new });
+                        // Deleting what is not there (a precondition only) changes nothing.
+                        if old.is_some() || new.is_some() {
+                            changes.push(Change { key: op.key().to_owned(), prev: old.clone(), new });
+                        }
                         prev.push(old);
                     }
                     m.history.insert(revision, changes);

@@ -52,7 +52,13 @@ impl Registry {
             return Ok(());
         }
         let new_cost = new.and_then(|n| quota::cost(key, n));
-        let Some((signer, added)) = new_cost else { return Ok(()) };
+        let Some((signer, added)) = new_cost else {
+            // Nobody's quota pays for it (a Lease, a Replica's status): bounded per object.
+            return match new.and_then(|n| quota::unsigned_breach(old, n)) {
+                Some(message) => Err(ApiError::TooLarge(message)),
+                None => Ok(()),
+            };
+        };
         let before = self.usage_of(&signer)?;
         let mut after = before;
         after.add(added);

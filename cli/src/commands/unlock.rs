@@ -11,7 +11,7 @@ use crate::unlock;
 /// Keep your key unlocked for a while, so commands and kubectl do not ask for the passphrase
 ///
 /// As ssh-agent: the decrypted key is kept by a process of yours, reachable only through a
-/// socket only you can open (CONFIG_DIR/agent.sock, mode 0600); signatures and tokens are
+/// socket only you can open (CONFIG_DIR/agent/agent.sock: 0600 in a 0700 directory); signatures and tokens are
 /// made there, and the key never leaves it. It ends after --for, or with `ui lock`. A
 /// passphrase typed on a terminal by any command unlocks the key for 15 minutes too.
 #[derive(Debug, clap::Args)]
