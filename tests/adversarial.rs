@@ -312,6 +312,15 @@ fn a_node_named_like_a_controller_lease_takes_no_lease_of_the_control_plane() {
     );
     // Its own heartbeat lease, where node leases live, it may write.
     as_node.post(&leases("univrs-node-lease"), &lease("controller-scheduler", "me")).ok(201);
+    // Within bounds: nobody's quota pays for a Lease.
+    let big = json!({ "metadata": { "annotations": { "x": "y".repeat(100 << 10) } } });
+    as_node
+        .patch(
+            &format!("{}/controller-scheduler", leases("univrs-node-lease")),
+            "application/merge-patch+json",
+            &big,
+        )
+        .refused(413, "RequestEntityTooLarge", &["objects that are not signed may be at most 65536 bytes"]);
     let after = member.get(&path);
     assert_eq!(after.ok(200)["spec"]["holderIdentity"], "member");
     assert_eq!(after.body["metadata"]["resourceVersion"], held["metadata"]["resourceVersion"]);
