@@ -368,9 +368,9 @@ impl Registry {
 
     /// Reads one object.
     pub async fn get(&self, who: &Caller, at: ObjectRef<'_>, read: ReadAt) -> Result<Value, ApiError> {
-        let ObjectRef { kind, namespace, name } = at;
-        let not_found = || ApiError::NotFound { kind: kind.plural.into(), name: name.into() };
-        let key = ObjectRef::new(kind, namespace, name).key();
+        let kind = at.kind;
+        let not_found = || at.not_found();
+        let key = at.key();
         if let ReadAt::Exact(rev) = read {
             let (items, _) = self.list_state(&key, Some(rev))?;
             let stored = items.into_iter().find(|(k, _)| *k == key).ok_or_else(not_found)?;
@@ -481,8 +481,7 @@ impl Registry {
     ) -> Result<Written, ApiError> {
         let ObjectRef { kind, namespace, name } = at;
         let key = at.key();
-        let not_found = || ApiError::NotFound { kind: kind.plural.into(), name: name.into() };
-        let conflict = || ApiError::Conflict { kind: kind.plural.into(), name: name.into() };
+        let (not_found, conflict) = (|| at.not_found(), || at.conflict());
         for _ in 0..16 {
             let current = self.current(&key).await?.ok_or_else(not_found)?;
             let old = with_revision(&current)?;
@@ -642,10 +641,9 @@ impl Registry {
         at: ObjectRef<'_>,
         opts: &DeleteOptions,
     ) -> Result<Deleted, ApiError> {
-        let ObjectRef { kind, name, .. } = at;
+        let kind = at.kind;
         let key = at.key();
-        let not_found = || ApiError::NotFound { kind: kind.plural.into(), name: name.into() };
-        let conflict = || ApiError::Conflict { kind: kind.plural.into(), name: name.into() };
+        let (not_found, conflict) = (|| at.not_found(), || at.conflict());
         for _ in 0..16 {
             let current = self.current(&key).await?.ok_or_else(not_found)?;
             let old = with_revision(&current)?;
