@@ -9,6 +9,7 @@ pub mod credits;
 mod de;
 pub mod identity;
 pub mod kinds;
+pub mod ledger;
 pub mod manifest;
 pub mod meta;
 pub mod object;

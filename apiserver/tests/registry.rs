@@ -532,7 +532,93 @@ async fn quotas_count_what_each_signer_stores(reg: Registry) {
     reg.create(&SYS, wl, mine("d", 1), &opts).await.unwrap();
 }
 
+fn did_of(key: &ed25519_dalek::SigningKey) -> api::identity::Did {
+    api::identity::Did::from_key(&key.verifying_key())
+}
+
+fn grant(name: &str, grantee: &api::identity::Did, limit: &str) -> Value {
+    json!({ "apiVersion": "univrs.io/v1", "kind": "CreditGrant", "metadata": { "name": name },
+            "spec": { "grantee": grantee, "limit": limit } })
+}
+
+fn payment(name: &str, to: &api::identity::Did, amount: &str) -> Value {
+    json!({ "apiVersion": "univrs.io/v1", "kind": "Transfer", "metadata": { "name": name },
+            "spec": { "to": to, "amount": amount, "reason": "Payment" } })
+}
+
+async fn balance(reg: &Registry, who: &api::identity::Did) -> String {
+    let kind = by_kind("Account").unwrap();
+    let name = api::kinds::account_name(who);
+    match reg.get(&SYS, ObjectRef::new(kind, None, &name), ReadAt::Latest).await {
+        Ok(a) => a["status"]["balance"].as_str().unwrap().to_owned(),
+        Err(ApiError::NotFound { .. }) => "0".into(),
+        Err(e) => panic!("{e}"),
+    }
+}
+
+async fn transfers_are_decided_on_the_lines_and_posted_to_both_accounts_at_once(reg: Registry) {
+    let (alice, bob) = (key(1), key(2));
+    let (a, b) = (did_of(&alice), did_of(&bob));
+    let (tx, cg) = (by_kind("Transfer").unwrap(), by_kind("CreditGrant").unwrap());
+    let opts = WriteOptions::default();
+    let pay = |name: &str, from: &ed25519_dalek::SigningKey, to: &api::identity::Did, amount: &str| {
+        let mut t = payment(name, to, amount);
+        api::signing::sign(&mut t, from, chrono::Utc::now()).unwrap();
+        t
+    };
+    // No line: refused, stored as refused, no balance moves.
+    let t = reg.create(&caller(&alice), tx, pay("t0", &alice, &b, "1"), &opts).await.unwrap().object;
+    assert_eq!(t["status"]["phase"], "Refused", "{t}");
+    assert!(t["status"]["message"].as_str().unwrap().starts_with("no credit line"), "{t}");
+    assert_eq!((balance(&reg, &a).await, balance(&reg, &b).await), ("0".into(), "0".into()));
+    // Bob lets Alice owe him 100.
+    let mut g = grant("line-for-alice", &a, "100");
+    api::signing::sign(&mut g, &bob, chrono::Utc::now()).unwrap();
+    reg.create(&caller(&bob), cg, g, &opts).await.unwrap();
+    let t = reg.create(&caller(&alice), tx, pay("t1", &alice, &b, "60"), &opts).await.unwrap().object;
+    assert_eq!(t["status"]["phase"], "Committed", "{t}");
+    assert_eq!(t["status"]["payer"], a.as_str());
+    assert_eq!((balance(&reg, &a).await, balance(&reg, &b).await), ("-60".into(), "60".into()));
+    // A dry run says what would be, and changes nothing.
+    let dry = WriteOptions { dry_run: true, ..Default::default() };
+    let t = reg.create(&caller(&alice), tx, pay("t2", &alice, &b, "60"), &dry).await.unwrap().object;
+    assert!(t["status"]["message"].as_str().unwrap().contains("over the credit line"), "{t}");
+    assert_eq!(balance(&reg, &a).await, "-60");
+
+    // Ten payments of 10 at once against the 40 left: exactly four commit.
+    let mut tasks = Vec::new();
+    for i in 0..10 {
+        let (reg, t) = (reg.clone(), pay(&format!("c{i}"), &alice, &b, "10"));
+        let who = caller(&alice);
+        tasks.push(tokio::spawn(async move { reg.create(&who, tx, t, &WriteOptions::default()).await }));
+    }
+    let mut committed = 0;
+    for t in tasks {
+        let t = t.await.unwrap().unwrap().object;
+        committed += usize::from(t["status"]["phase"] == "Committed");
+    }
+    assert_eq!(committed, 4);
+    assert_eq!((balance(&reg, &a).await, balance(&reg, &b).await), ("-100".into(), "100".into()));
+
+    // What the ledger decided stands: not even a member writes an account, changes a
+    // transfer's status or deletes a committed one.
+    let acct = by_kind("Account").unwrap();
+    let account = json!({ "apiVersion": "univrs.io/v1", "kind": "Account", "metadata": { "name": "x" },
+                          "spec": { "owner": a } });
+    let e = reg.create(&SYS, acct, account, &opts).await.unwrap_err();
+    assert!(matches!(e, ApiError::Forbidden(_)) && e.to_string().contains("accounts change only"), "{e}");
+    let t1 = ObjectRef::new(tx, None, "t1");
+    let e = reg
+        .patch(&SYS, t1, Part::Status, &Patch::Merge(json!({ "status": { "phase": "Refused" } })), &opts)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("the ledger's decision"), "{e}");
+    let e = reg.delete(&SYS, t1, &DeleteOptions::default()).await.unwrap_err();
+    assert!(e.to_string().contains("part of the balances"), "{e}");
+}
+
 on_every_store!(
+    transfers_are_decided_on_the_lines_and_posted_to_both_accounts_at_once,
     create_get_update_delete_with_kubernetes_semantics,
     lists_are_per_namespace_or_all_and_carry_a_consistent_revision,
     invalid_objects_are_refused_with_field_paths_and_change_nothing,

@@ -1,5 +1,6 @@
 //! The kinds of `univrs.io/v1` (design.md §3).
 
+mod account;
 mod attestation;
 mod credit_grant;
 mod lease;
@@ -11,6 +12,7 @@ mod transfer;
 mod trust_policy;
 mod workload;
 
+pub use account::*;
 pub use attestation::*;
 pub use credit_grant::*;
 pub use lease::*;
@@ -47,9 +49,11 @@ pub type Reputation = Object<ReputationSpec>;
 pub type Transfer = Object<TransferSpec>;
 /// A Lease object.
 pub type Lease = Object<LeaseSpec>;
+/// An Account object.
+pub type Account = Object<AccountSpec>;
 
 /// Every kind, in the order of design.md §3.
-pub static KINDS: [KindInfo; 10] = [
+pub static KINDS: [KindInfo; 11] = [
     KindInfo::of::<WorkloadSpec>(),
     KindInfo::of::<ReplicaSpec>(),
     KindInfo::of::<TrustPolicySpec>(),
@@ -60,6 +64,7 @@ pub static KINDS: [KindInfo; 10] = [
     KindInfo::of::<ReputationSpec>(),
     KindInfo::of::<TransferSpec>(),
     KindInfo::of::<LeaseSpec>(),
+    KindInfo::of::<AccountSpec>(),
 ];
 
 /// The facts of kind `S` (`info::<WorkloadSpec>()`): no name to mistype.

@@ -3,6 +3,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::credits::Credits;
 use crate::identity::Did;
+use crate::meta::Time;
 use crate::object::{KindSpec, Scope};
 use crate::validation::{FieldError, FieldPath, Validate, check_dns1123_subdomain};
 
@@ -70,16 +71,18 @@ impl Validate for TransferSpec {
     }
 }
 
-/// Lifecycle phase of a transfer.
+/// Lifecycle phase of a transfer: decided by the apiserver in the Raft entry that writes it
+/// (see `ledger`), so a stored Transfer is never `Pending`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub enum TransferPhase {
-    /// Not yet accounted.
+    /// Not yet accounted (only in a dry run's answer before the decision).
     #[default]
     Pending,
     /// Accounted in both balances.
     Committed,
-    /// Refused (over the credit limit).
-    Rejected,
+    /// Refused: no balance changed (`message` says why: no line, over the line, expired).
+    #[serde(alias = "Rejected")]
+    Refused,
 }
 
 /// What the credits controller did with a transfer.
@@ -89,9 +92,15 @@ pub struct TransferStatus {
     /// Lifecycle phase.
     #[serde(default)]
     pub phase: TransferPhase,
-    /// Why it was rejected.
+    /// Why it was refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// Who paid (the `from`, or the signer of a Payment that leaves it out).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payer: Option<Did>,
+    /// When it was decided.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decided_at: Option<Time>,
 }
 
 impl KindSpec for TransferSpec {

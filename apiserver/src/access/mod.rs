@@ -284,6 +284,25 @@ fn invariants(
     new: Option<&Value>,
 ) -> Result<(), ApiError> {
     let annotations = || FieldPath::root().child("metadata").child("annotations");
+    // The ledger: balances change only with the transfers the apiserver commits, and what it
+    // decided of a transfer stands.
+    if kind.kind == <api::kinds::AccountSpec as api::object::KindSpec>::KIND {
+        let why = "accounts change only with the Transfers the apiserver commits (ui credits send)";
+        return Err(forbidden(who, verb, kind, name_of(old.or(new).expect("a write has an object")), why));
+    }
+    if kind.kind == <api::kinds::TransferSpec as api::object::KindSpec>::KIND
+        && let Some(old) = old
+    {
+        let phase = old.pointer("/status/phase").and_then(Value::as_str);
+        if verb == Verb::UpdateStatus && new.and_then(|n| n.get("status")) != old.get("status") {
+            let why = "a Transfer's status is the ledger's decision, made when it was written";
+            return Err(forbidden(who, verb, kind, name_of(old), why));
+        }
+        if verb == Verb::Delete && phase == Some("Committed") {
+            let why = "a committed Transfer is part of the balances derived from it";
+            return Err(forbidden(who, verb, kind, name_of(old), why));
+        }
+    }
     if let (Some(old), Some(new)) = (old, new) {
         if kind.signed && signer(old) != signer(new) {
             let why = "the signer of an object is its owner and cannot change";

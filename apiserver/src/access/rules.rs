@@ -7,8 +7,8 @@
 //! list means "the control plane only".
 
 use api::kinds::{
-    AttestationSpec, CreditGrantSpec, LeaseSpec, NodeOfferSpec, NodeSpec, ReplicaSpec, ReputationSpec,
-    TransferSpec, TrustPolicySpec, WorkloadSpec,
+    AccountSpec, AttestationSpec, CreditGrantSpec, LeaseSpec, NodeOfferSpec, NodeSpec, ReplicaSpec,
+    ReputationSpec, TransferSpec, TrustPolicySpec, WorkloadSpec,
 };
 use api::object::KindSpec;
 
@@ -92,7 +92,7 @@ const fn env(path: &'static str, readers: &'static [Role]) -> Option<Secret> {
 }
 
 /// The rules of every kind.
-pub static RULES: [Rules; 10] = [
+pub static RULES: [Rules; 11] = [
     Rules { secret: env("/spec/env", OWNER), ..owned(WorkloadSpec::KIND) },
     Rules {
         kind: ReplicaSpec::KIND,
@@ -136,6 +136,17 @@ pub static RULES: [Rules; 10] = [
         status: NOBODY,
         delete: &[Role::LeaseOfTheNode],
         spec_immutable: false,
+        secret: None,
+    },
+    // Balances: written by the apiserver itself in the Raft entry of each committed Transfer;
+    // through the API by nobody, members included (an invariant, see `super::invariants`).
+    Rules {
+        kind: AccountSpec::KIND,
+        create: NOBODY,
+        update: NOBODY,
+        status: NOBODY,
+        delete: NOBODY,
+        spec_immutable: true,
         secret: None,
     },
 ];

@@ -112,6 +112,11 @@ fn payment_from_signer() -> Value {
     t
 }
 
+fn committed(mut obj: Value) -> Value {
+    obj["status"] = json!({ "phase": "Committed" });
+    obj
+}
+
 fn with_status(mut obj: Value) -> Value {
     obj["status"] = json!({ "x": 1 });
     obj
@@ -423,9 +428,28 @@ fn transfers_are_payments_from_the_signer_and_never_change() {
             user(alice()),
             Verb::UpdateStatus,
             Some(pay.clone()),
-            Some(with_status(pay)),
+            Some(with_status(pay.clone())),
         )
-        .refused("only the control plane"),
+        .refused("the ledger's decision"),
+        case(
+            "a member changes what the ledger decided",
+            member(),
+            Verb::UpdateStatus,
+            Some(pay.clone()),
+            Some(with_status(pay.clone())),
+        )
+        .refused("the ledger's decision"),
+        case("a member deletes a committed one", member(), Verb::Delete, Some(committed(pay.clone())), None)
+            .refused("part of the balances"),
+        case("a member deletes a refused one", member(), Verb::Delete, Some(pay), None),
+        case(
+            "a member writes an account",
+            member(),
+            Verb::Create,
+            None,
+            Some(json!({ "kind": "Account", "metadata": { "name": "a" }, "spec": { "owner": alice().as_str() } })),
+        )
+        .refused("accounts change only with the Transfers"),
     ]);
 }
 

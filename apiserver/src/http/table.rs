@@ -215,8 +215,8 @@ const fn wide(
 /// checks that every kind has some.
 fn columns(kind: &str) -> Vec<Column> {
     use api::kinds::{
-        AttestationSpec, CreditGrantSpec, LeaseSpec, NodeOfferSpec, NodeSpec, ReplicaSpec, ReputationSpec,
-        TransferSpec, TrustPolicySpec, WorkloadSpec,
+        AccountSpec, AttestationSpec, CreditGrantSpec, LeaseSpec, NodeOfferSpec, NodeSpec, ReplicaSpec,
+        ReputationSpec, TransferSpec, TrustPolicySpec, WorkloadSpec,
     };
     use api::object::KindSpec;
     match kind {
@@ -327,9 +327,7 @@ fn columns(kind: &str) -> Vec<Column> {
             col("To", "string", "The paid account, abbreviated.", |o| did(o, "/spec/to")),
             col("Amount", "string", "Credits moved.", |o| text(o, "/spec/amount")),
             col("Reason", "string", "Metering or Payment.", |o| text(o, "/spec/reason")),
-            col("Phase", "string", "Pending, Committed or Rejected.", |o| {
-                text_or(o, "/status/phase", "Pending")
-            }),
+            col("Phase", "string", "Committed or Refused.", |o| text_or(o, "/status/phase", "Pending")),
             wide("Replica", "string", "The metered replica (namespace/name).", |o| text(o, "/spec/replica")),
             wide("Memo", "string", "A note from the sender.", |o| text(o, "/spec/memo")),
         ],
@@ -339,6 +337,18 @@ fn columns(kind: &str) -> Vec<Column> {
                 text(o, "/spec/leaseDurationSeconds")
             }),
             wide("Renewed", "string", "When the holder last renewed.", |o| text(o, "/spec/renewTime")),
+        ],
+        AccountSpec::KIND => vec![
+            col("Owner", "string", "Whose account, abbreviated.", |o| did(o, "/spec/owner")),
+            col("Balance", "string", "What the owner is owed in all, less what it owes.", |o| {
+                text_or(o, "/status/balance", "0")
+            }),
+            col("Lines", "integer", "Counterparties it has traded with.", |o| {
+                o.pointer("/status/lines").and_then(Value::as_array).map_or(0, Vec::len).into()
+            }),
+            wide("Transfers", "integer", "Committed transfers to or from the owner.", |o| {
+                text_or(o, "/status/transfers", "0")
+            }),
         ],
         _ => vec![],
     }

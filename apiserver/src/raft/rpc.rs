@@ -78,7 +78,7 @@ pub fn request_bytes(request: &Request) -> usize {
         .iter()
         .map(|op| match op {
             Op::Put { key, value, .. } => key.len() + value.len() + ITEM_OVERHEAD,
-            Op::Delete { key, .. } => key.len() + ITEM_OVERHEAD,
+            Op::Delete { key, .. } | Op::Check { key, .. } => key.len() + ITEM_OVERHEAD,
         })
         .sum();
     ENTRY_OVERHEAD + ops

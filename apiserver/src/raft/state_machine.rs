@@ -302,11 +302,13 @@ fn apply_request(
             super::Op::Delete { key, .. } => {
                 let old =
                     table.remove(key.as_str()).map_err(write_err)?.map(|v| decode(v.value())).transpose()?;
-                // Deleting what is not there (a precondition only) changes nothing.
                 if old.is_some() {
                     changes.push(Change { key: key.clone(), prev: old.clone(), new: None });
                 }
                 prev.push(old);
+            }
+            super::Op::Check { key, .. } => {
+                prev.push(table.get(key.as_str()).map_err(read_err)?.map(|v| decode(v.value())).transpose()?);
             }
         }
     }

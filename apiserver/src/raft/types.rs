@@ -67,19 +67,27 @@ pub enum Op {
         /// What must hold of the current value.
         expect: Expect,
     },
+    /// Changes nothing: only its precondition must hold (what a write was decided on, e.g. the
+    /// credit line a transfer draws on, is still as it was read).
+    Check {
+        /// The key.
+        key: String,
+        /// What must hold of the current value.
+        expect: Expect,
+    },
 }
 
 impl Op {
     /// The key this operation is on.
     pub fn key(&self) -> &str {
         match self {
-            Op::Put { key, .. } | Op::Delete { key, .. } => key,
+            Op::Put { key, .. } | Op::Delete { key, .. } | Op::Check { key, .. } => key,
         }
     }
 
     fn expect(&self) -> Expect {
         match self {
-            Op::Put { expect, .. } | Op::Delete { expect, .. } => *expect,
+            Op::Put { expect, .. } | Op::Delete { expect, .. } | Op::Check { expect, .. } => *expect,
         }
     }
 }

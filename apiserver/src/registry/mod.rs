@@ -18,11 +18,13 @@
 //! [`access::authorize`] (the invariants, the role before and after) → quota ([`usage`]) →
 //! commit. The parts: [`error`] (`ApiError`), [`meta`] (`ObjectRef`, server-owned metadata),
 //! [`apply`] (server-side apply bookkeeping), [`paging`] (continue tokens), [`tombstone`]
-//! (anti-rollback across deletion), [`store`] (the storage seam).
+//! (anti-rollback across deletion), [`ledger`] (a Transfer decided and posted with its
+//! Accounts in one entry), [`store`] (the storage seam).
 
 mod admission;
 mod apply;
 mod error;
+mod ledger;
 pub mod meta;
 pub(crate) mod paging;
 pub mod store;
@@ -337,33 +339,44 @@ impl Registry {
         meta.insert("creationTimestamp".into(), now().into());
         meta.insert("generation".into(), 1.into());
         let key = ObjectRef::new(kind, namespace.as_deref(), &name).key();
-        let value = stored_json(&obj)?;
-        self.charge(who, &key, None, Some(&value))?;
-        let mut ops = vec![Op::Put { key: key.clone(), value, expect: Expect::Absent }];
-        if kind.signed {
-            ops.extend(self.tombstone_ops(who, kind, &key, &obj, &name)?);
+        self.charge(who, &key, None, Some(&stored_json(&obj)?))?;
+        let tombstone =
+            if kind.signed { self.tombstone_ops(who, kind, &key, &obj, &name)? } else { Vec::new() };
+        let is_transfer = kind.kind == api::kinds::TransferSpec::KIND;
+        // A Transfer is decided on the accounts and lines as read; when they change before its
+        // entry is applied, it is decided again.
+        for _ in 0..16 {
+            let mut obj = obj.clone();
+            let ledger = if is_transfer { self.ledger_ops(&mut obj).await? } else { Vec::new() };
+            let value = stored_json(&obj)?;
+            let mut ops = vec![Op::Put { key: key.clone(), value, expect: Expect::Absent }];
+            ops.extend(tombstone.iter().cloned());
+            let first_ledger_op = ops.len();
+            ops.extend(ledger);
+            if opts.dry_run {
+                // What would be: only whether the name is free is left to find out.
+                if self.current(&key).await?.is_some() {
+                    return Err(ApiError::AlreadyExists { kind: kind.plural.into(), name });
+                }
+                return Ok(Written { object: obj, created: true, warnings });
+            }
+            return match self.commit(ops).await? {
+                (revision, Outcome::Applied { .. }) => {
+                    meta_mut(&mut obj).insert("resourceVersion".into(), revision.to_string().into());
+                    Ok(Written { object: obj, created: true, warnings })
+                }
+                (_, Outcome::PreconditionFailed { op: 0, .. }) => {
+                    Err(ApiError::AlreadyExists { kind: kind.plural.into(), name })
+                }
+                (_, Outcome::PreconditionFailed { op, .. }) if op >= first_ledger_op => continue,
+                // The tombstone of the name changed meanwhile (deleted on another member).
+                (_, Outcome::PreconditionFailed { .. }) => {
+                    Err(ApiError::Conflict { kind: kind.plural.into(), name })
+                }
+                (_, other) => Err(unavailable(format!("unexpected outcome {other:?}"))),
+            };
         }
-        if opts.dry_run {
-            // What would be: only whether the name is free is left to find out.
-            if self.current(&key).await?.is_some() {
-                return Err(ApiError::AlreadyExists { kind: kind.plural.into(), name });
-            }
-            return Ok(Written { object: obj, created: true, warnings });
-        }
-        match self.commit(ops).await? {
-            (revision, Outcome::Applied { .. }) => {
-                meta_mut(&mut obj).insert("resourceVersion".into(), revision.to_string().into());
-                Ok(Written { object: obj, created: true, warnings })
-            }
-            (_, Outcome::PreconditionFailed { op: 0, .. }) => {
-                Err(ApiError::AlreadyExists { kind: kind.plural.into(), name })
-            }
-            // The tombstone of the name changed meanwhile (deleted on another member).
-            (_, Outcome::PreconditionFailed { .. }) => {
-                Err(ApiError::Conflict { kind: kind.plural.into(), name })
-            }
-            (_, other) => Err(unavailable(format!("unexpected outcome {other:?}"))),
-        }
+        Err(ApiError::Conflict { kind: kind.plural.into(), name })
     }
 
     /// Reads one object.

@@ -199,8 +199,11 @@ impl Store for MemStore {
                                 m.objects.remove(key);
                                 None
                             }
+                            crate::raft::Op::Check { .. } => {
+                                prev.push(old);
+                                continue;
+                            }
                         };
-                        // Deleting what is not there (a precondition only) changes nothing.
                         if old.is_some() || new.is_some() {
                             changes.push(Change { key: op.key().to_owned(), prev: old.clone(), new });
                         }

@@ -77,7 +77,7 @@ impl Registry {
         };
         let tkey = tombstone_key(key, signer);
         let Some(stored) = self.store.get(&tkey).map_err(unavailable)? else {
-            return Ok(vec![Op::Delete { key: tkey, expect: Expect::Absent }]);
+            return Ok(vec![Op::Check { key: tkey, expect: Expect::Absent }]);
         };
         let remove = Op::Delete { key: tkey, expect: Expect::ModRevision(stored.mod_revision) };
         let tomb = serde_json::from_str::<Tombstone>(&stored.value).ok().filter(|t| t.live(Utc::now()));
