@@ -25,6 +25,10 @@ pub struct TransferSpec {
     /// The Replica metered (`namespace/name`), for metering transfers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replica: Option<String>,
+    /// The Workload of the metered replica (`namespace/name`): what its TrustPolicy's spending
+    /// limits count.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workload: Option<String>,
     /// A note for people (at most 256 bytes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memo: Option<String>,
@@ -53,22 +57,30 @@ impl Validate for TransferSpec {
         if self.memo.as_ref().is_some_and(|m| m.len() > 256) {
             errors.push(path.child("memo").error("must be at most 256 bytes"));
         }
+        if let Some(w) = &self.workload
+            && !is_namespaced_name(w)
+        {
+            errors.push(path.child("workload").error(format!("{w:?} is not namespace/name")));
+        }
         match (self.reason, &self.replica) {
             (TransferReason::Metering, None) => {
                 errors.push(path.child("replica").error("required for a Metering transfer"));
             }
             (_, Some(r)) => {
-                let valid = r.split_once('/').is_some_and(|(ns, name)| {
-                    crate::validation::check_dns1123_label(ns).is_ok()
-                        && check_dns1123_subdomain(name).is_ok()
-                });
-                if !valid {
+                if !is_namespaced_name(r) {
                     errors.push(path.child("replica").error(format!("{r:?} is not namespace/name")));
                 }
             }
             (TransferReason::Payment, None) => {}
         }
     }
+}
+
+/// Whether `s` is `namespace/name`.
+fn is_namespaced_name(s: &str) -> bool {
+    s.split_once('/').is_some_and(|(ns, name)| {
+        crate::validation::check_dns1123_label(ns).is_ok() && check_dns1123_subdomain(name).is_ok()
+    })
 }
 
 /// Lifecycle phase of a transfer: decided by the apiserver in the Raft entry that writes it

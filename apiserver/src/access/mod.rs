@@ -187,6 +187,16 @@ fn only(roles: &[Role]) -> String {
     format!("only {} may", who.join(" or "))
 }
 
+/// Whether `obj`, of a signed kind, is a record the control plane writes unsigned: a Metering
+/// Transfer (the credits controller charging a workload's owner for what its replicas used,
+/// on the control plane's authority, not the owner's signature). Only members may write one
+/// (see `user_rules`); one that carries a signature is checked as any other.
+pub fn is_control_plane_record(kind: &KindInfo, obj: &Value) -> bool {
+    kind.kind == <api::kinds::TransferSpec as api::object::KindSpec>::KIND
+        && obj.pointer("/spec/reason").and_then(Value::as_str) == Some("Metering")
+        && obj.pointer("/metadata/annotations").and_then(|a| a.get(api::signing::SIGNATURE)).is_none()
+}
+
 /// Checks a signed object's signature; the errors name the annotation at fault.
 pub fn check_signature(kind: &KindInfo, obj: &Value) -> Result<(), ApiError> {
     api::signing::verify(obj).map(drop).map_err(|e| {
