@@ -55,6 +55,41 @@ pub fn usage(cgroup: &str) -> Usage {
     }
 }
 
+/// The limits applied to a cgroup, read back from it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Limits {
+    /// CPU quota in millicores (none: unlimited).
+    pub cpu_millicores: Option<u64>,
+    /// Memory limit in bytes (none: unlimited).
+    pub memory_bytes: Option<u64>,
+}
+
+/// Reads the CPU and memory limits of `cgroup` as the kernel holds them.
+pub fn limits(cgroup: &str) -> Limits {
+    let millicores =
+        |quota: i64, period: i64| (quota > 0 && period > 0).then(|| (quota as u64) * 1000 / (period as u64));
+    // Unlimited memory shows as "max" (v2) or a page-rounded i64::MAX (v1).
+    let memory = |b: Option<u64>| b.filter(|b| *b < 1 << 62);
+    if is_v2() {
+        let dir = Path::new(ROOT).join(cgroup.trim_start_matches('/'));
+        let cpu = std::fs::read_to_string(dir.join("cpu.max")).ok().and_then(|t| {
+            let mut parts = t.split_whitespace();
+            let quota = parts.next()?.parse().ok()?;
+            let period = parts.next()?.parse().ok()?;
+            millicores(quota, period)
+        });
+        return Limits { cpu_millicores: cpu, memory_bytes: memory(read_u64(&dir.join("memory.max"))) };
+    }
+    let cpu = v1("cpu", cgroup);
+    let read_i64 = |p: &Path| std::fs::read_to_string(p).ok()?.trim().parse::<i64>().ok();
+    let quota = read_i64(&cpu.join("cpu.cfs_quota_us"));
+    let period = read_i64(&cpu.join("cpu.cfs_period_us"));
+    Limits {
+        cpu_millicores: quota.zip(period).and_then(|(q, p)| millicores(q, p)),
+        memory_bytes: memory(read_u64(&v1("memory", cgroup).join("memory.limit_in_bytes"))),
+    }
+}
+
 fn hierarchies() -> Vec<PathBuf> {
     if is_v2() {
         vec![PathBuf::from(ROOT)]

@@ -29,6 +29,8 @@ use crate::shim::PID_FILE;
 
 /// How often a running replica's usage is reported.
 const USAGE_EVERY: Duration = Duration::from_secs(15);
+/// When the first usage (and the limits applied) is reported after a start.
+const FIRST_USAGE: Duration = Duration::from_secs(1);
 
 /// A marker in a run directory while the replica waits to be started again.
 pub const RESTARTING: &str = "restarting";
@@ -660,7 +662,8 @@ async fn run_once(
     report(client, replica, status, stop).await;
     // While it runs, what it uses is measured and reported now and then (for the honesty of
     // the offer: resources delivered against resources asked for).
-    let mut measure = tokio::time::interval_at(tokio::time::Instant::now() + USAGE_EVERY, USAGE_EVERY);
+    // The first soon after the start: the limits applied are known at once.
+    let mut measure = tokio::time::interval_at(tokio::time::Instant::now() + FIRST_USAGE, USAGE_EVERY);
     loop {
         tokio::select! {
             exit = child.wait() => {
@@ -685,7 +688,14 @@ async fn run_once(
                     cpu_nanos: u.cpu_nanos,
                     ..RunResult::default()
                 };
-                if let Err(e) = set_status(client, replica, json!({ "usage": usage(&so_far) })).await {
+                let l = crate::cgroup::limits(&spec.cgroup);
+                let limits = Resources {
+                    cpu: l.cpu_millicores.map(|m| Millicores(m).to_quantity()),
+                    memory: l.memory_bytes.map(|b| Bytes(b).to_quantity()),
+                    storage: None,
+                };
+                let status = json!({ "usage": usage(&so_far), "limits": limits });
+                if let Err(e) = set_status(client, replica, status).await {
                     tracing::debug!(error = %e, "cannot report usage");
                 }
             }

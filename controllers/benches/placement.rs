@@ -47,6 +47,7 @@ fn policies(ops: &[String]) -> Vec<Policy> {
             denied_operators: ops.iter().skip(p).step_by(10).cloned().collect(),
             required_attestations: (p % 4) as u32,
             allowed_jurisdictions: JURISDICTIONS.iter().take(3 + p % 6).map(|j| (*j).to_owned()).collect(),
+            ..Policy::default()
         })
         .collect()
 }
@@ -79,7 +80,11 @@ fn main() {
             operator_is_member: false,
             ready: i % 50 != 0,
             unschedulable: false,
-            offer: Some(Offer { jurisdiction: JURISDICTIONS[i % 8].to_owned(), labels: BTreeMap::new() }),
+            offer: Some(Offer {
+                jurisdiction: JURISDICTIONS[i % 8].to_owned(),
+                labels: BTreeMap::new(),
+                rates: Default::default(),
+            }),
             capacity: Amount { cpu: 16_000, memory: 64 << 30, storage: 0 },
             used: Amount::default(),
             node_reputation: reputation(i),
@@ -89,6 +94,7 @@ fn main() {
         .collect();
     let mut per_workload: Vec<HashMap<String, u32>> = vec![HashMap::new(); WORKLOADS];
     let (mut placed, mut unschedulable) = (0, 0);
+    let money = core::Money::default();
     let start = Instant::now();
     for r in 0..REPLICAS {
         let w = r % WORKLOADS;
@@ -98,6 +104,7 @@ fn main() {
             signer: None,
             constraints: &constraints,
             per_operator: &per_workload[w],
+            money: &money,
         };
         match core::place(&nodes, &request, &Weights::default()) {
             Ok(i) => {
@@ -190,6 +197,7 @@ fn main() {
     let built = start.elapsed();
     let mut usage = Usage::default();
     let start = Instant::now();
+    let available = HashMap::new();
     for r in 0..REPLICAS {
         let w = r % WORKLOADS;
         let workload = format!("w{w}");
@@ -199,6 +207,9 @@ fn main() {
             policy: Some(&policies[w % 10]),
             signer: None,
             constraints: &constraints,
+            available: &available,
+            spent: 0,
+            under_policy: &[],
         };
         if let Ok(placed) = topology.place(&usage, [].iter(), &ask, &Weights::default()) {
             // What the replica watch then reports.

@@ -8,6 +8,7 @@
 //! pure functions in their own modules (`scheduler::core`, `workload::plan`, …), each controller's
 //! `mod.rs` is the thin async shell that does the I/O.
 
+pub mod credits;
 pub mod error;
 pub mod gc;
 pub mod leader;
@@ -15,6 +16,7 @@ pub mod manager;
 pub mod members;
 pub mod metrics;
 pub mod nodelifecycle;
+pub mod reputation;
 pub mod runtime;
 pub mod scheduler;
 pub mod workload;

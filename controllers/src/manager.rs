@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use crate::leader::LeaseConfig;
 use crate::metrics::Metrics;
 use crate::runtime::{Shared, run_elected};
-use crate::{gc, nodelifecycle, scheduler, workload};
+use crate::{credits, gc, nodelifecycle, reputation, scheduler, workload};
 
 /// A controller's name, as `--only` takes it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -25,11 +25,16 @@ pub enum Name {
     Gc,
     /// Node readiness from heartbeat Leases; evicts replicas of lapsed nodes.
     NodeLifecycle,
+    /// Meters replicas into Transfers; spending limits; CreditGrant status.
+    Credits,
+    /// Reputations from observed evidence; attestation weights (EigenTrust).
+    Reputation,
 }
 
 impl Name {
     /// Every controller, in the order they start.
-    pub const ALL: [Name; 4] = [Name::Workload, Name::Scheduler, Name::Gc, Name::NodeLifecycle];
+    pub const ALL: [Name; 6] =
+        [Name::Workload, Name::Scheduler, Name::Gc, Name::NodeLifecycle, Name::Credits, Name::Reputation];
 
     /// The name used in `--only`, leases and metrics.
     pub fn as_str(self) -> &'static str {
@@ -38,6 +43,8 @@ impl Name {
             Name::Scheduler => "scheduler",
             Name::Gc => "gc",
             Name::NodeLifecycle => "nodelifecycle",
+            Name::Credits => "credits",
+            Name::Reputation => "reputation",
         }
     }
 }
@@ -75,6 +82,10 @@ pub struct Options {
     pub gc: gc::Config,
     /// The node lifecycle controller's settings.
     pub node_lifecycle: nodelifecycle::Config,
+    /// The credits controller's settings.
+    pub credits: credits::Config,
+    /// The reputation controller's settings.
+    pub reputation: reputation::Config,
 }
 
 impl Default for Options {
@@ -87,6 +98,8 @@ impl Default for Options {
             scheduler: scheduler::Config::default(),
             gc: gc::Config::default(),
             node_lifecycle: nodelifecycle::Config::default(),
+            credits: credits::Config::default(),
+            reputation: reputation::Config::default(),
         }
     }
 }
@@ -138,6 +151,12 @@ pub async fn run(client: Client, options: Options, metrics: Metrics, shutdown: C
             Name::NodeLifecycle => tasks.spawn(async move {
                 run_elected("nodelifecycle", shared, move |s| nodelifecycle::run(s, options.node_lifecycle))
                     .await;
+            }),
+            Name::Credits => tasks.spawn(async move {
+                run_elected("credits", shared, move |s| credits::run(s, options.credits)).await;
+            }),
+            Name::Reputation => tasks.spawn(async move {
+                run_elected("reputation", shared, move |s| reputation::run(s, options.reputation)).await;
             }),
         };
     }

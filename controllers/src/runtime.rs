@@ -223,3 +223,55 @@ where
     stop_election.cancel();
     let _ = election.await;
 }
+
+/// A cache's change stream, kept only to be polled (which fills the cache).
+pub type Fill = Pin<Box<dyn Stream<Item = ()> + Send>>;
+
+/// The stream that fills a cache (see [`cache`]), for [`periodic`].
+pub fn filling<S: KindSpec>(changes: Changes<S>) -> Fill {
+    Box::pin(changes.map(|r| {
+        if let Err(e) = r {
+            tracing::debug!(kind = S::KIND, error = %e, "watch");
+        }
+    }))
+}
+
+/// Runs `pass` every `every` (the first at once) while `fills` keep their caches filled, until
+/// shutdown; a failed pass is logged and counted, and the next one comes on time. For the
+/// controllers that act on the whole picture at once (metering, reputation) rather than on
+/// one object per change.
+pub async fn periodic<F, Fut>(
+    name: &'static str,
+    shared: &Shared,
+    fills: Vec<Fill>,
+    every: std::time::Duration,
+    mut pass: F,
+) where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<(), Error>>,
+{
+    let stop = shared.shutdown.clone();
+    let fill = futures_util::stream::select_all(fills)
+        .take_until(stop.clone().cancelled_owned())
+        .for_each(|()| future::ready(()));
+    let passes = async {
+        let mut ticks = tokio::time::interval(every);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                _ = ticks.tick() => {}
+            }
+            let start = Instant::now();
+            let result = tokio::select! {
+                () = stop.cancelled() => return,
+                r = pass() => r,
+            };
+            shared.metrics.reconciled(name, start.elapsed(), result.as_ref().err().map(Error::label));
+            if let Err(e) = result {
+                tracing::warn!(controller = name, error = %e, "pass failed");
+            }
+        }
+    };
+    tokio::join!(fill, passes);
+}

@@ -100,9 +100,13 @@ pub struct ReplicaStatus {
     /// When the last run ended.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<Time>,
-    /// Measured peak usage (for honesty scoring).
+    /// Measured usage: average CPU over the run, peak memory (for metering and honesty).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub usage: Option<Resources>,
+    /// The limits the node applied to the replica's cgroup, read back from it (for honesty:
+    /// what was delivered against what was asked).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<Resources>,
     /// Conditions.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition<ReplicaConditionType>>,

@@ -38,7 +38,9 @@ pub struct ReputationStatus {
     /// Grows logarithmically with time in the network.
     #[serde(default)]
     pub age_factor: f64,
-    /// Attestations received, weighted by the attesters' reputation.
+    /// Attestations received, weighted by the attesters' own standing: the subject's global
+    /// trust (EigenTrust over the attestation graph, seeded by the control-plane members),
+    /// divided by the highest in the network.
     #[serde(default)]
     pub attestation_weight: f64,
     /// Weighted average of the above.
@@ -47,6 +49,52 @@ pub struct ReputationStatus {
     /// When the scores were computed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_at: Option<Time>,
+    /// What the scores were computed from, for anyone to check.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evidence: Option<Evidence>,
+}
+
+/// The observations behind a reputation: each tally counts good and all observations (seconds
+/// of heartbeat, seconds of bound replicas, samples of applied limits), decayed exponentially
+/// so that old evidence fades (see ARCHITECTURE.md, "Reputation").
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Evidence {
+    /// Seconds the heartbeat Lease was fresh, of seconds observed.
+    #[serde(default)]
+    pub uptime: Tally,
+    /// Seconds of bound replicas running as asked, of seconds bound (a lapsed node's and
+    /// start failures count against it; a workload's own exit does not count).
+    #[serde(default)]
+    pub reliability: Tally,
+    /// Samples of running replicas whose applied cgroup limits met what was asked and held,
+    /// of samples taken.
+    #[serde(default)]
+    pub honesty: Tally,
+    /// When the subject (for an operator: its first Node) was first seen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_seen: Option<Time>,
+    /// When evidence was last added (gaps longer than two sampling periods are not counted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sampled_at: Option<Time>,
+    /// Attesters whose attestation of the subject counts (they have standing).
+    #[serde(default)]
+    pub attesters: u32,
+    /// The subject's global trust before normalization (its share of the network's).
+    #[serde(default)]
+    pub trust: f64,
+}
+
+/// Good observations of all observations, both decayed alike.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Tally {
+    /// Good observations.
+    #[serde(default)]
+    pub good: f64,
+    /// All observations.
+    #[serde(default)]
+    pub total: f64,
 }
 
 impl KindSpec for ReputationSpec {

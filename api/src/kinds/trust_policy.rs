@@ -82,6 +82,30 @@ pub struct TrustPolicyStatus {
     /// Nodes that currently satisfy the policy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub eligible_nodes: Option<u32>,
+    /// What workloads under the policy spend, as the credits controller metered it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spending: Option<SpendingStatus>,
+}
+
+/// What workloads under a policy spent (committed Metering transfers of its workloads).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SpendingStatus {
+    /// Spent in all.
+    #[serde(default)]
+    pub total: Credits,
+    /// Spent in the last hour.
+    #[serde(default)]
+    pub last_hour: Credits,
+    /// What the replicas running now cost per hour, at their nodes' prices.
+    #[serde(default)]
+    pub per_hour: Credits,
+    /// Why replicas were stopped (`maxTotal` reached), when they were.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped: Option<String>,
+    /// When these figures were computed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated_at: Option<crate::meta::Time>,
 }
 
 impl KindSpec for TrustPolicySpec {

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Context, Outcome};
 
-/// Run the controllers (workload, scheduler, gc, nodelifecycle)
+/// Run the controllers (workload, scheduler, gc, nodelifecycle, credits, reputation)
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
     Run(RunArgs),
@@ -59,6 +59,30 @@ pub struct RunArgs {
     /// How long a node's heartbeat lease stays lapsed before its replicas are evicted, in seconds
     #[arg(long, value_name = "SECONDS", default_value_t = 30)]
     eviction_timeout: u64,
+    /// Credits: the metering period (one charge per replica per period), in seconds
+    #[arg(long, value_name = "SECONDS", default_value_t = 60)]
+    metering_period: u64,
+    /// Credits: how often metering, spending limits and grants are looked at, in seconds
+    #[arg(long, value_name = "SECONDS", default_value_t = 10)]
+    credits_every: u64,
+    /// Reputation: how often evidence is sampled, in seconds
+    #[arg(long, value_name = "SECONDS", default_value_t = 10)]
+    reputation_every: u64,
+    /// Reputation: how often Reputations are written, in seconds
+    #[arg(long, value_name = "SECONDS", default_value_t = 60)]
+    reputation_write_every: u64,
+    /// Reputation: evidence loses half its weight in this time, in seconds [default: 7 days]
+    #[arg(long, value_name = "SECONDS", default_value_t = 7 * 24 * 3600)]
+    reputation_half_life: u64,
+    /// Reputation: seconds of evidence a score needs to reach half its share of good observations
+    #[arg(long, value_name = "SECONDS", default_value_t = 3600)]
+    reputation_prior: u64,
+    /// Reputation: the age at which the age factor reaches 1, in seconds [default: 365 days]
+    #[arg(long, value_name = "SECONDS", default_value_t = 365 * 24 * 3600)]
+    reputation_age_full: u64,
+    /// Reputation: weights of the composite, as UPTIME,RELIABILITY,HONESTY,AGE,ATTESTATIONS
+    #[arg(long, value_name = "W,W,W,W,W", value_delimiter = ',', num_args = 5, default_values_t = [0.25, 0.25, 0.15, 0.15, 0.2])]
+    reputation_weights: Vec<f64>,
 }
 
 pub fn run(ctx: &Context, cmd: &Command) -> anyhow::Result<Outcome> {
@@ -80,6 +104,33 @@ pub fn run(ctx: &Context, cmd: &Command) -> anyhow::Result<Outcome> {
     if weights.iter().any(|w| !w.is_finite() || *w < 0.0) {
         anyhow::bail!("score weights must be finite and >= 0");
     }
+    let every = |secs: u64, flag: &str| -> anyhow::Result<Duration> {
+        if secs == 0 {
+            anyhow::bail!("--{flag} must be at least 1 second");
+        }
+        Ok(Duration::from_secs(secs))
+    };
+    options.credits.period = every(args.metering_period, "metering-period")?;
+    options.credits.every = every(args.credits_every, "credits-every")?;
+    options.reputation.every = every(args.reputation_every, "reputation-every")?;
+    options.reputation.write_every = every(args.reputation_write_every, "reputation-write-every")?;
+    let scoring = &mut options.reputation.scoring;
+    scoring.half_life = every(args.reputation_half_life, "reputation-half-life")?;
+    scoring.prior = every(args.reputation_prior, "reputation-prior")?;
+    scoring.age_full = every(args.reputation_age_full, "reputation-age-full")?;
+    let w = &args.reputation_weights;
+    if w.len() != 5 || w.iter().any(|w| !w.is_finite() || *w < 0.0) || w.iter().sum::<f64>() <= 0.0 {
+        anyhow::bail!(
+            "--reputation-weights takes 5 finite weights >= 0, not all 0 (uptime,reliability,honesty,age,attestations)"
+        );
+    }
+    scoring.weights = controllers::reputation::score::Weights {
+        uptime: w[0],
+        reliability: w[1],
+        honesty: w[2],
+        age: w[3],
+        attestations: w[4],
+    };
     options.scheduler.weights = Weights {
         reputation: args.weight_reputation,
         spread: args.weight_spread,

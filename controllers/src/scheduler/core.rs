@@ -6,10 +6,11 @@
 //! cannot make:
 //!
 //! - **Attestations count only from attesters with standing under the policy**: a control-plane
-//!   member, an operator the policy names in `allowedOperators`, or an operator whose
-//!   Reputation composite is > 0 and at least the policy's `minReputation` (0 when unset).
-//!   Reputation is computed by the control plane, so a thousand fresh keys vouching for an
-//!   operator (or for each other) count for nothing.
+//!   member, an operator the policy names in `allowedOperators`, or an operator that holds
+//!   global trust (someone trusted vouches for it: the reputation controller's EigenTrust from
+//!   the members) and whose Reputation composite is > 0 and at least the policy's
+//!   `minReputation` (0 when unset). Both are computed by the control plane, so a thousand
+//!   fresh keys vouching for an operator (or for each other) count for nothing.
 //! - **A workload without a TrustPolicy** is placed only on nodes operated by its own signer or
 //!   by a control-plane member (members are trusted with placement anyway, and `ui up`'s local
 //!   node is operated by the member key). To use anyone else's nodes, its owner names a
@@ -21,6 +22,8 @@ use std::sync::Arc;
 
 use api::kinds::{Placement, TrustPolicySpec};
 use api::quantity::Resources;
+
+use crate::credits::meter::Rates;
 
 /// Amounts of cpu (millicores), memory and storage (bytes).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -67,6 +70,8 @@ pub struct Offer {
     pub jurisdiction: String,
     /// The offer's labels (matched by a workload's `nodeSelector`).
     pub labels: BTreeMap<String, String>,
+    /// Its prices.
+    pub rates: Rates,
 }
 
 /// The independent operators with a live attestation of a node's operator, by the standing each
@@ -174,6 +179,10 @@ pub struct Policy {
     pub required_attestations: u32,
     /// If not empty, only these jurisdictions.
     pub allowed_jurisdictions: BTreeSet<String>,
+    /// Most micro-credits per hour its workloads' replicas may cost together.
+    pub max_per_hour: Option<i64>,
+    /// Most micro-credits its workloads may spend in all.
+    pub max_total: Option<i64>,
 }
 
 impl Policy {
@@ -185,6 +194,8 @@ impl Policy {
             denied_operators: spec.denied_operators.iter().map(|d| d.as_str().to_owned()).collect(),
             required_attestations: spec.required_attestations.unwrap_or(0),
             allowed_jurisdictions: spec.allowed_jurisdictions.iter().map(|j| j.as_str().to_owned()).collect(),
+            max_per_hour: spec.spending.as_ref().and_then(|s| s.max_per_hour).map(|c| c.micros()),
+            max_total: spec.spending.as_ref().and_then(|s| s.max_total).map(|c| c.micros()),
         }
     }
 }
@@ -225,6 +236,35 @@ pub struct Request<'a> {
     pub constraints: &'a Constraints,
     /// Replicas of the same workload already placed, per operator.
     pub per_operator: &'a HashMap<String, u32>,
+    /// What its owner can pay, and has spent (see [`Money`]).
+    pub money: &'a Money,
+}
+
+/// What a replica's owner can pay: placement on a node whose operator charges (an offer with a
+/// price, an operator other than the owner) needs an hour of the replica's cost within the
+/// owner's credit with that operator and within its TrustPolicy's spending limits.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Money {
+    /// Micro-credits the owner may still spend with each operator: what the operator owes it
+    /// plus the lines the operator grants it (none: 0).
+    pub available: HashMap<String, i64>,
+    /// Micro-credits per hour the policy's running replicas cost now.
+    pub per_hour: i64,
+    /// Micro-credits the policy's workloads have spent in all.
+    pub spent: i64,
+}
+
+impl Money {
+    /// Micro-credits per hour `need` costs on `c` for a workload signed by `signer`: 0 on a
+    /// node of the signer's own or without a price.
+    pub fn cost(c: &Candidate, signer: Option<&str>, need: Amount) -> i64 {
+        match &c.offer {
+            Some(o) if signer != Some(c.operator.as_str()) => {
+                i64::try_from(o.rates.per_hour(need)).unwrap_or(i64::MAX)
+            }
+            _ => 0,
+        }
+    }
 }
 
 /// Why a filter rejected a node. The order is the order filters run in.
@@ -252,6 +292,12 @@ pub enum Reason {
     NodeSelectorMismatch,
     /// The workload already has its most replicas on this operator.
     OperatorLimit,
+    /// The owner's credit with the operator covers less than an hour of the replica.
+    InsufficientCredit,
+    /// An hour of the replica would take the policy over `spending.maxPerHour`.
+    SpendingPerHour,
+    /// An hour of the replica would take the policy over `spending.maxTotal`.
+    SpendingTotal,
     /// Not enough cpu left.
     InsufficientCpu,
     /// Not enough memory left.
@@ -274,6 +320,9 @@ impl fmt::Display for Reason {
             Self::JurisdictionNotAllowed => "jurisdiction not allowed",
             Self::NodeSelectorMismatch => "node selector does not match",
             Self::OperatorLimit => "workload's per-operator limit reached",
+            Self::InsufficientCredit => "owner's credit with the operator covers less than an hour",
+            Self::SpendingPerHour => "the trust policy's spending.maxPerHour would be exceeded",
+            Self::SpendingTotal => "the trust policy's spending.maxTotal would be exceeded",
             Self::InsufficientCpu => "insufficient cpu",
             Self::InsufficientMemory => "insufficient memory",
             Self::InsufficientStorage => "insufficient storage",
@@ -287,6 +336,9 @@ impl Reason {
         match self {
             Self::UntrustedOperator => Some(
                 "no TrustPolicy: only nodes of your own or of the control plane; name a TrustPolicy with allowedOperators to use others",
+            ),
+            Self::InsufficientCredit => Some(
+                "ask the operator for a CreditGrant (ui credits grant, signed by the operator), or pay it first (ui credits send)",
             ),
             Self::TooFewAttestations => Some(
                 "an attestation counts only from a control-plane member, an operator the policy allows, or an operator with a reputation above 0 and at least the policy's minReputation",
@@ -340,6 +392,20 @@ pub fn filter(c: &Candidate, r: &Request<'_>) -> Result<(), Reason> {
         && r.per_operator.get(&c.operator).copied().unwrap_or(0) >= max
     {
         return Err(Reason::OperatorLimit);
+    }
+    let cost = Money::cost(c, r.signer, r.need);
+    if cost > 0 {
+        if r.money.available.get(&c.operator).copied().unwrap_or(0) < cost {
+            return Err(Reason::InsufficientCredit);
+        }
+        if let Some(p) = r.policy {
+            if p.max_per_hour.is_some_and(|max| r.money.per_hour.saturating_add(cost) > max) {
+                return Err(Reason::SpendingPerHour);
+            }
+            if p.max_total.is_some_and(|max| r.money.spent.saturating_add(cost) > max) {
+                return Err(Reason::SpendingTotal);
+            }
+        }
     }
     let after = c.used.plus(r.need);
     if after.cpu > c.capacity.cpu {

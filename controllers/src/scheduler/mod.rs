@@ -22,9 +22,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use api::identity::Did;
 use api::kinds::{
-    AttestationSpec, NodeOfferSpec, NodeSpec, ReplicaConditionType, ReplicaPhase, ReplicaSpec, ReplicaStatus,
-    ReputationSpec, TrustPolicySpec, WorkloadSpec,
+    AccountSpec, AttestationSpec, CreditGrantSpec, NodeOfferSpec, NodeSpec, ReplicaConditionType,
+    ReplicaPhase, ReplicaSpec, ReplicaStatus, ReputationSpec, TrustPolicySpec, WorkloadSpec, account_name,
 };
 use api::meta::{Condition, ConditionStatus, Time};
 use chrono::Utc;
@@ -86,6 +87,8 @@ struct Ctx {
     offers: Store<Kube<NodeOfferSpec>>,
     reputations: Store<Kube<ReputationSpec>>,
     attestations: Store<Kube<AttestationSpec>>,
+    accounts: Store<Kube<AccountSpec>>,
+    grants: Store<Kube<CreditGrantSpec>>,
     members: Members,
     usage: Arc<Mutex<Usage>>,
     topology_changes: Arc<AtomicU64>,
@@ -107,6 +110,8 @@ pub async fn run(shared: Shared, config: Config) {
     let (offers, o) = cache_observed::<NodeOfferSpec>(&client, counter(&topology_changes));
     let (reputations, r) = cache_observed::<ReputationSpec>(&client, counter(&topology_changes));
     let (attestations, a) = cache_observed::<AttestationSpec>(&client, counter(&topology_changes));
+    let (accounts, ac) = cache::<AccountSpec>(&client);
+    let (grants, g) = cache::<CreditGrantSpec>(&client);
     let (members_tx, members) = tokio::sync::watch::channel(None);
     let queue = stream::select_all([
         Box::pin(trigger_self(replica_changes, ())) as runtime::Queue<Kube<ReplicaSpec>>,
@@ -118,6 +123,8 @@ pub async fn run(shared: Shared, config: Config) {
         Box::pin(trigger_with(o, pending(&replicas))),
         Box::pin(fill_only(r)),
         Box::pin(fill_only(a)),
+        Box::pin(fill_only(ac)),
+        Box::pin(fill_only(g)),
     ]);
     let ctx = Arc::new(Ctx {
         shared: shared.clone(),
@@ -129,6 +136,8 @@ pub async fn run(shared: Shared, config: Config) {
         offers,
         reputations,
         attestations,
+        accounts,
+        grants,
         members,
         usage,
         topology_changes: topology_changes.clone(),
@@ -182,6 +191,8 @@ async fn reconcile(replica: Arc<Kube<ReplicaSpec>>, ctx: Arc<Ctx>) -> Result<Act
         (ready(&ctx.offers, "nodeoffers").await, "nodeoffers"),
         (ready(&ctx.reputations, "reputations").await, "reputations"),
         (ready(&ctx.attestations, "attestations").await, "attestations"),
+        (ready(&ctx.accounts, "accounts").await, "accounts"),
+        (ready(&ctx.grants, "creditgrants").await, "creditgrants"),
     ] {
         store_ready.map_err(|_| Error::CacheStopped(what))?;
     }
@@ -213,12 +224,31 @@ async fn reconcile(replica: Arc<Kube<ReplicaSpec>>, ctx: Arc<Ctx>) -> Result<Act
     let need = Amount::of(&replica.spec.container.resources);
     // Decide and record the decision under one lock, so that concurrent reconciles place one
     // replica at a time, each seeing the ones placed before it (capacity and spread).
+    let available = workload.signer().map(|s| available_credit(&ctx, s)).unwrap_or_default();
+    let named_policy = named.as_ref().and_then(|(_, p)| p.clone());
+    let spent = named_policy
+        .as_ref()
+        .and_then(|p| p.status.as_ref()?.spending.as_ref().map(|s| s.total.micros()))
+        .unwrap_or(0);
+    let under_policy: Vec<(String, Amount)> = match &workload.spec.trust_policy {
+        Some(name) => ctx
+            .workloads
+            .state()
+            .iter()
+            .filter(|w| w.namespace() == Some(ns.as_str()) && w.spec.trust_policy.as_ref() == Some(name))
+            .map(|w| (w.name().to_owned(), Amount::of(&w.spec.resources)))
+            .collect(),
+        None => Vec::new(),
+    };
     let ask = Ask {
         workload: (&ns, &replica.spec.workload),
         need,
         policy: policy.as_ref(),
         signer: workload.signer(),
         constraints,
+        available: &available,
+        spent,
+        under_policy: &under_policy,
     };
     let decision = {
         let mut state = ctx.state.lock().expect("scheduler state lock");
@@ -248,6 +278,33 @@ async fn reconcile(replica: Arc<Kube<ReplicaSpec>>, ctx: Arc<Ctx>) -> Result<Act
             Ok(Action::await_change())
         }
     }
+}
+
+/// Micro-credits `owner` may still spend with each operator: the balance of its line with the
+/// operator (its Account, which the apiserver keeps) plus the lines the operator grants it now.
+fn available_credit(ctx: &Ctx, owner: &str) -> HashMap<String, i64> {
+    let Ok(owner) = Did::parse(owner) else { return HashMap::new() };
+    let now = Utc::now();
+    let mut out: HashMap<String, i64> = HashMap::new();
+    if let Some(account) = ctx.accounts.get(&ObjectRef::new(&account_name(&owner)))
+        && let Some(status) = &account.status
+    {
+        for l in &status.lines {
+            out.insert(l.counterparty.as_str().to_owned(), l.balance.micros());
+        }
+    }
+    for g in ctx.grants.state() {
+        let in_force = g.spec.expires.as_ref().is_none_or(|e| e.0 > now);
+        if g.spec.grantee == owner
+            && in_force
+            && !g.is_deleting()
+            && let Some(granter) = g.signer()
+        {
+            let e = out.entry(granter.to_owned()).or_default();
+            *e = e.saturating_add(g.spec.limit.micros().max(0));
+        }
+    }
+    out
 }
 
 /// The constraints of the TrustPolicy a workload names (`named`: its name and the cached

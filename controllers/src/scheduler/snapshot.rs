@@ -10,8 +10,10 @@ use api::kinds::{
 use api::meta::ConditionStatus;
 use chrono::{DateTime, Utc};
 
+use crate::credits::meter::Rates;
+
 use super::core::{
-    Amount, Attesters, Candidate, Constraints, Offer, Policy, Request, Unschedulable, Weights,
+    Amount, Attesters, Candidate, Constraints, Money, Offer, Policy, Request, Unschedulable, Weights,
 };
 use client::resource::Kube;
 
@@ -50,6 +52,19 @@ pub struct Objects {
     pub members: Arc<BTreeSet<String>>,
 }
 
+/// The offer a node is placed (and metered) under: of its offers signed by its operator, the
+/// smallest-named, so the choice is deterministic.
+pub fn operator_offer<'a>(
+    node: &Kube<NodeSpec>,
+    offers: impl IntoIterator<Item = &'a Kube<NodeOfferSpec>>,
+) -> Option<&'a Kube<NodeOfferSpec>> {
+    let operator = node.spec.operator.as_str();
+    offers
+        .into_iter()
+        .filter(|o| o.spec.node == node.name() && o.signer() == Some(operator) && !o.is_deleting())
+        .min_by(|a, b| a.name().cmp(b.name()))
+}
+
 /// The candidates, sorted by name: each node with its uid, its offer (only one signed by the
 /// node's operator counts), capacity (the offer's, within the node's), usage, reputations (none
 /// counts as 0), whether its operator is a member, and the independent attesters of its operator
@@ -57,9 +72,17 @@ pub struct Objects {
 pub fn candidates(objects: &Objects, used: &HashMap<String, Amount>, now: DateTime<Utc>) -> Vec<Candidate> {
     // Keyed by (is a node, subject).
     let mut reputation: HashMap<(bool, &str), f64> = HashMap::new();
+    // An attester's standing: its composite, if it holds global trust (someone trusted vouches
+    // for it; see the reputation controller), else none — uptime alone earns no voice.
+    let mut standing: HashMap<&str, f64> = HashMap::new();
     for r in &objects.reputations {
         let composite = r.status.as_ref().map_or(0.0, |s| s.composite);
         reputation.insert((r.spec.subject_kind == SubjectKind::Node, r.spec.subject.as_str()), composite);
+        if r.spec.subject_kind == SubjectKind::Operator
+            && r.status.as_ref().is_some_and(|s| s.attestation_weight > 0.0)
+        {
+            standing.insert(r.spec.subject.as_str(), composite);
+        }
     }
     let mut attested: HashMap<&str, BTreeSet<&str>> = HashMap::new();
     for a in &objects.attestations {
@@ -75,8 +98,7 @@ pub fn candidates(objects: &Objects, used: &HashMap<String, Amount>, now: DateTi
     let attesters: HashMap<&str, Arc<Attesters>> = attested
         .into_iter()
         .map(|(operator, by)| {
-            let sorted =
-                Attesters::new(by, member, |did| reputation.get(&(false, did)).copied().unwrap_or(0.0));
+            let sorted = Attesters::new(by, member, |did| standing.get(did).copied().unwrap_or(0.0));
             (operator, Arc::new(sorted))
         })
         .collect();
@@ -92,12 +114,7 @@ pub fn candidates(objects: &Objects, used: &HashMap<String, Amount>, now: DateTi
         .map(|n| {
             let operator = n.spec.operator.as_str();
             // The smallest-named offer signed by the operator, so the choice is deterministic.
-            let offer = offers
-                .get(n.name())
-                .into_iter()
-                .flatten()
-                .filter(|o| o.signer() == Some(operator))
-                .min_by(|a, b| a.name().cmp(b.name()));
+            let offer = operator_offer(n, offers.get(n.name()).into_iter().flatten().copied());
             let node_cap = Amount::of(&n.spec.capacity);
             let capacity = offer.map_or(Amount::default(), |o| {
                 let offered = Amount::of(&o.spec.resources);
@@ -122,6 +139,7 @@ pub fn candidates(objects: &Objects, used: &HashMap<String, Amount>, now: DateTi
                 offer: offer.map(|o| Offer {
                     jurisdiction: o.spec.jurisdiction.as_str().to_owned(),
                     labels: o.metadata.labels.clone().unwrap_or_default(),
+                    rates: Rates::of(&o.spec.price),
                 }),
                 capacity,
                 used: used.get(n.name()).copied().unwrap_or_default(),
@@ -256,6 +274,7 @@ impl Topology {
         weights: &Weights,
     ) -> Result<Placed, Unschedulable> {
         let workload = ask.workload;
+        let assumed_again = assumed.clone();
         for c in &mut self.candidates {
             c.used = usage.on(&c.name);
         }
@@ -274,12 +293,32 @@ impl Topology {
                 *per_operator.entry(self.candidates[i].operator.clone()).or_default() += n;
             }
         }
+        // What the policy's replicas cost per hour now, placed and assumed.
+        let mut per_hour: i64 = 0;
+        let mut add = |node: &str, n: u32, need: Amount| {
+            if let Some(&i) = self.index.get(node) {
+                let cost = Money::cost(&self.candidates[i], ask.signer, need).saturating_mul(i64::from(n));
+                per_hour = per_hour.saturating_add(cost);
+            }
+        };
+        for (name, need) in ask.under_policy {
+            for (node, n) in usage.of_workload(workload.0, name).into_iter().flatten() {
+                add(node, *n, *need);
+            }
+        }
+        for a in assumed_again {
+            if a.workload.0 == workload.0 && ask.under_policy.iter().any(|(name, _)| *name == a.workload.1) {
+                add(&a.node, 1, a.amount);
+            }
+        }
+        let money = Money { available: ask.available.clone(), per_hour, spent: ask.spent };
         let request = Request {
             need: ask.need,
             policy: ask.policy,
             signer: ask.signer,
             constraints: ask.constraints,
             per_operator: &per_operator,
+            money: &money,
         };
         let i = super::core::place(&self.candidates, &request, weights)?;
         let c = &self.candidates[i];
@@ -300,6 +339,13 @@ pub struct Ask<'a> {
     pub signer: Option<&'a str>,
     /// The workload's own placement constraints.
     pub constraints: &'a Constraints,
+    /// Micro-credits its owner may still spend with each operator.
+    pub available: &'a HashMap<String, i64>,
+    /// Micro-credits its policy's workloads have spent in all.
+    pub spent: i64,
+    /// The workloads (in its namespace) under its policy, with what each replica of them
+    /// reserves: what they run now counts against `spending.maxPerHour`.
+    pub under_policy: &'a [(String, Amount)],
 }
 
 /// Where a replica goes: the Node's name and uid, both written in its binding.
@@ -367,10 +413,20 @@ mod tests {
     }
 
     fn reputation(kind: &str, subject: &str, composite: f64) -> Arc<Kube<ReputationSpec>> {
+        reputation_with_trust(kind, subject, composite, composite)
+    }
+
+    fn reputation_with_trust(
+        kind: &str,
+        subject: &str,
+        composite: f64,
+        trust: f64,
+    ) -> Arc<Kube<ReputationSpec>> {
         Arc::new(
             serde_json::from_value(json!({
                 "apiVersion": "univrs.io/v1", "kind": "Reputation", "metadata": { "name": "r" },
-                "spec": { "subjectKind": kind, "subject": subject }, "status": { "composite": composite },
+                "spec": { "subjectKind": kind, "subject": subject },
+                "status": { "composite": composite, "attestationWeight": trust },
             }))
             .unwrap(),
         )
@@ -426,13 +482,20 @@ mod tests {
     #[test]
     fn attesters_are_sorted_by_their_standing_and_member_operators_marked() {
         let (op, member, reputed, fresh, member_op) = (did(1), did(2), did(3), did(4), did(5));
+        // Up and reliable (a high composite), but nobody trusted vouches for it: no voice.
+        let untrusted = did(6);
         let objects = Objects {
             nodes: vec![node("n1", &op, true), node("n2", &member_op, true)],
-            reputations: vec![reputation("Operator", &reputed, 0.4), reputation("Node", &fresh, 0.9)],
+            reputations: vec![
+                reputation("Operator", &reputed, 0.4),
+                reputation("Node", &fresh, 0.9),
+                reputation_with_trust("Operator", &untrusted, 0.9, 0.0),
+            ],
             attestations: vec![
                 attestation(&member, &op, None),
                 attestation(&reputed, &op, None),
                 attestation(&fresh, &op, None),
+                attestation(&untrusted, &op, None),
             ],
             members: Arc::new([member.clone(), member_op.clone()].into()),
             ..Objects::default()
@@ -442,7 +505,7 @@ mod tests {
         assert_eq!(a.members, [member].into());
         assert_eq!(a.reputed, [(reputed, 0.4)].into());
         // A Node's reputation is not its name-sake operator's: a fresh key has none.
-        assert_eq!(a.others, [fresh].into());
+        assert_eq!(a.others, [fresh, untrusted].into());
         assert_eq!((c[0].operator_is_member, c[1].operator_is_member), (false, true));
         assert!(c[1].attesters.is_empty());
     }
@@ -511,8 +574,17 @@ mod tests {
         let w = Weights::default();
         let policy = Policy::default();
         let need = Amount { cpu: 100, memory: 1 << 20, storage: 0 };
-        let ask =
-            Ask { workload: ("default", "web"), need, policy: Some(&policy), signer: None, constraints: &k };
+        let available = HashMap::new();
+        let ask = Ask {
+            workload: ("default", "web"),
+            need,
+            policy: Some(&policy),
+            signer: None,
+            constraints: &k,
+            available: &available,
+            spent: 0,
+            under_policy: &[],
+        };
         for i in 0..20 {
             let fast = topology.place(&usage, [].iter(), &ask, &w);
             // The reference: every candidate and count rebuilt from all replicas.
@@ -528,6 +600,7 @@ mod tests {
                 signer: None,
                 constraints: &k,
                 per_operator: &per_operator,
+                money: &Money::default(),
             };
             let slow = super::super::core::place(&candidates, &request, &w)
                 .map(|i| Placed { node: candidates[i].name.clone(), uid: candidates[i].uid.clone() });

@@ -12,7 +12,11 @@ fn node(name: &str, operator: &str, jurisdiction: &str) -> Candidate {
         operator_is_member: false,
         ready: true,
         unschedulable: false,
-        offer: Some(Offer { jurisdiction: jurisdiction.to_owned(), labels: BTreeMap::new() }),
+        offer: Some(Offer {
+            jurisdiction: jurisdiction.to_owned(),
+            labels: BTreeMap::new(),
+            rates: Rates::default(),
+        }),
         capacity: Amount { cpu: 4000, memory: 8 * GI, storage: 100 * GI },
         used: Amount::default(),
         node_reputation: 0.5,
@@ -37,8 +41,20 @@ fn need() -> Amount {
     Amount { cpu: 500, memory: GI, storage: 0 }
 }
 
+/// No credit anywhere (nothing priced in these tests needs any).
+fn no_money() -> &'static Money {
+    Box::leak(Box::default())
+}
+
 fn request<'a>(policy: Option<&'a Policy>, k: &'a Constraints, per: &'a HashMap<String, u32>) -> Request<'a> {
-    Request { need: need(), policy, signer: Some("alice"), constraints: k, per_operator: per }
+    Request {
+        need: need(),
+        policy,
+        signer: Some("alice"),
+        constraints: k,
+        per_operator: per,
+        money: no_money(),
+    }
 }
 
 #[test]
@@ -51,6 +67,7 @@ fn each_filter_rejects_for_its_reason() {
         denied_operators: ["b"].map(String::from).into(),
         required_attestations: 1,
         allowed_jurisdictions: ["DE"].map(String::from).into(),
+        ..Policy::default()
     };
     let r = request(Some(&policy), &k, &per);
     let mut ok = node("ok", "a", "DE");
@@ -261,6 +278,7 @@ fn arb_candidate(i: usize) -> impl Strategy<Value = (Candidate, Raw)> {
                     } else {
                         BTreeMap::new()
                     },
+                    rates: Rates::default(),
                 }),
                 capacity: Amount { cpu: cap.0, memory: cap.1 * GI, storage: cap.2 * GI },
                 used: Amount { cpu: used.0, memory: used.1 * GI, storage: 0 },
@@ -299,6 +317,7 @@ fn arb_policy() -> impl Strategy<Value = Option<Policy>> {
                 denied_operators: denied,
                 required_attestations: att,
                 allowed_jurisdictions: jur,
+                ..Policy::default()
             }),
     )
 }
@@ -379,7 +398,7 @@ proptest! {
         let signer = signer.as_deref();
         let mut per: HashMap<String, u32> = HashMap::new();
         for _ in 0..replicas {
-            let r = Request { need, policy: policy.as_ref(), signer, constraints: &k, per_operator: &per };
+            let r = Request { need, policy: policy.as_ref(), signer, constraints: &k, per_operator: &per, money: no_money() };
             match place(&nodes, &r, &Weights::default()) {
                 Ok(i) => {
                     let c = &nodes[i];
@@ -422,7 +441,7 @@ proptest! {
         seed in any::<u64>(),
     ) {
         let per = HashMap::new();
-        let r = Request { need: need(), policy: policy.as_ref(), signer: signer.as_deref(), constraints: &k, per_operator: &per };
+        let r = Request { need: need(), policy: policy.as_ref(), signer: signer.as_deref(), constraints: &k, per_operator: &per, money: no_money() };
         let first = place(&nodes, &r, &Weights::default()).map(|i| nodes[i].name.clone());
         let again = place(&nodes, &r, &Weights::default()).map(|i| nodes[i].name.clone());
         prop_assert_eq!(&first, &again);
@@ -433,4 +452,37 @@ proptest! {
         let other = place(&shuffled, &r, &Weights::default()).map(|i| shuffled[i].name.clone());
         prop_assert_eq!(first.ok(), other.ok());
     }
+}
+
+#[test]
+fn a_priced_node_needs_an_hour_of_credit_and_room_in_the_policy_s_spending() {
+    let k = Constraints::default();
+    let per = HashMap::new();
+    let mut priced = node("priced", "op", "DE");
+    // 1 credit per core-hour: the request (500m) costs 0.5 credits an hour.
+    priced.offer.as_mut().unwrap().rates = Rates { cpu: 1_000_000, memory: 0, storage: 0 };
+    let hour = 500_000;
+    let policy = Policy { max_per_hour: Some(2 * hour), max_total: Some(10 * hour), ..Policy::default() };
+    let check = |node: &Candidate, available: i64, per_hour: i64, spent: i64, signer: &str| {
+        let money = Money { available: [("op".to_owned(), available)].into(), per_hour, spent };
+        let r = Request {
+            need: need(),
+            policy: Some(&policy),
+            signer: Some(signer),
+            constraints: &k,
+            per_operator: &per,
+            money: &money,
+        };
+        filter(node, &r)
+    };
+    assert_eq!(check(&priced, hour - 1, 0, 0, "alice"), Err(Reason::InsufficientCredit));
+    assert_eq!(check(&priced, hour, 0, 0, "alice"), Ok(()));
+    assert_eq!(check(&priced, hour, hour + 1, 0, "alice"), Err(Reason::SpendingPerHour));
+    assert_eq!(check(&priced, hour, hour, 0, "alice"), Ok(()));
+    assert_eq!(check(&priced, hour, 0, 9 * hour + 1, "alice"), Err(Reason::SpendingTotal));
+    // On its own node an owner pays nobody: no credit or limit applies.
+    assert_eq!(check(&priced, 0, 5 * hour, 20 * hour, "op"), Ok(()));
+    // Nor on a free one.
+    priced.offer.as_mut().unwrap().rates = Rates::default();
+    assert_eq!(check(&priced, 0, 5 * hour, 20 * hour, "alice"), Ok(()));
 }
