@@ -7,6 +7,7 @@
 
 pub mod credits;
 mod de;
+pub mod health;
 pub mod identity;
 pub mod kinds;
 pub mod ledger;

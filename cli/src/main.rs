@@ -60,6 +60,12 @@ enum Command {
     Controllers(commands::controllers::Command),
     #[command(subcommand)]
     Node(commands::node::Command),
+    #[command(subcommand)]
+    Credits(commands::credits::Command),
+    #[command(subcommand)]
+    Reputation(commands::reputation::Command),
+    #[command(subcommand)]
+    Network(commands::network::Command),
     Logs(commands::logs::Args),
     Up(commands::apiserver::UpArgs),
     Down(commands::down::Args),
@@ -97,6 +103,9 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Controllers(cmd) => commands::controllers::run(&ctx, cmd),
         Command::Cluster(cmd) => commands::cluster::run(&ctx, cmd),
         Command::Node(cmd) => commands::node::run(&ctx, cmd),
+        Command::Credits(cmd) => commands::credits::run(&ctx, cmd),
+        Command::Reputation(cmd) => commands::reputation::run(&ctx, cmd),
+        Command::Network(cmd) => commands::network::run(&ctx, cmd),
         Command::Logs(args) => commands::logs::run(&ctx, args),
         Command::Version(_) => unreachable!("handled above"),
     }

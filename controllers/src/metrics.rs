@@ -58,7 +58,26 @@ struct Inner {
     queue_depth: Family<ControllerLabels, Gauge>,
     queue_latency: Family<ControllerLabels, Histogram, fn() -> Histogram>,
     leader: Family<ControllerLabels, Gauge>,
+    /// The network's health figures (`api::health`), set by the credits controller.
+    network: Registry,
+    figures: std::collections::HashMap<&'static str, Gauge<f64, std::sync::atomic::AtomicU64>>,
 }
+
+/// The network figures served as gauges (`univrs_network_NAME`), with their help.
+const FIGURES: [(&str, &str); 12] = [
+    ("nodes_ready", "Nodes whose condition Ready is True"),
+    ("nodes", "Nodes registered"),
+    ("operators", "Operators with a ready node"),
+    ("top_operator_share", "The largest operator's share of ready CPU capacity"),
+    ("top3_operator_share", "The three largest operators' share of ready CPU capacity"),
+    ("nakamoto_coefficient", "The fewest operators that together hold more than half the ready CPU capacity"),
+    ("jurisdictions", "Jurisdictions with a ready node"),
+    ("reputation_mean", "Mean composite reputation of operators"),
+    ("credit_volume_24h", "Credits moved by committed transfers in the last 24 hours"),
+    ("credit_outstanding", "Credits owed in all (sum of positive balances)"),
+    ("credit_velocity_24h", "Credit volume of the last 24 hours over credit outstanding"),
+    ("credit_balance_sum", "The sum of all balances (the ledger's invariant: always 0)"),
+];
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -86,7 +105,24 @@ impl Metrics {
             queue_latency.clone(),
         );
         registry.register("leader", "1 while this process holds the controller's lease", leader.clone());
-        Self(Arc::new(Inner { registry, reconciles, errors, duration, queue_depth, queue_latency, leader }))
+        let mut network = Registry::with_prefix("univrs_network");
+        let mut figures = std::collections::HashMap::new();
+        for (name, help) in FIGURES {
+            let gauge = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+            network.register(name, help, gauge.clone());
+            figures.insert(name, gauge);
+        }
+        Self(Arc::new(Inner {
+            registry,
+            reconciles,
+            errors,
+            duration,
+            queue_depth,
+            queue_latency,
+            leader,
+            network,
+            figures,
+        }))
     }
 
     fn labels(controller: &str) -> ControllerLabels {
@@ -124,11 +160,37 @@ impl Metrics {
         self.0.leader.get_or_create(&Self::labels(controller)).set(i64::from(leader));
     }
 
+    /// Sets the network's health figures.
+    pub fn set_network(&self, h: &api::health::Health) {
+        let credits = |c: api::credits::Credits| c.micros() as f64 / api::credits::Credits::SCALE as f64;
+        let values: [(&str, f64); 12] = [
+            ("nodes_ready", h.nodes_ready as f64),
+            ("nodes", h.nodes_total as f64),
+            ("operators", h.operators as f64),
+            ("top_operator_share", h.top_operator_share),
+            ("top3_operator_share", h.top3_operator_share),
+            ("nakamoto_coefficient", h.nakamoto_coefficient as f64),
+            ("jurisdictions", h.jurisdictions.len() as f64),
+            ("reputation_mean", h.reputation_mean),
+            ("credit_volume_24h", credits(h.credit_volume_24h)),
+            ("credit_outstanding", credits(h.credit_outstanding)),
+            ("credit_velocity_24h", h.credit_velocity_24h),
+            ("credit_balance_sum", credits(h.balance_sum)),
+        ];
+        for (name, v) in values {
+            if let Some(g) = self.0.figures.get(name) {
+                g.set(v);
+            }
+        }
+    }
+
     /// The metrics in the Prometheus text format.
     pub fn encode(&self) -> String {
         let mut out = String::new();
-        // Writing into a String cannot fail.
-        let _ = prometheus_client::encoding::text::encode(&mut out, &self.0.registry);
+        // Writing into a String cannot fail; the two registries are one exposition.
+        let _ = prometheus_client::encoding::text::encode_registry(&mut out, &self.0.registry);
+        let _ = prometheus_client::encoding::text::encode_registry(&mut out, &self.0.network);
+        let _ = prometheus_client::encoding::text::encode_eof(&mut out);
         out
     }
 

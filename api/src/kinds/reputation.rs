@@ -83,6 +83,31 @@ pub struct Evidence {
     /// The subject's global trust before normalization (its share of the network's).
     #[serde(default)]
     pub trust: f64,
+    /// How the evidence was weighed into the scores.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scoring: Option<ScoringParams>,
+}
+
+/// The parameters the reputation controller scores with (its flags).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ScoringParams {
+    /// Evidence loses half its weight in this many seconds.
+    pub half_life_seconds: f64,
+    /// A score is `good / (total + prior)`: seconds of evidence to reach half the good share.
+    pub prior_seconds: f64,
+    /// The age factor is `ln(1 + age) / ln(1 + ageFull)`, at most 1.
+    pub age_full_seconds: f64,
+    /// Weight of uptime in the composite.
+    pub uptime_weight: f64,
+    /// Weight of reliability.
+    pub reliability_weight: f64,
+    /// Weight of honesty.
+    pub honesty_weight: f64,
+    /// Weight of the age factor.
+    pub age_weight: f64,
+    /// Weight of the attestation weight.
+    pub attestations_weight: f64,
 }
 
 /// Good observations of all observations, both decayed alike.

@@ -58,7 +58,9 @@ impl Authn {
     pub fn members(&self) -> Vec<String> {
         let mut all: BTreeSet<String> = self.members.iter().cloned().collect();
         if let Some(node) = &self.cluster {
-            all.extend(node.membership().into_values().map(|m| m.did));
+            // A member recorded before its did was known (a single member's first start) has
+            // none: it names nobody.
+            all.extend(node.membership().into_values().map(|m| m.did).filter(|d| !d.is_empty()));
         }
         all.into_iter().collect()
     }

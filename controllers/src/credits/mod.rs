@@ -28,7 +28,8 @@ use api::credits::Credits;
 use api::identity::Did;
 use api::kinds::{
     AccountSpec, CreditGrantSpec, CreditGrantStatus, GrantPhase, NodeOfferSpec, NodeSpec, ReplicaSpec,
-    SpendingStatus, TransferPhase, TransferReason, TransferSpec, TrustPolicySpec, WorkloadSpec, account_name,
+    ReputationSpec, SpendingStatus, TransferPhase, TransferReason, TransferSpec, TrustPolicySpec,
+    WorkloadSpec, account_name,
 };
 use api::meta::Time;
 use chrono::{DateTime, Utc};
@@ -72,6 +73,7 @@ struct Ctx {
     policies: Store<Kube<TrustPolicySpec>>,
     grants: Store<Kube<CreditGrantSpec>>,
     accounts: Store<Kube<AccountSpec>>,
+    reputations: Store<Kube<ReputationSpec>>,
     /// Per replica uid, the first period not charged yet (as far as this process knows).
     cursors: Mutex<HashMap<String, i64>>,
 }
@@ -87,8 +89,18 @@ pub async fn run(shared: Shared, config: Config) {
     let (policies, f) = cache::<TrustPolicySpec>(&client);
     let (grants, g) = cache::<CreditGrantSpec>(&client);
     let (accounts, h) = cache::<AccountSpec>(&client);
-    let fills =
-        vec![filling(a), filling(b), filling(c), filling(d), filling(e), filling(f), filling(g), filling(h)];
+    let (reputations, i) = cache::<ReputationSpec>(&client);
+    let fills = vec![
+        filling(a),
+        filling(b),
+        filling(c),
+        filling(d),
+        filling(e),
+        filling(f),
+        filling(g),
+        filling(h),
+        filling(i),
+    ];
     let ctx = Arc::new(Ctx {
         shared: shared.clone(),
         config,
@@ -100,6 +112,7 @@ pub async fn run(shared: Shared, config: Config) {
         policies,
         grants,
         accounts,
+        reputations,
         cursors: Mutex::default(),
     });
     runtime::periodic("credits", &shared, fills, config.every, || {
@@ -119,9 +132,80 @@ async fn pass(ctx: &Ctx) -> Result<(), Error> {
     ready(&ctx.grants, "creditgrants").await?;
     ready(&ctx.accounts, "accounts").await?;
     let now = Utc::now();
+    ready(&ctx.reputations, "reputations").await?;
     meter(ctx, now).await?;
     spending(ctx, now).await?;
-    grants(ctx, now).await
+    grants(ctx, now).await?;
+    ctx.shared.metrics.set_network(&api::health::health(&facts(ctx).as_facts(), now));
+    Ok(())
+}
+
+/// The facts the network's health figures are computed from, as the caches hold them.
+struct Owned {
+    nodes: Vec<(String, bool, u64, Option<String>)>,
+    reputations: Vec<f64>,
+    transfers: Vec<(Credits, DateTime<Utc>)>,
+    balances: Vec<Credits>,
+}
+
+impl Owned {
+    fn as_facts(&self) -> api::health::Facts<'_> {
+        api::health::Facts {
+            nodes: self
+                .nodes
+                .iter()
+                .map(|(operator, ready, cpu, j)| api::health::NodeFacts {
+                    operator,
+                    ready: *ready,
+                    cpu_millicores: *cpu,
+                    jurisdiction: j.as_deref(),
+                })
+                .collect(),
+            operator_reputations: self.reputations.clone(),
+            transfers: self.transfers.clone(),
+            balances: self.balances.clone(),
+        }
+    }
+}
+
+fn facts(ctx: &Ctx) -> Owned {
+    let offers = ctx.offers.state();
+    let nodes = ctx
+        .nodes
+        .state()
+        .iter()
+        .filter(|n| !n.is_deleting())
+        .map(|n| {
+            let offer = operator_offer(n, offers.iter().map(AsRef::as_ref));
+            let own = n.spec.capacity.cpu_millicores().0;
+            let offered = offer.map_or(0, |o| o.spec.resources.cpu_millicores().0);
+            let cpu = match (offered, own) {
+                (0, c) => c,
+                (o, 0) => o,
+                (o, c) => o.min(c),
+            };
+            let jurisdiction = offer.map(|o| o.spec.jurisdiction.as_str().to_owned());
+            (n.spec.operator.as_str().to_owned(), crate::scheduler::snapshot::is_ready(n), cpu, jurisdiction)
+        })
+        .collect();
+    let reputations = ctx
+        .reputations
+        .state()
+        .iter()
+        .filter(|r| r.spec.subject_kind == api::kinds::SubjectKind::Operator)
+        .map(|r| r.status.as_ref().map_or(0.0, |s| s.composite))
+        .collect();
+    let transfers = ctx
+        .transfers
+        .state()
+        .iter()
+        .filter_map(|t| {
+            let s = t.status.as_ref().filter(|s| s.phase == TransferPhase::Committed)?;
+            Some((t.spec.amount, s.decided_at.as_ref()?.0))
+        })
+        .collect();
+    let balances = ctx.accounts.state().iter().filter_map(|a| a.status.as_ref().map(|s| s.balance)).collect();
+    Owned { nodes, reputations, transfers, balances }
 }
 
 /// A replica's bill: who pays whom, at what rate per hour, for which run.

@@ -66,22 +66,27 @@ impl Default for Config {
     }
 }
 
-/// The name of the Reputation of a subject: `operator-<public key hex>` or `node-<name>` (a
-/// hash for names too long to prefix).
+/// The name of the Reputation of a subject: `operator.<public key hex, in two labels>` or
+/// `node.<name>` (a hash for names too long to prefix). Every label stays within 63 characters.
 pub fn name_of(kind: SubjectKind, subject: &str) -> String {
+    let two_labels = |hex: String| format!("{}.{}", &hex[..32], &hex[32..]);
     match kind {
         SubjectKind::Operator => match api::identity::Did::parse(subject) {
-            Ok(did) => format!("operator-{}", api::kinds::account_name(&did)),
-            Err(_) => format!("operator-{}", hex(subject)),
+            Ok(did) => format!("operator.{}", two_labels(api::kinds::account_name(&did))),
+            Err(_) => format!("operator.{}", two_labels(hex(subject))),
         },
-        SubjectKind::Node if subject.len() <= 248 => format!("node-{subject}"),
-        SubjectKind::Node => format!("node-{}", hex(subject)),
+        SubjectKind::Node if subject.len() <= 248 => format!("node.{subject}"),
+        SubjectKind::Node => format!("node.{}", two_labels(hex(subject))),
     }
 }
 
 fn hex(s: &str) -> String {
     sha2::Sha256::digest(s.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
 }
+
+/// A subject as one pass sees it: kind, subject, what it observed, when its first node was
+/// created.
+type Subject = (SubjectKind, String, Sample, Option<DateTime<Utc>>);
 
 #[derive(Default)]
 struct State {
@@ -204,7 +209,11 @@ async fn pass(ctx: &Ctx) -> Result<(), Error> {
     ready(&ctx.replicas, "replicas").await?;
     ready(&ctx.attestations, "attestations").await?;
     ready(&ctx.reputations, "reputations").await?;
-    let members = crate::members::fetch(&ctx.shared.client).await?;
+    let members: BTreeSet<String> = crate::members::fetch(&ctx.shared.client)
+        .await?
+        .into_iter()
+        .filter(|m| api::identity::Did::parse(m).is_ok())
+        .collect();
     let now = Utc::now();
     let scoring = ctx.config.scoring;
     let max_gap = ctx.config.every * 2;
@@ -219,7 +228,8 @@ async fn pass(ctx: &Ctx) -> Result<(), Error> {
             .or_else(|| stored.get(name)?.status.as_ref()?.evidence.as_ref())
             .and_then(|e| e.sampled_at.as_ref().map(|t| t.0))
     };
-    let mut subjects: BTreeMap<String, (SubjectKind, String, Sample)> = BTreeMap::new();
+    // Subject → (kind, subject, sample, when its first node was created).
+    let mut subjects: BTreeMap<String, Subject> = BTreeMap::new();
     {
         let state = ctx.state.lock().expect("reputation state lock");
         // The earliest last sample of any node: start failures since then are counted.
@@ -228,11 +238,20 @@ async fn pass(ctx: &Ctx) -> Result<(), Error> {
         drop(nodes);
         for (node, (n, s)) in samples(ctx, now, since) {
             let operator = n.spec.operator.as_str().to_owned();
-            subjects.insert(name_of(SubjectKind::Node, &node), (SubjectKind::Node, node, s));
+            let created = n
+                .metadata
+                .creation_timestamp
+                .as_ref()
+                .and_then(|t| DateTime::from_timestamp(t.0.as_second(), 0));
+            subjects.insert(name_of(SubjectKind::Node, &node), (SubjectKind::Node, node, s, created));
             let e = subjects
                 .entry(name_of(SubjectKind::Operator, &operator))
-                .or_insert_with(|| (SubjectKind::Operator, operator, Sample::default()));
+                .or_insert_with(|| (SubjectKind::Operator, operator, Sample::default(), created));
             e.2 = e.2.plus(s);
+            e.3 = match (e.3, created) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
         }
     }
 
@@ -276,17 +295,24 @@ async fn pass(ctx: &Ctx) -> Result<(), Error> {
         let mut state = ctx.state.lock().expect("reputation state lock");
         state.evidence.retain(|name, _| subjects.contains_key(name));
         state.written.retain(|name, _| subjects.contains_key(name));
-        for (name, (kind, subject, sample)) in &subjects {
+        for (name, (kind, subject, sample, created)) in &subjects {
             let from_store =
                 || stored.get(name).and_then(|r| r.status.as_ref()?.evidence.clone()).unwrap_or_default();
             let e = state.evidence.entry(name.clone()).or_insert_with(from_store);
             score::observe(e, *sample, now, max_gap, &scoring);
+            // Age counts from the (first) Node's creation, which the apiserver stamped.
+            if let (Some(c), Some(seen)) = (created, e.first_seen.as_mut())
+                && *c < seen.0
+            {
+                seen.0 = *c;
+            }
             let operator = match kind {
                 SubjectKind::Operator => subject.as_str(),
                 SubjectKind::Node => operator_of.get(subject).map_or("", String::as_str),
             };
             e.trust = trust.get(operator).copied().unwrap_or(0.0);
             e.attesters = u32::try_from(attesters.get(operator).map_or(0, BTreeSet::len)).unwrap_or(u32::MAX);
+            e.scoring = Some(scoring.params());
             let s = score::scores(e, normalized(operator), now, &scoring);
             let status = ReputationStatus {
                 uptime: round(s.uptime),
@@ -410,10 +436,13 @@ mod tests {
         let did =
             api::identity::Did::from_key(&ed25519_dalek::SigningKey::from_bytes(&[1; 32]).verifying_key());
         let op = name_of(SubjectKind::Operator, did.as_str());
-        assert!(op.starts_with("operator-") && op.len() == 9 + 64);
-        assert_eq!(name_of(SubjectKind::Node, "n1"), "node-n1");
-        let long = "a".repeat(250);
+        assert!(op.starts_with("operator.") && op.len() == 9 + 65);
+        assert_eq!(name_of(SubjectKind::Node, "n1"), "node.n1");
+        let long = format!("{}.{}.{}.{}", "a".repeat(63), "b".repeat(63), "c".repeat(63), "d".repeat(60));
         let n = name_of(SubjectKind::Node, &long);
-        assert!(n.len() <= 253 && n != name_of(SubjectKind::Node, &"a".repeat(249)));
+        assert!(n != name_of(SubjectKind::Node, &long[..248]));
+        for name in [op, n, name_of(SubjectKind::Node, &long[..248])] {
+            assert!(api::validation::check_dns1123_subdomain(&name).is_ok(), "{name}");
+        }
     }
 }

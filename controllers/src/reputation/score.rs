@@ -60,6 +60,23 @@ impl Default for Scoring {
     }
 }
 
+impl Scoring {
+    /// These parameters, as a Reputation records them.
+    pub fn params(&self) -> api::kinds::ScoringParams {
+        let w = self.weights;
+        api::kinds::ScoringParams {
+            half_life_seconds: self.half_life.as_secs_f64(),
+            prior_seconds: self.prior.as_secs_f64(),
+            age_full_seconds: self.age_full.as_secs_f64(),
+            uptime_weight: w.uptime,
+            reliability_weight: w.reliability,
+            honesty_weight: w.honesty,
+            age_weight: w.age,
+            attestations_weight: w.attestations,
+        }
+    }
+}
+
 /// What one tick observed of a subject (a node, or all the nodes of an operator summed).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Sample {
