@@ -193,13 +193,17 @@ impl Agents {
                         {
                             let ns = r["metadata"]["namespace"].as_str().unwrap();
                             let name = r["metadata"]["name"].as_str().unwrap();
+                            // Started now, under the limits it asked for (read back, as the
+                            // real agent reports them).
+                            let status = json!({ "status": {
+                                "phase": "Running",
+                                "startedAt": Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                                "limits": r["spec"]["container"]["resources"],
+                            } });
                             api.send(
                                 "PATCH",
                                 &format!("{V1}/namespaces/{ns}/replicas/{name}/status"),
-                                Some((
-                                    "application/merge-patch+json",
-                                    &json!({ "status": { "phase": "Running" } }),
-                                )),
+                                Some(("application/merge-patch+json", &status)),
                             );
                         }
                     }
@@ -592,7 +596,14 @@ fn only_the_lease_holder_acts_and_a_standby_takes_over_when_it_dies() {
             })
             .collect()
     };
-    let names = ["controller-gc", "controller-nodelifecycle", "controller-scheduler", "controller-workload"];
+    let names = [
+        "controller-credits",
+        "controller-gc",
+        "controller-nodelifecycle",
+        "controller-reputation",
+        "controller-scheduler",
+        "controller-workload",
+    ];
     wait_for(20, "the first process to lead every controller", || {
         let h = holders(&api);
         if names.iter().all(|n| h.get(*n) == Some(&first.identity)) { Ok(()) } else { Err(format!("{h:?}")) }
@@ -698,9 +709,13 @@ fn ui_up_runs_the_controllers_next_to_the_apiserver() {
             .map_err(|e| e.to_string())?;
         let v: Value = serde_json::from_str(&r.body_mut().read_to_string().unwrap()).unwrap();
         let n = v["items"].as_array().map_or(0, Vec::len);
-        if n == 4 { Ok(v) } else { Err(v.to_string()) }
+        if n == 6 { Ok(v) } else { Err(v.to_string()) }
     });
-    assert_eq!(leases["items"].as_array().unwrap().len(), 4);
+    assert_eq!(
+        leases["items"].as_array().unwrap().len(),
+        6,
+        "workload, scheduler, gc, nodelifecycle, credits, reputation"
+    );
     let _ = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
     let status = child.wait().unwrap();
     assert!(status.success(), "ui up did not shut down cleanly: {status}");
@@ -711,7 +726,8 @@ const NO_POLICY_HINT: &str = "no TrustPolicy: only nodes of your own or of the c
                               name a TrustPolicy with allowedOperators to use others";
 /// What a replica whose operator lacks attestations with standing says.
 const STANDING_HINT: &str = "an attestation counts only from a control-plane member, an operator the policy \
-                             allows, or an operator with a reputation above 0 and at least the policy's minReputation";
+                             allows, or an operator someone trusted vouches for (global trust above 0) with a \
+                             reputation above 0 and at least the policy's minReputation";
 
 /// Waits until workload `name` has one replica, unbound, whose status says `message`.
 #[track_caller]
@@ -895,6 +911,33 @@ fn attestations_by_fresh_keys_count_for_nothing_those_by_members_and_named_opera
     let member = member_key(&server);
     api.create(&format!("{V1}/attestations"), &attestation(&member, "member-vouches-a", &a));
     wait_bound(&api, "v2", 1, &[]);
+
+    // The reputation controller says so too: the member's attestation is accepted with the
+    // weight of the highest trust, the ring of fresh keys' are not (nobody trusted vouches for
+    // them), and A's global trust comes from the member alone.
+    wait_for(30, "attestations judged", || {
+        let all = api.list(&format!("{V1}/attestations"));
+        let judged =
+            |name: &str| all.iter().find(|x| x["metadata"]["name"] == name).cloned().unwrap_or_default();
+        let m = judged("member-vouches-a");
+        if m["status"]["accepted"] != true || m["status"]["weight"] != 1.0 {
+            return Err(m.to_string());
+        }
+        for i in 0..20 {
+            let f = judged(&format!("fresh-{i}"));
+            let refused = f["status"]["accepted"] == false
+                && f["status"]["weight"] == 0.0
+                && f["status"]["reason"].as_str().is_some_and(|r| r.contains("no standing"));
+            if !refused {
+                return Err(f.to_string());
+            }
+        }
+        Ok(())
+    });
+    let shown = ui(&u, &server, &["reputation", "show", &did(&a), "-o", "json"]).ok().json();
+    let attestations =
+        shown["components"].as_array().unwrap().iter().find(|c| c["name"] == "attestations").unwrap();
+    assert!(attestations["inputs"].as_str().unwrap().starts_with("1 attesters with standing"), "{shown}");
 }
 
 #[test]
@@ -940,4 +983,277 @@ fn a_workload_without_a_trust_policy_goes_only_to_nodes_of_its_signer_or_of_the_
     assert_eq!(node_of(&rs[0]).as_deref(), Some("cp1"));
     let rs = wait_bound(&api, "mine", 1, &["s1"]);
     assert_eq!(node_of(&rs[0]).as_deref(), Some("w1"));
+}
+
+/// A NodeOffer for node `name` signed by `operator`, priced per core-hour (register the node
+/// after: its own offer of the same name is then kept as this one).
+fn priced_offer(api: &Api, name: &str, operator: &SigningKey, cpu_price: &str) {
+    let offer = json!({
+        "apiVersion": "univrs.io/v1", "kind": "NodeOffer", "metadata": { "name": name },
+        "spec": {
+            "node": name, "resources": { "cpu": "2", "memory": "4Gi" }, "jurisdiction": "DE",
+            "price": { "cpu": cpu_price },
+        },
+    });
+    api.create(&format!("{V1}/nodeoffers"), &signed(offer, operator));
+}
+
+/// A CreditGrant signed by `granter`: `grantee` may owe it up to `limit`.
+fn credit_grant(granter: &SigningKey, name: &str, grantee: &str, limit: &str) -> Value {
+    let g = json!({
+        "apiVersion": "univrs.io/v1", "kind": "CreditGrant", "metadata": { "name": name },
+        "spec": { "grantee": grantee, "limit": limit },
+    });
+    signed(g, granter)
+}
+
+/// The balance of `did`'s Account in micro-credits (0 before its first transfer).
+fn balance(api: &Api, did: &str) -> i64 {
+    let name = api::kinds::account_name(&Did::parse(did).unwrap());
+    api.get(&format!("{V1}/accounts/{name}")).map(|a| micros(&a["status"]["balance"])).unwrap_or(0)
+}
+
+fn micros(v: &Value) -> i64 {
+    let s = match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    api::credits::Credits::parse(&s).map_or(0, |c| c.micros())
+}
+
+/// The committed Metering transfers of replica `ns/name`, summed, in micro-credits.
+fn metered(api: &Api, replica: &str) -> i64 {
+    api.list(&format!("{V1}/transfers"))
+        .iter()
+        .filter(|t| t["spec"]["reason"] == "Metering" && t["spec"]["replica"] == replica)
+        .filter(|t| t["status"]["phase"] == "Committed")
+        .map(|t| micros(&t["spec"]["amount"]))
+        .sum()
+}
+
+const NO_CREDIT: &str = "0/1 nodes available: 1 node: owner's credit with the operator covers less than an hour \
+                         (ask the operator for a CreditGrant (ui credits grant, signed by the operator), or pay it first (ui credits send))";
+
+#[test]
+fn metering_charges_price_times_time_within_the_credit_line_and_a_cut_line_stops_the_replica() {
+    let u = User::new();
+    let me = u.init_plain();
+    let server = Server::start(&u, &u.path("data"));
+    let api = Api::new(&server);
+    let _controllers = Controllers::start(&u, &server);
+    let agents = Agents::start(&api);
+    // 3600 credits per core-hour: the workload's 100m costs 0.1 credit a second, 360 an hour.
+    let op = key("operator P");
+    priced_offer(&api, "p1", &op, "3600");
+    register_node(&api, "p1", &op, "DE");
+    agents.set_alive("p1", true);
+    wait_ready(&api, &["p1"]);
+    let policy = format!(
+        "apiVersion: univrs.io/v1\nkind: TrustPolicy\nmetadata:\n  name: pay\n  namespace: default\n\
+         spec:\n  allowedOperators: [{}]\n",
+        did(&op)
+    );
+    apply_signed(&u, &server, "pay.yaml", &policy);
+    apply_signed(&u, &server, "m.yaml", &workload_yaml("metered", 1, "registry.example/m:1", "pay"));
+    // No credit with the operator: not placed on its priced node.
+    wait_pending(&api, "metered", NO_CREDIT);
+
+    // The operator extends a line of 1000 credits: placed, and charged as it runs.
+    let by_op = Api::as_key(&server, &op);
+    by_op.create(&format!("{V1}/creditgrants"), &credit_grant(&op, "p-to-me", &me, "1000"));
+    let rs = wait_bound(&api, "metered", 1, &[]);
+    let replica = format!("default/{}", rs[0]["metadata"]["name"].as_str().unwrap());
+    let started = wait_for(30, "the replica running", || {
+        let r = replicas_of(&api, "metered").pop().ok_or("gone")?;
+        let at = r["status"]["startedAt"].as_str().ok_or_else(|| summary(&[r.clone()]))?;
+        Ok(chrono::DateTime::parse_from_rfc3339(at).unwrap().with_timezone(&Utc))
+    });
+    wait_for(60, "6 seconds of the replica charged", || {
+        let m = metered(&api, &replica);
+        if m >= 600_000 { Ok(()) } else { Err(format!("{m} micro-credits")) }
+    });
+    // What the operator gained is what the user lost, and is price × time: at most the time
+    // run so far, at least all but the period under way, the one before and a sweep.
+    let (charged, elapsed) = (metered(&api, &replica), (Utc::now() - started).num_milliseconds());
+    let (gained, lost) = (balance(&api, &did(&op)), balance(&api, &me));
+    assert_eq!(gained, charged, "the operator's balance is the sum of its committed charges");
+    assert_eq!(lost, -charged, "the user's balance fell by the same: the balances sum to zero");
+    let rate_per_ms = 100; // micro-credits: 0.1 credit a second
+    assert!(charged <= elapsed * rate_per_ms, "charged {charged} for {elapsed} ms");
+    assert!(charged >= (elapsed - 6_000) * rate_per_ms, "charged {charged} for {elapsed} ms");
+    wait_for(30, "the grant showing what is drawn", || {
+        let grant = api.get(&format!("{V1}/creditgrants/p-to-me")).unwrap();
+        let used = micros(&grant["status"]["used"]);
+        if used >= charged && grant["status"]["phase"] == "Active" { Ok(()) } else { Err(grant.to_string()) }
+    });
+
+    // `ui credits balance` and `ui credits history` say the same.
+    let shown = ui(&u, &server, &["credits", "balance", "-o", "json"]).ok().json();
+    assert!(micros(&shown["balance"]) <= -charged, "{shown}");
+    let line = &shown["lines"][0];
+    assert_eq!(line["counterparty"], did(&op));
+    assert_eq!(micros(&line["creditGrantedToYou"]), 1000 * 1_000_000);
+    let history = ui(&u, &server, &["credits", "history", "-o", "json"]).ok().json();
+    assert!(
+        history.as_array().unwrap().iter().any(|e| e["reason"] == "Metering" && micros(&e["amount"]) < 0)
+    );
+
+    // The operator cuts the line: the next charge is refused, the replica is stopped, and its
+    // replacement waits for credit.
+    assert_eq!(by_op.delete(&format!("{V1}/creditgrants/p-to-me")), 200);
+    wait_for(30, "a refused charge", || {
+        let refused = api
+            .list(&format!("{V1}/transfers"))
+            .into_iter()
+            .find(|t| t["spec"]["replica"] == replica.as_str() && t["status"]["phase"] == "Refused");
+        refused.map(drop).ok_or_else(|| "none yet".to_owned())
+    });
+    wait_pending(&api, "metered", NO_CREDIT);
+    // Every balance still sums to zero.
+    let sum: i64 = api.list(&format!("{V1}/accounts")).iter().map(|a| micros(&a["status"]["balance"])).sum();
+    assert_eq!(sum, 0);
+}
+
+#[test]
+fn a_trust_policy_s_spending_limits_stop_placement_and_running_replicas() {
+    let u = User::new();
+    let me = u.init_plain();
+    let server = Server::start(&u, &u.path("data"));
+    let api = Api::new(&server);
+    let _controllers = Controllers::start(&u, &server);
+    let agents = Agents::start(&api);
+    let op = key("operator Q");
+    priced_offer(&api, "q1", &op, "3600");
+    register_node(&api, "q1", &op, "DE");
+    agents.set_alive("q1", true);
+    wait_ready(&api, &["q1"]);
+    Api::as_key(&server, &op)
+        .create(&format!("{V1}/creditgrants"), &credit_grant(&op, "q-to-me", &me, "100000"));
+    let policy = |spending: &str| {
+        format!(
+            "apiVersion: univrs.io/v1\nkind: TrustPolicy\nmetadata:\n  name: capped\n  namespace: default\n\
+             spec:\n  allowedOperators: [{}]\n  spending: {{{spending}}}\n",
+            did(&op)
+        )
+    };
+    // At most 100 credits an hour; an hour of the replica costs 360.
+    apply_signed(&u, &server, "capped.yaml", &policy("maxPerHour: 100"));
+    apply_signed(&u, &server, "c.yaml", &workload_yaml("capped", 1, "registry.example/c:1", "capped"));
+    wait_pending(
+        &api,
+        "capped",
+        "0/1 nodes available: 1 node: the trust policy's spending.maxPerHour would be exceeded",
+    );
+    // Room per hour, and at most 1.5 credits in all: placed, then stopped once it has spent
+    // them (15 s at 0.1 a second), and not placed again.
+    apply_signed(&u, &server, "capped.yaml", &policy("maxPerHour: 1000, maxTotal: 1.5"));
+    let rs = wait_bound(&api, "capped", 1, &[]);
+    let first = rs[0]["metadata"]["uid"].clone();
+    let stopped = wait_for(60, "the policy's spending stopped", || {
+        let p = api.get(&format!("{V1}/namespaces/default/trustpolicies/capped")).unwrap();
+        let s = &p["status"]["spending"];
+        if s["stopped"].is_string() { Ok(p) } else { Err(p["status"].to_string()) }
+    });
+    let s = &stopped["status"]["spending"];
+    assert!(micros(&s["total"]) >= 1_500_000, "{s}");
+    assert!(micros(&s["lastHour"]) >= 1_500_000, "{s}");
+    assert!(s["stopped"].as_str().unwrap().contains("spending.maxTotal 1.5 reached"), "{s}");
+    wait_pending(
+        &api,
+        "capped",
+        "0/1 nodes available: 1 node: the trust policy's spending.maxTotal is reached",
+    );
+    assert_ne!(replicas_of(&api, "capped")[0]["metadata"]["uid"], first, "the running replica was stopped");
+    // What was charged is what the user owes (and perhaps a charge since).
+    assert!(balance(&api, &me) <= -micros(&s["total"]), "{s}");
+}
+
+/// The Reputation of node `name`.
+fn node_reputation(api: &Api, name: &str) -> Value {
+    api.get(&format!("{V1}/reputations/node.{name}")).unwrap_or_default()
+}
+
+fn score(r: &Value, what: &str) -> f64 {
+    r["status"][what].as_f64().unwrap_or(0.0)
+}
+
+#[test]
+fn a_killed_node_loses_uptime_and_reliability_and_a_reputation_floor_then_excludes_it() {
+    let u = User::new();
+    u.init_plain();
+    let server = Server::start(&u, &u.path("data"));
+    let api = Api::new(&server);
+    // Evidence halves in 30 s and a score reaches half its share after 2 s of it; the composite
+    // weighs uptime and reliability alone, so the test reads what it changes.
+    let _controllers = Controllers::start_with(
+        &u,
+        &server,
+        &["--reputation-half-life", "30", "--reputation-prior", "2", "--reputation-weights", "1,1,0,0,0"],
+    );
+    let agents = Agents::start(&api);
+    let (x, y) = (key("operator X"), key("operator Y"));
+    register_node(&api, "x1", &x, "DE");
+    register_node(&api, "y1", &y, "DE");
+    agents.set_alive("x1", true);
+    agents.set_alive("y1", true);
+    wait_ready(&api, &["x1", "y1"]);
+    let policy = |name: &str, floor: &str| {
+        format!(
+            "apiVersion: univrs.io/v1\nkind: TrustPolicy\nmetadata:\n  name: {name}\n  namespace: default\n\
+             spec:\n  allowedOperators: [{}, {}]\n{floor}",
+            did(&x),
+            did(&y)
+        )
+    };
+    apply_signed(&u, &server, "both.yaml", &policy("both", ""));
+    let spread = |name: &str, policy: &str| {
+        format!(
+            "{}  placement:\n    maxReplicasPerOperator: 1\n",
+            workload_yaml(name, 2, "registry.example/s:1", policy)
+        )
+    };
+    apply_signed(&u, &server, "steady.yaml", &spread("steady", "both"));
+    wait_bound(&api, "steady", 2, &[]);
+
+    // Heartbeats on time and replicas running earn both nodes standing.
+    let before = wait_for(60, "both nodes reputed", || {
+        let (rx, ry) = (node_reputation(&api, "x1"), node_reputation(&api, "y1"));
+        let earned = |r: &Value| score(r, "uptime") > 0.6 && score(r, "reliability") > 0.6;
+        if earned(&rx) && earned(&ry) { Ok(ry) } else { Err(format!("{rx} {ry}")) }
+    });
+
+    // y1 dies: its heartbeat lapses and its replica is stranded, then evicted.
+    agents.set_alive("y1", false);
+    wait_for(60, "y1's uptime and reliability falling", || {
+        let ry = node_reputation(&api, "y1");
+        let fell = score(&ry, "uptime") < score(&before, "uptime") - 0.2
+            && score(&ry, "reliability") < score(&before, "reliability");
+        if fell { Ok(()) } else { Err(ry.to_string()) }
+    });
+    // It comes back, Ready, but with less standing than x1.
+    agents.set_alive("y1", true);
+    wait_ready(&api, &["x1", "y1"]);
+    let (cx, cy) =
+        (score(&node_reputation(&api, "x1"), "composite"), score(&node_reputation(&api, "y1"), "composite"));
+    assert!(cx > cy + 0.1, "x1 {cx} y1 {cy}");
+    // A floor between them: the workload gets x1 and not y1, though y1 is Ready with room.
+    let floor = (cx + cy) / 2.0;
+    apply_signed(&u, &server, "floor.yaml", &policy("floor", &format!("  minReputation: {floor:.3}\n")));
+    apply_signed(&u, &server, "picky.yaml", &spread("picky", "floor"));
+    wait_for(30, "picky placed on x1 only", || {
+        let rs = replicas_of(&api, "picky");
+        let on_x = rs.iter().filter(|r| node_of(r).as_deref() == Some("x1")).count();
+        let waiting = rs.iter().find(|r| node_of(r).is_none());
+        let why = waiting.and_then(|r| r["status"]["message"].as_str()).unwrap_or_default();
+        assert!(
+            rs.iter().all(|r| node_of(r).as_deref() != Some("y1")),
+            "placed under the floor: {}",
+            summary(&rs)
+        );
+        if on_x == 1 && why.contains("1 node: reputation below the policy's floor") {
+            Ok(())
+        } else {
+            Err(summary(&rs))
+        }
+    });
 }

@@ -375,28 +375,40 @@ pub struct Controllers {
 
 impl Controllers {
     pub fn start(u: &User, server: &Server) -> Self {
-        let mut child = u
-            .cmd(&[
-                "controllers",
-                "run",
-                // The controllers authenticate as the control-plane member.
-                "--kubeconfig",
-                server.member_kubeconfig().to_str().unwrap(),
-                "--metrics-addr",
-                "127.0.0.1:0",
-                "--lease-duration",
-                "4",
-                "--lease-renew",
-                "1",
-                "--retry-unschedulable",
-                "1",
-                "--eviction-timeout",
-                "1",
-            ])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        Self::start_with(u, server, &[])
+    }
+
+    /// As `start`, with more flags (later ones win).
+    pub fn start_with(u: &User, server: &Server, extra: &[&str]) -> Self {
+        let kubeconfig = server.member_kubeconfig();
+        let mut args = vec![
+            "controllers",
+            "run",
+            // The controllers authenticate as the control-plane member.
+            "--kubeconfig",
+            kubeconfig.to_str().unwrap(),
+            "--metrics-addr",
+            "127.0.0.1:0",
+            "--lease-duration",
+            "4",
+            "--lease-renew",
+            "1",
+            "--retry-unschedulable",
+            "1",
+            "--eviction-timeout",
+            "1",
+            // Metering, spending, reputation sampled every second (not every 10).
+            "--credits-every",
+            "1",
+            "--metering-period",
+            "2",
+            "--reputation-every",
+            "1",
+            "--reputation-write-every",
+            "1",
+        ];
+        args.extend_from_slice(extra);
+        let mut child = u.cmd(&args).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
         let first = lines.next().expect("controllers printed nothing").unwrap();
         let metrics = first.strip_prefix("metrics on ").unwrap_or_else(|| panic!("{first}")).to_owned();

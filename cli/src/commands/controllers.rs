@@ -25,6 +25,7 @@ pub enum Command {
 /// (univrs-system/controller-NAME) and stops at once when it loses it. Stops on SIGINT/SIGTERM
 /// after running reconciles finish.
 #[derive(Debug, clap::Args)]
+#[command(args_override_self = true)]
 pub struct RunArgs {
     /// Only these controllers (comma-separated) [default: all]
     #[arg(long, value_delimiter = ',', value_name = "NAMES")]
@@ -81,7 +82,7 @@ pub struct RunArgs {
     #[arg(long, value_name = "SECONDS", default_value_t = 365 * 24 * 3600)]
     reputation_age_full: u64,
     /// Reputation: weights of the composite, as UPTIME,RELIABILITY,HONESTY,AGE,ATTESTATIONS
-    #[arg(long, value_name = "W,W,W,W,W", value_delimiter = ',', num_args = 5, default_values_t = [0.25, 0.25, 0.15, 0.15, 0.2])]
+    #[arg(long, value_name = "W,W,W,W,W", value_delimiter = ',', default_values_t = [0.25, 0.25, 0.15, 0.15, 0.2])]
     reputation_weights: Vec<f64>,
 }
 

@@ -242,7 +242,8 @@ pub struct Request<'a> {
 
 /// What a replica's owner can pay: placement on a node whose operator charges (an offer with a
 /// price, an operator other than the owner) needs an hour of the replica's cost within the
-/// owner's credit with that operator and within its TrustPolicy's spending limits.
+/// owner's credit with that operator and within its TrustPolicy's `spending.maxPerHour` (with
+/// what its replicas cost now), and its `spending.maxTotal` not reached yet.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Money {
     /// Micro-credits the owner may still spend with each operator: what the operator owes it
@@ -296,7 +297,7 @@ pub enum Reason {
     InsufficientCredit,
     /// An hour of the replica would take the policy over `spending.maxPerHour`.
     SpendingPerHour,
-    /// An hour of the replica would take the policy over `spending.maxTotal`.
+    /// The policy's workloads have spent its `spending.maxTotal`.
     SpendingTotal,
     /// Not enough cpu left.
     InsufficientCpu,
@@ -322,7 +323,7 @@ impl fmt::Display for Reason {
             Self::OperatorLimit => "workload's per-operator limit reached",
             Self::InsufficientCredit => "owner's credit with the operator covers less than an hour",
             Self::SpendingPerHour => "the trust policy's spending.maxPerHour would be exceeded",
-            Self::SpendingTotal => "the trust policy's spending.maxTotal would be exceeded",
+            Self::SpendingTotal => "the trust policy's spending.maxTotal is reached",
             Self::InsufficientCpu => "insufficient cpu",
             Self::InsufficientMemory => "insufficient memory",
             Self::InsufficientStorage => "insufficient storage",
@@ -341,7 +342,7 @@ impl Reason {
                 "ask the operator for a CreditGrant (ui credits grant, signed by the operator), or pay it first (ui credits send)",
             ),
             Self::TooFewAttestations => Some(
-                "an attestation counts only from a control-plane member, an operator the policy allows, or an operator with a reputation above 0 and at least the policy's minReputation",
+                "an attestation counts only from a control-plane member, an operator the policy allows, or an operator someone trusted vouches for (global trust above 0) with a reputation above 0 and at least the policy's minReputation",
             ),
             _ => None,
         }
@@ -402,7 +403,7 @@ pub fn filter(c: &Candidate, r: &Request<'_>) -> Result<(), Reason> {
             if p.max_per_hour.is_some_and(|max| r.money.per_hour.saturating_add(cost) > max) {
                 return Err(Reason::SpendingPerHour);
             }
-            if p.max_total.is_some_and(|max| r.money.spent.saturating_add(cost) > max) {
+            if p.max_total.is_some_and(|max| r.money.spent >= max) {
                 return Err(Reason::SpendingTotal);
             }
         }

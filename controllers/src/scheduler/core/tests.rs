@@ -479,7 +479,8 @@ fn a_priced_node_needs_an_hour_of_credit_and_room_in_the_policy_s_spending() {
     assert_eq!(check(&priced, hour, 0, 0, "alice"), Ok(()));
     assert_eq!(check(&priced, hour, hour + 1, 0, "alice"), Err(Reason::SpendingPerHour));
     assert_eq!(check(&priced, hour, hour, 0, "alice"), Ok(()));
-    assert_eq!(check(&priced, hour, 0, 9 * hour + 1, "alice"), Err(Reason::SpendingTotal));
+    assert_eq!(check(&priced, hour, 0, 10 * hour - 1, "alice"), Ok(()));
+    assert_eq!(check(&priced, hour, 0, 10 * hour, "alice"), Err(Reason::SpendingTotal));
     // On its own node an owner pays nobody: no credit or limit applies.
     assert_eq!(check(&priced, 0, 5 * hour, 20 * hour, "op"), Ok(()));
     // Nor on a free one.
