@@ -1065,7 +1065,7 @@ fn metering_charges_price_times_time_within_the_credit_line_and_a_cut_line_stops
     let replica = format!("default/{}", rs[0]["metadata"]["name"].as_str().unwrap());
     let started = wait_for(30, "the replica running", || {
         let r = replicas_of(&api, "metered").pop().ok_or("gone")?;
-        let at = r["status"]["startedAt"].as_str().ok_or_else(|| summary(&[r.clone()]))?;
+        let at = r["status"]["startedAt"].as_str().ok_or_else(|| summary(std::slice::from_ref(&r)))?;
         Ok(chrono::DateTime::parse_from_rfc3339(at).unwrap().with_timezone(&Utc))
     });
     wait_for(60, "6 seconds of the replica charged", || {
