@@ -726,8 +726,8 @@ const NO_POLICY_HINT: &str = "no TrustPolicy: only nodes of your own or of the c
                               name a TrustPolicy with allowedOperators to use others";
 /// What a replica whose operator lacks attestations with standing says.
 const STANDING_HINT: &str = "an attestation counts only from a control-plane member, an operator the policy \
-                             allows, or an operator someone trusted vouches for (global trust above 0) with a \
-                             reputation above 0 and at least the policy's minReputation";
+                             allows, or an operator they vouch for (directly or through others they vouch for) \
+                             whose reputation is at least the policy's minReputation";
 
 /// Waits until workload `name` has one replica, unbound, whose status says `message`.
 #[track_caller]

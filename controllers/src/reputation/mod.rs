@@ -289,6 +289,17 @@ async fn pass(ctx: &Ctx) -> Result<(), Error> {
         }
     }
 
+    // Identities with trust but no node (attesters the members vouch for) have a Reputation
+    // too, so that placement can weigh their attestations; strangers hold no trust and get
+    // none, so their number stays bounded by whom trusted identities vouch for.
+    for (did, t) in &trust {
+        if *t > 0.0 && api::identity::Did::parse(did).is_ok() {
+            subjects
+                .entry(name_of(SubjectKind::Operator, did))
+                .or_insert_with(|| (SubjectKind::Operator, (*did).to_owned(), Sample::default(), None));
+        }
+    }
+
     // Evidence, scores, and the writes that are due.
     let mut writes: Vec<(String, SubjectKind, String, ReputationStatus)> = Vec::new();
     {
@@ -299,7 +310,12 @@ async fn pass(ctx: &Ctx) -> Result<(), Error> {
             let from_store =
                 || stored.get(name).and_then(|r| r.status.as_ref()?.evidence.clone()).unwrap_or_default();
             let e = state.evidence.entry(name.clone()).or_insert_with(from_store);
+            let seen_before = e.first_seen.is_some();
             score::observe(e, *sample, now, max_gap, &scoring);
+            if created.is_none() && !seen_before {
+                // No node yet: age starts with the first one.
+                e.first_seen = None;
+            }
             // Age counts from the (first) Node's creation, which the apiserver stamped.
             if let (Some(c), Some(seen)) = (created, e.first_seen.as_mut())
                 && *c < seen.0

@@ -109,20 +109,29 @@ impl Attesters {
         out
     }
 
-    /// How many attesters have standing under `p`: members, operators `p` allows by name, and
-    /// operators with a composite reputation > 0 and at least `p`'s floor (0 when unset).
+    /// How many attesters have standing under `p`: members, operators `p` allows by name,
+    /// operators with global trust and a composite reputation at least `p`'s floor (0 when
+    /// unset), and, with no floor, operators that someone with standing under `p` vouches for
+    /// (`p.vouched`: trust flowing from the members and the operators `p` names).
     pub fn with_standing(&self, p: &Policy) -> usize {
         let floor = p.min_reputation.unwrap_or(0.0);
         let allowed = &p.allowed_operators;
         let reputed =
             self.reputed.iter().filter(|(a, r)| **r >= floor || allowed.contains(a.as_str())).count();
-        // The smaller of the two sets is walked: a policy's named operators, or the others.
-        let named = if allowed.len() < self.others.len() {
-            allowed.iter().filter(|a| self.others.contains(a.as_str())).count()
+        let counts = |a: &str| allowed.contains(a) || (floor <= 0.0 && p.vouched.contains(a));
+        // The smaller side is walked: the others (fresh keys, by the thousand), or the few a
+        // policy names and vouches for.
+        let others = if allowed.len() + p.vouched.len() < self.others.len() {
+            allowed
+                .iter()
+                .chain(p.vouched.iter())
+                .filter(|a| self.others.contains(a.as_str()) && counts(a))
+                .collect::<BTreeSet<_>>()
+                .len()
         } else {
-            self.others.iter().filter(|a| allowed.contains(a.as_str())).count()
+            self.others.iter().filter(|a| counts(a)).count()
         };
-        self.members.len() + reputed + named
+        self.members.len() + reputed + others
     }
 
     /// Every attester, whatever its standing.
@@ -183,6 +192,10 @@ pub struct Policy {
     pub max_per_hour: Option<i64>,
     /// Most micro-credits its workloads may spend in all.
     pub max_total: Option<i64>,
+    /// Identities vouched for, directly or in a chain of live attestations, by a member or an
+    /// operator the policy names: its personal pre-trusted set's reach (filled by placement
+    /// from the attestation graph; see `snapshot::vouched`).
+    pub vouched: Arc<BTreeSet<String>>,
 }
 
 impl Policy {
@@ -196,6 +209,7 @@ impl Policy {
             allowed_jurisdictions: spec.allowed_jurisdictions.iter().map(|j| j.as_str().to_owned()).collect(),
             max_per_hour: spec.spending.as_ref().and_then(|s| s.max_per_hour).map(|c| c.micros()),
             max_total: spec.spending.as_ref().and_then(|s| s.max_total).map(|c| c.micros()),
+            vouched: Arc::default(),
         }
     }
 }
@@ -342,7 +356,7 @@ impl Reason {
                 "ask the operator for a CreditGrant (ui credits grant, signed by the operator), or pay it first (ui credits send)",
             ),
             Self::TooFewAttestations => Some(
-                "an attestation counts only from a control-plane member, an operator the policy allows, or an operator someone trusted vouches for (global trust above 0) with a reputation above 0 and at least the policy's minReputation",
+                "an attestation counts only from a control-plane member, an operator the policy allows, or an operator they vouch for (directly or through others they vouch for) whose reputation is at least the policy's minReputation",
             ),
             _ => None,
         }

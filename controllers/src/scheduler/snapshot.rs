@@ -243,6 +243,34 @@ impl Usage {
 pub struct Topology {
     candidates: Vec<Candidate>,
     index: HashMap<String, usize>,
+    /// Live attestations of operators: attester → the operators it vouches for.
+    vouches: HashMap<String, Vec<String>>,
+    /// The control plane's members.
+    members: Arc<BTreeSet<String>>,
+    /// `vouched` per set of named operators, computed once per topology.
+    reach: HashMap<BTreeSet<String>, Arc<BTreeSet<String>>>,
+}
+
+/// Every identity reachable from `roots` along `vouches` (the roots excluded unless vouched
+/// for): positive personalized trust, EigenTrust's support, as a breadth-first walk. Fresh keys
+/// that only vouch for each other are never reached.
+pub fn vouched(
+    vouches: &HashMap<String, Vec<String>>,
+    roots: impl IntoIterator<Item = String>,
+) -> BTreeSet<String> {
+    let roots: Vec<String> = roots.into_iter().collect();
+    let mut seen: std::collections::HashSet<&str> = std::collections::HashSet::new();
+    let mut visited: std::collections::HashSet<&str> = roots.iter().map(String::as_str).collect();
+    let mut queue: std::collections::VecDeque<&str> = visited.iter().copied().collect();
+    while let Some(a) = queue.pop_front() {
+        for s in vouches.get(a).into_iter().flatten() {
+            seen.insert(s);
+            if visited.insert(s) {
+                queue.push_back(s);
+            }
+        }
+    }
+    seen.into_iter().map(str::to_owned).collect()
 }
 
 /// A placement not yet visible in the cache: node, reservation, and its workload.
@@ -261,7 +289,30 @@ impl Topology {
     pub fn build(objects: &Objects, now: DateTime<Utc>) -> Self {
         let candidates = candidates(objects, &HashMap::new(), now);
         let index = candidates.iter().enumerate().map(|(i, c)| (c.name.clone(), i)).collect();
-        Self { candidates, index }
+        let mut vouches: HashMap<String, Vec<String>> = HashMap::new();
+        for a in &objects.attestations {
+            let live = a.spec.expires.is_none_or(|t| t.0 > now);
+            if let (SubjectKind::Operator, true, Some(signer)) = (a.spec.subject_kind, live, a.signer())
+                && signer != a.spec.subject
+            {
+                vouches.entry(signer.to_owned()).or_default().push(a.spec.subject.clone());
+            }
+        }
+        Self { candidates, index, vouches, members: objects.members.clone(), reach: HashMap::new() }
+    }
+
+    /// Who is vouched for under a policy naming `named`: reached from the members and them.
+    fn reach(&mut self, named: &BTreeSet<String>) -> Arc<BTreeSet<String>> {
+        if let Some(r) = self.reach.get(named) {
+            return r.clone();
+        }
+        let roots = self.members.iter().chain(named.iter()).cloned();
+        let r = Arc::new(vouched(&self.vouches, roots));
+        // Bounded: one entry per distinct set of named operators among the policies placed for.
+        if self.reach.len() < 1024 {
+            self.reach.insert(named.clone(), r.clone());
+        }
+        r
     }
 
     /// Places one replica as `ask` says, counting what `usage` and the `assumed` placements
@@ -312,9 +363,16 @@ impl Topology {
             }
         }
         let money = Money { available: ask.available.clone(), per_hour, spent: ask.spent };
+        let policy = ask.policy.map(|p| {
+            let mut p = p.clone();
+            if p.required_attestations > 0 {
+                p.vouched = self.reach(&p.allowed_operators);
+            }
+            p
+        });
         let request = Request {
             need: ask.need,
-            policy: ask.policy,
+            policy: policy.as_ref(),
             signer: ask.signer,
             constraints: ask.constraints,
             per_operator: &per_operator,
@@ -508,6 +566,24 @@ mod tests {
         assert_eq!(a.others, [fresh, untrusted].into());
         assert_eq!((c[0].operator_is_member, c[1].operator_is_member), (false, true));
         assert!(c[1].attesters.is_empty());
+    }
+
+    #[test]
+    fn vouched_reaches_along_attestations_from_the_roots_and_never_into_a_ring_of_strangers() {
+        let mut vouches: HashMap<String, Vec<String>> = HashMap::new();
+        let mut edge = |a: &str, b: &str| vouches.entry(a.to_owned()).or_default().push(b.to_owned());
+        edge("member", "a");
+        edge("a", "b");
+        edge("named", "c");
+        for i in 0..100 {
+            edge(&format!("sybil{i}"), &format!("sybil{}", (i + 1) % 100));
+            edge(&format!("sybil{i}"), "target");
+        }
+        let from_members = vouched(&vouches, ["member".to_owned()]);
+        assert_eq!(from_members, ["a", "b"].map(String::from).into());
+        let with_named = vouched(&vouches, ["member".to_owned(), "named".to_owned()]);
+        assert_eq!(with_named, ["a", "b", "c"].map(String::from).into());
+        assert!(!with_named.contains("target"));
     }
 
     fn replica(uid: &str, workload: &str, node: Option<&str>, phase: &str) -> Kube<ReplicaSpec> {

@@ -172,6 +172,12 @@ fn attestations_count_only_from_attesters_with_standing_under_the_policy() {
     assert_eq!(rep.with_standing(&floor_naming), 2);
     // A did listed twice counts once.
     assert_eq!(attested_by(&["m1", "m1"], &[]).with_standing(&one), 1);
+    // One the policy's named operators (or a member) vouch for counts under it, with no floor:
+    // trust flows from the policy's own pre-trusted set. Under a floor it needs the reputation.
+    let vouched = Policy { vouched: Arc::new(["fresh7".to_owned()].into()), ..one.clone() };
+    assert_eq!(strangers.with_standing(&vouched), 1);
+    let vouched_floor = Policy { min_reputation: Some(0.5), ..vouched.clone() };
+    assert_eq!(strangers.with_standing(&vouched_floor), 0);
 
     let k = Constraints::default();
     let per = HashMap::new();
@@ -181,8 +187,8 @@ fn attestations_count_only_from_attesters_with_standing_under_the_policy() {
     assert_eq!(
         why.to_string(),
         "0/1 nodes available: 1 node: too few attestations with standing (an attestation counts only from \
-         a control-plane member, an operator the policy allows, or an operator with a reputation above 0 \
-         and at least the policy's minReputation)"
+         a control-plane member, an operator the policy allows, or an operator they vouch for (directly or \
+         through others they vouch for) whose reputation is at least the policy's minReputation)"
     );
 }
 
