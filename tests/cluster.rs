@@ -596,3 +596,105 @@ fn a_node_agent_and_the_controllers_fail_over_when_their_member_dies() {
         }
     }
 }
+
+/// POSTs `obj` to `collection` on `server` as the identity of `key` (a token it minted itself).
+fn post_as(server: &Server, key: &ed25519_dalek::SigningKey, collection: &str, obj: &Value) -> (u16, Value) {
+    let token = api::token::mint(key, &server.audience, chrono::Utc::now().timestamp(), 600);
+    let url = format!("{}/apis/univrs.io/v1/{collection}", server.url);
+    let (code, body) = send(
+        &server.agent(),
+        "POST",
+        &url,
+        &format!("Bearer {token}"),
+        "application/json",
+        obj.to_string().into_bytes(),
+    );
+    (code, serde_json::from_str(&body).unwrap_or(Value::Null))
+}
+
+fn signed_by(key: &ed25519_dalek::SigningKey, mut obj: Value) -> Value {
+    api::signing::sign(&mut obj, key, chrono::Utc::now()).unwrap();
+    obj
+}
+
+#[test]
+fn concurrent_payments_on_two_members_never_both_spend_one_credit_line() {
+    let all = three(&[]);
+    let user = ed25519_dalek::SigningKey::generate(&mut rand_core::OsRng);
+    let operator = ed25519_dalek::SigningKey::generate(&mut rand_core::OsRng);
+    let did = |k: &ed25519_dalek::SigningKey| api::identity::Did::from_key(&k.verifying_key());
+    let (me, op) = (did(&user), did(&operator));
+    // The operator lets the user owe it up to 10 credits.
+    let grant = serde_json::json!({
+        "apiVersion": "univrs.io/v1", "kind": "CreditGrant", "metadata": { "name": "op-to-user" },
+        "spec": { "grantee": me.as_str(), "limit": "10" },
+    });
+    let (code, out) = post_as(all[0].server(), &operator, "creditgrants", &signed_by(&operator, grant));
+    assert_eq!(code, 201, "{out}");
+    // Each round, two payments that together overdraw what is left of the line, sent at once
+    // through two different members: exactly one commits.
+    let mut committed = 0i64;
+    for (round, amount) in [(0, 6), (1, 3), (2, 1)] {
+        let payments: Vec<(usize, Value)> = [1usize, 2]
+            .iter()
+            .map(|&m| {
+                let t = serde_json::json!({
+                    "apiVersion": "univrs.io/v1", "kind": "Transfer",
+                    "metadata": { "name": format!("pay-{round}-via-{m}") },
+                    "spec": { "from": me.as_str(), "to": op.as_str(), "amount": amount.to_string(), "reason": "Payment" },
+                });
+                (m, signed_by(&user, t))
+            })
+            .collect();
+        let go = Arc::new(std::sync::Barrier::new(2));
+        let answers: Vec<(u16, Value)> = std::thread::scope(|s| {
+            let handles: Vec<_> = payments
+                .iter()
+                .map(|(m, t)| {
+                    let (go, server, user) = (go.clone(), all[*m].server(), &user);
+                    s.spawn(move || {
+                        go.wait();
+                        post_as(server, user, "transfers", t)
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let phases: Vec<&str> = answers
+            .iter()
+            .map(|(code, out)| {
+                assert_eq!(*code, 201, "{out}");
+                out["status"]["phase"].as_str().unwrap()
+            })
+            .collect();
+        let commits = phases.iter().filter(|p| **p == "Committed").count();
+        assert_eq!((commits, phases.len()), (1, 2), "round {round}: {answers:?}");
+        let refused = answers.iter().find(|(_, o)| o["status"]["phase"] == "Refused").unwrap();
+        assert!(
+            refused.1["status"]["message"].as_str().unwrap().contains("over the credit line"),
+            "{refused:?}"
+        );
+        committed += amount * 1_000_000;
+    }
+    // Every member agrees: the user owes what committed, the operator is owed it, the sum is 0.
+    let account = |server: &Server, d: &api::identity::Did| -> i64 {
+        let name = api::kinds::account_name(d);
+        let url = format!("{}/apis/univrs.io/v1/accounts/{name}", server.url);
+        let token = api::token::mint(&user, &server.audience, chrono::Utc::now().timestamp(), 600);
+        let (code, body) =
+            send(&server.agent(), "GET", &url, &format!("Bearer {token}"), "application/json", vec![]);
+        assert_eq!(code, 200, "{body}");
+        let v: Value = serde_json::from_str(&body).unwrap();
+        let b = v["status"]["balance"]
+            .as_str()
+            .map(str::to_owned)
+            .unwrap_or_else(|| v["status"]["balance"].to_string());
+        api::credits::Credits::parse(&b).unwrap().micros()
+    };
+    for m in &all {
+        wait_until("the member to apply every payment", Duration::from_secs(20), || {
+            account(m.server(), &me) == -committed
+        });
+        assert_eq!(account(m.server(), &op), committed);
+    }
+}
