@@ -1098,6 +1098,26 @@ fn metering_charges_price_times_time_within_the_credit_line_and_a_cut_line_stops
         history.as_array().unwrap().iter().any(|e| e["reason"] == "Metering" && micros(&e["amount"]) < 0)
     );
 
+    // The network's figures, from `ui network health` and the controllers' gauges alike.
+    let health = ui(&u, &server, &["network", "health", "-o", "json"]).ok().json();
+    assert_eq!(
+        (health["nodesReady"].as_u64(), health["nodesTotal"].as_u64()),
+        (Some(1), Some(1)),
+        "{health}"
+    );
+    assert_eq!(health["nakamotoCoefficient"], 1);
+    assert!(micros(&health["creditVolume24h"]) >= charged, "{health}");
+    assert_eq!(micros(&health["balanceSum"]), 0);
+    wait_for(30, "the network gauges", || {
+        let m = _controllers.metrics();
+        let has = |line: &str| m.lines().any(|l| l == line);
+        if has("univrs_network_nodes_ready 1.0") && has("univrs_network_credit_balance_sum 0.0") {
+            Ok(())
+        } else {
+            Err(m.lines().filter(|l| l.starts_with("univrs_network")).collect::<Vec<_>>().join("\n"))
+        }
+    });
+
     // The operator cuts the line: the next charge is refused, the replica is stopped, and its
     // replacement waits for credit.
     assert_eq!(by_op.delete(&format!("{V1}/creditgrants/p-to-me")), 200);
@@ -1256,4 +1276,71 @@ fn a_killed_node_loses_uptime_and_reliability_and_a_reputation_floor_then_exclud
             Err(summary(&rs))
         }
     });
+}
+
+#[test]
+fn ui_credits_grant_and_send_sign_with_the_user_s_key_and_a_payment_stays_within_the_line() {
+    let (alice, bob) = (User::new(), User::new());
+    let a = alice.init_plain();
+    let b = bob.init_plain();
+    let server = Server::start(&alice, &alice.path("data"));
+    // Bob's own kubeconfig for the cluster: his requests are his.
+    let ca = server.data.join("tls").join("ca.crt");
+    let bob_kubeconfig = bob.path("kubeconfig");
+    bob.run(&[
+        "config",
+        "kubeconfig",
+        "--server",
+        &server.url,
+        "--certificate-authority",
+        ca.to_str().unwrap(),
+        "--cluster",
+        &server.audience,
+        "--out",
+        bob_kubeconfig.to_str().unwrap(),
+    ])
+    .ok();
+    let as_bob = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend(["--kubeconfig", bob_kubeconfig.to_str().unwrap()]);
+        bob.run(&all)
+    };
+    // Bob lets Alice owe him up to 20.
+    let granted = as_bob(&["credits", "grant", &a, "20", "--expires", "30d", "-o", "json"]).ok().json();
+    assert_eq!((granted["grantee"].as_str(), granted["changed"].as_bool()), (Some(a.as_str()), Some(true)));
+    // Granting the same again changes nothing (the expiry moved: it is written again).
+    assert!(as_bob(&["credits", "grant", &a, "20"]).ok().stdout.contains("granted"));
+    assert!(as_bob(&["credits", "grant", &a, "20"]).ok().stdout.contains("unchanged"));
+    // Alice pays 15: committed; 10 more would overdraw the line: refused, exit 1, and why.
+    let paid =
+        ui(&alice, &server, &["credits", "send", &b, "15", "--memo", "rent", "-o", "json"]).ok().json();
+    assert_eq!(paid["phase"], "Committed", "{paid}");
+    let dry = ui(&alice, &server, &["credits", "send", &b, "10", "--dry-run", "-o", "json"]);
+    assert_eq!(dry.json()["phase"], "Refused");
+    let over = ui(&alice, &server, &["credits", "send", &b, "10"]);
+    assert_eq!(over.code, 1, "{}", over.stdout);
+    assert!(
+        over.stdout.contains("refused") && over.stdout.contains("over the credit line"),
+        "{}",
+        over.stdout
+    );
+    // Balances on both sides; the history says what moved.
+    let mine = ui(&alice, &server, &["credits", "balance", "-o", "json"]).ok().json();
+    assert_eq!(micros(&mine["balance"]), -15_000_000);
+    assert_eq!(micros(&mine["lines"][0]["available"]), 5_000_000, "{mine}");
+    let theirs = ui(&alice, &server, &["credits", "balance", &b, "-o", "json"]).ok().json();
+    assert_eq!(micros(&theirs["balance"]), 15_000_000);
+    let history = as_bob(&["credits", "history", "-o", "json"]).ok().json();
+    let entries = history.as_array().unwrap();
+    assert_eq!(entries.len(), 2, "{history}");
+    assert!(
+        entries
+            .iter()
+            .any(|e| e["phase"] == "Committed" && micros(&e["amount"]) == 15_000_000 && e["memo"] == "rent")
+    );
+    // Bad input changes nothing and says what is wrong.
+    ui(&alice, &server, &["credits", "send", &b, "1.1234567"]).fails_with(&["AMOUNT", "at most 6 decimals"]);
+    ui(&alice, &server, &["credits", "send", "bob", "1"]).fails_with(&["\"bob\" is not a did:key"]);
+    ui(&alice, &server, &["credits", "grant", &b, "5", "--expires", "yesterday"]).fails_with(&["--expires"]);
+    assert_eq!(ui(&alice, &server, &["credits", "balance", "-o", "json"]).ok().json()["transfers"], 1);
 }
