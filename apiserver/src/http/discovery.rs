@@ -69,7 +69,7 @@ fn group_discovery() -> Value {
             let scope = if k.scope == api::Scope::Namespaced { "Namespaced" } else { "Cluster" };
             json!({
                 "resource": k.plural, "responseKind": gvk, "scope": scope, "singularResource": k.singular,
-                "verbs": VERBS, "shortNames": k.short_names, "categories": ["univrs"],
+                "verbs": VERBS, "shortNames": k.short_names, "categories": k.categories,
                 "subresources": [{ "subresource": "status", "responseKind": gvk, "verbs": STATUS_VERBS }],
             })
         })
@@ -95,7 +95,7 @@ pub async fn api_resources() -> Json<Value> {
         let namespaced = k.scope == api::Scope::Namespaced;
         resources.push(json!({
             "name": k.plural, "singularName": k.singular, "namespaced": namespaced, "kind": k.kind,
-            "verbs": VERBS, "shortNames": k.short_names, "categories": ["univrs"],
+            "verbs": VERBS, "shortNames": k.short_names, "categories": k.categories,
         }));
         resources.push(json!({
             "name": format!("{}/status", k.plural), "singularName": "", "namespaced": namespaced,
