@@ -31,6 +31,9 @@ type Result<T> = std::result::Result<T, ApiError>;
 #[derive(Clone, Copy, Debug)]
 pub struct BodyTimeout(pub Duration);
 
+/// The longest `fieldManager` (as Kubernetes).
+const MAX_FIELD_MANAGER: usize = 128;
+
 /// The longest watch a client may ask for (`timeoutSeconds`).
 const MAX_WATCH_TIMEOUT: Duration = Duration::from_secs(3600);
 
@@ -218,7 +221,16 @@ impl Query {
                 )));
             }
         };
-        Ok(WriteOptions { dry_run, validation, field_manager: self.field_manager.clone() })
+        let field_manager = nonempty(&self.field_manager).map(str::to_owned);
+        // As Kubernetes: it is stored in the object, so it is bounded and printable.
+        if let Some(m) = &field_manager
+            && (m.chars().count() > MAX_FIELD_MANAGER || m.chars().any(char::is_control))
+        {
+            return Err(ApiError::BadRequest(format!(
+                "fieldManager: must be at most {MAX_FIELD_MANAGER} printable characters"
+            )));
+        }
+        Ok(WriteOptions { dry_run, validation, field_manager })
     }
 
     fn selector(&self) -> Result<Selector> {
