@@ -27,6 +27,7 @@ mod error;
 mod ledger;
 pub mod meta;
 pub(crate) mod paging;
+mod review;
 pub mod store;
 mod tombstone;
 mod usage;
@@ -51,6 +52,7 @@ use self::meta::{
     precondition_in, stored_json, with_revision,
 };
 use self::paging::{Continue, decode_continue, encode_continue};
+pub use self::review::MAX_NODES_SHOWN;
 pub use self::store::{MemStore, Store, StoreError};
 pub use self::tombstone::{TOMBSTONE_TTL, TOMBSTONES};
 use crate::access::{self, Caller, Verb};
