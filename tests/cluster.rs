@@ -2,7 +2,8 @@
 //! and `--join`, writes through any member, `ui cluster members`, kill -9 of the leader under
 //! writes from several clients (a new leader within seconds, no acknowledged write lost, none
 //! applied twice), `ui` failing over between the kubeconfig's servers, a restarted member
-//! catching up, and a wiped member removed, re-added and catching up.
+//! catching up, and a wiped member removed, re-added and catching up; `kubectl cluster-info`
+//! naming every member.
 
 mod support;
 
@@ -13,7 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::{Server, User, free_port, send};
+use support::{Kubectl, Server, User, free_port, send, wait_for};
 
 /// Makes `data`'s member key up front, so the test knows the member's did before it starts
 /// (an operator reads it from the refused `--join`, or from the member's first start).
@@ -697,4 +698,69 @@ fn concurrent_payments_on_two_members_never_both_spend_one_credit_line() {
         });
         assert_eq!(account(m.server(), &op), committed);
     }
+}
+
+/// kubectl's output without terminal colors.
+fn plain(text: &str) -> String {
+    let mut out = String::new();
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[test]
+fn kubectl_cluster_info_names_every_member_and_its_link_leads_there() {
+    let all = three(&[]);
+    let first = all[0].server();
+    let k = Kubectl { kubeconfig: first.kubeconfig.clone(), cache: all[0].user.path("kube-cache") };
+    // Each member names its API when it joins: wait until all three are known.
+    let out = wait_for(30, "cluster-info to name three members", || {
+        let out = plain(&k.ok(&["cluster-info"]));
+        let lines = out.lines().filter(|l| l.starts_with("univrs-member-")).count();
+        if lines == 3 { Ok(out) } else { Err(out) }
+    });
+    assert!(out.contains(&format!("Kubernetes control plane is running at {}", first.url)), "{out}");
+    let services = k.ok(&["get", "services", "-n", "kube-system", "-o", "json"]);
+    for m in &all {
+        assert!(services.contains(&m.did), "member {} not among the Services:\n{services}", m.did);
+    }
+    // A member's line is kubectl's proxy link on the member it asked; following it (kubectl's
+    // client follows the redirect) reaches that member's own API.
+    let third = all[2].server();
+    let listed = members(&all[0].user, &first.member_kubeconfig());
+    let third_id = listed
+        .iter()
+        .find(|m| m["api"].as_str() == Some(third.url.as_str()))
+        .and_then(|m| m["id"].as_u64())
+        .unwrap_or_else(|| panic!("{} not among {listed:?}", third.url));
+    let line = out.lines().find(|l| l.starts_with(&format!("univrs-member-{third_id} ")));
+    let line = line.unwrap_or_else(|| panic!("no line for {}:\n{out}", third.url));
+    let link = line.rsplit(' ').next().unwrap();
+    let path = link.strip_prefix(first.url.as_str()).unwrap_or_else(|| panic!("{link}"));
+    assert!(path.starts_with("/api/v1/namespaces/kube-system/services/https:univrs-member-"), "{path}");
+    let agent = first.agent();
+    let bearer = format!("Bearer {}", first.token());
+    let response = agent
+        .get(format!("{link}/version"))
+        .header("Authorization", &bearer)
+        .config()
+        .max_redirects(0)
+        .build()
+        .call()
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 307);
+    let location = response.headers().get("location").unwrap().to_str().unwrap();
+    assert_eq!(location, format!("{}/version", third.url));
+    let version = k.ok(&["get", "--raw", &format!("{path}/version")]);
+    assert!(version.contains("gitVersion"), "{version}");
 }

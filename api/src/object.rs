@@ -49,7 +49,17 @@ pub trait KindSpec:
     const SIGNED: bool;
     /// One line for `ui explain`-style listings and the schema's description.
     const DESCRIPTION: &'static str;
+    /// The groups of resources this kind belongs to, as discovery publishes them
+    /// (`kubectl get all`, `kubectl get univrs`): every kind is in [`CATEGORY_UNIVRS`]; the
+    /// kinds a user's running things are made of are also in [`CATEGORY_ALL`].
+    const CATEGORIES: &'static [&'static str] = &[CATEGORY_UNIVRS];
 }
+
+/// The category of every univrs kind (`kubectl get univrs`).
+pub const CATEGORY_UNIVRS: &str = "univrs";
+/// kubectl's everyday category (`kubectl get all`): what runs, as Deployments and Pods are in
+/// Kubernetes.
+pub const CATEGORY_ALL: &str = "all";
 
 /// An object of kind `S`. This is a typed *view*: stored and signed objects are kept as the
 /// JSON they were written as, so that the server never rewrites a signed field.
@@ -149,6 +159,8 @@ pub struct KindInfo {
     pub singular: &'static str,
     /// Abbreviations.
     pub short_names: &'static [&'static str],
+    /// Categories (`KindSpec::CATEGORIES`).
+    pub categories: &'static [&'static str],
     /// Namespaced or cluster-scoped.
     pub scope: Scope,
     /// Whether objects of this kind must be signed by their owner.
@@ -169,6 +181,7 @@ impl KindInfo {
             plural: S::PLURAL,
             singular: S::SINGULAR,
             short_names: S::SHORT_NAMES,
+            categories: S::CATEGORIES,
             scope: S::SCOPE,
             signed: S::SIGNED,
             description: S::DESCRIPTION,

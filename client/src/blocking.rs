@@ -130,6 +130,8 @@ pub struct Client {
     failover: Failover,
     namespace: String,
     namespace_from_flag: bool,
+    /// The `fieldManager` creates and updates name (`managedFields`), if any.
+    field_manager: Option<String>,
 }
 
 impl Client {
@@ -150,7 +152,27 @@ impl Client {
         };
         let namespace_from_flag = namespace.is_some();
         let namespace = namespace.or(kubeconfig.namespace.clone()).unwrap_or_else(|| "default".into());
-        Ok(Self { runtime: Arc::new(runtime), failover, namespace, namespace_from_flag })
+        Ok(Self { runtime: Arc::new(runtime), failover, namespace, namespace_from_flag, field_manager: None })
+    }
+
+    /// The same client, naming `manager` as the field manager of its creates and updates, so
+    /// the server records in `managedFields` which fields it wrote (as kubectl does).
+    #[must_use]
+    pub fn with_field_manager(mut self, manager: impl Into<String>) -> Self {
+        self.field_manager = Some(manager.into());
+        self
+    }
+
+    /// The query of a write: `dryRun` and `fieldManager`.
+    fn write_query(&self, dry_run: bool) -> Vec<(&str, &str)> {
+        let mut query = Vec::new();
+        if dry_run {
+            query.push(("dryRun", "All"));
+        }
+        if let Some(m) = &self.field_manager {
+            query.push(("fieldManager", m.as_str()));
+        }
+        query
     }
 
     /// The namespace of `-n`, the kubeconfig context, or `default`.
@@ -302,8 +324,7 @@ impl Client {
         obj: &Value,
         dry_run: bool,
     ) -> Result<Value, ClientError> {
-        let query: &[(&str, &str)] = if dry_run { &[("dryRun", "All")] } else { &[] };
-        self.json(Method::POST, &Self::path(kind, ns, None), query, None, Some(obj))
+        self.json(Method::POST, &Self::path(kind, ns, None), &self.write_query(dry_run), None, Some(obj))
     }
 
     /// PUT an object (its `metadata.resourceVersion` is the precondition).
@@ -315,8 +336,7 @@ impl Client {
         obj: &Value,
         dry_run: bool,
     ) -> Result<Value, ClientError> {
-        let query: &[(&str, &str)] = if dry_run { &[("dryRun", "All")] } else { &[] };
-        self.json(Method::PUT, &Self::path(kind, ns, Some(name)), query, None, Some(obj))
+        self.json(Method::PUT, &Self::path(kind, ns, Some(name)), &self.write_query(dry_run), None, Some(obj))
     }
 
     /// DELETE an object.

@@ -82,6 +82,13 @@ pub fn lookup(name: &str) -> Option<&'static KindInfo> {
     KINDS.iter().find(|k| k.is_named(name))
 }
 
+/// The kinds in `category` (`all`, `univrs`), in the order of [`KINDS`]: what kubectl lists
+/// for `kubectl get CATEGORY`.
+pub fn in_category(category: &str) -> impl Iterator<Item = &'static KindInfo> {
+    let category = category.to_owned();
+    KINDS.iter().filter(move |k| k.categories.contains(&category.as_str()))
+}
+
 /// Whether the subject of an attestation or reputation is an operator or a node.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub enum SubjectKind {
@@ -114,6 +121,7 @@ fn check_subject(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::KindSpec as _;
 
     #[test]
     fn kinds_are_found_by_every_name_kubectl_accepts() {
@@ -123,6 +131,17 @@ mod tests {
         assert_eq!(lookup("wl").unwrap().kind, "Workload");
         assert_eq!(lookup("tp").unwrap().kind, "TrustPolicy");
         assert!(lookup("pods").is_none());
+    }
+
+    #[test]
+    fn every_kind_is_a_univrs_kind_and_what_runs_is_in_all() {
+        assert_eq!(in_category(crate::object::CATEGORY_UNIVRS).count(), KINDS.len());
+        let all: Vec<&str> = in_category(crate::object::CATEGORY_ALL).map(|k| k.kind).collect();
+        assert_eq!(all, [WorkloadSpec::KIND, ReplicaSpec::KIND]);
+        // A category is never also the name of a kind: kubectl would take it for the kind.
+        for c in KINDS.iter().flat_map(|k| k.categories) {
+            assert!(lookup(c).is_none(), "{c} is a category and a kind's name");
+        }
     }
 
     #[test]

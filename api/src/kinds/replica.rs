@@ -121,4 +121,6 @@ impl KindSpec for ReplicaSpec {
     const SCOPE: Scope = Scope::Namespaced;
     const SIGNED: bool = false;
     const DESCRIPTION: &'static str = "One instance of a Workload, bound to a node by the scheduler.";
+    const CATEGORIES: &'static [&'static str] =
+        &[crate::object::CATEGORY_ALL, crate::object::CATEGORY_UNIVRS];
 }

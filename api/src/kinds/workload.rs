@@ -254,4 +254,6 @@ impl KindSpec for WorkloadSpec {
     const SIGNED: bool = true;
     const DESCRIPTION: &'static str =
         "A user's signed request to run replicas of a container under a trust policy.";
+    const CATEGORIES: &'static [&'static str] =
+        &[crate::object::CATEGORY_ALL, crate::object::CATEGORY_UNIVRS];
 }

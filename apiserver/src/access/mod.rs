@@ -21,6 +21,8 @@
 //! allow-listed view (the variables' names), no `last-applied-configuration` (it holds the
 //! whole manifest), and the annotation `univrs.io/redacted`.
 
+pub mod logs;
+pub mod review;
 pub mod rules;
 
 use api::identity::Did;

@@ -34,26 +34,80 @@ fn aggregated(items: Value) -> Response {
     ([(header::CONTENT_TYPE, AGGREGATED)], Json(body)).into_response()
 }
 
-/// `GET /api`: the core group. univrs serves none of its resources, so it lists no versions
-/// (kubectl treats an empty `v1` resource list as an error, but no `v1` as nothing to find).
+/// `GET /api`: the core group, with its one resource univrs serves: the control plane's
+/// members as Services (for `kubectl cluster-info`, see `super::core`).
 pub async fn api_versions(headers: HeaderMap) -> Response {
     if wants_aggregated(&headers) {
-        return aggregated(json!([]));
+        return aggregated(json!([super::core::discovery()]));
     }
-    Json(json!({ "kind": "APIVersions", "versions": [], "serverAddressByClientCIDRs": [] })).into_response()
+    Json(json!({ "kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": [] }))
+        .into_response()
 }
 
+/// The review groups (`super::review`): each resource only created, each about its caller.
+const REVIEW_GROUPS: [(&str, &[(&str, &str)]); 2] = [
+    (
+        super::review::AUTHORIZATION,
+        &[
+            ("selfsubjectaccessreviews", "SelfSubjectAccessReview"),
+            ("selfsubjectrulesreviews", "SelfSubjectRulesReview"),
+        ],
+    ),
+    (super::review::AUTHENTICATION, &[("selfsubjectreviews", "SelfSubjectReview")]),
+];
+
+/// The univrs group.
 fn group() -> Value {
-    let gv = json!({ "groupVersion": api::API_VERSION, "version": api::VERSION });
-    json!({ "name": api::GROUP, "versions": [gv.clone()], "preferredVersion": gv })
+    group_of(api::GROUP, api::VERSION)
 }
 
-/// `GET /apis`: the univrs group, or with aggregated discovery every resource of it.
+fn group_of(name: &str, version: &str) -> Value {
+    let gv = json!({ "groupVersion": format!("{name}/{version}"), "version": version });
+    json!({ "name": name, "versions": [gv.clone()], "preferredVersion": gv })
+}
+
+fn review_group_discovery(name: &str, resources: &[(&str, &str)]) -> Value {
+    let resources: Vec<Value> = resources
+        .iter()
+        .map(|(plural, kind)| {
+            json!({ "resource": plural, "scope": "Cluster", "verbs": ["create"],
+                    "responseKind": { "group": name, "version": "v1", "kind": kind } })
+        })
+        .collect();
+    json!({ "metadata": { "name": name }, "versions": [{ "version": "v1", "resources": resources, "freshness": "Current" }] })
+}
+
+/// `GET /apis/{group}` of a review group.
+pub async fn review_group(name: &'static str) -> Json<Value> {
+    let mut g = group_of(name, "v1");
+    g["kind"] = "APIGroup".into();
+    g["apiVersion"] = "v1".into();
+    Json(g)
+}
+
+/// `GET /apis/{group}/v1` of a review group.
+pub async fn review_resources(name: &'static str) -> Json<Value> {
+    let resources = REVIEW_GROUPS.iter().find(|(g, _)| *g == name).map_or(&[][..], |(_, r)| *r);
+    let resources: Vec<Value> = resources
+        .iter()
+        .map(|(plural, kind)| json!({ "name": plural, "singularName": "", "namespaced": false, "kind": kind, "verbs": ["create"] }))
+        .collect();
+    Json(
+        json!({ "kind": "APIResourceList", "apiVersion": "v1", "groupVersion": format!("{name}/v1"), "resources": resources }),
+    )
+}
+
+/// `GET /apis`: the univrs group and the review groups, or with aggregated discovery every
+/// resource of them.
 pub async fn api_groups(headers: HeaderMap) -> Response {
     if wants_aggregated(&headers) {
-        return aggregated(json!([group_discovery()]));
+        let mut items = vec![group_discovery()];
+        items.extend(REVIEW_GROUPS.iter().map(|(name, resources)| review_group_discovery(name, resources)));
+        return aggregated(Value::Array(items));
     }
-    Json(json!({ "kind": "APIGroupList", "apiVersion": "v1", "groups": [group()] })).into_response()
+    let mut groups = vec![group()];
+    groups.extend(REVIEW_GROUPS.iter().map(|(name, _)| group_of(name, "v1")));
+    Json(json!({ "kind": "APIGroupList", "apiVersion": "v1", "groups": groups })).into_response()
 }
 
 /// Verbs of every kind's resource and of its `status` subresource.
@@ -69,7 +123,7 @@ fn group_discovery() -> Value {
             let scope = if k.scope == api::Scope::Namespaced { "Namespaced" } else { "Cluster" };
             json!({
                 "resource": k.plural, "responseKind": gvk, "scope": scope, "singularResource": k.singular,
-                "verbs": VERBS, "shortNames": k.short_names, "categories": ["univrs"],
+                "verbs": VERBS, "shortNames": k.short_names, "categories": k.categories,
                 "subresources": [{ "subresource": "status", "responseKind": gvk, "verbs": STATUS_VERBS }],
             })
         })
@@ -95,7 +149,7 @@ pub async fn api_resources() -> Json<Value> {
         let namespaced = k.scope == api::Scope::Namespaced;
         resources.push(json!({
             "name": k.plural, "singularName": k.singular, "namespaced": namespaced, "kind": k.kind,
-            "verbs": VERBS, "shortNames": k.short_names, "categories": ["univrs"],
+            "verbs": VERBS, "shortNames": k.short_names, "categories": k.categories,
         }));
         resources.push(json!({
             "name": format!("{}/status", k.plural), "singularName": "", "namespaced": namespaced,

@@ -114,33 +114,15 @@ pub async fn proxy(
     let replica =
         reg.get(&system, ObjectRef::new(kind::<ReplicaSpec>(), Some(ns), name), ReadAt::Latest).await?;
     let workload = replica.pointer("/spec/workload").and_then(Value::as_str).unwrap_or_default();
-    // The owner is the signer of the workload the replica belongs to: the one its owner
-    // reference names (by uid, so a new workload of the same name owns nothing of the old).
-    let owned_by = |w: &Value| {
-        let uid = w.pointer("/metadata/uid").and_then(Value::as_str);
-        replica.pointer("/metadata/ownerReferences").and_then(Value::as_array).is_some_and(|refs| {
-            refs.iter().any(|r| r["kind"] == WorkloadSpec::KIND && r["uid"].as_str() == uid)
-        })
-    };
-    let owner = match reg
+    let workload = match reg
         .get(&system, ObjectRef::new(kind::<WorkloadSpec>(), Some(ns), workload), ReadAt::Latest)
         .await
     {
-        Ok(w) if owned_by(&w) => w
-            .pointer("/metadata/annotations")
-            .and_then(|a| a.get(api::signing::SIGNER))
-            .and_then(Value::as_str)
-            .map(str::to_owned),
-        Ok(_) | Err(ApiError::NotFound { .. }) => None,
+        Ok(w) => Some(w),
+        Err(ApiError::NotFound { .. }) => None,
         Err(e) => return Err(e),
     };
-    let is_owner = owner.is_some() && who.did.as_ref().map(|d| d.as_str().to_owned()) == owner;
-    if !who.member && !is_owner {
-        return Err(ApiError::Forbidden(format!(
-            "{} may not read the output of replica {ns}/{name}: only the owner of workload {workload} may",
-            who.did.as_ref().map_or("the caller", |d| d.as_str())
-        )));
-    }
+    crate::access::logs::may_read_log(who, &replica, workload.as_ref())?;
     let Some(node_name) = replica.pointer("/spec/nodeName").and_then(Value::as_str) else {
         return Err(ApiError::BadRequest(format!(
             "replica {ns}/{name} is not placed on a node yet: no output"

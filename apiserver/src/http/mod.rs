@@ -3,8 +3,10 @@
 //! Discovery (`/version`, `/api`, `/apis`, `/apis/univrs.io/v1`), health endpoints, and the
 //! objects of every kind (get, list, watch, create, update, patch, delete, the `status`
 //! subresource) with `Status` errors, `Table`s for `kubectl get`, and OpenAPI v3
-//! (`/openapi/v3`) for `kubectl explain` and server-side validation. Served over TLS
-//! ([`tls`]); object requests are authenticated by self-minted tokens ([`authn`]).
+//! (`/openapi/v3`) for `kubectl explain` and server-side validation; the reviews of `kubectl
+//! auth` ([`review`]) and the members as Services for `kubectl cluster-info` ([`core`]).
+//! Served over TLS ([`tls`]); object requests are authenticated by self-minted tokens
+//! ([`authn`]).
 //!
 //! Discovery, OpenAPI, `/version` and the health endpoints answer without credentials (they
 //! say nothing about any object); every object request needs a token.
@@ -12,11 +14,14 @@
 pub mod authn;
 pub mod cluster;
 mod conn;
+pub mod core;
 mod discovery;
 pub(crate) mod json;
 pub mod logs;
 mod objects;
 mod openapi;
+mod proto;
+pub mod review;
 mod status;
 mod table;
 pub mod tls;
@@ -26,7 +31,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, FromRef};
-use axum::routing::get;
+use axum::routing::{get, post};
 use tokio::net::TcpListener;
 
 use crate::registry::Registry;
@@ -67,7 +72,17 @@ pub fn router(state: AppState) -> Router {
         .route("/version", get(discovery::version))
         .route("/api", get(discovery::api_versions))
         .route("/apis", get(discovery::api_groups))
+        .route("/api/v1", get(core::resources))
+        .route("/api/v1/services", get(core::list_all))
+        .route("/api/v1/namespaces/{*rest}", get(core::in_namespace))
         .route("/apis/univrs.io", get(discovery::api_group))
+        .route("/apis/authorization.k8s.io", get(|| discovery::review_group(review::AUTHORIZATION)))
+        .route("/apis/authorization.k8s.io/v1", get(|| discovery::review_resources(review::AUTHORIZATION)))
+        .route("/apis/authentication.k8s.io", get(|| discovery::review_group(review::AUTHENTICATION)))
+        .route("/apis/authentication.k8s.io/v1", get(|| discovery::review_resources(review::AUTHENTICATION)))
+        .route("/apis/authorization.k8s.io/v1/selfsubjectaccessreviews", post(review::access_review))
+        .route("/apis/authorization.k8s.io/v1/selfsubjectrulesreviews", post(review::rules_review))
+        .route("/apis/authentication.k8s.io/{version}/selfsubjectreviews", post(review::self_review))
         .route(v1, get(discovery::api_resources))
         .route("/healthz", get(discovery::ok))
         .route("/readyz", get(discovery::ok))

@@ -31,6 +31,9 @@ type Result<T> = std::result::Result<T, ApiError>;
 #[derive(Clone, Copy, Debug)]
 pub struct BodyTimeout(pub Duration);
 
+/// The longest `fieldManager` (as Kubernetes).
+const MAX_FIELD_MANAGER: usize = 128;
+
 /// The longest watch a client may ask for (`timeoutSeconds`).
 const MAX_WATCH_TIMEOUT: Duration = Duration::from_secs(3600);
 
@@ -42,47 +45,55 @@ impl<S: Send + Sync> axum::extract::FromRequest<S> for Body {
     type Rejection = Response;
 
     async fn from_request(req: axum::extract::Request, _: &S) -> std::result::Result<Self, Response> {
-        use futures_util::StreamExt as _;
-        let limit = super::MAX_BODY_BYTES;
-        let timeout = req.extensions().get::<BodyTimeout>().map_or(Duration::from_secs(30), |t| t.0);
-        let mut stream = req.into_body().into_data_stream();
-        let mut body = Vec::new();
-        let mut seen = 0usize;
-        // The whole body in time: a client that sends it a byte at a time holds a connection
-        // and a buffer no longer than that.
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            let chunk = match tokio::time::timeout_at(deadline, stream.next()).await {
-                Ok(Some(chunk)) => chunk,
-                Ok(None) => break,
-                Err(_) => {
-                    let message = format!("the request body was not sent within {timeout:?}");
-                    return Err(super::status::failure(408, "Timeout", &message, json!({})));
-                }
-            };
-            let chunk = chunk.map_err(|e| {
-                super::status::failure(
-                    400,
-                    "BadRequest",
-                    &format!("the request body cannot be read: {e}"),
-                    json!({}),
-                )
-            })?;
-            seen += chunk.len();
-            if seen <= limit {
-                body.extend_from_slice(&chunk);
-            } else if seen > 4 * limit {
-                // Read on a little past the limit, so that an ordinary client gets the 413
-                // rather than a reset while it is still sending; a flood is cut off.
-                break;
-            }
-        }
-        if seen > limit {
-            let message = format!("the request body is larger than the limit of {limit} bytes");
-            return Err(super::status::failure(413, "RequestEntityTooLarge", &message, json!({})));
-        }
-        Ok(Body(Bytes::from(body)))
+        read_body(req, super::MAX_BODY_BYTES).await.map(Body)
     }
+}
+
+/// Reads a request body whole, within `limit` bytes and the connection's body timeout; a body
+/// over the limit is refused with a 413 `Status`, one sent too slowly with a 408.
+pub(super) async fn read_body(
+    req: axum::extract::Request,
+    limit: usize,
+) -> std::result::Result<Bytes, Response> {
+    use futures_util::StreamExt as _;
+    let timeout = req.extensions().get::<BodyTimeout>().map_or(Duration::from_secs(30), |t| t.0);
+    let mut stream = req.into_body().into_data_stream();
+    let mut body = Vec::new();
+    let mut seen = 0usize;
+    // The whole body in time: a client that sends it a byte at a time holds a connection
+    // and a buffer no longer than that.
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let chunk = match tokio::time::timeout_at(deadline, stream.next()).await {
+            Ok(Some(chunk)) => chunk,
+            Ok(None) => break,
+            Err(_) => {
+                let message = format!("the request body was not sent within {timeout:?}");
+                return Err(super::status::failure(408, "Timeout", &message, json!({})));
+            }
+        };
+        let chunk = chunk.map_err(|e| {
+            super::status::failure(
+                400,
+                "BadRequest",
+                &format!("the request body cannot be read: {e}"),
+                json!({}),
+            )
+        })?;
+        seen += chunk.len();
+        if seen <= limit {
+            body.extend_from_slice(&chunk);
+        } else if seen > 4 * limit {
+            // Read on a little past the limit, so that an ordinary client gets the 413
+            // rather than a reset while it is still sending; a flood is cut off.
+            break;
+        }
+    }
+    if seen > limit {
+        let message = format!("the request body is larger than the limit of {limit} bytes");
+        return Err(super::status::failure(413, "RequestEntityTooLarge", &message, json!({})));
+    }
+    Ok(Bytes::from(body))
 }
 
 /// What a path under `/apis/univrs.io/v1/` names.
@@ -218,7 +229,16 @@ impl Query {
                 )));
             }
         };
-        Ok(WriteOptions { dry_run, validation, field_manager: self.field_manager.clone() })
+        let field_manager = nonempty(&self.field_manager).map(str::to_owned);
+        // As Kubernetes: it is stored in the object, so it is bounded and printable.
+        if let Some(m) = &field_manager
+            && (m.chars().count() > MAX_FIELD_MANAGER || m.chars().any(char::is_control))
+        {
+            return Err(ApiError::BadRequest(format!(
+                "fieldManager: must be at most {MAX_FIELD_MANAGER} printable characters"
+            )));
+        }
+        Ok(WriteOptions { dry_run, validation, field_manager })
     }
 
     fn selector(&self) -> Result<Selector> {

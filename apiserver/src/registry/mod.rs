@@ -27,6 +27,7 @@ mod error;
 mod ledger;
 pub mod meta;
 pub(crate) mod paging;
+mod review;
 pub mod store;
 mod tombstone;
 mod usage;
@@ -41,7 +42,7 @@ use api::selector::Selector;
 use serde_json::Value;
 
 use self::admission::admit;
-use self::apply::{applied_fields, record_manager};
+use self::apply::{applied_fields, record_manager, record_update};
 pub use self::error::ApiError;
 pub(crate) use self::error::unavailable;
 pub use self::meta::{MAX_OBJECT_BYTES, ObjectRef, parse_revision};
@@ -51,6 +52,7 @@ use self::meta::{
     precondition_in, stored_json, with_revision,
 };
 use self::paging::{Continue, decode_continue, encode_continue};
+pub use self::review::MAX_NODES_SHOWN;
 pub use self::store::{MemStore, Store, StoreError};
 pub use self::tombstone::{TOMBSTONE_TTL, TOMBSTONES};
 use crate::access::{self, Caller, Verb};
@@ -78,8 +80,16 @@ pub struct WriteOptions {
     pub dry_run: bool,
     /// `fieldValidation`.
     pub validation: FieldValidation,
-    /// `fieldManager` (required for server-side apply).
+    /// `fieldManager` (required for server-side apply). A create, update or patch that names
+    /// one records the fields it changed as that manager's (operation `Update`).
     pub field_manager: Option<String>,
+}
+
+impl WriteOptions {
+    /// The manager of a write that is not an apply, if the writer named one.
+    fn update_manager(&self) -> Option<&str> {
+        self.field_manager.as_deref().filter(|m| !m.is_empty())
+    }
 }
 
 /// A successful write.
@@ -330,6 +340,9 @@ impl Registry {
         let (namespace, name) = admit(kind, &mut obj, opts.validation, &mut warnings)?;
         access::authorize(who, Verb::Create, kind, None, Some(&obj), &self.lookup())?;
         obj.as_object_mut().expect("admitted objects are maps").remove("status");
+        if let Some(manager) = opts.update_manager() {
+            record_update(None, &mut obj, manager, Part::Main);
+        }
         drop_empty_metadata(&mut obj);
         let meta = meta_mut(&mut obj);
         for server_owned in ["resourceVersion", "deletionTimestamp", "deletionGracePeriodSeconds"] {
@@ -523,6 +536,9 @@ impl Registry {
                 )));
             }
             access::authorize(who, verb, kind, Some(&old), Some(&new), &self.lookup())?;
+            if let Some(manager) = opts.update_manager() {
+                record_update(Some(&old), &mut new, manager, part);
+            }
             bump_generation(&old, &mut new);
             meta_mut(&mut new).remove("resourceVersion");
             let mut unchanged = old.clone();
@@ -596,6 +612,9 @@ impl Registry {
             }
             _ => None,
         };
+        // An apply records its fields as an `Apply` entry (`record_manager`), not an `Update`.
+        let apply_opts = WriteOptions { field_manager: None, ..opts.clone() };
+        let opts = if manager.is_some() { &apply_opts } else { opts };
         let result = self
             .modify(who, at, part, opts, |mut current| {
                 let read_rv = meta_str(&current, "resourceVersion").map(str::to_owned);

@@ -38,6 +38,9 @@ pub struct Args {
     output: OutputArgs,
 }
 
+/// The field manager `ui apply` writes as (`kubectl get --show-managed-fields` shows it).
+pub const FIELD_MANAGER: &str = "ui";
+
 /// What happened to one document.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -60,7 +63,8 @@ struct Report {
 pub fn run(ctx: &Context, args: &Args) -> anyhow::Result<Outcome> {
     let sources = manifest_files::expand(&args.files)?;
     let all = manifest_files::read_all(&sources)?;
-    let client = crate::connection::connect(ctx, &args.cluster)?;
+    // `ui` is the field manager of what it applies (`managedFields`), as kubectl is of its.
+    let client = crate::connection::connect(ctx, &args.cluster)?.with_field_manager(FIELD_MANAGER);
     let dry_run = args.dry_run.is_some();
     let suffix = if dry_run { " (server dry run)" } else { "" };
     // The key is loaded once, and only if some document needs signing.

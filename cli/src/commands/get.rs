@@ -30,14 +30,15 @@ pub enum Format {
 /// Show objects: a table by default, or YAML, JSON or names
 ///
 /// KIND is a kind as kubectl names it: plural (workloads), singular (workload), short name
-/// (wl) or the kind itself (Workload); several, comma-separated (`wl,tp`); or `all` (workloads
-/// and replicas, as kubectl's `all` is pods and their controllers). Without NAME, lists the
+/// (wl) or the kind itself (Workload); several, comma-separated (`wl,tp`); or a category, as
+/// discovery publishes them for kubectl: `all` (workloads and replicas, as kubectl's `all` is
+/// pods and their controllers) or `univrs` (every kind). Without NAME, lists the
 /// objects of the namespace (or, with -A, of all namespaces). With -w, keeps printing each
 /// change after the first output, until interrupted.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The kind: plural, singular or short name (`workloads`, `workload`, `wl`); several,
-    /// comma-separated (`wl,tp`); or `all`
+    /// comma-separated (`wl,tp`); or a category (`all`, `univrs`)
     kind: String,
     /// Names of objects to show [default: all]
     names: Vec<String>,
@@ -57,18 +58,15 @@ pub struct Args {
     cluster: ClusterArgs,
 }
 
-/// The kinds `ui get` is asked for: one, several (`wl,tp`) or `all`, each once, in order.
+/// The kinds `ui get` is asked for: one, several (`wl,tp`) or a category, each once, in order.
 fn kinds_named(arg: &str) -> anyhow::Result<Vec<&'static KindInfo>> {
     let mut out: Vec<&'static KindInfo> = Vec::new();
     for name in arg.split(',').map(str::trim).filter(|n| !n.is_empty()) {
-        let named: Vec<&'static KindInfo> = if name == "all" {
-            vec![
-                api::kinds::info::<api::kinds::WorkloadSpec>(),
-                api::kinds::info::<api::kinds::ReplicaSpec>(),
-            ]
-        } else {
-            vec![kind_named(name)?]
-        };
+        // A category (`all`, `univrs`), as kubectl expands it from discovery.
+        let mut named: Vec<&'static KindInfo> = api::kinds::in_category(name).collect();
+        if named.is_empty() {
+            named.push(kind_named(name)?);
+        }
         for k in named {
             if !out.iter().any(|o| o.kind == k.kind) {
                 out.push(k);

@@ -49,7 +49,8 @@ pub fn run(ctx: &Context, args: &Args) -> anyhow::Result<Outcome> {
     let Some(kind) = kind else {
         bail!("cannot scale {:?}: only workloads scale (ui scale workload NAME N)", args.kind);
     };
-    let client = crate::connection::connect(ctx, &args.cluster)?;
+    let client =
+        crate::connection::connect(ctx, &args.cluster)?.with_field_manager(super::apply::FIELD_MANAGER);
     let ns = client.namespace().to_owned();
     let me = keystore::load_public(&ctx.dirs)?.did;
     let mut key = None;

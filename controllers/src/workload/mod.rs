@@ -4,7 +4,6 @@
 
 pub mod plan;
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use api::kinds::{ReplicaPhase, ReplicaSpec, WorkloadConditionType, WorkloadSpec, WorkloadStatus};
@@ -17,7 +16,7 @@ use kube::runtime::controller::{Action, trigger_owners, trigger_self};
 use kube::runtime::reflector::Store;
 use serde_json::json;
 
-use self::plan::{Have, TEMPLATE_LABEL, WORKLOAD_LABEL};
+use self::plan::{Have, TEMPLATE_LABEL};
 use crate::Error;
 use crate::runtime::{self, Shared, cache, ready};
 use client::resource::{Kube, api_in, is_conflict, is_not_found};
@@ -93,19 +92,24 @@ async fn reconcile(workload: Arc<Kube<WorkloadSpec>>, ctx: Arc<Ctx>) -> Result<A
             ready: r.status.as_ref().is_some_and(|s| s.phase == ReplicaPhase::Running),
             bound: r.spec.node_name.is_some(),
             deleting: r.is_deleting(),
+            labels: r.metadata.labels.clone().unwrap_or_default(),
         })
         .collect();
-    let todo = plan::plan(workload.name(), &hash, desired, ctx.config.surge, &have);
+    let labels = workload.metadata.labels.clone().unwrap_or_default();
+    let target = plan::Target {
+        workload: workload.name(),
+        labels: &labels,
+        hash: &hash,
+        desired,
+        surge: ctx.config.surge,
+    };
+    let todo = plan::plan(target, &have);
 
     for name in &todo.create {
-        let labels = BTreeMap::from([
-            (WORKLOAD_LABEL.to_owned(), workload.name().to_owned()),
-            (TEMPLATE_LABEL.to_owned(), hash.clone()),
-        ]);
         let meta = ObjectMeta {
             name: Some(name.clone()),
             namespace: Some(ns.to_owned()),
-            labels: Some(labels),
+            labels: Some(plan::replica_labels(&labels, workload.name(), &hash)),
             owner_references: Some(vec![workload.controller_ref()]),
             ..Default::default()
         };
@@ -119,6 +123,24 @@ async fn reconcile(workload: Arc<Kube<WorkloadSpec>>, ctx: Arc<Ctx>) -> Result<A
             // 409: it exists already (the cache had not shown it yet): nothing to do.
             Ok(_) => {}
             Err(e) if is_conflict(&e) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    for (name, want) in &todo.relabel {
+        let Some(r) = owned.iter().find(|r| r.name() == name) else { continue };
+        // A merge patch of the labels: the wanted ones set, the others removed (null).
+        let mut patch = serde_json::Map::new();
+        for key in r.metadata.labels.iter().flatten().map(|(k, _)| k).filter(|k| !want.contains_key(*k)) {
+            patch.insert(key.clone(), serde_json::Value::Null);
+        }
+        for (k, v) in want {
+            patch.insert(k.clone(), v.clone().into());
+        }
+        // The uid as precondition: a replica made again under the name since is not this one.
+        let patch = json!({ "metadata": { "uid": r.uid(), "labels": patch } });
+        match api.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+            Ok(_) => {}
+            Err(e) if is_not_found(&e) || is_conflict(&e) => {}
             Err(e) => return Err(e.into()),
         }
     }

@@ -1,9 +1,11 @@
 //! The workload controller's decision, as a pure function: from the replicas a Workload owns to
 //! the replicas to create and delete. A rollout replaces replicas of an old template with new
 //! ones, at most `surge` above the desired count, and removes a ready old replica only when as
-//! many as desired are ready without it (no unavailability beyond what already is).
+//! many as desired are ready without it (no unavailability beyond what already is). A replica
+//! carries its workload's labels (as a Pod carries its template's), so a selector that finds
+//! a workload finds its replicas; when the workload's labels change, its replicas follow.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use api::kinds::ContainerSpec;
 use sha2::{Digest, Sha256};
@@ -31,6 +33,19 @@ pub fn replica_name(workload: &str, hash: &str, index: u32) -> String {
     format!("{prefix}-{hash}-{index}")
 }
 
+/// Labels, as in `metadata.labels`.
+pub type Labels = BTreeMap<String, String>;
+
+/// The labels of a replica of `workload` (whose own labels are `workload_labels`) made from
+/// template `hash`: the workload's labels, then [`WORKLOAD_LABEL`] and [`TEMPLATE_LABEL`], which
+/// win over a workload label of the same key (the controller finds its replicas by them).
+pub fn replica_labels(workload_labels: &Labels, workload: &str, hash: &str) -> Labels {
+    let mut labels = workload_labels.clone();
+    labels.insert(WORKLOAD_LABEL.to_owned(), workload.to_owned());
+    labels.insert(TEMPLATE_LABEL.to_owned(), hash.to_owned());
+    labels
+}
+
 /// One replica the workload owns, as the plan sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Have {
@@ -44,6 +59,8 @@ pub struct Have {
     pub bound: bool,
     /// Being deleted already.
     pub deleting: bool,
+    /// Its labels.
+    pub labels: Labels,
 }
 
 /// What to do.
@@ -53,10 +70,29 @@ pub struct Plan {
     pub create: Vec<String>,
     /// Names of replicas to delete.
     pub delete: Vec<String>,
+    /// Replicas (kept) whose labels are not their workload's, and the labels they should have.
+    pub relabel: Vec<(String, Labels)>,
+}
+
+/// What the plan is made for: a workload, its labels, its current template and how many
+/// replicas of it are wanted.
+#[derive(Clone, Copy, Debug)]
+pub struct Target<'a> {
+    /// The workload's name.
+    pub workload: &'a str,
+    /// The workload's labels.
+    pub labels: &'a Labels,
+    /// The hash of its current template.
+    pub hash: &'a str,
+    /// `spec.replicas`.
+    pub desired: u32,
+    /// Replicas a rollout may create above `desired`.
+    pub surge: u32,
 }
 
 /// The plan that moves `have` towards `desired` replicas of template `hash`.
-pub fn plan(workload: &str, hash: &str, desired: u32, surge: u32, have: &[Have]) -> Plan {
+pub fn plan(target: Target<'_>, have: &[Have]) -> Plan {
+    let Target { workload, labels, hash, desired, surge } = target;
     let desired = desired as usize;
     let active: Vec<&Have> = have.iter().filter(|h| !h.deleting).collect();
     let (current, old): (Vec<&Have>, Vec<&Have>) = active.iter().partition(|h| h.hash == hash);
@@ -93,6 +129,17 @@ pub fn plan(workload: &str, hash: &str, desired: u32, surge: u32, have: &[Have])
         }
         index += 1;
     }
+
+    // The replicas that stay carry the workload's labels as they are now.
+    for h in &active {
+        if out.delete.contains(&h.name) {
+            continue;
+        }
+        let want = replica_labels(labels, workload, &h.hash);
+        if h.labels != want {
+            out.relabel.push((h.name.clone(), want));
+        }
+    }
     out
 }
 
@@ -105,8 +152,16 @@ fn natural(name: &str) -> (usize, &str) {
 mod tests {
     use super::*;
 
+    /// A replica of workload `web` (which has no labels of its own) made from template `hash`.
     fn have(name: &str, hash: &str, ready: bool) -> Have {
-        Have { name: name.into(), hash: hash.into(), ready, bound: ready, deleting: false }
+        let labels = replica_labels(&Labels::new(), "web", hash);
+        Have { name: name.into(), hash: hash.into(), ready, bound: ready, deleting: false, labels }
+    }
+
+    /// The plan for workload `web`, without labels of its own.
+    fn plan(_workload: &str, hash: &str, desired: u32, surge: u32, have: &[Have]) -> Plan {
+        let labels = Labels::new();
+        super::plan(Target { workload: "web", labels: &labels, hash, desired, surge }, have)
     }
 
     /// Applies a plan as the cluster would: creates appear unready, deletes vanish.
@@ -116,7 +171,7 @@ mod tests {
     }
 
     fn have_new(name: &str, hash: &str) -> Have {
-        Have { name: name.into(), hash: hash.into(), ready: false, bound: false, deleting: false }
+        Have { ready: false, bound: false, ..have(name, hash, false) }
     }
 
     #[test]
@@ -179,6 +234,35 @@ mod tests {
     fn steady_state_does_nothing() {
         let h: Vec<Have> = (0..3).map(|i| have(&format!("web-h1-{i}"), "h1", true)).collect();
         assert_eq!(plan("web", "h1", 3, 1, &h), Plan::default());
+    }
+
+    #[test]
+    fn replicas_carry_their_workloads_labels_and_follow_a_change() {
+        let labels =
+            Labels::from([("app".to_owned(), "hello".to_owned()), ("tier".to_owned(), "web".to_owned())]);
+        let target = Target { workload: "web", labels: &labels, hash: "h1", desired: 2, surge: 1 };
+        let made = replica_labels(&labels, "web", "h1");
+        assert_eq!(made["app"], "hello");
+        assert_eq!(made[WORKLOAD_LABEL], "web");
+        assert_eq!(made[TEMPLATE_LABEL], "h1");
+        // Replicas made before the workload had these labels are relabeled, each keeping the
+        // hash of its own template; one on its way out is left alone.
+        let old = have("web-h1-0", "h1", true);
+        let mut going = have("web-h0-0", "h0", false);
+        going.deleting = true;
+        let p = super::plan(target, &[old, have("web-h1-1", "h1", true), going]);
+        assert!(p.create.is_empty() && p.delete.is_empty(), "{p:?}");
+        let names: Vec<&str> = p.relabel.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["web-h1-0", "web-h1-1"]);
+        assert!(p.relabel.iter().all(|(_, l)| *l == made));
+        // Once they carry them, nothing is left to do.
+        let done: Vec<Have> = (0..2)
+            .map(|i| Have { labels: made.clone(), ..have(&format!("web-h1-{i}"), "h1", true) })
+            .collect();
+        assert_eq!(super::plan(target, &done), Plan::default());
+        // A workload label cannot take over the controller's own.
+        let hostile = Labels::from([(WORKLOAD_LABEL.to_owned(), "other".to_owned())]);
+        assert_eq!(replica_labels(&hostile, "web", "h1")[WORKLOAD_LABEL], "web");
     }
 
     #[test]

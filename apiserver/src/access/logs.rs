@@ -1,0 +1,72 @@
+//! Who may read a replica's output (`replicas/NAME/log`): the control-plane members and the
+//! owner of the workload the replica belongs to. One rule, for the log proxy that enforces it
+//! and for `kubectl auth can-i get replicas --subresource=log` that answers from it.
+
+use api::kinds::WorkloadSpec;
+use api::object::KindSpec as _;
+use serde_json::Value;
+
+use super::{Caller, signer};
+use crate::registry::ApiError;
+
+/// The signer of `workload` (as stored) if it is the workload `replica` belongs to: the one its
+/// owner reference names by uid, so a new workload of the same name owns nothing of the old.
+pub fn replica_owner<'a>(replica: &Value, workload: Option<&'a Value>) -> Option<&'a str> {
+    let workload = workload?;
+    let uid = workload.pointer("/metadata/uid").and_then(Value::as_str)?;
+    let owned = replica.pointer("/metadata/ownerReferences").and_then(Value::as_array).is_some_and(|refs| {
+        refs.iter().any(|r| r["kind"] == WorkloadSpec::KIND && r["uid"].as_str() == Some(uid))
+    });
+    if owned { signer(workload) } else { None }
+}
+
+/// Whether `who` may read the output of `replica`, whose workload (named by `spec.workload`)
+/// is stored as `workload`.
+pub fn may_read_log(who: &Caller, replica: &Value, workload: Option<&Value>) -> Result<(), ApiError> {
+    if who.member || (who.did.is_some() && who.is(replica_owner(replica, workload))) {
+        return Ok(());
+    }
+    let meta =
+        |f: &str| replica.pointer(&format!("/metadata/{f}")).and_then(Value::as_str).unwrap_or_default();
+    let name = replica.pointer("/spec/workload").and_then(Value::as_str).unwrap_or_default();
+    Err(ApiError::Forbidden(format!(
+        "{} may not read the output of replica {}/{}: only the owner of workload {name} may",
+        who.name(),
+        meta("namespace"),
+        meta("name"),
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use api::identity::Did;
+    use serde_json::json;
+
+    use super::*;
+
+    fn did(seed: u8) -> Did {
+        Did::from_key(&ed25519_dalek::SigningKey::from_bytes(&[seed; 32]).verifying_key())
+    }
+
+    #[test]
+    fn only_the_owner_of_the_replicas_workload_and_members_read_its_output() {
+        let alice = did(1);
+        let workload = json!({ "kind": "Workload", "metadata": { "name": "w", "uid": "wuid",
+            "annotations": { "univrs.io/signer": alice.as_str() } } });
+        let replica = |uid: &str| {
+            json!({ "kind": "Replica", "metadata": { "name": "w-0", "namespace": "default",
+                "ownerReferences": [{ "kind": "Workload", "name": "w", "uid": uid }] },
+                "spec": { "workload": "w" } })
+        };
+        let owner = Caller::identity(alice.clone(), false);
+        assert!(may_read_log(&owner, &replica("wuid"), Some(&workload)).is_ok());
+        assert!(may_read_log(&Caller::identity(did(9), true), &replica("wuid"), None).is_ok());
+        let err =
+            may_read_log(&Caller::identity(did(2), false), &replica("wuid"), Some(&workload)).unwrap_err();
+        assert_eq!(err.code(), 403);
+        assert!(err.to_string().contains("only the owner of workload w may"), "{err}");
+        // A workload of the same name that is not the one the replica belongs to owns nothing.
+        assert!(may_read_log(&owner, &replica("another-uid"), Some(&workload)).is_err());
+        assert!(may_read_log(&owner, &replica("wuid"), None).is_err());
+    }
+}
