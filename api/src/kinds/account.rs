@@ -62,7 +62,26 @@ impl KindSpec for AccountSpec {
         "An identity's credit balances, changed only by committed Transfers (read-only).";
 }
 
-/// The name of `owner`'s Account: its public key in hex (a did:key is not a valid name).
+/// The name of `owner`'s Account: its public key in hex, as two labels of 32 digits (a did:key
+/// is not a valid name, and a label is at most 63 characters).
 pub fn account_name(owner: &Did) -> String {
-    owner.verifying_key().as_bytes().iter().map(|b| format!("{b:02x}")).collect()
+    let hex: String = owner.verifying_key().as_bytes().iter().map(|b| format!("{b:02x}")).collect();
+    format!("{}.{}", &hex[..32], &hex[32..])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_account_s_name_is_a_valid_name_of_its_owner_s_key() {
+        let owner = Did::from_key(&ed25519_dalek::SigningKey::from_bytes(&[7; 32]).verifying_key());
+        let name = account_name(&owner);
+        assert!(crate::validation::check_dns1123_subdomain(&name).is_ok(), "{name}");
+        assert_eq!(name.len(), 65);
+        assert_eq!(
+            name.replace('.', ""),
+            owner.verifying_key().as_bytes().iter().map(|b| format!("{b:02x}")).collect::<String>()
+        );
+    }
 }

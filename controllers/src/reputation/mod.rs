@@ -72,7 +72,7 @@ pub fn name_of(kind: SubjectKind, subject: &str) -> String {
     let two_labels = |hex: String| format!("{}.{}", &hex[..32], &hex[32..]);
     match kind {
         SubjectKind::Operator => match api::identity::Did::parse(subject) {
-            Ok(did) => format!("operator.{}", two_labels(api::kinds::account_name(&did))),
+            Ok(did) => format!("operator.{}", api::kinds::account_name(&did)),
             Err(_) => format!("operator.{}", two_labels(hex(subject))),
         },
         SubjectKind::Node if subject.len() <= 248 => format!("node.{subject}"),
