@@ -1040,7 +1040,7 @@ fn metering_charges_price_times_time_within_the_credit_line_and_a_cut_line_stops
     let me = u.init_plain();
     let server = Server::start(&u, &u.path("data"));
     let api = Api::new(&server);
-    let _controllers = Controllers::start(&u, &server);
+    let mut controllers = Controllers::start(&u, &server);
     let agents = Agents::start(&api);
     // 3600 credits per core-hour: the workload's 100m costs 0.1 credit a second, 360 an hour.
     let op = key("operator P");
@@ -1109,7 +1109,7 @@ fn metering_charges_price_times_time_within_the_credit_line_and_a_cut_line_stops
     assert!(micros(&health["creditVolume24h"]) >= charged, "{health}");
     assert_eq!(micros(&health["balanceSum"]), 0);
     wait_for(30, "the network gauges", || {
-        let m = _controllers.metrics();
+        let m = controllers.metrics();
         let has = |line: &str| m.lines().any(|l| l == line);
         if has("univrs_network_nodes_ready 1.0") && has("univrs_network_credit_balance_sum 0.0") {
             Ok(())
@@ -1117,6 +1117,21 @@ fn metering_charges_price_times_time_within_the_credit_line_and_a_cut_line_stops
             Err(m.lines().filter(|l| l.starts_with("univrs_network")).collect::<Vec<_>>().join("\n"))
         }
     });
+
+    // Another controller process takes over, metering in periods of 3 s instead of 2: what
+    // was charged is never charged again (the charges say how far they cover), so the total
+    // stays within price × time.
+    controllers.kill_9();
+    let controllers = Controllers::start_with(&u, &server, &["--metering-period", "3"]);
+    let before = metered(&api, &replica);
+    wait_for(60, "charges by the new controller", || {
+        let m = metered(&api, &replica);
+        if m >= before + 600_000 { Ok(()) } else { Err(format!("{m} micro-credits")) }
+    });
+    let (charged, elapsed) = (metered(&api, &replica), (Utc::now() - started).num_milliseconds());
+    assert!(charged <= elapsed * rate_per_ms, "charged {charged} for {elapsed} ms: a period charged twice");
+    assert!(charged >= (elapsed - 10_000) * rate_per_ms, "charged {charged} for {elapsed} ms");
+    let _ = &controllers;
 
     // The operator cuts the line: the next charge is refused, the replica is stopped, and its
     // replacement waits for credit.
@@ -1217,6 +1232,11 @@ fn a_killed_node_loses_uptime_and_reliability_and_a_reputation_floor_then_exclud
     agents.set_alive("x1", true);
     agents.set_alive("y1", true);
     wait_ready(&api, &["x1", "y1"]);
+    // A control-plane member vouches for both operators: without trust, being up earns a
+    // composite of at most 0.2 (a fresh key's own nodes reach no floor above it).
+    let member = member_key(&server);
+    api.create(&format!("{V1}/attestations"), &attestation(&member, "member-vouches-x", &x));
+    api.create(&format!("{V1}/attestations"), &attestation(&member, "member-vouches-y", &y));
     let policy = |name: &str, floor: &str| {
         format!(
             "apiVersion: univrs.io/v1\nkind: TrustPolicy\nmetadata:\n  name: {name}\n  namespace: default\n\

@@ -11,7 +11,7 @@ use api::kinds::Evidence;
 use chrono::Utc;
 use controllers::reputation::eigentrust;
 use controllers::reputation::score::{self, Sample, Scoring};
-use controllers::scheduler::snapshot::vouched;
+use controllers::scheduler::snapshot::Reach;
 
 const OPERATORS: usize = 10_000;
 const NODES: usize = 1_000;
@@ -89,7 +89,7 @@ fn main() {
         for p in 0..10 {
             let roots =
                 members.iter().map(|m| (*m).to_owned()).chain((0..5).map(|k| ids[p * 50 + k].clone()));
-            reached = vouched(&vouches, roots).len();
+            reached = Reach::of(&vouches, roots).len();
         }
         let reach = t1.elapsed();
         let strangers_trusted =

@@ -59,6 +59,10 @@ pub enum ReplicaPhase {
     Unknown,
 }
 
+/// The annotation of a Replica naming who pays for it (its workload's signer), written by the
+/// workload controller when it makes the replica.
+pub const PAYER_ANNOTATION: &str = "univrs.io/payer";
+
 impl ReplicaPhase {
     /// Whether the replica has finished for good.
     pub fn is_terminal(self) -> bool {

@@ -83,6 +83,10 @@ pub struct Evidence {
     /// The subject's global trust before normalization (its share of the network's).
     #[serde(default)]
     pub trust: f64,
+    /// For a node: the uid of the Node object the evidence is of (a Node registered again
+    /// under the name, perhaps by someone else, starts afresh).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_uid: Option<String>,
     /// How the evidence was weighed into the scores.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scoring: Option<ScoringParams>,

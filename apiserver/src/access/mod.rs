@@ -189,6 +189,10 @@ fn only(roles: &[Role]) -> String {
     format!("only {} may", who.join(" or "))
 }
 
+/// The names of metering charges (`meter-<replica uid>-<period ms>-<index>`): only members may
+/// write a Transfer named so, so a stranger can never take a charge's name first.
+pub const METERING_PREFIX: &str = "meter-";
+
 /// Whether `obj`, of a signed kind, is a record the control plane writes unsigned: a Metering
 /// Transfer (the credits controller charging a workload's owner for what its replicas used,
 /// on the control plane's authority, not the owner's signature). Only members may write one
@@ -399,6 +403,10 @@ fn user_rules(
         let from = new.pointer("/spec/from").and_then(Value::as_str);
         if !payment || from.is_some_and(|f| Some(f) != signer(new)) {
             let why = "a user's transfer is a Payment from their own account (spec.from must be the signer); metering is the control plane's";
+            return Err(forbidden(who, verb, kind, name_of(new), why));
+        }
+        if name_of(new).starts_with(METERING_PREFIX) {
+            let why = "transfers named meter-… are the control plane's metering charges: choose another name";
             return Err(forbidden(who, verb, kind, name_of(new), why));
         }
     }

@@ -413,6 +413,18 @@ fn transfers_are_payments_from_the_signer_and_never_change() {
         )
         .refused("metering is the control plane's"),
         case(
+            "a payment under a metering charge's name",
+            user(alice()),
+            Verb::Create,
+            None,
+            Some({
+                let mut t = transfer(&alice(), &alice(), "Payment");
+                t["metadata"]["name"] = json!("meter-6c1f1a8e-0000-4000-8000-000000000001-60000-1");
+                t
+            }),
+        )
+        .refused("the control plane's metering charges"),
+        case(
             "metering by the control plane",
             member(),
             Verb::Create,

@@ -46,23 +46,40 @@ impl Rates {
     }
 }
 
-/// What `per_hour` micro-credits an hour cost over `span`, rounded down, within `i64`.
+/// What `per_hour` micro-credits an hour cost over `span`, rounded down, at most the ledger's
+/// largest amount (a charge the ledger cannot hold is never written).
 pub fn cost(per_hour: i128, span: Duration) -> i64 {
     let millis = i128::from(span.num_milliseconds().max(0));
-    i64::try_from(per_hour * millis / 3_600_000).unwrap_or(i64::MAX)
+    let max = api::ledger::MAX.micros();
+    i64::try_from(per_hour.saturating_mul(millis) / 3_600_000).unwrap_or(max).min(max)
+}
+
+/// The name of the Metering transfer of period `index` (of `period_ms`) of the replica `uid`:
+/// the period's length is in it, so charges under another period length are recognized.
+pub fn charge_name(uid: &str, period_ms: i64, index: i64) -> String {
+    format!("meter-{uid}-{period_ms}-{index}")
+}
+
+/// Until when the charge named `name` covers the run of replica `uid` (the end of its period),
+/// if it is one of that replica's.
+pub fn covered_until(name: &str, uid: &str) -> Option<DateTime<Utc>> {
+    let rest = name.strip_prefix("meter-")?.strip_prefix(uid)?.strip_prefix('-')?;
+    let (period, index) = rest.split_once('-')?;
+    let (period, index): (i64, i64) = (period.parse().ok()?, index.parse().ok()?);
+    DateTime::from_timestamp_millis(index.checked_add(1)?.checked_mul(period)?)
 }
 
 /// What a replica is charged for: what it was measured to use, but never more than it asked for
-/// (the node reports the measurement, and a node must not be able to inflate its own bill);
-/// what it asked for where nothing was measured. Storage is charged as asked.
+/// (the node reports the measurement, and a node must not be able to inflate its own bill, nor
+/// bill what was never asked: a resource not requested costs nothing); what it asked for where
+/// nothing was measured. Storage is charged as asked.
 pub fn metered(requested: &Resources, measured: Option<&Resources>) -> Amount {
     let asked = Amount::of(requested);
     let Some(m) = measured else { return asked };
     let m = Amount::of(m);
-    let at_most = |measured: u64, asked: u64| match (measured, asked) {
-        (0, a) => a,
-        (m, 0) => m,
-        (m, a) => m.min(a),
+    let at_most = |measured: u64, asked: u64| match measured {
+        0 => asked,
+        m => m.min(asked),
     };
     Amount { cpu: at_most(m.cpu, asked.cpu), memory: at_most(m.memory, asked.memory), storage: asked.storage }
 }
@@ -151,6 +168,17 @@ mod tests {
     }
 
     #[test]
+    fn a_charge_s_name_says_what_it_covers_and_nothing_else_s_does() {
+        let uid = "6c1f1a8e-0000-4000-8000-000000000001";
+        let name = charge_name(uid, 60_000, 30_000_000);
+        assert_eq!(covered_until(&name, uid), DateTime::from_timestamp_millis(30_000_001 * 60_000));
+        assert_eq!(covered_until(&name, "6c1f1a8e-0000-4000-8000-000000000002"), None);
+        assert_eq!(covered_until("pay-2026", uid), None);
+        assert_eq!(covered_until(&format!("meter-{uid}-x-1"), uid), None);
+        assert_eq!(cost(i128::MAX, Duration::days(365)), api::ledger::MAX.micros());
+    }
+
+    #[test]
     fn a_node_cannot_bill_more_than_was_asked() {
         let asked = Resources {
             cpu: Some(Quantity::parse("500m").unwrap()),
@@ -166,6 +194,8 @@ mod tests {
         let less = Resources { cpu: Some(Quantity::parse("100m").unwrap()), memory: None, storage: None };
         assert_eq!(metered(&asked, Some(&less)), Amount { cpu: 100, memory: 64 << 20, storage: 0 });
         assert_eq!(metered(&asked, None), Amount { cpu: 500, memory: 64 << 20, storage: 0 });
+        // Nothing asked, nothing billed, whatever the node reports.
+        assert_eq!(metered(&Resources::default(), Some(&inflated)), Amount::default());
     }
 
     #[test]

@@ -74,8 +74,9 @@ struct Ctx {
     grants: Store<Kube<CreditGrantSpec>>,
     accounts: Store<Kube<AccountSpec>>,
     reputations: Store<Kube<ReputationSpec>>,
-    /// Per replica uid, the first period not charged yet (as far as this process knows).
-    cursors: Mutex<HashMap<String, i64>>,
+    /// Per replica uid, when this process first saw it finished (a node's `finishedAt` is
+    /// believed only up to then).
+    ended: Mutex<HashMap<String, DateTime<Utc>>>,
 }
 
 /// Runs the controller until shutdown (call through `runtime::run_elected`).
@@ -113,7 +114,7 @@ pub async fn run(shared: Shared, config: Config) {
         grants,
         accounts,
         reputations,
-        cursors: Mutex::default(),
+        ended: Mutex::default(),
     });
     runtime::periodic("credits", &shared, fills, config.every, || {
         let ctx = ctx.clone();
@@ -216,18 +217,32 @@ struct Bill {
     run: Run,
 }
 
-/// What `r` is billed, if anything: bound to the very Node it names, of a workload signed by
-/// someone other than the node's operator, under a priced offer, started.
-fn bill(ctx: &Ctx, r: &Kube<ReplicaSpec>) -> Option<Bill> {
+/// Whether `t` is a charge the control plane wrote (unsigned Metering: only members may write
+/// one, and only members may use the `meter-` names).
+fn is_charge(t: &Kube<TransferSpec>) -> bool {
+    t.spec.reason == TransferReason::Metering && t.signer().is_none()
+}
+
+/// What `r` is billed, if anything: bound to the very Node it names, paid by someone other than
+/// the node's operator (the signer of its workload, recorded on the replica), under a priced
+/// offer, started. The run is believed from the node only within what the control plane saw:
+/// not before the replica was made, not past when it was first seen finished.
+fn bill(ctx: &Ctx, r: &Kube<ReplicaSpec>, now: DateTime<Utc>) -> Option<Bill> {
     let status = r.status.as_ref()?;
-    let start = status.started_at.as_ref()?.0;
+    let created =
+        r.metadata.creation_timestamp.as_ref().and_then(|t| DateTime::from_timestamp(t.0.as_second(), 0))?;
+    let start = status.started_at.as_ref()?.0.max(created);
     let node = ctx.nodes.get(&ObjectRef::new(r.spec.node_name.as_deref()?))?;
     if Some(node.uid()) != r.spec.node_uid.as_deref() {
         return None;
     }
     let ns = r.namespace().unwrap_or("default");
-    let workload = ctx.workloads.get(&ObjectRef::new(&r.spec.workload).within(ns))?;
-    let payer = Did::parse(workload.signer()?).ok()?;
+    let recorded = r.metadata.annotations.as_ref().and_then(|a| a.get(api::kinds::PAYER_ANNOTATION)).cloned();
+    let payer = match recorded {
+        Some(p) => p,
+        None => ctx.workloads.get(&ObjectRef::new(&r.spec.workload).within(ns))?.signer()?.to_owned(),
+    };
+    let payer = Did::parse(&payer).ok()?;
     let payee = node.spec.operator.clone();
     if payer == payee {
         return None;
@@ -240,29 +255,51 @@ fn bill(ctx: &Ctx, r: &Kube<ReplicaSpec>) -> Option<Bill> {
         return None;
     }
     let end = if status.phase.is_terminal() {
-        Some(status.finished_at.as_ref().map_or(start, |t| t.0))
+        let seen = *ctx.ended.lock().expect("ended lock").entry(r.uid().to_owned()).or_insert(now);
+        Some(status.finished_at.as_ref().map_or(start, |t| t.0).min(seen))
     } else {
         None
     };
     Some(Bill { payer, payee, per_hour, run: Run { start, end } })
 }
 
-/// Charges every period due, replica by replica.
+/// Charges every period due, replica by replica; a replica that fails is logged and tried
+/// again next pass, and never holds up the others.
 async fn meter(ctx: &Ctx, now: DateTime<Utc>) -> Result<(), Error> {
     let period = chrono::Duration::from_std(ctx.config.period).unwrap_or(chrono::Duration::seconds(60));
     let replicas = ctx.replicas.state();
-    ctx.cursors.lock().expect("cursors lock").retain(|uid, _| replicas.iter().any(|r| r.uid() == uid));
+    ctx.ended.lock().expect("ended lock").retain(|uid, _| replicas.iter().any(|r| r.uid() == uid));
+    // How far each replica's run is charged already, from the charges themselves (whatever the
+    // period they were charged under): nothing is charged twice, by this process or another.
+    let mut covered: HashMap<String, DateTime<Utc>> = HashMap::new();
+    for t in ctx.transfers.state().iter().filter(|t| is_charge(t)) {
+        let uid = t.name().strip_prefix("meter-").and_then(|rest| rest.get(..36)).unwrap_or_default();
+        if let Some(until) = meter::covered_until(t.name(), uid) {
+            let e = covered.entry(uid.to_owned()).or_insert(until);
+            *e = (*e).max(until);
+        }
+    }
     for r in &replicas {
-        let Some(bill) = bill(ctx, r) else { continue };
-        let cursor = ctx.cursors.lock().expect("cursors lock").get(r.uid()).copied().unwrap_or(i64::MIN);
-        for due in meter::due(bill.run, period, now, cursor, ctx.config.catch_up) {
-            let phase = charge(ctx, r, &bill, due).await?;
-            ctx.cursors.lock().expect("cursors lock").insert(r.uid().to_owned(), due.index + 1);
-            if phase == Some(TransferPhase::Refused) {
-                if !r.status.as_ref().is_some_and(|s| s.phase.is_terminal()) {
-                    stop(ctx, r, "its owner's credit with the node's operator is used up").await?;
+        let Some(mut bill) = bill(ctx, r, now) else { continue };
+        if let Some(until) = covered.get(r.uid()) {
+            bill.run.start = bill.run.start.max(*until);
+        }
+        for due in meter::due(bill.run, period, now, i64::MIN, ctx.config.catch_up) {
+            match charge(ctx, r, &bill, period, due).await {
+                Ok(Some(TransferPhase::Refused)) => {
+                    if !r.status.as_ref().is_some_and(|s| s.phase.is_terminal())
+                        && let Err(e) =
+                            stop(ctx, r, "its owner's credit with the node's operator is used up").await
+                    {
+                        tracing::warn!(replica = r.name(), error = %e, "cannot stop a replica its owner cannot pay for");
+                    }
+                    break;
                 }
-                break;
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(replica = r.name(), error = %e, "cannot charge; trying again next pass");
+                    break;
+                }
             }
         }
     }
@@ -274,11 +311,23 @@ async fn charge(
     ctx: &Ctx,
     r: &Kube<ReplicaSpec>,
     bill: &Bill,
+    period: chrono::Duration,
     due: Due,
 ) -> Result<Option<TransferPhase>, Error> {
-    let name = format!("meter-{}-{}", r.uid(), due.index);
+    let name = meter::charge_name(r.uid(), period.num_milliseconds(), due.index);
+    let api = api_in::<TransferSpec>(&ctx.shared.client, "");
+    let judge = |t: &Kube<TransferSpec>| {
+        if is_charge(t) {
+            t.status.as_ref().map(|s| s.phase)
+        } else {
+            // Only members may use these names (access rules); one that is not a charge is
+            // left alone, and the period is not charged.
+            tracing::warn!(transfer = t.name(), "a transfer that is not a charge holds a charge's name");
+            None
+        }
+    };
     if let Some(t) = ctx.transfers.get(&ObjectRef::new(&name)) {
-        return Ok(t.status.as_ref().map(|s| s.phase));
+        return Ok(judge(&t));
     }
     let micros = meter::cost(bill.per_hour, due.to - due.from);
     if micros <= 0 {
@@ -299,11 +348,8 @@ async fn charge(
             r.spec.node_name.as_deref().unwrap_or_default()
         )),
     };
-    let meta = ObjectMeta { name: Some(name), ..ObjectMeta::default() };
-    match api_in::<TransferSpec>(&ctx.shared.client, "")
-        .create(&PostParams::default(), &Kube::new(meta, spec))
-        .await
-    {
+    let meta = ObjectMeta { name: Some(name.clone()), ..ObjectMeta::default() };
+    match api.create(&PostParams::default(), &Kube::new(meta, spec)).await {
         Ok(t) => {
             let phase = t.status.as_ref().map(|s| s.phase);
             tracing::info!(
@@ -315,8 +361,12 @@ async fn charge(
             );
             Ok(phase)
         }
-        // Written already (by this controller before a restart, or another member's).
-        Err(e) if is_conflict(&e) => Ok(None),
+        // A 409 is either the charge written already (by this controller before a restart, or
+        // another member's) or a write that kept conflicting: read it to know which.
+        Err(e) if is_conflict(&e) => match api.get_opt(&name).await? {
+            Some(t) => Ok(judge(&t)),
+            None => Err(e.into()),
+        },
         Err(e) => Err(e.into()),
     }
 }
@@ -344,12 +394,17 @@ async fn stop(ctx: &Ctx, r: &Kube<ReplicaSpec>, why: &str) -> Result<(), Error> 
     }
 }
 
-/// The TrustPolicy (namespace, name) a workload runs under, if it names one its signer wrote.
-fn policy_of(ctx: &Ctx, ns: &str, workload: &str) -> Option<(String, String)> {
+/// A running replica that is billed, and what it costs an hour.
+type Billed = (Arc<Kube<ReplicaSpec>>, Credits);
+
+/// The TrustPolicy (namespace, name) a workload runs under, if it names one its signer wrote,
+/// and that signer.
+fn policy_of(ctx: &Ctx, ns: &str, workload: &str) -> Option<((String, String), String)> {
     let w = ctx.workloads.get(&ObjectRef::new(workload).within(ns))?;
     let name = w.spec.trust_policy.clone()?;
     let p = ctx.policies.get(&ObjectRef::new(&name).within(ns))?;
-    (p.signer() == w.signer()).then(|| (ns.to_owned(), name))
+    let signer = p.signer()?.to_owned();
+    (Some(signer.as_str()) == w.signer()).then(|| ((ns.to_owned(), name), signer))
 }
 
 /// Keeps each TrustPolicy's spending figures, and stops the replicas of a policy whose
@@ -364,7 +419,12 @@ async fn spending(ctx: &Ctx, now: DateTime<Utc>) -> Result<(), Error> {
             continue;
         };
         let Some((ns, name)) = w.split_once('/') else { continue };
-        let Some(key) = policy_of(ctx, ns, name) else { continue };
+        let Some((key, signer)) = policy_of(ctx, ns, name) else { continue };
+        // Only what the policy's own signer paid: charges to someone else under a workload of
+        // that name (before it was deleted and made again) are theirs.
+        if !is_charge(&t) || t.spec.from.as_ref().map(Did::as_str) != Some(signer.as_str()) {
+            continue;
+        }
         let f = figures.entry(key).or_default();
         f.total = f.total.checked_add(t.spec.amount).unwrap_or(f.total);
         if s.decided_at.as_ref().is_some_and(|at| at.0 > hour_ago) {
@@ -372,31 +432,56 @@ async fn spending(ctx: &Ctx, now: DateTime<Utc>) -> Result<(), Error> {
         }
     }
     // What runs now, per policy, and which replicas are billed.
-    let mut running: BTreeMap<(String, String), Vec<Arc<Kube<ReplicaSpec>>>> = BTreeMap::new();
+    let mut running: BTreeMap<(String, String), Vec<Billed>> = BTreeMap::new();
     for r in ctx.replicas.state() {
         if r.status.as_ref().is_some_and(|s| s.phase.is_terminal()) || r.is_deleting() {
             continue;
         }
-        let Some(key) = policy_of(ctx, r.namespace().unwrap_or("default"), &r.spec.workload) else {
+        let Some((key, _)) = policy_of(ctx, r.namespace().unwrap_or("default"), &r.spec.workload) else {
             continue;
         };
-        let Some(b) = bill(ctx, &r) else { continue };
+        let Some(b) = bill(ctx, &r, now) else { continue };
         let f = figures.entry(key.clone()).or_default();
-        let rate = Credits::from_micros(i64::try_from(b.per_hour).unwrap_or(i64::MAX));
+        let rate = Credits::from_micros(
+            i64::try_from(b.per_hour).unwrap_or(i64::MAX).min(api::ledger::MAX.micros()),
+        );
         f.per_hour = f.per_hour.checked_add(rate).unwrap_or(f.per_hour);
-        running.entry(key).or_default().push(r);
+        running.entry(key).or_default().push((r, rate));
     }
     for p in ctx.policies.state() {
         let key = (p.namespace().unwrap_or("default").to_owned(), p.name().to_owned());
         let mut f = figures.remove(&key).unwrap_or_default();
         let max_total = p.spec.spending.as_ref().and_then(|s| s.max_total);
+        let max_per_hour = p.spec.spending.as_ref().and_then(|s| s.max_per_hour);
+        let mut to_stop: Vec<&Arc<Kube<ReplicaSpec>>> = Vec::new();
         if let Some(max) = max_total.filter(|m| f.total >= *m) {
             f.stopped = Some(format!(
                 "spending.maxTotal {max} reached ({} spent): replicas on priced nodes are stopped and not placed again",
                 f.total
             ));
-            for r in running.get(&key).into_iter().flatten() {
-                stop(ctx, r, "its TrustPolicy's spending.maxTotal is reached").await?;
+            to_stop.extend(running.get(&key).into_iter().flatten().map(|(r, _)| r));
+        } else if let Some(max) = max_per_hour.filter(|m| f.per_hour > *m) {
+            // Prices went up after placement (or the limit down): the dearest replicas stop
+            // until what runs fits; the scheduler places them again within the limit.
+            f.stopped = Some(format!(
+                "spending.maxPerHour {max} exceeded ({} an hour at the nodes' prices now): the dearest replicas are stopped",
+                f.per_hour
+            ));
+            let mut by_rate: Vec<&(Arc<Kube<ReplicaSpec>>, Credits)> =
+                running.get(&key).into_iter().flatten().collect();
+            by_rate.sort_by_key(|b| std::cmp::Reverse(b.1));
+            let mut left = f.per_hour;
+            for (r, rate) in by_rate {
+                if left <= max {
+                    break;
+                }
+                left = left.checked_sub(*rate).unwrap_or(Credits::ZERO);
+                to_stop.push(r);
+            }
+        }
+        for r in to_stop {
+            if let Err(e) = stop(ctx, r, "its TrustPolicy's spending limit").await {
+                tracing::warn!(replica = r.name(), error = %e, "cannot stop a replica over its spending limit");
             }
         }
         let old = p.status.as_ref().and_then(|s| s.spending.clone()).unwrap_or_default();
@@ -410,7 +495,9 @@ async fn spending(ctx: &Ctx, now: DateTime<Utc>) -> Result<(), Error> {
         match api.patch_status(&key.1, &PatchParams::default(), &Patch::Merge(&patch)).await {
             Ok(_) => {}
             Err(e) if is_not_found(&e) => {}
-            Err(e) => return Err(e.into()),
+            Err(e) => {
+                tracing::warn!(policy = %format!("{}/{}", key.0, key.1), error = %e, "cannot write spending")
+            }
         }
     }
     Ok(())
@@ -445,7 +532,7 @@ async fn grants(ctx: &Ctx, now: DateTime<Utc>) -> Result<(), Error> {
         {
             Ok(_) => {}
             Err(e) if is_not_found(&e) => {}
-            Err(e) => return Err(e.into()),
+            Err(e) => tracing::warn!(grant = g.name(), error = %e, "cannot write a grant's status"),
         }
     }
     Ok(())

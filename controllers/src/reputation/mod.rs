@@ -133,13 +133,25 @@ pub async fn run(shared: Shared, config: Config) {
     .await;
 }
 
-/// Whether a node's heartbeat Lease is fresh at `now`.
+/// The longest a heartbeat counts for, whatever duration the node wrote in its Lease.
+const MAX_HEARTBEAT: i64 = 40;
+/// How far in the future a renewal may claim to be (clock skew).
+const MAX_SKEW: i64 = 5;
+/// A composite no identity without global trust exceeds: being up is not being trusted, so a
+/// fresh key's own nodes alone never reach a floor above it.
+pub const UNTRUSTED_CAP: f64 = 0.2;
+
+/// Whether a node's heartbeat Lease is fresh at `now`: renewed within its duration, at most
+/// `MAX_HEARTBEAT` seconds (a node cannot stay "up" by writing a long duration once), and not
+/// renewed in the future.
 fn heartbeat_fresh(lease: Option<&Kube<LeaseSpec>>, now: DateTime<Utc>) -> bool {
     lease.is_some_and(|l| {
         let (Some(renewed), Some(secs)) = (&l.spec.renew_time, l.spec.lease_duration_seconds) else {
             return false;
         };
-        renewed.0 + chrono::Duration::seconds(i64::from(secs)) >= now
+        let secs = i64::from(secs).clamp(0, MAX_HEARTBEAT);
+        renewed.0 <= now + chrono::Duration::seconds(MAX_SKEW)
+            && renewed.0 + chrono::Duration::seconds(secs) >= now
     })
 }
 
@@ -176,15 +188,23 @@ fn samples(
             continue;
         }
         let Some(status) = &r.status else { continue };
+        let payer = r.metadata.annotations.as_ref().and_then(|a| a.get(api::kinds::PAYER_ANNOTATION));
+        let others = payer.is_some_and(|p| p != n.spec.operator.as_str());
         if status.phase.is_terminal() {
             // A start failure since the last tick is the node's; any other end is the workload's.
-            let recent = status.finished_at.as_ref().is_some_and(|f| since.is_some_and(|s| f.0 > s));
-            if recent && status.reason.as_deref() == Some("StartError") {
+            let recent =
+                status.finished_at.as_ref().is_some_and(|f| since.is_some_and(|s| f.0 > s && f.0 <= now));
+            if others && recent && status.reason.as_deref() == Some("StartError") {
                 s.start_failures += 1;
             }
             continue;
         }
         if r.is_deleting() {
+            continue;
+        }
+        // Only serving others is evidence: a replica its own operator pays for (or whose payer
+        // is unknown) says nothing of how the node serves strangers.
+        if !others {
             continue;
         }
         if s.down > 0 {
@@ -256,12 +276,14 @@ async fn pass(ctx: &Ctx) -> Result<(), Error> {
     }
 
     // Global trust from live attestations (a node's attestation vouches for its operator).
-    let operator_of: HashMap<String, String> = ctx
-        .nodes
-        .state()
-        .iter()
-        .map(|n| (n.name().to_owned(), n.spec.operator.as_str().to_owned()))
-        .collect();
+    let nodes_now = ctx.nodes.state();
+    let operator_of: HashMap<String, String> =
+        nodes_now.iter().map(|n| (n.name().to_owned(), n.spec.operator.as_str().to_owned())).collect();
+    let created_of = |o: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| {
+        o.creation_timestamp.as_ref().map(|t| t.0.as_second())
+    };
+    let node_created: HashMap<&str, Option<i64>> =
+        nodes_now.iter().map(|n| (n.name(), created_of(&n.metadata))).collect();
     let attestations = ctx.attestations.state();
     let edges: Vec<(String, String)> = attestations
         .iter()
@@ -270,7 +292,15 @@ async fn pass(ctx: &Ctx) -> Result<(), Error> {
             let attester = a.signer()?.to_owned();
             let subject = match a.spec.subject_kind {
                 SubjectKind::Operator => a.spec.subject.clone(),
-                SubjectKind::Node => operator_of.get(&a.spec.subject)?.clone(),
+                // About the Node now bearing the name, not an earlier one (perhaps someone
+                // else's): an attestation older than the Node does not count.
+                SubjectKind::Node => {
+                    let node = node_created.get(a.spec.subject.as_str()).copied().flatten();
+                    if created_of(&a.metadata).zip(node).is_none_or(|(a, n)| a < n) {
+                        return None;
+                    }
+                    operator_of.get(&a.spec.subject)?.clone()
+                }
             };
             Some((attester, subject))
         })
@@ -280,8 +310,11 @@ async fn pass(ctx: &Ctx) -> Result<(), Error> {
         members.iter().map(String::as_str),
         ctx.config.damping,
     );
-    let top = trust.values().copied().fold(0.0, f64::max);
-    let normalized = |did: &str| if top > 0.0 { trust.get(did).copied().unwrap_or(0.0) / top } else { 0.0 };
+    // Normalized by the members' trust (the highest a member holds), at most 1: an operator who
+    // inflates its own trust through keys it vouches for lowers nobody else's score.
+    let top = members.iter().filter_map(|m| trust.get(m.as_str()).copied()).fold(0.0, f64::max);
+    let normalized =
+        |did: &str| if top > 0.0 { (trust.get(did).copied().unwrap_or(0.0) / top).min(1.0) } else { 0.0 };
     let mut attesters: HashMap<&str, BTreeSet<&str>> = HashMap::new();
     for (a, s) in &edges {
         if a != s && trust.get(a.as_str()).copied().unwrap_or(0.0) > 0.0 {
@@ -310,6 +343,13 @@ async fn pass(ctx: &Ctx) -> Result<(), Error> {
             let from_store =
                 || stored.get(name).and_then(|r| r.status.as_ref()?.evidence.clone()).unwrap_or_default();
             let e = state.evidence.entry(name.clone()).or_insert_with(from_store);
+            if *kind == SubjectKind::Node {
+                let uid = nodes_now.iter().find(|n| n.name() == subject).map(|n| n.uid().to_owned());
+                if e.node_uid != uid {
+                    // Another Node under the name: its history is not this one's.
+                    *e = Evidence { node_uid: uid, ..Evidence::default() };
+                }
+            }
             let seen_before = e.first_seen.is_some();
             score::observe(e, *sample, now, max_gap, &scoring);
             if created.is_none() && !seen_before {
@@ -329,7 +369,10 @@ async fn pass(ctx: &Ctx) -> Result<(), Error> {
             e.trust = trust.get(operator).copied().unwrap_or(0.0);
             e.attesters = u32::try_from(attesters.get(operator).map_or(0, BTreeSet::len)).unwrap_or(u32::MAX);
             e.scoring = Some(scoring.params());
-            let s = score::scores(e, normalized(operator), now, &scoring);
+            let mut s = score::scores(e, normalized(operator), now, &scoring);
+            if s.attestations <= 0.0 {
+                s.composite = s.composite.min(UNTRUSTED_CAP);
+            }
             let status = ReputationStatus {
                 uptime: round(s.uptime),
                 reliability: round(s.reliability),
@@ -351,8 +394,24 @@ async fn pass(ctx: &Ctx) -> Result<(), Error> {
         }
     }
     for (name, kind, subject, status) in writes {
-        write_reputation(ctx, &name, kind, &subject, &status, stored.contains_key(&name)).await?;
-        ctx.state.lock().expect("reputation state lock").written.insert(name, Instant::now());
+        match write_reputation(ctx, &name, kind, &subject, &status, stored.contains_key(&name)).await {
+            Ok(()) => {
+                ctx.state.lock().expect("reputation state lock").written.insert(name, Instant::now());
+            }
+            Err(e) => tracing::warn!(reputation = %name, error = %e, "cannot write a reputation"),
+        }
+    }
+    // Reputations of subjects that are gone (a deleted Node, an operator with no node and no
+    // trust left) are deleted: what strangers register does not pile up.
+    let api = api_in::<ReputationSpec>(&ctx.shared.client, "");
+    for name in stored.keys().filter(|n| !subjects.contains_key(*n)) {
+        match api.delete(name, &kube::api::DeleteParams::default()).await {
+            Ok(_) => {}
+            Err(e) if is_not_found(&e) => {}
+            Err(e) => {
+                tracing::warn!(reputation = %name, error = %e, "cannot delete a gone subject's reputation")
+            }
+        }
     }
 
     // Each attestation's standing.
@@ -395,7 +454,9 @@ async fn pass(ctx: &Ctx) -> Result<(), Error> {
         {
             Ok(_) => {}
             Err(e) if is_not_found(&e) => {}
-            Err(e) => return Err(e.into()),
+            Err(e) => {
+                tracing::warn!(attestation = a.name(), error = %e, "cannot write an attestation's status")
+            }
         }
     }
     Ok(())

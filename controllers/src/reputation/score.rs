@@ -136,10 +136,12 @@ pub fn observe(e: &mut Evidence, s: Sample, now: DateTime<Utc>, max_gap: Duratio
         first_seen.0 = now;
     }
     let Some(last) = e.sampled_at.replace(Time(now)) else { return };
-    let dt = (now - last.0).to_std().unwrap_or_default().min(max_gap).as_secs_f64();
+    // Old evidence fades over all the time gone by; only the time observed adds evidence.
+    let gone = (now - last.0).to_std().unwrap_or_default();
+    let dt = gone.min(max_gap).as_secs_f64();
     let h = scoring.half_life.as_secs_f64();
     for t in [&mut e.uptime, &mut e.reliability, &mut e.honesty] {
-        *t = decay(*t, dt, h);
+        *t = decay(*t, gone.as_secs_f64(), h);
     }
     let n = |x: u32| f64::from(x);
     add(&mut e.uptime, n(s.up) * dt, n(s.up + s.down) * dt);
@@ -266,8 +268,15 @@ mod tests {
         let mut a = Evidence::default();
         observe(&mut a, up(), t(0), Duration::from_secs(2), &scoring);
         observe(&mut a, down(), t(1000), Duration::from_secs(2), &scoring);
-        // Only two seconds of the gap count as down.
+        // Only two seconds of the gap count as down; what came before faded over all of it.
         assert!((a.uptime.total - 2.0).abs() < 1e-9);
+        let mut b = Evidence::default();
+        for i in 0..=100 {
+            observe(&mut b, up(), t(i), Duration::from_secs(2), &scoring);
+        }
+        let before = b.uptime.good;
+        observe(&mut b, up(), t(100 + 1000), Duration::from_secs(2), &scoring);
+        assert!(b.uptime.good < before / 100.0 + 2.0 + 1e-9, "{} then {}", before, b.uptime.good);
     }
 
     #[test]

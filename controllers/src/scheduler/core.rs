@@ -109,28 +109,24 @@ impl Attesters {
         out
     }
 
-    /// How many attesters have standing under `p`: members, operators `p` allows by name,
-    /// operators with global trust and a composite reputation at least `p`'s floor (0 when
-    /// unset), and, with no floor, operators that someone with standing under `p` vouches for
-    /// (`p.vouched`: trust flowing from the members and the operators `p` names).
-    pub fn with_standing(&self, p: &Policy) -> usize {
+    /// How many attesters of the operator `subject` have standing under `p`: members, operators
+    /// `p` allows by name, and attesters the members or `p`'s named operators vouch for (not
+    /// through `subject` itself: `p.reach`) whose composite reputation is at least `p`'s floor
+    /// (with no floor, any).
+    pub fn with_standing(&self, p: &Policy, subject: &str) -> usize {
         let floor = p.min_reputation.unwrap_or(0.0);
         let allowed = &p.allowed_operators;
-        let reputed =
-            self.reputed.iter().filter(|(a, r)| **r >= floor || allowed.contains(a.as_str())).count();
-        let counts = |a: &str| allowed.contains(a) || (floor <= 0.0 && p.vouched.contains(a));
-        // The smaller side is walked: the others (fresh keys, by the thousand), or the few a
-        // policy names and vouches for.
-        let others = if allowed.len() + p.vouched.len() < self.others.len() {
-            allowed
-                .iter()
-                .chain(p.vouched.iter())
-                .filter(|a| self.others.contains(a.as_str()) && counts(a))
-                .collect::<BTreeSet<_>>()
-                .len()
-        } else {
-            self.others.iter().filter(|a| counts(a)).count()
-        };
+        let vouched = |a: &str| p.reach.reaches_without(a, subject);
+        let reputed = self
+            .reputed
+            .iter()
+            .filter(|(a, r)| allowed.contains(a.as_str()) || (**r >= floor && vouched(a)))
+            .count();
+        let others = self
+            .others
+            .iter()
+            .filter(|a| allowed.contains(a.as_str()) || (floor <= 0.0 && vouched(a)))
+            .count();
         self.members.len() + reputed + others
     }
 
@@ -192,10 +188,10 @@ pub struct Policy {
     pub max_per_hour: Option<i64>,
     /// Most micro-credits its workloads may spend in all.
     pub max_total: Option<i64>,
-    /// Identities vouched for, directly or in a chain of live attestations, by a member or an
-    /// operator the policy names: its personal pre-trusted set's reach (filled by placement
-    /// from the attestation graph; see `snapshot::vouched`).
-    pub vouched: Arc<BTreeSet<String>>,
+    /// Who the members and the operators the policy names vouch for, directly or in a chain of
+    /// live attestations: its personal pre-trusted set's reach (filled by placement from the
+    /// attestation graph; see `snapshot::Reach`).
+    pub reach: Arc<super::snapshot::Reach>,
 }
 
 impl Policy {
@@ -209,7 +205,7 @@ impl Policy {
             allowed_jurisdictions: spec.allowed_jurisdictions.iter().map(|j| j.as_str().to_owned()).collect(),
             max_per_hour: spec.spending.as_ref().and_then(|s| s.max_per_hour).map(|c| c.micros()),
             max_total: spec.spending.as_ref().and_then(|s| s.max_total).map(|c| c.micros()),
-            vouched: Arc::default(),
+            reach: Arc::default(),
         }
     }
 }
@@ -388,7 +384,8 @@ pub fn filter(c: &Candidate, r: &Request<'_>) -> Result<(), Reason> {
             return Err(Reason::ReputationTooLow);
         }
         if p.required_attestations > 0
-            && c.attesters.with_standing(p) < usize::try_from(p.required_attestations).unwrap_or(usize::MAX)
+            && c.attesters.with_standing(p, &c.operator)
+                < usize::try_from(p.required_attestations).unwrap_or(usize::MAX)
         {
             return Err(Reason::TooFewAttestations);
         }

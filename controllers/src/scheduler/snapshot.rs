@@ -247,30 +247,67 @@ pub struct Topology {
     vouches: HashMap<String, Vec<String>>,
     /// The control plane's members.
     members: Arc<BTreeSet<String>>,
-    /// `vouched` per set of named operators, computed once per topology.
-    reach: HashMap<BTreeSet<String>, Arc<BTreeSet<String>>>,
+    /// The reach of the members and each set of named operators, computed once per topology.
+    reach: HashMap<BTreeSet<String>, Arc<Reach>>,
 }
 
-/// Every identity reachable from `roots` along `vouches` (the roots excluded unless vouched
-/// for): positive personalized trust, EigenTrust's support, as a breadth-first walk. Fresh keys
-/// that only vouch for each other are never reached.
-pub fn vouched(
-    vouches: &HashMap<String, Vec<String>>,
-    roots: impl IntoIterator<Item = String>,
-) -> BTreeSet<String> {
-    let roots: Vec<String> = roots.into_iter().collect();
-    let mut seen: std::collections::HashSet<&str> = std::collections::HashSet::new();
-    let mut visited: std::collections::HashSet<&str> = roots.iter().map(String::as_str).collect();
-    let mut queue: std::collections::VecDeque<&str> = visited.iter().copied().collect();
-    while let Some(a) = queue.pop_front() {
-        for s in vouches.get(a).into_iter().flatten() {
-            seen.insert(s);
-            if visited.insert(s) {
-                queue.push_back(s);
+/// Who `roots` reach along live attestations, each with whom it was first reached from (a
+/// breadth-first tree): positive personalized trust, EigenTrust's support. Fresh keys that only
+/// vouch for each other are never reached.
+#[derive(Debug, Default, PartialEq)]
+pub struct Reach {
+    /// Reached identity → the one it was reached from (`None` for a root).
+    parent: HashMap<String, Option<String>>,
+}
+
+impl Reach {
+    /// The reach of `roots` along `vouches` (attester → the operators it vouches for).
+    pub fn of(vouches: &HashMap<String, Vec<String>>, roots: impl IntoIterator<Item = String>) -> Self {
+        let mut parent: HashMap<String, Option<String>> = HashMap::new();
+        let mut queue: std::collections::VecDeque<String> = std::collections::VecDeque::new();
+        for r in roots {
+            if parent.insert(r.clone(), None).is_none() {
+                queue.push_back(r);
             }
         }
+        while let Some(a) = queue.pop_front() {
+            for s in vouches.get(&a).into_iter().flatten() {
+                if !parent.contains_key(s) {
+                    parent.insert(s.clone(), Some(a.clone()));
+                    queue.push_back(s.clone());
+                }
+            }
+        }
+        Self { parent }
     }
-    seen.into_iter().map(str::to_owned).collect()
+
+    /// Whether `a` is reached without `subject` on its path: an operator's own vouches never
+    /// give standing to attesters of that operator (a vouched operator cannot mint attesters
+    /// of its own). Conservative: only the breadth-first path is looked at.
+    pub fn reaches_without(&self, a: &str, subject: &str) -> bool {
+        let mut at = a;
+        for _ in 0..=self.parent.len() {
+            if at == subject {
+                return false;
+            }
+            match self.parent.get(at) {
+                None => return false,
+                Some(None) => return true,
+                Some(Some(p)) => at = p,
+            }
+        }
+        false
+    }
+
+    /// Identities reached, roots included.
+    pub fn len(&self) -> usize {
+        self.parent.len()
+    }
+
+    /// Whether nobody is reached.
+    pub fn is_empty(&self) -> bool {
+        self.parent.is_empty()
+    }
 }
 
 /// A placement not yet visible in the cache: node, reservation, and its workload.
@@ -302,12 +339,12 @@ impl Topology {
     }
 
     /// Who is vouched for under a policy naming `named`: reached from the members and them.
-    fn reach(&mut self, named: &BTreeSet<String>) -> Arc<BTreeSet<String>> {
+    fn reach(&mut self, named: &BTreeSet<String>) -> Arc<Reach> {
         if let Some(r) = self.reach.get(named) {
             return r.clone();
         }
         let roots = self.members.iter().chain(named.iter()).cloned();
-        let r = Arc::new(vouched(&self.vouches, roots));
+        let r = Arc::new(Reach::of(&self.vouches, roots));
         // Bounded: one entry per distinct set of named operators among the policies placed for.
         if self.reach.len() < 1024 {
             self.reach.insert(named.clone(), r.clone());
@@ -366,7 +403,7 @@ impl Topology {
         let policy = ask.policy.map(|p| {
             let mut p = p.clone();
             if p.required_attestations > 0 {
-                p.vouched = self.reach(&p.allowed_operators);
+                p.reach = self.reach(&p.allowed_operators);
             }
             p
         });
@@ -569,7 +606,7 @@ mod tests {
     }
 
     #[test]
-    fn vouched_reaches_along_attestations_from_the_roots_and_never_into_a_ring_of_strangers() {
+    fn the_reach_follows_attestations_from_the_roots_and_never_into_a_ring_of_strangers() {
         let mut vouches: HashMap<String, Vec<String>> = HashMap::new();
         let mut edge = |a: &str, b: &str| vouches.entry(a.to_owned()).or_default().push(b.to_owned());
         edge("member", "a");
@@ -579,11 +616,15 @@ mod tests {
             edge(&format!("sybil{i}"), &format!("sybil{}", (i + 1) % 100));
             edge(&format!("sybil{i}"), "target");
         }
-        let from_members = vouched(&vouches, ["member".to_owned()]);
-        assert_eq!(from_members, ["a", "b"].map(String::from).into());
-        let with_named = vouched(&vouches, ["member".to_owned(), "named".to_owned()]);
-        assert_eq!(with_named, ["a", "b", "c"].map(String::from).into());
-        assert!(!with_named.contains("target"));
+        let from_members = Reach::of(&vouches, ["member".to_owned()]);
+        assert!(from_members.reaches_without("b", "target") && !from_members.reaches_without("c", "target"));
+        let with_named = Reach::of(&vouches, ["member".to_owned(), "named".to_owned()]);
+        assert!(with_named.reaches_without("c", "target"));
+        assert!((0..100).all(|i| !with_named.reaches_without(&format!("sybil{i}"), "target")));
+        assert_eq!(with_named.len(), 5);
+        // b is vouched for through a: it gives a no standing, but does give it to others.
+        assert!(!with_named.reaches_without("b", "a"));
+        assert!(with_named.reaches_without("b", "c"));
     }
 
     fn replica(uid: &str, workload: &str, node: Option<&str>, phase: &str) -> Kube<ReplicaSpec> {

@@ -110,6 +110,12 @@ async fn reconcile(workload: Arc<Kube<WorkloadSpec>>, ctx: Arc<Ctx>) -> Result<A
             name: Some(name.clone()),
             namespace: Some(ns.to_owned()),
             labels: Some(plan::replica_labels(&labels, workload.name(), &hash)),
+            // Who pays for it: the workload's signer, kept on the replica so that metering
+            // never depends on the workload still being there (an orphaned replica is billed
+            // to whoever signed what made it, never to the next holder of the name).
+            annotations: workload.signer().map(|s| {
+                std::collections::BTreeMap::from([(api::kinds::PAYER_ANNOTATION.to_owned(), s.to_owned())])
+            }),
             owner_references: Some(vec![workload.controller_ref()]),
             ..Default::default()
         };

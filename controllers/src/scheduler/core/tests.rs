@@ -153,31 +153,54 @@ fn attestations_count_only_from_attesters_with_standing_under_the_policy() {
     let fresh: Vec<String> = (0..1000).map(|i| format!("fresh{i}")).collect();
     let mut dids: Vec<&str> = fresh.iter().map(String::as_str).collect();
     let strangers = attested_by(&dids, &[]);
-    assert_eq!((strangers.len(), strangers.with_standing(&anyone())), (1000, 0));
+    assert_eq!((strangers.len(), strangers.with_standing(&anyone(), "op")), (1000, 0));
     let one = Policy { required_attestations: 1, ..anyone() };
-    assert_eq!(strangers.with_standing(&one), 0);
+    assert_eq!(strangers.with_standing(&one, "op"), 0);
     // A member counts under every policy; an operator the policy names counts under that one.
     dids.extend(["m1", "named"]);
     let mixed = attested_by(&dids, &[]);
-    assert_eq!(mixed.with_standing(&one), 1);
+    assert_eq!(mixed.with_standing(&one, "op"), 1);
     let naming = Policy { allowed_operators: ["a", "named"].map(String::from).into(), ..one.clone() };
-    assert_eq!(mixed.with_standing(&naming), 2);
-    // Reputation: above 0 and at the policy's floor (0 when unset); a composite of 0 is none.
+    assert_eq!(mixed.with_standing(&naming, "op"), 2);
+    // Reputation: vouched for by the members and at the policy's floor (0 when unset); one
+    // nobody trusted vouches for has none, whatever its composite.
+    let edges = |pairs: &[(&str, &str)]| -> HashMap<String, Vec<String>> {
+        let mut m: HashMap<String, Vec<String>> = HashMap::new();
+        for (a, b) in pairs {
+            m.entry((*a).to_owned()).or_default().push((*b).to_owned());
+        }
+        m
+    };
     let rep = attested_by(&["good", "fair", "zero"], &[("good", 0.8), ("fair", 0.3), ("zero", 0.0)]);
-    assert_eq!(rep.with_standing(&one), 2);
+    assert_eq!(rep.with_standing(&one, "op"), 0, "nobody reached");
+    let members_vouch = Arc::new(super::super::snapshot::Reach::of(
+        &edges(&[("m1", "good"), ("m1", "fair")]),
+        ["m1".to_owned()],
+    ));
+    let one = Policy { reach: members_vouch, ..one.clone() };
+    assert_eq!(rep.with_standing(&one, "op"), 2);
     let floor = Policy { min_reputation: Some(0.5), ..one.clone() };
-    assert_eq!(rep.with_standing(&floor), 1);
+    assert_eq!(rep.with_standing(&floor, "op"), 1);
     // Below the floor but named: the policy's own word counts.
     let floor_naming = Policy { allowed_operators: ["fair".to_owned()].into(), ..floor.clone() };
-    assert_eq!(rep.with_standing(&floor_naming), 2);
+    assert_eq!(rep.with_standing(&floor_naming, "op"), 2);
     // A did listed twice counts once.
-    assert_eq!(attested_by(&["m1", "m1"], &[]).with_standing(&one), 1);
+    assert_eq!(attested_by(&["m1", "m1"], &[]).with_standing(&one, "op"), 1);
     // One the policy's named operators (or a member) vouch for counts under it, with no floor:
     // trust flows from the policy's own pre-trusted set. Under a floor it needs the reputation.
-    let vouched = Policy { vouched: Arc::new(["fresh7".to_owned()].into()), ..one.clone() };
-    assert_eq!(strangers.with_standing(&vouched), 1);
+    let reach = Arc::new(super::super::snapshot::Reach::of(&edges(&[("m1", "fresh7")]), ["m1".to_owned()]));
+    let vouched = Policy { reach, ..one.clone() };
+    assert_eq!(strangers.with_standing(&vouched, "op"), 1);
     let vouched_floor = Policy { min_reputation: Some(0.5), ..vouched.clone() };
-    assert_eq!(strangers.with_standing(&vouched_floor), 0);
+    assert_eq!(strangers.with_standing(&vouched_floor, "op"), 0);
+    // An operator the members vouch for cannot give standing to keys of its own that attest it.
+    let through = Arc::new(super::super::snapshot::Reach::of(
+        &edges(&[("m1", "x"), ("x", "fresh7"), ("x", "fresh8")]),
+        ["m1".to_owned()],
+    ));
+    let through = Policy { reach: through, ..one.clone() };
+    assert_eq!(strangers.with_standing(&through, "x"), 0);
+    assert_eq!(strangers.with_standing(&through, "someone else"), 2);
 
     let k = Constraints::default();
     let per = HashMap::new();
@@ -361,9 +384,12 @@ fn violates(
             let standing = raw
                 .iter()
                 .filter(|(a, (member, rep))| {
+                    let floor = p.min_reputation.unwrap_or(0.0);
                     *member
                         || p.allowed_operators.contains(*a)
-                        || (*rep > 0.0 && *rep >= p.min_reputation.unwrap_or(0.0))
+                        || (p.reach.reaches_without(a, &c.operator)
+                            && *rep >= floor
+                            && (*rep > 0.0 || floor <= 0.0))
                 })
                 .count();
             (!p.allowed_operators.is_empty() && !p.allowed_operators.contains(&c.operator))
@@ -425,15 +451,21 @@ proptest! {
     /// each attester of the world's list one by one.
     #[test]
     fn attesters_with_standing_are_counted_as_one_by_one(raw in arb_attesters(), policy in arb_policy()) {
-        let policy = policy.unwrap_or_default();
+        // The members vouch for every other attester whose name has an even length.
+        let mut vouches: HashMap<String, Vec<String>> = HashMap::new();
+        vouches.insert("m-root".to_owned(), raw.keys().filter(|d| d.len() % 2 == 0).cloned().collect());
+        let reach = Arc::new(super::super::snapshot::Reach::of(&vouches, ["m-root".to_owned()]));
+        let policy = Policy { reach, ..policy.unwrap_or_default() };
         let a = Attesters::new(raw.keys().map(String::as_str), |d| raw[d].0, |d| raw[d].1);
+        let floor = policy.min_reputation.unwrap_or(0.0);
         let one_by_one = raw
             .iter()
             .filter(|(d, (member, rep))| {
-                *member || policy.allowed_operators.contains(*d) || (*rep > 0.0 && *rep >= policy.min_reputation.unwrap_or(0.0))
+                let vouched = d.len() % 2 == 0 && d.as_str() != "op";
+                *member || policy.allowed_operators.contains(*d) || (vouched && *rep >= floor && (*rep > 0.0 || floor <= 0.0))
             })
             .count();
-        prop_assert_eq!(a.with_standing(&policy), one_by_one);
+        prop_assert_eq!(a.with_standing(&policy, "op"), one_by_one);
         prop_assert_eq!(a.len(), raw.len());
     }
 
