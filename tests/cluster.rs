@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::{Kubectl, Server, User, free_port, send, wait_for};
+use support::{Kubectl, Server, User, free_port, plain, send, wait_for};
 
 /// Makes `data`'s member key up front, so the test knows the member's did before it starts
 /// (an operator reads it from the refused `--join`, or from the member's first start).
@@ -698,24 +698,6 @@ fn concurrent_payments_on_two_members_never_both_spend_one_credit_line() {
         });
         assert_eq!(account(m.server(), &op), committed);
     }
-}
-
-/// kubectl's output without terminal colors.
-fn plain(text: &str) -> String {
-    let mut out = String::new();
-    let mut chars = text.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 #[test]

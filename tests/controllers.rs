@@ -1305,21 +1305,7 @@ fn ui_credits_grant_and_send_sign_with_the_user_s_key_and_a_payment_stays_within
     let b = bob.init_plain();
     let server = Server::start(&alice, &alice.path("data"));
     // Bob's own kubeconfig for the cluster: his requests are his.
-    let ca = server.data.join("tls").join("ca.crt");
-    let bob_kubeconfig = bob.path("kubeconfig");
-    bob.run(&[
-        "config",
-        "kubeconfig",
-        "--server",
-        &server.url,
-        "--certificate-authority",
-        ca.to_str().unwrap(),
-        "--cluster",
-        &server.audience,
-        "--out",
-        bob_kubeconfig.to_str().unwrap(),
-    ])
-    .ok();
+    let bob_kubeconfig = server.kubeconfig_for(&bob);
     let as_bob = |args: &[&str]| {
         let mut all = args.to_vec();
         all.extend(["--kubeconfig", bob_kubeconfig.to_str().unwrap()]);

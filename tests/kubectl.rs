@@ -265,23 +265,7 @@ fn kubectl_authenticates_each_identity_with_its_own_key() {
     // A second identity with its own config dir and its own kubeconfig for the same cluster.
     let other = User::new();
     other.init_plain();
-    let ca = server.data.join("tls").join("ca.crt");
-    let other_kubeconfig = other.path("kubeconfig");
-    other
-        .run(&[
-            "config",
-            "kubeconfig",
-            "--server",
-            &server.url,
-            "--certificate-authority",
-            ca.to_str().unwrap(),
-            "--cluster",
-            &server.audience,
-            "--out",
-            other_kubeconfig.to_str().unwrap(),
-        ])
-        .ok();
-    let k2 = Kubectl { kubeconfig: other_kubeconfig, cache: other.path("kube-cache") };
+    let k2 = Kubectl { kubeconfig: server.kubeconfig_for(&other), cache: other.path("kube-cache") };
 
     let v1 = write_signed(&owner, "web.yaml", &workload_yaml("web", 1));
     std::thread::sleep(std::time::Duration::from_millis(1100)); // signed-at has second precision

@@ -7,7 +7,7 @@
 mod support;
 
 use serde_json::Value;
-use support::{Controllers, Kubectl, Server, User, wait_for};
+use support::{Controllers, Kubectl, Server, User, plain, wait_for};
 
 fn write(u: &User, file: &str, text: &str) -> String {
     let path = u.path(file);
@@ -37,23 +37,7 @@ fn json(text: &str) -> Value {
 fn stranger(server: &Server) -> (User, String, Kubectl) {
     let other = User::new();
     let did = other.init_plain();
-    let ca = server.data.join("tls").join("ca.crt");
-    let kubeconfig = other.path("kubeconfig");
-    other
-        .run(&[
-            "config",
-            "kubeconfig",
-            "--server",
-            &server.url,
-            "--certificate-authority",
-            ca.to_str().unwrap(),
-            "--cluster",
-            &server.audience,
-            "--out",
-            kubeconfig.to_str().unwrap(),
-        ])
-        .ok();
-    let k = Kubectl { kubeconfig, cache: other.path("kube-cache") };
+    let k = Kubectl { kubeconfig: server.kubeconfig_for(&other), cache: other.path("kube-cache") };
     (other, did, k)
 }
 
@@ -538,24 +522,6 @@ fn kubectl_auth_whoami_names_the_did_and_whether_member_or_node() {
     assert_eq!(info["username"], node_key);
     assert_eq!(value(&node.ok(&["auth", "whoami"]), "Extra: univrs.io/nodes"), "[n1]");
     server.stop();
-}
-
-/// kubectl's output without terminal colors.
-fn plain(text: &str) -> String {
-    let mut out = String::new();
-    let mut chars = text.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 #[test]

@@ -218,6 +218,27 @@ impl Server {
 
     /// The kubeconfig the server wrote for its own control-plane clients: it authenticates as
     /// the member key (a control-plane member may write any kind, e.g. Replicas).
+    /// A kubeconfig of this cluster for `u`'s own identity (`ui config kubeconfig`), in `u`'s
+    /// directory: what a second user writes to reach the same cluster as themselves.
+    pub fn kubeconfig_for(&self, u: &User) -> PathBuf {
+        let ca = self.data.join("tls").join("ca.crt");
+        let kubeconfig = u.path("kubeconfig");
+        u.run(&[
+            "config",
+            "kubeconfig",
+            "--server",
+            &self.url,
+            "--certificate-authority",
+            ca.to_str().unwrap(),
+            "--cluster",
+            &self.audience,
+            "--out",
+            kubeconfig.to_str().unwrap(),
+        ])
+        .ok();
+        kubeconfig
+    }
+
     pub fn member_kubeconfig(&self) -> PathBuf {
         self.data.join("member.kubeconfig")
     }
@@ -454,4 +475,22 @@ pub fn wait_for<T>(secs: u64, what: &str, mut check: impl FnMut() -> Result<T, S
             Err(_) => std::thread::sleep(std::time::Duration::from_millis(200)),
         }
     }
+}
+
+/// kubectl's output without terminal colors.
+pub fn plain(text: &str) -> String {
+    let mut out = String::new();
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
