@@ -37,7 +37,7 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 use self::core::{Amount, Constraints, Policy, Weights};
-use self::snapshot::{Ask, Assumed, Placed, Topology, Usage};
+use self::snapshot::{Ask, Assumed, Grants, Placed, Topology, Usage};
 use crate::Error;
 use crate::members::{self, Members};
 use crate::runtime::{self, Shared, cache, cache_observed, fill_only, ready};
@@ -88,7 +88,8 @@ struct Ctx {
     reputations: Store<Kube<ReputationSpec>>,
     attestations: Store<Kube<AttestationSpec>>,
     accounts: Store<Kube<AccountSpec>>,
-    grants: Store<Kube<CreditGrantSpec>>,
+    grants: Arc<Mutex<Grants>>,
+    grants_cache: Store<Kube<CreditGrantSpec>>,
     members: Members,
     usage: Arc<Mutex<Usage>>,
     topology_changes: Arc<AtomicU64>,
@@ -111,7 +112,11 @@ pub async fn run(shared: Shared, config: Config) {
     let (reputations, r) = cache_observed::<ReputationSpec>(&client, counter(&topology_changes));
     let (attestations, a) = cache_observed::<AttestationSpec>(&client, counter(&topology_changes));
     let (accounts, ac) = cache::<AccountSpec>(&client);
-    let (grants, g) = cache::<CreditGrantSpec>(&client);
+    let grants: Arc<Mutex<Grants>> = Arc::default();
+    let (grants_cache, g) = {
+        let grants = grants.clone();
+        cache_observed::<CreditGrantSpec>(&client, move |e| grants.lock().expect("grants lock").apply(e))
+    };
     let (members_tx, members) = tokio::sync::watch::channel(None);
     let queue = stream::select_all([
         Box::pin(trigger_self(replica_changes, ())) as runtime::Queue<Kube<ReplicaSpec>>,
@@ -138,6 +143,7 @@ pub async fn run(shared: Shared, config: Config) {
         attestations,
         accounts,
         grants,
+        grants_cache,
         members,
         usage,
         topology_changes: topology_changes.clone(),
@@ -192,7 +198,7 @@ async fn reconcile(replica: Arc<Kube<ReplicaSpec>>, ctx: Arc<Ctx>) -> Result<Act
         (ready(&ctx.reputations, "reputations").await, "reputations"),
         (ready(&ctx.attestations, "attestations").await, "attestations"),
         (ready(&ctx.accounts, "accounts").await, "accounts"),
-        (ready(&ctx.grants, "creditgrants").await, "creditgrants"),
+        (ready(&ctx.grants_cache, "creditgrants").await, "creditgrants"),
     ] {
         store_ready.map_err(|_| Error::CacheStopped(what))?;
     }
@@ -293,15 +299,10 @@ fn available_credit(ctx: &Ctx, owner: &str) -> HashMap<String, i64> {
             out.insert(l.counterparty.as_str().to_owned(), l.balance.micros());
         }
     }
-    for g in ctx.grants.state() {
-        let in_force = g.spec.expires.as_ref().is_none_or(|e| e.0 > now);
-        if g.spec.grantee == owner
-            && in_force
-            && !g.is_deleting()
-            && let Some(granter) = g.signer()
-        {
-            let e = out.entry(granter.to_owned()).or_default();
-            *e = e.saturating_add(g.spec.limit.micros().max(0));
+    for line in ctx.grants.lock().expect("grants lock").to(owner.as_str()) {
+        if line.expires.is_none_or(|e| e > now) {
+            let e = out.entry(line.granter.clone()).or_default();
+            *e = e.saturating_add(line.limit);
         }
     }
     out

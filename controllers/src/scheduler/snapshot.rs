@@ -5,7 +5,8 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use api::kinds::{
-    AttestationSpec, NodeConditionType, NodeOfferSpec, NodeSpec, ReplicaSpec, ReputationSpec, SubjectKind,
+    AttestationSpec, CreditGrantSpec, NodeConditionType, NodeOfferSpec, NodeSpec, ReplicaSpec,
+    ReputationSpec, SubjectKind,
 };
 use api::meta::ConditionStatus;
 use chrono::{DateTime, Utc};
@@ -234,6 +235,80 @@ impl Usage {
     /// Where the replicas of workload `name` in `namespace` are: node → how many.
     pub fn of_workload(&self, namespace: &str, name: &str) -> Option<&HashMap<String, u32>> {
         self.workloads.get(&(namespace.to_owned(), name.to_owned()))
+    }
+}
+
+/// A credit line as placement counts it: who grants it, how much, until when.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Line {
+    /// The granter (the CreditGrant's signer).
+    pub granter: String,
+    /// The limit, in micro-credits.
+    pub limit: i64,
+    /// When it ends.
+    pub expires: Option<DateTime<Utc>>,
+}
+
+/// CreditGrants by grantee, kept from the grant watch's events, so the credit a workload's
+/// owner has costs O(the owner's own grants) per placement, not O(every grant): anyone may
+/// write grants, by the thousand.
+#[derive(Debug, Default)]
+pub struct Grants {
+    by_uid: HashMap<String, String>,
+    by_grantee: HashMap<String, HashMap<String, Line>>,
+    relist: Option<Vec<Kube<CreditGrantSpec>>>,
+}
+
+impl Grants {
+    /// Follows one watch event of CreditGrants.
+    pub fn apply(&mut self, event: &kube::runtime::watcher::Event<Kube<CreditGrantSpec>>) {
+        use kube::runtime::watcher::Event;
+        match event {
+            Event::Init => self.relist = Some(Vec::new()),
+            Event::InitApply(g) => self.relist.get_or_insert_with(Vec::new).push(g.clone()),
+            Event::InitDone => {
+                let all = self.relist.take().unwrap_or_default();
+                *self = Self::default();
+                for g in &all {
+                    self.add(g);
+                }
+            }
+            Event::Apply(g) => {
+                self.remove(g.uid());
+                self.add(g);
+            }
+            Event::Delete(g) => self.remove(g.uid()),
+        }
+    }
+
+    fn add(&mut self, g: &Kube<CreditGrantSpec>) {
+        let Some(granter) = g.signer() else { return };
+        if g.is_deleting() {
+            return;
+        }
+        let grantee = g.spec.grantee.as_str().to_owned();
+        let line = Line {
+            granter: granter.to_owned(),
+            limit: g.spec.limit.micros().max(0),
+            expires: g.spec.expires.as_ref().map(|t| t.0),
+        };
+        self.by_grantee.entry(grantee.clone()).or_default().insert(g.uid().to_owned(), line);
+        self.by_uid.insert(g.uid().to_owned(), grantee);
+    }
+
+    fn remove(&mut self, uid: &str) {
+        let Some(grantee) = self.by_uid.remove(uid) else { return };
+        if let Some(lines) = self.by_grantee.get_mut(&grantee) {
+            lines.remove(uid);
+            if lines.is_empty() {
+                self.by_grantee.remove(&grantee);
+            }
+        }
+    }
+
+    /// The lines granted to `grantee`.
+    pub fn to(&self, grantee: &str) -> impl Iterator<Item = &Line> {
+        self.by_grantee.get(grantee).into_iter().flat_map(HashMap::values)
     }
 }
 
@@ -603,6 +678,40 @@ mod tests {
         assert_eq!(a.others, [fresh, untrusted].into());
         assert_eq!((c[0].operator_is_member, c[1].operator_is_member), (false, true));
         assert!(c[1].attesters.is_empty());
+    }
+
+    #[test]
+    fn grants_are_found_by_grantee_as_the_watch_changes_them() {
+        use kube::runtime::watcher::Event;
+        let grant = |uid: &str, granter: &str, grantee: &str, limit: &str| -> Kube<CreditGrantSpec> {
+            serde_json::from_value(json!({
+                "apiVersion": "univrs.io/v1", "kind": "CreditGrant",
+                "metadata": { "name": uid, "uid": uid, "annotations": { "univrs.io/signer": granter } },
+                "spec": { "grantee": grantee, "limit": limit },
+            }))
+            .unwrap()
+        };
+        let (a, b, c) = (did(1), did(2), did(3));
+        let mut grants = Grants::default();
+        grants.apply(&Event::Init);
+        grants.apply(&Event::InitApply(grant("g1", &a, &c, "10")));
+        grants.apply(&Event::InitApply(grant("g2", &b, &c, "5")));
+        grants.apply(&Event::InitDone);
+        let limits = |g: &Grants| {
+            let mut l: Vec<(String, i64)> = g.to(&c).map(|l| (l.granter.clone(), l.limit)).collect();
+            l.sort();
+            l
+        };
+        let mut want = vec![(a.clone(), 10_000_000), (b.clone(), 5_000_000)];
+        want.sort();
+        assert_eq!(limits(&grants), want);
+        // Changed, moved to another grantee, deleted.
+        grants.apply(&Event::Apply(grant("g1", &a, &c, "20")));
+        grants.apply(&Event::Apply(grant("g2", &b, &a, "5")));
+        assert_eq!(limits(&grants), vec![(a.clone(), 20_000_000)]);
+        grants.apply(&Event::Delete(grant("g1", &a, &c, "20")));
+        assert_eq!(grants.to(&c).count(), 0);
+        assert_eq!(grants.to(&a).count(), 1);
     }
 
     #[test]
