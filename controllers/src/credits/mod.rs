@@ -3,20 +3,24 @@
 //!
 //! - **Metering** (`meter`): for each replica bound to a Node priced by its operator's offer,
 //!   each period of the run that has ended (and, once the replica has finished, the last one)
-//!   becomes a Metering Transfer from the workload's signer to the node's operator, named
-//!   `meter-<replica uid>-<period>`: a second controller, or this one after a restart, writes
-//!   the same name and gets AlreadyExists, so nothing is charged twice. The apiserver decides it
-//!   on the credit line in the Raft entry that writes it (`api::ledger`); a refused one (no
-//!   credit left) evicts the replica, and the scheduler will not place it on a priced node
-//!   again until its owner has credit there. Nothing is charged on a node of the workload's own
-//!   signer, or under an offer with no price.
-//! - **Spending**: each TrustPolicy's `status.spending` (spent in all and in the last hour,
-//!   what its running replicas cost per hour); once `spending.maxTotal` is reached, its
-//!   workloads' replicas on priced nodes are stopped and `status.spending.stopped` says why
-//!   (the scheduler keeps new ones pending for the same reason).
+//!   becomes a Metering Transfer from the replica's payer (its workload's signer, recorded on
+//!   it) to the node's operator, named `meter-<replica uid>-<period ms>-<index>` (names only
+//!   members may use). The charges say how far a run is covered, so a second controller, or
+//!   this one after a restart, even with another period, charges nothing twice. The apiserver
+//!   decides each on the credit line in the Raft entry that writes it (`api::ledger`); a
+//!   refused one (no credit left) stops the replica, and the scheduler will not place it on a
+//!   priced node again until its owner has credit there. Nothing is charged on a node of the
+//!   payer's own, or under an offer with no price, or for what was not requested.
+//! - **Spending**: each TrustPolicy's `status.spending` (what its signer paid in all and in the
+//!   last hour, what its running replicas cost per hour); once `spending.maxTotal` is reached
+//!   its workloads' replicas on priced nodes are stopped, once `maxPerHour` is exceeded at
+//!   today's prices the dearest are, and `status.spending.stopped` says why (the scheduler
+//!   keeps new ones pending for the same reason).
 //! - **Grants**: each CreditGrant's `status` (Active or Expired; how much of it is drawn).
+//! - **Network health**: the `univrs_network_*` gauges (`api::health`).
 //!
-//! It acts on the whole picture every `Config::every` (`runtime::periodic`), not per change.
+//! It acts on the whole picture every `Config::every` (`runtime::periodic`), not per change;
+//! an object that fails is logged and tried again next pass, never holding up the others.
 
 pub mod meter;
 
