@@ -303,7 +303,8 @@ pub enum Reason {
     NodeSelectorMismatch,
     /// The workload already has its most replicas on this operator.
     OperatorLimit,
-    /// The owner's credit with the operator covers less than an hour of the replica.
+    /// The owner's credit with the operator covers less than an hour of the replica (and of the
+    /// workload's replicas already there).
     InsufficientCredit,
     /// An hour of the replica would take the policy over `spending.maxPerHour`.
     SpendingPerHour,
@@ -407,7 +408,9 @@ pub fn filter(c: &Candidate, r: &Request<'_>) -> Result<(), Reason> {
     }
     let cost = Money::cost(c, r.signer, r.need);
     if cost > 0 {
-        if r.money.available.get(&c.operator).copied().unwrap_or(0) < cost {
+        // An hour of this replica and of the workload's others on the operator's nodes.
+        let on_operator = i64::from(r.per_operator.get(&c.operator).copied().unwrap_or(0));
+        if r.money.available.get(&c.operator).copied().unwrap_or(0) < cost.saturating_mul(on_operator + 1) {
             return Err(Reason::InsufficientCredit);
         }
         if let Some(p) = r.policy {

@@ -241,7 +241,12 @@ async fn reconcile(replica: Arc<Kube<ReplicaSpec>>, ctx: Arc<Ctx>) -> Result<Act
             .workloads
             .state()
             .iter()
-            .filter(|w| w.namespace() == Some(ns.as_str()) && w.spec.trust_policy.as_ref() == Some(name))
+            // Its owner's workloads under it (another signer's naming the policy is never placed).
+            .filter(|w| {
+                w.namespace() == Some(ns.as_str())
+                    && w.spec.trust_policy.as_ref() == Some(name)
+                    && w.signer() == workload.signer()
+            })
             .map(|w| (w.name().to_owned(), Amount::of(&w.spec.resources)))
             .collect(),
         None => Vec::new(),

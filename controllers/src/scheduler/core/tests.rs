@@ -519,6 +519,18 @@ fn a_priced_node_needs_an_hour_of_credit_and_room_in_the_policy_s_spending() {
     assert_eq!(check(&priced, hour, hour, 0, "alice"), Ok(()));
     assert_eq!(check(&priced, hour, 0, 10 * hour - 1, "alice"), Ok(()));
     assert_eq!(check(&priced, hour, 0, 10 * hour, "alice"), Err(Reason::SpendingTotal));
+    // Credit for an hour of one replica is not credit for two on the same operator.
+    let two = HashMap::from([("op".to_owned(), 1u32)]);
+    let money = Money { available: [("op".to_owned(), hour)].into(), per_hour: 0, spent: 0 };
+    let second = Request {
+        need: need(),
+        policy: Some(&policy),
+        signer: Some("alice"),
+        constraints: &k,
+        per_operator: &two,
+        money: &money,
+    };
+    assert_eq!(filter(&priced, &second), Err(Reason::InsufficientCredit));
     // On its own node an owner pays nobody: no credit or limit applies.
     assert_eq!(check(&priced, 0, 5 * hour, 20 * hour, "op"), Ok(()));
     // Nor on a free one.
