@@ -5,7 +5,7 @@
 
 mod support;
 
-use support::{Kubectl, Server, User, workspace};
+use support::{Kubectl, Server, User, workspace, write, write_signed};
 
 #[test]
 fn kubectl_creates_gets_and_deletes_signed_objects_and_a_restart_resumes() {
@@ -81,19 +81,6 @@ fn replica_yaml(name: &str, node: &str) -> String {
         "apiVersion: univrs.io/v1\nkind: Replica\nmetadata:\n  name: {name}\n  labels:\n    app: {name}\n\
          spec:\n  workload: web\n  nodeName: {node}\n  container:\n    rootfs: busybox\n"
     )
-}
-
-fn write(u: &User, file: &str, text: &str) -> String {
-    let path = u.path(file);
-    std::fs::write(&path, text).unwrap();
-    path.to_str().unwrap().to_owned()
-}
-
-/// Writes `text` to `file` signed by the user (`ui sign --in-place`).
-fn write_signed(u: &User, file: &str, text: &str) -> String {
-    let path = write(u, file, text);
-    u.run(&["sign", "-f", &path, "--in-place"]).ok();
-    path
 }
 
 fn get_json(k: &Kubectl, what: &[&str]) -> serde_json::Value {

@@ -7,20 +7,7 @@
 mod support;
 
 use serde_json::Value;
-use support::{Controllers, Kubectl, Server, User, plain, wait_for};
-
-fn write(u: &User, file: &str, text: &str) -> String {
-    let path = u.path(file);
-    std::fs::write(&path, text).unwrap();
-    path.to_str().unwrap().to_owned()
-}
-
-/// Writes `text` to `file` signed by the user.
-fn write_signed(u: &User, file: &str, text: &str) -> String {
-    let path = write(u, file, text);
-    u.run(&["sign", "-f", &path, "--in-place"]).ok();
-    path
-}
+use support::{Controllers, Kubectl, Server, User, plain, wait_for, write, write_signed};
 
 fn workload_yaml(name: &str, labels: &str) -> String {
     format!(

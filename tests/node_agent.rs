@@ -103,22 +103,7 @@ impl Up {
     fn another_user(&self) -> User {
         let other = User::new();
         other.init_plain();
-        let ca = self.data.join("tls/ca.crt");
-        let kubeconfig = other.path("kubeconfig");
-        other
-            .run(&[
-                "config",
-                "kubeconfig",
-                "--server",
-                &self.url,
-                "--certificate-authority",
-                ca.to_str().unwrap(),
-                "--cluster",
-                &self.audience,
-                "--out",
-                kubeconfig.to_str().unwrap(),
-            ])
-            .ok();
+        support::kubeconfig_for(&other, &self.url, &self.audience, &self.data);
         other
     }
 }

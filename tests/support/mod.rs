@@ -221,22 +221,7 @@ impl Server {
     /// A kubeconfig of this cluster for `u`'s own identity (`ui config kubeconfig`), in `u`'s
     /// directory: what a second user writes to reach the same cluster as themselves.
     pub fn kubeconfig_for(&self, u: &User) -> PathBuf {
-        let ca = self.data.join("tls").join("ca.crt");
-        let kubeconfig = u.path("kubeconfig");
-        u.run(&[
-            "config",
-            "kubeconfig",
-            "--server",
-            &self.url,
-            "--certificate-authority",
-            ca.to_str().unwrap(),
-            "--cluster",
-            &self.audience,
-            "--out",
-            kubeconfig.to_str().unwrap(),
-        ])
-        .ok();
-        kubeconfig
+        kubeconfig_for(u, &self.url, &self.audience, &self.data)
     }
 
     pub fn member_kubeconfig(&self) -> PathBuf {
@@ -493,4 +478,39 @@ pub fn plain(text: &str) -> String {
         }
     }
     out
+}
+
+/// `ui config kubeconfig` as `u`, for the cluster at `url` (`audience`) whose data dir `data`
+/// holds its CA: a second user's own way in. Returns the kubeconfig's path, in `u`'s directory.
+pub fn kubeconfig_for(u: &User, url: &str, audience: &str, data: &Path) -> PathBuf {
+    let ca = data.join("tls").join("ca.crt");
+    let kubeconfig = u.path("kubeconfig");
+    u.run(&[
+        "config",
+        "kubeconfig",
+        "--server",
+        url,
+        "--certificate-authority",
+        ca.to_str().unwrap(),
+        "--cluster",
+        audience,
+        "--out",
+        kubeconfig.to_str().unwrap(),
+    ])
+    .ok();
+    kubeconfig
+}
+
+/// Writes `text` to `file` in `u`'s directory; its path.
+pub fn write(u: &User, file: &str, text: &str) -> String {
+    let path = u.path(file);
+    std::fs::write(&path, text).unwrap();
+    path.to_str().unwrap().to_owned()
+}
+
+/// Writes `text` to `file` signed by the user (`ui sign --in-place`); its path.
+pub fn write_signed(u: &User, file: &str, text: &str) -> String {
+    let path = write(u, file, text);
+    u.run(&["sign", "-f", &path, "--in-place"]).ok();
+    path
 }

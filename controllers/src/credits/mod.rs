@@ -174,14 +174,14 @@ impl Owned {
 }
 
 fn facts(ctx: &Ctx) -> Owned {
-    let offers = ctx.offers.state();
+    let offers = offers_by_node(ctx);
     let nodes = ctx
         .nodes
         .state()
         .iter()
         .filter(|n| !n.is_deleting())
         .map(|n| {
-            let offer = operator_offer(n, offers.iter().map(AsRef::as_ref));
+            let offer = operator_offer(n, offers.get(n.name()).into_iter().flatten().map(AsRef::as_ref));
             let own = n.spec.capacity.cpu_millicores().0;
             let offered = offer.map_or(0, |o| o.spec.resources.cpu_millicores().0);
             let cpu = match (offered, own) {
@@ -221,6 +221,18 @@ struct Bill {
     run: Run,
 }
 
+/// The cached NodeOffers by the node they offer, built once per pass (a replica's or node's
+/// offer is then found among its node's few, not all).
+type OffersByNode = HashMap<String, Vec<Arc<Kube<NodeOfferSpec>>>>;
+
+fn offers_by_node(ctx: &Ctx) -> OffersByNode {
+    let mut by_node: OffersByNode = HashMap::new();
+    for o in ctx.offers.state() {
+        by_node.entry(o.spec.node.clone()).or_default().push(o);
+    }
+    by_node
+}
+
 /// Whether `t` is a charge the control plane wrote (unsigned Metering: only members may write
 /// one, and only members may use the `meter-` names).
 fn is_charge(t: &Kube<TransferSpec>) -> bool {
@@ -231,7 +243,7 @@ fn is_charge(t: &Kube<TransferSpec>) -> bool {
 /// the node's operator (the signer of its workload, recorded on the replica), under a priced
 /// offer, started. The run is believed from the node only within what the control plane saw:
 /// not before the replica was made, not past when it was first seen finished.
-fn bill(ctx: &Ctx, r: &Kube<ReplicaSpec>, now: DateTime<Utc>) -> Option<Bill> {
+fn bill(ctx: &Ctx, offers: &OffersByNode, r: &Kube<ReplicaSpec>, now: DateTime<Utc>) -> Option<Bill> {
     let status = r.status.as_ref()?;
     let created =
         r.metadata.creation_timestamp.as_ref().and_then(|t| DateTime::from_timestamp(t.0.as_second(), 0))?;
@@ -251,8 +263,7 @@ fn bill(ctx: &Ctx, r: &Kube<ReplicaSpec>, now: DateTime<Utc>) -> Option<Bill> {
     if payer == payee {
         return None;
     }
-    let offers = ctx.offers.state();
-    let offer = operator_offer(&node, offers.iter().map(AsRef::as_ref))?;
+    let offer = operator_offer(&node, offers.get(node.name()).into_iter().flatten().map(AsRef::as_ref))?;
     let rates = Rates::of(&offer.spec.price);
     let per_hour = rates.per_hour(meter::metered(&r.spec.container.resources, status.usage.as_ref()));
     if rates.is_free() || per_hour <= 0 {
@@ -272,6 +283,7 @@ fn bill(ctx: &Ctx, r: &Kube<ReplicaSpec>, now: DateTime<Utc>) -> Option<Bill> {
 async fn meter(ctx: &Ctx, now: DateTime<Utc>) -> Result<(), Error> {
     let period = chrono::Duration::from_std(ctx.config.period).unwrap_or(chrono::Duration::seconds(60));
     let replicas = ctx.replicas.state();
+    let offers = offers_by_node(ctx);
     ctx.ended.lock().expect("ended lock").retain(|uid, _| replicas.iter().any(|r| r.uid() == uid));
     // How far each replica's run is charged already, from the charges themselves (whatever the
     // period they were charged under): nothing is charged twice, by this process or another.
@@ -284,7 +296,7 @@ async fn meter(ctx: &Ctx, now: DateTime<Utc>) -> Result<(), Error> {
         }
     }
     for r in &replicas {
-        let Some(mut bill) = bill(ctx, r, now) else { continue };
+        let Some(mut bill) = bill(ctx, &offers, r, now) else { continue };
         if let Some(until) = covered.get(r.uid()) {
             bill.run.start = bill.run.start.max(*until);
         }
@@ -436,6 +448,7 @@ async fn spending(ctx: &Ctx, now: DateTime<Utc>) -> Result<(), Error> {
         }
     }
     // What runs now, per policy, and which replicas are billed.
+    let offers = offers_by_node(ctx);
     let mut running: BTreeMap<(String, String), Vec<Billed>> = BTreeMap::new();
     for r in ctx.replicas.state() {
         if r.status.as_ref().is_some_and(|s| s.phase.is_terminal()) || r.is_deleting() {
@@ -444,7 +457,7 @@ async fn spending(ctx: &Ctx, now: DateTime<Utc>) -> Result<(), Error> {
         let Some((key, _)) = policy_of(ctx, r.namespace().unwrap_or("default"), &r.spec.workload) else {
             continue;
         };
-        let Some(b) = bill(ctx, &r, now) else { continue };
+        let Some(b) = bill(ctx, &offers, &r, now) else { continue };
         let f = figures.entry(key.clone()).or_default();
         let rate = Credits::from_micros(
             i64::try_from(b.per_hour).unwrap_or(i64::MAX).min(api::ledger::MAX.micros()),

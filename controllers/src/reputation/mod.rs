@@ -253,9 +253,12 @@ async fn pass(ctx: &Ctx) -> Result<(), Error> {
     {
         let state = ctx.state.lock().expect("reputation state lock");
         // The earliest last sample of any node: start failures since then are counted.
-        let nodes = samples(ctx, now, None);
-        let since = nodes.keys().filter_map(|n| last_sample(&state, &name_of(SubjectKind::Node, n))).min();
-        drop(nodes);
+        let since = ctx
+            .nodes
+            .state()
+            .iter()
+            .filter_map(|n| last_sample(&state, &name_of(SubjectKind::Node, n.name())))
+            .min();
         for (node, (n, s)) in samples(ctx, now, since) {
             let operator = n.spec.operator.as_str().to_owned();
             let created = n
