@@ -20,6 +20,13 @@ pub const SIGNER: &str = "univrs.io/signer";
 pub const SIGNED_AT: &str = "univrs.io/signed-at";
 /// Annotation holding the base64 Ed25519 signature.
 pub const SIGNATURE: &str = "univrs.io/signature";
+/// Annotation of an object an AI agent signed on its user's behalf: the agent's did:key. The
+/// signature is then the agent's, over a projection that names the user (`univrs.io/signer`,
+/// the owner), the agent and the grant; the apiserver admits it only while that user's
+/// AgentGrant gives the agent the write (see `kinds::AgentGrantSpec`).
+pub const AGENT: &str = "univrs.io/agent";
+/// Annotation naming the AgentGrant an agent acted on (with [`AGENT`]).
+pub const GRANT: &str = "univrs.io/grant";
 /// kubectl's client-side apply bookkeeping; never signed.
 pub const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
@@ -92,6 +99,9 @@ pub enum VerifyError {
     /// The signer is not a valid did:key.
     #[error("metadata.annotations[{SIGNER}]: {0}")]
     BadSigner(IdentityError),
+    /// The agent annotation is not a valid did:key.
+    #[error("metadata.annotations[{AGENT}]: {0}")]
+    BadAgent(IdentityError),
     /// The signing time is not RFC 3339.
     #[error("metadata.annotations[{SIGNED_AT}]: {0:?} is not an RFC 3339 time")]
     BadSignedAt(String),
@@ -109,10 +119,14 @@ pub enum VerifyError {
 /// A verified signature.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Verified {
-    /// Who signed.
+    /// Whose object it is: who signed, or the user an agent signed for.
     pub signer: Did,
     /// When they say they signed.
     pub signed_at: DateTime<Utc>,
+    /// The agent whose key made the signature on `signer`'s behalf, and the grant it names.
+    /// Offline this proves only that the agent signed; whether the grant allowed it is the
+    /// apiserver's to check (at admission).
+    pub agent: Option<(Did, String)>,
 }
 
 /// The bytes a signature covers: JCS of the signed projection of `object`.
@@ -195,11 +209,49 @@ pub fn sign(
         ann.insert(SIGNER.into(), signer.as_str().into());
         ann.insert(SIGNED_AT.into(), at_text.clone().into());
         ann.remove(SIGNATURE);
+        // Signed by its owner now, not by an agent on the owner's behalf.
+        ann.remove(AGENT);
+        ann.remove(GRANT);
     }
     let signature = key.try_sign(&signing_payload(object)?).map_err(SignError::Signer)?;
     annotations_mut(object)?.insert(SIGNATURE.into(), BASE64.encode(signature.to_bytes()).into());
     let signed_at = DateTime::parse_from_rfc3339(&at_text).expect("we wrote RFC 3339").with_timezone(&Utc);
-    Ok(Verified { signer, signed_at })
+    Ok(Verified { signer, signed_at, agent: None })
+}
+
+/// Signs `object` in place with an agent's key on behalf of `owner`, under the AgentGrant named
+/// `grant`: the signer annotation names the owner (whose object it is), [`AGENT`] the agent and
+/// [`GRANT`] the grant, and the signature — the agent's — covers all three.
+pub fn sign_on_behalf(
+    object: &mut Value,
+    agent_key: &(impl Sign + ?Sized),
+    owner: &Did,
+    grant: &str,
+    at: DateTime<Utc>,
+) -> Result<Verified, SignError> {
+    let agent = Did::from_key(&agent_key.public());
+    let at_text = at.trunc_subsecs(3).to_rfc3339_opts(SecondsFormat::AutoSi, true);
+    {
+        let ann = annotations_mut(object)?;
+        ann.insert(SIGNER.into(), owner.as_str().into());
+        ann.insert(AGENT.into(), agent.as_str().into());
+        ann.insert(GRANT.into(), grant.into());
+        ann.insert(SIGNED_AT.into(), at_text.clone().into());
+        ann.remove(SIGNATURE);
+    }
+    let signature = agent_key.try_sign(&signing_payload(object)?).map_err(SignError::Signer)?;
+    annotations_mut(object)?.insert(SIGNATURE.into(), BASE64.encode(signature.to_bytes()).into());
+    let signed_at = DateTime::parse_from_rfc3339(&at_text).expect("we wrote RFC 3339").with_timezone(&Utc);
+    Ok(Verified { signer: owner.clone(), signed_at, agent: Some((agent, grant.to_owned())) })
+}
+
+/// Removes the annotations of an agent's signature ([`AGENT`], [`GRANT`]), so that the object
+/// can be signed again by its owner.
+pub fn drop_agent(object: &mut Value) {
+    if let Some(ann) = object.pointer_mut("/metadata/annotations").and_then(Value::as_object_mut) {
+        ann.remove(AGENT);
+        ann.remove(GRANT);
+    }
 }
 
 /// Checks the signature of `object` and returns who signed it and when.
@@ -217,14 +269,24 @@ pub fn verify(object: &Value) -> Result<Verified, VerifyError> {
     let signed_at = DateTime::parse_from_rfc3339(signed_at)
         .map_err(|_| VerifyError::BadSignedAt(signed_at.to_owned()))?
         .with_timezone(&Utc);
+    // An agent's signature on its user's behalf: made with the agent's key, naming the grant.
+    let agent = match (get(AGENT), get(GRANT)) {
+        (None, None) => None,
+        (Some(agent), Some(grant)) if !grant.is_empty() => {
+            Some((Did::parse(agent).map_err(VerifyError::BadAgent)?, grant.to_owned()))
+        }
+        (None, Some(_)) => return Err(VerifyError::Missing(AGENT)),
+        (Some(_), _) => return Err(VerifyError::Missing(GRANT)),
+    };
+    let key_holder = agent.as_ref().map_or(&signer, |(a, _)| a);
     let bytes = BASE64.decode(signature).map_err(|_| VerifyError::BadEncoding)?;
     let signature = Signature::from_slice(&bytes).map_err(|_| VerifyError::BadEncoding)?;
     let payload = signing_payload(object)?;
-    signer
+    key_holder
         .verifying_key()
         .verify_strict(&payload, &signature)
-        .map_err(|_| VerifyError::Mismatch(signer.clone()))?;
-    Ok(Verified { signer, signed_at })
+        .map_err(|_| VerifyError::Mismatch(key_holder.clone()))?;
+    Ok(Verified { signer, signed_at, agent })
 }
 
 fn annotations_mut(object: &mut Value) -> Result<&mut Map<String, Value>, SignError> {
@@ -264,6 +326,49 @@ mod tests {
         let mut w = workload();
         sign(&mut w, &key(1), at()).unwrap();
         w
+    }
+
+    #[test]
+    fn an_agent_signs_for_its_user_and_verify_says_so() {
+        let owner = Did::from_key(&key(1).verifying_key());
+        let mut w = workload();
+        let made = sign_on_behalf(&mut w, &key(2), &owner, "claude", at()).unwrap();
+        let v = verify(&w).unwrap();
+        assert_eq!(v, made);
+        assert_eq!(v.signer, owner, "the object is the user's");
+        let (agent, grant) = v.agent.unwrap();
+        assert_eq!(agent, Did::from_key(&key(2).verifying_key()));
+        assert_eq!(grant, "claude");
+    }
+
+    #[test]
+    fn an_agent_signature_cannot_be_moved_to_another_user_grant_or_agent() {
+        let owner = Did::from_key(&key(1).verifying_key());
+        let mut w = workload();
+        sign_on_behalf(&mut w, &key(2), &owner, "claude", at()).unwrap();
+        let other = Did::from_key(&key(3).verifying_key());
+        for (annotation, value) in [(SIGNER, other.as_str()), (GRANT, "wider"), (AGENT, other.as_str())] {
+            let mut changed = w.clone();
+            changed["metadata"]["annotations"][annotation] = value.into();
+            assert!(matches!(verify(&changed), Err(VerifyError::Mismatch(_))), "{annotation}");
+        }
+        // Without the agent annotation the signature is checked against the owner's key.
+        let mut dropped = w.clone();
+        drop_agent(&mut dropped);
+        assert!(matches!(verify(&dropped), Err(VerifyError::Mismatch(_))));
+        let mut half = w.clone();
+        half["metadata"]["annotations"].as_object_mut().unwrap().remove(GRANT);
+        assert!(matches!(verify(&half), Err(VerifyError::Missing(GRANT))));
+    }
+
+    #[test]
+    fn the_owner_signing_again_drops_the_agent() {
+        let owner = Did::from_key(&key(1).verifying_key());
+        let mut w = workload();
+        sign_on_behalf(&mut w, &key(2), &owner, "claude", at()).unwrap();
+        sign(&mut w, &key(1), at()).unwrap();
+        let v = verify(&w).unwrap();
+        assert_eq!((v.signer, v.agent), (owner, None));
     }
 
     #[test]

@@ -90,7 +90,9 @@ fn every_example_manifest_matches_its_schema_and_validates() {
             kinds_seen.insert(kind.kind);
         }
     }
-    for kind in ["Workload", "TrustPolicy", "NodeOffer", "CreditGrant", "Attestation", "Transfer"] {
+    for kind in
+        ["Workload", "TrustPolicy", "NodeOffer", "CreditGrant", "Attestation", "Transfer", "AgentGrant"]
+    {
         assert!(kinds_seen.contains(kind), "manifests/ has no example of {kind}");
     }
 }

@@ -1,7 +1,10 @@
 //! The kinds of `univrs.io/v1` (design.md §3).
 
 mod account;
+mod agent_grant;
+mod approval;
 mod attestation;
+mod audit_event;
 mod credit_grant;
 mod lease;
 mod node;
@@ -13,7 +16,10 @@ mod trust_policy;
 mod workload;
 
 pub use account::*;
+pub use agent_grant::*;
+pub use approval::*;
 pub use attestation::*;
+pub use audit_event::*;
 pub use credit_grant::*;
 pub use lease::*;
 pub use node::*;
@@ -51,9 +57,15 @@ pub type Transfer = Object<TransferSpec>;
 pub type Lease = Object<LeaseSpec>;
 /// An Account object.
 pub type Account = Object<AccountSpec>;
+/// An AgentGrant object.
+pub type AgentGrant = Object<AgentGrantSpec>;
+/// An Approval object.
+pub type Approval = Object<ApprovalSpec>;
+/// An AuditEvent object.
+pub type AuditEvent = Object<AuditEventSpec>;
 
 /// Every kind, in the order of design.md §3.
-pub static KINDS: [KindInfo; 11] = [
+pub static KINDS: [KindInfo; 14] = [
     KindInfo::of::<WorkloadSpec>(),
     KindInfo::of::<ReplicaSpec>(),
     KindInfo::of::<TrustPolicySpec>(),
@@ -65,6 +77,9 @@ pub static KINDS: [KindInfo; 11] = [
     KindInfo::of::<TransferSpec>(),
     KindInfo::of::<LeaseSpec>(),
     KindInfo::of::<AccountSpec>(),
+    KindInfo::of::<AgentGrantSpec>(),
+    KindInfo::of::<ApprovalSpec>(),
+    KindInfo::of::<AuditEventSpec>(),
 ];
 
 /// The facts of kind `S` (`info::<WorkloadSpec>()`): no name to mistype.
