@@ -308,5 +308,8 @@ pub async fn sweep_tombstones(registry: crate::registry::Registry, node: RaftNod
         if let Err(e) = registry.sweep_tombstones(chrono::Utc::now()).await {
             eprintln!("warning: cannot remove expired tombstones: {e}");
         }
+        if let Err(e) = registry.sweep_agents(chrono::Utc::now()).await {
+            eprintln!("warning: cannot sweep approvals and audit records: {e}");
+        }
     }
 }

@@ -116,7 +116,7 @@ fn bookmark(kind: &KindInfo, revision: u64, initial_events_end: bool) -> Event {
 /// is `DELETED` for it, one that starts matching `ADDED`.
 /// `seen` is what the watcher may see of an object ([`Registry::redactor`]).
 fn event_for(
-    seen: impl Fn(Value) -> Value,
+    seen: impl Fn(Value) -> Option<Value>,
     watch: &Watch,
     revision: u64,
     prev: Option<&Stored>,
@@ -124,9 +124,12 @@ fn event_for(
 ) -> Result<Option<Event>, ApiError> {
     let selector = &watch.selector;
     // Redacted first: a selector must not probe what the watcher may not see.
-    let prev =
-        prev.map(|p| at_revision(&p.value, revision).map(&seen)).transpose()?.filter(|o| selector.matches(o));
-    let new = new.map(|n| at_revision(&n.value, revision).map(&seen)).transpose()?;
+    let prev = prev
+        .map(|p| at_revision(&p.value, revision).map(&seen))
+        .transpose()?
+        .flatten()
+        .filter(|o| selector.matches(o));
+    let new = new.map(|n| at_revision(&n.value, revision).map(&seen)).transpose()?.flatten();
     let new_matches = new.as_ref().is_some_and(|o| selector.matches(o));
     Ok(match (prev, new) {
         (None, Some(n)) if new_matches => Some(Event { kind: "ADDED", object: n }),
@@ -157,7 +160,7 @@ async fn run(registry: &Registry, watch: &Watch, tx: &mpsc::Sender<Event>) -> Re
                 .map_err(|e| ApiError::Expired(e.to_string()))?;
             let redact = registry.redactor(&watch.who, watch.kind);
             for (_, stored) in &items {
-                let obj = redact(at_revision(&stored.value, stored.mod_revision)?);
+                let Some(obj) = redact(at_revision(&stored.value, stored.mod_revision)?) else { continue };
                 if watch.selector.matches(&obj) && !send(Event { kind: "ADDED", object: obj }).await {
                     return Ok(());
                 }

@@ -21,6 +21,7 @@
 //! allow-listed view (the variables' names), no `last-applied-configuration` (it holds the
 //! whole manifest), and the annotation `univrs.io/redacted`.
 
+pub mod agent;
 pub mod logs;
 pub mod review;
 pub mod rules;
@@ -39,17 +40,23 @@ pub struct Caller {
     pub did: Option<Did>,
     /// Whether it is a control-plane member.
     pub member: bool,
+    /// Set by the server alone, when it performs an agent's request its owner approved: the
+    /// grant's `approval` rules then let it through (its `forbidden` ones, expiry and deletion
+    /// still refuse it).
+    pub approved: bool,
+    /// The grant that decided the request, for its audit record.
+    pub trail: agent::Trail,
 }
 
 impl Caller {
     /// The server itself (in-process callers and tests): a member without an identity.
     pub fn system() -> Self {
-        Self { did: None, member: true }
+        Self { did: None, member: true, approved: false, trail: Default::default() }
     }
 
     /// An authenticated identity, a member or not.
     pub fn identity(did: Did, member: bool) -> Self {
-        Self { did: Some(did), member }
+        Self { did: Some(did), member, approved: false, trail: Default::default() }
     }
 
     fn is(&self, did: Option<&str>) -> bool {
@@ -91,6 +98,8 @@ pub trait Lookup {
     fn node(&self, name: &str) -> Option<NodeFacts>;
     /// The object of `kind` named `name` (in `namespace` for namespaced kinds), if it exists.
     fn object(&self, kind: &KindInfo, namespace: Option<&str>, name: &str) -> Option<ObjectFacts>;
+    /// Every stored AgentGrant naming `agent`, expired ones included.
+    fn grants(&self, agent: &str) -> Vec<std::sync::Arc<agent::GrantFacts>>;
 }
 
 /// A [`Lookup`] that reads each Node once: for redacting a whole list or a batch of watch
@@ -99,12 +108,13 @@ pub trait Lookup {
 pub struct Memo<L> {
     inner: L,
     nodes: std::cell::RefCell<std::collections::HashMap<String, Option<NodeFacts>>>,
+    grants: std::cell::RefCell<std::collections::HashMap<String, Vec<std::sync::Arc<agent::GrantFacts>>>>,
 }
 
 impl<L: Lookup> Memo<L> {
     /// Remembers what `inner` answers.
     pub fn new(inner: L) -> Self {
-        Self { inner, nodes: Default::default() }
+        Self { inner, nodes: Default::default(), grants: Default::default() }
     }
 }
 
@@ -120,6 +130,15 @@ impl<L: Lookup> Lookup for Memo<L> {
 
     fn object(&self, kind: &KindInfo, namespace: Option<&str>, name: &str) -> Option<ObjectFacts> {
         self.inner.object(kind, namespace, name)
+    }
+
+    fn grants(&self, agent: &str) -> Vec<std::sync::Arc<agent::GrantFacts>> {
+        if let Some(found) = self.grants.borrow().get(agent) {
+            return found.clone();
+        }
+        let found = self.inner.grants(agent);
+        self.grants.borrow_mut().insert(agent.to_owned(), found.clone());
+        found
     }
 }
 
@@ -234,6 +253,9 @@ fn holds(role: Role, who: &Caller, kind: &KindInfo, obj: &Value, lookup: &dyn Lo
             meta_str(obj, "namespace") == Some(NODE_LEASE_NAMESPACE)
                 && node_key_is_caller(meta_str(obj, "name"), None)
         }
+        Role::Party => ["/spec/owner", "/spec/agent"]
+            .iter()
+            .any(|p| who.is(obj.pointer(p).and_then(Value::as_str))),
     }
 }
 
@@ -259,6 +281,12 @@ pub fn may_write(
     if roles.iter().any(|&r| holds(r, who, kind, old, lookup)) {
         return Ok(());
     }
+    // An agent of the object's owner, within its grant.
+    match agent::may_attempt(who, verb, kind, old, lookup, chrono::Utc::now()) {
+        Some(Ok(())) => return Ok(()),
+        Some(Err(why)) => return Err(ApiError::Forbidden(why)),
+        None => {}
+    }
     let why = format!("{} {} it", only(roles), verb.as_str());
     Err(forbidden(who, verb, kind, name_of(old), &why))
 }
@@ -279,13 +307,30 @@ pub fn authorize(
     if who.member {
         return Ok(());
     }
-    // The role must hold before and after: a node cannot re-key its Node, an owner cannot hand
-    // an object to someone else, a lease cannot move to another node's name.
-    for obj in [old, new].into_iter().flatten() {
-        may_write(who, verb, kind, obj, lookup)?;
+    let roles = verb.roles(rules);
+    let holds_role = [old, new]
+        .into_iter()
+        .flatten()
+        .all(|obj| meta_str(obj, "namespace") != Some(SYSTEM_NAMESPACE) && roles.iter().any(|&r| holds(r, who, kind, obj, lookup)));
+    // Not the caller's own: an agent of the owner writes it within its grant, or nobody does.
+    let mut acting_for = None;
+    if !holds_role && meta_str(old.or(new).expect("a write has an object"), "namespace") != Some(SYSTEM_NAMESPACE) {
+        match agent::write(who, verb, kind, old, new, lookup, chrono::Utc::now()) {
+            Some(agent::Decision::Allow(used)) => acting_for = Some(used.owner),
+            Some(agent::Decision::Hold(hold)) => return Err(ApiError::NeedsApproval(Box::new(hold))),
+            Some(agent::Decision::Refuse(why)) => return Err(ApiError::Forbidden(why)),
+            None => {}
+        }
+    }
+    if acting_for.is_none() {
+        // The role must hold before and after: a node cannot re-key its Node, an owner cannot
+        // hand an object to someone else, a lease cannot move to another node's name.
+        for obj in [old, new].into_iter().flatten() {
+            may_write(who, verb, kind, obj, lookup)?;
+        }
     }
     if let Some(new) = new {
-        user_rules(who, verb, kind, old, new, lookup)?;
+        user_rules(who, acting_for.as_deref(), verb, kind, old, new, lookup)?;
     }
     Ok(())
 }
@@ -373,9 +418,11 @@ pub fn rollback(before: &str, after: &str) -> bool {
 /// How far in the future a user's `signed-at` may be (clocks differ).
 pub const MAX_CLOCK_SKEW: std::time::Duration = std::time::Duration::from_secs(600);
 
-/// What binds writers who are not members, beyond their role.
+/// What binds writers who are not members, beyond their role (`acting_for`: the user an agent
+/// writes for).
 fn user_rules(
     who: &Caller,
+    acting_for: Option<&str>,
     verb: Verb,
     kind: &KindInfo,
     old: Option<&Value>,
@@ -447,7 +494,8 @@ fn user_rules(
         let owner_name = r.get("name").and_then(Value::as_str).unwrap_or_default();
         let found = lookup.object(owner_kind, namespace, owner_name);
         let mine = found.as_ref().is_some_and(|f| {
-            Some(f.uid.as_str()) == r.get("uid").and_then(Value::as_str) && who.is(f.signer.as_deref())
+            Some(f.uid.as_str()) == r.get("uid").and_then(Value::as_str)
+                && (who.is(f.signer.as_deref()) || (acting_for.is_some() && f.signer.as_deref() == acting_for))
         });
         if !mine {
             return Err(invalid(
@@ -464,11 +512,22 @@ fn user_rules(
     Ok(())
 }
 
-/// What `who` may see of `obj`: everything, or the allow-listed view of the kind's secret.
-pub fn redact(who: &Caller, kind: &KindInfo, mut obj: Value, lookup: &dyn Lookup) -> Value {
-    let Some(secret) = rules::of(kind.kind).secret else { return obj };
-    if who.member || secret.readers.iter().any(|&r| holds(r, who, kind, &obj, lookup)) {
-        return obj;
+/// What `who` may see of `obj`: everything, the allow-listed view of the kind's secret, or
+/// nothing at all (`None`: an object of a private kind the caller is no party to).
+pub fn redact(who: &Caller, kind: &KindInfo, mut obj: Value, lookup: &dyn Lookup) -> Option<Value> {
+    let rules = rules::of(kind.kind);
+    if let Some(readers) = rules.private
+        && !who.member
+        && !readers.iter().any(|&r| holds(r, who, kind, &obj, lookup))
+    {
+        return None;
+    }
+    let Some(secret) = rules.secret else { return Some(obj) };
+    if who.member
+        || secret.readers.iter().any(|&r| holds(r, who, kind, &obj, lookup))
+        || agent::reveals(who, kind, &obj, lookup, chrono::Utc::now())
+    {
+        return Some(obj);
     }
     if let Some(entries) = obj.pointer_mut(secret.path).and_then(Value::as_array_mut) {
         for entry in entries.iter_mut() {
@@ -489,7 +548,7 @@ pub fn redact(who: &Caller, kind: &KindInfo, mut obj: Value, lookup: &dyn Lookup
             a.insert(REDACTED.into(), field.into());
         }
     }
-    obj
+    Some(obj)
 }
 
 #[cfg(test)]

@@ -7,8 +7,9 @@
 //! list means "the control plane only".
 
 use api::kinds::{
-    AccountSpec, AttestationSpec, CreditGrantSpec, LeaseSpec, NodeOfferSpec, NodeSpec, ReplicaSpec,
-    ReputationSpec, TransferSpec, TrustPolicySpec, WorkloadSpec,
+    AccountSpec, AgentGrantSpec, ApprovalSpec, AttestationSpec, AuditEventSpec, CreditGrantSpec,
+    LeaseSpec, NodeOfferSpec, NodeSpec, ReplicaSpec, ReputationSpec, TransferSpec, TrustPolicySpec,
+    WorkloadSpec,
 };
 use api::object::KindSpec;
 
@@ -25,6 +26,9 @@ pub enum Role {
     /// The node a heartbeat Lease belongs to: a Lease in the node-lease namespace named after
     /// the Node whose key the caller holds.
     LeaseOfTheNode,
+    /// The user or the agent an Approval or AuditEvent is about: its `spec.owner` or
+    /// `spec.agent`.
+    Party,
 }
 
 impl Role {
@@ -35,6 +39,7 @@ impl Role {
             Role::TheNode => "the node itself (its node key)",
             Role::BoundNode => "the node it is bound to",
             Role::LeaseOfTheNode => "the node it is named after (in the univrs-node-lease namespace)",
+            Role::Party => "the user or the agent it is about",
         }
     }
 }
@@ -67,6 +72,8 @@ pub struct Rules {
     pub spec_immutable: bool,
     /// What readers without a role see redacted.
     pub secret: Option<Secret>,
+    /// Who (besides members) sees an object of the kind at all; `None`: everyone.
+    pub private: Option<&'static [Role]>,
 }
 
 const OWNER: &[Role] = &[Role::Owner];
@@ -82,6 +89,7 @@ const fn owned(kind: &'static str) -> Rules {
         delete: OWNER,
         spec_immutable: false,
         secret: None,
+        private: None,
     }
 }
 
@@ -92,7 +100,7 @@ const fn env(path: &'static str, readers: &'static [Role]) -> Option<Secret> {
 }
 
 /// The rules of every kind.
-pub static RULES: [Rules; 11] = [
+pub static RULES: [Rules; 14] = [
     Rules { secret: env("/spec/env", OWNER), ..owned(WorkloadSpec::KIND) },
     Rules {
         kind: ReplicaSpec::KIND,
@@ -102,6 +110,7 @@ pub static RULES: [Rules; 11] = [
         delete: NOBODY,
         spec_immutable: false,
         secret: env("/spec/container/env", &[Role::BoundNode]),
+        private: None,
     },
     owned(TrustPolicySpec::KIND),
     owned(NodeOfferSpec::KIND),
@@ -113,6 +122,7 @@ pub static RULES: [Rules; 11] = [
         delete: &[Role::Owner, Role::TheNode],
         spec_immutable: false,
         secret: None,
+        private: None,
     },
     owned(CreditGrantSpec::KIND),
     owned(AttestationSpec::KIND),
@@ -124,6 +134,7 @@ pub static RULES: [Rules; 11] = [
         delete: NOBODY,
         spec_immutable: false,
         secret: None,
+        private: None,
     },
     // A transfer is a record: its payer signs it once (a Payment from their own account;
     // Metering is the control plane's, see `super::kind_rules`), and only the control plane
@@ -137,6 +148,7 @@ pub static RULES: [Rules; 11] = [
         delete: &[Role::LeaseOfTheNode],
         spec_immutable: false,
         secret: None,
+        private: None,
     },
     // Balances: written by the apiserver itself in the Raft entry of each committed Transfer;
     // through the API by nobody, members included (an invariant, see `super::invariants`).
@@ -148,8 +160,33 @@ pub static RULES: [Rules; 11] = [
         delete: NOBODY,
         spec_immutable: true,
         secret: None,
+        private: None,
     },
+    // A user's word on what their agent may do; an agent never writes one (not even with a
+    // grant: `api::kinds::NEVER_GRANTED`).
+    owned(AgentGrantSpec::KIND),
+    // The apiserver makes an approval from an agent's held request and records its outcome;
+    // the user decides it through `Registry::decide` (a signed decision), never by writing it.
+    // Only the user and the agent read it: it holds the agent's whole request.
+    private_record(ApprovalSpec::KIND),
+    // What an agent's key did: the control plane's record, read by the agent and the user
+    // whose grant decided.
+    private_record(AuditEventSpec::KIND),
 ];
+
+/// A record only the control plane writes and only its parties (and members) read.
+const fn private_record(kind: &'static str) -> Rules {
+    Rules {
+        kind,
+        create: NOBODY,
+        update: NOBODY,
+        status: NOBODY,
+        delete: NOBODY,
+        spec_immutable: false,
+        secret: None,
+        private: Some(&[Role::Party]),
+    }
+}
 
 /// The rules of `kind`.
 ///

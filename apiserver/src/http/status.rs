@@ -40,6 +40,16 @@ impl IntoResponse for ApiError {
             | ApiError::TooLarge(_)
             | ApiError::Unavailable(_) => json!({}),
             ApiError::TooManyRequests { retry_after, .. } => json!({ "retryAfterSeconds": retry_after }),
+            ApiError::NeedsApproval(_) => json!({}),
+            ApiError::PendingApproval { name, .. } => {
+                // Not a failure: the request is held, as the Approval it names.
+                let body = json!({
+                    "kind": "Status", "apiVersion": "v1", "metadata": {},
+                    "status": "Success", "message": message, "reason": self.reason(), "code": 202,
+                    "details": { "name": name, "group": api::GROUP, "kind": "approvals" },
+                });
+                return (StatusCode::ACCEPTED, Json(body)).into_response();
+            }
         };
         let mut response = failure(self.code(), self.reason(), &message, details);
         if let ApiError::TooManyRequests { retry_after, .. } = &self {

@@ -70,6 +70,19 @@ pub enum ApiError {
         /// Seconds after which trying again may succeed.
         retry_after: u64,
     },
+    /// 202: an agent's write its user's grant holds for approval; nothing was written but the
+    /// Approval `name`, which the agent watches for the outcome.
+    #[error("{message}")]
+    PendingApproval {
+        /// The Approval.
+        name: String,
+        /// What happened and what to do.
+        message: String,
+    },
+    /// An agent's write the rules hold for approval (turned into [`ApiError::PendingApproval`]
+    /// by the registry, which knows the request; 403 should it ever reach a client).
+    #[error("held for the approval of {} (rule {})", .0.owner, .0.rule)]
+    NeedsApproval(Box<crate::access::agent::Hold>),
     /// 503: no leader, shutting down, or storage failing.
     #[error("the control plane cannot serve this now: {0}")]
     Unavailable(String),
@@ -90,6 +103,8 @@ impl ApiError {
             ApiError::Timeout(_) => 504,
             ApiError::TooLarge(_) => 413,
             ApiError::TooManyRequests { .. } => 429,
+            ApiError::PendingApproval { .. } => 202,
+            ApiError::NeedsApproval(_) => 403,
             ApiError::Unavailable(_) => 503,
         }
     }
@@ -109,6 +124,8 @@ impl ApiError {
             ApiError::Timeout(_) => "Timeout",
             ApiError::TooLarge(_) => "RequestEntityTooLarge",
             ApiError::TooManyRequests { .. } => "TooManyRequests",
+            ApiError::PendingApproval { .. } => "PendingApproval",
+            ApiError::NeedsApproval(_) => "Forbidden",
             ApiError::Unavailable(_) => "ServiceUnavailable",
         }
     }

@@ -22,8 +22,10 @@
 //! Accounts in one entry), [`store`] (the storage seam).
 
 mod admission;
+mod agents;
 mod apply;
 mod error;
+mod grants;
 mod ledger;
 pub mod meta;
 pub(crate) mod paging;
@@ -203,14 +205,16 @@ pub struct Registry {
     ledger: Arc<std::sync::Mutex<quota::Ledger>>,
     /// Open watches per identity.
     watches: quota::Watches,
+    /// The AgentGrants by the agent they name.
+    grants: Arc<std::sync::Mutex<grants::GrantIndex>>,
 }
 
 /// Facts about stored objects read from this member's state, for the access rules.
-pub(crate) struct StoreLookup<'a>(pub(crate) &'a dyn Store);
+pub(crate) struct StoreLookup<'a>(pub(crate) &'a Registry);
 
 impl StoreLookup<'_> {
     fn read(&self, kind: &KindInfo, namespace: Option<&str>, name: &str) -> Option<Value> {
-        let stored = self.0.get(&ObjectRef::new(kind, namespace, name).key()).ok()??;
+        let stored = self.0.store.get(&ObjectRef::new(kind, namespace, name).key()).ok()??;
         serde_json::from_str(&stored.value).ok()
     }
 }
@@ -235,6 +239,11 @@ impl access::Lookup for StoreLookup<'_> {
                 .map(str::to_owned),
         })
     }
+
+    fn grants(&self, agent: &str) -> Vec<Arc<access::agent::GrantFacts>> {
+        // Unreadable grants count as none: an agent is then refused, never let through.
+        self.0.grants_of(agent).unwrap_or_default()
+    }
 }
 
 impl Registry {
@@ -246,6 +255,7 @@ impl Registry {
             limits: quota::Limits::default(),
             ledger: Arc::default(),
             watches: quota::Watches::default(),
+            grants: Arc::default(),
         }
     }
 
@@ -338,8 +348,15 @@ impl Registry {
         }
         let mut warnings = Vec::new();
         let (namespace, name) = admit(kind, &mut obj, opts.validation, &mut warnings)?;
-        access::authorize(who, Verb::Create, kind, None, Some(&obj), &self.lookup())?;
         obj.as_object_mut().expect("admitted objects are maps").remove("status");
+        match access::authorize(who, Verb::Create, kind, None, Some(&obj), &self.lookup()) {
+            Err(ApiError::NeedsApproval(hold)) if opts.dry_run => warnings.push(agents::would_hold(&hold)),
+            Err(ApiError::NeedsApproval(hold)) => {
+                let at = ObjectRef::new(kind, namespace.as_deref(), &name);
+                return Err(self.hold(&hold, at, None, Some(&obj)).await);
+            }
+            other => other?,
+        }
         if let Some(manager) = opts.update_manager() {
             record_update(None, &mut obj, manager, Part::Main);
         }
@@ -400,27 +417,32 @@ impl Registry {
         if let ReadAt::Exact(rev) = read {
             let (items, _) = self.list_state(&key, Some(rev))?;
             let stored = items.into_iter().find(|(k, _)| *k == key).ok_or_else(not_found)?;
-            return Ok(self.redact(who, kind, with_revision(&stored.1)?));
+            return self.redact(who, kind, with_revision(&stored.1)?).ok_or_else(not_found);
         }
         self.ready_for(read).await?;
         match self.store.get(&key).map_err(unavailable)? {
-            Some(stored) => Ok(self.redact(who, kind, with_revision(&stored)?)),
+            Some(stored) => self.redact(who, kind, with_revision(&stored)?).ok_or_else(not_found),
             None => Err(not_found()),
         }
     }
 
     fn lookup(&self) -> StoreLookup<'_> {
-        StoreLookup(&*self.store)
+        StoreLookup(self)
     }
 
-    /// What `who` may see of `obj` (see [`access::redact`]).
-    pub fn redact(&self, who: &Caller, kind: &KindInfo, obj: Value) -> Value {
+    /// What `who` may see of `obj` (see [`access::redact`]; `None`: nothing, not even that
+    /// it exists).
+    pub fn redact(&self, who: &Caller, kind: &KindInfo, obj: Value) -> Option<Value> {
         access::redact(who, kind, obj, &self.lookup())
     }
 
     /// What `who` may see of each of many objects read at once (a list, a batch of watch
     /// events): as [`Self::redact`], reading each Node they are bound to once.
-    pub fn redactor<'a>(&'a self, who: &'a Caller, kind: &'a KindInfo) -> impl Fn(Value) -> Value + 'a {
+    pub fn redactor<'a>(
+        &'a self,
+        who: &'a Caller,
+        kind: &'a KindInfo,
+    ) -> impl Fn(Value) -> Option<Value> + 'a {
         let lookup = access::Memo::new(self.lookup());
         move |obj| access::redact(who, kind, obj, &lookup)
     }
@@ -472,7 +494,7 @@ impl Registry {
                 continue;
             }
             // Redacted first: a selector must not probe what the caller may not see.
-            let obj = redact(with_revision(&stored)?);
+            let Some(obj) = redact(with_revision(&stored)?) else { continue };
             if !opts.selector.matches(&obj) {
                 continue;
             }
@@ -535,7 +557,13 @@ impl Registry {
                     "the name or namespace of the object cannot change (the request is for {name:?})"
                 )));
             }
-            access::authorize(who, verb, kind, Some(&old), Some(&new), &self.lookup())?;
+            match access::authorize(who, verb, kind, Some(&old), Some(&new), &self.lookup()) {
+                Err(ApiError::NeedsApproval(hold)) if opts.dry_run => warnings.push(agents::would_hold(&hold)),
+                Err(ApiError::NeedsApproval(hold)) => {
+                    return Err(self.hold(&hold, at, Some(&old), Some(&new)).await);
+                }
+                other => other?,
+            }
             if let Some(manager) = opts.update_manager() {
                 record_update(Some(&old), &mut new, manager, part);
             }
@@ -684,7 +712,12 @@ impl Registry {
             {
                 return Err(conflict());
             }
-            access::authorize(who, Verb::Delete, kind, Some(&old), None, &self.lookup())?;
+            match access::authorize(who, Verb::Delete, kind, Some(&old), None, &self.lookup()) {
+                // A dry run of a held delete says what the delete would do.
+                Err(ApiError::NeedsApproval(_)) if opts.dry_run => {}
+                Err(ApiError::NeedsApproval(hold)) => return Err(self.hold(&hold, at, Some(&old), None).await),
+                other => other?,
+            }
             let propagation_finalizer = match opts.propagation.as_deref() {
                 Some("Foreground") => Some("foregroundDeletion"),
                 Some("Orphan") => Some("orphan"),

@@ -110,20 +110,16 @@ impl Registry {
     /// returns how many went. Run now and then by one member (the leader).
     pub async fn sweep_tombstones(&self, now: chrono::DateTime<Utc>) -> Result<usize, ApiError> {
         let (all, _) = self.store.list(TOMBSTONES).map_err(unavailable)?;
-        let ops: Vec<Op> = all
+        let expired: Vec<(String, u64)> = all
             .into_iter()
             .filter(|(_, stored)| {
                 serde_json::from_str::<Tombstone>(&stored.value).ok().is_none_or(|t| !t.live(now))
             })
             .take(1000)
-            .map(|(key, stored)| Op::Delete { key, expect: Expect::ModRevision(stored.mod_revision) })
+            .map(|(key, stored)| (key, stored.mod_revision))
             .collect();
-        let n = ops.len();
-        if n > 0 {
-            // A tombstone renewed meanwhile fails the precondition: the next sweep sees it again.
-            self.commit(ops).await?;
-        }
-        Ok(n)
+        // A Raft entry holds at most MAX_OPS operations: more than that in one was refused.
+        self.delete_keys(expired).await
     }
 
     /// The operations that delete the object at `key` (stored as `old`) for good: the delete,
