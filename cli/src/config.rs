@@ -15,8 +15,24 @@ pub struct Config {
     pub network: Network,
     /// Metrics and tracing.
     pub observability: Observability,
-    /// What AI agents may do through `ui mcp`.
+    /// Kept for old files; what an agent may do is its user's signed AgentGrant, which the
+    /// apiserver enforces (see `[agent]`).
     pub ai: Ai,
+    /// Present when this directory is an AI agent's (`ui agent init NAME` writes it): whose
+    /// agent it is and under which AgentGrant it acts. Everything it signs is signed on that
+    /// user's behalf (`api::signing::sign_on_behalf`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agent: Option<AgentOf>,
+}
+
+/// `[agent]`: the user an agent's key acts for.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentOf {
+    /// The user (their did:key) whose AgentGrant names this key.
+    pub owner: api::identity::Did,
+    /// The name of that AgentGrant.
+    pub grant: String,
 }
 
 /// `[network]`.
@@ -76,7 +92,8 @@ metrics_enabled = false
 tracing_enabled = false
 
 [ai]
-# AI agents (ui mcp) can do nothing until you enable them.
+# Superseded: an AI agent (ui agent init, ui mcp) may do only what your signed AgentGrant
+# says, and the apiserver enforces it. These keys are read and ignored.
 enabled = false
 require_approval = ["deploy", "delete", "spend_credits"]
 autonomous = ["view_status"]

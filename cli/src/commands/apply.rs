@@ -137,9 +137,10 @@ impl Signer<'_> {
                 self.key.get_or_init(|| signer)
             }
         };
-        api::signing::sign(obj, &**key, chrono::Utc::now())
+        self.ctx
+            .sign(obj, &**key, chrono::Utc::now())
             .map(drop)
-            .map_err(|e| ClientError::Other(format!("cannot sign: {e}")))
+            .map_err(|e| ClientError::Other(format!("cannot sign: {e:#}")))
     }
 }
 

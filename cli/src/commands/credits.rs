@@ -124,7 +124,7 @@ pub(crate) fn print_table(headers: &[&str], rows: Vec<Vec<String>>) {
 fn whose(ctx: &Context, did: Option<&str>) -> anyhow::Result<Did> {
     match did {
         Some(d) => Did::parse(d).with_context(|| format!("{d:?} is not a did:key")),
-        None => Ok(keystore::load_public(&ctx.dirs)?.did),
+        None => ctx.acting_for(),
     }
 }
 
@@ -336,7 +336,7 @@ fn send(ctx: &Context, args: &SendArgs) -> anyhow::Result<Outcome> {
     if args.memo.as_ref().is_some_and(|m| m.len() > 256) {
         bail!("--memo: at most 256 bytes");
     }
-    let me = keystore::load_public(&ctx.dirs)?.did;
+    let me = ctx.acting_for()?;
     if me == to {
         bail!("you cannot pay yourself");
     }
@@ -359,7 +359,7 @@ fn send(ctx: &Context, args: &SendArgs) -> anyhow::Result<Outcome> {
         "metadata": { "name": name }, "spec": spec,
     });
     let key = crate::unlock::signer(&ctx.dirs, || args.passphrase.get(Purpose::Existing, "your identity"))?;
-    api::signing::sign(&mut obj, &*key, now).map_err(|e| anyhow::anyhow!("cannot sign the payment: {e}"))?;
+    ctx.sign(&mut obj, &*key, now).map_err(|e| anyhow::anyhow!("cannot sign the payment: {e:#}"))?;
     let kind = api::kinds::info::<TransferSpec>();
     let written = match client.create(kind, None, &obj, args.dry_run) {
         Ok(w) => w,
@@ -429,7 +429,7 @@ fn grant(ctx: &Context, args: &GrantArgs) -> anyhow::Result<Outcome> {
     if expires.is_some_and(|e| e <= now) {
         bail!("--expires: the line would have ended already");
     }
-    let me = keystore::load_public(&ctx.dirs)?.did;
+    let me = ctx.acting_for()?;
     if me == grantee {
         bail!("a credit line to yourself means nothing");
     }
@@ -468,8 +468,8 @@ fn grant(ctx: &Context, args: &GrantArgs) -> anyhow::Result<Outcome> {
                     args.passphrase.get(Purpose::Existing, "your identity")
                 })?),
             };
-            api::signing::sign(&mut obj, &**signer, Utc::now())
-                .map_err(|e| anyhow::anyhow!("cannot sign the grant: {e}"))?;
+            ctx.sign(&mut obj, &**signer, Utc::now())
+                .map_err(|e| anyhow::anyhow!("cannot sign the grant: {e:#}"))?;
             Ok(Some(obj))
         });
     let changed = written.with_context(|| format!("cannot grant credit as creditgrant {name}"))?.is_some();

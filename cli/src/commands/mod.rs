@@ -34,6 +34,39 @@ pub struct Context {
     pub dirs: ConfigDirs,
 }
 
+impl Context {
+    /// The user this directory's key acts for, when it is an AI agent's (`[agent]` in
+    /// `config.toml`, written by `ui agent init`).
+    pub fn agent_of(&self) -> anyhow::Result<Option<crate::config::AgentOf>> {
+        Ok(crate::config::Config::load(&self.dirs)?.agent)
+    }
+
+    /// Whose objects this directory's key writes: the agent's user in an agent's directory,
+    /// else the identity's own did.
+    pub fn acting_for(&self) -> anyhow::Result<api::identity::Did> {
+        match self.agent_of()? {
+            Some(of) => Ok(of.owner),
+            None => Ok(crate::keystore::load_public(&self.dirs)?.did),
+        }
+    }
+
+    /// Signs `obj` with `key` as of `at`: as its owner, or — in an agent's directory — on the
+    /// agent's user's behalf under their AgentGrant (the object is then the user's, and its
+    /// signature shows the agent wrote it). The one way `ui` signs a user's manifest.
+    pub fn sign(
+        &self,
+        obj: &mut serde_json::Value,
+        key: &dyn api::signing::Sign,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> anyhow::Result<api::signing::Verified> {
+        match self.agent_of()? {
+            Some(of) => api::signing::sign_on_behalf(obj, key, &of.owner, &of.grant, at),
+            None => api::signing::sign(obj, key, at),
+        }
+        .map_err(|e| anyhow::anyhow!("{e}"))
+    }
+}
+
 /// How a command ended, when it ran to completion.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Outcome {

@@ -52,7 +52,7 @@ pub fn run(ctx: &Context, args: &Args) -> anyhow::Result<Outcome> {
     let client =
         crate::connection::connect(ctx, &args.cluster)?.with_field_manager(super::apply::FIELD_MANAGER);
     let ns = client.namespace().to_owned();
-    let me = keystore::load_public(&ctx.dirs)?.did;
+    let me = ctx.acting_for()?;
     let mut key = None;
     // Read, check, sign again and write, read again when someone else wrote meanwhile (the
     // workload controller writes its status all the time): the client's one conflict retry.
@@ -85,8 +85,8 @@ pub fn run(ctx: &Context, args: &Args) -> anyhow::Result<Outcome> {
                 args.passphrase.get(Purpose::Existing, "your identity")
             })?),
         };
-        api::signing::sign(&mut obj, &**signer, Utc::now())
-            .map_err(|e| anyhow::anyhow!("cannot sign workload {}: {e}", args.name))?;
+        ctx.sign(&mut obj, &**signer, Utc::now())
+            .map_err(|e| anyhow::anyhow!("cannot sign workload {}: {e:#}", args.name))?;
         Ok(Some(obj))
     });
     let changed = written.with_context(|| format!("cannot scale workload {}", args.name))?.is_some();

@@ -53,8 +53,7 @@ pub fn run(ctx: &Context, args: &Args) -> anyhow::Result<Outcome> {
         crate::unlock::signer(&ctx.dirs, || args.passphrase.get(Purpose::Existing, "your identity"))?;
     let now = Utc::now();
     for doc in all.iter_mut().flat_map(|s| &mut s.docs) {
-        api::signing::sign(&mut doc.value, &*signer, now)
-            .map_err(|e| anyhow::anyhow!("{}: {e}", doc.place()))?;
+        ctx.sign(&mut doc.value, &*signer, now).map_err(|e| anyhow::anyhow!("{}: {e:#}", doc.place()))?;
     }
 
     if args.in_place {

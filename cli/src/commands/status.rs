@@ -65,7 +65,7 @@ pub fn run(ctx: &Context, args: &Args) -> anyhow::Result<Outcome> {
     let replicas = client.list(api::kinds::info::<api::kinds::ReplicaSpec>(), ns.as_deref(), None, false)?;
     // Yours (signed by your identity) unless -A; without an identity, everyone's.
     let me =
-        if args.all_namespaces { None } else { crate::keystore::load_public(&ctx.dirs).ok().map(|p| p.did) };
+        if args.all_namespaces { None } else { ctx.acting_for().ok() };
     let mine = |w: &Value| match &me {
         None => true,
         Some(me) => {
