@@ -37,6 +37,16 @@ pub enum ClientError {
     /// The server answered with a `Status` error.
     #[error("{0}")]
     Status(Status),
+    /// 202: an AI agent's write that its user's AgentGrant holds for approval. Nothing was
+    /// written but the Approval named here; the user decides it (`ui approve NAME`) and the
+    /// agent watches it for the outcome.
+    #[error("{message}")]
+    Pending {
+        /// The Approval's name.
+        approval: String,
+        /// The server's words: what waits, for whom, and how to decide it.
+        message: String,
+    },
     /// Anything else (a broken connection, a body that is not JSON, no credentials).
     #[error("{0}")]
     Other(String),
@@ -249,6 +259,14 @@ impl Client {
         if code >= 400 {
             let text = self.read_text(response.into_body(), MAX_ERROR_BYTES).unwrap_or_default();
             return Err(ClientError::Status(Status::from_response(code, &text)));
+        }
+        if code == 202 {
+            // A write held for approval answers a Status, not the object.
+            let text = self.read_text(response.into_body(), MAX_ERROR_BYTES).unwrap_or_default();
+            let status = Status::from_response(code, &text);
+            let v: Value = serde_json::from_str(&text).unwrap_or_default();
+            let approval = v.pointer("/details/name").and_then(Value::as_str).unwrap_or_default().to_owned();
+            return Err(ClientError::Pending { approval, message: status.message });
         }
         Ok(response)
     }
