@@ -67,6 +67,12 @@ enum Command {
     #[command(subcommand)]
     Network(commands::network::Command),
     Logs(commands::logs::Args),
+    #[command(subcommand)]
+    Agent(commands::agent::Command),
+    Approvals(commands::agent::ApprovalsArgs),
+    Approve(commands::agent::DecideArgs),
+    Deny(commands::agent::DecideArgs),
+    Audit(commands::agent::AuditArgs),
     Up(commands::apiserver::UpArgs),
     Down(commands::down::Args),
     Unlock(commands::unlock::UnlockArgs),
@@ -107,6 +113,11 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Reputation(cmd) => commands::reputation::run(&ctx, cmd),
         Command::Network(cmd) => commands::network::run(&ctx, cmd),
         Command::Logs(args) => commands::logs::run(&ctx, args),
+        Command::Agent(cmd) => commands::agent::run(&ctx, cmd),
+        Command::Approvals(args) => commands::agent::approvals(&ctx, args),
+        Command::Approve(args) => commands::agent::decide(&ctx, args, true),
+        Command::Deny(args) => commands::agent::decide(&ctx, args, false),
+        Command::Audit(args) => commands::agent::audit(&ctx, args),
         Command::Version(_) => unreachable!("handled above"),
     }
 }

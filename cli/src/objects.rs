@@ -90,7 +90,13 @@ pub fn authored_unsigned(obj: &Value) -> Value {
     if let Some(meta) = view.get_mut("metadata").and_then(Value::as_object_mut)
         && let Some(a) = meta.get_mut("annotations").and_then(Value::as_object_mut)
     {
-        for k in [api::signing::SIGNER, api::signing::SIGNED_AT, api::signing::SIGNATURE] {
+        for k in [
+            api::signing::SIGNER,
+            api::signing::SIGNED_AT,
+            api::signing::SIGNATURE,
+            api::signing::AGENT,
+            api::signing::GRANT,
+        ] {
             a.remove(k);
         }
         if a.is_empty() {

@@ -6,7 +6,7 @@ use api::kinds::WorkloadSpec;
 use api::object::KindSpec as _;
 use serde_json::Value;
 
-use super::{Caller, signer};
+use super::{Caller, Lookup, signer};
 use crate::registry::ApiError;
 
 /// The signer of `workload` (as stored) if it is the workload `replica` belongs to: the one its
@@ -21,13 +21,26 @@ pub fn replica_owner<'a>(replica: &Value, workload: Option<&'a Value>) -> Option
 }
 
 /// Whether `who` may read the output of `replica`, whose workload (named by `spec.workload`)
-/// is stored as `workload`.
-pub fn may_read_log(who: &Caller, replica: &Value, workload: Option<&Value>) -> Result<(), ApiError> {
-    if who.member || (who.did.is_some() && who.is(replica_owner(replica, workload))) {
+/// is stored as `workload`: a member, the workload's owner, or an agent the owner granted
+/// `logs` on Workloads in the replica's namespace.
+pub fn may_read_log(
+    who: &Caller,
+    replica: &Value,
+    workload: Option<&Value>,
+    lookup: &dyn Lookup,
+) -> Result<(), ApiError> {
+    let owner = replica_owner(replica, workload);
+    if who.member || (who.did.is_some() && who.is(owner)) {
         return Ok(());
     }
     let meta =
         |f: &str| replica.pointer(&format!("/metadata/{f}")).and_then(Value::as_str).unwrap_or_default();
+    if let Some(owner) = owner
+        && let Some(granted) =
+            super::agent::may_read_logs(who, owner, meta("namespace"), lookup, chrono::Utc::now())
+    {
+        return granted.map_err(ApiError::Forbidden);
+    }
     let name = replica.pointer("/spec/workload").and_then(Value::as_str).unwrap_or_default();
     Err(ApiError::Forbidden(format!(
         "{} may not read the output of replica {}/{}: only the owner of workload {name} may",
@@ -43,6 +56,24 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::access::{NodeFacts, ObjectFacts};
+
+    struct NoGrants;
+    impl Lookup for NoGrants {
+        fn node(&self, _: &str) -> Option<NodeFacts> {
+            None
+        }
+        fn object(&self, _: &api::KindInfo, _: Option<&str>, _: &str) -> Option<ObjectFacts> {
+            None
+        }
+        fn grants(&self, _: &str) -> Vec<std::sync::Arc<crate::access::agent::GrantFacts>> {
+            Vec::new()
+        }
+    }
+
+    fn may_read_log(who: &Caller, replica: &Value, workload: Option<&Value>) -> Result<(), ApiError> {
+        super::may_read_log(who, replica, workload, &NoGrants)
+    }
 
     fn did(seed: u8) -> Did {
         Did::from_key(&ed25519_dalek::SigningKey::from_bytes(&[seed; 32]).verifying_key())

@@ -150,7 +150,7 @@ pub fn answer(who: &Caller, q: &Question<'_>, stored: &Stored<'_>, lookup: &dyn 
         Action::Read => Answer::yes(),
         Action::ReadLog => match (q.name, stored.object) {
             (Some(_), Some(replica)) => {
-                Answer::from(super::logs::may_read_log(who, replica, stored.workload))
+                Answer::from(super::logs::may_read_log(who, replica, stored.workload, lookup))
             }
             (Some(name), None) => Answer::no(not_found(q.kind, name)),
             // Every replica's output: members only (an owner reads only its own).

@@ -122,7 +122,7 @@ pub async fn proxy(
         Err(ApiError::NotFound { .. }) => None,
         Err(e) => return Err(e),
     };
-    crate::access::logs::may_read_log(who, &replica, workload.as_ref())?;
+    reg.may_read_log(who, &replica, workload.as_ref())?;
     let Some(node_name) = replica.pointer("/spec/nodeName").and_then(Value::as_str) else {
         return Err(ApiError::BadRequest(format!(
             "replica {ns}/{name} is not placed on a node yet: no output"

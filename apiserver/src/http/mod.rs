@@ -11,6 +11,7 @@
 //! Discovery, OpenAPI, `/version` and the health endpoints answer without credentials (they
 //! say nothing about any object); every object request needs a token.
 
+mod audit;
 pub mod authn;
 pub mod cluster;
 mod conn;
@@ -99,7 +100,9 @@ pub fn router(state: AppState) -> Router {
                 .post(objects::post)
                 .put(objects::put)
                 .patch(objects::patch)
-                .delete(objects::delete),
+                .delete(objects::delete)
+                // Every request of an agent's key is recorded (audit::agents).
+                .layer(axum::middleware::from_fn_with_state(state.clone(), audit::agents)),
         )
         .fallback(status::not_found_route)
         .method_not_allowed_fallback(status::method_not_allowed)

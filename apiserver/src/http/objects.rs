@@ -479,6 +479,12 @@ pub async fn post(
     headers: HeaderMap,
     Body(bytes): Body,
 ) -> Result<Response> {
+    if let Some(name) = rest.strip_prefix("approvals/").and_then(|r| r.strip_suffix("/decision")) {
+        // The user's signed decision on an agent's held request (`ui approve`, `ui deny`).
+        let decision = parse_body(&bytes, &headers)?;
+        let decided = reg.decide(&who, name, decision).await?;
+        return Ok(Json(decided).into_response());
+    }
     let target = parse_target(&rest)?;
     target.collection()?;
     let opts = Query::parse(raw.as_deref())?.write_options()?;

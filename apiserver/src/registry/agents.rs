@@ -375,6 +375,54 @@ impl Registry {
         }
     }
 
+    /// Refuses a payment an agent signs on its user's behalf that would take what the agent has
+    /// committed the user to under its grant past the grant's `spendingCap`: the Transfers
+    /// signed by that agent under that grant, but those refused.
+    pub(super) fn check_spending_cap(&self, obj: &Value) -> Result<(), ApiError> {
+        let ann = |k: &str| obj.pointer("/metadata/annotations").and_then(|a| a.get(k)).and_then(Value::as_str);
+        let (Some(agent), Some(grant), Some(owner)) =
+            (ann(api::signing::AGENT), ann(api::signing::GRANT), ann(api::signing::SIGNER))
+        else {
+            return Ok(());
+        };
+        let cap = self
+            .grants_of(agent)?
+            .iter()
+            .find(|g| g.owner == owner && g.name == grant)
+            .and_then(|g| g.spec.spending_cap);
+        let Some(cap) = cap else { return Ok(()) };
+        let amount = |o: &Value| {
+            o.pointer("/spec/amount")
+                .cloned()
+                .and_then(|a| serde_json::from_value::<api::credits::Credits>(a).ok())
+                .map_or(0, |c| c.micros())
+        };
+        let kind = api::kinds::info::<api::kinds::TransferSpec>();
+        let (all, _) = self.store.list(&super::prefix(kind, None)).map_err(unavailable)?;
+        let spent: i64 = all
+            .iter()
+            .filter_map(|(_, stored)| serde_json::from_str::<Value>(&stored.value).ok())
+            .filter(|t| {
+                let a = |k: &str| t.pointer("/metadata/annotations").and_then(|a| a.get(k)).and_then(Value::as_str);
+                a(api::signing::AGENT) == Some(agent)
+                    && a(api::signing::GRANT) == Some(grant)
+                    && a(api::signing::SIGNER) == Some(owner)
+                    && t.pointer("/status/phase").and_then(Value::as_str) != Some("Refused")
+            })
+            .map(|t| amount(&t))
+            .sum();
+        let asked = amount(obj);
+        if spent.saturating_add(asked) > cap.micros() {
+            let c = api::credits::Credits::from_micros;
+            return Err(ApiError::Forbidden(format!(
+                "{agent} may not pay {} on {owner}'s behalf: AgentGrant {grant:?} caps what it may commit {owner} to at {cap} (spec.spendingCap) and it has committed {} already; {owner} can raise spec.spendingCap and apply the grant again (ui apply -f GRANT.yaml)",
+                c(asked),
+                c(spent)
+            )));
+        }
+        Ok(())
+    }
+
     /// Whether `who` is an agent's key: named by a stored AgentGrant (expired ones too, so that
     /// the refusals after expiry are recorded).
     pub fn is_agent(&self, who: &Caller) -> bool {

@@ -373,6 +373,9 @@ impl Registry {
         let tombstone =
             if kind.signed { self.tombstone_ops(who, kind, &key, &obj, &name)? } else { Vec::new() };
         let is_transfer = kind.kind == api::kinds::TransferSpec::KIND;
+        if is_transfer && !who.member {
+            self.check_spending_cap(&obj)?;
+        }
         // A Transfer is decided on the accounts and lines as read; when they change before its
         // entry is applied, it is decided again.
         for _ in 0..16 {
@@ -428,6 +431,11 @@ impl Registry {
 
     fn lookup(&self) -> StoreLookup<'_> {
         StoreLookup(self)
+    }
+
+    /// Whether `who` may read the output of `replica` (see [`access::logs::may_read_log`]).
+    pub fn may_read_log(&self, who: &Caller, replica: &Value, workload: Option<&Value>) -> Result<(), ApiError> {
+        access::logs::may_read_log(who, replica, workload, &self.lookup())
     }
 
     /// What `who` may see of `obj` (see [`access::redact`]; `None`: nothing, not even that

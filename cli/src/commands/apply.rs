@@ -53,9 +53,13 @@ struct Report {
     namespace: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     name: Option<String>,
-    /// `created`, `configured` or `unchanged`; absent on error.
+    /// `created`, `configured`, `unchanged`, or `held` (an agent's write waiting for its
+    /// user's approval); absent on error.
     #[serde(skip_serializing_if = "Option::is_none")]
     result: Option<&'static str>,
+    /// The Approval a held write waits in.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    approval: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
 }
@@ -75,11 +79,20 @@ pub fn run(ctx: &Context, args: &Args) -> anyhow::Result<Outcome> {
         // Every problem of the manifest, found here, in the words `ui sign` and the server
         // use: nothing is sent for a document that has any.
         let problems = doc.problems();
+        let mut approval = None;
         let (target, result) = match Target::of(&client, doc) {
             _ if !problems.is_empty() => (None, Err(problems.join("\n"))),
             Err(e) => (None, Err(format!("{e:#}"))),
             Ok(t) => match apply_one(&client, &t, doc, dry_run, &signer) {
                 Ok(r) => (Some(t), Ok(r)),
+                // An agent's write its user's grant holds: not done, not failed.
+                Err(ClientError::Pending { approval: name, message }) => {
+                    if args.output.format == crate::output::Format::Text {
+                        println!("{} held for approval: {message}", t.reference());
+                    }
+                    approval = Some(name);
+                    (Some(t), Ok("held"))
+                }
                 // An unreachable server fails every document alike: say it once.
                 Err(e @ ClientError::Unreachable { .. }) => return Err(e.into()),
                 Err(e) => (Some(t), Err(e.to_string())),
@@ -93,9 +106,10 @@ pub fn run(ctx: &Context, args: &Args) -> anyhow::Result<Outcome> {
             namespace: t.as_ref().and_then(|t| t.namespace.clone()),
             name: t.as_ref().map(|t| t.name.clone()),
             result: result.as_ref().ok().copied(),
+            approval,
             error: result.err(),
         };
-        if args.output.format == crate::output::Format::Text {
+        if args.output.format == crate::output::Format::Text && report.approval.is_none() {
             match (&t, &report.result, &report.error) {
                 (Some(t), Some(r), _) => println!("{} {r}{suffix}", t.reference()),
                 (_, _, Some(e)) if !problems.is_empty() => {

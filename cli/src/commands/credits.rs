@@ -16,7 +16,6 @@ use serde_json::{Value, json};
 
 use super::{Context, Outcome};
 use crate::connection::ClusterArgs;
-use crate::keystore;
 use crate::output::OutputArgs;
 use crate::passphrase::{PassphraseArgs, Purpose};
 

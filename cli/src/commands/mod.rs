@@ -1,5 +1,6 @@
 //! One file per command.
 
+pub mod agent;
 pub mod apiserver;
 pub mod apply;
 pub mod cluster;

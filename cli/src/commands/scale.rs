@@ -6,7 +6,6 @@ use serde_json::Value;
 
 use super::{Context, Outcome};
 use crate::connection::ClusterArgs;
-use crate::keystore;
 use crate::output::OutputArgs;
 use crate::passphrase::{PassphraseArgs, Purpose};
 

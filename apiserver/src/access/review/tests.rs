@@ -23,6 +23,9 @@ impl Lookup for Nodes {
     fn object(&self, _: &KindInfo, _: Option<&str>, _: &str) -> Option<ObjectFacts> {
         None
     }
+    fn grants(&self, _: &str) -> Vec<std::sync::Arc<crate::access::agent::GrantFacts>> {
+        Vec::new()
+    }
 }
 
 fn world() -> Nodes {
