@@ -529,13 +529,29 @@ pub fn redact(who: &Caller, kind: &KindInfo, mut obj: Value, lookup: &dyn Lookup
     {
         return Some(obj);
     }
+    let mut hidden = false;
     if let Some(entries) = obj.pointer_mut(secret.path).and_then(Value::as_array_mut) {
         for entry in entries.iter_mut() {
             match entry.as_object_mut() {
-                Some(fields) => fields.retain(|k, _| secret.shown.contains(&k.as_str())),
-                None => *entry = Value::Null,
+                Some(fields) => {
+                    let before = fields.len();
+                    fields.retain(|k, _| secret.shown.contains(&k.as_str()));
+                    hidden |= fields.len() != before;
+                }
+                None => {
+                    *entry = Value::Null;
+                    hidden = true;
+                }
             }
         }
+    }
+    if !hidden {
+        // Nothing secret in it: the object as signed, but the last applied configuration
+        // (which may hold values since removed).
+        if let Some(a) = obj.pointer_mut("/metadata/annotations").and_then(Value::as_object_mut) {
+            a.remove(api::signing::LAST_APPLIED);
+        }
+        return Some(obj);
     }
     let field = secret.path.trim_start_matches('/').replace('/', ".");
     if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {

@@ -67,6 +67,12 @@ pub fn run(ctx: &Context, args: &Args) -> anyhow::Result<Outcome> {
                 signer.and_then(|s| s.as_str()).unwrap_or("nobody")
             );
         }
+        if let Some(hidden) = current.pointer("/metadata/annotations/univrs.io~1redacted").and_then(Value::as_str) {
+            bail!(
+                "workload {}: {hidden} is hidden from you, so you cannot sign the workload again; its owner can show it to you (as an agent: revealEnv: true in your AgentGrant)",
+                args.name
+            );
+        }
         api::signing::verify(current).map_err(|e| {
             anyhow::anyhow!(
                 "workload {} as stored does not verify ({e}): refusing to sign it; apply your own manifest instead",
