@@ -215,8 +215,9 @@ const fn wide(
 /// checks that every kind has some.
 fn columns(kind: &str) -> Vec<Column> {
     use api::kinds::{
-        AccountSpec, AttestationSpec, CreditGrantSpec, LeaseSpec, NodeOfferSpec, NodeSpec, ReplicaSpec,
-        ReputationSpec, TransferSpec, TrustPolicySpec, WorkloadSpec,
+        AccountSpec, AgentGrantSpec, ApprovalSpec, AttestationSpec, AuditEventSpec, CreditGrantSpec,
+        LeaseSpec, NodeOfferSpec, NodeSpec, ReplicaSpec, ReputationSpec, TransferSpec, TrustPolicySpec,
+        WorkloadSpec,
     };
     use api::object::KindSpec;
     match kind {
@@ -349,6 +350,36 @@ fn columns(kind: &str) -> Vec<Column> {
             wide("Transfers", "integer", "Committed transfers to or from the owner.", |o| {
                 text_or(o, "/status/transfers", "0")
             }),
+        ],
+        AgentGrantSpec::KIND => vec![
+            col("Agent", "string", "The agent's did:key, abbreviated.", |o| did(o, "/spec/agent")),
+            col("Rules", "integer", "How many rules it has.", |o| {
+                o.pointer("/spec/rules").and_then(Value::as_array).map_or(0, Vec::len).into()
+            }),
+            col("Expires", "string", "When the grant ends.", |o| text(o, "/spec/expires")),
+            wide("Spending-Cap", "string", "The most credits the agent may pay.", |o| {
+                text(o, "/spec/spendingCap")
+            }),
+            wide("User", "string", "The did:key that signed the grant, abbreviated.", signer),
+        ],
+        ApprovalSpec::KIND => vec![
+            col("Phase", "string", "Pending, Approved, Denied, Failed or Expired.", |o| {
+                text_or(o, "/status/phase", "Pending")
+            }),
+            col("Verb", "string", "What the agent asked to do.", |o| text(o, "/spec/request/verb")),
+            col("Kind", "string", "The kind of the object.", |o| text(o, "/spec/request/kind")),
+            col("Object", "string", "The object's name.", |o| text(o, "/spec/request/name")),
+            col("Agent", "string", "The agent that asked, abbreviated.", |o| did(o, "/spec/agent")),
+            wide("Expires", "string", "When it lapses undecided.", |o| text(o, "/spec/expires")),
+        ],
+        AuditEventSpec::KIND => vec![
+            col("Agent", "string", "The agent's did:key, abbreviated.", |o| did(o, "/spec/agent")),
+            col("Verb", "string", "The request's verb.", |o| text(o, "/spec/verb")),
+            col("Resource", "string", "What it was for.", |o| text(o, "/spec/resource")),
+            col("Name", "string", "The object's name.", |o| text(o, "/spec/name")),
+            col("Decision", "string", "Allowed, PendingApproval or Refused.", |o| text(o, "/spec/decision")),
+            wide("Code", "integer", "The HTTP code of the answer.", |o| text(o, "/spec/code")),
+            wide("Grant", "string", "The grant that decided.", |o| text(o, "/spec/grant")),
         ],
         _ => vec![],
     }
