@@ -25,7 +25,7 @@ fn sign_the_examples_then_verify_them() {
 
     let json = u.run(&["verify", "-f", out, "-o", "json"]).ok().json();
     let docs = json.as_array().unwrap();
-    assert_eq!(docs.len(), 6);
+    assert_eq!(docs.len(), 7);
     for d in docs {
         assert_eq!(d["ok"], true, "{d}");
         assert_eq!(d["signer"], did.as_str());
