@@ -92,6 +92,10 @@ pub async fn agents(State(state): State<AppState>, mut req: Request, next: Next)
     let Some(asked) = Asked::of(req.method(), req.uri().path(), req.uri().query()) else {
         return next.run(req).await;
     };
+    // Nothing an agent asks runs unrecorded.
+    if let Err(e) = state.registry.audit_room(&who) {
+        return e.into_response();
+    }
     let response = next.run(req).await;
     let code = response.status().as_u16();
     let (response, message) = if matches!(code, 200 | 201) {

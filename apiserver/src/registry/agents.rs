@@ -364,10 +364,15 @@ impl Registry {
             reason,
             at: Time(now),
         };
+        // Counted against the agent's own quota (the signer annotation is what the quota
+        // ledger counts by): what an agent's requests cost is the agent's.
         let obj = json!({
             "apiVersion": api::API_VERSION,
             "kind": AuditEventSpec::KIND,
-            "metadata": { "name": new_name("audit", now) },
+            "metadata": {
+                "name": new_name("audit", now),
+                "annotations": { api::signing::SIGNER: spec.agent.as_str() },
+            },
             "spec": spec,
         });
         if let Err(e) = self.create(&Caller::system(), audit_events(), obj, &WriteOptions::default()).await {
@@ -423,10 +428,35 @@ impl Registry {
         Ok(())
     }
 
-    /// Whether `who` is an agent's key: named by a stored AgentGrant (expired ones too, so that
-    /// the refusals after expiry are recorded).
+    /// Whether `who` is an agent's key: named by a stored AgentGrant of someone else (expired
+    /// ones too, so that the refusals after expiry are recorded; a grant naming its own signer
+    /// makes no agent).
     pub fn is_agent(&self, who: &Caller) -> bool {
-        !who.member && who.did.as_ref().is_some_and(|d| self.grants_of(d.as_str()).is_ok_and(|g| !g.is_empty()))
+        let Some(did) = who.did.as_ref().filter(|_| !who.member) else { return false };
+        self.grants_of(did.as_str()).is_ok_and(|g| g.iter().any(|g| g.owner != did.as_str()))
+    }
+
+    /// Whether the agent `who` has room in its quota for one more audit record (its records
+    /// count as its objects until the retention sweep removes them): a request that could not
+    /// be recorded is refused before it runs, with a 429.
+    pub fn audit_room(&self, who: &Caller) -> Result<(), ApiError> {
+        let Some(did) = &who.did else { return Ok(()) };
+        let sample = json!({
+            "kind": AuditEventSpec::KIND,
+            "metadata": { "annotations": { api::signing::SIGNER: did.as_str() } },
+            "spec": { "reason": "x".repeat(MAX_AUDIT_REASON) },
+        });
+        let key = super::prefix(audit_events(), None) + "sample";
+        self.charge(who, &key, None, Some(&sample.to_string())).map_err(|e| match e {
+            ApiError::TooManyRequests { message, retry_after } => ApiError::TooManyRequests {
+                message: format!(
+                    "your requests as an agent cannot be recorded: your audit records are at your quota ({message}); they are removed after {} days or beyond the newest {AUDIT_PER_AGENT}, every few minutes",
+                    AUDIT_RETENTION.as_secs() / 86400
+                ),
+                retry_after: retry_after.max(300),
+            },
+            other => other,
+        })
     }
 
     /// Marks lapsed approvals, removes decided ones after a day and AuditEvents past their
