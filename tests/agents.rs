@@ -36,7 +36,11 @@ fn agent<'a>(u: &'a User, server: &Server, name: &str) -> Agent<'a> {
         .run(&["agent", "init", name, "--kubeconfig", server.kubeconfig.to_str().unwrap(), "-o", "json"])
         .ok()
         .json();
-    Agent { u, dir: PathBuf::from(made["dir"].as_str().unwrap()), did: made["did"].as_str().unwrap().to_owned() }
+    Agent {
+        u,
+        dir: PathBuf::from(made["dir"].as_str().unwrap()),
+        did: made["did"].as_str().unwrap().to_owned(),
+    }
 }
 
 fn workload(name: &str, ns: &str, replicas: u32) -> String {
@@ -103,16 +107,24 @@ fn an_agent_acts_for_its_user_only_within_the_grant_the_apiserver_enforces() {
     assert!(stored.to_string().contains("s3cret"));
     // Scaling is granted in sandbox; signing a workload again needs all of it, so one whose
     // env values the agent may not see cannot be scaled by it, saying why.
-    a.run(&["scale", "workload", "web", "3", "-n", "sandbox"]).fails_with(&["spec.env is hidden from you", "revealEnv"]);
-    let plain = write(&u, "plain.yaml", "apiVersion: univrs.io/v1\nkind: Workload\nmetadata:\n  name: plain\n  namespace: sandbox\nspec:\n  replicas: 1\n  rootfs: busybox\n  command: [\"/bin/true\"]\n");
+    a.run(&["scale", "workload", "web", "3", "-n", "sandbox"])
+        .fails_with(&["spec.env is hidden from you", "revealEnv"]);
+    let plain = write(
+        &u,
+        "plain.yaml",
+        "apiVersion: univrs.io/v1\nkind: Workload\nmetadata:\n  name: plain\n  namespace: sandbox\nspec:\n  replicas: 1\n  rootfs: busybox\n  command: [\"/bin/true\"]\n",
+    );
     a.run(&["apply", "-f", &plain]).ok();
     a.run(&["scale", "workload", "plain", "3", "-n", "sandbox"]).ok();
     assert_eq!(get(&u, &server, &["workload", "plain", "-n", "sandbox"]).ok().json()["spec"]["replicas"], 3);
 
     // A forbidden delete is refused with the rule that forbids it and how to change it —
     // through ui, and the same through kubectl with the agent's own kubeconfig.
-    a.run(&["delete", "workload", "web", "-n", "sandbox"])
-        .fails_with(&["rule spec.rules[3]", "forbids it", "AgentGrant \"claude\""]);
+    a.run(&["delete", "workload", "web", "-n", "sandbox"]).fails_with(&[
+        "rule spec.rules[3]",
+        "forbids it",
+        "AgentGrant \"claude\"",
+    ]);
     a.kubectl().fails(&["delete", "workloads", "web", "-n", "sandbox"], "forbids it");
     a.kubectl().fails(&["auth", "can-i", "delete", "workloads/web", "-n", "sandbox"], "");
     assert_eq!(a.kubectl().ok(&["auth", "can-i", "get", "workloads", "-n", "sandbox"]).trim(), "yes");
@@ -122,7 +134,8 @@ fn an_agent_acts_for_its_user_only_within_the_grant_the_apiserver_enforces() {
         "tp.yaml",
         "apiVersion: univrs.io/v1\nkind: TrustPolicy\nmetadata:\n  name: mine\n  namespace: sandbox\nspec: {}\n",
     );
-    a.run(&["apply", "-f", &tp]).fails_with(&["no rule of AgentGrant \"claude\" grants it", "mode: autonomous"]);
+    a.run(&["apply", "-f", &tp])
+        .fails_with(&["no rule of AgentGrant \"claude\" grants it", "mode: autonomous"]);
     // The user changes and deletes what the agent made.
     u.run(&["delete", "workload", "web", "-n", "sandbox", "--kubeconfig", &kc]).ok();
 
@@ -156,14 +169,17 @@ fn an_agent_acts_for_its_user_only_within_the_grant_the_apiserver_enforces() {
     u.run(&["approve", &approval, "--kubeconfig", &kc]).fails_with(&["decided already"]);
 
     // The audit names every request of the agent: allowed, held and refused.
-    let audit = u.run(&["audit", "--agent", &a.did, "-o", "json", "--limit", "500", "--kubeconfig", &kc]).ok().json();
+    let audit =
+        u.run(&["audit", "--agent", &a.did, "-o", "json", "--limit", "500", "--kubeconfig", &kc]).ok().json();
     let decisions: Vec<(String, String)> = audit
         .as_array()
         .unwrap()
         .iter()
         .map(|e| (e["verb"].as_str().unwrap().to_owned(), e["decision"].as_str().unwrap().to_owned()))
         .collect();
-    for wanted in [("create", "Allowed"), ("create", "PendingApproval"), ("delete", "Refused"), ("create", "Refused")] {
+    for wanted in
+        [("create", "Allowed"), ("create", "PendingApproval"), ("delete", "Refused"), ("create", "Refused")]
+    {
         assert!(
             decisions.iter().any(|(v, d)| v == wanted.0 && d == wanted.1),
             "{wanted:?} not in {decisions:?}"
@@ -188,7 +204,8 @@ fn an_expired_grant_a_strangers_grant_and_forged_decisions_count_for_nothing() {
     let a = agent(&u, &server, "bot");
 
     // Expired: refused, saying so and how to renew.
-    let past = (chrono::Utc::now() - chrono::Duration::minutes(1)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let past = (chrono::Utc::now() - chrono::Duration::minutes(1))
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let g = write(&u, "grant.yaml", &grant("bot", &a.did, &past, RULES, ""));
     u.run(&["apply", "-f", &g, "--kubeconfig", &kc]).ok();
     let w = write(&u, "w.yaml", &workload("web", "sandbox", 1));
@@ -206,7 +223,8 @@ fn an_expired_grant_a_strangers_grant_and_forged_decisions_count_for_nothing() {
     let cfg = a.dir.join("config.toml");
     let text = std::fs::read_to_string(&cfg).unwrap().replace("grant = \"bot\"", "grant = \"bot-m\"");
     std::fs::write(&cfg, text).unwrap();
-    a.run(&["apply", "-f", &w]).fails_with(&["signed no AgentGrant \"bot-m\" naming this agent", "is signed by"]);
+    a.run(&["apply", "-f", &w])
+        .fails_with(&["signed no AgentGrant \"bot-m\" naming this agent", "is signed by"]);
     assert!(get(&u, &server, &["workload", "web", "-n", "sandbox"]).code != 0);
 
     // Renewed: it works again.
@@ -227,7 +245,17 @@ fn an_expired_grant_a_strangers_grant_and_forged_decisions_count_for_nothing() {
     let theirs = mallory.run(&["get", "approvals", "-o", "json", "--kubeconfig", mkc]).ok().json();
     assert_eq!(theirs["items"].as_array().map(Vec::len), Some(0), "{theirs}");
     // The grant itself can never be written by the agent, whatever a grant says.
-    let widen = write(&u, "widen.yaml", &grant("bot", &a.did, &later(), "  - verbs: [delete]\n    kinds: [\"*\"]\n    namespaces: [\"*\"]\n    mode: autonomous\n", ""));
+    let widen = write(
+        &u,
+        "widen.yaml",
+        &grant(
+            "bot",
+            &a.did,
+            &later(),
+            "  - verbs: [delete]\n    kinds: [\"*\"]\n    namespaces: [\"*\"]\n    mode: autonomous\n",
+            "",
+        ),
+    );
     a.run(&["apply", "-f", &widen]).fails_with(&["never writes AgentGrant objects"]);
     server.stop();
 }

@@ -300,7 +300,8 @@ mod tests {
             rule(&[Delete], &["Workload"], &["default"], Approval),
             rule(&[Create], &["Workload"], &["prod"], Forbidden),
         ]);
-        let cases: &[(AgentVerb, &str, Option<&str>, GrantMode, Option<usize>)] = &[
+        type Case<'a> = (AgentVerb, &'a str, Option<&'a str>, GrantMode, Option<usize>);
+        let cases: &[Case<'_>] = &[
             (Create, "Workload", Some("default"), Autonomous, Some(0)),
             (Create, "Workload", Some("prod"), Forbidden, Some(2)),
             (Update, "Workload", Some("prod"), Autonomous, Some(0)),

@@ -207,7 +207,9 @@ pub fn only_replicas_changed(old: &Value, new: &Value) -> bool {
         let mut a = api::signing::authored(o).ok()?;
         a.get_mut("spec").and_then(Value::as_object_mut).map(|s| s.remove("replicas"));
         if let Some(ann) = a.pointer_mut("/metadata/annotations").and_then(Value::as_object_mut) {
-            for k in [api::signing::SIGNATURE, api::signing::SIGNED_AT, api::signing::AGENT, api::signing::GRANT] {
+            for k in
+                [api::signing::SIGNATURE, api::signing::SIGNED_AT, api::signing::AGENT, api::signing::GRANT]
+            {
                 ann.remove(k);
             }
             if ann.is_empty() {
@@ -216,7 +218,9 @@ pub fn only_replicas_changed(old: &Value, new: &Value) -> bool {
         }
         Some(a)
     };
-    old.pointer("/spec/replicas") != new.pointer("/spec/replicas") && strip(old).is_some() && strip(old) == strip(new)
+    old.pointer("/spec/replicas") != new.pointer("/spec/replicas")
+        && strip(old).is_some()
+        && strip(old) == strip(new)
 }
 
 /// A write by `who`, who holds no role of its own towards the object: what the grants of the
@@ -306,7 +310,13 @@ pub(super) fn may_attempt(
 
 /// Whether the grants of `obj`'s owner let `who` see its environment values (`get` granted
 /// autonomous, and `revealEnv`).
-pub(super) fn reveals(who: &Caller, kind: &KindInfo, obj: &Value, lookup: &dyn Lookup, now: DateTime<Utc>) -> bool {
+pub(super) fn reveals(
+    who: &Caller,
+    kind: &KindInfo,
+    obj: &Value,
+    lookup: &dyn Lookup,
+    now: DateTime<Utc>,
+) -> bool {
     let Some(me) = who.did.as_ref().map(|d| d.as_str()) else { return false };
     let Some(owner) = signer(obj) else { return false };
     let namespace = obj.pointer("/metadata/namespace").and_then(Value::as_str);

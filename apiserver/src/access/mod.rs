@@ -253,9 +253,9 @@ fn holds(role: Role, who: &Caller, kind: &KindInfo, obj: &Value, lookup: &dyn Lo
             meta_str(obj, "namespace") == Some(NODE_LEASE_NAMESPACE)
                 && node_key_is_caller(meta_str(obj, "name"), None)
         }
-        Role::Party => ["/spec/owner", "/spec/agent"]
-            .iter()
-            .any(|p| who.is(obj.pointer(p).and_then(Value::as_str))),
+        Role::Party => {
+            ["/spec/owner", "/spec/agent"].iter().any(|p| who.is(obj.pointer(p).and_then(Value::as_str)))
+        }
     }
 }
 
@@ -308,13 +308,15 @@ pub fn authorize(
         return Ok(());
     }
     let roles = verb.roles(rules);
-    let holds_role = [old, new]
-        .into_iter()
-        .flatten()
-        .all(|obj| meta_str(obj, "namespace") != Some(SYSTEM_NAMESPACE) && roles.iter().any(|&r| holds(r, who, kind, obj, lookup)));
+    let holds_role = [old, new].into_iter().flatten().all(|obj| {
+        meta_str(obj, "namespace") != Some(SYSTEM_NAMESPACE)
+            && roles.iter().any(|&r| holds(r, who, kind, obj, lookup))
+    });
     // Not the caller's own: an agent of the owner writes it within its grant, or nobody does.
     let mut acting_for = None;
-    if !holds_role && meta_str(old.or(new).expect("a write has an object"), "namespace") != Some(SYSTEM_NAMESPACE) {
+    if !holds_role
+        && meta_str(old.or(new).expect("a write has an object"), "namespace") != Some(SYSTEM_NAMESPACE)
+    {
         match agent::write(who, verb, kind, old, new, lookup, chrono::Utc::now()) {
             Some(agent::Decision::Allow(used)) => acting_for = Some(used.owner),
             Some(agent::Decision::Hold(hold)) => return Err(ApiError::NeedsApproval(Box::new(hold))),
@@ -495,7 +497,8 @@ fn user_rules(
         let found = lookup.object(owner_kind, namespace, owner_name);
         let mine = found.as_ref().is_some_and(|f| {
             Some(f.uid.as_str()) == r.get("uid").and_then(Value::as_str)
-                && (who.is(f.signer.as_deref()) || (acting_for.is_some() && f.signer.as_deref() == acting_for))
+                && (who.is(f.signer.as_deref())
+                    || (acting_for.is_some() && f.signer.as_deref() == acting_for))
         });
         if !mine {
             return Err(invalid(

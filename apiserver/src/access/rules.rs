@@ -7,9 +7,8 @@
 //! list means "the control plane only".
 
 use api::kinds::{
-    AccountSpec, AgentGrantSpec, ApprovalSpec, AttestationSpec, AuditEventSpec, CreditGrantSpec,
-    LeaseSpec, NodeOfferSpec, NodeSpec, ReplicaSpec, ReputationSpec, TransferSpec, TrustPolicySpec,
-    WorkloadSpec,
+    AccountSpec, AgentGrantSpec, ApprovalSpec, AttestationSpec, AuditEventSpec, CreditGrantSpec, LeaseSpec,
+    NodeOfferSpec, NodeSpec, ReplicaSpec, ReputationSpec, TransferSpec, TrustPolicySpec, WorkloadSpec,
 };
 use api::object::KindSpec;
 

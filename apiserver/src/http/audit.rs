@@ -140,15 +140,89 @@ mod tests {
 
     #[test]
     fn a_request_is_named_by_its_verb_resource_and_object() {
-        let cases: &[(Method, &str, Option<&str>, &str, &str, Option<&str>, Option<&str>, bool)] = &[
-            (Method::GET, "/apis/univrs.io/v1/namespaces/d/workloads/w", None, "get", "workloads", Some("d"), Some("w"), false),
-            (Method::GET, "/apis/univrs.io/v1/workloads", Some("watch=true"), "watch", "workloads", None, None, false),
-            (Method::GET, "/apis/univrs.io/v1/namespaces/d/workloads", Some("limit=5"), "list", "workloads", Some("d"), None, false),
-            (Method::GET, "/apis/univrs.io/v1/namespaces/d/replicas/r/log", None, "logs", "replicas", Some("d"), Some("r"), false),
-            (Method::POST, "/apis/univrs.io/v1/namespaces/d/workloads", Some("dryRun=All"), "create", "workloads", Some("d"), None, true),
-            (Method::PUT, "/apis/univrs.io/v1/namespaces/d/workloads/w/status", None, "update", "workloads/status", Some("d"), Some("w"), false),
-            (Method::DELETE, "/apis/univrs.io/v1/creditgrants/g", None, "delete", "creditgrants", None, Some("g"), false),
-            (Method::POST, "/apis/univrs.io/v1/approvals/a/decision", None, "decide", "approvals", None, Some("a"), false),
+        type Case<'a> =
+            (Method, &'a str, Option<&'a str>, &'a str, &'a str, Option<&'a str>, Option<&'a str>, bool);
+        let cases: &[Case<'_>] = &[
+            (
+                Method::GET,
+                "/apis/univrs.io/v1/namespaces/d/workloads/w",
+                None,
+                "get",
+                "workloads",
+                Some("d"),
+                Some("w"),
+                false,
+            ),
+            (
+                Method::GET,
+                "/apis/univrs.io/v1/workloads",
+                Some("watch=true"),
+                "watch",
+                "workloads",
+                None,
+                None,
+                false,
+            ),
+            (
+                Method::GET,
+                "/apis/univrs.io/v1/namespaces/d/workloads",
+                Some("limit=5"),
+                "list",
+                "workloads",
+                Some("d"),
+                None,
+                false,
+            ),
+            (
+                Method::GET,
+                "/apis/univrs.io/v1/namespaces/d/replicas/r/log",
+                None,
+                "logs",
+                "replicas",
+                Some("d"),
+                Some("r"),
+                false,
+            ),
+            (
+                Method::POST,
+                "/apis/univrs.io/v1/namespaces/d/workloads",
+                Some("dryRun=All"),
+                "create",
+                "workloads",
+                Some("d"),
+                None,
+                true,
+            ),
+            (
+                Method::PUT,
+                "/apis/univrs.io/v1/namespaces/d/workloads/w/status",
+                None,
+                "update",
+                "workloads/status",
+                Some("d"),
+                Some("w"),
+                false,
+            ),
+            (
+                Method::DELETE,
+                "/apis/univrs.io/v1/creditgrants/g",
+                None,
+                "delete",
+                "creditgrants",
+                None,
+                Some("g"),
+                false,
+            ),
+            (
+                Method::POST,
+                "/apis/univrs.io/v1/approvals/a/decision",
+                None,
+                "decide",
+                "approvals",
+                None,
+                Some("a"),
+                false,
+            ),
         ];
         for (method, path, query, verb, resource, ns, name, dry_run) in cases {
             let asked = Asked::of(method, path, *query).unwrap();

@@ -118,7 +118,8 @@ impl Registry {
             let mut o = n.clone();
             o.as_object_mut().expect("admitted objects are maps").remove("status");
             let meta = meta_mut(&mut o);
-            for server_owned in ["resourceVersion", "uid", "creationTimestamp", "generation", "managedFields"] {
+            for server_owned in ["resourceVersion", "uid", "creationTimestamp", "generation", "managedFields"]
+            {
                 meta.remove(server_owned);
             }
             o
@@ -224,13 +225,16 @@ impl Registry {
             )));
         }
         let uid = meta_str(&current, "uid").unwrap_or_default();
-        let approve = decision::check(&signed, name, uid, &spec.request.digest(), &spec.owner).map_err(|e| {
-            ApiError::Invalid {
-                kind: approvals().kind.into(),
-                name: name.into(),
-                causes: vec![api::FieldPath::root().child("status").child("decision").error(e.to_string())],
-            }
-        })?;
+        let approve =
+            decision::check(&signed, name, uid, &spec.request.digest(), &spec.owner).map_err(|e| {
+                ApiError::Invalid {
+                    kind: approvals().kind.into(),
+                    name: name.into(),
+                    causes: vec![
+                        api::FieldPath::root().child("status").child("decision").error(e.to_string()),
+                    ],
+                }
+            })?;
         // The decision, first, with the approval's version as precondition: of two decisions
         // at once one wins, and a request is performed at most once.
         let rv = meta_str(&current, "resourceVersion");
@@ -261,10 +265,15 @@ impl Registry {
         }
         let record = match &outcome {
             Ok(_) => (AuditDecision::Allowed, 200, format!("approved by {} (approval {name})", spec.owner)),
-            Err(e) => (AuditDecision::Refused, e.code(), format!("approved (approval {name}) but refused: {e}")),
+            Err(e) => {
+                (AuditDecision::Refused, e.code(), format!("approved (approval {name}) but refused: {e}"))
+            }
         };
         let agent = Caller::identity(spec.agent.clone(), false);
-        agent.trail.note(crate::access::agent::GrantUse { owner: spec.owner.to_string(), grant: spec.grant.clone() });
+        agent.trail.note(crate::access::agent::GrantUse {
+            owner: spec.owner.to_string(),
+            grant: spec.grant.clone(),
+        });
         let r = &spec.request;
         let resource = api::kinds::by_kind(&r.kind).map_or(r.kind.as_str(), |k| k.plural);
         self.audit(&agent, r.verb.as_str(), resource, r.namespace.as_deref(), Some(&r.name), false, record)
@@ -284,12 +293,17 @@ impl Registry {
         let rv_of = |v: &Value| meta_str(v, "resourceVersion").map(str::to_owned);
         match r.verb {
             AgentVerb::Create => {
-                let obj = r.object.clone().ok_or_else(|| ApiError::BadRequest("the request has no object".into()))?;
+                let obj = r
+                    .object
+                    .clone()
+                    .ok_or_else(|| ApiError::BadRequest("the request has no object".into()))?;
                 Ok(rv_of(&self.create(&agent, kind, obj, &opts).await?.object))
             }
             AgentVerb::Update | AgentVerb::Scale => {
-                let mut obj =
-                    r.object.clone().ok_or_else(|| ApiError::BadRequest("the request has no object".into()))?;
+                let mut obj = r
+                    .object
+                    .clone()
+                    .ok_or_else(|| ApiError::BadRequest("the request has no object".into()))?;
                 // Only on the very version the user saw the diff against.
                 if let Some(rv) = &r.resource_version {
                     meta_mut(&mut obj).insert("resourceVersion".into(), rv.clone().into());
@@ -301,7 +315,13 @@ impl Registry {
             }
             AgentVerb::Delete => {
                 let opts = DeleteOptions {
-                    resource_version: r.resource_version.as_deref().map(|rv| rv.parse()).transpose().ok().flatten(),
+                    resource_version: r
+                        .resource_version
+                        .as_deref()
+                        .map(|rv| rv.parse())
+                        .transpose()
+                        .ok()
+                        .flatten(),
                     uid: r.uid.clone(),
                     ..Default::default()
                 };
@@ -384,7 +404,8 @@ impl Registry {
     /// committed the user to under its grant past the grant's `spendingCap`: the Transfers
     /// signed by that agent under that grant, but those refused.
     pub(super) fn check_spending_cap(&self, obj: &Value) -> Result<(), ApiError> {
-        let ann = |k: &str| obj.pointer("/metadata/annotations").and_then(|a| a.get(k)).and_then(Value::as_str);
+        let ann =
+            |k: &str| obj.pointer("/metadata/annotations").and_then(|a| a.get(k)).and_then(Value::as_str);
         let (Some(agent), Some(grant), Some(owner)) =
             (ann(api::signing::AGENT), ann(api::signing::GRANT), ann(api::signing::SIGNER))
         else {
@@ -408,7 +429,9 @@ impl Registry {
             .iter()
             .filter_map(|(_, stored)| serde_json::from_str::<Value>(&stored.value).ok())
             .filter(|t| {
-                let a = |k: &str| t.pointer("/metadata/annotations").and_then(|a| a.get(k)).and_then(Value::as_str);
+                let a = |k: &str| {
+                    t.pointer("/metadata/annotations").and_then(|a| a.get(k)).and_then(Value::as_str)
+                };
                 a(api::signing::AGENT) == Some(agent)
                     && a(api::signing::GRANT) == Some(grant)
                     && a(api::signing::SIGNER) == Some(owner)
@@ -472,14 +495,15 @@ impl Registry {
             if !status.phase.is_final() && status.decision.is_none() && spec.expires.0 <= now {
                 let name = meta_str(&obj, "name").unwrap_or_default().to_owned();
                 let mut current = obj.clone();
-                meta_mut(&mut current).insert("resourceVersion".into(), stored.mod_revision.to_string().into());
+                meta_mut(&mut current)
+                    .insert("resourceVersion".into(), stored.mod_revision.to_string().into());
                 if self.lapse(&name, &current).await.is_ok() {
                     changed += 1;
                 }
             } else if status.phase.is_final()
-                && status
-                    .decided_at
-                    .is_none_or(|at| now.signed_duration_since(at.0).to_std().unwrap_or_default() > DECIDED_APPROVAL_KEPT)
+                && status.decided_at.is_none_or(|at| {
+                    now.signed_duration_since(at.0).to_std().unwrap_or_default() > DECIDED_APPROVAL_KEPT
+                })
             {
                 gone.push((key, stored.mod_revision));
             }
@@ -492,7 +516,11 @@ impl Registry {
             if now.signed_duration_since(spec.at.0).to_std().unwrap_or_default() > AUDIT_RETENTION {
                 gone.push((key, stored.mod_revision));
             } else {
-                per_agent.entry(spec.agent.to_string()).or_default().push((spec.at.0, key, stored.mod_revision));
+                per_agent.entry(spec.agent.to_string()).or_default().push((
+                    spec.at.0,
+                    key,
+                    stored.mod_revision,
+                ));
             }
         }
         for mut records in per_agent.into_values() {
@@ -510,7 +538,9 @@ impl Registry {
     pub(super) async fn delete_keys(&self, keys: Vec<(String, u64)>) -> Result<usize, ApiError> {
         let mut n = 0;
         for chunk in keys.chunks(MAX_OPS) {
-            let ops = chunk.iter().map(|(key, rev)| Op::Delete { key: key.clone(), expect: Expect::ModRevision(*rev) });
+            let ops = chunk
+                .iter()
+                .map(|(key, rev)| Op::Delete { key: key.clone(), expect: Expect::ModRevision(*rev) });
             // One changed meanwhile fails the precondition: the next sweep sees it again.
             if let (_, Outcome::Applied { .. }) = self.commit(ops.collect()).await? {
                 n += chunk.len();

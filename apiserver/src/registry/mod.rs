@@ -434,7 +434,12 @@ impl Registry {
     }
 
     /// Whether `who` may read the output of `replica` (see [`access::logs::may_read_log`]).
-    pub fn may_read_log(&self, who: &Caller, replica: &Value, workload: Option<&Value>) -> Result<(), ApiError> {
+    pub fn may_read_log(
+        &self,
+        who: &Caller,
+        replica: &Value,
+        workload: Option<&Value>,
+    ) -> Result<(), ApiError> {
         access::logs::may_read_log(who, replica, workload, &self.lookup())
     }
 
@@ -566,7 +571,9 @@ impl Registry {
                 )));
             }
             match access::authorize(who, verb, kind, Some(&old), Some(&new), &self.lookup()) {
-                Err(ApiError::NeedsApproval(hold)) if opts.dry_run => warnings.push(agents::would_hold(&hold)),
+                Err(ApiError::NeedsApproval(hold)) if opts.dry_run => {
+                    warnings.push(agents::would_hold(&hold))
+                }
                 Err(ApiError::NeedsApproval(hold)) => {
                     return Err(self.hold(&hold, at, Some(&old), Some(&new)).await);
                 }
@@ -723,7 +730,9 @@ impl Registry {
             match access::authorize(who, Verb::Delete, kind, Some(&old), None, &self.lookup()) {
                 // A dry run of a held delete says what the delete would do.
                 Err(ApiError::NeedsApproval(_)) if opts.dry_run => {}
-                Err(ApiError::NeedsApproval(hold)) => return Err(self.hold(&hold, at, Some(&old), None).await),
+                Err(ApiError::NeedsApproval(hold)) => {
+                    return Err(self.hold(&hold, at, Some(&old), None).await);
+                }
                 other => other?,
             }
             let propagation_finalizer = match opts.propagation.as_deref() {

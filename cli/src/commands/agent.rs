@@ -98,12 +98,15 @@ fn init(ctx: &Context, args: &InitArgs) -> anyhow::Result<Outcome> {
     if ctx.agent_of()?.is_some() {
         bail!("{} is an agent's directory: an agent cannot make agents", ctx.dirs.root().display());
     }
-    let owner = keystore::load_public(&ctx.dirs)
-        .context("your identity is needed to make an agent (ui init)")?
-        .did;
+    let owner =
+        keystore::load_public(&ctx.dirs).context("your identity is needed to make an agent (ui init)")?.did;
     let dir = agent_dir(ctx, &args.name);
     if dir.exists() {
-        bail!("agent {} exists already in {} (remove that directory to make it anew)", args.name, dir.display());
+        bail!(
+            "agent {} exists already in {} (remove that directory to make it anew)",
+            args.name,
+            dir.display()
+        );
     }
     let agent_dirs = ConfigDirs::resolve(Some(dir.clone()))?;
     ctx.dirs.ensure_root()?;
@@ -132,13 +135,20 @@ fn init(ctx: &Context, args: &InitArgs) -> anyhow::Result<Outcome> {
             Some(path)
         }
         Err(e) => {
-            eprintln!("note: no kubeconfig for the agent ({e:#}); run `ui up` or pass --kubeconfig, then init again");
+            eprintln!(
+                "note: no kubeconfig for the agent ({e:#}); run `ui up` or pass --kubeconfig, then init again"
+            );
             None
         }
     };
-    let expires = (Utc::now() + Duration::days(i64::from(args.days))).to_rfc3339_opts(SecondsFormat::Secs, true);
+    let expires =
+        (Utc::now() + Duration::days(i64::from(args.days))).to_rfc3339_opts(SecondsFormat::Secs, true);
     let grant = dir.join("agentgrant.yaml");
-    fsutil::write_atomic(&grant, starting_grant(&args.name, did.as_str(), &expires).as_bytes(), PRIVATE_FILE)?;
+    fsutil::write_atomic(
+        &grant,
+        starting_grant(&args.name, did.as_str(), &expires).as_bytes(),
+        PRIVATE_FILE,
+    )?;
     let made = Made { name: args.name.clone(), did: did.to_string(), dir: dir.clone(), kubeconfig, grant };
     if args.output.print_structured(&made)? {
         return Ok(Outcome::Success);
@@ -197,7 +207,8 @@ fn held(obj: Value) -> anyhow::Result<Held> {
     let name = obj.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default().to_owned();
     let uid = obj.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or_default().to_owned();
     let spec = serde_json::from_value(obj["spec"].clone()).with_context(|| format!("approval {name}"))?;
-    let status = obj.get("status").cloned().map(serde_json::from_value).transpose().ok().flatten().unwrap_or_default();
+    let status =
+        obj.get("status").cloned().map(serde_json::from_value).transpose().ok().flatten().unwrap_or_default();
     Ok(Held { name, uid, spec, status, raw: obj })
 }
 
@@ -219,7 +230,7 @@ pub fn approvals(ctx: &Context, args: &ApprovalsArgs) -> anyhow::Result<Outcome>
             all.push(h);
         }
     }
-    all.sort_by(|a, b| a.spec.expires.0.cmp(&b.spec.expires.0));
+    all.sort_by_key(|a| a.spec.expires.0);
     if args.output.print_structured(&all.iter().map(|h| &h.raw).collect::<Vec<_>>())? {
         return Ok(Outcome::Success);
     }
@@ -282,15 +293,24 @@ pub fn decide(ctx: &Context, args: &DecideArgs, approve: bool) -> anyhow::Result
             h.status.message.as_deref().map(|m| format!(" ({m})")).unwrap_or_default()
         );
     }
-    if !args.quiet && !matches!(args.output.format, crate::output::Format::Json | crate::output::Format::Yaml) {
-        println!("approval {}: {} asks to {} {}", h.name, h.spec.agent, h.spec.request.verb.as_str(), object_of(&h.spec));
+    if !args.quiet && !matches!(args.output.format, crate::output::Format::Json | crate::output::Format::Yaml)
+    {
+        println!(
+            "approval {}: {} asks to {} {}",
+            h.name,
+            h.spec.agent,
+            h.spec.request.verb.as_str(),
+            object_of(&h.spec)
+        );
         println!("  under AgentGrant {:?}, {}", h.spec.grant, h.spec.rule);
         print!("{}", h.spec.diff);
     }
     let key = crate::unlock::signer(&ctx.dirs, || args.passphrase.get(Purpose::Existing, "your identity"))?;
     let mut d = decision::unsigned(&h.name, &h.uid, &h.spec.request.digest(), approve);
-    api::signing::sign(&mut d, &*key, Utc::now()).map_err(|e| anyhow::anyhow!("cannot sign the decision: {e}"))?;
-    let path = format!("{}/{}/decision", client::blocking::Client::path(kind_approvals(), None, None), h.name);
+    api::signing::sign(&mut d, &*key, Utc::now())
+        .map_err(|e| anyhow::anyhow!("cannot sign the decision: {e}"))?;
+    let path =
+        format!("{}/{}/decision", client::blocking::Client::path(kind_approvals(), None, None), h.name);
     let decided = held(client.post_json(&path, &d)?)?;
     if args.output.print_structured(&decided.raw)? {
         return Ok(Outcome::Success);
@@ -336,7 +356,7 @@ pub fn audit(ctx: &Context, args: &AuditArgs) -> anyhow::Result<Outcome> {
         .filter_map(|o| Some((serde_json::from_value::<AuditEventSpec>(o["spec"].clone()).ok()?, o)))
         .filter(|(s, _)| args.agent.as_deref().is_none_or(|a| s.agent.as_str() == a))
         .collect();
-    events.sort_by(|a, b| a.0.at.0.cmp(&b.0.at.0));
+    events.sort_by_key(|a| a.0.at.0);
     let skip = events.len().saturating_sub(args.limit);
     let events = &events[skip..];
     if args.output.print_structured(&events.iter().map(|(s, _)| s).collect::<Vec<_>>())? {

@@ -64,8 +64,7 @@ pub fn run(ctx: &Context, args: &Args) -> anyhow::Result<Outcome> {
         client.list(api::kinds::info::<api::kinds::WorkloadSpec>(), ns.as_deref(), None, false)?;
     let replicas = client.list(api::kinds::info::<api::kinds::ReplicaSpec>(), ns.as_deref(), None, false)?;
     // Yours (signed by your identity) unless -A; without an identity, everyone's.
-    let me =
-        if args.all_namespaces { None } else { ctx.acting_for().ok() };
+    let me = if args.all_namespaces { None } else { ctx.acting_for().ok() };
     let mine = |w: &Value| match &me {
         None => true,
         Some(me) => {
