@@ -147,10 +147,15 @@ impl Registry {
         let obj = json!({
             "apiVersion": api::API_VERSION,
             "kind": ApprovalSpec::KIND,
-            "metadata": { "name": name },
+            // Counted against the agent's quota, as its audit records are: an agent cannot
+            // flood its user (or the control plane) with held requests.
+            "metadata": { "name": name, "annotations": { api::signing::SIGNER: hold.agent } },
             "spec": spec,
             "status": ApprovalStatus::default(),
         });
+        let agent = Caller::identity(did(&hold.agent)?, false);
+        let key = ObjectRef::new(approvals(), None, &name).key();
+        self.charge(&agent, &key, None, Some(&obj.to_string()))?;
         let created = self.create(&Caller::system(), approvals(), obj, &WriteOptions::default()).await?;
         // A new object's status is dropped at create: the pending phase is written after.
         let rv = meta_str(&created.object, "resourceVersion").map(str::to_owned);
