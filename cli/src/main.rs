@@ -7,6 +7,7 @@ mod fsutil;
 mod keystore;
 mod kubeconfig;
 mod manifest_files;
+mod mcp;
 mod objects;
 mod output;
 mod passphrase;
@@ -67,6 +68,7 @@ enum Command {
     #[command(subcommand)]
     Network(commands::network::Command),
     Logs(commands::logs::Args),
+    Mcp(commands::mcp::Args),
     Up(commands::apiserver::UpArgs),
     Down(commands::down::Args),
     Unlock(commands::unlock::UnlockArgs),
@@ -107,6 +109,7 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Reputation(cmd) => commands::reputation::run(&ctx, cmd),
         Command::Network(cmd) => commands::network::run(&ctx, cmd),
         Command::Logs(args) => commands::logs::run(&ctx, args),
+        Command::Mcp(args) => commands::mcp::run(&ctx, args),
         Command::Version(_) => unreachable!("handled above"),
     }
 }
