@@ -7,8 +7,10 @@
 //! protocol version the SDK negotiates by itself (2026-07-28) and at the handshake one.
 //!
 //! The agent's directory is made by hand as `ui agent init` will make it: its own key, a
-//! kubeconfig of the cluster, `[agent]` naming its user. Nothing here depends on the
-//! apiserver enforcing the user's AgentGrant (the agent key is, to the server, another user).
+//! kubeconfig of the cluster, `[agent]` naming its user; the user signs an AgentGrant that
+//! lets it do everything on its own (`autonomous`, secrets revealed). What a grant allows,
+//! holds or refuses is the apiserver's, and tested there: nothing here depends on it beyond
+//! "everything allowed".
 //! Needs `python3` with `pip install 'mcp==2.3.0'`; without it the tests fail, never skip.
 
 mod support;
@@ -40,6 +42,18 @@ fn setup() -> Setup {
     let mut text = std::fs::read_to_string(&config).unwrap_or_default();
     text.push_str(&format!("\n[agent]\nowner = \"{user_did}\"\ngrant = \"mcp-test\"\n"));
     std::fs::write(&config, text).unwrap();
+    let agent_did = agent.run(&["identity", "show", "-o", "json"]).ok().json()["did"].as_str().unwrap().to_owned();
+    let grant = support::write(
+        &user,
+        "grant.yaml",
+        &format!(
+            "apiVersion: univrs.io/v1\nkind: AgentGrant\nmetadata:\n  name: mcp-test\nspec:\n  agent: {agent_did}\n  \
+             expires: \"2099-01-01T00:00:00Z\"\n  revealEnv: true\n  rules:\n    \
+             - verbs: [get, list, watch, logs, create, update, scale, delete]\n      kinds: [\"*\"]\n      \
+             namespaces: [\"*\"]\n      mode: autonomous\n"
+        ),
+    );
+    user.run(&["apply", "-f", &grant]).ok();
     Setup { user, agent, server }
 }
 

@@ -96,6 +96,14 @@ pub fn scale(
                 signer.and_then(|s| s.as_str()).unwrap_or("nobody")
             );
         }
+        // An agent whose grant does not reveal secrets reads a redacted copy, without the
+        // signature: signing it again would write the redaction over the real values.
+        if let Some(field) = current.pointer("/metadata/annotations/univrs.io~1redacted").and_then(Value::as_str) {
+            bail!(
+                "workload {} reads redacted for this key ({field} hidden, as the user's AgentGrant does not reveal it), so it cannot be signed again: the user can scale it (ui scale), or set revealEnv: true in the AgentGrant",
+                args.name
+            );
+        }
         api::signing::verify(current).map_err(|e| {
             anyhow::anyhow!(
                 "workload {} as stored does not verify ({e}): refusing to sign it; apply your own manifest instead",

@@ -28,7 +28,7 @@ use std::sync::{Arc, Mutex};
 
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::model::{
-    Implementation, ListResourceTemplatesResult, ListResourcesResult, PaginatedRequestParams,
+    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation, ListResourceTemplatesResult, ListResourcesResult, PaginatedRequestParams,
     ReadResourceRequestParams, ReadResourceResponse, ReadResourceResult, ResourceContents,
     ServerCapabilities, ServerConfig, SubscribeRequestParams, SubscriptionFilter, UnsubscribeRequestParams,
 };
@@ -111,6 +111,29 @@ univrs://{plural}/{namespace}/{name}, univrs://{plural}/{name} (cluster-scoped k
 
 #[tool_handler(router = self.tool_router)]
 impl ServerHandler for UiServer {
+    /// Checks the arguments against the tool's input schema first, so that a malformed call
+    /// is told which argument is wrong and how (rmcp's own check names no field), and an
+    /// unknown tool is told the tools there are.
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, McpError> {
+        let Some(tool) = self.tool_router.get(&request.name) else {
+            let names: Vec<String> = self.tool_router.list_all().into_iter().map(|t| t.name.to_string()).collect();
+            return Err(McpError::invalid_params(
+                format!("no tool named {:?}: the tools are {}", request.name, names.join(", ")),
+                None,
+            ));
+        };
+        let arguments = serde_json::Value::Object(request.arguments.clone().unwrap_or_default());
+        if let Some(problems) = tools::argument_problems(&request.name, &tool.input_schema, &arguments) {
+            return Ok(CallToolResult::error(vec![ContentBlock::text(problems)]).into());
+        }
+        let call = rmcp::handler::server::tool::ToolCallContext::new(self, request, context);
+        self.tool_router.call(call).await
+    }
+
     fn get_info(&self) -> ServerConfig {
         ServerConfig::new(
             ServerCapabilities::builder()

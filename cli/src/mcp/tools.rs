@@ -198,6 +198,31 @@ pub struct ReputationArgs {
     pub subject: String,
 }
 
+/// What is wrong with `arguments` of tool `name` as its input schema says, one line per
+/// problem with the argument's path, or None when they match.
+pub fn argument_problems(
+    name: &str,
+    schema: &serde_json::Map<String, Value>,
+    arguments: &Value,
+) -> Option<String> {
+    let validator = jsonschema::validator_for(&Value::Object(schema.clone())).ok()?;
+    let problems: Vec<String> = validator
+        .iter_errors(arguments)
+        .map(|e| {
+            let path = e.instance_path().to_string();
+            let at = if path.is_empty() { "arguments".to_owned() } else { path.trim_start_matches('/').replace('/', ".") };
+            format!("  {at}: {e}")
+        })
+        .collect();
+    if problems.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "the arguments of `{name}` do not match its input schema (nothing was done):\n{}",
+        problems.join("\n")
+    ))
+}
+
 /// A tool's answer: text, or an error the agent reads (`isError`).
 fn answer(result: anyhow::Result<String>) -> CallToolResult {
     match result {
