@@ -32,7 +32,8 @@ fn setup() -> Setup {
     let user = User::new();
     let server = Server::start(&user, &user.path("data"));
     std::fs::copy(&server.kubeconfig, user.config().join("kubeconfig")).unwrap();
-    let user_did = user.run(&["identity", "show", "-o", "json"]).ok().json()["did"].as_str().unwrap().to_owned();
+    let user_did =
+        user.run(&["identity", "show", "-o", "json"]).ok().json()["did"].as_str().unwrap().to_owned();
     let agent = User::new();
     agent.init_plain();
     let kubeconfig = server.kubeconfig_for(&agent);
@@ -42,7 +43,8 @@ fn setup() -> Setup {
     let mut text = std::fs::read_to_string(&config).unwrap_or_default();
     text.push_str(&format!("\n[agent]\nowner = \"{user_did}\"\ngrant = \"mcp-test\"\n"));
     std::fs::write(&config, text).unwrap();
-    let agent_did = agent.run(&["identity", "show", "-o", "json"]).ok().json()["did"].as_str().unwrap().to_owned();
+    let agent_did =
+        agent.run(&["identity", "show", "-o", "json"]).ok().json()["did"].as_str().unwrap().to_owned();
     let grant = support::write(
         &user,
         "grant.yaml",
@@ -78,7 +80,12 @@ fn python(s: &Setup, extra: &[&str]) {
         out.status.code() != Some(3),
         "the Python MCP SDK is missing: pip install 'mcp==2.3.0' (./dev deps test)\n{stderr}"
     );
-    assert!(out.status.success(), "{} {extra:?} failed ({}):\n{stdout}\n{stderr}", script.display(), out.status);
+    assert!(
+        out.status.success(),
+        "{} {extra:?} failed ({}):\n{stdout}\n{stderr}",
+        script.display(),
+        out.status
+    );
     assert!(stdout.contains("all checks passed"), "{stdout}\n{stderr}");
     // Which protocol version the SDK and rmcp agreed on, in the test's output.
     eprintln!("{}", stdout.lines().find(|l| l.starts_with("negotiated")).unwrap_or("no version line"));
@@ -123,7 +130,11 @@ fn listen(s: &Setup) -> Http {
         true => Ok(()),
         false => Err("missing".into()),
     });
-    Http { child, url: format!("http://127.0.0.1:{port}/mcp"), token_file: token_file.to_str().unwrap().to_owned() }
+    Http {
+        child,
+        url: format!("http://127.0.0.1:{port}/mcp"),
+        token_file: token_file.to_str().unwrap().to_owned(),
+    }
 }
 
 #[test]
@@ -145,7 +156,10 @@ fn an_agent_uses_every_tool_and_resource_over_streamable_http() {
     let s = setup();
     let http = listen(&s);
     python(&s, &["--mode", "http", "--url", &http.url, "--token-file", &http.token_file]);
-    python(&s, &["--mode", "http", "--url", &http.url, "--token-file", &http.token_file, "--protocol", "legacy"]);
+    python(
+        &s,
+        &["--mode", "http", "--url", &http.url, "--token-file", &http.token_file, "--protocol", "legacy"],
+    );
     drop(http);
     s.server.stop();
 }

@@ -157,8 +157,7 @@ pub fn read(source: &Source) -> anyhow::Result<SourceDocs> {
 
 /// Parses `text`, the documents of `source`.
 pub fn parse(source: &Source, text: &str) -> anyhow::Result<SourceDocs> {
-    let values =
-        manifest::parse_documents(text).map_err(|e| anyhow::anyhow!("{source}: {}", e.located()))?;
+    let values = manifest::parse_documents(text).map_err(|e| anyhow::anyhow!("{source}: {}", e.located()))?;
     let mut lines = manifest::document_lines(text).into_iter();
     let docs = values
         .into_iter()

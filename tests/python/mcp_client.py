@@ -302,13 +302,18 @@ async def check_bad_input(run: Run) -> None:
 
 
 async def check_server_refusal_passes_through(run: Run) -> None:
-    # Nodes are the control plane's to write: the apiserver's refusal reaches the agent whole.
-    node = (
-        "apiVersion: univrs.io/v1\nkind: Node\nmetadata:\n  name: mcp-fake-node\n"
-        "spec:\n  peerId: x\n"
+    # Replicas are the control plane's to write (whatever a grant says): the apiserver's
+    # refusal reaches the agent in its own words, and nothing is written.
+    name = f"fake-replica-{SUFFIX}"
+    replica = (
+        f"apiVersion: univrs.io/v1\nkind: Replica\nmetadata:\n  name: {name}\n  namespace: default\n"
+        "spec:\n  workload: x\n  container:\n    rootfs: busybox\n"
     )
-    text = await run.error("apply", {"manifest": node})
-    expect("nothing was" in text or "Error from server" in text, text)
+    text = await run.error("apply", {"manifest": replica})
+    expect("Error from server (Forbidden)" in text and "only the control plane may create it" in text, text)
+    expect("nothing was written" in text, text)
+    missing = await run.error("get", {"kind": "replicas", "name": name})
+    expect("NotFound" in missing, missing)
 
 
 async def check_subscription(run: Run) -> None:

@@ -77,11 +77,15 @@ fn diff(ctx: &Context, args: &Args) -> anyhow::Result<Outcome> {
 
 /// The unified diff of the object `doc` names on the server (without server-owned metadata
 /// and status) against `doc`: what `ui diff` and the MCP `diff` tool show.
-pub fn diff_one(client: &crate::connection::Client, doc: &manifest_files::Document) -> anyhow::Result<Report> {
+pub fn diff_one(
+    client: &crate::connection::Client,
+    doc: &manifest_files::Document,
+) -> anyhow::Result<Report> {
     let place = || doc.place();
     let t = Target::of(client, doc).map_err(|e| anyhow::anyhow!("{}: {e:#}", place()))?;
     let mut desired = doc.value.clone();
-    if let (Some(ns), Some(meta)) = (&t.namespace, desired.get_mut("metadata").and_then(Value::as_object_mut)) {
+    if let (Some(ns), Some(meta)) = (&t.namespace, desired.get_mut("metadata").and_then(Value::as_object_mut))
+    {
         meta.insert("namespace".into(), ns.clone().into());
     }
     // An unsigned document is signed by `ui apply` only when it changes something: compare
@@ -101,8 +105,11 @@ pub fn diff_one(client: &crate::connection::Client, doc: &manifest_files::Docume
     let old = format!("live/{}.{}/{ns}{}", t.kind.singular, api::GROUP, t.name);
     let new = format!("{}#{}", doc.source, doc.index);
     let text = TextDiff::from_lines(&live, &wanted);
-    let unified =
-        if live == wanted { String::new() } else { text.unified_diff().context_radius(3).header(&old, &new).to_string() };
+    let unified = if live == wanted {
+        String::new()
+    } else {
+        text.unified_diff().context_radius(3).header(&old, &new).to_string()
+    };
     Ok(Report {
         file: doc.source.to_string(),
         document: doc.index,

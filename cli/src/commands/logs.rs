@@ -81,7 +81,11 @@ pub fn log_path(ns: &str, replica: &str) -> String {
 
 /// The replicas `arg` names in `ns`: a replica (`NAME` or `replica/NAME`), or every replica of
 /// a workload (`NAME` when no replica has it, or `workload/NAME`), sorted.
-pub fn replicas_named(client: &crate::connection::Client, ns: &str, arg: &str) -> anyhow::Result<Vec<String>> {
+pub fn replicas_named(
+    client: &crate::connection::Client,
+    ns: &str,
+    arg: &str,
+) -> anyhow::Result<Vec<String>> {
     let name = arg.strip_prefix("replica/").or(arg.strip_prefix("workload/")).unwrap_or(arg);
     let ns = ns.to_owned();
     Ok(match client.get(info::<ReplicaSpec>(), Some(&ns), name) {

@@ -40,8 +40,9 @@ pub struct Args {
 pub fn run(ctx: &Context, args: &Args) -> anyhow::Result<Outcome> {
     let listen = args.listen.as_deref().map(crate::mcp::http::listen_addr).transpose()?;
     // The blocking client is made (and dropped) outside the server's runtime: it has its own.
-    let client =
-        Arc::new(crate::connection::connect(ctx, &args.cluster)?.with_field_manager(crate::mcp::FIELD_MANAGER));
+    let client = Arc::new(
+        crate::connection::connect(ctx, &args.cluster)?.with_field_manager(crate::mcp::FIELD_MANAGER),
+    );
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("ui-mcp")

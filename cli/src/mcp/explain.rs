@@ -23,7 +23,10 @@ pub fn kinds() -> String {
         headers: ["KIND", "PLURAL", "SHORT", "SCOPE", "SIGNED", "DESCRIPTION"].map(str::to_owned).to_vec(),
         rows,
     };
-    format!("{}`explain` a kind for its fields; `field` (e.g. spec.containers) for one field's.\n", t.render())
+    format!(
+        "{}`explain` a kind for its fields; `field` (e.g. spec.containers) for one field's.\n",
+        t.render()
+    )
 }
 
 fn scope(k: &KindInfo) -> &'static str {
@@ -36,7 +39,8 @@ fn scope(k: &KindInfo) -> &'static str {
 /// The documentation of `kind`'s field at `path` (`spec.replicas`; empty for the kind):
 /// its type and description, and each of its fields with theirs.
 pub fn field(kind: &KindInfo, path: &str) -> Result<String, String> {
-    let schema = serde_json::to_value((kind.schema)()).map_err(|e| format!("the schema of {}: {e}", kind.kind))?;
+    let schema =
+        serde_json::to_value((kind.schema)()).map_err(|e| format!("the schema of {}: {e}", kind.kind))?;
     let defs = schema.get("$defs").cloned().unwrap_or(Value::Null);
     let mut node = &schema;
     let mut walked = Vec::new();
@@ -44,8 +48,7 @@ pub fn field(kind: &KindInfo, path: &str) -> Result<String, String> {
         let here = resolve(node, &defs);
         let props = properties(here, &defs);
         let Some(next) = props.and_then(|p| p.get(part)) else {
-            let known: Vec<&str> =
-                props.map(|p| p.keys().map(String::as_str).collect()).unwrap_or_default();
+            let known: Vec<&str> = props.map(|p| p.keys().map(String::as_str).collect()).unwrap_or_default();
             let at = if walked.is_empty() { kind.kind.to_owned() } else { walked.join(".") };
             return Err(if known.is_empty() {
                 format!("field {part:?} does not exist: {at} has no fields")
@@ -75,8 +78,8 @@ pub fn field(kind: &KindInfo, path: &str) -> Result<String, String> {
         for (name, field) in props {
             let req = if required.contains(&name.as_str()) { " -required-" } else { "" };
             out.push_str(&format!("  {name}\t<{}>{req}\n", type_of(field, &defs)));
-            let first = description(field).or_else(|| description(resolve(field, &defs)));
-            if let Some(d) = first.and_then(|d| d.lines().next()) {
+            let about = description(field).or_else(|| description(resolve(field, &defs)));
+            if let Some(d) = about.map(first_sentence) {
                 out.push_str(&format!("    {d}\n"));
             }
         }
@@ -86,6 +89,15 @@ pub fn field(kind: &KindInfo, path: &str) -> Result<String, String> {
 
 fn description(v: &Value) -> Option<&str> {
     v.get("description").and_then(Value::as_str)
+}
+
+/// The first sentence of a description written over several lines.
+fn first_sentence(text: &str) -> String {
+    let joined = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    match joined.find(". ") {
+        Some(end) => joined[..=end].to_owned(),
+        None => joined,
+    }
 }
 
 fn indent(text: &str, by: &str) -> String {

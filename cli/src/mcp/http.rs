@@ -49,7 +49,10 @@ pub fn token(file: &Path) -> anyhow::Result<String> {
         let text = String::from_utf8(bytes).with_context(|| format!("{}: not UTF-8", file.display()))?;
         let token = text.trim().to_owned();
         if token.len() < 16 {
-            bail!("{}: the token is shorter than 16 characters: write a longer one, or delete the file to have one generated", file.display());
+            bail!(
+                "{}: the token is shorter than 16 characters: write a longer one, or delete the file to have one generated",
+                file.display()
+            );
         }
         return Ok(token);
     }
@@ -79,7 +82,8 @@ pub async fn serve(state: Arc<State>, addr: SocketAddr, token_file: PathBuf) -> 
             async move { authorize(&token, request, next).await }
         },
     ));
-    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
+    let listener =
+        tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
     let bound = listener.local_addr().unwrap_or(addr);
     eprintln!(
         "ui mcp: serving MCP (Streamable HTTP) at http://{bound}{PATH}; send `Authorization: Bearer <token>` with the token in {}",

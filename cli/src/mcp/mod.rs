@@ -28,9 +28,10 @@ use std::sync::{Arc, Mutex};
 
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation, ListResourceTemplatesResult, ListResourcesResult, PaginatedRequestParams,
-    ReadResourceRequestParams, ReadResourceResponse, ReadResourceResult, ResourceContents,
-    ServerCapabilities, ServerConfig, SubscribeRequestParams, SubscriptionFilter, UnsubscribeRequestParams,
+    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
+    ListResourceTemplatesResult, ListResourcesResult, PaginatedRequestParams, ReadResourceRequestParams,
+    ReadResourceResponse, ReadResourceResult, ResourceContents, ServerCapabilities, ServerConfig,
+    SubscribeRequestParams, SubscriptionFilter, UnsubscribeRequestParams,
 };
 use rmcp::service::{RequestContext, SubscriptionContext};
 use rmcp::{ErrorData as McpError, RoleServer, ServerHandler, tool_handler};
@@ -120,7 +121,8 @@ impl ServerHandler for UiServer {
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
         let Some(tool) = self.tool_router.get(&request.name) else {
-            let names: Vec<String> = self.tool_router.list_all().into_iter().map(|t| t.name.to_string()).collect();
+            let names: Vec<String> =
+                self.tool_router.list_all().into_iter().map(|t| t.name.to_string()).collect();
             return Err(McpError::invalid_params(
                 format!("no tool named {:?}: the tools are {}", request.name, names.join(", ")),
                 None,
@@ -183,10 +185,9 @@ impl ServerHandler for UiServer {
                 meta: None,
             }])
             .into()),
-            Err(resources::ReadError::NotFound(message)) => Err(McpError::resource_not_found(
-                message,
-                Some(serde_json::json!({ "uri": request.uri })),
-            )),
+            Err(resources::ReadError::NotFound(message)) => {
+                Err(McpError::resource_not_found(message, Some(serde_json::json!({ "uri": request.uri }))))
+            }
             Err(resources::ReadError::Other(message)) => Err(McpError::internal_error(message, None)),
         }
     }
@@ -199,15 +200,14 @@ impl ServerHandler for UiServer {
     ) -> Result<(), McpError> {
         let uri = resources::Uri::parse(&request.uri).map_err(|e| McpError::invalid_params(e, None))?;
         let stop = {
-            let mut subs = self.subscriptions.lock().map_err(|_| McpError::internal_error("poisoned", None))?;
+            let mut subs =
+                self.subscriptions.lock().map_err(|_| McpError::internal_error("poisoned", None))?;
             if subs.contains_key(&request.uri) {
                 return Ok(());
             }
             if subs.len() >= MAX_SUBSCRIPTIONS {
                 return Err(McpError::invalid_request(
-                    format!(
-                        "at most {MAX_SUBSCRIPTIONS} subscriptions at once: unsubscribe from one first"
-                    ),
+                    format!("at most {MAX_SUBSCRIPTIONS} subscriptions at once: unsubscribe from one first"),
                     None,
                 ));
             }
@@ -225,8 +225,10 @@ impl ServerHandler for UiServer {
                 async move {
                     let sent = match change {
                         resources::Change::Updated => {
-                            peer.notify_resource_updated(rmcp::model::ResourceUpdatedNotificationParam::new(name))
-                                .await
+                            peer.notify_resource_updated(rmcp::model::ResourceUpdatedNotificationParam::new(
+                                name,
+                            ))
+                            .await
                         }
                         resources::Change::ListChanged => peer.notify_resource_list_changed().await,
                     };
@@ -256,7 +258,11 @@ impl ServerHandler for UiServer {
         let mut accepted = SubscriptionFilter::new();
         accepted.resources_list_changed = requested.resources_list_changed;
         accepted.resource_subscriptions = requested.resource_subscriptions.as_ref().map(|uris| {
-            uris.iter().filter(|u| resources::Uri::parse(u).is_ok()).take(MAX_SUBSCRIPTIONS).cloned().collect()
+            uris.iter()
+                .filter(|u| resources::Uri::parse(u).is_ok())
+                .take(MAX_SUBSCRIPTIONS)
+                .cloned()
+                .collect()
         });
         Some(accepted)
     }

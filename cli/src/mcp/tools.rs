@@ -210,7 +210,11 @@ pub fn argument_problems(
         .iter_errors(arguments)
         .map(|e| {
             let path = e.instance_path().to_string();
-            let at = if path.is_empty() { "arguments".to_owned() } else { path.trim_start_matches('/').replace('/', ".") };
+            let at = if path.is_empty() {
+                "arguments".to_owned()
+            } else {
+                path.trim_start_matches('/').replace('/', ".")
+            };
             format!("  {at}: {e}")
         })
         .collect();
@@ -264,7 +268,9 @@ impl UiServer {
 fn namespace(client: &Client, kind: &KindInfo, given: Option<String>) -> Option<String> {
     match kind.scope {
         Scope::Cluster => None,
-        Scope::Namespaced => Some(given.filter(|n| !n.is_empty()).unwrap_or_else(|| client.namespace().to_owned())),
+        Scope::Namespaced => {
+            Some(given.filter(|n| !n.is_empty()).unwrap_or_else(|| client.namespace().to_owned()))
+        }
     }
 }
 
@@ -319,7 +325,8 @@ impl<'a> Signer<'a> {
         let key = match self.key.get() {
             Some(k) => k,
             None => {
-                let k = Self::load(self.state).map_err(|e| ClientError::Other(format!("cannot sign: {e:#}")))?;
+                let k =
+                    Self::load(self.state).map_err(|e| ClientError::Other(format!("cannot sign: {e:#}")))?;
                 self.key.get_or_init(|| k)
             }
         };
@@ -337,7 +344,12 @@ impl UiServer {
     /// schema, like `kubectl explain`.
     #[tool(
         description = "List the kinds (short names, scope, signed), or explain one kind's fields (optionally a field path such as spec.containers), like kubectl explain",
-        annotations(title = "Explain kinds and fields", read_only_hint = true, idempotent_hint = true, open_world_hint = false)
+        annotations(
+            title = "Explain kinds and fields",
+            read_only_hint = true,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
     )]
     async fn explain(&self, Parameters(a): Parameters<ExplainArgs>) -> Result<CallToolResult, McpError> {
         Ok(answer(match a.kind {
@@ -351,7 +363,12 @@ impl UiServer {
     /// One object as compact YAML (or JSON).
     #[tool(
         description = "Get one object by kind and name, as compact YAML (or JSON); secrets are redacted by the server",
-        annotations(title = "Get an object", read_only_hint = true, idempotent_hint = true, open_world_hint = false)
+        annotations(
+            title = "Get an object",
+            read_only_hint = true,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
     )]
     async fn get(&self, Parameters(a): Parameters<GetArgs>) -> Result<CallToolResult, McpError> {
         self.blocking(move |s| {
@@ -365,7 +382,11 @@ impl UiServer {
                     if let Some(m) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
                         m.remove("managedFields");
                     }
-                    Ok(bounded::cut(obj.to_string(), bounded::MAX_TEXT, "the object is larger than a tool answer"))
+                    Ok(bounded::cut(
+                        obj.to_string(),
+                        bounded::MAX_TEXT,
+                        "the object is larger than a tool answer",
+                    ))
                 }
             }
         })
@@ -375,7 +396,12 @@ impl UiServer {
     /// A page of objects as a table.
     #[tool(
         description = "List objects of a kind as a table (NAME, AGE and the kind's columns): in a namespace or all, with label/field selectors; pages of `limit` rows, and a `continue` token for the next page",
-        annotations(title = "List objects", read_only_hint = true, idempotent_hint = true, open_world_hint = false)
+        annotations(
+            title = "List objects",
+            read_only_hint = true,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
     )]
     async fn list(&self, Parameters(a): Parameters<ListArgs>) -> Result<CallToolResult, McpError> {
         self.blocking(move |s| {
@@ -398,7 +424,11 @@ impl UiServer {
             }
             let answer = s.client.list_with(kind, ns.as_deref(), &query, true)?;
             let show_ns = ns.is_none() && kind.scope == Scope::Namespaced;
-            Ok(bounded::table(&answer, show_ns, "call `list` again with this `continue` and the same arguments"))
+            Ok(bounded::table(
+                &answer,
+                show_ns,
+                "call `list` again with this `continue` and the same arguments",
+            ))
         })
         .await
     }
@@ -406,7 +436,12 @@ impl UiServer {
     /// What applying a manifest would change, as a unified diff per object.
     #[tool(
         description = "Show what applying a manifest would change: a unified diff per object of the stored object (as its author wrote it) against the manifest; a new object diffs against nothing",
-        annotations(title = "Diff a manifest", read_only_hint = true, idempotent_hint = true, open_world_hint = false)
+        annotations(
+            title = "Diff a manifest",
+            read_only_hint = true,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
     )]
     async fn diff(&self, Parameters(a): Parameters<DiffArgs>) -> Result<CallToolResult, McpError> {
         let docs = match documents(&a.manifest) {
@@ -433,7 +468,13 @@ impl UiServer {
     /// Creates or updates every object of a manifest, after a server dry run of all of them.
     #[tool(
         description = "Create or update the objects of a manifest (YAML or JSON text, at most 256 KiB). A server dry run of every object comes first; only if all pass are they written (unless dry_run). Unsigned documents of signed kinds are signed for your user. Reports created, configured or unchanged per object, or that a write is held for approval (naming the Approval)",
-        annotations(title = "Apply a manifest", read_only_hint = false, destructive_hint = true, idempotent_hint = true, open_world_hint = false)
+        annotations(
+            title = "Apply a manifest",
+            read_only_hint = false,
+            destructive_hint = true,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
     )]
     async fn apply(&self, Parameters(a): Parameters<ApplyArgs>) -> Result<CallToolResult, McpError> {
         let docs = match documents(&a.manifest) {
@@ -446,7 +487,13 @@ impl UiServer {
     /// Deletes one object.
     #[tool(
         description = "Delete one object by kind and name (dry_run: only check that it could be)",
-        annotations(title = "Delete an object", read_only_hint = false, destructive_hint = true, idempotent_hint = true, open_world_hint = false)
+        annotations(
+            title = "Delete an object",
+            read_only_hint = false,
+            destructive_hint = true,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
     )]
     async fn delete(&self, Parameters(a): Parameters<DeleteArgs>) -> Result<CallToolResult, McpError> {
         self.blocking(move |s| {
@@ -468,7 +515,13 @@ impl UiServer {
     /// Sets a workload's replicas, signing it again as `ui scale` does.
     #[tool(
         description = "Set how many replicas a workload runs: reads it, sets spec.replicas and signs it again for your user (as `ui scale`); fewer replicas stop the others",
-        annotations(title = "Scale a workload", read_only_hint = false, destructive_hint = true, idempotent_hint = true, open_world_hint = false)
+        annotations(
+            title = "Scale a workload",
+            read_only_hint = false,
+            destructive_hint = true,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
     )]
     async fn scale(&self, Parameters(a): Parameters<ScaleArgs>) -> Result<CallToolResult, McpError> {
         self.blocking(move |s| {
@@ -489,7 +542,12 @@ impl UiServer {
     /// The last lines of a replica's output (or of each replica of a workload).
     #[tool(
         description = "The last lines of a replica's output, or of each replica of a workload (lines prefixed with the replica): at most tail_lines per replica and max_bytes in all",
-        annotations(title = "Read logs", read_only_hint = true, idempotent_hint = true, open_world_hint = false)
+        annotations(
+            title = "Read logs",
+            read_only_hint = true,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
     )]
     async fn logs(&self, Parameters(a): Parameters<LogsArgs>) -> Result<CallToolResult, McpError> {
         self.blocking(move |s| logs(s, a)).await
@@ -498,7 +556,12 @@ impl UiServer {
     /// Workloads with their replicas, and why a pending one waits.
     #[tool(
         description = "Your user's workloads (or one by name; all of everyone's with all_namespaces): replicas wanted, existing and running, each replica's phase and node, and for a pending one the scheduler's reason",
-        annotations(title = "Workload status", read_only_hint = true, idempotent_hint = true, open_world_hint = false)
+        annotations(
+            title = "Workload status",
+            read_only_hint = true,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
     )]
     async fn status(&self, Parameters(a): Parameters<StatusArgs>) -> Result<CallToolResult, McpError> {
         self.blocking(move |s| {
@@ -536,7 +599,12 @@ impl UiServer {
     /// An Approval's phase and message, optionally waiting for the decision.
     #[tool(
         description = "An Approval's phase (Pending, Approved, Denied, Failed, Expired), its message and the request it holds; with wait_seconds, wait up to that long (at most 600) for the user to decide it",
-        annotations(title = "Follow an approval", read_only_hint = true, idempotent_hint = true, open_world_hint = false)
+        annotations(
+            title = "Follow an approval",
+            read_only_hint = true,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
     )]
     async fn approval(&self, Parameters(a): Parameters<ApprovalArgs>) -> Result<CallToolResult, McpError> {
         let wait = a.wait_seconds.unwrap_or(0);
@@ -577,12 +645,19 @@ impl UiServer {
     /// A balance, as `ui credits balance` computes it.
     #[tool(
         description = "A credit balance (your user's, or a did's): the balance, and per counterparty the balance, the credit granted each way and what may still be paid",
-        annotations(title = "Credit balance", read_only_hint = true, idempotent_hint = true, open_world_hint = false)
+        annotations(
+            title = "Credit balance",
+            read_only_hint = true,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
     )]
     async fn balance(&self, Parameters(a): Parameters<BalanceArgs>) -> Result<CallToolResult, McpError> {
         self.blocking(move |s| {
             let did = match &a.did {
-                Some(d) => api::identity::Did::parse(d).with_context(|| format!("did: {d:?} is not a did:key"))?,
+                Some(d) => {
+                    api::identity::Did::parse(d).with_context(|| format!("did: {d:?} is not a did:key"))?
+                }
                 None => s.ctx.acting_for()?,
             };
             let b = crate::commands::credits::balance_of(&s.client, &did)?;
@@ -594,9 +669,17 @@ impl UiServer {
     /// A reputation, as `ui reputation show` explains it.
     #[tool(
         description = "The reputation of an operator (did:key) or node (name): each score (uptime, reliability, honesty, age, attestations), its weight and evidence, and the composite",
-        annotations(title = "Reputation", read_only_hint = true, idempotent_hint = true, open_world_hint = false)
+        annotations(
+            title = "Reputation",
+            read_only_hint = true,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
     )]
-    async fn reputation(&self, Parameters(a): Parameters<ReputationArgs>) -> Result<CallToolResult, McpError> {
+    async fn reputation(
+        &self,
+        Parameters(a): Parameters<ReputationArgs>,
+    ) -> Result<CallToolResult, McpError> {
         self.blocking(move |s| {
             let shown = crate::commands::reputation::show(&s.client, &a.subject)?;
             let mut out = format!("{} {}: composite {:.3}\n", shown.name, shown.subject, shown.composite);
@@ -604,7 +687,10 @@ impl UiServer {
                 out.push_str(&format!("observed at {at}\n"));
             }
             for c in &shown.components {
-                out.push_str(&format!("  {}: {:.3} (weight {:.2}) from {}\n", c.name, c.score, c.weight, c.inputs));
+                out.push_str(&format!(
+                    "  {}: {:.3} (weight {:.2}) from {}\n",
+                    c.name, c.score, c.weight, c.inputs
+                ));
             }
             Ok(out)
         })
@@ -683,7 +769,10 @@ fn logs(s: &State, a: LogsArgs) -> anyhow::Result<String> {
             .stream(&path, &[("tailLines", tail_text.as_str())])
             .with_context(|| format!("logs of replica {r}"))?;
         let mut bytes = Vec::new();
-        stream.take(max as u64 + 1).read_to_end(&mut bytes).with_context(|| format!("logs of replica {r}"))?;
+        stream
+            .take(max as u64 + 1)
+            .read_to_end(&mut bytes)
+            .with_context(|| format!("logs of replica {r}"))?;
         let text = String::from_utf8_lossy(&bytes);
         for line in text.lines() {
             if prefix {
@@ -783,4 +872,3 @@ fn render_approval(name: &str, approval: &Value, waited: u64) -> String {
     }
     bounded::cut(out, bounded::MAX_TEXT, "the whole diff is in `get approval NAME`")
 }
-
