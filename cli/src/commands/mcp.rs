@@ -37,6 +37,7 @@ pub struct Args {
     cluster: ClusterArgs,
 }
 
+/// Runs the server until the client goes away (stdio) or the process is interrupted (HTTP).
 pub fn run(ctx: &Context, args: &Args) -> anyhow::Result<Outcome> {
     let listen = args.listen.as_deref().map(crate::mcp::http::listen_addr).transpose()?;
     // The blocking client is made (and dropped) outside the server's runtime: it has its own.
