@@ -5,13 +5,16 @@
 //! user's own `ui apply`), over stdio (the SDK launches `ui --config-dir AGENT mcp`) and over
 //! Streamable HTTP (`ui mcp --listen`, with its bearer token and Host/Origin checks), at the
 //! protocol version the SDK negotiates by itself (2026-07-28) and at the handshake one.
+//! `approval` waiting for a decision is checked on an Approval the control plane's member
+//! writes and decides with kubectl, standing in for the apiserver's approval flow.
 //!
 //! The agent's directory is made by hand as `ui agent init` will make it: its own key, a
 //! kubeconfig of the cluster, `[agent]` naming its user; the user signs an AgentGrant that
 //! lets it do everything on its own (`autonomous`, secrets revealed). What a grant allows,
 //! holds or refuses is the apiserver's, and tested there: nothing here depends on it beyond
 //! "everything allowed".
-//! Needs `python3` with `pip install 'mcp==2.3.0'`; without it the tests fail, never skip.
+//! Needs `python3` with `pip install 'mcp==2.3.0'` and kubectl; without them the tests fail,
+//! never skip.
 
 mod support;
 
@@ -67,6 +70,7 @@ fn python(s: &Setup, extra: &[&str]) {
         .args(["--ui", env!("CARGO_BIN_EXE_ui")])
         .args(["--agent-dir", s.agent.config().to_str().unwrap()])
         .args(["--user-dir", s.user.config().to_str().unwrap()])
+        .args(["--member-kubeconfig", s.server.member_kubeconfig().to_str().unwrap()])
         .args(extra)
         .env_remove("UNIVRS_CONFIG_DIR")
         .env_remove("UNIVRS_PASSPHRASE")

@@ -8,6 +8,7 @@ running). Another user's changes are made with `ui --config-dir USER_DIR apply`.
 
     mcp_client.py --ui PATH --agent-dir DIR --user-dir DIR --mode stdio|http
                   [--url URL --token-file FILE] [--protocol auto|legacy] [--only NAME,...]
+                  [--member-kubeconfig FILE]
 
 Prints `ok NAME` per check, then `all checks passed`; exit 1 when a check fails, 3 when the
 SDK is missing. To add a check: write `async def check_something(run)` and list it in CHECKS.
@@ -247,6 +248,48 @@ async def check_approval(run: Run) -> None:
     expect("more than 600" in bad, bad)
 
 
+async def check_approval_wait(run: Run) -> None:
+    """`approval` with wait_seconds returns when the Approval is decided (here the control
+    plane's member writes one and decides it, standing in for the apiserver's approval flow)."""
+    if not run.args.member_kubeconfig:
+        print("skip approval_wait: no --member-kubeconfig")
+        return
+    agent = _did(run.args.ui, run.args.agent_dir)
+    owner = _did(run.args.ui, run.args.user_dir)
+    name = f"apr-{SUFFIX}"
+    approval = {
+        "apiVersion": "univrs.io/v1", "kind": "Approval", "metadata": {"name": name},
+        "spec": {
+            "agent": agent, "owner": owner, "grant": "mcp-test", "rule": "create Workload in default: approval",
+            "request": {"verb": "create", "kind": "Workload", "namespace": "default", "name": "held"},
+            "diff": "+replicas: 1\n", "expires": "2099-01-01T00:00:00Z",
+        },
+    }
+    kubectl = ["kubectl", "--kubeconfig", run.args.member_kubeconfig]
+    subprocess.run([*kubectl, "apply", "-f", "-"], input=json.dumps(approval), text=True, check=True, capture_output=True)
+    pending = await run.ok("approval", {"name": name})
+    expect(pending.startswith(f"Approval {name}: Pending") and "request: create Workload default/held" in pending, pending)
+
+    async def decide() -> None:
+        await asyncio.sleep(1)
+        patch = json.dumps({"status": {"phase": "Denied", "message": "the user said no"}})
+        await asyncio.to_thread(
+            subprocess.run,
+            [*kubectl, "patch", "approval", name, "--subresource=status", "--type=merge", "-p", patch],
+            check=True, capture_output=True,
+        )
+
+    decider = asyncio.create_task(decide())
+    decided = await run.ok("approval", {"name": name, "wait_seconds": 30})
+    await decider
+    expect(decided.startswith(f"Approval {name}: Denied — the user said no"), decided)
+
+
+def _did(ui: str, config_dir: str) -> str:
+    out = subprocess.run([ui, "--config-dir", config_dir, "identity", "show", "-o", "json"], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout)["did"]
+
+
 async def check_read_resource(run: Run) -> None:
     name = run.notes["workload"]
     one = await run.client.read_resource(f"univrs://workloads/default/{name}")
@@ -404,6 +447,7 @@ CHECKS = [
     check_logs,
     check_balance_and_reputation,
     check_approval,
+    check_approval_wait,
     check_read_resource,
     check_bad_input,
     check_server_refusal_passes_through,
@@ -447,6 +491,7 @@ async def main() -> int:
     p.add_argument("--url")
     p.add_argument("--token-file")
     p.add_argument("--protocol", choices=["auto", "legacy"], default="auto")
+    p.add_argument("--member-kubeconfig", help="a control-plane member's kubeconfig (writes Approvals)")
     p.add_argument("--only", help="comma-separated check names (without check_)")
     args = p.parse_args()
     if args.mode == "http" and not (args.url and args.token_file):
