@@ -45,6 +45,21 @@ pub fn listen_addr(arg: &str) -> anyhow::Result<SocketAddr> {
 /// (mode 0600). Returns the token and the file.
 pub fn token(file: &Path) -> anyhow::Result<String> {
     if file.exists() {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            let mode = std::fs::metadata(file)
+                .with_context(|| format!("cannot read {}", file.display()))?
+                .permissions()
+                .mode();
+            if mode & 0o077 != 0 {
+                bail!(
+                    "{}: others may read this token (mode {:o}): chmod 600 {0}, or delete it to have a new one generated",
+                    file.display(),
+                    mode & 0o777
+                );
+            }
+        }
         let bytes = crate::fsutil::read_limited(file, 4096)?;
         let text = String::from_utf8(bytes).with_context(|| format!("{}: not UTF-8", file.display()))?;
         let token = text.trim().to_owned();
