@@ -37,7 +37,7 @@ try:
     from mcp import Client
     from mcp.client.stdio import StdioServerParameters
     from mcp.client.streamable_http import streamable_http_client
-    from mcp.client.subscriptions import ResourceUpdated
+    from mcp.client.subscriptions import ResourcesListChanged, ResourceUpdated
     from mcp.shared.exceptions import MCPError
 except ImportError as e:  # pragma: no cover - the environment, not the server
     print(f"the Python MCP SDK is missing ({e}): pip install 'mcp==2.3.0'", file=sys.stderr)
@@ -71,7 +71,8 @@ class Run:
     client: Client
     args: argparse.Namespace
     notes: dict[str, object] = field(default_factory=dict)
-    # Notifications seen by the message handler (legacy subscriptions).
+    # Notifications seen by the message handler (legacy subscriptions): updated URIs, and
+    # "list_changed" for notifications/resources/list_changed.
     updates: asyncio.Queue = field(default_factory=asyncio.Queue)
 
     async def call(self, tool: str, arguments: dict) -> types.CallToolResult:
@@ -376,27 +377,44 @@ async def check_subscription(run: Run) -> None:
             g.write(workload(name, replicas=replicas))
         run.user_ui("apply", "-f", f.name)
 
+    def add() -> None:
+        # Another of the user's workloads: the namespace's list changes.
+        with open(f.name, "w") as g:
+            g.write(workload(f"{name}-new"))
+        run.user_ui("apply", "-f", f.name)
+
     if run.client.protocol_version >= "2026-07-28":
         async with run.client.listen(resource_subscriptions=[uri, list_uri], resources_list_changed=True) as sub:
             honored = set(sub.honored.resource_subscriptions or [])
-            expect(uri in honored, f"subscription not honored: {sub.honored}")
+            expect(uri in honored and list_uri in honored, f"subscription not honored: {sub.honored}")
+            expect(sub.honored.resources_list_changed is True, f"list changes not honored: {sub.honored}")
             await asyncio.to_thread(change, 2)
-            seen = await asyncio.wait_for(_first_update(sub, uri), 30)
-            expect(seen == uri, f"updated {seen}")
+            await asyncio.wait_for(_first(sub, lambda e: isinstance(e, ResourceUpdated) and e.uri == uri), 30)
+            await asyncio.to_thread(add)
+            await asyncio.wait_for(_first(sub, lambda e: isinstance(e, ResourcesListChanged)), 30)
     else:
         await run.client.subscribe_resource(uri)
         await asyncio.to_thread(change, 2)
-        seen = await asyncio.wait_for(run.updates.get(), 30)
-        expect(seen == uri, f"updated {seen}")
+        await asyncio.wait_for(_seen(run.updates, uri), 30)
         await run.client.unsubscribe_resource(uri)
+        await run.client.subscribe_resource(list_uri)
+        await asyncio.to_thread(add)
+        await asyncio.wait_for(_seen(run.updates, "list_changed"), 30)
+        await run.client.unsubscribe_resource(list_uri)
+    run.user_ui("delete", "workload", name, f"{name}-new")
     os.unlink(f.name)
 
 
-async def _first_update(sub, uri: str) -> str:
+async def _first(sub, wanted) -> None:
     async for event in sub:
-        if isinstance(event, ResourceUpdated) and event.uri == uri:
-            return event.uri
-    raise AssertionError("the subscription ended without an update")
+        if wanted(event):
+            return
+    raise AssertionError("the subscription ended before the event")
+
+
+async def _seen(queue: asyncio.Queue, what: str) -> None:
+    while (got := await queue.get()) != what:
+        pass
 
 
 async def check_delete(run: Run) -> None:
@@ -465,6 +483,8 @@ async def connect(args: argparse.Namespace, updates: asyncio.Queue):
         root = getattr(message, "root", message)
         if isinstance(root, types.ResourceUpdatedNotification):
             await updates.put(root.params.uri)
+        elif isinstance(root, types.ResourceListChangedNotification):
+            await updates.put("list_changed")
 
     mode = "legacy" if args.protocol == "legacy" else "auto"
     if args.mode == "stdio":
