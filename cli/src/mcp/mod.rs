@@ -42,6 +42,9 @@ use crate::connection::{Client, ClusterArgs};
 
 /// Most subscriptions one client may hold at once (each is an apiserver watch).
 pub const MAX_SUBSCRIPTIONS: usize = 32;
+/// Most tool calls and resource reads running at once (each holds a blocking thread and a
+/// request to the apiserver); more wait their turn.
+pub const MAX_CONCURRENT_CALLS: usize = 8;
 
 /// What every session of the server shares: the configuration directory, the clients.
 pub struct State {
@@ -51,6 +54,8 @@ pub struct State {
     pub client: Arc<Client>,
     /// The async client, for watches.
     pub kube: kube::Client,
+    /// Bounds the calls running at once ([`MAX_CONCURRENT_CALLS`]).
+    pub calls: tokio::sync::Semaphore,
 }
 
 impl std::fmt::Debug for State {
@@ -64,7 +69,7 @@ impl State {
     /// (for the async client); `client` is the blocking one, made outside it.
     pub fn new(ctx: Context, cluster: &ClusterArgs, client: Arc<Client>) -> anyhow::Result<Self> {
         let kube = crate::connection::connect_async(&ctx, cluster)?;
-        Ok(Self { ctx, client, kube })
+        Ok(Self { ctx, client, kube, calls: tokio::sync::Semaphore::new(MAX_CONCURRENT_CALLS) })
     }
 }
 
@@ -174,6 +179,8 @@ impl ServerHandler for UiServer {
             .map_err(|e| McpError::invalid_params(e, Some(serde_json::json!({ "uri": request.uri }))))?;
         let state = self.state.clone();
         let read = uri.clone();
+        let _turn =
+            self.state.calls.acquire().await.map_err(|_| McpError::internal_error("shutting down", None))?;
         let text = tokio::task::spawn_blocking(move || resources::read(&state.client, &read))
             .await
             .map_err(|e| McpError::internal_error(format!("the read stopped: {e}"), None))?;

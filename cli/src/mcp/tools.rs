@@ -257,6 +257,8 @@ impl UiServer {
         F: FnOnce(&State) -> anyhow::Result<String> + Send + 'static,
     {
         let state = self.state.clone();
+        let _turn =
+            self.state.calls.acquire().await.map_err(|_| McpError::internal_error("shutting down", None))?;
         let done = tokio::task::spawn_blocking(move || f(&state))
             .await
             .map_err(|e| McpError::internal_error(format!("the tool stopped: {e}"), None))?;
