@@ -874,3 +874,44 @@ fn render_approval(name: &str, approval: &Value, waited: u64) -> String {
     }
     bounded::cut(out, bounded::MAX_TEXT, "the whole diff is in `get approval NAME`")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_held_write_names_its_approval_and_keeps_the_servers_words() {
+        let e = anyhow::Error::from(ClientError::Pending {
+            approval: "apr-1".into(),
+            message: "alice decides: ui approve apr-1".into(),
+        })
+        .context("cannot scale workload web");
+        assert_eq!(
+            describe(&e),
+            "held for approval: Approval apr-1 — alice decides: ui approve apr-1 (follow it with the `approval` tool)"
+        );
+    }
+
+    #[test]
+    fn a_manifest_over_the_bound_or_with_a_bad_document_is_refused_whole() {
+        let big = format!("kind: Workload\n# {}\n", "x".repeat(MAX_MANIFEST_BYTES));
+        let e = documents(&big).unwrap_err().to_string();
+        assert!(e.contains("larger than the limit") && e.contains("nothing was sent"), "{e}");
+        let bad = "apiVersion: univrs.io/v1\nkind: Workload\nmetadata:\n  name: a\nspec:\n  rootfs: busybox\n  nope: 1\n";
+        let e = documents(bad).unwrap_err().to_string();
+        assert!(e.contains("manifest:7") && e.contains("nope") && e.contains("nothing was sent"), "{e}");
+        assert!(documents("").unwrap_err().to_string().contains("no documents"));
+    }
+
+    #[test]
+    fn arguments_that_break_the_schema_are_named() {
+        let schema = serde_json::to_value(schemars::schema_for!(ScaleArgs)).unwrap();
+        let schema = schema.as_object().unwrap();
+        let ok = serde_json::json!({ "name": "web", "replicas": 2 });
+        assert_eq!(argument_problems("scale", schema, &ok), None);
+        let bad = serde_json::json!({ "name": "web", "replicas": "two", "extra": 1 });
+        let text = argument_problems("scale", schema, &bad).unwrap();
+        assert!(text.contains("replicas: \"two\" is not of type \"integer\""), "{text}");
+        assert!(text.contains("extra"), "{text}");
+    }
+}
