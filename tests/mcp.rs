@@ -64,13 +64,21 @@ fn setup() -> Setup {
 
 /// Runs the Python checks with `extra` arguments; asserts they all passed.
 fn python(s: &Setup, extra: &[&str]) {
+    let member = s.server.member_kubeconfig();
+    let mut args = vec!["--member-kubeconfig", member.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    python_in(&s.agent.config(), &s.user.config(), &args);
+}
+
+/// Runs the Python checks with `ui mcp` in `agent_dir`, the other user's changes made in
+/// `user_dir`.
+fn python_in(agent_dir: &Path, user_dir: &Path, extra: &[&str]) {
     let script = workspace().join("tests/python/mcp_client.py");
     let out = Command::new("python3")
         .arg(&script)
         .args(["--ui", env!("CARGO_BIN_EXE_ui")])
-        .args(["--agent-dir", s.agent.config().to_str().unwrap()])
-        .args(["--user-dir", s.user.config().to_str().unwrap()])
-        .args(["--member-kubeconfig", s.server.member_kubeconfig().to_str().unwrap()])
+        .args(["--agent-dir", agent_dir.to_str().unwrap()])
+        .args(["--user-dir", user_dir.to_str().unwrap()])
         .args(extra)
         .env_remove("UNIVRS_CONFIG_DIR")
         .env_remove("UNIVRS_PASSPHRASE")
@@ -173,4 +181,57 @@ fn ui_mcp_listens_on_loopback_only() {
     let agent = User::new();
     agent.init_plain();
     agent.run(&["mcp", "--listen", "0.0.0.0:8765"]).fails_with(&["not a loopback address"]);
+}
+
+/// `ui up` with a local node running replicas as plain processes, until dropped (SIGTERM: it
+/// stops its replicas).
+struct Up(Child);
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").args(["-TERM", &self.0.id().to_string()]).status();
+        for _ in 0..100 {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn an_owner_reads_the_status_and_logs_of_a_running_replica() {
+    // `ui mcp` in the user's own directory: the owner of the workload reads its output (an
+    // agent reads it only as its grant allows, which is the apiserver's to decide).
+    let user = User::new();
+    user.init_plain();
+    let data = user.path("data");
+    let kubeconfig = user.config().join("kubeconfig");
+    let mut child = user
+        .cmd(&[
+            "up",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            "--kubeconfig",
+            kubeconfig.to_str().unwrap(),
+            "--node-name",
+            "n1",
+            "--runtime",
+            "process",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines().map_while(Result::ok);
+    let up = Up(child);
+    assert!(lines.any(|l| l.starts_with("local node n1")), "ui up started no local node");
+    std::thread::spawn(move || for _ in lines {});
+    let dir = user.config();
+    python_in(&dir, &dir, &["--mode", "stdio", "--with-node", "--only", "initialize,running_replica"]);
+    drop(up);
 }

@@ -8,7 +8,7 @@ running). Another user's changes are made with `ui --config-dir USER_DIR apply`.
 
     mcp_client.py --ui PATH --agent-dir DIR --user-dir DIR --mode stdio|http
                   [--url URL --token-file FILE] [--protocol auto|legacy] [--only NAME,...]
-                  [--member-kubeconfig FILE]
+                  [--member-kubeconfig FILE] [--with-node]
 
 Prints `ok NAME` per check, then `all checks passed`; exit 1 when a check fails, 3 when the
 SDK is missing. To add a check: write `async def check_something(run)` and list it in CHECKS.
@@ -231,6 +231,41 @@ async def check_logs(run: Run) -> None:
     expect("no replica or workload named no-such-replica" in text, text)
     bad = await run.error("logs", {"name": run.notes["workload"], "max_bytes": 10**9})
     expect("out of range" in bad, bad)
+
+
+async def check_running_replica(run: Run) -> None:
+    """With a node that runs replicas (`--with-node`): `status` shows one running and where,
+    `logs` its latest lines, bounded by tail_lines and max_bytes."""
+    if not run.args.with_node:
+        print("skip running_replica: no --with-node")
+        return
+    name = f"talker-{SUFFIX}"
+    manifest = workload(name).replace(
+        "  replicas: 1\n",
+        "  replicas: 1\n  command: [\"/bin/sh\", \"-c\", \"i=0; while true; do echo line $i; i=$((i+1)); sleep 0.1; done\"]\n",
+    )
+    await run.ok("apply", {"manifest": manifest})
+    text = ""
+    for _ in range(60):
+        text = await run.ok("status", {"name": name})
+        if "  Running  on " in text:
+            break
+        await asyncio.sleep(1)
+    expect(f"default/{name}: 1/1 running, 1 replicas" in text and "  Running  on " in text, text)
+    logs = ""
+    for _ in range(30):
+        logs = await run.ok("logs", {"name": name})
+        if "line 5\n" in logs:
+            break
+        await asyncio.sleep(0.5)
+    expect("line 0\n" in logs and "line 5\n" in logs, logs)
+    two = await run.ok("logs", {"name": name, "tail_lines": 2})
+    expect(len(two.splitlines()) == 2 and two.startswith("line "), two)
+    cut = await run.ok("logs", {"name": name, "tail_lines": 2000, "max_bytes": 20})
+    lines = cut.splitlines()
+    expect("bytes left out; ask for fewer tail_lines" in lines[0] and lines[-1].startswith("line "), cut)
+    expect(sum(len(line) + 1 for line in lines[1:]) <= 20, cut)
+    await run.ok("delete", {"kind": "wl", "name": name})
 
 
 async def check_balance_and_reputation(run: Run) -> None:
@@ -463,6 +498,7 @@ CHECKS = [
     check_scale,
     check_status,
     check_logs,
+    check_running_replica,
     check_balance_and_reputation,
     check_approval,
     check_approval_wait,
@@ -512,6 +548,7 @@ async def main() -> int:
     p.add_argument("--token-file")
     p.add_argument("--protocol", choices=["auto", "legacy"], default="auto")
     p.add_argument("--member-kubeconfig", help="a control-plane member's kubeconfig (writes Approvals)")
+    p.add_argument("--with-node", action="store_true", help="a node runs the user's replicas (ui up)")
     p.add_argument("--only", help="comma-separated check names (without check_)")
     args = p.parse_args()
     if args.mode == "http" and not (args.url and args.token_file):

@@ -150,7 +150,7 @@ pub struct LogsArgs {
     /// Only the last N lines of each replica (1 to 2000) [default: 100]
     #[serde(default)]
     pub tail_lines: Option<usize>,
-    /// At most this many bytes in all (1 to 65536) [default: 16384]
+    /// At most this many bytes of output in all, the latest kept (1 to 65536) [default: 16384]
     #[serde(default)]
     pub max_bytes: Option<usize>,
 }
@@ -763,6 +763,8 @@ fn logs(s: &State, a: LogsArgs) -> anyhow::Result<String> {
     let replicas = crate::commands::logs::replicas_named(&s.client, &ns, &a.name)?;
     let prefix = replicas.len() > 1;
     let tail_text = tail.to_string();
+    // Each replica gets its share of the bytes, and its latest lines are the ones kept.
+    let share = (max / replicas.len().max(1)).max(1);
     let mut out = String::new();
     for r in &replicas {
         let path = crate::commands::logs::log_path(&ns, r);
@@ -771,26 +773,48 @@ fn logs(s: &State, a: LogsArgs) -> anyhow::Result<String> {
             .stream(&path, &[("tailLines", tail_text.as_str())])
             .with_context(|| format!("logs of replica {r}"))?;
         let mut bytes = Vec::new();
-        stream
-            .take(max as u64 + 1)
-            .read_to_end(&mut bytes)
-            .with_context(|| format!("logs of replica {r}"))?;
+        stream.take(MAX_LOG_READ).read_to_end(&mut bytes).with_context(|| format!("logs of replica {r}"))?;
         let text = String::from_utf8_lossy(&bytes);
-        for line in text.lines() {
+        let (kept, left_out) = last_bytes(&text, share);
+        if left_out > 0 {
+            out.push_str(&format!(
+                "[{r}: the first {left_out} of {} bytes left out; ask for fewer tail_lines or a larger max_bytes]\n",
+                text.len()
+            ));
+        }
+        for line in kept.lines() {
             if prefix {
                 out.push_str(&format!("[{r}] "));
             }
             out.push_str(line);
             out.push('\n');
         }
-        if out.len() > max {
-            break;
-        }
     }
     if out.is_empty() {
         return Ok(format!("no output yet from {}\n", replicas.join(", ")));
     }
-    Ok(bounded::cut(out, max, "ask for fewer tail_lines, or one replica by name"))
+    Ok(out)
+}
+
+/// The most of one replica's output read before keeping its end.
+const MAX_LOG_READ: u64 = 1024 * 1024;
+
+/// The last whole lines of `text` within `limit` bytes, and how many bytes were left out.
+fn last_bytes(text: &str, limit: usize) -> (&str, usize) {
+    if text.len() <= limit {
+        return (text, 0);
+    }
+    let mut start = text.len() - limit;
+    while !text.is_char_boundary(start) {
+        start += 1;
+    }
+    // Start at a line's beginning, unless that leaves nothing.
+    if let Some(nl) = text[start..].find('\n')
+        && start + nl + 1 < text.len()
+    {
+        start += nl + 1;
+    }
+    (&text[start..], start)
 }
 
 fn phase(approval: &Value) -> &str {
@@ -901,6 +925,13 @@ mod tests {
         let e = documents(bad).unwrap_err().to_string();
         assert!(e.contains("manifest:7") && e.contains("nope") && e.contains("nothing was sent"), "{e}");
         assert!(documents("").unwrap_err().to_string().contains("no documents"));
+    }
+
+    #[test]
+    fn logs_keep_the_latest_whole_lines() {
+        assert_eq!(last_bytes("a\nb\n", 10), ("a\nb\n", 0));
+        assert_eq!(last_bytes("line 1\nline 2\nline 3\n", 9), ("line 3\n", 14));
+        assert_eq!(last_bytes("one long line", 4), ("line", 9));
     }
 
     #[test]
