@@ -108,7 +108,7 @@ fn an_agent_acts_for_its_user_only_within_the_grant_the_apiserver_enforces() {
     // Scaling is granted in sandbox; signing a workload again needs all of it, so one whose
     // env values the agent may not see cannot be scaled by it, saying why.
     a.run(&["scale", "workload", "web", "3", "-n", "sandbox"])
-        .fails_with(&["spec.env is hidden from you", "revealEnv"]);
+        .fails_with(&["spec.env hidden", "revealEnv: true"]);
     let plain = write(
         &u,
         "plain.yaml",

@@ -60,6 +60,13 @@ pub fn connect(ctx: &Context, args: &ClusterArgs) -> anyhow::Result<Client> {
     Ok(Client::new(&k, args.namespace.clone())?)
 }
 
+/// The async client (kube-rs, for watches) of the cluster that `args` and the kubeconfig
+/// name: the same kubeconfig, credentials and failover. Call it inside a tokio runtime.
+pub fn connect_async(ctx: &Context, args: &ClusterArgs) -> anyhow::Result<kube::Client> {
+    let k = args.kubeconfig(ctx)?;
+    client::connect(&k).map_err(|e| anyhow::anyhow!("cannot connect to {}: {e}", k.server))
+}
+
 /// The cluster `args` and the kubeconfig name, as another kubeconfig on it needs it.
 #[derive(Debug)]
 pub struct ClusterInfo {

@@ -7,6 +7,7 @@ mod fsutil;
 mod keystore;
 mod kubeconfig;
 mod manifest_files;
+mod mcp;
 mod objects;
 mod output;
 mod passphrase;
@@ -73,6 +74,7 @@ enum Command {
     Approve(commands::agent::DecideArgs),
     Deny(commands::agent::DecideArgs),
     Audit(commands::agent::AuditArgs),
+    Mcp(commands::mcp::Args),
     Up(commands::apiserver::UpArgs),
     Down(commands::down::Args),
     Unlock(commands::unlock::UnlockArgs),
@@ -118,6 +120,7 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Approve(args) => commands::agent::decide(&ctx, args, true),
         Command::Deny(args) => commands::agent::decide(&ctx, args, false),
         Command::Audit(args) => commands::agent::audit(&ctx, args),
+        Command::Mcp(args) => commands::mcp::run(&ctx, args),
         Command::Version(_) => unreachable!("handled above"),
     }
 }

@@ -16,6 +16,9 @@ pub enum Source {
     File(PathBuf),
     /// Standard input (`-f -`).
     Stdin,
+    /// Text given in a request, not read from a file (an MCP tool's `manifest` argument): the
+    /// name errors give it.
+    Text(&'static str),
 }
 
 impl fmt::Display for Source {
@@ -23,6 +26,7 @@ impl fmt::Display for Source {
         match self {
             Source::File(p) => write!(f, "{}", p.display()),
             Source::Stdin => f.write_str("<stdin>"),
+            Source::Text(name) => f.write_str(name),
         }
     }
 }
@@ -143,13 +147,18 @@ pub fn read(source: &Source) -> anyhow::Result<SourceDocs> {
             }
             buf
         }
+        Source::Text(name) => bail!("{name}: given as text, not a file to read"),
     };
     let text = String::from_utf8(bytes).map_err(|e| {
         anyhow::anyhow!("{source}: not UTF-8 text (invalid byte at offset {})", e.utf8_error().valid_up_to())
     })?;
-    let values =
-        manifest::parse_documents(&text).map_err(|e| anyhow::anyhow!("{source}: {}", e.located()))?;
-    let mut lines = manifest::document_lines(&text).into_iter();
+    parse(source, &text)
+}
+
+/// Parses `text`, the documents of `source`.
+pub fn parse(source: &Source, text: &str) -> anyhow::Result<SourceDocs> {
+    let values = manifest::parse_documents(text).map_err(|e| anyhow::anyhow!("{source}: {}", e.located()))?;
+    let mut lines = manifest::document_lines(text).into_iter();
     let docs = values
         .into_iter()
         .enumerate()

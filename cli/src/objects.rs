@@ -83,8 +83,9 @@ pub fn is_signed(obj: &Value) -> bool {
     obj.pointer("/metadata/annotations").and_then(|a| a.get(api::signing::SIGNATURE)).is_some()
 }
 
-/// The [`authored`] view without the three signature annotations: what an unsigned document
-/// is compared by, since `ui apply` signs it only when it changes something.
+/// The [`authored`] view without the signature annotations (and, for an object an agent
+/// signed on its user's behalf, the agent's and grant's): what an unsigned document is
+/// compared by, since `ui apply` signs it only when it changes something.
 pub fn authored_unsigned(obj: &Value) -> Value {
     let mut view = authored(obj);
     if let Some(meta) = view.get_mut("metadata").and_then(Value::as_object_mut)

@@ -334,6 +334,19 @@ impl Client {
         self.json(Method::GET, &Self::path(kind, ns, None), &query, accept, None)
     }
 
+    /// GET one page of a list with any list options (`labelSelector`, `fieldSelector`,
+    /// `limit`, `continue`), as a Table when `table` and the server can.
+    pub fn list_with(
+        &self,
+        kind: &KindInfo,
+        ns: Option<&str>,
+        query: &[(&str, &str)],
+        table: bool,
+    ) -> Result<Value, ClientError> {
+        let accept = table.then_some(ACCEPT_TABLE);
+        self.json(Method::GET, &Self::path(kind, ns, None), query, accept, None)
+    }
+
     /// POST a new object.
     pub fn create(
         &self,

@@ -382,13 +382,14 @@ pub async fn get(
         return start_watch(&reg, who, &target, &query, format);
     }
     let list = reg.list(&who, target.kind, ns, &query.list_options()?).await?;
-    if let Some(table) = format.table_of_list(target.kind, &list.items, &list.revision.to_string()) {
-        return Ok(table);
-    }
     let mut metadata = json!({ "resourceVersion": list.revision.to_string() });
     if let Some(token) = &list.continue_token {
         metadata["continue"] = token.clone().into();
         metadata["remainingItemCount"] = list.remaining.unwrap_or(0).into();
+    }
+    // A page as a Table keeps its `continue` token: kubectl asks for Tables in chunks.
+    if let Some(table) = format.table_of_list(target.kind, &list.items, &metadata) {
+        return Ok(table);
     }
     Ok(Json(json!({
         "apiVersion": api::API_VERSION,

@@ -93,15 +93,14 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Format {
 }
 
 impl Format {
-    /// The Table of a list's `items` read at `resource_version`, if a Table was asked for.
-    pub fn table_of_list(
-        &self,
-        kind: &KindInfo,
-        items: &[Value],
-        resource_version: &str,
-    ) -> Option<Response> {
+    /// The Table of a list's `items`, with the list's `metadata` (its `resourceVersion` and,
+    /// for a page, `continue` and `remainingItemCount`), if a Table was asked for.
+    pub fn table_of_list(&self, kind: &KindInfo, items: &[Value], metadata: &Value) -> Option<Response> {
         let (version, include) = self.table?;
-        Some(respond(version, table(kind, items, include, resource_version, Utc::now())))
+        let rv = metadata.get("resourceVersion").and_then(Value::as_str).unwrap_or_default();
+        let mut table = table(kind, items, include, rv, Utc::now());
+        table["metadata"] = metadata.clone();
+        Some(respond(version, table))
     }
 
     /// One object, or its one-row Table.

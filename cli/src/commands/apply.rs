@@ -74,6 +74,7 @@ pub fn run(ctx: &Context, args: &Args) -> anyhow::Result<Outcome> {
     // The key is loaded once, and only if some document needs signing.
     let key = std::cell::OnceCell::new();
     let signer = Signer { ctx, args, key: &key };
+    let sign = |obj: &mut Value| signer.sign(obj);
     let mut reports = Vec::new();
     for doc in all.iter().flat_map(|s| &s.docs) {
         // Every problem of the manifest, found here, in the words `ui sign` and the server
@@ -83,7 +84,7 @@ pub fn run(ctx: &Context, args: &Args) -> anyhow::Result<Outcome> {
         let (target, result) = match Target::of(&client, doc) {
             _ if !problems.is_empty() => (None, Err(problems.join("\n"))),
             Err(e) => (None, Err(format!("{e:#}"))),
-            Ok(t) => match apply_one(&client, &t, doc, dry_run, &signer) {
+            Ok(t) => match apply_one(&client, &t, doc, dry_run, &sign) {
                 Ok(r) => (Some(t), Ok(r)),
                 // An agent's write its user's grant holds: not done, not failed.
                 Err(ClientError::Pending { approval: name, message }) => {
@@ -158,12 +159,15 @@ impl Signer<'_> {
     }
 }
 
-fn apply_one(
+/// Creates, updates or leaves the object `t` of `doc` (a server-side dry run when `dry_run`),
+/// signing an unsigned document of a signed kind with `sign` when it changes something:
+/// `created`, `configured` or `unchanged`. What `ui apply` and the MCP `apply` tool do.
+pub fn apply_one(
     client: &Client,
     t: &Target,
     doc: &Document,
     dry_run: bool,
-    signer: &Signer<'_>,
+    sign_with: &dyn Fn(&mut Value) -> Result<(), ClientError>,
 ) -> Result<&'static str, ClientError> {
     let mut desired = doc.value.clone();
     if let (Some(ns), Some(meta)) = (&t.namespace, desired.get_mut("metadata").and_then(Value::as_object_mut))
@@ -196,7 +200,7 @@ fn apply_one(
             }
         };
         if sign {
-            signer.sign(&mut body)?;
+            sign_with(&mut body)?;
         }
         Ok(Some(body))
     })?;

@@ -138,31 +138,65 @@ fn parse_amount(s: &str, what: &str) -> anyhow::Result<Credits> {
 /// One line of a balance: the counterparty, the balance with it, the credit it grants.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
-struct Line {
-    counterparty: String,
+pub struct Line {
+    /// The other identity (did:key).
+    pub counterparty: String,
     /// What the counterparty owes (> 0) or is owed (< 0).
-    balance: Credits,
+    pub balance: Credits,
     /// The credit lines the counterparty grants now (what may be owed it).
-    credit_granted_to_you: Credits,
+    pub credit_granted_to_you: Credits,
     /// The credit lines granted the counterparty.
-    credit_you_grant: Credits,
+    pub credit_you_grant: Credits,
     /// What may still be paid to the counterparty: balance + credit granted.
-    available: Credits,
+    pub available: Credits,
 }
 
+/// An identity's balance, its lines with each counterparty and the credit available.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
-struct Balance {
-    did: String,
-    account: String,
-    balance: Credits,
-    transfers: u64,
-    lines: Vec<Line>,
+pub struct Balance {
+    /// Whose.
+    pub did: String,
+    /// The Account object's name.
+    pub account: String,
+    /// The balance (what others owe minus what is owed them).
+    pub balance: Credits,
+    /// How many transfers were committed.
+    pub transfers: u64,
+    /// Per counterparty.
+    pub lines: Vec<Line>,
 }
 
 fn balance(ctx: &Context, args: &BalanceArgs) -> anyhow::Result<Outcome> {
     let did = whose(ctx, args.did.as_deref())?;
     let client = crate::connection::connect(ctx, &args.cluster)?;
+    let report = balance_of(&client, &did)?;
+    if !args.output.print_structured(&report)? {
+        println!("{}: balance {} ({} transfers)", did.short(), report.balance, report.transfers);
+        if !report.lines.is_empty() {
+            let rows: Vec<Vec<String>> = report
+                .lines
+                .iter()
+                .map(|l| {
+                    vec![
+                        l.counterparty.clone(),
+                        l.balance.to_string(),
+                        l.credit_granted_to_you.to_string(),
+                        l.credit_you_grant.to_string(),
+                        l.available.to_string(),
+                    ]
+                })
+                .collect();
+            print_table(&["COUNTERPARTY", "BALANCE", "CREDIT-TO-YOU", "CREDIT-YOU-GRANT", "AVAILABLE"], rows);
+        }
+    }
+    Ok(Outcome::Success)
+}
+
+/// The balance of `did`: its Account's status and the credit lines granted to and by it, as
+/// `ui credits balance` and the MCP `balance` tool show them.
+pub fn balance_of(client: &crate::connection::Client, did: &Did) -> anyhow::Result<Balance> {
+    let did = did.clone();
     let account_kind = api::kinds::info::<api::kinds::AccountSpec>();
     let name = account_name(&did);
     let status: AccountStatus = match client.get(account_kind, None, &name) {
@@ -221,33 +255,13 @@ fn balance(ctx: &Context, args: &BalanceArgs) -> anyhow::Result<Outcome> {
             }
         })
         .collect();
-    let report = Balance {
+    Ok(Balance {
         did: did.as_str().to_owned(),
         account: name,
         balance: status.balance,
         transfers: status.transfers,
         lines,
-    };
-    if !args.output.print_structured(&report)? {
-        println!("{}: balance {} ({} transfers)", did.short(), report.balance, report.transfers);
-        if !report.lines.is_empty() {
-            let rows: Vec<Vec<String>> = report
-                .lines
-                .iter()
-                .map(|l| {
-                    vec![
-                        l.counterparty.clone(),
-                        l.balance.to_string(),
-                        l.credit_granted_to_you.to_string(),
-                        l.credit_you_grant.to_string(),
-                        l.available.to_string(),
-                    ]
-                })
-                .collect();
-            print_table(&["COUNTERPARTY", "BALANCE", "CREDIT-TO-YOU", "CREDIT-YOU-GRANT", "AVAILABLE"], rows);
-        }
-    }
-    Ok(Outcome::Success)
+    })
 }
 
 #[derive(Debug, Serialize)]

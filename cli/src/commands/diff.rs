@@ -28,19 +28,25 @@ pub struct Args {
     output: OutputArgs,
 }
 
+/// What applying one document would change.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
-struct Report {
-    file: String,
-    document: usize,
-    kind: String,
+pub struct Report {
+    /// The file it came from.
+    pub file: String,
+    /// Its position in the file, from 1.
+    pub document: usize,
+    /// Its kind.
+    pub kind: String,
+    /// Its namespace (namespaced kinds).
     #[serde(skip_serializing_if = "Option::is_none")]
-    namespace: Option<String>,
-    name: String,
+    pub namespace: Option<String>,
+    /// Its name.
+    pub name: String,
     /// Whether the object exists on the server.
-    exists: bool,
+    pub exists: bool,
     /// The unified diff; empty when nothing would change.
-    diff: String,
+    pub diff: String,
 }
 
 pub fn run(ctx: &Context, args: &Args) -> anyhow::Result<Outcome> {
@@ -59,45 +65,7 @@ fn diff(ctx: &Context, args: &Args) -> anyhow::Result<Outcome> {
     let client = crate::connection::connect(ctx, &args.cluster)?;
     let mut reports = Vec::new();
     for doc in all.iter().flat_map(|s| &s.docs) {
-        let place = || doc.place();
-        let t = Target::of(&client, doc).map_err(|e| anyhow::anyhow!("{}: {e:#}", place()))?;
-        let mut desired = doc.value.clone();
-        if let (Some(ns), Some(meta)) =
-            (&t.namespace, desired.get_mut("metadata").and_then(Value::as_object_mut))
-        {
-            meta.insert("namespace".into(), ns.clone().into());
-        }
-        // An unsigned document is signed by `ui apply` only when it changes something: compare
-        // it without the signature annotations.
-        let view = if t.kind.signed && !objects::is_signed(&desired) {
-            objects::authored_unsigned
-        } else {
-            objects::authored
-        };
-        let (exists, live) = match client.get(t.kind, t.namespace.as_deref(), &t.name) {
-            Ok(current) => (true, objects::to_yaml(&view(&current))?),
-            Err(e) if e.is_not_found() => (false, String::new()),
-            Err(e) => return Err(anyhow::anyhow!("{}: {e}", place())),
-        };
-        let wanted = objects::to_yaml(&view(&desired))?;
-        let ns = t.namespace.as_deref().map(|n| format!("{n}/")).unwrap_or_default();
-        let old = format!("live/{}.{}/{ns}{}", t.kind.singular, api::GROUP, t.name);
-        let new = format!("{}#{}", doc.source, doc.index);
-        let text = TextDiff::from_lines(&live, &wanted);
-        let unified = if live == wanted {
-            String::new()
-        } else {
-            text.unified_diff().context_radius(3).header(&old, &new).to_string()
-        };
-        reports.push(Report {
-            file: doc.source.to_string(),
-            document: doc.index,
-            kind: t.kind.kind.to_owned(),
-            namespace: t.namespace.clone(),
-            name: t.name.clone(),
-            exists,
-            diff: unified,
-        });
+        reports.push(diff_one(&client, doc)?);
     }
     if !args.output.print_structured(&reports)? {
         for r in &reports {
@@ -105,4 +73,50 @@ fn diff(ctx: &Context, args: &Args) -> anyhow::Result<Outcome> {
         }
     }
     Ok(if reports.iter().all(|r| r.diff.is_empty()) { Outcome::Success } else { Outcome::Exit(1) })
+}
+
+/// The unified diff of the object `doc` names on the server (without server-owned metadata
+/// and status) against `doc`: what `ui diff` and the MCP `diff` tool show.
+pub fn diff_one(
+    client: &crate::connection::Client,
+    doc: &manifest_files::Document,
+) -> anyhow::Result<Report> {
+    let place = || doc.place();
+    let t = Target::of(client, doc).map_err(|e| anyhow::anyhow!("{}: {e:#}", place()))?;
+    let mut desired = doc.value.clone();
+    if let (Some(ns), Some(meta)) = (&t.namespace, desired.get_mut("metadata").and_then(Value::as_object_mut))
+    {
+        meta.insert("namespace".into(), ns.clone().into());
+    }
+    // An unsigned document is signed by `ui apply` only when it changes something: compare
+    // it without the signature annotations.
+    let view = if t.kind.signed && !objects::is_signed(&desired) {
+        objects::authored_unsigned
+    } else {
+        objects::authored
+    };
+    let (exists, live) = match client.get(t.kind, t.namespace.as_deref(), &t.name) {
+        Ok(current) => (true, objects::to_yaml(&view(&current))?),
+        Err(e) if e.is_not_found() => (false, String::new()),
+        Err(e) => return Err(anyhow::anyhow!("{}: {e}", place())),
+    };
+    let wanted = objects::to_yaml(&view(&desired))?;
+    let ns = t.namespace.as_deref().map(|n| format!("{n}/")).unwrap_or_default();
+    let old = format!("live/{}.{}/{ns}{}", t.kind.singular, api::GROUP, t.name);
+    let new = format!("{}#{}", doc.source, doc.index);
+    let text = TextDiff::from_lines(&live, &wanted);
+    let unified = if live == wanted {
+        String::new()
+    } else {
+        text.unified_diff().context_radius(3).header(&old, &new).to_string()
+    };
+    Ok(Report {
+        file: doc.source.to_string(),
+        document: doc.index,
+        kind: t.kind.kind.to_owned(),
+        namespace: t.namespace.clone(),
+        name: t.name.clone(),
+        exists,
+        diff: unified,
+    })
 }

@@ -35,10 +35,61 @@ pub struct Args {
 pub fn run(ctx: &Context, args: &Args) -> anyhow::Result<Outcome> {
     let client = crate::connection::connect(ctx, &args.cluster)?;
     let ns = client.namespace().to_owned();
-    let name =
-        args.name.strip_prefix("replica/").or(args.name.strip_prefix("workload/")).unwrap_or(&args.name);
-    let replicas: Vec<String> = match client.get(info::<ReplicaSpec>(), Some(&ns), name) {
-        Ok(_) if !args.name.starts_with("workload/") => vec![name.to_owned()],
+    let replicas = replicas_named(&client, &ns, &args.name)?;
+    let tail = args.tail.map(|n| n.to_string());
+    let mut query: Vec<(&str, &str)> = Vec::new();
+    if args.follow {
+        query.push(("follow", "true"));
+    }
+    if let Some(t) = &tail {
+        query.push(("tailLines", t));
+    }
+    let prefix = replicas.len() > 1;
+    let open = |r: &str| -> anyhow::Result<Box<dyn Read + Send>> {
+        client.stream(&log_path(&ns, r), &query).with_context(|| format!("logs of replica {r}"))
+    };
+    if !args.follow || !prefix {
+        for r in &replicas {
+            let stream = open(r)?;
+            copy(stream, r, prefix, args.output.format)?;
+        }
+        return Ok(Outcome::Success);
+    }
+    // Following several replicas: one reader each, lines interleaved as they come.
+    let format = args.output.format;
+    let streams = replicas.iter().map(|r| Ok((r.clone(), open(r)?))).collect::<anyhow::Result<Vec<_>>>()?;
+    std::thread::scope(|s| {
+        let handles: Vec<_> =
+            streams.into_iter().map(|(r, stream)| s.spawn(move || copy(stream, &r, true, format))).collect();
+        for h in handles {
+            h.join().map_err(|_| anyhow::anyhow!("a log reader panicked"))??;
+        }
+        anyhow::Ok(())
+    })?;
+    Ok(Outcome::Success)
+}
+
+/// The path of a replica's log.
+pub fn log_path(ns: &str, replica: &str) -> String {
+    format!(
+        "/apis/{}/namespaces/{}/replicas/{}/log",
+        api::API_VERSION,
+        client::blocking::encode(ns),
+        client::blocking::encode(replica)
+    )
+}
+
+/// The replicas `arg` names in `ns`: a replica (`NAME` or `replica/NAME`), or every replica of
+/// a workload (`NAME` when no replica has it, or `workload/NAME`), sorted.
+pub fn replicas_named(
+    client: &crate::connection::Client,
+    ns: &str,
+    arg: &str,
+) -> anyhow::Result<Vec<String>> {
+    let name = arg.strip_prefix("replica/").or(arg.strip_prefix("workload/")).unwrap_or(arg);
+    let ns = ns.to_owned();
+    Ok(match client.get(info::<ReplicaSpec>(), Some(&ns), name) {
+        Ok(_) if !arg.starts_with("workload/") => vec![name.to_owned()],
         Err(e) if !e.is_not_found() => return Err(e.into()),
         _ => {
             match client.get(info::<WorkloadSpec>(), Some(&ns), name) {
@@ -62,39 +113,7 @@ pub fn run(ctx: &Context, args: &Args) -> anyhow::Result<Outcome> {
             }
             names
         }
-    };
-    let tail = args.tail.map(|n| n.to_string());
-    let mut query: Vec<(&str, &str)> = Vec::new();
-    if args.follow {
-        query.push(("follow", "true"));
-    }
-    if let Some(t) = &tail {
-        query.push(("tailLines", t));
-    }
-    let prefix = replicas.len() > 1;
-    let open = |r: &str| -> anyhow::Result<Box<dyn Read + Send>> {
-        let path = format!("/apis/univrs.io/v1/namespaces/{ns}/replicas/{r}/log");
-        client.stream(&path, &query).with_context(|| format!("logs of replica {r}"))
-    };
-    if !args.follow || !prefix {
-        for r in &replicas {
-            let stream = open(r)?;
-            copy(stream, r, prefix, args.output.format)?;
-        }
-        return Ok(Outcome::Success);
-    }
-    // Following several replicas: one reader each, lines interleaved as they come.
-    let format = args.output.format;
-    let streams = replicas.iter().map(|r| Ok((r.clone(), open(r)?))).collect::<anyhow::Result<Vec<_>>>()?;
-    std::thread::scope(|s| {
-        let handles: Vec<_> =
-            streams.into_iter().map(|(r, stream)| s.spawn(move || copy(stream, &r, true, format))).collect();
-        for h in handles {
-            h.join().map_err(|_| anyhow::anyhow!("a log reader panicked"))??;
-        }
-        anyhow::Ok(())
-    })?;
-    Ok(Outcome::Success)
+    })
 }
 
 /// Copies `stream` (the output of `replica`) to stdout line by line: as it is, prefixed

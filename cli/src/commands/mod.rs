@@ -15,6 +15,7 @@ pub mod get;
 pub mod identity;
 pub mod init;
 pub mod logs;
+pub mod mcp;
 pub mod network;
 pub mod node;
 pub mod reputation;

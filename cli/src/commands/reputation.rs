@@ -34,44 +34,41 @@ pub struct ShowArgs {
 /// One score with what it was computed from.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
-struct Component {
-    name: &'static str,
-    score: f64,
-    weight: f64,
-    inputs: String,
+pub struct Component {
+    /// `uptime`, `reliability`, `honesty`, `age` or `attestations`.
+    pub name: &'static str,
+    /// The score, 0 to 1.
+    pub score: f64,
+    /// Its weight in the composite.
+    pub weight: f64,
+    /// What it was computed from, in words.
+    pub inputs: String,
 }
 
+/// A reputation as `ui reputation show` explains it.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
-struct Shown {
-    name: String,
-    subject_kind: SubjectKind,
-    subject: String,
-    composite: f64,
-    observed_at: Option<String>,
-    components: Vec<Component>,
-    status: ReputationStatus,
+pub struct Shown {
+    /// The Reputation object's name.
+    pub name: String,
+    /// Operator or node.
+    pub subject_kind: SubjectKind,
+    /// The operator's did:key or the node's name.
+    pub subject: String,
+    /// The weighted composite.
+    pub composite: f64,
+    /// When it was computed.
+    pub observed_at: Option<String>,
+    /// Each score.
+    pub components: Vec<Component>,
+    /// The stored status.
+    pub status: ReputationStatus,
 }
 
 pub fn run(ctx: &Context, cmd: &Command) -> anyhow::Result<Outcome> {
     let Command::Show(args) = cmd;
     let client = crate::connection::connect(ctx, &args.cluster)?;
-    let all = client
-        .list(api::kinds::info::<ReputationSpec>(), None, None, false)
-        .context("cannot list reputations")?;
-    let found =
-        all["items"].as_array().into_iter().flatten().find(|r| r["spec"]["subject"] == args.subject.as_str());
-    let Some(r) = found else {
-        let what = if args.subject.starts_with("did:") { "operator" } else { "node" };
-        bail!(
-            "no reputation for {what} {}: the reputation controller writes one for each registered node and its operator (ui get reputations lists them)",
-            args.subject
-        );
-    };
-    let spec: ReputationSpec =
-        serde_json::from_value(r["spec"].clone()).context("the reputation cannot be read")?;
-    let status: ReputationStatus = serde_json::from_value(r["status"].clone()).unwrap_or_default();
-    let shown = explain(r, spec, status);
+    let shown = show(&client, &args.subject)?;
     if !args.output.print_structured(&shown)? {
         println!("{} {} — composite {:.3}", kind_word(shown.subject_kind), shown.subject, shown.composite);
         if let Some(at) = &shown.observed_at {
@@ -93,6 +90,25 @@ pub fn run(ctx: &Context, cmd: &Command) -> anyhow::Result<Outcome> {
         println!("composite = Σ weight × value / Σ weight");
     }
     Ok(Outcome::Success)
+}
+
+/// The reputation of `subject` (an operator's did:key or a node's name), each score with
+/// its evidence: what `ui reputation show` and the MCP `reputation` tool show.
+pub fn show(client: &crate::connection::Client, subject: &str) -> anyhow::Result<Shown> {
+    let all = client
+        .list(api::kinds::info::<ReputationSpec>(), None, None, false)
+        .context("cannot list reputations")?;
+    let found = all["items"].as_array().into_iter().flatten().find(|r| r["spec"]["subject"] == subject);
+    let Some(r) = found else {
+        let what = if subject.starts_with("did:") { "operator" } else { "node" };
+        bail!(
+            "no reputation for {what} {subject}: the reputation controller writes one for each registered node and its operator (ui get reputations lists them)"
+        );
+    };
+    let spec: ReputationSpec =
+        serde_json::from_value(r["spec"].clone()).context("the reputation cannot be read")?;
+    let status: ReputationStatus = serde_json::from_value(r["status"].clone()).unwrap_or_default();
+    Ok(explain(r, spec, status))
 }
 
 fn kind_word(k: SubjectKind) -> &'static str {

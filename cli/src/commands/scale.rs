@@ -45,17 +45,46 @@ struct Scaled<'a> {
 
 pub fn run(ctx: &Context, args: &Args) -> anyhow::Result<Outcome> {
     let kind = api::kinds::lookup(&args.kind).filter(|k| k.kind == "Workload");
-    let Some(kind) = kind else {
+    let Some(_) = kind else {
         bail!("cannot scale {:?}: only workloads scale (ui scale workload NAME N)", args.kind);
     };
     let client =
         crate::connection::connect(ctx, &args.cluster)?.with_field_manager(super::apply::FIELD_MANAGER);
     let ns = client.namespace().to_owned();
+    let changed = scale(ctx, &client, &ns, &args.name, args.replicas, || {
+        crate::unlock::signer(&ctx.dirs, || args.passphrase.get(Purpose::Existing, "your identity"))
+    })?;
+    let report = Scaled { namespace: &ns, name: &args.name, replicas: args.replicas, changed };
+    if !args.output.print_structured(&report)? {
+        match changed {
+            true => println!("workload.univrs.io/{} scaled to {} replicas", args.name, args.replicas),
+            false => println!("workload.univrs.io/{} unchanged ({} replicas)", args.name, args.replicas),
+        }
+    }
+    Ok(Outcome::Success)
+}
+
+/// Sets `spec.replicas` of workload `name` in `ns` to `replicas`, signing it again with the key
+/// `key` loads (only when it changes): what `ui scale` and the MCP `scale` tool do. Returns
+/// whether it changed.
+pub fn scale(
+    ctx: &Context,
+    client: &crate::connection::Client,
+    ns: &str,
+    name: &str,
+    replicas: i32,
+    mut key: impl FnMut() -> anyhow::Result<Box<dyn api::signing::Sign>>,
+) -> anyhow::Result<bool> {
+    let kind = api::kinds::info::<api::kinds::WorkloadSpec>();
+    if !(0..=api::kinds::MAX_REPLICAS).contains(&replicas) {
+        bail!("replicas: {replicas} is out of range: 0 to {}", api::kinds::MAX_REPLICAS);
+    }
     let me = ctx.acting_for()?;
-    let mut key = None;
+    let mut loaded: Option<Box<dyn api::signing::Sign>> = None;
+    let args = Named { name, replicas };
     // Read, check, sign again and write, read again when someone else wrote meanwhile (the
     // workload controller writes its status all the time): the client's one conflict retry.
-    let written = client.modify(kind, Some(&ns), &args.name, |current| -> anyhow::Result<Option<Value>> {
+    let written = client.modify(kind, Some(ns), name, |current| -> anyhow::Result<Option<Value>> {
         let Some(current) = current else { bail!("workload {} not found in namespace {ns}", args.name) };
         // What is signed again must be what its owner signed: never put your signature on a
         // workload someone else wrote, or on a stored object that does not verify.
@@ -67,9 +96,11 @@ pub fn run(ctx: &Context, args: &Args) -> anyhow::Result<Outcome> {
                 signer.and_then(|s| s.as_str()).unwrap_or("nobody")
             );
         }
-        if let Some(hidden) = current.pointer("/metadata/annotations/univrs.io~1redacted").and_then(Value::as_str) {
+        // An agent whose grant does not reveal secrets reads a redacted copy, without the
+        // signature: signing it again would write the redaction over the real values.
+        if let Some(field) = current.pointer("/metadata/annotations/univrs.io~1redacted").and_then(Value::as_str) {
             bail!(
-                "workload {}: {hidden} is hidden from you, so you cannot sign the workload again; its owner can show it to you (as an agent: revealEnv: true in your AgentGrant)",
+                "workload {} reads redacted for this key ({field} hidden, as the user's AgentGrant does not reveal it), so it cannot be signed again: the user can scale it (ui scale), or set revealEnv: true in the AgentGrant",
                 args.name
             );
         }
@@ -84,23 +115,19 @@ pub fn run(ctx: &Context, args: &Args) -> anyhow::Result<Outcome> {
         }
         let mut obj = current.clone();
         obj["spec"]["replicas"] = Value::from(args.replicas);
-        let signer = match &key {
+        let signer = match &loaded {
             Some(k) => k,
-            None => key.insert(crate::unlock::signer(&ctx.dirs, || {
-                args.passphrase.get(Purpose::Existing, "your identity")
-            })?),
+            None => loaded.insert(key()?),
         };
         ctx.sign(&mut obj, &**signer, Utc::now())
             .map_err(|e| anyhow::anyhow!("cannot sign workload {}: {e:#}", args.name))?;
         Ok(Some(obj))
     });
-    let changed = written.with_context(|| format!("cannot scale workload {}", args.name))?.is_some();
-    let report = Scaled { namespace: &ns, name: &args.name, replicas: args.replicas, changed };
-    if !args.output.print_structured(&report)? {
-        match changed {
-            true => println!("workload.univrs.io/{} scaled to {} replicas", args.name, args.replicas),
-            false => println!("workload.univrs.io/{} unchanged ({} replicas)", args.name, args.replicas),
-        }
-    }
-    Ok(Outcome::Success)
+    Ok(written.with_context(|| format!("cannot scale workload {name}"))?.is_some())
+}
+
+/// What the read-check-sign closure of [`scale`] refers to.
+struct Named<'a> {
+    name: &'a str,
+    replicas: i32,
 }

@@ -25,28 +25,41 @@ pub struct Args {
     output: OutputArgs,
 }
 
+/// One workload: replicas wanted, existing and running, and each replica.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
-struct WorkloadReport {
-    namespace: String,
-    name: String,
-    desired: i64,
-    replicas: i64,
-    ready: i64,
-    items: Vec<ReplicaReport>,
+pub struct WorkloadReport {
+    /// Its namespace.
+    pub namespace: String,
+    /// Its name.
+    pub name: String,
+    /// `spec.replicas`.
+    pub desired: i64,
+    /// How many replicas exist.
+    pub replicas: i64,
+    /// How many are running.
+    pub ready: i64,
+    /// Each replica, by name.
+    pub items: Vec<ReplicaReport>,
 }
 
+/// One replica: its phase, its node, and why it waits or how it ended.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
-struct ReplicaReport {
-    name: String,
-    phase: String,
+pub struct ReplicaReport {
+    /// Its name.
+    pub name: String,
+    /// `status.phase` (Pending when unset).
+    pub phase: String,
+    /// The node it is bound to.
     #[serde(skip_serializing_if = "Option::is_none")]
-    node: Option<String>,
+    pub node: Option<String>,
+    /// `status.reason`.
     #[serde(skip_serializing_if = "Option::is_none")]
-    reason: Option<String>,
+    pub reason: Option<String>,
+    /// `status.message`: for a pending replica, what the scheduler found.
     #[serde(skip_serializing_if = "Option::is_none")]
-    message: Option<String>,
+    pub message: Option<String>,
 }
 
 fn items(list: &Value) -> &[Value] {
@@ -60,11 +73,50 @@ fn text(v: &Value) -> Option<String> {
 pub fn run(ctx: &Context, args: &Args) -> anyhow::Result<Outcome> {
     let client = crate::connection::connect(ctx, &args.cluster)?;
     let ns = (!args.all_namespaces).then(|| client.namespace().to_owned());
-    let workloads =
-        client.list(api::kinds::info::<api::kinds::WorkloadSpec>(), ns.as_deref(), None, false)?;
-    let replicas = client.list(api::kinds::info::<api::kinds::ReplicaSpec>(), ns.as_deref(), None, false)?;
     // Yours (signed by your identity) unless -A; without an identity, everyone's.
     let me = if args.all_namespaces { None } else { ctx.acting_for().ok() };
+    let report = report(&client, ns.as_deref(), me.as_ref())?;
+    if args.output.print_structured(&report)? {
+        return Ok(Outcome::Success);
+    }
+    if report.is_empty() {
+        let whose = if me.is_some() { "No workloads of yours" } else { "No workloads" };
+        let hint = if me.is_some() { " (-A shows everyone's)" } else { "" };
+        println!("{whose}{}{hint}.", ns.map(|n| format!(" in namespace {n}")).unwrap_or_default());
+    }
+    for w in &report {
+        let prefix = if args.all_namespaces { format!("{}/", w.namespace) } else { String::new() };
+        println!("{prefix}{}: {}/{} running, {} replicas", w.name, w.ready, w.desired, w.replicas);
+        for r in &w.items {
+            println!("  {}  {}  {}", r.name, r.phase, r.place());
+        }
+    }
+    Ok(Outcome::Success)
+}
+
+impl ReplicaReport {
+    /// Where it runs, or why it waits: `on node-1`, `pending: 0/5 nodes available: …`.
+    pub fn place(&self) -> String {
+        let ended = self.phase == "Failed" || self.phase == "Succeeded";
+        match (&self.node, &self.message) {
+            (Some(node), Some(how)) if ended => format!("on {node}: {how}"),
+            (Some(node), _) => format!("on {node}"),
+            (None, Some(why)) => format!("pending: {why}"),
+            (None, None) => "waiting for the scheduler".to_owned(),
+        }
+    }
+}
+
+/// The workloads in `ns` (every namespace when None) signed by `owner` (everyone's when
+/// None), each with its replicas: what `ui status` shows, and the MCP `status` tool.
+pub fn report(
+    client: &crate::connection::Client,
+    ns: Option<&str>,
+    owner: Option<&api::identity::Did>,
+) -> anyhow::Result<Vec<WorkloadReport>> {
+    let workloads = client.list(api::kinds::info::<api::kinds::WorkloadSpec>(), ns, None, false)?;
+    let replicas = client.list(api::kinds::info::<api::kinds::ReplicaSpec>(), ns, None, false)?;
+    let me = owner;
     let mine = |w: &Value| match &me {
         None => true,
         Some(me) => {
@@ -104,27 +156,5 @@ pub fn run(ctx: &Context, args: &Args) -> anyhow::Result<Outcome> {
             items: owned,
         });
     }
-    if args.output.print_structured(&report)? {
-        return Ok(Outcome::Success);
-    }
-    if report.is_empty() {
-        let whose = if me.is_some() { "No workloads of yours" } else { "No workloads" };
-        let hint = if me.is_some() { " (-A shows everyone's)" } else { "" };
-        println!("{whose}{}{hint}.", ns.map(|n| format!(" in namespace {n}")).unwrap_or_default());
-    }
-    for w in &report {
-        let prefix = if args.all_namespaces { format!("{}/", w.namespace) } else { String::new() };
-        println!("{prefix}{}: {}/{} running, {} replicas", w.name, w.ready, w.desired, w.replicas);
-        for r in &w.items {
-            let ended = r.phase == "Failed" || r.phase == "Succeeded";
-            let place = match (&r.node, &r.message) {
-                (Some(node), Some(how)) if ended => format!("on {node}: {how}"),
-                (Some(node), _) => format!("on {node}"),
-                (None, Some(why)) => format!("pending: {why}"),
-                (None, None) => "waiting for the scheduler".to_owned(),
-            };
-            println!("  {}  {}  {place}", r.name, r.phase);
-        }
-    }
-    Ok(Outcome::Success)
+    Ok(report)
 }
