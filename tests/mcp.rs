@@ -5,14 +5,15 @@
 //! user's own `ui apply`), over stdio (the SDK launches `ui --config-dir AGENT mcp`) and over
 //! Streamable HTTP (`ui mcp --listen`, with its bearer token and Host/Origin checks), at the
 //! protocol version the SDK negotiates by itself (2026-07-28) and at the handshake one.
-//! `approval` waiting for a decision is checked on an Approval the control plane's member
-//! writes and decides with kubectl, standing in for the apiserver's approval flow.
+//! `approval` waiting for a decision is also checked on an Approval the control plane's member
+//! writes and decides with kubectl.
 //!
-//! The agent's directory is made by hand as `ui agent init` will make it: its own key, a
-//! kubeconfig of the cluster, `[agent]` naming its user; the user signs an AgentGrant that
-//! lets it do everything on its own (`autonomous`, secrets revealed). What a grant allows,
-//! holds or refuses is the apiserver's, and tested there: nothing here depends on it beyond
-//! "everything allowed".
+//! Most tests give the agent a grant that lets it do everything on its own (`autonomous`,
+//! secrets revealed), to exercise the tools; `an_agent_through_mcp_is_bound_by_the_grant_its_user_signed`
+//! makes the agent with `ui agent init` and a grant that is not everything: an autonomous
+//! write is the user's, a forbidden delete is refused naming its rule, an approval-gated write
+//! waits for `ui approve` and is then exactly what was asked, a denied one never happens, an
+//! expired grant refuses. (The same refusals through `ui` and kubectl: `tests/agents.rs`.)
 //! Needs `python3` with `pip install 'mcp==2.3.0'` and kubectl; without them the tests fail,
 //! never skip.
 
@@ -234,4 +235,34 @@ fn an_owner_reads_the_status_and_logs_of_a_running_replica() {
     let dir = user.config();
     python_in(&dir, &dir, &["--mode", "stdio", "--with-node", "--only", "initialize,running_replica"]);
     drop(up);
+}
+
+/// An agent made with `ui agent init`, under a grant that is not "everything": through MCP,
+/// an autonomous write is the user's, a forbidden delete is refused naming its rule, an
+/// approval-gated write waits until the user runs `ui approve` and is then exactly what was
+/// asked, a denied one never happens, an expired grant refuses (`GRANT_CHECKS` in the script).
+#[test]
+fn an_agent_through_mcp_is_bound_by_the_grant_its_user_signed() {
+    let user = User::new();
+    let server = Server::start(&user, &user.path("data"));
+    std::fs::copy(&server.kubeconfig, user.config().join("kubeconfig")).unwrap();
+    let made = user.run(&["agent", "init", "claude", "-o", "json"]).ok().json();
+    let agent_dir = std::path::PathBuf::from(made["dir"].as_str().unwrap());
+    let agent_did = made["did"].as_str().unwrap();
+    let rules = concat!(
+        "  - {verbs: [get, list, watch, logs], kinds: [\"*\"], namespaces: [\"*\"], mode: autonomous}\n",
+        "  - {verbs: [create, update, scale], kinds: [Workload], namespaces: [sandbox], mode: autonomous}\n",
+        "  - {verbs: [create, update], kinds: [Workload], namespaces: [default], mode: approval}\n",
+        "  - {verbs: [delete], kinds: [Workload], namespaces: [sandbox], mode: forbidden}\n",
+    );
+    let grant = support::write(
+        &user,
+        "grant.yaml",
+        &format!(
+            "apiVersion: univrs.io/v1\nkind: AgentGrant\nmetadata:\n  name: claude\nspec:\n  agent: {agent_did}\n  expires: \"2099-01-01T00:00:00Z\"\n  rules:\n{rules}"
+        ),
+    );
+    user.run(&["apply", "-f", &grant]).ok();
+    python_in(&agent_dir, &user.config(), &["--mode", "stdio", "--grant-file", &grant]);
+    server.stop();
 }

@@ -486,6 +486,117 @@ def check_http_guards(args: argparse.Namespace) -> None:
     expect(post({**auth, "Origin": "http://evil.example"}) == 403, "a foreign Origin was accepted")
 
 
+# ---- a grant that is not "everything" (--grant-file: the user's AgentGrant manifest) ---------
+#
+# Rules of the grant these checks expect: read everything; create, update and scale Workloads
+# in `sandbox` on its own; create and update them in `default` only with the user's approval;
+# never delete them in `sandbox` (rule 3).
+
+
+def workload_in(name: str, namespace: str, replicas: int = 1) -> str:
+    return (
+        "apiVersion: univrs.io/v1\nkind: Workload\n"
+        f"metadata:\n  name: {name}\n  namespace: {namespace}\n"
+        f"spec:\n  rootfs: busybox\n  replicas: {replicas}\n"
+    )
+
+
+def user_get(run: Run, *argv: str) -> dict | None:
+    """The object as the user reads it, or None when it does not exist."""
+    env = dict(os.environ, UNIVRS_CONFIG_DIR=run.args.user_dir)
+    p = subprocess.run([run.args.ui, "get", *argv, "-o", "json"], capture_output=True, text=True, env=env, timeout=60)
+    if p.returncode != 0:
+        expect("not found" in (p.stdout + p.stderr).lower(), f"ui get {argv}: {p.stdout}{p.stderr}")
+        return None
+    return json.loads(p.stdout)
+
+
+async def check_grant_autonomous_write_is_the_users(run: Run) -> None:
+    name = f"mine-{SUFFIX}"
+    run.notes["mine"] = name
+    out = await run.ok("apply", {"manifest": workload_in(name, "sandbox")})
+    expect(f"workload.univrs.io/{name} created" in out, out)
+    stored = user_get(run, "workload", name, "-n", "sandbox")
+    expect(stored is not None, "the autonomous apply wrote nothing")
+    ann = stored["metadata"]["annotations"]
+    owner = _did(run.args.ui, run.args.user_dir)
+    agent = _did(run.args.ui, run.args.agent_dir)
+    expect(ann["univrs.io/signer"] == owner, f"the object is not the user's: {ann}")
+    expect(ann["univrs.io/agent"] == agent and ann["univrs.io/grant"], f"no agent signature: {ann}")
+    scaled = await run.ok("scale", {"name": name, "replicas": 2, "namespace": "sandbox"})
+    expect("scaled to 2 replicas" in scaled, scaled)
+
+
+async def check_grant_forbidden_delete_names_the_rule(run: Run) -> None:
+    name = run.notes["mine"]
+    text = await run.error("delete", {"kind": "workload", "name": name, "namespace": "sandbox"})
+    expect("spec.rules[3]" in text and "forbids it" in text and "apply the grant again" in text, text)
+    expect(user_get(run, "workload", name, "-n", "sandbox") is not None, "a forbidden delete deleted")
+    # Not granted at all: forbidden, saying what rule would grant it.
+    text = await run.error("apply", {"manifest": workload_in(f"other-{SUFFIX}", "elsewhere")})
+    expect("grants it (forbidden unless granted)" in text, text)
+    expect(user_get(run, "workload", f"other-{SUFFIX}", "-n", "elsewhere") is None, "a refused apply wrote")
+
+
+def _held(text: str) -> str:
+    expect("held for approval: Approval " in text, text)
+    return text.split("held for approval: Approval ", 1)[1].split(" ", 1)[0]
+
+
+async def _decide_later(run: Run, verb: str, approval: str) -> None:
+    await asyncio.sleep(1)
+    await asyncio.to_thread(run.user_ui, verb, approval)
+
+
+async def check_grant_approval_then_exactly_that_request(run: Run) -> None:
+    name = f"held-{SUFFIX}"
+    approval = _held(await run.ok("apply", {"manifest": workload_in(name, "default", replicas=2)}))
+    expect(user_get(run, "workload", name) is None, "a held write was written before its approval")
+    pending = await run.ok("approval", {"name": approval})
+    expect(pending.startswith(f"Approval {approval}: Pending"), pending)
+    # The user approves with `ui approve` while the agent waits on the approval.
+    decider = asyncio.create_task(_decide_later(run, "approve", approval))
+    decided = await run.ok("approval", {"name": approval, "wait_seconds": 60})
+    await decider
+    expect(decided.startswith(f"Approval {approval}: Approved"), decided)
+    stored = user_get(run, "workload", name)
+    expect(stored is not None and stored["spec"]["replicas"] == 2, f"not as requested: {stored}")
+
+
+async def check_grant_denied_never_happens(run: Run) -> None:
+    name = f"nope-{SUFFIX}"
+    approval = _held(await run.ok("apply", {"manifest": workload_in(name, "default")}))
+    decider = asyncio.create_task(_decide_later(run, "deny", approval))
+    decided = await run.ok("approval", {"name": approval, "wait_seconds": 60})
+    await decider
+    expect(decided.startswith(f"Approval {approval}: Denied"), decided)
+    expect(user_get(run, "workload", name) is None, "a denied request was performed")
+
+
+async def check_grant_expired_refuses(run: Run) -> None:
+    text = open(run.args.grant_file).read()
+    past = "\n".join(
+        '  expires: "2000-01-01T00:00:00Z"' if line.startswith("  expires:") else line for line in text.splitlines()
+    ) + "\n"
+    run.user_ui("apply", "-f", "-", stdin=past)
+    try:
+        out = await run.error("apply", {"manifest": workload_in(f"late-{SUFFIX}", "sandbox")})
+        expect("expired" in out and "spec.expires" in out, out)
+        expect(user_get(run, "workload", f"late-{SUFFIX}", "-n", "sandbox") is None, "an expired grant wrote")
+    finally:
+        run.user_ui("apply", "-f", run.args.grant_file)
+
+
+GRANT_CHECKS = [
+    check_initialize,
+    check_grant_autonomous_write_is_the_users,
+    check_grant_forbidden_delete_names_the_rule,
+    check_grant_approval_then_exactly_that_request,
+    check_grant_denied_never_happens,
+    check_grant_expired_refuses,
+]
+
+
 CHECKS = [
     check_initialize,
     check_list_tools,
@@ -550,15 +661,16 @@ async def main() -> int:
     p.add_argument("--member-kubeconfig", help="a control-plane member's kubeconfig (writes Approvals)")
     p.add_argument("--with-node", action="store_true", help="a node runs the user's replicas (ui up)")
     p.add_argument("--only", help="comma-separated check names (without check_)")
+    p.add_argument("--grant-file", help="the user's AgentGrant (not everything): run GRANT_CHECKS")
     args = p.parse_args()
     if args.mode == "http" and not (args.url and args.token_file):
         p.error("--mode http needs --url and --token-file")
-    selected = CHECKS
+    selected = GRANT_CHECKS if args.grant_file else CHECKS
     if args.only:
         wanted = {f"check_{n}" for n in args.only.split(",")}
         selected = [c for c in CHECKS if c.__name__ in wanted]
     failed = 0
-    if args.mode == "http" and not args.only:
+    if args.mode == "http" and not args.only and not args.grant_file:
         try:
             check_http_guards(args)
             print("ok http_guards")
