@@ -75,6 +75,68 @@ mod tests {
         super::may_read_log(who, replica, workload, &NoGrants)
     }
 
+    /// One grant: `owner` lets `agent` read logs (`mode`) of Workloads in `default`.
+    struct Granted {
+        owner: Did,
+        agent: Did,
+        mode: api::kinds::GrantMode,
+    }
+    impl Lookup for Granted {
+        fn node(&self, _: &str) -> Option<NodeFacts> {
+            None
+        }
+        fn object(&self, _: &api::KindInfo, _: Option<&str>, _: &str) -> Option<ObjectFacts> {
+            None
+        }
+        fn grants(&self, agent: &str) -> Vec<std::sync::Arc<crate::access::agent::GrantFacts>> {
+            if agent != self.agent.as_str() {
+                return Vec::new();
+            }
+            let spec = api::kinds::AgentGrantSpec {
+                agent: self.agent.clone(),
+                expires: api::meta::Time(chrono::Utc::now() + chrono::Duration::hours(1)),
+                rules: vec![api::kinds::GrantRule {
+                    verbs: vec![api::kinds::AgentVerb::Logs],
+                    kinds: vec!["Workload".into()],
+                    namespaces: vec!["default".into()],
+                    mode: self.mode,
+                }],
+                reveal_env: false,
+                spending_cap: None,
+                approval_ttl_seconds: None,
+            };
+            vec![std::sync::Arc::new(crate::access::agent::GrantFacts {
+                name: "g".into(),
+                owner: self.owner.as_str().into(),
+                spec,
+            })]
+        }
+    }
+
+    #[test]
+    fn an_agent_reads_the_output_its_users_grant_gives_it_and_no_other() {
+        let (alice, agent) = (did(1), did(3));
+        let workload = json!({ "kind": "Workload", "metadata": { "name": "w", "uid": "wuid",
+            "annotations": { "univrs.io/signer": alice.as_str() } } });
+        let replica = |ns: &str| {
+            json!({ "kind": "Replica", "metadata": { "name": "w-0", "namespace": ns,
+                "ownerReferences": [{ "kind": "Workload", "name": "w", "uid": "wuid" }] },
+                "spec": { "workload": "w" } })
+        };
+        let who = Caller::identity(agent.clone(), false);
+        let granted =
+            Granted { owner: alice.clone(), agent: agent.clone(), mode: api::kinds::GrantMode::Autonomous };
+        assert!(super::may_read_log(&who, &replica("default"), Some(&workload), &granted).is_ok());
+        let err = super::may_read_log(&who, &replica("prod"), Some(&workload), &granted).unwrap_err();
+        assert!(err.to_string().contains("no rule of AgentGrant \"g\" grants it"), "{err}");
+        let forbidden = Granted { mode: api::kinds::GrantMode::Forbidden, ..granted };
+        let err = super::may_read_log(&who, &replica("default"), Some(&workload), &forbidden).unwrap_err();
+        assert!(err.to_string().contains("forbids it"), "{err}");
+        // A grant by someone else than the workload's owner gives nothing.
+        let strangers = Granted { owner: did(2), agent, mode: api::kinds::GrantMode::Autonomous };
+        assert!(super::may_read_log(&who, &replica("default"), Some(&workload), &strangers).is_err());
+    }
+
     fn did(seed: u8) -> Did {
         Did::from_key(&ed25519_dalek::SigningKey::from_bytes(&[seed; 32]).verifying_key())
     }
