@@ -50,9 +50,13 @@ fn workload(name: &str, ns: &str, replicas: u32) -> String {
     )
 }
 
-fn grant(name: &str, agent: &str, expires: &str, rules: &str, extra: &str) -> String {
+/// An AgentGrant `name` of `owner` naming the agent `a`, accepted by it (`ui agent accept`).
+fn grant(a: &Agent<'_>, owner: &str, name: &str, expires: &str, rules: &str) -> String {
+    let acceptance = a.run(&["agent", "accept", "--owner", owner, "--grant", name]).ok().stdout;
     format!(
-        "apiVersion: univrs.io/v1\nkind: AgentGrant\nmetadata:\n  name: {name}\nspec:\n  agent: {agent}\n  expires: \"{expires}\"\n{extra}  rules:\n{rules}"
+        "apiVersion: univrs.io/v1\nkind: AgentGrant\nmetadata:\n  name: {name}\nspec:\n  agent: {}\n  acceptance: {}\n  expires: \"{expires}\"\n  rules:\n{rules}",
+        a.did,
+        acceptance.trim()
     )
 }
 
@@ -92,7 +96,7 @@ fn an_agent_acts_for_its_user_only_within_the_grant_the_apiserver_enforces() {
 
     // The user signs the grant; an autonomous write is done at once, and the object is the
     // user's (its signer), the agent's signature showing who wrote it under which grant.
-    let g = write(&u, "grant.yaml", &grant("claude", &a.did, &later(), RULES, ""));
+    let g = write(&u, "grant.yaml", &grant(&a, &me, "claude", &later(), RULES));
     u.run(&["apply", "-f", &g, "--kubeconfig", &kc]).ok();
     let out = a.run(&["apply", "-f", &w]).ok();
     assert!(out.stdout.contains("created"), "{}", out.stdout);
@@ -105,6 +109,34 @@ fn an_agent_acts_for_its_user_only_within_the_grant_the_apiserver_enforces() {
     let seen = a.run(&["get", "workload", "web", "-n", "sandbox", "-o", "json"]).ok().json();
     assert!(!seen.to_string().contains("s3cret"), "{seen}");
     assert!(stored.to_string().contains("s3cret"));
+    // No write answers with what the agent may not read: the user's object sent back as it is
+    // (a merge patch of nothing, a dry run) is refused, and so is a JSON patch (its `test`
+    // could probe a value) — over raw HTTP, as any client would send them.
+    let token = a.run(&["token", "--audience", &server.audience]).ok().stdout.trim().to_owned();
+    let url = format!("{}/apis/univrs.io/v1/namespaces/sandbox/workloads/web", server.url);
+    let http = server.agent();
+    let bearer = format!("Bearer {token}");
+    let merge = "application/merge-patch+json";
+    let (code, body) =
+        support::send(&http, "PATCH", &format!("{url}?dryRun=All"), &bearer, merge, b"{}".to_vec());
+    assert_eq!(code, 200, "its own writing, answered as it may read it: {body}");
+    assert!(!body.contains("s3cret"), "{body}");
+    let users = write(&u, "users.yaml", &workload("users", "sandbox", 1));
+    u.run(&["apply", "-f", &users, "--kubeconfig", &kc]).ok();
+    let (code, body) = support::send(
+        &http,
+        "PATCH",
+        &format!("{url}?dryRun=All").replace("/web?", "/users?"),
+        &bearer,
+        merge,
+        b"{}".to_vec(),
+    );
+    assert_eq!(code, 403, "{body}");
+    assert!(body.contains("an agent writes only what it signed") && !body.contains("s3cret"), "{body}");
+    let probe = br#"[{"op": "test", "path": "/spec/env/0/value", "value": "s3cret"}]"#.to_vec();
+    let (code, body) = support::send(&http, "PATCH", &url, &bearer, "application/json-patch+json", probe);
+    assert_eq!(code, 403, "{body}");
+    assert!(body.contains("may not send JSON patches"), "{body}");
     // Scaling is granted in sandbox; signing a workload again needs all of it, so one whose
     // env values the agent may not see cannot be scaled by it, saying why.
     a.run(&["scale", "workload", "web", "3", "-n", "sandbox"])
@@ -196,9 +228,42 @@ fn an_agent_acts_for_its_user_only_within_the_grant_the_apiserver_enforces() {
 }
 
 #[test]
+fn a_grant_the_agent_did_not_accept_gives_nothing_and_makes_no_one_an_agent() {
+    let u = User::new();
+    let me = u.init_plain();
+    let server = Server::start(&u, &u.path("data"));
+    let kc = server.kubeconfig.to_str().unwrap().to_owned();
+    let a = agent(&u, &server, "quiet");
+    // Without spec.acceptance: stored with a warning, and the agent acts for nobody.
+    let text = grant(&a, &me, "quiet", &later(), RULES)
+        .lines()
+        .filter(|l| !l.contains("acceptance"))
+        .collect::<Vec<_>>()
+        .join("\n")
+        + "\n";
+    let g = support::write_signed(&u, "grant.yaml", &text);
+    let k = Kubectl { kubeconfig: server.kubeconfig.clone(), cache: u.path("kube-cache") };
+    let out = k.run(&["apply", "-f", &g]);
+    assert!(out.ok && out.stderr.contains("has no spec.acceptance"), "{}{}", out.stdout, out.stderr);
+    let w = write(&u, "w.yaml", &workload("web", "sandbox", 1));
+    a.run(&["apply", "-f", &w]).fails_with(&["signed no AgentGrant \"quiet\" naming this agent"]);
+    // Nothing it asks is recorded: naming a key makes it no agent (a stranger cannot make
+    // your requests audited and costly).
+    a.run(&["get", "workloads", "-n", "sandbox"]).ok();
+    let audit = u.run(&["audit", "-o", "json", "--kubeconfig", &kc]).ok().json();
+    assert_eq!(audit.as_array().map(Vec::len), Some(0), "{audit}");
+    // An acceptance for another grant name is refused, naming the field.
+    let stolen = grant(&a, &me, "other-name", &later(), RULES).replace("name: other-name", "name: quiet");
+    let g = write(&u, "stolen.yaml", &stolen);
+    u.run(&["apply", "-f", &g, "--kubeconfig", &kc])
+        .fails_with(&["spec.acceptance", "is not the agent's signature"]);
+    server.stop();
+}
+
+#[test]
 fn an_expired_grant_a_strangers_grant_and_forged_decisions_count_for_nothing() {
     let u = User::new();
-    u.init_plain();
+    let me = u.init_plain();
     let server = Server::start(&u, &u.path("data"));
     let kc = server.kubeconfig.to_str().unwrap().to_owned();
     let a = agent(&u, &server, "bot");
@@ -206,7 +271,7 @@ fn an_expired_grant_a_strangers_grant_and_forged_decisions_count_for_nothing() {
     // Expired: refused, saying so and how to renew.
     let past = (chrono::Utc::now() - chrono::Duration::minutes(1))
         .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    let g = write(&u, "grant.yaml", &grant("bot", &a.did, &past, RULES, ""));
+    let g = write(&u, "grant.yaml", &grant(&a, &me, "bot", &past, RULES));
     u.run(&["apply", "-f", &g, "--kubeconfig", &kc]).ok();
     let w = write(&u, "w.yaml", &workload("web", "sandbox", 1));
     a.run(&["apply", "-f", &w]).fails_with(&["expired", "spec.expires"]);
@@ -214,23 +279,22 @@ fn an_expired_grant_a_strangers_grant_and_forged_decisions_count_for_nothing() {
     // A stranger signs a grant naming the same agent and the same grant name: it counts only
     // for the stranger's objects, never the user's.
     let mallory = User::new();
-    mallory.init_plain();
+    let mallory_did = mallory.init_plain();
     let mkc = server.kubeconfig_for(&mallory);
     let mkc = mkc.to_str().unwrap();
-    let mg = write(&mallory, "grant.yaml", &grant("bot-m", &a.did, &later(), RULES, ""));
+    let mg = write(&mallory, "grant.yaml", &grant(&a, &mallory_did, "bot-m", &later(), RULES));
     mallory.run(&["apply", "-f", &mg, "--kubeconfig", mkc]).ok();
     // The agent names mallory's grant on the user's behalf: refused.
     let cfg = a.dir.join("config.toml");
     let text = std::fs::read_to_string(&cfg).unwrap().replace("grant = \"bot\"", "grant = \"bot-m\"");
     std::fs::write(&cfg, text).unwrap();
-    a.run(&["apply", "-f", &w])
-        .fails_with(&["signed no AgentGrant \"bot-m\" naming this agent", "is signed by"]);
+    a.run(&["apply", "-f", &w]).fails_with(&["signed no AgentGrant \"bot-m\" naming this agent"]);
     assert!(get(&u, &server, &["workload", "web", "-n", "sandbox"]).code != 0);
 
     // Renewed: it works again.
     let text = std::fs::read_to_string(&cfg).unwrap().replace("grant = \"bot-m\"", "grant = \"bot\"");
     std::fs::write(&cfg, text).unwrap();
-    let g = write(&u, "grant.yaml", &grant("bot", &a.did, &later(), RULES, ""));
+    let g = write(&u, "grant.yaml", &grant(&a, &me, "bot", &later(), RULES));
     u.run(&["apply", "-f", &g, "--kubeconfig", &kc]).ok();
     a.run(&["apply", "-f", &w]).ok();
 
@@ -249,11 +313,11 @@ fn an_expired_grant_a_strangers_grant_and_forged_decisions_count_for_nothing() {
         &u,
         "widen.yaml",
         &grant(
+            &a,
+            &me,
             "bot",
-            &a.did,
             &later(),
             "  - verbs: [delete]\n    kinds: [\"*\"]\n    namespaces: [\"*\"]\n    mode: autonomous\n",
-            "",
         ),
     );
     a.run(&["apply", "-f", &widen]).fails_with(&["never writes AgentGrant objects"]);

@@ -49,11 +49,17 @@ fn setup() -> Setup {
     std::fs::write(&config, text).unwrap();
     let agent_did =
         agent.run(&["identity", "show", "-o", "json"]).ok().json()["did"].as_str().unwrap().to_owned();
+    let acceptance = agent
+        .run(&["agent", "accept", "--owner", &user_did, "--grant", "mcp-test"])
+        .ok()
+        .stdout
+        .trim()
+        .to_owned();
     let grant = support::write(
         &user,
         "grant.yaml",
         &format!(
-            "apiVersion: univrs.io/v1\nkind: AgentGrant\nmetadata:\n  name: mcp-test\nspec:\n  agent: {agent_did}\n  \
+            "apiVersion: univrs.io/v1\nkind: AgentGrant\nmetadata:\n  name: mcp-test\nspec:\n  agent: {agent_did}\n  acceptance: {acceptance}\n  \
              expires: \"2099-01-01T00:00:00Z\"\n  revealEnv: true\n  rules:\n    \
              - verbs: [get, list, watch, logs, create, update, scale, delete]\n      kinds: [\"*\"]\n      \
              namespaces: [\"*\"]\n      mode: autonomous\n"
@@ -249,6 +255,7 @@ fn an_agent_through_mcp_is_bound_by_the_grant_its_user_signed() {
     let made = user.run(&["agent", "init", "claude", "-o", "json"]).ok().json();
     let agent_dir = std::path::PathBuf::from(made["dir"].as_str().unwrap());
     let agent_did = made["did"].as_str().unwrap();
+    let acceptance = made["acceptance"].as_str().unwrap();
     let rules = concat!(
         "  - {verbs: [get, list, watch, logs], kinds: [\"*\"], namespaces: [\"*\"], mode: autonomous}\n",
         "  - {verbs: [create, update, scale], kinds: [Workload], namespaces: [sandbox], mode: autonomous}\n",
@@ -259,7 +266,7 @@ fn an_agent_through_mcp_is_bound_by_the_grant_its_user_signed() {
         &user,
         "grant.yaml",
         &format!(
-            "apiVersion: univrs.io/v1\nkind: AgentGrant\nmetadata:\n  name: claude\nspec:\n  agent: {agent_did}\n  expires: \"2099-01-01T00:00:00Z\"\n  rules:\n{rules}"
+            "apiVersion: univrs.io/v1\nkind: AgentGrant\nmetadata:\n  name: claude\nspec:\n  agent: {agent_did}\n  acceptance: {acceptance}\n  expires: \"2099-01-01T00:00:00Z\"\n  rules:\n{rules}"
         ),
     );
     user.run(&["apply", "-f", &grant]).ok();

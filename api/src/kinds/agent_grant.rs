@@ -35,6 +35,28 @@ pub struct AgentGrantSpec {
     /// one hour).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approval_ttl_seconds: Option<u32>,
+    /// The agent's consent to act for the grant's signer under this grant: its Ed25519
+    /// signature (base64) over `univrs.io/agent-acceptance`, the signer's did and the grant's
+    /// name, one per line (`ui agent init` writes it; `ui agent accept` makes another). Without
+    /// it the grant gives the agent nothing — and nobody can make someone else's key an agent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acceptance: Option<String>,
+}
+
+/// The bytes an agent signs to accept acting for `owner` under the grant `grant`.
+pub fn acceptance_message(owner: &str, grant: &str) -> Vec<u8> {
+    format!("univrs.io/agent-acceptance\n{owner}\n{grant}").into_bytes()
+}
+
+/// An agent's acceptance of acting for `owner` under the grant `grant`, made with its key.
+pub fn accept(
+    key: &(impl crate::signing::Sign + ?Sized),
+    owner: &str,
+    grant: &str,
+) -> Result<String, String> {
+    use base64::Engine as _;
+    let signature = key.try_sign(&acceptance_message(owner, grant))?;
+    Ok(base64::engine::general_purpose::STANDARD.encode(signature.to_bytes()))
 }
 
 /// One boundary: these verbs on these kinds in these namespaces are `mode`.
@@ -169,6 +191,16 @@ impl AgentGrantSpec {
         best.unwrap_or(RuleMatch { mode: GrantMode::Forbidden, rule: None })
     }
 
+    /// Whether `spec.acceptance` is the agent's consent to act for `owner` under the grant
+    /// named `grant`.
+    pub fn accepted_by_agent(&self, owner: &str, grant: &str) -> bool {
+        use base64::Engine as _;
+        let Some(text) = &self.acceptance else { return false };
+        let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(text) else { return false };
+        let Ok(signature) = ed25519_dalek::Signature::from_slice(&bytes) else { return false };
+        self.agent.verifying_key().verify_strict(&acceptance_message(owner, grant), &signature).is_ok()
+    }
+
     /// How long an approval under this grant waits.
     pub fn approval_ttl(&self) -> std::time::Duration {
         std::time::Duration::from_secs(self.approval_ttl_seconds.unwrap_or(3600).into())
@@ -288,6 +320,7 @@ mod tests {
             reveal_env: false,
             spending_cap: None,
             approval_ttl_seconds: None,
+            acceptance: None,
         }
     }
 

@@ -261,7 +261,32 @@ pub(super) fn write(
     };
     let namespace = obj.pointer("/metadata/namespace").and_then(Value::as_str);
     let grants = lookup.grants(me);
-    let decision = decide(me, owner, named, verb, kind, namespace, &grants, who.approved, now)?;
+    let mut decision = decide(me, owner, named, verb, kind, namespace, &grants, who.approved, now)?;
+    if !matches!(decision, Decision::Refuse(_)) {
+        // What an agent writes is its own signed writing on the user's behalf: never the
+        // user's object sent back as it is (that would put the user's signature on the
+        // agent's act, and a write's answer on values the agent may not read).
+        if new.is_some() && agent.is_none() {
+            decision = Decision::Refuse(format!(
+                "{me} may not {} this {} as it is: an agent writes only what it signed on {owner}'s behalf (univrs.io/agent and univrs.io/grant, as `ui` and `ui mcp` sign in an agent's directory)",
+                verb.as_str(),
+                kind.kind
+            ));
+        } else if let (Some(o), Some(n)) = (old, new)
+            && (o.pointer("/metadata/ownerReferences") != n.pointer("/metadata/ownerReferences")
+                || o.pointer("/metadata/finalizers") != n.pointer("/metadata/finalizers"))
+        {
+            // Owner references and finalizers decide when an object is deleted: changing them
+            // needs the grant's delete, on the agent's own.
+            let deletes = decide(me, owner, named, AgentVerb::Delete, kind, namespace, &grants, false, now);
+            if !matches!(deletes, Some(Decision::Allow(_))) {
+                decision = Decision::Refuse(format!(
+                    "{me} may not change the ownerReferences or finalizers of this {}: they decide when it is deleted, so that needs delete granted autonomous in {owner}'s AgentGrant",
+                    kind.kind
+                ));
+            }
+        }
+    }
     match &decision {
         Decision::Allow(used) => who.trail.note(used.clone()),
         Decision::Hold(h) => who.trail.note(GrantUse { owner: h.owner.clone(), grant: h.grant.clone() }),

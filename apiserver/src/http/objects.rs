@@ -347,9 +347,16 @@ fn parse_yaml(text: &str) -> Result<Value> {
     }
 }
 
-/// A response with the object and `Warning` headers.
-fn written(code: StatusCode, w: Written) -> Response {
-    let mut response = (code, Json(w.object)).into_response();
+/// What `who` may see of an object a write answers with: as a read would show it (an agent
+/// that may change an object may still not see its secrets).
+fn seen(reg: &Registry, who: &Caller, kind: &KindInfo, obj: Value) -> Value {
+    let meta = obj.get("metadata").cloned().unwrap_or_default();
+    reg.redact(who, kind, obj).unwrap_or_else(|| json!({ "metadata": meta }))
+}
+
+/// A response with the object (as `who` may see it) and `Warning` headers.
+fn written(reg: &Registry, who: &Caller, kind: &KindInfo, code: StatusCode, w: Written) -> Response {
+    let mut response = (code, Json(seen(reg, who, kind, w.object))).into_response();
     for warning in w.warnings {
         let text = format!("299 - {:?}", warning);
         if let Ok(v) = HeaderValue::from_str(&text) {
@@ -490,7 +497,7 @@ pub async fn post(
     target.collection()?;
     let opts = Query::parse(raw.as_deref())?.write_options()?;
     let created = reg.create(&who, target.kind, body(&bytes, &headers, &target)?, &opts).await?;
-    Ok(written(StatusCode::CREATED, created))
+    Ok(written(&reg, &who, target.kind, StatusCode::CREATED, created))
 }
 
 /// `PUT`: replace an object or its status.
@@ -508,7 +515,7 @@ pub async fn put(
     let ns = target.namespace.as_deref();
     let updated =
         reg.update(&who, ObjectRef::new(target.kind, ns, target.name()?), target.part, obj, &opts).await?;
-    Ok(written(StatusCode::OK, updated))
+    Ok(written(&reg, &who, target.kind, StatusCode::OK, updated))
 }
 
 /// `PATCH`: merge patch, JSON patch or server-side apply, of an object or its status.
@@ -530,6 +537,13 @@ pub async fn patch(
     };
     let patch = match content_type(&headers) {
         "application/merge-patch+json" => Patch::Merge(json()?),
+        // A JSON patch's `test` could probe values an agent may not read: agents send whole
+        // objects or merge patches they signed.
+        "application/json-patch+json" if reg.is_agent(&who) => {
+            return Err(ApiError::Forbidden(
+                "an agent's key may not send JSON patches (a `test` could probe values it may not read): send the object signed on your user's behalf (PUT, apply) or a merge patch".into(),
+            ));
+        }
         "application/json-patch+json" => Patch::Json(json()?),
         // JSON is YAML: clients that send JSON as an apply patch are served too.
         "application/apply-patch+yaml" => Patch::Apply(parse_yaml(text)?),
@@ -549,7 +563,7 @@ pub async fn patch(
     let result =
         reg.patch(&who, ObjectRef::new(target.kind, ns, target.name()?), target.part, &patch, &opts).await?;
     let code = if result.created { StatusCode::CREATED } else { StatusCode::OK };
-    Ok(written(code, result))
+    Ok(written(&reg, &who, target.kind, code, result))
 }
 
 /// `DeleteOptions`, from the body.
@@ -620,6 +634,8 @@ pub async fn delete(
             "details": { "name": name, "group": api::GROUP, "kind": target.kind.plural, "uid": old["metadata"]["uid"] },
         }))
         .into_response()),
-        Deleted::Pending(obj) => Ok((StatusCode::ACCEPTED, Json(obj)).into_response()),
+        Deleted::Pending(obj) => {
+            Ok((StatusCode::ACCEPTED, Json(seen(&reg, &who, target.kind, obj))).into_response())
+        }
     }
 }

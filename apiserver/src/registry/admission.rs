@@ -37,7 +37,33 @@ pub(crate) fn admit(
     if kind.signed && !access::is_control_plane_record(kind, obj) {
         access::check_signature(kind, obj)?;
     }
+    if kind.kind == <api::kinds::AgentGrantSpec as api::KindSpec>::KIND {
+        agent_acceptance(obj, warnings).map_err(|cause| invalid(obj, vec![cause]))?;
+    }
     identity(kind, obj)
+}
+
+/// An AgentGrant's `spec.acceptance`, if given, is its agent's consent for this signer and
+/// name; without one the grant is stored but gives nothing, and the writer is told.
+fn agent_acceptance(obj: &Value, warnings: &mut Vec<String>) -> Result<(), api::FieldError> {
+    let Ok(spec) = serde_json::from_value::<api::kinds::AgentGrantSpec>(obj["spec"].clone()) else {
+        return Ok(());
+    };
+    let name = meta_str(obj, "name").unwrap_or_default();
+    let owner = access::signer(obj).unwrap_or_default();
+    let at = api::FieldPath::root().child("spec").child("acceptance");
+    match &spec.acceptance {
+        None => {
+            warnings.push(format!(
+                "AgentGrant {name} has no spec.acceptance: it gives the agent nothing until the agent accepts it (`ui agent accept --owner {owner} --grant {name}` in the agent's directory; `ui agent init` writes it)"
+            ));
+            Ok(())
+        }
+        Some(_) if spec.accepted_by_agent(owner, name) => Ok(()),
+        Some(_) => Err(at.error(format!(
+            "is not the agent's signature accepting to act for {owner} under the grant {name:?} (`ui agent accept --owner {owner} --grant {name}` in the agent's directory)"
+        ))),
+    }
 }
 
 /// Stage 1: the object is of the kind the request is for.

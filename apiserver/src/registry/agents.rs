@@ -133,6 +133,8 @@ impl Registry {
             resource_version: old.and_then(|o| meta_str(o, "resourceVersion")).map(str::to_owned),
             uid: old.and_then(|o| meta_str(o, "uid")).map(str::to_owned),
         };
+        let agent_caller = Caller::identity(did(&hold.agent)?, false);
+        let agent_view = old.and_then(|o| self.redact(&agent_caller, at.kind, o.clone()));
         let expires = now + chrono::Duration::from_std(hold.ttl).expect("a ttl of days at most");
         let spec = ApprovalSpec {
             agent: did(&hold.agent)?,
@@ -140,7 +142,8 @@ impl Registry {
             grant: hold.grant.clone(),
             rule: hold.rule.clone(),
             request,
-            diff: diff(old, new),
+            // As the agent may see the stored object: the approval is the agent's to read.
+            diff: diff(agent_view.as_ref(), new),
             expires: Time(expires),
         };
         let name = new_name("approval", now);

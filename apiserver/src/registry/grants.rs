@@ -30,11 +30,11 @@ pub(crate) struct GrantIndex {
 fn facts(value: &str) -> Option<GrantFacts> {
     let obj: Value = serde_json::from_str(value).ok()?;
     let spec: AgentGrantSpec = serde_json::from_value(obj.get("spec")?.clone()).ok()?;
-    Some(GrantFacts {
-        name: obj.pointer("/metadata/name")?.as_str()?.to_owned(),
-        owner: crate::access::signer(&obj)?.to_owned(),
-        spec,
-    })
+    let name = obj.pointer("/metadata/name")?.as_str()?.to_owned();
+    let owner = crate::access::signer(&obj)?.to_owned();
+    // Only a grant its agent accepted makes its key an agent: nobody makes someone else's key
+    // one (and so audited, and its requests costly) by naming it.
+    spec.accepted_by_agent(&owner, &name).then_some(GrantFacts { name, owner, spec })
 }
 
 impl GrantIndex {

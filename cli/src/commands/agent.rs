@@ -23,6 +23,35 @@ use crate::paths::ConfigDirs;
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
     Init(InitArgs),
+    Accept(AcceptArgs),
+}
+
+/// As an agent (in its directory): consent to act for a user under their AgentGrant
+///
+/// Prints the `spec.acceptance` to put in that grant: the agent key's signature over the user's
+/// did and the grant's name. A grant without it gives the agent nothing, so nobody can make
+/// someone else's key their agent by naming it. `ui agent init` writes one for its grant.
+#[derive(Debug, clap::Args)]
+pub struct AcceptArgs {
+    /// The user's did:key (the grant's signer)
+    #[arg(long, value_name = "DID")]
+    owner: String,
+    /// The AgentGrant's name
+    #[arg(long, value_name = "NAME")]
+    grant: String,
+}
+
+fn accept(ctx: &Context, args: &AcceptArgs) -> anyhow::Result<Outcome> {
+    let owner = api::identity::Did::parse(&args.owner)
+        .map_err(|e| anyhow::anyhow!("--owner {:?}: {e}", args.owner))?;
+    check_dns1123_label(&args.grant).map_err(|e| anyhow::anyhow!("--grant {:?}: {e}", args.grant))?;
+    let key = crate::unlock::signer(&ctx.dirs, || {
+        anyhow::bail!("the agent's key is encrypted: unlock it (ui unlock)")
+    })?;
+    let acceptance =
+        api::kinds::accept(&*key, owner.as_str(), &args.grant).map_err(|e| anyhow::anyhow!("{e}"))?;
+    println!("{acceptance}");
+    Ok(Outcome::Success)
 }
 
 /// Make an AI agent's key and directory, and a starting AgentGrant for you to review and apply
@@ -54,6 +83,8 @@ struct Made {
     dir: PathBuf,
     kubeconfig: Option<PathBuf>,
     grant: PathBuf,
+    /// The agent's acceptance of the grant named `name` from you (`spec.acceptance`).
+    acceptance: String,
 }
 
 /// Where the agent `name` of the user in `ctx` lives.
@@ -63,7 +94,7 @@ fn agent_dir(ctx: &Context, name: &str) -> PathBuf {
 
 /// The AgentGrant `ui agent init` starts from: reads everything in `default`, asks before
 /// creating or changing Workloads there, never deletes (forbidden unless granted).
-fn starting_grant(name: &str, agent: &str, expires: &str) -> String {
+fn starting_grant(name: &str, agent: &str, expires: &str, acceptance: &str) -> String {
     format!(
         r#"# What the AI agent {name:?} may do on your behalf. Review it, then: ui apply -f THIS_FILE
 # Each rule: verbs (get list watch create update delete scale logs) × kinds × namespaces
@@ -75,6 +106,8 @@ metadata:
   name: {name}
 spec:
   agent: {agent}
+  # The agent's consent to act for you under this grant (its signature; ui agent accept).
+  acceptance: {acceptance}
   expires: "{expires}"
   rules:
   - verbs: [get, list, watch, logs]
@@ -144,12 +177,18 @@ fn init(ctx: &Context, args: &InitArgs) -> anyhow::Result<Outcome> {
     let expires =
         (Utc::now() + Duration::days(i64::from(args.days))).to_rfc3339_opts(SecondsFormat::Secs, true);
     let grant = dir.join("agentgrant.yaml");
-    fsutil::write_atomic(
-        &grant,
-        starting_grant(&args.name, did.as_str(), &expires).as_bytes(),
-        PRIVATE_FILE,
-    )?;
-    let made = Made { name: args.name.clone(), did: did.to_string(), dir: dir.clone(), kubeconfig, grant };
+    let acceptance = api::kinds::accept(identity.signing_key(), owner.as_str(), &args.name)
+        .map_err(|e| anyhow::anyhow!("cannot sign the agent's acceptance: {e}"))?;
+    let text = starting_grant(&args.name, did.as_str(), &expires, &acceptance);
+    fsutil::write_atomic(&grant, text.as_bytes(), PRIVATE_FILE)?;
+    let made = Made {
+        name: args.name.clone(),
+        did: did.to_string(),
+        dir: dir.clone(),
+        kubeconfig,
+        grant,
+        acceptance,
+    };
     if args.output.print_structured(&made)? {
         return Ok(Outcome::Success);
     }
@@ -172,6 +211,7 @@ fn init(ctx: &Context, args: &InitArgs) -> anyhow::Result<Outcome> {
 pub fn run(ctx: &Context, cmd: &Command) -> anyhow::Result<Outcome> {
     match cmd {
         Command::Init(a) => init(ctx, a),
+        Command::Accept(a) => accept(ctx, a),
     }
 }
 
@@ -303,7 +343,9 @@ pub fn decide(ctx: &Context, args: &DecideArgs, approve: bool) -> anyhow::Result
             object_of(&h.spec)
         );
         println!("  under AgentGrant {:?}, {}", h.spec.grant, h.spec.rule);
-        print!("{}", h.spec.diff);
+        // The diff made here, from the object as you read it (secrets and all metadata
+        // included) to the exact request, never cut: what your signature approves.
+        print!("{}", local_diff(&client, &h.spec)?);
     }
     let key = crate::unlock::signer(&ctx.dirs, || args.passphrase.get(Purpose::Existing, "your identity"))?;
     let mut d = decision::unsigned(&h.name, &h.uid, &h.spec.request.digest(), approve);
@@ -321,6 +363,46 @@ pub fn decide(ctx: &Context, args: &DecideArgs, approve: bool) -> anyhow::Result
         api::kinds::ApprovalPhase::Approved | api::kinds::ApprovalPhase::Denied => Outcome::Success,
         _ => Outcome::Failure,
     })
+}
+
+/// An object as a diff shows it: without what the server owns.
+fn diff_view(obj: Option<&Value>) -> String {
+    let Some(obj) = obj else { return String::new() };
+    let mut o = obj.clone();
+    if let Some(m) = o.as_object_mut() {
+        m.remove("status");
+    }
+    if let Some(meta) = o.get_mut("metadata").and_then(Value::as_object_mut) {
+        for k in ["resourceVersion", "uid", "creationTimestamp", "generation", "managedFields"] {
+            meta.remove(k);
+        }
+    }
+    serde_json::to_string_pretty(&o).unwrap_or_default() + "\n"
+}
+
+/// The request against the object as stored now, as the user reads it.
+fn local_diff(client: &crate::connection::Client, spec: &ApprovalSpec) -> anyhow::Result<String> {
+    let r = &spec.request;
+    let kind = api::kinds::by_kind(&r.kind).with_context(|| format!("{:?} is not a kind", r.kind))?;
+    let stored = match client.get(kind, r.namespace.as_deref(), &r.name) {
+        Ok(v) => Some(v),
+        Err(e) if e.is_not_found() => None,
+        Err(e) => return Err(e.into()),
+    };
+    let mut out = String::new();
+    let now = stored.as_ref().and_then(|s| s.pointer("/metadata/resourceVersion")).and_then(Value::as_str);
+    if r.resource_version.is_some() && now != r.resource_version.as_deref() {
+        out.push_str("  note: the object changed since the agent asked: approved, the request will fail\n");
+    }
+    let requested = match r.verb {
+        api::kinds::AgentVerb::Delete => None,
+        _ => r.object.as_ref(),
+    };
+    let (a, b) = (diff_view(stored.as_ref()), diff_view(requested));
+    out.push_str(
+        &similar::TextDiff::from_lines(&a, &b).unified_diff().header("stored", "requested").to_string(),
+    );
+    Ok(out)
 }
 
 /// What your agents did: every request of an agent's key, allowed, held or refused
