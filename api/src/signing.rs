@@ -245,6 +245,11 @@ pub fn sign_on_behalf(
     Ok(Verified { signer: owner.clone(), signed_at, agent: Some((agent, grant.to_owned())) })
 }
 
+/// The agent an object names as its signer's agent ([`AGENT`]), if any (unverified).
+pub fn agent_of(object: &Value) -> Option<&str> {
+    object.pointer("/metadata/annotations").and_then(|a| a.get(AGENT)).and_then(Value::as_str)
+}
+
 /// Removes the annotations of an agent's signature ([`AGENT`], [`GRANT`]), so that the object
 /// can be signed again by its owner.
 pub fn drop_agent(object: &mut Value) {

@@ -65,7 +65,8 @@ pub fn accept(
 pub struct GrantRule {
     /// The verbs.
     pub verbs: Vec<AgentVerb>,
-    /// Kinds (`Workload`, …) or `*` for every kind an agent may be granted.
+    /// Kinds (`Workload`, …) or `*` for every kind an agent may be granted but the money
+    /// kinds (Transfer, CreditGrant), which a rule must name to grant.
     pub kinds: Vec<String>,
     /// Namespaces or `*` for all of them; cluster-scoped kinds match only `*`.
     pub namespaces: Vec<String>,
@@ -155,6 +156,9 @@ impl GrantMode {
 /// decides an approval and never writes an audit record.
 pub const NEVER_GRANTED: [&str; 3] = ["AgentGrant", "Approval", "AuditEvent"];
 
+/// Kinds that move or lend credits: a rule grants them only by name, never through `*`.
+pub const NAMED_ONLY: [&str; 2] = ["Transfer", "CreditGrant"];
+
 /// The most rules a grant holds, and kinds or namespaces a rule names.
 pub const MAX_RULES: usize = 64;
 /// The most kinds or namespaces one rule names.
@@ -178,7 +182,8 @@ impl AgentGrantSpec {
         }
         let mut best: Option<RuleMatch> = None;
         for (i, rule) in self.rules.iter().enumerate() {
-            let kind_matches = rule.kinds.iter().any(|k| k == "*" || k == kind);
+            let kind_matches =
+                rule.kinds.iter().any(|k| k == kind || (k == "*" && !NAMED_ONLY.contains(&kind)));
             let ns_matches = rule.namespaces.iter().any(|n| n == "*" || Some(n.as_str()) == namespace);
             if rule.verbs.contains(&verb) && kind_matches && ns_matches {
                 // The strictest matching rule wins, so a `forbidden` carve-out holds wherever it
@@ -342,7 +347,9 @@ mod tests {
             (Delete, "Workload", Some("other"), Forbidden, None),
             (Delete, "TrustPolicy", Some("default"), Forbidden, None),
             (Scale, "Workload", Some("default"), Forbidden, None),
-            (Create, "CreditGrant", None, Autonomous, Some(0)),
+            // `*` never reaches the money kinds: they are granted by name.
+            (Create, "CreditGrant", None, Forbidden, None),
+            (Get, "Node", None, Autonomous, Some(0)),
             // `*` never reaches the grants and approvals themselves.
             (Create, "AgentGrant", None, Forbidden, None),
             (Update, "Approval", None, Forbidden, None),

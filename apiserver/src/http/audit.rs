@@ -18,8 +18,9 @@ use serde_json::Value;
 
 use super::AppState;
 
-/// The longest answer body read back for its message.
-const MAX_MESSAGE_BODY: usize = 64 * 1024;
+/// The longest answer body read back for its message (a 202 of a delete holds the whole
+/// object, up to the 3 MiB an object may be; an answer is never cut).
+const MAX_MESSAGE_BODY: usize = 8 * 1024 * 1024;
 
 /// What a request under `/apis/univrs.io/v1/` asks, as an audit record names it.
 #[derive(Debug, PartialEq, Eq)]
@@ -99,7 +100,7 @@ pub async fn agents(State(state): State<AppState>, mut req: Request, next: Next)
     let response = next.run(req).await;
     let code = response.status().as_u16();
     let (response, message) = if matches!(code, 200 | 201) {
-        (response, String::new())
+        (response, (String::new(), false))
     } else {
         // An error or a held write answers a Status: its message is the record's reason.
         let (parts, body) = response.into_parts();
@@ -108,14 +109,16 @@ pub async fn agents(State(state): State<AppState>, mut req: Request, next: Next)
             .await
             .map(|c| c.to_bytes())
             .unwrap_or_default();
-        let message = serde_json::from_slice::<Value>(&bytes)
-            .ok()
-            .and_then(|v| v.get("message").and_then(Value::as_str).map(str::to_owned))
-            .unwrap_or_default();
-        (Response::from_parts(parts, Body::from(bytes)), message)
+        let status = serde_json::from_slice::<Value>(&bytes).ok().filter(|v| v["kind"] == "Status");
+        let text = |k: &str| status.as_ref().and_then(|v| v.get(k)).and_then(Value::as_str).map(str::to_owned);
+        let message = text("message").unwrap_or_default();
+        let held = text("reason").as_deref() == Some("PendingApproval");
+        (Response::from_parts(parts, Body::from(bytes)), (message, held))
     };
+    let (message, held) = message;
     let decision = match code {
-        202 => AuditDecision::PendingApproval,
+        // Only a Status saying so is a held write; a 202 of a delete with finalizers was done.
+        202 if held => AuditDecision::PendingApproval,
         200..=299 => AuditDecision::Allowed,
         _ => AuditDecision::Refused,
     };

@@ -207,6 +207,9 @@ pub struct Registry {
     watches: quota::Watches,
     /// The AgentGrants by the agent they name.
     grants: Arc<std::sync::Mutex<grants::GrantIndex>>,
+    /// Held from an agent's payment's spending-cap check to its commit, so that two payments
+    /// through this member never both pass the check on the same spending.
+    agent_payments: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// Facts about stored objects read from this member's state, for the access rules.
@@ -256,6 +259,7 @@ impl Registry {
             ledger: Arc::default(),
             watches: quota::Watches::default(),
             grants: Arc::default(),
+            agent_payments: Arc::default(),
         }
     }
 
@@ -373,9 +377,15 @@ impl Registry {
         let tombstone =
             if kind.signed { self.tombstone_ops(who, kind, &key, &obj, &name)? } else { Vec::new() };
         let is_transfer = kind.kind == api::kinds::TransferSpec::KIND;
-        if is_transfer && !who.member {
+        let _paying = if is_transfer && !who.member && api::signing::agent_of(&obj).is_some() {
+            let guard = self.agent_payments.clone().lock_owned().await;
+            // What every member committed before, then the check, then this commit.
+            self.store.read_barrier().await.map_err(unavailable)?;
             self.check_spending_cap(&obj)?;
-        }
+            Some(guard)
+        } else {
+            None
+        };
         // A Transfer is decided on the accounts and lines as read; when they change before its
         // entry is applied, it is decided again.
         for _ in 0..16 {
