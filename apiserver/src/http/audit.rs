@@ -110,7 +110,8 @@ pub async fn agents(State(state): State<AppState>, mut req: Request, next: Next)
             .map(|c| c.to_bytes())
             .unwrap_or_default();
         let status = serde_json::from_slice::<Value>(&bytes).ok().filter(|v| v["kind"] == "Status");
-        let text = |k: &str| status.as_ref().and_then(|v| v.get(k)).and_then(Value::as_str).map(str::to_owned);
+        let text =
+            |k: &str| status.as_ref().and_then(|v| v.get(k)).and_then(Value::as_str).map(str::to_owned);
         let message = text("message").unwrap_or_default();
         let held = text("reason").as_deref() == Some("PendingApproval");
         (Response::from_parts(parts, Body::from(bytes)), (message, held))
