@@ -208,11 +208,9 @@ impl Drop for Up {
     }
 }
 
-#[test]
-fn an_owner_reads_the_status_and_logs_of_a_running_replica() {
-    // `ui mcp` in the user's own directory: the owner of the workload reads its output (an
-    // agent reads it only as its grant allows, which is the apiserver's to decide).
-    let user = User::new();
+/// `ui up` (the apiserver, every controller and a local node `n1` running replicas as plain
+/// processes) for `user`, its kubeconfig in the user's config dir.
+fn up(user: &User) -> Up {
     user.init_plain();
     let data = user.path("data");
     let kubeconfig = user.config().join("kubeconfig");
@@ -238,20 +236,28 @@ fn an_owner_reads_the_status_and_logs_of_a_running_replica() {
     let up = Up(child);
     assert!(lines.any(|l| l.starts_with("local node n1")), "ui up started no local node");
     std::thread::spawn(move || for _ in lines {});
+    up
+}
+
+#[test]
+fn an_owner_reads_the_status_and_logs_of_a_running_replica() {
+    // `ui mcp` in the user's own directory: the owner of the workload reads its output (an
+    // agent reads it only as its grant allows, which is the apiserver's to decide).
+    let user = User::new();
+    let up = up(&user);
     let dir = user.config();
     python_in(&dir, &dir, &["--mode", "stdio", "--with-node", "--only", "initialize,running_replica"]);
     drop(up);
 }
 
-/// An agent made with `ui agent init`, under a grant that is not "everything": through MCP,
+/// Against `ui up`, an agent made with `ui agent init`, under a grant that is not "everything": through MCP,
 /// an autonomous write is the user's, a forbidden delete is refused naming its rule, an
 /// approval-gated write waits until the user runs `ui approve` and is then exactly what was
 /// asked, a denied one never happens, an expired grant refuses (`GRANT_CHECKS` in the script).
 #[test]
 fn an_agent_through_mcp_is_bound_by_the_grant_its_user_signed() {
     let user = User::new();
-    let server = Server::start(&user, &user.path("data"));
-    std::fs::copy(&server.kubeconfig, user.config().join("kubeconfig")).unwrap();
+    let up = up(&user);
     let made = user.run(&["agent", "init", "claude", "-o", "json"]).ok().json();
     let agent_dir = std::path::PathBuf::from(made["dir"].as_str().unwrap());
     let agent_did = made["did"].as_str().unwrap();
@@ -271,5 +277,5 @@ fn an_agent_through_mcp_is_bound_by_the_grant_its_user_signed() {
     );
     user.run(&["apply", "-f", &grant]).ok();
     python_in(&agent_dir, &user.config(), &["--mode", "stdio", "--grant-file", &grant]);
-    server.stop();
+    drop(up);
 }

@@ -633,4 +633,40 @@ on_every_store!(
     a_stranger_is_refused_before_any_work_and_learns_nothing,
     a_deleted_signed_object_cannot_come_back_older,
     quotas_count_what_each_signer_stores,
+    audit_records_are_the_agents_to_read_and_go_after_their_retention,
 );
+
+/// AuditEvents: read by their agent (and members), by no one else, counted against the agent's
+/// quota, and removed by the leader's sweep once older than the retention.
+async fn audit_records_are_the_agents_to_read_and_go_after_their_retention(r: Registry) {
+    use api::kinds::AuditDecision;
+    let did = |seed: u8| {
+        api::identity::Did::from_key(&ed25519_dalek::SigningKey::from_bytes(&[seed; 32]).verifying_key())
+    };
+    let agent = Caller::identity(did(3), false);
+    let stranger = Caller::identity(did(4), false);
+    for i in 0..3 {
+        let name = format!("w{i}");
+        r.audit(
+            &agent,
+            "get",
+            "workloads",
+            Some("default"),
+            Some(&name),
+            false,
+            (AuditDecision::Allowed, 200, String::new()),
+        )
+        .await;
+    }
+    let kind = by_kind("AuditEvent").unwrap();
+    let mine = r.list(&agent, kind, None, &ListOptions::default()).await.unwrap();
+    assert_eq!(mine.items.len(), 3, "the agent reads its own records");
+    assert!(mine.items.iter().all(|e| e["spec"]["agent"] == did(3).as_str()));
+    let theirs = r.list(&stranger, kind, None, &ListOptions::default()).await.unwrap();
+    assert!(theirs.items.is_empty(), "nobody else reads them: {:?}", theirs.items);
+    // Kept within the retention, gone after it.
+    assert_eq!(r.sweep_agents(chrono::Utc::now()).await.unwrap(), 0);
+    let later = chrono::Utc::now() + chrono::Duration::days(8);
+    assert_eq!(r.sweep_agents(later).await.unwrap(), 3);
+    assert!(r.all(kind, None).await.items.is_empty());
+}
