@@ -104,6 +104,7 @@ mod tests {
                 reveal_env: false,
                 spending_cap: None,
                 approval_ttl_seconds: None,
+                acceptance: None,
             };
             vec![std::sync::Arc::new(crate::access::agent::GrantFacts {
                 name: "g".into(),
