@@ -430,7 +430,9 @@ async fn a_member_cannot_vote_append_or_install_a_snapshot_in_another_members_na
     let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
     let (nodes, key, rogue) = cluster_and_member_key(&specs, &dirs).await;
     let rogue_id = member_id(api::identity::Did::from_key(&key.verifying_key()).as_str());
-    nodes[0].write(put("/k/a", "1")).await.unwrap();
+    let w = nodes[0].write(put("/k/a", "1")).await.unwrap();
+    // The write answers once it is applied; the metrics `status` reads follow a moment later.
+    wait_for("the leader's metrics show the write applied", async || nodes[0].last_applied() >= w.revision).await;
     let target = peer_id(&specs[0].did()).unwrap();
     let addr = specs[0].addr.to_string();
     rogue.allow([target]);
