@@ -10,6 +10,7 @@
 pub mod access;
 pub mod http;
 pub mod member;
+pub mod metrics;
 pub mod patch;
 pub mod quota;
 #[allow(clippy::result_large_err)]

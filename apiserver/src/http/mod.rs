@@ -108,6 +108,8 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(status::method_not_allowed)
         // The object routes enforce MAX_BODY_BYTES themselves (objects::Body), answering 413.
         .layer(DefaultBodyLimit::disable())
+        // Outermost: every request is counted, the refused and the unrouted too.
+        .layer(axum::middleware::from_fn(crate::metrics::track))
         .with_state(state)
 }
 

@@ -458,9 +458,12 @@ fn start_watch(
         },
     );
     let kind = target.kind;
-    // The watch's slot in its caller's quota is held as long as the stream is.
-    let lines = futures_util::stream::unfold((events, slot), move |(mut events, slot)| async move {
+    let watcher = crate::metrics::metrics().watcher(kind.kind);
+    // The watch's slot in its caller's quota is held as long as the stream is, and so is its
+    // place in the metrics' registered watchers.
+    let lines = futures_util::stream::unfold((events, slot, watcher), move |(mut events, slot, watcher)| async move {
         let event = events.recv().await?;
+        watcher.sent();
         // `kubectl get -w` asks for Tables: each changed object comes as a one-row Table.
         let object = match event.kind {
             "ADDED" | "MODIFIED" | "DELETED" => format.watch_object(kind, event.object),
@@ -469,7 +472,7 @@ fn start_watch(
         let mut line =
             serde_json::to_vec(&json!({ "type": event.kind, "object": object })).expect("events serialize");
         line.push(b'\n');
-        Some((Ok::<_, std::convert::Infallible>(Bytes::from(line)), (events, slot)))
+        Some((Ok::<_, std::convert::Infallible>(Bytes::from(line)), (events, slot, watcher)))
     });
     Ok(Response::builder()
         .header(header::CONTENT_TYPE, "application/json")

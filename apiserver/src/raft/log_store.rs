@@ -68,7 +68,10 @@ impl LogStore {
             let mut table = txn.open_table(META).map_err(|e| err(e.into()))?;
             table.insert(key, bytes.as_slice()).map_err(|e| err(e.into()))?;
         }
-        txn.commit().map_err(|e| err(e.into()))
+        let fsync = std::time::Instant::now();
+        txn.commit().map_err(|e| err(e.into()))?;
+        crate::metrics::metrics().wal_fsynced(fsync);
+        Ok(())
     }
 
     /// Removes the entries with index in `range`, and records `purged` if given, in one
@@ -134,7 +137,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId<NodeId>>) -> Result<()> {
-        self.put_meta(COMMITTED, &committed, ErrorSubject::Store)
+        self.put_meta(COMMITTED, &committed, ErrorSubject::Store)?;
+        if let Some(c) = committed {
+            crate::metrics::metrics().set_committed(c.index);
+        }
+        Ok(())
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId<NodeId>>> {
@@ -155,7 +162,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 table.insert(entry.log_id.index, bytes.as_slice()).map_err(write_err)?;
             }
         }
+        let fsync = std::time::Instant::now();
         txn.commit().map_err(write_err)?;
+        crate::metrics::metrics().wal_fsynced(fsync);
         callback.log_io_completed(Ok(()));
         Ok(())
     }

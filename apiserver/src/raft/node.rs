@@ -102,6 +102,8 @@ pub struct RaftNode {
     pub(super) peers: Option<Peers>,
     /// Drops old history now and then; aborted when the member shuts down.
     compactor: Arc<tokio::task::JoinHandle<()>>,
+    /// Follows the leader for the metrics; aborted when the member shuts down.
+    leader_watch: Arc<tokio::task::JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for RaftNode {
@@ -139,17 +141,23 @@ impl RaftNode {
         options: &Options,
     ) -> Self {
         let compactor = tokio::spawn(compact_history(state.clone(), options.history));
-        Self { raft, state, peers, compactor: Arc::new(compactor) }
+        let leader_watch = tokio::spawn(watch_leader(raft.metrics()));
+        Self { raft, state, peers, compactor: Arc::new(compactor), leader_watch: Arc::new(leader_watch) }
     }
 
     /// Commits `request` through Raft and returns what applying it did. On a follower the
     /// request is forwarded to the leader.
     pub async fn write(&self, request: Request) -> Result<Response, WriteError> {
         check_size(&request)?;
-        match &self.peers {
+        let proposal = crate::metrics::metrics().propose();
+        let written = match &self.peers {
             None => self.write_here(request).await,
             Some(peers) => peers.write(self, request).await,
+        };
+        if written.is_err() {
+            proposal.failed();
         }
+        written
     }
 
     /// Commits `request` if this member leads.
@@ -228,10 +236,24 @@ impl RaftNode {
     /// Stops the member; its data stays for the next start.
     pub async fn shutdown(&self) {
         self.compactor.abort();
+        self.leader_watch.abort();
         if let Some(peers) = &self.peers {
             peers.stop();
         }
         let _ = self.raft.shutdown().await;
+    }
+}
+
+/// Records the leader this member knows of, and every change of it, in the metrics.
+async fn watch_leader(mut metrics: tokio::sync::watch::Receiver<openraft::RaftMetrics<NodeId, Member>>) {
+    let mut known = None;
+    loop {
+        let leader = metrics.borrow_and_update().current_leader;
+        crate::metrics::metrics().leader_seen(known, leader);
+        known = leader;
+        if metrics.changed().await.is_err() {
+            return;
+        }
     }
 }
 

@@ -45,6 +45,8 @@ pub struct StateMachine {
     db: Arc<Database>,
     /// The last applied revision, announced after every apply commits (watchers wait on it).
     applied: Arc<tokio::sync::watch::Sender<u64>>,
+    /// The database's file, for its size.
+    path: Arc<std::path::PathBuf>,
 }
 
 impl Debug for StateMachine {
@@ -106,10 +108,20 @@ impl StateMachine {
     /// Opens (or creates) the state machine at `path`.
     pub fn open(path: &Path) -> std::result::Result<Self, redb::DatabaseError> {
         let db = Database::create(path)?;
-        let sm = Self { db: Arc::new(db), applied: Arc::new(tokio::sync::watch::Sender::new(0)) };
+        let sm = Self {
+            db: Arc::new(db),
+            applied: Arc::new(tokio::sync::watch::Sender::new(0)),
+            path: Arc::new(path.to_owned()),
+        };
         let applied = sm.applied_revision().unwrap_or(0);
         sm.applied.send_replace(applied);
+        crate::metrics::metrics().set_applied(applied);
         Ok(sm)
+    }
+
+    /// The size of the database's file in bytes (0 if it cannot be read).
+    pub fn size_on_disk(&self) -> u64 {
+        std::fs::metadata(self.path.as_ref()).map_or(0, |m| m.len())
     }
 
     /// The revision of the last applied entry.
@@ -402,8 +414,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         if let Some(last) = last {
             put_meta(&txn, LAST_APPLIED, &last)?;
         }
+        let commit = std::time::Instant::now();
         txn.commit().map_err(write_err)?;
+        crate::metrics::metrics().backend_committed(commit);
         if let Some(last) = last {
+            crate::metrics::metrics().set_applied(last.index);
             self.applied.send_replace(last.index);
         }
         Ok(responses)

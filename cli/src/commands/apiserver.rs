@@ -65,6 +65,11 @@ pub struct Args {
     /// FAILURE TESTS ONLY: serve POST /cluster/isolate, which drops member traffic on request
     #[arg(long, hide = true)]
     fault_injection: bool,
+    /// Serve Prometheus metrics on http://ADDR/metrics (plain HTTP, no token: whoever reaches
+    /// ADDR reads them, so keep it on loopback or a network only your Prometheus reaches).
+    /// Off by default; they are never served on the API's port
+    #[arg(long, value_name = "ADDR")]
+    metrics_addr: Option<SocketAddr>,
     #[command(flatten)]
     limits: LimitArgs,
     /// DEVELOPMENT ONLY: serve plain HTTP, on loopback only. Tokens are still required, and
@@ -359,6 +364,23 @@ pub fn run(ctx: &Context, args: &Args, up: Option<&super::node::LocalNodeArgs>) 
             },
         };
         let sweeper = tokio::spawn(apiserver::member::sweep_tombstones(state.registry.clone(), node.clone()));
+        let metrics_task = match args.metrics_addr {
+            Some(addr) => {
+                let listener = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot serve metrics on {addr}"))?;
+                if !addr.ip().is_loopback() {
+                    eprintln!(
+                        "WARNING: --metrics-addr {addr} is not loopback: anyone who reaches it reads the metrics, without a token"
+                    );
+                }
+                println!("metrics on http://{}/metrics", listener.local_addr()?);
+                let sm = node.state().clone();
+                let refresh = move || apiserver::metrics::metrics().set_db_size(sm.size_on_disk());
+                Some(tokio::spawn(apiserver::metrics::serve(listener, refresh, stopping.clone().cancelled_owned())))
+            }
+            None => None,
+        };
         let serving =
             tokio::spawn(apiserver::http::serve(listener, state, tls, args.limits.connections(), shutdown));
         let controllers = match with_controllers {
@@ -396,6 +418,12 @@ pub fn run(ctx: &Context, args: &Args, up: Option<&super::node::LocalNodeArgs>) 
             r.abort();
         }
         sweeper.abort();
+        if let Some(t) = metrics_task {
+            // It stops with the server (graceful: a scrape in progress is answered).
+            if let Ok(Err(e)) = t.await {
+                eprintln!("metrics server: {e}");
+            }
+        }
         if let Some(agent) = local_node {
             let _ = tokio::time::timeout(std::time::Duration::from_secs(5), agent).await;
         }
