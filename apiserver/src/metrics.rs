@@ -178,8 +178,16 @@ impl Metrics {
             watchers.clone(),
         );
         r.register("apiserver_watch_events", "Number of events sent in watch clients", watch_events.clone());
-        r.register("etcd_server_has_leader", "Whether or not a leader exists. 1 is existence, 0 is not", has_leader.clone());
-        r.register("etcd_server_leader_changes_seen", "The number of leader changes seen", leader_changes.clone());
+        r.register(
+            "etcd_server_has_leader",
+            "Whether or not a leader exists. 1 is existence, 0 is not",
+            has_leader.clone(),
+        );
+        r.register(
+            "etcd_server_leader_changes_seen",
+            "The number of leader changes seen",
+            leader_changes.clone(),
+        );
         // etcd's committed and applied "totals" are gauges of the Raft index.
         r.register(
             "etcd_server_proposals_committed_total",
@@ -191,8 +199,16 @@ impl Metrics {
             "The total number of consensus proposals applied (the last applied Raft index)",
             applied.clone(),
         );
-        r.register("etcd_server_proposals_pending", "The current number of pending proposals to commit", pending.clone());
-        r.register("etcd_server_proposals_failed", "The total number of failed proposals seen", failed.clone());
+        r.register(
+            "etcd_server_proposals_pending",
+            "The current number of pending proposals to commit",
+            pending.clone(),
+        );
+        r.register(
+            "etcd_server_proposals_failed",
+            "The total number of failed proposals seen",
+            failed.clone(),
+        );
         r.register(
             "etcd_disk_wal_fsync_duration_seconds",
             "The latency distributions of fsync called by the Raft log (the WAL)",
@@ -440,7 +456,8 @@ pub async fn track(req: Request, next: Next) -> Response {
     let c = classify(req.method(), req.uri().path(), req.uri().query(), req.headers());
     let started = Instant::now();
     let guard = (!c.long_running).then(|| {
-        let kind = if matches!(c.verb, "GET" | "LIST" | "HEAD" | "OPTIONS") { "readOnly" } else { "mutating" };
+        let kind =
+            if matches!(c.verb, "GET" | "LIST" | "HEAD" | "OPTIONS") { "readOnly" } else { "mutating" };
         let gauge = m.inflight.get_or_create(&InflightLabels { request_kind: kind }).clone();
         gauge.inc();
         InflightGuard(gauge)
@@ -501,7 +518,11 @@ pub async fn serve(
 mod tests {
     use super::*;
 
-    fn c(method: Method, path: &str, query: Option<&str>) -> (&'static str, &'static str, &'static str, bool) {
+    fn c(
+        method: Method,
+        path: &str,
+        query: Option<&str>,
+    ) -> (&'static str, &'static str, &'static str, bool) {
         let k = classify(&method, path, query, &HeaderMap::new());
         (k.verb, k.resource, k.scope, k.long_running)
     }
@@ -513,7 +534,10 @@ mod tests {
         assert_eq!(c(Method::GET, ws, Some("watch=true")), ("WATCH", "workloads", "namespace", true));
         assert_eq!(c(Method::GET, &format!("{ws}/web"), None), ("GET", "workloads", "resource", false));
         assert_eq!(c(Method::POST, ws, None), ("CREATE", "workloads", "namespace", false));
-        assert_eq!(c(Method::PUT, &format!("{ws}/web/status"), None), ("UPDATE", "workloads", "resource", false));
+        assert_eq!(
+            c(Method::PUT, &format!("{ws}/web/status"), None),
+            ("UPDATE", "workloads", "resource", false)
+        );
         assert_eq!(c(Method::DELETE, ws, None), ("DELETECOLLECTION", "workloads", "namespace", false));
         assert_eq!(c(Method::GET, "/apis/univrs.io/v1/nodes", None), ("LIST", "nodes", "cluster", false));
         assert_eq!(c(Method::GET, "/healthz", None), ("GET", "", "", false));

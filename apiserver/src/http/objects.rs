@@ -461,19 +461,22 @@ fn start_watch(
     let watcher = crate::metrics::metrics().watcher(kind.kind);
     // The watch's slot in its caller's quota is held as long as the stream is, and so is its
     // place in the metrics' registered watchers.
-    let lines = futures_util::stream::unfold((events, slot, watcher), move |(mut events, slot, watcher)| async move {
-        let event = events.recv().await?;
-        watcher.sent();
-        // `kubectl get -w` asks for Tables: each changed object comes as a one-row Table.
-        let object = match event.kind {
-            "ADDED" | "MODIFIED" | "DELETED" => format.watch_object(kind, event.object),
-            _ => event.object,
-        };
-        let mut line =
-            serde_json::to_vec(&json!({ "type": event.kind, "object": object })).expect("events serialize");
-        line.push(b'\n');
-        Some((Ok::<_, std::convert::Infallible>(Bytes::from(line)), (events, slot, watcher)))
-    });
+    let lines = futures_util::stream::unfold(
+        (events, slot, watcher),
+        move |(mut events, slot, watcher)| async move {
+            let event = events.recv().await?;
+            watcher.sent();
+            // `kubectl get -w` asks for Tables: each changed object comes as a one-row Table.
+            let object = match event.kind {
+                "ADDED" | "MODIFIED" | "DELETED" => format.watch_object(kind, event.object),
+                _ => event.object,
+            };
+            let mut line = serde_json::to_vec(&json!({ "type": event.kind, "object": object }))
+                .expect("events serialize");
+            line.push(b'\n');
+            Some((Ok::<_, std::convert::Infallible>(Bytes::from(line)), (events, slot, watcher)))
+        },
+    );
     Ok(Response::builder()
         .header(header::CONTENT_TYPE, "application/json")
         .header(header::CACHE_CONTROL, "no-cache, private")

@@ -281,6 +281,15 @@ pub fn run(ctx: &Context, args: &Args, up: Option<&super::node::LocalNodeArgs>) 
             .await
             .with_context(|| format!("cannot listen on {}", args.listen))?;
         let addr = listener.local_addr()?;
+        // Bound before "listening on" is printed: whoever reads that may scrape at once.
+        let metrics_listener = match args.metrics_addr {
+            Some(addr) => Some(
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot serve metrics on {addr}"))?,
+            ),
+            None => None,
+        };
         let scheme = if args.insecure_http { "http" } else { "https" };
         let host = if addr.ip().is_unspecified() { "127.0.0.1".to_owned() } else { addr.ip().to_string() };
         let host = if host.contains(':') { format!("[{host}]") } else { host };
@@ -326,6 +335,15 @@ pub fn run(ctx: &Context, args: &Args, up: Option<&super::node::LocalNodeArgs>) 
         println!("listening on {server}");
         println!("cluster: {audience}");
         println!("data dir: {}", data_dir.display());
+        if let Some(l) = &metrics_listener {
+            let at = l.local_addr()?;
+            println!("metrics on http://{at}/metrics");
+            if !at.ip().is_loopback() {
+                eprintln!(
+                    "WARNING: --metrics-addr {at} is not loopback: anyone who reaches it reads the metrics, without a token"
+                );
+            }
+        }
         println!("kubeconfig: {}", kubeconfig_path.display());
         println!("try: KUBECONFIG={} kubectl get workloads", kubeconfig_path.display());
         if let Some(peer) = args.peer_listen {
@@ -364,17 +382,8 @@ pub fn run(ctx: &Context, args: &Args, up: Option<&super::node::LocalNodeArgs>) 
             },
         };
         let sweeper = tokio::spawn(apiserver::member::sweep_tombstones(state.registry.clone(), node.clone()));
-        let metrics_task = match args.metrics_addr {
-            Some(addr) => {
-                let listener = tokio::net::TcpListener::bind(addr)
-                    .await
-                    .with_context(|| format!("cannot serve metrics on {addr}"))?;
-                if !addr.ip().is_loopback() {
-                    eprintln!(
-                        "WARNING: --metrics-addr {addr} is not loopback: anyone who reaches it reads the metrics, without a token"
-                    );
-                }
-                println!("metrics on http://{}/metrics", listener.local_addr()?);
+        let metrics_task = match metrics_listener {
+            Some(listener) => {
                 let sm = node.state().clone();
                 let refresh = move || apiserver::metrics::metrics().set_db_size(sm.size_on_disk());
                 Some(tokio::spawn(apiserver::metrics::serve(listener, refresh, stopping.clone().cancelled_owned())))
