@@ -9,7 +9,9 @@
 //! ([`authn`]).
 //!
 //! Discovery, OpenAPI, `/version` and the health endpoints answer without credentials (they
-//! say nothing about any object); every object request needs a token.
+//! say nothing about any object); every object request needs a token. Every request is
+//! counted and timed by [`crate::metrics::track`]; the metrics are not served here but on a
+//! listener of their own (`--metrics-addr`, see [`crate::metrics`]).
 
 mod audit;
 pub mod authn;
