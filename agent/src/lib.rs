@@ -13,6 +13,7 @@
 pub mod cgroup;
 pub mod images;
 pub mod logs;
+pub mod metrics;
 pub mod node;
 pub mod oci;
 pub mod run;

@@ -191,6 +191,7 @@ fn reconcile(
     wanted: BTreeMap<String, Arc<Kube<ReplicaSpec>>>,
     supervised: &mut BTreeMap<String, Supervised>,
 ) {
+    crate::metrics::metrics().keep_only(|uid| wanted.contains_key(uid));
     // Gone, deleted, bound elsewhere or to an earlier Node of this name: stop it.
     let unwanted: Vec<String> = supervised.keys().filter(|uid| !wanted.contains_key(*uid)).cloned().collect();
     for uid in unwanted {
@@ -364,6 +365,11 @@ async fn set_status(client: &Client, replica: &Kube<ReplicaSpec>, status: Value)
 
 /// Retries a status write until it lands or the run is stopped.
 async fn report(client: &Client, replica: &Kube<ReplicaSpec>, status: Value, stop: &CancellationToken) {
+    if let Some(phase) =
+        status.get("phase").and_then(|p| serde_json::from_value::<ReplicaPhase>(p.clone()).ok())
+    {
+        crate::metrics::metrics().phase(replica.uid(), phase);
+    }
     let mut failures = 0;
     while let Err(e) = set_status(client, replica, status.clone()).await {
         failures += 1;
@@ -502,6 +508,12 @@ async fn supervise(
                 let spec = match prepare(&config, &replica, &container) {
                     Ok(spec) => spec,
                     Err((reason, message)) => {
+                        crate::metrics::metrics().start_failed(reason);
+                        tracing::info!(
+                            namespace = ns_of(&replica),
+                            "cannot run replica {}: {message}",
+                            replica.name()
+                        );
                         let status = json!({ "phase": ReplicaPhase::Failed, "reason": reason, "message": message,
                             "finishedAt": time(Some(Utc::now())) });
                         report(&client, &replica, status, &stop).await;
@@ -514,6 +526,7 @@ async fn supervise(
                 }
             }
         };
+        crate::metrics::metrics().exited(outcome.reason());
         let ran_long = match (outcome.started_at, outcome.finished_at) {
             (Some(s), Some(e)) => (e - s) >= chrono::Duration::minutes(1),
             _ => false,
@@ -543,6 +556,12 @@ async fn supervise(
             // Tells a following `ui logs -f` that more output is to come (before the status, so
             // no reader sees the run ended without it).
             let _ = std::fs::write(dir.join(RESTARTING), b"");
+            tracing::info!(
+                namespace = ns_of(&replica),
+                "replica {}: {}",
+                replica.name(),
+                status["message"].as_str().unwrap_or_default()
+            );
             report(&client, &replica, status, &stop).await;
             tokio::select! {
                 () = stop.cancelled() => return,
@@ -554,9 +573,20 @@ async fn supervise(
         status["phase"] =
             json!(if outcome.succeeded() { ReplicaPhase::Succeeded } else { ReplicaPhase::Failed });
         status["message"] = json!(describe(&outcome));
+        tracing::info!(
+            namespace = ns_of(&replica),
+            "replica {} {}: {}",
+            replica.name(),
+            if outcome.succeeded() { "succeeded" } else { "failed" },
+            describe(&outcome)
+        );
         report(&client, &replica, status, &stop).await;
         return;
     }
+}
+
+fn ns_of(replica: &Kube<ReplicaSpec>) -> &str {
+    replica.namespace().unwrap_or("default")
 }
 
 fn failed(message: &str) -> RunResult {
@@ -628,6 +658,7 @@ async fn run_once(
     restarts: u32,
     stop: &CancellationToken,
 ) -> Option<RunResult> {
+    let asked = std::time::Instant::now();
     let started = async {
         tokio::fs::create_dir_all(dir).await?;
         let _ = tokio::fs::remove_file(dir.join(RESULT_FILE)).await;
@@ -648,8 +679,22 @@ async fn run_once(
     };
     let mut child = match started.await {
         Ok(child) => child,
-        Err(e) => return Some(failed(&format!("cannot start the shim: {e}"))),
+        Err(e) => {
+            crate::metrics::metrics().start_failed("ShimFailed");
+            return Some(failed(&format!("cannot start the shim: {e}")));
+        }
     };
+    crate::metrics::metrics().started(asked.elapsed());
+    tracing::info!(
+        namespace = ns_of(replica),
+        "started replica {} on node {} ({}, restart {restarts})",
+        replica.name(),
+        config.node,
+        match spec.runtime {
+            RuntimeKind::Container => "container",
+            RuntimeKind::Process => "plain process",
+        }
+    );
     let status = json!({
         "phase": ReplicaPhase::Running, "restarts": restarts, "startedAt": time(Some(Utc::now())),
         "exitCode": null, "reason": null, "finishedAt": null,

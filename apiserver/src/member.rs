@@ -306,10 +306,10 @@ pub async fn sweep_tombstones(registry: crate::registry::Registry, node: RaftNod
             continue;
         }
         if let Err(e) = registry.sweep_tombstones(chrono::Utc::now()).await {
-            eprintln!("warning: cannot remove expired tombstones: {e}");
+            tracing::warn!("cannot remove expired tombstones: {e}");
         }
         if let Err(e) = registry.sweep_agents(chrono::Utc::now()).await {
-            eprintln!("warning: cannot sweep approvals and audit records: {e}");
+            tracing::warn!("cannot sweep approvals and audit records: {e}");
         }
     }
 }

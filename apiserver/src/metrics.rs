@@ -112,6 +112,17 @@ fn disk_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.001, 2.0, 14))
 }
 
+/// Labels of the write-refusal counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefusalLabels {
+    /// The request's verb (`CREATE`, `UPDATE`, `PATCH`, `DELETE`, …).
+    pub verb: &'static str,
+    /// The resource (`workloads`, …).
+    pub resource: &'static str,
+    /// The `Status` reason: `Forbidden`, `Invalid`, `Conflict`, `TooManyRequests`, ….
+    pub reason: String,
+}
+
 /// Every metric the apiserver records.
 #[derive(Debug)]
 pub struct Metrics {
@@ -130,6 +141,7 @@ pub struct Metrics {
     wal_fsync: Histogram,
     backend_commit: Histogram,
     db_size: Gauge<u64, AtomicU64>,
+    refusals: Family<RefusalLabels, Counter>,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -224,6 +236,12 @@ impl Metrics {
             "Total size of the underlying database physically allocated in bytes",
             db_size.clone(),
         );
+        let refusals = Family::<RefusalLabels, Counter>::default();
+        r.register(
+            "univrs_apiserver_write_refusals",
+            "Writes the apiserver refused (authorization, admission, validation, quotas, preconditions), by reason",
+            refusals.clone(),
+        );
         Self {
             registry: r,
             requests,
@@ -240,6 +258,7 @@ impl Metrics {
             wal_fsync,
             backend_commit,
             db_size,
+            refusals,
         }
     }
 
@@ -294,9 +313,16 @@ impl Metrics {
     /// The metrics in the Prometheus (OpenMetrics) text format.
     pub fn encode(&self) -> String {
         let mut out = String::new();
-        // Writing into a String cannot fail.
-        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        self.encode_into(&mut out);
+        end(&mut out);
         out
+    }
+
+    /// Appends the metrics to `out`, without the final `# EOF` (see [`end`]): a process that
+    /// also runs controllers or a node agent serves theirs in the same exposition.
+    pub fn encode_into(&self, out: &mut String) {
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode_registry(out, &self.registry);
     }
 }
 
@@ -476,6 +502,20 @@ pub async fn track(req: Request, next: Next) -> Response {
     if !c.long_running {
         m.durations.get_or_create(&d).observe(started.elapsed().as_secs_f64());
     }
+    if is_write(c.verb) && (response.status().is_client_error() || response.status().is_server_error()) {
+        let why = response.extensions().get::<crate::http::Failed>();
+        let reason = why.map_or("Unknown", |f| f.reason.as_str());
+        m.refusals
+            .get_or_create(&RefusalLabels { verb: c.verb, resource: c.resource, reason: reason.to_owned() })
+            .inc();
+        let message = why.map_or("", |f| f.message.as_str());
+        let code = response.status().as_u16();
+        if response.status().is_server_error() {
+            tracing::warn!(verb = c.verb, resource = c.resource, code, "write failed: {message}");
+        } else {
+            tracing::info!(verb = c.verb, resource = c.resource, code, reason, "write refused: {message}");
+        }
+    }
     let labels = RequestLabels {
         verb: d.verb,
         group: d.group,
@@ -490,23 +530,29 @@ pub async fn track(req: Request, next: Next) -> Response {
     response
 }
 
-/// Serves `/metrics` on `listener` until `shutdown` resolves; `before_scrape` refreshes what is
-/// read rather than recorded (the database's size).
+/// Whether a (classified) verb changes something.
+fn is_write(verb: &str) -> bool {
+    matches!(verb, "CREATE" | "UPDATE" | "PATCH" | "APPLY" | "DELETE" | "DELETECOLLECTION" | "POST" | "PUT")
+}
+
+/// Ends an exposition (OpenMetrics' `# EOF`).
+pub fn end(out: &mut String) {
+    let _ = prometheus_client::encoding::text::encode_eof(out);
+}
+
+/// Serves `/metrics` on `listener` until `shutdown` resolves; `exposition` makes the body of
+/// each scrape (refreshing first what is read rather than recorded, like the database's size).
 pub async fn serve(
     listener: tokio::net::TcpListener,
-    before_scrape: impl Fn() + Clone + Send + Sync + 'static,
+    exposition: impl Fn() -> String + Clone + Send + Sync + 'static,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let app = Router::new().route(
         "/metrics",
         get(move || {
-            let before_scrape = before_scrape.clone();
+            let exposition = exposition.clone();
             async move {
-                before_scrape();
-                (
-                    [(CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
-                    metrics().encode(),
-                )
+                ([(CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], exposition())
                     .into_response()
             }
         }),

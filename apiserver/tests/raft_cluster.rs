@@ -432,7 +432,8 @@ async fn a_member_cannot_vote_append_or_install_a_snapshot_in_another_members_na
     let rogue_id = member_id(api::identity::Did::from_key(&key.verifying_key()).as_str());
     let w = nodes[0].write(put("/k/a", "1")).await.unwrap();
     // The write answers once it is applied; the metrics `status` reads follow a moment later.
-    wait_for("the leader's metrics show the write applied", async || nodes[0].last_applied() >= w.revision).await;
+    wait_for("the leader's metrics show the write applied", async || nodes[0].last_applied() >= w.revision)
+        .await;
     let target = peer_id(&specs[0].did()).unwrap();
     let addr = specs[0].addr.to_string();
     rogue.allow([target]);

@@ -6,6 +6,7 @@ mod connection;
 mod fsutil;
 mod keystore;
 mod kubeconfig;
+mod logging;
 mod manifest_files;
 mod mcp;
 mod objects;
@@ -32,8 +33,34 @@ struct Cli {
     /// Directory of your identity and configuration [default: $XDG_CONFIG_HOME/univrs]
     #[arg(long, global = true, env = "UNIVRS_CONFIG_DIR", value_name = "DIR")]
     config_dir: Option<PathBuf>,
+    /// Log more: -v info, -vv debug, -vvv trace (servers log info by default); RUST_LOG,
+    /// when set, wins (e.g. RUST_LOG=apiserver=debug,openraft=info)
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    /// How log lines on stderr are written: text, or json (one object per line)
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value_t,
+        value_name = "FORMAT",
+        env = "UNIVRS_LOG_FORMAT"
+    )]
+    log_format: logging::Format,
     #[command(subcommand)]
     command: Command,
+}
+
+impl Command {
+    /// Whether the command runs until stopped (a server, an agent): those log at info.
+    fn long_running(&self) -> bool {
+        match self {
+            Command::Up(_) | Command::Apiserver(_) | Command::Mcp(_) => true,
+            Command::Controllers(c) => c.long_running(),
+            Command::Node(c) => c.long_running(),
+            _ => false,
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -87,6 +114,7 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
     if let Command::Version(args) = &cli.command {
         return commands::version::run(args);
     }
+    logging::init(cli.verbose, cli.log_format, cli.command.long_running())?;
     let ctx = Context { dirs: paths::ConfigDirs::resolve(cli.config_dir)? };
     match &cli.command {
         Command::Init(args) => commands::init::run(&ctx, args),

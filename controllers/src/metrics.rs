@@ -187,11 +187,17 @@ impl Metrics {
     /// The metrics in the Prometheus text format.
     pub fn encode(&self) -> String {
         let mut out = String::new();
-        // Writing into a String cannot fail; the two registries are one exposition.
-        let _ = prometheus_client::encoding::text::encode_registry(&mut out, &self.0.registry);
-        let _ = prometheus_client::encoding::text::encode_registry(&mut out, &self.0.network);
+        self.encode_into(&mut out);
         let _ = prometheus_client::encoding::text::encode_eof(&mut out);
         out
+    }
+
+    /// Appends the metrics to `out`, without the final `# EOF`: `ui up` serves them with the
+    /// apiserver's and the node agent's in one exposition.
+    pub fn encode_into(&self, out: &mut String) {
+        // Writing into a String cannot fail; the two registries are one exposition.
+        let _ = prometheus_client::encoding::text::encode_registry(out, &self.0.registry);
+        let _ = prometheus_client::encoding::text::encode_registry(out, &self.0.network);
     }
 
     /// Serves `/metrics` on `addr` until `shutdown` resolves.

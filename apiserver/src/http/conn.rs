@@ -134,7 +134,7 @@ pub async fn serve(
 }
 
 fn warn_accept(e: &std::io::Error, backoff: Duration) {
-    eprintln!("warning: cannot accept a connection ({e}); pausing {backoff:?}");
+    tracing::warn!("cannot accept a connection ({e}); pausing {backoff:?}");
 }
 
 #[cfg(test)]

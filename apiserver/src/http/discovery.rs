@@ -160,8 +160,3 @@ pub async fn api_resources() -> Json<Value> {
         json!({ "kind": "APIResourceList", "apiVersion": "v1", "groupVersion": api::API_VERSION, "resources": resources }),
     )
 }
-
-/// Health endpoints.
-pub async fn ok() -> &'static str {
-    "ok"
-}

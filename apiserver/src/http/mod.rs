@@ -19,6 +19,7 @@ pub mod cluster;
 mod conn;
 pub mod core;
 mod discovery;
+pub mod health;
 pub(crate) mod json;
 pub mod logs;
 mod objects;
@@ -26,6 +27,7 @@ mod openapi;
 mod proto;
 pub mod review;
 mod status;
+pub use status::Failed;
 mod table;
 pub mod tls;
 
@@ -87,9 +89,12 @@ pub fn router(state: AppState) -> Router {
         .route("/apis/authorization.k8s.io/v1/selfsubjectrulesreviews", post(review::rules_review))
         .route("/apis/authentication.k8s.io/{version}/selfsubjectreviews", post(review::self_review))
         .route(v1, get(discovery::api_resources))
-        .route("/healthz", get(discovery::ok))
-        .route("/readyz", get(discovery::ok))
-        .route("/livez", get(discovery::ok))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/livez", get(health::livez))
+        .route("/healthz/{check}", get(health::healthz_check))
+        .route("/readyz/{check}", get(health::readyz_check))
+        .route("/livez/{check}", get(health::livez_check))
         .route("/cluster/members", get(cluster::members).post(cluster::add))
         .route("/cluster/members/{id}", axum::routing::delete(cluster::remove))
         .route("/cluster/isolate", axum::routing::post(cluster::isolate))

@@ -8,6 +8,16 @@ use serde_json::{Value, json};
 
 use crate::registry::ApiError;
 
+/// Why a request failed, as its `Status` says, kept on the response for the request log
+/// ([`crate::metrics::track`]).
+#[derive(Clone, Debug)]
+pub struct Failed {
+    /// The `Status` reason (`Forbidden`, `Invalid`, …).
+    pub reason: String,
+    /// The `Status` message.
+    pub message: String,
+}
+
 /// A `Status` with `status: Failure`.
 pub fn failure(code: u16, reason: &str, message: &str, details: Value) -> Response {
     let body = json!({
@@ -15,7 +25,9 @@ pub fn failure(code: u16, reason: &str, message: &str, details: Value) -> Respon
         "status": "Failure", "message": message, "reason": reason, "details": details, "code": code,
     });
     let code = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    (code, Json(body)).into_response()
+    let mut response = (code, Json(body)).into_response();
+    response.extensions_mut().insert(Failed { reason: reason.to_owned(), message: message.to_owned() });
+    response
 }
 
 impl IntoResponse for ApiError {

@@ -716,7 +716,7 @@ async fn handle(node: &RaftNode, peer: PeerId, rpc: Rpc) -> Reply {
         && claimed != Some(from)
     {
         let why = impersonation(from, &peer, message, role, claimed);
-        eprintln!("warning: refused a Raft message: {why}");
+        tracing::warn!("refused a Raft message: {why}");
         return Reply::Forbidden(why);
     }
     match rpc {

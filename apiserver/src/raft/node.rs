@@ -244,12 +244,44 @@ impl RaftNode {
     }
 }
 
-/// Records the leader this member knows of, and every change of it, in the metrics.
+/// Records the leader this member knows of, and every change of it, in the metrics; logs each
+/// change of leader and of membership (a member joined, became a voter, was removed).
 async fn watch_leader(mut metrics: tokio::sync::watch::Receiver<openraft::RaftMetrics<NodeId, Member>>) {
     let mut known = None;
+    let mut members: Option<(Vec<NodeId>, Vec<NodeId>)> = None;
     loop {
-        let leader = metrics.borrow_and_update().current_leader;
+        let (leader, term, now) = {
+            let m = metrics.borrow_and_update();
+            let ms = m.membership_config.membership();
+            let voters: Vec<NodeId> = ms.voter_ids().collect();
+            let learners: Vec<NodeId> = ms.learner_ids().collect();
+            (m.current_leader, m.current_term, (voters, learners))
+        };
         crate::metrics::metrics().leader_seen(known, leader);
+        if leader != known {
+            match leader {
+                Some(l) => tracing::info!(term, "leader is member {l} (term {term})"),
+                None => tracing::info!(term, "no leader (term {term})"),
+            }
+        }
+        if members.as_ref() != Some(&now) {
+            if let Some((voters, learners)) = &members {
+                for id in now.0.iter().filter(|id| !voters.contains(id)) {
+                    tracing::info!("member {id} is a voter");
+                }
+                for id in now.1.iter().filter(|id| !learners.contains(id) && !voters.contains(id)) {
+                    tracing::info!("member {id} joined (a learner until it has caught up)");
+                }
+                for id in
+                    voters.iter().chain(learners).filter(|id| !now.0.contains(id) && !now.1.contains(id))
+                {
+                    tracing::info!("member {id} was removed");
+                }
+            } else if now.0.len() + now.1.len() > 1 {
+                tracing::info!(voters = ?now.0, learners = ?now.1, "cluster of {} member(s)", now.0.len() + now.1.len());
+            }
+            members = Some(now);
+        }
         known = leader;
         if metrics.changed().await.is_err() {
             return;
@@ -331,7 +363,7 @@ async fn compact_history(state: StateMachine, retention: Retention) {
         if let Ok(Err(e)) =
             tokio::task::spawn_blocking(move || state.compact_history(retention, now_ms)).await
         {
-            eprintln!("warning: cannot compact the watch history: {e}");
+            tracing::warn!("cannot compact the watch history: {e}");
         }
     }
 }

@@ -404,7 +404,7 @@ impl Registry {
             "spec": spec,
         });
         if let Err(e) = self.create(&Caller::system(), audit_events(), obj, &WriteOptions::default()).await {
-            eprintln!("warning: cannot record an agent's request ({verb} {resource}): {e}");
+            tracing::warn!("cannot record an agent's request ({verb} {resource}): {e}");
         }
     }
 

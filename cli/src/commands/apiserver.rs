@@ -382,11 +382,25 @@ pub fn run(ctx: &Context, args: &Args, up: Option<&super::node::LocalNodeArgs>) 
             },
         };
         let sweeper = tokio::spawn(apiserver::member::sweep_tombstones(state.registry.clone(), node.clone()));
+        // `ui up` serves the metrics of its controllers and of its node agent with the
+        // apiserver's: one process, one scrape target.
+        let controller_metrics = controllers::metrics::Metrics::new();
         let metrics_task = match metrics_listener {
             Some(listener) => {
                 let sm = node.state().clone();
-                let refresh = move || apiserver::metrics::metrics().set_db_size(sm.size_on_disk());
-                Some(tokio::spawn(apiserver::metrics::serve(listener, refresh, stopping.clone().cancelled_owned())))
+                let theirs = controller_metrics.clone();
+                let exposition = move || {
+                    apiserver::metrics::metrics().set_db_size(sm.size_on_disk());
+                    let mut out = String::new();
+                    apiserver::metrics::metrics().encode_into(&mut out);
+                    if with_controllers {
+                        theirs.encode_into(&mut out);
+                        agent::metrics::metrics().encode_into(&mut out);
+                    }
+                    apiserver::metrics::end(&mut out);
+                    out
+                };
+                Some(tokio::spawn(apiserver::metrics::serve(listener, exposition, stopping.clone().cancelled_owned())))
             }
             None => None,
         };
@@ -397,7 +411,10 @@ pub fn run(ctx: &Context, args: &Args, up: Option<&super::node::LocalNodeArgs>) 
                 // One data dir is one `ui up` at a time (its store is locked): a stable identity.
                 let identity = format!("ui-up:{}", data_dir.display());
                 let member_kubeconfig = data_dir.join("member.kubeconfig");
-                Some(super::controllers::InProcess::start(&member_kubeconfig, identity, stopping.clone()).await?)
+                Some(
+                    super::controllers::InProcess::start(&member_kubeconfig, identity, controller_metrics, stopping.clone())
+                        .await?,
+                )
             }
             false => None,
         };

@@ -18,6 +18,13 @@ pub enum Command {
     Run(RunArgs),
 }
 
+impl Command {
+    /// Whether it runs until stopped (it logs at info then).
+    pub fn long_running(&self) -> bool {
+        matches!(self, Command::Run(_))
+    }
+}
+
 /// Run controllers against the apiserver of a kubeconfig
 ///
 /// Each controller watches the API, keeps a cache, and reconciles what changed. Several copies
@@ -137,13 +144,6 @@ pub fn run(ctx: &Context, cmd: &Command) -> anyhow::Result<Outcome> {
         spread: args.weight_spread,
         free_capacity: args.weight_free_capacity,
     };
-    // What the controllers do (bindings, evictions, leadership, failed reconciles), on stderr.
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_max_level(tracing_subscriber::filter::LevelFilter::INFO)
-        .with_target(false)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start tokio")?;
     runtime.block_on(async {
@@ -212,11 +212,16 @@ impl InProcess {
     /// when `shutdown` is cancelled. `identity` names this `ui up` in the controllers' Leases:
     /// a stable one lets a restarted `ui up` take its leases back at once instead of waiting
     /// for them to lapse.
-    pub async fn start(path: &Path, identity: String, shutdown: CancellationToken) -> anyhow::Result<Self> {
+    pub async fn start(
+        path: &Path,
+        identity: String,
+        metrics: Metrics,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<Self> {
         let client = manager::client_from_kubeconfig(path).await?;
         let mut options = Options::default();
         options.lease.identity = identity;
-        let task = tokio::spawn(manager::run(client, options, Metrics::new(), shutdown.clone()));
+        let task = tokio::spawn(manager::run(client, options, metrics, shutdown.clone()));
         Ok(Self { shutdown, task })
     }
 

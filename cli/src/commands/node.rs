@@ -45,6 +45,13 @@ pub enum Command {
     },
 }
 
+impl Command {
+    /// Whether it runs until stopped (it logs at info then).
+    pub fn long_running(&self) -> bool {
+        matches!(self, Command::Run(_))
+    }
+}
+
 /// Where the node's files are.
 #[derive(Clone, Debug, Default, clap::Args)]
 pub struct NodeDirArgs {
@@ -324,6 +331,10 @@ pub struct RunArgs {
     /// operator's own workloads run
     #[arg(long = "trust-signer", value_name = "DID")]
     trust_signers: Vec<String>,
+    /// Serve Prometheus metrics on http://ADDR/metrics (plain HTTP, no token: whoever
+    /// reaches ADDR reads them; keep it on loopback or a network you trust)
+    #[arg(long, value_name = "ADDR")]
+    metrics_addr: Option<std::net::SocketAddr>,
 }
 
 /// The agent's configuration for the node in `node`.
@@ -373,6 +384,23 @@ fn run_agent(ctx: &Context, args: &RunArgs) -> anyhow::Result<Outcome> {
             .await
             .with_context(|| format!("cannot listen on {}", node.file.listen))?;
         let shutdown = tokio_util::sync::CancellationToken::new();
+        if let Some(addr) = args.metrics_addr {
+            let metrics = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot serve metrics on {addr}"))?;
+            let at = metrics.local_addr()?;
+            println!("metrics on http://{at}/metrics");
+            if !at.ip().is_loopback() {
+                eprintln!("WARNING: --metrics-addr {at} is not loopback: anyone who reaches it reads the metrics, without a token");
+            }
+            let exposition = || {
+                let mut out = String::new();
+                agent::metrics::metrics().encode_into(&mut out);
+                apiserver::metrics::end(&mut out);
+                out
+            };
+            tokio::spawn(apiserver::metrics::serve(metrics, exposition, shutdown.clone().cancelled_owned()));
+        }
         let stop = shutdown.clone();
         tokio::spawn(async move {
             let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())

@@ -287,10 +287,10 @@ async fn delete_replica(ctx: &Ctx, r: &Kube<ReplicaSpec>, why: &str) -> Result<(
         ..Default::default()
     };
     tracing::info!(
-        replica = r.name(),
-        node = r.spec.node_name.as_deref().unwrap_or_default(),
-        why,
-        "evicting"
+        namespace = r.namespace().unwrap_or("default"),
+        "evicting replica {} from node {}: {why}",
+        r.name(),
+        r.spec.node_name.as_deref().unwrap_or_default()
     );
     match api.delete(r.name(), &dp).await {
         Ok(_) => Ok(()),

@@ -506,6 +506,50 @@ impl fmt::Display for Unschedulable {
 /// The index of the best node for `r`: of the nodes every filter accepts, the highest score,
 /// ties going to the smallest name.
 pub fn place(candidates: &[Candidate], r: &Request<'_>, w: &Weights) -> Result<usize, Unschedulable> {
+    place_explained(candidates, r, w).map(|(i, _)| i)
+}
+
+/// Why a node was chosen: its score among the eligible, and what the others failed.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Chosen {
+    /// The chosen node's score.
+    pub score: f64,
+    /// Nodes that passed every filter.
+    pub eligible: usize,
+    /// Nodes considered, and the first filter each rejected one failed.
+    pub considered: Unschedulable,
+}
+
+impl fmt::Display for Chosen {
+    /// `highest score (0.82) of 2 eligible nodes of 5; rejected: 3 nodes: jurisdiction not allowed`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.considered.nodes;
+        write!(
+            f,
+            "highest score ({:.2}) of {} eligible node{} of {n}",
+            self.score,
+            self.eligible,
+            if self.eligible == 1 { "" } else { "s" }
+        )?;
+        if !self.considered.rejected.is_empty() {
+            let parts: Vec<String> = self
+                .considered
+                .rejected
+                .iter()
+                .map(|(reason, n)| format!("{n} node{}: {reason}", if *n == 1 { "" } else { "s" }))
+                .collect();
+            write!(f, "; rejected: {}", parts.join("; "))?;
+        }
+        Ok(())
+    }
+}
+
+/// [`place`], with why the chosen node won (for the log line of a binding).
+pub fn place_explained(
+    candidates: &[Candidate],
+    r: &Request<'_>,
+    w: &Weights,
+) -> Result<(usize, Chosen), Unschedulable> {
     let mut best: Option<(usize, f64)> = None;
     let mut why = Unschedulable { nodes: candidates.len(), rejected: BTreeMap::new() };
     for (i, c) in candidates.iter().enumerate() {
@@ -523,7 +567,13 @@ pub fn place(candidates: &[Candidate], r: &Request<'_>, w: &Weights) -> Result<u
             }
         }
     }
-    best.map(|(i, _)| i).ok_or(why)
+    match best {
+        Some((i, score)) => {
+            let eligible = candidates.len() - why.rejected.values().sum::<usize>();
+            Ok((i, Chosen { score, eligible, considered: why }))
+        }
+        None => Err(why),
+    }
 }
 
 #[cfg(test)]

@@ -390,10 +390,11 @@ enum Bound {
 
 /// Binds to the Node's name and uid, in one write, with the cached `resourceVersion` as
 /// precondition.
-async fn bind(ctx: &Ctx, replica: &Kube<ReplicaSpec>, placed: Placed) -> Result<Bound, Error> {
+async fn bind(ctx: &Ctx, replica: &Kube<ReplicaSpec>, mut placed: Placed) -> Result<Bound, Error> {
     let ns = replica.namespace().unwrap_or("default");
     let api = api_in::<ReplicaSpec>(&ctx.shared.client, ns);
     let node = placed.node.clone();
+    let why = std::mem::take(&mut placed.why);
     let mut bound = replica.clone();
     bound.spec.node_name = Some(placed.node);
     bound.spec.node_uid = Some(placed.uid);
@@ -403,7 +404,7 @@ async fn bind(ctx: &Ctx, replica: &Kube<ReplicaSpec>, placed: Placed) -> Result<
         Err(e) if is_conflict(&e) => return Ok(Bound::Conflict),
         Err(e) => return Err(e.into()),
     }
-    tracing::info!(replica = replica.name(), node, "bound");
+    tracing::info!(namespace = ns, "placed replica {} on node {node}: {why}", replica.name());
     Ok(Bound::Yes)
 }
 

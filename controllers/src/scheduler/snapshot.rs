@@ -490,9 +490,9 @@ impl Topology {
             per_operator: &per_operator,
             money: &money,
         };
-        let i = super::core::place(&self.candidates, &request, weights)?;
+        let (i, chosen) = super::core::place_explained(&self.candidates, &request, weights)?;
         let c = &self.candidates[i];
-        Ok(Placed { node: c.name.clone(), uid: c.uid.clone() })
+        Ok(Placed { node: c.name.clone(), uid: c.uid.clone(), why: chosen.to_string() })
     }
 }
 
@@ -525,6 +525,8 @@ pub struct Placed {
     pub node: String,
     /// `spec.nodeUid`.
     pub uid: String,
+    /// Why this node (for the log): its score among the eligible, what the others failed.
+    pub why: String,
 }
 
 #[cfg(test)]
@@ -829,8 +831,12 @@ mod tests {
                 money: &Money::default(),
             };
             let slow = super::super::core::place(&candidates, &request, &w)
-                .map(|i| Placed { node: candidates[i].name.clone(), uid: candidates[i].uid.clone() });
-            assert_eq!(fast, slow, "placement {i}");
+                .map(|i| (candidates[i].name.clone(), candidates[i].uid.clone()));
+            assert_eq!(
+                fast.as_ref().map(|p| (p.node.clone(), p.uid.clone())),
+                slow.as_ref(),
+                "placement {i}"
+            );
             let Ok(Placed { node, .. }) = fast else { break };
             let r = replica(&format!("r{i}"), "web", Some(&node), "Running");
             usage.apply(&Event::Apply(r.clone()));
