@@ -75,6 +75,13 @@ const PHASES: [ReplicaPhase; 5] = [
     ReplicaPhase::Unknown,
 ];
 
+/// Why a run may not start (the `reason` of the replica's status).
+const START_ERRORS: [&str; 5] =
+    ["NoCommand", "ImageNotFound", "SealedSecretUnsupported", "UntrustedSigner", "ShimFailed"];
+
+/// How a run may end (`RunResult::reason`).
+const EXIT_REASONS: [&str; 5] = ["Completed", "Error", "OOMKilled", "Signaled", "StartError"];
+
 fn phase_name(p: ReplicaPhase) -> &'static str {
     match p {
         ReplicaPhase::Pending => "Pending",
@@ -116,8 +123,17 @@ impl Metrics {
             "Replicas supervised by this node, by the phase last reported",
             replicas.clone(),
         );
+        // Known label values start at 0, so a dashboard's rate() has a series before the first.
         for p in PHASES {
             replicas.get_or_create(&PhaseLabels { phase: phase_name(p) }).set(0);
+        }
+        started.get_or_create(&StartLabels { container_type: "container" });
+        for code in START_ERRORS {
+            start_errors
+                .get_or_create(&StartErrorLabels { container_type: "container", code: code.to_owned() });
+        }
+        for reason in EXIT_REASONS {
+            exits.get_or_create(&ExitLabels { reason: reason.to_owned() });
         }
         Self {
             registry: r,

@@ -486,6 +486,8 @@ async fn supervise(
     if config.runtime == RuntimeKind::Process
         && let Err(message) = may_run_as_process(&client, &config, &replica).await
     {
+        crate::metrics::metrics().start_failed("UntrustedSigner");
+        tracing::info!(namespace = ns_of(&replica), "will not run replica {}: {message}", replica.name());
         let status = json!({ "phase": ReplicaPhase::Failed, "reason": "UntrustedSigner", "message": message,
             "finishedAt": time(Some(Utc::now())) });
         report(&client, &replica, status, &stop).await;

@@ -510,10 +510,20 @@ pub async fn track(req: Request, next: Next) -> Response {
             .inc();
         let message = why.map_or("", |f| f.message.as_str());
         let code = response.status().as_u16();
-        if response.status().is_server_error() {
-            tracing::warn!(verb = c.verb, resource = c.resource, code, "write failed: {message}");
-        } else {
-            tracing::info!(verb = c.verb, resource = c.resource, code, reason, "write refused: {message}");
+        match code {
+            500.. => tracing::warn!(verb = c.verb, resource = c.resource, code, "write failed: {message}"),
+            // Not found and conflicts are the everyday races of clients that retry (a lease
+            // renewed before it was made, a precondition gone stale): not worth a line each.
+            404 | 409 => tracing::debug!(
+                verb = c.verb,
+                resource = c.resource,
+                code,
+                reason,
+                "write refused: {message}"
+            ),
+            _ => {
+                tracing::info!(verb = c.verb, resource = c.resource, code, reason, "write refused: {message}")
+            }
         }
     }
     let labels = RequestLabels {

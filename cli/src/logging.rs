@@ -38,6 +38,11 @@ pub fn default_directives(verbose: u8, long_running: bool) -> String {
     for c in crates {
         d.push_str(&format!(",{c}={ours}"));
     }
+    // kube's client logs every failed request at error, and the callers (which retry, or
+    // say what failed) log them again: its own lines only from -vv on.
+    if verbose < 2 {
+        d.push_str(",kube_client=off");
+    }
     d
 }
 

@@ -834,7 +834,7 @@ mod tests {
                 .map(|i| (candidates[i].name.clone(), candidates[i].uid.clone()));
             assert_eq!(
                 fast.as_ref().map(|p| (p.node.clone(), p.uid.clone())),
-                slow.as_ref(),
+                slow.as_ref().cloned(),
                 "placement {i}"
             );
             let Ok(Placed { node, .. }) = fast else { break };
