@@ -313,3 +313,94 @@ fn every_process_logs_as_asked_and_a_bad_rust_log_is_named() {
     let help = u.run(&["get", "--help"]).ok().stdout;
     assert!(help.contains("--verbose") && help.contains("--log-format"), "{help}");
 }
+
+/// The compose example's member script (deploy/compose/member.sh), run as three processes on
+/// this machine as compose runs it in three containers: the founder lets the two others in,
+/// they join, and a Prometheus with the example's scrape config (its `member-N` targets
+/// pointed at the processes) sees three members, each with a leader.
+#[test]
+fn the_compose_members_form_one_cluster_that_its_prometheus_config_scrapes() {
+    let u = User::new();
+    let root = u.path("compose");
+    let shared = root.join("shared");
+    let script = workspace().join("deploy/compose/member.sh");
+    let mut members = Vec::new();
+    let mut config = std::fs::read_to_string(workspace().join("deploy/compose/prometheus.yml")).unwrap();
+    config = config.replace("scrape_interval: 5s", "scrape_interval: 1s");
+    for n in 1..=3 {
+        let name = format!("member-{n}");
+        let (api, peer, metrics) = (free_port(), free_port(), free_port());
+        config = config.replace(&format!("'{name}:9091'"), &format!("'127.0.0.1:{metrics}'"));
+        let child = Command::new("sh")
+            .arg(&script)
+            .env("UI", env!("CARGO_BIN_EXE_ui"))
+            .env("NAME", &name)
+            .env("FOUNDER", "member-1")
+            .env("DATA", root.join(&name))
+            .env("SHARED", &shared)
+            .env("HOST", "127.0.0.1")
+            .env("LISTEN_IP", "127.0.0.1")
+            .env("API_HOST", "localhost")
+            .env("API_PORT", api.to_string())
+            .env("PEER_PORT", peer.to_string())
+            .env("METRICS_PORT", metrics.to_string())
+            .env_remove("UNIVRS_CONFIG_DIR")
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        members.push(Killed(child));
+    }
+    assert!(!config.contains("member-"), "every target of the example is a process here: {config}");
+    let prom_dir = root.join("prometheus");
+    std::fs::create_dir_all(&prom_dir).unwrap();
+    let config_file = prom_dir.join("prometheus.yml");
+    std::fs::write(&config_file, &config).unwrap();
+    let port = free_port();
+    let child = Command::new("prometheus")
+        .arg(format!("--config.file={}", config_file.display()))
+        .arg(format!("--storage.tsdb.path={}", prom_dir.join("tsdb").display()))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .arg("--log.level=warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let _prom = Killed(child);
+    let prom = format!("http://127.0.0.1:{port}");
+    wait_for(60, "prometheus to be ready", || {
+        ureq::get(&format!("{prom}/-/ready")).call().map(drop).map_err(|e| e.to_string())
+    });
+    wait_for(180, "three members scraped, each with a leader", || {
+        let up = scalar(&prom, "count(up{job=\"univrs\"} == 1)");
+        let led = scalar(&prom, "count(etcd_server_has_leader == 1)");
+        match (up, led) {
+            (Some(3.0), Some(3.0)) => Ok(()),
+            other => Err(format!("(members up, with a leader) = {other:?}")),
+        }
+    });
+    // One cluster of three voters, as a member of it says.
+    let kubeconfig = root.join("member-1/member.kubeconfig");
+    let members_now = wait_for(60, "three voters", || {
+        let run = u.run(&["cluster", "members", "-o", "json", "--kubeconfig", kubeconfig.to_str().unwrap()]);
+        let list: Value =
+            serde_json::from_str(&run.stdout).map_err(|e| format!("{e}: {}{}", run.stdout, run.stderr))?;
+        let voters = list.as_array().map_or(0, |m| m.iter().filter(|m| m["role"] == "voter").count());
+        if voters == 3 { Ok(list) } else { Err(format!("{list}")) }
+    });
+    assert_eq!(members_now.as_array().unwrap().len(), 3, "{members_now}");
+    // Each controller leads in exactly one member.
+    wait_for(60, "one leader per controller across the members", || {
+        let v = query(&prom, "sum by (controller) (univrs_controller_leader)");
+        let sums: Vec<f64> = v["data"]["result"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|s| s["value"][1].as_str().unwrap().parse::<f64>().unwrap())
+            .collect();
+        if sums.len() >= 6 && sums.iter().all(|s| *s == 1.0) { Ok(()) } else { Err(format!("{v}")) }
+    });
+    drop(members);
+}

@@ -127,13 +127,13 @@ impl Metrics {
         for p in PHASES {
             replicas.get_or_create(&PhaseLabels { phase: phase_name(p) }).set(0);
         }
-        started.get_or_create(&StartLabels { container_type: "container" });
+        let _ = started.get_or_create(&StartLabels { container_type: "container" });
         for code in START_ERRORS {
             start_errors
                 .get_or_create(&StartErrorLabels { container_type: "container", code: code.to_owned() });
         }
         for reason in EXIT_REASONS {
-            exits.get_or_create(&ExitLabels { reason: reason.to_owned() });
+            let _ = exits.get_or_create(&ExitLabels { reason: reason.to_owned() });
         }
         Self {
             registry: r,

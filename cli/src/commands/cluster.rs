@@ -35,6 +35,15 @@ pub enum Command {
         #[command(flatten)]
         cluster: ClusterArgs,
     },
+    /// Print the did of a data dir's member key, making the key if the dir has none yet
+    ///
+    /// What `ui cluster add` needs of a new member before it first starts (its `ui apiserver`
+    /// uses the same key): scripts and containers can have a member added, then start it.
+    MemberKey {
+        /// The member's data dir [default: as `ui apiserver`]
+        #[arg(long, value_name = "DIR")]
+        data_dir: Option<std::path::PathBuf>,
+    },
     /// Remove a member (by id or did); a voter leaves the quorum
     Remove {
         /// The member's id (from `ui cluster members`) or did
@@ -92,6 +101,18 @@ pub fn run(ctx: &Context, cmd: &Command) -> anyhow::Result<Outcome> {
             println!(
                 "now start it with: ui apiserver --peer-listen {address} --join MEMBER_DID@MEMBER_ADDRESS"
             );
+            Ok(Outcome::Success)
+        }
+        Command::MemberKey { data_dir } => {
+            let path = match data_dir {
+                Some(d) => d.clone(),
+                None => super::apiserver::default_data_dir()?,
+            };
+            let dir = apiserver::member::DataDir::open(&path)
+                .with_context(|| format!("data dir {}", path.display()))?;
+            let (_, key) =
+                dir.member_key().with_context(|| format!("the member key in {}", path.display()))?;
+            println!("{}", api::identity::Did::from_key(&key.verifying_key()));
             Ok(Outcome::Success)
         }
         Command::Remove { member, cluster } => {
