@@ -80,6 +80,11 @@ pub struct ClusterInfo {
     pub audience: String,
 }
 
+/// The URL of the server `args` and the kubeconfig name (the first, when it names several).
+pub fn server_of(ctx: &Context, args: &ClusterArgs) -> anyhow::Result<String> {
+    Ok(args.kubeconfig(ctx)?.server)
+}
+
 /// The servers, CA (PEM) and token audience of the cluster `args` and the kubeconfig name, for
 /// writing a kubeconfig of another identity on the same cluster (a node's).
 pub fn cluster_of(ctx: &Context, args: &ClusterArgs) -> anyhow::Result<ClusterInfo> {
