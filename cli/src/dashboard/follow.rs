@@ -188,18 +188,15 @@ fn spawn_watch<S: KindSpec>(
     reader
 }
 
-/// Reads `/cluster/members` now and every [`MEMBERS_EVERY`]; a change is published.
+/// Reads the members now and every [`MEMBERS_EVERY`]; a change is published.
 async fn read_members(client: kube::Client, shared: Arc<Shared>, stop: CancellationToken) {
     loop {
-        let request = http::Request::get("/cluster/members").body(Vec::new()).expect("a valid request");
-        let read: MembersRead = match client.request::<serde_json::Value>(request).await {
-            Ok(answer) => Some(Ok((view::members_of(&answer), Utc::now()))),
-            Err(e) => Some(Err(format!("cannot read the members (GET /cluster/members): {e}"))),
-        };
+        let read = read_members_once(&client).await;
         let changed = {
             let mut members = shared.members.lock().expect("members lock");
+            // The time of the read alone is no change.
             let same = match (&*members, &read) {
-                (Some(Ok((a, _))), Some(Ok((b, _)))) => a == b,
+                (Some(Ok(a)), Some(Ok(b))) => a.items == b.items && a.dids == b.dids,
                 (a, b) => a == b,
             };
             *members = read;
@@ -213,4 +210,21 @@ async fn read_members(client: kube::Client, shared: Arc<Shared>, stop: Cancellat
             () = tokio::time::sleep(MEMBERS_EVERY) => {}
         }
     }
+}
+
+/// `GET /cluster/members` (Raft's view: roles, states, the leader) and `GET /members` (every
+/// member's did).
+async fn read_members_once(client: &kube::Client) -> MembersRead {
+    let get = |path: &str| http::Request::get(path).body(Vec::new()).expect("a valid request");
+    let raft = client.request::<serde_json::Value>(get("/cluster/members")).await;
+    let dids = client.request::<serde_json::Value>(get("/members")).await;
+    Some(match (raft, dids) {
+        (Ok(raft), Ok(dids)) => Ok(view::MembersSeen {
+            items: view::members_of(&raft),
+            dids: view::member_dids(&dids),
+            read_at: Utc::now(),
+        }),
+        (Err(e), _) => Err(format!("cannot read the members (GET /cluster/members): {e}")),
+        (_, Err(e)) => Err(format!("cannot read the members (GET /members): {e}")),
+    })
 }

@@ -132,8 +132,31 @@ pub fn members_of(answer: &Value) -> Vec<Member> {
         .collect()
 }
 
-/// The members as last read: none yet, the list, or why it could not be read.
-pub type MembersRead = Option<Result<(Vec<Member>, DateTime<Utc>), String>>;
+/// The dids of an answer of `GET /members` (`{"members": ["did:key:…", …]}`): every member's,
+/// also of a member whose Raft record names no did (a single member's first start).
+pub fn member_dids(answer: &Value) -> BTreeSet<String> {
+    answer["members"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .take(MAX_MEMBERS)
+        .filter_map(|m| m.as_str().map(str::to_owned))
+        .collect()
+}
+
+/// The control plane's members, as last read.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MembersSeen {
+    /// Raft's view (`GET /cluster/members`).
+    pub items: Vec<Member>,
+    /// Their dids (`GET /members`): who is trusted with placement.
+    pub dids: BTreeSet<String>,
+    /// When they were read.
+    pub read_at: DateTime<Utc>,
+}
+
+/// The members as last read: none yet, what was read, or why it could not be.
+pub type MembersRead = Option<Result<MembersSeen, String>>;
 
 /// Everything the view is made of.
 #[derive(Clone, Copy, Debug)]
@@ -522,8 +545,8 @@ pub struct ReputationView {
 pub struct MembersView {
     /// Its members.
     pub items: Vec<Member>,
-    /// The leader's did.
-    pub leader: Option<String>,
+    /// The leader's Raft id.
+    pub leader: Option<u64>,
     /// When they were read.
     pub read_at: Option<String>,
     /// Why they could not be read.
@@ -554,7 +577,7 @@ pub fn view(input: &Input<'_>) -> View {
     let o = input.objects;
     let me = input.me;
     let members: BTreeSet<String> = match input.members {
-        Some(Ok((m, _))) => m.iter().map(|m| m.did.clone()).filter(|d| !d.is_empty()).collect(),
+        Some(Ok(seen)) => seen.dids.clone(),
         _ => BTreeSet::new(),
     };
     let workloads = workloads(o, me);
@@ -958,10 +981,10 @@ fn members_view(read: &MembersRead) -> MembersView {
     match read {
         None => MembersView::default(),
         Some(Err(e)) => MembersView { error: Some(e.clone()), ..MembersView::default() },
-        Some(Ok((items, at))) => MembersView {
-            leader: items.iter().find(|m| m.leader).map(|m| m.did.clone()),
-            items: items.clone(),
-            read_at: Some(rfc3339(*at)),
+        Some(Ok(seen)) => MembersView {
+            leader: seen.items.iter().find(|m| m.leader).map(|m| m.id),
+            items: seen.items.clone(),
+            read_at: Some(rfc3339(seen.read_at)),
             error: None,
         },
     }

@@ -245,9 +245,11 @@ fn members_come_with_their_leader_and_a_failed_read_says_why() {
     assert_eq!(members.len(), 2);
     assert_eq!((members[0].state.as_str(), members[0].last_applied), ("Leader", Some(42)));
     assert_eq!(members[1].state, "Unreachable");
-    let read: MembersRead = Some(Ok((members, at("2026-01-01T00:01:30Z"))));
+    let dids = member_dids(&json!({ "members": ["did:key:a", "did:key:b", 3] }));
+    assert_eq!(dids.len(), 2);
+    let read: MembersRead = Some(Ok(MembersSeen { items: members, dids, read_at: at("2026-01-01T00:01:30Z") }));
     let v = view_of(&Objects::default(), &read, "did:key:me");
-    assert_eq!(v.members.leader.as_deref(), Some("did:key:a"));
+    assert_eq!(v.members.leader, Some(1));
     assert_eq!(v.summary.members, 2);
     let failed: MembersRead = Some(Err("forbidden".into()));
     assert_eq!(view_of(&Objects::default(), &failed, "x").members.error.as_deref(), Some("forbidden"));
