@@ -310,7 +310,18 @@ fn the_dashboard_shows_a_workload_and_follows_its_scaling_without_a_reload() {
          command: [\"/bin/sh\", \"-c\", \"sleep 600\"]\n  env:\n    - name: GREETING\n      value: env-value-never-shown\n  \
          resources:\n    cpu: 100m\n    memory: 32Mi\n",
     );
+    // Two policies: one admits the local node (its offer is in DE), one does not; a workload
+    // under the second waits, and the page says why.
+    let policies = support::write(
+        &u,
+        "policies.yaml",
+        "apiVersion: univrs.io/v1\nkind: TrustPolicy\nmetadata:\n  name: germany\nspec:\n  allowedJurisdictions: [DE]\n---\n\
+         apiVersion: univrs.io/v1\nkind: TrustPolicy\nmetadata:\n  name: france\nspec:\n  allowedJurisdictions: [FR]\n---\n\
+         apiVersion: univrs.io/v1\nkind: Workload\nmetadata:\n  name: paris\nspec:\n  replicas: 1\n  rootfs: busybox\n  \
+         command: [\"sleep\", \"600\"]\n  trustPolicy: france\n",
+    );
     up.ui(&u, &["apply", "-f", &manifest]).ok();
+    up.ui(&u, &["apply", "-f", &policies]).ok();
 
     let dashboard = Dashboard::start(&u, &up);
     let chromium = Chromium::start();
@@ -333,16 +344,30 @@ fn the_dashboard_shows_a_workload_and_follows_its_scaling_without_a_reload() {
     println!("scale to 3 shown running in the page after {:?}", started.elapsed());
     assert_eq!(after["mark"], "no-reload", "the page was reloaded: {after}");
 
-    // The rest of the page: the node with its offer, the member that leads, the watches.
-    let page = cdp.eval(
-        r#"JSON.stringify({
-          node: !!document.querySelector('[data-node="local"][data-ready="true"]'),
-          leader: !!document.querySelector('#members tr.leader'),
-          watching: [...document.querySelectorAll('[data-source]')].every((s) => s.classList.contains('watching')),
-        })"#,
-    );
-    let page: Value = serde_json::from_str(page.as_str().unwrap()).unwrap();
-    assert_eq!(page, json!({ "node": true, "leader": true, "watching": true }));
+    // The rest of the page: why paris waits, which nodes each policy admits, the node, the
+    // member that leads, the watches.
+    let page = wait_for(120, "the page to show why paris waits", || {
+        let page = cdp.eval(
+            r#"JSON.stringify({
+              why: (document.querySelector('[data-workload="default/paris"] .pending-why') || {}).textContent || null,
+              paris: [...document.querySelectorAll('[data-workload="default/paris"] [data-replica]')].map((r) => r.dataset.phase),
+              germany: [...document.querySelectorAll('[data-policy="default/germany"] [data-admits]')].map((n) => n.dataset.admits),
+              france: [...document.querySelectorAll('[data-policy="default/france"] [data-admits]')].map((n) => n.dataset.admits),
+              node: !!document.querySelector('[data-node="local"][data-ready="true"]'),
+              leader: !!document.querySelector('#members tr.leader'),
+              watching: [...document.querySelectorAll('[data-source]')].every((s) => s.classList.contains('watching')),
+            })"#,
+        );
+        let page: Value = serde_json::from_str(page.as_str().unwrap()).unwrap();
+        match page["why"].as_str() {
+            Some(why) if why.contains("jurisdiction not allowed") => Ok(page),
+            _ => Err(page.to_string()),
+        }
+    });
+    assert_eq!(page["paris"], json!(["Pending"]), "{page}");
+    assert_eq!(page["germany"], json!(["local"]), "{page}");
+    assert_eq!(page["france"], json!([]), "{page}");
+    assert_eq!((&page["node"], &page["leader"], &page["watching"]), (&json!(true), &json!(true), &json!(true)), "{page}");
 
     // The screenshot, of the whole page.
     let metrics = cdp.call("Page.getLayoutMetrics", json!({}));

@@ -53,12 +53,13 @@
 
   const empty = (text) => h("p", { class: "empty" }, text);
 
-  // A meter of used/total: for "use", fuller is worse; for "progress", fuller is better.
+  // A meter of used/total: by default (use) fuller is worse; for "progress" fuller is better;
+  // a "score" has no good or bad.
   function bar(used, total, label, kind) {
     const pct = total > 0 ? Math.min(100, Math.round((used / total) * 100)) : 0;
     const level = kind === "progress"
       ? (pct >= 100 ? "low" : "mid")
-      : (pct >= 90 ? "high" : pct >= 70 ? "mid" : "low");
+      : kind === "score" ? "score" : (pct >= 90 ? "high" : pct >= 70 ? "mid" : "low");
     return h(
       "div",
       { class: "meter", title: label },
@@ -80,7 +81,7 @@
 
   function scoreBar(x) {
     if (x === undefined || x === null) return h("span", { class: "faint" }, "none yet");
-    return h("span", { class: "score" }, bar(x, 1, score(x), "progress"), h("span", { class: "num" }, score(x)));
+    return h("span", { class: "score" }, bar(x, 1, score(x), "score"), h("span", { class: "num" }, score(x)));
   }
 
   // — Summary —
@@ -127,7 +128,8 @@
     }
     const rows = v.workloads.map((w) => {
       const ok = w.ready >= w.desired;
-      const bad = w.conditions.filter((c) => c.bad && c.type !== "Available");
+      // Available=False is what the ready count says; ReplicaFailure, what whyPending says.
+      const bad = w.conditions.filter((c) => c.bad && c.type !== "Available" && !(w.whyPending && c.type === "ReplicaFailure"));
       return h(
         "tr",
         {
