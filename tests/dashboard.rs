@@ -30,6 +30,7 @@ struct Up {
     child: Child,
     data: PathBuf,
     kubeconfig: PathBuf,
+    config: PathBuf,
 }
 
 impl Up {
@@ -60,7 +61,7 @@ impl Up {
         assert!(first.starts_with("listening on "), "{first}");
         lines.find(|l| l.starts_with("local node ")).expect("ui up says how its local node runs");
         std::thread::spawn(move || for _ in lines {});
-        Self { child, data, kubeconfig }
+        Self { child, data, kubeconfig, config: u.config() }
     }
 
     fn ui(&self, u: &User, args: &[&str]) -> support::Run {
@@ -72,27 +73,16 @@ impl Up {
 
 impl Drop for Up {
     fn drop(&mut self) {
+        // `ui down` stops `ui up` and then every replica of its node still running (a killed
+        // agent's run outlives it, by design).
+        let _ = Command::new(env!("CARGO_BIN_EXE_ui"))
+            .args(["down", "--data-dir", self.data.to_str().unwrap(), "--timeout", "60"])
+            .env("UNIVRS_CONFIG_DIR", &self.config)
+            .stdout(Stdio::null())
+            .status();
         let _ = self.child.kill();
         let _ = self.child.wait();
-        // The replicas' processes (their command lines name the data dir).
-        for pid in processes_under(&self.data) {
-            let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
-        }
     }
-}
-
-/// The pids of processes whose command line mentions `dir`.
-fn processes_under(dir: &Path) -> Vec<i32> {
-    let needle = dir.to_string_lossy().into_owned();
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline"))
-                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&needle))
-        })
-        .collect()
 }
 
 /// `ui dashboard --listen 127.0.0.1:0`, until dropped.
@@ -125,7 +115,11 @@ impl Dashboard {
     fn raw(&self, method: &str, path: &str, host: &str) -> (u16, String) {
         let mut s = TcpStream::connect(&self.addr).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-        write!(s, "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n").unwrap();
+        write!(
+            s,
+            "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+        )
+        .unwrap();
         let mut answer = String::new();
         s.read_to_string(&mut answer).unwrap();
         let status = answer.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
@@ -195,7 +189,8 @@ impl Chromium {
     fn page(&self) -> Cdp {
         let devtools = &self.devtools;
         let ws = wait_for(60, "a page target", || {
-            let mut answer = ureq::get(&format!("http://{devtools}/json/list")).call().map_err(|e| e.to_string())?;
+            let mut answer =
+                ureq::get(&format!("http://{devtools}/json/list")).call().map_err(|e| e.to_string())?;
             let text = answer.body_mut().read_to_string().map_err(|e| e.to_string())?;
             let targets: Value = serde_json::from_str(&text).map_err(|e| format!("{e}: {text}"))?;
             targets
@@ -280,7 +275,11 @@ fn wait_shown_running(cdp: &mut Cdp, n: usize) -> Value {
         let s = shown(cdp);
         let phases = s["phases"].as_array().cloned().unwrap_or_default();
         let running = phases.iter().filter(|p| *p == "Running").count();
-        if s["desired"] == n.to_string() && phases.len() == n && running == n && s["ready"] == n.to_string() {
+        if s["desired"].as_str() == Some(n.to_string().as_str())
+            && s["ready"].as_str() == Some(n.to_string().as_str())
+            && phases.len() == n
+            && running == n
+        {
             Ok(s)
         } else {
             Err(s.to_string())
@@ -367,7 +366,11 @@ fn the_dashboard_shows_a_workload_and_follows_its_scaling_without_a_reload() {
     assert_eq!(page["paris"], json!(["Pending"]), "{page}");
     assert_eq!(page["germany"], json!(["local"]), "{page}");
     assert_eq!(page["france"], json!([]), "{page}");
-    assert_eq!((&page["node"], &page["leader"], &page["watching"]), (&json!(true), &json!(true), &json!(true)), "{page}");
+    assert_eq!(
+        (&page["node"], &page["leader"], &page["watching"]),
+        (&json!(true), &json!(true), &json!(true)),
+        "{page}"
+    );
 
     // The screenshot, of the whole page.
     let metrics = cdp.call("Page.getLayoutMetrics", json!({}));

@@ -95,17 +95,25 @@ pub fn refusal(method: &Method, headers: &HeaderMap, port: u16) -> Option<(Statu
     if let Some(origin) = text(header::ORIGIN)
         && !origin_allowed(origin, port)
     {
-        return Some((StatusCode::FORBIDDEN, format!("forbidden: requests from {origin:?} are not let in\n")));
+        return Some((
+            StatusCode::FORBIDDEN,
+            format!("forbidden: requests from {origin:?} are not let in\n"),
+        ));
     }
     let site = text(header::HeaderName::from_static("sec-fetch-site"));
     let mode = text(header::HeaderName::from_static("sec-fetch-mode"));
     if site == Some("cross-site") && mode != Some("navigate") {
-        return Some((StatusCode::FORBIDDEN, "forbidden: another site's page may not read the dashboard\n".into()));
+        return Some((
+            StatusCode::FORBIDDEN,
+            "forbidden: another site's page may not read the dashboard\n".into(),
+        ));
     }
     if method != Method::GET && method != Method::HEAD {
         return Some((
             StatusCode::METHOD_NOT_ALLOWED,
-            format!("{method} is not allowed: the dashboard is read-only (GET only); change the cluster with `ui apply`\n"),
+            format!(
+                "{method} is not allowed: the dashboard is read-only (GET only); change the cluster with `ui apply`\n"
+            ),
         ));
     }
     None
@@ -155,8 +163,14 @@ fn secured(mut response: Response) -> Response {
     h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
-    h.insert(header::HeaderName::from_static("cross-origin-resource-policy"), HeaderValue::from_static("same-origin"));
-    h.insert(header::HeaderName::from_static("cross-origin-opener-policy"), HeaderValue::from_static("same-origin"));
+    h.insert(
+        header::HeaderName::from_static("cross-origin-resource-policy"),
+        HeaderValue::from_static("same-origin"),
+    );
+    h.insert(
+        header::HeaderName::from_static("cross-origin-opener-policy"),
+        HeaderValue::from_static("same-origin"),
+    );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
 }
@@ -173,7 +187,10 @@ async fn current(State(s): State<Shared>) -> Response {
 /// The view now, then each new one, as `view` events, until the server stops.
 async fn events(State(s): State<Shared>) -> Response {
     let Ok(permit) = s.streams.clone().try_acquire_owned() else {
-        return (StatusCode::SERVICE_UNAVAILABLE, format!("too many open dashboards (at most {MAX_STREAMS})\n"))
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("too many open dashboards (at most {MAX_STREAMS})\n"),
+        )
             .into_response();
     };
     let mut views = s.views.clone();
@@ -214,7 +231,15 @@ mod tests {
         for ok in ["127.0.0.1:8001", "localhost:8001", "LOCALHOST:8001", "[::1]:8001"] {
             assert!(host_allowed(ok, 8001), "{ok}");
         }
-        for bad in ["evil.example", "evil.example:8001", "127.0.0.1:8002", "127.0.0.1", "localhost.evil:8001", "", "[::1]"] {
+        for bad in [
+            "evil.example",
+            "evil.example:8001",
+            "127.0.0.1:8002",
+            "127.0.0.1",
+            "localhost.evil:8001",
+            "",
+            "[::1]",
+        ] {
             assert!(!host_allowed(bad, 8001), "{bad}");
         }
         assert!(host_allowed("localhost", 80));
@@ -242,9 +267,17 @@ mod tests {
         assert_eq!(refusal(&Method::GET, &evil, port).unwrap().0, StatusCode::FORBIDDEN);
         let origin = headers(&[("host", "127.0.0.1:8001"), ("origin", "http://evil.example")]);
         assert_eq!(refusal(&Method::GET, &origin, port).unwrap().0, StatusCode::FORBIDDEN);
-        let read = headers(&[("host", "127.0.0.1:8001"), ("sec-fetch-site", "cross-site"), ("sec-fetch-mode", "cors")]);
+        let read = headers(&[
+            ("host", "127.0.0.1:8001"),
+            ("sec-fetch-site", "cross-site"),
+            ("sec-fetch-mode", "cors"),
+        ]);
         assert_eq!(refusal(&Method::GET, &read, port).unwrap().0, StatusCode::FORBIDDEN);
-        let link = headers(&[("host", "127.0.0.1:8001"), ("sec-fetch-site", "cross-site"), ("sec-fetch-mode", "navigate")]);
+        let link = headers(&[
+            ("host", "127.0.0.1:8001"),
+            ("sec-fetch-site", "cross-site"),
+            ("sec-fetch-mode", "navigate"),
+        ]);
         assert_eq!(refusal(&Method::GET, &link, port), None);
         for m in [Method::POST, Method::PUT, Method::PATCH, Method::DELETE, Method::OPTIONS] {
             assert_eq!(refusal(&m, &ok, port).unwrap().0, StatusCode::METHOD_NOT_ALLOWED, "{m}");

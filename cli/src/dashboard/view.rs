@@ -12,8 +12,8 @@ use std::sync::Arc;
 
 use api::kinds::{
     AccountSpec, AttestationSpec, AuditDecision, AuditEventSpec, CreditGrantSpec, NodeConditionType,
-    NodeOfferSpec, NodeSpec, ReplicaConditionType, ReplicaPhase, ReplicaSpec, ReputationSpec, ReputationStatus,
-    SubjectKind, TrustPolicySpec, WorkloadConditionType, WorkloadSpec,
+    NodeOfferSpec, NodeSpec, ReplicaConditionType, ReplicaPhase, ReplicaSpec, ReputationSpec,
+    ReputationStatus, SubjectKind, TrustPolicySpec, WorkloadConditionType, WorkloadSpec,
 };
 use api::meta::{ConditionStatus, Time};
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -721,7 +721,9 @@ fn workloads(o: &Objects, me: Option<&str>) -> Vec<WorkloadView> {
                 ready: live.iter().filter(|r| r.ready).count(),
                 trust_policy: w.spec.trust_policy.clone(),
                 conditions,
-                why_pending: live.iter().find_map(|r| r.why_pending.clone().map(|why| format!("{}: {why}", r.name))),
+                why_pending: live
+                    .iter()
+                    .find_map(|r| r.why_pending.clone().map(|why| format!("{}: {why}", r.name))),
                 items,
             }
         })
@@ -775,12 +777,16 @@ fn nodes(o: &Objects, members: &BTreeSet<String>, me: Option<&str>, now: DateTim
                 mine: me == Some(n.spec.operator.as_str()),
                 ready: snapshot::is_ready(n),
                 ready_message: ready.map(|c| {
-                    [c.reason.as_deref(), c.message.as_deref()].into_iter().flatten().collect::<Vec<_>>().join(": ")
+                    [c.reason.as_deref(), c.message.as_deref()]
+                        .into_iter()
+                        .flatten()
+                        .collect::<Vec<_>>()
+                        .join(": ")
                 }),
                 unschedulable: n.spec.unschedulable,
                 runtime: n.status.as_ref().and_then(|s| s.runtime.clone()),
                 last_heartbeat: n.status.as_ref().and_then(|s| s.last_heartbeat_time).map(|t| t.to_rfc3339()),
-                offer: offer.map(|f| offer_view(f)),
+                offer: offer.map(offer_view),
                 capacity: AmountView::of(Amount::of(&n.spec.capacity)),
                 offered: AmountView::of(c.map(|c| c.capacity).unwrap_or_default()),
                 used: AmountView::of(c.map(|c| c.used).unwrap_or_default()),
@@ -824,7 +830,12 @@ fn vouches(o: &Objects, now: DateTime<Utc>) -> HashMap<String, Vec<String>> {
     out
 }
 
-fn policies(o: &Objects, members: &BTreeSet<String>, me: Option<&str>, now: DateTime<Utc>) -> Vec<PolicyView> {
+fn policies(
+    o: &Objects,
+    members: &BTreeSet<String>,
+    me: Option<&str>,
+    now: DateTime<Utc>,
+) -> Vec<PolicyView> {
     let candidates = candidates(o, members, now);
     let vouches = vouches(o, now);
     let none = HashMap::new();
@@ -852,7 +863,9 @@ fn policies(o: &Objects, members: &BTreeSet<String>, me: Option<&str>, now: Date
             for c in &candidates {
                 match core::filter(c, &request) {
                     Ok(()) => admits.push(c.name.clone()),
-                    Err(reason) => rejects.push(Rejected { node: c.name.clone(), reason: reason.to_string() }),
+                    Err(reason) => {
+                        rejects.push(Rejected { node: c.name.clone(), reason: reason.to_string() })
+                    }
                 }
             }
             let ns = tp.namespace().unwrap_or("default");
@@ -898,10 +911,16 @@ fn policy_constraints(p: &TrustPolicySpec) -> Vec<String> {
         out.push(format!("min reputation {r}"));
     }
     if !p.allowed_operators.is_empty() {
-        out.push(format!("allowed operators: {}", list(p.allowed_operators.iter().map(|d| d.as_str()).collect())));
+        out.push(format!(
+            "allowed operators: {}",
+            list(p.allowed_operators.iter().map(|d| d.as_str()).collect())
+        ));
     }
     if !p.denied_operators.is_empty() {
-        out.push(format!("denied operators: {}", list(p.denied_operators.iter().map(|d| d.as_str()).collect())));
+        out.push(format!(
+            "denied operators: {}",
+            list(p.denied_operators.iter().map(|d| d.as_str()).collect())
+        ));
     }
     if let Some(n) = p.required_attestations.filter(|n| *n > 0) {
         out.push(format!("{n} attestation{} with standing", if n == 1 { "" } else { "s" }));
@@ -993,9 +1012,15 @@ fn members_view(read: &MembersRead) -> MembersView {
 /// The newest [`MAX_EVENTS`] events the objects record.
 fn events(o: &Objects) -> Vec<EventView> {
     let mut out: Vec<(Time, EventView)> = Vec::new();
-    let mut push = |t: Option<Time>, kind: &'static str, object: String, reason: &str, message: String, warning| {
+    let mut push = |t: Option<Time>,
+                    kind: &'static str,
+                    object: String,
+                    reason: &str,
+                    message: String,
+                    warning| {
         if let Some(t) = t {
-            let ev = EventView { time: t.to_rfc3339(), kind, object, reason: reason.to_owned(), message, warning };
+            let ev =
+                EventView { time: t.to_rfc3339(), kind, object, reason: reason.to_owned(), message, warning };
             out.push((t, ev));
         }
     };
@@ -1028,7 +1053,14 @@ fn events(o: &Objects) -> Vec<EventView> {
         for c in &s.conditions {
             let failed = c.status != ConditionStatus::True;
             let reason = c.reason.clone().unwrap_or_else(|| format!("{:?}", c.type_));
-            push(c.last_transition_time, "Replica", object.clone(), &reason, c.message.clone().unwrap_or_default(), failed);
+            push(
+                c.last_transition_time,
+                "Replica",
+                object.clone(),
+                &reason,
+                c.message.clone().unwrap_or_default(),
+                failed,
+            );
         }
         let on = r.spec.node_name.as_deref().unwrap_or("?");
         push(s.started_at, "Replica", object.clone(), "Started", format!("started on {on}"), false);
@@ -1039,14 +1071,29 @@ fn events(o: &Objects) -> Vec<EventView> {
                 (None, Some(reason)) => format!("ended ({reason}) on {on}"),
                 (None, None) => format!("ended on {on}"),
             };
-            push(s.finished_at, "Replica", object, &format!("{:?}", s.phase), how, s.phase == ReplicaPhase::Failed);
+            push(
+                s.finished_at,
+                "Replica",
+                object,
+                &format!("{:?}", s.phase),
+                how,
+                s.phase == ReplicaPhase::Failed,
+            );
         }
     }
     for n in &o.nodes {
         for c in n.status.iter().flat_map(|s| &s.conditions) {
             let ready = c.status == ConditionStatus::True;
-            let reason = c.reason.clone().unwrap_or_else(|| if ready { "Ready" } else { "NotReady" }.to_owned());
-            push(c.last_transition_time, "Node", n.name().to_owned(), &reason, c.message.clone().unwrap_or_default(), !ready);
+            let reason =
+                c.reason.clone().unwrap_or_else(|| if ready { "Ready" } else { "NotReady" }.to_owned());
+            push(
+                c.last_transition_time,
+                "Node",
+                n.name().to_owned(),
+                &reason,
+                c.message.clone().unwrap_or_default(),
+                !ready,
+            );
         }
     }
     for a in &o.audit {
@@ -1068,7 +1115,9 @@ fn events(o: &Objects) -> Vec<EventView> {
         );
     }
     // Newest first; ties in a stable order.
-    out.sort_by(|(ta, a), (tb, b)| tb.cmp(ta).then_with(|| (a.kind, &a.object, &a.reason).cmp(&(b.kind, &b.object, &b.reason))));
+    out.sort_by(|(ta, a), (tb, b)| {
+        tb.cmp(ta).then_with(|| (a.kind, &a.object, &a.reason).cmp(&(b.kind, &b.object, &b.reason)))
+    });
     out.into_iter().take(MAX_EVENTS).map(|(_, e)| e).collect()
 }
 
@@ -1103,7 +1152,8 @@ pub fn bytes(b: u64) -> String {
         value /= 1024.0;
         unit += 1;
     }
-    let text = if (value - value.round()).abs() < 0.05 { format!("{value:.0}") } else { format!("{value:.1}") };
+    let text =
+        if (value - value.round()).abs() < 0.05 { format!("{value:.0}") } else { format!("{value:.1}") };
     format!("{text} {}", UNITS[unit])
 }
 

@@ -59,7 +59,7 @@
     const pct = total > 0 ? Math.min(100, Math.round((used / total) * 100)) : 0;
     const level = kind === "progress"
       ? (pct >= 100 ? "low" : "mid")
-      : kind === "score" ? "score" : (pct >= 90 ? "high" : pct >= 70 ? "mid" : "low");
+      : kind === "score" ? "neutral" : (pct >= 90 ? "high" : pct >= 70 ? "mid" : "low");
     return h(
       "div",
       { class: "meter", title: label },

@@ -64,7 +64,8 @@ fn workload(name: &str, uid: &str, signer: &str, replicas: i32) -> Arc<Kube<Work
 }
 
 fn replica(name: &str, owner_uid: &str, node: Option<&str>, status: Value) -> Arc<Kube<ReplicaSpec>> {
-    let mut spec = json!({ "workload": "web", "container": { "resources": { "cpu": "500m", "memory": "256Mi" } } });
+    let mut spec =
+        json!({ "workload": "web", "container": { "resources": { "cpu": "500m", "memory": "256Mi" } } });
     if let Some(n) = node {
         spec["nodeName"] = json!(n);
         spec["nodeUid"] = json!(format!("uid-{n}"));
@@ -247,7 +248,8 @@ fn members_come_with_their_leader_and_a_failed_read_says_why() {
     assert_eq!(members[1].state, "Unreachable");
     let dids = member_dids(&json!({ "members": ["did:key:a", "did:key:b", 3] }));
     assert_eq!(dids.len(), 2);
-    let read: MembersRead = Some(Ok(MembersSeen { items: members, dids, read_at: at("2026-01-01T00:01:30Z") }));
+    let read: MembersRead =
+        Some(Ok(MembersSeen { items: members, dids, read_at: at("2026-01-01T00:01:30Z") }));
     let v = view_of(&Objects::default(), &read, "did:key:me");
     assert_eq!(v.members.leader, Some(1));
     assert_eq!(v.summary.members, 2);
@@ -259,7 +261,8 @@ fn members_come_with_their_leader_and_a_failed_read_says_why() {
 fn events_are_the_objects_recorded_transitions_newest_first_and_bounded() {
     let (me, op) = (did(1), did(2));
     let v = view_of(&web_cluster(&me, &op), &None, &me);
-    let seen: Vec<_> = v.events.iter().map(|e| (e.time.as_str(), e.kind, e.reason.as_str(), e.warning)).collect();
+    let seen: Vec<_> =
+        v.events.iter().map(|e| (e.time.as_str(), e.kind, e.reason.as_str(), e.warning)).collect();
     assert_eq!(
         seen,
         [
@@ -270,8 +273,10 @@ fn events_are_the_objects_recorded_transitions_newest_first_and_bounded() {
             ("2026-01-01T00:00:10Z", "Node", "HeartbeatLapsed", true),
         ]
     );
-    let mut many = Objects::default();
-    many.nodes = (0..200).map(|i| node(&format!("n{i}"), &op, true)).collect();
+    let many = Objects {
+        nodes: (0..200).map(|i| node(&format!("n{i}"), &op, true)).collect(),
+        ..Objects::default()
+    };
     assert_eq!(view_of(&many, &None, &me).events.len(), MAX_EVENTS);
 }
 
