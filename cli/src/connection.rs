@@ -30,6 +30,11 @@ impl ClusterArgs {
         Self { server: None, kubeconfig: Some(path), namespace: None }
     }
 
+    /// The namespace `-n` names, if given (without the kubeconfig's default).
+    pub fn namespace_given(&self) -> Option<&str> {
+        self.namespace.as_deref()
+    }
+
     /// The kubeconfig these options name.
     pub fn kubeconfig_path(&self, ctx: &Context) -> PathBuf {
         kubeconfig::path(self.kubeconfig.as_deref(), &ctx.dirs.root().join("kubeconfig"))

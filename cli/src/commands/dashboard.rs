@@ -18,7 +18,9 @@ use crate::dashboard::{follow, serve};
 /// workloads with their replicas, phases, readiness and why a pending one waits; nodes with
 /// their offer, capacity, usage and reputation; trust policies and which nodes each admits;
 /// balances, credit lines and reputations; the control plane's members and leader; recent
-/// events. It follows the apiserver's watch (no polling), and shows when the last change came.
+/// events. It follows the apiserver's watch, and shows when the last change came (only the
+/// members, which are not objects and have no watch, are read every 10 s). Every namespace,
+/// or with -n only that one's workloads, replicas and trust policies.
 ///
 /// It reads the cluster as you, as `kubectl proxy` does: this process holds your credentials
 /// (the kubeconfig, your identity) and the browser holds no key or token. So it shows exactly
@@ -55,7 +57,11 @@ pub fn run(ctx: &Context, args: &Args) -> anyhow::Result<Outcome> {
         let bound = listener.local_addr().unwrap_or(addr);
         let stop = CancellationToken::new();
         let (tx, rx) = watch::channel(Arc::<str>::from("{}"));
-        let whom = follow::Whom { me: me.clone(), server: server.clone() };
+        let whom = follow::Whom {
+            me: me.clone(),
+            server: server.clone(),
+            namespace: args.cluster.namespace_given().map(str::to_owned),
+        };
         let following = tokio::spawn(follow::run(client, whom, tx, stop.clone()));
         // The URL first, alone on its line, for whoever started it (a person, a script, a test).
         println!("dashboard on http://{bound}/");

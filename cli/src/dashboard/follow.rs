@@ -17,7 +17,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::view::{self, MembersRead, Objects, Source, SourceState};
-use client::resource::{Kube, api_all};
+use client::resource::{Kube, api_all, api_in};
 
 /// How often the members are read again.
 pub const MEMBERS_EVERY: Duration = Duration::from_secs(10);
@@ -33,6 +33,8 @@ pub struct Whom {
     pub me: Option<String>,
     /// The apiserver's URL, as shown.
     pub server: String,
+    /// The one namespace whose namespaced objects are followed, or (None) every namespace.
+    pub namespace: Option<String>,
 }
 
 /// A cache per kind.
@@ -98,16 +100,16 @@ pub async fn run(client: kube::Client, whom: Whom, tx: watch::Sender<Arc<str>>, 
     let shared = Arc::new(Shared::default());
     let mut tasks = JoinSet::new();
     let caches = Caches {
-        workloads: spawn_watch(&mut tasks, &client, &shared, &stop),
-        replicas: spawn_watch(&mut tasks, &client, &shared, &stop),
-        nodes: spawn_watch(&mut tasks, &client, &shared, &stop),
-        offers: spawn_watch(&mut tasks, &client, &shared, &stop),
-        policies: spawn_watch(&mut tasks, &client, &shared, &stop),
-        reputations: spawn_watch(&mut tasks, &client, &shared, &stop),
-        attestations: spawn_watch(&mut tasks, &client, &shared, &stop),
-        accounts: spawn_watch(&mut tasks, &client, &shared, &stop),
-        grants: spawn_watch(&mut tasks, &client, &shared, &stop),
-        audit: spawn_watch(&mut tasks, &client, &shared, &stop),
+        workloads: spawn_watch(&mut tasks, &client, whom.namespace.as_deref(), &shared, &stop),
+        replicas: spawn_watch(&mut tasks, &client, whom.namespace.as_deref(), &shared, &stop),
+        nodes: spawn_watch(&mut tasks, &client, whom.namespace.as_deref(), &shared, &stop),
+        offers: spawn_watch(&mut tasks, &client, whom.namespace.as_deref(), &shared, &stop),
+        policies: spawn_watch(&mut tasks, &client, whom.namespace.as_deref(), &shared, &stop),
+        reputations: spawn_watch(&mut tasks, &client, whom.namespace.as_deref(), &shared, &stop),
+        attestations: spawn_watch(&mut tasks, &client, whom.namespace.as_deref(), &shared, &stop),
+        accounts: spawn_watch(&mut tasks, &client, whom.namespace.as_deref(), &shared, &stop),
+        grants: spawn_watch(&mut tasks, &client, whom.namespace.as_deref(), &shared, &stop),
+        audit: spawn_watch(&mut tasks, &client, whom.namespace.as_deref(), &shared, &stop),
     };
     tasks.spawn(read_members(client.clone(), shared.clone(), stop.clone()));
     loop {
@@ -136,6 +138,7 @@ fn publish(caches: &Caches, shared: &Shared, whom: &Whom, tx: &watch::Sender<Arc
         sources: &sources,
         me: whom.me.as_deref(),
         server: &whom.server,
+        namespace: whom.namespace.as_deref(),
         last_change,
         now: Utc::now(),
     });
@@ -147,15 +150,21 @@ fn publish(caches: &Caches, shared: &Shared, whom: &Whom, tx: &watch::Sender<Arc
     }
 }
 
-/// Starts the watch of kind `S` into a cache; returns the cache.
+/// Starts the watch of kind `S` (in `namespace` only, for a namespaced kind, when given) into a
+/// cache; returns the cache.
 fn spawn_watch<S: KindSpec>(
     tasks: &mut JoinSet<()>,
     client: &kube::Client,
+    namespace: Option<&str>,
     shared: &Arc<Shared>,
     stop: &CancellationToken,
 ) -> Store<Kube<S>> {
     let (reader, writer) = reflector::store();
-    let stream = watcher(api_all::<S>(client), watcher::Config::default()).default_backoff().reflect(writer);
+    let api = match namespace {
+        Some(ns) => api_in::<S>(client, ns),
+        None => api_all::<S>(client),
+    };
+    let stream = watcher(api, watcher::Config::default()).default_backoff().reflect(writer);
     let (shared, stop) = (shared.clone(), stop.clone());
     shared.set_source(S::PLURAL, SourceState::Listing, None);
     tasks.spawn(async move {

@@ -5,8 +5,8 @@
 //! hostile web: only loopback addresses are listened on; a request whose `Host` is not this
 //! server's loopback name and port is refused (a page of another site whose name was made to
 //! resolve to 127.0.0.1 — DNS rebinding — sends its own name), as is one whose `Origin` is
-//! another page's or that another site sends from a page (`Sec-Fetch-Site: cross-site`, but a
-//! plain navigation); only GET and HEAD are answered (there is nothing to write); no CORS
+//! another page's or that a page of another origin sends (`Sec-Fetch-Site` other than
+//! `same-origin` or `none`, but a plain navigation: a link to the dashboard still opens it); only GET and HEAD are answered (there is nothing to write); no CORS
 //! header is ever sent; every answer carries a strict Content-Security-Policy (the page runs
 //! only its own script, loads nothing from elsewhere, and may not be framed).
 
@@ -102,10 +102,13 @@ pub fn refusal(method: &Method, headers: &HeaderMap, port: u16) -> Option<(Statu
     }
     let site = text(header::HeaderName::from_static("sec-fetch-site"));
     let mode = text(header::HeaderName::from_static("sec-fetch-mode"));
-    if site == Some("cross-site") && mode != Some("navigate") {
+    // A page of another origin (another port of localhost is one: same-site, not same-origin)
+    // may link to the dashboard, not load from it.
+    let foreign = site.is_some_and(|s| s != "same-origin" && s != "none");
+    if foreign && mode != Some("navigate") {
         return Some((
             StatusCode::FORBIDDEN,
-            "forbidden: another site's page may not read the dashboard\n".into(),
+            "forbidden: a page of another origin may not read the dashboard\n".into(),
         ));
     }
     if method != Method::GET && method != Method::HEAD {
@@ -273,6 +276,19 @@ mod tests {
             ("sec-fetch-mode", "cors"),
         ]);
         assert_eq!(refusal(&Method::GET, &read, port).unwrap().0, StatusCode::FORBIDDEN);
+        // Another port of localhost: same-site, still another origin.
+        let embed = headers(&[
+            ("host", "127.0.0.1:8001"),
+            ("sec-fetch-site", "same-site"),
+            ("sec-fetch-mode", "no-cors"),
+        ]);
+        assert_eq!(refusal(&Method::GET, &embed, port).unwrap().0, StatusCode::FORBIDDEN);
+        let own = headers(&[
+            ("host", "127.0.0.1:8001"),
+            ("sec-fetch-site", "same-origin"),
+            ("sec-fetch-mode", "cors"),
+        ]);
+        assert_eq!(refusal(&Method::GET, &own, port), None);
         let link = headers(&[
             ("host", "127.0.0.1:8001"),
             ("sec-fetch-site", "cross-site"),

@@ -171,6 +171,8 @@ pub struct Input<'a> {
     pub me: Option<&'a str>,
     /// The apiserver it talks to.
     pub server: &'a str,
+    /// The one namespace followed, or (None) every namespace.
+    pub namespace: Option<&'a str>,
     /// When the last change came through a watch.
     pub last_change: Option<DateTime<Utc>>,
     /// Now.
@@ -189,6 +191,8 @@ pub struct View {
     pub me: Option<String>,
     /// The apiserver.
     pub server: String,
+    /// The one namespace shown, or (None) every namespace.
+    pub namespace: Option<String>,
     /// Counts for the summary line.
     pub summary: Summary,
     /// Workloads, each with its replicas.
@@ -598,6 +602,7 @@ pub fn view(input: &Input<'_>) -> View {
         last_change: input.last_change.map(rfc3339),
         me: me.map(str::to_owned),
         server: input.server.to_owned(),
+        namespace: input.namespace.map(str::to_owned),
         summary,
         workloads,
         nodes,

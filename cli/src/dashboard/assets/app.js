@@ -394,7 +394,7 @@
   function render(v) {
     me = v.me;
     lastChange = v.lastChange;
-    fill("who", v.me ? h("span", {}, "as ", h("span", { class: "did", title: v.me }, short(v.me))) : null, v.server ? h("span", { class: "faint" }, " · " + v.server) : null);
+    fill("who", v.me ? h("span", {}, "as ", h("span", { class: "did", title: v.me }, short(v.me))) : null, v.server ? h("span", { class: "faint" }, " · " + v.server) : null, h("span", { class: "faint" }, v.namespace ? " · namespace " + v.namespace : " · every namespace"));
     summary(v);
     workloads(v);
     nodes(v);

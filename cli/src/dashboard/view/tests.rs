@@ -100,6 +100,7 @@ fn view_of(objects: &Objects, members: &MembersRead, me: &str) -> View {
         sources: &[],
         me: Some(me),
         server: "https://127.0.0.1:6443",
+        namespace: None,
         last_change: Some(at("2026-01-01T00:01:00Z")),
         now: at("2026-01-01T00:02:00Z"),
     })
