@@ -324,4 +324,36 @@ mod tests {
         let missing = app.oneshot(get("/nothing", "127.0.0.1:8001")).await.unwrap();
         assert_eq!(missing.status(), StatusCode::NOT_FOUND);
     }
+
+    #[tokio::test]
+    async fn events_carry_the_view_now_then_each_change_until_the_server_stops() {
+        use tower::ServiceExt as _;
+        let (tx, rx) = watch::channel(Arc::<str>::from("{\"n\":1}"));
+        let stop = CancellationToken::new();
+        let app = router(rx, 8001, stop.clone());
+        let get =
+            || Request::get("/api/events").header("host", "127.0.0.1:8001").body(axum::body::Body::empty());
+        let mut open = Vec::new();
+        for _ in 0..MAX_STREAMS {
+            let r = app.clone().oneshot(get().unwrap()).await.unwrap();
+            assert_eq!(r.status(), StatusCode::OK);
+            assert_eq!(r.headers()[header::CONTENT_TYPE], "text/event-stream");
+            open.push(r.into_body().into_data_stream());
+        }
+        let over = app.clone().oneshot(get().unwrap()).await.unwrap();
+        assert_eq!(over.status(), StatusCode::SERVICE_UNAVAILABLE);
+        // A stream that ends (the browser went away) gives its place back.
+        open.pop();
+        let again = app.clone().oneshot(get().unwrap()).await.unwrap();
+        assert_eq!(again.status(), StatusCode::OK);
+        let text = |b: Option<Result<axum::body::Bytes, axum::Error>>| {
+            String::from_utf8(b.expect("an event").unwrap().to_vec()).unwrap()
+        };
+        let body = &mut open[0];
+        assert_eq!(text(body.next().await), "event: view\ndata: {\"n\":1}\n\n");
+        tx.send_replace(Arc::from("{\"n\":2}"));
+        assert_eq!(text(body.next().await), "event: view\ndata: {\"n\":2}\n\n");
+        stop.cancel();
+        assert!(body.next().await.is_none(), "the stream ends with the server");
+    }
 }
