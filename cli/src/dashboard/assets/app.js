@@ -392,6 +392,8 @@
   }
 
   function render(v) {
+    // Before the first view is made the process has nothing to say yet.
+    if (!v.summary) return;
     me = v.me;
     lastChange = v.lastChange;
     fill("who", v.me ? h("span", {}, "as ", h("span", { class: "did", title: v.me }, short(v.me))) : null, v.server ? h("span", { class: "faint" }, " · " + v.server) : null, h("span", { class: "faint" }, v.namespace ? " · namespace " + v.namespace : " · every namespace"));
