@@ -30,6 +30,11 @@ impl ClusterArgs {
         Self { server: None, kubeconfig: Some(path), namespace: None }
     }
 
+    /// The namespace `-n` names, if given (without the kubeconfig's default).
+    pub fn namespace_given(&self) -> Option<&str> {
+        self.namespace.as_deref()
+    }
+
     /// The kubeconfig these options name.
     pub fn kubeconfig_path(&self, ctx: &Context) -> PathBuf {
         kubeconfig::path(self.kubeconfig.as_deref(), &ctx.dirs.root().join("kubeconfig"))
@@ -78,6 +83,11 @@ pub struct ClusterInfo {
     pub ca_pem: Option<String>,
     /// The token audience.
     pub audience: String,
+}
+
+/// The URL of the server `args` and the kubeconfig name (the first, when it names several).
+pub fn server_of(ctx: &Context, args: &ClusterArgs) -> anyhow::Result<String> {
+    Ok(args.kubeconfig(ctx)?.server)
 }
 
 /// The servers, CA (PEM) and token audience of the cluster `args` and the kubeconfig name, for

@@ -3,6 +3,7 @@
 mod commands;
 mod config;
 mod connection;
+mod dashboard;
 mod fsutil;
 mod keystore;
 mod kubeconfig;
@@ -102,6 +103,7 @@ enum Command {
     Deny(commands::agent::DecideArgs),
     Audit(commands::agent::AuditArgs),
     Mcp(commands::mcp::Args),
+    Dashboard(commands::dashboard::Args),
     Up(commands::apiserver::UpArgs),
     Down(commands::down::Args),
     Unlock(commands::unlock::UnlockArgs),
@@ -149,6 +151,7 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Deny(args) => commands::agent::decide(&ctx, args, false),
         Command::Audit(args) => commands::agent::audit(&ctx, args),
         Command::Mcp(args) => commands::mcp::run(&ctx, args),
+        Command::Dashboard(args) => commands::dashboard::run(&ctx, args),
         Command::Version(_) => unreachable!("handled above"),
     }
 }

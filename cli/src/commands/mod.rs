@@ -7,6 +7,7 @@ pub mod cluster;
 pub mod config;
 pub mod controllers;
 pub mod credits;
+pub mod dashboard;
 pub mod delete;
 pub mod describe;
 pub mod diff;

@@ -115,7 +115,8 @@ pub async fn serve(state: Arc<State>, addr: SocketAddr, token_file: PathBuf) -> 
     Ok(())
 }
 
-async fn wait_for_signal() {
+/// Returns on Ctrl-C or SIGTERM.
+pub(crate) async fn wait_for_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {

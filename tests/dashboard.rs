@@ -1,0 +1,417 @@
+//! `ui dashboard` in a real browser: Debian's headless Chromium, driven through the Chrome
+//! DevTools Protocol, against `ui up` with a workload. The page shows the workload with its
+//! replicas and their phases, then follows a `ui scale` without being reloaded (a mark left in
+//! the page's JavaScript survives); a screenshot is saved as a test artifact
+//! (`target/test-artifacts/dashboard.png`). The dashboard's guards are checked from outside: a
+//! foreign Host and any write are refused, a non-loopback address is not listened on, and the
+//! view never carries an env value.
+//!
+//! Needs `/usr/bin/chromium` (Debian's `chromium`, installed by `./dev test`); without it the
+//! test fails, never skips. The replicas run as plain processes (`ui up --runtime process`), so
+//! no root is needed: what runs them is not what is tested here.
+
+mod support;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::os::unix::process::CommandExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use serde_json::{Value, json};
+use support::{User, wait_for};
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+
+/// `ui up` with a local node running replicas as plain processes, until dropped.
+struct Up {
+    child: Child,
+    data: PathBuf,
+    kubeconfig: PathBuf,
+    config: PathBuf,
+}
+
+impl Up {
+    fn start(u: &User) -> Self {
+        u.init_plain();
+        let data = u.path("data");
+        let kubeconfig = u.path("kubeconfig");
+        let mut child = u
+            .cmd(&[
+                "up",
+                "--data-dir",
+                data.to_str().unwrap(),
+                "--listen",
+                "127.0.0.1:0",
+                "--kubeconfig",
+                kubeconfig.to_str().unwrap(),
+                "--node-name",
+                "local",
+                "--runtime",
+                "process",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines().map(|l| l.unwrap());
+        let first = lines.next().unwrap();
+        assert!(first.starts_with("listening on "), "{first}");
+        lines.find(|l| l.starts_with("local node ")).expect("ui up says how its local node runs");
+        std::thread::spawn(move || for _ in lines {});
+        Self { child, data, kubeconfig, config: u.config() }
+    }
+
+    fn ui(&self, u: &User, args: &[&str]) -> support::Run {
+        let mut all = args.to_vec();
+        all.extend(["--kubeconfig", self.kubeconfig.to_str().unwrap()]);
+        u.run(&all)
+    }
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        // `ui down` stops `ui up` and then every replica of its node still running (a killed
+        // agent's run outlives it, by design).
+        let _ = Command::new(env!("CARGO_BIN_EXE_ui"))
+            .args(["down", "--data-dir", self.data.to_str().unwrap(), "--timeout", "60"])
+            .env("UNIVRS_CONFIG_DIR", &self.config)
+            .stdout(Stdio::null())
+            .status();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `ui dashboard --listen 127.0.0.1:0`, until dropped.
+struct Dashboard {
+    child: Child,
+    /// `http://127.0.0.1:PORT/`.
+    url: String,
+    /// `127.0.0.1:PORT`.
+    addr: String,
+}
+
+impl Dashboard {
+    fn start(u: &User, up: &Up) -> Self {
+        let mut child = u
+            .cmd(&["dashboard", "--listen", "127.0.0.1:0", "--kubeconfig", up.kubeconfig.to_str().unwrap()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let first = lines.next().expect("ui dashboard printed nothing").unwrap();
+        let url = first.strip_prefix("dashboard on ").unwrap_or_else(|| panic!("{first}")).to_owned();
+        assert!(url.starts_with("http://127.0.0.1:") && url.ends_with('/'), "{first}");
+        std::thread::spawn(move || for _ in lines {});
+        let addr = url.trim_start_matches("http://").trim_end_matches('/').to_owned();
+        Self { child, url, addr }
+    }
+
+    /// Sends `method path` with `Host: host` as raw HTTP/1.1; the status and the whole answer.
+    fn raw(&self, method: &str, path: &str, host: &str) -> (u16, String) {
+        let mut s = TcpStream::connect(&self.addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        write!(
+            s,
+            "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+        )
+        .unwrap();
+        let mut answer = String::new();
+        s.read_to_string(&mut answer).unwrap();
+        let status = answer.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+        (status, answer)
+    }
+}
+
+impl Drop for Dashboard {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Headless Chromium in its own process group (its helpers included), killed whole on drop.
+struct Chromium {
+    child: Child,
+    _profile: tempfile::TempDir,
+    /// The DevTools HTTP endpoint, `127.0.0.1:PORT`.
+    devtools: String,
+}
+
+impl Chromium {
+    fn start() -> Self {
+        assert!(
+            Path::new(CHROMIUM).exists(),
+            "{CHROMIUM} is missing: the dashboard test needs Debian's chromium (./dev deps test installs it)"
+        );
+        let profile = tempfile::tempdir().unwrap();
+        let child = Command::new(CHROMIUM)
+            .args([
+                "--headless=new",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-dev-shm-usage",
+                "--no-first-run",
+                "--no-default-browser-check",
+                "--disable-background-networking",
+                "--disable-extensions",
+                "--disable-sync",
+                "--no-proxy-server",
+                "--hide-scrollbars",
+                "--window-size=1360,1000",
+                "--remote-debugging-address=127.0.0.1",
+                "--remote-debugging-port=0",
+            ])
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .arg("about:blank")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .expect("chromium starts");
+        let mut me = Self { child, _profile: profile, devtools: String::new() };
+        // Chromium writes the port it took (and the browser's path) once it listens.
+        let file = me._profile.path().join("DevToolsActivePort");
+        let port = wait_for(90, "chromium's DevToolsActivePort", || {
+            let text = std::fs::read_to_string(&file).map_err(|e| e.to_string())?;
+            text.lines().next().and_then(|p| p.trim().parse::<u16>().ok()).ok_or(text)
+        });
+        me.devtools = format!("127.0.0.1:{port}");
+        me
+    }
+
+    /// A DevTools session on the browser's first page.
+    fn page(&self) -> Cdp {
+        let devtools = &self.devtools;
+        let ws = wait_for(60, "a page target", || {
+            let mut answer =
+                ureq::get(&format!("http://{devtools}/json/list")).call().map_err(|e| e.to_string())?;
+            let text = answer.body_mut().read_to_string().map_err(|e| e.to_string())?;
+            let targets: Value = serde_json::from_str(&text).map_err(|e| format!("{e}: {text}"))?;
+            targets
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|t| t["type"] == "page")
+                .and_then(|t| t["webSocketDebuggerUrl"].as_str().map(str::to_owned))
+                .ok_or_else(|| targets.to_string())
+        });
+        let stream = TcpStream::connect(devtools).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+        let (socket, _) = tungstenite::client(ws.as_str(), stream).expect("a DevTools WebSocket");
+        Cdp { socket, next: 0 }
+    }
+}
+
+impl Drop for Chromium {
+    fn drop(&mut self) {
+        // The whole group: the browser and every helper it started.
+        let group = format!("-{}", self.child.id());
+        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
+        let _ = self.child.wait();
+    }
+}
+
+/// A Chrome DevTools Protocol session.
+struct Cdp {
+    socket: tungstenite::WebSocket<TcpStream>,
+    next: u64,
+}
+
+impl Cdp {
+    /// Calls `method` and returns its result (events that come meanwhile are skipped).
+    fn call(&mut self, method: &str, params: Value) -> Value {
+        self.next += 1;
+        let id = self.next;
+        let message = json!({ "id": id, "method": method, "params": params }).to_string();
+        self.socket.send(tungstenite::Message::text(message)).unwrap();
+        loop {
+            let message = self.socket.read().unwrap_or_else(|e| panic!("{method}: {e}"));
+            let Ok(text) = message.to_text() else { continue };
+            let answer: Value = serde_json::from_str(text).unwrap();
+            if answer["id"] == id {
+                assert!(answer.get("error").is_none(), "{method}: {answer}");
+                return answer["result"].clone();
+            }
+        }
+    }
+
+    /// The value of the JavaScript expression `js` in the page.
+    fn eval(&mut self, js: &str) -> Value {
+        let result = self.call("Runtime.evaluate", json!({ "expression": js, "returnByValue": true }));
+        assert!(result.get("exceptionDetails").is_none(), "{js}: {result}");
+        result["result"]["value"].clone()
+    }
+}
+
+/// What the page shows of `default/web`: its counts and replicas, the page's last update, and
+/// the mark a test left in the page (gone if the page was reloaded).
+const READ_WEB: &str = r#"JSON.stringify((() => {
+  const w = document.querySelector('[data-workload="default/web"]');
+  const updated = document.getElementById('updated');
+  return {
+    desired: w && w.dataset.desired,
+    ready: w && w.dataset.ready,
+    phases: w ? [...w.querySelectorAll('[data-replica]')].map((r) => r.dataset.phase) : [],
+    nodes: w ? [...w.querySelectorAll('[data-replica]')].map((r) => r.dataset.node) : [],
+    updated: updated && updated.textContent,
+    mark: window.__testMark || null,
+  };
+})())"#;
+
+fn shown(cdp: &mut Cdp) -> Value {
+    serde_json::from_str(cdp.eval(READ_WEB).as_str().unwrap()).unwrap()
+}
+
+/// Waits until the page shows `web` wanting `n` replicas with `n` running.
+#[track_caller]
+fn wait_shown_running(cdp: &mut Cdp, n: usize) -> Value {
+    wait_for(180, &format!("the page to show web with {n} replicas running"), || {
+        let s = shown(cdp);
+        let phases = s["phases"].as_array().cloned().unwrap_or_default();
+        let running = phases.iter().filter(|p| *p == "Running").count();
+        if s["desired"].as_str() == Some(n.to_string().as_str())
+            && s["ready"].as_str() == Some(n.to_string().as_str())
+            && phases.len() == n
+            && running == n
+        {
+            Ok(s)
+        } else {
+            Err(s.to_string())
+        }
+    })
+}
+
+/// Where test artifacts go: `target/test-artifacts/` (the target dir holds the `ui` binary).
+fn artifacts() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| {
+        // target/debug/ui → target
+        Path::new(env!("CARGO_BIN_EXE_ui")).parent().unwrap().parent().unwrap().to_path_buf()
+    });
+    let dir = target.join("test-artifacts");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn the_dashboard_shows_a_workload_and_follows_its_scaling_without_a_reload() {
+    let u = User::new();
+    let up = Up::start(&u);
+    let manifest = support::write(
+        &u,
+        "web.yaml",
+        "apiVersion: univrs.io/v1\nkind: Workload\nmetadata:\n  name: web\nspec:\n  replicas: 2\n  rootfs: busybox\n  \
+         command: [\"/bin/sh\", \"-c\", \"sleep 600\"]\n  env:\n    - name: GREETING\n      value: env-value-never-shown\n  \
+         resources:\n    cpu: 100m\n    memory: 32Mi\n",
+    );
+    // Two policies: one admits the local node (its offer is in DE), one does not; a workload
+    // under the second waits, and the page says why.
+    let policies = support::write(
+        &u,
+        "policies.yaml",
+        "apiVersion: univrs.io/v1\nkind: TrustPolicy\nmetadata:\n  name: germany\nspec:\n  allowedJurisdictions: [DE]\n---\n\
+         apiVersion: univrs.io/v1\nkind: TrustPolicy\nmetadata:\n  name: france\nspec:\n  allowedJurisdictions: [FR]\n---\n\
+         apiVersion: univrs.io/v1\nkind: Workload\nmetadata:\n  name: paris\nspec:\n  replicas: 1\n  rootfs: busybox\n  \
+         command: [\"sleep\", \"600\"]\n  trustPolicy: france\n",
+    );
+    up.ui(&u, &["apply", "-f", &manifest]).ok();
+    up.ui(&u, &["apply", "-f", &policies]).ok();
+
+    let dashboard = Dashboard::start(&u, &up);
+    let chromium = Chromium::start();
+    let mut cdp = chromium.page();
+    cdp.call("Page.enable", json!({}));
+    cdp.call(
+        "Emulation.setDeviceMetricsOverride",
+        json!({ "width": 1360, "height": 1000, "deviceScaleFactor": 1, "mobile": false }),
+    );
+    cdp.call("Page.navigate", json!({ "url": dashboard.url }));
+
+    let before = wait_shown_running(&mut cdp, 2);
+    assert_eq!(before["nodes"], json!(["local", "local"]), "{before}");
+    assert!(before["updated"].as_str().unwrap().starts_with("last update "), "{before}");
+    // A mark in the page's JavaScript state: a reload would lose it.
+    cdp.eval("window.__testMark = 'no-reload'; true");
+    let started = Instant::now();
+    up.ui(&u, &["scale", "workload", "web", "3"]).ok();
+    let after = wait_shown_running(&mut cdp, 3);
+    println!("scale to 3 shown running in the page after {:?}", started.elapsed());
+    assert_eq!(after["mark"], "no-reload", "the page was reloaded: {after}");
+
+    // The rest of the page: why paris waits, which nodes each policy admits, the node, the
+    // member that leads, the watches.
+    let page = wait_for(120, "the page to show why paris waits", || {
+        let page = cdp.eval(
+            r#"JSON.stringify({
+              why: (document.querySelector('[data-workload="default/paris"] .pending-why') || {}).textContent || null,
+              paris: [...document.querySelectorAll('[data-workload="default/paris"] [data-replica]')].map((r) => r.dataset.phase),
+              germany: [...document.querySelectorAll('[data-policy="default/germany"] [data-admits]')].map((n) => n.dataset.admits),
+              france: [...document.querySelectorAll('[data-policy="default/france"] [data-admits]')].map((n) => n.dataset.admits),
+              node: !!document.querySelector('[data-node="local"][data-ready="true"]'),
+              leader: !!document.querySelector('#members tr.leader'),
+              watching: [...document.querySelectorAll('[data-source]')].every((s) => s.classList.contains('watching')),
+            })"#,
+        );
+        let page: Value = serde_json::from_str(page.as_str().unwrap()).unwrap();
+        match page["why"].as_str() {
+            Some(why) if why.contains("jurisdiction not allowed") => Ok(page),
+            _ => Err(page.to_string()),
+        }
+    });
+    assert_eq!(page["paris"], json!(["Pending"]), "{page}");
+    assert_eq!(page["germany"], json!(["local"]), "{page}");
+    assert_eq!(page["france"], json!([]), "{page}");
+    assert_eq!(
+        (&page["node"], &page["leader"], &page["watching"]),
+        (&json!(true), &json!(true), &json!(true)),
+        "{page}"
+    );
+
+    // The screenshot, of the whole page.
+    let metrics = cdp.call("Page.getLayoutMetrics", json!({}));
+    let height = metrics["cssContentSize"]["height"].as_f64().unwrap_or(1000.0).clamp(600.0, 4000.0);
+    cdp.call(
+        "Emulation.setDeviceMetricsOverride",
+        json!({ "width": 1360, "height": height as u64, "deviceScaleFactor": 1, "mobile": false }),
+    );
+    let shot = cdp.call("Page.captureScreenshot", json!({ "format": "png" }));
+    let png = base64::engine::general_purpose::STANDARD.decode(shot["data"].as_str().unwrap()).unwrap();
+    assert!(png.starts_with(b"\x89PNG"), "not a PNG");
+    let path = artifacts().join("dashboard.png");
+    std::fs::write(&path, &png).unwrap();
+    println!("screenshot: {}", path.display());
+
+    // The guards, from outside the browser.
+    let (status, answer) = dashboard.raw("GET", "/", "evil.example");
+    assert_eq!(status, 403, "{answer}");
+    let port = dashboard.addr.rsplit(':').next().unwrap();
+    let (status, answer) = dashboard.raw("GET", "/api/view", &format!("evil.example:{port}"));
+    assert_eq!(status, 403, "{answer}");
+    for method in ["POST", "PUT", "PATCH", "DELETE"] {
+        let (status, answer) = dashboard.raw(method, "/api/view", &dashboard.addr);
+        assert_eq!(status, 405, "{method}: {answer}");
+    }
+    let (status, view) = dashboard.raw("GET", "/api/view", &dashboard.addr);
+    assert_eq!(status, 200, "{view}");
+    let lower = view.to_ascii_lowercase();
+    assert!(lower.contains("content-security-policy: default-src 'self'"), "{view}");
+    assert!(lower.contains("x-content-type-options: nosniff"), "{view}");
+    assert!(!lower.contains("access-control-allow-origin"), "{view}");
+    assert!(view.contains("\"name\":\"web\""), "{view}");
+    assert!(!view.contains("env-value-never-shown"), "an env value in the view: {view}");
+}
+
+#[test]
+fn the_dashboard_listens_only_on_loopback() {
+    let u = User::new();
+    u.init_plain();
+    for addr in ["0.0.0.0:0", "[::]:8001"] {
+        u.run(&["dashboard", "--listen", addr, "--server", "https://127.0.0.1:1"])
+            .fails_with(&["not a loopback address", "serves this machine only"]);
+    }
+}
