@@ -188,7 +188,7 @@ fn prometheus_scrapes_ui_up_and_the_grafana_dashboard_and_the_log_read_what_it_s
     let (up, log) = up(&u, &metrics);
     let (_prom, prom) = prometheus(&u.path(""), &metrics);
     wait_for(60, "prometheus to scrape ui up", || match scalar(&prom, "up{job=\"univrs\"}") {
-        Some(v) if v == 1.0 => Ok(()),
+        Some(1.0) => Ok(()),
         other => Err(format!("up = {other:?}")),
     });
 

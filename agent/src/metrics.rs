@@ -129,8 +129,8 @@ impl Metrics {
         }
         let _ = started.get_or_create(&StartLabels { container_type: "container" });
         for code in START_ERRORS {
-            start_errors
-                .get_or_create(&StartErrorLabels { container_type: "container", code: code.to_owned() });
+            let labels = StartErrorLabels { container_type: "container", code: code.to_owned() };
+            let _ = start_errors.get_or_create(&labels);
         }
         for reason in EXIT_REASONS {
             let _ = exits.get_or_create(&ExitLabels { reason: reason.to_owned() });
