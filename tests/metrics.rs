@@ -128,6 +128,25 @@ fn the_apiserver_serves_kube_apiserver_and_etcd_metrics_that_move_with_writes_an
     assert_eq!(get(&after, "etcd_server_proposals_pending", &[]), 0.0);
     get(&after, "etcd_server_proposals_failed_total", &[]);
 
+    // Health, as kube-apiserver answers it, on the API's port, to anyone (no token).
+    let agent = server.agent();
+    let health = |path: &str| {
+        let mut r = agent.get(&format!("{}{path}", server.url)).call().unwrap();
+        (r.status().as_u16(), r.body_mut().read_to_string().unwrap())
+    };
+    assert_eq!(health("/livez"), (200, "ok".to_owned()));
+    assert_eq!(health("/readyz"), (200, "ok".to_owned()));
+    assert_eq!(health("/healthz"), (200, "ok".to_owned()));
+    assert_eq!(health("/readyz?verbose"), (200, "[+]ping ok\n[+]etcd ok\nreadyz check passed\n".to_owned()));
+    assert_eq!(health("/livez?verbose"), (200, "[+]ping ok\nlivez check passed\n".to_owned()));
+    assert_eq!(
+        health("/readyz?verbose&exclude=etcd").1,
+        "[+]ping ok\n[+]etcd excluded: ok\nreadyz check passed\n"
+    );
+    assert_eq!(health("/readyz/etcd"), (200, "ok".to_owned()));
+    assert_eq!(health("/livez/etcd").0, 404, "liveness does not depend on the leader");
+    assert_eq!(health("/readyz/nope").0, 404);
+
     // The watch ends: its watcher is no longer registered.
     let _ = watch.kill();
     let _ = watch.wait();

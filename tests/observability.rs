@@ -213,7 +213,7 @@ fn prometheus_scrapes_ui_up_and_the_grafana_dashboard_and_the_log_read_what_it_s
         "sum(univrs_controller_reconciles_total)",
         "sum(kubelet_started_containers_total)",
         "sum(univrs_node_replicas{phase=\"Running\"})",
-        "sum(univrs_apiserver_write_refusals_total)",
+        "sum(univrs_apiserver_write_refusals_total{verb=\"CREATE\",resource=\"workloads\",reason!=\"Conflict\",reason!=\"NotFound\"})",
     ];
     for q in steady {
         wait_for(30, &format!("a value for {q}"), || scalar(&prom, q).ok_or("no sample yet".to_owned()));
@@ -239,7 +239,7 @@ fn prometheus_scrapes_ui_up_and_the_grafana_dashboard_and_the_log_read_what_it_s
     )
     .unwrap();
     let kubectl = support::Kubectl { kubeconfig: u.path("kubeconfig"), cache: u.path("kube-cache") };
-    kubectl.fails(&["create", "-f", bad.to_str().unwrap()], "");
+    kubectl.fails(&["create", "-f", bad.to_str().unwrap()], "not signed");
     for (q, was) in moving.iter().zip(&before) {
         wait_for(90, &format!("{q} to move from {was}"), || match scalar(&prom, q) {
             Some(now) if now > *was => Ok(()),
@@ -295,7 +295,10 @@ fn prometheus_scrapes_ui_up_and_the_grafana_dashboard_and_the_log_read_what_it_s
     assert!(placed["timestamp"].is_string(), "{placed}");
     let refusal = lines.iter().find(|l| l.contains("write refused")).unwrap();
     assert!(
-        refusal.contains("unsigned") && refusal.contains("CREATE"),
+        refusal.contains("\"reason\":\"Invalid\"")
+            && refusal.contains("\"verb\":\"CREATE\"")
+            && refusal.contains("Workload \\\"unsigned\\\" is invalid")
+            && refusal.contains("not signed"),
         "the refusal says what and why: {refusal}"
     );
     drop(up);
@@ -400,7 +403,8 @@ fn the_compose_members_form_one_cluster_that_its_prometheus_config_scrapes() {
             .flatten()
             .map(|s| s["value"][1].as_str().unwrap().parse::<f64>().unwrap())
             .collect();
-        if sums.len() >= 6 && sums.iter().all(|s| *s == 1.0) { Ok(()) } else { Err(format!("{v}")) }
+        // scheduler, workload, gc, nodelifecycle, credits, reputation.
+        if sums.len() == 6 && sums.iter().all(|s| *s == 1.0) { Ok(()) } else { Err(format!("{v}")) }
     });
     drop(members);
 }

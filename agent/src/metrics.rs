@@ -112,7 +112,7 @@ impl Metrics {
             Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(0.005, 2.0, 15));
         r.register(
             "univrs_node_container_start_duration_seconds",
-            "From preparing a replica's run to its process running",
+            "From preparing a replica's run to its shim (which makes the container) started",
             start_duration.clone(),
         );
         let exits = Family::<ExitLabels, Counter>::default();

@@ -365,8 +365,11 @@ async fn set_status(client: &Client, replica: &Kube<ReplicaSpec>, status: Value)
 
 /// Retries a status write until it lands or the run is stopped.
 async fn report(client: &Client, replica: &Kube<ReplicaSpec>, status: Value, stop: &CancellationToken) {
-    if let Some(phase) =
-        status.get("phase").and_then(|p| serde_json::from_value::<ReplicaPhase>(p.clone()).ok())
+    // A run being stopped (its replica gone from here) is no longer counted.
+    if let Some(phase) = status
+        .get("phase")
+        .and_then(|p| serde_json::from_value::<ReplicaPhase>(p.clone()).ok())
+        .filter(|_| !stop.is_cancelled())
     {
         crate::metrics::metrics().phase(replica.uid(), phase);
     }
@@ -496,7 +499,12 @@ async fn supervise(
     loop {
         let outcome = match std::mem::replace(&mut left, Left::Nothing) {
             Left::Running(pid) => {
-                tracing::info!(replica = replica.name(), pid, "adopting a running replica");
+                tracing::info!(
+                    namespace = ns_of(&replica),
+                    "adopting replica {} (pid {pid}), still running",
+                    replica.name()
+                );
+                crate::metrics::metrics().phase(replica.uid(), ReplicaPhase::Running);
                 wait_for_pid(pid, &stop).await;
                 if stop.is_cancelled() {
                     stop_pid(pid).await;

@@ -181,7 +181,7 @@ impl Metrics {
         );
         r.register(
             "apiserver_current_inflight_requests",
-            "Maximal number of currently used inflight request limit of this apiserver per request kind in last second",
+            "Number of requests being served now, per request kind (kube-apiserver reports the most of the last second)",
             inflight.clone(),
         );
         r.register(
@@ -510,20 +510,32 @@ pub async fn track(req: Request, next: Next) -> Response {
             .inc();
         let message = why.map_or("", |f| f.message.as_str());
         let code = response.status().as_u16();
+        // The message goes in a field (quoted and escaped: a name from a URL cannot forge a
+        // line), and refusals at info are budgeted: anyone can make a fresh key and be refused.
         match code {
-            500.. => tracing::warn!(verb = c.verb, resource = c.resource, code, "write failed: {message}"),
-            // Not found and conflicts are the everyday races of clients that retry (a lease
-            // renewed before it was made, a precondition gone stale): not worth a line each.
-            404 | 409 => tracing::debug!(
-                verb = c.verb,
-                resource = c.resource,
-                code,
-                reason,
-                "write refused: {message}"
-            ),
-            _ => {
-                tracing::info!(verb = c.verb, resource = c.resource, code, reason, "write refused: {message}")
+            500.. => {
+                tracing::warn!(verb = c.verb, resource = c.resource, code, why = %one_line(message), "write failed")
             }
+            // Unauthenticated, rate-limited, not found and conflicts: a stranger's noise or the
+            // everyday races of clients that retry, not worth a line each.
+            401 | 404 | 409 | 429 => {
+                tracing::debug!(verb = c.verb, resource = c.resource, code, reason, why = %one_line(message), "write refused")
+            }
+            _ => match REFUSAL_LINES.take() {
+                Budget::Log { suppressed: 0 } => {
+                    tracing::info!(verb = c.verb, resource = c.resource, code, reason, why = %one_line(message), "write refused")
+                }
+                Budget::Log { suppressed } => tracing::info!(
+                    verb = c.verb,
+                    resource = c.resource,
+                    code,
+                    reason,
+                    why = %one_line(message),
+                    suppressed,
+                    "write refused ({suppressed} refusal lines suppressed before it; univrs_apiserver_write_refusals_total counts them all)"
+                ),
+                Budget::Quiet => {}
+            },
         }
     }
     let labels = RequestLabels {
@@ -538,6 +550,62 @@ pub async fn track(req: Request, next: Next) -> Response {
     };
     m.requests.get_or_create(&labels).inc();
     response
+}
+
+/// `text` on one line: control characters (a newline in a name from a URL, say) escaped, so
+/// that nobody can forge a log line.
+fn one_line(text: &str) -> String {
+    text.chars()
+        .flat_map(|c| if c.is_control() { c.escape_default().collect::<Vec<_>>() } else { vec![c] })
+        .collect()
+}
+
+/// How many refusal lines the log gets: [`LogBudget::PER_SECOND`] a second, the rest counted.
+static REFUSAL_LINES: LogBudget = LogBudget::new();
+
+/// What [`LogBudget::take`] allows.
+#[derive(Debug, PartialEq, Eq)]
+enum Budget {
+    /// Log this line; `suppressed` lines were dropped since the last one logged.
+    Log { suppressed: u64 },
+    /// Drop it (counted).
+    Quiet,
+}
+
+/// A per-second budget of log lines, so that nobody floods a member's log (and disk).
+#[derive(Debug)]
+struct LogBudget(std::sync::Mutex<(u64, u64, u64)>);
+
+impl LogBudget {
+    const PER_SECOND: u64 = 10;
+
+    const fn new() -> Self {
+        Self(std::sync::Mutex::new((0, 0, 0)))
+    }
+
+    fn take(&self) -> Budget {
+        let second =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        self.take_at(second)
+    }
+
+    /// The budget at `second`: (the second, lines logged in it, lines suppressed since the
+    /// last logged).
+    fn take_at(&self, second: u64) -> Budget {
+        let mut s = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let (at, used, suppressed) = &mut *s;
+        if *at != second {
+            *at = second;
+            *used = 0;
+        }
+        if *used < Self::PER_SECOND {
+            *used += 1;
+            Budget::Log { suppressed: std::mem::take(suppressed) }
+        } else {
+            *suppressed += 1;
+            Budget::Quiet
+        }
+    }
 }
 
 /// Whether a (classified) verb changes something.
@@ -581,6 +649,24 @@ mod tests {
     ) -> (&'static str, &'static str, &'static str, bool) {
         let k = classify(&method, path, query, &HeaderMap::new());
         (k.verb, k.resource, k.scope, k.long_running)
+    }
+
+    #[test]
+    fn a_refusal_is_logged_on_one_line() {
+        assert_eq!(one_line("a\nINFO forged\r\tb"), "a\\nINFO forged\\r\\tb");
+        assert_eq!(one_line("plain «text»"), "plain «text»");
+    }
+
+    #[test]
+    fn refusal_lines_are_budgeted_per_second_and_say_how_many_were_dropped() {
+        let b = LogBudget::new();
+        for _ in 0..LogBudget::PER_SECOND {
+            assert_eq!(b.take_at(7), Budget::Log { suppressed: 0 });
+        }
+        assert_eq!(b.take_at(7), Budget::Quiet);
+        assert_eq!(b.take_at(7), Budget::Quiet);
+        assert_eq!(b.take_at(8), Budget::Log { suppressed: 2 });
+        assert_eq!(b.take_at(8), Budget::Log { suppressed: 0 });
     }
 
     #[test]

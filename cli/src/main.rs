@@ -56,7 +56,7 @@ impl Command {
     /// Whether the command runs until stopped (a server, an agent): those log at info.
     fn long_running(&self) -> bool {
         match self {
-            Command::Up(_) | Command::Apiserver(_) | Command::Mcp(_) => true,
+            Command::Up(_) | Command::Apiserver(_) | Command::Mcp(_) | Command::Dashboard(_) => true,
             Command::Controllers(c) => c.long_running(),
             Command::Node(c) => c.long_running(),
             _ => false,

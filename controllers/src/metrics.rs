@@ -158,6 +158,14 @@ impl Metrics {
     /// Records whether this process leads the controller.
     pub fn set_leader(&self, controller: &str, leader: bool) {
         self.0.leader.get_or_create(&Self::labels(controller)).set(i64::from(leader));
+        // The network figures are the credits controller's: a process that no longer leads it
+        // stops keeping them, so it stops serving its last ones (NaN: no value; a dashboard's
+        // max() across members then reads the leader's).
+        if controller == "credits" && !leader {
+            for g in self.0.figures.values() {
+                g.set(f64::NAN);
+            }
+        }
     }
 
     /// Sets the network's health figures.

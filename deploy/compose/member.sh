@@ -8,6 +8,8 @@
 # URL), waits until the founder has run `ui cluster add` for it, then joins. A restarted member
 # resumes from its data dir. tests/observability.rs runs this script as three processes.
 set -eu
+# A stop before `ui up` runs (this script is the container's first process) ends it at once.
+trap 'exit 143' TERM INT
 
 UI="${UI:-ui}"
 NAME="${NAME:?set NAME: this member's name}"

@@ -145,7 +145,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId<NodeId>>> {
-        Ok(self.get_meta::<Option<LogId<NodeId>>>(COMMITTED)?.flatten())
+        let committed = self.get_meta::<Option<LogId<NodeId>>>(COMMITTED)?.flatten();
+        if let Some(c) = committed {
+            crate::metrics::metrics().set_committed(c.index);
+        }
+        Ok(committed)
     }
 
     async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<()>

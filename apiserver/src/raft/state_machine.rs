@@ -465,6 +465,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         put_meta(&txn, HISTORY_COMPACTED, &installed)?;
         txn.commit().map_err(write_err)?;
         self.applied.send_replace(installed);
+        crate::metrics::metrics().set_applied(installed);
         Ok(())
     }
 
