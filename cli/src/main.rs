@@ -6,6 +6,7 @@ mod connection;
 mod dashboard;
 mod fsutil;
 mod keystore;
+mod kstatus;
 mod kubeconfig;
 mod logging;
 mod manifest_files;

@@ -30,6 +30,15 @@ pub struct Args {
     /// `server`: ask the server to check every change without storing it
     #[arg(long, value_name = "MODE", value_parser = ["server"])]
     dry_run: Option<String>,
+    /// Then follow each applied object until it is current (kstatus: its controller has seen
+    /// it, a Workload's replicas all run the current template), or has failed (a Workload
+    /// that cannot be placed), or --timeout passes. Exit 0: all current; 1: something failed
+    /// (or was not applied); 2: timed out. With -o json, one JSON line per object
+    #[arg(long, conflicts_with = "dry_run")]
+    wait: bool,
+    /// How long --wait waits in all (90s, 5m, 1h)
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = crate::unlock::parse_duration, requires = "wait")]
+    timeout: std::time::Duration,
     #[command(flatten)]
     cluster: ClusterArgs,
     #[command(flatten)]
@@ -128,8 +137,147 @@ pub fn run(ctx: &Context, args: &Args) -> anyhow::Result<Outcome> {
             sources.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
         );
     }
+    if args.wait {
+        return Ok(wait(&client, &reports, args));
+    }
     args.output.print_structured(&reports)?;
     Ok(if reports.iter().all(|r| r.error.is_none()) { Outcome::Success } else { Outcome::Failure })
+}
+
+/// One object `--wait` follows, and where it stands.
+struct Followed<'a> {
+    report: &'a Report,
+    kind: &'static api::object::KindInfo,
+    status: Option<crate::kstatus::Status>,
+    /// Since when it has been current (a Workload or Replica settles after [`SETTLE`]).
+    current_since: Option<std::time::Instant>,
+}
+
+/// How long a Workload or Replica must stay current before `--wait` believes it: a replica
+/// that starts and dies at once looks running for a moment (there are no readiness probes).
+const SETTLE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// `--wait`: follows every applied object until each is current or failed, or the time is up;
+/// says so as each settles (a line of text, or a JSON line with `-o json`). Reads each one
+/// still in progress every half second (a GET each: the objects of one apply are few).
+fn wait(client: &Client, reports: &[Report], args: &Args) -> Outcome {
+    use crate::kstatus::Status;
+    let json = args.output.format != crate::output::Format::Text;
+    let started = std::time::Instant::now();
+    let deadline = started + args.timeout;
+    let mut failed = false;
+    let mut followed = Vec::new();
+    for r in reports {
+        let kind = r.kind.as_deref().and_then(|k| api::kinds::KINDS.iter().find(|i| i.kind == k));
+        match (kind, &r.name, r.result) {
+            (Some(kind), Some(_), Some("created" | "configured" | "unchanged")) => {
+                followed.push(Followed { report: r, kind, status: None, current_since: None })
+            }
+            _ => {
+                // Not applied (an error, or held for approval): nothing to wait for, and not a success.
+                failed = true;
+                let why = r
+                    .error
+                    .clone()
+                    .unwrap_or_else(|| format!("not applied ({})", r.result.unwrap_or("error")));
+                say(json, r, "Failed", &why, started);
+            }
+        }
+    }
+    let replica_kind = api::kinds::KINDS.iter().find(|k| k.kind == "Replica").expect("the Replica kind");
+    loop {
+        // The replicas of the namespaces of the workloads still followed, once a round.
+        let mut replicas: std::collections::BTreeMap<Option<String>, Vec<Value>> = Default::default();
+        for f in followed.iter().filter(|f| f.kind.kind == "Workload" && !settled(f)) {
+            let ns = f.report.namespace.clone();
+            if !replicas.contains_key(&ns) {
+                let list = client.list(replica_kind, ns.as_deref(), None, false).ok();
+                let items =
+                    list.and_then(|l| l.get("items").and_then(Value::as_array).cloned()).unwrap_or_default();
+                replicas.insert(ns, items);
+            }
+        }
+        for f in followed.iter_mut().filter(|f| !settled(f)) {
+            let r = f.report;
+            let read = client.get(f.kind, r.namespace.as_deref(), r.name.as_deref().unwrap_or_default());
+            let mut now = match read {
+                Ok(obj) if f.kind.kind == "Workload" => crate::kstatus::workload_with_replicas(
+                    &obj,
+                    replicas.get(&r.namespace).map_or(&[][..], Vec::as_slice),
+                ),
+                Ok(obj) => crate::kstatus::status(f.kind.kind, &obj),
+                Err(e) if e.is_not_found() => Status::Failed("deleted while waiting".to_owned()),
+                Err(e) => Status::InProgress(format!("cannot read it: {e}")),
+            };
+            // Current only once it has stayed so (workloads and replicas: things that run).
+            if now == Status::Current && matches!(f.kind.kind, "Workload" | "Replica") {
+                let since = *f.current_since.get_or_insert_with(std::time::Instant::now);
+                if since.elapsed() < SETTLE {
+                    now = Status::InProgress("running; making sure it stays so".to_owned());
+                }
+            } else {
+                f.current_since = None;
+            }
+            if f.status.as_ref() != Some(&now) {
+                match &now {
+                    Status::Current | Status::Failed(_) => say(json, r, now.name(), now.message(), started),
+                    Status::InProgress(m) if !json => println!("{}: {m}", reference(r)),
+                    Status::InProgress(_) => {}
+                }
+                f.status = Some(now);
+            }
+        }
+        let pending: Vec<&Followed<'_>> = followed.iter().filter(|f| !settled(f)).collect();
+        if pending.is_empty() {
+            break;
+        }
+        if std::time::Instant::now() >= deadline {
+            for f in pending {
+                let m = f.status.as_ref().map_or("", Status::message);
+                say(
+                    json,
+                    f.report,
+                    "Timeout",
+                    &format!("not current after {}s: {m}", args.timeout.as_secs()),
+                    started,
+                );
+            }
+            return Outcome::Exit(2);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    failed |= followed.iter().any(|f| matches!(f.status, Some(Status::Failed(_))));
+    if failed { Outcome::Failure } else { Outcome::Success }
+}
+
+/// Whether `--wait` is done with `f`: current or failed.
+fn settled(f: &Followed<'_>) -> bool {
+    matches!(f.status, Some(crate::kstatus::Status::Current | crate::kstatus::Status::Failed(_)))
+}
+
+fn reference(r: &Report) -> String {
+    let kind = r.kind.as_deref().unwrap_or("object").to_lowercase();
+    match (&r.namespace, &r.name) {
+        (Some(ns), Some(name)) => format!("{kind}/{name} ({ns})"),
+        (None, Some(name)) => format!("{kind}/{name}"),
+        _ => format!("{} document {}", r.file, r.document),
+    }
+}
+
+/// One object settled: a line for people, or a JSON line for machines.
+fn say(json: bool, r: &Report, status: &str, message: &str, started: std::time::Instant) {
+    if json {
+        let line = serde_json::json!({
+            "file": r.file, "document": r.document, "kind": r.kind, "namespace": r.namespace, "name": r.name,
+            "result": r.result, "status": status, "message": message,
+            "seconds": (started.elapsed().as_millis() as f64 / 1000.0),
+        });
+        println!("{line}");
+    } else if message.is_empty() {
+        println!("{}: {}", reference(r), status.to_lowercase());
+    } else {
+        println!("{}: {} ({message})", reference(r), status.to_lowercase());
+    }
 }
 
 /// Creates, updates or leaves one object; retries when another writer got in between.
