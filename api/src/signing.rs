@@ -178,16 +178,29 @@ fn drop_empty_annotations(meta: &mut Map<String, Value>) -> Result<(), SignError
 }
 
 /// `object` without the fields a signature does not cover: its [`authored`] view without the
-/// signature and kubectl's last-applied annotations.
+/// signature, kubectl's last-applied annotation, and the apply-set labels and annotations
+/// (`crate::kinds::applyset`: which set an object is part of is written by the set's tools,
+/// `ui apply --applyset` and `kubectl apply --applyset`, on objects signed before).
 pub fn signed_projection(object: &Value) -> Result<Value, SignError> {
     let mut obj = authored(object)?;
     if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
         if let Some(ann) = meta.get_mut("annotations").and_then(Value::as_object_mut) {
-            for key in UNSIGNED_ANNOTATIONS {
+            for key in UNSIGNED_ANNOTATIONS.iter().chain(&crate::kinds::applyset::ANNOTATIONS) {
                 ann.remove(*key);
             }
         }
         drop_empty_annotations(meta)?;
+        let mut removed = false;
+        if let Some(labels) = meta.get_mut("labels").and_then(Value::as_object_mut) {
+            for key in crate::kinds::applyset::LABELS {
+                removed |= labels.remove(key).is_some();
+            }
+        }
+        // Labels that were only the set's: as if there were none (an object signed without
+        // labels, then given its set's label).
+        if removed && meta.get("labels").and_then(Value::as_object).is_some_and(|l| l.is_empty()) {
+            meta.remove("labels");
+        }
     }
     Ok(obj)
 }
@@ -374,6 +387,27 @@ mod tests {
         sign(&mut w, &key(1), at()).unwrap();
         let v = verify(&w).unwrap();
         assert_eq!((v.signer, v.agent), (owner, None));
+    }
+
+    #[test]
+    fn the_labels_and_annotations_of_an_apply_set_are_outside_the_signature_and_nothing_else() {
+        use crate::kinds::applyset;
+        // Set's labels added to an object signed with labels, and to one signed without.
+        let mut w = signed();
+        w["metadata"]["labels"][applyset::PART_OF] = "applyset-x-v1".into();
+        w["metadata"]["annotations"][applyset::TOOLING] = "kubectl/v1.33.0".into();
+        assert!(verify(&w).is_ok());
+        let mut bare = workload();
+        bare["metadata"].as_object_mut().unwrap().remove("labels");
+        sign(&mut bare, &key(1), at()).unwrap();
+        bare["metadata"]["labels"] = json!({ applyset::PART_OF: "applyset-x-v1" });
+        assert!(verify(&bare).is_ok());
+        // Any other label is signed.
+        w["metadata"]["labels"]["app"] = "other".into();
+        assert!(matches!(verify(&w), Err(VerifyError::Mismatch(_))));
+        let mut extra = signed();
+        extra["metadata"]["labels"]["applyset.kubernetes.io/other"] = "x".into();
+        assert!(matches!(verify(&extra), Err(VerifyError::Mismatch(_))));
     }
 
     #[test]

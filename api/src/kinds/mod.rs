@@ -2,6 +2,7 @@
 
 mod account;
 mod agent_grant;
+mod apply_set;
 mod approval;
 mod attestation;
 mod audit_event;
@@ -17,6 +18,7 @@ mod workload;
 
 pub use account::*;
 pub use agent_grant::*;
+pub use apply_set::*;
 pub use approval::*;
 pub use attestation::*;
 pub use audit_event::*;
@@ -63,9 +65,11 @@ pub type AgentGrant = Object<AgentGrantSpec>;
 pub type Approval = Object<ApprovalSpec>;
 /// An AuditEvent object.
 pub type AuditEvent = Object<AuditEventSpec>;
+/// An ApplySet object.
+pub type ApplySet = Object<ApplySetSpec>;
 
 /// Every kind, in the order of design.md §3.
-pub static KINDS: [KindInfo; 14] = [
+pub static KINDS: [KindInfo; 15] = [
     KindInfo::of::<WorkloadSpec>(),
     KindInfo::of::<ReplicaSpec>(),
     KindInfo::of::<TrustPolicySpec>(),
@@ -80,6 +84,7 @@ pub static KINDS: [KindInfo; 14] = [
     KindInfo::of::<AgentGrantSpec>(),
     KindInfo::of::<ApprovalSpec>(),
     KindInfo::of::<AuditEventSpec>(),
+    KindInfo::of::<ApplySetSpec>(),
 ];
 
 /// The facts of kind `S` (`info::<WorkloadSpec>()`): no name to mistype.

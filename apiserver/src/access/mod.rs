@@ -459,6 +459,25 @@ fn user_rules(
             return Err(forbidden(who, verb, kind, name_of(new), why));
         }
     }
+    // Kept out of every prune: an object annotated univrs.io/prune: disabled is in no apply
+    // set, so that no tool's prune (kubectl's included, which knows nothing of the
+    // annotation) lists it.
+    let annotation =
+        |k: &str| new.pointer("/metadata/annotations").and_then(|a| a.get(k)).and_then(Value::as_str);
+    let label = |k: &str| new.pointer("/metadata/labels").and_then(|a| a.get(k)).and_then(Value::as_str);
+    if annotation(api::kinds::applyset::PRUNE) == Some("disabled")
+        && label(api::kinds::applyset::PART_OF).is_some()
+    {
+        return Err(invalid(
+            kind,
+            name_of(new),
+            FieldPath::root().child("metadata").child("labels").key(api::kinds::applyset::PART_OF),
+            format!(
+                "an object kept out of every prune ({}: disabled) cannot be part of an apply set: remove the label, or the annotation",
+                api::kinds::applyset::PRUNE
+            ),
+        ));
+    }
     // References the writer adds must name objects of its own: a stranger's object never
     // takes part in the life (garbage collection, foreground deletion) of yours.
     let refs = |o: Option<&Value>| -> Vec<Value> {

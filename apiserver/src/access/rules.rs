@@ -7,8 +7,9 @@
 //! list means "the control plane only".
 
 use api::kinds::{
-    AccountSpec, AgentGrantSpec, ApprovalSpec, AttestationSpec, AuditEventSpec, CreditGrantSpec, LeaseSpec,
-    NodeOfferSpec, NodeSpec, ReplicaSpec, ReputationSpec, TransferSpec, TrustPolicySpec, WorkloadSpec,
+    AccountSpec, AgentGrantSpec, ApplySetSpec, ApprovalSpec, AttestationSpec, AuditEventSpec,
+    CreditGrantSpec, LeaseSpec, NodeOfferSpec, NodeSpec, ReplicaSpec, ReputationSpec, TransferSpec,
+    TrustPolicySpec, WorkloadSpec,
 };
 use api::object::KindSpec;
 
@@ -99,7 +100,7 @@ const fn env(path: &'static str, readers: &'static [Role]) -> Option<Secret> {
 }
 
 /// The rules of every kind.
-pub static RULES: [Rules; 14] = [
+pub static RULES: [Rules; 15] = [
     Rules { secret: env("/spec/env", OWNER), ..owned(WorkloadSpec::KIND) },
     Rules {
         kind: ReplicaSpec::KIND,
@@ -171,6 +172,8 @@ pub static RULES: [Rules; 14] = [
     // What an agent's key did: the control plane's record, read by the agent and the user
     // whose grant decided.
     private_record(AuditEventSpec::KIND),
+    // The parent of a user's apply set: theirs, like what it lists.
+    owned(ApplySetSpec::KIND),
 ];
 
 /// A record only the control plane writes and only its parties (and members) read.

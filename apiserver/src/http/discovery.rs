@@ -160,3 +160,51 @@ pub async fn api_resources() -> Json<Value> {
         json!({ "kind": "APIResourceList", "apiVersion": "v1", "groupVersion": api::API_VERSION, "resources": resources }),
     )
 }
+
+/// `GET /apis/apiextensions.k8s.io/v1/customresourcedefinitions`: univrs' kinds as the
+/// CustomResourceDefinitions a Kubernetes cluster would have for them. What kubectl reads to
+/// learn which kinds may be an ApplySet's parent (those labelled
+/// `applyset.kubernetes.io/is-parent-type`: ApplySet); `labelSelector` applies. Static and
+/// public, like discovery.
+pub async fn custom_resource_definitions(
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+) -> Response {
+    let pairs: Vec<(String, String)> =
+        serde_urlencoded::from_str(query.as_deref().unwrap_or("")).unwrap_or_default();
+    let selector = match pairs.iter().find(|(k, _)| k == "labelSelector") {
+        Some((_, s)) => match api::selector::LabelSelector::parse(s) {
+            Ok(sel) => Some(sel),
+            Err(e) => {
+                return super::status::failure(400, "BadRequest", &format!("labelSelector: {e}"), json!({}));
+            }
+        },
+        None => None,
+    };
+    let items: Vec<Value> = api::kinds::KINDS
+        .iter()
+        .map(custom_resource_definition)
+        .filter(|crd| selector.as_ref().is_none_or(|s| s.matches(crd["metadata"]["labels"].as_object())))
+        .collect();
+    Json(json!({
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinitionList",
+        "metadata": { "resourceVersion": "" }, "items": items,
+    }))
+    .into_response()
+}
+
+fn custom_resource_definition(k: &api::object::KindInfo) -> Value {
+    let mut labels = serde_json::Map::new();
+    if k.kind == "ApplySet" {
+        labels.insert(api::kinds::applyset::IS_PARENT_TYPE.into(), "true".into());
+    }
+    json!({
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": { "name": format!("{}.{}", k.plural, api::GROUP), "labels": labels },
+        "spec": {
+            "group": api::GROUP,
+            "names": { "kind": k.kind, "plural": k.plural, "singular": k.singular, "listKind": format!("{}List", k.kind) },
+            "scope": if k.scope == api::Scope::Namespaced { "Namespaced" } else { "Cluster" },
+            "versions": [{ "name": api::VERSION, "served": true, "storage": true }],
+        },
+    })
+}

@@ -89,6 +89,10 @@ pub fn router(state: AppState) -> Router {
         .route("/apis/authorization.k8s.io/v1/selfsubjectrulesreviews", post(review::rules_review))
         .route("/apis/authentication.k8s.io/{version}/selfsubjectreviews", post(review::self_review))
         .route(v1, get(discovery::api_resources))
+        .route(
+            "/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
+            get(discovery::custom_resource_definitions),
+        )
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/livez", get(health::livez))

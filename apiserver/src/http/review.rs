@@ -45,7 +45,7 @@ pub const EXTRA_NODES: &str = "univrs.io/nodes";
 
 /// Paths outside the resources, who may do what to them: (verb, path, members only). A path
 /// ending in `/*` covers everything under it. Kept next to the routes of `super::router`.
-const NON_RESOURCE: [(&str, &str, bool); 15] = [
+const NON_RESOURCE: [(&str, &str, bool); 16] = [
     ("get", "/version", false),
     ("get", "/api", false),
     ("get", "/api/*", false),
@@ -56,6 +56,7 @@ const NON_RESOURCE: [(&str, &str, bool); 15] = [
     ("get", "/readyz", false),
     ("get", "/livez", false),
     ("get", "/healthz/*", false),
+    ("get", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", false),
     ("get", "/readyz/*", false),
     ("get", "/livez/*", false),
     ("get", "/members", false),

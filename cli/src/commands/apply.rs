@@ -1,5 +1,6 @@
 //! `ui apply`: create or update every object of the given manifests.
 
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 use serde::Serialize;
@@ -36,6 +37,17 @@ pub struct Args {
     /// (or was not applied); 2: timed out. With -o json, one JSON line per object
     #[arg(long, conflicts_with = "dry_run")]
     wait: bool,
+    /// Apply the documents as the apply set NAME (kubectl's ApplySet: its parent is the
+    /// ApplySet NAME in the namespace, which `ui` creates and signs; every object is labelled
+    /// applyset.kubernetes.io/part-of). `KUBECTL_APPLYSET=true kubectl apply -n NS --prune
+    /// --applyset=applysets.univrs.io/NAME` manages the same set
+    #[arg(long, value_name = "NAME")]
+    applyset: Option<String>,
+    /// With --applyset: delete the objects of the set that are no longer in the input (yours
+    /// only, and never one annotated univrs.io/prune: disabled); with --dry-run server, only
+    /// say which
+    #[arg(long, requires = "applyset")]
+    prune: bool,
     /// How long --wait waits in all (90s, 5m, 1h)
     #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = crate::unlock::parse_duration, requires = "wait")]
     timeout: std::time::Duration,
@@ -54,7 +66,9 @@ pub const FIELD_MANAGER: &str = "ui";
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 struct Report {
+    #[serde(skip_serializing_if = "String::is_empty")]
     file: String,
+    #[serde(skip_serializing_if = "is_zero")]
     document: usize,
     #[serde(skip_serializing_if = "Option::is_none")]
     kind: Option<String>,
@@ -63,7 +77,8 @@ struct Report {
     #[serde(skip_serializing_if = "Option::is_none")]
     name: Option<String>,
     /// `created`, `configured`, `unchanged`, or `held` (an agent's write waiting for its
-    /// user's approval); absent on error.
+    /// user's approval); for a member of the set no longer in the input, `pruned` or `kept`
+    /// (with `reason`); absent on error.
     #[serde(skip_serializing_if = "Option::is_none")]
     result: Option<&'static str>,
     /// The Approval a held write waits in.
@@ -71,6 +86,13 @@ struct Report {
     approval: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
+    /// Why a member no longer in the input was kept.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 pub fn run(ctx: &Context, args: &Args) -> anyhow::Result<Outcome> {
@@ -85,7 +107,36 @@ pub fn run(ctx: &Context, args: &Args) -> anyhow::Result<Outcome> {
     let signer = Signer { ctx, args, key: &key };
     let sign = |obj: &mut Value| signer.sign(obj);
     let mut reports = Vec::new();
+    // The set, if any: its parent written first listing every kind it has had and will have
+    // (an interrupted apply leaks nothing from the next prune).
+    let set = match &args.applyset {
+        Some(name) => Some(ApplySetRun::begin(ctx, &client, name, &all, dry_run, &sign)?),
+        None => None,
+    };
     for doc in all.iter().flat_map(|s| &s.docs) {
+        let mut labelled;
+        let doc = match &set {
+            Some(set) => {
+                labelled = doc.clone();
+                if let Err(e) = crate::applyset::label(&mut labelled.value, &set.id) {
+                    eprintln!("error: {}: {e}", doc.place());
+                    reports.push(Report {
+                        file: doc.source.to_string(),
+                        document: doc.index,
+                        kind: None,
+                        namespace: None,
+                        name: None,
+                        result: None,
+                        approval: None,
+                        error: Some(e),
+                        reason: None,
+                    });
+                    continue;
+                }
+                &labelled
+            }
+            None => doc,
+        };
         // Every problem of the manifest, found here, in the words `ui sign` and the server
         // use: nothing is sent for a document that has any.
         let problems = doc.problems();
@@ -118,6 +169,7 @@ pub fn run(ctx: &Context, args: &Args) -> anyhow::Result<Outcome> {
             result: result.as_ref().ok().copied(),
             approval,
             error: result.err(),
+            reason: None,
         };
         if args.output.format == crate::output::Format::Text && report.approval.is_none() {
             match (&t, &report.result, &report.error) {
@@ -137,11 +189,168 @@ pub fn run(ctx: &Context, args: &Args) -> anyhow::Result<Outcome> {
             sources.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
         );
     }
+    if let Some(set) = set {
+        let applied_all = reports.iter().all(|r| r.error.is_none());
+        let pruned = set.finish(&client, &reports, args.prune && applied_all, dry_run)?;
+        for r in pruned {
+            if args.output.format == crate::output::Format::Text {
+                match (&r.result, &r.reason) {
+                    (Some(what), Some(why)) => println!("{} {what}{suffix}: {why}", reference(&r)),
+                    (Some(what), None) => println!("{} {what}{suffix}", reference(&r)),
+                    _ => eprintln!("error: {}: {}", reference(&r), r.error.as_deref().unwrap_or_default()),
+                }
+            }
+            reports.push(r);
+        }
+        if args.prune && !applied_all {
+            eprintln!("warning: nothing pruned: not every document was applied");
+        }
+    }
     if args.wait {
         return Ok(wait(&client, &reports, args));
     }
     args.output.print_structured(&reports)?;
     Ok(if reports.iter().all(|r| r.error.is_none()) { Outcome::Success } else { Outcome::Failure })
+}
+
+/// `--applyset NAME` under way: its id, its parent, what it listed before.
+struct ApplySetRun {
+    name: String,
+    namespace: String,
+    id: String,
+    me: String,
+    /// Kinds and namespaces listed before this apply, and those of the input.
+    before: crate::applyset::Parent,
+    now: crate::applyset::Parent,
+}
+
+impl ApplySetRun {
+    /// Reads (or makes) the parent, checks it is this set's and the user's, and writes it
+    /// listing what it had and what the input has.
+    fn begin(
+        ctx: &Context,
+        client: &Client,
+        name: &str,
+        all: &[manifest_files::SourceDocs],
+        dry_run: bool,
+        sign: &dyn Fn(&mut Value) -> Result<(), ClientError>,
+    ) -> anyhow::Result<Self> {
+        use crate::applyset::{Parent, group_kind, id, new_parent, with_contents};
+        api::validation::check_dns1123_subdomain(name)
+            .map_err(|e| anyhow::anyhow!("--applyset {name:?}: {e}"))?;
+        let namespace = client.namespace().to_owned();
+        let me = ctx.acting_for()?.to_string();
+        let kind = api::kinds::by_kind("ApplySet").expect("the ApplySet kind");
+        let mut now = Parent { kinds: Default::default(), namespaces: BTreeSet::from([namespace.clone()]) };
+        for doc in all.iter().flat_map(|s| &s.docs) {
+            if let Ok(t) = Target::of(client, doc) {
+                now.kinds.insert(group_kind(t.kind.kind));
+                now.namespaces.extend(t.namespace);
+            }
+        }
+        let before = match client.get(kind, Some(&namespace), name) {
+            Ok(parent) => Parent::check(&parent, name, &namespace, &me).map_err(|e| anyhow::anyhow!(e))?,
+            Err(e) if e.is_not_found() => {
+                Parent { kinds: Default::default(), namespaces: Default::default() }
+            }
+            Err(e) => return Err(anyhow::anyhow!("the ApplySet {namespace}/{name}: {e}")),
+        };
+        let kinds: BTreeSet<String> = before.kinds.union(&now.kinds).cloned().collect();
+        let namespaces: BTreeSet<String> = before.namespaces.union(&now.namespaces).cloned().collect();
+        client
+            .modify_dry(
+                kind,
+                Some(&namespace),
+                name,
+                dry_run,
+                |current| -> Result<Option<Value>, ClientError> {
+                    match current {
+                        Some(c) => {
+                            let next = with_contents(c, &kinds, &namespaces, &namespace);
+                            Ok((next != *c).then_some(next))
+                        }
+                        None => {
+                            let mut p =
+                                with_contents(&new_parent(name, &namespace), &kinds, &namespaces, &namespace);
+                            sign(&mut p)?;
+                            Ok(Some(p))
+                        }
+                    }
+                },
+            )
+            .map_err(|e| anyhow::anyhow!("cannot write the ApplySet {namespace}/{name}: {e}"))?;
+        Ok(Self { name: name.to_owned(), id: id(name, &namespace), namespace, me, before, now })
+    }
+
+    /// Prunes (when `prune`) the members no longer in the input, reporting each, then writes
+    /// the parent listing only what the set now holds (when everything went through).
+    fn finish(
+        self,
+        client: &Client,
+        reports: &[Report],
+        prune: bool,
+        dry_run: bool,
+    ) -> anyhow::Result<Vec<Report>> {
+        use crate::applyset::{Verdict, plan_prune, with_contents};
+        let mut out = Vec::new();
+        if !prune {
+            return Ok(out);
+        }
+        let applied: BTreeSet<crate::applyset::Key> = reports
+            .iter()
+            .filter(|r| r.error.is_none())
+            .filter_map(|r| Some((r.kind.clone()?, r.namespace.clone(), r.name.clone()?)))
+            .collect();
+        let members = self.members(client)?;
+        let mut failed = false;
+        for ((kind, namespace, name), verdict) in plan_prune(&members, &applied, &self.me) {
+            let info = api::kinds::by_kind(&kind).expect("members are of known kinds");
+            let (result, reason, error) = match verdict {
+                Verdict::Keep(why) => (Some("kept"), Some(why), None),
+                Verdict::Prune => match client.delete(info, namespace.as_deref(), &name, dry_run) {
+                    Ok(_) => (Some("pruned"), None, None),
+                    Err(e) if e.is_not_found() => (Some("pruned"), None, None),
+                    Err(e) => {
+                        failed = true;
+                        (None, None, Some(e.to_string()))
+                    }
+                },
+            };
+            out.push(Report {
+                file: String::new(),
+                document: 0,
+                kind: Some(kind),
+                namespace,
+                name: Some(name),
+                result,
+                approval: None,
+                error,
+                reason,
+            });
+        }
+        if failed || dry_run {
+            return Ok(out);
+        }
+        // Now the set is what the input was.
+        let kind = api::kinds::by_kind("ApplySet").expect("the ApplySet kind");
+        let (kinds, namespaces, own) = (&self.now.kinds, &self.now.namespaces, self.namespace.as_str());
+        client
+            .modify(kind, Some(own), &self.name, |current| -> Result<Option<Value>, ClientError> {
+                Ok(current.map(|c| with_contents(c, kinds, namespaces, own)).filter(|n| Some(n) != current))
+            })
+            .map_err(|e| {
+                anyhow::anyhow!("applied and pruned, but cannot update the ApplySet {own}/{}: {e}", self.name)
+            })?;
+        Ok(out)
+    }
+
+    /// Every object labelled as part of the set, of the kinds and in the namespaces the
+    /// parent listed before this apply or the input has.
+    fn members(&self, client: &Client) -> anyhow::Result<Vec<(String, Value)>> {
+        let kinds = self.before.kinds.union(&self.now.kinds).cloned().collect();
+        let namespaces = self.before.namespaces.union(&self.now.namespaces).cloned().collect();
+        crate::applyset::members(client, &self.id, &kinds, &namespaces)
+    }
 }
 
 /// One object `--wait` follows, and where it stands.
@@ -256,11 +465,11 @@ fn settled(f: &Followed<'_>) -> bool {
 }
 
 fn reference(r: &Report) -> String {
-    let kind = r.kind.as_deref().unwrap_or("object").to_lowercase();
-    match (&r.namespace, &r.name) {
-        (Some(ns), Some(name)) => format!("{kind}/{name} ({ns})"),
-        (None, Some(name)) => format!("{kind}/{name}"),
-        _ => format!("{} document {}", r.file, r.document),
+    match &r.name {
+        Some(name) => {
+            crate::applyset::display(r.kind.as_deref().unwrap_or("object"), r.namespace.as_deref(), name)
+        }
+        None => format!("{} document {}", r.file, r.document),
     }
 }
 
