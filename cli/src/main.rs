@@ -1,5 +1,6 @@
 //! `ui`: the univrs command line.
 
+mod applyset;
 mod commands;
 mod config;
 mod connection;
