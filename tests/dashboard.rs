@@ -1,10 +1,13 @@
 //! `ui dashboard` in a real browser: Debian's headless Chromium, driven through the Chrome
-//! DevTools Protocol, against `ui up` with a workload. The page shows the workload with its
+//! DevTools Protocol, against `ui up` with a workload. The browser opens the URL the dashboard
+//! printed (with its token: a cookie, then the page); the page shows the workload with its
 //! replicas and their phases, then follows a `ui scale` without being reloaded (a mark left in
-//! the page's JavaScript survives); a screenshot is saved as a test artifact
+//! the page's JavaScript survives); markup written into an object (a workload's image) is shown
+//! as text, never run; a screenshot is saved as a test artifact
 //! (`target/test-artifacts/dashboard.png`). The dashboard's guards are checked from outside: a
-//! foreign Host and any write are refused, a non-loopback address is not listened on, and the
-//! view never carries an env value.
+//! foreign Host and any write are refused, a request without the token's cookie is refused, an
+//! address other than 127.0.0.1 or [::1] is not listened on, and the view never carries an env
+//! value.
 //!
 //! Needs `/usr/bin/chromium` (Debian's `chromium`, installed by `./dev test`); without it the
 //! test fails, never skips. The replicas run as plain processes (`ui up --runtime process`), so
@@ -56,12 +59,15 @@ impl Up {
             .stderr(Stdio::inherit())
             .spawn()
             .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines().map(|l| l.unwrap());
+        let stdout = child.stdout.take().unwrap();
+        // The guard first: a panic below still stops `ui up`.
+        let up = Self { child, data, kubeconfig, config: u.config() };
+        let mut lines = BufReader::new(stdout).lines().map(|l| l.unwrap());
         let first = lines.next().unwrap();
         assert!(first.starts_with("listening on "), "{first}");
         lines.find(|l| l.starts_with("local node ")).expect("ui up says how its local node runs");
         std::thread::spawn(move || for _ in lines {});
-        Self { child, data, kubeconfig, config: u.config() }
+        up
     }
 
     fn ui(&self, u: &User, args: &[&str]) -> support::Run {
@@ -88,10 +94,12 @@ impl Drop for Up {
 /// `ui dashboard --listen 127.0.0.1:0`, until dropped.
 struct Dashboard {
     child: Child,
-    /// `http://127.0.0.1:PORT/`.
+    /// `http://127.0.0.1:PORT/?token=TOKEN`, as printed.
     url: String,
     /// `127.0.0.1:PORT`.
     addr: String,
+    /// The token.
+    token: String,
 }
 
 impl Dashboard {
@@ -102,22 +110,41 @@ impl Dashboard {
             .stderr(Stdio::inherit())
             .spawn()
             .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let stdout = child.stdout.take().unwrap();
+        // The guard first: a panic below still stops `ui dashboard`.
+        let mut me = Self { child, url: String::new(), addr: String::new(), token: String::new() };
+        let mut lines = BufReader::new(stdout).lines();
         let first = lines.next().expect("ui dashboard printed nothing").unwrap();
         let url = first.strip_prefix("dashboard on ").unwrap_or_else(|| panic!("{first}")).to_owned();
-        assert!(url.starts_with("http://127.0.0.1:") && url.ends_with('/'), "{first}");
+        let (base, token) = url.split_once("/?token=").unwrap_or_else(|| panic!("no token: {first}"));
+        assert!(base.starts_with("http://127.0.0.1:"), "{first}");
+        assert!(token.len() == 64 && token.bytes().all(|b| b.is_ascii_hexdigit()), "{first}");
         std::thread::spawn(move || for _ in lines {});
-        let addr = url.trim_start_matches("http://").trim_end_matches('/').to_owned();
-        Self { child, url, addr }
+        me.addr = base.trim_start_matches("http://").to_owned();
+        me.token = token.to_owned();
+        me.url = url;
+        me
     }
 
-    /// Sends `method path` with `Host: host` as raw HTTP/1.1; the status and the whole answer.
+    /// The cookie the token gives.
+    fn cookie(&self) -> String {
+        let port = self.addr.rsplit(':').next().unwrap();
+        format!("univrs_dashboard_{port}={}", self.token)
+    }
+
+    /// Sends `method path` with `Host: host` (and the token's cookie) as raw HTTP/1.1; the
+    /// status and the whole answer.
     fn raw(&self, method: &str, path: &str, host: &str) -> (u16, String) {
+        self.raw_with(method, path, host, &format!("Cookie: {}\r\n", self.cookie()))
+    }
+
+    /// Sends `method path` with `Host: host` and `headers` (each line ending in CRLF).
+    fn raw_with(&self, method: &str, path: &str, host: &str, headers: &str) -> (u16, String) {
         let mut s = TcpStream::connect(&self.addr).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
         write!(
             s,
-            "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+            "{method} {path} HTTP/1.1\r\nHost: {host}\r\n{headers}Connection: close\r\nContent-Length: 0\r\n\r\n"
         )
         .unwrap();
         let mut answer = String::new();
@@ -188,9 +215,11 @@ impl Chromium {
     /// A DevTools session on the browser's first page.
     fn page(&self) -> Cdp {
         let devtools = &self.devtools;
+        // DevTools is on loopback: no proxy from the environment (HTTP_PROXY) is used.
+        let agent: ureq::Agent = ureq::Agent::config_builder().proxy(None).build().into();
         let ws = wait_for(60, "a page target", || {
             let mut answer =
-                ureq::get(&format!("http://{devtools}/json/list")).call().map_err(|e| e.to_string())?;
+                agent.get(&format!("http://{devtools}/json/list")).call().map_err(|e| e.to_string())?;
             let text = answer.body_mut().read_to_string().map_err(|e| e.to_string())?;
             let targets: Value = serde_json::from_str(&text).map_err(|e| format!("{e}: {text}"))?;
             targets
@@ -317,7 +346,9 @@ fn the_dashboard_shows_a_workload_and_follows_its_scaling_without_a_reload() {
         "apiVersion: univrs.io/v1\nkind: TrustPolicy\nmetadata:\n  name: germany\nspec:\n  allowedJurisdictions: [DE]\n---\n\
          apiVersion: univrs.io/v1\nkind: TrustPolicy\nmetadata:\n  name: france\nspec:\n  allowedJurisdictions: [FR]\n---\n\
          apiVersion: univrs.io/v1\nkind: Workload\nmetadata:\n  name: paris\nspec:\n  replicas: 1\n  rootfs: busybox\n  \
-         command: [\"sleep\", \"600\"]\n  trustPolicy: france\n",
+         command: [\"sleep\", \"600\"]\n  trustPolicy: france\n---\n\
+         apiVersion: univrs.io/v1\nkind: Workload\nmetadata:\n  name: markup\nspec:\n  replicas: 0\n  \
+         image: \"<img src=x onerror=window.__xss=1>\"\n",
     );
     up.ui(&u, &["apply", "-f", &manifest]).ok();
     up.ui(&u, &["apply", "-f", &policies]).ok();
@@ -352,9 +383,20 @@ fn the_dashboard_shows_a_workload_and_follows_its_scaling_without_a_reload() {
               paris: [...document.querySelectorAll('[data-workload="default/paris"] [data-replica]')].map((r) => r.dataset.phase),
               germany: [...document.querySelectorAll('[data-policy="default/germany"] [data-admits]')].map((n) => n.dataset.admits),
               france: [...document.querySelectorAll('[data-policy="default/france"] [data-admits]')].map((n) => n.dataset.admits),
+              germanyAdmitted: (document.querySelector('[data-policy="default/germany"] [data-admitted]') || {}).textContent || null,
+              franceAdmitted: (document.querySelector('[data-policy="default/france"] [data-admitted]') || {}).textContent || null,
+              franceRejected: [...document.querySelectorAll('[data-policy="default/france"] [data-rejected]')].map((n) => n.dataset.rejected),
               node: !!document.querySelector('[data-node="local"][data-ready="true"]'),
+              readySince: (document.querySelector('.card.node[data-node="local"]') || { textContent: '' }).textContent.includes('ready since'),
               leader: !!document.querySelector('#members tr.leader'),
+              membersRead: !!(document.querySelector('[data-members-read]') || { dataset: {} }).dataset.membersRead,
+              sources: document.querySelectorAll('[data-source]').length,
               watching: [...document.querySelectorAll('[data-source]')].every((s) => s.classList.contains('watching')),
+              listing: document.querySelectorAll('[data-listing]').length,
+              banner: document.getElementById('banner').hidden ? null : document.getElementById('banner').textContent,
+              markup: (document.querySelector('[data-workload="default/markup"]') || { textContent: '' }).textContent,
+              imgs: document.querySelectorAll('main img').length,
+              xss: window.__xss === undefined ? null : window.__xss,
             })"#,
         );
         let page: Value = serde_json::from_str(page.as_str().unwrap()).unwrap();
@@ -366,11 +408,21 @@ fn the_dashboard_shows_a_workload_and_follows_its_scaling_without_a_reload() {
     assert_eq!(page["paris"], json!(["Pending"]), "{page}");
     assert_eq!(page["germany"], json!(["local"]), "{page}");
     assert_eq!(page["france"], json!([]), "{page}");
+    assert_eq!(page["germanyAdmitted"], "1 of 1", "{page}");
+    assert_eq!(page["franceAdmitted"], "0 of 1", "{page}");
+    assert_eq!(page["franceRejected"], json!(["jurisdiction not allowed"]), "{page}");
     assert_eq!(
-        (&page["node"], &page["leader"], &page["watching"]),
-        (&json!(true), &json!(true), &json!(true)),
+        (&page["node"], &page["readySince"], &page["leader"], &page["membersRead"], &page["watching"]),
+        (&json!(true), &json!(true), &json!(true), &json!(true), &json!(true)),
         "{page}"
     );
+    // Every kind followed, each with its watch: workloads, replicas, nodes, nodeoffers,
+    // trustpolicies, reputations, attestations, accounts, creditgrants, auditevents.
+    assert_eq!(page["sources"], 10, "{page}");
+    assert_eq!((&page["listing"], &page["banner"]), (&json!(0), &Value::Null), "{page}");
+    // Markup in an object is text: shown as written, never run.
+    assert!(page["markup"].as_str().unwrap().contains("<img src=x onerror=window.__xss=1>"), "{page}");
+    assert_eq!((&page["xss"], &page["imgs"]), (&Value::Null, &json!(0)), "{page}");
 
     // The screenshot, of the whole page.
     let metrics = cdp.call("Page.getLayoutMetrics", json!({}));
@@ -393,9 +445,36 @@ fn the_dashboard_shows_a_workload_and_follows_its_scaling_without_a_reload() {
     let (status, answer) = dashboard.raw("GET", "/api/view", &format!("evil.example:{port}"));
     assert_eq!(status, 403, "{answer}");
     for method in ["POST", "PUT", "PATCH", "DELETE"] {
-        let (status, answer) = dashboard.raw(method, "/api/view", &dashboard.addr);
+        let (status, answer) = dashboard.raw_with(method, "/api/view", &dashboard.addr, "");
         assert_eq!(status, 405, "{method}: {answer}");
     }
+    // Without the token's cookie: 401, for any user or process of this machine.
+    for path in ["/", "/api/view", "/api/events", "/app.js"] {
+        let (status, answer) = dashboard.raw_with("GET", path, &dashboard.addr, "");
+        assert_eq!(status, 401, "{path}: {answer}");
+        assert!(answer.contains("open the URL `ui dashboard` printed"), "{answer}");
+    }
+    let (status, answer) =
+        dashboard.raw_with("GET", "/api/view", &dashboard.addr, "Cookie: univrs_dashboard_1=nope\r\n");
+    assert_eq!(status, 401, "{answer}");
+    // The token: a cookie, and the same path without it.
+    let (status, answer) =
+        dashboard.raw_with("GET", &format!("/?token={}", dashboard.token), &dashboard.addr, "");
+    assert_eq!(status, 303, "{answer}");
+    let lower = answer.to_ascii_lowercase();
+    assert!(lower.contains("\r\nlocation: /\r\n"), "{answer}");
+    assert!(
+        answer.contains(&format!("{}; HttpOnly; SameSite=Strict; Path=/", dashboard.cookie())),
+        "{answer}"
+    );
+    // A page of another origin may not read the API, cookie or not.
+    let (status, answer) = dashboard.raw_with(
+        "GET",
+        "/api/view",
+        &dashboard.addr,
+        &format!("Cookie: {}\r\nSec-Fetch-Site: cross-site\r\nSec-Fetch-Mode: cors\r\n", dashboard.cookie()),
+    );
+    assert_eq!(status, 403, "{answer}");
     let (status, view) = dashboard.raw("GET", "/api/view", &dashboard.addr);
     assert_eq!(status, 200, "{view}");
     let lower = view.to_ascii_lowercase();
@@ -414,4 +493,7 @@ fn the_dashboard_listens_only_on_loopback() {
         u.run(&["dashboard", "--listen", addr, "--server", "https://127.0.0.1:1"])
             .fails_with(&["not a loopback address", "serves this machine only"]);
     }
+    // Loopback, but not a name the Host check lets in: refused at start, not 403 on each request.
+    u.run(&["dashboard", "--listen", "127.0.0.2:8001", "--server", "https://127.0.0.1:1"])
+        .fails_with(&["127.0.0.2", "127.0.0.1, [::1] or localhost"]);
 }

@@ -23,17 +23,21 @@ use crate::dashboard::{follow, serve};
 /// or with -n only that one's workloads, replicas and trust policies.
 ///
 /// It reads the cluster as you, as `kubectl proxy` does: this process holds your credentials
-/// (the kubeconfig, your identity) and the browser holds no key or token. So it shows exactly
-/// what your own `ui get` would, secrets stay redacted as they are for you, and it serves this
-/// machine only: loopback addresses, requests naming another Host refused (DNS rebinding), no
-/// CORS. It is read-only: nothing but GET is answered; change the cluster with `ui apply`,
-/// `ui scale`, `ui delete`.
+/// (the kubeconfig, your identity) and the browser holds no key. So it shows exactly what your
+/// own `ui get` would (your agents' audit records too), secrets stay redacted as they are for
+/// you, and it serves this machine only: 127.0.0.1 or [::1], requests naming another Host
+/// refused (DNS rebinding), no CORS. And only you on it: each run makes a random token, in the
+/// URL it prints; opening that URL gives your browser a cookie (HttpOnly, SameSite=Strict), and
+/// any request without it (another user or process of this machine) is refused (401). It is
+/// read-only: nothing but GET is answered; change the cluster with `ui apply`, `ui scale`,
+/// `ui delete`.
 ///
-/// The first line printed is the URL to open (`dashboard on http://127.0.0.1:8001/`).
+/// The first line printed is the URL to open, with the token
+/// (`dashboard on http://127.0.0.1:8001/?token=…`): keep it to yourself.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Where to serve: 127.0.0.1:PORT, [::1]:PORT, or PORT alone for 127.0.0.1 (0: any free
-    /// port); loopback addresses only
+    /// Where to serve: 127.0.0.1:PORT, [::1]:PORT, localhost:PORT (127.0.0.1), or PORT alone
+    /// for 127.0.0.1 (0: any free port); no other address
     #[arg(long, value_name = "ADDR", default_value = serve::DEFAULT_LISTEN)]
     listen: String,
     #[command(flatten)]
@@ -57,31 +61,54 @@ pub fn run(ctx: &Context, args: &Args) -> anyhow::Result<Outcome> {
         let bound = listener.local_addr().unwrap_or(addr);
         let stop = CancellationToken::new();
         let (tx, rx) = watch::channel(Arc::<str>::from("{}"));
+        let demand = Arc::new(follow::Demand::new());
         let whom = follow::Whom {
             me: me.clone(),
             server: server.clone(),
             namespace: args.cluster.namespace_given().map(str::to_owned),
         };
-        let following = tokio::spawn(follow::run(client, whom, tx, stop.clone()));
+        // If following ends before it is told to (a bug: a view that cannot be made), serving
+        // stops too: a page frozen on the last view would look live.
+        let following = tokio::spawn({
+            let (demand, stop) = (demand.clone(), stop.clone());
+            async move {
+                let ended = follow::run(client, whom, tx, demand, stop.clone()).await;
+                let early = !stop.is_cancelled();
+                stop.cancel();
+                match ended {
+                    Err(e) => Err(e),
+                    Ok(()) if early => Err(anyhow::anyhow!("the dashboard stopped following the cluster")),
+                    Ok(()) => Ok(()),
+                }
+            }
+        });
+        let token = serve::new_token();
         // The URL first, alone on its line, for whoever started it (a person, a script, a test).
-        println!("dashboard on http://{bound}/");
+        println!("dashboard on http://{bound}/?token={token}");
         std::io::stdout().flush()?;
         eprintln!(
-            "ui dashboard: reading {server} as {} (read-only); Ctrl-C to stop",
+            "ui dashboard: reading {server} as {} (read-only); open the URL above (its token lets your browser in); Ctrl-C to stop",
             me.as_deref().unwrap_or("the kubeconfig's user")
         );
         let shutdown = {
             let stop = stop.clone();
             async move {
-                crate::mcp::http::wait_for_signal().await;
+                tokio::select! {
+                    () = crate::mcp::http::wait_for_signal() => {}
+                    () = stop.cancelled() => {}
+                }
                 stop.cancel();
             }
         };
-        let app = serve::router(rx, bound.port(), stop.clone());
+        let app = serve::router(rx, demand, bound.port(), &token, stop.clone());
         let served = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
         stop.cancel();
-        let _ = following.await;
-        served.context("the dashboard's HTTP server failed")
+        let followed = match following.await {
+            Ok(r) => r,
+            Err(e) => Err(anyhow::anyhow!("the dashboard stopped following the cluster: {e}")),
+        };
+        served.context("the dashboard's HTTP server failed")?;
+        followed
     });
     runtime.shutdown_timeout(std::time::Duration::from_secs(2));
     served.map(|()| Outcome::Success)

@@ -3,9 +3,13 @@
 //! cannot be reached), each into its own cache; after every change the view is made again from
 //! the caches and published. Nothing is polled but the members, which are Raft's membership,
 //! not objects, and have no watch: they are read every [`MEMBERS_EVERY`].
+//!
+//! The view is made only when someone looks (an event stream is open, or `/api/view` asks:
+//! [`Demand`]), on a blocking thread (not on the workers that serve HTTP), and changes are
+//! gathered for at least as long as the last view took to make.
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use api::KindSpec;
 use chrono::{DateTime, Utc};
@@ -22,9 +26,18 @@ use client::resource::{Kube, api_all, api_in};
 /// How often the members are read again.
 pub const MEMBERS_EVERY: Duration = Duration::from_secs(10);
 
-/// How long changes are gathered before the view is made again: a burst of events (a list, a
-/// rollout) makes one view, not hundreds.
+/// How long a read of the members may take.
+pub const MEMBERS_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long changes are gathered (at least) before the view is made again: a burst of events (a
+/// list, a rollout) makes one view, not hundreds. It grows to the time the last view took.
 const SETTLE: Duration = Duration::from_millis(100);
+
+/// A request for a current view: the HTTP side holds a receiver of the views while it waits
+/// (so the view is wanted), then pokes; the follower answers with a new view if anything
+/// changed, else by marking the current one sent again (the same `Arc`, which event streams
+/// skip).
+pub type Demand = Notify;
 
 /// Whom the view is for, and where it comes from.
 #[derive(Clone, Debug)]
@@ -79,13 +92,16 @@ struct Shared {
 
 impl Shared {
     fn set_source(&self, kind: &'static str, state: SourceState, error: Option<String>) {
+        let listed = state == SourceState::Watching;
         let mut sources = self.sources.lock().expect("sources lock");
         match sources.iter_mut().find(|s| s.kind == kind) {
             Some(s) => {
                 s.state = state;
                 s.error = error;
+                // Once listed, the cache holds the kind (a relist swaps it whole when done).
+                s.listed |= listed;
             }
-            None => sources.push(Source { kind, state, error }),
+            None => sources.push(Source { kind, state, error, listed }),
         }
     }
 
@@ -95,8 +111,16 @@ impl Shared {
     }
 }
 
-/// Follows the cluster until `stop`, publishing each new view (as JSON) on `tx`.
-pub async fn run(client: kube::Client, whom: Whom, tx: watch::Sender<Arc<str>>, stop: CancellationToken) {
+/// Follows the cluster until `stop`, publishing each new view (as JSON) on `tx` while someone
+/// looks (a receiver other than the server's own is held) or `demand` asks. Ends early, with
+/// an error, only when a view cannot be made (a bug): the caller stops serving.
+pub async fn run(
+    client: kube::Client,
+    whom: Whom,
+    tx: watch::Sender<Arc<str>>,
+    demand: Arc<Demand>,
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
     let shared = Arc::new(Shared::default());
     let mut tasks = JoinSet::new();
     let caches = Caches {
@@ -112,22 +136,51 @@ pub async fn run(client: kube::Client, whom: Whom, tx: watch::Sender<Arc<str>>, 
         audit: spawn_watch(&mut tasks, &client, whom.namespace.as_deref(), &shared, &stop),
     };
     tasks.spawn(read_members(client.clone(), shared.clone(), stop.clone()));
-    loop {
-        publish(&caches, &shared, &whom, &tx);
-        tokio::select! {
-            () = stop.cancelled() => break,
-            () = shared.changed.notified() => {}
+    let (caches, whom) = (Arc::new(caches), Arc::new(whom));
+    let mut dirty = true;
+    let mut settle = SETTLE;
+    let outcome = loop {
+        // The server holds one receiver; any other is a stream open or a request waiting.
+        if dirty && tx.receiver_count() > 1 {
+            let started = Instant::now();
+            let (caches, shared, whom) = (caches.clone(), shared.clone(), whom.clone());
+            match tokio::task::spawn_blocking(move || make(&caches, &shared, &whom)).await {
+                Ok(Some(json)) => {
+                    tx.send_replace(json);
+                }
+                Ok(None) => {}
+                Err(e) => break Err(anyhow::anyhow!("the dashboard's view could not be made: {e}")),
+            }
+            dirty = false;
+            settle = SETTLE.max(started.elapsed());
+        }
+        let demanded = tokio::select! {
+            () = stop.cancelled() => break Ok(()),
+            () = shared.changed.notified() => {
+                dirty = true;
+                false
+            }
+            () = demand.notified() => true,
+        };
+        if demanded {
+            if !dirty {
+                // Nothing new: the current view again, to whoever waits.
+                tx.send_modify(|_| {});
+            }
+            continue;
         }
         tokio::select! {
-            () = stop.cancelled() => break,
-            () = tokio::time::sleep(SETTLE) => {}
+            () = stop.cancelled() => break Ok(()),
+            () = tokio::time::sleep(settle) => {}
         }
-    }
+    };
     tasks.abort_all();
     while tasks.join_next().await.is_some() {}
+    outcome
 }
 
-fn publish(caches: &Caches, shared: &Shared, whom: &Whom, tx: &watch::Sender<Arc<str>>) {
+/// The view now, as JSON.
+fn make(caches: &Caches, shared: &Shared, whom: &Whom) -> Option<Arc<str>> {
     let objects = caches.objects();
     let members = shared.members.lock().expect("members lock").clone();
     let sources = shared.sources.lock().expect("sources lock").clone();
@@ -143,10 +196,23 @@ fn publish(caches: &Caches, shared: &Shared, whom: &Whom, tx: &watch::Sender<Arc
         now: Utc::now(),
     });
     match serde_json::to_string(&v) {
-        Ok(json) => {
-            tx.send_replace(Arc::from(json));
+        Ok(json) => Some(Arc::from(json)),
+        Err(e) => {
+            eprintln!("ui dashboard: cannot write the view as JSON: {e}");
+            None
         }
-        Err(e) => eprintln!("ui dashboard: cannot write the view as JSON: {e}"),
+    }
+}
+
+/// Whether a watch error is its expiry (410 Gone: the resource version is too old), after
+/// which the watcher lists again: no failure.
+fn expired(e: &watcher::Error) -> bool {
+    match e {
+        watcher::Error::WatchError(status) => status.code == 410,
+        watcher::Error::InitialListFailed(kube::Error::Api(status))
+        | watcher::Error::WatchStartFailed(kube::Error::Api(status))
+        | watcher::Error::WatchFailed(kube::Error::Api(status)) => status.code == 410,
+        _ => false,
     }
 }
 
@@ -186,6 +252,11 @@ fn spawn_watch<S: KindSpec>(
                     shared.set_source(S::PLURAL, SourceState::Watching, None);
                     shared.touch();
                 }
+                Some(Err(e)) if expired(&e) => {
+                    // The watcher lists again by itself.
+                    shared.set_source(S::PLURAL, SourceState::Listing, None);
+                    shared.changed.notify_one();
+                }
                 Some(Err(e)) => {
                     // The watcher tries again by itself, after a backoff.
                     shared.set_source(S::PLURAL, SourceState::Failing, Some(e.to_string()));
@@ -197,23 +268,19 @@ fn spawn_watch<S: KindSpec>(
     reader
 }
 
-/// Reads the members now and every [`MEMBERS_EVERY`]; a change is published.
+/// Reads the members now and every [`MEMBERS_EVERY`] (each read within [`MEMBERS_TIMEOUT`]);
+/// each read is published, so the page shows when the last one was, even if nothing changed.
 async fn read_members(client: kube::Client, shared: Arc<Shared>, stop: CancellationToken) {
     loop {
-        let read = read_members_once(&client).await;
-        let changed = {
-            let mut members = shared.members.lock().expect("members lock");
-            // The time of the read alone is no change.
-            let same = match (&*members, &read) {
-                (Some(Ok(a)), Some(Ok(b))) => a.items == b.items && a.dids == b.dids,
-                (a, b) => a == b,
-            };
-            *members = read;
-            !same
+        let read = match tokio::time::timeout(MEMBERS_TIMEOUT, read_members_once(&client)).await {
+            Ok(read) => read,
+            Err(_) => Some(Err(format!(
+                "cannot read the members: no answer within {} s",
+                MEMBERS_TIMEOUT.as_secs()
+            ))),
         };
-        if changed {
-            shared.changed.notify_one();
-        }
+        *shared.members.lock().expect("members lock") = read;
+        shared.changed.notify_one();
         tokio::select! {
             () = stop.cancelled() => return,
             () = tokio::time::sleep(MEMBERS_EVERY) => {}

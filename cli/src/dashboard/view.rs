@@ -4,8 +4,17 @@
 //!
 //! Which nodes a TrustPolicy admits is not computed again here: it is the scheduler's own
 //! filter (`controllers::scheduler::core::filter`) on the scheduler's own candidates
-//! (`snapshot::candidates`), for a replica that asks for nothing, so the page and placement
-//! cannot disagree about a policy.
+//! (`snapshot::candidates`), for a replica that asks for nothing. So it says which nodes the
+//! policy's own rules admit (and the node's state: ready, not drained, an offer); placement
+//! checks more (the workload's size, its own constraints, credit and spending limits), so a
+//! node admitted here may still not take a given replica.
+//!
+//! Every key is a user, so anyone can make objects at no cost: the view is bounded whatever
+//! they make. At most [`MAX_SHOWN`] workloads, nodes, policies, reputations, accounts and
+//! credit lines are listed (the user's own first; the rest are counted in `more`), a policy
+//! names at most [`MAX_ADMITS_NAMED`] of the nodes it admits and counts the others per reason,
+//! and the work is linear in the objects (maps built once), but for the policies shown, each
+//! judged against every node.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -23,8 +32,25 @@ use controllers::scheduler::snapshot::{self, Reach};
 use serde::Serialize;
 use serde_json::Value;
 
-/// Most events the page lists (the newest).
+/// Most events the page lists (the user's own objects' first, then the newest).
 pub const MAX_EVENTS: usize = 60;
+
+/// Events dated further than this in the future are dropped (anyone may write a condition's
+/// time on their own objects; one dated next year would stay on top).
+pub const FUTURE_SLACK: chrono::TimeDelta = chrono::TimeDelta::minutes(5);
+
+/// Most workloads, nodes, policies, reputations, accounts or credit lines listed (the user's
+/// own first).
+pub const MAX_SHOWN: usize = 200;
+
+/// Most replicas listed per workload.
+pub const MAX_REPLICAS_SHOWN: usize = 100;
+
+/// Most admitted nodes a policy names (the user's own first, then by name).
+pub const MAX_ADMITS_NAMED: usize = 20;
+
+/// Most entries of a list in a policy's constraints (`allowed operators: a, b, … and 7 more`).
+const MAX_LISTED: usize = 5;
 
 /// Most members kept from an answer of `/cluster/members` (a control plane has a handful).
 const MAX_MEMBERS: usize = 64;
@@ -65,12 +91,14 @@ pub struct Source {
     /// The last error, while failing.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Whether a first list completed: the cache holds the kind (it may be stale while failing).
+    pub listed: bool,
 }
 
 /// Where the watch of a kind is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub enum SourceState {
-    /// Listing (first, or again after the watch expired).
+    /// Listing (first, or again after the watch expired: a 410 is no failure).
     Listing,
     /// Listed, and following changes.
     Watching,
@@ -207,10 +235,51 @@ pub struct View {
     pub reputations: Vec<ReputationView>,
     /// The control plane's members and leader.
     pub members: MembersView,
-    /// Recent events, newest first.
+    /// Recent events: the user's own objects' first, then the others', each newest first; one
+    /// per object.
     pub events: Vec<EventView>,
     /// The watch of each kind.
     pub sources: Vec<Source>,
+    /// Which sections' kinds have all been listed once (before, an empty list means nothing).
+    pub listed: Listed,
+    /// How many were left out of each bounded list.
+    pub more: More,
+}
+
+/// Whether every kind a section is made of has been listed once.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Listed {
+    /// Workloads and replicas.
+    pub workloads: bool,
+    /// Nodes, offers, replicas, reputations.
+    pub nodes: bool,
+    /// Policies and what they are judged on.
+    pub policies: bool,
+    /// Accounts and credit lines.
+    pub credits: bool,
+    /// Reputations.
+    pub reputations: bool,
+    /// The kinds events come from.
+    pub events: bool,
+}
+
+/// How many were left out of each bounded list (the user's own are listed first).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct More {
+    /// Workloads.
+    pub workloads: usize,
+    /// Nodes.
+    pub nodes: usize,
+    /// Trust policies.
+    pub policies: usize,
+    /// Reputations.
+    pub reputations: usize,
+    /// Accounts.
+    pub accounts: usize,
+    /// Credit lines.
+    pub grants: usize,
 }
 
 /// Counts for the summary line.
@@ -276,8 +345,10 @@ pub struct WorkloadView {
     pub conditions: Vec<ConditionView>,
     /// Why a replica waits, when one does: the first pending replica's reason.
     pub why_pending: Option<String>,
-    /// Its replicas, by name.
+    /// Its replicas, by name (at most [`MAX_REPLICAS_SHOWN`]).
     pub items: Vec<ReplicaView>,
+    /// Replicas left out of `items`.
+    pub more_items: usize,
 }
 
 /// One replica.
@@ -420,8 +491,9 @@ pub struct NodeView {
     pub unschedulable: bool,
     /// `container` or `process`.
     pub runtime: Option<String>,
-    /// The last heartbeat.
-    pub last_heartbeat: Option<String>,
+    /// Since when its Ready condition has been as it is (its last transition; the node
+    /// lifecycle controller writes the heartbeat time only on such a transition).
+    pub ready_since: Option<String>,
     /// The offer placement uses (signed by the operator), if any.
     pub offer: Option<OfferView>,
     /// What the node has (`spec.capacity`).
@@ -438,14 +510,15 @@ pub struct NodeView {
     pub operator_reputation: Option<ScoreView>,
 }
 
-/// A node a policy does not admit, and the first hard constraint it breaks.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+/// How many nodes a policy does not admit for one reason (the first hard constraint each
+/// breaks).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Rejected {
-    /// The node.
-    pub node: String,
     /// Why (the scheduler's words).
     pub reason: String,
+    /// How many nodes.
+    pub count: usize,
 }
 
 /// One TrustPolicy.
@@ -462,13 +535,20 @@ pub struct PolicyView {
     pub mine: bool,
     /// Its constraints, in words (`min reputation 0.5`, `jurisdictions DE, FR`, …).
     pub constraints: Vec<String>,
-    /// The nodes a replica under it could be placed on now (by every hard filter but the
-    /// workload's own size and placement).
+    /// How many nodes its own rules admit now (and are ready, not drained, with an offer):
+    /// not the workload's size, constraints, credit or spending limits.
+    pub admitted: usize,
+    /// At most [`MAX_ADMITS_NAMED`] of them (the user's own nodes first, then by name).
     pub admits: Vec<String>,
-    /// The other nodes, each with why not.
-    pub rejects: Vec<Rejected>,
-    /// The workloads (of its signer, in its namespace) that name it.
+    /// The nodes judged (every node not being deleted).
+    pub considered: usize,
+    /// The other nodes, counted per reason, most first.
+    pub rejected: Vec<Rejected>,
+    /// The workloads (of its signer, in its namespace) that name it (at most
+    /// [`MAX_ADMITS_NAMED`]).
     pub workloads: Vec<String>,
+    /// Workloads left out of `workloads`.
+    pub more_workloads: usize,
     /// What its workloads spent (the credits controller's status), in words.
     pub spending: Option<String>,
 }
@@ -574,6 +654,8 @@ pub struct EventView {
     pub message: String,
     /// Whether it is a problem.
     pub warning: bool,
+    /// Whether the object is the user's.
+    pub mine: bool,
 }
 
 /// The view of `input`.
@@ -584,19 +666,25 @@ pub fn view(input: &Input<'_>) -> View {
         Some(Ok(seen)) => seen.dids.clone(),
         _ => BTreeSet::new(),
     };
-    let workloads = workloads(o, me);
-    let nodes = nodes(o, &members, me, input.now);
-    let policies = policies(o, &members, me, input.now);
+    // Once, for the nodes and the policies.
+    let candidates = candidates(o, &members, input.now);
+    let all_workloads = workloads(o, me);
     let members_view = members_view(input.members);
     let summary = Summary {
-        workloads: workloads.len(),
-        desired: workloads.iter().map(|w| w.desired).sum(),
-        running: workloads.iter().flat_map(|w| &w.items).filter(|r| r.phase == ReplicaPhase::Running).count(),
-        pending: workloads.iter().flat_map(|w| &w.items).filter(|r| r.phase == ReplicaPhase::Pending).count(),
-        nodes: nodes.len(),
-        nodes_ready: nodes.iter().filter(|n| n.ready).count(),
+        workloads: all_workloads.len(),
+        desired: all_workloads.iter().map(|w| w.view.desired).sum(),
+        running: all_workloads.iter().map(|w| w.running).sum(),
+        pending: all_workloads.iter().map(|w| w.pending).sum(),
+        nodes: o.nodes.len(),
+        nodes_ready: o.nodes.iter().filter(|n| snapshot::is_ready(n)).count(),
         members: members_view.items.len(),
     };
+    let mut more = More::default();
+    let workloads =
+        bounded(all_workloads.into_iter().map(|w| w.view).collect(), |w| w.mine, &mut more.workloads);
+    let nodes = nodes(o, &candidates, &members, me, &mut more.nodes);
+    let policies = policies(o, &candidates, &members, me, input.now, &mut more.policies);
+    let (credits, reputations) = (credits(o, me, &mut more), reputations(o, me, &mut more.reputations));
     View {
         generated_at: rfc3339(input.now),
         last_change: input.last_change.map(rfc3339),
@@ -607,12 +695,40 @@ pub fn view(input: &Input<'_>) -> View {
         workloads,
         nodes,
         policies,
-        credits: credits(o, me),
-        reputations: reputations(o),
+        credits,
+        reputations,
         members: members_view,
-        events: events(o),
+        events: events(o, me, input.now),
         sources: input.sources.to_vec(),
+        listed: listed(input.sources),
+        more,
     }
+}
+
+/// Which sections' kinds have all been listed once.
+fn listed(sources: &[Source]) -> Listed {
+    use api::KindSpec as _;
+    let all = |kinds: &[&str]| kinds.iter().all(|k| sources.iter().any(|s| s.kind == *k && s.listed));
+    let (w, r, n, f) = (WorkloadSpec::PLURAL, ReplicaSpec::PLURAL, NodeSpec::PLURAL, NodeOfferSpec::PLURAL);
+    let (rep, att) = (ReputationSpec::PLURAL, AttestationSpec::PLURAL);
+    Listed {
+        workloads: all(&[w, r]),
+        nodes: all(&[n, f, r, rep]),
+        policies: all(&[TrustPolicySpec::PLURAL, n, f, rep, att, w]),
+        credits: all(&[AccountSpec::PLURAL, CreditGrantSpec::PLURAL]),
+        reputations: all(&[rep]),
+        events: all(&[w, r, n, AuditEventSpec::PLURAL]),
+    }
+}
+
+/// The first [`MAX_SHOWN`] of `items`, the user's own first (else in their order); how many
+/// were left out is added to `more`.
+fn bounded<T>(mut items: Vec<T>, mine: impl Fn(&T) -> bool, more: &mut usize) -> Vec<T> {
+    // Stable: each part keeps its order.
+    items.sort_by_key(|t| !mine(t));
+    *more += items.len().saturating_sub(MAX_SHOWN);
+    items.truncate(MAX_SHOWN);
+    items
 }
 
 fn rfc3339(t: DateTime<Utc>) -> String {
@@ -687,7 +803,22 @@ fn replica_view(r: &Kube<ReplicaSpec>) -> ReplicaView {
     }
 }
 
-fn workloads(o: &Objects, me: Option<&str>) -> Vec<WorkloadView> {
+/// A workload's view, with its replicas counted before they are bounded.
+struct Counted {
+    view: WorkloadView,
+    running: usize,
+    pending: usize,
+}
+
+fn workload_bad(c: &api::meta::Condition<WorkloadConditionType>) -> bool {
+    match c.type_ {
+        WorkloadConditionType::Available => c.status == ConditionStatus::False,
+        WorkloadConditionType::ReplicaFailure => c.status == ConditionStatus::True,
+        WorkloadConditionType::Progressing => false,
+    }
+}
+
+fn workloads(o: &Objects, me: Option<&str>) -> Vec<Counted> {
     // A replica belongs to the workload its owner reference names (by uid: a workload deleted
     // and made again under the same name does not inherit the old one's replicas).
     let mut by_owner: HashMap<&str, Vec<&Kube<ReplicaSpec>>> = HashMap::new();
@@ -700,37 +831,37 @@ fn workloads(o: &Objects, me: Option<&str>) -> Vec<WorkloadView> {
         .into_iter()
         .map(|w| {
             let owned = by_owner.get(w.uid()).map(Vec::as_slice).unwrap_or_default();
-            let items: Vec<ReplicaView> = owned.iter().map(|r| replica_view(r)).collect();
+            let mut items: Vec<ReplicaView> = owned.iter().map(|r| replica_view(r)).collect();
             let live: Vec<&ReplicaView> = items.iter().filter(|r| !r.deleting).collect();
             let conditions = w
                 .status
                 .iter()
                 .flat_map(|s| &s.conditions)
-                .map(|c| {
-                    let bad = match c.type_ {
-                        WorkloadConditionType::Available => c.status == ConditionStatus::False,
-                        WorkloadConditionType::ReplicaFailure => c.status == ConditionStatus::True,
-                        WorkloadConditionType::Progressing => false,
-                    };
-                    condition_view(c, bad)
-                })
+                .map(|c| condition_view(c, workload_bad(c)))
                 .collect();
-            WorkloadView {
+            let (replicas, ready) = (live.len(), live.iter().filter(|r| r.ready).count());
+            let why_pending =
+                live.iter().find_map(|r| r.why_pending.clone().map(|why| format!("{}: {why}", r.name)));
+            let running = items.iter().filter(|r| r.phase == ReplicaPhase::Running).count();
+            let pending = items.iter().filter(|r| r.phase == ReplicaPhase::Pending).count();
+            let more_items = items.len().saturating_sub(MAX_REPLICAS_SHOWN);
+            items.truncate(MAX_REPLICAS_SHOWN);
+            let view = WorkloadView {
                 namespace: w.namespace().unwrap_or("default").to_owned(),
                 name: w.name().to_owned(),
                 owner: w.signer().map(str::to_owned),
                 mine: is_mine(w.signer(), me),
                 image: w.spec.image.clone().or_else(|| w.spec.rootfs.clone()),
                 desired: i64::from(w.spec.replicas.unwrap_or(1)),
-                replicas: live.len(),
-                ready: live.iter().filter(|r| r.ready).count(),
+                replicas,
+                ready,
                 trust_policy: w.spec.trust_policy.clone(),
                 conditions,
-                why_pending: live
-                    .iter()
-                    .find_map(|r| r.why_pending.clone().map(|why| format!("{}: {why}", r.name))),
+                why_pending,
                 items,
-            }
+                more_items,
+            };
+            Counted { view, running, pending }
         })
         .collect()
 }
@@ -748,38 +879,52 @@ fn candidates(o: &Objects, members: &BTreeSet<String>, now: DateTime<Utc>) -> Ve
     snapshot::candidates(&objects, &used, now)
 }
 
-fn nodes(o: &Objects, members: &BTreeSet<String>, me: Option<&str>, now: DateTime<Utc>) -> Vec<NodeView> {
-    let candidates = candidates(o, members, now);
-    let candidate = |name: &str| candidates.iter().find(|c| c.name == name);
-    let score = |kind: SubjectKind, subject: &str| {
-        o.reputations
-            .iter()
-            .find(|r| r.spec.subject_kind == kind && r.spec.subject == subject)
-            .and_then(|r| r.status.as_ref())
-            .map(ScoreView::of)
-    };
-    sorted(&o.nodes)
+fn nodes(
+    o: &Objects,
+    candidates: &[core::Candidate],
+    members: &BTreeSet<String>,
+    me: Option<&str>,
+    more: &mut usize,
+) -> Vec<NodeView> {
+    let shown = bounded(sorted(&o.nodes), |n| me == Some(n.spec.operator.as_str()), more);
+    // Maps built once: the loop below looks up, it does not scan.
+    let by_name: HashMap<&str, &core::Candidate> = candidates.iter().map(|c| (c.name.as_str(), c)).collect();
+    let mut offers: HashMap<&str, Vec<&Kube<NodeOfferSpec>>> = HashMap::new();
+    for f in &o.offers {
+        offers.entry(f.spec.node.as_str()).or_default().push(f);
+    }
+    let mut replicas: HashMap<&str, usize> = HashMap::new();
+    for r in &o.replicas {
+        if let Some(node) = r.spec.node_name.as_deref()
+            && !r.status.as_ref().is_some_and(|s| s.phase.is_terminal())
+        {
+            *replicas.entry(node).or_default() += 1;
+        }
+    }
+    let mut scores: HashMap<(bool, &str), ScoreView> = HashMap::new();
+    for r in &o.reputations {
+        if let Some(s) = &r.status {
+            // The first one, as a scan would find it.
+            scores
+                .entry((r.spec.subject_kind == SubjectKind::Node, r.spec.subject.as_str()))
+                .or_insert_with(|| ScoreView::of(s));
+        }
+    }
+    shown
         .into_iter()
         .map(|n| {
             let ready = n
                 .status
                 .as_ref()
                 .and_then(|s| s.conditions.iter().find(|c| c.type_ == NodeConditionType::Ready));
-            let offer = snapshot::operator_offer(n, o.offers.iter().map(Arc::as_ref));
-            let c = candidate(n.name());
-            let replicas = o
-                .replicas
-                .iter()
-                .filter(|r| {
-                    r.spec.node_name.as_deref() == Some(n.name())
-                        && !r.status.as_ref().is_some_and(|s| s.phase.is_terminal())
-                })
-                .count();
+            let offer = snapshot::operator_offer(n, offers.get(n.name()).into_iter().flatten().copied());
+            let c = by_name.get(n.name());
+            let operator = n.spec.operator.as_str();
             NodeView {
                 name: n.name().to_owned(),
-                operator: n.spec.operator.as_str().to_owned(),
-                operator_is_member: members.contains(n.spec.operator.as_str()),
-                mine: me == Some(n.spec.operator.as_str()),
+                operator: operator.to_owned(),
+                operator_is_member: members.contains(operator),
+                mine: me == Some(operator),
                 ready: snapshot::is_ready(n),
                 ready_message: ready.map(|c| {
                     [c.reason.as_deref(), c.message.as_deref()]
@@ -790,14 +935,17 @@ fn nodes(o: &Objects, members: &BTreeSet<String>, me: Option<&str>, now: DateTim
                 }),
                 unschedulable: n.spec.unschedulable,
                 runtime: n.status.as_ref().and_then(|s| s.runtime.clone()),
-                last_heartbeat: n.status.as_ref().and_then(|s| s.last_heartbeat_time).map(|t| t.to_rfc3339()),
+                ready_since: ready
+                    .and_then(|c| c.last_transition_time)
+                    .or_else(|| n.status.as_ref().and_then(|s| s.last_heartbeat_time))
+                    .map(|t| t.to_rfc3339()),
                 offer: offer.map(offer_view),
                 capacity: AmountView::of(Amount::of(&n.spec.capacity)),
                 offered: AmountView::of(c.map(|c| c.capacity).unwrap_or_default()),
                 used: AmountView::of(c.map(|c| c.used).unwrap_or_default()),
-                replicas,
-                reputation: score(SubjectKind::Node, n.name()),
-                operator_reputation: score(SubjectKind::Operator, n.spec.operator.as_str()),
+                replicas: replicas.get(n.name()).copied().unwrap_or(0),
+                reputation: scores.get(&(true, n.name())).cloned(),
+                operator_reputation: scores.get(&(false, operator)).cloned(),
             }
         })
         .collect()
@@ -837,16 +985,26 @@ fn vouches(o: &Objects, now: DateTime<Utc>) -> HashMap<String, Vec<String>> {
 
 fn policies(
     o: &Objects,
+    candidates: &[core::Candidate],
     members: &BTreeSet<String>,
     me: Option<&str>,
     now: DateTime<Utc>,
+    more: &mut usize,
 ) -> Vec<PolicyView> {
-    let candidates = candidates(o, members, now);
+    // Only the policies shown are judged: the work is bounded by MAX_SHOWN × nodes.
+    let shown = bounded(sorted(&o.policies), |tp| is_mine(tp.signer(), me), more);
     let vouches = vouches(o, now);
     let none = HashMap::new();
     let money = Money::default();
     let constraints = Constraints::default();
-    sorted(&o.policies)
+    // The workloads naming each policy, by (namespace, policy, signer).
+    let mut named: HashMap<(&str, &str, Option<&str>), BTreeSet<&str>> = HashMap::new();
+    for w in &o.workloads {
+        if let Some(tp) = w.spec.trust_policy.as_deref() {
+            named.entry((w.namespace().unwrap_or("default"), tp, w.signer())).or_default().insert(w.name());
+        }
+    }
+    shown
         .into_iter()
         .map(|tp| {
             let mut policy = Policy::of(&tp.spec);
@@ -863,29 +1021,21 @@ fn policies(
                 per_operator: &none,
                 money: &money,
             };
-            let mut admits = Vec::new();
-            let mut rejects = Vec::new();
-            for c in &candidates {
+            let mut admitted: Vec<&core::Candidate> = Vec::new();
+            let mut rejected: HashMap<String, usize> = HashMap::new();
+            for c in candidates {
                 match core::filter(c, &request) {
-                    Ok(()) => admits.push(c.name.clone()),
-                    Err(reason) => {
-                        rejects.push(Rejected { node: c.name.clone(), reason: reason.to_string() })
-                    }
+                    Ok(()) => admitted.push(c),
+                    Err(reason) => *rejected.entry(reason.to_string()).or_default() += 1,
                 }
             }
+            // Candidates come sorted by name; the user's own first.
+            admitted.sort_by_key(|c| me != Some(c.operator.as_str()));
+            let mut rejected: Vec<Rejected> =
+                rejected.into_iter().map(|(reason, count)| Rejected { reason, count }).collect();
+            rejected.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.reason.cmp(&b.reason)));
             let ns = tp.namespace().unwrap_or("default");
-            let workloads = o
-                .workloads
-                .iter()
-                .filter(|w| {
-                    w.namespace() == Some(ns)
-                        && w.spec.trust_policy.as_deref() == Some(tp.name())
-                        && w.signer() == tp.signer()
-                })
-                .map(|w| w.name().to_owned())
-                .collect::<BTreeSet<_>>()
-                .into_iter()
-                .collect();
+            let workloads = named.get(&(ns, tp.name(), tp.signer()));
             let spending = tp.status.as_ref().and_then(|s| s.spending.as_ref()).map(|s| {
                 let mut text = format!("{} spent, {} per hour now", s.total, s.per_hour);
                 if let Some(why) = &s.stopped {
@@ -899,18 +1049,34 @@ fn policies(
                 owner: tp.signer().map(str::to_owned),
                 mine: is_mine(tp.signer(), me),
                 constraints: policy_constraints(&tp.spec),
-                admits,
-                rejects,
-                workloads,
+                admitted: admitted.len(),
+                admits: admitted.iter().take(MAX_ADMITS_NAMED).map(|c| c.name.clone()).collect(),
+                considered: candidates.len(),
+                rejected,
+                workloads: workloads
+                    .into_iter()
+                    .flatten()
+                    .take(MAX_ADMITS_NAMED)
+                    .map(|w| (*w).to_owned())
+                    .collect(),
+                more_workloads: workloads.map_or(0, |w| w.len().saturating_sub(MAX_ADMITS_NAMED)),
                 spending,
             }
         })
         .collect()
 }
 
+/// `a, b, c, d, e and 7 more`.
+fn list(items: Vec<&str>) -> String {
+    let mut text = items.iter().take(MAX_LISTED).copied().collect::<Vec<_>>().join(", ");
+    if items.len() > MAX_LISTED {
+        text.push_str(&format!(" and {} more", items.len() - MAX_LISTED));
+    }
+    text
+}
+
 /// A policy's constraints in words.
 fn policy_constraints(p: &TrustPolicySpec) -> Vec<String> {
-    let list = |items: Vec<&str>| items.join(", ");
     let mut out = Vec::new();
     if let Some(r) = p.min_reputation {
         out.push(format!("min reputation {r}"));
@@ -950,28 +1116,31 @@ fn policy_constraints(p: &TrustPolicySpec) -> Vec<String> {
     out
 }
 
-fn credits(o: &Objects, me: Option<&str>) -> CreditsView {
+fn credits(o: &Objects, me: Option<&str>, more: &mut More) -> CreditsView {
     let accounts = sorted(&o.accounts)
         .into_iter()
         .map(|a| {
             let s = a.status.clone().unwrap_or_default();
+            let mut lines: Vec<LineView> = s
+                .lines
+                .iter()
+                .map(|l| LineView {
+                    counterparty: l.counterparty.as_str().to_owned(),
+                    balance: l.balance.to_string(),
+                })
+                .collect();
+            lines.truncate(MAX_ADMITS_NAMED);
             AccountView {
                 owner: a.spec.owner.as_str().to_owned(),
                 mine: me == Some(a.spec.owner.as_str()),
                 balance: s.balance.to_string(),
                 negative: s.balance.micros() < 0,
-                lines: s
-                    .lines
-                    .iter()
-                    .map(|l| LineView {
-                        counterparty: l.counterparty.as_str().to_owned(),
-                        balance: l.balance.to_string(),
-                    })
-                    .collect(),
+                lines,
                 transfers: s.transfers,
             }
         })
         .collect();
+    let accounts = bounded(accounts, |a: &AccountView| a.mine, &mut more.accounts);
     let grants = sorted(&o.grants)
         .into_iter()
         .map(|g| GrantView {
@@ -983,10 +1152,15 @@ fn credits(o: &Objects, me: Option<&str>) -> CreditsView {
             expires: g.spec.expires.map(|t| t.to_rfc3339()),
         })
         .collect();
+    let grants = bounded(
+        grants,
+        |g: &GrantView| me.is_some() && (g.granter.as_deref() == me || Some(g.grantee.as_str()) == me),
+        &mut more.grants,
+    );
     CreditsView { accounts, grants }
 }
 
-fn reputations(o: &Objects) -> Vec<ReputationView> {
+fn reputations(o: &Objects, me: Option<&str>, more: &mut usize) -> Vec<ReputationView> {
     let mut out: Vec<ReputationView> = o
         .reputations
         .iter()
@@ -998,7 +1172,7 @@ fn reputations(o: &Objects) -> Vec<ReputationView> {
         })
         .collect();
     out.sort_by(|a, b| (&a.subject_kind, &a.subject).cmp(&(&b.subject_kind, &b.subject)));
-    out
+    bounded(out, |r| Some(r.subject.as_str()) == me, more)
 }
 
 fn members_view(read: &MembersRead) -> MembersView {
@@ -1014,32 +1188,54 @@ fn members_view(read: &MembersRead) -> MembersView {
     }
 }
 
-/// The newest [`MAX_EVENTS`] events the objects record.
-fn events(o: &Objects) -> Vec<EventView> {
-    let mut out: Vec<(Time, EventView)> = Vec::new();
+/// At most [`MAX_EVENTS`] of the events the objects record: the newest of each object (none
+/// dated more than [`FUTURE_SLACK`] after `now`), the user's own objects' first, each part
+/// newest first.
+fn events(o: &Objects, me: Option<&str>, now: DateTime<Utc>) -> Vec<EventView> {
+    let latest = now + FUTURE_SLACK;
+    // The newest event of each object, by (kind, object).
+    let mut newest: HashMap<(&'static str, String), (Time, EventView)> = HashMap::new();
     let mut push = |t: Option<Time>,
                     kind: &'static str,
                     object: String,
                     reason: &str,
                     message: String,
-                    warning| {
-        if let Some(t) = t {
-            let ev =
-                EventView { time: t.to_rfc3339(), kind, object, reason: reason.to_owned(), message, warning };
-            out.push((t, ev));
+                    warning: bool,
+                    mine: bool| {
+        let Some(t) = t.filter(|t| t.0 <= latest) else { return };
+        let ev = EventView {
+            time: t.to_rfc3339(),
+            kind,
+            object: object.clone(),
+            reason: reason.to_owned(),
+            message,
+            warning,
+            mine,
+        };
+        let newer = |(t0, e0): &(Time, EventView)| (t, &ev.reason) > (*t0, &e0.reason);
+        match newest.entry((kind, object)) {
+            std::collections::hash_map::Entry::Occupied(mut e) => {
+                if newer(e.get()) {
+                    e.insert((t, ev));
+                }
+            }
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert((t, ev));
+            }
         }
     };
     let path = |ns: Option<&str>, name: &str| match ns {
         Some(ns) => format!("{ns}/{name}"),
         None => name.to_owned(),
     };
+    let mut my_workloads: BTreeSet<&str> = BTreeSet::new();
     for w in &o.workloads {
+        let mine = is_mine(w.signer(), me);
+        if mine {
+            my_workloads.insert(w.uid());
+        }
         for c in w.status.iter().flat_map(|s| &s.conditions) {
-            let bad = match c.type_ {
-                WorkloadConditionType::Available => c.status == ConditionStatus::False,
-                WorkloadConditionType::ReplicaFailure => c.status == ConditionStatus::True,
-                WorkloadConditionType::Progressing => false,
-            };
+            let bad = workload_bad(c);
             let v = condition_view(c, bad);
             let reason = v.reason.clone().unwrap_or_else(|| format!("{}={}", v.type_, v.status));
             push(
@@ -1049,12 +1245,20 @@ fn events(o: &Objects) -> Vec<EventView> {
                 &reason,
                 v.message.unwrap_or_default(),
                 bad,
+                mine,
             );
         }
     }
     for r in &o.replicas {
         let Some(s) = &r.status else { continue };
         let object = path(r.namespace(), r.name());
+        // A replica is the user's when the workload owning it is.
+        let mine = r
+            .metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .any(|owner| my_workloads.contains(owner.uid.as_str()));
         for c in &s.conditions {
             let failed = c.status != ConditionStatus::True;
             let reason = c.reason.clone().unwrap_or_else(|| format!("{:?}", c.type_));
@@ -1065,10 +1269,11 @@ fn events(o: &Objects) -> Vec<EventView> {
                 &reason,
                 c.message.clone().unwrap_or_default(),
                 failed,
+                mine,
             );
         }
         let on = r.spec.node_name.as_deref().unwrap_or("?");
-        push(s.started_at, "Replica", object.clone(), "Started", format!("started on {on}"), false);
+        push(s.started_at, "Replica", object.clone(), "Started", format!("started on {on}"), false, mine);
         if s.phase.is_terminal() {
             let how = match (s.exit_code, &s.reason) {
                 (Some(code), Some(reason)) => format!("exited {code} ({reason}) on {on}"),
@@ -1083,10 +1288,12 @@ fn events(o: &Objects) -> Vec<EventView> {
                 &format!("{:?}", s.phase),
                 how,
                 s.phase == ReplicaPhase::Failed,
+                mine,
             );
         }
     }
     for n in &o.nodes {
+        let mine = me == Some(n.spec.operator.as_str());
         for c in n.status.iter().flat_map(|s| &s.conditions) {
             let ready = c.status == ConditionStatus::True;
             let reason =
@@ -1098,6 +1305,7 @@ fn events(o: &Objects) -> Vec<EventView> {
                 &reason,
                 c.message.clone().unwrap_or_default(),
                 !ready,
+                mine,
             );
         }
     }
@@ -1110,6 +1318,7 @@ fn events(o: &Objects) -> Vec<EventView> {
         };
         let decision = format!("{:?}", s.decision);
         let dry = if s.dry_run { " (dry run)" } else { "" };
+        // Only the user's own agents' records are readable.
         push(
             Some(s.at),
             "AuditEvent",
@@ -1117,11 +1326,16 @@ fn events(o: &Objects) -> Vec<EventView> {
             &decision,
             format!("agent {} {}{dry} {target}: {}", short(s.agent.as_str()), s.verb, s.reason),
             s.decision == AuditDecision::Refused,
+            true,
         );
     }
-    // Newest first; ties in a stable order.
+    let mut out: Vec<(Time, EventView)> = newest.into_values().collect();
+    // The user's first, then newest first; ties in a stable order.
     out.sort_by(|(ta, a), (tb, b)| {
-        tb.cmp(ta).then_with(|| (a.kind, &a.object, &a.reason).cmp(&(b.kind, &b.object, &b.reason)))
+        b.mine
+            .cmp(&a.mine)
+            .then_with(|| tb.cmp(ta))
+            .then_with(|| (a.kind, &a.object, &a.reason).cmp(&(b.kind, &b.object, &b.reason)))
     });
     out.into_iter().take(MAX_EVENTS).map(|(_, e)| e).collect()
 }

@@ -52,6 +52,11 @@
   }
 
   const empty = (text) => h("p", { class: "empty" }, text);
+  // Before a kind's first list, an empty list means nothing yet.
+  const listing = (what) => h("p", { class: "empty listing", "data-listing": "true" }, "listing " + what + "…");
+  // "and 12 more (not yours)" under a bounded list.
+  const more = (n, what) =>
+    n > 0 ? h("p", { class: "faint small more", "data-more": n }, "and " + n + " more " + what + " not shown (yours are listed first)") : null;
 
   // A meter of used/total: by default (use) fuller is worse; for "progress" fuller is better;
   // a "score" has no good or bad.
@@ -92,10 +97,12 @@
       h("div", { class: "tile " + (cls || "") }, h("div", { class: "value" }, value), h("div", { class: "label" }, label), sub ? h("div", { class: "sub" }, sub) : null);
     fill(
       "summary",
-      tile("workloads", s.workloads, s.desired + " replicas wanted"),
-      tile("running", s.running, "replicas", s.running > 0 ? "good" : ""),
-      tile("pending", s.pending, "replicas", s.pending > 0 ? "warn" : ""),
-      tile("nodes ready", s.nodesReady + "/" + s.nodes, "", s.nodes > 0 && s.nodesReady < s.nodes ? "warn" : ""),
+      v.listed.workloads ? tile("workloads", s.workloads, s.desired + " replicas wanted") : tile("workloads", "…", "listing"),
+      v.listed.workloads ? tile("running", s.running, "replicas", s.running > 0 ? "good" : "") : tile("running", "…", "listing"),
+      v.listed.workloads ? tile("pending", s.pending, "replicas", s.pending > 0 ? "warn" : "") : tile("pending", "…", "listing"),
+      v.listed.nodes
+        ? tile("nodes ready", s.nodesReady + "/" + s.nodes, "", s.nodes > 0 && s.nodesReady < s.nodes ? "warn" : "")
+        : tile("nodes ready", "…", "listing"),
       tile("members", s.members, leader ? "leader #" + leader.id : "no leader seen", leader ? "" : "warn"),
     );
   }
@@ -123,6 +130,7 @@
   }
 
   function workloads(v) {
+    if (!v.listed.workloads) return fill("workloads", listing("workloads"));
     if (v.workloads.length === 0) {
       return fill("workloads", empty("No workloads yet. Apply one: ui apply -f manifests/"));
     }
@@ -147,7 +155,8 @@
           h("div", { class: "ratio " + (ok ? "good" : "warn") }, h("span", { class: "ready-count" }, w.ready), "/", h("span", { class: "desired-count" }, w.desired)),
           bar(w.ready, Math.max(w.desired, 1), w.ready + " of " + w.desired + " ready", "progress"),
         ),
-        h("td", { class: "chips" }, w.items.length ? w.items.map(replicaChip) : h("span", { class: "faint" }, "no replicas")),
+        h("td", { class: "chips" }, w.items.length ? w.items.map(replicaChip) : h("span", { class: "faint" }, "no replicas"),
+          w.moreItems ? h("span", { class: "faint small" }, " and " + w.moreItems + " more") : null),
         h(
           "td",
           { class: "why small" },
@@ -165,11 +174,13 @@
         h("thead", {}, h("tr", {}, ["workload", "image", "ready", "replicas", "why pending / problems"].map((t) => h("th", {}, t)))),
         h("tbody", {}, rows),
       ),
+      more(v.more.workloads, "workloads"),
     );
   }
 
   // — Nodes —
   function nodes(v) {
+    if (!v.listed.nodes) return fill("nodes", listing("nodes"));
     if (v.nodes.length === 0) return fill("nodes", empty("No nodes registered. `ui up` brings one; operators join theirs with `ui node run`."));
     fill(
       "nodes",
@@ -207,14 +218,17 @@
             h("span", {}, "operator ", h("b", {}, n.operatorReputation ? score(n.operatorReputation.composite) : "–")),
             h("span", {}, n.replicas + " replica" + (n.replicas === 1 ? "" : "s")),
           ),
-          h("div", { class: "faint small" }, n.lastHeartbeat ? "heartbeat " + ago(n.lastHeartbeat) : "no heartbeat yet"),
+          h("div", { class: "faint small", title: "since its Ready condition last changed" },
+            n.readySince ? (n.ready ? "ready since " : "not ready since ") + ago(n.readySince) : "no heartbeat yet"),
         );
       }),
+      more(v.more.nodes, "nodes"),
     );
   }
 
   // — Trust policies —
   function policies(v) {
+    if (!v.listed.policies) return fill("policies", listing("trust policies"));
     if (v.policies.length === 0) {
       return fill("policies", empty("No trust policies. Without one, a workload runs only on your own nodes and the control plane's."));
     }
@@ -230,15 +244,27 @@
             "div",
             { class: "small" },
             "admits ",
-            h("b", {}, p.admits.length + " of " + (p.admits.length + p.rejects.length)),
-            " nodes: ",
+            h("b", { "data-admitted": p.admitted }, p.admitted + " of " + p.considered),
+            " nodes",
+            p.admits.length ? ": " : "",
             p.admits.map((n) => h("span", { class: "chip phase-running", "data-admits": n }, n)),
-            p.rejects.map((r) => h("span", { class: "chip phase-failed", title: r.reason }, r.node, h("span", { class: "chip-node" }, r.reason))),
+            p.admitted > p.admits.length ? h("span", { class: "faint" }, " and " + (p.admitted - p.admits.length) + " more") : null,
           ),
-          p.workloads.length ? h("div", { class: "faint small" }, "used by " + p.workloads.join(", ")) : null,
+          p.rejected.length
+            ? h(
+                "div",
+                { class: "small" },
+                "not: ",
+                p.rejected.map((r) => h("span", { class: "chip phase-failed", "data-rejected": r.reason }, r.reason, h("span", { class: "chip-node" }, r.count + " node" + (r.count === 1 ? "" : "s")))),
+              )
+            : null,
+          p.workloads.length
+            ? h("div", { class: "faint small" }, "used by " + p.workloads.join(", ") + (p.moreWorkloads ? " and " + p.moreWorkloads + " more" : ""))
+            : null,
           p.spending ? h("div", { class: "faint small" }, p.spending) : null,
         ),
       ),
+      more(v.more.policies, "trust policies"),
     );
   }
 
@@ -269,13 +295,14 @@
           ),
         ),
       ),
-      h("div", { class: "faint small" }, "membership is Raft's, not an object: read every 10 s" + (m.readAt ? " (last " + clock(m.readAt) + ")" : "")),
+      h("div", { class: "faint small", "data-members-read": m.readAt || "" }, "membership is Raft's, not an object: read every 10 s" + (m.readAt ? " (last " + clock(m.readAt) + ")" : "")),
     );
   }
 
   // — Credits —
   function credits(v) {
     const c = v.credits;
+    if (!v.listed.credits) return fill("credits", listing("accounts and credit lines"));
     if (c.accounts.length === 0 && c.grants.length === 0) {
       return fill("credits", empty("No credits have moved yet. Balances appear once a priced replica runs or someone sends credits."));
     }
@@ -312,11 +339,14 @@
             ),
           )
         : null,
+      more(v.more.accounts, "accounts"),
+      more(v.more.grants, "credit lines"),
     );
   }
 
   // — Reputation —
   function reputations(v) {
+    if (!v.listed.reputations) return fill("reputations", listing("reputations"));
     if (v.reputations.length === 0) return fill("reputations", empty("No reputations computed yet."));
     fill(
       "reputations",
@@ -340,11 +370,13 @@
           ),
         ),
       ),
+      more(v.more.reputations, "reputations"),
     );
   }
 
   // — Events —
   function events(v) {
+    if (!v.listed.events) return fill("events", listing("events"));
     if (v.events.length === 0) return fill("events", empty("Nothing has happened yet."));
     fill(
       "events",
@@ -357,7 +389,7 @@
           v.events.map((e) =>
             h(
               "tr",
-              { class: e.warning ? "warning" : "" },
+              { class: (e.warning ? "warning" : "") + (e.mine ? " mine" : "") },
               h("td", { class: "time", title: e.time }, clock(e.time)),
               h("td", {}, h("span", { class: "badge" }, e.kind)),
               h("td", { class: "name" }, e.object),
@@ -379,6 +411,26 @@
     );
   }
 
+  // A banner over the page: what is wrong with what it shows (failing watches, members that
+  // cannot be read, a lost connection, a section that could not be drawn).
+  let connectionTrouble = null;
+  let sectionTrouble = [];
+  let dataTrouble = [];
+  function banner() {
+    const lines = [connectionTrouble, ...dataTrouble, ...sectionTrouble].filter(Boolean);
+    const el = $("banner");
+    el.hidden = lines.length === 0;
+    el.replaceChildren(...lines.map((l) => h("div", {}, l)));
+  }
+
+  function troubles(v) {
+    const failing = v.sources.filter((s) => s.state === "Failing");
+    dataTrouble = failing.map((s) =>
+      "cannot follow " + s.kind + (s.listed ? " (shown as last seen)" : " (not listed yet)") + ": " + (s.error || "failing"),
+    );
+    if (v.members.error) dataTrouble.push(v.members.error);
+  }
+
   let lastChange = null;
   function stamp() {
     if ($("live").getAttribute("data-connected") !== "true") return;
@@ -397,32 +449,62 @@
     me = v.me;
     lastChange = v.lastChange;
     fill("who", v.me ? h("span", {}, "as ", h("span", { class: "did", title: v.me }, short(v.me))) : null, v.server ? h("span", { class: "faint" }, " · " + v.server) : null, h("span", { class: "faint" }, v.namespace ? " · namespace " + v.namespace : " · every namespace"));
-    summary(v);
-    workloads(v);
-    nodes(v);
-    policies(v);
-    members(v);
-    credits(v);
-    reputations(v);
-    events(v);
-    sources(v);
+    // One section that cannot be drawn does not stop the others, nor the next view.
+    sectionTrouble = [];
+    for (const [name, draw] of [["summary", summary], ["workloads", workloads], ["nodes", nodes], ["policies", policies],
+      ["members", members], ["credits", credits], ["reputations", reputations], ["events", events], ["sources", sources],
+      ["banner", troubles]]) {
+      try {
+        draw(v);
+      } catch (err) {
+        sectionTrouble.push("cannot draw " + name + ": " + err);
+      }
+    }
+    banner();
     sizeMeters(document);
     stamp();
   }
 
-  function connected(yes) {
+  function connected(yes, why) {
     $("live").setAttribute("data-connected", yes ? "true" : "false");
+    connectionTrouble = yes ? null : why;
     if (!yes) $("updated").textContent = "reconnecting…";
+    banner();
   }
 
-  // The view comes whole with every change; EventSource reconnects by itself.
-  const source = new EventSource("/api/events");
-  source.addEventListener("view", (e) => {
-    connected(true);
-    render(JSON.parse(e.data));
-  });
-  source.addEventListener("open", () => connected(true));
-  source.addEventListener("error", () => connected(false));
+  // The view comes whole with every change. EventSource reconnects by itself after a dropped
+  // connection, but not after an answer that is not a stream (401, 403, 503): then it is
+  // opened again on a timer, and the banner says why.
+  let source = null;
+  let retry = null;
+  function open() {
+    retry = null;
+    source = new EventSource("/api/events");
+    source.addEventListener("view", (e) => {
+      connected(true);
+      let v;
+      try {
+        v = JSON.parse(e.data);
+      } catch (err) {
+        return connected(false, "the dashboard sent a view that is not JSON: " + err);
+      }
+      render(v);
+    });
+    source.addEventListener("open", () => connected(true));
+    source.addEventListener("error", () => {
+      if (source.readyState !== EventSource.CLOSED) {
+        return connected(false, "lost the connection to ui dashboard; reconnecting…");
+      }
+      source.close();
+      // Why: the same request, answered as text (401: no cookie, 403, 503: too many tabs).
+      fetch("/api/view", { credentials: "same-origin" })
+        .then((r) => (r.ok ? "the event stream was refused" : r.text().then((t) => "HTTP " + r.status + ": " + t.trim())))
+        .catch(() => "ui dashboard is not answering (stopped?)")
+        .then((why) => connected(false, why + " — trying again in 5 s"));
+      if (!retry) retry = setTimeout(open, 5000);
+    });
+  }
+  open();
   // Only the "… s ago" text moves with the clock; nothing is fetched.
   setInterval(stamp, 1000);
 })();

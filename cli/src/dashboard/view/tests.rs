@@ -139,9 +139,10 @@ fn web_cluster(me: &str, op: &str) -> Objects {
 fn a_workload_shows_its_own_replicas_their_phases_readiness_and_why_one_is_pending() {
     let (me, op) = (did(1), did(2));
     let v = view_of(&web_cluster(&me, &op), &None, &me);
-    assert_eq!(v.workloads.iter().map(|w| w.name.as_str()).collect::<Vec<_>>(), ["other", "web"]);
-    let web = &v.workloads[1];
-    assert!(web.mine && !v.workloads[0].mine);
+    // The user's own first.
+    assert_eq!(v.workloads.iter().map(|w| w.name.as_str()).collect::<Vec<_>>(), ["web", "other"]);
+    let web = &v.workloads[0];
+    assert!(web.mine && !v.workloads[1].mine);
     assert_eq!((web.desired, web.replicas, web.ready), (3, 3, 1));
     assert_eq!(web.image.as_deref(), Some("busybox"));
     let phases: Vec<_> = web.items.iter().map(|r| (r.name.as_str(), r.phase, r.ready)).collect();
@@ -217,12 +218,14 @@ fn a_policy_admits_the_nodes_the_scheduler_s_filters_accept() {
     let v = view_of(&objects, &None, &me);
     let eu = &v.policies[0];
     assert_eq!(eu.name, "eu");
+    assert_eq!((eu.admitted, eu.considered), (1, 3));
     assert_eq!(eu.admits, ["n1"]);
+    // Counted per reason, not listed per node.
     assert_eq!(
-        eu.rejects,
+        eu.rejected,
         [
-            Rejected { node: "n2".into(), reason: "node not ready".into() },
-            Rejected { node: "n3".into(), reason: "operator not allowed".into() },
+            Rejected { reason: "node not ready".into(), count: 1 },
+            Rejected { reason: "operator not allowed".into(), count: 1 },
         ]
     );
     assert_eq!(eu.workloads, ["api"]);
@@ -231,8 +234,111 @@ fn a_policy_admits_the_nodes_the_scheduler_s_filters_accept() {
     assert_eq!(v.policies[1].constraints, ["no constraints"]);
     // Nobody with standing attests anyone: no node.
     assert!(v.policies[2].admits.is_empty());
-    let n1 = v.policies[2].rejects.iter().find(|r| r.node == "n1").unwrap();
-    assert_eq!(n1.reason, "too few attestations with standing");
+    assert_eq!(
+        v.policies[2].rejected,
+        [
+            Rejected { reason: "too few attestations with standing".into(), count: 2 },
+            Rejected { reason: "node not ready".into(), count: 1 },
+        ]
+    );
+}
+
+/// `n` ready nodes of strangers, each with an offer in DE, and `p` policies of strangers (half
+/// of them admitting DE), with a long list of allowed operators each.
+fn crowd(n: usize, p: usize) -> Objects {
+    let op = did(2);
+    let mut o = Objects::default();
+    for i in 0..n {
+        let name = format!("stranger-node-{i:05}");
+        o.nodes.push(node(&name, &op, true));
+        o.offers.push(offer(&name, &op, "DE"));
+    }
+    for i in 0..p {
+        let jurisdiction = if i % 2 == 0 { "DE" } else { "FR" };
+        let operators: Vec<String> = (0..40).map(|k| did(100 + k)).chain([op.clone()]).collect();
+        o.policies.push(policy(
+            &format!("stranger-policy-{i:03}"),
+            &did(3),
+            json!({ "allowedJurisdictions": [jurisdiction], "allowedOperators": operators }),
+        ));
+    }
+    o
+}
+
+#[test]
+fn the_view_stays_small_whatever_strangers_make() {
+    let me = did(1);
+    let mut objects = crowd(3_000, 100);
+    // One node and one policy of the user's, named last: listed first all the same.
+    objects.nodes.push(node("zz-mine", &me, true));
+    objects.offers.push(offer("zz-mine", &me, "DE"));
+    objects.policies.push(policy("zz-mine", &me, json!({ "allowedJurisdictions": ["DE"] })));
+    let started = std::time::Instant::now();
+    let v = view_of(&objects, &None, &me);
+    let took = started.elapsed();
+    let json = serde_json::to_string(&v).unwrap();
+    // 3,001 nodes × 101 policies would be 300,000 entries named one by one.
+    assert!(json.len() < 600_000, "{} bytes", json.len());
+    println!("{} bytes in {took:?}", json.len());
+    assert_eq!(v.summary.nodes, 3_001);
+    assert_eq!((v.nodes.len(), v.more.nodes), (MAX_SHOWN, 3_001 - MAX_SHOWN));
+    assert_eq!(v.nodes[0].name, "zz-mine");
+    assert_eq!((v.policies.len(), v.more.policies), (101, 0));
+    let mine = &v.policies[0];
+    assert_eq!(mine.name, "zz-mine");
+    assert_eq!((mine.admitted, mine.considered), (3_001, 3_001));
+    assert_eq!(mine.admits.len(), MAX_ADMITS_NAMED);
+    assert_eq!(mine.admits[0], "zz-mine", "the user's own node first");
+    let de = &v.policies[1];
+    assert_eq!(de.admitted, 3_000);
+    assert_eq!(de.rejected, [Rejected { reason: "operator not allowed".into(), count: 1 }]);
+    let fr = &v.policies[2];
+    assert_eq!(fr.admitted, 0);
+    assert_eq!(fr.rejected.iter().map(|r| r.count).sum::<usize>(), 3_001);
+    assert!(de.constraints[0].ends_with(" and 36 more"), "{:?}", de.constraints);
+    // More policies than are shown: the user's first, the rest counted.
+    let many = crowd(10, MAX_SHOWN + 50);
+    let v = view_of(&many, &None, &me);
+    assert_eq!((v.policies.len(), v.more.policies), (MAX_SHOWN, 50));
+}
+
+#[test]
+fn a_section_is_listed_once_each_kind_it_is_made_of_is() {
+    let source = |kind: &'static str, listed: bool| Source {
+        kind,
+        state: if listed { SourceState::Watching } else { SourceState::Listing },
+        error: None,
+        listed,
+    };
+    let kinds = [
+        "workloads",
+        "replicas",
+        "nodes",
+        "nodeoffers",
+        "trustpolicies",
+        "reputations",
+        "attestations",
+        "accounts",
+        "creditgrants",
+        "auditevents",
+    ];
+    let input = |sources: &[Source]| listed(sources);
+    assert_eq!(input(&[]), Listed::default());
+    let all: Vec<Source> = kinds.iter().map(|k| source(k, true)).collect();
+    let every = Listed {
+        workloads: true,
+        nodes: true,
+        policies: true,
+        credits: true,
+        reputations: true,
+        events: true,
+    };
+    assert_eq!(input(&all), every);
+    let mut some = all.clone();
+    some[2] = source("nodes", false);
+    let l = input(&some);
+    assert!(l.workloads && l.credits && l.reputations);
+    assert!(!l.nodes && !l.policies && !l.events);
 }
 
 #[test]
@@ -259,19 +365,37 @@ fn members_come_with_their_leader_and_a_failed_read_says_why() {
 }
 
 #[test]
-fn events_are_the_objects_recorded_transitions_newest_first_and_bounded() {
+fn events_are_the_objects_recorded_transitions_the_user_s_first_one_per_object_and_bounded() {
     let (me, op) = (did(1), did(2));
-    let v = view_of(&web_cluster(&me, &op), &None, &me);
-    let seen: Vec<_> =
-        v.events.iter().map(|e| (e.time.as_str(), e.kind, e.reason.as_str(), e.warning)).collect();
+    let mut objects = web_cluster(&me, &op);
+    // A stranger's node dated next year: dropped. Another with two transitions: its newest.
+    let mut future = (*node("from-the-future", &op, true)).clone();
+    future.status.as_mut().unwrap().conditions[0].last_transition_time =
+        Some(Time(at("2027-01-01T00:00:00Z")));
+    objects.nodes.push(Arc::new(future));
+    let mut twice = (*node("twice", &op, true)).clone();
+    let mut older = twice.status.as_ref().unwrap().conditions[0].clone();
+    older.last_transition_time = Some(Time(at("2026-01-01T00:00:05Z")));
+    older.reason = Some("Older".into());
+    twice.status.as_mut().unwrap().conditions.push(older);
+    objects.nodes.push(Arc::new(twice));
+    let v = view_of(&objects, &None, &me);
+    let seen: Vec<_> = v
+        .events
+        .iter()
+        .map(|e| (e.time.as_str(), e.kind, e.object.as_str(), e.reason.as_str(), e.warning, e.mine))
+        .collect();
     assert_eq!(
         seen,
         [
-            ("2026-01-01T00:00:30Z", "Replica", "Started", false),
-            ("2026-01-01T00:00:20Z", "Workload", "ReplicasNotReady", true),
-            ("2026-01-01T00:00:20Z", "Workload", "ReplicasNotReady", true),
-            ("2026-01-01T00:00:10Z", "Node", "Heartbeat", false),
-            ("2026-01-01T00:00:10Z", "Node", "HeartbeatLapsed", true),
+            // The user's: web and its replica.
+            ("2026-01-01T00:00:30Z", "Replica", "default/web-a-0", "Started", false, true),
+            ("2026-01-01T00:00:20Z", "Workload", "default/web", "ReplicasNotReady", true, true),
+            // The others'.
+            ("2026-01-01T00:00:20Z", "Workload", "default/other", "ReplicasNotReady", true, false),
+            ("2026-01-01T00:00:10Z", "Node", "n1", "Heartbeat", false, false),
+            ("2026-01-01T00:00:10Z", "Node", "n2", "HeartbeatLapsed", true, false),
+            ("2026-01-01T00:00:10Z", "Node", "twice", "Heartbeat", false, false),
         ]
     );
     let many = Objects {
@@ -279,6 +403,14 @@ fn events_are_the_objects_recorded_transitions_newest_first_and_bounded() {
         ..Objects::default()
     };
     assert_eq!(view_of(&many, &None, &me).events.len(), MAX_EVENTS);
+    // Many strangers' events do not push out the user's own.
+    let mut crowded = many.clone();
+    crowded.nodes.push(node("mine", &me, true));
+    let mut old = (*crowded.nodes.last().unwrap()).as_ref().clone();
+    old.status.as_mut().unwrap().conditions[0].last_transition_time = Some(Time(at("2025-01-01T00:00:00Z")));
+    *crowded.nodes.last_mut().unwrap() = Arc::new(old);
+    let events = view_of(&crowded, &None, &me).events;
+    assert_eq!((events[0].object.as_str(), events[0].mine), ("mine", true));
 }
 
 #[test]
