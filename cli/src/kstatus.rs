@@ -215,7 +215,7 @@ mod tests {
                     "status": { "phase": phase, "message": message } })
         };
         let running = replica("web-0", "web", "Running", "running in a container on n1");
-        assert_eq!(workload_with_replicas(&ready, &[running.clone()]), Status::Current);
+        assert_eq!(workload_with_replicas(&ready, std::slice::from_ref(&running)), Status::Current);
         let looping = replica(
             "web-0",
             "web",

@@ -399,11 +399,11 @@ fn wait(client: &Client, reports: &[Report], args: &Args) -> Outcome {
         let mut replicas: std::collections::BTreeMap<Option<String>, Vec<Value>> = Default::default();
         for f in followed.iter().filter(|f| f.kind.kind == "Workload" && !settled(f)) {
             let ns = f.report.namespace.clone();
-            if !replicas.contains_key(&ns) {
-                let list = client.list(replica_kind, ns.as_deref(), None, false).ok();
+            if let std::collections::btree_map::Entry::Vacant(e) = replicas.entry(ns) {
+                let list = client.list(replica_kind, e.key().as_deref(), None, false).ok();
                 let items =
                     list.and_then(|l| l.get("items").and_then(Value::as_array).cloned()).unwrap_or_default();
-                replicas.insert(ns, items);
+                e.insert(items);
             }
         }
         for f in followed.iter_mut().filter(|f| !settled(f)) {
