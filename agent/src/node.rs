@@ -52,6 +52,19 @@ pub struct Config {
     pub lease_seconds: u32,
     /// With the process runtime: whose workloads run, besides the operator's.
     pub trusted: Trusted,
+    /// The node's age key, which opens the sealed values sealed to the Node's `ageRecipient`
+    /// (none: this node opens none, and a replica with one is placed elsewhere).
+    pub age_key: Option<AgeKey>,
+}
+
+/// The node's age identity (never printed).
+#[derive(Clone)]
+pub struct AgeKey(pub Arc<age::x25519::Identity>);
+
+impl std::fmt::Debug for AgeKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("AgeKey").field(&self.0.to_public().to_string()).finish()
+    }
 }
 
 impl Config {
@@ -615,6 +628,51 @@ fn describe(r: &RunResult) -> String {
     }
 }
 
+/// Where the sealed values of `replica` may be opened: its namespace, its workload and the
+/// workload's signer (the payer the workload controller wrote on the replica when it made it).
+pub fn binding_of(replica: &Kube<ReplicaSpec>) -> api::sealed::Binding {
+    api::sealed::Binding {
+        namespace: ns_of(replica).to_owned(),
+        workload: replica.spec.workload.clone(),
+        owner: replica
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(api::kinds::PAYER_ANNOTATION))
+            .cloned()
+            .unwrap_or_else(|| "nobody".to_owned()),
+    }
+}
+
+/// Opens the sealed value of `var` with `key` for `replica`, or says why not: the reason
+/// [`api::sealed::NOT_OPENED_REASON`] when this node cannot (no key, not sealed to it,
+/// damaged: another node may), [`api::sealed::MISMATCH_REASON`] when it was sealed for another
+/// workload or owner (no node may). The message names the node, the variable and both
+/// bindings, never the value.
+pub fn open_sealed(
+    node: &str,
+    key: Option<&AgeKey>,
+    replica: &Kube<ReplicaSpec>,
+    var: &str,
+    sealed: &str,
+) -> Result<zeroize::Zeroizing<String>, (&'static str, String)> {
+    use api::sealed::OpenError;
+    match api::sealed::open(sealed, key.map(|k| k.0.as_ref()), &binding_of(replica)) {
+        Ok(opened) => Ok(opened.value),
+        Err(OpenError::NotForThisKey) if key.is_none() => Err((
+            api::sealed::NOT_OPENED_REASON,
+            format!("env {var}: node {node} has no age key to open sealed values; placing the replica elsewhere"),
+        )),
+        Err(e @ OpenError::Mismatch { .. }) => {
+            Err((api::sealed::MISMATCH_REASON, format!("env {var}: the sealed value cannot be used here: {e}")))
+        }
+        Err(e) => Err((
+            api::sealed::NOT_OPENED_REASON,
+            format!("env {var}: node {node} cannot open the sealed value ({e}); placing the replica elsewhere"),
+        )),
+    }
+}
+
 /// The run of a replica: image, command, environment and limits, or why it cannot run.
 fn prepare(
     config: &Config,
@@ -629,11 +687,9 @@ fn prepare(
     for var in &c.env {
         match (&var.value, &var.sealed) {
             (Some(v), _) => env.push((var.name.clone(), v.clone())),
-            (None, Some(_)) => {
-                return Err((
-                    "SealedSecretUnsupported",
-                    format!("env {}: this node agent cannot open sealed secrets yet", var.name),
-                ));
+            (None, Some(sealed)) => {
+                let value = open_sealed(&config.node, config.age_key.as_ref(), replica, &var.name, sealed)?;
+                env.push((var.name.clone(), value.as_str().to_owned()));
             }
             (None, None) => env.push((var.name.clone(), String::new())),
         }

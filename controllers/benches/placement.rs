@@ -105,6 +105,7 @@ fn main() {
             constraints: &constraints,
             per_operator: &per_workload[w],
             money: &money,
+            avoid: &std::collections::BTreeSet::new(),
         };
         match core::place(&nodes, &request, &Weights::default()) {
             Ok(i) => {

@@ -846,6 +846,7 @@ fn policies(
     let none = HashMap::new();
     let money = Money::default();
     let constraints = Constraints::default();
+    let avoid = BTreeSet::new();
     sorted(&o.policies)
         .into_iter()
         .map(|tp| {
@@ -862,6 +863,7 @@ fn policies(
                 constraints: &constraints,
                 per_operator: &none,
                 money: &money,
+                avoid: &avoid,
             };
             let mut admits = Vec::new();
             let mut rejects = Vec::new();

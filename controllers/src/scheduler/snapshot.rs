@@ -14,7 +14,8 @@ use chrono::{DateTime, Utc};
 use crate::credits::meter::Rates;
 
 use super::core::{
-    Amount, Attesters, Candidate, Constraints, Money, Offer, Policy, Request, Unschedulable, Weights,
+    Amount, Attesters, Candidate, Constraints, Money, Offer, Policy, Reason, Request, Unschedulable,
+    Weights,
 };
 use client::resource::Kube;
 
@@ -489,10 +490,51 @@ impl Topology {
             constraints: ask.constraints,
             per_operator: &per_operator,
             money: &money,
+            avoid: ask.avoid,
         };
         let (i, chosen) = super::core::place_explained(&self.candidates, &request, weights)?;
         let c = &self.candidates[i];
         Ok(Placed { node: c.name.clone(), uid: c.uid.clone(), why: chosen.to_string() })
+    }
+}
+
+impl Topology {
+    /// The nodes a workload's policy, signer and own constraints admit, whatever their state
+    /// now: each candidate as if it were ready, schedulable, empty and asked for nothing, so
+    /// what is left is who may run the workload at all (for `ui seal`: the nodes its sealed
+    /// values are sealed to). The same filters as placement, never other rules. Every
+    /// candidate, with the first filter it failed.
+    pub fn qualifying(
+        &mut self,
+        policy: Option<&Policy>,
+        signer: Option<&str>,
+        constraints: &Constraints,
+    ) -> Vec<(&Candidate, Result<(), Reason>)> {
+        let policy = policy.map(|p| {
+            let mut p = p.clone();
+            if p.required_attestations > 0 {
+                p.reach = self.reach(&p.allowed_operators);
+            }
+            p
+        });
+        let (per_operator, money, avoid) = (HashMap::new(), Money::default(), BTreeSet::new());
+        let request = Request {
+            need: Amount::default(),
+            policy: policy.as_ref(),
+            signer,
+            constraints,
+            per_operator: &per_operator,
+            money: &money,
+            avoid: &avoid,
+        };
+        self.candidates
+            .iter()
+            .map(|c| {
+                let idle =
+                    Candidate { ready: true, unschedulable: false, used: Amount::default(), ..c.clone() };
+                (c, super::core::filter(&idle, &request))
+            })
+            .collect()
     }
 }
 
@@ -516,6 +558,8 @@ pub struct Ask<'a> {
     /// The workloads (in its namespace) under its policy, with what each replica of them
     /// reserves: what they run now counts against `spending.maxPerHour`.
     pub under_policy: &'a [(String, Amount)],
+    /// Nodes (by uid) that could not open the workload's sealed values for this template.
+    pub avoid: &'a BTreeSet<String>,
 }
 
 /// Where a replica goes: the Node's name and uid, both written in its binding.
@@ -812,6 +856,7 @@ mod tests {
             available: &available,
             spent: 0,
             under_policy: &[],
+            avoid: &BTreeSet::new(),
         };
         for i in 0..20 {
             let fast = topology.place(&usage, [].iter(), &ask, &w);
@@ -829,6 +874,7 @@ mod tests {
                 constraints: &k,
                 per_operator: &per_operator,
                 money: &Money::default(),
+                avoid: &BTreeSet::new(),
             };
             let slow = super::super::core::place(&candidates, &request, &w)
                 .map(|i| (candidates[i].name.clone(), candidates[i].uid.clone()));
