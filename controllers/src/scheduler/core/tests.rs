@@ -515,7 +515,6 @@ fn a_priced_node_needs_an_hour_of_credit_and_room_in_the_policy_s_spending() {
             constraints: &k,
             per_operator: &per,
             money: &money,
-        avoid: no_avoid(),
             avoid: no_avoid(),
         };
         filter(node, &r)
@@ -544,4 +543,19 @@ fn a_priced_node_needs_an_hour_of_credit_and_room_in_the_policy_s_spending() {
     // Nor on a free one.
     priced.offer.as_mut().unwrap().rates = Rates::default();
     assert_eq!(check(&priced, 0, 5 * hour, 20 * hour, "alice"), Ok(()));
+}
+
+#[test]
+fn a_node_that_could_not_open_the_sealed_values_is_avoided_with_its_reason() {
+    let policy = None;
+    let k = Constraints::default();
+    let per = HashMap::new();
+    let c = node("n1", "did:key:op", "DE");
+    let signer = Some("did:key:op");
+    let avoid: BTreeSet<String> = [c.uid.clone()].into();
+    let r = Request { need: Amount::default(), policy, signer, constraints: &k, per_operator: &per, money: no_money(), avoid: &avoid };
+    assert_eq!(filter(&c, &r), Err(Reason::SecretNotOpened));
+    assert!(Reason::SecretNotOpened.hint().unwrap().contains("ui seal --refresh"));
+    let r = Request { avoid: no_avoid(), ..r };
+    assert_eq!(filter(&c, &r), Ok(()));
 }
