@@ -867,6 +867,33 @@ mod tests {
         assert!(restarts_after(RestartPolicy::OnFailure, &failed("no image")));
     }
 
+    #[test]
+    fn a_sealed_value_opens_only_with_the_node_key_for_its_own_workload() {
+        let key = age::x25519::Identity::generate();
+        let mut r = replica(Some("n1"), Some("u1"));
+        r.metadata.annotations =
+            Some([(api::kinds::PAYER_ANNOTATION.to_owned(), "did:key:z6MkOwner".to_owned())].into());
+        let here = binding_of(&r);
+        assert_eq!(here.to_string(), "workload default/web of did:key:z6MkOwner");
+        let sealed = api::sealed::seal("v4lue", &here, &[key.to_public()]).unwrap();
+        let mine = AgeKey(Arc::new(key));
+        assert_eq!(open_sealed("n1", Some(&mine), &r, "TOKEN", &sealed).unwrap().as_str(), "v4lue");
+        // No key, or another node's: this node cannot, another may.
+        let (reason, message) = open_sealed("n1", None, &r, "TOKEN", &sealed).unwrap_err();
+        assert_eq!(reason, api::sealed::NOT_OPENED_REASON);
+        assert!(message.contains("node n1 has no age key"), "{message}");
+        let other = AgeKey(Arc::new(age::x25519::Identity::generate()));
+        let (reason, message) = open_sealed("n1", Some(&other), &r, "TOKEN", &sealed).unwrap_err();
+        assert_eq!(reason, api::sealed::NOT_OPENED_REASON);
+        assert!(message.contains("env TOKEN: node n1 cannot open") && !message.contains("v4lue"), "{message}");
+        // Sealed for another workload: no node may.
+        let elsewhere = api::sealed::Binding { workload: "db".into(), ..here };
+        let sealed = api::sealed::seal("v4lue", &elsewhere, &[mine.0.to_public()]).unwrap();
+        let (reason, message) = open_sealed("n1", Some(&mine), &r, "TOKEN", &sealed).unwrap_err();
+        assert_eq!(reason, api::sealed::MISMATCH_REASON);
+        assert!(message.contains("default/db") && message.contains("default/web") && !message.contains("v4lue"), "{message}");
+    }
+
     fn replica(node: Option<&str>, node_uid: Option<&str>) -> Kube<ReplicaSpec> {
         serde_json::from_value(json!({
             "apiVersion": "univrs.io/v1", "kind": "Replica",

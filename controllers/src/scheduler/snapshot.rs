@@ -602,6 +602,36 @@ mod tests {
         )
     }
 
+    #[test]
+    fn the_nodes_a_workload_may_run_on_are_the_filters_verdict_whatever_their_state() {
+        let (alice, bob, mallory) = (did(1), did(2), did(3));
+        let objects = Objects {
+            nodes: vec![node("a1", &alice, true), node("a2", &alice, false), node("b1", &bob, true), node("m1", &mallory, true)],
+            offers: vec![
+                offer("a1", "a1", &alice, "1"),
+                offer("a2", "a2", &alice, "1"),
+                offer("b1", "b1", &bob, "1"),
+                offer("m1", "m1", &mallory, "1"),
+            ],
+            reputations: vec![],
+            attestations: vec![],
+            members: Arc::default(),
+        };
+        let mut topology = Topology::build(&objects, Utc::now());
+        let admitted = |t: &mut Topology, policy: Option<&Policy>| -> Vec<String> {
+            let k = Constraints::default();
+            t.qualifying(policy, Some(&alice), &k).into_iter().filter(|(_, v)| v.is_ok()).map(|(c, _)| c.name.clone()).collect()
+        };
+        // Without a policy: the signer's own nodes, the one not ready now included.
+        assert_eq!(admitted(&mut topology, None), ["a1", "a2"]);
+        // A policy naming bob too.
+        let policy = Policy { allowed_operators: [alice.clone(), bob.clone()].into(), ..Policy::default() };
+        assert_eq!(admitted(&mut topology, Some(&policy)), ["a1", "a2", "b1"]);
+        let verdicts = topology.qualifying(Some(&policy), Some(&alice), &Constraints::default());
+        let m1 = verdicts.iter().find(|(c, _)| c.name == "m1").unwrap();
+        assert_eq!(m1.1, Err(Reason::OperatorNotAllowed));
+    }
+
     fn offer(name: &str, node: &str, signer: &str, cpu: &str) -> Arc<Kube<NodeOfferSpec>> {
         Arc::new(
             serde_json::from_value(json!({
