@@ -49,7 +49,13 @@ impl World {
 
     fn replicas(&self, workload: &str) -> Vec<Value> {
         let list = self.ui(&["get", "replicas", "-o", "json"]).ok().json();
-        list["items"].as_array().unwrap().iter().filter(|r| r["spec"]["workload"] == workload).cloned().collect()
+        list["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["spec"]["workload"] == workload)
+            .cloned()
+            .collect()
     }
 }
 
@@ -83,15 +89,24 @@ impl Node {
         let listen = format!("127.0.0.1:{}", free_port());
         w.u.run(&["node", "init", "--node-dir", d, "--name", name, "--listen", &listen]).ok();
         w.ui(&["node", "register", "--node-dir", d, "--cpu", "2", "--memory", "2Gi"]).ok();
-        w.ui(&["node", "offer", "--node-dir", d, "--jurisdiction", "DE", "--cpu", "2", "--memory", "2Gi"]).ok();
+        w.ui(&["node", "offer", "--node-dir", d, "--jurisdiction", "DE", "--cpu", "2", "--memory", "2Gi"])
+            .ok();
         Self { log: w.u.path(&format!("node-{name}.log")), dir, child: None }
     }
 
     fn run(&mut self, w: &World) {
         let log = File::options().create(true).append(true).open(&self.log).unwrap();
-        let child = w
-            .u
-            .cmd(&["node", "run", "--node-dir", self.dir.to_str().unwrap(), "--lease-seconds", "4", "--runtime", "process"])
+        let child =
+            w.u.cmd(&[
+                "node",
+                "run",
+                "--node-dir",
+                self.dir.to_str().unwrap(),
+                "--lease-seconds",
+                "4",
+                "--runtime",
+                "process",
+            ])
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
@@ -110,7 +125,9 @@ impl Drop for Node {
         let needle = self.dir.to_string_lossy().into_owned();
         for e in std::fs::read_dir("/proc").unwrap().flatten() {
             let Some(pid) = e.file_name().to_str().and_then(|p| p.parse::<i32>().ok()) else { continue };
-            if std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| String::from_utf8_lossy(&c).contains(&needle)) {
+            if std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&needle))
+            {
                 let _ = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status();
             }
         }
@@ -121,9 +138,8 @@ fn up(w: &World) -> Up {
     w.u.init_plain();
     let data = w.u.path("data");
     let err = File::create(w.u.path("up.stderr")).unwrap();
-    let mut child = w
-        .u
-        .cmd(&[
+    let mut child =
+        w.u.cmd(&[
             "up",
             "--data-dir",
             data.to_str().unwrap(),
@@ -155,11 +171,8 @@ fn up(w: &World) -> Up {
 }
 
 fn sha256(s: &str) -> String {
-    let mut child = std::process::Command::new("sha256sum")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child =
+        std::process::Command::new("sha256sum").stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
     child.stdin.take().unwrap().write_all(s.as_bytes()).unwrap();
     let out = child.wait_with_output().unwrap();
     String::from_utf8(out.stdout).unwrap().split_whitespace().next().unwrap().to_owned()
@@ -202,13 +215,21 @@ fn a_sealed_value_reaches_the_process_only_and_moves_off_a_node_that_cannot_open
     // Node b exists (not running yet); sealing now seals to it and to the user's recovery key.
     let mut b = Node::register(&w, "b");
     let sealed = w.ui(&["seal", "-f", dir.to_str().unwrap()]).ok();
-    assert!(sealed.stdout.contains("web.yaml: sealed 1 value of workload default/web to 1 node (b)"), "{}", sealed.stdout);
+    assert!(
+        sealed.stdout.contains("web.yaml: sealed 1 value of workload default/web to 1 node (b)"),
+        "{}",
+        sealed.stdout
+    );
     let text = std::fs::read_to_string(&file).unwrap();
     assert!(!text.contains(SECRET), "{text}");
-    assert!(text.contains("      secret: true\n      sealed: |\n        -----BEGIN AGE ENCRYPTED FILE-----"), "{text}");
+    assert!(
+        text.contains("      secret: true\n      sealed: |\n        -----BEGIN AGE ENCRYPTED FILE-----"),
+        "{text}"
+    );
     // Nothing else in the file changed: only the value's lines.
     let before: Vec<&str> = plain.lines().filter(|l| !l.contains(SECRET)).collect();
-    let after: Vec<&str> = text.lines().filter(|l| !l.starts_with("        ") && !l.contains("sealed: |")).collect();
+    let after: Vec<&str> =
+        text.lines().filter(|l| !l.starts_with("        ") && !l.contains("sealed: |")).collect();
     assert_eq!(before, after);
 
     // Node c comes after the seal: it cannot open the value. It runs first, so the replica goes
@@ -217,7 +238,11 @@ fn a_sealed_value_reaches_the_process_only_and_moves_off_a_node_that_cannot_open
     c.run(&w);
     wait_for(30, "node c ready", || {
         let n = w.ui(&["get", "node", "c", "-o", "json"]).ok().json();
-        let ready = n["status"]["conditions"].as_array().into_iter().flatten().any(|c| c["type"] == "Ready" && c["status"] == "True");
+        let ready = n["status"]["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True");
         if ready { Ok(()) } else { Err(n["status"].to_string()) }
     });
     w.ui(&["apply", "-f", dir.to_str().unwrap()]).ok();
@@ -226,7 +251,9 @@ fn a_sealed_value_reaches_the_process_only_and_moves_off_a_node_that_cannot_open
         let failed = rs.iter().find(|r| r["status"]["reason"] == "SealedSecretNotOpened").cloned();
         let waiting = rs.iter().any(|r| {
             r["spec"]["nodeName"].is_null()
-                && r["status"]["message"].as_str().is_some_and(|m| m.contains("cannot open the workload's sealed values"))
+                && r["status"]["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("cannot open the workload's sealed values"))
         });
         match failed {
             Some(f) if waiting => Ok(f),
@@ -236,16 +263,29 @@ fn a_sealed_value_reaches_the_process_only_and_moves_off_a_node_that_cannot_open
     assert_eq!(refused["spec"]["nodeName"], "c");
     assert_eq!(refused["status"]["phase"], "Failed");
     let message = refused["status"]["message"].as_str().unwrap();
-    assert!(message.contains("env TOKEN: node c cannot open the sealed value") && message.contains("placing the replica elsewhere"), "{message}");
+    assert!(
+        message.contains("env TOKEN: node c cannot open the sealed value")
+            && message.contains("placing the replica elsewhere"),
+        "{message}"
+    );
     let status = w.ui(&["get", "workload", "web", "-o", "json"]).ok().json();
-    let failure = status["status"]["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "ReplicaFailure").unwrap().clone();
+    let failure = status["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "ReplicaFailure")
+        .unwrap()
+        .clone();
     assert_eq!(failure["status"], "True", "{failure}");
 
     // Node b starts: the replica runs there, with the value in its environment.
     b.run(&w);
     let running = wait_for(60, "the replica running on b", || {
         let rs = w.replicas("web");
-        rs.iter().find(|r| r["status"]["phase"] == "Running" && r["spec"]["nodeName"] == "b").cloned().ok_or_else(|| summary(&rs))
+        rs.iter()
+            .find(|r| r["status"]["phase"] == "Running" && r["spec"]["nodeName"] == "b")
+            .cloned()
+            .ok_or_else(|| summary(&rs))
     });
     let name = running["metadata"]["name"].as_str().unwrap().to_owned();
     let want = sha256(SECRET);
@@ -254,17 +294,31 @@ fn a_sealed_value_reaches_the_process_only_and_moves_off_a_node_that_cannot_open
         if logs.stdout.contains(&want) { Ok(()) } else { Err(format!("{}{}", logs.stdout, logs.stderr)) }
     });
     // The refused replica stays as the record of where it cannot run, and is not restarted.
-    assert_eq!(w.replicas("web").iter().filter(|r| r["status"]["reason"] == "SealedSecretNotOpened").count(), 1);
+    assert_eq!(
+        w.replicas("web").iter().filter(|r| r["status"]["reason"] == "SealedSecretNotOpened").count(),
+        1
+    );
 
     // The nodes changed: --refresh seals to b and c now, names the file, and a second refresh
     // changes nothing.
     let refreshed = w.ui(&["seal", "--refresh", "-f", dir.to_str().unwrap()]).ok();
-    assert!(refreshed.stdout.contains("web.yaml: sealed again 1 value of workload default/web to 2 nodes (b, c)"), "{}", refreshed.stdout);
+    assert!(
+        refreshed.stdout.contains("web.yaml: sealed again 1 value of workload default/web to 2 nodes (b, c)"),
+        "{}",
+        refreshed.stdout
+    );
     let again = w.ui(&["seal", "--refresh", "-f", dir.to_str().unwrap()]).ok();
-    assert!(again.stdout.contains("nothing changed") && !again.stdout.contains("web.yaml"), "{}", again.stdout);
+    assert!(
+        again.stdout.contains("nothing changed") && !again.stdout.contains("web.yaml"),
+        "{}",
+        again.stdout
+    );
     let text2 = std::fs::read_to_string(&file).unwrap();
     let changed: Vec<(&str, &str)> = text.lines().zip(text2.lines()).filter(|(a, b)| a != b).collect();
-    assert!(changed.iter().all(|(a, _)| a.starts_with("        ")), "only the sealed block changed: {changed:?}");
+    assert!(
+        changed.iter().all(|(a, _)| a.starts_with("        ")),
+        "only the sealed block changed: {changed:?}"
+    );
     // Applied, the new template may run anywhere, and the record goes with the old template.
     w.ui(&["apply", "-f", dir.to_str().unwrap()]).ok();
     wait_for(90, "the re-sealed workload running, the old record gone", || {
@@ -276,20 +330,24 @@ fn a_sealed_value_reaches_the_process_only_and_moves_off_a_node_that_cannot_open
 
     // The sealed value copied into another workload does not open there, and is not moved
     // from node to node.
-    let block: String = text2
-        .lines()
-        .skip_while(|l| !l.contains("- name: TOKEN"))
-        .collect::<Vec<_>>()
-        .join("\n");
+    let block: String =
+        text2.lines().skip_while(|l| !l.contains("- name: TOKEN")).collect::<Vec<_>>().join("\n");
     let other = dir.join("other.yaml");
     std::fs::write(&other, workload("other", &format!("{block}\n"))).unwrap();
     w.ui(&["apply", "-f", other.to_str().unwrap()]).ok();
     let mismatch = wait_for(60, "the copied value refused", || {
         let rs = w.replicas("other");
-        rs.iter().find(|r| r["status"]["reason"] == "SealedSecretMismatch").cloned().ok_or_else(|| summary(&rs))
+        rs.iter()
+            .find(|r| r["status"]["reason"] == "SealedSecretMismatch")
+            .cloned()
+            .ok_or_else(|| summary(&rs))
     });
     let message = mismatch["status"]["message"].as_str().unwrap();
-    assert!(message.contains("sealed for workload default/web of did:key:") && message.contains("not for workload default/other"), "{message}");
+    assert!(
+        message.contains("sealed for workload default/web of did:key:")
+            && message.contains("not for workload default/other"),
+        "{message}"
+    );
     std::thread::sleep(std::time::Duration::from_secs(3));
     assert_eq!(w.replicas("other").len(), 1, "{}", summary(&w.replicas("other")));
 

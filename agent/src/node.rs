@@ -661,14 +661,19 @@ pub fn open_sealed(
         Ok(opened) => Ok(opened.value),
         Err(OpenError::NotForThisKey) if key.is_none() => Err((
             api::sealed::NOT_OPENED_REASON,
-            format!("env {var}: node {node} has no age key to open sealed values; placing the replica elsewhere"),
+            format!(
+                "env {var}: node {node} has no age key to open sealed values; placing the replica elsewhere"
+            ),
         )),
-        Err(e @ OpenError::Mismatch { .. }) => {
-            Err((api::sealed::MISMATCH_REASON, format!("env {var}: the sealed value cannot be used here: {e}")))
-        }
+        Err(e @ OpenError::Mismatch { .. }) => Err((
+            api::sealed::MISMATCH_REASON,
+            format!("env {var}: the sealed value cannot be used here: {e}"),
+        )),
         Err(e) => Err((
             api::sealed::NOT_OPENED_REASON,
-            format!("env {var}: node {node} cannot open the sealed value ({e}); placing the replica elsewhere"),
+            format!(
+                "env {var}: node {node} cannot open the sealed value ({e}); placing the replica elsewhere"
+            ),
         )),
     }
 }
@@ -885,13 +890,19 @@ mod tests {
         let other = AgeKey(Arc::new(age::x25519::Identity::generate()));
         let (reason, message) = open_sealed("n1", Some(&other), &r, "TOKEN", &sealed).unwrap_err();
         assert_eq!(reason, api::sealed::NOT_OPENED_REASON);
-        assert!(message.contains("env TOKEN: node n1 cannot open") && !message.contains("v4lue"), "{message}");
+        assert!(
+            message.contains("env TOKEN: node n1 cannot open") && !message.contains("v4lue"),
+            "{message}"
+        );
         // Sealed for another workload: no node may.
         let elsewhere = api::sealed::Binding { workload: "db".into(), ..here };
         let sealed = api::sealed::seal("v4lue", &elsewhere, &[mine.0.to_public()]).unwrap();
         let (reason, message) = open_sealed("n1", Some(&mine), &r, "TOKEN", &sealed).unwrap_err();
         assert_eq!(reason, api::sealed::MISMATCH_REASON);
-        assert!(message.contains("default/db") && message.contains("default/web") && !message.contains("v4lue"), "{message}");
+        assert!(
+            message.contains("default/db") && message.contains("default/web") && !message.contains("v4lue"),
+            "{message}"
+        );
     }
 
     fn replica(node: Option<&str>, node_uid: Option<&str>) -> Kube<ReplicaSpec> {

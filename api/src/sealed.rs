@@ -87,7 +87,9 @@ impl std::fmt::Debug for Opened {
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum OpenError {
     /// Not sealed to any key given (or no key given).
-    #[error("not sealed to this key: it was sealed to other recipients (re-seal it with `ui seal --refresh`)")]
+    #[error(
+        "not sealed to this key: it was sealed to other recipients (re-seal it with `ui seal --refresh`)"
+    )]
     NotForThisKey,
     /// Not an age file, or damaged.
     #[error("not a valid sealed value: {0}")]
@@ -107,7 +109,8 @@ pub fn seal(value: &str, binding: &Binding, recipients: &[age::x25519::Recipient
     if recipients.is_empty() {
         return Err("no recipients to seal to".to_owned());
     }
-    for (what, s) in [("namespace", &binding.namespace), ("workload", &binding.workload), ("owner", &binding.owner)]
+    for (what, s) in
+        [("namespace", &binding.namespace), ("workload", &binding.workload), ("owner", &binding.owner)]
     {
         if s.is_empty() || s.contains(['\n', '\r']) {
             return Err(format!("{what} {s:?} cannot be bound"));
@@ -121,9 +124,8 @@ pub fn seal(value: &str, binding: &Binding, recipients: &[age::x25519::Recipient
         binding.owner,
         names.iter().cloned().collect::<Vec<_>>().join(",")
     ));
-    let encryptor =
-        age::Encryptor::with_recipients(recipients.iter().map(|r| r as &dyn age::Recipient))
-            .map_err(|e| e.to_string())?;
+    let encryptor = age::Encryptor::with_recipients(recipients.iter().map(|r| r as &dyn age::Recipient))
+        .map_err(|e| e.to_string())?;
     let mut out = Vec::new();
     let armored = ArmoredWriter::wrap_output(&mut out, Format::AsciiArmor).map_err(|e| e.to_string())?;
     let mut writer = encryptor.wrap_output(armored).map_err(|e| e.to_string())?;
@@ -150,7 +152,10 @@ pub fn open_unchecked(sealed: &str, identity: Option<&age::x25519::Identity>) ->
         Err(e) => return Err(OpenError::Corrupt(e.to_string())),
     };
     let mut plain = Zeroizing::new(Vec::new());
-    (&mut reader).take(MAX_PLAIN + 1).read_to_end(&mut plain).map_err(|e| OpenError::Corrupt(e.to_string()))?;
+    (&mut reader)
+        .take(MAX_PLAIN + 1)
+        .read_to_end(&mut plain)
+        .map_err(|e| OpenError::Corrupt(e.to_string()))?;
     if plain.len() as u64 > MAX_PLAIN {
         return Err(OpenError::Corrupt(format!("its value is larger than {MAX_PLAIN} bytes")));
     }
@@ -160,10 +165,17 @@ pub fn open_unchecked(sealed: &str, identity: Option<&age::x25519::Identity>) ->
 
 /// Opens `sealed` with `identity` for use in `here`: refused unless it was sealed for exactly
 /// that workload and owner.
-pub fn open(sealed: &str, identity: Option<&age::x25519::Identity>, here: &Binding) -> Result<Opened, OpenError> {
+pub fn open(
+    sealed: &str,
+    identity: Option<&age::x25519::Identity>,
+    here: &Binding,
+) -> Result<Opened, OpenError> {
     let opened = open_unchecked(sealed, identity)?;
     if &opened.binding != here {
-        return Err(OpenError::Mismatch { sealed_for: Box::new(opened.binding), here: Box::new(here.clone()) });
+        return Err(OpenError::Mismatch {
+            sealed_for: Box::new(opened.binding),
+            here: Box::new(here.clone()),
+        });
     }
     Ok(opened)
 }
@@ -183,7 +195,8 @@ fn parse_plain(text: &str) -> Result<Opened, OpenError> {
             .map(str::to_owned)
             .ok_or_else(|| bad(&format!("no {name}")))
     };
-    let binding = Binding { namespace: field("namespace")?, workload: field("workload")?, owner: field("owner")? };
+    let binding =
+        Binding { namespace: field("namespace")?, workload: field("workload")?, owner: field("owner")? };
     let recipients = field("recipients")?.split(',').filter(|s| !s.is_empty()).map(str::to_owned).collect();
     Ok(Opened { binding, recipients, value: Zeroizing::new(value.to_owned()) })
 }

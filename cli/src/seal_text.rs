@@ -4,7 +4,7 @@
 //! values that changed. The result is parsed again and must be the object expected, or the
 //! rewrite is refused.
 
-use anyhow::{bail, Context as _};
+use anyhow::{Context as _, bail};
 use serde_json::Value;
 
 /// One replacement: the env variable `index` of the Workload that is document `doc` (0-based
@@ -51,7 +51,7 @@ pub fn rewrite(text: &str, replacements: &[Replace]) -> anyhow::Result<String> {
         env.remove("value");
         env.insert("sealed".into(), Value::String(block_value(&r.sealed)));
     }
-    todo.sort_by(|a, b| b.0.cmp(&a.0));
+    todo.sort_by_key(|t| std::cmp::Reverse(t.0));
     for (line, r) in todo {
         replace_entry(&mut lines, line, &r.sealed)
             .with_context(|| format!("document {}: spec.env[{}] (line {line})", r.doc + 1, r.index))?;
@@ -159,7 +159,8 @@ spec:
         assert!(out.contains("    - sealed: |\n        -----BEGIN AGE"), "{out}");
         assert!(out.ends_with("      name: KEY\n  replicas: 2\n"), "{out}");
         // Sealing again (a refresh) replaces the sealed block in place.
-        let again = rewrite(&out, &[Replace { doc: 0, index: 1, sealed: ARMOR.replace("YWdl", "Zm9v") }]).unwrap();
+        let again =
+            rewrite(&out, &[Replace { doc: 0, index: 1, sealed: ARMOR.replace("YWdl", "Zm9v") }]).unwrap();
         let changed: Vec<_> = out.lines().zip(again.lines()).filter(|(a, b)| a != b).collect();
         assert_eq!(changed, [("        YWdl", "        Zm9v")]);
     }

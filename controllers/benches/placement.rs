@@ -211,6 +211,7 @@ fn main() {
             available: &available,
             spent: 0,
             under_policy: &[],
+            avoid: &std::collections::BTreeSet::new(),
         };
         if let Ok(placed) = topology.place(&usage, [].iter(), &ask, &Weights::default()) {
             // What the replica watch then reports.

@@ -17,7 +17,7 @@ use controllers::scheduler::snapshot::{Objects, Topology};
 use serde_json::Value;
 
 use super::{Context, Outcome};
-use crate::connection::{ClusterArgs, Client};
+use crate::connection::{Client, ClusterArgs};
 use crate::manifest_files::{self, Source};
 use crate::passphrase::{PassphraseArgs, Purpose};
 use crate::seal_text::{Replace, rewrite};
@@ -72,9 +72,9 @@ pub fn run(ctx: &Context, args: &Args) -> anyhow::Result<Outcome> {
     let mut nodes = Nodes::read(&client)?;
     if let Some(name) = &args.workload {
         let ns = client.namespace().to_owned();
-        let workload = client
-            .get(info::<WorkloadSpec>(), Some(&ns), name)
-            .with_context(|| format!("cannot read workload {ns}/{name} (its policy says who may open the value)"))?;
+        let workload = client.get(info::<WorkloadSpec>(), Some(&ns), name).with_context(|| {
+            format!("cannot read workload {ns}/{name} (its policy says who may open the value)")
+        })?;
         let spec: WorkloadSpec = serde_json::from_value(workload["spec"].clone())?;
         let to = nodes.qualifying(&client, &ns, &spec, &owner)?;
         let value = match &args.value {
@@ -95,7 +95,8 @@ pub fn run(ctx: &Context, args: &Args) -> anyhow::Result<Outcome> {
     }
     // The recovery key opens what --refresh seals again (loaded once, only then).
     let identity = if args.refresh {
-        let id = crate::keystore::load(&ctx.dirs, || args.passphrase.get(Purpose::Existing, "your identity"))?;
+        let id =
+            crate::keystore::load(&ctx.dirs, || args.passphrase.get(Purpose::Existing, "your identity"))?;
         Some(id.age_identity().clone())
     } else {
         None
@@ -104,7 +105,9 @@ pub fn run(ctx: &Context, args: &Args) -> anyhow::Result<Outcome> {
     let mut failed = false;
     let mut changed_files = 0;
     for source in &sources {
-        let Source::File(path) = source else { bail!("{source}: ui seal rewrites files; give a file or directory") };
+        let Source::File(path) = source else {
+            bail!("{source}: ui seal rewrites files; give a file or directory")
+        };
         match seal_file(&client, &mut nodes, path, args, &owner, &recovery, identity.as_ref()) {
             Ok(Some(report)) => {
                 changed_files += 1;
@@ -140,8 +143,9 @@ fn seal_file(
     recovery: &age::x25519::Recipient,
     identity: Option<&age::x25519::Identity>,
 ) -> anyhow::Result<Option<String>> {
-    let text = String::from_utf8(crate::fsutil::read_limited(path, api::manifest::MAX_MANIFEST_BYTES as u64)?)
-        .context("not UTF-8")?;
+    let text =
+        String::from_utf8(crate::fsutil::read_limited(path, api::manifest::MAX_MANIFEST_BYTES as u64)?)
+            .context("not UTF-8")?;
     let docs = manifest_files::parse(&Source::File(path.to_owned()), &text)?;
     let mut replacements = Vec::new();
     let mut said = Vec::new();
@@ -151,8 +155,9 @@ fn seal_file(
         }
         let t = crate::objects::Target::of(client, doc)?;
         let ns = t.namespace.clone().unwrap_or_else(|| "default".into());
-        let spec: WorkloadSpec = serde_json::from_value(doc.value.get("spec").cloned().unwrap_or_default())
-            .with_context(|| format!("document {} is not a valid Workload", doc.index))?;
+        let spec: WorkloadSpec =
+            serde_json::from_value(doc.value.get("spec").cloned().unwrap_or_default())
+                .with_context(|| format!("document {} is not a valid Workload", doc.index))?;
         let binding = Binding { namespace: ns.clone(), workload: t.name.clone(), owner: owner.to_owned() };
         let mut to: Option<Qualifying> = None;
         let mut count = 0;
@@ -165,7 +170,12 @@ fn seal_file(
                 // Refreshing: sealed values whose recipients are not the nodes' now.
                 (None, Some(sealed), Some(key)) => {
                     let opened = api::sealed::open_unchecked(sealed, Some(key)).map_err(|e| {
-                        anyhow::anyhow!("{}/{} env {}: cannot open it with your recovery key: {e}", ns, t.name, var.name)
+                        anyhow::anyhow!(
+                            "{}/{} env {}: cannot open it with your recovery key: {e}",
+                            ns,
+                            t.name,
+                            var.name
+                        )
                     })?;
                     if opened.binding != binding {
                         bail!(
@@ -215,7 +225,8 @@ fn seal_file(
         return Ok(None);
     }
     let out = rewrite(&text, &replacements)?;
-    let mode = std::fs::metadata(path).map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o7777)?;
+    let mode = std::fs::metadata(path)
+        .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o7777)?;
     crate::fsutil::write_atomic(path, out.as_bytes(), mode)?;
     Ok(Some(said.join("; ")))
 }
@@ -291,7 +302,13 @@ impl Nodes {
 
     /// The nodes the scheduler's filters admit for a workload of `spec` in `ns` signed by
     /// `owner`, as if each were ready and empty.
-    fn qualifying(&mut self, client: &Client, ns: &str, spec: &WorkloadSpec, owner: &str) -> anyhow::Result<Qualifying> {
+    fn qualifying(
+        &mut self,
+        client: &Client,
+        ns: &str,
+        spec: &WorkloadSpec,
+        owner: &str,
+    ) -> anyhow::Result<Qualifying> {
         // The workload as the scheduler will see it: signed by its owner.
         let mut workload: Kube<WorkloadSpec> = serde_json::from_value(serde_json::json!({
             "apiVersion": "univrs.io/v1", "kind": "Workload",
@@ -314,20 +331,25 @@ impl Nodes {
                 Some((name.as_str(), self.policies[&key].clone()))
             }
         };
-        let policy = controllers::scheduler::owner_policy(&workload, named.as_ref().map(|(n, p)| (*n, p.as_deref())))
-            .map_err(|(_, message)| anyhow::anyhow!("{message}"))?;
+        let policy =
+            controllers::scheduler::owner_policy(&workload, named.as_ref().map(|(n, p)| (*n, p.as_deref())))
+                .map_err(|(_, message)| anyhow::anyhow!("{message}"))?;
         let constraints = Constraints::of(spec.placement.as_ref());
         let mut nodes = BTreeMap::new();
         for (c, verdict) in self.topology.qualifying(policy.as_ref(), Some(owner), &constraints) {
             if verdict.is_err() {
                 continue;
             }
-            let Some(node) = self.nodes.iter().find(|n| n.name() == c.name && n.uid() == c.uid) else { continue };
+            let Some(node) = self.nodes.iter().find(|n| n.name() == c.name && n.uid() == c.uid) else {
+                continue;
+            };
             match node.spec.age_recipient.as_str().parse::<age::x25519::Recipient>() {
                 Ok(r) => {
                     nodes.insert(c.name.clone(), r);
                 }
-                Err(e) => eprintln!("warning: node {} has an unusable ageRecipient ({e}): not sealed to it", c.name),
+                Err(e) => {
+                    eprintln!("warning: node {} has an unusable ageRecipient ({e}): not sealed to it", c.name)
+                }
             }
         }
         Ok(Qualifying { nodes })

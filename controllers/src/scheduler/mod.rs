@@ -302,9 +302,14 @@ pub fn unopened_on(
     replica: &Kube<ReplicaSpec>,
 ) -> BTreeSet<String> {
     use crate::workload::plan::TEMPLATE_LABEL;
-    let template = |r: &Kube<ReplicaSpec>| r.metadata.labels.as_ref().and_then(|l| l.get(TEMPLATE_LABEL)).cloned();
+    let template =
+        |r: &Kube<ReplicaSpec>| r.metadata.labels.as_ref().and_then(|l| l.get(TEMPLATE_LABEL)).cloned();
     let owned = |r: &Kube<ReplicaSpec>| {
-        r.metadata.owner_references.iter().flatten().any(|o| o.uid == workload.uid() && o.controller == Some(true))
+        r.metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .any(|o| o.uid == workload.uid() && o.controller == Some(true))
     };
     replicas
         .iter()
@@ -313,7 +318,8 @@ pub fn unopened_on(
                 && owned(r)
                 && template(r) == template(replica)
                 && r.status.as_ref().is_some_and(|s| {
-                    s.phase == ReplicaPhase::Failed && s.reason.as_deref() == Some(api::sealed::NOT_OPENED_REASON)
+                    s.phase == ReplicaPhase::Failed
+                        && s.reason.as_deref() == Some(api::sealed::NOT_OPENED_REASON)
                 })
         })
         .filter_map(|r| r.spec.node_uid.clone())

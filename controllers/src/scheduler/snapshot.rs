@@ -14,8 +14,7 @@ use chrono::{DateTime, Utc};
 use crate::credits::meter::Rates;
 
 use super::core::{
-    Amount, Attesters, Candidate, Constraints, Money, Offer, Policy, Reason, Request, Unschedulable,
-    Weights,
+    Amount, Attesters, Candidate, Constraints, Money, Offer, Policy, Reason, Request, Unschedulable, Weights,
 };
 use client::resource::Kube;
 
@@ -606,7 +605,12 @@ mod tests {
     fn the_nodes_a_workload_may_run_on_are_the_filters_verdict_whatever_their_state() {
         let (alice, bob, mallory) = (did(1), did(2), did(3));
         let objects = Objects {
-            nodes: vec![node("a1", &alice, true), node("a2", &alice, false), node("b1", &bob, true), node("m1", &mallory, true)],
+            nodes: vec![
+                node("a1", &alice, true),
+                node("a2", &alice, false),
+                node("b1", &bob, true),
+                node("m1", &mallory, true),
+            ],
             offers: vec![
                 offer("a1", "a1", &alice, "1"),
                 offer("a2", "a2", &alice, "1"),
@@ -620,7 +624,11 @@ mod tests {
         let mut topology = Topology::build(&objects, Utc::now());
         let admitted = |t: &mut Topology, policy: Option<&Policy>| -> Vec<String> {
             let k = Constraints::default();
-            t.qualifying(policy, Some(&alice), &k).into_iter().filter(|(_, v)| v.is_ok()).map(|(c, _)| c.name.clone()).collect()
+            t.qualifying(policy, Some(&alice), &k)
+                .into_iter()
+                .filter(|(_, v)| v.is_ok())
+                .map(|(c, _)| c.name.clone())
+                .collect()
         };
         // Without a policy: the signer's own nodes, the one not ready now included.
         assert_eq!(admitted(&mut topology, None), ["a1", "a2"]);

@@ -194,9 +194,10 @@ fn status(
 ) -> WorkloadStatus {
     let active: Vec<_> = owned.iter().filter(|r| !r.is_deleting() && !is_unopened(r)).collect();
     // The latest replica a node could not open the sealed values of, and why.
-    let unopened = owned.iter().filter(|r| !r.is_deleting() && is_unopened(r)).max_by_key(|r| {
-        r.status.as_ref().and_then(|s| s.finished_at).map(|t| t.0)
-    });
+    let unopened = owned
+        .iter()
+        .filter(|r| !r.is_deleting() && is_unopened(r))
+        .max_by_key(|r| r.status.as_ref().and_then(|s| s.finished_at).map(|t| t.0));
     let count = |f: &dyn Fn(&Kube<ReplicaSpec>) -> bool| {
         i32::try_from(active.iter().filter(|r| f(r)).count()).unwrap_or(i32::MAX)
     };

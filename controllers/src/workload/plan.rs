@@ -163,7 +163,15 @@ mod tests {
     /// A replica of workload `web` (which has no labels of its own) made from template `hash`.
     fn have(name: &str, hash: &str, ready: bool) -> Have {
         let labels = replica_labels(&Labels::new(), "web", hash);
-        Have { name: name.into(), hash: hash.into(), ready, bound: ready, deleting: false, labels, unopened: false }
+        Have {
+            name: name.into(),
+            hash: hash.into(),
+            ready,
+            bound: ready,
+            deleting: false,
+            labels,
+            unopened: false,
+        }
     }
 
     /// The plan for workload `web`, without labels of its own.

@@ -553,7 +553,15 @@ fn a_node_that_could_not_open_the_sealed_values_is_avoided_with_its_reason() {
     let c = node("n1", "did:key:op", "DE");
     let signer = Some("did:key:op");
     let avoid: BTreeSet<String> = [c.uid.clone()].into();
-    let r = Request { need: Amount::default(), policy, signer, constraints: &k, per_operator: &per, money: no_money(), avoid: &avoid };
+    let r = Request {
+        need: Amount::default(),
+        policy,
+        signer,
+        constraints: &k,
+        per_operator: &per,
+        money: no_money(),
+        avoid: &avoid,
+    };
     assert_eq!(filter(&c, &r), Err(Reason::SecretNotOpened));
     assert!(Reason::SecretNotOpened.hint().unwrap().contains("ui seal --refresh"));
     let r = Request { avoid: no_avoid(), ..r };
