@@ -76,8 +76,14 @@ const PHASES: [ReplicaPhase; 5] = [
 ];
 
 /// Why a run may not start (the `reason` of the replica's status).
-const START_ERRORS: [&str; 5] =
-    ["NoCommand", "ImageNotFound", "SealedSecretUnsupported", "UntrustedSigner", "ShimFailed"];
+const START_ERRORS: [&str; 6] = [
+    "NoCommand",
+    "ImageNotFound",
+    "SealedSecretNotOpened",
+    "SealedSecretMismatch",
+    "UntrustedSigner",
+    "ShimFailed",
+];
 
 /// How a run may end (`RunResult::reason`).
 const EXIT_REASONS: [&str; 5] = ["Completed", "Error", "OOMKilled", "Signaled", "StartError"];

@@ -52,6 +52,19 @@ pub struct Config {
     pub lease_seconds: u32,
     /// With the process runtime: whose workloads run, besides the operator's.
     pub trusted: Trusted,
+    /// The node's age key, which opens the sealed values sealed to the Node's `ageRecipient`
+    /// (none: this node opens none, and a replica with one is placed elsewhere).
+    pub age_key: Option<AgeKey>,
+}
+
+/// The node's age identity (never printed).
+#[derive(Clone)]
+pub struct AgeKey(pub Arc<age::x25519::Identity>);
+
+impl std::fmt::Debug for AgeKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("AgeKey").field(&self.0.to_public().to_string()).finish()
+    }
 }
 
 impl Config {
@@ -615,6 +628,56 @@ fn describe(r: &RunResult) -> String {
     }
 }
 
+/// Where the sealed values of `replica` may be opened: its namespace, its workload and the
+/// workload's signer (the payer the workload controller wrote on the replica when it made it).
+pub fn binding_of(replica: &Kube<ReplicaSpec>) -> api::sealed::Binding {
+    api::sealed::Binding {
+        namespace: ns_of(replica).to_owned(),
+        workload: replica.spec.workload.clone(),
+        owner: replica
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(api::kinds::PAYER_ANNOTATION))
+            .cloned()
+            .unwrap_or_else(|| "nobody".to_owned()),
+    }
+}
+
+/// Opens the sealed value of `var` with `key` for `replica`, or says why not: the reason
+/// [`api::sealed::NOT_OPENED_REASON`] when this node cannot (no key, not sealed to it,
+/// damaged: another node may), [`api::sealed::MISMATCH_REASON`] when it was sealed for another
+/// workload or owner (no node may). The message names the node, the variable and both
+/// bindings, never the value.
+pub fn open_sealed(
+    node: &str,
+    key: Option<&AgeKey>,
+    replica: &Kube<ReplicaSpec>,
+    var: &str,
+    sealed: &str,
+) -> Result<zeroize::Zeroizing<String>, (&'static str, String)> {
+    use api::sealed::OpenError;
+    match api::sealed::open(sealed, key.map(|k| k.0.as_ref()), &binding_of(replica)) {
+        Ok(opened) => Ok(opened.value),
+        Err(OpenError::NotForThisKey) if key.is_none() => Err((
+            api::sealed::NOT_OPENED_REASON,
+            format!(
+                "env {var}: node {node} has no age key to open sealed values; placing the replica elsewhere"
+            ),
+        )),
+        Err(e @ OpenError::Mismatch { .. }) => Err((
+            api::sealed::MISMATCH_REASON,
+            format!("env {var}: the sealed value cannot be used here: {e}"),
+        )),
+        Err(e) => Err((
+            api::sealed::NOT_OPENED_REASON,
+            format!(
+                "env {var}: node {node} cannot open the sealed value ({e}); placing the replica elsewhere"
+            ),
+        )),
+    }
+}
+
 /// The run of a replica: image, command, environment and limits, or why it cannot run.
 fn prepare(
     config: &Config,
@@ -629,11 +692,9 @@ fn prepare(
     for var in &c.env {
         match (&var.value, &var.sealed) {
             (Some(v), _) => env.push((var.name.clone(), v.clone())),
-            (None, Some(_)) => {
-                return Err((
-                    "SealedSecretUnsupported",
-                    format!("env {}: this node agent cannot open sealed secrets yet", var.name),
-                ));
+            (None, Some(sealed)) => {
+                let value = open_sealed(&config.node, config.age_key.as_ref(), replica, &var.name, sealed)?;
+                env.push((var.name.clone(), value.as_str().to_owned()));
             }
             (None, None) => env.push((var.name.clone(), String::new())),
         }
@@ -809,6 +870,39 @@ mod tests {
         assert!(restarts_after(RestartPolicy::OnFailure, &ended(1)));
         assert!(!restarts_after(RestartPolicy::Never, &ended(1)));
         assert!(restarts_after(RestartPolicy::OnFailure, &failed("no image")));
+    }
+
+    #[test]
+    fn a_sealed_value_opens_only_with_the_node_key_for_its_own_workload() {
+        let key = age::x25519::Identity::generate();
+        let mut r = replica(Some("n1"), Some("u1"));
+        r.metadata.annotations =
+            Some([(api::kinds::PAYER_ANNOTATION.to_owned(), "did:key:z6MkOwner".to_owned())].into());
+        let here = binding_of(&r);
+        assert_eq!(here.to_string(), "workload default/web of did:key:z6MkOwner");
+        let sealed = api::sealed::seal("v4lue", &here, &[key.to_public()]).unwrap();
+        let mine = AgeKey(Arc::new(key));
+        assert_eq!(open_sealed("n1", Some(&mine), &r, "TOKEN", &sealed).unwrap().as_str(), "v4lue");
+        // No key, or another node's: this node cannot, another may.
+        let (reason, message) = open_sealed("n1", None, &r, "TOKEN", &sealed).unwrap_err();
+        assert_eq!(reason, api::sealed::NOT_OPENED_REASON);
+        assert!(message.contains("node n1 has no age key"), "{message}");
+        let other = AgeKey(Arc::new(age::x25519::Identity::generate()));
+        let (reason, message) = open_sealed("n1", Some(&other), &r, "TOKEN", &sealed).unwrap_err();
+        assert_eq!(reason, api::sealed::NOT_OPENED_REASON);
+        assert!(
+            message.contains("env TOKEN: node n1 cannot open") && !message.contains("v4lue"),
+            "{message}"
+        );
+        // Sealed for another workload: no node may.
+        let elsewhere = api::sealed::Binding { workload: "db".into(), ..here };
+        let sealed = api::sealed::seal("v4lue", &elsewhere, &[mine.0.to_public()]).unwrap();
+        let (reason, message) = open_sealed("n1", Some(&mine), &r, "TOKEN", &sealed).unwrap_err();
+        assert_eq!(reason, api::sealed::MISMATCH_REASON);
+        assert!(
+            message.contains("default/db") && message.contains("default/web") && !message.contains("v4lue"),
+            "{message}"
+        );
     }
 
     fn replica(node: Option<&str>, node_uid: Option<&str>) -> Kube<ReplicaSpec> {

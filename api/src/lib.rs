@@ -16,6 +16,7 @@ pub mod meta;
 pub mod object;
 pub mod quantity;
 pub mod schema;
+pub mod sealed;
 pub mod selector;
 pub mod signing;
 pub mod token;

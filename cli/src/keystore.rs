@@ -91,6 +91,11 @@ impl Identity {
         AgeRecipient::parse(&self.age.to_public().to_string()).expect("age makes valid recipients")
     }
 
+    /// The age key: opens what is sealed to [`Identity::age_recipient`].
+    pub fn age_identity(&self) -> &age::x25519::Identity {
+        &self.age
+    }
+
     /// The signing key.
     pub fn signing_key(&self) -> &SigningKey {
         &self.signing

@@ -16,6 +16,7 @@ mod objects;
 mod output;
 mod passphrase;
 mod paths;
+mod seal_text;
 mod table;
 mod unlock;
 
@@ -81,6 +82,7 @@ enum Command {
     Delete(commands::delete::Args),
     Diff(commands::diff::Args),
     Scale(commands::scale::Args),
+    Seal(commands::seal::Args),
     Status(commands::status::Args),
     Version(commands::version::Args),
     Token(commands::token::Args),
@@ -139,6 +141,7 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::UnlockAgent(args) => commands::unlock::agent(args),
         Command::Token(args) => commands::token::run(&ctx, args),
         Command::Scale(args) => commands::scale::run(&ctx, args),
+        Command::Seal(args) => commands::seal::run(&ctx, args),
         Command::Status(args) => commands::status::run(&ctx, args),
         Command::Controllers(cmd) => commands::controllers::run(&ctx, cmd),
         Command::Cluster(cmd) => commands::cluster::run(&ctx, cmd),

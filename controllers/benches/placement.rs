@@ -105,6 +105,7 @@ fn main() {
             constraints: &constraints,
             per_operator: &per_workload[w],
             money: &money,
+            avoid: &std::collections::BTreeSet::new(),
         };
         match core::place(&nodes, &request, &Weights::default()) {
             Ok(i) => {
@@ -210,6 +211,7 @@ fn main() {
             available: &available,
             spent: 0,
             under_policy: &[],
+            avoid: &std::collections::BTreeSet::new(),
         };
         if let Ok(placed) = topology.place(&usage, [].iter(), &ask, &Weights::default()) {
             // What the replica watch then reports.

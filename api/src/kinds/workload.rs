@@ -62,6 +62,10 @@ pub struct EnvVar {
     /// ASCII-armored age ciphertext; only the admitted nodes and the owner can open it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sealed: Option<String>,
+    /// Marks the value as secret: `ui seal` seals it, and a secret `value` never leaves the
+    /// machine (a manifest with one is refused until it is sealed).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub secret: bool,
 }
 
 /// When a replica's process is restarted.
@@ -183,6 +187,9 @@ impl Validate for ContainerSpec {
             match (&var.value, &var.sealed) {
                 (Some(_), Some(_)) => errors.push(p.child("sealed").error("set value or sealed, not both")),
                 (None, None) => errors.push(p.child("value").error("required: set value or sealed")),
+                (Some(_), None) if var.secret => errors.push(p.child("value").error(
+                    "marked secret but not sealed: run `ui seal -f FILE` first (a secret value is never sent)",
+                )),
                 (None, Some(s)) if !s.trim_start().starts_with("-----BEGIN AGE ENCRYPTED FILE-----") => {
                     errors.push(
                         p.child("sealed")

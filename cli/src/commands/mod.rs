@@ -21,6 +21,7 @@ pub mod network;
 pub mod node;
 pub mod reputation;
 pub mod scale;
+pub mod seal;
 pub mod sign;
 pub mod status;
 pub mod token;

@@ -362,6 +362,8 @@ pub fn agent_config(
         shim: vec![ui.display().to_string(), "node".into(), "shim".into()],
         lease_seconds,
         trusted,
+        // The node's age key opens what is sealed to its Node's ageRecipient.
+        age_key: Some(agent::node::AgeKey(std::sync::Arc::new(identity(node)?.age_identity().clone()))),
     })
 }
 

@@ -997,6 +997,7 @@ fn policies(
     let none = HashMap::new();
     let money = Money::default();
     let constraints = Constraints::default();
+    let avoid = BTreeSet::new();
     // The workloads naming each policy, by (namespace, policy, signer).
     let mut named: HashMap<(&str, &str, Option<&str>), BTreeSet<&str>> = HashMap::new();
     for w in &o.workloads {
@@ -1020,6 +1021,7 @@ fn policies(
                 constraints: &constraints,
                 per_operator: &none,
                 money: &money,
+                avoid: &avoid,
             };
             let mut admitted: Vec<&core::Candidate> = Vec::new();
             let mut rejected: HashMap<String, usize> = HashMap::new();

@@ -248,6 +248,9 @@ pub struct Request<'a> {
     pub per_operator: &'a HashMap<String, u32>,
     /// What its owner can pay, and has spent (see [`Money`]).
     pub money: &'a Money,
+    /// Nodes (by uid) that could not open its workload's sealed values for its template: a
+    /// replica of it failed there with `SealedSecretNotOpened`.
+    pub avoid: &'a BTreeSet<String>,
 }
 
 /// What a replica's owner can pay: placement on a node whose operator charges (an offer with a
@@ -287,6 +290,8 @@ pub enum Reason {
     Unschedulable,
     /// No NodeOffer signed by the node's operator.
     NoOffer,
+    /// The node could not open the workload's sealed values (a replica failed there).
+    SecretNotOpened,
     /// No TrustPolicy, and the operator is neither the workload's signer nor a member.
     UntrustedOperator,
     /// The operator is not in the policy's allowed operators.
@@ -324,6 +329,7 @@ impl fmt::Display for Reason {
             Self::NotReady => "node not ready",
             Self::Unschedulable => "node unschedulable",
             Self::NoOffer => "no offer signed by the node's operator",
+            Self::SecretNotOpened => "node cannot open the workload's sealed values",
             Self::UntrustedOperator => "operator not trusted",
             Self::OperatorNotAllowed => "operator not allowed",
             Self::OperatorDenied => "operator denied",
@@ -352,6 +358,9 @@ impl Reason {
             Self::InsufficientCredit => Some(
                 "ask the operator for a CreditGrant (ui credits grant, signed by the operator), or pay it first (ui credits send)",
             ),
+            Self::SecretNotOpened => Some(
+                "seal the values again to the nodes the policy admits now (ui seal --refresh -f DIR), then ui apply",
+            ),
             Self::TooFewAttestations => Some(
                 "an attestation counts only from a control-plane member, an operator the policy allows, or an operator they vouch for (directly or through others they vouch for) whose reputation is at least the policy's minReputation",
             ),
@@ -369,6 +378,9 @@ pub fn filter(c: &Candidate, r: &Request<'_>) -> Result<(), Reason> {
         return Err(Reason::Unschedulable);
     }
     let Some(offer) = &c.offer else { return Err(Reason::NoOffer) };
+    if r.avoid.contains(&c.uid) {
+        return Err(Reason::SecretNotOpened);
+    }
     if r.policy.is_none() && !(c.operator_is_member || r.signer == Some(c.operator.as_str())) {
         return Err(Reason::UntrustedOperator);
     }

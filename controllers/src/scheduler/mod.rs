@@ -17,7 +17,7 @@
 pub mod core;
 pub mod snapshot;
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -251,6 +251,7 @@ async fn reconcile(replica: Arc<Kube<ReplicaSpec>>, ctx: Arc<Ctx>) -> Result<Act
             .collect(),
         None => Vec::new(),
     };
+    let avoid = unopened_on(&ctx.replicas.state(), &workload, &replica);
     let ask = Ask {
         workload: (&ns, &replica.spec.workload),
         need,
@@ -260,6 +261,7 @@ async fn reconcile(replica: Arc<Kube<ReplicaSpec>>, ctx: Arc<Ctx>) -> Result<Act
         available: &available,
         spent,
         under_policy: &under_policy,
+        avoid: &avoid,
     };
     let decision = {
         let mut state = ctx.state.lock().expect("scheduler state lock");
@@ -289,6 +291,39 @@ async fn reconcile(replica: Arc<Kube<ReplicaSpec>>, ctx: Arc<Ctx>) -> Result<Act
             Ok(Action::await_change())
         }
     }
+}
+
+/// The Nodes (uids) where a replica of `workload` made from the same template as `replica`
+/// was not started because its node could not open the sealed values: placement avoids them
+/// for this template (a template sealed again is another template, and may go anywhere).
+pub fn unopened_on(
+    replicas: &[Arc<Kube<ReplicaSpec>>],
+    workload: &Kube<WorkloadSpec>,
+    replica: &Kube<ReplicaSpec>,
+) -> BTreeSet<String> {
+    use crate::workload::plan::TEMPLATE_LABEL;
+    let template =
+        |r: &Kube<ReplicaSpec>| r.metadata.labels.as_ref().and_then(|l| l.get(TEMPLATE_LABEL)).cloned();
+    let owned = |r: &Kube<ReplicaSpec>| {
+        r.metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .any(|o| o.uid == workload.uid() && o.controller == Some(true))
+    };
+    replicas
+        .iter()
+        .filter(|r| {
+            r.namespace() == replica.namespace()
+                && owned(r)
+                && template(r) == template(replica)
+                && r.status.as_ref().is_some_and(|s| {
+                    s.phase == ReplicaPhase::Failed
+                        && s.reason.as_deref() == Some(api::sealed::NOT_OPENED_REASON)
+                })
+        })
+        .filter_map(|r| r.spec.node_uid.clone())
+        .collect()
 }
 
 /// Micro-credits `owner` may still spend with each operator: the balance of its line with the

@@ -14,7 +14,7 @@ use chrono::{DateTime, Utc};
 use crate::credits::meter::Rates;
 
 use super::core::{
-    Amount, Attesters, Candidate, Constraints, Money, Offer, Policy, Request, Unschedulable, Weights,
+    Amount, Attesters, Candidate, Constraints, Money, Offer, Policy, Reason, Request, Unschedulable, Weights,
 };
 use client::resource::Kube;
 
@@ -489,10 +489,51 @@ impl Topology {
             constraints: ask.constraints,
             per_operator: &per_operator,
             money: &money,
+            avoid: ask.avoid,
         };
         let (i, chosen) = super::core::place_explained(&self.candidates, &request, weights)?;
         let c = &self.candidates[i];
         Ok(Placed { node: c.name.clone(), uid: c.uid.clone(), why: chosen.to_string() })
+    }
+}
+
+impl Topology {
+    /// The nodes a workload's policy, signer and own constraints admit, whatever their state
+    /// now: each candidate as if it were ready, schedulable, empty and asked for nothing, so
+    /// what is left is who may run the workload at all (for `ui seal`: the nodes its sealed
+    /// values are sealed to). The same filters as placement, never other rules. Every
+    /// candidate, with the first filter it failed.
+    pub fn qualifying(
+        &mut self,
+        policy: Option<&Policy>,
+        signer: Option<&str>,
+        constraints: &Constraints,
+    ) -> Vec<(&Candidate, Result<(), Reason>)> {
+        let policy = policy.map(|p| {
+            let mut p = p.clone();
+            if p.required_attestations > 0 {
+                p.reach = self.reach(&p.allowed_operators);
+            }
+            p
+        });
+        let (per_operator, money, avoid) = (HashMap::new(), Money::default(), BTreeSet::new());
+        let request = Request {
+            need: Amount::default(),
+            policy: policy.as_ref(),
+            signer,
+            constraints,
+            per_operator: &per_operator,
+            money: &money,
+            avoid: &avoid,
+        };
+        self.candidates
+            .iter()
+            .map(|c| {
+                let idle =
+                    Candidate { ready: true, unschedulable: false, used: Amount::default(), ..c.clone() };
+                (c, super::core::filter(&idle, &request))
+            })
+            .collect()
     }
 }
 
@@ -516,6 +557,8 @@ pub struct Ask<'a> {
     /// The workloads (in its namespace) under its policy, with what each replica of them
     /// reserves: what they run now counts against `spending.maxPerHour`.
     pub under_policy: &'a [(String, Amount)],
+    /// Nodes (by uid) that could not open the workload's sealed values for this template.
+    pub avoid: &'a BTreeSet<String>,
 }
 
 /// Where a replica goes: the Node's name and uid, both written in its binding.
@@ -556,6 +599,45 @@ mod tests {
             }))
             .unwrap(),
         )
+    }
+
+    #[test]
+    fn the_nodes_a_workload_may_run_on_are_the_filters_verdict_whatever_their_state() {
+        let (alice, bob, mallory) = (did(1), did(2), did(3));
+        let objects = Objects {
+            nodes: vec![
+                node("a1", &alice, true),
+                node("a2", &alice, false),
+                node("b1", &bob, true),
+                node("m1", &mallory, true),
+            ],
+            offers: vec![
+                offer("a1", "a1", &alice, "1"),
+                offer("a2", "a2", &alice, "1"),
+                offer("b1", "b1", &bob, "1"),
+                offer("m1", "m1", &mallory, "1"),
+            ],
+            reputations: vec![],
+            attestations: vec![],
+            members: Arc::default(),
+        };
+        let mut topology = Topology::build(&objects, Utc::now());
+        let admitted = |t: &mut Topology, policy: Option<&Policy>| -> Vec<String> {
+            let k = Constraints::default();
+            t.qualifying(policy, Some(&alice), &k)
+                .into_iter()
+                .filter(|(_, v)| v.is_ok())
+                .map(|(c, _)| c.name.clone())
+                .collect()
+        };
+        // Without a policy: the signer's own nodes, the one not ready now included.
+        assert_eq!(admitted(&mut topology, None), ["a1", "a2"]);
+        // A policy naming bob too.
+        let policy = Policy { allowed_operators: [alice.clone(), bob.clone()].into(), ..Policy::default() };
+        assert_eq!(admitted(&mut topology, Some(&policy)), ["a1", "a2", "b1"]);
+        let verdicts = topology.qualifying(Some(&policy), Some(&alice), &Constraints::default());
+        let m1 = verdicts.iter().find(|(c, _)| c.name == "m1").unwrap();
+        assert_eq!(m1.1, Err(Reason::OperatorNotAllowed));
     }
 
     fn offer(name: &str, node: &str, signer: &str, cpu: &str) -> Arc<Kube<NodeOfferSpec>> {
@@ -812,6 +894,7 @@ mod tests {
             available: &available,
             spent: 0,
             under_policy: &[],
+            avoid: &BTreeSet::new(),
         };
         for i in 0..20 {
             let fast = topology.place(&usage, [].iter(), &ask, &w);
@@ -829,6 +912,7 @@ mod tests {
                 constraints: &k,
                 per_operator: &per_operator,
                 money: &Money::default(),
+                avoid: &BTreeSet::new(),
             };
             let slow = super::super::core::place(&candidates, &request, &w)
                 .map(|i| (candidates[i].name.clone(), candidates[i].uid.clone()));

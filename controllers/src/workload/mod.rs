@@ -93,6 +93,7 @@ async fn reconcile(workload: Arc<Kube<WorkloadSpec>>, ctx: Arc<Ctx>) -> Result<A
             bound: r.spec.node_name.is_some(),
             deleting: r.is_deleting(),
             labels: r.metadata.labels.clone().unwrap_or_default(),
+            unopened: is_unopened(r),
         })
         .collect();
     let labels = workload.metadata.labels.clone().unwrap_or_default();
@@ -177,6 +178,13 @@ async fn reconcile(workload: Arc<Kube<WorkloadSpec>>, ctx: Arc<Ctx>) -> Result<A
     Ok(Action::await_change())
 }
 
+/// Whether `r` was not started because its node could not open its sealed values.
+fn is_unopened(r: &Kube<ReplicaSpec>) -> bool {
+    r.status.as_ref().is_some_and(|s| {
+        s.phase == ReplicaPhase::Failed && s.reason.as_deref() == Some(api::sealed::NOT_OPENED_REASON)
+    })
+}
+
 /// The status the owned replicas show.
 fn status(
     workload: &Kube<WorkloadSpec>,
@@ -184,7 +192,12 @@ fn status(
     desired: u32,
     owned: &[Arc<Kube<ReplicaSpec>>],
 ) -> WorkloadStatus {
-    let active: Vec<_> = owned.iter().filter(|r| !r.is_deleting()).collect();
+    let active: Vec<_> = owned.iter().filter(|r| !r.is_deleting() && !is_unopened(r)).collect();
+    // The latest replica a node could not open the sealed values of, and why.
+    let unopened = owned
+        .iter()
+        .filter(|r| !r.is_deleting() && is_unopened(r))
+        .max_by_key(|r| r.status.as_ref().and_then(|s| s.finished_at).map(|t| t.0));
     let count = |f: &dyn Fn(&Kube<ReplicaSpec>) -> bool| {
         i32::try_from(active.iter().filter(|r| f(r)).count()).unwrap_or(i32::MAX)
     };
@@ -206,7 +219,20 @@ fn status(
     let pending = active.iter().find_map(|r| {
         let s = r.status.as_ref()?;
         (r.spec.node_name.is_none() && s.reason.is_some())
-            .then(|| format!("{}: {}", r.name(), s.message.as_deref().unwrap_or_default()))
+            .then(|| ("Unschedulable", format!("{}: {}", r.name(), s.message.as_deref().unwrap_or_default())))
+    });
+    let pending = pending.or_else(|| {
+        let r = unopened?;
+        let s = r.status.as_ref()?;
+        Some((
+            api::sealed::NOT_OPENED_REASON,
+            format!(
+                "{} not started on node {}: {}",
+                r.name(),
+                r.spec.node_name.as_deref().unwrap_or("?"),
+                s.message.as_deref().unwrap_or_default()
+            ),
+        ))
     });
     let rolling = updated != replicas || replicas != desired;
     WorkloadStatus {
@@ -230,8 +256,8 @@ fn status(
             cond(
                 WorkloadConditionType::ReplicaFailure,
                 pending.is_some(),
-                if pending.is_some() { "Unschedulable" } else { "AllPlaced" },
-                pending.unwrap_or_else(|| "every replica is placed or being placed".to_owned()),
+                pending.as_ref().map_or("AllPlaced", |(reason, _)| reason),
+                pending.map_or_else(|| "every replica is placed or being placed".to_owned(), |(_, m)| m),
             ),
         ],
         last_update_time: None,

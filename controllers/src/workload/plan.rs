@@ -61,6 +61,10 @@ pub struct Have {
     pub deleting: bool,
     /// Its labels.
     pub labels: Labels,
+    /// Not started: its node could not open the workload's sealed values. Kept while its
+    /// template is current, as the record the scheduler avoids that node by; it counts for
+    /// nothing, so another replica is made in its place.
+    pub unopened: bool,
 }
 
 /// What to do.
@@ -94,9 +98,13 @@ pub struct Target<'a> {
 pub fn plan(target: Target<'_>, have: &[Have]) -> Plan {
     let Target { workload, labels, hash, desired, surge } = target;
     let desired = desired as usize;
-    let active: Vec<&Have> = have.iter().filter(|h| !h.deleting).collect();
+    // A replica its node could not open the secrets of is a record while its template is
+    // current, and goes with its template.
+    let (unopened, active): (Vec<&Have>, Vec<&Have>) =
+        have.iter().filter(|h| !h.deleting).partition(|h| h.unopened);
     let (current, old): (Vec<&Have>, Vec<&Have>) = active.iter().partition(|h| h.hash == hash);
     let mut out = Plan::default();
+    out.delete.extend(unopened.iter().filter(|h| h.hash != hash).map(|h| h.name.clone()));
 
     // Too many of the current template: delete the least useful first (unbound, then not
     // ready, then the newest name).
@@ -155,7 +163,15 @@ mod tests {
     /// A replica of workload `web` (which has no labels of its own) made from template `hash`.
     fn have(name: &str, hash: &str, ready: bool) -> Have {
         let labels = replica_labels(&Labels::new(), "web", hash);
-        Have { name: name.into(), hash: hash.into(), ready, bound: ready, deleting: false, labels }
+        Have {
+            name: name.into(),
+            hash: hash.into(),
+            ready,
+            bound: ready,
+            deleting: false,
+            labels,
+            unopened: false,
+        }
     }
 
     /// The plan for workload `web`, without labels of its own.
@@ -263,6 +279,20 @@ mod tests {
         // A workload label cannot take over the controller's own.
         let hostile = Labels::from([(WORKLOAD_LABEL.to_owned(), "other".to_owned())]);
         assert_eq!(replica_labels(&hostile, "web", "h1")[WORKLOAD_LABEL], "web");
+    }
+
+    #[test]
+    fn a_replica_whose_node_could_not_open_its_secrets_is_replaced_and_kept_until_its_template_goes() {
+        let unopened = Have { unopened: true, bound: true, ..have_new("web-h1-0", "h1") };
+        let p = plan("web", "h1", 1, 1, std::slice::from_ref(&unopened));
+        assert_eq!(p.create, ["web-h1-1"], "a new name: the record keeps its own");
+        assert!(p.delete.is_empty() && p.relabel.is_empty(), "{p:?}");
+        // With its replacement running, nothing more is made.
+        let both = [unopened.clone(), have("web-h1-1", "h1", true)];
+        assert_eq!(plan("web", "h1", 1, 1, &both), Plan::default());
+        // Sealed again (a new template): the record goes with its template.
+        let p = plan("web", "h2", 1, 1, &both);
+        assert!(p.delete.contains(&"web-h1-0".to_owned()), "{p:?}");
     }
 
     #[test]

@@ -46,6 +46,10 @@ fn no_money() -> &'static Money {
     Box::leak(Box::default())
 }
 
+fn no_avoid() -> &'static BTreeSet<String> {
+    Box::leak(Box::default())
+}
+
 fn request<'a>(policy: Option<&'a Policy>, k: &'a Constraints, per: &'a HashMap<String, u32>) -> Request<'a> {
     Request {
         need: need(),
@@ -54,6 +58,7 @@ fn request<'a>(policy: Option<&'a Policy>, k: &'a Constraints, per: &'a HashMap<
         constraints: k,
         per_operator: per,
         money: no_money(),
+        avoid: no_avoid(),
     }
 }
 
@@ -430,7 +435,7 @@ proptest! {
         let signer = signer.as_deref();
         let mut per: HashMap<String, u32> = HashMap::new();
         for _ in 0..replicas {
-            let r = Request { need, policy: policy.as_ref(), signer, constraints: &k, per_operator: &per, money: no_money() };
+            let r = Request { need, policy: policy.as_ref(), signer, constraints: &k, per_operator: &per, money: no_money(), avoid: no_avoid() };
             match place(&nodes, &r, &Weights::default()) {
                 Ok(i) => {
                     let c = &nodes[i];
@@ -479,7 +484,7 @@ proptest! {
         seed in any::<u64>(),
     ) {
         let per = HashMap::new();
-        let r = Request { need: need(), policy: policy.as_ref(), signer: signer.as_deref(), constraints: &k, per_operator: &per, money: no_money() };
+        let r = Request { need: need(), policy: policy.as_ref(), signer: signer.as_deref(), constraints: &k, per_operator: &per, money: no_money(), avoid: no_avoid() };
         let first = place(&nodes, &r, &Weights::default()).map(|i| nodes[i].name.clone());
         let again = place(&nodes, &r, &Weights::default()).map(|i| nodes[i].name.clone());
         prop_assert_eq!(&first, &again);
@@ -510,6 +515,7 @@ fn a_priced_node_needs_an_hour_of_credit_and_room_in_the_policy_s_spending() {
             constraints: &k,
             per_operator: &per,
             money: &money,
+            avoid: no_avoid(),
         };
         filter(node, &r)
     };
@@ -529,6 +535,7 @@ fn a_priced_node_needs_an_hour_of_credit_and_room_in_the_policy_s_spending() {
         constraints: &k,
         per_operator: &two,
         money: &money,
+        avoid: no_avoid(),
     };
     assert_eq!(filter(&priced, &second), Err(Reason::InsufficientCredit));
     // On its own node an owner pays nobody: no credit or limit applies.
@@ -536,4 +543,27 @@ fn a_priced_node_needs_an_hour_of_credit_and_room_in_the_policy_s_spending() {
     // Nor on a free one.
     priced.offer.as_mut().unwrap().rates = Rates::default();
     assert_eq!(check(&priced, 0, 5 * hour, 20 * hour, "alice"), Ok(()));
+}
+
+#[test]
+fn a_node_that_could_not_open_the_sealed_values_is_avoided_with_its_reason() {
+    let policy = None;
+    let k = Constraints::default();
+    let per = HashMap::new();
+    let c = node("n1", "did:key:op", "DE");
+    let signer = Some("did:key:op");
+    let avoid: BTreeSet<String> = [c.uid.clone()].into();
+    let r = Request {
+        need: Amount::default(),
+        policy,
+        signer,
+        constraints: &k,
+        per_operator: &per,
+        money: no_money(),
+        avoid: &avoid,
+    };
+    assert_eq!(filter(&c, &r), Err(Reason::SecretNotOpened));
+    assert!(Reason::SecretNotOpened.hint().unwrap().contains("ui seal --refresh"));
+    let r = Request { avoid: no_avoid(), ..r };
+    assert_eq!(filter(&c, &r), Ok(()));
 }
