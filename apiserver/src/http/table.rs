@@ -214,9 +214,9 @@ const fn wide(
 /// checks that every kind has some.
 fn columns(kind: &str) -> Vec<Column> {
     use api::kinds::{
-        AccountSpec, AgentGrantSpec, ApprovalSpec, AttestationSpec, AuditEventSpec, CreditGrantSpec,
-        LeaseSpec, NodeOfferSpec, NodeSpec, ReplicaSpec, ReputationSpec, TransferSpec, TrustPolicySpec,
-        WorkloadSpec,
+        AccountSpec, AgentGrantSpec, ApplySetSpec, ApprovalSpec, AttestationSpec, AuditEventSpec,
+        CreditGrantSpec, LeaseSpec, NodeOfferSpec, NodeSpec, ReplicaSpec, ReputationSpec, TransferSpec,
+        TrustPolicySpec, WorkloadSpec,
     };
     use api::object::KindSpec;
     match kind {
@@ -379,6 +379,24 @@ fn columns(kind: &str) -> Vec<Column> {
             col("Decision", "string", "Allowed, PendingApproval or Refused.", |o| text(o, "/spec/decision")),
             wide("Code", "integer", "The HTTP code of the answer.", |o| text(o, "/spec/code")),
             wide("Grant", "string", "The grant that decided.", |o| text(o, "/spec/grant")),
+        ],
+        ApplySetSpec::KIND => vec![
+            col(
+                "Kinds",
+                "string",
+                "The kinds of the set's objects (applyset.kubernetes.io/contains-group-kinds).",
+                |o| text(o, "/metadata/annotations/applyset.kubernetes.io~1contains-group-kinds"),
+            ),
+            col("Tooling", "string", "The tool managing the set (applyset.kubernetes.io/tooling).", |o| {
+                text(o, "/metadata/annotations/applyset.kubernetes.io~1tooling")
+            }),
+            wide(
+                "Id",
+                "string",
+                "The set's id, on each of its objects as applyset.kubernetes.io/part-of.",
+                |o| text(o, "/metadata/labels/applyset.kubernetes.io~1id"),
+            ),
+            wide("User", "string", "The did:key that signed it, abbreviated.", signer),
         ],
         _ => vec![],
     }
