@@ -109,6 +109,16 @@ fn an_agent_acts_for_its_user_only_within_the_grant_the_apiserver_enforces() {
     let seen = a.run(&["get", "workload", "web", "-n", "sandbox", "-o", "json"]).ok().json();
     assert!(!seen.to_string().contains("s3cret"), "{seen}");
     assert!(stored.to_string().contains("s3cret"));
+    // Putting the user's object in an apply set schedules its deletion by the next prune:
+    // like its ownerReferences and finalizers, that needs delete (forbidden here).
+    let labelled = workload("web", "sandbox", 1).replace(
+        "  namespace: sandbox\n",
+        "  namespace: sandbox\n  labels:\n    applyset.kubernetes.io/part-of: applyset-x-v1\n",
+    );
+    let labelled = write(&u, "w-labelled.yaml", &labelled);
+    a.run(&["apply", "-f", &labelled]).fails_with(&["apply-set label", "needs delete granted autonomous"]);
+    let stored = get(&u, &server, &["workload", "web", "-n", "sandbox"]).ok().json();
+    assert_eq!(stored["metadata"]["labels"]["applyset.kubernetes.io/part-of"], serde_json::Value::Null);
     // No write answers with what the agent may not read: the user's object sent back as it is
     // (a merge patch of nothing, a dry run) is refused, and so is a JSON patch (its `test`
     // could probe a value) — over raw HTTP, as any client would send them.

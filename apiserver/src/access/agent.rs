@@ -25,6 +25,9 @@ use serde_json::Value;
 
 use super::{Caller, Lookup, signer};
 
+/// The apply-set label of an object, as a JSON pointer.
+const PART_OF: &str = "/metadata/labels/applyset.kubernetes.io~1part-of";
+
 /// A stored AgentGrant, as the rules need it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct GrantFacts {
@@ -274,14 +277,16 @@ pub(super) fn write(
             ));
         } else if let (Some(o), Some(n)) = (old, new)
             && (o.pointer("/metadata/ownerReferences") != n.pointer("/metadata/ownerReferences")
-                || o.pointer("/metadata/finalizers") != n.pointer("/metadata/finalizers"))
+                || o.pointer("/metadata/finalizers") != n.pointer("/metadata/finalizers")
+                || o.pointer(PART_OF) != n.pointer(PART_OF))
         {
-            // Owner references and finalizers decide when an object is deleted: changing them
-            // needs the grant's delete, on the agent's own.
+            // Owner references, finalizers and the apply-set label decide when an object is
+            // deleted (by the garbage collector, or by the next prune of a set it is put in):
+            // changing them needs the grant's delete, on the agent's own.
             let deletes = decide(me, owner, named, AgentVerb::Delete, kind, namespace, &grants, false, now);
             if !matches!(deletes, Some(Decision::Allow(_))) {
                 decision = Decision::Refuse(format!(
-                    "{me} may not change the ownerReferences or finalizers of this {}: they decide when it is deleted, so that needs delete granted autonomous in {owner}'s AgentGrant",
+                    "{me} may not change the ownerReferences, finalizers or apply-set label of this {}: they decide when it is deleted, so that needs delete granted autonomous in {owner}'s AgentGrant",
                     kind.kind
                 ));
             }
