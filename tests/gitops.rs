@@ -196,7 +196,9 @@ fn an_apply_set_prunes_only_what_left_its_source_and_kubectl_manages_the_same_se
     let dir = u.path("site");
     std::fs::create_dir_all(&dir).unwrap();
     let sleeper = "[\"sleep\", \"600\"]";
-    std::fs::write(dir.join("policy.yaml"), POLICIES).unwrap();
+    // Policies first: `ui apply` applies in file order, and a workload applied before its policy
+    // stays unplaceable until the scheduler sees it again.
+    std::fs::write(dir.join("0-policy.yaml"), POLICIES).unwrap();
     std::fs::write(dir.join("a.yaml"), workload("a", 1, "germany", sleeper, "")).unwrap();
     std::fs::write(dir.join("b.yaml"), workload("b", 1, "germany", sleeper, "")).unwrap();
     std::fs::write(
@@ -270,8 +272,10 @@ fn an_apply_set_prunes_only_what_left_its_source_and_kubectl_manages_the_same_se
         diff.stdout
     );
     assert!(!diff.stdout.contains("workload/keep"), "{}", diff.stdout);
-    let run = up.ui(&u, &["apply", "-f", d, "--applyset", "site", "--prune"]);
+    // As the CI job of the README runs it: prune and wait, exit 0 once what remains is current.
+    let run = up.ui(&u, &["apply", "-f", d, "--applyset", "site", "--prune", "--wait", "--timeout", "120s"]);
     assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert!(run.stdout.contains("workload/a (default): current"), "{}", run.stdout);
     assert!(run.stdout.contains("workload/b (default) pruned"), "{}", run.stdout);
     assert!(run.stdout.contains("workload/intruder (default) kept: not yours"), "{}", run.stdout);
     assert_eq!(names(&up, &u, "wl"), ["a", "c", "intruder", "keep"]);

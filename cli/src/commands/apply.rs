@@ -379,6 +379,8 @@ fn wait(client: &Client, reports: &[Report], args: &Args) -> Outcome {
     for r in reports {
         let kind = r.kind.as_deref().and_then(|k| api::kinds::KINDS.iter().find(|i| i.kind == k));
         match (kind, &r.name, r.result) {
+            // A member a prune deleted, or kept (protected, a stranger's): nothing to wait for.
+            (_, _, Some("pruned" | "kept")) => {}
             (Some(kind), Some(_), Some("created" | "configured" | "unchanged")) => {
                 followed.push(Followed { report: r, kind, status: None, current_since: None })
             }
