@@ -406,7 +406,7 @@ fn replicas_spread_across_operators_obey_the_trust_policy_scale_roll_out_and_are
     });
     let status = ui(&u, &server, &["status"]).ok().stdout;
     assert!(status.contains("pending: 0/6 nodes available: 6 nodes: jurisdiction not allowed"), "{status}");
-    assert!(status.contains("web: 3/3 running, 3 replicas"), "{status}");
+    assert!(status.contains("web: 3/3 ready, 3 replicas"), "{status}");
 
     // Scale up and down with `ui scale` (re-signed by the owner).
     ui(&u, &server, &["scale", "workload", "web", "5"]).ok();

@@ -337,9 +337,9 @@ fn the_examples_run_on_ui_up_and_show_their_output() {
     let dir = u.path("manifests");
     support::copy_examples(&dir);
     ui(&u, &["apply", "-f", dir.to_str().unwrap()]).ok();
-    wait_for(60, "hello 2/2 running", || {
+    wait_for(60, "hello 2/2 ready", || {
         let out = ui(&u, &["status"]).ok().stdout;
-        if out.contains("hello: 2/2 running") { Ok(()) } else { Err(out) }
+        if out.contains("hello: 2/2 ready") { Ok(()) } else { Err(out) }
     });
     let logs = wait_for(20, "hello's output", || {
         let out = ui(&u, &["logs", "hello"]).ok().stdout;
@@ -661,4 +661,118 @@ fn ui_down_stops_ui_up_and_its_replicas_and_a_second_up_is_told_the_data_dir_is_
     let down = u.run(&["down", "--data-dir", &data, "-o", "json"]).ok().json();
     assert_eq!(down["replicasStopped"], 1, "{down}");
     assert!(shims_under(&up.data).is_empty());
+}
+
+/// The `Ready` condition of a replica ("True", "False" or "-").
+fn ready_of(r: &Value) -> String {
+    r["status"]["conditions"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"))
+        .and_then(|c| c["status"].as_str())
+        .unwrap_or("-")
+        .to_owned()
+}
+
+/// The Available condition of a workload.
+fn available(u: &User, name: &str) -> (String, String) {
+    let w = ui(u, &["get", "workload", name, "-o", "json"]).ok().json();
+    let c = w["status"]["conditions"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["type"] == "Available").cloned())
+        .unwrap_or_default();
+    (c["status"].as_str().unwrap_or("-").to_owned(), c["message"].as_str().unwrap_or("-").to_owned())
+}
+
+#[test]
+fn probes_decide_readiness_and_liveness_and_a_crash_loop_says_so_everywhere() {
+    require_root();
+    let u = User::new();
+    let up = Up::start(&u, "health");
+    // Ready only once /tmp/ready exists (an exec probe, run inside the container), which the
+    // replica makes after 8 s: unavailable until then, then available.
+    let exec_ready = "  readinessProbe:\n    exec:\n      command: [\"/bin/sh\", \"-c\", \"test -e /tmp/ready\"]\n    periodSeconds: 1\n";
+    apply(&u, "slow", &workload("slow", "sleep 8; touch /tmp/ready; sleep 600", exec_ready));
+    // An HTTP server on the replica's own loopback, probed by HTTP GET (readiness) and TCP
+    // (liveness): ready and never restarted.
+    let http = "  readinessProbe:\n    httpGet:\n      path: /index.html\n      port: 8080\n    periodSeconds: 1\n  livenessProbe:\n    tcpSocket:\n      port: 8080\n    periodSeconds: 1\n    failureThreshold: 2\n";
+    let serve =
+        "mkdir -p /tmp/www && echo ok > /tmp/www/index.html && exec httpd -f -p 127.0.0.1:8080 -h /tmp/www";
+    apply(&u, "web", &workload("web", serve, http));
+    // Nothing listens on the liveness port: killed after 2 failures, again and again.
+    let dead =
+        "  livenessProbe:\n    tcpSocket:\n      port: 9\n    periodSeconds: 1\n    failureThreshold: 2\n";
+    apply(&u, "deaf", &workload("deaf", "sleep 600", dead));
+    // Exits at once, every time.
+    apply(&u, "crash", &workload("crash", "echo boom; exit 3", ""));
+
+    // Running but not ready, and the workload unavailable, while the probe fails.
+    let r = wait_phase(&u, "slow", "Running", 60);
+    assert_eq!(ready_of(&r), "False", "{r}");
+    let (status, message) = available(&u, "slow");
+    assert_eq!((status.as_str(), message.as_str()), ("False", "0/1 replicas ready"));
+    let shown = ui(&u, &["status"]).ok().stdout;
+    assert!(shown.contains("slow: 0/1 ready, 1 replicas") && shown.contains("Running, not ready"), "{shown}");
+    wait_for(40, "slow ready once its file exists", || {
+        let rs = replicas(&u, "slow");
+        match rs.as_slice() {
+            [r] if ready_of(r) == "True" => Ok(()),
+            _ => Err(summary(&rs)),
+        }
+    });
+    wait_for(20, "slow available", || match available(&u, "slow") {
+        (s, m) if s == "True" => Ok(m),
+        other => Err(format!("{other:?}")),
+    });
+
+    let web = wait_for(40, "web ready by its HTTP probe", || {
+        let rs = replicas(&u, "web");
+        match rs.as_slice() {
+            [r] if ready_of(r) == "True" => Ok(r.clone()),
+            _ => Err(summary(&rs)),
+        }
+    });
+    // Seen while it waits to be started again (the back-off grows, so it is seen).
+    let dead = wait_for(90, "deaf killed by its liveness probe", || {
+        let rs = replicas(&u, "deaf");
+        match rs.as_slice() {
+            [r] if r["status"]["reason"] == "CrashLoopBackOff" => Ok(r.clone()),
+            _ => Err(summary(&rs)),
+        }
+    });
+    let crash = wait_for(60, "crash in CrashLoopBackOff", || {
+        let rs = replicas(&u, "crash");
+        match rs.as_slice() {
+            [r] if r["status"]["reason"] == "CrashLoopBackOff"
+                && r["status"]["restarts"].as_u64() >= Some(2) =>
+            {
+                Ok(r.clone())
+            }
+            _ => Err(summary(&rs)),
+        }
+    });
+    assert_eq!(crash["status"]["lastExitReason"], "Error", "{crash}");
+    assert_eq!(crash["status"]["exitCode"], 3, "{crash}");
+    assert_eq!(ready_of(&crash), "False", "{crash}");
+    let message = crash["status"]["message"].as_str().unwrap_or_default();
+    assert!(message.starts_with("back-off ") && message.contains("exited with code 3 (Error)"), "{message}");
+    // The liveness kill is said as such while it waits, or in the last message.
+    let said = dead["status"]["message"].as_str().unwrap_or_default().to_owned();
+    assert!(said.contains("killed: liveness probe failed: tcp-socket :9: dial tcp :9"), "{dead}");
+    // The web server was never restarted by its (passing) liveness probe.
+    let web_now = replica_named(&u, web["metadata"]["name"].as_str().unwrap());
+    assert_eq!(web_now["status"]["restarts"], 0, "{web_now}");
+
+    // Everywhere a user looks: ui status, ui get rp, kubectl get rp.
+    let shown = ui(&u, &["status"]).ok().stdout;
+    assert!(shown.contains("crash: 0/1 ready, 1 replicas") && shown.contains("CrashLoopBackOff"), "{shown}");
+    let crash_name = crash["metadata"]["name"].as_str().unwrap();
+    let row = |out: &str| out.lines().find(|l| l.starts_with(crash_name)).unwrap_or_default().to_owned();
+    let got = ui(&u, &["get", "rp"]).ok().stdout;
+    assert!(row(&got).contains("0/1") && row(&got).contains("CrashLoopBackOff"), "{got}");
+    let k = support::Kubectl { kubeconfig: u.path("kubeconfig"), cache: u.path("kube-cache") };
+    let got = k.ok(&["get", "rp", "-o", "wide"]);
+    assert!(got.lines().next().unwrap().contains("READY   STATUS"), "{got}");
+    let line = row(&got);
+    assert!(line.contains("0/1") && line.contains("CrashLoopBackOff") && line.contains("Error"), "{got}");
+    drop(up);
 }

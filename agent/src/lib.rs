@@ -11,11 +11,14 @@
 //!   key, members only). `run.rs`: the files agent and shim exchange.
 
 pub mod cgroup;
+pub mod exec;
 pub mod images;
 pub mod logs;
 pub mod metrics;
+pub mod netns;
 pub mod node;
 pub mod oci;
+pub mod probe;
 pub mod run;
 pub mod setup;
 pub mod shim;

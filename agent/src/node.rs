@@ -48,6 +48,9 @@ pub struct Config {
     pub runtime: RuntimeKind,
     /// The command that runs a shim, before the run directory (`[ui, node, shim]`).
     pub shim: Vec<String>,
+    /// The command that runs a program in a replica's container, before the run directory
+    /// (`[ui, node, exec]`): exec probes.
+    pub exec: Vec<String>,
     /// The Lease's duration; it is renewed every quarter of it.
     pub lease_seconds: u32,
     /// With the process runtime: whose workloads run, besides the operator's.
@@ -570,12 +573,25 @@ async fn supervise(
             let mut status = base;
             status["phase"] = json!(ReplicaPhase::Running);
             status["restarts"] = json!(restarts);
+            // As the kubelet: waiting to be started again is CrashLoopBackOff, with how the
+            // last run ended beside it; the replica is not ready meanwhile.
+            status["reason"] = json!(api::kinds::CRASH_LOOP_BACK_OFF);
+            status["lastExitReason"] = json!(outcome.reason());
             status["message"] = json!(format!(
-                "{}; restarting in {} s (restartPolicy {:?}, restart {restarts})",
-                describe(&outcome),
+                "back-off {} s restarting: {} ({}); restartPolicy {:?}, restart {restarts}",
                 delay.as_secs(),
+                describe(&outcome),
+                outcome.reason(),
                 container.restart_policy
             ));
+            status["conditions"] = conditions(
+                &replica,
+                &config,
+                false,
+                api::kinds::CRASH_LOOP_BACK_OFF,
+                "waiting to be started again",
+                Utc::now(),
+            );
             // Tells a following `ui logs -f` that more output is to come (before the status, so
             // no reader sees the run ended without it).
             let _ = std::fs::write(dir.join(RESTARTING), b"");
@@ -596,6 +612,9 @@ async fn supervise(
         status["phase"] =
             json!(if outcome.succeeded() { ReplicaPhase::Succeeded } else { ReplicaPhase::Failed });
         status["message"] = json!(describe(&outcome));
+        status["lastExitReason"] = json!(outcome.reason());
+        status["conditions"] =
+            conditions(&replica, &config, false, outcome.reason(), "the run ended", Utc::now());
         tracing::info!(
             namespace = ns_of(&replica),
             "replica {} {}: {}",
@@ -619,6 +638,9 @@ fn failed(message: &str) -> RunResult {
 fn describe(r: &RunResult) -> String {
     if let Some(e) = &r.error {
         return format!("could not run: {e}");
+    }
+    if let Some(why) = &r.killed {
+        return format!("killed: {why}");
     }
     match (r.oom_killed, r.signal, r.exit_code) {
         (true, _, _) => "killed by the kernel: the memory limit was exceeded".to_owned(),
@@ -733,6 +755,8 @@ async fn run_once(
     let started = async {
         tokio::fs::create_dir_all(dir).await?;
         let _ = tokio::fs::remove_file(dir.join(RESULT_FILE)).await;
+        // The probes of this run wait for its own container's pid.
+        let _ = tokio::fs::remove_file(dir.join(crate::shim::CONTAINER_PID_FILE)).await;
         let _ = tokio::fs::remove_file(dir.join(RESTARTING)).await;
         write_json(dir, SPEC_FILE, spec)?;
         let shim_log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("shim.log"))?;
@@ -766,6 +790,12 @@ async fn run_once(
             RuntimeKind::Process => "plain process",
         }
     );
+    // Ready at once without a readiness probe; with one, once it passes.
+    let c = &replica.spec.container;
+    let mut ready = c.readiness_probe.is_none();
+    let not_ready_yet = ("ContainersNotReady", "the readiness probe has not passed yet".to_owned());
+    let mut readiness = if ready { ("Started", "running".to_owned()) } else { not_ready_yet };
+    let mut since = Utc::now();
     let status = json!({
         "phase": ReplicaPhase::Running, "restarts": restarts, "startedAt": time(Some(Utc::now())),
         "exitCode": null, "reason": null, "finishedAt": null,
@@ -773,9 +803,28 @@ async fn run_once(
             RuntimeKind::Container => "container",
             RuntimeKind::Process => "plain process (no isolation, no limits)",
         }, config.node),
+        "conditions": conditions(replica, config, ready, readiness.0, &readiness.1, since),
     });
     let started_at = Utc::now();
     report(client, replica, status, stop).await;
+    // The probes, each a task sending what changed.
+    let (probe_tx, mut probe_rx) = tokio::sync::mpsc::channel::<(ProbeKind, bool, String)>(8);
+    let target = match spec.runtime {
+        RuntimeKind::Container => None, // known once the shim wrote the container's pid
+        RuntimeKind::Process => Some(crate::probe::Target::Host),
+    };
+    let exec = crate::probe::exec_prefix(&config.exec, dir);
+    let mut probes = Vec::new();
+    for (kind, probe) in
+        [(ProbeKind::Liveness, &c.liveness_probe), (ProbeKind::Readiness, &c.readiness_probe)]
+    {
+        if let Some(probe) = probe.clone() {
+            let (dir, target, exec, tx) = (dir.to_owned(), target.clone(), exec.clone(), probe_tx.clone());
+            probes.push(AbortOnDrop(tokio::spawn(probe_loop(kind, probe, dir, target, exec, tx))));
+        }
+    }
+    drop(probe_tx);
+    let mut killed: Option<String> = None;
     // While it runs, what it uses is measured and reported now and then (for the honesty of
     // the offer: resources delivered against resources asked for).
     // The first soon after the start: the limits applied are known at once.
@@ -795,6 +844,31 @@ async fn run_once(
                 let _ = child.wait().await;
                 return None;
             }
+            Some((kind, passing, message)) = probe_rx.recv() => {
+                match kind {
+                    ProbeKind::Readiness => {
+                        ready = passing;
+                        since = Utc::now();
+                        readiness = if passing { ("Started", "the readiness probe passed".to_owned()) }
+                            else { ("ContainersNotReady", format!("readiness probe failed: {message}")) };
+                        tracing::info!(namespace = ns_of(replica), "replica {}: {}", replica.name(), readiness.1);
+                        let status = json!({ "conditions": conditions(replica, config, ready, readiness.0, &readiness.1, since) });
+                        report(client, replica, status, stop).await;
+                    }
+                    ProbeKind::Liveness if !passing && killed.is_none() => {
+                        let why = format!("liveness probe failed: {message}");
+                        tracing::info!(namespace = ns_of(replica), "replica {}: {why}; stopping it", replica.name());
+                        killed = Some(why);
+                        if let Some(pid) = child.id() {
+                            let _ = nix::sys::signal::kill(
+                                nix::unistd::Pid::from_raw(pid as i32),
+                                nix::sys::signal::Signal::SIGTERM,
+                            );
+                        }
+                    }
+                    ProbeKind::Liveness => {}
+                }
+            }
             _ = measure.tick(), if spec.runtime == RuntimeKind::Container => {
                 let u = crate::cgroup::usage(&spec.cgroup);
                 let so_far = RunResult {
@@ -810,18 +884,108 @@ async fn run_once(
                     memory: l.memory_bytes.map(|b| Bytes(b).to_quantity()),
                     storage: None,
                 };
-                let status = json!({ "usage": usage(&so_far), "limits": limits });
+                // The Ready condition again: the scheduler's Scheduled condition, written
+                // when it bound the replica, may have replaced it (a merge patch replaces lists).
+                let status = json!({ "usage": usage(&so_far), "limits": limits,
+                    "conditions": conditions(replica, config, ready, readiness.0, &readiness.1, since) });
                 if let Err(e) = set_status(client, replica, status).await {
                     tracing::debug!(error = %e, "cannot report usage");
                 }
             }
         }
     }
-    Some(read_json::<RunResult>(dir, RESULT_FILE).unwrap_or_else(|_| {
+    drop(probes);
+    let mut result = read_json::<RunResult>(dir, RESULT_FILE).unwrap_or_else(|_| {
         let log = std::fs::read_to_string(dir.join("shim.log")).unwrap_or_default();
         let last = log.lines().last().unwrap_or("no output").to_owned();
         failed(&format!("the shim ended without a result: {last}"))
-    }))
+    });
+    result.killed = killed;
+    Some(result)
+}
+
+/// Which probe.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ProbeKind {
+    Liveness,
+    Readiness,
+}
+
+/// Aborts its task when dropped (a run's probes end with the run).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Probes one run with `probe` every period, sending each change of whether it passes (and,
+/// for readiness, its first result) with the last check's message.
+async fn probe_loop(
+    kind: ProbeKind,
+    probe: api::kinds::Probe,
+    dir: PathBuf,
+    target: Option<crate::probe::Target>,
+    exec: Vec<String>,
+    tx: tokio::sync::mpsc::Sender<(ProbeKind, bool, String)>,
+) {
+    let Some(action) = probe.action() else { return };
+    tokio::time::sleep(probe.initial_delay()).await;
+    let target = match target {
+        Some(t) => t,
+        None => loop {
+            // The shim writes the container's pid before starting it.
+            if let Ok(pid) = read_json::<i32>(&dir, crate::shim::CONTAINER_PID_FILE) {
+                break crate::probe::Target::Container { pid, exec };
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        },
+    };
+    let mut tracker = crate::probe::Tracker::new(&probe, kind == ProbeKind::Liveness);
+    let mut tick = tokio::time::interval(probe.period());
+    loop {
+        tick.tick().await;
+        let result = crate::probe::check(&action, &target, probe.timeout()).await;
+        let message = match &result {
+            Ok(()) => String::new(),
+            Err(e) => format!("{action}: {e}"),
+        };
+        if let Some(passing) = tracker.observe(result.is_ok())
+            && tx.send((kind, passing, message)).await.is_err()
+        {
+            return;
+        }
+    }
+}
+
+/// The replica's conditions as the agent reports them: the scheduler's `Scheduled` (as this
+/// agent last saw it: the replica is bound here) and `Ready`.
+fn conditions(
+    replica: &Kube<ReplicaSpec>,
+    config: &Config,
+    ready: bool,
+    reason: &str,
+    message: &str,
+    since: chrono::DateTime<Utc>,
+) -> Value {
+    use api::kinds::ReplicaConditionType;
+    let scheduled = replica
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == ReplicaConditionType::Scheduled))
+        .map_or_else(
+            || {
+                json!({ "type": "Scheduled", "status": "True", "reason": "Scheduled",
+                "message": format!("bound to {}", config.node) })
+            },
+            |c| json!(c),
+        );
+    let ready = json!({
+        "type": "Ready", "status": if ready { "True" } else { "False" },
+        "reason": reason, "message": message, "lastTransitionTime": api::meta::Time(since),
+    });
+    json!([scheduled, ready])
 }
 
 /// SIGTERM to a shim (which passes it on, then kills), then waits for it to go.

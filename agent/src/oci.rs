@@ -54,7 +54,7 @@ const DENIED_SYSCALLS: &[&str] = &[
 const CLONE_NEWUSER: u64 = 0x1000_0000;
 
 /// The seccomp filter of every replica.
-fn seccomp() -> Value {
+pub fn seccomp() -> Value {
     json!({
         "defaultAction": "SCMP_ACT_ALLOW",
         "syscalls": [

@@ -89,6 +89,9 @@ pub struct RunResult {
     pub cpu_nanos: Option<u64>,
     /// Why it could not be started (then there is no exit code).
     pub error: Option<String>,
+    /// Why the agent ended it (a failed liveness probe), if it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub killed: Option<String>,
 }
 
 impl RunResult {

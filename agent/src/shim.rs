@@ -38,6 +38,9 @@ use crate::run::{LOG_FILE, RESULT_FILE, RunResult, RunSpec, RuntimeKind, SPEC_FI
 /// The shim's own pid, for an agent that restarted and adopts the run.
 pub const PID_FILE: &str = "shim.pid";
 
+/// The host pid of the container's init, written once it is made (for probes and `exec`).
+pub const CONTAINER_PID_FILE: &str = "container.pid";
+
 /// How long a replica has between SIGTERM and SIGKILL.
 const GRACE: Duration = Duration::from_secs(5);
 
@@ -233,6 +236,14 @@ fn run_container(
             ..RunResult::default()
         });
     }
+    // The loopback interface of its network namespace is up before it starts, and its init's
+    // pid is where the agent's probes find that namespace.
+    if let Some(pid) = container.pid() {
+        if let Err(e) = crate::netns::loopback_up(pid.as_raw()) {
+            tracing::warn!(error = %e, "cannot bring up the container's loopback interface");
+        }
+        write_json(dir, CONTAINER_PID_FILE, &pid.as_raw())?;
+    }
     let started_at = Utc::now();
     let started = container.start().context("cannot start the container");
     let pid = container.pid();
@@ -257,6 +268,7 @@ fn run_container(
         peak_memory_bytes: usage.peak_memory_bytes,
         cpu_nanos: usage.cpu_nanos,
         error: None,
+        killed: None,
     })
 }
 

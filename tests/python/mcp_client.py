@@ -223,7 +223,7 @@ async def check_scale(run: Run) -> None:
 async def check_status(run: Run) -> None:
     name = run.notes["workload"]
     text = await run.ok("status", {"name": name})
-    expect(f"default/{name}:" in text and "/3 running" in text, text)
+    expect(f"default/{name}:" in text and "/3 ready" in text, text)
 
 
 async def check_logs(run: Run) -> None:
@@ -251,7 +251,7 @@ async def check_running_replica(run: Run) -> None:
         if "  Running  on " in text:
             break
         await asyncio.sleep(1)
-    expect(f"default/{name}: 1/1 running, 1 replicas" in text and "  Running  on " in text, text)
+    expect(f"default/{name}: 1/1 ready, 1 replicas" in text and "  Running  on " in text, text)
     logs = ""
     for _ in range(30):
         logs = await run.ok("logs", {"name": name})

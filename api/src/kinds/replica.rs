@@ -92,9 +92,14 @@ pub struct ReplicaStatus {
     /// Exit code of the last run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exit_code: Option<i32>,
-    /// One CamelCase word: `OOMKilled`, `Error`, `Completed`, `Unschedulable`, …
+    /// One CamelCase word: `OOMKilled`, `Error`, `Completed`, `Unschedulable`,
+    /// `CrashLoopBackOff` (waiting to be started again after it ended), …
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// How the last run ended (`Error`, `OOMKilled`, `Completed`, …), kept while the replica
+    /// waits to be started again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_exit_reason: Option<String>,
     /// A sentence for people.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
@@ -114,6 +119,22 @@ pub struct ReplicaStatus {
     /// Conditions.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition<ReplicaConditionType>>,
+}
+
+/// The reason of a replica waiting to be started again after its process ended (as
+/// Kubernetes' container waiting reason).
+pub const CRASH_LOOP_BACK_OFF: &str = "CrashLoopBackOff";
+
+impl ReplicaStatus {
+    /// Whether the replica counts as ready: its process runs and its `Ready` condition is not
+    /// `False` (a node agent writes it at every start: `True` at once without a readiness
+    /// probe, after the probe passes with one; `False` while it waits to restart).
+    pub fn is_ready(&self) -> bool {
+        self.phase == ReplicaPhase::Running
+            && !self.conditions.iter().any(|c| {
+                c.type_ == ReplicaConditionType::Ready && c.status != crate::meta::ConditionStatus::True
+            })
+    }
 }
 
 impl KindSpec for ReplicaSpec {

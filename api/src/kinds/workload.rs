@@ -3,6 +3,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::Probe;
 use crate::identity::Jurisdiction;
 use crate::meta::{Condition, Time};
 use crate::object::{KindSpec, Scope};
@@ -48,6 +49,13 @@ pub struct WorkloadSpec {
     /// Further placement constraints of this workload.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub placement: Option<Placement>,
+    /// Restarts a replica whose probe fails `failureThreshold` times in a row.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub liveness_probe: Option<Probe>,
+    /// A replica is ready (and counts towards availability) only while this probe passes;
+    /// without one, as soon as it runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub readiness_probe: Option<Probe>,
 }
 
 /// One environment variable: a plain `value`, or a `sealed` age ciphertext.
@@ -120,6 +128,12 @@ pub struct ContainerSpec {
     /// What to do when the process exits.
     #[serde(default)]
     pub restart_policy: RestartPolicy,
+    /// Restarts the replica when it fails.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub liveness_probe: Option<Probe>,
+    /// Whether the replica is ready.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub readiness_probe: Option<Probe>,
 }
 
 impl WorkloadSpec {
@@ -138,6 +152,8 @@ impl WorkloadSpec {
             env: self.env.clone(),
             resources: self.resources.clone(),
             restart_policy: self.restart_policy.unwrap_or_default(),
+            liveness_probe: self.liveness_probe.clone(),
+            readiness_probe: self.readiness_probe.clone(),
         }
     }
 }
@@ -200,6 +216,12 @@ impl Validate for ContainerSpec {
             }
         }
         self.resources.validate(&path.child("resources"), errors);
+        if let Some(p) = &self.liveness_probe {
+            p.validate_as(&path.child("livenessProbe"), true, errors);
+        }
+        if let Some(p) = &self.readiness_probe {
+            p.validate_as(&path.child("readinessProbe"), false, errors);
+        }
     }
 }
 

@@ -242,12 +242,31 @@ fn columns(kind: &str) -> Vec<Column> {
             wide("Signer", "string", "The did:key that signed the workload, abbreviated.", signer),
         ],
         ReplicaSpec::KIND => vec![
-            col("Phase", "string", "Lifecycle phase.", |o| text_or(o, "/status/phase", "Pending")),
+            col(
+                "Ready",
+                "string",
+                "Whether the replica is ready (running, passing its readiness probe).",
+                |o| {
+                    let ready = serde_json::from_value::<api::kinds::ReplicaStatus>(o["status"].clone())
+                        .is_ok_and(|s| s.is_ready());
+                    Value::from(if ready { "1/1" } else { "0/1" })
+                },
+            ),
+            col(
+                "Status",
+                "string",
+                "The phase, or CrashLoopBackOff while waiting to be started again.",
+                |o| match o.pointer("/status/reason").and_then(Value::as_str) {
+                    Some(r @ api::kinds::CRASH_LOOP_BACK_OFF) => Value::from(r),
+                    _ => text_or(o, "/status/phase", "Pending"),
+                },
+            ),
             col("Restarts", "integer", "How many times the process was restarted.", |o| {
                 int_or(o, "/status/restarts", 0)
             }),
             col("Node", "string", "The node the replica is bound to.", |o| text(o, "/spec/nodeName")),
             wide("Workload", "string", "The Workload the replica belongs to.", |o| text(o, "/spec/workload")),
+            wide("Last-Exit", "string", "How the last run ended.", |o| text(o, "/status/lastExitReason")),
         ],
         TrustPolicySpec::KIND => vec![
             col("Min-Reputation", "number", "Lowest reputation a node and its operator may have.", |o| {
@@ -599,7 +618,26 @@ mod tests {
         let t = table(kind("Workload"), std::slice::from_ref(&bare), IncludeObject::None, "1", now());
         assert_eq!(t["rows"][0]["cells"], json!(["x", 1, "0/0", "<unknown>", "<none>", "<none>", "<none>"]));
         let t = table(kind("Replica"), &[bare], IncludeObject::None, "1", now());
-        assert_eq!(t["rows"][0]["cells"], json!(["x", "Pending", 0, "<none>", "<unknown>", "<none>"]));
+        assert_eq!(
+            t["rows"][0]["cells"],
+            json!(["x", "0/1", "Pending", 0, "<none>", "<unknown>", "<none>", "<none>"])
+        );
+        // Waiting to be started again: not ready, CrashLoopBackOff, how it last ended.
+        let looping = json!({ "metadata": { "name": "y" }, "spec": { "workload": "w", "nodeName": "n1" },
+            "status": { "phase": "Running", "restarts": 4, "reason": "CrashLoopBackOff", "lastExitReason": "Error",
+                "conditions": [{ "type": "Ready", "status": "False" }] } });
+        let t = table(kind("Replica"), &[looping], IncludeObject::None, "1", now());
+        assert_eq!(
+            t["rows"][0]["cells"],
+            json!(["y", "0/1", "CrashLoopBackOff", 4, "n1", "<unknown>", "w", "Error"])
+        );
+        let running = json!({ "metadata": { "name": "z" }, "spec": { "workload": "w" }, "status": { "phase": "Running",
+            "conditions": [{ "type": "Ready", "status": "True" }] } });
+        let t = table(kind("Replica"), &[running], IncludeObject::None, "1", now());
+        assert_eq!(
+            (&t["rows"][0]["cells"][1], &t["rows"][0]["cells"][2]),
+            (&json!("1/1"), &json!("Running"))
+        );
     }
 
     #[test]

@@ -43,6 +43,18 @@ pub enum Command {
         /// The run's directory
         dir: PathBuf,
     },
+    /// Runs a command in a replica's container (exec probes; started by the agent)
+    #[command(hide = true)]
+    Exec {
+        /// The run's directory
+        dir: PathBuf,
+        /// Seconds before the command is killed (exit status 124)
+        #[arg(long, default_value_t = 10)]
+        timeout: u64,
+        /// The command and its arguments
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
 }
 
 impl Command {
@@ -360,6 +372,7 @@ pub fn agent_config(
         images,
         runtime,
         shim: vec![ui.display().to_string(), "node".into(), "shim".into()],
+        exec: vec![ui.display().to_string(), "node".into(), "exec".into()],
         lease_seconds,
         trusted,
         // The node's age key opens what is sealed to its Node's ageRecipient.
@@ -565,6 +578,10 @@ pub fn run(ctx: &Context, cmd: &Command) -> anyhow::Result<Outcome> {
         Command::Shim { dir } => {
             agent::shim::main(dir)?;
             Ok(Outcome::Success)
+        }
+        Command::Exec { dir, timeout, command } => {
+            let code = agent::exec::main(dir, command, std::time::Duration::from_secs(*timeout))?;
+            std::process::exit(code);
         }
     }
 }

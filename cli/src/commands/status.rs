@@ -37,7 +37,7 @@ pub struct WorkloadReport {
     pub desired: i64,
     /// How many replicas exist.
     pub replicas: i64,
-    /// How many are running.
+    /// How many are ready (running, and passing their readiness probe if they have one).
     pub ready: i64,
     /// Each replica, by name.
     pub items: Vec<ReplicaReport>,
@@ -51,6 +51,11 @@ pub struct ReplicaReport {
     pub name: String,
     /// `status.phase` (Pending when unset).
     pub phase: String,
+    /// Running and ready (its `Ready` condition).
+    pub ready: bool,
+    /// How its last run ended (`status.lastExitReason`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_exit_reason: Option<String>,
     /// The node it is bound to.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
@@ -86,18 +91,29 @@ pub fn run(ctx: &Context, args: &Args) -> anyhow::Result<Outcome> {
     }
     for w in &report {
         let prefix = if args.all_namespaces { format!("{}/", w.namespace) } else { String::new() };
-        println!("{prefix}{}: {}/{} running, {} replicas", w.name, w.ready, w.desired, w.replicas);
+        println!("{prefix}{}: {}/{} ready, {} replicas", w.name, w.ready, w.desired, w.replicas);
         for r in &w.items {
-            println!("  {}  {}  {}", r.name, r.phase, r.place());
+            println!("  {}  {}  {}", r.name, r.state(), r.place());
         }
     }
     Ok(Outcome::Success)
 }
 
 impl ReplicaReport {
+    /// What it is doing, as `kubectl get pods` says it: the phase, or `CrashLoopBackOff`
+    /// while it waits to be started again, or `Running, not ready`.
+    pub fn state(&self) -> String {
+        match (self.phase.as_str(), self.reason.as_deref()) {
+            ("Running", Some(api::kinds::CRASH_LOOP_BACK_OFF)) => api::kinds::CRASH_LOOP_BACK_OFF.to_owned(),
+            ("Running", _) if !self.ready => "Running, not ready".to_owned(),
+            (phase, _) => phase.to_owned(),
+        }
+    }
+
     /// Where it runs, or why it waits: `on node-1`, `pending: 0/5 nodes available: …`.
     pub fn place(&self) -> String {
-        let ended = self.phase == "Failed" || self.phase == "Succeeded";
+        let ended =
+            self.phase == "Failed" || self.phase == "Succeeded" || !self.ready && self.phase == "Running";
         match (&self.node, &self.message) {
             (Some(node), Some(how)) if ended => format!("on {node}: {how}"),
             (Some(node), _) => format!("on {node}"),
@@ -141,6 +157,9 @@ pub fn report(
             .map(|r| ReplicaReport {
                 name: text(&r["metadata"]["name"]).unwrap_or_default(),
                 phase: text(&r["status"]["phase"]).unwrap_or_else(|| "Pending".into()),
+                ready: serde_json::from_value::<api::kinds::ReplicaStatus>(r["status"].clone())
+                    .is_ok_and(|s| s.is_ready()),
+                last_exit_reason: text(&r["status"]["lastExitReason"]),
                 node: text(&r["spec"]["nodeName"]),
                 reason: text(&r["status"]["reason"]),
                 message: text(&r["status"]["message"]),
@@ -152,7 +171,7 @@ pub fn report(
             name: text(&w["metadata"]["name"]).unwrap_or_default(),
             desired: w["spec"]["replicas"].as_i64().unwrap_or(1),
             replicas: owned.len() as i64,
-            ready: owned.iter().filter(|r| r.phase == "Running").count() as i64,
+            ready: owned.iter().filter(|r| r.ready).count() as i64,
             items: owned,
         });
     }

@@ -21,8 +21,8 @@ use std::sync::Arc;
 
 use api::kinds::{
     AccountSpec, AttestationSpec, AuditDecision, AuditEventSpec, CreditGrantSpec, NodeConditionType,
-    NodeOfferSpec, NodeSpec, ReplicaConditionType, ReplicaPhase, ReplicaSpec, ReputationSpec,
-    ReputationStatus, SubjectKind, TrustPolicySpec, WorkloadConditionType, WorkloadSpec,
+    NodeOfferSpec, NodeSpec, ReplicaPhase, ReplicaSpec, ReputationSpec, ReputationStatus, SubjectKind,
+    TrustPolicySpec, WorkloadConditionType, WorkloadSpec,
 };
 use api::meta::{ConditionStatus, Time};
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -762,13 +762,7 @@ fn condition_view<T: Serialize>(c: &api::meta::Condition<T>, bad: bool) -> Condi
 
 /// Whether a replica is ready: running, and no Ready condition says otherwise.
 fn replica_ready(r: &Kube<ReplicaSpec>) -> bool {
-    r.status.as_ref().is_some_and(|s| {
-        s.phase == ReplicaPhase::Running
-            && !s
-                .conditions
-                .iter()
-                .any(|c| c.type_ == ReplicaConditionType::Ready && c.status != ConditionStatus::True)
-    })
+    r.status.as_ref().is_some_and(api::kinds::ReplicaStatus::is_ready)
 }
 
 /// Why a pending replica waits: what the scheduler wrote (`0/3 nodes available: …`), else

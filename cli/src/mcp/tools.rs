@@ -557,7 +557,7 @@ impl UiServer {
 
     /// Workloads with their replicas, and why a pending one waits.
     #[tool(
-        description = "Your user's workloads (or one by name; all of everyone's with all_namespaces): replicas wanted, existing and running, each replica's phase and node, and for a pending one the scheduler's reason",
+        description = "Your user's workloads (or one by name; all of everyone's with all_namespaces): replicas wanted, existing and ready, each replica's phase and node, and for a pending one the scheduler's reason",
         annotations(
             title = "Workload status",
             read_only_hint = true,
@@ -586,11 +586,11 @@ impl UiServer {
             let mut out = String::new();
             for w in &report {
                 out.push_str(&format!(
-                    "{}/{}: {}/{} running, {} replicas\n",
+                    "{}/{}: {}/{} ready, {} replicas\n",
                     w.namespace, w.name, w.ready, w.desired, w.replicas
                 ));
                 for r in &w.items {
-                    out.push_str(&format!("  {}  {}  {}\n", r.name, r.phase, r.place()));
+                    out.push_str(&format!("  {}  {}  {}\n", r.name, r.state(), r.place()));
                 }
             }
             Ok(bounded::cut(out, bounded::MAX_TEXT, "ask `status` for one workload by name"))

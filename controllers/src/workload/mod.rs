@@ -6,7 +6,9 @@ pub mod plan;
 
 use std::sync::Arc;
 
-use api::kinds::{ReplicaPhase, ReplicaSpec, WorkloadConditionType, WorkloadSpec, WorkloadStatus};
+use api::kinds::{
+    ReplicaPhase, ReplicaSpec, ReplicaStatus, WorkloadConditionType, WorkloadSpec, WorkloadStatus,
+};
 use api::meta::{Condition, ConditionStatus, Time};
 use chrono::Utc;
 use futures_util::stream;
@@ -89,7 +91,7 @@ async fn reconcile(workload: Arc<Kube<WorkloadSpec>>, ctx: Arc<Ctx>) -> Result<A
         .map(|r| Have {
             name: r.name().to_owned(),
             hash: r.metadata.labels.as_ref().and_then(|l| l.get(TEMPLATE_LABEL)).cloned().unwrap_or_default(),
-            ready: r.status.as_ref().is_some_and(|s| s.phase == ReplicaPhase::Running),
+            ready: r.status.as_ref().is_some_and(ReplicaStatus::is_ready),
             bound: r.spec.node_name.is_some(),
             deleting: r.is_deleting(),
             labels: r.metadata.labels.clone().unwrap_or_default(),
@@ -202,7 +204,7 @@ fn status(
         i32::try_from(active.iter().filter(|r| f(r)).count()).unwrap_or(i32::MAX)
     };
     let replicas = count(&|_| true);
-    let ready = count(&|r| r.status.as_ref().is_some_and(|s| s.phase == ReplicaPhase::Running));
+    let ready = count(&|r| r.status.as_ref().is_some_and(ReplicaStatus::is_ready));
     let updated = count(&|r| {
         r.metadata.labels.as_ref().and_then(|l| l.get(TEMPLATE_LABEL)).map(String::as_str) == Some(hash)
     });
@@ -245,7 +247,7 @@ fn status(
                 WorkloadConditionType::Available,
                 ready >= desired,
                 if ready >= desired { "ReplicasReady" } else { "ReplicasNotReady" },
-                format!("{ready}/{desired} replicas running"),
+                format!("{ready}/{desired} replicas ready"),
             ),
             cond(
                 WorkloadConditionType::Progressing,
