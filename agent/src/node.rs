@@ -58,6 +58,24 @@ pub struct Config {
     /// The node's age key, which opens the sealed values sealed to the Node's `ageRecipient`
     /// (none: this node opens none, and a replica with one is placed elsewhere).
     pub age_key: Option<AgeKey>,
+    /// The limits of a replica whose workload sets none.
+    pub default_limits: DefaultLimits,
+}
+
+/// The limits a node gives a replica whose workload asks for no resources (as a Kubernetes
+/// LimitRange's defaults): no replica runs without limits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DefaultLimits {
+    /// CPU in millicores.
+    pub cpu_millis: u64,
+    /// Memory (and memory with swap) in bytes.
+    pub memory_bytes: u64,
+}
+
+impl Default for DefaultLimits {
+    fn default() -> Self {
+        Self { cpu_millis: 1000, memory_bytes: 512 << 20 }
+    }
 }
 
 /// The node's age identity (never printed).
@@ -734,8 +752,9 @@ fn prepare(
         argv,
         env,
         hostname: replica.name().chars().take(63).collect(),
-        cpu_millis: cpu.filter(|m| *m > 0),
-        memory_bytes: memory.filter(|b| *b > 0),
+        // A workload that asks for nothing gets the node's defaults, never no limit.
+        cpu_millis: Some(cpu.filter(|m| *m > 0).unwrap_or(config.default_limits.cpu_millis)),
+        memory_bytes: Some(memory.filter(|b| *b > 0).unwrap_or(config.default_limits.memory_bytes)),
         cgroup: format!("{}/{}", config.cgroup_parent(), replica.uid()),
         state_root: config.containers(),
     })

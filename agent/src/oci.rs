@@ -15,57 +15,104 @@ const MIN_CPU_QUOTA_MICROS: u64 = 1_000;
 /// A quota of 1024 CPUs: more than any node, and well within what the kernel takes.
 const MAX_CPU_QUOTA_MICROS: u64 = 1024 * CPU_PERIOD_MICROS;
 
-/// Syscalls a replica may not make (EPERM), after Docker's default profile: kernel keyrings,
-/// BPF, new user namespaces and other namespaces, mounts, modules, kexec, reboot, swap,
-/// accounting, file handles (a classic container escape), fanotify-style userfaults and
-/// perf. Everything else is allowed; the capability set does the rest.
-const DENIED_SYSCALLS: &[&str] = &[
-    "add_key",
-    "request_key",
-    "keyctl",
-    "bpf",
-    "userfaultfd",
-    "perf_event_open",
-    "unshare",
-    "setns",
-    "mount",
-    "umount2",
-    "pivot_root",
-    "fsopen",
-    "fsmount",
-    "fsconfig",
-    "move_mount",
-    "open_tree",
-    "kexec_load",
-    "kexec_file_load",
-    "init_module",
-    "finit_module",
-    "delete_module",
-    "reboot",
-    "swapon",
-    "swapoff",
-    "acct",
-    "open_by_handle_at",
-    "name_to_handle_at",
-    "quotactl",
+/// Syscalls a replica may make; every other one fails with EPERM. An allow-list after
+/// Docker's default profile, narrowed for strangers' code: without the calls Docker allows
+/// only with capabilities no replica has (mounts, namespaces, modules, clocks, BPF, perf,
+/// reboot, `open_by_handle_at`), and without some Docker allows to everyone: `ptrace` and
+/// `process_vm_*` (reading another process's memory), `io_uring_*` (a frequent source of kernel
+/// escapes, off in Docker 25+ too), `name_to_handle_at`, `fanotify_mark`, `adjtimex`,
+/// `clock_adjtime`. `clone`, `socket` and `personality` are allowed only with safe arguments
+/// (below). Names this machine's libseccomp does not know are skipped.
+#[rustfmt::skip]
+const ALLOWED_SYSCALLS: &[&str] = &[
+    // Files and directories.
+    "access", "chdir", "chmod", "chown", "chown32", "close", "close_range", "copy_file_range", "creat",
+    "dup", "dup2", "dup3", "faccessat", "faccessat2", "fadvise64", "fadvise64_64", "fallocate", "fchdir",
+    "fchmod", "fchmodat", "fchown", "fchown32", "fchownat", "fcntl", "fcntl64", "fdatasync", "fgetxattr",
+    "flistxattr", "flock", "fremovexattr", "fsetxattr", "fstat", "fstat64", "fstatat64", "fstatfs",
+    "fstatfs64", "fsync", "ftruncate", "ftruncate64", "futimesat", "getcwd", "getdents", "getdents64",
+    "getxattr", "inotify_add_watch", "inotify_init", "inotify_init1", "inotify_rm_watch", "lchown",
+    "lchown32", "lgetxattr", "link", "linkat", "listxattr", "llistxattr", "_llseek", "lremovexattr",
+    "lseek", "lsetxattr", "lstat", "lstat64", "mkdir", "mkdirat", "mknod", "mknodat", "newfstatat",
+    "open", "openat", "openat2", "pread64", "preadv", "preadv2", "pwrite64", "pwritev", "pwritev2",
+    "read", "readahead", "readlink", "readlinkat", "readv", "removexattr", "rename", "renameat",
+    "renameat2", "rmdir", "sendfile", "sendfile64", "setxattr", "splice", "stat", "stat64", "statfs",
+    "statfs64", "statx", "symlink", "symlinkat", "sync", "sync_file_range", "syncfs", "tee", "truncate",
+    "truncate64", "umask", "unlink", "unlinkat", "utime", "utimensat", "utimensat_time64", "utimes",
+    "vmsplice", "write", "writev", "chroot",
+    // Memory.
+    "brk", "madvise", "membarrier", "memfd_create", "mincore", "mlock", "mlock2", "mlockall", "mmap",
+    "mmap2", "mprotect", "mremap", "msync", "munlock", "munlockall", "munmap", "pkey_alloc",
+    "pkey_free", "pkey_mprotect", "remap_file_pages",
+    // Processes, threads, signals, scheduling.
+    "arch_prctl", "capget", "capset", "execve", "execveat", "exit", "exit_group", "fork", "getcpu",
+    "getegid", "getegid32", "geteuid", "geteuid32", "getgid", "getgid32", "getgroups", "getgroups32",
+    "getitimer", "getpgid", "getpgrp", "getpid", "getppid", "getpriority", "getresgid", "getresgid32",
+    "getresuid", "getresuid32", "getrlimit", "get_robust_list", "getrusage", "getsid", "get_thread_area",
+    "gettid", "getuid", "getuid32", "ioprio_get", "ioprio_set", "kill", "modify_ldt", "pause",
+    "pidfd_open", "pidfd_send_signal", "prctl", "prlimit64", "restart_syscall", "rseq", "rt_sigaction",
+    "rt_sigpending", "rt_sigprocmask", "rt_sigqueueinfo", "rt_sigreturn", "rt_sigsuspend",
+    "rt_sigtimedwait", "rt_sigtimedwait_time64", "rt_tgsigqueueinfo", "sched_getaffinity",
+    "sched_getattr", "sched_getparam", "sched_get_priority_max", "sched_get_priority_min",
+    "sched_getscheduler", "sched_rr_get_interval", "sched_rr_get_interval_time64", "sched_setaffinity",
+    "sched_setattr", "sched_setparam", "sched_setscheduler", "sched_yield", "seccomp", "setfsgid",
+    "setfsgid32", "setfsuid", "setfsuid32", "setgid", "setgid32", "setgroups", "setgroups32",
+    "setitimer", "setpgid", "setpriority", "setregid", "setregid32", "setresgid", "setresgid32",
+    "setresuid", "setresuid32", "setreuid", "setreuid32", "setrlimit", "set_robust_list", "setsid",
+    "set_thread_area", "set_tid_address", "setuid", "setuid32", "sigaltstack", "signalfd", "signalfd4",
+    "sigprocmask", "sigreturn", "tgkill", "tkill", "ugetrlimit", "uname", "vfork", "wait4", "waitid",
+    "waitpid", "sysinfo", "times", "getrandom", "landlock_add_rule", "landlock_create_ruleset",
+    "landlock_restrict_self",
+    // Time and waiting.
+    "alarm", "clock_getres", "clock_getres_time64", "clock_gettime", "clock_gettime64",
+    "clock_nanosleep", "clock_nanosleep_time64", "epoll_create", "epoll_create1", "epoll_ctl",
+    "epoll_ctl_old", "epoll_pwait", "epoll_pwait2", "epoll_wait", "epoll_wait_old", "eventfd",
+    "eventfd2", "futex", "futex_time64", "futex_waitv", "gettimeofday", "nanosleep", "_newselect",
+    "poll", "ppoll", "ppoll_time64", "pselect6", "pselect6_time64", "select", "time", "timer_create",
+    "timer_delete", "timer_getoverrun", "timer_gettime", "timer_gettime64", "timer_settime",
+    "timer_settime64", "timerfd_create", "timerfd_gettime", "timerfd_gettime64", "timerfd_settime",
+    "timerfd_settime64", "io_cancel", "io_destroy", "io_getevents", "io_pgetevents",
+    "io_pgetevents_time64", "io_setup", "io_submit",
+    // Sockets (`socket` itself below), pipes, IPC.
+    "accept", "accept4", "bind", "connect", "getpeername", "getsockname", "getsockopt", "listen",
+    "recv", "recvfrom", "recvmmsg", "recvmmsg_time64", "recvmsg", "send", "sendmmsg", "sendmsg",
+    "sendto", "setsockopt", "shutdown", "socketcall", "socketpair", "pipe", "pipe2", "ioctl", "ipc",
+    "mq_getsetattr", "mq_notify", "mq_open", "mq_timedreceive", "mq_timedreceive_time64",
+    "mq_timedsend", "mq_timedsend_time64", "mq_unlink", "msgctl", "msgget", "msgrcv", "msgsnd",
+    "semctl", "semget", "semop", "semtimedop", "semtimedop_time64", "shmat", "shmctl", "shmdt",
+    "shmget",
 ];
 
-/// `CLONE_NEWUSER`: `clone` with it is refused, so no user namespace can be made.
-const CLONE_NEWUSER: u64 = 0x1000_0000;
+/// The namespace flags of `clone`: a `clone` with any of them fails (no new namespaces).
+const CLONE_NAMESPACE_FLAGS: u64 = 0x7E02_0000;
 
-/// The seccomp filter of every replica.
+/// `AF_VSOCK`: sockets to the hypervisor stay closed.
+const AF_VSOCK: u64 = 40;
+
+/// The `personality` values allowed (Linux, `UNAME26`, `ADDR_NO_RANDOMIZE`, both, and the
+/// query 0xffffffff), as Docker.
+const PERSONALITIES: &[u64] = &[0, 8, 0x2_0000, 0x2_0008, 0xFFFF_FFFF];
+
+/// The seccomp filter of every replica: [`ALLOWED_SYSCALLS`], `clone` without namespace flags,
+/// `clone3` answered ENOSYS (its flags are behind a pointer and cannot be checked; libc falls
+/// back to `clone`), `socket` of any family but vsock, `personality` with the values above.
 pub fn seccomp() -> Value {
-    json!({
-        "defaultAction": "SCMP_ACT_ALLOW",
-        "syscalls": [
-            { "names": DENIED_SYSCALLS, "action": "SCMP_ACT_ERRNO", "errnoRet": 1 },
-            { "names": ["clone"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1,
-              "args": [{ "index": 0, "value": CLONE_NEWUSER, "valueTwo": CLONE_NEWUSER, "op": "SCMP_CMP_MASKED_EQ" }] },
-            // Its flags cannot be filtered (they are behind a pointer): ENOSYS makes libc fall
-            // back to clone, which is.
-            { "names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": 38 },
-        ],
-    })
+    let mut rules = vec![
+        json!({ "names": ALLOWED_SYSCALLS, "action": "SCMP_ACT_ALLOW" }),
+        // `(flags & CLONE_NAMESPACE_FLAGS) == 0`. libcontainer reads a masked comparison
+        // with `valueTwo` as the mask and `value` as what the masked argument must equal (runc
+        // reads them the other way round).
+        json!({ "names": ["clone"], "action": "SCMP_ACT_ALLOW",
+          "args": [{ "index": 0, "value": 0, "valueTwo": CLONE_NAMESPACE_FLAGS, "op": "SCMP_CMP_MASKED_EQ" }] }),
+        json!({ "names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": 38 }),
+        json!({ "names": ["socket"], "action": "SCMP_ACT_ALLOW",
+          "args": [{ "index": 0, "value": AF_VSOCK, "op": "SCMP_CMP_NE" }] }),
+    ];
+    rules.extend(PERSONALITIES.iter().map(|p| {
+        json!({ "names": ["personality"], "action": "SCMP_ACT_ALLOW",
+          "args": [{ "index": 0, "value": p, "op": "SCMP_CMP_EQ" }] })
+    }));
+    json!({ "defaultAction": "SCMP_ACT_ERRNO", "defaultErrnoRet": 1, "syscalls": rules })
 }
 
 /// The capabilities a replica keeps (Docker's default set, without `NET_RAW`).
@@ -141,12 +188,12 @@ pub fn config(run: &RunSpec) -> Value {
             "resources": resources,
             "namespaces": [
                 { "type": "pid" }, { "type": "network" }, { "type": "ipc" },
-                { "type": "uts" }, { "type": "mount" },
+                { "type": "uts" }, { "type": "mount" }, { "type": "cgroup" },
             ],
             "maskedPaths": [
-                "/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
-                "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/sys/firmware",
-                "/proc/scsi",
+                "/proc/acpi", "/proc/asound", "/proc/interrupts", "/proc/kcore", "/proc/keys",
+                "/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug",
+                "/proc/scsi", "/sys/firmware", "/sys/devices/virtual/powercap",
             ],
             "readonlyPaths": [
                 "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger",
@@ -183,7 +230,7 @@ mod tests {
         assert_eq!(c["linux"]["resources"]["memory"]["limit"], 32 << 20);
         assert_eq!(c["linux"]["resources"]["cpu"], json!({ "quota": 25_000, "period": 100_000 }));
         assert_eq!(c["linux"]["resources"]["memory"]["swap"], 32 << 20);
-        assert_eq!(c["linux"]["seccomp"]["defaultAction"], "SCMP_ACT_ALLOW");
+        assert_eq!(c["linux"]["seccomp"]["defaultAction"], "SCMP_ACT_ERRNO");
         assert_eq!(c["linux"]["cgroupsPath"], "/univrs/n1/c1");
         let ns: Vec<&str> = c["linux"]["namespaces"]
             .as_array()
@@ -191,7 +238,7 @@ mod tests {
             .iter()
             .map(|n| n["type"].as_str().unwrap())
             .collect();
-        assert_eq!(ns, ["pid", "network", "ipc", "uts", "mount"]);
+        assert_eq!(ns, ["pid", "network", "ipc", "uts", "mount", "cgroup"]);
         assert_eq!(c["process"]["env"][1], "GREETING=hello");
         assert_eq!(c["process"]["args"][2], "echo hi");
     }

@@ -377,6 +377,7 @@ pub fn agent_config(
         trusted,
         // The node's age key opens what is sealed to its Node's ageRecipient.
         age_key: Some(agent::node::AgeKey(std::sync::Arc::new(identity(node)?.age_identity().clone()))),
+        default_limits: agent::node::DefaultLimits::default(),
     })
 }
 
