@@ -776,3 +776,72 @@ fn probes_decide_readiness_and_liveness_and_a_crash_loop_says_so_everywhere() {
     assert!(line.contains("0/1") && line.contains("CrashLoopBackOff") && line.contains("Error"), "{got}");
     drop(up);
 }
+
+#[test]
+fn a_replica_makes_only_allowed_syscalls_with_docker_s_capabilities_or_fewer() {
+    require_root();
+    let u = User::new();
+    let up = Up::start(&u, "jail");
+    // An image of busybox and a static program that tries what a replica must not do.
+    let images = up.data.join("node/images");
+    let tools = images.join("tools");
+    wait_for(30, "the busybox image", || {
+        if images.join("busybox/bin/busybox").exists() { Ok(()) } else { Err("not yet".to_owned()) }
+    });
+    let copied = std::process::Command::new("cp")
+        .args(["-a", images.join("busybox").to_str().unwrap(), tools.to_str().unwrap()])
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    let source = support::workspace().join("tests/fixtures/escape.c");
+    let built = std::process::Command::new("cc")
+        .args(["-static", "-O", "-o", tools.join("bin/escape").to_str().unwrap(), source.to_str().unwrap()])
+        .status()
+        .expect("a C compiler (gcc) is installed");
+    assert!(built.success(), "cannot build {}", source.display());
+    let script = "/bin/escape; grep -E '^(CapEff|CapBnd|NoNewPrivs|Seccomp):' /proc/self/status; \
+                  nsenter -t 1 -n true 2>/dev/null && echo setns=ok || echo setns=refused; \
+                  sleep 2; echo done";
+    let yaml =
+        workload("jail", script, "  restartPolicy: Never\n").replace("rootfs: busybox", "rootfs: tools");
+    apply(&u, "jail", &yaml);
+    let r = wait_phase(&u, "jail", "Succeeded", 60);
+    let out = ui(&u, &["logs", r["metadata"]["name"].as_str().unwrap()]).ok().stdout;
+    let said = |key: &str| {
+        out.lines()
+            .find_map(|l| l.strip_prefix(&format!("{key}=")).or_else(|| l.strip_prefix(&format!("{key}:"))))
+            .map(str::trim)
+            .unwrap_or_else(|| panic!("no {key} in the output:\n{out}"))
+            .to_owned()
+    };
+    // Refused by the seccomp allow-list (EPERM), whatever the capabilities would allow.
+    for call in [
+        "ptrace",
+        "unshare_user",
+        "unshare_net",
+        "clone_newuser",
+        "mount",
+        "io_uring_setup",
+        "keyctl",
+        "bpf",
+        "socket_vsock",
+    ] {
+        assert_eq!(said(call), "EPERM", "{call}:\n{out}");
+    }
+    assert_eq!(said("setns"), "refused", "{out}");
+    // What a program needs still works.
+    assert_eq!(said("socket_inet"), "ok", "{out}");
+    assert_eq!(said("fork"), "ok", "{out}");
+    // Docker's default capabilities without NET_RAW: CHOWN DAC_OVERRIDE FOWNER FSETID KILL
+    // SETGID SETUID SETPCAP NET_BIND_SERVICE SYS_CHROOT MKNOD AUDIT_WRITE SETFCAP.
+    assert_eq!(said("CapEff"), "00000000a80405fb", "{out}");
+    assert_eq!(said("CapBnd"), "00000000a80405fb", "{out}");
+    assert_eq!(said("NoNewPrivs"), "1", "{out}");
+    assert_eq!(said("Seccomp"), "2", "{out}");
+    // No resources asked: the node's default limits, not none.
+    let limits = wait_for(20, "the limits applied", || {
+        let r = replica_named(&u, r["metadata"]["name"].as_str().unwrap());
+        if r["status"]["limits"].is_object() { Ok(r["status"]["limits"].clone()) } else { Err(r.to_string()) }
+    });
+    assert_eq!(limits, serde_json::json!({ "cpu": 1, "memory": "512Mi" }));
+}
