@@ -801,12 +801,24 @@ fn a_replica_makes_only_allowed_syscalls_with_docker_s_capabilities_or_fewer() {
     assert!(built.success(), "cannot build {}", source.display());
     let script = "/bin/escape; grep -E '^(CapEff|CapBnd|NoNewPrivs|Seccomp):' /proc/self/status; \
                   nsenter -t 1 -n true 2>/dev/null && echo setns=ok || echo setns=refused; \
-                  sleep 2; echo done";
+                  echo uid_map=$(cat /proc/self/uid_map); id; sleep 4; echo done";
     let yaml =
         workload("jail", script, "  restartPolicy: Never\n").replace("rootfs: busybox", "rootfs: tools");
     apply(&u, "jail", &yaml);
+    let r = wait_phase(&u, "jail", "Running", 60);
+    // Seen from the host: the container's root is an unprivileged host uid, its own range.
+    let run = up.data.join("node/state/runs").join(r["metadata"]["uid"].as_str().unwrap());
+    let host_uid = wait_for(10, "the container's host uid", || {
+        let pid = std::fs::read_to_string(run.join("container.pid")).map_err(|e| e.to_string())?;
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", pid.trim())).map_err(|e| e.to_string())?;
+        let uid = status.lines().find_map(|l| l.strip_prefix("Uid:")).ok_or("no Uid")?;
+        Ok::<u64, String>(uid.split_whitespace().next().unwrap().parse().unwrap())
+    });
+    assert!(host_uid >= 1 << 20, "container root is host uid {host_uid}");
     let r = wait_phase(&u, "jail", "Succeeded", 60);
     let out = ui(&u, &["logs", r["metadata"]["name"].as_str().unwrap()]).ok().stdout;
+    assert!(out.contains("uid=0(root) gid=0(root)") || out.contains("uid=0 gid=0"), "{out}");
     let said = |key: &str| {
         out.lines()
             .find_map(|l| l.strip_prefix(&format!("{key}=")).or_else(|| l.strip_prefix(&format!("{key}:"))))
@@ -814,6 +826,7 @@ fn a_replica_makes_only_allowed_syscalls_with_docker_s_capabilities_or_fewer() {
             .unwrap_or_else(|| panic!("no {key} in the output:\n{out}"))
             .to_owned()
     };
+    assert_eq!(said("uid_map").split_whitespace().collect::<Vec<_>>(), ["0", &host_uid.to_string(), "65536"]);
     // Refused by the seccomp allow-list (EPERM), whatever the capabilities would allow.
     for call in [
         "ptrace",

@@ -64,6 +64,8 @@ impl Images {
     pub fn ensure_busybox(&self) -> anyhow::Result<bool> {
         let target = self.dir.join("busybox");
         if target.join("bin/busybox").exists() {
+            // Made by an earlier version as 0700: a container's unprivileged root enters it.
+            std::fs::set_permissions(&target, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
             return Ok(true);
         }
         let host = Path::new(HOST_BUSYBOX);
@@ -106,6 +108,8 @@ fn tempdir_in(dir: &Path) -> std::io::Result<PathBuf> {
         chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0)
     ));
     std::fs::create_dir(&path)?;
+    // An image's root is entered by a container's (unprivileged) root.
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
     Ok(path)
 }
 

@@ -295,6 +295,7 @@ fn clean_up_stale_in(runs: &Path, containers: &Path, wanted: &BTreeMap<String, A
                 let _ = c.delete(true);
             }
             let _ = std::fs::remove_dir_all(entry.path());
+            crate::shim::unmount(&Path::new(crate::shim::STAGING).join(&id));
         }
     }
 }

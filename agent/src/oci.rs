@@ -132,8 +132,26 @@ const CAPABILITIES: &[&str] = &[
     "CAP_AUDIT_WRITE",
 ];
 
-/// `config.json` for `run`.
-pub fn config(run: &RunSpec) -> Value {
+/// How many host uids (and gids) one replica's user namespace maps: container ids 0..65535.
+pub const ID_RANGE: u64 = 65_536;
+/// The first host id of the first replica's range (far above any account's uid).
+const FIRST_HOST_ID: u64 = 1 << 20;
+/// How many ranges there are: the last ends below 2^31.
+const ID_SLOTS: u64 = ((1 << 31) - FIRST_HOST_ID) / ID_RANGE;
+
+/// The first host uid (and gid) of the user namespace of the container `id`: container root is
+/// that unprivileged host id, and no two replicas share one but by chance (a hash of the id
+/// picks one of 32,752 ranges).
+pub fn host_id_base(id: &str) -> u64 {
+    // FNV-1a: stable across builds and machines.
+    let hash =
+        id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+    FIRST_HOST_ID + (hash % ID_SLOTS) * ID_RANGE
+}
+
+/// `config.json` for `run`, whose root filesystem is at `rootfs`.
+pub fn config(run: &RunSpec, rootfs: &std::path::Path) -> Value {
+    let ids = json!([{ "containerID": 0, "hostID": host_id_base(&run.id), "size": ID_RANGE }]);
     let default_path = (!run.env.iter().any(|(k, _)| k == "PATH"))
         .then(|| "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_owned());
     let env: Vec<String> =
@@ -166,7 +184,7 @@ pub fn config(run: &RunSpec) -> Value {
             "rlimits": [{ "type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024 }],
             "noNewPrivileges": true,
         },
-        "root": { "path": run.rootfs, "readonly": true },
+        "root": { "path": rootfs, "readonly": true },
         "hostname": run.hostname,
         "mounts": [
             { "destination": "/proc", "type": "proc", "source": "proc" },
@@ -186,10 +204,14 @@ pub fn config(run: &RunSpec) -> Value {
         "linux": {
             "cgroupsPath": run.cgroup,
             "resources": resources,
+            // A user namespace first: container root is an unprivileged host id, and every
+            // capability it has is over its own namespaces only.
             "namespaces": [
-                { "type": "pid" }, { "type": "network" }, { "type": "ipc" },
+                { "type": "user" }, { "type": "pid" }, { "type": "network" }, { "type": "ipc" },
                 { "type": "uts" }, { "type": "mount" }, { "type": "cgroup" },
             ],
+            "uidMappings": ids,
+            "gidMappings": ids,
             "maskedPaths": [
                 "/proc/acpi", "/proc/asound", "/proc/interrupts", "/proc/kcore", "/proc/keys",
                 "/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug",
@@ -207,6 +229,7 @@ pub fn config(run: &RunSpec) -> Value {
 mod tests {
     use super::*;
     use crate::run::RuntimeKind;
+    use std::path::Path;
 
     fn spec() -> RunSpec {
         RunSpec {
@@ -225,7 +248,7 @@ mod tests {
 
     #[test]
     fn limits_namespaces_and_a_read_only_root_are_in_the_config() {
-        let c = config(&spec());
+        let c = config(&spec(), std::path::Path::new("/images/busybox"));
         assert_eq!(c["root"], json!({ "path": "/images/busybox", "readonly": true }));
         assert_eq!(c["linux"]["resources"]["memory"]["limit"], 32 << 20);
         assert_eq!(c["linux"]["resources"]["cpu"], json!({ "quota": 25_000, "period": 100_000 }));
@@ -238,22 +261,26 @@ mod tests {
             .iter()
             .map(|n| n["type"].as_str().unwrap())
             .collect();
-        assert_eq!(ns, ["pid", "network", "ipc", "uts", "mount", "cgroup"]);
+        assert_eq!(ns, ["user", "pid", "network", "ipc", "uts", "mount", "cgroup"]);
+        let base = host_id_base("c1");
+        assert!(base >= 1 << 20 && base + ID_RANGE <= 1 << 31 && base % ID_RANGE == 0, "{base}");
+        assert_eq!(c["linux"]["uidMappings"], json!([{ "containerID": 0, "hostID": base, "size": 65_536 }]));
+        assert_ne!(host_id_base("c2"), base);
         assert_eq!(c["process"]["env"][1], "GREETING=hello");
         assert_eq!(c["process"]["args"][2], "echo hi");
     }
 
     #[test]
     fn a_tiny_cpu_limit_is_the_kernel_s_smallest_quota() {
-        let c = config(&RunSpec { cpu_millis: Some(1), ..spec() });
+        let c = config(&RunSpec { cpu_millis: Some(1), ..spec() }, Path::new("/r"));
         assert_eq!(c["linux"]["resources"]["cpu"]["quota"], 1_000);
-        let c = config(&RunSpec { cpu_millis: Some(u64::MAX), ..spec() });
+        let c = config(&RunSpec { cpu_millis: Some(u64::MAX), ..spec() }, Path::new("/r"));
         assert_eq!(c["linux"]["resources"]["cpu"]["quota"], 1024 * 100_000);
     }
 
     #[test]
     fn no_limits_means_none_in_the_config() {
-        let c = config(&RunSpec { cpu_millis: None, memory_bytes: None, ..spec() });
+        let c = config(&RunSpec { cpu_millis: None, memory_bytes: None, ..spec() }, Path::new("/r"));
         assert!(c["linux"]["resources"].get("memory").is_none());
         assert!(c["linux"]["resources"].get("cpu").is_none());
     }

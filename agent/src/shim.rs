@@ -199,7 +199,8 @@ fn run_container(
 ) -> anyhow::Result<RunResult> {
     let bundle = dir.join("bundle");
     std::fs::create_dir_all(&bundle)?;
-    write_json(&bundle, "config.json", &crate::oci::config(spec))?;
+    let staged = Staged::mount(&spec.rootfs, &spec.id)?;
+    write_json(&bundle, "config.json", &crate::oci::config(spec, &staged.0))?;
     std::fs::create_dir_all(&spec.state_root)?;
     // A container of the same id left by a run that did not finish cleanly.
     let stale = spec.state_root.join(&spec.id);
@@ -270,6 +271,56 @@ fn run_container(
         error: None,
         killed: None,
     })
+}
+
+/// Where a container's root filesystem is bind-mounted for its run. The container's root is an
+/// unprivileged host id (its user namespace), which must reach its root filesystem: the image
+/// may lie under a directory only root can enter (a node directory in `/root`), this path every
+/// id can. Read-only: the container cannot change the image through it.
+pub const STAGING: &str = "/run/univrs/rootfs";
+
+/// A root filesystem bind-mounted at `STAGING/ID` for one run, unmounted when dropped.
+struct Staged(PathBuf);
+
+impl Staged {
+    fn mount(image: &Path, id: &str) -> anyhow::Result<Self> {
+        use nix::mount::MsFlags;
+        use std::os::unix::fs::PermissionsExt;
+        let root = Path::new(STAGING);
+        std::fs::create_dir_all(root).with_context(|| format!("cannot make {STAGING}"))?;
+        for dir in [root.parent().expect("STAGING has a parent"), root] {
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))?;
+        }
+        let target = root.join(id);
+        unmount(&target); // left by a shim that was killed
+        std::fs::create_dir_all(&target)?;
+        nix::mount::mount(
+            Some(image),
+            &target,
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None::<&str>,
+        )
+        .with_context(|| format!("cannot bind-mount {} at {}", image.display(), target.display()))?;
+        let read_only = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
+        if let Err(e) = nix::mount::mount(None::<&str>, &target, None::<&str>, read_only, None::<&str>) {
+            unmount(&target);
+            return Err(e).context("cannot make the root filesystem read-only");
+        }
+        Ok(Self(target))
+    }
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        unmount(&self.0);
+    }
+}
+
+/// Unmounts a staged root filesystem (if mounted) and removes its mount point.
+pub fn unmount(target: &Path) {
+    let _ = nix::mount::umount2(target, nix::mount::MntFlags::MNT_DETACH);
+    let _ = std::fs::remove_dir(target);
 }
 
 struct Plain(std::process::Child);
