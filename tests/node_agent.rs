@@ -365,13 +365,32 @@ impl Agent {
     }
 
     fn with_runtime(u: &User, name: &str, runtime: &'static str) -> Self {
+        Self::offered_in(u, name, runtime, "DE")
+    }
+
+    /// A node whose offer is in `jurisdiction`.
+    fn offered_in(u: &User, name: &str, runtime: &'static str, jurisdiction: &str) -> Self {
         let dir = u.path(&format!("node-{name}"));
         let listen = format!("127.0.0.1:{}", free_port());
         let d = dir.to_str().unwrap();
         u.run(&["node", "init", "--node-dir", d, "--name", name, "--listen", &listen]).ok();
         ui(u, &["node", "register", "--node-dir", d, "--cpu", "2", "--memory", "2Gi"]).ok();
-        ui(u, &["node", "offer", "--node-dir", d, "--jurisdiction", "DE", "--cpu", "2", "--memory", "2Gi"])
-            .ok();
+        ui(
+            u,
+            &[
+                "node",
+                "offer",
+                "--node-dir",
+                d,
+                "--jurisdiction",
+                jurisdiction,
+                "--cpu",
+                "2",
+                "--memory",
+                "2Gi",
+            ],
+        )
+        .ok();
         let mut agent = Self { dir, runtime, child: None };
         agent.start(u);
         agent
@@ -857,4 +876,101 @@ fn a_replica_makes_only_allowed_syscalls_with_docker_s_capabilities_or_fewer() {
         if r["status"]["limits"].is_object() { Ok(r["status"]["limits"].clone()) } else { Err(r.to_string()) }
     });
     assert_eq!(limits, serde_json::json!({ "cpu": 1, "memory": "512Mi" }));
+}
+
+fn condition_of(r: &Value, type_: &str) -> Value {
+    r["status"]["conditions"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["type"] == type_).cloned())
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_tightened_trust_policy_moves_a_running_replica_new_one_first_or_says_why_it_stays() {
+    require_root();
+    let u = User::new();
+    let server = Server::start_with(&u, &u.path("data"), "127.0.0.1:0", &["--allow-loopback-nodes"]);
+    let _controllers = support::Controllers::start(&u, &server);
+    let _agents = [
+        Agent::offered_in(&u, "in-de", "container", "DE"),
+        Agent::offered_in(&u, "in-fr", "container", "FR"),
+    ];
+    let policy = |jurisdictions: &str| {
+        format!(
+            "apiVersion: univrs.io/v1\nkind: TrustPolicy\nmetadata:\n  name: where\nspec:\n  allowedJurisdictions: [{jurisdictions}]\n  allowedOperators: [{}]\n",
+            u.run(&["identity", "show", "-o", "json"]).ok().json()["did"].as_str().unwrap()
+        )
+    };
+    apply(&u, "policy", &policy("DE"));
+    let extra = "  trustPolicy: where\n  resources:\n    cpu: 100m\n    memory: 32Mi\n";
+    apply(&u, "moving", &workload("moving", "echo up; sleep 600", extra));
+    let first = wait_phase(&u, "moving", "Running", 60);
+    assert_eq!(node_of(&first), "in-de");
+    let first_uid = first["metadata"]["uid"].clone();
+
+    // Only FR now: a replacement on in-fr first; the one on in-de stops only once it runs.
+    apply(&u, "policy", &policy("FR"));
+    let moved = wait_for(90, "the replica moved to in-fr", || {
+        let rs = replicas(&u, "moving");
+        let old_there = rs.iter().any(|r| r["metadata"]["uid"] == first_uid);
+        let new_running = rs.iter().any(|r| node_of(r) == "in-fr" && r["status"]["phase"] == "Running");
+        assert!(
+            old_there || new_running,
+            "the old replica went before its replacement ran: {}",
+            summary(&rs)
+        );
+        match rs.as_slice() {
+            [r] if node_of(r) == "in-fr" && r["status"]["phase"] == "Running" => Ok(r.clone()),
+            _ => Err(summary(&rs)),
+        }
+    });
+    assert_ne!(moved["metadata"]["uid"], first_uid);
+
+    // Nowhere qualifies: it keeps running, marked, and says why; the replacement waits.
+    apply(&u, "policy", &policy("US"));
+    let marked = wait_for(60, "the replica marked as a disruption target", || {
+        let r = replica_named(&u, moved["metadata"]["name"].as_str().unwrap());
+        let c = condition_of(&r, "DisruptionTarget");
+        if c["status"] == "True" { Ok((r.clone(), c)) } else { Err(r.to_string()) }
+    });
+    assert_eq!(marked.0["status"]["phase"], "Running");
+    let message = marked.1["message"].as_str().unwrap();
+    assert!(
+        message.contains("node in-fr no longer qualifies under trust policy where: jurisdiction not allowed"),
+        "{message}"
+    );
+    let waiting = wait_for(30, "a replacement that cannot be placed", || {
+        let rs = replicas(&u, "moving");
+        match rs.iter().find(|r| r["spec"]["nodeName"].is_null() && r["status"]["reason"] == "Unschedulable")
+        {
+            Some(r) => Ok(r.clone()),
+            None => Err(summary(&rs)),
+        }
+    });
+    assert!(waiting["status"]["message"].as_str().unwrap().contains("jurisdiction not allowed"), "{waiting}");
+    let w = ui(&u, &["get", "workload", "moving", "-o", "json"]).ok().json();
+    let progressing = w["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Progressing")
+        .unwrap()
+        .clone();
+    assert_eq!(progressing["reason"], "Replacing", "{w}");
+    let still = replica_named(&u, moved["metadata"]["name"].as_str().unwrap());
+    assert_eq!(still["status"]["phase"], "Running", "never below availability without a replacement");
+
+    // FR allowed again: the mark is cleared and the waiting replacement goes.
+    apply(&u, "policy", &policy("FR, US"));
+    wait_for(60, "the mark cleared and one replica left", || {
+        let rs = replicas(&u, "moving");
+        match rs.as_slice() {
+            [r] if r["metadata"]["uid"] == moved["metadata"]["uid"]
+                && condition_of(r, "DisruptionTarget")["status"] == "False" =>
+            {
+                Ok(())
+            }
+            _ => Err(summary(&rs)),
+        }
+    });
 }

@@ -77,6 +77,9 @@ pub enum ReplicaConditionType {
     Scheduled,
     /// Running and ready.
     Ready,
+    /// About to be replaced (as Kubernetes' `DisruptionTarget`): its node no longer satisfies
+    /// its workload's trust policy or placement; a replacement is placed first.
+    DisruptionTarget,
 }
 
 /// What the node agent (and scheduler) observed.
@@ -116,6 +119,11 @@ pub struct ReplicaStatus {
     /// what was delivered against what was asked).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limits: Option<Resources>,
+    /// The image it runs, pinned (as Kubernetes' `imageID`): `REPOSITORY@sha256:…` of the
+    /// manifest its reference resolved to at the first pull, or the image ID (`sha256:…` of its
+    /// config) of an image imported without one. The replica's restarts run this image.
+    #[serde(default, rename = "imageID", skip_serializing_if = "Option::is_none")]
+    pub image_id: Option<String>,
     /// Conditions.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition<ReplicaConditionType>>,
@@ -125,7 +133,19 @@ pub struct ReplicaStatus {
 /// Kubernetes' container waiting reason).
 pub const CRASH_LOOP_BACK_OFF: &str = "CrashLoopBackOff";
 
+/// The reason of a replica's `DisruptionTarget` condition when its node no longer satisfies its
+/// workload's trust policy or placement constraints.
+pub const NO_LONGER_QUALIFIES: &str = "NodeNoLongerQualifies";
+
 impl ReplicaStatus {
+    /// Whether the replica is to be replaced: its `DisruptionTarget` condition holds.
+    pub fn is_disruption_target(&self) -> bool {
+        self.conditions.iter().any(|c| {
+            c.type_ == ReplicaConditionType::DisruptionTarget
+                && c.status == crate::meta::ConditionStatus::True
+        })
+    }
+
     /// Whether the replica counts as ready: its process runs and its `Ready` condition is not
     /// `False` (a node agent writes it at every start: `True` at once without a readiness
     /// probe, after the probe passes with one; `False` while it waits to restart).

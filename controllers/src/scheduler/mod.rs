@@ -120,8 +120,10 @@ pub async fn run(shared: Shared, config: Config) {
     let (members_tx, members) = tokio::sync::watch::channel(None);
     let queue = stream::select_all([
         Box::pin(trigger_self(replica_changes, ())) as runtime::Queue<Kube<ReplicaSpec>>,
-        Box::pin(fill_only(w)),
-        Box::pin(fill_only(p)),
+        // A workload's placement or its policy that changes may disqualify the nodes its
+        // replicas run on: look at them again now.
+        Box::pin(trigger_with(w, replicas_of_workload(&replicas))),
+        Box::pin(trigger_with(p, replicas_under_policy(&replicas, &workloads))),
         // A node or offer that changes (a node turning Ready, a new offer) may make the
         // pending replicas placeable: look at them again now, not at their next retry.
         Box::pin(trigger_with(n, pending(&replicas))),
@@ -178,6 +180,49 @@ fn pending<T>(
     }
 }
 
+/// Maps a Workload to its bound replicas.
+fn replicas_of_workload(
+    replicas: &Store<Kube<ReplicaSpec>>,
+) -> impl Fn(Kube<WorkloadSpec>) -> Vec<ObjectRef<Kube<ReplicaSpec>>> + Send + Sync + 'static {
+    let replicas = replicas.clone();
+    move |w| {
+        replicas
+            .state()
+            .iter()
+            .filter(|r| {
+                r.spec.node_name.is_some() && r.namespace() == w.namespace() && r.spec.workload == w.name()
+            })
+            .map(|r| ObjectRef::from_obj(r.as_ref()))
+            .collect()
+    }
+}
+
+/// Maps a TrustPolicy to the bound replicas of the workloads in its namespace that name it.
+fn replicas_under_policy(
+    replicas: &Store<Kube<ReplicaSpec>>,
+    workloads: &Store<Kube<WorkloadSpec>>,
+) -> impl Fn(Kube<TrustPolicySpec>) -> Vec<ObjectRef<Kube<ReplicaSpec>>> + Send + Sync + 'static {
+    let (replicas, workloads) = (replicas.clone(), workloads.clone());
+    move |p| {
+        let under: BTreeSet<String> = workloads
+            .state()
+            .iter()
+            .filter(|w| w.namespace() == p.namespace() && w.spec.trust_policy.as_deref() == Some(p.name()))
+            .map(|w| w.name().to_owned())
+            .collect();
+        replicas
+            .state()
+            .iter()
+            .filter(|r| {
+                r.spec.node_name.is_some()
+                    && r.namespace() == p.namespace()
+                    && under.contains(&r.spec.workload)
+            })
+            .map(|r| ObjectRef::from_obj(r.as_ref()))
+            .collect()
+    }
+}
+
 /// Counts the events it is called with.
 fn counter<T>(changes: &Arc<AtomicU64>) -> impl FnMut(&T) + Send + 'static {
     let changes = changes.clone();
@@ -187,7 +232,7 @@ fn counter<T>(changes: &Arc<AtomicU64>) -> impl FnMut(&T) + Send + 'static {
 }
 
 async fn reconcile(replica: Arc<Kube<ReplicaSpec>>, ctx: Arc<Ctx>) -> Result<Action, Error> {
-    if replica.spec.node_name.is_some() || replica.is_deleting() {
+    if replica.is_deleting() {
         return Ok(Action::await_change());
     }
     for (store_ready, what) in [
@@ -203,6 +248,9 @@ async fn reconcile(replica: Arc<Kube<ReplicaSpec>>, ctx: Arc<Ctx>) -> Result<Act
         store_ready.map_err(|_| Error::CacheStopped(what))?;
     }
     ctx.members.clone().wait_for(Option::is_some).await.map_err(|_| Error::CacheStopped("members"))?;
+    if replica.spec.node_name.is_some() {
+        return check_placement(&ctx, &replica).await;
+    }
     let ns = replica.namespace().unwrap_or("default").to_owned();
     let retry = Action::requeue(ctx.config.retry_unschedulable);
     let Some(workload) = ctx.workloads.get(&ObjectRef::new(&replica.spec.workload).within(&ns)) else {
@@ -391,6 +439,19 @@ fn decide(
             r.uid() == uid && !(r.spec.node_name.is_some() && (usage.counts(uid) || finished))
         })
     });
+    refresh_topology(ctx, state);
+    let State { assumed, topology } = state;
+    let (_, _, topology) = topology.as_mut().expect("topology just built");
+    let placed = topology.place(&usage, assumed.values(), ask, &ctx.config.weights)?;
+    drop(usage);
+    let workload = (ask.workload.0.to_owned(), ask.workload.1.to_owned());
+    assumed.insert(assumed_key(replica), Assumed { node: placed.node.clone(), amount: ask.need, workload });
+    Ok(placed)
+}
+
+/// Builds the candidates again when a Node, NodeOffer, Reputation, Attestation or the members
+/// changed, or a second went by.
+fn refresh_topology(ctx: &Ctx, state: &mut State) {
     let changes = ctx.topology_changes.load(Ordering::Relaxed);
     let stale = state
         .topology
@@ -406,13 +467,89 @@ fn decide(
         };
         state.topology = Some((changes, Instant::now(), Topology::build(&objects, Utc::now())));
     }
-    let State { assumed, topology } = state;
-    let (_, _, topology) = topology.as_mut().expect("topology just built");
-    let placed = topology.place(&usage, assumed.values(), ask, &ctx.config.weights)?;
-    drop(usage);
-    let workload = (ask.workload.0.to_owned(), ask.workload.1.to_owned());
-    assumed.insert(assumed_key(replica), Assumed { node: placed.node.clone(), amount: ask.need, workload });
-    Ok(placed)
+}
+
+/// How often a bound replica's node is checked again against its workload's policy (besides
+/// every change of the policy or the workload).
+const RECHECK_PLACEMENT: Duration = Duration::from_secs(30);
+
+/// A bound replica whose node no longer qualifies under its workload's trust policy or
+/// placement (the policy was tightened, the operator's reputation fell below its floor, …) is
+/// marked `DisruptionTarget`; the workload controller then places a replacement first and stops
+/// it once the replacement is ready (or keeps it, saying so, while nothing qualifies). A node
+/// that qualifies again clears the mark. A policy that is missing or not the owner's changes
+/// nothing here (no replacement could be placed under it either).
+async fn check_placement(ctx: &Ctx, replica: &Kube<ReplicaSpec>) -> Result<Action, Error> {
+    let recheck = Action::requeue(RECHECK_PLACEMENT);
+    let ns = replica.namespace().unwrap_or("default");
+    let (Some(node), Some(status)) = (replica.spec.node_name.as_deref(), replica.status.as_ref()) else {
+        return Ok(recheck);
+    };
+    if status.phase.is_terminal() {
+        return Ok(Action::await_change());
+    }
+    let Some(workload) = ctx.workloads.get(&ObjectRef::new(&replica.spec.workload).within(ns)) else {
+        return Ok(recheck);
+    };
+    let named =
+        workload.spec.trust_policy.as_ref().map(|n| (n, ctx.policies.get(&ObjectRef::new(n).within(ns))));
+    let Ok(policy) = owner_policy(&workload, named.as_ref().map(|(n, p)| (n.as_str(), p.as_deref()))) else {
+        return Ok(recheck);
+    };
+    let constraints = Constraints::of(workload.spec.placement.as_ref());
+    let verdict = {
+        let mut state = ctx.state.lock().expect("scheduler state lock");
+        refresh_topology(ctx, &mut state);
+        let (_, _, topology) = state.topology.as_mut().expect("topology just built");
+        topology.qualifies(node, policy.as_ref(), workload.signer(), &constraints)
+    };
+    let marked = status.is_disruption_target();
+    let patch = match verdict {
+        Some(Err(why)) if !marked => {
+            let under = workload
+                .spec
+                .trust_policy
+                .as_ref()
+                .map_or_else(|| "its workload's placement".to_owned(), |p| format!("trust policy {p}"));
+            let message = format!(
+                "node {node} no longer qualifies under {under}: {why}; a replacement is placed first, then this replica stops"
+            );
+            tracing::info!(namespace = ns, "replica {}: {message}", replica.name());
+            Some(with_condition(status, disruption(ConditionStatus::True, message)))
+        }
+        Some(Ok(())) if marked => {
+            let message = format!("node {node} qualifies again");
+            tracing::info!(namespace = ns, "replica {}: {message}", replica.name());
+            Some(with_condition(status, disruption(ConditionStatus::False, message)))
+        }
+        _ => None,
+    };
+    if let Some(conditions) = patch {
+        patch_status(ctx, replica, &json!({ "status": { "conditions": conditions } })).await?;
+    }
+    Ok(recheck)
+}
+
+fn disruption(status: ConditionStatus, message: String) -> Condition<ReplicaConditionType> {
+    Condition {
+        type_: ReplicaConditionType::DisruptionTarget,
+        status,
+        reason: Some(api::kinds::NO_LONGER_QUALIFIES.to_owned()),
+        message: Some(message),
+        last_transition_time: Some(Time(Utc::now())),
+        observed_generation: None,
+    }
+}
+
+/// The replica's conditions with `new` in place of the one of its type (a merge patch replaces
+/// the whole list: the others are kept as they are).
+fn with_condition(
+    status: &ReplicaStatus,
+    new: Condition<ReplicaConditionType>,
+) -> Vec<Condition<ReplicaConditionType>> {
+    let mut out: Vec<_> = status.conditions.iter().filter(|c| c.type_ != new.type_).cloned().collect();
+    out.push(new);
+    out
 }
 
 /// How a bind ended.

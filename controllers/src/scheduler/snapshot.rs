@@ -535,6 +535,41 @@ impl Topology {
             })
             .collect()
     }
+
+    /// Whether node `node` still qualifies for a workload under `policy`, `signer` and
+    /// `constraints`, by the rules of [`Self::qualifying`] (who may run it at all: not whether
+    /// the node is ready, full or paid for now). `None` when there is no such node.
+    pub fn qualifies(
+        &mut self,
+        node: &str,
+        policy: Option<&Policy>,
+        signer: Option<&str>,
+        constraints: &Constraints,
+    ) -> Option<Result<(), Reason>> {
+        let &i = self.index.get(node)?;
+        let policy = policy.map(|p| {
+            let mut p = p.clone();
+            if p.required_attestations > 0 {
+                p.reach = self.reach(&p.allowed_operators);
+            }
+            p
+        });
+        let (per_operator, money, avoid) = (HashMap::new(), Money::default(), BTreeSet::new());
+        // The workload's per-operator limit counts replicas being placed, not ones running.
+        let constraints = Constraints { max_per_operator: None, ..constraints.clone() };
+        let request = Request {
+            need: Amount::default(),
+            policy: policy.as_ref(),
+            signer,
+            constraints: &constraints,
+            per_operator: &per_operator,
+            money: &money,
+            avoid: &avoid,
+        };
+        let c = &self.candidates[i];
+        let idle = Candidate { ready: true, unschedulable: false, used: Amount::default(), ..c.clone() };
+        Some(super::core::filter(&idle, &request))
+    }
 }
 
 /// What one replica asks of placement.

@@ -96,6 +96,7 @@ async fn reconcile(workload: Arc<Kube<WorkloadSpec>>, ctx: Arc<Ctx>) -> Result<A
             deleting: r.is_deleting(),
             labels: r.metadata.labels.clone().unwrap_or_default(),
             unopened: is_unopened(r),
+            disrupted: r.status.as_ref().is_some_and(ReplicaStatus::is_disruption_target),
         })
         .collect();
     let labels = workload.metadata.labels.clone().unwrap_or_default();
@@ -205,8 +206,10 @@ fn status(
     };
     let replicas = count(&|_| true);
     let ready = count(&|r| r.status.as_ref().is_some_and(ReplicaStatus::is_ready));
+    let disrupted = count(&|r| r.status.as_ref().is_some_and(ReplicaStatus::is_disruption_target));
     let updated = count(&|r| {
         r.metadata.labels.as_ref().and_then(|l| l.get(TEMPLATE_LABEL)).map(String::as_str) == Some(hash)
+            && !r.status.as_ref().is_some_and(ReplicaStatus::is_disruption_target)
     });
     let desired = i32::try_from(desired).unwrap_or(i32::MAX);
     let generation = workload.metadata.generation;
@@ -252,8 +255,18 @@ fn status(
             cond(
                 WorkloadConditionType::Progressing,
                 rolling,
-                if rolling { "RollingOut" } else { "Complete" },
-                format!("{updated}/{desired} replicas on the current template, {replicas} in all"),
+                match (rolling, disrupted > 0) {
+                    (_, true) => "Replacing",
+                    (true, false) => "RollingOut",
+                    (false, false) => "Complete",
+                },
+                if disrupted > 0 {
+                    format!(
+                        "{disrupted} replica(s) on nodes that no longer qualify, replaced once a replacement is ready; {updated}/{desired} replicas on the current template and qualifying nodes, {replicas} in all"
+                    )
+                } else {
+                    format!("{updated}/{desired} replicas on the current template, {replicas} in all")
+                },
             ),
             cond(
                 WorkloadConditionType::ReplicaFailure,

@@ -65,6 +65,10 @@ pub struct Have {
     /// template is current, as the record the scheduler avoids that node by; it counts for
     /// nothing, so another replica is made in its place.
     pub unopened: bool,
+    /// To be replaced whatever its template: its node no longer qualifies (its
+    /// `DisruptionTarget` condition). Replaced as an old replica in a rollout is: a new one
+    /// first, within the surge; removed once enough others are ready.
+    pub disrupted: bool,
 }
 
 /// What to do.
@@ -102,7 +106,8 @@ pub fn plan(target: Target<'_>, have: &[Have]) -> Plan {
     // current, and goes with its template.
     let (unopened, active): (Vec<&Have>, Vec<&Have>) =
         have.iter().filter(|h| !h.deleting).partition(|h| h.unopened);
-    let (current, old): (Vec<&Have>, Vec<&Have>) = active.iter().partition(|h| h.hash == hash);
+    let (current, old): (Vec<&Have>, Vec<&Have>) =
+        active.iter().partition(|h| h.hash == hash && !h.disrupted);
     let mut out = Plan::default();
     out.delete.extend(unopened.iter().filter(|h| h.hash != hash).map(|h| h.name.clone()));
 
@@ -171,6 +176,7 @@ mod tests {
             deleting: false,
             labels,
             unopened: false,
+            disrupted: false,
         }
     }
 
@@ -236,6 +242,21 @@ mod tests {
         }
         assert_eq!(h.len(), 3);
         assert!(h.iter().all(|x| x.hash == "h2"));
+    }
+
+    #[test]
+    fn a_replica_whose_node_no_longer_qualifies_is_replaced_new_one_first() {
+        let moving = Have { disrupted: true, ..have("web-h1-0", "h1", true) };
+        // A replacement first (within the surge); the running one stays.
+        let p = plan("web", "h1", 1, 1, std::slice::from_ref(&moving));
+        assert_eq!((p.create.clone(), p.delete.clone()), (vec!["web-h1-1".to_owned()], vec![]));
+        // Not placed yet (nothing qualifies): the old one keeps running, nothing more is made.
+        let waiting = [moving.clone(), Have { ready: false, bound: false, ..have("web-h1-1", "h1", false) }];
+        assert_eq!(plan("web", "h1", 1, 1, &waiting), Plan::default());
+        // The replacement ready: the old one goes.
+        let both = [moving, have("web-h1-1", "h1", true)];
+        let p = plan("web", "h1", 1, 1, &both);
+        assert_eq!((p.create, p.delete), (vec![], vec!["web-h1-0".to_owned()]));
     }
 
     #[test]
