@@ -1,14 +1,33 @@
-//! Images: root filesystems kept as directories on the node, found by name
-//! (`IMAGES/NAME/`). A workload's `rootfs: busybox` (or `image: busybox`) runs on the directory
-//! `IMAGES/busybox`. Pulling from an OCI registry is not done yet.
+//! Images: what a replica's root filesystem is made from.
+//!
+//! - `rootfs: NAME` is always a directory kept on the node, `IMAGES/NAME/`.
+//! - `image: REF` is an OCI image, pulled from its registry ([`crate::registry`]) or imported
+//!   (`ui image import`) into the node's store ([`crate::store`]). A bare name that is also a
+//!   directory `IMAGES/NAME/` with a `bin` or `usr` in it is that directory (so `image: busybox`
+//!   keeps running the busybox the agent makes): local directories win over Docker Hub.
+//!
+//! A tag is resolved to a digest at a replica's first pull and written in its status
+//! (`imageID`); its restarts run that digest. A failed pull is retried with back-off
+//! (10 s doubling to 5 min, as the kubelet), the replica `Pending` with the reason
+//! `ErrImagePull`, then `ImagePullBackOff`, and a message naming what is wrong. Images no run
+//! uses and none used for `Registries::keep_unused` are removed at agent start and every
+//! ten minutes.
 //!
 //! `busybox` can be made from the host's statically linked busybox (Debian's `busybox-static`):
 //! [`Images::ensure_busybox`] copies it into a fresh directory with a link per applet, then
 //! renames it into place, so a container never sees a half-copied binary.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-use api::kinds::ContainerSpec;
+use api::kinds::{ContainerSpec, ReplicaSpec};
+use client::resource::Kube;
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+use crate::node::Config;
+use crate::run::RuntimeKind;
+use crate::store::{Image, Store};
 
 /// Where Debian's `busybox-static` installs busybox.
 pub const HOST_BUSYBOX: &str = "/bin/busybox";
@@ -24,18 +43,83 @@ pub struct Images {
 
 /// An image name: a plain file name, so a workload can never point outside the images folder.
 fn check_name(name: &str) -> Result<(), String> {
+    // Not hidden: the store and images being made are `.oci`, `.tmp-*`.
     let ok = !name.is_empty()
         && name.len() <= 128
-        && name != "."
-        && name != ".."
+        && !name.starts_with('.')
         && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'));
     if ok { Ok(()) } else { Err(format!("{name:?} is not an image name (letters, digits, '.', '-', '_')")) }
+}
+
+/// Where a container's root comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// A directory on the node.
+    Directory(PathBuf),
+    /// An OCI image, by reference.
+    Oci(String),
+}
+
+/// The root filesystem of a run, and the image it came from (none for a directory).
+#[derive(Clone, Debug)]
+pub struct Resolved {
+    /// The directory the container's root is made from.
+    pub rootfs: PathBuf,
+    /// The OCI image, if it is one.
+    pub image: Option<Image>,
+}
+
+impl Resolved {
+    /// The command as Kubernetes makes it: `command` replaces the image's entrypoint, `args`
+    /// its cmd.
+    pub fn argv(&self, c: &ContainerSpec) -> Vec<String> {
+        let Some(image) = &self.image else {
+            return c.command.iter().chain(c.args.iter()).cloned().collect();
+        };
+        let entrypoint = if c.command.is_empty() { &image.meta.entrypoint } else { &c.command };
+        let args = if c.args.is_empty() && c.command.is_empty() { &image.meta.cmd } else { &c.args };
+        entrypoint.iter().chain(args.iter()).cloned().collect()
+    }
+
+    /// The image's environment without what the workload sets (the workload's comes after).
+    pub fn env(&self, c: &ContainerSpec) -> Vec<(String, String)> {
+        let Some(image) = &self.image else { return Vec::new() };
+        image
+            .meta
+            .env
+            .iter()
+            .filter_map(|kv| kv.split_once('='))
+            .filter(|(k, _)| !c.env.iter().any(|v| v.name == *k))
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect()
+    }
 }
 
 impl Images {
     /// The images under `dir`.
     pub fn new(dir: &Path) -> Self {
         Self { dir: dir.to_owned() }
+    }
+
+    /// The node's store of OCI images.
+    pub fn store(&self) -> Store {
+        Store::new(&self.dir)
+    }
+
+    /// Where the root filesystem of `c` comes from.
+    pub fn source(&self, c: &ContainerSpec) -> Result<Source, String> {
+        match (&c.rootfs, &c.image) {
+            (None, Some(image)) if !(check_name(image).is_ok() && self.is_root_dir(image)) => {
+                crate::reference::parse(image).map_err(|e| format!("image: {e}"))?;
+                Ok(Source::Oci(image.clone()))
+            }
+            _ => self.resolve(c).map(Source::Directory),
+        }
+    }
+
+    fn is_root_dir(&self, name: &str) -> bool {
+        let path = self.dir.join(name);
+        path.join("bin").is_dir() || path.join("usr").is_dir()
     }
 
     /// The root filesystem a container spec names.
@@ -45,10 +129,9 @@ impl Images {
             (None, Some(i)) => ("image", i.as_str()),
             (None, None) => return Err("the workload names no image or rootfs".to_owned()),
         };
-        check_name(name)
-            .map_err(|e| format!("{field}: {e}; pulling images from a registry is not supported yet"))?;
+        check_name(name).map_err(|e| format!("{field}: {e}"))?;
         let path = self.dir.join(name);
-        if path.join("bin").is_dir() || path.join("usr").is_dir() {
+        if self.is_root_dir(name) {
             return Ok(path);
         }
         Err(format!(
@@ -101,6 +184,91 @@ impl Images {
     }
 }
 
+/// The wait before pull number `n + 1` after `n` failed: 10 s doubling to 5 min (the kubelet's).
+fn pull_delay(n: u32) -> Duration {
+    Duration::from_secs(10u64 << n.saturating_sub(1).min(5)).min(Duration::from_secs(300))
+}
+
+/// The root filesystem of the next run of `replica`: its directory, or its OCI image from the
+/// store or pulled, retried with back-off (each failure reported through `report` as a status
+/// patch). `pinned` is the image the replica is pinned to (its status' `imageID`): used when it
+/// names the same repository, and set (and reported) at the first pull. `None` once `stop`.
+pub async fn resolve_for_run<'r>(
+    config: &Config,
+    replica: &Kube<ReplicaSpec>,
+    pinned: &mut Option<String>,
+    stop: &CancellationToken,
+    report: impl Fn(Value) -> futures_util::future::BoxFuture<'r, ()> + Send,
+) -> Option<Result<Resolved, (&'static str, String)>> {
+    if config.runtime == RuntimeKind::Process {
+        return Some(Ok(Resolved { rootfs: PathBuf::from("/"), image: None }));
+    }
+    let images = Images::new(&config.images);
+    let reference = match images.source(&replica.spec.container) {
+        Ok(Source::Directory(rootfs)) => return Some(Ok(Resolved { rootfs, image: None })),
+        Ok(Source::Oci(reference)) => reference,
+        Err(e) => return Some(Err(("ImageNotFound", e))),
+    };
+    let same_repository = |p: &str| {
+        crate::store::is_digest(p)
+            || crate::reference::parse(&reference)
+                .is_ok_and(|r| p.starts_with(&format!("{}/{}@", r.registry(), r.repository())))
+    };
+    let want = pinned.clone().filter(|p| same_repository(p)).unwrap_or_else(|| reference.clone());
+    let store = images.store();
+    let mut failures = 0u32;
+    loop {
+        let started = std::time::Instant::now();
+        match crate::registry::ensure(&store, &want, &config.registries).await {
+            Ok(image) => {
+                store.touch(&image);
+                if pinned.as_deref() != Some(want.as_str()) {
+                    let id = image.pinned_for(&reference);
+                    tracing::info!(
+                        "replica {}: image {reference} is {id} (ready in {:?})",
+                        replica.metadata.name.as_deref().unwrap_or_default(),
+                        started.elapsed()
+                    );
+                    *pinned = Some(id.clone());
+                    report(json!({ "imageID": id })).await;
+                }
+                return Some(Ok(Resolved { rootfs: image.rootfs(), image: Some(image) }));
+            }
+            Err(e) => {
+                failures += 1;
+                let delay = pull_delay(failures);
+                let reason = if failures == 1 { "ErrImagePull" } else { "ImagePullBackOff" };
+                let message = format!("cannot pull image {want}: {e}; retrying in {} s", delay.as_secs());
+                tracing::info!("replica {}: {message}", replica.metadata.name.as_deref().unwrap_or_default());
+                report(json!({ "phase": "Pending", "reason": reason, "message": message })).await;
+                tokio::select! {
+                    () = stop.cancelled() => return None,
+                    () = tokio::time::sleep(delay) => {}
+                }
+            }
+        }
+    }
+}
+
+/// Removes the node's unused images ([`Store::gc`]) at once, then every ten minutes, until
+/// `shutdown`.
+pub async fn collect_garbage(config: std::sync::Arc<Config>, shutdown: CancellationToken) {
+    let store = Images::new(&config.images).store();
+    let runs = config.state_dir.join("runs");
+    loop {
+        let (store, runs, keep) = (store.clone(), runs.clone(), config.registries.keep_unused);
+        if let Ok(removed) = tokio::task::spawn_blocking(move || store.gc(&runs, keep)).await
+            && !removed.is_empty()
+        {
+            tracing::info!("removed {} unused image(s): {}", removed.len(), removed.join(", "));
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(Duration::from_secs(600)) => {}
+        }
+    }
+}
+
 fn tempdir_in(dir: &Path) -> std::io::Result<PathBuf> {
     let path = dir.join(format!(
         ".tmp-{}-{}",
@@ -138,7 +306,7 @@ mod tests {
 
     #[test]
     fn names_cannot_leave_the_images_folder() {
-        for bad in ["", ".", "..", "../etc", "/bin", "a/b", "büsy"] {
+        for bad in ["", ".", "..", "../etc", "/bin", "a/b", "büsy", ".oci", ".tmp-1"] {
             assert!(check_name(bad).is_err(), "{bad:?}");
         }
         for good in ["busybox", "debian-12.5", "my_app"] {
@@ -154,6 +322,27 @@ mod tests {
         assert!(err.contains("no image \"nothing\""), "{err}");
         let c = ContainerSpec { rootfs: Some("../x".into()), ..ContainerSpec::default() };
         assert!(Images::new(dir.path()).resolve(&c).unwrap_err().contains("not an image name"));
+    }
+
+    #[test]
+    fn a_bare_name_is_a_local_directory_when_there_is_one_else_a_reference() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("busybox/bin")).unwrap();
+        let images = Images::new(dir.path());
+        let image = |i: &str| ContainerSpec { image: Some(i.into()), ..ContainerSpec::default() };
+        assert_eq!(images.source(&image("busybox")).unwrap(), Source::Directory(dir.path().join("busybox")));
+        assert_eq!(images.source(&image("nginx")).unwrap(), Source::Oci("nginx".into()));
+        assert_eq!(images.source(&image("busybox:1.36")).unwrap(), Source::Oci("busybox:1.36".into()));
+        assert!(images.source(&image("Not A Ref")).unwrap_err().contains("not an image reference"));
+        // rootfs: only ever a directory.
+        let rootfs = ContainerSpec { rootfs: Some("nginx".into()), ..ContainerSpec::default() };
+        assert!(images.source(&rootfs).unwrap_err().contains("no image \"nginx\""));
+    }
+
+    #[test]
+    fn pulls_back_off_as_the_kubelet_does() {
+        let delays: Vec<u64> = (1..=7).map(|n| pull_delay(n).as_secs()).collect();
+        assert_eq!(delays, [10, 20, 40, 80, 160, 300, 300]);
     }
 
     #[test]

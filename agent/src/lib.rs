@@ -7,21 +7,28 @@
 //!   restart policy, adoption of runs an earlier agent left).
 //! - `shim.rs`: the per-run process that makes the container and waits for it.
 //! - `oci.rs`: the container's OCI configuration. `cgroup.rs`: what a cgroup measured.
-//! - `images.rs`: root filesystems by name. `logs.rs`: the log endpoint (TLS with the node's
-//!   key, members only). `run.rs`: the files agent and shim exchange.
+//! - `images.rs`: where a run's root comes from: a directory by name, or an OCI image
+//!   (`reference.rs`: references; `registry.rs`: pulls; `import.rs`: `ui image import`;
+//!   `store.rs`: the content-addressed store of unpacked images and its garbage collection).
+//! - `logs.rs`: the log endpoint (TLS with the node's key, members only). `run.rs`: the files
+//!   agent and shim exchange.
 
 pub mod cgroup;
 pub mod exec;
 pub mod images;
+pub mod import;
 pub mod logs;
 pub mod metrics;
 pub mod netns;
 pub mod node;
 pub mod oci;
 pub mod probe;
+pub mod reference;
+pub mod registry;
 pub mod run;
 pub mod setup;
 pub mod shim;
+pub mod store;
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -68,7 +75,10 @@ pub async fn run(
     let refresh = tokio::spawn(refresh_members(client.clone(), members.clone(), shutdown.clone()));
     let server = logs::LogServer { node: config.node.clone(), runs: config.state_dir.join("runs"), members };
     let serve = tokio::spawn(logs::serve(logs, server, tls, shutdown.clone()));
+    // Unused images go at start and every ten minutes.
+    let gc = tokio::spawn(images::collect_garbage(Arc::new(config.clone()), shutdown.clone()));
     let result = node::run(client, config, shutdown).await;
+    gc.abort();
     refresh.abort();
     serve.abort();
     result

@@ -23,7 +23,6 @@ use tokio_util::sync::CancellationToken;
 use api::kinds::NODE_LEASE_NAMESPACE;
 use client::resource::{Kube, api_all, api_in, is_conflict, is_not_found};
 
-use crate::images::Images;
 use crate::run::{LOG_FILE, RESULT_FILE, RunResult, RunSpec, RuntimeKind, SPEC_FILE, read_json, write_json};
 use crate::shim::PID_FILE;
 
@@ -60,6 +59,8 @@ pub struct Config {
     pub age_key: Option<AgeKey>,
     /// The limits of a replica whose workload sets none.
     pub default_limits: DefaultLimits,
+    /// How OCI images are pulled (mirrors, plain-HTTP registries) and bounded.
+    pub registries: crate::registry::Registries,
 }
 
 /// The limits a node gives a replica whose workload asks for no resources (as a Kubernetes
@@ -510,6 +511,8 @@ async fn supervise(
     let dir = config.run_dir(replica.uid());
     let container = replica.spec.container.clone();
     let mut restarts = replica.status.as_ref().map_or(0, |s| s.restarts);
+    // The image digest a tag resolved to at the first pull: every run of this replica uses it.
+    let mut image_id = replica.status.as_ref().and_then(|s| s.image_id.clone());
     let mut backoff = 0u32;
     // What an earlier agent left: a shim still running is adopted (its run goes on); a run
     // that ended while no agent was there is taken as it ended (never run twice), unless it
@@ -550,7 +553,12 @@ async fn supervise(
             }
             Left::Ended(result) => result,
             Left::Nothing => {
-                let spec = match prepare(&config, &replica, &container) {
+                let pulled =
+                    crate::images::resolve_for_run(&config, &replica, &mut image_id, &stop, |status| {
+                        Box::pin(report(&client, &replica, status, &stop))
+                    });
+                let Some(image) = pulled.await else { return }; // stopped
+                let spec = match image.and_then(|image| prepare(&config, &replica, &container, &image)) {
                     Ok(spec) => spec,
                     Err((reason, message)) => {
                         crate::metrics::metrics().start_failed(reason);
@@ -724,12 +732,16 @@ fn prepare(
     config: &Config,
     replica: &Kube<ReplicaSpec>,
     c: &api::kinds::ContainerSpec,
+    image: &crate::images::Resolved,
 ) -> Result<RunSpec, (&'static str, String)> {
-    let argv: Vec<String> = c.command.iter().chain(c.args.iter()).cloned().collect();
+    let argv = image.argv(c);
     if argv.is_empty() {
-        return Err(("NoCommand", "the workload has no command: set spec.command".to_owned()));
+        return Err((
+            "NoCommand",
+            "the workload has no command and its image none: set spec.command".to_owned(),
+        ));
     }
-    let mut env = Vec::new();
+    let mut env = image.env(c);
     for var in &c.env {
         match (&var.value, &var.sealed) {
             (Some(v), _) => env.push((var.name.clone(), v.clone())),
@@ -740,10 +752,7 @@ fn prepare(
             (None, None) => env.push((var.name.clone(), String::new())),
         }
     }
-    let rootfs = match config.runtime {
-        RuntimeKind::Container => Images::new(&config.images).resolve(c).map_err(|e| ("ImageNotFound", e))?,
-        RuntimeKind::Process => PathBuf::from("/"),
-    };
+    let rootfs = image.rootfs.clone();
     let cpu = c.resources.cpu.as_ref().and_then(|q| q.millicores().ok()).map(|m| m.0);
     let memory = c.resources.memory.as_ref().and_then(|q| q.bytes().ok()).map(|b| b.0);
     Ok(RunSpec {

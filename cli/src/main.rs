@@ -94,6 +94,8 @@ enum Command {
     #[command(subcommand)]
     Node(commands::node::Command),
     #[command(subcommand)]
+    Image(commands::image::Command),
+    #[command(subcommand)]
     Credits(commands::credits::Command),
     #[command(subcommand)]
     Reputation(commands::reputation::Command),
@@ -146,6 +148,7 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Controllers(cmd) => commands::controllers::run(&ctx, cmd),
         Command::Cluster(cmd) => commands::cluster::run(&ctx, cmd),
         Command::Node(cmd) => commands::node::run(&ctx, cmd),
+        Command::Image(cmd) => commands::image::run(&ctx, cmd),
         Command::Credits(cmd) => commands::credits::run(&ctx, cmd),
         Command::Reputation(cmd) => commands::reputation::run(&ctx, cmd),
         Command::Network(cmd) => commands::network::run(&ctx, cmd),

@@ -14,6 +14,7 @@ pub mod diff;
 pub mod down;
 pub mod get;
 pub mod identity;
+pub mod image;
 pub mod init;
 pub mod logs;
 pub mod mcp;

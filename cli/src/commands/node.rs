@@ -347,6 +347,8 @@ pub struct RunArgs {
     /// reaches ADDR reads them; keep it on loopback or a network you trust)
     #[arg(long, value_name = "ADDR")]
     metrics_addr: Option<std::net::SocketAddr>,
+    #[command(flatten)]
+    registries: super::image::RegistryArgs,
 }
 
 /// The agent's configuration for the node in `node`.
@@ -356,6 +358,7 @@ pub fn agent_config(
     images: Option<PathBuf>,
     lease_seconds: u32,
     trusted: agent::node::Trusted,
+    registries: agent::registry::Registries,
 ) -> anyhow::Result<agent::Config> {
     let ui = std::env::current_exe().context("cannot find the ui binary for the shims")?;
     let images = images.unwrap_or_else(|| node.path.join("images"));
@@ -378,6 +381,7 @@ pub fn agent_config(
         // The node's age key opens what is sealed to its Node's ageRecipient.
         age_key: Some(agent::node::AgeKey(std::sync::Arc::new(identity(node)?.age_identity().clone()))),
         default_limits: agent::node::DefaultLimits::default(),
+        registries,
     })
 }
 
@@ -392,7 +396,8 @@ fn run_agent(ctx: &Context, args: &RunArgs) -> anyhow::Result<Outcome> {
     }
     let signers = args.trust_signers.clone();
     let trusted = agent::node::Trusted(std::sync::Arc::new(move || signers.clone()));
-    let config = agent_config(&node, runtime, args.images.clone(), args.lease_seconds, trusted)?;
+    let registries = args.registries.resolve()?;
+    let config = agent_config(&node, runtime, args.images.clone(), args.lease_seconds, trusted, registries)?;
     let runtime_tokio = tokio::runtime::Runtime::new()?;
     runtime_tokio.block_on(async {
         let client = client::failover::connect_to(&node.kubeconfig())?;
@@ -612,6 +617,8 @@ pub struct LocalNodeArgs {
     /// them; `ui down` stops them)
     #[arg(long)]
     pub keep_replicas: bool,
+    #[command(flatten)]
+    registries: super::image::RegistryArgs,
 }
 
 /// Starts the local node of `ui up` in `data_dir/node`: its Node and offer (signed by the
@@ -647,7 +654,7 @@ pub async fn start_local(
             .map(|p| vec![p.did.as_str().to_owned()])
             .unwrap_or_default()
     }));
-    let config = agent_config(&node, runtime, None, args.lease_seconds, trusted)?;
+    let config = agent_config(&node, runtime, None, args.lease_seconds, trusted, args.registries.resolve()?)?;
     let client = client::failover::connect_to(&node.kubeconfig())?;
     println!(
         "local node {} ({}, offer in {}) runs replicas {}",

@@ -1,0 +1,473 @@
+//! OCI images end to end: Debian's `docker-registry` started by the test on loopback, an image
+//! the test builds itself (the host's static busybox and an index.html, as layers, a config and
+//! a manifest) pushed with plain HTTP calls of the distribution API, then `ui up` (as root, real
+//! containers) pulling and running it, pinned by digest, through a mirror, refusing a tampered
+//! blob; and `ui image import|ls|rm` for a node that reaches no registry. Nothing is fetched
+//! from outside.
+
+mod support;
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use sha2::Digest as _;
+use support::{User, free_port, wait_for};
+
+fn require_root() {
+    let uid = std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:").map(|r| r.split_whitespace().next().unwrap().to_owned()))
+        .unwrap();
+    assert_eq!(uid, "0", "the image tests run containers and need root (CI runs as root)");
+}
+
+fn sha256(bytes: &[u8]) -> String {
+    format!("sha256:{:x}", sha2::Sha256::digest(bytes))
+}
+
+/// The pids of processes whose command line mentions `dir` (the shims of a node's runs).
+fn processes_under(dir: &Path) -> Vec<i32> {
+    let needle = dir.to_string_lossy().into_owned();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&needle))
+        })
+        .collect()
+}
+
+/// Stops every shim of the node in `dir` and waits for them, so a test leaves no container.
+fn stop_shims(dir: &Path) {
+    for pid in processes_under(dir) {
+        let _ = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !processes_under(dir).is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Debian's `docker-registry` on a free loopback port, storing in a temp dir.
+struct Registry {
+    child: Child,
+    port: u16,
+    storage: tempfile::TempDir,
+    http: ureq::Agent,
+}
+
+impl Registry {
+    fn start() -> Self {
+        let storage = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let config = storage.path().join("config.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
+                storage.path().join("data").display()
+            ),
+        )
+        .unwrap();
+        let child = std::process::Command::new("docker-registry")
+            .args(["serve", config.to_str().unwrap()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("docker-registry (Debian's docker-registry; ./dev deps test installs it)");
+        let http: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(20)))
+            .build()
+            .into();
+        let r = Self { child, port, storage, http };
+        wait_for(20, "the registry to serve /v2/", || {
+            r.http.get(&r.url("/v2/")).call().map(|_| ()).map_err(|e| e.to_string())
+        });
+        r
+    }
+
+    fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.host())
+    }
+
+    /// Pushes a blob (monolithic upload) and returns its digest.
+    fn push_blob(&self, repo: &str, bytes: &[u8]) -> String {
+        let digest = sha256(bytes);
+        let started = self.http.post(&self.url(&format!("/v2/{repo}/blobs/uploads/"))).send_empty().unwrap();
+        assert_eq!(started.status().as_u16(), 202, "start an upload");
+        let location = started.headers().get("location").unwrap().to_str().unwrap().to_owned();
+        let location = if location.starts_with("http") { location } else { self.url(&location) };
+        let sep = if location.contains('?') { '&' } else { '?' };
+        let done = self
+            .http
+            .put(&format!("{location}{sep}digest={digest}"))
+            .header("content-type", "application/octet-stream")
+            .send(bytes)
+            .unwrap();
+        assert_eq!(done.status().as_u16(), 201, "finish the upload of {digest}");
+        digest
+    }
+
+    fn push_manifest(&self, repo: &str, tag: &str, manifest: &[u8]) {
+        let done = self
+            .http
+            .put(&self.url(&format!("/v2/{repo}/manifests/{tag}")))
+            .header("content-type", "application/vnd.oci.image.manifest.v1+json")
+            .send(manifest)
+            .unwrap();
+        assert_eq!(done.status().as_u16(), 201, "push the manifest {repo}:{tag}");
+    }
+
+    fn push(&self, repo: &str, tag: &str, image: &Built) {
+        for blob in image.layers.iter().chain([&image.config]) {
+            self.push_blob(repo, blob);
+        }
+        self.push_manifest(repo, tag, &image.manifest);
+    }
+
+    /// Where the registry keeps the blob `digest`.
+    fn blob_file(&self, digest: &str) -> PathBuf {
+        let hex = digest.strip_prefix("sha256:").unwrap();
+        self.storage.path().join(format!("data/docker/registry/v2/blobs/sha256/{}/{hex}/data", &hex[..2]))
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An image the test made: its blobs and manifest.
+struct Built {
+    layers: Vec<Vec<u8>>,
+    config: Vec<u8>,
+    manifest: Vec<u8>,
+}
+
+impl Built {
+    fn digest(&self) -> String {
+        sha256(&self.manifest)
+    }
+}
+
+enum Item<'a> {
+    Dir,
+    File(&'a [u8], u32),
+}
+
+/// A layer: a tar of `items`, gzip'd; and its diff ID.
+fn layer(items: &[(&str, Item<'_>)]) -> (Vec<u8>, String) {
+    let mut b = tar::Builder::new(Vec::new());
+    for (path, item) in items {
+        let mut h = tar::Header::new_gnu();
+        match item {
+            Item::Dir => {
+                h.set_entry_type(tar::EntryType::Directory);
+                h.set_mode(0o755);
+                h.set_size(0);
+                b.append_data(&mut h, path, std::io::empty()).unwrap();
+            }
+            Item::File(data, mode) => {
+                h.set_entry_type(tar::EntryType::Regular);
+                h.set_mode(*mode);
+                h.set_size(data.len() as u64);
+                b.append_data(&mut h, path, *data).unwrap();
+            }
+        }
+    }
+    let tar = b.into_inner().unwrap();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&tar).unwrap();
+    (gz.finish().unwrap(), sha256(&tar))
+}
+
+/// An HTTP server image: busybox in the first layer (with a file the second whites out), an
+/// index.html saying `page` in the second; its config's cmd runs httpd on 127.0.0.1:8080.
+fn web_image(page: &str) -> Built {
+    let busybox = std::fs::read("/bin/busybox").expect("Debian's busybox-static");
+    let (base, base_id) = layer(&[
+        ("bin", Item::Dir),
+        ("bin/busybox", Item::File(&busybox, 0o755)),
+        ("etc", Item::Dir),
+        ("etc/junk", Item::File(b"from the lower layer", 0o644)),
+    ]);
+    let (site, site_id) = layer(&[
+        ("www", Item::Dir),
+        ("www/index.html", Item::File(page.as_bytes(), 0o644)),
+        ("etc/.wh.junk", Item::File(b"", 0o644)),
+    ]);
+    let config = serde_json::to_vec(&json!({
+        "architecture": "amd64", "os": "linux",
+        "config": {
+            "Env": ["PATH=/bin", "PAGE=from-the-image"],
+            "Cmd": ["/bin/busybox", "httpd", "-f", "-p", "127.0.0.1:8080", "-h", "/www"],
+        },
+        "rootfs": { "type": "layers", "diff_ids": [base_id, site_id] },
+    }))
+    .unwrap();
+    let layers: Vec<Value> = [&base, &site]
+        .iter()
+        .map(|l| json!({ "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": sha256(l), "size": l.len() }))
+        .collect();
+    let manifest = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": { "mediaType": "application/vnd.oci.image.config.v1+json", "digest": sha256(&config), "size": config.len() },
+        "layers": layers,
+    }))
+    .unwrap();
+    Built { layers: vec![base, site], config, manifest }
+}
+
+/// `ui up` with its local node (containers) and `extra` flags.
+struct Up {
+    child: Child,
+    data: PathBuf,
+}
+
+impl Up {
+    fn start(u: &User, node: &str, extra: &[&str]) -> Self {
+        u.init_plain();
+        let data = u.path("data");
+        let kubeconfig = u.path("kubeconfig");
+        let mut args = vec![
+            "up",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            "--kubeconfig",
+            kubeconfig.to_str().unwrap(),
+            "--node-name",
+            node,
+            "--runtime",
+            "container",
+        ];
+        args.extend(extra);
+        let mut child = u.cmd(&args).stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines().map(|l| l.unwrap());
+        lines.find(|l| l.starts_with("local node ")).expect("ui up says how its local node runs");
+        std::thread::spawn(move || for _ in lines {});
+        Self { child, data }
+    }
+
+    fn node_dir(&self) -> String {
+        self.data.join("node").display().to_string()
+    }
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        stop_shims(&self.data);
+    }
+}
+
+fn ui(u: &User, args: &[&str]) -> support::Run {
+    let kubeconfig = u.path("kubeconfig");
+    let mut all = args.to_vec();
+    all.extend(["--kubeconfig", kubeconfig.to_str().unwrap()]);
+    u.run(&all)
+}
+
+fn apply(u: &User, name: &str, yaml: &str) {
+    let file = u.path(&format!("{name}.yaml"));
+    std::fs::write(&file, yaml).unwrap();
+    ui(u, &["apply", "-f", file.to_str().unwrap()]).ok();
+}
+
+const PROBE: &str =
+    "  readinessProbe:\n    httpGet:\n      path: /index.html\n      port: 8080\n    periodSeconds: 1\n";
+
+/// A workload of `image`; `command` empty: the image's own.
+fn workload(name: &str, image: &str, command: &str) -> String {
+    let command = if command.is_empty() { String::new() } else { format!("  command: {command}\n") };
+    format!(
+        "apiVersion: univrs.io/v1\nkind: Workload\nmetadata:\n  name: {name}\nspec:\n  replicas: 1\n  image: \"{image}\"\n{command}{PROBE}"
+    )
+}
+
+/// The replica of `workload`, as the API has it.
+fn replica(u: &User, workload: &str) -> Option<Value> {
+    let list = ui(u, &["get", "replicas", "-o", "json"]).ok().json();
+    list["items"].as_array().unwrap().iter().find(|r| r["spec"]["workload"] == workload).cloned()
+}
+
+fn ready(r: &Value) -> bool {
+    r["status"]["conditions"]
+        .as_array()
+        .is_some_and(|cs| cs.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+}
+
+/// Waits until the replica of `workload` is Ready and returns it.
+#[track_caller]
+fn wait_ready(u: &User, workload: &str, secs: u64) -> Value {
+    wait_for(secs, &format!("{workload} ready"), || match replica(u, workload) {
+        Some(r) if ready(&r) => Ok(r),
+        Some(r) => Err(r["status"].to_string()),
+        None => Err("no replica".into()),
+    })
+}
+
+#[test]
+fn a_workload_runs_an_image_pulled_from_a_local_registry_by_tag_by_digest_and_through_a_mirror() {
+    require_root();
+    let registry = Registry::start();
+    let web = web_image("hello from the registry");
+    registry.push("web", "1", &web);
+    let host = registry.host();
+    let u = User::new();
+    let mirror = format!("mirror.invalid={host}");
+    let up = Up::start(&u, "img", &["--insecure-registry", &host, "--registry-mirror", &mirror]);
+
+    // By tag, with the command given: Ready (its readiness probe reached httpd), and the tag
+    // resolved to the manifest's digest in its status.
+    let cmd = r#"["/bin/busybox", "httpd", "-f", "-p", "127.0.0.1:8080", "-h", "/www"]"#;
+    let applied = Instant::now();
+    apply(&u, "web", &workload("web", &format!("{host}/web:1"), cmd));
+    let r = wait_ready(&u, "web", 90);
+    println!("apply to ready, image pulled: {:?}", applied.elapsed());
+    let pinned = format!("{host}/web@{}", web.digest());
+    assert_eq!(r["status"]["imageID"], pinned.as_str(), "{}", r["status"]);
+
+    // The node's store: the image once, by tag and digest; the lower layer's file whited out;
+    // the store's directories traversable by a replica's unprivileged root.
+    let node_dir = up.node_dir();
+    let images = u.run(&["image", "ls", "-o", "json", "--node-dir", &node_dir]).ok().json();
+    let [image] = images.as_array().unwrap().as_slice() else { panic!("{images}") };
+    assert_eq!(image["tags"], json!([format!("{host}/web:1")]));
+    assert_eq!(image["repoDigests"], json!([pinned]));
+    let id = image["id"].as_str().unwrap();
+    assert_eq!(id, sha256(&web.config));
+    let dir = Path::new(&node_dir).join(format!("images/.oci/images/{}", &id[7..]));
+    assert!(dir.join("rootfs/www/index.html").is_file());
+    assert!(!dir.join("rootfs/etc/junk").exists(), "the whiteout of the upper layer");
+    for d in [dir.parent().unwrap().to_owned(), dir.clone(), dir.join("rootfs")] {
+        assert_eq!(support::mode(&d) & 0o777, 0o755, "{}", d.display());
+    }
+    let text = u.run(&["image", "ls", "--node-dir", &node_dir]).ok().stdout;
+    assert!(text.contains(&format!("{host}/web:1")) && text.contains(&id[..19]), "{text}");
+    // In use: not removed.
+    u.run(&["image", "rm", &format!("{host}/web:1"), "--node-dir", &node_dir]).fails_with(&["in use"]);
+
+    // Pinned by digest, with the image's own command: runs the same image.
+    apply(&u, "pinned", &workload("pinned", &pinned, ""));
+    let r = wait_ready(&u, "pinned", 60);
+    assert_eq!(r["status"]["imageID"], pinned.as_str());
+
+    // Through a mirror: mirror.invalid does not exist, its mirror is the local registry.
+    apply(&u, "mirrored", &workload("mirrored", "mirror.invalid/web:1", ""));
+    let r = wait_ready(&u, "mirrored", 60);
+    assert_eq!(r["status"]["imageID"], format!("mirror.invalid/web@{}", web.digest()).as_str());
+
+    // A tampered blob: the registry's stored bytes of a layer no longer match its digest.
+    let bad = web_image("tampered");
+    registry.push("bad", "1", &bad);
+    let file = registry.blob_file(&sha256(&bad.layers[1]));
+    let mut bytes = std::fs::read(&file).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    std::fs::write(&file, bytes).unwrap();
+    apply(&u, "bad", &workload("bad", &format!("{host}/bad:1"), ""));
+    let status = wait_for(60, "the tampered image refused", || match replica(&u, "bad") {
+        Some(r) if r["status"]["reason"] == "ErrImagePull" || r["status"]["reason"] == "ImagePullBackOff" => {
+            Ok(r["status"].clone())
+        }
+        r => Err(format!("{r:?}")),
+    });
+    let message = status["message"].as_str().unwrap();
+    assert!(message.contains("digest mismatch") && message.contains(&sha256(&bad.layers[1])), "{message}");
+    assert_eq!(status["phase"], "Pending");
+
+    // An image the registry does not have.
+    apply(&u, "missing", &workload("missing", &format!("{host}/nothing:1"), ""));
+    let status = wait_for(60, "the missing image reported", || match replica(&u, "missing") {
+        Some(r) if r["status"]["reason"] == "ErrImagePull" || r["status"]["reason"] == "ImagePullBackOff" => {
+            Ok(r["status"].clone())
+        }
+        r => Err(format!("{r:?}")),
+    });
+    assert!(status["message"].as_str().unwrap().contains("not found"), "{status}");
+}
+
+/// An OCI image layout of `image` named `name`, as a tar; `tampered`: its last layer's bytes
+/// are another's, under its own digest.
+fn oci_layout(image: &Built, name: &str, tampered: bool) -> Vec<u8> {
+    let index = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "manifests": [{
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": image.digest(), "size": image.manifest.len(),
+            "annotations": { "org.opencontainers.image.ref.name": name },
+        }],
+    }))
+    .unwrap();
+    let mut b = tar::Builder::new(Vec::new());
+    let mut add = |path: &str, data: &[u8]| {
+        let mut h = tar::Header::new_gnu();
+        h.set_mode(0o644);
+        h.set_size(data.len() as u64);
+        b.append_data(&mut h, path, data).unwrap();
+    };
+    add("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#);
+    add("index.json", &index);
+    for blob in image.layers.iter().chain([&image.config, &image.manifest]) {
+        let other = web_image("other").layers[1].clone();
+        let bytes = if tampered && blob == &image.layers[1] { &other } else { blob };
+        add(&format!("blobs/sha256/{}", &sha256(blob)[7..]), bytes);
+    }
+    b.into_inner().unwrap()
+}
+
+#[test]
+fn ui_image_import_runs_an_image_on_a_node_without_a_registry_and_rm_waits_for_its_runs() {
+    require_root();
+    let u = User::new();
+    let up = Up::start(&u, "airgap", &[]);
+    let node_dir = up.node_dir();
+    let image = web_image("imported");
+    let file = u.path("image.tar");
+
+    // A tampered layout is refused by digest, and leaves nothing.
+    std::fs::write(&file, oci_layout(&image, "local/imported:1", true)).unwrap();
+    u.run(&["image", "import", file.to_str().unwrap(), "--node-dir", &node_dir])
+        .fails_with(&["digest mismatch"]);
+    assert_eq!(u.run(&["image", "ls", "-o", "json", "--node-dir", &node_dir]).ok().json(), json!([]));
+
+    std::fs::write(&file, oci_layout(&image, "local/imported:1", false)).unwrap();
+    let out = u.run(&["image", "import", file.to_str().unwrap(), "--node-dir", &node_dir]).ok().stdout;
+    println!("{out}");
+    assert!(out.contains("docker.io/local/imported:1"), "{out}");
+    let images = u.run(&["image", "ls", "-o", "json", "--node-dir", &node_dir]).ok().json();
+    assert_eq!(images[0]["tags"], json!(["docker.io/local/imported:1"]));
+    assert_eq!(images[0]["repoDigests"], json!([format!("docker.io/local/imported@{}", image.digest())]));
+
+    // Runs from the store: docker.io is never asked.
+    apply(&u, "imp", &workload("imp", "local/imported:1", ""));
+    let r = wait_ready(&u, "imp", 60);
+    assert_eq!(r["status"]["imageID"], format!("docker.io/local/imported@{}", image.digest()).as_str());
+    u.run(&["image", "rm", "local/imported:1", "--node-dir", &node_dir]).fails_with(&["in use"]);
+
+    // Once its run ended, it goes.
+    ui(&u, &["delete", "workload", "imp"]).ok();
+    let id = images[0]["id"].as_str().unwrap().to_owned();
+    wait_for(30, "the image removed once unused", || {
+        let out = u.run(&["image", "rm", &id[7..19], "--node-dir", &node_dir]);
+        if out.code == 0 { Ok(()) } else { Err(out.stderr) }
+    });
+    assert_eq!(u.run(&["image", "ls", "-o", "json", "--node-dir", &node_dir]).ok().json(), json!([]));
+}
