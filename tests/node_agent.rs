@@ -960,17 +960,144 @@ fn a_tightened_trust_policy_moves_a_running_replica_new_one_first_or_says_why_it
     let still = replica_named(&u, moved["metadata"]["name"].as_str().unwrap());
     assert_eq!(still["status"]["phase"], "Running", "never below availability without a replacement");
 
-    // FR allowed again: the mark is cleared and the waiting replacement goes.
+    // FR allowed again: the mark clears and the waiting replacement goes, or (when the
+    // scheduler places the replacement first) the replacement runs and the marked one goes.
+    // Either way: one replica, running on in-fr, marked by nothing.
     apply(&u, "policy", &policy("FR, US"));
-    wait_for(60, "the mark cleared and one replica left", || {
+    wait_for(60, "one unmarked replica running on in-fr", || {
         let rs = replicas(&u, "moving");
         match rs.as_slice() {
-            [r] if r["metadata"]["uid"] == moved["metadata"]["uid"]
-                && condition_of(r, "DisruptionTarget")["status"] == "False" =>
+            [r] if node_of(r) == "in-fr"
+                && r["status"]["phase"] == "Running"
+                && condition_of(r, "DisruptionTarget")["status"] != "True" =>
             {
                 Ok(())
             }
             _ => Err(summary(&rs)),
         }
     });
+}
+
+/// A pid written in a run's directory (`shim.pid`, `container.pid`).
+fn pid_in(run: &Path, file: &str) -> i32 {
+    std::fs::read_to_string(run.join(file)).unwrap().trim().parse().unwrap()
+}
+
+fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|s| s.rsplit_once(')').is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')))
+}
+
+#[test]
+fn a_killed_shim_s_container_is_stopped_at_once_and_the_replica_reported() {
+    require_root();
+    let u = User::new();
+    let up = Up::start(&u, "shims");
+    apply(&u, "never", &workload("never", "sleep 600", "  restartPolicy: Never\n"));
+    apply(&u, "always", &workload("always", "sleep 600", ""));
+    let runs = up.data.join("node/state/runs");
+    for name in ["never", "always"] {
+        let r = wait_phase(&u, name, "Running", 60);
+        let run = runs.join(r["metadata"]["uid"].as_str().unwrap());
+        let container = wait_for(10, "the container's pid", || {
+            std::fs::read_to_string(run.join("container.pid")).map_err(|e| e.to_string())?;
+            Ok(pid_in(&run, "container.pid"))
+        });
+        let shim = pid_in(&run, "shim.pid");
+        assert!(alive(container));
+        // The OOM killer's way: SIGKILL, no chance to clean up.
+        let killed = std::process::Command::new("kill").args(["-KILL", &shim.to_string()]).status().unwrap();
+        assert!(killed.success());
+        let at = Instant::now();
+        wait_for(10, "the unsupervised container stopped", || {
+            if alive(container) { Err(format!("pid {container} still runs")) } else { Ok(()) }
+        });
+        println!("{name}: container stopped {:?} after its shim was killed", at.elapsed());
+        if name == "never" {
+            let r = wait_phase(&u, "never", "Failed", 20);
+            let message = r["status"]["message"].as_str().unwrap_or_default();
+            assert!(
+                message.contains("its shim ended without a result") && message.contains("was stopped"),
+                "{r}"
+            );
+        } else {
+            wait_for(30, "always started again", || {
+                let rs = replicas(&u, "always");
+                match rs.as_slice() {
+                    [r] if r["status"]["restarts"].as_u64() >= Some(1)
+                        && r["status"]["phase"] == "Running" =>
+                    {
+                        Ok(())
+                    }
+                    _ => Err(summary(&rs)),
+                }
+            });
+        }
+    }
+    // What the node runs, counted on the machine: one run, supervised, nothing left behind.
+    let status = wait_for(20, "one supervised run and no orphan", || {
+        let s =
+            ui(&u, &["node", "status", "--node-dir", up.data.join("node").to_str().unwrap(), "-o", "json"])
+                .ok()
+                .json();
+        let l = &s["local"];
+        if l["supervised"] == 1 && l["unsupervised"] == 0 && l["processes"].as_u64() >= Some(1) {
+            Ok(s)
+        } else {
+            Err(s.to_string())
+        }
+    });
+    assert_eq!(status["name"], "shims");
+}
+
+/// `ui exec NAME OPTIONS -- COMMAND` as `u` (its kubeconfig before the `--`).
+fn exec(u: &User, name: &str, options: &[&str], command: &[&str]) -> support::Run {
+    let kubeconfig = u.path("kubeconfig");
+    let mut all = vec!["exec", name, "--kubeconfig", kubeconfig.to_str().unwrap()];
+    all.extend(options);
+    all.push("--");
+    all.extend(command);
+    u.run(&all)
+}
+
+#[test]
+fn ui_exec_runs_a_command_in_the_owner_s_container_and_nobody_else_s() {
+    require_root();
+    let u = User::new();
+    let up = Up::start(&u, "execs");
+    apply(&u, "box", &workload("box", "echo started; sleep 600", "  resources:\n    memory: 48Mi\n"));
+    let r = wait_phase(&u, "box", "Running", 60);
+    let name = r["metadata"]["name"].as_str().unwrap().to_owned();
+    wait_for(10, "the container started", || {
+        let run = up.data.join("node/state/runs").join(r["metadata"]["uid"].as_str().unwrap());
+        if run.join("container.pid").exists() { Ok(()) } else { Err("not yet".to_owned()) }
+    });
+    // Inside its namespaces, its cgroup (its memory limit), its seccomp filter.
+    let script = "id; echo uid_map $(cat /proc/self/uid_map); unshare -U true 2>/dev/null && echo userns-made || echo userns-refused; \
+                  hostname; grep -E '^(CapEff|NoNewPrivs|Seccomp):' /proc/self/status; echo pid $$; exit 7";
+    let out = exec(&u, &name, &[], &["/bin/sh", "-c", script]);
+    assert_eq!(out.code, 7, "the command's exit code: {}{}", out.stdout, out.stderr);
+    assert!(out.stdout.contains("uid=0(root)"), "{}", out.stdout);
+    // Container root, in the container's own user namespace: not host root.
+    let map = out.stdout.lines().find_map(|l| l.strip_prefix("uid_map ")).unwrap_or_default();
+    let host: u64 = map.split_whitespace().nth(1).and_then(|h| h.parse().ok()).unwrap_or(0);
+    assert!(host >= 1 << 20, "exec ran as host uid {host}: {}", out.stdout);
+    assert!(out.stdout.contains("userns-refused"), "{}", out.stdout);
+    assert!(out.stdout.contains(&name), "its hostname: {}", out.stdout);
+    assert!(out.stdout.contains("CapEff:\t00000000a80405fb"), "{}", out.stdout);
+    assert!(out.stdout.contains("NoNewPrivs:\t1") && out.stdout.contains("Seccomp:\t2"), "{}", out.stdout);
+    // In its pid namespace (a small pid), and within its memory limit: killed past 48 MiB.
+    let pid: u64 =
+        out.stdout.lines().find_map(|l| l.strip_prefix("pid ")).and_then(|p| p.parse().ok()).unwrap();
+    assert!(pid < 100, "pid {pid} is not the container's pid namespace's");
+    let hog = exec(&u, &name, &[], &["/bin/sh", "-c", "x=aaaaaaaaaaaaaaaa; while true; do x=$x$x; done"]);
+    assert_eq!(hog.code, 137, "killed by the container's memory limit: {}{}", hog.stdout, hog.stderr);
+    let json = exec(&u, &name, &["-o", "json"], &["echo", "hi"]).ok().json();
+    assert_eq!(json["exitCode"], 0);
+    assert_eq!(json["stdout"], "hi\n");
+    // A stranger with a key of their own may not; the replica does not care how it is named.
+    let stranger = up.another_user();
+    let refused = exec(&stranger, &name, &[], &["true"]);
+    assert_ne!(refused.code, 0, "{}", refused.stdout);
+    assert!(refused.stderr.contains("only the owner of workload box may"), "{}", refused.stderr);
 }

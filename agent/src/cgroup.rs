@@ -100,6 +100,44 @@ fn hierarchies() -> Vec<PathBuf> {
     }
 }
 
+/// The processes in cgroup `folder` (e.g. `/univrs/NODE`) and every cgroup below it: every
+/// process of every container of a node, whoever started it (in the pids hierarchy on v1).
+pub fn processes(folder: &str) -> usize {
+    let root = if is_v2() { PathBuf::from(ROOT) } else { Path::new(ROOT).join("pids") };
+    let mut stack = vec![root.join(folder.trim_start_matches('/'))];
+    let mut count = 0;
+    // Bounded: a node's cgroups are its containers' (a few levels each).
+    while let Some(dir) = stack.pop() {
+        if let Ok(procs) = std::fs::read_to_string(dir.join("cgroup.procs")) {
+            count += procs.lines().filter(|l| !l.trim().is_empty()).count();
+        }
+        if let Ok(entries) = std::fs::read_dir(&dir) {
+            stack.extend(
+                entries.flatten().filter(|e| e.file_type().is_ok_and(|t| t.is_dir())).map(|e| e.path()),
+            );
+        }
+    }
+    count
+}
+
+/// Moves the calling process into `cgroup` (e.g. `/univrs/NODE/ID`) in every hierarchy that
+/// has it: it is then limited and counted as the container's own processes are.
+pub fn join(cgroup: &str) -> std::io::Result<()> {
+    let me = std::process::id().to_string();
+    let mut joined = 0;
+    for h in hierarchies() {
+        let procs = h.join(cgroup.trim_start_matches('/')).join("cgroup.procs");
+        if procs.exists() {
+            std::fs::write(&procs, &me)?;
+            joined += 1;
+        }
+    }
+    if joined == 0 {
+        return Err(std::io::Error::new(std::io::ErrorKind::NotFound, format!("no cgroup {cgroup}")));
+    }
+    Ok(())
+}
+
 /// Makes the folder `folder` (e.g. `/univrs/NODE`) in every hierarchy. Retried: another
 /// node's agent on this machine may be removing an empty `/univrs` at the same moment.
 pub fn ensure_folder(folder: &str) -> std::io::Result<()> {

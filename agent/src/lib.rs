@@ -73,7 +73,12 @@ pub async fn run(
     drop(node_key);
     let members = Arc::new(RwLock::new(BTreeSet::new()));
     let refresh = tokio::spawn(refresh_members(client.clone(), members.clone(), shutdown.clone()));
-    let server = logs::LogServer { node: config.node.clone(), runs: config.state_dir.join("runs"), members };
+    let server = logs::LogServer {
+        node: config.node.clone(),
+        runs: config.state_dir.join("runs"),
+        members,
+        exec: config.exec.clone(),
+    };
     let serve = tokio::spawn(logs::serve(logs, server, tls, shutdown.clone()));
     // Unused images go at start and every ten minutes.
     let gc = tokio::spawn(images::collect_garbage(Arc::new(config.clone()), shutdown.clone()));

@@ -146,6 +146,8 @@ pub struct LogServer {
     pub runs: PathBuf,
     /// The control-plane members' did:keys (kept fresh by the agent).
     pub members: Arc<RwLock<BTreeSet<String>>>,
+    /// The command that runs a program in a replica's container (`[ui, node, exec]`).
+    pub exec: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -159,7 +161,118 @@ struct LogQuery {
 
 /// The routes.
 pub fn router(server: LogServer) -> Router {
-    Router::new().route("/replicas/{uid}/log", get(log)).with_state(Arc::new(server))
+    Router::new()
+        .route("/replicas/{uid}/log", get(log))
+        .route("/replicas/{uid}/exec", axum::routing::post(exec))
+        .with_state(Arc::new(server))
+}
+
+/// The did of a control-plane member who minted the request's token for this node, or the
+/// refusal.
+fn member_of(server: &LogServer, headers: &HeaderMap) -> Result<(), Response> {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let Some(token) = token else { return Err(deny(StatusCode::UNAUTHORIZED, "a bearer token is needed")) };
+    let now = chrono::Utc::now().timestamp();
+    let did = match api::token::verify(token, &audience(&server.node), now) {
+        Ok((did, _)) => did,
+        Err(e) => return Err(deny(StatusCode::UNAUTHORIZED, &format!("bad token: {e}"))),
+    };
+    if !server.members.read().expect("not poisoned").contains(did.as_str()) {
+        return Err(deny(StatusCode::FORBIDDEN, "only the control plane calls a node's agent"));
+    }
+    Ok(())
+}
+
+/// What the apiserver asks to run (it checked the caller owns the replica, and the bounds).
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ExecBody {
+    command: Vec<String>,
+    #[serde(default)]
+    timeout_seconds: Option<u64>,
+}
+
+/// Most bytes of an exec's output (standard output and error each) returned.
+pub const MAX_EXEC_OUTPUT: usize = 1 << 20;
+
+/// `POST /replicas/UID/exec`: runs a command in the replica's running container (`ui node
+/// exec`: its namespaces, cgroup, capabilities and seccomp filter) and answers its exit code
+/// and output (each stream up to [`MAX_EXEC_OUTPUT`]).
+async fn exec(
+    State(server): State<Arc<LogServer>>,
+    Path(uid): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Err(denied) = member_of(&server, &headers) {
+        return denied;
+    }
+    if uid.is_empty() || uid.len() > 64 || !uid.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
+        return deny(StatusCode::BAD_REQUEST, "not a replica uid");
+    }
+    let Ok(asked) = serde_json::from_slice::<ExecBody>(&body) else {
+        return deny(StatusCode::BAD_REQUEST, "not an exec request");
+    };
+    let bytes: usize = asked.command.iter().map(|a| a.len() + 1).sum();
+    if asked.command.first().is_none_or(String::is_empty)
+        || asked.command.len() > api::kinds::MAX_PROBE_ARGS
+        || bytes > api::kinds::MAX_PROBE_COMMAND_BYTES
+        || asked.command.iter().any(|a| a.contains('\0'))
+    {
+        return deny(StatusCode::BAD_REQUEST, "a command of 1 to 64 arguments, at most 4096 bytes");
+    }
+    let dir = server.runs.join(&uid);
+    if crate::node::live_shim(&dir).is_none() || !dir.join(crate::shim::CONTAINER_PID_FILE).exists() {
+        return deny(StatusCode::CONFLICT, "the replica is not running in a container on this node");
+    }
+    let timeout = Duration::from_secs(asked.timeout_seconds.unwrap_or(30).clamp(1, 300));
+    let prefix = crate::probe::exec_prefix(&server.exec, &dir);
+    let Some((program, args)) = prefix.split_first() else {
+        return deny(StatusCode::INTERNAL_SERVER_ERROR, "no exec command configured");
+    };
+    let child = tokio::process::Command::new(program)
+        .args(args)
+        .arg(timeout.as_secs().to_string())
+        .arg("--")
+        .args(&asked.command)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn();
+    let mut child = match child {
+        Ok(c) => c,
+        Err(e) => return deny(StatusCode::INTERNAL_SERVER_ERROR, &format!("cannot run the command: {e}")),
+    };
+    let (out, err) = (child.stdout.take().expect("piped"), child.stderr.take().expect("piped"));
+    let ran = async {
+        let ((stdout, cut_out), (stderr, cut_err)) = tokio::join!(read_bounded(out), read_bounded(err));
+        (child.wait().await, stdout, stderr, cut_out || cut_err)
+    };
+    let Ok((status, stdout, stderr, truncated)) =
+        tokio::time::timeout(timeout + Duration::from_secs(10), ran).await
+    else {
+        return deny(StatusCode::GATEWAY_TIMEOUT, "the command did not end in time");
+    };
+    let code = match status {
+        Ok(s) => s.code().unwrap_or(137),
+        Err(e) => {
+            return deny(StatusCode::INTERNAL_SERVER_ERROR, &format!("cannot wait for the command: {e}"));
+        }
+    };
+    let answer = serde_json::json!({
+        "exitCode": code,
+        "stdout": String::from_utf8_lossy(&stdout),
+        "stderr": String::from_utf8_lossy(&stderr),
+        "truncated": truncated,
+    });
+    Response::builder()
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(answer.to_string()))
+        .expect("a valid response")
 }
 
 fn deny(code: StatusCode, message: &str) -> Response {
@@ -172,18 +285,8 @@ async fn log(
     Query(q): Query<LogQuery>,
     headers: HeaderMap,
 ) -> Response {
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    let Some(token) = token else { return deny(StatusCode::UNAUTHORIZED, "a bearer token is needed") };
-    let now = chrono::Utc::now().timestamp();
-    let did = match api::token::verify(token, &audience(&server.node), now) {
-        Ok((did, _)) => did,
-        Err(e) => return deny(StatusCode::UNAUTHORIZED, &format!("bad token: {e}")),
-    };
-    if !server.members.read().expect("not poisoned").contains(did.as_str()) {
-        return deny(StatusCode::FORBIDDEN, "only the control plane reads logs from a node");
+    if let Err(denied) = member_of(&server, &headers) {
+        return denied;
     }
     if uid.is_empty() || !uid.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
         return deny(StatusCode::BAD_REQUEST, "not a replica uid");
@@ -232,6 +335,20 @@ async fn log(
         .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
         .body(Body::from_stream(stream))
         .expect("a valid response")
+}
+
+/// Reads `r` to its end, keeping at most [`MAX_EXEC_OUTPUT`] bytes; whether some were dropped.
+async fn read_bounded(mut r: impl tokio::io::AsyncRead + Unpin) -> (Vec<u8>, bool) {
+    use tokio::io::AsyncReadExt;
+    let (mut buf, mut chunk, mut truncated) = (Vec::new(), [0u8; 8192], false);
+    loop {
+        match r.read(&mut chunk).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) if buf.len() + n <= MAX_EXEC_OUTPUT => buf.extend_from_slice(&chunk[..n]),
+            Ok(_) => truncated = true, // read on (the command must not block), not kept
+        }
+    }
+    (buf, truncated)
 }
 
 fn same_file(a: &std::fs::File, b: &std::fs::File) -> bool {
@@ -384,6 +501,7 @@ mod tests {
             node: "n1".into(),
             runs: dir.path().to_owned(),
             members: Arc::new(RwLock::new(members.into_iter().collect())),
+            exec: vec!["false".into()],
         };
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();

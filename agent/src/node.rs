@@ -290,14 +290,42 @@ fn clean_up_stale_in(runs: &Path, containers: &Path, wanted: &BTreeMap<String, A
             if live_ids.contains(&id) {
                 continue;
             }
-            if let Ok(mut c) = libcontainer::container::Container::load(entry.path()) {
-                tracing::info!(%id, "removing an orphaned container");
-                let _ = c.kill(nix::sys::signal::Signal::SIGKILL, true);
-                let _ = c.delete(true);
-            }
-            let _ = std::fs::remove_dir_all(entry.path());
-            crate::shim::unmount(&Path::new(crate::shim::STAGING).join(&id));
+            tracing::info!(%id, "removing an orphaned container");
+            stop_container(containers, &id);
         }
+    }
+}
+
+/// What a node runs, seen on the machine itself (not through the API).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LocalRuns {
+    /// Runs with a live shim.
+    pub supervised: usize,
+    /// Containers without a live shim (a lost shim's, until the agent stops them).
+    pub unsupervised: usize,
+    /// Processes in the node's cgroups: every process of every container.
+    pub processes: usize,
+}
+
+/// What the node named `node` whose state is in `state_dir` runs on this machine.
+pub fn local_runs(state_dir: &Path, node: &str) -> LocalRuns {
+    let runs = state_dir.join("runs");
+    let live: BTreeSet<String> = std::fs::read_dir(&runs)
+        .map(|d| {
+            d.flatten()
+                .filter(|e| live_shim(&e.path()).is_some())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    let unsupervised = std::fs::read_dir(state_dir.join("containers"))
+        .map(|d| d.flatten().filter(|e| !live.contains(&*e.file_name().to_string_lossy())).count())
+        .unwrap_or(0);
+    LocalRuns {
+        supervised: live.len(),
+        unsupervised,
+        processes: crate::cgroup::processes(&format!("/univrs/{node}")),
     }
 }
 
@@ -548,8 +576,10 @@ async fn supervise(
                     stop_pid(pid).await;
                     return;
                 }
-                read_json::<RunResult>(&dir, RESULT_FILE)
-                    .unwrap_or_else(|_| failed("the replica's shim ended without a result"))
+                match read_json::<RunResult>(&dir, RESULT_FILE) {
+                    Ok(result) => result,
+                    Err(_) => shim_lost(&config, &dir, replica.uid()).await,
+                }
             }
             Left::Ended(result) => result,
             Left::Nothing => {
@@ -924,13 +954,45 @@ async fn run_once(
         }
     }
     drop(probes);
-    let mut result = read_json::<RunResult>(dir, RESULT_FILE).unwrap_or_else(|_| {
-        let log = std::fs::read_to_string(dir.join("shim.log")).unwrap_or_default();
-        let last = log.lines().last().unwrap_or("no output").to_owned();
-        failed(&format!("the shim ended without a result: {last}"))
-    });
-    result.killed = killed;
+    let mut result = match read_json::<RunResult>(dir, RESULT_FILE) {
+        Ok(result) => result,
+        Err(_) => shim_lost(config, dir, replica.uid()).await,
+    };
+    result.killed = killed.or(result.killed);
     Some(result)
+}
+
+/// A run whose shim ended without writing its result (killed, or chosen by the OOM killer):
+/// its container, which nobody watches now, is stopped at once, and the run ends as failed
+/// (restarted by its policy). Nothing of a replica runs unsupervised.
+async fn shim_lost(config: &Config, dir: &Path, id: &str) -> RunResult {
+    let log = std::fs::read_to_string(dir.join("shim.log")).unwrap_or_default();
+    let last = log.lines().last().map(str::to_owned);
+    let (containers, id) = (config.containers(), id.to_owned());
+    let stopped =
+        tokio::task::spawn_blocking(move || stop_container(&containers, &id)).await.unwrap_or(false);
+    let why = format!(
+        "its shim ended without a result{}; {}",
+        last.map(|l| format!(" ({l})")).unwrap_or_else(|| " (killed?)".to_owned()),
+        if stopped { "its container, left unsupervised, was stopped" } else { "no container was left" }
+    );
+    tracing::warn!("run {}: {why}", dir.display());
+    RunResult { finished_at: Some(Utc::now()), killed: Some(why), ..RunResult::default() }
+}
+
+/// Kills and removes container `id` of the node whose containers' state is in `containers`,
+/// and unmounts its root filesystem. Whether there was one.
+fn stop_container(containers: &Path, id: &str) -> bool {
+    let dir = containers.join(id);
+    let mut found = false;
+    if let Ok(mut c) = libcontainer::container::Container::load(dir.clone()) {
+        found = true;
+        let _ = c.kill(nix::sys::signal::Signal::SIGKILL, true);
+        let _ = c.delete(true);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    crate::shim::unmount(&Path::new(crate::shim::STAGING).join(id));
+    found
 }
 
 /// Which probe.

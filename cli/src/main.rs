@@ -102,6 +102,7 @@ enum Command {
     #[command(subcommand)]
     Network(commands::network::Command),
     Logs(commands::logs::Args),
+    Exec(commands::exec::Args),
     #[command(subcommand)]
     Agent(commands::agent::Command),
     Approvals(commands::agent::ApprovalsArgs),
@@ -153,6 +154,7 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Reputation(cmd) => commands::reputation::run(&ctx, cmd),
         Command::Network(cmd) => commands::network::run(&ctx, cmd),
         Command::Logs(args) => commands::logs::run(&ctx, args),
+        Command::Exec(args) => commands::exec::run(&ctx, args),
         Command::Agent(cmd) => commands::agent::run(&ctx, cmd),
         Command::Approvals(args) => commands::agent::approvals(&ctx, args),
         Command::Approve(args) => commands::agent::decide(&ctx, args, true),

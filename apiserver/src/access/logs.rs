@@ -50,6 +50,26 @@ pub fn may_read_log(
     )))
 }
 
+/// Whether `who` may run a command in `replica`'s container (`replicas/NAME/exec`): only the
+/// owner of its workload, with their own key. Not a member (the control plane runs nothing in
+/// users' containers), not an agent key (what an agent may do is what its grant lists, and no
+/// grant lists exec).
+pub fn may_exec(who: &Caller, replica: &Value, workload: Option<&Value>) -> Result<(), ApiError> {
+    let owner = replica_owner(replica, workload);
+    if owner.is_some() && who.is(owner) {
+        return Ok(());
+    }
+    let meta =
+        |f: &str| replica.pointer(&format!("/metadata/{f}")).and_then(Value::as_str).unwrap_or_default();
+    let name = replica.pointer("/spec/workload").and_then(Value::as_str).unwrap_or_default();
+    Err(ApiError::Forbidden(format!(
+        "{} may not run commands in replica {}/{}: only the owner of workload {name} may",
+        who.name(),
+        meta("namespace"),
+        meta("name"),
+    )))
+}
+
 #[cfg(test)]
 mod tests {
     use api::identity::Did;

@@ -63,6 +63,7 @@ impl Asked {
             (&Method::GET, None, _) if watching => "watch",
             (&Method::GET, None, _) => "list",
             (&Method::POST, Some(_), Some("decision")) => "decide",
+            (&Method::POST, Some(_), Some("exec")) => "exec",
             (&Method::POST, _, _) => "create",
             (&Method::PUT, _, _) => "update",
             (&Method::PATCH, _, _) => "patch",

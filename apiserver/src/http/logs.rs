@@ -123,6 +123,160 @@ pub async fn proxy(
         Err(e) => return Err(e),
     };
     reg.may_read_log(who, &replica, workload.as_ref())?;
+    let uid = replica.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or_default();
+    let mut path = format!("/replicas/{uid}/log");
+    let passed: Vec<(String, String)> =
+        serde_urlencoded::from_str::<Vec<(String, String)>>(raw_query.unwrap_or(""))
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|(k, _)| k == "follow" || k == "tailLines")
+            .collect();
+    if !passed.is_empty() {
+        path.push('?');
+        path.push_str(&serde_urlencoded::to_string(&passed).unwrap_or_default());
+    }
+    let response = call_agent(reg, proxy, &replica, AgentCall::get(path, "replicas/log")).await?;
+    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], Body::new(response.into_body()))
+        .into_response())
+}
+
+/// Splits `namespaces/NS/replicas/NAME/exec` into namespace and name.
+pub fn exec_target(rest: &str) -> Option<(&str, &str)> {
+    match rest.split('/').collect::<Vec<_>>().as_slice() {
+        ["namespaces", ns, "replicas", name, "exec"] => Some((ns, name)),
+        _ => None,
+    }
+}
+
+/// What `ui exec` asks: a command to run in a replica's container, and for how long at most.
+#[derive(Debug, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ExecRequest {
+    /// The program and its arguments (no shell).
+    pub command: Vec<String>,
+    /// Seconds before it is killed (default 30, at most [`MAX_EXEC_SECONDS`]).
+    #[serde(default)]
+    pub timeout_seconds: Option<u64>,
+}
+
+/// The longest an exec may run.
+pub const MAX_EXEC_SECONDS: u64 = 300;
+
+impl ExecRequest {
+    /// Refuses what the agent would refuse, before anything is called.
+    pub fn check(&self) -> Result<(), ApiError> {
+        let bytes: usize = self.command.iter().map(|a| a.len() + 1).sum();
+        let bad = |m: &str| Err(ApiError::BadRequest(format!("exec: {m}")));
+        if self.command.first().is_none_or(String::is_empty) {
+            return bad("command: required: the program to run");
+        }
+        if self.command.len() > api::kinds::MAX_PROBE_ARGS || bytes > api::kinds::MAX_PROBE_COMMAND_BYTES {
+            return bad("command: at most 64 arguments and 4096 bytes");
+        }
+        if self.command.iter().any(|a| a.contains('\0')) {
+            return bad("command: must not contain NUL characters");
+        }
+        if self.timeout_seconds.is_some_and(|t| t == 0 || t > MAX_EXEC_SECONDS) {
+            return bad(&format!("timeoutSeconds: must be 1..={MAX_EXEC_SECONDS}"));
+        }
+        Ok(())
+    }
+}
+
+/// Runs a command in a replica's container on its node (`ui exec`): only the workload's
+/// owner may, never a member nor an agent key; every exec is written to the apiserver's log
+/// (who, which replica, what, how it ended).
+pub async fn exec(
+    reg: &Registry,
+    proxy: &NodeProxy,
+    who: &Caller,
+    ns: &str,
+    name: &str,
+    request: ExecRequest,
+) -> Result<Response, ApiError> {
+    let system = Caller::system();
+    let replica =
+        reg.get(&system, ObjectRef::new(kind::<ReplicaSpec>(), Some(ns), name), ReadAt::Latest).await?;
+    let workload = replica.pointer("/spec/workload").and_then(Value::as_str).unwrap_or_default();
+    let workload = match reg
+        .get(&system, ObjectRef::new(kind::<WorkloadSpec>(), Some(ns), workload), ReadAt::Latest)
+        .await
+    {
+        Ok(w) => Some(w),
+        Err(ApiError::NotFound { .. }) => None,
+        Err(e) => return Err(e),
+    };
+    crate::access::logs::may_exec(who, &replica, workload.as_ref())?;
+    request.check()?;
+    let uid = replica.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or_default();
+    let timeout = Duration::from_secs(request.timeout_seconds.unwrap_or(30));
+    let body = serde_json::to_vec(&request).map_err(|e| unavailable(e.to_string()))?;
+    let call = AgentCall {
+        method: axum::http::Method::POST,
+        path: format!("/replicas/{uid}/exec"),
+        body: body.into(),
+        answer_within: timeout + ANSWER,
+        what: "replicas/exec",
+    };
+    let result = call_agent(reg, proxy, &replica, call).await;
+    let code = match &result {
+        Ok(_) => "ran".to_owned(),
+        Err(e) => format!("refused: {e}"),
+    };
+    tracing::info!(
+        target: "audit",
+        namespace = ns,
+        "exec by {} in replica {name}: {:?} ({code})",
+        who.name(),
+        request.command
+    );
+    let response = result?;
+    use http_body_util::BodyExt;
+    let bytes = tokio::time::timeout(ANSWER, response.into_body().collect())
+        .await
+        .map_err(|_| unavailable("the agent's answer did not end in time".into()))?
+        .map_err(|e| unavailable(e.to_string()))?
+        .to_bytes();
+    let answer: Value =
+        serde_json::from_slice(&bytes).map_err(|e| unavailable(format!("the agent's answer: {e}")))?;
+    Ok(Json(answer).into_response())
+}
+
+/// One request to a node's agent.
+struct AgentCall {
+    method: axum::http::Method,
+    path: String,
+    body: axum::body::Bytes,
+    /// How long the agent has to answer (its headers).
+    answer_within: Duration,
+    /// The subresource, for a 404.
+    what: &'static str,
+}
+
+impl AgentCall {
+    fn get(path: String, what: &'static str) -> Self {
+        Self {
+            method: axum::http::Method::GET,
+            path,
+            body: axum::body::Bytes::new(),
+            answer_within: ANSWER,
+            what,
+        }
+    }
+}
+
+/// Calls the agent of the node `replica` is bound to, as the module's documentation says, and
+/// returns its answer when it is a success.
+async fn call_agent(
+    reg: &Registry,
+    proxy: &NodeProxy,
+    replica: &Value,
+    call: AgentCall,
+) -> Result<hyper::Response<hyper::body::Incoming>, ApiError> {
+    let system = Caller::system();
+    let meta =
+        |f: &str| replica.pointer(&format!("/metadata/{f}")).and_then(Value::as_str).unwrap_or_default();
+    let (ns, name) = (meta("namespace"), meta("name"));
     let Some(node_name) = replica.pointer("/spec/nodeName").and_then(Value::as_str) else {
         return Err(ApiError::BadRequest(format!(
             "replica {ns}/{name} is not placed on a node yet: no output"
@@ -150,18 +304,6 @@ pub async fn proxy(
         }
     })?;
     let addr = endpoint.addr;
-    let uid = replica.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or_default();
-    let mut path = format!("/replicas/{uid}/log");
-    let passed: Vec<(String, String)> =
-        serde_urlencoded::from_str::<Vec<(String, String)>>(raw_query.unwrap_or(""))
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|(k, _)| k == "follow" || k == "tailLines")
-            .collect();
-    if !passed.is_empty() {
-        path.push('?');
-        path.push_str(&serde_urlencoded::to_string(&passed).unwrap_or_default());
-    }
     // Whether the port was refused, filtered or slow is not said: a caller who registered the
     // node chose the address, and the answer would make the apiserver a port scanner.
     let no_connection = || {
@@ -193,18 +335,21 @@ pub async fn proxy(
     tokio::spawn(conn);
     let now = chrono::Utc::now().timestamp();
     let token = api::token::mint(key, &format!("univrs-node:{node_name}"), now, 60);
-    let request = Request::get(path)
+    let request = Request::builder()
+        .method(call.method)
+        .uri(call.path)
         .header(header::HOST, addr.to_string())
         .header(header::AUTHORIZATION, format!("Bearer {token}"))
-        .body(http_body_util::Empty::<axum::body::Bytes>::new())
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(http_body_util::Full::new(call.body))
         .map_err(|e| failed(e.to_string()))?;
-    let response = tokio::time::timeout(ANSWER, sender.send_request(request))
+    let response = tokio::time::timeout(call.answer_within, sender.send_request(request))
         .await
-        .map_err(|_| failed(format!("no answer in {} s", ANSWER.as_secs())))?
+        .map_err(|_| failed(format!("no answer in {} s", call.answer_within.as_secs())))?
         .map_err(|e| failed(e.to_string()))?;
     let status = response.status();
     if status == StatusCode::NOT_FOUND {
-        return Err(ApiError::NotFound { kind: "replicas/log".into(), name: name.into() });
+        return Err(ApiError::NotFound { kind: call.what.into(), name: name.into() });
     }
     if !status.is_success() {
         use http_body_util::BodyExt;
@@ -226,8 +371,7 @@ pub async fn proxy(
             String::from_utf8_lossy(&said).chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
         return Err(failed(format!("it answered {status}: {}", text.trim())));
     }
-    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], Body::new(response.into_body()))
-        .into_response())
+    Ok(response)
 }
 
 /// Why a handshake with a node's agent failed, in words.

@@ -487,12 +487,19 @@ fn start_watch(
 /// `POST`: create.
 pub async fn post(
     State(reg): State<Registry>,
+    State(node_proxy): State<super::logs::NodeProxy>,
     who: Caller,
     Path(rest): Path<String>,
     RawQuery(raw): RawQuery,
     headers: HeaderMap,
     Body(bytes): Body,
 ) -> Result<Response> {
+    if let Some((ns, name)) = super::logs::exec_target(&rest) {
+        // `ui exec`: a command in a replica's container, on its node (owner only).
+        let request = serde_json::from_slice(&bytes)
+            .map_err(|e| ApiError::BadRequest(format!("exec: the body is not an exec request: {e}")))?;
+        return super::logs::exec(&reg, &node_proxy, &who, ns, name, request).await;
+    }
     if let Some(name) = rest.strip_prefix("approvals/").and_then(|r| r.strip_suffix("/decision")) {
         // The user's signed decision on an agent's held request (`ui approve`, `ui deny`).
         let decision = parse_body(&bytes, &headers)?;

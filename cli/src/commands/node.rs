@@ -473,8 +473,14 @@ fn status(ctx: &Context, args: &StatusArgs) -> anyhow::Result<Outcome> {
             .find(|c| c["type"] == "Ready")
             .map(|c| json!({ "status": c["status"], "reason": c["reason"], "message": c["message"] }))
     });
+    // On the node's own machine: what it runs, counted there (every container, every process).
+    let local = NodeDir::open(&args.dir.dir(ctx))
+        .ok()
+        .filter(|d| d.file.name == name)
+        .map(|d| agent::node::local_runs(&d.path.join("state"), &name));
     let shown = json!({
         "name": name,
+        "local": local,
         "ready": ready,
         "unschedulable": node.pointer("/spec/unschedulable").and_then(Value::as_bool).unwrap_or(false),
         "runtime": node.pointer("/status/runtime"),
@@ -519,6 +525,12 @@ fn status(ctx: &Context, args: &StatusArgs) -> anyhow::Result<Outcome> {
         );
     }
     println!("Replicas:    {}", replicas.len());
+    if let Some(l) = local {
+        println!(
+            "Here:        {} runs supervised, {} containers unsupervised, {} processes in the node's cgroups",
+            l.supervised, l.unsupervised, l.processes
+        );
+    }
     for r in shown["replicas"].as_array().into_iter().flatten() {
         println!(
             "  {}/{}  {}  restarts {}",
