@@ -402,6 +402,15 @@ fn a_workload_runs_an_image_pulled_from_a_local_registry_by_tag_by_digest_and_th
         r => Err(format!("{r:?}")),
     });
     assert!(status["message"].as_str().unwrap().contains("not found"), "{status}");
+
+    // A registry nobody listens on.
+    let closed = format!("127.0.0.1:{}/web:1", free_port());
+    apply(&u, "unreachable", &workload("unreachable", &closed, ""));
+    let status = wait_for(60, "the unreachable registry reported", || match replica(&u, "unreachable") {
+        Some(r) if r["status"]["reason"] == "ErrImagePull" => Ok(r["status"].clone()),
+        r => Err(format!("{r:?}")),
+    });
+    assert!(status["message"].as_str().unwrap().contains("unreachable"), "{status}");
 }
 
 /// An OCI image layout of `image` named `name`, as a tar; `tampered`: its last layer's bytes

@@ -318,3 +318,66 @@ impl<R: Read> Read for HashingReader<R> {
         Ok(n)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tar_entry(b: &mut tar::Builder<Vec<u8>>, path: &str, data: &[u8]) {
+        let mut h = tar::Header::new_gnu();
+        h.set_mode(0o644);
+        h.set_size(data.len() as u64);
+        b.append_data(&mut h, path, data).unwrap();
+    }
+
+    /// A `docker save` archive of one image whose two layers are the same tar (the second a
+    /// symlink to the first, as docker writes it), with `diff_id` as the config says.
+    fn docker_save(diff_id: Option<&str>) -> Vec<u8> {
+        let mut layer = tar::Builder::new(Vec::new());
+        tar_entry(&mut layer, "hello", b"world");
+        let layer = layer.into_inner().unwrap();
+        let id = diff_id.map_or_else(|| digest_of(&layer), str::to_owned);
+        let config = serde_json::to_vec(&serde_json::json!({
+            "config": { "Cmd": ["/hello"] }, "rootfs": { "type": "layers", "diff_ids": [id, id] },
+        }))
+        .unwrap();
+        let manifest = serde_json::to_vec(&serde_json::json!([{
+            "Config": "cfg.json", "RepoTags": ["app:1"], "Layers": ["l1/layer.tar", "l2/layer.tar"],
+        }]))
+        .unwrap();
+        let mut b = tar::Builder::new(Vec::new());
+        tar_entry(&mut b, "manifest.json", &manifest);
+        tar_entry(&mut b, "cfg.json", &config);
+        tar_entry(&mut b, "l1/layer.tar", &layer);
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Symlink);
+        h.set_size(0);
+        b.append_link(&mut h, "l2/layer.tar", "../l1/layer.tar").unwrap();
+        b.into_inner().unwrap()
+    }
+
+    #[test]
+    fn a_docker_save_archive_is_imported_with_its_tags_and_checked_against_its_diff_ids() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(&dir.path().join("images"));
+        let file = dir.path().join("saved.tar");
+        std::fs::write(&file, docker_save(None)).unwrap();
+        let [image] = import(&store, &file, &["registry.example/app:1".into()], Limits::default())
+            .unwrap()
+            .try_into()
+            .unwrap();
+        assert_eq!(image.meta.tags, ["docker.io/library/app:1", "registry.example/app:1"]);
+        assert_eq!(image.meta.cmd, ["/hello"]);
+        assert_eq!(std::fs::read_to_string(image.rootfs().join("hello")).unwrap(), "world");
+        assert_eq!(store.find("app:1").unwrap().meta.id, image.meta.id);
+
+        let bad = format!("sha256:{}", "0".repeat(64));
+        std::fs::write(&file, docker_save(Some(&bad))).unwrap();
+        let err = import(&Store::new(&dir.path().join("other")), &file, &[], Limits::default()).unwrap_err();
+        assert!(err.to_string().contains("digest mismatch for layer 0"), "{err}");
+        // Neither an OCI layout nor docker's.
+        std::fs::write(&file, tar::Builder::new(Vec::new()).into_inner().unwrap()).unwrap();
+        let err = import(&store, &file, &[], Limits::default()).unwrap_err();
+        assert!(err.to_string().contains("neither an OCI image layout"), "{err}");
+    }
+}

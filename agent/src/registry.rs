@@ -7,15 +7,18 @@
 //! descriptor says) and sha256 while it is downloaded, each layer's uncompressed digest
 //! against the config's `diff_ids`, and the unpacked size ([`crate::store`]).
 //!
-//! A tag is resolved to a digest at the first pull; the image is stored under both. `oci-client`
-//! reads a manifest whole before this module sees its size, so the bound on manifests is
-//! checked after the read (bodies of blobs are streamed and bounded as they come).
+//! A tag is resolved to a digest at the first pull; the image is stored under both.
+//! `oci-client` authenticates (its token is cached for the blob requests) and streams blobs;
+//! manifests are fetched here with its token, since it reads a manifest whole before its size
+//! could be checked: a manifest is read at most to the node's limit. (A token endpoint's
+//! answer is still read whole by `oci-client`.)
 
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use oci_client::RegistryOperation;
 use oci_client::client::{ClientConfig, ClientProtocol};
 use oci_client::errors::{OciDistributionError, OciErrorCode};
 use oci_client::manifest::OciDescriptor;
@@ -118,23 +121,44 @@ pub async fn pull(store: &Store, image: &str, regs: &Registries) -> Result<Image
     pull_from(store, &r, &r, regs).await
 }
 
-fn client(regs: &Registries) -> oci_client::Client {
+fn clients(regs: &Registries) -> Result<Clients, PullError> {
     // reqwest is built without a crypto provider: this process's is ring (as kube's and the
     // apiserver's TLS).
     let _ = rustls::crypto::ring::default_provider().install_default();
-    oci_client::Client::new(ClientConfig {
+    let (connect, read) = (Duration::from_secs(10), Duration::from_secs(60));
+    let oci = oci_client::Client::new(ClientConfig {
         protocol: ClientProtocol::HttpsExcept(regs.insecure.clone()),
         platform_resolver: None,
-        connect_timeout: Some(Duration::from_secs(10)),
-        read_timeout: Some(Duration::from_secs(60)),
+        connect_timeout: Some(connect),
+        read_timeout: Some(read),
         max_concurrent_download: 4,
         ..ClientConfig::default()
-    })
+    });
+    let http = reqwest::Client::builder()
+        .connect_timeout(connect)
+        .read_timeout(read)
+        .build()
+        .map_err(|e| PullError::Invalid(format!("cannot make an HTTP client: {e}")))?;
+    Ok(Clients { oci, http })
+}
+
+/// An error with its causes (`error sending request: connection refused`).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out = format!("{out}: {text}");
+        }
+        source = s.source();
+    }
+    out
 }
 
 /// The error of a registry request, for people and for the replica's status.
 fn classify(e: OciDistributionError, image: &str, registry: &str) -> PullError {
-    let (image, registry, detail) = (image.to_owned(), registry.to_owned(), e.to_string());
+    let (image, registry, detail) = (image.to_owned(), registry.to_owned(), chain(&e));
     match &e {
         OciDistributionError::ImageManifestNotFoundError(_) => {
             PullError::NotFound { image, registry, detail }
@@ -178,27 +202,66 @@ fn classify(e: OciDistributionError, image: &str, registry: &str) -> PullError {
     }
 }
 
-/// A manifest or index by `at` (a tag or digest), checked against its size limit and digest.
+/// The clients of a pull: `oci-client` and the HTTP client manifests are read with.
+struct Clients {
+    oci: oci_client::Client,
+    http: reqwest::Client,
+}
+
+/// A manifest or index by `at` (a tag or digest), read at most to its size limit, and checked
+/// against its digest.
 async fn document(
-    client: &oci_client::Client,
+    clients: &Clients,
+    regs: &Registries,
     at: &Reference,
-    limits: &Limits,
     shown: &str,
 ) -> Result<(Value, String), PullError> {
     let registry = at.resolve_registry().to_owned();
-    let (body, digest) = client
-        .pull_manifest_raw(at, &RegistryAuth::Anonymous, ACCEPT)
+    let max = regs.limits.max_document_bytes;
+    let token = clients
+        .oci
+        .auth(at, &RegistryAuth::Anonymous, RegistryOperation::Pull)
         .await
         .map_err(|e| classify(e, shown, &registry))?;
-    if body.len() as u64 > limits.max_document_bytes {
-        return Err(PullError::Invalid(format!(
-            "the manifest of {shown} has {} bytes, more than the node's limit of {}",
-            body.len(),
-            limits.max_document_bytes
-        )));
+    let scheme = if regs.insecure.contains(&registry) { "http" } else { "https" };
+    let url = format!(
+        "{scheme}://{registry}/v2/{}/manifests/{}{}",
+        at.repository(),
+        at.digest().or(at.tag()).unwrap_or("latest"),
+        at.namespace().map(|ns| format!("?ns={ns}")).unwrap_or_default()
+    );
+    let mut request = clients.http.get(&url).header(reqwest::header::ACCEPT, ACCEPT.join(", "));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let unreachable =
+        |e: reqwest::Error| PullError::Unreachable { registry: registry.clone(), detail: chain(&e) };
+    let mut response = request.send().await.map_err(unreachable)?;
+    let status = response.status();
+    let detail = format!("{status} for {url}");
+    match status.as_u16() {
+        404 => return Err(PullError::NotFound { image: shown.to_owned(), registry, detail }),
+        401 | 403 => return Err(PullError::AuthRefused { image: shown.to_owned(), registry, detail }),
+        _ if !status.is_success() => {
+            return Err(PullError::Invalid(format!("registry {registry} answered {detail}")));
+        }
+        _ => {}
+    }
+    let too_big = || {
+        PullError::Invalid(format!("the manifest of {shown} is larger than the node's limit of {max} bytes"))
+    };
+    if response.content_length().is_some_and(|n| n > max) {
+        return Err(too_big());
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(unreachable)? {
+        if (body.len() + chunk.len()) as u64 > max {
+            return Err(too_big());
+        }
+        body.extend_from_slice(&chunk);
     }
     let actual = digest_of(&body);
-    let expected = at.digest().map_or(digest, str::to_owned);
+    let expected = at.digest().map_or_else(|| actual.clone(), str::to_owned);
     if actual != expected {
         return Err(StoreError::DigestMismatch {
             what: format!("the manifest of {shown}"),
@@ -224,7 +287,7 @@ fn architecture() -> &'static str {
 /// Downloads the blob `desc` into `out`, at most its declared size (and `max`), checking its
 /// digest as it comes.
 async fn blob(
-    client: &oci_client::Client,
+    clients: &Clients,
     at: &Reference,
     desc: &OciDescriptor,
     max: u64,
@@ -237,15 +300,19 @@ async fn blob(
     if declared > max {
         return Err(StoreError::TooLarge { limit: max }.into());
     }
-    let mut stream = client.pull_blob_stream(at, desc).await.map_err(|e| classify(e, shown, &registry))?;
+    let mut stream =
+        clients.oci.pull_blob_stream(at, desc).await.map_err(|e| classify(e, shown, &registry))?;
     let (mut hash, mut got) = (Sha256::new(), 0u64);
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| {
-            if e.to_string().to_lowercase().contains("digest") {
+            let text = chain(&e);
+            if text.to_lowercase().contains("digest") {
+                // oci-client's own check ("… Expected X, got Y") came first.
+                let actual = text.rsplit("got ").next().unwrap_or(&text).trim().to_owned();
                 PullError::Store(StoreError::DigestMismatch {
                     what: what.clone(),
                     expected: desc.digest.clone(),
-                    actual: e.to_string(),
+                    actual,
                 })
             } else {
                 PullError::Unreachable { registry: registry.clone(), detail: format!("reading {what}: {e}") }
@@ -288,9 +355,9 @@ async fn pull_from(
 ) -> Result<Image, PullError> {
     let shown = r.whole();
     let limits = regs.limits;
-    let client = client(regs);
+    let clients = clients(regs)?;
     let started = std::time::Instant::now();
-    let (mut manifest, top) = document(&client, via, &limits, &shown).await?;
+    let (mut manifest, top) = document(&clients, regs, via, &shown).await?;
     let pinned = reference::pinned(r, &top);
     let mut at = via.clone_with_digest(top.clone());
     if manifest.get("manifests").is_some() {
@@ -304,7 +371,7 @@ async fn pull_from(
             .ok_or_else(|| PullError::Invalid(format!("{shown} has no image for linux/{arch}")))?;
         let desc = descriptor(entry, &shown)?;
         at = via.clone_with_digest(desc.digest.clone());
-        manifest = document(&client, &at, &limits, &shown).await?.0;
+        manifest = document(&clients, regs, &at, &shown).await?.0;
     }
     let layers = manifest["layers"].as_array().cloned().unwrap_or_default();
     if layers.len() > limits.max_layers {
@@ -316,7 +383,7 @@ async fn pull_from(
     }
     let config_desc = descriptor(&manifest["config"], &shown)?;
     let mut config = Vec::new();
-    blob(&client, &at, &config_desc, limits.max_document_bytes, &mut config, &shown).await?;
+    blob(&clients, &at, &config_desc, limits.max_document_bytes, &mut config, &shown).await?;
     let tags: Vec<String> = if r.digest().is_none() { vec![shown.clone()] } else { Vec::new() };
     if store.find(&config_desc.digest).is_some() {
         // The same image under another name: nothing to download.
@@ -337,7 +404,7 @@ async fn pull_from(
         let mut file = std::fs::File::create(&path)
             .map_err(|e| PullError::Invalid(format!("cannot write {}: {e}", path.display())))?;
         let room = limits.max_unpacked_bytes.saturating_sub(downloaded);
-        blob(&client, &at, &desc, room, &mut file, &shown).await?;
+        blob(&clients, &at, &desc, room, &mut file, &shown).await?;
         downloaded += u64::try_from(desc.size).unwrap_or(0);
         let expected = diff_ids.get(i).cloned();
         builder = tokio::task::spawn_blocking(move || -> Result<_, PullError> {
