@@ -480,3 +480,49 @@ fn ui_image_import_runs_an_image_on_a_node_without_a_registry_and_rm_waits_for_i
     });
     assert_eq!(u.run(&["image", "ls", "-o", "json", "--node-dir", &node_dir]).ok().json(), json!([]));
 }
+
+#[test]
+fn a_replica_restarts_on_the_digest_its_tag_resolved_to_even_after_the_tag_moved() {
+    require_root();
+    let registry = Registry::start();
+    let v1 = web_image("version one");
+    registry.push("web", "1", &v1);
+    let host = registry.host();
+    let u = User::new();
+    let up = Up::start(&u, "pin", &["--insecure-registry", &host]);
+    let node_dir = up.node_dir();
+    // Prints its page, then fails: restarted again and again.
+    let cmd = r#"["/bin/busybox", "sh", "-c", "/bin/busybox cat /www/index.html; echo; /bin/busybox sleep 1; exit 1"]"#;
+    let yaml = format!(
+        "apiVersion: univrs.io/v1\nkind: Workload\nmetadata:\n  name: loop\nspec:\n  replicas: 1\n  image: \"{host}/web:1\"\n  command: {cmd}\n"
+    );
+    apply(&u, "loop", &yaml);
+    let pinned = format!("{host}/web@{}", v1.digest());
+    wait_for(60, "the first run pinned", || match replica(&u, "loop") {
+        Some(r) if r["status"]["imageID"] == pinned.as_str() => Ok(()),
+        r => Err(format!("{r:?}")),
+    });
+
+    // The tag moves to another image, and the node's copy goes (between two runs: refused
+    // while one runs).
+    registry.push("web", "1", &web_image("version two"));
+    wait_for(60, "the image removed between two runs", || {
+        let out = u.run(&["image", "rm", &pinned, "--node-dir", &node_dir]);
+        if out.code == 0 { Ok(()) } else { Err(out.stderr) }
+    });
+    // The next runs pull the pinned digest again, not what the tag says now.
+    let images = wait_for(60, "the pinned image pulled again", || {
+        let images = u.run(&["image", "ls", "-o", "json", "--node-dir", &node_dir]).ok().json();
+        if images.as_array().is_some_and(|a| a.len() == 1) { Ok(images) } else { Err(images.to_string()) }
+    });
+    assert_eq!(images[0]["repoDigests"], json!([pinned]));
+    assert_eq!(images[0]["id"], sha256(&v1.config).as_str());
+    let before = ui(&u, &["logs", "loop"]).stdout.matches("version one").count();
+    let r = wait_for(60, "a run on the pulled-again image", || {
+        let logs = ui(&u, &["logs", "loop"]).stdout;
+        let r = replica(&u, "loop").unwrap();
+        if logs.matches("version one").count() > before { Ok((r, logs)) } else { Err(logs) }
+    });
+    assert!(!r.1.contains("version two"), "{}", r.1);
+    assert_eq!(r.0["status"]["imageID"], pinned.as_str());
+}

@@ -189,6 +189,17 @@ fn pull_delay(n: u32) -> Duration {
     Duration::from_secs(10u64 << n.saturating_sub(1).min(5)).min(Duration::from_secs(300))
 }
 
+/// What a run of a replica of `reference` pulls: the image it is pinned to (its `imageID`) when
+/// that is an image ID or a digest of the same repository, else the reference itself.
+fn to_pull(reference: &str, pinned: Option<&str>) -> String {
+    let same_repository = |p: &str| {
+        crate::store::is_digest(p)
+            || crate::reference::parse(reference)
+                .is_ok_and(|r| p.starts_with(&format!("{}/{}@", r.registry(), r.repository())))
+    };
+    pinned.filter(|p| same_repository(p)).map_or_else(|| reference.to_owned(), str::to_owned)
+}
+
 /// The root filesystem of the next run of `replica`: its directory, or its OCI image from the
 /// store or pulled, retried with back-off (each failure reported through `report` as a status
 /// patch). `pinned` is the image the replica is pinned to (its status' `imageID`): used when it
@@ -209,12 +220,7 @@ pub async fn resolve_for_run<'r>(
         Ok(Source::Oci(reference)) => reference,
         Err(e) => return Some(Err(("ImageNotFound", e))),
     };
-    let same_repository = |p: &str| {
-        crate::store::is_digest(p)
-            || crate::reference::parse(&reference)
-                .is_ok_and(|r| p.starts_with(&format!("{}/{}@", r.registry(), r.repository())))
-    };
-    let want = pinned.clone().filter(|p| same_repository(p)).unwrap_or_else(|| reference.clone());
+    let want = to_pull(&reference, pinned.as_deref());
     let store = images.store();
     let mut failures = 0u32;
     loop {
@@ -337,6 +343,23 @@ mod tests {
         // rootfs: only ever a directory.
         let rootfs = ContainerSpec { rootfs: Some("nginx".into()), ..ContainerSpec::default() };
         assert!(images.source(&rootfs).unwrap_err().contains("no image \"nginx\""));
+    }
+
+    #[test]
+    fn restarts_pull_the_digest_the_first_pull_resolved_the_tag_to() {
+        let d = format!("sha256:{}", "a".repeat(64));
+        assert_eq!(to_pull("web:1", None), "web:1");
+        let pinned = format!("docker.io/library/web@{d}");
+        assert_eq!(to_pull("web:1", Some(&pinned)), pinned);
+        assert_eq!(
+            to_pull("127.0.0.1:5000/web:1", Some(&format!("127.0.0.1:5000/web@{d}"))),
+            format!("127.0.0.1:5000/web@{d}")
+        );
+        // An imported image known by its ID only.
+        assert_eq!(to_pull("local/app:1", Some(&d)), d);
+        // Pinned in another repository (not this reference's): the reference.
+        assert_eq!(to_pull("web:1", Some(&format!("docker.io/library/db@{d}"))), "web:1");
+        assert_eq!(to_pull("web:1", Some(&format!("docker.io/library/web-x@{d}"))), "web:1");
     }
 
     #[test]
