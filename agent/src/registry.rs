@@ -437,3 +437,66 @@ async fn pull_from(
     );
     Ok(image)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::header;
+    use axum::response::IntoResponse;
+
+    /// A hostile registry (what docker-registry never sends): a manifest larger than the node
+    /// allows, too many layers, a blob longer than its descriptor says.
+    async fn hostile() -> String {
+        let layer = |size: usize| json_layer(&format!("sha256:{}", "b".repeat(64)), size);
+        let manifest = |layers: Vec<Value>| {
+            serde_json::json!({
+                "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "config": json_layer(&format!("sha256:{}", "c".repeat(64)), 2), "layers": layers,
+            })
+            .to_string()
+        };
+        let many = manifest((0..200).map(|_| layer(10)).collect());
+        let long = manifest(vec![layer(10)]);
+        let typed = |body: String| {
+            ([(header::CONTENT_TYPE, "application/vnd.oci.image.manifest.v1+json")], body).into_response()
+        };
+        let app = axum::Router::new()
+            .route("/v2/", axum::routing::get(|| async { "{}" }))
+            .route(
+                "/v2/big/manifests/1",
+                axum::routing::get(move || async move { typed("x".repeat(2 << 20)) }),
+            )
+            .route("/v2/many/manifests/1", axum::routing::get(move || async move { typed(many) }))
+            .route("/v2/long/manifests/1", axum::routing::get(move || async move { typed(long) }))
+            .route("/v2/long/blobs/{digest}", axum::routing::get(|| async { "{}".repeat(50) }));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        addr
+    }
+
+    fn json_layer(digest: &str, size: usize) -> Value {
+        serde_json::json!({ "mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": digest, "size": size })
+    }
+
+    #[tokio::test]
+    async fn what_a_registry_sends_is_bounded() {
+        let host = hostile().await;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(dir.path());
+        let regs = Registries {
+            insecure: vec![host.clone()],
+            limits: Limits { max_document_bytes: 1 << 20, ..Limits::default() },
+            ..Registries::default()
+        };
+        let err = pull(&store, &format!("{host}/big:1"), &regs).await.unwrap_err().to_string();
+        assert!(err.contains("larger than the node's limit of 1048576 bytes"), "{err}");
+        let err = pull(&store, &format!("{host}/many:1"), &regs).await.unwrap_err().to_string();
+        assert!(err.contains("200 layers, more than the node's limit of 128"), "{err}");
+        let err = pull(&store, &format!("{host}/long:1"), &regs).await.unwrap_err().to_string();
+        assert!(err.contains("longer than the 2 bytes its manifest says"), "{err}");
+        let err = pull(&store, "127.0.0.1:1/web:1", &regs).await.unwrap_err();
+        assert!(matches!(err, PullError::Unreachable { .. }), "{err}");
+        assert!(store.list().is_empty());
+    }
+}
