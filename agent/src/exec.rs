@@ -54,26 +54,39 @@ pub fn main(dir: &Path, argv: &[String], timeout: Duration) -> anyhow::Result<i3
         .collect::<std::io::Result<_>>()
         .context("the container is not running")?;
 
+    // The pid is the container's init still (not a pid reused by another process since): the
+    // namespaces opened above are then the container's.
+    let cgroups =
+        std::fs::read_to_string(format!("/proc/{pid}/cgroup")).context("the container is not running")?;
+    anyhow::ensure!(
+        cgroups.lines().any(|l| l.ends_with(&spec.cgroup)),
+        "the container is not running (pid {pid} is not in its cgroup {})",
+        spec.cgroup
+    );
     crate::cgroup::join(&spec.cgroup).context("cannot join the container's cgroup")?;
     for (ns, flag) in &joined {
         nix::sched::setns(ns.as_fd(), *flag).with_context(|| format!("cannot join namespace {flag:?}"))?;
     }
     nix::sched::setns(user.as_fd(), CloneFlags::CLONE_NEWUSER).context("cannot join the user namespace")?;
     // Root of the container's user namespace (its mapped uid 0), without the host's groups.
-    let _ = nix::unistd::setgroups(&[]);
+    if nix::unistd::setgroups(&[]).is_err() {
+        // Refused where the namespace denies setgroups: then no group of the host may be left.
+        anyhow::ensure!(
+            nix::unistd::getgroups().is_ok_and(|g| g.is_empty()),
+            "cannot drop the host's groups"
+        );
+    }
     nix::unistd::setresgid(Gid::from_raw(0), Gid::from_raw(0), Gid::from_raw(0)).context("setresgid")?;
     nix::unistd::setresuid(Uid::from_raw(0), Uid::from_raw(0), Uid::from_raw(0)).context("setresuid")?;
     std::env::set_current_dir("/").context("chdir /")?;
 
     let process = config.process().as_ref().context("config.json has no process")?;
     let syscall = libcontainer::syscall::syscall::create_syscall();
-    if let Some(caps) = process.capabilities() {
-        libcontainer::capabilities::drop_privileges(caps, syscall.as_ref())
-            .context("cannot drop capabilities")?;
-    }
-    if process.no_new_privileges() == Some(true) {
-        nix::sys::prctl::set_no_new_privs().context("no_new_privs")?;
-    }
+    // Fail closed: a config without capabilities or a seccomp filter is not one of ours.
+    let caps = process.capabilities().as_ref().context("config.json sets no capabilities")?;
+    libcontainer::capabilities::drop_privileges(caps, syscall.as_ref())
+        .context("cannot drop capabilities")?;
+    nix::sys::prctl::set_no_new_privs().context("no_new_privs")?;
     for rlimit in process.rlimits().iter().flatten() {
         let resource = match rlimit.typ() {
             libcontainer::oci_spec::runtime::PosixRlimitType::RlimitNofile => {
@@ -83,9 +96,12 @@ pub fn main(dir: &Path, argv: &[String], timeout: Duration) -> anyhow::Result<i3
         };
         nix::sys::resource::setrlimit(resource, rlimit.soft(), rlimit.hard()).context("setrlimit")?;
     }
-    if let Some(seccomp) = config.linux().as_ref().and_then(|l| l.seccomp().as_ref()) {
-        libcontainer::seccomp::initialize_seccomp(seccomp).context("cannot install the seccomp filter")?;
-    }
+    let seccomp = config
+        .linux()
+        .as_ref()
+        .and_then(|l| l.seccomp().as_ref())
+        .context("config.json has no seccomp filter")?;
+    libcontainer::seccomp::initialize_seccomp(seccomp).context("cannot install the seccomp filter")?;
 
     let env = process.env().iter().flatten().filter_map(|kv| kv.split_once('='));
     let mut child = std::process::Command::new(program)

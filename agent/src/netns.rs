@@ -58,9 +58,17 @@ const MAX_RESPONSE_HEAD: usize = 4096;
 pub fn http_check(port: u16, path: &str, timeout: Duration) -> Result<(), String> {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let fail = |e: std::io::Error| format!("GET :{port}{path}: {e}");
-    let mut s = TcpStream::connect_timeout(&addr, timeout).map_err(fail)?;
-    s.set_read_timeout(Some(timeout)).map_err(fail)?;
-    s.set_write_timeout(Some(timeout)).map_err(fail)?;
+    // One deadline for the whole probe: a server that sends a byte now and then is not
+    // waited for beyond it.
+    let deadline = std::time::Instant::now() + timeout;
+    let left = || {
+        deadline
+            .checked_duration_since(std::time::Instant::now())
+            .filter(|d| !d.is_zero())
+            .ok_or_else(|| format!("GET :{port}{path}: timed out after {} s", timeout.as_secs()))
+    };
+    let mut s = TcpStream::connect_timeout(&addr, left()?).map_err(fail)?;
+    s.set_write_timeout(Some(left()?)).map_err(fail)?;
     let request = format!(
         "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUser-Agent: univrs-probe/1.0\r\nAccept: */*\r\nConnection: close\r\n\r\n"
     );
@@ -68,6 +76,7 @@ pub fn http_check(port: u16, path: &str, timeout: Duration) -> Result<(), String
     let mut head = Vec::new();
     let mut buf = [0u8; 512];
     while !head.contains(&b'\n') && head.len() < MAX_RESPONSE_HEAD {
+        s.set_read_timeout(Some(left()?)).map_err(fail)?;
         match s.read(&mut buf).map_err(fail)? {
             0 => break,
             n => head.extend_from_slice(&buf[..n]),

@@ -915,7 +915,7 @@ async fn run_once(
                         report(client, replica, status, stop).await;
                     }
                     ProbeKind::Liveness if !passing && killed.is_none() => {
-                        let why = format!("liveness probe failed: {message}");
+                        let why = format!("{}: {message}", crate::run::LIVENESS_FAILED);
                         tracing::info!(namespace = ns_of(replica), "replica {}: {why}; stopping it", replica.name());
                         killed = Some(why);
                         if let Some(pid) = child.id() {
@@ -1035,6 +1035,7 @@ async fn probe_loop(
     };
     let mut tracker = crate::probe::Tracker::new(&probe, kind == ProbeKind::Liveness);
     let mut tick = tokio::time::interval(probe.period());
+    let mut first = true;
     loop {
         tick.tick().await;
         let result = crate::probe::check(&action, &target, probe.timeout()).await;
@@ -1042,7 +1043,15 @@ async fn probe_loop(
             Ok(()) => String::new(),
             Err(e) => format!("{action}: {e}"),
         };
-        if let Some(passing) = tracker.observe(result.is_ok())
+        // A readiness probe's first failure is said at once (why the replica is not ready).
+        let changed = tracker.observe(result.is_ok());
+        let said = match changed {
+            Some(passing) => Some(passing),
+            None if first && kind == ProbeKind::Readiness && result.is_err() => Some(false),
+            None => None,
+        };
+        first = false;
+        if let Some(passing) = said
             && tx.send((kind, passing, message)).await.is_err()
         {
             return;

@@ -263,7 +263,7 @@ mod tests {
             .collect();
         assert_eq!(ns, ["user", "pid", "network", "ipc", "uts", "mount", "cgroup"]);
         let base = host_id_base("c1");
-        assert!(base >= 1 << 20 && base + ID_RANGE <= 1 << 31 && base % ID_RANGE == 0, "{base}");
+        assert!(base >= 1 << 20 && base + ID_RANGE <= 1 << 31 && base.is_multiple_of(ID_RANGE), "{base}");
         assert_eq!(c["linux"]["uidMappings"], json!([{ "containerID": 0, "hostID": base, "size": 65_536 }]));
         assert_ne!(host_id_base("c2"), base);
         assert_eq!(c["process"]["env"][1], "GREETING=hello");

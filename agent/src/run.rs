@@ -69,6 +69,9 @@ pub struct RunSpec {
     pub state_root: PathBuf,
 }
 
+/// How [`RunResult::killed`] begins when a failing liveness probe ended the run.
+pub const LIVENESS_FAILED: &str = "liveness probe failed";
+
 /// How a run ended.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -97,13 +100,18 @@ pub struct RunResult {
 impl RunResult {
     /// The run ended with exit code 0.
     pub fn succeeded(&self) -> bool {
-        self.exit_code == Some(0) && self.error.is_none()
+        self.exit_code == Some(0) && self.error.is_none() && self.killed.is_none()
     }
 
-    /// `Completed`, `Error`, `OOMKilled`, `Signaled`, `StartError`: Kubernetes' reasons.
+    /// `Completed`, `Error`, `OOMKilled`, `Signaled`, `StartError`, `Unhealthy`: Kubernetes' reasons.
     pub fn reason(&self) -> &'static str {
         if self.error.is_some() {
             "StartError"
+        } else if self.killed.as_deref().is_some_and(|k| k.starts_with(LIVENESS_FAILED)) {
+            // Stopped by the agent for failing its liveness probe (the kubelet's event reason).
+            "Unhealthy"
+        } else if self.killed.is_some() {
+            "Error"
         } else if self.oom_killed {
             "OOMKilled"
         } else if self.exit_code == Some(0) {

@@ -77,9 +77,6 @@ pub enum ReplicaConditionType {
     Scheduled,
     /// Running and ready.
     Ready,
-    /// About to be replaced (as Kubernetes' `DisruptionTarget`): its node no longer satisfies
-    /// its workload's trust policy or placement; a replacement is placed first.
-    DisruptionTarget,
 }
 
 /// What the node agent (and scheduler) observed.
@@ -133,19 +130,18 @@ pub struct ReplicaStatus {
 /// Kubernetes' container waiting reason).
 pub const CRASH_LOOP_BACK_OFF: &str = "CrashLoopBackOff";
 
-/// The reason of a replica's `DisruptionTarget` condition when its node no longer satisfies its
-/// workload's trust policy or placement constraints.
-pub const NO_LONGER_QUALIFIES: &str = "NodeNoLongerQualifies";
+/// The annotation the scheduler puts on a Replica whose node no longer satisfies its
+/// workload's trust policy or placement (its value says why): the replica is replaced, a new
+/// one first. An annotation, not a condition: only the control plane writes a Replica's
+/// metadata, while its node writes its status.
+pub const DISRUPTION_ANNOTATION: &str = "univrs.io/disruption-target";
+
+/// Why `annotations` (a Replica's) mark it for replacement, if they do.
+pub fn disruption_of(annotations: Option<&std::collections::BTreeMap<String, String>>) -> Option<&str> {
+    annotations?.get(DISRUPTION_ANNOTATION).map(String::as_str)
+}
 
 impl ReplicaStatus {
-    /// Whether the replica is to be replaced: its `DisruptionTarget` condition holds.
-    pub fn is_disruption_target(&self) -> bool {
-        self.conditions.iter().any(|c| {
-            c.type_ == ReplicaConditionType::DisruptionTarget
-                && c.status == crate::meta::ConditionStatus::True
-        })
-    }
-
     /// Whether the replica counts as ready: its process runs and its `Ready` condition is not
     /// `False` (a node agent writes it at every start: `True` at once without a readiness
     /// probe, after the probe passes with one; `False` while it waits to restart).

@@ -159,6 +159,9 @@ pub struct ExecRequest {
     pub timeout_seconds: Option<u64>,
 }
 
+/// The largest answer of an agent to an exec read.
+const MAX_EXEC_ANSWER: usize = 2 * 6 * (1 << 20) + 4096;
+
 /// The longest an exec may run.
 pub const MAX_EXEC_SECONDS: u64 = 300;
 
@@ -232,7 +235,9 @@ pub async fn exec(
     );
     let response = result?;
     use http_body_util::BodyExt;
-    let bytes = tokio::time::timeout(ANSWER, response.into_body().collect())
+    // Bounded: the agent keeps 1 MiB of each stream, JSON may escape a byte into six.
+    let limited = http_body_util::Limited::new(response.into_body(), MAX_EXEC_ANSWER);
+    let bytes = tokio::time::timeout(ANSWER, limited.collect())
         .await
         .map_err(|_| unavailable("the agent's answer did not end in time".into()))?
         .map_err(|e| unavailable(e.to_string()))?

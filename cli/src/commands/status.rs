@@ -53,6 +53,9 @@ pub struct ReplicaReport {
     pub phase: String,
     /// Running and ready (its `Ready` condition).
     pub ready: bool,
+    /// Why it is to be replaced (its node no longer qualifies), if it is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replacing: Option<String>,
     /// How its last run ended (`status.lastExitReason`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_exit_reason: Option<String>,
@@ -112,6 +115,9 @@ impl ReplicaReport {
 
     /// Where it runs, or why it waits: `on node-1`, `pending: 0/5 nodes available: …`.
     pub fn place(&self) -> String {
+        if let (Some(node), Some(why)) = (&self.node, &self.replacing) {
+            return format!("on {node}, to be replaced: {why}");
+        }
         let ended =
             self.phase == "Failed" || self.phase == "Succeeded" || !self.ready && self.phase == "Running";
         match (&self.node, &self.message) {
@@ -160,6 +166,7 @@ pub fn report(
                 ready: serde_json::from_value::<api::kinds::ReplicaStatus>(r["status"].clone())
                     .is_ok_and(|s| s.is_ready()),
                 last_exit_reason: text(&r["status"]["lastExitReason"]),
+                replacing: text(&r["metadata"]["annotations"][api::kinds::DISRUPTION_ANNOTATION]),
                 node: text(&r["spec"]["nodeName"]),
                 reason: text(&r["status"]["reason"]),
                 message: text(&r["status"]["message"]),

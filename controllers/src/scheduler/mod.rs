@@ -24,8 +24,9 @@ use std::time::{Duration, Instant};
 
 use api::identity::Did;
 use api::kinds::{
-    AccountSpec, AttestationSpec, CreditGrantSpec, NodeOfferSpec, NodeSpec, ReplicaConditionType,
-    ReplicaPhase, ReplicaSpec, ReplicaStatus, ReputationSpec, TrustPolicySpec, WorkloadSpec, account_name,
+    AccountSpec, AttestationSpec, CreditGrantSpec, DISRUPTION_ANNOTATION, NodeOfferSpec, NodeSpec,
+    ReplicaConditionType, ReplicaPhase, ReplicaSpec, ReplicaStatus, ReputationSpec, TrustPolicySpec,
+    WorkloadSpec, account_name, disruption_of,
 };
 use api::meta::{Condition, ConditionStatus, Time};
 use chrono::Utc;
@@ -475,17 +476,17 @@ const RECHECK_PLACEMENT: Duration = Duration::from_secs(30);
 
 /// A bound replica whose node no longer qualifies under its workload's trust policy or
 /// placement (the policy was tightened, the operator's reputation fell below its floor, …) is
-/// marked `DisruptionTarget`; the workload controller then places a replacement first and stops
-/// it once the replacement is ready (or keeps it, saying so, while nothing qualifies). A node
-/// that qualifies again clears the mark. A policy that is missing or not the owner's changes
-/// nothing here (no replacement could be placed under it either).
+/// annotated [`DISRUPTION_ANNOTATION`] (why); the workload controller then places a
+/// replacement first and stops it once the replacement is ready (or keeps it, saying so, while
+/// nothing qualifies). A node that qualifies again clears the mark. A policy that is missing or
+/// not the owner's changes nothing here (no replacement could be placed under it either). The
+/// mark is metadata, which only the control plane writes: the replica's node (which writes its
+/// status) cannot erase it.
 async fn check_placement(ctx: &Ctx, replica: &Kube<ReplicaSpec>) -> Result<Action, Error> {
     let recheck = Action::requeue(RECHECK_PLACEMENT);
     let ns = replica.namespace().unwrap_or("default");
-    let (Some(node), Some(status)) = (replica.spec.node_name.as_deref(), replica.status.as_ref()) else {
-        return Ok(recheck);
-    };
-    if status.phase.is_terminal() {
+    let Some(node) = replica.spec.node_name.as_deref() else { return Ok(recheck) };
+    if replica.status.as_ref().is_some_and(|s| s.phase.is_terminal()) {
         return Ok(Action::await_change());
     }
     let Some(workload) = ctx.workloads.get(&ObjectRef::new(&replica.spec.workload).within(ns)) else {
@@ -503,8 +504,8 @@ async fn check_placement(ctx: &Ctx, replica: &Kube<ReplicaSpec>) -> Result<Actio
         let (_, _, topology) = state.topology.as_mut().expect("topology just built");
         topology.qualifies(node, policy.as_ref(), workload.signer(), &constraints)
     };
-    let marked = status.is_disruption_target();
-    let patch = match verdict {
+    let marked = disruption_of(replica.metadata.annotations.as_ref()).is_some();
+    let mark = match verdict {
         Some(Err(why)) if !marked => {
             let under = workload
                 .spec
@@ -515,41 +516,26 @@ async fn check_placement(ctx: &Ctx, replica: &Kube<ReplicaSpec>) -> Result<Actio
                 "node {node} no longer qualifies under {under}: {why}; a replacement is placed first, then this replica stops"
             );
             tracing::info!(namespace = ns, "replica {}: {message}", replica.name());
-            Some(with_condition(status, disruption(ConditionStatus::True, message)))
+            Some(Value::String(message))
         }
         Some(Ok(())) if marked => {
-            let message = format!("node {node} qualifies again");
-            tracing::info!(namespace = ns, "replica {}: {message}", replica.name());
-            Some(with_condition(status, disruption(ConditionStatus::False, message)))
+            tracing::info!(namespace = ns, "replica {}: node {node} qualifies again", replica.name());
+            Some(Value::Null)
         }
         _ => None,
     };
-    if let Some(conditions) = patch {
-        patch_status(ctx, replica, &json!({ "status": { "conditions": conditions } })).await?;
+    if let Some(mark) = mark {
+        let api = api_in::<ReplicaSpec>(&ctx.shared.client, ns);
+        // The uid as precondition: a replica made again under the name is not this one.
+        let patch =
+            json!({ "metadata": { "uid": replica.uid(), "annotations": { DISRUPTION_ANNOTATION: mark } } });
+        match api.patch(replica.name(), &PatchParams::default(), &Patch::Merge(&patch)).await {
+            Ok(_) => {}
+            Err(e) if client::resource::is_not_found(&e) || is_conflict(&e) => {}
+            Err(e) => return Err(e.into()),
+        }
     }
     Ok(recheck)
-}
-
-fn disruption(status: ConditionStatus, message: String) -> Condition<ReplicaConditionType> {
-    Condition {
-        type_: ReplicaConditionType::DisruptionTarget,
-        status,
-        reason: Some(api::kinds::NO_LONGER_QUALIFIES.to_owned()),
-        message: Some(message),
-        last_transition_time: Some(Time(Utc::now())),
-        observed_generation: None,
-    }
-}
-
-/// The replica's conditions with `new` in place of the one of its type (a merge patch replaces
-/// the whole list: the others are kept as they are).
-fn with_condition(
-    status: &ReplicaStatus,
-    new: Condition<ReplicaConditionType>,
-) -> Vec<Condition<ReplicaConditionType>> {
-    let mut out: Vec<_> = status.conditions.iter().filter(|c| c.type_ != new.type_).cloned().collect();
-    out.push(new);
-    out
 }
 
 /// How a bind ended.

@@ -96,7 +96,7 @@ async fn reconcile(workload: Arc<Kube<WorkloadSpec>>, ctx: Arc<Ctx>) -> Result<A
             deleting: r.is_deleting(),
             labels: r.metadata.labels.clone().unwrap_or_default(),
             unopened: is_unopened(r),
-            disrupted: r.status.as_ref().is_some_and(ReplicaStatus::is_disruption_target),
+            disrupted: api::kinds::disruption_of(r.metadata.annotations.as_ref()).is_some(),
         })
         .collect();
     let labels = workload.metadata.labels.clone().unwrap_or_default();
@@ -108,13 +108,6 @@ async fn reconcile(workload: Arc<Kube<WorkloadSpec>>, ctx: Arc<Ctx>) -> Result<A
         surge: ctx.config.surge,
     };
     let todo = plan::plan(target, &have);
-    // What the new replicas run: the template, with its image's tag pinned to the digest a
-    // replica of this template already resolved it to at its first pull, so that every later
-    // replica runs the same bits even if the tag has moved since.
-    let mut container = container;
-    if let Some(pinned) = pinned_image(&workload, &hash, &owned) {
-        container.image = Some(pinned);
-    }
 
     for name in &todo.create {
         let meta = ObjectMeta {
@@ -188,28 +181,6 @@ async fn reconcile(workload: Arc<Kube<WorkloadSpec>>, ctx: Arc<Ctx>) -> Result<A
     Ok(Action::await_change())
 }
 
-/// The digest-pinned image (`REPOSITORY@sha256:…`) a replica of template `hash` reports in
-/// `status.imageID`, when the workload names its image by tag (a digest is pinned already; a
-/// local `rootfs` has no digest).
-pub fn pinned_image(
-    workload: &Kube<WorkloadSpec>,
-    hash: &str,
-    owned: &[Arc<Kube<ReplicaSpec>>],
-) -> Option<String> {
-    let image = workload.spec.image.as_deref()?;
-    if image.contains('@') {
-        return None;
-    }
-    owned
-        .iter()
-        .filter(|r| !r.is_deleting())
-        .filter(|r| {
-            r.metadata.labels.as_ref().and_then(|l| l.get(TEMPLATE_LABEL)).map(String::as_str) == Some(hash)
-        })
-        .filter_map(|r| r.status.as_ref()?.image_id.clone())
-        .find(|id| id.contains("@sha256:"))
-}
-
 /// Whether `r` was not started because its node could not open its sealed values.
 fn is_unopened(r: &Kube<ReplicaSpec>) -> bool {
     r.status.as_ref().is_some_and(|s| {
@@ -235,10 +206,10 @@ fn status(
     };
     let replicas = count(&|_| true);
     let ready = count(&|r| r.status.as_ref().is_some_and(ReplicaStatus::is_ready));
-    let disrupted = count(&|r| r.status.as_ref().is_some_and(ReplicaStatus::is_disruption_target));
+    let disrupted = count(&|r| api::kinds::disruption_of(r.metadata.annotations.as_ref()).is_some());
     let updated = count(&|r| {
         r.metadata.labels.as_ref().and_then(|l| l.get(TEMPLATE_LABEL)).map(String::as_str) == Some(hash)
-            && !r.status.as_ref().is_some_and(ReplicaStatus::is_disruption_target)
+            && api::kinds::disruption_of(r.metadata.annotations.as_ref()).is_none()
     });
     let desired = i32::try_from(desired).unwrap_or(i32::MAX);
     let generation = workload.metadata.generation;
@@ -333,39 +304,4 @@ fn with_transition_times(old: &WorkloadStatus, mut new: WorkloadStatus) -> Workl
     }
     new.last_update_time = Some(now);
     new
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn workload(image: &str) -> Kube<WorkloadSpec> {
-        serde_json::from_value(json!({ "apiVersion": "univrs.io/v1", "kind": "Workload",
-            "metadata": { "name": "web", "namespace": "default", "uid": "w1" },
-            "spec": { "image": image } }))
-        .unwrap()
-    }
-
-    fn replica(name: &str, hash: &str, image_id: Option<&str>) -> Arc<Kube<ReplicaSpec>> {
-        Arc::new(
-            serde_json::from_value(json!({ "apiVersion": "univrs.io/v1", "kind": "Replica",
-                "metadata": { "name": name, "namespace": "default", "labels": { TEMPLATE_LABEL: hash } },
-                "spec": { "workload": "web", "container": { "image": "reg/web:1" } },
-                "status": { "imageID": image_id } }))
-            .unwrap(),
-        )
-    }
-
-    #[test]
-    fn new_replicas_run_the_digest_the_first_pull_resolved_a_tag_to() {
-        let digest = format!("reg/web@sha256:{}", "a".repeat(64));
-        let owned = [replica("web-h1-0", "h1", None), replica("web-h1-1", "h1", Some(&digest))];
-        assert_eq!(pinned_image(&workload("reg/web:1"), "h1", &owned), Some(digest.clone()));
-        // Another template's digest is not this one's; a digest is pinned already; an image
-        // imported without a digest pins nothing.
-        assert_eq!(pinned_image(&workload("reg/web:1"), "h2", &owned), None);
-        assert_eq!(pinned_image(&workload(&digest), "h1", &owned), None);
-        let local = [replica("web-h1-0", "h1", Some("sha256:abc"))];
-        assert_eq!(pinned_image(&workload("reg/web:1"), "h1", &local), None);
-    }
 }

@@ -66,7 +66,7 @@ pub struct Have {
     /// nothing, so another replica is made in its place.
     pub unopened: bool,
     /// To be replaced whatever its template: its node no longer qualifies (its
-    /// `DisruptionTarget` condition). Replaced as an old replica in a rollout is: a new one
+    /// `univrs.io/disruption-target` annotation). Replaced as an old replica in a rollout is: a new one
     /// first, within the surge; removed once enough others are ready.
     pub disrupted: bool,
 }
