@@ -101,15 +101,12 @@ fn unavailable(message: String) -> ApiError {
     ApiError::Unavailable(message)
 }
 
-/// Streams a replica's output from its node.
-pub async fn proxy(
+/// Replica `ns/name` and the Workload it names (`None`: gone), as stored.
+async fn replica_and_workload(
     reg: &Registry,
-    proxy: &NodeProxy,
-    who: &Caller,
     ns: &str,
     name: &str,
-    raw_query: Option<&str>,
-) -> Result<Response, ApiError> {
+) -> Result<(Value, Option<Value>), ApiError> {
     let system = Caller::system();
     let replica =
         reg.get(&system, ObjectRef::new(kind::<ReplicaSpec>(), Some(ns), name), ReadAt::Latest).await?;
@@ -122,6 +119,19 @@ pub async fn proxy(
         Err(ApiError::NotFound { .. }) => None,
         Err(e) => return Err(e),
     };
+    Ok((replica, workload))
+}
+
+/// Streams a replica's output from its node.
+pub async fn proxy(
+    reg: &Registry,
+    proxy: &NodeProxy,
+    who: &Caller,
+    ns: &str,
+    name: &str,
+    raw_query: Option<&str>,
+) -> Result<Response, ApiError> {
+    let (replica, workload) = replica_and_workload(reg, ns, name).await?;
     reg.may_read_log(who, &replica, workload.as_ref())?;
     let uid = replica.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or_default();
     let mut path = format!("/replicas/{uid}/log");
@@ -197,18 +207,7 @@ pub async fn exec(
     name: &str,
     request: ExecRequest,
 ) -> Result<Response, ApiError> {
-    let system = Caller::system();
-    let replica =
-        reg.get(&system, ObjectRef::new(kind::<ReplicaSpec>(), Some(ns), name), ReadAt::Latest).await?;
-    let workload = replica.pointer("/spec/workload").and_then(Value::as_str).unwrap_or_default();
-    let workload = match reg
-        .get(&system, ObjectRef::new(kind::<WorkloadSpec>(), Some(ns), workload), ReadAt::Latest)
-        .await
-    {
-        Ok(w) => Some(w),
-        Err(ApiError::NotFound { .. }) => None,
-        Err(e) => return Err(e),
-    };
+    let (replica, workload) = replica_and_workload(reg, ns, name).await?;
     crate::access::logs::may_exec(who, &replica, workload.as_ref())?;
     request.check()?;
     let uid = replica.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or_default();
