@@ -156,7 +156,7 @@ fn fmt_rate(r: f64) -> String {
     let s = n.to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -1027,9 +1027,9 @@ fn scenarios(sut: &Sut, cfg: &Config, signed: &[(String, String)]) -> Vec<(Strin
     let filled = fill(sut, objects);
     say(format!("fill: create {objects} Replicas, 64 clients"), filled);
     let rss = sut.pids.iter().map(|&p| status_bytes(p, "VmRSS")).max().unwrap_or(0);
-    say(format!("RSS after the fill, largest member"), Measure { bytes: Some(rss), ..Measure::default() });
+    say("RSS after the fill, largest member".into(), Measure { bytes: Some(rss), ..Measure::default() });
     let disk: u64 = sut.data.iter().map(|d| disk_bytes(d)).sum();
-    say(format!("disk after the fill, all members"), Measure { bytes: Some(disk), ..Measure::default() });
+    say("disk after the fill, all members".into(), Measure { bytes: Some(disk), ..Measure::default() });
 
     let existing = sut.replicas.load(Ordering::Relaxed).max(1);
     let only = env_list("BENCH_ONLY", "reads,creates,signed,updates,watch");
