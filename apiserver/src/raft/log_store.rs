@@ -2,8 +2,10 @@
 //! committed id and the last purged id.
 //!
 //! Every `append` is one redb transaction committed with fsync before openraft is told the
-//! entries are durable. openraft hands over every entry pending at that moment in one call, so
-//! concurrent client writes share one fsync: that is the group commit.
+//! entries are durable. openraft 0.9 runs its commands after each client write it receives, so
+//! on a lone member every write is an `append` of its own: one fsync per write, no group
+//! commit (BENCHMARKS.md). The committed log id is saved without an fsync of its own (see
+//! [`LogStore::save_committed`]), so that a write costs one fsync, not two.
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
@@ -60,17 +62,29 @@ impl LogStore {
         serde_json::from_slice(bytes.value()).map(Some).map_err(read_err)
     }
 
-    fn put_meta<T: Serialize>(&self, key: &str, value: &T, subject: ErrorSubject<NodeId>) -> Result<()> {
+    /// Writes meta `key`; durably (fsync'd before it returns) when `durable`, else it becomes
+    /// durable with the next durable commit (redb keeps commits in order: after a crash the
+    /// database is at some durable commit, never at a later commit without an earlier one).
+    fn put_meta<T: Serialize>(
+        &self,
+        key: &str,
+        value: &T,
+        subject: ErrorSubject<NodeId>,
+        durable: bool,
+    ) -> Result<()> {
         let err = |e| io_err(subject.clone(), ErrorVerb::Write, e);
         let bytes = serde_json::to_vec(value).map_err(|e| io_err(subject.clone(), ErrorVerb::Write, e))?;
-        let txn = self.db.begin_write().map_err(|e| err(redb::Error::from(e)))?;
+        let mut txn = self.db.begin_write().map_err(|e| err(redb::Error::from(e)))?;
+        txn.set_durability(if durable { Durability::Immediate } else { Durability::None });
         {
             let mut table = txn.open_table(META).map_err(|e| err(e.into()))?;
             table.insert(key, bytes.as_slice()).map_err(|e| err(e.into()))?;
         }
         let fsync = std::time::Instant::now();
         txn.commit().map_err(|e| err(e.into()))?;
-        crate::metrics::metrics().wal_fsynced(fsync);
+        if durable {
+            crate::metrics::metrics().wal_fsynced(fsync);
+        }
         Ok(())
     }
 
@@ -129,15 +143,24 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<()> {
-        self.put_meta(VOTE, vote, ErrorSubject::Vote)
+        // A vote must be on disk before it is cast: a member that forgot it could vote twice
+        // in one term.
+        self.put_meta(VOTE, vote, ErrorSubject::Vote, true)
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>> {
         self.get_meta(VOTE)
     }
 
+    /// Saves the committed log id *without* an fsync: it is durable with the next `append` (or
+    /// vote). Losing the last few in a crash is safe: openraft only uses it at start to apply
+    /// entries up to it before an election, and takes the state machine's applied id when that
+    /// is greater; a committed id read back is never ahead of the durable log, since redb
+    /// cannot keep this commit without every durable one before it (the log entries it
+    /// names). Durably, it was a second fsync on every write, in the Raft core's one serial
+    /// section (BENCHMARKS.md).
     async fn save_committed(&mut self, committed: Option<LogId<NodeId>>) -> Result<()> {
-        self.put_meta(COMMITTED, &committed, ErrorSubject::Store)?;
+        self.put_meta(COMMITTED, &committed, ErrorSubject::Store, false)?;
         if let Some(c) = committed {
             crate::metrics::metrics().set_committed(c.index);
         }
