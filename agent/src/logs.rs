@@ -209,19 +209,14 @@ async fn exec(
     if let Some(denied) = not_a_member(&server, &headers) {
         return denied;
     }
-    if uid.is_empty() || uid.len() > 64 || !uid.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
+    if !crate::run::is_run_id(&uid) {
         return deny(StatusCode::BAD_REQUEST, "not a replica uid");
     }
     let Ok(asked) = serde_json::from_slice::<ExecBody>(&body) else {
         return deny(StatusCode::BAD_REQUEST, "not an exec request");
     };
-    let bytes: usize = asked.command.iter().map(|a| a.len() + 1).sum();
-    if asked.command.first().is_none_or(String::is_empty)
-        || asked.command.len() > api::kinds::MAX_PROBE_ARGS
-        || bytes > api::kinds::MAX_PROBE_COMMAND_BYTES
-        || asked.command.iter().any(|a| a.contains('\0'))
-    {
-        return deny(StatusCode::BAD_REQUEST, "a command of 1 to 64 arguments, at most 4096 bytes");
+    if let Err(e) = api::kinds::check_command(&asked.command) {
+        return deny(StatusCode::BAD_REQUEST, &format!("command: {e}"));
     }
     let dir = server.runs.join(&uid);
     if crate::node::live_shim(&dir).is_none() || !dir.join(crate::shim::CONTAINER_PID_FILE).exists() {
@@ -287,7 +282,7 @@ async fn log(
     if let Some(denied) = not_a_member(&server, &headers) {
         return denied;
     }
-    if uid.is_empty() || !uid.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
+    if !crate::run::is_run_id(&uid) {
         return deny(StatusCode::BAD_REQUEST, "not a replica uid");
     }
     let dir = server.runs.join(&uid);

@@ -195,15 +195,12 @@ impl<F: std::future::Future<Output = Result<(), reflector::store::WriterDropped>
 /// same name (deleted, then registered again, maybe by someone else) is not this node's, nor is
 /// one bound without a uid.
 pub fn runs_here(replica: &Kube<ReplicaSpec>, node: &str, node_uid: Option<&str>) -> bool {
-    let uid = replica.uid();
     replica.spec.node_name.as_deref() == Some(node)
         && node_uid.is_some()
         && replica.spec.node_uid.as_deref() == node_uid
         && !replica.is_deleting()
         // The uid names the run's directory and container: nothing but a uid's characters.
-        && !uid.is_empty()
-        && uid.len() <= 64
-        && uid.chars().all(|c| c.is_ascii_hexdigit() || c == '-')
+        && crate::run::is_run_id(replica.uid())
 }
 
 /// The replicas this node should be running, by uid.

@@ -6,6 +6,12 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+/// Whether `uid` (a replica's, from the API or a request) may name a run's directory and
+/// container: a uid's characters only, at most 64 of them.
+pub fn is_run_id(uid: &str) -> bool {
+    !uid.is_empty() && uid.len() <= 64 && uid.chars().all(|c| c.is_ascii_hexdigit() || c == '-')
+}
+
 /// The file the agent writes before it starts the shim.
 pub const SPEC_FILE: &str = "run.json";
 /// The file the shim writes (atomically) when the replica ended.

@@ -14,6 +14,24 @@ pub const MAX_PROBE_ARGS: usize = 64;
 /// Longest HTTP path of a probe.
 pub const MAX_PROBE_PATH: usize = 2048;
 
+/// Checks a command run in a replica (an exec probe's, `ui exec`'s): a program, at most
+/// [`MAX_PROBE_ARGS`] arguments and [`MAX_PROBE_COMMAND_BYTES`] bytes, no NUL. The error says
+/// what is wrong.
+pub fn check_command(command: &[String]) -> Result<(), String> {
+    let bytes: usize = command.iter().map(|a| a.len() + 1).sum();
+    if command.first().is_none_or(String::is_empty) {
+        Err("required: the program to run".to_owned())
+    } else if command.len() > MAX_PROBE_ARGS {
+        Err(format!("at most {MAX_PROBE_ARGS} arguments"))
+    } else if bytes > MAX_PROBE_COMMAND_BYTES {
+        Err(format!("at most {MAX_PROBE_COMMAND_BYTES} bytes in all"))
+    } else if command.iter().any(|a| a.contains('\0')) {
+        Err("must not contain NUL characters".to_owned())
+    } else {
+        Ok(())
+    }
+}
+
 /// How a replica's health is checked, and how often.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -140,18 +158,10 @@ impl Probe {
             1 => {}
             _ => errors.push(path.error("set only one of exec, httpGet and tcpSocket")),
         }
-        if let Some(e) = &self.exec {
-            let p = path.child("exec").child("command");
-            let bytes: usize = e.command.iter().map(|a| a.len() + 1).sum();
-            if e.command.is_empty() || e.command[0].is_empty() {
-                errors.push(p.error("required: the program to run"));
-            } else if e.command.len() > MAX_PROBE_ARGS {
-                errors.push(p.error(format!("at most {MAX_PROBE_ARGS} arguments")));
-            } else if bytes > MAX_PROBE_COMMAND_BYTES {
-                errors.push(p.error(format!("at most {MAX_PROBE_COMMAND_BYTES} bytes in all")));
-            } else if e.command.iter().any(|a| a.contains('\0')) {
-                errors.push(p.error("must not contain NUL characters"));
-            }
+        if let Some(e) = &self.exec
+            && let Err(e) = check_command(&e.command)
+        {
+            errors.push(path.child("exec").child("command").error(e));
         }
         if let Some(h) = &self.http_get {
             if h.port == 0 {
@@ -238,6 +248,17 @@ mod tests {
         assert!(errors(&bad, false).iter().all(|m| !m.contains("liveness probe")));
         let empty = Probe { exec: Some(ExecAction { command: vec![] }), ..Probe::default() };
         assert_eq!(errors(&empty, false), ["livenessProbe.exec.command: required: the program to run"]);
+    }
+
+    #[test]
+    fn a_command_run_in_a_replica_is_bounded() {
+        let of = |v: &[&str]| check_command(&v.iter().map(|a| (*a).to_owned()).collect::<Vec<_>>());
+        assert_eq!(of(&["true"]), Ok(()));
+        assert_eq!(of(&[]), Err("required: the program to run".to_owned()));
+        assert_eq!(of(&["ls", "a\0b"]), Err("must not contain NUL characters".to_owned()));
+        assert_eq!(of(&["x"; 65]), Err("at most 64 arguments".to_owned()));
+        let long = "y".repeat(5000);
+        assert_eq!(of(&["echo", &long]), Err("at most 4096 bytes in all".to_owned()));
     }
 
     #[test]

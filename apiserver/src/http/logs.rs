@@ -178,16 +178,9 @@ pub const MAX_EXEC_SECONDS: u64 = 300;
 impl ExecRequest {
     /// Refuses what the agent would refuse, before anything is called.
     pub fn check(&self) -> Result<(), ApiError> {
-        let bytes: usize = self.command.iter().map(|a| a.len() + 1).sum();
         let bad = |m: &str| Err(ApiError::BadRequest(format!("exec: {m}")));
-        if self.command.first().is_none_or(String::is_empty) {
-            return bad("command: required: the program to run");
-        }
-        if self.command.len() > api::kinds::MAX_PROBE_ARGS || bytes > api::kinds::MAX_PROBE_COMMAND_BYTES {
-            return bad("command: at most 64 arguments and 4096 bytes");
-        }
-        if self.command.iter().any(|a| a.contains('\0')) {
-            return bad("command: must not contain NUL characters");
+        if let Err(e) = api::kinds::check_command(&self.command) {
+            return bad(&format!("command: {e}"));
         }
         if self.timeout_seconds.is_some_and(|t| t == 0 || t > MAX_EXEC_SECONDS) {
             return bad(&format!("timeoutSeconds: must be 1..={MAX_EXEC_SECONDS}"));
