@@ -1098,3 +1098,87 @@ fn ui_exec_runs_a_command_in_the_owner_s_container_and_nobody_else_s() {
     assert_ne!(refused.code, 0, "{}", refused.stdout);
     assert!(refused.stderr.contains("only the owner of workload box may"), "{}", refused.stderr);
 }
+
+/// `GET /` of `host:port` from inside replica `name`, with busybox's `nc` (its `wget` crashes
+/// in Debian's static build): the answer, or `UNREACHABLE`.
+fn http_from(u: &User, name: &str, host: &str, port: u16) -> String {
+    let script = format!(
+        "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 3 {host} {port} > /tmp/answer 2>&1; \
+         if grep -q '200 OK' /tmp/answer; then cat /tmp/answer; else echo UNREACHABLE; cat /tmp/answer; fi"
+    );
+    exec(u, name, &[], &["/bin/sh", "-c", &script]).ok().stdout
+}
+
+#[test]
+fn replicas_reach_their_owner_s_replicas_by_name_and_nothing_of_strangers_or_the_node() {
+    require_root();
+    let u = User::new();
+    let up = Up::start(&u, "nets");
+    // Two replicas, each serving its own name on port 8080 of its own address.
+    let serve = "mkdir -p /tmp/w && hostname > /tmp/w/index.html && exec httpd -f -p 8080 -h /tmp/w";
+    let yaml = workload("peer", serve, "  ports:\n  - containerPort: 8080\n").replace("replicas: 1", "replicas: 2");
+    apply(&u, "peer", &yaml);
+    let running = |u: &User, w: &str, n: usize| {
+        wait_for(60, &format!("{n} replicas of {w} running with an address"), || {
+            let rs = replicas(u, w);
+            let ok = rs.len() == n
+                && rs.iter().all(|r| r["status"]["phase"] == "Running" && r["status"]["podIP"].is_string());
+            if ok { Ok(rs) } else { Err(summary(&rs)) }
+        })
+    };
+    let rs = running(&u, "peer", 2);
+    let name = |r: &Value| r["metadata"]["name"].as_str().unwrap().to_owned();
+    let ip = |r: &Value| r["status"]["podIP"].as_str().unwrap().parse::<std::net::Ipv4Addr>().unwrap();
+    let (a, b) = (name(&rs[0]), name(&rs[1]));
+    let (a_ip, b_ip) = (ip(&rs[0]), ip(&rs[1]));
+    assert_eq!(a_ip.octets()[..3], b_ip.octets()[..3], "one owner's replicas share its /24: {a_ip} {b_ip}");
+    wait_for(30, "both serving", || {
+        let out = http_from(&u, &a, &b, 8080);
+        if out.contains(&b) { Ok(()) } else { Err(out) }
+    });
+    // By replica name, by workload name, by WORKLOAD.NAMESPACE; its eth0 holds its podIP.
+    assert!(http_from(&u, &a, &b, 8080).contains(&b));
+    assert!(http_from(&u, &b, &a, 8080).contains(&a));
+    let by_workload = http_from(&u, &a, "peer", 8080);
+    assert!(by_workload.contains(&a) || by_workload.contains(&b), "{by_workload}");
+    assert!(http_from(&u, &b, "peer.default", 8080).contains("200 OK"));
+    let addr = exec(&u, &a, &[], &["/bin/sh", "-c", "ip -4 addr show eth0"]).ok().stdout;
+    assert!(addr.contains(&format!("inet {a_ip}/24")), "{addr}");
+    let text = ui(&u, &["status"]).ok().stdout;
+    assert!(text.contains(&a_ip.to_string()), "ui status shows the address: {text}");
+
+    // A stranger's replica on the same node: another /24 and bridge, no names of ours, no
+    // route to our replicas.
+    let stranger = up.another_user();
+    apply(&stranger, "spy", &workload("spy", "exec sleep 3600", ""));
+    let spy = running(&stranger, "spy", 1).remove(0);
+    let (spy_name, spy_ip) = (name(&spy), ip(&spy));
+    assert_ne!(spy_ip.octets()[..3], a_ip.octets()[..3], "a stranger shares no /24 with us");
+    let hosts = exec(&stranger, &spy_name, &[], &["cat", "/etc/hosts"]).ok().stdout;
+    assert!(hosts.contains(&spy_name) && !hosts.contains("peer"), "{hosts}");
+    assert!(http_from(&stranger, &spy_name, &a_ip.to_string(), 8080).contains("UNREACHABLE"));
+    // Nor do ours reach the stranger's, nor the node itself: a service of the node on all its
+    // addresses, tried at the owner's gateway (the bridge's address).
+    let node_service = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+    let node_port = node_service.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for s in node_service.incoming().flatten() {
+            let _ = std::io::Write::write_all(&mut &s, b"HTTP/1.0 200 OK\r\n\r\nnode secrets\n");
+        }
+    });
+    let gateway_of = |ip: std::net::Ipv4Addr| {
+        let [x, y, z, _] = ip.octets();
+        std::net::Ipv4Addr::new(x, y, z, 1).to_string()
+    };
+    let gateway = gateway_of(a_ip);
+    let from_host = std::process::Command::new("sh")
+        .args(["-c", &format!("printf 'GET / HTTP/1.0\\r\\n\\r\\n' | busybox nc -w 3 {gateway} {node_port}")])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&from_host.stdout).contains("node secrets"), "the service answers on the node");
+    let tried = http_from(&u, &a, &gateway, node_port);
+    assert!(tried.contains("UNREACHABLE") && !tried.contains("secrets"), "{tried}");
+    assert!(http_from(&stranger, &spy_name, &gateway_of(spy_ip), node_port).contains("UNREACHABLE"));
+    assert!(http_from(&u, &a, &spy_ip.to_string(), 8080).contains("UNREACHABLE"));
+    drop(up);
+}

@@ -35,6 +35,7 @@ pub const HOST_BUSYBOX: &str = "/bin/busybox";
 /// The directories a container's mounts go on, made in every image (its rootfs is read-only).
 const MOUNT_POINTS: &[&str] = &["proc", "sys", "dev", "tmp", "etc", "root"];
 
+
 /// The node's images.
 #[derive(Clone, Debug)]
 pub struct Images {
@@ -149,6 +150,12 @@ impl Images {
         if target.join("bin/busybox").exists() {
             // Made by an earlier version as 0700: a container's unprivileged root enters it.
             std::fs::set_permissions(&target, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+            // Made by an earlier version without the files a replica's network covers.
+            for file in crate::network::MOUNTED_FILES {
+                if !target.join(file).exists() {
+                    std::fs::write(target.join(file), "")?;
+                }
+            }
             return Ok(true);
         }
         let host = Path::new(HOST_BUSYBOX);
@@ -172,6 +179,9 @@ impl Images {
         }
         std::fs::write(tmp.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n")?;
         std::fs::write(tmp.join("etc/group"), "root:x:0:\n")?;
+        for file in crate::network::MOUNTED_FILES {
+            std::fs::write(tmp.join(file), "")?;
+        }
         match std::fs::rename(&tmp, &target) {
             Ok(()) => Ok(true),
             // Another agent on this machine made it first.

@@ -41,6 +41,68 @@ pub fn loopback_up(pid: i32) -> std::io::Result<()> {
     })
 }
 
+/// Connects the network namespace of process `pid` (a container made, not yet started) to its
+/// owner's bridge: a veth pair whose host end joins the bridge and whose other end becomes
+/// the container's `eth0` with its address and default route; `lo` up as well.
+pub fn attach(pid: i32, net: &crate::network::Attachment) -> std::io::Result<()> {
+    let (veth, peer, bridge) = (net.veth.clone(), format!("{}c", net.veth), net.bridge.clone());
+    let rt = || tokio::runtime::Builder::new_current_thread().enable_io().build();
+    let host_side = peer.clone();
+    // The host side, from a thread of its own as well (the shim stays single-threaded).
+    std::thread::spawn(move || -> std::io::Result<()> {
+        rt()?.block_on(async {
+            let (connection, handle, _) = rtnetlink::new_connection()?;
+            tokio::spawn(connection);
+            // A pair left by a run of the same id whose container is gone.
+            if let Some(i) = index_of(&handle, &veth).await {
+                let _ = handle.link().del(i).execute().await;
+            }
+            handle.link().add(rtnetlink::LinkVeth::new(&veth, &host_side).build()).execute().await.map_err(io)?;
+            let b = index_of(&handle, &bridge).await.ok_or_else(|| std::io::Error::other(format!("no bridge {bridge}")))?;
+            let v = index_of(&handle, &veth).await.ok_or_else(|| std::io::Error::other("the veth is gone"))?;
+            handle.link().set(rtnetlink::LinkUnspec::new_with_index(v).controller(b).up().build()).execute().await.map_err(io)?;
+            let p = index_of(&handle, &host_side).await.ok_or_else(|| std::io::Error::other("the veth peer is gone"))?;
+            handle
+                .link()
+                .set(rtnetlink::LinkUnspec::new_with_index(p).setns_by_pid(pid as u32).build())
+                .execute()
+                .await
+                .map_err(io)
+        })
+    })
+    .join()
+    .map_err(|_| std::io::Error::other("the network thread panicked"))??;
+    let (ip, prefix, gateway) = (net.ip, net.prefix, net.gateway);
+    in_netns_of(pid, move || {
+        rt()?.block_on(async {
+            let (connection, handle, _) = rtnetlink::new_connection()?;
+            tokio::spawn(connection);
+            let up = rtnetlink::LinkUnspec::new_with_index(LOOPBACK_INDEX).up().build();
+            handle.link().set(up).execute().await.map_err(io)?;
+            let p = index_of(&handle, &peer).await.ok_or_else(|| std::io::Error::other("the veth peer did not arrive"))?;
+            handle
+                .link()
+                .set(rtnetlink::LinkUnspec::new_with_index(p).name("eth0".into()).build())
+                .execute()
+                .await
+                .map_err(io)?;
+            handle.address().add(p, ip.into(), prefix).execute().await.map_err(io)?;
+            handle.link().set(rtnetlink::LinkUnspec::new_with_index(p).up().build()).execute().await.map_err(io)?;
+            let route = rtnetlink::RouteMessageBuilder::<std::net::Ipv4Addr>::new().gateway(gateway).build();
+            handle.route().add(route).execute().await.map_err(io)
+        })
+    })
+}
+
+fn io(e: rtnetlink::Error) -> std::io::Error {
+    std::io::Error::other(e)
+}
+
+async fn index_of(handle: &rtnetlink::Handle, name: &str) -> Option<u32> {
+    use futures_util::TryStreamExt;
+    handle.link().get().match_name(name.to_owned()).execute().try_next().await.ok().flatten().map(|l| l.header.index)
+}
+
 /// The index of `lo` in every network namespace.
 const LOOPBACK_INDEX: u32 = 1;
 

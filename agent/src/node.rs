@@ -61,6 +61,9 @@ pub struct Config {
     pub default_limits: DefaultLimits,
     /// How OCI images are pulled (mirrors, plain-HTTP registries) and bounded.
     pub registries: crate::registry::Registries,
+    /// The replicas' network pool (`--replica-network`; none: the first free default). Containers
+    /// only: plain processes share the node's network.
+    pub replica_network: Option<crate::network::Net>,
 }
 
 /// The limits a node gives a replica whose workload asks for no resources (as a Kubernetes
@@ -125,6 +128,17 @@ pub async fn run(client: Client, config: Config, shutdown: CancellationToken) ->
         // removes it under one being made.
         crate::cgroup::ensure_folder(&config.cgroup_parent())?;
     }
+    let net = match config.runtime {
+        RuntimeKind::Container => Some(Arc::new(
+            crate::network::Network::open(&config.state_dir, config.replica_network)
+                .await
+                .map_err(|e| e.context("cannot set up the replicas' network"))?,
+        )),
+        RuntimeKind::Process => None,
+    };
+    if let Some(n) = &net {
+        tracing::info!(pool = %n.pool(), "replicas' network ready");
+    }
     let config = Arc::new(config);
     report_runtime(&client, &config).await;
     let heartbeat = tokio::spawn(heartbeat(client.clone(), config.clone(), shutdown.clone()));
@@ -164,9 +178,10 @@ pub async fn run(client: Client, config: Config, shutdown: CancellationToken) ->
                 // Only now the bound replicas are known: runs left by an earlier agent are
                 // adopted or stopped.
                 clean_up_stale(&config, &wanted);
+                release_addresses(&net, wanted.keys().cloned().collect());
                 adopted = true;
             }
-            reconcile(&client, &config, wanted, &mut supervised);
+            reconcile(&client, &config, &net, wanted, &mut supervised);
         }
     }
     heartbeat.abort();
@@ -217,15 +232,30 @@ fn wanted(
         .collect()
 }
 
+/// Frees the addresses of runs not in `keep` (in the background).
+fn release_addresses(net: &Option<Arc<crate::network::Network>>, keep: BTreeSet<String>) {
+    if let Some(net) = net.clone() {
+        tokio::spawn(async move {
+            if let Err(e) = net.retain(|id| keep.contains(id)).await {
+                tracing::warn!(error = %e, "cannot update the replicas' network");
+            }
+        });
+    }
+}
+
 fn reconcile(
     client: &Client,
     config: &Arc<Config>,
+    net: &Option<Arc<crate::network::Network>>,
     wanted: BTreeMap<String, Arc<Kube<ReplicaSpec>>>,
     supervised: &mut BTreeMap<String, Supervised>,
 ) {
     crate::metrics::metrics().keep_only(|uid| wanted.contains_key(uid));
     // Gone, deleted, bound elsewhere or to an earlier Node of this name: stop it.
     let unwanted: Vec<String> = supervised.keys().filter(|uid| !wanted.contains_key(*uid)).cloned().collect();
+    if !unwanted.is_empty() {
+        release_addresses(net, wanted.keys().cloned().collect());
+    }
     for uid in unwanted {
         if let Some(s) = supervised.remove(&uid) {
             tracing::info!(%uid, "replica no longer bound here: stopping it");
@@ -246,7 +276,7 @@ fn reconcile(
             continue;
         }
         let stop = CancellationToken::new();
-        let task = tokio::spawn(supervise(client.clone(), config.clone(), replica, stop.clone()));
+        let task = tokio::spawn(supervise(client.clone(), config.clone(), net.clone(), replica, stop.clone()));
         supervised.insert(uid, Supervised { stop, task });
     }
 }
@@ -530,9 +560,12 @@ impl std::fmt::Debug for Trusted {
 async fn supervise(
     client: Client,
     config: Arc<Config>,
+    net: Option<Arc<crate::network::Network>>,
     replica: Arc<Kube<ReplicaSpec>>,
     stop: CancellationToken,
 ) {
+    // The node's side of its published ports, open while it is supervised here.
+    let mut published: Option<crate::publish::Published> = None;
     let dir = config.run_dir(replica.uid());
     let container = replica.spec.container.clone();
     let mut restarts = replica.status.as_ref().map_or(0, |s| s.restarts);
@@ -568,6 +601,14 @@ async fn supervise(
                     replica.name()
                 );
                 crate::metrics::metrics().phase(replica.uid(), ReplicaPhase::Running);
+                if let Ok(spec) = read_json::<RunSpec>(&dir, SPEC_FILE)
+                    && let Some(ip) = spec.network.as_ref().map(|n| n.ip)
+                {
+                    match crate::publish::publish(&spec.ports, ip).await {
+                        Ok(p) => published = Some(p),
+                        Err(e) => tracing::warn!(namespace = ns_of(&replica), "replica {}: {e}", replica.name()),
+                    }
+                }
                 wait_for_pid(pid, &stop).await;
                 if stop.is_cancelled() {
                     stop_pid(pid).await;
@@ -585,7 +626,11 @@ async fn supervise(
                         Box::pin(report(&client, &replica, status, &stop))
                     });
                 let Some(image) = pulled.await else { return }; // stopped
-                let spec = match image.and_then(|image| prepare(&config, &replica, &container, &image)) {
+                let prepared = match image.and_then(|image| prepare(&config, &replica, &container, &image)) {
+                    Ok(spec) => connect(net.as_deref(), &replica, spec, &mut published).await,
+                    Err(e) => Err(e),
+                };
+                let spec = match prepared {
                     Ok(spec) => spec,
                     Err((reason, message)) => {
                         crate::metrics::metrics().start_failed(reason);
@@ -794,7 +839,50 @@ fn prepare(
         memory_bytes: Some(memory.filter(|b| *b > 0).unwrap_or(config.default_limits.memory_bytes)),
         cgroup: format!("{}/{}", config.cgroup_parent(), replica.uid()),
         state_root: config.containers(),
+        network: None,
+        ports: Vec::new(),
     })
+}
+
+/// Gives a run its address (the same across restarts) and opens its published ports, or says
+/// why not.
+async fn connect(
+    net: Option<&crate::network::Network>,
+    replica: &Kube<ReplicaSpec>,
+    mut spec: RunSpec,
+    published: &mut Option<crate::publish::Published>,
+) -> Result<RunSpec, (&'static str, String)> {
+    spec.ports = replica.spec.container.ports.clone();
+    let ip = match net {
+        Some(net) => {
+            let want = crate::network::Lease {
+                owner: binding_of(replica).owner,
+                namespace: ns_of(replica).to_owned(),
+                workload: replica.spec.workload.clone(),
+                replica: replica.name().to_owned(),
+                ip: std::net::Ipv4Addr::UNSPECIFIED,
+            };
+            let attached = net
+                .attach(replica.uid(), want)
+                .await
+                .map_err(|e| ("NetworkUnavailable", format!("cannot give the replica a network: {e:#}")))?;
+            let ip = attached.ip;
+            spec.network = Some(attached);
+            ip
+        }
+        // A plain process listens on the node itself.
+        None => std::net::Ipv4Addr::LOCALHOST,
+    };
+    if published.is_none() {
+        // A plain process that listens on its host port itself needs no relay.
+        let relayed: Vec<_> = if net.is_some() {
+            spec.ports.clone()
+        } else {
+            spec.ports.iter().filter(|p| p.host_port != Some(p.container_port)).cloned().collect()
+        };
+        *published = Some(crate::publish::publish(&relayed, ip).await.map_err(|e| ("HostPortInUse", e))?);
+    }
+    Ok(spec)
 }
 
 /// Starts one run and waits for it. `None` when it was stopped (the replica went away).
@@ -855,6 +943,8 @@ async fn run_once(
     let status = json!({
         "phase": ReplicaPhase::Running, "restarts": restarts, "startedAt": time(Some(Utc::now())),
         "exitCode": null, "reason": null, "finishedAt": null,
+        "podIP": spec.network.as_ref().map(|n| n.ip.to_string()),
+        "publishedPorts": spec.ports.iter().filter(|p| p.host_port.is_some()).map(|p| p.describe()).collect::<Vec<_>>(),
         "message": format!("running in a {} on {}", match spec.runtime {
             RuntimeKind::Container => "container",
             RuntimeKind::Process => "plain process (no isolation, no limits)",

@@ -168,6 +168,31 @@ pub fn config(run: &RunSpec, rootfs: &std::path::Path) -> Value {
         resources["cpu"] = json!({ "quota": quota, "period": CPU_PERIOD_MICROS });
     }
     resources["pids"] = json!({ "limit": 1024 });
+    let mut mounts = vec![
+        json!({ "destination": "/proc", "type": "proc", "source": "proc" }),
+        json!({ "destination": "/dev", "type": "tmpfs", "source": "tmpfs",
+          "options": ["nosuid", "strictatime", "mode=755", "size=65536k"] }),
+        json!({ "destination": "/dev/pts", "type": "devpts", "source": "devpts",
+          "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"] }),
+        json!({ "destination": "/dev/shm", "type": "tmpfs", "source": "shm",
+          "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"] }),
+        json!({ "destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue",
+          "options": ["nosuid", "noexec", "nodev"] }),
+        json!({ "destination": "/sys", "type": "sysfs", "source": "sysfs",
+          "options": ["nosuid", "noexec", "nodev", "ro"] }),
+        json!({ "destination": "/tmp", "type": "tmpfs", "source": "tmpfs",
+          "options": ["nosuid", "nodev", "mode=1777", "size=65536k"] }),
+    ];
+    // Its names and resolvers, where the image has the files to cover (the root filesystem is
+    // read-only: nothing can be made in it).
+    if let Some(net) = &run.network {
+        for (file, source) in [("etc/hosts", &net.hosts), ("etc/resolv.conf", &net.resolv)] {
+            if std::fs::symlink_metadata(run.rootfs.join(file)).is_ok_and(|m| m.is_file()) {
+                mounts.push(json!({ "destination": format!("/{file}"), "type": "bind", "source": source,
+                    "options": ["rbind", "ro", "nosuid", "nodev", "noexec"] }));
+            }
+        }
+    }
     json!({
         "ociVersion": "1.0.2",
         "process": {
@@ -186,21 +211,7 @@ pub fn config(run: &RunSpec, rootfs: &std::path::Path) -> Value {
         },
         "root": { "path": rootfs, "readonly": true },
         "hostname": run.hostname,
-        "mounts": [
-            { "destination": "/proc", "type": "proc", "source": "proc" },
-            { "destination": "/dev", "type": "tmpfs", "source": "tmpfs",
-              "options": ["nosuid", "strictatime", "mode=755", "size=65536k"] },
-            { "destination": "/dev/pts", "type": "devpts", "source": "devpts",
-              "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"] },
-            { "destination": "/dev/shm", "type": "tmpfs", "source": "shm",
-              "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"] },
-            { "destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue",
-              "options": ["nosuid", "noexec", "nodev"] },
-            { "destination": "/sys", "type": "sysfs", "source": "sysfs",
-              "options": ["nosuid", "noexec", "nodev", "ro"] },
-            { "destination": "/tmp", "type": "tmpfs", "source": "tmpfs",
-              "options": ["nosuid", "nodev", "mode=1777", "size=65536k"] },
-        ],
+        "mounts": mounts,
         "linux": {
             "cgroupsPath": run.cgroup,
             "resources": resources,
@@ -243,6 +254,8 @@ mod tests {
             memory_bytes: Some(32 << 20),
             cgroup: "/univrs/n1/c1".into(),
             state_root: "/state".into(),
+            network: None,
+            ports: Vec::new(),
         }
     }
 

@@ -73,6 +73,12 @@ pub struct RunSpec {
     pub cgroup: String,
     /// libcontainer's state directory for this node's containers.
     pub state_root: PathBuf,
+    /// Its network (none: only `lo`, as under the process runtime).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<crate::network::Attachment>,
+    /// The container ports the node publishes to it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<api::kinds::ContainerPort>,
 }
 
 /// How [`RunResult::killed`] begins when a failing liveness probe ended the run.

@@ -239,9 +239,21 @@ fn run_container(
     }
     // The loopback interface of its network namespace is up before it starts, and its init's
     // pid is where the agent's probes find that namespace.
+    // With a network, it is attached to its owner's bridge before it starts: it never runs
+    // without its address.
     if let Some(pid) = container.pid() {
-        if let Err(e) = crate::netns::loopback_up(pid.as_raw()) {
-            tracing::warn!(error = %e, "cannot bring up the container's loopback interface");
+        match &spec.network {
+            Some(net) => {
+                if let Err(e) = crate::netns::attach(pid.as_raw(), net) {
+                    let _ = container.delete(true);
+                    anyhow::bail!("cannot connect the container to its network: {e}");
+                }
+            }
+            None => {
+                if let Err(e) = crate::netns::loopback_up(pid.as_raw()) {
+                    tracing::warn!(error = %e, "cannot bring up the container's loopback interface");
+                }
+            }
         }
         write_json(dir, CONTAINER_PID_FILE, &pid.as_raw())?;
     }

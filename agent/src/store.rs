@@ -565,6 +565,22 @@ impl Builder {
                 Err(_) => fs::create_dir(&path).map_err(io_err(format!("cannot make {dir}")))?,
             }
         }
+        // The files a replica's network mounts its own over: regular files (a symlink could
+        // lead the mount elsewhere).
+        for file in crate::network::MOUNTED_FILES {
+            let path = self.rootfs.join(file);
+            match fs::symlink_metadata(&path) {
+                Ok(m) if m.is_file() => {}
+                found => {
+                    if found.is_ok() {
+                        remove_any(&path)?;
+                    }
+                    fs::write(&path, b"").map_err(io_err(format!("cannot make {file}")))?;
+                    fs::set_permissions(&path, fs::Permissions::from_mode(0o644))
+                        .map_err(io_err(format!("cannot set the mode of {file}")))?;
+                }
+            }
+        }
         for dir in [&self.tmp, &self.rootfs] {
             fs::set_permissions(dir, fs::Permissions::from_mode(0o755))
                 .map_err(io_err(format!("cannot set the mode of {}", dir.display())))?;

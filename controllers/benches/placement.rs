@@ -90,6 +90,7 @@ fn main() {
             node_reputation: reputation(i),
             operator_reputation: reputation(i % OPERATORS + 1),
             attesters: attesters[i % OPERATORS].clone(),
+            ports_taken: Default::default(),
         })
         .collect();
     let mut per_workload: Vec<HashMap<String, u32>> = vec![HashMap::new(); WORKLOADS];

@@ -121,6 +121,13 @@ pub struct ReplicaStatus {
     /// config) of an image imported without one. The replica's restarts run this image.
     #[serde(default, rename = "imageID", skip_serializing_if = "Option::is_none")]
     pub image_id: Option<String>,
+    /// The replica's address on its node's network for its owner (as Kubernetes' `podIP`):
+    /// its owner's other replicas on the node reach it there, and by name.
+    #[serde(default, rename = "podIP", skip_serializing_if = "Option::is_none")]
+    pub pod_ip: Option<String>,
+    /// The node's ports published to it, as `HOSTPORT→PORT/PROTOCOL`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub published_ports: Vec<String>,
     /// Conditions.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition<ReplicaConditionType>>,

@@ -56,6 +56,68 @@ pub struct WorkloadSpec {
     /// without one, as soon as it runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub readiness_probe: Option<Probe>,
+    /// The ports the container serves on; a `hostPort` publishes one on the node.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<ContainerPort>,
+}
+
+/// Most ports one workload may list.
+pub const MAX_PORTS: usize = 64;
+
+/// A port the container serves on, as Kubernetes' `containerPort`. With `hostPort`, the node
+/// publishes it: connections to that port on the node reach the replica's `containerPort`.
+/// Two replicas that publish the same host port and protocol never share a node (a scheduling
+/// constraint, never a failure at start).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ContainerPort {
+    /// A name for the port (an IANA service name: at most 15 lowercase letters, digits and
+    /// '-'), unique in the workload.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The port the container listens on (1-65535).
+    pub container_port: u16,
+    /// The node's port that publishes it (1-65535; none: not published).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_port: Option<u16>,
+    /// `TCP` (default) or `UDP`.
+    #[serde(default)]
+    pub protocol: Protocol,
+}
+
+/// A port's protocol.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
+pub enum Protocol {
+    /// TCP.
+    #[default]
+    TCP,
+    /// UDP.
+    UDP,
+}
+
+impl Protocol {
+    /// `TCP` or `UDP`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::TCP => "TCP",
+            Self::UDP => "UDP",
+        }
+    }
+}
+
+impl ContainerPort {
+    /// The published port as people read it: `8080→80/TCP`, or `80/TCP` when not published.
+    pub fn describe(&self) -> String {
+        match self.host_port {
+            Some(h) => format!("{h}→{}/{}", self.container_port, self.protocol.as_str()),
+            None => format!("{}/{}", self.container_port, self.protocol.as_str()),
+        }
+    }
+}
+
+/// The host ports (with their protocols) a container publishes.
+pub fn host_ports(ports: &[ContainerPort]) -> impl Iterator<Item = (u16, Protocol)> + '_ {
+    ports.iter().filter_map(|p| p.host_port.map(|h| (h, p.protocol)))
 }
 
 /// One environment variable: a plain `value`, or a `sealed` age ciphertext.
@@ -134,6 +196,9 @@ pub struct ContainerSpec {
     /// Whether the replica is ready.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub readiness_probe: Option<Probe>,
+    /// The ports it serves on, and those the node publishes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<ContainerPort>,
 }
 
 impl WorkloadSpec {
@@ -154,6 +219,7 @@ impl WorkloadSpec {
             restart_policy: self.restart_policy.unwrap_or_default(),
             liveness_probe: self.liveness_probe.clone(),
             readiness_probe: self.readiness_probe.clone(),
+            ports: self.ports.clone(),
         }
     }
 }
@@ -221,6 +287,50 @@ impl Validate for ContainerSpec {
         }
         if let Some(p) = &self.readiness_probe {
             p.validate_as(&path.child("readinessProbe"), false, errors);
+        }
+        validate_ports(&self.ports, &path.child("ports"), errors);
+    }
+}
+
+fn validate_ports(ports: &[ContainerPort], path: &FieldPath, errors: &mut Vec<FieldError>) {
+    if ports.len() > MAX_PORTS {
+        errors.push(path.error(format!("at most {MAX_PORTS} ports, not {}", ports.len())));
+        return;
+    }
+    let (mut names, mut published, mut served) = (BTreeSet::new(), BTreeSet::new(), BTreeSet::new());
+    for (i, port) in ports.iter().enumerate() {
+        let p = path.index(i);
+        if port.container_port == 0 {
+            errors.push(p.child("containerPort").error("must be between 1 and 65535"));
+        } else if !served.insert((port.container_port, port.protocol)) {
+            errors.push(p.child("containerPort").error(format!(
+                "duplicate port {}/{}",
+                port.container_port,
+                port.protocol.as_str()
+            )));
+        }
+        match port.host_port {
+            Some(0) => errors.push(p.child("hostPort").error("must be between 1 and 65535")),
+            Some(h) if !published.insert((h, port.protocol)) => errors.push(
+                p.child("hostPort").error(format!("host port {h}/{} is published twice", port.protocol.as_str())),
+            ),
+            _ => {}
+        }
+        if let Some(name) = &port.name {
+            let valid = !name.is_empty()
+                && name.len() <= 15
+                && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                && name.chars().any(|c| c.is_ascii_lowercase())
+                && !name.starts_with('-')
+                && !name.ends_with('-')
+                && !name.contains("--");
+            if !valid {
+                errors.push(p.child("name").error(format!(
+                    "{name:?} is not a port name: at most 15 lowercase letters, digits and single '-', with a letter"
+                )));
+            } else if !names.insert(name.as_str()) {
+                errors.push(p.child("name").error(format!("duplicate port name {name:?}")));
+            }
         }
     }
 }

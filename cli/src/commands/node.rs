@@ -349,6 +349,11 @@ pub struct RunArgs {
     metrics_addr: Option<std::net::SocketAddr>,
     #[command(flatten)]
     registries: super::image::RegistryArgs,
+    /// The replicas' addresses on this node (IPv4, /8 to /22; each owner gets a /24 of it and a
+    /// bridge of its own). Default: the first of 10.77.0.0/16 to 10.126.0.0/16 no other node
+    /// agent on this machine uses
+    #[arg(long, value_name = "CIDR", value_parser = parse_net)]
+    replica_network: Option<agent::network::Net>,
 }
 
 /// The agent's configuration for the node in `node`.
@@ -359,6 +364,7 @@ pub fn agent_config(
     lease_seconds: u32,
     trusted: agent::node::Trusted,
     registries: agent::registry::Registries,
+    replica_network: Option<agent::network::Net>,
 ) -> anyhow::Result<agent::Config> {
     let ui = std::env::current_exe().context("cannot find the ui binary for the shims")?;
     let images = images.unwrap_or_else(|| node.path.join("images"));
@@ -382,7 +388,12 @@ pub fn agent_config(
         age_key: Some(agent::node::AgeKey(std::sync::Arc::new(identity(node)?.age_identity().clone()))),
         default_limits: agent::node::DefaultLimits::default(),
         registries,
+        replica_network,
     })
+}
+
+fn parse_net(s: &str) -> Result<agent::network::Net, String> {
+    s.parse()
 }
 
 fn run_agent(ctx: &Context, args: &RunArgs) -> anyhow::Result<Outcome> {
@@ -397,7 +408,15 @@ fn run_agent(ctx: &Context, args: &RunArgs) -> anyhow::Result<Outcome> {
     let signers = args.trust_signers.clone();
     let trusted = agent::node::Trusted(std::sync::Arc::new(move || signers.clone()));
     let registries = args.registries.resolve()?;
-    let config = agent_config(&node, runtime, args.images.clone(), args.lease_seconds, trusted, registries)?;
+    let config = agent_config(
+        &node,
+        runtime,
+        args.images.clone(),
+        args.lease_seconds,
+        trusted,
+        registries,
+        args.replica_network,
+    )?;
     let runtime_tokio = tokio::runtime::Runtime::new()?;
     runtime_tokio.block_on(async {
         let client = client::failover::connect_to(&node.kubeconfig())?;
@@ -631,6 +650,11 @@ pub struct LocalNodeArgs {
     pub keep_replicas: bool,
     #[command(flatten)]
     registries: super::image::RegistryArgs,
+    /// The replicas' addresses on this node (IPv4, /8 to /22; each owner gets a /24 of it and a
+    /// bridge of its own). Default: the first of 10.77.0.0/16 to 10.126.0.0/16 no other node
+    /// agent on this machine uses
+    #[arg(long, value_name = "CIDR", value_parser = parse_net)]
+    replica_network: Option<agent::network::Net>,
 }
 
 /// Starts the local node of `ui up` in `data_dir/node`: its Node and offer (signed by the
@@ -666,7 +690,15 @@ pub async fn start_local(
             .map(|p| vec![p.did.as_str().to_owned()])
             .unwrap_or_default()
     }));
-    let config = agent_config(&node, runtime, None, args.lease_seconds, trusted, args.registries.resolve()?)?;
+    let config = agent_config(
+        &node,
+        runtime,
+        None,
+        args.lease_seconds,
+        trusted,
+        args.registries.resolve()?,
+        args.replica_network,
+    )?;
     let client = client::failover::connect_to(&node.kubeconfig())?;
     println!(
         "local node {} ({}, offer in {}) runs replicas {}",

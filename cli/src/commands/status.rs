@@ -68,6 +68,12 @@ pub struct ReplicaReport {
     /// `status.message`: for a pending replica, what the scheduler found.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// Its address on its node's network for its owner (`status.podIP`).
+    #[serde(rename = "podIP", skip_serializing_if = "Option::is_none")]
+    pub pod_ip: Option<String>,
+    /// The node's ports published to it (`status.publishedPorts`: `HOSTPORT→PORT/PROTOCOL`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub published_ports: Vec<String>,
 }
 
 fn items(list: &Value) -> &[Value] {
@@ -96,7 +102,7 @@ pub fn run(ctx: &Context, args: &Args) -> anyhow::Result<Outcome> {
         let prefix = if args.all_namespaces { format!("{}/", w.namespace) } else { String::new() };
         println!("{prefix}{}: {}/{} ready, {} replicas", w.name, w.ready, w.desired, w.replicas);
         for r in &w.items {
-            println!("  {}  {}  {}", r.name, r.state(), r.place());
+            println!("  {}  {}  {}{}", r.name, r.state(), r.place(), r.network());
         }
     }
     Ok(Outcome::Success)
@@ -111,6 +117,21 @@ impl ReplicaReport {
             ("Running", _) if !self.ready => "Running, not ready".to_owned(),
             (phase, _) => phase.to_owned(),
         }
+    }
+
+    /// Its address and published ports while it runs: `, 10.77.0.2, publishes 8080→80/TCP`.
+    pub fn network(&self) -> String {
+        if self.phase != "Running" {
+            return String::new();
+        }
+        let mut out = String::new();
+        if let Some(ip) = &self.pod_ip {
+            out.push_str(&format!(", {ip}"));
+        }
+        if !self.published_ports.is_empty() {
+            out.push_str(&format!(", publishes {}", self.published_ports.join(" ")));
+        }
+        out
     }
 
     /// Where it runs, or why it waits: `on node-1`, `pending: 0/5 nodes available: …`.
@@ -170,6 +191,11 @@ pub fn report(
                 node: text(&r["spec"]["nodeName"]),
                 reason: text(&r["status"]["reason"]),
                 message: text(&r["status"]["message"]),
+                pod_ip: text(&r["status"]["podIP"]),
+                published_ports: r["status"]["publishedPorts"]
+                    .as_array()
+                    .map(|a| a.iter().filter_map(|p| text(p)).collect())
+                    .unwrap_or_default(),
             })
             .collect();
         owned.sort_by(|a, b| a.name.cmp(&b.name));

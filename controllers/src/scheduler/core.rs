@@ -20,7 +20,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::sync::Arc;
 
-use api::kinds::{Placement, TrustPolicySpec};
+use api::kinds::{Placement, Protocol, TrustPolicySpec};
 use api::quantity::Resources;
 
 use crate::credits::meter::Rates;
@@ -169,6 +169,9 @@ pub struct Candidate {
     pub operator_reputation: f64,
     /// Independent operators (not the operator itself) with a live attestation of the operator.
     pub attesters: Arc<Attesters>,
+    /// The host ports its bound replicas publish (filled in only for a replica that publishes
+    /// one).
+    pub ports_taken: BTreeSet<(u16, Protocol)>,
 }
 
 /// A TrustPolicy's hard constraints, in the form filters check fast.
@@ -219,6 +222,8 @@ pub struct Constraints {
     pub jurisdictions: BTreeSet<String>,
     /// At most this many replicas of the workload per operator.
     pub max_per_operator: Option<u32>,
+    /// The host ports (and protocols) a replica publishes: free on its node.
+    pub host_ports: BTreeSet<(u16, Protocol)>,
 }
 
 impl Constraints {
@@ -228,7 +233,13 @@ impl Constraints {
             node_selector: p.node_selector.clone(),
             jurisdictions: p.jurisdictions.iter().map(|j| j.as_str().to_owned()).collect(),
             max_per_operator: p.max_replicas_per_operator,
+            host_ports: BTreeSet::new(),
         })
+    }
+
+    /// These constraints, and that the host ports `ports` publishes be free.
+    pub fn publishing(self, ports: &[api::kinds::ContainerPort]) -> Self {
+        Self { host_ports: api::kinds::host_ports(ports).collect(), ..self }
     }
 }
 
@@ -321,6 +332,8 @@ pub enum Reason {
     InsufficientMemory,
     /// Not enough storage left.
     InsufficientStorage,
+    /// A host port the replica publishes is published by another replica on the node.
+    HostPortInUse,
 }
 
 impl fmt::Display for Reason {
@@ -344,6 +357,7 @@ impl fmt::Display for Reason {
             Self::InsufficientCpu => "insufficient cpu",
             Self::InsufficientMemory => "insufficient memory",
             Self::InsufficientStorage => "insufficient storage",
+            Self::HostPortInUse => "a host port it publishes is taken",
         })
     }
 }
@@ -412,6 +426,9 @@ pub fn filter(c: &Candidate, r: &Request<'_>) -> Result<(), Reason> {
     }
     if k.node_selector.iter().any(|(key, v)| offer.labels.get(key) != Some(v)) {
         return Err(Reason::NodeSelectorMismatch);
+    }
+    if k.host_ports.iter().any(|p| c.ports_taken.contains(p)) {
+        return Err(Reason::HostPortInUse);
     }
     if let Some(max) = k.max_per_operator
         && r.per_operator.get(&c.operator).copied().unwrap_or(0) >= max

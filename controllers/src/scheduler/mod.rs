@@ -273,7 +273,8 @@ async fn reconcile(replica: Arc<Kube<ReplicaSpec>>, ctx: Arc<Ctx>) -> Result<Act
             return Ok(retry);
         }
     };
-    let constraints = Constraints::of(workload.spec.placement.as_ref());
+    let constraints =
+        Constraints::of(workload.spec.placement.as_ref()).publishing(&replica.spec.container.ports);
 
     let constraints = &constraints;
     let need = Amount::of(&replica.spec.container.resources);
@@ -446,7 +447,8 @@ fn decide(
     let placed = topology.place(&usage, assumed.values(), ask, &ctx.config.weights)?;
     drop(usage);
     let workload = (ask.workload.0.to_owned(), ask.workload.1.to_owned());
-    assumed.insert(assumed_key(replica), Assumed { node: placed.node.clone(), amount: ask.need, workload });
+    let ports = ask.constraints.host_ports.iter().copied().collect();
+    assumed.insert(assumed_key(replica), Assumed { node: placed.node.clone(), amount: ask.need, ports, workload });
     Ok(placed)
 }
 
@@ -497,7 +499,8 @@ async fn check_placement(ctx: &Ctx, replica: &Kube<ReplicaSpec>) -> Result<Actio
     let Ok(policy) = owner_policy(&workload, named.as_ref().map(|(n, p)| (n.as_str(), p.as_deref()))) else {
         return Ok(recheck);
     };
-    let constraints = Constraints::of(workload.spec.placement.as_ref());
+    let constraints =
+        Constraints::of(workload.spec.placement.as_ref()).publishing(&replica.spec.container.ports);
     let verdict = {
         let mut state = ctx.state.lock().expect("scheduler state lock");
         refresh_topology(ctx, &mut state);

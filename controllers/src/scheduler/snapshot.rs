@@ -5,7 +5,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use api::kinds::{
-    AttestationSpec, CreditGrantSpec, NodeConditionType, NodeOfferSpec, NodeSpec, ReplicaSpec,
+    AttestationSpec, CreditGrantSpec, NodeConditionType, NodeOfferSpec, NodeSpec, Protocol, ReplicaSpec,
     ReputationSpec, SubjectKind,
 };
 use api::meta::ConditionStatus;
@@ -147,6 +147,7 @@ pub fn candidates(objects: &Objects, used: &HashMap<String, Amount>, now: DateTi
                 node_reputation: reputation.get(&(true, n.name())).copied().unwrap_or(0.0),
                 operator_reputation: reputation.get(&(false, operator)).copied().unwrap_or(0.0),
                 attesters: attesters.get(operator).cloned().unwrap_or_default(),
+                ports_taken: BTreeSet::new(),
             }
         })
         .collect();
@@ -160,6 +161,9 @@ pub fn candidates(objects: &Objects, used: &HashMap<String, Amount>, now: DateTi
 pub struct Usage {
     by_uid: HashMap<String, Reserved>,
     nodes: HashMap<String, Amount>,
+    /// node → host port → how many replicas there publish it (more than one only when two
+    /// were bound before either was seen).
+    ports: HashMap<String, HashMap<(u16, Protocol), u32>>,
     /// (namespace, workload) → node → replicas of it there (not being deleted).
     workloads: HashMap<(String, String), HashMap<String, u32>>,
     /// The objects of a relist under way.
@@ -170,6 +174,7 @@ pub struct Usage {
 struct Reserved {
     node: String,
     amount: Amount,
+    ports: Vec<(u16, Protocol)>,
     workload: Option<(String, String)>,
 }
 
@@ -201,18 +206,35 @@ impl Usage {
         let amount = Amount::of(&r.spec.container.resources);
         let e = self.nodes.entry(node.clone()).or_default();
         *e = e.plus(amount);
+        let ports: Vec<(u16, Protocol)> = api::kinds::host_ports(&r.spec.container.ports).collect();
+        for p in &ports {
+            *self.ports.entry(node.clone()).or_default().entry(*p).or_default() += 1;
+        }
         let workload = (!r.is_deleting())
             .then(|| (r.namespace().unwrap_or("default").to_owned(), r.spec.workload.clone()));
         if let Some(w) = &workload {
             *self.workloads.entry(w.clone()).or_default().entry(node.clone()).or_default() += 1;
         }
-        self.by_uid.insert(r.uid().to_owned(), Reserved { node: node.clone(), amount, workload });
+        self.by_uid.insert(r.uid().to_owned(), Reserved { node: node.clone(), amount, ports, workload });
     }
 
     fn remove(&mut self, uid: &str) {
         let Some(old) = self.by_uid.remove(uid) else { return };
         if let Some(e) = self.nodes.get_mut(&old.node) {
             *e = e.minus(old.amount);
+        }
+        if let Some(taken) = self.ports.get_mut(&old.node) {
+            for p in &old.ports {
+                if let Some(n) = taken.get_mut(p) {
+                    *n -= 1;
+                    if *n == 0 {
+                        taken.remove(p);
+                    }
+                }
+            }
+            if taken.is_empty() {
+                self.ports.remove(&old.node);
+            }
         }
         if let Some(w) = old.workload
             && let Some(nodes) = self.workloads.get_mut(&w)
@@ -230,6 +252,11 @@ impl Usage {
     /// What replicas bound to `node` reserve.
     pub fn on(&self, node: &str) -> Amount {
         self.nodes.get(node).copied().unwrap_or_default()
+    }
+
+    /// The host ports replicas bound to `node` publish.
+    pub fn ports_on(&self, node: &str) -> impl Iterator<Item = (u16, Protocol)> + '_ {
+        self.ports.get(node).into_iter().flat_map(|m| m.keys().copied())
     }
 
     /// Where the replicas of workload `name` in `namespace` are: node → how many.
@@ -392,6 +419,8 @@ pub struct Assumed {
     pub node: String,
     /// What it reserves.
     pub amount: Amount,
+    /// The host ports it publishes.
+    pub ports: Vec<(u16, Protocol)>,
     /// (namespace, workload).
     pub workload: (String, String),
 }
@@ -438,14 +467,22 @@ impl Topology {
     ) -> Result<Placed, Unschedulable> {
         let workload = ask.workload;
         let assumed_again = assumed.clone();
+        let publishes = !ask.constraints.host_ports.is_empty();
         for c in &mut self.candidates {
             c.used = usage.on(&c.name);
+            c.ports_taken.clear();
+            if publishes {
+                c.ports_taken.extend(usage.ports_on(&c.name));
+            }
         }
         let mut per_operator: HashMap<String, u32> = HashMap::new();
         for a in assumed {
             if let Some(&i) = self.index.get(&a.node) {
                 let c = &mut self.candidates[i];
                 c.used = c.used.plus(a.amount);
+                if publishes {
+                    c.ports_taken.extend(a.ports.iter().copied());
+                }
                 if a.workload.0 == workload.0 && a.workload.1 == workload.1 {
                     *per_operator.entry(c.operator.clone()).or_default() += 1;
                 }
@@ -529,8 +566,13 @@ impl Topology {
         self.candidates
             .iter()
             .map(|c| {
-                let idle =
-                    Candidate { ready: true, unschedulable: false, used: Amount::default(), ..c.clone() };
+                let idle = Candidate {
+                    ready: true,
+                    unschedulable: false,
+                    used: Amount::default(),
+                    ports_taken: BTreeSet::new(),
+                    ..c.clone()
+                };
                 (c, super::core::filter(&idle, &request))
             })
             .collect()
@@ -567,7 +609,13 @@ impl Topology {
             avoid: &avoid,
         };
         let c = &self.candidates[i];
-        let idle = Candidate { ready: true, unschedulable: false, used: Amount::default(), ..c.clone() };
+        let idle = Candidate {
+            ready: true,
+            unschedulable: false,
+            used: Amount::default(),
+            ports_taken: BTreeSet::new(),
+            ..c.clone()
+        };
         Some(super::core::filter(&idle, &request))
     }
 }

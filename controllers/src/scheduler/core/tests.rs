@@ -22,6 +22,7 @@ fn node(name: &str, operator: &str, jurisdiction: &str) -> Candidate {
         node_reputation: 0.5,
         operator_reputation: 0.5,
         attesters: Arc::default(),
+        ports_taken: BTreeSet::new(),
     }
 }
 
@@ -113,6 +114,7 @@ fn workload_constraints_are_hard_too() {
         node_selector: [("disk".to_owned(), "ssd".to_owned())].into(),
         jurisdictions: ["DE"].map(String::from).into(),
         max_per_operator: Some(2),
+        host_ports: [(8080, Protocol::TCP)].into(),
     };
     let policy = anyone();
     let r = request(Some(&policy), &k, &per);
@@ -120,6 +122,12 @@ fn workload_constraints_are_hard_too() {
     assert_eq!(filter(&n, &r), Err(Reason::NodeSelectorMismatch));
     n.offer.as_mut().unwrap().labels.insert("disk".into(), "ssd".into());
     assert_eq!(filter(&n, &r), Ok(()));
+    // A host port it publishes, taken on the node: for that protocol only.
+    n.ports_taken.insert((8080, Protocol::UDP));
+    assert_eq!(filter(&n, &r), Ok(()));
+    n.ports_taken.insert((8080, Protocol::TCP));
+    assert_eq!(filter(&n, &r), Err(Reason::HostPortInUse));
+    n.ports_taken.clear();
     n.operator = "a".into();
     assert_eq!(filter(&n, &r), Err(Reason::OperatorLimit));
     assert_eq!(filter(&node("m", "b", "FR"), &r), Err(Reason::JurisdictionNotAllowed));
@@ -318,6 +326,7 @@ fn arb_candidate(i: usize) -> impl Strategy<Value = (Candidate, Raw)> {
                 used: Amount { cpu: used.0, memory: used.1 * GI, storage: 0 },
                 node_reputation: f64::from(nr) / 10.0,
                 operator_reputation: f64::from(or) / 10.0,
+                ports_taken: BTreeSet::new(),
                 attesters: Arc::new(attesters),
             };
             (c, raw)
@@ -366,6 +375,7 @@ fn arb_constraints() -> impl Strategy<Value = Constraints> {
             node_selector: if ssd { [("disk".to_owned(), "ssd".to_owned())].into() } else { BTreeMap::new() },
             jurisdictions: jur,
             max_per_operator: max,
+            host_ports: BTreeSet::new(),
         }
     })
 }
