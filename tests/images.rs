@@ -526,3 +526,61 @@ fn a_replica_restarts_on_the_digest_its_tag_resolved_to_even_after_the_tag_moved
     assert!(!r.1.contains("version two"), "{}", r.1);
     assert_eq!(r.0["status"]["imageID"], pinned.as_str());
 }
+
+/// `GET http://127.0.0.1:PORT/PATH` from the host: the body of a 200, or what went wrong.
+fn get_from_host(port: u16, path: &str) -> Result<String, String> {
+    let agent = ureq::Agent::config_builder().timeout_global(Some(Duration::from_secs(3))).build().new_agent();
+    match agent.get(&format!("http://127.0.0.1:{port}{path}")).call() {
+        Ok(mut r) => r.body_mut().read_to_string().map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+#[test]
+fn an_image_serves_on_its_published_port_and_a_taken_host_port_waits_for_another_node() {
+    require_root();
+    let registry = Registry::start();
+    registry.push("web", "1", &web_image("hello, published"));
+    let host = registry.host();
+    let u = User::new();
+    let _up = Up::start(&u, "pub", &["--insecure-registry", &host]);
+    let port = free_port();
+    // httpd on every address of the replica (not its loopback alone): the node relays to it.
+    let cmd = r#"["/bin/busybox", "httpd", "-f", "-p", "8080", "-h", "/www"]"#;
+    let site = |name: &str| {
+        format!(
+            "{}  ports:\n  - name: http\n    containerPort: 8080\n    hostPort: {port}\n",
+            workload(name, &format!("{host}/web:1"), cmd)
+        )
+    };
+    let applied = Instant::now();
+    apply(&u, "site", &site("site"));
+    let body = wait_for(90, "the page on the published port", || {
+        get_from_host(port, "/index.html").and_then(|b| if b.contains("published") { Ok(b) } else { Err(b) })
+    });
+    println!("apply to serving on the published port (image pulled from the registry): {:?}", applied.elapsed());
+    assert_eq!(body.trim(), "hello, published");
+    let r = wait_ready(&u, "site", 30);
+    assert_eq!(r["status"]["publishedPorts"], json!([format!("{port}→8080/TCP")]), "{}", r["status"]);
+    let ip = r["status"]["podIP"].as_str().unwrap().to_owned();
+    let text = ui(&u, &["status"]).ok().stdout;
+    assert!(text.contains(&format!("{ip}, publishes {port}→8080/TCP")), "{text}");
+    let wide = ui(&u, &["get", "replicas", "-o", "wide"]).ok().stdout;
+    assert!(wide.contains("PORTS") && wide.contains(&format!("{port}→8080/TCP")), "{wide}");
+
+    // Another workload publishing the same host port: the one node has it taken, so its replica
+    // waits for a node (unschedulable, saying why), never fails at start.
+    apply(&u, "clash", &site("clash"));
+    let status = wait_for(30, "the clash unschedulable", || match replica(&u, "clash") {
+        Some(r) if r["spec"]["nodeName"].is_null() && r["status"]["message"].as_str().is_some_and(|m| m.contains("host port")) => {
+            Ok(r["status"].clone())
+        }
+        r => Err(format!("{r:?}")),
+    });
+    println!("{status}");
+    // Once the first is gone the port is free: the waiting one is placed and serves.
+    ui(&u, &["delete", "workload", "site"]).ok();
+    let r = wait_ready(&u, "clash", 90);
+    assert_eq!(r["spec"]["nodeName"], "pub");
+    wait_for(30, "the clash serving on the port", || get_from_host(port, "/index.html"));
+}

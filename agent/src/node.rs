@@ -632,6 +632,18 @@ async fn supervise(
                 };
                 let spec = match prepared {
                     Ok(spec) => spec,
+                    // Held by something else on the node now (often a replica of this node
+                    // still stopping): it waits, saying why, and tries again.
+                    Err((reason @ HOST_PORT_IN_USE, message)) => {
+                        tracing::info!(namespace = ns_of(&replica), "replica {} waits: {message}", replica.name());
+                        let status = json!({ "phase": ReplicaPhase::Pending, "reason": reason, "message": message });
+                        report(&client, &replica, status, &stop).await;
+                        tokio::select! {
+                            () = stop.cancelled() => return,
+                            () = tokio::time::sleep(Duration::from_secs(2)) => {}
+                        }
+                        continue;
+                    }
                     Err((reason, message)) => {
                         crate::metrics::metrics().start_failed(reason);
                         tracing::info!(
@@ -844,6 +856,9 @@ fn prepare(
     })
 }
 
+/// The reason of a replica waiting for a host port it publishes, held by another process.
+const HOST_PORT_IN_USE: &str = "HostPortInUse";
+
 /// Gives a run its address (the same across restarts) and opens its published ports, or says
 /// why not.
 async fn connect(
@@ -880,7 +895,7 @@ async fn connect(
         } else {
             spec.ports.iter().filter(|p| p.host_port != Some(p.container_port)).cloned().collect()
         };
-        *published = Some(crate::publish::publish(&relayed, ip).await.map_err(|e| ("HostPortInUse", e))?);
+        *published = Some(crate::publish::publish(&relayed, ip).await.map_err(|e| (HOST_PORT_IN_USE, e))?);
     }
     Ok(spec)
 }
