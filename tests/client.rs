@@ -72,7 +72,7 @@ fn apply_is_idempotent_and_get_diff_describe_and_delete_see_what_it_did() {
     // Every name kubectl accepts for a kind.
     for form in ["workloads", "workload", "wl", "Workload"] {
         let names = ui(&u, &server, &["get", form, "-o", "name"]).ok().stdout;
-        assert_eq!(names, "workload.univrs.io/hello\n", "ui get {form}");
+        assert_eq!(names, "workload.univrs.io/hello\nworkload.univrs.io/web\n", "ui get {form}");
     }
     let table = ui(&u, &server, &["get", "wl"]).ok().stdout;
     assert!(table.starts_with("NAME "), "{table}");
@@ -80,18 +80,18 @@ fn apply_is_idempotent_and_get_diff_describe_and_delete_see_what_it_did() {
     let yaml = ui(&u, &server, &["get", "wl", "hello", "-o", "yaml"]).ok().stdout;
     assert!(yaml.contains("  name: hello\n") && yaml.contains("  replicas: 3\n"), "{yaml}");
     let list = ui(&u, &server, &["get", "wl", "-o", "json"]).ok().json();
-    assert_eq!((list["kind"].as_str(), list["items"].as_array().map(Vec::len)), (Some("List"), Some(1)));
+    assert_eq!((list["kind"].as_str(), list["items"].as_array().map(Vec::len)), (Some("List"), Some(2)));
     let offers = ui(&u, &server, &["get", "offer", "-o", "name"]).ok().stdout;
     assert_eq!(offers, "nodeoffer.univrs.io/berlin-1\n");
 
     // Namespaces: -n, and -A with its NAMESPACE column.
-    let team = write(&u.path("team.yaml"), &workload("web", "team", 1));
+    let team = write(&u.path("team.yaml"), &workload("api", "team", 1));
     ui(&u, &server, &["apply", "-f", &team]).ok();
-    assert!(!ui(&u, &server, &["get", "wl"]).ok().stdout.contains("web"));
-    assert!(ui(&u, &server, &["get", "wl", "-n", "team", "-o", "name"]).ok().stdout.contains("/web"));
+    assert!(!ui(&u, &server, &["get", "wl"]).ok().stdout.contains("api"));
+    assert!(ui(&u, &server, &["get", "wl", "-n", "team", "-o", "name"]).ok().stdout.contains("/api"));
     let all = ui(&u, &server, &["get", "wl", "-A"]).ok().stdout;
     assert!(all.starts_with("NAMESPACE   NAME"), "{all}");
-    assert!(all.contains("\ndefault     hello") && all.contains("\nteam        web"), "{all}");
+    assert!(all.contains("\ndefault     hello") && all.contains("\nteam        api"), "{all}");
 
     // describe
     let text = ui(&u, &server, &["describe", "wl", "hello"]).ok().stdout;

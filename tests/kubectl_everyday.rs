@@ -52,8 +52,15 @@ fn kubectl_get_all_and_get_univrs_list_by_category() {
     let all = k.ok(&["get", "all", "-o", "name"]);
     let lines: Vec<&str> = all.lines().collect();
     assert!(lines.contains(&"workload.univrs.io/hello"), "{all}");
+    assert!(lines.contains(&"workload.univrs.io/web"), "{all}");
     assert_eq!(lines.iter().filter(|l| l.starts_with("replica.univrs.io/hello-")).count(), 2, "{all}");
-    assert_eq!(lines.len(), 3, "only workloads and replicas are in all:\n{all}");
+    wait_for(30, "web's replica", || {
+        let all = k.ok(&["get", "all", "-o", "name"]);
+        if all.lines().any(|l| l.starts_with("replica.univrs.io/web-")) { Ok(()) } else { Err(all) }
+    });
+    let all = k.ok(&["get", "all", "-o", "name"]);
+    let lines: Vec<&str> = all.lines().collect();
+    assert_eq!(lines.len(), 5, "only workloads and replicas are in all:\n{all}");
     let table = k.ok(&["get", "all"]);
     assert!(
         table.contains("workload.univrs.io/hello") && table.contains("replica.univrs.io/hello-"),
@@ -71,7 +78,7 @@ fn kubectl_get_all_and_get_univrs_list_by_category() {
     ] {
         assert!(univrs.lines().any(|l| l == name), "{name} not in:\n{univrs}");
     }
-    assert_eq!(univrs.lines().filter(|l| l.starts_with("replica.univrs.io/")).count(), 2, "{univrs}");
+    assert_eq!(univrs.lines().filter(|l| l.starts_with("replica.univrs.io/")).count(), 3, "{univrs}");
     // kubectl learned the categories from discovery: the server publishes them.
     let resources = k.ok(&["api-resources", "--categories=all", "-o", "name"]);
     let mut in_all: Vec<&str> = resources.lines().collect();

@@ -333,7 +333,7 @@ async fn dry_runs_and_field_validation_change_nothing_they_should_not(reg: Regis
     unknown["spec"]["bogus"] = json!({});
     let err = reg.create(&SYS, wl, unknown.clone(), &WriteOptions::default()).await.unwrap_err();
     assert_eq!(err.code(), 400);
-    let known = "(known here: replicas, image, rootfs, command, args, env, resources, restartPolicy, trustPolicy, placement, livenessProbe, readinessProbe)";
+    let known = "(known here: replicas, image, rootfs, command, args, env, resources, restartPolicy, trustPolicy, placement, livenessProbe, readinessProbe, ports)";
     assert_eq!(
         err.to_string(),
         format!(

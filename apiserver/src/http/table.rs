@@ -629,7 +629,7 @@ mod tests {
         let t = table(kind("Replica"), &[bare], IncludeObject::None, "1", now());
         assert_eq!(
             t["rows"][0]["cells"],
-            json!(["x", "0/1", "Pending", 0, "<none>", "<unknown>", "<none>", "<none>"])
+            json!(["x", "0/1", "Pending", 0, "<none>", "<unknown>", "<none>", "<none>", "<none>", "<none>"])
         );
         // Waiting to be started again: not ready, CrashLoopBackOff, how it last ended.
         let looping = json!({ "metadata": { "name": "y" }, "spec": { "workload": "w", "nodeName": "n1" },
@@ -638,7 +638,7 @@ mod tests {
         let t = table(kind("Replica"), &[looping], IncludeObject::None, "1", now());
         assert_eq!(
             t["rows"][0]["cells"],
-            json!(["y", "0/1", "CrashLoopBackOff", 4, "n1", "<unknown>", "w", "Error"])
+            json!(["y", "0/1", "CrashLoopBackOff", 4, "n1", "<unknown>", "w", "Error", "<none>", "<none>"])
         );
         let running = json!({ "metadata": { "name": "z" }, "spec": { "workload": "w" }, "status": { "phase": "Running",
             "conditions": [{ "type": "Ready", "status": "True" }] } });

@@ -463,9 +463,12 @@ pub fn run(ctx: &Context, args: &Args, up: Option<&super::node::LocalNodeArgs>) 
                     eprintln!("{running} replica(s) of the local node keep running: the next `ui up` adopts them, `ui down` stops them");
                 }
             } else {
-                let stopped = tokio::task::spawn_blocking(move || agent::node::stop_all_runs(&state, Duration::from_secs(20)))
+                let dir = state.clone();
+                let stopped = tokio::task::spawn_blocking(move || agent::node::stop_all_runs(&dir, Duration::from_secs(20)))
                     .await
                     .unwrap_or(0);
+                // No replica left: its bridges and rules go too.
+                agent::network::Network::tear_down(&state).await;
                 if stopped > 0 {
                     eprintln!("stopped {stopped} replica(s) of the local node (ui up --keep-replicas leaves them running)");
                 }

@@ -81,6 +81,10 @@ pub fn run(_ctx: &Context, args: &Args) -> anyhow::Result<Outcome> {
     }
     let state = data_dir.join("node").join("state");
     let replicas_stopped = agent::node::stop_all_runs(&state, Duration::from_secs(20));
+    // No replica left: the node's bridges and network rules go too.
+    if let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        rt.block_on(agent::network::Network::tear_down(&state));
+    }
     let report = Down { data_dir: data_dir.display().to_string(), stopped_pid: holder, replicas_stopped };
     if !args.output.print_structured(&report)? {
         match holder {

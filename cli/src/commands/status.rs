@@ -139,8 +139,11 @@ impl ReplicaReport {
         if let (Some(node), Some(why)) = (&self.node, &self.replacing) {
             return format!("on {node}, to be replaced: {why}");
         }
-        let ended =
-            self.phase == "Failed" || self.phase == "Succeeded" || !self.ready && self.phase == "Running";
+        // Ended, not ready, or waiting on its node (a pull, a host port): the message says why.
+        let ended = self.phase == "Failed"
+            || self.phase == "Succeeded"
+            || !self.ready && self.phase == "Running"
+            || self.phase == "Pending" && self.reason.is_some();
         match (&self.node, &self.message) {
             (Some(node), Some(how)) if ended => format!("on {node}: {how}"),
             (Some(node), _) => format!("on {node}"),
