@@ -525,6 +525,27 @@ fn a_replica_restarts_on_the_digest_its_tag_resolved_to_even_after_the_tag_moved
     });
     assert!(!r.1.contains("version two"), "{}", r.1);
     assert_eq!(r.0["status"]["imageID"], pinned.as_str());
+
+    // A second replica, made after the tag moved: pinned by the workload controller to the
+    // digest the first one runs, so it runs version one too, never what the tag says now.
+    let first = r.0["metadata"]["name"].clone();
+    ui(&u, &["scale", "workload", "loop", "2"]).ok();
+    let second = wait_for(60, "the second replica pulled", || {
+        let list = ui(&u, &["get", "replicas", "-o", "json"]).ok().json();
+        let rs: Vec<Value> = list["items"].as_array().unwrap().iter().filter(|r| r["spec"]["workload"] == "loop").cloned().collect();
+        match rs.iter().find(|r| r["metadata"]["name"] != first) {
+            Some(s) if s["status"]["imageID"].is_string() => Ok(s.clone()),
+            s => Err(format!("{s:?}")),
+        }
+    });
+    assert_eq!(second["spec"]["pinnedImage"], pinned.as_str(), "{}", second["spec"]);
+    assert_eq!(second["status"]["imageID"], pinned.as_str(), "{}", second["status"]);
+    let name = second["metadata"]["name"].as_str().unwrap().to_owned();
+    let logs = wait_for(60, "the second replica's output", || {
+        let logs = ui(&u, &["logs", &name]).stdout;
+        if logs.contains("version") { Ok(logs) } else { Err(logs) }
+    });
+    assert!(logs.contains("version one") && !logs.contains("version two"), "{logs}");
 }
 
 /// `GET http://127.0.0.1:PORT/PATH` from the host: the body of a 200, or what went wrong.

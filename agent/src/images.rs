@@ -230,7 +230,8 @@ pub async fn resolve_for_run<'r>(
         Ok(Source::Oci(reference)) => reference,
         Err(e) => return Some(Err(("ImageNotFound", e))),
     };
-    let want = to_pull(&reference, pinned.as_deref());
+    // Its own first pull's image, else the one the workload's replicas are pinned to.
+    let want = to_pull(&reference, pinned.as_deref().or(replica.spec.pinned_image.as_deref()));
     let store = images.store();
     let mut failures = 0u32;
     loop {

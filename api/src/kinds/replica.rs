@@ -24,6 +24,24 @@ pub struct ReplicaSpec {
     pub node_uid: Option<String>,
     /// What to run, copied from the Workload at creation.
     pub container: ContainerSpec,
+    /// The image its tag resolved to for the workload's replicas of this template
+    /// (`REGISTRY/REPOSITORY@sha256:…`, from the first replica's pull), set by the workload
+    /// controller at creation: the node pulls this rather than what the tag says now, so all
+    /// replicas run the same bits. Honoured only when it names the image's own repository.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pinned_image: Option<String>,
+}
+
+/// Whether `s` is a repository digest, `REGISTRY/REPOSITORY@sha256:` and 64 hex digits (what
+/// a pull's `imageID` is; an imported image's bare `sha256:…` ID is not one).
+pub fn is_repository_digest(s: &str) -> bool {
+    s.len() <= 600
+        && s.split_once("@sha256:").is_some_and(|(repo, hex)| {
+            !repo.is_empty()
+                && !repo.contains(char::is_whitespace)
+                && hex.len() == 64
+                && hex.chars().all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c))
+        })
 }
 
 impl Validate for ReplicaSpec {
@@ -40,6 +58,13 @@ impl Validate for ReplicaSpec {
             errors.push(path.child("nodeUid").error("set only together with nodeName"));
         }
         self.container.validate(&path.child("container"), errors);
+        if let Some(pin) = &self.pinned_image {
+            if self.container.image.is_none() {
+                errors.push(path.child("pinnedImage").error("set only for a container image"));
+            } else if !is_repository_digest(pin) {
+                errors.push(path.child("pinnedImage").error("must be REGISTRY/REPOSITORY@sha256:<64 hex digits>"));
+            }
+        }
     }
 }
 

@@ -108,6 +108,21 @@ async fn reconcile(workload: Arc<Kube<WorkloadSpec>>, ctx: Arc<Ctx>) -> Result<A
         surge: ctx.config.surge,
     };
     let todo = plan::plan(target, &have);
+    // The image the tag resolved to for this template's replicas: new ones run the same.
+    let pin = container.image.as_ref().and_then(|_| {
+        let mut same: Vec<&Arc<Kube<ReplicaSpec>>> = owned
+            .iter()
+            .filter(|r| {
+                !r.is_deleting()
+                    && r.metadata.labels.as_ref().and_then(|l| l.get(TEMPLATE_LABEL)) == Some(&hash)
+            })
+            .collect();
+        same.sort_by(|a, b| a.name().cmp(b.name()));
+        plan::image_pin(same.iter().map(|r| plan::Pinned {
+            spec: r.spec.pinned_image.as_deref(),
+            status: r.status.as_ref().and_then(|s| s.image_id.as_deref()),
+        }))
+    });
 
     for name in &todo.create {
         let meta = ObjectMeta {
@@ -128,6 +143,7 @@ async fn reconcile(workload: Arc<Kube<WorkloadSpec>>, ctx: Arc<Ctx>) -> Result<A
             node_name: None,
             node_uid: None,
             container: container.clone(),
+            pinned_image: pin.clone(),
         };
         match api.create(&PostParams::default(), &Kube::new(meta, spec)).await {
             // 409: it exists already (the cache had not shown it yet): nothing to do.

@@ -23,6 +23,29 @@ pub fn template_hash(container: &ContainerSpec) -> String {
     digest.iter().take(4).map(|b| format!("{b:02x}")).collect()
 }
 
+/// What one replica of a template says about its image: the pin it was made with, and the
+/// image its node pulled (`status.imageID`).
+#[derive(Clone, Copy, Debug)]
+pub struct Pinned<'a> {
+    /// `spec.pinnedImage`.
+    pub spec: Option<&'a str>,
+    /// `status.imageID`.
+    pub status: Option<&'a str>,
+}
+
+/// The image new replicas of a template are pinned to: the pin the template's replicas were
+/// made with, else the repository digest one of them pulled (the first, in the order given).
+/// Its node wrote that (a node the owner's policy admits); the agents honour a pin only in the
+/// image's own repository, so a node can at most choose another image of that repository.
+pub fn image_pin<'a>(replicas: impl Iterator<Item = Pinned<'a>> + Clone) -> Option<String> {
+    let valid = |s: &&str| api::kinds::is_repository_digest(s);
+    replicas
+        .clone()
+        .find_map(|r| r.spec.filter(valid))
+        .or_else(|| replicas.clone().find_map(|r| r.status.filter(valid)))
+        .map(str::to_owned)
+}
+
 /// The name of replica `index` of template `hash` of workload `workload`. Names are
 /// deterministic so that a create retried (or repeated from a stale cache) can never make a
 /// second replica: the apiserver answers 409 instead.
@@ -314,6 +337,23 @@ mod tests {
         // Sealed again (a new template): the record goes with its template.
         let p = plan("web", "h2", 1, 1, &both);
         assert!(p.delete.contains(&"web-h1-0".to_owned()), "{p:?}");
+    }
+
+    #[test]
+    fn new_replicas_are_pinned_to_the_template_s_first_pin_or_a_replica_s_digest() {
+        fn p<'a>(spec: Option<&'a str>, status: Option<&'a str>) -> Pinned<'a> {
+            Pinned { spec, status }
+        }
+        let d = |c: char| format!("reg/web@sha256:{}", c.to_string().repeat(64));
+        let (a, b) = (d('a'), d('b'));
+        let (a, b) = (a.as_str(), b.as_str());
+        // Nothing pulled yet: no pin.
+        assert_eq!(image_pin([p(None, None), p(None, None)].into_iter()), None);
+        // A replica's digest; an imported image's bare ID or garbage never.
+        assert_eq!(image_pin([p(None, Some("sha256:abc")), p(None, Some(b))].into_iter()), Some(b.to_owned()));
+        assert_eq!(image_pin([p(None, Some("reg/web@sha256:short"))].into_iter()), None);
+        // A pin the template's replicas were made with wins over what any node reports.
+        assert_eq!(image_pin([p(None, Some(b)), p(Some(a), Some(a))].into_iter()), Some(a.to_owned()));
     }
 
     #[test]
