@@ -532,7 +532,13 @@ fn a_replica_restarts_on_the_digest_its_tag_resolved_to_even_after_the_tag_moved
     ui(&u, &["scale", "workload", "loop", "2"]).ok();
     let second = wait_for(60, "the second replica pulled", || {
         let list = ui(&u, &["get", "replicas", "-o", "json"]).ok().json();
-        let rs: Vec<Value> = list["items"].as_array().unwrap().iter().filter(|r| r["spec"]["workload"] == "loop").cloned().collect();
+        let rs: Vec<Value> = list["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["spec"]["workload"] == "loop")
+            .cloned()
+            .collect();
         match rs.iter().find(|r| r["metadata"]["name"] != first) {
             Some(s) if s["status"]["imageID"].is_string() => Ok(s.clone()),
             s => Err(format!("{s:?}")),
@@ -550,7 +556,8 @@ fn a_replica_restarts_on_the_digest_its_tag_resolved_to_even_after_the_tag_moved
 
 /// `GET http://127.0.0.1:PORT/PATH` from the host: the body of a 200, or what went wrong.
 fn get_from_host(port: u16, path: &str) -> Result<String, String> {
-    let agent = ureq::Agent::config_builder().timeout_global(Some(Duration::from_secs(3))).build().new_agent();
+    let agent =
+        ureq::Agent::config_builder().timeout_global(Some(Duration::from_secs(3))).build().new_agent();
     match agent.get(&format!("http://127.0.0.1:{port}{path}")).call() {
         Ok(mut r) => r.body_mut().read_to_string().map_err(|e| e.to_string()),
         Err(e) => Err(e.to_string()),
@@ -579,7 +586,10 @@ fn an_image_serves_on_its_published_port_and_a_taken_host_port_waits_for_another
     let body = wait_for(90, "the page on the published port", || {
         get_from_host(port, "/index.html").and_then(|b| if b.contains("published") { Ok(b) } else { Err(b) })
     });
-    println!("apply to serving on the published port (image pulled from the registry): {:?}", applied.elapsed());
+    println!(
+        "apply to serving on the published port (image pulled from the registry): {:?}",
+        applied.elapsed()
+    );
     assert_eq!(body.trim(), "hello, published");
     let r = wait_ready(&u, "site", 30);
     assert_eq!(r["status"]["publishedPorts"], json!([format!("{port}→8080/TCP")]), "{}", r["status"]);
@@ -593,7 +603,10 @@ fn an_image_serves_on_its_published_port_and_a_taken_host_port_waits_for_another
     // waits for a node (unschedulable, saying why), never fails at start.
     apply(&u, "clash", &site("clash"));
     let status = wait_for(30, "the clash unschedulable", || match replica(&u, "clash") {
-        Some(r) if r["spec"]["nodeName"].is_null() && r["status"]["message"].as_str().is_some_and(|m| m.contains("host port")) => {
+        Some(r)
+            if r["spec"]["nodeName"].is_null()
+                && r["status"]["message"].as_str().is_some_and(|m| m.contains("host port")) =>
+        {
             Ok(r["status"].clone())
         }
         r => Err(format!("{r:?}")),

@@ -1138,7 +1138,8 @@ fn replicas_reach_their_owner_s_replicas_by_name_and_nothing_of_strangers_or_the
     let up = Up::start(&u, "nets");
     // Two replicas, each serving its own name on port 8080 of its own address.
     let serve = "mkdir -p /tmp/w && hostname > /tmp/w/index.html && exec httpd -f -p 8080 -h /tmp/w";
-    let yaml = workload("peer", serve, "  ports:\n  - containerPort: 8080\n").replace("replicas: 1", "replicas: 2");
+    let yaml =
+        workload("peer", serve, "  ports:\n  - containerPort: 8080\n").replace("replicas: 1", "replicas: 2");
     apply(&u, "peer", &yaml);
     let running = |u: &User, w: &str, n: usize| {
         wait_for(60, &format!("{n} replicas of {w} running with an address"), || {
@@ -1164,6 +1165,10 @@ fn replicas_reach_their_owner_s_replicas_by_name_and_nothing_of_strangers_or_the
     let by_workload = http_from(&u, &a, "peer", 8080);
     assert!(by_workload.contains(&a) || by_workload.contains(&b), "{by_workload}");
     assert!(http_from(&u, &b, "peer.default", 8080).contains("200 OK"));
+    // Each has its own range of host ids for its user namespace, claimed on the machine.
+    let map_of = |n: &str| exec(&u, n, &[], &["cat", "/proc/self/uid_map"]).ok().stdout;
+    let (map_a, map_b) = (map_of(&a), map_of(&b));
+    assert_ne!(map_a.split_whitespace().nth(1), map_b.split_whitespace().nth(1), "{map_a} {map_b}");
     let addr = exec(&u, &a, &[], &["/bin/sh", "-c", "ip -4 addr show eth0"]).ok().stdout;
     assert!(addr.contains(&format!("inet {a_ip}/24")), "{addr}");
     let text = ui(&u, &["status"]).ok().stdout;
@@ -1197,7 +1202,10 @@ fn replicas_reach_their_owner_s_replicas_by_name_and_nothing_of_strangers_or_the
         .args(["-c", &format!("printf 'GET / HTTP/1.0\\r\\n\\r\\n' | busybox nc -w 3 {gateway} {node_port}")])
         .output()
         .unwrap();
-    assert!(String::from_utf8_lossy(&from_host.stdout).contains("node secrets"), "the service answers on the node");
+    assert!(
+        String::from_utf8_lossy(&from_host.stdout).contains("node secrets"),
+        "the service answers on the node"
+    );
     let tried = http_from(&u, &a, &gateway, node_port);
     assert!(tried.contains("UNREACHABLE") && !tried.contains("secrets"), "{tried}");
     assert!(http_from(&stranger, &spy_name, &gateway_of(spy_ip), node_port).contains("UNREACHABLE"));

@@ -35,7 +35,6 @@ pub const HOST_BUSYBOX: &str = "/bin/busybox";
 /// The directories a container's mounts go on, made in every image (its rootfs is read-only).
 const MOUNT_POINTS: &[&str] = &["proc", "sys", "dev", "tmp", "etc", "root"];
 
-
 /// The node's images.
 #[derive(Clone, Debug)]
 pub struct Images {

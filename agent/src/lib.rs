@@ -15,6 +15,7 @@
 
 pub mod cgroup;
 pub mod exec;
+pub mod ids;
 pub mod images;
 pub mod import;
 pub mod logs;

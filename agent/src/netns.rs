@@ -57,11 +57,26 @@ pub fn attach(pid: i32, net: &crate::network::Attachment) -> std::io::Result<()>
             if let Some(i) = index_of(&handle, &veth).await {
                 let _ = handle.link().del(i).execute().await;
             }
-            handle.link().add(rtnetlink::LinkVeth::new(&veth, &host_side).build()).execute().await.map_err(io)?;
-            let b = index_of(&handle, &bridge).await.ok_or_else(|| std::io::Error::other(format!("no bridge {bridge}")))?;
-            let v = index_of(&handle, &veth).await.ok_or_else(|| std::io::Error::other("the veth is gone"))?;
-            handle.link().set(rtnetlink::LinkUnspec::new_with_index(v).controller(b).up().build()).execute().await.map_err(io)?;
-            let p = index_of(&handle, &host_side).await.ok_or_else(|| std::io::Error::other("the veth peer is gone"))?;
+            handle
+                .link()
+                .add(rtnetlink::LinkVeth::new(&veth, &host_side).build())
+                .execute()
+                .await
+                .map_err(io)?;
+            let b = index_of(&handle, &bridge)
+                .await
+                .ok_or_else(|| std::io::Error::other(format!("no bridge {bridge}")))?;
+            let v =
+                index_of(&handle, &veth).await.ok_or_else(|| std::io::Error::other("the veth is gone"))?;
+            handle
+                .link()
+                .set(rtnetlink::LinkUnspec::new_with_index(v).controller(b).up().build())
+                .execute()
+                .await
+                .map_err(io)?;
+            let p = index_of(&handle, &host_side)
+                .await
+                .ok_or_else(|| std::io::Error::other("the veth peer is gone"))?;
             handle
                 .link()
                 .set(rtnetlink::LinkUnspec::new_with_index(p).setns_by_pid(pid as u32).build())
@@ -79,7 +94,9 @@ pub fn attach(pid: i32, net: &crate::network::Attachment) -> std::io::Result<()>
             tokio::spawn(connection);
             let up = rtnetlink::LinkUnspec::new_with_index(LOOPBACK_INDEX).up().build();
             handle.link().set(up).execute().await.map_err(io)?;
-            let p = index_of(&handle, &peer).await.ok_or_else(|| std::io::Error::other("the veth peer did not arrive"))?;
+            let p = index_of(&handle, &peer)
+                .await
+                .ok_or_else(|| std::io::Error::other("the veth peer did not arrive"))?;
             handle
                 .link()
                 .set(rtnetlink::LinkUnspec::new_with_index(p).name("eth0".into()).build())
@@ -87,7 +104,12 @@ pub fn attach(pid: i32, net: &crate::network::Attachment) -> std::io::Result<()>
                 .await
                 .map_err(io)?;
             handle.address().add(p, ip.into(), prefix).execute().await.map_err(io)?;
-            handle.link().set(rtnetlink::LinkUnspec::new_with_index(p).up().build()).execute().await.map_err(io)?;
+            handle
+                .link()
+                .set(rtnetlink::LinkUnspec::new_with_index(p).up().build())
+                .execute()
+                .await
+                .map_err(io)?;
             let route = rtnetlink::RouteMessageBuilder::<std::net::Ipv4Addr>::new().gateway(gateway).build();
             handle.route().add(route).execute().await.map_err(io)
         })
@@ -100,7 +122,16 @@ fn io(e: rtnetlink::Error) -> std::io::Error {
 
 async fn index_of(handle: &rtnetlink::Handle, name: &str) -> Option<u32> {
     use futures_util::TryStreamExt;
-    handle.link().get().match_name(name.to_owned()).execute().try_next().await.ok().flatten().map(|l| l.header.index)
+    handle
+        .link()
+        .get()
+        .match_name(name.to_owned())
+        .execute()
+        .try_next()
+        .await
+        .ok()
+        .flatten()
+        .map(|l| l.header.index)
 }
 
 /// The index of `lo` in every network namespace.

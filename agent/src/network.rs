@@ -62,15 +62,21 @@ impl std::str::FromStr for Net {
 
     /// `A.B.C.D/N`, with N from 8 to 22 (room for at least four owners' /24s) and no host bits.
     fn from_str(s: &str) -> Result<Self, String> {
-        let (addr, prefix) = s.split_once('/').ok_or_else(|| format!("{s:?} is not a network: write A.B.C.D/N"))?;
+        let (addr, prefix) =
+            s.split_once('/').ok_or_else(|| format!("{s:?} is not a network: write A.B.C.D/N"))?;
         let base: Ipv4Addr = addr.parse().map_err(|_| format!("{addr:?} is not an IPv4 address"))?;
         let prefix: u8 = prefix.parse().map_err(|_| format!("{prefix:?} is not a prefix length"))?;
         if !(8..=22).contains(&prefix) {
-            return Err(format!("prefix /{prefix}: a replica network is from /8 to /22 (owners get a /24 each)"));
+            return Err(format!(
+                "prefix /{prefix}: a replica network is from /8 to /22 (owners get a /24 each)"
+            ));
         }
         let net = Net { base, prefix };
         if net.mask() & u32::from(base) != u32::from(base) {
-            return Err(format!("{s}: host bits are set (the network is {})", Net { base: net.first(), prefix }));
+            return Err(format!(
+                "{s}: host bits are set (the network is {})",
+                Net { base: net.first(), prefix }
+            ));
         }
         Ok(net)
     }
@@ -180,9 +186,10 @@ impl Leases {
         let used: BTreeSet<Ipv4Addr> =
             self.runs.values().filter(|l| l.owner == want.owner).map(|l| l.ip).collect();
         // .0 is the network, .1 the bridge, .255 broadcast.
-        let ip = (2..255).map(|n| subnet.host(n)).find(|ip| !used.contains(ip)).ok_or_else(|| {
-            format!("the owner's network {subnet} here is full (253 replicas)")
-        })?;
+        let ip = (2..255)
+            .map(|n| subnet.host(n))
+            .find(|ip| !used.contains(ip))
+            .ok_or_else(|| format!("the owner's network {subnet} here is full (253 replicas)"))?;
         let lease = Lease { ip, ..want };
         self.runs.insert(id.to_owned(), lease.clone());
         Ok(lease)
@@ -358,7 +365,9 @@ impl Network {
         std::fs::create_dir_all(RUN_DIR).with_context(|| format!("cannot make {RUN_DIR}"))?;
         let state_file = state_dir.join(LEASES_FILE);
         let mut leases: Leases = match std::fs::read(&state_file) {
-            Ok(b) => serde_json::from_slice(&b).with_context(|| format!("{} is damaged", state_file.display()))?,
+            Ok(b) => {
+                serde_json::from_slice(&b).with_context(|| format!("{} is damaged", state_file.display()))?
+            }
             Err(_) => Leases::default(),
         };
         let candidates: Vec<Net> = match (wanted, leases.pool) {
@@ -529,7 +538,8 @@ impl Network {
     fn save(&self) -> anyhow::Result<()> {
         let l = self.leases.lock().unwrap().clone();
         let dir = self.state_file.parent().expect("a state directory");
-        crate::run::write_json(dir, LEASES_FILE, &l).with_context(|| format!("cannot write {}", self.state_file.display()))
+        crate::run::write_json(dir, LEASES_FILE, &l)
+            .with_context(|| format!("cannot write {}", self.state_file.display()))
     }
 
     /// Removes this pool's bridges and table (the node is going away: `ui down`).
@@ -689,7 +699,10 @@ mod tests {
         let a1 = l.lease("r1", lease("alice", "default", "web", "web-1")).unwrap();
         let a2 = l.lease("r2", lease("alice", "default", "web", "web-2")).unwrap();
         let b1 = l.lease("r3", lease("bob", "default", "web", "web-1")).unwrap();
-        assert_eq!((a1.ip, a2.ip, b1.ip), (Ipv4Addr::new(10, 77, 0, 2), Ipv4Addr::new(10, 77, 0, 3), Ipv4Addr::new(10, 77, 1, 2)));
+        assert_eq!(
+            (a1.ip, a2.ip, b1.ip),
+            (Ipv4Addr::new(10, 77, 0, 2), Ipv4Addr::new(10, 77, 0, 3), Ipv4Addr::new(10, 77, 1, 2))
+        );
         // A restart keeps its address.
         assert_eq!(l.lease("r1", lease("alice", "default", "web", "web-1")).unwrap().ip, a1.ip);
         // Freed addresses and /24s are given again; an owner with no run left loses its /24.
@@ -725,7 +738,11 @@ mod tests {
         let lines: Vec<&str> = hosts.lines().skip(2).collect();
         assert_eq!(
             lines,
-            ["10.77.0.3\tweb-2 web web.default", "10.77.0.2\tweb-1 web web.default", "10.77.0.4\tdb-1 db.other"]
+            [
+                "10.77.0.3\tweb-2 web web.default",
+                "10.77.0.2\tweb-1 web web.default",
+                "10.77.0.4\tdb-1 db.other"
+            ]
         );
         assert!(!hosts.contains("spy"));
         assert!(l.hosts_of("nobody").is_none());
@@ -744,7 +761,10 @@ mod tests {
         let own = r.find("ip daddr 10.77.1.0/24 accept").unwrap();
         let private = r.find("ip saddr 10.77.0.0/16 ip daddr { 10.0.0.0/8").unwrap();
         assert!(own < private);
-        assert!(r.contains("ip saddr 10.77.0.0/16 iifname != \"lo\" drop"), "the node's own connections pass");
+        assert!(
+            r.contains("ip saddr 10.77.0.0/16 iifname != \"lo\" drop"),
+            "the node's own connections pass"
+        );
         assert!(r.contains("ip saddr 10.77.0.0/16 ip daddr != 10.77.0.0/16 masquerade"));
     }
 

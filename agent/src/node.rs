@@ -276,7 +276,8 @@ fn reconcile(
             continue;
         }
         let stop = CancellationToken::new();
-        let task = tokio::spawn(supervise(client.clone(), config.clone(), net.clone(), replica, stop.clone()));
+        let task =
+            tokio::spawn(supervise(client.clone(), config.clone(), net.clone(), replica, stop.clone()));
         supervised.insert(uid, Supervised { stop, task });
     }
 }
@@ -606,7 +607,9 @@ async fn supervise(
                 {
                     match crate::publish::publish(&spec.ports, ip).await {
                         Ok(p) => published = Some(p),
-                        Err(e) => tracing::warn!(namespace = ns_of(&replica), "replica {}: {e}", replica.name()),
+                        Err(e) => {
+                            tracing::warn!(namespace = ns_of(&replica), "replica {}: {e}", replica.name())
+                        }
                     }
                 }
                 wait_for_pid(pid, &stop).await;
@@ -627,7 +630,7 @@ async fn supervise(
                     });
                 let Some(image) = pulled.await else { return }; // stopped
                 let prepared = match image.and_then(|image| prepare(&config, &replica, &container, &image)) {
-                    Ok(spec) => connect(net.as_deref(), &replica, spec, &mut published).await,
+                    Ok(spec) => connect(net.as_deref(), &replica, &dir, spec, &mut published).await,
                     Err(e) => Err(e),
                 };
                 let spec = match prepared {
@@ -635,8 +638,13 @@ async fn supervise(
                     // Held by something else on the node now (often a replica of this node
                     // still stopping): it waits, saying why, and tries again.
                     Err((reason @ HOST_PORT_IN_USE, message)) => {
-                        tracing::info!(namespace = ns_of(&replica), "replica {} waits: {message}", replica.name());
-                        let status = json!({ "phase": ReplicaPhase::Pending, "reason": reason, "message": message });
+                        tracing::info!(
+                            namespace = ns_of(&replica),
+                            "replica {} waits: {message}",
+                            replica.name()
+                        );
+                        let status =
+                            json!({ "phase": ReplicaPhase::Pending, "reason": reason, "message": message });
                         report(&client, &replica, status, &stop).await;
                         tokio::select! {
                             () = stop.cancelled() => return,
@@ -853,6 +861,7 @@ fn prepare(
         state_root: config.containers(),
         network: None,
         ports: Vec::new(),
+        id_base: None,
     })
 }
 
@@ -864,10 +873,23 @@ const HOST_PORT_IN_USE: &str = "HostPortInUse";
 async fn connect(
     net: Option<&crate::network::Network>,
     replica: &Kube<ReplicaSpec>,
+    run_dir: &Path,
     mut spec: RunSpec,
     published: &mut Option<crate::publish::Published>,
 ) -> Result<RunSpec, (&'static str, String)> {
     spec.ports = replica.spec.container.ports.clone();
+    if spec.runtime == RuntimeKind::Container {
+        let (id, dir) = (replica.uid().to_owned(), run_dir.to_owned());
+        // The run directory first: a claim whose directory is missing counts as stale.
+        let claimed = tokio::task::spawn_blocking(move || {
+            std::fs::create_dir_all(&dir)?;
+            crate::ids::claim(&id, &dir)
+        })
+        .await;
+        spec.id_base = Some(claimed.map_err(std::io::Error::other).and_then(|r| r).map_err(|e| {
+            ("UserNamespaceUnavailable", format!("cannot give the replica a user id range: {e}"))
+        })?);
+    }
     let ip = match net {
         Some(net) => {
             let want = crate::network::Lease {

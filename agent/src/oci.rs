@@ -135,13 +135,13 @@ const CAPABILITIES: &[&str] = &[
 /// How many host uids (and gids) one replica's user namespace maps: container ids 0..65535.
 pub const ID_RANGE: u64 = 65_536;
 /// The first host id of the first replica's range (far above any account's uid).
-const FIRST_HOST_ID: u64 = 1 << 20;
+pub const FIRST_HOST_ID: u64 = 1 << 20;
 /// How many ranges there are: the last ends below 2^31.
-const ID_SLOTS: u64 = ((1 << 31) - FIRST_HOST_ID) / ID_RANGE;
+pub const ID_SLOTS: u64 = ((1 << 31) - FIRST_HOST_ID) / ID_RANGE;
 
-/// The first host uid (and gid) of the user namespace of the container `id`: container root is
-/// that unprivileged host id, and no two replicas share one but by chance (a hash of the id
-/// picks one of 32,752 ranges).
+/// The host range the container `id` tries first (a hash of the id picks one of 32,752); the
+/// agent claims one that no other run on the machine holds (`ids::claim`), this one or the
+/// next free.
 pub fn host_id_base(id: &str) -> u64 {
     // FNV-1a: stable across builds and machines.
     let hash =
@@ -151,7 +151,9 @@ pub fn host_id_base(id: &str) -> u64 {
 
 /// `config.json` for `run`, whose root filesystem is at `rootfs`.
 pub fn config(run: &RunSpec, rootfs: &std::path::Path) -> Value {
-    let ids = json!([{ "containerID": 0, "hostID": host_id_base(&run.id), "size": ID_RANGE }]);
+    // Container root is the first of the run's claimed, unshared range of unprivileged host ids.
+    let base = run.id_base.unwrap_or_else(|| host_id_base(&run.id));
+    let ids = json!([{ "containerID": 0, "hostID": base, "size": ID_RANGE }]);
     let default_path = (!run.env.iter().any(|(k, _)| k == "PATH"))
         .then(|| "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_owned());
     let env: Vec<String> =
@@ -256,6 +258,7 @@ mod tests {
             state_root: "/state".into(),
             network: None,
             ports: Vec::new(),
+            id_base: None,
         }
     }
 

@@ -47,10 +47,13 @@ pub async fn publish(ports: &[ContainerPort], ip: Ipv4Addr) -> Result<Published,
         let Some(host) = p.host_port else { continue };
         let target = SocketAddr::from((ip, p.container_port));
         let bind = SocketAddr::from((Ipv4Addr::UNSPECIFIED, host));
-        let held = |e: std::io::Error| format!("cannot publish host port {host}/{}: {e}", p.protocol.as_str());
+        let held =
+            |e: std::io::Error| format!("cannot publish host port {host}/{}: {e}", p.protocol.as_str());
         let task = match p.protocol {
             Protocol::TCP => tokio::spawn(relay_tcp(TcpListener::bind(bind).await.map_err(held)?, target)),
-            Protocol::UDP => tokio::spawn(relay_udp(Arc::new(UdpSocket::bind(bind).await.map_err(held)?), target)),
+            Protocol::UDP => {
+                tokio::spawn(relay_udp(Arc::new(UdpSocket::bind(bind).await.map_err(held)?), target))
+            }
         };
         published.tasks.push(task);
     }
@@ -68,7 +71,8 @@ async fn relay_tcp(listener: TcpListener, target: SocketAddr) {
         let Ok(permit) = flows.clone().try_acquire_owned() else { continue };
         tokio::spawn(async move {
             let _permit = permit;
-            let Ok(Ok(mut outbound)) = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(target)).await
+            let Ok(Ok(mut outbound)) =
+                tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(target)).await
             else {
                 return; // the replica does not answer there (yet): the client sees the close
             };
@@ -129,7 +133,12 @@ mod tests {
         let (host, udp_host) = (free_port(), free_port());
         let ports = [
             ContainerPort { container_port: port, host_port: Some(host), ..Default::default() },
-            ContainerPort { container_port: udp_port, host_port: Some(udp_host), protocol: Protocol::UDP, name: None },
+            ContainerPort {
+                container_port: udp_port,
+                host_port: Some(udp_host),
+                protocol: Protocol::UDP,
+                name: None,
+            },
             ContainerPort { container_port: 9, host_port: None, ..Default::default() },
         ];
         let published = publish(&ports, Ipv4Addr::LOCALHOST).await.unwrap();

@@ -79,6 +79,10 @@ pub struct RunSpec {
     /// The container ports the node publishes to it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ports: Vec<api::kinds::ContainerPort>,
+    /// The first host id of its user namespace's range, claimed for it on this machine (none:
+    /// a run written by an earlier agent, which used the range its id hashes to).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id_base: Option<u64>,
 }
 
 /// How [`RunResult::killed`] begins when a failing liveness probe ended the run.

@@ -62,7 +62,9 @@ impl Validate for ReplicaSpec {
             if self.container.image.is_none() {
                 errors.push(path.child("pinnedImage").error("set only for a container image"));
             } else if !is_repository_digest(pin) {
-                errors.push(path.child("pinnedImage").error("must be REGISTRY/REPOSITORY@sha256:<64 hex digits>"));
+                errors.push(
+                    path.child("pinnedImage").error("must be REGISTRY/REPOSITORY@sha256:<64 hex digits>"),
+                );
             }
         }
     }

@@ -86,7 +86,9 @@ pub struct ContainerPort {
 }
 
 /// A port's protocol.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
 pub enum Protocol {
     /// TCP.
     #[default]
@@ -312,7 +314,8 @@ fn validate_ports(ports: &[ContainerPort], path: &FieldPath, errors: &mut Vec<Fi
         match port.host_port {
             Some(0) => errors.push(p.child("hostPort").error("must be between 1 and 65535")),
             Some(h) if !published.insert((h, port.protocol)) => errors.push(
-                p.child("hostPort").error(format!("host port {h}/{} is published twice", port.protocol.as_str())),
+                p.child("hostPort")
+                    .error(format!("host port {h}/{} is published twice", port.protocol.as_str())),
             ),
             _ => {}
         }

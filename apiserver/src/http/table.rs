@@ -267,7 +267,9 @@ fn columns(kind: &str) -> Vec<Column> {
             col("Node", "string", "The node the replica is bound to.", |o| text(o, "/spec/nodeName")),
             wide("Workload", "string", "The Workload the replica belongs to.", |o| text(o, "/spec/workload")),
             wide("Last-Exit", "string", "How the last run ended.", |o| text(o, "/status/lastExitReason")),
-            wide("IP", "string", "Its address on its node's network for its owner.", |o| text(o, "/status/podIP")),
+            wide("IP", "string", "Its address on its node's network for its owner.", |o| {
+                text(o, "/status/podIP")
+            }),
             wide("Ports", "string", "The node's ports published to it.", |o| {
                 match o.pointer("/status/publishedPorts").and_then(Value::as_array) {
                     Some(p) if !p.is_empty() => {

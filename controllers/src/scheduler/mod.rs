@@ -448,7 +448,10 @@ fn decide(
     drop(usage);
     let workload = (ask.workload.0.to_owned(), ask.workload.1.to_owned());
     let ports = ask.constraints.host_ports.iter().copied().collect();
-    assumed.insert(assumed_key(replica), Assumed { node: placed.node.clone(), amount: ask.need, ports, workload });
+    assumed.insert(
+        assumed_key(replica),
+        Assumed { node: placed.node.clone(), amount: ask.need, ports, workload },
+    );
     Ok(placed)
 }
 

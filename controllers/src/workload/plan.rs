@@ -350,7 +350,10 @@ mod tests {
         // Nothing pulled yet: no pin.
         assert_eq!(image_pin([p(None, None), p(None, None)].into_iter()), None);
         // A replica's digest; an imported image's bare ID or garbage never.
-        assert_eq!(image_pin([p(None, Some("sha256:abc")), p(None, Some(b))].into_iter()), Some(b.to_owned()));
+        assert_eq!(
+            image_pin([p(None, Some("sha256:abc")), p(None, Some(b))].into_iter()),
+            Some(b.to_owned())
+        );
         assert_eq!(image_pin([p(None, Some("reg/web@sha256:short"))].into_iter()), None);
         // A pin the template's replicas were made with wins over what any node reports.
         assert_eq!(image_pin([p(None, Some(b)), p(Some(a), Some(a))].into_iter()), Some(a.to_owned()));
