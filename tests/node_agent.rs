@@ -548,6 +548,51 @@ fn a_run_that_ends_while_its_agent_is_down_is_neither_lost_nor_repeated() {
     assert_eq!(out.matches("ran").count(), 1, "it ran once: {out}");
 }
 
+#[test]
+fn a_run_adopted_by_a_restarted_agent_is_still_probed_and_keeps_its_address() {
+    require_root();
+    let u = User::new();
+    let server = Server::start_with(&u, &u.path("data"), "127.0.0.1:0", &["--allow-loopback-nodes"]);
+    let _controllers = support::Controllers::start(&u, &server);
+    let mut agent = Agent::new(&u, "node-p");
+    // Ready while /tmp/ready exists.
+    let probe =
+        "  readinessProbe:\n    exec:\n      command: [\"cat\", \"/tmp/ready\"]\n    periodSeconds: 1\n";
+    apply(&u, "adopt", &workload("adopt", "touch /tmp/ready; exec sleep 600", probe));
+    let ready = |r: &Value| {
+        r["status"]["conditions"]
+            .as_array()
+            .is_some_and(|cs| cs.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+    };
+    let before = wait_for(60, "adopt ready", || match replicas(&u, "adopt").as_slice() {
+        [r] if ready(r) => Ok(r.clone()),
+        rs => Err(summary(rs)),
+    });
+    // The agent dies and comes back: it adopts the run, still running.
+    agent.kill_9();
+    agent.start(&u);
+    let name = before["metadata"]["name"].as_str().unwrap().to_owned();
+    // Its readiness probe runs again: once it fails, the replica is not ready.
+    wait_for(30, "the probe failing on the adopted run", || {
+        exec(&u, &name, &[], &["rm", "-f", "/tmp/ready"]);
+        match replicas(&u, "adopt").as_slice() {
+            [r] if !ready(r) && r["status"]["phase"] == "Running" => Ok(()),
+            rs => Err(summary(rs)),
+        }
+    });
+    let after = replicas(&u, "adopt").remove(0);
+    assert_eq!(after["metadata"]["uid"], before["metadata"]["uid"], "the same run");
+    assert_eq!(after["status"]["restarts"], 0, "never restarted");
+    assert_eq!(after["status"]["startedAt"], before["status"]["startedAt"], "its start, not the adoption");
+    assert_eq!(after["status"]["podIP"], before["status"]["podIP"], "its address kept");
+    // And passes again.
+    exec(&u, &name, &[], &["touch", "/tmp/ready"]).ok();
+    wait_for(30, "ready again", || match replicas(&u, "adopt").as_slice() {
+        [r] if ready(r) => Ok(()),
+        rs => Err(summary(rs)),
+    });
+}
+
 /// Creates replica `name` of workload `w` (as the member, like the workload controller and the
 /// scheduler) bound to node `node` with `spec.nodeUid` `node_uid`.
 fn bound_replica(server: &Server, u: &User, name: &str, node: &str, node_uid: &Value) {

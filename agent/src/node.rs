@@ -602,24 +602,39 @@ async fn supervise(
                     replica.name()
                 );
                 crate::metrics::metrics().phase(replica.uid(), ReplicaPhase::Running);
-                if let Ok(spec) = read_json::<RunSpec>(&dir, SPEC_FILE)
-                    && let Some(ip) = spec.network.as_ref().map(|n| n.ip)
-                {
-                    match crate::publish::publish(&spec.ports, ip).await {
-                        Ok(p) => published = Some(p),
-                        Err(e) => {
-                            tracing::warn!(namespace = ns_of(&replica), "replica {}: {e}", replica.name())
+                match read_json::<RunSpec>(&dir, SPEC_FILE) {
+                    Ok(spec) => {
+                        if let Some(ip) = spec.network.as_ref().map(|n| n.ip) {
+                            match crate::publish::publish(&spec.ports, ip).await {
+                                Ok(p) => published = Some(p),
+                                Err(e) => {
+                                    tracing::warn!(
+                                        namespace = ns_of(&replica),
+                                        "replica {}: {e}",
+                                        replica.name()
+                                    )
+                                }
+                            }
+                        }
+                        // Probed, measured and reported as a run this agent started.
+                        let adopted = Shim::Adopted(pid);
+                        match watch(&client, &config, &replica, &dir, &spec, restarts, &stop, adopted).await {
+                            Some(result) => result,
+                            None => return, // stopped
                         }
                     }
-                }
-                wait_for_pid(pid, &stop).await;
-                if stop.is_cancelled() {
-                    stop_pid(pid).await;
-                    return;
-                }
-                match read_json::<RunResult>(&dir, RESULT_FILE) {
-                    Ok(result) => result,
-                    Err(_) => shim_lost(&config, &dir, replica.uid()).await,
+                    // A run whose run.json cannot be read: waited for only.
+                    Err(_) => {
+                        wait_for_pid(pid, &stop).await;
+                        if stop.is_cancelled() {
+                            stop_pid(pid).await;
+                            return;
+                        }
+                        match read_json::<RunResult>(&dir, RESULT_FILE) {
+                            Ok(result) => result,
+                            Err(_) => shim_lost(&config, &dir, replica.uid()).await,
+                        }
+                    }
                 }
             }
             Left::Ended(result) => result,
@@ -953,7 +968,7 @@ async fn run_once(
             .process_group(0)
             .spawn()
     };
-    let mut child = match started.await {
+    let child = match started.await {
         Ok(child) => child,
         Err(e) => {
             crate::metrics::metrics().start_failed("ShimFailed");
@@ -971,6 +986,55 @@ async fn run_once(
             RuntimeKind::Process => "plain process",
         }
     );
+    watch(client, config, replica, dir, spec, restarts, stop, Shim::Child(child)).await
+}
+
+/// The shim of a run: the agent's child, or one an earlier agent started (adopted).
+enum Shim {
+    Child(tokio::process::Child),
+    Adopted(i32),
+}
+
+impl Shim {
+    fn pid(&self) -> Option<i32> {
+        match self {
+            Self::Child(c) => c.id().map(|p| p as i32),
+            Self::Adopted(pid) => Some(*pid),
+        }
+    }
+
+    /// Until it ends.
+    async fn wait(&mut self) -> std::io::Result<()> {
+        match self {
+            Self::Child(c) => c.wait().await.map(drop),
+            Self::Adopted(pid) => {
+                wait_for_pid(*pid, &CancellationToken::new()).await;
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Watches a started run to its end: reports it running, runs its probes and acts on them,
+/// measures and reports its usage. `None` when it was stopped (the replica went away).
+#[allow(clippy::too_many_arguments)]
+async fn watch(
+    client: &Client,
+    config: &Config,
+    replica: &Kube<ReplicaSpec>,
+    dir: &Path,
+    spec: &RunSpec,
+    restarts: u32,
+    stop: &CancellationToken,
+    mut shim: Shim,
+) -> Option<RunResult> {
+    // An adopted run started when its replica's status says, not now.
+    let started_at = match shim {
+        Shim::Adopted(_) => {
+            replica.status.as_ref().and_then(|s| s.started_at.as_ref()).map_or_else(Utc::now, |t| t.0)
+        }
+        Shim::Child(_) => Utc::now(),
+    };
     // Ready at once without a readiness probe; with one, once it passes.
     let c = &replica.spec.container;
     let mut ready = c.readiness_probe.is_none();
@@ -978,7 +1042,7 @@ async fn run_once(
     let mut readiness = if ready { ("Started", "running".to_owned()) } else { not_ready_yet };
     let mut since = Utc::now();
     let status = json!({
-        "phase": ReplicaPhase::Running, "restarts": restarts, "startedAt": time(Some(Utc::now())),
+        "phase": ReplicaPhase::Running, "restarts": restarts, "startedAt": time(Some(started_at)),
         "exitCode": null, "reason": null, "finishedAt": null,
         "podIP": spec.network.as_ref().map(|n| n.ip.to_string()),
         "publishedPorts": spec.ports.iter().filter(|p| p.host_port.is_some()).map(|p| p.describe()).collect::<Vec<_>>(),
@@ -988,7 +1052,6 @@ async fn run_once(
         }, config.node),
         "conditions": conditions(replica, config, ready, readiness.0, &readiness.1, since),
     });
-    let started_at = Utc::now();
     report(client, replica, status, stop).await;
     // The probes, each a task sending what changed.
     let (probe_tx, mut probe_rx) = tokio::sync::mpsc::channel::<(ProbeKind, bool, String)>(8);
@@ -1014,17 +1077,17 @@ async fn run_once(
     let mut measure = tokio::time::interval_at(tokio::time::Instant::now() + FIRST_USAGE, USAGE_EVERY);
     loop {
         tokio::select! {
-            exit = child.wait() => {
+            exit = shim.wait() => {
                 if let Err(e) = exit {
                     return Some(failed(&format!("cannot wait for the shim: {e}")));
                 }
                 break;
             }
             () = stop.cancelled() => {
-                if let Some(pid) = child.id() {
-                    stop_pid(pid as i32).await;
+                if let Some(pid) = shim.pid() {
+                    stop_pid(pid).await;
                 }
-                let _ = child.wait().await;
+                let _ = shim.wait().await;
                 return None;
             }
             Some((kind, passing, message)) = probe_rx.recv() => {
@@ -1042,9 +1105,9 @@ async fn run_once(
                         let why = format!("{}: {message}", crate::run::LIVENESS_FAILED);
                         tracing::info!(namespace = ns_of(replica), "replica {}: {why}; stopping it", replica.name());
                         killed = Some(why);
-                        if let Some(pid) = child.id() {
+                        if let Some(pid) = shim.pid() {
                             let _ = nix::sys::signal::kill(
-                                nix::unistd::Pid::from_raw(pid as i32),
+                                nix::unistd::Pid::from_raw(pid),
                                 nix::sys::signal::Signal::SIGTERM,
                             );
                         }
