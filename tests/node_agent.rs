@@ -1159,6 +1159,15 @@ fn ui_exec_runs_a_command_in_the_owner_s_container_and_nobody_else_s() {
     let json = exec(&u, &name, &["-o", "json"], &["echo", "hi"]).ok().json();
     assert_eq!(json["exitCode"], 0);
     assert_eq!(json["stdout"], "hi\n");
+    // A process it leaves in the background does not hold `ui exec` open.
+    let started = Instant::now();
+    let bg = exec(&u, &name, &[], &["/bin/sh", "-c", "sleep 100 & echo left-behind"]).ok();
+    assert!(bg.stdout.contains("left-behind"), "{}", bg.stdout);
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "ui exec waited for the background process: {:?}",
+        started.elapsed()
+    );
     // A stranger with a key of their own may not; the replica does not care how it is named.
     let stranger = up.another_user();
     let refused = exec(&stranger, &name, &[], &["true"]);

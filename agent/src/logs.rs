@@ -223,6 +223,12 @@ async fn exec(
         return deny(StatusCode::CONFLICT, "the replica is not running in a container on this node");
     }
     let timeout = Duration::from_secs(asked.timeout_seconds.unwrap_or(30).clamp(1, 300));
+    let Ok(_permit) = exec_permits().try_acquire() else {
+        return deny(
+            StatusCode::TOO_MANY_REQUESTS,
+            &format!("the node runs {MAX_EXECS} commands in its replicas already: try again later"),
+        );
+    };
     let prefix = crate::probe::exec_prefix(&server.exec, &dir);
     let Some((program, args)) = prefix.split_first() else {
         return deny(StatusCode::INTERNAL_SERVER_ERROR, "no exec command configured");
@@ -242,9 +248,16 @@ async fn exec(
         Err(e) => return deny(StatusCode::INTERNAL_SERVER_ERROR, &format!("cannot run the command: {e}")),
     };
     let (out, err) = (child.stdout.take().expect("piped"), child.stderr.take().expect("piped"));
+    let ended = CancellationToken::new();
     let ran = async {
-        let ((stdout, cut_out), (stderr, cut_err)) = tokio::join!(read_bounded(out), read_bounded(err));
-        (child.wait().await, stdout, stderr, cut_out || cut_err)
+        let waited = async {
+            let status = child.wait().await;
+            ended.cancel();
+            status
+        };
+        let (status, (stdout, cut_out), (stderr, cut_err)) =
+            tokio::join!(waited, read_bounded(out, ended.clone()), read_bounded(err, ended.clone()));
+        (status, stdout, stderr, cut_out || cut_err)
     };
     let Ok((status, stdout, stderr, truncated)) =
         tokio::time::timeout(timeout + Duration::from_secs(10), ran).await
@@ -332,17 +345,40 @@ async fn log(
 }
 
 /// Reads `r` to its end, keeping at most [`MAX_EXEC_OUTPUT`] bytes; whether some were dropped.
-async fn read_bounded(mut r: impl tokio::io::AsyncRead + Unpin) -> (Vec<u8>, bool) {
+/// Once `ended` fires (the command ended), for at most [`AFTER_END`] more: a process it left in
+/// the background may hold the output open for as long as it lives.
+async fn read_bounded(mut r: impl tokio::io::AsyncRead + Unpin, ended: CancellationToken) -> (Vec<u8>, bool) {
     use tokio::io::AsyncReadExt;
     let (mut buf, mut chunk, mut truncated) = (Vec::new(), [0u8; 8192], false);
+    let deadline = async {
+        ended.cancelled().await;
+        tokio::time::sleep(AFTER_END).await;
+    };
+    tokio::pin!(deadline);
     loop {
-        match r.read(&mut chunk).await {
+        let n = tokio::select! {
+            read = r.read(&mut chunk) => read,
+            () = &mut deadline => break,
+        };
+        match n {
             Ok(0) | Err(_) => break,
             Ok(n) if buf.len() + n <= MAX_EXEC_OUTPUT => buf.extend_from_slice(&chunk[..n]),
             Ok(_) => truncated = true, // read on (the command must not block), not kept
         }
     }
     (buf, truncated)
+}
+
+/// How long an exec's output is read after the command ended.
+const AFTER_END: Duration = Duration::from_millis(500);
+
+/// Most commands (`ui exec` and exec probes together) a node runs in its replicas at once.
+pub const MAX_EXECS: usize = 16;
+
+/// The permits of [`MAX_EXECS`].
+pub fn exec_permits() -> &'static tokio::sync::Semaphore {
+    static PERMITS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(MAX_EXECS);
+    &PERMITS
 }
 
 fn same_file(a: &std::fs::File, b: &std::fs::File) -> bool {
