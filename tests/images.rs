@@ -197,6 +197,11 @@ fn layer(items: &[(&str, Item<'_>)]) -> (Vec<u8>, String) {
 /// An HTTP server image: busybox in the first layer (with a file the second whites out), an
 /// index.html saying `page` in the second; its config's cmd runs httpd on 127.0.0.1:8080.
 fn web_image(page: &str) -> Built {
+    web_image_as(page, json!({}))
+}
+
+/// [`web_image`] with `config` added to its config's `config` (`User`, `WorkingDir`).
+fn web_image_as(page: &str, config: Value) -> Built {
     let busybox = std::fs::read("/bin/busybox").expect("Debian's busybox-static");
     let (base, base_id) = layer(&[
         ("bin", Item::Dir),
@@ -209,12 +214,14 @@ fn web_image(page: &str) -> Built {
         ("www/index.html", Item::File(page.as_bytes(), 0o644)),
         ("etc/.wh.junk", Item::File(b"", 0o644)),
     ]);
+    let mut image_config = json!({
+        "Env": ["PATH=/bin", "PAGE=from-the-image"],
+        "Cmd": ["/bin/busybox", "httpd", "-f", "-p", "127.0.0.1:8080", "-h", "/www"],
+    });
+    image_config.as_object_mut().unwrap().extend(config.as_object().unwrap().clone());
     let config = serde_json::to_vec(&json!({
         "architecture": "amd64", "os": "linux",
-        "config": {
-            "Env": ["PATH=/bin", "PAGE=from-the-image"],
-            "Cmd": ["/bin/busybox", "httpd", "-f", "-p", "127.0.0.1:8080", "-h", "/www"],
-        },
+        "config": image_config,
         "rootfs": { "type": "layers", "diff_ids": [base_id, site_id] },
     }))
     .unwrap();
@@ -568,13 +575,19 @@ fn get_from_host(port: u16, path: &str) -> Result<String, String> {
 fn an_image_serves_on_its_published_port_and_a_taken_host_port_waits_for_another_node() {
     require_root();
     let registry = Registry::start();
-    registry.push("web", "1", &web_image("hello, published"));
+    // An image that runs as a user of its own in its own working directory.
+    registry.push(
+        "web",
+        "1",
+        &web_image_as("hello, published", json!({ "User": "1000:1000", "WorkingDir": "/www" })),
+    );
     let host = registry.host();
     let u = User::new();
     let _up = Up::start(&u, "pub", &["--insecure-registry", &host]);
     let port = free_port();
-    // httpd on every address of the replica (not its loopback alone): the node relays to it.
-    let cmd = r#"["/bin/busybox", "httpd", "-f", "-p", "8080", "-h", "/www"]"#;
+    // httpd on every address of the replica (not its loopback alone): the node relays to it;
+    // it serves its working directory.
+    let cmd = r#"["/bin/busybox", "httpd", "-f", "-p", "8080"]"#;
     let site = |name: &str| {
         format!(
             "{}  ports:\n  - name: http\n    containerPort: 8080\n    hostPort: {port}\n",
@@ -596,6 +609,23 @@ fn an_image_serves_on_its_published_port_and_a_taken_host_port_waits_for_another
     let ip = r["status"]["podIP"].as_str().unwrap().to_owned();
     let text = ui(&u, &["status"]).ok().stdout;
     assert!(text.contains(&format!("{ip}, publishes {port}→8080/TCP")), "{text}");
+    // It runs as the image's user, and so does `ui exec`, in its working directory.
+    let name = r["metadata"]["name"].as_str().unwrap().to_owned();
+    let kubeconfig = u.path("kubeconfig");
+    let script = "/bin/busybox id -u; /bin/busybox id -g; /bin/busybox pwd";
+    let exec = [
+        "exec",
+        &name,
+        "--kubeconfig",
+        kubeconfig.to_str().unwrap(),
+        "--",
+        "/bin/busybox",
+        "sh",
+        "-c",
+        script,
+    ];
+    let who = u.run(&exec).ok().stdout;
+    assert_eq!(who, "1000\n1000\n/www\n");
     let wide = ui(&u, &["get", "replicas", "-o", "wide"]).ok().stdout;
     assert!(wide.contains("PORTS") && wide.contains(&format!("{port}→8080/TCP")), "{wide}");
 

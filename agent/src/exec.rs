@@ -103,12 +103,22 @@ pub fn main(dir: &Path, argv: &[String], timeout: Duration) -> anyhow::Result<i3
         .context("config.json has no seccomp filter")?;
     libcontainer::seccomp::initialize_seccomp(seccomp).context("cannot install the seccomp filter")?;
 
+    // As the container's own user, in its working directory (its capabilities go with root).
+    let (uid, gid) = (process.user().uid(), process.user().gid());
+    if gid != 0 {
+        nix::unistd::setresgid(Gid::from_raw(gid), Gid::from_raw(gid), Gid::from_raw(gid))
+            .context("setresgid")?;
+    }
+    if uid != 0 {
+        nix::unistd::setresuid(Uid::from_raw(uid), Uid::from_raw(uid), Uid::from_raw(uid))
+            .context("setresuid")?;
+    }
     let env = process.env().iter().flatten().filter_map(|kv| kv.split_once('='));
     let mut child = std::process::Command::new(program)
         .args(args)
         .env_clear()
         .envs(env)
-        .current_dir("/")
+        .current_dir(process.cwd())
         .stdin(std::process::Stdio::null())
         .spawn()
         .with_context(|| format!("cannot run {program} in the container"))?;

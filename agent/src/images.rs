@@ -81,6 +81,25 @@ impl Resolved {
         entrypoint.iter().chain(args.iter()).cloned().collect()
     }
 
+    /// The image's working directory, where it is one in the image (else `/`).
+    pub fn cwd(&self) -> String {
+        let Some(image) = &self.image else { return "/".to_owned() };
+        let wd = image.meta.working_dir.as_str();
+        let inside =
+            Path::new(wd).strip_prefix("/").ok().filter(|p| !p.components().any(|c| c.as_os_str() == ".."));
+        match inside {
+            Some(rel) if within_is_dir(&self.rootfs, rel) => wd.to_owned(),
+            _ => "/".to_owned(),
+        }
+    }
+
+    /// The uid and gid the image's `User` names (root without one), looked up in the image's
+    /// own `/etc/passwd` and `/etc/group` for names; ids within the container's 65,536.
+    pub fn user(&self) -> Result<(u32, u32), String> {
+        let Some(image) = &self.image else { return Ok((0, 0)) };
+        resolve_user(&image.meta.user, &self.rootfs)
+    }
+
     /// The image's environment without what the workload sets (the workload's comes after).
     pub fn env(&self, c: &ContainerSpec) -> Vec<(String, String)> {
         let Some(image) = &self.image else { return Vec::new() };
@@ -191,6 +210,81 @@ impl Images {
             Err(e) => Err(e.into()),
         }
     }
+}
+
+/// Whether `rel` is a directory in `root` reached through no symlink (the image is hostile:
+/// its links must not lead the agent's look outside it).
+fn within_is_dir(root: &Path, rel: &Path) -> bool {
+    let mut at = root.to_owned();
+    for c in rel.components() {
+        at.push(c);
+        match std::fs::symlink_metadata(&at) {
+            Ok(m) if m.is_dir() => {}
+            _ => return false,
+        }
+    }
+    true
+}
+
+/// The text of `rel` (a regular file in `root`, through no symlink), at most 1 MiB of it.
+fn read_within(root: &Path, rel: &str) -> Option<String> {
+    let rel = Path::new(rel);
+    if !within_is_dir(root, rel.parent()?) {
+        return None;
+    }
+    let path = root.join(rel);
+    let m = std::fs::symlink_metadata(&path).ok()?;
+    if !m.is_file() || m.len() > 1 << 20 {
+        return None;
+    }
+    std::fs::read_to_string(path).ok()
+}
+
+/// Most ids a container has (its user namespace maps 65,536).
+const MAX_CONTAINER_ID: u32 = 65_535;
+
+/// `user` (an image's `User`) as uid and gid, names looked up in `rootfs`.
+pub fn resolve_user(user: &str, rootfs: &Path) -> Result<(u32, u32), String> {
+    if user.is_empty() {
+        return Ok((0, 0));
+    }
+    let (u, g) = match user.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (user, None),
+    };
+    let passwd = || read_within(rootfs, "etc/passwd").unwrap_or_default();
+    // name:x:uid:gid:...
+    let entry = |file: &str, name: &str| -> Option<(u32, Option<u32>)> {
+        file.lines().find_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            (f.len() >= 3 && f[0] == name)
+                .then(|| Some((f[2].parse().ok()?, f.get(3).and_then(|g| g.parse().ok()))))?
+        })
+    };
+    let (uid, primary) = match u.parse::<u32>() {
+        Ok(uid) => (uid, entry(&passwd(), u).and_then(|(_, g)| g)),
+        Err(_) => {
+            entry(&passwd(), u).ok_or_else(|| format!("the image's user {u:?} is not in its /etc/passwd"))?
+        }
+    };
+    let gid = match g {
+        None => primary.unwrap_or(0),
+        Some(g) => match g.parse::<u32>() {
+            Ok(gid) => gid,
+            Err(_) => {
+                let group = read_within(rootfs, "etc/group").unwrap_or_default();
+                entry(&group, g)
+                    .map(|(gid, _)| gid)
+                    .ok_or_else(|| format!("the image's group {g:?} is not in its /etc/group"))?
+            }
+        },
+    };
+    if uid > MAX_CONTAINER_ID || gid > MAX_CONTAINER_ID {
+        return Err(format!(
+            "the image's user {user:?} is outside the container's ids (0-{MAX_CONTAINER_ID})"
+        ));
+    }
+    Ok((uid, gid))
 }
 
 /// The wait before pull number `n + 1` after `n` failed: 10 s doubling to 5 min (the kubelet's).
@@ -318,6 +412,28 @@ fn is_static_elf(path: &Path) -> std::io::Result<bool> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn an_image_s_user_is_looked_up_in_the_image_and_never_through_a_link_out_of_it() {
+        let root = tempfile::tempdir().unwrap();
+        let etc = root.path().join("etc");
+        std::fs::create_dir_all(&etc).unwrap();
+        std::fs::write(etc.join("passwd"), "root:x:0:0::/root:/bin/sh\nweb:x:101:102::/srv:/bin/sh\n")
+            .unwrap();
+        std::fs::write(etc.join("group"), "root:x:0:\nwww:x:33:\n").unwrap();
+        let r = root.path();
+        assert_eq!(resolve_user("", r), Ok((0, 0)));
+        assert_eq!(resolve_user("web", r), Ok((101, 102)));
+        assert_eq!(resolve_user("web:www", r), Ok((101, 33)));
+        assert_eq!(resolve_user("1000", r), Ok((1000, 0)));
+        assert_eq!(resolve_user("1000:1000", r), Ok((1000, 1000)));
+        assert!(resolve_user("nobody", r).unwrap_err().contains("not in its /etc/passwd"));
+        assert!(resolve_user("70000", r).unwrap_err().contains("outside the container's ids"));
+        // /etc/passwd as a link to the host's: never read.
+        std::fs::remove_file(etc.join("passwd")).unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", etc.join("passwd")).unwrap();
+        assert!(resolve_user("root", r).is_err());
+    }
+
     use super::*;
 
     #[test]

@@ -877,6 +877,8 @@ fn prepare(
         network: None,
         ports: Vec::new(),
         id_base: None,
+        cwd: Some(image.cwd()),
+        user: Some(image.user().map_err(|e| ("ImageUserUnknown", e))?),
     })
 }
 

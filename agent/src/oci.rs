@@ -199,10 +199,10 @@ pub fn config(run: &RunSpec, rootfs: &std::path::Path) -> Value {
         "ociVersion": "1.0.2",
         "process": {
             "terminal": false,
-            "user": { "uid": 0, "gid": 0 },
+            "user": { "uid": run.user.map_or(0, |u| u.0), "gid": run.user.map_or(0, |u| u.1) },
             "args": run.argv,
             "env": env,
-            "cwd": "/",
+            "cwd": run.cwd.as_deref().unwrap_or("/"),
             "capabilities": {
                 "bounding": CAPABILITIES,
                 "effective": CAPABILITIES,
@@ -259,6 +259,8 @@ mod tests {
             network: None,
             ports: Vec::new(),
             id_base: None,
+            cwd: None,
+            user: None,
         }
     }
 

@@ -79,6 +79,12 @@ pub struct RunSpec {
     /// The container ports the node publishes to it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ports: Vec<api::kinds::ContainerPort>,
+    /// The working directory (none: `/`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cwd: Option<String>,
+    /// The uid and gid it runs as in its user namespace (none: root).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<(u32, u32)>,
     /// The first host id of its user namespace's range, claimed for it on this machine (none:
     /// a run written by an earlier agent, which used the range its id hashes to).
     #[serde(default, skip_serializing_if = "Option::is_none")]

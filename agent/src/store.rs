@@ -112,6 +112,9 @@ pub struct ImageMeta {
     pub env: Vec<String>,
     #[serde(default)]
     pub working_dir: String,
+    /// The image's `User`: `UID`, `UID:GID`, `NAME` or `NAME:GROUP` (empty: root).
+    #[serde(default)]
+    pub user: String,
 }
 
 /// An image in the store.
@@ -599,6 +602,7 @@ impl Builder {
         meta.cmd = strings(&c["config"]["Cmd"]);
         meta.env = strings(&c["config"]["Env"]);
         meta.working_dir = c["config"]["WorkingDir"].as_str().unwrap_or_default().to_owned();
+        meta.user = c["config"]["User"].as_str().unwrap_or_default().chars().take(256).collect();
         crate::run::write_json(&self.tmp, "image.json", &meta).map_err(io_err("cannot write image.json"))?;
         fs::write(self.tmp.join("config.json"), config).map_err(io_err("cannot write config.json"))?;
         fs::File::create(self.tmp.join("used")).map_err(io_err("cannot write used"))?;
