@@ -253,6 +253,11 @@ impl Validate for ContainerSpec {
                 let field = if self.image.is_some() { "image" } else { "rootfs" };
                 errors.push(path.child(field).error("must not be empty"));
             }
+            (Some(image), None) => {
+                if let Err(e) = check_image_reference(image) {
+                    errors.push(path.child("image").error(e));
+                }
+            }
             _ => {}
         }
         let mut seen = BTreeSet::new();
@@ -292,6 +297,79 @@ impl Validate for ContainerSpec {
         }
         validate_ports(&self.ports, &path.child("ports"), errors);
     }
+}
+
+/// Whether `s` is an image reference as docker writes them: `[REGISTRY[:PORT]/]PATH[:TAG][@DIGEST]`,
+/// the path of lowercase components (`[a-z0-9]` runs joined by `.`, `_`, `__` or dashes) split
+/// by `/`, a tag of at most 128 word characters, dots and dashes, a `sha256:` digest of 64 hex
+/// digits; at most 512 characters.
+pub fn check_image_reference(s: &str) -> Result<(), String> {
+    let bad = |why: &str| Err(format!("{s:?} is not an image reference: {why}"));
+    if s.len() > 512 {
+        return Err("an image reference has at most 512 characters".to_owned());
+    }
+    let (rest, digest) = match s.split_once('@') {
+        Some((r, d)) => (r, Some(d)),
+        None => (s, None),
+    };
+    if let Some(d) = digest {
+        let hex = d.strip_prefix("sha256:").unwrap_or("");
+        if hex.len() != 64 || !hex.chars().all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c)) {
+            return bad("a digest is sha256: and 64 lowercase hex digits");
+        }
+    }
+    // A tag is after the last ':' that comes after the last '/' (a registry's port is before).
+    let last_slash = rest.rfind('/').map_or(0, |i| i + 1);
+    let (name, tag) = match rest[last_slash..].rfind(':') {
+        Some(i) => (&rest[..last_slash + i], Some(&rest[last_slash + i + 1..])),
+        None => (rest, None),
+    };
+    if let Some(t) = tag {
+        let ok = !t.is_empty()
+            && t.len() <= 128
+            && t.chars().next().is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
+            && t.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+        if !ok {
+            return bad(
+                "a tag is at most 128 letters, digits, '_', '.' and '-', not starting with '.' or '-'",
+            );
+        }
+    }
+    let mut parts: Vec<&str> = name.split('/').collect();
+    let first = parts[0];
+    let is_registry = parts.len() > 1 && (first.contains(['.', ':']) || first == "localhost");
+    if is_registry {
+        let (host, port) = match first.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (first, None),
+        };
+        let host_ok =
+            !host.is_empty() && host.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-'));
+        if !host_ok
+            || port.is_some_and(|p| p.is_empty() || p.len() > 5 || !p.chars().all(|c| c.is_ascii_digit()))
+        {
+            return bad("the registry is HOST or HOST:PORT");
+        }
+        parts.remove(0);
+    }
+    let component_ok = |c: &str| {
+        let b = c.as_bytes();
+        !b.is_empty()
+            && b[0].is_ascii_lowercase() | b[0].is_ascii_digit()
+            && b[b.len() - 1].is_ascii_lowercase() | b[b.len() - 1].is_ascii_digit()
+            && c.chars()
+                .all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || matches!(ch, '.' | '_' | '-'))
+            && !c.contains("..")
+            && !c.contains("___")
+            && !c.contains("._")
+            && !c.contains("_.")
+    };
+    if parts.is_empty() || !parts.iter().all(|c| component_ok(c)) {
+        return bad(
+            "the repository is lowercase letters and digits, joined by '.', '_' or '-', in parts split by '/'",
+        );
+    }
+    Ok(())
 }
 
 fn validate_ports(ports: &[ContainerPort], path: &FieldPath, errors: &mut Vec<FieldError>) {
@@ -398,4 +476,72 @@ impl KindSpec for WorkloadSpec {
         "A user's signed request to run replicas of a container under a trust policy.";
     const CATEGORIES: &'static [&'static str] =
         &[crate::object::CATEGORY_ALL, crate::object::CATEGORY_UNIVRS];
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn image_references_are_checked_as_docker_writes_them() {
+        let d = format!("sha256:{}", "a".repeat(64));
+        for ok in [
+            "busybox".to_owned(),
+            "busybox:1.36".to_owned(),
+            "me/app".to_owned(),
+            "127.0.0.1:5000/web:1".to_owned(),
+            "localhost/web".to_owned(),
+            "ghcr.io/o/r/sub:v2".to_owned(),
+            format!("registry.example/web@{d}"),
+            format!("web:1@{d}"),
+            "a_b__c/x-y".to_owned(),
+        ] {
+            assert_eq!(check_image_reference(&ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "web/UPPER",
+            "web:",
+            "web@sha256:short",
+            "a b",
+            ":tag",
+            "web/",
+            "/web",
+            "web:-x",
+            "host:99999999/web",
+        ] {
+            assert!(check_image_reference(bad).is_err(), "{bad:?}");
+        }
+        assert!(check_image_reference(&"x".repeat(600)).unwrap_err().contains("512"));
+        // Named where it is: spec.image.
+        let mut errors = Vec::new();
+        let w = WorkloadSpec { image: Some("Web:latest".into()), ..Default::default() };
+        w.validate(&FieldPath::root(), &mut errors);
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.to_string().contains("image") && e.to_string().contains("not an image reference")),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn ports_are_bounded_unique_and_named_well() {
+        let p = |c: u16, h: Option<u16>, name: Option<&str>| ContainerPort {
+            name: name.map(str::to_owned),
+            container_port: c,
+            host_port: h,
+            protocol: Protocol::TCP,
+        };
+        let check = |ports: Vec<ContainerPort>| {
+            let mut errors = Vec::new();
+            validate_ports(&ports, &FieldPath::root().child("ports"), &mut errors);
+            errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+        };
+        assert_eq!(check(vec![p(80, Some(8080), Some("http")), p(443, None, None)]), "");
+        assert!(check(vec![p(0, None, None)]).contains("ports[0].containerPort"));
+        assert!(check(vec![p(80, Some(1), None), p(81, Some(1), None)]).contains("published twice"));
+        assert!(check(vec![p(80, None, None), p(80, None, None)]).contains("duplicate port 80/TCP"));
+        assert!(check(vec![p(80, None, Some("HTTP"))]).contains("not a port name"));
+        assert!(check((1..=65).map(|i| p(i, None, None)).collect()).contains("at most 64"));
+    }
 }
