@@ -192,6 +192,46 @@ struct ExecBody {
     command: Vec<String>,
     #[serde(default)]
     timeout_seconds: Option<u64>,
+    /// The replica owner's token for [`api::kinds::exec_audience`] of this command.
+    #[serde(default)]
+    authorization: Option<String>,
+}
+
+/// Whether `authorization` is the owner's (`owner`, the signer of the replica's workload as the
+/// run recorded it) authorization of `command` with `timeout` in replica `uid`, now, and never
+/// used before. The members' token that reaches this endpoint lets the apiserver call it; this
+/// one says the owner asked for this command, so no member runs one on its own.
+fn authorized(
+    authorization: Option<&str>,
+    owner: Option<&str>,
+    uid: &str,
+    command: &[String],
+    timeout: u64,
+    now: i64,
+) -> Result<(), String> {
+    let token = authorization.ok_or("no authorization by the replica's owner")?;
+    let owner = owner.ok_or("the run does not say whose it is")?;
+    let audience = api::kinds::exec_audience(uid, command, timeout);
+    let (did, claims) =
+        api::token::verify(token, &audience, now).map_err(|e| format!("authorization: {e}"))?;
+    if did.as_str() != owner {
+        return Err(format!("authorization: signed by {did}, not by the replica's owner"));
+    }
+    if claims.exp - claims.iat > api::kinds::EXEC_AUTHORIZATION_SECS {
+        return Err(format!("authorization: lasts more than {} s", api::kinds::EXEC_AUTHORIZATION_SECS));
+    }
+    // Once only: a token seen is remembered until it expires.
+    static SEEN: std::sync::Mutex<Vec<(String, i64)>> = std::sync::Mutex::new(Vec::new());
+    let mut seen = SEEN.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    seen.retain(|(_, exp)| *exp + api::token::CLOCK_SKEW_SECS >= now);
+    if seen.iter().any(|(t, _)| t == token) {
+        return Err("authorization: already used".to_owned());
+    }
+    if seen.len() >= 4096 {
+        return Err("authorization: too many execs in the last minutes; try again later".to_owned());
+    }
+    seen.push((token.to_owned(), claims.exp));
+    Ok(())
 }
 
 /// Most bytes of an exec's output (standard output and error each) returned.
@@ -223,6 +263,20 @@ async fn exec(
         return deny(StatusCode::CONFLICT, "the replica is not running in a container on this node");
     }
     let timeout = Duration::from_secs(asked.timeout_seconds.unwrap_or(30).clamp(1, 300));
+    let owner =
+        crate::run::read_json::<crate::run::RunSpec>(&dir, crate::run::SPEC_FILE).ok().and_then(|s| s.owner);
+    let now = chrono::Utc::now().timestamp();
+    let checked = authorized(
+        asked.authorization.as_deref(),
+        owner.as_deref(),
+        &uid,
+        &asked.command,
+        asked.timeout_seconds.unwrap_or(30),
+        now,
+    );
+    if let Err(e) = checked {
+        return deny(StatusCode::FORBIDDEN, &e);
+    }
     let Ok(_permit) = exec_permits().try_acquire() else {
         return deny(
             StatusCode::TOO_MANY_REQUESTS,
@@ -424,6 +478,41 @@ fn tail_offset(file: &mut std::fs::File, n: usize) -> std::io::Result<u64> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn only_the_owner_s_authorization_of_this_very_command_runs_it_once() {
+        let owner = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
+        let member = ed25519_dalek::SigningKey::from_bytes(&[8; 32]);
+        let did = api::identity::Did::from_key(&owner.verifying_key()).as_str().to_owned();
+        let cmd = vec!["cat".to_owned(), "/etc/hostname".to_owned()];
+        let now = 1_800_000_000;
+        let token = |key: &ed25519_dalek::SigningKey, uid: &str, cmd: &[String], secs: i64| {
+            api::token::mint(key, &api::kinds::exec_audience(uid, cmd, 30), now, secs)
+        };
+        let check = |t: Option<&str>, cmd: &[String]| authorized(t, Some(&did), "uid-1", cmd, 30, now);
+        assert!(check(None, &cmd).unwrap_err().contains("no authorization"));
+        // A member's own token: not the owner's.
+        assert!(
+            check(Some(&token(&member, "uid-1", &cmd, 60)), &cmd)
+                .unwrap_err()
+                .contains("not by the replica's owner")
+        );
+        // The owner's, for another replica or another command: refused.
+        assert!(check(Some(&token(&owner, "uid-2", &cmd, 60)), &cmd).is_err());
+        let other = vec!["sh".to_owned()];
+        assert!(check(Some(&token(&owner, "uid-1", &other, 60)), &cmd).is_err());
+        // Longer than a minute: refused.
+        assert!(
+            check(Some(&token(&owner, "uid-1", &cmd, 600)), &cmd).unwrap_err().contains("lasts more than")
+        );
+        // The right one, once.
+        let good = token(&owner, "uid-1", &cmd, 60);
+        assert_eq!(check(Some(&good), &cmd), Ok(()));
+        assert!(check(Some(&good), &cmd).unwrap_err().contains("already used"));
+        // A run that does not say whose it is runs nothing.
+        let fresh = api::token::mint(&owner, &api::kinds::exec_audience("uid-1", &cmd, 30), now + 1, 60);
+        assert!(authorized(Some(&fresh), None, "uid-1", &cmd, 30, now).is_err());
+    }
+
     use super::*;
     use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
     use rustls::{DigitallySignedStruct, SignatureScheme};

@@ -878,6 +878,7 @@ fn prepare(
         ports: Vec::new(),
         id_base: None,
         cwd: Some(image.cwd()),
+        owner: Some(binding_of(replica).owner),
         user: Some(image.user().map_err(|e| ("ImageUserUnknown", e))?),
     })
 }

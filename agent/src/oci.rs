@@ -261,6 +261,7 @@ mod tests {
             id_base: None,
             cwd: None,
             user: None,
+            owner: None,
         }
     }
 

@@ -85,6 +85,10 @@ pub struct RunSpec {
     /// The uid and gid it runs as in its user namespace (none: root).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<(u32, u32)>,
+    /// Whose it is: the signer of its workload (the payer the control plane wrote on the replica
+    /// when it made it, as for its sealed values); only they authorize `ui exec` in it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
     /// The first host id of its user namespace's range, claimed for it on this machine (none:
     /// a run written by an earlier agent, which used the range its id hashes to).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -14,6 +14,20 @@ pub const MAX_PROBE_ARGS: usize = 64;
 /// Longest HTTP path of a probe.
 pub const MAX_PROBE_PATH: usize = 2048;
 
+/// How long a `ui exec` authorization lasts: the owner signs it just before the call.
+pub const EXEC_AUTHORIZATION_SECS: i64 = 60;
+
+/// The audience of the token with which a replica's owner authorizes running `command` (with
+/// `timeout_seconds`) in replica `uid`: it names that replica and a digest of that command, so
+/// whoever carries it (the apiserver, a control-plane member) can use it for nothing else.
+pub fn exec_audience(uid: &str, command: &[String], timeout_seconds: u64) -> String {
+    use sha2::Digest as _;
+    let what = serde_json::to_vec(&(command, timeout_seconds)).unwrap_or_default();
+    let digest = sha2::Sha256::digest(&what);
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    format!("univrs-exec:{uid}:{hex}")
+}
+
 /// Checks a command run in a replica (an exec probe's, `ui exec`'s): a program, at most
 /// [`MAX_PROBE_ARGS`] arguments and [`MAX_PROBE_COMMAND_BYTES`] bytes, no NUL. The error says
 /// what is wrong.

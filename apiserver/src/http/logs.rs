@@ -167,6 +167,10 @@ pub struct ExecRequest {
     /// Seconds before it is killed (default 30, at most [`MAX_EXEC_SECONDS`]).
     #[serde(default)]
     pub timeout_seconds: Option<u64>,
+    /// The owner's authorization of this command in this replica (a token for
+    /// [`api::kinds::exec_audience`]), passed on to the node, which checks it.
+    #[serde(default)]
+    pub authorization: Option<String>,
 }
 
 /// The largest answer of an agent to an exec read.
@@ -184,6 +188,17 @@ impl ExecRequest {
         }
         if self.timeout_seconds.is_some_and(|t| t == 0 || t > MAX_EXEC_SECONDS) {
             return bad(&format!("timeoutSeconds: must be 1..={MAX_EXEC_SECONDS}"));
+        }
+        match &self.authorization {
+            None => {
+                return bad(
+                    "authorization: required: the owner's signed authorization of this command (ui exec makes it)",
+                );
+            }
+            Some(a) if a.len() > api::token::MAX_TOKEN_BYTES => {
+                return bad(&format!("authorization: at most {} bytes", api::token::MAX_TOKEN_BYTES));
+            }
+            Some(_) => {}
         }
         Ok(())
     }

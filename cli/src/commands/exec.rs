@@ -34,6 +34,8 @@ pub struct Args {
     /// `-o json`: `{"exitCode", "stdout", "stderr", "truncated"}`
     #[command(flatten)]
     output: OutputArgs,
+    #[command(flatten)]
+    passphrase: crate::passphrase::PassphraseArgs,
 }
 
 pub fn run(ctx: &Context, args: &Args) -> anyhow::Result<Outcome> {
@@ -49,9 +51,31 @@ pub fn run(ctx: &Context, args: &Args) -> anyhow::Result<Outcome> {
         client::blocking::encode(&ns),
         client::blocking::encode(&replica)
     );
-    let answer = client
-        .post_json(&path, &json!({ "command": args.command, "timeoutSeconds": args.timeout }))
-        .with_context(|| format!("exec in replica {ns}/{replica}"))?;
+    // The owner's own authorization of this very command in this very replica, which the node
+    // checks: whoever passes the request on (the apiserver, a member) can use it for nothing
+    // else, and for a minute.
+    let uid = client
+        .get_json(&format!(
+            "/apis/{}/namespaces/{}/replicas/{}",
+            api::API_VERSION,
+            client::blocking::encode(&ns),
+            client::blocking::encode(&replica)
+        ))
+        .with_context(|| format!("replica {ns}/{replica}"))?["metadata"]["uid"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let key = crate::unlock::signer(&ctx.dirs, || {
+        args.passphrase.get(crate::passphrase::Purpose::Existing, "your identity")
+    })?;
+    let audience = api::kinds::exec_audience(&uid, &args.command, args.timeout);
+    let now = chrono::Utc::now().timestamp();
+    let authorization =
+        api::token::mint_with(key.as_ref(), &audience, now, api::kinds::EXEC_AUTHORIZATION_SECS)
+            .map_err(|e| anyhow::anyhow!("cannot sign the exec: {e}"))?;
+    let body =
+        json!({ "command": args.command, "timeoutSeconds": args.timeout, "authorization": authorization });
+    let answer = client.post_json(&path, &body).with_context(|| format!("exec in replica {ns}/{replica}"))?;
     if args.output.print_structured(&answer)? {
         return Ok(Outcome::Success);
     }
