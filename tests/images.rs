@@ -561,6 +561,15 @@ fn a_replica_restarts_on_the_digest_its_tag_resolved_to_even_after_the_tag_moved
     assert!(logs.contains("version one") && !logs.contains("version two"), "{logs}");
 }
 
+/// A free port among those an offer lets workloads publish by default (30000-32767).
+fn free_node_port() -> u16 {
+    let start = 30_000 + (std::process::id() % 2_000) as u16;
+    (start..=32_767)
+        .chain(30_000..start)
+        .find(|p| std::net::TcpListener::bind(("0.0.0.0", *p)).is_ok())
+        .unwrap()
+}
+
 /// `GET http://127.0.0.1:PORT/PATH` from the host: the body of a 200, or what went wrong.
 fn get_from_host(port: u16, path: &str) -> Result<String, String> {
     let agent =
@@ -584,7 +593,7 @@ fn an_image_serves_on_its_published_port_and_a_taken_host_port_waits_for_another
     let host = registry.host();
     let u = User::new();
     let _up = Up::start(&u, "pub", &["--insecure-registry", &host]);
-    let port = free_port();
+    let port = free_node_port();
     // httpd on every address of the replica (not its loopback alone): the node relays to it;
     // it serves its working directory.
     let cmd = r#"["/bin/busybox", "httpd", "-f", "-p", "8080"]"#;

@@ -336,8 +336,8 @@ fn the_examples_run_on_ui_up_and_show_their_output() {
     let _up = Up::start(&u, "examples");
     let dir = u.path("manifests");
     support::copy_examples(&dir);
-    // web publishes port 8080 of the node: this machine's, unless something else holds it.
-    let port_free = std::net::TcpListener::bind("0.0.0.0:8080").is_ok();
+    // web publishes port 30080 of the node: this machine's, unless something else holds it.
+    let port_free = std::net::TcpListener::bind("0.0.0.0:30080").is_ok();
     let applied = Instant::now();
     ui(&u, &["apply", "-f", dir.to_str().unwrap()]).ok();
     wait_for(60, "hello 2/2 ready", || {
@@ -345,22 +345,22 @@ fn the_examples_run_on_ui_up_and_show_their_output() {
         if out.contains("hello: 2/2 ready") { Ok(()) } else { Err(out) }
     });
     if port_free {
-        let page = wait_for(60, "web serving on port 8080", || {
+        let page = wait_for(60, "web serving on port 30080", || {
             let got = std::process::Command::new("sh")
-                .args(["-c", "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | busybox nc -w 3 127.0.0.1 8080"])
+                .args(["-c", "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | busybox nc -w 3 127.0.0.1 30080"])
                 .output()
                 .unwrap();
             let out = String::from_utf8_lossy(&got.stdout).into_owned();
             if out.contains("hello from web-") { Ok(out) } else { Err(out) }
         });
-        println!("apply to serving (the examples, web on port 8080): {:?}\n{page}", applied.elapsed());
+        println!("apply to serving (the examples, web on port 30080): {:?}\n{page}", applied.elapsed());
         let status = ui(&u, &["status"]).ok().stdout;
-        assert!(status.contains("web: 1/1 ready") && status.contains("publishes 8080→8080/TCP"), "{status}");
+        assert!(status.contains("web: 1/1 ready") && status.contains("publishes 30080→8080/TCP"), "{status}");
     } else {
         // Held by something else on this machine: web waits, saying so.
-        wait_for(60, "web waiting for port 8080", || {
+        wait_for(60, "web waiting for port 30080", || {
             let out = ui(&u, &["status"]).ok().stdout;
-            if out.contains("host port 8080/TCP") { Ok(()) } else { Err(out) }
+            if out.contains("host port 30080/TCP") { Ok(()) } else { Err(out) }
         });
     }
     let logs = wait_for(20, "hello's output", || {

@@ -18,6 +18,10 @@ pub const DIR: &str = "/run/univrs/ids";
 /// The first host id of the range of run `id` (whose directory is `run_dir`), claimed in `dir`.
 pub fn claim_in(dir: &Path, id: &str, run_dir: &Path) -> std::io::Result<u64> {
     std::fs::create_dir_all(dir)?;
+    // One claimer at a time on the machine: a stale claim is never taken by two.
+    let lock = std::fs::File::options().create(true).truncate(false).write(true).open(dir.join(".lock"))?;
+    let _lock = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| std::io::Error::from(e))?;
     let first = (host_id_base(id) - FIRST_HOST_ID) / ID_RANGE;
     let record = format!("{id}\n{}\n", run_dir.display());
     for i in 0..ID_SLOTS {

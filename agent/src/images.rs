@@ -262,7 +262,14 @@ pub fn resolve_user(user: &str, rootfs: &Path) -> Result<(u32, u32), String> {
         })
     };
     let (uid, primary) = match u.parse::<u32>() {
-        Ok(uid) => (uid, entry(&passwd(), u).and_then(|(_, g)| g)),
+        // A uid's primary group is that of its passwd line, if it has one (as docker does).
+        Ok(uid) => (
+            uid,
+            passwd().lines().find_map(|l| {
+                let f: Vec<&str> = l.split(':').collect();
+                (f.len() >= 4 && f[2].parse() == Ok(uid)).then(|| f[3].parse::<u32>().ok()).flatten()
+            }),
+        ),
         Err(_) => {
             entry(&passwd(), u).ok_or_else(|| format!("the image's user {u:?} is not in its /etc/passwd"))?
         }
@@ -295,6 +302,10 @@ fn pull_delay(n: u32) -> Duration {
 /// What a run of a replica of `reference` pulls: the image it is pinned to (its `imageID`) when
 /// that is an image ID or a digest of the same repository, else the reference itself.
 fn to_pull(reference: &str, pinned: Option<&str>) -> String {
+    // What the owner pinned by digest runs as written: no pin overrides it.
+    if crate::reference::parse(reference).is_ok_and(|r| r.digest().is_some()) {
+        return reference.to_owned();
+    }
     let same_repository = |p: &str| {
         crate::store::is_digest(p)
             || crate::reference::parse(reference)
@@ -425,6 +436,7 @@ mod tests {
         assert_eq!(resolve_user("web", r), Ok((101, 102)));
         assert_eq!(resolve_user("web:www", r), Ok((101, 33)));
         assert_eq!(resolve_user("1000", r), Ok((1000, 0)));
+        assert_eq!(resolve_user("101", r), Ok((101, 102)), "a uid's group from its passwd line");
         assert_eq!(resolve_user("1000:1000", r), Ok((1000, 1000)));
         assert!(resolve_user("nobody", r).unwrap_err().contains("not in its /etc/passwd"));
         assert!(resolve_user("70000", r).unwrap_err().contains("outside the container's ids"));
@@ -486,6 +498,9 @@ mod tests {
         // Pinned in another repository (not this reference's): the reference.
         assert_eq!(to_pull("web:1", Some(&format!("docker.io/library/db@{d}"))), "web:1");
         assert_eq!(to_pull("web:1", Some(&format!("docker.io/library/web-x@{d}"))), "web:1");
+        // A reference by digest runs as written, whatever a pin says.
+        let b = format!("sha256:{}", "b".repeat(64));
+        assert_eq!(to_pull(&format!("web@{b}"), Some(&pinned)), format!("web@{b}"));
     }
 
     #[test]

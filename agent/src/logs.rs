@@ -195,14 +195,19 @@ struct ExecBody {
     /// The replica owner's token for [`api::kinds::exec_audience`] of this command.
     #[serde(default)]
     authorization: Option<String>,
+    /// Part of the authorization's audience: unique per exec.
+    #[serde(default)]
+    nonce: Option<String>,
 }
 
 /// Whether `authorization` is the owner's (`owner`, the signer of the replica's workload as the
 /// run recorded it) authorization of `command` with `timeout` in replica `uid`, now, and never
 /// used before. The members' token that reaches this endpoint lets the apiserver call it; this
 /// one says the owner asked for this command, so no member runs one on its own.
+#[allow(clippy::too_many_arguments)]
 fn authorized(
     authorization: Option<&str>,
+    nonce: &str,
     owner: Option<&str>,
     uid: &str,
     command: &[String],
@@ -211,7 +216,7 @@ fn authorized(
 ) -> Result<(), String> {
     let token = authorization.ok_or("no authorization by the replica's owner")?;
     let owner = owner.ok_or("the run does not say whose it is")?;
-    let audience = api::kinds::exec_audience(uid, command, timeout);
+    let audience = api::kinds::exec_audience(uid, command, timeout, nonce);
     let (did, claims) =
         api::token::verify(token, &audience, now).map_err(|e| format!("authorization: {e}"))?;
     if did.as_str() != owner {
@@ -268,6 +273,7 @@ async fn exec(
     let now = chrono::Utc::now().timestamp();
     let checked = authorized(
         asked.authorization.as_deref(),
+        asked.nonce.as_deref().unwrap_or_default(),
         owner.as_deref(),
         &uid,
         &asked.command,
@@ -426,7 +432,8 @@ async fn read_bounded(mut r: impl tokio::io::AsyncRead + Unpin, ended: Cancellat
 /// How long an exec's output is read after the command ended.
 const AFTER_END: Duration = Duration::from_millis(500);
 
-/// Most commands (`ui exec` and exec probes together) a node runs in its replicas at once.
+/// Most `ui exec` commands a node runs in its replicas at once (exec probes are not counted:
+/// each runs alone per probe, in its replica's cgroup).
 pub const MAX_EXECS: usize = 16;
 
 /// The permits of [`MAX_EXECS`].
@@ -486,9 +493,9 @@ mod tests {
         let cmd = vec!["cat".to_owned(), "/etc/hostname".to_owned()];
         let now = 1_800_000_000;
         let token = |key: &ed25519_dalek::SigningKey, uid: &str, cmd: &[String], secs: i64| {
-            api::token::mint(key, &api::kinds::exec_audience(uid, cmd, 30), now, secs)
+            api::token::mint(key, &api::kinds::exec_audience(uid, cmd, 30, "n1"), now, secs)
         };
-        let check = |t: Option<&str>, cmd: &[String]| authorized(t, Some(&did), "uid-1", cmd, 30, now);
+        let check = |t: Option<&str>, cmd: &[String]| authorized(t, "n1", Some(&did), "uid-1", cmd, 30, now);
         assert!(check(None, &cmd).unwrap_err().contains("no authorization"));
         // A member's own token: not the owner's.
         assert!(
@@ -509,8 +516,11 @@ mod tests {
         assert_eq!(check(Some(&good), &cmd), Ok(()));
         assert!(check(Some(&good), &cmd).unwrap_err().contains("already used"));
         // A run that does not say whose it is runs nothing.
-        let fresh = api::token::mint(&owner, &api::kinds::exec_audience("uid-1", &cmd, 30), now + 1, 60);
-        assert!(authorized(Some(&fresh), None, "uid-1", &cmd, 30, now).is_err());
+        let fresh =
+            api::token::mint(&owner, &api::kinds::exec_audience("uid-1", &cmd, 30, "n2"), now + 1, 60);
+        assert!(authorized(Some(&fresh), "n2", None, "uid-1", &cmd, 30, now).is_err());
+        // Another nonce than the one signed: refused.
+        assert!(authorized(Some(&fresh), "n3", Some(&did), "uid-1", &cmd, 30, now).is_err());
     }
 
     use super::*;

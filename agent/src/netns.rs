@@ -92,6 +92,10 @@ pub fn attach(pid: i32, net: &crate::network::Attachment) -> std::io::Result<()>
         rt()?.block_on(async {
             let (connection, handle, _) = rtnetlink::new_connection()?;
             tokio::spawn(connection);
+            // IPv4 only (this thread's /proc/sys/net is the container's namespace's).
+            for conf in ["all", "default"] {
+                let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{conf}/disable_ipv6"), b"1");
+            }
             let up = rtnetlink::LinkUnspec::new_with_index(LOOPBACK_INDEX).up().build();
             handle.link().set(up).execute().await.map_err(io)?;
             let p = index_of(&handle, &peer)

@@ -257,20 +257,25 @@ pub fn table_name(pool: Net) -> String {
     format!("univrs_{}_{}", pool.base.to_string().replace('.', "_"), pool.prefix)
 }
 
-/// The private, shared and link-local ranges a replica never reaches (besides its own /24):
-/// the node's LAN, other owners' replicas, cloud metadata services.
-const PRIVATE: &str = "10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16, 100.64.0.0/10, 169.254.0.0/16, 127.0.0.0/8";
+/// The ranges a replica never reaches (besides its own /24): private, shared, link-local,
+/// loopback, reserved, benchmarking, multicast and future ranges (the node's LAN when it is a
+/// private one, other owners' replicas, cloud metadata services). The node's own connected
+/// networks are dropped by rules of their own ([`ruleset`]'s `local`).
+const BLOCKED: &str = "0.0.0.0/8, 10.0.0.0/8, 100.64.0.0/10, 127.0.0.0/8, 169.254.0.0/16, 172.16.0.0/12, \
+    192.0.0.0/24, 192.168.0.0/16, 198.18.0.0/15, 224.0.0.0/4, 240.0.0.0/4";
 
 /// The nftables script that makes the table of `pool` (replacing it at once) for `subnets`
-/// (each owner's /24), allowing DNS to `nameservers`:
+/// (each owner's /24), allowing DNS to `nameservers`, with `local` the node's own connected
+/// IPv4 networks (its LAN, whatever its range):
 /// - forward: a replica reaches its own /24, the nameservers on port 53, and the internet; not
-///   another owner's /24, not a private or link-local address (the node's LAN, metadata
-///   services). Nothing from outside starts a connection to a replica: published ports go
-///   through the agent's proxy.
+///   another owner's /24, not a blocked range ([`BLOCKED`]) nor the node's LAN. Nothing from
+///   outside starts a connection to a replica: published ports go through the agent's proxy.
 /// - input: a replica starts no connection to the node itself (its agent, its apiserver, its
 ///   other services); answers to the node's own connections (the proxy, probes) pass.
+/// - IPv6 from or to a replica's link (`uv…`) is dropped altogether (replicas have IPv4 only;
+///   the links' IPv6 is switched off too).
 /// - postrouting: what leaves for elsewhere is masqueraded as the node.
-pub fn ruleset(pool: Net, subnets: &[Net], nameservers: &[Ipv4Addr]) -> String {
+pub fn ruleset(pool: Net, subnets: &[Net], nameservers: &[Ipv4Addr], local: &[Net]) -> String {
     let table = table_name(pool);
     let mut forward = String::new();
     for s in subnets {
@@ -283,19 +288,27 @@ pub fn ruleset(pool: Net, subnets: &[Net], nameservers: &[Ipv4Addr]) -> String {
             ns.join(", ")
         ));
     }
+    forward.push_str(&format!("\t\tip saddr {pool} ip daddr {{ {BLOCKED} }} drop\n"));
+    for l in local {
+        forward.push_str(&format!("\t\tip saddr {pool} ip daddr {l} drop\n"));
+    }
     format!(
         "table ip {table}\n\
          delete table ip {table}\n\
-         table ip {table} {{\n\
+         table inet {table}\n\
+         delete table inet {table}\n\
+         table inet {table} {{\n\
          \tchain forward {{\n\
          \t\ttype filter hook forward priority filter - 5; policy accept;\n\
+         \t\tmeta nfproto ipv6 iifname \"uv*\" drop\n\
+         \t\tmeta nfproto ipv6 oifname \"uv*\" drop\n\
          \t\tip daddr {pool} ct state established,related accept\n\
          {forward}\
-         \t\tip saddr {pool} ip daddr {{ {PRIVATE} }} drop\n\
          \t\tip daddr {pool} drop\n\
          \t}}\n\
          \tchain input {{\n\
          \t\ttype filter hook input priority filter - 5; policy accept;\n\
+         \t\tmeta nfproto ipv6 iifname \"uv*\" drop\n\
          \t\tip saddr {pool} ct state established,related accept\n\
          \t\tip saddr {pool} iifname != \"lo\" drop\n\
          \t}}\n\
@@ -330,11 +343,12 @@ fn host_resolv_conf() -> String {
     main
 }
 
-/// A replica's `resolv.conf`: the node's usable nameservers and search options.
+/// A replica's `resolv.conf`: the node's usable nameservers, its options; not its search
+/// domains (they would tell a stranger the node's internal names).
 pub fn resolv_conf(nameservers: &[Ipv4Addr], host: &str) -> String {
     let mut out: String = nameservers.iter().map(|ns| format!("nameserver {ns}\n")).collect();
     for l in host.lines().map(str::trim) {
-        if l.starts_with("search ") || l.starts_with("options ") {
+        if l.starts_with("options ") {
             out.push_str(l);
             out.push('\n');
         }
@@ -354,6 +368,8 @@ pub struct Network {
     /// One change of links and rules at a time (two replicas of a new owner must not both make
     /// its bridge).
     changing: tokio::sync::Mutex<()>,
+    /// The ruleset applied last.
+    applied: Mutex<Option<String>>,
 }
 
 impl Network {
@@ -397,6 +413,7 @@ impl Network {
             resolv,
             _lock: lock,
             changing: tokio::sync::Mutex::new(()),
+            applied: Mutex::new(None),
         };
         net.sync().await?;
         Ok(net)
@@ -425,9 +442,9 @@ impl Network {
         let bridge = bridge_name(pool, &lease.owner);
         let gateway = subnet.host(1);
         ensure_bridge(&bridge, gateway).await?;
-        if new_owner {
-            self.apply_rules().await?;
-        }
+        // Every run checks them: a new owner's /24, a LAN that changed, an apply that failed.
+        let _ = new_owner;
+        self.apply_rules().await?;
         self.save()?;
         let dir = Path::new(RUN_DIR).join(id);
         std::fs::create_dir_all(&dir)?;
@@ -527,12 +544,21 @@ impl Network {
         Ok(())
     }
 
+    /// Applies the rules the leases and the node's networks call for, unless they are what was
+    /// applied last (a failed apply is tried again at the next change or run).
     async fn apply_rules(&self) -> anyhow::Result<()> {
         let (pool, subnets) = {
             let l = self.leases.lock().unwrap();
             (l.pool.expect("open"), l.bridges().into_iter().map(|(_, s)| s).collect::<Vec<_>>())
         };
-        nft(&ruleset(pool, &subnets, &self.nameservers)).await
+        let local = local_networks(pool).await?;
+        let wanted = ruleset(pool, &subnets, &self.nameservers, &local);
+        if self.applied.lock().unwrap().as_deref() == Some(wanted.as_str()) {
+            return Ok(());
+        }
+        nft(&wanted).await?;
+        *self.applied.lock().unwrap() = Some(wanted);
+        Ok(())
     }
 
     fn save(&self) -> anyhow::Result<()> {
@@ -550,7 +576,7 @@ impl Network {
         for (b, _) in leases.bridges() {
             delete_link(&b).await;
         }
-        let _ = nft(&format!("table ip {0}\ndelete table ip {0}\n", table_name(pool))).await;
+        let _ = nft(&format!("table inet {0}\ndelete table inet {0}\n", table_name(pool))).await;
         let _ = std::fs::remove_file(state_dir.join(LEASES_FILE));
     }
 }
@@ -620,6 +646,8 @@ async fn ensure_bridge(name: &str, gateway: Ipv4Addr) -> anyhow::Result<()> {
         Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -nix::libc::EEXIST => {}
         Err(e) => return Err(e).with_context(|| format!("cannot give bridge {name} address {gateway}")),
     }
+    // IPv4 only: no IPv6 address on the bridge for a replica to reach the node at.
+    let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{name}/disable_ipv6"), b"1");
     handle
         .link()
         .set(rtnetlink::LinkUnspec::new_with_index(index).up().build())
@@ -635,6 +663,41 @@ async fn delete_link(name: &str) {
     {
         tracing::warn!(error = %e, "cannot remove link {name}");
     }
+}
+
+/// The node's own connected IPv4 networks (its LAN, whatever its range), not `pool`'s.
+async fn local_networks(pool: Net) -> anyhow::Result<Vec<Net>> {
+    use futures_util::TryStreamExt;
+    use rtnetlink::packet_route::address::{AddressAttribute, AddressMessage};
+    use rtnetlink::packet_route::link::LinkAttribute;
+    let handle = rtnl().await?;
+    let links: Vec<_> = handle.link().get().execute().try_collect().await?;
+    let name_of = |index: u32| {
+        links.iter().find(|l| l.header.index == index).and_then(|l| {
+            l.attributes.iter().find_map(|a| match a {
+                LinkAttribute::IfName(n) => Some(n.clone()),
+                _ => None,
+            })
+        })
+    };
+    let addrs: Vec<AddressMessage> = handle.address().get().execute().try_collect().await?;
+    let mut out = BTreeSet::new();
+    for a in addrs {
+        let Some(name) = name_of(a.header.index) else { continue };
+        if name == "lo" || name.starts_with("uv") {
+            continue;
+        }
+        for attr in &a.attributes {
+            if let AddressAttribute::Address(std::net::IpAddr::V4(ip)) = attr
+                && !pool.contains(*ip)
+            {
+                let prefix = a.header.prefix_len.min(32);
+                let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+                out.insert(Net { base: Ipv4Addr::from(u32::from(*ip) & mask), prefix });
+            }
+        }
+    }
+    Ok(out.into_iter().collect())
 }
 
 /// The `uvb…` bridges holding an address in `pool`.
@@ -752,14 +815,18 @@ mod tests {
     fn rules_keep_owners_apart_and_the_node_private() {
         let pool: Net = "10.77.0.0/16".parse().unwrap();
         let subnets = [pool.subnet(0), pool.subnet(1)];
-        let r = ruleset(pool, &subnets, &[Ipv4Addr::new(192, 168, 1, 1)]);
-        assert!(r.starts_with("table ip univrs_10_77_0_0_16\ndelete table ip univrs_10_77_0_0_16\n"));
+        let lan = Net { base: Ipv4Addr::new(192, 0, 2, 0), prefix: 24 };
+        let r = ruleset(pool, &subnets, &[Ipv4Addr::new(192, 168, 1, 1)], &[lan]);
+        assert!(r.contains("table inet univrs_10_77_0_0_16\ndelete table inet univrs_10_77_0_0_16\n"));
+        // The node's LAN, whatever its range; IPv6 to and from replicas' links.
+        assert!(r.contains("ip saddr 10.77.0.0/16 ip daddr 192.0.2.0/24 drop"), "{r}");
+        assert!(r.contains("meta nfproto ipv6 iifname \"uv*\" drop"));
         assert!(r.contains("ip saddr 10.77.0.0/24 ip daddr 10.77.0.0/24 accept"));
         assert!(r.contains("ip saddr 10.77.1.0/24 ip daddr 10.77.1.0/24 accept"));
         assert!(r.contains("ip daddr { 192.168.1.1 } meta l4proto { tcp, udp } th dport 53 accept"));
         // Owners' /24s are in 10/8: dropped between them, after their own /24 is accepted.
         let own = r.find("ip daddr 10.77.1.0/24 accept").unwrap();
-        let private = r.find("ip saddr 10.77.0.0/16 ip daddr { 10.0.0.0/8").unwrap();
+        let private = r.find("ip saddr 10.77.0.0/16 ip daddr { 0.0.0.0/8, 10.0.0.0/8").unwrap();
         assert!(own < private);
         assert!(
             r.contains("ip saddr 10.77.0.0/16 iifname != \"lo\" drop"),
@@ -773,6 +840,10 @@ mod tests {
         let host = "nameserver 127.0.0.53\nnameserver 192.168.1.1\nsearch lan\noptions edns0\n";
         let ns = usable_nameservers(host);
         assert_eq!(ns, [Ipv4Addr::new(192, 168, 1, 1)]);
-        assert_eq!(resolv_conf(&ns, host), "nameserver 192.168.1.1\nsearch lan\noptions edns0\n");
+        assert_eq!(
+            resolv_conf(&ns, host),
+            "nameserver 192.168.1.1\noptions edns0\n",
+            "no search domains of the node"
+        );
     }
 }

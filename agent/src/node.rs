@@ -128,6 +128,12 @@ pub async fn run(client: Client, config: Config, shutdown: CancellationToken) ->
         // removes it under one being made.
         crate::cgroup::ensure_folder(&config.cgroup_parent())?;
     }
+    // Room for the published ports' connections (the soft limit of open files up to the hard).
+    if let Ok((soft, hard)) = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        && soft < hard
+    {
+        let _ = nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, hard, hard);
+    }
     let net = match config.runtime {
         RuntimeKind::Container => Some(Arc::new(
             crate::network::Network::open(&config.state_dir, config.replica_network)
@@ -178,7 +184,10 @@ pub async fn run(client: Client, config: Config, shutdown: CancellationToken) ->
                 // Only now the bound replicas are known: runs left by an earlier agent are
                 // adopted or stopped.
                 clean_up_stale(&config, &wanted);
-                release_addresses(&net, wanted.keys().cloned().collect());
+                // Runs still stopping keep their address until their directory goes.
+                let runs = config.runs();
+                let keep: BTreeSet<String> = wanted.keys().cloned().collect();
+                release_addresses(&net, move |id| keep.contains(id) || runs.join(id).exists());
                 adopted = true;
             }
             reconcile(&client, &config, &net, wanted, &mut supervised);
@@ -232,11 +241,14 @@ fn wanted(
         .collect()
 }
 
-/// Frees the addresses of runs not in `keep` (in the background).
-fn release_addresses(net: &Option<Arc<crate::network::Network>>, keep: BTreeSet<String>) {
+/// Frees the addresses of runs `keep` says not to keep (in the background).
+fn release_addresses(
+    net: &Option<Arc<crate::network::Network>>,
+    keep: impl Fn(&str) -> bool + Send + 'static,
+) {
     if let Some(net) = net.clone() {
         tokio::spawn(async move {
-            if let Err(e) = net.retain(|id| keep.contains(id)).await {
+            if let Err(e) = net.retain(keep).await {
                 tracing::warn!(error = %e, "cannot update the replicas' network");
             }
         });
@@ -253,17 +265,17 @@ fn reconcile(
     crate::metrics::metrics().keep_only(|uid| wanted.contains_key(uid));
     // Gone, deleted, bound elsewhere or to an earlier Node of this name: stop it.
     let unwanted: Vec<String> = supervised.keys().filter(|uid| !wanted.contains_key(*uid)).cloned().collect();
-    if !unwanted.is_empty() {
-        release_addresses(net, wanted.keys().cloned().collect());
-    }
     for uid in unwanted {
         if let Some(s) = supervised.remove(&uid) {
             tracing::info!(%uid, "replica no longer bound here: stopping it");
             s.stop.cancel();
             let dir = config.run_dir(&uid);
+            let net = net.clone();
             tokio::spawn(async move {
                 let _ = s.task.await;
                 let _ = tokio::fs::remove_dir_all(dir).await;
+                // Its address only once it has stopped: no one else gets it while it runs.
+                release_addresses(&net, move |id| id != uid);
             });
         }
     }
@@ -567,6 +579,8 @@ async fn supervise(
 ) {
     // The node's side of its published ports, open while it is supervised here.
     let mut published: Option<crate::publish::Published> = None;
+    // How often, and why, it waited for a host port held on the node.
+    let (mut port_waits, mut last_wait) = (0u32, None::<String>);
     let dir = config.run_dir(replica.uid());
     let container = replica.spec.container.clone();
     let mut restarts = replica.status.as_ref().map_or(0, |s| s.restarts);
@@ -653,17 +667,24 @@ async fn supervise(
                     // Held by something else on the node now (often a replica of this node
                     // still stopping): it waits, saying why, and tries again.
                     Err((reason @ HOST_PORT_IN_USE, message)) => {
-                        tracing::info!(
-                            namespace = ns_of(&replica),
-                            "replica {} waits: {message}",
-                            replica.name()
-                        );
-                        let status =
-                            json!({ "phase": ReplicaPhase::Pending, "reason": reason, "message": message });
-                        report(&client, &replica, status, &stop).await;
+                        // Said once (and again if it changes); tried again after 2 s, doubling
+                        // to a minute.
+                        if port_waits == 0 || last_wait.as_deref() != Some(message.as_str()) {
+                            tracing::info!(
+                                namespace = ns_of(&replica),
+                                "replica {} waits: {message}",
+                                replica.name()
+                            );
+                            let status = json!({ "phase": ReplicaPhase::Pending, "reason": reason, "message": message });
+                            report(&client, &replica, status, &stop).await;
+                        }
+                        let delay =
+                            Duration::from_secs(2u64 << port_waits.min(5)).min(Duration::from_secs(60));
+                        port_waits += 1;
+                        last_wait = Some(message);
                         tokio::select! {
                             () = stop.cancelled() => return,
-                            () = tokio::time::sleep(Duration::from_secs(2)) => {}
+                            () = tokio::time::sleep(delay) => {}
                         }
                         continue;
                     }

@@ -19,6 +19,16 @@ use tokio::sync::{Mutex, Semaphore};
 /// Most connections (TCP) or peers (UDP) one published port relays at once.
 pub const MAX_FLOWS: usize = 1024;
 
+/// Most connections and peers all of a node's published ports relay at once (each holds two
+/// descriptors of the agent's; the agent raises its own limit of open files at start).
+pub const MAX_NODE_FLOWS: usize = 4096;
+
+/// The node-wide permits of [`MAX_NODE_FLOWS`].
+fn node_flows() -> &'static Arc<Semaphore> {
+    static FLOWS: std::sync::OnceLock<Arc<Semaphore>> = std::sync::OnceLock::new();
+    FLOWS.get_or_init(|| Arc::new(Semaphore::new(MAX_NODE_FLOWS)))
+}
+
 /// How long a connection to the replica may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -67,10 +77,11 @@ async fn relay_tcp(listener: TcpListener, target: SocketAddr) {
             tokio::time::sleep(Duration::from_millis(50)).await; // out of descriptors, for a while
             continue;
         };
-        // Past the bound a connection is closed at once, not queued.
+        // Past the bounds (the port's, the node's) a connection is closed at once, not queued.
         let Ok(permit) = flows.clone().try_acquire_owned() else { continue };
+        let Ok(node_permit) = node_flows().clone().try_acquire_owned() else { continue };
         tokio::spawn(async move {
-            let _permit = permit;
+            let _permits = (permit, node_permit);
             let Ok(Ok(mut outbound)) =
                 tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(target)).await
             else {
@@ -92,6 +103,7 @@ async fn relay_udp(socket: Arc<UdpSocket>, target: SocketAddr) {
                 Some(u) => u.clone(),
                 None if map.len() >= MAX_FLOWS => continue,
                 None => {
+                    let Ok(node_permit) = node_flows().clone().try_acquire_owned() else { continue };
                     let Ok(u) = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).await else { continue };
                     if u.connect(target).await.is_err() {
                         continue;
@@ -101,6 +113,7 @@ async fn relay_udp(socket: Arc<UdpSocket>, target: SocketAddr) {
                     // The replica's answers go back to this peer until it has been quiet a while.
                     let (u2, socket, peers) = (u.clone(), socket.clone(), peers.clone());
                     tokio::spawn(async move {
+                        let _node_permit = node_permit;
                         let mut buf = vec![0u8; 65_536];
                         while let Ok(Ok(n)) = tokio::time::timeout(UDP_IDLE, u2.recv(&mut buf)).await {
                             let _ = socket.send_to(&buf[..n], from).await;

@@ -84,6 +84,7 @@ fn main() {
                 jurisdiction: JURISDICTIONS[i % 8].to_owned(),
                 labels: BTreeMap::new(),
                 rates: Default::default(),
+                host_ports: (30_000, 32_767),
             }),
             capacity: Amount { cpu: 16_000, memory: 64 << 30, storage: 0 },
             used: Amount::default(),

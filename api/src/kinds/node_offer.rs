@@ -23,6 +23,30 @@ pub struct NodeOfferSpec {
     /// Free-form region within the jurisdiction (e.g. `eu-central`, `berlin`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub region: Option<String>,
+    /// The node's ports workloads may publish (`hostPort`); default 30000-32767, as
+    /// Kubernetes' node ports: the operator's own services on other ports are never taken.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_ports: Option<PortRange>,
+}
+
+/// A range of ports, both ends included.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PortRange {
+    /// The first port (1-65535).
+    pub min: u16,
+    /// The last port (at least `min`).
+    pub max: u16,
+}
+
+/// The host ports an offer without `hostPorts` lets workloads publish.
+pub const DEFAULT_HOST_PORTS: PortRange = PortRange { min: 30_000, max: 32_767 };
+
+impl NodeOfferSpec {
+    /// The ports it lets workloads publish.
+    pub fn host_ports(&self) -> PortRange {
+        self.host_ports.unwrap_or(DEFAULT_HOST_PORTS)
+    }
 }
 
 /// Credits charged per hour of each resource.
@@ -46,6 +70,11 @@ impl Validate for NodeOfferSpec {
             errors.push(path.child("node").error(e));
         }
         self.resources.validate(&path.child("resources"), errors);
+        if let Some(r) = self.host_ports
+            && (r.min == 0 || r.min > r.max)
+        {
+            errors.push(path.child("hostPorts").error("min must be from 1 to max"));
+        }
         if self.resources.cpu.is_none() && self.resources.memory.is_none() {
             errors.push(path.child("resources").error("offer at least cpu or memory"));
         }

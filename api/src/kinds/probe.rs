@@ -18,11 +18,12 @@ pub const MAX_PROBE_PATH: usize = 2048;
 pub const EXEC_AUTHORIZATION_SECS: i64 = 60;
 
 /// The audience of the token with which a replica's owner authorizes running `command` (with
-/// `timeout_seconds`) in replica `uid`: it names that replica and a digest of that command, so
-/// whoever carries it (the apiserver, a control-plane member) can use it for nothing else.
-pub fn exec_audience(uid: &str, command: &[String], timeout_seconds: u64) -> String {
+/// `timeout_seconds`) in replica `uid`, once (`nonce`, unique per exec): it names that replica
+/// and a digest of that command, so whoever carries it (the apiserver, a control-plane member)
+/// can use it for nothing else, and the node runs it once.
+pub fn exec_audience(uid: &str, command: &[String], timeout_seconds: u64, nonce: &str) -> String {
     use sha2::Digest as _;
-    let what = serde_json::to_vec(&(command, timeout_seconds)).unwrap_or_default();
+    let what = serde_json::to_vec(&(command, timeout_seconds, nonce)).unwrap_or_default();
     let digest = sha2::Sha256::digest(&what);
     let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
     format!("univrs-exec:{uid}:{hex}")

@@ -171,6 +171,9 @@ pub struct ExecRequest {
     /// [`api::kinds::exec_audience`]), passed on to the node, which checks it.
     #[serde(default)]
     pub authorization: Option<String>,
+    /// What makes the authorization unique (part of its audience).
+    #[serde(default)]
+    pub nonce: Option<String>,
 }
 
 /// The largest answer of an agent to an exec read.
@@ -199,6 +202,9 @@ impl ExecRequest {
                 return bad(&format!("authorization: at most {} bytes", api::token::MAX_TOKEN_BYTES));
             }
             Some(_) => {}
+        }
+        if self.nonce.as_ref().is_some_and(|n| n.len() > 128) {
+            return bad("nonce: at most 128 bytes");
         }
         Ok(())
     }

@@ -68,13 +68,19 @@ pub fn run(ctx: &Context, args: &Args) -> anyhow::Result<Outcome> {
     let key = crate::unlock::signer(&ctx.dirs, || {
         args.passphrase.get(crate::passphrase::Purpose::Existing, "your identity")
     })?;
-    let audience = api::kinds::exec_audience(&uid, &args.command, args.timeout);
+    // Unique to this exec (the node refuses an authorization seen before).
+    let nonce = format!(
+        "{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos())
+    );
+    let audience = api::kinds::exec_audience(&uid, &args.command, args.timeout, &nonce);
     let now = chrono::Utc::now().timestamp();
     let authorization =
         api::token::mint_with(key.as_ref(), &audience, now, api::kinds::EXEC_AUTHORIZATION_SECS)
             .map_err(|e| anyhow::anyhow!("cannot sign the exec: {e}"))?;
-    let body =
-        json!({ "command": args.command, "timeoutSeconds": args.timeout, "authorization": authorization });
+    let body = json!({ "command": args.command, "timeoutSeconds": args.timeout,
+        "authorization": authorization, "nonce": nonce });
     let answer = client.post_json(&path, &body).with_context(|| format!("exec in replica {ns}/{replica}"))?;
     if args.output.print_structured(&answer)? {
         return Ok(Outcome::Success);

@@ -72,6 +72,8 @@ pub struct Offer {
     pub labels: BTreeMap<String, String>,
     /// Its prices.
     pub rates: Rates,
+    /// The host ports it lets workloads publish, both ends included.
+    pub host_ports: (u16, u16),
 }
 
 /// The independent operators with a live attestation of a node's operator, by the standing each
@@ -334,6 +336,8 @@ pub enum Reason {
     InsufficientStorage,
     /// A host port the replica publishes is published by another replica on the node.
     HostPortInUse,
+    /// A host port the replica publishes is outside those the node's offer allows.
+    HostPortNotOffered,
 }
 
 impl fmt::Display for Reason {
@@ -358,6 +362,7 @@ impl fmt::Display for Reason {
             Self::InsufficientMemory => "insufficient memory",
             Self::InsufficientStorage => "insufficient storage",
             Self::HostPortInUse => "a host port it publishes is taken",
+            Self::HostPortNotOffered => "a host port it publishes is not offered (the offer's hostPorts)",
         })
     }
 }
@@ -426,6 +431,10 @@ pub fn filter(c: &Candidate, r: &Request<'_>) -> Result<(), Reason> {
     }
     if k.node_selector.iter().any(|(key, v)| offer.labels.get(key) != Some(v)) {
         return Err(Reason::NodeSelectorMismatch);
+    }
+    let (lo, hi) = offer.host_ports;
+    if k.host_ports.iter().any(|(p, _)| *p < lo || *p > hi) {
+        return Err(Reason::HostPortNotOffered);
     }
     if k.host_ports.iter().any(|p| c.ports_taken.contains(p)) {
         return Err(Reason::HostPortInUse);

@@ -141,6 +141,7 @@ pub fn candidates(objects: &Objects, used: &HashMap<String, Amount>, now: DateTi
                     jurisdiction: o.spec.jurisdiction.as_str().to_owned(),
                     labels: o.metadata.labels.clone().unwrap_or_default(),
                     rates: Rates::of(&o.spec.price),
+                    host_ports: (o.spec.host_ports().min, o.spec.host_ports().max),
                 }),
                 capacity,
                 used: used.get(n.name()).copied().unwrap_or_default(),

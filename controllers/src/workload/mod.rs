@@ -109,7 +109,8 @@ async fn reconcile(workload: Arc<Kube<WorkloadSpec>>, ctx: Arc<Ctx>) -> Result<A
     };
     let todo = plan::plan(target, &have);
     // The image the tag resolved to for this template's replicas: new ones run the same.
-    let pin = container.image.as_ref().and_then(|_| {
+    // Only a reference by tag: one by digest runs as the owner wrote it.
+    let pin = container.image.as_ref().filter(|i| !i.contains('@')).and_then(|_| {
         let mut same: Vec<&Arc<Kube<ReplicaSpec>>> = owned
             .iter()
             .filter(|r| {

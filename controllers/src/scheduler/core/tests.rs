@@ -16,6 +16,7 @@ fn node(name: &str, operator: &str, jurisdiction: &str) -> Candidate {
             jurisdiction: jurisdiction.to_owned(),
             labels: BTreeMap::new(),
             rates: Rates::default(),
+            host_ports: (30_000, 32_767),
         }),
         capacity: Amount { cpu: 4000, memory: 8 * GI, storage: 100 * GI },
         used: Amount::default(),
@@ -114,7 +115,7 @@ fn workload_constraints_are_hard_too() {
         node_selector: [("disk".to_owned(), "ssd".to_owned())].into(),
         jurisdictions: ["DE"].map(String::from).into(),
         max_per_operator: Some(2),
-        host_ports: [(8080, Protocol::TCP)].into(),
+        host_ports: [(30_080, Protocol::TCP)].into(),
     };
     let policy = anyone();
     let r = request(Some(&policy), &k, &per);
@@ -123,11 +124,15 @@ fn workload_constraints_are_hard_too() {
     n.offer.as_mut().unwrap().labels.insert("disk".into(), "ssd".into());
     assert_eq!(filter(&n, &r), Ok(()));
     // A host port it publishes, taken on the node: for that protocol only.
-    n.ports_taken.insert((8080, Protocol::UDP));
+    n.ports_taken.insert((30_080, Protocol::UDP));
     assert_eq!(filter(&n, &r), Ok(()));
-    n.ports_taken.insert((8080, Protocol::TCP));
+    n.ports_taken.insert((30_080, Protocol::TCP));
     assert_eq!(filter(&n, &r), Err(Reason::HostPortInUse));
     n.ports_taken.clear();
+    // Outside what the offer lets workloads publish.
+    n.offer.as_mut().unwrap().host_ports = (31_000, 32_000);
+    assert_eq!(filter(&n, &r), Err(Reason::HostPortNotOffered));
+    n.offer.as_mut().unwrap().host_ports = (30_000, 32_767);
     n.operator = "a".into();
     assert_eq!(filter(&n, &r), Err(Reason::OperatorLimit));
     assert_eq!(filter(&node("m", "b", "FR"), &r), Err(Reason::JurisdictionNotAllowed));
@@ -321,6 +326,7 @@ fn arb_candidate(i: usize) -> impl Strategy<Value = (Candidate, Raw)> {
                         BTreeMap::new()
                     },
                     rates: Rates::default(),
+                    host_ports: (30_000, 32_767),
                 }),
                 capacity: Amount { cpu: cap.0, memory: cap.1 * GI, storage: cap.2 * GI },
                 used: Amount { cpu: used.0, memory: used.1 * GI, storage: 0 },
