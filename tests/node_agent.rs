@@ -1225,6 +1225,12 @@ fn replicas_reach_their_owner_s_replicas_by_name_and_nothing_of_strangers_or_the
     assert_ne!(map_a.split_whitespace().nth(1), map_b.split_whitespace().nth(1), "{map_a} {map_b}");
     let addr = exec(&u, &a, &[], &["/bin/sh", "-c", "ip -4 addr show eth0"]).ok().stdout;
     assert!(addr.contains(&format!("inet {a_ip}/24")), "{addr}");
+    // IPv4 only: no IPv6 address to reach the node or anyone else at.
+    let v6 =
+        exec(&u, &a, &[], &["/bin/sh", "-c", "ip -6 addr; cat /proc/sys/net/ipv6/conf/all/disable_ipv6"])
+            .ok()
+            .stdout;
+    assert_eq!(v6.trim(), "1", "{v6}");
     let text = ui(&u, &["status"]).ok().stdout;
     assert!(text.contains(&a_ip.to_string()), "ui status shows the address: {text}");
 
