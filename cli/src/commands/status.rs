@@ -197,7 +197,7 @@ pub fn report(
                 pod_ip: text(&r["status"]["podIP"]),
                 published_ports: r["status"]["publishedPorts"]
                     .as_array()
-                    .map(|a| a.iter().filter_map(|p| text(p)).collect())
+                    .map(|a| a.iter().filter_map(text).collect())
                     .unwrap_or_default(),
             })
             .collect();
