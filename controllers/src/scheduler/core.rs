@@ -176,6 +176,20 @@ pub struct Candidate {
     pub ports_taken: BTreeSet<(u16, Protocol)>,
 }
 
+impl Candidate {
+    /// This node as if it were ready, schedulable and empty: what is left to filter is who may
+    /// run a workload at all (its policy, signer and constraints), not its state now.
+    pub fn idle(&self) -> Candidate {
+        Candidate {
+            ready: true,
+            unschedulable: false,
+            used: Amount::default(),
+            ports_taken: BTreeSet::new(),
+            ..self.clone()
+        }
+    }
+}
+
 /// A TrustPolicy's hard constraints, in the form filters check fast.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Policy {

@@ -564,19 +564,7 @@ impl Topology {
             money: &money,
             avoid: &avoid,
         };
-        self.candidates
-            .iter()
-            .map(|c| {
-                let idle = Candidate {
-                    ready: true,
-                    unschedulable: false,
-                    used: Amount::default(),
-                    ports_taken: BTreeSet::new(),
-                    ..c.clone()
-                };
-                (c, super::core::filter(&idle, &request))
-            })
-            .collect()
+        self.candidates.iter().map(|c| (c, super::core::filter(&c.idle(), &request))).collect()
     }
 
     /// Whether node `node` still qualifies for a workload under `policy`, `signer` and
@@ -609,15 +597,7 @@ impl Topology {
             money: &money,
             avoid: &avoid,
         };
-        let c = &self.candidates[i];
-        let idle = Candidate {
-            ready: true,
-            unschedulable: false,
-            used: Amount::default(),
-            ports_taken: BTreeSet::new(),
-            ..c.clone()
-        };
-        Some(super::core::filter(&idle, &request))
+        Some(super::core::filter(&self.candidates[i].idle(), &request))
     }
 }
 
