@@ -60,18 +60,26 @@ struct Registry {
     port: u16,
     storage: tempfile::TempDir,
     http: ureq::Agent,
+    /// The token the test's own pushes carry, behind token auth.
+    bearer: Option<String>,
 }
 
 impl Registry {
     fn start() -> Self {
+        Self::start_with("", None)
+    }
+
+    /// With `auth` (YAML of its `auth:` section, indented by two) and the token for pushes.
+    fn start_with(auth: &str, bearer: Option<String>) -> Self {
         let storage = tempfile::tempdir().unwrap();
         let port = free_port();
         let config = storage.path().join("config.yml");
         std::fs::write(
             &config,
             format!(
-                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
-                storage.path().join("data").display()
+                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n{}",
+                storage.path().join("data").display(),
+                if auth.is_empty() { String::new() } else { format!("auth:\n{auth}") }
             ),
         )
         .unwrap();
@@ -86,7 +94,7 @@ impl Registry {
             .timeout_global(Some(Duration::from_secs(20)))
             .build()
             .into();
-        let r = Self { child, port, storage, http };
+        let r = Self { child, port, storage, http, bearer };
         wait_for(20, "the registry to serve /v2/", || {
             r.http.get(&r.url("/v2/")).call().map(|_| ()).map_err(|e| e.to_string())
         });
@@ -104,14 +112,16 @@ impl Registry {
     /// Pushes a blob (monolithic upload) and returns its digest.
     fn push_blob(&self, repo: &str, bytes: &[u8]) -> String {
         let digest = sha256(bytes);
-        let started = self.http.post(&self.url(&format!("/v2/{repo}/blobs/uploads/"))).send_empty().unwrap();
+        let started = self
+            .authorized(self.http.post(&self.url(&format!("/v2/{repo}/blobs/uploads/"))))
+            .send_empty()
+            .unwrap();
         assert_eq!(started.status().as_u16(), 202, "start an upload");
         let location = started.headers().get("location").unwrap().to_str().unwrap().to_owned();
         let location = if location.starts_with("http") { location } else { self.url(&location) };
         let sep = if location.contains('?') { '&' } else { '?' };
         let done = self
-            .http
-            .put(&format!("{location}{sep}digest={digest}"))
+            .authorized(self.http.put(&format!("{location}{sep}digest={digest}")))
             .header("content-type", "application/octet-stream")
             .send(bytes)
             .unwrap();
@@ -121,12 +131,18 @@ impl Registry {
 
     fn push_manifest(&self, repo: &str, tag: &str, manifest: &[u8]) {
         let done = self
-            .http
-            .put(&self.url(&format!("/v2/{repo}/manifests/{tag}")))
+            .authorized(self.http.put(&self.url(&format!("/v2/{repo}/manifests/{tag}"))))
             .header("content-type", "application/vnd.oci.image.manifest.v1+json")
             .send(manifest)
             .unwrap();
         assert_eq!(done.status().as_u16(), 201, "push the manifest {repo}:{tag}");
+    }
+
+    fn authorized<B>(&self, r: ureq::RequestBuilder<B>) -> ureq::RequestBuilder<B> {
+        match &self.bearer {
+            Some(t) => r.header("authorization", format!("Bearer {t}")),
+            None => r,
+        }
     }
 
     fn push(&self, repo: &str, tag: &str, image: &Built) {
@@ -656,4 +672,149 @@ fn an_image_serves_on_its_published_port_and_a_taken_host_port_waits_for_another
     let r = wait_ready(&u, "clash", 90);
     assert_eq!(r["spec"]["nodeName"], "pub");
     wait_for(30, "the clash serving on the port", || get_from_host(port, "/index.html"));
+}
+
+/// A token server for a registry's token auth, as Docker Hub's: anyone asking gets a token (an
+/// ES256 JWT, its certificate in `x5c`) for what they asked (`scope=repository:NAME:ACTIONS`).
+struct TokenServer {
+    port: u16,
+    key: rcgen::KeyPair,
+    cert_der: Vec<u8>,
+    /// The certificate the registry trusts (`rootcertbundle`).
+    cert_pem: String,
+    /// How many tokens it gave.
+    given: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+const TOKEN_SERVICE: &str = "univrs-test-registry";
+const TOKEN_ISSUER: &str = "univrs-test-issuer";
+
+/// A DER ECDSA signature (SEQUENCE of two INTEGERs) as JWS wants it: r and s, 32 bytes each.
+fn raw_ecdsa(der: &[u8]) -> Vec<u8> {
+    let int = |at: usize| -> (Vec<u8>, usize) {
+        assert_eq!(der[at], 0x02, "an INTEGER");
+        let len = der[at + 1] as usize;
+        let v = &der[at + 2..at + 2 + len];
+        let v = &v[v.len().saturating_sub(32)..];
+        let mut out = vec![0u8; 32 - v.len()];
+        out.extend_from_slice(v);
+        (out, at + 2 + len)
+    };
+    assert_eq!(der[0], 0x30, "a SEQUENCE");
+    let (r, next) = int(2);
+    let (s, _) = int(next);
+    [r, s].concat()
+}
+
+impl TokenServer {
+    fn start() -> std::sync::Arc<Self> {
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["token-issuer".to_owned()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let server = std::sync::Arc::new(Self {
+            port: listener.local_addr().unwrap().port(),
+            key,
+            cert_der: cert.der().to_vec(),
+            cert_pem: cert.pem(),
+            given: Default::default(),
+        });
+        let s = server.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let mut reader = BufReader::new(&stream);
+                let mut line = String::new();
+                let _ = reader.read_line(&mut line);
+                // The request's headers, up to the empty line.
+                loop {
+                    let mut h = String::new();
+                    if reader.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
+                        break;
+                    }
+                }
+                let path = line.split_whitespace().nth(1).unwrap_or("/");
+                let scope = path
+                    .split(['?', '&'])
+                    .find_map(|kv| kv.strip_prefix("scope="))
+                    .map(|v| v.replace("%3A", ":").replace("%2C", ","))
+                    .unwrap_or_default();
+                let token = s.token(&scope);
+                s.given.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let body = json!({ "token": token, "access_token": token, "expires_in": 300 }).to_string();
+                let _ = write!(
+                    &stream,
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        });
+        server
+    }
+
+    fn realm(&self) -> String {
+        format!("http://127.0.0.1:{}/token", self.port)
+    }
+
+    /// A token for `scope` (`repository:NAME:ACTIONS`, empty: none).
+    fn token(&self, scope: &str) -> String {
+        use base64::Engine as _;
+        let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+        let access: Vec<Value> = scope
+            .split(' ')
+            .filter_map(|sc| {
+                let mut p = sc.splitn(3, ':');
+                let (kind, name, actions) = (p.next()?, p.next()?, p.next()?);
+                Some(json!({ "type": kind, "name": name, "actions": actions.split(',').collect::<Vec<_>>() }))
+            })
+            .collect();
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+        let header = json!({ "typ": "JWT", "alg": "ES256",
+            "x5c": [base64::engine::general_purpose::STANDARD.encode(&self.cert_der)] });
+        let claims = json!({ "iss": TOKEN_ISSUER, "sub": "", "aud": TOKEN_SERVICE, "exp": now + 300,
+            "nbf": now - 10, "iat": now, "jti": format!("{now}-{}", self.given.load(std::sync::atomic::Ordering::SeqCst)),
+            "access": access });
+        let input = format!("{}.{}", b64(header.to_string().as_bytes()), b64(claims.to_string().as_bytes()));
+        let der = rcgen::SigningKey::sign(&self.key, input.as_bytes()).unwrap();
+        format!("{input}.{}", b64(&raw_ecdsa(&der)))
+    }
+}
+
+#[test]
+fn an_image_behind_a_registry_s_token_auth_is_pulled_through_its_token_flow() {
+    require_root();
+    let tokens = TokenServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = dir.path().join("issuer.pem");
+    std::fs::write(&bundle, &tokens.cert_pem).unwrap();
+    let auth = format!(
+        "  token:\n    realm: {}\n    service: {TOKEN_SERVICE}\n    issuer: {TOKEN_ISSUER}\n    rootcertbundle: {}\n",
+        tokens.realm(),
+        bundle.display()
+    );
+    let push_token = tokens.token("repository:web:pull,push");
+    let registry = Registry::start_with(&auth, Some(push_token));
+    registry.push("web", "1", &web_image("behind a token"));
+    // Without a token the registry refuses, and says where to get one.
+    let bare = registry.http.get(&registry.url("/v2/web/manifests/1")).call().unwrap();
+    assert_eq!(bare.status().as_u16(), 401);
+    let challenge = bare.headers().get("www-authenticate").unwrap().to_str().unwrap().to_owned();
+    assert!(challenge.starts_with("Bearer ") && challenge.contains(&tokens.realm()), "{challenge}");
+    let before = tokens.given.load(std::sync::atomic::Ordering::SeqCst);
+
+    let host = registry.host();
+    let u = User::new();
+    let _up = Up::start(&u, "tok", &["--insecure-registry", &host]);
+    apply(&u, "tok", &workload("tok", &format!("{host}/web:1"), ""));
+    let r = wait_ready(&u, "tok", 90);
+    assert!(
+        r["status"]["imageID"].as_str().unwrap().starts_with(&format!("{host}/web@sha256:")),
+        "{}",
+        r["status"]
+    );
+    assert!(
+        tokens.given.load(std::sync::atomic::Ordering::SeqCst) > before,
+        "the node asked the token server for a token"
+    );
 }
