@@ -1098,3 +1098,114 @@ fn ui_exec_runs_a_command_in_the_owner_s_container_and_nobody_else_s() {
     assert_ne!(refused.code, 0, "{}", refused.stdout);
     assert!(refused.stderr.contains("only the owner of workload box may"), "{}", refused.stderr);
 }
+
+/// `kubectl` as `u`, with its own cache.
+fn kubectl(u: &User) -> support::Kubectl {
+    support::Kubectl { kubeconfig: u.path("kubeconfig"), cache: u.path("kube-cache") }
+}
+
+#[test]
+fn events_of_placement_start_and_failed_scheduling_show_in_kubectl_events_and_describe() {
+    require_root();
+    let u = User::new();
+    let up = Up::start(&u, "evt");
+    apply(&u, "web", &workload("web", "echo started; sleep 600", ""));
+    let r = wait_phase(&u, "web", "Running", 60);
+    let name = r["metadata"]["name"].as_str().unwrap().to_owned();
+    let k = kubectl(&u);
+
+    // `kubectl events --for`: the scheduler's placement and the agent's start, about the replica.
+    let shown = wait_for(30, "kubectl events shows Scheduled and Started", || {
+        let out = k.run(&["events", "--for", &format!("replica/{name}")]);
+        if out.ok && out.stdout.contains("Scheduled") && out.stdout.contains("Started") {
+            Ok(out.stdout)
+        } else {
+            Err(format!("{}{}", out.stdout, out.stderr))
+        }
+    });
+    let line =
+        |out: &str, reason: &str| out.lines().find(|l| l.contains(reason)).unwrap_or_default().to_owned();
+    let scheduled = line(&shown, "Scheduled");
+    assert!(scheduled.contains("Normal") && scheduled.contains(&format!("Replica/{name}")), "{shown}");
+    assert!(scheduled.contains(&format!("Successfully assigned default/{name} to evt")), "{shown}");
+    assert!(line(&shown, "Started").contains("Started container on node evt"), "{shown}");
+    // The whole namespace's, and the workload controller's note on the workload.
+    let all = k.ok(&["events"]);
+    assert!(all.contains("SuccessfulCreate") && all.contains("Workload/web"), "{all}");
+
+    // `kubectl describe` of the replica ends with its Events.
+    let described = k.ok(&["describe", "replica", &name]);
+    let events =
+        described.split("Events:").nth(1).unwrap_or_else(|| panic!("no Events section:\n{described}"));
+    assert!(events.contains("Scheduled") && events.contains("univrs.io/scheduler"), "{described}");
+    assert!(events.contains("Started") && events.contains("univrs.io/node-agent"), "{described}");
+
+    // The same in `ui events` and `ui describe`, and as JSON (the stored events.k8s.io form).
+    let ui_events = ui(&u, &["events", "--for", &format!("replica/{name}")]).ok().stdout;
+    assert!(ui_events.contains("Scheduled") && ui_events.contains("Started"), "{ui_events}");
+    let ui_described = ui(&u, &["describe", "replica", &name]).ok().stdout;
+    let section = ui_described.split("Events:").nth(1).unwrap_or_default();
+    assert!(section.contains("Scheduled") && section.contains("Started"), "{ui_described}");
+    let json = ui(&u, &["events", "--for", &format!("replica/{name}"), "-o", "json"]).ok().json();
+    let started =
+        json["items"].as_array().unwrap().iter().find(|e| e["reason"] == "Started").cloned().unwrap();
+    assert_eq!(started["apiVersion"], "events.k8s.io/v1");
+    assert_eq!(started["regarding"]["uid"], r["metadata"]["uid"]);
+    assert_eq!(started["reportingInstance"], "evt");
+
+    // A workload no node can hold: FailedScheduling with its reason, counted in one series.
+    apply(&u, "huge", &workload("huge", "sleep 1", "  resources:\n    cpu: \"512\"\n"));
+    let failed = wait_for(60, "FailedScheduling counted twice", || {
+        let list: Value = serde_json::from_str(&k.ok(&["get", "events", "-o", "json"])).unwrap();
+        let found: Vec<Value> = list["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| {
+                e["reason"] == "FailedScheduling"
+                    && e["involvedObject"]["name"].as_str().is_some_and(|n| n.starts_with("huge-"))
+            })
+            .cloned()
+            .collect();
+        match found.as_slice() {
+            [e] if e["count"].as_i64() >= Some(2) => Ok(e.clone()),
+            _ => Err(format!("{found:?}")),
+        }
+    });
+    assert_eq!(failed["type"], "Warning");
+    assert!(failed["message"].as_str().unwrap().contains("insufficient cpu"), "{failed}");
+    let warnings = k.ok(&["events", "--types=Warning"]);
+    let row = line(&warnings, "FailedScheduling");
+    assert!(
+        row.contains("Replica/huge-") && row.contains("insufficient cpu") && row.contains("(x"),
+        "{warnings}"
+    );
+
+    // A stranger cannot write an Event about the replica, nor read any of the owner's.
+    let other = up.another_user();
+    let ko = kubectl(&other);
+    let forged = other.path("forged.yaml");
+    std::fs::write(
+        &forged,
+        format!(
+            "apiVersion: events.k8s.io/v1\nkind: Event\nmetadata:\n  name: forged\n  namespace: default\neventTime: \"2026-01-02T03:04:05.000000Z\"\nreportingController: univrs.io/node-agent\nreportingInstance: evt\naction: Kill\nreason: Killing\ntype: Warning\nnote: forged\nregarding:\n  apiVersion: univrs.io/v1\n  kind: Replica\n  namespace: default\n  name: {name}\n  uid: {}\n",
+            r["metadata"]["uid"].as_str().unwrap()
+        ),
+    )
+    .unwrap();
+    ko.fails(
+        &["create", "--validate=false", "-f", forged.to_str().unwrap()],
+        "cannot create events \"forged\"",
+    );
+    let theirs = ko.ok(&["events", "-A"]);
+    assert!(
+        !theirs.contains(&name) && !theirs.contains("huge-"),
+        "a stranger sees another's events:\n{theirs}"
+    );
+    let listed: Value = serde_json::from_str(&ko.ok(&["get", "events", "-A", "-o", "json"])).unwrap();
+    assert_eq!(listed["items"], serde_json::json!([]), "{listed}");
+    let event_name = started["metadata"]["name"].as_str().unwrap();
+    ko.fails(&["get", "event", event_name], "not found");
+    ko.fails(&["get", "events.events.k8s.io", event_name], "not found");
+    drop(up);
+}

@@ -534,6 +534,7 @@ async fn supervise(
     stop: CancellationToken,
 ) {
     let dir = config.run_dir(replica.uid());
+    let events = crate::events::recorder(&client, &config.node);
     let container = replica.spec.container.clone();
     let mut restarts = replica.status.as_ref().map_or(0, |s| s.restarts);
     // The image digest a tag resolved to at the first pull: every run of this replica uses it.
@@ -582,7 +583,11 @@ async fn supervise(
             Left::Nothing => {
                 let pulled =
                     crate::images::resolve_for_run(&config, &replica, &mut image_id, &stop, |status| {
-                        Box::pin(report(&client, &replica, status, &stop))
+                        let (events, replica, client, stop) = (&events, &replica, &client, &stop);
+                        Box::pin(async move {
+                            crate::events::image(events, replica, &status).await;
+                            report(client, replica, status, stop).await
+                        })
                     });
                 let Some(image) = pulled.await else { return }; // stopped
                 let spec = match image.and_then(|image| prepare(&config, &replica, &container, &image)) {
@@ -594,13 +599,21 @@ async fn supervise(
                             "cannot run replica {}: {message}",
                             replica.name()
                         );
+                        crate::events::warn(
+                            &events,
+                            &replica,
+                            "Failed",
+                            "Start",
+                            &format!("{reason}: {message}"),
+                        )
+                        .await;
                         let status = json!({ "phase": ReplicaPhase::Failed, "reason": reason, "message": message,
                             "finishedAt": time(Some(Utc::now())) });
                         report(&client, &replica, status, &stop).await;
                         return;
                     }
                 };
-                match run_once(&client, &config, &replica, &dir, &spec, restarts, &stop).await {
+                match run_once(&client, &events, &config, &replica, &dir, &spec, restarts, &stop).await {
                     Some(result) => result,
                     None => return, // stopped
                 }
@@ -655,6 +668,11 @@ async fn supervise(
                 replica.name(),
                 status["message"].as_str().unwrap_or_default()
             );
+            let note = format!(
+                "Back-off restarting failed container: {}",
+                status["message"].as_str().unwrap_or_default()
+            );
+            crate::events::warn(&events, &replica, "BackOff", "Restart", &note).await;
             report(&client, &replica, status, &stop).await;
             tokio::select! {
                 () = stop.cancelled() => return,
@@ -798,8 +816,10 @@ fn prepare(
 }
 
 /// Starts one run and waits for it. `None` when it was stopped (the replica went away).
+#[allow(clippy::too_many_arguments)]
 async fn run_once(
     client: &Client,
+    events: &client::events::Recorder,
     config: &Config,
     replica: &Kube<ReplicaSpec>,
     dir: &Path,
@@ -862,6 +882,8 @@ async fn run_once(
         "conditions": conditions(replica, config, ready, readiness.0, &readiness.1, since),
     });
     let started_at = Utc::now();
+    let note = format!("Started container on node {} (restart {restarts})", config.node);
+    crate::events::normal(events, replica, "Started", "Start", &note).await;
     report(client, replica, status, stop).await;
     // The probes, each a task sending what changed.
     let (probe_tx, mut probe_rx) = tokio::sync::mpsc::channel::<(ProbeKind, bool, String)>(8);
@@ -908,12 +930,20 @@ async fn run_once(
                         readiness = if passing { ("Started", "the readiness probe passed".to_owned()) }
                             else { ("ContainersNotReady", format!("readiness probe failed: {message}")) };
                         tracing::info!(namespace = ns_of(replica), "replica {}: {}", replica.name(), readiness.1);
+                        if !passing {
+                            let note = format!("Readiness probe failed: {message}");
+                            crate::events::warn(events, replica, "Unhealthy", "Probe", &note).await;
+                        }
                         let status = json!({ "conditions": conditions(replica, config, ready, readiness.0, &readiness.1, since) });
                         report(client, replica, status, stop).await;
                     }
                     ProbeKind::Liveness if !passing && killed.is_none() => {
                         let why = format!("{}: {message}", crate::run::LIVENESS_FAILED);
                         tracing::info!(namespace = ns_of(replica), "replica {}: {why}; stopping it", replica.name());
+                        let note = format!("Liveness probe failed: {message}");
+                        crate::events::warn(events, replica, "Unhealthy", "Probe", &note).await;
+                        let note = "Stopping container: it failed its liveness probe, it will be restarted by its policy";
+                        crate::events::normal(events, replica, "Killing", "Kill", note).await;
                         killed = Some(why);
                         if let Some(pid) = child.id() {
                             let _ = nix::sys::signal::kill(

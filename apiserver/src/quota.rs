@@ -100,6 +100,7 @@ impl Usage {
 
 /// The fields of a stored object the quotas read (everything else is skipped unparsed).
 #[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
 struct Peek {
     #[serde(default)]
     metadata: PeekMeta,
@@ -107,6 +108,8 @@ struct Peek {
     spec: Option<PeekSpec>,
     #[serde(default)]
     kind: Option<String>,
+    #[serde(default)]
+    reporting_instance: Option<String>,
 }
 
 #[derive(Default, Deserialize)]
@@ -121,9 +124,15 @@ struct PeekSpec {
     replicas: Option<serde_json::Value>,
 }
 
+/// Where Events are stored.
+const EVENTS_PREFIX: &str = "/registry/events/";
+/// The account an Event's reporter pays from: this and its `reportingInstance`.
+pub const EVENT_REPORTER: &str = "event-reporter:";
+
 /// What a stored object (its key and JSON) costs, and whom: `None` when it counts for nobody
 /// (control-plane kinds, unsigned objects). Tombstones (`{"signer": …}` under
-/// `/tombstones/`) count as one small object of their signer.
+/// `/tombstones/`) count as one small object of their signer; an Event, one of its reporter
+/// ([`EVENT_REPORTER`]).
 pub fn cost(key: &str, value: &str) -> Option<(String, Usage)> {
     let tombstone = key.starts_with(crate::registry::TOMBSTONES);
     if !tombstone && !key.starts_with("/registry/") {
@@ -139,6 +148,14 @@ pub fn cost(key: &str, value: &str) -> Option<(String, Usage)> {
         return t.signer.map(|s| (s, usage));
     }
     let peek: Peek = serde_json::from_str(value).ok()?;
+    if key.starts_with(EVENTS_PREFIX) {
+        // An Event is paid for by whoever reports it (a node reports as itself: the access
+        // rules check that), never by a signer it could name: a node that emits in a loop
+        // fills its own quota and no more.
+        let instance = peek.reporting_instance?;
+        let usage = Usage { objects: 1, bytes: value.len() as u64, ..Usage::default() };
+        return Some((format!("{EVENT_REPORTER}{instance}"), usage));
+    }
     let signer = peek.metadata.annotations.as_ref()?.get(api::signing::SIGNER)?.as_str()?.to_owned();
     let bytes = value.len() as u64;
     let mut usage = Usage { objects: 1, bytes, ..Usage::default() };

@@ -103,6 +103,11 @@ impl Format {
         Some(respond(version, table))
     }
 
+    /// Whether a Table was asked for.
+    pub fn is_table(&self) -> bool {
+        self.table.is_some()
+    }
+
     /// One object, or its one-row Table.
     pub fn object(&self, kind: &KindInfo, object: Value) -> Response {
         let Some((version, include)) = self.table else { return Json(object).into_response() };
@@ -398,6 +403,21 @@ fn columns(kind: &str) -> Vec<Column> {
             col("Decision", "string", "Allowed, PendingApproval or Refused.", |o| text(o, "/spec/decision")),
             wide("Code", "integer", "The HTTP code of the answer.", |o| text(o, "/spec/code")),
             wide("Grant", "string", "The grant that decided.", |o| text(o, "/spec/grant")),
+        ],
+        api::kinds::event::EVENT_KIND => vec![
+            col("Type", "string", "Normal or Warning.", |o| text(o, "/type")),
+            col("Reason", "string", "Why, in one word.", |o| text(o, "/reason")),
+            col("Object", "string", "The object it is about.", |o| {
+                format!("{}/{}", text_or(o, "/regarding/kind", ""), text_or(o, "/regarding/name", ""))
+                    .to_lowercase()
+                    .into()
+            }),
+            col("Count", "integer", "How many times it happened.", |o| int_or(o, "/series/count", 1)),
+            col("Message", "string", "What happened.", |o| text(o, "/note")),
+            wide("Source", "string", "The controller that reported it.", |o| text(o, "/reportingController")),
+            wide("Instance", "string", "Which copy of it (member or node).", |o| {
+                text(o, "/reportingInstance")
+            }),
         ],
         ApplySetSpec::KIND => vec![
             col(

@@ -1,0 +1,237 @@
+//! The one event recorder of the controllers and the node agent: [`Recorder::record`] writes
+//! an `events.k8s.io/v1` Event about an object, and the same event again (same object by uid,
+//! reason, controller and instance) counts in that Event's `series` rather than making
+//! another object.
+//!
+//! Bounds: an Event's name is derived from what makes it the same event
+//! (`api::kinds::event::name_for`), so repeats are one object even across restarts and
+//! several copies of a controller; a repeat is written at most once per [`MIN_INTERVAL`] per
+//! event (the ones between are counted and carried by the next write); at most [`REMEMBERED`]
+//! events are remembered (the oldest forgotten); each write has [`TIMEOUT`]. Recording never
+//! fails its caller: a refused or failed write is logged at debug and forgotten, since an
+//! event is a note on what happened, not part of making it happen.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use api::kinds::event::{
+    EVENT_KIND, EVENTS_API_VERSION, EVENTS_GROUP, EventType, MAX_NOTE, MAX_WORD, MicroTime, ObjectReference,
+    name_for,
+};
+use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
+use kube::core::ApiResource;
+use kube::{Client, Resource};
+use serde_json::json;
+
+/// The shortest time between two writes of one event.
+pub const MIN_INTERVAL: Duration = Duration::from_secs(5);
+/// How many events a recorder remembers.
+pub const REMEMBERED: usize = 4096;
+/// How long one write may take.
+pub const TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What a recorder remembers of an event it wrote.
+#[derive(Clone, Debug)]
+struct Seen {
+    /// Times it happened, as far as this recorder knows.
+    count: i32,
+    /// When it was last written (`None`: never yet).
+    written: Option<Instant>,
+    /// The count last written.
+    written_count: i32,
+}
+
+/// Writes Events as one controller (`univrs.io/scheduler`) of one instance (its member or
+/// node). Cheap to clone: clones share what they remember.
+#[derive(Clone)]
+pub struct Recorder {
+    client: Client,
+    controller: String,
+    instance: String,
+    seen: Arc<Mutex<HashMap<String, Seen>>>,
+}
+
+impl std::fmt::Debug for Recorder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Recorder")
+            .field("controller", &self.controller)
+            .field("instance", &self.instance)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `s` as an Event's one-word field: no spaces, at most [`MAX_WORD`] bytes.
+fn word(s: &str) -> String {
+    let mut w: String =
+        s.chars().map(|c| if c.is_whitespace() || c.is_control() { '-' } else { c }).collect();
+    while w.len() > MAX_WORD {
+        w.pop();
+    }
+    w
+}
+
+/// `note` within [`MAX_NOTE`] bytes, cut at a character boundary.
+fn bounded_note(note: &str) -> String {
+    let mut n = note.to_owned();
+    while n.len() > MAX_NOTE {
+        n.pop();
+    }
+    n
+}
+
+/// A reference to the object `obj` (any `kube::Resource` with static type information).
+pub fn reference_to<K: Resource<DynamicType = ()>>(obj: &K) -> ObjectReference {
+    let meta = obj.meta();
+    ObjectReference {
+        api_version: Some(K::api_version(&()).into_owned()),
+        kind: Some(K::kind(&()).into_owned()),
+        name: meta.name.clone(),
+        namespace: meta.namespace.clone(),
+        uid: meta.uid.clone(),
+        ..ObjectReference::default()
+    }
+}
+
+impl Recorder {
+    /// A recorder writing as `controller` (`univrs.io/scheduler`), instance `instance`.
+    pub fn new(client: Client, controller: &str, instance: &str) -> Self {
+        Self { client, controller: word(controller), instance: word(instance), seen: Arc::default() }
+    }
+
+    fn api(&self, namespace: &str) -> Api<DynamicObject> {
+        let ar = ApiResource {
+            group: EVENTS_GROUP.into(),
+            version: "v1".into(),
+            api_version: EVENTS_API_VERSION.into(),
+            kind: EVENT_KIND.into(),
+            plural: "events".into(),
+        };
+        Api::namespaced_with(self.client.clone(), namespace, &ar)
+    }
+
+    /// Records that `reason` happened to `regarding` (with `related`, say the Node of a
+    /// placement): `action` is what was done, `note` what happened, for people.
+    pub async fn record(
+        &self,
+        regarding: &ObjectReference,
+        related: Option<&ObjectReference>,
+        type_: EventType,
+        reason: &str,
+        action: &str,
+        note: &str,
+    ) {
+        let reason = word(reason);
+        let name = name_for(regarding, &reason, &self.controller, &self.instance);
+        let now = chrono::Utc::now();
+        // Counted here; written now, or carried by a later write.
+        let (count, due) = {
+            let mut seen = self.seen.lock().expect("recorder lock");
+            if seen.len() >= REMEMBERED && !seen.contains_key(&name) {
+                // Forget the event written longest ago (never-written ones first).
+                if let Some(oldest) = seen.iter().min_by_key(|(_, s)| s.written).map(|(k, _)| k.clone()) {
+                    seen.remove(&oldest);
+                }
+            }
+            let entry =
+                seen.entry(name.clone()).or_insert(Seen { count: 0, written: None, written_count: 0 });
+            entry.count = entry.count.saturating_add(1);
+            let due = entry.written.is_none_or(|at| at.elapsed() >= MIN_INTERVAL);
+            if due {
+                entry.written = Some(Instant::now());
+            }
+            (entry.count, due)
+        };
+        if !due {
+            return;
+        }
+        let namespace = regarding.namespace.clone().unwrap_or_else(|| "default".to_owned());
+        let api = self.api(&namespace);
+        let note = bounded_note(note);
+        let written = tokio::time::timeout(TIMEOUT, async {
+            if count == 1 {
+                let event = json!({
+                    "apiVersion": EVENTS_API_VERSION, "kind": EVENT_KIND,
+                    "metadata": { "name": name, "namespace": namespace },
+                    "eventTime": MicroTime::from_time(now),
+                    "reportingController": self.controller, "reportingInstance": self.instance,
+                    "action": word(action), "reason": reason,
+                    "regarding": regarding, "related": related,
+                    "note": note, "type": type_,
+                });
+                let mut event = event;
+                if related.is_none() {
+                    event.as_object_mut().expect("a map").remove("related");
+                }
+                let obj: DynamicObject = serde_json::from_value(event).expect("an Event is an object");
+                match api.create(&PostParams::default(), &obj).await {
+                    Ok(_) => return Ok(1),
+                    // Written before (another copy of this controller, or before a restart):
+                    // counted in its series.
+                    Err(e) if crate::is_conflict(&e) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            let prior = match api.get(&name).await {
+                Ok(o) => {
+                    o.data.pointer("/series/count").and_then(serde_json::Value::as_i64).unwrap_or(1) as i32
+                }
+                Err(e) if crate::is_not_found(&e) => 0,
+                Err(e) => return Err(e),
+            };
+            if prior == 0 {
+                // Removed by retention meanwhile: this is a first time again.
+                let event = json!({
+                    "apiVersion": EVENTS_API_VERSION, "kind": EVENT_KIND,
+                    "metadata": { "name": name, "namespace": namespace },
+                    "eventTime": MicroTime::from_time(now),
+                    "reportingController": self.controller, "reportingInstance": self.instance,
+                    "action": word(action), "reason": reason, "regarding": regarding,
+                    "note": note, "type": type_,
+                });
+                let obj: DynamicObject = serde_json::from_value(event).expect("an Event is an object");
+                api.create(&PostParams::default(), &obj).await?;
+                return Ok(1);
+            }
+            let total = prior.max(count);
+            let patch = json!({
+                "series": { "count": total, "lastObservedTime": MicroTime::from_time(now) },
+                "note": note,
+            });
+            api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
+            Ok(total)
+        })
+        .await;
+        match written {
+            Ok(Ok(total)) => {
+                let mut seen = self.seen.lock().expect("recorder lock");
+                if let Some(s) = seen.get_mut(&name) {
+                    s.count = s.count.max(total);
+                    s.written_count = total;
+                }
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(event = %name, reason = %reason, error = %e, "event not recorded");
+                // Try again with the next occurrence.
+                if let Some(s) = self.seen.lock().expect("recorder lock").get_mut(&name) {
+                    s.written = None;
+                }
+            }
+            Err(_) => tracing::debug!(event = %name, reason = %reason, "event not recorded in time"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn words_and_notes_are_bounded() {
+        assert_eq!(word("Failed Scheduling"), "Failed-Scheduling");
+        assert_eq!(word(&"x".repeat(300)).len(), MAX_WORD);
+        let note = "é".repeat(MAX_NOTE);
+        let cut = bounded_note(&note);
+        assert!(cut.len() <= MAX_NOTE && note.starts_with(&cut));
+    }
+}
