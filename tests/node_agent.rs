@@ -1123,6 +1123,7 @@ fn events_of_placement_start_and_failed_scheduling_show_in_kubectl_events_and_de
             Err(format!("{}{}", out.stdout, out.stderr))
         }
     });
+    println!("kubectl events --for replica/{name}:\n{shown}");
     let line =
         |out: &str, reason: &str| out.lines().find(|l| l.contains(reason)).unwrap_or_default().to_owned();
     let scheduled = line(&shown, "Scheduled");
@@ -1135,6 +1136,7 @@ fn events_of_placement_start_and_failed_scheduling_show_in_kubectl_events_and_de
 
     // `kubectl describe` of the replica ends with its Events.
     let described = k.ok(&["describe", "replica", &name]);
+    println!("kubectl describe replica {name}:\n{described}");
     let events =
         described.split("Events:").nth(1).unwrap_or_else(|| panic!("no Events section:\n{described}"));
     assert!(events.contains("Scheduled") && events.contains("univrs.io/scheduler"), "{described}");
@@ -1144,6 +1146,7 @@ fn events_of_placement_start_and_failed_scheduling_show_in_kubectl_events_and_de
     let ui_events = ui(&u, &["events", "--for", &format!("replica/{name}")]).ok().stdout;
     assert!(ui_events.contains("Scheduled") && ui_events.contains("Started"), "{ui_events}");
     let ui_described = ui(&u, &["describe", "replica", &name]).ok().stdout;
+    println!("ui events:\n{ui_events}\nui describe:\n{ui_described}");
     let section = ui_described.split("Events:").nth(1).unwrap_or_default();
     assert!(section.contains("Scheduled") && section.contains("Started"), "{ui_described}");
     let json = ui(&u, &["events", "--for", &format!("replica/{name}"), "-o", "json"]).ok().json();
@@ -1175,6 +1178,7 @@ fn events_of_placement_start_and_failed_scheduling_show_in_kubectl_events_and_de
     assert_eq!(failed["type"], "Warning");
     assert!(failed["message"].as_str().unwrap().contains("insufficient cpu"), "{failed}");
     let warnings = k.ok(&["events", "--types=Warning"]);
+    println!("kubectl events --types=Warning:\n{warnings}");
     let row = line(&warnings, "FailedScheduling");
     assert!(
         row.contains("Replica/huge-") && row.contains("insufficient cpu") && row.contains("(x"),
