@@ -793,6 +793,24 @@ fn probes_decide_readiness_and_liveness_and_a_crash_loop_says_so_everywhere() {
     assert!(got.lines().next().unwrap().contains("READY   STATUS"), "{got}");
     let line = row(&got);
     assert!(line.contains("0/1") && line.contains("CrashLoopBackOff") && line.contains("Error"), "{got}");
+
+    // And as Events: the failed liveness probe, the kill and the back-off, in kubectl events.
+    let deaf_name = dead["metadata"]["name"].as_str().unwrap();
+    let said = wait_for(30, "deaf's probe failure, kill and back-off as events", || {
+        let out = k.run(&["events", "--for", &format!("replica/{deaf_name}")]);
+        if ["Unhealthy", "Killing", "BackOff"].iter().all(|r| out.stdout.contains(r)) {
+            Ok(out.stdout)
+        } else {
+            Err(format!("{}{}", out.stdout, out.stderr))
+        }
+    });
+    assert!(said.contains("Liveness probe failed: tcp-socket :9"), "{said}");
+    let crashed = k.ok(&["events", "--for", &format!("replica/{crash_name}")]);
+    let backoff = crashed.lines().find(|l| l.contains("BackOff")).unwrap_or_default();
+    assert!(
+        backoff.contains("Warning") && backoff.contains("Back-off restarting failed container"),
+        "{crashed}"
+    );
     drop(up);
 }
 
@@ -1177,6 +1195,10 @@ fn events_of_placement_start_and_failed_scheduling_show_in_kubectl_events_and_de
     });
     assert_eq!(failed["type"], "Warning");
     assert!(failed["message"].as_str().unwrap().contains("insufficient cpu"), "{failed}");
+    // `kubectl get events`: the server's Table of the core form.
+    let table = k.ok(&["get", "events"]);
+    assert!(table.lines().next().unwrap_or_default().contains("REASON"), "{table}");
+    assert!(line(&table, "huge-").contains("FailedScheduling"), "{table}");
     let warnings = k.ok(&["events", "--types=Warning"]);
     println!("kubectl events --types=Warning:\n{warnings}");
     let row = line(&warnings, "FailedScheduling");

@@ -387,6 +387,23 @@ mod tests {
     }
 
     #[test]
+    fn an_event_costs_its_reporter_never_a_signer_it_names() {
+        // A node naming someone's did as signer still pays itself.
+        let e = serde_json::json!({ "kind": "Event", "reportingInstance": "n1",
+            "metadata": { "name": "e", "annotations": { "univrs.io/signer": "did:key:victim" } } })
+        .to_string();
+        let (payer, u) = cost("/registry/events/default/e", &e).unwrap();
+        assert_eq!(payer, format!("{EVENT_REPORTER}n1"));
+        assert_eq!(u, Usage { objects: 1, bytes: e.len() as u64, ..Usage::default() });
+        // So a node's loop of events meets the object quota of its own name.
+        let limits = Limits::default();
+        let full = Usage { objects: limits.objects, ..Usage::default() };
+        let mut more = full;
+        more.add(u);
+        assert!(breach(&limits, full, more).is_some());
+    }
+
+    #[test]
     fn a_workload_costs_itself_and_its_replicas() {
         let w = workload("did:key:a", 10);
         let (signer, u) = cost("/registry/workloads/default/w", &w).unwrap();

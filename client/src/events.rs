@@ -38,8 +38,6 @@ struct Seen {
     count: i32,
     /// When it was last written (`None`: never yet).
     written: Option<Instant>,
-    /// The count last written.
-    written_count: i32,
 }
 
 /// Writes Events as one controller (`univrs.io/scheduler`) of one instance (its member or
@@ -93,6 +91,25 @@ pub fn reference_to<K: Resource<DynamicType = ()>>(obj: &K) -> ObjectReference {
     }
 }
 
+/// One more occurrence of the event `name` at `now`: how many times it happened so far, and
+/// whether to write it now (its first time, or [`MIN_INTERVAL`] after its last write). At most
+/// [`REMEMBERED`] events are kept: a new one forgets the one written longest ago.
+fn occurred(seen: &mut HashMap<String, Seen>, name: &str, now: Instant) -> (i32, bool) {
+    if seen.len() >= REMEMBERED && !seen.contains_key(name) {
+        // Forget the event written longest ago (never-written ones first).
+        if let Some(oldest) = seen.iter().min_by_key(|(_, s)| s.written).map(|(k, _)| k.clone()) {
+            seen.remove(&oldest);
+        }
+    }
+    let entry = seen.entry(name.to_owned()).or_insert(Seen { count: 0, written: None });
+    entry.count = entry.count.saturating_add(1);
+    let due = entry.written.is_none_or(|at| now.saturating_duration_since(at) >= MIN_INTERVAL);
+    if due {
+        entry.written = Some(now);
+    }
+    (entry.count, due)
+}
+
 impl Recorder {
     /// A recorder writing as `controller` (`univrs.io/scheduler`), instance `instance`.
     pub fn new(client: Client, controller: &str, instance: &str) -> Self {
@@ -125,23 +142,7 @@ impl Recorder {
         let name = name_for(regarding, &reason, &self.controller, &self.instance);
         let now = chrono::Utc::now();
         // Counted here; written now, or carried by a later write.
-        let (count, due) = {
-            let mut seen = self.seen.lock().expect("recorder lock");
-            if seen.len() >= REMEMBERED && !seen.contains_key(&name) {
-                // Forget the event written longest ago (never-written ones first).
-                if let Some(oldest) = seen.iter().min_by_key(|(_, s)| s.written).map(|(k, _)| k.clone()) {
-                    seen.remove(&oldest);
-                }
-            }
-            let entry =
-                seen.entry(name.clone()).or_insert(Seen { count: 0, written: None, written_count: 0 });
-            entry.count = entry.count.saturating_add(1);
-            let due = entry.written.is_none_or(|at| at.elapsed() >= MIN_INTERVAL);
-            if due {
-                entry.written = Some(Instant::now());
-            }
-            (entry.count, due)
-        };
+        let (count, due) = occurred(&mut self.seen.lock().expect("recorder lock"), &name, Instant::now());
         if !due {
             return;
         }
@@ -206,8 +207,8 @@ impl Recorder {
             Ok(Ok(total)) => {
                 let mut seen = self.seen.lock().expect("recorder lock");
                 if let Some(s) = seen.get_mut(&name) {
+                    // The stored count may be ahead (counted before a restart).
                     s.count = s.count.max(total);
-                    s.written_count = total;
                 }
             }
             Ok(Err(e)) => {
@@ -225,6 +226,33 @@ impl Recorder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn repeats_are_counted_and_written_at_most_once_an_interval() {
+        let mut seen = HashMap::new();
+        let t0 = Instant::now();
+        assert_eq!(occurred(&mut seen, "a", t0), (1, true));
+        // Within the interval: counted, not written.
+        assert_eq!(occurred(&mut seen, "a", t0 + Duration::from_secs(1)), (2, false));
+        assert_eq!(occurred(&mut seen, "a", t0 + Duration::from_secs(2)), (3, false));
+        // Another event is its own.
+        assert_eq!(occurred(&mut seen, "b", t0 + Duration::from_secs(2)), (1, true));
+        // After the interval: written, carrying every repeat.
+        assert_eq!(occurred(&mut seen, "a", t0 + MIN_INTERVAL), (4, true));
+        assert_eq!(occurred(&mut seen, "a", t0 + MIN_INTERVAL + Duration::from_secs(1)), (5, false));
+    }
+
+    #[test]
+    fn a_recorder_remembers_a_bounded_number_of_events() {
+        let mut seen = HashMap::new();
+        let t0 = Instant::now();
+        for i in 0..REMEMBERED + 10 {
+            occurred(&mut seen, &format!("e{i}"), t0 + Duration::from_millis(i as u64));
+        }
+        assert_eq!(seen.len(), REMEMBERED);
+        // The oldest went; the newest stayed.
+        assert!(!seen.contains_key("e0") && seen.contains_key(&format!("e{}", REMEMBERED + 9)));
+    }
 
     #[test]
     fn words_and_notes_are_bounded() {
