@@ -1117,6 +1117,41 @@ fn ui_exec_runs_a_command_in_the_owner_s_container_and_nobody_else_s() {
     assert!(refused.stderr.contains("only the owner of workload box may"), "{}", refused.stderr);
 }
 
+/// A command that follows (`-w`), its output gathered as it comes; killed when dropped.
+struct Follower {
+    child: Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    seen: String,
+}
+
+impl Follower {
+    fn start(mut child: Child) -> Self {
+        let (tx, lines) = std::sync::mpsc::channel::<String>();
+        let out = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for l in BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(l).is_err() {
+                    break;
+                }
+            }
+        });
+        Self { child, lines, seen: String::new() }
+    }
+
+    /// Everything it printed so far.
+    fn read(&mut self) -> String {
+        self.seen.extend(self.lines.try_iter().map(|l| format!("{l}\n")));
+        self.seen.clone()
+    }
+}
+
+impl Drop for Follower {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// `kubectl` as `u`, with its own cache.
 fn kubectl(u: &User) -> support::Kubectl {
     support::Kubectl { kubeconfig: u.path("kubeconfig"), cache: u.path("kube-cache") }
@@ -1174,8 +1209,38 @@ fn events_of_placement_start_and_failed_scheduling_show_in_kubectl_events_and_de
     assert_eq!(started["regarding"]["uid"], r["metadata"]["uid"]);
     assert_eq!(started["reportingInstance"], "evt");
 
+    // `kubectl events -w` follows the core form's watch: what happens next shows as it comes.
+    let kubectl_w = std::process::Command::new("kubectl")
+        .args(["events", "-w", "--cache-dir", k.cache.to_str().unwrap()])
+        .env("KUBECONFIG", &k.kubeconfig)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("kubectl is installed");
+    let kubeconfig = u.path("kubeconfig");
+    // `ui events -w` too: the list, then what comes after it (nothing twice).
+    let ui_w = u
+        .cmd(&["events", "-w", "--kubeconfig", kubeconfig.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut followers: Vec<_> = [kubectl_w, ui_w].into_iter().map(Follower::start).collect();
+
     // A workload no node can hold: FailedScheduling with its reason, counted in one series.
     apply(&u, "huge", &workload("huge", "sleep 1", "  resources:\n    cpu: \"512\"\n"));
+    for (f, who) in followers.iter_mut().zip(["kubectl events -w", "ui events -w"]) {
+        let lines = wait_for(60, &format!("{who} prints the new FailedScheduling"), || {
+            let lines = f.read();
+            match lines.lines().find(|l| l.to_lowercase().contains("replica/huge-")) {
+                Some(l) if l.contains("FailedScheduling") && l.contains("insufficient cpu") => Ok(lines),
+                _ => Err(lines),
+            }
+        });
+        let started = lines.lines().filter(|l| l.contains("Started container on node evt")).count();
+        assert!(started <= 1, "{who} printed the start {started} times:\n{lines}");
+    }
+    drop(followers);
     let failed = wait_for(60, "FailedScheduling counted twice", || {
         let list: Value = serde_json::from_str(&k.ok(&["get", "events", "-o", "json"])).unwrap();
         let found: Vec<Value> = list["items"]

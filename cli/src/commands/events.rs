@@ -56,8 +56,18 @@ pub fn list(
     ns: Option<&str>,
     fields: &str,
 ) -> Result<Vec<Value>, client::blocking::ClientError> {
+    list_at(client, ns, fields).map(|(items, _)| items)
+}
+
+/// [`list`], and the `resourceVersion` it was read at (every page is read at the first's).
+fn list_at(
+    client: &Client,
+    ns: Option<&str>,
+    fields: &str,
+) -> Result<(Vec<Value>, String), client::blocking::ClientError> {
     let mut items = Vec::new();
     let mut token = String::new();
+    let mut revision = String::new();
     loop {
         let mut query = vec![("limit", "500")];
         if !fields.is_empty() {
@@ -67,6 +77,10 @@ pub fn list(
             query.push(("continue", token.as_str()));
         }
         let page = client.list_with(info(), ns, &query, false)?;
+        if revision.is_empty() {
+            revision =
+                page.pointer("/metadata/resourceVersion").and_then(Value::as_str).unwrap_or_default().into();
+        }
         items.extend(page.get("items").and_then(Value::as_array).cloned().unwrap_or_default());
         match page.pointer("/metadata/continue").and_then(Value::as_str).filter(|t| !t.is_empty()) {
             Some(t) => token = t.to_owned(),
@@ -74,7 +88,7 @@ pub fn list(
         }
     }
     items.sort_by_key(last_seen);
-    Ok(items)
+    Ok((items, revision))
 }
 
 /// "5s", or "5s (x3 over 2m)" for a series, as kubectl prints LAST SEEN.
@@ -146,7 +160,8 @@ pub fn run(ctx: &Context, args: &Args) -> anyhow::Result<Outcome> {
         fields.push_str(&format!("{}type={one}", if fields.is_empty() { "" } else { "," }));
     }
     let wanted = |e: &Value| args.types.is_empty() || args.types.iter().any(|t| t == text(e, "/type"));
-    let events: Vec<Value> = list(&client, ns.as_deref(), &fields)?.into_iter().filter(wanted).collect();
+    let (events, revision) = list_at(&client, ns.as_deref(), &fields)?;
+    let events: Vec<Value> = events.into_iter().filter(wanted).collect();
     let list =
         serde_json::json!({ "apiVersion": event::EVENTS_API_VERSION, "kind": "EventList", "items": events });
     if !args.output.print_structured(&list)? {
@@ -160,21 +175,24 @@ pub fn run(ctx: &Context, args: &Args) -> anyhow::Result<Outcome> {
         }
     }
     if args.watch {
-        follow(&client, ns.as_deref(), &fields, &args.output, &wanted, ns.is_none())?;
+        follow(&client, ns.as_deref(), &fields, &revision, &args.output, &wanted, ns.is_none())?;
     }
     Ok(Outcome::Success)
 }
 
-/// Prints each event added or changed from now on (`-w`), until the server ends the watch.
+/// Prints each event added or changed after `revision` (the list's: nothing twice) (`-w`),
+/// until the server ends the watch.
+#[allow(clippy::too_many_arguments)]
 fn follow(
     client: &Client,
     ns: Option<&str>,
     fields: &str,
+    revision: &str,
     output: &OutputArgs,
     wanted: &dyn Fn(&Value) -> bool,
     namespaces: bool,
 ) -> anyhow::Result<()> {
-    let mut query = vec![("watch", "1")];
+    let mut query = vec![("watch", "1"), ("resourceVersion", revision)];
     if !fields.is_empty() {
         query.push(("fieldSelector", fields));
     }
