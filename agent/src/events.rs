@@ -28,6 +28,18 @@ pub async fn warn(events: &Recorder, replica: &Kube<ReplicaSpec>, reason: &str, 
     events.record(&reference_to(replica), None, EventType::Warning, reason, action, note).await;
 }
 
+/// `Pulling` before the first resolution of a replica's OCI image (its digest not pinned yet):
+/// the image as `images::Images::source` sees it, the same decision the pull makes.
+pub async fn pulling(events: &Recorder, config: &crate::node::Config, replica: &Kube<ReplicaSpec>) {
+    if config.runtime != crate::run::RuntimeKind::Container {
+        return;
+    }
+    let images = crate::images::Images::new(&config.images);
+    if let Ok(crate::images::Source::Oci(image)) = images.source(&replica.spec.container) {
+        normal(events, replica, "Pulling", "Pull", &format!("Pulling image {image}")).await;
+    }
+}
+
 /// The event of a status the image resolution reports (`images::resolve_for_run`): the image
 /// pulled and pinned (`imageID`), a pull that failed, a pull backing off.
 pub async fn image(events: &Recorder, replica: &Kube<ReplicaSpec>, status: &Value) {

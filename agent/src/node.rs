@@ -581,6 +581,9 @@ async fn supervise(
             }
             Left::Ended(result) => result,
             Left::Nothing => {
+                if image_id.is_none() {
+                    crate::events::pulling(&events, &config, &replica).await;
+                }
                 let pulled =
                     crate::images::resolve_for_run(&config, &replica, &mut image_id, &stop, |status| {
                         let (events, replica, client, stop) = (&events, &replica, &client, &stop);
