@@ -463,6 +463,28 @@ fn a_dead_node_s_replica_runs_on_another_and_withdraw_drains_a_node() {
         }
     });
     assert_ne!(moved["metadata"]["uid"], first["metadata"]["uid"]);
+    // As Events: the node lost, the eviction (on the workload: the replica is gone), and the
+    // start on the other node, reported by that node's agent with its own key, as itself.
+    let said = wait_for(30, "the node's and the workload's events", || {
+        let node = ui(&u, &["events", "--for", &format!("node/{dead}")]).ok().stdout;
+        let workload = ui(&u, &["events", "--for", "workload/web"]).ok().stdout;
+        if node.contains("NodeNotReady") && workload.contains("Evicted") {
+            Ok(workload)
+        } else {
+            Err(format!("{node}{workload}"))
+        }
+    });
+    let evicted = said.lines().find(|l| l.contains("Evicted")).unwrap_or_default();
+    let first_name = first["metadata"]["name"].as_str().unwrap();
+    assert!(evicted.contains(&format!("Evicting replica {first_name} from node {dead}")), "{said}");
+    let moved_name = moved["metadata"]["name"].as_str().unwrap();
+    let started = wait_for(30, "the start on the other node as an event", || {
+        let list = ui(&u, &["events", "--for", &format!("replica/{moved_name}"), "-o", "json"]).ok().json();
+        let found = list["items"].as_array().unwrap().iter().find(|e| e["reason"] == "Started").cloned();
+        found.ok_or_else(|| list.to_string())
+    });
+    assert_eq!(started["reportingInstance"], alive, "{started}");
+    assert_eq!(started["reportingController"], "univrs.io/node-agent", "{started}");
     let node = ui(&u, &["get", "node", &dead, "-o", "json"]).ok().json();
     let ready =
         node["status"]["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "Ready").unwrap();

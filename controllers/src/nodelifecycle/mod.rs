@@ -311,10 +311,26 @@ async fn delete_replica(ctx: &Ctx, r: &Kube<ReplicaSpec>, why: &str) -> Result<(
         r.name(),
         r.spec.node_name.as_deref().unwrap_or_default()
     );
-    let note = format!("Evicting from node {}: {why}", r.spec.node_name.as_deref().unwrap_or_default());
-    ctx.events
-        .record(&client::events::reference_to(r), None, EventType::Warning, "Evicted", "Evict", &note)
-        .await;
+    // Said about the replica's workload (its owner reads it there after the replica is gone),
+    // with the replica as the related object; about the replica itself when it has none.
+    let node = r.spec.node_name.as_deref().unwrap_or_default();
+    let replica = client::events::reference_to(r);
+    let workload =
+        r.metadata.owner_references.iter().flatten().find(|o| o.controller == Some(true)).map(|o| {
+            api::kinds::event::ObjectReference {
+                api_version: Some(o.api_version.clone()),
+                kind: Some(o.kind.clone()),
+                name: Some(o.name.clone()),
+                namespace: r.metadata.namespace.clone(),
+                uid: Some(o.uid.clone()),
+                ..Default::default()
+            }
+        });
+    let note = format!("Evicting replica {} from node {node}: {why}", r.name());
+    match &workload {
+        Some(w) => ctx.events.record(w, Some(&replica), EventType::Warning, "Evicted", "Evict", &note).await,
+        None => ctx.events.record(&replica, None, EventType::Warning, "Evicted", "Evict", &note).await,
+    }
     match api.delete(r.name(), &dp).await {
         Ok(_) => Ok(()),
         Err(e) if is_not_found(&e) || is_conflict(&e) => Ok(()),
