@@ -36,6 +36,8 @@ pub const TIMEOUT: Duration = Duration::from_secs(5);
 struct Seen {
     /// Times it happened, as far as this recorder knows.
     count: i32,
+    /// Of those, how many the stored Event counts already (written by this recorder).
+    synced: i32,
     /// When it was last written (`None`: never yet).
     written: Option<Instant>,
 }
@@ -91,23 +93,30 @@ pub fn reference_to<K: Resource<DynamicType = ()>>(obj: &K) -> ObjectReference {
     }
 }
 
-/// One more occurrence of the event `name` at `now`: how many times it happened so far, and
-/// whether to write it now (its first time, or [`MIN_INTERVAL`] after its last write). At most
-/// [`REMEMBERED`] events are kept: a new one forgets the one written longest ago.
-fn occurred(seen: &mut HashMap<String, Seen>, name: &str, now: Instant) -> (i32, bool) {
+/// One more occurrence of the event `name` at `now`: how many times it happened so far, how
+/// many of those the stored Event counts already, and whether to write it now (its first time,
+/// or [`MIN_INTERVAL`] after its last write). At most [`REMEMBERED`] events are kept: a new one
+/// forgets the one written longest ago.
+fn occurred(seen: &mut HashMap<String, Seen>, name: &str, now: Instant) -> (i32, i32, bool) {
     if seen.len() >= REMEMBERED && !seen.contains_key(name) {
         // Forget the event written longest ago (never-written ones first).
         if let Some(oldest) = seen.iter().min_by_key(|(_, s)| s.written).map(|(k, _)| k.clone()) {
             seen.remove(&oldest);
         }
     }
-    let entry = seen.entry(name.to_owned()).or_insert(Seen { count: 0, written: None });
+    let entry = seen.entry(name.to_owned()).or_insert(Seen { count: 0, synced: 0, written: None });
     entry.count = entry.count.saturating_add(1);
     let due = entry.written.is_none_or(|at| now.saturating_duration_since(at) >= MIN_INTERVAL);
     if due {
         entry.written = Some(now);
     }
-    (entry.count, due)
+    (entry.count, entry.synced, due)
+}
+
+/// The count to write over a stored one of `prior` (0: none stored), when this recorder saw
+/// `count` occurrences of which the stored one has `synced`: what it has plus what it missed.
+fn series_total(prior: i32, count: i32, synced: i32) -> i32 {
+    prior.saturating_add(count - synced).clamp(1, api::kinds::event::MAX_COUNT)
 }
 
 impl Recorder {
@@ -142,33 +151,38 @@ impl Recorder {
         let name = name_for(regarding, &reason, &self.controller, &self.instance);
         let now = chrono::Utc::now();
         // Counted here; written now, or carried by a later write.
-        let (count, due) = occurred(&mut self.seen.lock().expect("recorder lock"), &name, Instant::now());
+        let (count, synced, due) =
+            occurred(&mut self.seen.lock().expect("recorder lock"), &name, Instant::now());
         if !due {
             return;
         }
         let namespace = regarding.namespace.clone().unwrap_or_else(|| "default".to_owned());
         let api = self.api(&namespace);
         let note = bounded_note(note);
+        let observed = MicroTime::from_time(now);
+        // A new Event, counting `total` occurrences.
+        let new_event = |total: i32| {
+            let mut event = json!({
+                "apiVersion": EVENTS_API_VERSION, "kind": EVENT_KIND,
+                "metadata": { "name": name, "namespace": namespace },
+                "eventTime": observed,
+                "reportingController": self.controller, "reportingInstance": self.instance,
+                "action": word(action), "reason": reason, "regarding": regarding,
+                "note": note, "type": type_,
+            });
+            if let Some(related) = related {
+                event["related"] = json!(related);
+            }
+            if total > 1 {
+                event["series"] = json!({ "count": total, "lastObservedTime": observed });
+            }
+            serde_json::from_value::<DynamicObject>(event).expect("an Event is an object")
+        };
         let written = tokio::time::timeout(TIMEOUT, async {
-            if count == 1 {
-                let event = json!({
-                    "apiVersion": EVENTS_API_VERSION, "kind": EVENT_KIND,
-                    "metadata": { "name": name, "namespace": namespace },
-                    "eventTime": MicroTime::from_time(now),
-                    "reportingController": self.controller, "reportingInstance": self.instance,
-                    "action": word(action), "reason": reason,
-                    "regarding": regarding, "related": related,
-                    "note": note, "type": type_,
-                });
-                let mut event = event;
-                if related.is_none() {
-                    event.as_object_mut().expect("a map").remove("related");
-                }
-                let obj: DynamicObject = serde_json::from_value(event).expect("an Event is an object");
-                match api.create(&PostParams::default(), &obj).await {
-                    Ok(_) => return Ok(1),
-                    // Written before (another copy of this controller, or before a restart):
-                    // counted in its series.
+            if synced == 0 {
+                match api.create(&PostParams::default(), &new_event(count)).await {
+                    Ok(_) => return Ok(()),
+                    // Written before (before a restart of this recorder): counted in its series.
                     Err(e) if crate::is_conflict(&e) => {}
                     Err(e) => return Err(e),
                 }
@@ -181,34 +195,22 @@ impl Recorder {
                 Err(e) => return Err(e),
             };
             if prior == 0 {
-                // Removed by retention meanwhile: this is a first time again.
-                let event = json!({
-                    "apiVersion": EVENTS_API_VERSION, "kind": EVENT_KIND,
-                    "metadata": { "name": name, "namespace": namespace },
-                    "eventTime": MicroTime::from_time(now),
-                    "reportingController": self.controller, "reportingInstance": self.instance,
-                    "action": word(action), "reason": reason, "regarding": regarding,
-                    "note": note, "type": type_,
-                });
-                let obj: DynamicObject = serde_json::from_value(event).expect("an Event is an object");
-                api.create(&PostParams::default(), &obj).await?;
-                return Ok(1);
+                // Removed by retention meanwhile: what happened since is a new Event.
+                api.create(&PostParams::default(), &new_event(count - synced)).await?;
+                return Ok(());
             }
-            let total = prior.max(count);
             let patch = json!({
-                "series": { "count": total, "lastObservedTime": MicroTime::from_time(now) },
+                "series": { "count": series_total(prior, count, synced), "lastObservedTime": observed },
                 "note": note,
             });
             api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
-            Ok(total)
+            Ok(())
         })
         .await;
         match written {
-            Ok(Ok(total)) => {
-                let mut seen = self.seen.lock().expect("recorder lock");
-                if let Some(s) = seen.get_mut(&name) {
-                    // The stored count may be ahead (counted before a restart).
-                    s.count = s.count.max(total);
+            Ok(Ok(())) => {
+                if let Some(s) = self.seen.lock().expect("recorder lock").get_mut(&name) {
+                    s.synced = s.synced.max(count);
                 }
             }
             Ok(Err(e)) => {
@@ -231,15 +233,26 @@ mod tests {
     fn repeats_are_counted_and_written_at_most_once_an_interval() {
         let mut seen = HashMap::new();
         let t0 = Instant::now();
-        assert_eq!(occurred(&mut seen, "a", t0), (1, true));
+        assert_eq!(occurred(&mut seen, "a", t0), (1, 0, true));
+        seen.get_mut("a").unwrap().synced = 1; // written
         // Within the interval: counted, not written.
-        assert_eq!(occurred(&mut seen, "a", t0 + Duration::from_secs(1)), (2, false));
-        assert_eq!(occurred(&mut seen, "a", t0 + Duration::from_secs(2)), (3, false));
+        assert_eq!(occurred(&mut seen, "a", t0 + Duration::from_secs(1)), (2, 1, false));
+        assert_eq!(occurred(&mut seen, "a", t0 + Duration::from_secs(2)), (3, 1, false));
         // Another event is its own.
-        assert_eq!(occurred(&mut seen, "b", t0 + Duration::from_secs(2)), (1, true));
+        assert_eq!(occurred(&mut seen, "b", t0 + Duration::from_secs(2)), (1, 0, true));
         // After the interval: written, carrying every repeat.
-        assert_eq!(occurred(&mut seen, "a", t0 + MIN_INTERVAL), (4, true));
-        assert_eq!(occurred(&mut seen, "a", t0 + MIN_INTERVAL + Duration::from_secs(1)), (5, false));
+        assert_eq!(occurred(&mut seen, "a", t0 + MIN_INTERVAL), (4, 1, true));
+        assert_eq!(series_total(1, 4, 1), 4);
+        assert_eq!(occurred(&mut seen, "a", t0 + MIN_INTERVAL + Duration::from_secs(1)), (5, 1, false));
+    }
+
+    #[test]
+    fn a_restarted_recorder_adds_to_the_stored_series() {
+        // Stored: 7 times, by this controller before it restarted; seen once since.
+        assert_eq!(series_total(7, 1, 0), 8);
+        // Seen 3 times, the first 2 written already.
+        assert_eq!(series_total(2, 3, 2), 3);
+        assert_eq!(series_total(api::kinds::event::MAX_COUNT, 5, 0), api::kinds::event::MAX_COUNT);
     }
 
     #[test]
