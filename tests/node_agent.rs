@@ -1220,6 +1220,9 @@ fn events_of_placement_start_and_failed_scheduling_show_in_kubectl_events_and_de
     // The same in `ui events` and `ui describe`, and as JSON (the stored events.k8s.io form).
     let ui_events = ui(&u, &["events", "--for", &format!("replica/{name}")]).ok().stdout;
     assert!(ui_events.contains("Scheduled") && ui_events.contains("Started"), "{ui_events}");
+    // `ui get events` (short name `ev`): the server's Table, as any kind.
+    let got = ui(&u, &["get", "ev"]).ok().stdout;
+    assert!(got.lines().any(|l| l.contains("Started") && l.contains(&format!("replica/{name}"))), "{got}");
     let ui_described = ui(&u, &["describe", "replica", &name]).ok().stdout;
     println!("ui events:\n{ui_events}\nui describe:\n{ui_described}");
     let section = ui_described.split("Events:").nth(1).unwrap_or_default();
@@ -1285,12 +1288,13 @@ fn events_of_placement_start_and_failed_scheduling_show_in_kubectl_events_and_de
     // `kubectl get events`: the server's Table of the core form.
     let table = k.ok(&["get", "events"]);
     assert!(table.lines().next().unwrap_or_default().contains("REASON"), "{table}");
-    assert!(line(&table, "huge-").contains("FailedScheduling"), "{table}");
+    assert!(line(&table, "replica/huge-").contains("FailedScheduling"), "{table}");
     let warnings = k.ok(&["events", "--types=Warning"]);
     println!("kubectl events --types=Warning:\n{warnings}");
-    let row = line(&warnings, "FailedScheduling");
+    // (The web replica may have one too, from before its node was Ready.)
+    let row = line(&warnings, "Replica/huge-");
     assert!(
-        row.contains("Replica/huge-") && row.contains("insufficient cpu") && row.contains("(x"),
+        row.contains("FailedScheduling") && row.contains("insufficient cpu") && row.contains("(x"),
         "{warnings}"
     );
 

@@ -408,9 +408,8 @@ fn columns(kind: &str) -> Vec<Column> {
             col("Type", "string", "Normal or Warning.", |o| text(o, "/type")),
             col("Reason", "string", "Why, in one word.", |o| text(o, "/reason")),
             col("Object", "string", "The object it is about.", |o| {
-                format!("{}/{}", text_or(o, "/regarding/kind", ""), text_or(o, "/regarding/name", ""))
-                    .to_lowercase()
-                    .into()
+                let field = |p: &str| o.pointer(p).and_then(Value::as_str).unwrap_or_default();
+                format!("{}/{}", field("/regarding/kind").to_lowercase(), field("/regarding/name")).into()
             }),
             col("Count", "integer", "How many times it happened.", |o| int_or(o, "/series/count", 1)),
             col("Message", "string", "What happened.", |o| text(o, "/note")),
@@ -564,6 +563,18 @@ mod tests {
 
     fn kind(name: &str) -> &'static KindInfo {
         api::kinds::by_kind(name).unwrap()
+    }
+
+    #[test]
+    fn an_event_row_names_its_object_as_kubectl_does() {
+        let e = json!({ "metadata": { "name": "w-0.x", "creationTimestamp": "2026-01-10T12:00:00Z" },
+            "type": "Normal", "reason": "Started", "note": "started", "series": { "count": 3 },
+            "regarding": { "kind": "Replica", "name": "w-0" } });
+        let t = table(kind("Event"), &[e], IncludeObject::None, "1", now());
+        assert_eq!(
+            t["rows"][0]["cells"],
+            json!(["w-0.x", "Normal", "Started", "replica/w-0", 3, "started", "0s", "<none>", "<none>"])
+        );
     }
 
     #[test]
