@@ -675,8 +675,8 @@ async fn supervise(
                 "Back-off restarting failed container: {}",
                 status["message"].as_str().unwrap_or_default()
             );
-            crate::events::warn(&events, &replica, "BackOff", "Restart", &note).await;
             report(&client, &replica, status, &stop).await;
+            crate::events::warn(&events, &replica, "BackOff", "Restart", &note).await;
             tokio::select! {
                 () = stop.cancelled() => return,
                 () = tokio::time::sleep(delay) => {}
@@ -885,9 +885,9 @@ async fn run_once(
         "conditions": conditions(replica, config, ready, readiness.0, &readiness.1, since),
     });
     let started_at = Utc::now();
+    report(client, replica, status, stop).await;
     let note = format!("Started container on node {} (restart {restarts})", config.node);
     crate::events::normal(events, replica, "Started", "Start", &note).await;
-    report(client, replica, status, stop).await;
     // The probes, each a task sending what changed.
     let (probe_tx, mut probe_rx) = tokio::sync::mpsc::channel::<(ProbeKind, bool, String)>(8);
     let target = match spec.runtime {
@@ -943,10 +943,6 @@ async fn run_once(
                     ProbeKind::Liveness if !passing && killed.is_none() => {
                         let why = format!("{}: {message}", crate::run::LIVENESS_FAILED);
                         tracing::info!(namespace = ns_of(replica), "replica {}: {why}; stopping it", replica.name());
-                        let note = format!("Liveness probe failed: {message}");
-                        crate::events::warn(events, replica, "Unhealthy", "Probe", &note).await;
-                        let note = "Stopping container: it failed its liveness probe, it will be restarted by its policy";
-                        crate::events::normal(events, replica, "Killing", "Kill", note).await;
                         killed = Some(why);
                         if let Some(pid) = child.id() {
                             let _ = nix::sys::signal::kill(
@@ -954,6 +950,11 @@ async fn run_once(
                                 nix::sys::signal::Signal::SIGTERM,
                             );
                         }
+                        // Said after the kill: a slow apiserver never delays it.
+                        let note = format!("Liveness probe failed: {message}");
+                        crate::events::warn(events, replica, "Unhealthy", "Probe", &note).await;
+                        let note = "Stopping container: it failed its liveness probe, it will be restarted by its policy";
+                        crate::events::normal(events, replica, "Killing", "Kill", note).await;
                     }
                     ProbeKind::Liveness => {}
                 }
