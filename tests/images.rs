@@ -366,6 +366,14 @@ fn a_workload_runs_an_image_pulled_from_a_local_registry_by_tag_by_digest_and_th
     println!("apply to ready, image pulled: {:?}", applied.elapsed());
     let pinned = format!("{host}/web@{}", web.digest());
     assert_eq!(r["status"]["imageID"], pinned.as_str(), "{}", r["status"]);
+    // The pull as Events about the replica: Pulling, then Pulled with the digest it pinned.
+    let name = r["metadata"]["name"].as_str().unwrap();
+    let said = wait_for(20, "the pull's events", || {
+        let out = ui(&u, &["events", "--for", &format!("replica/{name}")]).ok().stdout;
+        if out.contains("Pulling") && out.contains("Pulled") { Ok(out) } else { Err(out) }
+    });
+    assert!(said.contains(&format!("Pulling image {host}/web:1")), "{said}");
+    assert!(said.contains(&format!("Successfully pulled image {host}/web:1: {pinned}")), "{said}");
 
     // The node's store: the image once, by tag and digest; the lower layer's file whited out;
     // the store's directories traversable by a replica's unprivileged root.

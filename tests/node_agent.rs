@@ -485,6 +485,28 @@ fn a_dead_node_s_replica_runs_on_another_and_withdraw_drains_a_node() {
         }
     });
     assert_ne!(moved["metadata"]["uid"], first["metadata"]["uid"]);
+    // As Events: the node lost, the eviction (on the workload: the replica is gone), and the
+    // start on the other node, reported by that node's agent with its own key, as itself.
+    let said = wait_for(30, "the node's and the workload's events", || {
+        let node = ui(&u, &["events", "--for", &format!("node/{dead}")]).ok().stdout;
+        let workload = ui(&u, &["events", "--for", "workload/web"]).ok().stdout;
+        if node.contains("NodeNotReady") && workload.contains("Evicted") {
+            Ok(workload)
+        } else {
+            Err(format!("{node}{workload}"))
+        }
+    });
+    let evicted = said.lines().find(|l| l.contains("Evicted")).unwrap_or_default();
+    let first_name = first["metadata"]["name"].as_str().unwrap();
+    assert!(evicted.contains(&format!("Evicting replica {first_name} from node {dead}")), "{said}");
+    let moved_name = moved["metadata"]["name"].as_str().unwrap();
+    let started = wait_for(30, "the start on the other node as an event", || {
+        let list = ui(&u, &["events", "--for", &format!("replica/{moved_name}"), "-o", "json"]).ok().json();
+        let found = list["items"].as_array().unwrap().iter().find(|e| e["reason"] == "Started").cloned();
+        found.ok_or_else(|| list.to_string())
+    });
+    assert_eq!(started["reportingInstance"], alive, "{started}");
+    assert_eq!(started["reportingController"], "univrs.io/node-agent", "{started}");
     let node = ui(&u, &["get", "node", &dead, "-o", "json"]).ok().json();
     let ready =
         node["status"]["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "Ready").unwrap();
@@ -860,6 +882,24 @@ fn probes_decide_readiness_and_liveness_and_a_crash_loop_says_so_everywhere() {
     assert!(got.lines().next().unwrap().contains("READY   STATUS"), "{got}");
     let line = row(&got);
     assert!(line.contains("0/1") && line.contains("CrashLoopBackOff") && line.contains("Error"), "{got}");
+
+    // And as Events: the failed liveness probe, the kill and the back-off, in kubectl events.
+    let deaf_name = dead["metadata"]["name"].as_str().unwrap();
+    let said = wait_for(30, "deaf's probe failure, kill and back-off as events", || {
+        let out = k.run(&["events", "--for", &format!("replica/{deaf_name}")]);
+        if ["Unhealthy", "Killing", "BackOff"].iter().all(|r| out.stdout.contains(r)) {
+            Ok(out.stdout)
+        } else {
+            Err(format!("{}{}", out.stdout, out.stderr))
+        }
+    });
+    assert!(said.contains("Liveness probe failed: tcp-socket :9"), "{said}");
+    let crashed = k.ok(&["events", "--for", &format!("replica/{crash_name}")]);
+    let backoff = crashed.lines().find(|l| l.contains("BackOff")).unwrap_or_default();
+    assert!(
+        backoff.contains("Warning") && backoff.contains("Back-off restarting failed container"),
+        "{crashed}"
+    );
     drop(up);
 }
 
@@ -1270,5 +1310,193 @@ fn replicas_reach_their_owner_s_replicas_by_name_and_nothing_of_strangers_or_the
     assert!(tried.contains("UNREACHABLE") && !tried.contains("secrets"), "{tried}");
     assert!(http_from(&stranger, &spy_name, &gateway_of(spy_ip), node_port).contains("UNREACHABLE"));
     assert!(http_from(&u, &a, &spy_ip.to_string(), 8080).contains("UNREACHABLE"));
+    drop(up);
+}
+
+/// A command that follows (`-w`), its output gathered as it comes; killed when dropped.
+struct Follower {
+    child: Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    seen: String,
+}
+
+impl Follower {
+    fn start(mut child: Child) -> Self {
+        let (tx, lines) = std::sync::mpsc::channel::<String>();
+        let out = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for l in BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(l).is_err() {
+                    break;
+                }
+            }
+        });
+        Self { child, lines, seen: String::new() }
+    }
+
+    /// Everything it printed so far.
+    fn read(&mut self) -> String {
+        self.seen.extend(self.lines.try_iter().map(|l| format!("{l}\n")));
+        self.seen.clone()
+    }
+}
+
+impl Drop for Follower {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `kubectl` as `u`, with its own cache.
+fn kubectl(u: &User) -> support::Kubectl {
+    support::Kubectl { kubeconfig: u.path("kubeconfig"), cache: u.path("kube-cache") }
+}
+
+#[test]
+fn events_of_placement_start_and_failed_scheduling_show_in_kubectl_events_and_describe() {
+    require_root();
+    let u = User::new();
+    let up = Up::start(&u, "evt");
+    apply(&u, "web", &workload("web", "echo started; sleep 600", ""));
+    let r = wait_phase(&u, "web", "Running", 60);
+    let name = r["metadata"]["name"].as_str().unwrap().to_owned();
+    let k = kubectl(&u);
+
+    // `kubectl events --for`: the scheduler's placement and the agent's start, about the replica.
+    let shown = wait_for(30, "kubectl events shows Scheduled and Started", || {
+        let out = k.run(&["events", "--for", &format!("replica/{name}")]);
+        if out.ok && out.stdout.contains("Scheduled") && out.stdout.contains("Started") {
+            Ok(out.stdout)
+        } else {
+            Err(format!("{}{}", out.stdout, out.stderr))
+        }
+    });
+    println!("kubectl events --for replica/{name}:\n{shown}");
+    let line =
+        |out: &str, reason: &str| out.lines().find(|l| l.contains(reason)).unwrap_or_default().to_owned();
+    let scheduled = line(&shown, "Scheduled");
+    assert!(scheduled.contains("Normal") && scheduled.contains(&format!("Replica/{name}")), "{shown}");
+    assert!(scheduled.contains(&format!("Successfully assigned default/{name} to evt")), "{shown}");
+    assert!(line(&shown, "Started").contains("Started container on node evt"), "{shown}");
+    // The whole namespace's, and the workload controller's note on the workload.
+    let all = k.ok(&["events"]);
+    assert!(all.contains("SuccessfulCreate") && all.contains("Workload/web"), "{all}");
+
+    // `kubectl describe` of the replica ends with its Events.
+    let described = k.ok(&["describe", "replica", &name]);
+    println!("kubectl describe replica {name}:\n{described}");
+    let events =
+        described.split("Events:").nth(1).unwrap_or_else(|| panic!("no Events section:\n{described}"));
+    assert!(events.contains("Scheduled") && events.contains("univrs.io/scheduler"), "{described}");
+    assert!(events.contains("Started") && events.contains("univrs.io/node-agent"), "{described}");
+
+    // The same in `ui events` and `ui describe`, and as JSON (the stored events.k8s.io form).
+    let ui_events = ui(&u, &["events", "--for", &format!("replica/{name}")]).ok().stdout;
+    assert!(ui_events.contains("Scheduled") && ui_events.contains("Started"), "{ui_events}");
+    // `ui get events` (short name `ev`): the server's Table, as any kind.
+    let got = ui(&u, &["get", "ev"]).ok().stdout;
+    assert!(got.lines().any(|l| l.contains("Started") && l.contains(&format!("replica/{name}"))), "{got}");
+    let ui_described = ui(&u, &["describe", "replica", &name]).ok().stdout;
+    println!("ui events:\n{ui_events}\nui describe:\n{ui_described}");
+    let section = ui_described.split("Events:").nth(1).unwrap_or_default();
+    assert!(section.contains("Scheduled") && section.contains("Started"), "{ui_described}");
+    let json = ui(&u, &["events", "--for", &format!("replica/{name}"), "-o", "json"]).ok().json();
+    let started =
+        json["items"].as_array().unwrap().iter().find(|e| e["reason"] == "Started").cloned().unwrap();
+    assert_eq!(started["apiVersion"], "events.k8s.io/v1");
+    assert_eq!(started["regarding"]["uid"], r["metadata"]["uid"]);
+    assert_eq!(started["reportingInstance"], "evt");
+
+    // `kubectl events -w` follows the core form's watch: what happens next shows as it comes.
+    let kubectl_w = std::process::Command::new("kubectl")
+        .args(["events", "-w", "--cache-dir", k.cache.to_str().unwrap()])
+        .env("KUBECONFIG", &k.kubeconfig)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("kubectl is installed");
+    let kubeconfig = u.path("kubeconfig");
+    // `ui events -w` too: the list, then what comes after it (nothing twice).
+    let ui_w = u
+        .cmd(&["events", "-w", "--kubeconfig", kubeconfig.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut followers: Vec<_> = [kubectl_w, ui_w].into_iter().map(Follower::start).collect();
+
+    // A workload no node can hold: FailedScheduling with its reason, counted in one series.
+    apply(&u, "huge", &workload("huge", "sleep 1", "  resources:\n    cpu: \"512\"\n"));
+    for (f, who) in followers.iter_mut().zip(["kubectl events -w", "ui events -w"]) {
+        let lines = wait_for(60, &format!("{who} prints the new FailedScheduling"), || {
+            let lines = f.read();
+            match lines.lines().find(|l| l.to_lowercase().contains("replica/huge-")) {
+                Some(l) if l.contains("FailedScheduling") && l.contains("insufficient cpu") => Ok(lines),
+                _ => Err(lines),
+            }
+        });
+        let started = lines.lines().filter(|l| l.contains("Started container on node evt")).count();
+        assert!(started <= 1, "{who} printed the start {started} times:\n{lines}");
+    }
+    drop(followers);
+    let failed = wait_for(60, "FailedScheduling counted twice", || {
+        let list: Value = serde_json::from_str(&k.ok(&["get", "events", "-o", "json"])).unwrap();
+        let found: Vec<Value> = list["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| {
+                e["reason"] == "FailedScheduling"
+                    && e["involvedObject"]["name"].as_str().is_some_and(|n| n.starts_with("huge-"))
+            })
+            .cloned()
+            .collect();
+        match found.as_slice() {
+            [e] if e["count"].as_i64() >= Some(2) => Ok(e.clone()),
+            _ => Err(format!("{found:?}")),
+        }
+    });
+    assert_eq!(failed["type"], "Warning");
+    assert!(failed["message"].as_str().unwrap().contains("insufficient cpu"), "{failed}");
+    // `kubectl get events`: the server's Table of the core form.
+    let table = k.ok(&["get", "events"]);
+    assert!(table.lines().next().unwrap_or_default().contains("REASON"), "{table}");
+    assert!(line(&table, "replica/huge-").contains("FailedScheduling"), "{table}");
+    let warnings = k.ok(&["events", "--types=Warning"]);
+    println!("kubectl events --types=Warning:\n{warnings}");
+    // (The web replica may have one too, from before its node was Ready.)
+    let row = line(&warnings, "Replica/huge-");
+    assert!(
+        row.contains("FailedScheduling") && row.contains("insufficient cpu") && row.contains("(x"),
+        "{warnings}"
+    );
+
+    // A stranger cannot write an Event about the replica, nor read any of the owner's.
+    let other = up.another_user();
+    let ko = kubectl(&other);
+    let forged = other.path("forged.yaml");
+    std::fs::write(
+        &forged,
+        format!(
+            "apiVersion: events.k8s.io/v1\nkind: Event\nmetadata:\n  name: forged\n  namespace: default\neventTime: \"2026-01-02T03:04:05.000000Z\"\nreportingController: univrs.io/node-agent\nreportingInstance: evt\naction: Kill\nreason: Killing\ntype: Warning\nnote: forged\nregarding:\n  apiVersion: univrs.io/v1\n  kind: Replica\n  namespace: default\n  name: {name}\n  uid: {}\n",
+            r["metadata"]["uid"].as_str().unwrap()
+        ),
+    )
+    .unwrap();
+    ko.fails(
+        &["create", "--validate=false", "-f", forged.to_str().unwrap()],
+        "cannot create events \"forged\"",
+    );
+    let theirs = ko.ok(&["events", "-A"]);
+    assert!(
+        !theirs.contains(&name) && !theirs.contains("huge-"),
+        "a stranger sees another's events:\n{theirs}"
+    );
+    let listed: Value = serde_json::from_str(&ko.ok(&["get", "events", "-A", "-o", "json"])).unwrap();
+    assert_eq!(listed["items"], serde_json::json!([]), "{listed}");
+    let event_name = started["metadata"]["name"].as_str().unwrap();
+    ko.fails(&["get", "event", event_name], "not found");
+    ko.fails(&["get", "events.events.k8s.io", event_name], "not found");
     drop(up);
 }

@@ -14,6 +14,7 @@
 //!   agent and shim exchange.
 
 pub mod cgroup;
+pub mod events;
 pub mod exec;
 pub mod ids;
 pub mod images;

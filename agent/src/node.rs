@@ -582,6 +582,7 @@ async fn supervise(
     // How often, and why, it waited for a host port held on the node.
     let (mut port_waits, mut last_wait) = (0u32, None::<String>);
     let dir = config.run_dir(replica.uid());
+    let events = crate::events::recorder(&client, &config.node);
     let container = replica.spec.container.clone();
     let mut restarts = replica.status.as_ref().map_or(0, |s| s.restarts);
     // The image digest a tag resolved to at the first pull: every run of this replica uses it.
@@ -632,7 +633,11 @@ async fn supervise(
                         }
                         // Probed, measured and reported as a run this agent started.
                         let adopted = Shim::Adopted(pid);
-                        match watch(&client, &config, &replica, &dir, &spec, restarts, &stop, adopted).await {
+                        match watch(
+                            &client, &events, &config, &replica, &dir, &spec, restarts, &stop, adopted,
+                        )
+                        .await
+                        {
                             Some(result) => result,
                             None => return, // stopped
                         }
@@ -653,9 +658,16 @@ async fn supervise(
             }
             Left::Ended(result) => result,
             Left::Nothing => {
+                if image_id.is_none() {
+                    crate::events::pulling(&events, &config, &replica).await;
+                }
                 let pulled =
                     crate::images::resolve_for_run(&config, &replica, &mut image_id, &stop, |status| {
-                        Box::pin(report(&client, &replica, status, &stop))
+                        let (events, replica, client, stop) = (&events, &replica, &client, &stop);
+                        Box::pin(async move {
+                            crate::events::image(events, replica, &status).await;
+                            report(client, replica, status, stop).await
+                        })
                     });
                 let Some(image) = pulled.await else { return }; // stopped
                 let prepared = match image.and_then(|image| prepare(&config, &replica, &container, &image)) {
@@ -695,13 +707,21 @@ async fn supervise(
                             "cannot run replica {}: {message}",
                             replica.name()
                         );
+                        crate::events::warn(
+                            &events,
+                            &replica,
+                            "Failed",
+                            "Start",
+                            &format!("{reason}: {message}"),
+                        )
+                        .await;
                         let status = json!({ "phase": ReplicaPhase::Failed, "reason": reason, "message": message,
                             "finishedAt": time(Some(Utc::now())) });
                         report(&client, &replica, status, &stop).await;
                         return;
                     }
                 };
-                match run_once(&client, &config, &replica, &dir, &spec, restarts, &stop).await {
+                match run_once(&client, &events, &config, &replica, &dir, &spec, restarts, &stop).await {
                     Some(result) => result,
                     None => return, // stopped
                 }
@@ -756,7 +776,12 @@ async fn supervise(
                 replica.name(),
                 status["message"].as_str().unwrap_or_default()
             );
+            let note = format!(
+                "Back-off restarting failed container: {}",
+                status["message"].as_str().unwrap_or_default()
+            );
             report(&client, &replica, status, &stop).await;
+            crate::events::warn(&events, &replica, "BackOff", "Restart", &note).await;
             tokio::select! {
                 () = stop.cancelled() => return,
                 () = tokio::time::sleep(delay) => {}
@@ -962,8 +987,10 @@ async fn connect(
 }
 
 /// Starts one run and waits for it. `None` when it was stopped (the replica went away).
+#[allow(clippy::too_many_arguments)]
 async fn run_once(
     client: &Client,
+    events: &client::events::Recorder,
     config: &Config,
     replica: &Kube<ReplicaSpec>,
     dir: &Path,
@@ -1010,7 +1037,7 @@ async fn run_once(
             RuntimeKind::Process => "plain process",
         }
     );
-    watch(client, config, replica, dir, spec, restarts, stop, Shim::Child(child)).await
+    watch(client, events, config, replica, dir, spec, restarts, stop, Shim::Child(child)).await
 }
 
 /// The shim of a run: the agent's child, or one an earlier agent started (adopted).
@@ -1044,6 +1071,7 @@ impl Shim {
 #[allow(clippy::too_many_arguments)]
 async fn watch(
     client: &Client,
+    events: &client::events::Recorder,
     config: &Config,
     replica: &Kube<ReplicaSpec>,
     dir: &Path,
@@ -1077,6 +1105,11 @@ async fn watch(
         "conditions": conditions(replica, config, ready, readiness.0, &readiness.1, since),
     });
     report(client, replica, status, stop).await;
+    // An adopted run started long ago: only a run started now is said to have.
+    if matches!(shim, Shim::Child(_)) {
+        let note = format!("Started container on node {} (restart {restarts})", config.node);
+        crate::events::normal(events, replica, "Started", "Start", &note).await;
+    }
     // The probes, each a task sending what changed.
     let (probe_tx, mut probe_rx) = tokio::sync::mpsc::channel::<(ProbeKind, bool, String)>(8);
     let target = match spec.runtime {
@@ -1122,6 +1155,10 @@ async fn watch(
                         readiness = if passing { ("Started", "the readiness probe passed".to_owned()) }
                             else { ("ContainersNotReady", format!("readiness probe failed: {message}")) };
                         tracing::info!(namespace = ns_of(replica), "replica {}: {}", replica.name(), readiness.1);
+                        if !passing {
+                            let note = format!("Readiness probe failed: {message}");
+                            crate::events::warn(events, replica, "Unhealthy", "Probe", &note).await;
+                        }
                         let status = json!({ "conditions": conditions(replica, config, ready, readiness.0, &readiness.1, since) });
                         report(client, replica, status, stop).await;
                     }
@@ -1135,6 +1172,11 @@ async fn watch(
                                 nix::sys::signal::Signal::SIGTERM,
                             );
                         }
+                        // Said after the kill: a slow apiserver never delays it.
+                        let note = format!("Liveness probe failed: {message}");
+                        crate::events::warn(events, replica, "Unhealthy", "Probe", &note).await;
+                        let note = "Stopping container: it failed its liveness probe, it will be restarted by its policy";
+                        crate::events::normal(events, replica, "Killing", "Kill", note).await;
                     }
                     ProbeKind::Liveness => {}
                 }

@@ -212,16 +212,6 @@ pub fn kind_of(object: &Value) -> Result<&'static KindInfo, Vec<FieldError>> {
         ]);
     };
     let mut errors = Vec::new();
-    match map.get("apiVersion") {
-        None => {
-            errors.push(root.child("apiVersion").error(format!("required: set apiVersion: {API_VERSION}")))
-        }
-        Some(Value::String(v)) if v == API_VERSION => {}
-        Some(v) => errors.push(
-            root.child("apiVersion")
-                .error(format!("unknown apiVersion {}: univrs kinds are {API_VERSION}", short(v))),
-        ),
-    }
     let kind = match map.get("kind") {
         None => {
             errors.push(root.child("kind").error(format!("required: one of {}", kind_names())));
@@ -244,6 +234,21 @@ pub fn kind_of(object: &Value) -> Result<&'static KindInfo, Vec<FieldError>> {
             None
         }
     };
+    // Each kind has its group version (the univrs kinds `univrs.io/v1`, Event
+    // `events.k8s.io/v1`); without a known kind, the univrs one is what to write.
+    let want = kind.map_or(API_VERSION, |k| k.api_version);
+    match map.get("apiVersion") {
+        None => errors.insert(0, root.child("apiVersion").error(format!("required: set apiVersion: {want}"))),
+        Some(Value::String(v)) if v == want => {}
+        Some(v) => errors.insert(
+            0,
+            root.child("apiVersion").error(format!(
+                "unknown apiVersion {}: {} is {want}",
+                short(v),
+                kind.map_or("a univrs kind", |k| k.kind)
+            )),
+        ),
+    }
     match kind {
         Some(k) if errors.is_empty() => Ok(k),
         _ => Err(errors),

@@ -151,6 +151,13 @@ impl<S: KindSpec> JsonSchema for Object<S> {
 /// discovery and decoding of manifests).
 #[derive(Clone, Copy)]
 pub struct KindInfo {
+    /// The API group it is served in: `univrs.io` for the univrs kinds, `events.k8s.io` for
+    /// Event.
+    pub group: &'static str,
+    /// The version within the group (`v1`).
+    pub version: &'static str,
+    /// `group/version`, as written in `apiVersion`.
+    pub api_version: &'static str,
     /// `kind`, e.g. `Workload`.
     pub kind: &'static str,
     /// Resource name in URLs, e.g. `workloads`.
@@ -163,6 +170,8 @@ pub struct KindInfo {
     pub categories: &'static [&'static str],
     /// Namespaced or cluster-scoped.
     pub scope: Scope,
+    /// Whether it has a `status` subresource (every univrs kind; not Event).
+    pub has_status: bool,
     /// Whether objects of this kind must be signed by their owner.
     pub signed: bool,
     /// One line about the kind.
@@ -177,17 +186,26 @@ impl KindInfo {
     /// The facts of kind `S`.
     pub const fn of<S: KindSpec>() -> Self {
         Self {
+            group: crate::GROUP,
+            version: crate::VERSION,
+            api_version: API_VERSION,
             kind: S::KIND,
             plural: S::PLURAL,
             singular: S::SINGULAR,
             short_names: S::SHORT_NAMES,
             categories: S::CATEGORIES,
             scope: S::SCOPE,
+            has_status: true,
             signed: S::SIGNED,
             description: S::DESCRIPTION,
             schema: schema_of::<S>,
             check: check_value::<S>,
         }
+    }
+
+    /// The path of its group version on the API: `/apis/GROUP/VERSION`.
+    pub fn group_version_path(&self) -> String {
+        format!("/apis/{}", self.api_version)
     }
 
     /// Whether `name` names this kind as kubectl accepts it: kind (any case), plural,

@@ -181,6 +181,16 @@ impl FieldSelector {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
+
+    /// The same selector on the fields `field` maps each path to (another form of the same
+    /// object), or the first path it knows nothing of.
+    pub fn map_paths(self, field: impl Fn(&str) -> Option<String>) -> Result<Self, String> {
+        self.0
+            .into_iter()
+            .map(|(path, equal, value)| field(&path).map(|p| (p, equal, value)).ok_or(path))
+            .collect::<Result<Vec<_>, _>>()
+            .map(Self)
+    }
 }
 
 /// A label and a field selector together.

@@ -299,10 +299,18 @@ pub async fn start(dir: &DataDir, member: &SigningKey, start: Start) -> Result<S
 /// on the member that leads (one is enough; the others would only repeat it). Runs until
 /// aborted.
 pub async fn sweep_tombstones(registry: crate::registry::Registry, node: RaftNode) {
-    loop {
-        tokio::time::sleep(std::time::Duration::from_secs(300)).await;
+    // Events every minute (`registry::events`); tombstones, approvals and audit records every
+    // five.
+    for round in 1u64.. {
+        tokio::time::sleep(std::time::Duration::from_secs(60)).await;
         let me = node.status();
         if me.leader != Some(me.id) {
+            continue;
+        }
+        if let Err(e) = registry.sweep_events(chrono::Utc::now()).await {
+            tracing::warn!("cannot remove old events: {e}");
+        }
+        if round % 5 != 0 {
             continue;
         }
         if let Err(e) = registry.sweep_tombstones(chrono::Utc::now()).await {

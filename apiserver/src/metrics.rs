@@ -399,8 +399,14 @@ pub fn classify(method: &Method, path: &str, query: Option<&str>, headers: &Head
         scope: "",
         long_running: false,
     };
-    let (group, version, rest) = if let Some(rest) = path.strip_prefix("/apis/univrs.io/v1/") {
-        (api::GROUP, api::VERSION, rest)
+    // The group versions of the kinds (univrs.io/v1, events.k8s.io/v1): labels from that fixed set.
+    let kinds = path.strip_prefix("/apis/").and_then(|p| {
+        api::kinds::group_versions()
+            .into_iter()
+            .find_map(|(g, v, gv)| Some((g, v, p.strip_prefix(gv)?.strip_prefix('/')?)))
+    });
+    let (group, version, rest) = if let Some(found) = kinds {
+        found
     } else if let Some(rest) = path.strip_prefix("/api/v1/") {
         ("", "v1", rest)
     } else if let Some(rest) = path.strip_prefix("/apis/authorization.k8s.io/v1/") {
@@ -422,9 +428,9 @@ pub fn classify(method: &Method, path: &str, query: Option<&str>, headers: &Head
         [] => return non_resource,
     };
     let resource = match group {
-        "" => ["services"].into_iter().find(|p| *p == plural),
-        "univrs.io" => api::kinds::KINDS.iter().map(|k| k.plural).find(|p| *p == plural),
-        _ => REVIEWS.into_iter().find(|p| *p == plural),
+        "" => ["services", "events"].into_iter().find(|p| *p == plural),
+        "authorization.k8s.io" | "authentication.k8s.io" => REVIEWS.into_iter().find(|p| *p == plural),
+        g => api::kinds::KINDS.iter().filter(|k| k.group == g).map(|k| k.plural).find(|p| *p == plural),
     }
     .unwrap_or("");
     let subresource = match sub {

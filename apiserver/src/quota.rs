@@ -100,6 +100,7 @@ impl Usage {
 
 /// The fields of a stored object the quotas read (everything else is skipped unparsed).
 #[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
 struct Peek {
     #[serde(default)]
     metadata: PeekMeta,
@@ -107,6 +108,8 @@ struct Peek {
     spec: Option<PeekSpec>,
     #[serde(default)]
     kind: Option<String>,
+    #[serde(default)]
+    reporting_instance: Option<String>,
 }
 
 #[derive(Default, Deserialize)]
@@ -121,9 +124,15 @@ struct PeekSpec {
     replicas: Option<serde_json::Value>,
 }
 
+/// Where Events are stored.
+const EVENTS_PREFIX: &str = "/registry/events/";
+/// The account an Event's reporter pays from: this and its `reportingInstance`.
+pub const EVENT_REPORTER: &str = "event-reporter:";
+
 /// What a stored object (its key and JSON) costs, and whom: `None` when it counts for nobody
 /// (control-plane kinds, unsigned objects). Tombstones (`{"signer": …}` under
-/// `/tombstones/`) count as one small object of their signer.
+/// `/tombstones/`) count as one small object of their signer; an Event, one of its reporter
+/// ([`EVENT_REPORTER`]).
 pub fn cost(key: &str, value: &str) -> Option<(String, Usage)> {
     let tombstone = key.starts_with(crate::registry::TOMBSTONES);
     if !tombstone && !key.starts_with("/registry/") {
@@ -139,6 +148,14 @@ pub fn cost(key: &str, value: &str) -> Option<(String, Usage)> {
         return t.signer.map(|s| (s, usage));
     }
     let peek: Peek = serde_json::from_str(value).ok()?;
+    if key.starts_with(EVENTS_PREFIX) {
+        // An Event is paid for by whoever reports it (a node reports as itself: the access
+        // rules check that), never by a signer it could name: a node that emits in a loop
+        // fills its own quota and no more.
+        let instance = peek.reporting_instance?;
+        let usage = Usage { objects: 1, bytes: value.len() as u64, ..Usage::default() };
+        return Some((format!("{EVENT_REPORTER}{instance}"), usage));
+    }
     let signer = peek.metadata.annotations.as_ref()?.get(api::signing::SIGNER)?.as_str()?.to_owned();
     let bytes = value.len() as u64;
     let mut usage = Usage { objects: 1, bytes, ..Usage::default() };
@@ -367,6 +384,23 @@ mod tests {
         };
         assert_eq!(unsigned_breach(Some(&replica("")), &replica("Running")), None);
         assert!(unsigned_breach(Some(&replica("")), &replica(&big)).unwrap().contains("its status would be"));
+    }
+
+    #[test]
+    fn an_event_costs_its_reporter_never_a_signer_it_names() {
+        // A node naming someone's did as signer still pays itself.
+        let e = serde_json::json!({ "kind": "Event", "reportingInstance": "n1",
+            "metadata": { "name": "e", "annotations": { "univrs.io/signer": "did:key:victim" } } })
+        .to_string();
+        let (payer, u) = cost("/registry/events/default/e", &e).unwrap();
+        assert_eq!(payer, format!("{EVENT_REPORTER}n1"));
+        assert_eq!(u, Usage { objects: 1, bytes: e.len() as u64, ..Usage::default() });
+        // So a node's loop of events meets the object quota of its own name.
+        let limits = Limits::default();
+        let full = Usage { objects: limits.objects, ..Usage::default() };
+        let mut more = full;
+        more.add(u);
+        assert!(breach(&limits, full, more).is_some());
     }
 
     #[test]

@@ -634,6 +634,7 @@ on_every_store!(
     a_deleted_signed_object_cannot_come_back_older,
     quotas_count_what_each_signer_stores,
     audit_records_are_the_agents_to_read_and_go_after_their_retention,
+    events_are_their_node_s_to_write_within_its_quota_and_their_owner_s_to_read,
 );
 
 /// AuditEvents: read by their agent (and members), by no one else, counted against the agent's
@@ -669,4 +670,61 @@ async fn audit_records_are_the_agents_to_read_and_go_after_their_retention(r: Re
     let later = chrono::Utc::now() + chrono::Duration::days(8);
     assert_eq!(r.sweep_agents(later).await.unwrap(), 3);
     assert!(r.all(kind, None).await.items.is_empty());
+}
+
+/// Events: a node writes them only about a replica bound to it and as itself, within the
+/// quota of its own name; the replica's owner reads them and a stranger none; members are
+/// unbounded but the sweep removes them an hour on.
+async fn events_are_their_node_s_to_write_within_its_quota_and_their_owner_s_to_read(reg: Registry) {
+    let reg = reg.with_limits(apiserver::quota::Limits { objects: 3, ..Default::default() });
+    let (alice, bob, nk) = (key(1), key(2), key(5));
+    let opts = WriteOptions::default();
+    let node = json!({ "apiVersion": "univrs.io/v1", "kind": "Node", "metadata": { "name": "n1" },
+        "spec": { "peerId": api::identity::PeerId::from_key(&nk.verifying_key()).as_str(),
+                  "operator": did_of(&alice).as_str(), "nodeKey": did_of(&nk).as_str(),
+                  "ageRecipient": format!("age1{}", "q".repeat(58)), "capacity": { "cpu": "2", "memory": "1Gi" } } });
+    let node = signed_by(node, &alice, "2026-01-01T00:00:00Z");
+    let node = reg.create(&SYS, by_kind("Node").unwrap(), node, &opts).await.unwrap().object;
+    let replica = json!({ "apiVersion": "univrs.io/v1", "kind": "Replica",
+        "metadata": { "name": "w-0", "namespace": "default", "annotations": { "univrs.io/payer": did_of(&alice).as_str() } },
+        "spec": { "workload": "w", "nodeName": "n1", "nodeUid": node["metadata"]["uid"], "container": { "rootfs": "busybox" } } });
+    let replica = reg.create(&SYS, by_kind("Replica").unwrap(), replica, &opts).await.unwrap().object;
+    let ev = by_kind("Event").unwrap();
+    let event = |name: &str, instance: &str| {
+        json!({ "apiVersion": "events.k8s.io/v1", "kind": "Event", "metadata": { "name": name, "namespace": "default" },
+            "eventTime": "2026-01-02T03:04:05.000000Z", "reportingController": "univrs.io/node-agent",
+            "reportingInstance": instance, "action": "Start", "reason": "Started", "type": "Normal", "note": "started",
+            "regarding": { "apiVersion": "univrs.io/v1", "kind": "Replica", "namespace": "default", "name": "w-0",
+                           "uid": replica["metadata"]["uid"] } })
+    };
+    let (n, a, b) = (caller(&nk), caller(&alice), caller(&bob));
+    // The node, as itself, about its replica: within the quota of its name (3 objects here).
+    for i in 0..3 {
+        reg.create(&n, ev, event(&format!("e{i}"), "n1"), &opts).await.unwrap();
+    }
+    let e = reg.create(&n, ev, event("e3", "n1"), &opts).await.unwrap_err();
+    assert!(matches!(e, ApiError::TooManyRequests { .. }), "{e}");
+    // As another instance; a stranger; the owner herself: refused.
+    for (who, instance) in [(&n, "n2"), (&b, "n1"), (&a, "n1")] {
+        let e = reg.create(who, ev, event("x", instance), &opts).await.unwrap_err();
+        assert!(matches!(e, ApiError::Forbidden(_)), "{e}");
+    }
+    // The node counts its event again (a merge patch of its series); a stranger cannot.
+    let at = ObjectRef::new(ev, Some("default"), "e0");
+    let again = merge(json!({ "series": { "count": 2, "lastObservedTime": "2026-01-02T03:05:05.000000Z" } }));
+    let patched = reg.patch(&n, at, Part::Main, &again, &opts).await.unwrap().object;
+    assert_eq!(patched["series"]["count"], 2);
+    let e = reg.patch(&b, at, Part::Main, &again, &opts).await.unwrap_err();
+    assert!(matches!(e, ApiError::Forbidden(_)), "{e}");
+    // The owner reads them all; a stranger none, not even by name.
+    assert_eq!(reg.list(&a, ev, Some("default"), &ListOptions::default()).await.unwrap().items.len(), 3);
+    assert!(reg.list(&b, ev, None, &ListOptions::default()).await.unwrap().items.is_empty());
+    let e = reg.get(&b, at, ReadAt::Latest).await.unwrap_err();
+    assert!(matches!(e, ApiError::NotFound { .. }), "{e}");
+    // Members have no quota; the sweep removes every event an hour after it was made.
+    reg.create(&SYS, ev, event("m0", "member-1"), &opts).await.unwrap();
+    assert_eq!(reg.sweep_events(chrono::Utc::now()).await.unwrap(), 0);
+    let later = chrono::Utc::now() + chrono::Duration::minutes(61);
+    assert_eq!(reg.sweep_events(later).await.unwrap(), 4);
+    assert!(reg.all(ev, None).await.items.is_empty());
 }

@@ -59,7 +59,7 @@ pub fn kind_named(name: &str) -> anyhow::Result<&'static KindInfo> {
 
 /// `workload.univrs.io/hello`, as kubectl names objects in its output.
 pub fn reference(kind: &KindInfo, name: &str) -> String {
-    format!("{}.{}/{name}", kind.singular, api::GROUP)
+    format!("{}.{}/{name}", kind.singular, kind.group)
 }
 
 /// `metadata.<field>` as a string.

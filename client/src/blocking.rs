@@ -214,7 +214,7 @@ impl Client {
     /// The path of a collection (`name` None) or of one object; `namespace` None for a
     /// cluster-scoped kind or a list across all namespaces.
     pub fn path(kind: &KindInfo, namespace: Option<&str>, name: Option<&str>) -> String {
-        let mut p = format!("/apis/{}", api::API_VERSION);
+        let mut p = kind.group_version_path();
         if let (Scope::Namespaced, Some(ns)) = (kind.scope, namespace) {
             p.push_str(&format!("/namespaces/{}", encode(ns)));
         }
@@ -463,6 +463,22 @@ impl Client {
         }
         let accept = table.then_some(ACCEPT_TABLE);
         let response = self.send(Method::GET, &Self::path(kind, ns, None), &query, accept, None)?;
+        let reader =
+            BodyReader { runtime: self.runtime.clone(), body: response.into_body(), buf: Bytes::new() };
+        Ok(Watch { lines: Box::new(BufReader::new(reader)) })
+    }
+}
+
+impl Client {
+    /// Starts a watch of `kind` with any query (`watch`, `fieldSelector`, `resourceVersion`,
+    /// …): newline-delimited events of plain objects.
+    pub fn watch_with(
+        &self,
+        kind: &KindInfo,
+        ns: Option<&str>,
+        query: &[(&str, &str)],
+    ) -> Result<Watch, ClientError> {
+        let response = self.send(Method::GET, &Self::path(kind, ns, None), query, None, None)?;
         let reader =
             BodyReader { runtime: self.runtime.clone(), body: response.into_body(), buf: Bytes::new() };
         Ok(Watch { lines: Box::new(BufReader::new(reader)) })

@@ -11,11 +11,14 @@
 //! - [`resource`]: the univrs kinds as `kube::Resource`s (`Kube<S>`), typed.
 //! - [`retry`]: one conflict-retry helper ([`retry::modify`]), one backoff, one
 //!   [`retry::poll_until`].
+//! - [`events`]: the one event recorder (`events.k8s.io/v1` Events, repeats counted in a
+//!   series, rate-limited) of the controllers and the node agent.
 //! - [`blocking`]: the same client for commands that are not async (`ui get`, `ui apply`, …),
 //!   on the same kubeconfig, credentials and failover.
 
 pub mod blocking;
 pub mod credential;
+pub mod events;
 pub mod failover;
 pub mod kubeconfig;
 pub mod resource;

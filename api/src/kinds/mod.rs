@@ -1,4 +1,4 @@
-//! The kinds of `univrs.io/v1` (design.md §3).
+//! The kinds of `univrs.io/v1` (design.md §3), and `events.k8s.io/v1` Event ([`event`]).
 
 mod account;
 mod agent_grant;
@@ -7,6 +7,7 @@ mod approval;
 mod attestation;
 mod audit_event;
 mod credit_grant;
+pub mod event;
 mod lease;
 mod node;
 mod node_offer;
@@ -70,8 +71,9 @@ pub type AuditEvent = Object<AuditEventSpec>;
 /// An ApplySet object.
 pub type ApplySet = Object<ApplySetSpec>;
 
-/// Every kind, in the order of design.md §3.
-pub static KINDS: [KindInfo; 15] = [
+/// Every kind, in the order of design.md §3: each carries its group and version, so a kind
+/// of another group is one more entry here, not a special case elsewhere.
+pub static KINDS: [KindInfo; 16] = [
     KindInfo::of::<WorkloadSpec>(),
     KindInfo::of::<ReplicaSpec>(),
     KindInfo::of::<TrustPolicySpec>(),
@@ -87,7 +89,25 @@ pub static KINDS: [KindInfo; 15] = [
     KindInfo::of::<ApprovalSpec>(),
     KindInfo::of::<AuditEventSpec>(),
     KindInfo::of::<ApplySetSpec>(),
+    event::INFO,
 ];
+
+/// Each API group version the kinds are served in (`univrs.io/v1`, `events.k8s.io/v1`), in
+/// the order of [`KINDS`]: `(group, version, group/version)`.
+pub fn group_versions() -> Vec<(&'static str, &'static str, &'static str)> {
+    let mut out: Vec<(&'static str, &'static str, &'static str)> = Vec::new();
+    for k in &KINDS {
+        if !out.iter().any(|(_, _, gv)| *gv == k.api_version) {
+            out.push((k.group, k.version, k.api_version));
+        }
+    }
+    out
+}
+
+/// The kinds served in the group version `api_version`.
+pub fn in_group_version(api_version: &str) -> impl Iterator<Item = &'static KindInfo> + '_ {
+    KINDS.iter().filter(move |k| k.api_version == api_version)
+}
 
 /// The facts of kind `S` (`info::<WorkloadSpec>()`): no name to mistype.
 pub fn info<S: crate::KindSpec>() -> &'static KindInfo {
@@ -156,8 +176,10 @@ mod tests {
     }
 
     #[test]
-    fn every_kind_is_a_univrs_kind_and_what_runs_is_in_all() {
-        assert_eq!(in_category(crate::object::CATEGORY_UNIVRS).count(), KINDS.len());
+    fn every_univrs_kind_is_in_the_univrs_category_and_what_runs_is_in_all() {
+        let univrs = KINDS.iter().filter(|k| k.group == crate::GROUP).count();
+        assert_eq!(in_category(crate::object::CATEGORY_UNIVRS).count(), univrs);
+        assert_eq!(univrs, KINDS.len() - 1, "Event is the one kind of another group");
         let all: Vec<&str> = in_category(crate::object::CATEGORY_ALL).map(|k| k.kind).collect();
         assert_eq!(all, [WorkloadSpec::KIND, ReplicaSpec::KIND]);
         // A category is never also the name of a kind: kubectl would take it for the kind.

@@ -89,6 +89,11 @@ pub struct ObjectFacts {
     pub uid: String,
     /// Its signer, for signed kinds.
     pub signer: Option<String>,
+    /// Whose it is: its signer, or for a Replica its workload's signer (the `univrs.io/payer`
+    /// annotation the workload controller writes).
+    pub owner: Option<String>,
+    /// For a Replica, the Node it is bound to: `spec.nodeName` and `spec.nodeUid`.
+    pub bound_to: Option<(String, String)>,
 }
 
 /// Facts from stored state the rules need (the registry reads them from the state machine;
@@ -108,13 +113,15 @@ pub trait Lookup {
 pub struct Memo<L> {
     inner: L,
     nodes: std::cell::RefCell<std::collections::HashMap<String, Option<NodeFacts>>>,
+    #[allow(clippy::type_complexity)]
+    objects: std::cell::RefCell<std::collections::HashMap<(&'static str, String), Option<ObjectFacts>>>,
     grants: std::cell::RefCell<std::collections::HashMap<String, Vec<std::sync::Arc<agent::GrantFacts>>>>,
 }
 
 impl<L: Lookup> Memo<L> {
     /// Remembers what `inner` answers.
     pub fn new(inner: L) -> Self {
-        Self { inner, nodes: Default::default(), grants: Default::default() }
+        Self { inner, nodes: Default::default(), objects: Default::default(), grants: Default::default() }
     }
 }
 
@@ -129,7 +136,14 @@ impl<L: Lookup> Lookup for Memo<L> {
     }
 
     fn object(&self, kind: &KindInfo, namespace: Option<&str>, name: &str) -> Option<ObjectFacts> {
-        self.inner.object(kind, namespace, name)
+        // The events of one object, listed together, read it once.
+        let key = (kind.kind, format!("{}/{name}", namespace.unwrap_or_default()));
+        if let Some(found) = self.objects.borrow().get(&key) {
+            return found.clone();
+        }
+        let found = self.inner.object(kind, namespace, name);
+        self.objects.borrow_mut().insert(key, found.clone());
+        found
     }
 
     fn grants(&self, agent: &str) -> Vec<std::sync::Arc<agent::GrantFacts>> {
@@ -256,7 +270,30 @@ fn holds(role: Role, who: &Caller, kind: &KindInfo, obj: &Value, lookup: &dyn Lo
         Role::Party => {
             ["/spec/owner", "/spec/agent"].iter().any(|p| who.is(obj.pointer(p).and_then(Value::as_str)))
         }
+        Role::RegardingOwner => regarding(obj, lookup).is_some_and(|facts| who.is(facts.owner.as_deref())),
+        Role::Reporter => {
+            regarding(obj, lookup).and_then(|facts| facts.bound_to).is_some_and(|(node, uid)| {
+                // A node reports as itself: its events count against its own name (quota).
+                obj.get("reportingInstance").and_then(Value::as_str) == Some(node.as_str())
+                    && node_key_is_caller(Some(&node), Some(&uid))
+            })
+        }
     }
+}
+
+/// The object an Event is `regarding`, as stored now, if it is the very object the event
+/// names (kind, namespace, name and uid): an event about an earlier object of the same name
+/// gives nobody a role through the new one.
+fn regarding(event: &Value, lookup: &dyn Lookup) -> Option<ObjectFacts> {
+    let r = event.get("regarding")?;
+    let field = |k: &str| r.get(k).and_then(Value::as_str);
+    let kind = api::kinds::by_kind(field("kind")?)?;
+    if field("apiVersion").is_some_and(|v| v != kind.api_version) {
+        return None;
+    }
+    let uid = field("uid")?;
+    let facts = lookup.object(kind, field("namespace"), field("name")?)?;
+    (facts.uid == uid).then_some(facts)
 }
 
 /// Whether `who` may attempt `verb` on the stored object `old` at all: checked before any work

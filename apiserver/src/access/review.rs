@@ -277,6 +277,8 @@ pub fn probe(caller: Option<&Did>, kind: &KindInfo, namespace: Option<&str>, nam
 /// One rule of a rules review: `verbs` on `resource` (`PLURAL` or `PLURAL/SUBRESOURCE`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ResourceRule {
+    /// The API group of the resource.
+    pub group: &'static str,
     /// The verbs allowed.
     pub verbs: Vec<&'static str>,
     /// The resource (and subresource).
@@ -293,7 +295,8 @@ pub fn rules(who: &Caller, namespace: Option<&str>, lookup: &dyn Lookup) -> Vec<
     let mut out = Vec::new();
     for kind in &api::kinds::KINDS {
         let has_log = kind.kind == <api::kinds::ReplicaSpec as api::object::KindSpec>::KIND;
-        let subresources = [None, Some("status")].into_iter().chain(has_log.then_some(Some("log")));
+        let status = kind.has_status.then_some(Some("status"));
+        let subresources = [None].into_iter().chain(status).chain(has_log.then_some(Some("log")));
         for subresource in subresources {
             let verbs: Vec<&'static str> = VERBS
                 .into_iter()
@@ -308,7 +311,7 @@ pub fn rules(who: &Caller, namespace: Option<&str>, lookup: &dyn Lookup) -> Vec<
                     Some(sub) => format!("{}/{sub}", kind.plural),
                     None => kind.plural.to_owned(),
                 };
-                out.push(ResourceRule { verbs, resource });
+                out.push(ResourceRule { group: kind.group, verbs, resource });
             }
         }
     }

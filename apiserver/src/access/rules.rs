@@ -29,6 +29,12 @@ pub enum Role {
     /// The user or the agent an Approval or AuditEvent is about: its `spec.owner` or
     /// `spec.agent`.
     Party,
+    /// The owner of the object an Event is about (`regarding`, the very object by uid): its
+    /// signer, or for a Replica its workload's.
+    RegardingOwner,
+    /// The node the Replica an Event is about is bound to, reporting as itself
+    /// (`reportingInstance` is its name).
+    Reporter,
 }
 
 impl Role {
@@ -40,6 +46,8 @@ impl Role {
             Role::BoundNode => "the node it is bound to",
             Role::LeaseOfTheNode => "the node it is named after (in the univrs-node-lease namespace)",
             Role::Party => "the user or the agent it is about",
+            Role::RegardingOwner => "the owner of the object it is about",
+            Role::Reporter => "the node the replica it is about is bound to, as reportingInstance",
         }
     }
 }
@@ -100,7 +108,7 @@ const fn env(path: &'static str, readers: &'static [Role]) -> Option<Secret> {
 }
 
 /// The rules of every kind.
-pub static RULES: [Rules; 15] = [
+pub static RULES: [Rules; 16] = [
     Rules { secret: env("/spec/env", OWNER), ..owned(WorkloadSpec::KIND) },
     Rules {
         kind: ReplicaSpec::KIND,
@@ -174,6 +182,19 @@ pub static RULES: [Rules; 15] = [
     private_record(AuditEventSpec::KIND),
     // The parent of a user's apply set: theirs, like what it lists.
     owned(ApplySetSpec::KIND),
+    // What happened to an object: the control plane's, and a node's about the replicas bound
+    // to it; read only by those and the object's owner (an event may say more than the
+    // object: a probe's output, why a pull failed). Removed by the control plane (retention).
+    Rules {
+        kind: api::kinds::event::EVENT_KIND,
+        create: &[Role::Reporter],
+        update: &[Role::Reporter],
+        status: NOBODY,
+        delete: NOBODY,
+        spec_immutable: false,
+        secret: None,
+        private: Some(&[Role::RegardingOwner, Role::Reporter]),
+    },
 ];
 
 /// A record only the control plane writes and only its parties (and members) read.

@@ -51,11 +51,30 @@ fn world() -> World {
         objects: HashMap::from([
             (
                 ("Workload".to_owned(), Some("default".to_owned()), "w".to_owned()),
-                ObjectFacts { uid: "wuid".into(), signer: Some(alice().as_str().into()) },
+                ObjectFacts {
+                    uid: "wuid".into(),
+                    signer: Some(alice().as_str().into()),
+                    owner: Some(alice().as_str().into()),
+                    bound_to: None,
+                },
+            ),
+            (
+                ("Replica".to_owned(), Some("default".to_owned()), "w-1".to_owned()),
+                ObjectFacts {
+                    uid: "ruid".into(),
+                    signer: None,
+                    owner: Some(alice().as_str().into()),
+                    bound_to: Some(("n1".into(), "u1".into())),
+                },
             ),
             (
                 ("Workload".to_owned(), Some("default".to_owned()), "bw".to_owned()),
-                ObjectFacts { uid: "bwuid".into(), signer: Some(bob().as_str().into()) },
+                ObjectFacts {
+                    uid: "bwuid".into(),
+                    signer: Some(bob().as_str().into()),
+                    owner: Some(bob().as_str().into()),
+                    bound_to: None,
+                },
             ),
         ]),
     }
@@ -532,4 +551,41 @@ fn secrets_are_shown_to_their_readers_only() {
     {
         assert!(!shown(&who, &r, k).to_string().contains("s3cret"), "{who:?}");
     }
+}
+
+fn event_about(uid: &str, instance: &str) -> Value {
+    json!({
+        "apiVersion": "events.k8s.io/v1", "kind": "Event",
+        "metadata": { "name": "w-1.e", "namespace": "default" },
+        "eventTime": "2026-01-02T03:04:05.000000Z",
+        "reportingController": "univrs.io/node-agent", "reportingInstance": instance,
+        "action": "Start", "reason": "Started", "type": "Normal",
+        "regarding": { "apiVersion": "univrs.io/v1", "kind": "Replica", "name": "w-1", "namespace": "default", "uid": uid },
+    })
+}
+
+#[test]
+fn only_the_bound_node_as_itself_and_members_write_events_and_only_the_owner_reads_them() {
+    let w = world();
+    let ev = kind("Event");
+    let node = Caller::identity(node_key(), false);
+    let event = event_about("ruid", "n1");
+    authorize(&node, Verb::Create, ev, None, Some(&event), &w).unwrap();
+    authorize(&Caller::system(), Verb::Create, ev, None, Some(&event), &w).unwrap();
+    // A stranger, the owner herself, a node naming another instance, an event about an
+    // earlier replica of the name: refused.
+    for (who, e) in [
+        (Caller::identity(bob(), false), event.clone()),
+        (Caller::identity(alice(), false), event.clone()),
+        (node.clone(), event_about("ruid", "n2")),
+        (node.clone(), event_about("old-uid", "n1")),
+    ] {
+        let err = authorize(&who, Verb::Create, ev, None, Some(&e), &w).unwrap_err();
+        assert!(matches!(err, ApiError::Forbidden(_)), "{err:?}");
+    }
+    assert!(redact(&Caller::identity(alice(), false), ev, event.clone(), &w).is_some());
+    assert!(redact(&node, ev, event.clone(), &w).is_some());
+    assert!(redact(&Caller::system(), ev, event.clone(), &w).is_some());
+    assert!(redact(&Caller::identity(bob(), false), ev, event.clone(), &w).is_none());
+    assert!(redact(&Caller::identity(alice(), false), ev, event_about("old-uid", "n1"), &w).is_none());
 }

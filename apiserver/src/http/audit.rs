@@ -40,7 +40,11 @@ pub struct Asked {
 impl Asked {
     /// Reads `method` on `path` (under the group's prefix) with `query`.
     pub fn of(method: &Method, path: &str, query: Option<&str>) -> Option<Asked> {
-        let rest = path.strip_prefix("/apis/univrs.io/v1/")?;
+        let rest = path.strip_prefix("/apis/").and_then(|p| {
+            api::kinds::group_versions()
+                .into_iter()
+                .find_map(|(_, _, gv)| p.strip_prefix(gv)?.strip_prefix('/'))
+        })?;
         let segments: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
         let (namespace, segments) = match segments.as_slice() {
             ["namespaces", ns, rest @ ..] if !rest.is_empty() => (Some((*ns).to_owned()), rest.to_vec()),

@@ -1,4 +1,6 @@
-//! The core group (`/api/v1`), as far as kubectl's `cluster-info` looks: it lists the Services
+//! The core group (`/api/v1`), as far as kubectl looks: Events (the stored `events.k8s.io/v1`
+//! Events as core `v1` Events, read-only: what `kubectl events` and `kubectl describe` list,
+//! see `objects::core_events`), and for `cluster-info` the Services
 //! of `kube-system` labeled `kubernetes.io/cluster-service=true` and prints the control plane's
 //! address, then a line per Service. univrs serves the control-plane members there, one
 //! read-only Service each, made from the Raft membership (nothing is stored): so `kubectl
@@ -14,9 +16,10 @@ use axum::extract::{Path, RawQuery, State};
 use axum::response::{IntoResponse, Redirect, Response};
 use serde_json::{Value, json};
 
+use super::table::Format;
 use crate::access::Caller;
 use crate::raft::RaftNode;
-use crate::registry::ApiError;
+use crate::registry::{ApiError, Registry};
 
 /// The namespace kubectl looks in.
 pub const CLUSTER_NAMESPACE: &str = "kube-system";
@@ -25,11 +28,16 @@ pub const CLUSTER_SERVICE_LABEL: &str = "kubernetes.io/cluster-service";
 /// The annotation naming a member's did.
 pub const MEMBER_ANNOTATION: &str = "univrs.io/member";
 
-/// `GET /api/v1`: the one core resource served.
+/// The verbs of core Events: read-only (they are written as `events.k8s.io/v1` Events).
+const EVENT_VERBS: [&str; 3] = ["get", "list", "watch"];
+
+/// `GET /api/v1`: the core resources served.
 pub async fn resources() -> Json<Value> {
     Json(json!({
         "kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "v1",
         "resources": [
+            { "name": "events", "singularName": "event", "namespaced": true, "kind": "Event",
+              "verbs": EVENT_VERBS, "shortNames": ["ev"] },
             { "name": "services", "singularName": "service", "namespaced": true, "kind": "Service",
               "verbs": ["get", "list"], "shortNames": ["svc"] },
             { "name": "services/proxy", "singularName": "", "namespaced": true, "kind": "ServiceProxyOptions",
@@ -41,9 +49,13 @@ pub async fn resources() -> Json<Value> {
 /// The core group's resources as aggregated discovery (v2) lists them.
 pub fn discovery() -> Value {
     let gvk = json!({ "group": "", "version": "v1", "kind": "Service" });
+    let event = json!({ "group": "", "version": "v1", "kind": "Event" });
     json!({
         "metadata": { "name": "" },
         "versions": [{ "version": "v1", "freshness": "Current", "resources": [{
+            "resource": "events", "responseKind": event, "scope": "Namespaced", "singularResource": "event",
+            "verbs": EVENT_VERBS, "shortNames": ["ev"], "subresources": [],
+        }, {
             "resource": "services", "responseKind": gvk, "scope": "Namespaced", "singularResource": "service",
             "verbs": ["get", "list"], "shortNames": ["svc"],
             "subresources": [{ "subresource": "proxy", "responseKind": { "group": "", "version": "v1", "kind": "ServiceProxyOptions" }, "verbs": ["get"] }],
@@ -122,15 +134,34 @@ pub async fn list_all(
     list(&node, None, raw.as_deref())
 }
 
-/// `GET /api/v1/namespaces/{ns}/services[/{name}[/proxy[/…]]]`.
+/// `GET /api/v1/events`: every namespace's Events the caller may read.
+pub async fn list_events(
+    State(reg): State<Registry>,
+    who: Caller,
+    RawQuery(raw): RawQuery,
+    format: Format,
+) -> Result<Response, ApiError> {
+    super::objects::core_events(&reg, who, None, None, raw.as_deref(), format).await
+}
+
+/// `GET /api/v1/namespaces/{ns}/services[/{name}[/proxy[/…]]]` and
+/// `/api/v1/namespaces/{ns}/events[/{name}]`.
 pub async fn in_namespace(
     State(node): State<RaftNode>,
-    _who: Caller,
+    State(reg): State<Registry>,
+    who: Caller,
     Path(rest): Path<String>,
     RawQuery(raw): RawQuery,
+    format: Format,
 ) -> Result<Response, ApiError> {
     let segments: Vec<&str> = rest.splitn(5, '/').collect();
     match segments.as_slice() {
+        [ns, "events"] => {
+            super::objects::core_events(&reg, who, Some(ns), None, raw.as_deref(), format).await
+        }
+        [ns, "events", name] => {
+            super::objects::core_events(&reg, who, Some(ns), Some(name), raw.as_deref(), format).await
+        }
         [ns, "services"] => list(&node, Some(ns), raw.as_deref()),
         [ns, "services", name] => get(&node, ns, name),
         [ns, "services", name, "proxy", tail @ ..] => {

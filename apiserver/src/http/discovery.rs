@@ -56,11 +56,6 @@ const REVIEW_GROUPS: [(&str, &[(&str, &str)]); 2] = [
     (super::review::AUTHENTICATION, &[("selfsubjectreviews", "SelfSubjectReview")]),
 ];
 
-/// The univrs group.
-fn group() -> Value {
-    group_of(api::GROUP, api::VERSION)
-}
-
 fn group_of(name: &str, version: &str) -> Value {
     let gv = json!({ "groupVersion": format!("{name}/{version}"), "version": version });
     json!({ "name": name, "versions": [gv.clone()], "preferredVersion": gv })
@@ -97,15 +92,16 @@ pub async fn review_resources(name: &'static str) -> Json<Value> {
     )
 }
 
-/// `GET /apis`: the univrs group and the review groups, or with aggregated discovery every
-/// resource of them.
+/// `GET /apis`: the groups of the kinds (univrs.io, events.k8s.io) and the review groups,
+/// or with aggregated discovery every resource of them.
 pub async fn api_groups(headers: HeaderMap) -> Response {
+    let kinds = api::kinds::group_versions();
     if wants_aggregated(&headers) {
-        let mut items = vec![group_discovery()];
+        let mut items: Vec<Value> = kinds.iter().map(|(g, v, _)| group_discovery(g, v)).collect();
         items.extend(REVIEW_GROUPS.iter().map(|(name, resources)| review_group_discovery(name, resources)));
         return aggregated(Value::Array(items));
     }
-    let mut groups = vec![group()];
+    let mut groups: Vec<Value> = kinds.iter().map(|(g, v, _)| group_of(g, v)).collect();
     groups.extend(REVIEW_GROUPS.iter().map(|(name, _)| group_of(name, "v1")));
     Json(json!({ "kind": "APIGroupList", "apiVersion": "v1", "groups": groups })).into_response()
 }
@@ -114,50 +110,56 @@ pub async fn api_groups(headers: HeaderMap) -> Response {
 const VERBS: [&str; 7] = ["create", "delete", "get", "list", "patch", "update", "watch"];
 const STATUS_VERBS: [&str; 3] = ["get", "patch", "update"];
 
-/// The univrs group as an `APIGroupDiscovery` (aggregated discovery v2).
-fn group_discovery() -> Value {
-    let resources: Vec<Value> = api::kinds::KINDS
-        .iter()
+/// A group of kinds as an `APIGroupDiscovery` (aggregated discovery v2).
+fn group_discovery(group: &str, version: &str) -> Value {
+    let resources: Vec<Value> = api::kinds::in_group_version(&format!("{group}/{version}"))
         .map(|k| {
-            let gvk = json!({ "group": api::GROUP, "version": api::VERSION, "kind": k.kind });
+            let gvk = json!({ "group": k.group, "version": k.version, "kind": k.kind });
             let scope = if k.scope == api::Scope::Namespaced { "Namespaced" } else { "Cluster" };
+            let subresources: Vec<Value> = k
+                .has_status
+                .then(|| json!({ "subresource": "status", "responseKind": gvk, "verbs": STATUS_VERBS }))
+                .into_iter()
+                .collect();
             json!({
                 "resource": k.plural, "responseKind": gvk, "scope": scope, "singularResource": k.singular,
                 "verbs": VERBS, "shortNames": k.short_names, "categories": k.categories,
-                "subresources": [{ "subresource": "status", "responseKind": gvk, "verbs": STATUS_VERBS }],
+                "subresources": subresources,
             })
         })
         .collect();
     json!({
-        "metadata": { "name": api::GROUP },
-        "versions": [{ "version": api::VERSION, "resources": resources, "freshness": "Current" }],
+        "metadata": { "name": group },
+        "versions": [{ "version": version, "resources": resources, "freshness": "Current" }],
     })
 }
 
-/// `GET /apis/univrs.io`.
-pub async fn api_group() -> Json<Value> {
-    let mut g = group();
+/// `GET /apis/{group}` of a group of kinds.
+pub async fn api_group(group: &'static str, version: &'static str) -> Json<Value> {
+    let mut g = group_of(group, version);
     g["kind"] = "APIGroup".into();
     g["apiVersion"] = "v1".into();
     Json(g)
 }
 
-/// `GET /apis/univrs.io/v1`: every kind and its `status` subresource.
-pub async fn api_resources() -> Json<Value> {
+/// `GET /apis/{group}/{version}`: every kind of the group and its `status` subresource.
+pub async fn api_resources(api_version: &'static str) -> Json<Value> {
     let mut resources = Vec::new();
-    for k in &api::kinds::KINDS {
+    for k in api::kinds::in_group_version(api_version) {
         let namespaced = k.scope == api::Scope::Namespaced;
         resources.push(json!({
             "name": k.plural, "singularName": k.singular, "namespaced": namespaced, "kind": k.kind,
             "verbs": VERBS, "shortNames": k.short_names, "categories": k.categories,
         }));
-        resources.push(json!({
-            "name": format!("{}/status", k.plural), "singularName": "", "namespaced": namespaced,
-            "kind": k.kind, "verbs": STATUS_VERBS,
-        }));
+        if k.has_status {
+            resources.push(json!({
+                "name": format!("{}/status", k.plural), "singularName": "", "namespaced": namespaced,
+                "kind": k.kind, "verbs": STATUS_VERBS,
+            }));
+        }
     }
     Json(
-        json!({ "kind": "APIResourceList", "apiVersion": "v1", "groupVersion": api::API_VERSION, "resources": resources }),
+        json!({ "kind": "APIResourceList", "apiVersion": "v1", "groupVersion": api_version, "resources": resources }),
     )
 }
 
@@ -180,8 +182,7 @@ pub async fn custom_resource_definitions(
         },
         None => None,
     };
-    let items: Vec<Value> = api::kinds::KINDS
-        .iter()
+    let items: Vec<Value> = api::kinds::in_group_version(api::API_VERSION)
         .map(custom_resource_definition)
         .filter(|crd| selector.as_ref().is_none_or(|s| s.matches(crd["metadata"]["labels"].as_object())))
         .collect();

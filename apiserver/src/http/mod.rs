@@ -1,10 +1,11 @@
 //! The Kubernetes-compatible REST API over the [`Registry`](crate::registry::Registry).
 //!
-//! Discovery (`/version`, `/api`, `/apis`, `/apis/univrs.io/v1`), health endpoints, and the
-//! objects of every kind (get, list, watch, create, update, patch, delete, the `status`
-//! subresource) with `Status` errors, `Table`s for `kubectl get`, and OpenAPI v3
-//! (`/openapi/v3`) for `kubectl explain` and server-side validation; the reviews of `kubectl
-//! auth` ([`review`]) and the members as Services for `kubectl cluster-info` ([`core`]).
+//! Discovery (`/version`, `/api`, `/apis`, `/apis/univrs.io/v1`, `/apis/events.k8s.io/v1`),
+//! health endpoints, and the objects of every kind in its group version (get, list, watch,
+//! create, update, patch, delete, the `status` subresource) with `Status` errors, `Table`s for
+//! `kubectl get`, and OpenAPI v3 (`/openapi/v3`) for `kubectl explain` and server-side
+//! validation; the reviews of `kubectl auth` ([`review`]), the members as Services for
+//! `kubectl cluster-info` and Events in the core form `kubectl events` reads ([`core`]).
 //! Served over TLS ([`tls`]); object requests are authenticated by self-minted tokens
 //! ([`authn`]).
 //!
@@ -72,15 +73,14 @@ pub const MAX_BODY_BYTES: usize = 3 * 1024 * 1024;
 
 /// The router of the whole API.
 pub fn router(state: AppState) -> Router {
-    let v1 = "/apis/univrs.io/v1";
-    Router::new()
+    let mut router = Router::new()
         .route("/version", get(discovery::version))
         .route("/api", get(discovery::api_versions))
         .route("/apis", get(discovery::api_groups))
         .route("/api/v1", get(core::resources))
         .route("/api/v1/services", get(core::list_all))
+        .route("/api/v1/events", get(core::list_events))
         .route("/api/v1/namespaces/{*rest}", get(core::in_namespace))
-        .route("/apis/univrs.io", get(discovery::api_group))
         .route("/apis/authorization.k8s.io", get(|| discovery::review_group(review::AUTHORIZATION)))
         .route("/apis/authorization.k8s.io/v1", get(|| discovery::review_resources(review::AUTHORIZATION)))
         .route("/apis/authentication.k8s.io", get(|| discovery::review_group(review::AUTHENTICATION)))
@@ -88,7 +88,6 @@ pub fn router(state: AppState) -> Router {
         .route("/apis/authorization.k8s.io/v1/selfsubjectaccessreviews", post(review::access_review))
         .route("/apis/authorization.k8s.io/v1/selfsubjectrulesreviews", post(review::rules_review))
         .route("/apis/authentication.k8s.io/{version}/selfsubjectreviews", post(review::self_review))
-        .route(v1, get(discovery::api_resources))
         .route(
             "/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
             get(discovery::custom_resource_definitions),
@@ -104,17 +103,25 @@ pub fn router(state: AppState) -> Router {
         .route("/cluster/isolate", axum::routing::post(cluster::isolate))
         .route("/members", get(logs::members))
         .route("/openapi/v3", get(openapi::root))
-        .route("/openapi/v3/apis/univrs.io/v1", get(openapi::group_version))
-        .route(
-            &format!("{v1}/{{*rest}}"),
-            get(objects::get)
-                .post(objects::post)
-                .put(objects::put)
-                .patch(objects::patch)
-                .delete(objects::delete)
-                // Every request of an agent's key is recorded (audit::agents).
-                .layer(axum::middleware::from_fn_with_state(state.clone(), audit::agents)),
-        )
+        .route("/openapi/v3/apis/univrs.io/v1", get(openapi::group_version));
+    // Every group version of the kinds (univrs.io/v1, events.k8s.io/v1) by the same handlers:
+    // `objects::GroupVersion` reads which from the path.
+    for (group, version, gv) in api::kinds::group_versions() {
+        router = router
+            .route(&format!("/apis/{group}"), get(move || discovery::api_group(group, version)))
+            .route(&format!("/apis/{gv}"), get(move || discovery::api_resources(gv)))
+            .route(
+                &format!("/apis/{gv}/{{*rest}}"),
+                get(objects::get)
+                    .post(objects::post)
+                    .put(objects::put)
+                    .patch(objects::patch)
+                    .delete(objects::delete)
+                    // Every request of an agent's key is recorded (audit::agents).
+                    .layer(axum::middleware::from_fn_with_state(state.clone(), audit::agents)),
+            );
+    }
+    router
         .fallback(status::not_found_route)
         .method_not_allowed_fallback(status::method_not_allowed)
         // The object routes enforce MAX_BODY_BYTES themselves (objects::Body), answering 413.

@@ -96,7 +96,67 @@ pub(super) async fn read_body(
     Ok(Bytes::from(body))
 }
 
-/// What a path under `/apis/univrs.io/v1/` names.
+/// The group version a request's path is under (`/apis/GROUP/VERSION/…`): one of the kinds'
+/// (`api::kinds::group_versions`), so a kind of another group is served by the same handlers.
+#[derive(Clone, Copy, Debug)]
+pub struct GroupVersion(pub &'static str);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for GroupVersion {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> std::result::Result<Self, ApiError> {
+        let path = parts.uri.path();
+        let under = |gv: &str| {
+            path.strip_prefix("/apis/").and_then(|p| p.strip_prefix(gv)).is_some_and(|r| r.starts_with('/'))
+        };
+        api::kinds::group_versions()
+            .into_iter()
+            .find(|(_, _, gv)| under(gv))
+            .map(|(_, _, gv)| GroupVersion(gv))
+            .ok_or_else(|| ApiError::NotFound { kind: "resource".into(), name: path.into() })
+    }
+}
+
+/// Which form of its objects a read answers with: as stored, or (Events) as a core `v1`
+/// Event, the form kubectl reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum View {
+    /// As stored, in the kind's own group version.
+    Stored,
+    /// An Event as a core `v1` Event (`api::kinds::event::to_core_v1`).
+    CoreV1,
+}
+
+impl View {
+    fn show(self, obj: Value) -> Value {
+        match self {
+            View::Stored => obj,
+            View::CoreV1 => api::kinds::event::to_core_v1(&obj),
+        }
+    }
+
+    fn api_version(self, kind: &KindInfo) -> &'static str {
+        match self {
+            View::Stored => kind.api_version,
+            View::CoreV1 => "v1",
+        }
+    }
+
+    /// The stored field a field selector's path names in this view (`None`: not one that
+    /// can be selected on). The univrs kinds select on any field.
+    fn field(self, kind: &KindInfo, path: &str) -> Option<String> {
+        match self {
+            View::CoreV1 => api::kinds::event::core_field(path),
+            View::Stored if kind.kind == api::kinds::event::EVENT_KIND => api::kinds::event::field(path),
+            View::Stored => Some(path.to_owned()),
+        }
+    }
+}
+
+/// What a path under `/apis/GROUP/VERSION/` names.
 #[derive(Debug)]
 struct Target {
     kind: &'static KindInfo,
@@ -106,14 +166,13 @@ struct Target {
     part: Part,
 }
 
-fn kind_of(plural: &str) -> Result<&'static KindInfo> {
-    api::kinds::KINDS
-        .iter()
+fn kind_of(gv: GroupVersion, plural: &str) -> Result<&'static KindInfo> {
+    api::kinds::in_group_version(gv.0)
         .find(|k| k.plural == plural)
         .ok_or_else(|| ApiError::NotFound { kind: "resource".into(), name: plural.into() })
 }
 
-fn parse_target(rest: &str) -> Result<Target> {
+fn parse_target(gv: GroupVersion, rest: &str) -> Result<Target> {
     let segments: Vec<&str> = rest.split('/').collect();
     let (namespace, rest) = match segments.as_slice() {
         ["namespaces", ns, rest @ ..] if !rest.is_empty() => (Some((*ns).to_owned()), rest),
@@ -125,7 +184,10 @@ fn parse_target(rest: &str) -> Result<Target> {
         [plural, name, "status"] => (*plural, Some((*name).to_owned()), Part::Status),
         _ => return Err(ApiError::NotFound { kind: "resource".into(), name: rest.join("/") }),
     };
-    let kind = kind_of(plural)?;
+    let kind = kind_of(gv, plural)?;
+    if part == Part::Status && !kind.has_status {
+        return Err(ApiError::NotFound { kind: "resource".into(), name: format!("{plural}/status") });
+    }
     match (kind.scope, &namespace, &name) {
         (Scope::Cluster, Some(_), _) => {
             return Err(ApiError::NotFound {
@@ -135,7 +197,8 @@ fn parse_target(rest: &str) -> Result<Target> {
         }
         (Scope::Namespaced, None, Some(_)) => {
             return Err(ApiError::BadRequest(format!(
-                "{plural} are namespaced: use /apis/univrs.io/v1/namespaces/NAMESPACE/{plural}/NAME"
+                "{plural} are namespaced: use /apis/{}/namespaces/NAMESPACE/{plural}/NAME",
+                kind.api_version
             )));
         }
         _ => {}
@@ -153,8 +216,8 @@ impl Target {
     fn collection(&self) -> Result<()> {
         match (&self.name, self.kind.scope, &self.namespace) {
             (None, Scope::Namespaced, None) => Err(ApiError::BadRequest(format!(
-                "create {} in a namespace: POST /apis/univrs.io/v1/namespaces/NAMESPACE/{}",
-                self.kind.plural, self.kind.plural
+                "create {} in a namespace: POST /apis/{}/namespaces/NAMESPACE/{}",
+                self.kind.plural, self.kind.api_version, self.kind.plural
             ))),
             (None, _, _) => Ok(()),
             (Some(_), _, _) => Err(method_not_allowed("POST to an object: use PUT or PATCH")),
@@ -241,11 +304,23 @@ impl Query {
         Ok(WriteOptions { dry_run, validation, field_manager })
     }
 
-    fn selector(&self) -> Result<Selector> {
+    fn selector(&self, kind: &KindInfo, view: View) -> Result<Selector> {
         let bad = |e: api::selector::SelectorError| ApiError::BadRequest(e.to_string());
+        let fields = FieldSelector::parse(nonempty(&self.field_selector).unwrap_or_default()).map_err(bad)?;
+        let fields = fields.map_paths(|p| view.field(kind, p)).map_err(|path| {
+            ApiError::BadRequest(format!(
+                "fieldSelector: field label not supported: {path} (an {} selects on {})",
+                kind.kind,
+                if view == View::CoreV1 {
+                    "involvedObject.*, reason, type, source, reportingComponent, metadata.name and metadata.namespace"
+                } else {
+                    "regarding.*, reason, type, reportingController, metadata.name and metadata.namespace"
+                }
+            ))
+        })?;
         Ok(Selector {
             labels: LabelSelector::parse(nonempty(&self.label_selector).unwrap_or_default()).map_err(bad)?,
-            fields: FieldSelector::parse(nonempty(&self.field_selector).unwrap_or_default()).map_err(bad)?,
+            fields,
         })
     }
 
@@ -268,7 +343,7 @@ impl Query {
         }
     }
 
-    fn list_options(&self) -> Result<ListOptions> {
+    fn list_options(&self, kind: &KindInfo, view: View) -> Result<ListOptions> {
         let limit = match nonempty(&self.limit) {
             None => 0,
             Some(l) => l
@@ -277,7 +352,7 @@ impl Query {
                 .max(0) as usize,
         };
         Ok(ListOptions {
-            selector: self.selector()?,
+            selector: self.selector(kind, view)?,
             limit,
             continue_token: nonempty(&self.continue_token).map(str::to_owned),
             read: self.read_at()?,
@@ -367,10 +442,12 @@ fn written(reg: &Registry, who: &Caller, kind: &KindInfo, code: StatusCode, w: W
 }
 
 /// `GET`: one object, a list, or a watch.
+#[allow(clippy::too_many_arguments)]
 pub async fn get(
     State(reg): State<Registry>,
     State(node_proxy): State<super::logs::NodeProxy>,
     who: Caller,
+    gv: GroupVersion,
     Path(rest): Path<String>,
     RawQuery(raw): RawQuery,
     format: Format,
@@ -378,17 +455,51 @@ pub async fn get(
     if let Some((ns, name)) = super::logs::log_target(&rest) {
         return super::logs::proxy(&reg, &node_proxy, &who, ns, name, raw.as_deref()).await;
     }
-    let target = parse_target(&rest)?;
-    let query = Query::parse(raw.as_deref())?;
+    let target = parse_target(gv, &rest)?;
+    read(&reg, who, &target, raw.as_deref(), format, View::Stored).await
+}
+
+/// Events as core `v1` Events (`/api/v1/events`, `/api/v1/namespaces/NS/events[/NAME]`):
+/// the stored Events, read as any kind is, in the form kubectl reads.
+pub(super) async fn core_events(
+    reg: &Registry,
+    who: Caller,
+    namespace: Option<&str>,
+    name: Option<&str>,
+    raw: Option<&str>,
+    format: Format,
+) -> Result<Response> {
+    let target = Target {
+        kind: &api::kinds::event::INFO,
+        namespace: namespace.map(str::to_owned),
+        name: name.map(str::to_owned),
+        part: Part::Main,
+    };
+    read(reg, who, &target, raw, format, View::CoreV1).await
+}
+
+/// A get, list or watch of `target`, answered in `view`.
+async fn read(
+    reg: &Registry,
+    who: Caller,
+    target: &Target,
+    raw: Option<&str>,
+    format: Format,
+    view: View,
+) -> Result<Response> {
+    let query = Query::parse(raw)?;
     let ns = target.namespace.as_deref();
     if let Some(name) = &target.name {
         let obj = reg.get(&who, ObjectRef::new(target.kind, ns, name), query.read_at()?).await?;
-        return Ok(format.object(target.kind, obj));
+        if format.is_table() {
+            return Ok(format.object(target.kind, obj));
+        }
+        return Ok(Json(view.show(obj)).into_response());
     }
     if parse_bool(&query.watch, "watch")? {
-        return start_watch(&reg, who, &target, &query, format);
+        return start_watch(reg, who, target, &query, format, view);
     }
-    let list = reg.list(&who, target.kind, ns, &query.list_options()?).await?;
+    let list = reg.list(&who, target.kind, ns, &query.list_options(target.kind, view)?).await?;
     let mut metadata = json!({ "resourceVersion": list.revision.to_string() });
     if let Some(token) = &list.continue_token {
         metadata["continue"] = token.clone().into();
@@ -398,11 +509,12 @@ pub async fn get(
     if let Some(table) = format.table_of_list(target.kind, &list.items, &metadata) {
         return Ok(table);
     }
+    let items: Vec<Value> = list.items.into_iter().map(|o| view.show(o)).collect();
     Ok(Json(json!({
-        "apiVersion": api::API_VERSION,
+        "apiVersion": view.api_version(target.kind),
         "kind": format!("{}List", target.kind.kind),
         "metadata": metadata,
-        "items": list.items,
+        "items": items,
     }))
     .into_response())
 }
@@ -420,6 +532,7 @@ fn start_watch(
     target: &Target,
     query: &Query,
     format: Format,
+    view: View,
 ) -> Result<Response> {
     let send_initial = match nonempty(&query.send_initial_events) {
         None => None,
@@ -449,7 +562,7 @@ fn start_watch(
             who,
             kind: target.kind,
             namespace: target.namespace.clone(),
-            selector: query.selector()?,
+            selector: query.selector(target.kind, view)?,
             start,
             initial_events,
             initial_events_end: send_initial == Some(true),
@@ -468,7 +581,18 @@ fn start_watch(
             watcher.sent();
             // `kubectl get -w` asks for Tables: each changed object comes as a one-row Table.
             let object = match event.kind {
-                "ADDED" | "MODIFIED" | "DELETED" => format.watch_object(kind, event.object),
+                "ADDED" | "MODIFIED" | "DELETED" if format.is_table() => {
+                    format.watch_object(kind, event.object)
+                }
+                "ADDED" | "MODIFIED" | "DELETED" => view.show(event.object),
+                // A bookmark's or an error's object is the same in every view, but its kind.
+                _ if view == View::CoreV1 => {
+                    let mut o = event.object;
+                    if o.get("kind").and_then(Value::as_str) == Some(api::kinds::event::EVENT_KIND) {
+                        o["apiVersion"] = "v1".into();
+                    }
+                    o
+                }
                 _ => event.object,
             };
             let mut line = serde_json::to_vec(&json!({ "type": event.kind, "object": object }))
@@ -485,10 +609,12 @@ fn start_watch(
 }
 
 /// `POST`: create.
+#[allow(clippy::too_many_arguments)]
 pub async fn post(
     State(reg): State<Registry>,
     State(node_proxy): State<super::logs::NodeProxy>,
     who: Caller,
+    gv: GroupVersion,
     Path(rest): Path<String>,
     RawQuery(raw): RawQuery,
     headers: HeaderMap,
@@ -506,7 +632,7 @@ pub async fn post(
         let decided = reg.decide(&who, name, decision).await?;
         return Ok(Json(decided).into_response());
     }
-    let target = parse_target(&rest)?;
+    let target = parse_target(gv, &rest)?;
     target.collection()?;
     let opts = Query::parse(raw.as_deref())?.write_options()?;
     let created = reg.create(&who, target.kind, body(&bytes, &headers, &target)?, &opts).await?;
@@ -517,12 +643,13 @@ pub async fn post(
 pub async fn put(
     State(reg): State<Registry>,
     who: Caller,
+    gv: GroupVersion,
     Path(rest): Path<String>,
     RawQuery(raw): RawQuery,
     headers: HeaderMap,
     Body(bytes): Body,
 ) -> Result<Response> {
-    let target = parse_target(&rest)?;
+    let target = parse_target(gv, &rest)?;
     let opts = Query::parse(raw.as_deref())?.write_options()?;
     let obj = body(&bytes, &headers, &target)?;
     let ns = target.namespace.as_deref();
@@ -535,12 +662,13 @@ pub async fn put(
 pub async fn patch(
     State(reg): State<Registry>,
     who: Caller,
+    gv: GroupVersion,
     Path(rest): Path<String>,
     RawQuery(raw): RawQuery,
     headers: HeaderMap,
     Body(bytes): Body,
 ) -> Result<Response> {
-    let target = parse_target(&rest)?;
+    let target = parse_target(gv, &rest)?;
     let opts = Query::parse(raw.as_deref())?.write_options()?;
     let text = std::str::from_utf8(&bytes)
         .map_err(|e| ApiError::BadRequest(format!("the patch is not UTF-8: {e}")))?;
@@ -604,11 +732,12 @@ struct Preconditions {
 pub async fn delete(
     State(reg): State<Registry>,
     who: Caller,
+    gv: GroupVersion,
     Path(rest): Path<String>,
     RawQuery(raw): RawQuery,
     Body(bytes): Body,
 ) -> Result<Response> {
-    let target = parse_target(&rest)?;
+    let target = parse_target(gv, &rest)?;
     if target.part == Part::Status {
         return Err(method_not_allowed("the status subresource cannot be deleted"));
     }
@@ -644,7 +773,7 @@ pub async fn delete(
     match reg.delete(&who, ObjectRef::new(target.kind, target.namespace.as_deref(), name), &opts).await? {
         Deleted::Gone(old) => Ok(Json(json!({
             "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
-            "details": { "name": name, "group": api::GROUP, "kind": target.kind.plural, "uid": old["metadata"]["uid"] },
+            "details": { "name": name, "group": target.kind.group, "kind": target.kind.plural, "uid": old["metadata"]["uid"] },
         }))
         .into_response()),
         Deleted::Pending(obj) => {

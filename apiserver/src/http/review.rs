@@ -195,12 +195,12 @@ async fn resource_answer(reg: &Registry, who: &Caller, a: &ResourceAttributes) -
         return Err(ApiError::BadRequest("spec.resourceAttributes.verb: required".into()));
     }
     let group = a.group.as_str();
-    let univrs = group == api::GROUP || group == "*";
-    let kinds: Vec<&'static api::KindInfo> = match a.resource.as_str() {
-        "*" if univrs => api::kinds::KINDS.iter().collect(),
-        plural if univrs => api::kinds::KINDS.iter().filter(|k| k.plural == plural).collect(),
-        _ => Vec::new(),
-    };
+    // The kinds of the group asked about (each kind carries its own: univrs.io, events.k8s.io).
+    let kinds: Vec<&'static api::KindInfo> = api::kinds::KINDS
+        .iter()
+        .filter(|k| group == "*" || group == k.group)
+        .filter(|k| a.resource == "*" || a.resource == k.plural)
+        .collect();
     let mut others = Vec::new();
     if group.is_empty() || group == "*" {
         others.extend(["services"].into_iter().filter(|r| a.resource == "*" || a.resource == *r));
@@ -330,7 +330,7 @@ pub async fn rules_review(State(reg): State<Registry>, who: Caller, req: Request
     };
     let mut resource_rules: Vec<Value> = rules
         .into_iter()
-        .map(|r| json!({ "verbs": r.verbs, "apiGroups": [api::GROUP], "resources": [r.resource] }))
+        .map(|r| json!({ "verbs": r.verbs, "apiGroups": [r.group], "resources": [r.resource] }))
         .collect();
     resource_rules.push(json!({ "verbs": ["get", "list"], "apiGroups": [""], "resources": ["services"] }));
     resource_rules.push(json!({ "verbs": ["get"], "apiGroups": [""], "resources": ["services/proxy"] }));

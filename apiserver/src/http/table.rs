@@ -103,6 +103,11 @@ impl Format {
         Some(respond(version, table))
     }
 
+    /// Whether a Table was asked for.
+    pub fn is_table(&self) -> bool {
+        self.table.is_some()
+    }
+
     /// One object, or its one-row Table.
     pub fn object(&self, kind: &KindInfo, object: Value) -> Response {
         let Some((version, include)) = self.table else { return Json(object).into_response() };
@@ -410,6 +415,20 @@ fn columns(kind: &str) -> Vec<Column> {
             wide("Code", "integer", "The HTTP code of the answer.", |o| text(o, "/spec/code")),
             wide("Grant", "string", "The grant that decided.", |o| text(o, "/spec/grant")),
         ],
+        api::kinds::event::EVENT_KIND => vec![
+            col("Type", "string", "Normal or Warning.", |o| text(o, "/type")),
+            col("Reason", "string", "Why, in one word.", |o| text(o, "/reason")),
+            col("Object", "string", "The object it is about.", |o| {
+                let field = |p: &str| o.pointer(p).and_then(Value::as_str).unwrap_or_default();
+                format!("{}/{}", field("/regarding/kind").to_lowercase(), field("/regarding/name")).into()
+            }),
+            col("Count", "integer", "How many times it happened.", |o| int_or(o, "/series/count", 1)),
+            col("Message", "string", "What happened.", |o| text(o, "/note")),
+            wide("Source", "string", "The controller that reported it.", |o| text(o, "/reportingController")),
+            wide("Instance", "string", "Which copy of it (member or node).", |o| {
+                text(o, "/reportingInstance")
+            }),
+        ],
         ApplySetSpec::KIND => vec![
             col(
                 "Kinds",
@@ -555,6 +574,18 @@ mod tests {
 
     fn kind(name: &str) -> &'static KindInfo {
         api::kinds::by_kind(name).unwrap()
+    }
+
+    #[test]
+    fn an_event_row_names_its_object_as_kubectl_does() {
+        let e = json!({ "metadata": { "name": "w-0.x", "creationTimestamp": "2026-01-10T12:00:00Z" },
+            "type": "Normal", "reason": "Started", "note": "started", "series": { "count": 3 },
+            "regarding": { "kind": "Replica", "name": "w-0" } });
+        let t = table(kind("Event"), &[e], IncludeObject::None, "1", now());
+        assert_eq!(
+            t["rows"][0]["cells"],
+            json!(["w-0.x", "Normal", "Started", "replica/w-0", 3, "started", "0s", "<none>", "<none>"])
+        );
     }
 
     #[test]

@@ -25,6 +25,7 @@ mod admission;
 mod agents;
 mod apply;
 mod error;
+pub mod events;
 mod grants;
 mod ledger;
 pub mod meta;
@@ -233,14 +234,18 @@ impl access::Lookup for StoreLookup<'_> {
 
     fn object(&self, kind: &KindInfo, namespace: Option<&str>, name: &str) -> Option<access::ObjectFacts> {
         let obj = self.read(kind, namespace, name)?;
-        Some(access::ObjectFacts {
-            uid: meta_str(&obj, "uid")?.to_owned(),
-            signer: obj
-                .pointer("/metadata/annotations")
-                .and_then(|a| a.get(api::signing::SIGNER))
+        let annotation = |k: &str| {
+            obj.pointer("/metadata/annotations")
+                .and_then(|a| a.get(k))
                 .and_then(Value::as_str)
-                .map(str::to_owned),
-        })
+                .map(str::to_owned)
+        };
+        let signer = if kind.signed { annotation(api::signing::SIGNER) } else { None };
+        let is_replica = kind.kind == api::kinds::ReplicaSpec::KIND;
+        let owner = if is_replica { annotation(api::kinds::PAYER_ANNOTATION) } else { signer.clone() };
+        let spec = |k: &str| obj.pointer(&format!("/spec/{k}")).and_then(Value::as_str).map(str::to_owned);
+        let bound_to = if is_replica { spec("nodeName").zip(spec("nodeUid")) } else { None };
+        Some(access::ObjectFacts { uid: meta_str(&obj, "uid")?.to_owned(), signer, owner, bound_to })
     }
 
     fn grants(&self, agent: &str) -> Vec<Arc<access::agent::GrantFacts>> {

@@ -14,8 +14,8 @@ use crate::table::Table;
 /// Show one object in detail
 ///
 /// Name, namespace, labels, annotations (a signature is summarized as its signer and time),
-/// age, then the spec and status as indented YAML and the conditions as a table. With -o
-/// json or yaml, prints the object itself.
+/// age, then the spec and status as indented YAML, the conditions as a table and the events
+/// about it (as `ui events --for`). With -o json or yaml, prints the object itself.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The kind: plural, singular or short name (`workloads`, `workload`, `wl`)
@@ -35,6 +35,7 @@ pub fn run(ctx: &Context, args: &Args) -> anyhow::Result<Outcome> {
     let obj = client.get(kind, ns.as_deref(), &args.name)?;
     if !args.output.print_structured(&obj)? {
         print!("{}", describe(&obj)?);
+        print!("{}", super::events::section(&client, &obj));
     }
     Ok(Outcome::Success)
 }

@@ -194,7 +194,7 @@ pub fn diff_one(
     };
     let wanted = objects::to_yaml(&view(&desired))?;
     let ns = t.namespace.as_deref().map(|n| format!("{n}/")).unwrap_or_default();
-    let old = format!("live/{}.{}/{ns}{}", t.kind.singular, api::GROUP, t.name);
+    let old = format!("live/{}.{}/{ns}{}", t.kind.singular, t.kind.group, t.name);
     let new = format!("{}#{}", doc.source, doc.index);
     let text = TextDiff::from_lines(&live, &wanted);
     let unified = if live == wanted {

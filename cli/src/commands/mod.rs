@@ -12,6 +12,7 @@ pub mod delete;
 pub mod describe;
 pub mod diff;
 pub mod down;
+pub mod events;
 pub mod exec;
 pub mod get;
 pub mod identity;

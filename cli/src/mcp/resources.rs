@@ -196,9 +196,9 @@ where
 {
     let kind = uri.kind();
     let resource = ApiResource {
-        group: api::GROUP.into(),
-        version: api::VERSION.into(),
-        api_version: api::API_VERSION.into(),
+        group: kind.group.into(),
+        version: kind.version.into(),
+        api_version: kind.api_version.into(),
         kind: kind.kind.into(),
         plural: kind.plural.into(),
     };

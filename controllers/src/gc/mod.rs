@@ -49,9 +49,9 @@ impl Default for Config {
 
 fn resource(kind: &api::KindInfo) -> ApiResource {
     ApiResource {
-        group: api::GROUP.to_owned(),
-        version: api::VERSION.to_owned(),
-        api_version: api::API_VERSION.to_owned(),
+        group: kind.group.to_owned(),
+        version: kind.version.to_owned(),
+        api_version: kind.api_version.to_owned(),
         kind: kind.kind.to_owned(),
         plural: kind.plural.to_owned(),
     }

@@ -18,6 +18,7 @@
 pub mod bindings;
 pub mod decide;
 
+use api::kinds::event::EventType;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -64,6 +65,8 @@ struct Ctx {
     nodes: Store<Kube<NodeSpec>>,
     leases: Store<Kube<LeaseSpec>>,
     replicas: Store<Kube<ReplicaSpec>>,
+    /// NodeReady/NodeNotReady about Nodes, Evicted about replicas.
+    events: client::events::Recorder,
 }
 
 /// Runs the controller until shutdown (call through `runtime::run_elected`).
@@ -99,7 +102,9 @@ pub async fn run(shared: Shared, config: Config) {
         Box::pin(trigger_with(lease_changes, node_of_lease)),
         Box::pin(fill_only(replica_changes)),
     ]);
-    let ctx = Arc::new(Ctx { shared: shared.clone(), config, nodes: nodes.clone(), leases, replicas });
+    let events = client::events::Recorder::new(client.clone(), EVENTS_CONTROLLER, &shared.lease.identity);
+    let ctx =
+        Arc::new(Ctx { shared: shared.clone(), config, nodes: nodes.clone(), leases, replicas, events });
     // The sweep runs for as long as the reconciles are driven (which also fills the caches),
     // and stops once they have drained.
     let stop = CancellationToken::new();
@@ -249,6 +254,17 @@ async fn reconcile(node: Arc<Kube<NodeSpec>>, ctx: Arc<Ctx>) -> Result<Action, E
         };
         let api = api_in::<NodeSpec>(&ctx.shared.client, "");
         tracing::info!(node = node.name(), ready = d.ready, reason = d.why.reason(), "node readiness");
+        let (type_, reason) =
+            if d.ready { (EventType::Normal, "NodeReady") } else { (EventType::Warning, "NodeNotReady") };
+        let note = format!(
+            "Node {} is {}: {}",
+            node.name(),
+            if d.ready { "Ready" } else { "not Ready" },
+            d.why.reason()
+        );
+        ctx.events
+            .record(&client::events::reference_to(&*node), None, type_, reason, "Heartbeat", &note)
+            .await;
         match api
             .patch_status(node.name(), &PatchParams::default(), &Patch::Merge(&json!({ "status": new })))
             .await
@@ -279,6 +295,9 @@ async fn evict(ctx: &Ctx, node: &str) -> Result<(), Error> {
     Ok(())
 }
 
+/// The `reportingController` of this controller's Events.
+pub const EVENTS_CONTROLLER: &str = "univrs.io/node-lifecycle";
+
 /// Deletes one replica, with its uid as precondition (never a newer one of the same name).
 async fn delete_replica(ctx: &Ctx, r: &Kube<ReplicaSpec>, why: &str) -> Result<(), Error> {
     let api = api_in::<ReplicaSpec>(&ctx.shared.client, r.namespace().unwrap_or("default"));
@@ -292,6 +311,26 @@ async fn delete_replica(ctx: &Ctx, r: &Kube<ReplicaSpec>, why: &str) -> Result<(
         r.name(),
         r.spec.node_name.as_deref().unwrap_or_default()
     );
+    // Said about the replica's workload (its owner reads it there after the replica is gone),
+    // with the replica as the related object; about the replica itself when it has none.
+    let node = r.spec.node_name.as_deref().unwrap_or_default();
+    let replica = client::events::reference_to(r);
+    let workload =
+        r.metadata.owner_references.iter().flatten().find(|o| o.controller == Some(true)).map(|o| {
+            api::kinds::event::ObjectReference {
+                api_version: Some(o.api_version.clone()),
+                kind: Some(o.kind.clone()),
+                name: Some(o.name.clone()),
+                namespace: r.metadata.namespace.clone(),
+                uid: Some(o.uid.clone()),
+                ..Default::default()
+            }
+        });
+    let note = format!("Evicting replica {} from node {node}: {why}", r.name());
+    match &workload {
+        Some(w) => ctx.events.record(w, Some(&replica), EventType::Warning, "Evicted", "Evict", &note).await,
+        None => ctx.events.record(&replica, None, EventType::Warning, "Evicted", "Evict", &note).await,
+    }
     match api.delete(r.name(), &dp).await {
         Ok(_) => Ok(()),
         Err(e) if is_not_found(&e) || is_conflict(&e) => Ok(()),

@@ -23,6 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use api::identity::Did;
+use api::kinds::event::{EventType, ObjectReference};
 use api::kinds::{
     AccountSpec, AttestationSpec, CreditGrantSpec, DISRUPTION_ANNOTATION, NodeOfferSpec, NodeSpec,
     ReplicaConditionType, ReplicaPhase, ReplicaSpec, ReplicaStatus, ReputationSpec, TrustPolicySpec,
@@ -95,6 +96,8 @@ struct Ctx {
     usage: Arc<Mutex<Usage>>,
     topology_changes: Arc<AtomicU64>,
     state: Mutex<State>,
+    /// Scheduled and FailedScheduling, as Events about each replica.
+    events: client::events::Recorder,
 }
 
 /// Runs the scheduler until shutdown (call through `runtime::run_elected`).
@@ -135,6 +138,7 @@ pub async fn run(shared: Shared, config: Config) {
         Box::pin(fill_only(g)),
     ]);
     let ctx = Arc::new(Ctx {
+        events: client::events::Recorder::new(client.clone(), EVENTS_CONTROLLER, &shared.lease.identity),
         shared: shared.clone(),
         config,
         replicas: replicas.clone(),
@@ -552,12 +556,22 @@ enum Bound {
     Conflict,
 }
 
+/// The `reportingController` of the scheduler's Events.
+pub const EVENTS_CONTROLLER: &str = "univrs.io/scheduler";
+
 /// Binds to the Node's name and uid, in one write, with the cached `resourceVersion` as
 /// precondition.
 async fn bind(ctx: &Ctx, replica: &Kube<ReplicaSpec>, mut placed: Placed) -> Result<Bound, Error> {
     let ns = replica.namespace().unwrap_or("default");
     let api = api_in::<ReplicaSpec>(&ctx.shared.client, ns);
     let node = placed.node.clone();
+    let node_ref = ObjectReference {
+        api_version: Some(api::API_VERSION.into()),
+        kind: Some(<NodeSpec as api::KindSpec>::KIND.into()),
+        name: Some(placed.node.clone()),
+        uid: Some(placed.uid.clone()),
+        ..Default::default()
+    };
     let why = std::mem::take(&mut placed.why);
     let mut bound = replica.clone();
     bound.spec.node_name = Some(placed.node);
@@ -569,6 +583,9 @@ async fn bind(ctx: &Ctx, replica: &Kube<ReplicaSpec>, mut placed: Placed) -> Res
         Err(e) => return Err(e.into()),
     }
     tracing::info!(namespace = ns, "placed replica {} on node {node}: {why}", replica.name());
+    let note = format!("Successfully assigned {ns}/{} to {node}: {why}", replica.name());
+    let regarding = client::events::reference_to(replica);
+    ctx.events.record(&regarding, Some(&node_ref), EventType::Normal, "Scheduled", "Binding", &note).await;
     Ok(Bound::Yes)
 }
 
@@ -589,6 +606,10 @@ async fn set_unschedulable(
     reason: &str,
     message: String,
 ) -> Result<(), Error> {
+    // Every attempt counts in the event's series (the recorder writes at most one in 5 s).
+    let note = format!("{reason}: {message}");
+    let regarding = client::events::reference_to(replica);
+    ctx.events.record(&regarding, None, EventType::Warning, "FailedScheduling", "Scheduling", &note).await;
     let current = replica.status.clone().unwrap_or_default();
     if current.reason.as_deref() == Some(reason) && current.message.as_deref() == Some(message.as_str()) {
         return Ok(());

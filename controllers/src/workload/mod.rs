@@ -4,6 +4,7 @@
 
 pub mod plan;
 
+use api::kinds::event::EventType;
 use std::sync::Arc;
 
 use api::kinds::{
@@ -40,7 +41,12 @@ struct Ctx {
     shared: Shared,
     config: Config,
     replicas: Store<Kube<ReplicaSpec>>,
+    /// SuccessfulCreate, SuccessfulDelete and Replacing, as Events about each workload.
+    events: client::events::Recorder,
 }
+
+/// The `reportingController` of this controller's Events.
+pub const EVENTS_CONTROLLER: &str = "univrs.io/workload";
 
 /// Runs the workload controller until shutdown (call through `runtime::run_elected`).
 pub async fn run(shared: Shared, config: Config) {
@@ -51,7 +57,8 @@ pub async fn run(shared: Shared, config: Config) {
         Box::pin(trigger_self(workload_changes, ())) as runtime::Queue<Kube<WorkloadSpec>>,
         Box::pin(trigger_owners(replica_changes, (), ())),
     );
-    let ctx = Arc::new(Ctx { shared: shared.clone(), config, replicas });
+    let events = client::events::Recorder::new(client.clone(), EVENTS_CONTROLLER, &shared.lease.identity);
+    let ctx = Arc::new(Ctx { shared: shared.clone(), config, replicas, events });
     runtime::drive("workload", &shared, workloads, queue, |w, c| Box::pin(reconcile(w, c)), ctx).await;
 }
 
@@ -148,7 +155,13 @@ async fn reconcile(workload: Arc<Kube<WorkloadSpec>>, ctx: Arc<Ctx>) -> Result<A
         };
         match api.create(&PostParams::default(), &Kube::new(meta, spec)).await {
             // 409: it exists already (the cache had not shown it yet): nothing to do.
-            Ok(_) => {}
+            Ok(_) => {
+                let note = format!("Created replica {name} ({desired} wanted)");
+                let regarding = client::events::reference_to(&*workload);
+                ctx.events
+                    .record(&regarding, None, EventType::Normal, "SuccessfulCreate", "Create", &note)
+                    .await;
+            }
             Err(e) if is_conflict(&e) => {}
             Err(e) => return Err(e.into()),
         }
@@ -178,7 +191,19 @@ async fn reconcile(workload: Arc<Kube<WorkloadSpec>>, ctx: Arc<Ctx>) -> Result<A
             ..Default::default()
         };
         match api.delete(name, &dp).await {
-            Ok(_) => {}
+            Ok(_) => {
+                // A replica of an older template, or on a node its policy no longer admits, is
+                // replaced; otherwise it is one too many.
+                let disrupted = api::kinds::disruption_of(r.metadata.annotations.as_ref());
+                let old = r.metadata.labels.as_ref().and_then(|l| l.get(TEMPLATE_LABEL)) != Some(&hash);
+                let (reason, note) = match disrupted {
+                    Some(why) => ("Replacing", format!("Deleted replica {name}, replaced because {why}")),
+                    None if old => ("Replacing", format!("Deleted replica {name} of an older template")),
+                    None => ("SuccessfulDelete", format!("Deleted replica {name} ({desired} wanted)")),
+                };
+                let regarding = client::events::reference_to(&*workload);
+                ctx.events.record(&regarding, None, EventType::Normal, reason, "Delete", &note).await;
+            }
             Err(e) if is_not_found(&e) || is_conflict(&e) => {}
             Err(e) => return Err(e.into()),
         }
