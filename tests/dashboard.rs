@@ -2,7 +2,7 @@
 //! DevTools Protocol, against `ui up` with a workload. The browser opens the URL the dashboard
 //! printed (with its token: a cookie, then the page); the page shows the workload with its
 //! replicas and their phases, then follows a `ui scale` without being reloaded (a mark left in
-//! the page's JavaScript survives); markup written into an object (a workload's image) is shown
+//! the page's JavaScript survives); markup written into an object (a workload's rootfs name) is shown
 //! as text, never run; a screenshot is saved as a test artifact
 //! (`target/test-artifacts/dashboard.png`). The dashboard's guards are checked from outside: a
 //! foreign Host and any write are refused, a request without the token's cookie is refused, an
@@ -348,7 +348,7 @@ fn the_dashboard_shows_a_workload_and_follows_its_scaling_without_a_reload() {
          apiVersion: univrs.io/v1\nkind: Workload\nmetadata:\n  name: paris\nspec:\n  replicas: 1\n  rootfs: busybox\n  \
          command: [\"sleep\", \"600\"]\n  trustPolicy: france\n---\n\
          apiVersion: univrs.io/v1\nkind: Workload\nmetadata:\n  name: markup\nspec:\n  replicas: 0\n  \
-         image: \"<img src=x onerror=window.__xss=1>\"\n",
+         rootfs: \"<img src=x onerror=window.__xss=1>\"\n",
     );
     up.ui(&u, &["apply", "-f", &manifest]).ok();
     up.ui(&u, &["apply", "-f", &policies]).ok();

@@ -354,8 +354,12 @@ fn the_examples_run_on_ui_up_and_show_their_output() {
             if out.contains("hello from web-") { Ok(out) } else { Err(out) }
         });
         println!("apply to serving (the examples, web on port 30080): {:?}\n{page}", applied.elapsed());
-        let status = ui(&u, &["status"]).ok().stdout;
-        assert!(status.contains("web: 1/1 ready") && status.contains("publishes 30080→8080/TCP"), "{status}");
+        // Ready once its readiness probe (every 2 s) has passed.
+        wait_for(30, "web ready, publishing 30080", || {
+            let status = ui(&u, &["status"]).ok().stdout;
+            let ok = status.contains("web: 1/1 ready") && status.contains("publishes 30080→8080/TCP");
+            if ok { Ok(()) } else { Err(status) }
+        });
     } else {
         // Held by something else on this machine: web waits, saying so.
         wait_for(60, "web waiting for port 30080", || {

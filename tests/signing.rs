@@ -20,12 +20,12 @@ fn sign_the_examples_then_verify_them() {
     let out = out.to_str().unwrap();
 
     let report = u.run(&["verify", "-f", out]).ok().stdout;
-    assert_eq!(report.lines().count(), 7, "{report}");
+    assert_eq!(report.lines().count(), 8, "{report}");
     assert!(report.lines().all(|l| l.starts_with("ok ") && l.contains(&did)), "{report}");
 
     let json = u.run(&["verify", "-f", out, "-o", "json"]).ok().json();
     let docs = json.as_array().unwrap();
-    assert_eq!(docs.len(), 7);
+    assert_eq!(docs.len(), 8);
     for d in docs {
         assert_eq!(d["ok"], true, "{d}");
         assert_eq!(d["signer"], did.as_str());
@@ -131,7 +131,7 @@ fn in_place_signs_every_file_and_keeps_its_mode() {
     fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o640)).unwrap();
     let r = u.run(&["sign", "-f", dir.to_str().unwrap(), "--in-place"]).ok();
     assert!(r.stdout.is_empty());
-    assert!(r.stderr.contains("Signed 7 document(s) in 7 file(s)"), "{}", r.stderr);
+    assert!(r.stderr.contains("Signed 8 document(s) in 8 file(s)"), "{}", r.stderr);
     assert_eq!(mode(&file), 0o640);
     u.run(&["verify", "-f", dir.to_str().unwrap()]).ok();
     // Signing again is fine: the old signature is replaced.
