@@ -14,44 +14,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use sha2::Digest as _;
-use support::{User, free_port, wait_for};
-
-fn require_root() {
-    let uid = std::fs::read_to_string("/proc/self/status")
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:").map(|r| r.split_whitespace().next().unwrap().to_owned()))
-        .unwrap();
-    assert_eq!(uid, "0", "the image tests run containers and need root (CI runs as root)");
-}
+use support::{User, free_port, require_root, stop_shims, wait_for};
 
 fn sha256(bytes: &[u8]) -> String {
     format!("sha256:{:x}", sha2::Sha256::digest(bytes))
-}
-
-/// The pids of processes whose command line mentions `dir` (the shims of a node's runs).
-fn processes_under(dir: &Path) -> Vec<i32> {
-    let needle = dir.to_string_lossy().into_owned();
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline"))
-                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&needle))
-        })
-        .collect()
-}
-
-/// Stops every shim of the node in `dir` and waits for them, so a test leaves no container.
-fn stop_shims(dir: &Path) {
-    for pid in processes_under(dir) {
-        let _ = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status();
-    }
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !processes_under(dir).is_empty() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// Debian's `docker-registry` on a free loopback port, storing in a temp dir.

@@ -11,44 +11,7 @@ use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::{Server, User, free_port, wait_for};
-
-/// Containers need root; CI runs as root. Elsewhere these tests say so and fail loudly rather
-/// than pass without having run anything.
-fn require_root() {
-    let uid = std::fs::read_to_string("/proc/self/status")
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:").map(|r| r.split_whitespace().next().unwrap().to_owned()))
-        .unwrap();
-    assert_eq!(uid, "0", "the node agent tests run containers and need root (CI runs as root)");
-}
-
-/// The pids of processes whose command line mentions `dir` (the shims of a node's runs).
-fn processes_under(dir: &Path) -> Vec<i32> {
-    let needle = dir.to_string_lossy().into_owned();
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline"))
-                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&needle))
-        })
-        .collect()
-}
-
-/// Stops every shim of the node in `dir` (SIGTERM: each stops its container, SIGKILL after its
-/// grace period) and waits for them, so a test leaves no container behind.
-fn stop_shims(dir: &Path) {
-    for pid in processes_under(dir) {
-        let _ = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status();
-    }
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !processes_under(dir).is_empty() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
+use support::{Server, User, free_port, processes_under, require_root, stop_shims, wait_for};
 
 /// `ui up` with its local node, for one user.
 struct Up {

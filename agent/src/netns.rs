@@ -124,7 +124,8 @@ fn io(e: rtnetlink::Error) -> std::io::Error {
     std::io::Error::other(e)
 }
 
-async fn index_of(handle: &rtnetlink::Handle, name: &str) -> Option<u32> {
+/// The index of link `name` in the namespace `handle` speaks to, if there is one.
+pub(crate) async fn index_of(handle: &rtnetlink::Handle, name: &str) -> Option<u32> {
     use futures_util::TryStreamExt;
     handle
         .link()

@@ -429,21 +429,17 @@ impl Network {
     /// naming it.
     pub async fn attach(&self, id: &str, want: Lease) -> anyhow::Result<Attachment> {
         let _changing = self.changing.lock().await;
-        let (lease, pool, new_owner) = {
+        let (lease, pool, subnet) = {
             let mut l = self.leases.lock().unwrap();
-            let had = l.owners.contains_key(&want.owner);
             let lease = l.lease(id, want).map_err(anyhow::Error::msg)?;
-            (lease, l.pool.expect("open"), !had)
-        };
-        let subnet = {
-            let l = self.leases.lock().unwrap();
-            pool.subnet(l.owners[&lease.owner])
+            let pool = l.pool.expect("open");
+            let subnet = pool.subnet(l.owners[&lease.owner]);
+            (lease, pool, subnet)
         };
         let bridge = bridge_name(pool, &lease.owner);
         let gateway = subnet.host(1);
         ensure_bridge(&bridge, gateway).await?;
         // Every run checks them: a new owner's /24, a LAN that changed, an apply that failed.
-        let _ = new_owner;
         self.apply_rules().await?;
         self.save()?;
         let dir = Path::new(RUN_DIR).join(id);
@@ -623,23 +619,18 @@ async fn rtnl() -> anyhow::Result<rtnetlink::Handle> {
     Ok(handle)
 }
 
-async fn link_index(handle: &rtnetlink::Handle, name: &str) -> Option<u32> {
-    use futures_util::TryStreamExt;
-    let mut links = handle.link().get().match_name(name.to_owned()).execute();
-    links.try_next().await.ok().flatten().map(|l| l.header.index)
-}
-
 /// Makes bridge `name` with address `gateway`/24, up, unless it exists.
 async fn ensure_bridge(name: &str, gateway: Ipv4Addr) -> anyhow::Result<()> {
     let handle = rtnl().await?;
-    if link_index(&handle, name).await.is_none() {
+    if crate::netns::index_of(&handle, name).await.is_none() {
         match handle.link().add(rtnetlink::LinkBridge::new(name).build()).execute().await {
             Ok(()) => {}
             Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -nix::libc::EEXIST => {}
             Err(e) => return Err(e).with_context(|| format!("cannot make bridge {name}")),
         }
     }
-    let index = link_index(&handle, name).await.with_context(|| format!("bridge {name} is gone"))?;
+    let index =
+        crate::netns::index_of(&handle, name).await.with_context(|| format!("bridge {name} is gone"))?;
     match handle.address().add(index, gateway.into(), 24).execute().await {
         Ok(()) => {}
         // Already there (an earlier agent's bridge kept).
@@ -658,7 +649,7 @@ async fn ensure_bridge(name: &str, gateway: Ipv4Addr) -> anyhow::Result<()> {
 
 async fn delete_link(name: &str) {
     let Ok(handle) = rtnl().await else { return };
-    if let Some(index) = link_index(&handle, name).await
+    if let Some(index) = crate::netns::index_of(&handle, name).await
         && let Err(e) = handle.link().del(index).execute().await
     {
         tracing::warn!(error = %e, "cannot remove link {name}");

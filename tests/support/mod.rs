@@ -514,3 +514,40 @@ pub fn write_signed(u: &User, file: &str, text: &str) -> String {
     u.run(&["sign", "-f", &path, "--in-place"]).ok();
     path
 }
+
+/// Containers need root; CI runs as root. Elsewhere the container tests say so and fail loudly
+/// rather than pass without having run anything.
+pub fn require_root() {
+    let uid = std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:").map(|r| r.split_whitespace().next().unwrap().to_owned()))
+        .unwrap();
+    assert_eq!(uid, "0", "these tests run containers and need root (CI runs as root)");
+}
+
+/// The pids of processes whose command line mentions `dir` (the shims of a node's runs).
+pub fn processes_under(dir: &Path) -> Vec<i32> {
+    let needle = dir.to_string_lossy().into_owned();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&needle))
+        })
+        .collect()
+}
+
+/// Stops every shim of the node in `dir` (SIGTERM: each stops its container, SIGKILL after its
+/// grace period) and waits for them, so a test leaves no container behind.
+pub fn stop_shims(dir: &Path) {
+    for pid in processes_under(dir) {
+        let _ = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !processes_under(dir).is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
