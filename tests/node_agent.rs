@@ -1280,6 +1280,92 @@ fn replicas_reach_their_owner_s_replicas_by_name_and_nothing_of_strangers_or_the
     drop(up);
 }
 
+#[test]
+fn an_owner_s_replicas_on_two_nodes_reach_each_other_through_the_tunnel_and_strangers_do_not() {
+    require_root();
+    let u = User::new();
+    let up = Up::start(&u, "tun-a");
+    let mut other = Agent::new(&u, "tun-b");
+    // Two replicas, too big to share a node: one on each.
+    let serve = "mkdir -p /tmp/w && hostname > /tmp/w/index.html && exec httpd -f -p 8080 -h /tmp/w";
+    let extra = "  ports:\n  - containerPort: 8080\n  resources:\n    cpu: 1200m\n    memory: 32Mi\n";
+    apply(&u, "peer", &workload("peer", serve, extra).replace("replicas: 1", "replicas: 2"));
+    let rs = wait_for(90, "2 replicas of peer running with an address, on two nodes", || {
+        let rs = replicas(&u, "peer");
+        let ok = rs.len() == 2
+            && rs.iter().all(|r| r["status"]["phase"] == "Running" && r["status"]["podIP"].is_string())
+            && node_of(&rs[0]) != node_of(&rs[1]);
+        if ok { Ok(rs) } else { Err(summary(&rs)) }
+    });
+    let name = |r: &Value| r["metadata"]["name"].as_str().unwrap().to_owned();
+    let ip = |r: &Value| r["status"]["podIP"].as_str().unwrap().parse::<std::net::Ipv4Addr>().unwrap();
+    let (a, b) = (name(&rs[0]), name(&rs[1]));
+    let (a_ip, b_ip) = (ip(&rs[0]), ip(&rs[1]));
+    // Each node's replicas have addresses in a network of its own, which its Node advertises
+    // with its tunnel key and address.
+    assert_ne!(a_ip.octets()[..2], b_ip.octets()[..2], "two nodes, two networks: {a_ip} {b_ip}");
+    for n in ["tun-a", "tun-b"] {
+        let node = ui(&u, &["get", "node", n, "-o", "json"]).ok().json();
+        assert!(node["spec"]["tunnelKey"].as_str().is_some_and(|k| k.len() == 44), "{node}");
+        let addrs = node["spec"]["addresses"].to_string();
+        assert!(addrs.contains("/udp/") && addrs.contains("/wireguard"), "{addrs}");
+        let pool = node["status"]["replicaNetwork"].as_str().unwrap_or_default().to_owned();
+        let mine = if node_of(&rs[0]) == n { a_ip } else { b_ip };
+        assert!(pool.starts_with(&format!("{}.{}.", mine.octets()[0], mine.octets()[1])), "{pool} {mine}");
+    }
+    // Across the nodes, by address and by name, both ways.
+    let crossed = wait_for(60, "a reaches b across nodes", || {
+        let out = http_from(&u, &a, &b_ip.to_string(), 8080);
+        if out.contains(&b) { Ok(out) } else { Err(out) }
+    });
+    println!("{a} on {} reached {b} on {}: {crossed}", node_of(&rs[0]), node_of(&rs[1]));
+    assert!(http_from(&u, &b, &a_ip.to_string(), 8080).contains(&a));
+    let by_name = wait_for(30, "b named in a's hosts", || {
+        let out = http_from(&u, &a, &b, 8080);
+        if out.contains(&b) { Ok(out) } else { Err(out) }
+    });
+    assert!(by_name.contains("200 OK"));
+    let hosts = exec(&u, &a, &[], &["cat", "/etc/hosts"]).ok().stdout;
+    assert!(hosts.contains(&format!("{b_ip}\t{b} peer peer.default")), "{hosts}");
+
+    // A stranger's replica, wherever it lands, reaches neither of ours, nor do names of ours
+    // show in its hosts; its own node's tunnel refuses what it sends our way.
+    let stranger = up.another_user();
+    apply(
+        &stranger,
+        "spy",
+        &workload("spy", "exec sleep 3600", "  resources:\n    cpu: 100m\n    memory: 16Mi\n"),
+    );
+    let spy = wait_for(60, "the spy running", || {
+        let rs = replicas(&stranger, "spy");
+        if rs.len() == 1 && rs[0]["status"]["podIP"].is_string() {
+            Ok(rs[0].clone())
+        } else {
+            Err(summary(&rs))
+        }
+    });
+    let spy_name = name(&spy);
+    for target in [a_ip, b_ip] {
+        let tried = http_from(&stranger, &spy_name, &target.to_string(), 8080);
+        assert!(tried.contains("UNREACHABLE"), "the stranger reached {target}: {tried}");
+    }
+    let spy_hosts = exec(&stranger, &spy_name, &[], &["cat", "/etc/hosts"]).ok().stdout;
+    assert!(!spy_hosts.contains("peer"), "{spy_hosts}");
+
+    // The path is the agents' tunnel, not the machine's routing: with node b's agent gone (its
+    // replicas run on), a no longer reaches b; once it is back, it does again.
+    other.kill_9();
+    let cut = http_from(&u, &a, &b_ip.to_string(), 8080);
+    assert!(cut.contains("UNREACHABLE"), "reached b without its agent: {cut}");
+    other.start(&u);
+    wait_for(60, "a reaches b again once b's agent is back", || {
+        let out = http_from(&u, &a, &b_ip.to_string(), 8080);
+        if out.contains(&b) { Ok(()) } else { Err(out) }
+    });
+    drop(other);
+    drop(up);
+}
+
 /// A command that follows (`-w`), its output gathered as it comes; killed when dropped.
 struct Follower {
     child: Child,

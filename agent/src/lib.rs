@@ -33,6 +33,7 @@ pub mod run;
 pub mod setup;
 pub mod shim;
 pub mod store;
+pub mod tunnel;
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;

@@ -47,9 +47,18 @@ pub struct ExitLabels {
     pub reason: String,
 }
 
+/// Labels of the tunnel's packet counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TunnelLabels {
+    /// `sent` (to a peer node), `received` (from one, forwarded to a replica here) or `refused`
+    /// (no allowed pair, no peer, not authenticated).
+    pub direction: &'static str,
+}
+
 /// The agent's metrics.
 #[derive(Debug)]
 pub struct Metrics {
+    tunnel: Family<TunnelLabels, Counter>,
     registry: Registry,
     started: Family<StartLabels, Counter>,
     start_errors: Family<StartErrorLabels, Counter>,
@@ -141,7 +150,17 @@ impl Metrics {
         for reason in EXIT_REASONS {
             let _ = exits.get_or_create(&ExitLabels { reason: reason.to_owned() });
         }
+        let tunnel = Family::<TunnelLabels, Counter>::default();
+        r.register(
+            "univrs_node_tunnel_packets",
+            "Replica packets the tunnel to other nodes carried or refused, by direction",
+            tunnel.clone(),
+        );
+        for direction in ["sent", "received", "refused"] {
+            let _ = tunnel.get_or_create(&TunnelLabels { direction });
+        }
         Self {
+            tunnel,
             registry: r,
             started,
             start_errors,
@@ -163,6 +182,11 @@ impl Metrics {
         self.start_errors
             .get_or_create(&StartErrorLabels { container_type: "container", code: code.to_owned() })
             .inc();
+    }
+
+    /// A packet the tunnel `direction` (`sent`, `received`, `refused`).
+    pub fn tunnel(&self, direction: &'static str) {
+        self.tunnel.get_or_create(&TunnelLabels { direction }).inc();
     }
 
     /// A run ended, for `reason`.

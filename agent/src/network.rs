@@ -96,6 +96,11 @@ impl Net {
         u32::from(ip) & self.mask() == u32::from(self.base) & self.mask()
     }
 
+    /// Whether the two networks share an address.
+    pub fn overlaps(self, other: Net) -> bool {
+        self.contains(other.first()) || other.contains(self.first())
+    }
+
     /// How many /24s it holds.
     fn subnets(self) -> u32 {
         1 << (24 - u32::from(self.prefix))
@@ -213,11 +218,24 @@ impl Leases {
         self.owners.iter().map(|(o, i)| (bridge_name(pool, o), pool.subnet(*i))).collect()
     }
 
-    /// The `/etc/hosts` of run `id`: itself, and its owner's other replicas on this node.
-    pub fn hosts_of(&self, id: &str) -> Option<String> {
+    /// The `/etc/hosts` of run `id`: itself, its owner's other replicas on this node, and
+    /// those of `remote` (replicas on other nodes the tunnel reaches) of its owner.
+    pub fn hosts_of(&self, id: &str, remote: &[crate::tunnel::Remote]) -> Option<String> {
         let me = self.runs.get(id)?;
         let mut out = String::from("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n");
-        let mut same: Vec<&Lease> = self.runs.values().filter(|l| l.owner == me.owner).collect();
+        let elsewhere: Vec<Lease> = remote
+            .iter()
+            .filter(|r| r.owner == me.owner)
+            .map(|r| Lease {
+                owner: r.owner.clone(),
+                namespace: r.namespace.clone(),
+                workload: r.workload.clone(),
+                replica: r.replica.clone(),
+                ip: r.ip,
+            })
+            .collect();
+        let mut same: Vec<&Lease> =
+            self.runs.values().filter(|l| l.owner == me.owner).chain(elsewhere.iter()).collect();
         // Its own line first, then by address: a stable file.
         same.sort_by_key(|l| (l.ip != me.ip, l.ip));
         for l in same {
@@ -233,7 +251,7 @@ impl Leases {
 }
 
 /// A short hex digest of `parts`, for link names (at most 15 bytes with their prefix).
-fn digest(parts: &[&str]) -> String {
+pub(crate) fn digest(parts: &[&str]) -> String {
     let mut h = Sha256::new();
     for p in parts {
         h.update(p.as_bytes());
@@ -264,33 +282,90 @@ pub fn table_name(pool: Net) -> String {
 const BLOCKED: &str = "0.0.0.0/8, 10.0.0.0/8, 100.64.0.0/10, 127.0.0.0/8, 169.254.0.0/16, 172.16.0.0/12, \
     192.0.0.0/24, 192.168.0.0/16, 198.18.0.0/15, 224.0.0.0/4, 240.0.0.0/4";
 
-/// The nftables script that makes the table of `pool` (replacing it at once) for `subnets`
-/// (each owner's /24), allowing DNS to `nameservers`, with `local` the node's own connected
-/// IPv4 networks (its LAN, whatever its range):
-/// - forward: a replica reaches its own /24, the nameservers on port 53, and the internet; not
-///   another owner's /24, not a blocked range ([`BLOCKED`]) nor the node's LAN. Nothing from
-///   outside starts a connection to a replica: published ports go through the agent's proxy.
+/// The tunnel's part of [`ruleset`]: its device and the flows it carries.
+#[derive(Clone, Copy, Debug)]
+pub struct TunnelRules<'a> {
+    /// The TUN device.
+    pub device: &'a str,
+    /// (a replica here, a replica of the same owner on another node).
+    pub pairs: &'a BTreeSet<(Ipv4Addr, Ipv4Addr)>,
+}
+
+/// The nftables script that makes the table of `pool` (replacing it at once) for `bridges`
+/// (each owner's bridge and /24), allowing DNS to `nameservers`, with `local` the node's own
+/// connected IPv4 networks (its LAN, whatever its range) and `tunnel` the flows to and from
+/// other nodes' replicas:
+/// - forward: a replica's packets carry its own address (none other leaves its bridge); it
+///   reaches its own /24, the nameservers on port 53, its owner's replicas on other nodes
+///   through the tunnel (only those pairs pass it, either way), and the internet; not another
+///   owner's /24, not a blocked range ([`BLOCKED`]) nor the node's LAN. Nothing from outside
+///   starts a connection to a replica: published ports go through the agent's proxy.
 /// - input: a replica starts no connection to the node itself (its agent, its apiserver, its
-///   other services); answers to the node's own connections (the proxy, probes) pass.
+///   other services); answers to the node's own connections (the proxy, probes) pass; nothing
+///   from the tunnel reaches the node.
 /// - IPv6 from or to a replica's link (`uv…`) is dropped altogether (replicas have IPv4 only;
 ///   the links' IPv6 is switched off too).
-/// - postrouting: what leaves for elsewhere is masqueraded as the node.
-pub fn ruleset(pool: Net, subnets: &[Net], nameservers: &[Ipv4Addr], local: &[Net]) -> String {
+/// - postrouting: what leaves for elsewhere (not a `uv…` link) is masqueraded as the node.
+///
+/// The rules match this pool's own links, so that the tables of several agents on one
+/// machine never judge each other's replicas.
+pub fn ruleset(
+    pool: Net,
+    bridges: &[(String, Net)],
+    nameservers: &[Ipv4Addr],
+    local: &[Net],
+    tunnel: Option<TunnelRules<'_>>,
+) -> String {
     let table = table_name(pool);
     let mut forward = String::new();
-    for s in subnets {
+    let mut input = String::new();
+    for (b, s) in bridges {
+        forward.push_str(&format!("\t\tiifname \"{b}\" ip saddr != {s} drop\n"));
+        input.push_str(&format!("\t\tiifname \"{b}\" ip saddr != {s} drop\n"));
+    }
+    let mut sets = String::new();
+    if let Some(t) = tunnel {
+        let tun = t.device;
+        let elements = |flip: bool| -> String {
+            let e: Vec<String> = t
+                .pairs
+                .iter()
+                .map(
+                    |(here, there)| {
+                        if flip { format!("{there} . {here}") } else { format!("{here} . {there}") }
+                    },
+                )
+                .collect();
+            if e.is_empty() { String::new() } else { format!("\t\telements = {{ {} }}\n", e.join(", ")) }
+        };
+        sets = format!(
+            "\tset to_peers {{\n\t\ttype ipv4_addr . ipv4_addr\n{}\t}}\n\tset from_peers {{\n\t\ttype ipv4_addr . ipv4_addr\n{}\t}}\n",
+            elements(false),
+            elements(true)
+        );
+        forward.push_str(&format!(
+            "\t\tiifname \"{tun}\" ip saddr . ip daddr @from_peers accept\n\
+             \t\tiifname \"{tun}\" drop\n\
+             \t\toifname \"{tun}\" tcp flags syn tcp option maxseg size set rt mtu\n\
+             \t\toifname \"{tun}\" ip saddr . ip daddr @to_peers accept\n\
+             \t\toifname \"{tun}\" drop\n"
+        ));
+        input.insert_str(0, &format!("\t\tiifname \"{tun}\" drop\n"));
+    }
+    forward.push_str(&format!("\t\tip daddr {pool} ct state established,related accept\n"));
+    for (_, s) in bridges {
         forward.push_str(&format!("\t\tip saddr {s} ip daddr {s} accept\n"));
     }
     if !nameservers.is_empty() {
         let ns: Vec<String> = nameservers.iter().map(ToString::to_string).collect();
         forward.push_str(&format!(
-            "\t\tip saddr {pool} ip daddr {{ {} }} meta l4proto {{ tcp, udp }} th dport 53 accept\n",
+            "\t\tiifname \"uvb*\" ip saddr {pool} ip daddr {{ {} }} meta l4proto {{ tcp, udp }} th dport 53 accept\n",
             ns.join(", ")
         ));
     }
-    forward.push_str(&format!("\t\tip saddr {pool} ip daddr {{ {BLOCKED} }} drop\n"));
+    forward.push_str(&format!("\t\tiifname \"uvb*\" ip saddr {pool} ip daddr {{ {BLOCKED} }} drop\n"));
     for l in local {
-        forward.push_str(&format!("\t\tip saddr {pool} ip daddr {l} drop\n"));
+        forward.push_str(&format!("\t\tiifname \"uvb*\" ip saddr {pool} ip daddr {l} drop\n"));
     }
     format!(
         "table ip {table}\n\
@@ -298,23 +373,24 @@ pub fn ruleset(pool: Net, subnets: &[Net], nameservers: &[Ipv4Addr], local: &[Ne
          table inet {table}\n\
          delete table inet {table}\n\
          table inet {table} {{\n\
+         {sets}\
          \tchain forward {{\n\
          \t\ttype filter hook forward priority filter - 5; policy accept;\n\
          \t\tmeta nfproto ipv6 iifname \"uv*\" drop\n\
          \t\tmeta nfproto ipv6 oifname \"uv*\" drop\n\
-         \t\tip daddr {pool} ct state established,related accept\n\
          {forward}\
-         \t\tip daddr {pool} drop\n\
+         \t\tip daddr {pool} oifname \"uvb*\" drop\n\
          \t}}\n\
          \tchain input {{\n\
          \t\ttype filter hook input priority filter - 5; policy accept;\n\
          \t\tmeta nfproto ipv6 iifname \"uv*\" drop\n\
+         {input}\
          \t\tip saddr {pool} ct state established,related accept\n\
          \t\tip saddr {pool} iifname != \"lo\" drop\n\
          \t}}\n\
          \tchain postrouting {{\n\
          \t\ttype nat hook postrouting priority srcnat; policy accept;\n\
-         \t\tip saddr {pool} ip daddr != {pool} masquerade\n\
+         \t\tip saddr {pool} ip daddr != {pool} oifname != \"uv*\" masquerade\n\
          \t}}\n\
          }}\n"
     )
@@ -370,13 +446,16 @@ pub struct Network {
     changing: tokio::sync::Mutex<()>,
     /// The ruleset applied last.
     applied: Mutex<Option<String>>,
+    /// The tunnel to other nodes' replicas: its device and what it carries.
+    tunnel: Mutex<Option<(String, crate::tunnel::Plan)>>,
 }
 
 impl Network {
-    /// Takes the pool (`wanted`, else the one this node had, else the first free default) and
-    /// restores the leases of `state_dir`; removes the bridges an earlier agent left in the pool
-    /// that no lease needs, and sets the node up to forward.
-    pub async fn open(state_dir: &Path, wanted: Option<Net>) -> anyhow::Result<Self> {
+    /// Takes the pool (`wanted`, else the one this node had, else the first free default that
+    /// overlaps none of `taken`, the pools other nodes advertise; else the first free default)
+    /// and restores the leases of `state_dir`; removes the bridges an earlier agent left in the
+    /// pool that no lease needs, and sets the node up to forward.
+    pub async fn open(state_dir: &Path, wanted: Option<Net>, taken: &[Net]) -> anyhow::Result<Self> {
         which_nft()?;
         std::fs::create_dir_all(RUN_DIR).with_context(|| format!("cannot make {RUN_DIR}"))?;
         let state_file = state_dir.join(LEASES_FILE);
@@ -390,7 +469,10 @@ impl Network {
             (Some(w), _) => vec![w],
             (None, Some(had)) => vec![had],
             (None, None) => {
-                DEFAULT_POOLS.map(|b| Net { base: Ipv4Addr::new(10, b, 0, 0), prefix: 16 }).collect()
+                let all = DEFAULT_POOLS.map(|b| Net { base: Ipv4Addr::new(10, b, 0, 0), prefix: 16 });
+                let (free, advertised): (Vec<Net>, Vec<Net>) =
+                    all.partition(|p| !taken.iter().any(|t| t.overlaps(*p)));
+                free.into_iter().chain(advertised).collect()
             }
         };
         let (pool, lock) = candidates
@@ -414,6 +496,7 @@ impl Network {
             _lock: lock,
             changing: tokio::sync::Mutex::new(()),
             applied: Mutex::new(None),
+            tunnel: Mutex::new(None),
         };
         net.sync().await?;
         Ok(net)
@@ -529,7 +612,9 @@ impl Network {
             }
             let dir = Path::new(RUN_DIR).join(id);
             std::fs::create_dir_all(&dir)?;
-            let text = l.hosts_of(id).unwrap_or_default();
+            let remote =
+                self.tunnel.lock().unwrap().as_ref().map(|(_, p)| p.remotes.clone()).unwrap_or_default();
+            let text = l.hosts_of(id, &remote).unwrap_or_default();
             std::fs::OpenOptions::new()
                 .create(true)
                 .write(true)
@@ -543,18 +628,53 @@ impl Network {
     /// Applies the rules the leases and the node's networks call for, unless they are what was
     /// applied last (a failed apply is tried again at the next change or run).
     async fn apply_rules(&self) -> anyhow::Result<()> {
-        let (pool, subnets) = {
+        let (pool, bridges) = {
             let l = self.leases.lock().unwrap();
-            (l.pool.expect("open"), l.bridges().into_iter().map(|(_, s)| s).collect::<Vec<_>>())
+            (l.pool.expect("open"), l.bridges())
         };
+        let tunnel = self.tunnel.lock().unwrap().clone();
         let local = local_networks(pool).await?;
-        let wanted = ruleset(pool, &subnets, &self.nameservers, &local);
-        if self.applied.lock().unwrap().as_deref() == Some(wanted.as_str()) {
-            return Ok(());
+        let wanted = ruleset(
+            pool,
+            &bridges,
+            &self.nameservers,
+            &local,
+            tunnel.as_ref().map(|(device, plan)| TunnelRules { device, pairs: &plan.pairs }),
+        );
+        if self.applied.lock().unwrap().as_deref() != Some(wanted.as_str()) {
+            nft(&wanted).await?;
+            *self.applied.lock().unwrap() = Some(wanted);
         }
-        nft(&wanted).await?;
-        *self.applied.lock().unwrap() = Some(wanted);
+        if let Some((device, plan)) = &tunnel {
+            let names: Vec<String> = bridges.into_iter().map(|(b, _)| b).collect();
+            let pools: Vec<Net> = plan.peers.values().map(|p| p.pool).collect();
+            sync_routing(route_table(pool), device, &names, &pools).await?;
+        }
         Ok(())
+    }
+
+    /// Takes the tunnel's new plan (`device` its TUN): rules, routes and names follow.
+    pub async fn set_tunnel(&self, device: &str, plan: crate::tunnel::Plan) -> anyhow::Result<()> {
+        let _changing = self.changing.lock().await;
+        let remotes_changed = {
+            let mut t = self.tunnel.lock().unwrap();
+            let changed = t.as_ref().is_none_or(|(_, p)| p.remotes != plan.remotes);
+            *t = Some((device.to_owned(), plan));
+            changed
+        };
+        self.apply_rules().await?;
+        if remotes_changed {
+            let owners: Vec<String> = self.leases.lock().unwrap().owners.keys().cloned().collect();
+            for o in owners {
+                self.write_hosts(&o)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Every lease here (for the tunnel's plan).
+    pub fn leases(&self) -> Vec<Lease> {
+        self.leases.lock().unwrap().runs.values().cloned().collect()
     }
 
     fn save(&self) -> anyhow::Result<()> {
@@ -573,8 +693,108 @@ impl Network {
             delete_link(&b).await;
         }
         let _ = nft(&format!("table inet {0}\ndelete table inet {0}\n", table_name(pool))).await;
+        let _ = sync_routing(route_table(pool), "", &[], &[]).await;
         let _ = std::fs::remove_file(state_dir.join(LEASES_FILE));
     }
+}
+
+/// The routing table of `pool`'s tunnel: the routes to peers' pools, looked up for packets
+/// from this pool's bridges only.
+pub fn route_table(pool: Net) -> u32 {
+    0x7576_0000 + ((u32::from(pool.base) >> 8) & 0xffff)
+}
+
+/// The priority of the rules that send the bridges' packets to [`route_table`] (before the
+/// main table, 32766).
+const RULE_PRIORITY: u32 = 1000;
+
+/// Makes the policy routing of a tunnel match: one rule per bridge (`iif BRIDGE lookup
+/// TABLE`), and in `table` one route per peer pool into `device`.
+async fn sync_routing(table: u32, device: &str, bridges: &[String], pools: &[Net]) -> anyhow::Result<()> {
+    use futures_util::TryStreamExt;
+    use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteMessage};
+    use rtnetlink::packet_route::rule::{RuleAction, RuleAttribute, RuleMessage};
+    let handle = rtnl().await?;
+    let rules: Vec<RuleMessage> = handle.rule().get(rtnetlink::IpVersion::V4).execute().try_collect().await?;
+    let mut have = BTreeSet::new();
+    for r in rules {
+        let t = r
+            .attributes
+            .iter()
+            .find_map(|a| if let RuleAttribute::Table(t) = a { Some(*t) } else { None })
+            .unwrap_or(u32::from(r.header.table));
+        if t != table {
+            continue;
+        }
+        let iif = r
+            .attributes
+            .iter()
+            .find_map(|a| if let RuleAttribute::Iifname(n) = a { Some(n.clone()) } else { None });
+        match iif {
+            Some(n) if bridges.contains(&n) && !have.contains(&n) => {
+                have.insert(n);
+            }
+            _ => handle.rule().del(r).execute().await.context("cannot remove a routing rule")?,
+        }
+    }
+    for b in bridges.iter().filter(|b| !have.contains(*b)) {
+        handle
+            .rule()
+            .add()
+            .v4()
+            .input_interface(b.clone())
+            .table_id(table)
+            .action(RuleAction::ToTable)
+            .priority(RULE_PRIORITY)
+            .execute()
+            .await
+            .with_context(|| format!("cannot route bridge {b}'s packets by table {table}"))?;
+    }
+    let routes: Vec<RouteMessage> = handle
+        .route()
+        .get(rtnetlink::RouteMessageBuilder::<Ipv4Addr>::new().table_id(table).build())
+        .execute()
+        .try_collect()
+        .await?;
+    let mut have = BTreeSet::new();
+    for r in routes {
+        let t = r
+            .attributes
+            .iter()
+            .find_map(|a| if let RouteAttribute::Table(t) = a { Some(*t) } else { None })
+            .unwrap_or(u32::from(r.header.table));
+        if t != table {
+            continue;
+        }
+        let dst = r.attributes.iter().find_map(|a| match a {
+            RouteAttribute::Destination(RouteAddress::Inet(ip)) => {
+                Some(Net { base: *ip, prefix: r.header.destination_prefix_length })
+            }
+            _ => None,
+        });
+        match dst {
+            Some(n) if pools.contains(&n) && !have.contains(&n) => {
+                have.insert(n);
+            }
+            _ => handle.route().del(r).execute().await.context("cannot remove a tunnel route")?,
+        }
+    }
+    for p in pools.iter().filter(|p| !have.contains(*p)) {
+        let index = crate::netns::index_of(&handle, device)
+            .await
+            .with_context(|| format!("no tunnel device {device}"))?;
+        let route = rtnetlink::RouteMessageBuilder::<Ipv4Addr>::new()
+            .destination_prefix(p.base, p.prefix)
+            .output_interface(index)
+            .table_id(table)
+            .build();
+        match handle.route().add(route).execute().await {
+            Ok(()) => {}
+            Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -nix::libc::EEXIST => {}
+            Err(e) => return Err(e).with_context(|| format!("cannot route {p} into the tunnel")),
+        }
+    }
+    Ok(())
 }
 
 /// Locks `pool` for this process, or `None` when another agent holds it.
@@ -788,7 +1008,7 @@ mod tests {
         l.lease("r2", lease("alice", "default", "web", "web-2")).unwrap();
         l.lease("r3", lease("alice", "other", "db", "db-1")).unwrap();
         l.lease("r4", lease("bob", "default", "spy", "spy-1")).unwrap();
-        let hosts = l.hosts_of("r2").unwrap();
+        let hosts = l.hosts_of("r2", &[]).unwrap();
         let lines: Vec<&str> = hosts.lines().skip(2).collect();
         assert_eq!(
             lines,
@@ -799,7 +1019,19 @@ mod tests {
             ]
         );
         assert!(!hosts.contains("spy"));
-        assert!(l.hosts_of("nobody").is_none());
+        assert!(l.hosts_of("nobody", &[]).is_none());
+        // Replicas on other nodes the tunnel reaches, of the same owner only.
+        let remote = |owner: &str, ip: &str| crate::tunnel::Remote {
+            owner: owner.into(),
+            namespace: "default".into(),
+            workload: "web".into(),
+            replica: format!("web-{ip}"),
+            ip: ip.parse().unwrap(),
+            node: "n2".into(),
+        };
+        let hosts = l.hosts_of("r2", &[remote("alice", "10.78.0.2"), remote("bob", "10.78.1.2")]).unwrap();
+        assert!(hosts.contains("10.78.0.2\tweb-10.78.0.2 web web.default\n"), "{hosts}");
+        assert!(!hosts.contains("10.78.1.2"), "{hosts}");
     }
 
     #[test]
@@ -807,23 +1039,52 @@ mod tests {
         let pool: Net = "10.77.0.0/16".parse().unwrap();
         let subnets = [pool.subnet(0), pool.subnet(1)];
         let lan = Net { base: Ipv4Addr::new(192, 0, 2, 0), prefix: 24 };
-        let r = ruleset(pool, &subnets, &[Ipv4Addr::new(192, 168, 1, 1)], &[lan]);
+        let bridges = [("uvb0".to_owned(), subnets[0]), ("uvb1".to_owned(), subnets[1])];
+        let pairs = BTreeSet::from([(Ipv4Addr::new(10, 77, 0, 2), Ipv4Addr::new(10, 78, 0, 2))]);
+        let tunnel = TunnelRules { device: "uvt0", pairs: &pairs };
+        let r = ruleset(pool, &bridges, &[Ipv4Addr::new(192, 168, 1, 1)], &[lan], Some(tunnel));
         assert!(r.contains("table inet univrs_10_77_0_0_16\ndelete table inet univrs_10_77_0_0_16\n"));
         // The node's LAN, whatever its range; IPv6 to and from replicas' links.
-        assert!(r.contains("ip saddr 10.77.0.0/16 ip daddr 192.0.2.0/24 drop"), "{r}");
+        assert!(r.contains("iifname \"uvb*\" ip saddr 10.77.0.0/16 ip daddr 192.0.2.0/24 drop"), "{r}");
         assert!(r.contains("meta nfproto ipv6 iifname \"uv*\" drop"));
         assert!(r.contains("ip saddr 10.77.0.0/24 ip daddr 10.77.0.0/24 accept"));
         assert!(r.contains("ip saddr 10.77.1.0/24 ip daddr 10.77.1.0/24 accept"));
         assert!(r.contains("ip daddr { 192.168.1.1 } meta l4proto { tcp, udp } th dport 53 accept"));
+        // A replica's packets carry its own address, to the node too.
+        assert_eq!(r.matches("iifname \"uvb1\" ip saddr != 10.77.1.0/24 drop").count(), 2, "{r}");
         // Owners' /24s are in 10/8: dropped between them, after their own /24 is accepted.
         let own = r.find("ip daddr 10.77.1.0/24 accept").unwrap();
         let private = r.find("ip saddr 10.77.0.0/16 ip daddr { 0.0.0.0/8, 10.0.0.0/8").unwrap();
         assert!(own < private);
+        // The tunnel carries the pairs only, either way, before anything private is dropped,
+        // and never reaches the node.
+        assert!(
+            r.contains(
+                "set to_peers {\n\t\ttype ipv4_addr . ipv4_addr\n\t\telements = { 10.77.0.2 . 10.78.0.2 }"
+            ),
+            "{r}"
+        );
+        assert!(
+            r.contains(
+                "set from_peers {\n\t\ttype ipv4_addr . ipv4_addr\n\t\telements = { 10.78.0.2 . 10.77.0.2 }"
+            ),
+            "{r}"
+        );
+        let to_peers = r.find("oifname \"uvt0\" ip saddr . ip daddr @to_peers accept").unwrap();
+        assert!(to_peers < private && r[to_peers..].contains("oifname \"uvt0\" drop"));
+        assert!(
+            r.contains("iifname \"uvt0\" ip saddr . ip daddr @from_peers accept\n\t\tiifname \"uvt0\" drop")
+        );
+        let input = r.find("chain input").unwrap();
+        assert!(r[input..].contains("iifname \"uvt0\" drop"));
         assert!(
             r.contains("ip saddr 10.77.0.0/16 iifname != \"lo\" drop"),
             "the node's own connections pass"
         );
-        assert!(r.contains("ip saddr 10.77.0.0/16 ip daddr != 10.77.0.0/16 masquerade"));
+        assert!(r.contains("ip saddr 10.77.0.0/16 ip daddr != 10.77.0.0/16 oifname != \"uv*\" masquerade"));
+        // Without a tunnel: no sets, nothing of it.
+        let plain = ruleset(pool, &bridges, &[], &[lan], None);
+        assert!(!plain.contains("to_peers") && !plain.contains("uvt"), "{plain}");
     }
 
     #[test]

@@ -64,6 +64,9 @@ pub struct Config {
     /// The replicas' network pool (`--replica-network`; none: the first free default). Containers
     /// only: plain processes share the node's network.
     pub replica_network: Option<crate::network::Net>,
+    /// Where the tunnel to other nodes' replicas receives (UDP; the Node advertises it as
+    /// `/ip4/…/udp/…/wireguard`). None: replicas here reach no other node's.
+    pub tunnel_listen: Option<std::net::SocketAddr>,
 }
 
 /// The limits a node gives a replica whose workload asks for no resources (as a Kubernetes
@@ -135,18 +138,43 @@ pub async fn run(client: Client, config: Config, shutdown: CancellationToken) ->
         let _ = nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, hard, hard);
     }
     let net = match config.runtime {
-        RuntimeKind::Container => Some(Arc::new(
-            crate::network::Network::open(&config.state_dir, config.replica_network)
-                .await
-                .map_err(|e| e.context("cannot set up the replicas' network"))?,
-        )),
+        RuntimeKind::Container => {
+            let taken = advertised_pools(&client, &config.node).await;
+            Some(Arc::new(
+                crate::network::Network::open(&config.state_dir, config.replica_network, &taken)
+                    .await
+                    .map_err(|e| e.context("cannot set up the replicas' network"))?,
+            ))
+        }
         RuntimeKind::Process => None,
     };
     if let Some(n) = &net {
         tracing::info!(pool = %n.pool(), "replicas' network ready");
     }
     let config = Arc::new(config);
-    report_runtime(&client, &config).await;
+    report_runtime(&client, &config, net.as_deref()).await;
+    if let (Some(n), Some(listen), Some(age)) = (&net, config.tunnel_listen, &config.age_key) {
+        let device = crate::tunnel::device_name(n.pool());
+        // Without it the node still runs replicas; they reach no other node's.
+        match crate::tunnel::Tunnel::open(&device, listen, crate::tunnel::static_secret(&age.0)).await {
+            Ok(tunnel) => {
+                let (plans_tx, plans_rx) = tokio::sync::watch::channel(crate::tunnel::Plan::default());
+                tokio::spawn(tunnel.serve(plans_rx, shutdown.clone()));
+                tokio::spawn(crate::tunnel::follow(
+                    client.clone(),
+                    config.node.clone(),
+                    n.clone(),
+                    device,
+                    plans_tx,
+                    shutdown.clone(),
+                ));
+            }
+            Err(e) => tracing::warn!(
+                error = format!("{e:#}"),
+                "no tunnel to other nodes: replicas here reach only this node's replicas of their owner"
+            ),
+        }
+    }
     let heartbeat = tokio::spawn(heartbeat(client.clone(), config.clone(), shutdown.clone()));
 
     let replicas = api_all::<ReplicaSpec>(&client);
@@ -445,10 +473,30 @@ async fn heartbeat(client: Client, config: Arc<Config>, shutdown: CancellationTo
     }
 }
 
-/// Writes `status.runtime` of the Node (the conditions are the node lifecycle controller's).
-async fn report_runtime(client: &Client, config: &Config) {
+/// The replica networks other Nodes advertise (none when they cannot be read: the pool is
+/// then chosen on this machine alone).
+async fn advertised_pools(client: &Client, me: &str) -> Vec<crate::network::Net> {
+    match api_all::<NodeSpec>(client).list(&kube::api::ListParams::default()).await {
+        Ok(nodes) => nodes
+            .into_iter()
+            .filter(|n| n.name() != me)
+            .filter_map(|n| n.status.and_then(|s| s.replica_network)?.parse().ok())
+            .collect(),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the other nodes' replica networks");
+            Vec::new()
+        }
+    }
+}
+
+/// Writes `status.runtime` and `status.replicaNetwork` of the Node (the conditions are the
+/// node lifecycle controller's).
+async fn report_runtime(client: &Client, config: &Config, net: Option<&crate::network::Network>) {
     let nodes = api_all::<NodeSpec>(client);
-    let patch = json!({ "status": { "runtime": config.runtime.as_str() } });
+    let patch = json!({ "status": {
+        "runtime": config.runtime.as_str(),
+        "replicaNetwork": net.map(|n| n.pool().to_string()),
+    } });
     if let Err(e) = nodes.patch_status(&config.node, &PatchParams::default(), &Patch::Merge(&patch)).await {
         tracing::warn!(node = config.node, error = %e, "cannot report the node's runtime");
     }

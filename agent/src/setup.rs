@@ -44,6 +44,8 @@ pub struct NodeKey {
     pub peer_id: PeerId,
     /// Where secrets for the node are sealed to.
     pub age_recipient: String,
+    /// Its WireGuard public key ([`crate::tunnel::public_key`]).
+    pub tunnel_key: String,
 }
 
 /// Largest `node.json` read.
@@ -113,8 +115,12 @@ impl NodeDir {
                 "peerId": key.peer_id.as_str(),
                 "operator": operator.as_str(),
                 "nodeKey": key.did.as_str(),
-                "addresses": [crate::log_multiaddr(self.file.listen)],
+                "addresses": [
+                    crate::log_multiaddr(self.file.listen),
+                    api::identity::TunnelAddress(self.file.listen).to_string(),
+                ],
                 "ageRecipient": key.age_recipient,
+                "tunnelKey": key.tunnel_key,
                 "capacity": capacity,
             },
         })

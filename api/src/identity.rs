@@ -317,9 +317,63 @@ impl fmt::Display for NodeAddress {
     }
 }
 
+/// Where a node receives its replicas' traffic from other nodes: WireGuard over UDP, the
+/// multiaddr `/ip4/ADDRESS/udp/PORT/wireguard` (or `/ip6/…`) among a Node's addresses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TunnelAddress(pub std::net::SocketAddr);
+
+impl TunnelAddress {
+    /// The first tunnel address of `addresses`, if any reads as one.
+    pub fn find(addresses: &[String]) -> Option<Self> {
+        addresses.iter().find_map(|a| Self::parse(a))
+    }
+
+    /// Reads a multiaddr.
+    pub fn parse(multiaddr: &str) -> Option<Self> {
+        match multiaddr.split('/').collect::<Vec<_>>().as_slice() {
+            ["", proto @ ("ip4" | "ip6"), ip, "udp", port, "wireguard"] => {
+                let addr = std::net::SocketAddr::new(ip.parse().ok()?, port.parse().ok()?);
+                (addr.is_ipv4() == (*proto == "ip4")).then_some(Self(addr))
+            }
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for TunnelAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            std::net::SocketAddr::V4(a) => write!(f, "/ip4/{}/udp/{}/wireguard", a.ip(), a.port()),
+            std::net::SocketAddr::V6(a) => write!(f, "/ip6/{}/udp/{}/wireguard", a.ip(), a.port()),
+        }
+    }
+}
+
+/// The 32 bytes of a WireGuard public key in its base64 text form.
+pub fn tunnel_key_bytes(text: &str) -> Option<[u8; 32]> {
+    use base64::Engine as _;
+    if text.len() != 44 {
+        return None;
+    }
+    base64::engine::general_purpose::STANDARD.decode(text).ok()?.try_into().ok()
+}
+
 #[cfg(test)]
 mod node_address_tests {
     use super::*;
+
+    #[test]
+    fn tunnel_addresses_and_keys_read_back() {
+        for text in ["/ip4/10.0.0.1/udp/10250/wireguard", "/ip6/2001:db8::5/udp/1/wireguard"] {
+            assert_eq!(TunnelAddress::parse(text).unwrap().to_string(), text);
+        }
+        assert_eq!(TunnelAddress::parse("/ip4/2001:db8::5/udp/1/wireguard"), None);
+        assert_eq!(TunnelAddress::parse("/ip4/10.0.0.1/tcp/1/tls/http"), None);
+        let addrs = ["/ip4/10.0.0.1/tcp/1/tls/http".to_owned(), "/ip4/10.0.0.1/udp/1/wireguard".to_owned()];
+        assert_eq!(TunnelAddress::find(&addrs).unwrap().0.port(), 1);
+        assert_eq!(tunnel_key_bytes("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="), Some([0; 32]));
+        assert_eq!(tunnel_key_bytes("AAAA"), None);
+    }
 
     #[test]
     fn node_addresses_read_back_what_they_write() {

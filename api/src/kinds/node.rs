@@ -22,6 +22,11 @@ pub struct NodeSpec {
     pub addresses: Vec<String>,
     /// Secrets for this node are sealed to this recipient.
     pub age_recipient: AgeRecipient,
+    /// The WireGuard public key (X25519, base64) the node carries its replicas' traffic to
+    /// other nodes with, at its `/ip4/…/udp/…/wireguard` address. Derived from the node's key
+    /// material; none: this node's replicas reach no other node's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tunnel_key: Option<String>,
     /// What the machine has.
     pub capacity: Resources,
     /// When true, no new replicas are placed here (drain).
@@ -32,6 +37,14 @@ pub struct NodeSpec {
 impl Validate for NodeSpec {
     fn validate(&self, path: &FieldPath, errors: &mut Vec<FieldError>) {
         self.capacity.validate(&path.child("capacity"), errors);
+        if let Some(key) = &self.tunnel_key
+            && crate::identity::tunnel_key_bytes(key).is_none()
+        {
+            errors.push(
+                path.child("tunnelKey")
+                    .error(format!("{key:?} is not a WireGuard public key (32 bytes, base64)")),
+            );
+        }
         for (i, addr) in self.addresses.iter().enumerate() {
             if !addr.starts_with('/') || addr.len() > 256 {
                 errors.push(
@@ -67,6 +80,11 @@ pub struct NodeStatus {
     /// The runtime that runs replicas here (`container` or `process`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub runtime: Option<String>,
+    /// The IPv4 network (`A.B.C.D/N`) this node's replicas have their addresses in; written by
+    /// the node. Nodes pick networks no other node advertises, so an owner's replicas have
+    /// addresses unique across the nodes they span.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica_network: Option<String>,
 }
 
 impl KindSpec for NodeSpec {

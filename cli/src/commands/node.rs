@@ -101,6 +101,7 @@ fn node_key(node: &NodeDir) -> anyhow::Result<NodeKey> {
         did: id.did(),
         peer_id: PeerId::from_key(&id.signing_key().verifying_key()),
         age_recipient: id.age_recipient().as_str().to_owned(),
+        tunnel_key: agent::tunnel::public_key(id.age_identity()),
     })
 }
 
@@ -350,8 +351,9 @@ pub struct RunArgs {
     #[command(flatten)]
     registries: super::image::RegistryArgs,
     /// The replicas' addresses on this node (IPv4, /8 to /22; each owner gets a /24 of it and a
-    /// bridge of its own). Default: the first of 10.77.0.0/16 to 10.126.0.0/16 no other node
-    /// agent on this machine uses
+    /// bridge of its own), advertised in the Node's status. Default: the first of 10.77.0.0/16
+    /// to 10.126.0.0/16 that no other Node advertises and no other node agent on this machine
+    /// uses
     #[arg(long, value_name = "CIDR", value_parser = parse_net)]
     replica_network: Option<agent::network::Net>,
 }
@@ -389,6 +391,8 @@ pub fn agent_config(
         default_limits: agent::node::DefaultLimits::default(),
         registries,
         replica_network,
+        // Replicas' traffic to other nodes: UDP on the port of the node's log endpoint.
+        tunnel_listen: Some(node.file.listen),
     })
 }
 
@@ -651,8 +655,9 @@ pub struct LocalNodeArgs {
     #[command(flatten)]
     registries: super::image::RegistryArgs,
     /// The replicas' addresses on this node (IPv4, /8 to /22; each owner gets a /24 of it and a
-    /// bridge of its own). Default: the first of 10.77.0.0/16 to 10.126.0.0/16 no other node
-    /// agent on this machine uses
+    /// bridge of its own), advertised in the Node's status. Default: the first of 10.77.0.0/16
+    /// to 10.126.0.0/16 that no other Node advertises and no other node agent on this machine
+    /// uses
     #[arg(long, value_name = "CIDR", value_parser = parse_net)]
     replica_network: Option<agent::network::Net>,
 }
