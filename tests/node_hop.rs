@@ -33,8 +33,10 @@ fn cluster_with_node_at(u: &User, agent: SocketAddr, allow_loopback: bool) -> Se
     u.run(&["node", "init", "--node-dir", d, "--name", "n1", "--listen", &agent.to_string()]).ok();
     ui(u, &["node", "register", "--node-dir", d, "--cpu", "1", "--memory", "1Gi"]).ok();
     let node = ui(u, &["get", "node", "n1", "-o", "json"]).ok().json();
+    // The log endpoint first (the hop takes the first /tls/http one), then the tunnel's.
     let expected = format!("/ip4/{}/tcp/{}/tls/http", agent.ip(), agent.port());
-    assert_eq!(node["spec"]["addresses"], json!([expected]), "{node}");
+    let tunnel = format!("/ip4/{}/udp/{}/wireguard", agent.ip(), agent.port());
+    assert_eq!(node["spec"]["addresses"], json!([expected, tunnel]), "{node}");
 
     let file = u.path("w.yaml");
     std::fs::write(

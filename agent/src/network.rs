@@ -346,7 +346,7 @@ pub fn ruleset(
         forward.push_str(&format!(
             "\t\tiifname \"{tun}\" ip saddr . ip daddr @from_peers accept\n\
              \t\tiifname \"{tun}\" drop\n\
-             \t\toifname \"{tun}\" tcp flags syn tcp option maxseg size set rt mtu\n\
+             \t\toifname \"{tun}\" tcp flags syn / syn,rst tcp option maxseg size set rt mtu\n\
              \t\toifname \"{tun}\" ip saddr . ip daddr @to_peers accept\n\
              \t\toifname \"{tun}\" drop\n"
         ));
@@ -633,13 +633,29 @@ impl Network {
             (l.pool.expect("open"), l.bridges())
         };
         let tunnel = self.tunnel.lock().unwrap().clone();
+        // Only pairs whose replica here still has its address: a /24 freed and given to
+        // another owner is never reached by the previous owner's replicas elsewhere, even
+        // before the next plan.
+        let pairs: BTreeSet<(Ipv4Addr, Ipv4Addr)> = tunnel
+            .as_ref()
+            .map(|(_, plan)| {
+                let l = self.leases.lock().unwrap();
+                let owner_of: BTreeMap<Ipv4Addr, &str> =
+                    l.runs.values().map(|r| (r.ip, r.owner.as_str())).collect();
+                plan.pairs
+                    .iter()
+                    .filter(|((here, _), p)| owner_of.get(here) == Some(&p.owner.as_str()))
+                    .map(|(k, _)| *k)
+                    .collect()
+            })
+            .unwrap_or_default();
         let local = local_networks(pool).await?;
         let wanted = ruleset(
             pool,
             &bridges,
             &self.nameservers,
             &local,
-            tunnel.as_ref().map(|(device, plan)| TunnelRules { device, pairs: &plan.pairs }),
+            tunnel.as_ref().map(|(device, _)| TunnelRules { device, pairs: &pairs }),
         );
         if self.applied.lock().unwrap().as_deref() != Some(wanted.as_str()) {
             nft(&wanted).await?;
@@ -647,8 +663,15 @@ impl Network {
         }
         if let Some((device, plan)) = &tunnel {
             let names: Vec<String> = bridges.into_iter().map(|(b, _)| b).collect();
-            let pools: Vec<Net> = plan.peers.values().map(|p| p.pool).collect();
-            sync_routing(route_table(pool), device, &names, &pools).await?;
+            let pools: BTreeSet<Net> = plan.peers.values().map(|p| p.pool).collect();
+            let pools: Vec<Net> = pools.into_iter().collect();
+            // The rules already keep what passes; a routing failure only delays the tunnel.
+            if let Err(e) = sync_routing(route_table(pool), device, &names, &pools).await {
+                tracing::warn!(
+                    error = format!("{e:#}"),
+                    "cannot route the replicas' packets into the tunnel"
+                );
+            }
         }
         Ok(())
     }
@@ -701,7 +724,9 @@ impl Network {
 /// The routing table of `pool`'s tunnel: the routes to peers' pools, looked up for packets
 /// from this pool's bridges only.
 pub fn route_table(pool: Net) -> u32 {
-    0x7576_0000 + ((u32::from(pool.base) >> 8) & 0xffff)
+    let d = digest(&["route table", &pool.to_string()]);
+    // Above the reserved ids (253 default, 254 main, 255 local), below 2^31.
+    0x1000_0000 | (u32::from_str_radix(&d[..7], 16).expect("hex") & 0x0fff_ffff)
 }
 
 /// The priority of the rules that send the bridges' packets to [`route_table`] (before the

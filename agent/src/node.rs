@@ -159,12 +159,13 @@ pub async fn run(client: Client, config: Config, shutdown: CancellationToken) ->
         match crate::tunnel::Tunnel::open(&device, listen, crate::tunnel::static_secret(&age.0)).await {
             Ok(tunnel) => {
                 let (plans_tx, plans_rx) = tokio::sync::watch::channel(crate::tunnel::Plan::default());
+                let endpoint = tunnel.endpoint();
                 tokio::spawn(tunnel.serve(plans_rx, shutdown.clone()));
                 tokio::spawn(crate::tunnel::follow(
                     client.clone(),
                     config.node.clone(),
                     n.clone(),
-                    device,
+                    (device, endpoint),
                     plans_tx,
                     shutdown.clone(),
                 ));

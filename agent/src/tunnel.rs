@@ -62,8 +62,8 @@ pub fn public_key(age: &age::x25519::Identity) -> String {
 /// A node this node's replicas reach replicas on.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PeerPlan {
-    /// Its WireGuard public key.
-    pub key: [u8; 32],
+    /// Its Node's name.
+    pub node: String,
     /// Where it receives (its `/ip4/…/udp/…/wireguard` address).
     pub endpoint: SocketAddr,
     /// Its replicas' network (its Node's `status.replicaNetwork`).
@@ -87,22 +87,39 @@ pub struct Remote {
     pub node: String,
 }
 
+/// Whose a flow is and which peer carries it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Pair {
+    /// The owner of both replicas.
+    pub owner: String,
+    /// The WireGuard key of the peer the remote replica is on.
+    pub peer: [u8; 32],
+}
+
 /// What the tunnel carries.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Plan {
-    /// The peers, by Node name.
-    pub peers: BTreeMap<String, PeerPlan>,
-    /// The flows allowed: (a replica here, a replica of the same owner on a peer), either way.
-    pub pairs: BTreeSet<(Ipv4Addr, Ipv4Addr)>,
+    /// The peers, by WireGuard key.
+    pub peers: BTreeMap<[u8; 32], PeerPlan>,
+    /// The flows allowed, either way: (a replica here, a replica of the same owner on a peer).
+    pub pairs: BTreeMap<(Ipv4Addr, Ipv4Addr), Pair>,
     /// The owners' replicas on peers, for names.
     pub remotes: Vec<Remote>,
+    /// Flows left out because the plan reached [`MAX_PAIRS`].
+    pub left_out: usize,
 }
+
+/// The most flows a node's tunnel allows (each is an element of two nftables sets).
+pub const MAX_PAIRS: usize = 16_384;
 
 /// What [`plan`] reads of a Node.
 #[derive(Clone, Debug)]
 pub struct NodeView {
     /// Its name.
     pub name: String,
+    /// When it was registered (seconds since the epoch): of two Nodes claiming one key, the older has it (a key
+    /// cannot be claimed before its node published it).
+    pub created: Option<i64>,
     /// `spec.tunnelKey`.
     pub key: Option<[u8; 32]>,
     /// Its tunnel address.
@@ -143,13 +160,42 @@ pub struct ReplicaView {
     pub deleting: bool,
 }
 
-/// The peers, flows and names node `me` (replicas in `pool`, `local` its leases) needs: for
-/// each workload with a replica here whose signer owns that replica, its replicas on other
-/// nodes that can be reached (a tunnel key and address, an advertised pool holding the
-/// replica's address and overlapping neither this node's pool nor a peer's taken before).
+/// The network peers' pools must lie in: 10.0.0.0/8, where every default pool is and which
+/// replicas reach nothing of otherwise (a Node's claim cannot send other traffic into the
+/// tunnel).
+const PEER_POOLS: Net = Net { base: Ipv4Addr::new(10, 0, 0, 0), prefix: 8 };
+
+/// Whether a peer's advertised pool may be routed into the tunnel here: a /16 to /22 inside
+/// [`PEER_POOLS`], not overlapping `mine`.
+fn pool_allowed(theirs: Net, mine: Net) -> bool {
+    (16..=22).contains(&theirs.prefix) && PEER_POOLS.contains(theirs.base) && !theirs.overlaps(mine)
+}
+
+/// Whether this node sends to `endpoint` (its own tunnel at `mine`): an address of the same
+/// family, not unspecified, multicast, broadcast or link-local (metadata services); loopback
+/// only when this node's own tunnel is on loopback too (nodes on one machine).
+fn endpoint_allowed(endpoint: SocketAddr, mine: SocketAddr) -> bool {
+    let (SocketAddr::V4(e), SocketAddr::V4(m)) = (endpoint, mine) else { return false };
+    let ip = *e.ip();
+    endpoint.port() != 0
+        && !ip.is_unspecified()
+        && !ip.is_multicast()
+        && !ip.is_broadcast()
+        && !ip.is_link_local()
+        && (!ip.is_loopback() || m.ip().is_loopback())
+}
+
+/// The peers, flows and names node `me` (replicas in `pool`, its tunnel at `endpoint`,
+/// `local` its leases) needs: for each workload with a replica here whose signer owns that
+/// replica, its replicas on other nodes that can be reached: their Node has a tunnel key (the
+/// oldest claim of it) and an allowed address, and advertises an allowed pool
+/// ([`pool_allowed`]) holding the replica's address. Flows are per owner and per peer key, so
+/// nothing one Node claims (its pool, its key, its replicas' addresses) changes the flows of
+/// an owner whose replicas it does not run.
 pub fn plan(
     me: &str,
     pool: Net,
+    endpoint: SocketAddr,
     local: &[Lease],
     workloads: &[WorkloadView],
     replicas: &[ReplicaView],
@@ -159,6 +205,16 @@ pub fn plan(
     let mut here: BTreeMap<&str, Vec<Ipv4Addr>> = BTreeMap::new();
     for l in local {
         here.entry(l.owner.as_str()).or_default().push(l.ip);
+    }
+    // Each key belongs to the oldest Node claiming it.
+    let mut holder: BTreeMap<[u8; 32], &NodeView> = BTreeMap::new();
+    for n in nodes {
+        if let Some(key) = n.key {
+            let older = |h: &&NodeView| (h.created, &h.name) <= (n.created, &n.name);
+            if !holder.get(&key).is_some_and(older) {
+                holder.insert(key, n);
+            }
+        }
     }
     let wanted: BTreeSet<(&str, &str, &str)> =
         local.iter().map(|l| (l.namespace.as_str(), l.workload.as_str(), l.owner.as_str())).collect();
@@ -178,17 +234,27 @@ pub fn plan(
                 continue;
             }
             let Some(n) = nodes.iter().find(|n| n.name == node) else { continue };
-            let (Some(key), Some(endpoint), Some(their_pool)) = (n.key, n.endpoint, n.pool) else { continue };
-            if !their_pool.contains(ip) || their_pool.overlaps(pool) {
+            let (Some(key), Some(to), Some(their_pool)) = (n.key, n.endpoint, n.pool) else { continue };
+            if holder.get(&key).is_none_or(|h| h.name != n.name)
+                || !endpoint_allowed(to, endpoint)
+                || !pool_allowed(their_pool, pool)
+                || !their_pool.contains(ip)
+            {
                 continue;
             }
-            if out.peers.iter().any(|(name, p)| name != node && p.pool.overlaps(their_pool)) {
-                continue;
-            }
-            out.peers.insert(node.to_owned(), PeerPlan { key, endpoint, pool: their_pool });
+            let mut added = false;
             for mine in &here[owner] {
-                out.pairs.insert((*mine, ip));
+                if out.pairs.len() >= MAX_PAIRS {
+                    out.left_out += 1;
+                    continue;
+                }
+                out.pairs.insert((*mine, ip), Pair { owner: owner.to_owned(), peer: key });
+                added = true;
             }
+            if !added {
+                continue;
+            }
+            out.peers.insert(key, PeerPlan { node: node.to_owned(), endpoint: to, pool: their_pool });
             out.remotes.push(Remote {
                 owner: owner.to_owned(),
                 namespace: r.namespace.clone(),
@@ -227,11 +293,14 @@ pub struct Tunnel {
     secret: StaticSecret,
     public: PublicKey,
     limiter: Arc<RateLimiter>,
-    peers: BTreeMap<String, Peer>,
+    /// By WireGuard key.
+    peers: BTreeMap<[u8; 32], Peer>,
     /// Peer by the upper 24 bits of our session index.
-    by_index: HashMap<u32, String>,
+    by_index: HashMap<u32, [u8; 32]>,
     next_index: u32,
-    pairs: BTreeSet<(Ipv4Addr, Ipv4Addr)>,
+    pairs: BTreeMap<(Ipv4Addr, Ipv4Addr), Pair>,
+    /// Where it receives.
+    endpoint: SocketAddr,
 }
 
 impl std::fmt::Debug for Tunnel {
@@ -255,15 +324,21 @@ pub async fn follow(
     client: kube::Client,
     node: String,
     net: Arc<crate::network::Network>,
-    device: String,
+    (device, endpoint): (String, SocketAddr),
     plans: watch::Sender<Plan>,
     shutdown: CancellationToken,
 ) {
     let mut last: Option<Plan> = None;
     loop {
-        match read_plan(&client, &node, &net).await {
+        match read_plan(&client, &node, endpoint, &net).await {
             Ok(p) if last.as_ref() != Some(&p) => match net.set_tunnel(&device, p.clone()).await {
                 Ok(()) => {
+                    if p.left_out > 0 {
+                        tracing::warn!(
+                            left_out = p.left_out,
+                            "more flows than the tunnel allows ({MAX_PAIRS})"
+                        );
+                    }
                     tracing::info!(peers = p.peers.len(), flows = p.pairs.len(), "tunnel plan changed");
                     let _ = plans.send(p.clone());
                     last = Some(p);
@@ -286,6 +361,7 @@ pub async fn follow(
 async fn read_plan(
     client: &kube::Client,
     node: &str,
+    endpoint: SocketAddr,
     net: &crate::network::Network,
 ) -> Result<Plan, kube::Error> {
     use api::kinds::{NodeSpec, ReplicaSpec, WorkloadSpec};
@@ -337,13 +413,18 @@ async fn read_plan(
             Err(e) => return Err(e),
         }
     }
-    Ok(plan(node, net.pool(), &local, &workloads, &replicas, &nodes))
+    Ok(plan(node, net.pool(), endpoint, &local, &workloads, &replicas, &nodes))
 }
 
 impl Tunnel {
     /// The TUN device's name.
     pub fn device(&self) -> &str {
         &self.name
+    }
+
+    /// Where it receives (for [`plan`]).
+    pub fn endpoint(&self) -> SocketAddr {
+        self.endpoint
     }
 
     /// Makes the TUN device `name` (up, [`MTU`]) and binds `listen` (UDP).
@@ -375,7 +456,8 @@ impl Tunnel {
             peers: BTreeMap::new(),
             by_index: HashMap::new(),
             next_index: 1,
-            pairs: BTreeSet::new(),
+            pairs: BTreeMap::new(),
+            endpoint: listen,
         })
     }
 
@@ -385,7 +467,6 @@ impl Tunnel {
         let mut from_net = vec![0u8; 65536];
         let mut out = vec![0u8; 65536 + 64];
         let mut timers = tokio::time::interval(Duration::from_millis(250));
-        let mut second = tokio::time::interval(Duration::from_secs(1));
         let first = plans.borrow_and_update().clone();
         self.apply(&first, &mut out).await;
         loop {
@@ -410,8 +491,11 @@ impl Tunnel {
                         self.inbound(&from_net[..n], from, &mut out).await;
                     }
                 }
-                _ = timers.tick() => self.timers(&mut out).await,
-                _ = second.tick() => self.limiter.reset_count(),
+                _ = timers.tick() => {
+                    self.timers(&mut out).await;
+                    // It resets once a second has passed; asked often, it never skips one.
+                    self.limiter.reset_count();
+                }
             }
         }
     }
@@ -420,28 +504,27 @@ impl Tunnel {
     /// reachable again without waiting for its peers' timers), changed ones a new one, gone ones
     /// none.
     async fn apply(&mut self, plan: &Plan, out: &mut [u8]) {
-        self.peers.retain(|name, p| plan.peers.get(name).is_some_and(|n| n.key == p.plan.key));
-        self.by_index.retain(|_, name| self.peers.contains_key(name));
-        for (name, want) in &plan.peers {
-            if let Some(p) = self.peers.get_mut(name) {
+        self.peers.retain(|key, _| plan.peers.contains_key(key));
+        self.by_index.retain(|_, key| self.peers.contains_key(key));
+        for (key, want) in &plan.peers {
+            if let Some(p) = self.peers.get_mut(key) {
                 p.plan = want.clone();
                 continue;
             }
-            let index = self.next_index;
-            self.next_index = (self.next_index % 0x00ff_ffff) + 1;
-            let mut tunn = Tunn::new(
-                self.secret.clone(),
-                PublicKey::from(want.key),
-                None,
-                None,
-                index,
-                Some(self.limiter.clone()),
-            );
+            // A session index (its upper 24 bits) no live session has.
+            let mut index = self.next_index;
+            while self.by_index.contains_key(&index) {
+                index = (index % 0x00ff_ffff) + 1;
+            }
+            self.next_index = (index % 0x00ff_ffff) + 1;
+            // Its own rate limiter (boringtun's, per peer); the node-wide one checks every
+            // datagram once before a peer is looked up.
+            let mut tunn = Tunn::new(self.secret.clone(), PublicKey::from(*key), None, None, index, None);
             if let TunnResult::WriteToNetwork(b) = tunn.format_handshake_initiation(out, false) {
                 let _ = self.udp.send_to(b, want.endpoint).await;
             }
-            self.by_index.insert(index, name.clone());
-            self.peers.insert(name.clone(), Peer { plan: want.clone(), tunn });
+            self.by_index.insert(index, *key);
+            self.peers.insert(*key, Peer { plan: want.clone(), tunn });
         }
         self.pairs = plan.pairs.clone();
     }
@@ -453,13 +536,8 @@ impl Tunnel {
     /// A packet a replica here sent into the tunnel: to the peer whose pool holds its
     /// destination, if the pair is allowed.
     async fn outbound(&mut self, packet: &[u8], out: &mut [u8]) {
-        let Some((src, dst)) = addresses(packet) else { return };
-        if !self.pairs.contains(&(src, dst)) {
-            return self.refuse();
-        }
-        let Some(peer) = self.peers.values_mut().find(|p| p.plan.pool.contains(dst)) else {
-            return self.refuse();
-        };
+        let Some(pair) = addresses(packet).and_then(|a| self.pairs.get(&a)) else { return self.refuse() };
+        let Some(peer) = self.peers.get_mut(&pair.peer) else { return self.refuse() };
         if let TunnResult::WriteToNetwork(b) = peer.tunn.encapsulate(packet, out) {
             let _ = self.udp.send_to(b, peer.plan.endpoint).await;
             crate::metrics::metrics().tunnel("sent");
@@ -474,18 +552,19 @@ impl Tunnel {
                 let Ok(half) = parse_handshake_anon(&self.secret, &self.public, &h) else {
                     return self.refuse();
                 };
-                self.peers.iter().find(|(_, p)| p.plan.key == half.peer_static_public).map(|(n, _)| n.clone())
+                Some(half.peer_static_public)
             }
-            Ok(Packet::HandshakeResponse(p)) => self.by_index.get(&(p.receiver_idx >> 8)).cloned(),
-            Ok(Packet::PacketCookieReply(p)) => self.by_index.get(&(p.receiver_idx >> 8)).cloned(),
-            Ok(Packet::PacketData(p)) => self.by_index.get(&(p.receiver_idx >> 8)).cloned(),
+            Ok(Packet::HandshakeResponse(p)) => self.by_index.get(&(p.receiver_idx >> 8)).copied(),
+            Ok(Packet::PacketCookieReply(p)) => self.by_index.get(&(p.receiver_idx >> 8)).copied(),
+            Ok(Packet::PacketData(p)) => self.by_index.get(&(p.receiver_idx >> 8)).copied(),
             Err(TunnResult::WriteToNetwork(cookie)) => {
                 let _ = self.udp.send_to(cookie, from).await;
                 return;
             }
             Err(_) => return self.refuse(),
         };
-        let Some(peer) = name.and_then(|n| self.peers.get_mut(&n)) else { return self.refuse() };
+        let Some(key) = name else { return self.refuse() };
+        let Some(peer) = self.peers.get_mut(&key) else { return self.refuse() };
         match peer.tunn.decapsulate(Some(from.ip()), datagram, out) {
             TunnResult::WriteToNetwork(b) => {
                 let _ = self.udp.send_to(b, from).await;
@@ -496,7 +575,9 @@ impl Tunnel {
             }
             TunnResult::WriteToTunnelV4(packet, src) => {
                 let ok = peer.plan.pool.contains(src)
-                    && addresses(packet).is_some_and(|(s, d)| s == src && self.pairs.contains(&(d, s)));
+                    && addresses(packet).is_some_and(|(s, d)| {
+                        s == src && self.pairs.get(&(d, s)).is_some_and(|p| p.peer == key)
+                    });
                 if ok {
                     let _ = self.tun.send(packet).await;
                     crate::metrics::metrics().tunnel("received");
@@ -523,6 +604,7 @@ impl Tunnel {
 pub fn node_view(node: &client::resource::Kube<api::kinds::NodeSpec>) -> NodeView {
     NodeView {
         name: node.metadata.name.clone().unwrap_or_default(),
+        created: node.metadata.creation_timestamp.as_ref().map(|t| t.0.as_second()),
         key: node.spec.tunnel_key.as_deref().and_then(api::identity::tunnel_key_bytes),
         endpoint: api::identity::TunnelAddress::find(&node.spec.addresses).map(|a| a.0),
         pool: node.status.as_ref().and_then(|s| s.replica_network.as_deref()).and_then(|p| p.parse().ok()),
@@ -558,6 +640,7 @@ mod tests {
     fn node(name: &str, key: u8, pool: &str) -> NodeView {
         NodeView {
             name: name.into(),
+            created: Some(1_000_000 + i64::from(key)),
             key: Some([key; 32]),
             endpoint: Some(format!("192.0.2.{key}:7000").parse().unwrap()),
             pool: Some(pool.parse().unwrap()),
@@ -571,6 +654,12 @@ mod tests {
             uid: uid.into(),
             signer: signer.into(),
         }
+    }
+
+    const ME: &str = "192.0.2.1:7000";
+
+    fn ip(s: &str) -> Ipv4Addr {
+        s.parse().unwrap()
     }
 
     #[test]
@@ -601,22 +690,80 @@ mod tests {
             node("n4", 4, "10.80.0.0/16"),
             node("n5", 5, "10.77.0.0/16"),
         ];
-        let p = plan("me", pool, &local, &workloads, &replicas, &nodes);
-        assert_eq!(p.peers.keys().collect::<Vec<_>>(), ["n2"]);
-        let ip = |s: &str| s.parse::<Ipv4Addr>().unwrap();
+        let p = plan("me", pool, ME.parse().unwrap(), &local, &workloads, &replicas, &nodes);
+        assert_eq!(p.peers.values().map(|p| p.node.as_str()).collect::<Vec<_>>(), ["n2"]);
+        let pairs: BTreeSet<_> = p.pairs.iter().map(|(k, v)| (*k, v.owner.as_str(), v.peer[0])).collect();
         assert_eq!(
-            p.pairs,
+            pairs,
             BTreeSet::from([
-                (ip("10.77.0.2"), ip("10.78.0.2")),
-                (ip("10.77.0.3"), ip("10.78.0.2")),
-                (ip("10.77.1.2"), ip("10.78.1.2")),
+                ((ip("10.77.0.2"), ip("10.78.0.2")), "alice", 2),
+                ((ip("10.77.0.3"), ip("10.78.0.2")), "alice", 2),
+                ((ip("10.77.1.2"), ip("10.78.1.2")), "bob", 2),
             ]),
             "alice's replicas here reach alice's there, bob's bob's"
         );
         assert_eq!(p.remotes.len(), 2);
         assert!(p.remotes.iter().any(|r| r.owner == "alice" && r.replica == "web-b" && r.node == "n2"));
-        // A deleted replica, or none here: no peer.
-        assert_eq!(plan("me", pool, &[], &workloads, &replicas, &nodes), Plan::default());
+        // No replica here: nothing.
+        assert_eq!(
+            plan("me", pool, ME.parse().unwrap(), &[], &workloads, &replicas, &nodes),
+            Plan::default()
+        );
+    }
+
+    /// What a stranger's Node claims changes nothing of another owner's flows: a pool outside
+    /// 10/8 or too wide, a copied key (the older Node keeps it), an endpoint on loopback or a
+    /// metadata address.
+    #[test]
+    fn a_stranger_s_node_claims_take_nothing_from_another_owner() {
+        let pool: Net = "10.77.0.0/16".parse().unwrap();
+        let local = [lease("alice", "web", "web-a", "10.77.0.2"), lease("mallory", "m", "m-a", "10.77.1.2")];
+        let workloads = [workload("web", "w1", "alice"), workload("m", "m1", "mallory")];
+        let replicas = [
+            replica("web", "w1", "web-b", "v", "10.78.0.2"),
+            replica("m", "m1", "m-b", "wide", "8.8.8.8"),
+            replica("m", "m1", "m-c", "copy", "10.90.0.2"),
+            replica("m", "m1", "m-d", "loop", "10.91.0.2"),
+            replica("m", "m1", "m-e", "meta", "10.92.0.2"),
+        ];
+        let mut wide = node("wide", 9, "8.0.0.0/8");
+        wide.key = Some([10; 32]);
+        // Claims v's key, registered after it.
+        let mut copy = node("copy", 2, "10.90.0.0/16");
+        copy.created = Some(2_000_000);
+        let mut lo = node("loop", 11, "10.91.0.0/16");
+        lo.endpoint = Some("127.0.0.1:22".parse().unwrap());
+        let mut meta = node("meta", 12, "10.92.0.0/16");
+        meta.endpoint = Some("169.254.169.254:80".parse().unwrap());
+        let nodes = [node("v", 2, "10.78.0.0/16"), wide, copy, lo, meta];
+        let p = plan("me", pool, ME.parse().unwrap(), &local, &workloads, &replicas, &nodes);
+        assert_eq!(p.peers.values().map(|p| p.node.as_str()).collect::<Vec<_>>(), ["v"]);
+        assert_eq!(p.pairs.keys().collect::<Vec<_>>(), [&(ip("10.77.0.2"), ip("10.78.0.2"))]);
+        // Nodes on one machine (tunnels on loopback) may be peers on loopback.
+        let p = plan("me", pool, "127.0.0.1:7000".parse().unwrap(), &local, &workloads, &replicas, &nodes);
+        assert!(p.peers.values().any(|p| p.node == "loop"), "{p:?}");
+    }
+
+    #[test]
+    fn flows_are_bounded() {
+        let pool: Net = "10.77.0.0/16".parse().unwrap();
+        let local: Vec<Lease> = (0..200)
+            .map(|i| lease("alice", "web", &format!("a{i}"), &format!("10.77.{}.{}", i / 250, 2 + i % 250)))
+            .collect();
+        let replicas: Vec<ReplicaView> = (0..100)
+            .map(|i| replica("web", "w1", &format!("b{i}"), "n2", &format!("10.78.0.{}", 2 + i)))
+            .collect();
+        let p = plan(
+            "me",
+            pool,
+            ME.parse().unwrap(),
+            &local,
+            &[workload("web", "w1", "alice")],
+            &replicas,
+            &[node("n2", 2, "10.78.0.0/16")],
+        );
+        assert_eq!(p.pairs.len(), MAX_PAIRS);
+        assert_eq!(p.left_out, 200 * 100 - MAX_PAIRS);
     }
 
     #[test]

@@ -81,8 +81,9 @@ pub struct NodeStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub runtime: Option<String>,
     /// The IPv4 network (`A.B.C.D/N`) this node's replicas have their addresses in; written by
-    /// the node. Nodes pick networks no other node advertises, so an owner's replicas have
-    /// addresses unique across the nodes they span.
+    /// the node. An agent picks a network no other Node advertises, so an owner's replicas
+    /// have addresses unique across the nodes they span (not enforced here: a node reaches a
+    /// peer's replicas only inside a network of 10.0.0.0/8 that does not overlap its own).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replica_network: Option<String>,
 }
