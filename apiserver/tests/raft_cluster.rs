@@ -16,7 +16,10 @@ use apiserver::raft::{
 use ed25519_dalek::SigningKey;
 
 fn put(key: &str, value: &str) -> Request {
-    Request { ops: vec![Op::Put { key: key.into(), value: value.into(), expect: Expect::Any }] }
+    Request {
+        more: Vec::new(),
+        ops: vec![Op::Put { key: key.into(), value: value.into(), expect: Expect::Any }],
+    }
 }
 
 fn options() -> Options {
@@ -122,7 +125,8 @@ async fn three_members_join_forward_writes_and_serve_linearizable_reads_on_follo
     let (reference, rev) = nodes[leader].state().list("/k/").unwrap();
     assert_eq!(reference.len(), 121);
     for n in &nodes {
-        wait_for("every member applies everything", async || n.last_applied() >= rev).await;
+        wait_for("every member applies everything", async || n.state().applied_revision().unwrap() >= rev)
+            .await;
         assert_eq!(n.state().list("/k/").unwrap().0, reference);
     }
 
@@ -217,8 +221,10 @@ async fn a_peer_that_is_not_a_member_cannot_append_vote_install_a_snapshot_write
     assert!(members.iter().all(|m| m.status.is_some()), "both members still answer: {members:?}");
     let w = nodes[1].write(put("/k/b", "2")).await.unwrap();
     for n in &nodes {
-        wait_for("both members apply a write after the stranger", async || n.last_applied() >= w.revision)
-            .await;
+        wait_for("both members apply a write after the stranger", async || {
+            n.state().applied_revision().unwrap() >= w.revision
+        })
+        .await;
     }
 
     // A stranger started as a member with --join is refused with what to do.
@@ -281,7 +287,7 @@ async fn a_partitioned_minority_refuses_writes_and_reads_and_converges_after_hea
     .await;
     let (reference, rev) = nodes[majority[0]].state().list("/k/").unwrap();
     for n in &nodes {
-        wait_for("convergence", async || n.last_applied() >= rev).await;
+        wait_for("convergence", async || n.state().applied_revision().unwrap() >= rev).await;
         assert_eq!(n.state().list("/k/").unwrap().0, reference, "every member converges to the same state");
     }
     assert!(nodes[leader].state().get("/k/minority").unwrap().is_none(), "the refused write never appears");
@@ -399,7 +405,10 @@ async fn a_cluster_grows_to_five_voters_and_shrinks_back_to_three() {
     // The three that remain still commit, and still agree.
     let w = nodes[1].write(put("/k/three", "1")).await.unwrap();
     for n in &nodes[..3] {
-        wait_for("the remaining members apply the write", async || n.last_applied() >= w.revision).await;
+        wait_for("the remaining members apply the write", async || {
+            n.state().applied_revision().unwrap() >= w.revision
+        })
+        .await;
         assert!(n.state().get("/k/three").unwrap().is_some());
     }
     for n in &nodes {
@@ -558,7 +567,10 @@ async fn entries_larger_than_one_message_reach_a_member_that_fell_behind() {
     for n in &nodes {
         n.isolate_from(&[]).unwrap();
     }
-    wait_for("the member that fell behind catches up", async || nodes[behind].last_applied() >= last).await;
+    wait_for("the member that fell behind catches up", async || {
+        nodes[behind].state().applied_revision().unwrap() >= last
+    })
+    .await;
     assert_eq!(nodes[behind].state().list("/k/").unwrap().0, nodes[leader].state().list("/k/").unwrap().0);
     for n in &nodes {
         n.shutdown().await;

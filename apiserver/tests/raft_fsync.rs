@@ -7,7 +7,10 @@
 use apiserver::raft::{Expect, Op, Options, Outcome, RaftNode, Request};
 
 fn put(key: &str, value: &str) -> Request {
-    Request { ops: vec![Op::Put { key: key.into(), value: value.into(), expect: Expect::Absent }] }
+    Request {
+        more: Vec::new(),
+        ops: vec![Op::Put { key: key.into(), value: value.into(), expect: Expect::Absent }],
+    }
 }
 
 /// The durable commits of the Raft log so far (the log store counts each one it fsyncs).

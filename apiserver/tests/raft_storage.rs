@@ -31,7 +31,7 @@ fn log_id(index: u64) -> LogId<NodeId> {
 }
 
 fn entry(index: u64, ops: Vec<Op>) -> Entry<TypeConfig> {
-    Entry { log_id: log_id(index), payload: EntryPayload::Normal(Request { ops }) }
+    Entry { log_id: log_id(index), payload: EntryPayload::Normal(Request::new(ops)) }
 }
 
 fn put(key: &str, value: &str, expect: Expect) -> Op {

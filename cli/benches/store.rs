@@ -16,6 +16,7 @@
 //! - `BENCH_WATCHERS` (`100,1000`), `BENCH_WATCH_RATE` (200 writes/s), `BENCH_WATCH_SECONDS` (5);
 //! - `BENCH_SETUPS` (`1-http,1-tls,3-http,3-tls`): members and transport;
 //! - `BENCH_SYSTEMS` (`univrs,etcd`);
+//! - `BENCH_UNIVRS_ARGS`: more flags of every `ui apiserver` (e.g. `--write-batch 1`);
 //! - `BENCH_ONLY` (all): some of `reads,creates,signed,updates,watch` (the fill and the
 //!   resource rows always run), e.g. to profile one phase.
 //!
@@ -349,6 +350,11 @@ fn univrs(members: usize, tls: bool, objects: u64) -> Sut {
         let metrics_port = free_port();
         let metrics_addr = format!("127.0.0.1:{metrics_port}");
         let mut extra: Vec<String> = UNIVRS_FLAGS.iter().map(|s| s.to_string()).collect();
+        // More flags of `ui apiserver` (e.g. `--write-batch 1`, group commit off, for a before
+        // and after in one build).
+        extra.extend(
+            std::env::var("BENCH_UNIVRS_ARGS").unwrap_or_default().split_whitespace().map(String::from),
+        );
         extra.extend(["--metrics-addr".into(), metrics_addr.clone()]);
         if !tls {
             extra.push("--insecure-http".into());

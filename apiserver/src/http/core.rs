@@ -120,7 +120,7 @@ fn list(node: &RaftNode, namespace: Option<&str>, raw: Option<&str>) -> Result<R
     };
     Ok(Json(json!({
         "kind": "ServiceList", "apiVersion": "v1",
-        "metadata": { "resourceVersion": node.last_applied().to_string() }, "items": items,
+        "metadata": { "resourceVersion": node.state().applied_revision().unwrap_or_default().to_string() }, "items": items,
     }))
     .into_response())
 }

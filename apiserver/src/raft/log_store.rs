@@ -2,10 +2,11 @@
 //! committed id and the last purged id.
 //!
 //! Every `append` is one redb transaction committed with fsync before openraft is told the
-//! entries are durable. openraft 0.9 runs its commands after each client write it receives, so
-//! on a lone member every write is an `append` of its own: one fsync per write, no group
-//! commit (BENCHMARKS.md). The committed log id is saved without an fsync of its own (see
-//! [`LogStore::save_committed`]), so that a write costs one fsync, not two.
+//! entries are durable. openraft 0.9 waits for each `append` before it takes the next
+//! command, so batching writes here would gain nothing: concurrent writes are put into one
+//! entry before they reach Raft (group commit, `node::batch_writes`), so one fsync covers them
+//! all (BENCHMARKS.md). The committed log id is saved without an fsync of its own (see
+//! [`LogStore::save_committed`]), so that an entry costs one fsync, not two.
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
@@ -27,6 +28,9 @@ const COMMITTED: &str = "committed";
 const LAST_PURGED: &str = "last_purged";
 
 type Result<T> = std::result::Result<T, StorageError<NodeId>>;
+
+/// redb's page cache for the log.
+const LOG_CACHE_BYTES: usize = 32 << 20;
 
 /// The durable Raft log. Cheap to clone: clones share the database.
 #[derive(Clone)]
@@ -51,7 +55,9 @@ fn write_err(e: impl std::error::Error + 'static) -> StorageError<NodeId> {
 impl LogStore {
     /// Opens (or creates) the log at `path`.
     pub fn open(path: &Path) -> std::result::Result<Self, redb::DatabaseError> {
-        let db = Database::create(path)?;
+        // Written once, read back by replication and apply soon after: a small page cache
+        // (redb's default is 1 GiB per database).
+        let db = Database::builder().set_cache_size(LOG_CACHE_BYTES).create(path)?;
         Ok(Self { db: Arc::new(db) })
     }
 

@@ -4,8 +4,10 @@
 //! Every write of the apiserver becomes one [`Request`]: a transaction of puts and deletes,
 //! each with a precondition, applied atomically or not at all. Preconditions are checked when
 //! the entry is *applied*, so they are linearizable: two writers racing on one
-//! `resourceVersion` cannot both win. The revision of a change is the Raft log index of the
-//! entry that made it; that is the object's `resourceVersion`.
+//! `resourceVersion` cannot both win. Concurrent writes on the leader share one entry (group
+//! commit, [`RaftNode::write`]), each applied on its own. The revision of a change is the
+//! state machine's count of writes applied when it was made; that is the object's
+//! `resourceVersion`.
 
 mod cluster;
 pub mod history;

@@ -51,7 +51,7 @@ pub enum StartError {
 }
 
 /// Why a write was not committed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum WriteError {
     /// No leader could take the write (none elected, or this member cannot reach it).
     #[error("no leader can take the write now: {0}")]
@@ -82,11 +82,18 @@ pub struct Options {
     pub keep_behind_snapshot: u64,
     /// How much change history (for watches) is kept.
     pub history: Retention,
+    /// Most writes committed in one entry (group commit, [`batch_writes`]); 1: each alone.
+    pub write_batch: usize,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Self { snapshot_every: 10_000, keep_behind_snapshot: 1_000, history: Retention::default() }
+        Self {
+            snapshot_every: 10_000,
+            keep_behind_snapshot: 1_000,
+            history: Retention::default(),
+            write_batch: MAX_BATCH,
+        }
     }
 }
 
@@ -104,6 +111,10 @@ pub struct RaftNode {
     compactor: Arc<tokio::task::JoinHandle<()>>,
     /// Follows the leader for the metrics; aborted when the member shuts down.
     leader_watch: Arc<tokio::task::JoinHandle<()>>,
+    /// Writes waiting to be committed together ([`batch_writes`]).
+    writes: tokio::sync::mpsc::UnboundedSender<Queued>,
+    /// Forms the batches; aborted when the member shuts down.
+    batcher: Arc<tokio::task::JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for RaftNode {
@@ -142,7 +153,18 @@ impl RaftNode {
     ) -> Self {
         let compactor = tokio::spawn(compact_history(state.clone(), options.history));
         let leader_watch = tokio::spawn(watch_leader(raft.metrics()));
-        Self { raft, state, peers, compactor: Arc::new(compactor), leader_watch: Arc::new(leader_watch) }
+        let (writes, queued) = tokio::sync::mpsc::unbounded_channel();
+        let batcher =
+            tokio::spawn(batch_writes(raft.clone(), queued, options.write_batch.clamp(1, MAX_BATCH)));
+        Self {
+            raft,
+            state,
+            peers,
+            compactor: Arc::new(compactor),
+            leader_watch: Arc::new(leader_watch),
+            writes,
+            batcher: Arc::new(batcher),
+        }
     }
 
     /// Commits `request` through Raft and returns what applying it did. On a follower the
@@ -160,18 +182,17 @@ impl RaftNode {
         written
     }
 
-    /// Commits `request` if this member leads.
-    pub(super) async fn write_here(&self, request: Request) -> Result<Response, WriteError> {
+    /// Commits `request` if this member leads, in one log entry with the writes that wait
+    /// with it ([`batch_writes`]).
+    pub(super) async fn write_here(&self, mut request: Request) -> Result<Response, WriteError> {
         // Again here: a member's forwarded write arrives here without passing `write`.
         check_size(&request)?;
-        match self.raft.client_write(request).await {
-            Ok(r) => Ok(r.data),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-                Err(WriteError::NotLeader(format!("leader is {:?}", f.leader_id)))
-            }
-            Err(RaftError::APIError(e)) => Err(WriteError::NotLeader(e.to_string())),
-            Err(RaftError::Fatal(e)) => Err(WriteError::Fatal(e.to_string())),
-        }
+        // Only the batcher puts writes together.
+        request.more.clear();
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        let stopped = || WriteError::Fatal("the member is shutting down".to_owned());
+        self.writes.send(Queued { request, answer }).map_err(|_| stopped())?;
+        answered.await.unwrap_or_else(|_| Err(stopped()))
     }
 
     /// Waits until this member may serve a linearizable read (read index: leadership confirmed
@@ -237,6 +258,7 @@ impl RaftNode {
     pub async fn shutdown(&self) {
         self.compactor.abort();
         self.leader_watch.abort();
+        self.batcher.abort();
         if let Some(peers) = &self.peers {
             peers.stop();
         }
@@ -285,6 +307,102 @@ async fn watch_leader(mut metrics: tokio::sync::watch::Receiver<openraft::RaftMe
         known = leader;
         if metrics.changed().await.is_err() {
             return;
+        }
+    }
+}
+
+/// A write waiting to be committed.
+struct Queued {
+    request: Request,
+    answer: tokio::sync::oneshot::Sender<Result<Response, WriteError>>,
+}
+
+/// Log entries being committed at once: one is being made durable while the next forms, so
+/// the writes that arrive during one fsync share the next.
+const BATCHES_IN_FLIGHT: usize = 2;
+
+/// Most writes in one entry (the default of [`Options::write_batch`]).
+pub const MAX_BATCH: usize = 256;
+
+/// Group commit: openraft 0.9 makes every entry durable on its own before it takes the next
+/// (one fsync each), so concurrent writes are put into one entry: each waiting write goes,
+/// in arrival order, into the `more` of the first (within one entry's size limit, at most
+/// [`MAX_BATCH`]), and each gets its own answer (its own revision, outcome and preconditions,
+/// exactly as if it had been an entry of its own). A write that arrives alone goes alone, at
+/// once.
+async fn batch_writes(
+    raft: Raft<TypeConfig>,
+    mut queued: tokio::sync::mpsc::UnboundedReceiver<Queued>,
+    max_batch: usize,
+) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(BATCHES_IN_FLIGHT));
+    let mut next: Option<Queued> = None;
+    loop {
+        let first = match next.take() {
+            Some(q) => q,
+            None => match queued.recv().await {
+                Some(q) => q,
+                None => return,
+            },
+        };
+        // While both slots are busy, writes wait in the queue: the next batch takes them all.
+        let Ok(slot) = slots.clone().acquire_owned().await else { return };
+        let mut bytes = request_bytes(&first.request);
+        let mut batch = vec![first];
+        while batch.len() < max_batch {
+            let Ok(q) = queued.try_recv() else { break };
+            let more = request_bytes(&q.request);
+            if bytes + more > MAX_ENTRY_BYTES {
+                next = Some(q);
+                break;
+            }
+            bytes += more;
+            batch.push(q);
+        }
+        let raft = raft.clone();
+        tokio::spawn(async move {
+            commit_batch(&raft, batch).await;
+            drop(slot);
+        });
+    }
+}
+
+/// Commits `batch` as one entry and answers each write.
+async fn commit_batch(raft: &Raft<TypeConfig>, batch: Vec<Queued>) {
+    let mut answers = Vec::with_capacity(batch.len());
+    let mut requests = Vec::with_capacity(batch.len());
+    for q in batch {
+        answers.push(q.answer);
+        requests.push(q.request);
+    }
+    let mut entry = requests.remove(0);
+    entry.more = requests;
+    let written = match raft.client_write(entry).await {
+        Ok(r) => Ok(r.data),
+        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+            Err(WriteError::NotLeader(format!("leader is {:?}", f.leader_id)))
+        }
+        Err(RaftError::APIError(e)) => Err(WriteError::NotLeader(e.to_string())),
+        Err(RaftError::Fatal(e)) => Err(WriteError::Fatal(e.to_string())),
+    };
+    match written {
+        Ok(mut first) => {
+            let mut responses = std::mem::take(&mut first.more).into_iter();
+            let mut answers = answers.into_iter();
+            if let Some(a) = answers.next() {
+                let _ = a.send(Ok(first));
+            }
+            for a in answers {
+                let r = responses.next().ok_or_else(|| {
+                    WriteError::Unknown("the entry was applied without an answer for this write".to_owned())
+                });
+                let _ = a.send(r);
+            }
+        }
+        Err(e) => {
+            for a in answers {
+                let _ = a.send(Err(e.clone()));
+            }
         }
     }
 }
@@ -454,15 +572,18 @@ mod tests {
 
     #[test]
     fn a_write_one_entry_cannot_hold_is_refused() {
-        let fits = Request { ops: vec![put(0, "x".repeat(3 * 1024 * 1024))] };
+        let fits = Request { more: Vec::new(), ops: vec![put(0, "x".repeat(3 * 1024 * 1024))] };
         assert!(check_size(&fits).is_ok());
-        let too_large = Request { ops: vec![put(0, "x".repeat(MAX_ENTRY_BYTES))] };
+        let too_large = Request { more: Vec::new(), ops: vec![put(0, "x".repeat(MAX_ENTRY_BYTES))] };
         assert!(matches!(check_size(&too_large), Err(WriteError::TooLarge(why)) if why.contains("smaller")));
-        let split = Request { ops: (0..2).map(|i| put(i, "x".repeat(MAX_ENTRY_BYTES / 2))).collect() };
+        let split = Request {
+            more: Vec::new(),
+            ops: (0..2).map(|i| put(i, "x".repeat(MAX_ENTRY_BYTES / 2))).collect(),
+        };
         assert!(matches!(check_size(&split), Err(WriteError::TooLarge(_))), "the sum counts");
-        let many = Request { ops: (0..=MAX_OPS).map(|i| put(i, String::new())).collect() };
+        let many = Request { more: Vec::new(), ops: (0..=MAX_OPS).map(|i| put(i, String::new())).collect() };
         assert!(matches!(check_size(&many), Err(WriteError::TooLarge(why)) if why.contains("operations")));
-        let enough = Request { ops: (0..MAX_OPS).map(|i| put(i, String::new())).collect() };
+        let enough = Request { more: Vec::new(), ops: (0..MAX_OPS).map(|i| put(i, String::new())).collect() };
         assert!(check_size(&enough).is_ok());
     }
 }

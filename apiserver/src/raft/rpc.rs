@@ -324,6 +324,7 @@ mod tests {
 
     fn put(value_len: usize) -> EntryPayload<TypeConfig> {
         EntryPayload::Normal(Request {
+            more: Vec::new(),
             ops: vec![Op::Put {
                 key: "/registry/workloads/default/web".into(),
                 value: "v".repeat(value_len),
@@ -359,6 +360,7 @@ mod tests {
         let voters = BTreeSet::from_iter(nodes.keys().copied().take(33));
         let membership = Membership::new(vec![voters.clone(), voters], nodes);
         let delete = EntryPayload::Normal(Request {
+            more: Vec::new(),
             ops: (0..MAX_OPS)
                 .map(|i| Op::Delete {
                     key: format!("/registry/k/{i}"),

@@ -29,6 +29,10 @@ const META: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("meta");
 /// Revision → the JSON of its [`Record`] (see [`super::history`]).
 const HISTORY: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("history");
 const LAST_APPLIED: &str = "last_applied";
+/// The revision of the last write applied: every write (a request, or one of the requests a
+/// log entry carries together) takes the next one. Stores written before entries carried
+/// several requests have none: their revision is the last applied index, as it was then.
+const REVISION: &str = "revision";
 /// Every history record at or below this revision has been dropped.
 const HISTORY_COMPACTED: &str = "history_compacted";
 const MEMBERSHIP: &str = "membership";
@@ -59,6 +63,10 @@ impl Debug for StateMachine {
 #[derive(Serialize, Deserialize)]
 struct SnapshotData {
     last_applied: Option<LogId<NodeId>>,
+    /// The revision of the state (none in snapshots made before revisions were counted apart
+    /// from log indexes: the last applied index).
+    #[serde(default)]
+    revision: Option<u64>,
     membership: Membership,
     objects: Vec<(String, Stored)>,
 }
@@ -124,9 +132,9 @@ impl StateMachine {
         std::fs::metadata(self.path.as_ref()).map_or(0, |m| m.len())
     }
 
-    /// The revision of the last applied entry.
+    /// The revision of the last applied write.
     pub fn applied_revision(&self) -> Result<u64> {
-        Ok(self.meta::<LogId<NodeId>>(LAST_APPLIED)?.map_or(0, |l| l.index))
+        revision_in(&self.db.begin_read().map_err(read_err)?)
     }
 
     /// A receiver that sees the last applied revision change.
@@ -142,7 +150,7 @@ impl StateMachine {
         if after < compacted {
             return Ok(Err(Compacted { asked: after, compacted }));
         }
-        let mut upto = meta_in::<LogId<NodeId>>(&txn, LAST_APPLIED)?.map_or(0, |l| l.index).max(after);
+        let mut upto = revision_in(&txn)?.max(after);
         let mut changes = Vec::new();
         if let Some(table) = read_table(&txn, HISTORY).map_err(read_err)? {
             for (n, item) in table.range(after + 1..).map_err(read_err)?.enumerate() {
@@ -187,7 +195,7 @@ impl StateMachine {
     pub fn compact_history(&self, retention: Retention, now_ms: u64) -> Result<()> {
         let oldest_kept_ms = now_ms.saturating_sub(retention.max_age.as_millis() as u64);
         let txn = self.db.begin_write().map_err(write_err)?;
-        let applied = meta_in_write::<LogId<NodeId>>(&txn, LAST_APPLIED)?.map_or(0, |l| l.index);
+        let applied = revision_in_write(&txn)?;
         let keep_from = applied.saturating_sub(retention.max_revisions);
         let mut dropped = None;
         {
@@ -240,8 +248,24 @@ impl StateMachine {
     }
 }
 
+/// The revision of the last applied write, as of `txn`.
+fn revision_in(txn: &redb::ReadTransaction) -> Result<u64> {
+    match meta_in::<u64>(txn, REVISION)? {
+        Some(r) => Ok(r),
+        None => Ok(meta_in::<LogId<NodeId>>(txn, LAST_APPLIED)?.map_or(0, |l| l.index)),
+    }
+}
+
+/// [`revision_in`] within a write transaction.
+fn revision_in_write(txn: &redb::WriteTransaction) -> Result<u64> {
+    match meta_in_write::<u64>(txn, REVISION)? {
+        Some(r) => Ok(r),
+        None => Ok(meta_in_write::<LogId<NodeId>>(txn, LAST_APPLIED)?.map_or(0, |l| l.index)),
+    }
+}
+
 fn list_in(txn: &redb::ReadTransaction, prefix: &str) -> Result<(Vec<(String, Stored)>, u64)> {
-    let revision = meta_in::<LogId<NodeId>>(txn, LAST_APPLIED)?.map_or(0, |l| l.index);
+    let revision = revision_in(txn)?;
     let Some(table) = read_table(txn, OBJECTS).map_err(read_err)? else {
         return Ok((Vec::new(), revision));
     };
@@ -333,6 +357,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
         self.sync()?;
         let txn = self.db.begin_read().map_err(read_err)?;
         let last_applied: Option<LogId<NodeId>> = meta_in(&txn, LAST_APPLIED)?;
+        let revision = Some(revision_in(&txn)?);
         let membership: Membership = meta_in(&txn, MEMBERSHIP)?.unwrap_or_default();
         let mut objects = Vec::new();
         if let Some(table) = read_table(&txn, OBJECTS).map_err(read_err)? {
@@ -342,9 +367,13 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
             }
         }
         drop(txn);
-        let data =
-            serde_json::to_vec(&SnapshotData { last_applied, membership: membership.clone(), objects })
-                .map_err(|e| sm_err(ErrorVerb::Write, e))?;
+        let data = serde_json::to_vec(&SnapshotData {
+            last_applied,
+            revision,
+            membership: membership.clone(),
+            objects,
+        })
+        .map_err(|e| sm_err(ErrorVerb::Write, e))?;
         let snapshot_id = match last_applied {
             Some(l) => format!("{}-{}", l.leader_id, l.index),
             None => "empty".to_owned(),
@@ -383,43 +412,53 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         txn.set_durability(Durability::None);
         let mut responses = Vec::new();
         let mut last = None;
+        let mut revision = revision_in_write(&txn)?;
         let applied_at_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
         {
             let mut table = txn.open_table(OBJECTS).map_err(write_err)?;
             let mut history = txn.open_table(HISTORY).map_err(write_err)?;
+            // One write: the next revision, its changes recorded under it.
+            let mut apply_one = |req: &Request| -> Result<Response> {
+                revision += 1;
+                let (outcome, changes) = apply_request(&mut table, req, revision)?;
+                if !changes.is_empty() {
+                    let record = serde_json::to_vec(&Record { applied_at_ms, changes })
+                        .map_err(|e| sm_err(ErrorVerb::Write, e))?;
+                    history.insert(revision, record.as_slice()).map_err(write_err)?;
+                }
+                Ok(Response { revision, outcome, more: Vec::new() })
+            };
             for entry in entries {
-                let revision = entry.log_id.index;
-                let outcome = match &entry.payload {
-                    EntryPayload::Blank => Outcome::None,
+                let response = match &entry.payload {
+                    EntryPayload::Blank => Response::default(),
                     EntryPayload::Normal(req) => {
-                        let (outcome, changes) = apply_request(&mut table, req, revision)?;
-                        if !changes.is_empty() {
-                            let record = serde_json::to_vec(&Record { applied_at_ms, changes })
-                                .map_err(|e| sm_err(ErrorVerb::Write, e))?;
-                            history.insert(revision, record.as_slice()).map_err(write_err)?;
+                        let mut first = apply_one(req)?;
+                        for more in &req.more {
+                            first.more.push(apply_one(more)?);
                         }
-                        outcome
+                        first
                     }
                     EntryPayload::Membership(m) => {
                         put_meta(&txn, MEMBERSHIP, &Membership::new(Some(entry.log_id), m.clone()))?;
-                        Outcome::None
+                        Response::default()
                     }
                 };
                 last = Some(entry.log_id);
-                responses.push(Response { revision, outcome });
+                responses.push(response);
             }
         }
         if let Some(last) = last {
             put_meta(&txn, LAST_APPLIED, &last)?;
+            put_meta(&txn, REVISION, &revision)?;
         }
         let commit = std::time::Instant::now();
         txn.commit().map_err(write_err)?;
         crate::metrics::metrics().backend_committed(commit);
         if let Some(last) = last {
             crate::metrics::metrics().set_applied(last.index);
-            self.applied.send_replace(last.index);
+            self.applied.send_replace(revision);
         }
         Ok(responses)
     }
@@ -456,16 +495,17 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 txn.open_table(META).map_err(write_err)?.remove(LAST_APPLIED).map_err(write_err)?;
             }
         }
-        put_meta(&txn, MEMBERSHIP, &meta.last_membership)?;
-        put_meta(&txn, SNAPSHOT, &StoredSnapshot { meta: meta.clone(), data: bytes })?;
         // The history does not travel with a snapshot: what it held no longer leads to the
         // installed state, so every revision up to the snapshot counts as compacted.
-        let installed = meta.last_log_id.map_or(0, |l| l.index);
+        let installed = data.revision.unwrap_or(meta.last_log_id.map_or(0, |l| l.index));
+        put_meta(&txn, REVISION, &installed)?;
+        put_meta(&txn, MEMBERSHIP, &meta.last_membership)?;
+        put_meta(&txn, SNAPSHOT, &StoredSnapshot { meta: meta.clone(), data: bytes })?;
         txn.open_table(HISTORY).map_err(write_err)?.retain(|_, _| false).map_err(write_err)?;
         put_meta(&txn, HISTORY_COMPACTED, &installed)?;
         txn.commit().map_err(write_err)?;
         self.applied.send_replace(installed);
-        crate::metrics::metrics().set_applied(installed);
+        crate::metrics::metrics().set_applied(meta.last_log_id.map_or(0, |l| l.index));
         Ok(())
     }
 

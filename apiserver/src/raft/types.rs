@@ -46,6 +46,19 @@ impl std::fmt::Display for Member {
 pub struct Request {
     /// The operations, on distinct keys.
     pub ops: Vec<Op>,
+    /// Other writes committed in the same log entry (group commit: concurrent writes share
+    /// one entry and so one fsync). Each is applied after this one, on its own (all or
+    /// nothing, its own preconditions) with a revision of its own, exactly as if it had been
+    /// an entry of its own; their own `more` is empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub more: Vec<Request>,
+}
+
+impl Request {
+    /// A write of `ops`.
+    pub fn new(ops: Vec<Op>) -> Self {
+        Self { ops, more: Vec::new() }
+    }
 }
 
 /// One operation of a [`Request`].
@@ -128,13 +141,17 @@ pub struct Stored {
     pub value: String,
 }
 
-/// What applying one log entry did.
+/// What applying one write did.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Response {
-    /// The revision of the entry (its log index).
+    /// The revision of the write: the state machine's count of writes applied, which every
+    /// write moves by one (not the log index: one entry may hold several writes).
     pub revision: u64,
     /// Whether the request was applied.
     pub outcome: Outcome,
+    /// What the writes of the request's `more` did, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub more: Vec<Response>,
 }
 
 /// The result of a [`Request`].

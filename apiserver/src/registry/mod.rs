@@ -333,7 +333,7 @@ impl Registry {
     }
 
     async fn commit(&self, ops: Vec<Op>) -> Result<(u64, Outcome), ApiError> {
-        let response = self.store.write(Request { ops }).await.map_err(|e| match e {
+        let response = self.store.write(Request::new(ops)).await.map_err(|e| match e {
             // Not sent anywhere: retrying cannot help, so not a 503.
             crate::raft::WriteError::TooLarge(_) => ApiError::TooLarge(e.to_string()),
             e => unavailable(e),

@@ -37,6 +37,11 @@ pub struct Args {
     /// small machines: a watcher that falls further behind gets 410 Expired and relists
     #[arg(long, value_name = "SECONDS")]
     watch_history_seconds: Option<u64>,
+    /// Most writes the leader commits in one Raft entry, made durable by one fsync (group
+    /// commit: writes that arrive while the previous entry is written wait for the next).
+    /// 1 commits every write on its own (for comparison)
+    #[arg(long, value_name = "N", default_value_t = 256, value_parser = clap::value_parser!(u16).range(1..=256))]
+    write_batch: u16,
     /// Another control-plane member's or controller's did:key (repeatable). The apiserver's own
     /// member key (in the data dir) is always one
     #[arg(long = "member", value_name = "DID")]
@@ -273,7 +278,7 @@ pub fn run(ctx: &Context, args: &Args, up: Option<&super::node::LocalNodeArgs>) 
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start tokio")?;
     runtime.block_on(async {
-        let mut options = Options::default();
+        let mut options = Options { write_batch: usize::from(args.write_batch), ..Options::default() };
         if let Some(secs) = args.watch_history_seconds {
             options.history.max_age = Duration::from_secs(secs);
         }
