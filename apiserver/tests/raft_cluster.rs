@@ -17,7 +17,7 @@ use ed25519_dalek::SigningKey;
 
 fn put(key: &str, value: &str) -> Request {
     Request {
-        more: Vec::new(),
+        batch: Vec::new(),
         ops: vec![Op::Put { key: key.into(), value: value.into(), expect: Expect::Any }],
     }
 }
@@ -440,9 +440,16 @@ async fn a_member_cannot_vote_append_or_install_a_snapshot_in_another_members_na
     let (nodes, key, rogue) = cluster_and_member_key(&specs, &dirs).await;
     let rogue_id = member_id(api::identity::Did::from_key(&key.verifying_key()).as_str());
     let w = nodes[0].write(put("/k/a", "1")).await.unwrap();
-    // The write answers once it is applied; the metrics `status` reads follow a moment later.
-    wait_for("the leader's metrics show the write applied", async || nodes[0].last_applied() >= w.revision)
-        .await;
+    // The write answers once it is applied; the metrics `status` reads follow a moment later
+    // (they count log entries, not revisions: wait until they stop moving).
+    wait_for("the leader's metrics show the write applied", async || {
+        let seen = nodes[0].last_applied();
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        seen > 0
+            && nodes[0].last_applied() == seen
+            && nodes[0].state().applied_revision().unwrap() >= w.revision
+    })
+    .await;
     let target = peer_id(&specs[0].did()).unwrap();
     let addr = specs[0].addr.to_string();
     rogue.allow([target]);

@@ -9,7 +9,7 @@ use apiserver::raft::{Expect, Op, Options, Outcome, RaftNode, Request};
 
 fn put(key: &str, value: &str) -> Request {
     Request {
-        more: Vec::new(),
+        batch: Vec::new(),
         ops: vec![Op::Put { key: key.into(), value: value.into(), expect: Expect::Absent }],
     }
 }

@@ -8,7 +8,7 @@ use apiserver::raft::{Expect, Op, Options, Outcome, RaftNode, Request};
 use tokio::task::JoinSet;
 
 fn put(key: &str, value: &str, expect: Expect) -> Request {
-    Request { more: Vec::new(), ops: vec![Op::Put { key: key.into(), value: value.into(), expect }] }
+    Request { batch: Vec::new(), ops: vec![Op::Put { key: key.into(), value: value.into(), expect }] }
 }
 
 /// Small snapshot interval so that log compaction happens during the test.

@@ -42,6 +42,47 @@ fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread().build().unwrap()
 }
 
+/// Group commit: one entry carries several writes, each applied on its own, in order, with a
+/// revision of its own; every other entry still takes one revision, so without batches the
+/// revision is the log index (what stores from before batches kept).
+#[test]
+fn a_batch_applies_each_write_on_its_own_with_a_revision_of_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut sm = StateMachine::open(&dir.path().join("sm.redb")).unwrap();
+    let write = |ops| Request { batch: Vec::new(), ops };
+    let batch = Request {
+        ops: Vec::new(),
+        batch: vec![
+            write(vec![put("/b/x", "1", Expect::Absent)]),
+            // Its precondition sees the write before it in the same entry.
+            write(vec![put("/b/x", "again", Expect::Absent)]),
+            write(vec![put("/b/x", "2", Expect::ModRevision(3))]),
+        ],
+    };
+    let out = rt()
+        .block_on(sm.apply(vec![
+            Entry { log_id: log_id(1), payload: EntryPayload::Blank },
+            entry(2, vec![put("/b/a", "a", Expect::Absent)]),
+            Entry { log_id: log_id(3), payload: EntryPayload::Normal(batch) },
+            entry(4, vec![put("/b/y", "y", Expect::Absent)]),
+        ]))
+        .unwrap();
+    assert_eq!(out[0].revision, 1, "a blank entry takes a revision too");
+    assert_eq!(out[1].revision, 2);
+    let each: Vec<_> = out[2].batch.iter().map(|r| (r.revision, &r.outcome)).collect();
+    assert!(matches!(each[0], (3, Outcome::Applied { .. })), "{each:?}");
+    assert!(matches!(each[1], (4, Outcome::PreconditionFailed { op: 0, current: Some(_) })), "{each:?}");
+    assert!(matches!(each[2], (5, Outcome::Applied { .. })), "{each:?}");
+    assert_eq!(out[3].revision, 6);
+    let x = sm.get("/b/x").unwrap().unwrap();
+    assert_eq!((x.create_revision, x.mod_revision, x.value.as_str()), (3, 5, "2"));
+    assert_eq!(sm.applied_revision().unwrap(), 6);
+    // The history has each write under its own revision.
+    let changes = sm.changes_after(2, 100).unwrap().unwrap();
+    let revs: Vec<u64> = changes.changes.iter().map(|(r, _)| *r).collect();
+    assert_eq!(revs, [3, 5, 6]);
+}
+
 #[test]
 fn preconditions_are_checked_when_applied_and_revisions_are_log_indexes() {
     let dir = tempfile::tempdir().unwrap();

@@ -184,11 +184,13 @@ impl RaftNode {
 
     /// Commits `request` if this member leads, in one log entry with the writes that wait
     /// with it ([`batch_writes`]).
-    pub(super) async fn write_here(&self, mut request: Request) -> Result<Response, WriteError> {
+    pub(super) async fn write_here(&self, request: Request) -> Result<Response, WriteError> {
         // Again here: a member's forwarded write arrives here without passing `write`.
         check_size(&request)?;
-        // Only the batcher puts writes together.
-        request.more.clear();
+        // One write: only the batcher puts writes together.
+        if !request.batch.is_empty() {
+            return Err(WriteError::TooLarge("a write may not carry a batch of writes".to_owned()));
+        }
         let (answer, answered) = tokio::sync::oneshot::channel();
         let stopped = || WriteError::Fatal("the member is shutting down".to_owned());
         self.writes.send(Queued { request, answer }).map_err(|_| stopped())?;
@@ -325,11 +327,13 @@ const BATCHES_IN_FLIGHT: usize = 2;
 pub const MAX_BATCH: usize = 256;
 
 /// Group commit: openraft 0.9 makes every entry durable on its own before it takes the next
-/// (one fsync each), so concurrent writes are put into one entry: each waiting write goes,
-/// in arrival order, into the `more` of the first (within one entry's size limit, at most
-/// [`MAX_BATCH`]), and each gets its own answer (its own revision, outcome and preconditions,
-/// exactly as if it had been an entry of its own). A write that arrives alone goes alone, at
-/// once.
+/// (one fsync each), so concurrent writes are put into one entry: the writes waiting when a
+/// batch forms go, in the order they arrived, into its `batch` (within one entry's size limit,
+/// at most `max_batch`), and each gets its own answer (its own revision, outcome and
+/// preconditions, exactly as if it had been an entry of its own). A write that arrives alone
+/// goes alone, at once, as an ordinary entry. Writes whose caller stopped waiting are dropped
+/// before they are proposed. Two batches in flight may reach Raft in either order (neither
+/// has been answered yet).
 async fn batch_writes(
     raft: Raft<TypeConfig>,
     mut queued: tokio::sync::mpsc::UnboundedReceiver<Queued>,
@@ -347,10 +351,15 @@ async fn batch_writes(
         };
         // While both slots are busy, writes wait in the queue: the next batch takes them all.
         let Ok(slot) = slots.clone().acquire_owned().await else { return };
-        let mut bytes = request_bytes(&first.request);
+        // The batch's own envelope, then each write's.
+        let mut bytes = request_bytes(&Request::default()) + request_bytes(&first.request);
         let mut batch = vec![first];
         while batch.len() < max_batch {
             let Ok(q) = queued.try_recv() else { break };
+            // Its caller gave up waiting (it was told the outcome is unknown): not proposed.
+            if q.answer.is_closed() {
+                continue;
+            }
             let more = request_bytes(&q.request);
             if bytes + more > MAX_ENTRY_BYTES {
                 next = Some(q);
@@ -375,8 +384,9 @@ async fn commit_batch(raft: &Raft<TypeConfig>, batch: Vec<Queued>) {
         answers.push(q.answer);
         requests.push(q.request);
     }
-    let mut entry = requests.remove(0);
-    entry.more = requests;
+    let entry =
+        if requests.len() == 1 { requests.remove(0) } else { Request { ops: Vec::new(), batch: requests } };
+    let alone = entry.batch.is_empty();
     let written = match raft.client_write(entry).await {
         Ok(r) => Ok(r.data),
         Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
@@ -386,12 +396,13 @@ async fn commit_batch(raft: &Raft<TypeConfig>, batch: Vec<Queued>) {
         Err(RaftError::Fatal(e)) => Err(WriteError::Fatal(e.to_string())),
     };
     match written {
-        Ok(mut first) => {
-            let mut responses = std::mem::take(&mut first.more).into_iter();
-            let mut answers = answers.into_iter();
-            if let Some(a) = answers.next() {
-                let _ = a.send(Ok(first));
+        Ok(response) if alone => {
+            for a in answers {
+                let _ = a.send(Ok(response.clone()));
             }
+        }
+        Ok(response) => {
+            let mut responses = response.batch.into_iter();
             for a in answers {
                 let r = responses.next().ok_or_else(|| {
                     WriteError::Unknown("the entry was applied without an answer for this write".to_owned())
@@ -572,18 +583,19 @@ mod tests {
 
     #[test]
     fn a_write_one_entry_cannot_hold_is_refused() {
-        let fits = Request { more: Vec::new(), ops: vec![put(0, "x".repeat(3 * 1024 * 1024))] };
+        let fits = Request { batch: Vec::new(), ops: vec![put(0, "x".repeat(3 * 1024 * 1024))] };
         assert!(check_size(&fits).is_ok());
-        let too_large = Request { more: Vec::new(), ops: vec![put(0, "x".repeat(MAX_ENTRY_BYTES))] };
+        let too_large = Request { batch: Vec::new(), ops: vec![put(0, "x".repeat(MAX_ENTRY_BYTES))] };
         assert!(matches!(check_size(&too_large), Err(WriteError::TooLarge(why)) if why.contains("smaller")));
         let split = Request {
-            more: Vec::new(),
+            batch: Vec::new(),
             ops: (0..2).map(|i| put(i, "x".repeat(MAX_ENTRY_BYTES / 2))).collect(),
         };
         assert!(matches!(check_size(&split), Err(WriteError::TooLarge(_))), "the sum counts");
-        let many = Request { more: Vec::new(), ops: (0..=MAX_OPS).map(|i| put(i, String::new())).collect() };
+        let many = Request { batch: Vec::new(), ops: (0..=MAX_OPS).map(|i| put(i, String::new())).collect() };
         assert!(matches!(check_size(&many), Err(WriteError::TooLarge(why)) if why.contains("operations")));
-        let enough = Request { more: Vec::new(), ops: (0..MAX_OPS).map(|i| put(i, String::new())).collect() };
+        let enough =
+            Request { batch: Vec::new(), ops: (0..MAX_OPS).map(|i| put(i, String::new())).collect() };
         assert!(check_size(&enough).is_ok());
     }
 }

@@ -81,7 +81,8 @@ pub fn request_bytes(request: &Request) -> usize {
             Op::Delete { key, .. } | Op::Check { key, .. } => key.len() + ITEM_OVERHEAD,
         })
         .sum();
-    ENTRY_OVERHEAD + ops
+    let batch: usize = request.batch.iter().map(request_bytes).sum();
+    ENTRY_OVERHEAD + ops + batch
 }
 
 /// An upper bound of the encoded size of `entry`.
@@ -324,7 +325,7 @@ mod tests {
 
     fn put(value_len: usize) -> EntryPayload<TypeConfig> {
         EntryPayload::Normal(Request {
-            more: Vec::new(),
+            batch: Vec::new(),
             ops: vec![Op::Put {
                 key: "/registry/workloads/default/web".into(),
                 value: "v".repeat(value_len),
@@ -360,7 +361,7 @@ mod tests {
         let voters = BTreeSet::from_iter(nodes.keys().copied().take(33));
         let membership = Membership::new(vec![voters.clone(), voters], nodes);
         let delete = EntryPayload::Normal(Request {
-            more: Vec::new(),
+            batch: Vec::new(),
             ops: (0..MAX_OPS)
                 .map(|i| Op::Delete {
                     key: format!("/registry/k/{i}"),
@@ -368,7 +369,17 @@ mod tests {
                 })
                 .collect(),
         });
+        // A batch of writes in one entry (group commit) is bounded by all of them.
+        let one = |n: usize| match put(n) {
+            EntryPayload::Normal(r) => r,
+            _ => unreachable!(),
+        };
+        let batch = EntryPayload::Normal(Request {
+            ops: Vec::new(),
+            batch: (0..200).map(|i| one(i * 100)).collect(),
+        });
         let entries = vec![
+            entry(u64::MAX, batch),
             entry(u64::MAX, EntryPayload::Blank),
             entry(u64::MAX, put(0)),
             entry(u64::MAX, put(70_000)),

@@ -123,7 +123,8 @@ impl StateMachine {
         };
         let applied = sm.applied_revision().unwrap_or(0);
         sm.applied.send_replace(applied);
-        crate::metrics::metrics().set_applied(applied);
+        let index = sm.meta::<LogId<NodeId>>(LAST_APPLIED).ok().flatten().map_or(0, |l| l.index);
+        crate::metrics::metrics().set_applied(index);
         Ok(sm)
     }
 
@@ -420,29 +421,40 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             let mut table = txn.open_table(OBJECTS).map_err(write_err)?;
             let mut history = txn.open_table(HISTORY).map_err(write_err)?;
             // One write: the next revision, its changes recorded under it.
-            let mut apply_one = |req: &Request| -> Result<Response> {
-                revision += 1;
+            let mut apply_one = |req: &Request, revision: u64| -> Result<Response> {
                 let (outcome, changes) = apply_request(&mut table, req, revision)?;
                 if !changes.is_empty() {
                     let record = serde_json::to_vec(&Record { applied_at_ms, changes })
                         .map_err(|e| sm_err(ErrorVerb::Write, e))?;
                     history.insert(revision, record.as_slice()).map_err(write_err)?;
                 }
-                Ok(Response { revision, outcome, more: Vec::new() })
+                Ok(Response { revision, outcome, batch: Vec::new() })
             };
             for entry in entries {
+                // Every entry moves the revision by one (a batch by one per write), so that
+                // without batches the revision is the log index, and every member counts the
+                // same revisions for the same log wherever it started counting.
                 let response = match &entry.payload {
-                    EntryPayload::Blank => Response::default(),
-                    EntryPayload::Normal(req) => {
-                        let mut first = apply_one(req)?;
-                        for more in &req.more {
-                            first.more.push(apply_one(more)?);
+                    EntryPayload::Normal(req) if !req.batch.is_empty() => {
+                        let mut all = Vec::with_capacity(req.batch.len());
+                        for write in &req.batch {
+                            revision += 1;
+                            all.push(apply_one(write, revision)?);
                         }
-                        first
+                        Response { revision, outcome: Outcome::None, batch: all }
+                    }
+                    EntryPayload::Normal(req) => {
+                        revision += 1;
+                        apply_one(req, revision)?
+                    }
+                    EntryPayload::Blank => {
+                        revision += 1;
+                        Response { revision, ..Response::default() }
                     }
                     EntryPayload::Membership(m) => {
+                        revision += 1;
                         put_meta(&txn, MEMBERSHIP, &Membership::new(Some(entry.log_id), m.clone()))?;
-                        Response::default()
+                        Response { revision, ..Response::default() }
                     }
                 };
                 last = Some(entry.log_id);

@@ -619,7 +619,7 @@ mod tests {
 
     fn write(value: &str) -> Rpc {
         Rpc::Write(Request {
-            more: Vec::new(),
+            batch: Vec::new(),
             ops: vec![Op::Put { key: "/k".into(), value: value.into(), expect: Expect::Any }],
         })
     }

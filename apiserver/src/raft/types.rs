@@ -41,23 +41,26 @@ impl std::fmt::Display for Member {
     }
 }
 
-/// One write: applied all or nothing, after every precondition holds.
+/// One write: applied all or nothing, after every precondition holds. Or, with `batch`, the
+/// several writes one log entry carries (group commit).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Request {
-    /// The operations, on distinct keys.
-    pub ops: Vec<Op>,
-    /// Other writes committed in the same log entry (group commit: concurrent writes share
-    /// one entry and so one fsync). Each is applied after this one, on its own (all or
-    /// nothing, its own preconditions) with a revision of its own, exactly as if it had been
-    /// an entry of its own; their own `more` is empty.
+    /// The operations, on distinct keys (empty in a batch).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub more: Vec<Request>,
+    pub ops: Vec<Op>,
+    /// The writes committed together in this entry (concurrent writes share one entry and so
+    /// one fsync): each applied on its own, in order (all or nothing, its own preconditions),
+    /// with a revision of its own, exactly as if it had been an entry of its own; their own
+    /// `batch` is empty. `ops` is then empty and not written, so a member of a version
+    /// without batches cannot read the entry at all, rather than apply only part of it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub batch: Vec<Request>,
 }
 
 impl Request {
     /// A write of `ops`.
     pub fn new(ops: Vec<Op>) -> Self {
-        Self { ops, more: Vec::new() }
+        Self { ops, batch: Vec::new() }
     }
 }
 
@@ -141,17 +144,18 @@ pub struct Stored {
     pub value: String,
 }
 
-/// What applying one write did.
+/// What applying one write (or a batch) did.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Response {
-    /// The revision of the write: the state machine's count of writes applied, which every
-    /// write moves by one (not the log index: one entry may hold several writes).
+    /// The revision of the write (of a batch: of its last write). Every log entry moves the
+    /// revision by one, and a batch by one per write: so without batches it is the log
+    /// index, and every member counts the same revisions for the same log.
     pub revision: u64,
     /// Whether the request was applied.
     pub outcome: Outcome,
-    /// What the writes of the request's `more` did, in order.
+    /// What each write of the request's `batch` did, in order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub more: Vec<Response>,
+    pub batch: Vec<Response>,
 }
 
 /// The result of a [`Request`].

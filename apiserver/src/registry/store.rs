@@ -213,7 +213,7 @@ impl Store for MemStore {
                     Outcome::Applied { prev }
                 }
             };
-            Response { revision, outcome, more: Vec::new() }
+            Response { revision, outcome, batch: Vec::new() }
         };
         self.applied.send_replace(response.revision);
         Box::pin(async move { Ok(response) })
