@@ -75,8 +75,39 @@ struct SnapshotData {
 #[derive(Serialize, Deserialize)]
 struct StoredSnapshot {
     meta: SnapshotMeta<NodeId, super::Member>,
+    /// Base64 (older stores wrote a JSON array of numbers, 3–4 bytes per byte: still read).
+    #[serde(with = "snapshot_bytes")]
     data: Vec<u8>,
 }
+
+/// [`StoredSnapshot::data`] as base64, read back from base64 or from an array of numbers.
+mod snapshot_bytes {
+    use base64::Engine as _;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(bytes))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Either {
+            Text(String),
+            Numbers(Vec<u8>),
+        }
+        match Either::deserialize(d)? {
+            Either::Text(t) => {
+                base64::engine::general_purpose::STANDARD.decode(t).map_err(serde::de::Error::custom)
+            }
+            Either::Numbers(b) => Ok(b),
+        }
+    }
+}
+
+/// redb's page cache for the state machine (its default is 1 GiB per database): reads that
+/// miss it go to the operating system's page cache.
+const STATE_CACHE_BYTES: usize = 256 << 20;
 
 fn sm_err(verb: ErrorVerb, e: impl std::error::Error + 'static) -> StorageError<NodeId> {
     io_err(ErrorSubject::StateMachine, verb, e)
@@ -115,7 +146,7 @@ fn decode(bytes: &[u8]) -> Result<Stored> {
 impl StateMachine {
     /// Opens (or creates) the state machine at `path`.
     pub fn open(path: &Path) -> std::result::Result<Self, redb::DatabaseError> {
-        let db = Database::create(path)?;
+        let db = Database::builder().set_cache_size(STATE_CACHE_BYTES).create(path)?;
         let sm = Self {
             db: Arc::new(db),
             applied: Arc::new(tokio::sync::watch::Sender::new(0)),
@@ -524,5 +555,23 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>> {
         let stored: Option<StoredSnapshot> = self.meta(SNAPSHOT)?;
         Ok(stored.map(|s| Snapshot { meta: s.meta, snapshot: Box::new(Cursor::new(s.data)) }))
+    }
+}
+
+#[cfg(test)]
+mod snapshot_format_tests {
+    use super::*;
+
+    #[test]
+    fn a_stored_snapshot_is_base64_and_one_in_the_older_form_still_reads() {
+        let stored = StoredSnapshot { meta: SnapshotMeta::default(), data: b"{\"objects\":[]}".to_vec() };
+        let json = serde_json::to_string(&stored).unwrap();
+        assert!(json.contains("\"data\":\"eyJvYmplY3RzIjpbXX0=\""), "{json}");
+        let back: StoredSnapshot = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.data, stored.data);
+        let older = json.replace("\"eyJvYmplY3RzIjpbXX0=\"", &serde_json::to_string(&stored.data).unwrap());
+        assert!(older.contains("[123,"), "{older}");
+        let back: StoredSnapshot = serde_json::from_str(&older).unwrap();
+        assert_eq!(back.data, stored.data);
     }
 }
