@@ -2,8 +2,8 @@
 //! own key (`api::token`); the token's did:key is who the caller is, and the member list says
 //! whether it is a control-plane member. No shared secret, no account.
 
-use std::collections::BTreeSet;
-use std::sync::Arc;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
 
 use api::identity::Did;
 use axum::extract::{FromRef, FromRequestParts};
@@ -24,6 +24,63 @@ pub struct Authn {
     /// The request rate each identity may keep up (members are exempt).
     limits: crate::quota::Limits,
     rates: crate::quota::Rates,
+    /// Tokens verified already.
+    verified: Arc<Verified>,
+}
+
+/// Most tokens [`Verified`] remembers.
+const VERIFIED_CAPACITY: usize = 16_384;
+
+/// Tokens verified already (for this cluster's audience), by the SHA-256 of the whole token:
+/// a client sends one token for many requests, and verifying it (decompressing its key's
+/// point, checking an Ed25519 signature) was a tenth of the server's work per write
+/// (BENCHMARKS.md). Only a token that verified is remembered, with the times it is valid
+/// between; a token seen again is taken only within them (the same checks and clock skew as
+/// `api::token::verify`), else verified again. Bounded: when full, what expired goes, and if
+/// that is not enough, everything (a stranger minting tokens from fresh keys costs each of
+/// them a full verification, as before, never a wrong answer).
+#[derive(Debug, Default)]
+struct Verified {
+    tokens: Mutex<HashMap<[u8; 32], Valid>>,
+}
+
+/// Who a verified token names and when it is valid.
+#[derive(Clone, Debug)]
+struct Valid {
+    did: Did,
+    /// Not before: the later of its `nbf` and `iat`.
+    from: i64,
+    /// Its `exp`.
+    until: i64,
+}
+
+impl Verified {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], Valid>> {
+        self.tokens.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// `api::token::verify`, once per token while it is valid.
+    fn verify(&self, token: &str, audience: &str, now: i64) -> Result<Did, api::token::TokenError> {
+        use sha2::Digest as _;
+        let skew = api::token::CLOCK_SKEW_SECS;
+        let key: [u8; 32] = sha2::Sha256::digest(token.as_bytes()).into();
+        if let Some(v) = self.lock().get(&key)
+            && now <= v.until + skew
+            && now + skew >= v.from
+        {
+            return Ok(v.did.clone());
+        }
+        let (did, claims) = api::token::verify(token, audience, now)?;
+        let mut tokens = self.lock();
+        if tokens.len() >= VERIFIED_CAPACITY {
+            tokens.retain(|_, v| now <= v.until + skew);
+            if tokens.len() >= VERIFIED_CAPACITY {
+                tokens.clear();
+            }
+        }
+        tokens.insert(key, Valid { did: did.clone(), from: claims.nbf.max(claims.iat), until: claims.exp });
+        Ok(did)
+    }
 }
 
 impl Authn {
@@ -36,6 +93,7 @@ impl Authn {
             cluster: None,
             limits: crate::quota::Limits::default(),
             rates: crate::quota::Rates::default(),
+            verified: Arc::default(),
         }
     }
 
@@ -81,7 +139,9 @@ impl Authn {
         let token = header
             .strip_prefix("Bearer ")
             .ok_or_else(|| ApiError::Unauthorized("the Authorization header is not a bearer token".into()))?;
-        let (did, _) = api::token::verify(token.trim(), &self.audience, now)
+        let did = self
+            .verified
+            .verify(token.trim(), &self.audience, now)
             .map_err(|e| ApiError::Unauthorized(format!("the bearer token is refused: {e}")))?;
         let member = self.members.contains(did.as_str())
             || self.cluster.as_ref().is_some_and(|n| n.is_member(did.as_str()));
@@ -112,5 +172,52 @@ where
         let state = AppState::from_ref(state);
         let header = parts.headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok());
         state.authn.caller(header, now())
+    }
+}
+
+#[cfg(test)]
+mod verified_tests {
+    use api::token::{CLOCK_SKEW_SECS, TokenError, mint};
+    use ed25519_dalek::SigningKey;
+
+    use super::*;
+
+    const NOW: i64 = 1_800_000_000;
+
+    #[test]
+    fn a_remembered_token_still_expires_and_another_token_is_verified_in_full() {
+        let v = Verified::default();
+        let key = SigningKey::from_bytes(&[1; 32]);
+        let t = mint(&key, "univrs:c1", NOW, 300);
+        let did = v.verify(&t, "univrs:c1", NOW).unwrap();
+        assert_eq!(did, Did::from_key(&key.verifying_key()));
+        // Remembered: the same answer, within its times only.
+        assert_eq!(v.verify(&t, "univrs:c1", NOW + 299).unwrap(), did);
+        assert!(matches!(
+            v.verify(&t, "univrs:c1", NOW + 300 + CLOCK_SKEW_SECS + 1),
+            Err(TokenError::Expired(_))
+        ));
+        assert!(matches!(
+            v.verify(&t, "univrs:c1", NOW - CLOCK_SKEW_SECS - 1),
+            Err(TokenError::NotYetValid(_))
+        ));
+        // A token changed by one character is another token: verified, refused.
+        let mut forged = t.clone();
+        let last = forged.pop().unwrap();
+        forged.push(if last == 'A' { 'B' } else { 'A' });
+        assert!(v.verify(&forged, "univrs:c1", NOW).is_err());
+        // Refused tokens are not remembered.
+        assert!(v.verify(&mint(&key, "univrs:other", NOW, 300), "univrs:c1", NOW).is_err());
+        assert_eq!(v.lock().len(), 1);
+    }
+
+    #[test]
+    fn it_holds_at_most_its_capacity() {
+        let v = Verified::default();
+        let key = SigningKey::from_bytes(&[2; 32]);
+        for i in 0..(VERIFIED_CAPACITY as i64 + 10) {
+            v.verify(&mint(&key, "univrs:c1", NOW + i, 300), "univrs:c1", NOW + i).unwrap();
+        }
+        assert!(v.lock().len() <= VERIFIED_CAPACITY);
     }
 }
