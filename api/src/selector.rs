@@ -74,6 +74,11 @@ impl LabelSelector {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
+
+    /// Its requirements, every one of which must hold.
+    pub fn requirements(&self) -> &[Requirement] {
+        &self.0
+    }
 }
 
 /// Splits on commas outside parentheses.

@@ -154,14 +154,26 @@ async fn run(registry: &Registry, watch: &Watch, tx: &mpsc::Sender<Event>) -> Re
             if let Start::After(n) = start {
                 registry.wait_for_revision(n).await?;
             }
-            let (items, revision) = state
-                .list_at(&prefix, None)
+            // The objects it selects, collected first: the stream waits on the client.
+            let redact = registry.redactor(&watch.who, watch.kind);
+            let needs = crate::raft::labels::LabelNeeds::of(&watch.selector.labels);
+            let scan = crate::raft::Scan { prefix: &prefix, after: None, at: None, labels: &needs };
+            let (mut selected, mut failed) = (Vec::new(), None);
+            let revision = state
+                .scan(scan, &mut |_, stored| {
+                    match at_revision(&stored.value, stored.mod_revision) {
+                        Ok(obj) => selected.extend(redact(obj).filter(|o| watch.selector.matches(o))),
+                        Err(e) => failed = Some(e),
+                    }
+                    failed.is_none()
+                })
                 .map_err(|e| ApiError::Unavailable(e.to_string()))?
                 .map_err(|e| ApiError::Expired(e.to_string()))?;
-            let redact = registry.redactor(&watch.who, watch.kind);
-            for (_, stored) in &items {
-                let Some(obj) = redact(at_revision(&stored.value, stored.mod_revision)?) else { continue };
-                if watch.selector.matches(&obj) && !send(Event { kind: "ADDED", object: obj }).await {
+            if let Some(e) = failed {
+                return Err(e);
+            }
+            for obj in selected {
+                if !send(Event { kind: "ADDED", object: obj }).await {
                     return Ok(());
                 }
             }

@@ -174,3 +174,51 @@ fn log_and_snapshotted_state_survive_a_restart() {
     assert_eq!(rt.block_on(log.read_vote()).unwrap(), Some(openraft::Vote::new(3, 1)));
     assert!(rt.block_on(log.try_get_log_entries(0..10)).unwrap().is_empty());
 }
+
+/// The keys a scan by `selector` visits now.
+fn scanned(sm: &StateMachine, prefix: &str, selector: &str) -> Vec<String> {
+    let needs =
+        apiserver::raft::labels::LabelNeeds::of(&api::selector::LabelSelector::parse(selector).unwrap());
+    let mut keys = Vec::new();
+    let scan = apiserver::raft::Scan { prefix, after: None, at: None, labels: &needs };
+    sm.scan(scan, &mut |k, _| {
+        keys.push(k);
+        true
+    })
+    .unwrap()
+    .unwrap();
+    keys
+}
+
+/// The label index follows every apply, is rebuilt when the state machine opens again, and
+/// when a snapshot replaces the state.
+#[test]
+fn the_label_index_follows_applies_restarts_and_snapshots() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = rt();
+    let obj = |color: &str| format!(r#"{{"metadata":{{"labels":{{"color":"{color}"}}}}}}"#);
+    let mut a = StateMachine::open(&dir.path().join("a.redb")).unwrap();
+    rt.block_on(a.apply((1..=9).map(|i| {
+        entry(i, vec![put(&format!("/k/{i}"), &obj(["red", "blue", "green"][i as usize % 3]), Expect::Any)])
+    })))
+    .unwrap();
+    assert_eq!(scanned(&a, "/k/", "color=red"), ["/k/3", "/k/6", "/k/9"]);
+    rt.block_on(a.apply(vec![
+        entry(10, vec![put("/k/3", &obj("blue"), Expect::Any)]),
+        entry(11, vec![Op::Delete { key: "/k/6".into(), expect: Expect::Any }]),
+        entry(12, vec![put("/k/1", &obj("red"), Expect::Any)]),
+    ]))
+    .unwrap();
+    assert_eq!(scanned(&a, "/k/", "color=red"), ["/k/1", "/k/9"]);
+    assert_eq!(scanned(&a, "/k/", "color in (blue,green)"), ["/k/2", "/k/3", "/k/4", "/k/5", "/k/7", "/k/8"]);
+    let snap = rt.block_on(a.build_snapshot()).unwrap();
+    drop(a);
+    let a = StateMachine::open(&dir.path().join("a.redb")).unwrap();
+    assert_eq!(scanned(&a, "/k/", "color=red"), ["/k/1", "/k/9"], "after a restart");
+
+    let mut b = StateMachine::open(&dir.path().join("b.redb")).unwrap();
+    rt.block_on(b.apply(vec![entry(1, vec![put("/k/0", &obj("red"), Expect::Any)])])).unwrap();
+    rt.block_on(b.install_snapshot(&snap.meta, Box::new(Cursor::new(snap.snapshot.into_inner())))).unwrap();
+    assert_eq!(scanned(&b, "/k/", "color=red"), ["/k/1", "/k/9"], "after a snapshot");
+    assert_eq!(scanned(&b, "/k/", "color"), scanned(&b, "/k/", ""), "every key has a color");
+}

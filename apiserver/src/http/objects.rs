@@ -502,8 +502,9 @@ async fn read(
     let list = reg.list(&who, target.kind, ns, &query.list_options(target.kind, view)?).await?;
     let mut metadata = json!({ "resourceVersion": list.revision.to_string() });
     if let Some(token) = &list.continue_token {
+        // No `remainingItemCount`: counting what is left would read it all, and a page costs
+        // what it holds (Kubernetes leaves it out too, for lists with selectors).
         metadata["continue"] = token.clone().into();
-        metadata["remainingItemCount"] = list.remaining.unwrap_or(0).into();
     }
     // A page as a Table keeps its `continue` token: kubectl asks for Tables in chunks.
     if let Some(table) = format.table_of_list(target.kind, &list.items, &metadata) {

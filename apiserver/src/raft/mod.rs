@@ -11,6 +11,7 @@
 
 mod cluster;
 pub mod history;
+pub mod labels;
 mod log_store;
 mod node;
 pub mod rpc;
@@ -24,7 +25,7 @@ pub use cluster::{
 };
 pub use log_store::LogStore;
 pub use node::{NoPeers, Options, RaftNode, ReadError, SINGLE_NODE_ID, StartError, WriteError};
-pub use state_machine::StateMachine;
+pub use state_machine::{Scan, StateMachine, Visit};
 pub use types::{Expect, Member, NodeId, Op, Outcome, Request, Response, Stored, TypeConfig};
 
 /// Maps any error into openraft's storage error for `subject` and `verb`.

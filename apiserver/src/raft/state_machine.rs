@@ -20,7 +20,8 @@ use openraft::{
 use redb::{Database, Durability, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
-use super::history::{Change, Changes, Compacted, Record, Retention, state_at};
+use super::history::{Change, Changes, Compacted, Record, Retention};
+use super::labels::{LabelIndex, LabelNeeds, labels_of};
 use super::{NodeId, Outcome, Request, Response, Stored, TypeConfig, io_err, read_table};
 
 /// Key → 8-byte create revision ‖ 8-byte mod revision ‖ value.
@@ -39,8 +40,6 @@ const MEMBERSHIP: &str = "membership";
 const SNAPSHOT: &str = "snapshot";
 
 type Result<T> = std::result::Result<T, StorageError<NodeId>>;
-/// Keys with their values, and the revision they are the state at.
-pub type Listing = (Vec<(String, Stored)>, u64);
 type Membership = StoredMembership<NodeId, super::Member>;
 
 /// The durable state machine. Cheap to clone: clones share the database.
@@ -51,7 +50,29 @@ pub struct StateMachine {
     applied: Arc<tokio::sync::watch::Sender<u64>>,
     /// The database's file, for its size.
     path: Arc<std::path::PathBuf>,
+    /// The labels of the current objects. Changed under its write lock together with the
+    /// commit of each apply, and a scan opens its read transaction under its read lock, so
+    /// the two always show the same revision.
+    labels: Arc<std::sync::RwLock<LabelIndex>>,
 }
+
+/// What a scan visits: the keys under `prefix` after `after` (key order), as the state was at
+/// revision `at` (`None`: now).
+#[derive(Clone, Copy, Debug)]
+pub struct Scan<'a> {
+    /// Keys start with it.
+    pub prefix: &'a str,
+    /// Only keys after this one.
+    pub after: Option<&'a str>,
+    /// The revision of the state to read (`None`: the current one).
+    pub at: Option<u64>,
+    /// Keys whose labels cannot meet these may be left out: the caller still checks its
+    /// selector on every key it is given.
+    pub labels: &'a LabelNeeds,
+}
+
+/// A scan's visitor: gets each key and its value in key order, and says whether to go on.
+pub type Visit<'a> = dyn FnMut(String, Stored) -> bool + 'a;
 
 impl Debug for StateMachine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -151,7 +172,11 @@ impl StateMachine {
             db: Arc::new(db),
             applied: Arc::new(tokio::sync::watch::Sender::new(0)),
             path: Arc::new(path.to_owned()),
+            labels: Arc::default(),
         };
+        sm.index_labels().map_err(|e| {
+            redb::DatabaseError::Storage(redb::StorageError::Io(std::io::Error::other(e.to_string())))
+        })?;
         let applied = sm.applied_revision().unwrap_or(0);
         sm.applied.send_replace(applied);
         let index = sm.meta::<LogId<NodeId>>(LAST_APPLIED).ok().flatten().map_or(0, |l| l.index);
@@ -200,27 +225,89 @@ impl StateMachine {
         Ok(Ok(Changes { changes, upto }))
     }
 
-    /// Every key starting with `prefix` as it was at revision `at` (`None`: now), and the
-    /// revision of that state. Fails with [`Compacted`] when the history no longer reaches
-    /// back to `at`. Current state and history come from one read transaction.
-    pub fn list_at(&self, prefix: &str, at: Option<u64>) -> Result<std::result::Result<Listing, Compacted>> {
-        let txn = self.db.begin_read().map_err(read_err)?;
-        let (current, now) = list_in(&txn, prefix)?;
-        let Some(at) = at.filter(|&at| at < now) else { return Ok(Ok((current, now))) };
-        let compacted = meta_in::<u64>(&txn, HISTORY_COMPACTED)?.unwrap_or(0);
-        if at < compacted {
-            return Ok(Err(Compacted { asked: at, compacted }));
-        }
-        let mut since = Vec::new();
-        if let Some(table) = read_table(&txn, HISTORY).map_err(read_err)? {
-            for item in table.range(at + 1..).map_err(read_err)? {
-                let (_, record) = item.map_err(read_err)?;
-                let record: Record =
-                    serde_json::from_slice(record.value()).map_err(|e| sm_err(ErrorVerb::Read, e))?;
-                since.extend(record.changes);
+    /// Visits the keys `scan` asks for, in key order, with their values as they were at its
+    /// revision, until `visit` says stop; returns the revision of the state visited. Fails
+    /// with [`Compacted`] when the history no longer reaches back to that revision.
+    ///
+    /// It costs what it visits, not what the prefix holds: the current keys come from a
+    /// range that starts after `scan.after` (or, with labels to narrow by, from the label
+    /// index), and a past revision from the changes since then.
+    pub fn scan(&self, scan: Scan<'_>, visit: &mut Visit<'_>) -> Result<std::result::Result<u64, Compacted>> {
+        let (txn, candidates) = {
+            let index = self.labels.read().expect("label index lock");
+            let txn = self.db.begin_read().map_err(read_err)?;
+            (txn, index.candidates(scan.prefix, scan.after, scan.labels))
+        };
+        let now = revision_in(&txn)?;
+        let wanted = |k: &str| k.starts_with(scan.prefix) && scan.after.is_none_or(|a| k > a);
+        // A key changed since `at` held, at `at`, the `prev` of its first change after it.
+        let mut then = std::collections::BTreeMap::new();
+        let at = match scan.at.filter(|&at| at < now) {
+            None => now,
+            Some(at) => {
+                let compacted = meta_in::<u64>(&txn, HISTORY_COMPACTED)?.unwrap_or(0);
+                if at < compacted {
+                    return Ok(Err(Compacted { asked: at, compacted }));
+                }
+                if let Some(table) = read_table(&txn, HISTORY).map_err(read_err)? {
+                    for item in table.range(at + 1..).map_err(read_err)? {
+                        let (_, record) = item.map_err(read_err)?;
+                        let record: Record =
+                            serde_json::from_slice(record.value()).map_err(|e| sm_err(ErrorVerb::Read, e))?;
+                        for change in record.changes {
+                            if wanted(&change.key) && !then.contains_key(&change.key) {
+                                then.insert(change.key, change.prev);
+                            }
+                        }
+                    }
+                }
+                at
+            }
+        };
+        let Some(table) = read_table(&txn, OBJECTS).map_err(read_err)? else {
+            merge_then(std::iter::empty(), then, visit)?;
+            return Ok(Ok(at));
+        };
+        match candidates {
+            Some(keys) => {
+                let current = keys.into_iter().filter_map(|k| match table.get(k.as_str()) {
+                    Ok(Some(v)) => Some(decode(v.value()).map(|v| (k, v))),
+                    Ok(None) => None,
+                    Err(e) => Some(Err(read_err(e))),
+                });
+                merge_then(current, then, visit)?;
+            }
+            None => {
+                let from = match scan.after {
+                    Some(a) if a >= scan.prefix => std::ops::Bound::Excluded(a),
+                    _ => std::ops::Bound::Included(scan.prefix),
+                };
+                let range = table.range::<&str>((from, std::ops::Bound::Unbounded)).map_err(read_err)?;
+                let current = range
+                    .map(|item| {
+                        let (k, v) = item.map_err(read_err)?;
+                        Ok((k.value().to_owned(), decode(v.value())?))
+                    })
+                    .take_while(|item| item.as_ref().map_or(true, |(k, _)| k.starts_with(scan.prefix)));
+                merge_then(current, then, visit)?;
             }
         }
-        Ok(Ok((state_at(current, since, |k| k.starts_with(prefix)), at)))
+        Ok(Ok(at))
+    }
+
+    /// Rebuilds the label index from the stored objects.
+    fn index_labels(&self) -> Result<()> {
+        let mut index = self.labels.write().expect("label index lock");
+        index.clear();
+        let txn = self.db.begin_read().map_err(read_err)?;
+        if let Some(table) = read_table(&txn, OBJECTS).map_err(read_err)? {
+            for item in table.iter().map_err(read_err)? {
+                let (k, v) = item.map_err(read_err)?;
+                let stored = decode(v.value())?;
+                index.change(k.value(), &[], &labels_of(&stored.value));
+            }
+        }
+        Ok(())
     }
 
     /// Drops history older than `retention` allows, as of `now_ms`.
@@ -330,6 +417,44 @@ fn put_meta(txn: &redb::WriteTransaction, key: &str, value: &impl Serialize) -> 
     let bytes = serde_json::to_vec(value).map_err(|e| sm_err(ErrorVerb::Write, e))?;
     let mut table = txn.open_table(META).map_err(write_err)?;
     table.insert(key, bytes.as_slice()).map_err(write_err)?;
+    Ok(())
+}
+
+/// Visits `current` (the keys now, in order) with the keys in `then` (changed since the
+/// revision scanned: their value then, `None` if they did not exist) in their place, in key
+/// order, until `visit` says stop.
+fn merge_then(
+    current: impl Iterator<Item = Result<(String, Stored)>>,
+    then: std::collections::BTreeMap<String, Option<Stored>>,
+    visit: &mut Visit<'_>,
+) -> Result<()> {
+    let mut then = then.into_iter().peekable();
+    for item in current {
+        let (key, now) = item?;
+        while let Some((earlier, value)) = then.next_if(|(k, _)| k.as_str() < key.as_str()) {
+            if let Some(value) = value
+                && !visit(earlier, value)
+            {
+                return Ok(());
+            }
+        }
+        let value = match then.next_if(|(k, _)| *k == key) {
+            Some((_, value)) => value,
+            None => Some(now),
+        };
+        if let Some(value) = value
+            && !visit(key, value)
+        {
+            return Ok(());
+        }
+    }
+    for (key, value) in then {
+        if let Some(value) = value
+            && !visit(key, value)
+        {
+            return Ok(());
+        }
+    }
     Ok(())
 }
 
@@ -444,6 +569,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         txn.set_durability(Durability::None);
         let mut responses = Vec::new();
         let mut last = None;
+        // Each changed key's labels before and after, for the label index.
+        let mut relabeled = Vec::new();
         let mut revision = revision_in_write(&txn)?;
         let applied_at_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -454,6 +581,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             // One write: the next revision, its changes recorded under it.
             let mut apply_one = |req: &Request, revision: u64| -> Result<Response> {
                 let (outcome, changes) = apply_request(&mut table, req, revision)?;
+                for c in &changes {
+                    let labels =
+                        |s: &Option<Stored>| s.as_ref().map(|s| labels_of(&s.value)).unwrap_or_default();
+                    relabeled.push((c.key.clone(), labels(&c.prev), labels(&c.new)));
+                }
                 if !changes.is_empty() {
                     let record = serde_json::to_vec(&Record { applied_at_ms, changes })
                         .map_err(|e| sm_err(ErrorVerb::Write, e))?;
@@ -497,7 +629,13 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             put_meta(&txn, REVISION, &revision)?;
         }
         let commit = std::time::Instant::now();
-        txn.commit().map_err(write_err)?;
+        {
+            let mut index = self.labels.write().expect("label index lock");
+            txn.commit().map_err(write_err)?;
+            for (key, before, after) in &relabeled {
+                index.change(key, before, after);
+            }
+        }
         crate::metrics::metrics().backend_committed(commit);
         if let Some(last) = last {
             crate::metrics::metrics().set_applied(last.index);
@@ -546,7 +684,14 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         put_meta(&txn, SNAPSHOT, &StoredSnapshot { meta: meta.clone(), data: bytes })?;
         txn.open_table(HISTORY).map_err(write_err)?.retain(|_, _| false).map_err(write_err)?;
         put_meta(&txn, HISTORY_COMPACTED, &installed)?;
-        txn.commit().map_err(write_err)?;
+        {
+            let mut index = self.labels.write().expect("label index lock");
+            txn.commit().map_err(write_err)?;
+            index.clear();
+            for (key, stored) in &data.objects {
+                index.change(key, &[], &labels_of(&stored.value));
+            }
+        }
         self.applied.send_replace(installed);
         crate::metrics::metrics().set_applied(meta.last_log_id.map_or(0, |l| l.index));
         Ok(())

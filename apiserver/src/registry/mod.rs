@@ -162,8 +162,6 @@ pub struct List {
     pub revision: u64,
     /// The token for the next page, if there is one.
     pub continue_token: Option<String>,
-    /// How many more items the next pages hold (when paginating).
-    pub remaining: Option<usize>,
 }
 
 /// Options of a delete.
@@ -433,14 +431,33 @@ impl Registry {
         let not_found = || at.not_found();
         let key = at.key();
         if let ReadAt::Exact(rev) = read {
-            let (items, _) = self.list_state(&key, Some(rev))?;
-            let stored = items.into_iter().find(|(k, _)| *k == key).ok_or_else(not_found)?;
-            return self.redact(who, kind, with_revision(&stored.1)?).ok_or_else(not_found);
+            let stored = self.stored_at(&key, rev)?.ok_or_else(not_found)?;
+            return self.redact(who, kind, with_revision(&stored)?).ok_or_else(not_found);
         }
         self.ready_for(read).await?;
         match self.store.get(&key).map_err(unavailable)? {
             Some(stored) => self.redact(who, kind, with_revision(&stored)?).ok_or_else(not_found),
             None => Err(not_found()),
+        }
+    }
+
+    /// The value of `key` at revision `rev` (410 once compacted).
+    fn stored_at(&self, key: &str, rev: u64) -> Result<Option<Stored>, ApiError> {
+        let none = crate::raft::labels::LabelNeeds::default();
+        let mut found = None;
+        let scan = crate::raft::Scan { prefix: key, after: None, at: Some(rev), labels: &none };
+        let scanned = self.store.scan(scan, &mut |k, stored| {
+            if k == key {
+                found = Some(stored);
+            }
+            // The key itself comes first; longer keys after it are not it.
+            false
+        });
+        match scanned.map_err(unavailable)? {
+            Ok(_) => Ok(found),
+            Err(compacted) => Err(ApiError::Expired(format!(
+                "The resourceVersion for the provided get is too old (compacted: {compacted})"
+            ))),
         }
     }
 
@@ -475,15 +492,6 @@ impl Registry {
         move |obj| access::redact(who, kind, obj, &lookup)
     }
 
-    fn list_state(&self, prefix: &str, at: Option<u64>) -> Result<(Vec<(String, Stored)>, u64), ApiError> {
-        match self.store.list_at(prefix, at).map_err(unavailable)? {
-            Ok(found) => Ok(found),
-            Err(compacted) => Err(ApiError::Expired(format!(
-                "The resourceVersion for the provided list is too old (compacted: {compacted})"
-            ))),
-        }
-    }
-
     /// Lists the objects of `kind` in `namespace`, or in all namespaces, that the selector
     /// selects; page by page when `limit` is set, every page at the revision of the first.
     pub async fn list(
@@ -507,37 +515,52 @@ impl Registry {
                 (if let ReadAt::Exact(n) = opts.read { Some(n) } else { None }, None)
             }
         };
-        let (entries, revision) = self.list_state(&prefix, at).map_err(|e| match (&e, &opts.continue_token) {
-            (ApiError::Expired(_), Some(_)) => ApiError::Expired(
-                "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter.".into(),
-            ),
-            _ => e,
-        })?;
         let mut items = Vec::new();
         let mut last_key = None;
-        let mut matched_after = 0;
+        let mut more = false;
+        let mut failed = None;
         let redact = self.redactor(who, kind);
-        for (k, stored) in entries {
-            if start.as_deref().is_some_and(|s| k.as_str() <= s) {
-                continue;
-            }
+        let needs = crate::raft::labels::LabelNeeds::of(&opts.selector.labels);
+        let scan = crate::raft::Scan { prefix: &prefix, after: start.as_deref(), at, labels: &needs };
+        // One object past a full page tells whether there is a next one: a page costs what it
+        // reads, not what the kind holds.
+        let scanned = self.store.scan(scan, &mut |key, stored| {
+            let obj = match with_revision(&stored) {
+                Ok(obj) => obj,
+                Err(e) => {
+                    failed = Some(e);
+                    return false;
+                }
+            };
             // Redacted first: a selector must not probe what the caller may not see.
-            let Some(obj) = redact(with_revision(&stored)?) else { continue };
+            let Some(obj) = redact(obj) else { return true };
             if !opts.selector.matches(&obj) {
-                continue;
+                return true;
             }
             if opts.limit > 0 && items.len() == opts.limit {
-                matched_after += 1;
-                continue;
+                more = true;
+                return false;
             }
-            last_key = Some(k);
+            last_key = Some(key);
             items.push(obj);
+            true
+        });
+        let revision = match scanned.map_err(unavailable)? {
+            Ok(revision) => revision,
+            Err(_) if opts.continue_token.is_some() => return Err(ApiError::Expired(
+                "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter.".into(),
+            )),
+            Err(compacted) => return Err(ApiError::Expired(format!(
+                "The resourceVersion for the provided list is too old (compacted: {compacted})"
+            ))),
+        };
+        if let Some(e) = failed {
+            return Err(e);
         }
-        let continue_token = (matched_after > 0).then(|| {
+        let continue_token = more.then(|| {
             encode_continue(&Continue { rv: revision, start: last_key.expect("a full page has a last key") })
         });
-        let remaining = continue_token.as_ref().map(|_| matched_after);
-        Ok(List { items, revision, continue_token, remaining })
+        Ok(List { items, revision, continue_token })
     }
 
     /// Changes an existing object: `change` gets the current object (with its

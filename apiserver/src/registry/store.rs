@@ -10,7 +10,7 @@ use std::pin::Pin;
 use std::sync::Mutex;
 
 use crate::raft::history::{Change, Changes, Compacted};
-use crate::raft::{Outcome, RaftNode, Request, Response, Stored, WriteError};
+use crate::raft::{Outcome, RaftNode, Request, Response, Scan, Stored, Visit, WriteError};
 
 /// A boxed future, for the trait's async methods.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -29,8 +29,10 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     fn get(&self, key: &str) -> Result<Option<Stored>, StoreError>;
     /// Every key under `prefix` now, and the revision of that state.
     fn list(&self, prefix: &str) -> Result<Listing, StoreError>;
-    /// Every key under `prefix` as it was at `at` (`None`: now).
-    fn list_at(&self, prefix: &str, at: Option<u64>) -> Result<Result<Listing, Compacted>, StoreError>;
+    /// Visits the keys `scan` asks for, in key order, with their values as they were at its
+    /// revision (`None`: now), until `visit` says stop; returns that revision. It may leave
+    /// out keys whose labels cannot meet `scan.labels`, never others.
+    fn scan(&self, scan: Scan<'_>, visit: &mut Visit<'_>) -> Result<Result<u64, Compacted>, StoreError>;
     /// The changes after revision `after`, at most `max` revisions of them.
     fn changes_after(&self, after: u64, max: usize) -> Result<Result<Changes, Compacted>, StoreError>;
     /// The last applied revision, as it changes.
@@ -55,8 +57,8 @@ impl Store for RaftNode {
         self.state().list(prefix).map_err(storage)
     }
 
-    fn list_at(&self, prefix: &str, at: Option<u64>) -> Result<Result<Listing, Compacted>, StoreError> {
-        self.state().list_at(prefix, at).map_err(storage)
+    fn scan(&self, scan: Scan<'_>, visit: &mut Visit<'_>) -> Result<Result<u64, Compacted>, StoreError> {
+        self.state().scan(scan, visit).map_err(storage)
     }
 
     fn changes_after(&self, after: u64, max: usize) -> Result<Result<Changes, Compacted>, StoreError> {
@@ -138,15 +140,30 @@ impl Store for MemStore {
         Ok(self.lock().listing(prefix))
     }
 
-    fn list_at(&self, prefix: &str, at: Option<u64>) -> Result<Result<Listing, Compacted>, StoreError> {
-        let m = self.lock();
-        let (current, now) = m.listing(prefix);
-        let Some(at) = at.filter(|&at| at < now) else { return Ok(Ok((current, now))) };
-        if at < m.compacted {
-            return Ok(Err(Compacted { asked: at, compacted: m.compacted }));
+    fn scan(&self, scan: Scan<'_>, visit: &mut Visit<'_>) -> Result<Result<u64, Compacted>, StoreError> {
+        // Everything under the prefix at the revision, then visited outside the lock (a
+        // visitor may read the store). No label index: every key is visited.
+        let (items, at) = {
+            let m = self.lock();
+            let (current, now) = m.listing(scan.prefix);
+            match scan.at.filter(|&at| at < now) {
+                None => (current, now),
+                Some(at) if at < m.compacted => {
+                    return Ok(Err(Compacted { asked: at, compacted: m.compacted }));
+                }
+                Some(at) => {
+                    let since: Vec<Change> =
+                        m.history.range(at + 1..).flat_map(|(_, c)| c.iter().cloned()).collect();
+                    (crate::raft::history::state_at(current, since, |k| k.starts_with(scan.prefix)), at)
+                }
+            }
+        };
+        for (key, stored) in items {
+            if scan.after.is_none_or(|a| key.as_str() > a) && !visit(key, stored) {
+                break;
+            }
         }
-        let since: Vec<Change> = m.history.range(at + 1..).flat_map(|(_, c)| c.iter().cloned()).collect();
-        Ok(Ok((crate::raft::history::state_at(current, since, |k| k.starts_with(prefix)), at)))
+        Ok(Ok(at))
     }
 
     fn changes_after(&self, after: u64, max: usize) -> Result<Result<Changes, Compacted>, StoreError> {
