@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use crate::raft::Stored;
+use crate::raft::history::Change;
 use crate::registry::{ApiError, Registry, at_revision, prefix};
 
 /// One event.
@@ -119,17 +119,14 @@ fn event_for(
     seen: impl Fn(Value) -> Option<Value>,
     watch: &Watch,
     revision: u64,
-    prev: Option<&Stored>,
-    new: Option<&Stored>,
+    change: &Change,
 ) -> Result<Option<Event>, ApiError> {
     let selector = &watch.selector;
+    // Parsed once for every watcher of the change (see `Window`).
+    let (prev, new) = change.parsed(|value| at_revision(value, revision))?;
     // Redacted first: a selector must not probe what the watcher may not see.
-    let prev = prev
-        .map(|p| at_revision(&p.value, revision).map(&seen))
-        .transpose()?
-        .flatten()
-        .filter(|o| selector.matches(o));
-    let new = new.map(|n| at_revision(&n.value, revision).map(&seen)).transpose()?.flatten();
+    let prev = prev.clone().and_then(&seen).filter(|o| selector.matches(o));
+    let new = new.clone().and_then(&seen);
     let new_matches = new.as_ref().is_some_and(|o| selector.matches(o));
     Ok(match (prev, new) {
         (None, Some(n)) if new_matches => Some(Event { kind: "ADDED", object: n }),
@@ -197,8 +194,7 @@ async fn run(registry: &Registry, watch: &Watch, tx: &mpsc::Sender<Event>) -> Re
             if !change.key.starts_with(&prefix) {
                 continue;
             }
-            if let Some(event) =
-                event_for(&redact, watch, *revision, change.prev.as_ref(), change.new.as_ref())?
+            if let Some(event) = event_for(&redact, watch, *revision, change)?
                 && !send(event).await
             {
                 return Ok(());

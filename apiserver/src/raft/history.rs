@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::Stored;
 
 /// One key's change in one revision.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Change {
     /// The key.
     pub key: String,
@@ -20,6 +20,121 @@ pub struct Change {
     pub prev: Option<Stored>,
     /// What it holds after (`None`: deleted).
     pub new: Option<Stored>,
+    /// `prev` and `new` parsed, made by the first reader that asks ([`Change::parsed`]) and
+    /// kept for the others: the watchers of a change in the [`Window`] share one parse.
+    #[serde(skip)]
+    parsed: std::sync::OnceLock<Parsed>,
+}
+
+/// A change's `prev` and `new` as JSON objects (as [`Change::parsed`] makes them).
+pub type Parsed = (Option<serde_json::Value>, Option<serde_json::Value>);
+
+impl PartialEq for Change {
+    fn eq(&self, other: &Self) -> bool {
+        (&self.key, &self.prev, &self.new) == (&other.key, &other.prev, &other.new)
+    }
+}
+
+impl Eq for Change {}
+
+impl Change {
+    /// `key` changed from `prev` to `new`.
+    pub fn new(key: String, prev: Option<Stored>, new: Option<Stored>) -> Self {
+        Self { key, prev, new, parsed: std::sync::OnceLock::new() }
+    }
+
+    /// `prev` and `new` parsed by `parse`, once: later calls get the first result (a change
+    /// lives at one revision, so every reader parses it the same way).
+    pub fn parsed<E>(&self, parse: impl Fn(&str) -> Result<serde_json::Value, E>) -> Result<&Parsed, E> {
+        if let Some(done) = self.parsed.get() {
+            return Ok(done);
+        }
+        let prev = self.prev.as_ref().map(|p| parse(&p.value)).transpose()?;
+        let new = self.new.as_ref().map(|n| parse(&n.value)).transpose()?;
+        Ok(self.parsed.get_or_init(|| (prev, new)))
+    }
+
+    /// Roughly what it holds in memory, parsed or not (for the window's bound).
+    fn weight(&self) -> usize {
+        let bytes = |s: &Option<Stored>| s.as_ref().map_or(0, |s| s.value.len());
+        // A parsed JSON object takes a few times its text.
+        128 + self.key.len() + 5 * (bytes(&self.prev) + bytes(&self.new))
+    }
+}
+
+/// The most recent changes, in memory: watchers read them here rather than each decoding
+/// the history from disk. It covers every revision after [`Window::after`]'s lower bound up
+/// to the last applied one, and drops its oldest revisions whole beyond its bounds; a reader
+/// further behind reads the history on disk.
+#[derive(Debug, Default)]
+pub struct Window {
+    inner: std::sync::RwLock<WindowInner>,
+}
+
+#[derive(Debug, Default)]
+struct WindowInner {
+    /// Every change after this revision, up to `upto`, is here.
+    from: u64,
+    upto: u64,
+    changes: std::collections::VecDeque<(u64, std::sync::Arc<Change>)>,
+    /// The sum of the changes' weights.
+    weight: usize,
+}
+
+/// At most this many changes in the window…
+const WINDOW_CHANGES: usize = 16_384;
+/// …weighing at most this much.
+const WINDOW_WEIGHT: usize = 64 << 20;
+
+impl Window {
+    /// Empties the window: it covers nothing up to `revision`.
+    pub fn reset(&self, revision: u64) {
+        *self.inner.write().expect("window lock") =
+            WindowInner { from: revision, upto: revision, ..WindowInner::default() };
+    }
+
+    /// Adds the changes of the revisions up to `upto` (every one after the last `upto`).
+    pub fn push(&self, upto: u64, changes: Vec<(u64, Change)>) {
+        let mut w = self.inner.write().expect("window lock");
+        for (revision, change) in changes {
+            w.weight += change.weight();
+            w.changes.push_back((revision, std::sync::Arc::new(change)));
+        }
+        w.upto = upto;
+        while w.changes.len() > WINDOW_CHANGES || w.weight > WINDOW_WEIGHT {
+            // Whole revisions go: the window never holds part of one.
+            let Some(&(oldest, _)) = w.changes.front() else { break };
+            while w.changes.front().is_some_and(|(r, _)| *r == oldest) {
+                let (_, c) = w.changes.pop_front().expect("a front");
+                w.weight -= c.weight();
+            }
+            w.from = oldest;
+        }
+    }
+
+    /// The changes after revision `after`, at most `max` revisions of them, if the window
+    /// still holds every one (`None`: read the history on disk).
+    pub fn after(&self, after: u64, max: usize) -> Option<Changes> {
+        let w = self.inner.read().expect("window lock");
+        if after < w.from {
+            return None;
+        }
+        let first = w.changes.partition_point(|(r, _)| *r <= after);
+        let mut upto = w.upto.max(after);
+        let mut changes = Vec::new();
+        let mut revisions = 0;
+        for (revision, change) in w.changes.range(first..) {
+            if changes.last().is_none_or(|(r, _): &(u64, _)| r != revision) {
+                if revisions == max {
+                    upto = revision - 1;
+                    break;
+                }
+                revisions += 1;
+            }
+            changes.push((*revision, change.clone()));
+        }
+        Some(Changes { changes, upto })
+    }
 }
 
 /// Every change of one revision, in the order of the request's operations.
@@ -45,7 +160,7 @@ pub struct Compacted {
 #[derive(Debug)]
 pub struct Changes {
     /// `(revision, change)` in revision order, then operation order.
-    pub changes: Vec<(u64, Change)>,
+    pub changes: Vec<(u64, std::sync::Arc<Change>)>,
     /// The revision the reader has now seen everything up to (whether or not a change of
     /// interest happened at it): the next read starts after it.
     pub upto: u64,
@@ -103,12 +218,85 @@ mod tests {
         // At revision 5: a=a5, b=b3, c=c4. Then 6: a→a6, 7: b deleted, 8: d created, 9: a→a9.
         let current = vec![("a".into(), s(9, "a9")), ("c".into(), s(4, "c4")), ("d".into(), s(8, "d8"))];
         let since = vec![
-            Change { key: "a".into(), prev: Some(s(5, "a5")), new: Some(s(6, "a6")) },
-            Change { key: "b".into(), prev: Some(s(3, "b3")), new: None },
-            Change { key: "d".into(), prev: None, new: Some(s(8, "d8")) },
-            Change { key: "a".into(), prev: Some(s(6, "a6")), new: Some(s(9, "a9")) },
+            Change::new("a".into(), Some(s(5, "a5")), Some(s(6, "a6"))),
+            Change::new("b".into(), Some(s(3, "b3")), None),
+            Change::new("d".into(), None, Some(s(8, "d8"))),
+            Change::new("a".into(), Some(s(6, "a6")), Some(s(9, "a9"))),
         ];
         let then = state_at(current, since, |_| true);
         assert_eq!(then, vec![("a".into(), s(5, "a5")), ("b".into(), s(3, "b3")), ("c".into(), s(4, "c4"))]);
+    }
+}
+
+#[cfg(test)]
+mod window_tests {
+    use super::*;
+
+    fn change(key: &str, bytes: usize) -> Change {
+        Change::new(
+            key.into(),
+            None,
+            Some(Stored { create_revision: 1, mod_revision: 1, value: "x".repeat(bytes) }),
+        )
+    }
+
+    fn revisions(c: &Changes) -> Vec<u64> {
+        c.changes.iter().map(|(r, _)| *r).collect()
+    }
+
+    #[test]
+    fn the_window_serves_what_it_covers_in_order_and_sends_the_rest_to_disk() {
+        let w = Window::default();
+        w.reset(10);
+        assert_eq!(revisions(&w.after(10, 100).unwrap()), Vec::<u64>::new());
+        assert!(w.after(9, 100).is_none(), "before the window");
+        // 11: two changes, 12: none (a blank entry), 13: one.
+        w.push(13, vec![(11, change("a", 1)), (11, change("b", 1)), (13, change("c", 1))]);
+        let all = w.after(10, 100).unwrap();
+        assert_eq!(revisions(&all), [11, 11, 13]);
+        assert_eq!(all.upto, 13);
+        let one = w.after(10, 1).unwrap();
+        assert_eq!((revisions(&one), one.upto), (vec![11, 11], 12), "stops short of a revision, whole");
+        let rest = w.after(one.upto, 1).unwrap();
+        assert_eq!((revisions(&rest), rest.upto), (vec![13], 13));
+        assert_eq!(w.after(20, 5).unwrap().upto, 20, "a reader ahead stays where it is");
+    }
+
+    #[test]
+    fn the_window_drops_whole_revisions_beyond_its_bounds() {
+        let w = Window::default();
+        w.reset(0);
+        // Each change weighs about 5 MiB: the window keeps about a dozen.
+        for r in 1..=40u64 {
+            w.push(r, vec![(r, change("a", 1 << 20)), (r, change("b", 1))]);
+        }
+        let inner = w.inner.read().unwrap();
+        assert!(inner.weight <= WINDOW_WEIGHT, "{}", inner.weight);
+        let from = inner.from;
+        drop(inner);
+        assert!(from > 20 && from < 40, "{from}");
+        assert!(w.after(from - 1, 100).is_none());
+        let kept = w.after(from, 100).unwrap();
+        assert_eq!(kept.changes.len() as u64, 2 * (40 - from), "both changes of every revision kept");
+        assert_eq!(kept.changes[0].0, from + 1);
+    }
+
+    #[test]
+    fn a_change_is_parsed_once_for_every_reader() {
+        let c = Change::new(
+            "k".into(),
+            None,
+            Some(Stored { create_revision: 1, mod_revision: 1, value: "{}".into() }),
+        );
+        let calls = std::sync::atomic::AtomicUsize::new(0);
+        let parse = |v: &str| {
+            calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            serde_json::from_str::<serde_json::Value>(v)
+        };
+        let first = c.parsed(parse).unwrap().clone();
+        let second = c.parsed(parse).unwrap().clone();
+        assert_eq!(first, second);
+        assert_eq!(calls.load(std::sync::atomic::Ordering::Relaxed), 1);
+        assert_eq!(c, c.clone(), "the parse does not change what the change is");
     }
 }

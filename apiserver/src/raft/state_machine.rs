@@ -20,7 +20,7 @@ use openraft::{
 use redb::{Database, Durability, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
-use super::history::{Change, Changes, Compacted, Record, Retention};
+use super::history::{Change, Changes, Compacted, Record, Retention, Window};
 use super::labels::{LabelIndex, LabelNeeds, labels_of};
 use super::{NodeId, Outcome, Request, Response, Stored, TypeConfig, io_err, read_table};
 
@@ -54,6 +54,8 @@ pub struct StateMachine {
     /// commit of each apply, and a scan opens its read transaction under its read lock, so
     /// the two always show the same revision.
     labels: Arc<std::sync::RwLock<LabelIndex>>,
+    /// The latest changes, for watchers.
+    window: Arc<Window>,
 }
 
 /// What a scan visits: the keys under `prefix` after `after` (key order), as the state was at
@@ -173,11 +175,13 @@ impl StateMachine {
             applied: Arc::new(tokio::sync::watch::Sender::new(0)),
             path: Arc::new(path.to_owned()),
             labels: Arc::default(),
+            window: Arc::default(),
         };
         sm.index_labels().map_err(|e| {
             redb::DatabaseError::Storage(redb::StorageError::Io(std::io::Error::other(e.to_string())))
         })?;
         let applied = sm.applied_revision().unwrap_or(0);
+        sm.window.reset(applied);
         sm.applied.send_replace(applied);
         let index = sm.meta::<LogId<NodeId>>(LAST_APPLIED).ok().flatten().map_or(0, |l| l.index);
         crate::metrics::metrics().set_applied(index);
@@ -202,6 +206,9 @@ impl StateMachine {
     /// The changes after revision `after`, at most `max` revisions of them. Fails with
     /// [`Compacted`] when the history no longer reaches back to `after`.
     pub fn changes_after(&self, after: u64, max: usize) -> Result<std::result::Result<Changes, Compacted>> {
+        if let Some(recent) = self.window.after(after, max) {
+            return Ok(Ok(recent));
+        }
         let txn = self.db.begin_read().map_err(read_err)?;
         let compacted = meta_in::<u64>(&txn, HISTORY_COMPACTED)?.unwrap_or(0);
         if after < compacted {
@@ -219,7 +226,7 @@ impl StateMachine {
                 }
                 let record: Record =
                     serde_json::from_slice(record.value()).map_err(|e| sm_err(ErrorVerb::Read, e))?;
-                changes.extend(record.changes.into_iter().map(|c| (rev.value(), c)));
+                changes.extend(record.changes.into_iter().map(|c| (rev.value(), Arc::new(c))));
             }
         }
         Ok(Ok(Changes { changes, upto }))
@@ -420,6 +427,13 @@ fn put_meta(txn: &redb::WriteTransaction, key: &str, value: &impl Serialize) -> 
     Ok(())
 }
 
+/// A [`Record`] to write, borrowing its changes.
+#[derive(Serialize)]
+struct RecordRef<'a> {
+    applied_at_ms: u64,
+    changes: &'a [Change],
+}
+
 /// Visits `current` (the keys now, in order) with the keys in `then` (changed since the
 /// revision scanned: their value then, `None` if they did not exist) in their place, in key
 /// order, until `visit` says stop.
@@ -489,14 +503,14 @@ fn apply_request(
                 let create_revision = old.as_ref().map_or(revision, |o| o.create_revision);
                 let new = Stored { create_revision, mod_revision: revision, value: value.clone() };
                 table.insert(key.as_str(), encode(&new).as_slice()).map_err(write_err)?;
-                changes.push(Change { key: key.clone(), prev: old.clone(), new: Some(new) });
+                changes.push(Change::new(key.clone(), old.clone(), Some(new)));
                 prev.push(old);
             }
             super::Op::Delete { key, .. } => {
                 let old =
                     table.remove(key.as_str()).map_err(write_err)?.map(|v| decode(v.value())).transpose()?;
                 if old.is_some() {
-                    changes.push(Change { key: key.clone(), prev: old.clone(), new: None });
+                    changes.push(Change::new(key.clone(), old.clone(), None));
                 }
                 prev.push(old);
             }
@@ -569,8 +583,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         txn.set_durability(Durability::None);
         let mut responses = Vec::new();
         let mut last = None;
-        // Each changed key's labels before and after, for the label index.
+        // Each changed key's labels before and after, for the label index; the changes, for
+        // the window.
         let mut relabeled = Vec::new();
+        let mut fresh = Vec::new();
         let mut revision = revision_in_write(&txn)?;
         let applied_at_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -587,9 +603,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     relabeled.push((c.key.clone(), labels(&c.prev), labels(&c.new)));
                 }
                 if !changes.is_empty() {
-                    let record = serde_json::to_vec(&Record { applied_at_ms, changes })
+                    let record = serde_json::to_vec(&RecordRef { applied_at_ms, changes: &changes })
                         .map_err(|e| sm_err(ErrorVerb::Write, e))?;
                     history.insert(revision, record.as_slice()).map_err(write_err)?;
+                    fresh.extend(changes.into_iter().map(|c| (revision, c)));
                 }
                 Ok(Response { revision, outcome, batch: Vec::new() })
             };
@@ -638,6 +655,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         }
         crate::metrics::metrics().backend_committed(commit);
         if let Some(last) = last {
+            // In the window before watchers hear of the revision.
+            self.window.push(revision, fresh);
             crate::metrics::metrics().set_applied(last.index);
             self.applied.send_replace(revision);
         }
@@ -692,6 +711,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 index.change(key, &[], &labels_of(&stored.value));
             }
         }
+        self.window.reset(installed);
         self.applied.send_replace(installed);
         crate::metrics::metrics().set_applied(meta.last_log_id.map_or(0, |l| l.index));
         Ok(())

@@ -178,7 +178,7 @@ impl Store for MemStore {
                 upto = rev - 1;
                 break;
             }
-            changes.extend(record.iter().cloned().map(|c| (*rev, c)));
+            changes.extend(record.iter().cloned().map(|c| (*rev, std::sync::Arc::new(c))));
         }
         Ok(Ok(Changes { changes, upto }))
     }
@@ -222,7 +222,7 @@ impl Store for MemStore {
                             }
                         };
                         if old.is_some() || new.is_some() {
-                            changes.push(Change { key: op.key().to_owned(), prev: old.clone(), new });
+                            changes.push(Change::new(op.key().to_owned(), old.clone(), new));
                         }
                         prev.push(old);
                     }
