@@ -17,6 +17,8 @@
 //! - `BENCH_SETUPS` (`1-http,1-tls,3-http,3-tls`): members and transport;
 //! - `BENCH_SYSTEMS` (`univrs,etcd`);
 //! - `BENCH_UNIVRS_ARGS`: more flags of every `ui apiserver` (e.g. `--write-batch 1`);
+//! - `BENCH_UI_BINARY`: another build's `ui` to run instead of this one's (a build from before
+//!   a change, to compare both beside etcd);
 //! - `BENCH_ONLY` (all): some of `reads,creates,signed,updates,watch` (the fill and the
 //!   resource rows always run), e.g. to profile one phase.
 //!

@@ -7,6 +7,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 
 /// A user with their own config dir.
+/// The `ui` binary: this build's, or another build's given in `BENCH_UI_BINARY` (for a
+/// benchmark to run the build before a change beside the one after it).
+pub fn ui_binary() -> PathBuf {
+    std::env::var_os("BENCH_UI_BINARY").map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_ui")), PathBuf::from)
+}
+
 pub struct User {
     pub dir: tempfile::TempDir,
 }
@@ -62,7 +68,7 @@ impl User {
     /// A `ui` command with this user's config dir, no passphrase in the environment and no
     /// terminal on stdin.
     pub fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_ui"));
+        let mut c = Command::new(ui_binary());
         c.args(args)
             .env("UNIVRS_CONFIG_DIR", self.config())
             .env_remove("UNIVRS_PASSPHRASE")
@@ -192,7 +198,7 @@ impl Server {
         args.extend_from_slice(extra);
         let mut command = u.cmd(&args);
         if !prlimit.is_empty() {
-            let ui = env!("CARGO_BIN_EXE_ui");
+            let ui = ui_binary();
             let mut wrapped = Command::new("prlimit");
             wrapped.args(prlimit).arg("--").arg(ui).args(&args);
             for (k, v) in command.get_envs() {
