@@ -402,3 +402,56 @@ fn malformed_bodies_are_refused_with_what_is_wrong() {
     );
     server.stop();
 }
+
+/// A list without `limit` is streamed a chunk at a time (it would otherwise be held whole,
+/// parsed and serialized): the document is complete, is a `…List` with its revision, holds
+/// what its pages hold at that revision, and honours label selectors.
+#[test]
+fn a_whole_list_is_streamed_and_holds_what_its_pages_hold() {
+    let u = User::new();
+    let server = Server::start(&u, &u.path("data"));
+    let http = Http::new(&server);
+    // 300 objects of ~1.5 KiB: more than one chunk of the stream.
+    let pad = "x".repeat(1400);
+    for i in 0..300 {
+        let obj = json!({ "apiVersion": "univrs.io/v1", "kind": "Replica",
+            "metadata": { "name": format!("r{i:03}"), "labels": { "half": if i % 2 == 0 { "even" } else { "odd" } },
+                          "annotations": { "pad": pad } },
+            "spec": { "workload": "web", "container": { "rootfs": "busybox" } } });
+        let (code, body) = http.send("POST", WL, "application/json", obj.to_string().into_bytes());
+        assert_eq!(code, 201, "{body}");
+    }
+    let (code, whole) = http.get(WL);
+    assert_eq!(code, 200, "{whole}");
+    assert_eq!(whole["kind"], "ReplicaList");
+    assert_eq!(whole["apiVersion"], "univrs.io/v1");
+    let revision = whole["metadata"]["resourceVersion"].as_str().unwrap().to_owned();
+    let items = whole["items"].as_array().unwrap();
+    assert_eq!(items.len(), 300);
+    assert!(whole.to_string().len() > 400_000, "the list spans several chunks");
+
+    // The same objects, page by page at the whole list's revision.
+    let mut paged = Vec::new();
+    let mut next = format!("{WL}?limit=120&resourceVersion={revision}&resourceVersionMatch=Exact");
+    loop {
+        let (code, page) = http.get(&next);
+        assert_eq!(code, 200, "{page}");
+        paged.extend(page["items"].as_array().unwrap().iter().cloned());
+        match page["metadata"]["continue"].as_str() {
+            Some(token) => next = format!("{WL}?limit=120&continue={token}"),
+            None => break,
+        }
+    }
+    assert_eq!(&paged, items, "pages and the streamed list hold the same objects");
+
+    let (code, odd) = http.get(&format!("{WL}?labelSelector=half%3Dodd"));
+    assert_eq!(code, 200, "{odd}");
+    let names: Vec<&str> =
+        odd["items"].as_array().unwrap().iter().map(|o| o["metadata"]["name"].as_str().unwrap()).collect();
+    assert_eq!(names.len(), 150);
+    assert!(names.iter().all(|n| n[1..].parse::<u32>().unwrap() % 2 == 1), "{names:?}");
+    let (code, none) = http.get(&format!("{WL}?labelSelector=half%3Dnone"));
+    assert_eq!((code, none["items"].as_array().unwrap().len()), (200, 0), "{none}");
+    assert!(none["metadata"]["resourceVersion"].as_str().is_some(), "{none}");
+    server.stop();
+}

@@ -499,7 +499,11 @@ async fn read(
     if parse_bool(&query.watch, "watch")? {
         return start_watch(reg, who, target, &query, format, view);
     }
-    let list = reg.list(&who, target.kind, ns, &query.list_options(target.kind, view)?).await?;
+    let opts = query.list_options(target.kind, view)?;
+    if opts.limit == 0 && opts.continue_token.is_none() && !format.is_table() {
+        return stream_list(reg, who, target, opts, view).await;
+    }
+    let list = reg.list(&who, target.kind, ns, &opts).await?;
     let mut metadata = json!({ "resourceVersion": list.revision.to_string() });
     if let Some(token) = &list.continue_token {
         // No `remainingItemCount`: counting what is left would read it all, and a page costs
@@ -518,6 +522,69 @@ async fn read(
         "items": items,
     }))
     .into_response())
+}
+
+/// Bytes of a streamed list sent at a time.
+const LIST_CHUNK_BYTES: usize = 256 << 10;
+
+/// A whole list as JSON, streamed: the objects are read, redacted and written a chunk at a
+/// time by a blocking task, so the server never holds the whole list, parsed or serialized
+/// (a list of 100,000 objects is 150 MiB of JSON). Its `metadata` comes after `items`: the
+/// list's revision is known once the last object is read (JSON objects have no order; every
+/// Kubernetes client reads the whole document). An error before the first chunk is an
+/// ordinary error response; one after it cuts the stream short, so the client sees an
+/// unfinished document, never a complete-looking partial list.
+async fn stream_list(
+    reg: &Registry,
+    who: Caller,
+    target: &Target,
+    opts: ListOptions,
+    view: View,
+) -> Result<Response> {
+    reg.list_ready(&opts).await?;
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<std::result::Result<Bytes, ApiError>>(2);
+    let (reg, kind, ns) = (reg.clone(), target.kind, target.namespace.clone());
+    tokio::task::spawn_blocking(move || {
+        let mut buf = serde_json::to_vec(&json!({
+            "apiVersion": view.api_version(kind),
+            "kind": format!("{}List", kind.kind),
+        }))
+        .expect("JSON serializes");
+        buf.pop();
+        buf.extend_from_slice(b",\"items\":[");
+        let mut first = true;
+        let listed = reg.list_each(&who, kind, ns.as_deref(), &opts, &mut |obj| {
+            if !std::mem::take(&mut first) {
+                buf.push(b',');
+            }
+            serde_json::to_writer(&mut buf, &view.show(obj)).expect("JSON serializes");
+            buf.len() < LIST_CHUNK_BYTES
+                || tx.blocking_send(Ok(Bytes::from(std::mem::take(&mut buf)))).is_ok()
+        });
+        let last = listed.map(|revision| {
+            buf.extend_from_slice(
+                format!("],\"metadata\":{{\"resourceVersion\":\"{revision}\"}}}}").as_bytes(),
+            );
+            Bytes::from(buf)
+        });
+        let _ = tx.blocking_send(last);
+    });
+    // The first chunk decides the status: an error before any object is sent is an error.
+    let first = rx.recv().await.unwrap_or_else(|| Err(ApiError::Unavailable("the list stopped".into())))?;
+    let rest = futures_util::stream::unfold(rx, |mut rx| async move {
+        match rx.recv().await? {
+            Ok(chunk) => Some((Ok(chunk), rx)),
+            Err(e) => {
+                tracing::warn!(error = %e, "a streamed list failed after its first chunk: cut short");
+                Some((Err(std::io::Error::other(e.to_string())), rx))
+            }
+        }
+    });
+    let body = futures_util::StreamExt::chain(
+        futures_util::stream::once(async move { Ok::<_, std::io::Error>(first) }),
+        rest,
+    );
+    Ok(([(header::CONTENT_TYPE, "application/json")], axum::body::Body::from_stream(body)).into_response())
 }
 
 /// A watch's length when the client does not say: 30 to 60 minutes, spread so that the

@@ -501,29 +501,88 @@ impl Registry {
         namespace: Option<&str>,
         opts: &ListOptions,
     ) -> Result<List, ApiError> {
-        let prefix = prefix(kind, namespace);
-        let (at, start) = match &opts.continue_token {
-            Some(token) => {
-                let c = decode_continue(token)?;
-                if !c.start.starts_with(&prefix) {
-                    return Err(ApiError::BadRequest("continue: the token is for another list".into()));
-                }
-                (Some(c.rv), Some(c.start))
-            }
-            None => {
-                self.ready_for(opts.read).await?;
-                (if let ReadAt::Exact(n) = opts.read { Some(n) } else { None }, None)
-            }
-        };
+        let (at, start) = self.list_start(kind, namespace, opts).await?;
         let mut items = Vec::new();
         let mut last_key = None;
         let mut more = false;
+        // One object past a full page tells whether there is a next one: a page costs what it
+        // reads, not what the kind holds.
+        let revision = self.selected(who, kind, namespace, opts, at, start.as_deref(), &mut |key, obj| {
+            if opts.limit > 0 && items.len() == opts.limit {
+                more = true;
+                return false;
+            }
+            last_key = Some(key);
+            items.push(obj);
+            true
+        })?;
+        let continue_token = more.then(|| {
+            encode_continue(&Continue { rv: revision, start: last_key.expect("a full page has a last key") })
+        });
+        Ok(List { items, revision, continue_token })
+    }
+
+    /// A whole list (no `limit`, no `continue`) handed to `emit` object by object rather than
+    /// held: call [`Registry::list_ready`] first, then this, off the async runtime (it reads
+    /// the store as it goes). Returns the list's revision, known once the last object is out.
+    pub fn list_each(
+        &self,
+        who: &Caller,
+        kind: &KindInfo,
+        namespace: Option<&str>,
+        opts: &ListOptions,
+        emit: &mut dyn FnMut(Value) -> bool,
+    ) -> Result<u64, ApiError> {
+        let at = if let ReadAt::Exact(n) = opts.read { Some(n) } else { None };
+        self.selected(who, kind, namespace, opts, at, None, &mut |_, obj| emit(obj))
+    }
+
+    /// Waits until this member may serve `opts`' list (see [`Registry::list_each`]).
+    pub async fn list_ready(&self, opts: &ListOptions) -> Result<(), ApiError> {
+        self.ready_for(opts.read).await
+    }
+
+    /// The revision and the key after which a list starts: from its `continue` token, or
+    /// (waiting for `opts.read`) from the beginning.
+    async fn list_start(
+        &self,
+        kind: &KindInfo,
+        namespace: Option<&str>,
+        opts: &ListOptions,
+    ) -> Result<(Option<u64>, Option<String>), ApiError> {
+        match &opts.continue_token {
+            Some(token) => {
+                let c = decode_continue(token)?;
+                if !c.start.starts_with(&prefix(kind, namespace)) {
+                    return Err(ApiError::BadRequest("continue: the token is for another list".into()));
+                }
+                Ok((Some(c.rv), Some(c.start)))
+            }
+            None => {
+                self.ready_for(opts.read).await?;
+                Ok((if let ReadAt::Exact(n) = opts.read { Some(n) } else { None }, None))
+            }
+        }
+    }
+
+    /// Visits, in key order, the objects of a list that `who` may see and the selector
+    /// selects, redacted, until `visit` says stop; returns the revision of the state read.
+    #[allow(clippy::too_many_arguments)]
+    fn selected(
+        &self,
+        who: &Caller,
+        kind: &KindInfo,
+        namespace: Option<&str>,
+        opts: &ListOptions,
+        at: Option<u64>,
+        after: Option<&str>,
+        visit: &mut dyn FnMut(String, Value) -> bool,
+    ) -> Result<u64, ApiError> {
+        let prefix = prefix(kind, namespace);
         let mut failed = None;
         let redact = self.redactor(who, kind);
         let needs = crate::raft::labels::LabelNeeds::of(&opts.selector.labels);
-        let scan = crate::raft::Scan { prefix: &prefix, after: start.as_deref(), at, labels: &needs };
-        // One object past a full page tells whether there is a next one: a page costs what it
-        // reads, not what the kind holds.
+        let scan = crate::raft::Scan { prefix: &prefix, after, at, labels: &needs };
         let scanned = self.store.scan(scan, &mut |key, stored| {
             let obj = match with_revision(&stored) {
                 Ok(obj) => obj,
@@ -533,17 +592,10 @@ impl Registry {
                 }
             };
             // Redacted first: a selector must not probe what the caller may not see.
-            let Some(obj) = redact(obj) else { return true };
-            if !opts.selector.matches(&obj) {
-                return true;
+            match redact(obj) {
+                Some(obj) if opts.selector.matches(&obj) => visit(key, obj),
+                _ => true,
             }
-            if opts.limit > 0 && items.len() == opts.limit {
-                more = true;
-                return false;
-            }
-            last_key = Some(key);
-            items.push(obj);
-            true
         });
         let revision = match scanned.map_err(unavailable)? {
             Ok(revision) => revision,
@@ -554,13 +606,10 @@ impl Registry {
                 "The resourceVersion for the provided list is too old (compacted: {compacted})"
             ))),
         };
-        if let Some(e) = failed {
-            return Err(e);
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(revision),
         }
-        let continue_token = more.then(|| {
-            encode_continue(&Continue { rv: revision, start: last_key.expect("a full page has a last key") })
-        });
-        Ok(List { items, revision, continue_token })
     }
 
     /// Changes an existing object: `change` gets the current object (with its
