@@ -1,8 +1,6 @@
 //! The Raft storage on redb: openraft's own conformance suite, then what the apiserver relies
 //! on (preconditions checked at apply time, revisions, snapshots, restarts).
 
-use std::io::Cursor;
-
 use apiserver::raft::{Expect, LogStore, NodeId, Op, Outcome, Request, StateMachine, TypeConfig};
 use openraft::storage::{RaftLogStorage, RaftStateMachine};
 use openraft::testing::{StoreBuilder, Suite};
@@ -142,7 +140,7 @@ fn a_snapshot_moves_the_whole_state_to_another_member() {
 
     let snap = rt.block_on(a.build_snapshot()).unwrap();
     assert_eq!(snap.meta.last_log_id.map(|l| l.index), Some(50));
-    rt.block_on(b.install_snapshot(&snap.meta, Box::new(Cursor::new(snap.snapshot.into_inner())))).unwrap();
+    rt.block_on(b.install_snapshot(&snap.meta, snap.snapshot)).unwrap();
     assert_eq!(b.list("/").unwrap(), a.list("/").unwrap());
     assert_eq!(b.list("/k/").unwrap().0.len(), 50);
     let (last, _) = rt.block_on(b.applied_state()).unwrap();
@@ -218,7 +216,7 @@ fn the_label_index_follows_applies_restarts_and_snapshots() {
 
     let mut b = StateMachine::open(&dir.path().join("b.redb")).unwrap();
     rt.block_on(b.apply(vec![entry(1, vec![put("/k/0", &obj("red"), Expect::Any)])])).unwrap();
-    rt.block_on(b.install_snapshot(&snap.meta, Box::new(Cursor::new(snap.snapshot.into_inner())))).unwrap();
+    rt.block_on(b.install_snapshot(&snap.meta, snap.snapshot)).unwrap();
     assert_eq!(scanned(&b, "/k/", "color=red"), ["/k/1", "/k/9"], "after a snapshot");
     assert_eq!(scanned(&b, "/k/", "color"), scanned(&b, "/k/", ""), "every key has a color");
 }

@@ -15,6 +15,7 @@ pub mod labels;
 mod log_store;
 mod node;
 pub mod rpc;
+mod snapshot;
 mod state_machine;
 pub mod transport;
 mod types;

@@ -8,7 +8,6 @@
 //! durable, so nothing purged is ever needed again.
 
 use std::fmt::Debug;
-use std::io::Cursor;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -22,6 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use super::history::{Change, Changes, Compacted, Record, Retention, Window};
 use super::labels::{LabelIndex, LabelNeeds, labels_of};
+use super::snapshot;
 use super::{NodeId, Outcome, Request, Response, Stored, TypeConfig, io_err, read_table};
 
 /// Key → 8-byte create revision ‖ 8-byte mod revision ‖ value.
@@ -82,19 +82,8 @@ impl Debug for StateMachine {
     }
 }
 
-/// The content of a snapshot.
-#[derive(Serialize, Deserialize)]
-struct SnapshotData {
-    last_applied: Option<LogId<NodeId>>,
-    /// The revision of the state (none in snapshots made before revisions were counted apart
-    /// from log indexes: the last applied index).
-    #[serde(default)]
-    revision: Option<u64>,
-    membership: Membership,
-    objects: Vec<(String, Stored)>,
-}
-
-/// A stored snapshot: its meta and data, kept so a restarted member can serve it.
+/// A snapshot as stores before snapshot files kept it (under the `snapshot` meta key): moved
+/// into a file when such a store opens.
 #[derive(Serialize, Deserialize)]
 struct StoredSnapshot {
     meta: SnapshotMeta<NodeId, super::Member>,
@@ -177,6 +166,9 @@ impl StateMachine {
             labels: Arc::default(),
             window: Arc::default(),
         };
+        sm.move_stored_snapshot().map_err(|e| {
+            redb::DatabaseError::Storage(redb::StorageError::Io(std::io::Error::other(e.to_string())))
+        })?;
         sm.index_labels().map_err(|e| {
             redb::DatabaseError::Storage(redb::StorageError::Io(std::io::Error::other(e.to_string())))
         })?;
@@ -528,39 +520,60 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
         self.sync()?;
         let txn = self.db.begin_read().map_err(read_err)?;
         let last_applied: Option<LogId<NodeId>> = meta_in(&txn, LAST_APPLIED)?;
-        let revision = Some(revision_in(&txn)?);
+        let revision = revision_in(&txn)?;
         let membership: Membership = meta_in(&txn, MEMBERSHIP)?.unwrap_or_default();
-        let mut objects = Vec::new();
-        if let Some(table) = read_table(&txn, OBJECTS).map_err(read_err)? {
-            for item in table.iter().map_err(read_err)? {
-                let (k, v) = item.map_err(read_err)?;
-                objects.push((k.value().to_owned(), decode(v.value())?));
-            }
-        }
-        drop(txn);
-        let data = serde_json::to_vec(&SnapshotData {
-            last_applied,
-            revision,
-            membership: membership.clone(),
-            objects,
-        })
-        .map_err(|e| sm_err(ErrorVerb::Write, e))?;
         let snapshot_id = match last_applied {
             Some(l) => format!("{}-{}", l.leader_id, l.index),
             None => "empty".to_owned(),
         };
         let meta = SnapshotMeta { last_log_id: last_applied, last_membership: membership, snapshot_id };
-        self.save_snapshot(&meta, &data)?;
-        Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) })
+        // Streamed from one read transaction into the file, an object at a time.
+        let header = snapshot::Header { univrs_snapshot: 1, meta: meta.clone(), revision };
+        let mut file =
+            snapshot::Writer::create(self.snapshot_path(".building"), &header).map_err(snap_err)?;
+        if let Some(table) = read_table(&txn, OBJECTS).map_err(read_err)? {
+            for item in table.iter().map_err(read_err)? {
+                let (k, v) = item.map_err(read_err)?;
+                file.object(k.value(), &decode(v.value())?).map_err(snap_err)?;
+            }
+        }
+        drop(txn);
+        let data = file.finish(&self.snapshot_path("")).map_err(snap_err)?;
+        Ok(Snapshot { meta, snapshot: Box::new(tokio::fs::File::from_std(data)) })
     }
 }
 
+fn snap_err(e: impl std::error::Error + 'static) -> StorageError<NodeId> {
+    io_err(ErrorSubject::Snapshot(None), ErrorVerb::Write, e)
+}
+
 impl StateMachine {
-    fn save_snapshot(&self, meta: &SnapshotMeta<NodeId, super::Member>, data: &[u8]) -> Result<()> {
-        let stored = StoredSnapshot { meta: meta.clone(), data: data.to_vec() };
+    /// The snapshot file beside the database (`suffix` empty: the current one).
+    fn snapshot_path(&self, suffix: &str) -> std::path::PathBuf {
+        let mut path = self.path.as_os_str().to_owned();
+        path.push(".snapshot");
+        path.push(suffix);
+        path.into()
+    }
+
+    /// Moves a snapshot that an older store kept in the database into the snapshot file.
+    fn move_stored_snapshot(&self) -> Result<()> {
+        let Some(stored) = self.meta::<StoredSnapshot>(SNAPSHOT)? else { return Ok(()) };
+        if snapshot::open(&self.snapshot_path("")).map_err(snap_err)?.is_none() {
+            let (revision, objects) = snapshot::read(stored.data.as_slice()).map_err(snap_err)?;
+            let revision = revision.unwrap_or(stored.meta.last_log_id.map_or(0, |l| l.index));
+            let header = snapshot::Header { univrs_snapshot: 1, meta: stored.meta, revision };
+            let mut file =
+                snapshot::Writer::create(self.snapshot_path(".moving"), &header).map_err(snap_err)?;
+            for object in objects {
+                let (key, stored) = object.map_err(snap_err)?;
+                file.object(&key, &stored).map_err(snap_err)?;
+            }
+            file.finish(&self.snapshot_path("")).map_err(snap_err)?;
+        }
         let mut txn = self.db.begin_write().map_err(write_err)?;
         txn.set_durability(Durability::Immediate);
-        put_meta(&txn, SNAPSHOT, &stored)?;
+        txn.open_table(META).map_err(write_err)?.remove(SNAPSHOT).map_err(write_err)?;
         txn.commit().map_err(write_err)
     }
 }
@@ -667,26 +680,51 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.clone()
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>> {
-        Ok(Box::new(Cursor::new(Vec::new())))
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<tokio::fs::File>> {
+        let file = tokio::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(self.snapshot_path(".receiving"))
+            .await
+            .map_err(snap_err)?;
+        Ok(Box::new(file))
     }
 
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta<NodeId, super::Member>,
-        snapshot: Box<Cursor<Vec<u8>>>,
+        snapshot: Box<tokio::fs::File>,
     ) -> Result<()> {
-        let bytes = snapshot.into_inner();
-        let data: SnapshotData = serde_json::from_slice(&bytes).map_err(|e| {
+        use std::io::Seek as _;
+        use tokio::io::AsyncWriteExt as _;
+        let read_err = |e: std::io::Error| {
             StorageError::from(openraft::StorageIOError::read_snapshot(Some(meta.signature()), &e))
-        })?;
+        };
+        let mut snapshot = snapshot;
+        snapshot.flush().await.map_err(read_err)?;
+        let mut data = snapshot.into_std().await;
+        data.rewind().map_err(read_err)?;
+        let (revision, objects) = snapshot::read(std::io::BufReader::new(data)).map_err(read_err)?;
+        // The history does not travel with a snapshot: what it held no longer leads to the
+        // installed state, so every revision up to the snapshot counts as compacted.
+        let installed = revision.unwrap_or(meta.last_log_id.map_or(0, |l| l.index));
+        // Read once: into the state, the label index and this member's own snapshot file.
+        let header = snapshot::Header { univrs_snapshot: 1, meta: meta.clone(), revision: installed };
+        let mut file =
+            snapshot::Writer::create(self.snapshot_path(".installing"), &header).map_err(snap_err)?;
+        let mut index = LabelIndex::default();
         let mut txn = self.db.begin_write().map_err(write_err)?;
         txn.set_durability(Durability::Immediate);
         {
             let mut table = txn.open_table(OBJECTS).map_err(write_err)?;
             table.retain(|_, _| false).map_err(write_err)?;
-            for (key, stored) in &data.objects {
-                table.insert(key.as_str(), encode(stored).as_slice()).map_err(write_err)?;
+            for object in objects {
+                let (key, stored) = object.map_err(read_err)?;
+                table.insert(key.as_str(), encode(&stored).as_slice()).map_err(write_err)?;
+                index.change(&key, &[], &labels_of(&stored.value));
+                file.object(&key, &stored).map_err(snap_err)?;
             }
         }
         match &meta.last_log_id {
@@ -695,22 +733,19 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 txn.open_table(META).map_err(write_err)?.remove(LAST_APPLIED).map_err(write_err)?;
             }
         }
-        // The history does not travel with a snapshot: what it held no longer leads to the
-        // installed state, so every revision up to the snapshot counts as compacted.
-        let installed = data.revision.unwrap_or(meta.last_log_id.map_or(0, |l| l.index));
         put_meta(&txn, REVISION, &installed)?;
         put_meta(&txn, MEMBERSHIP, &meta.last_membership)?;
-        put_meta(&txn, SNAPSHOT, &StoredSnapshot { meta: meta.clone(), data: bytes })?;
         txn.open_table(HISTORY).map_err(write_err)?.retain(|_, _| false).map_err(write_err)?;
         put_meta(&txn, HISTORY_COMPACTED, &installed)?;
         {
-            let mut index = self.labels.write().expect("label index lock");
+            let mut labels = self.labels.write().expect("label index lock");
             txn.commit().map_err(write_err)?;
-            index.clear();
-            for (key, stored) in &data.objects {
-                index.change(key, &[], &labels_of(&stored.value));
-            }
+            *labels = index;
         }
+        // The state first, then the snapshot that matches it: a crash between the two leaves
+        // an older snapshot beside a newer state, which openraft expects.
+        file.finish(&self.snapshot_path("")).map_err(snap_err)?;
+        let _ = std::fs::remove_file(self.snapshot_path(".receiving"));
         self.window.reset(installed);
         self.applied.send_replace(installed);
         crate::metrics::metrics().set_applied(meta.last_log_id.map_or(0, |l| l.index));
@@ -718,8 +753,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>> {
-        let stored: Option<StoredSnapshot> = self.meta(SNAPSHOT)?;
-        Ok(stored.map(|s| Snapshot { meta: s.meta, snapshot: Box::new(Cursor::new(s.data)) }))
+        let Some((header, data)) = snapshot::open(&self.snapshot_path("")).map_err(snap_err)? else {
+            return Ok(None);
+        };
+        Ok(Some(Snapshot { meta: header.meta, snapshot: Box::new(tokio::fs::File::from_std(data)) }))
     }
 }
 
@@ -738,5 +775,89 @@ mod snapshot_format_tests {
         assert!(older.contains("[123,"), "{older}");
         let back: StoredSnapshot = serde_json::from_str(&older).unwrap();
         assert_eq!(back.data, stored.data);
+    }
+}
+
+#[cfg(test)]
+mod snapshot_file_tests {
+    use super::*;
+
+    fn rt() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread().build().unwrap()
+    }
+
+    fn older_document(objects: &[(&str, &str)]) -> Vec<u8> {
+        let objects: Vec<(String, Stored)> = objects
+            .iter()
+            .map(|(k, v)| {
+                ((*k).to_owned(), Stored { create_revision: 3, mod_revision: 4, value: (*v).to_owned() })
+            })
+            .collect();
+        serde_json::to_vec(&serde_json::json!({
+            "last_applied": LogId::new(openraft::CommittedLeaderId::new(1, 0), 5),
+            "membership": Membership::default(),
+            "objects": objects,
+        }))
+        .unwrap()
+    }
+
+    fn meta_at(index: u64) -> SnapshotMeta<NodeId, super::super::Member> {
+        SnapshotMeta {
+            last_log_id: Some(LogId::new(openraft::CommittedLeaderId::new(1, 0), index)),
+            last_membership: Membership::default(),
+            snapshot_id: format!("1-{index}"),
+        }
+    }
+
+    /// A store from before snapshot files kept its snapshot in the database: opening it moves
+    /// the snapshot into the file, and the member serves it from there.
+    #[test]
+    fn a_snapshot_kept_in_the_database_moves_into_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.redb");
+        {
+            let sm = StateMachine::open(&path).unwrap();
+            let stored =
+                StoredSnapshot { meta: meta_at(5), data: older_document(&[("/k/a", "{}"), ("/k/b", "{}")]) };
+            let txn = sm.db.begin_write().unwrap();
+            put_meta(&txn, SNAPSHOT, &stored).unwrap();
+            txn.commit().unwrap();
+        }
+        let mut sm = StateMachine::open(&path).unwrap();
+        assert!(sm.meta::<StoredSnapshot>(SNAPSHOT).unwrap().is_none(), "moved out of the database");
+        let snap = rt().block_on(sm.get_current_snapshot()).unwrap().unwrap();
+        assert_eq!(snap.meta, meta_at(5));
+        let data = rt().block_on(snap.snapshot.into_std());
+        let (revision, objects) = snapshot::read(std::io::BufReader::new(data)).unwrap();
+        assert_eq!(revision, Some(5), "an older snapshot's revision is its last applied index");
+        let keys: Vec<String> = objects.map(|o| o.unwrap().0).collect();
+        assert_eq!(keys, ["/k/a", "/k/b"]);
+    }
+
+    /// A snapshot sent by an older member (one JSON document) installs, and the member then
+    /// serves it onward as a file of its own.
+    #[test]
+    fn a_snapshot_from_an_older_member_installs_and_is_served_as_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sm = StateMachine::open(&dir.path().join("state.redb")).unwrap();
+        let rt = rt();
+        let received = rt.block_on(sm.begin_receiving_snapshot()).unwrap();
+        let mut received = rt.block_on(received.into_std());
+        std::io::Write::write_all(
+            &mut received,
+            &older_document(&[("/k/x", r#"{"metadata":{"labels":{"a":"1"}}}"#)]),
+        )
+        .unwrap();
+        let received = Box::new(tokio::fs::File::from_std(received));
+        rt.block_on(sm.install_snapshot(&meta_at(5), received)).unwrap();
+        assert_eq!(sm.get("/k/x").unwrap().unwrap().mod_revision, 4);
+        assert_eq!(sm.applied_revision().unwrap(), 5);
+        let needs = LabelNeeds::of(&api::selector::LabelSelector::parse("a=1").unwrap());
+        assert_eq!(sm.labels.read().unwrap().candidates("/k/", None, &needs).unwrap(), ["/k/x"]);
+        let snap = rt.block_on(sm.get_current_snapshot()).unwrap().unwrap();
+        assert_eq!(snap.meta, meta_at(5));
+        let first_line = std::fs::read_to_string(sm.snapshot_path("")).unwrap();
+        assert!(first_line.starts_with("{\"univrs_snapshot\":1"), "{first_line}");
+        assert!(!sm.snapshot_path(".receiving").exists());
     }
 }

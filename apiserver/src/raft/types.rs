@@ -1,7 +1,5 @@
 //! What the replicated state machine stores and how it is changed.
 
-use std::io::Cursor;
-
 use serde::{Deserialize, Serialize};
 
 /// A control-plane member's Raft id.
@@ -15,7 +13,7 @@ openraft::declare_raft_types!(
         NodeId = NodeId,
         Node = Member,
         Entry = openraft::Entry<TypeConfig>,
-        SnapshotData = Cursor<Vec<u8>>,
+        SnapshotData = tokio::fs::File,
         AsyncRuntime = openraft::TokioRuntime,
 );
 
