@@ -526,6 +526,15 @@ async fn read(
 
 /// Bytes of a streamed list sent at a time.
 const LIST_CHUNK_BYTES: usize = 256 << 10;
+/// Whole lists streamed at once: each holds a blocking thread and a read of the store while
+/// its client reads. More wait, up to [`LIST_STREAM_WAIT`], then are told to come back.
+const LIST_STREAMS: usize = 4;
+static LIST_STREAM_PERMITS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(LIST_STREAMS);
+const LIST_STREAM_WAIT: Duration = Duration::from_secs(30);
+/// A client that takes longer than this to take one chunk is cut off…
+const LIST_CHUNK_TIMEOUT: Duration = Duration::from_secs(30);
+/// …and so is a whole list that takes longer than this.
+const LIST_STREAM_DEADLINE: Duration = Duration::from_secs(300);
 
 /// A whole list as JSON, streamed: the objects are read, redacted and written a chunk at a
 /// time by a blocking task, so the server never holds the whole list, parsed or serialized
@@ -542,9 +551,31 @@ async fn stream_list(
     view: View,
 ) -> Result<Response> {
     reg.list_ready(&opts).await?;
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<std::result::Result<Bytes, ApiError>>(2);
+    let permit = match tokio::time::timeout(LIST_STREAM_WAIT, LIST_STREAM_PERMITS.acquire()).await {
+        Ok(Ok(permit)) => permit,
+        _ => {
+            return Err(ApiError::TooManyRequests {
+                message: format!(
+                    "{LIST_STREAMS} whole lists are being sent: try again, or list a page at a time (limit)"
+                ),
+                retry_after: 1,
+            });
+        }
+    };
+    // Chunks, each with whether it ends the document.
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<std::result::Result<(Bytes, bool), ApiError>>(2);
     let (reg, kind, ns) = (reg.clone(), target.kind, target.namespace.clone());
+    let runtime = tokio::runtime::Handle::current();
     tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        let deadline = std::time::Instant::now() + LIST_STREAM_DEADLINE;
+        // Waits for the client to take a chunk, within the bounds; false: it is gone or slow,
+        // and nothing more is sent (not even the end: see below).
+        let send = |chunk| {
+            runtime.block_on(async {
+                matches!(tokio::time::timeout(LIST_CHUNK_TIMEOUT, tx.send(chunk)).await, Ok(Ok(())))
+            }) && std::time::Instant::now() < deadline
+        };
         let mut buf = serde_json::to_vec(&json!({
             "apiVersion": view.api_version(kind),
             "kind": format!("{}List", kind.kind),
@@ -552,32 +583,43 @@ async fn stream_list(
         .expect("JSON serializes");
         buf.pop();
         buf.extend_from_slice(b",\"items\":[");
-        let mut first = true;
+        let (mut first, mut cut) = (true, false);
         let listed = reg.list_each(&who, kind, ns.as_deref(), &opts, &mut |obj| {
             if !std::mem::take(&mut first) {
                 buf.push(b',');
             }
             serde_json::to_writer(&mut buf, &view.show(obj)).expect("JSON serializes");
-            buf.len() < LIST_CHUNK_BYTES
-                || tx.blocking_send(Ok(Bytes::from(std::mem::take(&mut buf)))).is_ok()
+            cut = buf.len() >= LIST_CHUNK_BYTES && !send(Ok((Bytes::from(std::mem::take(&mut buf)), false)));
+            !cut
         });
+        if cut {
+            return;
+        }
         let last = listed.map(|revision| {
             buf.extend_from_slice(
                 format!("],\"metadata\":{{\"resourceVersion\":\"{revision}\"}}}}").as_bytes(),
             );
-            Bytes::from(buf)
+            (Bytes::from(buf), true)
         });
-        let _ = tx.blocking_send(last);
+        send(last);
     });
     // The first chunk decides the status: an error before any object is sent is an error.
-    let first = rx.recv().await.unwrap_or_else(|| Err(ApiError::Unavailable("the list stopped".into())))?;
-    let rest = futures_util::stream::unfold(rx, |mut rx| async move {
-        match rx.recv().await? {
-            Ok(chunk) => Some((Ok(chunk), rx)),
-            Err(e) => {
-                tracing::warn!(error = %e, "a streamed list failed after its first chunk: cut short");
-                Some((Err(std::io::Error::other(e.to_string())), rx))
-            }
+    let (first, done) =
+        rx.recv().await.unwrap_or_else(|| Err(ApiError::Unavailable("the list stopped".into())))?;
+    // After it, a stream that stops before its last chunk ends in an error, so the connection
+    // is cut rather than the body ended: the client never reads a complete-looking partial list.
+    let rest = futures_util::stream::unfold((rx, done), |(mut rx, done)| async move {
+        if done {
+            return None;
+        }
+        let cut = |why: String| {
+            tracing::warn!(error = %why, "a streamed list was cut short");
+            Some((Err(std::io::Error::other(why)), (rx_closed(), true)))
+        };
+        match rx.recv().await {
+            Some(Ok((chunk, last))) => Some((Ok(chunk), (rx, last))),
+            Some(Err(e)) => cut(e.to_string()),
+            None => cut("the client was too slow, or the list took too long".into()),
         }
     });
     let body = futures_util::StreamExt::chain(
@@ -585,6 +627,11 @@ async fn stream_list(
         rest,
     );
     Ok(([(header::CONTENT_TYPE, "application/json")], axum::body::Body::from_stream(body)).into_response())
+}
+
+/// A receiver that is already closed (what a cut stream is left with).
+fn rx_closed<T>() -> tokio::sync::mpsc::Receiver<T> {
+    tokio::sync::mpsc::channel(1).1
 }
 
 /// A watch's length when the client does not say: 30 to 60 minutes, spread so that the

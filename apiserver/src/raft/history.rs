@@ -57,8 +57,8 @@ impl Change {
     /// Roughly what it holds in memory, parsed or not (for the window's bound).
     fn weight(&self) -> usize {
         let bytes = |s: &Option<Stored>| s.as_ref().map_or(0, |s| s.value.len());
-        // A parsed JSON object takes a few times its text.
-        128 + self.key.len() + 5 * (bytes(&self.prev) + bytes(&self.new))
+        // A parsed JSON object takes several times its text (more for many small values).
+        128 + self.key.len() + 8 * (bytes(&self.prev) + bytes(&self.new))
     }
 }
 
@@ -110,6 +110,36 @@ impl Window {
             }
             w.from = oldest;
         }
+    }
+
+    /// Drops every revision up to `upto`, as the history on disk just did: the window never
+    /// serves what a reader of the disk would be told is compacted.
+    pub fn compact(&self, upto: u64) {
+        let mut w = self.inner.write().expect("window lock");
+        while w.changes.front().is_some_and(|(r, _)| *r <= upto) {
+            let (_, c) = w.changes.pop_front().expect("a front");
+            w.weight -= c.weight();
+        }
+        w.from = w.from.max(upto.min(w.upto));
+    }
+
+    /// The keys changed in the revisions after `lo` up to `hi` that start with `prefix` and
+    /// sort after `after`, if the window holds every one of those revisions.
+    pub fn keys_changed(&self, lo: u64, hi: u64, prefix: &str, after: Option<&str>) -> Option<Vec<String>> {
+        let w = self.inner.read().expect("window lock");
+        if lo < w.from || hi > w.upto {
+            return None;
+        }
+        let first = w.changes.partition_point(|(r, _)| *r <= lo);
+        let keys = w
+            .changes
+            .range(first..)
+            .take_while(|(r, _)| *r <= hi)
+            .map(|(_, c)| &c.key)
+            .filter(|k| k.starts_with(prefix) && after.is_none_or(|a| k.as_str() > a))
+            .cloned()
+            .collect();
+        Some(keys)
     }
 
     /// The changes after revision `after`, at most `max` revisions of them, if the window
@@ -279,6 +309,19 @@ mod window_tests {
         let kept = w.after(from, 100).unwrap();
         assert_eq!(kept.changes.len() as u64, 2 * (40 - from), "both changes of every revision kept");
         assert_eq!(kept.changes[0].0, from + 1);
+    }
+
+    #[test]
+    fn compacting_the_history_drops_the_window_s_revisions_too() {
+        let w = Window::default();
+        w.reset(0);
+        w.push(3, vec![(1, change("a", 1)), (2, change("b", 1)), (3, change("c", 1))]);
+        w.compact(2);
+        assert!(w.after(1, 10).is_none(), "compacted");
+        assert_eq!(revisions(&w.after(2, 10).unwrap()), [3]);
+        assert_eq!(w.keys_changed(2, 3, "", None).unwrap(), ["c"]);
+        assert!(w.keys_changed(1, 3, "", None).is_none());
+        assert!(w.keys_changed(2, 4, "", None).is_none(), "not yet in the window");
     }
 
     #[test]

@@ -3,11 +3,12 @@
 //! cache serves lists by label from memory instead of etcd).
 //!
 //! It is a local, in-memory index of the current state, rebuilt from the stored objects when
-//! a member opens its state machine or installs a snapshot, and changed with every applied
-//! write. It only narrows: the registry still checks every selector on every object it
-//! returns, so an index that held too many keys would cost time, never correctness; one that
-//! held too few would hide objects, and the tests of the stores compare lists by label with
-//! and without it.
+//! a member opens its state machine or installs a snapshot, and changed after every applied
+//! write's commit, tagged with the revision it describes (a read at another revision does
+//! not use it). It only narrows: the registry still checks every selector on every object it
+//! returns, so an index that named too many keys would cost time, never correctness; one
+//! that named too few would hide objects, and the tests of the stores compare lists by label
+//! with and without it.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -42,10 +43,28 @@ impl LabelNeeds {
     }
 }
 
-/// label → value → the keys that carry it.
+/// label → value → the keys that carry it, for the state at one revision.
 #[derive(Debug, Default)]
 pub struct LabelIndex {
     keys: HashMap<String, HashMap<String, BTreeSet<String>>>,
+    /// Objects with more labels than one object may have indexed: every narrowed read visits
+    /// them, so the index's size per object stays bounded.
+    unindexed: BTreeSet<String>,
+    /// The revision of the state it describes: a read whose transaction is at another one
+    /// does not use it.
+    pub revision: u64,
+}
+
+/// At most this many labels of one object are indexed (more: see [`LabelIndex::unindexed`]).
+pub const MAX_INDEXED_LABELS: usize = 64;
+
+/// Keys under a prefix that may match, in key order, a batch at a time.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Candidates {
+    /// The next keys.
+    pub keys: Vec<String>,
+    /// Whether there are none after them.
+    pub exhausted: bool,
 }
 
 /// The labels of a stored object (its JSON), as `(label, value)` pairs. An object that does
@@ -69,43 +88,53 @@ pub fn labels_of(value: &str) -> Vec<(String, String)> {
 }
 
 impl LabelIndex {
-    /// Records that `key` now carries `added` instead of `removed`.
+    /// Records that `key`, which carried the labels `removed`, now carries `added` (either
+    /// empty when the object did not or does not exist).
     pub fn change(&mut self, key: &str, removed: &[(String, String)], added: &[(String, String)]) {
-        for (label, value) in removed {
-            if added.contains(&(label.clone(), value.clone())) {
-                continue;
-            }
-            let Some(values) = self.keys.get_mut(label) else { continue };
-            if let Some(keys) = values.get_mut(value) {
-                keys.remove(key);
-                if keys.is_empty() {
-                    values.remove(value);
+        if removed.len() > MAX_INDEXED_LABELS {
+            self.unindexed.remove(key);
+        } else {
+            for (label, value) in removed {
+                let Some(values) = self.keys.get_mut(label) else { continue };
+                if let Some(keys) = values.get_mut(value) {
+                    keys.remove(key);
+                    if keys.is_empty() {
+                        values.remove(value);
+                    }
+                }
+                if values.is_empty() {
+                    self.keys.remove(label);
                 }
             }
-            if values.is_empty() {
-                self.keys.remove(label);
-            }
         }
-        for (label, value) in added {
-            if removed.contains(&(label.clone(), value.clone())) {
-                continue;
+        if added.len() > MAX_INDEXED_LABELS {
+            self.unindexed.insert(key.to_owned());
+        } else {
+            for (label, value) in added {
+                let values = self.keys.entry(label.clone()).or_default();
+                values.entry(value.clone()).or_default().insert(key.to_owned());
             }
-            let values = self.keys.entry(label.clone()).or_default();
-            values.entry(value.clone()).or_default().insert(key.to_owned());
         }
     }
 
-    /// Forgets every key.
-    pub fn clear(&mut self) {
+    /// Forgets every key; describes the (empty) state at `revision`.
+    pub fn clear(&mut self, revision: u64) {
         self.keys.clear();
+        self.unindexed.clear();
+        self.revision = revision;
     }
 
-    /// The keys under `prefix` and after `after` whose labels meet `needs`, in key order;
-    /// `None` when `needs` is empty (every key may match).
-    pub fn candidates(&self, prefix: &str, after: Option<&str>, needs: &LabelNeeds) -> Option<Vec<String>> {
-        if needs.is_empty() {
-            return None;
-        }
+    /// At most `max` of the keys under `prefix` and after `after` that may meet `needs`, in
+    /// key order; `None` when `needs` is empty (every key may). Only the most selective need
+    /// narrows (the reader checks its whole selector on every key anyway), so the cost is the
+    /// keys returned, times the values that need names.
+    pub fn candidates(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        needs: &LabelNeeds,
+        max: usize,
+    ) -> Option<Candidates> {
         // The keys of one need: a label with one of its values (any value when none is given).
         let sets = |(label, values): &(String, Vec<String>)| -> Vec<&BTreeSet<String>> {
             let Some(by_value) = self.keys.get(label) else { return Vec::new() };
@@ -115,25 +144,29 @@ impl LabelIndex {
                 values.iter().filter_map(|v| by_value.get(v)).collect()
             }
         };
-        let mut needs: Vec<Vec<&BTreeSet<String>>> = needs.0.iter().map(sets).collect();
-        // The smallest need first: the others are only asked about its keys.
-        needs.sort_by_key(|sets| sets.iter().map(|s| s.len()).sum::<usize>());
-        let (first, rest) = needs.split_first().expect("needs is not empty");
-        let mut out = Vec::new();
-        for set in first {
-            let from = match after {
-                Some(a) if a >= prefix => std::ops::Bound::Excluded(a),
-                _ => std::ops::Bound::Included(prefix),
-            };
-            let keys = set
-                .range::<str, _>((from, std::ops::Bound::Unbounded))
-                .take_while(|k| k.starts_with(prefix))
-                .filter(|k| rest.iter().all(|sets| sets.iter().any(|s| s.contains(k.as_str()))));
-            out.extend(keys.cloned());
+        let mut narrowest =
+            needs.0.iter().map(sets).min_by_key(|sets| sets.iter().map(|s| s.len()).sum::<usize>())?;
+        narrowest.push(&self.unindexed);
+        let from = match after {
+            Some(a) if a >= prefix => std::ops::Bound::Excluded(a),
+            _ => std::ops::Bound::Included(prefix),
+        };
+        let mut keys = Vec::new();
+        let mut more = false;
+        for set in narrowest {
+            let mut range =
+                set.range::<str, _>((from, std::ops::Bound::Unbounded)).take_while(|k| k.starts_with(prefix));
+            keys.extend(range.by_ref().take(max).cloned());
+            more |= range.next().is_some();
         }
-        // A key has one value per label, so the sets of one need never share a key.
-        out.sort_unstable();
-        Some(out)
+        // The sets of one need never share a key (a key has one value per label), nor do
+        // they share one with the unindexed.
+        keys.sort_unstable();
+        if keys.len() > max {
+            keys.truncate(max);
+            more = true;
+        }
+        Some(Candidates { keys, exhausted: !more })
     }
 }
 
@@ -153,8 +186,15 @@ mod tests {
         index
     }
 
+    fn all(index: &LabelIndex, prefix: &str, after: Option<&str>, s: &str) -> Option<Vec<String>> {
+        index.candidates(prefix, after, &needs(s), usize::MAX).map(|c| {
+            assert!(c.exhausted);
+            c.keys
+        })
+    }
+
     #[test]
-    fn candidates_are_the_keys_whose_labels_meet_every_need_in_key_order() {
+    fn candidates_are_the_keys_that_may_meet_the_narrowest_need_in_key_order() {
         let index = index(&[
             ("/a/ns/x3", r#"{"metadata":{"labels":{"app":"web","tier":"front"}}}"#),
             ("/a/ns/x1", r#"{"metadata":{"labels":{"app":"web","tier":"back"}}}"#),
@@ -164,11 +204,12 @@ mod tests {
             ("/a/ns/x6", r#"{"metadata":{"labels":{"app":7}}}"#),
             ("/a/ns/x7", "not json"),
         ]);
-        let got = |prefix: &str, after: Option<&str>, s: &str| index.candidates(prefix, after, &needs(s));
+        let got = |prefix: &str, after: Option<&str>, s: &str| all(&index, prefix, after, s);
         assert_eq!(got("/a/ns/", None, "app=web").unwrap(), ["/a/ns/x1", "/a/ns/x3"]);
         assert_eq!(got("/a/", None, "app=web").unwrap(), ["/a/ns/x1", "/a/ns/x3", "/a/other/x4"]);
         assert_eq!(got("/a/", Some("/a/ns/x1"), "app=web").unwrap(), ["/a/ns/x3", "/a/other/x4"]);
         assert_eq!(got("/a/ns/", None, "app in (web,db)").unwrap(), ["/a/ns/x1", "/a/ns/x2", "/a/ns/x3"]);
+        // The narrowest need (tier=front: one key) decides; the reader checks the rest.
         assert_eq!(got("/a/ns/", None, "app=web,tier=front").unwrap(), ["/a/ns/x3"]);
         assert_eq!(got("/a/ns/", None, "tier").unwrap(), ["/a/ns/x1", "/a/ns/x3"]);
         assert_eq!(got("/a/ns/", None, "app=none").unwrap(), Vec::<String>::new());
@@ -180,15 +221,50 @@ mod tests {
     }
 
     #[test]
+    fn candidates_come_a_batch_at_a_time() {
+        let objects: Vec<(String, String)> = (0..10)
+            .map(|i| (format!("/k/{i}"), format!(r#"{{"metadata":{{"labels":{{"v":"{}"}}}}}}"#, i % 2)))
+            .collect();
+        let refs: Vec<(&str, &str)> = objects.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let index = index(&refs);
+        let (mut after, mut seen) = (None, Vec::new());
+        loop {
+            let c = index.candidates("/k/", after.as_deref(), &needs("v in (0,1)"), 3).unwrap();
+            assert!(c.keys.len() <= 3);
+            seen.extend(c.keys.iter().cloned());
+            after = c.keys.last().cloned();
+            if c.exhausted {
+                break;
+            }
+        }
+        let expected: Vec<String> = (0..10).map(|i| format!("/k/{i}")).collect();
+        assert_eq!(seen, expected);
+    }
+
+    #[test]
     fn a_changed_or_deleted_object_moves_out_of_its_old_values() {
         let mut index = index(&[("/k/1", r#"{"metadata":{"labels":{"app":"web","v":"1"}}}"#)]);
         let old = labels_of(r#"{"metadata":{"labels":{"app":"web","v":"1"}}}"#);
         let new = labels_of(r#"{"metadata":{"labels":{"app":"web","v":"2"}}}"#);
         index.change("/k/1", &old, &new);
-        assert_eq!(index.candidates("/k/", None, &needs("v=1")).unwrap(), Vec::<String>::new());
-        assert_eq!(index.candidates("/k/", None, &needs("v=2,app=web")).unwrap(), ["/k/1"]);
+        assert_eq!(all(&index, "/k/", None, "v=1").unwrap(), Vec::<String>::new());
+        assert_eq!(all(&index, "/k/", None, "v=2,app=web").unwrap(), ["/k/1"]);
         index.change("/k/1", &new, &[]);
-        assert_eq!(index.candidates("/k/", None, &needs("app")).unwrap(), Vec::<String>::new());
+        assert_eq!(all(&index, "/k/", None, "app").unwrap(), Vec::<String>::new());
         assert!(index.keys.is_empty(), "nothing is left behind: {:?}", index.keys);
+    }
+
+    #[test]
+    fn an_object_with_very_many_labels_is_visited_by_every_narrowed_read() {
+        let many: serde_json::Map<String, serde_json::Value> =
+            (0..=MAX_INDEXED_LABELS).map(|i| (format!("l{i}"), "x".into())).collect();
+        let many = serde_json::json!({ "metadata": { "labels": many } }).to_string();
+        let mut index = index(&[("/k/big", &many), ("/k/small", r#"{"metadata":{"labels":{"a":"1"}}}"#)]);
+        assert!(index.keys.get("l0").is_none(), "not indexed label by label");
+        assert_eq!(all(&index, "/k/", None, "a=1").unwrap(), ["/k/big", "/k/small"]);
+        assert_eq!(all(&index, "/k/", None, "l3=x").unwrap(), ["/k/big"]);
+        index.change("/k/big", &labels_of(&many), &[]);
+        assert_eq!(all(&index, "/k/", None, "l3=x").unwrap(), Vec::<String>::new());
+        assert!(index.unindexed.is_empty());
     }
 }

@@ -4,7 +4,8 @@
 //!
 //! A file is JSON lines: first a [`Header`] (the snapshot's meta and the revision of its
 //! state), then one `[key, create revision, mod revision, value]` array per object, in key
-//! order. Members before these files sent one JSON document (`{"last_applied": …,
+//! order, then a trailer with the number of objects. Members of one cluster run one version:
+//! a member from before these files cannot read one. Members before these files sent one JSON document (`{"last_applied": …,
 //! "revision": …, "membership": …, "objects": [[key, stored], …]}`) on one line: [`read`]
 //! still takes it, holding it whole as it always did.
 //!
@@ -29,6 +30,13 @@ pub struct Header {
     pub meta: SnapshotMeta<NodeId, Member>,
     /// The revision of the state it holds.
     pub revision: u64,
+}
+
+/// The last line of a snapshot file: how many objects it holds (a file cut short, even at a
+/// line's end, is refused rather than installed as a smaller state).
+#[derive(Serialize, Deserialize)]
+struct Trailer {
+    univrs_snapshot_end: u64,
 }
 
 /// The single document older members sent.
@@ -67,9 +75,12 @@ impl Writer {
         self.file.write_all(b"\n")
     }
 
-    /// Makes the file durable and puts it at `to`, replacing what was there; returns it open
-    /// for reading from its start (this file, whatever replaces it at `to` later).
-    pub fn finish(self, to: &Path) -> io::Result<File> {
+    /// Ends the file after its `count` objects, makes it durable and puts it at `to`,
+    /// replacing what was there; returns it open for reading from its start (this file,
+    /// whatever replaces it at `to` later).
+    pub fn finish(mut self, count: u64, to: &Path) -> io::Result<File> {
+        serde_json::to_writer(&mut self.file, &Trailer { univrs_snapshot_end: count })?;
+        self.file.write_all(b"\n")?;
         let file = self.file.into_inner().map_err(io::IntoInnerError::into_error)?;
         file.sync_all()?;
         drop(file);
@@ -84,8 +95,8 @@ impl Writer {
 
 /// The objects of snapshot data, in order.
 pub enum Objects<R> {
-    /// A file's lines.
-    Lines(R),
+    /// A file's lines, and how many have been read.
+    Lines(R, u64),
     /// An older member's document, read whole.
     Older(std::vec::IntoIter<(String, Stored)>),
 }
@@ -94,22 +105,38 @@ impl<R: BufRead> Iterator for Objects<R> {
     type Item = io::Result<(String, Stored)>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        match self {
-            Objects::Older(objects) => objects.next().map(Ok),
-            Objects::Lines(data) => {
-                let mut line = String::new();
-                match data.read_line(&mut line) {
-                    Ok(0) => None,
-                    Ok(_) => Some(
-                        serde_json::from_str::<(String, u64, u64, String)>(&line)
-                            .map(|(key, create_revision, mod_revision, value)| {
-                                (key, Stored { create_revision, mod_revision, value })
-                            })
-                            .map_err(io::Error::from),
+        let (data, read) = match self {
+            Objects::Older(objects) => return objects.next().map(Ok),
+            Objects::Lines(data, read) => (data, read),
+        };
+        let mut line = String::new();
+        match data.read_line(&mut line) {
+            Ok(0) => Some(Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the snapshot ends before its last line",
+            ))),
+            Ok(_) if line.starts_with('{') => match serde_json::from_str::<Trailer>(&line) {
+                Ok(end) if end.univrs_snapshot_end == *read => None,
+                Ok(end) => Some(Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "the snapshot says it holds {} objects, it holds {read}",
+                        end.univrs_snapshot_end
                     ),
-                    Err(e) => Some(Err(e)),
-                }
+                ))),
+                Err(e) => Some(Err(e.into())),
+            },
+            Ok(_) => {
+                *read += 1;
+                Some(
+                    serde_json::from_str::<(String, u64, u64, String)>(&line)
+                        .map(|(key, create_revision, mod_revision, value)| {
+                            (key, Stored { create_revision, mod_revision, value })
+                        })
+                        .map_err(io::Error::from),
+                )
             }
+            Err(e) => Some(Err(e)),
         }
     }
 }
@@ -120,7 +147,7 @@ pub fn read<R: BufRead>(mut data: R) -> io::Result<(Option<u64>, Objects<R>)> {
     let mut line = String::new();
     data.read_line(&mut line)?;
     if let Ok(header) = serde_json::from_str::<Header>(&line) {
-        return Ok((Some(header.revision), Objects::Lines(data)));
+        return Ok((Some(header.revision), Objects::Lines(data, 0)));
     }
     let older: OlderSnapshot = serde_json::from_str(&line)?;
     Ok((older.revision, Objects::Older(older.objects.into_iter())))
@@ -166,12 +193,12 @@ mod tests {
             w.object(k, s).unwrap();
         }
         let path = dir.path().join("s");
-        w.finish(&path).unwrap();
+        w.finish(2, &path).unwrap();
         assert!(!dir.path().join("s.tmp").exists());
         assert_eq!(open(&path).unwrap().unwrap().0.revision, 42);
         assert!(open(&dir.path().join("none")).unwrap().is_none());
         let bytes = std::fs::read(&path).unwrap();
-        assert_eq!(bytes.iter().filter(|&&b| b == b'\n').count(), 3, "one line each");
+        assert_eq!(bytes.iter().filter(|&&b| b == b'\n').count(), 4, "one line each, and the trailer");
         assert_eq!(read_all(&bytes), (Some(42), objects.clone()));
 
         let older = serde_json::json!({
@@ -182,5 +209,13 @@ mod tests {
         assert!(read(&b"garbage\n"[..]).is_err());
         let (_, mut cut) = read(&b"{\"univrs_snapshot\":1,\"meta\":{\"last_log_id\":null,\"last_membership\":{\"log_id\":null,\"membership\":{\"configs\":[],\"nodes\":{}}},\"snapshot_id\":\"\"},\"revision\":1}\n[\"/a\",1"[..]).unwrap();
         assert!(cut.next().unwrap().is_err(), "a cut line is an error, not the end");
+        // Cut at a line's end, or with a wrong count: refused, not a smaller state.
+        let text = String::from_utf8(bytes).unwrap();
+        let without_trailer: String = text.lines().take(3).map(|l| format!("{l}\n")).collect();
+        let (_, objects) = read(without_trailer.as_bytes()).unwrap();
+        assert!(objects.collect::<io::Result<Vec<_>>>().is_err());
+        let wrong = text.replace("\"univrs_snapshot_end\":2", "\"univrs_snapshot_end\":3");
+        let (_, objects) = read(wrong.as_bytes()).unwrap();
+        assert!(objects.collect::<io::Result<Vec<_>>>().is_err());
     }
 }

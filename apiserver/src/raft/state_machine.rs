@@ -20,7 +20,7 @@ use redb::{Database, Durability, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
 use super::history::{Change, Changes, Compacted, Record, Retention, Window};
-use super::labels::{LabelIndex, LabelNeeds, labels_of};
+use super::labels::{self, LabelIndex, LabelNeeds, labels_of};
 use super::snapshot;
 use super::{NodeId, Outcome, Request, Response, Stored, TypeConfig, io_err, read_table};
 
@@ -50,12 +50,13 @@ pub struct StateMachine {
     applied: Arc<tokio::sync::watch::Sender<u64>>,
     /// The database's file, for its size.
     path: Arc<std::path::PathBuf>,
-    /// The labels of the current objects. Changed under its write lock together with the
-    /// commit of each apply, and a scan opens its read transaction under its read lock, so
-    /// the two always show the same revision.
+    /// The labels of the current objects, tagged with the revision they describe: changed
+    /// after each apply's commit, and used by a read only at that same revision.
     labels: Arc<std::sync::RwLock<LabelIndex>>,
     /// The latest changes, for watchers.
     window: Arc<Window>,
+    /// Held while a snapshot file is written (built or installed).
+    snapshot_files: Arc<std::sync::Mutex<()>>,
 }
 
 /// What a scan visits: the keys under `prefix` after `after` (key order), as the state was at
@@ -165,6 +166,7 @@ impl StateMachine {
             path: Arc::new(path.to_owned()),
             labels: Arc::default(),
             window: Arc::default(),
+            snapshot_files: Arc::default(),
         };
         sm.move_stored_snapshot().map_err(|e| {
             redb::DatabaseError::Storage(redb::StorageError::Io(std::io::Error::other(e.to_string())))
@@ -232,11 +234,7 @@ impl StateMachine {
     /// range that starts after `scan.after` (or, with labels to narrow by, from the label
     /// index), and a past revision from the changes since then.
     pub fn scan(&self, scan: Scan<'_>, visit: &mut Visit<'_>) -> Result<std::result::Result<u64, Compacted>> {
-        let (txn, candidates) = {
-            let index = self.labels.read().expect("label index lock");
-            let txn = self.db.begin_read().map_err(read_err)?;
-            (txn, index.candidates(scan.prefix, scan.after, scan.labels))
-        };
+        let txn = self.db.begin_read().map_err(read_err)?;
         let now = revision_in(&txn)?;
         let wanted = |k: &str| k.starts_with(scan.prefix) && scan.after.is_none_or(|a| k > a);
         // A key changed since `at` held, at `at`, the `prev` of its first change after it.
@@ -267,38 +265,92 @@ impl StateMachine {
             merge_then(std::iter::empty(), then, visit)?;
             return Ok(Ok(at));
         };
-        match candidates {
-            Some(keys) => {
-                let current = keys.into_iter().filter_map(|k| match table.get(k.as_str()) {
-                    Ok(Some(v)) => Some(decode(v.value()).map(|v| (k, v))),
-                    Ok(None) => None,
-                    Err(e) => Some(Err(read_err(e))),
-                });
-                merge_then(current, then, visit)?;
+        let range_after = |after: Option<&str>| {
+            let from = match after {
+                Some(a) if a >= scan.prefix => std::ops::Bound::Excluded(a),
+                _ => std::ops::Bound::Included(scan.prefix),
+            };
+            table.range::<&str>((from, std::ops::Bound::Unbounded)).map_err(read_err)
+        };
+        // The current keys: by label from the index while it describes this transaction's
+        // revision, a batch at a time (the index is not locked while keys are visited); from
+        // the range of keys otherwise, or from where the index stopped describing it.
+        let mut batch = self.candidates(&scan, scan.after, now);
+        let mut keys = batch.take().map(|c| (c.keys.into_iter(), c.exhausted));
+        let mut range = match keys {
+            Some(_) => None,
+            None => Some(range_after(scan.after)?),
+        };
+        let mut last: Option<String> = None;
+        let current = std::iter::from_fn(|| {
+            loop {
+                if let Some(range) = range.as_mut() {
+                    return match range.next()? {
+                        Ok((k, v)) if k.value().starts_with(scan.prefix) => {
+                            Some(decode(v.value()).map(|v| (k.value().to_owned(), v)))
+                        }
+                        Ok(_) => None,
+                        Err(e) => Some(Err(read_err(e))),
+                    };
+                }
+                let (batch, exhausted) = keys.as_mut()?;
+                if let Some(key) = batch.next() {
+                    last = Some(key.clone());
+                    match table.get(key.as_str()) {
+                        Ok(Some(v)) => return Some(decode(v.value()).map(|v| (key, v))),
+                        Ok(None) => continue,
+                        Err(e) => return Some(Err(read_err(e))),
+                    }
+                }
+                if *exhausted {
+                    return None;
+                }
+                match self.candidates(&scan, last.as_deref(), now) {
+                    Some(next) => keys = Some((next.keys.into_iter(), next.exhausted)),
+                    None => match range_after(last.as_deref()) {
+                        Ok(r) => range = Some(r),
+                        Err(e) => return Some(Err(e)),
+                    },
+                }
             }
-            None => {
-                let from = match scan.after {
-                    Some(a) if a >= scan.prefix => std::ops::Bound::Excluded(a),
-                    _ => std::ops::Bound::Included(scan.prefix),
-                };
-                let range = table.range::<&str>((from, std::ops::Bound::Unbounded)).map_err(read_err)?;
-                let current = range
-                    .map(|item| {
-                        let (k, v) = item.map_err(read_err)?;
-                        Ok((k.value().to_owned(), decode(v.value())?))
-                    })
-                    .take_while(|item| item.as_ref().map_or(true, |(k, _)| k.starts_with(scan.prefix)));
-                merge_then(current, then, visit)?;
-            }
-        }
+        });
+        merge_then(current, then, visit)?;
         Ok(Ok(at))
+    }
+
+    /// The next batch of keys after `after` that may have met `scan.labels` at `revision`
+    /// (`None`: no labels to narrow by, or no way to tell).
+    ///
+    /// The label index describes one revision. If it is another one, a key that met the
+    /// labels at `revision` either still does at the index's (and the index names it) or
+    /// changed in between (and the window names it): the two together name every key.
+    fn candidates(&self, scan: &Scan<'_>, after: Option<&str>, revision: u64) -> Option<labels::Candidates> {
+        /// Keys taken from the index at a time.
+        const BATCH: usize = 512;
+        let index = self.labels.read().expect("label index lock");
+        let mut found = index.candidates(scan.prefix, after, scan.labels, BATCH)?;
+        if index.revision == revision {
+            return Some(found);
+        }
+        let (lo, hi) = (index.revision.min(revision), index.revision.max(revision));
+        let mut changed = self.window.keys_changed(lo, hi, scan.prefix, after)?;
+        drop(index);
+        // Those past this batch's last key come in a later batch.
+        if !found.exhausted {
+            let last = found.keys.last().expect("a batch that is not the last has keys").clone();
+            changed.retain(|k| *k <= last);
+        }
+        found.keys.extend(changed);
+        found.keys.sort_unstable();
+        found.keys.dedup();
+        Some(found)
     }
 
     /// Rebuilds the label index from the stored objects.
     fn index_labels(&self) -> Result<()> {
-        let mut index = self.labels.write().expect("label index lock");
-        index.clear();
         let txn = self.db.begin_read().map_err(read_err)?;
+        let mut index = LabelIndex::default();
+        index.clear(revision_in(&txn)?);
         if let Some(table) = read_table(&txn, OBJECTS).map_err(read_err)? {
             for item in table.iter().map_err(read_err)? {
                 let (k, v) = item.map_err(read_err)?;
@@ -306,6 +358,7 @@ impl StateMachine {
                 index.change(k.value(), &[], &labels_of(&stored.value));
             }
         }
+        *self.labels.write().expect("label index lock") = index;
         Ok(())
     }
 
@@ -337,7 +390,11 @@ impl StateMachine {
             let before = meta_in_write::<u64>(&txn, HISTORY_COMPACTED)?.unwrap_or(0);
             put_meta(&txn, HISTORY_COMPACTED, &before.max(rev))?;
         }
-        txn.commit().map_err(write_err)
+        txn.commit().map_err(write_err)?;
+        if let Some(rev) = dropped {
+            self.window.compact(rev);
+        }
+        Ok(())
     }
 
     /// The current value of `key`.
@@ -516,8 +573,24 @@ fn apply_request(
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>> {
+        // Reading the whole state and writing it out is blocking work: off the runtime.
+        let sm = self.clone();
+        let (meta, data) = tokio::task::spawn_blocking(move || sm.write_snapshot())
+            .await
+            .map_err(|e| snap_err(std::io::Error::other(e.to_string())))??;
+        Ok(Snapshot { meta, snapshot: Box::new(tokio::fs::File::from_std(data)) })
+    }
+}
+
+impl StateMachine {
+    /// Makes the applied state durable and writes it to the snapshot file; returns the
+    /// snapshot's meta and its file, open at its start.
+    fn write_snapshot(&self) -> Result<(SnapshotMeta<NodeId, super::Member>, std::fs::File)> {
         // Durable first: openraft purges the log up to this snapshot afterwards.
         self.sync()?;
+        // One snapshot file is written at a time, and never replaced by an older one (a build
+        // that read its state before an install committed a newer one).
+        let _files = self.snapshot_files.lock().expect("snapshot lock");
         let txn = self.db.begin_read().map_err(read_err)?;
         let last_applied: Option<LogId<NodeId>> = meta_in(&txn, LAST_APPLIED)?;
         let revision = revision_in(&txn)?;
@@ -527,20 +600,95 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
             None => "empty".to_owned(),
         };
         let meta = SnapshotMeta { last_log_id: last_applied, last_membership: membership, snapshot_id };
+        if let Some((current, data)) = snapshot::open(&self.snapshot_path("")).map_err(snap_err)?
+            && current.meta.last_log_id >= meta.last_log_id
+        {
+            return Ok((current.meta, data));
+        }
         // Streamed from one read transaction into the file, an object at a time.
         let header = snapshot::Header { univrs_snapshot: 1, meta: meta.clone(), revision };
         let mut file =
             snapshot::Writer::create(self.snapshot_path(".building"), &header).map_err(snap_err)?;
+        let mut count = 0;
         if let Some(table) = read_table(&txn, OBJECTS).map_err(read_err)? {
             for item in table.iter().map_err(read_err)? {
                 let (k, v) = item.map_err(read_err)?;
                 file.object(k.value(), &decode(v.value())?).map_err(snap_err)?;
+                count += 1;
             }
         }
         drop(txn);
-        let data = file.finish(&self.snapshot_path("")).map_err(snap_err)?;
-        Ok(Snapshot { meta, snapshot: Box::new(tokio::fs::File::from_std(data)) })
+        let data = file.finish(count, &self.snapshot_path("")).map_err(snap_err)?;
+        Ok((meta, data))
     }
+}
+
+impl StateMachine {
+    /// Replaces the state by the snapshot in `data` (see [`snapshot`]), and keeps it as this
+    /// member's current snapshot.
+    fn install_file(
+        &self,
+        meta: &SnapshotMeta<NodeId, super::Member>,
+        mut data: std::fs::File,
+    ) -> Result<()> {
+        use std::io::Seek as _;
+        let read_err = |e: std::io::Error| read_snapshot_err(meta, e);
+        data.rewind().map_err(read_err)?;
+        let (revision, objects) = snapshot::read(std::io::BufReader::new(data)).map_err(read_err)?;
+        // The history does not travel with a snapshot: what it held no longer leads to the
+        // installed state, so every revision up to the snapshot counts as compacted.
+        let installed = revision.unwrap_or(meta.last_log_id.map_or(0, |l| l.index));
+        let _files = self.snapshot_files.lock().expect("snapshot lock");
+        // The current snapshot goes first: after a crash before the new state is committed,
+        // a member with no snapshot builds one (openraft does, once logs are purged), while one
+        // left with an older snapshot beside a newer state would serve the older one.
+        match std::fs::remove_file(self.snapshot_path("")) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(snap_err(e)),
+            _ => {}
+        }
+        // Read once: into the state, the label index and this member's own snapshot file.
+        let header = snapshot::Header { univrs_snapshot: 1, meta: meta.clone(), revision: installed };
+        let mut file =
+            snapshot::Writer::create(self.snapshot_path(".installing"), &header).map_err(snap_err)?;
+        let mut index = LabelIndex::default();
+        index.clear(installed);
+        let mut count = 0;
+        let mut txn = self.db.begin_write().map_err(write_err)?;
+        txn.set_durability(Durability::Immediate);
+        {
+            let mut table = txn.open_table(OBJECTS).map_err(write_err)?;
+            table.retain(|_, _| false).map_err(write_err)?;
+            for object in objects {
+                let (key, stored) = object.map_err(read_err)?;
+                table.insert(key.as_str(), encode(&stored).as_slice()).map_err(write_err)?;
+                index.change(&key, &[], &labels_of(&stored.value));
+                file.object(&key, &stored).map_err(snap_err)?;
+                count += 1;
+            }
+        }
+        match &meta.last_log_id {
+            Some(last) => put_meta(&txn, LAST_APPLIED, last)?,
+            None => {
+                txn.open_table(META).map_err(write_err)?.remove(LAST_APPLIED).map_err(write_err)?;
+            }
+        }
+        put_meta(&txn, REVISION, &installed)?;
+        put_meta(&txn, MEMBERSHIP, &meta.last_membership)?;
+        txn.open_table(HISTORY).map_err(write_err)?.retain(|_, _| false).map_err(write_err)?;
+        put_meta(&txn, HISTORY_COMPACTED, &installed)?;
+        txn.commit().map_err(write_err)?;
+        self.window.reset(installed);
+        *self.labels.write().expect("label index lock") = index;
+        self.applied.send_replace(installed);
+        crate::metrics::metrics().set_applied(meta.last_log_id.map_or(0, |l| l.index));
+        file.finish(count, &self.snapshot_path("")).map_err(snap_err)?;
+        let _ = std::fs::remove_file(self.snapshot_path(".receiving"));
+        Ok(())
+    }
+}
+
+fn read_snapshot_err(meta: &SnapshotMeta<NodeId, super::Member>, e: std::io::Error) -> StorageError<NodeId> {
+    StorageError::from(openraft::StorageIOError::read_snapshot(Some(meta.signature()), &e))
 }
 
 fn snap_err(e: impl std::error::Error + 'static) -> StorageError<NodeId> {
@@ -565,11 +713,13 @@ impl StateMachine {
             let header = snapshot::Header { univrs_snapshot: 1, meta: stored.meta, revision };
             let mut file =
                 snapshot::Writer::create(self.snapshot_path(".moving"), &header).map_err(snap_err)?;
+            let mut count = 0;
             for object in objects {
                 let (key, stored) = object.map_err(snap_err)?;
                 file.object(&key, &stored).map_err(snap_err)?;
+                count += 1;
             }
-            file.finish(&self.snapshot_path("")).map_err(snap_err)?;
+            file.finish(count, &self.snapshot_path("")).map_err(snap_err)?;
         }
         let mut txn = self.db.begin_write().map_err(write_err)?;
         txn.set_durability(Durability::Immediate);
@@ -659,17 +809,18 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             put_meta(&txn, REVISION, &revision)?;
         }
         let commit = std::time::Instant::now();
-        {
+        txn.commit().map_err(write_err)?;
+        crate::metrics::metrics().backend_committed(commit);
+        if let Some(last) = last {
+            // In the window before watchers hear of the revision, and before the label index
+            // describes it (a read between the two finds the keys changed in the window).
+            self.window.push(revision, fresh);
             let mut index = self.labels.write().expect("label index lock");
-            txn.commit().map_err(write_err)?;
             for (key, before, after) in &relabeled {
                 index.change(key, before, after);
             }
-        }
-        crate::metrics::metrics().backend_committed(commit);
-        if let Some(last) = last {
-            // In the window before watchers hear of the revision.
-            self.window.push(revision, fresh);
+            index.revision = revision;
+            drop(index);
             crate::metrics::metrics().set_applied(last.index);
             self.applied.send_replace(revision);
         }
@@ -697,59 +848,15 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         meta: &SnapshotMeta<NodeId, super::Member>,
         snapshot: Box<tokio::fs::File>,
     ) -> Result<()> {
-        use std::io::Seek as _;
         use tokio::io::AsyncWriteExt as _;
-        let read_err = |e: std::io::Error| {
-            StorageError::from(openraft::StorageIOError::read_snapshot(Some(meta.signature()), &e))
-        };
         let mut snapshot = snapshot;
-        snapshot.flush().await.map_err(read_err)?;
-        let mut data = snapshot.into_std().await;
-        data.rewind().map_err(read_err)?;
-        let (revision, objects) = snapshot::read(std::io::BufReader::new(data)).map_err(read_err)?;
-        // The history does not travel with a snapshot: what it held no longer leads to the
-        // installed state, so every revision up to the snapshot counts as compacted.
-        let installed = revision.unwrap_or(meta.last_log_id.map_or(0, |l| l.index));
-        // Read once: into the state, the label index and this member's own snapshot file.
-        let header = snapshot::Header { univrs_snapshot: 1, meta: meta.clone(), revision: installed };
-        let mut file =
-            snapshot::Writer::create(self.snapshot_path(".installing"), &header).map_err(snap_err)?;
-        let mut index = LabelIndex::default();
-        let mut txn = self.db.begin_write().map_err(write_err)?;
-        txn.set_durability(Durability::Immediate);
-        {
-            let mut table = txn.open_table(OBJECTS).map_err(write_err)?;
-            table.retain(|_, _| false).map_err(write_err)?;
-            for object in objects {
-                let (key, stored) = object.map_err(read_err)?;
-                table.insert(key.as_str(), encode(&stored).as_slice()).map_err(write_err)?;
-                index.change(&key, &[], &labels_of(&stored.value));
-                file.object(&key, &stored).map_err(snap_err)?;
-            }
-        }
-        match &meta.last_log_id {
-            Some(last) => put_meta(&txn, LAST_APPLIED, last)?,
-            None => {
-                txn.open_table(META).map_err(write_err)?.remove(LAST_APPLIED).map_err(write_err)?;
-            }
-        }
-        put_meta(&txn, REVISION, &installed)?;
-        put_meta(&txn, MEMBERSHIP, &meta.last_membership)?;
-        txn.open_table(HISTORY).map_err(write_err)?.retain(|_, _| false).map_err(write_err)?;
-        put_meta(&txn, HISTORY_COMPACTED, &installed)?;
-        {
-            let mut labels = self.labels.write().expect("label index lock");
-            txn.commit().map_err(write_err)?;
-            *labels = index;
-        }
-        // The state first, then the snapshot that matches it: a crash between the two leaves
-        // an older snapshot beside a newer state, which openraft expects.
-        file.finish(&self.snapshot_path("")).map_err(snap_err)?;
-        let _ = std::fs::remove_file(self.snapshot_path(".receiving"));
-        self.window.reset(installed);
-        self.applied.send_replace(installed);
-        crate::metrics::metrics().set_applied(meta.last_log_id.map_or(0, |l| l.index));
-        Ok(())
+        snapshot.flush().await.map_err(|e| read_snapshot_err(meta, e))?;
+        let data = snapshot.into_std().await;
+        // Reading the whole snapshot into the database is blocking work: off the runtime.
+        let (sm, meta) = (self.clone(), meta.clone());
+        tokio::task::spawn_blocking(move || sm.install_file(&meta, data))
+            .await
+            .map_err(|e| snap_err(std::io::Error::other(e.to_string())))?
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>> {
@@ -853,11 +960,108 @@ mod snapshot_file_tests {
         assert_eq!(sm.get("/k/x").unwrap().unwrap().mod_revision, 4);
         assert_eq!(sm.applied_revision().unwrap(), 5);
         let needs = LabelNeeds::of(&api::selector::LabelSelector::parse("a=1").unwrap());
-        assert_eq!(sm.labels.read().unwrap().candidates("/k/", None, &needs).unwrap(), ["/k/x"]);
+        assert_eq!(sm.labels.read().unwrap().candidates("/k/", None, &needs, 10).unwrap().keys, ["/k/x"]);
         let snap = rt.block_on(sm.get_current_snapshot()).unwrap().unwrap();
         assert_eq!(snap.meta, meta_at(5));
         let first_line = std::fs::read_to_string(sm.snapshot_path("")).unwrap();
         assert!(first_line.starts_with("{\"univrs_snapshot\":1"), "{first_line}");
         assert!(!sm.snapshot_path(".receiving").exists());
+    }
+}
+
+#[cfg(test)]
+mod label_scan_tests {
+    use super::*;
+
+    fn rt() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread().build().unwrap()
+    }
+
+    fn put(index: u64, key: &str, color: &str) -> Entry<TypeConfig> {
+        let value = format!(r#"{{"metadata":{{"labels":{{"color":"{color}"}}}}}}"#);
+        let op = super::super::Op::Put { key: key.into(), value, expect: super::super::Expect::Any };
+        Entry {
+            log_id: LogId::new(openraft::CommittedLeaderId::new(1, 0), index),
+            payload: EntryPayload::Normal(Request::new(vec![op])),
+        }
+    }
+
+    fn red(sm: &StateMachine) -> Vec<String> {
+        let needs = LabelNeeds::of(&api::selector::LabelSelector::parse("color=red").unwrap());
+        let mut keys = Vec::new();
+        let scan = Scan { prefix: "/k/", after: None, at: None, labels: &needs };
+        // The scan may visit more (the index only narrows); the reader checks, as lists do.
+        sm.scan(scan, &mut |k, v| {
+            if labels_of(&v.value).contains(&("color".into(), "red".into())) {
+                keys.push(k);
+            }
+            true
+        })
+        .unwrap()
+        .unwrap();
+        keys
+    }
+
+    /// A read whose transaction is at another revision than the label index (an apply
+    /// between its commit and the index's update) still finds every key: through the keys the
+    /// window saw change, or, when the window does not reach, by reading them all.
+    #[test]
+    fn a_read_between_a_commit_and_the_index_update_misses_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sm = StateMachine::open(&dir.path().join("sm.redb")).unwrap();
+        let rt = rt();
+        rt.block_on(sm.apply(vec![put(1, "/k/a", "red"), put(2, "/k/b", "blue"), put(3, "/k/c", "red")]))
+            .unwrap();
+        rt.block_on(sm.apply(vec![put(4, "/k/b", "red"), put(5, "/k/c", "blue")])).unwrap();
+        assert_eq!(red(&sm), ["/k/a", "/k/b"]);
+        // The index as it was at revision 3 (before /k/b turned red and /k/c blue).
+        let rewind = |sm: &StateMachine| {
+            let mut index = sm.labels.write().unwrap();
+            let (red, blue) = (
+                labels_of(r#"{"metadata":{"labels":{"color":"red"}}}"#),
+                labels_of(r#"{"metadata":{"labels":{"color":"blue"}}}"#),
+            );
+            index.change("/k/b", &red, &blue);
+            index.change("/k/c", &blue, &red);
+            index.revision = 3;
+        };
+        rewind(&sm);
+        assert_eq!(
+            sm.labels
+                .read()
+                .unwrap()
+                .candidates(
+                    "/k/",
+                    None,
+                    &LabelNeeds::of(&api::selector::LabelSelector::parse("color=red").unwrap()),
+                    10
+                )
+                .unwrap()
+                .keys,
+            ["/k/a", "/k/c"]
+        );
+        assert_eq!(red(&sm), ["/k/a", "/k/b"], "through the window");
+        sm.window.reset(5);
+        assert_eq!(red(&sm), ["/k/a", "/k/b"], "the window does not reach back: every key is read");
+    }
+
+    /// A build that read its state before a newer snapshot was written never replaces it.
+    #[test]
+    fn a_snapshot_file_is_never_replaced_by_an_older_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sm = StateMachine::open(&dir.path().join("sm.redb")).unwrap();
+        let rt = rt();
+        rt.block_on(sm.apply(vec![put(1, "/k/a", "red")])).unwrap();
+        let newer = SnapshotMeta {
+            last_log_id: Some(LogId::new(openraft::CommittedLeaderId::new(1, 0), 99)),
+            last_membership: Membership::default(),
+            snapshot_id: "1-99".into(),
+        };
+        let header = snapshot::Header { univrs_snapshot: 1, meta: newer.clone(), revision: 99 };
+        let file = snapshot::Writer::create(sm.snapshot_path(".test"), &header).unwrap();
+        file.finish(0, &sm.snapshot_path("")).unwrap();
+        let built = rt.block_on(sm.build_snapshot()).unwrap();
+        assert_eq!(built.meta, newer);
+        assert_eq!(rt.block_on(sm.get_current_snapshot()).unwrap().unwrap().meta, newer);
     }
 }
