@@ -5,7 +5,9 @@
 //! applied state and `last_applied` change together, so after a crash the state machine is
 //! consistent at some earlier index and openraft re-applies the rest from the (fsync'd) log.
 //! Before a snapshot is built, which lets openraft purge the log, the state machine is made
-//! durable, so nothing purged is ever needed again.
+//! durable, so nothing purged is ever needed again. One apply a second commits durably too:
+//! redb frees the pages a transaction replaced only at a durable commit, so without it the
+//! file grows by every page ever rewritten between snapshots.
 
 use std::fmt::Debug;
 use std::path::Path;
@@ -57,7 +59,12 @@ pub struct StateMachine {
     window: Arc<Window>,
     /// Held while a snapshot file is written (built or installed).
     snapshot_files: Arc<std::sync::Mutex<()>>,
+    /// When an apply last committed durably.
+    last_durable: Arc<std::sync::Mutex<std::time::Instant>>,
 }
+
+/// How often an apply commits durably (see the module's doc).
+const DURABLE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// What a scan visits: the keys under `prefix` after `after` (key order), as the state was at
 /// revision `at` (`None`: now).
@@ -167,6 +174,7 @@ impl StateMachine {
             labels: Arc::default(),
             window: Arc::default(),
             snapshot_files: Arc::default(),
+            last_durable: Arc::new(std::sync::Mutex::new(std::time::Instant::now())),
         };
         sm.move_stored_snapshot().map_err(|e| {
             redb::DatabaseError::Storage(redb::StorageError::Io(std::io::Error::other(e.to_string())))
@@ -743,7 +751,16 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I::IntoIter: openraft::OptionalSend,
     {
         let mut txn = self.db.begin_write().map_err(write_err)?;
-        txn.set_durability(Durability::None);
+        let now = std::time::Instant::now();
+        let durable = {
+            let mut last = self.last_durable.lock().expect("durable lock");
+            let due = now.duration_since(*last) >= DURABLE_EVERY;
+            if due {
+                *last = now;
+            }
+            due
+        };
+        txn.set_durability(if durable { Durability::Immediate } else { Durability::None });
         let mut responses = Vec::new();
         let mut last = None;
         // Each changed key's labels before and after, for the label index; the changes, for
