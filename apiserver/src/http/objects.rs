@@ -585,6 +585,12 @@ async fn stream_list(
         buf.extend_from_slice(b",\"items\":[");
         let (mut first, mut cut) = (true, false);
         let listed = reg.list_each(&who, kind, ns.as_deref(), &opts, &mut |obj| {
+            // Checked on every object, not only when a chunk is full: a list that selects
+            // little, or whose client left, does not keep its slot and its read.
+            if tx.is_closed() || std::time::Instant::now() >= deadline {
+                cut = true;
+                return false;
+            }
             if !std::mem::take(&mut first) {
                 buf.push(b',');
             }

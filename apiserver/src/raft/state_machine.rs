@@ -594,12 +594,13 @@ impl StateMachine {
     /// Makes the applied state durable and writes it to the snapshot file; returns the
     /// snapshot's meta and its file, open at its start.
     fn write_snapshot(&self) -> Result<(SnapshotMeta<NodeId, super::Member>, std::fs::File)> {
-        // Durable first: openraft purges the log up to this snapshot afterwards.
-        self.sync()?;
         // One snapshot file is written at a time, and never replaced by an older one (a build
         // that read its state before an install committed a newer one).
         let _files = self.snapshot_files.lock().expect("snapshot lock");
         let txn = self.db.begin_read().map_err(read_err)?;
+        // Durable, everything this read sees: openraft purges the log up to this snapshot
+        // afterwards. (A durable commit persists every commit before it.)
+        self.sync()?;
         let last_applied: Option<LogId<NodeId>> = meta_in(&txn, LAST_APPLIED)?;
         let revision = revision_in(&txn)?;
         let membership: Membership = meta_in(&txn, MEMBERSHIP)?.unwrap_or_default();
@@ -647,13 +648,6 @@ impl StateMachine {
         // installed state, so every revision up to the snapshot counts as compacted.
         let installed = revision.unwrap_or(meta.last_log_id.map_or(0, |l| l.index));
         let _files = self.snapshot_files.lock().expect("snapshot lock");
-        // The current snapshot goes first: after a crash before the new state is committed,
-        // a member with no snapshot builds one (openraft does, once logs are purged), while one
-        // left with an older snapshot beside a newer state would serve the older one.
-        match std::fs::remove_file(self.snapshot_path("")) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(snap_err(e)),
-            _ => {}
-        }
         // Read once: into the state, the label index and this member's own snapshot file.
         let header = snapshot::Header { univrs_snapshot: 1, meta: meta.clone(), revision: installed };
         let mut file =
@@ -684,6 +678,18 @@ impl StateMachine {
         put_meta(&txn, MEMBERSHIP, &meta.last_membership)?;
         txn.open_table(HISTORY).map_err(write_err)?.retain(|_, _| false).map_err(write_err)?;
         put_meta(&txn, HISTORY_COMPACTED, &installed)?;
+        // The snapshot was read whole (a bad one changed nothing, and this member keeps its own
+        // snapshot). Now the current snapshot file goes, durably, before the new state is
+        // committed: after a crash between the two, a member with no snapshot builds one
+        // (openraft does, once logs are purged), while one left with an older snapshot beside
+        // a newer state would serve the older one.
+        match std::fs::remove_file(self.snapshot_path("")) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(snap_err(e)),
+            _ => {}
+        }
+        if let Some(dir) = self.path.parent() {
+            std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(snap_err)?;
+        }
         txn.commit().map_err(write_err)?;
         self.window.reset(installed);
         *self.labels.write().expect("label index lock") = index;
@@ -956,6 +962,37 @@ mod snapshot_file_tests {
         assert_eq!(revision, Some(5), "an older snapshot's revision is its last applied index");
         let keys: Vec<String> = objects.map(|o| o.unwrap().0).collect();
         assert_eq!(keys, ["/k/a", "/k/b"]);
+    }
+
+    /// A snapshot that arrives cut short changes nothing: the state, and this member's own
+    /// snapshot, stay as they were.
+    #[test]
+    fn a_snapshot_cut_short_changes_nothing_and_the_member_keeps_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sm = StateMachine::open(&dir.path().join("state.redb")).unwrap();
+        let rt = rt();
+        let op = super::super::Op::Put {
+            key: "/k/own".into(),
+            value: "{}".into(),
+            expect: super::super::Expect::Any,
+        };
+        let entry = Entry {
+            log_id: LogId::new(openraft::CommittedLeaderId::new(1, 0), 1),
+            payload: EntryPayload::Normal(Request::new(vec![op])),
+        };
+        rt.block_on(sm.apply(vec![entry])).unwrap();
+        let own = rt.block_on(sm.build_snapshot()).unwrap().meta;
+        let header = snapshot::Header { univrs_snapshot: 1, meta: meta_at(5), revision: 5 };
+        let mut cut = serde_json::to_vec(&header).unwrap();
+        cut.extend_from_slice(b"\n[\"/k/x\",1,1,\"{}\"]\n");
+        let received = rt.block_on(sm.begin_receiving_snapshot()).unwrap();
+        let mut received = rt.block_on(received.into_std());
+        std::io::Write::write_all(&mut received, &cut).unwrap();
+        let received = Box::new(tokio::fs::File::from_std(received));
+        assert!(rt.block_on(sm.install_snapshot(&meta_at(5), received)).is_err());
+        assert!(sm.get("/k/x").unwrap().is_none());
+        assert!(sm.get("/k/own").unwrap().is_some());
+        assert_eq!(rt.block_on(sm.get_current_snapshot()).unwrap().unwrap().meta, own);
     }
 
     /// A snapshot sent by an older member (one JSON document) installs, and the member then
