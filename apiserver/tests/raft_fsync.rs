@@ -54,13 +54,7 @@ async fn a_write_costs_one_fsync_of_the_log_and_survives_restarts_with_the_commi
     node.shutdown().await;
     drop(node);
     for round in 0..2 {
-        let node = RaftNode::start_single(dir.path(), options()).await.unwrap();
-        node.read_barrier().await.unwrap();
-        for (key, revision) in &acked {
-            let stored =
-                node.state().get(key).unwrap().unwrap_or_else(|| panic!("{key} lost (round {round})"));
-            assert_eq!(stored.mod_revision, *revision, "{key} (round {round})");
-        }
+        let node = restarted(dir.path(), options(), &acked, round).await;
         let last = acked.last().unwrap().1;
         let r = node.write(put(&format!("/f/after-{round}"), "x")).await.unwrap();
         assert!(r.revision > last, "revision went back: {} after {last}", r.revision);
@@ -113,13 +107,23 @@ async fn concurrent_writes_share_fsyncs_and_every_acknowledged_one_survives_rest
     node.shutdown().await;
     drop(node);
     for round in 0..2 {
-        let node = RaftNode::start_single(dir.path(), options()).await.unwrap();
-        node.read_barrier().await.unwrap();
-        for (key, revision) in &acked {
-            let stored =
-                node.state().get(key).unwrap().unwrap_or_else(|| panic!("{key} lost (round {round})"));
-            assert_eq!(stored.mod_revision, *revision, "{key} (round {round})");
-        }
-        node.shutdown().await;
+        restarted(dir.path(), options(), &acked, round).await.shutdown().await;
     }
+}
+
+/// The member in `dir` started again, once it finds every acknowledged write with its
+/// revision.
+async fn restarted(
+    dir: &std::path::Path,
+    options: Options,
+    acked: &[(String, u64)],
+    round: usize,
+) -> RaftNode {
+    let node = RaftNode::start_single(dir, options).await.unwrap();
+    node.read_barrier().await.unwrap();
+    for (key, revision) in acked {
+        let stored = node.state().get(key).unwrap().unwrap_or_else(|| panic!("{key} lost (round {round})"));
+        assert_eq!(stored.mod_revision, *revision, "{key} (round {round})");
+    }
+    node
 }

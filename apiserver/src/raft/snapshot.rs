@@ -55,6 +55,8 @@ struct OlderSnapshot {
 pub struct Writer {
     file: BufWriter<File>,
     tmp: PathBuf,
+    /// Objects written so far (the trailer's count).
+    count: u64,
 }
 
 impl Writer {
@@ -63,7 +65,7 @@ impl Writer {
         let mut file = BufWriter::with_capacity(1 << 20, File::create(&tmp)?);
         serde_json::to_writer(&mut file, header)?;
         file.write_all(b"\n")?;
-        Ok(Self { file, tmp })
+        Ok(Self { file, tmp, count: 0 })
     }
 
     /// Adds one object (in key order).
@@ -72,14 +74,15 @@ impl Writer {
             &mut self.file,
             &(key, stored.create_revision, stored.mod_revision, &stored.value),
         )?;
+        self.count += 1;
         self.file.write_all(b"\n")
     }
 
-    /// Ends the file after its `count` objects, makes it durable and puts it at `to`,
+    /// Ends the file with the count of its objects, makes it durable and puts it at `to`,
     /// replacing what was there; returns it open for reading from its start (this file,
     /// whatever replaces it at `to` later).
-    pub fn finish(mut self, count: u64, to: &Path) -> io::Result<File> {
-        serde_json::to_writer(&mut self.file, &Trailer { univrs_snapshot_end: count })?;
+    pub fn finish(mut self, to: &Path) -> io::Result<File> {
+        serde_json::to_writer(&mut self.file, &Trailer { univrs_snapshot_end: self.count })?;
         self.file.write_all(b"\n")?;
         let file = self.file.into_inner().map_err(io::IntoInnerError::into_error)?;
         file.sync_all()?;
@@ -193,7 +196,7 @@ mod tests {
             w.object(k, s).unwrap();
         }
         let path = dir.path().join("s");
-        w.finish(2, &path).unwrap();
+        w.finish(&path).unwrap();
         assert!(!dir.path().join("s.tmp").exists());
         assert_eq!(open(&path).unwrap().unwrap().0.revision, 42);
         assert!(open(&dir.path().join("none")).unwrap().is_none());

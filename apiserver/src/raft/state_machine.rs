@@ -176,10 +176,7 @@ impl StateMachine {
             snapshot_files: Arc::default(),
             last_durable: Arc::new(std::sync::Mutex::new(std::time::Instant::now())),
         };
-        sm.move_stored_snapshot().map_err(|e| {
-            redb::DatabaseError::Storage(redb::StorageError::Io(std::io::Error::other(e.to_string())))
-        })?;
-        sm.index_labels().map_err(|e| {
+        sm.move_stored_snapshot().and_then(|()| sm.index_labels()).map_err(|e| {
             redb::DatabaseError::Storage(redb::StorageError::Io(std::io::Error::other(e.to_string())))
         })?;
         let applied = sm.applied_revision().unwrap_or(0);
@@ -618,16 +615,14 @@ impl StateMachine {
         let header = snapshot::Header { univrs_snapshot: 1, meta: meta.clone(), revision };
         let mut file =
             snapshot::Writer::create(self.snapshot_path(".building"), &header).map_err(snap_err)?;
-        let mut count = 0;
         if let Some(table) = read_table(&txn, OBJECTS).map_err(read_err)? {
             for item in table.iter().map_err(read_err)? {
                 let (k, v) = item.map_err(read_err)?;
                 file.object(k.value(), &decode(v.value())?).map_err(snap_err)?;
-                count += 1;
             }
         }
         drop(txn);
-        let data = file.finish(count, &self.snapshot_path("")).map_err(snap_err)?;
+        let data = file.finish(&self.snapshot_path("")).map_err(snap_err)?;
         Ok((meta, data))
     }
 }
@@ -654,7 +649,6 @@ impl StateMachine {
             snapshot::Writer::create(self.snapshot_path(".installing"), &header).map_err(snap_err)?;
         let mut index = LabelIndex::default();
         index.clear(installed);
-        let mut count = 0;
         let mut txn = self.db.begin_write().map_err(write_err)?;
         txn.set_durability(Durability::Immediate);
         {
@@ -665,7 +659,6 @@ impl StateMachine {
                 table.insert(key.as_str(), encode(&stored).as_slice()).map_err(write_err)?;
                 index.change(&key, &[], &labels_of(&stored.value));
                 file.object(&key, &stored).map_err(snap_err)?;
-                count += 1;
             }
         }
         match &meta.last_log_id {
@@ -695,7 +688,7 @@ impl StateMachine {
         *self.labels.write().expect("label index lock") = index;
         self.applied.send_replace(installed);
         crate::metrics::metrics().set_applied(meta.last_log_id.map_or(0, |l| l.index));
-        file.finish(count, &self.snapshot_path("")).map_err(snap_err)?;
+        file.finish(&self.snapshot_path("")).map_err(snap_err)?;
         let _ = std::fs::remove_file(self.snapshot_path(".receiving"));
         Ok(())
     }
@@ -727,13 +720,11 @@ impl StateMachine {
             let header = snapshot::Header { univrs_snapshot: 1, meta: stored.meta, revision };
             let mut file =
                 snapshot::Writer::create(self.snapshot_path(".moving"), &header).map_err(snap_err)?;
-            let mut count = 0;
             for object in objects {
                 let (key, stored) = object.map_err(snap_err)?;
                 file.object(&key, &stored).map_err(snap_err)?;
-                count += 1;
             }
-            file.finish(count, &self.snapshot_path("")).map_err(snap_err)?;
+            file.finish(&self.snapshot_path("")).map_err(snap_err)?;
         }
         let mut txn = self.db.begin_write().map_err(write_err)?;
         txn.set_durability(Durability::Immediate);
@@ -1113,7 +1104,7 @@ mod label_scan_tests {
         };
         let header = snapshot::Header { univrs_snapshot: 1, meta: newer.clone(), revision: 99 };
         let file = snapshot::Writer::create(sm.snapshot_path(".test"), &header).unwrap();
-        file.finish(0, &sm.snapshot_path("")).unwrap();
+        file.finish(&sm.snapshot_path("")).unwrap();
         let built = rt.block_on(sm.build_snapshot()).unwrap();
         assert_eq!(built.meta, newer);
         assert_eq!(rt.block_on(sm.get_current_snapshot()).unwrap().unwrap().meta, newer);
