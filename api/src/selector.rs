@@ -171,15 +171,24 @@ impl FieldSelector {
 
     /// Whether `object` is selected.
     pub fn matches(&self, object: &Value) -> bool {
+        self.matches_with(|path| path.split('.').try_fold(object, |v, k| v.get(k)).cloned())
+    }
+
+    /// Whether the object whose field at each dotted path is `field(path)` is selected.
+    pub fn matches_with(&self, mut field: impl FnMut(&str) -> Option<Value>) -> bool {
         self.0.iter().all(|(path, equal, value)| {
-            let found = path.split('.').try_fold(object, |v, k| v.get(k));
-            let found = match found {
-                Some(Value::String(s)) => s.clone(),
+            let found = match field(path) {
+                Some(Value::String(s)) => s,
                 Some(Value::Null) | None => String::new(),
                 Some(other) => other.to_string(),
             };
             (found == *value) == *equal
         })
+    }
+
+    /// The dotted paths of the fields it selects on.
+    pub fn paths(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(|(path, _, _)| path.as_str())
     }
 
     /// Whether the selector selects everything.

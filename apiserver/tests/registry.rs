@@ -149,7 +149,8 @@ async fn lists_are_per_namespace_or_all_and_carry_a_consistent_revision(reg: Reg
         last = rv(&reg.make(wl, obj).await.unwrap());
     }
     let prod = reg.all(wl, Some("prod")).await;
-    let names: Vec<_> = prod.items.iter().map(|o| o["metadata"]["name"].as_str().unwrap()).collect();
+    let names: Vec<_> =
+        values(&prod).into_iter().map(|o| o["metadata"]["name"].as_str().unwrap().to_owned()).collect();
     assert_eq!(names, ["b", "c"]);
     assert!(prod.revision >= last);
     assert_eq!(reg.all(wl, None).await.items.len(), 3);
@@ -369,10 +370,10 @@ async fn pages_are_served_at_the_revision_of_the_first_and_selectors_apply(reg: 
     assert!(third.continue_token.is_none());
     let names: Vec<String> = [&first, &second, &third]
         .iter()
-        .flat_map(|l| l.items.iter().map(|o| o["metadata"]["name"].as_str().unwrap().to_owned()))
+        .flat_map(|l| values(l).into_iter().map(|o| o["metadata"]["name"].as_str().unwrap().to_owned()))
         .collect();
     assert_eq!(names, ["w0", "w1", "w2", "w3", "w4", "w5", "w6"]);
-    assert_eq!(second.items[2]["spec"]["replicas"], 1, "w5 as it was at the first page's revision");
+    assert_eq!(values(&second)[2]["spec"]["replicas"], 1, "w5 as it was at the first page's revision");
 
     let odd = ListOptions {
         selector: api::selector::Selector {
@@ -386,8 +387,8 @@ async fn pages_are_served_at_the_revision_of_the_first_and_selectors_apply(reg: 
         .await
         .unwrap()
         .items
-        .iter()
-        .map(|o| o["metadata"]["name"].clone())
+        .into_iter()
+        .map(|o| o.into_value().unwrap()["metadata"]["name"].clone())
         .collect();
     assert_eq!(names, [json!("w3"), json!("w5")]);
 
@@ -440,11 +441,11 @@ async fn lists_by_label_page_and_see_past_revisions_as_a_full_scan_would(reg: Re
     let before = reg.all(wl, None).await;
     for sel in selectors {
         let got = reg.list(&SYS, wl, None, &by(sel, 0, None, ReadAt::Latest)).await.unwrap();
-        assert_eq!(names(&got.items), expected(&before.items, sel), "{sel}");
+        assert_eq!(names(&values(&got)), expected(&values(&before), sel), "{sel}");
     }
 
     let first = reg.list(&SYS, wl, None, &by("color=red", 2, None, ReadAt::Latest)).await.unwrap();
-    assert_eq!(names(&first.items), ["w00", "w03"]);
+    assert_eq!(names(&values(&first)), ["w00", "w03"]);
     // After the first page: w06 turns blue, w07 turns red, w09 goes, w12 comes red.
     let mut w06 = reg.read(wl, "w06").await.unwrap();
     w06["metadata"]["labels"]["color"] = json!("blue");
@@ -461,21 +462,21 @@ async fn lists_by_label_page_and_see_past_revisions_as_a_full_scan_would(reg: Re
         assert_eq!(page.revision, pages[0].revision);
         pages.push(page);
     }
-    let all: Vec<String> = pages.iter().flat_map(|p| names(&p.items)).collect();
+    let all: Vec<String> = pages.iter().flat_map(|p| names(&values(p))).collect();
     assert_eq!(all, ["w00", "w03", "w06", "w09"], "the red ones at the first page's revision");
-    assert_eq!(pages[1].items[0]["metadata"]["labels"]["color"], "red", "w06 as it was then");
+    assert_eq!(values(&pages[1])[0]["metadata"]["labels"]["color"], "red", "w06 as it was then");
 
     // An exact past revision, and now.
     let then =
         reg.list(&SYS, wl, None, &by("color=red", 0, None, ReadAt::Exact(pages[0].revision))).await.unwrap();
-    assert_eq!(names(&then.items), ["w00", "w03", "w06", "w09"]);
+    assert_eq!(names(&values(&then)), ["w00", "w03", "w06", "w09"]);
     let after = reg.all(wl, None).await;
     for sel in selectors {
         let got = reg.list(&SYS, wl, None, &by(sel, 0, None, ReadAt::Latest)).await.unwrap();
-        assert_eq!(names(&got.items), expected(&after.items, sel), "{sel} now");
+        assert_eq!(names(&values(&got)), expected(&values(&after), sel), "{sel} now");
     }
     let now = reg.list(&SYS, wl, None, &by("color=red", 0, None, ReadAt::Latest)).await.unwrap();
-    assert_eq!(names(&now.items), ["w00", "w03", "w07", "w12"]);
+    assert_eq!(names(&values(&now)), ["w00", "w03", "w07", "w12"]);
 }
 
 async fn reads_wait_for_a_revision_not_yet_applied_and_time_out_past_it(reg: Registry) {
@@ -746,7 +747,7 @@ async fn audit_records_are_the_agents_to_read_and_go_after_their_retention(r: Re
     let kind = by_kind("AuditEvent").unwrap();
     let mine = r.list(&agent, kind, None, &ListOptions::default()).await.unwrap();
     assert_eq!(mine.items.len(), 3, "the agent reads its own records");
-    assert!(mine.items.iter().all(|e| e["spec"]["agent"] == did(3).as_str()));
+    assert!(values(&mine).iter().all(|e| e["spec"]["agent"] == did(3).as_str()));
     let theirs = r.list(&stranger, kind, None, &ListOptions::default()).await.unwrap();
     assert!(theirs.items.is_empty(), "nobody else reads them: {:?}", theirs.items);
     // Kept within the retention, gone after it.
@@ -811,4 +812,9 @@ async fn events_are_their_node_s_to_write_within_its_quota_and_their_owner_s_to_
     let later = chrono::Utc::now() + chrono::Duration::minutes(61);
     assert_eq!(reg.sweep_events(later).await.unwrap(), 4);
     assert!(reg.all(ev, None).await.items.is_empty());
+}
+
+/// The objects of a list, as values.
+fn values(list: &apiserver::registry::List) -> Vec<Value> {
+    list.items.iter().map(|i| i.clone().into_value().unwrap()).collect()
 }

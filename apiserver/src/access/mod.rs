@@ -571,6 +571,35 @@ fn user_rules(
     Ok(())
 }
 
+/// When `who` sees an object of `kind` exactly as it is stored, decided without the object
+/// (a list serves those objects from their stored JSON, never parsing them): what
+/// [`redact`] would do, conservatively.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AsStored {
+    /// Always: nothing of the kind is hidden from the caller.
+    Always,
+    /// When the object holds nothing at this pointer (absent, `null` or `[]`) and has no
+    /// last-applied annotation: then [`redact`] has nothing to hide or drop.
+    UnlessSecret(&'static str),
+    /// Only [`redact`] can tell (a private kind, seen by a party to it or by nobody).
+    Never,
+}
+
+/// See [`AsStored`]: kept beside [`redact`], whose rules it follows.
+pub fn as_stored(who: &Caller, kind: &KindInfo) -> AsStored {
+    let rules = rules::of(kind.kind);
+    if who.member {
+        return AsStored::Always;
+    }
+    if rules.private.is_some() {
+        return AsStored::Never;
+    }
+    match rules.secret {
+        None => AsStored::Always,
+        Some(secret) => AsStored::UnlessSecret(secret.path),
+    }
+}
+
 /// What `who` may see of `obj`: everything, the allow-listed view of the kind's secret, or
 /// nothing at all (`None`: an object of a private kind the caller is no party to).
 pub fn redact(who: &Caller, kind: &KindInfo, mut obj: Value, lookup: &dyn Lookup) -> Option<Value> {

@@ -19,8 +19,8 @@ use serde_json::{Value, json};
 use super::table::Format;
 use crate::access::Caller;
 use crate::registry::{
-    ApiError, DeleteOptions, Deleted, FieldValidation, ListOptions, ObjectRef, Part, Patch, ReadAt, Registry,
-    WriteOptions, Written, parse_revision,
+    ApiError, DeleteOptions, Deleted, FieldValidation, Item, ListOptions, ObjectRef, Part, Patch, ReadAt,
+    Registry, WriteOptions, Written, parse_revision,
 };
 use crate::watch::{self, Start, Watch};
 
@@ -510,18 +510,41 @@ async fn read(
         // what it holds (Kubernetes leaves it out too, for lists with selectors).
         metadata["continue"] = token.clone().into();
     }
-    // A page as a Table keeps its `continue` token: kubectl asks for Tables in chunks.
-    if let Some(table) = format.table_of_list(target.kind, &list.items, &metadata) {
-        return Ok(table);
+    if format.is_table() || view != View::Stored {
+        let items =
+            list.items.into_iter().map(|i| Ok(view.show(i.into_value()?))).collect::<Result<Vec<_>>>()?;
+        // A page as a Table keeps its `continue` token: kubectl asks for Tables in chunks.
+        if let Some(table) = format.table_of_list(target.kind, &items, &metadata) {
+            return Ok(table);
+        }
+        return Ok(list_json(target.kind, view, &metadata, items.into_iter().map(Item::Built)));
     }
-    let items: Vec<Value> = list.items.into_iter().map(|o| view.show(o)).collect();
-    Ok(Json(json!({
-        "apiVersion": view.api_version(target.kind),
-        "kind": format!("{}List", target.kind.kind),
+    Ok(list_json(target.kind, view, &metadata, list.items))
+}
+
+/// A list's JSON: its objects written as they are (see [`Item`]), never parsed again.
+fn list_json(
+    kind: &KindInfo,
+    view: View,
+    metadata: &Value,
+    items: impl IntoIterator<Item = Item>,
+) -> Response {
+    let mut out = serde_json::to_vec(&json!({
+        "apiVersion": view.api_version(kind),
+        "kind": format!("{}List", kind.kind),
         "metadata": metadata,
-        "items": items,
     }))
-    .into_response())
+    .expect("JSON serializes");
+    out.pop();
+    out.extend_from_slice(b",\"items\":[");
+    for (i, item) in items.into_iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        item.write_to(&mut out);
+    }
+    out.extend_from_slice(b"]}");
+    ([(header::CONTENT_TYPE, "application/json")], out).into_response()
 }
 
 /// Bytes of a streamed list sent at a time.
@@ -584,7 +607,8 @@ async fn stream_list(
         buf.pop();
         buf.extend_from_slice(b",\"items\":[");
         let (mut first, mut cut) = (true, false);
-        let listed = reg.list_each(&who, kind, ns.as_deref(), &opts, &mut |obj| {
+        let mut failed = None;
+        let listed = reg.list_each(&who, kind, ns.as_deref(), &opts, &mut |item| {
             // Checked on every object, not only when a chunk is full: a list that selects
             // little, or whose client left, does not keep its slot and its read.
             if tx.is_closed() || std::time::Instant::now() >= deadline {
@@ -594,14 +618,23 @@ async fn stream_list(
             if !std::mem::take(&mut first) {
                 buf.push(b',');
             }
-            serde_json::to_writer(&mut buf, &view.show(obj)).expect("JSON serializes");
+            match view {
+                View::Stored => item.write_to(&mut buf),
+                View::CoreV1 => match item.into_value() {
+                    Ok(obj) => serde_json::to_writer(&mut buf, &view.show(obj)).expect("JSON serializes"),
+                    Err(e) => {
+                        failed = Some(e);
+                        return false;
+                    }
+                },
+            }
             cut = buf.len() >= LIST_CHUNK_BYTES && !send(Ok((Bytes::from(std::mem::take(&mut buf)), false)));
             !cut
         });
         if cut {
             return;
         }
-        let last = listed.map(|revision| {
+        let last = listed.and_then(|revision| failed.map_or(Ok(revision), Err)).map(|revision| {
             buf.extend_from_slice(
                 format!("],\"metadata\":{{\"resourceVersion\":\"{revision}\"}}}}").as_bytes(),
             );

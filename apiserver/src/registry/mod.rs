@@ -27,6 +27,7 @@ mod apply;
 mod error;
 pub mod events;
 mod grants;
+pub mod item;
 mod ledger;
 pub mod meta;
 pub(crate) mod paging;
@@ -48,6 +49,8 @@ use self::admission::admit;
 use self::apply::{applied_fields, record_manager, record_update};
 pub use self::error::ApiError;
 pub(crate) use self::error::unavailable;
+pub use self::item::Item;
+use self::item::{Plan, Served};
 pub use self::meta::{MAX_OBJECT_BYTES, ObjectRef, parse_revision};
 pub(crate) use self::meta::{at_revision, prefix};
 use self::meta::{
@@ -157,7 +160,7 @@ pub struct ListOptions {
 #[derive(Debug)]
 pub struct List {
     /// The objects, in key order (namespace, then name).
-    pub items: Vec<Value>,
+    pub items: Vec<Item>,
     /// The list's `resourceVersion`.
     pub revision: u64,
     /// The token for the next page, if there is one.
@@ -531,7 +534,7 @@ impl Registry {
         kind: &KindInfo,
         namespace: Option<&str>,
         opts: &ListOptions,
-        emit: &mut dyn FnMut(Value) -> bool,
+        emit: &mut dyn FnMut(Item) -> bool,
     ) -> Result<u64, ApiError> {
         let at = if let ReadAt::Exact(n) = opts.read { Some(n) } else { None };
         self.selected(who, kind, namespace, opts, at, None, &mut |_, obj| emit(obj))
@@ -567,6 +570,7 @@ impl Registry {
 
     /// Visits, in key order, the objects of a list that `who` may see and the selector
     /// selects, redacted, until `visit` says stop; returns the revision of the state read.
+    /// Objects shown as stored are served from their stored JSON (see [`item`]).
     #[allow(clippy::too_many_arguments)]
     fn selected(
         &self,
@@ -576,25 +580,31 @@ impl Registry {
         opts: &ListOptions,
         at: Option<u64>,
         after: Option<&str>,
-        visit: &mut dyn FnMut(String, Value) -> bool,
+        visit: &mut dyn FnMut(String, Item) -> bool,
     ) -> Result<u64, ApiError> {
         let prefix = prefix(kind, namespace);
         let mut failed = None;
         let redact = self.redactor(who, kind);
+        let plan = Plan::new(who, kind, &opts.selector);
         let needs = crate::raft::labels::LabelNeeds::of(&opts.selector.labels);
         let scan = crate::raft::Scan { prefix: &prefix, after, at, labels: &needs };
         let scanned = self.store.scan(scan, &mut |key, stored| {
-            let obj = match with_revision(&stored) {
-                Ok(obj) => obj,
-                Err(e) => {
-                    failed = Some(e);
-                    return false;
-                }
+            let stored = match &plan {
+                Some(plan) => match plan.serve(stored) {
+                    Served::Skip => return true,
+                    Served::Item(item) => return visit(key, item),
+                    Served::Build(stored) => stored,
+                },
+                None => stored,
             };
             // Redacted first: a selector must not probe what the caller may not see.
-            match redact(obj) {
-                Some(obj) if opts.selector.matches(&obj) => visit(key, obj),
-                _ => true,
+            match item::build(&stored, &redact) {
+                Ok(Some(obj)) if opts.selector.matches(&obj) => visit(key, Item::Built(obj)),
+                Ok(_) => true,
+                Err(e) => {
+                    failed = Some(e);
+                    false
+                }
             }
         });
         let revision = match scanned.map_err(unavailable)? {

@@ -1,0 +1,469 @@
+//! A listed object as its caller sees it, served from its stored JSON when nothing of it is
+//! hidden from the caller: a list of 500 then costs reading 500 records and a few fields of
+//! each, not parsing, redacting and serializing 500 whole objects.
+//!
+//! [`Plan`] decides per list ([`access::as_stored`]) and per object (on the few fields it
+//! picks without building the object: the labels and fields the selector reads, the secret
+//! and the last-applied annotation redaction would hide). An object it cannot decide on is
+//! built as before: [`Served::Build`].
+
+use std::fmt;
+
+use api::KindInfo;
+use api::selector::Selector;
+use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde_json::Value;
+use serde_json::value::RawValue;
+
+use super::ApiError;
+use super::error::unavailable;
+use super::meta::at_revision;
+use crate::access::{self, AsStored, Caller};
+use crate::raft::Stored;
+
+/// One object of a list.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Item {
+    /// Parsed and redacted.
+    Built(Value),
+    /// The stored JSON with its `resourceVersion` written into its `metadata`: the same
+    /// object as [`Item::Built`] would hold.
+    Stored(String),
+}
+
+impl Item {
+    /// The object as a value (parsing a stored one).
+    pub fn into_value(self) -> Result<Value, ApiError> {
+        match self {
+            Item::Built(v) => Ok(v),
+            Item::Stored(json) => serde_json::from_str(&json).map_err(unavailable),
+        }
+    }
+
+    /// Appends the object's JSON to `out`.
+    pub fn write_to(&self, out: &mut Vec<u8>) {
+        match self {
+            Item::Built(v) => serde_json::to_writer(out, v).expect("values serialize"),
+            Item::Stored(json) => out.extend_from_slice(json.as_bytes()),
+        }
+    }
+}
+
+/// What a list does with one stored object.
+#[derive(Debug)]
+pub enum Served {
+    /// Not selected (or not shown): skipped.
+    Skip,
+    /// Shown as stored.
+    Item(Item),
+    /// Only a built object can tell: parse, redact, select.
+    Build(Stored),
+}
+
+/// How one list serves its objects (see the module).
+#[derive(Debug)]
+pub struct Plan<'s> {
+    selector: &'s Selector,
+    /// The secret that, when present, makes an object be built.
+    secret: Option<usize>,
+    paths: Paths,
+    /// How many paths are picked.
+    picked: usize,
+    /// Where in the picks: `metadata`, its labels, its `resourceVersion`, the last-applied
+    /// annotation, then the selector's fields in its order.
+    fields: Vec<usize>,
+}
+
+const METADATA: usize = 0;
+const LABELS: usize = 1;
+const RESOURCE_VERSION: usize = 2;
+const LAST_APPLIED: usize = 3;
+
+impl<'s> Plan<'s> {
+    /// The plan of a list of `kind` by `who` under `selector`; `None`: every object is built.
+    pub fn new(who: &Caller, kind: &KindInfo, selector: &'s Selector) -> Option<Self> {
+        let secret = match access::as_stored(who, kind) {
+            AsStored::Never => return None,
+            AsStored::Always => None,
+            AsStored::UnlessSecret(pointer) => Some(pointer),
+        };
+        let mut paths = Paths::default();
+        let mut add = |path: Vec<String>| paths.add(&path);
+        add(vec!["metadata".into()]);
+        add(vec!["metadata".into(), "labels".into()]);
+        add(vec!["metadata".into(), "resourceVersion".into()]);
+        add(vec!["metadata".into(), "annotations".into(), api::signing::LAST_APPLIED.into()]);
+        let secret = secret.map(|pointer| {
+            // A pointer of plain keys (the rules' own, none with `~` escapes).
+            add(pointer.trim_start_matches('/').split('/').map(str::to_owned).collect())
+        });
+        let fields =
+            selector.fields.paths().map(|p| add(p.split('.').map(str::to_owned).collect())).collect();
+        let picked = paths.count;
+        Some(Self { selector, secret, paths, picked, fields })
+    }
+
+    /// What the list does with `stored`, read at its `mod_revision`.
+    pub fn serve(&self, stored: Stored) -> Served {
+        let Ok(picks) = pick(&stored.value, &self.paths, self.picked) else {
+            return Served::Build(stored);
+        };
+        let empty = |i: usize| picks[i].is_none_or(|raw| matches!(raw.get(), "null" | "[]"));
+        let shown_as_stored = picks[RESOURCE_VERSION].is_none()
+            && picks[LAST_APPLIED].is_none()
+            && self.secret.is_none_or(empty);
+        let Some(meta) = picks[METADATA].filter(|m| m.get().starts_with('{')) else {
+            return Served::Build(stored);
+        };
+        if !shown_as_stored {
+            return Served::Build(stored);
+        }
+        let Ok(selected) = self.selects(&picks) else {
+            return Served::Build(stored);
+        };
+        if !selected {
+            return Served::Skip;
+        }
+        // Where `metadata` closes, as an offset into the stored JSON it was picked from.
+        let start = meta.get().as_ptr() as usize - stored.value.as_ptr() as usize;
+        let close = start + meta.get().len() - 1;
+        let has_fields = !meta.get()[1..meta.get().len() - 1].trim().is_empty();
+        let mut json = stored.value;
+        let field =
+            format!("{}\"resourceVersion\":\"{}\"", if has_fields { "," } else { "" }, stored.mod_revision);
+        json.insert_str(close, &field);
+        Served::Item(Item::Stored(json))
+    }
+
+    /// Whether the selector selects the object these picks are of.
+    fn selects(&self, picks: &[Option<&RawValue>]) -> Result<bool, serde_json::Error> {
+        let value = |i: usize| picks[i].map(|raw| serde_json::from_str::<Value>(raw.get())).transpose();
+        if !self.selector.labels.is_empty() {
+            let labels = value(LABELS)?;
+            if !self.selector.labels.matches(labels.as_ref().and_then(Value::as_object)) {
+                return Ok(false);
+            }
+        }
+        let mut fields = Vec::with_capacity(self.fields.len());
+        for &i in &self.fields {
+            fields.push(value(i)?);
+        }
+        let mut fields = fields.into_iter();
+        Ok(self.selector.fields.matches_with(|_| fields.next().flatten()))
+    }
+}
+
+/// The object as `who` sees it when the list built it (see [`Served::Build`]): parsed at its
+/// revision, then redacted by `redact`; `None`: not shown.
+pub fn build(stored: &Stored, redact: impl Fn(Value) -> Option<Value>) -> Result<Option<Value>, ApiError> {
+    Ok(redact(at_revision(&stored.value, stored.mod_revision)?))
+}
+
+/// Paths to pick from a JSON object, as a tree of keys: at each key, the index of its value
+/// among the picks (if it is picked itself) and the keys below it.
+#[derive(Debug, Default)]
+struct Paths {
+    keys: Vec<(String, Option<usize>, Paths)>,
+    /// Paths added so far (at the root: all of them).
+    count: usize,
+}
+
+impl Paths {
+    /// Adds `path` (at least one key), returning its index among the picks (the same path
+    /// twice: the one index).
+    fn add(&mut self, path: &[String]) -> usize {
+        let next = self.count;
+        let index = *self.slot(path).get_or_insert(next);
+        if index == next {
+            self.count += 1;
+        }
+        index
+    }
+
+    fn slot(&mut self, path: &[String]) -> &mut Option<usize> {
+        let (key, rest) = path.split_first().expect("a path has a key");
+        let i = match self.keys.iter().position(|(k, _, _)| k == key) {
+            Some(i) => i,
+            None => {
+                self.keys.push((key.clone(), None, Paths::default()));
+                self.keys.len() - 1
+            }
+        };
+        let (_, slot, below) = &mut self.keys[i];
+        if rest.is_empty() { slot } else { below.slot(rest) }
+    }
+}
+
+/// The values at `paths` of the JSON `json`, borrowed from it (`None` where absent), without
+/// building anything else of it. An error: `json` is not JSON, a key on a path comes twice,
+/// or is written with escapes (the caller then builds the object, which settles it).
+fn pick<'a>(
+    json: &'a str,
+    paths: &Paths,
+    count: usize,
+) -> Result<Vec<Option<&'a RawValue>>, serde_json::Error> {
+    let mut out = vec![None; count];
+    pick_into(json, paths, &mut out)?;
+    Ok(out)
+}
+
+fn pick_into<'a>(
+    json: &'a str,
+    paths: &Paths,
+    out: &mut [Option<&'a RawValue>],
+) -> Result<(), serde_json::Error> {
+    let mut de = serde_json::Deserializer::from_str(json);
+    Pick { at: paths, out }.deserialize(&mut de)?;
+    de.end()
+}
+
+struct Pick<'p, 'o, 'a> {
+    at: &'p Paths,
+    out: &'o mut [Option<&'a RawValue>],
+}
+
+impl<'de> DeserializeSeed<'de> for Pick<'_, '_, 'de> {
+    type Value = ();
+
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Pick<'_, '_, 'de> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("JSON")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let mut seen = vec![false; self.at.keys.len()];
+        while let Some(key) = map.next_key::<&'de str>()? {
+            let Some(i) = self.at.keys.iter().position(|(k, _, _)| k == key) else {
+                map.next_value::<IgnoredAny>()?;
+                continue;
+            };
+            if std::mem::replace(&mut seen[i], true) {
+                return Err(de::Error::custom(format!("the key {key:?} comes twice")));
+            }
+            let (_, slot, below) = &self.at.keys[i];
+            match slot {
+                Some(slot) => {
+                    let raw: &'de RawValue = map.next_value()?;
+                    self.out[*slot] = Some(raw);
+                    if !below.keys.is_empty() {
+                        pick_into(raw.get(), below, self.out).map_err(de::Error::custom)?;
+                    }
+                }
+                None => map.next_value_seed(Pick { at: below, out: &mut *self.out })?,
+            }
+        }
+        Ok(())
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(())
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    use super::*;
+
+    fn caller(member: bool) -> Caller {
+        let key = ed25519_dalek::SigningKey::from_bytes(&[3; 32]).verifying_key();
+        Caller::identity(api::identity::Did::from_key(&key), member)
+    }
+
+    fn kind(name: &str) -> &'static KindInfo {
+        api::kinds::KINDS.iter().find(|k| k.kind == name).expect("a kind")
+    }
+
+    /// A world without Nodes, grants or other objects.
+    struct Empty;
+
+    impl access::Lookup for Empty {
+        fn node(&self, _: &str) -> Option<access::NodeFacts> {
+            None
+        }
+
+        fn object(&self, _: &KindInfo, _: Option<&str>, _: &str) -> Option<access::ObjectFacts> {
+            None
+        }
+
+        fn grants(&self, _: &str) -> Vec<std::sync::Arc<access::agent::GrantFacts>> {
+            Vec::new()
+        }
+    }
+
+    fn stored(obj: &Value, rev: u64) -> Stored {
+        Stored { create_revision: 1, mod_revision: rev, value: serde_json::to_string(obj).unwrap() }
+    }
+
+    /// What a list served before plans: parse, redact, select.
+    fn built(who: &Caller, kind: &KindInfo, sel: &Selector, s: &Stored) -> Option<Value> {
+        let redact = |v| access::redact(who, kind, v, &Empty);
+        build(s, redact).unwrap().filter(|o| sel.matches(o))
+    }
+
+    fn served(who: &Caller, kind: &KindInfo, sel: &Selector, s: &Stored) -> Option<Value> {
+        match Plan::new(who, kind, sel) {
+            None => built(who, kind, sel, s),
+            Some(plan) => match plan.serve(s.clone()) {
+                Served::Skip => None,
+                Served::Item(item) => Some(item.into_value().unwrap()),
+                Served::Build(s) => built(who, kind, sel, &s),
+            },
+        }
+    }
+
+    fn selector(labels: &str, fields: &str) -> Selector {
+        Selector {
+            labels: api::selector::LabelSelector::parse(labels).unwrap(),
+            fields: api::selector::FieldSelector::parse(fields).unwrap(),
+        }
+    }
+
+    fn replica(labels: Value, env: Option<Value>, annotations: Option<Value>) -> Value {
+        let mut obj = json!({
+            "apiVersion": "univrs.io/v1", "kind": "Replica",
+            "metadata": { "name": "r1", "namespace": "default", "labels": labels, "uid": "u" },
+            "spec": { "nodeName": "n1", "container": { "image": "x", "command": ["a", "b"] } },
+        });
+        if let Some(env) = env {
+            obj["spec"]["container"]["env"] = env;
+        }
+        if let Some(a) = annotations {
+            obj["metadata"]["annotations"] = a;
+        }
+        obj
+    }
+
+    #[test]
+    fn a_stored_item_is_the_built_object_with_its_resource_version() {
+        let kind = kind("Replica");
+        let obj = replica(json!({ "group": "g1" }), None, None);
+        let plan_sel = selector("group=g1", "spec.nodeName=n1");
+        let plan =
+            Plan::new(&caller(false), kind, &plan_sel).expect("replicas without env are served as stored");
+        let Served::Item(Item::Stored(json)) = plan.serve(stored(&obj, 42)) else {
+            panic!("served as stored")
+        };
+        let mut expected = obj.clone();
+        expected["metadata"]["resourceVersion"] = "42".into();
+        // Byte for byte what building it writes: `resourceVersion` last in `metadata`.
+        assert_eq!(json, serde_json::to_string(&expected).unwrap());
+        assert!(matches!(
+            plan.serve(stored(&replica(json!({ "group": "g2" }), None, None), 1)),
+            Served::Skip
+        ));
+    }
+
+    #[test]
+    fn what_redaction_would_change_is_built() {
+        let kind = kind("Replica");
+        let sel = Selector::default();
+        let stranger = caller(false);
+        let plan = Plan::new(&stranger, kind, &sel).unwrap();
+        let secret = replica(json!({}), Some(json!([{ "name": "A", "value": "s3cret" }])), None);
+        let applied = replica(json!({}), None, Some(json!({ api::signing::LAST_APPLIED: "{}" })));
+        for obj in [&secret, &applied] {
+            assert!(matches!(plan.serve(stored(obj, 1)), Served::Build(_)), "{obj}");
+            let seen = served(&stranger, kind, &sel, &stored(obj, 1)).unwrap();
+            assert!(!seen.to_string().contains("s3cret"));
+            assert!(seen["metadata"]["annotations"].get(api::signing::LAST_APPLIED).is_none());
+        }
+        // A member sees it all, as stored.
+        let member = caller(true);
+        let plan = Plan::new(&member, kind, &sel).unwrap();
+        assert!(matches!(plan.serve(stored(&secret, 1)), Served::Item(_)));
+        // An empty env hides nothing.
+        let none = replica(json!({}), Some(json!([])), None);
+        assert!(matches!(Plan::new(&stranger, kind, &sel).unwrap().serve(stored(&none, 1)), Served::Item(_)));
+    }
+
+    #[test]
+    fn private_kinds_are_built_for_all_but_members() {
+        let event = kind("Event");
+        let sel = Selector::default();
+        assert!(Plan::new(&caller(false), event, &sel).is_none());
+        assert!(Plan::new(&caller(true), event, &sel).is_some());
+    }
+
+    #[test]
+    fn objects_it_cannot_read_simply_are_built() {
+        let kind = kind("Replica");
+        let sel = Selector::default();
+        let plan = Plan::new(&caller(true), kind, &sel).unwrap();
+        for json in [
+            r#"{"metadata":{"name":"a"},"metadata":{"name":"b"}}"#,
+            r#"{"metadata":{"name":"a","resourceVersion":"3"}}"#,
+            r#"{"meta\u0064ata":{"name":"a"}}"#,
+            r#"{"metadata":"a"}"#,
+            r#"{"spec":{}}"#,
+        ] {
+            let s = Stored { create_revision: 1, mod_revision: 9, value: json.into() };
+            assert!(matches!(plan.serve(s), Served::Build(_)), "{json}");
+        }
+        let empty = Stored { create_revision: 1, mod_revision: 9, value: r#"{"metadata":{ }}"#.into() };
+        let Served::Item(Item::Stored(json)) = plan.serve(empty) else { panic!() };
+        assert_eq!(json, r#"{"metadata":{ "resourceVersion":"9"}}"#);
+    }
+
+    fn label_value() -> impl Strategy<Value = String> {
+        prop::sample::select(vec!["a", "b", "c"]).prop_map(str::to_owned)
+    }
+
+    proptest! {
+        /// Served as stored or built, a list shows each object exactly as building it did.
+        #[test]
+        fn serving_as_stored_shows_what_building_shows(
+            app in proptest::option::of(label_value()),
+            tier in proptest::option::of(label_value()),
+            node in label_value(),
+            env in proptest::option::of(prop::sample::select(vec![json!([]), json!(null), json!([{ "name": "K", "value": "v" }]), json!("x")])),
+            applied: bool,
+            member: bool,
+            labels in prop::sample::select(vec!["", "app=a", "app!=a", "app in (a,b)", "!tier", "tier", "app=a,tier notin (c)"]),
+            fields in prop::sample::select(vec!["", "spec.nodeName=a", "spec.nodeName!=b", "metadata.name=r1", "spec.container.env=", "spec.missing="]),
+        ) {
+            let mut l = serde_json::Map::new();
+            if let Some(v) = app { l.insert("app".into(), v.into()); }
+            if let Some(v) = tier { l.insert("tier".into(), v.into()); }
+            let mut obj = replica(Value::Object(l), env, applied.then(|| json!({ api::signing::LAST_APPLIED: "{}", "other": "x" })));
+            obj["spec"]["nodeName"] = node.into();
+            let (who, kind, sel) = (caller(member), kind("Replica"), selector(labels, fields));
+            let s = stored(&obj, 7);
+            prop_assert_eq!(served(&who, kind, &sel, &s), built(&who, kind, &sel, &s));
+        }
+    }
+}
