@@ -15,16 +15,19 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use crate::raft::Stored;
 use crate::raft::history::Change;
-use crate::registry::{ApiError, Registry, at_revision, prefix};
+use crate::registry::item::{Outline, Plan, Served};
+use crate::registry::{ApiError, Item, ListOptions, Registry, at_revision, prefix};
 
 /// One event.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Event {
     /// `ADDED`, `MODIFIED`, `DELETED`, `BOOKMARK` or `ERROR`.
     pub kind: &'static str,
-    /// The object (for `ERROR`, a `Status`).
-    pub object: Value,
+    /// The object (for `ERROR`, a `Status`): as stored when the watcher sees it so (see
+    /// [`crate::registry::item`]), else built.
+    pub object: Item,
 }
 
 /// Where a watch starts.
@@ -94,10 +97,10 @@ pub fn start(registry: &Registry, watch: Watch) -> mpsc::Receiver<Event> {
 pub fn error_event(e: &ApiError) -> Event {
     Event {
         kind: "ERROR",
-        object: json!({
+        object: Item::Built(json!({
             "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
             "message": e.to_string(), "reason": e.reason(), "code": e.code(),
-        }),
+        })),
     }
 }
 
@@ -108,19 +111,28 @@ fn bookmark(kind: &KindInfo, revision: u64, initial_events_end: bool) -> Event {
     }
     Event {
         kind: "BOOKMARK",
-        object: json!({ "apiVersion": api::API_VERSION, "kind": kind.kind, "metadata": metadata }),
+        object: Item::Built(
+            json!({ "apiVersion": api::API_VERSION, "kind": kind.kind, "metadata": metadata }),
+        ),
     }
 }
 
 /// The event a change is to a watcher with `selector`, if any. An object that stops matching
-/// is `DELETED` for it, one that starts matching `ADDED`.
-/// `seen` is what the watcher may see of an object ([`Registry::redactor`]).
+/// is `DELETED` for it, one that starts matching `ADDED`. Served as stored when `plan` can
+/// tell (see [`crate::registry::item`]); else built, `seen` being what the watcher may see of
+/// an object ([`Registry::redactor`]).
 fn event_for(
+    plan: Option<&Plan<'_>>,
     seen: impl Fn(Value) -> Option<Value>,
     watch: &Watch,
     revision: u64,
     change: &Change,
 ) -> Result<Option<Event>, ApiError> {
+    if let Some(plan) = plan
+        && let Some(event) = served_event(plan, revision, change)
+    {
+        return Ok(event);
+    }
     let selector = &watch.selector;
     // Parsed once for every watcher of the change (see `Window`).
     let (prev, new) = change.parsed(|value| at_revision(value, revision))?;
@@ -128,13 +140,47 @@ fn event_for(
     let prev = prev.clone().and_then(&seen).filter(|o| selector.matches(o));
     let new = new.clone().and_then(&seen);
     let new_matches = new.as_ref().is_some_and(|o| selector.matches(o));
+    let event = |kind, object| Some(Event { kind, object: Item::Built(object) });
     Ok(match (prev, new) {
-        (None, Some(n)) if new_matches => Some(Event { kind: "ADDED", object: n }),
-        (Some(_), Some(n)) if new_matches => Some(Event { kind: "MODIFIED", object: n }),
-        (Some(_), Some(n)) => Some(Event { kind: "DELETED", object: n }),
-        (Some(p), None) => Some(Event { kind: "DELETED", object: p }),
+        (None, Some(n)) if new_matches => event("ADDED", n),
+        (Some(_), Some(n)) if new_matches => event("MODIFIED", n),
+        (Some(_), Some(n)) => event("DELETED", n),
+        (Some(p), None) => event("DELETED", p),
         _ => None,
     })
+}
+
+/// [`event_for`] from the stored JSON: `None` when only the built objects can tell (an object
+/// redaction would change, or one leaving the selector, whose event carries it unselected).
+fn served_event(plan: &Plan<'_>, revision: u64, change: &Change) -> Option<Option<Event>> {
+    // Outlined once for every watcher of the change (the outline is the kind's, not the plan's).
+    let outline = |s: &Option<Stored>| s.as_ref().map(|s| plan.outline(&s.value, revision));
+    let (prev, new) = change.memo(|c| (outline(&c.prev), outline(&c.new)))?;
+    let serve = |s: &Option<Stored>, outline: &Option<Option<Outline>>| {
+        let (s, outline) = (s.as_ref()?, outline.as_ref()?);
+        Some(outline.as_ref().map_or(Served::Build, |o| plan.serve_outlined(o, &s.value)))
+    };
+    let (prev, new) = (|| serve(&change.prev, prev), serve(&change.new, new));
+    // Whether the watcher saw the object before; without a selector it saw whatever existed.
+    let before = match &change.prev {
+        None => false,
+        Some(_) if plan.selects_all() && new.is_some() => true,
+        Some(_) => match prev()? {
+            Served::Build => return None,
+            Served::Skip => false,
+            Served::Item(prev) if new.is_none() => {
+                return Some(Some(Event { kind: "DELETED", object: prev }));
+            }
+            Served::Item(_) => true,
+        },
+    };
+    let event = |kind, object| Some(Some(Event { kind, object }));
+    match (before, new) {
+        (_, Some(Served::Build)) | (true, Some(Served::Skip)) => None,
+        (false, Some(Served::Item(n))) => event("ADDED", n),
+        (true, Some(Served::Item(n))) => event("MODIFIED", n),
+        _ => Some(None),
+    }
 }
 
 async fn run(registry: &Registry, watch: &Watch, tx: &mpsc::Sender<Event>) -> Result<(), ApiError> {
@@ -152,23 +198,18 @@ async fn run(registry: &Registry, watch: &Watch, tx: &mpsc::Sender<Event>) -> Re
                 registry.wait_for_revision(n).await?;
             }
             // The objects it selects, collected first: the stream waits on the client.
-            let redact = registry.redactor(&watch.who, watch.kind);
-            let needs = crate::raft::labels::LabelNeeds::of(&watch.selector.labels);
-            let scan = crate::raft::Scan { prefix: &prefix, after: None, at: None, labels: &needs };
-            let (mut selected, mut failed) = (Vec::new(), None);
-            let revision = state
-                .scan(scan, &mut |_, stored| {
-                    match at_revision(&stored.value, stored.mod_revision) {
-                        Ok(obj) => selected.extend(redact(obj).filter(|o| watch.selector.matches(o))),
-                        Err(e) => failed = Some(e),
-                    }
-                    failed.is_none()
-                })
-                .map_err(|e| ApiError::Unavailable(e.to_string()))?
-                .map_err(|e| ApiError::Expired(e.to_string()))?;
-            if let Some(e) = failed {
-                return Err(e);
-            }
+            let opts = ListOptions { selector: watch.selector.clone(), ..ListOptions::default() };
+            let mut selected = Vec::new();
+            let revision = registry.list_each(
+                &watch.who,
+                watch.kind,
+                watch.namespace.as_deref(),
+                &opts,
+                &mut |item| {
+                    selected.push(item);
+                    true
+                },
+            )?;
             for obj in selected {
                 if !send(Event { kind: "ADDED", object: obj }).await {
                     return Ok(());
@@ -190,11 +231,12 @@ async fn run(registry: &Registry, watch: &Watch, tx: &mpsc::Sender<Event>) -> Re
         })?;
         let caught_up = batch.upto >= *applied.borrow();
         let redact = registry.redactor(&watch.who, watch.kind);
+        let plan = Plan::new(&watch.who, watch.kind, &watch.selector);
         for (revision, change) in &batch.changes {
             if !change.key.starts_with(&prefix) {
                 continue;
             }
-            if let Some(event) = event_for(&redact, watch, *revision, change)?
+            if let Some(event) = event_for(plan.as_ref(), &redact, watch, *revision, change)?
                 && !send(event).await
             {
                 return Ok(());
@@ -226,6 +268,101 @@ async fn run(registry: &Registry, watch: &Watch, tx: &mpsc::Sender<Event>) -> Re
                 return Ok(());
             }
             Wake::Stop => return Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    use super::*;
+    use crate::access;
+    use crate::registry::item::tests::{Empty, caller, kind, label_value, replica, selector, stored};
+
+    fn watching(member: bool, sel: Selector) -> Watch {
+        Watch {
+            who: caller(member),
+            kind: kind("Replica"),
+            namespace: None,
+            selector: sel,
+            start: Start::Now,
+            initial_events: false,
+            initial_events_end: false,
+            bookmarks: false,
+            timeout: Duration::from_secs(1),
+        }
+    }
+
+    fn shown(e: Option<Event>) -> Option<(&'static str, Value)> {
+        e.map(|e| (e.kind, e.object.into_value()))
+    }
+
+    fn object() -> impl Strategy<Value = Option<Value>> {
+        let env = prop::sample::select(vec![json!(null), json!([]), json!([{ "name": "K", "value": "v" }])]);
+        proptest::option::of(
+            (proptest::option::of(label_value()), label_value(), env, any::<bool>()).prop_map(
+                |(app, node, env, applied)| {
+                    let labels = app.map_or(json!({}), |a| json!({ "app": a }));
+                    let mut obj = replica(
+                        labels,
+                        Some(env),
+                        applied.then(|| json!({ api::signing::LAST_APPLIED: "{}" })),
+                    );
+                    obj["spec"]["nodeName"] = node.into();
+                    obj
+                },
+            ),
+        )
+    }
+
+    #[test]
+    fn changes_are_served_as_stored_unless_redaction_or_a_leaving_object_needs_them_built() {
+        let watch = watching(false, selector("app=a", ""));
+        let plan = Plan::new(&watch.who, watch.kind, &watch.selector).unwrap();
+        let (a, b) = (replica(json!({ "app": "a" }), None, None), replica(json!({ "app": "b" }), None, None));
+        let change = |p: Option<&Value>, n: Option<&Value>| {
+            Change::new("k".into(), p.map(|o| stored(o, 1)), n.map(|o| stored(o, 2)))
+        };
+        let kind_of = |c: &Change| served_event(&plan, 2, c).map(|e| e.map(|e| e.kind));
+        assert_eq!(kind_of(&change(None, Some(&a))), Some(Some("ADDED")));
+        assert_eq!(kind_of(&change(Some(&a), Some(&a))), Some(Some("MODIFIED")));
+        assert_eq!(kind_of(&change(Some(&a), None)), Some(Some("DELETED")));
+        assert_eq!(kind_of(&change(Some(&b), Some(&b))), Some(None), "never selected: nothing");
+        assert_eq!(kind_of(&change(Some(&a), Some(&b))), None, "leaving: built");
+        let secret = replica(json!({ "app": "a" }), Some(json!([{ "name": "K", "value": "v" }])), None);
+        assert_eq!(kind_of(&change(None, Some(&secret))), None, "a secret: built");
+        // One change, outlined once, for watchers who see it differently.
+        let shared = change(None, Some(&secret));
+        let member = watching(true, Selector::default());
+        let member_plan = Plan::new(&member.who, member.kind, &member.selector).unwrap();
+        let Some(Some(e)) = served_event(&member_plan, 2, &shared) else {
+            panic!("a member sees it as stored")
+        };
+        assert_eq!(e.object.into_value()["spec"]["container"]["env"][0]["value"], "v");
+        assert_eq!(served_event(&plan, 2, &shared).map(|e| e.map(|e| e.kind)), None, "a stranger: built");
+        assert!(matches!(served_event(&member_plan, 2, &shared), Some(Some(_))), "again, from the memo");
+    }
+
+    proptest! {
+        /// Served as stored or built, a watcher gets the same event for every change.
+        #[test]
+        fn a_served_event_is_the_built_event(
+            prev in object(),
+            new in object(),
+            member: bool,
+            labels in prop::sample::select(vec!["", "app=a", "app!=a", "!app"]),
+            fields in prop::sample::select(vec!["", "spec.nodeName=a"]),
+        ) {
+            let watch = watching(member, selector(labels, fields));
+            let change = Change::new("k".into(), prev.as_ref().map(|o| stored(o, 3)), new.as_ref().map(|o| stored(o, 5)));
+            let redact = |v| access::redact(&watch.who, watch.kind, v, &Empty);
+            let plan = Plan::new(&watch.who, watch.kind, &watch.selector);
+            prop_assert!(plan.is_some());
+            let built = event_for(None, redact, &watch, 9, &change).unwrap();
+            let served = event_for(plan.as_ref(), redact, &watch, 9, &change).unwrap();
+            prop_assert_eq!(shown(served), shown(built));
         }
     }
 }

@@ -43,14 +43,21 @@ fn watch_workloads(start: Start, initial_events: bool) -> Watch {
     }
 }
 
-async fn next(events: &mut tokio::sync::mpsc::Receiver<Event>) -> Event {
-    tokio::time::timeout(Duration::from_secs(10), events.recv())
-        .await
-        .expect("an event in time")
-        .expect("stream open")
+/// An event with its object as a value.
+struct Seen {
+    kind: &'static str,
+    object: Value,
 }
 
-fn summary(e: &Event) -> (String, String) {
+async fn next(events: &mut tokio::sync::mpsc::Receiver<Event>) -> Seen {
+    let e = tokio::time::timeout(Duration::from_secs(10), events.recv())
+        .await
+        .expect("an event in time")
+        .expect("stream open");
+    Seen { kind: e.kind, object: e.object.into_value() }
+}
+
+fn summary(e: &Seen) -> (String, String) {
     (e.kind.to_owned(), e.object["metadata"]["name"].as_str().unwrap_or_default().to_owned())
 }
 

@@ -585,6 +585,11 @@ pub enum AsStored {
     Never,
 }
 
+/// Where the objects of `kind` hold what [`redact`] hides from readers without a role.
+pub fn secret_pointer(kind: &KindInfo) -> Option<&'static str> {
+    rules::of(kind.kind).secret.map(|s| s.path)
+}
+
 /// See [`AsStored`]: kept beside [`redact`], whose rules it follows.
 pub fn as_stored(who: &Caller, kind: &KindInfo) -> AsStored {
     let rules = rules::of(kind.kind);

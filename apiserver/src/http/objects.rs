@@ -511,8 +511,7 @@ async fn read(
         metadata["continue"] = token.clone().into();
     }
     if format.is_table() || view != View::Stored {
-        let items =
-            list.items.into_iter().map(|i| Ok(view.show(i.into_value()?))).collect::<Result<Vec<_>>>()?;
+        let items: Vec<Value> = list.items.into_iter().map(|i| view.show(i.into_value())).collect();
         // A page as a Table keeps its `continue` token: kubectl asks for Tables in chunks.
         if let Some(table) = format.table_of_list(target.kind, &items, &metadata) {
             return Ok(table);
@@ -607,7 +606,6 @@ async fn stream_list(
         buf.pop();
         buf.extend_from_slice(b",\"items\":[");
         let (mut first, mut cut) = (true, false);
-        let mut failed = None;
         let listed = reg.list_each(&who, kind, ns.as_deref(), &opts, &mut |item| {
             // Checked on every object, not only when a chunk is full: a list that selects
             // little, or whose client left, does not keep its slot and its read.
@@ -620,13 +618,9 @@ async fn stream_list(
             }
             match view {
                 View::Stored => item.write_to(&mut buf),
-                View::CoreV1 => match item.into_value() {
-                    Ok(obj) => serde_json::to_writer(&mut buf, &view.show(obj)).expect("JSON serializes"),
-                    Err(e) => {
-                        failed = Some(e);
-                        return false;
-                    }
-                },
+                View::CoreV1 => {
+                    serde_json::to_writer(&mut buf, &view.show(item.into_value())).expect("JSON serializes")
+                }
             }
             cut = buf.len() >= LIST_CHUNK_BYTES && !send(Ok((Bytes::from(std::mem::take(&mut buf)), false)));
             !cut
@@ -634,7 +628,7 @@ async fn stream_list(
         if cut {
             return;
         }
-        let last = listed.and_then(|revision| failed.map_or(Ok(revision), Err)).map(|revision| {
+        let last = listed.map(|revision| {
             buf.extend_from_slice(
                 format!("],\"metadata\":{{\"resourceVersion\":\"{revision}\"}}}}").as_bytes(),
             );
@@ -736,22 +730,25 @@ fn start_watch(
             // `kubectl get -w` asks for Tables: each changed object comes as a one-row Table.
             let object = match event.kind {
                 "ADDED" | "MODIFIED" | "DELETED" if format.is_table() => {
-                    format.watch_object(kind, event.object)
+                    Item::Built(format.watch_object(kind, event.object.into_value()))
                 }
-                "ADDED" | "MODIFIED" | "DELETED" => view.show(event.object),
+                "ADDED" | "MODIFIED" | "DELETED" if view == View::CoreV1 => {
+                    Item::Built(view.show(event.object.into_value()))
+                }
                 // A bookmark's or an error's object is the same in every view, but its kind.
                 _ if view == View::CoreV1 => {
-                    let mut o = event.object;
+                    let mut o = event.object.into_value();
                     if o.get("kind").and_then(Value::as_str) == Some(api::kinds::event::EVENT_KIND) {
                         o["apiVersion"] = "v1".into();
                     }
-                    o
+                    Item::Built(o)
                 }
+                // As stored, written as it is.
                 _ => event.object,
             };
-            let mut line = serde_json::to_vec(&json!({ "type": event.kind, "object": object }))
-                .expect("events serialize");
-            line.push(b'\n');
+            let mut line = format!("{{\"type\":\"{}\",\"object\":", event.kind).into_bytes();
+            object.write_to(&mut line);
+            line.extend_from_slice(b"}\n");
             Some((Ok::<_, std::convert::Infallible>(Bytes::from(line)), (events, slot, watcher)))
         },
     );

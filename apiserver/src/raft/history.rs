@@ -24,6 +24,10 @@ pub struct Change {
     /// kept for the others: the watchers of a change in the [`Window`] share one parse.
     #[serde(skip)]
     parsed: std::sync::OnceLock<Parsed>,
+    /// Another form of them that readers share, made by the first that asks
+    /// ([`Change::memo`]).
+    #[serde(skip)]
+    memo: std::sync::OnceLock<std::sync::Arc<dyn std::any::Any + Send + Sync>>,
 }
 
 /// A change's `prev` and `new` as JSON objects (as [`Change::parsed`] makes them).
@@ -40,7 +44,7 @@ impl Eq for Change {}
 impl Change {
     /// `key` changed from `prev` to `new`.
     pub fn new(key: String, prev: Option<Stored>, new: Option<Stored>) -> Self {
-        Self { key, prev, new, parsed: std::sync::OnceLock::new() }
+        Self { key, prev, new, parsed: std::sync::OnceLock::new(), memo: std::sync::OnceLock::new() }
     }
 
     /// `prev` and `new` parsed by `parse`, once: later calls get the first result (a change
@@ -54,11 +58,19 @@ impl Change {
         Ok(self.parsed.get_or_init(|| (prev, new)))
     }
 
+    /// What `make` makes of the change, made once by the first reader that asks and shared
+    /// with the others (as [`Change::parsed`]; the watchers of a change share one outline of
+    /// it). Every reader asks for the same type: `None` for another.
+    pub fn memo<T: std::any::Any + Send + Sync>(&self, make: impl FnOnce(&Self) -> T) -> Option<&T> {
+        self.memo.get_or_init(|| std::sync::Arc::new(make(self))).downcast_ref()
+    }
+
     /// Roughly what it holds in memory, parsed or not (for the window's bound).
     fn weight(&self) -> usize {
         let bytes = |s: &Option<Stored>| s.as_ref().map_or(0, |s| s.value.len());
-        // A parsed JSON object takes several times its text (more for many small values).
-        128 + self.key.len() + 8 * (bytes(&self.prev) + bytes(&self.new))
+        // A parsed JSON object takes several times its text (more for many small values), and
+        // a memo about its text again.
+        128 + self.key.len() + 9 * (bytes(&self.prev) + bytes(&self.new))
     }
 }
 

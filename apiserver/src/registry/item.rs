@@ -16,7 +16,6 @@ use serde_json::Value;
 use serde_json::value::RawValue;
 
 use super::ApiError;
-use super::error::unavailable;
 use super::meta::at_revision;
 use crate::access::{self, AsStored, Caller};
 use crate::raft::Stored;
@@ -27,16 +26,17 @@ pub enum Item {
     /// Parsed and redacted.
     Built(Value),
     /// The stored JSON with its `resourceVersion` written into its `metadata`: the same
-    /// object as [`Item::Built`] would hold.
-    Stored(String),
+    /// object as [`Item::Built`] would hold (shared by the watchers of a change).
+    Stored(std::sync::Arc<str>),
 }
 
 impl Item {
     /// The object as a value (parsing a stored one).
-    pub fn into_value(self) -> Result<Value, ApiError> {
+    pub fn into_value(self) -> Value {
         match self {
-            Item::Built(v) => Ok(v),
-            Item::Stored(json) => serde_json::from_str(&json).map_err(unavailable),
+            Item::Built(v) => v,
+            // Read whole as JSON when its fields were picked, then given one more string field.
+            Item::Stored(json) => serde_json::from_str(&json).expect("a stored item is JSON"),
         }
     }
 
@@ -49,111 +49,149 @@ impl Item {
     }
 }
 
-/// What a list does with one stored object.
+/// What a list or a watch does with one stored object.
 #[derive(Debug)]
 pub enum Served {
-    /// Not selected (or not shown): skipped.
+    /// Not selected: skipped.
     Skip,
     /// Shown as stored.
     Item(Item),
-    /// Only a built object can tell: parse, redact, select.
-    Build(Stored),
+    /// Only the built object can tell: parse, redact, select.
+    Build,
 }
 
-/// How one list serves its objects (see the module).
+/// How one list or watch serves its objects (see the module).
 #[derive(Debug)]
 pub struct Plan<'s> {
     selector: &'s Selector,
-    /// The secret that, when present, makes an object be built.
-    secret: Option<usize>,
-    paths: Paths,
-    /// How many paths are picked.
-    picked: usize,
-    /// Where in the picks: `metadata`, its labels, its `resourceVersion`, the last-applied
-    /// annotation, then the selector's fields in its order.
-    fields: Vec<usize>,
+    /// Whether an object with a secret or a last-applied annotation is built (the caller
+    /// holds no role that shows it).
+    check_secret: bool,
+    /// The fields every plan of the kind picks (see [`Outline`]).
+    base: Paths,
+    /// The selector's fields, in its order.
+    fields: Paths,
 }
 
+/// Where in the base picks.
 const METADATA: usize = 0;
 const LABELS: usize = 1;
 const RESOURCE_VERSION: usize = 2;
 const LAST_APPLIED: usize = 3;
+const SECRET: usize = 4;
+
+/// A path of plain keys from a dotted path or a JSON pointer (the rules' own, without `~`
+/// escapes).
+fn keys(path: &str, separator: char) -> Vec<String> {
+    path.trim_start_matches(separator).split(separator).map(str::to_owned).collect()
+}
+
+/// One stored object as a plan needs it, the same for every plan of its kind (so the
+/// watchers of a change share one): its JSON at a revision, its labels, and whether a reader
+/// without a role would see it redacted.
+#[derive(Debug)]
+pub struct Outline {
+    json: std::sync::Arc<str>,
+    labels: Option<Value>,
+    hides: bool,
+}
 
 impl<'s> Plan<'s> {
-    /// The plan of a list of `kind` by `who` under `selector`; `None`: every object is built.
+    /// The plan of a list or watch of `kind` by `who` under `selector`; `None`: every object
+    /// is built.
     pub fn new(who: &Caller, kind: &KindInfo, selector: &'s Selector) -> Option<Self> {
-        let secret = match access::as_stored(who, kind) {
+        let check_secret = match access::as_stored(who, kind) {
             AsStored::Never => return None,
-            AsStored::Always => None,
-            AsStored::UnlessSecret(pointer) => Some(pointer),
+            AsStored::Always => false,
+            AsStored::UnlessSecret(_) => true,
         };
-        let mut paths = Paths::default();
-        let mut add = |path: Vec<String>| paths.add(&path);
-        add(vec!["metadata".into()]);
-        add(vec!["metadata".into(), "labels".into()]);
-        add(vec!["metadata".into(), "resourceVersion".into()]);
-        add(vec!["metadata".into(), "annotations".into(), api::signing::LAST_APPLIED.into()]);
-        let secret = secret.map(|pointer| {
-            // A pointer of plain keys (the rules' own, none with `~` escapes).
-            add(pointer.trim_start_matches('/').split('/').map(str::to_owned).collect())
-        });
-        let fields =
-            selector.fields.paths().map(|p| add(p.split('.').map(str::to_owned).collect())).collect();
-        let picked = paths.count;
-        Some(Self { selector, secret, paths, picked, fields })
+        let mut base = Paths::default();
+        for path in [
+            vec!["metadata".into()],
+            vec!["metadata".into(), "labels".into()],
+            vec!["metadata".into(), "resourceVersion".into()],
+            vec!["metadata".into(), "annotations".into(), api::signing::LAST_APPLIED.into()],
+            // Nothing is ever at an empty key: a kind without a secret picks nothing there.
+            access::secret_pointer(kind).map_or(vec![String::new()], |p| keys(p, '/')),
+        ] {
+            base.add(&path);
+        }
+        let mut fields = Paths::default();
+        for path in selector.fields.paths() {
+            fields.add(&keys(path, '.'));
+        }
+        Some(Self { selector, check_secret, base, fields })
     }
 
-    /// What the list does with `stored`, read at its `mod_revision`.
-    pub fn serve(&self, stored: Stored) -> Served {
-        let Ok(picks) = pick(&stored.value, &self.paths, self.picked) else {
-            return Served::Build(stored);
-        };
-        let empty = |i: usize| picks[i].is_none_or(|raw| matches!(raw.get(), "null" | "[]"));
-        let shown_as_stored = picks[RESOURCE_VERSION].is_none()
-            && picks[LAST_APPLIED].is_none()
-            && self.secret.is_none_or(empty);
-        let Some(meta) = picks[METADATA].filter(|m| m.get().starts_with('{')) else {
-            return Served::Build(stored);
-        };
-        if !shown_as_stored {
-            return Served::Build(stored);
+    /// Whether it selects every object it is shown (no selector).
+    pub fn selects_all(&self) -> bool {
+        self.selector.labels.is_empty() && self.selector.fields.is_empty()
+    }
+
+    /// What to do with the stored object `json`, shown at `revision`.
+    pub fn serve(&self, json: &str, revision: u64) -> Served {
+        match self.outline(json, revision) {
+            Some(outline) => self.serve_outlined(&outline, json),
+            None => Served::Build,
         }
-        let Ok(selected) = self.selects(&picks) else {
-            return Served::Build(stored);
-        };
-        if !selected {
-            return Served::Skip;
+    }
+
+    /// The stored object `json` at `revision` as [`Plan::serve_outlined`] takes it; `None`:
+    /// only building it can tell (it cannot be read here, or already holds a
+    /// `resourceVersion`).
+    pub fn outline(&self, json: &str, revision: u64) -> Option<Outline> {
+        let picks = pick(json, &self.base).ok()?;
+        let meta = picks[METADATA].filter(|m| m.get().starts_with('{'))?;
+        if picks[RESOURCE_VERSION].is_some() {
+            return None;
         }
-        // Where `metadata` closes, as an offset into the stored JSON it was picked from.
-        let start = meta.get().as_ptr() as usize - stored.value.as_ptr() as usize;
-        let close = start + meta.get().len() - 1;
+        let labels = picks[LABELS].map(|raw| serde_json::from_str(raw.get())).transpose().ok()?;
+        let hides = picks[LAST_APPLIED].is_some()
+            || picks[SECRET].is_some_and(|raw| !matches!(raw.get(), "null" | "[]"));
+        // `metadata` closes here: an offset into the JSON it was picked from.
+        let close = meta.get().as_ptr() as usize - json.as_ptr() as usize + meta.get().len() - 1;
         let has_fields = !meta.get()[1..meta.get().len() - 1].trim().is_empty();
-        let mut json = stored.value;
-        let field =
-            format!("{}\"resourceVersion\":\"{}\"", if has_fields { "," } else { "" }, stored.mod_revision);
-        json.insert_str(close, &field);
-        Served::Item(Item::Stored(json))
+        let comma = if has_fields { "," } else { "" };
+        let field = format!("{comma}\"resourceVersion\":\"{revision}\"");
+        let mut out = String::with_capacity(json.len() + field.len());
+        out.push_str(&json[..close]);
+        out.push_str(&field);
+        out.push_str(&json[close..]);
+        Some(Outline { json: out.into(), labels, hides })
     }
 
-    /// Whether the selector selects the object these picks are of.
-    fn selects(&self, picks: &[Option<&RawValue>]) -> Result<bool, serde_json::Error> {
-        let value = |i: usize| picks[i].map(|raw| serde_json::from_str::<Value>(raw.get())).transpose();
-        if !self.selector.labels.is_empty() {
-            let labels = value(LABELS)?;
-            if !self.selector.labels.matches(labels.as_ref().and_then(Value::as_object)) {
-                return Ok(false);
-            }
+    /// What to do with an outlined object, `json` being what it was outlined from.
+    pub fn serve_outlined(&self, outline: &Outline, json: &str) -> Served {
+        if self.check_secret && outline.hides {
+            return Served::Build;
         }
-        let mut fields = Vec::with_capacity(self.fields.len());
-        for &i in &self.fields {
-            fields.push(value(i)?);
+        match self.selects(outline, json) {
+            Ok(true) => Served::Item(Item::Stored(outline.json.clone())),
+            Ok(false) => Served::Skip,
+            Err(_) => Served::Build,
         }
-        let mut fields = fields.into_iter();
-        Ok(self.selector.fields.matches_with(|_| fields.next().flatten()))
+    }
+
+    /// Whether the selector selects the object outlined from `json`.
+    fn selects(&self, outline: &Outline, json: &str) -> Result<bool, serde_json::Error> {
+        let labels = outline.labels.as_ref().and_then(Value::as_object);
+        if !self.selector.labels.matches(labels) {
+            return Ok(false);
+        }
+        if self.selector.fields.is_empty() {
+            return Ok(true);
+        }
+        let picks = pick(json, &self.fields)?;
+        let mut values = Vec::with_capacity(picks.len());
+        for raw in picks {
+            values.push(raw.map(|raw| serde_json::from_str::<Value>(raw.get())).transpose()?);
+        }
+        let mut values = values.into_iter();
+        Ok(self.selector.fields.matches_with(|_| values.next().flatten()))
     }
 }
 
-/// The object as `who` sees it when the list built it (see [`Served::Build`]): parsed at its
+/// The object as `who` sees it when a list builds it (see [`Served::Build`]): parsed at its
 /// revision, then redacted by `redact`; `None`: not shown.
 pub fn build(stored: &Stored, redact: impl Fn(Value) -> Option<Value>) -> Result<Option<Value>, ApiError> {
     Ok(redact(at_revision(&stored.value, stored.mod_revision)?))
@@ -197,12 +235,8 @@ impl Paths {
 /// The values at `paths` of the JSON `json`, borrowed from it (`None` where absent), without
 /// building anything else of it. An error: `json` is not JSON, a key on a path comes twice,
 /// or is written with escapes (the caller then builds the object, which settles it).
-fn pick<'a>(
-    json: &'a str,
-    paths: &Paths,
-    count: usize,
-) -> Result<Vec<Option<&'a RawValue>>, serde_json::Error> {
-    let mut out = vec![None; count];
+fn pick<'a>(json: &'a str, paths: &Paths) -> Result<Vec<Option<&'a RawValue>>, serde_json::Error> {
+    let mut out = vec![None; paths.count];
     pick_into(json, paths, &mut out)?;
     Ok(out)
 }
@@ -293,23 +327,23 @@ impl<'de> Visitor<'de> for Pick<'_, '_, 'de> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use proptest::prelude::*;
     use serde_json::json;
 
     use super::*;
 
-    fn caller(member: bool) -> Caller {
+    pub(crate) fn caller(member: bool) -> Caller {
         let key = ed25519_dalek::SigningKey::from_bytes(&[3; 32]).verifying_key();
         Caller::identity(api::identity::Did::from_key(&key), member)
     }
 
-    fn kind(name: &str) -> &'static KindInfo {
+    pub(crate) fn kind(name: &str) -> &'static KindInfo {
         api::kinds::KINDS.iter().find(|k| k.kind == name).expect("a kind")
     }
 
     /// A world without Nodes, grants or other objects.
-    struct Empty;
+    pub(crate) struct Empty;
 
     impl access::Lookup for Empty {
         fn node(&self, _: &str) -> Option<access::NodeFacts> {
@@ -325,7 +359,7 @@ mod tests {
         }
     }
 
-    fn stored(obj: &Value, rev: u64) -> Stored {
+    pub(crate) fn stored(obj: &Value, rev: u64) -> Stored {
         Stored { create_revision: 1, mod_revision: rev, value: serde_json::to_string(obj).unwrap() }
     }
 
@@ -335,25 +369,29 @@ mod tests {
         build(s, redact).unwrap().filter(|o| sel.matches(o))
     }
 
+    fn serve(plan: &Plan<'_>, s: &Stored) -> Served {
+        plan.serve(&s.value, s.mod_revision)
+    }
+
     fn served(who: &Caller, kind: &KindInfo, sel: &Selector, s: &Stored) -> Option<Value> {
         match Plan::new(who, kind, sel) {
             None => built(who, kind, sel, s),
-            Some(plan) => match plan.serve(s.clone()) {
+            Some(plan) => match plan.serve(&s.value, s.mod_revision) {
                 Served::Skip => None,
-                Served::Item(item) => Some(item.into_value().unwrap()),
-                Served::Build(s) => built(who, kind, sel, &s),
+                Served::Item(item) => Some(item.into_value()),
+                Served::Build => built(who, kind, sel, s),
             },
         }
     }
 
-    fn selector(labels: &str, fields: &str) -> Selector {
+    pub(crate) fn selector(labels: &str, fields: &str) -> Selector {
         Selector {
             labels: api::selector::LabelSelector::parse(labels).unwrap(),
             fields: api::selector::FieldSelector::parse(fields).unwrap(),
         }
     }
 
-    fn replica(labels: Value, env: Option<Value>, annotations: Option<Value>) -> Value {
+    pub(crate) fn replica(labels: Value, env: Option<Value>, annotations: Option<Value>) -> Value {
         let mut obj = json!({
             "apiVersion": "univrs.io/v1", "kind": "Replica",
             "metadata": { "name": "r1", "namespace": "default", "labels": labels, "uid": "u" },
@@ -375,15 +413,15 @@ mod tests {
         let plan_sel = selector("group=g1", "spec.nodeName=n1");
         let plan =
             Plan::new(&caller(false), kind, &plan_sel).expect("replicas without env are served as stored");
-        let Served::Item(Item::Stored(json)) = plan.serve(stored(&obj, 42)) else {
+        let Served::Item(Item::Stored(json)) = serve(&plan, &stored(&obj, 42)) else {
             panic!("served as stored")
         };
         let mut expected = obj.clone();
         expected["metadata"]["resourceVersion"] = "42".into();
         // Byte for byte what building it writes: `resourceVersion` last in `metadata`.
-        assert_eq!(json, serde_json::to_string(&expected).unwrap());
+        assert_eq!(&*json, serde_json::to_string(&expected).unwrap());
         assert!(matches!(
-            plan.serve(stored(&replica(json!({ "group": "g2" }), None, None), 1)),
+            serve(&plan, &stored(&replica(json!({ "group": "g2" }), None, None), 1)),
             Served::Skip
         ));
     }
@@ -397,7 +435,7 @@ mod tests {
         let secret = replica(json!({}), Some(json!([{ "name": "A", "value": "s3cret" }])), None);
         let applied = replica(json!({}), None, Some(json!({ api::signing::LAST_APPLIED: "{}" })));
         for obj in [&secret, &applied] {
-            assert!(matches!(plan.serve(stored(obj, 1)), Served::Build(_)), "{obj}");
+            assert!(matches!(serve(&plan, &stored(obj, 1)), Served::Build), "{obj}");
             let seen = served(&stranger, kind, &sel, &stored(obj, 1)).unwrap();
             assert!(!seen.to_string().contains("s3cret"));
             assert!(seen["metadata"]["annotations"].get(api::signing::LAST_APPLIED).is_none());
@@ -405,10 +443,13 @@ mod tests {
         // A member sees it all, as stored.
         let member = caller(true);
         let plan = Plan::new(&member, kind, &sel).unwrap();
-        assert!(matches!(plan.serve(stored(&secret, 1)), Served::Item(_)));
+        assert!(matches!(serve(&plan, &stored(&secret, 1)), Served::Item(_)));
         // An empty env hides nothing.
         let none = replica(json!({}), Some(json!([])), None);
-        assert!(matches!(Plan::new(&stranger, kind, &sel).unwrap().serve(stored(&none, 1)), Served::Item(_)));
+        assert!(matches!(
+            serve(&Plan::new(&stranger, kind, &sel).unwrap(), &stored(&none, 1)),
+            Served::Item(_)
+        ));
     }
 
     #[test]
@@ -432,14 +473,14 @@ mod tests {
             r#"{"spec":{}}"#,
         ] {
             let s = Stored { create_revision: 1, mod_revision: 9, value: json.into() };
-            assert!(matches!(plan.serve(s), Served::Build(_)), "{json}");
+            assert!(matches!(serve(&plan, &s), Served::Build), "{json}");
         }
         let empty = Stored { create_revision: 1, mod_revision: 9, value: r#"{"metadata":{ }}"#.into() };
-        let Served::Item(Item::Stored(json)) = plan.serve(empty) else { panic!() };
-        assert_eq!(json, r#"{"metadata":{ "resourceVersion":"9"}}"#);
+        let Served::Item(Item::Stored(json)) = serve(&plan, &empty) else { panic!() };
+        assert_eq!(&*json, r#"{"metadata":{ "resourceVersion":"9"}}"#);
     }
 
-    fn label_value() -> impl Strategy<Value = String> {
+    pub(crate) fn label_value() -> impl Strategy<Value = String> {
         prop::sample::select(vec!["a", "b", "c"]).prop_map(str::to_owned)
     }
 

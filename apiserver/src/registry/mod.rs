@@ -589,14 +589,11 @@ impl Registry {
         let needs = crate::raft::labels::LabelNeeds::of(&opts.selector.labels);
         let scan = crate::raft::Scan { prefix: &prefix, after, at, labels: &needs };
         let scanned = self.store.scan(scan, &mut |key, stored| {
-            let stored = match &plan {
-                Some(plan) => match plan.serve(stored) {
-                    Served::Skip => return true,
-                    Served::Item(item) => return visit(key, item),
-                    Served::Build(stored) => stored,
-                },
-                None => stored,
-            };
+            match plan.as_ref().map(|p| p.serve(&stored.value, stored.mod_revision)) {
+                Some(Served::Skip) => return true,
+                Some(Served::Item(item)) => return visit(key, item),
+                Some(Served::Build) | None => {}
+            }
             // Redacted first: a selector must not probe what the caller may not see.
             match item::build(&stored, &redact) {
                 Ok(Some(obj)) if opts.selector.matches(&obj) => visit(key, Item::Built(obj)),
