@@ -222,6 +222,7 @@ async fn run(registry: &Registry, watch: &Watch, tx: &mpsc::Sender<Event>) -> Re
         }
     };
 
+    let plan = Plan::new(&watch.who, watch.kind, &watch.selector);
     let mut next_bookmark = Instant::now() + BOOKMARK_EVERY;
     loop {
         applied.borrow_and_update();
@@ -231,7 +232,6 @@ async fn run(registry: &Registry, watch: &Watch, tx: &mpsc::Sender<Event>) -> Re
         })?;
         let caught_up = batch.upto >= *applied.borrow();
         let redact = registry.redactor(&watch.who, watch.kind);
-        let plan = Plan::new(&watch.who, watch.kind, &watch.selector);
         for (revision, change) in &batch.changes {
             if !change.key.starts_with(&prefix) {
                 continue;

@@ -746,7 +746,8 @@ fn start_watch(
                 // As stored, written as it is.
                 _ => event.object,
             };
-            let mut line = format!("{{\"type\":\"{}\",\"object\":", event.kind).into_bytes();
+            let mut line = Vec::with_capacity(object.len_hint() + 40);
+            line.extend_from_slice(format!("{{\"type\":\"{}\",\"object\":", event.kind).as_bytes());
             object.write_to(&mut line);
             line.extend_from_slice(b"}\n");
             Some((Ok::<_, std::convert::Infallible>(Bytes::from(line)), (events, slot, watcher)))

@@ -40,6 +40,14 @@ impl Item {
         }
     }
 
+    /// About how long its JSON is (exactly, as stored).
+    pub fn len_hint(&self) -> usize {
+        match self {
+            Item::Built(_) => 1024,
+            Item::Stored(json) => json.len(),
+        }
+    }
+
     /// Appends the object's JSON to `out`.
     pub fn write_to(&self, out: &mut Vec<u8>) {
         match self {
