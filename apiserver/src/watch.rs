@@ -296,7 +296,7 @@ mod tests {
     }
 
     fn shown(e: Option<Event>) -> Option<(&'static str, Value)> {
-        e.map(|e| (e.kind, e.object.into_value()))
+        e.map(|e| (e.kind, e.object.into_value().unwrap()))
     }
 
     fn object() -> impl Strategy<Value = Option<Value>> {
@@ -340,7 +340,7 @@ mod tests {
         let Some(Some(e)) = served_event(&member_plan, 2, &shared) else {
             panic!("a member sees it as stored")
         };
-        assert_eq!(e.object.into_value()["spec"]["container"]["env"][0]["value"], "v");
+        assert_eq!(e.object.into_value().unwrap()["spec"]["container"]["env"][0]["value"], "v");
         assert_eq!(served_event(&plan, 2, &shared).map(|e| e.map(|e| e.kind)), None, "a stranger: built");
         assert!(matches!(served_event(&member_plan, 2, &shared), Some(Some(_))), "again, from the memo");
     }

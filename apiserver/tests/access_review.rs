@@ -164,7 +164,7 @@ async fn world(reg: &Registry, o: &Who, node_key: &SigningKey, stranger: &Signin
     assert_eq!(refused["status"]["phase"], "Refused", "{refused}");
     let accounts = reg.list(&sys, kind("Account"), None, &ListOptions::default()).await.unwrap().items;
     assert_eq!(accounts.len(), 2, "the committed payment posted two accounts");
-    made.extend(accounts.into_iter().map(|a| a.into_value()));
+    made.extend(accounts.into_iter().map(|a| a.into_value().unwrap()));
     made
 }
 

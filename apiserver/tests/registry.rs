@@ -388,7 +388,7 @@ async fn pages_are_served_at_the_revision_of_the_first_and_selectors_apply(reg: 
         .unwrap()
         .items
         .into_iter()
-        .map(|o| o.into_value()["metadata"]["name"].clone())
+        .map(|o| o.into_value().unwrap()["metadata"]["name"].clone())
         .collect();
     assert_eq!(names, [json!("w3"), json!("w5")]);
 
@@ -816,5 +816,5 @@ async fn events_are_their_node_s_to_write_within_its_quota_and_their_owner_s_to_
 
 /// The objects of a list, as values.
 fn values(list: &apiserver::registry::List) -> Vec<Value> {
-    list.items.iter().map(|i| i.clone().into_value()).collect()
+    list.items.iter().map(|i| i.clone().into_value().unwrap()).collect()
 }

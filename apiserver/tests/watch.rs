@@ -54,7 +54,7 @@ async fn next(events: &mut tokio::sync::mpsc::Receiver<Event>) -> Seen {
         .await
         .expect("an event in time")
         .expect("stream open");
-    Seen { kind: e.kind, object: e.object.into_value() }
+    Seen { kind: e.kind, object: e.object.into_value().unwrap() }
 }
 
 fn summary(e: &Seen) -> (String, String) {

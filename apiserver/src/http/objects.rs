@@ -511,12 +511,14 @@ async fn read(
         metadata["continue"] = token.clone().into();
     }
     if format.is_table() || view != View::Stored {
-        let items: Vec<Value> = list.items.into_iter().map(|i| view.show(i.into_value())).collect();
-        // A page as a Table keeps its `continue` token: kubectl asks for Tables in chunks.
+        let items = list.items.into_iter().map(Item::into_value).collect::<Result<Vec<_>>>()?;
+        // A page as a Table keeps its `continue` token: kubectl asks for Tables in chunks. Its
+        // rows read the stored form, whatever the view.
         if let Some(table) = format.table_of_list(target.kind, &items, &metadata) {
             return Ok(table);
         }
-        return Ok(list_json(target.kind, view, &metadata, items.into_iter().map(Item::Built)));
+        let shown = items.into_iter().map(|o| Item::Built(view.show(o)));
+        return Ok(list_json(target.kind, view, &metadata, shown));
     }
     Ok(list_json(target.kind, view, &metadata, list.items))
 }
@@ -606,6 +608,7 @@ async fn stream_list(
         buf.pop();
         buf.extend_from_slice(b",\"items\":[");
         let (mut first, mut cut) = (true, false);
+        let mut failed = None;
         let listed = reg.list_each(&who, kind, ns.as_deref(), &opts, &mut |item| {
             // Checked on every object, not only when a chunk is full: a list that selects
             // little, or whose client left, does not keep its slot and its read.
@@ -618,9 +621,13 @@ async fn stream_list(
             }
             match view {
                 View::Stored => item.write_to(&mut buf),
-                View::CoreV1 => {
-                    serde_json::to_writer(&mut buf, &view.show(item.into_value())).expect("JSON serializes")
-                }
+                View::CoreV1 => match item.into_value() {
+                    Ok(obj) => serde_json::to_writer(&mut buf, &view.show(obj)).expect("JSON serializes"),
+                    Err(e) => {
+                        failed = Some(e);
+                        return false;
+                    }
+                },
             }
             cut = buf.len() >= LIST_CHUNK_BYTES && !send(Ok((Bytes::from(std::mem::take(&mut buf)), false)));
             !cut
@@ -628,7 +635,7 @@ async fn stream_list(
         if cut {
             return;
         }
-        let last = listed.map(|revision| {
+        let last = listed.and_then(|revision| failed.map_or(Ok(revision), Err)).map(|revision| {
             buf.extend_from_slice(
                 format!("],\"metadata\":{{\"resourceVersion\":\"{revision}\"}}}}").as_bytes(),
             );
@@ -728,26 +735,32 @@ fn start_watch(
             let event = events.recv().await?;
             watcher.sent();
             // `kubectl get -w` asks for Tables: each changed object comes as a one-row Table.
-            let object = match event.kind {
-                "ADDED" | "MODIFIED" | "DELETED" if format.is_table() => {
-                    Item::Built(format.watch_object(kind, event.object.into_value()))
+            let object = match (event.kind, event.object) {
+                // As stored, written as it is.
+                (_, object) if !format.is_table() && view == View::Stored => Ok(object),
+                ("ADDED" | "MODIFIED" | "DELETED", object) if format.is_table() => {
+                    object.into_value().map(|o| Item::Built(format.watch_object(kind, o)))
                 }
-                "ADDED" | "MODIFIED" | "DELETED" if view == View::CoreV1 => {
-                    Item::Built(view.show(event.object.into_value()))
+                ("ADDED" | "MODIFIED" | "DELETED", object) => {
+                    object.into_value().map(|o| Item::Built(view.show(o)))
                 }
                 // A bookmark's or an error's object is the same in every view, but its kind.
-                _ if view == View::CoreV1 => {
-                    let mut o = event.object.into_value();
+                (_, object) => object.into_value().map(|mut o| {
                     if o.get("kind").and_then(Value::as_str) == Some(api::kinds::event::EVENT_KIND) {
                         o["apiVersion"] = "v1".into();
                     }
                     Item::Built(o)
+                }),
+            };
+            let (kind_of_event, object) = match object {
+                Ok(object) => (event.kind, object),
+                Err(e) => {
+                    let error = watch::error_event(&e);
+                    (error.kind, error.object)
                 }
-                // As stored, written as it is.
-                _ => event.object,
             };
             let mut line = Vec::with_capacity(object.len_hint() + 40);
-            line.extend_from_slice(format!("{{\"type\":\"{}\",\"object\":", event.kind).as_bytes());
+            line.extend_from_slice(format!("{{\"type\":\"{kind_of_event}\",\"object\":").as_bytes());
             object.write_to(&mut line);
             line.extend_from_slice(b"}\n");
             Some((Ok::<_, std::convert::Infallible>(Bytes::from(line)), (events, slot, watcher)))

@@ -16,6 +16,7 @@ use serde_json::Value;
 use serde_json::value::RawValue;
 
 use super::ApiError;
+use super::error::unavailable;
 use super::meta::at_revision;
 use crate::access::{self, AsStored, Caller};
 use crate::raft::Stored;
@@ -31,12 +32,13 @@ pub enum Item {
 }
 
 impl Item {
-    /// The object as a value (parsing a stored one).
-    pub fn into_value(self) -> Value {
+    /// The object as a value (parsing a stored one: an error for stored JSON that serde_json
+    /// reads but will not build, such as a number out of range, as building it in a list
+    /// would have been).
+    pub fn into_value(self) -> Result<Value, ApiError> {
         match self {
-            Item::Built(v) => v,
-            // Read whole as JSON when its fields were picked, then given one more string field.
-            Item::Stored(json) => serde_json::from_str(&json).expect("a stored item is JSON"),
+            Item::Built(v) => Ok(v),
+            Item::Stored(json) => serde_json::from_str(&json).map_err(unavailable),
         }
     }
 
@@ -77,8 +79,10 @@ pub struct Plan<'s> {
     check_secret: bool,
     /// The fields every plan of the kind picks (see [`Outline`]).
     base: Paths,
-    /// The selector's fields, in its order.
+    /// The selector's fields.
     fields: Paths,
+    /// Where each of its requirements' fields is among the picks of `fields`.
+    field_picks: Vec<usize>,
 }
 
 /// Where in the base picks.
@@ -125,10 +129,15 @@ impl<'s> Plan<'s> {
             base.add(&path);
         }
         let mut fields = Paths::default();
+        let mut field_picks = Vec::new();
         for path in selector.fields.paths() {
-            fields.add(&keys(path, '.'));
+            // `resourceVersion` is not in the stored JSON: only the built object has it.
+            if path == "metadata" || path.starts_with("metadata.resourceVersion") {
+                return None;
+            }
+            field_picks.push(fields.add(&keys(path, '.')));
         }
-        Some(Self { selector, check_secret, base, fields })
+        Some(Self { selector, check_secret, base, fields, field_picks })
     }
 
     /// Whether it selects every object it is shown (no selector).
@@ -190,10 +199,11 @@ impl<'s> Plan<'s> {
             return Ok(true);
         }
         let picks = pick(json, &self.fields)?;
-        let mut values = Vec::with_capacity(picks.len());
-        for raw in picks {
-            values.push(raw.map(|raw| serde_json::from_str::<Value>(raw.get())).transpose()?);
+        let mut values = Vec::with_capacity(self.field_picks.len());
+        for &i in &self.field_picks {
+            values.push(picks[i].map(|raw| serde_json::from_str::<Value>(raw.get())).transpose()?);
         }
+        // `matches_with` asks for each requirement's field in the selector's order.
         let mut values = values.into_iter();
         Ok(self.selector.fields.matches_with(|_| values.next().flatten()))
     }
@@ -386,7 +396,7 @@ pub(crate) mod tests {
             None => built(who, kind, sel, s),
             Some(plan) => match plan.serve(&s.value, s.mod_revision) {
                 Served::Skip => None,
-                Served::Item(item) => Some(item.into_value()),
+                Served::Item(item) => Some(item.into_value().unwrap()),
                 Served::Build => built(who, kind, sel, s),
             },
         }
@@ -483,6 +493,15 @@ pub(crate) mod tests {
             let s = Stored { create_revision: 1, mod_revision: 9, value: json.into() };
             assert!(matches!(serve(&plan, &s), Served::Build), "{json}");
         }
+        // JSON that serde_json reads but will not build: served, then refused when built, never a
+        // panic (a list that builds it answers 503, as before).
+        let huge = Stored {
+            create_revision: 1,
+            mod_revision: 9,
+            value: r#"{"metadata":{},"spec":{"x":1e400}}"#.into(),
+        };
+        let Served::Item(item) = serve(&plan, &huge) else { panic!("served") };
+        assert!(item.into_value().is_err());
         let empty = Stored { create_revision: 1, mod_revision: 9, value: r#"{"metadata":{ }}"#.into() };
         let Served::Item(Item::Stored(json)) = serve(&plan, &empty) else { panic!() };
         assert_eq!(&*json, r#"{"metadata":{ "resourceVersion":"9"}}"#);
@@ -503,7 +522,12 @@ pub(crate) mod tests {
             applied: bool,
             member: bool,
             labels in prop::sample::select(vec!["", "app=a", "app!=a", "app in (a,b)", "!tier", "tier", "app=a,tier notin (c)"]),
-            fields in prop::sample::select(vec!["", "spec.nodeName=a", "spec.nodeName!=b", "metadata.name=r1", "spec.container.env=", "spec.missing="]),
+            fields in prop::sample::select(vec![
+                "", "spec.nodeName=a", "spec.nodeName!=b", "metadata.name=r1", "spec.container.env=", "spec.missing=",
+                "spec.nodeName=a,spec.nodeName!=a", "spec.nodeName=a,spec.nodeName=a",
+                "spec.nodeName=a,metadata.name=r1,spec.nodeName!=b", "metadata.name=r1,metadata.labels.app=a",
+                "metadata.resourceVersion=7", "metadata.resourceVersion!=7",
+            ]),
         ) {
             let mut l = serde_json::Map::new();
             if let Some(v) = app { l.insert("app".into(), v.into()); }
