@@ -89,7 +89,7 @@ pub struct Options {
 impl Default for Options {
     fn default() -> Self {
         Self {
-            snapshot_every: 10_000,
+            snapshot_every: 100_000,
             keep_behind_snapshot: 1_000,
             history: Retention::default(),
             write_batch: MAX_BATCH,

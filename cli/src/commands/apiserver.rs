@@ -42,6 +42,11 @@ pub struct Args {
     /// 1 commits every write on its own (for comparison)
     #[arg(long, value_name = "N", default_value_t = 256, value_parser = clap::value_parser!(u16).range(1..=256))]
     write_batch: u16,
+    /// Raft entries applied between snapshots (etcd's `--snapshot-count`). A snapshot writes
+    /// every object, so fewer snapshots cost less CPU on a large state; the log keeps the
+    /// entries since the last one on disk (and a restart replays them)
+    #[arg(long, value_name = "N", default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(100..))]
+    snapshot_count: u64,
     /// Another control-plane member's or controller's did:key (repeatable). The apiserver's own
     /// member key (in the data dir) is always one
     #[arg(long = "member", value_name = "DID")]
@@ -278,7 +283,11 @@ pub fn run(ctx: &Context, args: &Args, up: Option<&super::node::LocalNodeArgs>) 
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start tokio")?;
     runtime.block_on(async {
-        let mut options = Options { write_batch: usize::from(args.write_batch), ..Options::default() };
+        let mut options = Options {
+            write_batch: usize::from(args.write_batch),
+            snapshot_every: args.snapshot_count,
+            ..Options::default()
+        };
         if let Some(secs) = args.watch_history_seconds {
             options.history.max_age = Duration::from_secs(secs);
         }
