@@ -160,12 +160,13 @@ fn served_event(plan: &Plan<'_>, revision: u64, change: &Change) -> Option<Optio
         let (s, outline) = (s.as_ref()?, outline.as_ref()?);
         Some(outline.as_ref().map_or(Served::Build, |o| plan.serve_outlined(o, &s.value)))
     };
-    let (prev, new) = (|| serve(&change.prev, prev), serve(&change.new, new));
+    // The previous object is served only when the watcher's selection of it matters.
+    let (served_prev, new) = (|| serve(&change.prev, prev), serve(&change.new, new));
     // Whether the watcher saw the object before; without a selector it saw whatever existed.
     let before = match &change.prev {
         None => false,
         Some(_) if plan.selects_all() && new.is_some() => true,
-        Some(_) => match prev()? {
+        Some(_) => match served_prev()? {
             Served::Build => return None,
             Served::Skip => false,
             Served::Item(prev) if new.is_none() => {

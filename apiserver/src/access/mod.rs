@@ -578,9 +578,9 @@ fn user_rules(
 pub enum AsStored {
     /// Always: nothing of the kind is hidden from the caller.
     Always,
-    /// When the object holds nothing at this pointer (absent, `null` or `[]`) and has no
-    /// last-applied annotation: then [`redact`] has nothing to hide or drop.
-    UnlessSecret(&'static str),
+    /// When the object holds nothing at the kind's [`secret_pointer`] (absent, `null` or
+    /// `[]`) and has no last-applied annotation: then [`redact`] has nothing to hide or drop.
+    UnlessSecret,
     /// Only [`redact`] can tell (a private kind, seen by a party to it or by nobody).
     Never,
 }
@@ -599,10 +599,7 @@ pub fn as_stored(who: &Caller, kind: &KindInfo) -> AsStored {
     if rules.private.is_some() {
         return AsStored::Never;
     }
-    match rules.secret {
-        None => AsStored::Always,
-        Some(secret) => AsStored::UnlessSecret(secret.path),
-    }
+    if rules.secret.is_some() { AsStored::UnlessSecret } else { AsStored::Always }
 }
 
 /// What `who` may see of `obj`: everything, the allow-listed view of the kind's secret, or

@@ -530,14 +530,7 @@ fn list_json(
     metadata: &Value,
     items: impl IntoIterator<Item = Item>,
 ) -> Response {
-    let mut out = serde_json::to_vec(&json!({
-        "apiVersion": view.api_version(kind),
-        "kind": format!("{}List", kind.kind),
-        "metadata": metadata,
-    }))
-    .expect("JSON serializes");
-    out.pop();
-    out.extend_from_slice(b",\"items\":[");
+    let mut out = list_opening(kind, view, Some(metadata));
     for (i, item) in items.into_iter().enumerate() {
         if i > 0 {
             out.push(b',');
@@ -546,6 +539,19 @@ fn list_json(
     }
     out.extend_from_slice(b"]}");
     ([(header::CONTENT_TYPE, "application/json")], out).into_response()
+}
+
+/// A list's JSON up to its first item: `{"apiVersion":…,"kind":"…List",` its `metadata` if
+/// known, then `"items":[`.
+fn list_opening(kind: &KindInfo, view: View, metadata: Option<&Value>) -> Vec<u8> {
+    let mut head = json!({ "apiVersion": view.api_version(kind), "kind": format!("{}List", kind.kind) });
+    if let Some(metadata) = metadata {
+        head["metadata"] = metadata.clone();
+    }
+    let mut out = serde_json::to_vec(&head).expect("JSON serializes");
+    out.pop();
+    out.extend_from_slice(b",\"items\":[");
+    out
 }
 
 /// Bytes of a streamed list sent at a time.
@@ -600,13 +606,7 @@ async fn stream_list(
                 matches!(tokio::time::timeout(LIST_CHUNK_TIMEOUT, tx.send(chunk)).await, Ok(Ok(())))
             }) && std::time::Instant::now() < deadline
         };
-        let mut buf = serde_json::to_vec(&json!({
-            "apiVersion": view.api_version(kind),
-            "kind": format!("{}List", kind.kind),
-        }))
-        .expect("JSON serializes");
-        buf.pop();
-        buf.extend_from_slice(b",\"items\":[");
+        let mut buf = list_opening(kind, view, None);
         let (mut first, mut cut) = (true, false);
         let mut failed = None;
         let listed = reg.list_each(&who, kind, ns.as_deref(), &opts, &mut |item| {

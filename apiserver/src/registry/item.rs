@@ -17,9 +17,7 @@ use serde_json::value::RawValue;
 
 use super::ApiError;
 use super::error::unavailable;
-use super::meta::at_revision;
 use crate::access::{self, AsStored, Caller};
-use crate::raft::Stored;
 
 /// One object of a list.
 #[derive(Clone, Debug, PartialEq)]
@@ -98,14 +96,36 @@ fn keys(path: &str, separator: char) -> Vec<String> {
     path.trim_start_matches(separator).split(separator).map(str::to_owned).collect()
 }
 
-/// One stored object as a plan needs it, the same for every plan of its kind (so the
-/// watchers of a change share one): its JSON at a revision, its labels, and whether a reader
-/// without a role would see it redacted.
+/// What a plan decides an object on, the same for every plan of its kind: its labels,
+/// whether a reader without a role would see it redacted, and where its `metadata` closes.
 #[derive(Debug)]
-pub struct Outline {
-    json: std::sync::Arc<str>,
+struct Look {
     labels: Option<Value>,
     hides: bool,
+    /// The offset of the `}` closing `metadata`, and whether `metadata` has fields.
+    close: usize,
+    has_fields: bool,
+}
+
+impl Look {
+    /// `json` with `"resourceVersion":"revision"` written last in its `metadata`.
+    fn splice(&self, json: &str, revision: u64) -> std::sync::Arc<str> {
+        let comma = if self.has_fields { "," } else { "" };
+        let field = format!("{comma}\"resourceVersion\":\"{revision}\"");
+        let mut out = String::with_capacity(json.len() + field.len());
+        out.push_str(&json[..self.close]);
+        out.push_str(&field);
+        out.push_str(&json[self.close..]);
+        out.into()
+    }
+}
+
+/// One stored object outlined once for every plan of its kind (so the watchers of a change
+/// share one): what they decide on, and its JSON at a revision.
+#[derive(Debug)]
+pub struct Outline {
+    look: Look,
+    json: std::sync::Arc<str>,
 }
 
 impl<'s> Plan<'s> {
@@ -115,7 +135,7 @@ impl<'s> Plan<'s> {
         let check_secret = match access::as_stored(who, kind) {
             AsStored::Never => return None,
             AsStored::Always => false,
-            AsStored::UnlessSecret(_) => true,
+            AsStored::UnlessSecret => true,
         };
         let mut base = Paths::default();
         for path in [
@@ -145,18 +165,37 @@ impl<'s> Plan<'s> {
         self.selector.labels.is_empty() && self.selector.fields.is_empty()
     }
 
-    /// What to do with the stored object `json`, shown at `revision`.
+    /// What to do with the stored object `json`, shown at `revision` (its JSON is written
+    /// only if it is shown).
     pub fn serve(&self, json: &str, revision: u64) -> Served {
-        match self.outline(json, revision) {
-            Some(outline) => self.serve_outlined(&outline, json),
+        let Some(look) = self.look(json) else { return Served::Build };
+        match self.decide(&look, json) {
+            Some(true) => Served::Item(Item::Stored(look.splice(json, revision))),
+            Some(false) => Served::Skip,
             None => Served::Build,
         }
     }
 
     /// The stored object `json` at `revision` as [`Plan::serve_outlined`] takes it; `None`:
-    /// only building it can tell (it cannot be read here, or already holds a
-    /// `resourceVersion`).
+    /// only building it can tell.
     pub fn outline(&self, json: &str, revision: u64) -> Option<Outline> {
+        let look = self.look(json)?;
+        let json = look.splice(json, revision);
+        Some(Outline { look, json })
+    }
+
+    /// What to do with an outlined object, `json` being what it was outlined from.
+    pub fn serve_outlined(&self, outline: &Outline, json: &str) -> Served {
+        match self.decide(&outline.look, json) {
+            Some(true) => Served::Item(Item::Stored(outline.json.clone())),
+            Some(false) => Served::Skip,
+            None => Served::Build,
+        }
+    }
+
+    /// What the plan decides `json` on; `None`: only building it can tell (it cannot be read
+    /// here, or already holds a `resourceVersion`).
+    fn look(&self, json: &str) -> Option<Look> {
         let picks = pick(json, &self.base).ok()?;
         let meta = picks[METADATA].filter(|m| m.get().starts_with('{'))?;
         if picks[RESOURCE_VERSION].is_some() {
@@ -165,54 +204,33 @@ impl<'s> Plan<'s> {
         let labels = picks[LABELS].map(|raw| serde_json::from_str(raw.get())).transpose().ok()?;
         let hides = picks[LAST_APPLIED].is_some()
             || picks[SECRET].is_some_and(|raw| !matches!(raw.get(), "null" | "[]"));
-        // `metadata` closes here: an offset into the JSON it was picked from.
+        // An offset into the JSON `metadata` was picked from.
         let close = meta.get().as_ptr() as usize - json.as_ptr() as usize + meta.get().len() - 1;
         let has_fields = !meta.get()[1..meta.get().len() - 1].trim().is_empty();
-        let comma = if has_fields { "," } else { "" };
-        let field = format!("{comma}\"resourceVersion\":\"{revision}\"");
-        let mut out = String::with_capacity(json.len() + field.len());
-        out.push_str(&json[..close]);
-        out.push_str(&field);
-        out.push_str(&json[close..]);
-        Some(Outline { json: out.into(), labels, hides })
+        Some(Look { labels, hides, close, has_fields })
     }
 
-    /// What to do with an outlined object, `json` being what it was outlined from.
-    pub fn serve_outlined(&self, outline: &Outline, json: &str) -> Served {
-        if self.check_secret && outline.hides {
-            return Served::Build;
+    /// Whether the object `json`, looked at, is shown as stored and selected; `None`: only
+    /// building it can tell (redaction would change it, or a field cannot be read here).
+    fn decide(&self, look: &Look, json: &str) -> Option<bool> {
+        if self.check_secret && look.hides {
+            return None;
         }
-        match self.selects(outline, json) {
-            Ok(true) => Served::Item(Item::Stored(outline.json.clone())),
-            Ok(false) => Served::Skip,
-            Err(_) => Served::Build,
-        }
-    }
-
-    /// Whether the selector selects the object outlined from `json`.
-    fn selects(&self, outline: &Outline, json: &str) -> Result<bool, serde_json::Error> {
-        let labels = outline.labels.as_ref().and_then(Value::as_object);
-        if !self.selector.labels.matches(labels) {
-            return Ok(false);
+        if !self.selector.labels.matches(look.labels.as_ref().and_then(Value::as_object)) {
+            return Some(false);
         }
         if self.selector.fields.is_empty() {
-            return Ok(true);
+            return Some(true);
         }
-        let picks = pick(json, &self.fields)?;
+        let picks = pick(json, &self.fields).ok()?;
         let mut values = Vec::with_capacity(self.field_picks.len());
         for &i in &self.field_picks {
-            values.push(picks[i].map(|raw| serde_json::from_str::<Value>(raw.get())).transpose()?);
+            values.push(picks[i].map(|raw| serde_json::from_str::<Value>(raw.get())).transpose().ok()?);
         }
         // `matches_with` asks for each requirement's field in the selector's order.
         let mut values = values.into_iter();
-        Ok(self.selector.fields.matches_with(|_| values.next().flatten()))
+        Some(self.selector.fields.matches_with(|_| values.next().flatten()))
     }
-}
-
-/// The object as `who` sees it when a list builds it (see [`Served::Build`]): parsed at its
-/// revision, then redacted by `redact`; `None`: not shown.
-pub fn build(stored: &Stored, redact: impl Fn(Value) -> Option<Value>) -> Result<Option<Value>, ApiError> {
-    Ok(redact(at_revision(&stored.value, stored.mod_revision)?))
 }
 
 /// Paths to pick from a JSON object, as a tree of keys: at each key, the index of its value
@@ -350,6 +368,8 @@ pub(crate) mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::raft::Stored;
+    use crate::registry::meta::with_revision;
 
     pub(crate) fn caller(member: bool) -> Caller {
         let key = ed25519_dalek::SigningKey::from_bytes(&[3; 32]).verifying_key();
@@ -383,8 +403,7 @@ pub(crate) mod tests {
 
     /// What a list served before plans: parse, redact, select.
     fn built(who: &Caller, kind: &KindInfo, sel: &Selector, s: &Stored) -> Option<Value> {
-        let redact = |v| access::redact(who, kind, v, &Empty);
-        build(s, redact).unwrap().filter(|o| sel.matches(o))
+        access::redact(who, kind, with_revision(s).unwrap(), &Empty).filter(|o| sel.matches(o))
     }
 
     fn serve(plan: &Plan<'_>, s: &Stored) -> Served {

@@ -595,7 +595,7 @@ impl Registry {
                 Some(Served::Build) | None => {}
             }
             // Redacted first: a selector must not probe what the caller may not see.
-            match item::build(&stored, &redact) {
+            match with_revision(&stored).map(&redact) {
                 Ok(Some(obj)) if opts.selector.matches(&obj) => visit(key, Item::Built(obj)),
                 Ok(_) => true,
                 Err(e) => {
