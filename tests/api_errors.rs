@@ -88,6 +88,12 @@ fn bad_requests_get_a_status_and_change_nothing() {
     status(http.get("/nothing/here"), 404, "NotFound");
     status(http.get(&format!("{WL}/missing")), 404, "NotFound");
     status(http.get(&format!("{WL}?labelSelector=app%20in%20web")), 400, "BadRequest");
+    // A selector of a stranger's making is bounded, and its error shows only its start.
+    for (param, part) in [("labelSelector", "a=b,"), ("fieldSelector", "metadata.name=b,")] {
+        let body = status(http.get(&format!("{WL}?{param}={}", part.repeat(3_000))), 400, "BadRequest");
+        let message = body["message"].as_str().unwrap();
+        assert!(message.contains("at most 64 requirements") && message.len() < 400, "{message}");
+    }
     status(http.get(&format!("{WL}?continue=garbage")), 400, "BadRequest");
     status(http.get(&format!("{WL}?resourceVersion=abc")), 400, "BadRequest");
     let body = status(

@@ -4,8 +4,10 @@
 //! its LAN, not another owner's replicas.
 //!
 //! - **Pool.** An agent takes a /16 for its replicas (`--replica-network`, else the first free
-//!   one of 10.77.0.0/16 … 10.126.0.0/16), held by a lock in [`RUN_DIR`] while it runs: several
-//!   agents on one machine never share addresses.
+//!   one of 10.77.0.0/16 … 10.126.0.0/16), held by a lock in [`RUN_DIR`] while it runs and
+//!   claimed for as long as its state names it (its replicas run on when it stops): several
+//!   agents on one machine never share addresses, and none takes one overlapping a stopped
+//!   agent's.
 //! - **Owners.** Each owner (the workload's signer) with replicas here gets a /24 of the pool and
 //!   a bridge `uvb…` holding its `.1`; each replica a free address of it and a veth pair
 //!   `uvv…`, made by the shim between creating the container and starting it.
@@ -451,10 +453,10 @@ pub struct Network {
 }
 
 impl Network {
-    /// Takes the pool (`wanted`, else the one this node had, else the first free default that
-    /// overlaps none of `taken`, the pools other nodes advertise; else the first free default)
-    /// and restores the leases of `state_dir`; removes the bridges an earlier agent left in the
-    /// pool that no lease needs, and sets the node up to forward.
+    /// Takes the pool ([`take_pool`]: `wanted`, else the one this node had, else a free default
+    /// that no stopped agent's state still claims) and restores the leases of `state_dir`;
+    /// removes the bridges an earlier agent left in the pool that no lease needs, and sets the
+    /// node up to forward.
     pub async fn open(state_dir: &Path, wanted: Option<Net>, taken: &[Net]) -> anyhow::Result<Self> {
         which_nft()?;
         std::fs::create_dir_all(RUN_DIR).with_context(|| format!("cannot make {RUN_DIR}"))?;
@@ -465,23 +467,12 @@ impl Network {
             }
             Err(_) => Leases::default(),
         };
-        let candidates: Vec<Net> = match (wanted, leases.pool) {
-            (Some(w), _) => vec![w],
-            (None, Some(had)) => vec![had],
-            (None, None) => {
-                let all = DEFAULT_POOLS.map(|b| Net { base: Ipv4Addr::new(10, b, 0, 0), prefix: 16 });
-                let (free, advertised): (Vec<Net>, Vec<Net>) =
-                    all.partition(|p| !taken.iter().any(|t| t.overlaps(*p)));
-                free.into_iter().chain(advertised).collect()
-            }
-        };
-        let (pool, lock) = candidates
-            .iter()
-            .find_map(|p| lock_pool(*p).map(|l| (*p, l)))
-            .with_context(|| match wanted {
-                Some(w) => format!("the replica network {w} is in use by another node agent on this machine"),
-                None => "every default replica network (10.77.0.0/16 to 10.126.0.0/16) is in use by another node agent on this machine: choose one with --replica-network".to_owned(),
-            })?;
+        let mine = std::fs::canonicalize(state_dir)
+            .or_else(|_| std::path::absolute(state_dir))
+            .with_context(|| format!("cannot resolve {}", state_dir.display()))?
+            .join(LEASES_FILE);
+        let (pool, lock) =
+            take_pool(Path::new(RUN_DIR), &mine, wanted, leases.pool, taken, HAD_POOL_WAIT).await?;
         if leases.pool != Some(pool) {
             leases = Leases { pool: Some(pool), ..Leases::default() };
         }
@@ -822,9 +813,120 @@ async fn sync_routing(table: u32, device: &str, bridges: &[String], pools: &[Net
     Ok(())
 }
 
+/// How long an agent waits for the pool it had: the lock of an agent just killed is released
+/// only once its process is gone.
+const HAD_POOL_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Takes a pool and its lock in `run_dir` for the agent whose state file is `mine`: `wanted`,
+/// else the one it `had`, else the first default that overlaps none of `taken` (the pools other
+/// nodes advertise), else the first default; never one overlapping a pool another agent's
+/// state still claims. Its own pool (the one it had) it waits up to `had_wait` for.
+///
+/// A lock tells only that an agent runs. An agent that stopped or died leaves its replicas
+/// running on its pool's bridges, and taking that pool (or one overlapping it) would delete
+/// them; so the agent holding a lock also writes a claim (`<table>.owner`: the pool and its
+/// state file), and the pool stays its own for as long as that state file names it (until
+/// `ui down` or its state is removed).
+async fn take_pool(
+    run_dir: &Path,
+    mine: &Path,
+    wanted: Option<Net>,
+    had: Option<Net>,
+    taken: &[Net],
+    had_wait: std::time::Duration,
+) -> anyhow::Result<(Net, nix::fcntl::Flock<File>)> {
+    // Another agent's claim on an address of `p`, if any.
+    let kept_from_me = |p: Net| claims(run_dir).into_iter().find(|(c, o)| c.overlaps(p) && o != mine);
+    let kept = |p: Net, (c, o): (Net, PathBuf)| {
+        anyhow::anyhow!(
+            "the replica network {p} overlaps {c}, kept for the replicas of the node agent whose state is {} (until `ui down` there or that state is removed): choose another with --replica-network",
+            o.display()
+        )
+    };
+    let chosen = match wanted.or(had) {
+        Some(p) => {
+            if let Some(claim) = kept_from_me(p) {
+                return Err(kept(p, claim));
+            }
+            // Its own pool: the lock of the agent just before it goes only with its process.
+            let wait = if had == Some(p) { had_wait } else { std::time::Duration::ZERO };
+            let deadline = tokio::time::Instant::now() + wait;
+            let lock = loop {
+                if let Some(l) = lock_pool(run_dir, p) {
+                    break l;
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    anyhow::bail!("the replica network {p} is in use by another node agent on this machine");
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            };
+            // Claimed between the look and the lock by an agent that has since stopped.
+            if let Some(claim) = kept_from_me(p) {
+                return Err(kept(p, claim));
+            }
+            (p, lock)
+        }
+        None => {
+            let all = DEFAULT_POOLS.map(|b| Net { base: Ipv4Addr::new(10, b, 0, 0), prefix: 16 });
+            let (free, advertised): (Vec<Net>, Vec<Net>) =
+                all.partition(|p| !taken.iter().any(|t| t.overlaps(*p)));
+            let known = claims(run_dir);
+            free.into_iter()
+                .chain(advertised)
+                .filter(|p| !known.iter().any(|(c, o)| c.overlaps(*p) && o != mine))
+                .find_map(|p| {
+                    let l = lock_pool(run_dir, p)?;
+                    kept_from_me(p).is_none().then_some((p, l))
+                })
+                .context("every default replica network (10.77.0.0/16 to 10.126.0.0/16) is in use by, or kept for the replicas of, another node agent on this machine (a stopped agent's until `ui down` or its state is removed): choose one with --replica-network")?
+        }
+    };
+    let claim = Claim { pool: chosen.0, state: mine.to_owned() };
+    let text = serde_json::to_vec(&claim).expect("a claim serializes");
+    let path = claim_path(run_dir, chosen.0);
+    let partial = path.with_extension("owner.partial");
+    std::fs::write(&partial, text)
+        .and_then(|()| std::fs::rename(&partial, &path))
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(chosen)
+}
+
+/// What `<table>.owner` says: whose state keeps which pool.
+#[derive(Serialize, Deserialize)]
+struct Claim {
+    pool: Net,
+    state: PathBuf,
+}
+
+fn claim_path(run_dir: &Path, pool: Net) -> PathBuf {
+    run_dir.join(format!("{}.owner", table_name(pool)))
+}
+
+/// Every pool an agent's state still keeps (its state file names it), with that state file.
+fn claims(run_dir: &Path) -> Vec<(Net, PathBuf)> {
+    /// More than a claim or a state file of an agent ever holds.
+    const LIMIT: u64 = 1 << 20;
+    let read = |path: &Path| -> Option<Vec<u8>> {
+        let meta = std::fs::symlink_metadata(path).ok()?;
+        (meta.is_file() && meta.len() <= LIMIT).then(|| std::fs::read(path).ok()).flatten()
+    };
+    let Ok(entries) = std::fs::read_dir(run_dir) else { return Vec::new() };
+    entries
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "owner"))
+        .filter_map(|e| serde_json::from_slice::<Claim>(&read(&e.path())?).ok())
+        .filter(|c| {
+            read(&c.state)
+                .and_then(|b| serde_json::from_slice::<Leases>(&b).ok())
+                .is_some_and(|l| l.pool == Some(c.pool))
+        })
+        .map(|c| (c.pool, c.state))
+        .collect()
+}
+
 /// Locks `pool` for this process, or `None` when another agent holds it.
-fn lock_pool(pool: Net) -> Option<nix::fcntl::Flock<File>> {
-    let path = Path::new(RUN_DIR).join(format!("{}.lock", table_name(pool)));
+fn lock_pool(run_dir: &Path, pool: Net) -> Option<nix::fcntl::Flock<File>> {
+    let path = run_dir.join(format!("{}.lock", table_name(pool)));
     let f = File::options().create(true).truncate(false).write(true).open(path).ok()?;
     nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock).ok()
 }
@@ -969,6 +1071,56 @@ async fn bridges_in(pool: Net) -> anyhow::Result<Vec<String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A state directory whose `network.json` names `pool`, as an agent leaves it.
+    fn state_naming(pool: Option<Net>) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join(LEASES_FILE);
+        std::fs::write(&file, serde_json::to_vec(&Leases { pool, ..Leases::default() }).unwrap()).unwrap();
+        (dir, file)
+    }
+
+    const WAIT: std::time::Duration = std::time::Duration::from_millis(300);
+
+    #[tokio::test]
+    async fn a_stopped_agent_s_pool_is_kept_for_it_until_its_state_lets_it_go() {
+        let run = tempfile::tempdir().unwrap();
+        let first: Net = "10.77.0.0/16".parse().unwrap();
+        let second: Net = "10.78.0.0/16".parse().unwrap();
+        // Agent A takes the first free default, then dies (its lock goes with it).
+        let (_a_dir, a) = state_naming(None);
+        let (pool, lock) = take_pool(run.path(), &a, None, None, &[], WAIT).await.unwrap();
+        assert_eq!(pool, first);
+        drop(lock);
+        std::fs::write(&a, serde_json::to_vec(&Leases { pool: Some(first), ..Leases::default() }).unwrap())
+            .unwrap();
+        // A newcomer does not take it: A's replicas still run on its bridges.
+        let (_b_dir, b) = state_naming(None);
+        let (pool, b_lock) = take_pool(run.path(), &b, None, None, &[], WAIT).await.unwrap();
+        assert_eq!(pool, second);
+        // Nor when asked for it by name: the error names whose it is.
+        let err = take_pool(run.path(), &b, Some(first), None, &[], WAIT).await.unwrap_err().to_string();
+        assert!(err.contains("10.77.0.0/16") && err.contains(&a.display().to_string()), "{err}");
+        // Nor one overlapping it.
+        let part: Net = "10.77.16.0/20".parse().unwrap();
+        let err = take_pool(run.path(), &b, Some(part), None, &[], WAIT).await.unwrap_err().to_string();
+        assert!(err.contains("10.77.16.0/20 overlaps 10.77.0.0/16"), "{err}");
+        // A, back, has its pool again.
+        let (pool, a_lock) = take_pool(run.path(), &a, None, Some(first), &[], WAIT).await.unwrap();
+        assert_eq!(pool, first);
+        // A pool in use is refused to the agent that had it, once the wait is over.
+        drop(b_lock);
+        let held = lock_pool(run.path(), second).unwrap();
+        let err = take_pool(run.path(), &b, None, Some(second), &[], WAIT).await.unwrap_err().to_string();
+        assert!(err.contains("10.78.0.0/16 is in use"), "{err}");
+        drop(held);
+        // Once A's state no longer names it (`ui down`, or removed), the pool is free again.
+        drop(a_lock);
+        std::fs::remove_file(&a).unwrap();
+        let (_c_dir, c) = state_naming(None);
+        let (pool, _c_lock) = take_pool(run.path(), &c, None, None, &[], WAIT).await.unwrap();
+        assert_eq!(pool, first);
+    }
 
     fn lease(owner: &str, ns: &str, wl: &str, name: &str) -> Lease {
         Lease {

@@ -5,14 +5,56 @@ use std::fmt;
 
 use serde_json::Value;
 
+/// The most requirements a label or a field selector may have: matching costs each of them
+/// per object scanned, and anyone may send one.
+pub const MAX_REQUIREMENTS: usize = 64;
+
+/// The most values of the `in` and `notin` sets of a selector, all together.
+pub const MAX_SET_VALUES: usize = 256;
+
+/// The longest field path (`metadata.name`) and value a field selector may name, in bytes.
+pub const MAX_FIELD_PATH: usize = 256;
+/// See [`MAX_FIELD_PATH`].
+pub const MAX_FIELD_VALUE: usize = 1024;
+
+/// How much of a selector an error shows, and of what it says is wrong (which may quote it).
+const SHOWN: usize = 120;
+const SHOWN_REASON: usize = 240;
+
 /// A selector that could not be parsed.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("invalid selector {selector:?}: {reason}")]
 pub struct SelectorError {
-    /// The selector as given.
+    /// The selector as given, cut to its first 120 characters (`…` marks a cut).
     pub selector: String,
-    /// What is wrong.
+    /// What is wrong, cut to 240 characters.
     pub reason: String,
+}
+
+impl SelectorError {
+    fn new(selector: &str, reason: String) -> Self {
+        Self { selector: cut(selector, SHOWN), reason: cut(&reason, SHOWN_REASON) }
+    }
+}
+
+/// The first `n` characters of `s`, and `…` if there were more.
+fn cut(s: &str, n: usize) -> String {
+    match s.char_indices().nth(n) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_owned(),
+    }
+}
+
+/// The non-empty parts of a selector, refused when there are more than [`MAX_REQUIREMENTS`].
+fn requirements_of<'a>(parts: impl Iterator<Item = &'a str>) -> Result<Vec<&'a str>, String> {
+    let parts: Vec<&str> =
+        parts.map(str::trim).filter(|p| !p.is_empty()).take(MAX_REQUIREMENTS + 1).collect();
+    if parts.len() > MAX_REQUIREMENTS {
+        return Err(format!(
+            "more than {MAX_REQUIREMENTS} requirements: at most {MAX_REQUIREMENTS} requirements are allowed"
+        ));
+    }
+    Ok(parts)
 }
 
 /// One requirement of a label selector.
@@ -52,14 +94,21 @@ pub struct LabelSelector(Vec<Requirement>);
 impl LabelSelector {
     /// Parses the `labelSelector` syntax of Kubernetes.
     pub fn parse(s: &str) -> Result<Self, SelectorError> {
-        let err = |reason: String| SelectorError { selector: s.to_owned(), reason };
-        let mut out = Vec::new();
-        for part in split_top_level(s) {
-            let part = part.trim();
-            if part.is_empty() {
-                continue;
-            }
-            out.push(parse_requirement(part).map_err(err)?);
+        let err = |reason: String| SelectorError::new(s, reason);
+        let parts = requirements_of(split_top_level(s).into_iter()).map_err(err)?;
+        let out: Vec<Requirement> =
+            parts.into_iter().map(parse_requirement).collect::<Result<_, _>>().map_err(err)?;
+        let values: usize = out
+            .iter()
+            .map(|r| match r {
+                Requirement::In(_, vs) | Requirement::NotIn(_, vs) => vs.len(),
+                _ => 0,
+            })
+            .sum();
+        if values > MAX_SET_VALUES {
+            return Err(err(format!(
+                "{values} values in its sets: at most {MAX_SET_VALUES} values are allowed in all"
+            )));
         }
         Ok(Self(out))
     }
@@ -134,6 +183,11 @@ fn parse_requirement(part: &str) -> Result<Requirement, String> {
             .strip_prefix('(')
             .and_then(|x| x.strip_suffix(')'))
             .ok_or_else(|| format!("expected a set in parentheses, like (a,b), found {set:?}"))?;
+        if inner.split(',').nth(MAX_SET_VALUES).is_some() {
+            return Err(format!(
+                "the set of {key:?} has more than {MAX_SET_VALUES} values: at most {MAX_SET_VALUES} values are allowed"
+            ));
+        }
         let values = inner.split(',').map(|v| check_value(v.trim())).collect::<Result<Vec<_>, _>>()?;
         let key = check_key(key)?;
         return Ok(if notin { Requirement::NotIn(key, values) } else { Requirement::In(key, values) });
@@ -150,9 +204,9 @@ pub struct FieldSelector(Vec<(String, bool, String)>);
 impl FieldSelector {
     /// Parses the `fieldSelector` syntax of Kubernetes (`=`, `==`, `!=`).
     pub fn parse(s: &str) -> Result<Self, SelectorError> {
-        let err = |reason: String| SelectorError { selector: s.to_owned(), reason };
+        let err = |reason: String| SelectorError::new(s, reason);
         let mut out = Vec::new();
-        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        for part in requirements_of(s.split(',')).map_err(err)? {
             let (path, equal, value) = if let Some((k, v)) = part.split_once("!=") {
                 (k, false, v)
             } else if let Some((k, v)) = part.split_once("==").or_else(|| part.split_once('=')) {
@@ -160,11 +214,23 @@ impl FieldSelector {
             } else {
                 return Err(err(format!("{part:?} is not of the form field=value or field!=value")));
             };
-            let path = path.trim();
+            let (path, value) = (path.trim(), value.trim());
+            if path.len() > MAX_FIELD_PATH {
+                return Err(err(format!(
+                    "a field path of {} bytes; at most {MAX_FIELD_PATH} are allowed",
+                    path.len()
+                )));
+            }
+            if value.len() > MAX_FIELD_VALUE {
+                return Err(err(format!(
+                    "the value of {path:?} has {} bytes; at most {MAX_FIELD_VALUE} are allowed",
+                    value.len()
+                )));
+            }
             if path.is_empty() || path.split('.').any(str::is_empty) {
                 return Err(err(format!("{path:?} is not a field path like metadata.name")));
             }
-            out.push((path.to_owned(), equal, value.trim().to_owned()));
+            out.push((path.to_owned(), equal, value.to_owned()));
         }
         Ok(Self(out))
     }
@@ -298,6 +364,40 @@ mod tests {
         }
         assert!(FieldSelector::parse("metadata.name").is_err());
         assert!(FieldSelector::parse("metadata..name=x").is_err());
+    }
+
+    #[test]
+    fn selectors_are_bounded_and_an_error_shows_only_the_start_of_one() {
+        let many = |n: usize, part: &str| vec![part; n].join(",");
+        assert_eq!(LabelSelector::parse(&many(MAX_REQUIREMENTS, "a=b")).unwrap().requirements().len(), 64);
+        let e = LabelSelector::parse(&many(MAX_REQUIREMENTS + 1, "a=b")).unwrap_err();
+        assert!(e.reason.contains("at most 64 requirements are allowed"), "{e}");
+        assert_eq!(e.selector, format!("{}…", &many(MAX_REQUIREMENTS + 1, "a=b")[..SHOWN]));
+        // Empty parts are not requirements.
+        assert!(LabelSelector::parse(&format!("a=b{}", ",".repeat(1000))).is_ok());
+        assert!(FieldSelector::parse(&many(MAX_REQUIREMENTS, "metadata.name=x")).is_ok());
+        let e = FieldSelector::parse(&many(MAX_REQUIREMENTS + 1, "metadata.name=x")).unwrap_err();
+        assert!(e.reason.contains("at most 64"), "{e}");
+        let set = |n: usize| format!("env in ({})", vec!["v"; n].join(","));
+        assert!(LabelSelector::parse(&set(MAX_SET_VALUES)).is_ok());
+        let e = LabelSelector::parse(&set(MAX_SET_VALUES + 1)).unwrap_err();
+        assert!(e.reason.contains("\"env\"") && e.reason.contains("at most 256 values"), "{e}");
+        let e =
+            LabelSelector::parse(&format!("{},{}", set(200), set(200).replace("env", "tier"))).unwrap_err();
+        assert!(e.reason.contains("400 values in its sets: at most 256 values are allowed in all"), "{e}");
+        // What is wrong quotes no more of the selector than a line.
+        for e in [
+            FieldSelector::parse(&"x".repeat(100_000)).unwrap_err(),
+            LabelSelector::parse(&format!("{}=v", "k".repeat(100_000))).unwrap_err(),
+        ] {
+            assert!(e.to_string().chars().count() < 400, "{e}");
+        }
+        let long_path = format!("{}=x", "a.".repeat(MAX_FIELD_PATH / 2 + 1) + "a");
+        let e = FieldSelector::parse(&long_path).unwrap_err();
+        assert!(e.reason.contains("field path of 259 bytes") && e.to_string().len() < 300, "{e}");
+        let e =
+            FieldSelector::parse(&format!("metadata.name={}", "x".repeat(MAX_FIELD_VALUE + 1))).unwrap_err();
+        assert!(e.reason.contains("\"metadata.name\" has 1025 bytes"), "{e}");
     }
 
     #[test]

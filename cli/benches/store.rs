@@ -27,6 +27,7 @@
 #[path = "../../tests/support/mod.rs"]
 mod support;
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -503,6 +504,31 @@ fn range_end(prefix: &str) -> String {
     String::from_utf8(end).unwrap()
 }
 
+/// Why operations failed since the last [`take_failures`]: a count by reason (the status and
+/// the start of the answer), printed under the row they failed in.
+static FAILURES: std::sync::Mutex<BTreeMap<String, usize>> = std::sync::Mutex::new(BTreeMap::new());
+
+/// Whether `(status, text)` is the `wanted` status; if not, records why.
+fn succeeded((status, text): (u16, String), wanted: u16) -> bool {
+    if status == wanted {
+        return true;
+    }
+    // Digits become `N`, so that one reason with different names or revisions counts once.
+    let mut start = String::new();
+    for c in text.chars().take(160) {
+        if !(c.is_ascii_digit() && start.ends_with('N')) {
+            start.push(if c.is_ascii_digit() { 'N' } else { c });
+        }
+    }
+    let reason = if status == 0 { start } else { format!("{status} {start}") };
+    *FAILURES.lock().unwrap().entry(reason).or_default() += 1;
+    false
+}
+
+fn take_failures() -> BTreeMap<String, usize> {
+    std::mem::take(&mut FAILURES.lock().unwrap())
+}
+
 fn drain(mut r: ureq::http::Response<ureq::Body>) -> (u16, String) {
     let status = r.status().as_u16();
     let body = r.body_mut().with_config().limit(64 << 20).read_to_string().unwrap_or_default();
@@ -562,7 +588,10 @@ impl Sut {
             "success": [{ "request_put": { "key": b64(key.as_bytes()), "value": b64(value.as_bytes()) } }],
         });
         let (status, text) = self.post(c, "/v3/kv/txn", "", "application/json", body.to_string());
-        status == 200 && text.contains("\"succeeded\":true")
+        if status == 200 && !text.contains("\"succeeded\":true") {
+            return succeeded((0, format!("the create txn did not succeed: {text}")), 200);
+        }
+        succeeded((status, text), 200)
     }
 
     /// Creates replica number `index` in `namespace` (named `prefix{index}`).
@@ -571,7 +600,7 @@ impl Sut {
         match self.sys {
             Sys::Univrs => {
                 let path = format!("/apis/univrs.io/v1/namespaces/{namespace}/replicas");
-                self.post(c, &path, &c.member_bearer, "application/json", value).0 == 201
+                succeeded(self.post(c, &path, &c.member_bearer, "application/json", value), 201)
             }
             Sys::Etcd => self.etcd_create(c, &etcd_key(namespace, name), &value),
         }
@@ -581,7 +610,7 @@ impl Sut {
         match self.sys {
             Sys::Univrs => {
                 let path = "/apis/univrs.io/v1/namespaces/default/workloads";
-                self.post(c, path, &c.user_bearer, "application/json", body.to_owned()).0 == 201
+                succeeded(self.post(c, path, &c.user_bearer, "application/json", body.to_owned()), 201)
             }
             Sys::Etcd => self.etcd_create(c, &format!("/registry/workloads/default/{name}"), body),
         }
@@ -602,8 +631,8 @@ impl Sut {
                     .header("content-type", "application/merge-patch+json")
                     .send(body)
                 {
-                    Ok(r) => drain(r).0 == 200,
-                    Err(_) => false,
+                    Ok(r) => succeeded(drain(r), 200),
+                    Err(e) => succeeded((0, e.to_string()), 200),
                 }
             }
             Sys::Etcd => {
@@ -612,7 +641,7 @@ impl Sut {
                 value["metadata"]["annotations"]["bench/n"] = n.to_string().into();
                 let key = etcd_key("default", &name);
                 let body = json!({ "key": b64(key.as_bytes()), "value": b64(value.to_string().as_bytes()) });
-                self.post(c, "/v3/kv/put", "", "application/json", body.to_string()).0 == 200
+                succeeded(self.post(c, "/v3/kv/put", "", "application/json", body.to_string()), 200)
             }
         }
     }
@@ -624,8 +653,8 @@ impl Sut {
                 let url =
                     format!("{}/apis/univrs.io/v1/namespaces/default/replicas/{name}", self.urls[c.member]);
                 match c.agent.get(&url).header("authorization", &c.member_bearer).call() {
-                    Ok(r) => drain(r).0 == 200,
-                    Err(_) => false,
+                    Ok(r) => succeeded(drain(r), 200),
+                    Err(e) => succeeded((0, e.to_string()), 200),
                 }
             }
             Sys::Etcd => {
@@ -1029,6 +1058,14 @@ fn scenarios(sut: &Sut, cfg: &Config, signed: &[(String, String)]) -> Vec<(Strin
     let mut out = Vec::new();
     let mut say = |name: String, m: Measure| {
         eprintln!("  {:<7} {name:<52} {}", sut.sys.name(), m.cell());
+        let mut failures: Vec<(String, usize)> = take_failures().into_iter().collect();
+        failures.sort_by_key(|f| std::cmp::Reverse(f.1));
+        for (reason, n) in failures.iter().take(5) {
+            eprintln!("          {n} failed: {reason}");
+        }
+        if failures.len() > 5 {
+            eprintln!("          … and {} other reasons", failures.len() - 5);
+        }
         out.push((name, m));
     };
     let objects = cfg.objects;

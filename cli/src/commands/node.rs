@@ -351,9 +351,10 @@ pub struct RunArgs {
     #[command(flatten)]
     registries: super::image::RegistryArgs,
     /// The replicas' addresses on this node (IPv4, /8 to /22; each owner gets a /24 of it and a
-    /// bridge of its own), advertised in the Node's status. Default: the first of 10.77.0.0/16
-    /// to 10.126.0.0/16 that no other Node advertises and no other node agent on this machine
-    /// uses
+    /// bridge of its own), advertised in the Node's status. Default: the one this node had,
+    /// else the first of 10.77.0.0/16 to 10.126.0.0/16 that no other Node advertises and no
+    /// other node agent on this machine uses or keeps for its replicas (a stopped agent's
+    /// until `ui down` or its state is removed)
     #[arg(long, value_name = "CIDR", value_parser = parse_net)]
     replica_network: Option<agent::network::Net>,
 }
@@ -655,9 +656,10 @@ pub struct LocalNodeArgs {
     #[command(flatten)]
     registries: super::image::RegistryArgs,
     /// The replicas' addresses on this node (IPv4, /8 to /22; each owner gets a /24 of it and a
-    /// bridge of its own), advertised in the Node's status. Default: the first of 10.77.0.0/16
-    /// to 10.126.0.0/16 that no other Node advertises and no other node agent on this machine
-    /// uses
+    /// bridge of its own), advertised in the Node's status. Default: the one this node had,
+    /// else the first of 10.77.0.0/16 to 10.126.0.0/16 that no other Node advertises and no
+    /// other node agent on this machine uses or keeps for its replicas (a stopped agent's
+    /// until `ui down` or its state is removed)
     #[arg(long, value_name = "CIDR", value_parser = parse_net)]
     replica_network: Option<agent::network::Net>,
 }
