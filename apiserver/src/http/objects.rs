@@ -425,8 +425,10 @@ fn parse_yaml(text: &str) -> Result<Value> {
 /// What `who` may see of an object a write answers with: as a read would show it (an agent
 /// that may change an object may still not see its secrets).
 fn seen(reg: &Registry, who: &Caller, kind: &KindInfo, obj: Value) -> Value {
-    let meta = obj.get("metadata").cloned().unwrap_or_default();
-    reg.redact(who, kind, obj).unwrap_or_else(|| json!({ "metadata": meta }))
+    // Only a private kind hides a whole object: then its metadata is what the answer shows.
+    let hideable = !who.member && crate::access::rules::of(kind.kind).private.is_some();
+    let meta = hideable.then(|| obj.get("metadata").cloned().unwrap_or_default());
+    reg.redact(who, kind, obj).unwrap_or_else(|| json!({ "metadata": meta.unwrap_or_default() }))
 }
 
 /// A response with the object (as `who` may see it) and `Warning` headers.

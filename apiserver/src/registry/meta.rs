@@ -193,3 +193,51 @@ pub(crate) fn bump_generation(old: &Value, new: &mut Value) {
     let generation = if new.get("spec") == old.get("spec") { generation } else { generation + 1 };
     meta_mut(new).insert("generation".into(), generation.into());
 }
+
+/// Whether `new` is `old` but for `metadata.resourceVersion` (which either may lack): a write
+/// that would change nothing else (compared in place, no copy of either).
+pub(crate) fn same_but_revision(new: &Value, old: &Value) -> bool {
+    let (Some(n), Some(o)) = (new.as_object(), old.as_object()) else { return new == old };
+    let meta_equal = |a: Option<&Value>, b: Option<&Value>| match (a, b) {
+        (Some(Value::Object(a)), Some(Value::Object(b))) => {
+            let without = |m: &Map<String, Value>| m.len() - usize::from(m.contains_key("resourceVersion"));
+            without(a) == without(b) && a.iter().all(|(k, v)| k == "resourceVersion" || b.get(k) == Some(v))
+        }
+        (a, b) => a == b,
+    };
+    let others = |m: &Map<String, Value>| m.len() - usize::from(m.contains_key("metadata"));
+    others(n) == others(o)
+        && meta_equal(n.get("metadata"), o.get("metadata"))
+        && n.iter().all(|(k, v)| k == "metadata" || o.get(k) == Some(v))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn only_the_revision_may_differ_for_a_write_that_changes_nothing() {
+        let old = json!({"kind": "Replica", "metadata": {"name": "a", "resourceVersion": "7", "labels": {"x": "1"}}, "spec": {"n": 1}});
+        let same =
+            json!({"spec": {"n": 1}, "metadata": {"labels": {"x": "1"}, "name": "a"}, "kind": "Replica"});
+        assert!(same_but_revision(&same, &old));
+        assert!(same_but_revision(&old, &old));
+        for changed in [
+            json!({"kind": "Replica", "metadata": {"name": "a", "labels": {"x": "1"}}, "spec": {"n": 2}}),
+            json!({"kind": "Replica", "metadata": {"name": "a", "labels": {"x": "2"}}, "spec": {"n": 1}}),
+            json!({"kind": "Replica", "metadata": {"name": "a"}, "spec": {"n": 1}}),
+            json!({"kind": "Replica", "metadata": {"name": "a", "labels": {"x": "1"}, "uid": "u"}, "spec": {"n": 1}}),
+            json!({"kind": "Replica", "metadata": {"name": "a", "labels": {"x": "1"}}, "spec": {"n": 1}, "status": {}}),
+            json!({"kind": "Replica", "spec": {"n": 1}}),
+            json!({"kind": "Replica", "metadata": null, "spec": {"n": 1}}),
+        ] {
+            assert!(!same_but_revision(&changed, &old), "{changed}");
+        }
+        // The same as removing the revision from both and comparing.
+        let mut a = old.clone();
+        a["metadata"].as_object_mut().unwrap().remove("resourceVersion");
+        assert_eq!(same_but_revision(&a, &old), a == same);
+    }
+}

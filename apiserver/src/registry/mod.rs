@@ -55,7 +55,7 @@ pub use self::meta::{MAX_OBJECT_BYTES, ObjectRef, parse_revision};
 pub(crate) use self::meta::{at_revision, prefix};
 use self::meta::{
     bump_generation, drop_empty_metadata, merge_server_owned, meta_field, meta_mut, meta_str, now,
-    precondition_in, stored_json, with_revision,
+    precondition_in, same_but_revision, stored_json, with_revision,
 };
 use self::paging::{Continue, decode_continue, encode_continue};
 pub use self::review::MAX_NODES_SHOWN;
@@ -678,9 +678,7 @@ impl Registry {
             }
             bump_generation(&old, &mut new);
             meta_mut(&mut new).remove("resourceVersion");
-            let mut unchanged = old.clone();
-            meta_mut(&mut unchanged).remove("resourceVersion");
-            if new == unchanged {
+            if same_but_revision(&new, &old) {
                 // Nothing changed: no write, no new revision (as Kubernetes).
                 return Ok(Written { object: old, created: false, warnings });
             }
