@@ -4,8 +4,11 @@
 
 use api::kinds::by_kind;
 use apiserver::access::Caller;
+use apiserver::raft::history::{Changes, Compacted};
 use apiserver::raft::{Options, RaftNode};
-use apiserver::registry::MemStore;
+use apiserver::raft::{Scan, Stored, Visit, WriteError};
+use apiserver::registry::store::BoxFuture;
+use apiserver::registry::{MemStore, Store, StoreError};
 
 /// The server itself: these tests are about object semantics, not access.
 static SYS: std::sync::LazyLock<Caller> = std::sync::LazyLock::new(Caller::system);
@@ -817,4 +820,109 @@ async fn events_are_their_node_s_to_write_within_its_quota_and_their_owner_s_to_
 /// The objects of a list, as values.
 fn values(list: &apiserver::registry::List) -> Vec<Value> {
     list.items.iter().map(|i| i.clone().into_value().unwrap()).collect()
+}
+
+/// What a lagging member shows: for each key, the value it had (`None`: absent), until a
+/// read barrier.
+type StaleView = std::sync::Arc<std::sync::Mutex<Option<std::collections::HashMap<String, Option<Stored>>>>>;
+
+/// A member that lags: its reads of the keys in its stale view return what they held, until
+/// a linearizable read barrier brings it up to date (as a follower's state does).
+#[derive(Debug)]
+struct Lagging {
+    real: MemStore,
+    stale: StaleView,
+}
+
+impl Store for Lagging {
+    fn get(&self, key: &str) -> Result<Option<Stored>, StoreError> {
+        match self.stale.lock().unwrap().as_ref().and_then(|s| s.get(key)) {
+            Some(then) => Ok(then.clone()),
+            None => self.real.get(key),
+        }
+    }
+    fn list(&self, prefix: &str) -> Result<apiserver::registry::store::Listing, StoreError> {
+        self.real.list(prefix)
+    }
+    fn scan(&self, scan: Scan<'_>, visit: &mut Visit<'_>) -> Result<Result<u64, Compacted>, StoreError> {
+        self.real.scan(scan, visit)
+    }
+    fn changes_after(&self, after: u64, max: usize) -> Result<Result<Changes, Compacted>, StoreError> {
+        self.real.changes_after(after, max)
+    }
+    fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.real.subscribe()
+    }
+    fn read_barrier(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        *self.stale.lock().unwrap() = None;
+        self.real.read_barrier()
+    }
+    fn write(
+        &self,
+        request: apiserver::raft::Request,
+    ) -> BoxFuture<'_, Result<apiserver::raft::Response, WriteError>> {
+        self.real.write(request)
+    }
+}
+
+/// Updates and patches read the member's state without a read barrier first; a stale read
+/// must never win or show: the write lands on the latest object, a precondition that holds
+/// is met, an update that changes nothing of the stale object still changes the latest, an
+/// object created since is found, and one deleted since is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn updates_on_a_lagging_member_are_decided_on_the_latest_object() {
+    let stale = StaleView::default();
+    let reg = Registry::new(Lagging { real: MemStore::new(), stale: stale.clone() });
+    // Replicas: unsigned, so a patch needs no new signature.
+    let wl = by_kind("Replica").unwrap();
+    let key = "/registry/replicas/default/w";
+    let at = ObjectRef::new(wl, Some("default"), "w");
+    let opts = WriteOptions::default();
+    let patch = |labels: Value| Patch::Merge(json!({ "metadata": { "labels": labels } }));
+    let lag =
+        |then: Option<Stored>| *stale.lock().unwrap() = Some([(key.to_owned(), then)].into_iter().collect());
+    let labels = |o: &Value| o["metadata"]["labels"].clone();
+
+    // Created since the member's view: found all the same.
+    lag(None);
+    let replica = json!({ "apiVersion": "univrs.io/v1", "kind": "Replica",
+        "metadata": { "name": "w", "namespace": "default", "labels": { "app": "w" } },
+        "spec": { "workload": "w", "nodeName": "n1", "container": { "rootfs": "busybox" } } });
+    reg.make(wl, replica).await.unwrap();
+    lag(None);
+    reg.patch(&SYS, at, Part::Main, &patch(json!({ "a": "1" })), &opts).await.unwrap();
+    let v1 = reg.store().get(key).unwrap();
+    assert!(v1.is_some(), "the key is {key}");
+
+    // Changed since: the patch lands on the latest, not on what the member shows.
+    reg.patch(&SYS, at, Part::Main, &patch(json!({ "a": "2" })), &opts).await.unwrap();
+    lag(v1.clone());
+    let got = reg.patch(&SYS, at, Part::Main, &patch(json!({ "b": "3" })), &opts).await.unwrap();
+    assert_eq!(labels(&got.object), json!({ "app": "w", "a": "2", "b": "3" }));
+
+    // A precondition on the latest revision holds, though the member shows an older one.
+    lag(v1.clone());
+    let mut obj = got.object.clone();
+    obj["metadata"]["annotations"] = json!({ "x": "4" });
+    let got = reg.update(&SYS, at, Part::Main, obj, &opts).await.unwrap();
+    assert_eq!(got.object["metadata"]["annotations"]["x"], "4");
+
+    // Nothing to change on what the member shows (no `b` there), something on the latest.
+    lag(v1.clone());
+    let got = reg.patch(&SYS, at, Part::Main, &patch(json!({ "b": null })), &opts).await.unwrap();
+    assert_eq!(labels(&got.object), json!({ "app": "w", "a": "2" }));
+    assert_eq!(got.object["metadata"]["annotations"]["x"], "4");
+    assert_eq!(got.object, reg.read(wl, "w").await.unwrap(), "the answer is the latest object");
+
+    // Nothing to change on either: the answer is the latest object, not the stale one.
+    lag(v1.clone());
+    let got = reg.patch(&SYS, at, Part::Main, &patch(json!({ "a": "2" })), &opts).await.unwrap();
+    assert_eq!(got.object, reg.read(wl, "w").await.unwrap());
+
+    // Deleted since: gone, whatever the member shows.
+    reg.remove(wl, "w", None).await.unwrap();
+    lag(v1.clone());
+    let err = reg.patch(&SYS, at, Part::Main, &patch(json!({ "c": "4" })), &opts).await.unwrap_err();
+    assert_eq!(err.code(), 404, "{err}");
+    assert!(reg.store().get(key).unwrap().is_none());
 }

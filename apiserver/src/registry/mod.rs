@@ -637,75 +637,102 @@ impl Registry {
         let ObjectRef { kind, namespace, name } = at;
         let key = at.key();
         let (not_found, conflict) = (|| at.not_found(), || at.conflict());
-        for _ in 0..16 {
-            let current = self.current(&key).await?.ok_or_else(not_found)?;
-            let old = with_revision(&current)?;
-            let verb = if part == Part::Status { Verb::UpdateStatus } else { Verb::Update };
-            // Before any work on the stored object: a caller who may not write it learns nothing
-            // of it from a patch or a validation error, and costs no more than a refusal.
-            access::may_write(who, verb, kind, &old, &self.lookup())?;
-            let wanted = change(old.clone())?;
-            if !wanted.is_object() {
-                return Err(ApiError::BadRequest("the object is not a JSON object".into()));
-            }
-            let precondition = precondition_in(&wanted)?;
-            if precondition.is_some_and(|rv| rv != current.mod_revision) {
-                return Err(conflict());
-            }
-            if meta_str(&wanted, "uid").is_some_and(|uid| Some(uid) != meta_str(&old, "uid")) {
-                return Err(conflict());
-            }
-            let mut new = merge_server_owned(part, &old, wanted);
-            drop_empty_metadata(&mut new);
-            let mut warnings = Vec::new();
-            let (ns, new_name) = admit(kind, &mut new, opts.validation, &mut warnings)?;
-            if new_name != name || (namespace.is_some() && ns.as_deref() != namespace) {
-                return Err(ApiError::BadRequest(format!(
-                    "the name or namespace of the object cannot change (the request is for {name:?})"
-                )));
-            }
-            match access::authorize(who, verb, kind, Some(&old), Some(&new), &self.lookup()) {
-                Err(ApiError::NeedsApproval(hold)) if opts.dry_run => {
-                    warnings.push(agents::would_hold(&hold))
+        for attempt in 0..17 {
+            // The first try reads this member's state as it is, without waiting for a
+            // linearizable read: the write's precondition (the revision read) makes a stale
+            // read fail rather than win. So only a committed write is believed from it; any
+            // other end (not found, a conflict, nothing to change, a dry run, a refusal, a
+            // hold for approval) is decided again on a linearizable read.
+            let optimistic = attempt == 0;
+            // A write that failed on its way may have been committed: never sent again.
+            let mut lost = false;
+            let tried: Result<Option<(Written, bool)>, ApiError> = async {
+                let current = if optimistic {
+                    self.store.get(&key).map_err(unavailable)?
+                } else {
+                    self.current(&key).await?
+                };
+                let current = current.ok_or_else(not_found)?;
+                let old = with_revision(&current)?;
+                let verb = if part == Part::Status { Verb::UpdateStatus } else { Verb::Update };
+                // Before any work on the stored object: a caller who may not write it learns nothing
+                // of it from a patch or a validation error, and costs no more than a refusal.
+                access::may_write(who, verb, kind, &old, &self.lookup())?;
+                let wanted = change(old.clone())?;
+                if !wanted.is_object() {
+                    return Err(ApiError::BadRequest("the object is not a JSON object".into()));
                 }
-                Err(ApiError::NeedsApproval(hold)) => {
-                    return Err(self.hold(&hold, at, Some(&old), Some(&new)).await);
+                let precondition = precondition_in(&wanted)?;
+                if precondition.is_some_and(|rv| rv != current.mod_revision) {
+                    return Err(conflict());
                 }
-                other => other?,
-            }
-            if let Some(manager) = opts.update_manager() {
-                record_update(Some(&old), &mut new, manager, part);
-            }
-            bump_generation(&old, &mut new);
-            meta_mut(&mut new).remove("resourceVersion");
-            if same_but_revision(&new, &old) {
-                // Nothing changed: no write, no new revision (as Kubernetes).
-                return Ok(Written { object: old, created: false, warnings });
-            }
-            let finalized = meta_field(&new, "deletionTimestamp").is_some()
-                && meta_field(&new, "finalizers").and_then(Value::as_array).is_none_or(Vec::is_empty);
-            let value = stored_json(&new)?;
-            self.charge(who, &key, Some(&current.value), Some(&value))?;
-            if opts.dry_run {
-                meta_mut(&mut new).insert("resourceVersion".into(), current.mod_revision.to_string().into());
-                return Ok(Written { object: new, created: false, warnings });
-            }
-            let expect = Expect::ModRevision(current.mod_revision);
-            let ops = if finalized {
-                // The last finalizer of an object being deleted is gone: now it goes.
-                Self::delete_ops(kind, &key, &old, expect)
-            } else {
-                vec![Op::Put { key: key.clone(), value, expect }]
-            };
-            match self.commit(ops).await? {
-                (revision, Outcome::Applied { .. }) => {
-                    meta_mut(&mut new).insert("resourceVersion".into(), revision.to_string().into());
-                    return Ok(Written { object: new, created: false, warnings });
+                if meta_str(&wanted, "uid").is_some_and(|uid| Some(uid) != meta_str(&old, "uid")) {
+                    return Err(conflict());
                 }
-                (_, Outcome::PreconditionFailed { current: None, .. }) => return Err(not_found()),
-                (_, Outcome::PreconditionFailed { .. }) if precondition.is_none() => continue,
-                (_, Outcome::PreconditionFailed { .. }) => return Err(conflict()),
-                (_, other) => return Err(unavailable(format!("unexpected outcome {other:?}"))),
+                let mut new = merge_server_owned(part, &old, wanted);
+                drop_empty_metadata(&mut new);
+                let mut warnings = Vec::new();
+                let (ns, new_name) = admit(kind, &mut new, opts.validation, &mut warnings)?;
+                if new_name != name || (namespace.is_some() && ns.as_deref() != namespace) {
+                    return Err(ApiError::BadRequest(format!(
+                        "the name or namespace of the object cannot change (the request is for {name:?})"
+                    )));
+                }
+                match access::authorize(who, verb, kind, Some(&old), Some(&new), &self.lookup()) {
+                    Err(ApiError::NeedsApproval(hold)) if opts.dry_run => {
+                        warnings.push(agents::would_hold(&hold))
+                    }
+                    Err(ApiError::NeedsApproval(hold)) if optimistic => {
+                        return Err(ApiError::NeedsApproval(hold));
+                    }
+                    Err(ApiError::NeedsApproval(hold)) => {
+                        return Err(self.hold(&hold, at, Some(&old), Some(&new)).await);
+                    }
+                    other => other?,
+                }
+                if let Some(manager) = opts.update_manager() {
+                    record_update(Some(&old), &mut new, manager, part);
+                }
+                bump_generation(&old, &mut new);
+                meta_mut(&mut new).remove("resourceVersion");
+                if same_but_revision(&new, &old) {
+                    // Nothing changed: no write, no new revision (as Kubernetes).
+                    return Ok(Some((Written { object: old, created: false, warnings }, false)));
+                }
+                let finalized = meta_field(&new, "deletionTimestamp").is_some()
+                    && meta_field(&new, "finalizers").and_then(Value::as_array).is_none_or(Vec::is_empty);
+                let value = stored_json(&new)?;
+                self.charge(who, &key, Some(&current.value), Some(&value))?;
+                if opts.dry_run {
+                    meta_mut(&mut new)
+                        .insert("resourceVersion".into(), current.mod_revision.to_string().into());
+                    return Ok(Some((Written { object: new, created: false, warnings }, false)));
+                }
+                let expect = Expect::ModRevision(current.mod_revision);
+                let ops = if finalized {
+                    // The last finalizer of an object being deleted is gone: now it goes.
+                    Self::delete_ops(kind, &key, &old, expect)
+                } else {
+                    vec![Op::Put { key: key.clone(), value, expect }]
+                };
+                let committed = self.commit(ops).await;
+                lost = committed.is_err();
+                match committed? {
+                    (revision, Outcome::Applied { .. }) => {
+                        meta_mut(&mut new).insert("resourceVersion".into(), revision.to_string().into());
+                        Ok(Some((Written { object: new, created: false, warnings }, true)))
+                    }
+                    (_, Outcome::PreconditionFailed { current: None, .. }) => Err(not_found()),
+                    (_, Outcome::PreconditionFailed { .. }) if precondition.is_none() => Ok(None),
+                    (_, Outcome::PreconditionFailed { .. }) => Err(conflict()),
+                    (_, other) => Err(unavailable(format!("unexpected outcome {other:?}"))),
+                }
+            }
+            .await;
+            match tried {
+                Ok(Some((written, committed))) if committed || !optimistic => return Ok(written),
+                Err(e) if !optimistic || lost => return Err(e),
+                _ => continue,
             }
         }
         Err(conflict())
