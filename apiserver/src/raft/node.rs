@@ -69,7 +69,7 @@ pub enum WriteError {
 }
 
 /// Why a linearizable read could not be served.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 #[error("cannot confirm leadership for a linearizable read: {0}")]
 pub struct ReadError(pub(super) String);
 
@@ -115,7 +115,14 @@ pub struct RaftNode {
     writes: tokio::sync::mpsc::UnboundedSender<Queued>,
     /// Forms the batches; aborted when the member shuts down.
     batcher: Arc<tokio::task::JoinHandle<()>>,
+    /// Reads waiting for a read barrier ([`batch_barriers`]).
+    barriers: tokio::sync::mpsc::UnboundedSender<Barrier>,
+    /// Runs one barrier for all who wait; aborted when the member shuts down.
+    barrier_task: Arc<std::sync::OnceLock<tokio::task::JoinHandle<()>>>,
 }
+
+/// A read waiting for a barrier begun after it asked.
+type Barrier = tokio::sync::oneshot::Sender<Result<(), ReadError>>;
 
 impl std::fmt::Debug for RaftNode {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -156,7 +163,8 @@ impl RaftNode {
         let (writes, queued) = tokio::sync::mpsc::unbounded_channel();
         let batcher =
             tokio::spawn(batch_writes(raft.clone(), queued, options.write_batch.clamp(1, MAX_BATCH)));
-        Self {
+        let (barriers, waiting) = tokio::sync::mpsc::unbounded_channel();
+        let node = Self {
             raft,
             state,
             peers,
@@ -164,7 +172,19 @@ impl RaftNode {
             leader_watch: Arc::new(leader_watch),
             writes,
             batcher: Arc::new(batcher),
-        }
+            barriers,
+            barrier_task: Arc::new(std::sync::OnceLock::new()),
+        };
+        let me = node.clone();
+        let task = tokio::spawn(batch_barriers(
+            move || {
+                let me = me.clone();
+                async move { me.read_barrier_once().await }
+            },
+            waiting,
+        ));
+        node.barrier_task.set(task).expect("set once, here");
+        node
     }
 
     /// Commits `request` through Raft and returns what applying it did. On a follower the
@@ -200,7 +220,18 @@ impl RaftNode {
     /// Waits until this member may serve a linearizable read (read index: leadership confirmed
     /// and everything committed before now applied); then read from [`Self::state`]. On a
     /// follower the leader is asked for its read index.
+    ///
+    /// Reads that wait together share one barrier begun after each of them asked
+    /// ([`batch_barriers`]): as good as one of their own, at the cost of one.
     pub async fn read_barrier(&self) -> Result<(), ReadError> {
+        let stopped = || ReadError("the member is shutting down".to_owned());
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        self.barriers.send(answer).map_err(|_| stopped())?;
+        answered.await.unwrap_or_else(|_| Err(stopped()))
+    }
+
+    /// One read barrier: on the leader its read index, on a follower the leader's.
+    async fn read_barrier_once(&self) -> Result<(), ReadError> {
         match &self.peers {
             None => self.read_index_here().await.map(drop),
             Some(peers) => peers.read_barrier(self).await,
@@ -261,6 +292,9 @@ impl RaftNode {
         self.compactor.abort();
         self.leader_watch.abort();
         self.batcher.abort();
+        if let Some(task) = self.barrier_task.get() {
+            task.abort();
+        }
         if let Some(peers) = &self.peers {
             peers.stop();
         }
@@ -334,6 +368,31 @@ pub const MAX_BATCH: usize = 256;
 /// goes alone, at once, as an ordinary entry. Writes whose caller stopped waiting are dropped
 /// before they are proposed. Two batches in flight may reach Raft in either order (neither
 /// has been answered yet).
+/// Serves the reads waiting for a barrier: everyone waiting when one begins shares it, so a
+/// barrier is begun after each of them asked (what makes a read after it linearizable), and
+/// the member confirms its leadership once per batch instead of once per read.
+async fn batch_barriers<F, Fut>(barrier: F, mut waiting: tokio::sync::mpsc::UnboundedReceiver<Barrier>)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<(), ReadError>>,
+{
+    while let Some(first) = waiting.recv().await {
+        let mut batch = vec![first];
+        while let Ok(more) = waiting.try_recv() {
+            batch.push(more);
+        }
+        // Those who gave up waiting (their request went away) cost nothing.
+        batch.retain(|b| !b.is_closed());
+        if batch.is_empty() {
+            continue;
+        }
+        let result = barrier().await;
+        for b in batch {
+            let _ = b.send(result.clone());
+        }
+    }
+}
+
 async fn batch_writes(
     raft: Raft<TypeConfig>,
     mut queued: tokio::sync::mpsc::UnboundedReceiver<Queued>,
@@ -576,6 +635,45 @@ impl RaftNetwork<TypeConfig> for NoPeerClient {
 mod tests {
     use super::*;
     use crate::raft::{Expect, Op};
+
+    #[tokio::test]
+    async fn reads_share_a_barrier_only_when_it_began_after_they_asked() {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        // Each barrier answers with its number (as an error, to carry it), so a read knows
+        // which one served it; barriers take 20 ms.
+        let begun = Arc::new(AtomicU64::new(0));
+        let (barriers, waiting) = tokio::sync::mpsc::unbounded_channel::<Barrier>();
+        let counter = begun.clone();
+        tokio::spawn(batch_barriers(
+            move || {
+                let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
+                async move {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    Err(ReadError(n.to_string()))
+                }
+            },
+            waiting,
+        ));
+        let mut reads = Vec::new();
+        for i in 0..200u64 {
+            let (barriers, begun) = (barriers.clone(), begun.clone());
+            reads.push(tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(i % 50)).await;
+                let asked_after = begun.load(Ordering::SeqCst);
+                let (answer, answered) = tokio::sync::oneshot::channel();
+                barriers.send(answer).unwrap();
+                let served_by: u64 = answered.await.unwrap().unwrap_err().0.parse().unwrap();
+                (asked_after, served_by)
+            }));
+        }
+        for r in reads {
+            let (asked_after, served_by) = r.await.unwrap();
+            assert!(served_by > asked_after, "served by barrier {served_by}, begun before it asked");
+        }
+        // 200 reads over ~50 ms, barriers of 20 ms: a few barriers (about 4), not one each.
+        let n = begun.load(Ordering::SeqCst);
+        assert!((2..50).contains(&n), "{n} barriers for 200 reads");
+    }
 
     fn put(i: usize, value: String) -> Op {
         Op::Put { key: format!("/k/{i}"), value, expect: Expect::Any }
