@@ -832,10 +832,17 @@ type StaleView = std::sync::Arc<std::sync::Mutex<Option<std::collections::HashMa
 struct Lagging {
     real: MemStore,
     stale: StaleView,
+    /// Reads served from the stale view (before a barrier).
+    gets_before_barrier: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Store for Lagging {
     fn get(&self, key: &str) -> Result<Option<Stored>, StoreError> {
+        let stale = self.stale.lock().unwrap();
+        if stale.is_some() {
+            self.gets_before_barrier.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+        drop(stale);
         match self.stale.lock().unwrap().as_ref().and_then(|s| s.get(key)) {
             Some(then) => Ok(then.clone()),
             None => self.real.get(key),
@@ -872,7 +879,12 @@ impl Store for Lagging {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn updates_on_a_lagging_member_are_decided_on_the_latest_object() {
     let stale = StaleView::default();
-    let reg = Registry::new(Lagging { real: MemStore::new(), stale: stale.clone() });
+    let unbarriered = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let reg = Registry::new(Lagging {
+        real: MemStore::new(),
+        stale: stale.clone(),
+        gets_before_barrier: unbarriered.clone(),
+    });
     // Replicas: unsigned, so a patch needs no new signature.
     let wl = by_kind("Replica").unwrap();
     let key = "/registry/replicas/default/w";
@@ -925,4 +937,30 @@ async fn updates_on_a_lagging_member_are_decided_on_the_latest_object() {
     let err = reg.patch(&SYS, at, Part::Main, &patch(json!({ "c": "4" })), &opts).await.unwrap_err();
     assert_eq!(err.code(), 404, "{err}");
     assert!(reg.store().get(key).unwrap().is_none());
+
+    // Anyone but a member decides on a linearizable read from the first try: what they may
+    // write depends on other objects (Nodes, grants, owners, quotas), which the precondition
+    // does not cover.
+    let replica = json!({ "apiVersion": "univrs.io/v1", "kind": "Replica",
+        "metadata": { "name": "w", "namespace": "default" },
+        "spec": { "workload": "w", "nodeName": "n1", "container": { "rootfs": "busybox" } } });
+    reg.make(wl, replica).await.unwrap();
+    let v2 = reg.store().get(key).unwrap();
+    use std::sync::atomic::Ordering::SeqCst;
+    for stranger in [caller(&crate::key(41)), caller(&crate::key(42))] {
+        lag(v2.clone());
+        unbarriered.store(0, SeqCst);
+        let err = reg.patch(&stranger, at, Part::Main, &patch(json!({ "x": "1" })), &opts).await.unwrap_err();
+        assert_eq!(err.code(), 403, "{err}");
+        assert_eq!(
+            unbarriered.load(SeqCst),
+            0,
+            "a stranger's patch read the member's state before a barrier"
+        );
+    }
+    // A member's first try does (the point of it).
+    lag(v2.clone());
+    unbarriered.store(0, SeqCst);
+    reg.patch(&SYS, at, Part::Main, &patch(json!({ "x": "1" })), &opts).await.unwrap();
+    assert!(unbarriered.load(SeqCst) > 0);
 }

@@ -273,15 +273,14 @@ impl Peers {
 
     /// A read is idempotent: when the leadership moves while it is being confirmed, it is
     /// asked again of the new leader (within [`LEADER_WAIT`]).
-    pub(crate) async fn read_barrier(&self, node: &RaftNode) -> Result<(), ReadError> {
+    pub(crate) async fn read_barrier(&self, raft: &Raft<TypeConfig>) -> Result<(), ReadError> {
         let deadline = tokio::time::Instant::now() + LEADER_WAIT;
         loop {
-            let leader =
-                self.leader(&node.raft).await.ok_or_else(|| ReadError("no leader elected".into()))?;
-            match self.read_barrier_through(node, leader).await {
+            let leader = self.leader(raft).await.ok_or_else(|| ReadError("no leader elected".into()))?;
+            match self.read_barrier_through(raft, leader).await {
                 Ok(()) => return Ok(()),
                 Err(e) => {
-                    let now = node.raft.metrics().borrow().current_leader;
+                    let now = raft.metrics().borrow().current_leader;
                     if now != Some(leader) && tokio::time::Instant::now() < deadline {
                         tokio::time::sleep(Duration::from_millis(20)).await;
                         continue;
@@ -292,23 +291,22 @@ impl Peers {
         }
     }
 
-    async fn read_barrier_through(&self, node: &RaftNode, leader: NodeId) -> Result<(), ReadError> {
+    async fn read_barrier_through(&self, raft: &Raft<TypeConfig>, leader: NodeId) -> Result<(), ReadError> {
         if leader == self.id {
-            return match tokio::time::timeout(FORWARD_TIMEOUT, node.read_index_here()).await {
+            return match tokio::time::timeout(FORWARD_TIMEOUT, super::node::read_index(raft)).await {
                 Ok(r) => r.map(drop),
                 Err(_) => {
                     Err(ReadError(format!("no quorum confirmed the leadership within {FORWARD_TIMEOUT:?}")))
                 }
             };
         }
-        let index = match self.call(&node.raft, leader, Rpc::ReadIndex, FORWARD_TIMEOUT).await {
+        let index = match self.call(raft, leader, Rpc::ReadIndex, FORWARD_TIMEOUT).await {
             Ok(Reply::ReadIndex(Ok(index))) => index,
             Ok(Reply::ReadIndex(Err(e))) => return Err(ReadError(format!("leader {leader}: {e}"))),
             Ok(other) => return Err(ReadError(format!("unexpected reply from the leader: {other:?}"))),
             Err(e) => return Err(ReadError(format!("asking leader {leader} for its read index: {e}"))),
         };
-        node.raft
-            .wait(Some(FORWARD_TIMEOUT))
+        raft.wait(Some(FORWARD_TIMEOUT))
             .applied_index_at_least(Some(index), "read index applied here")
             .await
             .map(drop)

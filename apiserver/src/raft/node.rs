@@ -117,8 +117,9 @@ pub struct RaftNode {
     batcher: Arc<tokio::task::JoinHandle<()>>,
     /// Reads waiting for a read barrier ([`batch_barriers`]).
     barriers: tokio::sync::mpsc::UnboundedSender<Barrier>,
-    /// Runs one barrier for all who wait; aborted when the member shuts down.
-    barrier_task: Arc<std::sync::OnceLock<tokio::task::JoinHandle<()>>>,
+    /// Runs the barriers for all who wait ([`batch_barriers`]); it ends when the last clone
+    /// of this member goes, and is aborted when the member shuts down.
+    barrier_task: Arc<tokio::task::JoinHandle<()>>,
 }
 
 /// A read waiting for a barrier begun after it asked.
@@ -164,7 +165,17 @@ impl RaftNode {
         let batcher =
             tokio::spawn(batch_writes(raft.clone(), queued, options.write_batch.clamp(1, MAX_BATCH)));
         let (barriers, waiting) = tokio::sync::mpsc::unbounded_channel();
-        let node = Self {
+        // The raft handle and the transport only: not this member, whose last clone going
+        // closes the channel and ends the task.
+        let (for_barriers, peers_for_barriers) = (raft.clone(), peers.clone());
+        let barrier_task = tokio::spawn(batch_barriers(
+            move || {
+                let (raft, peers) = (for_barriers.clone(), peers_for_barriers.clone());
+                async move { barrier_once(&raft, peers.as_ref()).await }
+            },
+            waiting,
+        ));
+        Self {
             raft,
             state,
             peers,
@@ -173,18 +184,8 @@ impl RaftNode {
             writes,
             batcher: Arc::new(batcher),
             barriers,
-            barrier_task: Arc::new(std::sync::OnceLock::new()),
-        };
-        let me = node.clone();
-        let task = tokio::spawn(batch_barriers(
-            move || {
-                let me = me.clone();
-                async move { me.read_barrier_once().await }
-            },
-            waiting,
-        ));
-        node.barrier_task.set(task).expect("set once, here");
-        node
+            barrier_task: Arc::new(barrier_task),
+        }
     }
 
     /// Commits `request` through Raft and returns what applying it did. On a follower the
@@ -230,21 +231,9 @@ impl RaftNode {
         answered.await.unwrap_or_else(|_| Err(stopped()))
     }
 
-    /// One read barrier: on the leader its read index, on a follower the leader's.
-    async fn read_barrier_once(&self) -> Result<(), ReadError> {
-        match &self.peers {
-            None => self.read_index_here().await.map(drop),
-            Some(peers) => peers.read_barrier(self).await,
-        }
-    }
-
     /// The read index, if this member leads (and has applied up to it).
     pub(super) async fn read_index_here(&self) -> Result<u64, ReadError> {
-        self.raft
-            .ensure_linearizable()
-            .await
-            .map(|log_id| log_id.map_or(0, |l| l.index))
-            .map_err(|e: RaftError<NodeId, CheckIsLeaderError<NodeId, Member>>| ReadError(e.to_string()))
+        read_index(&self.raft).await
     }
 
     /// The local state machine, for reads.
@@ -292,9 +281,7 @@ impl RaftNode {
         self.compactor.abort();
         self.leader_watch.abort();
         self.batcher.abort();
-        if let Some(task) = self.barrier_task.get() {
-            task.abort();
-        }
+        self.barrier_task.abort();
         if let Some(peers) = &self.peers {
             peers.stop();
         }
@@ -360,23 +347,22 @@ const BATCHES_IN_FLIGHT: usize = 2;
 /// Most writes in one entry (the default of [`Options::write_batch`]).
 pub const MAX_BATCH: usize = 256;
 
-/// Group commit: openraft 0.9 makes every entry durable on its own before it takes the next
-/// (one fsync each), so concurrent writes are put into one entry: the writes waiting when a
-/// batch forms go, in the order they arrived, into its `batch` (within one entry's size limit,
-/// at most `max_batch`), and each gets its own answer (its own revision, outcome and
-/// preconditions, exactly as if it had been an entry of its own). A write that arrives alone
-/// goes alone, at once, as an ordinary entry. Writes whose caller stopped waiting are dropped
-/// before they are proposed. Two batches in flight may reach Raft in either order (neither
-/// has been answered yet).
+/// How many read barriers may run at once: a slow one (a leader that went away) holds up
+/// only the reads it serves.
+const BARRIERS_IN_FLIGHT: usize = 4;
+
 /// Serves the reads waiting for a barrier: everyone waiting when one begins shares it, so a
 /// barrier is begun after each of them asked (what makes a read after it linearizable), and
-/// the member confirms its leadership once per batch instead of once per read.
+/// the member confirms its leadership once per batch instead of once per read. At most
+/// [`BARRIERS_IN_FLIGHT`] at once; while they all run, the next batch gathers.
 async fn batch_barriers<F, Fut>(barrier: F, mut waiting: tokio::sync::mpsc::UnboundedReceiver<Barrier>)
 where
     F: Fn() -> Fut,
-    Fut: std::future::Future<Output = Result<(), ReadError>>,
+    Fut: std::future::Future<Output = Result<(), ReadError>> + Send + 'static,
 {
+    let slots = Arc::new(tokio::sync::Semaphore::new(BARRIERS_IN_FLIGHT));
     while let Some(first) = waiting.recv().await {
+        let Ok(slot) = slots.clone().acquire_owned().await else { return };
         let mut batch = vec![first];
         while let Ok(more) = waiting.try_recv() {
             batch.push(more);
@@ -386,13 +372,42 @@ where
         if batch.is_empty() {
             continue;
         }
-        let result = barrier().await;
-        for b in batch {
-            let _ = b.send(result.clone());
-        }
+        // Begun only now, after every one of the batch asked.
+        let begun = barrier();
+        tokio::spawn(async move {
+            let result = begun.await;
+            for b in batch {
+                let _ = b.send(result.clone());
+            }
+            drop(slot);
+        });
     }
 }
 
+/// One read barrier: on the leader its read index, on a follower the leader's.
+async fn barrier_once(raft: &Raft<TypeConfig>, peers: Option<&Peers>) -> Result<(), ReadError> {
+    match peers {
+        None => read_index(raft).await.map(drop),
+        Some(peers) => peers.read_barrier(raft).await,
+    }
+}
+
+/// The read index, if this member leads (and has applied up to it).
+pub(super) async fn read_index(raft: &Raft<TypeConfig>) -> Result<u64, ReadError> {
+    raft.ensure_linearizable()
+        .await
+        .map(|log_id| log_id.map_or(0, |l| l.index))
+        .map_err(|e: RaftError<NodeId, CheckIsLeaderError<NodeId, Member>>| ReadError(e.to_string()))
+}
+
+/// Group commit: openraft 0.9 makes every entry durable on its own before it takes the next
+/// (one fsync each), so concurrent writes are put into one entry: the writes waiting when a
+/// batch forms go, in the order they arrived, into its `batch` (within one entry's size limit,
+/// at most `max_batch`), and each gets its own answer (its own revision, outcome and
+/// preconditions, exactly as if it had been an entry of its own). A write that arrives alone
+/// goes alone, at once, as an ordinary entry. Writes whose caller stopped waiting are dropped
+/// before they are proposed. Two batches in flight may reach Raft in either order (neither
+/// has been answered yet).
 async fn batch_writes(
     raft: Raft<TypeConfig>,
     mut queued: tokio::sync::mpsc::UnboundedReceiver<Queued>,
@@ -670,9 +685,9 @@ mod tests {
             let (asked_after, served_by) = r.await.unwrap();
             assert!(served_by > asked_after, "served by barrier {served_by}, begun before it asked");
         }
-        // 200 reads over ~50 ms, barriers of 20 ms: a few barriers (about 4), not one each.
+        // 200 reads over ~50 ms, barriers of 20 ms: a few barriers, not one each.
         let n = begun.load(Ordering::SeqCst);
-        assert!((2..50).contains(&n), "{n} barriers for 200 reads");
+        assert!((1..100).contains(&n), "{n} barriers for 200 reads");
     }
 
     fn put(i: usize, value: String) -> Op {

@@ -637,12 +637,15 @@ impl Registry {
         let ObjectRef { kind, namespace, name } = at;
         let key = at.key();
         let (not_found, conflict) = (|| at.not_found(), || at.conflict());
-        for attempt in 0..17 {
-            // The first try reads this member's state as it is, without waiting for a
-            // linearizable read: the write's precondition (the revision read) makes a stale
-            // read fail rather than win. So only a committed write is believed from it; any
-            // other end (not found, a conflict, nothing to change, a dry run, a refusal, a
-            // hold for approval) is decided again on a linearizable read.
+        // A control-plane member's first try reads this member's state as it is, without
+        // waiting for a linearizable read: the write's precondition (the revision read) makes
+        // a stale read fail rather than win. So only a committed write is believed from it;
+        // any other end (not found, a conflict, nothing to change, a dry run, a refusal, a
+        // hold for approval) is decided again on a linearizable read. Only a member's: what
+        // may write for anyone else depends on other objects (Nodes, grants, owners, quotas),
+        // which the precondition does not cover, so a stale read of them must never decide.
+        let first = if who.member { 0 } else { 1 };
+        for attempt in first..17 {
             let optimistic = attempt == 0;
             // A write that failed on its way may have been committed: never sent again.
             let mut lost = false;
@@ -716,7 +719,8 @@ impl Registry {
                     vec![Op::Put { key: key.clone(), value, expect }]
                 };
                 let committed = self.commit(ops).await;
-                lost = committed.is_err();
+                // Refused before it was sent (too large): not lost, decided again.
+                lost = committed.as_ref().is_err_and(|e| !matches!(e, ApiError::TooLarge(_)));
                 match committed? {
                     (revision, Outcome::Applied { .. }) => {
                         meta_mut(&mut new).insert("resourceVersion".into(), revision.to_string().into());
