@@ -1299,6 +1299,12 @@ fn an_owner_s_replicas_on_two_nodes_reach_each_other_through_the_tunnel_and_stra
     });
     let name = |r: &Value| r["metadata"]["name"].as_str().unwrap().to_owned();
     let ip = |r: &Value| r["status"]["podIP"].as_str().unwrap().parse::<std::net::Ipv4Addr>().unwrap();
+    // `a` on tun-a (the node whose agent stays), `b` on tun-b (whose agent is killed below),
+    // whichever node each was placed on.
+    let mut rs = rs;
+    if node_of(&rs[0]) != "tun-a" {
+        rs.swap(0, 1);
+    }
     let (a, b) = (name(&rs[0]), name(&rs[1]));
     let (a_ip, b_ip) = (ip(&rs[0]), ip(&rs[1]));
     // Each node's replicas have addresses in a network of its own, which its Node advertises
