@@ -881,13 +881,9 @@ async fn take_pool(
                 .context("every default replica network (10.77.0.0/16 to 10.126.0.0/16) is in use by, or kept for the replicas of, another node agent on this machine (a stopped agent's until `ui down` or its state is removed): choose one with --replica-network")?
         }
     };
-    let claim = Claim { pool: chosen.0, state: mine.to_owned() };
-    let text = serde_json::to_vec(&claim).expect("a claim serializes");
-    let path = claim_path(run_dir, chosen.0);
-    let partial = path.with_extension("owner.partial");
-    std::fs::write(&partial, text)
-        .and_then(|()| std::fs::rename(&partial, &path))
-        .with_context(|| format!("cannot write {}", path.display()))?;
+    let name = format!("{}.owner", table_name(chosen.0));
+    crate::run::write_json(run_dir, &name, &Claim { pool: chosen.0, state: mine.to_owned() })
+        .with_context(|| format!("cannot write {}", run_dir.join(&name).display()))?;
     Ok(chosen)
 }
 
@@ -896,10 +892,6 @@ async fn take_pool(
 struct Claim {
     pool: Net,
     state: PathBuf,
-}
-
-fn claim_path(run_dir: &Path, pool: Net) -> PathBuf {
-    run_dir.join(format!("{}.owner", table_name(pool)))
 }
 
 /// Every pool an agent's state still keeps (its state file names it), with that state file.

@@ -725,8 +725,8 @@ async fn handle(node: &RaftNode, peer: PeerId, rpc: Rpc) -> Reply {
             WriteError::NotLeader(_) => Refusal::NotLeader(raft.metrics().borrow().current_leader),
             other => Refusal::Failed(other.to_string()),
         })),
-        Rpc::ReadIndex => {
-            Reply::ReadIndex(match tokio::time::timeout(FORWARD_TIMEOUT, node.read_index_here()).await {
+        Rpc::ReadIndex => Reply::ReadIndex(
+            match tokio::time::timeout(FORWARD_TIMEOUT, super::node::read_index(&node.raft)).await {
                 Ok(r) => r.map_err(|e| {
                     let leader = raft.metrics().borrow().current_leader;
                     if leader == Some(peers.id) {
@@ -736,8 +736,8 @@ async fn handle(node: &RaftNode, peer: PeerId, rpc: Rpc) -> Reply {
                     }
                 }),
                 Err(_) => Err(Refusal::Failed("no quorum confirmed the leadership in time".into())),
-            })
-        }
+            },
+        ),
         Rpc::Join => {
             let m = raft.metrics().borrow().clone();
             let membership = m.membership_config.membership();

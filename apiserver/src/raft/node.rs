@@ -231,11 +231,6 @@ impl RaftNode {
         answered.await.unwrap_or_else(|_| Err(stopped()))
     }
 
-    /// The read index, if this member leads (and has applied up to it).
-    pub(super) async fn read_index_here(&self) -> Result<u64, ReadError> {
-        read_index(&self.raft).await
-    }
-
     /// The local state machine, for reads.
     pub fn state(&self) -> &StateMachine {
         &self.state
