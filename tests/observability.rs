@@ -327,6 +327,7 @@ fn the_compose_members_form_one_cluster_that_its_prometheus_config_scrapes() {
     let root = u.path("compose");
     let shared = root.join("shared");
     let script = workspace().join("deploy/compose/member.sh");
+    std::fs::create_dir_all(&root).unwrap();
     let mut members = Vec::new();
     let mut config = std::fs::read_to_string(workspace().join("deploy/compose/prometheus.yml")).unwrap();
     config = config.replace("scrape_interval: 5s", "scrape_interval: 1s");
@@ -351,7 +352,7 @@ fn the_compose_members_form_one_cluster_that_its_prometheus_config_scrapes() {
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stderr(std::fs::File::create(root.join(format!("{name}.log"))).unwrap())
             .spawn()
             .unwrap();
         members.push(Killed(child));
@@ -377,11 +378,38 @@ fn the_compose_members_form_one_cluster_that_its_prometheus_config_scrapes() {
         ureq::get(&format!("{prom}/-/ready")).call().map(drop).map_err(|e| e.to_string())
     });
     wait_for(180, "three members scraped, each with a leader", || {
+        // A member that ended will never be scraped: say which, and what it printed.
+        for (n, member) in members.iter_mut().enumerate() {
+            if let Ok(Some(status)) = member.0.try_wait() {
+                let log =
+                    std::fs::read_to_string(root.join(format!("member-{}.log", n + 1))).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(40).collect();
+                let tail: Vec<&str> = tail.into_iter().rev().collect();
+                panic!(
+                    "member-{} ended ({status}) before the cluster formed; its last lines:\n{}",
+                    n + 1,
+                    tail.join("\n")
+                );
+            }
+        }
         let up = scalar(&prom, "count(up{job=\"univrs\"} == 1)");
         let led = scalar(&prom, "count(etcd_server_has_leader == 1)");
         match (up, led) {
             (Some(3.0), Some(3.0)) => Ok(()),
-            other => Err(format!("(members up, with a leader) = {other:?}")),
+            other => {
+                let tails: Vec<String> = (1..=3)
+                    .map(|n| {
+                        let log =
+                            std::fs::read_to_string(root.join(format!("member-{n}.log"))).unwrap_or_default();
+                        let last: Vec<&str> = log.lines().rev().take(8).collect();
+                        format!("member-{n}:\n  {}", last.into_iter().rev().collect::<Vec<_>>().join("\n  "))
+                    })
+                    .collect();
+                Err(format!(
+                    "(members up, with a leader) = {other:?}; the members' last lines:\n{}",
+                    tails.join("\n")
+                ))
+            }
         }
     });
     // One cluster of three voters, as a member of it says.

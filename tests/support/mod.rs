@@ -326,10 +326,56 @@ pub fn send(
     (response.status().as_u16(), text)
 }
 
-/// A loopback port that was free a moment ago, for a server that must come back on the same
-/// port after a restart.
+/// A loopback port that is free and that no other test takes, for a server that is told its
+/// port (one that must come back on the same port after a restart, or a member whose peers
+/// must know its address before it starts).
+///
+/// A port the kernel picked (`:0`) can be handed out again as the source port of any other
+/// connection on this machine before the process it is meant for binds it — and a process that
+/// binds it seconds later (a member waiting to be added) loses it often enough to fail a run.
+/// So the port is taken below the kernel's ephemeral range (which outgoing connections never
+/// use), and reserved for this run with a mark under the temp dir that other test processes
+/// respect (a mark older than an hour is from a run long gone).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    const FIRST: u32 = 10_000;
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32_768);
+    if ephemeral_low <= FIRST + 1_000 {
+        return std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    }
+    let marks = std::env::temp_dir().join("univrs-test-ports");
+    std::fs::create_dir_all(&marks).unwrap();
+    let span = ephemeral_low - FIRST;
+    let start = {
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u32(std::process::id());
+        h.finish() as u32 % span
+    };
+    for i in 0..span {
+        let port = (FIRST + (start + i) % span) as u16;
+        let mark = marks.join(port.to_string());
+        let stale = std::fs::metadata(&mark)
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t.elapsed().is_ok_and(|age| age > std::time::Duration::from_secs(3600)));
+        if stale {
+            let _ = std::fs::remove_file(&mark);
+        }
+        if std::fs::OpenOptions::new().write(true).create_new(true).open(&mark).is_err() {
+            continue;
+        }
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
+            && std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok()
+        {
+            return port;
+        }
+    }
+    panic!(
+        "no free port below the ephemeral range ({FIRST}..{ephemeral_low}) is left unmarked in {}",
+        marks.display()
+    )
 }
 
 /// The real kubectl with a kubeconfig and its own cache dir (OpenAPI and discovery are cached
