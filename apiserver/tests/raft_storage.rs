@@ -220,3 +220,79 @@ fn the_label_index_follows_applies_restarts_and_snapshots() {
     assert_eq!(scanned(&b, "/k/", "color=red"), ["/k/1", "/k/9"], "after a snapshot");
     assert_eq!(scanned(&b, "/k/", "color"), scanned(&b, "/k/", ""), "every key has a color");
 }
+
+/// Objects, log entries and history records are stored packed (LZ4), and what a build before
+/// packing wrote (plain JSON) still reads as it did.
+#[test]
+fn objects_entries_and_history_written_before_packing_still_read_and_new_ones_are_packed() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = rt();
+    let object = |i: u64| {
+        format!(
+            r#"{{"metadata":{{"name":"n{i}","labels":{{"app":"web"}}}},"spec":{{"image":"registry.example/web:1","args":["--port","8080","--verbose"],"env":{{"GREETING":"hello from a web server","FAREWELL":"goodbye from a web server"}}}}}}"#
+        )
+    };
+    // A log and a history as a build before packing left them.
+    let old_entry = entry(1, vec![put("/k/1", &object(1), Expect::Absent)]);
+    let old_record = serde_json::json!({
+        "applied_at_ms": 1,
+        "changes": [{"key": "/k/1", "prev": null, "new": {"create_revision": 1, "mod_revision": 1, "value": "as an older build wrote it"}}],
+    });
+    {
+        let log = redb::Database::create(dir.path().join("log.redb")).unwrap();
+        let txn = log.begin_write().unwrap();
+        txn.open_table(redb::TableDefinition::<u64, &[u8]>::new("log"))
+            .unwrap()
+            .insert(1, serde_json::to_vec(&old_entry).unwrap().as_slice())
+            .unwrap();
+        txn.commit().unwrap();
+        // Revision 1 applied, its history record then put back as an older build wrote it.
+        let mut sm = StateMachine::open(&dir.path().join("sm.redb")).unwrap();
+        rt.block_on(sm.apply(vec![entry(1, vec![put("/k/1", &object(1), Expect::Absent)])])).unwrap();
+        drop(sm);
+        let sm = redb::Database::open(dir.path().join("sm.redb")).unwrap();
+        let txn = sm.begin_write().unwrap();
+        txn.open_table(redb::TableDefinition::<u64, &[u8]>::new("history"))
+            .unwrap()
+            .insert(1, serde_json::to_vec(&old_record).unwrap().as_slice())
+            .unwrap();
+        // An object as an older build stored it: revisions, then its JSON as it is.
+        let mut old_object = [1u64.to_be_bytes(), 1u64.to_be_bytes()].concat();
+        old_object.extend_from_slice(object(0).as_bytes());
+        txn.open_table(redb::TableDefinition::<&str, &[u8]>::new("objects"))
+            .unwrap()
+            .insert("/k/0", old_object.as_slice())
+            .unwrap();
+        txn.commit().unwrap();
+    }
+    let mut log = LogStore::open(&dir.path().join("log.redb")).unwrap();
+    let read = rt.block_on(log.try_get_log_entries(0..10)).unwrap();
+    assert_eq!(read.len(), 1);
+    assert_eq!(serde_json::to_value(&read[0]).unwrap(), serde_json::to_value(&old_entry).unwrap());
+    assert_eq!(rt.block_on(log.get_log_state()).unwrap().last_log_id, Some(log_id(1)));
+    drop(log);
+
+    let mut sm = StateMachine::open(&dir.path().join("sm.redb")).unwrap();
+    assert_eq!(sm.get("/k/0").unwrap().map(|s| s.value), Some(object(0)));
+    assert_eq!(sm.get("/k/1").unwrap().map(|s| s.value), Some(object(1)));
+    let old = sm.changes_after(0, 10).unwrap().unwrap();
+    assert_eq!(old.changes.len(), 1);
+    assert_eq!(old.changes[0].1.new.as_ref().map(|s| s.value.as_str()), Some("as an older build wrote it"));
+    // New records are packed, and read back whole.
+    rt.block_on(sm.apply((2..=5).map(|i| entry(i, vec![put(&format!("/k/{i}"), &object(i), Expect::Any)]))))
+        .unwrap();
+    let after = sm.changes_after(1, 10).unwrap().unwrap();
+    let values: Vec<String> =
+        after.changes.iter().filter_map(|(_, c)| c.new.as_ref().map(|s| s.value.clone())).collect();
+    assert_eq!(values, (2..=5).map(object).collect::<Vec<_>>());
+    drop((sm, after));
+    let db = redb::Database::open(dir.path().join("sm.redb")).unwrap();
+    let txn = db.begin_read().unwrap();
+    let history = txn.open_table(redb::TableDefinition::<u64, &[u8]>::new("history")).unwrap();
+    let first = |rev: u64| history.get(rev).unwrap().unwrap().value()[0];
+    assert_eq!(first(1), b'{', "the old record is left as it was");
+    assert_eq!(first(3), 0x01, "a new record is packed");
+    let objects = txn.open_table(redb::TableDefinition::<&str, &[u8]>::new("objects")).unwrap();
+    assert_eq!(objects.get("/k/0").unwrap().unwrap().value()[16], b'{', "the old object is left as it was");
+    assert_eq!(objects.get("/k/3").unwrap().unwrap().value()[16], 0x01, "a new object is packed");
+}

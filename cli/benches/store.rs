@@ -259,6 +259,27 @@ fn disk_bytes(dir: &Path) -> u64 {
     total
 }
 
+/// The largest files under `dir` (path relative to it, bytes allocated), largest first.
+fn largest_files(dir: &Path, n: usize) -> Vec<(String, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<(String, u64)>) {
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let Ok(meta) = entry.metadata() else { continue };
+            if meta.is_dir() {
+                walk(root, &entry.path(), out);
+            } else {
+                let name = entry.path().strip_prefix(root).unwrap_or(&entry.path()).display().to_string();
+                out.push((name, meta.blocks() * 512));
+            }
+        }
+    }
+    let mut files = Vec::new();
+    walk(dir, dir, &mut files);
+    files.sort_by_key(|f| std::cmp::Reverse(f.1));
+    files.truncate(n);
+    files
+}
+
 // ---------------------------------------------------------------------------------------------
 // The systems under test
 
@@ -1075,6 +1096,11 @@ fn scenarios(sut: &Sut, cfg: &Config, signed: &[(String, String)]) -> Vec<(Strin
     say("RSS after the fill, largest member".into(), Measure { bytes: Some(rss), ..Measure::default() });
     let disk: u64 = sut.data.iter().map(|d| disk_bytes(d)).sum();
     say("disk after the fill, all members".into(), Measure { bytes: Some(disk), ..Measure::default() });
+    if let Some(first) = sut.data.first() {
+        let files: Vec<String> =
+            largest_files(first, 5).iter().map(|(f, b)| format!("{f} {} MiB", b >> 20)).collect();
+        eprintln!("          largest files of the first member: {}", files.join(" · "));
+    }
 
     let existing = sut.replicas.load(Ordering::Relaxed).max(1);
     let only = env_list("BENCH_ONLY", "reads,creates,signed,updates,watch");

@@ -21,6 +21,7 @@ use serde::de::DeserializeOwned;
 
 use super::{NodeId, TypeConfig, io_err, read_table};
 
+/// Index → the entry's JSON, packed ([`super::packed`]).
 const LOG: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("log");
 const META: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("meta");
 const VOTE: &str = "vote";
@@ -50,6 +51,13 @@ fn read_err(e: impl std::error::Error + 'static) -> StorageError<NodeId> {
 
 fn write_err(e: impl std::error::Error + 'static) -> StorageError<NodeId> {
     io_err(ErrorSubject::Logs, ErrorVerb::Write, e)
+}
+
+/// An entry as stored: its JSON, packed ([`super::packed`]; entries from before packing are
+/// plain JSON and read the same).
+fn entry_of(stored: &[u8]) -> Result<Entry<TypeConfig>> {
+    let json = super::packed::unpack(stored).map_err(read_err)?;
+    serde_json::from_slice(&json).map_err(read_err)
 }
 
 impl LogStore {
@@ -122,7 +130,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
         let mut out = Vec::new();
         for item in table.range::<u64>(bounds).map_err(read_err)? {
             let (_, bytes) = item.map_err(read_err)?;
-            out.push(serde_json::from_slice(bytes.value()).map_err(read_err)?);
+            out.push(entry_of(bytes.value())?);
         }
         Ok(out)
     }
@@ -138,7 +146,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         if let Some(table) = read_table(&txn, LOG).map_err(read_err)?
             && let Some((_, bytes)) = table.last().map_err(read_err)?
         {
-            let entry: Entry<TypeConfig> = serde_json::from_slice(bytes.value()).map_err(read_err)?;
+            let entry = entry_of(bytes.value())?;
             last = Some(entry.log_id);
         }
         Ok(LogState { last_purged_log_id, last_log_id: last.or(last_purged_log_id) })
@@ -191,7 +199,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         {
             let mut table = txn.open_table(LOG).map_err(write_err)?;
             for entry in entries {
-                let bytes = serde_json::to_vec(&entry).map_err(write_err)?;
+                let bytes = super::packed::pack(serde_json::to_vec(&entry).map_err(write_err)?);
                 table.insert(entry.log_id.index, bytes.as_slice()).map_err(write_err)?;
             }
         }

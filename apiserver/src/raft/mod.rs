@@ -14,6 +14,7 @@ pub mod history;
 pub mod labels;
 mod log_store;
 mod node;
+mod packed;
 pub mod rpc;
 mod snapshot;
 mod state_machine;

@@ -27,9 +27,12 @@ use super::snapshot;
 use super::{NodeId, Outcome, Request, Response, Stored, TypeConfig, io_err, read_table};
 
 /// Key → 8-byte create revision ‖ 8-byte mod revision ‖ value.
+/// Key → create revision, mod revision (8 bytes each, big-endian) and the value, packed
+/// ([`super::packed`]).
 const OBJECTS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("objects");
 const META: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("meta");
-/// Revision → the JSON of its [`Record`] (see [`super::history`]).
+/// Revision → the JSON of its [`Record`] (see [`super::history`]), packed
+/// ([`super::packed`]).
 const HISTORY: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("history");
 const LAST_APPLIED: &str = "last_applied";
 /// The revision of the last write applied: every write (a request, or one of the requests a
@@ -145,8 +148,14 @@ fn encode(s: &Stored) -> Vec<u8> {
     let mut out = Vec::with_capacity(16 + s.value.len());
     out.extend_from_slice(&s.create_revision.to_be_bytes());
     out.extend_from_slice(&s.mod_revision.to_be_bytes());
-    out.extend_from_slice(s.value.as_bytes());
+    super::packed::pack_into(s.value.as_bytes(), &mut out);
     out
+}
+
+/// A history record as stored (packed, or JSON as records before packing were).
+fn history_record(stored: &[u8]) -> Result<Record> {
+    let json = super::packed::unpack(stored).map_err(|e| sm_err(ErrorVerb::Read, e))?;
+    serde_json::from_slice(&json).map_err(|e| sm_err(ErrorVerb::Read, e))
 }
 
 fn decode(bytes: &[u8]) -> Result<Stored> {
@@ -159,7 +168,10 @@ fn decode(bytes: &[u8]) -> Result<Stored> {
     Ok(Stored {
         create_revision: u64::from_be_bytes(c.try_into().expect("8 bytes")),
         mod_revision: u64::from_be_bytes(m.try_into().expect("8 bytes")),
-        value: String::from_utf8(v.to_vec()).map_err(|_| corrupt())?,
+        value: String::from_utf8(
+            super::packed::unpack(v).map_err(|e| sm_err(ErrorVerb::Read, e))?.into_owned(),
+        )
+        .map_err(|_| corrupt())?,
     })
 }
 
@@ -223,8 +235,7 @@ impl StateMachine {
                     upto = rev.value() - 1;
                     break;
                 }
-                let record: Record =
-                    serde_json::from_slice(record.value()).map_err(|e| sm_err(ErrorVerb::Read, e))?;
+                let record = history_record(record.value())?;
                 changes.extend(record.changes.into_iter().map(|c| (rev.value(), Arc::new(c))));
             }
         }
@@ -254,8 +265,7 @@ impl StateMachine {
                 if let Some(table) = read_table(&txn, HISTORY).map_err(read_err)? {
                     for item in table.range(at + 1..).map_err(read_err)? {
                         let (_, record) = item.map_err(read_err)?;
-                        let record: Record =
-                            serde_json::from_slice(record.value()).map_err(|e| sm_err(ErrorVerb::Read, e))?;
+                        let record = history_record(record.value())?;
                         for change in record.changes {
                             if wanted(&change.key) && !then.contains_key(&change.key) {
                                 then.insert(change.key, change.prev);
@@ -379,8 +389,7 @@ impl StateMachine {
             let mut doomed = Vec::new();
             for item in table.iter().map_err(read_err)? {
                 let (rev, record) = item.map_err(read_err)?;
-                let record: Record =
-                    serde_json::from_slice(record.value()).map_err(|e| sm_err(ErrorVerb::Read, e))?;
+                let record = history_record(record.value())?;
                 if rev.value() >= keep_from && record.applied_at_ms >= oldest_kept_ms {
                     break;
                 }
@@ -782,7 +791,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 if !changes.is_empty() {
                     let record = serde_json::to_vec(&RecordRef { applied_at_ms, changes: &changes })
                         .map_err(|e| sm_err(ErrorVerb::Write, e))?;
-                    history.insert(revision, record.as_slice()).map_err(write_err)?;
+                    history.insert(revision, super::packed::pack(record).as_slice()).map_err(write_err)?;
                     fresh.extend(changes.into_iter().map(|c| (revision, c)));
                 }
                 Ok(Response { revision, outcome, batch: Vec::new() })
