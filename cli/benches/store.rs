@@ -15,7 +15,8 @@
 //! - `BENCH_CLIENTS` (`1,16,64`): the concurrencies of the write rows;
 //! - `BENCH_WATCHERS` (`100,1000`), `BENCH_WATCH_RATE` (200 writes/s), `BENCH_WATCH_SECONDS` (5);
 //! - `BENCH_SETUPS` (`1-http,1-tls,3-http,3-tls`): members and transport;
-//! - `BENCH_SYSTEMS` (`univrs,etcd`);
+//! - `BENCH_SYSTEMS` (`univrs,etcd`); add `floor` for the watch rows of the least a watch
+//!   server can do (one write per event per watcher, [`floor_serve`]), in a table of its own;
 //! - `BENCH_UNIVRS_ARGS`: more flags of every `ui apiserver` (e.g. `--write-batch 1`);
 //! - `BENCH_UI_BINARY`: another build's `ui` to run instead of this one's (a build from before
 //!   a change, to compare both beside etcd);
@@ -125,6 +126,8 @@ struct Row {
     scenario: String,
     univrs: Option<Measure>,
     etcd: Option<Measure>,
+    /// The floor's figure for the same scenario (watch rows, when `floor` ran).
+    floor: Option<Measure>,
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Option<Duration> {
@@ -287,6 +290,8 @@ fn largest_files(dir: &Path, n: usize) -> Vec<(String, u64)> {
 enum Sys {
     Univrs,
     Etcd,
+    /// The least a watch server does: one write per event per watcher ([`floor_serve`]).
+    Floor,
 }
 
 impl Sys {
@@ -294,6 +299,7 @@ impl Sys {
         match self {
             Sys::Univrs => "univrs",
             Sys::Etcd => "etcd",
+            Sys::Floor => "floor",
         }
     }
 }
@@ -504,6 +510,123 @@ fn etcd(members: usize, tls: bool, objects: u64) -> Option<Sut> {
     Some(sut)
 }
 
+/// The floor: this bench binary again, as a process of its own serving [`floor_serve`].
+fn floor() -> Sut {
+    let port = free_port();
+    let child = Command::new(std::env::current_exe().unwrap())
+        .arg("--bench")
+        .env("BENCH_FLOOR_SERVE", port.to_string())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "the floor server did not listen on {url}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Sut {
+        sys: Sys::Floor,
+        urls: vec![url],
+        metrics: Vec::new(),
+        pids: vec![child.id()],
+        data: Vec::new(),
+        ca: None,
+        member_key: None,
+        user_key: SigningKey::generate(&mut rand_core::OsRng),
+        audience: String::new(),
+        replicas: AtomicU64::new(0),
+        groups: 1,
+        pad: replica_pad(),
+        _servers: Vec::new(),
+        _users: Vec::new(),
+        children: vec![child],
+        _dir: None,
+    }
+}
+
+/// The least a watch server can do, to tell the machine's limit from univrs': HTTP/1.1 on a
+/// tokio runtime of two workers (as `ui apiserver`'s on this machine), a `GET` is a watch (a
+/// chunked response), a `POST` a write whose body goes at once, as the line
+/// `{"type":"ADDED","object":…}` in one chunk, to every watch — one `write` per watcher for
+/// every event or every run of events waiting together, no store, no filter, no auth — and is
+/// answered 201 after that.
+fn floor_serve(port: u16) {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+    async fn conn(
+        sock: tokio::net::TcpStream,
+        events: tokio::sync::broadcast::Sender<std::sync::Arc<Vec<u8>>>,
+    ) {
+        let _ = sock.set_nodelay(true);
+        let (read, mut write) = sock.into_split();
+        let mut read = tokio::io::BufReader::new(read);
+        loop {
+            let mut request = String::new();
+            if read.read_line(&mut request).await.unwrap_or(0) == 0 {
+                return;
+            }
+            let mut length = 0;
+            loop {
+                let mut header = String::new();
+                if read.read_line(&mut header).await.unwrap_or(0) == 0 {
+                    return;
+                }
+                if header == "\r\n" {
+                    break;
+                }
+                if let Some((name, value)) = header.split_once(':')
+                    && name.eq_ignore_ascii_case("content-length")
+                {
+                    length = value.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0; length];
+            if read.read_exact(&mut body).await.is_err() {
+                return;
+            }
+            if request.starts_with("GET") {
+                let mut events = events.subscribe();
+                let head =
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n";
+                if write.write_all(head.as_bytes()).await.is_err() {
+                    return;
+                }
+                let mut out = Vec::new();
+                loop {
+                    match events.recv().await {
+                        Ok(event) => out.extend_from_slice(&event),
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                    }
+                    // Everything else already waiting goes in the same write.
+                    while let Ok(event) = events.try_recv() {
+                        out.extend_from_slice(&event);
+                    }
+                    if write.write_all(&out).await.is_err() {
+                        return;
+                    }
+                    out.clear();
+                }
+            }
+            let line = [b"{\"type\":\"ADDED\",\"object\":".as_slice(), &body, b"}\n"].concat();
+            let chunk = [format!("{:x}\r\n", line.len()).as_bytes(), &line, b"\r\n"].concat();
+            let _ = events.send(std::sync::Arc::new(chunk));
+            if write.write_all(b"HTTP/1.1 201 Created\r\ncontent-length: 2\r\n\r\n{}").await.is_err() {
+                return;
+            }
+        }
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+        let (events, _) = tokio::sync::broadcast::channel(1 << 16);
+        loop {
+            let Ok((sock, _)) = listener.accept().await else { continue };
+            tokio::spawn(conn(sock, events.clone()));
+        }
+    });
+}
+
 /// One client's connection state: its own agent (one keep-alive connection) and tokens.
 struct Client {
     /// Which client this is (0..clients).
@@ -624,6 +747,7 @@ impl Sut {
                 succeeded(self.post(c, &path, &c.member_bearer, "application/json", value), 201)
             }
             Sys::Etcd => self.etcd_create(c, &etcd_key(namespace, name), &value),
+            Sys::Floor => succeeded(self.post(c, "/write", "", "application/json", value), 201),
         }
     }
 
@@ -634,6 +758,7 @@ impl Sut {
                 succeeded(self.post(c, path, &c.user_bearer, "application/json", body.to_owned()), 201)
             }
             Sys::Etcd => self.etcd_create(c, &format!("/registry/workloads/default/{name}"), body),
+            Sys::Floor => unreachable!("the floor serves watches only"),
         }
     }
 
@@ -664,6 +789,7 @@ impl Sut {
                 let body = json!({ "key": b64(key.as_bytes()), "value": b64(value.to_string().as_bytes()) });
                 succeeded(self.post(c, "/v3/kv/put", "", "application/json", body.to_string()), 200)
             }
+            Sys::Floor => unreachable!("the floor serves watches only"),
         }
     }
 
@@ -683,6 +809,7 @@ impl Sut {
                 let (status, text) = self.post(c, "/v3/kv/range", "", "application/json", body.to_string());
                 status == 200 && text.contains("\"kvs\"")
             }
+            Sys::Floor => unreachable!("the floor serves watches only"),
         }
     }
 
@@ -710,6 +837,7 @@ impl Sut {
                 }
                 c.agent.post(format!("{}/v3/kv/range", self.urls[c.member])).send(body.to_string())
             }
+            Sys::Floor => unreachable!("the floor serves watches only"),
         };
         let response = response.ok().filter(|r| r.status() == 200)?;
         let mut reader = response.into_body().into_reader();
@@ -866,7 +994,7 @@ fn watch(sut: &Sut, namespace: &str, watchers: usize, rate: u64, seconds: f64) -
             let list: Value = serde_json::from_str(&text).unwrap();
             list["metadata"]["resourceVersion"].as_str().unwrap().to_owned()
         }
-        Sys::Etcd => String::new(),
+        Sys::Etcd | Sys::Floor => String::new(),
     };
     let budget = Duration::from_secs_f64(seconds + 60.0);
     let received: Vec<Vec<(u32, u64)>> = std::thread::scope(|s| {
@@ -878,6 +1006,7 @@ fn watch(sut: &Sut, namespace: &str, watchers: usize, rate: u64, seconds: f64) -
                     .spawn_scoped(s, move || {
                         let c = sut.client(n, budget);
                         let response = match sut.sys {
+                            Sys::Floor => c.agent.get(format!("{}/watch", sut.urls[c.member])).call(),
                             Sys::Univrs => {
                                 let url = format!(
                                     "{}/apis/univrs.io/v1/namespaces/{namespace}/replicas?watch=true&resourceVersion={from}&timeoutSeconds={}",
@@ -990,7 +1119,7 @@ fn seqs_in(sys: Sys, line: &str) -> Vec<u32> {
     let digits =
         |s: &str| s.bytes().take_while(u8::is_ascii_digit).fold(0u32, |n, b| n * 10 + (b - b'0') as u32);
     match sys {
-        Sys::Univrs => {
+        Sys::Univrs | Sys::Floor => {
             // One event per line; its object's name is the first `"name":"w…"`.
             let Some(at) = line.find("\"name\":\"w") else { return Vec::new() };
             if line.starts_with("{\"type\":\"BOOKMARK\"") {
@@ -1089,6 +1218,13 @@ fn scenarios(sut: &Sut, cfg: &Config, signed: &[(String, String)]) -> Vec<(Strin
         }
         out.push((name, m));
     };
+    if sut.sys == Sys::Floor {
+        for (i, &w) in cfg.watchers.iter().enumerate() {
+            let m = watch(sut, &format!("watch{i}"), w, cfg.watch_rate, cfg.watch_seconds);
+            say(format!("watch delivery, {w} watchers at {} writes/s", cfg.watch_rate), m);
+        }
+        return out;
+    }
     let objects = cfg.objects;
     let filled = fill(sut, objects);
     say(format!("fill: create {objects} Replicas, 64 clients"), filled);
@@ -1181,6 +1317,9 @@ fn main() {
     if !std::env::args().any(|a| a == "--bench") {
         return;
     }
+    if let Some(port) = std::env::var("BENCH_FLOOR_SERVE").ok().and_then(|p| p.parse().ok()) {
+        return floor_serve(port);
+    }
     let cfg = Config {
         objects: env_or("BENCH_OBJECTS", 100_000),
         seconds: env_or("BENCH_SECONDS", 5) as f64,
@@ -1240,6 +1379,11 @@ fn main() {
                     s.user_key = signer.clone();
                     s
                 }
+                "floor" if members > 1 || tls => {
+                    eprintln!("floor skipped: one process, plain HTTP only");
+                    continue;
+                }
+                "floor" => floor(),
                 "etcd" => match etcd(members, tls, cfg.objects) {
                     Some(s) => s,
                     None => {
@@ -1252,7 +1396,7 @@ fn main() {
             results.push((sut.sys, scenarios(&sut, &cfg, &signed)));
         }
         let find = |sys: Sys| results.iter().find(|(s, _)| *s == sys).map(|(_, r)| r);
-        let (u, e) = (find(Sys::Univrs), find(Sys::Etcd));
+        let (u, e, f) = (find(Sys::Univrs), find(Sys::Etcd), find(Sys::Floor));
         let n = u.or(e).map_or(0, Vec::len);
         for i in 0..n {
             let scenario = u.or(e).unwrap()[i].0.clone();
@@ -1261,10 +1405,11 @@ fn main() {
                 // The etcd name of a row differs where the operation does (put vs merge patch).
                 scenario: match (u, e) {
                     (Some(u), Some(e)) if u[i].0 != e[i].0 => format!("{} / etcd: {}", u[i].0, e[i].0),
-                    _ => scenario,
+                    _ => scenario.clone(),
                 },
                 univrs: u.map(|r| r[i].1.clone()),
                 etcd: e.map(|r| r[i].1.clone()),
+                floor: f.and_then(|f| f.iter().find(|(name, _)| *name == scenario).map(|(_, m)| m.clone())),
             });
         }
     }
@@ -1282,13 +1427,36 @@ fn main() {
     println!();
     println!("| setup | scenario | univrs | etcd | univrs ÷ etcd |");
     println!("|---|---|---|---|---|");
-    for row in rows.into_inner().unwrap() {
-        let cell = |m: &Option<Measure>| m.as_ref().map_or("–".to_owned(), Measure::cell);
+    let rows = rows.into_inner().unwrap();
+    let cell = |m: &Option<Measure>| m.as_ref().map_or("–".to_owned(), Measure::cell);
+    for row in &rows {
         let r = match (&row.univrs, &row.etcd) {
             (Some(u), Some(e)) => ratio(u, e),
             _ => "–".into(),
         };
         println!("| {} | {} | {} | {} | {r} |", row.setup, row.scenario, cell(&row.univrs), cell(&row.etcd));
+    }
+    if rows.iter().any(|r| r.floor.is_some()) {
+        println!();
+        println!(
+            "The floor: one write per watcher for each event (or run of events waiting together), and nothing else (`BENCH_SYSTEMS=…,floor`)."
+        );
+        println!();
+        println!("| setup | scenario | univrs | floor | univrs ÷ floor |");
+        println!("|---|---|---|---|---|");
+        for row in rows.iter().filter(|r| r.floor.is_some()) {
+            let r = match (&row.univrs, &row.floor) {
+                (Some(u), Some(f)) => ratio(u, f),
+                _ => "–".into(),
+            };
+            println!(
+                "| {} | {} | {} | {} | {r} |",
+                row.setup,
+                row.scenario,
+                cell(&row.univrs),
+                cell(&row.floor)
+            );
+        }
     }
 }
 
