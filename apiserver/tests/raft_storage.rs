@@ -295,4 +295,10 @@ fn objects_entries_and_history_written_before_packing_still_read_and_new_ones_ar
     let objects = txn.open_table(redb::TableDefinition::<&str, &[u8]>::new("objects")).unwrap();
     assert_eq!(objects.get("/k/0").unwrap().unwrap().value()[16], b'{', "the old object is left as it was");
     assert_eq!(objects.get("/k/3").unwrap().unwrap().value()[16], 0x01, "a new object is packed");
+    drop((objects, history, txn, db));
+    // stored_records reads them unpacked (what a test looking for a string on disk searches).
+    let records = apiserver::raft::stored_records(&dir.path().join("sm.redb")).unwrap();
+    let holds = |text: &str| records.iter().any(|r| r.windows(text.len()).any(|w| w == text.as_bytes()));
+    assert!(holds(&object(3)) && holds(&object(0)), "objects, packed or not, read whole");
+    assert!(holds(&object(4).replace('"', "\\\"")), "a packed history record reads whole");
 }

@@ -546,7 +546,7 @@ fn floor() -> Sut {
 }
 
 /// The least a watch server can do, to tell the machine's limit from univrs': HTTP/1.1 on a
-/// tokio runtime of two workers (as `ui apiserver`'s on this machine), a `GET` is a watch (a
+/// tokio runtime of one worker per core (as `ui apiserver`'s), a `GET` is a watch (a
 /// chunked response), a `POST` a write whose body goes at once, as the line
 /// `{"type":"ADDED","object":…}` in one chunk, to every watch — one `write` per watcher for
 /// every event or every run of events waiting together, no store, no filter, no auth — and is
@@ -616,7 +616,8 @@ fn floor_serve(port: u16) {
             }
         }
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    // One worker per core, as `ui apiserver`'s runtime.
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap();
         let (events, _) = tokio::sync::broadcast::channel(1 << 16);
@@ -1397,9 +1398,9 @@ fn main() {
         }
         let find = |sys: Sys| results.iter().find(|(s, _)| *s == sys).map(|(_, r)| r);
         let (u, e, f) = (find(Sys::Univrs), find(Sys::Etcd), find(Sys::Floor));
-        let n = u.or(e).map_or(0, Vec::len);
+        let n = u.or(e).or(f).map_or(0, Vec::len);
         for i in 0..n {
-            let scenario = u.or(e).unwrap()[i].0.clone();
+            let scenario = u.or(e).or(f).unwrap()[i].0.clone();
             rows.lock().unwrap().push(Row {
                 setup: label.clone(),
                 // The etcd name of a row differs where the operation does (put vs merge patch).

@@ -346,7 +346,11 @@ pub fn free_port() -> u16 {
         return std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     }
     let marks = std::env::temp_dir().join("univrs-test-ports");
-    std::fs::create_dir_all(&marks).unwrap();
+    if std::fs::create_dir(&marks).is_ok() {
+        // Ports are the machine's: every user's test runs mark them here (sticky, as /tmp).
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(&marks, std::fs::Permissions::from_mode(0o1777));
+    }
     let span = ephemeral_low - FIRST;
     let start = {
         use std::hash::{BuildHasher, Hasher};

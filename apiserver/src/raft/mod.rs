@@ -15,6 +15,7 @@ pub mod labels;
 mod log_store;
 mod node;
 mod packed;
+pub use packed::stored_records;
 pub mod rpc;
 mod snapshot;
 mod state_machine;

@@ -4,9 +4,10 @@
 //! pages each commit writes.
 //!
 //! A packed record is [`LZ4`], the JSON's length (`u32`, little-endian) and its LZ4 block. A
-//! record that would not shrink is stored as its JSON, which never starts with that byte
-//! (bytes that do are always packed): records written before packing existed read as they
-//! always did.
+//! record under [`WORTH_PACKING`] bytes or that would not shrink is stored as its JSON, which
+//! never starts with that byte (bytes that do are always packed): records written before
+//! packing existed read as they always did. A build from before packing cannot read what this
+//! one wrote.
 
 use std::borrow::Cow;
 
@@ -76,6 +77,47 @@ pub fn unpack(stored: &[u8]) -> std::io::Result<Cow<'_, [u8]>> {
         return Err(corrupt(format!("{n} bytes where it claims {len}")));
     }
     Ok(Cow::Owned(out))
+}
+
+/// Every key and value in a member's database file (`state.redb` or `raft-log.redb`), values
+/// unpacked, for a test that must show a string is nowhere on disk: packed records need not
+/// hold it in one piece. Open only while no member has the file open.
+pub fn stored_records(path: &std::path::Path) -> std::io::Result<Vec<Vec<u8>>> {
+    use redb::{ReadableTable, TableDefinition, TableError};
+    let io = |e: redb::Error| std::io::Error::other(e.to_string());
+    let db = redb::Database::open(path).map_err(|e| io(e.into()))?;
+    let txn = db.begin_read().map_err(|e| io(e.into()))?;
+    let mut out = Vec::new();
+    // The tables of state_machine.rs and log_store.rs, keyed by name or by number; `objects`
+    // values start with two revisions of 8 bytes.
+    for name in ["objects", "meta"] {
+        let table = match txn.open_table(TableDefinition::<&str, &[u8]>::new(name)) {
+            Ok(t) => t,
+            Err(TableError::TableDoesNotExist(_)) => continue,
+            Err(e) => return Err(io(e.into())),
+        };
+        for item in table.iter().map_err(|e| io(e.into()))? {
+            let (k, v) = item.map_err(|e| io(e.into()))?;
+            out.push(k.value().as_bytes().to_vec());
+            let v = v.value();
+            out.push(match (name, v.split_at_checked(16)) {
+                ("objects", Some((revisions, value))) => [revisions, &unpack(value)?].concat(),
+                _ => v.to_vec(),
+            });
+        }
+    }
+    for name in ["history", "log"] {
+        let table = match txn.open_table(TableDefinition::<u64, &[u8]>::new(name)) {
+            Ok(t) => t,
+            Err(TableError::TableDoesNotExist(_)) => continue,
+            Err(e) => return Err(io(e.into())),
+        };
+        for item in table.iter().map_err(|e| io(e.into()))? {
+            let (_, v) = item.map_err(|e| io(e.into()))?;
+            out.push(unpack(v.value())?.into_owned());
+        }
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -26,7 +26,6 @@ use super::labels::{self, LabelIndex, LabelNeeds, labels_of};
 use super::snapshot;
 use super::{NodeId, Outcome, Request, Response, Stored, TypeConfig, io_err, read_table};
 
-/// Key → 8-byte create revision ‖ 8-byte mod revision ‖ value.
 /// Key → create revision, mod revision (8 bytes each, big-endian) and the value, packed
 /// ([`super::packed`]).
 const OBJECTS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("objects");
