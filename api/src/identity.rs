@@ -34,6 +34,13 @@ pub enum IdentityError {
     BadJurisdiction(String),
 }
 
+/// Keys decoded lately, by their `did:key`: decoding one (base58, then the curve point) costs
+/// more than a lookup, and the same few keys sign most writes and tokens. Only valid keys are
+/// kept; emptied when full, so a stranger with many fresh keys costs at most this much memory.
+static DECODED: std::sync::LazyLock<std::sync::Mutex<std::collections::HashMap<String, VerifyingKey>>> =
+    std::sync::LazyLock::new(Default::default);
+const DECODED_MAX: usize = 4096;
+
 /// A decentralized identifier of the `did:key` method for an Ed25519 public key:
 /// `did:key:z` + base58btc(0xed 0x01 ‖ 32-byte key). Users, operators and nodes are all Dids.
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -60,7 +67,22 @@ impl Did {
         Self::decode(&self.0).expect("a Did always holds a valid key")
     }
 
+    /// The key `s` names: from [`DECODED`] when it was decoded lately.
     fn decode(s: &str) -> Result<VerifyingKey, IdentityError> {
+        if let Some(key) = DECODED.lock().ok().and_then(|keys| keys.get(s).copied()) {
+            return Ok(key);
+        }
+        let key = Self::decode_anew(s)?;
+        if let Ok(mut keys) = DECODED.lock() {
+            if keys.len() >= DECODED_MAX {
+                keys.clear();
+            }
+            keys.insert(s.to_owned(), key);
+        }
+        Ok(key)
+    }
+
+    fn decode_anew(s: &str) -> Result<VerifyingKey, IdentityError> {
         let not_did = || IdentityError::NotDidKey(s.to_owned());
         let b58 = s.strip_prefix(DID_KEY_PREFIX).ok_or_else(not_did)?;
         if b58.len() > 64 {
@@ -239,6 +261,29 @@ mod tests {
         for bad in ["", "did:web:example.com", "did:key:zabc", "did:key:z6Mk", "did:key:z0OIl"] {
             assert!(Did::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn decoded_keys_are_kept_bounded_and_only_when_valid() {
+        let dids: Vec<Did> = (0..DECODED_MAX as u32 + 10)
+            .map(|i| {
+                let mut seed = [9; 32];
+                seed[..4].copy_from_slice(&i.to_le_bytes());
+                Did::from_key(&SigningKey::from_bytes(&seed).verifying_key())
+            })
+            .collect();
+        for did in &dids {
+            // Twice: the second from the cache, the same key.
+            let first = Did::parse(did.as_str()).unwrap().verifying_key();
+            assert_eq!(Did::parse(did.as_str()).unwrap().verifying_key(), first);
+            assert_eq!(Did::from_key(&first), *did);
+            assert!(DECODED.lock().unwrap().len() <= DECODED_MAX);
+        }
+        // A refused did is refused again and never kept.
+        for _ in 0..2 {
+            assert!(Did::parse("did:key:z6Mk").is_err());
+        }
+        assert!(!DECODED.lock().unwrap().contains_key("did:key:z6Mk"));
     }
 
     #[test]
