@@ -275,6 +275,7 @@ mod tests {
         for did in &dids {
             // Twice: the second from the cache, the same key.
             let first = Did::parse(did.as_str()).unwrap().verifying_key();
+            assert_eq!(DECODED.lock().unwrap().get(did.as_str()), Some(&first), "kept once decoded");
             assert_eq!(Did::parse(did.as_str()).unwrap().verifying_key(), first);
             assert_eq!(Did::from_key(&first), *did);
             assert!(DECODED.lock().unwrap().len() <= DECODED_MAX);
