@@ -377,14 +377,17 @@ fn the_compose_members_form_one_cluster_that_its_prometheus_config_scrapes() {
     wait_for(60, "prometheus to be ready", || {
         ureq::get(&format!("{prom}/-/ready")).call().map(drop).map_err(|e| e.to_string())
     });
+    // The last `n` lines member-`member` printed.
+    let last_lines = |member: usize, n: usize| -> Vec<String> {
+        let log = std::fs::read_to_string(root.join(format!("member-{member}.log"))).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(n)..].iter().map(|l| l.to_string()).collect()
+    };
     wait_for(180, "three members scraped, each with a leader", || {
         // A member that ended will never be scraped: say which, and what it printed.
         for (n, member) in members.iter_mut().enumerate() {
             if let Ok(Some(status)) = member.0.try_wait() {
-                let log =
-                    std::fs::read_to_string(root.join(format!("member-{}.log", n + 1))).unwrap_or_default();
-                let tail: Vec<&str> = log.lines().rev().take(40).collect();
-                let tail: Vec<&str> = tail.into_iter().rev().collect();
+                let tail = last_lines(n + 1, 40);
                 panic!(
                     "member-{} ended ({status}) before the cluster formed; its last lines:\n{}",
                     n + 1,
@@ -397,14 +400,8 @@ fn the_compose_members_form_one_cluster_that_its_prometheus_config_scrapes() {
         match (up, led) {
             (Some(3.0), Some(3.0)) => Ok(()),
             other => {
-                let tails: Vec<String> = (1..=3)
-                    .map(|n| {
-                        let log =
-                            std::fs::read_to_string(root.join(format!("member-{n}.log"))).unwrap_or_default();
-                        let last: Vec<&str> = log.lines().rev().take(8).collect();
-                        format!("member-{n}:\n  {}", last.into_iter().rev().collect::<Vec<_>>().join("\n  "))
-                    })
-                    .collect();
+                let tails: Vec<String> =
+                    (1..=3).map(|n| format!("member-{n}:\n  {}", last_lines(n, 8).join("\n  "))).collect();
                 Err(format!(
                     "(members up, with a leader) = {other:?}; the members' last lines:\n{}",
                     tails.join("\n")

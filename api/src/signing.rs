@@ -147,14 +147,13 @@ const JCS_EXACT: u64 = 1 << 53;
 /// state) for what it leaves to that crate: a number that is not an integer within ±2^53,
 /// whose ECMAScript form it does not write itself.
 fn jcs_into(value: &Value, out: &mut Vec<u8>) -> bool {
+    use std::io::Write as _;
     match value {
         Value::Null => out.extend_from_slice(b"null"),
         Value::Bool(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
         Value::Number(n) => match (n.as_u64(), n.as_i64()) {
-            (Some(u), _) if u <= JCS_EXACT => out.extend_from_slice(u.to_string().as_bytes()),
-            (None, Some(i)) if i.unsigned_abs() <= JCS_EXACT => {
-                out.extend_from_slice(i.to_string().as_bytes())
-            }
+            (Some(u), _) if u <= JCS_EXACT => write!(out, "{u}").expect("writing to a Vec"),
+            (None, Some(i)) if i.unsigned_abs() <= JCS_EXACT => write!(out, "{i}").expect("writing to a Vec"),
             _ => return false,
         },
         // serde_json escapes a string as JCS does: `"`, `\`, \b \f \n \r \t, other

@@ -22,7 +22,7 @@ use serde::de::DeserializeOwned;
 use super::{NodeId, TypeConfig, io_err, read_table};
 
 /// Index → the entry's JSON, packed ([`super::packed`]).
-const LOG: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("log");
+pub(super) const LOG: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("log");
 const META: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("meta");
 const VOTE: &str = "vote";
 const COMMITTED: &str = "committed";

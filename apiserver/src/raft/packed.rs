@@ -83,38 +83,33 @@ pub fn unpack(stored: &[u8]) -> std::io::Result<Cow<'_, [u8]>> {
 /// unpacked, for a test that must show a string is nowhere on disk: packed records need not
 /// hold it in one piece. Open only while no member has the file open.
 pub fn stored_records(path: &std::path::Path) -> std::io::Result<Vec<Vec<u8>>> {
-    use redb::{ReadableTable, TableDefinition, TableError};
+    use super::log_store::LOG;
+    use super::read_table;
+    use super::state_machine::{HISTORY, META, OBJECTS};
+    use redb::{ReadableTable, TableHandle};
     let io = |e: redb::Error| std::io::Error::other(e.to_string());
     let db = redb::Database::open(path).map_err(|e| io(e.into()))?;
     let txn = db.begin_read().map_err(|e| io(e.into()))?;
     let mut out = Vec::new();
-    // The tables of state_machine.rs and log_store.rs, keyed by name or by number; `objects`
-    // values start with two revisions of 8 bytes.
-    for name in ["objects", "meta"] {
-        let table = match txn.open_table(TableDefinition::<&str, &[u8]>::new(name)) {
-            Ok(t) => t,
-            Err(TableError::TableDoesNotExist(_)) => continue,
-            Err(e) => return Err(io(e.into())),
-        };
-        for item in table.iter().map_err(|e| io(e.into()))? {
+    // Keyed by name (the log's meta table is the state machine's `meta` too): an object's
+    // value starts with its two revisions of 8 bytes, then the packed JSON.
+    for table in [OBJECTS, META] {
+        let Some(records) = read_table(&txn, table).map_err(|e| io(e.into()))? else { continue };
+        for item in records.iter().map_err(|e| io(e.into()))? {
             let (k, v) = item.map_err(|e| io(e.into()))?;
             out.push(k.value().as_bytes().to_vec());
             let v = v.value();
-            out.push(match (name, v.split_at_checked(16)) {
-                ("objects", Some((revisions, value))) => [revisions, &unpack(value)?].concat(),
+            out.push(match (table.name(), v.split_at_checked(16)) {
+                ("objects", Some((revisions, value))) => [revisions, unpack(value)?.as_ref()].concat(),
                 _ => v.to_vec(),
             });
         }
     }
-    for name in ["history", "log"] {
-        let table = match txn.open_table(TableDefinition::<u64, &[u8]>::new(name)) {
-            Ok(t) => t,
-            Err(TableError::TableDoesNotExist(_)) => continue,
-            Err(e) => return Err(io(e.into())),
-        };
-        for item in table.iter().map_err(|e| io(e.into()))? {
-            let (_, v) = item.map_err(|e| io(e.into()))?;
-            out.push(unpack(v.value())?.into_owned());
+    // Keyed by number: history records and log entries, packed whole.
+    for table in [HISTORY, LOG] {
+        let Some(records) = read_table(&txn, table).map_err(|e| io(e.into()))? else { continue };
+        for item in records.iter().map_err(|e| io(e.into()))? {
+            out.push(unpack(item.map_err(|e| io(e.into()))?.1.value())?.into_owned());
         }
     }
     Ok(out)

@@ -28,11 +28,11 @@ use super::{NodeId, Outcome, Request, Response, Stored, TypeConfig, io_err, read
 
 /// Key → create revision, mod revision (8 bytes each, big-endian) and the value, packed
 /// ([`super::packed`]).
-const OBJECTS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("objects");
-const META: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("meta");
+pub(super) const OBJECTS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("objects");
+pub(super) const META: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("meta");
 /// Revision → the JSON of its [`Record`] (see [`super::history`]), packed
 /// ([`super::packed`]).
-const HISTORY: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("history");
+pub(super) const HISTORY: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("history");
 const LAST_APPLIED: &str = "last_applied";
 /// The revision of the last write applied: every write (a request, or one of the requests a
 /// log entry carries together) takes the next one. Stores written before entries carried
