@@ -27,6 +27,12 @@ use clap::{Parser, Subcommand};
 
 use commands::{Context, Outcome};
 
+/// mimalloc rather than glibc's malloc: an apiserver allocates and frees many small buffers on
+/// every request (JSON values, entries, frames), and glibc's malloc took 15–17 % of its CPU in
+/// a profile of 3 members under 64 updating clients (BENCHMARKS.md, change 7).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// univrs: run workloads on machines offered by independent operators, under your own keys
 ///
 /// Start with `ui init` to create your identity, then sign manifests with `ui sign`, run a

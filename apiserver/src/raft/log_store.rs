@@ -8,10 +8,11 @@
 //! all (BENCHMARKS.md). The committed log id is saved without an fsync of its own (see
 //! [`LogStore::save_committed`]), so that an entry costs one fsync, not two.
 
+use std::collections::VecDeque;
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{Entry, ErrorSubject, ErrorVerb, LogId, OptionalSend, RaftLogReader, StorageError, Vote};
@@ -33,10 +34,94 @@ type Result<T> = std::result::Result<T, StorageError<NodeId>>;
 /// redb's page cache for the log.
 const LOG_CACHE_BYTES: usize = 32 << 20;
 
-/// The durable Raft log. Cheap to clone: clones share the database.
+/// Most entries, and most bytes of their JSON, that [`Recent`] keeps.
+const RECENT_ENTRIES: usize = 1024;
+const RECENT_BYTES: usize = 8 << 20;
+
+/// The durable Raft log. Cheap to clone: clones share the database and [`Recent`].
 #[derive(Clone)]
 pub struct LogStore {
     db: Arc<Database>,
+    recent: Arc<Mutex<Recent>>,
+}
+
+/// The entries appended last, as they were appended. Each entry is read back soon after it is
+/// written: by replication once per follower, and to apply it; a copy from here costs far less
+/// than reading, unpacking and parsing it again (3 % of the leader's CPU under load,
+/// BENCHMARKS.md change 7). A mirror of the log's tail: it takes entries only once their
+/// append is durable, loses what truncate and purge remove from the log, starts over when an
+/// append does not continue it, and answers only a range it holds whole (anything else is read
+/// from disk). Bounded by [`RECENT_ENTRIES`] and [`RECENT_BYTES`].
+#[derive(Debug, Default)]
+struct Recent {
+    /// Contiguous indexes, oldest first, each with its JSON's size.
+    entries: VecDeque<(Entry<TypeConfig>, usize)>,
+    bytes: usize,
+}
+
+impl Recent {
+    /// `appended` (in index order) is durable in the log.
+    fn appended(&mut self, appended: Vec<(Entry<TypeConfig>, usize)>) {
+        let Some(first) = appended.first().map(|(e, _)| e.log_id.index) else { return };
+        // An append over entries replaces them (the log's insert does), and one that leaves a
+        // gap cannot be mirrored: start over from it.
+        self.truncated(first);
+        if self.next_index().is_some_and(|next| next != first) {
+            self.entries.clear();
+            self.bytes = 0;
+        }
+        for (entry, size) in appended {
+            self.bytes += size;
+            self.entries.push_back((entry, size));
+        }
+        while self.entries.len() > RECENT_ENTRIES || self.bytes > RECENT_BYTES {
+            let Some((_, size)) = self.entries.pop_front() else { break };
+            self.bytes -= size;
+        }
+    }
+
+    /// The entries from index `from` on are gone from the log.
+    fn truncated(&mut self, from: u64) {
+        while self.entries.back().is_some_and(|(e, _)| e.log_id.index >= from) {
+            let Some((_, size)) = self.entries.pop_back() else { break };
+            self.bytes -= size;
+        }
+    }
+
+    /// The entries up to index `upto` are gone from the log.
+    fn purged(&mut self, upto: u64) {
+        while self.entries.front().is_some_and(|(e, _)| e.log_id.index <= upto) {
+            let Some((_, size)) = self.entries.pop_front() else { break };
+            self.bytes -= size;
+        }
+    }
+
+    /// The index after the last entry held.
+    fn next_index(&self) -> Option<u64> {
+        self.entries.back().map(|(e, _)| e.log_id.index + 1)
+    }
+
+    /// The entries in `range`, if it is not empty and every one of them is held here.
+    fn get(&self, range: &impl RangeBounds<u64>) -> Option<Vec<Entry<TypeConfig>>> {
+        let oldest = self.entries.front()?.0.log_id.index;
+        let next = self.next_index()?;
+        let start = match range.start_bound() {
+            Bound::Included(&i) => i,
+            Bound::Excluded(&i) => i.checked_add(1)?,
+            Bound::Unbounded => 0,
+        };
+        let end = match range.end_bound() {
+            Bound::Included(&i) => i.checked_add(1)?,
+            Bound::Excluded(&i) => i,
+            Bound::Unbounded => next,
+        };
+        if start < oldest || end > next || start >= end {
+            return None;
+        }
+        let skip = usize::try_from(start - oldest).ok()?;
+        let take = usize::try_from(end - start).ok()?;
+        Some(self.entries.iter().skip(skip).take(take).map(|(e, _)| e.clone()).collect())
+    }
 }
 
 impl Debug for LogStore {
@@ -66,7 +151,7 @@ impl LogStore {
         // Written once, read back by replication and apply soon after: a small page cache
         // (redb's default is 1 GiB per database).
         let db = Database::builder().set_cache_size(LOG_CACHE_BYTES).create(path)?;
-        Ok(Self { db: Arc::new(db) })
+        Ok(Self { db: Arc::new(db), recent: Arc::default() })
     }
 
     fn get_meta<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
@@ -105,6 +190,17 @@ impl LogStore {
     /// Removes the entries with index in `range`, and records `purged` if given, in one
     /// durable transaction.
     fn remove(&self, range: impl RangeBounds<u64>, purged: Option<&LogId<NodeId>>) -> Result<()> {
+        // Forgotten before the disk changes: a reader between the two finds the entries on
+        // disk (or finds them gone), never here after they are gone there.
+        {
+            let mut recent = self.recent.lock().expect("recent entries lock");
+            if let Bound::Included(&from) = range.start_bound() {
+                recent.truncated(from);
+            }
+            if let Bound::Included(&upto) = range.end_bound() {
+                recent.purged(upto);
+            }
+        }
         let txn = self.db.begin_write().map_err(write_err)?;
         {
             let mut log = txn.open_table(LOG).map_err(write_err)?;
@@ -124,6 +220,9 @@ impl RaftLogReader<TypeConfig> for LogStore {
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry<TypeConfig>>> {
+        if let Some(entries) = self.recent.lock().expect("recent entries lock").get(&range) {
+            return Ok(entries);
+        }
         let txn = self.db.begin_read().map_err(read_err)?;
         let Some(table) = read_table(&txn, LOG).map_err(read_err)? else { return Ok(Vec::new()) };
         let bounds = (range.start_bound().cloned(), range.end_bound().cloned());
@@ -196,16 +295,21 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     {
         let mut txn = self.db.begin_write().map_err(write_err)?;
         txn.set_durability(Durability::Immediate);
+        let mut appended = Vec::new();
         {
             let mut table = txn.open_table(LOG).map_err(write_err)?;
             for entry in entries {
-                let bytes = super::packed::pack(serde_json::to_vec(&entry).map_err(write_err)?);
+                let json = serde_json::to_vec(&entry).map_err(write_err)?;
+                let size = json.len();
+                let bytes = super::packed::pack(json);
                 table.insert(entry.log_id.index, bytes.as_slice()).map_err(write_err)?;
+                appended.push((entry, size));
             }
         }
         let fsync = std::time::Instant::now();
         txn.commit().map_err(write_err)?;
         crate::metrics::metrics().wal_fsynced(fsync);
+        self.recent.lock().expect("recent entries lock").appended(appended);
         callback.log_io_completed(Ok(()));
         Ok(())
     }
@@ -216,5 +320,81 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<()> {
         self.remove(..=log_id.index, Some(&log_id))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use openraft::{CommittedLeaderId, EntryPayload};
+
+    use super::*;
+
+    fn entry(term: u64, index: u64) -> (Entry<TypeConfig>, usize) {
+        (
+            Entry {
+                log_id: LogId::new(CommittedLeaderId::new(term, 1), index),
+                payload: EntryPayload::Blank,
+            },
+            100,
+        )
+    }
+
+    fn held(recent: &Recent) -> Vec<(u64, u64)> {
+        recent.entries.iter().map(|(e, _)| (e.log_id.leader_id.term, e.log_id.index)).collect()
+    }
+
+    fn indexes(entries: Option<Vec<Entry<TypeConfig>>>) -> Option<Vec<u64>> {
+        entries.map(|es| es.iter().map(|e| e.log_id.index).collect())
+    }
+
+    #[test]
+    fn recent_entries_answer_only_ranges_they_hold_whole() {
+        let mut recent = Recent::default();
+        assert_eq!(indexes(recent.get(&(0..))), None, "empty");
+        recent.appended((5..=9).map(|i| entry(1, i)).collect());
+        assert_eq!(indexes(recent.get(&(5..10))), Some(vec![5, 6, 7, 8, 9]));
+        assert_eq!(indexes(recent.get(&(6..=7))), Some(vec![6, 7]));
+        assert_eq!(indexes(recent.get(&(8..))), Some(vec![8, 9]));
+        for missing in [4..6, 9..11, 0..3, 20..30, 7..7] {
+            assert_eq!(indexes(recent.get(&missing)), None, "{missing:?}");
+        }
+        assert_eq!(indexes(recent.get(&(..6))), None, "from the start of the log");
+        assert_eq!(indexes(recent.get(&(Bound::Excluded(5), Bound::Included(6)))), Some(vec![6]));
+        assert_eq!(indexes(recent.get(&(Bound::Excluded(u64::MAX), Bound::Unbounded))), None);
+    }
+
+    #[test]
+    fn recent_entries_mirror_appends_over_entries_truncation_purge_and_gaps() {
+        let mut recent = Recent::default();
+        recent.appended((1..=5).map(|i| entry(1, i)).collect());
+        // A new leader's entries replace 4 and 5 (the log's insert overwrites them).
+        recent.appended(vec![entry(2, 4)]);
+        assert_eq!(held(&recent), [(1, 1), (1, 2), (1, 3), (2, 4)]);
+        assert_eq!(recent.bytes, 400);
+        recent.truncated(3);
+        assert_eq!(held(&recent), [(1, 1), (1, 2)]);
+        recent.purged(1);
+        assert_eq!(held(&recent), [(1, 2)]);
+        // A gap (after a snapshot was installed, say): only what follows it is held.
+        recent.appended(vec![entry(3, 10), entry(3, 11)]);
+        assert_eq!(held(&recent), [(3, 10), (3, 11)]);
+        assert_eq!(indexes(recent.get(&(2..=11))), None);
+        recent.purged(20);
+        assert!(recent.entries.is_empty());
+        assert_eq!(recent.bytes, 0);
+    }
+
+    #[test]
+    fn recent_entries_stay_within_their_bounds() {
+        let mut recent = Recent::default();
+        for i in 0..(RECENT_ENTRIES as u64 + 10) {
+            recent.appended(vec![entry(1, i)]);
+        }
+        assert_eq!(recent.entries.len(), RECENT_ENTRIES);
+        assert_eq!(recent.entries.front().map(|(e, _)| e.log_id.index), Some(10));
+        let big = RECENT_BYTES / 3 + 1;
+        recent.appended((2000..2003).map(|i| (entry(1, i).0, big)).collect());
+        assert!(recent.bytes <= RECENT_BYTES, "{}", recent.bytes);
+        assert_eq!(held(&recent), [(1, 2001), (1, 2002)], "the oldest go first");
     }
 }

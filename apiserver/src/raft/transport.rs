@@ -179,11 +179,32 @@ pub fn keypair(secret: &ed25519_dalek::SigningKey) -> libp2p::identity::Keypair 
 }
 
 /// The PeerId of a did:key, or `None` if `did` is not one.
+///
+/// Asked on every Raft RPC (whose member a request is from, whom a call goes to), for the same
+/// few members: a PeerId costs a curve point's decompression each time, so the last
+/// [`PEER_IDS_MAX`] are kept (emptied when full: bounded whatever dids it is given).
 pub fn peer_id(did: &str) -> Option<PeerId> {
+    if let Some(peer) = PEER_IDS.lock().ok().and_then(|peers| peers.get(did).copied()) {
+        return Some(peer);
+    }
     let key = api::identity::Did::parse(did).ok()?.verifying_key();
     let public = libp2p::identity::ed25519::PublicKey::try_from_bytes(key.as_bytes()).ok()?;
-    Some(libp2p::identity::PublicKey::from(public).to_peer_id())
+    let peer = libp2p::identity::PublicKey::from(public).to_peer_id();
+    if let Ok(mut peers) = PEER_IDS.lock() {
+        if peers.len() >= PEER_IDS_MAX {
+            peers.clear();
+        }
+        peers.insert(did.to_owned(), peer);
+    }
+    Some(peer)
 }
+
+/// The PeerIds [`peer_id`] made lately, by did.
+static PEER_IDS: std::sync::LazyLock<Mutex<HashMap<String, PeerId>>> =
+    std::sync::LazyLock::new(Default::default);
+
+/// Most PeerIds [`peer_id`] keeps.
+const PEER_IDS_MAX: usize = 256;
 
 /// `IP:PORT` as a TCP multiaddr.
 pub fn multiaddr(addr: &str) -> Result<Multiaddr, TransportError> {
@@ -622,6 +643,29 @@ mod tests {
             batch: Vec::new(),
             ops: vec![Op::Put { key: "/k".into(), value: value.into(), expect: Expect::Any }],
         })
+    }
+
+    #[test]
+    fn peer_ids_are_the_keys_own_however_often_asked_and_the_memo_stays_bounded() {
+        let secret = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
+        let did = api::identity::Did::from_key(&secret.verifying_key());
+        let expected = keypair(&secret).public().to_peer_id();
+        for _ in 0..3 {
+            assert_eq!(peer_id(did.as_str()), Some(expected));
+        }
+        assert_eq!(peer_id("did:key:znot-a-key"), None);
+        assert_eq!(peer_id("did:web:example.org"), None);
+        // More dids than the memo keeps: each still gets its own PeerId, and the memo never
+        // grows past its bound.
+        for i in 0..(PEER_IDS_MAX as u32 + 10) {
+            let mut seed = [0u8; 32];
+            seed[..4].copy_from_slice(&i.to_le_bytes());
+            let key = ed25519_dalek::SigningKey::from_bytes(&seed);
+            let did = api::identity::Did::from_key(&key.verifying_key());
+            assert_eq!(peer_id(did.as_str()), Some(keypair(&key).public().to_peer_id()));
+            assert!(PEER_IDS.lock().unwrap().len() <= PEER_IDS_MAX);
+        }
+        assert_eq!(peer_id(did.as_str()), Some(expected));
     }
 
     #[tokio::test]
