@@ -48,10 +48,12 @@ pub struct LogStore {
 /// The entries appended last, as they were appended. Each entry is read back soon after it is
 /// written: by replication once per follower, and to apply it; a copy from here costs far less
 /// than reading, unpacking and parsing it again (3 % of the leader's CPU under load,
-/// BENCHMARKS.md change 7). A mirror of the log's tail: it takes entries only once their
-/// append is durable, loses what truncate and purge remove from the log, starts over when an
-/// append does not continue it, and answers only a range it holds whole (anything else is read
-/// from disk). Bounded by [`RECENT_ENTRIES`] and [`RECENT_BYTES`].
+/// BENCHMARKS.md change 7). A mirror of a stretch of the log: every index it holds has on disk
+/// the entry it holds. It takes entries only once their append is durable; it forgets, before
+/// the disk changes, what truncate and purge remove and anything an append would overwrite;
+/// it starts over when an append does not continue it; and it answers only a range with both
+/// ends given that it holds whole (anything else is read from disk). Bounded by
+/// [`RECENT_ENTRIES`] and [`RECENT_BYTES`].
 #[derive(Debug, Default)]
 struct Recent {
     /// Contiguous indexes, oldest first, each with its JSON's size.
@@ -60,17 +62,24 @@ struct Recent {
 }
 
 impl Recent {
-    /// `appended` (in index order) is durable in the log.
+    /// Entries from index `first` on are about to be written: what they would overwrite is
+    /// forgotten (all of it: the log keeps its entries past the new ones, which a mirror of
+    /// its tail could not tell apart).
+    fn overwriting(&mut self, first: u64) {
+        if self.next_index().is_some_and(|next| first < next) {
+            self.clear();
+        }
+    }
+
+    /// `appended` (in index order, contiguous) is durable in the log.
     fn appended(&mut self, appended: Vec<(Entry<TypeConfig>, usize)>) {
         let Some(first) = appended.first().map(|(e, _)| e.log_id.index) else { return };
-        // An append over entries replaces them (the log's insert does), and one that leaves a
-        // gap cannot be mirrored: start over from it.
-        self.truncated(first);
+        // An append that does not continue what is held cannot be mirrored: start over.
         if self.next_index().is_some_and(|next| next != first) {
-            self.entries.clear();
-            self.bytes = 0;
+            self.clear();
         }
         for (entry, size) in appended {
+            debug_assert!(self.next_index().is_none_or(|next| next == entry.log_id.index));
             self.bytes += size;
             self.entries.push_back((entry, size));
         }
@@ -78,6 +87,11 @@ impl Recent {
             let Some((_, size)) = self.entries.pop_front() else { break };
             self.bytes -= size;
         }
+    }
+
+    fn clear(&mut self) {
+        self.entries.clear();
+        self.bytes = 0;
     }
 
     /// The entries from index `from` on are gone from the log.
@@ -101,26 +115,27 @@ impl Recent {
         self.entries.back().map(|(e, _)| e.log_id.index + 1)
     }
 
-    /// The entries in `range`, if it is not empty and every one of them is held here.
+    /// The entries in `range`, if both its ends are given, it is not empty and every one of
+    /// them is held here.
     fn get(&self, range: &impl RangeBounds<u64>) -> Option<Vec<Entry<TypeConfig>>> {
         let oldest = self.entries.front()?.0.log_id.index;
         let next = self.next_index()?;
         let start = match range.start_bound() {
             Bound::Included(&i) => i,
             Bound::Excluded(&i) => i.checked_add(1)?,
-            Bound::Unbounded => 0,
+            Bound::Unbounded => return None,
         };
         let end = match range.end_bound() {
             Bound::Included(&i) => i.checked_add(1)?,
             Bound::Excluded(&i) => i,
-            Bound::Unbounded => next,
+            Bound::Unbounded => return None,
         };
         if start < oldest || end > next || start >= end {
             return None;
         }
-        let skip = usize::try_from(start - oldest).ok()?;
-        let take = usize::try_from(end - start).ok()?;
-        Some(self.entries.iter().skip(skip).take(take).map(|(e, _)| e.clone()).collect())
+        let from = usize::try_from(start - oldest).ok()?;
+        let to = usize::try_from(end - oldest).ok()?;
+        Some(self.entries.range(from..to).map(|(e, _)| e.clone()).collect())
     }
 }
 
@@ -194,11 +209,10 @@ impl LogStore {
         // disk (or finds them gone), never here after they are gone there.
         {
             let mut recent = self.recent.lock().expect("recent entries lock");
-            if let Bound::Included(&from) = range.start_bound() {
-                recent.truncated(from);
-            }
-            if let Bound::Included(&upto) = range.end_bound() {
-                recent.purged(upto);
+            match (range.start_bound(), range.end_bound()) {
+                (Bound::Included(&from), Bound::Unbounded) => recent.truncated(from),
+                (Bound::Unbounded, Bound::Included(&upto)) => recent.purged(upto),
+                _ => recent.clear(),
             }
         }
         let txn = self.db.begin_write().map_err(write_err)?;
@@ -293,9 +307,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
+        let entries: Vec<_> = entries.into_iter().collect();
+        if let Some(first) = entries.first() {
+            self.recent.lock().expect("recent entries lock").overwriting(first.log_id.index);
+        }
         let mut txn = self.db.begin_write().map_err(write_err)?;
         txn.set_durability(Durability::Immediate);
-        let mut appended = Vec::new();
+        let mut appended = Vec::with_capacity(entries.len());
         {
             let mut table = txn.open_table(LOG).map_err(write_err)?;
             for entry in entries {
@@ -325,6 +343,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
 #[cfg(test)]
 mod tests {
+    use openraft::storage::RaftLogStorageExt as _;
     use openraft::{CommittedLeaderId, EntryPayload};
 
     use super::*;
@@ -339,7 +358,13 @@ mod tests {
         )
     }
 
+    /// What is held, after checking what must always be true of it: contiguous indexes, and
+    /// `bytes` the sum of their sizes, within both bounds.
     fn held(recent: &Recent) -> Vec<(u64, u64)> {
+        let indexes: Vec<u64> = recent.entries.iter().map(|(e, _)| e.log_id.index).collect();
+        assert!(indexes.windows(2).all(|w| w[1] == w[0] + 1), "contiguous: {indexes:?}");
+        assert_eq!(recent.bytes, recent.entries.iter().map(|(_, size)| size).sum::<usize>());
+        assert!(recent.entries.len() <= RECENT_ENTRIES && recent.bytes <= RECENT_BYTES);
         recent.entries.iter().map(|(e, _)| (e.log_id.leader_id.term, e.log_id.index)).collect()
     }
 
@@ -348,53 +373,100 @@ mod tests {
     }
 
     #[test]
-    fn recent_entries_answer_only_ranges_they_hold_whole() {
+    fn recent_entries_answer_only_ranges_with_both_ends_they_hold_whole() {
         let mut recent = Recent::default();
-        assert_eq!(indexes(recent.get(&(0..))), None, "empty");
+        assert_eq!(indexes(recent.get(&(0..10))), None, "empty");
         recent.appended((5..=9).map(|i| entry(1, i)).collect());
         assert_eq!(indexes(recent.get(&(5..10))), Some(vec![5, 6, 7, 8, 9]));
         assert_eq!(indexes(recent.get(&(6..=7))), Some(vec![6, 7]));
-        assert_eq!(indexes(recent.get(&(8..))), Some(vec![8, 9]));
         for missing in [4..6, 9..11, 0..3, 20..30, 7..7] {
             assert_eq!(indexes(recent.get(&missing)), None, "{missing:?}");
         }
-        assert_eq!(indexes(recent.get(&(..6))), None, "from the start of the log");
+        assert_eq!(indexes(recent.get(&(8..))), None, "no end: the log may hold more");
+        assert_eq!(indexes(recent.get(&(..6))), None, "no start");
         assert_eq!(indexes(recent.get(&(Bound::Excluded(5), Bound::Included(6)))), Some(vec![6]));
-        assert_eq!(indexes(recent.get(&(Bound::Excluded(u64::MAX), Bound::Unbounded))), None);
+        assert_eq!(indexes(recent.get(&(Bound::Excluded(u64::MAX), Bound::Included(u64::MAX)))), None);
     }
 
     #[test]
-    fn recent_entries_mirror_appends_over_entries_truncation_purge_and_gaps() {
+    fn recent_entries_forget_what_is_overwritten_truncated_or_purged_and_start_over_after_a_gap() {
         let mut recent = Recent::default();
         recent.appended((1..=5).map(|i| entry(1, i)).collect());
-        // A new leader's entries replace 4 and 5 (the log's insert overwrites them).
+        assert_eq!(held(&recent), [(1, 1), (1, 2), (1, 3), (1, 4), (1, 5)]);
+        // An append of index 4 would overwrite 4 but leave 5 on disk: everything goes.
+        recent.overwriting(4);
+        assert_eq!(held(&recent), []);
         recent.appended(vec![entry(2, 4)]);
-        assert_eq!(held(&recent), [(1, 1), (1, 2), (1, 3), (2, 4)]);
-        assert_eq!(recent.bytes, 400);
-        recent.truncated(3);
-        assert_eq!(held(&recent), [(1, 1), (1, 2)]);
-        recent.purged(1);
-        assert_eq!(held(&recent), [(1, 2)]);
+        assert_eq!(held(&recent), [(2, 4)]);
+        // Appends that continue it are kept; one past the end overwrites nothing.
+        recent.overwriting(5);
+        recent.appended(vec![entry(2, 5), entry(2, 6)]);
+        assert_eq!(held(&recent), [(2, 4), (2, 5), (2, 6)]);
+        recent.truncated(6);
+        assert_eq!(held(&recent), [(2, 4), (2, 5)]);
+        recent.purged(4);
+        assert_eq!(held(&recent), [(2, 5)]);
         // A gap (after a snapshot was installed, say): only what follows it is held.
         recent.appended(vec![entry(3, 10), entry(3, 11)]);
         assert_eq!(held(&recent), [(3, 10), (3, 11)]);
-        assert_eq!(indexes(recent.get(&(2..=11))), None);
+        assert_eq!(indexes(recent.get(&(5..=11))), None);
         recent.purged(20);
-        assert!(recent.entries.is_empty());
-        assert_eq!(recent.bytes, 0);
+        assert_eq!(held(&recent), []);
     }
 
     #[test]
-    fn recent_entries_stay_within_their_bounds() {
+    fn recent_entries_stay_within_their_bounds_dropping_the_oldest() {
         let mut recent = Recent::default();
-        for i in 0..(RECENT_ENTRIES as u64 + 10) {
+        let last = RECENT_ENTRIES as u64 + 9;
+        for i in 0..=last {
             recent.appended(vec![entry(1, i)]);
         }
-        assert_eq!(recent.entries.len(), RECENT_ENTRIES);
-        assert_eq!(recent.entries.front().map(|(e, _)| e.log_id.index), Some(10));
+        assert_eq!(held(&recent).len(), RECENT_ENTRIES);
+        assert_eq!(recent.entries.front().map(|(e, _)| e.log_id.index), Some(10), "by count");
         let big = RECENT_BYTES / 3 + 1;
-        recent.appended((2000..2003).map(|i| (entry(1, i).0, big)).collect());
-        assert!(recent.bytes <= RECENT_BYTES, "{}", recent.bytes);
-        assert_eq!(held(&recent), [(1, 2001), (1, 2002)], "the oldest go first");
+        recent.appended((last + 1..=last + 3).map(|i| (entry(1, i).0, big)).collect());
+        assert_eq!(held(&recent), [(1, last + 2), (1, last + 3)], "by bytes, the oldest first");
+    }
+
+    /// Through the store, as openraft drives it: every read is what the disk alone answers.
+    #[tokio::test]
+    async fn the_log_reads_the_same_with_its_recent_entries_as_from_disk_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = LogStore::open(&dir.path().join("log.redb")).unwrap();
+        // Another handle on the same database, without recent entries: the disk alone.
+        let mut disk = LogStore { db: log.db.clone(), recent: Arc::default() };
+        let ranges = |n: u64| (0..=n + 1).flat_map(move |a| (a..=n + 2).map(move |b| a..b));
+        let same = async |log: &mut LogStore, disk: &mut LogStore, what: &str| {
+            for range in ranges(12) {
+                let from_log = log.try_get_log_entries(range.clone()).await.unwrap();
+                let from_disk = disk.try_get_log_entries(range.clone()).await.unwrap();
+                assert_eq!(from_log, from_disk, "{what}: {range:?}");
+            }
+        };
+        log.blocking_append((1..=10).map(|i| entry(1, i).0)).await.unwrap();
+        assert!(log.recent.lock().unwrap().get(&(3..6)).is_some(), "answered from memory");
+        same(&mut log, &mut disk, "appended").await;
+        log.truncate(LogId::new(CommittedLeaderId::new(1, 1), 6)).await.unwrap();
+        same(&mut log, &mut disk, "truncated").await;
+        log.blocking_append([entry(2, 6).0, entry(2, 7).0]).await.unwrap();
+        same(&mut log, &mut disk, "a new term").await;
+        // Overwriting 4 without truncating first (openraft truncates first): the disk keeps
+        // 5..=7 of before. (That the held entries are forgotten before the commit, not after,
+        // matters to a reader in between, which a sequential test cannot be.)
+        log.blocking_append([entry(3, 4).0]).await.unwrap();
+        same(&mut log, &mut disk, "overwritten").await;
+        log.purge(LogId::new(CommittedLeaderId::new(3, 1), 3)).await.unwrap();
+        same(&mut log, &mut disk, "purged").await;
+        log.blocking_append([entry(3, 12).0]).await.unwrap();
+        same(&mut log, &mut disk, "after a gap").await;
+        assert_eq!(
+            log.try_get_log_entries(4..5)
+                .await
+                .unwrap()
+                .iter()
+                .map(|e| e.log_id.leader_id.term)
+                .collect::<Vec<_>>(),
+            [3]
+        );
     }
 }

@@ -181,7 +181,7 @@ pub fn keypair(secret: &ed25519_dalek::SigningKey) -> libp2p::identity::Keypair 
 /// The PeerId of a did:key, or `None` if `did` is not one.
 ///
 /// Asked on every Raft RPC (whose member a request is from, whom a call goes to), for the same
-/// few members: a PeerId costs a curve point's decompression each time, so the last
+/// few members: a PeerId costs a curve point's decompression each time, so up to
 /// [`PEER_IDS_MAX`] are kept (emptied when full: bounded whatever dids it is given).
 pub fn peer_id(did: &str) -> Option<PeerId> {
     if let Some(peer) = PEER_IDS.lock().ok().and_then(|peers| peers.get(did).copied()) {
@@ -652,6 +652,7 @@ mod tests {
         let expected = keypair(&secret).public().to_peer_id();
         for _ in 0..3 {
             assert_eq!(peer_id(did.as_str()), Some(expected));
+            assert_eq!(PEER_IDS.lock().unwrap().get(did.as_str()), Some(&expected), "kept");
         }
         assert_eq!(peer_id("did:key:znot-a-key"), None);
         assert_eq!(peer_id("did:web:example.org"), None);
