@@ -84,7 +84,7 @@ impl Asked {
 }
 
 /// The layer: records the requests of agents' keys; everyone else's pass untouched.
-pub async fn agents(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+pub async fn agents(State(state): State<std::sync::Arc<AppState>>, mut req: Request, next: Next) -> Response {
     let header = req.headers().get(AUTHORIZATION).and_then(|v| v.to_str().ok());
     let who = match state.authn.caller(header, super::authn::now()) {
         Ok(who) => who,

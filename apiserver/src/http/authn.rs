@@ -159,7 +159,7 @@ pub(super) fn now() -> i64 {
 
 impl<S: Send + Sync> FromRequestParts<S> for Caller
 where
-    AppState: FromRef<S>,
+    std::sync::Arc<AppState>: FromRef<S>,
 {
     type Rejection = ApiError;
 
@@ -169,7 +169,7 @@ where
         if let Some(who) = parts.extensions.get::<Caller>() {
             return Ok(who.clone());
         }
-        let state = AppState::from_ref(state);
+        let state = std::sync::Arc::<AppState>::from_ref(state);
         let header = parts.headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok());
         state.authn.caller(header, now())
     }

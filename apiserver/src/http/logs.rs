@@ -67,14 +67,14 @@ impl std::fmt::Debug for NodeProxy {
     }
 }
 
-impl FromRef<AppState> for NodeProxy {
-    fn from_ref(state: &AppState) -> NodeProxy {
+impl FromRef<Arc<AppState>> for NodeProxy {
+    fn from_ref(state: &Arc<AppState>) -> NodeProxy {
         state.node_proxy.clone()
     }
 }
 
-impl FromRef<AppState> for Authn {
-    fn from_ref(state: &AppState) -> Authn {
+impl FromRef<Arc<AppState>> for Authn {
+    fn from_ref(state: &Arc<AppState>) -> Authn {
         state.authn.clone()
     }
 }
