@@ -436,10 +436,19 @@ mod tests {
         // Another handle on the same database, without recent entries: the disk alone.
         let mut disk = LogStore { db: log.db.clone(), recent: Arc::default() };
         let ranges = |n: u64| (0..=n + 1).flat_map(move |a| (a..=n + 2).map(move |b| a..b));
+        // Every shape of range: both ends, no end, no start, an excluded start.
+        let shapes = |a: u64, b: u64| -> [(Bound<u64>, Bound<u64>); 4] {
+            [
+                (Bound::Included(a), Bound::Excluded(b)),
+                (Bound::Included(a), Bound::Unbounded),
+                (Bound::Unbounded, Bound::Included(b)),
+                (Bound::Excluded(a), Bound::Included(b)),
+            ]
+        };
         let same = async |log: &mut LogStore, disk: &mut LogStore, what: &str| {
-            for range in ranges(12) {
-                let from_log = log.try_get_log_entries(range.clone()).await.unwrap();
-                let from_disk = disk.try_get_log_entries(range.clone()).await.unwrap();
+            for range in ranges(12).flat_map(|r| shapes(r.start, r.end)) {
+                let from_log = log.try_get_log_entries(range).await.unwrap();
+                let from_disk = disk.try_get_log_entries(range).await.unwrap();
                 assert_eq!(from_log, from_disk, "{what}: {range:?}");
             }
         };
@@ -459,14 +468,14 @@ mod tests {
         same(&mut log, &mut disk, "purged").await;
         log.blocking_append([entry(3, 12).0]).await.unwrap();
         same(&mut log, &mut disk, "after a gap").await;
+        let terms = |entries: Vec<Entry<TypeConfig>>| {
+            entries.iter().map(|e| e.log_id.leader_id.term).collect::<Vec<_>>()
+        };
+        assert_eq!(terms(log.try_get_log_entries(4..5).await.unwrap()), [3]);
         assert_eq!(
-            log.try_get_log_entries(4..5)
-                .await
-                .unwrap()
-                .iter()
-                .map(|e| e.log_id.leader_id.term)
-                .collect::<Vec<_>>(),
-            [3]
+            terms(log.try_get_log_entries(4..).await.unwrap()),
+            [3, 1, 2, 2, 3],
+            "the overwrite kept 5..=7"
         );
     }
 }
