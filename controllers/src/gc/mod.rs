@@ -201,6 +201,7 @@ fn view(kind: &str, o: &DynamicObject) -> Obj {
             name: m.name.clone().unwrap_or_default(),
             uid: m.uid.clone().unwrap_or_default(),
         },
+        version: m.resource_version.clone().unwrap_or_default(),
         owners: m
             .owner_references
             .iter()
@@ -289,13 +290,16 @@ async fn act(
         other => other.map_err(Error::from),
     };
     match action {
-        Action::Delete { target, confirm_gone } => {
+        Action::Delete { target, version, confirm_gone } => {
             if !all_gone(client, &confirm_gone).await? {
                 return Ok(());
             }
             let Some(api) = api_for(client, &target.kind, target.namespace.as_deref()) else { return Ok(()) };
             let dp = DeleteParams {
-                preconditions: Some(Preconditions { uid: Some(target.uid.clone()), resource_version: None }),
+                preconditions: Some(Preconditions {
+                    uid: Some(target.uid.clone()),
+                    resource_version: Some(version).filter(|v| !v.is_empty()),
+                }),
                 ..DeleteParams::background()
             };
             tracing::info!(kind = target.kind, name = target.name, "collecting");

@@ -100,6 +100,8 @@ pub struct Obj {
     pub author: Author,
     /// Its owner references.
     pub owners: Vec<Owner>,
+    /// Its `resourceVersion`, as seen.
+    pub version: String,
     /// It has a `deletionTimestamp`.
     pub deleting: bool,
     /// Its finalizers.
@@ -109,11 +111,14 @@ pub struct Obj {
 /// What to do.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Action {
-    /// Delete `target` (precondition: its uid), once every owner in `confirm_gone` is confirmed
-    /// gone by the apiserver.
+    /// Delete `target` (preconditions: its uid and the `version` the plan saw, so that a
+    /// dependent changed since — orphaned, or given a new owner — is not collected on a late
+    /// view of it), once every owner in `confirm_gone` is confirmed gone by the apiserver.
     Delete {
         /// The dependent.
         target: Key,
+        /// Its `resourceVersion` when the plan saw it.
+        version: String,
         /// Owners not in the cache.
         confirm_gone: Vec<(Key, String)>,
     },
@@ -211,7 +216,7 @@ pub fn plan(
             }
         } else {
             // Every owner is gone or being deleted in the foreground.
-            actions.push(Action::Delete { target: d.key.clone(), confirm_gone });
+            actions.push(Action::Delete { target: d.key.clone(), version: d.version.clone(), confirm_gone });
         }
     }
     for o in objects.iter().filter(|o| o.deleting) {
@@ -236,7 +241,14 @@ mod tests {
     /// An object of `kind`: Replicas are the control plane's, the rest signed by alice.
     fn obj(kind: &str, name: &str, uid: &str) -> Obj {
         let author = Author::of(kind, kind != "Replica" && kind != "Lease", Some("did:key:alice"));
-        Obj { key: key(kind, name, uid), author, owners: vec![], deleting: false, finalizers: vec![] }
+        Obj {
+            key: key(kind, name, uid),
+            author,
+            owners: vec![],
+            version: format!("{uid}-v"),
+            deleting: false,
+            finalizers: vec![],
+        }
     }
 
     fn signed_by(signer: &str, mut o: Obj) -> Obj {
@@ -275,6 +287,7 @@ mod tests {
             actions,
             vec![Action::Delete {
                 target: key("Replica", "r", "r1"),
+                version: "r1-v".into(),
                 confirm_gone: vec![(key("Workload", "web", "w1"), "w1".into())],
             }]
         );
@@ -299,7 +312,14 @@ mod tests {
         w.deleting = true;
         w.finalizers = vec![FOREGROUND.into()];
         let actions = plan_of(&[w.clone(), owned("r", "r1", &[("web", "w1")])]);
-        assert_eq!(actions, vec![Action::Delete { target: key("Replica", "r", "r1"), confirm_gone: vec![] }]);
+        assert_eq!(
+            actions,
+            vec![Action::Delete {
+                target: key("Replica", "r", "r1"),
+                version: "r1-v".into(),
+                confirm_gone: vec![]
+            }]
+        );
         // While the dependent is being deleted the owner still waits; once it is gone, not.
         let mut dying = owned("r", "r1", &[("web", "w1")]);
         dying.deleting = true;
@@ -375,7 +395,11 @@ mod tests {
         // Alice's own replica goes; Mallory's object is neither deleted nor waited for.
         assert_eq!(
             plan_of(&[w.clone(), hold.clone(), mine]),
-            vec![Action::Delete { target: key("Replica", "r", "r1"), confirm_gone: vec![] }]
+            vec![Action::Delete {
+                target: key("Replica", "r", "r1"),
+                version: "r1-v".into(),
+                confirm_gone: vec![]
+            }]
         );
         assert_eq!(
             plan_of(&[w.clone(), hold.clone()]),
@@ -401,6 +425,7 @@ mod tests {
             plan(&[theirs.clone(), own.clone()], |_| true, &gone),
             vec![Action::Delete {
                 target: key("TrustPolicy", "p", "p1"),
+                version: "p1-v".into(),
                 confirm_gone: vec![(key("Workload", "web", "w1"), "w1".into())],
             }]
         );
@@ -411,6 +436,7 @@ mod tests {
             plan(&[own, replica], |_| true, &HashMap::new()),
             vec![Action::Delete {
                 target: key("Replica", "r", "r1"),
+                version: "r1-v".into(),
                 confirm_gone: vec![(key("Workload", "web", "w1"), "w1".into())],
             }]
         );
