@@ -142,6 +142,8 @@ pub struct Metrics {
     backend_commit: Histogram,
     db_size: Gauge<u64, AtomicU64>,
     refusals: Family<RefusalLabels, Counter>,
+    forwarded_writes: Counter,
+    forward_messages: Counter,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -242,6 +244,18 @@ impl Metrics {
             "Writes the apiserver refused (authorization, admission, validation, quotas, preconditions), by reason",
             refusals.clone(),
         );
+        let forwarded_writes = Counter::default();
+        r.register(
+            "univrs_raft_forwarded_writes",
+            "Client writes this member (a follower) forwarded to the leader",
+            forwarded_writes.clone(),
+        );
+        let forward_messages = Counter::default();
+        r.register(
+            "univrs_raft_forward_messages",
+            "Messages those writes went in (under load, one carries several)",
+            forward_messages.clone(),
+        );
         Self {
             registry: r,
             requests,
@@ -259,6 +273,8 @@ impl Metrics {
             backend_commit,
             db_size,
             refusals,
+            forwarded_writes,
+            forward_messages,
         }
     }
 
@@ -301,6 +317,12 @@ impl Metrics {
     pub fn propose(&'static self) -> Proposal {
         self.pending.inc();
         Proposal(self)
+    }
+
+    /// `writes` client writes forwarded to the leader in one message.
+    pub fn forwarded(&self, writes: usize) {
+        self.forward_messages.inc();
+        self.forwarded_writes.inc_by(writes as u64);
     }
 
     /// A watch being served: registered until the guard is dropped.

@@ -161,6 +161,73 @@ async fn three_members_join_forward_writes_and_serve_linearizable_reads_on_follo
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_writes_on_a_follower_go_to_the_leader_together_and_each_gets_its_own_answer() {
+    let specs: Vec<Spec> = (0..3).map(|_| Spec::new()).collect();
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let nodes = std::sync::Arc::new(cluster(&specs, &dirs).await);
+    let leader = nodes.iter().position(|n| n.status().leader == Some(n.id())).unwrap();
+    let follower = (leader + 1) % 3;
+    let forwarded = || {
+        let text = apiserver::metrics::metrics().encode();
+        let value = |name: &str| -> u64 {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+                .unwrap_or_else(|| panic!("{name} in\n{text}"))
+        };
+        (value("univrs_raft_forwarded_writes_total"), value("univrs_raft_forward_messages_total"))
+    };
+    let (writes_before, messages_before) = forwarded();
+    // 200 writes of their own keys and 20 creates of one key, all at once on the follower.
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..220 {
+        let nodes = nodes.clone();
+        tasks.spawn(async move {
+            let (key, request) = if i < 200 {
+                let key = format!("/k/many/{i:03}");
+                (key.clone(), put(&key, &format!("v{i}")))
+            } else {
+                let key = "/k/once".to_owned();
+                let create = Op::Put { key: key.clone(), value: format!("c{i}"), expect: Expect::Absent };
+                (key, Request::new(vec![create]))
+            };
+            (i, key, nodes[follower].write(request).await)
+        });
+    }
+    let mut revisions = std::collections::BTreeSet::new();
+    let mut created = Vec::new();
+    while let Some(done) = tasks.join_next().await {
+        let (i, key, written) = done.unwrap();
+        let r = written.unwrap_or_else(|e| panic!("write {i} on {key}: {e}"));
+        assert!(revisions.insert(r.revision), "revision {} answered twice", r.revision);
+        match r.outcome {
+            Outcome::Applied { .. } => {
+                nodes[leader].read_barrier().await.unwrap();
+                let stored = nodes[leader].state().get(&key).unwrap().unwrap();
+                assert_eq!(stored.mod_revision, r.revision, "write {i}: its answer is its own");
+                if i < 200 {
+                    assert_eq!(stored.value, format!("v{i}"));
+                } else {
+                    created.push(i);
+                }
+            }
+            Outcome::PreconditionFailed { .. } => assert!(i >= 200, "write {i} of its own key refused"),
+            other => panic!("write {i}: {other:?}"),
+        }
+    }
+    assert_eq!(created.len(), 1, "exactly one create of /k/once: {created:?}");
+    let stored = nodes[leader].state().get("/k/once").unwrap().unwrap();
+    assert_eq!(stored.value, format!("c{}", created[0]));
+    let (writes, messages) = forwarded();
+    let (writes, messages) = (writes - writes_before, messages - messages_before);
+    eprintln!("{writes} writes forwarded in {messages} messages");
+    assert!(writes >= 220, "{writes} writes forwarded");
+    assert!(messages < writes, "{writes} writes forwarded in {messages} messages: none went together");
+    for n in nodes.iter() {
+        n.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_peer_that_is_not_a_member_cannot_append_vote_install_a_snapshot_write_or_join() {
     let specs: Vec<Spec> = (0..2).map(|_| Spec::new()).collect();
     let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();

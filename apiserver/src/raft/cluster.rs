@@ -20,7 +20,9 @@
 //! no member added is refused at the first step.
 //!
 //! **Forwarding and reads.** A write on a follower is sent to the leader, which commits it
-//! and answers its outcome. A linearizable read on a follower asks the leader for its read
+//! and answers its outcome. At most [`FORWARDS_IN_FLIGHT`] messages of writes are on their way
+//! at once; the writes that arrive meanwhile go together in the next ([`batch_forwards`]), so
+//! under load a follower sends one message for several writes, not one each. A linearizable read on a follower asks the leader for its read
 //! index (the leader confirms its leadership with a quorum first) and waits until that index
 //! is applied locally.
 
@@ -34,7 +36,7 @@ use openraft::{ChangeMembers, Raft, ServerState};
 use tokio::sync::Semaphore;
 
 use super::node::{Options, RaftNode, ReadError, StartError, WriteError, open_storage, raft_config};
-use super::rpc::{MemberStatus, Network, Refusal, Reply, Rpc};
+use super::rpc::{ForwardBudget, MemberStatus, Network, Refusal, Reply, Rpc, request_bytes};
 use super::transport::{Inbound, Transport, TransportError, peer_id};
 use super::{Member, NodeId, Request, Response, TypeConfig};
 
@@ -49,6 +51,9 @@ const LEADER_WAIT: Duration = Duration::from_secs(10);
 
 /// How long a forwarded write or read index may take.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Messages of forwarded writes on their way to the leader at once (see [`batch_forwards`]).
+const FORWARDS_IN_FLIGHT: usize = 4;
 
 /// How many times in a row a joiner's member closes the connection before the joiner takes it
 /// as a refusal.
@@ -161,8 +166,20 @@ pub(crate) struct Peers {
     /// transport's allowed set is computed and set, so two updates never interleave.
     trusted: Arc<Mutex<BTreeMap<PeerId, NodeId>>>,
     bootstrap: Arc<RwLock<Vec<u8>>>,
-    /// The tasks serving peers and following the membership; aborted when the member stops.
+    /// The tasks serving peers, following the membership and forwarding writes; aborted when
+    /// the member stops.
     tasks: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+    /// Writes for the leader, waiting to be sent ([`batch_forwards`]).
+    forwards: tokio::sync::mpsc::UnboundedSender<Forward>,
+}
+
+/// A write waiting to be forwarded to the leader.
+#[derive(Debug)]
+struct Forward {
+    /// The leader it goes to (as the member saw it when the write came).
+    leader: NodeId,
+    request: Request,
+    answer: tokio::sync::oneshot::Sender<Result<Response, WriteError>>,
 }
 
 impl Peers {
@@ -214,14 +231,6 @@ impl Peers {
         self.transport.allow(allowed);
     }
 
-    /// The transport address and PeerId of member `id`.
-    fn locate(&self, raft: &Raft<TypeConfig>, id: NodeId) -> Option<(PeerId, String)> {
-        let metrics = raft.metrics();
-        let metrics = metrics.borrow();
-        let member = metrics.membership_config.membership().get_node(&id)?;
-        Some((peer_id(&member.did)?, member.p2p.clone()))
-    }
-
     async fn call(
         &self,
         raft: &Raft<TypeConfig>,
@@ -229,13 +238,7 @@ impl Peers {
         rpc: Rpc,
         timeout: Duration,
     ) -> Result<Reply, String> {
-        let (peer, addr) =
-            self.locate(raft, id).ok_or_else(|| format!("member {id} is not in the membership"))?;
-        match self.transport.call(peer, &addr, rpc, timeout).await {
-            Ok(Reply::Forbidden(why)) => Err(format!("member {id} refused: {why}")),
-            Ok(reply) => Ok(reply),
-            Err(e) => Err(e.to_string()),
-        }
+        call(&self.transport, raft, id, rpc, timeout).await
     }
 
     /// Waits (up to [`LEADER_WAIT`]) until some member is known to lead.
@@ -258,16 +261,16 @@ impl Peers {
                 Err(_) => Err(WriteError::Unknown(format!("not committed within {FORWARD_TIMEOUT:?}"))),
             };
         }
-        // Once the write has left, any failure leaves its outcome unknown: never resend it
-        // (the leader may have committed it), let the client decide.
-        match self.call(&node.raft, leader, Rpc::Write(request), FORWARD_TIMEOUT).await {
-            Ok(Reply::Write(Ok(response))) => Ok(response),
-            Ok(Reply::Write(Err(Refusal::NotLeader(l)))) => {
-                Err(WriteError::NotLeader(format!("member {leader} no longer leads (leader: {l:?})")))
-            }
-            Ok(Reply::Write(Err(Refusal::Failed(e)))) => Err(WriteError::Unknown(e)),
-            Ok(other) => Err(WriteError::Unknown(format!("unexpected reply from the leader: {other:?}"))),
-            Err(e) => Err(WriteError::Unknown(format!("forwarding to leader {leader}: {e}"))),
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        let stopped = || WriteError::Fatal("the member is shutting down".to_owned());
+        self.forwards.send(Forward { leader, request, answer }).map_err(|_| stopped())?;
+        // The write may have left by now: past the deadline its outcome is unknown (if it had
+        // not left, it never will: a write whose caller is gone is not sent).
+        match tokio::time::timeout(FORWARD_TIMEOUT, answered).await {
+            Ok(answer) => answer.unwrap_or_else(|_| Err(stopped())),
+            Err(_) => Err(WriteError::Unknown(format!(
+                "forwarded to leader {leader}, not answered within {FORWARD_TIMEOUT:?}"
+            ))),
         }
     }
 
@@ -314,6 +317,118 @@ impl Peers {
     }
 }
 
+/// The transport address and PeerId of member `id`.
+fn locate(raft: &Raft<TypeConfig>, id: NodeId) -> Option<(PeerId, String)> {
+    let metrics = raft.metrics();
+    let metrics = metrics.borrow();
+    let member = metrics.membership_config.membership().get_node(&id)?;
+    Some((peer_id(&member.did)?, member.p2p.clone()))
+}
+
+/// Sends `rpc` to member `id` and waits up to `timeout` for its reply.
+async fn call(
+    transport: &Transport,
+    raft: &Raft<TypeConfig>,
+    id: NodeId,
+    rpc: Rpc,
+    timeout: Duration,
+) -> Result<Reply, String> {
+    let (peer, addr) = locate(raft, id).ok_or_else(|| format!("member {id} is not in the membership"))?;
+    match transport.call(peer, &addr, rpc, timeout).await {
+        Ok(Reply::Forbidden(why)) => Err(format!("member {id} refused: {why}")),
+        Ok(reply) => Ok(reply),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Forwards the writes that wait for the leader: at most [`FORWARDS_IN_FLIGHT`] messages at
+/// once; while they are all on their way, writes wait in the queue and the next message takes
+/// those for the same leader together, in the order they came (within [`ForwardBudget`]). A
+/// write that comes alone goes alone, at once, as [`Rpc::Write`]. Writes whose caller stopped
+/// waiting are dropped before they are sent. Ends when every [`Peers`] is gone.
+async fn batch_forwards<F, Fut>(send: F, mut queued: tokio::sync::mpsc::UnboundedReceiver<Forward>)
+where
+    F: Fn(NodeId, Vec<Forward>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let slots = Arc::new(Semaphore::new(FORWARDS_IN_FLIGHT));
+    let mut next: Option<Forward> = None;
+    loop {
+        let first = match next.take() {
+            Some(f) => f,
+            None => match queued.recv().await {
+                Some(f) => f,
+                None => return,
+            },
+        };
+        let Ok(slot) = slots.clone().acquire_owned().await else { return };
+        if first.answer.is_closed() {
+            continue;
+        }
+        let leader = first.leader;
+        let mut budget = ForwardBudget::default();
+        budget.take(first.request.ops.len(), request_bytes(&first.request));
+        let mut batch = vec![first];
+        while let Ok(f) = queued.try_recv() {
+            // Its caller gave up waiting (it was told the outcome is unknown): not sent.
+            if f.answer.is_closed() {
+                continue;
+            }
+            if f.leader != leader || !budget.take(f.request.ops.len(), request_bytes(&f.request)) {
+                next = Some(f);
+                break;
+            }
+            batch.push(f);
+        }
+        let sent = send(leader, batch);
+        tokio::spawn(async move {
+            sent.await;
+            drop(slot);
+        });
+    }
+}
+
+/// Sends `batch` to `leader` in one message and answers each write.
+async fn forward(transport: &Transport, raft: &Raft<TypeConfig>, leader: NodeId, batch: Vec<Forward>) {
+    let (answers, mut requests): (Vec<_>, Vec<_>) = batch.into_iter().map(|f| (f.answer, f.request)).unzip();
+    let n = requests.len();
+    let (rpc, one) = match requests.pop() {
+        Some(request) if n == 1 => (Rpc::Write(request), true),
+        Some(last) => {
+            requests.push(last);
+            (Rpc::Writes(requests), false)
+        }
+        None => return,
+    };
+    crate::metrics::metrics().forwarded(n);
+    // Once the writes have left, any failure leaves their outcome unknown: never resend them
+    // (the leader may have committed them), let the clients decide.
+    let unknown = |why: String| (0..n).map(|_| Err(WriteError::Unknown(why.clone()))).collect::<Vec<_>>();
+    let answered: Vec<Result<Response, WriteError>> =
+        match call(transport, raft, leader, rpc, FORWARD_TIMEOUT).await {
+            Ok(Reply::Write(r)) if one => vec![forwarded(leader, r)],
+            Ok(Reply::Writes(rs)) if !one && rs.len() == n => {
+                rs.into_iter().map(|r| forwarded(leader, r)).collect()
+            }
+            Ok(other) => unknown(format!("unexpected reply from the leader: {other:?}")),
+            Err(e) => unknown(format!("forwarding to leader {leader}: {e}")),
+        };
+    for (answer, written) in answers.into_iter().zip(answered) {
+        let _ = answer.send(written);
+    }
+}
+
+/// A forwarded write's outcome as the leader answered it.
+fn forwarded(leader: NodeId, answer: Result<Response, Refusal>) -> Result<Response, WriteError> {
+    match answer {
+        Ok(response) => Ok(response),
+        Err(Refusal::NotLeader(l)) => {
+            Err(WriteError::NotLeader(format!("member {leader} no longer leads (leader: {l:?})")))
+        }
+        Err(Refusal::Failed(e)) => Err(WriteError::Unknown(e)),
+    }
+}
+
 impl RaftNode {
     /// Starts (or resumes) a member of a cluster of several in `dir`. A new data dir either
     /// founds a cluster (this member its only voter) or, with `config.join`, joins one; then the
@@ -339,6 +454,17 @@ impl RaftNode {
         let raft = Raft::new(id, raft_config(&options, true)?, network, log, state.clone())
             .await
             .map_err(|e| StartError::Raft(e.to_string()))?;
+        let (forwards, queued) = tokio::sync::mpsc::unbounded_channel();
+        // The transport and raft handles only: the last `Peers` going closes the queue and ends
+        // the task.
+        let (for_forwards, raft_for_forwards) = (transport.clone(), raft.clone());
+        let forwarder = tokio::spawn(batch_forwards(
+            move |leader, batch| {
+                let (transport, raft) = (for_forwards.clone(), raft_for_forwards.clone());
+                async move { forward(&transport, &raft, leader, batch).await }
+            },
+            queued,
+        ));
         let peers = Peers {
             transport,
             id,
@@ -346,7 +472,8 @@ impl RaftNode {
             api: me.api.clone(),
             trusted: Arc::default(),
             bootstrap: Arc::new(RwLock::new(config.bootstrap)),
-            tasks: Arc::default(),
+            tasks: Arc::new(Mutex::new(vec![forwarder])),
+            forwards,
         };
         let node = RaftNode::assemble(raft.clone(), state, Some(peers.clone()), &options);
         let server = tokio::spawn(serve(node.clone(), inbound));
@@ -633,7 +760,7 @@ impl RaftNode {
     pub fn isolate_from(&self, ids: &[NodeId]) -> Result<(), ClusterError> {
         let peers = self.peers.as_ref().ok_or(ClusterError::Alone)?;
         let blocked: Vec<PeerId> =
-            ids.iter().filter_map(|id| peers.locate(&self.raft, *id).map(|(p, _)| p)).collect();
+            ids.iter().filter_map(|id| locate(&self.raft, *id).map(|(p, _)| p)).collect();
         peers.transport.block(blocked);
         Ok(())
     }
@@ -721,10 +848,19 @@ async fn handle(node: &RaftNode, peer: PeerId, rpc: Rpc) -> Reply {
         Rpc::Append(r) => Reply::Append(raft.append_entries(r).await),
         Rpc::Vote(r) => Reply::Vote(raft.vote(r).await),
         Rpc::Snapshot(r) => Reply::Snapshot(raft.install_snapshot(r).await),
-        Rpc::Write(r) => Reply::Write(node.write_here(r).await.map_err(|e| match e {
-            WriteError::NotLeader(_) => Refusal::NotLeader(raft.metrics().borrow().current_leader),
-            other => Refusal::Failed(other.to_string()),
-        })),
+        Rpc::Write(r) => Reply::Write(answer_forwarded(raft, node.write_here(r).await)),
+        Rpc::Writes(requests) => {
+            if !ForwardBudget::admits(&requests) {
+                return Reply::Forbidden(format!(
+                    "{} writes sent together are over what a member sends at once",
+                    requests.len()
+                ));
+            }
+            // Each is queued, in order, as soon as it is polled: they share the next entries.
+            let written =
+                futures_util::future::join_all(requests.into_iter().map(|r| node.write_here(r))).await;
+            Reply::Writes(written.into_iter().map(|w| answer_forwarded(raft, w)).collect())
+        }
         Rpc::ReadIndex => Reply::ReadIndex(
             match tokio::time::timeout(FORWARD_TIMEOUT, super::node::read_index(&node.raft)).await {
                 Ok(r) => r.map_err(|e| {
@@ -754,10 +890,119 @@ async fn handle(node: &RaftNode, peer: PeerId, rpc: Rpc) -> Reply {
     }
 }
 
+/// A write's outcome as the leader answers a member that forwarded it.
+fn answer_forwarded(
+    raft: &Raft<TypeConfig>,
+    written: Result<Response, WriteError>,
+) -> Result<Response, Refusal> {
+    written.map_err(|e| match e {
+        WriteError::NotLeader(_) => Refusal::NotLeader(raft.metrics().borrow().current_leader),
+        other => Refusal::Failed(other.to_string()),
+    })
+}
+
 /// Why a Raft message that names a leader or candidate other than its sender is refused.
 fn impersonation(from: NodeId, peer: &PeerId, message: &str, role: &str, claimed: Option<NodeId>) -> String {
     let claimed = claimed.map_or_else(|| "no member".to_owned(), |c| format!("member {c}"));
     format!(
         "member {from} ({peer}) sent {message} naming {claimed} as its {role}: a member speaks only for itself"
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex as StdMutex;
+
+    use super::*;
+    use crate::raft::rpc::{MAX_ENTRY_BYTES, MAX_OPS};
+    use crate::raft::{Expect, Op};
+
+    fn write(name: &str, value_len: usize) -> Request {
+        Request::new(vec![Op::Put {
+            key: format!("/registry/t/{name}"),
+            value: "v".repeat(value_len),
+            expect: Expect::Any,
+        }])
+    }
+
+    /// Queues `request` for `leader`; the receiver gets its answer.
+    fn queue(
+        forwards: &tokio::sync::mpsc::UnboundedSender<Forward>,
+        leader: NodeId,
+        request: Request,
+    ) -> tokio::sync::oneshot::Receiver<Result<Response, WriteError>> {
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        forwards.send(Forward { leader, request, answer }).unwrap();
+        answered
+    }
+
+    /// The messages sent: their leader and their writes' keys.
+    type Sent = Arc<StdMutex<Vec<(NodeId, Vec<String>)>>>;
+
+    /// The key of a write's only op.
+    fn key(r: &Request) -> String {
+        r.ops[0].key().to_owned()
+    }
+
+    #[tokio::test]
+    async fn writes_queued_while_forwards_are_out_go_together_in_order_within_the_budget() {
+        // Every message is held until released, so the queue fills behind the first ones.
+        let sent: Sent = Arc::default();
+        let release = Arc::new(Semaphore::new(0));
+        let (forwards, queued) = tokio::sync::mpsc::unbounded_channel();
+        let (sent_to, gate) = (sent.clone(), release.clone());
+        let task = tokio::spawn(batch_forwards(
+            move |leader, batch: Vec<Forward>| {
+                sent_to.lock().unwrap().push((leader, batch.iter().map(|f| key(&f.request)).collect()));
+                let gate = gate.clone();
+                async move {
+                    let _ = gate.acquire().await.unwrap();
+                    for (i, f) in batch.into_iter().enumerate() {
+                        let revision = u64::try_from(i).unwrap();
+                        let _ = f.answer.send(Ok(Response { revision, ..Response::default() }));
+                    }
+                }
+            },
+            queued,
+        ));
+        // The first FORWARDS_IN_FLIGHT writes go alone, at once.
+        let mut answers = Vec::new();
+        for i in 0..FORWARDS_IN_FLIGHT {
+            answers.push(queue(&forwards, 7, write(&format!("a{i}"), 10)));
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(sent.lock().unwrap().len(), FORWARDS_IN_FLIGHT, "one message each while slots are free");
+        // Then: 10 small writes for leader 7 (more than MAX_OPS), one whose caller gave up, one
+        // for another leader, one too large to join others.
+        for i in 0..10 {
+            answers.push(queue(&forwards, 7, write(&format!("b{i}"), 10)));
+        }
+        drop(queue(&forwards, 7, write("gone", 10)));
+        let other = queue(&forwards, 9, write("other", 10));
+        let large = queue(&forwards, 9, write("large", MAX_ENTRY_BYTES - 450));
+        release.add_permits(100);
+        for a in answers {
+            assert!(a.await.unwrap().is_ok());
+        }
+        assert!(other.await.unwrap().is_ok());
+        assert!(large.await.unwrap().is_ok());
+        let sent = sent.lock().unwrap().clone();
+        let names =
+            |r: std::ops::Range<usize>, p: &str| r.map(|i| format!("/registry/t/{p}{i}")).collect::<Vec<_>>();
+        let rest = &sent[FORWARDS_IN_FLIGHT..];
+        assert_eq!(rest[0], (7, names(0..MAX_OPS, "b")), "at most MAX_OPS writes, in order");
+        assert_eq!(rest[1], (7, names(MAX_OPS..10, "b")), "the gone caller's write is not sent");
+        assert_eq!(rest[2], (9, vec!["/registry/t/other".to_owned()]), "another leader's writes go apart");
+        assert_eq!(rest[3], (9, vec!["/registry/t/large".to_owned()]), "over the byte budget: alone");
+        assert_eq!(rest.len(), 4);
+        drop(forwards);
+        task.await.unwrap();
+    }
+
+    #[test]
+    fn forwarded_answers_keep_the_leaders_refusal() {
+        assert!(matches!(forwarded(3, Err(Refusal::NotLeader(Some(4)))), Err(WriteError::NotLeader(_))));
+        assert!(matches!(forwarded(3, Err(Refusal::Failed("x".into()))), Err(WriteError::Unknown(_))));
+        assert_eq!(forwarded(3, Ok(Response::default())).unwrap(), Response::default());
+    }
 }

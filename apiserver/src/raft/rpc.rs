@@ -11,13 +11,17 @@
 //!   entry, so at most `max(APPEND_BUDGET, MAX_ENTRY_BYTES)` = 4 MiB of entries (openraft's
 //!   batch cap of 64 entries alone would allow 64 × 4 MiB = 256 MiB);
 //! - an InstallSnapshot carries [`SNAPSHOT_CHUNK_BYTES`] = 1 MiB of data;
-//! - a forwarded write carries one request (≤ 4 MiB);
+//! - a forwarded write carries one request (≤ 4 MiB), and forwarded writes sent together
+//!   ([`Rpc::Writes`]) at most [`MAX_OPS`] writes with at most [`MAX_OPS`] ops and 4 MiB in all
+//!   ([`ForwardBudget`]);
 //! - everything else in a message (votes, log ids, a membership of at most 64 members with
 //!   URLs of at most 1 KiB, a joiner's bootstrap, enum tags) fits in [`ENVELOPE_BYTES`] = 1 MiB.
 //!
 //! So a request is at most [`MAX_REQUEST_BYTES`] = 4 MiB + 1 MiB = 5 MiB. A reply is small
 //! except the answer to a forwarded write, which holds the value each of its ops replaced
 //! (each was written by an entry, so ≤ 4 MiB): [`MAX_REPLY_BYTES`] = 8 × 4 MiB + 1 MiB = 33 MiB.
+//! Writes forwarded together hold at most [`MAX_OPS`] ops in all, so their answers fit the same
+//! bound.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -114,6 +118,41 @@ pub fn entries_that_fit(entries: &[openraft::Entry<TypeConfig>]) -> usize {
     n
 }
 
+/// What writes forwarded together ([`Rpc::Writes`]) may hold: at most [`MAX_OPS`] writes, with
+/// at most [`MAX_OPS`] ops and [`MAX_ENTRY_BYTES`] (as [`request_bytes`] counts) in all, so the
+/// request fits [`MAX_REQUEST_BYTES`] and the answer (the value each op replaced)
+/// [`MAX_REPLY_BYTES`], exactly as one write's do. A first write is always taken (one write
+/// alone is within both bounds: see `node.rs`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ForwardBudget {
+    writes: usize,
+    ops: usize,
+    bytes: usize,
+}
+
+impl ForwardBudget {
+    /// Takes a write of `ops` ops and `bytes` bytes if the batch still has room for it (or is
+    /// empty); says whether it did.
+    pub fn take(&mut self, ops: usize, bytes: usize) -> bool {
+        let fits =
+            self.writes < MAX_OPS && self.ops + ops <= MAX_OPS && self.bytes + bytes <= MAX_ENTRY_BYTES;
+        if self.writes == 0 || fits {
+            self.writes += 1;
+            self.ops += ops;
+            self.bytes += bytes;
+            return true;
+        }
+        false
+    }
+
+    /// Whether `requests`, received together, are within the budget (a member refuses them
+    /// otherwise: no member sends more).
+    pub fn admits(requests: &[Request]) -> bool {
+        let mut budget = Self::default();
+        requests.iter().all(|r| budget.take(r.ops.len(), request_bytes(r)))
+    }
+}
+
 /// A request from one member to another.
 #[derive(Debug, Serialize, Deserialize)]
 pub enum Rpc {
@@ -139,6 +178,11 @@ pub enum Rpc {
     Remove(NodeId),
     /// What the member knows of itself.
     Status,
+    /// Client writes received by a follower while its earlier ones were still on their way,
+    /// sent together for the leader to commit (within [`ForwardBudget`]); each is answered on
+    /// its own, in order. Last of the variants: a member of a version without it refuses the
+    /// message and the writes' outcome is unknown to their clients.
+    Writes(Vec<Request>),
 }
 
 /// The answer to an [`Rpc`].
@@ -170,6 +214,8 @@ pub enum Reply {
     Status(MemberStatus),
     /// The peer may not make this request (it is not a member).
     Forbidden(String),
+    /// To [`Rpc::Writes`]: each write's answer, in order.
+    Writes(Vec<Result<Response, Refusal>>),
 }
 
 /// Why a member refused a forwarded request.
@@ -406,6 +452,54 @@ mod tests {
         let huge: Vec<_> = (0..3).map(|i| entry(i, put(MAX_ENTRY_BYTES - 1024))).collect();
         assert_eq!(entries_that_fit(&huge), 1, "an entry over the budget goes alone");
         assert_eq!(entries_that_fit(&[]), 0);
+    }
+
+    #[test]
+    fn forwarded_writes_go_together_within_the_budget() {
+        let mut budget = ForwardBudget::default();
+        // The first write is always taken, whatever its size; nothing joins it past the bytes.
+        assert!(budget.take(MAX_OPS, MAX_ENTRY_BYTES + 1));
+        assert!(!budget.take(0, 0));
+        // At most MAX_OPS writes, and at most MAX_OPS ops in all.
+        let mut budget = ForwardBudget::default();
+        for _ in 0..MAX_OPS {
+            assert!(budget.take(1, 100));
+        }
+        assert!(!budget.take(0, 0), "a write past MAX_OPS writes");
+        let mut budget = ForwardBudget::default();
+        assert!(budget.take(5, 100));
+        assert!(!budget.take(4, 100), "9 ops");
+        assert!(budget.take(3, 100), "8 ops");
+        let mut budget = ForwardBudget::default();
+        assert!(budget.take(1, MAX_ENTRY_BYTES - 10));
+        assert!(!budget.take(1, 11));
+        assert!(budget.take(1, 10));
+        // What a member receives is checked the same way.
+        let small = Request::new(vec![Op::Delete { key: "/k".into(), expect: Expect::Any }]);
+        assert!(ForwardBudget::admits(&vec![small.clone(); MAX_OPS]));
+        assert!(!ForwardBudget::admits(&vec![small.clone(); MAX_OPS + 1]));
+        assert!(ForwardBudget::admits(&[]));
+    }
+
+    #[tokio::test]
+    async fn writes_forwarded_together_fit_a_request() {
+        // The budget's bytes at their fullest, over the most writes: within the request limit.
+        let each = MAX_ENTRY_BYTES / MAX_OPS - 500;
+        let writes: Vec<Request> = (0..MAX_OPS)
+            .map(|i| match put(each) {
+                EntryPayload::Normal(mut r) => {
+                    if let Op::Put { key, .. } = &mut r.ops[0] {
+                        key.push_str(&i.to_string());
+                    }
+                    r
+                }
+                _ => unreachable!(),
+            })
+            .collect();
+        assert!(ForwardBudget::admits(&writes));
+        let size = encoded(Rpc::Writes(writes)).await as u64;
+        assert!(size <= MAX_REQUEST_BYTES, "{size} bytes");
+        assert!(size > (MAX_ENTRY_BYTES - MAX_OPS * 500) as u64, "the values are in it: {size} bytes");
     }
 
     #[test]

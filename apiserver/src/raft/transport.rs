@@ -505,21 +505,28 @@ async fn read_length<T: AsyncRead + Unpin + Send>(io: &mut T, limit: u64, what: 
     Ok(len)
 }
 
-/// Writes `body` (an encoded message) as one frame, if it is within `limit`.
+/// The start of a frame: room for its length, then its body goes after it ([`write_frame`]).
+fn frame_buffer() -> Vec<u8> {
+    vec![0; 4]
+}
+
+/// Writes `frame` ([`frame_buffer`] with an encoded message after it) as one frame, if its
+/// body is within `limit`: the length and the body in one write, so one Yamux frame.
 async fn write_frame<T: AsyncWrite + Unpin + Send>(
     io: &mut T,
-    body: &[u8],
+    mut frame: Vec<u8>,
     limit: u64,
     what: &str,
 ) -> io::Result<()> {
-    let len = u32::try_from(body.len()).ok().filter(|l| u64::from(*l) <= limit).ok_or_else(|| {
+    let body = frame.len() - 4;
+    let len = u32::try_from(body).ok().filter(|l| u64::from(*l) <= limit).ok_or_else(|| {
         io::Error::new(
             io::ErrorKind::InvalidInput,
-            format!("a {what} of {} bytes is over the limit of {limit}: not sent", body.len()),
+            format!("a {what} of {body} bytes is over the limit of {limit}: not sent"),
         )
     })?;
-    io.write_all(&len.to_be_bytes()).await?;
-    io.write_all(body).await
+    frame[..4].copy_from_slice(&len.to_be_bytes());
+    io.write_all(&frame).await
 }
 
 impl request_response::Codec for FrameCodec {
@@ -577,9 +584,9 @@ impl request_response::Codec for FrameCodec {
         Self: 'f,
     {
         Box::pin(async move {
-            let mut body = Vec::new();
-            self.cbor.write_request(protocol, &mut body, request).await?;
-            write_frame(io, &body, self.limits.request, "request").await
+            let mut frame = frame_buffer();
+            self.cbor.write_request(protocol, &mut frame, request).await?;
+            write_frame(io, frame, self.limits.request, "request").await
         })
     }
 
@@ -597,9 +604,9 @@ impl request_response::Codec for FrameCodec {
         Self: 'f,
     {
         Box::pin(async move {
-            let mut body = Vec::new();
-            self.cbor.write_response(protocol, &mut body, reply).await?;
-            write_frame(io, &body, self.limits.reply, "reply").await
+            let mut frame = frame_buffer();
+            self.cbor.write_response(protocol, &mut frame, reply).await?;
+            write_frame(io, frame, self.limits.reply, "reply").await
         })
     }
 }
