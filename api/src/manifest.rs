@@ -258,9 +258,25 @@ pub fn kind_of(object: &Value) -> Result<&'static KindInfo, Vec<FieldError>> {
 /// Checks `object` completely: known apiVersion and kind, every field typed and valid.
 pub fn check(object: &Value) -> Result<&'static KindInfo, Vec<FieldError>> {
     let kind = kind_of(object)?;
+    if is_valid(kind, object) {
+        return Ok(kind);
+    }
     let mut errors = crate::unknown_fields::unknown_field_errors(crate::schema::of(kind), object);
     errors.extend(problems(kind, object));
     if errors.is_empty() { Ok(kind) } else { Err(errors) }
+}
+
+/// Whether `object` is a valid object of `kind`, with no unknown field: one pass of the schema
+/// that stops at the first problem, and the typed check. The common case costs only that; what
+/// is wrong, and where, is for [`check`] and [`problems`] to say.
+///
+/// An object the schema accepts has no field the unknown-field walk (`unknown_fields`) would
+/// report: the walk reports a key only where every schema that may apply closes its
+/// properties (`additionalProperties: false`) without it, which the validator refuses too;
+/// the kinds' schemas use no keyword that admits a key the walk does not read (such as
+/// `patternProperties`), which `api/tests/schemas.rs` checks.
+pub fn is_valid(kind: &KindInfo, object: &Value) -> bool {
+    crate::schema::validator(kind).is_valid(object) && (kind.check)(object).is_ok()
 }
 
 /// Every problem of `object` as an object of `kind` beyond unknown fields: the JSON Schema's
@@ -269,8 +285,11 @@ pub fn check(object: &Value) -> Result<&'static KindInfo, Vec<FieldError>> {
 /// place hides no problem elsewhere). What `ui sign`, `ui apply` and the apiserver report, in
 /// the same words.
 pub fn problems(kind: &KindInfo, object: &Value) -> Vec<FieldError> {
-    let located = crate::schema::located_errors(kind, object);
     // The common case, valid, costs one schema pass and one typed check, no copy.
+    if is_valid(kind, object) {
+        return Vec::new();
+    }
+    let located = crate::schema::located_errors(kind, object);
     if located.is_empty() && (kind.check)(object).is_ok() {
         return Vec::new();
     }

@@ -115,3 +115,116 @@ fn schema_and_typed_validation_agree_on_bad_input() {
         assert!(api::manifest::check(doc).is_err(), "typed check accepted {doc}");
     }
 }
+
+/// Every keyword of `node` and below, with the values of `$ref`.
+fn keywords(node: &serde_json::Value, out: &mut BTreeSet<String>, refs: &mut BTreeSet<String>) {
+    match node {
+        serde_json::Value::Object(map) => {
+            for (k, v) in map {
+                out.insert(k.clone());
+                if k == "$ref" {
+                    refs.insert(v.as_str().unwrap_or_default().to_owned());
+                }
+                // Under `properties` (and `$defs`) the keys are names, not keywords.
+                if k == "properties" || k == "$defs" {
+                    for sub in v.as_object().into_iter().flat_map(|m| m.values()) {
+                        keywords(sub, out, refs);
+                    }
+                } else {
+                    keywords(v, out, refs);
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter().for_each(|v| keywords(v, out, refs)),
+        _ => {}
+    }
+}
+
+#[test]
+fn the_schemas_admit_no_key_the_unknown_field_walk_does_not_read() {
+    // `manifest::is_valid` skips the unknown-field walk for an object its schema accepts: sound
+    // only while no schema admits keys by a keyword the walk does not read, and every `$ref`
+    // is one it resolves.
+    let unread =
+        ["patternProperties", "unevaluatedProperties", "dependentSchemas", "$dynamicRef", "propertyNames"];
+    for kind in &KINDS {
+        let schema = serde_json::to_value((kind.schema)()).unwrap();
+        let (mut found, mut refs) = (BTreeSet::new(), BTreeSet::new());
+        keywords(&schema, &mut found, &mut refs);
+        for k in unread {
+            assert!(
+                !found.contains(k),
+                "{}'s schema uses {k}, which the unknown-field walk does not read",
+                kind.kind
+            );
+        }
+        for r in &refs {
+            assert!(
+                r.starts_with("#/$defs/"),
+                "{}'s schema has a $ref the walk does not resolve: {r}",
+                kind.kind
+            );
+        }
+    }
+}
+
+/// Every object of `doc` (by JSON pointer), the root included.
+fn object_pointers(doc: &serde_json::Value, at: String, out: &mut Vec<String>) {
+    match doc {
+        serde_json::Value::Object(map) => {
+            out.push(at.clone());
+            for (k, v) in map {
+                object_pointers(v, format!("{at}/{}", k.replace('~', "~0").replace('/', "~1")), out);
+            }
+        }
+        serde_json::Value::Array(items) => {
+            for (i, v) in items.iter().enumerate() {
+                object_pointers(v, format!("{at}/{i}"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+#[test]
+fn the_quick_validity_check_agrees_with_the_full_one_on_every_example_and_unknown_field() {
+    // Every example, and every example with an unknown field added to one of its objects:
+    // `is_valid` accepts exactly what `check` accepts (no unknown field gets past it).
+    let mut files = Vec::new();
+    manifest_files(&workspace().join("manifests"), &mut files);
+    let (mut valid, mut refused) = (0, 0);
+    for file in &files {
+        let text = fs::read_to_string(file).unwrap();
+        for doc in api::manifest::parse_documents(&text).unwrap() {
+            let kind = api::manifest::kind_of(&doc).unwrap();
+            assert!(api::manifest::is_valid(kind, &doc), "{}: {doc}", file.display());
+            valid += 1;
+            let mut pointers = Vec::new();
+            object_pointers(&doc, String::new(), &mut pointers);
+            for pointer in pointers {
+                let mut changed = doc.clone();
+                let object = changed.pointer_mut(&pointer).unwrap().as_object_mut().unwrap();
+                object.insert("zzUnknownField".into(), serde_json::json!(1));
+                let quick = api::manifest::is_valid(kind, &changed);
+                let full = api::manifest::check(&changed);
+                assert_eq!(
+                    quick,
+                    full.is_ok(),
+                    "{} at {pointer:?}: is_valid {quick}, check {full:?}",
+                    file.display()
+                );
+                let walk = api::unknown_fields::unknown_fields(api::schema::of(kind), &changed);
+                if quick {
+                    assert!(
+                        walk.is_empty(),
+                        "{} at {pointer:?}: valid, yet unknown {walk:?}",
+                        file.display()
+                    );
+                } else {
+                    refused += 1;
+                }
+            }
+        }
+    }
+    assert!(valid >= 7 && refused >= 30, "{valid} examples, {refused} refused with an unknown field");
+}

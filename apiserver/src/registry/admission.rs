@@ -27,12 +27,15 @@ pub(crate) fn admit(
         return Err(ApiError::BadRequest("the object is not a JSON object".into()));
     }
     check_kind(kind, obj)?;
-    unknown_fields(kind, obj, validation, warnings)?;
-    // Stage 3: every problem of the content at once (the schema's, hinted and without values;
-    // then the typed validation's), in the words `ui sign` and `ui apply` use too.
-    let problems = api::manifest::problems(kind, obj);
-    if !problems.is_empty() {
-        return Err(invalid(obj, problems));
+    // The common case: valid as it is, so no unknown field to refuse, warn of or drop.
+    if !api::manifest::is_valid(kind, obj) {
+        unknown_fields(kind, obj, validation, warnings)?;
+        // Stage 3: every problem of the content at once (the schema's, hinted and without
+        // values; then the typed validation's), in the words `ui sign` and `ui apply` use too.
+        let problems = api::manifest::problems(kind, obj);
+        if !problems.is_empty() {
+            return Err(invalid(obj, problems));
+        }
     }
     if kind.signed && !access::is_control_plane_record(kind, obj) {
         access::check_signature(kind, obj)?;
