@@ -111,6 +111,12 @@ struct Measure {
     p99: Option<Duration>,
     /// Server CPU (utime + stime of every member) per operation.
     cpu: Option<Duration>,
+    /// The load generator's own CPU (this process) per operation: it shares the machine's
+    /// cores with the servers, so with no idle CPU left the rate is at most
+    /// cores ÷ (server + load generator CPU per operation).
+    load_cpu: Option<Duration>,
+    /// The share of the machine's CPU time left idle during the phase (all cores).
+    idle: Option<f64>,
     /// WAL fsyncs (all members) per write, from `etcd_disk_wal_fsync_duration_seconds_count`.
     fsyncs: Option<f64>,
     /// Their mean duration over the phase (how busy the disk was).
@@ -189,6 +195,12 @@ impl Measure {
         if let Some(c) = self.cpu {
             parts.push(format!("CPU {}/op", fmt_dur(c)));
         }
+        if let Some(c) = self.load_cpu {
+            parts.push(format!("load gen {}/op", fmt_dur(c)));
+        }
+        if let Some(i) = self.idle {
+            parts.push(format!("idle {:.0}%", i * 100.0));
+        }
         if let Some(f) = self.fsyncs {
             parts.push(format!("{f:.2} fsync/op"));
         }
@@ -222,6 +234,22 @@ fn ratio(u: &Measure, e: &Measure) -> String {
         parts.push(format!("CPU {}", r(a.as_secs_f64(), b.as_secs_f64())));
     }
     parts.join(" · ")
+}
+
+/// The machine's idle and total CPU time so far, in clock ticks (all cores, `/proc/stat`).
+fn machine_ticks() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let cpu: Vec<u64> =
+        stat.lines().next()?.split_whitespace().skip(1).filter_map(|v| v.parse().ok()).collect();
+    // user nice system idle iowait irq softirq steal (guest time is within user).
+    let idle = cpu.get(3)? + cpu.get(4).unwrap_or(&0);
+    Some((idle, cpu.iter().take(8).sum()))
+}
+
+/// The share of CPU time idle between two [`machine_ticks`].
+fn idle_between(a: Option<(u64, u64)>, b: Option<(u64, u64)>) -> Option<f64> {
+    let ((i0, t0), (i1, t1)) = (a?, b?);
+    (t1 > t0).then(|| (i1 - i0) as f64 / (t1 - t0) as f64)
 }
 
 /// utime + stime of `pid` in seconds.
@@ -887,6 +915,10 @@ struct Phase {
     failed: usize,
     elapsed: Duration,
     cpu: f64,
+    /// CPU seconds of this process (the load generator).
+    load_cpu: f64,
+    /// The share of the machine's CPU left idle.
+    idle: Option<f64>,
     /// Durable commits of the log (all members) and the seconds they took.
     fsyncs: Option<(f64, f64)>,
 }
@@ -902,6 +934,7 @@ fn closed_loop(
     let stop = AtomicBool::new(false);
     let conns: Vec<Client> = (0..clients).map(|n| sut.client(n, Duration::from_secs(120))).collect();
     let (cpu0, fsync0) = (sut.cpu(), sut.fsyncs());
+    let (load0, ticks0) = (cpu_seconds(std::process::id()), machine_ticks());
     let start = Instant::now();
     let results: Vec<(Vec<Duration>, usize)> = std::thread::scope(|s| {
         let threads: Vec<_> = conns
@@ -932,6 +965,7 @@ fn closed_loop(
         threads.into_iter().map(|t| t.join().unwrap()).collect()
     });
     let elapsed = start.elapsed();
+    let (load1, ticks1) = (cpu_seconds(std::process::id()), machine_ticks());
     let (cpu1, fsync1) = (sut.cpu(), sut.fsyncs());
     let mut latencies: Vec<Duration> = results.iter().flat_map(|(l, _)| l.iter().copied()).collect();
     latencies.sort();
@@ -940,6 +974,8 @@ fn closed_loop(
         latencies,
         elapsed,
         cpu: cpu1 - cpu0,
+        load_cpu: load1 - load0,
+        idle: idle_between(ticks0, ticks1),
         fsyncs: fsync0.zip(fsync1).map(|(a, b)| (b.0 - a.0, b.1 - a.1)),
     }
 }
@@ -952,6 +988,8 @@ impl Phase {
             p50: percentile(&self.latencies, 0.50),
             p99: percentile(&self.latencies, 0.99),
             cpu: (ok > 0).then(|| Duration::from_secs_f64(self.cpu / ok as f64)),
+            load_cpu: (ok > 0).then(|| Duration::from_secs_f64(self.load_cpu / ok as f64)),
+            idle: self.idle,
             fsyncs: if writes { self.fsyncs.filter(|_| ok > 0).map(|(n, _)| n / ok as f64) } else { None },
             fsync_mean: if writes {
                 self.fsyncs.filter(|(n, _)| *n > 0.0).map(|(n, s)| Duration::from_secs_f64(s / n))
