@@ -116,55 +116,108 @@ fn schema_and_typed_validation_agree_on_bad_input() {
     }
 }
 
-/// Every keyword of `node` and below, with the values of `$ref`.
-fn keywords(node: &serde_json::Value, out: &mut BTreeSet<String>, refs: &mut BTreeSet<String>) {
-    match node {
-        serde_json::Value::Object(map) => {
-            for (k, v) in map {
-                out.insert(k.clone());
-                if k == "$ref" {
-                    refs.insert(v.as_str().unwrap_or_default().to_owned());
-                }
-                // Under `properties` (and `$defs`) the keys are names, not keywords.
-                if k == "properties" || k == "$defs" {
-                    for sub in v.as_object().into_iter().flat_map(|m| m.values()) {
-                        keywords(sub, out, refs);
-                    }
-                } else {
-                    keywords(v, out, refs);
-                }
+/// What in `node` and below could make the schema accept a key the unknown-field walk
+/// (`api::unknown_fields`) reports: the walk reads `properties`, `additionalProperties`,
+/// `items`, `anyOf`/`oneOf`/`allOf` and `$ref`s into `$defs`, and takes a key as unknown where
+/// every object schema that may apply closes its properties. So: no keyword that admits keys
+/// otherwise, no object schema left open, no alternative that accepts anything (`true`, `{}`,
+/// or one with nothing that constrains a value), and every `$ref` one the walk resolves.
+fn open_to_unknown_keys(root: &serde_json::Value, node: &serde_json::Value, at: &str, out: &mut Vec<String>) {
+    use serde_json::Value;
+    const UNREAD: [&str; 9] = [
+        "patternProperties",
+        "unevaluatedProperties",
+        "dependentSchemas",
+        "$dynamicRef",
+        "propertyNames",
+        "if",
+        "then",
+        "else",
+        "not",
+    ];
+    const CONSTRAINING: [&str; 9] =
+        ["type", "$ref", "const", "enum", "properties", "anyOf", "oneOf", "allOf", "additionalProperties"];
+    let Value::Object(map) = node else { return };
+    for k in UNREAD {
+        if map.contains_key(k) {
+            out.push(format!("{at}: uses {k}"));
+        }
+    }
+    if let Some(r) = map.get("$ref").and_then(Value::as_str)
+        && !r.starts_with("#/$defs/")
+    {
+        out.push(format!("{at}: a $ref the walk does not resolve: {r}"));
+    }
+    let object_typed = map
+        .get("type")
+        .is_some_and(|t| t == "object" || t.as_array().is_some_and(|a| a.contains(&Value::from("object"))));
+    if (map.contains_key("properties") || object_typed)
+        && !matches!(map.get("additionalProperties"), Some(Value::Bool(false) | Value::Object(_)))
+    {
+        out.push(format!("{at}: an object schema without additionalProperties false or a schema"));
+    }
+    for combinator in ["anyOf", "oneOf", "allOf"] {
+        for (i, alt) in map.get(combinator).and_then(Value::as_array).into_iter().flatten().enumerate() {
+            // What a `$ref` names, as the walk resolves it.
+            let alt = match alt.get("$ref").and_then(Value::as_str).and_then(|r| r.strip_prefix("#/$defs/")) {
+                Some(name) => root.get("$defs").and_then(|d| d.get(name)).unwrap_or(alt),
+                None => alt,
+            };
+            let open = match alt {
+                Value::Bool(_) => true,
+                Value::Object(a) => !CONSTRAINING.iter().any(|k| a.contains_key(*k)),
+                _ => false,
+            };
+            if open {
+                out.push(format!("{at}/{combinator}/{i}: an alternative that accepts anything"));
             }
         }
-        serde_json::Value::Array(items) => items.iter().for_each(|v| keywords(v, out, refs)),
-        _ => {}
+    }
+    for (k, v) in map {
+        let at = format!("{at}/{k}");
+        // Under `properties` and `$defs` the keys are names; each value is a schema.
+        // Values, not schemas.
+        if matches!(k.as_str(), "const" | "enum" | "default" | "examples" | "required") {
+            continue;
+        }
+        if k == "properties" || k == "$defs" {
+            for (name, sub) in v.as_object().into_iter().flatten() {
+                open_to_unknown_keys(root, sub, &format!("{at}/{name}"), out);
+            }
+        } else if let Value::Array(items) = v {
+            for (i, sub) in items.iter().enumerate() {
+                open_to_unknown_keys(root, sub, &format!("{at}/{i}"), out);
+            }
+        } else {
+            open_to_unknown_keys(root, v, &at, out);
+        }
     }
 }
 
 #[test]
-fn the_schemas_admit_no_key_the_unknown_field_walk_does_not_read() {
-    // `manifest::is_valid` skips the unknown-field walk for an object its schema accepts: sound
-    // only while no schema admits keys by a keyword the walk does not read, and every `$ref`
-    // is one it resolves.
-    let unread =
-        ["patternProperties", "unevaluatedProperties", "dependentSchemas", "$dynamicRef", "propertyNames"];
+fn the_schemas_admit_no_key_the_unknown_field_walk_would_report() {
+    // `manifest::is_valid` skips the unknown-field walk for an object its schema accepts:
+    // sound only while no schema admits a key the walk reports as unknown.
     for kind in &KINDS {
         let schema = serde_json::to_value((kind.schema)()).unwrap();
-        let (mut found, mut refs) = (BTreeSet::new(), BTreeSet::new());
-        keywords(&schema, &mut found, &mut refs);
-        for k in unread {
-            assert!(
-                !found.contains(k),
-                "{}'s schema uses {k}, which the unknown-field walk does not read",
-                kind.kind
-            );
-        }
-        for r in &refs {
-            assert!(
-                r.starts_with("#/$defs/"),
-                "{}'s schema has a $ref the walk does not resolve: {r}",
-                kind.kind
-            );
-        }
+        let mut found = Vec::new();
+        open_to_unknown_keys(&schema, &schema, "", &mut found);
+        assert!(found.is_empty(), "{}'s schema: {found:#?}", kind.kind);
+    }
+    // And the check finds each way a schema can be open.
+    let open = [
+        serde_json::json!({"type": "object", "properties": {"a": {"type": "string"}}}),
+        serde_json::json!({"anyOf": [{"type": "object", "properties": {}, "additionalProperties": false}, {}]}),
+        serde_json::json!({"oneOf": [true]}),
+        serde_json::json!({"type": "object", "additionalProperties": false, "patternProperties": {"^x": {}}}),
+        serde_json::json!({"$ref": "other.json#/x"}),
+        serde_json::json!({"$defs": {"A": {"type": "object"}}}),
+        serde_json::json!({"$defs": {"A": {"description": "anything"}}, "anyOf": [{"$ref": "#/$defs/A"}]}),
+    ];
+    for schema in open {
+        let mut found = Vec::new();
+        open_to_unknown_keys(&schema, &schema, "", &mut found);
+        assert!(!found.is_empty(), "not found open: {schema}");
     }
 }
 
@@ -206,14 +259,18 @@ fn the_quick_validity_check_agrees_with_the_full_one_on_every_example_and_unknow
                 let object = changed.pointer_mut(&pointer).unwrap().as_object_mut().unwrap();
                 object.insert("zzUnknownField".into(), serde_json::json!(1));
                 let quick = api::manifest::is_valid(kind, &changed);
-                let full = api::manifest::check(&changed);
+                // The path `is_valid` saves: the unknown-field walk, every schema error, the
+                // typed check.
+                let walk = api::unknown_fields::unknown_fields(api::schema::of(kind), &changed);
+                let full = walk.is_empty()
+                    && api::schema::validator(kind).iter_errors(&changed).next().is_none()
+                    && (kind.check)(&changed).is_ok();
                 assert_eq!(
                     quick,
-                    full.is_ok(),
-                    "{} at {pointer:?}: is_valid {quick}, check {full:?}",
+                    full,
+                    "{} at {pointer:?}: is_valid {quick}, unknown {walk:?}",
                     file.display()
                 );
-                let walk = api::unknown_fields::unknown_fields(api::schema::of(kind), &changed);
                 if quick {
                     assert!(
                         walk.is_empty(),

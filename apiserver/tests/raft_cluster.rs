@@ -258,6 +258,7 @@ async fn a_peer_that_is_not_a_member_cannot_append_vote_install_a_snapshot_write
         ("vote", Rpc::Vote(vote)),
         ("snapshot", Rpc::Snapshot(snapshot)),
         ("write", Rpc::Write(put("/k/evil", "x"))),
+        ("writes", Rpc::Writes(vec![put("/k/evil1", "x"), put("/k/evil2", "x")])),
         ("read index", Rpc::ReadIndex),
         ("join", Rpc::Join),
         ("promote", Rpc::Promote(String::new())),
@@ -498,6 +499,78 @@ async fn cluster_and_member_key(
     }
     let (transport, _inbound) = Transport::start(&key, "127.0.0.1:0".parse().unwrap()).await.unwrap();
     (nodes, key, transport)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn members_of_the_version_before_writes_sent_together_work_with_this_one() {
+    let specs: Vec<Spec> = (0..2).map(|_| Spec::new()).collect();
+    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let (nodes, key, newer) = cluster_and_member_key(&specs, &dirs).await;
+    let target = peer_id(&specs[0].did()).unwrap();
+    let addr = specs[0].addr.to_string();
+    let wait = Duration::from_secs(10);
+
+    // A member of the older version (its key is a member's) is served: its streams use
+    // /univrs/raft/2.
+    let (older, _inbound) = Transport::start_as_older(&key, "127.0.0.1:0".parse().unwrap()).await.unwrap();
+    older.allow([target]);
+    let reply = older.call(target, &addr, Rpc::Write(put("/k/from-older", "1")), wait).await.unwrap();
+    assert!(
+        matches!(&reply, Reply::Write(Ok(r)) if matches!(r.outcome, Outcome::Applied { .. })),
+        "{reply:?}"
+    );
+    // It cannot send writes together: refused before a byte of them is sent.
+    let refused =
+        older.call(target, &addr, Rpc::Writes(vec![put("/k/o1", "1"), put("/k/o2", "1")]), wait).await;
+    assert!(matches!(refused, Err(TransportError::Unsupported(_))), "{refused:?}");
+    older.stop();
+
+    // This version's member sends them together, within what a member sends at once.
+    newer.allow([target]);
+    let two = Rpc::Writes(vec![put("/k/n1", "1"), put("/k/n2", "2")]);
+    match newer.call(target, &addr, two, wait).await.unwrap() {
+        Reply::Writes(answers) => {
+            assert_eq!(answers.len(), 2);
+            let revisions: Vec<u64> = answers.iter().map(|a| a.as_ref().unwrap().revision).collect();
+            assert!(revisions[0] < revisions[1], "in order: {revisions:?}");
+        }
+        other => panic!("{other:?}"),
+    }
+    let too_many = Rpc::Writes((0..9).map(|i| put(&format!("/k/many/{i}"), "1")).collect());
+    let reply = newer.call(target, &addr, too_many, wait).await.unwrap();
+    assert!(matches!(&reply, Reply::Forbidden(why) if why.contains("9 writes")), "{reply:?}");
+    nodes[0].read_barrier().await.unwrap();
+    let state = nodes[0].state();
+    assert!(state.get("/k/from-older").unwrap().is_some() && state.get("/k/n2").unwrap().is_some());
+    assert!(state.get("/k/o1").unwrap().is_none() && state.get("/k/many/0").unwrap().is_none());
+
+    // And a member of this version calling an older one: writes together are not sent, one
+    // write is.
+    let older_key = SigningKey::generate(&mut rand_core::OsRng);
+    let (old_peer, mut old_inbound) =
+        Transport::start_as_older(&older_key, "127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let new_key = SigningKey::generate(&mut rand_core::OsRng);
+    let (new_peer, _inbound) = Transport::start(&new_key, "127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let (old_id, new_id) = (old_peer.local_peer_id(), new_peer.local_peer_id());
+    old_peer.allow([new_id]);
+    new_peer.allow([old_id]);
+    let old_addr = old_peer.listen_addr().to_string();
+    let together = Rpc::Writes(vec![put("/k/a", "1"), put("/k/b", "1")]);
+    let refused = new_peer.call(old_id, &old_addr, together, wait).await;
+    assert!(matches!(refused, Err(TransportError::Unsupported(_))), "{refused:?}");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(old_inbound.try_recv().is_err(), "the older member received nothing");
+    let serve = tokio::spawn(async move {
+        let request = old_inbound.recv().await.unwrap();
+        assert!(matches!(request.rpc, Rpc::Write(_)), "{:?}", request.rpc);
+        request.responder.respond(Reply::Write(Ok(Default::default()))).await;
+    });
+    let reply = new_peer.call(old_id, &old_addr, Rpc::Write(put("/k/a", "1")), wait).await.unwrap();
+    assert!(matches!(reply, Reply::Write(Ok(_))), "{reply:?}");
+    serve.await.unwrap();
+    for n in &nodes {
+        n.shutdown().await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

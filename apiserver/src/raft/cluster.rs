@@ -21,12 +21,15 @@
 //!
 //! **Forwarding and reads.** A write on a follower is sent to the leader, which commits it
 //! and answers its outcome. At most [`FORWARDS_IN_FLIGHT`] messages of writes are on their way
-//! at once; the writes that arrive meanwhile go together in the next ([`batch_forwards`]), so
-//! under load a follower sends one message for several writes, not one each. A linearizable read on a follower asks the leader for its read
+//! to a leader at once; the writes that arrive meanwhile go together in the next
+//! ([`batch_forwards`]), so under load a follower sends one message for several writes, not one
+//! each. A write goes only to the member that leads when it leaves (one queued for a former
+//! leader is queued again for the new one), and to a leader of the version before
+//! [`Rpc::Writes`] one message each ([`Versions`]). A linearizable read on a follower asks the leader for its read
 //! index (the leader confirms its leadership with a quorum first) and waits until that index
 //! is applied locally.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -52,8 +55,19 @@ const LEADER_WAIT: Duration = Duration::from_secs(10);
 /// How long a forwarded write or read index may take.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Messages of forwarded writes on their way to the leader at once (see [`batch_forwards`]).
+/// Messages of forwarded writes on their way to one leader at once (see [`batch_forwards`]).
 const FORWARDS_IN_FLIGHT: usize = 4;
+
+/// Writes waiting to be forwarded; a write that finds the queue full is refused at once (not
+/// sent: the client may retry), as the transport refuses calls past its own bound.
+const MAX_QUEUED_FORWARDS: usize = 1024;
+
+/// How many times a write that was not sent because the leadership moved is queued again for
+/// the new leader.
+const FORWARD_RETARGETS: usize = 3;
+
+/// How long past its last chance a forwarded write's caller still waits for the forwarder.
+const ANSWER_MARGIN: Duration = Duration::from_secs(2);
 
 /// How many times in a row a joiner's member closes the connection before the joiner takes it
 /// as a refusal.
@@ -170,7 +184,7 @@ pub(crate) struct Peers {
     /// the member stops.
     tasks: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
     /// Writes for the leader, waiting to be sent ([`batch_forwards`]).
-    forwards: tokio::sync::mpsc::UnboundedSender<Forward>,
+    forwards: tokio::sync::mpsc::Sender<Forward>,
 }
 
 /// A write waiting to be forwarded to the leader.
@@ -179,7 +193,20 @@ struct Forward {
     /// The leader it goes to (as the member saw it when the write came).
     leader: NodeId,
     request: Request,
-    answer: tokio::sync::oneshot::Sender<Result<Response, WriteError>>,
+    /// When it must have left by: one still waiting then is not sent ([`FORWARD_TIMEOUT`]
+    /// after its caller first asked, whatever leaders it was queued for since).
+    send_by: tokio::time::Instant,
+    answer: tokio::sync::oneshot::Sender<Result<Response, Unforwarded>>,
+}
+
+/// Why a forwarded write has no response.
+#[derive(Debug)]
+enum Unforwarded {
+    /// The leadership moved before the write was sent: it was not (here it is back), and may
+    /// go to the new leader.
+    LeaderMoved(Request),
+    /// What the client is told.
+    Failed(WriteError),
 }
 
 impl Peers {
@@ -250,28 +277,54 @@ impl Peers {
             .and_then(|m| m.current_leader)
     }
 
+    /// Commits `request` on the leader: here if this member leads, else forwarded
+    /// ([`batch_forwards`]). A write not sent because the leadership moved meanwhile goes to
+    /// the new leader (at most [`FORWARD_RETARGETS`] times); once sent, it is never sent again.
     pub(crate) async fn write(&self, node: &RaftNode, request: Request) -> Result<Response, WriteError> {
-        let leader =
-            self.leader(&node.raft).await.ok_or_else(|| WriteError::NotLeader("no leader elected".into()))?;
-        if leader == self.id {
-            // A leader cut off from a quorum cannot commit; the write's fate is then unknown
-            // (a later leader may or may not keep it), and the client must not wait forever.
-            return match tokio::time::timeout(FORWARD_TIMEOUT, node.write_here(request)).await {
-                Ok(r) => r,
-                Err(_) => Err(WriteError::Unknown(format!("not committed within {FORWARD_TIMEOUT:?}"))),
-            };
-        }
-        let (answer, answered) = tokio::sync::oneshot::channel();
         let stopped = || WriteError::Fatal("the member is shutting down".to_owned());
-        self.forwards.send(Forward { leader, request, answer }).map_err(|_| stopped())?;
-        // The write may have left by now: past the deadline its outcome is unknown (if it had
-        // not left, it never will: a write whose caller is gone is not sent).
-        match tokio::time::timeout(FORWARD_TIMEOUT, answered).await {
-            Ok(answer) => answer.unwrap_or_else(|_| Err(stopped())),
-            Err(_) => Err(WriteError::Unknown(format!(
-                "forwarded to leader {leader}, not answered within {FORWARD_TIMEOUT:?}"
-            ))),
+        let send_by = tokio::time::Instant::now() + FORWARD_TIMEOUT;
+        let mut request = request;
+        for _ in 0..FORWARD_RETARGETS {
+            let leader = self
+                .leader(&node.raft)
+                .await
+                .ok_or_else(|| WriteError::NotLeader("no leader elected".into()))?;
+            if leader == self.id {
+                // A leader cut off from a quorum cannot commit; the write's fate is then unknown
+                // (a later leader may or may not keep it), and the client must not wait forever.
+                return match tokio::time::timeout(FORWARD_TIMEOUT, node.write_here(request)).await {
+                    Ok(r) => r,
+                    Err(_) => Err(WriteError::Unknown(format!("not committed within {FORWARD_TIMEOUT:?}"))),
+                };
+            }
+            let (answer, answered) = tokio::sync::oneshot::channel();
+            self.forwards.try_send(Forward { leader, request, send_by, answer }).map_err(|e| match e {
+                tokio::sync::mpsc::error::TrySendError::Full(_) => WriteError::NotLeader(format!(
+                    "{MAX_QUEUED_FORWARDS} writes are already waiting to be sent to leader {leader}: \
+                     not sent, retry"
+                )),
+                tokio::sync::mpsc::error::TrySendError::Closed(_) => stopped(),
+            })?;
+            // The forwarder answers by `send_by` (refused, unsent) or once the leader answers
+            // (within FORWARD_TIMEOUT of sending, else unknown); past that, with margin, the
+            // outcome is unknown here too (a write not sent by then never will be).
+            let answer_by = send_by + FORWARD_TIMEOUT + ANSWER_MARGIN;
+            match tokio::time::timeout_at(answer_by, answered).await {
+                Ok(Ok(Ok(response))) => return Ok(response),
+                Ok(Ok(Err(Unforwarded::Failed(e)))) => return Err(e),
+                Ok(Ok(Err(Unforwarded::LeaderMoved(unsent)))) => request = unsent,
+                Ok(Err(_)) => return Err(stopped()),
+                Err(_) => {
+                    return Err(WriteError::Unknown(format!(
+                        "forwarded to leader {leader}, not answered within {:?}",
+                        2 * FORWARD_TIMEOUT + ANSWER_MARGIN
+                    )));
+                }
+            }
         }
+        Err(WriteError::NotLeader(format!(
+            "the leadership moved {FORWARD_RETARGETS} times before the write could be sent: not sent, retry"
+        )))
     }
 
     /// A read is idempotent: when the leadership moves while it is being confirmed, it is
@@ -333,45 +386,126 @@ async fn call(
     rpc: Rpc,
     timeout: Duration,
 ) -> Result<Reply, String> {
-    let (peer, addr) = locate(raft, id).ok_or_else(|| format!("member {id} is not in the membership"))?;
+    call_or_older(transport, raft, id, rpc, timeout).await.map_err(|e| e.unwrap_or_else(|| older(id)))
+}
+
+/// [`call`], telling apart a member of the version before [`Rpc::Writes`] refusing one
+/// (`Err(None)`: nothing was sent).
+async fn call_or_older(
+    transport: &Transport,
+    raft: &Raft<TypeConfig>,
+    id: NodeId,
+    rpc: Rpc,
+    timeout: Duration,
+) -> Result<Reply, Option<String>> {
+    let (peer, addr) =
+        locate(raft, id).ok_or_else(|| Some(format!("member {id} is not in the membership")))?;
     match transport.call(peer, &addr, rpc, timeout).await {
-        Ok(Reply::Forbidden(why)) => Err(format!("member {id} refused: {why}")),
+        Ok(Reply::Forbidden(why)) => Err(Some(format!("member {id} refused: {why}"))),
         Ok(reply) => Ok(reply),
-        Err(e) => Err(e.to_string()),
+        Err(TransportError::Unsupported(_)) => Err(None),
+        Err(e) => Err(Some(e.to_string())),
     }
 }
 
-/// Forwards the writes that wait for the leader: at most [`FORWARDS_IN_FLIGHT`] messages at
-/// once; while they are all on their way, writes wait in the queue and the next message takes
-/// those for the same leader together, in the order they came (within [`ForwardBudget`]). A
-/// write that comes alone goes alone, at once, as [`Rpc::Write`]. Writes whose caller stopped
-/// waiting are dropped before they are sent. Ends when every [`Peers`] is gone.
-async fn batch_forwards<F, Fut>(send: F, mut queued: tokio::sync::mpsc::UnboundedReceiver<Forward>)
-where
+fn older(id: NodeId) -> String {
+    format!("member {id} speaks an older protocol without writes sent together: not sent")
+}
+
+/// Which leaders took [`Rpc::Writes`], and which refused it lately (members of the version
+/// before it): writes for those go one message each, and until a leader is known either way a
+/// batch is sent with a copy kept, to go one by one if refused.
+#[derive(Debug, Default)]
+struct Versions {
+    newer: BTreeSet<NodeId>,
+    older: BTreeMap<NodeId, tokio::time::Instant>,
+}
+
+/// How long a leader that refused [`Rpc::Writes`] is sent single writes before it is tried
+/// again (it may have been upgraded).
+const OLDER_FOR: Duration = Duration::from_secs(300);
+
+impl Versions {
+    /// `Some(true)`: takes batches; `Some(false)`: does not; `None`: not known.
+    fn takes_batches(&mut self, id: NodeId) -> Option<bool> {
+        if let Some(since) = self.older.get(&id) {
+            if since.elapsed() < OLDER_FOR {
+                return Some(false);
+            }
+            self.older.remove(&id);
+        }
+        self.newer.contains(&id).then_some(true)
+    }
+
+    fn learn(&mut self, id: NodeId, takes_batches: bool) {
+        // Bounded by the members (a leader is one), however many come and go.
+        if self.newer.len() + self.older.len() > 2 * MAX_MEMBERS {
+            *self = Self::default();
+        }
+        if takes_batches {
+            self.older.remove(&id);
+            self.newer.insert(id);
+        } else {
+            self.newer.remove(&id);
+            self.older.insert(id, tokio::time::Instant::now());
+        }
+    }
+}
+
+/// Forwards the writes that wait for the leader: at most [`FORWARDS_IN_FLIGHT`] messages to a
+/// leader at once; while they are all on their way, writes wait in the queue and the next
+/// message takes those for the same leader together, in the order they came (within
+/// [`ForwardBudget`]). A write that comes alone goes alone, at once, as [`Rpc::Write`].
+///
+/// A write is sent only to the member that leads now (`leaders`, read through `leader_of`):
+/// one queued for a former leader goes back to its caller unsent ([`Unforwarded::LeaderMoved`])
+/// to be queued again, so messages to a former leader that never answers hold up only that
+/// leader's slots. A write whose caller stopped waiting is dropped, and one that could not be
+/// sent within [`FORWARD_TIMEOUT`] is refused, both before they are sent. Ends when every
+/// [`Peers`] is gone.
+async fn batch_forwards<M, L, F, Fut>(
+    mut leaders: tokio::sync::watch::Receiver<M>,
+    leader_of: L,
+    send: F,
+    mut queued: tokio::sync::mpsc::Receiver<Forward>,
+) where
+    L: Fn(&M) -> Option<NodeId>,
     F: Fn(NodeId, Vec<Forward>) -> Fut,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
-    let slots = Arc::new(Semaphore::new(FORWARDS_IN_FLIGHT));
+    let mut slots: HashMap<NodeId, Arc<Semaphore>> = HashMap::new();
     let mut next: Option<Forward> = None;
     loop {
-        let first = match next.take() {
+        let mut first = match next.take() {
             Some(f) => f,
             None => match queued.recv().await {
                 Some(f) => f,
                 None => return,
             },
         };
-        let Ok(slot) = slots.clone().acquire_owned().await else { return };
-        if first.answer.is_closed() {
-            continue;
-        }
+        let slot = match slot_for(&mut first, &mut leaders, &leader_of, &mut slots).await {
+            Ok(slot) => slot,
+            Err(Held::Stopped) => {
+                let _ = first.answer.send(Err(Unforwarded::Failed(WriteError::Fatal(
+                    "the member is shutting down".to_owned(),
+                ))));
+                return;
+            }
+            Err(held) => {
+                unsent(first, held);
+                continue;
+            }
+        };
         let leader = first.leader;
         let mut budget = ForwardBudget::default();
         budget.take(first.request.ops.len(), request_bytes(&first.request));
         let mut batch = vec![first];
         while let Ok(f) = queued.try_recv() {
-            // Its caller gave up waiting (it was told the outcome is unknown): not sent.
             if f.answer.is_closed() {
+                continue;
+            }
+            if f.leader == leader && tokio::time::Instant::now() >= f.send_by {
+                unsent(f, Held::Late);
                 continue;
             }
             if f.leader != leader || !budget.take(f.request.ops.len(), request_bytes(&f.request)) {
@@ -388,33 +522,135 @@ where
     }
 }
 
-/// Sends `batch` to `leader` in one message and answers each write.
-async fn forward(transport: &Transport, raft: &Raft<TypeConfig>, leader: NodeId, batch: Vec<Forward>) {
-    let (answers, mut requests): (Vec<_>, Vec<_>) = batch.into_iter().map(|f| (f.answer, f.request)).unzip();
-    let n = requests.len();
-    let (rpc, one) = match requests.pop() {
-        Some(request) if n == 1 => (Rpc::Write(request), true),
-        Some(last) => {
-            requests.push(last);
-            (Rpc::Writes(requests), false)
+/// Why a queued write is not sent.
+#[derive(Debug)]
+enum Held {
+    /// Its caller stopped waiting.
+    Gone,
+    /// The member it was queued for no longer leads.
+    Moved,
+    /// It waited [`FORWARD_TIMEOUT`] to be sent.
+    Late,
+    /// The member is stopping.
+    Stopped,
+}
+
+/// Answers a write that is not sent (a gone caller gets nothing).
+fn unsent(f: Forward, why: Held) {
+    let Forward { leader, request, answer, .. } = f;
+    let _ = answer.send(Err(match why {
+        Held::Moved => Unforwarded::LeaderMoved(request),
+        Held::Late => Unforwarded::Failed(WriteError::NotLeader(format!(
+            "leader {leader} did not take the write within {FORWARD_TIMEOUT:?}: not sent, retry"
+        ))),
+        Held::Gone | Held::Stopped => return,
+    }));
+}
+
+/// Waits for a slot to send `first` to its leader, as long as that member leads, `first`'s
+/// caller waits and its `send_by` has not passed.
+async fn slot_for<M, L>(
+    first: &mut Forward,
+    leaders: &mut tokio::sync::watch::Receiver<M>,
+    leader_of: &L,
+    slots: &mut HashMap<NodeId, Arc<Semaphore>>,
+) -> Result<tokio::sync::OwnedSemaphorePermit, Held>
+where
+    L: Fn(&M) -> Option<NodeId>,
+{
+    let deadline = first.send_by;
+    loop {
+        if first.answer.is_closed() {
+            return Err(Held::Gone);
         }
-        None => return,
+        if leader_of(&leaders.borrow_and_update()) != Some(first.leader) {
+            return Err(Held::Moved);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(Held::Late);
+        }
+        // The slots of members that lead no more and have nothing on its way go.
+        slots.retain(|id, s| *id == first.leader || s.available_permits() < FORWARDS_IN_FLIGHT);
+        let mine = slots.entry(first.leader).or_insert_with(|| Arc::new(Semaphore::new(FORWARDS_IN_FLIGHT)));
+        let mine = mine.clone();
+        tokio::select! {
+            slot = mine.acquire_owned() => return slot.map_err(|_| Held::Stopped),
+            changed = leaders.changed() => if changed.is_err() {
+                return Err(Held::Stopped);
+            },
+            () = tokio::time::sleep_until(deadline) => {}
+            () = first.answer.closed() => {}
+        }
+    }
+}
+
+/// Sends `batch` to `leader` in one message (one each to a leader of the version before
+/// [`Rpc::Writes`]) and answers each write.
+async fn forward(
+    transport: &Transport,
+    raft: &Raft<TypeConfig>,
+    versions: &Mutex<Versions>,
+    leader: NodeId,
+    batch: Vec<Forward>,
+) {
+    let (answers, requests): (Vec<_>, Vec<_>) = batch.into_iter().map(|f| (f.answer, f.request)).unzip();
+    let n = requests.len();
+    let takes_batches = versions.lock().expect("versions lock").takes_batches(leader);
+    let answered = if n == 1 || takes_batches == Some(false) {
+        one_by_one(transport, raft, leader, requests).await
+    } else {
+        // Not known yet: a copy to send one by one if the leader cannot read the batch.
+        let copy = takes_batches.is_none().then(|| requests.clone());
+        match call_or_older(transport, raft, leader, Rpc::Writes(requests), FORWARD_TIMEOUT).await {
+            // Not sent (nothing of it left): not counted.
+            Err(None) => {
+                versions.lock().expect("versions lock").learn(leader, false);
+                match copy {
+                    Some(requests) => one_by_one(transport, raft, leader, requests).await,
+                    // Nothing was sent: the client may retry (it then goes alone).
+                    None => (0..n).map(|_| Err(WriteError::NotLeader(older(leader)))).collect(),
+                }
+            }
+            reply => {
+                crate::metrics::metrics().forwarded(n);
+                if reply.is_ok() {
+                    versions.lock().expect("versions lock").learn(leader, true);
+                }
+                answers_of(leader, n, reply.map_err(|e| e.unwrap_or_else(|| older(leader))))
+            }
+        }
     };
-    crate::metrics::metrics().forwarded(n);
+    for (answer, written) in answers.into_iter().zip(answered) {
+        let _ = answer.send(written.map_err(Unforwarded::Failed));
+    }
+}
+
+/// Sends each of `requests` to `leader` alone, at once.
+async fn one_by_one(
+    transport: &Transport,
+    raft: &Raft<TypeConfig>,
+    leader: NodeId,
+    requests: Vec<Request>,
+) -> Vec<Result<Response, WriteError>> {
+    let calls = requests.into_iter().map(|request| async move {
+        crate::metrics::metrics().forwarded(1);
+        let reply = call(transport, raft, leader, Rpc::Write(request), FORWARD_TIMEOUT).await;
+        answers_of(leader, 1, reply).remove(0)
+    });
+    futures_util::future::join_all(calls).await
+}
+
+/// The answers of `n` writes sent to `leader` in one message, from its reply.
+fn answers_of(leader: NodeId, n: usize, reply: Result<Reply, String>) -> Vec<Result<Response, WriteError>> {
     // Once the writes have left, any failure leaves their outcome unknown: never resend them
     // (the leader may have committed them), let the clients decide.
     let unknown = |why: String| (0..n).map(|_| Err(WriteError::Unknown(why.clone()))).collect::<Vec<_>>();
-    let answered: Vec<Result<Response, WriteError>> =
-        match call(transport, raft, leader, rpc, FORWARD_TIMEOUT).await {
-            Ok(Reply::Write(r)) if one => vec![forwarded(leader, r)],
-            Ok(Reply::Writes(rs)) if !one && rs.len() == n => {
-                rs.into_iter().map(|r| forwarded(leader, r)).collect()
-            }
-            Ok(other) => unknown(format!("unexpected reply from the leader: {other:?}")),
-            Err(e) => unknown(format!("forwarding to leader {leader}: {e}")),
-        };
-    for (answer, written) in answers.into_iter().zip(answered) {
-        let _ = answer.send(written);
+    match reply {
+        Ok(Reply::Write(r)) if n == 1 => vec![forwarded(leader, r)],
+        Ok(Reply::Writes(rs)) if rs.len() == n => rs.into_iter().map(|r| forwarded(leader, r)).collect(),
+        // Not the reply itself: it may be large, and it would be copied to every client.
+        Ok(_) => unknown(format!("leader {leader} answered {n} writes with something else")),
+        Err(e) => unknown(format!("forwarding to leader {leader}: {e}")),
     }
 }
 
@@ -454,14 +690,18 @@ impl RaftNode {
         let raft = Raft::new(id, raft_config(&options, true)?, network, log, state.clone())
             .await
             .map_err(|e| StartError::Raft(e.to_string()))?;
-        let (forwards, queued) = tokio::sync::mpsc::unbounded_channel();
+        let (forwards, queued) = tokio::sync::mpsc::channel(MAX_QUEUED_FORWARDS);
         // The transport and raft handles only: the last `Peers` going closes the queue and ends
         // the task.
         let (for_forwards, raft_for_forwards) = (transport.clone(), raft.clone());
+        let versions = Arc::new(Mutex::new(Versions::default()));
         let forwarder = tokio::spawn(batch_forwards(
+            raft.server_metrics(),
+            |m: &openraft::metrics::RaftServerMetrics<NodeId, Member>| m.current_leader,
             move |leader, batch| {
                 let (transport, raft) = (for_forwards.clone(), raft_for_forwards.clone());
-                async move { forward(&transport, &raft, leader, batch).await }
+                let versions = versions.clone();
+                async move { forward(&transport, &raft, &versions, leader, batch).await }
             },
             queued,
         ));
@@ -925,33 +1165,38 @@ mod tests {
         }])
     }
 
+    type Answer = tokio::sync::oneshot::Receiver<Result<Response, Unforwarded>>;
+
     /// Queues `request` for `leader`; the receiver gets its answer.
-    fn queue(
-        forwards: &tokio::sync::mpsc::UnboundedSender<Forward>,
-        leader: NodeId,
-        request: Request,
-    ) -> tokio::sync::oneshot::Receiver<Result<Response, WriteError>> {
+    fn queue(forwards: &tokio::sync::mpsc::Sender<Forward>, leader: NodeId, request: Request) -> Answer {
         let (answer, answered) = tokio::sync::oneshot::channel();
-        forwards.send(Forward { leader, request, answer }).unwrap();
+        let send_by = tokio::time::Instant::now() + FORWARD_TIMEOUT;
+        forwards.try_send(Forward { leader, request, send_by, answer }).unwrap();
         answered
     }
-
-    /// The messages sent: their leader and their writes' keys.
-    type Sent = Arc<StdMutex<Vec<(NodeId, Vec<String>)>>>;
 
     /// The key of a write's only op.
     fn key(r: &Request) -> String {
         r.ops[0].key().to_owned()
     }
 
-    #[tokio::test]
-    async fn writes_queued_while_forwards_are_out_go_together_in_order_within_the_budget() {
-        // Every message is held until released, so the queue fills behind the first ones.
+    /// The messages sent: their leader and their writes' keys.
+    type Sent = Arc<StdMutex<Vec<(NodeId, Vec<String>)>>>;
+
+    /// A forwarder whose messages are held until `release` has permits (each answered with
+    /// its writes' positions as revisions), following the leader in the returned sender.
+    fn forwarder(
+        leader: NodeId,
+    ) -> (tokio::sync::mpsc::Sender<Forward>, tokio::sync::watch::Sender<Option<NodeId>>, Sent, Arc<Semaphore>)
+    {
         let sent: Sent = Arc::default();
         let release = Arc::new(Semaphore::new(0));
-        let (forwards, queued) = tokio::sync::mpsc::unbounded_channel();
+        let (forwards, queued) = tokio::sync::mpsc::channel(MAX_QUEUED_FORWARDS);
+        let (leaders, following) = tokio::sync::watch::channel(Some(leader));
         let (sent_to, gate) = (sent.clone(), release.clone());
-        let task = tokio::spawn(batch_forwards(
+        tokio::spawn(batch_forwards(
+            following,
+            |m: &Option<NodeId>| *m,
             move |leader, batch: Vec<Forward>| {
                 sent_to.lock().unwrap().push((leader, batch.iter().map(|f| key(&f.request)).collect()));
                 let gate = gate.clone();
@@ -965,38 +1210,105 @@ mod tests {
             },
             queued,
         ));
+        (forwards, leaders, sent, release)
+    }
+
+    /// Queues one write for `leader` and lets the forwarder send it (a slot being free).
+    async fn alone(forwards: &tokio::sync::mpsc::Sender<Forward>, leader: NodeId, name: &str) -> Answer {
+        let answer = queue(forwards, leader, write(name, 10));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        answer
+    }
+
+    fn names(r: std::ops::Range<usize>, p: &str) -> Vec<String> {
+        r.map(|i| format!("/registry/t/{p}{i}")).collect()
+    }
+
+    #[tokio::test]
+    async fn writes_queued_while_forwards_are_out_go_together_in_order_within_the_budget() {
+        let (forwards, _leaders, sent, release) = forwarder(7);
         // The first FORWARDS_IN_FLIGHT writes go alone, at once.
         let mut answers = Vec::new();
         for i in 0..FORWARDS_IN_FLIGHT {
-            answers.push(queue(&forwards, 7, write(&format!("a{i}"), 10)));
-            tokio::time::sleep(Duration::from_millis(10)).await;
+            answers.push(alone(&forwards, 7, &format!("a{i}")).await);
         }
         assert_eq!(sent.lock().unwrap().len(), FORWARDS_IN_FLIGHT, "one message each while slots are free");
-        // Then: 10 small writes for leader 7 (more than MAX_OPS), one whose caller gave up, one
-        // for another leader, one too large to join others.
+        // Then: 10 small writes (more than MAX_OPS), one whose caller gave up, one too large
+        // to join others.
         for i in 0..10 {
             answers.push(queue(&forwards, 7, write(&format!("b{i}"), 10)));
         }
         drop(queue(&forwards, 7, write("gone", 10)));
-        let other = queue(&forwards, 9, write("other", 10));
-        let large = queue(&forwards, 9, write("large", MAX_ENTRY_BYTES - 450));
+        let large = queue(&forwards, 7, write("large", MAX_ENTRY_BYTES - 450));
         release.add_permits(100);
         for a in answers {
             assert!(a.await.unwrap().is_ok());
         }
-        assert!(other.await.unwrap().is_ok());
         assert!(large.await.unwrap().is_ok());
         let sent = sent.lock().unwrap().clone();
-        let names =
-            |r: std::ops::Range<usize>, p: &str| r.map(|i| format!("/registry/t/{p}{i}")).collect::<Vec<_>>();
         let rest = &sent[FORWARDS_IN_FLIGHT..];
         assert_eq!(rest[0], (7, names(0..MAX_OPS, "b")), "at most MAX_OPS writes, in order");
         assert_eq!(rest[1], (7, names(MAX_OPS..10, "b")), "the gone caller's write is not sent");
-        assert_eq!(rest[2], (9, vec!["/registry/t/other".to_owned()]), "another leader's writes go apart");
-        assert_eq!(rest[3], (9, vec!["/registry/t/large".to_owned()]), "over the byte budget: alone");
-        assert_eq!(rest.len(), 4);
-        drop(forwards);
-        task.await.unwrap();
+        // The large one is over the byte budget with the others: alone.
+        assert_eq!(rest.len(), 3, "{rest:?}");
+        assert_eq!(rest[2], (7, vec!["/registry/t/large".to_owned()]));
+    }
+
+    #[tokio::test]
+    async fn writes_not_sent_when_the_leadership_moves_come_back_and_the_new_leader_is_not_held_up() {
+        let (forwards, leaders, sent, release) = forwarder(7);
+        let mut held = Vec::new();
+        for i in 0..FORWARDS_IN_FLIGHT {
+            held.push(alone(&forwards, 7, &format!("c{i}")).await);
+        }
+        // Waiting for one of 7's slots when 9 is elected: back to their callers, unsent.
+        let waiting = [queue(&forwards, 7, write("d0", 10)), queue(&forwards, 7, write("d1", 10))];
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        leaders.send(Some(9)).unwrap();
+        for (i, w) in waiting.into_iter().enumerate() {
+            match w.await.unwrap() {
+                Err(Unforwarded::LeaderMoved(request)) => {
+                    assert_eq!(key(&request), format!("/registry/t/d{i}"))
+                }
+                other => panic!("d{i}: {other:?}"),
+            }
+        }
+        // 7 still holds its slots (its messages never answered): 9's write goes at once.
+        let to_nine = alone(&forwards, 9, "e0").await;
+        assert_eq!(sent.lock().unwrap().last().unwrap(), &(9, vec!["/registry/t/e0".to_owned()]));
+        // A write queued for 7 after the move goes back too, without waiting.
+        match queue(&forwards, 7, write("late7", 10)).await.unwrap() {
+            Err(Unforwarded::LeaderMoved(_)) => {}
+            other => panic!("{other:?}"),
+        }
+        release.add_permits(100);
+        for a in held {
+            assert!(a.await.unwrap().is_ok(), "what was sent to 7 is answered");
+        }
+        assert!(to_nine.await.unwrap().is_ok());
+        let sent = sent.lock().unwrap();
+        assert!(sent.iter().all(|(_, keys)| !keys.iter().any(|k| k.contains("/d") || k.contains("late7"))));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_write_not_sent_in_time_is_refused_unsent() {
+        let (forwards, _leaders, sent, _release) = forwarder(7);
+        let mut held = Vec::new();
+        for i in 0..FORWARDS_IN_FLIGHT {
+            held.push(alone(&forwards, 7, &format!("h{i}")).await);
+        }
+        // No slot frees: after FORWARD_TIMEOUT (the paused clock jumps to it) it is refused.
+        let started = tokio::time::Instant::now();
+        let answered = tokio::time::timeout(3 * FORWARD_TIMEOUT, queue(&forwards, 7, write("slow", 10)));
+        match answered.await.expect("answered by its deadline").unwrap() {
+            Err(Unforwarded::Failed(WriteError::NotLeader(why))) => {
+                assert!(why.contains("not sent"), "{why}")
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(started.elapsed() >= FORWARD_TIMEOUT);
+        assert!(sent.lock().unwrap().iter().all(|(_, keys)| !keys.contains(&"/registry/t/slow".to_owned())));
+        drop(held);
     }
 
     #[test]

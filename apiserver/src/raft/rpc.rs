@@ -180,8 +180,9 @@ pub enum Rpc {
     Status,
     /// Client writes received by a follower while its earlier ones were still on their way,
     /// sent together for the leader to commit (within [`ForwardBudget`]); each is answered on
-    /// its own, in order. Last of the variants: a member of a version without it refuses the
-    /// message and the writes' outcome is unknown to their clients.
+    /// its own, in order. Only on `/univrs/raft/3`: the transport does not send it to a member
+    /// of the version before (`TransportError::Unsupported`), which then gets the writes one
+    /// message each.
     Writes(Vec<Request>),
 }
 

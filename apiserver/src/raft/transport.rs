@@ -29,8 +29,17 @@ use super::rpc::{MAX_REPLY_BYTES, MAX_REQUEST_BYTES, Reply, Rpc};
 
 /// The protocol name (versioned: a member of another version is refused by protocol
 /// negotiation). Version 2 frames every message with its length (version 1 read to the end of
-/// the stream).
-const PROTOCOL: &str = "/univrs/raft/2";
+/// the stream); version 3 adds [`Rpc::Writes`]. A member speaks both and each stream uses the
+/// newest both ends know, so members of either version work together.
+const PROTOCOL: &str = "/univrs/raft/3";
+
+/// The protocol of members of the version before [`Rpc::Writes`]: everything else is the same,
+/// and a `Writes` is never sent on it ([`TransportError::Unsupported`]). A `Writes` read on it
+/// is served all the same (reading does not look at the protocol).
+const PROTOCOL_V2: &str = "/univrs/raft/2";
+
+/// Why a `Writes` was not written on a stream of [`PROTOCOL_V2`].
+const NO_WRITES: &str = "the member speaks /univrs/raft/2, without writes sent together";
 
 /// Commands (calls and answers) waiting for the swarm task; callers wait when it is full.
 const COMMAND_QUEUE: usize = 256;
@@ -83,6 +92,10 @@ pub enum TransportError {
     /// No answer in time.
     #[error("member {0} did not answer in time")]
     Timeout(PeerId),
+    /// The member speaks an older protocol that cannot carry this message (a member of the
+    /// version before [`Rpc::Writes`]); nothing of it was sent.
+    #[error("member {0} speaks an older protocol without writes sent together: not sent")]
+    Unsupported(PeerId),
     /// Too many calls are waiting for answers (see [`MAX_PENDING`]).
     #[error("too many calls to members are waiting for an answer: member {0} not called, retry later")]
     Busy(PeerId),
@@ -241,14 +254,34 @@ impl Transport {
         listen: SocketAddr,
         limits: Limits,
     ) -> Result<(Self, mpsc::Receiver<Inbound>), TransportError> {
+        Self::start_speaking(key, listen, limits, &[PROTOCOL, PROTOCOL_V2]).await
+    }
+
+    /// [`Self::start`] as a member of the version before [`Rpc::Writes`] (tests play such a
+    /// member with it): speaking only `/univrs/raft/2`.
+    #[doc(hidden)]
+    pub async fn start_as_older(
+        key: &ed25519_dalek::SigningKey,
+        listen: SocketAddr,
+    ) -> Result<(Self, mpsc::Receiver<Inbound>), TransportError> {
+        Self::start_speaking(key, listen, Limits::default(), &[PROTOCOL_V2]).await
+    }
+
+    async fn start_speaking(
+        key: &ed25519_dalek::SigningKey,
+        listen: SocketAddr,
+        limits: Limits,
+        protocols: &[&'static str],
+    ) -> Result<(Self, mpsc::Receiver<Inbound>), TransportError> {
         let listen_err = |reason: String| TransportError::Listen { addr: listen, reason };
         // A request's own deadline is set by its caller; this one only bounds a forgotten one.
         let config = request_response::Config::default()
             .with_request_timeout(Duration::from_secs(120))
             .with_max_concurrent_streams(MAX_STREAMS);
+        // The newest first: a stream uses the first both ends know.
         let rpc = request_response::Behaviour::with_codec(
             FrameCodec::new(limits),
-            [(StreamProtocol::new(PROTOCOL), ProtocolSupport::Full)],
+            protocols.iter().map(|p| (StreamProtocol::new(p), ProtocolSupport::Full)),
             config,
         );
         let limits = connection_limits::ConnectionLimits::default()
@@ -449,6 +482,11 @@ async fn run(
                     if let Some(reply) = pending.remove(&request_id) {
                         let _ = reply.send(Err(match error {
                             request_response::OutboundFailure::ConnectionClosed => TransportError::Closed(peer),
+                            request_response::OutboundFailure::Io(e)
+                                if e.kind() == io::ErrorKind::Unsupported && e.to_string() == NO_WRITES =>
+                            {
+                                TransportError::Unsupported(peer)
+                            }
                             error => TransportError::Unreachable { peer, reason: error.to_string() },
                         }));
                     }
@@ -584,6 +622,10 @@ impl request_response::Codec for FrameCodec {
         Self: 'f,
     {
         Box::pin(async move {
+            // Before a byte of it: the member at the other end could not read it.
+            if protocol.as_ref() == PROTOCOL_V2 && matches!(request, Rpc::Writes(_)) {
+                return Err(io::Error::new(io::ErrorKind::Unsupported, NO_WRITES));
+            }
             let mut frame = frame_buffer();
             self.cbor.write_request(protocol, &mut frame, request).await?;
             write_frame(io, frame, self.limits.request, "request").await
