@@ -25,9 +25,9 @@
 //! ([`batch_forwards`]), so under load a follower sends one message for several writes, not one
 //! each. A write goes only to the member that leads when it leaves (one queued for a former
 //! leader is queued again for the new one), and to a leader of the version before
-//! [`Rpc::Writes`] one message each ([`Versions`]). A linearizable read on a follower asks the leader for its read
-//! index (the leader confirms its leadership with a quorum first) and waits until that index
-//! is applied locally.
+//! [`Rpc::Writes`] one message each ([`Versions`]). A linearizable read on a follower asks the
+//! leader for its read index (the leader confirms its leadership with a quorum first) and
+//! waits until that index is applied locally.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
@@ -460,9 +460,9 @@ impl Versions {
 /// A write is sent only to the member that leads now (`leaders`, read through `leader_of`):
 /// one queued for a former leader goes back to its caller unsent ([`Unforwarded::LeaderMoved`])
 /// to be queued again, so messages to a former leader that never answers hold up only that
-/// leader's slots. A write whose caller stopped waiting is dropped, and one that could not be
-/// sent within [`FORWARD_TIMEOUT`] is refused, both before they are sent. Ends when every
-/// [`Peers`] is gone.
+/// leader's slots. A write whose caller stopped waiting is dropped, and one still here at its
+/// `send_by` ([`FORWARD_TIMEOUT`] after its first try) is refused, both before they are sent.
+/// Ends when every [`Peers`] is gone.
 async fn batch_forwards<M, L, F, Fut>(
     mut leaders: tokio::sync::watch::Receiver<M>,
     leader_of: L,
@@ -529,7 +529,7 @@ enum Held {
     Gone,
     /// The member it was queued for no longer leads.
     Moved,
-    /// It waited [`FORWARD_TIMEOUT`] to be sent.
+    /// Its `send_by` passed before it could be sent.
     Late,
     /// The member is stopping.
     Stopped,
