@@ -8,6 +8,11 @@
 //! durable, so nothing purged is ever needed again. One apply a second commits durably too:
 //! redb frees the pages a transaction replaced only at a durable commit, so without it the
 //! file grows by every page ever rewritten between snapshots.
+//!
+//! Under write load, the pages of commits without fsync reach the disk in the background
+//! ([`Writeback`]), so that the durable commit of each second flushes only the last few
+//! megabytes: flushing a whole second's held every apply for 60–250 ms once a second, which
+//! was the writes' p99 (BENCHMARKS.md, change 9).
 
 use std::fmt::Debug;
 use std::path::Path;
@@ -63,6 +68,67 @@ pub struct StateMachine {
     snapshot_files: Arc<std::sync::Mutex<()>>,
     /// When an apply last committed durably.
     last_durable: Arc<std::sync::Mutex<std::time::Instant>>,
+    /// Writes the pages of commits without fsync to disk in the background.
+    writeback: Arc<Writeback>,
+}
+
+/// The least time between two background flushes of the database's file.
+const WRITEBACK_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
+/// How much history (packed) commits without fsync write before the file is flushed in the
+/// background. Each flush delays the log's fsync that meets it by a few milliseconds (they
+/// share the file system's journal): a flush per volume, not per time, keeps a slow stream of
+/// writes (one client) from meeting ten a second.
+const WRITEBACK_BYTES: usize = 2 << 20;
+
+/// A thread that flushes (fdatasync) the database's file once commits without fsync have
+/// written [`WRITEBACK_BYTES`] of history since the last flush or durable commit, at most
+/// once per [`WRITEBACK_PAUSE`], so that the next durable commit finds little left to write.
+/// This changes nothing of what survives a crash: it writes early what the kernel may write
+/// whenever it likes, and redb never writes over the pages of its last durable commit.
+/// The thread ends when the last clone of the state machine is dropped.
+struct Writeback {
+    kick: std::sync::mpsc::SyncSender<()>,
+    /// History written since the last flush or durable commit.
+    pending: std::sync::atomic::AtomicUsize,
+}
+
+impl Writeback {
+    fn start(path: &Path) -> std::io::Result<Self> {
+        let file = std::fs::File::open(path)?;
+        let (kick, kicked) = std::sync::mpsc::sync_channel::<()>(1);
+        std::thread::Builder::new().name("state-writeback".into()).spawn(move || {
+            while kicked.recv().is_ok() {
+                if let Err(e) = file.sync_data() {
+                    tracing::warn!(error = %e, "background flush of the state machine's file");
+                }
+                std::thread::sleep(WRITEBACK_PAUSE);
+            }
+        })?;
+        Ok(Self { kick, pending: Default::default() })
+    }
+
+    /// A commit wrote `bytes` of history; `durable`: and flushed everything.
+    fn committed(&self, bytes: usize, durable: bool) {
+        if flush_due(&self.pending, bytes, durable) {
+            // Full: a flush is due already, and will include these pages.
+            let _ = self.kick.try_send(());
+        }
+    }
+}
+
+/// Counts `bytes` of history a commit wrote into `pending`; true when they make a background
+/// flush due (and the count starts over). A durable commit flushed everything: it starts over.
+fn flush_due(pending: &std::sync::atomic::AtomicUsize, bytes: usize, durable: bool) -> bool {
+    use std::sync::atomic::Ordering::Relaxed;
+    if durable {
+        pending.store(0, Relaxed);
+        return false;
+    }
+    let due = pending.fetch_add(bytes, Relaxed).saturating_add(bytes) >= WRITEBACK_BYTES;
+    if due {
+        pending.store(0, Relaxed);
+    }
+    due
 }
 
 /// How often an apply commits durably (see the module's doc).
@@ -178,6 +244,7 @@ impl StateMachine {
     /// Opens (or creates) the state machine at `path`.
     pub fn open(path: &Path) -> std::result::Result<Self, redb::DatabaseError> {
         let db = Database::builder().set_cache_size(STATE_CACHE_BYTES).create(path)?;
+        let writeback = Writeback::start(path).map_err(|e| redb::DatabaseError::Storage(e.into()))?;
         let sm = Self {
             db: Arc::new(db),
             applied: Arc::new(tokio::sync::watch::Sender::new(0)),
@@ -186,6 +253,7 @@ impl StateMachine {
             window: Arc::default(),
             snapshot_files: Arc::default(),
             last_durable: Arc::new(std::sync::Mutex::new(std::time::Instant::now())),
+            writeback: Arc::new(writeback),
         };
         sm.move_stored_snapshot().and_then(|()| sm.index_labels()).map_err(|e| {
             redb::DatabaseError::Storage(redb::StorageError::Io(std::io::Error::other(e.to_string())))
@@ -773,6 +841,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let mut relabeled = Vec::new();
         let mut fresh = Vec::new();
         let mut revision = revision_in_write(&txn)?;
+        let mut history_bytes = 0;
         let applied_at_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
@@ -790,7 +859,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 if !changes.is_empty() {
                     let record = serde_json::to_vec(&RecordRef { applied_at_ms, changes: &changes })
                         .map_err(|e| sm_err(ErrorVerb::Write, e))?;
-                    history.insert(revision, super::packed::pack(record).as_slice()).map_err(write_err)?;
+                    let record = super::packed::pack(record);
+                    history_bytes += record.len();
+                    history.insert(revision, record.as_slice()).map_err(write_err)?;
                     fresh.extend(changes.into_iter().map(|c| (revision, c)));
                 }
                 Ok(Response { revision, outcome, batch: Vec::new() })
@@ -833,6 +904,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let commit = std::time::Instant::now();
         txn.commit().map_err(write_err)?;
         crate::metrics::metrics().backend_committed(commit);
+        self.writeback.committed(history_bytes, durable);
         if let Some(last) = last {
             // In the window before watchers hear of the revision, and before the label index
             // describes it (a read between the two finds the keys changed in the window).
@@ -886,6 +958,70 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             return Ok(None);
         };
         Ok(Some(Snapshot { meta: header.meta, snapshot: Box::new(tokio::fs::File::from_std(data)) }))
+    }
+}
+
+#[cfg(test)]
+mod writeback_tests {
+    use std::sync::atomic::AtomicUsize;
+
+    use super::*;
+
+    #[test]
+    fn a_background_flush_is_due_after_enough_history_without_fsync_and_a_durable_commit_starts_over() {
+        let pending = AtomicUsize::new(0);
+        let step = WRITEBACK_BYTES / 4;
+        assert!(!flush_due(&pending, step, false));
+        assert!(!flush_due(&pending, step, false));
+        assert!(!flush_due(&pending, step, true), "durable: everything is on disk");
+        for _ in 0..3 {
+            assert!(!flush_due(&pending, step, false));
+        }
+        assert!(flush_due(&pending, step, false), "4 quarters since the durable commit");
+        assert!(!flush_due(&pending, step, false), "counted again from zero");
+        assert!(flush_due(&pending, usize::MAX, false), "no overflow");
+        assert!(flush_due(&pending, WRITEBACK_BYTES, false), "one big commit");
+    }
+
+    fn writeback_threads() -> usize {
+        std::fs::read_dir("/proc/self/task")
+            .unwrap()
+            .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+            .filter(|name| name.trim() == "state-writeback")
+            .count()
+    }
+
+    /// Waits (5 s at most) until `n` threads have the writeback's name: a thread takes its
+    /// name once it runs, and leaves the list once it has ended.
+    fn await_writeback_threads(n: usize, what: &str) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while writeback_threads() != n {
+            assert!(std::time::Instant::now() < deadline, "{what}: {} threads, not {n}", writeback_threads());
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    /// Under load, commits without fsync make the background thread flush, and the
+    /// thread ends with the last clone of the state machine.
+    #[test]
+    fn the_writeback_thread_flushes_under_load_and_ends_with_the_state_machine() {
+        let dir = tempfile::tempdir().unwrap();
+        let before = writeback_threads();
+        let sm = StateMachine::open(&dir.path().join("state.redb")).unwrap();
+        let clone = sm.clone();
+        await_writeback_threads(before + 1, "started");
+        // A flush due puts a kick in the channel (it holds one); the thread takes it, which
+        // frees the channel for the next.
+        sm.writeback.committed(WRITEBACK_BYTES, false);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while sm.writeback.kick.try_send(()).is_err() {
+            assert!(std::time::Instant::now() < deadline, "the thread takes its kicks");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        drop(sm);
+        assert_eq!(writeback_threads(), before + 1, "a clone still holds it");
+        drop(clone);
+        await_writeback_threads(before, "ended with the last clone");
     }
 }
 
