@@ -10,9 +10,9 @@
 //! file grows by every page ever rewritten between snapshots.
 //!
 //! Under write load, the pages of commits without fsync reach the disk in the background
-//! ([`Writeback`]), so that the durable commit of each second flushes only the last few
-//! megabytes: flushing a whole second's held every apply for 60–250 ms once a second, which
-//! was the writes' p99 (BENCHMARKS.md, change 9).
+//! ([`Writeback`]), so that the durable commit of each second finds most of them there
+//! already: flushing a whole second's pages held every apply for 60–250 ms once a second,
+//! which was the writes' p99 at 64 clients (BENCHMARKS.md, change 9).
 
 use std::fmt::Debug;
 use std::path::Path;
@@ -75,41 +75,69 @@ pub struct StateMachine {
 /// The least time between two background flushes of the database's file.
 const WRITEBACK_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
 /// How much history (packed) commits without fsync write before the file is flushed in the
-/// background. Each flush delays the log's fsync that meets it by a few milliseconds (they
-/// share the file system's journal): a flush per volume, not per time, keeps a slow stream of
-/// writes (one client) from meeting ten a second.
+/// background. The pages they write are several times that (redb copies every page it
+/// changes); history is counted, not pages, so that a slow stream of writes (one client, a
+/// commit each) reaches it rarely: each flush delays the log's fsync that meets it by a few
+/// milliseconds (they share the file system's journal), and ten a second showed in the p99 of
+/// one client's writes.
 const WRITEBACK_BYTES: usize = 2 << 20;
 
 /// A thread that flushes (fdatasync) the database's file once commits without fsync have
 /// written [`WRITEBACK_BYTES`] of history since the last flush or durable commit, at most
-/// once per [`WRITEBACK_PAUSE`], so that the next durable commit finds little left to write.
+/// once per [`WRITEBACK_PAUSE`], so that the next durable commit finds less left to write.
+///
 /// This changes nothing of what survives a crash: it writes early what the kernel may write
 /// whenever it likes, and redb never writes over the pages of its last durable commit.
-/// The thread ends when the last clone of the state machine is dropped.
+/// A failed flush is fatal: the thread stops, and the next apply fails (a page whose write
+/// failed may be read back stale), so the member stops and starts again from redb's last
+/// durable commit and the log. The file is opened anew, never duplicated from redb's: Linux
+/// reports a write error once to each open file description, so redb's own fsync still sees
+/// it. The thread ends shortly after the last clone of the state machine is dropped.
 struct Writeback {
     kick: std::sync::mpsc::SyncSender<()>,
-    /// History written since the last flush or durable commit.
-    pending: std::sync::atomic::AtomicUsize,
+    /// History written since the last flush or durable commit (counted by `apply` alone).
+    pending: std::sync::Mutex<usize>,
+    /// Why a flush failed, once one has.
+    failed: Arc<std::sync::OnceLock<String>>,
+    /// Flushes done, and whether the thread runs (for tests).
+    flushes: Arc<std::sync::atomic::AtomicUsize>,
+    running: std::sync::Weak<()>,
 }
 
 impl Writeback {
     fn start(path: &Path) -> std::io::Result<Self> {
+        // A new open file description (see above), read-only: fdatasync needs no more.
         let file = std::fs::File::open(path)?;
         let (kick, kicked) = std::sync::mpsc::sync_channel::<()>(1);
+        let failed = Arc::new(std::sync::OnceLock::new());
+        let flushes = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let alive = Arc::new(());
+        let running = Arc::downgrade(&alive);
+        let (thread_failed, thread_flushes) = (failed.clone(), flushes.clone());
         std::thread::Builder::new().name("state-writeback".into()).spawn(move || {
+            let _alive = alive;
             while kicked.recv().is_ok() {
                 if let Err(e) = file.sync_data() {
-                    tracing::warn!(error = %e, "background flush of the state machine's file");
+                    tracing::error!(error = %e, "background flush of the state machine's file failed");
+                    let _ = thread_failed.set(e.to_string());
+                    return;
                 }
+                thread_flushes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 std::thread::sleep(WRITEBACK_PAUSE);
             }
         })?;
-        Ok(Self { kick, pending: Default::default() })
+        Ok(Self { kick, pending: Default::default(), failed, flushes, running })
+    }
+
+    /// Why a background flush failed, if one has.
+    fn failed(&self) -> Option<&str> {
+        self.failed.get().map(String::as_str)
     }
 
     /// A commit wrote `bytes` of history; `durable`: and flushed everything.
     fn committed(&self, bytes: usize, durable: bool) {
-        if flush_due(&self.pending, bytes, durable) {
+        let mut pending = self.pending.lock().expect("writeback lock");
+        if flush_due(&mut pending, bytes, durable) {
             // Full: a flush is due already, and will include these pages.
             let _ = self.kick.try_send(());
         }
@@ -118,15 +146,15 @@ impl Writeback {
 
 /// Counts `bytes` of history a commit wrote into `pending`; true when they make a background
 /// flush due (and the count starts over). A durable commit flushed everything: it starts over.
-fn flush_due(pending: &std::sync::atomic::AtomicUsize, bytes: usize, durable: bool) -> bool {
-    use std::sync::atomic::Ordering::Relaxed;
+fn flush_due(pending: &mut usize, bytes: usize, durable: bool) -> bool {
     if durable {
-        pending.store(0, Relaxed);
+        *pending = 0;
         return false;
     }
-    let due = pending.fetch_add(bytes, Relaxed).saturating_add(bytes) >= WRITEBACK_BYTES;
+    *pending = pending.saturating_add(bytes);
+    let due = *pending >= WRITEBACK_BYTES;
     if due {
-        pending.store(0, Relaxed);
+        *pending = 0;
     }
     due
 }
@@ -823,6 +851,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I: IntoIterator<Item = Entry<TypeConfig>> + openraft::OptionalSend,
         I::IntoIter: openraft::OptionalSend,
     {
+        if let Some(why) = self.writeback.failed() {
+            let e = std::io::Error::other(format!(
+                "a background flush of the state machine's file failed: {why}"
+            ));
+            return Err(sm_err(ErrorVerb::Write, e));
+        }
         let mut txn = self.db.begin_write().map_err(write_err)?;
         let now = std::time::Instant::now();
         let durable = {
@@ -963,65 +997,103 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 
 #[cfg(test)]
 mod writeback_tests {
-    use std::sync::atomic::AtomicUsize;
+    use std::sync::atomic::Ordering::Relaxed;
+
+    use openraft::CommittedLeaderId;
 
     use super::*;
+    use crate::raft::{Expect, Op};
 
     #[test]
     fn a_background_flush_is_due_after_enough_history_without_fsync_and_a_durable_commit_starts_over() {
-        let pending = AtomicUsize::new(0);
+        let mut pending = 0;
         let step = WRITEBACK_BYTES / 4;
-        assert!(!flush_due(&pending, step, false));
-        assert!(!flush_due(&pending, step, false));
-        assert!(!flush_due(&pending, step, true), "durable: everything is on disk");
+        assert!(!flush_due(&mut pending, step, false));
+        assert!(!flush_due(&mut pending, step, false));
+        assert!(!flush_due(&mut pending, step, true), "durable: everything is on disk");
         for _ in 0..3 {
-            assert!(!flush_due(&pending, step, false));
+            assert!(!flush_due(&mut pending, step, false));
         }
-        assert!(flush_due(&pending, step, false), "4 quarters since the durable commit");
-        assert!(!flush_due(&pending, step, false), "counted again from zero");
-        assert!(flush_due(&pending, usize::MAX, false), "no overflow");
-        assert!(flush_due(&pending, WRITEBACK_BYTES, false), "one big commit");
+        assert!(flush_due(&mut pending, step, false), "4 quarters since the durable commit");
+        assert!(!flush_due(&mut pending, step, false), "counted again from zero");
+        assert!(flush_due(&mut pending, usize::MAX, false), "no overflow");
+        assert!(flush_due(&mut pending, WRITEBACK_BYTES, false), "one big commit");
     }
 
-    fn writeback_threads() -> usize {
-        std::fs::read_dir("/proc/self/task")
-            .unwrap()
-            .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
-            .filter(|name| name.trim() == "state-writeback")
-            .count()
+    /// A value that does not shrink when packed: `n` bytes of it are `n` bytes of history.
+    fn incompressible(n: usize, seed: u64) -> String {
+        let mut x = seed | 1;
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                char::from(b'a' + (x % 26) as u8)
+            })
+            .collect()
     }
 
-    /// Waits (5 s at most) until `n` threads have the writeback's name: a thread takes its
-    /// name once it runs, and leaves the list once it has ended.
-    fn await_writeback_threads(n: usize, what: &str) {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        while writeback_threads() != n {
-            assert!(std::time::Instant::now() < deadline, "{what}: {} threads, not {n}", writeback_threads());
+    fn await_true(what: &str, done: impl Fn() -> bool) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !done() {
+            assert!(std::time::Instant::now() < deadline, "{what}");
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
     }
 
-    /// Under load, commits without fsync make the background thread flush, and the
-    /// thread ends with the last clone of the state machine.
+    /// Applies that write enough history without fsync make the thread flush; a little does
+    /// not; and the thread ends with the last clone of the state machine.
     #[test]
-    fn the_writeback_thread_flushes_under_load_and_ends_with_the_state_machine() {
+    fn applies_without_fsync_make_the_thread_flush_and_it_ends_with_the_state_machine() {
         let dir = tempfile::tempdir().unwrap();
-        let before = writeback_threads();
-        let sm = StateMachine::open(&dir.path().join("state.redb")).unwrap();
-        let clone = sm.clone();
-        await_writeback_threads(before + 1, "started");
-        // A flush due puts a kick in the channel (it holds one); the thread takes it, which
-        // frees the channel for the next.
-        sm.writeback.committed(WRITEBACK_BYTES, false);
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        while sm.writeback.kick.try_send(()).is_err() {
-            assert!(std::time::Instant::now() < deadline, "the thread takes its kicks");
-            std::thread::sleep(std::time::Duration::from_millis(20));
+        let mut sm = StateMachine::open(&dir.path().join("state.redb")).unwrap();
+        let (flushes, running) = (sm.writeback.flushes.clone(), sm.writeback.running.clone());
+        assert!(running.upgrade().is_some(), "started");
+        // Durable commits come once a second; keep this test's applies from being one.
+        *sm.last_durable.lock().unwrap() = std::time::Instant::now() + std::time::Duration::from_secs(3600);
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let value = |i: u64, n: usize| {
+            format!(r#"{{"metadata":{{"name":"o{i}"}},"data":"{}"}}"#, incompressible(n, i))
+        };
+        let mut index = 0;
+        let mut apply = |sm: &mut StateMachine, n: usize| {
+            index += 1;
+            let op = Op::Put { key: format!("/o/{index}"), value: value(index, n), expect: Expect::Any };
+            let entry = Entry {
+                log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+                payload: EntryPayload::Normal(Request::new(vec![op])),
+            };
+            rt.block_on(sm.apply([entry])).unwrap();
+        };
+        for _ in 0..10 {
+            apply(&mut sm, 1024);
         }
+        std::thread::sleep(WRITEBACK_PAUSE * 2);
+        assert_eq!(flushes.load(Relaxed), 0, "10 KiB of history: no flush");
+        for _ in 0..3 {
+            apply(&mut sm, WRITEBACK_BYTES / 2);
+        }
+        await_true("a flush after 1.5 × WRITEBACK_BYTES", || flushes.load(Relaxed) >= 1);
+        let clone = sm.clone();
         drop(sm);
-        assert_eq!(writeback_threads(), before + 1, "a clone still holds it");
+        assert!(running.upgrade().is_some(), "a clone still holds it");
         drop(clone);
-        await_writeback_threads(before, "ended with the last clone");
+        await_true("the thread ends with the last clone", || running.upgrade().is_none());
+    }
+
+    /// After a failed background flush, no apply commits: the member stops rather than go on
+    /// over pages that may not be on disk.
+    #[test]
+    fn after_a_failed_background_flush_every_apply_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sm = StateMachine::open(&dir.path().join("state.redb")).unwrap();
+        sm.writeback.failed.set("Input/output error (os error 5)".into()).unwrap();
+        let entry =
+            Entry { log_id: LogId::new(CommittedLeaderId::new(1, 1), 1), payload: EntryPayload::Blank };
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let err = rt.block_on(sm.apply([entry])).unwrap_err();
+        assert!(err.to_string().contains("background flush"), "{err}");
+        assert_eq!(rt.block_on(sm.applied_state()).unwrap().0, None, "nothing applied");
     }
 }
 
