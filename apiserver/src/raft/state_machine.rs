@@ -100,7 +100,9 @@ struct Writeback {
     /// Why a flush failed, once one has.
     failed: Arc<std::sync::OnceLock<String>>,
     /// Flushes done, and whether the thread runs (for tests).
+    #[cfg_attr(not(test), allow(dead_code, reason = "read by tests"))]
     flushes: Arc<std::sync::atomic::AtomicUsize>,
+    #[cfg_attr(not(test), allow(dead_code, reason = "read by tests"))]
     running: std::sync::Weak<()>,
 }
 
