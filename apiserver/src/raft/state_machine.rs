@@ -11,7 +11,7 @@
 //!
 //! Under write load, the pages of commits without fsync reach the disk in the background
 //! ([`Writeback`]), so that the durable commit of each second finds most of them there
-//! already: flushing a whole second's pages held every apply for 60–250 ms once a second,
+//! already: flushing a whole second's pages held every apply for 64–256 ms once a second,
 //! which was the writes' p99 at 64 clients (BENCHMARKS.md, change 9).
 
 use std::fmt::Debug;
@@ -83,26 +83,31 @@ const WRITEBACK_PAUSE: std::time::Duration = std::time::Duration::from_millis(10
 const WRITEBACK_BYTES: usize = 2 << 20;
 
 /// A thread that flushes (fdatasync) the database's file once commits without fsync have
-/// written [`WRITEBACK_BYTES`] of history since the last flush or durable commit, at most
+/// written [`WRITEBACK_BYTES`] of history since a flush was last asked for or the last
+/// durable commit, at most
 /// once per [`WRITEBACK_PAUSE`], so that the next durable commit finds less left to write.
 ///
 /// This changes nothing of what survives a crash: it writes early what the kernel may write
 /// whenever it likes, and redb never writes over the pages of its last durable commit.
-/// A failed flush is fatal: the thread stops, and the next apply fails (a page whose write
-/// failed may be read back stale), so the member stops and starts again from redb's last
-/// durable commit and the log. The file is opened anew, never duplicated from redb's: Linux
+/// A failed flush is fatal: the thread stops, and every apply that starts after it fails (a
+/// page whose write failed may be read back stale), so openraft stops the member; started
+/// again, it resumes from redb's last durable commit and the log. (An apply already under way
+/// when a flush fails still commits, without fsync: the next durable commit's own fsync
+/// fails.) Linux only needs the file open for reading to flush it (Windows would need it
+/// open for writing). The file is opened anew, never duplicated from redb's: Linux
 /// reports a write error once to each open file description, so redb's own fsync still sees
 /// it. The thread ends shortly after the last clone of the state machine is dropped.
 struct Writeback {
     kick: std::sync::mpsc::SyncSender<()>,
-    /// History written since the last flush or durable commit (counted by `apply` alone).
+    /// History written since a flush was last asked for or the last durable commit (counted
+    /// by `apply` alone).
     pending: std::sync::Mutex<usize>,
     /// Why a flush failed, once one has.
     failed: Arc<std::sync::OnceLock<String>>,
     /// Flushes done, and whether the thread runs (for tests).
-    #[cfg_attr(not(test), allow(dead_code, reason = "read by tests"))]
+    #[cfg_attr(not(test), expect(dead_code, reason = "read by tests"))]
     flushes: Arc<std::sync::atomic::AtomicUsize>,
-    #[cfg_attr(not(test), allow(dead_code, reason = "read by tests"))]
+    #[cfg_attr(not(test), expect(dead_code, reason = "read by tests"))]
     running: std::sync::Weak<()>,
 }
 
@@ -118,15 +123,7 @@ impl Writeback {
         let (thread_failed, thread_flushes) = (failed.clone(), flushes.clone());
         std::thread::Builder::new().name("state-writeback".into()).spawn(move || {
             let _alive = alive;
-            while kicked.recv().is_ok() {
-                if let Err(e) = file.sync_data() {
-                    tracing::error!(error = %e, "background flush of the state machine's file failed");
-                    let _ = thread_failed.set(e.to_string());
-                    return;
-                }
-                thread_flushes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                std::thread::sleep(WRITEBACK_PAUSE);
-            }
+            flush_when_kicked(&kicked, || file.sync_data(), &thread_failed, &thread_flushes);
         })?;
         Ok(Self { kick, pending: Default::default(), failed, flushes, running })
     }
@@ -143,6 +140,25 @@ impl Writeback {
             // Full: a flush is due already, and will include these pages.
             let _ = self.kick.try_send(());
         }
+    }
+}
+
+/// The writeback thread's loop: `flush` each time it is kicked, at most once per
+/// [`WRITEBACK_PAUSE`], until every sender is gone or a flush fails (recorded in `failed`).
+fn flush_when_kicked(
+    kicked: &std::sync::mpsc::Receiver<()>,
+    mut flush: impl FnMut() -> std::io::Result<()>,
+    failed: &std::sync::OnceLock<String>,
+    flushes: &std::sync::atomic::AtomicUsize,
+) {
+    while kicked.recv().is_ok() {
+        if let Err(e) = flush() {
+            tracing::error!(error = %e, "background flush of the state machine's file failed");
+            let _ = failed.set(e.to_string());
+            return;
+        }
+        flushes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        std::thread::sleep(WRITEBACK_PAUSE);
     }
 }
 
@@ -863,7 +879,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let now = std::time::Instant::now();
         let durable = {
             let mut last = self.last_durable.lock().expect("durable lock");
-            let due = now.duration_since(*last) >= DURABLE_EVERY;
+            let due = now.saturating_duration_since(*last) >= DURABLE_EVERY;
             if due {
                 *last = now;
             }
@@ -1078,9 +1094,41 @@ mod writeback_tests {
         await_true("a flush after 1.5 × WRITEBACK_BYTES", || flushes.load(Relaxed) >= 1);
         let clone = sm.clone();
         drop(sm);
+        std::thread::sleep(WRITEBACK_PAUSE * 3);
         assert!(running.upgrade().is_some(), "a clone still holds it");
         drop(clone);
         await_true("the thread ends with the last clone", || running.upgrade().is_none());
+    }
+
+    /// The thread's loop flushes once per kick, and stops at the first failed flush, saying
+    /// why, without flushing again.
+    #[test]
+    fn the_writeback_loop_stops_at_a_failed_flush_and_records_why() {
+        let (kick, kicked) = std::sync::mpsc::sync_channel::<()>(8);
+        for _ in 0..4 {
+            kick.send(()).unwrap();
+        }
+        drop(kick);
+        let (failed, flushes) = (std::sync::OnceLock::new(), std::sync::atomic::AtomicUsize::new(0));
+        let mut calls = 0;
+        let flush = || {
+            calls += 1;
+            if calls == 2 { Err(std::io::Error::other("Input/output error (os error 5)")) } else { Ok(()) }
+        };
+        flush_when_kicked(&kicked, flush, &failed, &flushes);
+        assert_eq!(calls, 2, "no flush after the failed one");
+        assert_eq!(flushes.load(Relaxed), 1);
+        assert_eq!(failed.get().map(String::as_str), Some("Input/output error (os error 5)"));
+
+        // Without a failure: one flush per kick, then the loop ends with its senders.
+        let (kick, kicked) = std::sync::mpsc::sync_channel::<()>(8);
+        kick.send(()).unwrap();
+        kick.send(()).unwrap();
+        drop(kick);
+        let (failed, flushes) = (std::sync::OnceLock::new(), std::sync::atomic::AtomicUsize::new(0));
+        flush_when_kicked(&kicked, || Ok(()), &failed, &flushes);
+        assert_eq!(flushes.load(Relaxed), 2);
+        assert!(failed.get().is_none());
     }
 
     /// After a failed background flush, no apply commits: the member stops rather than go on
