@@ -230,10 +230,14 @@ fn schema_of<S: KindSpec>() -> schemars::Schema {
 
 /// Decodes `value` as an `Object<S>` (reporting the path of a type error) and validates it.
 pub fn decode<S: KindSpec>(value: &Value) -> Result<Object<S>, Vec<FieldError>> {
-    let obj: Object<S> = serde_path_to_error::deserialize(value).map_err(|e| {
-        let path = e.path().to_string();
-        let path = if path == "." { String::new() } else { path };
-        vec![FieldError { path, message: e.into_inner().to_string() }]
+    // Tracking the path costs on every field of every write: only a value that does not
+    // decode is decoded again, to find where.
+    let obj: Object<S> = Object::<S>::deserialize(value).or_else(|_| {
+        serde_path_to_error::deserialize(value).map_err(|e| {
+            let path = e.path().to_string();
+            let path = if path == "." { String::new() } else { path };
+            vec![FieldError { path, message: e.into_inner().to_string() }]
+        })
     })?;
     let errors = obj.validate();
     if errors.is_empty() { Ok(obj) } else { Err(errors) }

@@ -44,7 +44,7 @@ impl LabelNeeds {
 }
 
 /// label → value → the keys that carry it, for the state at one revision.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, PartialEq, Eq)]
 pub struct LabelIndex {
     keys: HashMap<String, HashMap<String, BTreeSet<String>>>,
     /// Objects with more labels than one object may have indexed: every narrowed read visits
@@ -67,8 +67,9 @@ pub struct Candidates {
     pub exhausted: bool,
 }
 
-/// The labels of a stored object (its JSON), as `(label, value)` pairs. An object that does
-/// not parse, or labels that are not strings, index as nothing: admission never stores them.
+/// The labels of a stored object (its JSON), as `(label, value)` pairs in order (so that two
+/// objects' labels compare equal when they are the same). An object that does not parse, or
+/// labels that are not strings, index as nothing: admission never stores them.
 pub fn labels_of(value: &str) -> Vec<(String, String)> {
     #[derive(Deserialize)]
     struct Object {
@@ -84,7 +85,10 @@ pub fn labels_of(value: &str) -> Vec<(String, String)> {
     else {
         return Vec::new();
     };
-    labels.into_iter().filter_map(|(k, v)| Some((k, v.as_str()?.to_owned()))).collect()
+    let mut labels: Vec<_> =
+        labels.into_iter().filter_map(|(k, v)| Some((k, v.as_str()?.to_owned()))).collect();
+    labels.sort_unstable();
+    labels
 }
 
 impl LabelIndex {

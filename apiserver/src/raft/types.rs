@@ -182,21 +182,27 @@ pub enum Outcome {
 }
 
 impl Request {
-    /// Checks every precondition against `current` (a lookup of a key's value); returns the
-    /// outcome that refuses the request, if any.
-    pub(crate) fn refusal(&self, mut current: impl FnMut(&str) -> Option<Stored>) -> Option<Outcome> {
+    /// Checks every precondition against `current` (a lookup of a key's value). Returns what
+    /// each op's key holds, in op order, for the writer to use (each key is read once); or
+    /// the outcome that refuses the request.
+    pub(crate) fn refusal(
+        &self,
+        mut current: impl FnMut(&str) -> Option<Stored>,
+    ) -> Result<Vec<Option<Stored>>, Outcome> {
         let mut seen = std::collections::BTreeSet::new();
         for op in &self.ops {
             if !seen.insert(op.key()) {
-                return Some(Outcome::DuplicateKey { key: op.key().to_owned() });
+                return Err(Outcome::DuplicateKey { key: op.key().to_owned() });
             }
         }
+        let mut held = Vec::with_capacity(self.ops.len());
         for (i, op) in self.ops.iter().enumerate() {
             let cur = current(op.key());
             if !op.expect().holds(cur.as_ref()) {
-                return Some(Outcome::PreconditionFailed { op: i, current: cur });
+                return Err(Outcome::PreconditionFailed { op: i, current: cur });
             }
+            held.push(cur);
         }
-        None
+        Ok(held)
     }
 }

@@ -198,12 +198,10 @@ impl Store for MemStore {
             m.revision += 1;
             let revision = m.revision;
             let outcome = match request.refusal(|k| m.objects.get(k).cloned()) {
-                Some(refused) => refused,
-                None => {
-                    let mut prev = Vec::new();
+                Err(refused) => refused,
+                Ok(held) => {
                     let mut changes = Vec::new();
-                    for op in &request.ops {
-                        let old = m.objects.get(op.key()).cloned();
+                    for (op, old) in request.ops.iter().zip(&held) {
                         let new = match op {
                             crate::raft::Op::Put { key, value, .. } => {
                                 let create_revision = old.as_ref().map_or(revision, |o| o.create_revision);
@@ -216,18 +214,14 @@ impl Store for MemStore {
                                 m.objects.remove(key);
                                 None
                             }
-                            crate::raft::Op::Check { .. } => {
-                                prev.push(old);
-                                continue;
-                            }
+                            crate::raft::Op::Check { .. } => continue,
                         };
                         if old.is_some() || new.is_some() {
                             changes.push(Change::new(op.key().to_owned(), old.clone(), new));
                         }
-                        prev.push(old);
                     }
                     m.history.insert(revision, changes);
-                    Outcome::Applied { prev }
+                    Outcome::Applied { prev: held }
                 }
             };
             Response { revision, outcome, batch: Vec::new() }
