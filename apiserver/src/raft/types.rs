@@ -185,7 +185,7 @@ impl Request {
     /// Checks every precondition against `current` (a lookup of a key's value). Returns what
     /// each op's key holds, in op order, for the writer to use (each key is read once); or
     /// the outcome that refuses the request.
-    pub(crate) fn refusal(
+    pub(crate) fn check(
         &self,
         mut current: impl FnMut(&str) -> Option<Stored>,
     ) -> Result<Vec<Option<Stored>>, Outcome> {

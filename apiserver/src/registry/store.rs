@@ -197,7 +197,7 @@ impl Store for MemStore {
             // Every entry takes a revision, applied or not, as every Raft entry takes an index.
             m.revision += 1;
             let revision = m.revision;
-            let outcome = match request.refusal(|k| m.objects.get(k).cloned()) {
+            let outcome = match request.check(|k| m.objects.get(k).cloned()) {
                 Err(refused) => refused,
                 Ok(held) => {
                     let mut changes = Vec::new();
