@@ -5,10 +5,10 @@
 //! It is a local, in-memory index of the current state, rebuilt from the stored objects when
 //! a member opens its state machine or installs a snapshot, and brought to the revision of
 //! every apply after its commit (the keys whose labels the apply changed), tagged with the
-//! revision it describes (a read at another revision does not use it). It only narrows: the registry still checks every selector on every object it
-//! returns, so an index that named too many keys would cost time, never correctness; one
-//! that named too few would hide objects, and the tests of the stores compare lists by label
-//! with and without it.
+//! revision it describes (a read at another revision does not use it). It only narrows: the
+//! registry still checks every selector on every object it returns, so an index that named
+//! too many keys would cost time, never correctness; one that named too few would hide
+//! objects, and the tests of the stores compare lists by label with and without it.
 
 use std::collections::{BTreeSet, HashMap};
 

@@ -1355,8 +1355,10 @@ mod label_scan_tests {
         assert_eq!(red(&sm), ["/k/a", "/k/b"], "the window does not reach back: every key is read");
     }
 
-    /// Updates that keep the labels (written in another order), change them, drop them or
-    /// delete the object leave the index kept up by applies equal to one built from the state.
+    /// Updates that keep the labels (written in another order), change them, drop them, go
+    /// over or come back under the indexed bound, carry a label that is not a string or are
+    /// not JSON, and deletes, leave the index kept up by applies equal to one built from the
+    /// state.
     #[test]
     fn the_index_kept_by_applies_is_the_index_built_from_the_state() {
         let dir = tempfile::tempdir().unwrap();
