@@ -30,7 +30,7 @@ fn log_fsyncs() -> u64 {
 /// Caught by the store benchmark: every write was two fsync'd commits of the log, its entry
 /// and then the committed log id, both in the Raft core's one serial section.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_write_costs_one_fsync_of_the_log_and_survives_restarts_with_the_committed_id_unsynced() {
+async fn a_write_costs_one_fsync_of_the_log_and_survives_restarts() {
     let _alone = ALONE.lock().await;
     let dir = tempfile::tempdir().unwrap();
     // No snapshot during the test (a snapshot is a durable commit of the state machine, not
@@ -49,8 +49,9 @@ async fn a_write_costs_one_fsync_of_the_log_and_survives_restarts_with_the_commi
     assert!(fsyncs >= writes, "{fsyncs} fsyncs for {writes} acknowledged writes: some entry was not durable");
     assert!(fsyncs <= writes + 2, "{fsyncs} fsyncs for {writes} writes: more than one each");
 
-    // The committed id was last saved without an fsync; restarts (twice, the second right
-    // after the first) find every acknowledged write with its revision, and go on after it.
+    // The committed id was last saved without a commit of its own (it is written with the
+    // next write of the log); restarts (twice, the second right after the first) find every
+    // acknowledged write with its revision, and go on after it.
     node.shutdown().await;
     drop(node);
     for round in 0..2 {
