@@ -8,19 +8,33 @@
 //! the handshake, before it can open a stream, so nothing it sends is read, decoded or queued.
 //! A frame over its limit ([`Limits`]) is refused from its length prefix, unread. The swarm
 //! lives in one task; callers talk to it through bounded channels.
+//!
+//! **Streams kept open.** A call goes on a stream of [`PROTOCOL_STREAMS`] kept from an earlier
+//! call to the same peer when there is one: the same frames, one request and then its reply,
+//! again and again on one stream, so a call costs two frames instead of a stream's opening,
+//! protocol negotiation, timers and close (a third of the members' CPU at one client went
+//! there, BENCHMARKS.md "Change 12"). A stream carries one call at a time, so a large message
+//! never waits behind another, and a stream whose call failed or timed out is dropped, never
+//! reused. A caller closes a stream idle for [`IDLE`] (when it next sweeps, every
+//! `IDLE / 2`), a member one that waited [`STREAM_IDLE`] for a request (a caller that
+//! vanished), so a connection nobody calls on closes within about 2½ minutes, its own
+//! [`IDLE`] included (a minute after the last call before streams were kept). A member of an
+//! older version refuses the protocol; calls to it go as before, one stream each (request-response
+//! on [`PROTOCOL`] or [`PROTOCOL_V2`]).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::StreamExt as _;
 use libp2p::futures::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use libp2p::multiaddr::Protocol;
-use libp2p::request_response::{self, OutboundRequestId, ProtocolSupport, ResponseChannel};
+use libp2p::request_response::{self, Codec as _, OutboundRequestId, ProtocolSupport, ResponseChannel};
+use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{Multiaddr, PeerId, StreamProtocol, allow_block_list, connection_limits};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -38,6 +52,11 @@ const PROTOCOL: &str = "/univrs/raft/3";
 /// is served all the same (reading does not look at the protocol).
 const PROTOCOL_V2: &str = "/univrs/raft/2";
 
+/// The protocol of streams kept open between calls (see the module doc): the frames of
+/// [`PROTOCOL`], one request then its reply, again and again on one stream. Members of the
+/// versions before it refuse it, and are called on [`PROTOCOL`] or [`PROTOCOL_V2`].
+const PROTOCOL_STREAMS: &str = "/univrs/raft/4";
+
 /// Why a `Writes` was not written on a stream of [`PROTOCOL_V2`].
 const NO_WRITES: &str = "the member speaks /univrs/raft/2, without writes sent together";
 
@@ -45,8 +64,9 @@ const NO_WRITES: &str = "the member speaks /univrs/raft/2, without writes sent t
 const COMMAND_QUEUE: usize = 256;
 
 /// Requests waiting to be handled by the member; beyond that, a request is dropped (the peer
-/// sees a failed RPC and retries, as Raft does). Each also holds one of its connection's
-/// [`MAX_STREAMS`], so what waits here is bounded by the connections of members as well.
+/// sees a failed RPC and retries, as Raft does). Each also holds one of the [`MAX_STREAMS`]
+/// of its connection (a stream of its own) or of its peer (a stream kept open), so what waits
+/// here is bounded by the connections of members as well.
 const INBOUND_QUEUE: usize = 256;
 
 /// Calls waiting for their answer. openraft sends one message at a time per member and the
@@ -67,8 +87,32 @@ const MAX_PENDING_INBOUND: u32 = 128;
 /// Connections with one member (two members dialing each other at once make two).
 const MAX_CONNECTIONS_PER_PEER: u32 = 4;
 
-/// How long a connection with no request open is kept.
+/// How long a connection with no request open is kept; and how long a caller keeps a stream
+/// of [`PROTOCOL_STREAMS`] idle for its next call.
 const IDLE: Duration = Duration::from_secs(60);
+
+/// How long a member waits for the next request on a stream of [`PROTOCOL_STREAMS`] before it
+/// closes it (its caller closes it after [`IDLE`]; this only ends streams of a caller that
+/// vanished, so that they do not hold the connection open).
+const STREAM_IDLE: Duration = Duration::from_secs(120);
+
+/// Idle streams of [`PROTOCOL_STREAMS`] kept per peer for the next calls; a stream beyond them
+/// is closed after its call.
+const MAX_IDLE_STREAMS: usize = 32;
+
+/// Calls on streams of [`PROTOCOL_STREAMS`] at once to one peer; more wait for one to end
+/// (within their timeout), as request-response's calls wait beyond [`MAX_STREAMS`]. Below
+/// [`MAX_STREAMS`], the streams kept open a member serves per peer, so that streams of calls
+/// that just ended, not yet closed at the member, leave room for new ones.
+const MAX_CALLS: usize = 64;
+
+/// What a member writes first on a stream of [`PROTOCOL_STREAMS`] it accepted: until the
+/// caller reads it, the stream may still be dropped unread (libp2p-stream drops a stream it
+/// cannot hand over at once), and the call goes on another one.
+const GREETING: u8 = 0x55;
+
+/// New streams a call opens when the member drops them before its greeting.
+const OPEN_TRIES: usize = 3;
 
 /// Why an RPC to a peer failed.
 #[derive(Debug, thiserror::Error)]
@@ -128,21 +172,48 @@ pub struct Inbound {
 
 /// Answers one inbound request.
 #[derive(Debug)]
-pub struct Responder {
-    channel: ResponseChannel<Reply>,
-    commands: mpsc::Sender<Command>,
+pub struct Responder(Answer);
+
+/// Where an answer goes: to the swarm, for a request of its own stream, or to the task of the
+/// stream kept open that the request came on.
+#[derive(Debug)]
+enum Answer {
+    Swarm { channel: ResponseChannel<Reply>, commands: mpsc::Sender<Command> },
+    Stream(oneshot::Sender<Reply>),
 }
 
 impl Responder {
     /// Sends the answer.
     pub async fn respond(self, reply: Reply) {
-        let _ = self.commands.send(Command::Respond { channel: self.channel, reply }).await;
+        match self.0 {
+            Answer::Swarm { channel, commands } => {
+                let _ = commands.send(Command::Respond { channel, reply }).await;
+            }
+            Answer::Stream(answer) => {
+                let _ = answer.send(reply);
+            }
+        }
     }
 }
 
 enum Command {
-    Send { peer: PeerId, addr: Multiaddr, rpc: Rpc, reply: oneshot::Sender<Result<Reply, TransportError>> },
-    Respond { channel: ResponseChannel<Reply>, reply: Reply },
+    Send {
+        peer: PeerId,
+        addr: Multiaddr,
+        rpc: Rpc,
+        reply: oneshot::Sender<Result<Reply, TransportError>>,
+    },
+    Respond {
+        channel: ResponseChannel<Reply>,
+        reply: Reply,
+    },
+    /// Before a stream is opened: check that `peer` may be called, dial it at `addr` unless
+    /// connected, and answer once connected.
+    Connect {
+        peer: PeerId,
+        addr: Multiaddr,
+        reply: oneshot::Sender<Result<(), TransportError>>,
+    },
 }
 
 /// The largest frames a transport reads (and writes): requests and replies.
@@ -173,15 +244,116 @@ pub struct Transport {
     allowed: Arc<watch::Sender<BTreeSet<PeerId>>>,
     /// Peers whose traffic is dropped both ways: fault injection for partition tests.
     blocked: Arc<Mutex<BTreeSet<PeerId>>>,
+    /// The frames this transport writes and reads.
+    limits: Limits,
+    /// Streams kept open between calls; `None` for a transport playing a member of the version
+    /// before them.
+    streams: Option<Streams>,
     task: Arc<AbortOnDrop>,
 }
 
+/// The swarm's task and the task accepting streams of [`PROTOCOL_STREAMS`].
 #[derive(Debug)]
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
+struct AbortOnDrop(Vec<tokio::task::JoinHandle<()>>);
+
+impl AbortOnDrop {
+    fn abort(&self) {
+        for task in &self.0 {
+            task.abort();
+        }
+    }
+}
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
-        self.0.abort();
+        self.abort();
+    }
+}
+
+/// The caller's side of streams kept open: opens them, and keeps them between calls.
+#[derive(Clone)]
+struct Streams {
+    control: libp2p_stream::Control,
+    links: Arc<Mutex<Links>>,
+}
+
+impl std::fmt::Debug for Streams {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Streams").finish_non_exhaustive()
+    }
+}
+
+/// Streams between calls, and who does not speak [`PROTOCOL_STREAMS`].
+#[derive(Default)]
+struct Links {
+    /// Idle streams by peer, each with when its last call ended, the latest last.
+    idle: HashMap<PeerId, Vec<(libp2p::Stream, Instant)>>,
+    /// Peers that refused [`PROTOCOL_STREAMS`] (members of an older version), until their
+    /// connections close (they may come back upgraded).
+    older: HashSet<PeerId>,
+    /// The [`MAX_CALLS`] calls each peer may have at once.
+    calls: HashMap<PeerId, Arc<tokio::sync::Semaphore>>,
+}
+
+impl Links {
+    fn lock(links: &Mutex<Links>) -> std::sync::MutexGuard<'_, Links> {
+        links.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The stream `peer`'s latest call ended on, if it has been idle less than [`IDLE`].
+    fn take(&mut self, peer: &PeerId) -> Option<libp2p::Stream> {
+        let idle = self.idle.get_mut(peer)?;
+        let (stream, since) = idle.pop()?;
+        if since.elapsed() < IDLE {
+            return Some(stream);
+        }
+        idle.clear(); // the others are older still
+        None
+    }
+
+    /// Keeps `stream`, whose call just ended, for the next call to `peer`.
+    fn keep(&mut self, peer: PeerId, stream: libp2p::Stream) {
+        let idle = self.idle.entry(peer).or_default();
+        if idle.len() < MAX_IDLE_STREAMS {
+            idle.push((stream, Instant::now()));
+        }
+    }
+
+    /// Closes the streams idle for [`IDLE`] or longer; forgets the limits of calls of peers
+    /// with no call under way.
+    fn sweep(&mut self) {
+        for idle in self.idle.values_mut() {
+            idle.retain(|(_, since)| since.elapsed() < IDLE);
+        }
+        self.idle.retain(|_, idle| !idle.is_empty());
+        self.calls.retain(|_, calls| Arc::strong_count(calls) > 1);
+    }
+
+    /// Forgets `peer`'s streams and version: its last connection closed.
+    fn forget(&mut self, peer: &PeerId) {
+        self.idle.remove(peer);
+        self.older.remove(peer);
+        self.calls.remove(peer);
+    }
+
+    /// The calls `peer` may have at once.
+    fn calls(&mut self, peer: PeerId) -> Arc<tokio::sync::Semaphore> {
+        self.calls.entry(peer).or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(MAX_CALLS))).clone()
+    }
+}
+
+/// Why a call did not go on a stream kept open.
+enum OnStream {
+    /// The peer speaks an older protocol, or greeted none of the streams opened: the call goes
+    /// on a stream of its own.
+    OwnStream(Rpc),
+    /// The call failed.
+    Failed(TransportError),
+}
+
+impl From<TransportError> for OnStream {
+    fn from(e: TransportError) -> Self {
+        Self::Failed(e)
     }
 }
 
@@ -234,6 +406,7 @@ struct Behaviour {
     allowed: allow_block_list::Behaviour<allow_block_list::AllowedPeers>,
     limits: connection_limits::Behaviour,
     rpc: request_response::Behaviour<FrameCodec>,
+    streams: libp2p_stream::Behaviour,
 }
 
 impl Transport {
@@ -254,24 +427,27 @@ impl Transport {
         listen: SocketAddr,
         limits: Limits,
     ) -> Result<(Self, mpsc::Receiver<Inbound>), TransportError> {
-        Self::start_speaking(key, listen, limits, &[PROTOCOL, PROTOCOL_V2]).await
+        Self::start_speaking(key, listen, limits, &[PROTOCOL, PROTOCOL_V2], true).await
     }
 
     /// [`Self::start`] as a member of the version before [`Rpc::Writes`] (tests play such a
-    /// member with it): speaking only `/univrs/raft/2`.
+    /// member with it): speaking only `/univrs/raft/2`, one stream per call.
     #[doc(hidden)]
     pub async fn start_as_older(
         key: &ed25519_dalek::SigningKey,
         listen: SocketAddr,
     ) -> Result<(Self, mpsc::Receiver<Inbound>), TransportError> {
-        Self::start_speaking(key, listen, Limits::default(), &[PROTOCOL_V2]).await
+        Self::start_speaking(key, listen, Limits::default(), &[PROTOCOL_V2], false).await
     }
 
+    /// A transport speaking `protocols` one stream per call, and [`PROTOCOL_STREAMS`] too if
+    /// `keep_streams`.
     async fn start_speaking(
         key: &ed25519_dalek::SigningKey,
         listen: SocketAddr,
-        limits: Limits,
+        frame_limits: Limits,
         protocols: &[&'static str],
+        keep_streams: bool,
     ) -> Result<(Self, mpsc::Receiver<Inbound>), TransportError> {
         let listen_err = |reason: String| TransportError::Listen { addr: listen, reason };
         // A request's own deadline is set by its caller; this one only bounds a forgotten one.
@@ -280,7 +456,7 @@ impl Transport {
             .with_max_concurrent_streams(MAX_STREAMS);
         // The newest first: a stream uses the first both ends know.
         let rpc = request_response::Behaviour::with_codec(
-            FrameCodec::new(limits),
+            FrameCodec::new(frame_limits),
             protocols.iter().map(|p| (StreamProtocol::new(p), ProtocolSupport::Full)),
             config,
         );
@@ -291,6 +467,7 @@ impl Transport {
             allowed: allow_block_list::Behaviour::default(),
             limits: connection_limits::Behaviour::new(limits),
             rpc,
+            streams: libp2p_stream::Behaviour::new(),
         };
         let mut swarm = libp2p::SwarmBuilder::with_existing_identity(keypair(key))
             .with_tokio()
@@ -325,8 +502,22 @@ impl Transport {
         let (inbound_tx, inbound_rx) = mpsc::channel(INBOUND_QUEUE);
         let (allowed, allowed_rx) = watch::channel(BTreeSet::new());
         let blocked = Arc::new(Mutex::new(BTreeSet::new()));
-        let task =
-            tokio::spawn(run(swarm, command_rx, commands.clone(), inbound_tx, allowed_rx, blocked.clone()));
+        let mut tasks = Vec::new();
+        let streams = if keep_streams {
+            let mut control = swarm.behaviour().streams.new_control();
+            let incoming = control
+                .accept(StreamProtocol::new(PROTOCOL_STREAMS))
+                .expect("a new swarm has no protocol registered");
+            let accepting = accept_streams(incoming, inbound_tx.clone(), blocked.clone(), frame_limits);
+            tasks.push(tokio::spawn(accepting));
+            Some(Streams { control, links: Arc::default() })
+        } else {
+            None
+        };
+        let links = streams.as_ref().map(|s| s.links.clone());
+        let swarm_task =
+            run(swarm, command_rx, commands.clone(), inbound_tx, allowed_rx, blocked.clone(), links);
+        tasks.push(tokio::spawn(swarm_task));
         let listen = SocketAddr::new(listen.ip(), port);
         let transport = Self {
             commands,
@@ -334,7 +525,9 @@ impl Transport {
             listen,
             allowed: Arc::new(allowed),
             blocked,
-            task: Arc::new(AbortOnDrop(task)),
+            limits: frame_limits,
+            streams,
+            task: Arc::new(AbortOnDrop(tasks)),
         };
         Ok((transport, inbound_rx))
     }
@@ -360,7 +553,8 @@ impl Transport {
         });
     }
 
-    /// Sends `rpc` to `peer` at `addr` and waits up to `timeout` for its reply.
+    /// Sends `rpc` to `peer` at `addr` and waits up to `timeout` for its reply: on a stream
+    /// kept open (see the module doc), or on one of its own to a member of an older version.
     pub async fn call(
         &self,
         peer: PeerId,
@@ -369,21 +563,136 @@ impl Transport {
         timeout: Duration,
     ) -> Result<Reply, TransportError> {
         let addr = multiaddr(addr)?;
+        let deadline = tokio::time::Instant::now() + timeout;
+        let rpc = match &self.streams {
+            Some(streams) if !Links::lock(&streams.links).older.contains(&peer) => {
+                match tokio::time::timeout_at(deadline, self.call_on_stream(streams, peer, &addr, rpc)).await
+                {
+                    Err(_) => return Err(TransportError::Timeout(peer)),
+                    Ok(Ok(reply)) => return Ok(reply),
+                    Ok(Err(OnStream::Failed(e))) => return Err(e),
+                    Ok(Err(OnStream::OwnStream(rpc))) => rpc,
+                }
+            }
+            _ => rpc,
+        };
         let (reply, rx) = oneshot::channel();
         self.commands
             .send(Command::Send { peer, addr, rpc, reply })
             .await
             .map_err(|_| TransportError::Stopped)?;
-        match tokio::time::timeout(timeout, rx).await {
+        match tokio::time::timeout_at(deadline, rx).await {
             Err(_) => Err(TransportError::Timeout(peer)),
             Ok(Err(_)) => Err(TransportError::Stopped),
             Ok(Ok(r)) => r,
         }
     }
 
+    /// [`Self::call`] on a stream of [`PROTOCOL_STREAMS`]: one kept from an earlier call, or a
+    /// new one. Dropping the future (the caller's timeout) drops the stream with it, so a reply
+    /// that comes late is never read as another call's.
+    async fn call_on_stream(
+        &self,
+        streams: &Streams,
+        peer: PeerId,
+        addr: &Multiaddr,
+        rpc: Rpc,
+    ) -> Result<Reply, OnStream> {
+        let protocol = StreamProtocol::new(PROTOCOL_STREAMS);
+        let usable = !self.is_blocked(&peer) && self.allowed.borrow().contains(&peer);
+        let calls = Links::lock(&streams.links).calls(peer);
+        let _call = calls.acquire_owned().await.map_err(|_| TransportError::Stopped)?;
+        let kept = if usable { kept_stream(streams, &peer) } else { None };
+        let (mut stream, reused) = match kept {
+            Some(stream) => (stream, true),
+            None => match self.open_stream(streams, peer, addr).await? {
+                Some(stream) => (stream, false),
+                None => return Err(OnStream::OwnStream(rpc)),
+            },
+        };
+        let mut codec = FrameCodec::new(self.limits);
+        let frame = codec
+            .request_frame(&protocol, rpc)
+            .await
+            .map_err(|e| TransportError::Unreachable { peer, reason: e.to_string() })?;
+        if let Err(e) = write_all(&mut stream, &frame).await {
+            if !reused {
+                return Err(stream_failed(peer, &e).into());
+            }
+            // A kept stream whose connection closed while it was idle. A write fails only for a
+            // piece of the frame that was not sent, and a member reads a frame only whole, so
+            // it read none of it: a new stream carries it.
+            stream = self.open_stream(streams, peer, addr).await?.ok_or_else(|| {
+                TransportError::Unreachable { peer, reason: format!("the stream closed under the call: {e}") }
+            })?;
+            write_all(&mut stream, &frame).await.map_err(|e| stream_failed(peer, &e))?;
+        }
+        let reply = codec.read_response(&protocol, &mut stream).await.map_err(|e| stream_failed(peer, &e))?;
+        if self.is_blocked(&peer) {
+            return Err(
+                TransportError::Unreachable { peer, reason: "blocked (fault injection)".into() }.into()
+            );
+        }
+        Links::lock(&streams.links).keep(peer, stream);
+        Ok(reply)
+    }
+
+    /// Opens a stream of [`PROTOCOL_STREAMS`] to `peer` (dialing it at `addr` unless
+    /// connected) and reads the member's [`GREETING`] on it. A stream dropped before its
+    /// greeting carried nothing, so another is opened, up to [`OPEN_TRIES`] in all; `None`
+    /// when none was greeted, or the member speaks an older protocol: the call then goes on a
+    /// stream of its own (request-response), nothing of it sent yet.
+    async fn open_stream(
+        &self,
+        streams: &Streams,
+        peer: PeerId,
+        addr: &Multiaddr,
+    ) -> Result<Option<libp2p::Stream>, TransportError> {
+        for _ in 0..OPEN_TRIES {
+            let Some(mut stream) = self.open_stream_once(streams, peer, addr).await? else {
+                return Ok(None);
+            };
+            if read_greeting(&mut stream).await.is_ok() {
+                return Ok(Some(stream));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Opens a stream of [`PROTOCOL_STREAMS`] to `peer`; `None` if it speaks an older protocol.
+    async fn open_stream_once(
+        &self,
+        streams: &Streams,
+        peer: PeerId,
+        addr: &Multiaddr,
+    ) -> Result<Option<libp2p::Stream>, TransportError> {
+        let (reply, connected) = oneshot::channel();
+        let connect = Command::Connect { peer, addr: addr.clone(), reply };
+        self.commands.send(connect).await.map_err(|_| TransportError::Stopped)?;
+        connected.await.map_err(|_| TransportError::Stopped)??;
+        match streams.control.clone().open_stream(peer, StreamProtocol::new(PROTOCOL_STREAMS)).await {
+            Ok(stream) => Ok(Some(stream)),
+            Err(libp2p_stream::OpenStreamError::UnsupportedProtocol(_)) => {
+                Links::lock(&streams.links).older.insert(peer);
+                Ok(None)
+            }
+            Err(libp2p_stream::OpenStreamError::Io(e)) if e.kind() == io::ErrorKind::TimedOut => {
+                Err(TransportError::Timeout(peer))
+            }
+            // The connection closed under the stream's negotiation, or before it began (then
+            // libp2p-stream dials without an address and says `NotConnected`): a member closes
+            // a connection with a key it does not take right after the handshake.
+            Err(_) => Err(TransportError::Closed(peer)),
+        }
+    }
+
+    fn is_blocked(&self, peer: &PeerId) -> bool {
+        self.blocked.lock().expect("blocked peers lock").contains(peer)
+    }
+
     /// Stops the swarm (every clone of this handle stops working).
     pub fn stop(&self) {
-        self.task.0.abort();
+        self.task.abort();
     }
 
     /// Drops all traffic to and from `peers` from now on (and restores everyone else):
@@ -413,12 +722,24 @@ async fn run(
     inbound: mpsc::Sender<Inbound>,
     mut allowed: watch::Receiver<BTreeSet<PeerId>>,
     blocked: Arc<Mutex<BTreeSet<PeerId>>>,
+    links: Option<Arc<Mutex<Links>>>,
 ) {
     let mut pending: HashMap<OutboundRequestId, oneshot::Sender<Result<Reply, TransportError>>> =
         HashMap::new();
     let is_blocked = |peer: &PeerId| blocked.lock().expect("blocked peers lock").contains(peer);
+    // Callers of Connect waiting for the connection with a peer. libp2p-stream opens a stream
+    // only on a connection it has been told of; asked while one is being established, it
+    // waits for the next one (a race between its two steps, on a runtime of many threads).
+    let mut connecting: HashMap<PeerId, Vec<oneshot::Sender<Result<(), TransportError>>>> = HashMap::new();
+    let mut sweep = tokio::time::interval(IDLE / 2);
+    sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
+            _ = sweep.tick() => {
+                if let Some(links) = &links {
+                    Links::lock(links).sweep();
+                }
+            }
             changed = allowed.changed() => {
                 if changed.is_err() {
                     return; // every handle is gone
@@ -456,14 +777,63 @@ async fn run(
                 Some(Command::Respond { channel, reply }) => {
                     let _ = swarm.behaviour_mut().rpc.send_response(channel, reply);
                 }
+                Some(Command::Connect { peer, addr, reply }) => {
+                    if is_blocked(&peer) {
+                        let _ = reply.send(Err(TransportError::Unreachable { peer, reason: "blocked (fault injection)".into() }));
+                        continue;
+                    }
+                    if allowed.has_changed().unwrap_or(false) {
+                        apply_allowed(&mut swarm, &allowed.borrow_and_update());
+                    }
+                    if !swarm.behaviour().allowed.allowed_peers().contains(&peer) {
+                        let _ = reply.send(Err(TransportError::NotAllowed(peer)));
+                        continue;
+                    }
+                    if swarm.is_connected(&peer) {
+                        let _ = reply.send(Ok(()));
+                        continue;
+                    }
+                    // libp2p-stream dials by PeerId alone, which finds no address: dial here
+                    // with the member's (unless a dial is under way), answer when it ends.
+                    let dial = DialOpts::peer_id(peer)
+                        .addresses(vec![addr])
+                        .condition(PeerCondition::DisconnectedAndNotDialing)
+                        .build();
+                    match swarm.dial(dial) {
+                        Ok(()) | Err(libp2p::swarm::DialError::DialPeerConditionFalse(_)) => {
+                            let waiting = connecting.entry(peer).or_default();
+                            waiting.retain(|w| !w.is_closed()); // callers that gave up
+                            waiting.push(reply);
+                        }
+                        Err(e) => {
+                            let _ = reply.send(Err(TransportError::Unreachable { peer, reason: e.to_string() }));
+                        }
+                    }
+                }
             },
             event = swarm.select_next_some() => match event {
+                SwarmEvent::ConnectionEstablished { peer_id, .. } => {
+                    for waiting in connecting.remove(&peer_id).into_iter().flatten() {
+                        let _ = waiting.send(Ok(()));
+                    }
+                }
+                SwarmEvent::OutgoingConnectionError { peer_id: Some(peer), error, .. } => {
+                    let reason = error.to_string();
+                    for waiting in connecting.remove(&peer).into_iter().flatten() {
+                        let _ = waiting.send(Err(TransportError::Unreachable { peer, reason: reason.clone() }));
+                    }
+                }
+                SwarmEvent::ConnectionClosed { peer_id, num_established: 0, .. } => {
+                    if let Some(links) = &links {
+                        Links::lock(links).forget(&peer_id);
+                    }
+                }
                 SwarmEvent::Behaviour(BehaviourEvent::Rpc(request_response::Event::Message { peer, message, .. })) => match message {
                     request_response::Message::Request { request, channel, .. } => {
                         if is_blocked(&peer) {
                             continue; // dropping the channel fails the peer's request
                         }
-                        let responder = Responder { channel, commands: command_tx.clone() };
+                        let responder = Responder(Answer::Swarm { channel, commands: command_tx.clone() });
                         let req = Inbound { peer, rpc: request, responder };
                         // Full queue: drop it; the peer's RPC fails and Raft retries.
                         let _ = inbound.try_send(req);
@@ -493,6 +863,131 @@ async fn run(
                 }
                 _ => {}
             },
+        }
+    }
+}
+
+/// Accepts streams of [`PROTOCOL_STREAMS`] (only members get a connection to open one), at
+/// most [`MAX_STREAMS`] at once per peer; each is served by a task of its own.
+async fn accept_streams(
+    mut incoming: libp2p_stream::IncomingStreams,
+    inbound: mpsc::Sender<Inbound>,
+    blocked: Arc<Mutex<BTreeSet<PeerId>>>,
+    limits: Limits,
+) {
+    let open: Arc<Mutex<HashMap<PeerId, usize>>> = Arc::default();
+    while let Some((peer, stream)) = incoming.next().await {
+        let Some(slot) = StreamSlot::take(&open, peer) else {
+            continue; // over the peer's streams: dropped, its call fails
+        };
+        tokio::spawn(serve_stream(peer, stream, inbound.clone(), blocked.clone(), limits, slot));
+    }
+}
+
+/// One of a peer's [`MAX_STREAMS`] served streams, given back when dropped.
+struct StreamSlot {
+    open: Arc<Mutex<HashMap<PeerId, usize>>>,
+    peer: PeerId,
+}
+
+impl StreamSlot {
+    fn take(open: &Arc<Mutex<HashMap<PeerId, usize>>>, peer: PeerId) -> Option<Self> {
+        let mut counts = open.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let count = counts.entry(peer).or_default();
+        if *count >= MAX_STREAMS {
+            return None;
+        }
+        *count += 1;
+        Some(Self { open: open.clone(), peer })
+    }
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        let mut counts = self.open.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(count) = counts.get_mut(&self.peer) {
+            *count -= 1;
+            if *count == 0 {
+                counts.remove(&self.peer);
+            }
+        }
+    }
+}
+
+/// Serves one stream of [`PROTOCOL_STREAMS`]: reads a request, hands it to the member, writes
+/// its answer, and again, until the stream ends, fails, or waits [`STREAM_IDLE`] for a
+/// request. A request the member drops (its queue is full, the peer is blocked) or a frame
+/// over the limit ends the stream, which fails that call, as a dropped stream of its own did.
+async fn serve_stream(
+    peer: PeerId,
+    mut stream: libp2p::Stream,
+    inbound: mpsc::Sender<Inbound>,
+    blocked: Arc<Mutex<BTreeSet<PeerId>>>,
+    limits: Limits,
+    _slot: StreamSlot,
+) {
+    let protocol = StreamProtocol::new(PROTOCOL_STREAMS);
+    let mut codec = FrameCodec::new(limits);
+    if write_all(&mut stream, &[GREETING]).await.is_err() {
+        return;
+    }
+    loop {
+        let Ok(Ok(rpc)) = tokio::time::timeout(STREAM_IDLE, codec.read_request(&protocol, &mut stream)).await
+        else {
+            return;
+        };
+        if blocked.lock().expect("blocked peers lock").contains(&peer) {
+            return;
+        }
+        let (answer, answered) = oneshot::channel();
+        let request = Inbound { peer, rpc, responder: Responder(Answer::Stream(answer)) };
+        if inbound.try_send(request).is_err() {
+            return; // full (or the member is gone): the peer's call fails and Raft retries
+        }
+        // Bounded as the wait for a request is: a caller that stops reading (or vanished)
+        // does not hold the stream, its slot and the reply forever.
+        let answered = async {
+            let reply = answered.await.map_err(|_| io::Error::other("not answered"))?;
+            let frame = codec.reply_frame(&protocol, reply).await?;
+            write_all(&mut stream, &frame).await
+        };
+        if !matches!(tokio::time::timeout(STREAM_IDLE, answered).await, Ok(Ok(()))) {
+            return;
+        }
+    }
+}
+
+/// Reads a member's [`GREETING`].
+async fn read_greeting(stream: &mut libp2p::Stream) -> io::Result<()> {
+    let mut greeting = [0u8; 1];
+    stream.read_exact(&mut greeting).await?;
+    if greeting[0] != GREETING {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, "not a greeting of /univrs/raft/4"));
+    }
+    Ok(())
+}
+
+/// Writes `frame` and flushes it.
+async fn write_all(stream: &mut libp2p::Stream, frame: &[u8]) -> io::Result<()> {
+    stream.write_all(frame).await?;
+    stream.flush().await
+}
+
+/// A call that failed on its stream after the stream was open: the member dropped it (its
+/// queue was full, the caller is blocked there, the frame was over a limit), the connection
+/// closed, or the reply could not be read, as request-response said such failures.
+fn stream_failed(peer: PeerId, e: &io::Error) -> TransportError {
+    TransportError::Unreachable { peer, reason: format!("the stream closed before the answer: {e}") }
+}
+
+/// A stream kept from an earlier call to `peer`. Between calls a stream has nothing to read:
+/// one that has (the member closed or reset it, or wrote what no call asked) is dropped.
+fn kept_stream(streams: &Streams, peer: &PeerId) -> Option<libp2p::Stream> {
+    loop {
+        let mut stream = Links::lock(&streams.links).take(peer)?;
+        let mut byte = [0u8; 1];
+        if futures_util::FutureExt::now_or_never(stream.read(&mut byte)).is_none() {
+            return Some(stream);
         }
     }
 }
@@ -543,19 +1038,14 @@ async fn read_length<T: AsyncRead + Unpin + Send>(io: &mut T, limit: u64, what: 
     Ok(len)
 }
 
-/// The start of a frame: room for its length, then its body goes after it ([`write_frame`]).
+/// The start of a frame: room for its length, then its body goes after it ([`seal_frame`]).
 fn frame_buffer() -> Vec<u8> {
     vec![0; 4]
 }
 
-/// Writes `frame` ([`frame_buffer`] with an encoded message after it) as one frame, if its
-/// body is within `limit`: the length and the body in one write, so one Yamux frame.
-async fn write_frame<T: AsyncWrite + Unpin + Send>(
-    io: &mut T,
-    mut frame: Vec<u8>,
-    limit: u64,
-    what: &str,
-) -> io::Result<()> {
+/// Seals `frame` ([`frame_buffer`] with an encoded message after it) by writing its body's
+/// length first, if the body is within `limit`.
+fn seal_frame(mut frame: Vec<u8>, limit: u64, what: &str) -> io::Result<Vec<u8>> {
     let body = frame.len() - 4;
     let len = u32::try_from(body).ok().filter(|l| u64::from(*l) <= limit).ok_or_else(|| {
         io::Error::new(
@@ -564,7 +1054,27 @@ async fn write_frame<T: AsyncWrite + Unpin + Send>(
         )
     })?;
     frame[..4].copy_from_slice(&len.to_be_bytes());
-    io.write_all(&frame).await
+    Ok(frame)
+}
+
+impl FrameCodec {
+    /// `request` as one frame, if it is within the limit and `protocol` can carry it.
+    async fn request_frame(&mut self, protocol: &StreamProtocol, request: Rpc) -> io::Result<Vec<u8>> {
+        // Before a byte of it: the member at the other end could not read it.
+        if protocol.as_ref() == PROTOCOL_V2 && matches!(request, Rpc::Writes(_)) {
+            return Err(io::Error::new(io::ErrorKind::Unsupported, NO_WRITES));
+        }
+        let mut frame = frame_buffer();
+        self.cbor.write_request(protocol, &mut frame, request).await?;
+        seal_frame(frame, self.limits.request, "request")
+    }
+
+    /// `reply` as one frame, if it is within the limit.
+    async fn reply_frame(&mut self, protocol: &StreamProtocol, reply: Reply) -> io::Result<Vec<u8>> {
+        let mut frame = frame_buffer();
+        self.cbor.write_response(protocol, &mut frame, reply).await?;
+        seal_frame(frame, self.limits.reply, "reply")
+    }
 }
 
 impl request_response::Codec for FrameCodec {
@@ -622,13 +1132,9 @@ impl request_response::Codec for FrameCodec {
         Self: 'f,
     {
         Box::pin(async move {
-            // Before a byte of it: the member at the other end could not read it.
-            if protocol.as_ref() == PROTOCOL_V2 && matches!(request, Rpc::Writes(_)) {
-                return Err(io::Error::new(io::ErrorKind::Unsupported, NO_WRITES));
-            }
-            let mut frame = frame_buffer();
-            self.cbor.write_request(protocol, &mut frame, request).await?;
-            write_frame(io, frame, self.limits.request, "request").await
+            // The length and the body in one write, so one Yamux frame.
+            let frame = self.request_frame(protocol, request).await?;
+            io.write_all(&frame).await
         })
     }
 
@@ -646,9 +1152,8 @@ impl request_response::Codec for FrameCodec {
         Self: 'f,
     {
         Box::pin(async move {
-            let mut frame = frame_buffer();
-            self.cbor.write_response(protocol, &mut frame, reply).await?;
-            write_frame(io, frame, self.limits.reply, "reply").await
+            let frame = self.reply_frame(protocol, reply).await?;
+            io.write_all(&frame).await
         })
     }
 }
@@ -761,5 +1266,143 @@ mod tests {
         codec.write_request(&protocol(), &mut wire, write("value")).await.unwrap();
         wire.truncate(wire.len() - 2);
         assert!(codec.read_request(&protocol(), &mut Cursor::new(wire)).await.is_err());
+    }
+
+    /// What [`echo`] was asked, and how often.
+    type Heard = Arc<Mutex<HashMap<String, usize>>>;
+
+    /// Two transports allowing each other, the second's requests answered by [`echo`].
+    async fn pair() -> (Transport, Transport, ed25519_dalek::SigningKey, Heard) {
+        let a_key = ed25519_dalek::SigningKey::generate(&mut rand_core::OsRng);
+        let b_key = ed25519_dalek::SigningKey::generate(&mut rand_core::OsRng);
+        let (a, _a_inbound) = Transport::start(&a_key, "127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let (b, b_inbound) = Transport::start(&b_key, "127.0.0.1:0".parse().unwrap()).await.unwrap();
+        a.allow([b.local_peer_id()]);
+        b.allow([a.local_peer_id()]);
+        let heard = Heard::default();
+        tokio::spawn(echo(b_inbound, heard.clone()));
+        (a, b, b_key, heard)
+    }
+
+    /// Answers each `Promote(s)` with `Forbidden(s)`, a second later if `s` starts with "slow";
+    /// counts in `heard` what it was asked.
+    async fn echo(mut inbound: mpsc::Receiver<Inbound>, heard: Heard) {
+        while let Some(request) = inbound.recv().await {
+            let heard = heard.clone();
+            tokio::spawn(async move {
+                let Rpc::Promote(said) = request.rpc else { panic!("{:?}", request.rpc) };
+                *heard.lock().unwrap().entry(said.clone()).or_default() += 1;
+                if said.starts_with("slow") {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                request.responder.respond(Reply::Forbidden(said)).await;
+            });
+        }
+    }
+
+    async fn say(
+        from: &Transport,
+        to: &Transport,
+        what: &str,
+        timeout: Duration,
+    ) -> Result<String, TransportError> {
+        let to_addr = to.listen_addr().to_string();
+        match from.call(to.local_peer_id(), &to_addr, Rpc::Promote(what.into()), timeout).await? {
+            Reply::Forbidden(said) => Ok(said),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn idle_streams(transport: &Transport, peer: &PeerId) -> usize {
+        let links = Links::lock(&transport.streams.as_ref().expect("keeps streams").links);
+        links.idle.get(peer).map_or(0, Vec::len)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn calls_go_on_streams_kept_open_and_each_gets_its_own_reply() {
+        let (a, b, _, heard) = pair().await;
+        let wait = Duration::from_secs(10);
+        // One call after another: all on one stream, kept between them.
+        for i in 0..50 {
+            assert_eq!(say(&a, &b, &format!("one {i}"), wait).await.unwrap(), format!("one {i}"));
+            assert_eq!(idle_streams(&a, &b.local_peer_id()), 1, "call {i}");
+        }
+        // Calls at once: a stream each (one of them the kept one), all kept afterwards.
+        let words: Vec<String> = (0..8).map(|i| format!("together {i}")).collect();
+        let said = futures_util::future::join_all(words.iter().map(|w| say(&a, &b, w, wait))).await;
+        for (i, said) in said.into_iter().enumerate() {
+            assert_eq!(said.unwrap(), format!("together {i}"));
+        }
+        let kept = idle_streams(&a, &b.local_peer_id());
+        assert!((1..=8).contains(&kept), "{kept} streams kept");
+
+        // A call that times out takes its stream with it: the reply that comes late is never
+        // read as another call's.
+        let late = say(&a, &b, "slow", Duration::from_millis(200)).await;
+        assert!(matches!(late, Err(TransportError::Timeout(_))), "{late:?}");
+        for i in 0..kept + 2 {
+            assert_eq!(say(&a, &b, &format!("after {i}"), wait).await.unwrap(), format!("after {i}"));
+        }
+        tokio::time::sleep(Duration::from_millis(1200)).await; // the late reply was answered
+        for i in 0..kept + 2 {
+            assert_eq!(say(&a, &b, &format!("last {i}"), wait).await.unwrap(), format!("last {i}"));
+        }
+        assert!(idle_streams(&a, &b.local_peer_id()) <= kept, "the timed-out stream was not kept");
+        // Each call reached the member exactly once.
+        let heard = heard.lock().unwrap();
+        assert_eq!(heard.len(), 50 + 8 + 1 + 2 * (kept + 2), "{heard:?}");
+        assert!(heard.values().all(|n| *n == 1), "{heard:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_member_restarted_at_the_same_address_is_called_again_on_a_new_stream() {
+        let (a, b, b_key, heard) = pair().await;
+        let wait = Duration::from_secs(10);
+        assert_eq!(say(&a, &b, "before", wait).await.unwrap(), "before");
+        assert_eq!(idle_streams(&a, &b.local_peer_id()), 1);
+        let addr = b.listen_addr();
+        b.stop();
+        drop(b);
+        // The same key at the same address once the port is free again.
+        let mut restarted = None;
+        for _ in 0..100 {
+            if let Ok(started) = Transport::start(&b_key, addr).await {
+                restarted = Some(started);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let (b, b_inbound) = restarted.expect("the port is free again");
+        b.allow([a.local_peer_id()]);
+        tokio::spawn(echo(b_inbound, heard.clone()));
+        tokio::time::sleep(Duration::from_millis(300)).await; // the old connection is gone
+        assert_eq!(say(&a, &b, "after", wait).await.unwrap(), "after");
+        assert_eq!(idle_streams(&a, &b.local_peer_id()), 1);
+        assert_eq!(heard.lock().unwrap().get("after"), Some(&1), "heard once");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_member_of_an_older_version_is_called_one_stream_per_call() {
+        let a_key = ed25519_dalek::SigningKey::generate(&mut rand_core::OsRng);
+        let old_key = ed25519_dalek::SigningKey::generate(&mut rand_core::OsRng);
+        let (a, a_inbound) = Transport::start(&a_key, "127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let (old, old_inbound) =
+            Transport::start_as_older(&old_key, "127.0.0.1:0".parse().unwrap()).await.unwrap();
+        a.allow([old.local_peer_id()]);
+        old.allow([a.local_peer_id()]);
+        tokio::spawn(echo(a_inbound, Heard::default()));
+        tokio::spawn(echo(old_inbound, Heard::default()));
+        for i in 0..3 {
+            let said = say(&a, &old, &format!("to old {i}"), Duration::from_secs(10)).await;
+            let said = said.unwrap_or_else(|e| panic!("call {i}: {e}"));
+            assert_eq!(said, format!("to old {i}"));
+        }
+        {
+            let links = Links::lock(&a.streams.as_ref().unwrap().links);
+            assert!(links.older.contains(&old.local_peer_id()), "known to speak an older protocol");
+            assert!(links.idle.is_empty(), "no stream kept");
+        }
+        // And it calls this version's member, which serves its protocol.
+        assert_eq!(say(&old, &a, "to new", Duration::from_secs(10)).await.unwrap(), "to new");
     }
 }
