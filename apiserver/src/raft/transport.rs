@@ -1405,4 +1405,34 @@ mod tests {
         // And it calls this version's member, which serves its protocol.
         assert_eq!(say(&old, &a, "to new", Duration::from_secs(10)).await.unwrap(), "to new");
     }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_blocked_peer_is_cut_off_both_ways_on_streams_kept_open_and_served_again_after() {
+        let (a, b, _, heard) = pair().await;
+        let (a_id, b_id) = (a.local_peer_id(), b.local_peer_id());
+        let wait = Duration::from_secs(10);
+        assert_eq!(say(&a, &b, "before", wait).await.unwrap(), "before");
+        assert_eq!(idle_streams(&a, &b_id), 1);
+        // The caller blocks the member: its call fails at once, unsent.
+        a.block([b_id]);
+        let blocked = say(&a, &b, "blocked here", wait).await;
+        assert!(
+            matches!(&blocked, Err(TransportError::Unreachable { reason, .. }) if reason.contains("blocked")),
+            "{blocked:?}"
+        );
+        a.block([]);
+        // The member blocks the caller: the request on the kept stream is dropped unread by
+        // the member, and the call fails rather than waiting for its timeout.
+        b.block([a_id]);
+        let started = Instant::now();
+        let dropped = say(&a, &b, "blocked there", wait).await;
+        assert!(dropped.is_err() && !matches!(dropped, Err(TransportError::Timeout(_))), "{dropped:?}");
+        assert!(started.elapsed() < wait / 2, "failed at once, not at the timeout");
+        b.block([]);
+        // Unblocked: served again, on a new stream (the failed one was not kept).
+        assert_eq!(say(&a, &b, "after", wait).await.unwrap(), "after");
+        let heard = heard.lock().unwrap();
+        assert!(!heard.contains_key("blocked here") && !heard.contains_key("blocked there"), "{heard:?}");
+        assert_eq!((heard.get("before"), heard.get("after")), (Some(&1), Some(&1)), "{heard:?}");
+    }
 }
