@@ -108,11 +108,9 @@ const MAX_CALLS: usize = 64;
 
 /// What a member writes first on a stream of [`PROTOCOL_STREAMS`] it accepted: until the
 /// caller reads it, the stream may still be dropped unread (libp2p-stream drops a stream it
-/// cannot hand over at once), and the call goes on another one.
+/// cannot hand over at once; a member drops one over its [`MAX_STREAMS`] for the peer), and
+/// the call goes on a stream of its own instead (request-response), nothing of it sent.
 const GREETING: u8 = 0x55;
-
-/// New streams a call opens when the member drops them before its greeting.
-const OPEN_TRIES: usize = 3;
 
 /// Why an RPC to a peer failed.
 #[derive(Debug, thiserror::Error)]
@@ -249,6 +247,8 @@ pub struct Transport {
     /// Streams kept open between calls; `None` for a transport playing a member of the version
     /// before them.
     streams: Option<Streams>,
+    /// The streams kept open this member serves, by peer.
+    served: Served,
     task: Arc<AbortOnDrop>,
 }
 
@@ -329,11 +329,12 @@ impl Links {
         self.calls.retain(|_, calls| Arc::strong_count(calls) > 1);
     }
 
-    /// Forgets `peer`'s streams and version: its last connection closed.
+    /// Forgets `peer`'s streams and version: its last connection closed. Its limit of calls
+    /// stays while calls hold it (a new one would let twice as many run), [`Self::sweep`]
+    /// forgets it once none does.
     fn forget(&mut self, peer: &PeerId) {
         self.idle.remove(peer);
         self.older.remove(peer);
-        self.calls.remove(peer);
     }
 
     /// The calls `peer` may have at once.
@@ -503,12 +504,14 @@ impl Transport {
         let (allowed, allowed_rx) = watch::channel(BTreeSet::new());
         let blocked = Arc::new(Mutex::new(BTreeSet::new()));
         let mut tasks = Vec::new();
+        let served = Served::default();
         let streams = if keep_streams {
             let mut control = swarm.behaviour().streams.new_control();
             let incoming = control
                 .accept(StreamProtocol::new(PROTOCOL_STREAMS))
                 .expect("a new swarm has no protocol registered");
-            let accepting = accept_streams(incoming, inbound_tx.clone(), blocked.clone(), frame_limits);
+            let accepting =
+                accept_streams(incoming, inbound_tx.clone(), blocked.clone(), frame_limits, served.clone());
             tasks.push(tokio::spawn(accepting));
             Some(Streams { control, links: Arc::default() })
         } else {
@@ -527,6 +530,7 @@ impl Transport {
             blocked,
             limits: frame_limits,
             streams,
+            served,
             task: Arc::new(AbortOnDrop(tasks)),
         };
         Ok((transport, inbound_rx))
@@ -599,6 +603,12 @@ impl Transport {
         rpc: Rpc,
     ) -> Result<Reply, OnStream> {
         let protocol = StreamProtocol::new(PROTOCOL_STREAMS);
+        let mut codec = FrameCodec::new(self.limits);
+        // First, so that a request over the limit is refused as such, before any stream.
+        let frame = codec
+            .request_frame(&protocol, rpc)
+            .await
+            .map_err(|e| TransportError::Unreachable { peer, reason: e.to_string() })?;
         let usable = !self.is_blocked(&peer) && self.allowed.borrow().contains(&peer);
         let calls = Links::lock(&streams.links).calls(peer);
         let _call = calls.acquire_owned().await.map_err(|_| TransportError::Stopped)?;
@@ -607,24 +617,20 @@ impl Transport {
             Some(stream) => (stream, true),
             None => match self.open_stream(streams, peer, addr).await? {
                 Some(stream) => (stream, false),
-                None => return Err(OnStream::OwnStream(rpc)),
+                None => return Err(own_stream(&mut codec, peer, &frame).await),
             },
         };
-        let mut codec = FrameCodec::new(self.limits);
-        let frame = codec
-            .request_frame(&protocol, rpc)
-            .await
-            .map_err(|e| TransportError::Unreachable { peer, reason: e.to_string() })?;
         if let Err(e) = write_all(&mut stream, &frame).await {
             if !reused {
                 return Err(stream_failed(peer, &e).into());
             }
             // A kept stream whose connection closed while it was idle. A write fails only for a
             // piece of the frame that was not sent, and a member reads a frame only whole, so
-            // it read none of it: a new stream carries it.
-            stream = self.open_stream(streams, peer, addr).await?.ok_or_else(|| {
-                TransportError::Unreachable { peer, reason: format!("the stream closed under the call: {e}") }
-            })?;
+            // it read none of it: another stream carries it.
+            stream = match self.open_stream(streams, peer, addr).await? {
+                Some(stream) => stream,
+                None => return Err(own_stream(&mut codec, peer, &frame).await),
+            };
             write_all(&mut stream, &frame).await.map_err(|e| stream_failed(peer, &e))?;
         }
         let reply = codec.read_response(&protocol, &mut stream).await.map_err(|e| stream_failed(peer, &e))?;
@@ -638,25 +644,19 @@ impl Transport {
     }
 
     /// Opens a stream of [`PROTOCOL_STREAMS`] to `peer` (dialing it at `addr` unless
-    /// connected) and reads the member's [`GREETING`] on it. A stream dropped before its
-    /// greeting carried nothing, so another is opened, up to [`OPEN_TRIES`] in all; `None`
-    /// when none was greeted, or the member speaks an older protocol: the call then goes on a
-    /// stream of its own (request-response), nothing of it sent yet.
+    /// connected) and reads the member's [`GREETING`] on it. `None` when the member speaks an
+    /// older protocol or dropped the stream before its greeting (which carried nothing): the
+    /// call then goes on a stream of its own (request-response), nothing of it sent yet.
     async fn open_stream(
         &self,
         streams: &Streams,
         peer: PeerId,
         addr: &Multiaddr,
     ) -> Result<Option<libp2p::Stream>, TransportError> {
-        for _ in 0..OPEN_TRIES {
-            let Some(mut stream) = self.open_stream_once(streams, peer, addr).await? else {
-                return Ok(None);
-            };
-            if read_greeting(&mut stream).await.is_ok() {
-                return Ok(Some(stream));
-            }
-        }
-        Ok(None)
+        let Some(mut stream) = self.open_stream_once(streams, peer, addr).await? else {
+            return Ok(None);
+        };
+        Ok(read_greeting(&mut stream).await.is_ok().then_some(stream))
     }
 
     /// Opens a stream of [`PROTOCOL_STREAMS`] to `peer`; `None` if it speaks an older protocol.
@@ -684,6 +684,11 @@ impl Transport {
             // a connection with a key it does not take right after the handshake.
             Err(_) => Err(TransportError::Closed(peer)),
         }
+    }
+
+    /// How many streams kept open this member serves for `peer` now (at most [`MAX_STREAMS`]).
+    pub fn served_streams(&self, peer: &PeerId) -> usize {
+        self.served.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(peer).copied().unwrap_or(0)
     }
 
     fn is_blocked(&self, peer: &PeerId) -> bool {
@@ -874,8 +879,8 @@ async fn accept_streams(
     inbound: mpsc::Sender<Inbound>,
     blocked: Arc<Mutex<BTreeSet<PeerId>>>,
     limits: Limits,
+    open: Served,
 ) {
-    let open: Arc<Mutex<HashMap<PeerId, usize>>> = Arc::default();
     while let Some((peer, stream)) = incoming.next().await {
         let Some(slot) = StreamSlot::take(&open, peer) else {
             continue; // over the peer's streams: dropped, its call fails
@@ -883,6 +888,9 @@ async fn accept_streams(
         tokio::spawn(serve_stream(peer, stream, inbound.clone(), blocked.clone(), limits, slot));
     }
 }
+
+/// The streams of [`PROTOCOL_STREAMS`] a member serves, by peer.
+type Served = Arc<Mutex<HashMap<PeerId, usize>>>;
 
 /// One of a peer's [`MAX_STREAMS`] served streams, given back when dropped.
 struct StreamSlot {
@@ -945,9 +953,15 @@ async fn serve_stream(
             return; // full (or the member is gone): the peer's call fails and Raft retries
         }
         // Bounded as the wait for a request is: a caller that stops reading (or vanished)
-        // does not hold the stream, its slot and the reply forever.
+        // does not hold the stream, its slot and the reply forever; and one that gave up the
+        // call (its stream reset or closed, or it sent what no protocol step expects) frees
+        // them at once.
         let answered = async {
-            let reply = answered.await.map_err(|_| io::Error::other("not answered"))?;
+            let mut probe = [0u8; 1];
+            let reply = tokio::select! {
+                reply = answered => reply.map_err(|_| io::Error::other("not answered"))?,
+                _ = stream.read(&mut probe) => return Err(io::Error::other("the caller gave up")),
+            };
             let frame = codec.reply_frame(&protocol, reply).await?;
             write_all(&mut stream, &frame).await
         };
@@ -978,6 +992,15 @@ async fn write_all(stream: &mut libp2p::Stream, frame: &[u8]) -> io::Result<()> 
 /// closed, or the reply could not be read, as request-response said such failures.
 fn stream_failed(peer: PeerId, e: &io::Error) -> TransportError {
     TransportError::Unreachable { peer, reason: format!("the stream closed before the answer: {e}") }
+}
+
+/// The call of `frame` (not sent) to go on a stream of its own: its request read back.
+async fn own_stream(codec: &mut FrameCodec, peer: PeerId, frame: &[u8]) -> OnStream {
+    let protocol = StreamProtocol::new(PROTOCOL_STREAMS);
+    match codec.read_request(&protocol, &mut libp2p::futures::io::Cursor::new(frame)).await {
+        Ok(rpc) => OnStream::OwnStream(rpc),
+        Err(e) => OnStream::Failed(TransportError::Unreachable { peer, reason: e.to_string() }),
+    }
 }
 
 /// A stream kept from an earlier call to `peer`. Between calls a stream has nothing to read:
@@ -1313,6 +1336,10 @@ mod tests {
         }
     }
 
+    fn served_streams(transport: &Transport, peer: &PeerId) -> usize {
+        transport.served_streams(peer)
+    }
+
     fn idle_streams(transport: &Transport, peer: &PeerId) -> usize {
         let links = Links::lock(&transport.streams.as_ref().expect("keeps streams").links);
         links.idle.get(peer).map_or(0, Vec::len)
@@ -1322,10 +1349,12 @@ mod tests {
     async fn calls_go_on_streams_kept_open_and_each_gets_its_own_reply() {
         let (a, b, _, heard) = pair().await;
         let wait = Duration::from_secs(10);
-        // One call after another: all on one stream, kept between them.
+        // One call after another: all on one stream, kept between them (the member serves
+        // that one stream only).
         for i in 0..50 {
             assert_eq!(say(&a, &b, &format!("one {i}"), wait).await.unwrap(), format!("one {i}"));
             assert_eq!(idle_streams(&a, &b.local_peer_id()), 1, "call {i}");
+            assert_eq!(served_streams(&b, &a.local_peer_id()), 1, "call {i}");
         }
         // Calls at once: a stream each (one of them the kept one), all kept afterwards.
         let words: Vec<String> = (0..8).map(|i| format!("together {i}")).collect();
@@ -1335,11 +1364,18 @@ mod tests {
         }
         let kept = idle_streams(&a, &b.local_peer_id());
         assert!((1..=8).contains(&kept), "{kept} streams kept");
+        assert_eq!(served_streams(&b, &a.local_peer_id()), kept, "the member serves the kept ones");
 
         // A call that times out takes its stream with it: the reply that comes late is never
         // read as another call's.
         let late = say(&a, &b, "slow", Duration::from_millis(200)).await;
         assert!(matches!(late, Err(TransportError::Timeout(_))), "{late:?}");
+        // The member lets go of that stream at once (the caller reset it), not when its
+        // answer comes, 800 ms later.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(served_streams(&b, &a.local_peer_id()), kept - 1);
+        // (One call after another reuses the latest kept stream: the timed-out one, had it
+        // been kept, would be that one.)
         for i in 0..kept + 2 {
             assert_eq!(say(&a, &b, &format!("after {i}"), wait).await.unwrap(), format!("after {i}"));
         }
@@ -1347,7 +1383,9 @@ mod tests {
         for i in 0..kept + 2 {
             assert_eq!(say(&a, &b, &format!("last {i}"), wait).await.unwrap(), format!("last {i}"));
         }
-        assert!(idle_streams(&a, &b.local_peer_id()) <= kept, "the timed-out stream was not kept");
+        let after = kept.saturating_sub(1).max(1);
+        assert_eq!(idle_streams(&a, &b.local_peer_id()), after, "the timed-out stream was not kept");
+        assert_eq!(served_streams(&b, &a.local_peer_id()), after);
         // Each call reached the member exactly once.
         let heard = heard.lock().unwrap();
         assert_eq!(heard.len(), 50 + 8 + 1 + 2 * (kept + 2), "{heard:?}");
