@@ -19,8 +19,8 @@
 //! `IDLE / 2`), a member one that waited [`STREAM_IDLE`] for a request (a caller that
 //! vanished), so a connection nobody calls on closes within about 2½ minutes, its own
 //! [`IDLE`] included (a minute after the last call before streams were kept). A member of an
-//! older version refuses the protocol; calls to it go as before, one stream each (request-response
-//! on [`PROTOCOL`] or [`PROTOCOL_V2`]).
+//! older version refuses the protocol; calls to it go as before, one stream each
+//! (request-response on [`PROTOCOL`] or [`PROTOCOL_V2`]).
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::future::Future;
@@ -345,8 +345,8 @@ impl Links {
 
 /// Why a call did not go on a stream kept open.
 enum OnStream {
-    /// The peer speaks an older protocol, or greeted none of the streams opened: the call goes
-    /// on a stream of its own.
+    /// The peer speaks an older protocol, or did not greet the stream opened: the call goes on
+    /// a stream of its own.
     OwnStream(Rpc),
     /// The call failed.
     Failed(TransportError),
