@@ -157,6 +157,13 @@ pub enum TransportError {
     BadAddress(String),
 }
 
+impl TransportError {
+    /// A call to or from `peer`, dropped by fault injection.
+    fn blocked(peer: PeerId) -> Self {
+        Self::Unreachable { peer, reason: "blocked (fault injection)".into() }
+    }
+}
+
 /// A request from a peer, to be answered once through its [`Responder`].
 #[derive(Debug)]
 pub struct Inbound {
@@ -635,9 +642,7 @@ impl Transport {
         }
         let reply = codec.read_response(&protocol, &mut stream).await.map_err(|e| stream_failed(peer, &e))?;
         if self.is_blocked(&peer) {
-            return Err(
-                TransportError::Unreachable { peer, reason: "blocked (fault injection)".into() }.into()
-            );
+            return Err(TransportError::blocked(peer).into());
         }
         Links::lock(&streams.links).keep(peer, stream);
         Ok(reply)
@@ -692,7 +697,7 @@ impl Transport {
     }
 
     fn is_blocked(&self, peer: &PeerId) -> bool {
-        self.blocked.lock().expect("blocked peers lock").contains(peer)
+        is_blocked(&self.blocked, peer)
     }
 
     /// Stops the swarm (every clone of this handle stops working).
@@ -720,6 +725,33 @@ fn apply_allowed(swarm: &mut libp2p::Swarm<Behaviour>, peers: &BTreeSet<PeerId>)
     }
 }
 
+/// Whether `peer` (blocked or not, as `blocked` says) may be called now: the allowed set is
+/// taken in first, so that a call made right after the membership grew does not race it, and
+/// a peer outside it is refused here, where the reason is known (libp2p would deny the dial
+/// too).
+fn may_call(
+    swarm: &mut libp2p::Swarm<Behaviour>,
+    allowed: &mut watch::Receiver<BTreeSet<PeerId>>,
+    blocked: bool,
+    peer: PeerId,
+) -> Result<(), TransportError> {
+    if blocked {
+        return Err(TransportError::blocked(peer));
+    }
+    if allowed.has_changed().unwrap_or(false) {
+        apply_allowed(swarm, &allowed.borrow_and_update());
+    }
+    if !swarm.behaviour().allowed.allowed_peers().contains(&peer) {
+        return Err(TransportError::NotAllowed(peer));
+    }
+    Ok(())
+}
+
+/// Whether traffic with `peer` is dropped (fault injection).
+fn is_blocked(blocked: &Mutex<BTreeSet<PeerId>>, peer: &PeerId) -> bool {
+    blocked.lock().expect("blocked peers lock").contains(peer)
+}
+
 async fn run(
     mut swarm: libp2p::Swarm<Behaviour>,
     mut commands: mpsc::Receiver<Command>,
@@ -731,7 +763,6 @@ async fn run(
 ) {
     let mut pending: HashMap<OutboundRequestId, oneshot::Sender<Result<Reply, TransportError>>> =
         HashMap::new();
-    let is_blocked = |peer: &PeerId| blocked.lock().expect("blocked peers lock").contains(peer);
     // Callers of Connect waiting for the connection with a peer. libp2p-stream opens a stream
     // only on a connection it has been told of; asked while one is being established, it
     // waits for the next one (a race between its two steps, on a runtime of many threads).
@@ -754,18 +785,8 @@ async fn run(
             command = commands.recv() => match command {
                 None => return,
                 Some(Command::Send { peer, addr, rpc, reply }) => {
-                    if is_blocked(&peer) {
-                        let _ = reply.send(Err(TransportError::Unreachable { peer, reason: "blocked (fault injection)".into() }));
-                        continue;
-                    }
-                    // A call made right after the membership grew must not race the new allowed
-                    // set: take it in first.
-                    if allowed.has_changed().unwrap_or(false) {
-                        apply_allowed(&mut swarm, &allowed.borrow_and_update());
-                    }
-                    // libp2p would deny the dial too, but say why here, where it is known.
-                    if !swarm.behaviour().allowed.allowed_peers().contains(&peer) {
-                        let _ = reply.send(Err(TransportError::NotAllowed(peer)));
+                    if let Err(e) = may_call(&mut swarm, &mut allowed, is_blocked(&blocked, &peer), peer) {
+                        let _ = reply.send(Err(e));
                         continue;
                     }
                     // Callers that gave up leave closed senders behind: drop those first.
@@ -783,15 +804,8 @@ async fn run(
                     let _ = swarm.behaviour_mut().rpc.send_response(channel, reply);
                 }
                 Some(Command::Connect { peer, addr, reply }) => {
-                    if is_blocked(&peer) {
-                        let _ = reply.send(Err(TransportError::Unreachable { peer, reason: "blocked (fault injection)".into() }));
-                        continue;
-                    }
-                    if allowed.has_changed().unwrap_or(false) {
-                        apply_allowed(&mut swarm, &allowed.borrow_and_update());
-                    }
-                    if !swarm.behaviour().allowed.allowed_peers().contains(&peer) {
-                        let _ = reply.send(Err(TransportError::NotAllowed(peer)));
+                    if let Err(e) = may_call(&mut swarm, &mut allowed, is_blocked(&blocked, &peer), peer) {
+                        let _ = reply.send(Err(e));
                         continue;
                     }
                     if swarm.is_connected(&peer) {
@@ -835,7 +849,7 @@ async fn run(
                 }
                 SwarmEvent::Behaviour(BehaviourEvent::Rpc(request_response::Event::Message { peer, message, .. })) => match message {
                     request_response::Message::Request { request, channel, .. } => {
-                        if is_blocked(&peer) {
+                        if is_blocked(&blocked, &peer) {
                             continue; // dropping the channel fails the peer's request
                         }
                         let responder = Responder(Answer::Swarm { channel, commands: command_tx.clone() });
@@ -845,8 +859,8 @@ async fn run(
                     }
                     request_response::Message::Response { request_id, response } => {
                         if let Some(reply) = pending.remove(&request_id) {
-                            let _ = reply.send(if is_blocked(&peer) {
-                                Err(TransportError::Unreachable { peer, reason: "blocked (fault injection)".into() })
+                            let _ = reply.send(if is_blocked(&blocked, &peer) {
+                                Err(TransportError::blocked(peer))
                             } else {
                                 Ok(response)
                             });
@@ -894,12 +908,12 @@ type Served = Arc<Mutex<HashMap<PeerId, usize>>>;
 
 /// One of a peer's [`MAX_STREAMS`] served streams, given back when dropped.
 struct StreamSlot {
-    open: Arc<Mutex<HashMap<PeerId, usize>>>,
+    open: Served,
     peer: PeerId,
 }
 
 impl StreamSlot {
-    fn take(open: &Arc<Mutex<HashMap<PeerId, usize>>>, peer: PeerId) -> Option<Self> {
+    fn take(open: &Served, peer: PeerId) -> Option<Self> {
         let mut counts = open.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let count = counts.entry(peer).or_default();
         if *count >= MAX_STREAMS {
@@ -944,7 +958,7 @@ async fn serve_stream(
         else {
             return;
         };
-        if blocked.lock().expect("blocked peers lock").contains(&peer) {
+        if is_blocked(&blocked, &peer) {
             return;
         }
         let (answer, answered) = oneshot::channel();
