@@ -758,8 +758,16 @@ fn state_files_are_private_even_in_a_directory_that_existed() {
     let server = Server::start(&u, &data);
     assert_eq!(support::mode(&data), 0o700);
     assert_eq!(support::mode(&data.join("tls")), 0o700);
-    for file in ["state.redb", "raft-log.redb", "member.key", "cluster-id", "member.kubeconfig", "tls/ca.key"]
-    {
+    assert_eq!(support::mode(&data.join("raft-log")), 0o700, "the Raft log's directory");
+    for file in [
+        "state.redb",
+        "raft-log/0000000000000001.wal",
+        "raft-log/LOCK",
+        "member.key",
+        "cluster-id",
+        "member.kubeconfig",
+        "tls/ca.key",
+    ] {
         assert_eq!(support::mode(&data.join(file)), 0o600, "{file}");
     }
     server.stop();

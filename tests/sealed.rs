@@ -355,19 +355,21 @@ fn a_sealed_value_reaches_the_process_only_and_moves_off_a_node_that_cannot_open
     drop(b);
     drop(c);
     drop(up);
-    let mut looked = 0;
+    let (mut looked, mut walked) = (0, 0);
     for f in files(&w.u.path("data")) {
         let bytes = std::fs::read(&f).unwrap_or_default();
         assert!(!contains(&bytes, SECRET), "the secret is in {}", f.display());
         // Records are stored packed: each is searched unpacked too.
-        if f.extension().is_some_and(|e| e == "redb") {
+        if f.extension().is_some_and(|e| e == "redb" || e == "wal") {
             let records = apiserver::raft::stored_records(&f).unwrap();
             assert!(!records.is_empty(), "{} holds records", f.display());
             assert!(!records.iter().any(|r| contains(r, SECRET)), "the secret is in {}", f.display());
             looked += usize::from(f.ends_with("state.redb"));
+            walked += usize::from(f.extension().is_some_and(|e| e == "wal"));
         }
     }
     assert!(looked >= 1, "state.redb was looked at");
+    assert!(walked >= 1, "a segment of the Raft log was looked at");
     for log in ["up.stdout", "up.stderr", "node-b.log", "node-c.log"] {
         let bytes = std::fs::read(w.u.path(log)).unwrap();
         assert!(!contains(&bytes, SECRET), "the secret is in {log}");

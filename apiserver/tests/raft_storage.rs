@@ -1,5 +1,6 @@
-//! The Raft storage on redb: openraft's own conformance suite, then what the apiserver relies
-//! on (preconditions checked at apply time, revisions, snapshots, restarts).
+//! The Raft storage (the log's WAL, the state machine on redb): openraft's own conformance
+//! suite, then what the apiserver relies on (preconditions checked at apply time, revisions,
+//! snapshots, restarts, logs from before the WAL).
 
 use apiserver::raft::{Expect, LogStore, NodeId, Op, Outcome, Request, StateMachine, TypeConfig};
 use openraft::storage::{RaftLogStorage, RaftStateMachine};
@@ -13,7 +14,7 @@ struct Builder;
 impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Builder {
     async fn build(&self) -> Result<(tempfile::TempDir, LogStore, StateMachine), StorageError<NodeId>> {
         let dir = tempfile::tempdir().unwrap();
-        let log = LogStore::open(&dir.path().join("log.redb")).unwrap();
+        let log = LogStore::open(&dir.path().join("raft-log")).unwrap();
         let sm = StateMachine::open(&dir.path().join("state.redb")).unwrap();
         Ok((dir, log, sm))
     }
@@ -21,7 +22,7 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Bui
 
 #[test]
 fn openraft_storage_conformance_suite() {
-    Suite::test_all(Builder).expect("the redb storage passes openraft's conformance suite");
+    Suite::test_all(Builder).expect("the storage passes openraft's conformance suite");
 }
 
 fn log_id(index: u64) -> LogId<NodeId> {
@@ -163,7 +164,7 @@ fn log_and_snapshotted_state_survive_a_restart() {
 
     // The log's metadata is durable too. (Appending, with its flush callback, is covered by the
     // conformance suite; openraft does not let a test build that callback itself.)
-    let path = dir.path().join("log.redb");
+    let path = dir.path().join("raft-log");
     {
         let mut log = LogStore::open(&path).unwrap();
         rt.block_on(log.save_vote(&openraft::Vote::new(3, 1))).unwrap();
@@ -265,7 +266,11 @@ fn objects_entries_and_history_written_before_packing_still_read_and_new_ones_ar
             .unwrap();
         txn.commit().unwrap();
     }
-    let mut log = LogStore::open(&dir.path().join("log.redb")).unwrap();
+    // Imported into the WAL as it was stored.
+    let imported =
+        apiserver::raft::import_redb(&dir.path().join("log.redb"), &dir.path().join("log")).unwrap();
+    assert_eq!(imported, apiserver::raft::Imported::Done);
+    let mut log = LogStore::open(&dir.path().join("log")).unwrap();
     let read = rt.block_on(log.try_get_log_entries(0..10)).unwrap();
     assert_eq!(read.len(), 1);
     assert_eq!(serde_json::to_value(&read[0]).unwrap(), serde_json::to_value(&old_entry).unwrap());
@@ -301,4 +306,68 @@ fn objects_entries_and_history_written_before_packing_still_read_and_new_ones_ar
     let holds = |text: &str| records.iter().any(|r| r.windows(text.len()).any(|w| w == text.as_bytes()));
     assert!(holds(&object(3)) && holds(&object(0)), "objects, packed or not, read whole");
     assert!(holds(&object(4).replace('"', "\\\"")), "a packed history record reads whole");
+}
+
+/// A member's log from before the WAL (`raft-log.redb`) moves into the WAL at its next start:
+/// entries, vote, committed id and purge as they were; the old file goes once the WAL is in
+/// place, and an import cut short (a staging directory left, or the old file left beside a
+/// finished one) completes at the next.
+#[test]
+fn a_log_from_before_the_wal_is_imported_whole_once() {
+    use apiserver::raft::{Imported, import_redb};
+    let dir = tempfile::tempdir().unwrap();
+    let rt = rt();
+    let legacy = dir.path().join("raft-log.redb");
+    let wal = dir.path().join("raft-log");
+    let write_legacy = || {
+        let db = redb::Database::create(&legacy).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut log = txn.open_table(redb::TableDefinition::<u64, &[u8]>::new("log")).unwrap();
+            for i in 3..=5 {
+                let e = entry(i, vec![put(&format!("/k/{i}"), "v", Expect::Any)]);
+                log.insert(i, serde_json::to_vec(&e).unwrap().as_slice()).unwrap();
+            }
+            let mut meta = txn.open_table(redb::TableDefinition::<&str, &[u8]>::new("meta")).unwrap();
+            let json = |v: serde_json::Value| serde_json::to_vec(&v).unwrap();
+            meta.insert(
+                "vote",
+                json(serde_json::to_value(openraft::Vote::<NodeId>::new(3, 1)).unwrap()).as_slice(),
+            )
+            .unwrap();
+            meta.insert("committed", json(serde_json::to_value(Some(log_id(4))).unwrap()).as_slice())
+                .unwrap();
+            meta.insert("last_purged", json(serde_json::to_value(log_id(2)).unwrap()).as_slice()).unwrap();
+        }
+        txn.commit().unwrap();
+    };
+    write_legacy();
+    // A staging directory left by an import cut short is made again from the start.
+    std::fs::create_dir(dir.path().join("raft-log.import")).unwrap();
+    std::fs::write(dir.path().join("raft-log.import").join("0000000000000001.wal"), b"junk").unwrap();
+    assert_eq!(import_redb(&legacy, &wal).unwrap(), Imported::Done);
+    assert!(!legacy.exists(), "the old file is gone");
+    assert!(!dir.path().join("raft-log.import").exists());
+    assert_eq!(import_redb(&legacy, &wal).unwrap(), Imported::Nothing);
+    let check = |log: &mut LogStore| {
+        let state = rt.block_on(log.get_log_state()).unwrap();
+        assert_eq!((state.last_purged_log_id, state.last_log_id), (Some(log_id(2)), Some(log_id(5))));
+        assert_eq!(rt.block_on(log.read_vote()).unwrap(), Some(openraft::Vote::new(3, 1)));
+        assert_eq!(rt.block_on(log.read_committed()).unwrap(), Some(log_id(4)));
+        let read = rt.block_on(log.try_get_log_entries(0..10)).unwrap();
+        let expected: Vec<_> =
+            (3..=5).map(|i| entry(i, vec![put(&format!("/k/{i}"), "v", Expect::Any)])).collect();
+        assert_eq!(serde_json::to_value(&read).unwrap(), serde_json::to_value(&expected).unwrap());
+    };
+    let mut log = LogStore::open(&wal).unwrap();
+    check(&mut log);
+    rt.block_on(log.save_vote(&openraft::Vote::new(4, 1))).unwrap();
+    drop(log);
+    // The old file left beside a finished import (stopped before it was deleted): deleted,
+    // not imported over what the WAL has since.
+    write_legacy();
+    assert_eq!(import_redb(&legacy, &wal).unwrap(), Imported::Removed);
+    assert!(!legacy.exists());
+    let mut log = LogStore::open(&wal).unwrap();
+    assert_eq!(rt.block_on(log.read_vote()).unwrap(), Some(openraft::Vote::new(4, 1)));
 }

@@ -1,29 +1,34 @@
-//! The Raft log on disk: a redb database with the entries (by index) and the vote, the
-//! committed id and the last purged id.
+//! The Raft log on disk: an append-only write-ahead log ([`super::wal`]) of the entries (by
+//! index), the vote, the committed id and the last purged id, as etcd keeps its WAL.
 //!
-//! Every `append` is one redb transaction committed with fsync before openraft is told the
+//! Every `append` is one write of its records and one fdatasync before openraft is told the
 //! entries are durable. openraft 0.9 waits for each `append` before it takes the next
 //! command, so batching writes here would gain nothing: concurrent writes are put into one
 //! entry before they reach Raft (group commit, `node::batch_writes`), so one fsync covers them
-//! all (BENCHMARKS.md). The committed log id is saved without a commit of its own: it is
-//! written in the next transaction the log commits anyway (see [`LogStore::save_committed`]),
-//! so that an entry costs one redb commit and one fsync, not two of either.
+//! all (BENCHMARKS.md). The committed log id is saved without a write of its own: it goes in
+//! the next write the log makes anyway (see [`LogStore::save_committed`]), so that an entry
+//! costs one write and one fsync, not two of either.
+//!
+//! Logs of members from before the WAL (`raft-log.redb`) are imported at start
+//! ([`import_redb`]).
 
 use std::collections::VecDeque;
 use std::fmt::Debug;
+use std::fs::File;
 use std::ops::{Bound, RangeBounds};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{Entry, ErrorSubject, ErrorVerb, LogId, OptionalSend, RaftLogReader, StorageError, Vote};
-use redb::{Database, Durability, ReadableTable, TableDefinition};
-use serde::Serialize;
+use redb::{ReadableTable, TableDefinition};
 use serde::de::DeserializeOwned;
 
+use super::wal::{OpenError, Record, Wal};
 use super::{NodeId, TypeConfig, io_err, read_table};
 
-/// Index → the entry's JSON, packed ([`super::packed`]).
+/// The log's table in `raft-log.redb` of members from before the WAL: index → the entry's
+/// JSON, packed ([`super::packed`]).
 pub(super) const LOG: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("log");
 const META: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("meta");
 const VOTE: &str = "vote";
@@ -32,17 +37,14 @@ const LAST_PURGED: &str = "last_purged";
 
 type Result<T> = std::result::Result<T, StorageError<NodeId>>;
 
-/// redb's page cache for the log.
-const LOG_CACHE_BYTES: usize = 32 << 20;
-
 /// Most entries, and most bytes of their JSON, that [`Recent`] keeps.
 const RECENT_ENTRIES: usize = 1024;
 const RECENT_BYTES: usize = 8 << 20;
 
-/// The durable Raft log. Cheap to clone: clones share the database and [`Recent`].
+/// The durable Raft log. Cheap to clone: clones share the files and [`Recent`].
 #[derive(Clone)]
 pub struct LogStore {
-    db: Arc<Database>,
+    wal: Arc<Wal>,
     recent: Arc<Mutex<Recent>>,
     /// The committed log id openraft saved last, while it is not yet written: the next write
     /// transaction of the log takes it ([`LogStore::save_committed`]).
@@ -164,80 +166,151 @@ fn entry_of(stored: &[u8]) -> Result<Entry<TypeConfig>> {
     serde_json::from_slice(&json).map_err(read_err)
 }
 
+fn json_of<T: DeserializeOwned>(bytes: Option<Vec<u8>>) -> Result<Option<T>> {
+    bytes.map(|b| serde_json::from_slice(&b)).transpose().map_err(read_err)
+}
+
 impl LogStore {
-    /// Opens (or creates) the log at `path`.
-    pub fn open(path: &Path) -> std::result::Result<Self, redb::DatabaseError> {
-        // Written once, read back by replication and apply soon after: a small page cache
-        // (redb's default is 1 GiB per database).
-        let db = Database::builder().set_cache_size(LOG_CACHE_BYTES).create(path)?;
-        Ok(Self { db: Arc::new(db), recent: Arc::default(), unsaved_committed: Arc::default() })
+    /// Opens (or creates) the log in the directory `dir`.
+    pub fn open(dir: &Path) -> std::result::Result<Self, OpenError> {
+        let wal = Wal::open(dir)?;
+        Ok(Self { wal: Arc::new(wal), recent: Arc::default(), unsaved_committed: Arc::default() })
     }
 
-    /// Writes the committed log id saved since the last write, if any, in `txn` (which the
-    /// caller commits): it becomes durable with the entries, vote or purge committed with it.
-    /// Taken out before the commit: a commit of the log that fails stops Raft (a storage
-    /// error), so the id is not needed again.
-    fn write_unsaved_committed(&self, txn: &redb::WriteTransaction) -> std::result::Result<(), redb::Error> {
-        let Some(committed) = self.unsaved_committed.lock().expect("unsaved committed lock").take() else {
-            return Ok(());
-        };
-        let bytes = serde_json::to_vec(&committed).expect("a log id serializes");
-        txn.open_table(META)?.insert(COMMITTED, bytes.as_slice())?;
-        Ok(())
+    /// The committed log id saved since the last write, if any, as a record to write with
+    /// the next one: it becomes durable with the entries, vote, truncation or purge written
+    /// with it. Taken out before the write: a write of the log that fails stops Raft (a
+    /// storage error), so the id is not needed again.
+    fn unsaved_committed(&self) -> Option<Vec<u8>> {
+        let committed = self.unsaved_committed.lock().expect("unsaved committed lock").take()?;
+        Some(serde_json::to_vec(&committed).expect("a log id serializes"))
     }
 
-    fn get_meta<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
-        let txn = self.db.begin_read().map_err(read_err)?;
-        let Some(table) = read_table(&txn, META).map_err(read_err)? else { return Ok(None) };
-        let Some(bytes) = table.get(key).map_err(read_err)? else { return Ok(None) };
-        serde_json::from_slice(bytes.value()).map(Some).map_err(read_err)
-    }
-
-    /// Writes meta `key` durably (fsync'd before it returns), with the committed log id saved
-    /// since the last write if any.
-    fn put_meta<T: Serialize>(&self, key: &str, value: &T, subject: ErrorSubject<NodeId>) -> Result<()> {
-        let err = |e| io_err(subject.clone(), ErrorVerb::Write, e);
-        let bytes = serde_json::to_vec(value).map_err(|e| io_err(subject.clone(), ErrorVerb::Write, e))?;
-        let mut txn = self.db.begin_write().map_err(|e| err(redb::Error::from(e)))?;
-        txn.set_durability(Durability::Immediate);
-        {
-            let mut table = txn.open_table(META).map_err(|e| err(e.into()))?;
-            table.insert(key, bytes.as_slice()).map_err(|e| err(e.into()))?;
+    /// Writes `records` durably (fdatasync'd before it returns), after the committed log id
+    /// saved since the last write if any.
+    fn write(&self, records: &[Record<'_>], subject: ErrorSubject<NodeId>) -> Result<()> {
+        let committed = self.unsaved_committed();
+        let mut all = Vec::with_capacity(records.len() + 1);
+        if let Some(committed) = &committed {
+            all.push(Record::Committed(committed));
         }
-        self.write_unsaved_committed(&txn).map_err(err)?;
+        all.extend_from_slice(records);
         let fsync = std::time::Instant::now();
-        txn.commit().map_err(|e| err(e.into()))?;
+        self.wal.write(&all).map_err(|e| io_err(subject, ErrorVerb::Write, e))?;
         crate::metrics::metrics().wal_fsynced(fsync);
         Ok(())
     }
 
-    /// Removes the entries with index in `range`, and records `purged` if given, in one
-    /// durable transaction.
-    fn remove(&self, range: impl RangeBounds<u64>, purged: Option<&LogId<NodeId>>) -> Result<()> {
-        // Forgotten before the disk changes: a reader between the two finds the entries on
-        // disk (or finds them gone), never here after they are gone there.
-        {
-            let mut recent = self.recent.lock().expect("recent entries lock");
-            match (range.start_bound(), range.end_bound()) {
-                (Bound::Included(&from), Bound::Unbounded) => recent.truncated(from),
-                (Bound::Unbounded, Bound::Included(&upto)) => recent.purged(upto),
-                _ => recent.clear(),
-            }
-        }
-        let mut txn = self.db.begin_write().map_err(write_err)?;
-        txn.set_durability(Durability::Immediate);
-        {
-            let mut log = txn.open_table(LOG).map_err(write_err)?;
-            log.retain_in(range, |_, _| false).map_err(write_err)?;
-            if let Some(p) = purged {
-                let mut meta = txn.open_table(META).map_err(write_err)?;
-                let bytes = serde_json::to_vec(p).map_err(write_err)?;
-                meta.insert(LAST_PURGED, bytes.as_slice()).map_err(write_err)?;
-            }
-        }
-        self.write_unsaved_committed(&txn).map_err(write_err)?;
-        txn.commit().map_err(write_err)
+    fn vote(&self) -> Result<Option<Vote<NodeId>>> {
+        json_of(self.wal.state().vote)
     }
+
+    fn last_purged(&self) -> Result<Option<LogId<NodeId>>> {
+        json_of(self.wal.state().purged)
+    }
+
+    fn committed_on_disk(&self) -> Result<Option<LogId<NodeId>>> {
+        Ok(json_of::<Option<LogId<NodeId>>>(self.wal.state().committed)?.flatten())
+    }
+}
+
+/// Moves the log of a member from before the WAL, `raft-log.redb`, into the WAL directory
+/// `dir`, if there is such a file. Made whole beside `dir` first and renamed into place, so
+/// a member stopped part way imports again at its next start; the old file is deleted only
+/// once the WAL is in place. Nothing to do if `legacy` does not exist.
+pub fn import_redb(legacy: &Path, dir: &Path) -> std::io::Result<Imported> {
+    use std::io::Error;
+    if !legacy.exists() {
+        return Ok(Imported::Nothing);
+    }
+    let parent = dir.parent().unwrap_or(Path::new("."));
+    // The old file beside a finished import (stopped before it was deleted) is only deleted.
+    let mut imported = Imported::Removed;
+    if !dir.exists() {
+        // A small page cache, as the log had: the entries are read once, in order.
+        let db = match redb::Database::builder().set_cache_size(32 << 20).open(legacy) {
+            Ok(db) => db,
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) => return Ok(Imported::InUse),
+            Err(e) => return Err(Error::other(format!("{}: {e}", legacy.display()))),
+        };
+        let fail = |e: redb::Error| Error::other(format!("{}: {e}", legacy.display()));
+        let staging = dir.with_extension("import");
+        if staging.exists() {
+            std::fs::remove_dir_all(&staging).map_err(|e| at(&staging, e))?;
+        }
+        let wal = match Wal::open(&staging) {
+            Ok(wal) => wal,
+            Err(OpenError::Io { path, source }) => return Err(at(Path::new(&path), source)),
+            Err(e) => return Err(Error::other(e.to_string())),
+        };
+        let staged = |e: std::io::Error| at(&staging, e);
+        let txn = db.begin_read().map_err(|e| fail(e.into()))?;
+        let (mut vote, mut committed, mut purged) = (None, None, None);
+        if let Some(meta) = read_table(&txn, META).map_err(|e| fail(e.into()))? {
+            let get = |key| -> std::io::Result<Option<Vec<u8>>> {
+                Ok(meta.get(key).map_err(|e| fail(e.into()))?.map(|v| v.value().to_vec()))
+            };
+            (vote, committed, purged) = (get(VOTE)?, get(COMMITTED)?, get(LAST_PURGED)?);
+        }
+        let mut records = Vec::new();
+        if let Some(vote) = &vote {
+            records.push(Record::Vote(vote));
+        }
+        if let Some(committed) = &committed {
+            records.push(Record::Committed(committed));
+        }
+        if let Some(id) = &purged {
+            let upto = serde_json::from_slice::<LogId<NodeId>>(id).map_err(Error::other)?.index;
+            records.push(Record::Purged { upto, id });
+        }
+        wal.write(&records).map_err(staged)?;
+        if let Some(log) = read_table(&txn, LOG).map_err(|e| fail(e.into()))? {
+            let mut batch: Vec<(u64, Vec<u8>)> = Vec::new();
+            let mut bytes = 0;
+            let flush = |batch: &mut Vec<(u64, Vec<u8>)>| -> std::io::Result<()> {
+                let records: Vec<Record<'_>> =
+                    batch.iter().map(|(index, stored)| Record::Entry { index: *index, stored }).collect();
+                wal.write(&records).map_err(staged)?;
+                batch.clear();
+                Ok(())
+            };
+            for item in log.iter().map_err(|e| fail(e.into()))? {
+                let (index, stored) = item.map_err(|e| fail(e.into()))?;
+                bytes += stored.value().len();
+                batch.push((index.value(), stored.value().to_vec()));
+                if bytes > 4 << 20 {
+                    flush(&mut batch)?;
+                    bytes = 0;
+                }
+            }
+            flush(&mut batch)?;
+        }
+        drop(wal);
+        std::fs::rename(&staging, dir).map_err(|e| at(&staging, e))?;
+        File::open(parent).and_then(|d| d.sync_all()).map_err(|e| at(parent, e))?;
+        imported = Imported::Done;
+    }
+    std::fs::remove_file(legacy).map_err(|e| at(legacy, e))?;
+    File::open(parent).and_then(|d| d.sync_all()).map_err(|e| at(parent, e))?;
+    Ok(imported)
+}
+
+/// `e`, naming `path`.
+fn at(path: &Path, e: std::io::Error) -> std::io::Error {
+    std::io::Error::new(e.kind(), format!("{}: {e}", path.display()))
+}
+
+/// What [`import_redb`] did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Imported {
+    /// There was no log from before the WAL.
+    Nothing,
+    /// The old log is now in the WAL, and gone.
+    Done,
+    /// The old log was left beside a WAL it had been imported into: it is gone.
+    Removed,
+    /// The old log is open elsewhere.
+    InUse,
 }
 
 impl RaftLogReader<TypeConfig> for LogStore {
@@ -248,15 +321,8 @@ impl RaftLogReader<TypeConfig> for LogStore {
         if let Some(entries) = self.recent.lock().expect("recent entries lock").get(&range) {
             return Ok(entries);
         }
-        let txn = self.db.begin_read().map_err(read_err)?;
-        let Some(table) = read_table(&txn, LOG).map_err(read_err)? else { return Ok(Vec::new()) };
-        let bounds = (range.start_bound().cloned(), range.end_bound().cloned());
-        let mut out = Vec::new();
-        for item in table.range::<u64>(bounds).map_err(read_err)? {
-            let (_, bytes) = item.map_err(read_err)?;
-            out.push(entry_of(bytes.value())?);
-        }
-        Ok(out)
+        let stored = self.wal.read(range).map_err(read_err)?;
+        stored.iter().map(|(_, bytes)| entry_of(bytes)).collect()
     }
 }
 
@@ -264,14 +330,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = Self;
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>> {
-        let last_purged_log_id: Option<LogId<NodeId>> = self.get_meta(LAST_PURGED)?;
-        let txn = self.db.begin_read().map_err(read_err)?;
+        let last_purged_log_id = self.last_purged()?;
         let mut last = None;
-        if let Some(table) = read_table(&txn, LOG).map_err(read_err)?
-            && let Some((_, bytes)) = table.last().map_err(read_err)?
+        if let Some(index) = self.wal.last_index()
+            && let Some((_, bytes)) = self.wal.read(index..=index).map_err(read_err)?.first()
         {
-            let entry = entry_of(bytes.value())?;
-            last = Some(entry.log_id);
+            last = Some(entry_of(bytes)?.log_id);
         }
         Ok(LogState { last_purged_log_id, last_log_id: last.or(last_purged_log_id) })
     }
@@ -283,27 +347,24 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<()> {
         // A vote must be on disk before it is cast: a member that forgot it could vote twice
         // in one term.
-        self.put_meta(VOTE, vote, ErrorSubject::Vote)
+        let json = serde_json::to_vec(vote).map_err(|e| io_err(ErrorSubject::Vote, ErrorVerb::Write, e))?;
+        self.write(&[Record::Vote(&json)], ErrorSubject::Vote)
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>> {
-        self.get_meta(VOTE)
+        self.vote()
     }
 
-    /// Saves the committed log id *without a commit of its own*: it is kept here and written in
-    /// the next transaction of the log (an `append`, a vote, a truncate or a purge), and is
+    /// Saves the committed log id *without a write of its own*: it is kept here and written
+    /// with the next write of the log (an `append`, a vote, a truncate or a purge), and is
     /// durable with it. Losing the last few in a crash is safe: openraft only uses it at start
     /// to apply entries up to it before an election, and takes the state machine's applied id
     /// when that is greater; a committed id read back is never ahead of the durable log, since
-    /// it is written in a transaction after the one that made the entries it names durable
-    /// (or in that one). After a crash the same id is on disk as when it had a commit of its
-    /// own without fsync (change 1 of BENCHMARKS.md): that one too became durable only with
-    /// the next durable commit. After a clean shutdown the id on disk may now be older than
-    /// the last one saved (redb used to make that commit durable when it closed): harmless,
-    /// as above, since the state machine's own file, flushed when it closes, has applied at
-    /// least that far. Durably, it was a second fsync on every write in the Raft core's one
-    /// serial section (change 1); as a commit without fsync, still 5 % of all the CPU of 3
-    /// members at 1 client (change 11).
+    /// it is written after the entries it names were durable (or with them). After a clean
+    /// shutdown the id on disk may be older than the last one saved: harmless, as above,
+    /// since the state machine's own file, flushed when it closes, has applied at least that
+    /// far. Durably, it was a second fsync on every write in the Raft core's one serial
+    /// section (change 1 of BENCHMARKS.md).
     async fn save_committed(&mut self, committed: Option<LogId<NodeId>>) -> Result<()> {
         *self.unsaved_committed.lock().expect("unsaved committed lock") = Some(committed);
         if let Some(c) = committed {
@@ -316,7 +377,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let unsaved = *self.unsaved_committed.lock().expect("unsaved committed lock");
         let committed = match unsaved {
             Some(committed) => committed,
-            None => self.get_meta::<Option<LogId<NodeId>>>(COMMITTED)?.flatten(),
+            None => self.committed_on_disk()?,
         };
         if let Some(c) = committed {
             crate::metrics::metrics().set_committed(c.index);
@@ -333,34 +394,33 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         if let Some(first) = entries.first() {
             self.recent.lock().expect("recent entries lock").overwriting(first.log_id.index);
         }
-        let mut txn = self.db.begin_write().map_err(write_err)?;
-        txn.set_durability(Durability::Immediate);
+        let mut stored = Vec::with_capacity(entries.len());
         let mut appended = Vec::with_capacity(entries.len());
-        {
-            let mut table = txn.open_table(LOG).map_err(write_err)?;
-            for entry in entries {
-                let json = serde_json::to_vec(&entry).map_err(write_err)?;
-                let size = json.len();
-                let bytes = super::packed::pack(json);
-                table.insert(entry.log_id.index, bytes.as_slice()).map_err(write_err)?;
-                appended.push((entry, size));
-            }
+        for entry in entries {
+            let json = serde_json::to_vec(&entry).map_err(write_err)?;
+            let size = json.len();
+            stored.push((entry.log_id.index, super::packed::pack(json)));
+            appended.push((entry, size));
         }
-        self.write_unsaved_committed(&txn).map_err(write_err)?;
-        let fsync = std::time::Instant::now();
-        txn.commit().map_err(write_err)?;
-        crate::metrics::metrics().wal_fsynced(fsync);
+        let records: Vec<Record<'_>> =
+            stored.iter().map(|(index, bytes)| Record::Entry { index: *index, stored: bytes }).collect();
+        self.write(&records, ErrorSubject::Logs)?;
         self.recent.lock().expect("recent entries lock").appended(appended);
         callback.log_io_completed(Ok(()));
         Ok(())
     }
 
     async fn truncate(&mut self, log_id: LogId<NodeId>) -> Result<()> {
-        self.remove((Bound::Included(log_id.index), Bound::Unbounded), None)
+        // Forgotten before the disk changes: a reader between the two finds the entries on
+        // disk (or finds them gone), never here after they are gone there.
+        self.recent.lock().expect("recent entries lock").truncated(log_id.index);
+        self.write(&[Record::Truncated { from: log_id.index }], ErrorSubject::Logs)
     }
 
     async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<()> {
-        self.remove(..=log_id.index, Some(&log_id))
+        self.recent.lock().expect("recent entries lock").purged(log_id.index);
+        let id = serde_json::to_vec(&log_id).map_err(write_err)?;
+        self.write(&[Record::Purged { upto: log_id.index, id: &id }], ErrorSubject::Logs)
     }
 }
 
@@ -457,12 +517,13 @@ mod tests {
     #[tokio::test]
     async fn the_committed_id_is_written_with_the_next_write_of_the_log() {
         let dir = tempfile::tempdir().unwrap();
-        let mut log = LogStore::open(&dir.path().join("log.redb")).unwrap();
-        let db = log.db.clone();
-        // Another handle on the same database, without what the first keeps in memory.
+        let mut log = LogStore::open(&dir.path().join("log")).unwrap();
+        let wal = log.wal.clone();
+        // Another handle on the same files, without what the first keeps in memory: what the
+        // records written (durably) say.
         let on_disk = async || {
             let mut disk =
-                LogStore { db: db.clone(), recent: Arc::default(), unsaved_committed: Arc::default() };
+                LogStore { wal: wal.clone(), recent: Arc::default(), unsaved_committed: Arc::default() };
             disk.read_committed().await.unwrap()
         };
         let id = |index| Some(LogId::new(CommittedLeaderId::new(1, 1), index));
@@ -494,16 +555,23 @@ mod tests {
         log.blocking_append([entry(2, 7).0]).await.unwrap();
         assert_eq!(on_disk().await, id(6));
         assert_eq!(log.read_committed().await.unwrap(), id(6));
+
+        // And it is what the files say after a restart.
+        drop(log);
+        drop(wal);
+        let mut log = LogStore::open(&dir.path().join("log")).unwrap();
+        assert_eq!(log.read_committed().await.unwrap(), id(6));
+        assert_eq!(log.read_vote().await.unwrap(), Some(Vote::new(2, 1)));
     }
 
     /// Through the store, as openraft drives it: every read is what the disk alone answers.
     #[tokio::test]
     async fn the_log_reads_the_same_with_its_recent_entries_as_from_disk_alone() {
         let dir = tempfile::tempdir().unwrap();
-        let mut log = LogStore::open(&dir.path().join("log.redb")).unwrap();
-        // Another handle on the same database, without recent entries: the disk alone.
+        let mut log = LogStore::open(&dir.path().join("log")).unwrap();
+        // Another handle on the same files, without recent entries: the disk alone.
         let mut disk =
-            LogStore { db: log.db.clone(), recent: Arc::default(), unsaved_committed: Arc::default() };
+            LogStore { wal: log.wal.clone(), recent: Arc::default(), unsaved_committed: Arc::default() };
         let ranges = |n: u64| (0..=n + 1).flat_map(move |a| (a..=n + 2).map(move |b| a..b));
         // Every shape of range: both ends, no end, no start, an excluded start.
         let shapes = |a: u64, b: u64| -> [(Bound<u64>, Bound<u64>); 4] {
@@ -545,6 +613,18 @@ mod tests {
             terms(log.try_get_log_entries(4..).await.unwrap()),
             [3, 1, 2, 2, 3],
             "the overwrite kept 5..=7"
+        );
+
+        // A restart replays the same log from the files.
+        let before: Vec<_> = log.try_get_log_entries(0..20).await.unwrap();
+        let state = log.get_log_state().await.unwrap();
+        drop((log, disk));
+        let mut log = LogStore::open(&dir.path().join("log")).unwrap();
+        assert_eq!(log.try_get_log_entries(0..20).await.unwrap(), before);
+        let again = log.get_log_state().await.unwrap();
+        assert_eq!(
+            (again.last_purged_log_id, again.last_log_id),
+            (state.last_purged_log_id, state.last_log_id)
         );
     }
 }

@@ -1,5 +1,5 @@
 //! Raft: the types of the replicated state machine, and its durable storage (openraft's
-//! storage-v2 traits on redb).
+//! storage-v2 traits: the log a write-ahead log of its own, the state machine on redb).
 //!
 //! Every write of the apiserver becomes one [`Request`]: a transaction of puts and deletes,
 //! each with a precondition, applied atomically or not at all. Preconditions are checked when
@@ -21,12 +21,14 @@ mod snapshot;
 mod state_machine;
 pub mod transport;
 mod types;
+mod wal;
+pub use wal::OpenError as LogOpenError;
 
 pub use cluster::{
     ClusterError, JoinTarget, MAX_API_URL_BYTES, MAX_MEMBERS, MemberConfig, MemberInfo, PROMOTE_LAG,
     member_id,
 };
-pub use log_store::LogStore;
+pub use log_store::{Imported, LogStore, import_redb};
 pub use node::{NoPeers, Options, RaftNode, ReadError, SINGLE_NODE_ID, StartError, WriteError};
 pub use state_machine::{Scan, StateMachine, Visit};
 pub use types::{Expect, Member, NodeId, Op, Outcome, Request, Response, Stored, TypeConfig};

@@ -24,7 +24,10 @@ use openraft::{Config, Raft, ServerState, SnapshotPolicy};
 use super::cluster::Peers;
 use super::history::Retention;
 use super::rpc::{MAX_ENTRY_BYTES, MAX_OPS, SNAPSHOT_CHUNK_BYTES, request_bytes};
-use super::{LogStore, Member, NodeId, Request, Response, StateMachine, TypeConfig};
+use super::{
+    Imported, LogOpenError, LogStore, Member, NodeId, Request, Response, StateMachine, TypeConfig,
+    import_redb,
+};
 
 /// Why a member could not start.
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +39,14 @@ pub enum StartError {
         path: String,
         /// Why.
         source: redb::DatabaseError,
+    },
+    /// The Raft log could not be opened or imported (no access, a disk error).
+    #[error("cannot open the Raft log {path}: {source}")]
+    Log {
+        /// The file or directory.
+        path: String,
+        /// Why.
+        source: std::io::Error,
     },
     /// Another process holds the data dir's storage.
     #[error(
@@ -487,21 +498,63 @@ async fn commit_batch(raft: &Raft<TypeConfig>, batch: Vec<Queued>) {
     }
 }
 
-/// Opens the log and the state machine in `dir`.
+/// Opens the log and the state machine in `dir`, first importing a log from before the WAL
+/// (`raft-log.redb`) if there is one.
 pub(super) async fn open_storage(dir: &Path) -> Result<(LogStore, StateMachine), StartError> {
-    let open_err = |path: &Path| {
-        let path = path.display().to_string();
-        let dir = dir.display().to_string();
-        move |source| match source {
-            redb::DatabaseError::DatabaseAlreadyOpen => StartError::InUse { dir },
-            source => StartError::Open { path, source },
-        }
-    };
-    let log_path = dir.join("raft-log.redb");
+    let in_use = || StartError::InUse { dir: dir.display().to_string() };
+    let log_dir = dir.join("raft-log");
+    let legacy = dir.join("raft-log.redb");
+    let imported = open_when_released(|| match import_redb(&legacy, &log_dir) {
+        Ok(Imported::InUse) => Err(Held::InUse),
+        Ok(imported) => Ok(imported),
+        Err(source) => Err(Held::Failed(StartError::Log { path: legacy.display().to_string(), source })),
+    })
+    .await
+    .map_err(|e| e.or(in_use()))?;
+    if imported == Imported::Done {
+        tracing::info!("imported the Raft log of {} into {}", legacy.display(), log_dir.display());
+    }
+    let log = open_when_released(|| match LogStore::open(&log_dir) {
+        Ok(log) => Ok(log),
+        Err(LogOpenError::InUse) => Err(Held::InUse),
+        Err(LogOpenError::Io { path, source }) => Err(Held::Failed(StartError::Log { path, source })),
+        Err(LogOpenError::Damaged { path, why }) => Err(Held::Failed(StartError::Log {
+            path,
+            source: std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!(
+                    "damaged: {why}; the member will not start on a log that may have lost acknowledged entries (move the data dir away and join the member to its cluster again, or restore it)"
+                ),
+            ),
+        })),
+    })
+    .await
+    .map_err(|e| e.or(in_use()))?;
     let sm_path = dir.join("state.redb");
-    let log = open_when_released(|| LogStore::open(&log_path)).await.map_err(open_err(&log_path))?;
-    let state = open_when_released(|| StateMachine::open(&sm_path)).await.map_err(open_err(&sm_path))?;
+    let state = open_when_released(|| match StateMachine::open(&sm_path) {
+        Ok(state) => Ok(state),
+        Err(redb::DatabaseError::DatabaseAlreadyOpen) => Err(Held::InUse),
+        Err(source) => Err(Held::Failed(StartError::Open { path: sm_path.display().to_string(), source })),
+    })
+    .await
+    .map_err(|e| e.or(in_use()))?;
     Ok((log, state))
+}
+
+/// Why storage did not open: held by another (waited for), or any other error.
+enum Held {
+    InUse,
+    Failed(StartError),
+}
+
+impl Held {
+    /// The error, `in_use` if the storage was still held.
+    fn or(self, in_use: StartError) -> StartError {
+        match self {
+            Held::InUse => in_use,
+            Held::Failed(e) => e,
+        }
+    }
 }
 
 /// Entries per AppendEntries message, as openraft counts them; the network sends fewer when
@@ -566,17 +619,15 @@ async fn compact_history(state: StateMachine, retention: Retention) {
     }
 }
 
-/// Opens a database, waiting up to [`RELEASE_WAIT`] while it is still held. After a member
-/// in this process shuts down, openraft tasks spawned apart from its core (snapshot building)
-/// may still hold the storage for a moment; a restart in the same process waits for them. A
-/// database held for longer (another running member) is reported as the error it is.
-async fn open_when_released<T>(
-    open: impl Fn() -> Result<T, redb::DatabaseError>,
-) -> Result<T, redb::DatabaseError> {
+/// Opens storage, waiting up to [`RELEASE_WAIT`] while it is still held. After a member in
+/// this process shuts down, openraft tasks spawned apart from its core (snapshot building,
+/// replication) may still hold the storage for a moment; a restart in the same process waits
+/// for them. Storage held for longer (another running member) is reported as the error it is.
+async fn open_when_released<T>(open: impl Fn() -> Result<T, Held>) -> Result<T, Held> {
     let deadline = tokio::time::Instant::now() + RELEASE_WAIT;
     loop {
         match open() {
-            Err(redb::DatabaseError::DatabaseAlreadyOpen) if tokio::time::Instant::now() < deadline => {
+            Err(Held::InUse) if tokio::time::Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
             other => return other,
