@@ -761,6 +761,7 @@ fn state_files_are_private_even_in_a_directory_that_existed() {
     assert_eq!(support::mode(&data.join("raft-log")), 0o700, "the Raft log's directory");
     for file in [
         "state.redb",
+        "raft-log.redb",
         "raft-log/0000000000000001.wal",
         "raft-log/LOCK",
         "member.key",

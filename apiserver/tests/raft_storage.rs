@@ -309,9 +309,9 @@ fn objects_entries_and_history_written_before_packing_still_read_and_new_ones_ar
 }
 
 /// A member's log from before the WAL (`raft-log.redb`) moves into the WAL at its next start:
-/// entries, vote, committed id and purge as they were; the old file goes once the WAL is in
-/// place, and an import cut short (a staging directory left, or the old file left beside a
-/// finished one) completes at the next.
+/// entries, vote, committed id and purge as they were; the old file is replaced by a
+/// tombstone once the WAL is in place, and an import cut short (a staging directory left, or
+/// the old file left beside a finished one) completes at the next.
 #[test]
 fn a_log_from_before_the_wal_is_imported_whole_once() {
     use apiserver::raft::{Imported, import_redb};
@@ -346,7 +346,9 @@ fn a_log_from_before_the_wal_is_imported_whole_once() {
     std::fs::create_dir(dir.path().join("raft-log.import")).unwrap();
     std::fs::write(dir.path().join("raft-log.import").join("0000000000000001.wal"), b"junk").unwrap();
     assert_eq!(import_redb(&legacy, &wal).unwrap(), Imported::Done);
-    assert!(!legacy.exists(), "the old file is gone");
+    // In its place, a file an older build refuses to open (rather than start on an empty log).
+    assert!(std::fs::read(&legacy).unwrap().starts_with(b"univrs: not a database."));
+    assert!(redb::Database::create(&legacy).is_err(), "an older build cannot open it");
     assert!(!dir.path().join("raft-log.import").exists());
     assert_eq!(import_redb(&legacy, &wal).unwrap(), Imported::Nothing);
     let check = |log: &mut LogStore| {
@@ -363,11 +365,26 @@ fn a_log_from_before_the_wal_is_imported_whole_once() {
     check(&mut log);
     rt.block_on(log.save_vote(&openraft::Vote::new(4, 1))).unwrap();
     drop(log);
-    // The old file left beside a finished import (stopped before it was deleted): deleted,
+    // The old file left beside a finished import (stopped before it was replaced): replaced,
     // not imported over what the WAL has since.
+    std::fs::remove_file(&legacy).unwrap();
     write_legacy();
     assert_eq!(import_redb(&legacy, &wal).unwrap(), Imported::Removed);
-    assert!(!legacy.exists());
+    assert!(apiserver::raft::is_tombstone(&legacy).unwrap());
+    // A member that never had an old log gets the tombstone too, once its WAL exists.
+    let fresh = tempfile::tempdir().unwrap();
+    let fresh_legacy = fresh.path().join("raft-log.redb");
+    let fresh_wal = fresh.path().join("raft-log");
+    assert_eq!(import_redb(&fresh_legacy, &fresh_wal).unwrap(), Imported::Nothing);
+    drop(LogStore::open(&fresh_wal).unwrap());
+    apiserver::raft::ensure_tombstone(&fresh_legacy).unwrap();
+    assert!(apiserver::raft::is_tombstone(&fresh_legacy).unwrap());
+    assert_eq!(import_redb(&fresh_legacy, &fresh_wal).unwrap(), Imported::Nothing);
+    // The tombstone without the WAL: the log is lost, and the member does not start on an
+    // empty one.
+    std::fs::remove_dir_all(&fresh_wal).unwrap();
+    let err = import_redb(&fresh_legacy, &fresh_wal).unwrap_err();
+    assert!(err.to_string().contains("refusing to start on an empty log"), "{err}");
     let mut log = LogStore::open(&wal).unwrap();
     assert_eq!(rt.block_on(log.read_vote()).unwrap(), Some(openraft::Vote::new(4, 1)));
 }

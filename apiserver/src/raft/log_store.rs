@@ -10,7 +10,7 @@
 //! costs one write and one fsync, not two of either.
 //!
 //! Logs of members from before the WAL (`raft-log.redb`) are imported at start
-//! ([`import_redb`]).
+//! ([`import_redb`]), and a [`TOMBSTONE`] is left in their place (for every member).
 
 use std::collections::VecDeque;
 use std::fmt::Debug;
@@ -214,17 +214,67 @@ impl LogStore {
     }
 }
 
+/// What is left at `raft-log.redb` once the log is in the WAL: not a redb database, so that a
+/// univrs build from before the WAL, started on this data dir, refuses to open it rather than
+/// start with an empty log (and vote again in a term it voted in).
+pub const TOMBSTONE: &[u8] = b"univrs: not a database. This member's Raft log is in raft-log/ (a write-ahead log); a univrs build from before it cannot read that, and must not start on this data dir.\n";
+
+/// Whether the file at `path` is the [`TOMBSTONE`].
+pub fn is_tombstone(path: &Path) -> std::io::Result<bool> {
+    use std::io::Read as _;
+    let mut head = Vec::with_capacity(TOMBSTONE.len());
+    File::open(path)?.take(TOMBSTONE.len() as u64).read_to_end(&mut head)?;
+    Ok(head == TOMBSTONE)
+}
+
+/// Puts the [`TOMBSTONE`] at `legacy` (in place of what is there, in one rename), durably.
+fn leave_tombstone(legacy: &Path) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut name = legacy.file_name().unwrap_or_default().to_owned();
+    name.push(".new");
+    let new = legacy.with_file_name(name);
+    let mut file =
+        std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&new)?;
+    file.write_all(TOMBSTONE)?;
+    file.sync_all()?;
+    std::fs::rename(&new, legacy)?;
+    let parent = legacy.parent().unwrap_or(Path::new("."));
+    File::open(parent)?.sync_all()
+}
+
+/// Puts the [`TOMBSTONE`] at `legacy` unless something is there: for a member that never had
+/// a log from before the WAL, once its WAL exists (an older build must not start on its data
+/// dir either, and this build must not start on the tombstone without the WAL).
+pub fn ensure_tombstone(legacy: &Path) -> std::io::Result<()> {
+    if legacy.exists() { Ok(()) } else { leave_tombstone(legacy).map_err(|e| at(legacy, e)) }
+}
+
 /// Moves the log of a member from before the WAL, `raft-log.redb`, into the WAL directory
-/// `dir`, if there is such a file. Made whole beside `dir` first and renamed into place, so
-/// a member stopped part way imports again at its next start; the old file is deleted only
-/// once the WAL is in place. Nothing to do if `legacy` does not exist.
+/// `dir`, and leaves the [`TOMBSTONE`] at `legacy`. The WAL is made whole beside `dir` first
+/// and renamed into place, so a member stopped part way imports again at its next start; the
+/// old file is replaced only once the WAL is in place. The tombstone without `dir` is an
+/// error: the log is lost, and a member started on an empty one could vote twice in a term.
 pub fn import_redb(legacy: &Path, dir: &Path) -> std::io::Result<Imported> {
     use std::io::Error;
     if !legacy.exists() {
         return Ok(Imported::Nothing);
     }
+    if is_tombstone(legacy).map_err(|e| at(legacy, e))? {
+        if !dir.is_dir() {
+            return Err(Error::new(
+                std::io::ErrorKind::NotFound,
+                format!(
+                    "{} is missing, and {} says the Raft log moved there: refusing to start on an empty log (it could vote twice in a term); restore the directory, or move the data dir away and join the member to its cluster again",
+                    dir.display(),
+                    legacy.display()
+                ),
+            ));
+        }
+        return Ok(Imported::Nothing);
+    }
     let parent = dir.parent().unwrap_or(Path::new("."));
-    // The old file beside a finished import (stopped before it was deleted) is only deleted.
+    // The old file beside a finished import (stopped before it was replaced) is only replaced.
     let mut imported = Imported::Removed;
     if !dir.exists() {
         // A small page cache, as the log had: the entries are read once, in order.
@@ -290,8 +340,7 @@ pub fn import_redb(legacy: &Path, dir: &Path) -> std::io::Result<Imported> {
         File::open(parent).and_then(|d| d.sync_all()).map_err(|e| at(parent, e))?;
         imported = Imported::Done;
     }
-    std::fs::remove_file(legacy).map_err(|e| at(legacy, e))?;
-    File::open(parent).and_then(|d| d.sync_all()).map_err(|e| at(parent, e))?;
+    leave_tombstone(legacy).map_err(|e| at(legacy, e))?;
     Ok(imported)
 }
 
@@ -303,11 +352,12 @@ fn at(path: &Path, e: std::io::Error) -> std::io::Error {
 /// What [`import_redb`] did.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Imported {
-    /// There was no log from before the WAL.
+    /// There was no log from before the WAL (or the tombstone is in place).
     Nothing,
-    /// The old log is now in the WAL, and gone.
+    /// The old log is now in the WAL, and the tombstone in its place.
     Done,
-    /// The old log was left beside a WAL it had been imported into: it is gone.
+    /// The old log was left beside a WAL it had been imported into: the tombstone is in its
+    /// place.
     Removed,
     /// The old log is open elsewhere.
     InUse,

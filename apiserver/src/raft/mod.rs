@@ -28,7 +28,7 @@ pub use cluster::{
     ClusterError, JoinTarget, MAX_API_URL_BYTES, MAX_MEMBERS, MemberConfig, MemberInfo, PROMOTE_LAG,
     member_id,
 };
-pub use log_store::{Imported, LogStore, import_redb};
+pub use log_store::{Imported, LogStore, TOMBSTONE, ensure_tombstone, import_redb, is_tombstone};
 pub use node::{NoPeers, Options, RaftNode, ReadError, SINGLE_NODE_ID, StartError, WriteError};
 pub use state_machine::{Scan, StateMachine, Visit};
 pub use types::{Expect, Member, NodeId, Op, Outcome, Request, Response, Stored, TypeConfig};

@@ -26,7 +26,7 @@ use super::history::Retention;
 use super::rpc::{MAX_ENTRY_BYTES, MAX_OPS, SNAPSHOT_CHUNK_BYTES, request_bytes};
 use super::{
     Imported, LogOpenError, LogStore, Member, NodeId, Request, Response, StateMachine, TypeConfig,
-    import_redb,
+    ensure_tombstone, import_redb,
 };
 
 /// Why a member could not start.
@@ -499,7 +499,8 @@ async fn commit_batch(raft: &Raft<TypeConfig>, batch: Vec<Queued>) {
 }
 
 /// Opens the log and the state machine in `dir`, first importing a log from before the WAL
-/// (`raft-log.redb`) if there is one.
+/// (`raft-log.redb`) if there is one; a tombstone takes that file's place (for every member,
+/// once its WAL exists: see `log_store::TOMBSTONE`).
 pub(super) async fn open_storage(dir: &Path) -> Result<(LogStore, StateMachine), StartError> {
     let in_use = || StartError::InUse { dir: dir.display().to_string() };
     let log_dir = dir.join("raft-log");
@@ -530,6 +531,8 @@ pub(super) async fn open_storage(dir: &Path) -> Result<(LogStore, StateMachine),
     })
     .await
     .map_err(|e| e.or(in_use()))?;
+    ensure_tombstone(&legacy)
+        .map_err(|source| StartError::Log { path: legacy.display().to_string(), source })?;
     let sm_path = dir.join("state.redb");
     let state = open_when_released(|| match StateMachine::open(&sm_path) {
         Ok(state) => Ok(state),

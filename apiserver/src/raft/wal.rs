@@ -12,17 +12,23 @@
 //! growing file here; the first write of a preallocated block still records that it is
 //! written); the zeros after the last record end it.
 //!
-//! A new segment starts with the vote, committed id and purge as they are then, so a purge
-//! can delete every segment older than the oldest one holding an entry the log still has
-//! (oldest first: a crash between two deletions leaves a suffix, which replays the same).
+//! A new segment starts with one record restating the vote, committed id and purge as they
+//! are then ([`Record::Start`], one CRC), made durable before anything else is written to the
+//! segment, so a purge can delete every segment older than the oldest one holding an entry
+//! the log still has (oldest first: a crash between two deletions leaves a suffix, which
+//! replays the same).
 //!
 //! At open, a record cut short or failing its CRC in the *last* segment is taken for a write
-//! that was never acknowledged (its fdatasync did not return): the segment is cut there and
-//! written no more. (As etcd does: damage to an earlier record of the last segment cannot be
-//! told apart from a torn write, and cuts the log there too.) Such a record in any other
-//! segment, or records after zeros in one, is damage, and the member refuses to start rather
-//! than lose acknowledged entries silently. After a failed write or fdatasync the log
-//! acknowledges no more writes until it is opened again.
+//! that was never acknowledged (its fdatasync did not return): the segment is cut there
+//! (truncated, durably, so no byte of that write is ever read again) and the next writes go
+//! to a new segment. (As etcd does: damage to an earlier record of the last segment cannot be
+//! told apart from a torn write, and cuts the log there too.) A last segment without its
+//! magic, or with its start record cut short and nothing after it, was being made: it is
+//! removed, and the one before takes the writes (a cut one too: its torn bytes are gone).
+//! Such a record in any other segment, records after zeros in one, a segment whose first
+//! record is not its start, or a start record that fails with anything after it, is damage:
+//! the member refuses to start rather than lose acknowledged entries silently. After a failed
+//! write or fdatasync the log acknowledges no more writes until it is opened again.
 //!
 //! Pure parts ([`scan`], [`Index::apply`], [`encode`]) are apart from the file I/O ([`Wal`]).
 
@@ -57,6 +63,10 @@ const VOTE: u8 = 2;
 const COMMITTED: u8 = 3;
 const PURGED: u8 = 4;
 const TRUNCATED: u8 = 5;
+const START: u8 = 6;
+
+/// A field of a [`Record::Start`] that is absent.
+const ABSENT: u32 = u32::MAX;
 
 /// One change to the log, as written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -71,6 +81,10 @@ pub(super) enum Record<'a> {
     Purged { upto: u64, id: &'a [u8] },
     /// The entries from `from` on are gone.
     Truncated { from: u64 },
+    /// A segment's first record: the vote, committed id and last purge (up to an index, and
+    /// its log id) as they were when it was made, each if there was one. One record, so one
+    /// CRC: a segment whose start was cut short has no record at all.
+    Start { vote: Option<&'a [u8]>, committed: Option<&'a [u8]>, purged: Option<(u64, &'a [u8])> },
 }
 
 /// Appends `record`, framed, to `out`.
@@ -100,6 +114,22 @@ pub(super) fn encode(record: &Record<'_>, out: &mut Vec<u8>) {
             out.push(TRUNCATED);
             out.extend_from_slice(&from.to_le_bytes());
         }
+        Record::Start { vote, committed, purged } => {
+            out.push(START);
+            let mut field = |parts: Option<[&[u8]; 2]>| match parts {
+                Some(parts) => {
+                    let len = u32::try_from(parts[0].len() + parts[1].len()).expect("a small field");
+                    out.extend_from_slice(&len.to_le_bytes());
+                    out.extend_from_slice(parts[0]);
+                    out.extend_from_slice(parts[1]);
+                }
+                None => out.extend_from_slice(&ABSENT.to_le_bytes()),
+            };
+            field(vote.map(|v| [v, &[]]));
+            field(committed.map(|c| [c, &[]]));
+            let upto = purged.map(|(upto, _)| upto.to_le_bytes());
+            field(purged.zip(upto.as_ref()).map(|((_, id), upto)| [upto.as_slice(), id]));
+        }
     }
     let body = &out[start + HEADER..];
     let len = u32::try_from(body.len()).expect("a record is smaller than 4 GiB");
@@ -127,6 +157,33 @@ fn decode(body: &[u8]) -> Result<Record<'_>, String> {
             Record::Purged { upto, id: &payload[at..] }
         }
         TRUNCATED => Record::Truncated { from: index_and_rest(payload)?.0 },
+        START => {
+            let mut rest = payload;
+            let mut field = || -> Result<Option<&[u8]>, String> {
+                let len = rest.get(..4).ok_or("a segment's start cut short")?;
+                let len = u32::from_le_bytes(len.try_into().expect("4 bytes"));
+                rest = &rest[4..];
+                if len == ABSENT {
+                    return Ok(None);
+                }
+                let (field, after) =
+                    rest.split_at_checked(len as usize).ok_or("a segment's start cut short")?;
+                rest = after;
+                Ok(Some(field))
+            };
+            let (vote, committed, purged) = (field()?, field()?, field()?);
+            if !rest.is_empty() {
+                return Err(format!("{} bytes after a segment's start", rest.len()));
+            }
+            let purged = match purged {
+                Some(p) => {
+                    let (upto, id) = p.split_at_checked(8).ok_or("a segment's start cut short")?;
+                    Some((u64::from_le_bytes(upto.try_into().expect("8 bytes")), id))
+                }
+                None => None,
+            };
+            Record::Start { vote, committed, purged }
+        }
         other => return Err(format!("a record of unknown kind {other} (written by a newer version?)")),
     })
 }
@@ -211,22 +268,27 @@ impl Index {
             Record::Truncated { from } => {
                 self.entries.split_off(&from);
             }
+            Record::Start { vote, committed, purged } => {
+                if let Some(vote) = vote {
+                    self.apply(segment, at, &Record::Vote(vote));
+                }
+                if let Some(committed) = committed {
+                    self.apply(segment, at, &Record::Committed(committed));
+                }
+                if let Some((upto, id)) = purged {
+                    self.apply(segment, at, &Record::Purged { upto, id });
+                }
+            }
         }
     }
 
-    /// The vote, committed id and purge as records, for the start of a new segment.
-    fn state_records(&self) -> Vec<Record<'_>> {
-        let mut out = Vec::new();
-        if let Some(vote) = &self.vote {
-            out.push(Record::Vote(vote));
+    /// The vote, committed id and purge, for the start of a new segment.
+    fn start_record(&self) -> Record<'_> {
+        Record::Start {
+            vote: self.vote.as_deref(),
+            committed: self.committed.as_deref(),
+            purged: self.purged.as_ref().map(|(upto, id)| (*upto, id.as_slice())),
         }
-        if let Some(committed) = &self.committed {
-            out.push(Record::Committed(committed));
-        }
-        if let Some((upto, id)) = &self.purged {
-            out.push(Record::Purged { upto: *upto, id });
-        }
-        out
     }
 
     /// The oldest segment holding an entry the log has.
@@ -289,10 +351,54 @@ struct Writer {
 pub(super) struct Wal {
     dir: PathBuf,
     index: Mutex<Index>,
-    /// The open segments, by number: readers take a handle and read without a lock.
-    segments: Mutex<BTreeMap<u64, Arc<File>>>,
+    segments: Mutex<Segments>,
     writer: Mutex<Writer>,
     _lock: File,
+}
+
+/// Handles kept open on segments, at most (the newest): a log of many segments (one between
+/// snapshots can be a GiB) does not hold a descriptor for each. An older segment is opened
+/// for each read of it; replication and apply read what was just appended, mostly from
+/// memory (`log_store::Recent`).
+const OPEN_SEGMENTS: usize = 8;
+
+/// The segments in the directory, and handles on some of them.
+#[derive(Default)]
+struct Segments {
+    /// Every segment, by number.
+    all: std::collections::BTreeSet<u64>,
+    /// Handles on at most [`OPEN_SEGMENTS`] of them, the newest: readers take one and read
+    /// without a lock (a segment deleted meanwhile still reads through it).
+    open: BTreeMap<u64, Arc<File>>,
+}
+
+impl Segments {
+    /// A handle on segment `n`, opened now if none is kept.
+    fn handle(&mut self, dir: &Path, n: u64) -> io::Result<Arc<File>> {
+        if let Some(file) = self.open.get(&n) {
+            return Ok(file.clone());
+        }
+        let path = segment_path(dir, n);
+        let file = Arc::new(
+            File::open(&path).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?,
+        );
+        self.keep(n, file.clone());
+        Ok(file)
+    }
+
+    /// Keeps `file`, the handle on segment `n`, dropping the oldest beyond the bound.
+    fn keep(&mut self, n: u64, file: Arc<File>) {
+        self.all.insert(n);
+        self.open.insert(n, file);
+        while self.open.len() > OPEN_SEGMENTS {
+            self.open.pop_first();
+        }
+    }
+
+    fn remove(&mut self, n: u64) {
+        self.all.remove(&n);
+        self.open.remove(&n);
+    }
 }
 
 fn segment_path(dir: &Path, segment: u64) -> PathBuf {
@@ -331,13 +437,29 @@ fn unstarted(bytes: &[u8]) -> bool {
     magic < MAGIC.len() && bytes[magic..].iter().all(|&b| b == 0)
 }
 
-/// A new segment's first bytes: [`MAGIC`], then the vote, committed id and purge `index`
-/// holds (one small write, well inside the first sector).
+/// Whether `bytes`, a segment with its magic but no whole record, are one whose start record
+/// was cut short, with nothing written after it: only zeros past where its start record (as
+/// long as its header claims, within [`START_BYTES`]) would end. A start record that fails
+/// its CRC with anything after it is damage (records are written only once the start is
+/// durable), never taken for a segment being made.
+fn start_cut_short(bytes: &[u8]) -> bool {
+    let after_magic = &bytes[MAGIC.len().min(bytes.len())..];
+    let claimed = match after_magic.get(..4) {
+        Some(len) => u32::from_le_bytes(len.try_into().expect("4 bytes")) as usize,
+        None => 0,
+    };
+    if claimed > START_BYTES {
+        return after_magic.iter().all(|&b| b == 0);
+    }
+    after_magic.get(HEADER + claimed..).is_none_or(|rest| rest.iter().all(|&b| b == 0))
+}
+
+/// A new segment's first bytes: [`MAGIC`], then a [`Record::Start`] with the vote,
+/// committed id and purge `index` holds (one small write, well inside [`START_BYTES`]).
 fn segment_start(index: &Index) -> Vec<u8> {
     let mut start = MAGIC.to_vec();
-    for record in index.state_records() {
-        encode(&record, &mut start);
-    }
+    encode(&index.start_record(), &mut start);
+    debug_assert!(start.len() <= START_BYTES, "a segment's start is {} bytes", start.len());
     start
 }
 
@@ -394,18 +516,15 @@ impl Wal {
             Err(std::fs::TryLockError::Error(e)) => return Err(io_at(&lock_path)(e)),
         }
         let mut numbers = segment_numbers(dir).map_err(io_at(dir))?;
-        // A last segment without its start, or without a single record, was being made when
-        // the member stopped: it holds nothing (writes go to a segment only once its start is
-        // durable), and the one before it, if any, takes the writes again.
+        // A last segment without its magic or its start record (nothing past where its start
+        // would end) was being made when the member stopped: it holds nothing (writes go to a
+        // segment only once its start is durable), and the one before it, if any, takes the
+        // writes again.
         while let Some(&n) = numbers.last() {
             let path = segment_path(dir, n);
             let bytes = std::fs::read(&path).map_err(io_at(&path))?;
             let empty = match scan(&bytes) {
-                Ok(scanned) => {
-                    scanned.records.is_empty()
-                        && numbers.len() > 1
-                        && bytes.get(START_BYTES..).is_none_or(|rest| rest.iter().all(|&b| b == 0))
-                }
+                Ok(scanned) => scanned.records.is_empty() && start_cut_short(&bytes),
                 Err(_) => unstarted(&bytes),
             };
             if !empty {
@@ -417,15 +536,19 @@ impl Wal {
             numbers.pop();
         }
         let mut index = Index::default();
-        let mut segments = BTreeMap::new();
+        let mut segments = Segments::default();
         // The segment to write next, and where; none if a new one must be made.
         let mut resume = None;
+        let mut writer_file = None;
         for (i, &n) in numbers.iter().enumerate() {
             let path = segment_path(dir, n);
             let is_last = i + 1 == numbers.len();
             let bytes = std::fs::read(&path).map_err(io_at(&path))?;
             let damaged = |why: String| OpenError::Damaged { path: path.display().to_string(), why };
             let scanned = scan(&bytes).map_err(damaged)?;
+            if !matches!(scanned.records.first(), Some((_, Record::Start { .. }))) {
+                return Err(damaged("it does not start with the log's state (a start record)".into()));
+            }
             if !is_last {
                 if let Some(why) = &scanned.torn {
                     return Err(damaged(why.clone()));
@@ -461,16 +584,20 @@ impl Wal {
                     resume = Some((n, scanned.end));
                 }
             }
-            segments.insert(n, Arc::new(file));
+            let file = Arc::new(file);
+            segments.keep(n, file.clone());
+            if resume.is_some_and(|(segment, _)| segment == n) {
+                writer_file = Some(file);
+            }
         }
-        let writer = match resume {
-            Some((segment, pos)) => Writer { segment, file: segments[&segment].clone(), pos, failed: None },
+        let writer = match resume.zip(writer_file) {
+            Some(((segment, pos), file)) => Writer { segment, file, pos, failed: None },
             None => {
                 let n = numbers.last().map_or(1, |n| n + 1);
                 let start = segment_start(&index);
                 let path = segment_path(dir, n);
                 let file = Arc::new(create_segment(dir, n, &start).map_err(io_at(&path))?);
-                segments.insert(n, file.clone());
+                segments.keep(n, file.clone());
                 Writer { segment: n, file, pos: start.len() as u64, failed: None }
             }
         };
@@ -533,7 +660,7 @@ impl Wal {
             let n = writer.segment + 1;
             let start = segment_start(&self.lock_index());
             let file = Arc::new(create_segment(&self.dir, n, &start).map_err(named(n))?);
-            self.segments.lock().expect("log segments lock").insert(n, file.clone());
+            self.segments.lock().expect("log segments lock").keep(n, file.clone());
             *writer = Writer { segment: n, file, pos: start.len() as u64, failed: None };
         }
         writer.file.write_all_at(buf, writer.pos).map_err(named(writer.segment))?;
@@ -546,36 +673,45 @@ impl Wal {
         let keep_from = self.lock_index().oldest_needed().unwrap_or(current).min(current);
         let doomed: Vec<u64> = {
             let segments = self.segments.lock().expect("log segments lock");
-            segments.range(..keep_from).map(|(&n, _)| n).collect()
+            segments.all.range(..keep_from).copied().collect()
         };
         for n in doomed {
             let path = segment_path(&self.dir, n);
-            std::fs::remove_file(&path)
-                .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
-            sync_dir(&self.dir)?;
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io::Error::new(e.kind(), format!("{}: {e}", path.display()))),
+            }
             // Readers holding its handle still read it until they drop it.
-            self.segments.lock().expect("log segments lock").remove(&n);
+            self.segments.lock().expect("log segments lock").remove(n);
+            // Each deletion durable before the next: a crash part way leaves the newest of
+            // them (a suffix), which replays the same; an older one left without a newer one
+            // could bring back entries a truncation in the newer removed.
+            sync_dir(&self.dir)?;
         }
         Ok(())
     }
 
     /// The stored bytes of the entries with index in `range`, in order.
     pub fn read(&self, range: impl RangeBounds<u64>) -> io::Result<Vec<(u64, Vec<u8>)>> {
-        // Where the entries are and a handle on each of their segments, taken together: a
-        // purge may delete a segment once the index no longer names it, and a handle taken
-        // before reads it still.
+        // Where the entries are and a handle on each of their segments, taken under the
+        // index's lock: a purge deletes a segment only once the index no longer names it
+        // (after taking that lock), and a handle taken before reads it still.
         let locs: Vec<(u64, Loc, Arc<File>)> = {
             let index = self.lock_index();
-            let segments = self.segments.lock().expect("log segments lock");
+            let mut segments = self.segments.lock().expect("log segments lock");
             let mut locs = Vec::new();
             if is_empty(&range) {
                 return Ok(Vec::new());
             }
+            let mut last: Option<(u64, Arc<File>)> = None;
             for (&i, &loc) in index.entries.range(range) {
-                let file = segments.get(&loc.segment).ok_or_else(|| {
-                    io::Error::other(format!("entry {i} is in segment {} which is gone", loc.segment))
-                })?;
-                locs.push((i, loc, file.clone()));
+                let file = match &last {
+                    Some((n, file)) if *n == loc.segment => file.clone(),
+                    _ => segments.handle(&self.dir, loc.segment)?,
+                };
+                last = Some((loc.segment, file.clone()));
+                locs.push((i, loc, file));
             }
             locs
         };
@@ -626,6 +762,12 @@ pub fn stored_records(path: &Path) -> io::Result<Vec<Vec<u8>>> {
         out.push(match record {
             Record::Entry { stored, .. } => super::packed::unpack(stored)?.into_owned(),
             Record::Vote(json) | Record::Committed(json) | Record::Purged { id: json, .. } => json.to_vec(),
+            Record::Start { vote, committed, purged } => {
+                out.extend(
+                    vote.into_iter().chain(committed).chain(purged.map(|(_, id)| id)).map(<[u8]>::to_vec),
+                );
+                continue;
+            }
             Record::Truncated { .. } => continue,
         });
     }
@@ -794,6 +936,45 @@ mod tests {
         wal.write(&[Record::Entry { index: 3, stored: b"3" }]).unwrap();
         drop(wal);
         assert_eq!(entries(&Wal::open(dir).unwrap()), [e(1, "one"), e(2, "2"), e(3, "3")]);
+        // Cut again, then a stop while the next segment was being made: that one is removed
+        // and the cut one takes the writes; its torn bytes are gone for good.
+        leave_after_last_record(dir, &unacknowledged);
+        drop(Wal::open(dir).unwrap());
+        let last = *numbers(dir).last().unwrap();
+        std::fs::remove_file(segment_path(dir, last)).unwrap();
+        std::fs::write(segment_path(dir, last), MAGIC).unwrap();
+        let wal = Wal::open(dir).unwrap();
+        assert_eq!(*numbers(dir).last().unwrap(), last - 1);
+        wal.write(&[Record::Entry { index: 4, stored: b"4" }]).unwrap();
+        drop(wal);
+        let wal = Wal::open(dir).unwrap();
+        assert_eq!(entries(&wal), [e(1, "one"), e(2, "2"), e(3, "3"), e(4, "4")]);
+    }
+
+    /// Handles are kept on a few segments only; an entry in any other is read all the same.
+    #[test]
+    fn entries_in_every_segment_read_with_few_handles_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let dir = dir.path();
+        let entry = |i: u64| vec![i as u8; (SEGMENT_BYTES / 3) as usize];
+        let wal = Wal::open(dir).unwrap();
+        for index in 1..=20 {
+            wal.write(&[Record::Entry { index, stored: &entry(index) }]).unwrap();
+        }
+        assert_eq!(numbers(dir).len(), 10);
+        let check = |wal: &Wal| {
+            assert!(wal.segments.lock().unwrap().open.len() <= OPEN_SEGMENTS);
+            for index in [1, 20, 2, 7, 13, 1] {
+                assert_eq!(wal.read(index..=index).unwrap(), [(index, entry(index))], "entry {index}");
+            }
+            let all = wal.read(..).unwrap();
+            assert_eq!(all.len(), 20);
+            assert!(all.iter().all(|(i, bytes)| *bytes == entry(*i)));
+            assert!(wal.segments.lock().unwrap().open.len() <= OPEN_SEGMENTS);
+        };
+        check(&wal);
+        drop(wal);
+        check(&Wal::open(dir).unwrap());
     }
 
     #[test]
@@ -834,21 +1015,45 @@ mod tests {
             let wal = Wal::open(dir).unwrap();
             wal.write(&[Record::Vote(b"v"), Record::Entry { index: 1, stored: b"one" }]).unwrap();
         }
-        for half_made in [vec![0u8; 4096], b"univ".to_vec(), MAGIC.to_vec()] {
+        let mut torn_start =
+            segment(&[Record::Start { vote: Some(b"v"), committed: Some(b"c"), purged: None }]);
+        torn_start.truncate(torn_start.len() - 3);
+        for half_made in [vec![0u8; 4096], b"univ".to_vec(), MAGIC.to_vec(), torn_start] {
             std::fs::write(segment_path(dir, 2), &half_made).unwrap();
             let wal = Wal::open(dir).unwrap();
             assert_eq!(numbers(dir), [1], "{half_made:?}");
             assert_eq!(entries(&wal), [e(1, "one")]);
             assert_eq!(wal.state().vote, Some(b"v".to_vec()));
         }
+        // A start that fails its CRC with a record after it: damage, not a segment being made.
+        let mut damaged_start = segment(&[
+            Record::Start { vote: Some(b"v2"), committed: None, purged: None },
+            Record::Vote(b"v3"),
+        ]);
+        damaged_start[MAGIC.len() + HEADER + 2] ^= 1;
+        std::fs::write(segment_path(dir, 2), &damaged_start).unwrap();
+        assert!(matches!(Wal::open(dir), Err(OpenError::Damaged { .. })));
         // Not a half-made segment: something else, refused.
         std::fs::write(segment_path(dir, 2), b"something else entirely").unwrap();
         assert!(matches!(Wal::open(dir), Err(OpenError::Damaged { .. })));
+        std::fs::write(segment_path(dir, 2), segment(&[Record::Entry { index: 2, stored: b"two" }])).unwrap();
+        let err = Wal::open(dir).err().expect("a segment without its start is refused");
+        assert!(matches!(&err, OpenError::Damaged { why, .. } if why.contains("start record")), "{err}");
+        // The only segment, half made (the log's very first start): removed and made again.
+        let fresh = tempfile::tempdir().unwrap();
+        std::fs::write(segment_path(fresh.path(), 1), &MAGIC[..5]).unwrap();
+        let wal = Wal::open(fresh.path()).unwrap();
+        assert_eq!(numbers(fresh.path()), [1]);
+        wal.write(&[Record::Vote(b"v")]).unwrap();
+        drop(wal);
+        assert_eq!(Wal::open(fresh.path()).unwrap().state().vote, Some(b"v".to_vec()));
     }
 
     #[test]
     fn records_read_back_as_written_and_zeros_end_a_segment() {
         let records = [
+            Record::Start { vote: Some(b"v0"), committed: None, purged: Some((2, b"p2")) },
+            Record::Start { vote: None, committed: Some(b""), purged: None },
             Record::Vote(b"{\"v\":1}"),
             Record::Entry { index: 7, stored: b"seven" },
             Record::Committed(b"null"),
@@ -863,7 +1068,7 @@ mod tests {
         assert_eq!(scanned.records.iter().map(|(_, r)| *r).collect::<Vec<_>>(), records);
         assert_eq!((scanned.end, scanned.torn), (end, None));
         // The offsets point at each payload.
-        let (at, _) = scanned.records[1];
+        let (at, _) = scanned.records[3];
         assert_eq!(&bytes[at as usize + 8..at as usize + 13], b"seven");
     }
 
@@ -918,7 +1123,7 @@ mod tests {
         assert_eq!(index.purged, Some((1, b"p".to_vec())));
         // A new segment's start restates the purge without removing what the log has.
         let mut again = Index::default();
-        let start = segment(&index.state_records());
+        let start = segment(&[index.start_record()]);
         for (at, r) in scan(&start).unwrap().records {
             again.apply(2, at, &r);
         }
