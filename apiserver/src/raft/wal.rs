@@ -569,8 +569,9 @@ impl Wal {
             if is_last {
                 // The rest of the last segment must be zeros for the next replay to stop
                 // where this one did: a write cut short may have left bytes past it. Cut
-                // there, the segment is written no more: the next starts with the state as
-                // replayed, whatever of its own start the cut write took with it.
+                // there (durably: its torn bytes are gone), the writes go on in a new
+                // segment, which starts with the state as replayed. (Found half made at the
+                // next open, that one is removed and this one takes the writes again.)
                 if bytes[scanned.end as usize..].iter().any(|&b| b != 0) {
                     tracing::warn!(
                         "the Raft log's last segment {} ends in a write that was never acknowledged ({}): cutting it off at byte {}",
