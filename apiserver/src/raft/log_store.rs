@@ -24,7 +24,7 @@ use openraft::{Entry, ErrorSubject, ErrorVerb, LogId, OptionalSend, RaftLogReade
 use redb::{ReadableTable, TableDefinition};
 use serde::de::DeserializeOwned;
 
-use super::wal::{OpenError, Record, Wal};
+use super::wal::{OpenError, Record, Wal, at, sync_dir};
 use super::{NodeId, TypeConfig, io_err, read_table};
 
 /// The log's table in `raft-log.redb` of members from before the WAL: index → the entry's
@@ -227,27 +227,15 @@ pub fn is_tombstone(path: &Path) -> std::io::Result<bool> {
     Ok(head == TOMBSTONE)
 }
 
-/// Puts the [`TOMBSTONE`] at `legacy` (in place of what is there, in one rename), durably.
-fn leave_tombstone(legacy: &Path) -> std::io::Result<()> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let mut name = legacy.file_name().unwrap_or_default().to_owned();
-    name.push(".new");
-    let new = legacy.with_file_name(name);
-    let mut file =
-        std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&new)?;
-    file.write_all(TOMBSTONE)?;
-    file.sync_all()?;
-    std::fs::rename(&new, legacy)?;
-    let parent = legacy.parent().unwrap_or(Path::new("."));
-    File::open(parent)?.sync_all()
-}
-
 /// Puts the [`TOMBSTONE`] at `legacy` unless something is there: for a member that never had
 /// a log from before the WAL, once its WAL exists (an older build must not start on its data
 /// dir either, and this build must not start on the tombstone without the WAL).
 pub fn ensure_tombstone(legacy: &Path) -> std::io::Result<()> {
-    if legacy.exists() { Ok(()) } else { leave_tombstone(legacy).map_err(|e| at(legacy, e)) }
+    if legacy.exists() {
+        Ok(())
+    } else {
+        crate::member::write_private(legacy, TOMBSTONE).map_err(|e| at(legacy, e))
+    }
 }
 
 /// Moves the log of a member from before the WAL, `raft-log.redb`, into the WAL directory
@@ -337,16 +325,11 @@ pub fn import_redb(legacy: &Path, dir: &Path) -> std::io::Result<Imported> {
         }
         drop(wal);
         std::fs::rename(&staging, dir).map_err(|e| at(&staging, e))?;
-        File::open(parent).and_then(|d| d.sync_all()).map_err(|e| at(parent, e))?;
+        sync_dir(parent).map_err(|e| at(parent, e))?;
         imported = Imported::Done;
     }
-    leave_tombstone(legacy).map_err(|e| at(legacy, e))?;
+    crate::member::write_private(legacy, TOMBSTONE).map_err(|e| at(legacy, e))?;
     Ok(imported)
-}
-
-/// `e`, naming `path`.
-fn at(path: &Path, e: std::io::Error) -> std::io::Error {
-    std::io::Error::new(e.kind(), format!("{}: {e}", path.display()))
 }
 
 /// What [`import_redb`] did.

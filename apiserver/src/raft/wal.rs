@@ -331,6 +331,11 @@ pub enum OpenError {
     },
 }
 
+/// `e`, naming `path`.
+pub(super) fn at(path: &Path, e: io::Error) -> io::Error {
+    io::Error::new(e.kind(), format!("{}: {e}", path.display()))
+}
+
 fn io_at(path: &Path) -> impl Fn(io::Error) -> OpenError + '_ {
     move |source| OpenError::Io { path: path.display().to_string(), source }
 }
@@ -379,9 +384,7 @@ impl Segments {
             return Ok(file.clone());
         }
         let path = segment_path(dir, n);
-        let file = Arc::new(
-            File::open(&path).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?,
-        );
+        let file = Arc::new(File::open(&path).map_err(|e| at(&path, e))?);
         self.keep(n, file.clone());
         Ok(file)
     }
@@ -422,7 +425,7 @@ fn segment_numbers(dir: &Path) -> io::Result<Vec<u64>> {
     Ok(out)
 }
 
-fn sync_dir(dir: &Path) -> io::Result<()> {
+pub(super) fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
@@ -655,7 +658,7 @@ impl Wal {
     fn write_locked(&self, writer: &mut Writer, buf: &[u8]) -> io::Result<()> {
         let named = |n: u64| {
             let path = segment_path(&self.dir, n);
-            move |e: io::Error| io::Error::new(e.kind(), format!("{}: {e}", path.display()))
+            move |e| at(&path, e)
         };
         if writer.pos + buf.len() as u64 > SEGMENT_BYTES {
             let n = writer.segment + 1;
@@ -681,7 +684,7 @@ impl Wal {
             match std::fs::remove_file(&path) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(io::Error::new(e.kind(), format!("{}: {e}", path.display()))),
+                Err(e) => return Err(at(&path, e)),
             }
             // Readers holding its handle still read it until they drop it.
             self.segments.lock().expect("log segments lock").remove(n);
