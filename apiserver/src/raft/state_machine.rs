@@ -1,9 +1,10 @@
 //! The replicated state machine on disk: every key's current value with its revisions, in a
 //! redb database of its own.
 //!
-//! Applying is one redb transaction per batch of entries, committed *without* fsync: the
-//! applied state and `last_applied` change together, so after a crash the state machine is
-//! consistent at some earlier index and openraft re-applies the rest from the (fsync'd) log.
+//! Applying writes into a redb transaction committed *without* fsync, held open for the next
+//! applies until a bound or a read commits it ([`Db`]): the applied state and `last_applied`
+//! change together, so after a crash the state machine is consistent at some earlier index
+//! and openraft re-applies the rest from the (fsync'd) log.
 //! Before a snapshot is built, which lets openraft purge the log, the state machine is made
 //! durable, so nothing purged is ever needed again. One apply a second commits durably too:
 //! redb frees the pages a transaction replaced only at a durable commit, so without it the
@@ -54,7 +55,7 @@ type Membership = StoredMembership<NodeId, super::Member>;
 /// The durable state machine. Cheap to clone: clones share the database.
 #[derive(Clone)]
 pub struct StateMachine {
-    db: Arc<Database>,
+    db: Arc<Db>,
     /// The last applied revision, announced after every apply commits (watchers wait on it).
     applied: Arc<tokio::sync::watch::Sender<u64>>,
     /// The database's file, for its size.
@@ -68,8 +69,179 @@ pub struct StateMachine {
     snapshot_files: Arc<std::sync::Mutex<()>>,
     /// When an apply last committed durably.
     last_durable: Arc<std::sync::Mutex<std::time::Instant>>,
+}
+
+/// How many applies one write transaction holds before it is committed (see [`Db`]).
+const HOLD_APPLIES: usize = 64;
+/// How much history (packed) the applies one write transaction holds may write before it is
+/// committed: the transaction's pages are in memory until then.
+const HOLD_BYTES: usize = 1 << 20;
+
+/// The database, and the applies held in a write transaction not committed yet.
+///
+/// A commit costs the same whether it carries one apply or many (its copied pages are written
+/// to the file, their checksums computed, the pages it freed recorded): at one write at a
+/// time, the commit of each apply was the largest single cost of the members' CPU
+/// (BENCHMARKS.md, change 14). So an apply leaves its transaction open for the next ones, up
+/// to [`HOLD_APPLIES`] or [`HOLD_BYTES`] of history, or until the durable commit of each
+/// second. Nothing a read sees changes: every read transaction first commits the applies held
+/// (any held then were applied before the read began), so a read after a write is acknowledged
+/// sees it, as before. Nothing a crash keeps changes either: commits without fsync are not
+/// kept by one anyway, and openraft applies again, from the log, what the last durable commit
+/// does not hold.
+///
+/// Every write transaction is this one ([`Db::write`]): redb allows one at a time. A commit
+/// that fails, or an open transaction dropped with applies in it, loses applies openraft
+/// counts as done: from then on every read and write fails ([`Db::lost`]), and openraft stops
+/// the member at its next apply; started again, it applies them again from the log.
+struct Db {
+    unsaved: std::sync::Mutex<Unsaved>,
+    /// True while `unsaved` holds a transaction (a read commits it first).
+    held: std::sync::atomic::AtomicBool,
+    /// Why applies counted as done were lost, once they have been.
+    lost: std::sync::OnceLock<String>,
     /// Writes the pages of commits without fsync to disk in the background.
-    writeback: Arc<Writeback>,
+    writeback: Writeback,
+    /// Last: dropped after the transaction held (its own drop waits for a write transaction).
+    database: Database,
+}
+
+/// The write transaction the applies since the last commit were made in.
+#[derive(Default)]
+struct Unsaved {
+    txn: Option<redb::WriteTransaction>,
+    /// Applies in it, and the history they wrote (packed).
+    applies: usize,
+    history_bytes: usize,
+}
+
+/// A write transaction, the only one while this lives: the one applies held, or a new one.
+/// Dropped without [`Writing::commit`] or [`Writing::hold`], it is rolled back, and if it held
+/// applies the database is [`Db::lost`].
+struct Writing<'a> {
+    db: &'a Db,
+    unsaved: std::sync::MutexGuard<'a, Unsaved>,
+    txn: Option<redb::WriteTransaction>,
+}
+
+impl Db {
+    fn new(database: Database, writeback: Writeback) -> Self {
+        Self {
+            unsaved: Default::default(),
+            held: Default::default(),
+            lost: Default::default(),
+            writeback,
+            database,
+        }
+    }
+
+    /// Fails once applies counted as done have been lost.
+    fn check(&self, verb: ErrorVerb) -> Result<()> {
+        match self.lost.get() {
+            Some(why) => {
+                Err(sm_err(verb, std::io::Error::other(format!("applies counted as done were lost: {why}"))))
+            }
+            None => Ok(()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Unsaved> {
+        self.unsaved.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A read transaction that sees every apply made before it was asked for.
+    fn read(&self) -> Result<redb::ReadTransaction> {
+        if self.held.load(std::sync::atomic::Ordering::Acquire) {
+            let mut unsaved = self.lock();
+            if let Some(txn) = unsaved.txn.take() {
+                Writing { db: self, unsaved, txn: Some(txn) }.commit(Durability::None)?;
+            }
+        }
+        self.check(ErrorVerb::Read)?;
+        self.database.begin_read().map_err(read_err)
+    }
+
+    /// The write transaction (the one applies held, or a new one).
+    fn write(&self) -> Result<Writing<'_>> {
+        let mut unsaved = self.lock();
+        self.check(ErrorVerb::Write)?;
+        let txn = match unsaved.txn.take() {
+            Some(txn) => txn,
+            None => self.database.begin_write().map_err(write_err)?,
+        };
+        Ok(Writing { db: self, unsaved, txn: Some(txn) })
+    }
+}
+
+impl Drop for Db {
+    fn drop(&mut self) {
+        // Committed (durably) rather than rolled back: a member that stops applies nothing
+        // again when it starts. redb's own drop begins a write transaction: this one must be
+        // gone first.
+        let unsaved = self.unsaved.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(txn) = unsaved.txn.take()
+            && let Err(e) = txn.commit()
+        {
+            tracing::warn!(error = %e, "the applies held at shutdown were not committed: they are applied again from the log");
+        }
+    }
+}
+
+impl Writing<'_> {
+    fn txn(&self) -> &redb::WriteTransaction {
+        self.txn.as_ref().expect("a transaction until committed or held")
+    }
+
+    /// Counts one apply made in the transaction, which wrote `history_bytes`.
+    fn applied(&mut self, history_bytes: usize) {
+        self.unsaved.applies += 1;
+        self.unsaved.history_bytes = self.unsaved.history_bytes.saturating_add(history_bytes);
+    }
+
+    /// True when the transaction holds as many applies as it may.
+    fn full(&self) -> bool {
+        self.unsaved.applies >= HOLD_APPLIES || self.unsaved.history_bytes >= HOLD_BYTES
+    }
+
+    /// Leaves the transaction open for the next applies.
+    fn hold(mut self) {
+        self.unsaved.txn = self.txn.take();
+        self.db.held.store(self.unsaved.txn.is_some(), std::sync::atomic::Ordering::Release);
+    }
+
+    /// Commits the transaction, and with it every apply it holds.
+    fn commit(mut self, durability: Durability) -> Result<()> {
+        let mut txn = self.txn.take().expect("a transaction until committed or held");
+        let durable = !matches!(durability, Durability::None);
+        txn.set_durability(durability);
+        let start = std::time::Instant::now();
+        let result = txn.commit();
+        self.db.held.store(false, std::sync::atomic::Ordering::Release);
+        let history_bytes = std::mem::take(&mut self.unsaved.history_bytes);
+        let applies = std::mem::take(&mut self.unsaved.applies);
+        if let Err(e) = result {
+            if applies > 0 {
+                let _ = self.db.lost.set(format!("a commit of {applies} applies failed: {e}"));
+            }
+            return Err(write_err(e));
+        }
+        crate::metrics::metrics().backend_committed(start);
+        self.db.writeback.committed(history_bytes, durable);
+        Ok(())
+    }
+}
+
+impl Drop for Writing<'_> {
+    fn drop(&mut self) {
+        if self.txn.take().is_some() {
+            self.db.held.store(false, std::sync::atomic::Ordering::Release);
+            let applies = std::mem::take(&mut self.unsaved.applies);
+            self.unsaved.history_bytes = 0;
+            if applies > 0 {
+                let _ = self.db.lost.set(format!("a write failed part way, rolling back {applies} applies"));
+            }
+        }
+    }
 }
 
 /// The least time between two background flushes of the database's file.
@@ -292,14 +464,13 @@ impl StateMachine {
         let db = Database::builder().set_cache_size(STATE_CACHE_BYTES).create(path)?;
         let writeback = Writeback::start(path).map_err(|e| redb::DatabaseError::Storage(e.into()))?;
         let sm = Self {
-            db: Arc::new(db),
+            db: Arc::new(Db::new(db, writeback)),
             applied: Arc::new(tokio::sync::watch::Sender::new(0)),
             path: Arc::new(path.to_owned()),
             labels: Arc::default(),
             window: Arc::default(),
             snapshot_files: Arc::default(),
             last_durable: Arc::new(std::sync::Mutex::new(std::time::Instant::now())),
-            writeback: Arc::new(writeback),
         };
         sm.move_stored_snapshot().and_then(|()| sm.index_labels()).map_err(|e| {
             redb::DatabaseError::Storage(redb::StorageError::Io(std::io::Error::other(e.to_string())))
@@ -319,7 +490,7 @@ impl StateMachine {
 
     /// The revision of the last applied write.
     pub fn applied_revision(&self) -> Result<u64> {
-        revision_in(&self.db.begin_read().map_err(read_err)?)
+        revision_in(&self.db.read()?)
     }
 
     /// A receiver that sees the last applied revision change.
@@ -333,7 +504,7 @@ impl StateMachine {
         if let Some(recent) = self.window.after(after, max) {
             return Ok(Ok(recent));
         }
-        let txn = self.db.begin_read().map_err(read_err)?;
+        let txn = self.db.read()?;
         let compacted = meta_in::<u64>(&txn, HISTORY_COMPACTED)?.unwrap_or(0);
         if after < compacted {
             return Ok(Err(Compacted { asked: after, compacted }));
@@ -363,7 +534,7 @@ impl StateMachine {
     /// range that starts after `scan.after` (or, with labels to narrow by, from the label
     /// index), and a past revision from the changes since then.
     pub fn scan(&self, scan: Scan<'_>, visit: &mut Visit<'_>) -> Result<std::result::Result<u64, Compacted>> {
-        let txn = self.db.begin_read().map_err(read_err)?;
+        let txn = self.db.read()?;
         let now = revision_in(&txn)?;
         let wanted = |k: &str| k.starts_with(scan.prefix) && scan.after.is_none_or(|a| k > a);
         // A key changed since `at` held, at `at`, the `prev` of its first change after it.
@@ -476,7 +647,7 @@ impl StateMachine {
 
     /// Rebuilds the label index from the stored objects.
     fn index_labels(&self) -> Result<()> {
-        let txn = self.db.begin_read().map_err(read_err)?;
+        let txn = self.db.read()?;
         let mut index = LabelIndex::default();
         index.clear(revision_in(&txn)?);
         if let Some(table) = read_table(&txn, OBJECTS).map_err(read_err)? {
@@ -493,8 +664,9 @@ impl StateMachine {
     /// Drops history older than `retention` allows, as of `now_ms`.
     pub fn compact_history(&self, retention: Retention, now_ms: u64) -> Result<()> {
         let oldest_kept_ms = now_ms.saturating_sub(retention.max_age.as_millis() as u64);
-        let txn = self.db.begin_write().map_err(write_err)?;
-        let applied = revision_in_write(&txn)?;
+        let writing = self.db.write()?;
+        let txn = writing.txn();
+        let applied = revision_in_write(txn)?;
         let keep_from = applied.saturating_sub(retention.max_revisions);
         let mut dropped = None;
         {
@@ -514,10 +686,10 @@ impl StateMachine {
             }
         }
         if let Some(rev) = dropped {
-            let before = meta_in_write::<u64>(&txn, HISTORY_COMPACTED)?.unwrap_or(0);
-            put_meta(&txn, HISTORY_COMPACTED, &before.max(rev))?;
+            let before = meta_in_write::<u64>(txn, HISTORY_COMPACTED)?.unwrap_or(0);
+            put_meta(txn, HISTORY_COMPACTED, &before.max(rev))?;
         }
-        txn.commit().map_err(write_err)?;
+        writing.commit(Durability::Immediate)?;
         if let Some(rev) = dropped {
             self.window.compact(rev);
         }
@@ -526,7 +698,16 @@ impl StateMachine {
 
     /// The current value of `key`.
     pub fn get(&self, key: &str) -> Result<Option<Stored>> {
-        let txn = self.db.begin_read().map_err(read_err)?;
+        // With applies held, read in their transaction rather than commit it for one key.
+        if self.db.held.load(std::sync::atomic::Ordering::Acquire) {
+            let unsaved = self.db.lock();
+            self.db.check(ErrorVerb::Read)?;
+            if let Some(txn) = unsaved.txn.as_ref() {
+                let table = txn.open_table(OBJECTS).map_err(read_err)?;
+                return table.get(key).map_err(read_err)?.map(|v| decode(v.value())).transpose();
+            }
+        }
+        let txn = self.db.read()?;
         let Some(table) = read_table(&txn, OBJECTS).map_err(read_err)? else { return Ok(None) };
         table.get(key).map_err(read_err)?.map(|v| decode(v.value())).transpose()
     }
@@ -535,18 +716,16 @@ impl StateMachine {
     /// list is exactly the state at. Both come from one read transaction, so a watch started
     /// at that revision misses nothing and repeats nothing.
     pub fn list(&self, prefix: &str) -> Result<(Vec<(String, Stored)>, u64)> {
-        list_in(&self.db.begin_read().map_err(read_err)?, prefix)
+        list_in(&self.db.read()?, prefix)
     }
 
     fn meta<T: for<'de> Deserialize<'de>>(&self, key: &str) -> Result<Option<T>> {
-        meta_in(&self.db.begin_read().map_err(read_err)?, key)
+        meta_in(&self.db.read()?, key)
     }
 
     /// Forces every applied change to disk.
     fn sync(&self) -> Result<()> {
-        let mut txn = self.db.begin_write().map_err(write_err)?;
-        txn.set_durability(Durability::Immediate);
-        txn.commit().map_err(write_err)
+        self.db.write()?.commit(Durability::Immediate)
     }
 }
 
@@ -711,7 +890,7 @@ impl StateMachine {
         // One snapshot file is written at a time, and never replaced by an older one (a build
         // that read its state before an install committed a newer one).
         let _files = self.snapshot_files.lock().expect("snapshot lock");
-        let txn = self.db.begin_read().map_err(read_err)?;
+        let txn = self.db.read()?;
         // Durable, everything this read sees: openraft purges the log up to this snapshot
         // afterwards. (A durable commit persists every commit before it.)
         self.sync()?;
@@ -766,8 +945,10 @@ impl StateMachine {
             snapshot::Writer::create(self.snapshot_path(".installing"), &header).map_err(snap_err)?;
         let mut index = LabelIndex::default();
         index.clear(installed);
-        let mut txn = self.db.begin_write().map_err(write_err)?;
-        txn.set_durability(Durability::Immediate);
+        // The applies held are committed first, so that reads do not wait for the install.
+        self.db.write()?.commit(Durability::None)?;
+        let writing = self.db.write()?;
+        let txn = writing.txn();
         {
             let mut table = txn.open_table(OBJECTS).map_err(write_err)?;
             table.retain(|_, _| false).map_err(write_err)?;
@@ -779,15 +960,15 @@ impl StateMachine {
             }
         }
         match &meta.last_log_id {
-            Some(last) => put_meta(&txn, LAST_APPLIED, last)?,
+            Some(last) => put_meta(txn, LAST_APPLIED, last)?,
             None => {
                 txn.open_table(META).map_err(write_err)?.remove(LAST_APPLIED).map_err(write_err)?;
             }
         }
-        put_meta(&txn, REVISION, &installed)?;
-        put_meta(&txn, MEMBERSHIP, &meta.last_membership)?;
+        put_meta(txn, REVISION, &installed)?;
+        put_meta(txn, MEMBERSHIP, &meta.last_membership)?;
         txn.open_table(HISTORY).map_err(write_err)?.retain(|_, _| false).map_err(write_err)?;
-        put_meta(&txn, HISTORY_COMPACTED, &installed)?;
+        put_meta(txn, HISTORY_COMPACTED, &installed)?;
         // The snapshot was read whole (a bad one changed nothing, and this member keeps its own
         // snapshot). Now the current snapshot file goes, durably, before the new state is
         // committed: after a crash between the two, a member with no snapshot builds one
@@ -800,7 +981,7 @@ impl StateMachine {
         if let Some(dir) = self.path.parent() {
             std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(snap_err)?;
         }
-        txn.commit().map_err(write_err)?;
+        writing.commit(Durability::Immediate)?;
         self.window.reset(installed);
         *self.labels.write().expect("label index lock") = index;
         self.applied.send_replace(installed);
@@ -843,10 +1024,9 @@ impl StateMachine {
             }
             file.finish(&self.snapshot_path("")).map_err(snap_err)?;
         }
-        let mut txn = self.db.begin_write().map_err(write_err)?;
-        txn.set_durability(Durability::Immediate);
-        txn.open_table(META).map_err(write_err)?.remove(SNAPSHOT).map_err(write_err)?;
-        txn.commit().map_err(write_err)
+        let writing = self.db.write()?;
+        writing.txn().open_table(META).map_err(write_err)?.remove(SNAPSHOT).map_err(write_err)?;
+        writing.commit(Durability::Immediate)
     }
 }
 
@@ -864,30 +1044,21 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I: IntoIterator<Item = Entry<TypeConfig>> + openraft::OptionalSend,
         I::IntoIter: openraft::OptionalSend,
     {
-        if let Some(why) = self.writeback.failed() {
+        if let Some(why) = self.db.writeback.failed() {
             let e = std::io::Error::other(format!(
                 "a background flush of the state machine's file failed: {why}"
             ));
             return Err(sm_err(ErrorVerb::Write, e));
         }
-        let mut txn = self.db.begin_write().map_err(write_err)?;
-        let now = std::time::Instant::now();
-        let durable = {
-            let mut last = self.last_durable.lock().expect("durable lock");
-            let due = now.saturating_duration_since(*last) >= DURABLE_EVERY;
-            if due {
-                *last = now;
-            }
-            due
-        };
-        txn.set_durability(if durable { Durability::Immediate } else { Durability::None });
+        let mut writing = self.db.write()?;
+        let txn = writing.txn();
         let mut responses = Vec::new();
         let mut last = None;
         // Each key whose labels changed, with its labels before and after, for the label index;
         // the changes, for the window.
         let mut relabeled = Vec::new();
         let mut fresh = Vec::new();
-        let mut revision = revision_in_write(&txn)?;
+        let mut revision = revision_in_write(txn)?;
         let mut history_bytes = 0;
         let applied_at_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -940,7 +1111,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     }
                     EntryPayload::Membership(m) => {
                         revision += 1;
-                        put_meta(&txn, MEMBERSHIP, &Membership::new(Some(entry.log_id), m.clone()))?;
+                        put_meta(txn, MEMBERSHIP, &Membership::new(Some(entry.log_id), m.clone()))?;
                         Response { revision, ..Response::default() }
                     }
                 };
@@ -949,14 +1120,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             }
         }
         if let Some(last) = last {
-            put_meta(&txn, LAST_APPLIED, &last)?;
-            put_meta(&txn, REVISION, &revision)?;
-        }
-        let commit = std::time::Instant::now();
-        txn.commit().map_err(write_err)?;
-        crate::metrics::metrics().backend_committed(commit);
-        self.writeback.committed(history_bytes, durable);
-        if let Some(last) = last {
+            put_meta(txn, LAST_APPLIED, &last)?;
+            put_meta(txn, REVISION, &revision)?;
             // In the window before watchers hear of the revision, and before the label index
             // describes it (a read between the two finds the keys changed in the window).
             self.window.push(revision, fresh);
@@ -965,7 +1130,25 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 index.change(key, before, after);
             }
             index.revision = revision;
-            drop(index);
+        }
+        writing.applied(history_bytes);
+        let now = std::time::Instant::now();
+        let durable = {
+            let mut last = self.last_durable.lock().expect("durable lock");
+            let due = now.saturating_duration_since(*last) >= DURABLE_EVERY;
+            if due {
+                *last = now;
+            }
+            due
+        };
+        if durable {
+            writing.commit(Durability::Immediate)?;
+        } else if writing.full() {
+            writing.commit(Durability::None)?;
+        } else {
+            writing.hold();
+        }
+        if let Some(last) = last {
             crate::metrics::metrics().set_applied(last.index);
             self.applied.send_replace(revision);
         }
@@ -1038,7 +1221,7 @@ mod writeback_tests {
     }
 
     /// A value that does not shrink when packed: `n` bytes of it are `n` bytes of history.
-    fn incompressible(n: usize, seed: u64) -> String {
+    pub(super) fn incompressible(n: usize, seed: u64) -> String {
         let mut x = seed | 1;
         (0..n)
             .map(|_| {
@@ -1064,7 +1247,7 @@ mod writeback_tests {
     fn applies_without_fsync_make_the_thread_flush_and_it_ends_with_the_state_machine() {
         let dir = tempfile::tempdir().unwrap();
         let mut sm = StateMachine::open(&dir.path().join("state.redb")).unwrap();
-        let (flushes, running) = (sm.writeback.flushes.clone(), sm.writeback.running.clone());
+        let (flushes, running) = (sm.db.writeback.flushes.clone(), sm.db.writeback.running.clone());
         assert!(running.upgrade().is_some(), "started");
         // Durable commits come once a second; keep this test's applies from being one.
         *sm.last_durable.lock().unwrap() = std::time::Instant::now() + std::time::Duration::from_secs(3600);
@@ -1136,7 +1319,7 @@ mod writeback_tests {
     fn after_a_failed_background_flush_every_apply_fails() {
         let dir = tempfile::tempdir().unwrap();
         let mut sm = StateMachine::open(&dir.path().join("state.redb")).unwrap();
-        sm.writeback.failed.set("Input/output error (os error 5)".into()).unwrap();
+        sm.db.writeback.failed.set("Input/output error (os error 5)".into()).unwrap();
         let entry =
             Entry { log_id: LogId::new(CommittedLeaderId::new(1, 1), 1), payload: EntryPayload::Blank };
         let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
@@ -1205,7 +1388,7 @@ mod snapshot_file_tests {
             let sm = StateMachine::open(&path).unwrap();
             let stored =
                 StoredSnapshot { meta: meta_at(5), data: older_document(&[("/k/a", "{}"), ("/k/b", "{}")]) };
-            let txn = sm.db.begin_write().unwrap();
+            let txn = sm.db.database.begin_write().unwrap();
             put_meta(&txn, SNAPSHOT, &stored).unwrap();
             txn.commit().unwrap();
         }
@@ -1434,5 +1617,186 @@ mod label_scan_tests {
         let built = rt.block_on(sm.build_snapshot()).unwrap();
         assert_eq!(built.meta, newer);
         assert_eq!(rt.block_on(sm.get_current_snapshot()).unwrap().unwrap().meta, newer);
+    }
+}
+
+#[cfg(test)]
+mod held_applies_tests {
+    use std::sync::atomic::Ordering::Acquire;
+
+    use openraft::CommittedLeaderId;
+
+    use super::*;
+    use crate::raft::{Expect, Op};
+
+    fn rt() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread().build().unwrap()
+    }
+
+    fn put(index: u64) -> Entry<TypeConfig> {
+        let value = format!(r#"{{"metadata":{{"name":"o{index}","labels":{{"n":"{index}"}}}}}}"#);
+        let op = Op::Put { key: format!("/o/{index:04}"), value, expect: Expect::Any };
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Normal(Request::new(vec![op])),
+        }
+    }
+
+    /// A state machine whose applies are not the durable one of each second.
+    fn open(path: &Path) -> StateMachine {
+        let sm = StateMachine::open(path).unwrap();
+        *sm.last_durable.lock().unwrap() = std::time::Instant::now() + std::time::Duration::from_secs(3600);
+        sm
+    }
+
+    fn committed_revision(sm: &StateMachine) -> u64 {
+        revision_in(&sm.db.database.begin_read().unwrap()).unwrap()
+    }
+
+    /// An apply is held, not committed; every kind of read still sees it (and commits it
+    /// first), so a read after an acknowledged write sees that write.
+    #[test]
+    fn every_read_sees_the_applies_held() {
+        let dir = tempfile::tempdir().unwrap();
+        type Read = fn(&StateMachine) -> bool;
+        let reads: [(&str, Read); 6] = [
+            ("get", |sm| sm.get("/o/0001").unwrap().is_some()),
+            ("list", |sm| !sm.list("/o/").unwrap().0.is_empty()),
+            ("applied revision", |sm| sm.applied_revision().unwrap() > 0),
+            ("scan", |sm| {
+                let mut found = false;
+                let needs = LabelNeeds::default();
+                let scan = Scan { prefix: "/o/", after: None, at: None, labels: &needs };
+                sm.scan(scan, &mut |_, _| {
+                    found = true;
+                    false
+                })
+                .unwrap()
+                .unwrap();
+                found
+            }),
+            ("applied state", |sm| {
+                let mut sm = sm.clone();
+                rt().block_on(sm.applied_state()).unwrap().0.is_some()
+            }),
+            ("changes from disk", |sm| {
+                sm.window.reset(sm.applied.borrow().to_owned());
+                !sm.changes_after(0, 10).unwrap().unwrap().changes.is_empty()
+            }),
+        ];
+        let rt = rt();
+        for (what, read) in reads {
+            let fresh = tempfile::tempdir().unwrap();
+            let mut sm = open(&fresh.path().join("sm.redb"));
+            rt.block_on(sm.apply([put(1)])).unwrap();
+            assert!(sm.db.held.load(Acquire), "{what}: the apply is held");
+            assert_eq!(committed_revision(&sm), 0, "{what}: not committed yet");
+            assert!(read(&sm), "{what}: sees the apply held");
+            if what == "get" {
+                // One key is read in the transaction held, which stays open.
+                assert!(sm.db.held.load(Acquire), "{what}: read in the transaction held");
+                assert_eq!(committed_revision(&sm), 0, "{what}");
+                rt.block_on(sm.apply([put(2)])).unwrap();
+                assert_eq!(sm.get("/o/0002").unwrap().unwrap().mod_revision, 2);
+                assert!(sm.get("/o/0003").unwrap().is_none());
+                continue;
+            }
+            assert!(!sm.db.held.load(Acquire), "{what}: committed by the read");
+            assert_eq!(committed_revision(&sm), 1, "{what}");
+        }
+        // Applies held again after a read committed the earlier ones.
+        let mut sm = open(&dir.path().join("sm.redb"));
+        rt.block_on(sm.apply([put(1)])).unwrap();
+        assert_eq!(sm.get("/o/0001").unwrap().unwrap().mod_revision, 1);
+        rt.block_on(sm.apply([put(2), put(3)])).unwrap();
+        assert!(sm.db.held.load(Acquire));
+        assert_eq!(sm.list("/o/").unwrap().1, 3);
+    }
+
+    /// A transaction holds at most HOLD_APPLIES applies, or HOLD_BYTES of history; the durable
+    /// apply of each second commits what is held.
+    #[test]
+    fn applies_are_held_up_to_a_bound_and_the_durable_apply_commits_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sm = open(&dir.path().join("sm.redb"));
+        let rt = rt();
+        for i in 1..HOLD_APPLIES as u64 {
+            rt.block_on(sm.apply([put(i)])).unwrap();
+        }
+        assert_eq!(committed_revision(&sm), 0, "{} applies held", HOLD_APPLIES - 1);
+        rt.block_on(sm.apply([put(HOLD_APPLIES as u64)])).unwrap();
+        assert_eq!(committed_revision(&sm), HOLD_APPLIES as u64, "the last one commits them all");
+        assert!(!sm.db.held.load(Acquire));
+
+        // One apply of a value that does not shrink when packed, as large as the bound.
+        let index = HOLD_APPLIES as u64 + 1;
+        rt.block_on(sm.apply([put(index)])).unwrap();
+        assert!(sm.db.held.load(Acquire));
+        let big = Op::Put {
+            key: "/big".into(),
+            value: format!(r#"{{"data":"{}"}}"#, super::writeback_tests::incompressible(HOLD_BYTES, 7)),
+            expect: Expect::Any,
+        };
+        let index = index + 1;
+        let entry = Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Normal(Request::new(vec![big])),
+        };
+        rt.block_on(sm.apply([entry])).unwrap();
+        assert!(!sm.db.held.load(Acquire), "committed for its history's size");
+        assert_eq!(committed_revision(&sm), index);
+
+        rt.block_on(sm.apply([put(index + 1)])).unwrap();
+        assert!(sm.db.held.load(Acquire));
+        *sm.last_durable.lock().unwrap() = std::time::Instant::now() - DURABLE_EVERY;
+        rt.block_on(sm.apply([put(index + 2)])).unwrap();
+        assert!(!sm.db.held.load(Acquire), "the durable apply commits");
+        assert_eq!(committed_revision(&sm), index + 2);
+    }
+
+    /// A member that stops commits the applies held: started again, it has them, and openraft
+    /// applies nothing twice.
+    #[test]
+    fn the_applies_held_are_committed_when_the_state_machine_closes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sm.redb");
+        {
+            let mut sm = open(&path);
+            rt().block_on(sm.apply([put(1), put(2)])).unwrap();
+            rt().block_on(sm.apply([put(3)])).unwrap();
+            assert!(sm.db.held.load(Acquire));
+            let clone = sm.clone();
+            drop(sm);
+            assert!(clone.db.held.load(Acquire), "a clone still holds them");
+        }
+        let mut sm = open(&path);
+        let (last, _) = rt().block_on(sm.applied_state()).unwrap();
+        assert_eq!(last.map(|l| l.index), Some(3));
+        assert_eq!(sm.list("/o/").unwrap().0.len(), 3);
+    }
+
+    /// Applies counted as done that are rolled back (a write that failed part way) make every
+    /// later read and apply fail, naming why, rather than serve a state without them.
+    #[test]
+    fn applies_rolled_back_make_every_read_and_apply_fail() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sm = open(&dir.path().join("sm.redb"));
+        let rt = rt();
+        rt.block_on(sm.apply([put(1)])).unwrap();
+        {
+            let mut writing = sm.db.write().unwrap();
+            writing.applied(0);
+            // Dropped: rolled back, as a `?` in the middle of an apply does.
+        }
+        assert!(!sm.db.held.load(Acquire));
+        let err = sm.get("/o/0001").unwrap_err().to_string();
+        assert!(err.contains("applies counted as done were lost") && err.contains("2 applies"), "{err}");
+        let err = rt.block_on(sm.apply([put(2)])).unwrap_err().to_string();
+        assert!(err.contains("were lost"), "{err}");
+        // A write transaction without applies in it rolls back harmlessly.
+        let fresh = tempfile::tempdir().unwrap();
+        let sm = open(&fresh.path().join("sm.redb"));
+        drop(sm.db.write().unwrap());
+        assert!(sm.get("/o/0001").unwrap().is_none());
     }
 }
