@@ -61,7 +61,7 @@ pub struct StateMachine {
     /// The database's file, for its size.
     path: Arc<std::path::PathBuf>,
     /// The labels of the current objects, tagged with the revision they describe: changed
-    /// after each apply's commit, and used by a read only at that same revision.
+    /// after each apply is committed or held, and used by a read only at that same revision.
     labels: Arc<std::sync::RwLock<LabelIndex>>,
     /// The latest changes, for watchers.
     window: Arc<Window>,
@@ -161,6 +161,19 @@ impl Db {
         self.database.begin_read().map_err(read_err)
     }
 
+    /// Makes every commit durable, by a durable commit of nothing, without the lock: only for
+    /// the thread that applies (no transaction is held while it runs this, and only it holds
+    /// one), so that reads go on during the fsync. Anyone else waits on redb's write lock.
+    fn make_durable(&self) -> Result<()> {
+        let mut txn = self.database.begin_write().map_err(write_err)?;
+        txn.set_durability(Durability::Immediate);
+        let start = std::time::Instant::now();
+        txn.commit().map_err(write_err)?;
+        crate::metrics::metrics().backend_committed(start);
+        self.writeback.committed(0, true);
+        Ok(())
+    }
+
     /// The write transaction (the one applies held, or a new one).
     fn write(&self) -> Result<Writing<'_>> {
         let mut unsaved = self.lock();
@@ -192,9 +205,14 @@ impl Writing<'_> {
         self.txn.as_ref().expect("a transaction until committed or held")
     }
 
-    /// Counts one apply made in the transaction, which wrote `history_bytes`.
+    /// Counts one apply made in the transaction.
     fn applied(&mut self, history_bytes: usize) {
         self.unsaved.applies += 1;
+        self.wrote(history_bytes);
+    }
+
+    /// Counts `history_bytes` written in the transaction.
+    fn wrote(&mut self, history_bytes: usize) {
         self.unsaved.history_bytes = self.unsaved.history_bytes.saturating_add(history_bytes);
     }
 
@@ -211,20 +229,35 @@ impl Writing<'_> {
 
     /// Commits the transaction, and with it every apply it holds.
     fn commit(mut self, durability: Durability) -> Result<()> {
+        self.commit_txn(durability)
+    }
+
+    /// Commits the applies held, if any, and goes on in a new transaction: one whose failure
+    /// loses no apply.
+    fn without_applies(mut self) -> Result<Self> {
+        if self.unsaved.applies > 0 {
+            self.commit_txn(Durability::None)?;
+            self.txn = Some(self.db.database.begin_write().map_err(write_err)?);
+        }
+        Ok(self)
+    }
+
+    fn commit_txn(&mut self, durability: Durability) -> Result<()> {
         let mut txn = self.txn.take().expect("a transaction until committed or held");
         let durable = !matches!(durability, Durability::None);
         txn.set_durability(durability);
         let start = std::time::Instant::now();
         let result = txn.commit();
-        self.db.held.store(false, std::sync::atomic::Ordering::Release);
         let history_bytes = std::mem::take(&mut self.unsaved.history_bytes);
         let applies = std::mem::take(&mut self.unsaved.applies);
-        if let Err(e) = result {
-            if applies > 0 {
-                let _ = self.db.lost.set(format!("a commit of {applies} applies failed: {e}"));
-            }
-            return Err(write_err(e));
+        // Lost before not held: a read that finds nothing held then finds it lost.
+        if let Err(e) = &result
+            && applies > 0
+        {
+            let _ = self.db.lost.set(format!("a commit of {applies} applies failed: {e}"));
         }
+        self.db.held.store(false, std::sync::atomic::Ordering::Release);
+        result.map_err(write_err)?;
         crate::metrics::metrics().backend_committed(start);
         self.db.writeback.committed(history_bytes, durable);
         Ok(())
@@ -234,12 +267,13 @@ impl Writing<'_> {
 impl Drop for Writing<'_> {
     fn drop(&mut self) {
         if self.txn.take().is_some() {
-            self.db.held.store(false, std::sync::atomic::Ordering::Release);
             let applies = std::mem::take(&mut self.unsaved.applies);
             self.unsaved.history_bytes = 0;
+            // Lost before not held (see `commit_txn`).
             if applies > 0 {
                 let _ = self.db.lost.set(format!("a write failed part way, rolling back {applies} applies"));
             }
+            self.db.held.store(false, std::sync::atomic::Ordering::Release);
         }
     }
 }
@@ -501,6 +535,7 @@ impl StateMachine {
     /// The changes after revision `after`, at most `max` revisions of them. Fails with
     /// [`Compacted`] when the history no longer reaches back to `after`.
     pub fn changes_after(&self, after: u64, max: usize) -> Result<std::result::Result<Changes, Compacted>> {
+        self.db.check(ErrorVerb::Read)?;
         if let Some(recent) = self.window.after(after, max) {
             return Ok(Ok(recent));
         }
@@ -664,7 +699,8 @@ impl StateMachine {
     /// Drops history older than `retention` allows, as of `now_ms`.
     pub fn compact_history(&self, retention: Retention, now_ms: u64) -> Result<()> {
         let oldest_kept_ms = now_ms.saturating_sub(retention.max_age.as_millis() as u64);
-        let writing = self.db.write()?;
+        // The applies held are committed first: a failed compaction loses none of them.
+        let writing = self.db.write()?.without_applies()?;
         let txn = writing.txn();
         let applied = revision_in_write(txn)?;
         let keep_from = applied.saturating_sub(retention.max_revisions);
@@ -945,9 +981,8 @@ impl StateMachine {
             snapshot::Writer::create(self.snapshot_path(".installing"), &header).map_err(snap_err)?;
         let mut index = LabelIndex::default();
         index.clear(installed);
-        // The applies held are committed first, so that reads do not wait for the install.
-        self.db.write()?.commit(Durability::None)?;
-        let writing = self.db.write()?;
+        // The applies held are committed first: a failed install loses none of them.
+        let writing = self.db.write()?.without_applies()?;
         let txn = writing.txn();
         {
             let mut table = txn.open_table(OBJECTS).map_err(write_err)?;
@@ -1051,6 +1086,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             return Err(sm_err(ErrorVerb::Write, e));
         }
         let mut writing = self.db.write()?;
+        // Counted from the start: a failure part way rolls this apply back with those held.
+        writing.applied(0);
         let txn = writing.txn();
         let mut responses = Vec::new();
         let mut last = None;
@@ -1122,16 +1159,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         if let Some(last) = last {
             put_meta(txn, LAST_APPLIED, &last)?;
             put_meta(txn, REVISION, &revision)?;
-            // In the window before watchers hear of the revision, and before the label index
-            // describes it (a read between the two finds the keys changed in the window).
-            self.window.push(revision, fresh);
-            let mut index = self.labels.write().expect("label index lock");
-            for (key, before, after) in &relabeled {
-                index.change(key, before, after);
-            }
-            index.revision = revision;
         }
-        writing.applied(history_bytes);
+        writing.wrote(history_bytes);
         let now = std::time::Instant::now();
         let durable = {
             let mut last = self.last_durable.lock().expect("durable lock");
@@ -1142,13 +1171,26 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             due
         };
         if durable {
-            writing.commit(Durability::Immediate)?;
+            // Committed, then made durable by a commit of its own outside the lock, so that
+            // no read waits for the fsync.
+            writing.commit(Durability::None)?;
+            self.db.make_durable()?;
         } else if writing.full() {
             writing.commit(Durability::None)?;
         } else {
             writing.hold();
         }
         if let Some(last) = last {
+            // Only what is committed or held (and so seen by any read) is in the window, and
+            // the window has it before the label index describes it (a read between the two
+            // finds the keys changed in the window) and before watchers hear of the revision.
+            self.window.push(revision, fresh);
+            let mut index = self.labels.write().expect("label index lock");
+            for (key, before, after) in &relabeled {
+                index.change(key, before, after);
+            }
+            index.revision = revision;
+            drop(index);
             crate::metrics::metrics().set_applied(last.index);
             self.applied.send_replace(revision);
         }
@@ -1713,6 +1755,74 @@ mod held_applies_tests {
         assert_eq!(sm.list("/o/").unwrap().1, 3);
     }
 
+    /// Reads on other threads, while applies are made, held and committed and history is
+    /// compacted, see every apply acknowledged before they began: by get (in the transaction
+    /// held), list, scan, the revision applied and the window of changes.
+    #[test]
+    fn reads_on_other_threads_see_every_apply_acknowledged_before_them() {
+        use std::sync::atomic::{AtomicU64, Ordering::Release};
+        const APPLIES: u64 = 1500;
+        let dir = tempfile::tempdir().unwrap();
+        let sm = open(&dir.path().join("sm.redb"));
+        let acked = AtomicU64::new(0);
+        std::thread::scope(|threads| {
+            threads.spawn(|| {
+                let (mut sm, rt) = (sm.clone(), rt());
+                for i in 1..=APPLIES {
+                    rt.block_on(sm.apply([put(i)])).unwrap();
+                    acked.store(i, Release);
+                }
+            });
+            threads.spawn(|| {
+                let retention =
+                    Retention { max_age: std::time::Duration::from_secs(3600), max_revisions: 100 };
+                while acked.load(Acquire) < APPLIES {
+                    sm.compact_history(retention, 0).unwrap();
+                    std::thread::sleep(std::time::Duration::from_millis(2));
+                }
+            });
+            for reader in 0..2 {
+                let sm = &sm;
+                let acked = &acked;
+                threads.spawn(move || {
+                    let mut n = 0u64;
+                    loop {
+                        let a = acked.load(Acquire);
+                        if a == 0 {
+                            continue;
+                        }
+                        n += 1;
+                        match (n + reader) % 4 {
+                            0 => assert!(sm.get(&format!("/o/{a:04}")).unwrap().is_some(), "get at {a}"),
+                            1 => assert!(sm.list("/o/").unwrap().1 >= a, "list at {a}"),
+                            2 => assert!(sm.applied_revision().unwrap() >= a, "applied revision at {a}"),
+                            _ => {
+                                let needs = LabelNeeds::of(
+                                    &api::selector::LabelSelector::parse(&format!("n={a}")).unwrap(),
+                                );
+                                let scan = Scan { prefix: "/o/", after: None, at: None, labels: &needs };
+                                let mut found = false;
+                                sm.scan(scan, &mut |k, _| {
+                                    found |= k == format!("/o/{a:04}");
+                                    true
+                                })
+                                .unwrap()
+                                .unwrap();
+                                assert!(found, "scan by label at {a}");
+                                let changes = sm.changes_after(a - 1, 1).unwrap().unwrap();
+                                assert!(changes.changes.iter().any(|(r, _)| *r == a), "window at {a}");
+                            }
+                        }
+                        if a == APPLIES {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        assert!(sm.db.lost.get().is_none());
+    }
+
     /// A transaction holds at most HOLD_APPLIES applies, or HOLD_BYTES of history; the durable
     /// apply of each second commits what is held.
     #[test]
@@ -1752,6 +1862,27 @@ mod held_applies_tests {
         rt.block_on(sm.apply([put(index + 2)])).unwrap();
         assert!(!sm.db.held.load(Acquire), "the durable apply commits");
         assert_eq!(committed_revision(&sm), index + 2);
+    }
+
+    /// A history compaction commits the applies held before it begins its own transaction, so
+    /// that its failure could roll back none of them.
+    #[test]
+    fn a_compaction_commits_the_applies_held_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sm = open(&dir.path().join("sm.redb"));
+        rt().block_on(sm.apply([put(1), put(2)])).unwrap();
+        assert!(sm.db.held.load(Acquire));
+        let writing = sm.db.write().unwrap().without_applies().unwrap();
+        assert_eq!(writing.unsaved.applies, 0, "a transaction of its own");
+        assert_eq!(committed_revision(&sm), 2, "the applies held are committed");
+        drop(writing);
+        assert!(sm.db.lost.get().is_none(), "rolling back nothing loses nothing");
+        rt().block_on(sm.apply([put(3)])).unwrap();
+        let retention = Retention { max_age: std::time::Duration::from_secs(3600), max_revisions: 1 };
+        sm.compact_history(retention, 0).unwrap();
+        assert!(!sm.db.held.load(Acquire));
+        assert_eq!(committed_revision(&sm), 3);
+        assert!(matches!(sm.changes_after(0, 10).unwrap(), Err(Compacted { .. })), "compacted");
     }
 
     /// A member that stops commits the applies held: started again, it has them, and openraft
