@@ -174,6 +174,19 @@ impl Db {
         Ok(())
     }
 
+    /// A write transaction of its own ([`Alone`]): the applies held are committed first, so
+    /// that its failure rolls back none of them.
+    fn write_alone(&self) -> Result<Alone<'_>> {
+        let mut writing = self.write()?;
+        if writing.unsaved.applies > 0 {
+            writing.commit_txn(Durability::None)?;
+            // Begun under the lock: no apply can hold a transaction from here on.
+            writing.txn = Some(self.database.begin_write().map_err(write_err)?);
+        }
+        let txn = writing.txn.take().expect("a transaction until committed or held");
+        Ok(Alone { db: self, txn })
+    }
+
     /// The write transaction (the one applies held, or a new one).
     fn write(&self) -> Result<Writing<'_>> {
         let mut unsaved = self.lock();
@@ -232,16 +245,6 @@ impl Writing<'_> {
         self.commit_txn(durability)
     }
 
-    /// Commits the applies held, if any, and goes on in a new transaction: one whose failure
-    /// loses no apply.
-    fn without_applies(mut self) -> Result<Self> {
-        if self.unsaved.applies > 0 {
-            self.commit_txn(Durability::None)?;
-            self.txn = Some(self.db.database.begin_write().map_err(write_err)?);
-        }
-        Ok(self)
-    }
-
     fn commit_txn(&mut self, durability: Durability) -> Result<()> {
         let mut txn = self.txn.take().expect("a transaction until committed or held");
         let durable = !matches!(durability, Durability::None);
@@ -260,6 +263,31 @@ impl Writing<'_> {
         result.map_err(write_err)?;
         crate::metrics::metrics().backend_committed(start);
         self.db.writeback.committed(history_bytes, durable);
+        Ok(())
+    }
+}
+
+/// A write transaction without applies in it, worked on outside the lock, so that reads do
+/// not wait for it (for a compaction's scan, a snapshot's install, an fsync): nothing is held
+/// while it lives, since an apply waits for it in redb's `begin_write`, under the lock, before
+/// it can hold anything. Dropped without [`Alone::commit`], it is rolled back, losing nothing.
+struct Alone<'a> {
+    db: &'a Db,
+    txn: redb::WriteTransaction,
+}
+
+impl Alone<'_> {
+    fn txn(&self) -> &redb::WriteTransaction {
+        &self.txn
+    }
+
+    fn commit(mut self, durability: Durability) -> Result<()> {
+        let durable = !matches!(durability, Durability::None);
+        self.txn.set_durability(durability);
+        let start = std::time::Instant::now();
+        self.txn.commit().map_err(write_err)?;
+        crate::metrics::metrics().backend_committed(start);
+        self.db.writeback.committed(0, durable);
         Ok(())
     }
 }
@@ -700,7 +728,7 @@ impl StateMachine {
     pub fn compact_history(&self, retention: Retention, now_ms: u64) -> Result<()> {
         let oldest_kept_ms = now_ms.saturating_sub(retention.max_age.as_millis() as u64);
         // The applies held are committed first: a failed compaction loses none of them.
-        let writing = self.db.write()?.without_applies()?;
+        let writing = self.db.write_alone()?;
         let txn = writing.txn();
         let applied = revision_in_write(txn)?;
         let keep_from = applied.saturating_sub(retention.max_revisions);
@@ -761,7 +789,7 @@ impl StateMachine {
 
     /// Forces every applied change to disk.
     fn sync(&self) -> Result<()> {
-        self.db.write()?.commit(Durability::Immediate)
+        self.db.write_alone()?.commit(Durability::Immediate)
     }
 }
 
@@ -982,7 +1010,7 @@ impl StateMachine {
         let mut index = LabelIndex::default();
         index.clear(installed);
         // The applies held are committed first: a failed install loses none of them.
-        let writing = self.db.write()?.without_applies()?;
+        let writing = self.db.write_alone()?;
         let txn = writing.txn();
         {
             let mut table = txn.open_table(OBJECTS).map_err(write_err)?;
@@ -1059,7 +1087,7 @@ impl StateMachine {
             }
             file.finish(&self.snapshot_path("")).map_err(snap_err)?;
         }
-        let writing = self.db.write()?;
+        let writing = self.db.write_alone()?;
         writing.txn().open_table(META).map_err(write_err)?.remove(SNAPSHOT).map_err(write_err)?;
         writing.commit(Durability::Immediate)
     }
@@ -1170,12 +1198,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             }
             due
         };
-        if durable {
-            // Committed, then made durable by a commit of its own outside the lock, so that
-            // no read waits for the fsync.
-            writing.commit(Durability::None)?;
-            self.db.make_durable()?;
-        } else if writing.full() {
+        if durable || writing.full() {
             writing.commit(Durability::None)?;
         } else {
             writing.hold();
@@ -1193,6 +1216,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             drop(index);
             crate::metrics::metrics().set_applied(last.index);
             self.applied.send_replace(revision);
+        }
+        if durable {
+            // Once committed and announced, made durable by a commit of its own outside the
+            // lock: no read waits for the fsync.
+            self.db.make_durable()?;
         }
         Ok(responses)
     }
@@ -1755,20 +1783,33 @@ mod held_applies_tests {
         assert_eq!(sm.list("/o/").unwrap().1, 3);
     }
 
-    /// Reads on other threads, while applies are made, held and committed and history is
-    /// compacted, see every apply acknowledged before they began: by get (in the transaction
-    /// held), list, scan, the revision applied and the window of changes.
+    /// Reads on other threads, while applies are made, held, committed (durably too) and
+    /// history is compacted, see every apply acknowledged before they began: by get (in the
+    /// transaction held), list, scan by label, the revision applied, and the window of
+    /// changes; and whatever the window or the announced revision names, a get finds.
     #[test]
     fn reads_on_other_threads_see_every_apply_acknowledged_before_them() {
-        use std::sync::atomic::{AtomicU64, Ordering::Release};
+        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Release};
         const APPLIES: u64 = 1500;
+        /// Sets its flag when dropped, also by a panic: the other threads then stop.
+        struct Done<'a>(&'a AtomicBool);
+        impl Drop for Done<'_> {
+            fn drop(&mut self) {
+                self.0.store(true, Release);
+            }
+        }
         let dir = tempfile::tempdir().unwrap();
         let sm = open(&dir.path().join("sm.redb"));
-        let acked = AtomicU64::new(0);
+        let (acked, done) = (AtomicU64::new(0), AtomicBool::new(false));
         std::thread::scope(|threads| {
             threads.spawn(|| {
+                let _done = Done(&done);
                 let (mut sm, rt) = (sm.clone(), rt());
                 for i in 1..=APPLIES {
+                    if i % 100 == 0 {
+                        // The durable apply of a second, and its commit outside the lock.
+                        *sm.last_durable.lock().unwrap() = std::time::Instant::now() - DURABLE_EVERY;
+                    }
                     rt.block_on(sm.apply([put(i)])).unwrap();
                     acked.store(i, Release);
                 }
@@ -1776,50 +1817,60 @@ mod held_applies_tests {
             threads.spawn(|| {
                 let retention =
                     Retention { max_age: std::time::Duration::from_secs(3600), max_revisions: 100 };
-                while acked.load(Acquire) < APPLIES {
+                while !done.load(Acquire) {
                     sm.compact_history(retention, 0).unwrap();
                     std::thread::sleep(std::time::Duration::from_millis(2));
                 }
             });
             for reader in 0..2 {
-                let sm = &sm;
-                let acked = &acked;
+                let (sm, acked, done) = (&sm, &acked, &done);
                 threads.spawn(move || {
                     let mut n = 0u64;
-                    loop {
+                    let key = |r: u64| format!("/o/{r:04}");
+                    while !done.load(Acquire) {
                         let a = acked.load(Acquire);
                         if a == 0 {
                             continue;
                         }
                         n += 1;
-                        match (n + reader) % 4 {
-                            0 => assert!(sm.get(&format!("/o/{a:04}")).unwrap().is_some(), "get at {a}"),
+                        match (n + reader) % 6 {
+                            0 => assert!(sm.get(&key(a)).unwrap().is_some(), "get at {a}"),
                             1 => assert!(sm.list("/o/").unwrap().1 >= a, "list at {a}"),
                             2 => assert!(sm.applied_revision().unwrap() >= a, "applied revision at {a}"),
-                            _ => {
+                            3 => {
                                 let needs = LabelNeeds::of(
                                     &api::selector::LabelSelector::parse(&format!("n={a}")).unwrap(),
                                 );
                                 let scan = Scan { prefix: "/o/", after: None, at: None, labels: &needs };
                                 let mut found = false;
                                 sm.scan(scan, &mut |k, _| {
-                                    found |= k == format!("/o/{a:04}");
+                                    found |= k == key(a);
                                     true
                                 })
                                 .unwrap()
                                 .unwrap();
                                 assert!(found, "scan by label at {a}");
-                                let changes = sm.changes_after(a - 1, 1).unwrap().unwrap();
-                                assert!(changes.changes.iter().any(|(r, _)| *r == a), "window at {a}");
                             }
-                        }
-                        if a == APPLIES {
-                            break;
+                            4 => {
+                                let changes = sm.changes_after(a - 1, usize::MAX).unwrap().unwrap();
+                                assert!(changes.changes.iter().any(|(r, _)| *r == a), "window at {a}");
+                                let (newest, _) = changes.changes.last().unwrap();
+                                assert!(
+                                    sm.list("/o/").unwrap().1 >= *newest,
+                                    "the window's newest, {newest}"
+                                );
+                            }
+                            _ => {
+                                let announced = *sm.applied.borrow();
+                                let found = sm.get(&key(announced)).unwrap();
+                                assert!(found.is_some(), "the announced revision {announced}");
+                            }
                         }
                     }
                 });
             }
         });
+        assert_eq!(acked.load(Acquire), APPLIES, "every apply made");
         assert!(sm.db.lost.get().is_none());
     }
 
@@ -1872,10 +1923,11 @@ mod held_applies_tests {
         let mut sm = open(&dir.path().join("sm.redb"));
         rt().block_on(sm.apply([put(1), put(2)])).unwrap();
         assert!(sm.db.held.load(Acquire));
-        let writing = sm.db.write().unwrap().without_applies().unwrap();
-        assert_eq!(writing.unsaved.applies, 0, "a transaction of its own");
+        let alone = sm.db.write_alone().unwrap();
+        assert_eq!(sm.db.lock().applies, 0, "a transaction of its own");
+        assert!(sm.db.lock().txn.is_none() && !sm.db.held.load(Acquire));
         assert_eq!(committed_revision(&sm), 2, "the applies held are committed");
-        drop(writing);
+        drop(alone);
         assert!(sm.db.lost.get().is_none(), "rolling back nothing loses nothing");
         rt().block_on(sm.apply([put(3)])).unwrap();
         let retention = Retention { max_age: std::time::Duration::from_secs(3600), max_revisions: 1 };
