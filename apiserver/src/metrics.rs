@@ -8,8 +8,9 @@
 //! `apiserver_watch_events_total`; `etcd_server_has_leader`,
 //! `etcd_server_leader_changes_seen_total`, `etcd_server_proposals_{committed,applied,pending,
 //! failed}_total`, `etcd_disk_wal_fsync_duration_seconds` (the Raft log's fsync),
-//! `etcd_disk_backend_commit_duration_seconds` (the state machine's commit of an applied
-//! batch), `etcd_mvcc_db_total_size_in_bytes` (the state machine's file).
+//! `etcd_disk_backend_commit_duration_seconds` (the state machine's commits: of the applies
+//! held, at most 100 ms after the first, and of compaction and snapshots),
+//! `etcd_mvcc_db_total_size_in_bytes` (the state machine's file).
 //!
 //! **Who may read them.** They are served only when `ui apiserver --metrics-addr ADDR` asks,
 //! on a listener of their own in plain HTTP, as `ui controllers run --metrics-addr` does:

@@ -55,7 +55,7 @@ type Membership = StoredMembership<NodeId, super::Member>;
 /// The durable state machine. Cheap to clone: clones share the database.
 #[derive(Clone)]
 pub struct StateMachine {
-    db: Arc<Db>,
+    db: Arc<Handle>,
     /// The last applied revision, announced after every apply commits (watchers wait on it).
     applied: Arc<tokio::sync::watch::Sender<u64>>,
     /// The database's file, for its size.
@@ -83,8 +83,8 @@ const HOLD_BYTES: usize = 1 << 20;
 /// to the file, their checksums computed, the pages it freed recorded): at one write at a
 /// time, the commit of each apply was the largest single cost of the members' CPU
 /// (BENCHMARKS.md, change 14). So an apply leaves its transaction open for the next ones, up
-/// to [`HOLD_APPLIES`] or [`HOLD_BYTES`] of history, or until the durable commit of each
-/// second. Nothing a read sees changes: every read transaction first commits the applies held
+/// to [`HOLD_APPLIES`] or [`HOLD_BYTES`] of history, [`HOLD_AT_MOST`] (see [`Handle`]), or
+/// until the durable commit of each second. Nothing a read sees changes: every read transaction first commits the applies held
 /// (any held then were applied before the read began), so a read after a write is acknowledged
 /// sees it, as before. Nothing a crash keeps changes either: commits without fsync are not
 /// kept by one anyway, and openraft applies again, from the log, what the last durable commit
@@ -100,6 +100,8 @@ struct Db {
     held: std::sync::atomic::AtomicBool,
     /// Why applies counted as done were lost, once they have been.
     lost: std::sync::OnceLock<String>,
+    /// [`HOLD_AT_MOST`] in milliseconds (tests hold longer).
+    hold_at_most: std::sync::atomic::AtomicU64,
     /// Writes the pages of commits without fsync to disk in the background.
     writeback: Writeback,
     /// Last: dropped after the transaction held (its own drop waits for a write transaction).
@@ -113,6 +115,55 @@ struct Unsaved {
     /// Applies in it, and the history they wrote (packed).
     applies: usize,
     history_bytes: usize,
+    /// When it was first held.
+    since: Option<std::time::Instant>,
+}
+
+/// How long applies stay held when nothing else commits them (no read, no bound reached):
+/// a thread commits them then, as etcd's backend commits its batch every 100 ms, so that the
+/// file and the backend's metrics follow the writes when they stop.
+const HOLD_AT_MOST: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// The database, with the thread that commits applies held longer than [`HOLD_AT_MOST`]:
+/// dropped (with the last clone of the state machine), it stops and joins the thread first,
+/// so that the database is closed when the drop returns.
+struct Handle {
+    db: Arc<Db>,
+    stop: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Handle {
+    fn start(db: Db) -> std::io::Result<Self> {
+        let db = Arc::new(db);
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let held = db.clone();
+        let thread = std::thread::Builder::new().name("state-commit".into()).spawn(move || {
+            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(HOLD_AT_MOST / 2)
+            {
+                let at_most = held.hold_at_most.load(std::sync::atomic::Ordering::Relaxed);
+                held.commit_held_since(std::time::Duration::from_millis(at_most));
+            }
+        })?;
+        Ok(Self { db, stop: Some(stop), thread: Some(thread) })
+    }
+}
+
+impl std::ops::Deref for Handle {
+    type Target = Db;
+
+    fn deref(&self) -> &Db {
+        &self.db
+    }
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 /// A write transaction, the only one while this lives: the one applies held, or a new one.
@@ -130,6 +181,7 @@ impl Db {
             unsaved: Default::default(),
             held: Default::default(),
             lost: Default::default(),
+            hold_at_most: (HOLD_AT_MOST.as_millis() as u64).into(),
             writeback,
             database,
         }
@@ -172,6 +224,21 @@ impl Db {
         crate::metrics::metrics().backend_committed(start);
         self.writeback.committed(0, true);
         Ok(())
+    }
+
+    /// Commits the applies held if they were first held at least `age` ago (a failure sets
+    /// [`Db::lost`], as any commit of applies does).
+    fn commit_held_since(&self, age: std::time::Duration) {
+        if !self.held.load(std::sync::atomic::Ordering::Acquire) {
+            return;
+        }
+        let mut unsaved = self.lock();
+        if unsaved.since.is_some_and(|since| since.elapsed() >= age)
+            && let Some(txn) = unsaved.txn.take()
+            && let Err(e) = (Writing { db: self, unsaved, txn: Some(txn) }.commit(Durability::None))
+        {
+            tracing::error!(error = %e, "the commit of the applies held failed");
+        }
     }
 
     /// A write transaction of its own ([`Alone`]): the applies held are committed first, so
@@ -236,6 +303,7 @@ impl Writing<'_> {
 
     /// Leaves the transaction open for the next applies.
     fn hold(mut self) {
+        self.unsaved.since.get_or_insert_with(std::time::Instant::now);
         self.unsaved.txn = self.txn.take();
         self.db.held.store(self.unsaved.txn.is_some(), std::sync::atomic::Ordering::Release);
     }
@@ -253,6 +321,7 @@ impl Writing<'_> {
         let result = txn.commit();
         let history_bytes = std::mem::take(&mut self.unsaved.history_bytes);
         let applies = std::mem::take(&mut self.unsaved.applies);
+        self.unsaved.since = None;
         // Lost before not held: a read that finds nothing held then finds it lost.
         if let Err(e) = &result
             && applies > 0
@@ -297,6 +366,7 @@ impl Drop for Writing<'_> {
         if self.txn.take().is_some() {
             let applies = std::mem::take(&mut self.unsaved.applies);
             self.unsaved.history_bytes = 0;
+            self.unsaved.since = None;
             // Lost before not held (see `commit_txn`).
             if applies > 0 {
                 let _ = self.db.lost.set(format!("a write failed part way, rolling back {applies} applies"));
@@ -526,7 +596,9 @@ impl StateMachine {
         let db = Database::builder().set_cache_size(STATE_CACHE_BYTES).create(path)?;
         let writeback = Writeback::start(path).map_err(|e| redb::DatabaseError::Storage(e.into()))?;
         let sm = Self {
-            db: Arc::new(Db::new(db, writeback)),
+            db: Arc::new(
+                Handle::start(Db::new(db, writeback)).map_err(|e| redb::DatabaseError::Storage(e.into()))?,
+            ),
             applied: Arc::new(tokio::sync::watch::Sender::new(0)),
             path: Arc::new(path.to_owned()),
             labels: Arc::default(),
@@ -1712,11 +1784,38 @@ mod held_applies_tests {
         }
     }
 
-    /// A state machine whose applies are not the durable one of each second.
+    /// A state machine whose applies are not the durable one of each second, nor committed
+    /// for being held too long.
     fn open(path: &Path) -> StateMachine {
         let sm = StateMachine::open(path).unwrap();
         *sm.last_durable.lock().unwrap() = std::time::Instant::now() + std::time::Duration::from_secs(3600);
+        sm.db.hold_at_most.store(3_600_000, std::sync::atomic::Ordering::Relaxed);
         sm
+    }
+
+    /// Applies held with nothing else to commit them are committed after HOLD_AT_MOST, by the
+    /// thread that ends with the state machine.
+    #[test]
+    fn applies_held_too_long_are_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sm.redb");
+        let mut sm = StateMachine::open(&path).unwrap();
+        *sm.last_durable.lock().unwrap() = std::time::Instant::now() + std::time::Duration::from_secs(3600);
+        let start = std::time::Instant::now();
+        rt().block_on(sm.apply([put(1)])).unwrap();
+        let deadline = start + std::time::Duration::from_secs(10);
+        while committed_revision(&sm) == 0 {
+            assert!(std::time::Instant::now() < deadline, "never committed");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert!(start.elapsed() >= HOLD_AT_MOST, "not before {HOLD_AT_MOST:?}: {:?}", start.elapsed());
+        assert!(!sm.db.held.load(Acquire));
+        let thread = sm.db.thread.as_ref().unwrap().thread().clone();
+        assert_eq!(thread.name(), Some("state-commit"));
+        drop(sm);
+        // The database is closed when the drop returns: it opens again at once.
+        let sm = StateMachine::open(&path).unwrap();
+        assert_eq!(sm.applied_revision().unwrap(), 1);
     }
 
     fn committed_revision(sm: &StateMachine) -> u64 {
