@@ -1185,11 +1185,22 @@ fn ui_exec_runs_a_command_in_the_owner_s_container_and_nobody_else_s() {
 /// `GET /` of `host:port` from inside replica `name`, with busybox's `nc` (its `wget` crashes
 /// in Debian's static build): the answer, or `UNREACHABLE`.
 fn http_from(u: &User, name: &str, host: &str, port: u16) -> String {
+    try_http_from(u, name, host, port).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// [`http_from`], or why `ui exec` failed (a replica reported Running before its shim has
+/// started the container: the agent reports it once the shim runs).
+fn try_http_from(u: &User, name: &str, host: &str, port: u16) -> Result<String, String> {
     let script = format!(
         "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 3 {host} {port} > /tmp/answer 2>&1; \
          if grep -q '200 OK' /tmp/answer; then cat /tmp/answer; else echo UNREACHABLE; cat /tmp/answer; fi"
     );
-    exec(u, name, &[], &["/bin/sh", "-c", &script]).ok().stdout
+    let run = exec(u, name, &[], &["/bin/sh", "-c", &script]);
+    if run.code == 0 {
+        Ok(run.stdout)
+    } else {
+        Err(format!("ui exec in {name}: {}{}", run.stdout, run.stderr))
+    }
 }
 
 #[test]
@@ -1217,7 +1228,7 @@ fn replicas_reach_their_owner_s_replicas_by_name_and_nothing_of_strangers_or_the
     let (a_ip, b_ip) = (ip(&rs[0]), ip(&rs[1]));
     assert_eq!(a_ip.octets()[..3], b_ip.octets()[..3], "one owner's replicas share its /24: {a_ip} {b_ip}");
     wait_for(30, "both serving", || {
-        let out = http_from(&u, &a, &b, 8080);
+        let out = try_http_from(&u, &a, &b, 8080)?;
         if out.contains(&b) { Ok(()) } else { Err(out) }
     });
     // By replica name, by workload name, by WORKLOAD.NAMESPACE; its eth0 holds its podIP.
@@ -1248,7 +1259,11 @@ fn replicas_reach_their_owner_s_replicas_by_name_and_nothing_of_strangers_or_the
     let spy = running(&stranger, "spy", 1).remove(0);
     let (spy_name, spy_ip) = (name(&spy), ip(&spy));
     assert_ne!(spy_ip.octets()[..3], a_ip.octets()[..3], "a stranger shares no /24 with us");
-    let hosts = exec(&stranger, &spy_name, &[], &["cat", "/etc/hosts"]).ok().stdout;
+    // Running is reported once the shim runs, a moment before it has started the container.
+    let hosts = wait_for(30, "the spy's container started", || {
+        let run = exec(&stranger, &spy_name, &[], &["cat", "/etc/hosts"]);
+        if run.code == 0 { Ok(run.stdout) } else { Err(run.stderr) }
+    });
     assert!(hosts.contains(&spy_name) && !hosts.contains("peer"), "{hosts}");
     assert!(http_from(&stranger, &spy_name, &a_ip.to_string(), 8080).contains("UNREACHABLE"));
     // Nor do ours reach the stranger's, nor the node itself: a service of the node on all its

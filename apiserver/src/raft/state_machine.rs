@@ -141,8 +141,7 @@ impl Handle {
         let thread = std::thread::Builder::new().name("state-commit".into()).spawn(move || {
             while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(HOLD_AT_MOST / 2)
             {
-                let at_most = held.hold_at_most.load(std::sync::atomic::Ordering::Relaxed);
-                held.commit_held_since(std::time::Duration::from_millis(at_most));
+                held.commit_held_too_long();
             }
         })?;
         Ok(Self { db, stop: Some(stop), thread: Some(thread) })
@@ -226,14 +225,16 @@ impl Db {
         Ok(())
     }
 
-    /// Commits the applies held if they were first held at least `age` ago (a failure sets
-    /// [`Db::lost`], as any commit of applies does).
-    fn commit_held_since(&self, age: std::time::Duration) {
+    /// Commits the applies held if they were first held at least [`Db::hold_at_most`] ago (a
+    /// failure sets [`Db::lost`], as any commit of applies does).
+    fn commit_held_too_long(&self) {
         if !self.held.load(std::sync::atomic::Ordering::Acquire) {
             return;
         }
         let mut unsaved = self.lock();
-        if unsaved.since.is_some_and(|since| since.elapsed() >= age)
+        let at_most =
+            std::time::Duration::from_millis(self.hold_at_most.load(std::sync::atomic::Ordering::Relaxed));
+        if unsaved.since.is_some_and(|since| since.elapsed() >= at_most)
             && let Some(txn) = unsaved.txn.take()
             && let Err(e) = (Writing { db: self, unsaved, txn: Some(txn) }.commit(Durability::None))
         {
@@ -1809,6 +1810,8 @@ mod held_applies_tests {
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
         assert!(start.elapsed() >= HOLD_AT_MOST, "not before {HOLD_AT_MOST:?}: {:?}", start.elapsed());
+        // The thread clears `held` before it lets go of the lock.
+        drop(sm.db.lock());
         assert!(!sm.db.held.load(Acquire));
         let thread = sm.db.thread.as_ref().unwrap().thread().clone();
         assert_eq!(thread.name(), Some("state-commit"));
