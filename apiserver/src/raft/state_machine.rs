@@ -84,9 +84,9 @@ const HOLD_BYTES: usize = 1 << 20;
 /// time, the commit of each apply was the largest single cost of the members' CPU
 /// (BENCHMARKS.md, change 14). So an apply leaves its transaction open for the next ones, up
 /// to [`HOLD_APPLIES`] or [`HOLD_BYTES`] of history, [`HOLD_AT_MOST`] (see [`Handle`]), or
-/// until the durable commit of each second. Nothing a read sees changes: every read transaction first commits the applies held
-/// (any held then were applied before the read began), so a read after a write is acknowledged
-/// sees it, as before. Nothing a crash keeps changes either: commits without fsync are not
+/// until the durable commit of each second. Nothing a read sees changes: every read
+/// transaction first commits the applies held (any held then were applied before the read
+/// began), so a read after a write is acknowledged sees it, as before. Nothing a crash keeps changes either: commits without fsync are not
 /// kept by one anyway, and openraft applies again, from the log, what the last durable commit
 /// does not hold.
 ///
@@ -216,13 +216,8 @@ impl Db {
     /// the thread that applies (no transaction is held while it runs this, and only it holds
     /// one), so that reads go on during the fsync. Anyone else waits on redb's write lock.
     fn make_durable(&self) -> Result<()> {
-        let mut txn = self.database.begin_write().map_err(write_err)?;
-        txn.set_durability(Durability::Immediate);
-        let start = std::time::Instant::now();
-        txn.commit().map_err(write_err)?;
-        crate::metrics::metrics().backend_committed(start);
-        self.writeback.committed(0, true);
-        Ok(())
+        let txn = self.database.begin_write().map_err(write_err)?;
+        Alone { db: self, txn }.commit(Durability::Immediate)
     }
 
     /// Commits the applies held if they were first held at least [`Db::hold_at_most`] ago (a
