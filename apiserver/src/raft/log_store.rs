@@ -1,8 +1,8 @@
 //! The Raft log on disk: an append-only write-ahead log ([`super::wal`]) of the entries (by
 //! index), the vote, the committed id and the last purged id, as etcd keeps its WAL.
 //!
-//! Every `append` is one write of its records and one fdatasync before openraft is told the
-//! entries are durable. openraft 0.9 waits for each `append` before it takes the next
+//! Every `append` is one write of its records and one fdatasync (on a blocking thread, not a
+//! runtime worker) before openraft is told the entries are durable. openraft 0.9 waits for each `append` before it takes the next
 //! command, so batching writes here would gain nothing: concurrent writes are put into one
 //! entry before they reach Raft (group commit, `node::batch_writes`), so one fsync covers them
 //! all (BENCHMARKS.md). The committed log id is saved without a write of its own: it goes in
@@ -37,7 +37,7 @@ const LAST_PURGED: &str = "last_purged";
 
 type Result<T> = std::result::Result<T, StorageError<NodeId>>;
 
-/// Most entries, and most bytes of their JSON, that [`Recent`] keeps.
+/// Most entries, and most bytes of them as encoded (unpacked), that [`Recent`] keeps.
 const RECENT_ENTRIES: usize = 1024;
 const RECENT_BYTES: usize = 8 << 20;
 
@@ -62,7 +62,7 @@ pub struct LogStore {
 /// [`RECENT_ENTRIES`] and [`RECENT_BYTES`].
 #[derive(Debug, Default)]
 struct Recent {
-    /// Contiguous indexes, oldest first, each with its JSON's size.
+    /// Contiguous indexes, oldest first, each with its size as encoded (unpacked).
     entries: VecDeque<(Entry<TypeConfig>, usize)>,
     bytes: usize,
 }
@@ -159,11 +159,10 @@ fn write_err(e: impl std::error::Error + 'static) -> StorageError<NodeId> {
     io_err(ErrorSubject::Logs, ErrorVerb::Write, e)
 }
 
-/// An entry as stored: its JSON, packed ([`super::packed`]; entries from before packing are
-/// plain JSON and read the same).
+/// An entry as stored ([`super::packed::encode`]; entries from before, JSON packed or not,
+/// read the same).
 fn entry_of(stored: &[u8]) -> Result<Entry<TypeConfig>> {
-    let json = super::packed::unpack(stored).map_err(read_err)?;
-    serde_json::from_slice(&json).map_err(read_err)
+    super::packed::decode(stored).map_err(read_err)
 }
 
 fn json_of<T: DeserializeOwned>(bytes: Option<Vec<u8>>) -> Result<Option<T>> {
@@ -430,14 +429,22 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let mut stored = Vec::with_capacity(entries.len());
         let mut appended = Vec::with_capacity(entries.len());
         for entry in entries {
-            let json = serde_json::to_vec(&entry).map_err(write_err)?;
-            let size = json.len();
-            stored.push((entry.log_id.index, super::packed::pack(json)));
-            appended.push((entry, size));
+            let bytes = super::packed::encode(&entry).map_err(write_err)?;
+            let index = entry.log_id.index;
+            appended.push((entry, super::packed::unpacked_len(&bytes)));
+            stored.push((index, bytes));
         }
-        let records: Vec<Record<'_>> =
-            stored.iter().map(|(index, bytes)| Record::Entry { index: *index, stored: bytes }).collect();
-        self.write(&records, ErrorSubject::Logs)?;
+        // The write and its fdatasync (a millisecond or more) run on a blocking thread: on a
+        // runtime worker they would stop it, and every task queued on it, for as long (half
+        // the runtime on two cores), while the Raft core only needs to wait for them.
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let records: Vec<Record<'_>> =
+                stored.iter().map(|(index, bytes)| Record::Entry { index: *index, stored: bytes }).collect();
+            store.write(&records, ErrorSubject::Logs)
+        })
+        .await
+        .map_err(write_err)??;
         self.recent.lock().expect("recent entries lock").appended(appended);
         callback.log_io_completed(Ok(()));
         Ok(())

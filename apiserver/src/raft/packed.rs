@@ -1,5 +1,5 @@
 //! Records stored compressed: the objects' JSON, and the log's entries and the history's
-//! records, which are JSON holding objects' JSON again, escaped in strings. LZ4 (a few µs to
+//! records, which hold objects' JSON again. LZ4 (a few µs to
 //! pack a 1.5 KiB object, GB/s to read back) cuts them to a fraction on disk, and with them the
 //! pages each commit writes.
 //!
@@ -8,12 +8,21 @@
 //! never starts with that byte (bytes that do are always packed): records written before
 //! packing existed read as they always did. A build from before packing cannot read what this
 //! one wrote.
+//!
+//! Log entries and history records are written ([`encode`]) as [`CBOR`] and their CBOR, then
+//! packed: their objects' JSON goes in as it is, where JSON would escape every quote of it
+//! (the largest cost of writing either, BENCHMARKS.md change 15), and reads back without
+//! unescaping. [`decode`] reads those and the JSON records written before. A build from before
+//! cannot read them.
 
 use std::borrow::Cow;
 
 /// The first byte of a packed record (a JSON text starts with `{`, `[`, `"`, a digit, a
 /// letter or whitespace, never a control byte).
 const LZ4: u8 = 0x01;
+
+/// The first byte of a record written as CBOR ([`encode`]): no JSON starts with it either.
+const CBOR: u8 = 0x02;
 
 /// Records shorter than this are stored as they are (LZ4 gains little on them).
 const WORTH_PACKING: usize = 128;
@@ -60,7 +69,7 @@ fn worth_packing(json: &[u8]) -> bool {
     (WORTH_PACKING..=MAX_UNPACKED).contains(&json.len())
 }
 
-/// The JSON of a stored record, packed or not.
+/// The bytes of a stored record (its JSON, or its CBOR behind [`CBOR`]), packed or not.
 pub fn unpack(stored: &[u8]) -> std::io::Result<Cow<'_, [u8]>> {
     let Some((&LZ4, rest)) = stored.split_first() else { return Ok(Cow::Borrowed(stored)) };
     let corrupt =
@@ -77,6 +86,32 @@ pub fn unpack(stored: &[u8]) -> std::io::Result<Cow<'_, [u8]>> {
         return Err(corrupt(format!("{n} bytes where it claims {len}")));
     }
     Ok(Cow::Owned(out))
+}
+
+/// `value` as stored: [`CBOR`] and its CBOR, packed.
+pub fn encode<T: serde::Serialize>(value: &T) -> std::io::Result<Vec<u8>> {
+    let cbor = cbor4ii::serde::to_vec(vec![CBOR], value).map_err(std::io::Error::other)?;
+    Ok(pack(cbor))
+}
+
+/// The length of `stored` unpacked (without unpacking it; of a damaged record, a guess).
+pub fn unpacked_len(stored: &[u8]) -> usize {
+    match stored.split_first() {
+        Some((&LZ4, rest)) if rest.len() >= 4 => {
+            u32::from_le_bytes(rest[..4].try_into().expect("4 bytes")) as usize
+        }
+        _ => stored.len(),
+    }
+}
+
+/// A record as [`encode`] stores it, or JSON (packed or not) as records were written before.
+pub fn decode<T: serde::de::DeserializeOwned>(stored: &[u8]) -> std::io::Result<T> {
+    let invalid = |e: String| std::io::Error::new(std::io::ErrorKind::InvalidData, e);
+    let bytes = unpack(stored)?;
+    match bytes.split_first() {
+        Some((&CBOR, cbor)) => cbor4ii::serde::from_slice(cbor).map_err(|e| invalid(e.to_string())),
+        _ => serde_json::from_slice(&bytes).map_err(|e| invalid(e.to_string())),
+    }
 }
 
 /// Every key and value in a member's database file (`state.redb`, or `raft-log.redb` from
@@ -156,6 +191,45 @@ mod tests {
         assert_eq!(pack(entry.clone())[0], LZ4, "a record of objects' JSON shrinks");
         // Records written before packing read as they are.
         assert_eq!(unpack(&entry).unwrap().as_ref(), entry.as_slice());
+    }
+
+    #[test]
+    fn a_record_encoded_reads_back_and_so_do_json_records_from_before() {
+        #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+        struct Rec {
+            at: u64,
+            values: Vec<Option<String>>,
+            keyed: std::collections::BTreeMap<u64, String>,
+        }
+        let object =
+            serde_json::json!({"metadata": {"name": "r-1", "labels": {"a": "b\"c"}}, "spec": {"x": [1, 2]}});
+        for n in [0, 1, 40] {
+            let rec = Rec {
+                at: 1 << 40,
+                values: (0..n).map(|i| (i % 3 != 0).then(|| object.to_string())).collect(),
+                keyed: (0..n as u64).map(|i| (i, format!("{i}"))).collect(),
+            };
+            let stored = encode(&rec).unwrap();
+            assert_eq!(decode::<Rec>(&stored).unwrap(), rec);
+            assert_eq!(unpacked_len(&stored), unpack(&stored).unwrap().len());
+            let json = serde_json::to_vec(&serde_json::json!({
+                "at": rec.at, "values": rec.values,
+                "keyed": rec.keyed.iter().map(|(k, v)| (k.to_string(), v.clone().into())).collect::<serde_json::Map<_, _>>(),
+            }))
+            .unwrap();
+            assert_eq!(decode::<Rec>(&json).unwrap(), rec, "plain JSON from before");
+            assert_eq!(decode::<Rec>(&pack(json)).unwrap(), rec, "packed JSON from before");
+            if n == 40 {
+                assert_eq!(stored[0], LZ4, "a large record is packed");
+                let unescaped = object.to_string();
+                assert!(
+                    unpack(&stored).unwrap().windows(unescaped.len()).any(|w| w == unescaped.as_bytes()),
+                    "the objects' JSON is in the record as it is"
+                );
+            }
+        }
+        assert!(decode::<Rec>(&[CBOR, 0xff, 0x00]).is_err(), "damaged CBOR is an error");
+        assert!(decode::<Rec>(b"{").is_err());
     }
 
     #[test]

@@ -36,8 +36,8 @@ use super::{NodeId, Outcome, Request, Response, Stored, TypeConfig, io_err, read
 /// ([`super::packed`]).
 pub(super) const OBJECTS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("objects");
 pub(super) const META: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("meta");
-/// Revision → the JSON of its [`Record`] (see [`super::history`]), packed
-/// ([`super::packed`]).
+/// Revision → its [`Record`] (see [`super::history`]), as [`super::packed::encode`] stores it
+/// (CBOR, packed; JSON in records from before).
 pub(super) const HISTORY: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("history");
 const LAST_APPLIED: &str = "last_applied";
 /// The revision of the last write applied: every write (a request, or one of the requests a
@@ -563,10 +563,10 @@ fn encode(s: &Stored) -> Vec<u8> {
     out
 }
 
-/// A history record as stored (packed, or JSON as records before packing were).
+/// A history record as stored ([`super::packed::encode`]; records from before, JSON packed or
+/// not, read the same).
 fn history_record(stored: &[u8]) -> Result<Record> {
-    let json = super::packed::unpack(stored).map_err(|e| sm_err(ErrorVerb::Read, e))?;
-    serde_json::from_slice(&json).map_err(|e| sm_err(ErrorVerb::Read, e))
+    super::packed::decode(stored).map_err(|e| sm_err(ErrorVerb::Read, e))
 }
 
 fn decode(bytes: &[u8]) -> Result<Stored> {
@@ -1212,9 +1212,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     }
                 }
                 if !changes.is_empty() {
-                    let record = serde_json::to_vec(&RecordRef { applied_at_ms, changes: &changes })
+                    let record = super::packed::encode(&RecordRef { applied_at_ms, changes: &changes })
                         .map_err(|e| sm_err(ErrorVerb::Write, e))?;
-                    let record = super::packed::pack(record);
                     history_bytes += record.len();
                     history.insert(revision, record.as_slice()).map_err(write_err)?;
                     fresh.extend(changes.into_iter().map(|c| (revision, c)));
