@@ -363,8 +363,8 @@ mod tests {
     use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId, Membership};
 
     use super::*;
-    use crate::raft::Expect;
     use crate::raft::transport::{FrameCodec, Limits};
+    use crate::raft::{Expect, Outcome, Stored};
 
     fn entry(index: u64, payload: EntryPayload<TypeConfig>) -> Entry<TypeConfig> {
         Entry { log_id: LogId::new(CommittedLeaderId::new(u64::MAX, u64::MAX), index), payload }
@@ -514,5 +514,24 @@ mod tests {
         assert!((MAX_OPS * MAX_ENTRY_BYTES) as u64 + ENVELOPE_BYTES <= MAX_REPLY_BYTES);
         assert_eq!(MAX_REQUEST_BYTES, 5 * 1024 * 1024);
         assert_eq!(MAX_REPLY_BYTES, 33 * 1024 * 1024);
+    }
+
+    #[test]
+    fn an_applied_answer_carries_the_field_members_before_need_and_reads_theirs() {
+        // Members of the versions before read `prev` as required and sent it full: it is
+        // still sent (empty), and what they sent in it still reads.
+        let ours =
+            Response { revision: 3, outcome: Outcome::Applied { prev: Vec::new() }, batch: Vec::new() };
+        let bytes = cbor4ii::serde::to_vec(Vec::new(), &ours).unwrap();
+        assert!(bytes.windows(4).any(|w| w == b"prev"), "the field is on the wire");
+        let old = Stored { create_revision: 1, mod_revision: 2, value: "{}".into() };
+        let theirs = Response {
+            revision: 3,
+            outcome: Outcome::Applied { prev: vec![Some(old), None] },
+            batch: Vec::new(),
+        };
+        let bytes = cbor4ii::serde::to_vec(Vec::new(), &theirs).unwrap();
+        let read: Response = cbor4ii::serde::from_slice(&bytes).unwrap();
+        assert_eq!(read, theirs);
     }
 }

@@ -984,24 +984,25 @@ fn apply_request(
         Err(refused) => return Ok((refused, Vec::new())),
     };
     let mut changes = Vec::with_capacity(req.ops.len());
-    for (op, old) in req.ops.iter().zip(&held) {
+    // What each key held goes into the history, not into the answer (see `Outcome::Applied`).
+    for (op, old) in req.ops.iter().zip(held) {
         match op {
             super::Op::Put { key, value, .. } => {
                 let create_revision = old.as_ref().map_or(revision, |o| o.create_revision);
                 let new = Stored { create_revision, mod_revision: revision, value: value.clone() };
                 table.insert(key.as_str(), encode(&new).as_slice()).map_err(write_err)?;
-                changes.push(Change::new(key.clone(), old.clone(), Some(new)));
+                changes.push(Change::new(key.clone(), old, Some(new)));
             }
             super::Op::Delete { key, .. } => {
                 table.remove(key.as_str()).map_err(write_err)?;
                 if old.is_some() {
-                    changes.push(Change::new(key.clone(), old.clone(), None));
+                    changes.push(Change::new(key.clone(), old, None));
                 }
             }
             super::Op::Check { .. } => {}
         }
     }
-    Ok((Outcome::Applied { prev: held }, changes))
+    Ok((Outcome::Applied { prev: Vec::new() }, changes))
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {

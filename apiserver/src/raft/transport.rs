@@ -613,9 +613,9 @@ impl Transport {
         let mut codec = FrameCodec::new(self.limits);
         // First, so that a request over the limit is refused as such, before any stream.
         let frame = codec
-            .request_frame(&protocol, rpc)
-            .await
+            .request_frame(&protocol, &rpc)
             .map_err(|e| TransportError::Unreachable { peer, reason: e.to_string() })?;
+        drop(rpc);
         let usable = !self.is_blocked(&peer) && self.allowed.borrow().contains(&peer);
         let calls = Links::lock(&streams.links).calls(peer);
         let _call = calls.acquire_owned().await.map_err(|_| TransportError::Stopped)?;
@@ -976,7 +976,8 @@ async fn serve_stream(
                 reply = answered => reply.map_err(|_| io::Error::other("not answered"))?,
                 _ = stream.read(&mut probe) => return Err(io::Error::other("the caller gave up")),
             };
-            let frame = codec.reply_frame(&protocol, reply).await?;
+            let frame = codec.reply_frame(&reply)?;
+            drop(reply);
             write_all(&mut stream, &frame).await
         };
         if !matches!(tokio::time::timeout(STREAM_IDLE, answered).await, Ok(Ok(()))) {
@@ -1029,24 +1030,28 @@ fn kept_stream(streams: &Streams, peer: &PeerId) -> Option<libp2p::Stream> {
     }
 }
 
-/// The frame codec: every message is a 4-byte big-endian length, then that many bytes of CBOR.
+/// The frame codec: every message is a 4-byte big-endian length, then that many bytes of CBOR
+/// (as libp2p's CBOR codec writes it: `cbor4ii`'s serde encoding of the message).
 ///
 /// libp2p's CBOR codec reads a message to the end of its stream (up to its limit) before it
 /// decodes anything, so an oversized message costs its limit in memory before it is refused.
 /// With the length first, a frame over the limit is refused from those 4 bytes, before a byte
-/// of it is read or allocated; a frame within it is decoded by libp2p's codec from exactly
-/// that many bytes.
-#[derive(Clone)]
+/// of it is read or allocated; a frame within it is read into a buffer of that size (growing
+/// past [`READ_AHEAD`] only as its bytes arrive) and decoded from exactly those bytes. A
+/// message is encoded straight after its length, in the buffer that is written: no copy of
+/// it is made on either side (libp2p's codec grew a buffer from empty as it read, and
+/// encoded into one buffer that was then copied into the frame).
+#[derive(Clone, Debug)]
 pub struct FrameCodec {
-    cbor: request_response::cbor::codec::Codec<Rpc, Reply>,
     limits: Limits,
 }
 
-impl std::fmt::Debug for FrameCodec {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FrameCodec").field("limits", &self.limits).finish_non_exhaustive()
-    }
-}
+/// The most of a frame's buffer made ready before its bytes arrive: a peer that names a
+/// length and sends less holds no more memory than it sent, beyond this.
+const READ_AHEAD: usize = 1 << 20;
+
+/// What a frame's buffer starts with room for when it is written (most messages fit).
+const WRITE_AHEAD: usize = 4096;
 
 /// A boxed future, as `request_response::Codec` (an `async_trait`) takes it.
 type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = io::Result<T>> + Send + 'a>>;
@@ -1054,11 +1059,32 @@ type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = io::Result<T>> + Send + 'a>>
 impl FrameCodec {
     /// A codec refusing frames over `limits`.
     pub fn new(limits: Limits) -> Self {
-        let cbor = request_response::cbor::codec::Codec::default()
-            .set_request_size_maximum(limits.request)
-            .set_response_size_maximum(limits.reply);
-        Self { cbor, limits }
+        Self { limits }
     }
+}
+
+/// Reads a frame (its length, refused if over `limit`, then its body) and decodes it.
+async fn read_frame<T, M>(io: &mut T, limit: u64, what: &str) -> io::Result<M>
+where
+    T: AsyncRead + Unpin + Send,
+    M: serde::de::DeserializeOwned,
+{
+    let len = read_length(io, limit, what).await?;
+    // Read to its length, not to the end: a read to the end makes room for more when the
+    // buffer is full, which copies the whole frame once more.
+    let len = usize::try_from(len).map_err(io::Error::other)?;
+    let mut body = Vec::new();
+    while body.len() < len {
+        let from = body.len();
+        body.resize(len.min(from + READ_AHEAD), 0);
+        io.read_exact(&mut body[from..]).await.map_err(|e| match e.kind() {
+            io::ErrorKind::UnexpectedEof => {
+                io::Error::new(e.kind(), format!("a {what} of {len} bytes ended before its end"))
+            }
+            _ => e,
+        })?;
+    }
+    cbor4ii::serde::from_slice(&body).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))
 }
 
 /// Reads a frame's length and refuses it if it is over `limit`.
@@ -1075,9 +1101,11 @@ async fn read_length<T: AsyncRead + Unpin + Send>(io: &mut T, limit: u64, what: 
     Ok(len)
 }
 
-/// The start of a frame: room for its length, then its body goes after it ([`seal_frame`]).
-fn frame_buffer() -> Vec<u8> {
-    vec![0; 4]
+/// `message` encoded after room for its length ([`seal_frame`] writes it).
+fn frame_of<M: serde::Serialize>(message: &M) -> io::Result<Vec<u8>> {
+    let mut frame = Vec::with_capacity(WRITE_AHEAD);
+    frame.extend_from_slice(&[0; 4]);
+    cbor4ii::serde::to_vec(frame, message).map_err(io::Error::other)
 }
 
 /// Seals `frame` ([`frame_buffer`] with an encoded message after it) by writing its body's
@@ -1096,21 +1124,17 @@ fn seal_frame(mut frame: Vec<u8>, limit: u64, what: &str) -> io::Result<Vec<u8>>
 
 impl FrameCodec {
     /// `request` as one frame, if it is within the limit and `protocol` can carry it.
-    async fn request_frame(&mut self, protocol: &StreamProtocol, request: Rpc) -> io::Result<Vec<u8>> {
+    fn request_frame(&self, protocol: &StreamProtocol, request: &Rpc) -> io::Result<Vec<u8>> {
         // Before a byte of it: the member at the other end could not read it.
         if protocol.as_ref() == PROTOCOL_V2 && matches!(request, Rpc::Writes(_)) {
             return Err(io::Error::new(io::ErrorKind::Unsupported, NO_WRITES));
         }
-        let mut frame = frame_buffer();
-        self.cbor.write_request(protocol, &mut frame, request).await?;
-        seal_frame(frame, self.limits.request, "request")
+        seal_frame(frame_of(request)?, self.limits.request, "request")
     }
 
     /// `reply` as one frame, if it is within the limit.
-    async fn reply_frame(&mut self, protocol: &StreamProtocol, reply: Reply) -> io::Result<Vec<u8>> {
-        let mut frame = frame_buffer();
-        self.cbor.write_response(protocol, &mut frame, reply).await?;
-        seal_frame(frame, self.limits.reply, "reply")
+    fn reply_frame(&self, reply: &Reply) -> io::Result<Vec<u8>> {
+        seal_frame(frame_of(reply)?, self.limits.reply, "reply")
     }
 }
 
@@ -1121,7 +1145,7 @@ impl request_response::Codec for FrameCodec {
 
     fn read_request<'a, 'b, 'c, 'f, T>(
         &'a mut self,
-        protocol: &'b StreamProtocol,
+        _protocol: &'b StreamProtocol,
         io: &'c mut T,
     ) -> BoxFuture<'f, Rpc>
     where
@@ -1131,15 +1155,12 @@ impl request_response::Codec for FrameCodec {
         'c: 'f,
         Self: 'f,
     {
-        Box::pin(async move {
-            let len = read_length(io, self.limits.request, "request").await?;
-            self.cbor.read_request(protocol, &mut io.take(len)).await
-        })
+        Box::pin(async move { read_frame(io, self.limits.request, "request").await })
     }
 
     fn read_response<'a, 'b, 'c, 'f, T>(
         &'a mut self,
-        protocol: &'b StreamProtocol,
+        _protocol: &'b StreamProtocol,
         io: &'c mut T,
     ) -> BoxFuture<'f, Reply>
     where
@@ -1149,10 +1170,7 @@ impl request_response::Codec for FrameCodec {
         'c: 'f,
         Self: 'f,
     {
-        Box::pin(async move {
-            let len = read_length(io, self.limits.reply, "reply").await?;
-            self.cbor.read_response(protocol, &mut io.take(len)).await
-        })
+        Box::pin(async move { read_frame(io, self.limits.reply, "reply").await })
     }
 
     fn write_request<'a, 'b, 'c, 'f, T>(
@@ -1170,14 +1188,15 @@ impl request_response::Codec for FrameCodec {
     {
         Box::pin(async move {
             // The length and the body in one write, so one Yamux frame.
-            let frame = self.request_frame(protocol, request).await?;
+            let frame = self.request_frame(protocol, &request)?;
+            drop(request);
             io.write_all(&frame).await
         })
     }
 
     fn write_response<'a, 'b, 'c, 'f, T>(
         &'a mut self,
-        protocol: &'b StreamProtocol,
+        _protocol: &'b StreamProtocol,
         io: &'c mut T,
         reply: Reply,
     ) -> BoxFuture<'f, ()>
@@ -1189,7 +1208,8 @@ impl request_response::Codec for FrameCodec {
         Self: 'f,
     {
         Box::pin(async move {
-            let frame = self.reply_frame(protocol, reply).await?;
+            let frame = self.reply_frame(&reply)?;
+            drop(reply);
             io.write_all(&frame).await
         })
     }
@@ -1203,7 +1223,7 @@ mod tests {
     use libp2p::request_response::Codec as _;
 
     use super::*;
-    use crate::raft::{Expect, Op, Request};
+    use crate::raft::{Expect, Op, Outcome, Request, Response};
 
     /// A stream that holds a 4-byte length and fails any read past it: reading the body of the
     /// frame it announces would show.
@@ -1297,12 +1317,56 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_frame_body_is_what_libp2ps_cbor_codec_writes_and_reads() {
+        // Members of earlier versions framed libp2p's CBOR codec's bytes: the same bytes
+        // either way, so they read each other's frames.
+        let mut theirs = request_response::cbor::codec::Codec::<Rpc, Reply>::default();
+        let mut ours = FrameCodec::new(Limits::default());
+        let requests = || {
+            let put = |v: &str| Request {
+                batch: Vec::new(),
+                ops: vec![Op::Put { key: "/k".into(), value: v.into(), expect: Expect::Any }],
+            };
+            Rpc::Writes(vec![put("a"), put(&"b".repeat(10_000))])
+        };
+        let replies = || {
+            let applied = Outcome::Applied { prev: Vec::new() };
+            Reply::Writes(vec![
+                Ok(Response { revision: 7, outcome: applied, batch: Vec::new() }),
+                Err(crate::raft::rpc::Refusal::NotLeader(Some(2))),
+            ])
+        };
+
+        let mut body = Vec::new();
+        theirs.write_request(&protocol(), &mut body, requests()).await.unwrap();
+        let mut wire = Vec::new();
+        ours.write_request(&protocol(), &mut wire, requests()).await.unwrap();
+        assert_eq!(wire[4..], body[..], "the same bytes after the length");
+        let read = theirs.read_request(&protocol(), &mut Cursor::new(&wire[4..])).await.unwrap();
+        assert_eq!(format!("{read:?}"), format!("{:?}", requests()));
+
+        let mut body = Vec::new();
+        theirs.write_response(&protocol(), &mut body, replies()).await.unwrap();
+        let mut wire = u32::try_from(body.len()).unwrap().to_be_bytes().to_vec();
+        wire.extend_from_slice(&body);
+        let read = ours.read_response(&protocol(), &mut Cursor::new(wire)).await.unwrap();
+        assert_eq!(format!("{read:?}"), format!("{:?}", replies()));
+    }
+
+    #[tokio::test]
     async fn a_frame_shorter_than_its_length_is_an_error() {
         let mut codec = FrameCodec::new(Limits::default());
-        let mut wire = Vec::new();
-        codec.write_request(&protocol(), &mut wire, write("value")).await.unwrap();
-        wire.truncate(wire.len() - 2);
-        assert!(codec.read_request(&protocol(), &mut Cursor::new(wire)).await.is_err());
+        for value in ["value".to_owned(), "v".repeat(READ_AHEAD + 10)] {
+            let mut wire = Vec::new();
+            codec.write_request(&protocol(), &mut wire, write(&value)).await.unwrap();
+            let whole = wire.clone();
+            wire.truncate(wire.len() - 2);
+            let err = codec.read_request(&protocol(), &mut Cursor::new(wire)).await.unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof, "{err}");
+            // Whole, a frame longer than what is made ready before its bytes arrive reads.
+            let read = codec.read_request(&protocol(), &mut Cursor::new(whole)).await.unwrap();
+            assert_eq!(format!("{read:?}"), format!("{:?}", write(&value)));
+        }
     }
 
     /// What [`echo`] was asked, and how often.

@@ -162,9 +162,15 @@ pub enum Outcome {
     /// Not a request (a blank or membership entry).
     #[default]
     None,
-    /// Applied. `prev` holds the value each op replaced, in order.
+    /// Applied.
     Applied {
-        /// The previous value of each op's key.
+        /// Always empty. It once held the value each op replaced, which no reader used; a
+        /// leader sent it back with every forwarded write (an update's whole former object),
+        /// and every member copied it for nothing. Kept on the wire, empty, because members
+        /// of the versions before need the field to read the reply; what they sent in it is
+        /// read and dropped. The history ([`super::history::Change`]) keeps what a write
+        /// replaced.
+        #[serde(default)]
         prev: Vec<Option<Stored>>,
     },
     /// Not applied: the precondition of op `op` failed; `current` is what the key held.

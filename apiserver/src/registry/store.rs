@@ -201,7 +201,7 @@ impl Store for MemStore {
                 Err(refused) => refused,
                 Ok(held) => {
                     let mut changes = Vec::new();
-                    for (op, old) in request.ops.iter().zip(&held) {
+                    for (op, old) in request.ops.iter().zip(held) {
                         let new = match op {
                             crate::raft::Op::Put { key, value, .. } => {
                                 let create_revision = old.as_ref().map_or(revision, |o| o.create_revision);
@@ -217,11 +217,11 @@ impl Store for MemStore {
                             crate::raft::Op::Check { .. } => continue,
                         };
                         if old.is_some() || new.is_some() {
-                            changes.push(Change::new(op.key().to_owned(), old.clone(), new));
+                            changes.push(Change::new(op.key().to_owned(), old, new));
                         }
                     }
                     m.history.insert(revision, changes);
-                    Outcome::Applied { prev: held }
+                    Outcome::Applied { prev: Vec::new() }
                 }
             };
             Response { revision, outcome, batch: Vec::new() }
