@@ -17,9 +17,10 @@
 //! - everything else in a message (votes, log ids, a membership of at most 64 members with
 //!   URLs of at most 1 KiB, a joiner's bootstrap, enum tags) fits in [`ENVELOPE_BYTES`] = 1 MiB.
 //!
-//! So a request is at most [`MAX_REQUEST_BYTES`] = 4 MiB + 1 MiB = 5 MiB. A reply is small
-//! except the answer to a forwarded write, which holds the value each of its ops replaced
-//! (each was written by an entry, so ≤ 4 MiB): [`MAX_REPLY_BYTES`] = 8 × 4 MiB + 1 MiB = 33 MiB.
+//! So a request is at most [`MAX_REQUEST_BYTES`] = 4 MiB + 1 MiB = 5 MiB. A reply is small,
+//! but a member of an earlier version answers a forwarded write with the value each of its
+//! ops replaced (each was written by an entry, so ≤ 4 MiB; this version sends none, see
+//! `Outcome::Applied`): [`MAX_REPLY_BYTES`] = 8 × 4 MiB + 1 MiB = 33 MiB.
 //! Writes forwarded together hold at most [`MAX_OPS`] ops in all, so their answers fit the same
 //! bound.
 
@@ -120,8 +121,8 @@ pub fn entries_that_fit(entries: &[openraft::Entry<TypeConfig>]) -> usize {
 
 /// What writes forwarded together ([`Rpc::Writes`]) may hold: at most [`MAX_OPS`] writes, with
 /// at most [`MAX_OPS`] ops and [`MAX_ENTRY_BYTES`] (as [`request_bytes`] counts) in all, so the
-/// request fits [`MAX_REQUEST_BYTES`] and the answer (the value each op replaced)
-/// [`MAX_REPLY_BYTES`], exactly as one write's do. A first write is always taken (one write
+/// request fits [`MAX_REQUEST_BYTES`] and the answer (from a member of an earlier version,
+/// the value each op replaced) [`MAX_REPLY_BYTES`], exactly as one write's do. A first write is always taken (one write
 /// alone is within both bounds: see `node.rs`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ForwardBudget {

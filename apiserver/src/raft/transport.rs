@@ -1036,18 +1036,20 @@ fn kept_stream(streams: &Streams, peer: &PeerId) -> Option<libp2p::Stream> {
 /// libp2p's CBOR codec reads a message to the end of its stream (up to its limit) before it
 /// decodes anything, so an oversized message costs its limit in memory before it is refused.
 /// With the length first, a frame over the limit is refused from those 4 bytes, before a byte
-/// of it is read or allocated; a frame within it is read into a buffer of that size (growing
-/// past [`READ_AHEAD`] only as its bytes arrive) and decoded from exactly those bytes. A
-/// message is encoded straight after its length, in the buffer that is written: no copy of
-/// it is made on either side (libp2p's codec grew a buffer from empty as it read, and
-/// encoded into one buffer that was then copied into the frame).
+/// of it is read or allocated; a frame within it is read to its length, into a buffer filled
+/// [`READ_AHEAD`] at a time as its bytes arrive, and decoded from exactly those bytes. A
+/// message is encoded straight after its length, in the buffer that is written: no second
+/// buffer, and no copy of the whole message into the frame (libp2p's codec encoded into a
+/// buffer of its own that was then copied into the frame, and read to the end of the stream,
+/// which copies a full buffer once more to learn that the stream ended).
 #[derive(Clone, Debug)]
 pub struct FrameCodec {
     limits: Limits,
 }
 
-/// The most of a frame's buffer made ready before its bytes arrive: a peer that names a
-/// length and sends less holds no more memory than it sent, beyond this.
+/// The most of a frame's buffer filled before its bytes arrive: a peer that names a length
+/// and sends less has at most this more than it sent filled in, in an allocation of at most
+/// twice that (a `Vec` grows by doubling).
 const READ_AHEAD: usize = 1 << 20;
 
 /// What a frame's buffer starts with room for when it is written (most messages fit).
@@ -1108,7 +1110,7 @@ fn frame_of<M: serde::Serialize>(message: &M) -> io::Result<Vec<u8>> {
     cbor4ii::serde::to_vec(frame, message).map_err(io::Error::other)
 }
 
-/// Seals `frame` ([`frame_buffer`] with an encoded message after it) by writing its body's
+/// Seals `frame` ([`frame_of`]: an encoded message after room for its length) by writing its body's
 /// length first, if the body is within `limit`.
 fn seal_frame(mut frame: Vec<u8>, limit: u64, what: &str) -> io::Result<Vec<u8>> {
     let body = frame.len() - 4;
