@@ -122,8 +122,8 @@ pub fn entries_that_fit(entries: &[openraft::Entry<TypeConfig>]) -> usize {
 /// What writes forwarded together ([`Rpc::Writes`]) may hold: at most [`MAX_OPS`] writes, with
 /// at most [`MAX_OPS`] ops and [`MAX_ENTRY_BYTES`] (as [`request_bytes`] counts) in all, so the
 /// request fits [`MAX_REQUEST_BYTES`] and the answer (from a member of an earlier version,
-/// the value each op replaced) [`MAX_REPLY_BYTES`], exactly as one write's do. A first write is always taken (one write
-/// alone is within both bounds: see `node.rs`).
+/// the value each op replaced) [`MAX_REPLY_BYTES`], exactly as one write's do. A first write
+/// is always taken (one write alone is within both bounds: see `node.rs`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ForwardBudget {
     writes: usize,

@@ -1110,8 +1110,8 @@ fn frame_of<M: serde::Serialize>(message: &M) -> io::Result<Vec<u8>> {
     cbor4ii::serde::to_vec(frame, message).map_err(io::Error::other)
 }
 
-/// Seals `frame` ([`frame_of`]: an encoded message after room for its length) by writing its body's
-/// length first, if the body is within `limit`.
+/// Seals `frame` ([`frame_of`]: an encoded message after room for its length) by writing its
+/// body's length first, if the body is within `limit`.
 fn seal_frame(mut frame: Vec<u8>, limit: u64, what: &str) -> io::Result<Vec<u8>> {
     let body = frame.len() - 4;
     let len = u32::try_from(body).ok().filter(|l| u64::from(*l) <= limit).ok_or_else(|| {
