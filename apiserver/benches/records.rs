@@ -42,7 +42,7 @@ fn main() {
         log_id: LogId::new(CommittedLeaderId::new(3, 1), 42),
         payload: EntryPayload::Normal(Request::new(vec![Op::Put {
             key: key.clone(),
-            value: after.clone(),
+            value: after.clone().into(),
             expect: Expect::ModRevision(41),
         }])),
     };

@@ -187,7 +187,8 @@ async fn concurrent_writes_on_a_follower_go_to_the_leader_together_and_each_gets
                 (key.clone(), put(&key, &format!("v{i}")))
             } else {
                 let key = "/k/once".to_owned();
-                let create = Op::Put { key: key.clone(), value: format!("c{i}"), expect: Expect::Absent };
+                let create =
+                    Op::Put { key: key.clone(), value: format!("c{i}").into(), expect: Expect::Absent };
                 (key, Request::new(vec![create]))
             };
             (i, key, nodes[follower].write(request).await)

@@ -1160,7 +1160,7 @@ mod tests {
     fn write(name: &str, value_len: usize) -> Request {
         Request::new(vec![Op::Put {
             key: format!("/registry/t/{name}"),
-            value: "v".repeat(value_len),
+            value: "v".repeat(value_len).into(),
             expect: Expect::Any,
         }])
     }

@@ -740,7 +740,7 @@ mod tests {
     }
 
     fn put(i: usize, value: String) -> Op {
-        Op::Put { key: format!("/k/{i}"), value, expect: Expect::Any }
+        Op::Put { key: format!("/k/{i}"), value: value.into(), expect: Expect::Any }
     }
 
     #[test]

@@ -30,7 +30,9 @@ const WORTH_PACKING: usize = 128;
 /// The largest record [`unpack`] will expand to: anything claiming more is corrupt.
 const MAX_UNPACKED: usize = 1 << 30;
 
-/// `json` as stored: packed if that makes it shorter, as it is otherwise.
+/// `json` as stored: packed if that makes it shorter, as it is otherwise (what the tests
+/// write records from before [`encode`] with).
+#[cfg(test)]
 pub fn pack(json: Vec<u8>) -> Vec<u8> {
     if !worth_packing(&json) && !starts_like_packed(&json) {
         return json;
@@ -40,7 +42,7 @@ pub fn pack(json: Vec<u8>) -> Vec<u8> {
     out
 }
 
-/// Appends `json` as stored to `out` (as [`pack`]).
+/// Appends `json` as stored to `out`: packed if that makes it shorter, as it is otherwise.
 pub fn pack_into(json: &[u8], out: &mut Vec<u8>) {
     // Bytes that start with the marker (no JSON does; a test's value might) are packed
     // whatever that gains, so that nothing stored as it is starts with it.
@@ -90,8 +92,33 @@ pub fn unpack(stored: &[u8]) -> std::io::Result<Cow<'_, [u8]>> {
 
 /// `value` as stored: [`CBOR`] and its CBOR, packed.
 pub fn encode<T: serde::Serialize>(value: &T) -> std::io::Result<Vec<u8>> {
-    let cbor = cbor4ii::serde::to_vec(vec![CBOR], value).map_err(std::io::Error::other)?;
-    Ok(pack(cbor))
+    // The CBOR is written into a buffer kept by the thread, which has long grown to a record's
+    // size (a new one would, from empty, be grown and copied a dozen times for each record:
+    // ~1 % of a member's CPU under load), and packed into one allocated at the size packing
+    // may need.
+    thread_local! {
+        static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    let mut cbor = SCRATCH.take();
+    cbor.clear();
+    cbor.push(CBOR);
+    let cbor = cbor4ii::serde::to_vec(cbor, value).map_err(std::io::Error::other)?;
+    let mut out = Vec::with_capacity(packed_capacity(cbor.len()));
+    pack_into(&cbor, &mut out);
+    // Kept only while small: a thread holds at most this much between records.
+    if cbor.capacity() <= SCRATCH_KEPT {
+        SCRATCH.set(cbor);
+    }
+    Ok(out)
+}
+
+/// The most [`encode`]'s scratch buffer keeps between records.
+const SCRATCH_KEPT: usize = 64 << 10;
+
+/// The bytes [`pack_into`] may append for a record of `len` bytes (its packed form's worst
+/// case, or the record as it is): what to reserve so that it never grows the buffer.
+pub fn packed_capacity(len: usize) -> usize {
+    (5 + lz4_flex::block::get_maximum_output_size(len)).max(len)
 }
 
 /// The length of `stored` unpacked (without unpacking it; of a damaged record, a guess).

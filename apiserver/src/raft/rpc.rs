@@ -376,7 +376,7 @@ mod tests {
             batch: Vec::new(),
             ops: vec![Op::Put {
                 key: "/registry/workloads/default/web".into(),
-                value: "v".repeat(value_len),
+                value: "v".repeat(value_len).into(),
                 expect: Expect::ModRevision(u64::MAX),
             }],
         })

@@ -556,7 +556,7 @@ fn write_err(e: impl Into<redb::Error>) -> StorageError<NodeId> {
 }
 
 fn encode(s: &Stored) -> Vec<u8> {
-    let mut out = Vec::with_capacity(16 + s.value.len());
+    let mut out = Vec::with_capacity(16 + super::packed::packed_capacity(s.value.len()));
     out.extend_from_slice(&s.create_revision.to_be_bytes());
     out.extend_from_slice(&s.mod_revision.to_be_bytes());
     super::packed::pack_into(s.value.as_bytes(), &mut out);
@@ -989,7 +989,7 @@ fn apply_request(
         match op {
             super::Op::Put { key, value, .. } => {
                 let create_revision = old.as_ref().map_or(revision, |o| o.create_revision);
-                let new = Stored { create_revision, mod_revision: revision, value: value.clone() };
+                let new = Stored { create_revision, mod_revision: revision, value: value.to_string() };
                 table.insert(key.as_str(), encode(&new).as_slice()).map_err(write_err)?;
                 changes.push(Change::new(key.clone(), old, Some(new)));
             }
@@ -1396,7 +1396,8 @@ mod writeback_tests {
         let mut index = 0;
         let mut apply = |sm: &mut StateMachine, n: usize| {
             index += 1;
-            let op = Op::Put { key: format!("/o/{index}"), value: value(index, n), expect: Expect::Any };
+            let op =
+                Op::Put { key: format!("/o/{index}"), value: value(index, n).into(), expect: Expect::Any };
             let entry = Entry {
                 log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
                 payload: EntryPayload::Normal(Request::new(vec![op])),
@@ -1610,7 +1611,8 @@ mod label_scan_tests {
 
     fn put(index: u64, key: &str, color: &str) -> Entry<TypeConfig> {
         let value = format!(r#"{{"metadata":{{"labels":{{"color":"{color}"}}}}}}"#);
-        let op = super::super::Op::Put { key: key.into(), value, expect: super::super::Expect::Any };
+        let op =
+            super::super::Op::Put { key: key.into(), value: value.into(), expect: super::super::Expect::Any };
         Entry {
             log_id: LogId::new(openraft::CommittedLeaderId::new(1, 0), index),
             payload: EntryPayload::Normal(Request::new(vec![op])),
@@ -1773,7 +1775,7 @@ mod held_applies_tests {
 
     fn put(index: u64) -> Entry<TypeConfig> {
         let value = format!(r#"{{"metadata":{{"name":"o{index}","labels":{{"n":"{index}"}}}}}}"#);
-        let op = Op::Put { key: format!("/o/{index:04}"), value, expect: Expect::Any };
+        let op = Op::Put { key: format!("/o/{index:04}"), value: value.into(), expect: Expect::Any };
         Entry {
             log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
             payload: EntryPayload::Normal(Request::new(vec![op])),
@@ -1992,7 +1994,8 @@ mod held_applies_tests {
         assert!(sm.db.held.load(Acquire));
         let big = Op::Put {
             key: "/big".into(),
-            value: format!(r#"{{"data":"{}"}}"#, super::writeback_tests::incompressible(HOLD_BYTES, 7)),
+            value: format!(r#"{{"data":"{}"}}"#, super::writeback_tests::incompressible(HOLD_BYTES, 7))
+                .into(),
             expect: Expect::Any,
         };
         let index = index + 1;

@@ -1,5 +1,7 @@
 //! What the replicated state machine stores and how it is changed.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 /// A control-plane member's Raft id.
@@ -69,8 +71,10 @@ pub enum Op {
     Put {
         /// The key.
         key: String,
-        /// The new value (the object's JSON).
-        value: String,
+        /// The new value (the object's JSON). Shared: an entry is cloned from the log's
+        /// recent entries to be applied and to be sent to each follower, and a clone of the
+        /// value is then a count, not a copy of the object (on the wire a string, as before).
+        value: Arc<str>,
         /// What must hold of the current value.
         expect: Expect,
     },
@@ -210,5 +214,29 @@ impl Request {
             held.push(cur);
         }
         Ok(held)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_put_is_on_the_wire_and_on_disk_as_when_its_value_was_a_string() {
+        // `Op` as it was before its value was shared: members of earlier versions and the log
+        // written by them read and write these bytes.
+        #[derive(Serialize, Deserialize, Debug, PartialEq)]
+        enum Before {
+            Put { key: String, value: String, expect: Expect },
+        }
+        let value = r#"{"kind":"Replica","metadata":{"name":"r"}}"#;
+        let ours = Op::Put { key: "/k".into(), value: value.into(), expect: Expect::ModRevision(4) };
+        let theirs = Before::Put { key: "/k".into(), value: value.into(), expect: Expect::ModRevision(4) };
+        let cbor = cbor4ii::serde::to_vec(Vec::new(), &ours).unwrap();
+        assert_eq!(cbor, cbor4ii::serde::to_vec(Vec::new(), &theirs).unwrap());
+        assert_eq!(cbor4ii::serde::from_slice::<Op>(&cbor).unwrap(), ours);
+        let json = serde_json::to_string(&ours).unwrap();
+        assert_eq!(json, serde_json::to_string(&theirs).unwrap());
+        assert_eq!(serde_json::from_str::<Op>(&json).unwrap(), ours);
     }
 }

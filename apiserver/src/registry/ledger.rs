@@ -149,5 +149,5 @@ fn account_op(
     debug_assert!(stored.is_none() || meta_str(&obj, "name") == Some(account_name(owner).as_str()));
     obj["status"] = serde_json::to_value(status).expect("a status serializes");
     let value = serde_json::to_string(&obj).expect("JSON serializes");
-    Ok(Op::Put { key, value, expect })
+    Ok(Op::Put { key, value: value.into(), expect })
 }

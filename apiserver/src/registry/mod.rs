@@ -398,7 +398,7 @@ impl Registry {
             let mut obj = obj.clone();
             let ledger = if is_transfer { self.ledger_ops(&mut obj).await? } else { Vec::new() };
             let value = stored_json(&obj)?;
-            let mut ops = vec![Op::Put { key: key.clone(), value, expect: Expect::Absent }];
+            let mut ops = vec![Op::Put { key: key.clone(), value: value.into(), expect: Expect::Absent }];
             ops.extend(tombstone.iter().cloned());
             let first_ledger_op = ops.len();
             ops.extend(ledger);
@@ -716,7 +716,7 @@ impl Registry {
                     // The last finalizer of an object being deleted is gone: now it goes.
                     Self::delete_ops(kind, &key, &old, expect)
                 } else {
-                    vec![Op::Put { key: key.clone(), value, expect }]
+                    vec![Op::Put { key: key.clone(), value: value.into(), expect }]
                 };
                 let committed = self.commit(ops).await;
                 // Refused before it was sent (too large): not lost, decided again.
@@ -886,7 +886,7 @@ impl Registry {
                 meta.insert("deletionGracePeriodSeconds".into(), 0.into());
                 let generation = meta.get("generation").and_then(Value::as_i64).unwrap_or(1);
                 meta.insert("generation".into(), (generation + 1).into());
-                (vec![Op::Put { key: key.clone(), value: marked.to_string(), expect }], Some(marked))
+                (vec![Op::Put { key: key.clone(), value: marked.to_string().into(), expect }], Some(marked))
             };
             if opts.dry_run {
                 return Ok(match pending {

@@ -205,8 +205,11 @@ impl Store for MemStore {
                         let new = match op {
                             crate::raft::Op::Put { key, value, .. } => {
                                 let create_revision = old.as_ref().map_or(revision, |o| o.create_revision);
-                                let new =
-                                    Stored { create_revision, mod_revision: revision, value: value.clone() };
+                                let new = Stored {
+                                    create_revision,
+                                    mod_revision: revision,
+                                    value: value.to_string(),
+                                };
                                 m.objects.insert(key.clone(), new.clone());
                                 Some(new)
                             }

@@ -136,7 +136,7 @@ impl Registry {
                 deleted_at: now(),
             };
             let value = serde_json::to_string(&tomb).expect("a tombstone serializes");
-            ops.push(Op::Put { key: tombstone_key(key, signer), value, expect: Expect::Any });
+            ops.push(Op::Put { key: tombstone_key(key, signer), value: value.into(), expect: Expect::Any });
         }
         ops
     }
