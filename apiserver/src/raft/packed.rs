@@ -102,18 +102,19 @@ pub fn encode<T: serde::Serialize>(value: &T) -> std::io::Result<Vec<u8>> {
     let mut cbor = SCRATCH.take();
     cbor.clear();
     cbor.push(CBOR);
-    let cbor = cbor4ii::serde::to_vec(cbor, value).map_err(std::io::Error::other)?;
+    let mut cbor = cbor4ii::serde::to_vec(cbor, value).map_err(std::io::Error::other)?;
     let mut out = Vec::with_capacity(packed_capacity(cbor.len()));
     pack_into(&cbor, &mut out);
-    // Kept only while small: a thread holds at most this much between records.
-    if cbor.capacity() <= SCRATCH_KEPT {
-        SCRATCH.set(cbor);
-    }
+    // Kept, but at most this large between records.
+    cbor.clear();
+    cbor.shrink_to(SCRATCH_KEPT);
+    SCRATCH.set(cbor);
     Ok(out)
 }
 
-/// The most [`encode`]'s scratch buffer keeps between records.
-const SCRATCH_KEPT: usize = 64 << 10;
+/// The most [`encode`]'s scratch buffer keeps between records: a log entry carries a batch of
+/// writes (tens of objects under load), a history record the changes of one.
+const SCRATCH_KEPT: usize = 1 << 20;
 
 /// The bytes [`pack_into`] may append for a record of `len` bytes (its packed form's worst
 /// case, or the record as it is): what to reserve so that it never grows the buffer.
@@ -277,5 +278,19 @@ mod tests {
             *b = 0xff;
         }
         assert!(unpack(&garbled).is_err());
+    }
+
+    #[test]
+    fn records_encoded_one_after_another_each_read_back_whatever_came_before() {
+        // The thread's scratch buffer: a large record (over what it keeps), then small and
+        // incompressible ones, each alone in what it returns.
+        let large = "x".repeat(SCRATCH_KEPT + 10);
+        let noise: String = (0..3000u32)
+            .map(|i| char::from(b'a' + (i.wrapping_mul(2_654_435_761) >> 27) as u8 % 26))
+            .collect();
+        for text in [large.as_str(), "small", noise.as_str(), "", large.as_str(), "small again"] {
+            let stored = encode(&text).unwrap();
+            assert_eq!(decode::<String>(&stored).unwrap(), text);
+        }
     }
 }
