@@ -52,8 +52,9 @@ pub struct LogStore {
 }
 
 /// The entries appended last, as they were appended. Each entry is read back soon after it is
-/// written: by replication once per follower, and to apply it; a copy from here costs far less
-/// than reading, unpacking and parsing it again (3 % of the leader's CPU under load,
+/// written: by replication once per follower, and to apply it; a clone from here (its objects
+/// shared, not copied: [`super::Op::Put`]) costs far less than reading, unpacking and parsing
+/// it again (3 % of the leader's CPU under load,
 /// BENCHMARKS.md change 7). A mirror of a stretch of the log: every index it holds has on disk
 /// the entry it holds. It takes entries only once their append is durable; it forgets, before
 /// the disk changes, what truncate and purge remove and anything an append would overwrite;

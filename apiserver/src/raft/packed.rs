@@ -90,15 +90,17 @@ pub fn unpack(stored: &[u8]) -> std::io::Result<Cow<'_, [u8]>> {
     Ok(Cow::Owned(out))
 }
 
+thread_local! {
+    /// [`encode`]'s buffer, kept by each thread that writes records: it has long grown to a
+    /// record's size (a new one would, from empty, be grown and copied a dozen times for each
+    /// record: ~1 % of a member's CPU under load).
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// `value` as stored: [`CBOR`] and its CBOR, packed.
 pub fn encode<T: serde::Serialize>(value: &T) -> std::io::Result<Vec<u8>> {
-    // The CBOR is written into a buffer kept by the thread, which has long grown to a record's
-    // size (a new one would, from empty, be grown and copied a dozen times for each record:
-    // ~1 % of a member's CPU under load), and packed into one allocated at the size packing
-    // may need.
-    thread_local! {
-        static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
-    }
+    // The CBOR is written into the thread's buffer, and packed into one allocated at the
+    // size packing may need.
     let mut cbor = SCRATCH.take();
     cbor.clear();
     cbor.push(CBOR);
@@ -116,10 +118,11 @@ pub fn encode<T: serde::Serialize>(value: &T) -> std::io::Result<Vec<u8>> {
 /// writes (tens of objects under load), a history record the changes of one.
 const SCRATCH_KEPT: usize = 1 << 20;
 
-/// The bytes [`pack_into`] may append for a record of `len` bytes (its packed form's worst
-/// case, or the record as it is): what to reserve so that it never grows the buffer.
+/// The bytes [`pack_into`] may need for a record of `len` bytes (room for its packed form's
+/// worst case, which is more than the record as it is): what to reserve so that it never
+/// grows the buffer.
 pub fn packed_capacity(len: usize) -> usize {
-    (5 + lz4_flex::block::get_maximum_output_size(len)).max(len)
+    5 + lz4_flex::block::get_maximum_output_size(len)
 }
 
 /// The length of `stored` unpacked (without unpacking it; of a damaged record, a guess).
@@ -282,15 +285,29 @@ mod tests {
 
     #[test]
     fn records_encoded_one_after_another_each_read_back_whatever_came_before() {
-        // The thread's scratch buffer: a large record (over what it keeps), then small and
-        // incompressible ones, each alone in what it returns.
+        // The thread's buffer: a large record (over what it keeps), then small and
+        // incompressible ones, each alone in what it returns; and what it keeps is bounded.
         let large = "x".repeat(SCRATCH_KEPT + 10);
-        let noise: String = (0..3000u32)
-            .map(|i| char::from(b'a' + (i.wrapping_mul(2_654_435_761) >> 27) as u8 % 26))
+        let mut x = 0x9e37_79b9_7f4a_7c15_u64;
+        let noise: String = (0..3000)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                char::from(b'a' + (x % 26) as u8)
+            })
             .collect();
         for text in [large.as_str(), "small", noise.as_str(), "", large.as_str(), "small again"] {
             let stored = encode(&text).unwrap();
             assert_eq!(decode::<String>(&stored).unwrap(), text);
+            assert!(
+                SCRATCH.with_borrow(Vec::capacity) <= SCRATCH_KEPT,
+                "kept bounded after {} bytes",
+                text.len()
+            );
+            if text.len() == noise.len() {
+                assert_ne!(stored[0], LZ4, "what packing would not shrink is stored as it is");
+            }
         }
     }
 }

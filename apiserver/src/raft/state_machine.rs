@@ -989,7 +989,7 @@ fn apply_request(
         match op {
             super::Op::Put { key, value, .. } => {
                 let create_revision = old.as_ref().map_or(revision, |o| o.create_revision);
-                let new = Stored { create_revision, mod_revision: revision, value: value.to_string() };
+                let new = Stored { create_revision, mod_revision: revision, value: String::from(&**value) };
                 table.insert(key.as_str(), encode(&new).as_slice()).map_err(write_err)?;
                 changes.push(Change::new(key.clone(), old, Some(new)));
             }

@@ -208,7 +208,7 @@ impl Store for MemStore {
                                 let new = Stored {
                                     create_revision,
                                     mod_revision: revision,
-                                    value: value.to_string(),
+                                    value: String::from(&**value),
                                 };
                                 m.objects.insert(key.clone(), new.clone());
                                 Some(new)
