@@ -167,6 +167,10 @@ fn what_real_clients_send_is_understood() {
         http.lines(&format!("{WL}?watch=true&resourceVersion=1&timeoutSeconds=1&allowWatchBookmarks=true"));
     let kinds: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
     assert_eq!(kinds, ["ADDED", "BOOKMARK"], "{events:?}");
+    // sendInitialEvents=false without a resourceVersion: from now on, no state first.
+    let (code, events) = http.lines(&format!("{WL}?watch=1&sendInitialEvents=false&timeoutSeconds=1"));
+    assert_eq!(code, 200);
+    assert_eq!(events, Vec::<Value>::new());
     // sendInitialEvents: the state, then the bookmark that ends it.
     let (_, events) = http.lines(&format!(
         "{WL}?watch=1&sendInitialEvents=true&allowWatchBookmarks=true&resourceVersionMatch=NotOlderThan&timeoutSeconds=1"
@@ -176,6 +180,20 @@ fn what_real_clients_send_is_understood() {
         events[1]["object"]["metadata"]["annotations"]["k8s.io/initial-events-end"], "true",
         "{events:?}"
     );
+    // Changes ready together (a replay from an old revision: more than a frame holds) come
+    // as one line each, in order.
+    let names: Vec<String> = (0..70).map(|i| format!("r{i}")).collect();
+    for name in &names {
+        let mut r = apply.clone();
+        r["metadata"]["name"] = name.as_str().into();
+        let (code, created) = http.send("POST", WL, "application/json", r.to_string().into_bytes());
+        assert_eq!(code, 201, "{created}");
+    }
+    let after = obj["metadata"]["resourceVersion"].as_str().unwrap();
+    let (_, events) = http.lines(&format!("{WL}?watch=1&resourceVersion={after}&timeoutSeconds=1"));
+    let seen: Vec<&str> = events.iter().map(|e| e["object"]["metadata"]["name"].as_str().unwrap()).collect();
+    assert_eq!(seen, names, "{events:?}");
+    assert!(events.iter().all(|e| e["type"] == "ADDED"), "{events:?}");
     server.stop();
 }
 

@@ -9,10 +9,11 @@
 
 use std::time::Duration;
 
+use futures_util::{Stream, StreamExt};
+
 use api::KindInfo;
 use api::selector::Selector;
 use serde_json::{Value, json};
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::raft::Stored;
@@ -34,7 +35,8 @@ pub struct Event {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Start {
     /// From the current state: one `ADDED` per object first when `initial_events` (an unset
-    /// or `"0"` resourceVersion), then every change after it.
+    /// or `"0"` resourceVersion), then every change after it; without `initial_events`, every
+    /// change after what this member has applied when the watch starts.
     Now,
     /// After revision N: every change after it; with `initial_events`, the state at (at
     /// least) N first, as `ADDED` events.
@@ -75,22 +77,21 @@ enum Wake {
 
 /// How often an idle watch with bookmarks gets one.
 const BOOKMARK_EVERY: Duration = Duration::from_secs(30);
-/// Events buffered per watch before the producer waits for the client.
-const BUFFER: usize = 256;
 /// Revisions read from the history at a time.
 const BATCH: usize = 512;
 
-/// Starts a watch; its events arrive on the receiver, which closes when the watch ends.
-/// Dropping the receiver ends the watch.
-pub fn start(registry: &Registry, watch: Watch) -> mpsc::Receiver<Event> {
-    let (tx, rx) = mpsc::channel(BUFFER);
-    let registry = registry.clone();
-    tokio::spawn(async move {
-        if let Err(e) = run(&registry, &watch, &tx).await {
-            let _ = tx.send(error_event(&e)).await;
-        }
-    });
-    rx
+/// Starts a watch: its events, in order, as a stream that ends when the watch does (at its
+/// deadline, when the server stops, or after the `ERROR` event of a failure). The watch does
+/// its work as the stream is polled, in the task that serves its request, with no task or
+/// queue of its own: the history is read only as far as the client's connection takes
+/// events (`http/objects.rs` takes up to a frame's worth at a time), and dropping the stream
+/// ends the watch.
+pub fn start(registry: &Registry, mut watch: Watch) -> impl Stream<Item = Event> + Send + 'static {
+    if watch.start == Start::Now && !watch.initial_events {
+        // From now, without the state: after what this member has applied when it starts.
+        watch.start = Start::After(*registry.store().subscribe().borrow());
+    }
+    run(registry.clone(), watch).map(|event| event.unwrap_or_else(|e| error_event(&e)))
 }
 
 /// An `ERROR` event carrying `e` as a `Status`.
@@ -184,91 +185,93 @@ fn served_event(plan: &Plan<'_>, revision: u64, change: &Change) -> Option<Optio
     }
 }
 
-async fn run(registry: &Registry, watch: &Watch, tx: &mpsc::Sender<Event>) -> Result<(), ApiError> {
-    let state = registry.store();
-    let mut applied = state.subscribe();
-    let mut stopping = registry.stopping();
-    let prefix = prefix(watch.kind, watch.namespace.as_deref());
-    let deadline = Instant::now() + watch.timeout;
-    let send = |e: Event| async move { tx.send(e).await.is_ok() };
+/// The watch's events; an error ends it.
+fn run(registry: Registry, watch: Watch) -> impl Stream<Item = Result<Event, ApiError>> + Send {
+    async_stream::try_stream! {
+        let state = registry.store();
+        let mut applied = state.subscribe();
+        let prefix = prefix(watch.kind, watch.namespace.as_deref());
+        // What a caught-up watch waits for besides changes, made once: each wake-up polls
+        // them, never makes them again.
+        let deadline = tokio::time::sleep(watch.timeout);
+        let next_bookmark = tokio::time::sleep(BOOKMARK_EVERY);
+        let mut stopping = registry.stopping();
+        let stop = async move {
+            // The server stopping, or gone.
+            let _ = stopping.wait_for(|&s| s).await;
+        };
+        tokio::pin!(deadline, next_bookmark, stop);
 
-    let mut cursor = match watch.start {
-        Start::After(n) if !watch.initial_events => n,
-        start => {
-            if let Start::After(n) = start {
-                registry.wait_for_revision(n).await?;
+        let mut cursor = match watch.start {
+            Start::After(n) if !watch.initial_events => n,
+            start => {
+                if let Start::After(n) = start {
+                    registry.wait_for_revision(n).await?;
+                }
+                // The objects it selects, collected first: the stream waits on the client.
+                let opts = ListOptions { selector: watch.selector.clone(), ..ListOptions::default() };
+                let mut selected = Vec::new();
+                let revision = registry.list_each(
+                    &watch.who,
+                    watch.kind,
+                    watch.namespace.as_deref(),
+                    &opts,
+                    &mut |item| {
+                        selected.push(item);
+                        true
+                    },
+                )?;
+                for object in selected {
+                    yield Event { kind: "ADDED", object };
+                }
+                if watch.initial_events_end {
+                    yield bookmark(watch.kind, revision, true);
+                }
+                revision
             }
-            // The objects it selects, collected first: the stream waits on the client.
-            let opts = ListOptions { selector: watch.selector.clone(), ..ListOptions::default() };
-            let mut selected = Vec::new();
-            let revision = registry.list_each(
-                &watch.who,
-                watch.kind,
-                watch.namespace.as_deref(),
-                &opts,
-                &mut |item| {
-                    selected.push(item);
-                    true
-                },
-            )?;
-            for obj in selected {
-                if !send(Event { kind: "ADDED", object: obj }).await {
-                    return Ok(());
+        };
+
+        let plan = Plan::new(&watch.who, watch.kind, &watch.selector);
+        loop {
+            applied.borrow_and_update();
+            let batch = state.changes_after(cursor, BATCH).map_err(|e| ApiError::Unavailable(e.to_string()))?;
+            let batch = batch.map_err(|c| {
+                ApiError::Expired(format!("too old resource version: {} ({})", c.asked, c.compacted))
+            })?;
+            let caught_up = batch.upto >= *applied.borrow();
+            let redact = registry.redactor(&watch.who, watch.kind);
+            for (revision, change) in &batch.changes {
+                if !change.key.starts_with(&prefix) {
+                    continue;
+                }
+                if let Some(event) = event_for(plan.as_ref(), &redact, &watch, *revision, change)? {
+                    yield event;
                 }
             }
-            if watch.initial_events_end && !send(bookmark(watch.kind, revision, true)).await {
-                return Ok(());
-            }
-            revision
-        }
-    };
-
-    let plan = Plan::new(&watch.who, watch.kind, &watch.selector);
-    let mut next_bookmark = Instant::now() + BOOKMARK_EVERY;
-    loop {
-        applied.borrow_and_update();
-        let batch = state.changes_after(cursor, BATCH).map_err(|e| ApiError::Unavailable(e.to_string()))?;
-        let batch = batch.map_err(|c| {
-            ApiError::Expired(format!("too old resource version: {} ({})", c.asked, c.compacted))
-        })?;
-        let caught_up = batch.upto >= *applied.borrow();
-        let redact = registry.redactor(&watch.who, watch.kind);
-        for (revision, change) in &batch.changes {
-            if !change.key.starts_with(&prefix) {
+            cursor = batch.upto;
+            if !caught_up {
                 continue;
             }
-            if let Some(event) = event_for(plan.as_ref(), &redact, watch, *revision, change)?
-                && !send(event).await
-            {
-                return Ok(());
-            }
-        }
-        cursor = batch.upto;
-        if !caught_up {
-            continue;
-        }
-        let wake = tokio::select! {
-            changed = applied.changed() => if changed.is_ok() { Wake::Changed } else { Wake::Stop },
-            () = tokio::time::sleep_until(next_bookmark), if watch.bookmarks => Wake::Bookmark,
-            () = tokio::time::sleep_until(deadline) => Wake::Deadline,
-            stop = stopping.wait_for(|&s| s) => { drop(stop); Wake::Stop },
-            () = tx.closed() => Wake::Stop,
-        };
-        match wake {
-            Wake::Changed => {}
-            Wake::Bookmark => {
-                if !send(bookmark(watch.kind, cursor, false)).await {
-                    return Ok(());
+            let wake = tokio::select! {
+                changed = applied.changed() => if changed.is_ok() { Wake::Changed } else { Wake::Stop },
+                () = &mut next_bookmark, if watch.bookmarks => Wake::Bookmark,
+                () = &mut deadline => Wake::Deadline,
+                () = &mut stop => Wake::Stop,
+            };
+            match wake {
+                Wake::Changed => {}
+                Wake::Bookmark => {
+                    yield bookmark(watch.kind, cursor, false);
+                    next_bookmark.as_mut().reset(Instant::now() + BOOKMARK_EVERY);
                 }
-                next_bookmark = Instant::now() + BOOKMARK_EVERY;
-            }
-            Wake::Deadline => {
-                if watch.bookmarks {
-                    send(bookmark(watch.kind, cursor, false)).await;
+                Wake::Deadline => {
+                    if watch.bookmarks {
+                        yield bookmark(watch.kind, cursor, false);
+                    }
+                    break;
                 }
-                return Ok(());
+                Wake::Stop => break,
             }
-            Wake::Stop => return Ok(()),
         }
     }
 }

@@ -11,8 +11,9 @@ use apiserver::raft::{Options, RaftNode};
 
 /// The server itself: these tests are about object semantics, not access.
 static SYS: std::sync::LazyLock<Caller> = std::sync::LazyLock::new(Caller::system);
-use apiserver::registry::{ObjectRef, Part, ReadAt, Registry, WriteOptions};
+use apiserver::registry::{MemStore, ObjectRef, Part, ReadAt, Registry, WriteOptions};
 use apiserver::watch::{self, Event, Start, Watch};
+use futures_util::StreamExt;
 use serde_json::{Value, json};
 
 async fn registry(dir: &std::path::Path) -> Registry {
@@ -49,12 +50,26 @@ struct Seen {
     object: Value,
 }
 
-async fn next(events: &mut tokio::sync::mpsc::Receiver<Event>) -> Seen {
-    let e = tokio::time::timeout(Duration::from_secs(10), events.recv())
+/// A watch's events.
+type Events = std::pin::Pin<Box<dyn futures_util::Stream<Item = Event> + Send>>;
+
+fn start(reg: &Registry, w: Watch) -> Events {
+    Box::pin(watch::start(reg, w))
+}
+
+async fn next(events: &mut Events) -> Seen {
+    let e = tokio::time::timeout(Duration::from_secs(10), events.next())
         .await
         .expect("an event in time")
         .expect("stream open");
     Seen { kind: e.kind, object: e.object.into_value().unwrap() }
+}
+
+/// No event comes for a while: the stream, polled, has listed what it starts from and is
+/// waiting for changes.
+async fn nothing_yet(events: &mut Events) {
+    let polled = tokio::time::timeout(Duration::from_millis(100), events.next()).await;
+    assert!(polled.is_err(), "no event yet");
 }
 
 fn summary(e: &Seen) -> (String, String) {
@@ -91,10 +106,21 @@ async fn every_change_arrives_once_in_revision_order_from_any_revision() {
     let dir = tempfile::tempdir().unwrap();
     let reg = registry(dir.path()).await;
     let a = create(&reg, workload("a", "web")).await;
-    let mut from_now = watch::start(&reg, watch_workloads(Start::Now, true));
+    let mut from_now = start(&reg, watch_workloads(Start::Now, true));
     assert_eq!(summary(&next(&mut from_now).await), ("ADDED".into(), "a".into()));
 
-    // Concurrent writers on two kinds; the workload watcher sees exactly its own changes.
+    // Concurrent writers on two kinds; the workload watcher, read while they write, sees
+    // exactly its own changes.
+    let reader = tokio::spawn(async move {
+        let mut seen = Vec::new();
+        while seen.len() < 40 {
+            let e = next(&mut from_now).await;
+            assert_eq!(e.kind, "ADDED");
+            assert_eq!(e.object["kind"], "Workload");
+            seen.push(rv(&e.object));
+        }
+        (seen, from_now)
+    });
     let mut writers = Vec::new();
     for w in 0..4 {
         let reg = reg.clone();
@@ -115,17 +141,11 @@ async fn every_change_arrives_once_in_revision_order_from_any_revision() {
         acknowledged.extend(w.await.unwrap());
     }
     acknowledged.sort_unstable();
-    let mut seen = Vec::new();
-    while seen.len() < acknowledged.len() {
-        let e = next(&mut from_now).await;
-        assert_eq!(e.kind, "ADDED");
-        assert_eq!(e.object["kind"], "Workload");
-        seen.push(rv(&e.object));
-    }
+    let (seen, mut from_now) = reader.await.unwrap();
     assert_eq!(seen, acknowledged, "lost, repeated or reordered events");
 
     // From a past revision: the same changes again, in the same order, and nothing before.
-    let mut replay = watch::start(&reg, watch_workloads(Start::After(rv(&a)), false));
+    let mut replay = start(&reg, watch_workloads(Start::After(rv(&a)), false));
     let mut again = Vec::new();
     while again.len() < acknowledged.len() {
         again.push(rv(&next(&mut replay).await.object));
@@ -151,7 +171,8 @@ async fn a_selector_sees_objects_enter_and_leave_it() {
     let reg = registry(dir.path()).await;
     let mut w = watch_workloads(Start::Now, true);
     w.selector.labels = LabelSelector::parse("app=web").unwrap();
-    let mut events = watch::start(&reg, w);
+    let mut events = start(&reg, w);
+    nothing_yet(&mut events).await;
     create(&reg, workload("other", "db")).await;
     create(&reg, workload("x", "web")).await;
     assert_eq!(summary(&next(&mut events).await), ("ADDED".into(), "x".into()));
@@ -159,6 +180,41 @@ async fn a_selector_sees_objects_enter_and_leave_it() {
     assert_eq!(summary(&next(&mut events).await), ("DELETED".into(), "x".into()));
     patch(&reg, "other", json!({ "metadata": { "labels": { "app": "web" } } })).await;
     assert_eq!(summary(&next(&mut events).await), ("ADDED".into(), "other".into()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_from_now_without_initial_events_sees_only_later_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = registry(dir.path()).await;
+    create(&reg, workload("before", "web")).await;
+    let mut events = start(&reg, watch_workloads(Start::Now, false));
+    // Written before the stream is first polled, after the watch started: seen.
+    create(&reg, workload("after", "web")).await;
+    assert_eq!(summary(&next(&mut events).await), ("ADDED".into(), "after".into()));
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_idle_watch_gets_a_bookmark_every_30_s_and_ends_at_its_deadline_or_when_the_server_stops() {
+    let reg = Registry::new(MemStore::new());
+    let mut w = watch_workloads(Start::Now, false);
+    w.bookmarks = true;
+    w.timeout = Duration::from_secs(100);
+    let mut events = start(&reg, w);
+    let t0 = tokio::time::Instant::now();
+    // The paused clock moves on to the next timer whenever the test waits.
+    let mut at = Vec::new();
+    while let Some(e) = events.next().await {
+        assert_eq!(e.kind, "BOOKMARK");
+        at.push(t0.elapsed().as_secs());
+    }
+    assert_eq!(at, [30, 60, 90, 100], "every 30 s, and one as the deadline ends it");
+
+    let mut events = start(&reg, watch_workloads(Start::Now, false));
+    nothing_yet(&mut events).await;
+    let t1 = tokio::time::Instant::now();
+    reg.stop_watches();
+    assert!(events.next().await.is_none(), "the server stopping ends it");
+    assert_eq!(t1.elapsed(), Duration::ZERO, "at once, not at its deadline");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -170,7 +226,7 @@ async fn bookmarks_mark_the_end_of_initial_events_and_of_the_watch() {
     w.initial_events_end = true;
     w.bookmarks = true;
     w.timeout = Duration::from_millis(500);
-    let mut events = watch::start(&reg, w);
+    let mut events = start(&reg, w);
     assert_eq!(summary(&next(&mut events).await), ("ADDED".into(), "a".into()));
     let end = next(&mut events).await;
     assert_eq!(end.kind, "BOOKMARK");
@@ -178,7 +234,7 @@ async fn bookmarks_mark_the_end_of_initial_events_and_of_the_watch() {
     assert!(rv(&end.object) >= rv(&created));
     let last = next(&mut events).await;
     assert_eq!(last.kind, "BOOKMARK", "a bookmark just before the server closes the watch");
-    assert!(tokio::time::timeout(Duration::from_secs(5), events.recv()).await.unwrap().is_none(), "closed");
+    assert!(tokio::time::timeout(Duration::from_secs(5), events.next()).await.unwrap().is_none(), "closed");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -194,27 +250,23 @@ async fn a_compacted_revision_is_an_in_stream_410_and_history_survives_a_restart
     // After a restart, a client resumes from its revision and misses nothing.
     let node = RaftNode::start_single(dir.path(), Options::default()).await.unwrap();
     let reg = Registry::new(node.clone());
-    let mut resumed = watch::start(&reg, watch_workloads(Start::After(rv(&first)), false));
+    let mut resumed = start(&reg, watch_workloads(Start::After(rv(&first)), false));
     assert_eq!(summary(&next(&mut resumed).await), ("ADDED".into(), "b".into()));
     assert_eq!(rv(&next_after_create(&reg, &mut resumed, "c").await), rv(&second) + 1);
 
     // Keep only the last revision: a watch from the first gets an in-stream 410.
     let keep_one = Retention { max_age: Duration::from_secs(3600), max_revisions: 1 };
     node.state().compact_history(keep_one, u64::MAX / 2).unwrap();
-    let mut stale = watch::start(&reg, watch_workloads(Start::After(rv(&first)), false));
+    let mut stale = start(&reg, watch_workloads(Start::After(rv(&first)), false));
     let e = next(&mut stale).await;
     assert_eq!(e.kind, "ERROR");
     assert_eq!(e.object["code"], 410);
     assert_eq!(e.object["reason"], "Expired");
-    assert!(tokio::time::timeout(Duration::from_secs(5), stale.recv()).await.unwrap().is_none(), "closed");
+    assert!(tokio::time::timeout(Duration::from_secs(5), stale.next()).await.unwrap().is_none(), "closed");
     node.shutdown().await;
 }
 
-async fn next_after_create(
-    reg: &Registry,
-    events: &mut tokio::sync::mpsc::Receiver<Event>,
-    name: &str,
-) -> Value {
+async fn next_after_create(reg: &Registry, events: &mut Events, name: &str) -> Value {
     create(reg, workload(name, "web")).await;
     let e = next(events).await;
     assert_eq!(summary(&e), ("ADDED".into(), name.into()));

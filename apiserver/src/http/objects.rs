@@ -712,6 +712,7 @@ fn start_watch(
         )
         .min(MAX_WATCH_TIMEOUT),
     };
+    use futures_util::{FutureExt as _, StreamExt as _};
     let slot = reg.open_watch(&who)?;
     let events = watch::start(
         reg,
@@ -729,43 +730,24 @@ fn start_watch(
     );
     let kind = target.kind;
     let watcher = crate::metrics::metrics().watcher(kind.kind);
+    let events = Box::pin(events.fuse());
     // The watch's slot in its caller's quota is held as long as the stream is, and so is its
     // place in the metrics' registered watchers.
     let lines = futures_util::stream::unfold(
         (events, slot, watcher),
         move |(mut events, slot, watcher)| async move {
-            let event = events.recv().await?;
-            watcher.sent();
-            // `kubectl get -w` asks for Tables: each changed object comes as a one-row Table.
-            let object = match (event.kind, event.object) {
-                // As stored, written as it is.
-                (_, object) if !format.is_table() && view == View::Stored => Ok(object),
-                ("ADDED" | "MODIFIED" | "DELETED", object) if format.is_table() => {
-                    object.into_value().map(|o| Item::Built(format.watch_object(kind, o)))
-                }
-                ("ADDED" | "MODIFIED" | "DELETED", object) => {
-                    object.into_value().map(|o| Item::Built(view.show(o)))
-                }
-                // A bookmark's or an error's object is the same in every view, but its kind.
-                (_, object) => object.into_value().map(|mut o| {
-                    if o.get("kind").and_then(Value::as_str) == Some(api::kinds::event::EVENT_KIND) {
-                        o["apiVersion"] = "v1".into();
-                    }
-                    Item::Built(o)
-                }),
-            };
-            let (kind_of_event, object) = match object {
-                Ok(object) => (event.kind, object),
-                Err(e) => {
-                    let error = watch::error_event(&e);
-                    (error.kind, error.object)
-                }
-            };
-            let mut line = Vec::with_capacity(object.len_hint() + 40);
-            line.extend_from_slice(format!("{{\"type\":\"{kind_of_event}\",\"object\":").as_bytes());
-            object.write_to(&mut line);
-            line.extend_from_slice(b"}\n");
-            Some((Ok::<_, std::convert::Infallible>(Bytes::from(line)), (events, slot, watcher)))
+            // The next event, and those ready with it, as one frame (bounded).
+            let mut frame = Vec::new();
+            let (mut next, mut written) = (Some(events.next().await?), 0);
+            while let Some(event) = next {
+                watcher.sent();
+                write_event(&mut frame, event, kind, format, view);
+                written += 1;
+                // Only what is ready now: a frame never waits for a later change.
+                let room = written < FRAME_EVENTS && frame.len() < FRAME_BYTES;
+                next = if room { events.next().now_or_never().flatten() } else { None };
+            }
+            Some((Ok::<_, std::convert::Infallible>(Bytes::from(frame)), (events, slot, watcher)))
         },
     );
     Ok(Response::builder()
@@ -773,6 +755,45 @@ fn start_watch(
         .header(header::CACHE_CONTROL, "no-cache, private")
         .body(axum::body::Body::from_stream(lines))
         .expect("a valid response"))
+}
+
+/// Events written in one frame of a watch at most: those ready together (a burst of
+/// changes, the initial events) go out in one write, not one each.
+const FRAME_EVENTS: usize = 64;
+/// A frame of a watch takes no more events once it is this large (one object may be larger:
+/// a frame holds at least one).
+const FRAME_BYTES: usize = 256 << 10;
+
+/// A watch event as a line of the stream, in the format and view the client asked for.
+fn write_event(line: &mut Vec<u8>, event: watch::Event, kind: &KindInfo, format: Format, view: View) {
+    // `kubectl get -w` asks for Tables: each changed object comes as a one-row Table.
+    let object = match (event.kind, event.object) {
+        // As stored, written as it is.
+        (_, object) if !format.is_table() && view == View::Stored => Ok(object),
+        ("ADDED" | "MODIFIED" | "DELETED", object) if format.is_table() => {
+            object.into_value().map(|o| Item::Built(format.watch_object(kind, o)))
+        }
+        ("ADDED" | "MODIFIED" | "DELETED", object) => object.into_value().map(|o| Item::Built(view.show(o))),
+        // A bookmark's or an error's object is the same in every view, but its kind.
+        (_, object) => object.into_value().map(|mut o| {
+            if o.get("kind").and_then(Value::as_str) == Some(api::kinds::event::EVENT_KIND) {
+                o["apiVersion"] = "v1".into();
+            }
+            Item::Built(o)
+        }),
+    };
+    let (kind_of_event, object) = match object {
+        Ok(object) => (event.kind, object),
+        Err(e) => {
+            let error = watch::error_event(&e);
+            (error.kind, error.object)
+        }
+    };
+    line.extend_from_slice(b"{\"type\":\"");
+    line.extend_from_slice(kind_of_event.as_bytes());
+    line.extend_from_slice(b"\",\"object\":");
+    object.write_to(line);
+    line.extend_from_slice(b"}\n");
 }
 
 /// `POST`: create.

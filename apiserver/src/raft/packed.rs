@@ -92,8 +92,9 @@ pub fn unpack(stored: &[u8]) -> std::io::Result<Cow<'_, [u8]>> {
 
 thread_local! {
     /// [`encode`]'s buffer, kept by each thread that writes records: it has long grown to a
-    /// record's size (a new one would, from empty, be grown and copied a dozen times for each
-    /// record: ~1 % of a member's CPU under load).
+    /// record's size (a new one would, from empty, be grown and copied nine or ten times for a
+    /// record of one object, more for a log entry carrying a batch: 1.3–2.3 % of a member's
+    /// CPU under load, BENCHMARKS.md's change 17).
     static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
@@ -189,7 +190,7 @@ pub fn stored_records(path: &std::path::Path) -> std::io::Result<Vec<Vec<u8>>> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -283,20 +284,25 @@ mod tests {
         assert!(unpack(&garbled).is_err());
     }
 
-    #[test]
-    fn records_encoded_one_after_another_each_read_back_whatever_came_before() {
-        // The thread's buffer: a large record (over what it keeps), then small and
-        // incompressible ones, each alone in what it returns; and what it keeps is bounded.
-        let large = "x".repeat(SCRATCH_KEPT + 10);
-        let mut x = 0x9e37_79b9_7f4a_7c15_u64;
-        let noise: String = (0..3000)
+    /// A value that does not shrink when packed: `n` bytes of it are `n` bytes stored.
+    pub(crate) fn incompressible(n: usize, seed: u64) -> String {
+        let mut x = seed | 1;
+        (0..n)
             .map(|_| {
                 x ^= x << 13;
                 x ^= x >> 7;
                 x ^= x << 17;
                 char::from(b'a' + (x % 26) as u8)
             })
-            .collect();
+            .collect()
+    }
+
+    #[test]
+    fn records_encoded_one_after_another_each_read_back_whatever_came_before() {
+        // The thread's buffer: a large record (over what it keeps), then small and
+        // incompressible ones, each alone in what it returns; and what it keeps is bounded.
+        let large = "x".repeat(SCRATCH_KEPT + 10);
+        let noise = incompressible(3000, 0x9e37_79b9_7f4a_7c15);
         for text in [large.as_str(), "small", noise.as_str(), "", large.as_str(), "small again"] {
             let stored = encode(&text).unwrap();
             assert_eq!(decode::<String>(&stored).unwrap(), text);

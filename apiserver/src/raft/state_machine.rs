@@ -1340,6 +1340,7 @@ mod writeback_tests {
     use openraft::CommittedLeaderId;
 
     use super::*;
+    use crate::raft::packed::tests::incompressible;
     use crate::raft::{Expect, Op};
 
     #[test]
@@ -1356,19 +1357,6 @@ mod writeback_tests {
         assert!(!flush_due(&mut pending, step, false), "counted again from zero");
         assert!(flush_due(&mut pending, usize::MAX, false), "no overflow");
         assert!(flush_due(&mut pending, WRITEBACK_BYTES, false), "one big commit");
-    }
-
-    /// A value that does not shrink when packed: `n` bytes of it are `n` bytes of history.
-    pub(super) fn incompressible(n: usize, seed: u64) -> String {
-        let mut x = seed | 1;
-        (0..n)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                char::from(b'a' + (x % 26) as u8)
-            })
-            .collect()
     }
 
     fn await_true(what: &str, done: impl Fn() -> bool) {
@@ -1994,7 +1982,7 @@ mod held_applies_tests {
         assert!(sm.db.held.load(Acquire));
         let big = Op::Put {
             key: "/big".into(),
-            value: format!(r#"{{"data":"{}"}}"#, super::writeback_tests::incompressible(HOLD_BYTES, 7))
+            value: format!(r#"{{"data":"{}"}}"#, crate::raft::packed::tests::incompressible(HOLD_BYTES, 7))
                 .into(),
             expect: Expect::Any,
         };
