@@ -3,8 +3,8 @@
 //! through Raft before its answer leaves (`Registry::audit`).
 //!
 //! A layer around the object routes: it authenticates the caller once (the handlers reuse that
-//! [`Caller`], so the grant the rules decided on is the one recorded), lets the request run,
-//! and records what it asked and how it ended, with the refusal's message.
+//! [`Caller`](crate::access::Caller), so the grant the rules decided on is the one recorded),
+//! lets the request run, and records what it asked and how it ended, with the refusal's message.
 
 use api::kinds::AuditDecision;
 use axum::body::Body;
