@@ -691,6 +691,7 @@ fn start_watch(
     format: Format,
     view: View,
 ) -> Result<Response> {
+    use futures_util::{FutureExt as _, StreamExt as _};
     let send_initial = match nonempty(&query.send_initial_events) {
         None => None,
         Some(_) => Some(parse_bool(&query.send_initial_events, "sendInitialEvents")?),
@@ -712,7 +713,6 @@ fn start_watch(
         )
         .min(MAX_WATCH_TIMEOUT),
     };
-    use futures_util::{FutureExt as _, StreamExt as _};
     let slot = reg.open_watch(&who)?;
     let events = watch::start(
         reg,
@@ -789,6 +789,7 @@ fn write_event(line: &mut Vec<u8>, event: watch::Event, kind: &KindInfo, format:
             (error.kind, error.object)
         }
     };
+    line.reserve(object.len_hint() + 40);
     line.extend_from_slice(b"{\"type\":\"");
     line.extend_from_slice(kind_of_event.as_bytes());
     line.extend_from_slice(b"\",\"object\":");
