@@ -732,8 +732,6 @@ impl RaftNode {
                     .state(ServerState::Leader, "the founding voter leads")
                     .await
                     .map_err(|e| fail(e.to_string()))?;
-                // And has committed its term's first entry: ready for writes and members.
-                raft.ensure_linearizable().await.map_err(|e| fail(e.to_string()))?;
                 Ok((node, None))
             }
             Some(target) => {
@@ -877,25 +875,9 @@ impl RaftNode {
         })
     }
 
-    /// Waits until this member, leading, has committed its first entry of its term: before,
-    /// the membership it started with is not known committed, and openraft refuses a change
-    /// of it as one already under way. A leader does not wait for its own fsync to go on
-    /// (BENCHMARKS.md change 19), so that moment comes after it becomes leader, not with it.
-    async fn leader_ready(&self) -> Result<(), Refusal> {
-        use openraft::error::{CheckIsLeaderError, RaftError};
-        match self.raft.ensure_linearizable().await {
-            Ok(_) => Ok(()),
-            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
-                Err(Refusal::NotLeader(f.leader_id))
-            }
-            Err(e) => Err(Refusal::Failed(e.to_string())),
-        }
-    }
-
     async fn add_learner_here(&self, id: NodeId, member: Member) -> Result<(), Refusal> {
         // Again here: a member's forwarded request arrives here without passing `add_member`.
         check_member(id, &member).map_err(Refusal::Failed)?;
-        self.leader_ready().await?;
         let metrics = self.raft.metrics().borrow().clone();
         let membership = metrics.membership_config.membership();
         if let Some(existing) = membership.get_node(&id) {
@@ -913,7 +895,6 @@ impl RaftNode {
     }
 
     async fn remove_here(&self, id: NodeId) -> Result<(), Refusal> {
-        self.leader_ready().await?;
         let metrics = self.raft.metrics().borrow().clone();
         let membership = metrics.membership_config.membership();
         let change = if membership.voter_ids().any(|v| v == id) {
@@ -952,7 +933,6 @@ impl RaftNode {
         {
             let node = Member { api, ..node.clone() };
             let set = ChangeMembers::SetNodes(BTreeMap::from([(id, node)]));
-            self.leader_ready().await?;
             self.raft.change_membership(set, true).await.map_err(refusal)?;
             return Ok(false);
         }

@@ -1,15 +1,11 @@
 //! The Raft log on disk: an append-only write-ahead log ([`super::wal`]) of the entries (by
 //! index), the vote, the committed id and the last purged id, as etcd keeps its WAL.
 //!
-//! Every `append` is one write of its records and one fdatasync before openraft is told the
-//! entries are durable. Every write of the log (appends, votes, truncations, purges) runs on
-//! the log's one writer thread ([`Writer`]), in the order submitted: an `append` returns once
-//! its entries are submitted (and readable), and its callback reports the flush; the other
-//! writes return once durable. A follower's Raft core waits for each append's flush before its
-//! next command; a leader's does not (our patch of openraft, `vendor/openraft`): it sends the
-//! entries to the followers while they are written here, and counts its own copy once the
-//! flush is reported. Concurrent writes are put into one entry before they reach Raft (group
-//! commit, `node::batch_writes`), so one fsync covers them all (BENCHMARKS.md). The committed log id is saved without a write of its own: it goes in
+//! Every `append` is one write of its records and one fdatasync (on a blocking thread, not a
+//! runtime worker) before openraft is told the entries are durable. openraft 0.9 waits for each `append` before it takes the next
+//! command, so batching writes here would gain nothing: concurrent writes are put into one
+//! entry before they reach Raft (group commit, `node::batch_writes`), so one fsync covers them
+//! all (BENCHMARKS.md). The committed log id is saved without a write of its own: it goes in
 //! the next write the log makes anyway (see [`LogStore::save_committed`]), so that an entry
 //! costs one write and one fsync, not two of either.
 //!
@@ -45,75 +41,31 @@ type Result<T> = std::result::Result<T, StorageError<NodeId>>;
 const RECENT_ENTRIES: usize = 1024;
 const RECENT_BYTES: usize = 8 << 20;
 
-/// The durable Raft log. Cheap to clone: clones share the files, the writer and [`Recent`].
+/// The durable Raft log. Cheap to clone: clones share the files and [`Recent`].
 #[derive(Clone)]
 pub struct LogStore {
     wal: Arc<Wal>,
-    writer: Writer,
-    /// The index up to which every entry of the log is on disk as the log holds it, moved by
-    /// the writer thread as it writes: the state machine applies an entry only once it is
-    /// ([`LogStore::written`]).
-    written: Arc<tokio::sync::watch::Sender<u64>>,
     recent: Arc<Mutex<Recent>>,
     /// The committed log id openraft saved last, while it is not yet written: the next write
     /// transaction of the log takes it ([`LogStore::save_committed`]).
     unsaved_committed: Arc<Mutex<Option<Option<LogId<NodeId>>>>>,
 }
 
-/// A write of the log, run on the writer thread.
-type Job = Box<dyn FnOnce() + Send>;
-
-/// The log's one writer: a thread that runs the writes of the log one at a time, in the order
-/// they were submitted, so that a write submitted before another is on disk before it (an
-/// append before the truncation that follows it, say), and its fdatasync (a millisecond or
-/// more) never stops a runtime worker. The thread ends when the last handle is dropped.
-#[derive(Clone)]
-struct Writer {
-    jobs: std::sync::mpsc::Sender<Job>,
-}
-
-impl Writer {
-    fn start() -> std::io::Result<Self> {
-        let (jobs, queued) = std::sync::mpsc::channel::<Job>();
-        std::thread::Builder::new().name("raft-log-writer".into()).spawn(move || {
-            for job in queued {
-                job();
-            }
-        })?;
-        Ok(Self { jobs })
-    }
-
-    /// Queues `job` behind every write submitted before it.
-    fn submit(&self, job: impl FnOnce() + Send + 'static) -> Result<()> {
-        self.jobs.send(Box::new(job)).map_err(|_| {
-            write_err(std::io::Error::other(
-                "the Raft log's writer thread has stopped (an earlier write panicked)",
-            ))
-        })
-    }
-}
-
 /// The entries appended last, as they were appended. Each entry is read back soon after it is
 /// written: by replication once per follower, and to apply it; a clone from here (its objects
 /// shared, not copied: [`super::Op::Put`]) costs far less than reading, unpacking and parsing
 /// it again (3 % of the leader's CPU under load,
-/// BENCHMARKS.md change 7). A mirror of a stretch of the log: every index it holds has in the
-/// log the entry it holds, on disk or in the one append being written. It takes an append's
-/// entries when the append is submitted, before its write, so that replication can send them
-/// to the followers while this member flushes them (change 19); it forgets, before the disk
-/// changes, what truncate and purge remove and anything an append would overwrite; it starts
-/// over when an append does not continue it; and it answers only a range with both ends given
-/// that it holds whole (anything else is read from disk). Bounded by [`RECENT_ENTRIES`] and
-/// [`RECENT_BYTES`], but it never forgets an entry not yet written: a reader must find those
-/// here.
+/// BENCHMARKS.md change 7). A mirror of a stretch of the log: every index it holds has on disk
+/// the entry it holds. It takes entries only once their append is durable; it forgets, before
+/// the disk changes, what truncate and purge remove and anything an append would overwrite;
+/// it starts over when an append does not continue it; and it answers only a range with both
+/// ends given that it holds whole (anything else is read from disk). Bounded by
+/// [`RECENT_ENTRIES`] and [`RECENT_BYTES`].
 #[derive(Debug, Default)]
 struct Recent {
     /// Contiguous indexes, oldest first, each with its size as encoded (unpacked).
     entries: VecDeque<(Entry<TypeConfig>, usize)>,
     bytes: usize,
-    /// The index of the first entry held that is not yet written, if any (those after it are
-    /// not written either: appends are written in order).
-    unwritten: Option<u64>,
 }
 
 impl Recent {
@@ -126,43 +78,19 @@ impl Recent {
         }
     }
 
-    /// `appended` (in index order, contiguous) is submitted to the log: it is written next.
+    /// `appended` (in index order, contiguous) is durable in the log.
     fn appended(&mut self, appended: Vec<(Entry<TypeConfig>, usize)>) {
         let Some(first) = appended.first().map(|(e, _)| e.log_id.index) else { return };
         // An append that does not continue what is held cannot be mirrored: start over.
         if self.next_index().is_some_and(|next| next != first) {
             self.clear();
         }
-        self.unwritten.get_or_insert(first);
         for (entry, size) in appended {
             debug_assert!(self.next_index().is_none_or(|next| next == entry.log_id.index));
             self.bytes += size;
             self.entries.push_back((entry, size));
         }
-        self.evict();
-    }
-
-    /// The append whose last entry is `last` is written: if that entry is still the one held
-    /// at its index (not truncated and appended again since), it and those before it are.
-    fn written(&mut self, last: &LogId<NodeId>) {
-        let Some(first) = self.unwritten else { return };
-        let Some(oldest) = self.entries.front().map(|(e, _)| e.log_id.index) else { return };
-        let held = usize::try_from(last.index.wrapping_sub(oldest)).ok().and_then(|at| self.entries.get(at));
-        if last.index >= first && held.is_some_and(|(e, _)| e.log_id == *last) {
-            self.unwritten =
-                Some(last.index + 1).filter(|&next| self.next_index().is_some_and(|end| next < end));
-            self.evict();
-        }
-    }
-
-    /// Forgets the oldest entries past the bounds, never one not yet written.
-    fn evict(&mut self) {
         while self.entries.len() > RECENT_ENTRIES || self.bytes > RECENT_BYTES {
-            let written =
-                self.entries.front().is_some_and(|(e, _)| self.unwritten.is_none_or(|u| e.log_id.index < u));
-            if !written {
-                break;
-            }
             let Some((_, size)) = self.entries.pop_front() else { break };
             self.bytes -= size;
         }
@@ -171,7 +99,6 @@ impl Recent {
     fn clear(&mut self) {
         self.entries.clear();
         self.bytes = 0;
-        self.unwritten = None;
     }
 
     /// The entries from index `from` on are gone from the log.
@@ -179,9 +106,6 @@ impl Recent {
         while self.entries.back().is_some_and(|(e, _)| e.log_id.index >= from) {
             let Some((_, size)) = self.entries.pop_back() else { break };
             self.bytes -= size;
-        }
-        if self.unwritten.is_some_and(|u| self.next_index().is_none_or(|end| u >= end)) {
-            self.unwritten = None;
         }
     }
 
@@ -250,48 +174,7 @@ impl LogStore {
     /// Opens (or creates) the log in the directory `dir`.
     pub fn open(dir: &Path) -> std::result::Result<Self, OpenError> {
         let wal = Wal::open(dir)?;
-        Self::on(Arc::new(wal)).map_err(|source| OpenError::Io { path: dir.display().to_string(), source })
-    }
-
-    /// A store on `wal`, with a writer of its own and nothing in memory yet.
-    fn on(wal: Arc<Wal>) -> std::io::Result<Self> {
-        let written = Arc::new(tokio::sync::watch::Sender::new(wal.last_index().unwrap_or(0)));
-        Ok(Self {
-            wal,
-            writer: Writer::start()?,
-            written,
-            recent: Arc::default(),
-            unsaved_committed: Arc::default(),
-        })
-    }
-
-    /// The index up to which every entry of the log is on disk. A leader goes on before its
-    /// own write of its entries is done, and may count them committed once a quorum of the
-    /// others has them: the state machine waits on this before it applies them, so that it
-    /// never leads the log on disk (BENCHMARKS.md change 19).
-    pub fn written(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.written.subscribe()
-    }
-
-    /// Writes `records` (made on the writer thread by `records`) durably, after every write
-    /// submitted before; returns once they are on disk.
-    async fn write_in_order(
-        &self,
-        subject: ErrorSubject<NodeId>,
-        records: impl FnOnce(&dyn Fn(&[Record<'_>]) -> Result<()>) -> Result<()> + Send + 'static,
-    ) -> Result<()> {
-        let (done, written) = tokio::sync::oneshot::channel();
-        let store = self.clone();
-        self.writer.submit(move || {
-            let written = records(&|r| store.write(r, subject.clone()));
-            // Its handle on the files let go before the caller is told: a store reopened then
-            // must not find them in use.
-            drop(store);
-            let _ = done.send(written);
-        })?;
-        written
-            .await
-            .map_err(|_| write_err(std::io::Error::other("the Raft log's writer thread has stopped")))?
+        Ok(Self { wal: Arc::new(wal), recent: Arc::default(), unsaved_committed: Arc::default() })
     }
 
     /// The committed log id saved since the last write, if any, as a record to write with
@@ -498,7 +381,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // A vote must be on disk before it is cast: a member that forgot it could vote twice
         // in one term.
         let json = serde_json::to_vec(vote).map_err(|e| io_err(ErrorSubject::Vote, ErrorVerb::Write, e))?;
-        self.write_in_order(ErrorSubject::Vote, move |write| write(&[Record::Vote(&json)])).await
+        self.write(&[Record::Vote(&json)], ErrorSubject::Vote)
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>> {
@@ -541,7 +424,6 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I::IntoIter: OptionalSend,
     {
         let entries: Vec<_> = entries.into_iter().collect();
-        let last = entries.last().map(|e| e.log_id);
         if let Some(first) = entries.first() {
             self.recent.lock().expect("recent entries lock").overwriting(first.log_id.index);
         }
@@ -553,52 +435,38 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             appended.push((entry, super::packed::unpacked_len(&bytes)));
             stored.push((index, bytes));
         }
-        // Readable from now on, before they are durable: the leader's replication sends them
-        // while they are written here (openraft counts this member's copy only once the
-        // callback says it is flushed). Whatever the log writes next is written after them.
-        self.recent.lock().expect("recent entries lock").appended(appended);
-        // The write and its fdatasync run on the writer thread, in order; the append returns
-        // once they are submitted, and the callback says when they are done.
+        // The write and its fdatasync (a millisecond or more) run on a blocking thread: on a
+        // runtime worker they would stop it, and every task queued on it, for as long (half
+        // the runtime on two cores), while the Raft core only needs to wait for them.
         let store = self.clone();
-        self.writer.submit(move || {
+        tokio::task::spawn_blocking(move || {
             let records: Vec<Record<'_>> =
                 stored.iter().map(|(index, bytes)| Record::Entry { index: *index, stored: bytes }).collect();
-            let written = store.write(&records, ErrorSubject::Logs);
-            if let (Ok(()), Some(last)) = (&written, &last) {
-                store.recent.lock().expect("recent entries lock").written(last);
-                store.written.send_replace(last.index);
-            }
-            drop(store);
-            callback.log_io_completed(written.map_err(std::io::Error::other));
+            store.write(&records, ErrorSubject::Logs)
         })
+        .await
+        .map_err(write_err)??;
+        self.recent.lock().expect("recent entries lock").appended(appended);
+        callback.log_io_completed(Ok(()));
+        Ok(())
     }
 
     async fn truncate(&mut self, log_id: LogId<NodeId>) -> Result<()> {
         // Forgotten before the disk changes: a reader between the two finds the entries on
         // disk (or finds them gone), never here after they are gone there.
         self.recent.lock().expect("recent entries lock").truncated(log_id.index);
-        let from = log_id.index;
-        let written = self.written.clone();
-        self.write_in_order(ErrorSubject::Logs, move |write| {
-            write(&[Record::Truncated { from }])?;
-            written.send_modify(|w| *w = (*w).min(from.saturating_sub(1)));
-            Ok(())
-        })
-        .await
+        self.write(&[Record::Truncated { from: log_id.index }], ErrorSubject::Logs)
     }
 
     async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<()> {
         self.recent.lock().expect("recent entries lock").purged(log_id.index);
         let id = serde_json::to_vec(&log_id).map_err(write_err)?;
-        let upto = log_id.index;
-        self.write_in_order(ErrorSubject::Logs, move |write| write(&[Record::Purged { upto, id: &id }])).await
+        self.write(&[Record::Purged { upto: log_id.index, id: &id }], ErrorSubject::Logs)
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use openraft::storage::RaftLogStorageExt as _;
     use openraft::{CommittedLeaderId, EntryPayload};
 
@@ -615,13 +483,12 @@ mod tests {
     }
 
     /// What is held, after checking what must always be true of it: contiguous indexes, and
-    /// `bytes` the sum of their sizes, within both bounds unless what is held is all unwritten.
+    /// `bytes` the sum of their sizes, within both bounds.
     fn held(recent: &Recent) -> Vec<(u64, u64)> {
         let indexes: Vec<u64> = recent.entries.iter().map(|(e, _)| e.log_id.index).collect();
         assert!(indexes.windows(2).all(|w| w[1] == w[0] + 1), "contiguous: {indexes:?}");
         assert_eq!(recent.bytes, recent.entries.iter().map(|(_, size)| size).sum::<usize>());
-        let all_unwritten = recent.unwritten.is_some() && recent.unwritten == indexes.first().copied();
-        assert!(recent.entries.len() <= RECENT_ENTRIES && recent.bytes <= RECENT_BYTES || all_unwritten);
+        assert!(recent.entries.len() <= RECENT_ENTRIES && recent.bytes <= RECENT_BYTES);
         recent.entries.iter().map(|(e, _)| (e.log_id.leader_id.term, e.log_id.index)).collect()
     }
 
@@ -672,132 +539,17 @@ mod tests {
     }
 
     #[test]
-    fn recent_entries_stay_within_their_bounds_dropping_the_oldest_written() {
+    fn recent_entries_stay_within_their_bounds_dropping_the_oldest() {
         let mut recent = Recent::default();
         let last = RECENT_ENTRIES as u64 + 9;
         for i in 0..=last {
             recent.appended(vec![entry(1, i)]);
-            recent.written(&entry(1, i).0.log_id);
         }
         assert_eq!(held(&recent).len(), RECENT_ENTRIES);
         assert_eq!(recent.entries.front().map(|(e, _)| e.log_id.index), Some(10), "by count");
         let big = RECENT_BYTES / 3 + 1;
         recent.appended((last + 1..=last + 3).map(|i| (entry(1, i).0, big)).collect());
-        // Not written yet: kept past the bounds (a reader finds them nowhere else), the
-        // written ones before them dropped.
-        let unwritten = [(1, last + 1), (1, last + 2), (1, last + 3)];
-        assert_eq!(held(&recent), unwritten);
-        assert!(recent.bytes > RECENT_BYTES);
-        // Written: dropped by bytes, the oldest first.
-        recent.written(&entry(1, last + 3).0.log_id);
-        assert_eq!(held(&recent), [(1, last + 2), (1, last + 3)]);
-        assert_eq!(recent.unwritten, None);
-    }
-
-    #[test]
-    fn recent_entries_count_as_written_only_what_a_write_of_theirs_wrote() {
-        let mut recent = Recent::default();
-        recent.appended(vec![entry(1, 1), entry(1, 2)]);
-        recent.appended(vec![entry(1, 3)]);
-        assert_eq!(recent.unwritten, Some(1));
-        recent.written(&entry(1, 2).0.log_id);
-        assert_eq!(recent.unwritten, Some(3), "the first append's entries, not the second's");
-        // Index 3 truncated and appended again by another term: the write of the first entry
-        // at 3 says nothing of the second.
-        recent.truncated(3);
-        assert_eq!(recent.unwritten, None);
-        recent.appended(vec![entry(2, 3)]);
-        assert_eq!(recent.unwritten, Some(3));
-        recent.written(&entry(1, 3).0.log_id);
-        assert_eq!(recent.unwritten, Some(3));
-        recent.written(&entry(2, 3).0.log_id);
-        assert_eq!(recent.unwritten, None);
-        // Starting over forgets what was unwritten with what was held.
-        recent.appended(vec![entry(2, 4)]);
-        recent.overwriting(2);
-        assert_eq!((held(&recent), recent.unwritten), (vec![], None));
-    }
-
-    /// The state machine applies an entry only once the log has it on disk: a leader counts
-    /// an entry committed when a quorum of the others has it, maybe before its own write.
-    #[tokio::test]
-    async fn an_apply_waits_until_its_entries_are_written() {
-        use openraft::storage::RaftStateMachine as _;
-        let dir = tempfile::tempdir().unwrap();
-        let mut log = LogStore::open(&dir.path().join("log")).unwrap();
-        let mut sm =
-            super::super::StateMachine::open(&dir.path().join("sm.redb")).unwrap().after_log(log.written());
-        log.blocking_append([entry(1, 1).0]).await.unwrap();
-        sm.apply([entry(1, 1).0]).await.unwrap();
-        let (release, held) = std::sync::mpsc::channel::<()>();
-        log.writer.submit(move || held.recv().unwrap()).unwrap();
-        let appending = tokio::spawn({
-            let mut log = log.clone();
-            async move { log.blocking_append((2..=3).map(|i| entry(1, i).0)).await }
-        });
-        let applying = tokio::spawn({
-            let mut sm = sm.clone();
-            async move { sm.apply((2..=3).map(|i| entry(1, i).0)).await.map(|r| r.len()) }
-        });
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        assert!(!applying.is_finished(), "waits for the write");
-        assert_eq!(sm.applied_state().await.unwrap().0.map(|id| id.index), Some(1));
-        release.send(()).unwrap();
-        appending.await.unwrap().unwrap();
-        assert_eq!(applying.await.unwrap().unwrap(), 2);
-        assert_eq!(sm.applied_state().await.unwrap().0.map(|id| id.index), Some(3));
-        // A truncation moves it back: what is gone is not on disk.
-        log.truncate(LogId::new(CommittedLeaderId::new(1, 1), 3)).await.unwrap();
-        assert_eq!(*log.written().borrow(), 2);
-    }
-
-    /// An append returns once submitted: its entries are readable at once, before they are on
-    /// disk, and its callback comes with the write. Every write of the log lands in the order
-    /// submitted: a truncation submitted after an append not yet written removes what the
-    /// append wrote.
-    #[tokio::test]
-    async fn an_append_is_readable_before_it_is_written_and_the_log_writes_in_the_order_submitted() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut log = LogStore::open(&dir.path().join("log")).unwrap();
-        let mut disk = LogStore::on(log.wal.clone()).unwrap();
-        log.blocking_append((1..=2).map(|i| entry(1, i).0)).await.unwrap();
-        // Hold the writer thread.
-        let (release, held) = std::sync::mpsc::channel::<()>();
-        log.writer.submit(move || held.recv().unwrap()).unwrap();
-        let appending = tokio::spawn({
-            let mut log = log.clone();
-            async move { log.blocking_append((3..=5).map(|i| entry(1, i).0)).await }
-        });
-        let readable = async |log: &mut LogStore| loop {
-            if log.recent.lock().unwrap().next_index() == Some(6) {
-                return log.try_get_log_entries(1..6).await.unwrap();
-            }
-            tokio::task::yield_now().await;
-        };
-        let read = tokio::time::timeout(Duration::from_secs(10), readable(&mut log))
-            .await
-            .expect("readable at once");
-        assert_eq!(read.iter().map(|e| e.log_id.index).collect::<Vec<_>>(), [1, 2, 3, 4, 5]);
-        assert_eq!(disk.try_get_log_entries(1..6).await.unwrap().len(), 2, "not on disk yet");
-        assert!(!appending.is_finished(), "its callback waits for the write");
-        let truncating = tokio::spawn({
-            let mut log = log.clone();
-            async move { log.truncate(LogId::new(CommittedLeaderId::new(1, 1), 4)).await }
-        });
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        assert!(!truncating.is_finished(), "behind the append");
-        release.send(()).unwrap();
-        appending.await.unwrap().unwrap();
-        truncating.await.unwrap().unwrap();
-        let on_disk = disk.try_get_log_entries(1..6).await.unwrap();
-        assert_eq!(
-            on_disk.iter().map(|e| e.log_id.index).collect::<Vec<_>>(),
-            [1, 2, 3],
-            "the append, then the truncation"
-        );
-        drop((log, disk));
-        let mut log = LogStore::open(&dir.path().join("log")).unwrap();
-        assert_eq!(log.get_log_state().await.unwrap().last_log_id.map(|id| id.index), Some(3));
+        assert_eq!(held(&recent), [(1, last + 2), (1, last + 3)], "by bytes, the oldest first");
     }
 
     /// The committed log id has no commit of its own: the store answers it at once, the disk
@@ -811,7 +563,8 @@ mod tests {
         // Another handle on the same files, without what the first keeps in memory: what the
         // records written (durably) say.
         let on_disk = async || {
-            let mut disk = LogStore::on(wal.clone()).unwrap();
+            let mut disk =
+                LogStore { wal: wal.clone(), recent: Arc::default(), unsaved_committed: Arc::default() };
             disk.read_committed().await.unwrap()
         };
         let id = |index| Some(LogId::new(CommittedLeaderId::new(1, 1), index));
@@ -858,7 +611,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut log = LogStore::open(&dir.path().join("log")).unwrap();
         // Another handle on the same files, without recent entries: the disk alone.
-        let mut disk = LogStore::on(log.wal.clone()).unwrap();
+        let mut disk =
+            LogStore { wal: log.wal.clone(), recent: Arc::default(), unsaved_committed: Arc::default() };
         let ranges = |n: u64| (0..=n + 1).flat_map(move |a| (a..=n + 2).map(move |b| a..b));
         // Every shape of range: both ends, no end, no start, an excluded start.
         let shapes = |a: u64, b: u64| -> [(Bound<u64>, Bound<u64>); 4] {

@@ -161,9 +161,6 @@ impl RaftNode {
             .state(ServerState::Leader, "single voter becomes leader")
             .await
             .map_err(|e| StartError::Raft(e.to_string()))?;
-        // And has committed its term's first entry (a leader's own fsync is reported after it
-        // leads: BENCHMARKS.md change 19), so that it starts ready.
-        raft.ensure_linearizable().await.map_err(|e| StartError::Raft(e.to_string()))?;
         Ok(Self::assemble(raft, state, None, &options))
     }
 
@@ -544,7 +541,6 @@ pub(super) async fn open_storage(dir: &Path) -> Result<(LogStore, StateMachine),
     })
     .await
     .map_err(|e| e.or(in_use()))?;
-    let state = state.after_log(log.written());
     Ok((log, state))
 }
 

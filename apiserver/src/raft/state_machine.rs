@@ -69,10 +69,6 @@ pub struct StateMachine {
     snapshot_files: Arc<std::sync::Mutex<()>>,
     /// When an apply last committed durably.
     last_durable: Arc<std::sync::Mutex<std::time::Instant>>,
-    /// How far this member's log is on disk ([`super::LogStore::written`]), if the state
-    /// machine is given it: an apply waits until its entries are, so that the state machine
-    /// never leads the log.
-    log_written: Option<tokio::sync::watch::Receiver<u64>>,
 }
 
 /// How many applies one write transaction holds before it is committed (see [`Db`]).
@@ -592,13 +588,6 @@ fn decode(bytes: &[u8]) -> Result<Stored> {
 
 impl StateMachine {
     /// Opens (or creates) the state machine at `path`.
-    /// Applies entries only once `written` (the log's [`super::LogStore::written`]) says they
-    /// are on disk.
-    pub fn after_log(mut self, written: tokio::sync::watch::Receiver<u64>) -> Self {
-        self.log_written = Some(written);
-        self
-    }
-
     pub fn open(path: &Path) -> std::result::Result<Self, redb::DatabaseError> {
         let db = Database::builder().set_cache_size(STATE_CACHE_BYTES).create(path)?;
         let writeback = Writeback::start(path).map_err(|e| redb::DatabaseError::Storage(e.into()))?;
@@ -612,7 +601,6 @@ impl StateMachine {
             window: Arc::default(),
             snapshot_files: Arc::default(),
             last_durable: Arc::new(std::sync::Mutex::new(std::time::Instant::now())),
-            log_written: None,
         };
         sm.move_stored_snapshot().and_then(|()| sm.index_labels()).map_err(|e| {
             redb::DatabaseError::Storage(redb::StorageError::Io(std::io::Error::other(e.to_string())))
@@ -1188,18 +1176,6 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I: IntoIterator<Item = Entry<TypeConfig>> + openraft::OptionalSend,
         I::IntoIter: openraft::OptionalSend,
     {
-        let entries: Vec<_> = entries.into_iter().collect();
-        // A leader counts an entry committed once a quorum of the others has it, maybe
-        // before its own write of it is done: wait for that write here.
-        if let (Some(written), Some(last)) = (&mut self.log_written, entries.last()) {
-            let index = last.log_id.index;
-            written.wait_for(|w| *w >= index).await.map_err(|_| {
-                sm_err(
-                    ErrorVerb::Write,
-                    std::io::Error::other("the Raft log closed before its entries were written"),
-                )
-            })?;
-        }
         if let Some(why) = self.db.writeback.failed() {
             let e = std::io::Error::other(format!(
                 "a background flush of the state machine's file failed: {why}"
