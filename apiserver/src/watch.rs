@@ -19,7 +19,7 @@ use tokio::time::Instant;
 use crate::raft::Stored;
 use crate::raft::history::Change;
 use crate::registry::item::{Outline, Plan, Served};
-use crate::registry::{ApiError, Item, ListOptions, Registry, at_revision, prefix};
+use crate::registry::{ApiError, Item, ListOptions, ReadAt, Registry, at_revision, prefix};
 
 /// One event.
 #[derive(Debug, Clone, PartialEq)]
@@ -34,9 +34,14 @@ pub struct Event {
 /// Where a watch starts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Start {
-    /// From the current state: one `ADDED` per object first when `initial_events` (an unset
-    /// or `"0"` resourceVersion), then every change after it; without `initial_events`, every
-    /// change after what this member has applied when the watch starts.
+    /// From the latest committed state (an unset resourceVersion): as [`Start::Now`], after a
+    /// read barrier, so that the watch starts after every write acknowledged before it began,
+    /// on any member (Kubernetes' "start at most recent", a consistent read).
+    Latest,
+    /// From the state this member has applied (`resourceVersion=0`, "start at any"): one
+    /// `ADDED` per object first when `initial_events`, then every change after it; without
+    /// `initial_events`, every change after what this member has applied when the watch
+    /// starts.
     Now,
     /// After revision N: every change after it; with `initial_events`, the state at (at
     /// least) N first, as `ADDED` events.
@@ -86,12 +91,23 @@ const BATCH: usize = 512;
 /// queue of its own: the history is read only as far as the client's connection takes
 /// events (`http/objects.rs` takes up to a frame's worth at a time), and dropping the stream
 /// ends the watch.
-pub fn start(registry: &Registry, mut watch: Watch) -> impl Stream<Item = Event> + Send + 'static {
+///
+/// Where it starts is settled before this returns (a [`Start::Latest`] waits for its read
+/// barrier here), not when the stream is first polled: a client that has the response's
+/// headers and then writes sees its write in the watch.
+pub async fn start(
+    registry: &Registry,
+    mut watch: Watch,
+) -> Result<impl Stream<Item = Event> + Send + 'static, ApiError> {
+    if watch.start == Start::Latest {
+        registry.ready_for(ReadAt::Latest).await?;
+        watch.start = Start::Now;
+    }
     if watch.start == Start::Now && !watch.initial_events {
         // From now, without the state: after what this member has applied when it starts.
         watch.start = Start::After(*registry.store().subscribe().borrow());
     }
-    run(registry.clone(), watch).map(|event| event.unwrap_or_else(|e| error_event(&e)))
+    Ok(run(registry.clone(), watch).map(|event| event.unwrap_or_else(|e| error_event(&e))))
 }
 
 /// An `ERROR` event carrying `e` as a `Status`.

@@ -834,6 +834,27 @@ struct Lagging {
     stale: StaleView,
     /// Reads served from the stale view (before a barrier).
     gets_before_barrier: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// Reads of the member's applied state as a whole (its revision, a scan, a list, its
+    /// changes) before a barrier.
+    states_before_barrier: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Lagging {
+    fn new(stale: StaleView) -> Self {
+        Self {
+            real: MemStore::new(),
+            stale,
+            gets_before_barrier: Default::default(),
+            states_before_barrier: Default::default(),
+        }
+    }
+
+    /// Counts a read of the whole state if it is made before a barrier.
+    fn state_read(&self) {
+        if self.stale.lock().unwrap().is_some() {
+            self.states_before_barrier.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
 }
 
 impl Store for Lagging {
@@ -849,15 +870,19 @@ impl Store for Lagging {
         }
     }
     fn list(&self, prefix: &str) -> Result<apiserver::registry::store::Listing, StoreError> {
+        self.state_read();
         self.real.list(prefix)
     }
     fn scan(&self, scan: Scan<'_>, visit: &mut Visit<'_>) -> Result<Result<u64, Compacted>, StoreError> {
+        self.state_read();
         self.real.scan(scan, visit)
     }
     fn changes_after(&self, after: u64, max: usize) -> Result<Result<Changes, Compacted>, StoreError> {
+        self.state_read();
         self.real.changes_after(after, max)
     }
     fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.state_read();
         self.real.subscribe()
     }
     fn read_barrier(&self) -> BoxFuture<'_, Result<(), StoreError>> {
@@ -879,12 +904,9 @@ impl Store for Lagging {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn updates_on_a_lagging_member_are_decided_on_the_latest_object() {
     let stale = StaleView::default();
-    let unbarriered = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let reg = Registry::new(Lagging {
-        real: MemStore::new(),
-        stale: stale.clone(),
-        gets_before_barrier: unbarriered.clone(),
-    });
+    let lagging = Lagging::new(stale.clone());
+    let unbarriered = lagging.gets_before_barrier.clone();
+    let reg = Registry::new(lagging);
     // Replicas: unsigned, so a patch needs no new signature.
     let wl = by_kind("Replica").unwrap();
     let key = "/registry/replicas/default/w";
@@ -963,4 +985,61 @@ async fn updates_on_a_lagging_member_are_decided_on_the_latest_object() {
     unbarriered.store(0, SeqCst);
     reg.patch(&SYS, at, Part::Main, &patch(json!({ "x": "1" })), &opts).await.unwrap();
     assert!(unbarriered.load(SeqCst) > 0);
+}
+
+/// A watch with an unset resourceVersion starts from the latest committed state, as a
+/// consistent read: on a member that lags it reads nothing of its state (where the watch
+/// starts, or the objects it lists first) before a read barrier, and the barrier is over
+/// before `start` returns (before the response's headers). One from `resourceVersion=0`
+/// starts from what the member has.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_from_the_latest_state_reads_the_members_state_only_after_a_read_barrier() {
+    use apiserver::watch::{self, Start, Watch};
+    use futures_util::StreamExt as _;
+    use std::sync::atomic::Ordering::SeqCst;
+    let stale = StaleView::default();
+    let lagging = Lagging::new(stale.clone());
+    let states = lagging.states_before_barrier.clone();
+    let reg = Registry::new(lagging);
+    let kind = by_kind("Replica").unwrap();
+    let replica = json!({ "apiVersion": "univrs.io/v1", "kind": "Replica",
+        "metadata": { "name": "r", "namespace": "default" },
+        "spec": { "workload": "w", "nodeName": "n1", "container": { "rootfs": "busybox" } } });
+    reg.make(kind, replica).await.unwrap();
+    let watch = |start, initial_events| Watch {
+        who: SYS.clone(),
+        kind,
+        namespace: None,
+        selector: Default::default(),
+        start,
+        initial_events,
+        initial_events_end: false,
+        bookmarks: false,
+        timeout: std::time::Duration::from_secs(10),
+    };
+    for initial_events in [false, true] {
+        for (start, consistent) in [(Start::Now, false), (Start::Latest, true)] {
+            *stale.lock().unwrap() = Some(Default::default());
+            states.store(0, SeqCst);
+            let mut events = Box::pin(watch::start(&reg, watch(start, initial_events)).await.unwrap());
+            if initial_events {
+                let first = tokio::time::timeout(std::time::Duration::from_secs(10), events.next()).await;
+                assert_eq!(first.unwrap().unwrap().kind, "ADDED");
+            }
+            let barrier_done = stale.lock().unwrap().is_none();
+            let read_before = states.load(SeqCst);
+            if consistent {
+                assert!(barrier_done, "{start:?}, initial events {initial_events}: no read barrier");
+                assert_eq!(
+                    read_before, 0,
+                    "{start:?}, initial events {initial_events}: state read before the barrier"
+                );
+            } else {
+                assert!(
+                    !barrier_done && read_before > 0,
+                    "{start:?}, initial events {initial_events}: reads what the member has"
+                );
+            }
+        }
+    }
 }

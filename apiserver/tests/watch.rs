@@ -53,8 +53,8 @@ struct Seen {
 /// A watch's events.
 type Events = std::pin::Pin<Box<dyn futures_util::Stream<Item = Event> + Send>>;
 
-fn start(reg: &Registry, w: Watch) -> Events {
-    Box::pin(watch::start(reg, w))
+async fn start(reg: &Registry, w: Watch) -> Events {
+    Box::pin(watch::start(reg, w).await.expect("the watch starts"))
 }
 
 async fn next(events: &mut Events) -> Seen {
@@ -106,7 +106,7 @@ async fn every_change_arrives_once_in_revision_order_from_any_revision() {
     let dir = tempfile::tempdir().unwrap();
     let reg = registry(dir.path()).await;
     let a = create(&reg, workload("a", "web")).await;
-    let mut from_now = start(&reg, watch_workloads(Start::Now, true));
+    let mut from_now = start(&reg, watch_workloads(Start::Now, true)).await;
     assert_eq!(summary(&next(&mut from_now).await), ("ADDED".into(), "a".into()));
 
     // Concurrent writers on two kinds; the workload watcher, read while they write, sees
@@ -145,7 +145,7 @@ async fn every_change_arrives_once_in_revision_order_from_any_revision() {
     assert_eq!(seen, acknowledged, "lost, repeated or reordered events");
 
     // From a past revision: the same changes again, in the same order, and nothing before.
-    let mut replay = start(&reg, watch_workloads(Start::After(rv(&a)), false));
+    let mut replay = start(&reg, watch_workloads(Start::After(rv(&a)), false)).await;
     let mut again = Vec::new();
     while again.len() < acknowledged.len() {
         again.push(rv(&next(&mut replay).await.object));
@@ -171,7 +171,7 @@ async fn a_selector_sees_objects_enter_and_leave_it() {
     let reg = registry(dir.path()).await;
     let mut w = watch_workloads(Start::Now, true);
     w.selector.labels = LabelSelector::parse("app=web").unwrap();
-    let mut events = start(&reg, w);
+    let mut events = start(&reg, w).await;
     nothing_yet(&mut events).await;
     create(&reg, workload("other", "db")).await;
     create(&reg, workload("x", "web")).await;
@@ -187,7 +187,7 @@ async fn a_watch_from_now_without_initial_events_sees_only_later_changes() {
     let dir = tempfile::tempdir().unwrap();
     let reg = registry(dir.path()).await;
     create(&reg, workload("before", "web")).await;
-    let mut events = start(&reg, watch_workloads(Start::Now, false));
+    let mut events = start(&reg, watch_workloads(Start::Now, false)).await;
     // Written before the stream is first polled, after the watch started: seen.
     create(&reg, workload("after", "web")).await;
     assert_eq!(summary(&next(&mut events).await), ("ADDED".into(), "after".into()));
@@ -199,7 +199,7 @@ async fn an_idle_watch_gets_a_bookmark_every_30_s_and_ends_at_its_deadline_or_wh
     let mut w = watch_workloads(Start::Now, false);
     w.bookmarks = true;
     w.timeout = Duration::from_secs(100);
-    let mut events = start(&reg, w);
+    let mut events = start(&reg, w).await;
     let t0 = tokio::time::Instant::now();
     // The paused clock moves on to the next timer whenever the test waits.
     let mut at = Vec::new();
@@ -209,7 +209,7 @@ async fn an_idle_watch_gets_a_bookmark_every_30_s_and_ends_at_its_deadline_or_wh
     }
     assert_eq!(at, [30, 60, 90, 100], "every 30 s, and one as the deadline ends it");
 
-    let mut events = start(&reg, watch_workloads(Start::Now, false));
+    let mut events = start(&reg, watch_workloads(Start::Now, false)).await;
     nothing_yet(&mut events).await;
     let t1 = tokio::time::Instant::now();
     reg.stop_watches();
@@ -226,7 +226,7 @@ async fn bookmarks_mark_the_end_of_initial_events_and_of_the_watch() {
     w.initial_events_end = true;
     w.bookmarks = true;
     w.timeout = Duration::from_millis(500);
-    let mut events = start(&reg, w);
+    let mut events = start(&reg, w).await;
     assert_eq!(summary(&next(&mut events).await), ("ADDED".into(), "a".into()));
     let end = next(&mut events).await;
     assert_eq!(end.kind, "BOOKMARK");
@@ -250,14 +250,14 @@ async fn a_compacted_revision_is_an_in_stream_410_and_history_survives_a_restart
     // After a restart, a client resumes from its revision and misses nothing.
     let node = RaftNode::start_single(dir.path(), Options::default()).await.unwrap();
     let reg = Registry::new(node.clone());
-    let mut resumed = start(&reg, watch_workloads(Start::After(rv(&first)), false));
+    let mut resumed = start(&reg, watch_workloads(Start::After(rv(&first)), false)).await;
     assert_eq!(summary(&next(&mut resumed).await), ("ADDED".into(), "b".into()));
     assert_eq!(rv(&next_after_create(&reg, &mut resumed, "c").await), rv(&second) + 1);
 
     // Keep only the last revision: a watch from the first gets an in-stream 410.
     let keep_one = Retention { max_age: Duration::from_secs(3600), max_revisions: 1 };
     node.state().compact_history(keep_one, u64::MAX / 2).unwrap();
-    let mut stale = start(&reg, watch_workloads(Start::After(rv(&first)), false));
+    let mut stale = start(&reg, watch_workloads(Start::After(rv(&first)), false)).await;
     let e = next(&mut stale).await;
     assert_eq!(e.kind, "ERROR");
     assert_eq!(e.object["code"], 410);

@@ -499,7 +499,7 @@ async fn read(
         return Ok(Json(view.show(obj)).into_response());
     }
     if parse_bool(&query.watch, "watch")? {
-        return start_watch(reg, who, target, &query, format, view);
+        return start_watch(reg, who, target, &query, format, view).await;
     }
     let opts = query.list_options(target.kind, view)?;
     if opts.limit == 0 && opts.continue_token.is_none() && !format.is_table() {
@@ -683,7 +683,7 @@ fn default_watch_timeout() -> Duration {
     Duration::from_secs(1800 + jitter as u64)
 }
 
-fn start_watch(
+async fn start_watch(
     reg: &Registry,
     who: Caller,
     target: &Target,
@@ -698,7 +698,9 @@ fn start_watch(
     };
     let bookmarks = parse_bool(&query.allow_watch_bookmarks, "allowWatchBookmarks")?;
     let (start, initial_events) = match nonempty(&query.resource_version) {
-        None | Some("0") => (Start::Now, send_initial.unwrap_or(true)),
+        // Unset: the latest committed state (a consistent read); "0": whatever this member has.
+        None => (Start::Latest, send_initial.unwrap_or(true)),
+        Some("0") => (Start::Now, send_initial.unwrap_or(true)),
         Some(rv) => (Start::After(parse_revision(rv, "resourceVersion")?), send_initial.unwrap_or(false)),
     };
     if send_initial == Some(true) && !bookmarks {
@@ -727,7 +729,8 @@ fn start_watch(
             bookmarks,
             timeout,
         },
-    );
+    )
+    .await?;
     let kind = target.kind;
     let watcher = crate::metrics::metrics().watcher(kind.kind);
     let events = Box::pin(events.fuse());

@@ -305,7 +305,7 @@ impl Registry {
     }
 
     /// Waits until this member may serve `read`.
-    async fn ready_for(&self, read: ReadAt) -> Result<(), ApiError> {
+    pub async fn ready_for(&self, read: ReadAt) -> Result<(), ApiError> {
         match read {
             ReadAt::Latest => self.store.read_barrier().await.map_err(unavailable),
             ReadAt::Any | ReadAt::Exact(_) => Ok(()),
