@@ -13,6 +13,7 @@
 use std::collections::{BTreeSet, HashMap};
 
 use api::selector::{LabelSelector, Requirement};
+use serde::Deserialize;
 
 /// What a list needs of an object's labels to have any chance of selecting it: each label,
 /// with the values it may have (empty: any value). Only the requirements that an absent
@@ -69,99 +70,25 @@ pub struct Candidates {
 /// The labels of a stored object (its JSON), as `(label, value)` pairs in order (so that two
 /// objects' labels compare equal when they are the same). An object that does not parse, or
 /// labels that are not strings, index as nothing: admission never stores them.
-///
-/// It reads the JSON only as far as `metadata.labels` (or the end of `metadata`) and no
-/// further: every apply reads the labels of the object before and after, and the rest of an
-/// object (annotations, spec, status) is most of it. Stored JSON is serialized from a map, so
-/// each key is there once and what follows the labels cannot change them.
 pub fn labels_of(value: &str) -> Vec<(String, String)> {
-    let mut found = None;
-    let mut reader = serde_json::Deserializer::from_str(value);
-    // Ends with an error once the labels are read: nothing after them is scanned.
-    let _ = serde::Deserializer::deserialize_map(&mut reader, read_labels::Object(&mut found));
-    let Some(labels) = found else { return Vec::new() };
+    #[derive(Deserialize)]
+    struct Object {
+        #[serde(default)]
+        metadata: Option<Meta>,
+    }
+    #[derive(Deserialize)]
+    struct Meta {
+        #[serde(default)]
+        labels: Option<HashMap<String, serde_json::Value>>,
+    }
+    let Ok(Object { metadata: Some(Meta { labels: Some(labels) }) }) = serde_json::from_str::<Object>(value)
+    else {
+        return Vec::new();
+    };
     let mut labels: Vec<_> =
         labels.into_iter().filter_map(|(k, v)| Some((k, v.as_str()?.to_owned()))).collect();
     labels.sort_unstable();
     labels
-}
-
-/// [`labels_of`]'s reader: an object's `metadata.labels` into `found`, stopping there.
-mod read_labels {
-    use std::collections::HashMap;
-    use std::fmt;
-
-    use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, Visitor};
-
-    type Labels = HashMap<String, serde_json::Value>;
-
-    /// Not a failure: the labels are read (or `metadata` ended without them).
-    const DONE: &str = "the labels are read";
-
-    /// The top-level object.
-    pub(super) struct Object<'a>(pub(super) &'a mut Option<Labels>);
-    /// Its `metadata`.
-    struct Meta<'a>(&'a mut Option<Labels>);
-    /// Whether a key is `.0`, read without a copy.
-    struct KeyIs(&'static str);
-
-    impl<'de> Visitor<'de> for Object<'_> {
-        type Value = ();
-        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-            f.write_str("an object")
-        }
-        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-            while let Some(metadata) = map.next_key_seed(KeyIs("metadata"))? {
-                if metadata {
-                    map.next_value_seed(Meta(self.0))?;
-                    return Err(de::Error::custom(DONE));
-                }
-                map.next_value::<IgnoredAny>()?;
-            }
-            Ok(())
-        }
-    }
-
-    impl<'de> DeserializeSeed<'de> for Meta<'_> {
-        type Value = ();
-        fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-            d.deserialize_map(self)
-        }
-    }
-
-    impl<'de> Visitor<'de> for Meta<'_> {
-        type Value = ();
-        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-            f.write_str("metadata")
-        }
-        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-            while let Some(labels) = map.next_key_seed(KeyIs("labels"))? {
-                if labels {
-                    *self.0 = map.next_value::<Option<Labels>>()?;
-                    return Err(de::Error::custom(DONE));
-                }
-                map.next_value::<IgnoredAny>()?;
-            }
-            Ok(())
-        }
-    }
-
-    impl<'de> DeserializeSeed<'de> for KeyIs {
-        type Value = bool;
-        fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
-            d.deserialize_str(self)
-        }
-    }
-
-    impl<'de> Visitor<'de> for KeyIs {
-        type Value = bool;
-        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-            f.write_str("a key")
-        }
-        fn visit_str<E: de::Error>(self, key: &str) -> Result<bool, E> {
-            Ok(key == self.0)
-        }
-    }
 }
 
 impl LabelIndex {
@@ -250,55 +177,6 @@ impl LabelIndex {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// What `labels_of` read before it stopped at the labels: the whole object parsed.
-    fn labels_parsing_everything(value: &str) -> Vec<(String, String)> {
-        #[derive(serde::Deserialize)]
-        struct Object {
-            #[serde(default)]
-            metadata: Option<Meta>,
-        }
-        #[derive(serde::Deserialize)]
-        struct Meta {
-            #[serde(default)]
-            labels: Option<HashMap<String, serde_json::Value>>,
-        }
-        let Ok(Object { metadata: Some(Meta { labels: Some(labels) }) }) =
-            serde_json::from_str::<Object>(value)
-        else {
-            return Vec::new();
-        };
-        let mut labels: Vec<_> =
-            labels.into_iter().filter_map(|(k, v)| Some((k, v.as_str()?.to_owned()))).collect();
-        labels.sort_unstable();
-        labels
-    }
-
-    #[test]
-    fn labels_read_up_to_the_labels_are_those_of_the_whole_object() {
-        let pad = "x".repeat(2000);
-        let objects = [
-            r#"{"kind":"Replica","metadata":{"name":"a","labels":{"b":"2","a":"1"},"annotations":{"p":"PAD"}},"spec":{"x":[1,{"y":null}]}}"#.replace("PAD", &pad),
-            r#"{"spec":{"labels":{"no":"t"}},"metadata":{"annotations":{"labels":"x"},"name":"a","labels":{"k":"v"}}}"#.into(),
-            r#"{"metadata":{"name":"a","labels":{"s":"v","n":3,"o":{"x":"y"},"z":null}}}"#.into(),
-            r#"{"metadata":{"name":"a","labels":null},"labels":{"a":"b"}}"#.into(),
-            r#"{"metadata":{"name":"a"},"status":{"labels":{"a":"b"}}}"#.into(),
-            r#"{"metadata":{"labels":{}}}"#.into(),
-            r#"{"metadata":{"labels":{"esc\"aped":"v\u00e9"}}}"#.into(),
-            r#"{"metadata":{"lab\u0065ls":{"a":"b"}}}"#.into(),
-            r#"{"metadata":{"labels":"not a map"}}"#.into(),
-            r#"{"metadata":5}"#.into(),
-            r#"{"meta":{"labels":{"a":"b"}}}"#.into(),
-            r#"[{"metadata":{"labels":{"a":"b"}}}]"#.into(),
-            r#"{}"#.into(),
-            "not json".into(),
-        ];
-        for object in &objects {
-            assert_eq!(labels_of(object), labels_parsing_everything(object), "{object}");
-        }
-        assert_eq!(labels_of(&objects[0]), [("a".into(), "1".into()), ("b".into(), "2".into())]);
-        assert_eq!(labels_of(&objects[7]), [("a".into(), "b".into())], "an escaped key is read as its text");
-    }
 
     fn needs(s: &str) -> LabelNeeds {
         LabelNeeds::of(&LabelSelector::parse(s).unwrap())
