@@ -20,6 +20,9 @@
 //! - `BENCH_UNIVRS_ARGS`: more flags of every `ui apiserver` (e.g. `--write-batch 1`);
 //! - `BENCH_UI_BINARY`: another build's `ui` to run instead of this one's (a build from before
 //!   a change, to compare both beside etcd);
+//! - `BENCH_ROUNDS` (1): run each setup this many times, each with fresh servers and a fresh
+//!   fill, alternating which system goes first, and print each rate's ratio round by round and
+//!   its median (for same-minute ratios on a noisy machine; use a smaller `BENCH_OBJECTS`);
 //! - `BENCH_ONLY` (all): some of `reads,creates,signed,updates,watch` (the fill and the
 //!   resource rows always run), e.g. to profile one phase.
 //!
@@ -128,7 +131,10 @@ struct Measure {
 }
 
 struct Row {
+    /// The setup's label ("3 members, HTTP").
     setup: String,
+    /// Which round of the setup (`BENCH_ROUNDS`), from 0.
+    round: usize,
     scenario: String,
     univrs: Option<Measure>,
     etcd: Option<Measure>,
@@ -1369,6 +1375,7 @@ fn main() {
     };
     let setups = env_list("BENCH_SETUPS", "1-http,1-tls,3-http,3-tls");
     let systems = env_list("BENCH_SYSTEMS", "univrs,etcd");
+    let rounds = env_or("BENCH_ROUNDS", 1).max(1) as usize;
     let started = Instant::now();
 
     // Signed Workloads, made before any timed loop: as many as the fastest system might
@@ -1395,7 +1402,7 @@ fn main() {
     };
 
     let rows = Mutex::new(Vec::new());
-    for setup in &setups {
+    for (setup, round) in setups.iter().flat_map(|s| (0..rounds).map(move |r| (s, r))) {
         let (members, tls) = match setup.as_str() {
             "1-http" => (1, false),
             "1-tls" => (1, true),
@@ -1408,9 +1415,14 @@ fn main() {
             if members > 1 { "s" } else { "" },
             if tls { "TLS" } else { "HTTP" }
         );
+        // Rounds alternate which system runs first, so that a machine speeding up or
+        // slowing down over the minutes favours neither.
+        let progress = if rounds > 1 { format!("{label} · round {}", round + 1) } else { label.clone() };
+        let order: Vec<&String> =
+            if round % 2 == 1 { systems.iter().rev().collect() } else { systems.iter().collect() };
         let mut results: Vec<(Sys, Vec<(String, Measure)>)> = Vec::new();
-        for system in &systems {
-            eprintln!("{label}: {system}");
+        for system in order {
+            eprintln!("{progress}: {system}");
             let sut = match system.as_str() {
                 // The user's signed Workloads need the user key in the Sut to mint its tokens.
                 "univrs" => {
@@ -1441,6 +1453,7 @@ fn main() {
             let scenario = u.or(e).or(f).unwrap()[i].0.clone();
             rows.lock().unwrap().push(Row {
                 setup: label.clone(),
+                round,
                 // The etcd name of a row differs where the operation does (put vs merge patch).
                 scenario: match (u, e) {
                     (Some(u), Some(e)) if u[i].0 != e[i].0 => format!("{} / etcd: {}", u[i].0, e[i].0),
@@ -1468,12 +1481,24 @@ fn main() {
     println!("|---|---|---|---|---|");
     let rows = rows.into_inner().unwrap();
     let cell = |m: &Option<Measure>| m.as_ref().map_or("–".to_owned(), Measure::cell);
+    let setup_of = |row: &Row| {
+        if rounds > 1 { format!("{} · round {}", row.setup, row.round + 1) } else { row.setup.clone() }
+    };
     for row in &rows {
         let r = match (&row.univrs, &row.etcd) {
             (Some(u), Some(e)) => ratio(u, e),
             _ => "–".into(),
         };
-        println!("| {} | {} | {} | {} | {r} |", row.setup, row.scenario, cell(&row.univrs), cell(&row.etcd));
+        println!(
+            "| {} | {} | {} | {} | {r} |",
+            setup_of(row),
+            row.scenario,
+            cell(&row.univrs),
+            cell(&row.etcd)
+        );
+    }
+    if rounds > 1 {
+        print_rounds(&rows);
     }
     if rows.iter().any(|r| r.floor.is_some()) {
         println!();
@@ -1490,12 +1515,55 @@ fn main() {
             };
             println!(
                 "| {} | {} | {} | {} | {r} |",
-                row.setup,
+                setup_of(row),
                 row.scenario,
                 cell(&row.univrs),
                 cell(&row.floor)
             );
         }
+    }
+}
+
+/// With `BENCH_ROUNDS` > 1: each rate row's univrs ÷ etcd in every round, and their median
+/// (the figure to quote: rounds minutes apart on this machine differ by ±20 %).
+fn print_rounds(rows: &[Row]) {
+    // Rows in the order the first round printed them; the same setup and scenario in later
+    // rounds joins its first round's row.
+    let mut table: Vec<(String, String, Vec<f64>)> = Vec::new();
+    for row in rows {
+        let (Some(u), Some(e)) =
+            (row.univrs.as_ref().and_then(|m| m.rate), row.etcd.as_ref().and_then(|m| m.rate))
+        else {
+            continue;
+        };
+        if e <= 0.0 {
+            continue;
+        }
+        match table.iter_mut().find(|(s, c, _)| *s == row.setup && *c == row.scenario) {
+            Some((_, _, ratios)) => ratios.push(u / e),
+            None if row.round == 0 => table.push((row.setup.clone(), row.scenario.clone(), vec![u / e])),
+            None => {}
+        }
+    }
+    println!();
+    println!("Rates, univrs ÷ etcd, round by round (the order of the systems alternated):");
+    println!();
+    println!("| setup | scenario | rate, univrs ÷ etcd, by round | median |");
+    println!("|---|---|---|---|");
+    for (setup, scenario, ratios) in &table {
+        let each: Vec<String> = ratios.iter().map(|r| format!("×{r:.2}")).collect();
+        println!("| {setup} | {scenario} | {} | ×{:.2} |", each.join(", "), median(ratios));
+    }
+}
+
+/// The median of `values` (the mean of the middle two of an even count).
+fn median(values: &[f64]) -> f64 {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
     }
 }
 
