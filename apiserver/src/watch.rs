@@ -92,9 +92,13 @@ const BATCH: usize = 512;
 /// events (`http/objects.rs` takes up to a frame's worth at a time), and dropping the stream
 /// ends the watch.
 ///
-/// Where it starts is settled before this returns (a [`Start::Latest`] waits for its read
-/// barrier here), not when the stream is first polled: a client that has the response's
-/// headers and then writes sees its write in the watch.
+/// A [`Start::Latest`] waits for its read barrier here, before this returns (so before the
+/// response's headers), and a [`Start::Now`] without initial events takes its revision here:
+/// a client that has the headers and then writes sees its write in the watch. The rest is
+/// settled when the stream is first polled: the list of initial events and, for a
+/// [`Start::After`] with initial events, the wait for that revision on this member (one it
+/// does not reach in time ends the stream with an `ERROR` event after the headers, where
+/// Kubernetes answers 504 before them).
 pub async fn start(
     registry: &Registry,
     mut watch: Watch,

@@ -252,6 +252,16 @@ struct Query {
     propagation_policy: Option<String>,
 }
 
+/// Where a watch starts ([`Query::watch_start`]).
+#[derive(Debug, PartialEq)]
+struct WatchStart {
+    start: Start,
+    /// Whether the state comes first, as `ADDED` events.
+    initial_events: bool,
+    /// `sendInitialEvents` as the client gave it.
+    send_initial: Option<bool>,
+}
+
 fn nonempty(v: &Option<String>) -> Option<&str> {
     v.as_deref().filter(|s| !s.is_empty())
 }
@@ -341,6 +351,38 @@ impl Query {
                 "resourceVersionMatch: {m:?} is not one of NotOlderThan, Exact"
             ))),
         }
+    }
+
+    /// Where a watch starts, from `resourceVersion`, `resourceVersionMatch` and
+    /// `sendInitialEvents`, by Kubernetes' rules for a watch: unset, the latest committed
+    /// state (a consistent read, [`Start::Latest`]); `"0"`, whatever this member has; a
+    /// revision, after it. `resourceVersionMatch` on a watch is only `NotOlderThan`, and only
+    /// with `sendInitialEvents`.
+    fn watch_start(&self) -> Result<WatchStart> {
+        let send_initial = match nonempty(&self.send_initial_events) {
+            None => None,
+            Some(_) => Some(parse_bool(&self.send_initial_events, "sendInitialEvents")?),
+        };
+        match nonempty(&self.resource_version_match) {
+            None => {}
+            Some("NotOlderThan") if send_initial.is_some() => {}
+            Some("NotOlderThan") => {
+                return Err(ApiError::BadRequest(
+                    "resourceVersionMatch: a watch takes it only with sendInitialEvents".into(),
+                ));
+            }
+            Some(m) => {
+                return Err(ApiError::BadRequest(format!(
+                    "resourceVersionMatch: {m:?} is not supported for a watch (only NotOlderThan)"
+                )));
+            }
+        }
+        let (start, initial_events) = match nonempty(&self.resource_version) {
+            None => (Start::Latest, send_initial.unwrap_or(true)),
+            Some("0") => (Start::Now, send_initial.unwrap_or(true)),
+            Some(rv) => (Start::After(parse_revision(rv, "resourceVersion")?), send_initial.unwrap_or(false)),
+        };
+        Ok(WatchStart { start, initial_events, send_initial })
     }
 
     fn list_options(&self, kind: &KindInfo, view: View) -> Result<ListOptions> {
@@ -692,17 +734,8 @@ async fn start_watch(
     view: View,
 ) -> Result<Response> {
     use futures_util::{FutureExt as _, StreamExt as _};
-    let send_initial = match nonempty(&query.send_initial_events) {
-        None => None,
-        Some(_) => Some(parse_bool(&query.send_initial_events, "sendInitialEvents")?),
-    };
     let bookmarks = parse_bool(&query.allow_watch_bookmarks, "allowWatchBookmarks")?;
-    let (start, initial_events) = match nonempty(&query.resource_version) {
-        // Unset: the latest committed state (a consistent read); "0": whatever this member has.
-        None => (Start::Latest, send_initial.unwrap_or(true)),
-        Some("0") => (Start::Now, send_initial.unwrap_or(true)),
-        Some(rv) => (Start::After(parse_revision(rv, "resourceVersion")?), send_initial.unwrap_or(false)),
-    };
+    let WatchStart { start, initial_events, send_initial } = query.watch_start()?;
     if send_initial == Some(true) && !bookmarks {
         return Err(ApiError::BadRequest("sendInitialEvents=true needs allowWatchBookmarks=true".into()));
     }
@@ -971,5 +1004,63 @@ pub async fn delete(
         Deleted::Pending(obj) => {
             Ok((StatusCode::ACCEPTED, Json(seen(&reg, &who, target.kind, obj))).into_response())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn watch_query(rv: Option<&str>, rv_match: Option<&str>, send_initial: Option<&str>) -> Query {
+        Query {
+            watch: Some("true".into()),
+            resource_version: rv.map(Into::into),
+            resource_version_match: rv_match.map(Into::into),
+            send_initial_events: send_initial.map(Into::into),
+            ..Query::default()
+        }
+    }
+
+    fn start(rv: Option<&str>, rv_match: Option<&str>, send_initial: Option<&str>) -> Result<(Start, bool)> {
+        watch_query(rv, rv_match, send_initial).watch_start().map(|w| (w.start, w.initial_events))
+    }
+
+    #[test]
+    fn a_watch_without_a_resource_version_starts_from_the_latest_committed_state() {
+        assert_eq!(start(None, None, None).unwrap(), (Start::Latest, true));
+        assert_eq!(start(Some(""), None, None).unwrap(), (Start::Latest, true));
+        assert_eq!(start(None, None, Some("false")).unwrap(), (Start::Latest, false));
+        assert_eq!(start(None, Some("NotOlderThan"), Some("true")).unwrap(), (Start::Latest, true));
+    }
+
+    #[test]
+    fn a_watch_from_zero_starts_from_what_the_member_has_and_from_a_revision_after_it() {
+        assert_eq!(start(Some("0"), None, None).unwrap(), (Start::Now, true));
+        assert_eq!(start(Some("0"), None, Some("false")).unwrap(), (Start::Now, false));
+        assert_eq!(start(Some("42"), None, None).unwrap(), (Start::After(42), false));
+        assert_eq!(start(Some("42"), Some("NotOlderThan"), Some("true")).unwrap(), (Start::After(42), true));
+    }
+
+    #[test]
+    fn a_watch_refuses_a_resource_version_match_kubernetes_refuses_and_names_the_field() {
+        for (rv, rv_match, send_initial) in [
+            (Some("42"), Some("Exact"), Some("true")),
+            (None, Some("Exact"), None),
+            (None, Some("garbage"), Some("true")),
+            // NotOlderThan without sendInitialEvents: forbidden for a watch.
+            (Some("42"), Some("NotOlderThan"), None),
+        ] {
+            let e = start(rv, rv_match, send_initial).unwrap_err();
+            assert!(
+                matches!(&e, ApiError::BadRequest(m) if m.starts_with("resourceVersionMatch")),
+                "{rv:?} {rv_match:?} {send_initial:?}: {e:?}"
+            );
+        }
+        assert!(
+            matches!(start(Some("x1"), None, None), Err(ApiError::BadRequest(m)) if m.contains("resourceVersion"))
+        );
+        assert!(
+            matches!(start(None, None, Some("maybe")), Err(ApiError::BadRequest(m)) if m.contains("sendInitialEvents"))
+        );
     }
 }
