@@ -494,6 +494,71 @@ fn a_watch_on_any_member_sees_the_same_events_in_the_same_order() {
         assert!(rv >= last, "a NotOlderThan read at {rv} is older than {last}");
         assert_eq!(list["items"].as_array().unwrap().len(), 20);
     }
+    // A watch without a resourceVersion starts from the latest committed state on any
+    // member: a write acknowledged by one member is in the initial events of a watch opened
+    // right after it on another (a read barrier first, not whatever that member has applied).
+    // The initial events' names until the closing bookmark (its revision), or until `wanted`
+    // is among them when there is no bookmark; the watch ends after 2 s whatever happens.
+    let initial_names = |m: &Member, query: &str, wanted: &str| -> (Vec<String>, Option<u64>) {
+        let url = format!("{}?watch=1&timeoutSeconds=2{query}", collection(m));
+        let response = m.server().agent().get(&url).header("Authorization", &bearer).call().unwrap();
+        let (mut names, mut end) = (Vec::new(), None);
+        for line in std::io::BufReader::new(response.into_body().into_reader()).lines() {
+            let event: Value = serde_json::from_str(&line.unwrap()).unwrap();
+            let meta = &event["object"]["metadata"];
+            if event["type"] == "BOOKMARK" {
+                if meta["annotations"]["k8s.io/initial-events-end"] == "true" {
+                    end = meta["resourceVersion"].as_str().and_then(|rv| rv.parse().ok());
+                    break;
+                }
+                continue;
+            }
+            assert_eq!(event["type"], "ADDED", "{event}");
+            names.push(meta["name"].as_str().unwrap().to_owned());
+            if !query.contains("sendInitialEvents") && names.iter().any(|n| n == wanted) {
+                break;
+            }
+        }
+        (names, end)
+    };
+    for i in 0..6 {
+        let (writer, watcher) = (&all[i % 3], &all[(i + 1) % 3]);
+        let name = format!("late{i}");
+        let (code, text) = send(
+            &writer.server().agent(),
+            "POST",
+            &collection(writer),
+            &bearer,
+            "application/json",
+            replica(&name).into_bytes(),
+        );
+        assert_eq!(code, 201, "{text}");
+        let written: u64 = serde_json::from_str::<Value>(&text).unwrap()["metadata"]["resourceVersion"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let (names, end) = initial_names(
+            watcher,
+            "&sendInitialEvents=true&allowWatchBookmarks=true&resourceVersionMatch=NotOlderThan",
+            &name,
+        );
+        assert!(
+            names.contains(&name),
+            "{name} (at {written}) missing from a watch on another member: {names:?}"
+        );
+        let end = end.expect("the initial events end with a bookmark");
+        assert!(end >= written, "the initial events end at {end}, before the write at {written}");
+        let (names, _) = initial_names(&all[(i + 2) % 3], "", &name);
+        assert!(names.contains(&name), "{name} missing from a plain watch on another member: {names:?}");
+    }
+    // resourceVersionMatch on a watch: only NotOlderThan, only with sendInitialEvents.
+    for query in ["resourceVersionMatch=Exact&resourceVersion=1", "resourceVersionMatch=NotOlderThan"] {
+        let url = format!("{}?watch=1&{query}", collection(&all[1]));
+        let (code, body) = send(&all[1].server().agent(), "GET", &url, &bearer, "", vec![]);
+        assert_eq!(code, 400, "{query}: {body}");
+        assert!(body.contains("resourceVersionMatch"), "{query}: {body}");
+    }
     for mut m in all {
         m.server.take().unwrap().stop();
     }
