@@ -245,8 +245,10 @@ impl Peers {
     }
 
     fn allow(&self, raft: &Raft<TypeConfig>, trusted: &BTreeMap<PeerId, NodeId>) {
+        // From the server metrics, as `follow_membership` is woken by them: openraft sends
+        // them before the full metrics, which may still hold the membership before.
         let members: Vec<PeerId> = raft
-            .metrics()
+            .server_metrics()
             .borrow()
             .membership_config
             .membership()
@@ -1026,8 +1028,10 @@ fn check_member(id: NodeId, member: &Member) -> Result<(), String> {
 }
 
 /// Keeps the transport's allowed peers in step with the membership, until the member stops.
+/// It follows the server metrics, which change with the membership (and the vote and the
+/// leader), not the full metrics, which change with every entry written and applied.
 async fn follow_membership(raft: Raft<TypeConfig>, peers: Peers) {
-    let mut metrics = raft.metrics();
+    let mut metrics = raft.server_metrics();
     loop {
         metrics.mark_unchanged();
         peers.sync_allowed(&raft);

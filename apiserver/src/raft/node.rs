@@ -171,7 +171,7 @@ impl RaftNode {
         options: &Options,
     ) -> Self {
         let compactor = tokio::spawn(compact_history(state.clone(), options.history));
-        let leader_watch = tokio::spawn(watch_leader(raft.metrics()));
+        let leader_watch = tokio::spawn(watch_leader(raft.server_metrics()));
         let (writes, queued) = tokio::sync::mpsc::unbounded_channel();
         let batcher =
             tokio::spawn(batch_writes(raft.clone(), queued, options.write_batch.clamp(1, MAX_BATCH)));
@@ -296,8 +296,12 @@ impl RaftNode {
 }
 
 /// Records the leader this member knows of, and every change of it, in the metrics; logs each
-/// change of leader and of membership (a member joined, became a voter, was removed).
-async fn watch_leader(mut metrics: tokio::sync::watch::Receiver<openraft::RaftMetrics<NodeId, Member>>) {
+/// change of leader and of membership (a member joined, became a voter, was removed). From
+/// the server metrics, which change with the vote, the leader and the membership only (the
+/// full metrics change with every entry written and applied: a wake-up per write).
+async fn watch_leader(
+    mut metrics: tokio::sync::watch::Receiver<openraft::metrics::RaftServerMetrics<NodeId, Member>>,
+) {
     let mut known = None;
     let mut members: Option<(Vec<NodeId>, Vec<NodeId>)> = None;
     loop {
@@ -306,7 +310,7 @@ async fn watch_leader(mut metrics: tokio::sync::watch::Receiver<openraft::RaftMe
             let ms = m.membership_config.membership();
             let voters: Vec<NodeId> = ms.voter_ids().collect();
             let learners: Vec<NodeId> = ms.learner_ids().collect();
-            (m.current_leader, m.current_term, (voters, learners))
+            (m.current_leader, m.vote.leader_id().get_term(), (voters, learners))
         };
         crate::metrics::metrics().leader_seen(known, leader);
         if leader != known {
