@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::{Kubectl, Server, User, free_port, plain, send, wait_for};
+use support::{Kubectl, Server, User, free_port, plain, send, send_for_header, wait_for};
 
 /// Makes `data`'s member key up front, so the test knows the member's did before it starts
 /// (an operator reads it from the refused `--join`, or from the member's first start).
@@ -353,7 +353,8 @@ fn three(extra: &[&str]) -> Vec<Member> {
 
 #[test]
 fn a_partitioned_minority_of_processes_refuses_writes_and_reads_then_converges() {
-    let all = three(&["--fault-injection"]);
+    // At most two open watches per user: the watches below that fail must not hold theirs.
+    let all = three(&["--fault-injection", "--quota-watches", "2"]);
     let bearer = format!("Bearer {}", all[0].server().member_token());
     let list = members(&all[0].user, &all[0].server().member_kubeconfig());
     let id_of =
@@ -383,11 +384,34 @@ fn a_partitioned_minority_of_processes_refuses_writes_and_reads_then_converges()
     });
     assert_eq!(post(&all[others[1]], "majority-2").0, 201);
     // The minority acknowledges nothing and serves no linearizable read.
-    let (code, text) = post(&all[leader], "minority");
+    let minority = all[leader].server();
+    let url = format!("{}/apis/univrs.io/v1/namespaces/default/replicas", minority.url);
+    let body = replica("minority").into_bytes();
+    let (code, retry_after, text) =
+        send_for_header(&minority.agent(), "POST", &url, &bearer, "application/json", body, "retry-after");
     assert_eq!(code, 503, "{text}");
-    let url = format!("{}/apis/univrs.io/v1/namespaces/default/replicas", all[leader].server().url);
-    let (code, text) = send(&all[leader].server().agent(), "GET", &url, &bearer, "", vec![]);
+    // Its leader appended it and could not commit it: a write whose outcome is unknown is
+    // not one to send again blindly, so no Retry-After.
+    assert!(text.contains("outcome is unknown"), "{text}");
+    assert_eq!(retry_after, None, "{text}");
+    let (code, retry_after, text) =
+        send_for_header(&minority.agent(), "GET", &url, &bearer, "", vec![], "retry-after");
     assert_eq!(code, 503, "a linearizable read on the minority: {text}");
+    // A read whose barrier failed did nothing: clients that honour Retry-After (client-go)
+    // ask again shortly, as they do of Kubernetes.
+    assert_eq!(retry_after.as_deref(), Some("1"), "{text}");
+    let status: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(status["details"]["retryAfterSeconds"], 1, "{text}");
+    // A user's watch from the latest state needs the same barrier: refused alike, before the
+    // headers, and each refusal gives back its place in the user's open-watch quota (two):
+    // three in a row are each a 503, never a 429.
+    let user_bearer = format!("Bearer {}", minority.token());
+    for i in 0..3 {
+        let watch = format!("{url}?watch=true&timeoutSeconds=5");
+        let (code, retry_after, text) =
+            send_for_header(&minority.agent(), "GET", &watch, &user_bearer, "", vec![], "retry-after");
+        assert_eq!((code, retry_after.as_deref()), (503, Some("1")), "watch {i} on the minority: {text}");
+    }
 
     // Healed, every member converges to the same state, without the refused write.
     for m in &all {
@@ -410,6 +434,15 @@ fn a_partitioned_minority_of_processes_refuses_writes_and_reads_then_converges()
             && !state.contains_key("minority"),
         "{state:?}"
     );
+    // Healed, the user's watch opens there.
+    let watch = format!(
+        "{}/apis/univrs.io/v1/namespaces/default/replicas?watch=true&timeoutSeconds=1",
+        all[leader].server().url
+    );
+    for i in 0..2 {
+        let (code, text) = send(&all[leader].server().agent(), "GET", &watch, &user_bearer, "", vec![]);
+        assert_eq!(code, 200, "watch {i} after healing: {text}");
+    }
     for mut m in all {
         m.server.take().unwrap().stop();
     }

@@ -1043,3 +1043,95 @@ async fn a_watch_from_the_latest_state_reads_the_members_state_only_after_a_read
         }
     }
 }
+
+/// A member that no leader serves: every read barrier fails, and every write is refused,
+/// appended nowhere (`NotLeader`) or, once `unknown` is set, with an unknown outcome.
+#[derive(Debug)]
+struct Leaderless {
+    real: MemStore,
+    unknown: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Leaderless {
+    fn new() -> Self {
+        Self { real: MemStore::new(), unknown: Default::default() }
+    }
+}
+
+impl Store for Leaderless {
+    fn get(&self, key: &str) -> Result<Option<Stored>, StoreError> {
+        self.real.get(key)
+    }
+    fn list(&self, prefix: &str) -> Result<apiserver::registry::store::Listing, StoreError> {
+        self.real.list(prefix)
+    }
+    fn scan(&self, scan: Scan<'_>, visit: &mut Visit<'_>) -> Result<Result<u64, Compacted>, StoreError> {
+        self.real.scan(scan, visit)
+    }
+    fn changes_after(&self, after: u64, max: usize) -> Result<Result<Changes, Compacted>, StoreError> {
+        self.real.changes_after(after, max)
+    }
+    fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.real.subscribe()
+    }
+    fn read_barrier(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async { Err(StoreError("cannot confirm leadership: no leader elected".into())) })
+    }
+    fn write(
+        &self,
+        _request: apiserver::raft::Request,
+    ) -> BoxFuture<'_, Result<apiserver::raft::Response, WriteError>> {
+        let unknown = self.unknown.load(std::sync::atomic::Ordering::SeqCst);
+        Box::pin(async move {
+            Err(match unknown {
+                true => WriteError::Unknown("not committed within 10s".into()),
+                false => WriteError::NotLeader("no leader elected".into()),
+            })
+        })
+    }
+}
+
+/// What a member without a leader did nothing for — a read or a watch whose barrier failed,
+/// a write no leader took — is `NotReady` (503 with `Retry-After`: safe to ask again), and
+/// it is that before anything else is decided (a missing object is not a 404 then). A write
+/// whose outcome is unknown is `Unavailable` (503, no `Retry-After`): a client must not send
+/// it again blindly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_a_member_without_a_leader_did_nothing_for_may_be_asked_again() {
+    use apiserver::watch::{self, Start, Watch};
+    let store = Leaderless::new();
+    let unknown = store.unknown.clone();
+    let reg = Registry::new(store);
+    let kind = by_kind("Replica").unwrap();
+    let at = ObjectRef::new(kind, Some("default"), "r");
+    let not_ready = |e: ApiError| {
+        assert!(matches!(e, ApiError::NotReady(_)), "{e:?}");
+        assert_eq!((e.code(), e.reason()), (503, "ServiceUnavailable"));
+    };
+
+    not_ready(reg.get(&SYS, at, ReadAt::Latest).await.unwrap_err());
+    let list = ListOptions { read: ReadAt::Latest, ..Default::default() };
+    not_ready(reg.list(&SYS, kind, Some("default"), &list).await.unwrap_err());
+    let latest = Watch {
+        who: SYS.clone(),
+        kind,
+        namespace: None,
+        selector: Default::default(),
+        start: Start::Latest,
+        initial_events: false,
+        initial_events_end: false,
+        bookmarks: false,
+        timeout: std::time::Duration::from_secs(10),
+    };
+    not_ready(watch::start(&reg, latest).await.err().expect("a watch needs its barrier"));
+
+    let replica = json!({ "apiVersion": "univrs.io/v1", "kind": "Replica",
+        "metadata": { "name": "r", "namespace": "default" },
+        "spec": { "workload": "w", "nodeName": "n1", "container": { "rootfs": "busybox" } } });
+    not_ready(reg.make(kind, replica.clone()).await.unwrap_err());
+
+    unknown.store(true, std::sync::atomic::Ordering::SeqCst);
+    let err = reg.make(kind, replica).await.unwrap_err();
+    assert!(matches!(err, ApiError::Unavailable(_)), "{err:?}");
+    assert_eq!(err.code(), 503);
+}

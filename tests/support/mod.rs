@@ -317,13 +317,31 @@ pub fn send(
     content_type: &str,
     body: Vec<u8>,
 ) -> (u16, String) {
+    let (code, _, text) = send_for_header(agent, method, url, authorization, content_type, body, "");
+    (code, text)
+}
+
+/// [`send`], with the value of the response's header `header` too (`None` when absent).
+pub fn send_for_header(
+    agent: &ureq::Agent,
+    method: &str,
+    url: &str,
+    authorization: &str,
+    content_type: &str,
+    body: Vec<u8>,
+    header: &str,
+) -> (u16, Option<String>, String) {
     let request = ureq::http::Request::builder().method(method).uri(url).header("content-type", content_type);
     let request =
         if authorization.is_empty() { request } else { request.header("authorization", authorization) };
     let mut response =
         agent.run(request.body(body).unwrap()).unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+    let value = match header {
+        "" => None,
+        name => response.headers().get(name).map(|v| v.to_str().unwrap_or_default().to_owned()),
+    };
     let text = response.body_mut().with_config().limit(64 << 20).read_to_string().unwrap_or_default();
-    (response.status().as_u16(), text)
+    (response.status().as_u16(), value, text)
 }
 
 /// A loopback port that is free and that no other test takes, for a server that is told its

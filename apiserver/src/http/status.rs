@@ -6,7 +6,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use crate::registry::ApiError;
+use crate::registry::{ApiError, RETRY_AFTER_SECONDS};
 
 /// Why a request failed, as its `Status` says, kept on the response for the request log
 /// ([`crate::metrics::track`]).
@@ -52,6 +52,7 @@ impl IntoResponse for ApiError {
             | ApiError::TooLarge(_)
             | ApiError::Unavailable(_) => json!({}),
             ApiError::TooManyRequests { retry_after, .. } => json!({ "retryAfterSeconds": retry_after }),
+            ApiError::NotReady(_) => json!({ "retryAfterSeconds": RETRY_AFTER_SECONDS }),
             ApiError::NeedsApproval(_) => json!({}),
             ApiError::PendingApproval { name, .. } => {
                 // Not a failure: the request is held, as the Approval it names.
@@ -64,8 +65,13 @@ impl IntoResponse for ApiError {
             }
         };
         let mut response = failure(self.code(), self.reason(), &message, details);
-        if let ApiError::TooManyRequests { retry_after, .. } = &self {
-            response.headers_mut().insert(axum::http::header::RETRY_AFTER, (*retry_after).into());
+        let retry_after = match &self {
+            ApiError::TooManyRequests { retry_after, .. } => Some(*retry_after),
+            ApiError::NotReady(_) => Some(RETRY_AFTER_SECONDS),
+            _ => None,
+        };
+        if let Some(seconds) = retry_after {
+            response.headers_mut().insert(axum::http::header::RETRY_AFTER, seconds.into());
         }
         response
     }

@@ -86,7 +86,17 @@ pub enum ApiError {
     /// 503: no leader, shutting down, or storage failing.
     #[error("the control plane cannot serve this now: {0}")]
     Unavailable(String),
+    /// 503 with `Retry-After` ([`RETRY_AFTER_SECONDS`]): the member could not confirm that it
+    /// is up to date (a read barrier failed: an election, no leader, a partition) before it did
+    /// anything for the request, so asking again is always safe, and may succeed shortly.
+    /// Unlike [`ApiError::Unavailable`], which may follow a write whose outcome is unknown.
+    #[error("the control plane cannot serve this now: {0}")]
+    NotReady(String),
 }
+
+/// The `Retry-After` of [`ApiError::NotReady`]: about an election's length, what Kubernetes
+/// asks of clients it turns away for a moment (client-go waits that long and retries).
+pub const RETRY_AFTER_SECONDS: u64 = 1;
 
 impl ApiError {
     /// The HTTP status code.
@@ -105,7 +115,7 @@ impl ApiError {
             ApiError::TooManyRequests { .. } => 429,
             ApiError::PendingApproval { .. } => 202,
             ApiError::NeedsApproval(_) => 403,
-            ApiError::Unavailable(_) => 503,
+            ApiError::Unavailable(_) | ApiError::NotReady(_) => 503,
         }
     }
 
@@ -126,11 +136,16 @@ impl ApiError {
             ApiError::TooManyRequests { .. } => "TooManyRequests",
             ApiError::PendingApproval { .. } => "PendingApproval",
             ApiError::NeedsApproval(_) => "Forbidden",
-            ApiError::Unavailable(_) => "ServiceUnavailable",
+            ApiError::Unavailable(_) | ApiError::NotReady(_) => "ServiceUnavailable",
         }
     }
 }
 
 pub(crate) fn unavailable(e: impl std::fmt::Display) -> ApiError {
     ApiError::Unavailable(e.to_string())
+}
+
+/// A read barrier that failed: nothing was done ([`ApiError::NotReady`]).
+pub(crate) fn not_ready(e: impl std::fmt::Display) -> ApiError {
+    ApiError::NotReady(e.to_string())
 }

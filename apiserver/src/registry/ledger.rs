@@ -14,7 +14,7 @@ use chrono::Utc;
 use serde_json::{Value, json};
 
 use super::meta::{meta_str, now};
-use super::{ApiError, ObjectRef, Registry, unavailable};
+use super::{ApiError, ObjectRef, Registry, not_ready, unavailable};
 use crate::access;
 use crate::raft::{Expect, Op, Stored};
 
@@ -30,7 +30,7 @@ impl Registry {
             None => Did::parse(access::signer(obj).unwrap_or_default()).map_err(|e| bad(e.to_string()))?,
         };
         let payee = spec.to.clone();
-        self.store.read_barrier().await.map_err(unavailable)?;
+        self.store.read_barrier().await.map_err(not_ready)?;
         let at = Time(Utc::now());
         let (payer_key, payer_stored, mut payer_account) = self.account(&payer)?;
         let (payee_key, payee_stored, mut payee_account) = self.account(&payee)?;

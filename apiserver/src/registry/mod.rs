@@ -47,8 +47,8 @@ use serde_json::Value;
 
 use self::admission::admit;
 use self::apply::{applied_fields, record_manager, record_update};
-pub use self::error::ApiError;
-pub(crate) use self::error::unavailable;
+pub use self::error::{ApiError, RETRY_AFTER_SECONDS};
+pub(crate) use self::error::{not_ready, unavailable};
 pub use self::item::Item;
 use self::item::{Plan, Served};
 pub use self::meta::{MAX_OBJECT_BYTES, ObjectRef, parse_revision};
@@ -307,7 +307,7 @@ impl Registry {
     /// Waits until this member may serve `read`.
     pub async fn ready_for(&self, read: ReadAt) -> Result<(), ApiError> {
         match read {
-            ReadAt::Latest => self.store.read_barrier().await.map_err(unavailable),
+            ReadAt::Latest => self.store.read_barrier().await.map_err(not_ready),
             ReadAt::Any | ReadAt::Exact(_) => Ok(()),
             ReadAt::NotOlderThan(n) => self.wait_for_revision(n).await,
         }
@@ -329,7 +329,7 @@ impl Registry {
     }
 
     async fn current(&self, key: &str) -> Result<Option<Stored>, ApiError> {
-        self.store.read_barrier().await.map_err(unavailable)?;
+        self.store.read_barrier().await.map_err(not_ready)?;
         self.store.get(key).map_err(unavailable)
     }
 
@@ -337,6 +337,9 @@ impl Registry {
         let response = self.store.write(Request::new(ops)).await.map_err(|e| match e {
             // Not sent anywhere: retrying cannot help, so not a 503.
             crate::raft::WriteError::TooLarge(_) => ApiError::TooLarge(e.to_string()),
+            // Appended nowhere (no leader took it): safe to send again, shortly.
+            crate::raft::WriteError::NotLeader(_) => not_ready(e),
+            // Its outcome may be unknown: not one a client should send again blindly.
             e => unavailable(e),
         })?;
         Ok((response.revision, response.outcome))
@@ -386,7 +389,7 @@ impl Registry {
         let _paying = if is_transfer && !who.member && api::signing::agent_of(&obj).is_some() {
             let guard = self.agent_payments.clone().lock_owned().await;
             // What every member committed before, then the check, then this commit.
-            self.store.read_barrier().await.map_err(unavailable)?;
+            self.store.read_barrier().await.map_err(not_ready)?;
             self.check_spending_cap(&obj)?;
             Some(guard)
         } else {

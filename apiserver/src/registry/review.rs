@@ -6,7 +6,7 @@ use api::{KindInfo, Scope};
 use serde_json::Value;
 
 use super::meta::prefix;
-use super::{ApiError, ObjectRef, Registry, unavailable};
+use super::{ApiError, ObjectRef, Registry, not_ready, unavailable};
 use crate::access::Caller;
 use crate::access::review::{self, Answer, Question, Stored};
 
@@ -30,7 +30,7 @@ impl Registry {
     /// The answer to `who`'s question `q` (`SelfSubjectAccessReview`), from the same rules and
     /// the same stored state as the request it is about.
     pub async fn review(&self, who: &Caller, q: &Question<'_>) -> Result<Answer, ApiError> {
-        self.store.read_barrier().await.map_err(unavailable)?;
+        self.store.read_barrier().await.map_err(not_ready)?;
         let one_place = q.kind.scope == Scope::Cluster || q.namespace.is_some();
         let object = match q.name {
             Some(name) if one_place => self.read_now(q.kind, q.namespace, name)?,
@@ -63,14 +63,14 @@ impl Registry {
         who: &Caller,
         namespace: Option<&str>,
     ) -> Result<Vec<review::ResourceRule>, ApiError> {
-        self.store.read_barrier().await.map_err(unavailable)?;
+        self.store.read_barrier().await.map_err(not_ready)?;
         Ok(review::rules(who, namespace, &self.lookup()))
     }
 
     /// The names of the Nodes whose key `did` is (at most [`MAX_NODES_SHOWN`]), and whether
     /// there are more.
     pub async fn nodes_of(&self, did: &str) -> Result<(Vec<String>, bool), ApiError> {
-        self.store.read_barrier().await.map_err(unavailable)?;
+        self.store.read_barrier().await.map_err(not_ready)?;
         let kind = api::kinds::info::<NodeSpec>();
         let listing = self.store.list(&prefix(kind, None)).map_err(unavailable)?;
         let mut names = Vec::new();
