@@ -194,6 +194,15 @@ fn what_real_clients_send_is_understood() {
     let seen: Vec<&str> = events.iter().map(|e| e["object"]["metadata"]["name"].as_str().unwrap()).collect();
     assert_eq!(seen, names, "{events:?}");
     assert!(events.iter().all(|e| e["type"] == "ADDED"), "{events:?}");
+    // A revision this member has not reached (in 3 s) is Kubernetes' 504: the cause client-go's
+    // reflector looks for, and Retry-After.
+    let url = format!("{}{WL}?resourceVersion=999999999&resourceVersionMatch=NotOlderThan", server.url);
+    let (code, retry_after, text) =
+        support::send_for_header(&http.agent, "GET", &url, &http.bearer, "", vec![], "retry-after");
+    let body = status((code, serde_json::from_str(&text).unwrap()), 504, "Timeout");
+    assert_eq!(body["details"]["causes"][0]["reason"], "ResourceVersionTooLarge", "{body}");
+    assert_eq!(body["details"]["retryAfterSeconds"], 1, "{body}");
+    assert_eq!(retry_after.as_deref(), Some("1"), "{body}");
     server.stop();
 }
 

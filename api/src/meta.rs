@@ -185,11 +185,12 @@ impl Validate for ObjectMeta {
             errors.push(path.child("namespace").error(e));
         }
         for (k, v) in &self.labels {
-            let p = path.child("labels").key(k);
+            // The path is made only for an error: this runs on every write.
+            let p = || path.child("labels").key(k);
             if let Err(e) = check_qualified_name(k) {
-                errors.push(p.error(e));
+                errors.push(p().error(e));
             } else if let Err(e) = check_label_value(v) {
-                errors.push(p.error(format!("invalid value {v:?}: {e}")));
+                errors.push(p().error(format!("invalid value {v:?}: {e}")));
             }
         }
         for k in self.annotations.keys() {

@@ -48,11 +48,15 @@ impl IntoResponse for ApiError {
             | ApiError::Forbidden(_)
             | ApiError::Expired(_)
             | ApiError::UnsupportedMediaType(_)
-            | ApiError::Timeout(_)
             | ApiError::TooLarge(_)
             | ApiError::Unavailable(_) => json!({}),
             ApiError::TooManyRequests { retry_after, .. } => json!({ "retryAfterSeconds": retry_after }),
             ApiError::NotReady(_) => json!({ "retryAfterSeconds": RETRY_AFTER_SECONDS }),
+            // As Kubernetes says it (client-go's reflector looks for the cause) and asks again.
+            ApiError::Timeout(_) => json!({
+                "causes": [{ "reason": "ResourceVersionTooLarge", "message": "Too large resource version" }],
+                "retryAfterSeconds": RETRY_AFTER_SECONDS,
+            }),
             ApiError::NeedsApproval(_) => json!({}),
             ApiError::PendingApproval { name, .. } => {
                 // Not a failure: the request is held, as the Approval it names.
@@ -67,7 +71,7 @@ impl IntoResponse for ApiError {
         let mut response = failure(self.code(), self.reason(), &message, details);
         let retry_after = match &self {
             ApiError::TooManyRequests { retry_after, .. } => Some(*retry_after),
-            ApiError::NotReady(_) => Some(RETRY_AFTER_SECONDS),
+            ApiError::NotReady(_) | ApiError::Timeout(_) => Some(RETRY_AFTER_SECONDS),
             _ => None,
         };
         if let Some(seconds) = retry_after {

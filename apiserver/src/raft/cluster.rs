@@ -217,10 +217,10 @@ impl Peers {
         self.transport.stop();
     }
 
-    /// Which member `peer` is, if it is one.
+    /// Which member `peer` is, if it is one (from the server metrics, as the allowed peers).
     fn member_of(&self, raft: &Raft<TypeConfig>, peer: &PeerId) -> Option<NodeId> {
         let known = raft
-            .metrics()
+            .server_metrics()
             .borrow()
             .membership_config
             .membership()
@@ -374,7 +374,7 @@ impl Peers {
 
 /// The transport address and PeerId of member `id`.
 fn locate(raft: &Raft<TypeConfig>, id: NodeId) -> Option<(PeerId, String)> {
-    let metrics = raft.metrics();
+    let metrics = raft.server_metrics();
     let metrics = metrics.borrow();
     let member = metrics.membership_config.membership().get_node(&id)?;
     Some((peer_id(&member.did)?, member.p2p.clone()))

@@ -471,13 +471,28 @@ async fn commit_batch(raft: &Raft<TypeConfig>, batch: Vec<Queued>) {
     let entry =
         if requests.len() == 1 { requests.remove(0) } else { Request { ops: Vec::new(), batch: requests } };
     let alone = entry.batch.is_empty();
-    let written = match raft.client_write(entry).await {
-        Ok(r) => Ok(r.data),
-        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-            Err(WriteError::NotLeader(format!("leader is {:?}", f.leader_id)))
+    // `NotLeader` says a write was appended nowhere (clients may send it again: a 503 with
+    // `Retry-After`). openraft 0.9 answers `ForwardToLeader` both to a write it refused
+    // because this member no longer leads and to one it appended and later cut from its log
+    // (`DeleteConflictLog`, when a new leader's log replaced it), which another member that
+    // holds it may yet commit (with five members or more). So a write is only proposed while
+    // this member leads, and a `ForwardToLeader` after proposing is an unknown outcome.
+    let leads = raft.server_metrics().borrow().state == ServerState::Leader;
+    let written = if !leads {
+        Err(WriteError::NotLeader(format!(
+            "this member no longer leads (leader: {:?}): not proposed",
+            raft.server_metrics().borrow().current_leader
+        )))
+    } else {
+        match raft.client_write(entry).await {
+            Ok(r) => Ok(r.data),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => Err(WriteError::Unknown(
+                format!("the leadership moved (leader: {:?}) while the write was proposed", f.leader_id),
+            )),
+            // A membership change refused: nothing was appended.
+            Err(RaftError::APIError(e)) => Err(WriteError::NotLeader(e.to_string())),
+            Err(RaftError::Fatal(e)) => Err(WriteError::Fatal(e.to_string())),
         }
-        Err(RaftError::APIError(e)) => Err(WriteError::NotLeader(e.to_string())),
-        Err(RaftError::Fatal(e)) => Err(WriteError::Fatal(e.to_string())),
     };
     match written {
         Ok(response) if alone => {

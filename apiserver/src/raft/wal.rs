@@ -656,10 +656,8 @@ impl Wal {
     /// Writes `buf` where the next records go, in a new segment if it would pass this one's
     /// size, and fdatasyncs it. Errors name the segment.
     fn write_locked(&self, writer: &mut Writer, buf: &[u8]) -> io::Result<()> {
-        let named = |n: u64| {
-            let path = segment_path(&self.dir, n);
-            move |e| at(&path, e)
-        };
+        // The segment's path is made only for an error (not on every write).
+        let named = |n: u64| move |e| at(&segment_path(&self.dir, n), e);
         if writer.pos + buf.len() as u64 > SEGMENT_BYTES {
             let n = writer.segment + 1;
             let start = segment_start(&self.lock_index());

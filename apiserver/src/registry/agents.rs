@@ -162,7 +162,9 @@ impl Registry {
         let created = self.create(&Caller::system(), approvals(), obj, &WriteOptions::default()).await?;
         // A new object's status is dropped at create: the pending phase is written after.
         let rv = meta_str(&created.object, "resourceVersion").map(str::to_owned);
-        self.write_approval_status(&name, rv.as_deref(), &ApprovalStatus::default()).await?;
+        self.write_approval_status(&name, rv.as_deref(), &ApprovalStatus::default())
+            .await
+            .map_err(after_a_write)?;
         let where_ = at.namespace.map(|ns| format!("{ns}/")).unwrap_or_default();
         Ok(ApiError::PendingApproval {
             message: format!(
@@ -286,7 +288,7 @@ impl Registry {
         let resource = api::kinds::by_kind(&r.kind).map_or(r.kind.as_str(), |k| k.plural);
         self.audit(&agent, r.verb.as_str(), resource, r.namespace.as_deref(), Some(&r.name), false, record)
             .await;
-        self.write_approval_status(name, None, &decided).await
+        self.write_approval_status(name, None, &decided).await.map_err(after_a_write)
     }
 
     /// Performs an approved request as its agent; returns the written object's version.
@@ -555,5 +557,14 @@ impl Registry {
             }
         }
         Ok(n)
+    }
+}
+
+/// An error after this request already wrote something (an Approval, a decision performed):
+/// never one that says nothing was done ([`ApiError::NotReady`], which clients send again).
+fn after_a_write(e: ApiError) -> ApiError {
+    match e {
+        ApiError::NotReady(why) => ApiError::Unavailable(why),
+        e => e,
     }
 }

@@ -56,7 +56,8 @@ pub enum ApiError {
     /// 415.
     #[error("{0}")]
     UnsupportedMediaType(String),
-    /// 504: a revision asked for was not reached in time.
+    /// 504: a revision asked for was not reached in time (`Retry-After`, and the cause
+    /// `ResourceVersionTooLarge`, as Kubernetes answers it).
     #[error("{0}")]
     Timeout(String),
     /// 413: a request or the object it makes is over a size or depth bound.
