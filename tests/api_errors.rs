@@ -203,6 +203,14 @@ fn what_real_clients_send_is_understood() {
     assert_eq!(body["details"]["causes"][0]["reason"], "ResourceVersionTooLarge", "{body}");
     assert_eq!(body["details"]["retryAfterSeconds"], 1, "{body}");
     assert_eq!(retry_after.as_deref(), Some("1"), "{body}");
+    // A watch's with initial events is an ERROR event after the headers, with the same cause.
+    let (code, events) = http.lines(&format!(
+        "{WL}?watch=1&sendInitialEvents=true&allowWatchBookmarks=true&resourceVersion=999999999&resourceVersionMatch=NotOlderThan&timeoutSeconds=10"
+    ));
+    assert_eq!(code, 200);
+    let error = events.iter().find(|e| e["type"] == "ERROR").unwrap_or_else(|| panic!("{events:?}"));
+    assert_eq!(error["object"]["code"], 504, "{error}");
+    assert_eq!(error["object"]["details"]["causes"][0]["reason"], "ResourceVersionTooLarge", "{error}");
     server.stop();
 }
 

@@ -114,13 +114,14 @@ pub async fn start(
     Ok(run(registry.clone(), watch).map(|event| event.unwrap_or_else(|e| error_event(&e))))
 }
 
-/// An `ERROR` event carrying `e` as a `Status`.
+/// An `ERROR` event carrying `e` as a `Status`, with the same `details` as a response's
+/// (client-go recognises a too-large `resourceVersion` by its cause there).
 pub fn error_event(e: &ApiError) -> Event {
     Event {
         kind: "ERROR",
         object: Item::Built(json!({
             "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-            "message": e.to_string(), "reason": e.reason(), "code": e.code(),
+            "message": e.to_string(), "reason": e.reason(), "code": e.code(), "details": e.details(),
         })),
     }
 }

@@ -477,7 +477,11 @@ async fn commit_batch(raft: &Raft<TypeConfig>, batch: Vec<Queued>) {
     // (`DeleteConflictLog`, when a new leader's log replaced it), which another member that
     // holds it may yet commit (with five members or more). So a write is only proposed while
     // this member leads, and a `ForwardToLeader` after proposing is an unknown outcome.
-    let leads = raft.server_metrics().borrow().state == ServerState::Leader;
+    let leads = raft.server_metrics().borrow().state == ServerState::Leader
+        // The metrics are reported between the core's rounds: a member elected a moment ago
+        // (its followers may already forward to it) leads before they say so. Then the core
+        // itself is asked.
+        || raft.with_raft_state(|st| st.server_state == ServerState::Leader).await.unwrap_or(false);
     let written = if !leads {
         Err(WriteError::NotLeader(format!(
             "this member no longer leads (leader: {:?}): not proposed",

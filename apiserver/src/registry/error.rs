@@ -120,6 +120,49 @@ impl ApiError {
         }
     }
 
+    /// The Kubernetes `Status.details` (a response's and a watch's `ERROR` event's alike).
+    pub fn details(&self) -> serde_json::Value {
+        use serde_json::json;
+        match self {
+            ApiError::NotFound { kind, name }
+            | ApiError::AlreadyExists { kind, name }
+            | ApiError::Conflict { kind, name } => json!({ "name": name, "group": api::GROUP, "kind": kind }),
+            ApiError::Invalid { kind, name, causes } => json!({
+                "name": name, "group": api::GROUP, "kind": kind,
+                "causes": causes.iter().map(|c| json!({
+                    "reason": "FieldValueInvalid", "message": c.message, "field": c.path,
+                })).collect::<Vec<_>>(),
+            }),
+            ApiError::BadRequest(_)
+            | ApiError::Unauthorized(_)
+            | ApiError::Forbidden(_)
+            | ApiError::Expired(_)
+            | ApiError::UnsupportedMediaType(_)
+            | ApiError::TooLarge(_)
+            | ApiError::Unavailable(_)
+            | ApiError::NeedsApproval(_) => json!({}),
+            ApiError::TooManyRequests { retry_after, .. } => json!({ "retryAfterSeconds": retry_after }),
+            ApiError::NotReady(_) => json!({ "retryAfterSeconds": RETRY_AFTER_SECONDS }),
+            // As Kubernetes says it (client-go's reflector looks for the cause) and asks again.
+            ApiError::Timeout(_) => json!({
+                "causes": [{ "reason": "ResourceVersionTooLarge", "message": "Too large resource version" }],
+                "retryAfterSeconds": RETRY_AFTER_SECONDS,
+            }),
+            ApiError::PendingApproval { name, .. } => {
+                json!({ "name": name, "group": api::GROUP, "kind": "approvals" })
+            }
+        }
+    }
+
+    /// The seconds of a response's `Retry-After`, for what may be asked again.
+    pub fn retry_after(&self) -> Option<u64> {
+        match self {
+            ApiError::TooManyRequests { retry_after, .. } => Some(*retry_after),
+            ApiError::NotReady(_) | ApiError::Timeout(_) => Some(RETRY_AFTER_SECONDS),
+            _ => None,
+        }
+    }
+
     /// The Kubernetes `Status.reason`.
     pub fn reason(&self) -> &'static str {
         match self {
