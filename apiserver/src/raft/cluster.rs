@@ -1139,10 +1139,17 @@ fn answer_forwarded(
     raft: &Raft<TypeConfig>,
     written: Result<Response, WriteError>,
 ) -> Result<Response, Refusal> {
-    written.map_err(|e| match e {
-        WriteError::NotLeader(_) => Refusal::NotLeader(raft.metrics().borrow().current_leader),
+    written.map_err(|e| refusal_for(e, || raft.metrics().borrow().current_leader))
+}
+
+/// What a leader answers the member that forwarded a write it did not commit. An unknown
+/// outcome goes as its reason only: the member that forwarded it says it is unknown (once).
+fn refusal_for(e: WriteError, leader: impl FnOnce() -> Option<NodeId>) -> Refusal {
+    match e {
+        WriteError::NotLeader(_) => Refusal::NotLeader(leader()),
+        WriteError::Unknown(why) => Refusal::Failed(format!("at the leader: {why}")),
         other => Refusal::Failed(other.to_string()),
-    })
+    }
 }
 
 /// Why a Raft message that names a leader or candidate other than its sender is refused.
@@ -1320,5 +1327,17 @@ mod tests {
         assert!(matches!(forwarded(3, Err(Refusal::NotLeader(Some(4)))), Err(WriteError::NotLeader(_))));
         assert!(matches!(forwarded(3, Err(Refusal::Failed("x".into()))), Err(WriteError::Unknown(_))));
         assert_eq!(forwarded(3, Ok(Response::default())).unwrap(), Response::default());
+        // An unknown outcome at the leader is one here, said once.
+        let unknown = refusal_for(WriteError::Unknown("not committed within 10s".into()), || None);
+        let err = forwarded(3, Err(unknown)).unwrap_err();
+        assert!(matches!(err, WriteError::Unknown(_)), "{err:?}");
+        assert_eq!(
+            err.to_string(),
+            "the write's outcome is unknown: at the leader: not committed within 10s"
+        );
+        assert!(matches!(
+            refusal_for(WriteError::NotLeader("x".into()), || Some(4)),
+            Refusal::NotLeader(Some(4))
+        ));
     }
 }
