@@ -87,16 +87,18 @@ pub enum ApiError {
     /// 503: no leader, shutting down, or storage failing.
     #[error("the control plane cannot serve this now: {0}")]
     Unavailable(String),
-    /// 503 with `Retry-After` ([`RETRY_AFTER_SECONDS`]): the member could not confirm that it
-    /// is up to date (a read barrier failed: an election, no leader, a partition) before it did
-    /// anything for the request, so asking again is always safe, and may succeed shortly.
-    /// Unlike [`ApiError::Unavailable`], which may follow a write whose outcome is unknown.
+    /// 503 with `Retry-After` ([`RETRY_AFTER_SECONDS`]): nothing was done for the request —
+    /// the member could not confirm that it is up to date (a read barrier failed: an election,
+    /// no leader, a partition), or no leader took its write (proposed nowhere) — so asking
+    /// again is always safe, and may succeed shortly. Unlike [`ApiError::Unavailable`], which
+    /// may follow a write whose outcome is unknown.
     #[error("the control plane cannot serve this now: {0}")]
     NotReady(String),
 }
 
-/// The `Retry-After` of [`ApiError::NotReady`]: about an election's length, what Kubernetes
-/// asks of clients it turns away for a moment (client-go waits that long and retries).
+/// The `Retry-After` of [`ApiError::NotReady`] and of the too-large-revision 504
+/// ([`ApiError::Timeout`]): about an election's length, what Kubernetes asks of clients it
+/// turns away for a moment (client-go waits that long and retries).
 pub const RETRY_AFTER_SECONDS: u64 = 1;
 
 impl ApiError {
@@ -189,7 +191,8 @@ pub(crate) fn unavailable(e: impl std::fmt::Display) -> ApiError {
     ApiError::Unavailable(e.to_string())
 }
 
-/// A read barrier that failed: nothing was done ([`ApiError::NotReady`]).
+/// A read barrier that failed, or a write proposed nowhere: nothing was done
+/// ([`ApiError::NotReady`]).
 pub(crate) fn not_ready(e: impl std::fmt::Display) -> ApiError {
     ApiError::NotReady(e.to_string())
 }
