@@ -47,7 +47,7 @@ use serde_json::Value;
 
 use self::admission::admit;
 use self::apply::{applied_fields, record_manager, record_update};
-pub use self::error::{ApiError, RETRY_AFTER_SECONDS};
+pub use self::error::ApiError;
 pub(crate) use self::error::{not_ready, unavailable};
 pub use self::item::Item;
 use self::item::{Plan, Served};
