@@ -412,6 +412,30 @@ fn a_partitioned_minority_of_processes_refuses_writes_and_reads_then_converges()
             send_for_header(&minority.agent(), "GET", &watch, &user_bearer, "", vec![], "retry-after");
         assert_eq!((code, retry_after.as_deref()), (503, Some("1")), "watch {i} on the minority: {text}");
     }
+    // `ui` whose kubeconfig names the minority first is served by the majority: the minority's
+    // 503 with Retry-After did nothing, so the client sends the same request to the next member.
+    let kubeconfig = minority.member_kubeconfig();
+    let get = all[leader].user.run(&[
+        "get",
+        "replicas",
+        "-o",
+        "json",
+        "--kubeconfig",
+        kubeconfig.to_str().unwrap(),
+    ]);
+    let names: Vec<String> = get.ok().json()["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["metadata"]["name"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(
+        names.contains(&"majority-1".to_owned()) && names.contains(&"majority-2".to_owned()),
+        "{names:?}"
+    );
+    // (It named the minority first: each member's kubeconfig names itself as `server`.)
+    let text = std::fs::read_to_string(&kubeconfig).unwrap();
+    assert!(text.contains(&format!("server: {}\n", minority.url)), "{text}");
 
     // Healed, every member converges to the same state, without the refused write.
     for m in &all {

@@ -365,6 +365,34 @@ async fn a_partitioned_minority_refuses_writes_and_reads_and_converges_after_hea
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_write_a_follower_cannot_send_to_its_leader_was_done_nowhere_and_says_so() {
+    let specs: Vec<Spec> = (0..3).map(|_| Spec::new()).collect();
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let nodes = cluster(&specs, &dirs).await;
+    let leader = nodes.iter().position(|n| n.status().leader == Some(n.id())).unwrap();
+    let follower = (leader + 1) % 3;
+    wait_for("the follower knows its leader", async || {
+        nodes[follower].status().leader == Some(nodes[leader].id())
+    })
+    .await;
+    // The follower cannot connect to its leader (as when the leader's process just died),
+    // and still takes it for the leader (no election yet): the write never left it.
+    nodes[follower].isolate_from(&[nodes[leader].id()]).unwrap();
+    let refused = nodes[follower].write(put("/k/unsent", "1")).await;
+    // `NotLeader` is "proposed nowhere": the apiserver's 503 with Retry-After, which clients
+    // send again, to this member or another. An outcome that may be known elsewhere would be
+    // `Unknown`.
+    assert!(matches!(&refused, Err(WriteError::NotLeader(why)) if why.contains("not sent")), "{refused:?}");
+    nodes[follower].isolate_from(&[]).unwrap();
+    let w = nodes[follower].write(put("/k/sent", "1")).await.unwrap();
+    assert!(matches!(w.outcome, Outcome::Applied { .. }));
+    assert!(nodes[follower].state().get("/k/unsent").unwrap().is_none());
+    for n in &nodes {
+        n.shutdown().await;
+    }
+}
+
 mod lincheck;
 
 /// A small deterministic generator, so a failing history can be replayed from its seed.

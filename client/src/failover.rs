@@ -1,9 +1,11 @@
 //! Failover across the members of a cluster, under `kube::Client`: a tower service that holds
 //! one connection pool per member (the kubeconfig's `server` and its `univrs.io/servers`),
 //! sends each request to the member that answered last, and, when a member cannot be
-//! connected to — so it never saw the request — sends the same request to the next. A
-//! request that reached a member is never sent again (its outcome may be unknown: the caller
-//! decides). The bearer token is added here, from [`Tokens`], and minted again once when a
+//! connected to — so it never saw the request — sends the same request to the next. So does
+//! a member that answers 503 with `Retry-After`: the apiserver sends that only for a request
+//! it did nothing for (a read whose read barrier failed, a write proposed nowhere — a member
+//! cut off from its leader), so another member may serve it. Any other request that reached a
+//! member is never sent again (its outcome may be unknown: the caller decides). The bearer token is added here, from [`Tokens`], and minted again once when a
 //! member answers 401.
 //!
 //! Everything built on it fails over: kube-runtime's watchers reconnect (to the next member)
@@ -192,6 +194,12 @@ impl Failover {
                     refreshed = true;
                     token = self.token(token.take()).await?;
                 }
+                // Nothing done there (see the module's docs): the next member, if there is
+                // one and the body can be sent again; the last member's answer is the answer.
+                Ok(r) if did_nothing(&r) && copyable && i + 1 < n => {
+                    tracing::debug!(member = %member.url, "member not ready (503 with Retry-After), trying the next");
+                    i += 1;
+                }
                 Ok(r) => {
                     self.0.current.store(at, Ordering::Relaxed);
                     return Ok(r);
@@ -218,6 +226,14 @@ fn cause(e: &kube::Error) -> String {
         source = s.source();
     }
     last
+}
+
+/// Whether `response` says the member did nothing for the request and another may: a 503
+/// with `Retry-After` (the apiserver's `NotReady`; a 503 without it — a write whose outcome
+/// is unknown, a proxied log that failed — is an answer).
+fn did_nothing<B>(response: &Response<B>) -> bool {
+    response.status() == StatusCode::SERVICE_UNAVAILABLE
+        && response.headers().contains_key(http::header::RETRY_AFTER)
 }
 
 /// Whether `e` happened before the request reached the member (no connection was made), so
@@ -285,5 +301,23 @@ mod tests {
         let pem = "-----BEGIN CERTIFICATE-----\nAAEC\nAwQ=\n-----END CERTIFICATE-----\n";
         assert_eq!(pem_to_der(pem).unwrap(), vec![vec![0, 1, 2, 3, 4]]);
         assert!(pem_to_der("nothing").is_err());
+    }
+
+    #[test]
+    fn only_a_503_with_retry_after_is_sent_to_another_member() {
+        let answer = |status: u16, retry_after: bool| {
+            let mut r = Response::builder().status(status);
+            if retry_after {
+                r = r.header(http::header::RETRY_AFTER, "1");
+            }
+            r.body(()).unwrap()
+        };
+        assert!(did_nothing(&answer(503, true)));
+        // An unknown outcome, a failed log proxy: answers.
+        assert!(!did_nothing(&answer(503, false)));
+        // A quota's 429 and a too-large revision's 504 say to wait, not to go elsewhere.
+        assert!(!did_nothing(&answer(429, true)));
+        assert!(!did_nothing(&answer(504, true)));
+        assert!(!did_nothing(&answer(200, false)));
     }
 }

@@ -40,7 +40,7 @@ use tokio::sync::Semaphore;
 
 use super::node::{Options, RaftNode, ReadError, StartError, WriteError, open_storage, raft_config};
 use super::rpc::{ForwardBudget, MemberStatus, Network, Refusal, Reply, Rpc, request_bytes};
-use super::transport::{Inbound, Transport, TransportError, peer_id};
+use super::transport::{CallFailure, Inbound, Transport, TransportError, peer_id};
 use super::{Member, NodeId, Request, Response, TypeConfig};
 
 /// A learner this close to the leader's log is promoted to voter.
@@ -388,25 +388,47 @@ async fn call(
     rpc: Rpc,
     timeout: Duration,
 ) -> Result<Reply, String> {
-    call_or_older(transport, raft, id, rpc, timeout).await.map_err(|e| e.unwrap_or_else(|| older(id)))
+    call_or_older(transport, raft, id, rpc, timeout).await.map_err(|e| e.why(id))
 }
 
-/// [`call`], telling apart a member of the version before [`Rpc::Writes`] refusing one
-/// (`Err(None)`: nothing was sent).
+/// Why a call to a member failed ([`call_or_older`]).
+#[derive(Debug)]
+enum Uncalled {
+    /// A member of the version before [`Rpc::Writes`] refused one: nothing was sent.
+    Older,
+    /// Nothing of the call left this member (the member could not be connected to, or is not
+    /// in the membership): it cannot have acted on it.
+    Unsent(String),
+    /// The call may have reached the member.
+    Failed(String),
+}
+
+impl Uncalled {
+    fn why(self, id: NodeId) -> String {
+        match self {
+            Uncalled::Older => older(id),
+            Uncalled::Unsent(why) | Uncalled::Failed(why) => why,
+        }
+    }
+}
+
+/// [`call`], telling apart a member of the version before [`Rpc::Writes`] refusing one and a
+/// call that never left.
 async fn call_or_older(
     transport: &Transport,
     raft: &Raft<TypeConfig>,
     id: NodeId,
     rpc: Rpc,
     timeout: Duration,
-) -> Result<Reply, Option<String>> {
+) -> Result<Reply, Uncalled> {
     let (peer, addr) =
-        locate(raft, id).ok_or_else(|| Some(format!("member {id} is not in the membership")))?;
-    match transport.call(peer, &addr, rpc, timeout).await {
-        Ok(Reply::Forbidden(why)) => Err(Some(format!("member {id} refused: {why}"))),
+        locate(raft, id).ok_or_else(|| Uncalled::Unsent(format!("member {id} is not in the membership")))?;
+    match transport.try_call(peer, &addr, rpc, timeout).await {
+        Ok(Reply::Forbidden(why)) => Err(Uncalled::Failed(format!("member {id} refused: {why}"))),
         Ok(reply) => Ok(reply),
-        Err(TransportError::Unsupported(_)) => Err(None),
-        Err(e) => Err(Some(e.to_string())),
+        Err(CallFailure { error: TransportError::Unsupported(_), .. }) => Err(Uncalled::Older),
+        Err(CallFailure { error, unsent: true }) => Err(Uncalled::Unsent(error.to_string())),
+        Err(CallFailure { error, unsent: false }) => Err(Uncalled::Failed(error.to_string())),
     }
 }
 
@@ -605,7 +627,7 @@ async fn forward(
         let copy = takes_batches.is_none().then(|| requests.clone());
         match call_or_older(transport, raft, leader, Rpc::Writes(requests), FORWARD_TIMEOUT).await {
             // Not sent (nothing of it left): not counted.
-            Err(None) => {
+            Err(Uncalled::Older) => {
                 versions.lock().expect("versions lock").learn(leader, false);
                 match copy {
                     Some(requests) => one_by_one(transport, raft, leader, requests).await,
@@ -614,11 +636,13 @@ async fn forward(
                 }
             }
             reply => {
-                crate::metrics::metrics().forwarded(n);
+                if !matches!(reply, Err(Uncalled::Unsent(_))) {
+                    crate::metrics::metrics().forwarded(n);
+                }
                 if reply.is_ok() {
                     versions.lock().expect("versions lock").learn(leader, true);
                 }
-                answers_of(leader, n, reply.map_err(|e| e.unwrap_or_else(|| older(leader))))
+                answers_of(leader, n, reply)
             }
         }
     };
@@ -635,24 +659,31 @@ async fn one_by_one(
     requests: Vec<Request>,
 ) -> Vec<Result<Response, WriteError>> {
     let calls = requests.into_iter().map(|request| async move {
-        crate::metrics::metrics().forwarded(1);
-        let reply = call(transport, raft, leader, Rpc::Write(request), FORWARD_TIMEOUT).await;
+        let reply = call_or_older(transport, raft, leader, Rpc::Write(request), FORWARD_TIMEOUT).await;
+        if !matches!(reply, Err(Uncalled::Unsent(_))) {
+            crate::metrics::metrics().forwarded(1);
+        }
         answers_of(leader, 1, reply).remove(0)
     });
     futures_util::future::join_all(calls).await
 }
 
 /// The answers of `n` writes sent to `leader` in one message, from its reply.
-fn answers_of(leader: NodeId, n: usize, reply: Result<Reply, String>) -> Vec<Result<Response, WriteError>> {
+fn answers_of(leader: NodeId, n: usize, reply: Result<Reply, Uncalled>) -> Vec<Result<Response, WriteError>> {
     // Once the writes have left, any failure leaves their outcome unknown: never resend them
     // (the leader may have committed them), let the clients decide.
     let unknown = |why: String| (0..n).map(|_| Err(WriteError::Unknown(why.clone()))).collect::<Vec<_>>();
+    // Writes that never left were proposed nowhere: the clients may send them again (a
+    // leader that died a moment ago, until the others elect another).
+    let unsent = |why: String| (0..n).map(|_| Err(WriteError::NotLeader(why.clone()))).collect::<Vec<_>>();
     match reply {
         Ok(Reply::Write(r)) if n == 1 => vec![forwarded(leader, r)],
         Ok(Reply::Writes(rs)) if rs.len() == n => rs.into_iter().map(|r| forwarded(leader, r)).collect(),
         // Not the reply itself: it may be large, and it would be copied to every client.
         Ok(_) => unknown(format!("leader {leader} answered {n} writes with something else")),
-        Err(e) => unknown(format!("forwarding to leader {leader}: {e}")),
+        Err(Uncalled::Older) => unsent(older(leader)),
+        Err(Uncalled::Unsent(e)) => unsent(format!("forwarding to leader {leader}: {e}: not sent, retry")),
+        Err(Uncalled::Failed(e)) => unknown(format!("forwarding to leader {leader}: {e}")),
     }
 }
 
@@ -1320,6 +1351,18 @@ mod tests {
         assert!(started.elapsed() >= FORWARD_TIMEOUT);
         assert!(sent.lock().unwrap().iter().all(|(_, keys)| !keys.contains(&"/registry/t/slow".to_owned())));
         drop(held);
+    }
+
+    #[test]
+    fn forwarded_writes_that_never_left_may_be_sent_again_others_are_unknown() {
+        let answers = answers_of(3, 2, Err(Uncalled::Unsent("member x unreachable: refused".into())));
+        assert_eq!(answers.len(), 2);
+        for a in &answers {
+            assert!(matches!(a, Err(WriteError::NotLeader(why)) if why.contains("not sent")), "{a:?}");
+        }
+        assert!(matches!(&answers_of(3, 1, Err(Uncalled::Older))[0], Err(WriteError::NotLeader(_))));
+        let failed = answers_of(3, 2, Err(Uncalled::Failed("the stream closed before the answer".into())));
+        assert!(failed.iter().all(|a| matches!(a, Err(WriteError::Unknown(_)))), "{failed:?}");
     }
 
     #[test]

@@ -355,8 +355,30 @@ enum OnStream {
     /// The peer speaks an older protocol, or did not greet the stream opened: the call goes on
     /// a stream of its own.
     OwnStream(Rpc),
+    /// No stream to the peer could be opened: nothing of the call was sent.
+    Unsent(TransportError),
     /// The call failed.
     Failed(TransportError),
+}
+
+/// A call that failed ([`Transport::try_call`]).
+#[derive(Debug)]
+pub struct CallFailure {
+    /// Why.
+    pub error: TransportError,
+    /// Nothing of the call left this member, so the peer cannot have acted on it; `false`
+    /// when it may have (the reply is what failed, or it is not known where it failed).
+    pub unsent: bool,
+}
+
+impl CallFailure {
+    fn unsent(error: TransportError) -> Self {
+        Self { error, unsent: true }
+    }
+
+    fn maybe_sent(error: TransportError) -> Self {
+        Self { error, unsent: false }
+    }
 }
 
 impl From<TransportError> for OnStream {
@@ -573,15 +595,30 @@ impl Transport {
         rpc: Rpc,
         timeout: Duration,
     ) -> Result<Reply, TransportError> {
-        let addr = multiaddr(addr)?;
+        self.try_call(peer, addr, rpc, timeout).await.map_err(|f| f.error)
+    }
+
+    /// [`Self::call`], telling a call that certainly never left this member (the member could
+    /// not be connected to) from one that may have reached it: what a forwarded write needs
+    /// to know, since only the first may be sent again.
+    pub async fn try_call(
+        &self,
+        peer: PeerId,
+        addr: &str,
+        rpc: Rpc,
+        timeout: Duration,
+    ) -> Result<Reply, CallFailure> {
+        let addr = multiaddr(addr).map_err(CallFailure::unsent)?;
         let deadline = tokio::time::Instant::now() + timeout;
         let rpc = match &self.streams {
             Some(streams) if !Links::lock(&streams.links).older.contains(&peer) => {
                 match tokio::time::timeout_at(deadline, self.call_on_stream(streams, peer, &addr, rpc)).await
                 {
-                    Err(_) => return Err(TransportError::Timeout(peer)),
+                    // Perhaps while dialing, perhaps while waiting for the reply: not known.
+                    Err(_) => return Err(CallFailure::maybe_sent(TransportError::Timeout(peer))),
                     Ok(Ok(reply)) => return Ok(reply),
-                    Ok(Err(OnStream::Failed(e))) => return Err(e),
+                    Ok(Err(OnStream::Unsent(e))) => return Err(CallFailure::unsent(e)),
+                    Ok(Err(OnStream::Failed(e))) => return Err(CallFailure::maybe_sent(e)),
                     Ok(Err(OnStream::OwnStream(rpc))) => rpc,
                 }
             }
@@ -591,12 +628,15 @@ impl Transport {
         self.commands
             .send(Command::Send { peer, addr, rpc, reply })
             .await
-            .map_err(|_| TransportError::Stopped)?;
+            .map_err(|_| CallFailure::unsent(TransportError::Stopped))?;
+        // On request-response, where a failure happened is not told apart (a member of an
+        // older version, or a stream not greeted): any failure may have been sent.
         match tokio::time::timeout_at(deadline, rx).await {
             Err(_) => Err(TransportError::Timeout(peer)),
             Ok(Err(_)) => Err(TransportError::Stopped),
             Ok(Ok(r)) => r,
         }
+        .map_err(CallFailure::maybe_sent)
     }
 
     /// [`Self::call`] on a stream of [`PROTOCOL_STREAMS`]: one kept from an earlier call, or a
@@ -622,7 +662,7 @@ impl Transport {
         let kept = if usable { kept_stream(streams, &peer) } else { None };
         let (mut stream, reused) = match kept {
             Some(stream) => (stream, true),
-            None => match self.open_stream(streams, peer, addr).await? {
+            None => match self.open_stream(streams, peer, addr).await.map_err(OnStream::Unsent)? {
                 Some(stream) => (stream, false),
                 None => return Err(own_stream(&mut codec, peer, &frame).await),
             },
@@ -633,7 +673,8 @@ impl Transport {
             }
             // A kept stream whose connection closed while it was idle. A write fails only for a
             // piece of the frame that was not sent, and a member reads a frame only whole, so
-            // it read none of it: another stream carries it.
+            // it read none of it: another stream carries it. (Should that fail, the call is
+            // reported as perhaps sent all the same: conservatively.)
             stream = match self.open_stream(streams, peer, addr).await? {
                 Some(stream) => stream,
                 None => return Err(own_stream(&mut codec, peer, &frame).await),
