@@ -1,12 +1,13 @@
 //! Failover across the members of a cluster, under `kube::Client`: a tower service that holds
 //! one connection pool per member (the kubeconfig's `server` and its `univrs.io/servers`),
 //! sends each request to the member that answered last, and, when a member cannot be
-//! connected to — so it never saw the request — sends the same request to the next. So does
-//! a member that answers 503 with `Retry-After`: the apiserver sends that only for a request
-//! it did nothing for (a read whose read barrier failed, a write proposed nowhere — a member
-//! cut off from its leader), so another member may serve it. Any other request that reached a
-//! member is never sent again (its outcome may be unknown: the caller decides). The bearer token is added here, from [`Tokens`], and minted again once when a
-//! member answers 401.
+//! connected to — so it never saw the request — sends the same request to the next. So it
+//! does when a member answers 503 with `Retry-After`: the apiserver sends that only for a
+//! request it did nothing for (a read whose read barrier failed, a write proposed nowhere — a
+//! member cut off from its leader), so another member may serve it. Any other request that
+//! reached a member is never sent again (its outcome may be unknown: the caller decides). The
+//! bearer token is added here, from [`Tokens`], and minted again once when a member answers
+//! 401.
 //!
 //! Everything built on it fails over: kube-runtime's watchers reconnect (to the next member)
 //! after a member dies, a node agent's lease renewal goes to a live member, `ui` commands
@@ -118,8 +119,10 @@ impl Failover {
             config.connect_timeout = Some(CONNECT_TIMEOUT);
             // Watches last long: no read timeout (the server ends them).
             config.read_timeout = None;
-            // No hidden retries of 429/503/504 behind the caller's back: a 503 from the log
-            // proxy is an answer, a 429 says which quota; callers decide.
+            // No hidden retries of 429/503/504 behind the caller's back (kube's own would ask
+            // the same member again): a 503 from the log proxy is an answer, a 429 says which
+            // quota; callers decide. A member that did nothing is left for the next one here
+            // (`send`).
             config.default_retry = false;
             config.default_namespace = kubeconfig.namespace.clone().unwrap_or_else(|| "default".into());
             let client = kube::Client::try_from(config)
@@ -156,6 +159,9 @@ impl Failover {
         let n = self.0.members.len();
         let first = self.0.current.load(Ordering::Relaxed);
         let mut last = None;
+        // A member's "nothing done, ask again" (503 with Retry-After): the answer if no later
+        // member answers at all.
+        let mut not_ready = None;
         let mut i = 0;
         while i < n {
             let at = (first + i) % n;
@@ -198,6 +204,7 @@ impl Failover {
                 // one and the body can be sent again; the last member's answer is the answer.
                 Ok(r) if did_nothing(&r) && copyable && i + 1 < n => {
                     tracing::debug!(member = %member.url, "member not ready (503 with Retry-After), trying the next");
+                    not_ready = Some(r);
                     i += 1;
                 }
                 Ok(r) => {
@@ -205,6 +212,9 @@ impl Failover {
                     return Ok(r);
                 }
             }
+        }
+        if let Some(r) = not_ready {
+            return Ok(r);
         }
         let (server, cause) = last.unwrap_or_else(|| (self.current().to_owned(), "no member".into()));
         Err(Error::Unreachable { server, cause })
@@ -229,11 +239,18 @@ fn cause(e: &kube::Error) -> String {
 }
 
 /// Whether `response` says the member did nothing for the request and another may: a 503
-/// with `Retry-After` (the apiserver's `NotReady`; a 503 without it — a write whose outcome
-/// is unknown, a proxied log that failed — is an answer).
+/// with `Retry-After` and a JSON `Status` (the apiserver's `NotReady`; a 503 without it — a
+/// write whose outcome is unknown, a proxied log that failed — is an answer, and so is one
+/// in another form, which no member sends: a proxy's in front of one, say, which may have
+/// passed the request on).
 fn did_nothing<B>(response: &Response<B>) -> bool {
+    let headers = response.headers();
     response.status() == StatusCode::SERVICE_UNAVAILABLE
-        && response.headers().contains_key(http::header::RETRY_AFTER)
+        && headers.contains_key(http::header::RETRY_AFTER)
+        && headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|t| t.starts_with("application/json"))
 }
 
 /// Whether `e` happened before the request reached the member (no connection was made), so
@@ -306,13 +323,17 @@ mod tests {
     #[test]
     fn only_a_503_with_retry_after_is_sent_to_another_member() {
         let answer = |status: u16, retry_after: bool| {
-            let mut r = Response::builder().status(status);
+            let mut r =
+                Response::builder().status(status).header(http::header::CONTENT_TYPE, "application/json");
             if retry_after {
                 r = r.header(http::header::RETRY_AFTER, "1");
             }
             r.body(()).unwrap()
         };
         assert!(did_nothing(&answer(503, true)));
+        // Not a member's Status: a proxy's page, say.
+        let page = Response::builder().status(503).header(http::header::RETRY_AFTER, "1").body(()).unwrap();
+        assert!(!did_nothing(&page));
         // An unknown outcome, a failed log proxy: answers.
         assert!(!did_nothing(&answer(503, false)));
         // A quota's 429 and a too-large revision's 504 say to wait, not to go elsewhere.
