@@ -69,20 +69,56 @@ pub struct Candidates {
 
 /// The labels of a stored object (its JSON), as `(label, value)` pairs in order (so that two
 /// objects' labels compare equal when they are the same). An object that does not parse, or
-/// labels that are not strings, index as nothing: admission never stores them.
+/// labels that are not strings, index as nothing: admission never stores them. (Stored
+/// objects are the apiserver's own valid JSON; in a document invalid after its `metadata`,
+/// the labels found before count.)
 pub fn labels_of(value: &str) -> Vec<(String, String)> {
-    #[derive(Deserialize)]
-    struct Object {
-        #[serde(default)]
-        metadata: Option<Meta>,
-    }
     #[derive(Deserialize)]
     struct Meta {
         #[serde(default)]
         labels: Option<HashMap<String, serde_json::Value>>,
     }
-    let Ok(Object { metadata: Some(Meta { labels: Some(labels) }) }) = serde_json::from_str::<Object>(value)
-    else {
+    /// Reads the top-level object up to its `metadata` and stops there: the rest (the spec,
+    /// the status — most of an object) is not scanned. Stopping leaves the document
+    /// unfinished, which the deserializer then calls an error: what was found is kept aside.
+    struct UpToMetadata<'a>(&'a mut Option<Meta>);
+    impl<'de> serde::de::Visitor<'de> for UpToMetadata<'_> {
+        type Value = ();
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("an object")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+            while let Some(IsMetadata(is)) = map.next_key()? {
+                if is {
+                    *self.0 = map.next_value::<Option<Meta>>()?;
+                    return Ok(());
+                }
+                map.next_value::<serde::de::IgnoredAny>()?;
+            }
+            Ok(())
+        }
+    }
+    /// A key, without making a String of it: whether it is `metadata`.
+    struct IsMetadata(bool);
+    impl<'de> Deserialize<'de> for IsMetadata {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct Key;
+            impl serde::de::Visitor<'_> for Key {
+                type Value = IsMetadata;
+                fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                    f.write_str("a key")
+                }
+                fn visit_str<E>(self, v: &str) -> Result<IsMetadata, E> {
+                    Ok(IsMetadata(v == "metadata"))
+                }
+            }
+            d.deserialize_str(Key)
+        }
+    }
+    let mut meta = None;
+    let mut de = serde_json::Deserializer::from_str(value);
+    let _ = serde::Deserializer::deserialize_map(&mut de, UpToMetadata(&mut meta));
+    let Some(Meta { labels: Some(labels) }) = meta else {
         return Vec::new();
     };
     let mut labels: Vec<_> =
@@ -177,6 +213,34 @@ impl LabelIndex {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn labels_are_read_from_the_top_level_metadata_wherever_it_is() {
+        let ab = vec![("a".to_owned(), "1".to_owned()), ("b".to_owned(), "2".to_owned())];
+        let first = r#"{"metadata":{"name":"x","labels":{"b":"2","a":"1"}},"spec":{"big":[1,2,3]}}"#;
+        assert_eq!(labels_of(first), ab);
+        // After the spec, past a `metadata` inside it (not the object's).
+        let last = r#"{"spec":{"metadata":{"labels":{"no":"pe"}}},"kind":"K","metadata":{"labels":{"a":"1","b":"2"}}}"#;
+        assert_eq!(labels_of(last), ab);
+        // An escaped key is the same key.
+        assert_eq!(labels_of(r#"{"meta\u0064ata":{"labels":{"a":"1","b":"2"}}}"#), ab);
+        // None, null, not strings, not an object: nothing.
+        for none in [
+            r#"{"spec":{}}"#,
+            r#"{"metadata":null}"#,
+            r#"{"metadata":{"labels":null}}"#,
+            r#"[{"metadata":{"labels":{"a":"1"}}}]"#,
+            "not json",
+            "",
+        ] {
+            assert_eq!(labels_of(none), [], "{none}");
+        }
+        assert_eq!(labels_of(r#"{"metadata":{"labels":{"a":7,"b":"2"}}}"#), [("b".into(), "2".into())]);
+        // Reading stops at the metadata: what follows is not looked at.
+        assert_eq!(labels_of(r#"{"metadata":{"labels":{"a":"1","b":"2"}},"spec":"#), ab);
+        // A broken metadata counts as none.
+        assert_eq!(labels_of(r#"{"metadata":{"labels":{"a":"1","b":}}}"#), []);
+    }
 
     fn needs(s: &str) -> LabelNeeds {
         LabelNeeds::of(&LabelSelector::parse(s).unwrap())
