@@ -1135,3 +1135,101 @@ async fn what_a_member_without_a_leader_did_nothing_for_may_be_asked_again() {
     assert!(matches!(err, ApiError::Unavailable(_)), "{err:?}");
     assert_eq!(err.code(), 503);
 }
+
+/// A store that notes on which thread each listing of everything and each read of the change
+/// history ran.
+#[derive(Debug)]
+struct Noting {
+    real: MemStore,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<(&'static str, std::thread::ThreadId)>>>,
+}
+
+impl Noting {
+    fn note(&self, what: &'static str) {
+        self.seen.lock().unwrap().push((what, std::thread::current().id()));
+    }
+}
+
+impl Store for Noting {
+    fn get(&self, key: &str) -> Result<Option<Stored>, StoreError> {
+        self.real.get(key)
+    }
+    fn list(&self, prefix: &str) -> Result<apiserver::registry::store::Listing, StoreError> {
+        if prefix == "/" {
+            self.note("list");
+        }
+        self.real.list(prefix)
+    }
+    fn scan(&self, scan: Scan<'_>, visit: &mut Visit<'_>) -> Result<Result<u64, Compacted>, StoreError> {
+        self.real.scan(scan, visit)
+    }
+    fn changes_after(&self, after: u64, max: usize) -> Result<Result<Changes, Compacted>, StoreError> {
+        self.note("changes");
+        self.real.changes_after(after, max)
+    }
+    fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.real.subscribe()
+    }
+    fn read_barrier(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        self.real.read_barrier()
+    }
+    fn write(
+        &self,
+        request: apiserver::raft::Request,
+    ) -> BoxFuture<'_, Result<apiserver::raft::Response, WriteError>> {
+        self.real.write(request)
+    }
+}
+
+/// The indexes a member follows from the change history only for users' requests (each
+/// signer's quota usage, the AgentGrants by agent) catch up off the async workers when far
+/// behind — after a long run of members' writes, or before they are first built — since on a
+/// worker that stalls everything else the member does, its Raft heartbeats included (it lost
+/// its leadership so in the benchmark). Nearly caught up, they follow in place. And they
+/// still count right.
+#[tokio::test(flavor = "current_thread")]
+async fn indexes_far_behind_the_history_catch_up_off_the_async_workers() {
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let reg = Registry::new(Noting { real: MemStore::new(), seen: seen.clone() })
+        .with_limits(apiserver::quota::Limits { objects: 3, ..Default::default() });
+    let runtime = std::thread::current().id();
+    let take = || std::mem::take(&mut *seen.lock().unwrap());
+    let (alice, bob) = (key(1), key(2));
+    let wl = by_kind("Workload").unwrap();
+    let opts = WriteOptions::default();
+    let at = "2026-01-01T00:00:00Z";
+    let members_write = async |from: usize, to: usize| {
+        for i in from..to {
+            reg.create(&SYS, wl, signed_by(workload(&format!("m{i}"), 0), &bob, at), &opts).await.unwrap();
+        }
+    };
+    // What a user's request does: the grants first (the audit layer), then the write.
+    let user_writes = async |name: &str| {
+        reg.follow_grants().await.unwrap();
+        reg.create(&caller(&alice), wl, signed_by(workload(name, 0), &alice, at), &opts).await
+    };
+
+    members_write(0, 300).await;
+    take();
+    user_writes("a").await.unwrap();
+    let first = take();
+    assert_eq!(first.iter().filter(|(what, _)| *what == "list").count(), 1, "{first:?}");
+    assert!(first.iter().all(|(_, thread)| *thread != runtime), "built on the async worker: {first:?}");
+
+    // Nearly caught up: in place.
+    user_writes("b").await.unwrap();
+    let near = take();
+    assert!(!near.is_empty() && near.iter().all(|(what, thread)| *what == "changes" && *thread == runtime));
+
+    // Far behind again (more than 256 revisions): off the worker.
+    members_write(300, 600).await;
+    take();
+    user_writes("c").await.unwrap();
+    let behind = take();
+    assert!(behind.iter().any(|(what, _)| *what == "changes"), "{behind:?}");
+    assert!(behind.iter().all(|(_, thread)| *thread != runtime), "followed on the async worker: {behind:?}");
+
+    // Alice's three objects counted, none of bob's 600: her fourth is over her quota.
+    let e = user_writes("d").await.unwrap_err();
+    assert!(e.to_string().contains("objects per signer (4 of 3"), "{e}");
+}

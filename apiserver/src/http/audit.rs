@@ -92,6 +92,11 @@ pub async fn agents(State(state): State<std::sync::Arc<AppState>>, mut req: Requ
     };
     // The handlers take this very caller: its trail carries the grant the rules used.
     req.extensions_mut().insert(who.clone());
+    if who.did.is_some() && !who.member {
+        // Off the async workers if far behind; a failure here is met again, and answered,
+        // where the grants are read.
+        let _ = state.registry.follow_grants().await;
+    }
     if !state.registry.is_agent(&who) {
         return next.run(req).await;
     }
@@ -99,7 +104,7 @@ pub async fn agents(State(state): State<std::sync::Arc<AppState>>, mut req: Requ
         return next.run(req).await;
     };
     // Nothing an agent asks runs unrecorded.
-    if let Err(e) = state.registry.audit_room(&who) {
+    if let Err(e) = state.registry.audit_room(&who).await {
         return e.into_response();
     }
     let response = next.run(req).await;

@@ -158,7 +158,7 @@ impl Registry {
         });
         let agent = Caller::identity(did(&hold.agent)?, false);
         let key = ObjectRef::new(approvals(), None, &name).key();
-        self.charge(&agent, &key, None, Some(&obj.to_string()))?;
+        self.charge(&agent, &key, None, Some(&obj.to_string())).await?;
         let created = self.create(&Caller::system(), approvals(), obj, &WriteOptions::default()).await?;
         // A new object's status is dropped at create: the pending phase is written after.
         let rv = meta_str(&created.object, "resourceVersion").map(str::to_owned);
@@ -472,7 +472,7 @@ impl Registry {
     /// Whether the agent `who` has room in its quota for one more audit record (its records
     /// count as its objects until the retention sweep removes them): a request that could not
     /// be recorded is refused before it runs, with a 429.
-    pub fn audit_room(&self, who: &Caller) -> Result<(), ApiError> {
+    pub async fn audit_room(&self, who: &Caller) -> Result<(), ApiError> {
         let Some(did) = &who.did else { return Ok(()) };
         let sample = json!({
             "kind": AuditEventSpec::KIND,
@@ -480,7 +480,7 @@ impl Registry {
             "spec": { "reason": "x".repeat(MAX_AUDIT_REASON) },
         });
         let key = super::prefix(audit_events(), None) + "sample";
-        self.charge(who, &key, None, Some(&sample.to_string())).map_err(|e| match e {
+        self.charge(who, &key, None, Some(&sample.to_string())).await.map_err(|e| match e {
             ApiError::TooManyRequests { message, retry_after } => ApiError::TooManyRequests {
                 message: format!(
                     "your requests as an agent cannot be recorded: your audit records are at your quota ({message}); they are removed after {} days or beyond the newest {AUDIT_PER_AGENT}, every few minutes",

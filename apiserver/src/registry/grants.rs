@@ -63,6 +63,13 @@ impl GrantIndex {
     }
 }
 
+impl GrantIndex {
+    /// The revision the index is at (`None`: not built yet).
+    pub(super) fn at(&self) -> Option<u64> {
+        self.at
+    }
+}
+
 impl Registry {
     /// Every stored grant naming `agent`, as of the last applied revision.
     pub(crate) fn grants_of(&self, agent: &str) -> Result<Vec<Arc<GrantFacts>>, ApiError> {

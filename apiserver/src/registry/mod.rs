@@ -192,6 +192,10 @@ pub enum Deleted {
     Pending(Value),
 }
 
+/// How far behind the last applied revision an index followed from the change history may
+/// be and still catch up on an async worker ([`Registry::catching_up`]).
+const INLINE_CATCH_UP: u64 = 256;
+
 /// How long a read waits for a `resourceVersion` this member has not applied yet.
 const WAIT_FOR_REVISION: Duration = Duration::from_secs(3);
 
@@ -382,7 +386,7 @@ impl Registry {
         meta.insert("creationTimestamp".into(), now().into());
         meta.insert("generation".into(), 1.into());
         let key = ObjectRef::new(kind, namespace.as_deref(), &name).key();
-        self.charge(who, &key, None, Some(&stored_json(&obj)?))?;
+        self.charge(who, &key, None, Some(&stored_json(&obj)?)).await?;
         let tombstone =
             if kind.signed { self.tombstone_ops(who, kind, &key, &obj, &name)? } else { Vec::new() };
         let is_transfer = kind.kind == api::kinds::TransferSpec::KIND;
@@ -465,6 +469,37 @@ impl Registry {
                 "The resourceVersion for the provided get is too old (compacted: {compacted})"
             ))),
         }
+    }
+
+    /// Runs `catch_up` — which brings an index the registry follows from the change history
+    /// (the quota ledger, the grant index), at revision `at` (`None`: not built yet), up to
+    /// the last applied one — here when that is at most [`INLINE_CATCH_UP`] revisions away,
+    /// else on a blocking thread. Following many changes decodes each, and building an index
+    /// reads every object: seconds after a long run of members' writes (which nothing else
+    /// makes these indexes follow) or on a member no user has written through yet. On an async
+    /// worker that would stall everything else the member does, its Raft heartbeats included:
+    /// it lost its leadership so under the first users' writes in the benchmark.
+    pub(crate) async fn catching_up<T: Send + 'static>(
+        &self,
+        at: Option<u64>,
+        catch_up: impl FnOnce(&Registry) -> T + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let applied = *self.store.subscribe().borrow();
+        if at.is_some_and(|at| applied.saturating_sub(at) <= INLINE_CATCH_UP) {
+            return Ok(catch_up(self));
+        }
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || catch_up(&this))
+            .await
+            .map_err(|e| ApiError::Unavailable(format!("following the change history failed: {e}")))
+    }
+
+    /// Brings the grant index up to date, off the async workers when it is far behind
+    /// ([`Registry::catching_up`]): called before the synchronous reads of it (whether a
+    /// caller is an agent, the access rules), which then follow a few changes at most.
+    pub async fn follow_grants(&self) -> Result<(), ApiError> {
+        let at = self.grants.lock().expect("grant index lock").at();
+        self.catching_up(at, |reg| reg.grants_of("").map(drop)).await?
     }
 
     fn lookup(&self) -> StoreLookup<'_> {
@@ -708,7 +743,7 @@ impl Registry {
                 let finalized = meta_field(&new, "deletionTimestamp").is_some()
                     && meta_field(&new, "finalizers").and_then(Value::as_array).is_none_or(Vec::is_empty);
                 let value = stored_json(&new)?;
-                self.charge(who, &key, Some(&current.value), Some(&value))?;
+                self.charge(who, &key, Some(&current.value), Some(&value)).await?;
                 if opts.dry_run {
                     meta_mut(&mut new)
                         .insert("resourceVersion".into(), current.mod_revision.to_string().into());

@@ -6,8 +6,16 @@ use crate::access::Caller;
 use crate::quota;
 
 impl Registry {
-    /// What `signer` uses now, counted up to the last applied revision.
-    fn usage_of(&self, signer: &str) -> Result<quota::Usage, ApiError> {
+    /// What `signer` uses now, counted up to the last applied revision; a ledger far behind
+    /// catches up off the async workers ([`Registry::catching_up`]).
+    async fn usage_of(&self, signer: &str) -> Result<quota::Usage, ApiError> {
+        let at = self.ledger.lock().expect("quota ledger lock").at();
+        let signer = signer.to_owned();
+        self.catching_up(at, move |reg| reg.usage_now(&signer)).await?
+    }
+
+    /// [`Registry::usage_of`], following every change since the ledger's revision here.
+    fn usage_now(&self, signer: &str) -> Result<quota::Usage, ApiError> {
         let state = &*self.store;
         let mut ledger = self.ledger.lock().expect("quota ledger lock");
         loop {
@@ -41,7 +49,7 @@ impl Registry {
 
     /// Checks that writing `new` at `key` in place of `old` keeps the signer within its
     /// quotas (members are exempt).
-    pub(crate) fn charge(
+    pub(crate) async fn charge(
         &self,
         who: &Caller,
         key: &str,
@@ -59,7 +67,7 @@ impl Registry {
                 None => Ok(()),
             };
         };
-        let before = self.usage_of(&signer)?;
+        let before = self.usage_of(&signer).await?;
         let mut after = before;
         after.add(added);
         if let Some((_, removed)) = old.and_then(|o| quota::cost(key, o)).filter(|(s, _)| *s == signer) {
