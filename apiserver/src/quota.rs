@@ -124,6 +124,9 @@ struct PeekSpec {
     replicas: Option<serde_json::Value>,
 }
 
+/// The signer's annotation (`api::signing::SIGNER`) as a JSON key (see [`cost`]).
+const SIGNER_KEY: &str = "\"univrs.io/signer\"";
+
 /// Where Events are stored.
 const EVENTS_PREFIX: &str = "/registry/events/";
 /// The account an Event's reporter pays from: this and its `reportingInstance`.
@@ -147,8 +150,18 @@ pub fn cost(key: &str, value: &str) -> Option<(String, Usage)> {
         let usage = Usage { objects: 1, bytes: value.len() as u64, ..Usage::default() };
         return t.signer.map(|s| (s, usage));
     }
+    let event = key.starts_with(EVENTS_PREFIX);
+    // Most stored objects are unsigned (members' Replicas, Leases, Nodes' status): outside
+    // Events, the signer's annotation is the only thing that makes an object cost anything,
+    // and stored objects are JSON as serde_json writes it (the apiserver parses what it is
+    // sent and writes it again; an ASCII key is never escaped), so one whose text lacks the
+    // annotation's quoted name costs nothing — found without a parse, as the ledger reads
+    // every stored object when it is built and every change it follows.
+    if !event && !value.contains(SIGNER_KEY) {
+        return None;
+    }
     let peek: Peek = serde_json::from_str(value).ok()?;
-    if key.starts_with(EVENTS_PREFIX) {
+    if event {
         // An Event is paid for by whoever reports it (a node reports as itself: the access
         // rules check that), never by a signer it could name: a node that emits in a loop
         // fills its own quota and no more.
@@ -366,6 +379,28 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+
+    #[test]
+    fn only_what_names_a_signer_is_parsed_and_the_rest_costs_nothing() {
+        assert_eq!(SIGNER_KEY, format!("\"{}\"", api::signing::SIGNER));
+        let signed = serde_json::json!({ "kind": "Workload",
+            "metadata": { "name": "w", "annotations": { api::signing::SIGNER: "did:key:zA", "pad": "x" } },
+            "spec": { "replicas": 2 } })
+        .to_string();
+        let (signer, usage) = cost("/registry/univrs.io/workloads/default/w", &signed).unwrap();
+        assert_eq!((signer.as_str(), usage.objects, usage.replicas), ("did:key:zA", 1, 2));
+        // The same object without the annotation, or with its name elsewhere than among the
+        // annotations: nobody's.
+        let unsigned = serde_json::json!({ "kind": "Workload", "metadata": { "name": "w" } }).to_string();
+        assert_eq!(cost("/registry/univrs.io/workloads/default/w", &unsigned), None);
+        let elsewhere = serde_json::json!({ "kind": "Workload", "metadata": { "name": "w" },
+            "spec": { api::signing::SIGNER: "did:key:zB" } })
+        .to_string();
+        assert_eq!(cost("/registry/univrs.io/workloads/default/w", &elsewhere), None);
+        // An Event is its reporter's, signed or not.
+        let event = serde_json::json!({ "kind": "Event", "reportingInstance": "n1" }).to_string();
+        assert_eq!(cost("/registry/events/default/e", &event).unwrap().0, format!("{EVENT_REPORTER}n1"));
+    }
 
     fn workload(signer: &str, replicas: u64) -> String {
         serde_json::json!({ "kind": "Workload", "metadata": { "name": "w", "annotations": { "univrs.io/signer": signer } },
