@@ -1138,10 +1138,12 @@ async fn what_a_member_without_a_leader_did_nothing_for_may_be_asked_again() {
 
 /// A store that notes on which thread each listing of everything and each read of the change
 /// history ran.
+/// A listing of everything waits, once, for `gate`'s sender when one is set.
 #[derive(Debug)]
 struct Noting {
     real: MemStore,
     seen: std::sync::Arc<std::sync::Mutex<Vec<(&'static str, std::thread::ThreadId)>>>,
+    gate: std::sync::Arc<std::sync::Mutex<Option<std::sync::mpsc::Receiver<()>>>>,
 }
 
 impl Noting {
@@ -1157,6 +1159,10 @@ impl Store for Noting {
     fn list(&self, prefix: &str) -> Result<apiserver::registry::store::Listing, StoreError> {
         if prefix == "/" {
             self.note("list");
+            let gate = self.gate.lock().unwrap().take();
+            if let Some(gate) = gate {
+                let _ = gate.recv();
+            }
         }
         self.real.list(prefix)
     }
@@ -1190,7 +1196,7 @@ impl Store for Noting {
 #[tokio::test(flavor = "current_thread")]
 async fn indexes_far_behind_the_history_catch_up_off_the_async_workers() {
     let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let reg = Registry::new(Noting { real: MemStore::new(), seen: seen.clone() })
+    let reg = Registry::new(Noting { real: MemStore::new(), seen: seen.clone(), gate: Default::default() })
         .with_limits(apiserver::quota::Limits { objects: 3, ..Default::default() });
     let runtime = std::thread::current().id();
     let take = || std::mem::take(&mut *seen.lock().unwrap());
@@ -1232,4 +1238,46 @@ async fn indexes_far_behind_the_history_catch_up_off_the_async_workers() {
     // Alice's three objects counted, none of bob's 600: her fourth is over her quota.
     let e = user_writes("d").await.unwrap_err();
     assert!(e.to_string().contains("objects per signer (4 of 3"), "{e}");
+}
+
+/// A request that finds the quota ledger locked by another's long catch-up does not wait for
+/// the lock on the async worker: it waits on a blocking thread, and the worker goes on.
+#[tokio::test(flavor = "current_thread")]
+async fn a_request_behind_a_catch_up_under_way_waits_off_the_async_worker() {
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let gate = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let reg = Registry::new(Noting { real: MemStore::new(), seen: seen.clone(), gate: gate.clone() });
+    let alice = key(1);
+    let wl = by_kind("Workload").unwrap();
+    let at = "2026-01-01T00:00:00Z";
+    let write = |name: &str| {
+        let (reg, obj, who) = (reg.clone(), signed_by(workload(name, 0), &alice, at), caller(&alice));
+        async move {
+            reg.follow_grants().await.unwrap();
+            reg.create(&who, wl, obj, &WriteOptions::default()).await
+        }
+    };
+    // The first user's write builds the ledger: its listing of everything is held open.
+    let (open, held) = std::sync::mpsc::channel();
+    *gate.lock().unwrap() = Some(held);
+    let first = tokio::spawn(write("a"));
+    while !seen.lock().unwrap().iter().any(|(what, _)| *what == "list") {
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    // Should the second wait for the ledger's lock on this (the only) worker, nothing would
+    // open the gate: a thread opens it after 20 s, so that such a failure ends.
+    let opener = open.clone();
+    std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_secs(20));
+        let _ = opener.send(());
+    });
+    let mut second = std::pin::pin!(write("b"));
+    let worker_went_on = tokio::select! {
+        _ = &mut second => false,
+        () = tokio::time::sleep(std::time::Duration::from_millis(50)) => true,
+    };
+    assert!(worker_went_on, "the second request held the async worker until the first's catch-up ended");
+    open.send(()).unwrap();
+    first.await.unwrap().unwrap();
+    second.await.unwrap();
 }

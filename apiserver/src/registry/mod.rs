@@ -474,7 +474,8 @@ impl Registry {
     /// Runs `catch_up` — which brings an index the registry follows from the change history
     /// (the quota ledger, the grant index), at revision `at` (`None`: not built yet), up to
     /// the last applied one — here when that is at most [`INLINE_CATCH_UP`] revisions away,
-    /// else on a blocking thread. Following many changes decodes each, and building an index
+    /// else (or when `at` is not known: the index is locked by a catch-up under way) on a
+    /// blocking thread. Following many changes decodes each, and building an index
     /// reads every object: seconds after a long run of members' writes (which nothing else
     /// makes these indexes follow) or on a member no user has written through yet. On an async
     /// worker that would stall everything else the member does, its Raft heartbeats included:
@@ -498,7 +499,8 @@ impl Registry {
     /// ([`Registry::catching_up`]): called before the synchronous reads of it (whether a
     /// caller is an agent, the access rules), which then follow a few changes at most.
     pub async fn follow_grants(&self) -> Result<(), ApiError> {
-        let at = self.grants.lock().expect("grant index lock").at();
+        // Never wait for the lock here: another request may hold it for a long catch-up.
+        let at = self.grants.try_lock().ok().and_then(|index| index.at());
         self.catching_up(at, |reg| reg.grants_of("").map(drop)).await?
     }
 

@@ -9,7 +9,8 @@ impl Registry {
     /// What `signer` uses now, counted up to the last applied revision; a ledger far behind
     /// catches up off the async workers ([`Registry::catching_up`]).
     async fn usage_of(&self, signer: &str) -> Result<quota::Usage, ApiError> {
-        let at = self.ledger.lock().expect("quota ledger lock").at();
+        // Never wait for the lock here: another request may hold it for a long catch-up.
+        let at = self.ledger.try_lock().ok().and_then(|ledger| ledger.at());
         let signer = signer.to_owned();
         self.catching_up(at, move |reg| reg.usage_now(&signer)).await?
     }
