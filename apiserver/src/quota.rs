@@ -239,15 +239,12 @@ pub struct Ledger {
 }
 
 impl Ledger {
-    /// Counts everything from scratch: `objects` is the whole state at `revision`.
-    pub fn reset<'a>(&mut self, revision: u64, objects: impl IntoIterator<Item = (&'a str, &'a str)>) {
-        self.usage.clear();
-        for (key, value) in objects {
-            if let Some((signer, u)) = cost(key, value) {
-                self.usage.entry(signer).or_default().add(u);
-            }
+    /// Counts the object stored at `key` (a count from scratch: the whole state at one
+    /// revision, key by key, then [`Ledger::advance`] to that revision).
+    pub fn insert(&mut self, key: &str, value: &str) {
+        if let Some((signer, u)) = cost(key, value) {
+            self.usage.entry(signer).or_default().add(u);
         }
-        self.at = Some(revision);
     }
 
     /// The revision counted up to.
@@ -457,7 +454,9 @@ mod tests {
     fn the_ledger_follows_changes_and_breaches_name_the_quota() {
         let mut ledger = Ledger::default();
         let (small, big) = (workload("a", 1), workload("a", 500));
-        ledger.reset(1, [("/registry/workloads/default/w", small.as_str())]);
+        ledger.insert("/registry/workloads/default/w", &small);
+        ledger.advance(1);
+        assert_eq!((ledger.at(), ledger.usage("a").replicas), (Some(1), 1));
         ledger.change(2, "/registry/workloads/default/w", Some(&small), Some(&big));
         assert_eq!(ledger.usage("a").replicas, 500);
         ledger.change(3, "/registry/workloads/default/w", Some(&big), None);

@@ -232,6 +232,7 @@ fn run(registry: Registry, watch: Watch) -> impl Stream<Item = Result<Event, Api
                 // The objects it selects, collected first: the stream waits on the client.
                 let opts = ListOptions { selector: watch.selector.clone(), ..ListOptions::default() };
                 let mut selected = Vec::new();
+                registry.follow_grants_for(&watch.who).await;
                 let revision = registry.list_each(
                     &watch.who,
                     watch.kind,
@@ -260,13 +261,16 @@ fn run(registry: Registry, watch: Watch) -> impl Stream<Item = Result<Event, Api
                 ApiError::Expired(format!("too old resource version: {} ({})", c.asked, c.compacted))
             })?;
             let caught_up = batch.upto >= *applied.borrow();
-            let redact = registry.redactor(&watch.who, watch.kind);
-            for (revision, change) in &batch.changes {
-                if !change.key.starts_with(&prefix) {
-                    continue;
-                }
-                if let Some(event) = event_for(plan.as_ref(), &redact, &watch, *revision, change)? {
-                    yield event;
+            // The grants (which the redaction reads) followed only for a batch with events.
+            if batch.changes.iter().any(|(_, change)| change.key.starts_with(&prefix)) {
+                let redact = registry.redactor(&watch.who, watch.kind).await;
+                for (revision, change) in &batch.changes {
+                    if !change.key.starts_with(&prefix) {
+                        continue;
+                    }
+                    if let Some(event) = event_for(plan.as_ref(), &redact, &watch, *revision, change)? {
+                        yield event;
+                    }
                 }
             }
             cursor = batch.upto;

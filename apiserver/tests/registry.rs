@@ -822,79 +822,124 @@ fn values(list: &apiserver::registry::List) -> Vec<Value> {
     list.items.iter().map(|i| i.clone().into_value().unwrap()).collect()
 }
 
-/// What a lagging member shows: for each key, the value it had (`None`: absent), until a
-/// read barrier.
-type StaleView = std::sync::Arc<std::sync::Mutex<Option<std::collections::HashMap<String, Option<Stored>>>>>;
+/// [`Hooked`]'s hooks on a read of one key, on a read of the whole state, on a key scanned.
+type OnGet = Box<dyn Fn(&str) -> Option<Option<Stored>> + Send + Sync>;
+type OnState = Box<dyn Fn(&'static str, &str) + Send + Sync>;
+type OnKey = Box<dyn Fn(&str) -> bool + Send + Sync>;
 
-/// A member that lags: its reads of the keys in its stale view return what they held, until
-/// a linearizable read barrier brings it up to date (as a follower's state does).
-#[derive(Debug)]
-struct Lagging {
-    real: MemStore,
-    stale: StaleView,
-    /// Reads served from the stale view (before a barrier).
-    gets_before_barrier: std::sync::Arc<std::sync::atomic::AtomicUsize>,
-    /// Reads of the member's applied state as a whole (its revision, a scan, a list, its
-    /// changes) before a barrier.
-    states_before_barrier: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+/// A `MemStore` whose tests watch or change what it does: each hook that is set runs before
+/// the store's method, and one that answers is the answer.
+#[derive(Default)]
+struct Hooked {
+    real: std::sync::Arc<MemStore>,
+    /// Before a read of one key: `Some` answers it in the store's place.
+    get: Option<OnGet>,
+    /// Before a read of the state as a whole: what it is (`list`, `scan`, `changes`,
+    /// `subscribe`), with its prefix or how many revisions of changes it takes.
+    state: Option<OnState>,
+    /// During a scan, after each key visited: `true` fails the scan there.
+    cut: Option<OnKey>,
+    /// Before a read barrier: `Some` fails it.
+    barrier: Option<Box<dyn Fn() -> Option<StoreError> + Send + Sync>>,
+    /// Before a write: `Some` refuses it.
+    write: Option<Box<dyn Fn() -> Option<WriteError> + Send + Sync>>,
 }
 
-impl Lagging {
-    fn new(stale: StaleView) -> Self {
-        Self {
-            real: MemStore::new(),
-            stale,
-            gets_before_barrier: Default::default(),
-            states_before_barrier: Default::default(),
-        }
-    }
-
-    /// Counts a read of the whole state if it is made before a barrier.
-    fn state_read(&self) {
-        if self.stale.lock().unwrap().is_some() {
-            self.states_before_barrier.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        }
+impl std::fmt::Debug for Hooked {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hooked").field("real", &self.real).finish_non_exhaustive()
     }
 }
 
-impl Store for Lagging {
+impl Hooked {
+    fn state(&self, what: &'static str, detail: &str) {
+        if let Some(hook) = &self.state {
+            hook(what, detail);
+        }
+    }
+}
+
+impl Store for Hooked {
     fn get(&self, key: &str) -> Result<Option<Stored>, StoreError> {
-        let stale = self.stale.lock().unwrap();
-        if stale.is_some() {
-            self.gets_before_barrier.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        }
-        drop(stale);
-        match self.stale.lock().unwrap().as_ref().and_then(|s| s.get(key)) {
-            Some(then) => Ok(then.clone()),
+        match self.get.as_ref().and_then(|hook| hook(key)) {
+            Some(answer) => Ok(answer),
             None => self.real.get(key),
         }
     }
     fn list(&self, prefix: &str) -> Result<apiserver::registry::store::Listing, StoreError> {
-        self.state_read();
+        self.state("list", prefix);
         self.real.list(prefix)
     }
     fn scan(&self, scan: Scan<'_>, visit: &mut Visit<'_>) -> Result<Result<u64, Compacted>, StoreError> {
-        self.state_read();
-        self.real.scan(scan, visit)
+        self.state("scan", scan.prefix);
+        let Some(cut) = &self.cut else { return self.real.scan(scan, visit) };
+        let mut failed = false;
+        let scanned = self.real.scan(scan, &mut |key, stored| {
+            failed = cut(&key);
+            visit(key, stored) && !failed
+        });
+        if failed { Err(StoreError("the scan failed half-way".into())) } else { scanned }
     }
     fn changes_after(&self, after: u64, max: usize) -> Result<Result<Changes, Compacted>, StoreError> {
-        self.state_read();
+        self.state("changes", &max.to_string());
         self.real.changes_after(after, max)
     }
     fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.state_read();
+        self.state("subscribe", "");
         self.real.subscribe()
     }
     fn read_barrier(&self) -> BoxFuture<'_, Result<(), StoreError>> {
-        *self.stale.lock().unwrap() = None;
-        self.real.read_barrier()
+        match self.barrier.as_ref().and_then(|hook| hook()) {
+            Some(e) => Box::pin(async move { Err(e) }),
+            None => self.real.read_barrier(),
+        }
     }
     fn write(
         &self,
         request: apiserver::raft::Request,
     ) -> BoxFuture<'_, Result<apiserver::raft::Response, WriteError>> {
-        self.real.write(request)
+        match self.write.as_ref().and_then(|hook| hook()) {
+            Some(e) => Box::pin(async move { Err(e) }),
+            None => self.real.write(request),
+        }
     }
+}
+
+/// What a lagging member shows: for each key, the value it had (`None`: absent), until a
+/// read barrier.
+type StaleView = std::sync::Arc<std::sync::Mutex<Option<std::collections::HashMap<String, Option<Stored>>>>>;
+
+/// A count shared with a store's hooks.
+type Count = std::sync::Arc<std::sync::atomic::AtomicUsize>;
+
+/// A member that lags: its reads of the keys in its stale view return what they held, until
+/// a linearizable read barrier brings it up to date (as a follower's state does). Counts the
+/// reads served from the stale view before a barrier, and the reads of the member's applied
+/// state as a whole (its revision, a scan, a list, its changes) before a barrier.
+fn lagging(stale: StaleView) -> (Hooked, Count, Count) {
+    use std::sync::atomic::Ordering::SeqCst;
+    let (gets, states) = (Count::default(), Count::default());
+    let (stale1, stale2, stale3, gets1, states1) =
+        (stale.clone(), stale.clone(), stale, gets.clone(), states.clone());
+    let store = Hooked {
+        get: Some(Box::new(move |key| {
+            let stale = stale1.lock().unwrap();
+            let view = stale.as_ref()?;
+            gets1.fetch_add(1, SeqCst);
+            view.get(key).cloned()
+        })),
+        state: Some(Box::new(move |_, _| {
+            if stale2.lock().unwrap().is_some() {
+                states1.fetch_add(1, SeqCst);
+            }
+        })),
+        barrier: Some(Box::new(move || {
+            *stale3.lock().unwrap() = None;
+            None
+        })),
+        ..Default::default()
+    };
+    (store, gets, states)
 }
 
 /// Updates and patches read the member's state without a read barrier first; a stale read
@@ -904,8 +949,7 @@ impl Store for Lagging {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn updates_on_a_lagging_member_are_decided_on_the_latest_object() {
     let stale = StaleView::default();
-    let lagging = Lagging::new(stale.clone());
-    let unbarriered = lagging.gets_before_barrier.clone();
+    let (lagging, unbarriered, _) = lagging(stale.clone());
     let reg = Registry::new(lagging);
     // Replicas: unsigned, so a patch needs no new signature.
     let wl = by_kind("Replica").unwrap();
@@ -998,8 +1042,7 @@ async fn a_watch_from_the_latest_state_reads_the_members_state_only_after_a_read
     use futures_util::StreamExt as _;
     use std::sync::atomic::Ordering::SeqCst;
     let stale = StaleView::default();
-    let lagging = Lagging::new(stale.clone());
-    let states = lagging.states_before_barrier.clone();
+    let (lagging, _, states) = lagging(stale.clone());
     let reg = Registry::new(lagging);
     let kind = by_kind("Replica").unwrap();
     let replica = json!({ "apiVersion": "univrs.io/v1", "kind": "Replica",
@@ -1045,50 +1088,21 @@ async fn a_watch_from_the_latest_state_reads_the_members_state_only_after_a_read
 }
 
 /// A member that no leader serves: every read barrier fails, and every write is refused,
-/// appended nowhere (`NotLeader`) or, once `unknown` is set, with an unknown outcome.
-#[derive(Debug)]
-struct Leaderless {
-    real: MemStore,
-    unknown: std::sync::Arc<std::sync::atomic::AtomicBool>,
-}
-
-impl Leaderless {
-    fn new() -> Self {
-        Self { real: MemStore::new(), unknown: Default::default() }
-    }
-}
-
-impl Store for Leaderless {
-    fn get(&self, key: &str) -> Result<Option<Stored>, StoreError> {
-        self.real.get(key)
-    }
-    fn list(&self, prefix: &str) -> Result<apiserver::registry::store::Listing, StoreError> {
-        self.real.list(prefix)
-    }
-    fn scan(&self, scan: Scan<'_>, visit: &mut Visit<'_>) -> Result<Result<u64, Compacted>, StoreError> {
-        self.real.scan(scan, visit)
-    }
-    fn changes_after(&self, after: u64, max: usize) -> Result<Result<Changes, Compacted>, StoreError> {
-        self.real.changes_after(after, max)
-    }
-    fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.real.subscribe()
-    }
-    fn read_barrier(&self) -> BoxFuture<'_, Result<(), StoreError>> {
-        Box::pin(async { Err(StoreError("cannot confirm leadership: no leader elected".into())) })
-    }
-    fn write(
-        &self,
-        _request: apiserver::raft::Request,
-    ) -> BoxFuture<'_, Result<apiserver::raft::Response, WriteError>> {
-        let unknown = self.unknown.load(std::sync::atomic::Ordering::SeqCst);
-        Box::pin(async move {
-            Err(match unknown {
+/// appended nowhere (`NotLeader`) or, once the flag returned is set, with an unknown outcome.
+fn leaderless() -> (Hooked, std::sync::Arc<std::sync::atomic::AtomicBool>) {
+    let unknown = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = unknown.clone();
+    let store = Hooked {
+        barrier: Some(Box::new(|| Some(StoreError("cannot confirm leadership: no leader elected".into())))),
+        write: Some(Box::new(move || {
+            Some(match flag.load(std::sync::atomic::Ordering::SeqCst) {
                 true => WriteError::Unknown("not committed within 10s".into()),
                 false => WriteError::NotLeader("no leader elected".into()),
             })
-        })
-    }
+        })),
+        ..Default::default()
+    };
+    (store, unknown)
 }
 
 /// What a member without a leader did nothing for — a read or a watch whose barrier failed,
@@ -1099,8 +1113,7 @@ impl Store for Leaderless {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn what_a_member_without_a_leader_did_nothing_for_may_be_asked_again() {
     use apiserver::watch::{self, Start, Watch};
-    let store = Leaderless::new();
-    let unknown = store.unknown.clone();
+    let (store, unknown) = leaderless();
     let reg = Registry::new(store);
     let kind = by_kind("Replica").unwrap();
     let at = ObjectRef::new(kind, Some("default"), "r");
@@ -1136,68 +1149,51 @@ async fn what_a_member_without_a_leader_did_nothing_for_may_be_asked_again() {
     assert_eq!(err.code(), 503);
 }
 
-/// A store that notes on which thread each listing of everything and each read of the change
-/// history ran.
-/// A listing of everything waits, once, for `gate`'s sender when one is set.
-#[derive(Debug)]
-struct Noting {
-    real: MemStore,
-    seen: std::sync::Arc<std::sync::Mutex<Vec<(&'static str, std::thread::ThreadId)>>>,
-    gate: std::sync::Arc<std::sync::Mutex<Option<std::sync::mpsc::Receiver<()>>>>,
-}
+/// Where a read of the indexes a member follows from the change history ran: `build` (a
+/// scan of everything, or of every grant) or `follow` (a read of the change history, as the
+/// indexes read it: a watch reads smaller batches), and on which thread.
+type Seen = std::sync::Arc<std::sync::Mutex<Vec<(&'static str, std::thread::ThreadId)>>>;
 
-impl Noting {
-    fn note(&self, what: &'static str) {
-        self.seen.lock().unwrap().push((what, std::thread::current().id()));
-    }
-}
+/// Where the AgentGrants are stored.
+const GRANTS: &str = "/registry/agentgrants/";
 
-impl Store for Noting {
-    fn get(&self, key: &str) -> Result<Option<Stored>, StoreError> {
-        self.real.get(key)
-    }
-    fn list(&self, prefix: &str) -> Result<apiserver::registry::store::Listing, StoreError> {
-        if prefix == "/" {
-            self.note("list");
-            let gate = self.gate.lock().unwrap().take();
-            if let Some(gate) = gate {
-                let _ = gate.recv();
+/// A store that notes the reads of its indexes ([`Seen`]); a scan of everything waits, once,
+/// for the sender of the receiver put in the gate returned, when one is.
+fn noting() -> (Hooked, Seen, std::sync::Arc<std::sync::Mutex<Option<std::sync::mpsc::Receiver<()>>>>) {
+    let seen = Seen::default();
+    let gate = std::sync::Arc::new(std::sync::Mutex::new(None::<std::sync::mpsc::Receiver<()>>));
+    let (noted, held) = (seen.clone(), gate.clone());
+    let store = Hooked {
+        state: Some(Box::new(move |what, detail| {
+            let what = match (what, detail) {
+                ("scan", "/" | GRANTS) => "build",
+                ("changes", "4096" | "256") => "follow",
+                _ => return,
+            };
+            noted.lock().unwrap().push((what, std::thread::current().id()));
+            if detail == "/" {
+                let gate = held.lock().unwrap().take();
+                if let Some(gate) = gate {
+                    let _ = gate.recv();
+                }
             }
-        }
-        self.real.list(prefix)
-    }
-    fn scan(&self, scan: Scan<'_>, visit: &mut Visit<'_>) -> Result<Result<u64, Compacted>, StoreError> {
-        self.real.scan(scan, visit)
-    }
-    fn changes_after(&self, after: u64, max: usize) -> Result<Result<Changes, Compacted>, StoreError> {
-        self.note("changes");
-        self.real.changes_after(after, max)
-    }
-    fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.real.subscribe()
-    }
-    fn read_barrier(&self) -> BoxFuture<'_, Result<(), StoreError>> {
-        self.real.read_barrier()
-    }
-    fn write(
-        &self,
-        request: apiserver::raft::Request,
-    ) -> BoxFuture<'_, Result<apiserver::raft::Response, WriteError>> {
-        self.real.write(request)
-    }
+        })),
+        ..Default::default()
+    };
+    (store, seen, gate)
 }
 
 /// The indexes a member follows from the change history only for users' requests (each
 /// signer's quota usage, the AgentGrants by agent) catch up off the async workers when far
-/// behind — after a long run of members' writes, or before they are first built — since on a
-/// worker that stalls everything else the member does, its Raft heartbeats included (it lost
-/// its leadership so in the benchmark). Nearly caught up, they follow in place. And they
-/// still count right.
+/// behind — after a long run of members' writes, before they are first built, or when the
+/// history they would follow was compacted — since on a worker that stalls everything else
+/// the member does, its Raft heartbeats included (it lost its leadership so in the
+/// benchmark). Nearly caught up, they follow in place. And they still count right.
 #[tokio::test(flavor = "current_thread")]
 async fn indexes_far_behind_the_history_catch_up_off_the_async_workers() {
-    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let reg = Registry::new(Noting { real: MemStore::new(), seen: seen.clone(), gate: Default::default() })
-        .with_limits(apiserver::quota::Limits { objects: 3, ..Default::default() });
+    let (store, seen, _) = noting();
+    let history = store.real.clone();
+    let reg = Registry::new(store).with_limits(apiserver::quota::Limits { objects: 3, ..Default::default() });
     let runtime = std::thread::current().id();
     let take = || std::mem::take(&mut *seen.lock().unwrap());
     let (alice, bob) = (key(1), key(2));
@@ -1209,75 +1205,210 @@ async fn indexes_far_behind_the_history_catch_up_off_the_async_workers() {
             reg.create(&SYS, wl, signed_by(workload(&format!("m{i}"), 0), &bob, at), &opts).await.unwrap();
         }
     };
-    // What a user's request does: the grants first (the audit layer), then the write.
     let user_writes = async |name: &str| {
-        reg.follow_grants().await.unwrap();
         reg.create(&caller(&alice), wl, signed_by(workload(name, 0), &alice, at), &opts).await
+    };
+    let off_the_worker = |seen: &[(&str, std::thread::ThreadId)], what: &str| {
+        assert!(seen.iter().any(|(w, _)| *w == what), "no {what}: {seen:?}");
+        assert!(seen.iter().all(|(_, thread)| *thread != runtime), "on the async worker: {seen:?}");
     };
 
     members_write(0, 300).await;
     take();
     user_writes("a").await.unwrap();
     let first = take();
-    assert_eq!(first.iter().filter(|(what, _)| *what == "list").count(), 1, "{first:?}");
-    assert!(first.iter().all(|(_, thread)| *thread != runtime), "built on the async worker: {first:?}");
+    off_the_worker(&first, "build");
+    assert_eq!(
+        first.iter().filter(|(what, _)| *what == "build").count(),
+        2,
+        "the ledger and the grants: {first:?}"
+    );
 
     // Nearly caught up: in place.
     user_writes("b").await.unwrap();
     let near = take();
-    assert!(!near.is_empty() && near.iter().all(|(what, thread)| *what == "changes" && *thread == runtime));
+    assert!(!near.is_empty() && near.iter().all(|(what, thread)| *what == "follow" && *thread == runtime));
 
     // Far behind again (more than 256 revisions): off the worker.
     members_write(300, 600).await;
     take();
     user_writes("c").await.unwrap();
-    let behind = take();
-    assert!(behind.iter().any(|(what, _)| *what == "changes"), "{behind:?}");
-    assert!(behind.iter().all(|(_, thread)| *thread != runtime), "followed on the async worker: {behind:?}");
+    off_the_worker(&take(), "follow");
 
-    // Alice's three objects counted, none of bob's 600: her fourth is over her quota.
+    // Nearly caught up, but what they would follow is compacted: built again, off the worker.
+    members_write(600, 610).await;
+    history.compact(*history.subscribe().borrow());
+    take();
     let e = user_writes("d").await.unwrap_err();
+    let compacted = take();
+    // (Found by an attempt in place, which reads nothing.)
+    let builds: Vec<_> = compacted.iter().filter(|(what, _)| *what == "build").copied().collect();
+    assert_eq!(builds.len(), 2, "the ledger and the grants: {compacted:?}");
+    off_the_worker(&builds, "build");
+    // Alice's three objects counted, none of bob's 610: her fourth is over her quota.
     assert!(e.to_string().contains("objects per signer (4 of 3"), "{e}");
 }
 
-/// A request that finds the quota ledger locked by another's long catch-up does not wait for
-/// the lock on the async worker: it waits on a blocking thread, and the worker goes on.
+/// Whatever a user asks — a read, a watch's events, a review — the access rules read the
+/// grant index only after it was brought up to date off the async worker when far behind:
+/// the rules themselves read it synchronously.
 #[tokio::test(flavor = "current_thread")]
-async fn a_request_behind_a_catch_up_under_way_waits_off_the_async_worker() {
-    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let gate = std::sync::Arc::new(std::sync::Mutex::new(None));
-    let reg = Registry::new(Noting { real: MemStore::new(), seen: seen.clone(), gate: gate.clone() });
-    let alice = key(1);
+async fn the_access_rules_read_grants_caught_up_off_the_async_worker() {
+    use apiserver::watch::{self, Start, Watch};
+    use futures_util::StreamExt as _;
+    let (store, seen, _) = noting();
+    let reg = Registry::new(store);
+    let runtime = std::thread::current().id();
+    let take = || std::mem::take(&mut *seen.lock().unwrap());
+    let (alice, bob) = (key(1), key(2));
     let wl = by_kind("Workload").unwrap();
+    let opts = WriteOptions::default();
     let at = "2026-01-01T00:00:00Z";
-    let write = |name: &str| {
-        let (reg, obj, who) = (reg.clone(), signed_by(workload(name, 0), &alice, at), caller(&alice));
-        async move {
-            reg.follow_grants().await.unwrap();
-            reg.create(&who, wl, obj, &WriteOptions::default()).await
+    let members_write = async |from: usize, to: usize| {
+        for i in from..to {
+            reg.create(&SYS, wl, signed_by(workload(&format!("m{i}"), 0), &bob, at), &opts).await.unwrap();
         }
     };
-    // The first user's write builds the ledger: its listing of everything is held open.
-    let (open, held) = std::sync::mpsc::channel();
-    *gate.lock().unwrap() = Some(held);
-    let first = tokio::spawn(write("a"));
-    while !seen.lock().unwrap().iter().any(|(what, _)| *what == "list") {
-        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
-    }
-    // Should the second wait for the ledger's lock on this (the only) worker, nothing would
-    // open the gate: a thread opens it after 20 s, so that such a failure ends.
-    let opener = open.clone();
-    std::thread::spawn(move || {
-        std::thread::sleep(std::time::Duration::from_secs(20));
-        let _ = opener.send(());
-    });
-    let mut second = std::pin::pin!(write("b"));
-    let worker_went_on = tokio::select! {
-        _ = &mut second => false,
-        () = tokio::time::sleep(std::time::Duration::from_millis(50)) => true,
+    let followed_off_the_worker = |what: &str| {
+        let seen = take();
+        assert!(seen.iter().any(|(w, _)| *w == "build" || *w == "follow"), "{what}: no catch-up: {seen:?}");
+        assert!(seen.iter().all(|(_, thread)| *thread != runtime), "{what}: on the async worker: {seen:?}");
     };
-    assert!(worker_went_on, "the second request held the async worker until the first's catch-up ended");
-    open.send(()).unwrap();
-    first.await.unwrap().unwrap();
-    second.await.unwrap();
+    let who = caller(&alice);
+
+    members_write(0, 300).await;
+    take();
+    reg.get(&who, ObjectRef::new(wl, Some("default"), "m1"), ReadAt::Latest).await.unwrap();
+    followed_off_the_worker("a get");
+
+    members_write(300, 600).await;
+    take();
+    let list = ListOptions { read: ReadAt::Latest, ..Default::default() };
+    reg.list(&who, wl, Some("default"), &list).await.unwrap();
+    followed_off_the_worker("a list");
+
+    let mut events = Box::pin(
+        watch::start(
+            &reg,
+            Watch {
+                who: who.clone(),
+                kind: wl,
+                namespace: None,
+                selector: Default::default(),
+                start: Start::Now,
+                initial_events: false,
+                initial_events_end: false,
+                bookmarks: false,
+                timeout: std::time::Duration::from_secs(30),
+            },
+        )
+        .await
+        .unwrap(),
+    );
+    members_write(600, 900).await;
+    take();
+    let first = tokio::time::timeout(std::time::Duration::from_secs(10), events.next()).await;
+    assert_eq!(first.unwrap().unwrap().kind, "ADDED");
+    followed_off_the_worker("a watch's events");
+
+    members_write(900, 1200).await;
+    take();
+    reg.rules_review(&who, Some("default")).await.unwrap();
+    followed_off_the_worker("a rules review");
+}
+
+/// A request that finds an index locked by another's long catch-up does not wait for the
+/// lock on the async worker, and many such requests hold no thread each: they wait for the
+/// one catch-up under way without a thread, so that strangers' requests cannot fill the
+/// blocking pool the member's log appends use.
+#[test]
+fn requests_behind_a_catch_up_under_way_wait_without_a_thread() {
+    // One async worker and two blocking threads: one for the catch-up held below, one free.
+    let runtime =
+        tokio::runtime::Builder::new_current_thread().max_blocking_threads(2).enable_all().build().unwrap();
+    runtime.block_on(async {
+        let (store, seen, gate) = noting();
+        let reg = Registry::new(store);
+        let alice = key(1);
+        let wl = by_kind("Workload").unwrap();
+        let at = "2026-01-01T00:00:00Z";
+        let write = |name: &str| {
+            let (reg, obj, who) = (reg.clone(), signed_by(workload(name, 0), &alice, at), caller(&alice));
+            async move { reg.create(&who, wl, obj, &WriteOptions::default()).await }
+        };
+        // The first user's write builds the ledger: its scan of everything is held open.
+        let (open, held) = std::sync::mpsc::channel();
+        *gate.lock().unwrap() = Some(held);
+        let first = tokio::spawn(write("a"));
+        while !seen.lock().unwrap().iter().any(|(what, _)| *what == "build") {
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        // Should a request wait for the lock on this (the only) worker or hold a blocking
+        // thread, nothing would open the gate: a thread opens it after 20 s, so that such a
+        // failure ends.
+        let opener = open.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_secs(20));
+            let _ = opener.send(());
+        });
+        let mut second = std::pin::pin!(write("b"));
+        let worker_went_on = tokio::select! {
+            _ = &mut second => false,
+            () = tokio::time::sleep(std::time::Duration::from_millis(50)) => true,
+        };
+        assert!(worker_went_on, "the second request held the async worker until the first's catch-up ended");
+        let others: Vec<_> = (0..20).map(|i| tokio::spawn(write(&format!("w{i}")))).collect();
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let probe =
+            tokio::time::timeout(std::time::Duration::from_secs(5), tokio::task::spawn_blocking(|| ())).await;
+        assert!(probe.is_ok(), "the requests waiting for the catch-up took every blocking thread");
+        // Requests that go away while they wait leave nothing behind.
+        for other in &others {
+            other.abort();
+        }
+        open.send(()).unwrap();
+        first.await.unwrap().unwrap();
+        second.await.unwrap();
+        write("c").await.unwrap();
+    });
+}
+
+/// A build of an index that fails half-way (a storage error in its scan) leaves nothing
+/// half-counted: the next build counts each object once, and a grant deleted in between is
+/// gone from the index.
+#[tokio::test(flavor = "current_thread")]
+async fn an_index_build_that_fails_half_way_counts_nothing_twice() {
+    let cut_at = std::sync::Arc::new(std::sync::Mutex::new(None::<&'static str>));
+    let cut = cut_at.clone();
+    let store = Hooked {
+        cut: Some(Box::new(move |key| {
+            let mut at = cut.lock().unwrap();
+            let hit = at.is_some_and(|name| key.ends_with(name));
+            if hit {
+                *at = None;
+            }
+            hit
+        })),
+        ..Default::default()
+    };
+    let reg = Registry::new(store).with_limits(apiserver::quota::Limits { objects: 3, ..Default::default() });
+    let alice = key(1);
+    let wl = by_kind("Workload").unwrap();
+    let opts = WriteOptions::default();
+    let at = "2026-01-01T00:00:00Z";
+    // Two of alice's objects, written by a member: no user request has built the ledger yet.
+    for name in ["w1", "w2"] {
+        reg.create(&SYS, wl, signed_by(workload(name, 0), &alice, at), &opts).await.unwrap();
+    }
+    let write = async |name: &str| {
+        reg.create(&caller(&alice), wl, signed_by(workload(name, 0), &alice, at), &opts).await
+    };
+    // The first build fails after it counted `w1` and `w2`.
+    *cut_at.lock().unwrap() = Some("/w2");
+    let e = write("w3").await.unwrap_err();
+    assert_eq!(e.code(), 503, "{e}");
+    // Counted once: her third object fits, her fourth does not.
+    write("w3").await.unwrap();
+    let e = write("w4").await.unwrap_err();
+    assert!(e.to_string().contains("objects per signer (4 of 3"), "{e}");
 }

@@ -92,12 +92,8 @@ pub async fn agents(State(state): State<std::sync::Arc<AppState>>, mut req: Requ
     };
     // The handlers take this very caller: its trail carries the grant the rules used.
     req.extensions_mut().insert(who.clone());
-    if who.did.is_some() && !who.member {
-        // Off the async workers if far behind; a failure here is met again, and answered,
-        // where the grants are read.
-        let _ = state.registry.follow_grants().await;
-    }
-    if !state.registry.is_agent(&who) {
+    // The grant index caught up here, off the async workers if far behind.
+    if !state.registry.is_agent(&who).await {
         return next.run(req).await;
     }
     let Some(asked) = Asked::of(req.method(), req.uri().path(), req.uri().query()) else {

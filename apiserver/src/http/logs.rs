@@ -132,7 +132,7 @@ pub async fn proxy(
     raw_query: Option<&str>,
 ) -> Result<Response, ApiError> {
     let (replica, workload) = replica_and_workload(reg, ns, name).await?;
-    reg.may_read_log(who, &replica, workload.as_ref())?;
+    reg.may_read_log(who, &replica, workload.as_ref()).await?;
     let uid = replica.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or_default();
     let mut path = format!("/replicas/{uid}/log");
     let passed: Vec<(String, String)> =

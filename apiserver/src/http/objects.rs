@@ -466,16 +466,16 @@ fn parse_yaml(text: &str) -> Result<Value> {
 
 /// What `who` may see of an object a write answers with: as a read would show it (an agent
 /// that may change an object may still not see its secrets).
-fn seen(reg: &Registry, who: &Caller, kind: &KindInfo, obj: Value) -> Value {
+async fn seen(reg: &Registry, who: &Caller, kind: &KindInfo, obj: Value) -> Value {
     // Only a private kind hides a whole object: then its metadata is what the answer shows.
     let hideable = !who.member && crate::access::rules::of(kind.kind).private.is_some();
     let meta = hideable.then(|| obj.get("metadata").cloned().unwrap_or_default());
-    reg.redact(who, kind, obj).unwrap_or_else(|| json!({ "metadata": meta.unwrap_or_default() }))
+    reg.redact(who, kind, obj).await.unwrap_or_else(|| json!({ "metadata": meta.unwrap_or_default() }))
 }
 
 /// A response with the object (as `who` may see it) and `Warning` headers.
-fn written(reg: &Registry, who: &Caller, kind: &KindInfo, code: StatusCode, w: Written) -> Response {
-    let mut response = (code, Json(seen(reg, who, kind, w.object))).into_response();
+async fn written(reg: &Registry, who: &Caller, kind: &KindInfo, code: StatusCode, w: Written) -> Response {
+    let mut response = (code, Json(seen(reg, who, kind, w.object).await)).into_response();
     for warning in w.warnings {
         let text = format!("299 - {:?}", warning);
         if let Ok(v) = HeaderValue::from_str(&text) {
@@ -861,7 +861,7 @@ pub async fn post(
     target.collection()?;
     let opts = Query::parse(raw.as_deref())?.write_options()?;
     let created = reg.create(&who, target.kind, body(&bytes, &headers, &target)?, &opts).await?;
-    Ok(written(&reg, &who, target.kind, StatusCode::CREATED, created))
+    Ok(written(&reg, &who, target.kind, StatusCode::CREATED, created).await)
 }
 
 /// `PUT`: replace an object or its status.
@@ -880,7 +880,7 @@ pub async fn put(
     let ns = target.namespace.as_deref();
     let updated =
         reg.update(&who, ObjectRef::new(target.kind, ns, target.name()?), target.part, obj, &opts).await?;
-    Ok(written(&reg, &who, target.kind, StatusCode::OK, updated))
+    Ok(written(&reg, &who, target.kind, StatusCode::OK, updated).await)
 }
 
 /// `PATCH`: merge patch, JSON patch or server-side apply, of an object or its status.
@@ -901,11 +901,13 @@ pub async fn patch(
         super::json::parse(text)
             .map_err(|e| ApiError::BadRequest(format!("the patch is not valid JSON: {e}")))
     };
-    let patch = match content_type(&headers) {
+    let content_type = content_type(&headers);
+    // A JSON patch's `test` could probe values an agent may not read: agents send whole
+    // objects or merge patches they signed.
+    let agents_json_patch = content_type == "application/json-patch+json" && reg.is_agent(&who).await;
+    let patch = match content_type {
         "application/merge-patch+json" => Patch::Merge(json()?),
-        // A JSON patch's `test` could probe values an agent may not read: agents send whole
-        // objects or merge patches they signed.
-        "application/json-patch+json" if reg.is_agent(&who) => {
+        "application/json-patch+json" if agents_json_patch => {
             return Err(ApiError::Forbidden(
                 "an agent's key may not send JSON patches (a `test` could probe values it may not read): send the object signed on your user's behalf (PUT, apply) or a merge patch".into(),
             ));
@@ -929,7 +931,7 @@ pub async fn patch(
     let result =
         reg.patch(&who, ObjectRef::new(target.kind, ns, target.name()?), target.part, &patch, &opts).await?;
     let code = if result.created { StatusCode::CREATED } else { StatusCode::OK };
-    Ok(written(&reg, &who, target.kind, code, result))
+    Ok(written(&reg, &who, target.kind, code, result).await)
 }
 
 /// `DeleteOptions`, from the body.
@@ -1002,7 +1004,7 @@ pub async fn delete(
         }))
         .into_response()),
         Deleted::Pending(obj) => {
-            Ok((StatusCode::ACCEPTED, Json(seen(&reg, &who, target.kind, obj))).into_response())
+            Ok((StatusCode::ACCEPTED, Json(seen(&reg, &who, target.kind, obj).await)).into_response())
         }
     }
 }

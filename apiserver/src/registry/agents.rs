@@ -134,7 +134,10 @@ impl Registry {
             uid: old.and_then(|o| meta_str(o, "uid")).map(str::to_owned),
         };
         let agent_caller = Caller::identity(did(&hold.agent)?, false);
-        let agent_view = old.and_then(|o| self.redact(&agent_caller, at.kind, o.clone()));
+        let agent_view = match old {
+            Some(o) => self.redact(&agent_caller, at.kind, o.clone()).await,
+            None => None,
+        };
         let expires = now + chrono::Duration::from_std(hold.ttl).expect("a ttl of days at most");
         let spec = ApprovalSpec {
             agent: did(&hold.agent)?,
@@ -413,7 +416,7 @@ impl Registry {
     /// Refuses a payment an agent signs on its user's behalf that would take what the agent has
     /// committed the user to under its grant past the grant's `spendingCap`: the Transfers
     /// signed by that agent under that grant, but those refused.
-    pub(super) fn check_spending_cap(&self, obj: &Value) -> Result<(), ApiError> {
+    pub(super) async fn check_spending_cap(&self, obj: &Value) -> Result<(), ApiError> {
         let ann =
             |k: &str| obj.pointer("/metadata/annotations").and_then(|a| a.get(k)).and_then(Value::as_str);
         let (Some(agent), Some(grant), Some(owner)) =
@@ -422,33 +425,17 @@ impl Registry {
             return Ok(());
         };
         let cap = self
-            .grants_of(agent)?
+            .grants_now(agent)
+            .await?
             .iter()
             .find(|g| g.owner == owner && g.name == grant)
             .and_then(|g| g.spec.spending_cap);
         let Some(cap) = cap else { return Ok(()) };
-        let amount = |o: &Value| {
-            o.pointer("/spec/amount")
-                .cloned()
-                .and_then(|a| serde_json::from_value::<api::credits::Credits>(a).ok())
-                .map_or(0, |c| c.micros())
-        };
-        let kind = api::kinds::info::<api::kinds::TransferSpec>();
-        let (all, _) = self.store.list(&super::prefix(kind, None)).map_err(unavailable)?;
-        let spent: i64 = all
-            .iter()
-            .filter_map(|(_, stored)| serde_json::from_str::<Value>(&stored.value).ok())
-            .filter(|t| {
-                let a = |k: &str| {
-                    t.pointer("/metadata/annotations").and_then(|a| a.get(k)).and_then(Value::as_str)
-                };
-                a(api::signing::AGENT) == Some(agent)
-                    && a(api::signing::GRANT) == Some(grant)
-                    && a(api::signing::SIGNER) == Some(owner)
-                    && t.pointer("/status/phase").and_then(Value::as_str) != Some("Refused")
-            })
-            .map(|t| amount(&t))
-            .sum();
+        // Every Transfer is read: off the async workers.
+        let (this, under) = (self.clone(), [agent, grant, owner].map(str::to_owned));
+        let spent = tokio::task::spawn_blocking(move || this.spent_under(&under))
+            .await
+            .map_err(|e| ApiError::Unavailable(format!("adding up an agent's payments failed: {e}")))??;
         let asked = amount(obj);
         if spent.saturating_add(asked) > cap.micros() {
             let c = api::credits::Credits::from_micros;
@@ -461,12 +448,44 @@ impl Registry {
         Ok(())
     }
 
+    /// What the Transfers signed by `agent` under `grant` on `owner`'s behalf, but those
+    /// refused, pay.
+    fn spent_under(&self, [agent, grant, owner]: &[String; 3]) -> Result<i64, ApiError> {
+        let kind = api::kinds::info::<api::kinds::TransferSpec>();
+        let prefix = super::prefix(kind, None);
+        let none = crate::raft::labels::LabelNeeds::default();
+        let scan = crate::raft::Scan { prefix: &prefix, after: None, at: None, labels: &none };
+        let mut spent = 0i64;
+        let scanned = self.store.scan(scan, &mut |_, stored| {
+            // Only a Transfer that names the agent is parsed.
+            if !stored.value.contains(agent.as_str()) {
+                return true;
+            }
+            let Ok(t) = serde_json::from_str::<Value>(&stored.value) else { return true };
+            let a =
+                |k: &str| t.pointer("/metadata/annotations").and_then(|a| a.get(k)).and_then(Value::as_str);
+            if a(api::signing::AGENT) == Some(agent)
+                && a(api::signing::GRANT) == Some(grant)
+                && a(api::signing::SIGNER) == Some(owner)
+                && t.pointer("/status/phase").and_then(Value::as_str) != Some("Refused")
+            {
+                spent = spent.saturating_add(amount(&t));
+            }
+            true
+        });
+        scanned
+            .map_err(unavailable)?
+            .map_err(|c| ApiError::Unavailable(format!("the current state is compacted: {}", c.compacted)))?;
+        Ok(spent)
+    }
+
     /// Whether `who` is an agent's key: named by a stored AgentGrant of someone else (expired
     /// ones too, so that the refusals after expiry are recorded; a grant naming its own signer
     /// makes no agent).
-    pub fn is_agent(&self, who: &Caller) -> bool {
+    pub async fn is_agent(&self, who: &Caller) -> bool {
         let Some(did) = who.did.as_ref().filter(|_| !who.member) else { return false };
-        self.grants_of(did.as_str()).is_ok_and(|g| g.iter().any(|g| g.owner != did.as_str()))
+        let grants = self.grants_now(did.as_str()).await;
+        grants.is_ok_and(|g| g.iter().any(|g| g.owner != did.as_str()))
     }
 
     /// Whether the agent `who` has room in its quota for one more audit record (its records
@@ -567,4 +586,13 @@ fn after_a_write(e: ApiError) -> ApiError {
         ApiError::NotReady(why) => ApiError::Unavailable(why),
         e => e,
     }
+}
+
+/// What a Transfer pays, in micro-credits (none if it cannot be read).
+fn amount(transfer: &Value) -> i64 {
+    transfer
+        .pointer("/spec/amount")
+        .cloned()
+        .and_then(|a| serde_json::from_value::<api::credits::Credits>(a).ok())
+        .map_or(0, |c| c.micros())
 }

@@ -3,19 +3,20 @@
 //! of every grant, however many grants strangers sign.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use api::kinds::AgentGrantSpec;
 use api::object::KindSpec as _;
 use serde_json::Value;
 
-use super::{ApiError, Registry, unavailable};
+use super::follow::Index;
+use super::{ApiError, Registry};
+use crate::access::Caller;
 use crate::access::agent::GrantFacts;
+use crate::raft::history::Change;
 
 /// Where the grants are stored.
-fn grants_prefix() -> String {
-    format!("/registry/{}/", AgentGrantSpec::PLURAL)
-}
+static GRANTS: LazyLock<String> = LazyLock::new(|| format!("/registry/{}/", AgentGrantSpec::PLURAL));
 
 /// The grants by agent, as of revision `at`.
 #[derive(Debug, Default)]
@@ -38,10 +39,12 @@ fn facts(value: &str) -> Option<GrantFacts> {
 }
 
 impl GrantIndex {
-    fn change(&mut self, key: &str, new: Option<&str>) {
-        if !key.starts_with(&grants_prefix()) {
-            return;
-        }
+    fn of(&self, agent: &str) -> Vec<Arc<GrantFacts>> {
+        self.by_agent.get(agent).map(|m| m.values().cloned().collect()).unwrap_or_default()
+    }
+
+    /// Takes out what `key` held.
+    fn remove(&mut self, key: &str) {
         if let Some((agent, _)) = self.by_key.remove(key)
             && let Some(of_agent) = self.by_agent.get_mut(&agent)
         {
@@ -50,7 +53,20 @@ impl GrantIndex {
                 self.by_agent.remove(&agent);
             }
         }
-        if let Some(f) = new.and_then(facts) {
+    }
+}
+
+impl Index for GrantIndex {
+    fn prefix() -> String {
+        GRANTS.clone()
+    }
+
+    fn at(&self) -> Option<u64> {
+        self.at
+    }
+
+    fn insert(&mut self, key: &str, value: &str) {
+        if let Some(f) = facts(value) {
             let agent = f.spec.agent.as_str().to_owned();
             let f = Arc::new(f);
             self.by_agent.entry(agent.clone()).or_default().insert(key.to_owned(), f.clone());
@@ -58,46 +74,43 @@ impl GrantIndex {
         }
     }
 
-    fn of(&self, agent: &str) -> Vec<Arc<GrantFacts>> {
-        self.by_agent.get(agent).map(|m| m.values().cloned().collect()).unwrap_or_default()
+    fn change(&mut self, _revision: u64, change: &Change) {
+        if !change.key.starts_with(GRANTS.as_str()) {
+            return;
+        }
+        self.remove(&change.key);
+        if let Some(new) = &change.new {
+            self.insert(&change.key, &new.value);
+        }
     }
-}
 
-impl GrantIndex {
-    /// The revision the index is at (`None`: not built yet).
-    pub(super) fn at(&self) -> Option<u64> {
-        self.at
+    fn advance(&mut self, revision: u64) {
+        self.at = Some(self.at.map_or(revision, |at| at.max(revision)));
     }
 }
 
 impl Registry {
-    /// Every stored grant naming `agent`, as of the last applied revision.
+    /// Every stored grant naming `agent`, as of the last applied revision, followed here
+    /// (see [`super::follow::Followed::read_now`]: callers on an async worker take the
+    /// access rules' facts from [`Registry::lookup`], which follows first).
     pub(crate) fn grants_of(&self, agent: &str) -> Result<Vec<Arc<GrantFacts>>, ApiError> {
-        let state = &*self.store;
-        let mut index = self.grants.lock().expect("grant index lock");
-        loop {
-            let Some(at) = index.at else {
-                let (all, revision) = state.list(&grants_prefix()).map_err(unavailable)?;
-                *index = GrantIndex { at: Some(revision), ..Default::default() };
-                for (k, v) in &all {
-                    index.change(k, Some(&v.value));
-                }
-                continue;
-            };
-            let applied = *state.subscribe().borrow();
-            match state.changes_after(at, 4096).map_err(unavailable)? {
-                // Fell behind the history: read them all again.
-                Err(_) => *index = GrantIndex::default(),
-                Ok(batch) => {
-                    for (_, c) in &batch.changes {
-                        index.change(&c.key, c.new.as_ref().map(|s| s.value.as_str()));
-                    }
-                    index.at = Some(batch.upto);
-                    if batch.upto >= applied {
-                        return Ok(index.of(agent));
-                    }
-                }
-            }
+        self.grants.read_now(&*self.store, |index| index.of(agent))
+    }
+
+    /// [`Registry::grants_of`], caught up off the async workers if far behind.
+    pub(crate) async fn grants_now(&self, agent: &str) -> Result<Vec<Arc<GrantFacts>>, ApiError> {
+        let agent = agent.to_owned();
+        self.grants.read(&self.store, move |index| index.of(&agent)).await
+    }
+
+    /// Brings the grant index up to date for `who`'s request, off the async workers when
+    /// far behind: before the access rules read it synchronously, which then follow a few
+    /// changes at most. Only for a user: the rules read no grants for a member or anonymous
+    /// caller. A failure here is met again where the rules read the grants, which count
+    /// unreadable grants as none.
+    pub(crate) async fn follow_grants_for(&self, who: &Caller) {
+        if who.did.is_some() && !who.member {
+            let _ = self.grants.read(&self.store, |_| ()).await;
         }
     }
 }

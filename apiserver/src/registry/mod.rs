@@ -26,6 +26,7 @@ mod agents;
 mod apply;
 mod error;
 pub mod events;
+mod follow;
 mod grants;
 pub mod item;
 mod ledger;
@@ -192,10 +193,6 @@ pub enum Deleted {
     Pending(Value),
 }
 
-/// How far behind the last applied revision an index followed from the change history may
-/// be and still catch up on an async worker ([`Registry::catching_up`]).
-const INLINE_CATCH_UP: u64 = 256;
-
 /// How long a read waits for a `resourceVersion` this member has not applied yet.
 const WAIT_FOR_REVISION: Duration = Duration::from_secs(3);
 
@@ -208,11 +205,11 @@ pub struct Registry {
     /// What one identity may cost (members are exempt).
     limits: quota::Limits,
     /// What each signer's objects cost, followed from the change history.
-    ledger: Arc<std::sync::Mutex<quota::Ledger>>,
+    ledger: Arc<follow::Followed<quota::Ledger>>,
     /// Open watches per identity.
     watches: quota::Watches,
     /// The AgentGrants by the agent they name.
-    grants: Arc<std::sync::Mutex<grants::GrantIndex>>,
+    grants: Arc<follow::Followed<grants::GrantIndex>>,
     /// Held from an agent's payment's spending-cap check to its commit, so that two payments
     /// through this member never both pass the check on the same spending.
     agent_payments: Arc<tokio::sync::Mutex<()>>,
@@ -366,7 +363,7 @@ impl Registry {
         let mut warnings = Vec::new();
         let (namespace, name) = admit(kind, &mut obj, opts.validation, &mut warnings)?;
         obj.as_object_mut().expect("admitted objects are maps").remove("status");
-        match access::authorize(who, Verb::Create, kind, None, Some(&obj), &self.lookup()) {
+        match access::authorize(who, Verb::Create, kind, None, Some(&obj), &self.lookup(who).await) {
             Err(ApiError::NeedsApproval(hold)) if opts.dry_run => warnings.push(agents::would_hold(&hold)),
             Err(ApiError::NeedsApproval(hold)) => {
                 let at = ObjectRef::new(kind, namespace.as_deref(), &name);
@@ -394,7 +391,7 @@ impl Registry {
             let guard = self.agent_payments.clone().lock_owned().await;
             // What every member committed before, then the check, then this commit.
             self.store.read_barrier().await.map_err(not_ready)?;
-            self.check_spending_cap(&obj)?;
+            self.check_spending_cap(&obj).await?;
             Some(guard)
         } else {
             None
@@ -442,11 +439,11 @@ impl Registry {
         let key = at.key();
         if let ReadAt::Exact(rev) = read {
             let stored = self.stored_at(&key, rev)?.ok_or_else(not_found)?;
-            return self.redact(who, kind, with_revision(&stored)?).ok_or_else(not_found);
+            return self.redact(who, kind, with_revision(&stored)?).await.ok_or_else(not_found);
         }
         self.ready_for(read).await?;
         match self.store.get(&key).map_err(unavailable)? {
-            Some(stored) => self.redact(who, kind, with_revision(&stored)?).ok_or_else(not_found),
+            Some(stored) => self.redact(who, kind, with_revision(&stored)?).await.ok_or_else(not_found),
             None => Err(not_found()),
         }
     }
@@ -471,67 +468,46 @@ impl Registry {
         }
     }
 
-    /// Runs `catch_up` — which brings an index the registry follows from the change history
-    /// (the quota ledger, the grant index), at revision `at` (`None`: not built yet), up to
-    /// the last applied one — here when that is at most [`INLINE_CATCH_UP`] revisions away,
-    /// else (or when `at` is not known: the index is locked by a catch-up under way) on a
-    /// blocking thread. Following many changes decodes each, and building an index
-    /// reads every object: seconds after a long run of members' writes (which nothing else
-    /// makes these indexes follow) or on a member no user has written through yet. On an async
-    /// worker that would stall everything else the member does, its Raft heartbeats included:
-    /// it lost its leadership so under the first users' writes in the benchmark.
-    pub(crate) async fn catching_up<T: Send + 'static>(
-        &self,
-        at: Option<u64>,
-        catch_up: impl FnOnce(&Registry) -> T + Send + 'static,
-    ) -> Result<T, ApiError> {
-        let applied = *self.store.subscribe().borrow();
-        if at.is_some_and(|at| applied.saturating_sub(at) <= INLINE_CATCH_UP) {
-            return Ok(catch_up(self));
-        }
-        let this = self.clone();
-        tokio::task::spawn_blocking(move || catch_up(&this))
-            .await
-            .map_err(|e| ApiError::Unavailable(format!("following the change history failed: {e}")))
-    }
-
-    /// Brings the grant index up to date, off the async workers when it is far behind
-    /// ([`Registry::catching_up`]): called before the synchronous reads of it (whether a
-    /// caller is an agent, the access rules), which then follow a few changes at most.
-    pub async fn follow_grants(&self) -> Result<(), ApiError> {
-        // Never wait for the lock here: another request may hold it for a long catch-up.
-        let at = self.grants.try_lock().ok().and_then(|index| index.at());
-        self.catching_up(at, |reg| reg.grants_of("").map(drop)).await?
-    }
-
-    fn lookup(&self) -> StoreLookup<'_> {
+    /// Facts about stored objects for the access rules deciding on `who`'s request, the
+    /// grant index brought up to date first ([`Registry::follow_grants_for`]).
+    async fn lookup(&self, who: &Caller) -> StoreLookup<'_> {
+        self.follow_grants_for(who).await;
         StoreLookup(self)
     }
 
     /// Whether `who` may read the output of `replica` (see [`access::logs::may_read_log`]).
-    pub fn may_read_log(
+    pub async fn may_read_log(
         &self,
         who: &Caller,
         replica: &Value,
         workload: Option<&Value>,
     ) -> Result<(), ApiError> {
-        access::logs::may_read_log(who, replica, workload, &self.lookup())
+        access::logs::may_read_log(who, replica, workload, &self.lookup(who).await)
     }
 
     /// What `who` may see of `obj` (see [`access::redact`]; `None`: nothing, not even that
     /// it exists).
-    pub fn redact(&self, who: &Caller, kind: &KindInfo, obj: Value) -> Option<Value> {
-        access::redact(who, kind, obj, &self.lookup())
+    pub async fn redact(&self, who: &Caller, kind: &KindInfo, obj: Value) -> Option<Value> {
+        access::redact(who, kind, obj, &self.lookup(who).await)
     }
 
     /// What `who` may see of each of many objects read at once (a list, a batch of watch
     /// events): as [`Self::redact`], reading each Node they are bound to once.
-    pub fn redactor<'a>(
+    pub async fn redactor<'a>(
         &'a self,
         who: &'a Caller,
         kind: &'a KindInfo,
     ) -> impl Fn(Value) -> Option<Value> + 'a {
-        let lookup = access::Memo::new(self.lookup());
+        Self::redactor_on(self.lookup(who).await, who, kind)
+    }
+
+    /// [`Self::redactor`] on facts read through `lookup`.
+    fn redactor_on<'a>(
+        lookup: StoreLookup<'a>,
+        who: &'a Caller,
+        kind: &'a KindInfo,
+    ) -> impl Fn(Value) -> Option<Value> + 'a {
+        let lookup = access::Memo::new(lookup);
         move |obj| access::redact(who, kind, obj, &lookup)
     }
 
@@ -550,15 +526,17 @@ impl Registry {
         let mut more = false;
         // One object past a full page tells whether there is a next one: a page costs what it
         // reads, not what the kind holds.
-        let revision = self.selected(who, kind, namespace, opts, at, start.as_deref(), &mut |key, obj| {
-            if opts.limit > 0 && items.len() == opts.limit {
-                more = true;
-                return false;
-            }
-            last_key = Some(key);
-            items.push(obj);
-            true
-        })?;
+        let lookup = self.lookup(who).await;
+        let revision =
+            self.selected(lookup, who, kind, namespace, opts, at, start.as_deref(), &mut |key, obj| {
+                if opts.limit > 0 && items.len() == opts.limit {
+                    more = true;
+                    return false;
+                }
+                last_key = Some(key);
+                items.push(obj);
+                true
+            })?;
         let continue_token = more.then(|| {
             encode_continue(&Continue { rv: revision, start: last_key.expect("a full page has a last key") })
         });
@@ -577,7 +555,9 @@ impl Registry {
         emit: &mut dyn FnMut(Item) -> bool,
     ) -> Result<u64, ApiError> {
         let at = if let ReadAt::Exact(n) = opts.read { Some(n) } else { None };
-        self.selected(who, kind, namespace, opts, at, None, &mut |_, obj| emit(obj))
+        // The grants the rules read are followed here, however far: callers on an async
+        // worker call `follow_grants_for` first.
+        self.selected(StoreLookup(self), who, kind, namespace, opts, at, None, &mut |_, obj| emit(obj))
     }
 
     /// Waits until this member may serve `opts`' list (see [`Registry::list_each`]).
@@ -614,6 +594,7 @@ impl Registry {
     #[allow(clippy::too_many_arguments)]
     fn selected(
         &self,
+        lookup: StoreLookup<'_>,
         who: &Caller,
         kind: &KindInfo,
         namespace: Option<&str>,
@@ -624,7 +605,7 @@ impl Registry {
     ) -> Result<u64, ApiError> {
         let prefix = prefix(kind, namespace);
         let mut failed = None;
-        let redact = self.redactor(who, kind);
+        let redact = Self::redactor_on(lookup, who, kind);
         let plan = Plan::new(who, kind, &opts.selector);
         let needs = crate::raft::labels::LabelNeeds::of(&opts.selector.labels);
         let scan = crate::raft::Scan { prefix: &prefix, after, at, labels: &needs };
@@ -700,7 +681,7 @@ impl Registry {
                 let verb = if part == Part::Status { Verb::UpdateStatus } else { Verb::Update };
                 // Before any work on the stored object: a caller who may not write it learns nothing
                 // of it from a patch or a validation error, and costs no more than a refusal.
-                access::may_write(who, verb, kind, &old, &self.lookup())?;
+                access::may_write(who, verb, kind, &old, &self.lookup(who).await)?;
                 let wanted = change(old.clone())?;
                 if !wanted.is_object() {
                     return Err(ApiError::BadRequest("the object is not a JSON object".into()));
@@ -721,7 +702,7 @@ impl Registry {
                         "the name or namespace of the object cannot change (the request is for {name:?})"
                     )));
                 }
-                match access::authorize(who, verb, kind, Some(&old), Some(&new), &self.lookup()) {
+                match access::authorize(who, verb, kind, Some(&old), Some(&new), &self.lookup(who).await) {
                     Err(ApiError::NeedsApproval(hold)) if opts.dry_run => {
                         warnings.push(agents::would_hold(&hold))
                     }
@@ -890,7 +871,7 @@ impl Registry {
             {
                 return Err(conflict());
             }
-            match access::authorize(who, Verb::Delete, kind, Some(&old), None, &self.lookup()) {
+            match access::authorize(who, Verb::Delete, kind, Some(&old), None, &self.lookup(who).await) {
                 // A dry run of a held delete says what the delete would do.
                 Err(ApiError::NeedsApproval(_)) if opts.dry_run => {}
                 Err(ApiError::NeedsApproval(hold)) => {

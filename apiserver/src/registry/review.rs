@@ -54,7 +54,7 @@ impl Registry {
                 Vec::new()
             };
         let stored = Stored { object: object.as_ref(), workload: workload.as_ref(), all: &all };
-        Ok(review::answer(who, q, &stored, &self.lookup()))
+        Ok(review::answer(who, q, &stored, &self.lookup(who).await))
     }
 
     /// What `who` may do to every object of each kind in `namespace` (`SelfSubjectRulesReview`).
@@ -64,7 +64,7 @@ impl Registry {
         namespace: Option<&str>,
     ) -> Result<Vec<review::ResourceRule>, ApiError> {
         self.store.read_barrier().await.map_err(not_ready)?;
-        Ok(review::rules(who, namespace, &self.lookup()))
+        Ok(review::rules(who, namespace, &self.lookup(who).await))
     }
 
     /// The names of the Nodes whose key `did` is (at most [`MAX_NODES_SHOWN`]), and whether

@@ -1,51 +1,42 @@
 //! The registry's side of the quotas: each signer's usage, followed from the store's change
 //! history, checked before a write is committed (see [`crate::quota`]).
 
-use super::{ApiError, Registry, unavailable};
+use super::follow::Index;
+use super::{ApiError, Registry};
 use crate::access::Caller;
 use crate::quota;
+use crate::raft::history::Change;
+
+impl Index for quota::Ledger {
+    fn prefix() -> String {
+        "/".to_owned()
+    }
+
+    fn at(&self) -> Option<u64> {
+        quota::Ledger::at(self)
+    }
+
+    fn insert(&mut self, key: &str, value: &str) {
+        quota::Ledger::insert(self, key, value);
+    }
+
+    fn change(&mut self, revision: u64, c: &Change) {
+        let (prev, new) =
+            (c.prev.as_ref().map(|s| s.value.as_str()), c.new.as_ref().map(|s| s.value.as_str()));
+        quota::Ledger::change(self, revision, &c.key, prev, new);
+    }
+
+    fn advance(&mut self, revision: u64) {
+        quota::Ledger::advance(self, revision);
+    }
+}
 
 impl Registry {
     /// What `signer` uses now, counted up to the last applied revision; a ledger far behind
-    /// catches up off the async workers ([`Registry::catching_up`]).
+    /// catches up off the async workers ([`super::follow::Followed::read`]).
     async fn usage_of(&self, signer: &str) -> Result<quota::Usage, ApiError> {
-        // Never wait for the lock here: another request may hold it for a long catch-up.
-        let at = self.ledger.try_lock().ok().and_then(|ledger| ledger.at());
         let signer = signer.to_owned();
-        self.catching_up(at, move |reg| reg.usage_now(&signer)).await?
-    }
-
-    /// [`Registry::usage_of`], following every change since the ledger's revision here.
-    fn usage_now(&self, signer: &str) -> Result<quota::Usage, ApiError> {
-        let state = &*self.store;
-        let mut ledger = self.ledger.lock().expect("quota ledger lock");
-        loop {
-            let Some(at) = ledger.at() else {
-                let (all, revision) = state.list("/").map_err(unavailable)?;
-                ledger.reset(revision, all.iter().map(|(k, v)| (k.as_str(), v.value.as_str())));
-                continue;
-            };
-            let applied = *state.subscribe().borrow();
-            match state.changes_after(at, 4096).map_err(unavailable)? {
-                // Fell behind the history: count again from the current state.
-                Err(_) => *ledger = quota::Ledger::default(),
-                Ok(batch) => {
-                    for (revision, c) in &batch.changes {
-                        let (prev, new) = (c.prev.as_ref(), c.new.as_ref());
-                        ledger.change(
-                            *revision,
-                            &c.key,
-                            prev.map(|s| s.value.as_str()),
-                            new.map(|s| s.value.as_str()),
-                        );
-                    }
-                    ledger.advance(batch.upto);
-                    if batch.upto >= applied {
-                        return Ok(ledger.usage(signer));
-                    }
-                }
-            }
-        }
+        self.ledger.read(&self.store, move |ledger| ledger.usage(&signer)).await
     }
 
     /// Checks that writing `new` at `key` in place of `old` keeps the signer within its

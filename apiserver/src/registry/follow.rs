@@ -1,0 +1,159 @@
+//! Indexes the registry keeps by following the store's change history (each signer's quota
+//! usage, the AgentGrants by agent): read for users' requests only, so that after a long
+//! run of members' writes, or on a member no user has written through yet, the first read
+//! must follow thousands of changes or read every object. On an async worker that stalls
+//! everything else the member does, its Raft heartbeats included (a member lost its
+//! leadership so in the benchmark). So an async read ([`Followed::read`]) follows in place
+//! only a few changes, uncontended and without a rebuild; anything more runs on a blocking
+//! thread, one such catch-up per index at a time, the other async reads awaiting it without
+//! a thread. The synchronous reads ([`Followed::read_now`]: the access rules) follow whatever
+//! is left where they are, so their callers read asynchronously first
+//! ([`super::Registry::lookup`]): a few changes at most are left then, unless a catch-up
+//! starts in between (more than [`IN_PLACE`] revisions since), which they wait for.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crate::raft::Scan;
+use crate::raft::history::Change;
+use crate::raft::labels::LabelNeeds;
+
+use super::{ApiError, Store, unavailable};
+
+/// How far behind the last applied revision an index may be and still catch up on an
+/// async worker.
+pub(crate) const IN_PLACE: u64 = 256;
+
+/// How many revisions of changes one read of the history takes.
+const BATCH: usize = 4096;
+
+/// An index built from the objects under [`Index::prefix`] and then kept up to date change
+/// by change.
+pub(crate) trait Index: std::fmt::Debug + Default + Send + 'static {
+    /// Where the objects it is built from are stored.
+    fn prefix() -> String;
+    /// The revision it is at (`None`: not built yet).
+    fn at(&self) -> Option<u64>;
+    /// Takes in the object stored at `key` (a build: the state at one revision, key by key).
+    fn insert(&mut self, key: &str, value: &str);
+    /// Follows one change, made at `revision`.
+    fn change(&mut self, revision: u64, change: &Change);
+    /// Everything up to `revision` is in.
+    fn advance(&mut self, revision: u64);
+}
+
+/// An index and what orders its catch-ups.
+#[derive(Debug, Default)]
+pub(crate) struct Followed<I> {
+    index: Mutex<I>,
+    /// Held by the one catch-up that runs off the async workers (moved into its blocking
+    /// task, so released when it ends, not when its request goes away): the others await
+    /// it here without holding a thread, then find the index caught up.
+    gate: Arc<tokio::sync::Mutex<()>>,
+}
+
+/// Brings `index` up to the last applied revision of `store`. In place (`!anything`), follows
+/// at most [`IN_PLACE`] revisions and stops (`false`) where more is left, or where it would
+/// have to read every object again: not built yet, or behind what the history still holds.
+fn follow<I: Index>(store: &dyn Store, index: &mut I, anything: bool) -> Result<bool, ApiError> {
+    loop {
+        let applied = *store.subscribe().borrow();
+        let Some(at) = index.at() else {
+            if !anything {
+                return Ok(false);
+            }
+            // Streamed key by key (the whole state is never held at once) into a new index,
+            // which replaces this one only once complete: a scan that fails half-way leaves
+            // nothing half-counted behind.
+            let mut built = I::default();
+            let none = LabelNeeds::default();
+            let scan = Scan { prefix: &I::prefix(), after: None, at: None, labels: &none };
+            let revision = store
+                .scan(scan, &mut |key, stored| {
+                    built.insert(&key, &stored.value);
+                    true
+                })
+                .map_err(unavailable)?
+                .map_err(|c| {
+                    ApiError::Unavailable(format!("the current state is compacted: {}", c.compacted))
+                })?;
+            built.advance(revision);
+            *index = built;
+            continue;
+        };
+        if at >= applied {
+            return Ok(true);
+        }
+        let batch = if anything { BATCH } else { IN_PLACE as usize };
+        match store.changes_after(at, batch).map_err(unavailable)? {
+            // Behind what the history holds: built again from the current state.
+            Err(_) if anything => *index = I::default(),
+            Err(_) => return Ok(false),
+            Ok(batch) => {
+                for (revision, change) in &batch.changes {
+                    index.change(*revision, change);
+                }
+                index.advance(batch.upto);
+                if !anything && batch.upto < applied {
+                    return Ok(false);
+                }
+            }
+        }
+    }
+}
+
+/// The index behind `lock`; one a panic left poisoned is built again.
+fn recovered<I: Index>(lock: std::sync::PoisonError<MutexGuard<'_, I>>) -> MutexGuard<'_, I> {
+    let mut index = lock.into_inner();
+    *index = I::default();
+    index
+}
+
+impl<I: Index> Followed<I> {
+    /// Runs `read` on the index brought up to date here, whatever that takes: for the
+    /// synchronous readers (the access rules), which async callers precede with
+    /// [`Followed::read`] so that only a few changes are left.
+    pub(crate) fn read_now<T>(&self, store: &dyn Store, read: impl FnOnce(&I) -> T) -> Result<T, ApiError> {
+        let mut index = self.index.lock().unwrap_or_else(recovered);
+        follow(store, &mut *index, true)?;
+        Ok(read(&index))
+    }
+
+    /// The index, caught up here if that is cheap: not locked by anyone, at most
+    /// [`IN_PLACE`] revisions to follow, and no rebuild.
+    fn cheaply(&self, store: &dyn Store) -> Result<Option<MutexGuard<'_, I>>, ApiError> {
+        let mut index = match self.index.try_lock() {
+            Ok(index) => index,
+            Err(std::sync::TryLockError::Poisoned(lock)) => recovered(lock),
+            Err(std::sync::TryLockError::WouldBlock) => return Ok(None),
+        };
+        let applied = *store.subscribe().borrow();
+        if index.at().is_none_or(|at| applied.saturating_sub(at) > IN_PLACE) {
+            return Ok(None);
+        }
+        Ok(follow(store, &mut *index, false)?.then_some(index))
+    }
+
+    /// Runs `read` on the index brought up to date: here when cheap, else on a blocking
+    /// thread once the catch-up before it (if any) is over.
+    pub(crate) async fn read<T: Send + 'static>(
+        self: &Arc<Self>,
+        store: &Arc<dyn Store>,
+        read: impl FnOnce(&I) -> T + Send + 'static,
+    ) -> Result<T, ApiError> {
+        if let Some(index) = self.cheaply(&**store)? {
+            return Ok(read(&index));
+        }
+        let gate = self.gate.clone().lock_owned().await;
+        // The catch-up this one waited for may have left little or nothing to do.
+        if let Some(index) = self.cheaply(&**store)? {
+            return Ok(read(&index));
+        }
+        let (this, store) = (self.clone(), store.clone());
+        tokio::task::spawn_blocking(move || {
+            let _gate = gate;
+            this.read_now(&*store, read)
+        })
+        .await
+        .map_err(|e| ApiError::Unavailable(format!("following the change history failed: {e}")))?
+    }
+}
