@@ -93,27 +93,30 @@ fn follow<I: Index>(store: &dyn Store, index: &mut I, anything: bool) -> Result<
                     index.change(*revision, change);
                 }
                 index.advance(batch.upto);
-                if !anything && batch.upto < applied {
-                    return Ok(false);
+                if !anything {
+                    // One batch in place: what was applied since is the next reader's.
+                    return Ok(batch.upto >= applied);
                 }
             }
         }
     }
 }
 
-/// The index behind `lock`; one a panic left poisoned is built again.
-fn recovered<I: Index>(lock: std::sync::PoisonError<MutexGuard<'_, I>>) -> MutexGuard<'_, I> {
-    let mut index = lock.into_inner();
-    *index = I::default();
-    index
-}
-
 impl<I: Index> Followed<I> {
+    /// The index behind a lock a panic left poisoned: built again (once: the lock is
+    /// cleared).
+    fn recovered<'a>(&'a self, lock: std::sync::PoisonError<MutexGuard<'a, I>>) -> MutexGuard<'a, I> {
+        let mut index = lock.into_inner();
+        *index = I::default();
+        self.index.clear_poison();
+        index
+    }
+
     /// Runs `read` on the index brought up to date here, whatever that takes: for the
     /// synchronous readers (the access rules), which async callers precede with
     /// [`Followed::read`] so that only a few changes are left.
     pub(crate) fn read_now<T>(&self, store: &dyn Store, read: impl FnOnce(&I) -> T) -> Result<T, ApiError> {
-        let mut index = self.index.lock().unwrap_or_else(recovered);
+        let mut index = self.index.lock().unwrap_or_else(|poisoned| self.recovered(poisoned));
         follow(store, &mut *index, true)?;
         Ok(read(&index))
     }
@@ -123,7 +126,7 @@ impl<I: Index> Followed<I> {
     fn cheaply(&self, store: &dyn Store) -> Result<Option<MutexGuard<'_, I>>, ApiError> {
         let mut index = match self.index.try_lock() {
             Ok(index) => index,
-            Err(std::sync::TryLockError::Poisoned(lock)) => recovered(lock),
+            Err(std::sync::TryLockError::Poisoned(lock)) => self.recovered(lock),
             Err(std::sync::TryLockError::WouldBlock) => return Ok(None),
         };
         let applied = *store.subscribe().borrow();

@@ -106,11 +106,11 @@ impl Registry {
     /// Brings the grant index up to date for `who`'s request, off the async workers when
     /// far behind: before the access rules read it synchronously, which then follow a few
     /// changes at most. Only for a user: the rules read no grants for a member or anonymous
-    /// caller. A failure here is met again where the rules read the grants, which count
-    /// unreadable grants as none.
-    pub(crate) async fn follow_grants_for(&self, who: &Caller) {
+    /// caller.
+    pub(crate) async fn follow_grants_for(&self, who: &Caller) -> Result<(), ApiError> {
         if who.did.is_some() && !who.member {
-            let _ = self.grants.read(&self.store, |_| ()).await;
+            self.grants.read(&self.store, |_| ()).await?;
         }
+        Ok(())
     }
 }

@@ -196,6 +196,10 @@ pub enum Deleted {
 /// How long a read waits for a `resourceVersion` this member has not applied yet.
 const WAIT_FOR_REVISION: Duration = Duration::from_secs(3);
 
+/// How often the indexes followed from the change history are brought up to date in the
+/// background while revisions are applied ([`Registry::keep_indexes_current`]).
+const KEEP_CURRENT_EVERY: Duration = Duration::from_millis(100);
+
 /// The objects of every kind, on one store (a Raft member).
 #[derive(Clone, Debug)]
 pub struct Registry {
@@ -216,11 +220,16 @@ pub struct Registry {
 }
 
 /// Facts about stored objects read from this member's state, for the access rules.
-pub(crate) struct StoreLookup<'a>(pub(crate) &'a Registry);
+pub(crate) struct StoreLookup<'a> {
+    reg: &'a Registry,
+    /// The grant index could not be brought up to date for this request: its grants count
+    /// as none (an agent is then refused), rather than caught up here on an async worker.
+    no_grants: bool,
+}
 
 impl StoreLookup<'_> {
     fn read(&self, kind: &KindInfo, namespace: Option<&str>, name: &str) -> Option<Value> {
-        let stored = self.0.store.get(&ObjectRef::new(kind, namespace, name).key()).ok()??;
+        let stored = self.reg.store.get(&ObjectRef::new(kind, namespace, name).key()).ok()??;
         serde_json::from_str(&stored.value).ok()
     }
 }
@@ -252,7 +261,10 @@ impl access::Lookup for StoreLookup<'_> {
 
     fn grants(&self, agent: &str) -> Vec<Arc<access::agent::GrantFacts>> {
         // Unreadable grants count as none: an agent is then refused, never let through.
-        self.0.grants_of(agent).unwrap_or_default()
+        if self.no_grants {
+            return Vec::new();
+        }
+        self.reg.grants_of(agent).unwrap_or_default()
     }
 }
 
@@ -287,6 +299,29 @@ impl Registry {
         match (&who.did, who.member) {
             (Some(did), false) => self.watches.open(did.as_str(), self.limits.watches).map(Some),
             _ => Ok(None),
+        }
+    }
+
+    /// Keeps the indexes the registry follows from the change history (the quota ledger,
+    /// the grant index) current in the background: built at start, then caught up at most
+    /// every [`KEEP_CURRENT_EVERY`] while revisions are applied, off the async workers when
+    /// that is long ([`follow::Followed::read`]). Users' requests follow them too, but
+    /// members' writes make nothing else follow them: without this, the first user request
+    /// after a long run of members' writes would pay for the catch-up (or, on a member no
+    /// user has reached, for reading every object) and the requests behind it would wait.
+    /// Runs until the store stops or the task is aborted.
+    pub async fn keep_indexes_current(self) {
+        let mut applied = self.store.subscribe();
+        loop {
+            let ledger = self.ledger.read(&self.store, |_| ()).await;
+            let grants = self.grants.read(&self.store, |_| ()).await;
+            if let Err(e) = ledger.and(grants) {
+                tracing::debug!("cannot follow the change history now: {e}");
+            }
+            tokio::time::sleep(KEEP_CURRENT_EVERY).await;
+            if applied.changed().await.is_err() {
+                return;
+            }
         }
     }
 
@@ -471,8 +506,8 @@ impl Registry {
     /// Facts about stored objects for the access rules deciding on `who`'s request, the
     /// grant index brought up to date first ([`Registry::follow_grants_for`]).
     async fn lookup(&self, who: &Caller) -> StoreLookup<'_> {
-        self.follow_grants_for(who).await;
-        StoreLookup(self)
+        let followed = self.follow_grants_for(who).await;
+        StoreLookup { reg: self, no_grants: followed.is_err() }
     }
 
     /// Whether `who` may read the output of `replica` (see [`access::logs::may_read_log`]).
@@ -557,7 +592,16 @@ impl Registry {
         let at = if let ReadAt::Exact(n) = opts.read { Some(n) } else { None };
         // The grants the rules read are followed here, however far: callers on an async
         // worker call `follow_grants_for` first.
-        self.selected(StoreLookup(self), who, kind, namespace, opts, at, None, &mut |_, obj| emit(obj))
+        self.selected(
+            StoreLookup { reg: self, no_grants: false },
+            who,
+            kind,
+            namespace,
+            opts,
+            at,
+            None,
+            &mut |_, obj| emit(obj),
+        )
     }
 
     /// Waits until this member may serve `opts`' list (see [`Registry::list_each`]).

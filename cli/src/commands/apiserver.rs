@@ -396,6 +396,7 @@ pub fn run(ctx: &Context, args: &Args, up: Option<&super::node::LocalNodeArgs>) 
             },
         };
         let sweeper = tokio::spawn(apiserver::member::sweep_tombstones(state.registry.clone(), node.clone()));
+        let keeper = tokio::spawn(state.registry.clone().keep_indexes_current());
         // `ui up` serves the metrics of its controllers and of its node agent with the
         // apiserver's: one process, one scrape target.
         let controller_metrics = controllers::metrics::Metrics::new();
@@ -458,6 +459,7 @@ pub fn run(ctx: &Context, args: &Args, up: Option<&super::node::LocalNodeArgs>) 
             r.abort();
         }
         sweeper.abort();
+        keeper.abort();
         if let Some(t) = metrics_task {
             // It stops with the server (graceful: a scrape in progress is answered).
             if let Ok(Err(e)) = t.await {
