@@ -309,7 +309,8 @@ impl Registry {
     /// members' writes make nothing else follow them: without this, the first user request
     /// after a long run of members' writes would pay for the catch-up (or, on a member no
     /// user has reached, for reading every object) and the requests behind it would wait.
-    /// Runs until the store stops or the task is aborted.
+    /// Runs until aborted (`ui apiserver` aborts it at shutdown) or the store's applied
+    /// revision stops being sent.
     pub async fn keep_indexes_current(self) {
         let mut applied = self.store.subscribe();
         loop {
