@@ -1157,6 +1157,16 @@ type Seen = std::sync::Arc<std::sync::Mutex<Vec<(&'static str, std::thread::Thre
 /// Where the AgentGrants are stored.
 const GRANTS: &str = "/registry/agentgrants/";
 
+/// Workloads `m{from}`..`m{to}` signed by `signer`, written by a member (which makes no
+/// index followed from the history follow).
+async fn members_write(reg: &Registry, signer: &ed25519_dalek::SigningKey, from: usize, to: usize) {
+    let wl = by_kind("Workload").unwrap();
+    for i in from..to {
+        let obj = signed_by(workload(&format!("m{i}"), 0), signer, "2026-01-01T00:00:00Z");
+        reg.create(&SYS, wl, obj, &WriteOptions::default()).await.unwrap();
+    }
+}
+
 /// A store that notes the reads of its indexes ([`Seen`]); a scan of everything waits, once,
 /// for the sender of the receiver put in the gate returned, when one is.
 fn noting() -> (Hooked, Seen, std::sync::Arc<std::sync::Mutex<Option<std::sync::mpsc::Receiver<()>>>>) {
@@ -1200,11 +1210,7 @@ async fn indexes_far_behind_the_history_catch_up_off_the_async_workers() {
     let wl = by_kind("Workload").unwrap();
     let opts = WriteOptions::default();
     let at = "2026-01-01T00:00:00Z";
-    let members_write = async |from: usize, to: usize| {
-        for i in from..to {
-            reg.create(&SYS, wl, signed_by(workload(&format!("m{i}"), 0), &bob, at), &opts).await.unwrap();
-        }
-    };
+    let members_write = async |from: usize, to: usize| members_write(&reg, &bob, from, to).await;
     let user_writes = async |name: &str| {
         reg.create(&caller(&alice), wl, signed_by(workload(name, 0), &alice, at), &opts).await
     };
@@ -1262,13 +1268,7 @@ async fn the_access_rules_read_grants_caught_up_off_the_async_worker() {
     let take = || std::mem::take(&mut *seen.lock().unwrap());
     let (alice, bob) = (key(1), key(2));
     let wl = by_kind("Workload").unwrap();
-    let opts = WriteOptions::default();
-    let at = "2026-01-01T00:00:00Z";
-    let members_write = async |from: usize, to: usize| {
-        for i in from..to {
-            reg.create(&SYS, wl, signed_by(workload(&format!("m{i}"), 0), &bob, at), &opts).await.unwrap();
-        }
-    };
+    let members_write = async |from: usize, to: usize| members_write(&reg, &bob, from, to).await;
     let followed_off_the_worker = |what: &str| {
         let seen = take();
         assert!(seen.iter().any(|(w, _)| *w == "build" || *w == "follow"), "{what}: no catch-up: {seen:?}");
@@ -1427,9 +1427,7 @@ async fn indexes_kept_current_in_the_background_cost_a_users_first_request_nothi
     let wl = by_kind("Workload").unwrap();
     let opts = WriteOptions::default();
     let at = "2026-01-01T00:00:00Z";
-    for i in 0..600 {
-        reg.create(&SYS, wl, signed_by(workload(&format!("m{i}"), 0), &bob, at), &opts).await.unwrap();
-    }
+    members_write(&reg, &bob, 0, 600).await;
     // The keeper's rounds (every 100 ms) while this test waits.
     tokio::time::sleep(std::time::Duration::from_secs(1)).await;
     let kept = take();
