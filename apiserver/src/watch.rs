@@ -232,10 +232,10 @@ fn run(registry: Registry, watch: Watch) -> impl Stream<Item = Result<Event, Api
                 // The objects it selects, collected first: the stream waits on the client.
                 let opts = ListOptions { selector: watch.selector.clone(), ..ListOptions::default() };
                 let mut selected = Vec::new();
-                // On a failure the list's rules read the grants here (unreadable: none).
-                let _ = registry.follow_grants_for(&watch.who).await;
+                let grants = registry.follow_grants(&watch.who).await;
                 let revision = registry.list_each(
                     &watch.who,
+                    grants,
                     watch.kind,
                     watch.namespace.as_deref(),
                     &opts,

@@ -1413,67 +1413,222 @@ async fn an_index_build_that_fails_half_way_counts_nothing_twice() {
     assert!(e.to_string().contains("objects per signer (4 of 3"), "{e}");
 }
 
+/// Waits until the background keeper of the indexes has been idle — caught up — for half a
+/// second (five of its rounds), within 10 s; returns what `seen` noted meanwhile.
+async fn settled(seen: &Seen) -> Vec<(&'static str, std::thread::ThreadId)> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let (mut noted, mut quiet) = (Vec::new(), 0);
+    while quiet < 5 {
+        assert!(std::time::Instant::now() < deadline, "the keeper never caught up: {noted:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let new = std::mem::take(&mut *seen.lock().unwrap());
+        quiet = if new.is_empty() { quiet + 1 } else { 0 };
+        noted.extend(new);
+    }
+    noted
+}
+
 /// Kept current in the background, the indexes cost a user's first request after a long run
-/// of members' writes no more than any other: nothing built or caught up for it, only a few
-/// changes followed in place. The background catch-ups themselves ran off the async worker.
+/// of members' writes no more than any other: nothing built or caught up off the worker for
+/// it, at most a few changes followed in place. The keeper builds them once, off the async
+/// worker, and then follows what is written: it never reads everything again.
 #[tokio::test(flavor = "current_thread")]
 async fn indexes_kept_current_in_the_background_cost_a_users_first_request_nothing_more() {
     let (store, seen, _) = noting();
     let reg = Registry::new(store);
     let keeper = tokio::spawn(reg.clone().keep_indexes_current());
     let runtime = std::thread::current().id();
-    let take = || std::mem::take(&mut *seen.lock().unwrap());
     let (alice, bob) = (key(1), key(2));
     let wl = by_kind("Workload").unwrap();
-    let opts = WriteOptions::default();
     let at = "2026-01-01T00:00:00Z";
     members_write(&reg, &bob, 0, 600).await;
-    // The keeper's rounds (every 100 ms) while this test waits.
-    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-    let kept = take();
+    let kept = settled(&seen).await;
     let builds: Vec<_> = kept.iter().filter(|(what, _)| *what == "build").collect();
     assert_eq!(builds.len(), 2, "the ledger and the grants, built once: {kept:?}");
     assert!(builds.iter().all(|(_, thread)| *thread != runtime), "built on the async worker: {kept:?}");
 
-    reg.create(&caller(&alice), wl, signed_by(workload("a", 0), &alice, at), &opts).await.unwrap();
-    let first = take();
+    members_write(&reg, &bob, 600, 900).await;
+    let kept = settled(&seen).await;
+    assert!(kept.iter().any(|(what, _)| *what == "follow"), "the new writes not followed: {kept:?}");
+    assert!(kept.iter().all(|(what, _)| *what == "follow"), "built again: {kept:?}");
+
+    let who = caller(&alice);
+    reg.create(&who, wl, signed_by(workload("a", 0), &alice, at), &WriteOptions::default()).await.unwrap();
+    // (Nothing at all, when the keeper caught up with the last write.)
+    let first = std::mem::take(&mut *seen.lock().unwrap());
     assert!(
         first.iter().all(|(what, thread)| *what == "follow" && *thread == runtime),
-        "the first user request caught up: {first:?}"
+        "the first user request built or caught up the indexes: {first:?}"
     );
+    assert!(first.len() <= 2, "more than a batch per index: {first:?}");
     keeper.abort();
 }
 
-/// An index a panic left poisoned (here: its build panicked half-way, on the blocking
-/// thread) is built again once, and then followed as before: not built again on every read.
+/// An AgentGrant of `owner`'s naming `agent`, which `agent` accepted.
+fn agent_grant(name: &str, owner: &ed25519_dalek::SigningKey, agent: &ed25519_dalek::SigningKey) -> Value {
+    let acceptance = api::kinds::accept(agent, did_of(owner).as_str(), name).unwrap();
+    let grant = json!({ "apiVersion": "univrs.io/v1", "kind": "AgentGrant", "metadata": { "name": name },
+            "spec": { "agent": did_of(agent), "expires": "2030-01-01T00:00:00Z", "rules": [],
+                      "acceptance": acceptance } });
+    signed_by(grant, owner, "2026-01-01T00:00:00Z")
+}
+
+/// Whether a caller is an agent's key (its requests are then recorded, its JSON patches
+/// refused) is never answered "no" because the grants cannot be read: that is an error, which
+/// the audit layer answers with a 503.
 #[tokio::test(flavor = "current_thread")]
-async fn an_index_a_panic_poisoned_is_built_again_once() {
-    let builds = Count::default();
-    let panic_once = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
-    let (counted, armed) = (builds.clone(), panic_once.clone());
+async fn an_agent_whose_grants_cannot_be_read_is_never_taken_for_a_user() {
+    let failing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let fails = failing.clone();
     let store = Hooked {
-        state: Some(Box::new(move |what, detail| {
-            if (what, detail) == ("scan", "/") {
-                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                if armed.swap(false, std::sync::atomic::Ordering::SeqCst) {
-                    panic!("a build that panics (this test)");
-                }
-            }
+        cut: Some(Box::new(move |key| {
+            key.starts_with(GRANTS) && fails.load(std::sync::atomic::Ordering::SeqCst)
         })),
         ..Default::default()
     };
     let reg = Registry::new(store);
-    let alice = key(1);
+    let (owner, agent) = (key(1), key(3));
+    let kind = by_kind("AgentGrant").unwrap();
+    reg.create(&SYS, kind, agent_grant("g", &owner, &agent), &WriteOptions::default()).await.unwrap();
+    let e = reg.is_agent(&caller(&agent)).await.unwrap_err();
+    assert_eq!(e.code(), 503, "{e}");
+    failing.store(false, std::sync::atomic::Ordering::SeqCst);
+    assert!(reg.is_agent(&caller(&agent)).await.unwrap(), "the grant's agent");
+    assert!(!reg.is_agent(&caller(&owner)).await.unwrap(), "the grant's owner");
+}
+
+/// When the grants cannot be brought up to date for a watch, its initial list counts them
+/// as none (the agent sees what anyone would): it does not try again on the async worker,
+/// reading every grant for each object it lists.
+#[tokio::test(flavor = "current_thread")]
+async fn a_watch_whose_grants_cannot_be_read_lists_without_them_off_the_worker() {
+    use apiserver::watch::{self, Start, Watch};
+    use futures_util::StreamExt as _;
+    let (store, seen, _) = noting();
+    let store = Hooked { cut: Some(Box::new(|key| key.starts_with(GRANTS))), ..store };
+    let reg = Registry::new(store);
+    let runtime = std::thread::current().id();
+    let (owner, agent) = (key(1), key(3));
+    reg.create(
+        &SYS,
+        by_kind("AgentGrant").unwrap(),
+        agent_grant("g", &owner, &agent),
+        &WriteOptions::default(),
+    )
+    .await
+    .unwrap();
+    // With environment values, which only their owner (or an agent granted it) sees.
+    for i in 0..3 {
+        let mut w = workload(&format!("w{i}"), 0);
+        w["spec"]["env"] = json!([{ "name": "TOKEN", "value": "s3cret" }]);
+        let w = signed_by(w, &owner, "2026-01-01T00:00:00Z");
+        reg.create(&SYS, by_kind("Workload").unwrap(), w, &WriteOptions::default()).await.unwrap();
+    }
+    seen.lock().unwrap().clear();
+    let watching = Watch {
+        who: caller(&agent),
+        kind: by_kind("Workload").unwrap(),
+        namespace: None,
+        selector: Default::default(),
+        start: Start::Now,
+        initial_events: true,
+        initial_events_end: false,
+        bookmarks: false,
+        timeout: std::time::Duration::from_secs(30),
+    };
+    let mut events = Box::pin(watch::start(&reg, watching).await.unwrap());
+    for _ in 0..3 {
+        let event = tokio::time::timeout(std::time::Duration::from_secs(10), events.next()).await;
+        let event = event.unwrap().unwrap();
+        assert_eq!(event.kind, "ADDED");
+        let object = event.object.into_value().unwrap();
+        assert!(!object.to_string().contains("s3cret"), "{object}");
+    }
+    let seen = std::mem::take(&mut *seen.lock().unwrap());
+    let builds: Vec<_> = seen.iter().filter(|(what, _)| *what == "build").collect();
+    assert_eq!(builds.len(), 1, "one attempt, before the list: {seen:?}");
+    assert!(builds.iter().all(|(_, thread)| *thread != runtime), "on the async worker: {seen:?}");
+}
+
+/// A keeper of the indexes whose catch-ups keep failing (here: the grant index's build)
+/// tries again less and less often while writes arrive, rather than reading every grant
+/// again every 100 ms.
+#[tokio::test(flavor = "current_thread")]
+async fn a_keeper_whose_catch_ups_fail_tries_less_and_less_often() {
+    let builds = Count::default();
+    let counted = builds.clone();
+    let store = Hooked {
+        state: Some(Box::new(move |what, detail| {
+            if (what, detail) == ("scan", GRANTS) {
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        })),
+        cut: Some(Box::new(|key| key.starts_with(GRANTS))),
+        ..Default::default()
+    };
+    let reg = Registry::new(store);
+    let (owner, agent) = (key(1), key(3));
+    let kind = by_kind("AgentGrant").unwrap();
+    reg.create(&SYS, kind, agent_grant("g", &owner, &agent), &WriteOptions::default()).await.unwrap();
+    let keeper = tokio::spawn(reg.clone().keep_indexes_current());
+    // A write every 20 ms for 1.5 s: every round of a keeper that did not back off would
+    // find something to follow (15 rounds).
+    let start = std::time::Instant::now();
+    let mut i = 0;
+    while start.elapsed() < std::time::Duration::from_millis(1500) {
+        members_write(&reg, &owner, i, i + 1).await;
+        i += 1;
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    keeper.abort();
+    // Rounds at 0, 0.2, 0.6 and 1.4 s (the wait doubles from 100 ms with each failure).
+    let tried = builds.load(std::sync::atomic::Ordering::SeqCst);
+    assert!((1..=5).contains(&tried), "{tried} builds of the grant index in 1.5 s");
+}
+
+/// An index a panic left poisoned (here: its catch-up panicked on the blocking thread, after
+/// it was built, while it followed the history) is built again — not followed on from
+/// wherever the panic left it — once, and then followed as before.
+#[tokio::test(flavor = "current_thread")]
+async fn an_index_a_panic_poisoned_is_built_again_once() {
+    let builds = Count::default();
+    let armed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (counted, panics) = (builds.clone(), armed.clone());
+    let store = Hooked {
+        state: Some(Box::new(move |what, detail| match (what, detail) {
+            ("scan", "/" | GRANTS) => {
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+            ("changes", "4096") if panics.load(std::sync::atomic::Ordering::SeqCst) => {
+                panic!("a catch-up that panics (this test)")
+            }
+            _ => {}
+        })),
+        ..Default::default()
+    };
+    let reg = Registry::new(store).with_limits(apiserver::quota::Limits { objects: 3, ..Default::default() });
+    let (alice, bob) = (key(1), key(2));
     let wl = by_kind("Workload").unwrap();
     let at = "2026-01-01T00:00:00Z";
     let write = async |name: &str| {
         reg.create(&caller(&alice), wl, signed_by(workload(name, 0), &alice, at), &WriteOptions::default())
             .await
     };
-    let e = write("a").await.unwrap_err();
+    let built = || builds.load(std::sync::atomic::Ordering::SeqCst);
+    write("a").await.unwrap();
+    assert_eq!(built(), 2, "the ledger and the grants");
+    // Far behind: the next catch-ups run on a blocking thread, and panic there.
+    members_write(&reg, &bob, 0, 300).await;
+    armed.store(true, std::sync::atomic::Ordering::SeqCst);
+    let e = write("b").await.unwrap_err();
     assert_eq!(e.code(), 503, "{e}");
-    for name in ["a", "b", "c"] {
-        write(name).await.unwrap();
-    }
-    assert_eq!(builds.load(std::sync::atomic::Ordering::SeqCst), 2, "the panicked build and one more");
+    armed.store(false, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(built(), 2);
+    write("b").await.unwrap();
+    assert_eq!(built(), 4, "both built again");
+    write("c").await.unwrap();
+    assert_eq!(built(), 4, "once");
+    // Alice's three objects counted once each, bob's none: her fourth is over her quota.
+    let e = write("d").await.unwrap_err();
+    assert!(e.to_string().contains("objects per signer (4 of 3"), "{e}");
 }

@@ -92,9 +92,12 @@ pub async fn agents(State(state): State<std::sync::Arc<AppState>>, mut req: Requ
     };
     // The handlers take this very caller: its trail carries the grant the rules used.
     req.extensions_mut().insert(who.clone());
-    // The grant index caught up here, off the async workers if far behind.
-    if !state.registry.is_agent(&who).await {
-        return next.run(req).await;
+    // The grant index caught up here, off the async workers if far behind. Unreadable, it
+    // answers a 503: the request might be an agent's, which never runs unrecorded.
+    match state.registry.is_agent(&who).await {
+        Ok(true) => {}
+        Ok(false) => return next.run(req).await,
+        Err(e) => return e.into_response(),
     }
     let Some(asked) = Asked::of(req.method(), req.uri().path(), req.uri().query()) else {
         return next.run(req).await;

@@ -625,6 +625,7 @@ async fn stream_list(
     view: View,
 ) -> Result<Response> {
     reg.list_ready(&opts).await?;
+    let grants = reg.follow_grants(&who).await;
     let permit = match tokio::time::timeout(LIST_STREAM_WAIT, LIST_STREAM_PERMITS.acquire()).await {
         Ok(Ok(permit)) => permit,
         _ => {
@@ -653,7 +654,7 @@ async fn stream_list(
         let mut buf = list_opening(kind, view, None);
         let (mut first, mut cut) = (true, false);
         let mut failed = None;
-        let listed = reg.list_each(&who, kind, ns.as_deref(), &opts, &mut |item| {
+        let listed = reg.list_each(&who, grants, kind, ns.as_deref(), &opts, &mut |item| {
             // Checked on every object, not only when a chunk is full: a list that selects
             // little, or whose client left, does not keep its slot and its read.
             if tx.is_closed() || std::time::Instant::now() >= deadline {
@@ -904,7 +905,7 @@ pub async fn patch(
     let content_type = content_type(&headers);
     // A JSON patch's `test` could probe values an agent may not read: agents send whole
     // objects or merge patches they signed.
-    let agents_json_patch = content_type == "application/json-patch+json" && reg.is_agent(&who).await;
+    let agents_json_patch = content_type == "application/json-patch+json" && reg.is_agent(&who).await?;
     let patch = match content_type {
         "application/merge-patch+json" => Patch::Merge(json()?),
         "application/json-patch+json" if agents_json_patch => {

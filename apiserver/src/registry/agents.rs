@@ -481,11 +481,12 @@ impl Registry {
 
     /// Whether `who` is an agent's key: named by a stored AgentGrant of someone else (expired
     /// ones too, so that the refusals after expiry are recorded; a grant naming its own signer
-    /// makes no agent).
-    pub async fn is_agent(&self, who: &Caller) -> bool {
-        let Some(did) = who.did.as_ref().filter(|_| !who.member) else { return false };
-        let grants = self.grants_now(did.as_str()).await;
-        grants.is_ok_and(|g| g.iter().any(|g| g.owner != did.as_str()))
+    /// makes no agent). Grants that cannot be read are an error (a 503), never "not an
+    /// agent": an agent's request would then go unrecorded.
+    pub async fn is_agent(&self, who: &Caller) -> Result<bool, ApiError> {
+        let Some(did) = who.did.as_ref().filter(|_| !who.member) else { return Ok(false) };
+        let grants = self.grants_now(did.as_str()).await?;
+        Ok(grants.iter().any(|g| g.owner != did.as_str()))
     }
 
     /// Whether the agent `who` has room in its quota for one more audit record (its records

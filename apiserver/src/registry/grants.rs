@@ -103,10 +103,7 @@ impl Registry {
         self.grants.read(&self.store, move |index| index.of(&agent)).await
     }
 
-    /// Brings the grant index up to date for `who`'s request, off the async workers when
-    /// far behind: before the access rules read it synchronously, which then follow a few
-    /// changes at most. Only for a user: the rules read no grants for a member or anonymous
-    /// caller.
+    /// [`Registry::follow_grants`], with its error.
     pub(crate) async fn follow_grants_for(&self, who: &Caller) -> Result<(), ApiError> {
         if who.did.is_some() && !who.member {
             self.grants.read(&self.store, |_| ()).await?;

@@ -200,6 +200,12 @@ const WAIT_FOR_REVISION: Duration = Duration::from_secs(3);
 /// background while revisions are applied ([`Registry::keep_indexes_current`]).
 const KEEP_CURRENT_EVERY: Duration = Duration::from_millis(100);
 
+/// How long the keeper of the indexes waits before its next round, after `failing` failed
+/// rounds in a row: [`KEEP_CURRENT_EVERY`], doubled for each, at most 64 times as long.
+fn keep_current_wait(failing: u32) -> Duration {
+    KEEP_CURRENT_EVERY * (1 << failing.min(6))
+}
+
 /// The objects of every kind, on one store (a Raft member).
 #[derive(Clone, Debug)]
 pub struct Registry {
@@ -217,6 +223,16 @@ pub struct Registry {
     /// Held from an agent's payment's spending-cap check to its commit, so that two payments
     /// through this member never both pass the check on the same spending.
     agent_payments: Arc<tokio::sync::Mutex<()>>,
+}
+
+/// How a request's access rules read the AgentGrants ([`Registry::follow_grants`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Grants {
+    /// From the grant index, brought up to date for the request (the rules follow only
+    /// what was applied since, where they are).
+    Followed,
+    /// As none: the index could not be brought up to date (an agent is then refused).
+    Unreadable,
 }
 
 /// Facts about stored objects read from this member's state, for the access rules.
@@ -309,17 +325,45 @@ impl Registry {
     /// members' writes make nothing else follow them: without this, the first user request
     /// after a long run of members' writes would pay for the catch-up (or, on a member no
     /// user has reached, for reading every object) and the requests behind it would wait.
-    /// Runs until aborted (`ui apiserver` aborts it at shutdown) or the store's applied
-    /// revision stops being sent.
+    /// A round that fails (or panics) is retried after a wait that doubles with each failure
+    /// in a row ([`keep_current_wait`]); the first of a run of failures is a warning. Runs
+    /// until aborted (`ui apiserver` aborts it at shutdown; a build already on a blocking
+    /// thread then runs to its end, as the requests' own do).
     pub async fn keep_indexes_current(self) {
+        use futures_util::FutureExt as _;
         let mut applied = self.store.subscribe();
+        let mut failing = 0u32;
         loop {
-            let ledger = self.ledger.read(&self.store, |_| ()).await;
-            let grants = self.grants.read(&self.store, |_| ()).await;
-            if let Err(e) = ledger.and(grants) {
-                tracing::debug!("cannot follow the change history now: {e}");
+            let round = std::panic::AssertUnwindSafe(async {
+                let ledger = self.ledger.read(&self.store, |_| ()).await;
+                let grants = self.grants.read(&self.store, |_| ()).await;
+                [("the quota ledger", ledger.err()), ("the grant index", grants.err())]
+                    .into_iter()
+                    .filter_map(|(index, e)| Some(format!("{index}: {}", e?)))
+                    .collect::<Vec<_>>()
+            })
+            .catch_unwind()
+            .await;
+            let failed = round.unwrap_or_else(|_| vec!["a catch-up panicked".to_owned()]);
+            if failed.is_empty() {
+                if failing > 0 {
+                    tracing::info!(
+                        "the indexes follow the change history again, after {failing} failed rounds"
+                    );
+                }
+                failing = 0;
+            } else {
+                let failed = failed.join("; ");
+                if failing == 0 {
+                    tracing::warn!(
+                        "cannot keep the indexes current (retried, less and less often): {failed}"
+                    );
+                } else {
+                    tracing::debug!("cannot keep the indexes current ({failing} failed rounds): {failed}");
+                }
+                failing = failing.saturating_add(1);
             }
-            tokio::time::sleep(KEEP_CURRENT_EVERY).await;
+            tokio::time::sleep(keep_current_wait(failing)).await;
             if applied.changed().await.is_err() {
                 return;
             }
@@ -504,11 +548,28 @@ impl Registry {
         }
     }
 
+    /// Brings the grant index up to date for `who`'s request, off the async workers when far
+    /// behind, before the access rules read it synchronously: they then follow a few changes
+    /// at most. Only for a user: the rules read no grants for a member or anonymous caller.
+    pub async fn follow_grants(&self, who: &Caller) -> Grants {
+        match self.follow_grants_for(who).await {
+            Ok(()) => Grants::Followed,
+            Err(e) => {
+                tracing::debug!("the grants cannot be read now (they count as none): {e}");
+                Grants::Unreadable
+            }
+        }
+    }
+
+    /// Facts about stored objects for the access rules, read as `grants` says.
+    fn lookup_with(&self, grants: Grants) -> StoreLookup<'_> {
+        StoreLookup { reg: self, no_grants: grants == Grants::Unreadable }
+    }
+
     /// Facts about stored objects for the access rules deciding on `who`'s request, the
-    /// grant index brought up to date first ([`Registry::follow_grants_for`]).
+    /// grant index brought up to date first ([`Registry::follow_grants`]).
     async fn lookup(&self, who: &Caller) -> StoreLookup<'_> {
-        let followed = self.follow_grants_for(who).await;
-        StoreLookup { reg: self, no_grants: followed.is_err() }
+        self.lookup_with(self.follow_grants(who).await)
     }
 
     /// Whether `who` may read the output of `replica` (see [`access::logs::may_read_log`]).
@@ -580,29 +641,20 @@ impl Registry {
     }
 
     /// A whole list (no `limit`, no `continue`) handed to `emit` object by object rather than
-    /// held: call [`Registry::list_ready`] first, then this, off the async runtime (it reads
-    /// the store as it goes). Returns the list's revision, known once the last object is out.
+    /// held: call [`Registry::list_ready`] and [`Registry::follow_grants`] first, then this,
+    /// off the async runtime (it reads the store as it goes). Returns the list's revision,
+    /// known once the last object is out.
     pub fn list_each(
         &self,
         who: &Caller,
+        grants: Grants,
         kind: &KindInfo,
         namespace: Option<&str>,
         opts: &ListOptions,
         emit: &mut dyn FnMut(Item) -> bool,
     ) -> Result<u64, ApiError> {
         let at = if let ReadAt::Exact(n) = opts.read { Some(n) } else { None };
-        // The grants the rules read are followed here, however far: callers on an async
-        // worker call `follow_grants_for` first.
-        self.selected(
-            StoreLookup { reg: self, no_grants: false },
-            who,
-            kind,
-            namespace,
-            opts,
-            at,
-            None,
-            &mut |_, obj| emit(obj),
-        )
+        self.selected(self.lookup_with(grants), who, kind, namespace, opts, at, None, &mut |_, obj| emit(obj))
     }
 
     /// Waits until this member may serve `opts`' list (see [`Registry::list_each`]).
