@@ -453,10 +453,8 @@ impl Registry {
     fn spent_under(&self, [agent, grant, owner]: &[String; 3]) -> Result<i64, ApiError> {
         let kind = api::kinds::info::<api::kinds::TransferSpec>();
         let prefix = super::prefix(kind, None);
-        let none = crate::raft::labels::LabelNeeds::default();
-        let scan = crate::raft::Scan { prefix: &prefix, after: None, at: None, labels: &none };
         let mut spent = 0i64;
-        let scanned = self.store.scan(scan, &mut |_, stored| {
+        super::scan_now(&*self.store, &prefix, &mut |_, stored| {
             // Only a Transfer that names the agent is parsed.
             if !stored.value.contains(agent.as_str()) {
                 return true;
@@ -472,10 +470,7 @@ impl Registry {
                 spent = spent.saturating_add(amount(&t));
             }
             true
-        });
-        scanned
-            .map_err(unavailable)?
-            .map_err(|c| ApiError::Unavailable(format!("the current state is compacted: {}", c.compacted)))?;
+        })?;
         Ok(spent)
     }
 

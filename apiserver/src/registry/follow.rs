@@ -13,11 +13,9 @@
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use crate::raft::Scan;
 use crate::raft::history::Change;
-use crate::raft::labels::LabelNeeds;
 
-use super::{ApiError, Store, unavailable};
+use super::{ApiError, Store, scan_now, unavailable};
 
 /// How far behind the last applied revision an index may be and still catch up on an
 /// async worker.
@@ -65,17 +63,10 @@ fn follow<I: Index>(store: &dyn Store, index: &mut I, anything: bool) -> Result<
             // which replaces this one only once complete: a scan that fails half-way leaves
             // nothing half-counted behind.
             let mut built = I::default();
-            let none = LabelNeeds::default();
-            let scan = Scan { prefix: &I::prefix(), after: None, at: None, labels: &none };
-            let revision = store
-                .scan(scan, &mut |key, stored| {
-                    built.insert(&key, &stored.value);
-                    true
-                })
-                .map_err(unavailable)?
-                .map_err(|c| {
-                    ApiError::Unavailable(format!("the current state is compacted: {}", c.compacted))
-                })?;
+            let revision = scan_now(store, &I::prefix(), &mut |key, stored| {
+                built.insert(&key, &stored.value);
+                true
+            })?;
             built.advance(revision);
             *index = built;
             continue;

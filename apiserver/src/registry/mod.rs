@@ -206,6 +206,21 @@ fn keep_current_wait(failing: u32) -> Duration {
     KEEP_CURRENT_EVERY * (1 << failing.min(6))
 }
 
+/// Visits every object under `prefix` in the state as it is now, key by key (never all held
+/// at once); returns the revision of that state.
+pub(crate) fn scan_now(
+    store: &dyn Store,
+    prefix: &str,
+    visit: &mut crate::raft::Visit<'_>,
+) -> Result<u64, ApiError> {
+    let none = crate::raft::labels::LabelNeeds::default();
+    let scan = crate::raft::Scan { prefix, after: None, at: None, labels: &none };
+    store
+        .scan(scan, visit)
+        .map_err(unavailable)?
+        .map_err(|c| ApiError::Unavailable(format!("the current state is compacted: {}", c.compacted)))
+}
+
 /// The objects of every kind, on one store (a Raft member).
 #[derive(Clone, Debug)]
 pub struct Registry {
