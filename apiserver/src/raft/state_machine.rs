@@ -112,9 +112,10 @@ struct Db {
 #[derive(Default)]
 struct Unsaved {
     txn: Option<redb::WriteTransaction>,
-    /// Applies in it, and the history they wrote (packed).
+    /// Applies in it, the history they wrote (packed), and the keys they changed.
     applies: usize,
     history_bytes: usize,
+    changed: usize,
     /// When it was first held.
     since: Option<std::time::Instant>,
 }
@@ -284,12 +285,13 @@ impl Writing<'_> {
     /// Counts one apply made in the transaction.
     fn applied(&mut self, history_bytes: usize) {
         self.unsaved.applies += 1;
-        self.wrote(history_bytes);
+        self.wrote(history_bytes, 0);
     }
 
-    /// Counts `history_bytes` written in the transaction.
-    fn wrote(&mut self, history_bytes: usize) {
+    /// Counts `history_bytes` written in the transaction, and `changed` keys.
+    fn wrote(&mut self, history_bytes: usize, changed: usize) {
         self.unsaved.history_bytes = self.unsaved.history_bytes.saturating_add(history_bytes);
+        self.unsaved.changed = self.unsaved.changed.saturating_add(changed);
     }
 
     /// True when the transaction holds as many applies as it may.
@@ -316,6 +318,7 @@ impl Writing<'_> {
         let start = std::time::Instant::now();
         let result = txn.commit();
         let history_bytes = std::mem::take(&mut self.unsaved.history_bytes);
+        let changed = std::mem::take(&mut self.unsaved.changed);
         let applies = std::mem::take(&mut self.unsaved.applies);
         self.unsaved.since = None;
         // Lost before not held: a read that finds nothing held then finds it lost.
@@ -327,7 +330,7 @@ impl Writing<'_> {
         self.db.held.store(false, std::sync::atomic::Ordering::Release);
         result.map_err(write_err)?;
         crate::metrics::metrics().backend_committed(start);
-        self.db.writeback.committed(history_bytes, durable);
+        self.db.writeback.committed(written(history_bytes, changed), durable);
         Ok(())
     }
 }
@@ -362,6 +365,7 @@ impl Drop for Writing<'_> {
         if self.txn.take().is_some() {
             let applies = std::mem::take(&mut self.unsaved.applies);
             self.unsaved.history_bytes = 0;
+            self.unsaved.changed = 0;
             self.unsaved.since = None;
             // Lost before not held (see `commit_txn`).
             if applies > 0 {
@@ -374,17 +378,30 @@ impl Drop for Writing<'_> {
 
 /// The least time between two background flushes of the database's file.
 const WRITEBACK_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
-/// How much history (packed) commits without fsync write before the file is flushed in the
-/// background. The pages they write are several times that (redb copies every page it
-/// changes); history is counted, not pages, so that a slow stream of writes (one client, a
-/// commit each) reaches it rarely: each flush delays the log's fsync that meets it by a few
-/// milliseconds (the two files are on one disk: the fsync queues behind the flush's writes),
-/// and ten a second showed in the p99 of one client's writes.
+/// How much commits without fsync write, as [`written`] counts it, before the file is
+/// flushed in the background. Not more often: each flush delays the log's fsync that meets
+/// it by a few milliseconds (the two files are on one disk: the fsync queues behind the
+/// flush's writes), and ten a second showed in the p99 of one client's writes.
 const WRITEBACK_BYTES: usize = 2 << 20;
 
+/// What the background flush counts for each key a commit changed: the leaf of the objects'
+/// tree it rewrote (redb's pages are 4 KiB). Keys spread over a large store rewrite a leaf
+/// each: counting only the history (a few hundred bytes a change), a second of updates
+/// among 100,000 objects reached no flush and left ~10 MiB of pages to the next durable
+/// commit, whose fsync then held every apply for ~20 ms once a second (the p99 of the
+/// 16-client writes; BENCHMARKS.md, change 26).
+const PAGE_PER_CHANGE: usize = 4 << 10;
+
+/// How much a commit wrote to the database's file, for the background flush: its history
+/// (packed) and a page for each key it changed (an estimate: keys close together share a
+/// leaf).
+fn written(history_bytes: usize, changed: usize) -> usize {
+    history_bytes.saturating_add(changed.saturating_mul(PAGE_PER_CHANGE))
+}
+
 /// A thread that flushes (fdatasync) the database's file once commits without fsync have
-/// written [`WRITEBACK_BYTES`] of history since a flush was last asked for or the last
-/// durable commit, at most once per [`WRITEBACK_PAUSE`], so that the next durable commit
+/// written [`WRITEBACK_BYTES`] (as [`written`] counts) since a flush was last asked for or
+/// the last durable commit, at most once per [`WRITEBACK_PAUSE`], so that the next durable commit
 /// finds less left to write.
 ///
 /// This changes nothing of what survives a crash: it writes early what the kernel may write
@@ -399,8 +416,8 @@ const WRITEBACK_BYTES: usize = 2 << 20;
 /// it. The thread ends shortly after the last clone of the state machine is dropped.
 struct Writeback {
     kick: std::sync::mpsc::SyncSender<()>,
-    /// History written since a flush was last asked for or the last durable commit (counted
-    /// by `apply` alone).
+    /// What was written since a flush was last asked for or the last durable commit (counted
+    /// by `apply` alone; see [`written`]).
     pending: std::sync::Mutex<usize>,
     /// Why a flush failed, once one has.
     failed: Arc<std::sync::OnceLock<String>>,
@@ -1256,7 +1273,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             put_meta(txn, LAST_APPLIED, &last)?;
             put_meta(txn, REVISION, &revision)?;
         }
-        writing.wrote(history_bytes);
+        writing.wrote(history_bytes, fresh.len());
         let now = std::time::Instant::now();
         let durable = {
             let mut last = self.last_durable.lock().expect("durable lock");
@@ -1367,8 +1384,8 @@ mod writeback_tests {
         }
     }
 
-    /// Applies that write enough history without fsync make the thread flush; a little does
-    /// not; and the thread ends with the last clone of the state machine.
+    /// Applies that write enough without fsync — history, or keys changed — make the thread
+    /// flush; a little does not; and the thread ends with the last clone of the state machine.
     #[test]
     fn applies_without_fsync_make_the_thread_flush_and_it_ends_with_the_state_machine() {
         let dir = tempfile::tempdir().unwrap();
@@ -1396,11 +1413,18 @@ mod writeback_tests {
             apply(&mut sm, 1024);
         }
         std::thread::sleep(WRITEBACK_PAUSE * 2);
-        assert_eq!(flushes.load(Relaxed), 0, "10 KiB of history: no flush");
+        assert_eq!(flushes.load(Relaxed), 0, "10 KiB of history, 10 pages: no flush");
+        // Little history, but a page rewritten for each key changed.
+        for _ in 0..WRITEBACK_BYTES / PAGE_PER_CHANGE {
+            apply(&mut sm, 16);
+        }
+        await_true("a flush after WRITEBACK_BYTES of pages", || flushes.load(Relaxed) >= 1);
+        std::thread::sleep(WRITEBACK_PAUSE * 2);
+        let before = flushes.load(Relaxed);
         for _ in 0..3 {
             apply(&mut sm, WRITEBACK_BYTES / 2);
         }
-        await_true("a flush after 1.5 × WRITEBACK_BYTES", || flushes.load(Relaxed) >= 1);
+        await_true("a flush after 1.5 × WRITEBACK_BYTES", || flushes.load(Relaxed) > before);
         let clone = sm.clone();
         drop(sm);
         std::thread::sleep(WRITEBACK_PAUSE * 3);
