@@ -494,6 +494,10 @@ fn flush_due(pending: &mut usize, bytes: usize, durable: bool) -> bool {
     due
 }
 
+/// Most history records one transaction of a compaction drops
+/// ([`StateMachine::compact_history`]).
+const COMPACT_AT_ONCE: usize = 1_000;
+
 /// How often an apply commits durably (see the module's doc).
 const DURABLE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
@@ -809,40 +813,56 @@ impl StateMachine {
         Ok(())
     }
 
-    /// Drops history older than `retention` allows, as of `now_ms`.
+    /// Drops history older than `retention` allows, as of `now_ms`: in parts of at most
+    /// [`COMPACT_AT_ONCE`] records, each a transaction of its own committed without fsync (the
+    /// next durable commit makes it durable; one lost to a crash only leaves history that was
+    /// due to go), so that the applies, which wait for each (redb has one writer), go on in
+    /// between. Ten seconds of writes at the bound were one transaction before, with its
+    /// fsync, holding every apply for hundreds of milliseconds.
     pub fn compact_history(&self, retention: Retention, now_ms: u64) -> Result<()> {
+        while self.compact_part(retention, now_ms)? {}
+        Ok(())
+    }
+
+    /// One part of [`Self::compact_history`]; true when more is due.
+    fn compact_part(&self, retention: Retention, now_ms: u64) -> Result<bool> {
         let oldest_kept_ms = now_ms.saturating_sub(retention.max_age.as_millis() as u64);
         // The applies held are committed first: a failed compaction loses none of them.
         let writing = self.db.write_alone()?;
         let txn = writing.txn();
         let applied = revision_in_write(txn)?;
         let keep_from = applied.saturating_sub(retention.max_revisions);
-        let mut dropped = None;
+        let mut doomed = Vec::new();
+        let mut more = false;
         {
             let mut table = txn.open_table(HISTORY).map_err(write_err)?;
-            let mut doomed = Vec::new();
             for item in table.iter().map_err(read_err)? {
                 let (rev, record) = item.map_err(read_err)?;
-                let record = history_record(record.value())?;
-                if rev.value() >= keep_from && record.applied_at_ms >= oldest_kept_ms {
+                let rev = rev.value();
+                // Below the revisions kept a record goes whatever its age: not decoded.
+                if rev >= keep_from && history_record(record.value())?.applied_at_ms >= oldest_kept_ms {
                     break;
                 }
-                doomed.push(rev.value());
+                if doomed.len() == COMPACT_AT_ONCE {
+                    more = true;
+                    break;
+                }
+                doomed.push(rev);
             }
-            for rev in doomed {
+            for rev in &doomed {
                 table.remove(rev).map_err(write_err)?;
-                dropped = Some(rev);
             }
         }
+        let dropped = doomed.last().copied();
         if let Some(rev) = dropped {
             let before = meta_in_write::<u64>(txn, HISTORY_COMPACTED)?.unwrap_or(0);
             put_meta(txn, HISTORY_COMPACTED, &before.max(rev))?;
         }
-        writing.commit(Durability::Immediate)?;
+        writing.commit(Durability::None)?;
         if let Some(rev) = dropped {
             self.window.compact(rev);
         }
-        Ok(())
+        Ok(more)
     }
 
     /// The current value of `key`.
@@ -2047,6 +2067,28 @@ mod held_applies_tests {
         assert!(!sm.db.held.load(Acquire));
         assert_eq!(committed_revision(&sm), 3);
         assert!(matches!(sm.changes_after(0, 10).unwrap(), Err(Compacted { .. })), "compacted");
+    }
+
+    /// A compaction with more to drop than one part holds drops it all, part after part, and
+    /// only that: the revisions kept are kept, and what it dropped stays dropped after the
+    /// state machine is opened again.
+    #[test]
+    fn a_long_compaction_drops_everything_due_in_parts() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sm.redb");
+        let total = 2 * COMPACT_AT_ONCE as u64 + 500;
+        {
+            let mut sm = open(&path);
+            rt().block_on(sm.apply((1..=total).map(put))).unwrap();
+            let retention = Retention { max_age: std::time::Duration::from_secs(3600), max_revisions: 10 };
+            sm.compact_history(retention, 0).unwrap();
+            assert!(matches!(sm.changes_after(total - 12, 100).unwrap(), Err(Compacted { .. })));
+            let kept = sm.changes_after(total - 11, 100).unwrap().unwrap();
+            assert_eq!(kept.changes.len(), 11, "the revisions from the last applied - 10 on");
+        }
+        let sm = open(&path);
+        assert!(matches!(sm.changes_after(total - 12, 100).unwrap(), Err(Compacted { .. })));
+        assert_eq!(sm.changes_after(total - 11, 100).unwrap().unwrap().changes.len(), 11);
     }
 
     /// A member that stops commits the applies held: started again, it has them, and openraft
