@@ -841,6 +841,8 @@ struct Hooked {
     cut: Option<OnKey>,
     /// Before a read barrier: `Some` fails it.
     barrier: Option<Box<dyn Fn() -> Option<StoreError> + Send + Sync>>,
+    /// Before a read of the changes (after the `state` hook): `Some` fails it.
+    changes: Option<Box<dyn Fn() -> Option<StoreError> + Send + Sync>>,
     /// Before a write: `Some` refuses it.
     write: Option<Box<dyn Fn() -> Option<WriteError> + Send + Sync>>,
 }
@@ -882,6 +884,9 @@ impl Store for Hooked {
     }
     fn changes_after(&self, after: u64, max: usize) -> Result<Result<Changes, Compacted>, StoreError> {
         self.state("changes", &max.to_string());
+        if let Some(e) = self.changes.as_ref().and_then(|hook| hook()) {
+            return Err(e);
+        }
         self.real.changes_after(after, max)
     }
     fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
@@ -1407,18 +1412,28 @@ async fn an_index_build_that_fails_half_way_counts_nothing_twice() {
     *cut_at.lock().unwrap() = Some("/w2");
     let e = write("w3").await.unwrap_err();
     assert_eq!(e.code(), 503, "{e}");
+    // (A failed catch-up answers for the reads behind it for a second.)
+    tokio::time::sleep(FAILED_FOR).await;
     // Counted once: her third object fits, her fourth does not.
     write("w3").await.unwrap();
     let e = write("w4").await.unwrap_err();
     assert!(e.to_string().contains("objects per signer (4 of 3"), "{e}");
 }
 
-/// Waits until the background keeper of the indexes has been idle — caught up — for half a
-/// second (five of its rounds), within 10 s; returns what `seen` noted meanwhile.
-async fn settled(seen: &Seen) -> Vec<(&'static str, std::thread::ThreadId)> {
+/// How long a failed catch-up answers for the reads behind it (the registry's `FAILED_FOR`),
+/// and a little more.
+const FAILED_FOR: std::time::Duration = std::time::Duration::from_millis(1100);
+
+/// What `seen` noted, with the thread of each.
+type Notes = Vec<(&'static str, std::thread::ThreadId)>;
+
+/// Waits, within 10 s, until what `seen` noted meets `done` and then nothing more is noted
+/// for half a second (five rounds of the background keeper: it is caught up); returns the
+/// notes.
+async fn settled(seen: &Seen, done: impl Fn(&Notes) -> bool) -> Notes {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     let (mut noted, mut quiet) = (Vec::new(), 0);
-    while quiet < 5 {
+    while !done(&noted) || quiet < 5 {
         assert!(std::time::Instant::now() < deadline, "the keeper never caught up: {noted:?}");
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         let new = std::mem::take(&mut *seen.lock().unwrap());
@@ -1442,13 +1457,14 @@ async fn indexes_kept_current_in_the_background_cost_a_users_first_request_nothi
     let wl = by_kind("Workload").unwrap();
     let at = "2026-01-01T00:00:00Z";
     members_write(&reg, &bob, 0, 600).await;
-    let kept = settled(&seen).await;
+    let builds_of = |notes: &Notes| notes.iter().filter(|(what, _)| *what == "build").count();
+    let kept = settled(&seen, |notes| builds_of(notes) >= 2).await;
     let builds: Vec<_> = kept.iter().filter(|(what, _)| *what == "build").collect();
     assert_eq!(builds.len(), 2, "the ledger and the grants, built once: {kept:?}");
     assert!(builds.iter().all(|(_, thread)| *thread != runtime), "built on the async worker: {kept:?}");
 
     members_write(&reg, &bob, 600, 900).await;
-    let kept = settled(&seen).await;
+    let kept = settled(&seen, |notes| notes.iter().any(|(what, _)| *what == "follow")).await;
     assert!(kept.iter().any(|(what, _)| *what == "follow"), "the new writes not followed: {kept:?}");
     assert!(kept.iter().all(|(what, _)| *what == "follow"), "built again: {kept:?}");
 
@@ -1464,12 +1480,15 @@ async fn indexes_kept_current_in_the_background_cost_a_users_first_request_nothi
     keeper.abort();
 }
 
-/// An AgentGrant of `owner`'s naming `agent`, which `agent` accepted.
+/// An AgentGrant of `owner`'s naming `agent`, which `agent` accepted: it may read `owner`'s
+/// Workloads, their environment values included.
 fn agent_grant(name: &str, owner: &ed25519_dalek::SigningKey, agent: &ed25519_dalek::SigningKey) -> Value {
     let acceptance = api::kinds::accept(agent, did_of(owner).as_str(), name).unwrap();
     let grant = json!({ "apiVersion": "univrs.io/v1", "kind": "AgentGrant", "metadata": { "name": name },
-            "spec": { "agent": did_of(agent), "expires": "2030-01-01T00:00:00Z", "rules": [],
-                      "acceptance": acceptance } });
+            "spec": { "agent": did_of(agent), "expires": "2030-01-01T00:00:00Z",
+                      "rules": [{ "verbs": ["get", "list", "watch"], "kinds": ["Workload"],
+                                  "namespaces": ["*"], "mode": "autonomous" }],
+                      "revealEnv": true, "acceptance": acceptance } });
     signed_by(grant, owner, "2026-01-01T00:00:00Z")
 }
 
@@ -1493,6 +1512,7 @@ async fn an_agent_whose_grants_cannot_be_read_is_never_taken_for_a_user() {
     let e = reg.is_agent(&caller(&agent)).await.unwrap_err();
     assert_eq!(e.code(), 503, "{e}");
     failing.store(false, std::sync::atomic::Ordering::SeqCst);
+    tokio::time::sleep(FAILED_FOR).await;
     assert!(reg.is_agent(&caller(&agent)).await.unwrap(), "the grant's agent");
     assert!(!reg.is_agent(&caller(&owner)).await.unwrap(), "the grant's owner");
 }
@@ -1505,7 +1525,14 @@ async fn a_watch_whose_grants_cannot_be_read_lists_without_them_off_the_worker()
     use apiserver::watch::{self, Start, Watch};
     use futures_util::StreamExt as _;
     let (store, seen, _) = noting();
-    let store = Hooked { cut: Some(Box::new(|key| key.starts_with(GRANTS))), ..store };
+    let failing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let fails = failing.clone();
+    let store = Hooked {
+        cut: Some(Box::new(move |key| {
+            key.starts_with(GRANTS) && fails.load(std::sync::atomic::Ordering::SeqCst)
+        })),
+        ..store
+    };
     let reg = Registry::new(store);
     let runtime = std::thread::current().id();
     let (owner, agent) = (key(1), key(3));
@@ -1525,7 +1552,7 @@ async fn a_watch_whose_grants_cannot_be_read_lists_without_them_off_the_worker()
         reg.create(&SYS, by_kind("Workload").unwrap(), w, &WriteOptions::default()).await.unwrap();
     }
     seen.lock().unwrap().clear();
-    let watching = Watch {
+    let watching = || Watch {
         who: caller(&agent),
         kind: by_kind("Workload").unwrap(),
         namespace: None,
@@ -1536,43 +1563,54 @@ async fn a_watch_whose_grants_cannot_be_read_lists_without_them_off_the_worker()
         bookmarks: false,
         timeout: std::time::Duration::from_secs(30),
     };
-    let mut events = Box::pin(watch::start(&reg, watching).await.unwrap());
-    for _ in 0..3 {
-        let event = tokio::time::timeout(std::time::Duration::from_secs(10), events.next()).await;
-        let event = event.unwrap().unwrap();
-        assert_eq!(event.kind, "ADDED");
-        let object = event.object.into_value().unwrap();
-        assert!(!object.to_string().contains("s3cret"), "{object}");
-    }
+    // Whether each of the three objects an initial list sends shows the values.
+    let listed = async || {
+        let mut events = Box::pin(watch::start(&reg, watching()).await.unwrap());
+        let mut shown = Vec::new();
+        for _ in 0..3 {
+            let event = tokio::time::timeout(std::time::Duration::from_secs(10), events.next()).await;
+            let event = event.unwrap().unwrap();
+            assert_eq!(event.kind, "ADDED");
+            shown.push(event.object.into_value().unwrap().to_string().contains("s3cret"));
+        }
+        shown
+    };
+    assert_eq!(listed().await, [false; 3], "the grants counted as none");
     let seen = std::mem::take(&mut *seen.lock().unwrap());
     let builds: Vec<_> = seen.iter().filter(|(what, _)| *what == "build").collect();
     assert_eq!(builds.len(), 1, "one attempt, before the list: {seen:?}");
     assert!(builds.iter().all(|(_, thread)| *thread != runtime), "on the async worker: {seen:?}");
+    // Readable again, the grant shows the agent the values.
+    failing.store(false, std::sync::atomic::Ordering::SeqCst);
+    tokio::time::sleep(FAILED_FOR).await;
+    assert_eq!(listed().await, [true; 3], "the grant read");
 }
 
-/// A keeper of the indexes whose catch-ups keep failing (here: the grant index's build)
-/// tries again less and less often while writes arrive, rather than reading every grant
-/// again every 100 ms.
+/// A keeper of the indexes whose catch-ups keep failing (here: every read of the change
+/// history fails, after the indexes were built) tries again less and less often while writes
+/// arrive, rather than every 100 ms.
 #[tokio::test(flavor = "current_thread")]
 async fn a_keeper_whose_catch_ups_fail_tries_less_and_less_often() {
-    let builds = Count::default();
-    let counted = builds.clone();
+    let (store, seen, _) = noting();
+    let attempts = Count::default();
+    let failing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (counted, fails) = (attempts.clone(), failing.clone());
     let store = Hooked {
-        state: Some(Box::new(move |what, detail| {
-            if (what, detail) == ("scan", GRANTS) {
+        changes: Some(Box::new(move || {
+            fails.load(std::sync::atomic::Ordering::SeqCst).then(|| {
                 counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            }
+                StoreError("the history cannot be read (this test)".into())
+            })
         })),
-        cut: Some(Box::new(|key| key.starts_with(GRANTS))),
-        ..Default::default()
+        ..store
     };
     let reg = Registry::new(store);
-    let (owner, agent) = (key(1), key(3));
-    let kind = by_kind("AgentGrant").unwrap();
-    reg.create(&SYS, kind, agent_grant("g", &owner, &agent), &WriteOptions::default()).await.unwrap();
     let keeper = tokio::spawn(reg.clone().keep_indexes_current());
-    // A write every 20 ms for 1.5 s: every round of a keeper that did not back off would
-    // find something to follow (15 rounds).
+    settled(&seen, |notes| notes.iter().filter(|(what, _)| *what == "build").count() >= 2).await;
+    failing.store(true, std::sync::atomic::Ordering::SeqCst);
+    // A write every 20 ms for 1.5 s: a keeper that did not back off would try every round
+    // (15 rounds, both indexes: 30 attempts).
+    let owner = key(1);
     let start = std::time::Instant::now();
     let mut i = 0;
     while start.elapsed() < std::time::Duration::from_millis(1500) {
@@ -1581,9 +1619,9 @@ async fn a_keeper_whose_catch_ups_fail_tries_less_and_less_often() {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     keeper.abort();
-    // Rounds at 0, 0.2, 0.6 and 1.4 s (the wait doubles from 100 ms with each failure).
-    let tried = builds.load(std::sync::atomic::Ordering::SeqCst);
-    assert!((1..=5).contains(&tried), "{tried} builds of the grant index in 1.5 s");
+    // Rounds at about 0, 0.2, 0.6 and 1.4 s (the wait doubles from 100 ms with each failure).
+    let tried = attempts.load(std::sync::atomic::Ordering::SeqCst);
+    assert!((1..=10).contains(&tried), "{tried} attempts to follow the history in 1.5 s");
 }
 
 /// An index a panic left poisoned (here: its catch-up panicked on the blocking thread, after
@@ -1631,4 +1669,145 @@ async fn an_index_a_panic_poisoned_is_built_again_once() {
     // Alice's three objects counted once each, bob's none: her fourth is over her quota.
     let e = write("d").await.unwrap_err();
     assert!(e.to_string().contains("objects per signer (4 of 3"), "{e}");
+}
+
+/// Requests that find an index failing to build wait for one attempt, not one each: a failed
+/// catch-up answers for the reads behind it for a second, so a store that fails costs a scan
+/// a second, not one per request (every user's request reads the grants).
+#[tokio::test(flavor = "current_thread")]
+async fn requests_behind_a_failed_catch_up_share_its_failure() {
+    let scans = Count::default();
+    let counted = scans.clone();
+    let store = Hooked {
+        state: Some(Box::new(move |what, detail| {
+            if (what, detail) == ("scan", GRANTS) {
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        })),
+        cut: Some(Box::new(|key| key.starts_with(GRANTS))),
+        ..Default::default()
+    };
+    let reg = Registry::new(store);
+    let (owner, agent) = (key(1), key(3));
+    reg.create(
+        &SYS,
+        by_kind("AgentGrant").unwrap(),
+        agent_grant("g", &owner, &agent),
+        &WriteOptions::default(),
+    )
+    .await
+    .unwrap();
+    let who = caller(&agent);
+    let asked = futures_util::future::join_all((0..20).map(|_| reg.is_agent(&who))).await;
+    assert!(asked.iter().all(|a| a.as_ref().is_err_and(|e| e.code() == 503)), "{asked:?}");
+    assert_eq!(scans.load(std::sync::atomic::Ordering::SeqCst), 1, "one attempt for twenty requests");
+    tokio::time::sleep(FAILED_FOR).await;
+    assert!(reg.is_agent(&who).await.is_err());
+    assert_eq!(scans.load(std::sync::atomic::Ordering::SeqCst), 2, "tried again a second on");
+}
+
+/// A keeper of the indexes whose round panics (here: following changes in place, on its own
+/// task) goes on: its next rounds build the index the panic poisoned again and follow what
+/// is written.
+#[tokio::test(flavor = "current_thread")]
+async fn a_keeper_whose_round_panics_goes_on() {
+    let seen = Seen::default();
+    let armed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (noted, panics) = (seen.clone(), armed.clone());
+    let store = Hooked {
+        state: Some(Box::new(move |what, detail| {
+            if (what, detail) == ("changes", "256") && panics.swap(false, std::sync::atomic::Ordering::SeqCst)
+            {
+                panic!("a catch-up that panics (this test)");
+            }
+            let what = match (what, detail) {
+                ("scan", "/" | GRANTS) => "build",
+                ("changes", _) => "follow",
+                _ => return,
+            };
+            noted.lock().unwrap().push((what, std::thread::current().id()));
+        })),
+        ..Default::default()
+    };
+    let reg = Registry::new(store);
+    let keeper = tokio::spawn(reg.clone().keep_indexes_current());
+    let bob = key(2);
+    let builds_of = |notes: &Notes| notes.iter().filter(|(what, _)| *what == "build").count();
+    members_write(&reg, &bob, 0, 10).await;
+    settled(&seen, |notes| builds_of(notes) >= 2).await;
+
+    armed.store(true, std::sync::atomic::Ordering::SeqCst);
+    members_write(&reg, &bob, 10, 20).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while armed.load(std::sync::atomic::Ordering::SeqCst) {
+        assert!(std::time::Instant::now() < deadline, "the keeper never followed the writes");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    seen.lock().unwrap().clear();
+    members_write(&reg, &bob, 20, 30).await;
+    let after =
+        settled(&seen, |notes| builds_of(notes) >= 1 && notes.iter().any(|(what, _)| *what == "follow"))
+            .await;
+    assert_eq!(builds_of(&after), 1, "the poisoned index built again, once: {after:?}");
+    assert!(!keeper.is_finished(), "the keeper ended");
+    keeper.abort();
+}
+
+/// Over HTTP: while the grants cannot be read, a user's request to the object routes is
+/// answered 503 — it might be an agent's, which never runs unrecorded; once they can be, the
+/// agent's request runs, and is recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_object_routes_answer_503_while_the_grants_cannot_be_read() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let failing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let fails = failing.clone();
+    let store = Hooked {
+        cut: Some(Box::new(move |key| {
+            key.starts_with(GRANTS) && fails.load(std::sync::atomic::Ordering::SeqCst)
+        })),
+        ..Default::default()
+    };
+    let reg = Registry::new(store);
+    let (owner, agent) = (key(1), key(3));
+    reg.create(
+        &SYS,
+        by_kind("AgentGrant").unwrap(),
+        agent_grant("g", &owner, &agent),
+        &WriteOptions::default(),
+    )
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let node = apiserver::raft::RaftNode::start_single(dir.path(), apiserver::raft::Options::default())
+        .await
+        .unwrap();
+    let audience = "univrs-test";
+    let state = apiserver::http::AppState {
+        registry: reg.clone(),
+        node,
+        authn: apiserver::http::authn::Authn::new(audience, []),
+        node_proxy: Default::default(),
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move { axum::serve(listener, apiserver::http::router(state)).await });
+    let token = api::token::mint(&agent, audience, chrono::Utc::now().timestamp(), 300);
+    let status = async || {
+        let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let request = format!(
+            "GET /apis/univrs.io/v1/namespaces/default/workloads HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+        );
+        conn.write_all(request.as_bytes()).await.unwrap();
+        let mut response = String::new();
+        conn.read_to_string(&mut response).await.unwrap();
+        response.split(' ').nth(1).unwrap().parse::<u16>().unwrap()
+    };
+    assert_eq!(status().await, 503);
+    failing.store(false, std::sync::atomic::Ordering::SeqCst);
+    tokio::time::sleep(FAILED_FOR).await;
+    assert_eq!(status().await, 200);
+    let records =
+        reg.list(&SYS, by_kind("AuditEvent").unwrap(), None, &ListOptions::default()).await.unwrap();
+    assert_eq!(records.items.len(), 1, "the agent's list recorded, the refused one not run");
+    server.abort();
 }

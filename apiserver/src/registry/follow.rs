@@ -24,6 +24,18 @@ pub(crate) const IN_PLACE: u64 = 256;
 /// How many revisions of changes one read of the history takes.
 const BATCH: usize = 4096;
 
+/// How long a catch-up that failed answers for the async reads behind it: they fail with its
+/// error rather than read everything again one after another (a request each, every user's
+/// request reading the grants), so an index whose store fails costs a scan a second at most.
+const FAILED_FOR: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// A catch-up off the async workers that failed: when, and why.
+#[derive(Debug)]
+struct Failed {
+    at: std::time::Instant,
+    why: String,
+}
+
 /// An index built from the objects under [`Index::prefix`] and then kept up to date change
 /// by change.
 pub(crate) trait Index: std::fmt::Debug + Default + Send + 'static {
@@ -47,6 +59,8 @@ pub(crate) struct Followed<I> {
     /// task, so released when it ends, not when its request goes away): the others await
     /// it here without holding a thread, then find the index caught up.
     gate: Arc<tokio::sync::Mutex<()>>,
+    /// The last catch-up behind the gate, if it failed ([`FAILED_FOR`]).
+    failed: Mutex<Option<Failed>>,
 }
 
 /// Brings `index` up to the last applied revision of `store`. In place (`!anything`), follows
@@ -91,6 +105,10 @@ fn follow<I: Index>(store: &dyn Store, index: &mut I, anything: bool) -> Result<
             }
         }
     }
+}
+
+fn poisoned<T>(_: std::sync::PoisonError<T>) -> ApiError {
+    ApiError::Unavailable("following the change history failed: a lock was poisoned".into())
 }
 
 impl<I: Index> Followed<I> {
@@ -142,10 +160,21 @@ impl<I: Index> Followed<I> {
         if let Some(index) = self.cheaply(&**store)? {
             return Ok(read(&index));
         }
+        // Or it failed a moment ago.
+        if let Some(failed) = self.failed.lock().map_err(poisoned)?.as_ref()
+            && failed.at.elapsed() < FAILED_FOR
+        {
+            return Err(ApiError::Unavailable(failed.why.clone()));
+        }
         let (this, store) = (self.clone(), store.clone());
         tokio::task::spawn_blocking(move || {
             let _gate = gate;
-            this.read_now(&*store, read)
+            let result = this.read_now(&*store, read);
+            // Noted before the gate opens (a panic notes nothing: the index is built again).
+            let failed =
+                result.as_ref().err().map(|e| Failed { at: std::time::Instant::now(), why: e.to_string() });
+            *this.failed.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = failed;
+            result
         })
         .await
         .map_err(|e| ApiError::Unavailable(format!("following the change history failed: {e}")))?

@@ -340,10 +340,11 @@ impl Registry {
     /// members' writes make nothing else follow them: without this, the first user request
     /// after a long run of members' writes would pay for the catch-up (or, on a member no
     /// user has reached, for reading every object) and the requests behind it would wait.
-    /// A round that fails (or panics) is retried after a wait that doubles with each failure
-    /// in a row ([`keep_current_wait`]); the first of a run of failures is a warning. Runs
-    /// until aborted (`ui apiserver` aborts it at shutdown; a build already on a blocking
-    /// thread then runs to its end, as the requests' own do).
+    /// A round that fails (or panics) is tried again once revisions are applied, after a
+    /// wait that doubles with each failure in a row ([`keep_current_wait`]); the first of a
+    /// run of failures is a warning. Runs until aborted (`ui apiserver` aborts it at
+    /// shutdown; a build already on a blocking thread then runs to its end, as the requests'
+    /// own do) or the store stops sending its applied revision.
     pub async fn keep_indexes_current(self) {
         use futures_util::FutureExt as _;
         let mut applied = self.store.subscribe();
@@ -359,7 +360,14 @@ impl Registry {
             })
             .catch_unwind()
             .await;
-            let failed = round.unwrap_or_else(|_| vec!["a catch-up panicked".to_owned()]);
+            let failed = round.unwrap_or_else(|panic| {
+                let why = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                vec![format!("a catch-up panicked: {why}")]
+            });
             if failed.is_empty() {
                 if failing > 0 {
                     tracing::info!(
@@ -371,7 +379,7 @@ impl Registry {
                 let failed = failed.join("; ");
                 if failing == 0 {
                     tracing::warn!(
-                        "cannot keep the indexes current (retried, less and less often): {failed}"
+                        "cannot keep the indexes current (tried again as revisions are applied, less and less often): {failed}"
                     );
                 } else {
                     tracing::debug!("cannot keep the indexes current ({failing} failed rounds): {failed}");
