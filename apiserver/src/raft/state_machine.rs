@@ -112,10 +112,11 @@ struct Db {
 #[derive(Default)]
 struct Unsaved {
     txn: Option<redb::WriteTransaction>,
-    /// Applies in it, the history they wrote (packed), and the keys they changed.
+    /// Applies in it, the history they wrote (packed), and the keys they changed (hashed:
+    /// a key changed again in the same transaction rewrites no other page).
     applies: usize,
     history_bytes: usize,
-    changed: usize,
+    changed: std::collections::HashSet<u64>,
     /// When it was first held.
     since: Option<std::time::Instant>,
 }
@@ -285,13 +286,16 @@ impl Writing<'_> {
     /// Counts one apply made in the transaction.
     fn applied(&mut self, history_bytes: usize) {
         self.unsaved.applies += 1;
-        self.wrote(history_bytes, 0);
+        self.wrote(history_bytes, []);
     }
 
-    /// Counts `history_bytes` written in the transaction, and `changed` keys.
-    fn wrote(&mut self, history_bytes: usize, changed: usize) {
+    /// Counts `history_bytes` written in the transaction, and the keys `changed`.
+    fn wrote<'k>(&mut self, history_bytes: usize, changed: impl IntoIterator<Item = &'k str>) {
+        use std::hash::BuildHasher as _;
         self.unsaved.history_bytes = self.unsaved.history_bytes.saturating_add(history_bytes);
-        self.unsaved.changed = self.unsaved.changed.saturating_add(changed);
+        // The same hash for the same key in every apply of the transaction.
+        let hasher = std::hash::BuildHasherDefault::<std::hash::DefaultHasher>::default();
+        self.unsaved.changed.extend(changed.into_iter().map(|key| hasher.hash_one(key)));
     }
 
     /// True when the transaction holds as many applies as it may.
@@ -318,7 +322,7 @@ impl Writing<'_> {
         let start = std::time::Instant::now();
         let result = txn.commit();
         let history_bytes = std::mem::take(&mut self.unsaved.history_bytes);
-        let changed = std::mem::take(&mut self.unsaved.changed);
+        let changed = std::mem::take(&mut self.unsaved.changed).len();
         let applies = std::mem::take(&mut self.unsaved.applies);
         self.unsaved.since = None;
         // Lost before not held: a read that finds nothing held then finds it lost.
@@ -365,7 +369,7 @@ impl Drop for Writing<'_> {
         if self.txn.take().is_some() {
             let applies = std::mem::take(&mut self.unsaved.applies);
             self.unsaved.history_bytes = 0;
-            self.unsaved.changed = 0;
+            self.unsaved.changed.clear();
             self.unsaved.since = None;
             // Lost before not held (see `commit_txn`).
             if applies > 0 {
@@ -393,8 +397,8 @@ const WRITEBACK_BYTES: usize = 2 << 20;
 const PAGE_PER_CHANGE: usize = 4 << 10;
 
 /// How much a commit wrote to the database's file, for the background flush: its history
-/// (packed) and a page for each key it changed (an estimate: keys close together share a
-/// leaf).
+/// (packed) and a page for each distinct key it changed (an estimate: keys close together
+/// share a leaf, as creates in key order do).
 fn written(history_bytes: usize, changed: usize) -> usize {
     history_bytes.saturating_add(changed.saturating_mul(PAGE_PER_CHANGE))
 }
@@ -450,7 +454,7 @@ impl Writeback {
         self.failed.get().map(String::as_str)
     }
 
-    /// A commit wrote `bytes` of history; `durable`: and flushed everything.
+    /// A commit wrote `bytes` (see [`written`]); `durable`: and flushed everything.
     fn committed(&self, bytes: usize, durable: bool) {
         let mut pending = self.pending.lock().expect("writeback lock");
         if flush_due(&mut pending, bytes, durable) {
@@ -479,7 +483,7 @@ fn flush_when_kicked(
     }
 }
 
-/// Counts `bytes` of history a commit wrote into `pending`; true when they make a background
+/// Counts `bytes` a commit wrote (see [`written`]) into `pending`; true when they make a background
 /// flush due (and the count starts over). A durable commit flushed everything: it starts over.
 fn flush_due(pending: &mut usize, bytes: usize, durable: bool) -> bool {
     if durable {
@@ -817,8 +821,9 @@ impl StateMachine {
     /// [`COMPACT_AT_ONCE`] records, each a transaction of its own committed without fsync (the
     /// next durable commit makes it durable; one lost to a crash only leaves history that was
     /// due to go), so that the applies, which wait for each (redb has one writer), go on in
-    /// between. Ten seconds of writes at the bound were one transaction before, with its
-    /// fsync, holding every apply for hundreds of milliseconds.
+    /// between. Ten seconds of writes at the bound (tens of thousands of records) were one
+    /// transaction before, which decoded every record it dropped and ended in an fsync, every
+    /// apply waiting for all of it.
     pub fn compact_history(&self, retention: Retention, now_ms: u64) -> Result<()> {
         while self.compact_part(retention, now_ms)? {}
         Ok(())
@@ -853,15 +858,12 @@ impl StateMachine {
                 table.remove(rev).map_err(write_err)?;
             }
         }
-        let dropped = doomed.last().copied();
-        if let Some(rev) = dropped {
-            let before = meta_in_write::<u64>(txn, HISTORY_COMPACTED)?.unwrap_or(0);
-            put_meta(txn, HISTORY_COMPACTED, &before.max(rev))?;
-        }
+        // Nothing due: rolled back (dropped), not an empty commit every ten seconds.
+        let Some(&dropped) = doomed.last() else { return Ok(false) };
+        let before = meta_in_write::<u64>(txn, HISTORY_COMPACTED)?.unwrap_or(0);
+        put_meta(txn, HISTORY_COMPACTED, &before.max(dropped))?;
         writing.commit(Durability::None)?;
-        if let Some(rev) = dropped {
-            self.window.compact(rev);
-        }
+        self.window.compact(dropped);
         Ok(more)
     }
 
@@ -1293,7 +1295,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             put_meta(txn, LAST_APPLIED, &last)?;
             put_meta(txn, REVISION, &revision)?;
         }
-        writing.wrote(history_bytes, fresh.len());
+        writing.wrote(history_bytes, fresh.iter().map(|(_, change)| change.key.as_str()));
         let now = std::time::Instant::now();
         let durable = {
             let mut last = self.last_durable.lock().expect("durable lock");
@@ -1419,10 +1421,11 @@ mod writeback_tests {
             format!(r#"{{"metadata":{{"name":"o{i}"}},"data":"{}"}}"#, incompressible(n, i))
         };
         let mut index = 0;
-        let mut apply = |sm: &mut StateMachine, n: usize| {
+        // `n` bytes of data, under a key of its own or `/o/same`.
+        let mut apply = |sm: &mut StateMachine, n: usize, same: bool| {
             index += 1;
-            let op =
-                Op::Put { key: format!("/o/{index}"), value: value(index, n).into(), expect: Expect::Any };
+            let key = if same { "/o/same".to_owned() } else { format!("/o/{index}") };
+            let op = Op::Put { key, value: value(index, n).into(), expect: Expect::Any };
             let entry = Entry {
                 log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
                 payload: EntryPayload::Normal(Request::new(vec![op])),
@@ -1430,19 +1433,26 @@ mod writeback_tests {
             rt.block_on(sm.apply([entry])).unwrap();
         };
         for _ in 0..10 {
-            apply(&mut sm, 1024);
+            apply(&mut sm, 1024, false);
         }
         std::thread::sleep(WRITEBACK_PAUSE * 2);
         assert_eq!(flushes.load(Relaxed), 0, "10 KiB of history, 10 pages: no flush");
+        // One key changed over and over: a page a transaction (of up to 64 applies), not a
+        // page a change.
+        for _ in 0..WRITEBACK_BYTES / PAGE_PER_CHANGE {
+            apply(&mut sm, 16, true);
+        }
+        std::thread::sleep(WRITEBACK_PAUSE * 2);
+        assert_eq!(flushes.load(Relaxed), 0, "one key changed 512 times: no flush");
         // Little history, but a page rewritten for each key changed.
         for _ in 0..WRITEBACK_BYTES / PAGE_PER_CHANGE {
-            apply(&mut sm, 16);
+            apply(&mut sm, 16, false);
         }
         await_true("a flush after WRITEBACK_BYTES of pages", || flushes.load(Relaxed) >= 1);
         std::thread::sleep(WRITEBACK_PAUSE * 2);
         let before = flushes.load(Relaxed);
         for _ in 0..3 {
-            apply(&mut sm, WRITEBACK_BYTES / 2);
+            apply(&mut sm, WRITEBACK_BYTES / 2, false);
         }
         await_true("a flush after 1.5 × WRITEBACK_BYTES", || flushes.load(Relaxed) > before);
         let clone = sm.clone();
@@ -2071,7 +2081,7 @@ mod held_applies_tests {
 
     /// A compaction with more to drop than one part holds drops it all, part after part, and
     /// only that: the revisions kept are kept, and what it dropped stays dropped after the
-    /// state machine is opened again.
+    /// state machine is opened again. By age as by count.
     #[test]
     fn a_long_compaction_drops_everything_due_in_parts() {
         let dir = tempfile::tempdir().unwrap();
@@ -2081,7 +2091,9 @@ mod held_applies_tests {
             let mut sm = open(&path);
             rt().block_on(sm.apply((1..=total).map(put))).unwrap();
             let retention = Retention { max_age: std::time::Duration::from_secs(3600), max_revisions: 10 };
-            sm.compact_history(retention, 0).unwrap();
+            let parts: Vec<bool> = (0..3).map(|_| sm.compact_part(retention, 0).unwrap()).collect();
+            assert_eq!(parts, [true, true, false], "two full parts, then the rest");
+            assert!(!sm.compact_part(retention, 0).unwrap(), "nothing more due");
             assert!(matches!(sm.changes_after(total - 12, 100).unwrap(), Err(Compacted { .. })));
             let kept = sm.changes_after(total - 11, 100).unwrap().unwrap();
             assert_eq!(kept.changes.len(), 11, "the revisions from the last applied - 10 on");
@@ -2089,6 +2101,29 @@ mod held_applies_tests {
         let sm = open(&path);
         assert!(matches!(sm.changes_after(total - 12, 100).unwrap(), Err(Compacted { .. })));
         assert_eq!(sm.changes_after(total - 11, 100).unwrap().unwrap().changes.len(), 11);
+    }
+
+    /// Records older than the retention's age go whatever their count, part after part; the
+    /// younger ones stay.
+    #[test]
+    fn a_compaction_by_age_drops_the_old_records_in_parts() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sm = open(&dir.path().join("sm.redb"));
+        let old = 2 * COMPACT_AT_ONCE as u64 + 500;
+        rt().block_on(sm.apply((1..=old).map(put))).unwrap();
+        // The records' times are the wall clock's: an hour on, all of them are old.
+        let later_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis()
+            as u64
+            + 3_600_000;
+        let retention = Retention { max_age: std::time::Duration::from_secs(60), max_revisions: 1_000_000 };
+        assert!(sm.compact_part(retention, later_ms).unwrap(), "more than one part due");
+        sm.compact_history(retention, later_ms).unwrap();
+        assert!(matches!(sm.changes_after(old - 1, 10).unwrap(), Err(Compacted { .. })), "all old: gone");
+        // Young records (written now, compacted as of now) stay.
+        rt().block_on(sm.apply((old + 1..=old + 5).map(put))).unwrap();
+        let now_ms = later_ms - 3_600_000;
+        sm.compact_history(retention, now_ms).unwrap();
+        assert_eq!(sm.changes_after(old, 10).unwrap().unwrap().changes.len(), 5);
     }
 
     /// A member that stops commits the applies held: started again, it has them, and openraft
