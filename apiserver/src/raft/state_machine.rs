@@ -112,11 +112,9 @@ struct Db {
 #[derive(Default)]
 struct Unsaved {
     txn: Option<redb::WriteTransaction>,
-    /// Applies in it, the history they wrote (packed), and the keys they changed (hashed:
-    /// a key changed again in the same transaction rewrites no other page).
+    /// Applies in it, and the history they wrote (packed).
     applies: usize,
     history_bytes: usize,
-    changed: std::collections::HashSet<u64>,
     /// When it was first held.
     since: Option<std::time::Instant>,
 }
@@ -286,16 +284,12 @@ impl Writing<'_> {
     /// Counts one apply made in the transaction.
     fn applied(&mut self, history_bytes: usize) {
         self.unsaved.applies += 1;
-        self.wrote(history_bytes, []);
+        self.wrote(history_bytes);
     }
 
-    /// Counts `history_bytes` written in the transaction, and the keys `changed`.
-    fn wrote<'k>(&mut self, history_bytes: usize, changed: impl IntoIterator<Item = &'k str>) {
-        use std::hash::BuildHasher as _;
+    /// Counts `history_bytes` written in the transaction.
+    fn wrote(&mut self, history_bytes: usize) {
         self.unsaved.history_bytes = self.unsaved.history_bytes.saturating_add(history_bytes);
-        // The same hash for the same key in every apply of the transaction.
-        let hasher = std::hash::BuildHasherDefault::<std::hash::DefaultHasher>::default();
-        self.unsaved.changed.extend(changed.into_iter().map(|key| hasher.hash_one(key)));
     }
 
     /// True when the transaction holds as many applies as it may.
@@ -322,7 +316,6 @@ impl Writing<'_> {
         let start = std::time::Instant::now();
         let result = txn.commit();
         let history_bytes = std::mem::take(&mut self.unsaved.history_bytes);
-        let changed = std::mem::take(&mut self.unsaved.changed).len();
         let applies = std::mem::take(&mut self.unsaved.applies);
         self.unsaved.since = None;
         // Lost before not held: a read that finds nothing held then finds it lost.
@@ -334,7 +327,7 @@ impl Writing<'_> {
         self.db.held.store(false, std::sync::atomic::Ordering::Release);
         result.map_err(write_err)?;
         crate::metrics::metrics().backend_committed(start);
-        self.db.writeback.committed(written(history_bytes, changed), durable);
+        self.db.writeback.committed(history_bytes, durable);
         Ok(())
     }
 }
@@ -369,7 +362,6 @@ impl Drop for Writing<'_> {
         if self.txn.take().is_some() {
             let applies = std::mem::take(&mut self.unsaved.applies);
             self.unsaved.history_bytes = 0;
-            self.unsaved.changed.clear();
             self.unsaved.since = None;
             // Lost before not held (see `commit_txn`).
             if applies > 0 {
@@ -382,30 +374,17 @@ impl Drop for Writing<'_> {
 
 /// The least time between two background flushes of the database's file.
 const WRITEBACK_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
-/// How much commits without fsync write, as [`written`] counts it, before the file is
-/// flushed in the background. Not more often: each flush delays the log's fsync that meets
-/// it by a few milliseconds (the two files are on one disk: the fsync queues behind the
-/// flush's writes), and ten a second showed in the p99 of one client's writes.
+/// How much history (packed) commits without fsync write before the file is flushed in the
+/// background. The pages they write are several times that (redb copies every page it
+/// changes); history is counted, not pages, so that a slow stream of writes (one client, a
+/// commit each) reaches it rarely: each flush delays the log's fsync that meets it by a few
+/// milliseconds (the two files are on one disk: the fsync queues behind the flush's writes),
+/// and ten a second showed in the p99 of one client's writes.
 const WRITEBACK_BYTES: usize = 2 << 20;
 
-/// What the background flush counts for each key a commit changed: the leaf of the objects'
-/// tree it rewrote (redb's pages are 4 KiB). Keys spread over a large store rewrite a leaf
-/// each: counting only the history (a few hundred bytes a change), a second of updates
-/// among 100,000 objects reached no flush and left ~10 MiB of pages to the next durable
-/// commit, whose fsync then held every apply for ~20 ms once a second (the p99 of the
-/// 16-client writes; BENCHMARKS.md, change 26).
-const PAGE_PER_CHANGE: usize = 4 << 10;
-
-/// How much a commit wrote to the database's file, for the background flush: its history
-/// (packed) and a page for each distinct key it changed (an estimate: keys close together
-/// share a leaf, as creates in key order do).
-fn written(history_bytes: usize, changed: usize) -> usize {
-    history_bytes.saturating_add(changed.saturating_mul(PAGE_PER_CHANGE))
-}
-
 /// A thread that flushes (fdatasync) the database's file once commits without fsync have
-/// written [`WRITEBACK_BYTES`] (as [`written`] counts) since a flush was last asked for or
-/// the last durable commit, at most once per [`WRITEBACK_PAUSE`], so that the next durable commit
+/// written [`WRITEBACK_BYTES`] of history since a flush was last asked for or the last
+/// durable commit, at most once per [`WRITEBACK_PAUSE`], so that the next durable commit
 /// finds less left to write.
 ///
 /// This changes nothing of what survives a crash: it writes early what the kernel may write
@@ -420,8 +399,8 @@ fn written(history_bytes: usize, changed: usize) -> usize {
 /// it. The thread ends shortly after the last clone of the state machine is dropped.
 struct Writeback {
     kick: std::sync::mpsc::SyncSender<()>,
-    /// What was written since a flush was last asked for or the last durable commit (counted
-    /// by `apply` alone; see [`written`]).
+    /// History written since a flush was last asked for or the last durable commit (counted
+    /// by `apply` alone).
     pending: std::sync::Mutex<usize>,
     /// Why a flush failed, once one has.
     failed: Arc<std::sync::OnceLock<String>>,
@@ -454,7 +433,7 @@ impl Writeback {
         self.failed.get().map(String::as_str)
     }
 
-    /// A commit wrote `bytes` (see [`written`]); `durable`: and flushed everything.
+    /// A commit wrote `bytes` of history; `durable`: and flushed everything.
     fn committed(&self, bytes: usize, durable: bool) {
         let mut pending = self.pending.lock().expect("writeback lock");
         if flush_due(&mut pending, bytes, durable) {
@@ -483,7 +462,7 @@ fn flush_when_kicked(
     }
 }
 
-/// Counts `bytes` a commit wrote (see [`written`]) into `pending`; true when they make a background
+/// Counts `bytes` of history a commit wrote into `pending`; true when they make a background
 /// flush due (and the count starts over). A durable commit flushed everything: it starts over.
 fn flush_due(pending: &mut usize, bytes: usize, durable: bool) -> bool {
     if durable {
@@ -1295,7 +1274,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             put_meta(txn, LAST_APPLIED, &last)?;
             put_meta(txn, REVISION, &revision)?;
         }
-        writing.wrote(history_bytes, fresh.iter().map(|(_, change)| change.key.as_str()));
+        writing.wrote(history_bytes);
         let now = std::time::Instant::now();
         let durable = {
             let mut last = self.last_durable.lock().expect("durable lock");
@@ -1406,8 +1385,8 @@ mod writeback_tests {
         }
     }
 
-    /// Applies that write enough without fsync — history, or keys changed — make the thread
-    /// flush; a little does not; and the thread ends with the last clone of the state machine.
+    /// Applies that write enough history without fsync make the thread flush; a little does
+    /// not; and the thread ends with the last clone of the state machine.
     #[test]
     fn applies_without_fsync_make_the_thread_flush_and_it_ends_with_the_state_machine() {
         let dir = tempfile::tempdir().unwrap();
@@ -1421,11 +1400,10 @@ mod writeback_tests {
             format!(r#"{{"metadata":{{"name":"o{i}"}},"data":"{}"}}"#, incompressible(n, i))
         };
         let mut index = 0;
-        // `n` bytes of data, under a key of its own or `/o/same`.
-        let mut apply = |sm: &mut StateMachine, n: usize, same: bool| {
+        let mut apply = |sm: &mut StateMachine, n: usize| {
             index += 1;
-            let key = if same { "/o/same".to_owned() } else { format!("/o/{index}") };
-            let op = Op::Put { key, value: value(index, n).into(), expect: Expect::Any };
+            let op =
+                Op::Put { key: format!("/o/{index}"), value: value(index, n).into(), expect: Expect::Any };
             let entry = Entry {
                 log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
                 payload: EntryPayload::Normal(Request::new(vec![op])),
@@ -1433,28 +1411,14 @@ mod writeback_tests {
             rt.block_on(sm.apply([entry])).unwrap();
         };
         for _ in 0..10 {
-            apply(&mut sm, 1024, false);
+            apply(&mut sm, 1024);
         }
         std::thread::sleep(WRITEBACK_PAUSE * 2);
-        assert_eq!(flushes.load(Relaxed), 0, "10 KiB of history, 10 pages: no flush");
-        // One key changed over and over: a page a transaction (of up to 64 applies), not a
-        // page a change.
-        for _ in 0..WRITEBACK_BYTES / PAGE_PER_CHANGE {
-            apply(&mut sm, 16, true);
-        }
-        std::thread::sleep(WRITEBACK_PAUSE * 2);
-        assert_eq!(flushes.load(Relaxed), 0, "one key changed 512 times: no flush");
-        // Little history, but a page rewritten for each key changed.
-        for _ in 0..WRITEBACK_BYTES / PAGE_PER_CHANGE {
-            apply(&mut sm, 16, false);
-        }
-        await_true("a flush after WRITEBACK_BYTES of pages", || flushes.load(Relaxed) >= 1);
-        std::thread::sleep(WRITEBACK_PAUSE * 2);
-        let before = flushes.load(Relaxed);
+        assert_eq!(flushes.load(Relaxed), 0, "10 KiB of history: no flush");
         for _ in 0..3 {
-            apply(&mut sm, WRITEBACK_BYTES / 2, false);
+            apply(&mut sm, WRITEBACK_BYTES / 2);
         }
-        await_true("a flush after 1.5 × WRITEBACK_BYTES", || flushes.load(Relaxed) > before);
+        await_true("a flush after 1.5 × WRITEBACK_BYTES", || flushes.load(Relaxed) >= 1);
         let clone = sm.clone();
         drop(sm);
         std::thread::sleep(WRITEBACK_PAUSE * 3);
@@ -2081,7 +2045,7 @@ mod held_applies_tests {
 
     /// A compaction with more to drop than one part holds drops it all, part after part, and
     /// only that: the revisions kept are kept, and what it dropped stays dropped after the
-    /// state machine is opened again. By age as by count.
+    /// state machine is opened again.
     #[test]
     fn a_long_compaction_drops_everything_due_in_parts() {
         let dir = tempfile::tempdir().unwrap();

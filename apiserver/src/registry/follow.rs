@@ -24,9 +24,10 @@ pub(crate) const IN_PLACE: u64 = 256;
 /// How many revisions of changes one read of the history takes.
 const BATCH: usize = 4096;
 
-/// How long a catch-up that failed answers for the async reads behind it: they fail with its
-/// error rather than read everything again one after another (a request each, every user's
-/// request reading the grants), so an index whose store fails costs a scan a second at most.
+/// How long a catch-up that failed answers for the async reads behind it while the index is
+/// still unbuilt or far behind: they fail with its error rather than read everything again
+/// one after another (a request each, every user's request reading the grants), so an index
+/// whose store fails costs a scan a second at most.
 const FAILED_FOR: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// A catch-up off the async workers that failed: when, and why.
@@ -107,10 +108,6 @@ fn follow<I: Index>(store: &dyn Store, index: &mut I, anything: bool) -> Result<
     }
 }
 
-fn poisoned<T>(_: std::sync::PoisonError<T>) -> ApiError {
-    ApiError::Unavailable("following the change history failed: a lock was poisoned".into())
-}
-
 impl<I: Index> Followed<I> {
     /// The index behind a lock a panic left poisoned: built again (once: the lock is
     /// cleared).
@@ -160,19 +157,29 @@ impl<I: Index> Followed<I> {
         if let Some(index) = self.cheaply(&**store)? {
             return Ok(read(&index));
         }
-        // Or it failed a moment ago.
-        if let Some(failed) = self.failed.lock().map_err(poisoned)?.as_ref()
-            && failed.at.elapsed() < FAILED_FOR
+        // Or it failed a moment ago, and the index is still unbuilt or far behind (unlocked:
+        // `cheaply` said so; locked, someone may be bringing it up: go on to catch up).
+        let failed = {
+            let failed = self.failed.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            failed.as_ref().filter(|f| f.at.elapsed() < FAILED_FOR).map(|f| f.why.clone())
+        };
+        if let Some(why) = failed
+            && self.index.try_lock().is_ok()
         {
-            return Err(ApiError::Unavailable(failed.why.clone()));
+            return Err(ApiError::Unavailable(why));
         }
         let (this, store) = (self.clone(), store.clone());
         tokio::task::spawn_blocking(move || {
             let _gate = gate;
             let result = this.read_now(&*store, read);
             // Noted before the gate opens (a panic notes nothing: the index is built again).
-            let failed =
-                result.as_ref().err().map(|e| Failed { at: std::time::Instant::now(), why: e.to_string() });
+            let failed = result.as_ref().err().map(|e| Failed {
+                at: std::time::Instant::now(),
+                why: match e {
+                    ApiError::Unavailable(why) => why.clone(),
+                    other => other.to_string(),
+                },
+            });
             *this.failed.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = failed;
             result
         })
