@@ -1492,23 +1492,34 @@ fn agent_grant(name: &str, owner: &ed25519_dalek::SigningKey, agent: &ed25519_da
     signed_by(grant, owner, "2026-01-01T00:00:00Z")
 }
 
+/// Whether the grants cannot be read now (see [`grants_unreadable_while`]).
+type Failing = std::sync::Arc<std::sync::atomic::AtomicBool>;
+
+/// A scan hook that fails every scan reaching an AgentGrant while `failing` is set (it
+/// starts set).
+fn grants_unreadable_while() -> (OnKey, Failing) {
+    let failing = Failing::new(std::sync::atomic::AtomicBool::new(true));
+    let fails = failing.clone();
+    (Box::new(move |key| key.starts_with(GRANTS) && fails.load(std::sync::atomic::Ordering::SeqCst)), failing)
+}
+
+/// A registry on `store` holding an AgentGrant of the owner's (`key(1)`) naming the agent's
+/// (`key(3)`), written by a member; with the owner's and the agent's keys.
+async fn granted(store: Hooked) -> (Registry, ed25519_dalek::SigningKey, ed25519_dalek::SigningKey) {
+    let reg = Registry::new(store);
+    let (owner, agent) = (key(1), key(3));
+    let kind = by_kind("AgentGrant").unwrap();
+    reg.create(&SYS, kind, agent_grant("g", &owner, &agent), &WriteOptions::default()).await.unwrap();
+    (reg, owner, agent)
+}
+
 /// Whether a caller is an agent's key (its requests are then recorded, its JSON patches
 /// refused) is never answered "no" because the grants cannot be read: that is an error, which
 /// the audit layer answers with a 503.
 #[tokio::test(flavor = "current_thread")]
 async fn an_agent_whose_grants_cannot_be_read_is_never_taken_for_a_user() {
-    let failing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
-    let fails = failing.clone();
-    let store = Hooked {
-        cut: Some(Box::new(move |key| {
-            key.starts_with(GRANTS) && fails.load(std::sync::atomic::Ordering::SeqCst)
-        })),
-        ..Default::default()
-    };
-    let reg = Registry::new(store);
-    let (owner, agent) = (key(1), key(3));
-    let kind = by_kind("AgentGrant").unwrap();
-    reg.create(&SYS, kind, agent_grant("g", &owner, &agent), &WriteOptions::default()).await.unwrap();
+    let (cut, failing) = grants_unreadable_while();
+    let (reg, owner, agent) = granted(Hooked { cut: Some(cut), ..Default::default() }).await;
     let e = reg.is_agent(&caller(&agent)).await.unwrap_err();
     assert_eq!(e.code(), 503, "{e}");
     failing.store(false, std::sync::atomic::Ordering::SeqCst);
@@ -1525,25 +1536,9 @@ async fn a_watch_whose_grants_cannot_be_read_lists_without_them_off_the_worker()
     use apiserver::watch::{self, Start, Watch};
     use futures_util::StreamExt as _;
     let (store, seen, _) = noting();
-    let failing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
-    let fails = failing.clone();
-    let store = Hooked {
-        cut: Some(Box::new(move |key| {
-            key.starts_with(GRANTS) && fails.load(std::sync::atomic::Ordering::SeqCst)
-        })),
-        ..store
-    };
-    let reg = Registry::new(store);
+    let (cut, failing) = grants_unreadable_while();
+    let (reg, owner, agent) = granted(Hooked { cut: Some(cut), ..store }).await;
     let runtime = std::thread::current().id();
-    let (owner, agent) = (key(1), key(3));
-    reg.create(
-        &SYS,
-        by_kind("AgentGrant").unwrap(),
-        agent_grant("g", &owner, &agent),
-        &WriteOptions::default(),
-    )
-    .await
-    .unwrap();
     // With environment values, which only their owner (or an agent granted it) sees.
     for i in 0..3 {
         let mut w = workload(&format!("w{i}"), 0);
@@ -1684,19 +1679,10 @@ async fn requests_behind_a_failed_catch_up_share_its_failure() {
                 counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             }
         })),
-        cut: Some(Box::new(|key| key.starts_with(GRANTS))),
+        cut: Some(grants_unreadable_while().0),
         ..Default::default()
     };
-    let reg = Registry::new(store);
-    let (owner, agent) = (key(1), key(3));
-    reg.create(
-        &SYS,
-        by_kind("AgentGrant").unwrap(),
-        agent_grant("g", &owner, &agent),
-        &WriteOptions::default(),
-    )
-    .await
-    .unwrap();
+    let (reg, _, agent) = granted(store).await;
     let who = caller(&agent);
     let asked = futures_util::future::join_all((0..20).map(|_| reg.is_agent(&who))).await;
     assert!(asked.iter().all(|a| a.as_ref().is_err_and(|e| e.code() == 503)), "{asked:?}");
@@ -1761,24 +1747,8 @@ async fn a_keeper_whose_round_panics_goes_on() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_object_routes_answer_503_while_the_grants_cannot_be_read() {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let failing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
-    let fails = failing.clone();
-    let store = Hooked {
-        cut: Some(Box::new(move |key| {
-            key.starts_with(GRANTS) && fails.load(std::sync::atomic::Ordering::SeqCst)
-        })),
-        ..Default::default()
-    };
-    let reg = Registry::new(store);
-    let (owner, agent) = (key(1), key(3));
-    reg.create(
-        &SYS,
-        by_kind("AgentGrant").unwrap(),
-        agent_grant("g", &owner, &agent),
-        &WriteOptions::default(),
-    )
-    .await
-    .unwrap();
+    let (cut, failing) = grants_unreadable_while();
+    let (reg, _, agent) = granted(Hooked { cut: Some(cut), ..Default::default() }).await;
     let dir = tempfile::tempdir().unwrap();
     let node = apiserver::raft::RaftNode::start_single(dir.path(), apiserver::raft::Options::default())
         .await

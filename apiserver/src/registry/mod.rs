@@ -253,9 +253,10 @@ pub enum Grants {
 /// Facts about stored objects read from this member's state, for the access rules.
 pub(crate) struct StoreLookup<'a> {
     reg: &'a Registry,
-    /// The grant index could not be brought up to date for this request: its grants count
-    /// as none (an agent is then refused), rather than caught up here on an async worker.
-    no_grants: bool,
+    /// How the grants are read: [`Grants::Unreadable`], the index could not be brought up
+    /// to date for this request, and they count as none (an agent is then refused) rather
+    /// than caught up here on an async worker.
+    grants: Grants,
 }
 
 impl StoreLookup<'_> {
@@ -292,7 +293,7 @@ impl access::Lookup for StoreLookup<'_> {
 
     fn grants(&self, agent: &str) -> Vec<Arc<access::agent::GrantFacts>> {
         // Unreadable grants count as none: an agent is then refused, never let through.
-        if self.no_grants {
+        if self.grants == Grants::Unreadable {
             return Vec::new();
         }
         self.reg.grants_of(agent).unwrap_or_default()
@@ -586,7 +587,7 @@ impl Registry {
 
     /// Facts about stored objects for the access rules, read as `grants` says.
     fn lookup_with(&self, grants: Grants) -> StoreLookup<'_> {
-        StoreLookup { reg: self, no_grants: grants == Grants::Unreadable }
+        StoreLookup { reg: self, grants }
     }
 
     /// Facts about stored objects for the access rules deciding on `who`'s request, the
