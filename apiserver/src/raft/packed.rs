@@ -100,19 +100,27 @@ thread_local! {
 
 /// `value` as stored: [`CBOR`] and its CBOR, packed.
 pub fn encode<T: serde::Serialize>(value: &T) -> std::io::Result<Vec<u8>> {
-    // The CBOR is written into the thread's buffer, and packed into one allocated at the
-    // size packing may need.
+    let mut out = Vec::new();
+    encode_into(value, &mut out)?;
+    Ok(out)
+}
+
+/// Appends `value` as stored ([`encode`]) to `out`: a caller that keeps `out` from one batch
+/// of records to the next allocates nothing for them.
+pub fn encode_into<T: serde::Serialize>(value: &T, out: &mut Vec<u8>) -> std::io::Result<()> {
+    // The CBOR is written into the thread's buffer, and packed into `out`, grown first to
+    // the size packing may need.
     let mut cbor = SCRATCH.take();
     cbor.clear();
     cbor.push(CBOR);
     let mut cbor = cbor4ii::serde::to_vec(cbor, value).map_err(std::io::Error::other)?;
-    let mut out = Vec::with_capacity(packed_capacity(cbor.len()));
-    pack_into(&cbor, &mut out);
+    out.reserve(packed_capacity(cbor.len()));
+    pack_into(&cbor, out);
     // Kept, but at most this large between records.
     cbor.clear();
     cbor.shrink_to(SCRATCH_KEPT);
     SCRATCH.set(cbor);
-    Ok(out)
+    Ok(())
 }
 
 /// The most [`encode`]'s scratch buffer keeps between records: a log entry carries a batch of
