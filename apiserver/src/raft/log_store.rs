@@ -634,7 +634,7 @@ mod tests {
         assert_eq!(log.read_vote().await.unwrap(), Some(Vote::new(2, 1)));
     }
 
-    /// Appends encode into one buffer kept from the last (not a new one each time), bounded
+    /// Appends encode into one buffer kept from the last (not a new one each time), let go
     /// after a big one; what they wrote reads back the same from disk, and after a restart.
     #[tokio::test]
     async fn appends_reuse_one_buffer_and_write_what_reads_back() {
