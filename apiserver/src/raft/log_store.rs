@@ -183,12 +183,13 @@ impl LogStore {
     /// Opens (or creates) the log in the directory `dir`.
     pub fn open(dir: &Path) -> std::result::Result<Self, OpenError> {
         let wal = Wal::open(dir)?;
-        Ok(Self {
-            wal: Arc::new(wal),
-            recent: Arc::default(),
-            unsaved_committed: Arc::default(),
-            append_buffer: Arc::default(),
-        })
+        Ok(Self::on(Arc::new(wal)))
+    }
+
+    /// A log on `wal`, with nothing of its own kept in memory yet (tests open a second one on
+    /// the same files: what the disk alone says).
+    fn on(wal: Arc<Wal>) -> Self {
+        Self { wal, recent: Arc::default(), unsaved_committed: Arc::default(), append_buffer: Arc::default() }
     }
 
     /// The committed log id saved since the last write, if any, as a record to write with
@@ -588,12 +589,7 @@ mod tests {
         // Another handle on the same files, without what the first keeps in memory: what the
         // records written (durably) say.
         let on_disk = async || {
-            let mut disk = LogStore {
-                wal: wal.clone(),
-                recent: Arc::default(),
-                unsaved_committed: Arc::default(),
-                append_buffer: Arc::default(),
-            };
+            let mut disk = LogStore::on(wal.clone());
             disk.read_committed().await.unwrap()
         };
         let id = |index| Some(LogId::new(CommittedLeaderId::new(1, 1), index));
@@ -667,12 +663,7 @@ mod tests {
             .chain([put(17, APPEND_BUFFER_KEPT * 2)])
             .chain((18..=20).map(|i| put(i, 10)))
             .collect();
-        let mut disk = LogStore {
-            wal: log.wal.clone(),
-            recent: Arc::default(),
-            unsaved_committed: Arc::default(),
-            append_buffer: Arc::default(),
-        };
+        let mut disk = LogStore::on(log.wal.clone());
         assert_eq!(disk.try_get_log_entries(1..21).await.unwrap(), written);
         drop((log, disk));
         let mut log = LogStore::open(&dir.path().join("log")).unwrap();
@@ -685,12 +676,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut log = LogStore::open(&dir.path().join("log")).unwrap();
         // Another handle on the same files, without recent entries: the disk alone.
-        let mut disk = LogStore {
-            wal: log.wal.clone(),
-            recent: Arc::default(),
-            unsaved_committed: Arc::default(),
-            append_buffer: Arc::default(),
-        };
+        let mut disk = LogStore::on(log.wal.clone());
         let ranges = |n: u64| (0..=n + 1).flat_map(move |a| (a..=n + 2).map(move |b| a..b));
         // Every shape of range: both ends, no end, no start, an excluded start.
         let shapes = |a: u64, b: u64| -> [(Bound<u64>, Bound<u64>); 4] {
