@@ -173,6 +173,20 @@ pub fn up(ctx: &Context, args: &UpArgs) -> anyhow::Result<Outcome> {
     run(ctx, &args.server, Some(&args.node))
 }
 
+/// Turns transparent huge pages off for this process, a member alone. With them on (the
+/// kernel's `always`, or `madvise`, which mimalloc asks for), the first touch of each 2 MiB
+/// range of the allocator's arenas faults in a huge page zeroed whole: a member's buffers (list
+/// responses, log entries, transport frames) come and go, mimalloc gives their memory back a
+/// second after it is freed, and it came back as fresh huge pages all the time — 6 % of three
+/// members' samples under 64 updating clients, the p99 of lists of 500 (~50 ms) and of writes
+/// at 16 clients (BENCHMARKS.md, change 28). Not for `ui up`: the flag survives fork and exec,
+/// and the workloads its local node starts get the machine's setting, not the control plane's.
+fn without_transparent_huge_pages() {
+    if let Err(e) = nix::sys::prctl::set_thp_disable(true) {
+        eprintln!("warning: cannot turn transparent huge pages off for this member: {e}");
+    }
+}
+
 pub fn default_data_dir() -> anyhow::Result<PathBuf> {
     let base = crate::paths::xdg_base("XDG_DATA_HOME", ".local/share")
         .context("cannot find a data directory: pass --data-dir, or set XDG_DATA_HOME or HOME")?;
@@ -258,6 +272,9 @@ fn write_kubeconfigs(
 
 pub fn run(ctx: &Context, args: &Args, up: Option<&super::node::LocalNodeArgs>) -> anyhow::Result<Outcome> {
     let with_controllers = up.is_some();
+    if up.is_none() {
+        without_transparent_huge_pages();
+    }
     if args.insecure_http && !args.listen.ip().is_loopback() {
         bail!(
             "refusing to serve plain HTTP on {}: --insecure-http is for loopback development only (127.0.0.1, ::1)",
