@@ -22,6 +22,9 @@ use crate::fsutil::{self, PRIVATE_FILE};
 /// is served over TLS, and every object request must carry a token its client minted from its
 /// own key (`ui token`). A kubeconfig for kubectl is written to the config directory: kubectl
 /// trusts the cluster's CA and runs `ui token` to authenticate as your identity (`ui init`).
+///
+/// A member turns transparent huge pages off for its own process (not `ui up`, whose workloads
+/// would inherit that): zeroing fresh 2 MiB pages was the tail of its lists and writes.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Directory of the Raft log and state [default: $XDG_DATA_HOME/univrs or ~/.local/share/univrs]
