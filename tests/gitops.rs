@@ -5,74 +5,10 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 
 use serde_json::Value;
-use support::User;
-
-/// `ui up` with a local node (jurisdiction DE) running replicas as plain processes.
-struct Up {
-    child: Child,
-    url: String,
-    audience: String,
-    data: PathBuf,
-    kubeconfig: PathBuf,
-    config: PathBuf,
-}
-
-impl Up {
-    fn start(u: &User) -> Self {
-        u.init_plain();
-        let data = u.path("data");
-        let kubeconfig = u.path("kubeconfig");
-        let mut child = u
-            .cmd(&[
-                "up",
-                "--data-dir",
-                data.to_str().unwrap(),
-                "--listen",
-                "127.0.0.1:0",
-                "--kubeconfig",
-                kubeconfig.to_str().unwrap(),
-                "--node-name",
-                "local",
-                "--runtime",
-                "process",
-            ])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines().map_while(Result::ok);
-        let first = lines.next().unwrap();
-        let url = first.strip_prefix("listening on ").unwrap_or_else(|| panic!("{first}")).to_owned();
-        let second = lines.next().unwrap();
-        let audience = second.strip_prefix("cluster: ").unwrap_or_else(|| panic!("{second}")).to_owned();
-        lines.find(|l| l.starts_with("local node ")).expect("ui up says how its local node runs");
-        std::thread::spawn(move || for _ in lines {});
-        Self { child, url, audience, data, kubeconfig, config: u.config() }
-    }
-
-    fn ui(&self, u: &User, args: &[&str]) -> support::Run {
-        let mut all = args.to_vec();
-        all.extend(["--kubeconfig", self.kubeconfig.to_str().unwrap()]);
-        u.run(&all)
-    }
-}
-
-impl Drop for Up {
-    fn drop(&mut self) {
-        let _ = Command::new(env!("CARGO_BIN_EXE_ui"))
-            .args(["down", "--data-dir", self.data.to_str().unwrap(), "--timeout", "60"])
-            .env("UNIVRS_CONFIG_DIR", &self.config)
-            .stdout(Stdio::null())
-            .status();
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use support::{Up, User};
 
 fn write(u: &User, name: &str, yaml: &str) -> String {
     let path = u.path(name);

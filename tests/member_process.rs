@@ -2,11 +2,7 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-
-use support::{Server, User};
+use support::{Server, Up, User};
 
 /// The `THP_enabled` flag of process `pid`: 0 once it turned transparent huge pages off
 /// (`prctl(PR_SET_THP_DISABLE)`), 1 otherwise.
@@ -17,55 +13,6 @@ fn thp_enabled(pid: u32) -> String {
         .find_map(|l| l.strip_prefix("THP_enabled:"))
         .map(|v| v.trim().to_owned())
         .unwrap_or_else(|| panic!("no THP_enabled in /proc/{pid}/status:\n{status}"))
-}
-
-/// `ui up` on `data`, stopped (`ui down`, then killed) when dropped, a failed assertion too.
-struct Up {
-    child: Child,
-    data: PathBuf,
-    config: PathBuf,
-}
-
-impl Up {
-    fn start(u: &User) -> Self {
-        let data = u.path("up");
-        let kubeconfig = u.path("up-kubeconfig");
-        let child = u
-            .cmd(&[
-                "up",
-                "--data-dir",
-                data.to_str().unwrap(),
-                "--listen",
-                "127.0.0.1:0",
-                "--kubeconfig",
-                kubeconfig.to_str().unwrap(),
-                "--node-name",
-                "local",
-                "--runtime",
-                "process",
-            ])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let mut up = Self { child, data, config: u.config() };
-        let mut lines = BufReader::new(up.child.stdout.take().unwrap()).lines().map_while(Result::ok);
-        lines.find(|l| l.starts_with("local node ")).expect("ui up says how its local node runs");
-        std::thread::spawn(move || for _ in lines {});
-        up
-    }
-}
-
-impl Drop for Up {
-    fn drop(&mut self) {
-        let _ = Command::new(support::ui_binary())
-            .args(["down", "--data-dir", self.data.to_str().unwrap(), "--timeout", "60"])
-            .env("UNIVRS_CONFIG_DIR", &self.config)
-            .stdout(Stdio::null())
-            .status();
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// A member runs without transparent huge pages (BENCHMARKS.md, change 28); `ui up` leaves
@@ -83,5 +30,5 @@ fn a_member_runs_without_transparent_huge_pages_and_ui_up_leaves_them_to_its_wor
     server.stop();
 
     let up = Up::start(&u);
-    assert_eq!(thp_enabled(up.child.id()), "1", "ui up keeps the flag its parent gave it");
+    assert_eq!(thp_enabled(up.pid()), "1", "ui up keeps the flag its parent gave it");
 }

@@ -307,6 +307,87 @@ impl Drop for Server {
     }
 }
 
+/// `ui up` with a local node (named `local`) running replicas as plain processes, its data and
+/// kubeconfig in the user's temp dir; stopped (`ui down`, then killed) when dropped, a failed
+/// assertion too.
+pub struct Up {
+    child: Child,
+    /// `https://127.0.0.1:PORT`.
+    pub url: String,
+    /// The audience of its tokens (`univrs:<cluster id>`).
+    pub audience: String,
+    /// Its data dir.
+    pub data: PathBuf,
+    /// The kubeconfig it wrote, for the user's identity.
+    pub kubeconfig: PathBuf,
+    config: PathBuf,
+}
+
+impl Up {
+    /// Starts it and waits until its local node runs; the user gets an identity first if
+    /// they have none.
+    pub fn start(u: &User) -> Self {
+        if !u.config().join("identity").join("public.key").exists() {
+            u.init_plain();
+        }
+        let data = u.path("data");
+        let kubeconfig = u.path("kubeconfig");
+        let mut child = u
+            .cmd(&[
+                "up",
+                "--data-dir",
+                data.to_str().unwrap(),
+                "--listen",
+                "127.0.0.1:0",
+                "--kubeconfig",
+                kubeconfig.to_str().unwrap(),
+                "--node-name",
+                "local",
+                "--runtime",
+                "process",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines().map_while(Result::ok);
+        // Owned before anything can fail: dropped, it stops what was started.
+        let mut up =
+            Self { child, url: String::new(), audience: String::new(), data, kubeconfig, config: u.config() };
+        let first = lines.next().expect("ui up printed nothing");
+        up.url = first.strip_prefix("listening on ").unwrap_or_else(|| panic!("{first}")).to_owned();
+        let second = lines.next().expect("ui up printed no cluster");
+        up.audience = second.strip_prefix("cluster: ").unwrap_or_else(|| panic!("{second}")).to_owned();
+        lines.find(|l| l.starts_with("local node ")).expect("ui up says how its local node runs");
+        // Keep draining stdout so that it never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        up
+    }
+
+    /// `ui ARGS --kubeconfig` this cluster's, as `u`.
+    pub fn ui(&self, u: &User, args: &[&str]) -> Run {
+        let mut all = args.to_vec();
+        all.extend(["--kubeconfig", self.kubeconfig.to_str().unwrap()]);
+        u.run(&all)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        let _ = Command::new(ui_binary())
+            .args(["down", "--data-dir", self.data.to_str().unwrap(), "--timeout", "60"])
+            .env("UNIVRS_CONFIG_DIR", &self.config)
+            .stdout(Stdio::null())
+            .status();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// Sends `method url` with `authorization` (empty: none) and a `content_type` body; returns the
 /// status and the body as text. For tests that speak to the API without a client library.
 pub fn send(
