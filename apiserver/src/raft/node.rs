@@ -635,12 +635,18 @@ async fn compact_history(state: StateMachine, retention: Retention) {
         let now_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
-        let state = state.clone();
-        // redb blocks: keep it off the async workers.
-        if let Ok(Err(e)) =
-            tokio::task::spawn_blocking(move || state.compact_history(retention, now_ms)).await
-        {
-            tracing::warn!("cannot compact the watch history: {e}");
+        // redb blocks: keep it off the async workers, one part at a time, so that an abort
+        // (the member's shutdown) stops it between parts rather than after all of them.
+        loop {
+            let state = state.clone();
+            match tokio::task::spawn_blocking(move || state.compact_part(retention, now_ms)).await {
+                Ok(Ok(true)) => continue,
+                Ok(Ok(false)) | Err(_) => break,
+                Ok(Err(e)) => {
+                    tracing::warn!("cannot compact the watch history: {e}");
+                    break;
+                }
+            }
         }
     }
 }

@@ -808,8 +808,10 @@ impl StateMachine {
         Ok(())
     }
 
-    /// One part of [`Self::compact_history`]; true when more is due.
-    fn compact_part(&self, retention: Retention, now_ms: u64) -> Result<bool> {
+    /// One part of [`Self::compact_history`]; true when more is due. The member's compactor
+    /// runs each part on a blocking thread of its own, so that stopping the member stops it
+    /// between parts.
+    pub fn compact_part(&self, retention: Retention, now_ms: u64) -> Result<bool> {
         let oldest_kept_ms = now_ms.saturating_sub(retention.max_age.as_millis() as u64);
         // The applies held are committed first: a failed compaction loses none of them.
         let writing = self.db.write_alone()?;
