@@ -24,72 +24,9 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use serde_json::{Value, json};
-use support::{User, wait_for};
+use support::{Up, User, wait_for};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
-
-/// `ui up` with a local node running replicas as plain processes, until dropped.
-struct Up {
-    child: Child,
-    data: PathBuf,
-    kubeconfig: PathBuf,
-    config: PathBuf,
-}
-
-impl Up {
-    fn start(u: &User) -> Self {
-        u.init_plain();
-        let data = u.path("data");
-        let kubeconfig = u.path("kubeconfig");
-        let mut child = u
-            .cmd(&[
-                "up",
-                "--data-dir",
-                data.to_str().unwrap(),
-                "--listen",
-                "127.0.0.1:0",
-                "--kubeconfig",
-                kubeconfig.to_str().unwrap(),
-                "--node-name",
-                "local",
-                "--runtime",
-                "process",
-            ])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        // The guard first: a panic below still stops `ui up`.
-        let up = Self { child, data, kubeconfig, config: u.config() };
-        let mut lines = BufReader::new(stdout).lines().map(|l| l.unwrap());
-        let first = lines.next().unwrap();
-        assert!(first.starts_with("listening on "), "{first}");
-        lines.find(|l| l.starts_with("local node ")).expect("ui up says how its local node runs");
-        std::thread::spawn(move || for _ in lines {});
-        up
-    }
-
-    fn ui(&self, u: &User, args: &[&str]) -> support::Run {
-        let mut all = args.to_vec();
-        all.extend(["--kubeconfig", self.kubeconfig.to_str().unwrap()]);
-        u.run(&all)
-    }
-}
-
-impl Drop for Up {
-    fn drop(&mut self) {
-        // `ui down` stops `ui up` and then every replica of its node still running (a killed
-        // agent's run outlives it, by design).
-        let _ = Command::new(env!("CARGO_BIN_EXE_ui"))
-            .args(["down", "--data-dir", self.data.to_str().unwrap(), "--timeout", "60"])
-            .env("UNIVRS_CONFIG_DIR", &self.config)
-            .stdout(Stdio::null())
-            .status();
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// `ui dashboard --listen 127.0.0.1:0`, until dropped.
 struct Dashboard {

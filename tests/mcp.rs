@@ -23,7 +23,7 @@ use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
-use support::{Server, User, free_port, wait_for, workspace};
+use support::{Server, Up, UpOptions, User, free_port, wait_for, workspace};
 
 /// The user (whose kubeconfig `Server::start` wrote), the server, and an agent of the user.
 struct Setup {
@@ -190,53 +190,13 @@ fn ui_mcp_listens_on_loopback_only() {
     agent.run(&["mcp", "--listen", "0.0.0.0:8765"]).fails_with(&["not a loopback address"]);
 }
 
-/// `ui up` with a local node running replicas as plain processes, until dropped (SIGTERM: it
-/// stops its replicas).
-struct Up(Child);
-
-impl Drop for Up {
-    fn drop(&mut self) {
-        let _ = Command::new("kill").args(["-TERM", &self.0.id().to_string()]).status();
-        for _ in 0..100 {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// `ui up` (the apiserver, every controller and a local node `n1` running replicas as plain
 /// processes) for `user`, its kubeconfig in the user's config dir.
 fn up(user: &User) -> Up {
-    user.init_plain();
-    let data = user.path("data");
-    let kubeconfig = user.config().join("kubeconfig");
-    let mut child = user
-        .cmd(&[
-            "up",
-            "--data-dir",
-            data.to_str().unwrap(),
-            "--listen",
-            "127.0.0.1:0",
-            "--kubeconfig",
-            kubeconfig.to_str().unwrap(),
-            "--node-name",
-            "n1",
-            "--runtime",
-            "process",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines().map_while(Result::ok);
-    let up = Up(child);
-    assert!(lines.any(|l| l.starts_with("local node n1")), "ui up started no local node");
-    std::thread::spawn(move || for _ in lines {});
-    up
+    Up::start_with(
+        user,
+        UpOptions { node: Some("n1".into()), kubeconfig: Some(user.config().join("kubeconfig")) },
+    )
 }
 
 #[test]

@@ -307,9 +307,10 @@ impl Drop for Server {
     }
 }
 
-/// `ui up` with a local node (named `local`) running replicas as plain processes, its data and
-/// kubeconfig in the user's temp dir; stopped (`ui down`, then killed) when dropped, a failed
-/// assertion too.
+/// `ui up` with a local node (named `local` unless [`UpOptions`] say otherwise) running
+/// replicas as plain processes, its data and kubeconfig in the user's temp dir; stopped (`ui
+/// down`, which stops its node's replicas too, then killed) when dropped, a failed assertion
+/// too.
 pub struct Up {
     child: Child,
     /// `https://127.0.0.1:PORT`.
@@ -323,15 +324,30 @@ pub struct Up {
     config: PathBuf,
 }
 
+/// What [`Up::start_with`] changes from [`Up::start`]'s defaults.
+#[derive(Default)]
+pub struct UpOptions {
+    /// The local node's name (`local`).
+    pub node: Option<String>,
+    /// Where the kubeconfig goes (`kubeconfig` in the user's temp dir).
+    pub kubeconfig: Option<PathBuf>,
+}
+
 impl Up {
     /// Starts it and waits until its local node runs; the user gets an identity first if
     /// they have none.
     pub fn start(u: &User) -> Self {
+        Self::start_with(u, UpOptions::default())
+    }
+
+    /// [`Up::start`] with another node name or kubeconfig path.
+    pub fn start_with(u: &User, options: UpOptions) -> Self {
         if !u.config().join("identity").join("public.key").exists() {
             u.init_plain();
         }
         let data = u.path("data");
-        let kubeconfig = u.path("kubeconfig");
+        let kubeconfig = options.kubeconfig.unwrap_or_else(|| u.path("kubeconfig"));
+        let node = options.node.unwrap_or_else(|| "local".to_owned());
         let mut child = u
             .cmd(&[
                 "up",
@@ -342,7 +358,7 @@ impl Up {
                 "--kubeconfig",
                 kubeconfig.to_str().unwrap(),
                 "--node-name",
-                "local",
+                &node,
                 "--runtime",
                 "process",
             ])
@@ -358,7 +374,8 @@ impl Up {
         up.url = first.strip_prefix("listening on ").unwrap_or_else(|| panic!("{first}")).to_owned();
         let second = lines.next().expect("ui up printed no cluster");
         up.audience = second.strip_prefix("cluster: ").unwrap_or_else(|| panic!("{second}")).to_owned();
-        lines.find(|l| l.starts_with("local node ")).expect("ui up says how its local node runs");
+        let local = format!("local node {node} ");
+        lines.find(|l| l.starts_with(&local)).expect("ui up says how its local node runs");
         // Keep draining stdout so that it never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
         up
