@@ -635,15 +635,20 @@ async fn compact_history(state: StateMachine, retention: Retention) {
         let now_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
-        // redb blocks: keep it off the async workers, one part at a time, so that an abort
-        // (the member's shutdown) stops it between parts rather than after all of them.
+        // redb blocks: keep it off the async workers, each part a blocking call of its own, so
+        // that an abort (the member's shutdown) stops it after the part in flight rather than
+        // after all of them.
         loop {
             let state = state.clone();
             match tokio::task::spawn_blocking(move || state.compact_part(retention, now_ms)).await {
                 Ok(Ok(true)) => continue,
-                Ok(Ok(false)) | Err(_) => break,
+                Ok(Ok(false)) => break,
                 Ok(Err(e)) => {
                     tracing::warn!("cannot compact the watch history: {e}");
+                    break;
+                }
+                Err(e) => {
+                    tracing::warn!("the watch history's compaction failed: {e}");
                     break;
                 }
             }

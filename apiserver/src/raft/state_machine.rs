@@ -809,8 +809,8 @@ impl StateMachine {
     }
 
     /// One part of [`Self::compact_history`]; true when more is due. The member's compactor
-    /// runs each part on a blocking thread of its own, so that stopping the member stops it
-    /// between parts.
+    /// runs each part as a blocking call of its own, so that stopping the member stops a
+    /// compaction after the part in flight.
     pub fn compact_part(&self, retention: Retention, now_ms: u64) -> Result<bool> {
         let oldest_kept_ms = now_ms.saturating_sub(retention.max_age.as_millis() as u64);
         // The applies held are committed first: a failed compaction loses none of them.
