@@ -680,15 +680,7 @@ fn ui_up_runs_the_controllers_next_to_the_apiserver() {
     let u = User::new();
     let kubeconfig = u.path("kubeconfig");
     let mut child = u
-        .cmd(&[
-            "up",
-            "--data-dir",
-            u.path("data").to_str().unwrap(),
-            "--listen",
-            "127.0.0.1:0",
-            "--kubeconfig",
-            kubeconfig.to_str().unwrap(),
-        ])
+        .up_cmd(&u.path("data"), &kubeconfig, &[])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()

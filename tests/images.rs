@@ -232,21 +232,14 @@ impl Up {
         u.init_plain();
         let data = u.path("data");
         let kubeconfig = u.path("kubeconfig");
-        let mut args = vec![
-            "up",
-            "--data-dir",
-            data.to_str().unwrap(),
-            "--listen",
-            "127.0.0.1:0",
-            "--kubeconfig",
-            kubeconfig.to_str().unwrap(),
-            "--node-name",
-            node,
-            "--runtime",
-            "container",
-        ];
+        let mut args = vec!["--node-name", node, "--runtime", "container"];
         args.extend(extra);
-        let mut child = u.cmd(&args).stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().unwrap();
+        let mut child = u
+            .up_cmd(&data, &kubeconfig, &args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines().map(|l| l.unwrap());
         lines.find(|l| l.starts_with("local node ")).expect("ui up says how its local node runs");
         std::thread::spawn(move || for _ in lines {});

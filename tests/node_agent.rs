@@ -33,19 +33,7 @@ impl Up {
         u.init_plain();
         let data = u.path("data");
         let mut child = u
-            .cmd(&[
-                "up",
-                "--data-dir",
-                data.to_str().unwrap(),
-                "--listen",
-                "127.0.0.1:0",
-                "--kubeconfig",
-                u.path("kubeconfig").to_str().unwrap(),
-                "--node-name",
-                node,
-                "--runtime",
-                runtime,
-            ])
+            .up_cmd(&data, &u.path("kubeconfig"), &["--node-name", node, "--runtime", runtime])
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -682,16 +670,8 @@ fn ui_down_stops_ui_up_and_its_replicas_and_a_second_up_is_told_the_data_dir_is_
     let mut up = Up::start(&u, "local");
     let data = up.data.to_str().unwrap().to_owned();
     // A second `ui up` on the same data dir: refused at once, saying what to do.
-    u.run(&[
-        "up",
-        "--data-dir",
-        &data,
-        "--listen",
-        "127.0.0.1:0",
-        "--kubeconfig",
-        u.path("other").to_str().unwrap(),
-    ])
-    .fails_with(&["is in use by another univrs member", "ui down"]);
+    support::Run::from(u.up_cmd(&up.data, &u.path("other"), &[]).output().unwrap())
+        .fails_with(&["is in use by another univrs member", "ui down"]);
     apply(&u, "sleeper", &workload("sleeper", "sleep 1000", ""));
     wait_phase(&u, "sleeper", "Running", 60);
     assert!(!shims_under(&up.data).is_empty(), "the replica's shim runs");
@@ -707,16 +687,7 @@ fn ui_down_stops_ui_up_and_its_replicas_and_a_second_up_is_told_the_data_dir_is_
 
     // With --keep-replicas they stay for the next `ui up`; `ui down` then stops them too.
     let mut kept = u
-        .cmd(&[
-            "up",
-            "--data-dir",
-            &data,
-            "--listen",
-            "127.0.0.1:0",
-            "--kubeconfig",
-            u.path("kubeconfig").to_str().unwrap(),
-            "--keep-replicas",
-        ])
+        .up_cmd(&up.data, &u.path("kubeconfig"), &["--keep-replicas"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

@@ -36,23 +36,11 @@ fn up(u: &User, metrics: &str) -> (Killed, Arc<Mutex<Vec<String>>>) {
     u.init_plain();
     let data = u.path("data");
     let mut child = u
-        .cmd(&[
-            "up",
-            "--data-dir",
-            data.to_str().unwrap(),
-            "--listen",
-            "127.0.0.1:0",
-            "--kubeconfig",
-            u.path("kubeconfig").to_str().unwrap(),
-            "--node-name",
-            "n1",
-            "--runtime",
-            "process",
-            "--metrics-addr",
-            metrics,
-            "--log-format",
-            "json",
-        ])
+        .up_cmd(
+            &data,
+            &u.path("kubeconfig"),
+            &["--node-name", "n1", "--runtime", "process", "--metrics-addr", metrics, "--log-format", "json"],
+        )
         .env_remove("RUST_LOG")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

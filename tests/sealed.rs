@@ -139,20 +139,11 @@ fn up(w: &World) -> Up {
     let data = w.u.path("data");
     let err = File::create(w.u.path("up.stderr")).unwrap();
     let mut child =
-        w.u.cmd(&[
-            "up",
-            "--data-dir",
-            data.to_str().unwrap(),
-            "--listen",
-            "127.0.0.1:0",
-            "--kubeconfig",
-            w.u.path("kubeconfig").to_str().unwrap(),
-            "--no-node",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(err)
-        .spawn()
-        .unwrap();
+        w.u.up_cmd(&data, &w.u.path("kubeconfig"), &["--no-node"])
+            .stdout(Stdio::piped())
+            .stderr(err)
+            .spawn()
+            .unwrap();
     let out = child.stdout.take().unwrap();
     let first = BufReader::new(out).lines().map(|l| l.unwrap());
     let path = w.u.path("up.stdout");

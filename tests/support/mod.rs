@@ -25,7 +25,7 @@ pub struct Run {
 }
 
 impl Run {
-    fn from(out: Output) -> Self {
+    pub fn from(out: Output) -> Self {
         Self {
             code: out.status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -78,6 +78,22 @@ impl User {
 
     pub fn run(&self, args: &[&str]) -> Run {
         Run::from(self.cmd(args).output().unwrap())
+    }
+
+    /// `ui up` with its data in `data`, on a free loopback port, writing `kubeconfig`, and
+    /// `more` flags (its node, runtime, metrics…).
+    pub fn up_cmd(&self, data: &Path, kubeconfig: &Path, more: &[&str]) -> Command {
+        let mut c = self.cmd(&[
+            "up",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            "--kubeconfig",
+            kubeconfig.to_str().unwrap(),
+        ]);
+        c.args(more);
+        c
     }
 
     pub fn run_with_passphrase(&self, pass: &str, args: &[&str]) -> Run {
@@ -349,19 +365,7 @@ impl Up {
         let kubeconfig = options.kubeconfig.unwrap_or_else(|| u.path("kubeconfig"));
         let node = options.node.unwrap_or_else(|| "local".to_owned());
         let mut child = u
-            .cmd(&[
-                "up",
-                "--data-dir",
-                data.to_str().unwrap(),
-                "--listen",
-                "127.0.0.1:0",
-                "--kubeconfig",
-                kubeconfig.to_str().unwrap(),
-                "--node-name",
-                &node,
-                "--runtime",
-                "process",
-            ])
+            .up_cmd(&data, &kubeconfig, &["--node-name", &node, "--runtime", "process"])
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
