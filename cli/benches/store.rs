@@ -716,8 +716,16 @@ fn drain(mut r: ureq::http::Response<ureq::Body>) -> (u16, String) {
 
 impl Sut {
     fn agent(&self, timeout: Duration) -> ureq::Agent {
-        let mut config =
-            ureq::Agent::config_builder().http_status_as_error(false).timeout_global(Some(timeout));
+        // Timeouts per stage, none on the name's resolution: with a global (or per-call) timeout
+        // ureq resolves the address of every request on a thread it spawns (even an IP literal,
+        // even when a pooled connection is then used), a thread per request (change 30).
+        let mut config = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_connect(Some(timeout))
+            .timeout_send_request(Some(timeout))
+            .timeout_send_body(Some(timeout))
+            .timeout_recv_response(Some(timeout))
+            .timeout_recv_body(Some(timeout));
         if let Some(pem) = &self.ca {
             let ca = ureq::tls::Certificate::from_pem(pem).unwrap().to_owned();
             config = config.tls_config(
