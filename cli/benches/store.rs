@@ -124,6 +124,8 @@ struct Measure {
     fsyncs: Option<f64>,
     /// Their mean duration over the phase (how busy the disk was).
     fsync_mean: Option<Duration>,
+    /// The share of the phase's wall time the busiest disk had I/O in flight (write phases).
+    disk_busy: Option<f64>,
     /// A quantity (bytes) instead of a rate.
     bytes: Option<u64>,
     /// Failures, misses, caveats.
@@ -213,6 +215,9 @@ impl Measure {
         if let Some(f) = self.fsync_mean {
             parts.push(format!("fsync {}", fmt_dur(f)));
         }
+        if let Some(b) = self.disk_busy {
+            parts.push(format!("disk busy {:.0}%", b * 100.0));
+        }
         if !self.note.is_empty() {
             parts.push(format!("({})", self.note));
         }
@@ -256,6 +261,35 @@ fn machine_ticks() -> Option<(u64, u64)> {
 fn idle_between(a: Option<(u64, u64)>, b: Option<(u64, u64)>) -> Option<f64> {
     let ((i0, t0), (i1, t1)) = (a?, b?);
     (t1 > t0).then(|| (i1 - i0) as f64 / (t1 - t0) as f64)
+}
+
+/// Milliseconds each whole disk has had I/O in flight so far (`/proc/diskstats`' tenth
+/// field after the name, "time spent doing I/Os"), by name: the disks of `/sys/block` but
+/// loop, RAM and zram devices, which hold no data directory.
+fn disk_ticks() -> Option<BTreeMap<String, u64>> {
+    let stats = std::fs::read_to_string("/proc/diskstats").ok()?;
+    let ticks = stats
+        .lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let name = *fields.get(2)?;
+            let whole = Path::new("/sys/block").join(name).exists();
+            let virtual_only = ["loop", "ram", "zram"].iter().any(|p| name.starts_with(p));
+            (whole && !virtual_only).then(|| Some((name.to_owned(), fields.get(12)?.parse().ok()?)))?
+        })
+        .collect::<BTreeMap<_, _>>();
+    (!ticks.is_empty()).then_some(ticks)
+}
+
+/// The share of `elapsed` the busiest disk had I/O in flight between two [`disk_ticks`].
+fn busy_between(
+    a: &Option<BTreeMap<String, u64>>,
+    b: &Option<BTreeMap<String, u64>>,
+    elapsed: Duration,
+) -> Option<f64> {
+    let (a, b) = (a.as_ref()?, b.as_ref()?);
+    let busiest = b.iter().filter_map(|(name, t1)| Some(t1.saturating_sub(*a.get(name)?))).max()?;
+    (elapsed.as_millis() > 0).then(|| (busiest as f64 / elapsed.as_millis() as f64).min(1.0))
 }
 
 /// utime + stime of `pid` in seconds.
@@ -935,6 +969,8 @@ struct Phase {
     idle: Option<f64>,
     /// Durable commits of the log (all members) and the seconds they took.
     fsyncs: Option<(f64, f64)>,
+    /// The share of the phase the busiest disk had I/O in flight.
+    disk_busy: Option<f64>,
 }
 
 /// `clients` threads, each with its own connection, calling `op(client, i)` back to back for
@@ -948,7 +984,7 @@ fn closed_loop(
     let stop = AtomicBool::new(false);
     let conns: Vec<Client> = (0..clients).map(|n| sut.client(n, Duration::from_secs(120))).collect();
     let (cpu0, fsync0) = (sut.cpu(), sut.fsyncs());
-    let (load0, ticks0) = (cpu_seconds(std::process::id()), machine_ticks());
+    let (load0, ticks0, disk0) = (cpu_seconds(std::process::id()), machine_ticks(), disk_ticks());
     let start = Instant::now();
     let results: Vec<(Vec<Duration>, usize)> = std::thread::scope(|s| {
         let threads: Vec<_> = conns
@@ -979,7 +1015,7 @@ fn closed_loop(
         threads.into_iter().map(|t| t.join().unwrap()).collect()
     });
     let elapsed = start.elapsed();
-    let (load1, ticks1) = (cpu_seconds(std::process::id()), machine_ticks());
+    let (load1, ticks1, disk1) = (cpu_seconds(std::process::id()), machine_ticks(), disk_ticks());
     let (cpu1, fsync1) = (sut.cpu(), sut.fsyncs());
     let mut latencies: Vec<Duration> = results.iter().flat_map(|(l, _)| l.iter().copied()).collect();
     latencies.sort();
@@ -991,6 +1027,7 @@ fn closed_loop(
         load_cpu: load1 - load0,
         idle: idle_between(ticks0, ticks1),
         fsyncs: fsync0.zip(fsync1).map(|(a, b)| (b.0 - a.0, b.1 - a.1)),
+        disk_busy: busy_between(&disk0, &disk1, elapsed),
     }
 }
 
@@ -1010,6 +1047,7 @@ impl Phase {
             } else {
                 None
             },
+            disk_busy: if writes { self.disk_busy } else { None },
             bytes: None,
             note: if self.failed > 0 { format!("{} failed", self.failed) } else { String::new() },
         }
