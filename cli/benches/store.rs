@@ -273,9 +273,12 @@ fn disk_ticks() -> Option<BTreeMap<String, u64>> {
         .filter_map(|line| {
             let fields: Vec<&str> = line.split_whitespace().collect();
             let name = *fields.get(2)?;
-            let whole = Path::new("/sys/block").join(name).exists();
-            let virtual_only = ["loop", "ram", "zram"].iter().any(|p| name.starts_with(p));
-            (whole && !virtual_only).then(|| Some((name.to_owned(), fields.get(12)?.parse().ok()?)))?
+            if ["loop", "ram", "zram"].iter().any(|p| name.starts_with(p))
+                || !Path::new("/sys/block").join(name).exists()
+            {
+                return None;
+            }
+            Some((name.to_owned(), fields.get(12)?.parse().ok()?))
         })
         .collect::<BTreeMap<_, _>>();
     (!ticks.is_empty()).then_some(ticks)
@@ -283,11 +286,11 @@ fn disk_ticks() -> Option<BTreeMap<String, u64>> {
 
 /// The share of `elapsed` the busiest disk had I/O in flight between two [`disk_ticks`].
 fn busy_between(
-    a: &Option<BTreeMap<String, u64>>,
-    b: &Option<BTreeMap<String, u64>>,
+    a: Option<&BTreeMap<String, u64>>,
+    b: Option<&BTreeMap<String, u64>>,
     elapsed: Duration,
 ) -> Option<f64> {
-    let (a, b) = (a.as_ref()?, b.as_ref()?);
+    let (a, b) = (a?, b?);
     let busiest = b.iter().filter_map(|(name, t1)| Some(t1.saturating_sub(*a.get(name)?))).max()?;
     (elapsed.as_millis() > 0).then(|| (busiest as f64 / elapsed.as_millis() as f64).min(1.0))
 }
@@ -1027,7 +1030,7 @@ fn closed_loop(
         load_cpu: load1 - load0,
         idle: idle_between(ticks0, ticks1),
         fsyncs: fsync0.zip(fsync1).map(|(a, b)| (b.0 - a.0, b.1 - a.1)),
-        disk_busy: busy_between(&disk0, &disk1, elapsed),
+        disk_busy: busy_between(disk0.as_ref(), disk1.as_ref(), elapsed),
     }
 }
 
