@@ -240,9 +240,10 @@ fn objects_entries_and_history_written_before_packing_still_read_and_new_ones_ar
         "changes": [{"key": "/k/1", "prev": null, "new": {"create_revision": 1, "mod_revision": 1, "value": "as an older build wrote it"}}],
     });
     {
-        let log = redb::Database::create(dir.path().join("log.redb")).unwrap();
+        // Written by redb 2 as those builds were (file format 2): imported through its upgrade.
+        let log = redb2::Database::create(dir.path().join("log.redb")).unwrap();
         let txn = log.begin_write().unwrap();
-        txn.open_table(redb::TableDefinition::<u64, &[u8]>::new("log"))
+        txn.open_table(redb2::TableDefinition::<u64, &[u8]>::new("log"))
             .unwrap()
             .insert(1, serde_json::to_vec(&old_entry).unwrap().as_slice())
             .unwrap();
@@ -292,7 +293,7 @@ fn objects_entries_and_history_written_before_packing_still_read_and_new_ones_ar
     assert_eq!(values, (2..=5).map(object).collect::<Vec<_>>());
     drop((sm, after));
     let db = redb::Database::open(dir.path().join("sm.redb")).unwrap();
-    let txn = db.begin_read().unwrap();
+    let txn = redb::ReadableDatabase::begin_read(&db).unwrap();
     let history = txn.open_table(redb::TableDefinition::<u64, &[u8]>::new("history")).unwrap();
     let first = |rev: u64| history.get(rev).unwrap().unwrap().value()[0];
     assert_eq!(first(1), b'{', "the old record is left as it was");
@@ -313,6 +314,60 @@ fn objects_entries_and_history_written_before_packing_still_read_and_new_ones_ar
     );
 }
 
+/// A state machine written by redb 2 (file format 2: every member from before redb 4) opens
+/// as it was, moved to format 3 in place at the first start: objects, revision, history and
+/// what was applied, and writes go on from there.
+#[test]
+fn a_state_machine_written_by_redb_2_opens_whole_and_goes_on() {
+    use redb::{ReadableDatabase, ReadableTable};
+    let dir = tempfile::tempdir().unwrap();
+    let rt = rt();
+    let (now, old) = (dir.path().join("now.redb"), dir.path().join("state.redb"));
+    let mut sm = StateMachine::open(&now).unwrap();
+    rt.block_on(
+        sm.apply((1..=20).map(|i| entry(i, vec![put(&format!("/k/{i}"), &format!("v{i}"), Expect::Any)]))),
+    )
+    .unwrap();
+    drop(sm);
+    // The same rows, as redb 2 stores them.
+    {
+        let db = redb::Database::open(&now).unwrap();
+        let from = db.begin_read().unwrap();
+        let to = redb2::Database::create(&old).unwrap();
+        let txn = to.begin_write().unwrap();
+        for name in ["objects", "meta"] {
+            let rows = from.open_table(redb::TableDefinition::<&str, &[u8]>::new(name)).unwrap();
+            let mut into = txn.open_table(redb2::TableDefinition::<&str, &[u8]>::new(name)).unwrap();
+            for row in rows.iter().unwrap() {
+                let (k, v) = row.unwrap();
+                into.insert(k.value(), v.value()).unwrap();
+            }
+        }
+        let rows = from.open_table(redb::TableDefinition::<u64, &[u8]>::new("history")).unwrap();
+        let mut into = txn.open_table(redb2::TableDefinition::<u64, &[u8]>::new("history")).unwrap();
+        for row in rows.iter().unwrap() {
+            let (k, v) = row.unwrap();
+            into.insert(k.value(), v.value()).unwrap();
+        }
+        drop(into);
+        txn.commit().unwrap();
+    }
+    assert!(
+        matches!(redb::Database::open(&old), Err(redb::DatabaseError::UpgradeRequired(2))),
+        "redb 4 cannot open it as it is"
+    );
+    let mut sm = StateMachine::open(&old).unwrap();
+    assert_eq!(sm.get("/k/7").unwrap().map(|s| (s.value, s.mod_revision)), Some(("v7".into(), 7)));
+    assert_eq!(rt.block_on(sm.applied_state()).unwrap().0, Some(log_id(20)));
+    assert_eq!(sm.changes_after(18, 10).unwrap().unwrap().changes.len(), 2);
+    rt.block_on(sm.apply(vec![entry(21, vec![put("/k/21", "v21", Expect::Absent)])])).unwrap();
+    assert_eq!(sm.get("/k/21").unwrap().map(|s| s.create_revision), Some(21));
+    drop(sm);
+    redb::Database::open(&old).expect("format 3 now");
+    let sm = StateMachine::open(&old).unwrap();
+    assert_eq!(sm.get("/k/21").unwrap().map(|s| s.value), Some("v21".into()));
+}
+
 /// A member's log from before the WAL (`raft-log.redb`) moves into the WAL at its next start:
 /// entries, vote, committed id and purge as they were; the old file is replaced by a
 /// tombstone once the WAL is in place, and an import cut short (a staging directory left, or
@@ -325,15 +380,16 @@ fn a_log_from_before_the_wal_is_imported_whole_once() {
     let legacy = dir.path().join("raft-log.redb");
     let wal = dir.path().join("raft-log");
     let write_legacy = || {
-        let db = redb::Database::create(&legacy).unwrap();
+        // As the builds before the WAL wrote it: redb 2, file format 2.
+        let db = redb2::Database::create(&legacy).unwrap();
         let txn = db.begin_write().unwrap();
         {
-            let mut log = txn.open_table(redb::TableDefinition::<u64, &[u8]>::new("log")).unwrap();
+            let mut log = txn.open_table(redb2::TableDefinition::<u64, &[u8]>::new("log")).unwrap();
             for i in 3..=5 {
                 let e = entry(i, vec![put(&format!("/k/{i}"), "v", Expect::Any)]);
                 log.insert(i, serde_json::to_vec(&e).unwrap().as_slice()).unwrap();
             }
-            let mut meta = txn.open_table(redb::TableDefinition::<&str, &[u8]>::new("meta")).unwrap();
+            let mut meta = txn.open_table(redb2::TableDefinition::<&str, &[u8]>::new("meta")).unwrap();
             let json = |v: serde_json::Value| serde_json::to_vec(&v).unwrap();
             meta.insert(
                 "vote",
@@ -353,7 +409,8 @@ fn a_log_from_before_the_wal_is_imported_whole_once() {
     assert_eq!(import_redb(&legacy, &wal).unwrap(), Imported::Done);
     // In its place, a file an older build refuses to open (rather than start on an empty log).
     assert!(std::fs::read(&legacy).unwrap().starts_with(b"univrs: not a database."));
-    assert!(redb::Database::create(&legacy).is_err(), "an older build cannot open it");
+    assert!(redb2::Database::create(&legacy).is_err(), "an older build cannot open it");
+    assert!(redb::Database::create(&legacy).is_err(), "nor this one's redb");
     assert!(!dir.path().join("raft-log.import").exists());
     assert_eq!(import_redb(&legacy, &wal).unwrap(), Imported::Nothing);
     let check = |log: &mut LogStore| {

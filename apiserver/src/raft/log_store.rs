@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex};
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{Entry, ErrorSubject, ErrorVerb, LogId, OptionalSend, RaftLogReader, StorageError, Vote};
-use redb::{ReadableTable, TableDefinition};
+use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use serde::de::DeserializeOwned;
 
 use super::wal::{OpenError, Record, Wal, at, sync_dir};
@@ -281,7 +281,7 @@ pub fn import_redb(legacy: &Path, dir: &Path) -> std::io::Result<Imported> {
     let mut imported = Imported::Removed;
     if !dir.exists() {
         // A small page cache, as the log had: the entries are read once, in order.
-        let db = match redb::Database::builder().set_cache_size(32 << 20).open(legacy) {
+        let db = match super::open_redb(redb::Database::builder().set_cache_size(32 << 20), legacy, false) {
             Ok(db) => db,
             Err(redb::DatabaseError::DatabaseAlreadyOpen) => return Ok(Imported::InUse),
             Err(e) => return Err(Error::other(format!("{}: {e}", legacy.display()))),

@@ -42,6 +42,37 @@ fn io_err(
     openraft::StorageIOError::new(subject, verb, openraft::AnyError::new(&e)).into()
 }
 
+/// Opens the redb database at `path` with `builder` (creating it if `create` and absent). A
+/// file written by redb 2 (file format 2, members from before redb 4) is first moved to format
+/// 3 in place by redb 2's own [`redb2::Database::upgrade`], which redb 4 asks for
+/// ([`redb::DatabaseError::UpgradeRequired`]) and cannot do itself.
+fn open_redb(
+    builder: &redb::Builder,
+    path: &std::path::Path,
+    create: bool,
+) -> Result<redb::Database, redb::DatabaseError> {
+    let open = || if create { builder.create(path) } else { builder.open(path) };
+    match open() {
+        Err(redb::DatabaseError::UpgradeRequired(2)) => {
+            let failed = |e: &dyn std::fmt::Display| {
+                redb::DatabaseError::Storage(redb::StorageError::Io(std::io::Error::other(format!(
+                    "{}: moving it from redb's file format 2 to 3: {e}",
+                    path.display()
+                ))))
+            };
+            let mut old = redb2::Database::open(path).map_err(|e| match e {
+                redb2::DatabaseError::DatabaseAlreadyOpen => redb::DatabaseError::DatabaseAlreadyOpen,
+                e => failed(&e),
+            })?;
+            old.upgrade().map_err(|e| failed(&e))?;
+            drop(old);
+            tracing::info!(path = %path.display(), "moved from redb's file format 2 to 3");
+            open()
+        }
+        result => result,
+    }
+}
+
 /// Opens `table` for reading; a table nothing was ever written to reads as `None` (empty).
 fn read_table<K: redb::Key + 'static, V: redb::Value + 'static>(
     txn: &redb::ReadTransaction,

@@ -168,9 +168,9 @@ pub fn stored_records(path: &std::path::Path) -> std::io::Result<Vec<Vec<u8>>> {
     use super::log_store::LOG;
     use super::read_table;
     use super::state_machine::{HISTORY, META, OBJECTS};
-    use redb::{ReadableTable, TableHandle};
+    use redb::{ReadableDatabase, ReadableTable, TableHandle};
     let io = |e: redb::Error| std::io::Error::other(e.to_string());
-    let db = redb::Database::open(path).map_err(|e| io(e.into()))?;
+    let db = super::open_redb(&redb::Database::builder(), path, false).map_err(|e| io(e.into()))?;
     let txn = db.begin_read().map_err(|e| io(e.into()))?;
     let mut out = Vec::new();
     // Keyed by name (the log's meta table is the state machine's `meta` too): an object's

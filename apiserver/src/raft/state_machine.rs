@@ -10,10 +10,13 @@
 //! redb frees the pages a transaction replaced only at a durable commit, so without it the
 //! file grows by every page ever rewritten between snapshots.
 //!
-//! Under write load, the pages of commits without fsync reach the disk in the background
-//! ([`Writeback`]), so that the durable commit of each second finds most of them there
-//! already: flushing a whole second's pages held every apply for 64–256 ms once a second,
-//! which was the writes' p99 at 64 clients (BENCHMARKS.md, change 9).
+//! redb 4 keeps the pages that commits without fsync change in its cache until the next
+//! durable commit, which writes and flushes them all while applies wait for it: among 100,000
+//! objects, a second of 64 clients' updates on 3 members held them 32–64 ms, the 3-member
+//! updates' p99. Committing durably sooner under a stream of writes (every 100 ms once 512
+//! keys had changed, or every 250 ms once 1,024 had) lowered that p99 by up to a quarter, but
+//! doubled one member's and cost it up to a tenth of its updates (BENCHMARKS.md, change 34):
+//! once a second it stays.
 
 use std::fmt::Debug;
 use std::path::Path;
@@ -24,7 +27,7 @@ use openraft::{
     Entry, EntryPayload, ErrorSubject, ErrorVerb, LogId, RaftSnapshotBuilder, SnapshotMeta, StorageError,
     StoredMembership,
 };
-use redb::{Database, Durability, ReadableTable, TableDefinition};
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
 use super::history::{Change, Changes, Compacted, Record, Retention, Window};
@@ -102,8 +105,6 @@ struct Db {
     lost: std::sync::OnceLock<String>,
     /// [`HOLD_AT_MOST`] in milliseconds (tests hold longer).
     hold_at_most: std::sync::atomic::AtomicU64,
-    /// Writes the pages of commits without fsync to disk in the background.
-    writeback: Writeback,
     /// Last: dropped after the transaction held (its own drop waits for a write transaction).
     database: Database,
 }
@@ -175,13 +176,12 @@ struct Writing<'a> {
 }
 
 impl Db {
-    fn new(database: Database, writeback: Writeback) -> Self {
+    fn new(database: Database) -> Self {
         Self {
             unsaved: Default::default(),
             held: Default::default(),
             lost: Default::default(),
             hold_at_most: (HOLD_AT_MOST.as_millis() as u64).into(),
-            writeback,
             database,
         }
     }
@@ -217,7 +217,7 @@ impl Db {
     /// one), so that reads go on during the fsync. Anyone else waits on redb's write lock.
     fn make_durable(&self) -> Result<()> {
         let txn = self.database.begin_write().map_err(write_err)?;
-        Alone { db: self, txn }.commit(Durability::Immediate)
+        Alone { txn }.commit(Durability::Immediate)
     }
 
     /// Commits the applies held if they were first held at least [`Db::hold_at_most`] ago (a
@@ -239,7 +239,7 @@ impl Db {
 
     /// A write transaction of its own ([`Alone`]): the applies held are committed first, so
     /// that its failure rolls back none of them.
-    fn write_alone(&self) -> Result<Alone<'_>> {
+    fn write_alone(&self) -> Result<Alone> {
         let mut writing = self.write()?;
         if writing.unsaved.applies > 0 {
             writing.commit_txn(Durability::None)?;
@@ -247,7 +247,7 @@ impl Db {
             writing.txn = Some(self.database.begin_write().map_err(write_err)?);
         }
         let txn = writing.txn.take().expect("a transaction until committed or held");
-        Ok(Alone { db: self, txn })
+        Ok(Alone { txn })
     }
 
     /// The write transaction (the one applies held, or a new one).
@@ -311,11 +311,13 @@ impl Writing<'_> {
 
     fn commit_txn(&mut self, durability: Durability) -> Result<()> {
         let mut txn = self.txn.take().expect("a transaction until committed or held");
-        let durable = !matches!(durability, Durability::None);
-        txn.set_durability(durability);
         let start = std::time::Instant::now();
-        let result = txn.commit();
-        let history_bytes = std::mem::take(&mut self.unsaved.history_bytes);
+        // Durability is refused only for persistent savepoints and shared files: neither here.
+        let result = txn
+            .set_durability(durability)
+            .map_err(redb::Error::from)
+            .and_then(|()| txn.commit().map_err(redb::Error::from));
+        self.unsaved.history_bytes = 0;
         let applies = std::mem::take(&mut self.unsaved.applies);
         self.unsaved.since = None;
         // Lost before not held: a read that finds nothing held then finds it lost.
@@ -327,7 +329,6 @@ impl Writing<'_> {
         self.db.held.store(false, std::sync::atomic::Ordering::Release);
         result.map_err(write_err)?;
         crate::metrics::metrics().backend_committed(start);
-        self.db.writeback.committed(history_bytes, durable);
         Ok(())
     }
 }
@@ -336,23 +337,20 @@ impl Writing<'_> {
 /// not wait for it (for a compaction's scan, a snapshot's install, an fsync): nothing is held
 /// while it lives, since an apply waits for it in redb's `begin_write`, under the lock, before
 /// it can hold anything. Dropped without [`Alone::commit`], it is rolled back, losing nothing.
-struct Alone<'a> {
-    db: &'a Db,
+struct Alone {
     txn: redb::WriteTransaction,
 }
 
-impl Alone<'_> {
+impl Alone {
     fn txn(&self) -> &redb::WriteTransaction {
         &self.txn
     }
 
     fn commit(mut self, durability: Durability) -> Result<()> {
-        let durable = !matches!(durability, Durability::None);
-        self.txn.set_durability(durability);
+        self.txn.set_durability(durability).map_err(write_err)?;
         let start = std::time::Instant::now();
         self.txn.commit().map_err(write_err)?;
         crate::metrics::metrics().backend_committed(start);
-        self.db.writeback.committed(0, durable);
         Ok(())
     }
 }
@@ -370,111 +368,6 @@ impl Drop for Writing<'_> {
             self.db.held.store(false, std::sync::atomic::Ordering::Release);
         }
     }
-}
-
-/// The least time between two background flushes of the database's file.
-const WRITEBACK_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
-/// How much history (packed) commits without fsync write before the file is flushed in the
-/// background. The pages they write are several times that (redb copies every page it
-/// changes); history is counted, not pages, so that a slow stream of writes (one client, a
-/// commit each) reaches it rarely: each flush delays the log's fsync that meets it by a few
-/// milliseconds (the two files are on one disk: the fsync queues behind the flush's writes),
-/// and ten a second showed in the p99 of one client's writes.
-const WRITEBACK_BYTES: usize = 2 << 20;
-
-/// A thread that flushes (fdatasync) the database's file once commits without fsync have
-/// written [`WRITEBACK_BYTES`] of history since a flush was last asked for or the last
-/// durable commit, at most once per [`WRITEBACK_PAUSE`], so that the next durable commit
-/// finds less left to write.
-///
-/// This changes nothing of what survives a crash: it writes early what the kernel may write
-/// whenever it likes, and redb never writes over the pages of its last durable commit.
-/// A failed flush is fatal: the thread stops, and every apply that starts after it fails (a
-/// page whose write failed may be read back stale), so openraft stops the member; started
-/// again, it resumes from redb's last durable commit and the log. (An apply already under way
-/// when a flush fails still commits, without fsync: the next durable commit's own fsync
-/// fails.) Linux only needs the file open for reading to flush it (Windows would need it
-/// open for writing). The file is opened anew, never duplicated from redb's: Linux
-/// reports a write error once to each open file description, so redb's own fsync still sees
-/// it. The thread ends shortly after the last clone of the state machine is dropped.
-struct Writeback {
-    kick: std::sync::mpsc::SyncSender<()>,
-    /// History written since a flush was last asked for or the last durable commit (counted
-    /// by `apply` alone).
-    pending: std::sync::Mutex<usize>,
-    /// Why a flush failed, once one has.
-    failed: Arc<std::sync::OnceLock<String>>,
-    /// Flushes done, and whether the thread runs (for tests).
-    #[cfg_attr(not(test), expect(dead_code, reason = "read by tests"))]
-    flushes: Arc<std::sync::atomic::AtomicUsize>,
-    #[cfg_attr(not(test), expect(dead_code, reason = "read by tests"))]
-    running: std::sync::Weak<()>,
-}
-
-impl Writeback {
-    fn start(path: &Path) -> std::io::Result<Self> {
-        // A new open file description (see above), read-only: fdatasync needs no more.
-        let file = std::fs::File::open(path)?;
-        let (kick, kicked) = std::sync::mpsc::sync_channel::<()>(1);
-        let failed = Arc::new(std::sync::OnceLock::new());
-        let flushes = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let alive = Arc::new(());
-        let running = Arc::downgrade(&alive);
-        let (thread_failed, thread_flushes) = (failed.clone(), flushes.clone());
-        std::thread::Builder::new().name("state-writeback".into()).spawn(move || {
-            let _alive = alive;
-            flush_when_kicked(&kicked, || file.sync_data(), &thread_failed, &thread_flushes);
-        })?;
-        Ok(Self { kick, pending: Default::default(), failed, flushes, running })
-    }
-
-    /// Why a background flush failed, if one has.
-    fn failed(&self) -> Option<&str> {
-        self.failed.get().map(String::as_str)
-    }
-
-    /// A commit wrote `bytes` of history; `durable`: and flushed everything.
-    fn committed(&self, bytes: usize, durable: bool) {
-        let mut pending = self.pending.lock().expect("writeback lock");
-        if flush_due(&mut pending, bytes, durable) {
-            // Full: a flush is due already, and will include these pages.
-            let _ = self.kick.try_send(());
-        }
-    }
-}
-
-/// The writeback thread's loop: `flush` each time it is kicked, at most once per
-/// [`WRITEBACK_PAUSE`], until every sender is gone or a flush fails (recorded in `failed`).
-fn flush_when_kicked(
-    kicked: &std::sync::mpsc::Receiver<()>,
-    mut flush: impl FnMut() -> std::io::Result<()>,
-    failed: &std::sync::OnceLock<String>,
-    flushes: &std::sync::atomic::AtomicUsize,
-) {
-    while kicked.recv().is_ok() {
-        if let Err(e) = flush() {
-            tracing::error!(error = %e, "background flush of the state machine's file failed");
-            let _ = failed.set(e.to_string());
-            return;
-        }
-        flushes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        std::thread::sleep(WRITEBACK_PAUSE);
-    }
-}
-
-/// Counts `bytes` of history a commit wrote into `pending`; true when they make a background
-/// flush due (and the count starts over). A durable commit flushed everything: it starts over.
-fn flush_due(pending: &mut usize, bytes: usize, durable: bool) -> bool {
-    if durable {
-        *pending = 0;
-        return false;
-    }
-    *pending = pending.saturating_add(bytes);
-    let due = *pending >= WRITEBACK_BYTES;
-    if due {
-        *pending = 0;
-    }
-    due
 }
 
 /// Most history records one transaction of a compaction drops
@@ -543,8 +436,9 @@ mod snapshot_bytes {
     }
 }
 
-/// redb's page cache for the state machine (its default is 1 GiB per database): reads that
-/// miss it go to the operating system's page cache.
+/// redb's page cache for the state machine, with the pages changed since the last durable
+/// commit in it (redb's default is 1 GiB per database): reads that miss it go to the
+/// operating system's page cache.
 const STATE_CACHE_BYTES: usize = 256 << 20;
 
 fn sm_err(verb: ErrorVerb, e: impl std::error::Error + 'static) -> StorageError<NodeId> {
@@ -593,12 +487,9 @@ fn decode(bytes: &[u8]) -> Result<Stored> {
 impl StateMachine {
     /// Opens (or creates) the state machine at `path`.
     pub fn open(path: &Path) -> std::result::Result<Self, redb::DatabaseError> {
-        let db = Database::builder().set_cache_size(STATE_CACHE_BYTES).create(path)?;
-        let writeback = Writeback::start(path).map_err(|e| redb::DatabaseError::Storage(e.into()))?;
+        let db = super::open_redb(Database::builder().set_cache_size(STATE_CACHE_BYTES), path, true)?;
         let sm = Self {
-            db: Arc::new(
-                Handle::start(Db::new(db, writeback)).map_err(|e| redb::DatabaseError::Storage(e.into()))?,
-            ),
+            db: Arc::new(Handle::start(Db::new(db)).map_err(|e| redb::DatabaseError::Storage(e.into()))?),
             applied: Arc::new(tokio::sync::watch::Sender::new(0)),
             path: Arc::new(path.to_owned()),
             labels: Arc::default(),
@@ -1196,12 +1087,6 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I: IntoIterator<Item = Entry<TypeConfig>> + openraft::OptionalSend,
         I::IntoIter: openraft::OptionalSend,
     {
-        if let Some(why) = self.db.writeback.failed() {
-            let e = std::io::Error::other(format!(
-                "a background flush of the state machine's file failed: {why}"
-            ));
-            return Err(sm_err(ErrorVerb::Write, e));
-        }
         let mut writing = self.db.write()?;
         // Counted from the start: a failure part way rolls this apply back with those held.
         writing.applied(0);
@@ -1350,129 +1235,6 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             return Ok(None);
         };
         Ok(Some(Snapshot { meta: header.meta, snapshot: Box::new(tokio::fs::File::from_std(data)) }))
-    }
-}
-
-#[cfg(test)]
-mod writeback_tests {
-    use std::sync::atomic::Ordering::Relaxed;
-
-    use openraft::CommittedLeaderId;
-
-    use super::*;
-    use crate::raft::packed::tests::incompressible;
-    use crate::raft::{Expect, Op};
-
-    #[test]
-    fn a_background_flush_is_due_after_enough_history_without_fsync_and_a_durable_commit_starts_over() {
-        let mut pending = 0;
-        let step = WRITEBACK_BYTES / 4;
-        assert!(!flush_due(&mut pending, step, false));
-        assert!(!flush_due(&mut pending, step, false));
-        assert!(!flush_due(&mut pending, step, true), "durable: everything is on disk");
-        for _ in 0..3 {
-            assert!(!flush_due(&mut pending, step, false));
-        }
-        assert!(flush_due(&mut pending, step, false), "4 quarters since the durable commit");
-        assert!(!flush_due(&mut pending, step, false), "counted again from zero");
-        assert!(flush_due(&mut pending, usize::MAX, false), "no overflow");
-        assert!(flush_due(&mut pending, WRITEBACK_BYTES, false), "one big commit");
-    }
-
-    fn await_true(what: &str, done: impl Fn() -> bool) {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while !done() {
-            assert!(std::time::Instant::now() < deadline, "{what}");
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-    }
-
-    /// Applies that write enough history without fsync make the thread flush; a little does
-    /// not; and the thread ends with the last clone of the state machine.
-    #[test]
-    fn applies_without_fsync_make_the_thread_flush_and_it_ends_with_the_state_machine() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut sm = StateMachine::open(&dir.path().join("state.redb")).unwrap();
-        let (flushes, running) = (sm.db.writeback.flushes.clone(), sm.db.writeback.running.clone());
-        assert!(running.upgrade().is_some(), "started");
-        // Durable commits come once a second; keep this test's applies from being one.
-        *sm.last_durable.lock().unwrap() = std::time::Instant::now() + std::time::Duration::from_secs(3600);
-        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
-        let value = |i: u64, n: usize| {
-            format!(r#"{{"metadata":{{"name":"o{i}"}},"data":"{}"}}"#, incompressible(n, i))
-        };
-        let mut index = 0;
-        let mut apply = |sm: &mut StateMachine, n: usize| {
-            index += 1;
-            let op =
-                Op::Put { key: format!("/o/{index}"), value: value(index, n).into(), expect: Expect::Any };
-            let entry = Entry {
-                log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
-                payload: EntryPayload::Normal(Request::new(vec![op])),
-            };
-            rt.block_on(sm.apply([entry])).unwrap();
-        };
-        for _ in 0..10 {
-            apply(&mut sm, 1024);
-        }
-        std::thread::sleep(WRITEBACK_PAUSE * 2);
-        assert_eq!(flushes.load(Relaxed), 0, "10 KiB of history: no flush");
-        for _ in 0..3 {
-            apply(&mut sm, WRITEBACK_BYTES / 2);
-        }
-        await_true("a flush after 1.5 × WRITEBACK_BYTES", || flushes.load(Relaxed) >= 1);
-        let clone = sm.clone();
-        drop(sm);
-        std::thread::sleep(WRITEBACK_PAUSE * 3);
-        assert!(running.upgrade().is_some(), "a clone still holds it");
-        drop(clone);
-        await_true("the thread ends with the last clone", || running.upgrade().is_none());
-    }
-
-    /// The thread's loop flushes once per kick, and stops at the first failed flush, saying
-    /// why, without flushing again.
-    #[test]
-    fn the_writeback_loop_stops_at_a_failed_flush_and_records_why() {
-        let (kick, kicked) = std::sync::mpsc::sync_channel::<()>(8);
-        for _ in 0..4 {
-            kick.send(()).unwrap();
-        }
-        drop(kick);
-        let (failed, flushes) = (std::sync::OnceLock::new(), std::sync::atomic::AtomicUsize::new(0));
-        let mut calls = 0;
-        let flush = || {
-            calls += 1;
-            if calls == 2 { Err(std::io::Error::other("Input/output error (os error 5)")) } else { Ok(()) }
-        };
-        flush_when_kicked(&kicked, flush, &failed, &flushes);
-        assert_eq!(calls, 2, "no flush after the failed one");
-        assert_eq!(flushes.load(Relaxed), 1);
-        assert_eq!(failed.get().map(String::as_str), Some("Input/output error (os error 5)"));
-
-        // Without a failure: one flush per kick, then the loop ends with its senders.
-        let (kick, kicked) = std::sync::mpsc::sync_channel::<()>(8);
-        kick.send(()).unwrap();
-        kick.send(()).unwrap();
-        drop(kick);
-        let (failed, flushes) = (std::sync::OnceLock::new(), std::sync::atomic::AtomicUsize::new(0));
-        flush_when_kicked(&kicked, || Ok(()), &failed, &flushes);
-        assert_eq!(flushes.load(Relaxed), 2);
-        assert!(failed.get().is_none());
-    }
-
-    /// After a failed background flush, no apply commits: the member stops rather than go on
-    /// over pages that may not be on disk.
-    #[test]
-    fn after_a_failed_background_flush_every_apply_fails() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut sm = StateMachine::open(&dir.path().join("state.redb")).unwrap();
-        sm.db.writeback.failed.set("Input/output error (os error 5)".into()).unwrap();
-        let entry =
-            Entry { log_id: LogId::new(CommittedLeaderId::new(1, 1), 1), payload: EntryPayload::Blank };
-        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
-        let err = rt.block_on(sm.apply([entry])).unwrap_err();
-        assert!(err.to_string().contains("background flush"), "{err}");
-        assert_eq!(rt.block_on(sm.applied_state()).unwrap().0, None, "nothing applied");
     }
 }
 
