@@ -7,8 +7,8 @@
 //! and openraft re-applies the rest from the (fsync'd) log.
 //! Before a snapshot is built, which lets openraft purge the log, the state machine is made
 //! durable, so nothing purged is ever needed again. One apply a second commits durably too:
-//! redb frees the pages a transaction replaced only at a durable commit, so without it the
-//! file grows by every page ever rewritten between snapshots.
+//! redb frees a page of its last durable commit that a transaction replaced only at the next
+//! durable commit, so without it the file grows by a page for every one rewritten since.
 //!
 //! redb 4 keeps the pages that commits without fsync change in its cache until the next
 //! durable commit, which writes and flushes them all while applies wait for it: among 100,000
