@@ -1337,6 +1337,11 @@ fn an_owner_s_replicas_on_two_nodes_reach_each_other_through_the_tunnel_and_stra
         }
     });
     let spy_name = name(&spy);
+    // Its address is reported once the shim runs, a moment before it has started the container.
+    wait_for(30, "the spy's container started", || {
+        let run = exec(&stranger, &spy_name, &[], &["true"]);
+        if run.code == 0 { Ok(()) } else { Err(run.stderr) }
+    });
     for target in [a_ip, b_ip] {
         let tried = http_from(&stranger, &spy_name, &target.to_string(), 8080);
         assert!(tried.contains("UNREACHABLE"), "the stranger reached {target}: {tried}");
