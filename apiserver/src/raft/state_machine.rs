@@ -17,7 +17,7 @@
 //! with the interval less than the interval does — a page rewritten many times between two
 //! durable commits is written once — so fewer durable commits hold applies for less time in
 //! all: under 64 clients' updates on 3 members, one a second held them 0.9–1.7 s in 19 s
-//! (32–128 ms each), one every five seconds 0.7–0.9 s (128–256 ms each), with 3–8 % more
+//! (32–128 ms each), one every five seconds 0.7–0.9 s (64–256 ms each), with 3–8 % more
 //! updates a second and less CPU per update. Committing durably *more* often (every 100 ms
 //! once 512 keys had changed, or every 250 ms once 1,024 had) cost one member up to a tenth of
 //! its updates (BENCHMARKS.md, changes 34 and 35). The price of the longer interval is the
