@@ -345,6 +345,12 @@ fn a_sealed_value_reaches_the_process_only_and_moves_off_a_node_that_cannot_open
     // Nowhere in the control plane, its answers or the logs is the value.
     drop(b);
     drop(c);
+    // Stopped as an operator stops it (`ui down`: SIGTERM, then waits), its state machine
+    // closes durably, so state.redb holds every record there is to search. Killed, the file
+    // would hold only what its last durable commit (one every five seconds) made durable; the
+    // rest is in the log's segments, searched below too.
+    let data = w.u.path("data");
+    w.u.run(&["down", "--data-dir", data.to_str().unwrap(), "--timeout", "60"]).ok();
     drop(up);
     let (mut looked, mut walked) = (0, 0);
     for f in files(&w.u.path("data")) {
