@@ -353,7 +353,7 @@ fn a_sealed_value_reaches_the_process_only_and_moves_off_a_node_that_cannot_open
     w.u.run(&["down", "--data-dir", data.to_str().unwrap(), "--timeout", "60"]).ok();
     drop(up);
     let (mut looked, mut walked) = (0, 0);
-    for f in files(&w.u.path("data")) {
+    for f in files(&data) {
         let bytes = std::fs::read(&f).unwrap_or_default();
         assert!(!contains(&bytes, SECRET), "the secret is in {}", f.display());
         // Records are stored packed: each is searched unpacked too.
