@@ -719,6 +719,7 @@ impl RaftNode {
         };
         let resuming = config.join.is_none() || !config.bootstrap.is_empty();
         let (log, state) = open_storage(dir).await?;
+        let log = log.of_member(id);
         let network = Network { transport: transport.clone() };
         let raft = Raft::new(id, raft_config(&options, true)?, network, log, state.clone())
             .await

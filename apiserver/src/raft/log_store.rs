@@ -1,13 +1,15 @@
 //! The Raft log on disk: an append-only write-ahead log ([`super::wal`]) of the entries (by
 //! index), the vote, the committed id and the last purged id, as etcd keeps its WAL.
 //!
-//! Every `append` is one write of its records and one fdatasync (on a blocking thread, not a
-//! runtime worker) before openraft is told the entries are durable. openraft 0.9 waits for each `append` before it takes the next
-//! command, so batching writes here would gain nothing: concurrent writes are put into one
-//! entry before they reach Raft (group commit, `node::batch_writes`), so one fsync covers them
-//! all (BENCHMARKS.md). The committed log id is saved without a write of its own: it goes in
-//! the next write the log makes anyway (see [`LogStore::save_committed`]), so that an entry
-//! costs one write and one fsync, not two of either.
+//! Every `append` is one write of its records and one fdatasync before openraft is told the
+//! entries are durable: on the runtime worker that called it when that costs no one else a
+//! worker, else on a blocking thread ([`on_the_worker`]). openraft 0.9 waits for each `append`
+//! before it takes the next command, so batching writes here would gain nothing: concurrent
+//! writes are put into one entry before they reach Raft (group commit, `node::batch_writes`),
+//! so one fsync covers them all (BENCHMARKS.md). The committed log id is saved without a
+//! write of its own: it goes in the next write the log makes anyway (see
+//! [`LogStore::save_committed`]), so that an entry costs one write and one fsync, not two of
+//! either.
 //!
 //! Logs of members from before the WAL (`raft-log.redb`) are imported at start
 //! ([`import_redb`]), and a [`TOMBSTONE`] is left in their place (for every member).
@@ -52,6 +54,9 @@ pub struct LogStore {
     /// The buffer the last append encoded its entries into, kept for the next
     /// ([`APPEND_BUFFER_KEPT`]).
     append_buffer: Arc<Mutex<Vec<u8>>>,
+    /// This member's id, once it runs as one ([`LogStore::of_member`]): which entries are its
+    /// own proposals ([`on_the_worker`]).
+    member: Option<NodeId>,
 }
 
 /// The largest buffer appends encode their entries into that is kept from one to the next (a
@@ -189,7 +194,19 @@ impl LogStore {
     /// A log on `wal`, with nothing of its own kept in memory yet (tests open a second one on
     /// the same files: what the disk alone says).
     fn on(wal: Arc<Wal>) -> Self {
-        Self { wal, recent: Arc::default(), unsaved_committed: Arc::default(), append_buffer: Arc::default() }
+        Self {
+            wal,
+            recent: Arc::default(),
+            unsaved_committed: Arc::default(),
+            append_buffer: Arc::default(),
+            member: None,
+        }
+    }
+
+    /// This log, as the log of member `id` (before Raft takes it).
+    pub(super) fn of_member(mut self, id: NodeId) -> Self {
+        self.member = Some(id);
+        self
     }
 
     /// The committed log id saved since the last write, if any, as a record to write with
@@ -453,19 +470,22 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             appended.push((entry, super::packed::unpacked_len(&buffer[start..])));
             stored.push((index, start..buffer.len()));
         }
-        // The write and its fdatasync (a millisecond or more) run on a blocking thread: on a
-        // runtime worker they would stop it, and every task queued on it, for as long (half
-        // the runtime on two cores), while the Raft core only needs to wait for them.
+        let inline = on_the_worker(
+            appended.iter().map(|(entry, _)| entry),
+            buffer.len(),
+            self.member,
+            tokio::runtime::Handle::current().metrics().num_workers(),
+        );
         let store = self.clone();
-        let mut buffer = tokio::task::spawn_blocking(move || {
+        let write = move || {
             let records: Vec<Record<'_>> = stored
                 .iter()
                 .map(|(index, range)| Record::Entry { index: *index, stored: &buffer[range.clone()] })
                 .collect();
             store.write(&records, ErrorSubject::Logs).map(|()| buffer)
-        })
-        .await
-        .map_err(write_err)??;
+        };
+        let mut buffer =
+            if inline { write()? } else { tokio::task::spawn_blocking(write).await.map_err(write_err)?? };
         buffer.clear();
         // A larger one is let go rather than shrunk: a shrink may keep the block as it is
         // (mimalloc's does when it keeps half) or copy it into a new one.
@@ -489,6 +509,44 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let id = serde_json::to_vec(&log_id).map_err(write_err)?;
         self.write(&[Record::Purged { upto: log_id.index, id: &id }], ErrorSubject::Logs)
     }
+}
+
+/// Appends larger than this (encoded) are always written on a blocking thread: a follower
+/// catching up takes many entries at once.
+const ON_THE_WORKER_BYTES: usize = 256 << 10;
+
+/// Whether an append of `entries` (`bytes` encoded) writes and flushes on the runtime worker
+/// that calls it, blocked for the fdatasync, rather than on a blocking thread while the worker
+/// waits. Handing the write to a blocking thread and being woken when it is done costs two
+/// thread wake-ups per append, paid by every member on every write: at one client, 10 % of a
+/// 3-member cluster's CPU per write and 5–15 % of its rate (BENCHMARKS.md change 36). But a
+/// worker blocked in an fsync serves nothing else meanwhile, which costs a leader under load
+/// its rate (a lone member's 64-client updates: 8–15 % fewer). So the worker writes when:
+/// - there are other workers to serve everyone else meanwhile (never on a runtime of one);
+/// - the append is small ([`ON_THE_WORKER_BYTES`]);
+/// - and each entry is either another member's (a follower's append: its Raft core waits for
+///   the flush whatever thread runs it), or a proposal of this member's holding one write (no
+///   other write was waiting to join it: the member is not under load).
+///
+/// A leader's batches of several writes, the entries of a member before it knows its id, and
+/// anything large go to a blocking thread. Either way the write and its fdatasync are the
+/// same, and openraft is told of the flush only after them.
+fn on_the_worker<'a>(
+    entries: impl IntoIterator<Item = &'a Entry<TypeConfig>>,
+    bytes: usize,
+    member: Option<NodeId>,
+    workers: usize,
+) -> bool {
+    let Some(member) = member else { return false };
+    workers > 1
+        && bytes <= ON_THE_WORKER_BYTES
+        && entries.into_iter().all(|entry| {
+            entry.log_id.leader_id.node_id != member
+                || match &entry.payload {
+                    openraft::EntryPayload::Normal(request) => request.batch.is_empty(),
+                    openraft::EntryPayload::Blank | openraft::EntryPayload::Membership(_) => true,
+                }
+        })
 }
 
 #[cfg(test)]
@@ -628,6 +686,60 @@ mod tests {
         let mut log = LogStore::open(&dir.path().join("log")).unwrap();
         assert_eq!(log.read_committed().await.unwrap(), id(6));
         assert_eq!(log.read_vote().await.unwrap(), Some(Vote::new(2, 1)));
+    }
+
+    /// Which appends a member writes on its runtime's worker: another member's entries and a
+    /// proposal of one write, small, with another worker to serve the rest meanwhile; never a
+    /// batch of its own, a large append, on a runtime of one worker, or before it has an id.
+    #[test]
+    fn a_followers_append_and_a_lone_write_go_on_the_worker_a_leaders_batch_does_not() {
+        use crate::raft::{Expect, Op, Request};
+        let write = |name: &str| {
+            Request::new(vec![Op::Put { key: format!("/o/{name}"), value: "{}".into(), expect: Expect::Any }])
+        };
+        let entry = |leader: NodeId, payload| Entry {
+            log_id: LogId::new(CommittedLeaderId::new(3, leader), 9),
+            payload,
+        };
+        let one = entry(1, EntryPayload::Normal(write("a")));
+        let batch =
+            entry(1, EntryPayload::Normal(Request { ops: Vec::new(), batch: vec![write("a"), write("b")] }));
+        let blank = entry(1, EntryPayload::Blank);
+        let (small, large) = (2_000, ON_THE_WORKER_BYTES + 1);
+
+        // Member 2 follows leader 1: all of leader 1's entries, batches too.
+        for e in [&one, &batch, &blank] {
+            assert!(on_the_worker([e], small, Some(2), 2), "{:?}", e.payload);
+        }
+        assert!(on_the_worker([&one, &batch], small, Some(2), 4));
+        // Member 1 leads: its lone writes (and blank entries), not its batches.
+        assert!(on_the_worker([&one], small, Some(1), 2));
+        assert!(on_the_worker([&blank], small, Some(1), 2));
+        assert!(!on_the_worker([&batch], small, Some(1), 2));
+        assert!(!on_the_worker([&one, &batch], small, Some(1), 2));
+        // Never large, on a runtime of one worker, or without an id.
+        assert!(!on_the_worker([&one], large, Some(2), 2));
+        assert!(!on_the_worker([&one], small, Some(2), 1));
+        assert!(!on_the_worker([&one], small, None, 2));
+    }
+
+    /// Appends written on the worker (a follower's, on a runtime of two) are durable as those
+    /// written on a blocking thread: what the files hold after the log is dropped and opened
+    /// again.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn appends_written_on_the_worker_read_back_after_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = LogStore::open(&dir.path().join("log")).unwrap().of_member(2);
+        let (entries, _): (Vec<_>, Vec<_>) = (1..=5).map(|i| entry(1, i)).unzip();
+        assert!(on_the_worker(&entries[..1], 100, log.member, 2), "leader 1's entries, on member 2");
+        for e in &entries {
+            log.blocking_append([e.clone()]).await.unwrap();
+        }
+        drop(log);
+        let mut log = LogStore::open(&dir.path().join("log")).unwrap();
+        let read: Vec<u64> =
+            log.try_get_log_entries(1..=5).await.unwrap().iter().map(|e| e.log_id.index).collect();
+        assert_eq!(read, [1, 2, 3, 4, 5]);
     }
 
     /// Appends encode into one buffer kept from the last (not a new one each time), let go

@@ -150,6 +150,7 @@ impl RaftNode {
     /// leads.
     pub async fn start_single(dir: &Path, options: Options) -> Result<Self, StartError> {
         let (log, state) = open_storage(dir).await?;
+        let log = log.of_member(SINGLE_NODE_ID);
         let raft = Raft::new(SINGLE_NODE_ID, raft_config(&options, false)?, NoPeers, log, state.clone())
             .await
             .map_err(|e| StartError::Raft(e.to_string()))?;
