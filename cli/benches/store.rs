@@ -965,11 +965,8 @@ struct Phase {
     latencies: Vec<Duration>,
     failed: usize,
     elapsed: Duration,
-    cpu: f64,
-    /// CPU seconds of this process (the load generator).
-    load_cpu: f64,
-    /// The share of the machine's CPU left idle.
-    idle: Option<f64>,
+    /// CPU of the servers and of this process (the load generator), the machine's idle share.
+    spent: Spent,
     /// Durable commits of the log (all members) and the seconds they took.
     fsyncs: Option<(f64, f64)>,
     /// The share of the phase the busiest disk had I/O in flight.
@@ -986,8 +983,7 @@ fn closed_loop(
 ) -> Phase {
     let stop = AtomicBool::new(false);
     let conns: Vec<Client> = (0..clients).map(|n| sut.client(n, Duration::from_secs(120))).collect();
-    let (cpu0, fsync0) = (sut.cpu(), sut.fsyncs());
-    let (load0, ticks0, disk0) = (cpu_seconds(std::process::id()), machine_ticks(), disk_ticks());
+    let (begun, fsync0, disk0) = (Usage::now(sut), sut.fsyncs(), disk_ticks());
     let start = Instant::now();
     let results: Vec<(Vec<Duration>, usize)> = std::thread::scope(|s| {
         let threads: Vec<_> = conns
@@ -1018,17 +1014,14 @@ fn closed_loop(
         threads.into_iter().map(|t| t.join().unwrap()).collect()
     });
     let elapsed = start.elapsed();
-    let (load1, ticks1, disk1) = (cpu_seconds(std::process::id()), machine_ticks(), disk_ticks());
-    let (cpu1, fsync1) = (sut.cpu(), sut.fsyncs());
+    let (spent, fsync1, disk1) = (Usage::now(sut).since(&begun), sut.fsyncs(), disk_ticks());
     let mut latencies: Vec<Duration> = results.iter().flat_map(|(l, _)| l.iter().copied()).collect();
     latencies.sort();
     Phase {
         failed: results.iter().map(|(_, f)| f).sum(),
         latencies,
         elapsed,
-        cpu: cpu1 - cpu0,
-        load_cpu: load1 - load0,
-        idle: idle_between(ticks0, ticks1),
+        spent,
         fsyncs: fsync0.zip(fsync1).map(|(a, b)| (b.0 - a.0, b.1 - a.1)),
         disk_busy: busy_between(disk0.as_ref(), disk1.as_ref(), elapsed),
     }
@@ -1041,9 +1034,9 @@ impl Phase {
             rate: Some(ok as f64 / self.elapsed.as_secs_f64()),
             p50: percentile(&self.latencies, 0.50),
             p99: percentile(&self.latencies, 0.99),
-            cpu: (ok > 0).then(|| Duration::from_secs_f64(self.cpu / ok as f64)),
-            load_cpu: (ok > 0).then(|| Duration::from_secs_f64(self.load_cpu / ok as f64)),
-            idle: self.idle,
+            cpu: (ok > 0).then(|| Duration::from_secs_f64(self.spent.server / ok as f64)),
+            load_cpu: (ok > 0).then(|| Duration::from_secs_f64(self.spent.load / ok as f64)),
+            idle: self.spent.idle,
             fsyncs: if writes { self.fsyncs.filter(|_| ok > 0).map(|(n, _)| n / ok as f64) } else { None },
             fsync_mean: if writes {
                 self.fsyncs.filter(|(n, _)| *n > 0.0).map(|(n, s)| Duration::from_secs_f64(s / n))
@@ -1072,6 +1065,9 @@ fn fill(sut: &Sut, objects: u64) -> Measure {
 /// watcher is the time it was read from the stream minus the time the writer's create of it
 /// was acknowledged, clamped at 0 (an event may arrive before its acknowledgement); the note
 /// gives it from the time the create was sent, too (which adds the write's own latency).
+/// Server CPU, the load generator's (the watchers' and the writer's) and the machine's idle
+/// share are over the delivery: from the first write until the last watcher read its last
+/// event, per delivered event.
 fn watch(sut: &Sut, namespace: &str, watchers: usize, rate: u64, seconds: f64) -> Measure {
     let writes = (rate as f64 * seconds).round() as usize;
     let acked: Vec<AtomicU64> = (0..writes).map(|_| AtomicU64::new(0)).collect();
@@ -1091,6 +1087,9 @@ fn watch(sut: &Sut, namespace: &str, watchers: usize, rate: u64, seconds: f64) -
         Sys::Etcd | Sys::Floor => String::new(),
     };
     let budget = Duration::from_secs_f64(seconds + 60.0);
+    // What the servers, this process (the watchers and the writer) and the machine spent from
+    // the first write until every watcher had read its last event.
+    let begun = Mutex::new(None::<Usage>);
     let received: Vec<Vec<(u32, u64)>> = std::thread::scope(|s| {
         let threads: Vec<_> = (0..watchers)
             .map(|n| {
@@ -1143,6 +1142,7 @@ fn watch(sut: &Sut, namespace: &str, watchers: usize, rate: u64, seconds: f64) -
             std::thread::sleep(Duration::from_millis(20));
         }
         std::thread::sleep(Duration::from_millis(500));
+        *begun.lock().unwrap() = Some(Usage::now(sut));
         // The writer: paced, with a few connections so that one slow write does not hold back
         // the next.
         let writers = 8;
@@ -1172,6 +1172,7 @@ fn watch(sut: &Sut, namespace: &str, watchers: usize, rate: u64, seconds: f64) -
         });
         threads.into_iter().map(|t| t.join().unwrap()).collect()
     });
+    let spent = begun.into_inner().unwrap().map(|begun| Usage::now(sut).since(&begun));
     let (mut latencies, mut from_send) = (Vec::new(), Vec::new());
     for got in &received {
         for &(seq, at) in got {
@@ -1199,12 +1200,45 @@ fn watch(sut: &Sut, namespace: &str, watchers: usize, rate: u64, seconds: f64) -
     if refused > 0 {
         note.push(format!("{refused} watches refused"));
     }
+    let per_event =
+        |seconds: f64| (delivered > 0).then(|| Duration::from_secs_f64(seconds / delivered as f64));
     Measure {
         rate: None,
         p50: percentile(&latencies, 0.50),
         p99: percentile(&latencies, 0.99),
+        cpu: spent.as_ref().and_then(|u| per_event(u.server)),
+        load_cpu: spent.as_ref().and_then(|u| per_event(u.load)),
+        idle: spent.and_then(|u| u.idle),
         note: note.join(", "),
         ..Measure::default()
+    }
+}
+
+/// CPU seconds of the servers and of this process, and the machine's CPU ticks, at one moment.
+struct Usage {
+    server: f64,
+    load: f64,
+    ticks: Option<(u64, u64)>,
+}
+
+/// What was spent between two [`Usage`]s: CPU seconds, and the share of the machine left idle.
+struct Spent {
+    server: f64,
+    load: f64,
+    idle: Option<f64>,
+}
+
+impl Usage {
+    fn now(sut: &Sut) -> Usage {
+        Usage { server: sut.cpu(), load: cpu_seconds(std::process::id()), ticks: machine_ticks() }
+    }
+
+    fn since(&self, before: &Usage) -> Spent {
+        Spent {
+            server: self.server - before.server,
+            load: self.load - before.load,
+            idle: idle_between(before.ticks, self.ticks),
+        }
     }
 }
 
