@@ -1065,9 +1065,11 @@ fn fill(sut: &Sut, objects: u64) -> Measure {
 /// watcher is the time it was read from the stream minus the time the writer's create of it
 /// was acknowledged, clamped at 0 (an event may arrive before its acknowledgement); the note
 /// gives it from the time the create was sent, too (which adds the write's own latency).
-/// Server CPU, the load generator's (the watchers' and the writer's) and the machine's idle
+/// Server CPU, the load generator's (the watchers' and the writers') and the machine's idle
 /// share are over the delivery: from the first write until the last watcher read its last
-/// event, per delivered event.
+/// event (or its stream ended), per delivered event; they include the writes' own cost. The
+/// note gives the write rate achieved: the writers wait for each answer, so on a saturated
+/// machine it falls below `rate`.
 fn watch(sut: &Sut, namespace: &str, watchers: usize, rate: u64, seconds: f64) -> Measure {
     let writes = (rate as f64 * seconds).round() as usize;
     let acked: Vec<AtomicU64> = (0..writes).map(|_| AtomicU64::new(0)).collect();
@@ -1087,10 +1089,10 @@ fn watch(sut: &Sut, namespace: &str, watchers: usize, rate: u64, seconds: f64) -
         Sys::Etcd | Sys::Floor => String::new(),
     };
     let budget = Duration::from_secs_f64(seconds + 60.0);
-    // What the servers, this process (the watchers and the writer) and the machine spent from
-    // the first write until every watcher had read its last event.
-    let begun = Mutex::new(None::<Usage>);
-    let received: Vec<Vec<(u32, u64)>> = std::thread::scope(|s| {
+    // What the servers, this process (the watchers and the writers) and the machine spent from
+    // the first write until every watcher had read its last event (or given up), and how long
+    // the writes took to be acknowledged.
+    let (begun, writing, received) = std::thread::scope(|s| {
         let threads: Vec<_> = (0..watchers)
             .map(|n| {
                 let (ready, failed, from) = (&ready, &failed, &from);
@@ -1142,7 +1144,7 @@ fn watch(sut: &Sut, namespace: &str, watchers: usize, rate: u64, seconds: f64) -
             std::thread::sleep(Duration::from_millis(20));
         }
         std::thread::sleep(Duration::from_millis(500));
-        *begun.lock().unwrap() = Some(Usage::now(sut));
+        let begun = Usage::now(sut);
         // The writer: paced, with a few connections so that one slow write does not hold back
         // the next.
         let writers = 8;
@@ -1170,9 +1172,14 @@ fn watch(sut: &Sut, namespace: &str, watchers: usize, rate: u64, seconds: f64) -
                 });
             }
         });
-        threads.into_iter().map(|t| t.join().unwrap()).collect()
+        let writing = start.elapsed();
+        let received: Vec<Vec<(u32, u64)>> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+        (begun, writing, received)
     });
-    let spent = begun.into_inner().unwrap().map(|begun| Usage::now(sut).since(&begun));
+    let spent = Usage::now(sut).since(&begun);
+    // The writers are paced at `rate` but wait for each answer: on a saturated machine they
+    // fall behind it, and the row says so.
+    let written = acked.iter().filter(|a| a.load(Ordering::Relaxed) > 0).count();
     let (mut latencies, mut from_send) = (Vec::new(), Vec::new());
     for got in &received {
         for &(seq, at) in got {
@@ -1189,7 +1196,7 @@ fn watch(sut: &Sut, namespace: &str, watchers: usize, rate: u64, seconds: f64) -
     from_send.sort();
     let expected = writes * watchers;
     let delivered = latencies.len();
-    let mut note = Vec::new();
+    let mut note = vec![format!("writes {:.0}/s", written as f64 / writing.as_secs_f64())];
     if let (Some(p50), Some(p99)) = (percentile(&from_send, 0.5), percentile(&from_send, 0.99)) {
         note.push(format!("from send: p50 {}, p99 {}", fmt_dur(p50), fmt_dur(p99)));
     }
@@ -1206,9 +1213,9 @@ fn watch(sut: &Sut, namespace: &str, watchers: usize, rate: u64, seconds: f64) -
         rate: None,
         p50: percentile(&latencies, 0.50),
         p99: percentile(&latencies, 0.99),
-        cpu: spent.as_ref().and_then(|u| per_event(u.server)),
-        load_cpu: spent.as_ref().and_then(|u| per_event(u.load)),
-        idle: spent.and_then(|u| u.idle),
+        cpu: per_event(spent.server),
+        load_cpu: per_event(spent.load),
+        idle: spent.idle,
         note: note.join(", "),
         ..Measure::default()
     }
