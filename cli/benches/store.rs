@@ -1196,7 +1196,10 @@ fn watch(sut: &Sut, namespace: &str, watchers: usize, rate: u64, seconds: f64) -
     from_send.sort();
     let expected = writes * watchers;
     let delivered = latencies.len();
-    let mut note = vec![format!("writes {:.0}/s", written as f64 / writing.as_secs_f64())];
+    // Over the time the pacing asks for at least: the last write is due (writes - 1) / rate
+    // after the first, and no writer goes faster than the pace.
+    let paced = writing.as_secs_f64().max(writes as f64 / rate as f64);
+    let mut note = vec![format!("writes {:.0}/s", written as f64 / paced)];
     if let (Some(p50), Some(p99)) = (percentile(&from_send, 0.5), percentile(&from_send, 0.99)) {
         note.push(format!("from send: p50 {}, p99 {}", fmt_dur(p50), fmt_dur(p99)));
     }
